@@ -1,0 +1,63 @@
+"""cellfactory: GMP batch and release management for a network of academic cell factories."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+from pathlib import Path
+
+from flask import Flask
+
+from config import PROJECT_ROOT, Config
+
+__version__ = "0.1.0"
+
+
+def _build_id() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(
+        __name__,
+        instance_path=str(Path(config.instance_path).resolve()),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        CELLFACTORY=config,
+        TESTING=config.testing,
+        VERSION=__version__,
+        BUILD=_build_id(),
+        SESSION_COOKIE_NAME="cellfactory_session",
+        SESSION_COOKIE_SECURE=config.secure_cookies,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=config.session_idle_minutes),
+        REMEMBER_COOKIE_DURATION=dt.timedelta(seconds=0),
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+    )
+    logging.getLogger("cellfactory").setLevel(logging.INFO)
+
+    from cellfactory.extensions import csrf, db, login_manager
+
+    db.init_app(app, config.database_url)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+
+    from cellfactory import web
+
+    web.register(app)
+
+    from cellfactory.cli import register_commands
+
+    register_commands(app)
+    return app

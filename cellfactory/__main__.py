@@ -1,0 +1,3 @@
+from cellfactory.cli import cli
+
+cli()

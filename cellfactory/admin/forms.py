@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Email, Length
+
+from cellfactory.auth.models import ROLE_LABELS
+from cellfactory.core.forms import ReasonMixin
+from cellfactory.signatures.forms import SigningForm
+
+NETWORK = ""
+
+
+def role_choices() -> list[tuple[str, str]]:
+    return [(role.value, label) for role, label in ROLE_LABELS.items()]
+
+
+def site_choices(sites) -> list[tuple[str, str]]:
+    return [(NETWORK, "Whole network (auditor, network QA)")] + [(s.code, f"{s.code} · {s.name}") for s in sites]
+
+
+class UserCreateForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired("Enter a user name."), Length(max=64)],
+                           render_kw={"autocapitalize": "none"})
+    full_name = StringField("Printed full name (used in signatures)",
+                            validators=[DataRequired("Enter the full name."), Length(max=200)])
+    email = EmailField("E-mail", validators=[DataRequired("Enter the e-mail."), Email("Enter a valid e-mail.")])
+    role = SelectField("Role")
+    site = SelectField("Site")
+    temporary_password = PasswordField("Temporary password (the user must change it at first sign-in)",
+                                       validators=[DataRequired("Set a temporary password.")],
+                                       render_kw={"autocomplete": "new-password"})
+
+
+class GrantRoleForm(ReasonMixin, FlaskForm):
+    role = SelectField("Role")
+    site = SelectField("Site")
+
+
+class ReasonForm(ReasonMixin, FlaskForm):
+    pass
+
+
+class UserDetailsForm(ReasonMixin, FlaskForm):
+    full_name = StringField("Printed full name", validators=[DataRequired("Enter the full name."), Length(max=200)])
+    email = EmailField("E-mail", validators=[DataRequired("Enter the e-mail."), Email("Enter a valid e-mail.")])
+    version = HiddenField()
+
+
+class ResetPasswordForm(ReasonMixin, FlaskForm):
+    temporary_password = PasswordField("New temporary password", validators=[DataRequired("Set a password.")],
+                                       render_kw={"autocomplete": "new-password"})
+
+
+class IdentityCheckForm(SigningForm):
+    method = TextAreaField("How the identity was checked",
+                           validators=[DataRequired("Describe the check: document type and number, in person."),
+                                       Length(max=1000)])
+
+
+class SiteForm(FlaskForm):
+    code = StringField("Code", validators=[DataRequired("Enter a code, e.g. BG."), Length(max=8)])
+    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
+    facility_id = StringField("ISBT 128 facility identification number (FIN)",
+                              validators=[DataRequired("Enter the FIN, e.g. A9991."), Length(max=5)])
+    timezone = StringField("Time zone", default="Europe/Rome", validators=[DataRequired("Enter the time zone.")])
+    address = TextAreaField("Address", validators=[Length(max=1000)])
+
+
+class SiteEditForm(ReasonMixin, FlaskForm):
+    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
+    timezone = StringField("Time zone", validators=[DataRequired("Enter the time zone.")])
+    address = TextAreaField("Address", validators=[Length(max=1000)])
+    active = BooleanField("Active")
+    version = HiddenField()

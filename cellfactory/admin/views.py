@@ -1,0 +1,274 @@
+"""User and site administration. Administrators manage people and master data, never GMP data."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from cellfactory.admin.forms import (
+    GrantRoleForm,
+    IdentityCheckForm,
+    ReasonForm,
+    ResetPasswordForm,
+    SiteEditForm,
+    SiteForm,
+    UserCreateForm,
+    UserDetailsForm,
+    role_choices,
+    site_choices,
+)
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth import services as auth_services
+from cellfactory.auth.models import Role, RoleAssignment, User
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import roles_required
+from cellfactory.extensions import db
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites import services as site_services
+from cellfactory.sites.models import Site
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _actor() -> User:
+    return current_user._get_current_object()
+
+
+def _all_sites() -> list[Site]:
+    return list(db.session.scalars(sa.select(Site).order_by(Site.code)))
+
+
+def _user_or_404(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+def _with_choices(form):
+    if hasattr(form, "role"):
+        form.role.choices = role_choices()
+    if hasattr(form, "site"):
+        form.site.choices = site_choices(_all_sites())
+    return form
+
+
+# --- users ---------------------------------------------------------------------------------------
+
+
+@bp.route("/users")
+@roles_required(Role.ADMIN)
+def users() -> str:
+    page, per_page = page_args(request.args, 50)
+    query = sa.select(User).order_by(User.username)
+    if request.args.get("q"):
+        term = f"%{request.args['q'].strip()}%"
+        query = query.where(sa.or_(User.username.ilike(term), User.full_name.ilike(term)))
+    return render_template("admin/users.html", result=paginate(query, page, per_page), args=request.args)
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def user_new() -> str | Response:
+    form = _with_choices(UserCreateForm())
+    if form.validate_on_submit():
+        try:
+            user = auth_services.create_user(
+                _actor(), username=form.username.data, full_name=form.full_name.data, email=form.email.data,
+                roles=[(Role(form.role.data), form.site.data or None)],
+                temporary_password=form.temporary_password.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"User {user.username} created. Give them the temporary password in person; they must change "
+                  "it at first sign-in.", "success")
+            return redirect(url_for("admin.user_detail", user_id=user.id))
+    return render_template("admin/user_new.html", form=form), (422 if form.errors or form.form_errors else 200)
+
+
+def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
+    defaults = {
+        "grant_form": _with_choices(GrantRoleForm(prefix="grant")),
+        "details_form": UserDetailsForm(prefix="details", obj=user, version=user.version),
+        "active_form": ReasonForm(prefix="active"),
+        "reset_form": ResetPasswordForm(prefix="reset"),
+        "revoke_form": ReasonForm(prefix="revoke"),
+        "identity_form": IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED], prefix="identity"),
+    }
+    defaults.update(forms)
+    history = list(db.session.scalars(
+        sa.select(AuditEntry).where(sa.or_(
+            sa.and_(AuditEntry.entity_type == "app_user", AuditEntry.entity_id == str(user.id)),
+            sa.and_(AuditEntry.entity_type == "role_assignment",
+                    AuditEntry.entity_id.in_([str(r.id) for r in user.roles] or ["-"])),
+        )).order_by(AuditEntry.seq.desc()).limit(100)))
+    verification = signature_services.current_identity_verification(user)
+    can_sign, missing = signature_services.signing_enabled(user)
+    return render_template("admin/user_detail.html", user=user, history=history, verification=verification,
+                           verification_signatures=signature_services.signatures_for(verification)
+                           if verification else [], can_sign=can_sign, missing=missing,
+                           locked=auth_services.is_locked(user), **defaults), status
+
+
+@bp.route("/users/<int:user_id>")
+@roles_required(Role.ADMIN)
+def user_detail(user_id: int) -> tuple[str, int]:
+    return _render_user(_user_or_404(user_id))
+
+
+def _act(user: User, form_name: str, form, action) -> tuple[str, int] | Response:
+    """Run one administrative action from a form on the user page; errors are shown next to the form."""
+    if form.validate_on_submit():
+        try:
+            message = action(form)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(message, "success")
+            return redirect(url_for("admin.user_detail", user_id=user.id))
+    return _render_user(user, 422, **{form_name: form})
+
+
+@bp.route("/users/<int:user_id>/roles", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_grant_role(user_id: int):
+    user = _user_or_404(user_id)
+
+    def grant(form) -> str:
+        assignment = auth_services.grant_role(_actor(), user, Role(form.role.data), form.site.data or None,
+                                              form.reason.data)
+        return f"{user.username} now holds {assignment.role.label} at {assignment.scope_label}."
+
+    return _act(user, "grant_form", _with_choices(GrantRoleForm(prefix="grant")), grant)
+
+
+@bp.route("/users/<int:user_id>/roles/<int:assignment_id>/revoke", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_revoke_role(user_id: int, assignment_id: int):
+    user = _user_or_404(user_id)
+    assignment = db.session.get(RoleAssignment, assignment_id)
+    if assignment is None or assignment.user_id != user.id:
+        abort(404)
+
+    def revoke(form) -> str:
+        auth_services.revoke_role(_actor(), assignment, form.reason.data)
+        return f"{assignment.role.label} at {assignment.scope_label} revoked."
+
+    return _act(user, "revoke_form", ReasonForm(prefix="revoke"), revoke)
+
+
+@bp.route("/users/<int:user_id>/details", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_details(user_id: int):
+    user = _user_or_404(user_id)
+
+    def update(form) -> str:
+        auth_services.update_user_details(_actor(), user, full_name=form.full_name.data, email=form.email.data,
+                                          reason=form.reason.data, expected_version=_int_or_none(form.version.data))
+        return "Details saved."
+
+    return _act(user, "details_form", UserDetailsForm(prefix="details"), update)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+@bp.route("/users/<int:user_id>/active", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_set_active(user_id: int):
+    user = _user_or_404(user_id)
+    activate = not user.active
+
+    def toggle(form) -> str:
+        auth_services.set_active(_actor(), user, activate, form.reason.data)
+        return f"{user.username} {'reactivated' if activate else 'deactivated; their sessions and tokens ended'}."
+
+    return _act(user, "active_form", ReasonForm(prefix="active"), toggle)
+
+
+@bp.route("/users/<int:user_id>/password", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_reset_password(user_id: int):
+    user = _user_or_404(user_id)
+
+    def reset(form) -> str:
+        auth_services.reset_password(_actor(), user, form.temporary_password.data, form.reason.data)
+        return f"Password of {user.username} reset; they must choose their own at next sign-in."
+
+    return _act(user, "reset_form", ResetPasswordForm(prefix="reset"), reset)
+
+
+@bp.route("/users/<int:user_id>/identity", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_identity(user_id: int):
+    user = _user_or_404(user_id)
+
+    def verify(form) -> str:
+        signature_services.record_identity_check(_actor(), user, method=form.method.data,
+                                                 **_without_meaning(form.signing_kwargs()))
+        mark_signed()
+        return f"Identity check of {user.username} recorded and signed."
+
+    return _act(user, "identity_form", IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED],
+                                                                      prefix="identity"), verify)
+
+
+def _without_meaning(kwargs: dict) -> dict:
+    kwargs.pop("meaning", None)
+    return kwargs
+
+
+# --- sites ---------------------------------------------------------------------------------------
+
+
+@bp.route("/sites")
+@roles_required(Role.ADMIN)
+def sites() -> str:
+    return render_template("admin/sites.html", sites=_all_sites())
+
+
+@bp.route("/sites/new", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def site_new():
+    form = SiteForm()
+    if form.validate_on_submit():
+        try:
+            site = site_services.create_site(_actor(), code=form.code.data, name=form.name.data,
+                                             facility_id=form.facility_id.data, timezone=form.timezone.data,
+                                             address=form.address.data or "")
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Site {site.code} created.", "success")
+            return redirect(url_for("admin.sites"))
+    return render_template("admin/site_form.html", form=form, site=None), (422 if form.errors or form.form_errors
+                                                                           else 200)
+
+
+@bp.route("/sites/<code>", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def site_edit(code: str):
+    site = site_services.get_site(code)
+    form = SiteEditForm(obj=site, version=site.version)
+    if form.validate_on_submit():
+        try:
+            site_services.update_site(_actor(), site, name=form.name.data, timezone=form.timezone.data,
+                                      address=form.address.data or "", active=form.active.data,
+                                      reason=form.reason.data, expected_version=_int_or_none(form.version.data))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Site {site.code} saved.", "success")
+            return redirect(url_for("admin.sites"))
+    return render_template("admin/site_form.html", form=form, site=site), (422 if form.errors or form.form_errors
+                                                                           else 200)

@@ -1,0 +1,86 @@
+"""The JSON API: /api/v1, bearer-token authentication, one error envelope, paginated lists.
+
+Every write goes through the same service functions as the pages. Browser sessions do not
+authenticate the API, so the API is exempt from CSRF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.services import user_for_token
+from cellfactory.core.errors import AuthenticationFailed, DomainError, ValidationFailed
+from cellfactory.core.pagination import Page
+from cellfactory.extensions import csrf, db
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+PUBLIC_ENDPOINTS = {"api.openapi"}
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None):
+    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cellfactory"'
+    return response
+
+
+@bp.before_request
+def authenticate() -> Any:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return error_response(401, "unauthenticated", "Send 'Authorization: Bearer <token>'. Create a token on "
+                                                      "your account page.")
+    user = user_for_token(token.strip())
+    if user is None:
+        return error_response(401, "unauthenticated", "The token is unknown, revoked or its user is deactivated "
+                                                      "or locked.")
+    g.api_user = user
+    audit.act_as(db.session, user)
+    return None
+
+
+@bp.errorhandler(DomainError)
+def domain_error(error: DomainError):
+    db.session.rollback()
+    if error.http_status == 403:
+        from cellfactory.web import record_access_denied
+
+        record_access_denied(g.get("api_user"), request.endpoint or request.path)
+    return error_response(error.http_status, error.code, error.message, error.fields)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    return error_response(error.code or 500, codes.get(error.code, "error"), error.description or "Refused.")
+
+
+def json_body(*required: str) -> dict[str, Any]:
+    """The request's JSON object; 422 naming each missing field."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+    missing = {name: "Required." for name in required if data.get(name) in (None, "")}
+    if missing:
+        raise ValidationFailed("Required fields are missing: " + ", ".join(missing), fields=missing)
+    return data
+
+
+def page_json(page: Page, serialize) -> dict[str, Any]:
+    return {"items": [serialize(item) for item in page.items], "page": page.page, "per_page": page.per_page,
+            "total": page.total}
+
+
+from cellfactory.api import audit as _audit  # noqa: E402,F401
+from cellfactory.api import openapi as _openapi  # noqa: E402,F401
+from cellfactory.api import people as _people  # noqa: E402,F401

@@ -1,0 +1,36 @@
+"""/audit: the audit trail, filtered (`?entity=&id=&user=&site=&since=&until=`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import g, request
+
+from cellfactory.api import bp, page_json
+from cellfactory.api.serializers import audit_json
+from cellfactory.audit.queries import AuditFilter, audit_query
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.pagination import page_args, paginate
+
+
+def _instant(name: str) -> dt.datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name} is not an ISO 8601 time.", fields={name: "Use e.g. 2026-11-22T08:00:00+01:00."}) \
+            from exc
+    if value.tzinfo is None:
+        raise ValidationFailed(f"{name} needs a UTC offset.", fields={name: "Add the offset, e.g. +01:00 or Z."})
+    return value
+
+
+@bp.get("/audit")
+def audit_trail():
+    page, per_page = page_args(request.args)
+    flt = AuditFilter(entity_type=request.args.get("entity") or None, entity_id=request.args.get("id") or None,
+                      username=request.args.get("user") or None, site_code=request.args.get("site") or None,
+                      action=request.args.get("action") or None, since=_instant("since"), until=_instant("until"))
+    return page_json(paginate(audit_query(g.api_user, flt), page, per_page), audit_json)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cellfactory.core.db import Base, IntPK
+
+
+class AuditEntry(Base):
+    """One append-only, hash-chained entry of the audit trail.
+
+    `entry_hash` is the SHA-256 of the entry's canonical content including `prev_hash`, the hash
+    of the entry before it, so that a changed, removed or inserted row breaks the chain. On
+    PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE on this table.
+    """
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        sa.Index("ix_audit_entry_entity", "entity_type", "entity_id"),
+        sa.Index("ix_audit_entry_actor_time", "actor_id", "recorded_at"),
+        sa.Index("ix_audit_entry_site_time", "site_id", "recorded_at"),
+    )
+
+    id: Mapped[IntPK]
+    seq: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column(index=True)
+    actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    actor_name: Mapped[str] = mapped_column(sa.String(300))
+    site_id: Mapped[int | None] = mapped_column(sa.ForeignKey("site.id"))
+    action: Mapped[str] = mapped_column(sa.String(60))
+    entity_type: Mapped[str] = mapped_column(sa.String(60))
+    entity_id: Mapped[str] = mapped_column(sa.String(64))
+    entity_label: Mapped[str] = mapped_column(sa.String(200), default="")
+    changes: Mapped[dict[str, Any]]
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    entry_hash: Mapped[str] = mapped_column(sa.String(64))

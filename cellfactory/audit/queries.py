@@ -1,0 +1,97 @@
+"""Reading the audit trail: filters, site scoping and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import User
+from cellfactory.core import permissions
+from cellfactory.core.clock import format_local
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.sites.models import Site
+
+
+@dataclass
+class AuditFilter:
+    entity_type: str | None = None
+    entity_id: str | None = None
+    username: str | None = None
+    site_code: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    action: str | None = None
+
+
+def audit_query(viewer: User, flt: AuditFilter) -> sa.Select:
+    permissions.require(permissions.can_read_audit(viewer), "Only QA, Qualified Persons and auditors read the "
+                                                            "audit trail.")
+    query = sa.select(AuditEntry)
+    visible = viewer.site_ids()
+    if visible is not None:
+        query = query.where(AuditEntry.site_id.in_(visible or [-1]))
+    if flt.entity_type:
+        query = query.where(AuditEntry.entity_type == flt.entity_type)
+    if flt.entity_id:
+        query = query.where(sa.or_(AuditEntry.entity_id == flt.entity_id, AuditEntry.entity_label == flt.entity_id))
+    if flt.action:
+        query = query.where(AuditEntry.action == flt.action)
+    if flt.username:
+        query = query.join(User, User.id == AuditEntry.actor_id).where(User.username == flt.username)
+    if flt.site_code:
+        query = query.join(Site, Site.id == AuditEntry.site_id).where(Site.code == flt.site_code.upper())
+    if flt.since:
+        query = query.where(AuditEntry.recorded_at >= flt.since)
+    if flt.until:
+        query = query.where(AuditEntry.recorded_at < flt.until)
+    return query.order_by(AuditEntry.seq.desc())
+
+
+def parse_day(value: str | None, field: str, tz_name: str, *, end: bool = False) -> dt.datetime | None:
+    """A calendar day typed in the site's zone, as the UTC instant it starts (or the next day starts)."""
+    if not value:
+        return None
+    from zoneinfo import ZoneInfo
+
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{value!r} is not a date: use YYYY-MM-DD.", fields={field: "Use YYYY-MM-DD."}) from exc
+    if end:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(tz_name)).astimezone(dt.UTC)
+
+
+CSV_HEADER = ["seq", "recorded_at_utc", "recorded_at_local", "actor", "site_id", "action", "entity_type",
+              "entity_id", "entity_label", "changes", "reason", "prev_hash", "entry_hash"]
+
+
+def csv_rows(entries: Iterator[AuditEntry], tz_name: str) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER)
+    yield buffer.getvalue()
+    for entry in entries:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([_cell(value) for value in (
+            entry.seq, entry.recorded_at.isoformat(), format_local(entry.recorded_at, tz_name, seconds=True),
+            entry.actor_name, entry.site_id or "", entry.action, entry.entity_type, entry.entity_id,
+            entry.entity_label, json.dumps(entry.changes, sort_keys=True, ensure_ascii=False), entry.reason or "",
+            entry.prev_hash, entry.entry_hash,
+        )])
+        yield buffer.getvalue()
+
+
+def _cell(value: object) -> object:
+    """Keep spreadsheet programs from running a cell as a formula (a DIN starts with '=')."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

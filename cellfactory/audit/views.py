@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask_login import current_user
+
+from cellfactory.audit.queries import AuditFilter, audit_query, csv_rows, parse_day
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import AUDIT_READERS, roles_required
+from cellfactory.extensions import db
+from cellfactory.web import display_timezone
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+
+def _filter_from_request() -> tuple[AuditFilter, dict[str, str]]:
+    args = request.args
+    tz = display_timezone()
+    errors: dict[str, str] = {}
+    since = until = None
+    try:
+        since = parse_day(args.get("since"), "since", tz)
+    except ValidationFailed as error:
+        errors.update(error.fields)
+    try:
+        until = parse_day(args.get("until"), "until", tz, end=True)
+    except ValidationFailed as error:
+        errors.update(error.fields)
+    return AuditFilter(
+        entity_type=args.get("entity") or None, entity_id=args.get("id") or None, username=args.get("user") or None,
+        site_code=args.get("site") or None, action=args.get("action") or None, since=since, until=until,
+    ), errors
+
+
+@bp.route("/")
+@roles_required(AUDIT_READERS)
+def trail() -> tuple[str, int]:
+    flt, errors = _filter_from_request()
+    try:
+        page, per_page = page_args(request.args, 50)
+    except ValidationFailed as error:
+        errors.update(error.fields)
+        page, per_page = 1, 50
+    result = paginate(audit_query(current_user, flt), page, per_page)
+    return render_template("audit/trail.html", result=result, errors=errors, args=request.args), \
+        (422 if errors else 200)
+
+
+@bp.route("/export.csv")
+@roles_required(AUDIT_READERS)
+def export_csv() -> Response:
+    flt, errors = _filter_from_request()
+    if errors:
+        raise ValidationFailed("The filter is wrong: " + " ".join(errors.values()), fields=errors)
+    query = audit_query(current_user, flt).execution_options(yield_per=2000)
+    entries = db.session.scalars(query)
+    filename = f"audit-trail-{utcnow():%Y%m%dT%H%M%SZ}.csv"
+    return Response(stream_with_context(csv_rows(entries, display_timezone())), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
+                           render_kw={"autocomplete": "username", "autofocus": True, "autocapitalize": "none"})
+    password = PasswordField("Password", validators=[DataRequired("Enter your password.")],
+                             render_kw={"autocomplete": "current-password"})
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired("Enter your current password.")],
+                                     render_kw={"autocomplete": "current-password"})
+    new_password = PasswordField("New password", validators=[DataRequired("Choose a new password.")],
+                                 render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("New password again", validators=[
+        DataRequired("Type the new password again."), EqualTo("new_password", "The two new passwords differ.")],
+        render_kw={"autocomplete": "new-password"})

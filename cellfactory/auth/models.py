@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.sites.models import Site
+
+
+class Role(enum.StrEnum):
+    TECHNICIAN = "technician"
+    QC_ANALYST = "qc_analyst"
+    QA = "qa"
+    QP = "qp"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+    @property
+    def label(self) -> str:
+        return ROLE_LABELS[self]
+
+
+ROLE_LABELS = {
+    Role.TECHNICIAN: "Technician",
+    Role.QC_ANALYST: "QC analyst",
+    Role.QA: "QA",
+    Role.QP: "Qualified Person",
+    Role.AUDITOR: "Auditor",
+    Role.ADMIN: "Administrator",
+}
+# Roles that may hold network-wide scope (no site): auditors and the network's QA.
+NETWORK_ROLES = frozenset({Role.AUDITOR, Role.QA})
+# Roles that enter, verify, review or sign GMP data; an administrator may hold none of them.
+GMP_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+
+
+class User(UserMixin, Audited, CreatedMixin, VersionedMixin, Base):
+    __tablename__ = "app_user"
+    __audit_ignore__ = frozenset({"failed_login_count", "locked_until", "last_login_at", "session_epoch"})
+    __audit_redact__ = frozenset({"password_hash"})
+
+    id: Mapped[IntPK]
+    # Usernames are never recycled: users are deactivated, never deleted.
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    full_name: Mapped[Str200]
+    email: Mapped[str] = mapped_column(sa.String(254))
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    password_changed_at: Mapped[dt.datetime | None]
+    must_change_password: Mapped[bool] = mapped_column(default=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    failed_login_count: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[dt.datetime | None]
+    last_login_at: Mapped[dt.datetime | None]
+    # Bumped to end every open session of the user (password reset, deactivation).
+    session_epoch: Mapped[int] = mapped_column(default=0)
+
+    roles: Mapped[list[RoleAssignment]] = relationship(
+        back_populates="user", foreign_keys="RoleAssignment.user_id", lazy="selectin", order_by="RoleAssignment.id"
+    )
+
+    # Flask-Login: an inactive user is logged out at the next request.
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_epoch}"
+
+    @property
+    def active_roles(self) -> list[RoleAssignment]:
+        return [r for r in self.roles if r.revoked_at is None]
+
+    def has_role(self, role: Role, site_id: int | None = None) -> bool:
+        """True when the user holds the role network-wide or at the given site (any site if None)."""
+        for assignment in self.active_roles:
+            if assignment.role != role:
+                continue
+            if assignment.site_id is None or site_id is None or assignment.site_id == site_id:
+                return True
+        return False
+
+    def has_any_role(self, roles: frozenset[Role] | set[Role], site_id: int | None = None) -> bool:
+        return any(self.has_role(role, site_id) for role in roles)
+
+    def role_set(self) -> set[Role]:
+        return {r.role for r in self.active_roles}
+
+    def site_ids(self) -> set[int] | None:
+        """Sites the user may see; None means the whole network."""
+        ids: set[int] = set()
+        for assignment in self.active_roles:
+            if assignment.site_id is None:
+                return None
+            ids.add(assignment.site_id)
+        return ids
+
+    def audit_label(self) -> str:
+        return self.username
+
+    def __repr__(self) -> str:
+        return f"<User {self.username}>"
+
+
+class RoleAssignment(Audited, CreatedMixin, Base):
+    """A role held at one site, or network-wide when site_id is empty. Revoked, never deleted."""
+
+    __tablename__ = "role_assignment"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    role: Mapped[Role] = enum_column(Role)
+    site_id: Mapped[int | None] = mapped_column(sa.ForeignKey("site.id"))
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+
+    user: Mapped[User] = relationship(back_populates="roles", foreign_keys=[user_id])
+    site: Mapped[Site | None] = relationship(lazy="joined")
+
+    @property
+    def scope_label(self) -> str:
+        return self.site.code if self.site else "network"
+
+    def audit_label(self) -> str:
+        return f"{self.role.value}@{self.scope_label}"
+
+
+class PasswordHistory(Base):
+    """Earlier password hashes, so that a user cannot go back to one of the last few."""
+
+    __tablename__ = "password_history"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime]
+
+
+class ApiToken(Audited, CreatedMixin, Base):
+    """A bearer token for the JSON API. Only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_token"
+    __audit_ignore__ = frozenset({"last_used_at"})
+    __audit_redact__ = frozenset({"token_hash"})
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    prefix: Mapped[str] = mapped_column(sa.String(12))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+
+    def audit_label(self) -> str:
+        return f"{self.prefix}…"

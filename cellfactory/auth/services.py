@@ -1,0 +1,385 @@
+"""Log-in, lock-out, passwords, user administration and API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from flask import current_app
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import GMP_ROLES, NETWORK_ROLES, ApiToken, PasswordHistory, Role, RoleAssignment, User
+from cellfactory.auth.passwords import hash_password, password_matches, policy_problems
+from cellfactory.core import permissions
+from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.sites.models import Site
+
+BAD_CREDENTIALS = "User name or password is incorrect."
+
+
+def _config():
+    return current_app.config["CELLFACTORY"]
+
+
+def get_user(username: str) -> User:
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"There is no user {username!r}.")
+    return user
+
+
+# --- log-in and lock-out -------------------------------------------------------------------------
+
+
+def is_locked(user: User) -> bool:
+    return user.locked_until is not None and user.locked_until > utcnow()
+
+
+def _register_failure(user_id: int, what: str) -> None:
+    """Count a wrong password (at log-in or signing) and lock the account at the threshold."""
+    session = db.session
+    user = session.get(User, user_id)
+    cfg = _config()
+    user.failed_login_count += 1
+    audit.act_as(session, user)
+    audit.record_event(session, f"{what}_failed", entity_type="app_user", entity_id=user.id,
+                       entity_label=user.username, details={"failed_attempts": user.failed_login_count})
+    if user.failed_login_count >= cfg.lockout_threshold and not is_locked(user):
+        user.locked_until = utcnow() + dt.timedelta(minutes=cfg.lockout_minutes)
+        audit.record_event(session, "account_locked", entity_type="app_user", entity_id=user.id,
+                           entity_label=user.username,
+                           details={"failed_attempts": user.failed_login_count, "locked_until": user.locked_until})
+        from cellfactory.notifications.services import alert_security
+
+        alert_security(
+            f"Account {user.username} ({user.full_name}) was locked after {user.failed_login_count} failed "
+            f"attempts ({what}).", site_ids=_user_site_ids(user))
+    session.flush()
+
+
+def _user_site_ids(user: User) -> list[int]:
+    return sorted({r.site_id for r in user.active_roles if r.site_id is not None})
+
+
+def _record_unknown_user(username: str) -> None:
+    session = db.session
+    audit.act_as(session, None, label=f"unknown user {username[:64]!r}")
+    audit.record_event(session, "login_failed", entity_type="app_user", entity_id=None,
+                       entity_label=username[:64], details={"reason": "unknown user name"})
+
+
+def verify_password_or_count(user: User, password: str, *, what: str) -> None:
+    """Check a user's own password; a wrong one is refused and counts towards lock-out."""
+    if is_locked(user):
+        raise AuthenticationFailed(_locked_message(user))
+    if not password_matches(user.password_hash, password or ""):
+        user_id = user.id
+        raise AuthenticationFailed(
+            "Password is incorrect." if what == "signature" else BAD_CREDENTIALS,
+            fields={"password": "Password is incorrect."},
+        ).keep_after_rollback(lambda: _register_failure(user_id, what))
+
+
+def _locked_message(user: User) -> str:
+    until = format_local(user.locked_until, _config().timezone)
+    return f"This account is locked after too many failed attempts until {until}. Ask an administrator if urgent."
+
+
+@transactional
+def log_in(username: str, password: str) -> User:
+    session = db.session
+    username = (username or "").strip()
+    user = session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise AuthenticationFailed(BAD_CREDENTIALS).keep_after_rollback(lambda: _record_unknown_user(username))
+    if not user.active:
+        user_id = user.id
+
+        def record_inactive() -> None:
+            audit.act_as(db.session, None, label=f"login attempt as {username}")
+            audit.record_event(db.session, "login_failed", entity_type="app_user", entity_id=user_id,
+                               entity_label=username, details={"reason": "account deactivated"})
+
+        raise AuthenticationFailed("This account is deactivated. Ask an administrator.").keep_after_rollback(
+            record_inactive)
+    verify_password_or_count(user, password, what="login")
+    audit.act_as(session, user)
+    user.failed_login_count = 0
+    user.locked_until = None
+    user.last_login_at = utcnow()
+    audit.record_event(session, "login", entity_type="app_user", entity_id=user.id, entity_label=user.username)
+    return user
+
+
+@transactional
+def log_out(user: User, *, reason: str = "user logged out") -> None:
+    audit.act_as(db.session, user)
+    audit.record_event(db.session, "logout", entity_type="app_user", entity_id=user.id,
+                       entity_label=user.username, details={"how": reason})
+
+
+# --- passwords -----------------------------------------------------------------------------------
+
+
+def _previous_hashes(user: User) -> list[str]:
+    limit = _config().password_history
+    rows = db.session.scalars(
+        sa.select(PasswordHistory.password_hash).where(PasswordHistory.user_id == user.id)
+        .order_by(PasswordHistory.id.desc()).limit(limit)
+    ).all()
+    return list(rows)
+
+
+def _check_policy(user_or_username: User | str, password: str, previous: list[str], field: str) -> None:
+    username = user_or_username.username if isinstance(user_or_username, User) else user_or_username
+    problems = policy_problems(password, username=username, min_length=_config().password_min_length,
+                               previous_hashes=previous)
+    if problems:
+        raise ValidationFailed("The password does not meet the policy: " + " ".join(problems),
+                               fields={field: " ".join(problems)})
+
+
+def _set_password(user: User, password: str) -> None:
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+    db.session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=utcnow()))
+
+
+@transactional
+def change_own_password(user: User, current_password: str, new_password: str) -> User:
+    session = db.session
+    audit.act_as(session, user, reason="password changed by its owner")
+    verify_password_or_count(user, current_password, what="password_change")
+    if password_matches(user.password_hash, new_password):
+        raise ValidationFailed("Choose a new password, not the current one.",
+                               fields={"new_password": "Choose a password you have not used before."})
+    _check_policy(user, new_password, _previous_hashes(user), "new_password")
+    _set_password(user, new_password)
+    user.must_change_password = False
+    user.session_epoch += 1  # ends the user's other sessions
+    return user
+
+
+# --- administration ------------------------------------------------------------------------------
+
+
+def _require_admin(actor: User) -> None:
+    permissions.require(permissions.can_administer(actor), "Only an administrator manages users and sites.")
+
+
+def _require_reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("A reason is required for this change.", fields={"reason": "Say why."})
+    return reason
+
+
+def _validate_role_scope(role: Role, site: Site | None) -> None:
+    if site is None and role not in NETWORK_ROLES:
+        raise ValidationFailed(f"The role {role.label} is held at a site: choose the site.",
+                               fields={"site": "Choose a site for this role."})
+
+
+def _check_segregation(user: User, new_role: Role) -> None:
+    held = user.role_set()
+    if new_role == Role.ADMIN and held & GMP_ROLES:
+        raise ValidationFailed("An administrator cannot also enter or sign GMP data: this user already holds "
+                               + ", ".join(sorted(r.label for r in held & GMP_ROLES)) + ".",
+                               fields={"role": "Administrators hold no GMP role; use a separate account."})
+    if new_role in GMP_ROLES and Role.ADMIN in held:
+        raise ValidationFailed("An administrator cannot also enter or sign GMP data: use a separate account.",
+                               fields={"role": "This user is an administrator."})
+
+
+def _site_or_none(site_code: str | None) -> Site | None:
+    if not site_code:
+        return None
+    site = db.session.scalar(sa.select(Site).where(Site.code == site_code.upper()))
+    if site is None:
+        raise ValidationFailed(f"There is no site {site_code!r}.", fields={"site": "Unknown site code."})
+    return site
+
+
+@transactional
+def create_user(
+    actor: User | None,
+    *,
+    username: str,
+    full_name: str,
+    email: str,
+    roles: Iterable[tuple[Role, str | None]],
+    temporary_password: str,
+    must_change_password: bool = True,
+) -> User:
+    """Create a user with a temporary password to change at first log-in.
+
+    `actor` None is the server's command line (the operator who installs the system).
+    """
+    session = db.session
+    if actor is not None:
+        _require_admin(actor)
+    audit.act_as(session, actor, label="command line")
+    username = (username or "").strip()
+    errors = {}
+    if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
+        errors["username"] = "Use 1-64 letters, digits, '.', '_' or '-'."
+    if not (full_name or "").strip():
+        errors["full_name"] = "The printed full name is required: it appears in signatures."
+    if not email or "@" not in email:
+        errors["email"] = "Enter a valid e-mail address."
+    roles = list(roles)
+    if not roles:
+        errors["role"] = "Give the user at least one role."
+    if errors:
+        raise ValidationFailed("The user cannot be created: " + " ".join(errors.values()), fields=errors)
+    if session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower())):
+        raise Conflict(f"The user name {username!r} is taken or was used before; user names are never reused.",
+                       fields={"username": "Already used: choose another."})
+    _check_policy(username, temporary_password, [], "password")
+    user = User(username=username, full_name=full_name.strip(), email=email.strip(),
+                must_change_password=must_change_password, password_hash=hash_password(temporary_password),
+                password_changed_at=utcnow(), created_by_id=actor.id if actor else None)
+    session.add(user)
+    session.flush()
+    session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=utcnow()))
+    for role, site_code in roles:
+        _grant(actor, user, Role(role), _site_or_none(site_code))
+    session.flush()
+    return user
+
+
+def _grant(actor: User | None, user: User, role: Role, site: Site | None) -> RoleAssignment:
+    _validate_role_scope(role, site)
+    _check_segregation(user, role)
+    for existing in user.active_roles:
+        if existing.role == role and existing.site_id == (site.id if site else None):
+            raise Conflict(f"{user.username} already holds {role.label} at {existing.scope_label}.")
+    assignment = RoleAssignment(user=user, role=role, site=site, created_by_id=actor.id if actor else None)
+    db.session.add(assignment)
+    db.session.flush()
+    return assignment
+
+
+@transactional
+def grant_role(actor: User, user: User, role: Role, site_code: str | None, reason: str) -> RoleAssignment:
+    _require_admin(actor)
+    if actor.id == user.id:
+        raise PermissionDenied("You cannot change your own roles: another administrator must.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    return _grant(actor, user, Role(role), _site_or_none(site_code))
+
+
+@transactional
+def revoke_role(actor: User, assignment: RoleAssignment, reason: str) -> None:
+    _require_admin(actor)
+    if actor.id == assignment.user_id:
+        raise PermissionDenied("You cannot change your own roles: another administrator must.")
+    if assignment.revoked_at is not None:
+        raise Conflict("This role was already revoked.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    assignment.revoked_at = utcnow()
+    assignment.revoked_by_id = actor.id
+
+
+@transactional
+def update_user_details(actor: User, user: User, *, full_name: str, email: str, reason: str,
+                        expected_version: int | None = None) -> User:
+    _require_admin(actor)
+    _check_version(user, expected_version)
+    if not full_name.strip():
+        raise ValidationFailed("The printed full name is required.", fields={"full_name": "Required."})
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    user.full_name = full_name.strip()
+    user.email = email.strip()
+    return user
+
+
+def _check_version(obj, expected_version: int | None) -> None:
+    if expected_version is not None and obj.version != expected_version:
+        raise Conflict("Someone else changed this record since you opened it. Reload and try again.")
+
+
+@transactional
+def set_active(actor: User, user: User, active: bool, reason: str) -> User:
+    _require_admin(actor)
+    if actor.id == user.id:
+        raise PermissionDenied("You cannot deactivate or reactivate your own account.")
+    if user.active == active:
+        raise Conflict(f"{user.username} is already {'active' if active else 'deactivated'}.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    user.active = active
+    if not active:
+        user.session_epoch += 1
+        for token in db.session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id,
+                                                                 ApiToken.revoked_at.is_(None))):
+            token.revoked_at = utcnow()
+            token.revoked_by_id = actor.id
+    return user
+
+
+@transactional
+def reset_password(actor: User, user: User, temporary_password: str, reason: str) -> User:
+    """An administrator sets a one-time password; the user must choose their own at next log-in."""
+    _require_admin(actor)
+    if actor.id == user.id:
+        raise PermissionDenied("Change your own password from your account page.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    _check_policy(user, temporary_password, [], "password")
+    _set_password(user, temporary_password)
+    user.must_change_password = True
+    user.failed_login_count = 0
+    user.locked_until = None
+    user.session_epoch += 1
+    return user
+
+
+# --- API tokens ----------------------------------------------------------------------------------
+
+
+def _token_digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transactional
+def create_token(actor: User | None, user: User, name: str) -> str:
+    """Create a token that acts as `user`; returns the token, which is never stored or shown again.
+
+    Only the user (or the server operator on the command line, actor None) creates a user's token:
+    an administrator who could mint tokens for others could act as them.
+    """
+    if actor is not None and actor.id != user.id:
+        raise PermissionDenied("A user creates their own API tokens.")
+    if not user.active:
+        raise Conflict(f"{user.username} is deactivated.")
+    audit.act_as(db.session, actor, label="command line")
+    raw = "cf_" + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(user_id=user.id, name=(name or "API token")[:100], prefix=raw[:10],
+                            token_hash=_token_digest(raw), created_by_id=actor.id if actor else None))
+    return raw
+
+
+@transactional
+def revoke_token(actor: User, token: ApiToken, reason: str) -> None:
+    if actor.id != token.user_id:
+        _require_admin(actor)
+    if token.revoked_at is not None:
+        raise Conflict("This token was already revoked.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    token.revoked_at = utcnow()
+    token.revoked_by_id = actor.id
+
+
+def user_for_token(raw: str) -> User | None:
+    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_digest(raw or "")))
+    if token is None or token.revoked_at is not None:
+        return None
+    user = db.session.get(User, token.user_id)
+    if user is None or not user.active or is_locked(user):
+        return None
+    return user

@@ -1,0 +1,141 @@
+"""The `cellfactory` command line (also `flask --app wsgi ...`)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from cellfactory.core.errors import DomainError
+
+
+def _make_app() -> Flask:
+    from cellfactory import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_make_app, add_version_option=False)
+def cli() -> None:
+    """cellfactory: GMP batch and release management."""
+
+
+def _fail(error: DomainError) -> None:
+    click.echo(f"Error: {error.message}", err=True)
+    for field, message in error.fields.items():
+        click.echo(f"  {field}: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema of the database in DATABASE_URL."""
+    from cellfactory.migrations import upgrade
+
+    upgrade(current_app.config["CELLFACTORY"].database_url, revision)
+    click.echo(f"Database at revision {revision}.")
+
+
+@click.command("demo")
+@click.option("--password", default=None, help="Password for every demo user (default: printed).")
+@with_appcontext
+def demo_command(password: str | None) -> None:
+    """Load the demo network (migrating the schema first) and print the logins."""
+    from cellfactory.demo import DEMO_PASSWORD, load_demo
+    from cellfactory.migrations import upgrade
+
+    upgrade(current_app.config["CELLFACTORY"].database_url)
+    try:
+        summary = load_demo(password or DEMO_PASSWORD)
+    except DomainError as error:
+        _fail(error)
+    click.echo(summary)
+
+
+@click.group("user")
+def user_group() -> None:
+    """Users."""
+
+
+@user_group.command("create")
+@click.option("--username", required=True)
+@click.option("--name", "full_name", required=True, help="Printed full name, as used in signatures.")
+@click.option("--email", required=True)
+@click.option("--role", "roles", required=True, multiple=True,
+              type=click.Choice(["technician", "qc_analyst", "qa", "qp", "auditor", "admin"]))
+@click.option("--site", default=None, help="Site code; omit for a network-wide auditor or QA.")
+@click.option("--password-stdin", is_flag=True, help="Read the temporary password from standard input.")
+@with_appcontext
+def user_create(username: str, full_name: str, email: str, roles: tuple[str, ...], site: str | None,
+                password_stdin: bool) -> None:
+    """Create a user with a temporary password (changed at first log-in)."""
+    from cellfactory.auth.models import Role
+    from cellfactory.auth.services import create_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Temporary password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(None, username=username, full_name=full_name, email=email,
+                           roles=[(Role(r), site) for r in roles], temporary_password=password)
+    except DomainError as error:
+        _fail(error)
+    click.echo(f"Created {user.username} ({user.full_name}); the password must be changed at first log-in.")
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit trail."""
+
+
+@audit_group.command("verify")
+@with_appcontext
+def audit_verify() -> None:
+    """Check the whole hash chain: exit 0 with the count, or 1 naming the first broken entry."""
+    from cellfactory.audit.services import verify_chain
+    from cellfactory.extensions import db
+
+    with db.engine.connect() as connection:
+        report = verify_chain(connection)
+    if report.intact:
+        click.echo(f"Audit trail intact: {report.checked} entries verified.")
+        return
+    click.echo(f"Audit trail BROKEN at entry {report.broken_seq}: {report.problem}. "
+               f"{report.checked} entries before it are intact.", err=True)
+    sys.exit(1)
+
+
+@click.group("token")
+def token_group() -> None:
+    """API tokens."""
+
+
+@token_group.command("create")
+@click.argument("username")
+@click.option("--name", default="command line", help="What the token is for.")
+@with_appcontext
+def token_create(username: str, name: str) -> None:
+    """Create an API token for USERNAME; the token alone is the last line (shown once)."""
+    from cellfactory.auth.services import create_token, get_user
+
+    try:
+        token = create_token(None, get_user(username), name)
+    except DomainError as error:
+        _fail(error)
+    click.echo(f"API token for {username} (shown once, store it safely):")
+    click.echo(token)
+
+
+def register_commands(app: Flask) -> None:
+    for command in (db_group, demo_command, user_group, audit_group, token_group):
+        app.cli.add_command(command)

@@ -1,0 +1,23 @@
+"""Server time. Every GMP time comes from here (UTC); tests may patch `utcnow`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def to_local(value: dt.datetime, tz_name: str) -> dt.datetime:
+    return value.astimezone(ZoneInfo(tz_name))
+
+
+def format_local(value: dt.datetime | None, tz_name: str, *, seconds: bool = False) -> str:
+    """'2026-11-22 14:03 CET (Europe/Rome)': the zone is always named."""
+    if value is None:
+        return ""
+    local = to_local(value, tz_name)
+    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return f"{local.strftime(pattern)} {local.tzname()} ({tz_name})"

@@ -1,0 +1,68 @@
+"""Who may do what: pure predicates over a user (and a site), and `require` that raises.
+
+Views declare which roles may open them (`roles_required`); services check the same predicates
+again with the object at hand, so the API and the command line obey the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cellfactory.auth.models import Role, User
+from cellfactory.core.errors import PermissionDenied
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ANY_ROLE = frozenset(Role)
+READ_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.AUDITOR})
+AUDIT_READERS = frozenset({Role.QA, Role.QP, Role.AUDITOR})
+USER_READERS = frozenset({Role.ADMIN, Role.QA, Role.AUDITOR})
+
+
+def roles_required(*roles: Role | frozenset[Role]) -> Callable[[F], F]:
+    """Declare the roles that may open a view. A view without a declaration is refused to everyone."""
+    allowed: set[Role] = set()
+    for role in roles:
+        allowed.update(role if isinstance(role, frozenset) else {role})
+
+    def decorate(view: F) -> F:
+        view.allowed_roles = frozenset(allowed)  # type: ignore[attr-defined]
+        return view
+
+    return decorate
+
+
+def any_authenticated_user(view: F) -> F:
+    """For pages every signed-in user needs whatever their role: own password, own signature set-up."""
+    view.allowed_roles = ANY_ROLE  # type: ignore[attr-defined]
+    view.any_user = True  # type: ignore[attr-defined]
+    return view
+
+
+def public(view: F) -> F:
+    """Reachable without signing in (log-in page, health check)."""
+    view.public = True  # type: ignore[attr-defined]
+    return view
+
+
+def require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise PermissionDenied(message)
+
+
+def can_administer(user: User) -> bool:
+    return user.has_role(Role.ADMIN)
+
+
+def can_read_audit(user: User, site_id: int | None = None) -> bool:
+    return user.has_any_role(AUDIT_READERS, site_id)
+
+
+def can_read_users(user: User) -> bool:
+    return user.has_any_role(USER_READERS)
+
+
+def can_see_site(user: User, site_id: int) -> bool:
+    sites = user.site_ids()
+    return sites is None or site_id in sites

@@ -1,0 +1,411 @@
+"""ISBT 128 Donation Identification Number (DIN): check character, parsing and formatting.
+
+Pure Python, no Flask or database imports. Sources: ISBT 128 ST-001 §2.4.1 (Data Structure 001),
+Table 3 (flags), §7.4-7.5 (eye-readable text) and App. A (ISO/IEC 7064 MOD 37-2), as digested in
+``REGULATORY.md`` §6.
+
+Barcode data content of Data Structure 001: ``=`` + ``αppppyynnnnnnff``
+
+* ``αpppp``  facility identification number (FIN); ``α`` is also the 2nd data-identifier character
+* ``yy``     nominal year
+* ``nnnnnn`` sequence number within FIN and year
+* ``ff``     flag characters (not part of the 13-character DIN)
+
+All error messages are written for the person at the scanner: they say what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+__all__ = [
+    "DIN_LENGTH",
+    "Din",
+    "DinError",
+    "DinParts",
+    "build_din",
+    "din_check_character",
+    "din_data_structure",
+    "format_din",
+    "format_din_parts",
+    "mod37_2",
+    "mod37_2_value",
+    "parse_din",
+    "type3_flag",
+]
+
+DIN_LENGTH = 13
+FLAGS_LENGTH = 2
+
+#: ISO/IEC 7064 MOD 37-2 alphabet: the index of a character is its value; ``*`` (36) only as check character.
+MOD37_ALPHABET = string.digits + string.ascii_uppercase + "*"
+_MOD37_VALUES = {c: i for i, c in enumerate(MOD37_ALPHABET)}
+
+_DIGITS = frozenset(string.digits)
+_LETTERS_NO_O = frozenset(string.ascii_uppercase) - {"O"}
+#: first DIN character α: A-N, P-Z, 1-9
+FIRST_CHARS = frozenset(_LETTERS_NO_O | (_DIGITS - {"0"}))
+#: FIN positions 2-3: A-N, P-Z, 0-9
+FIN_ALNUM_CHARS = frozenset(_LETTERS_NO_O | _DIGITS)
+#: flag characters: 0-9, A-H, J-N, P, R-Y
+FLAG_CHARS = frozenset(_DIGITS | set("ABCDEFGHJKLMNPRSTUVWXY"))
+
+#: allowed characters for each of the 13 DIN positions (index 0 = position 1)
+_POSITION_CHARS: tuple[frozenset[str], ...] = (
+    FIRST_CHARS,
+    FIN_ALNUM_CHARS,
+    FIN_ALNUM_CHARS,
+    _DIGITS,
+    _DIGITS,
+    *([_DIGITS] * 8),
+)
+
+_TYPE3_FIRST, _TYPE3_LAST = 60, 96  # flags 60-96: Type 3 = 60 + MOD 37-2 checksum
+_RESERVED_FLAGS = frozenset({"97", "98", "99"})
+
+# Other ISBT 128 data identifiers that start with "=" and that a technician may scan by mistake.
+_OTHER_DATA_STRUCTURES = {
+    "<": "Product Code",
+    ">": "Expiration Date",
+    "+": "Compound Message",
+}
+
+_RETRY_SCAN = "re-scan the DIN barcode or type the DIN from the label"
+_RETRY_TYPE = "compare each character with the label and re-type the DIN"
+_RETRY_PARTS = "check the facility number (FIN), year and sequence number"
+
+
+class DinError(ValueError):
+    """Invalid DIN input. ``str(error)`` is a message for the user; ``code`` is a stable machine-readable reason."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# --------------------------------------------------------------------------- MOD 37-2
+
+
+def mod37_2_value(text: str) -> int:
+    """Return the ISO/IEC 7064 MOD 37-2 checksum value (0-36) of ``text`` (characters 0-9, A-Z)."""
+    if not text:
+        raise ValueError("MOD 37-2 needs at least one character")
+    s = 0
+    for pos, char in enumerate(text, start=1):
+        value = _MOD37_VALUES.get(char)
+        if value is None or value == 36:
+            raise ValueError(f"character {pos} ({char!r}) is not allowed in MOD 37-2 input: use 0-9 and A-Z only")
+        s = ((s + value) * 2) % 37
+    return (38 - s) % 37
+
+
+def mod37_2(text: str) -> str:
+    """Return the ISO/IEC 7064 MOD 37-2 check character (0-9, A-Z or ``*``) of ``text``."""
+    return MOD37_ALPHABET[mod37_2_value(text)]
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _describe(char: str) -> str:
+    return repr(char) if char.isprintable() and not char.isspace() else f"an invisible character ({char!r})"
+
+
+def _position_hint(index: int, char: str) -> str:
+    """Why ``char`` is not allowed at DIN position ``index + 1``."""
+    allowed = _POSITION_CHARS[index]
+    if index == 0:
+        what = "the first character of the facility number (FIN) must be a letter A-N, P-Z or a digit 1-9"
+    elif index in (1, 2):
+        what = f"character {index + 1} (in the facility number, FIN) must be a letter A-N, P-Z or a digit 0-9"
+    elif index in (3, 4):
+        what = f"character {index + 1} (in the facility number, FIN) must be a digit 0-9"
+    elif index in (5, 6):
+        what = f"character {index + 1} (in the year) must be a digit 0-9"
+    else:
+        what = f"character {index + 1} (in the sequence number) must be a digit 0-9"
+    hint = ""
+    if char == "O" and "0" in allowed:
+        hint = " (the letter O is never used in a DIN: did you mean zero?)"
+    elif char == "I" and "1" in allowed:
+        hint = " (the letter I is not used here: did you mean one?)"
+    elif char.islower():
+        hint = " (lowercase letters are not used: is Caps Lock on?)"
+    return f"{what}, not {_describe(char)}{hint}"
+
+
+def _validate_din13(din13: str, *, retry: str = _RETRY_TYPE) -> None:
+    """Raise :class:`DinError` unless ``din13`` is a structurally valid 13-character DIN."""
+    if not isinstance(din13, str):
+        raise DinError(f"A DIN must be text, not {type(din13).__name__}", "type")
+    if len(din13) != DIN_LENGTH:
+        raise DinError(
+            f"A DIN has {DIN_LENGTH} characters (facility number, year, sequence, e.g. G1234 17 654321); "
+            f"{din13!r} has {len(din13)} — {retry}",
+            "length",
+        )
+    for index, char in enumerate(din13):
+        if char not in _POSITION_CHARS[index]:
+            raise DinError(f"Not a valid DIN: {_position_hint(index, char)} — {retry}", "character")
+
+
+def _validate_flags(flags: str, din13: str, *, retry: str = _RETRY_SCAN) -> None:
+    """Raise :class:`DinError` unless ``flags`` are allowed flag characters for ``din13``."""
+    if len(flags) != FLAGS_LENGTH:
+        raise DinError(f"DIN flags are {FLAGS_LENGTH} characters, got {flags!r} — {retry}", "flags")
+    for char in flags:
+        if char not in FLAG_CHARS:
+            raise DinError(
+                f"DIN flag character {_describe(char)} is not allowed (use 0-9, A-H, J-N, P, R-Y) — {retry}",
+                "flags",
+            )
+    if flags in _RESERVED_FLAGS:
+        raise DinError(f"DIN flags {flags} are reserved by ISBT 128 and must not be used — {retry}", "reserved_flags")
+    if flags.isdigit() and _TYPE3_FIRST <= int(flags) <= _TYPE3_LAST and flags != type3_flag(din13):
+        raise DinError(
+            f"Wrong Type 3 flag {flags} for DIN {_group(din13)}: the barcode was misread or the label is damaged — "
+            "re-scan; if it fails again, do not use this label and report it",
+            "type3_flag",
+        )
+
+
+def _group(din13: str) -> str:
+    return f"{din13[:5]} {din13[5:7]} {din13[7:]}"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def din_check_character(din13: str) -> str:
+    """Return the keyboard-entry check character K (MOD 37-2) of a 13-character DIN; raise :class:`DinError`."""
+    _validate_din13(din13)
+    return mod37_2(din13)
+
+
+def type3_flag(din13: str) -> str:
+    """Return the Type 3 flag (60 + MOD 37-2 checksum, two digits) of a 13-character DIN."""
+    _validate_din13(din13)
+    return f"{_TYPE3_FIRST + mod37_2_value(din13):02d}"
+
+
+@dataclass(frozen=True)
+class Din:
+    """A validated DIN. ``flags`` is ``None`` when the flag characters are unknown (e.g. typed input)."""
+
+    fin: str
+    year: str
+    sequence: str
+    flags: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, length in (("fin", self.fin, 5), ("year", self.year, 2), ("sequence", self.sequence, 6)):
+            if not isinstance(value, str) or len(value) != length:
+                raise DinError(f"DIN {name} must be {length} characters, got {value!r}", "length")
+        _validate_din13(self.din13, retry=_RETRY_PARTS)
+        if self.flags is not None:
+            _validate_flags(self.flags, self.din13, retry=_RETRY_PARTS)
+
+    def __str__(self) -> str:
+        return self.din13
+
+    @property
+    def din13(self) -> str:
+        """The 13-character DIN (no ``=``, no flags)."""
+        return self.fin + self.year + self.sequence
+
+    @property
+    def checksum(self) -> int:
+        """MOD 37-2 checksum value (0-36) of the 13-character DIN."""
+        return mod37_2_value(self.din13)
+
+    @property
+    def check_character(self) -> str:
+        """Keyboard-entry check character K, printed in a box next to the eye-readable DIN."""
+        return MOD37_ALPHABET[self.checksum]
+
+    @property
+    def type3_flag(self) -> str:
+        """Type 3 flag characters for this DIN: 60 + checksum, as two digits."""
+        return f"{_TYPE3_FIRST + self.checksum:02d}"
+
+    @property
+    def has_type3_flag(self) -> bool:
+        """True when ``flags`` is this DIN's Type 3 checksum flag (never printed)."""
+        return self.flags is not None and self.flags == self.type3_flag
+
+    def with_flags(self, flags: str | None) -> Din:
+        """Return a copy with other flag characters (validated)."""
+        return replace(self, flags=flags)
+
+
+class DinParts(NamedTuple):
+    """Eye-readable pieces for a label: DIN text, printable flags ('' if none) and the boxed check character."""
+
+    text: str
+    flags_text: str
+    check_character: str
+
+
+def build_din(fin: str, year: int, sequence: int, flags: str | None = None) -> Din:
+    """Build a DIN from its parts. ``year`` is 0-99 or a four-digit year; ``sequence`` is 1-999999."""
+    if isinstance(year, bool) or not isinstance(year, int):
+        raise DinError(f"DIN year must be a whole number, got {year!r}", "year")
+    if 0 <= year <= 99:
+        yy = year
+    elif 1000 <= year <= 9999:
+        yy = year % 100
+    else:
+        raise DinError(f"DIN year must be 0-99 or a four-digit year, got {year}", "year")
+    if isinstance(sequence, bool) or not isinstance(sequence, int):
+        raise DinError(f"DIN sequence number must be a whole number, got {sequence!r}", "sequence")
+    if not 1 <= sequence <= 999_999:
+        raise DinError(
+            f"DIN sequence number must be 1-999999, got {sequence}: the numbering for FIN {fin} and year "
+            f"{yy:02d} is exhausted or wrong — ask QA",
+            "sequence",
+        )
+    if not isinstance(fin, str) or len(fin) != 5:
+        raise DinError(f"Facility number (FIN) must be 5 characters (e.g. A9999), got {fin!r}", "fin")
+    return Din(fin=fin, year=f"{yy:02d}", sequence=f"{sequence:06d}", flags=flags)
+
+
+def parse_din(scanned: str, *, known_facilities: Collection[str] | None = None) -> Din:
+    """Parse a scanned or typed DIN and return a validated :class:`Din`; raise :class:`DinError`.
+
+    Accepted (surrounding whitespace and CR/LF are ignored):
+
+    * scanned Data Structure 001, exact case: ``=G12341765432100`` (``=`` + DIN + 2 flags);
+    * typed, case-insensitive, spaces ignored: ``G123417654321`` (DIN), ``G123417654321 00`` (DIN + flags),
+      ``G1234 17 654321 A`` (DIN + check character K, which must match),
+      ``W0000 09 123456 02 G`` (DIN + flags + K).
+
+    When ``known_facilities`` is given the FIN must be one of them.
+    """
+    if not isinstance(scanned, str):
+        raise DinError(f"A DIN must be text, not {type(scanned).__name__}", "type")
+    raw = scanned.strip()
+    if not raw:
+        raise DinError("No DIN was entered — scan the DIN barcode or type the 13-character DIN from the label", "empty")
+
+    check: str | None = None
+    if raw.startswith("="):
+        din13, flags = _split_scanned(raw)
+        retry = _RETRY_SCAN
+    else:
+        din13, flags, check = _split_typed(raw)
+        retry = _RETRY_TYPE
+
+    _validate_din13(din13, retry=retry)
+    if flags is not None:
+        _validate_flags(flags, din13, retry=retry)
+    din = Din(fin=din13[:5], year=din13[5:7], sequence=din13[7:], flags=flags)
+
+    if check is not None and check != din.check_character:
+        raise DinError(
+            f"DIN check character is wrong: {_group(din13)} does not match check character {_describe(check)}. "
+            f"A character was mistyped — {_RETRY_TYPE}, including the boxed check character",
+            "check_character",
+        )
+    if known_facilities is not None and din.fin not in known_facilities:
+        raise DinError(
+            f"Facility {din.fin} (FIN in DIN {_group(din13)}) is not a known facility in this system — "
+            "check that this is the right label; if the facility is new, ask QA to register it",
+            "unknown_facility",
+        )
+    return din
+
+
+def _split_scanned(raw: str) -> tuple[str, str]:
+    """Split ``=`` + 13 + 2 barcode data into DIN and flags (case kept exactly as scanned)."""
+    if len(raw) == 1:
+        raise DinError(f"Only '=' was read, the DIN is missing — {_RETRY_SCAN}", "length")
+    second = raw[1]
+    if second not in FIRST_CHARS:
+        if second in _OTHER_DATA_STRUCTURES:
+            what = f"the {_OTHER_DATA_STRUCTURES[second]} barcode"
+            raise DinError(
+                f"This is {what} (data identifier '={second}'), not the DIN — scan the DIN barcode", "data_identifier"
+            )
+        hint = ""
+        if second.upper() in FIRST_CHARS:
+            hint = " (lowercase letter: check that Caps Lock is off)"
+        shown = f"'={second}'" if second.isprintable() and not second.isspace() else f"'=' + {_describe(second)}"
+        raise DinError(
+            f"Unknown data identifier {shown}{hint}: this is not a DIN barcode "
+            "(a DIN starts with '=' and a letter A-N, P-Z or a digit 1-9) — scan the DIN barcode",
+            "data_identifier",
+        )
+    body = raw[1:]
+    expected = DIN_LENGTH + FLAGS_LENGTH
+    if len(body) < expected:
+        raise DinError(
+            f"DIN barcode is truncated: {len(body)} characters after '=', a DIN barcode has {expected} "
+            f"(13-character DIN + 2 flag characters) — {_RETRY_SCAN}",
+            "length",
+        )
+    if len(body) > expected:
+        raise DinError(
+            f"DIN barcode is too long: {len(body)} characters after '=', a DIN barcode has {expected}; "
+            f"two barcodes may have been read together — {_RETRY_SCAN}",
+            "length",
+        )
+    return body[:DIN_LENGTH], body[DIN_LENGTH:]
+
+
+def _split_typed(raw: str) -> tuple[str, str | None, str | None]:
+    """Split typed text (spaces ignored, uppercased) into DIN, flags or None, check character or None."""
+    text = "".join(raw.split()).upper()
+    if len(text) == DIN_LENGTH:
+        return text, None, None
+    if len(text) == DIN_LENGTH + 1:
+        return text[:DIN_LENGTH], None, text[DIN_LENGTH]
+    if len(text) == DIN_LENGTH + FLAGS_LENGTH:
+        return text[:DIN_LENGTH], text[DIN_LENGTH:], None
+    if len(text) == DIN_LENGTH + FLAGS_LENGTH + 1:
+        return text[:DIN_LENGTH], text[DIN_LENGTH:-1], text[-1]
+    raise DinError(
+        f"A DIN has {DIN_LENGTH} characters (e.g. G1234 17 654321, optionally followed by the boxed check "
+        f"character); {len(text)} characters were entered — {_RETRY_TYPE}",
+        "length",
+    )
+
+
+def _as_din(din: Din | str) -> Din:
+    return din if isinstance(din, Din) else parse_din(din)
+
+
+def format_din_parts(din: Din | str, *, with_flags: bool = False) -> DinParts:
+    """Return the eye-readable DIN, printable flags and check character, for a label renderer.
+
+    Flags are only given when ``with_flags`` is true and they are printable: ``00`` (unused) and the
+    Type 3 checksum flag are never printed.
+    """
+    d = _as_din(din)
+    flags_text = ""
+    if with_flags and d.flags is not None and d.flags != "00" and not d.has_type3_flag:
+        flags_text = d.flags
+    return DinParts(text=_group(d.din13), flags_text=flags_text, check_character=d.check_character)
+
+
+def format_din(din: Din | str, *, with_flags: bool = False, with_check_character: bool = False) -> str:
+    """Return the eye-readable DIN, e.g. ``G1234 17 654321`` (``W0000 09 123456 02 G`` with flags and K).
+
+    On labels, print the check character in a box (use :func:`format_din_parts`).
+    """
+    parts = format_din_parts(din, with_flags=with_flags)
+    pieces = [parts.text]
+    if parts.flags_text:
+        pieces.append(parts.flags_text)
+    if with_check_character:
+        pieces.append(parts.check_character)
+    return " ".join(pieces)
+
+
+def din_data_structure(din: Din | str) -> str:
+    """Return the Data Structure 001 barcode content: ``=`` + 13-character DIN + flags (``00`` when unset)."""
+    d = _as_din(din)
+    return "=" + d.din13 + (d.flags if d.flags is not None else "00")

@@ -1,0 +1,61 @@
+"""The signing dialog's form, reused by every signing step."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from flask import session
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from cellfactory.signatures.models import Meaning
+
+_CONTINUOUS = "esig_continuous"
+
+
+def continuous_session() -> bool:
+    """True after a first signature in this log-in session; idle timeout and log-out clear it."""
+    return bool(session.get(_CONTINUOUS))
+
+
+def mark_signed() -> None:
+    session[_CONTINUOUS] = True
+
+
+class SigningForm(FlaskForm):
+    meaning = SelectField("Meaning of the signature", validators=[DataRequired("Choose the meaning.")])
+    username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
+                           render_kw={"autocapitalize": "none"})
+    password = PasswordField("Password", validators=[DataRequired("Enter your password to sign.")])
+
+    @classmethod
+    def for_meanings(cls, meanings: Collection[Meaning], **kwargs) -> SigningForm:
+        form = cls(**kwargs)
+        form.meaning.choices = [(m.name, m.value) for m in meanings]
+        if len(form.meaning.choices) == 1 and not form.meaning.data:
+            form.meaning.data = form.meaning.choices[0][0]
+        if continuous_session():
+            del form.username
+        return form
+
+    @property
+    def chosen_meaning(self) -> Meaning:
+        return Meaning[self.meaning.data]
+
+    def signing_kwargs(self) -> dict:
+        return {
+            "meaning": self.chosen_meaning,
+            "password": self.password.data,
+            "username": self.username.data if "username" in self else None,
+            "continuous_session": continuous_session(),
+        }
+
+
+class TokenForm(FlaskForm):
+    name = StringField("What the token is for", validators=[DataRequired("Name the token, e.g. the instrument."),
+                                                             Length(max=100)])
+
+
+class RevokeForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])

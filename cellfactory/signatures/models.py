@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.auth.models import User
+from cellfactory.core.db import Base, IntPK, Str200
+from cellfactory.core.mixins import Audited, CreatedMixin
+
+
+class Meaning(enum.StrEnum):
+    """The controlled list of signature meanings (21 CFR 11.50(a)(3)). Each signing action allows a subset."""
+
+    ACCOUNTABILITY = "Accountability for electronic signatures accepted"
+    IDENTITY_VERIFIED = "Identity of the signer verified"
+    PERFORMED = "Performed"
+    VERIFIED = "Verified"
+    REVIEWED = "Reviewed"
+    APPROVED = "Approved"
+    RELEASED_FROM_QUARANTINE = "Released from quarantine"
+    CLOSED = "Closed"
+    QP_CERTIFIED = "Released for clinical use (QP certification)"
+    QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"
+    QP_REJECTED = "Rejected (QP decision)"
+    QP_OOS_SUPPLY = "OOS supply at physician request (QP certification)"
+
+
+class Signature(Audited, Base):
+    """An electronic signature: who, printed name as signed, when, meaning, and what exactly.
+
+    `content_hash` is the SHA-256 of the canonical JSON of the record content signed; `seal` is an
+    HMAC over the whole manifestation under a server key, so a signature copied onto another
+    record, or edited, fails verification.
+    """
+
+    __tablename__ = "signature"
+    __table_args__ = (sa.Index("ix_signature_entity", "entity_type", "entity_id"),)
+
+    id: Mapped[IntPK]
+    signer_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    signer_username: Mapped[str] = mapped_column(sa.String(64))
+    printed_name: Mapped[Str200]
+    meaning: Mapped[str] = mapped_column(sa.String(120))
+    signed_at: Mapped[dt.datetime]
+    entity_type: Mapped[str] = mapped_column(sa.String(60))
+    entity_id: Mapped[str] = mapped_column(sa.String(64))
+    record_version: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    seal: Mapped[str] = mapped_column(sa.String(64))
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+    site_id: Mapped[int | None] = mapped_column(sa.ForeignKey("site.id"))
+
+    signer: Mapped[User] = relationship()
+
+    def audit_label(self) -> str:
+        return f"{self.meaning} by {self.signer_username}"
+
+
+class EsigAcknowledgement(Audited, CreatedMixin, Base):
+    """The signed statement of accountability a user gives before a first signature (21 CFR 11.10(j))."""
+
+    __tablename__ = "esig_acknowledgement"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), unique=True)
+    statement_version: Mapped[str] = mapped_column(sa.String(20))
+    statement_text: Mapped[str] = mapped_column(sa.Text)
+
+    def signature_content(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "statement_version": self.statement_version, "statement": self.statement_text}
+
+    @property
+    def signature_version(self) -> int:
+        return 1
+
+
+class IdentityVerification(Audited, CreatedMixin, Base):
+    """An administrator's record that they checked a user's identity before signing is enabled
+    (21 CFR 11.100(b)). The administrator cannot be the user."""
+
+    __tablename__ = "identity_verification"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
+    verified_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    method: Mapped[str] = mapped_column(sa.Text)
+    voided_at: Mapped[dt.datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    def signature_content(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "verified_by_id": self.verified_by_id, "method": self.method}
+
+    @property
+    def signature_version(self) -> int:
+        return 1

@@ -1,0 +1,209 @@
+"""Electronic signatures (21 CFR Part 11 §11.50, §11.70, §11.100, §11.200; EU GMP Annex 11 §14).
+
+One service for every signing step. A signature records the signer, the printed name as it was
+when signed, the time, the meaning, the record's identity and version and the SHA-256 of the
+canonical JSON of the exact content signed, sealed with an HMAC under a server key.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Collection
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from flask import current_app
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.auth.services import verify_password_or_count
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Meaning, Signature
+
+ACCOUNTABILITY_STATEMENT_VERSION = "1.0"
+ACCOUNTABILITY_STATEMENT = (
+    "I understand that my electronic signature in cellfactory is the legally binding equivalent of my "
+    "handwritten signature. I will not share my password or let anyone sign in my name, and I am "
+    "accountable for every record I sign with it."
+)
+
+
+class Signable(Protocol):
+    id: int
+    __tablename__: str
+
+    def signature_content(self) -> dict[str, Any]: ...
+
+
+class SignatureStatus(enum.StrEnum):
+    VALID = "valid"
+    RECORD_CHANGED = "record changed since signing: re-sign required"
+    INVALID = "invalid: the signature does not belong to this record or was altered"
+
+
+def record_version(record: Any) -> int:
+    version = getattr(record, "version", None)
+    return version if isinstance(version, int) else record.signature_version
+
+
+def content_hash(record: Signable) -> str:
+    return hashlib.sha256(audit.canonical_json(record.signature_content()).encode()).hexdigest()
+
+
+def _seal(signature: Signature) -> str:
+    manifestation = {
+        "signer_id": signature.signer_id,
+        "signer_username": signature.signer_username,
+        "printed_name": signature.printed_name,
+        "meaning": signature.meaning,
+        "signed_at": signature.signed_at,
+        "entity_type": signature.entity_type,
+        "entity_id": signature.entity_id,
+        "record_version": signature.record_version,
+        "content_hash": signature.content_hash,
+        "comment": signature.comment,
+    }
+    key = current_app.config["CELLFACTORY"].signature_key.encode()
+    return hmac.new(key, audit.canonical_json(manifestation).encode(), hashlib.sha256).hexdigest()
+
+
+def signing_enabled(user: User) -> tuple[bool, list[str]]:
+    """Whether the user may sign, and if not, what is missing."""
+    missing = []
+    if db.session.scalar(sa.select(EsigAcknowledgement.id).where(EsigAcknowledgement.user_id == user.id)) is None:
+        missing.append("accept the electronic-signature accountability statement (My account)")
+    if current_identity_verification(user) is None:
+        missing.append("have an administrator record the check of your identity")
+    return (not missing, missing)
+
+
+def current_identity_verification(user: User) -> IdentityVerification | None:
+    return db.session.scalar(
+        sa.select(IdentityVerification)
+        .where(IdentityVerification.user_id == user.id, IdentityVerification.voided_at.is_(None))
+        .order_by(IdentityVerification.id.desc()).limit(1)
+    )
+
+
+def needs_username(continuous_session: bool) -> bool:
+    """First signature of a continuous session: user name and password; later ones: the password."""
+    return not continuous_session
+
+
+def apply_signature(
+    signer: User,
+    record: Signable,
+    *,
+    meaning: Meaning,
+    allowed_meanings: Collection[Meaning],
+    password: str,
+    username: str | None,
+    continuous_session: bool,
+    comment: str | None = None,
+    site_id: int | None = None,
+    require_signing_enabled: bool = True,
+) -> Signature:
+    """Sign `record` within the caller's transaction (the caller's service commits once)."""
+    if meaning not in allowed_meanings:
+        raise ValidationFailed(f"{meaning.value!r} is not a meaning this signature can carry.",
+                               fields={"meaning": "Choose one of: " + "; ".join(m.value for m in allowed_meanings)})
+    if needs_username(continuous_session):
+        if (username or "").strip() != signer.username:
+            raise AuthenticationFailed(
+                "Enter your own user name and password to sign.",
+                fields={"username": "This is the first signature of your session: enter your user name."},
+            )
+    verify_password_or_count(signer, password, what="signature")
+    if not signer.active:
+        raise PermissionDenied("A deactivated account cannot sign.")
+    if require_signing_enabled:
+        enabled, missing = signing_enabled(signer)
+        if not enabled:
+            raise PermissionDenied("You cannot sign yet: you must " + " and ".join(missing) + ".")
+    session = db.session
+    audit.act_as(session, signer)
+    signature = Signature(
+        signer_id=signer.id,
+        signer_username=signer.username,
+        printed_name=signer.full_name,
+        meaning=meaning.value,
+        signed_at=utcnow().replace(microsecond=0),
+        entity_type=record.__tablename__,
+        entity_id=str(record.id),
+        record_version=record_version(record),
+        content_hash=content_hash(record),
+        comment=(comment or "").strip() or None,
+        site_id=site_id,
+    )
+    signature.seal = _seal(signature)
+    session.add(signature)
+    session.flush()
+    return signature
+
+
+def verify(signature: Signature, record: Signable) -> SignatureStatus:
+    if not hmac.compare_digest(signature.seal, _seal(signature)):
+        return SignatureStatus.INVALID
+    if signature.entity_type != record.__tablename__ or signature.entity_id != str(record.id):
+        return SignatureStatus.INVALID
+    if signature.content_hash != content_hash(record):
+        return SignatureStatus.RECORD_CHANGED
+    return SignatureStatus.VALID
+
+
+def signatures_for(record: Signable) -> list[Signature]:
+    return list(db.session.scalars(
+        sa.select(Signature).where(Signature.entity_type == record.__tablename__,
+                                   Signature.entity_id == str(record.id)).order_by(Signature.signed_at, Signature.id)
+    ))
+
+
+# --- prerequisites for signing -------------------------------------------------------------------
+
+
+@transactional
+def accept_accountability(user: User, *, password: str, username: str | None, continuous_session: bool
+                          ) -> EsigAcknowledgement:
+    session = db.session
+    audit.act_as(session, user)
+    existing = session.scalar(sa.select(EsigAcknowledgement).where(EsigAcknowledgement.user_id == user.id))
+    if existing is not None:
+        raise Conflict("You have already accepted the accountability statement.")
+    acknowledgement = EsigAcknowledgement(user_id=user.id, statement_version=ACCOUNTABILITY_STATEMENT_VERSION,
+                                          statement_text=ACCOUNTABILITY_STATEMENT, created_by_id=user.id)
+    session.add(acknowledgement)
+    session.flush()
+    apply_signature(user, acknowledgement, meaning=Meaning.ACCOUNTABILITY, allowed_meanings={Meaning.ACCOUNTABILITY},
+                    password=password, username=username, continuous_session=continuous_session,
+                    require_signing_enabled=False)
+    return acknowledgement
+
+
+@transactional
+def record_identity_check(admin: User, user: User, *, method: str, password: str, username: str | None,
+                          continuous_session: bool) -> IdentityVerification:
+    """An administrator other than the user records how they verified the user's identity, and signs it."""
+    permissions.require(admin.has_role(Role.ADMIN), "Only an administrator records identity checks.")
+    if admin.id == user.id:
+        raise PermissionDenied("Another administrator must verify your identity: you cannot verify your own.")
+    if not (method or "").strip():
+        raise ValidationFailed("Say how the identity was checked (document type and number, in person).",
+                               fields={"method": "Required."})
+    if current_identity_verification(user) is not None:
+        raise Conflict(f"The identity of {user.username} is already verified.")
+    session = db.session
+    audit.act_as(session, admin)
+    verification = IdentityVerification(user_id=user.id, verified_by_id=admin.id, method=method.strip(),
+                                        created_by_id=admin.id)
+    session.add(verification)
+    session.flush()
+    apply_signature(admin, verification, meaning=Meaning.IDENTITY_VERIFIED,
+                    allowed_meanings={Meaning.IDENTITY_VERIFIED}, password=password, username=username,
+                    continuous_session=continuous_session, require_signing_enabled=False)
+    return verification

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cellfactory.core.db import Base, IntPK, Str200
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+
+
+class Site(Audited, CreatedMixin, VersionedMixin, Base):
+    """A cell factory or hospital of the network."""
+
+    __tablename__ = "site"
+
+    id: Mapped[IntPK]
+    code: Mapped[str] = mapped_column(sa.String(8), unique=True)
+    name: Mapped[Str200]
+    # ISBT 128 Facility Identification Number (FIN): first five characters of every DIN issued here.
+    facility_id: Mapped[str] = mapped_column(sa.String(5), unique=True)
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    address: Mapped[str] = mapped_column(sa.Text, default="")
+    active: Mapped[bool] = mapped_column(default=True)
+
+    def audit_label(self) -> str:
+        return self.code
+
+    def __repr__(self) -> str:
+        return f"<Site {self.code}>"

@@ -1,0 +1,243 @@
+"""Wiring of the web layer: blueprints, the access guard, security headers, error pages, filters."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import User
+from cellfactory.core.clock import format_local
+from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db, login_manager
+from cellfactory.sites.models import Site
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def register(app: Flask) -> None:
+    from cellfactory.admin.views import bp as admin_bp
+    from cellfactory.api import bp as api_bp
+    from cellfactory.audit.views import bp as audit_bp
+    from cellfactory.auth.views import bp as auth_bp
+    from cellfactory.main.views import bp as main_bp
+    from cellfactory.notifications.views import bp as notifications_bp
+    from cellfactory.signatures.views import bp as signatures_bp
+
+    for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, api_bp):
+        app.register_blueprint(blueprint)
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+    login_manager.user_loader(_load_user)
+    app.before_request(_guard)
+    app.after_request(_security_headers)
+    app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.context_processor(_template_globals)
+    app.jinja_env.filters["localtime"] = _localtime_filter
+    app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items() if k != "page"}
+    app.jinja_env.filters["localtime_s"] = lambda value, tz=None: _localtime_filter(value, tz, seconds=True)
+
+
+def _load_user(user_id: str) -> User | None:
+    try:
+        raw_id, epoch = user_id.split(":")
+        user = db.session.get(User, int(raw_id))
+    except (ValueError, TypeError):
+        return None
+    if user is None or not user.active or str(user.session_epoch) != epoch:
+        return None
+    return user
+
+
+def is_api_request() -> bool:
+    return request.blueprint == "api" or request.path.startswith("/api/")
+
+
+def _guard() -> Any:
+    """Default-deny: every page needs a signed-in user holding one of the roles the view declares."""
+    if request.endpoint is None or request.endpoint == "static" or is_api_request():
+        return None
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "public", False):
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    idle_limit = current_app.config["CELLFACTORY"].session_idle_minutes * 60
+    now = time.time()
+    last_seen = session.get("last_seen")
+    if last_seen is not None and now - float(last_seen) > idle_limit:
+        end_session(current_user._get_current_object(), "idle timeout")
+        flash("Your session ended because it was idle too long. Sign in again.", "warning")
+        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+    session["last_seen"] = now
+    audit.act_as(db.session, current_user)
+    g.site = _current_site(current_user)
+    if current_user.must_change_password and request.endpoint not in ("auth.change_password", "auth.logout"):
+        flash("Choose your own password before you go on.", "info")
+        return redirect(url_for("auth.change_password"))
+    allowed = getattr(view, "allowed_roles", None)
+    if not allowed or not current_user.has_any_role(allowed):
+        record_access_denied(current_user, request.endpoint)
+        return _render_error(403, "You do not have the role this page needs.")
+    return None
+
+
+def end_session(user: User, how: str) -> None:
+    from cellfactory.auth import services as auth_services
+
+    auth_services.log_out(user, reason=how)
+    logout_user()
+    session.clear()
+
+
+@transactional
+def _record_denied(user_id: int, what: str) -> None:
+    user = db.session.get(User, user_id)
+    audit.act_as(db.session, user)
+    audit.record_event(db.session, "access_denied", entity_type="app_user", entity_id=user.id,
+                       entity_label=user.username, details={"attempted": what, "method": request.method})
+
+
+def record_access_denied(user: User, what: str) -> None:
+    if user is not None and getattr(user, "is_authenticated", False):
+        _record_denied(user.id, what)
+
+
+def _current_site(user: User) -> Site | None:
+    visible = user.site_ids()
+    query = sa.select(Site).where(Site.active.is_(True)).order_by(Site.code)
+    if visible is not None:
+        query = query.where(Site.id.in_(visible or [-1]))
+    sites = list(db.session.scalars(query))
+    g.user_sites = sites
+    chosen = session.get("site_id")
+    for site in sites:
+        if site.id == chosen:
+            return site
+    return sites[0] if sites else None
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
+    from flask import current_app
+
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    return response
+
+
+def _render_error(status: int, message: str, **extra: Any) -> Any:
+    if is_api_request():
+        return jsonify({"error": {"code": _STATUS_CODES.get(status, "error"), "message": message,
+                                  "fields": extra.get("fields", {})}}), status
+    template = {403: 403, 404: 404}.get(status, 409 if status < 500 else 500)
+    return render_template(f"errors/{template}.html", status=status, message=message, **extra), status
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid", 500: "server_error"}
+
+
+def _domain_error(error: DomainError) -> Any:
+    db.session.rollback()
+    if isinstance(error, PermissionDenied) and current_user.is_authenticated:
+        record_access_denied(current_user, request.endpoint or request.path)
+    return _render_error(error.http_status, error.message, fields=error.fields)
+
+
+def _csrf_error(error: CSRFError) -> Any:
+    return _render_error(400, "The form expired or was sent from another page (CSRF check failed). Reload the "
+                              "page and submit it again.")
+
+
+def _http_error(error: HTTPException) -> Any:
+    messages = {
+        404: "There is nothing at this address. Check the number you typed or scanned, or start again from the "
+             "dashboard.",
+        405: "This address does not accept that kind of request.",
+        413: "The upload is too large.",
+    }
+    return _render_error(error.code or 500, messages.get(error.code, error.description or "Request refused."))
+
+
+def _unexpected_error(error: Exception) -> Any:
+    db.session.rollback()
+    reference = uuid.uuid4().hex[:10]
+    from flask import current_app
+
+    current_app.logger.exception("unexpected error, reference %s", reference)
+    if current_app.config.get("TESTING") and current_app.config.get("PROPAGATE_EXCEPTIONS", True):
+        raise error
+    return _render_error(500, f"Something went wrong and nothing was saved. Reference {reference}: give it to "
+                              "your administrator.", reference=reference)
+
+
+def display_timezone() -> str:
+    site = getattr(g, "site", None)
+    if site is not None:
+        return site.timezone
+    from flask import current_app
+
+    return current_app.config["CELLFACTORY"].timezone
+
+
+def _localtime_filter(value: Any, tz: str | None = None, *, seconds: bool = False) -> str:
+    return format_local(value, tz or display_timezone(), seconds=seconds)
+
+
+# The main navigation: each link shows only to users holding a role its view accepts.
+NAV = [
+    ("main.dashboard", "Dashboard"),
+    ("audit.trail", "Audit trail"),
+    ("admin.users", "Users"),
+    ("admin.sites", "Sites"),
+    ("notifications.alerts", "Alerts"),
+]
+
+
+def nav_links() -> list[tuple[str, str, bool]]:
+    from flask import current_app
+
+    links = []
+    for endpoint, label in NAV:
+        allowed = getattr(current_app.view_functions[endpoint], "allowed_roles", frozenset())
+        if current_user.has_any_role(allowed):
+            blueprint = endpoint.split(".")[0]
+            active = request.endpoint == endpoint or (blueprint not in ("main", "admin") and request.blueprint == blueprint)
+            links.append((endpoint, label, active))
+    return links
+
+
+def _template_globals() -> dict[str, Any]:
+    from flask import current_app
+
+    return {
+        "nav_links": nav_links,
+        "current_site": getattr(g, "site", None),
+        "user_sites": getattr(g, "user_sites", []),
+        "app_version": current_app.config["VERSION"],
+        "app_build": current_app.config["BUILD"],
+    }

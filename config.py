@@ -1,0 +1,82 @@
+"""Configuration from the environment, with a safe embedded default.
+
+Without any environment the app runs on a SQLite file in the instance folder, with a secret key
+and a signature key generated there on first run (never committed). Numbers that regulation does
+not set (lock-out, idle timeout, password rules) are parameters here, not constants in code.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _instance_secret(instance_path: Path, filename: str) -> str:
+    """Read a key from the instance folder, generating it on first run (mode 0600)."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key_file = instance_path / filename
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return key_file.read_text().strip()
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    secret_key: str
+    signature_key: str
+    instance_path: Path
+    timezone: str = "Europe/Rome"
+    session_idle_minutes: int = 15
+    lockout_threshold: int = 5
+    lockout_minutes: int = 15
+    password_min_length: int = 12
+    password_history: int = 5
+    secure_cookies: bool = True
+    testing: bool = False
+    # Lower Argon2 cost is only for the test suite's speed; production keeps the library defaults.
+    fast_password_hashing: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, instance_path: Path | None = None) -> Config:
+        instance = Path(os.environ.get("CELLFACTORY_INSTANCE", instance_path or DEFAULT_INSTANCE_PATH))
+        database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'cellfactory.sqlite'}"
+        if database_url.startswith("postgres://"):
+            database_url = "postgresql+psycopg://" + database_url.removeprefix("postgres://")
+        elif database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+        return cls(
+            database_url=database_url,
+            secret_key=os.environ.get("SECRET_KEY") or _instance_secret(instance, "secret_key"),
+            signature_key=os.environ.get("CELLFACTORY_SIGNATURE_KEY") or _instance_secret(instance, "signature_key"),
+            instance_path=instance,
+            timezone=os.environ.get("CELLFACTORY_TZ", "Europe/Rome"),
+            session_idle_minutes=_env_int("CELLFACTORY_SESSION_IDLE_MINUTES", 15),
+            lockout_threshold=_env_int("CELLFACTORY_LOCKOUT_THRESHOLD", 5),
+            lockout_minutes=_env_int("CELLFACTORY_LOCKOUT_MINUTES", 15),
+            password_min_length=_env_int("CELLFACTORY_PASSWORD_MIN_LENGTH", 12),
+            password_history=_env_int("CELLFACTORY_PASSWORD_HISTORY", 5),
+            # Plain-HTTP development server on loopback cannot carry Secure cookies.
+            secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
+        )
+
+    def with_overrides(self, **changes) -> Config:
+        return replace(self, **changes)

@@ -1,0 +1,176 @@
+"""Test fixtures. The suite runs on SQLite by default and on PostgreSQL when
+CELLFACTORY_TEST_POSTGRES names a server URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres):
+each run then creates throw-away databases and drops them at the end.
+
+Each test runs inside an outer transaction that is rolled back afterwards (SQLAlchemy's "joining a
+session into an external transaction"), so service code may commit freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cellfactory import create_app
+from cellfactory.auth import services as auth_services
+from cellfactory.auth.models import Role, User
+from cellfactory.extensions import db
+from cellfactory.migrations import upgrade
+from cellfactory.signatures import services as signature_services
+from cellfactory.sites import services as site_services
+from config import Config
+
+POSTGRES_SERVER = os.environ.get("CELLFACTORY_TEST_POSTGRES", "")
+PASSWORD = "Correct-Horse-Battery-42"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def on_postgres() -> bool:
+    return bool(POSTGRES_SERVER)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if on_postgres():
+        return
+    skip = pytest.mark.skip(reason="concurrency test: runs on PostgreSQL (set CELLFACTORY_TEST_POSTGRES)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, migrated, empty database (own file on SQLite, own database on PostgreSQL), dropped afterwards."""
+    if on_postgres():
+        name = f"cellfactory_test_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
+        try:
+            upgrade(url)
+            yield url
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+    else:
+        with tempfile.TemporaryDirectory(prefix="cellfactory-test-") as folder:
+            url = f"sqlite:///{folder}/test.sqlite"
+            upgrade(url)
+            yield url
+
+
+def make_config(database_url: str, instance: Path, **overrides) -> Config:
+    return Config(
+        database_url=database_url, secret_key="test-secret-key", signature_key="test-signature-key",
+        instance_path=instance, testing=True, secure_cookies=False, fast_password_hashing=True, **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    application = create_app(make_config(database_url, tmp_path_factory.mktemp("instance")))
+    application.config["WTF_CSRF_ENABLED"] = False
+    return application
+
+
+@pytest.fixture(autouse=True)
+def _transaction(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Roll back everything a test did; tests that need committed data use `fresh_database`."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    application: Flask = request.getfixturevalue("app")
+    state = db.state(application)
+    connection = state.engine.connect()
+    outer = connection.begin()
+    state.session.remove()
+    state.session_factory.configure(bind=connection, join_transaction_mode="create_savepoint")
+    with application.app_context():
+        yield
+        state.session.remove()
+    outer.rollback()
+    connection.close()
+    state.session_factory.configure(bind=state.engine, join_transaction_mode="conservative_savepoint")
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+# --- people and places ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sites(app: Flask) -> dict[str, object]:
+    return {
+        code: site_services.create_site(None, code=code, name=name, facility_id=fin, timezone="Europe/Rome")
+        for code, name, fin in [("BG", "Cell Factory Bergamo", "A9991"), ("MZ", "Cell Factory Monza", "A9992")]
+    }
+
+
+def make_user(username: str, roles: list[tuple[Role, str | None]], *, signing: bool = False,
+              must_change_password: bool = False, password: str = PASSWORD) -> User:
+    user = auth_services.create_user(None, username=username, full_name=f"{username.title()} Tester",
+                                     email=f"{username}@example.org", roles=roles, temporary_password=password,
+                                     must_change_password=must_change_password)
+    if signing:
+        enable_signing(user, password)
+    return user
+
+
+def enable_signing(user: User, password: str = PASSWORD) -> None:
+    signature_services.accept_accountability(user, password=password, username=user.username,
+                                             continuous_session=False)
+    verifier = db.session.scalar(sa.select(User).where(User.username == "identity.verifier"))
+    if verifier is None:
+        verifier = make_user("identity.verifier", [(Role.ADMIN, "BG")])
+    signature_services.record_identity_check(verifier, user, method="passport checked in person", password=PASSWORD,
+                                             username=verifier.username, continuous_session=False)
+
+
+@pytest.fixture
+def users(sites) -> dict[str, User]:
+    """One user per role at BG, an administrator at MZ, and a network auditor."""
+    people = {role.value: make_user(f"{role.value}.bg", [(role, "BG")]) for role in Role}
+    people["admin_mz"] = make_user("admin.mz", [(Role.ADMIN, "MZ")])
+    people["auditor_network"] = make_user("auditor", [(Role.AUDITOR, None)])
+    people["technician_mz"] = make_user("technician.mz", [(Role.TECHNICIAN, "MZ")])
+    return people
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD, follow: bool = False):
+    return client.post("/auth/login", data={"username": username, "password": password}, follow_redirects=follow)
+
+
+@pytest.fixture
+def login_as(client: FlaskClient, users: dict[str, User]):
+    def _login(key: str) -> User:
+        user = users[key]
+        response = login(client, user.username)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return user
+
+    return _login
+
+
+def refetch(obj):
+    """The same row, loaded afresh in the current session."""
+    return db.session.get(type(obj), obj.id)

@@ -83,10 +83,20 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+class RequestIsolatingClient(FlaskClient):
+    """Each request gets its own app context, as in production: the test's own context would
+    otherwise be reused by every request, carrying `g` (the cached user) from one to the next."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Flask:
     application = create_app(make_config(database_url, tmp_path_factory.mktemp("instance")))
     application.config["WTF_CSRF_ENABLED"] = False
+    application.test_client_class = RequestIsolatingClient
     return application
 
 

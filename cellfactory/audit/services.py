@@ -12,7 +12,6 @@ import decimal
 import enum
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,25 +251,23 @@ class ChainReport:
         return self.broken_seq is None
 
 
-def _iter_entries(connection: sa.Connection, batch: int = 10_000) -> Iterator[Any]:
-    result = connection.execution_options(yield_per=batch).execute(sa.select(audit_table).order_by(audit_table.c.seq))
-    for partition in result.partitions():
-        yield from partition
-
-
 def verify_chain(connection: sa.Connection) -> ChainReport:
     expected_prev = GENESIS_HASH
     expected_seq = 1
     checked = 0
-    for row in _iter_entries(connection):
-        data = row._asdict()
-        if row.seq != expected_seq:
-            return ChainReport(checked, row.seq, f"entry {expected_seq} is missing (found {row.seq} next)")
-        if row.prev_hash != expected_prev:
-            return ChainReport(checked, row.seq, "its link to the previous entry does not match")
-        if entry_hash(data) != row.entry_hash:
-            return ChainReport(checked, row.seq, "its content does not match its hash (changed after writing)")
-        expected_prev = row.entry_hash
-        expected_seq += 1
-        checked += 1
-    return ChainReport(checked)
+    # Statement-level option: Connection.execution_options() would change the connection itself.
+    result = connection.execute(sa.select(audit_table).order_by(audit_table.c.seq).execution_options(yield_per=10_000))
+    try:
+        for row in result:
+            if row.seq != expected_seq:
+                return ChainReport(checked, row.seq, f"entry {expected_seq} is missing (found {row.seq} next)")
+            if row.prev_hash != expected_prev:
+                return ChainReport(checked, row.seq, "its link to the previous entry does not match")
+            if entry_hash(row._asdict()) != row.entry_hash:
+                return ChainReport(checked, row.seq, "its content does not match its hash (changed after writing)")
+            expected_prev = row.entry_hash
+            expected_seq += 1
+            checked += 1
+        return ChainReport(checked)
+    finally:
+        result.close()

@@ -30,7 +30,8 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
-def policy_problems(password: str, *, username: str, min_length: int, previous_hashes: list[str]) -> list[str]:
+def policy_problems(password: str, *, username: str, min_length: int, previous_hashes: list[str],
+                    history_size: int) -> list[str]:
     """What is wrong with a proposed password, in words a user can act on (empty when fine)."""
     problems = []
     if len(password) < min_length:
@@ -44,5 +45,5 @@ def policy_problems(password: str, *, username: str, min_length: int, previous_h
     if len(set(password)) < 5:
         problems.append("Use more different characters.")
     if any(password_matches(old, password) for old in previous_hashes):
-        problems.append(f"Do not reuse one of your last {len(previous_hashes)} passwords.")
+        problems.append(f"Do not reuse one of your last {history_size} passwords.")
     return problems

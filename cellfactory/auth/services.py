@@ -138,8 +138,9 @@ def _previous_hashes(user: User) -> list[str]:
 
 def _check_policy(user_or_username: User | str, password: str, previous: list[str], field: str) -> None:
     username = user_or_username.username if isinstance(user_or_username, User) else user_or_username
-    problems = policy_problems(password, username=username, min_length=_config().password_min_length,
-                               previous_hashes=previous)
+    cfg = _config()
+    problems = policy_problems(password, username=username, min_length=cfg.password_min_length,
+                               previous_hashes=previous, history_size=cfg.password_history)
     if problems:
         raise ValidationFailed("The password does not meet the policy: " + " ".join(problems),
                                fields={field: " ".join(problems)})

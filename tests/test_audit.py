@@ -1,0 +1,184 @@
+"""The audit trail: written for every audited change, reasons, no deletion, hash chain, immutability."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth import services as auth_services
+from cellfactory.auth.models import Role, RoleAssignment
+from cellfactory.core.db import Base
+from cellfactory.core.errors import PermissionDenied, ValidationFailed
+from cellfactory.extensions import db
+from cellfactory.notifications import services as notification_services
+from cellfactory.sites import services as site_services
+from cellfactory.sites.models import Site
+from tests.conftest import PASSWORD, login, make_user, on_postgres, refetch
+
+
+def _trail(entity_type: str, entity_id) -> list[AuditEntry]:
+    return list(db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == entity_type,
+                                                               AuditEntry.entity_id == str(entity_id))
+                                   .order_by(AuditEntry.seq)))
+
+
+def _chain():
+    return audit.verify_chain(db.session.connection())
+
+
+def test_every_audited_model_records_creation_with_values(users):
+    # The users fixture created sites, users, roles, a password history and (for signers) signatures.
+    from tests.conftest import enable_signing
+
+    enable_signing(refetch(users["qp"]))
+    auth_services.create_token(None, refetch(users["qp"]), "instrument")
+    notification_services.alert_security("test alert", site_ids=None)
+    audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
+    created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
+    assert audited - created == set()
+    [site_entry] = [e for e in _trail("site", users["technician"].roles[0].site_id) if e.action == "create"]
+    assert site_entry.changes["code"] == [None, "BG"]
+    assert site_entry.changes["facility_id"] == [None, "A9991"]
+    user_entry = _trail("app_user", users["technician"].id)[0]
+    assert user_entry.changes["username"] == [None, "technician.bg"]
+    assert user_entry.changes["password_hash"] == [None, "[redacted]"]
+    assert "failed_login_count" not in user_entry.changes
+
+
+def test_update_records_old_and_new_values_with_reason(users):
+    site = site_services.get_site("BG")
+    site_services.update_site(refetch(users["admin"]), site, name="Cell Factory Bergamo (ASST)",
+                              timezone="Europe/Rome", address="Piazza OMS 1", active=True,
+                              reason="official name changed")
+    update = _trail("site", site.id)[-1]
+    assert update.action == "update"
+    assert update.changes["name"] == ["Cell Factory Bergamo", "Cell Factory Bergamo (ASST)"]
+    assert update.changes["address"] == ["", "Piazza OMS 1"]
+    assert update.reason == "official name changed"
+    assert update.actor_name.startswith("admin.bg")
+    assert update.site_id == site.id
+
+
+def test_role_grant_and_revoke_are_audited_with_the_admin(users):
+    admin, tech = refetch(users["admin"]), refetch(users["technician"])
+    assignment = auth_services.grant_role(admin, tech, Role.TECHNICIAN, "MZ", "covers Monza in December")
+    auth_services.revoke_role(admin, refetch(assignment), "cover ended")
+    trail = _trail("role_assignment", assignment.id)
+    assert [e.action for e in trail] == ["create", "update"]
+    assert trail[0].changes["role"] == [None, "technician"]
+    assert trail[1].changes["revoked_at"][0] is None and trail[1].changes["revoked_at"][1]
+    assert trail[1].reason == "cover ended"
+    assert all(e.actor_name.startswith("admin.bg") for e in trail)
+
+
+def test_a_change_without_reason_is_refused_at_flush(users):
+    site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+    audit.act_as(db.session, refetch(users["admin"]))
+    site.name = "Changed silently"
+    with pytest.raises(ValidationFailed, match="reason is required"):
+        db.session.flush()
+    db.session.rollback()
+
+
+def test_gmp_records_are_never_deleted(users):
+    assignment = db.session.scalar(sa.select(RoleAssignment))
+    db.session.delete(assignment)
+    with pytest.raises(PermissionDenied, match="never deleted"):
+        db.session.flush()
+    db.session.rollback()
+
+
+def test_chain_is_intact_and_tampering_is_found(users):
+    report = _chain()
+    assert report.intact and report.checked > 10
+    victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(5).limit(1)).one()
+    connection = db.session.connection()
+    if on_postgres():
+        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    connection.execute(sa.text("UPDATE audit_entry SET reason = 'forged' WHERE seq = :seq"), {"seq": victim.seq})
+    report = _chain()
+    assert not report.intact
+    assert report.broken_seq == victim.seq
+    assert "does not match its hash" in report.problem
+
+
+def test_a_removed_entry_breaks_the_chain(users):
+    victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(3).limit(1)).one()
+    connection = db.session.connection()
+    if on_postgres():
+        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    connection.execute(sa.text("DELETE FROM audit_entry WHERE seq = :seq"), {"seq": victim.seq})
+    report = _chain()
+    assert report.broken_seq == victim.seq + 1
+    assert "missing" in report.problem
+
+
+@pytest.mark.skipif(not on_postgres(), reason="the immutability trigger is PostgreSQL's")
+@pytest.mark.parametrize("statement", ["UPDATE audit_entry SET reason = 'x'", "DELETE FROM audit_entry",
+                                       "TRUNCATE audit_entry"])
+def test_postgres_refuses_update_and_delete_on_the_audit_table(users, statement):
+    connection = db.session.connection()
+    savepoint = connection.begin_nested()
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        connection.exec_driver_sql(statement)
+    savepoint.rollback()
+
+
+def test_audit_page_filters_and_paginates(client, users):
+    login(client, "auditor")
+    page = client.get("/audit/?entity=site&id=BG")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "A9991" in text and "A9992" not in text
+    page = client.get("/audit/?user=nobody").get_data(as_text=True)
+    assert "0 entries" in page
+    assert client.get("/audit/?since=yesterday").status_code == 422
+    assert client.get("/audit/?per_page=5&page=2").status_code == 200
+
+
+def test_site_scoped_readers_see_their_site_only(client, users):
+    login(client, "qa.bg")
+    text = client.get("/audit/?entity=site").get_data(as_text=True)
+    assert "A9991" in text and "A9992" not in text
+
+
+def test_csv_export(client, users):
+    login(client, "auditor")
+    response = client.get("/audit/export.csv?entity=site")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0][:4] == ["seq", "recorded_at_utc", "recorded_at_local", "actor"]
+    assert {row[8] for row in rows[1:]} == {"BG", "MZ"}
+    assert all(row[2].endswith("(Europe/Rome)") for row in rows[1:])
+
+
+def test_csv_cells_cannot_become_formulas():
+    from cellfactory.audit.queries import _cell
+
+    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert _cell("G1234") == "G1234"
+
+
+def test_technicians_cannot_read_the_trail(client, users):
+    login(client, "technician.bg")
+    assert client.get("/audit/").status_code == 403
+    assert client.get("/audit/export.csv").status_code == 403
+
+
+def test_wrong_password_does_not_leave_half_written_changes(users):
+    user = make_user("newcomer", [(Role.TECHNICIAN, "BG")])
+    before = db.session.scalar(sa.select(sa.func.max(AuditEntry.seq)))
+    with pytest.raises(Exception):  # noqa: B017 - the refusal itself is tested elsewhere
+        auth_services.change_own_password(user, "wrong-password-99", "Another-good-pass-9")
+    new = list(db.session.scalars(sa.select(AuditEntry).where(AuditEntry.seq > before)))
+    # Only the failed attempt is kept: nothing of the password change itself.
+    assert [e.action for e in new] == ["password_change_failed"]
+    assert refetch(user).password_hash
+    assert login  # keep import used
+    assert PASSWORD

@@ -1,0 +1,190 @@
+"""Electronic signatures: components asked, wrong password, prerequisites, content binding, sealing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role
+from cellfactory.core.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.signatures import services
+from cellfactory.signatures.models import IdentityVerification, Meaning, Signature
+from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
+
+
+@pytest.fixture
+def signer(sites):
+    return make_user("signer.bg", [(Role.QA, "BG")], signing=True)
+
+
+@pytest.fixture
+def record(sites, signer):
+    """A signable record: the identity check of the signer."""
+    return db.session.scalar(sa.select(IdentityVerification).where(IdentityVerification.user_id == signer.id))
+
+
+def _sign(signer, record, **overrides):
+    kwargs = {"meaning": Meaning.REVIEWED, "allowed_meanings": {Meaning.REVIEWED}, "password": PASSWORD,
+              "username": signer.username, "continuous_session": False}
+    kwargs.update(overrides)
+    return services.apply_signature(refetch(signer), record, **kwargs)
+
+
+def test_signature_records_manifestation_and_verifies(signer, record):
+    signature = _sign(signer, record, comment="batch record complete")
+    assert signature.printed_name == "Signer.Bg Tester"
+    assert signature.meaning == "Reviewed"
+    assert signature.signed_at.tzinfo is not None
+    assert signature.entity_type == "identity_verification" and signature.entity_id == str(record.id)
+    assert len(signature.content_hash) == 64
+    assert services.verify(signature, record) == services.SignatureStatus.VALID
+
+
+def test_wrong_password_is_refused_and_counts_towards_lockout(signer, record):
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(Signature))
+    # As a signing step does: the signature inside the step's transaction.
+    sign_step = transactional(services.apply_signature)
+    with pytest.raises(AuthenticationFailed, match="Password is incorrect"):
+        sign_step(refetch(signer), record, meaning=Meaning.REVIEWED, allowed_meanings={Meaning.REVIEWED},
+                  password="wrong-password-1", username=signer.username, continuous_session=False)
+    assert refetch(signer).failed_login_count == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)) == before
+    failed = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "signature_failed")).all()
+    assert [e.entity_label for e in failed] == ["signer.bg"]
+
+
+def test_first_signature_of_a_session_needs_the_user_name(signer, record):
+    with pytest.raises(AuthenticationFailed, match="user name"):
+        _sign(signer, record, username=None)
+    with pytest.raises(AuthenticationFailed, match="user name"):
+        _sign(signer, record, username="someone.else")
+    # Later signatures in a continuous session: the password alone.
+    assert _sign(signer, record, username=None, continuous_session=True).id
+
+
+def test_meaning_must_be_one_the_step_allows(signer, record):
+    with pytest.raises(ValidationFailed, match="not a meaning"):
+        _sign(signer, record, meaning=Meaning.QP_CERTIFIED)
+
+
+def test_cannot_sign_before_accountability_and_identity_check(sites, record):
+    newcomer = make_user("newcomer", [(Role.QP, "BG")])
+    with pytest.raises(PermissionDenied, match="accountability statement.*identity"):
+        _sign(newcomer, record)
+    services.accept_accountability(refetch(newcomer), password=PASSWORD, username="newcomer",
+                                   continuous_session=False)
+    with pytest.raises(PermissionDenied, match="identity"):
+        _sign(newcomer, record)
+
+
+def test_an_administrator_cannot_verify_their_own_identity(sites):
+    admin = make_user("admin.one", [(Role.ADMIN, "BG")])
+    with pytest.raises(PermissionDenied, match="Another administrator"):
+        services.record_identity_check(admin, admin, method="mirror", password=PASSWORD, username="admin.one",
+                                       continuous_session=False)
+
+
+def test_only_an_administrator_records_identity_checks(sites):
+    qa = make_user("qa.one", [(Role.QA, "BG")])
+    other = make_user("tech.one", [(Role.TECHNICIAN, "BG")])
+    with pytest.raises(PermissionDenied):
+        services.record_identity_check(qa, other, method="id card", password=PASSWORD, username="qa.one",
+                                       continuous_session=False)
+
+
+def test_hash_changes_when_the_record_changes(signer, record):
+    signature = _sign(signer, record)
+    original = services.content_hash(record)
+    record.method = "a different method"  # the signed content, changed after signing
+    assert services.content_hash(record) != original
+    assert services.verify(signature, record) == services.SignatureStatus.RECORD_CHANGED
+
+
+def test_signature_copied_to_another_record_fails(signer, record, sites):
+    other_user = make_user("other.bg", [(Role.TECHNICIAN, "BG")], signing=True)
+    other_record = db.session.scalar(sa.select(IdentityVerification)
+                                     .where(IdentityVerification.user_id == other_user.id))
+    signature = _sign(signer, record)
+    copy = Signature(**{c.key: getattr(signature, c.key) for c in Signature.__table__.columns if c.key != "id"})
+    copy.entity_id = str(other_record.id)
+    assert services.verify(copy, other_record) == services.SignatureStatus.INVALID
+    # Even with the content hash of the other record copied in, the seal does not match.
+    copy.content_hash = services.content_hash(other_record)
+    assert services.verify(copy, other_record) == services.SignatureStatus.INVALID
+
+
+def test_edited_manifestation_fails(signer, record):
+    signature = _sign(signer, record)
+    signature.printed_name = "Somebody Else"
+    assert services.verify(signature, record) == services.SignatureStatus.INVALID
+
+
+def test_printed_name_is_a_snapshot(signer, record, users):
+    signature = _sign(signer, record)
+    from cellfactory.auth import services as auth_services
+
+    auth_services.update_user_details(refetch(users["admin"]), refetch(signer), full_name="Renamed Person",
+                                      email="x@example.org", reason="name changed after marriage")
+    assert refetch(signature).printed_name == "Signer.Bg Tester"
+    assert services.verify(refetch(signature), record) == services.SignatureStatus.VALID
+
+
+# --- the signing dialog in the browser session ----------------------------------------------------
+
+
+def test_web_signing_asks_user_name_first_then_password_only_until_idle_timeout(client, app, sites):
+    make_user("admin.two", [(Role.ADMIN, "BG")], signing=False)
+    admin = make_user("admin.three", [(Role.ADMIN, "MZ")])
+    enable_signing(admin)
+    first = make_user("tech.first", [(Role.TECHNICIAN, "BG")])
+    second = make_user("tech.second", [(Role.TECHNICIAN, "BG")])
+    login(client, "admin.three")
+    page = client.get(f"/admin/users/{first.id}").get_data(as_text=True)
+    assert 'name="identity-username"' in page
+    # Without the user name the first signature is refused.
+    response = client.post(f"/admin/users/{first.id}/identity", data={
+        "identity-method": "passport", "identity-meaning": "IDENTITY_VERIFIED", "identity-password": PASSWORD})
+    assert response.status_code == 422
+    assert "Enter your user name" in response.get_data(as_text=True)
+    response = client.post(f"/admin/users/{first.id}/identity", data={
+        "identity-method": "passport", "identity-meaning": "IDENTITY_VERIFIED", "identity-password": PASSWORD,
+        "identity-username": "admin.three"})
+    assert response.status_code == 302
+    # Second signature in the same session: the password alone.
+    page = client.get(f"/admin/users/{second.id}").get_data(as_text=True)
+    assert 'name="identity-username"' not in page
+    response = client.post(f"/admin/users/{second.id}/identity", data={
+        "identity-method": "id card", "identity-meaning": "IDENTITY_VERIFIED", "identity-password": PASSWORD})
+    assert response.status_code == 302
+    # After an idle timeout the session ends; after signing in again both components are asked.
+    with client.session_transaction() as session:
+        session["last_seen"] = time.time() - app.config["CELLFACTORY"].session_idle_minutes * 60 - 5
+    assert client.get("/").status_code == 302
+    login(client, "admin.three")
+    third = make_user("tech.third", [(Role.TECHNICIAN, "BG")])
+    page = client.get(f"/admin/users/{third.id}").get_data(as_text=True)
+    assert 'name="identity-username"' in page
+    signatures = db.session.scalars(sa.select(Signature).where(Signature.meaning == Meaning.IDENTITY_VERIFIED.value,
+                                                               Signature.signer_username == "admin.three")).all()
+    assert len(signatures) == 2
+
+
+def test_accountability_statement_is_signed_from_the_account_page(client, sites):
+    make_user("tech.one", [(Role.TECHNICIAN, "BG")])
+    login(client, "tech.one")
+    page = client.get("/account/").get_data(as_text=True)
+    assert "legally binding equivalent" in page
+    response = client.post("/account/accountability", data={"meaning": "ACCOUNTABILITY", "password": "wrong-one-123",
+                                                            "username": "tech.one"})
+    assert response.status_code == 422
+    assert "Password is incorrect" in response.get_data(as_text=True)
+    response = client.post("/account/accountability", data={"meaning": "ACCOUNTABILITY", "password": PASSWORD,
+                                                            "username": "tech.one"})
+    assert response.status_code == 302
+    page = client.get("/account/").get_data(as_text=True)
+    assert Meaning.ACCOUNTABILITY.value in page and "Tech.One Tester" in page

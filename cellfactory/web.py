@@ -226,7 +226,8 @@ def nav_links() -> list[tuple[str, str, bool]]:
         allowed = getattr(current_app.view_functions[endpoint], "allowed_roles", frozenset())
         if current_user.has_any_role(allowed):
             blueprint = endpoint.split(".")[0]
-            active = request.endpoint == endpoint or (blueprint not in ("main", "admin") and request.blueprint == blueprint)
+            same_section = blueprint not in ("main", "admin") and request.blueprint == blueprint
+            active = request.endpoint == endpoint or same_section
             links.append((endpoint, label, active))
     return links
 

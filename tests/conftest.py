@@ -184,3 +184,21 @@ def login_as(client: FlaskClient, users: dict[str, User]):
 def refetch(obj):
     """The same row, loaded afresh in the current session."""
     return db.session.get(type(obj), obj.id)
+
+
+def pdf_text(data: bytes) -> str:
+    """The text of a PDF, after checking its structure with qpdf when the machine has it (CI installs it)."""
+    import io
+    import shutil
+    import subprocess
+
+    from pypdf import PdfReader
+
+    assert data.startswith(b"%PDF-"), "not a PDF"
+    if shutil.which("qpdf") or os.environ.get("CI"):
+        with tempfile.NamedTemporaryFile(suffix=".pdf") as handle:
+            handle.write(data)
+            handle.flush()
+            check = subprocess.run(["qpdf", "--check", handle.name], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)

@@ -73,9 +73,10 @@ def test_users_without_the_role_are_refused(app, client, users, probe_role):
 
 
 def test_refusal_is_audited(client, users):
+    import sqlalchemy as sa
+
     from cellfactory.audit.models import AuditEntry
     from cellfactory.extensions import db
-    import sqlalchemy as sa
 
     login(client, "technician.bg")
     assert client.get("/admin/users").status_code == 403

@@ -188,3 +188,20 @@ def test_accountability_statement_is_signed_from_the_account_page(client, sites)
     assert response.status_code == 302
     page = client.get("/account/").get_data(as_text=True)
     assert Meaning.ACCOUNTABILITY.value in page and "Tech.One Tester" in page
+
+
+def test_signed_statement_prints_with_its_manifestation(client, sites):
+    from tests.conftest import pdf_text
+
+    make_user("tech.one", [(Role.TECHNICIAN, "BG")], signing=True)
+    login(client, "tech.one")
+    response = client.get("/account/accountability.pdf")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    text = pdf_text(response.data)
+    for expected in ("Tech.One Tester (tech.one)", Meaning.ACCOUNTABILITY.value, "(Europe/Rome)", "UTC",
+                     "valid", "legally binding equivalent", "cellfactory 0.1.0"):
+        assert expected in text, expected
+    signature = db.session.scalar(sa.select(Signature).where(Signature.signer_username == "tech.one"))
+    assert signature.content_hash in text.replace("\n", "")
+    printed = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "print")).all()
+    assert [p.entity_label for p in printed] == ["tech.one"]

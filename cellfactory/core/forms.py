@@ -24,7 +24,5 @@ def apply_domain_errors(form: FlaskForm, error: DomainError) -> None:
         if field is not None and hasattr(field, "errors"):
             field.errors = [*list(field.errors or []), message]
             placed = True
-    if not placed or not error.fields:
-        form.form_errors.append(error.message)
-    elif error.message not in form.form_errors:
+    if not placed or error.message not in form.form_errors:
         form.form_errors.append(error.message)

@@ -20,7 +20,7 @@ from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.auth.services import verify_password_or_count
 from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -113,12 +113,11 @@ def apply_signature(
     if meaning not in allowed_meanings:
         raise ValidationFailed(f"{meaning.value!r} is not a meaning this signature can carry.",
                                fields={"meaning": "Choose one of: " + "; ".join(m.value for m in allowed_meanings)})
-    if needs_username(continuous_session):
-        if (username or "").strip() != signer.username:
-            raise AuthenticationFailed(
-                "Enter your own user name and password to sign.",
-                fields={"username": "This is the first signature of your session: enter your user name."},
-            )
+    if needs_username(continuous_session) and (username or "").strip() != signer.username:
+        raise AuthenticationFailed(
+            "Enter your own user name and password to sign.",
+            fields={"username": "This is the first signature of your session: enter your user name."},
+        )
     verify_password_or_count(signer, password, what="signature")
     if not signer.active:
         raise PermissionDenied("A deactivated account cannot sign.")
@@ -207,3 +206,25 @@ def record_identity_check(admin: User, user: User, *, method: str, password: str
                     allowed_meanings={Meaning.IDENTITY_VERIFIED}, password=password, username=username,
                     continuous_session=continuous_session, require_signing_enabled=False)
     return verification
+
+
+@transactional
+def print_accountability(user: User, tz_name: str) -> bytes:
+    """The user's signed accountability statement as a PDF; the print is recorded in the audit trail."""
+    from cellfactory.records import acknowledgement as pdf
+    from cellfactory.records.styles import SignatureView
+
+    acknowledgement = db.session.scalar(sa.select(EsigAcknowledgement).where(EsigAcknowledgement.user_id == user.id))
+    if acknowledgement is None:
+        raise Conflict("You have not accepted the accountability statement yet.")
+    views = [SignatureView.of(s, tz_name, verify(s, acknowledgement).value) for s in signatures_for(acknowledgement)]
+    config = current_app.config
+    document = pdf.AcknowledgementDocument(
+        full_name=user.full_name, username=user.username, statement_version=acknowledgement.statement_version,
+        statement=acknowledgement.statement_text, signatures=views, version=config["VERSION"], build=config["BUILD"],
+        printed=format_local(utcnow(), tz_name, seconds=True),
+    )
+    audit.act_as(db.session, user)
+    audit.record_event(db.session, "print", entity_type="esig_acknowledgement", entity_id=acknowledgement.id,
+                       entity_label=user.username, details={"document": "accountability statement PDF"})
+    return pdf.render(document)

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
-from werkzeug.wrappers import Response
 
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken
@@ -54,6 +53,16 @@ def accept_accountability() -> str | Response:
             flash("You accepted the accountability statement; your signature is recorded.", "success")
             return redirect(url_for("signatures.account"))
     return _render_account(form, TokenForm()), 422
+
+
+@bp.route("/accountability.pdf")
+@any_authenticated_user
+def accountability_pdf() -> Response:
+    from cellfactory.web import display_timezone
+
+    data = services.print_accountability(current_user._get_current_object(), display_timezone())
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="accountability-{current_user.username}.pdf"'})
 
 
 @bp.route("/tokens", methods=["POST"])

@@ -1,0 +1,1 @@
+"""PDF records (ReportLab): plain data in, PDF bytes out."""

@@ -1,0 +1,115 @@
+"""Fonts, paragraph styles, page frame and the signature manifestation block shared by every PDF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_LEFT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import KeepTogether, Paragraph, Table, TableStyle
+from xml.sax.saxutils import escape
+
+from cellfactory.core.clock import format_local
+
+FONT = "Vera"
+FONT_BOLD = "Vera-Bold"
+PAGE = A4
+MARGIN = 18 * mm
+
+
+@cache
+def register_fonts() -> None:
+    """Bitstream Vera ships with ReportLab: embedded, so the PDF reads the same anywhere, years later."""
+    pdfmetrics.registerFont(TTFont(FONT, "Vera.ttf"))
+    pdfmetrics.registerFont(TTFont(FONT_BOLD, "VeraBd.ttf"))
+    pdfmetrics.registerFont(TTFont("Vera-Italic", "VeraIt.ttf"))
+    pdfmetrics.registerFont(TTFont("Vera-BoldItalic", "VeraBI.ttf"))
+    pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic="Vera-Italic",
+                                  boldItalic="Vera-BoldItalic")
+
+
+@cache
+def styles() -> dict[str, ParagraphStyle]:
+    register_fonts()
+    body = ParagraphStyle("body", fontName=FONT, fontSize=9.5, leading=12.5, alignment=TA_LEFT)
+    return {
+        "body": body,
+        "small": ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=colors.HexColor("#444444")),
+        "title": ParagraphStyle("title", parent=body, fontName=FONT_BOLD, fontSize=16, leading=20, spaceAfter=6),
+        "h2": ParagraphStyle("h2", parent=body, fontName=FONT_BOLD, fontSize=12, leading=15, spaceBefore=8,
+                             spaceAfter=4),
+        "label": ParagraphStyle("label", parent=body, fontName=FONT_BOLD, fontSize=8.5, leading=11),
+    }
+
+
+def para(text: object, style: str = "body") -> Paragraph:
+    return Paragraph(escape("" if text is None else str(text)), styles()[style])
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    """What a printed signature shows, taken from the stored signature (never recomputed)."""
+
+    meaning: str
+    printed_name: str
+    username: str
+    signed_at_local: str
+    signed_at_utc: str
+    content_hash: str
+    record: str
+    status: str
+
+    @classmethod
+    def of(cls, signature, tz_name: str, status: str) -> SignatureView:
+        return cls(
+            meaning=signature.meaning, printed_name=signature.printed_name, username=signature.signer_username,
+            signed_at_local=format_local(signature.signed_at, tz_name, seconds=True),
+            signed_at_utc=signature.signed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            content_hash=signature.content_hash,
+            record=f"{signature.entity_type} {signature.entity_id}, version {signature.record_version}",
+            status=status,
+        )
+
+
+def signature_block(view: SignatureView) -> KeepTogether:
+    """The manifestation of an electronic signature (21 CFR 11.50): name, date and time, meaning."""
+    rows = [
+        [para("Electronic signature", "label"), para(view.meaning, "label")],
+        [para("Signed by", "label"), para(f"{view.printed_name} ({view.username})")],
+        [para("Date and time", "label"), para(f"{view.signed_at_local}; {view.signed_at_utc}")],
+        [para("Record", "label"), para(view.record)],
+        [para("Signed content SHA-256", "label"), para(view.content_hash, "small")],
+        [para("Verification", "label"), para(view.status)],
+    ]
+    table = Table(rows, colWidths=[42 * mm, None])
+    table.setStyle(TableStyle([
+        ("BOX", (0, 0), (-1, -1), 1.2, colors.black),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8f2f2")),
+        ("TOPPADDING", (0, 0), (-1, -1), 3),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+    ]))
+    return KeepTogether([table])
+
+
+def page_footer(title: str, version: str, build: str, printed: str):
+    """A footer with the document, the software version and build, the print time and page number."""
+
+    def draw(canvas, doc) -> None:
+        register_fonts()
+        canvas.saveState()
+        canvas.setFont(FONT, 7)
+        width, _ = PAGE
+        canvas.drawString(MARGIN, 12 * mm, title)
+        canvas.drawRightString(width - MARGIN, 12 * mm, f"Page {doc.page}")
+        canvas.drawString(MARGIN, 8.5 * mm, f"cellfactory {version} (build {build}) · printed {printed}")
+        canvas.restoreState()
+
+    return draw

@@ -66,3 +66,17 @@ def can_read_users(user: User) -> bool:
 def can_see_site(user: User, site_id: int) -> bool:
     sites = user.site_ids()
     return sites is None or site_id in sites
+
+
+def can_read_site_data(user: User, site_id: int) -> bool:
+    """GMP records of a site: its own staff and the network's auditors and QA (administrators excluded)."""
+    return user.has_any_role(READ_ROLES, site_id)
+
+
+def can_record_intake(user: User, site_id: int) -> bool:
+    """Register donors, enter serology, receive source material."""
+    return user.has_role(Role.TECHNICIAN, site_id)
+
+
+def can_release_quarantine(user: User, site_id: int) -> bool:
+    return user.has_role(Role.QA, site_id)

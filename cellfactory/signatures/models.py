@@ -22,6 +22,7 @@ class Meaning(enum.StrEnum):
     REVIEWED = "Reviewed"
     APPROVED = "Approved"
     RELEASED_FROM_QUARANTINE = "Released from quarantine"
+    REJECTED_AT_RECEIPT = "Rejected after quarantine"
     CLOSED = "Closed"
     QP_CERTIFIED = "Released for clinical use (QP certification)"
     QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"

@@ -20,6 +20,8 @@ class Site(Audited, CreatedMixin, VersionedMixin, Base):
     timezone: Mapped[str] = mapped_column(sa.String(64))
     address: Mapped[str] = mapped_column(sa.Text, default="")
     active: Mapped[bool] = mapped_column(default=True)
+    # The site's donor-testing rule: anti-HTLV-I for every donor, not only when the questionnaire says so.
+    htlv_required: Mapped[bool] = mapped_column(default=False)
 
     def audit_label(self) -> str:
         return self.code

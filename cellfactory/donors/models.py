@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.sites.models import Site
+
+
+class DonorType(enum.StrEnum):
+    ALLOGENEIC = "allogeneic"
+    AUTOLOGOUS = "autologous"
+
+
+class Sex(enum.StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+    UNKNOWN = "U"
+
+
+class DonationKind(enum.StrEnum):
+    """Decides the serology sampling window (Dir. 2006/17/EC Annex II §2.5, §2.6)."""
+
+    LIVING = "living"
+    LIVING_STORED = "living_stored"
+    BONE_MARROW_PBSC = "bone_marrow_pbsc"
+    NEONATAL = "neonatal"
+
+
+class ScreeningTest(enum.StrEnum):
+    HIV = "anti_hiv_1_2"
+    HBSAG = "hbsag"
+    ANTI_HBC = "anti_hbc"
+    HCV = "anti_hcv"
+    SYPHILIS_TREPONEMAL = "syphilis_treponemal"
+    SYPHILIS_NONTREPONEMAL = "syphilis_nontreponemal"
+    HTLV = "anti_htlv_1"
+    NAT_HIV = "nat_hiv"
+    NAT_HBV = "nat_hbv"
+    NAT_HCV = "nat_hcv"
+
+    @property
+    def label(self) -> str:
+        return TEST_LABELS[self]
+
+
+TEST_LABELS = {
+    ScreeningTest.HIV: "Anti-HIV-1,2",
+    ScreeningTest.HBSAG: "HBsAg",
+    ScreeningTest.ANTI_HBC: "Anti-HBc",
+    ScreeningTest.HCV: "Anti-HCV-Ab",
+    ScreeningTest.SYPHILIS_TREPONEMAL: "Syphilis, specific (treponemal)",
+    ScreeningTest.SYPHILIS_NONTREPONEMAL: "Syphilis, non-specific (non-treponemal)",
+    ScreeningTest.HTLV: "Anti-HTLV-I",
+    ScreeningTest.NAT_HIV: "NAT HIV",
+    ScreeningTest.NAT_HBV: "NAT HBV",
+    ScreeningTest.NAT_HCV: "NAT HCV",
+}
+
+
+class SerologyResult(enum.StrEnum):
+    NEGATIVE = "negative"
+    REACTIVE = "reactive"
+    INDETERMINATE = "indeterminate"
+
+
+class SampleType(enum.StrEnum):
+    SERUM = "serum"
+    PLASMA = "plasma"
+
+
+class TestedPerson(enum.StrEnum):
+    __test__ = False  # a domain name that pytest would otherwise try to collect
+    DONOR = "donor"
+    MOTHER = "mother"
+
+
+class Donor(Audited, CreatedMixin, VersionedMixin, Base):
+    """A pseudonymised donor: a code, birth year and sex only; never a name or a birth date."""
+
+    __tablename__ = "donor"
+    __table_args__ = (sa.UniqueConstraint("site_id", "code"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(32))
+    birth_year: Mapped[int]
+    sex: Mapped[Sex] = enum_column(Sex)
+    donor_type: Mapped[DonorType] = enum_column(DonorType)
+    donation_kind: Mapped[DonationKind] = enum_column(DonationKind)
+    donation_date: Mapped[dt.date]
+    # Questionnaire: lives in or comes from a high-HTLV-I-prevalence area, or partners/parents from one.
+    htlv_risk: Mapped[bool] = mapped_column(default=False)
+    consent_date: Mapped[dt.date]
+    consent_form_version: Mapped[str] = mapped_column(sa.String(40))
+    consent_scope: Mapped[str] = mapped_column(sa.Text)
+    consent_withdrawn_on: Mapped[dt.date | None]
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    results: Mapped[list[ScreeningResultRecord]] = relationship(
+        back_populates="donor", order_by="ScreeningResultRecord.id", lazy="selectin")
+
+    @property
+    def consent_withdrawn(self) -> bool:
+        return self.consent_withdrawn_on is not None
+
+    @property
+    def current_results(self) -> list[ScreeningResultRecord]:
+        return [r for r in self.results if r.superseded_by_id is None]
+
+    def audit_label(self) -> str:
+        return self.code
+
+
+class ScreeningResultRecord(Audited, CreatedMixin, Base):
+    """One serology or NAT result. A correction is a new result that supersedes this one, with a reason."""
+
+    __tablename__ = "screening_result"
+
+    id: Mapped[IntPK]
+    donor_id: Mapped[int] = mapped_column(sa.ForeignKey("donor.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    test: Mapped[ScreeningTest] = enum_column(ScreeningTest)
+    tested_person: Mapped[TestedPerson] = enum_column(TestedPerson)
+    sample_date: Mapped[dt.date]
+    sample_type: Mapped[SampleType] = enum_column(SampleType)
+    result: Mapped[SerologyResult] = enum_column(SerologyResult)
+    lab_reference: Mapped[str] = mapped_column(sa.String(100))
+    kit_lot: Mapped[str] = mapped_column(sa.String(100), default="")
+    superseded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("screening_result.id"))
+    correction_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    donor: Mapped[Donor] = relationship(back_populates="results")
+
+    def audit_label(self) -> str:
+        return f"{self.test.value} {self.sample_date.isoformat()}"

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.donors.models import Donor
+from cellfactory.sites.models import Site
+
+
+class MaterialType(enum.StrEnum):
+    UMBILICAL_CORD = "umbilical_cord"
+    CORD_BLOOD = "cord_blood"
+    BONE_MARROW = "bone_marrow"
+    ADIPOSE_TISSUE = "adipose_tissue"
+    APHERESIS = "apheresis"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+class MaterialStatus(enum.StrEnum):
+    ACCEPTED = "accepted"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+
+
+class MaterialTypeRule(Audited, CreatedMixin, Base):
+    """Receipt limits for a material type, from the validated transport process (not set by regulation).
+
+    Versioned: a new version is a new row; a receipt records the version it was judged against.
+    """
+
+    __tablename__ = "material_type_rule"
+    __table_args__ = (sa.UniqueConstraint("material_type", "version"),)
+
+    id: Mapped[IntPK]
+    material_type: Mapped[MaterialType] = enum_column(MaterialType)
+    version: Mapped[int]
+    temp_min_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
+    temp_max_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
+    max_transport_hours: Mapped[int]
+    quantity_unit: Mapped[str] = mapped_column(sa.String(8))
+    anticoagulant_required: Mapped[bool]
+    current: Mapped[bool] = mapped_column(default=True)
+
+    def audit_label(self) -> str:
+        return f"{self.material_type.value} v{self.version}"
+
+
+class DinSequence(Base):
+    """The last DIN sequence number issued by a site in a year (never reused)."""
+
+    __tablename__ = "din_sequence"
+    __table_args__ = (sa.UniqueConstraint("site_id", "year"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    year: Mapped[int]
+    last_value: Mapped[int]
+
+
+class SourceMaterial(Audited, CreatedMixin, VersionedMixin, Base):
+    """Starting material received at a cell factory, identified by its ISBT 128 DIN."""
+
+    __tablename__ = "source_material"
+
+    id: Mapped[IntPK]
+    din: Mapped[str] = mapped_column(sa.String(13), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    donor_id: Mapped[int] = mapped_column(sa.ForeignKey("donor.id"), index=True)
+    material_type: Mapped[MaterialType] = enum_column(MaterialType)
+    rule_id: Mapped[int] = mapped_column(sa.ForeignKey("material_type_rule.id"))
+    collected_at: Mapped[dt.datetime]
+    collection_centre: Mapped[str] = mapped_column(sa.String(200))
+    quantity: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(10, 2))
+    quantity_unit: Mapped[str] = mapped_column(sa.String(8))
+    anticoagulant: Mapped[str | None] = mapped_column(sa.String(100))
+    transport_started_at: Mapped[dt.datetime]
+    arrived_at: Mapped[dt.datetime]
+    transport_temp_min_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
+    transport_temp_max_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
+    container_intact: Mapped[bool]
+    documents_complete: Mapped[bool]
+    status: Mapped[MaterialStatus] = enum_column(MaterialStatus, index=True)
+    decision_reasons: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    autologous_only: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[dt.datetime]
+    received_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    released_at: Mapped[dt.datetime | None]
+    released_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    release_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    donor: Mapped[Donor] = relationship(lazy="joined")
+    rule: Mapped[MaterialTypeRule] = relationship()
+
+    def audit_label(self) -> str:
+        return self.din
+
+    @property
+    def transport_hours(self) -> float:
+        return (self.arrived_at - self.transport_started_at).total_seconds() / 3600
+
+    def signature_content(self) -> dict[str, Any]:
+        return {
+            "din": self.din, "material_type": self.material_type.value, "donor": self.donor.code,
+            "collected_at": self.collected_at, "quantity": str(self.quantity), "unit": self.quantity_unit,
+            "temperature_c": [str(self.transport_temp_min_c), str(self.transport_temp_max_c)],
+            "transport": [self.transport_started_at, self.arrived_at], "container_intact": self.container_intact,
+            "documents_complete": self.documents_complete, "decision_reasons": self.decision_reasons,
+        }

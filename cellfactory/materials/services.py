@@ -1,0 +1,311 @@
+"""Source material: DIN allocation and parsing, receipt check, quarantine release, labels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from cellfactory import isbt128
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import User
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.scoping import get_visible
+from cellfactory.core.transaction import transactional
+from cellfactory.donors import services as donor_services
+from cellfactory.donors.eligibility import Eligibility, Status
+from cellfactory.donors.models import Donor, DonorType
+from cellfactory.extensions import db
+from cellfactory.materials.models import DinSequence, MaterialStatus, MaterialType, MaterialTypeRule, SourceMaterial
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+QUARANTINE_MEANINGS = (Meaning.RELEASED_FROM_QUARANTINE, Meaning.REJECTED_AT_RECEIPT)
+
+
+def known_facilities() -> set[str]:
+    return set(db.session.scalars(sa.select(Site.facility_id)))
+
+
+def read_din(raw: str, field: str = "din") -> isbt128.Din:
+    """A scanned or typed DIN, checked: a wrong check character, length or facility is refused with the reason."""
+    try:
+        return isbt128.parse_din(raw or "", known_facilities=known_facilities())
+    except isbt128.DinError as error:
+        raise ValidationFailed(str(error), fields={field: str(error)}) from error
+
+
+def get_material(user: User, din: str) -> SourceMaterial:
+    din13 = read_din(din).din13 if len((din or "").strip()) != 13 else din.strip().upper()
+    return get_visible(SourceMaterial, user, SourceMaterial.din == din13, what=f"material with DIN {din}")
+
+
+@transactional
+def allocate_din(actor: User, site: Site) -> isbt128.Din:
+    """The next DIN of the site for this year: FIN + year + 6-digit sequence, unique under concurrency."""
+    permissions.require(permissions.can_record_intake(actor, site.id), "Only a technician of this site allocates "
+                                                                      "DINs.")
+    audit.act_as(db.session, actor)
+    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
+    table = DinSequence.__table__
+    # One atomic UPDATE ... RETURNING: concurrent allocations queue on the row lock (PostgreSQL) or the
+    # database lock (SQLite), so no two get the same number.
+    value = db.session.execute(
+        sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
+        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
+    ).scalar()
+    if value is None:
+        try:
+            with db.session.begin_nested():
+                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
+            value = 1
+        except sa.exc.IntegrityError:
+            value = db.session.execute(
+                sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
+                .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
+            ).scalar_one()
+    din = isbt128.build_din(site.facility_id, year, value)
+    audit.record_event(db.session, "allocate_din", entity_type="site", entity_id=site.id, entity_label=site.code,
+                       details={"din": din.din13}, site_id=site.id)
+    return din
+
+
+def current_rule(material_type: MaterialType) -> MaterialTypeRule:
+    rule = db.session.scalar(sa.select(MaterialTypeRule).where(MaterialTypeRule.material_type == material_type,
+                                                               MaterialTypeRule.current.is_(True)))
+    if rule is None:
+        raise Conflict(f"No receipt limits are defined for {material_type.label}: ask QA to set them up.")
+    return rule
+
+
+@dataclass(frozen=True)
+class ReceiptDecision:
+    status: MaterialStatus
+    reasons: list[str]
+    autologous_only: bool
+
+
+def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max: decimal.Decimal,
+                  transport_hours: float, container_intact: bool, documents_complete: bool,
+                  anticoagulant: str | None, donor_type: DonorType, eligibility: Eligibility,
+                  consent_withdrawn: bool) -> ReceiptDecision:
+    """The receipt check: rejected, quarantined or accepted, with every reason."""
+    reject: list[str] = []
+    hold: list[str] = []
+    if not container_intact:
+        reject.append("Container not intact.")
+    if consent_withdrawn:
+        reject.append("The donor's consent is withdrawn.")
+    if temp_min < rule.temp_min_c or temp_max > rule.temp_max_c:
+        hold.append(f"Transport temperature {temp_min} to {temp_max} °C is outside the allowed "
+                    f"{rule.temp_min_c} to {rule.temp_max_c} °C for {rule.material_type.label} (limits v{rule.version}).")
+    if transport_hours > rule.max_transport_hours:
+        hold.append(f"Transport took {transport_hours:.1f} h, more than the allowed {rule.max_transport_hours} h.")
+    if not documents_complete:
+        hold.append("Accompanying documents incomplete.")
+    if rule.anticoagulant_required and not (anticoagulant or "").strip():
+        hold.append(f"No anticoagulant recorded; {rule.material_type.label} needs one.")
+    autologous_only = False
+    if not eligibility.eligible and not consent_withdrawn:
+        if donor_type == DonorType.AUTOLOGOUS:
+            autologous_only = True
+        elif eligibility.status == Status.INELIGIBLE:
+            reject.extend(f"Donor ineligible: {r}" for r in eligibility.reasons)
+        else:
+            hold.extend(f"Donor eligibility incomplete: {r}" for r in eligibility.reasons)
+    if reject:
+        return ReceiptDecision(MaterialStatus.REJECTED, reject + hold, autologous_only)
+    if hold:
+        return ReceiptDecision(MaterialStatus.QUARANTINED, hold, autologous_only)
+    return ReceiptDecision(MaterialStatus.ACCEPTED, [], autologous_only)
+
+
+def parse_instant(value: Any, field: str, tz_name: str, errors: dict[str, str]) -> dt.datetime | None:
+    """An ISO 8601 time; one without an offset (a browser's datetime-local) is read in the site's zone."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif not value:
+        errors[field] = "Enter the date and time."
+        return None
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            errors[field] = "Not a date and time: use YYYY-MM-DDTHH:MM."
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(tz_name))
+    return parsed.astimezone(dt.UTC)
+
+
+def _decimal(value: Any, field: str, errors: dict[str, str], what: str) -> decimal.Decimal | None:
+    try:
+        number = decimal.Decimal(str(value).strip().replace(",", "."))
+        if not number.is_finite():
+            raise decimal.InvalidOperation
+        return number
+    except (decimal.InvalidOperation, AttributeError):
+        errors[field] = f"Enter {what} as a number."
+        return None
+
+
+def _bool(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes", "y", "on")
+
+
+@transactional
+def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMaterial:
+    permissions.require(permissions.can_record_intake(actor, site.id),
+                        "Only a technician of this site receives source material.")
+    audit.act_as(db.session, actor)
+    errors: dict[str, str] = {}
+    din: isbt128.Din | None = None
+    if _bool(data.get("allocate_din")):
+        din = allocate_din(actor, site)
+    else:
+        try:
+            din = read_din(data.get("din") or "")
+        except ValidationFailed as error:
+            errors.update(error.fields)
+    try:
+        material_type = MaterialType(data.get("material_type"))
+    except ValueError:
+        material_type = None
+        errors["material_type"] = "Choose the material type: " + ", ".join(t.value for t in MaterialType) + "."
+    donor = db.session.scalar(sa.select(Donor).where(Donor.site_id == site.id,
+                                                     Donor.code == (data.get("donor") or "").strip().upper()))
+    if donor is None:
+        errors["donor"] = f"No donor with this code is registered at {site.code}: register the donor first."
+    tz = site.timezone
+    collected_at = parse_instant(data.get("collected_at"), "collected_at", tz, errors)
+    started = parse_instant(data.get("transport_started_at"), "transport_started_at", tz, errors)
+    arrived = parse_instant(data.get("arrived_at"), "arrived_at", tz, errors)
+    quantity = _decimal(data.get("quantity"), "quantity", errors, "the volume or weight")
+    temp_min = _decimal(data.get("transport_temp_min_c"), "transport_temp_min_c", errors, "the lowest temperature")
+    temp_max = _decimal(data.get("transport_temp_max_c"), "transport_temp_max_c", errors, "the highest temperature")
+    centre = (data.get("collection_centre") or "").strip()
+    if not centre:
+        errors["collection_centre"] = "Enter the collecting centre."
+    now = utcnow()
+    if quantity is not None and quantity <= 0:
+        errors["quantity"] = "The quantity must be more than zero."
+    if temp_min is not None and temp_max is not None and temp_min > temp_max:
+        errors["transport_temp_max_c"] = "The highest temperature is below the lowest."
+    for field, value in (("collected_at", collected_at), ("transport_started_at", started), ("arrived_at", arrived)):
+        if value is not None and value > now + dt.timedelta(minutes=5):
+            errors[field] = "This time is in the future."
+    if collected_at and started and started < collected_at:
+        errors["transport_started_at"] = "Transport cannot start before collection."
+    if started and arrived and arrived < started:
+        errors["arrived_at"] = "Arrival cannot be before the transport started."
+    if errors:
+        raise ValidationFailed("The receipt cannot be saved: " + " ".join(errors.values()), fields=errors)
+    if db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == din.din13)):
+        raise Conflict(f"DIN {isbt128.format_din(din)} was already received: a DIN is never used twice.",
+                       fields={"din": "Already received."})
+    if donor.consent_withdrawn:
+        raise Conflict(f"Consent of donor {donor.code} was withdrawn on {donor.consent_withdrawn_on}: the material "
+                       "may not be received for use.")
+    rule = current_rule(material_type)
+    container_intact, documents_complete = _bool(data.get("container_intact")), _bool(data.get("documents_complete"))
+    anticoagulant = (data.get("anticoagulant") or "").strip() or None
+    eligibility = donor_services.eligibility(donor, collected_at.astimezone(ZoneInfo(tz)).date())
+    decision = judge_receipt(
+        rule=rule, temp_min=temp_min, temp_max=temp_max, transport_hours=(arrived - started).total_seconds() / 3600,
+        container_intact=container_intact, documents_complete=documents_complete, anticoagulant=anticoagulant,
+        donor_type=donor.donor_type, eligibility=eligibility, consent_withdrawn=donor.consent_withdrawn)
+    material = SourceMaterial(
+        din=din.din13, site_id=site.id, donor_id=donor.id, material_type=material_type, rule_id=rule.id,
+        collected_at=collected_at, collection_centre=centre, quantity=quantity, quantity_unit=rule.quantity_unit,
+        anticoagulant=anticoagulant, transport_started_at=started, arrived_at=arrived,
+        transport_temp_min_c=temp_min, transport_temp_max_c=temp_max, container_intact=container_intact,
+        documents_complete=documents_complete, status=decision.status, decision_reasons=decision.reasons,
+        autologous_only=decision.autologous_only, received_at=now, received_by_id=actor.id, created_by_id=actor.id,
+    )
+    db.session.add(material)
+    db.session.flush()
+    return material
+
+
+@transactional
+def decide_quarantine(actor: User, material: SourceMaterial, *, accept: bool, reason: str, signing: dict[str, Any]
+                      ) -> SourceMaterial:
+    """QA releases a quarantined material (or rejects it) with a reason and an electronic signature."""
+    permissions.require(permissions.can_release_quarantine(actor, material.site_id),
+                        "Only QA of this site releases or rejects quarantined material.")
+    if material.status != MaterialStatus.QUARANTINED:
+        raise Conflict(f"Material {isbt128.format_din(material.din)} is {material.status.value}, not quarantined.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason for the decision.", fields={"reason": "Required."})
+    if material.donor.consent_withdrawn:
+        raise Conflict("The donor's consent is withdrawn: the material cannot be released.")
+    audit.act_as(db.session, actor, reason=reason)
+    meaning = Meaning.RELEASED_FROM_QUARANTINE if accept else Meaning.REJECTED_AT_RECEIPT
+    signatures.apply_signature(actor, material, meaning=meaning, allowed_meanings={meaning},
+                               site_id=material.site_id, comment=reason, **signing)
+    material.status = MaterialStatus.ACCEPTED if accept else MaterialStatus.REJECTED
+    material.released_at = utcnow()
+    material.released_by_id = actor.id
+    material.release_reason = reason.strip()
+    return material
+
+
+def check_usable_for_batch(material: SourceMaterial) -> None:
+    """Only accepted material of a donor who consents (and is eligible, or autologous-only) starts a batch."""
+    label = isbt128.format_din(material.din)
+    if material.status != MaterialStatus.ACCEPTED:
+        raise Conflict(f"Material {label} is {material.status.value}: only accepted material starts a batch.")
+    if material.donor.consent_withdrawn:
+        raise Conflict(f"Material {label}: the donor's consent was withdrawn on {material.donor.consent_withdrawn_on}.")
+    eligibility = donor_services.eligibility(material.donor)
+    if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
+        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.value}: "
+                       + " ".join(eligibility.reasons))
+
+
+def label_statements(material: SourceMaterial) -> list[str]:
+    statements = []
+    if material.status == MaterialStatus.QUARANTINED:
+        statements.append("QUARANTINE - NOT RELEASED FOR USE")
+    if material.status == MaterialStatus.REJECTED:
+        statements.append("REJECTED - DO NOT USE")
+    if material.autologous_only:
+        statements.append("FOR AUTOLOGOUS USE ONLY")
+    if material.donor.consent_withdrawn:
+        statements.append("CONSENT WITHDRAWN - DO NOT USE")
+    return statements
+
+
+@transactional
+def print_labels(actor: User, materials: list[SourceMaterial], *, reprint: bool = False) -> bytes:
+    """The label sheet; every print is recorded in the audit trail (a reprint carries flag 05)."""
+    from cellfactory.core.clock import format_local
+    from cellfactory.records import labels
+
+    for material in materials:
+        permissions.require(permissions.can_record_intake(actor, material.site_id)
+                            or permissions.can_release_quarantine(actor, material.site_id),
+                            "Only technicians and QA of the site print its labels.")
+    audit.act_as(db.session, actor)
+    flags = "05" if reprint else "00"
+    rendered = []
+    for material in materials:
+        din = isbt128.Din(material.din[:5], material.din[5:7], material.din[7:], flags)
+        parts = isbt128.format_din_parts(din, with_flags=reprint)
+        rendered.append(labels.MaterialLabel(
+            data_structure=isbt128.din_data_structure(din), din_text=parts.text, check_character=parts.check_character,
+            flags_text=parts.flags_text, material=material.material_type.label,
+            collected=format_local(material.collected_at, material.site.timezone),
+            site=material.site.name, donor_code=material.donor.code,
+            quantity=f"{material.quantity} {material.quantity_unit}", statements=label_statements(material)))
+        audit.record_event(db.session, "print", entity_type="source_material", entity_id=material.id,
+                           entity_label=material.din, site_id=material.site_id,
+                           details={"document": "material label", "reprint": reprint})
+    return labels.render(rendered, title="Source material labels")

@@ -31,11 +31,14 @@ def register(app: Flask) -> None:
     from cellfactory.api import bp as api_bp
     from cellfactory.audit.views import bp as audit_bp
     from cellfactory.auth.views import bp as auth_bp
+    from cellfactory.donors.views import bp as donors_bp
+    from cellfactory.materials.views import bp as materials_bp
     from cellfactory.main.views import bp as main_bp
     from cellfactory.notifications.views import bp as notifications_bp
     from cellfactory.signatures.views import bp as signatures_bp
 
-    for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, api_bp):
+    for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
+                      api_bp):
         app.register_blueprint(blueprint)
 
     login_manager.login_view = "auth.login"
@@ -51,6 +54,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected_error)
     app.context_processor(_template_globals)
     app.jinja_env.filters["localtime"] = _localtime_filter
+    app.jinja_env.filters["din"] = _din_filter
     app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items() if k != "page"}
     app.jinja_env.filters["localtime_s"] = lambda value, tz=None: _localtime_filter(value, tz, seconds=True)
 
@@ -211,6 +215,8 @@ def _localtime_filter(value: Any, tz: str | None = None, *, seconds: bool = Fals
 # The main navigation: each link shows only to users holding a role its view accepts.
 NAV = [
     ("main.dashboard", "Dashboard"),
+    ("donors.index", "Donors"),
+    ("materials.index", "Material"),
     ("audit.trail", "Audit trail"),
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
@@ -230,6 +236,20 @@ def nav_links() -> list[tuple[str, str, bool]]:
             active = request.endpoint == endpoint or same_section
             links.append((endpoint, label, active))
     return links
+
+
+def _din_filter(din13: str) -> Any:
+    """The eye-readable DIN with its keyboard check character in a box, as on the label."""
+    from markupsafe import Markup, escape
+
+    from cellfactory import isbt128
+
+    try:
+        parts = isbt128.format_din_parts(din13)
+    except isbt128.DinError:
+        return din13
+    return Markup('<span class="din">{} <span class="check-char" title="check character">{}</span></span>').format(
+        escape(parts.text), escape(parts.check_character))
 
 
 def _template_globals() -> dict[str, Any]:

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from cellfactory.core.forms import ReasonMixin
+from cellfactory.donors.models import TEST_LABELS, DonationKind, DonorType, SerologyResult, Sex, TestedPerson
+
+KIND_LABELS = {
+    DonationKind.LIVING: "Living donor (sample on the donation day to 7 days after)",
+    DonationKind.LIVING_STORED: "Living donor, stored long-term (sample 30 days before to 7 after; repeat after 180 "
+                                "days unless NAT)",
+    DonationKind.BONE_MARROW_PBSC: "Bone marrow or PBSC donor (sample up to 30 days before)",
+    DonationKind.NEONATAL: "Neonatal donation: cord or cord blood, tests on the mother",
+}
+
+
+class DonorForm(FlaskForm):
+    code = StringField("Donor code (pseudonymised, never a name)", validators=[DataRequired("Enter the donor code."),
+                                                                              Length(max=32)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    birth_year = IntegerField("Birth year (year only)", validators=[DataRequired("Enter the birth year.")])
+    sex = SelectField("Sex", choices=[(s.value, {"F": "Female", "M": "Male", "U": "Unknown"}[s.value]) for s in Sex])
+    donor_type = SelectField("Donor type", choices=[(t.value, t.value.capitalize()) for t in DonorType])
+    donation_kind = SelectField("Kind of donation", choices=[(k.value, label) for k, label in KIND_LABELS.items()])
+    donation_date = DateField("Donation (procurement) date", validators=[DataRequired("Enter the donation date.")])
+    htlv_risk = BooleanField("Questionnaire: donor lives in, or comes from, a high HTLV-I prevalence area (or "
+                             "partners/parents do)")
+    consent_date = DateField("Consent date", validators=[DataRequired("Enter the consent date.")])
+    consent_form_version = StringField("Consent form version", validators=[DataRequired("Enter the version."),
+                                                                           Length(max=40)])
+    consent_scope = TextAreaField("Consent scope", validators=[DataRequired("Say what the donor consented to."),
+                                                               Length(max=2000)])
+
+
+class DonorCorrectionForm(ReasonMixin, DonorForm):
+    version = HiddenField()
+
+
+class ScreeningForm(FlaskForm):
+    test = SelectField("Test", choices=[(t.value, label) for t, label in TEST_LABELS.items()])
+    tested_person = SelectField("Sample from", choices=[(p.value, p.value.capitalize()) for p in TestedPerson])
+    sample_date = DateField("Sample date", validators=[DataRequired("Enter the sample date.")])
+    sample_type = SelectField("Sample type", choices=[("serum", "Serum"), ("plasma", "Plasma")])
+    result = SelectField("Result", choices=[(r.value, r.value.capitalize()) for r in SerologyResult])
+    lab_reference = StringField("Laboratory reference", validators=[DataRequired("Enter the lab's reference."),
+                                                                    Length(max=100)])
+    kit_lot = StringField("Kit and lot", validators=[Optional(), Length(max=100)])
+
+
+class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
+    pass
+
+
+class WithdrawalForm(ReasonMixin, FlaskForm):
+    withdrawn_on = DateField("Date consent was withdrawn", validators=[DataRequired("Enter the date.")])

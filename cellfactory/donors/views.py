@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.donors import services
+from cellfactory.donors.forms import (
+    DonorCorrectionForm,
+    DonorForm,
+    ScreeningCorrectionForm,
+    ScreeningForm,
+    WithdrawalForm,
+)
+from cellfactory.donors.models import Donor, DonorType, ScreeningResultRecord
+from cellfactory.extensions import db
+from cellfactory.materials.models import SourceMaterial
+from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
+
+bp = Blueprint("donors", __name__, url_prefix="/donors")
+
+SORTS = {"code": Donor.code, "donation_date": Donor.donation_date.desc(), "registered": Donor.id.desc()}
+
+
+def _user():
+    return current_user._get_current_object()
+
+
+def _form_data(form) -> dict:
+    return {name: field.data for name, field in form._fields.items() if name not in ("csrf_token", "reason",
+                                                                                     "version")}
+
+
+def _status(code: int, form) -> int:
+    return code if not (form.errors or form.form_errors) else 422
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index() -> str:
+    page, per_page = page_args(request.args, 50)
+    query = visible_to(sa.select(Donor).join(Site), Donor, _user())
+    args = request.args
+    if args.get("site"):
+        query = query.where(Site.code == args["site"].upper())
+    if args.get("type") in {t.value for t in DonorType}:
+        query = query.where(Donor.donor_type == DonorType(args["type"]))
+    if args.get("q"):
+        query = query.where(Donor.code.ilike(f"%{args['q'].strip().upper()}%"))
+    if args.get("withdrawn") == "1":
+        query = query.where(Donor.consent_withdrawn_on.is_not(None))
+    query = query.order_by(SORTS.get(args.get("sort"), Donor.id.desc()))
+    result = paginate(query, page, per_page)
+    return render_template("donors/list.html", result=result, args=args,
+                           eligibility={d.id: services.eligibility(d) for d in result.items})
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def new() -> tuple[str, int] | Response:
+    form = DonorForm()
+    if form.validate_on_submit():
+        try:
+            donor = services.register_donor(_user(), g.site, _form_data(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Donor {donor.code} registered. Enter the serology next.", "success")
+            return redirect(url_for("donors.detail", site=donor.site.code, code=donor.code))
+    return render_template("donors/form.html", form=form, donor=None, site=g.site), _status(200, form)
+
+
+def _donor(site: str, code: str) -> Donor:
+    return services.get_donor(_user(), get_site(site), code)
+
+
+def _render_detail(donor: Donor, status: int = 200, **forms) -> tuple[str, int]:
+    forms.setdefault("screening_form", ScreeningForm(prefix="result", tested_person="mother"
+                                                     if donor.donation_kind.value == "neonatal" else "donor"))
+    forms.setdefault("withdrawal_form", WithdrawalForm(prefix="withdraw"))
+    materials = list(db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == donor.id)
+                                        .order_by(SourceMaterial.id)))
+    ids = [str(r.id) for r in donor.results]
+    history = list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(
+        sa.and_(AuditEntry.entity_type == "donor", AuditEntry.entity_id == str(donor.id)),
+        sa.and_(AuditEntry.entity_type == "screening_result", AuditEntry.entity_id.in_(ids or ["-"])),
+    )).order_by(AuditEntry.seq.desc()).limit(200)))
+    can_edit = _user().has_role(Role.TECHNICIAN, donor.site_id)
+    return render_template("donors/detail.html", donor=donor, eligibility=services.eligibility(donor),
+                           materials=materials, history=history, can_edit=can_edit, **forms), status
+
+
+@bp.route("/<site>/<code>")
+@roles_required(READ_ROLES)
+def detail(site: str, code: str) -> tuple[str, int]:
+    return _render_detail(_donor(site, code))
+
+
+@bp.route("/<site>/<code>/results", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def add_result(site: str, code: str):
+    donor = _donor(site, code)
+    form = ScreeningForm(prefix="result")
+    if form.validate_on_submit():
+        try:
+            record = services.add_screening_result(_user(), donor, _form_data(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{record.test.label} result saved.", "success")
+            return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
+    return _render_detail(donor, 422, screening_form=form)
+
+
+@bp.route("/<site>/<code>/withdraw", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def withdraw(site: str, code: str):
+    donor = _donor(site, code)
+    form = WithdrawalForm(prefix="withdraw")
+    if form.validate_on_submit():
+        try:
+            services.withdraw_consent(_user(), donor, form.withdrawn_on.data, form.reason.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Consent withdrawal of donor {donor.code} recorded: the donor's material is blocked.", "warning")
+            return redirect(url_for("donors.detail", site=site, code=code))
+    return _render_detail(donor, 422, withdrawal_form=form)
+
+
+@bp.route("/<site>/<code>/edit", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def edit(site: str, code: str):
+    donor = _donor(site, code)
+    form = DonorCorrectionForm(obj=donor, version=donor.version)
+    if request.method == "GET":
+        form.sex.data, form.donor_type.data = donor.sex.value, donor.donor_type.value
+        form.donation_kind.data = donor.donation_kind.value
+    if form.validate_on_submit():
+        try:
+            services.correct_donor(_user(), donor, _form_data(form), form.reason.data,
+                                   expected_version=int(form.version.data or 0) or None)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash("Correction saved; the previous values stay in the history.", "success")
+            return redirect(url_for("donors.detail", site=site, code=code))
+    return render_template("donors/form.html", form=form, donor=donor, site=donor.site), _status(200, form)
+
+
+@bp.route("/<site>/<code>/results/<int:result_id>/correct", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def correct_result(site: str, code: str, result_id: int):
+    donor = _donor(site, code)
+    original = db.session.get(ScreeningResultRecord, result_id)
+    if original is None or original.donor_id != donor.id:
+        abort(404)
+    form = ScreeningCorrectionForm(obj=original)
+    if request.method == "GET":
+        for name in ("test", "tested_person", "sample_type", "result"):
+            getattr(form, name).data = getattr(original, name).value
+    if form.validate_on_submit():
+        try:
+            services.correct_screening_result(_user(), original, _form_data(form), form.reason.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash("Result corrected; the original stays visible as superseded.", "success")
+            return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
+    return render_template("donors/correct_result.html", form=form, donor=donor, original=original), \
+        _status(200, form)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from cellfactory.materials.models import MaterialType
+from cellfactory.signatures.forms import SigningForm
+
+LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+
+
+class ReceiptForm(FlaskForm):
+    din = StringField("DIN: scan the barcode or type the DIN with its check character",
+                      validators=[Optional(), Length(max=40)],
+                      render_kw={"autofocus": True, "autocomplete": "off", "autocapitalize": "characters",
+                                 "spellcheck": "false"})
+    allocate_din = BooleanField("The material has no DIN: allocate a new DIN of this site")
+    material_type = SelectField("Material", choices=[(t.value, t.label) for t in MaterialType])
+    donor = StringField("Donor code", validators=[DataRequired("Enter the donor code."), Length(max=32)],
+                        render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+    collected_at = DateTimeLocalField("Collected at (site time)", format=LOCAL,
+                                      validators=[DataRequired("Enter the collection date and time.")])
+    collection_centre = StringField("Collecting centre", validators=[DataRequired("Enter the collecting centre."),
+                                                                     Length(max=200)])
+    quantity = DecimalField("Volume (mL) or weight (g), as the material type defines",
+                            validators=[DataRequired("Enter the volume or weight.")])
+    anticoagulant = StringField("Anticoagulant (where relevant)", validators=[Optional(), Length(max=100)])
+    transport_started_at = DateTimeLocalField("Transport started at", format=LOCAL,
+                                              validators=[DataRequired("Enter when transport started.")])
+    arrived_at = DateTimeLocalField("Arrived at", format=LOCAL, validators=[DataRequired("Enter the arrival time.")])
+    transport_temp_min_c = DecimalField("Lowest transport temperature (°C)",
+                                        validators=[DataRequired("Enter the lowest temperature.")])
+    transport_temp_max_c = DecimalField("Highest transport temperature (°C)",
+                                        validators=[DataRequired("Enter the highest temperature.")])
+    container_intact = BooleanField("Container intact")
+    documents_complete = BooleanField("Accompanying documents complete")
+
+
+class QuarantineDecisionForm(SigningForm):
+    """The decision is the meaning signed: released from quarantine, or rejected."""
+
+    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
+                                                 Length(max=2000)])

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.donors import services as donor_services
+from cellfactory.extensions import db
+from cellfactory.materials import services
+from cellfactory.materials.forms import QuarantineDecisionForm, ReceiptForm
+from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+bp = Blueprint("materials", __name__, url_prefix="/materials")
+
+SORTS = {"received": SourceMaterial.received_at.desc(), "collected": SourceMaterial.collected_at.desc(),
+         "din": SourceMaterial.din}
+
+
+def _user():
+    return current_user._get_current_object()
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index() -> str:
+    args = request.args
+    page, per_page = page_args(args, 50)
+    query = visible_to(sa.select(SourceMaterial).join(Site), SourceMaterial, _user())
+    if args.get("site"):
+        query = query.where(Site.code == args["site"].upper())
+    if args.get("status") in {s.value for s in MaterialStatus}:
+        query = query.where(SourceMaterial.status == MaterialStatus(args["status"]))
+    if args.get("type") in {t.value for t in MaterialType}:
+        query = query.where(SourceMaterial.material_type == MaterialType(args["type"]))
+    for name, op in (("from", "ge"), ("to", "lt")):
+        try:
+            day = dt.date.fromisoformat(args.get(name, ""))
+        except ValueError:
+            continue
+        if op == "lt":
+            day += dt.timedelta(days=1)
+        bound = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        query = query.where(SourceMaterial.received_at >= bound if op == "ge" else SourceMaterial.received_at < bound)
+    query = query.order_by(SORTS.get(args.get("sort"), SourceMaterial.received_at.desc()))
+    return render_template("materials/list.html", result=paginate(query, page, per_page), args=args,
+                           statuses=list(MaterialStatus), types=list(MaterialType))
+
+
+@bp.route("/receive", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def receive():
+    form = ReceiptForm()
+    if request.method == "GET" and request.args.get("donor"):
+        form.donor.data = request.args["donor"]
+    if form.validate_on_submit():
+        data = {name: field.data for name, field in form._fields.items() if name != "csrf_token"}
+        for name in ("collected_at", "transport_started_at", "arrived_at"):
+            data[name] = data[name].isoformat() if data[name] else None
+        try:
+            material = services.receive_material(_user(), g.site, data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            category = {"accepted": "success", "quarantined": "warning", "rejected": "error"}[material.status.value]
+            flash(f"Material {material.din} received: {material.status.value.upper()}.", category)
+            return redirect(url_for("materials.detail", din=material.din))
+    return render_template("materials/receive.html", form=form), (422 if form.errors or form.form_errors else 200)
+
+
+def _render_detail(material: SourceMaterial, status: int = 200, decision_form=None):
+    signatures = signature_services.signatures_for(material)
+    history = list(db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "source_material", AuditEntry.entity_id == str(material.id))
+        .order_by(AuditEntry.seq.desc()).limit(200)))
+    decision_form = decision_form or QuarantineDecisionForm.for_meanings(services.QUARANTINE_MEANINGS,
+                                                                          prefix="decision")
+    return render_template(
+        "materials/detail.html", material=material, eligibility=donor_services.eligibility(material.donor),
+        signatures=[(s, signature_services.verify(s, material).value) for s in signatures], history=history,
+        decision_form=decision_form, statements=services.label_statements(material),
+        can_decide=_user().has_role(Role.QA, material.site_id) and material.status == MaterialStatus.QUARANTINED,
+        can_print=_user().has_any_role({Role.TECHNICIAN, Role.QA}, material.site_id),
+    ), status
+
+
+@bp.route("/<din>")
+@roles_required(READ_ROLES)
+def detail(din: str):
+    return _render_detail(services.get_material(_user(), din))
+
+
+@bp.route("/<din>/quarantine", methods=["POST"])
+@roles_required(Role.QA)
+def decide(din: str):
+    material = services.get_material(_user(), din)
+    form = QuarantineDecisionForm.for_meanings(services.QUARANTINE_MEANINGS, prefix="decision")
+    if form.validate_on_submit():
+        accept = form.chosen_meaning == Meaning.RELEASED_FROM_QUARANTINE
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            services.decide_quarantine(_user(), material, accept=accept, reason=form.reason.data, signing=signing)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(f"Material {material.din} {'released' if accept else 'rejected'} and signed.", "success")
+            return redirect(url_for("materials.detail", din=material.din))
+    return _render_detail(material, 422, form)
+
+
+@bp.route("/<din>/label.pdf")
+@roles_required(Role.TECHNICIAN, Role.QA)
+def label(din: str) -> Response:
+    material = services.get_material(_user(), din)
+    data = services.print_labels(_user(), [material], reprint=request.args.get("reprint") == "1")
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="label-{material.din}.pdf"'})

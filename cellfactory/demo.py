@@ -85,6 +85,78 @@ def _build(password: str) -> None:
         signature_services.record_identity_check(admin, user, method="Identity card checked in person (demo)",
                                                  password=password, username=admin.username,
                                                  continuous_session=False)
+    _intake(users, password)
+
+
+def _intake(users: dict[str, User], password: str) -> None:
+    """Donors in every eligibility state and material accepted, quarantined and rejected, at every site."""
+    import datetime as dt
+
+    from cellfactory.core.clock import utcnow
+    from cellfactory.donors import services as donors
+    from cellfactory.donors.eligibility import BASE_PANEL
+    from cellfactory.donors.models import ScreeningTest
+    from cellfactory.materials import services as materials
+
+    now = utcnow()
+    today = now.date()
+    panel = [*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL]
+    for index, demo_site in enumerate(SITES[:4]):
+        site = site_services.get_site(demo_site.code)
+        tech = users[f"technician.{demo_site.code.lower()}"]
+        qa = users[f"qa.{demo_site.code.lower()}"]
+        prefix = "UC" if index % 2 == 0 else "BM"
+        material_type = "umbilical_cord" if prefix == "UC" else "bone_marrow"
+        # (code suffix, donor type, result of the panel or None for none yet, one test reactive, receipt tweaks)
+        plan = [
+            ("001", "allogeneic", "negative", None, {}),
+            ("002", "allogeneic", "negative", None, {"transport_temp_max_c": "29.5"}),
+            ("003", "allogeneic", None, None, {}),
+            ("004", "allogeneic", "negative", ScreeningTest.HBSAG, {}),
+            ("005", "autologous", None, None, {}),
+            ("006", "allogeneic", "negative", None, {"container_intact": False}),
+        ]
+        for offset, (suffix, donor_type, result, reactive, tweaks) in enumerate(plan):
+            donation = today - dt.timedelta(days=2 + offset)
+            donor = donors.register_donor(tech, site, {
+                "code": f"{prefix}-{demo_site.code}-{suffix}", "birth_year": 1980 + offset, "sex": "F",
+                "donor_type": donor_type, "donation_kind": "living", "donation_date": donation.isoformat(),
+                "consent_date": (donation - dt.timedelta(days=20)).isoformat(), "consent_form_version": "CF v3.1",
+                "consent_scope": "clinical use in trials, banking of surplus material"})
+            if result:
+                for test in panel:
+                    donors.add_screening_result(tech, donor, {
+                        "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
+                        "result": "reactive" if test == reactive else result, "tested_person": "donor",
+                        "lab_reference": f"{demo_site.code}-LAB-{suffix}-{test.value}", "kit_lot": "demo kit lot 1"})
+            collected = now - dt.timedelta(days=2 + offset, hours=3)
+            data = {
+                "allocate_din": True, "material_type": material_type, "donor": donor.code,
+                "collected_at": collected, "collection_centre": f"{demo_site.name.split()[-1]} maternity ward"
+                if prefix == "UC" else f"{demo_site.name.split()[-1]} haematology", "quantity": "32.5",
+                "anticoagulant": None if prefix == "UC" else "Heparin 10 IU/mL",
+                "transport_started_at": collected + dt.timedelta(minutes=30),
+                "arrived_at": collected + dt.timedelta(hours=3), "transport_temp_min_c": "4.0",
+                "transport_temp_max_c": "8.0", "container_intact": True, "documents_complete": True, **tweaks}
+            materials.receive_material(tech, site, data)
+        # One more donor whose consent was later withdrawn.
+        withdrawn = donors.register_donor(tech, site, {
+            "code": f"{prefix}-{demo_site.code}-007", "birth_year": 1988, "sex": "F", "donor_type": "allogeneic",
+            "donation_kind": "living", "donation_date": (today - dt.timedelta(days=10)).isoformat(),
+            "consent_date": (today - dt.timedelta(days=30)).isoformat(), "consent_form_version": "CF v3.0",
+            "consent_scope": "clinical use"})
+        donors.withdraw_consent(tech, withdrawn, today.isoformat(), "donor withdrew consent in writing")
+        # QA releases the quarantined material of the first donor with a temperature excursion.
+        from cellfactory.materials.models import MaterialStatus, SourceMaterial
+
+        quarantined = db.session.scalar(sa.select(SourceMaterial).where(
+            SourceMaterial.site_id == site.id, SourceMaterial.status == MaterialStatus.QUARANTINED,
+            SourceMaterial.transport_temp_max_c > 25))
+        if index == 0 and quarantined is not None:
+            materials.decide_quarantine(qa, quarantined, accept=True,
+                                        reason="Excursion to 29.5 °C for under 30 min: within validated stability",
+                                        signing={"password": password, "username": qa.username,
+                                                 "continuous_session": False})
 
 
 def _summary(password: str) -> str:

@@ -148,7 +148,7 @@ def _security_headers(response: Any) -> Any:
     response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
     from flask import current_app
 
-    if current_app.config["SESSION_COOKIE_SECURE"]:
+    if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
     return response
 

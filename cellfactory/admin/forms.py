@@ -16,7 +16,8 @@ def role_choices() -> list[tuple[str, str]]:
 
 
 def site_choices(sites) -> list[tuple[str, str]]:
-    return [(NETWORK, "Whole network (auditor, network QA)")] + [(s.code, f"{s.code} · {s.name}") for s in sites]
+    # Sites first: most roles are held at a site, so the form opens on a valid combination.
+    return [(s.code, f"{s.code} · {s.name}") for s in sites] + [(NETWORK, "Whole network (auditor, network QA)")]
 
 
 class UserCreateForm(FlaskForm):

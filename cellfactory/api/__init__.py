@@ -1,27 +1,26 @@
 """The JSON API: /api/v1, bearer-token authentication, one error envelope, paginated lists.
 
 Every write goes through the same service functions as the pages. Browser sessions do not
-authenticate the API, so the API is exempt from CSRF.
+authenticate the API, so the API is exempt from CSRF. As for pages, access is denied by default:
+each view declares the roles that may call it (`roles_required`, `any_authenticated_user`) or is
+`public`; the services check the same rules again with the object at hand.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from cellfactory.audit import services as audit
+from cellfactory.audit import services as audit_services
 from cellfactory.auth.services import user_for_token
-from cellfactory.core.errors import AuthenticationFailed, DomainError, ValidationFailed
+from cellfactory.core.errors import DomainError, ValidationFailed
 from cellfactory.core.pagination import Page
 from cellfactory.extensions import csrf, db
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
-
-PUBLIC_ENDPOINTS = {"api.openapi"}
-
 
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None):
     response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
@@ -33,7 +32,8 @@ def error_response(status: int, code: str, message: str, fields: dict[str, str] 
 
 @bp.before_request
 def authenticate() -> Any:
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "public", False):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -44,8 +44,17 @@ def authenticate() -> Any:
     if user is None:
         return error_response(401, "unauthenticated", "The token is unknown, revoked or its user is deactivated "
                                                       "or locked.")
+    if user.must_change_password:
+        return error_response(403, "password_change_required", "Sign in to the web pages and choose your own "
+                                                               "password before using the API.")
     g.api_user = user
-    audit.act_as(db.session, user)
+    audit_services.act_as(db.session, user)
+    allowed = getattr(view, "allowed_roles", None)
+    if not allowed or not user.has_any_role(allowed):
+        from cellfactory.web import record_access_denied
+
+        record_access_denied(user, request.endpoint)
+        return error_response(403, "forbidden", "Your roles do not allow this request.")
     return None
 
 
@@ -65,14 +74,22 @@ def http_error(error: HTTPException):
     return error_response(error.code or 500, codes.get(error.code, "error"), error.description or "Refused.")
 
 
-def json_body(*required: str) -> dict[str, Any]:
-    """The request's JSON object; 422 naming each missing field."""
+def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request's JSON object; 422 naming each missing field and each `text` field that is not a string.
+
+    A field named in `text` may be absent or null unless it is also required.
+    """
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
-    missing = {name: "Required." for name in required if data.get(name) in (None, "")}
-    if missing:
-        raise ValidationFailed("Required fields are missing: " + ", ".join(missing), fields=missing)
+    missing = [name for name in required if data.get(name) in (None, "")]
+    wrong = [name for name in text if name not in missing and data.get(name) is not None
+             and not isinstance(data[name], str)]
+    if missing or wrong:
+        message = " ".join(([f"Required fields are missing: {', '.join(missing)}."] if missing else [])
+                           + ([f"These fields must be text: {', '.join(wrong)}."] if wrong else []))
+        raise ValidationFailed(message, fields={**{name: "Required." for name in missing},
+                                                **{name: "Must be a string." for name in wrong}})
     return data
 
 

@@ -7,6 +7,9 @@ from typing import Any
 from flask import current_app
 
 from cellfactory.api import bp
+from cellfactory.auth.models import Role
+from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
+from cellfactory.core.permissions import public
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -14,7 +17,8 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 def _list_of(ref: str) -> dict[str, Any]:
     return {"type": "object", "required": ["items", "page", "per_page", "total"], "properties": {
         "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
-        "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": 200}, "total": {"type": "integer"}}}
+        "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": MAX_PER_PAGE},
+        "total": {"type": "integer"}}}
 
 
 def _responses(ok: dict[str, Any], status: str = "200", *errors: int) -> dict[str, Any]:
@@ -25,8 +29,8 @@ def _responses(ok: dict[str, Any], status: str = "200", *errors: int) -> dict[st
 
 
 PAGE_PARAMS = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-    {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+    {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE}},
 ]
 
 
@@ -50,7 +54,8 @@ PATHS: dict[str, Any] = {
     "/me": {"get": {"summary": "The token's user, roles and whether they can sign",
                     "responses": _responses(ref("User"))}},
     "/sites": {
-        "get": {"summary": "Sites the user can see", "parameters": PAGE_PARAMS, "responses": _responses(_list_of("Site"), "200", 422)},
+        "get": {"summary": "Sites the user can see", "parameters": PAGE_PARAMS,
+                "responses": _responses(_list_of("Site"), "200", 422)},
         "post": {"summary": "Create a site (administrator)", "requestBody": _body("SiteCreate"),
                  "responses": _responses(ref("Site"), "201", 409, 422)},
     },
@@ -95,8 +100,10 @@ SCHEMAS: dict[str, Any] = {
     "UserCreate": {"type": "object", "required": ["username", "full_name", "email", "roles", "password"],
                    "properties": {"username": {"type": "string"}, "full_name": {"type": "string"},
                                   "email": {"type": "string"}, "password": {"type": "string"},
-                                  "roles": {"type": "array", "items": {"type": "object", "properties": {
-                                      "role": {"type": "string"}, "site": {"type": ["string", "null"]}}}}}},
+                                  "roles": {"type": "array", "minItems": 1, "items": {
+                                      "type": "object", "required": ["role"], "properties": {
+                                          "role": {"type": "string", "enum": [r.value for r in Role]},
+                                          "site": {"type": ["string", "null"]}}}}}},
     "AuditEntry": {"type": "object", "properties": {
         "seq": {"type": "integer"}, "recorded_at": {"type": "string", "format": "date-time"},
         "actor": {"type": "string"}, "site_id": {"type": ["integer", "null"]}, "action": {"type": "string"},
@@ -120,5 +127,6 @@ def document() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
+@public
 def openapi():
     return document()

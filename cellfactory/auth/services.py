@@ -376,6 +376,9 @@ def revoke_token(actor: User, token: ApiToken, reason: str) -> None:
     token.revoked_by_id = actor.id
 
 
+TOKEN_USE_RESOLUTION = dt.timedelta(minutes=5)
+
+
 def user_for_token(raw: str) -> User | None:
     token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_digest(raw or "")))
     if token is None or token.revoked_at is not None:
@@ -383,4 +386,9 @@ def user_for_token(raw: str) -> User | None:
     user = db.session.get(User, token.user_id)
     if user is None or not user.active or is_locked(user):
         return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
+        # Bookkeeping, not GMP data (not audited); recorded at most every few minutes per token.
+        db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+        db.session.commit()
     return user

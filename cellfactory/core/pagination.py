@@ -9,6 +9,8 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.extensions import db
 
 MAX_PER_PAGE = 200
+# Keeps the row offset inside a 64-bit integer: a bigger page number would be a database error (500).
+MAX_PAGE = 1_000_000_000
 
 
 @dataclass
@@ -32,14 +34,14 @@ class Page:
 
 
 def page_args(args: Any, default_per_page: int = 50) -> tuple[int, int]:
-    """`?page=&per_page=` checked: whole numbers, page >= 1, per_page 1..200."""
+    """`?page=&per_page=` checked: whole numbers, page 1..MAX_PAGE, per_page 1..200."""
     fields = {}
     try:
         page = int(args.get("page", 1))
-        if page < 1:
+        if not 1 <= page <= MAX_PAGE:
             raise ValueError
     except (TypeError, ValueError):
-        fields["page"] = "Use a whole number from 1."
+        fields["page"] = f"Use a whole number from 1 to {MAX_PAGE}."
         page = 1
     try:
         per_page = int(args.get("per_page", default_per_page))

@@ -32,8 +32,8 @@ def register(app: Flask) -> None:
     from cellfactory.audit.views import bp as audit_bp
     from cellfactory.auth.views import bp as auth_bp
     from cellfactory.donors.views import bp as donors_bp
-    from cellfactory.materials.views import bp as materials_bp
     from cellfactory.main.views import bp as main_bp
+    from cellfactory.materials.views import bp as materials_bp
     from cellfactory.notifications.views import bp as notifications_bp
     from cellfactory.signatures.views import bp as signatures_bp
 
@@ -146,7 +146,6 @@ def _security_headers(response: Any) -> Any:
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
-    from flask import current_app
 
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = "max-age=31536000"

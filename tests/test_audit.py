@@ -15,8 +15,8 @@ from cellfactory.auth.models import Role, RoleAssignment
 from cellfactory.core.db import Base
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
-from cellfactory.materials import services as material_services
 from cellfactory.extensions import db
+from cellfactory.materials import services as material_services
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site

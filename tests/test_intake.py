@@ -101,7 +101,8 @@ def test_a_correction_supersedes_the_result_and_keeps_it(tech, eligible_donor):
         donor_services.correct_screening_result(tech, original, {}, "")
     replacement = donor_services.correct_screening_result(
         tech, original, {"test": "anti_hcv", "sample_date": TODAY.isoformat(), "sample_type": "plasma",
-                         "result": "reactive", "lab_reference": "LAB-HCV-2"}, "transcription error: lab report says reactive")
+                         "result": "reactive", "lab_reference": "LAB-HCV-2"},
+        "transcription error: lab report says reactive")
     donor = refetch(eligible_donor)
     assert refetch(original).superseded_by_id == replacement.id
     assert len(donor.results) == 6 and len(donor.current_results) == 5

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cellfactory.donors.models import DonationKind, DonorType, SerologyResult, ScreeningTest, TestedPerson
+from cellfactory.donors.models import DonationKind, DonorType, ScreeningTest, SerologyResult, TestedPerson
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ def evaluate(
             continue
         if window[0] <= result.sample_date <= window[1]:
             in_window.setdefault(result.test, []).append(result)
-        elif result.sample_date < window[0] or rule.repeat_after_days is None:
-            if result.test in tests or result.test in SYPHILIS:
-                incomplete.append(f"{result.test.label}: sample of {result.sample_date.isoformat()} is outside the "
-                                  f"window {window[0].isoformat()} to {window[1].isoformat()} ({rule.label}).")
+        elif (result.sample_date < window[0] or rule.repeat_after_days is None) and (
+                result.test in tests or result.test in SYPHILIS):
+            incomplete.append(f"{result.test.label}: sample of {result.sample_date.isoformat()} is outside the "
+                              f"window {window[0].isoformat()} to {window[1].isoformat()} ({rule.label}).")
 
     def outcome(test: ScreeningTest) -> SerologyResult | None:
         found = in_window.get(test)

@@ -105,7 +105,8 @@ def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max
         reject.append("The donor's consent is withdrawn.")
     if temp_min < rule.temp_min_c or temp_max > rule.temp_max_c:
         hold.append(f"Transport temperature {temp_min} to {temp_max} °C is outside the allowed "
-                    f"{rule.temp_min_c} to {rule.temp_max_c} °C for {rule.material_type.label} (limits v{rule.version}).")
+                    f"{rule.temp_min_c} to {rule.temp_max_c} °C for {rule.material_type.label} "
+                    f"(limits v{rule.version}).")
     if transport_hours > rule.max_transport_hours:
         hold.append(f"Transport took {transport_hours:.1f} h, more than the allowed {rule.max_transport_hours} h.")
     if not documents_complete:

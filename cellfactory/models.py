@@ -2,16 +2,31 @@
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import ApiToken, PasswordHistory, RoleAssignment, User
+from cellfactory.batches.models import (
+    Batch,
+    BatchMaterial,
+    BatchSequence,
+    BatchStep,
+    Passage,
+    StepEquipment,
+    StepReagent,
+    VesselType,
+)
 from cellfactory.core.db import Base
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.materials.models import DinSequence, MaterialTypeRule, SourceMaterial
+from cellfactory.equipment.models import Equipment
 from cellfactory.notifications.models import Alert
+from cellfactory.products.models import Product, SpecificationVersion, SpecTest
+from cellfactory.reagents.models import CatalogueItem, ReagentLot
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
 
 metadata = Base.metadata
 
 __all__ = [
+    "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
+    "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
     "Alert", "ApiToken", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement", "IdentityVerification",
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "SourceMaterial", "User", "metadata",

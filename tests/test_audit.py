@@ -40,12 +40,14 @@ def test_every_audited_model_records_creation_with_values(users):
     enable_signing(refetch(users["qp"]))
     auth_services.create_token(None, refetch(users["qp"]), "instrument")
     notification_services.alert_security("test alert", site_ids=None)
-    from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+    from cellfactory.batches import services as batch_services
+    from tests.batch_helpers import build_plant, passage_data, step_data
 
-    tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, tech.roles[0].site, donor_data())
-    add_full_panel(tech, donor)
-    material_services.receive_material(tech, tech.roles[0].site, receipt_data())
+    plant = build_plant(users, {"BG": site_services.get_site("BG")})
+    batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC", [plant.material_din])
+    batch_services.record_step(plant.tech, batch.steps[0], step_data(
+        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
+    batch_services.record_step(refetch(plant.tech), refetch(batch.steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

@@ -56,8 +56,11 @@ Str200 = Annotated[str, mapped_column(sa.String(200))]
 Text = Annotated[str, mapped_column(sa.Text)]
 
 
-def enum_column(enum_cls: type, **kwargs: Any) -> Any:
-    """Enums are stored as their values in a VARCHAR with a CHECK, portable across databases."""
+def enum_column(enum_cls: type, *, type_name: str | None = None, **kwargs: Any) -> Any:
+    """Enums are stored as their values in a VARCHAR with a CHECK, portable across databases.
+
+    `type_name` names the CHECK constraint when one table has two columns of the same enum.
+    """
     return mapped_column(
         sa.Enum(
             enum_cls,
@@ -65,7 +68,7 @@ def enum_column(enum_cls: type, **kwargs: Any) -> Any:
             create_constraint=True,
             length=40,
             values_callable=lambda members: [m.value for m in members],
-            name=enum_cls.__name__.lower(),
+            name=type_name or enum_cls.__name__.lower(),
         ),
         **kwargs,
     )

@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.auth.models import User
+from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.equipment.models import Equipment
+from cellfactory.materials.models import SourceMaterial
+from cellfactory.products.models import Product, SpecificationVersion, StepKind
+from cellfactory.reagents.models import ReagentLot
+from cellfactory.sites.models import Site
+
+
+class BatchStatus(enum.StrEnum):
+    IN_PROCESS = "in_process"
+    AWAITING_QC = "awaiting_qc"
+    AWAITING_QA_REVIEW = "awaiting_qa_review"
+    AWAITING_CERTIFICATION = "awaiting_certification"
+    CONDITIONALLY_RELEASED = "conditionally_released"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    ON_HOLD = "on_hold"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (BatchStatus.RELEASED, BatchStatus.REJECTED)
+
+
+class BatchSequence(Base):
+    """The last batch number issued by a site for a product in a year (never reused)."""
+
+    __tablename__ = "batch_sequence"
+    __table_args__ = (sa.UniqueConstraint("site_id", "product_id", "year"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    product_id: Mapped[int] = mapped_column(sa.ForeignKey("product.id"))
+    year: Mapped[int]
+    last_value: Mapped[int]
+
+
+class Batch(Audited, CreatedMixin, VersionedMixin, Base):
+    __tablename__ = "batch"
+
+    id: Mapped[IntPK]
+    number: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    product_id: Mapped[int] = mapped_column(sa.ForeignKey("product.id"), index=True)
+    # The specification version current when the batch started, frozen for its whole life.
+    specification_id: Mapped[int] = mapped_column(sa.ForeignKey("specification_version.id"))
+    status: Mapped[BatchStatus] = enum_column(BatchStatus, index=True)
+    held_from: Mapped[BatchStatus | None] = enum_column(BatchStatus, type_name="batchstatus_held_from", nullable=True)
+    started_at: Mapped[dt.datetime]
+    started_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    status_changed_at: Mapped[dt.datetime]
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    product: Mapped[Product] = relationship(lazy="joined")
+    specification: Mapped[SpecificationVersion] = relationship()
+    materials: Mapped[list[BatchMaterial]] = relationship(back_populates="batch", lazy="selectin",
+                                                         order_by="BatchMaterial.id")
+    steps: Mapped[list[BatchStep]] = relationship(back_populates="batch", order_by="BatchStep.position",
+                                                  lazy="selectin")
+
+    def audit_label(self) -> str:
+        return self.number
+
+    def signature_content(self) -> dict[str, Any]:
+        """The batch record as reviewed and certified (not its status, which the decision itself changes)."""
+        return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
+                "materials": [m.material.din for m in self.materials],
+                "steps": [s.signature_content() for s in self.steps]}
+
+
+class BatchMaterial(Audited, CreatedMixin, Base):
+    __tablename__ = "batch_material"
+    __table_args__ = (sa.UniqueConstraint("batch_id", "material_id"),)
+
+    id: Mapped[IntPK]
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
+    material_id: Mapped[int] = mapped_column(sa.ForeignKey("source_material.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+
+    batch: Mapped[Batch] = relationship(back_populates="materials")
+    material: Mapped[SourceMaterial] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.material.din
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
+    """One step of the batch's process template as performed: times, operator, equipment, lots, notes."""
+
+    __tablename__ = "batch_step"
+    __table_args__ = (sa.UniqueConstraint("batch_id", "position"),)
+
+    id: Mapped[IntPK]
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    position: Mapped[int]
+    code: Mapped[str] = mapped_column(sa.String(20))
+    name: Mapped[Str200]
+    kind: Mapped[StepKind] = enum_column(StepKind)
+    status: Mapped[StepStatus] = enum_column(StepStatus)
+    started_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    operator_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    observations: Mapped[str] = mapped_column(sa.Text, default="")
+    # A deviation that allows going past the specification's passage or cumulative-PD limit.
+    deviation_reference: Mapped[str | None] = mapped_column(sa.String(40))
+
+    batch: Mapped[Batch] = relationship(back_populates="steps")
+    operator: Mapped[User | None] = relationship(foreign_keys=[operator_id], lazy="joined")
+    equipment_uses: Mapped[list[StepEquipment]] = relationship(back_populates="step", lazy="selectin",
+                                                               order_by="StepEquipment.id")
+    reagent_uses: Mapped[list[StepReagent]] = relationship(back_populates="step", lazy="selectin",
+                                                           order_by="StepReagent.id")
+    passage: Mapped[Passage | None] = relationship(back_populates="step", lazy="selectin", uselist=False)
+
+    def audit_label(self) -> str:
+        return f"{self.batch.number} {self.code}" if self.batch else self.code
+
+    @property
+    def current_equipment(self) -> list[StepEquipment]:
+        return [u for u in self.equipment_uses if u.voided_at is None]
+
+    @property
+    def current_reagents(self) -> list[StepReagent]:
+        return [u for u in self.reagent_uses if u.voided_at is None]
+
+    def signature_content(self) -> dict[str, Any]:
+        """What a second person verifies: the step's entries, including the passage counts."""
+        content: dict[str, Any] = {
+            "batch": self.batch.number, "step": self.code, "started_at": self.started_at, "ended_at": self.ended_at,
+            "operator_id": self.operator_id, "observations": self.observations,
+            "deviation_reference": self.deviation_reference,
+            "equipment": sorted(u.equipment.code for u in self.current_equipment),
+            "reagents": sorted(f"{u.lot.item.code}|{u.lot.lot_number}|{u.quantity}|{u.unit}"
+                               for u in self.current_reagents),
+        }
+        if self.passage is not None:
+            content["passage"] = self.passage.entered_values()
+        return content
+
+
+class StepEquipment(Audited, CreatedMixin, Base):
+    __tablename__ = "step_equipment"
+
+    id: Mapped[IntPK]
+    step_id: Mapped[int] = mapped_column(sa.ForeignKey("batch_step.id"), index=True)
+    equipment_id: Mapped[int] = mapped_column(sa.ForeignKey("equipment.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    voided_at: Mapped[dt.datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    step: Mapped[BatchStep] = relationship(back_populates="equipment_uses")
+    equipment: Mapped[Equipment] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.equipment.code
+
+
+class StepReagent(Audited, CreatedMixin, Base):
+    __tablename__ = "step_reagent"
+
+    id: Mapped[IntPK]
+    step_id: Mapped[int] = mapped_column(sa.ForeignKey("batch_step.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(sa.ForeignKey("reagent_lot.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    quantity: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(12, 3))
+    unit: Mapped[str] = mapped_column(sa.String(20))
+    voided_at: Mapped[dt.datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    step: Mapped[BatchStep] = relationship(back_populates="reagent_uses")
+    lot: Mapped[ReagentLot] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.lot.audit_label()
+
+
+class VesselType(Base):
+    """Culture vessel types and their growth area (master data, seeded by migration)."""
+
+    __tablename__ = "vessel_type"
+
+    id: Mapped[IntPK]
+    code: Mapped[str] = mapped_column(sa.String(20), unique=True)
+    name: Mapped[Str200]
+    growth_area_cm2: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(10, 1))
+
+
+class Passage(Audited, CreatedMixin, VersionedMixin, Base):
+    """Counts of an expansion passage; density, PD, cumulative PD and doubling time are derived and stored
+    with the formula version that computed them."""
+
+    __tablename__ = "passage"
+
+    id: Mapped[IntPK]
+    step_id: Mapped[int] = mapped_column(sa.ForeignKey("batch_step.id"), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    passage_number: Mapped[int]
+    vessel_type_id: Mapped[int] = mapped_column(sa.ForeignKey("vessel_type.id"))
+    vessel_count: Mapped[int]
+    cells_seeded: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(20, 0))
+    seeded_at: Mapped[dt.datetime]
+    cells_harvested: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(20, 0))
+    harvested_at: Mapped[dt.datetime | None]
+    viability_pct: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(5, 2))
+    confluence_pct: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(5, 2))
+    growth_area_cm2: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(12, 1))
+    seeding_density: Mapped[float]
+    population_doublings: Mapped[float | None]
+    cumulative_pd: Mapped[float | None]
+    doubling_time_h: Mapped[float | None]
+    formula_version: Mapped[str] = mapped_column(sa.String(80))
+
+    step: Mapped[BatchStep] = relationship(back_populates="passage")
+    vessel_type: Mapped[VesselType] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return f"P{self.passage_number}"
+
+    def entered_values(self) -> dict[str, Any]:
+        return {
+            "passage_number": self.passage_number, "vessel_type": self.vessel_type.code if self.vessel_type else None,
+            "vessel_count": self.vessel_count, "cells_seeded": str(self.cells_seeded), "seeded_at": self.seeded_at,
+            "cells_harvested": None if self.cells_harvested is None else str(self.cells_harvested),
+            "harvested_at": self.harvested_at,
+            "viability_pct": None if self.viability_pct is None else str(self.viability_pct),
+            "confluence_pct": None if self.confluence_pct is None else str(self.confluence_pct),
+        }

@@ -1,0 +1,516 @@
+"""Batches: start from accepted material, the manufacturing record step by step, second-person
+verification, corrections with reasons, and the batch state machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import growth
+from cellfactory.batches.models import (
+    Batch,
+    BatchMaterial,
+    BatchSequence,
+    BatchStatus,
+    BatchStep,
+    Passage,
+    StepEquipment,
+    StepReagent,
+    StepStatus,
+    VesselType,
+)
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.scoping import get_visible
+from cellfactory.core.transaction import transactional
+from cellfactory.equipment.models import Equipment
+from cellfactory.extensions import db
+from cellfactory.materials import services as material_services
+from cellfactory.materials.models import SourceMaterial
+from cellfactory.products import services as product_services
+from cellfactory.products.models import StepKind
+from cellfactory.reagents.models import ReagentLot
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+S = BatchStatus
+
+
+def get_batch(user: User, number: str) -> Batch:
+    return get_visible(Batch, user, Batch.number == (number or "").strip().upper(), what=f"batch {number!r}")
+
+
+# --- starting a batch ----------------------------------------------------------------------------
+
+
+def _next_number(site: Site, product_code: str, product_id: int) -> str:
+    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
+    table = BatchSequence.__table__
+    where = (table.c.site_id == site.id, table.c.product_id == product_id, table.c.year == year)
+    bump = sa.update(table).where(*where).values(last_value=table.c.last_value + 1).returning(table.c.last_value)
+    value = db.session.execute(bump).scalar()
+    if value is None:
+        try:
+            with db.session.begin_nested():
+                db.session.execute(sa.insert(table).values(site_id=site.id, product_id=product_id, year=year,
+                                                           last_value=1))
+            value = 1
+        except sa.exc.IntegrityError:
+            value = db.session.execute(bump).scalar_one()
+    return f"{site.code}-{product_code}-{year}-{value:04d}"
+
+
+@transactional
+def start_batch(actor: User, site: Site, product_code: str, dins: list[str]) -> Batch:
+    permissions.require(actor.has_role(Role.TECHNICIAN, site.id), "Only a technician of this site starts batches.")
+    audit.act_as(db.session, actor)
+    product = product_services.get_product(product_code)
+    if not product.active:
+        raise Conflict(f"Product {product.code} is not active.")
+    spec = product_services.current_specification(product)
+    if not dins:
+        raise ValidationFailed("Scan or type the DIN of at least one accepted source material.",
+                               fields={"materials": "Required."})
+    materials: list[SourceMaterial] = []
+    for raw in dins:
+        material = material_services.get_material(actor, raw)
+        if material.site_id != site.id:
+            raise Conflict(f"Material {material.din} belongs to {material.site.code}, not {site.code}.")
+        material_services.check_usable_for_batch(material)
+        used = db.session.scalar(sa.select(Batch.number).join(BatchMaterial).where(
+            BatchMaterial.material_id == material.id, Batch.status != S.REJECTED))
+        if used:
+            raise Conflict(f"Material {material.din} already started batch {used}.")
+        if material not in materials:
+            materials.append(material)
+    now = utcnow()
+    batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
+                  specification_id=spec.id, status=S.IN_PROCESS, started_at=now, started_by_id=actor.id,
+                  status_changed_at=now, created_by_id=actor.id)
+    db.session.add(batch)
+    db.session.flush()
+    for material in materials:
+        db.session.add(BatchMaterial(batch=batch, material=material, site_id=site.id, created_by_id=actor.id))
+    for position, step in enumerate(spec.steps, start=1):
+        db.session.add(BatchStep(batch=batch, site_id=site.id, position=position, code=step["code"],
+                                 name=step["name"], kind=StepKind(step["kind"]), status=StepStatus.PENDING,
+                                 created_by_id=actor.id))
+    db.session.flush()
+    return batch
+
+
+# --- recording a step ----------------------------------------------------------------------------
+
+
+def _instant(value: Any, field: str, tz: str, errors: dict[str, str], *, required: bool = False
+             ) -> dt.datetime | None:
+    if value in (None, ""):
+        if required:
+            errors[field] = "Enter the date and time."
+        return None
+    return material_services.parse_instant(value, field, tz, errors)
+
+
+def _decimal(value: Any, field: str, errors: dict[str, str], *, required: bool = False, minimum: float = 0,
+             maximum: float | None = None) -> decimal.Decimal | None:
+    if value in (None, ""):
+        if required:
+            errors[field] = "Required."
+        return None
+    try:
+        number = decimal.Decimal(str(value).strip().replace(",", "."))
+        if not number.is_finite():
+            raise decimal.InvalidOperation
+    except (decimal.InvalidOperation, AttributeError):
+        errors[field] = "Enter a number."
+        return None
+    if number < minimum or (maximum is not None and number > maximum):
+        errors[field] = f"Enter a number from {minimum}" + (f" to {maximum}." if maximum is not None else " up.")
+        return None
+    return number
+
+
+@dataclass(frozen=True)
+class ReagentUse:
+    lot_id: int
+    quantity: Any
+    unit: str
+
+
+def _require_open_record(actor: User, step: BatchStep) -> None:
+    permissions.require(actor.has_role(Role.TECHNICIAN, step.site_id),
+                        "Only a technician of this site records the manufacturing steps.")
+    if step.batch.status != S.IN_PROCESS:
+        raise Conflict(f"Batch {step.batch.number} is {step.batch.status.label}: its manufacturing record is closed.")
+
+
+@transactional
+def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: str | None = None,
+                expected_version: int | None = None) -> BatchStep:
+    """Save a step's entries: times, equipment, reagent lots, observations, and for a passage its counts.
+
+    The first entry needs no reason; any change to values already entered needs one.
+    """
+    _require_open_record(actor, step)
+    if expected_version is not None and expected_version != step.version:
+        raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering it. "
+                       "Reload the page, check their entries and enter yours again.")
+    earlier = [s for s in step.batch.steps if s.position < step.position]
+    if any(s.status != StepStatus.DONE for s in earlier):
+        pending = next(s for s in earlier if s.status != StepStatus.DONE)
+        raise Conflict(f"Finish step {pending.code} ({pending.name}) first: steps follow the process template.")
+    session = db.session
+    correction = step.status != StepStatus.PENDING
+    if correction and not (reason or "").strip():
+        raise ValidationFailed("These entries were already recorded: give the reason for the correction.",
+                               fields={"reason": "Say why the entry is corrected."})
+    # The step row exists from the batch's start, empty: filling it the first time is its first entry.
+    audit.act_as(session, actor, reason=reason if correction else "first entry")
+    tz = step.batch.site.timezone
+    errors: dict[str, str] = {}
+    started = _instant(data.get("started_at"), "started_at", tz, errors, required=step.kind == StepKind.STEP)
+    ended = _instant(data.get("ended_at"), "ended_at", tz, errors)
+    now = utcnow()
+    for field, value in (("started_at", started), ("ended_at", ended)):
+        if value is not None and value > now + dt.timedelta(minutes=5):
+            errors[field] = "This time is in the future: enter what was done, when it was done."
+    if started and ended and ended < started:
+        errors["ended_at"] = "The end is before the start."
+    usage_day = (started or now).astimezone(ZoneInfo(tz)).date()
+    equipment = _equipment(step, data.get("equipment"), usage_day, errors)
+    reagents = _reagents(step, data.get("reagents"), usage_day, errors)
+    deviation = (data.get("deviation_reference") or "").strip() or None
+    passage_fields = _passage_fields(step, data, tz, errors) if step.kind == StepKind.PASSAGE else None
+    if errors:
+        raise ValidationFailed("The step cannot be saved: " + " ".join(f"{v}" for v in errors.values()),
+                               fields=errors)
+    if passage_fields is not None:
+        started = passage_fields["seeded_at"]
+        ended = passage_fields.get("harvested_at")
+    step.started_at, step.ended_at = started, ended
+    step.observations = (data.get("observations") or "").strip()
+    step.deviation_reference = deviation
+    step.operator_id = step.operator_id or actor.id
+    step.status = StepStatus.DONE if ended else StepStatus.IN_PROGRESS
+    _apply_uses(actor, step, equipment, reagents, reason)
+    if passage_fields is not None:
+        _save_passage(actor, step, passage_fields)
+    session.flush()
+    return step
+
+
+def _equipment(step: BatchStep, codes: Any, day: dt.date, errors: dict[str, str]) -> list[Equipment]:
+    codes = [c.strip().upper() for c in (codes or []) if c and c.strip()]
+    found = []
+    for code in dict.fromkeys(codes):
+        item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == step.site_id, Equipment.code == code))
+        if item is None:
+            errors["equipment"] = f"There is no equipment {code} at this site."
+            continue
+        refusal = item.refusal(day)
+        if refusal:
+            errors["equipment"] = f"Refused: {refusal}"
+            continue
+        found.append(item)
+    return found
+
+
+def _reagents(step: BatchStep, uses: Any, day: dt.date, errors: dict[str, str]) -> list[tuple[ReagentLot, Any, str]]:
+    found = []
+    for use in uses or []:
+        lot_id, quantity, unit = (use.lot_id, use.quantity, use.unit) if isinstance(use, ReagentUse) \
+            else (use.get("lot_id"), use.get("quantity"), use.get("unit"))
+        lot = db.session.get(ReagentLot, int(lot_id)) if str(lot_id or "").isdigit() else None
+        if lot is None or lot.site_id != step.site_id:
+            errors["reagents"] = "Choose a reagent lot of this site."
+            continue
+        refusal = lot.refusal(day)
+        if refusal:
+            errors["reagents"] = f"Refused: {refusal}"
+            continue
+        amount = _decimal(quantity, "reagents", errors, required=True)
+        if amount is None or amount == 0:
+            errors["reagents"] = f"Enter the quantity of {lot.label} used."
+            continue
+        found.append((lot, amount, (unit or lot.item.unit).strip()))
+    return found
+
+
+def _apply_uses(actor: User, step: BatchStep, equipment: list[Equipment],
+                reagents: list[tuple[ReagentLot, Any, str]], reason: str | None) -> None:
+    """Add new uses; uses no longer listed are voided with the correction's reason, never deleted."""
+    now = utcnow()
+    wanted_equipment = {e.id for e in equipment}
+    for use in step.current_equipment:
+        if use.equipment_id not in wanted_equipment:
+            use.voided_at, use.void_reason = now, reason
+        else:
+            wanted_equipment.discard(use.equipment_id)
+    for item in equipment:
+        if item.id in wanted_equipment:
+            db.session.add(StepEquipment(step=step, equipment=item, site_id=step.site_id, created_by_id=actor.id))
+    wanted = {(lot.id, amount, unit) for lot, amount, unit in reagents}
+    for use in step.current_reagents:
+        key = (use.lot_id, use.quantity, use.unit)
+        if key not in wanted:
+            use.voided_at, use.void_reason = now, reason
+        else:
+            wanted.discard(key)
+    for lot, amount, unit in reagents:
+        if (lot.id, amount, unit) in wanted:
+            db.session.add(StepReagent(step=step, lot=lot, site_id=step.site_id, quantity=amount, unit=unit,
+                                       created_by_id=actor.id))
+            wanted.discard((lot.id, amount, unit))
+
+
+def _passage_fields(step: BatchStep, data: dict[str, Any], tz: str, errors: dict[str, str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    try:
+        fields["passage_number"] = int(data.get("passage_number"))
+        if fields["passage_number"] < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["passage_number"] = "Enter the passage number (0 for the seeding, P0)."
+    vessel = db.session.scalar(sa.select(VesselType).where(VesselType.code == (data.get("vessel_type") or "")))
+    if vessel is None:
+        errors["vessel_type"] = "Choose the culture vessel type."
+    fields["vessel_type"] = vessel
+    try:
+        fields["vessel_count"] = int(data.get("vessel_count"))
+        if fields["vessel_count"] < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["vessel_count"] = "Enter how many vessels (1 or more)."
+    fields["cells_seeded"] = _decimal(data.get("cells_seeded"), "cells_seeded", errors, required=True, minimum=1)
+    fields["cells_harvested"] = _decimal(data.get("cells_harvested"), "cells_harvested", errors, minimum=1)
+    fields["viability_pct"] = _decimal(data.get("viability_pct"), "viability_pct", errors, maximum=100)
+    fields["confluence_pct"] = _decimal(data.get("confluence_pct"), "confluence_pct", errors, maximum=100)
+    fields["seeded_at"] = _instant(data.get("seeded_at"), "seeded_at", tz, errors, required=True)
+    fields["harvested_at"] = _instant(data.get("harvested_at"), "harvested_at", tz, errors)
+    if (fields["cells_harvested"] is None) != (fields["harvested_at"] is None) and not errors:
+        errors["harvested_at"] = "Enter the harvest count and the harvest time together."
+    if fields["seeded_at"] and fields["harvested_at"] and fields["harvested_at"] <= fields["seeded_at"]:
+        errors["harvested_at"] = "The harvest is before the seeding."
+    return fields
+
+
+def _previous_cumulative_pd(step: BatchStep) -> float:
+    total = 0.0
+    for earlier in step.batch.steps:
+        if earlier.position >= step.position or earlier.passage is None:
+            continue
+        if earlier.passage.population_doublings is None:
+            raise Conflict(f"Passage {earlier.code} has no harvest count yet: its doublings are unknown.")
+        total += earlier.passage.population_doublings
+    return total
+
+
+def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
+    spec = step.batch.specification
+    vessel: VesselType = fields["vessel_type"]
+    area = vessel.growth_area_cm2 * fields["vessel_count"]
+    previous = _previous_cumulative_pd(step)
+    seeded = float(fields["cells_seeded"])
+    if fields["cells_harvested"] is not None:
+        hours = (fields["harvested_at"] - fields["seeded_at"]).total_seconds() / 3600
+        derived = growth.derive(cells_seeded=seeded, cells_harvested=float(fields["cells_harvested"]),
+                                hours_in_culture=hours, growth_area_cm2=float(area),
+                                previous_cumulative_pd=previous)
+        pd, cpd, dt_h = derived.population_doublings, derived.cumulative_pd, derived.doubling_time_h
+    else:
+        pd = cpd = dt_h = None
+    density = growth.seeding_density(seeded, float(area))
+    limits = []
+    if spec.max_passage is not None and fields["passage_number"] > spec.max_passage:
+        limits.append(f"passage P{fields['passage_number']} is beyond the specification's maximum P{spec.max_passage}")
+    if spec.max_cumulative_pd is not None and cpd is not None and cpd > float(spec.max_cumulative_pd):
+        limits.append(f"cumulative population doublings {cpd:.2f} exceed the specification's maximum "
+                      f"{spec.max_cumulative_pd}")
+    if limits and not step.deviation_reference:
+        raise Conflict("Refused: " + "; ".join(limits) + ". Continue only under a deviation: enter its number.",
+                       fields={"deviation_reference": "A deviation is needed to go past the limit."})
+    passage = step.passage
+    values = {
+        "passage_number": fields["passage_number"], "vessel_type_id": vessel.id, "vessel_count": fields["vessel_count"],
+        "cells_seeded": fields["cells_seeded"], "seeded_at": fields["seeded_at"],
+        "cells_harvested": fields["cells_harvested"], "harvested_at": fields["harvested_at"],
+        "viability_pct": fields["viability_pct"], "confluence_pct": fields["confluence_pct"],
+        "growth_area_cm2": area, "seeding_density": density, "population_doublings": pd, "cumulative_pd": cpd,
+        "doubling_time_h": dt_h, "formula_version": growth.FORMULA_VERSION,
+    }
+    if passage is None:
+        passage = Passage(step=step, site_id=step.site_id, created_by_id=actor.id, **values)
+        db.session.add(passage)
+    else:
+        for key, value in values.items():
+            setattr(passage, key, value)
+    db.session.flush()
+    _cascade_cumulative_pd(step)
+
+
+def _cascade_cumulative_pd(step: BatchStep) -> None:
+    """A corrected passage changes the cumulative doublings of every later one."""
+    total = None
+    for later in step.batch.steps:
+        if later.passage is None or later.passage.population_doublings is None:
+            continue
+        total = (total or 0.0) + later.passage.population_doublings
+        if later.position > step.position and later.passage.cumulative_pd != total:
+            later.passage.cumulative_pd = total
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def step_verification(step: BatchStep):
+    """The current second-person verification of a step, if it still matches the entries."""
+    for signature in reversed(signatures.signatures_for(step)):
+        if signature.meaning == Meaning.VERIFIED.value:
+            return signature if signatures.verify(signature, step) == signatures.SignatureStatus.VALID else None
+    return None
+
+
+def entered_by(step: BatchStep) -> set[int]:
+    people = {step.operator_id} | {u.created_by_id for u in step.equipment_uses + step.reagent_uses}
+    if step.passage is not None:
+        people.add(step.passage.created_by_id)
+    changes = db.session.scalars(sa.select(AuditEntry.actor_id).where(
+        AuditEntry.entity_type.in_(["batch_step", "passage"]),
+        AuditEntry.entity_id.in_([str(step.id)] + ([str(step.passage.id)] if step.passage else []))))
+    people.update(changes)
+    return {p for p in people if p is not None}
+
+
+@transactional
+def verify_step(actor: User, step: BatchStep, *, signing: dict[str, Any]) -> None:
+    """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
+    permissions.require(actor.has_any_role({Role.TECHNICIAN, Role.QA}, step.site_id),
+                        "Only technicians and QA of this site verify manufacturing entries.")
+    if step.status != StepStatus.DONE:
+        raise Conflict(f"Step {step.code} is not finished: verify it once its entries are complete.")
+    if actor.id in entered_by(step):
+        raise Conflict("You entered or changed this step: a second person must verify it.")
+    if step_verification(step) is not None:
+        raise Conflict(f"Step {step.code} is already verified and unchanged since.")
+    audit.act_as(db.session, actor)
+    signatures.apply_signature(actor, step, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
+                               site_id=step.site_id, **signing)
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: BatchStatus
+    target: BatchStatus
+    roles: frozenset[Role]
+    label: str
+    meaning: Meaning | None = None
+
+
+OPEN_WORKING_STATES = (S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION,
+                       S.CONDITIONALLY_RELEASED)
+TRANSITIONS: list[Transition] = [
+    Transition(S.IN_PROCESS, S.AWAITING_QC, frozenset({Role.TECHNICIAN}), "Manufacturing complete"),
+    Transition(S.AWAITING_QC, S.AWAITING_QA_REVIEW, frozenset({Role.QC_ANALYST}), "Quality control complete"),
+    Transition(S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION, frozenset({Role.QA}), "Batch record reviewed",
+               Meaning.REVIEWED),
+    Transition(S.AWAITING_QA_REVIEW, S.IN_PROCESS, frozenset({Role.QA}), "Returned to manufacturing"),
+    Transition(S.AWAITING_CERTIFICATION, S.AWAITING_QA_REVIEW, frozenset({Role.QP}), "Returned to QA review"),
+    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}), "Certified: released",
+               Meaning.QP_CERTIFIED),
+    Transition(S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED, frozenset({Role.QP}),
+               "Conditionally released, sterility pending", Meaning.QP_CONDITIONAL),
+    Transition(S.AWAITING_CERTIFICATION, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
+    Transition(S.CONDITIONALLY_RELEASED, S.RELEASED, frozenset({Role.QP}), "Final certification: released",
+               Meaning.QP_CERTIFIED),
+    Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}), "Rejected after conditional release",
+               Meaning.QP_REJECTED),
+    *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
+    Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
+]
+# Leaving a hold returns the batch to the state it was held from.
+RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), "Hold lifted")
+
+
+def allowed_transitions(batch: Batch) -> list[Transition]:
+    options = [t for t in TRANSITIONS if t.source == batch.status]
+    if batch.status == S.ON_HOLD and batch.held_from is not None:
+        options.append(Transition(S.ON_HOLD, batch.held_from, RESUME.roles, RESUME.label))
+    return options
+
+
+def manufacturing_blockers(batch: Batch) -> list[str]:
+    blockers = []
+    for step in batch.steps:
+        if step.status != StepStatus.DONE:
+            blockers.append(f"Step {step.code} ({step.name}) is not finished.")
+        elif step_verification(step) is None:
+            blockers.append(f"Step {step.code} ({step.name}) is not verified by a second person.")
+    return blockers
+
+
+def involved_people(batch: Batch) -> dict[int, str]:
+    """Who performed or verified anything on the batch: they may not review or certify it."""
+    people: dict[int, str] = {batch.started_by_id: "started the batch"}
+    for step in batch.steps:
+        for person in entered_by(step):
+            people.setdefault(person, f"entered step {step.code}")
+        for signature in signatures.signatures_for(step):
+            people.setdefault(signature.signer_id, f"verified step {step.code}")
+    return people
+
+
+def _guard(actor: User, batch: Batch, transition: Transition) -> None:
+    if transition.source == S.IN_PROCESS and transition.target == S.AWAITING_QC:
+        blockers = manufacturing_blockers(batch)
+        if blockers:
+            raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
+    if transition.meaning is not None and transition.roles & {Role.QA, Role.QP}:
+        involved = involved_people(batch)
+        if actor.id in involved:
+            raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
+                           f"review or certify it.")
+
+
+@transactional
+def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
+               signing: dict[str, Any] | None = None, expected_version: int | None = None) -> Batch:
+    """Move a batch to another state: only along the state machine, by the role that may, with a reason,
+    and with an electronic signature where the step is a review or a QP decision."""
+    target = BatchStatus(target)
+    if expected_version is not None and expected_version != batch.version:
+        raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
+    chosen = next((t for t in allowed_transitions(batch) if t.target == target), None)
+    if chosen is None:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: it cannot go to {target.label}. Allowed: "
+                       + (", ".join(t.target.label for t in allowed_transitions(batch)) or "nothing (closed)") + ".")
+    permissions.require(actor.has_any_role(chosen.roles, batch.site_id),
+                        f"'{chosen.label}' is done by " + " or ".join(sorted(r.label for r in chosen.roles))
+                        + " of the batch's site.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
+    _guard(actor, batch, chosen)
+    audit.act_as(db.session, actor, reason=reason)
+    if chosen.meaning is not None:
+        if signing is None:
+            raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
+                                   fields={"password": "Sign with your password."})
+        signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
+                                   site_id=batch.site_id, comment=reason, **signing)
+    batch.held_from = batch.status if target == S.ON_HOLD else None
+    batch.status = target
+    batch.status_changed_at = utcnow()
+    return batch
+

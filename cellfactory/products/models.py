@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+
+
+class Product(Audited, CreatedMixin, VersionedMixin, Base):
+    """A product the network makes; what differs between products is data (specifications, steps), not code."""
+
+    __tablename__ = "product"
+
+    id: Mapped[IntPK]
+    code: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    name: Mapped[Str200]
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    # Acellular products (e.g. MSC secretome) have no cell counts and no passages' growth arithmetic.
+    cellular: Mapped[bool] = mapped_column(default=True)
+    dose_unit: Mapped[str] = mapped_column(sa.String(40), default="cells/kg")
+    active: Mapped[bool] = mapped_column(default=True)
+
+    specifications: Mapped[list[SpecificationVersion]] = relationship(
+        back_populates="product", order_by="SpecificationVersion.number")
+
+    def audit_label(self) -> str:
+        return self.code
+
+
+class SpecStatus(enum.StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    SUPERSEDED = "superseded"
+
+
+class StepKind(enum.StrEnum):
+    """What a process step records: a plain step, or an expansion passage with growth arithmetic."""
+
+    STEP = "step"
+    PASSAGE = "passage"
+
+
+class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
+    """One version of a product's specification and process template. Drafted, approved with an
+    electronic signature, then never changed; a batch freezes the version current when it starts."""
+
+    __tablename__ = "specification_version"
+    __table_args__ = (sa.UniqueConstraint("product_id", "number"),)
+
+    id: Mapped[IntPK]
+    product_id: Mapped[int] = mapped_column(sa.ForeignKey("product.id"), index=True)
+    number: Mapped[int]
+    status: Mapped[SpecStatus] = enum_column(SpecStatus)
+    change_summary: Mapped[str] = mapped_column(sa.Text, default="")
+    max_passage: Mapped[int | None]
+    max_cumulative_pd: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(6, 2))
+    # The ordered process template: [{"code": "P1", "name": "Passage 1", "kind": "passage"}, ...]
+    steps: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    approved_at: Mapped[dt.datetime | None]
+    approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+
+    product: Mapped[Product] = relationship(back_populates="specifications", lazy="joined")
+    tests: Mapped[list[SpecTest]] = relationship(back_populates="specification", order_by="SpecTest.position",
+                                                 lazy="selectin")
+
+    @property
+    def label(self) -> str:
+        return f"{self.product.code} specification v{self.number}"
+
+    def audit_label(self) -> str:
+        return self.label
+
+    def signature_content(self) -> dict[str, Any]:
+        return {
+            "product": self.product.code, "number": self.number, "max_passage": self.max_passage,
+            "max_cumulative_pd": str(self.max_cumulative_pd) if self.max_cumulative_pd is not None else None,
+            "steps": self.steps, "change_summary": self.change_summary,
+            "tests": [t.as_dict() for t in self.tests],
+        }
+
+
+class TestStage(enum.StrEnum):
+    IN_PROCESS = "in_process"
+    RELEASE = "release"
+
+
+class CriterionKind(enum.StrEnum):
+    RANGE = "range"
+    QUALITATIVE = "qualitative"
+
+
+class SpecTest(Audited, CreatedMixin, Base):
+    """A test of a specification version with its acceptance criterion."""
+
+    __tablename__ = "spec_test"
+    __test__ = False  # a domain name that pytest would otherwise try to collect
+    __table_args__ = (sa.UniqueConstraint("specification_id", "code"),)
+
+    id: Mapped[IntPK]
+    specification_id: Mapped[int] = mapped_column(sa.ForeignKey("specification_version.id"), index=True)
+    position: Mapped[int]
+    code: Mapped[str] = mapped_column(sa.String(40))
+    name: Mapped[Str200]
+    method: Mapped[str] = mapped_column(sa.String(200))
+    unit: Mapped[str] = mapped_column(sa.String(40), default="")
+    stage: Mapped[TestStage] = enum_column(TestStage)
+    criterion: Mapped[CriterionKind] = enum_column(CriterionKind)
+    lower: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
+    lower_inclusive: Mapped[bool] = mapped_column(default=True)
+    upper: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
+    upper_inclusive: Mapped[bool] = mapped_column(default=True)
+    expected: Mapped[str | None] = mapped_column(sa.String(100))
+    informative_only: Mapped[bool] = mapped_column(default=False)
+    # May still be pending at a conditional (initial) release, e.g. sterility during incubation.
+    may_be_pending: Mapped[bool] = mapped_column(default=False)
+
+    specification: Mapped[SpecificationVersion] = relationship(back_populates="tests")
+
+    def audit_label(self) -> str:
+        return self.code
+
+    def as_dict(self) -> dict[str, Any]:
+        def number(value: decimal.Decimal | None) -> str | None:
+            return None if value is None else format(value.normalize(), "f")
+
+        return {
+            "code": self.code, "name": self.name, "method": self.method, "unit": self.unit,
+            "stage": self.stage.value, "criterion": self.criterion.value, "lower": number(self.lower),
+            "lower_inclusive": self.lower_inclusive, "upper": number(self.upper),
+            "upper_inclusive": self.upper_inclusive, "expected": self.expected,
+            "informative_only": self.informative_only, "may_be_pending": self.may_be_pending,
+        }
+
+    @property
+    def criterion_text(self) -> str:
+        if self.criterion == CriterionKind.QUALITATIVE:
+            return f"= {self.expected}"
+        parts = []
+        if self.lower is not None:
+            parts.append(f"{'≥' if self.lower_inclusive else '>'} {format(self.lower.normalize(), 'f')}")
+        if self.upper is not None:
+            parts.append(f"{'≤' if self.upper_inclusive else '<'} {format(self.upper.normalize(), 'f')}")
+        return " and ".join(parts) + (f" {self.unit}" if self.unit else "")

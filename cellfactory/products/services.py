@@ -1,0 +1,249 @@
+"""Products and their versioned specifications (QA-owned master data)."""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.products.models import (
+    CriterionKind,
+    Product,
+    SpecificationVersion,
+    SpecStatus,
+    SpecTest,
+    StepKind,
+    TestStage,
+)
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+
+
+def _require_qa(actor: User) -> None:
+    permissions.require(actor.has_role(Role.QA), "Products and specifications are QA's master data.")
+
+
+def get_product(code: str) -> Product:
+    product = db.session.scalar(sa.select(Product).where(Product.code == (code or "").upper()))
+    if product is None:
+        raise NotFound(f"There is no product {code!r}.")
+    return product
+
+
+def current_specification(product: Product) -> SpecificationVersion:
+    spec = db.session.scalar(sa.select(SpecificationVersion).where(
+        SpecificationVersion.product_id == product.id, SpecificationVersion.status == SpecStatus.APPROVED))
+    if spec is None:
+        raise Conflict(f"{product.code} has no approved specification: QA must approve one before a batch starts.")
+    return spec
+
+
+@transactional
+def create_product(actor: User, *, code: str, name: str, description: str = "", cellular: bool = True,
+                   dose_unit: str = "cells/kg") -> Product:
+    _require_qa(actor)
+    audit.act_as(db.session, actor)
+    code = (code or "").strip().upper()
+    errors = {}
+    if not code.isalnum() or not 2 <= len(code) <= 16:
+        errors["code"] = "Use 2-16 letters or digits, e.g. UCMSC."
+    if not (name or "").strip():
+        errors["name"] = "Enter the product name."
+    if errors:
+        raise ValidationFailed("The product cannot be saved: " + " ".join(errors.values()), fields=errors)
+    if db.session.scalar(sa.select(Product.id).where(Product.code == code)):
+        raise Conflict(f"Product code {code} is already used.", fields={"code": "Already used."})
+    product = Product(code=code, name=name.strip(), description=(description or "").strip(), cellular=cellular,
+                      dose_unit=(dose_unit or "").strip() or "cells/kg", created_by_id=actor.id)
+    db.session.add(product)
+    db.session.flush()
+    return product
+
+
+def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, str]]:
+    if not isinstance(steps, list) or not steps:
+        raise ValidationFailed("The process template needs at least one step.", fields={"steps": "Add the steps."})
+    clean, codes = [], set()
+    for index, step in enumerate(steps, start=1):
+        code = str(step.get("code", "")).strip().upper() if isinstance(step, dict) else ""
+        name = str(step.get("name", "")).strip() if isinstance(step, dict) else ""
+        kind = step.get("kind", "step") if isinstance(step, dict) else ""
+        if not code or not name or kind not in {k.value for k in StepKind}:
+            raise ValidationFailed(f"Step {index} needs a code, a name and a kind (step or passage).",
+                                   fields={"steps": f"Step {index} is incomplete."})
+        if code in codes:
+            raise ValidationFailed(f"Step code {code} appears twice.", fields={"steps": "Codes must be unique."})
+        if kind == StepKind.PASSAGE and not cellular:
+            raise ValidationFailed("An acellular product has no passages.", fields={"steps": f"Step {code}."})
+        codes.add(code)
+        clean.append({"code": code, "name": name, "kind": kind})
+    return clean
+
+
+def _number(value: Any, field: str, errors: dict[str, str]) -> decimal.Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = decimal.Decimal(str(value))
+        if not number.is_finite():
+            raise decimal.InvalidOperation
+        return number
+    except decimal.InvalidOperation:
+        errors[field] = "Enter a number."
+        return None
+
+
+def _test_fields(data: dict[str, Any]) -> dict[str, Any]:
+    errors: dict[str, str] = {}
+    fields: dict[str, Any] = {
+        "code": (data.get("code") or "").strip().upper(), "name": (data.get("name") or "").strip(),
+        "method": (data.get("method") or "").strip(), "unit": (data.get("unit") or "").strip(),
+        "lower_inclusive": data.get("lower_inclusive", True) not in (False, "false", "0", ""),
+        "upper_inclusive": data.get("upper_inclusive", True) not in (False, "false", "0", ""),
+        "informative_only": bool(data.get("informative_only")), "may_be_pending": bool(data.get("may_be_pending")),
+    }
+    for key in ("code", "name", "method"):
+        if not fields[key]:
+            errors[key] = "Required."
+    try:
+        fields["stage"] = TestStage(data.get("stage"))
+    except ValueError:
+        errors["stage"] = "Choose in_process or release."
+    try:
+        fields["criterion"] = CriterionKind(data.get("criterion"))
+    except ValueError:
+        errors["criterion"] = "Choose range or qualitative."
+    fields["lower"] = _number(data.get("lower"), "lower", errors)
+    fields["upper"] = _number(data.get("upper"), "upper", errors)
+    fields["expected"] = (data.get("expected") or "").strip() or None
+    if fields.get("criterion") == CriterionKind.RANGE:
+        if fields["lower"] is None and fields["upper"] is None:
+            errors["lower"] = "A range needs a lower or an upper limit."
+        if fields["lower"] is not None and fields["upper"] is not None and fields["lower"] > fields["upper"]:
+            errors["upper"] = "The upper limit is below the lower one."
+        fields["expected"] = None
+    elif fields.get("criterion") == CriterionKind.QUALITATIVE:
+        if not fields["expected"]:
+            errors["expected"] = "Enter the expected result, e.g. 'not detected'."
+        fields["lower"] = fields["upper"] = None
+    if errors:
+        raise ValidationFailed("The test cannot be saved: " + " ".join(f"{k}: {v}" for k, v in errors.items()),
+                               fields=errors)
+    return fields
+
+
+@transactional
+def create_draft(actor: User, product: Product, *, change_summary: str, steps: list[dict] | None = None,
+                 max_passage: Any = None, max_cumulative_pd: Any = None, tests: list[dict] | None = None
+                 ) -> SpecificationVersion:
+    """A new draft version; without explicit content it starts as a copy of the latest version."""
+    _require_qa(actor)
+    audit.act_as(db.session, actor)
+    if db.session.scalar(sa.select(SpecificationVersion.id).where(SpecificationVersion.product_id == product.id,
+                                                                  SpecificationVersion.status == SpecStatus.DRAFT)):
+        raise Conflict(f"{product.code} already has a draft specification: finish or approve it first.")
+    latest = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id)
+                               .order_by(SpecificationVersion.number.desc()).limit(1))
+    if steps is None and latest is not None:
+        steps = latest.steps
+    if tests is None and latest is not None:
+        tests = [t.as_dict() for t in latest.tests]
+    if max_passage is None and latest is not None:
+        max_passage = latest.max_passage
+    if max_cumulative_pd is None and latest is not None:
+        max_cumulative_pd = latest.max_cumulative_pd
+    if not (change_summary or "").strip():
+        raise ValidationFailed("Say what changes in this version.", fields={"change_summary": "Required."})
+    errors: dict[str, str] = {}
+    limit_pd = _number(max_cumulative_pd, "max_cumulative_pd", errors)
+    try:
+        limit_passage = int(max_passage) if max_passage not in (None, "") else None
+    except (TypeError, ValueError):
+        errors["max_passage"] = "Enter a whole number."
+        limit_passage = None
+    if errors:
+        raise ValidationFailed("The draft cannot be saved: " + " ".join(errors.values()), fields=errors)
+    spec = SpecificationVersion(
+        product=product, number=(latest.number + 1) if latest else 1, status=SpecStatus.DRAFT,
+        change_summary=change_summary.strip(), max_passage=limit_passage, max_cumulative_pd=limit_pd,
+        steps=_validate_steps(steps or [], product.cellular), created_by_id=actor.id)
+    db.session.add(spec)
+    db.session.flush()
+    for test in tests or []:
+        add_test(actor, spec, test)
+    return spec
+
+
+@transactional
+def add_test(actor: User, spec: SpecificationVersion, data: dict[str, Any]) -> SpecTest:
+    _require_qa(actor)
+    if spec.status != SpecStatus.DRAFT:
+        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
+    fields = _test_fields(data)
+    if any(t.code == fields["code"] for t in spec.tests):
+        raise Conflict(f"Test {fields['code']} is already in {spec.label}.", fields={"code": "Already used."})
+    audit.act_as(db.session, actor)
+    test = SpecTest(specification=spec, position=len(spec.tests) + 1, created_by_id=actor.id, **fields)
+    db.session.add(test)
+    db.session.flush()
+    return test
+
+
+@transactional
+def update_test(actor: User, test: SpecTest, data: dict[str, Any], reason: str) -> SpecTest:
+    _require_qa(actor)
+    if test.specification.status != SpecStatus.DRAFT:
+        raise Conflict(f"{test.specification.label} is approved: it never changes; draft a new version.")
+    fields = _test_fields(data)
+    audit.act_as(db.session, actor, reason=reason or "draft edited before approval")
+    for key, value in fields.items():
+        setattr(test, key, value)
+    return test
+
+
+@transactional
+def approve(actor: User, spec: SpecificationVersion, *, signing: dict[str, Any]) -> SpecificationVersion:
+    """QA approves a draft with an electronic signature; the previous approved version is superseded."""
+    _require_qa(actor)
+    if spec.status != SpecStatus.DRAFT:
+        raise Conflict(f"{spec.label} is {spec.status.value}, not a draft.")
+    if not spec.tests:
+        raise Conflict(f"{spec.label} has no tests: a specification needs its acceptance criteria.")
+    audit.act_as(db.session, actor, reason="specification approved")
+    signatures.apply_signature(actor, spec, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
+                               **signing)
+    previous = db.session.scalar(sa.select(SpecificationVersion).where(
+        SpecificationVersion.product_id == spec.product_id, SpecificationVersion.status == SpecStatus.APPROVED))
+    if previous is not None:
+        previous.status = SpecStatus.SUPERSEDED
+    spec.status = SpecStatus.APPROVED
+    spec.approved_at = utcnow()
+    spec.approved_by_id = actor.id
+    return spec
+
+
+@event.listens_for(Session, "before_flush")
+def _approved_specifications_never_change(session: Session, flush_context: Any, instances: Any) -> None:
+    for obj in session.dirty:
+        if isinstance(obj, SpecTest) and session.is_modified(obj) and obj.specification.status != SpecStatus.DRAFT:
+            raise Conflict(f"{obj.specification.label} is approved: its tests never change.")
+        if isinstance(obj, SpecificationVersion) and session.is_modified(obj):
+            state = sa.inspect(obj)
+            old_status = state.attrs.status.history.deleted
+            was = old_status[0] if old_status else obj.status
+            changed = {a.key for a in state.mapper.column_attrs if state.attrs[a.key].history.has_changes()}
+            if was != SpecStatus.DRAFT and not changed <= {"status", "version"}:
+                raise Conflict(f"{obj.label} is {was.value}: approved versions never change.")
+            if was == SpecStatus.SUPERSEDED or (was == SpecStatus.APPROVED and obj.status != SpecStatus.SUPERSEDED
+                                                 and "status" in changed):
+                raise Conflict(f"{obj.label} cannot go from {was.value} to {obj.status.value}.")

@@ -1,0 +1,133 @@
+"""Builders for manufacturing tests: a UC-MSC product with an approved specification, released lots,
+calibrated equipment and an accepted cord at BG."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch
+from cellfactory.core.clock import utcnow
+from cellfactory.donors import services as donor_services
+from cellfactory.equipment import services as equipment_services
+from cellfactory.materials import services as material_services
+from cellfactory.products import services as product_services
+from cellfactory.products.models import SpecificationVersion
+from cellfactory.reagents import services as reagent_services
+from cellfactory.reagents.models import LotStatus, ReagentLot
+from tests.conftest import PASSWORD, enable_signing, make_user, refetch
+from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+
+UCMSC_STEPS = [
+    {"code": "ISO", "name": "Isolation (explant)", "kind": "step"},
+    {"code": "P0", "name": "Seeding P0", "kind": "passage"},
+    {"code": "P1", "name": "Passage 1", "kind": "passage"},
+    {"code": "P2", "name": "Passage 2", "kind": "passage"},
+    {"code": "HARV", "name": "Harvest and formulation", "kind": "step"},
+]
+UCMSC_TESTS = [
+    {"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%", "stage": "release",
+     "criterion": "range", "lower": "70"},
+    {"code": "CD73", "name": "CD73+", "method": "Flow cytometry", "unit": "%", "stage": "release",
+     "criterion": "range", "lower": "95"},
+    {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27", "stage": "release",
+     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+]
+
+
+def signing(user: User) -> dict:
+    return {"password": PASSWORD, "username": user.username, "continuous_session": False}
+
+
+@dataclass
+class Plant:
+    tech: User
+    tech2: User
+    qa: User
+    qp: User
+    spec: SpecificationVersion
+    lots: dict[str, ReagentLot]
+    material_din: str
+
+
+def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> Plant:
+    qa = refetch(users["qa"])
+    enable_signing(qa)
+    product = product_services.create_product(qa, code="UCMSC", name="Umbilical cord MSC", dose_unit="cells/kg")
+    spec = product_services.create_draft(qa, product, change_summary="first version", steps=UCMSC_STEPS,
+                                         max_passage=max_passage, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
+    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    site = sites["BG"]
+    today = utcnow().date()
+    reagent_services.create_item(refetch(qa), code="MEM", name="alpha-MEM", supplier="Gibco", category="medium")
+    reagent_services.create_item(refetch(qa), code="PL", name="Human platelet lysate", supplier="PL BioScience",
+                                 category="supplement")
+    lots = {}
+    for item, lot_number, expiry, status in [("MEM", "M-001", 200, LotStatus.RELEASED),
+                                             ("PL", "PL-17", 100, LotStatus.RELEASED),
+                                             ("PL", "PL-OLD", -1, LotStatus.RELEASED),
+                                             ("MEM", "M-Q", 200, LotStatus.QUARANTINE)]:
+        lot = reagent_services.receive_lot(refetch(qa), site, {
+            "item": item, "lot_number": lot_number, "coa_reference": f"CoA {lot_number}",
+            "expiry_date": (today + dt.timedelta(days=expiry)).isoformat() if expiry > 0 else
+            (today - dt.timedelta(days=400)).isoformat(), "received_on": (today - dt.timedelta(days=30)).isoformat()})
+        if status == LotStatus.RELEASED:
+            reagent_services.set_lot_status(refetch(qa), lot, LotStatus.RELEASED, "CoA reviewed")
+        lots[lot_number] = refetch(lot)
+    equipment_services.register(refetch(qa), site, code="BSC-01", name="Biosafety cabinet 1", kind="biosafety cabinet",
+                                calibration_due=(today + dt.timedelta(days=90)).isoformat())
+    equipment_services.register(refetch(qa), site, code="INC-01", name="Incubator 1", kind="CO2 incubator",
+                                calibration_due=(today + dt.timedelta(days=90)).isoformat())
+    equipment_services.register(refetch(qa), site, code="INC-OLD", name="Incubator 2", kind="CO2 incubator",
+                                calibration_due=(today - dt.timedelta(days=3)).isoformat())
+    tech = refetch(users["technician"])
+    donor = donor_services.register_donor(tech, site, donor_data())
+    add_full_panel(tech, donor)
+    material = material_services.receive_material(tech, site, receipt_data())
+    tech2 = make_user("technician2.bg", [(users["technician"].roles[0].role, "BG")], signing=True)
+    enable_signing(tech)
+    qp = refetch(users["qp"])
+    enable_signing(qp)
+    return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, spec=refetch(spec), lots=lots,
+                 material_din=material.din)
+
+
+def iso(hours_ago: float) -> str:
+    return (utcnow() - dt.timedelta(hours=hours_ago)).isoformat()
+
+
+def step_data(**overrides) -> dict:
+    data = {"started_at": iso(200), "ended_at": iso(199), "equipment": ["BSC-01"], "reagents": [],
+            "observations": "as per SOP"}
+    data.update(overrides)
+    return data
+
+
+def passage_data(number: int, seeded: float, harvested: float | None, start_h: float, end_h: float | None,
+                 **overrides) -> dict:
+    data = {"passage_number": number, "vessel_type": "T175", "vessel_count": 2, "cells_seeded": str(int(seeded)),
+            "seeded_at": iso(start_h), "cells_harvested": str(int(harvested)) if harvested else "",
+            "harvested_at": iso(end_h) if end_h is not None else "", "viability_pct": "95", "confluence_pct": "85",
+            "equipment": ["BSC-01", "INC-01"], "reagents": []}
+    data.update(overrides)
+    return data
+
+
+def run_batch_to_awaiting_qc(plant: Plant, batch: Batch) -> Batch:
+    """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
+    from cellfactory.batches import services
+
+    batch = refetch(batch)
+    counts = [(0, 1e6, 8e6, 190, 120), (1, 1e6, 8e6, 120, 48), (2, 1e6, 4e6, 48, 2)]
+    for step in batch.steps:
+        step = refetch(step)
+        if step.kind.value == "passage":
+            number, seeded, harvested, start, end = counts.pop(0)
+            services.record_step(refetch(plant.tech), step, passage_data(number, seeded, harvested, start, end))
+        else:
+            hours = 199 if step.code == "ISO" else 2
+            services.record_step(refetch(plant.tech), step, step_data(started_at=iso(hours + 1),
+                                                                      ended_at=iso(hours)))
+        services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
+    return refetch(batch)

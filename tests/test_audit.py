@@ -14,9 +14,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, RoleAssignment
 from cellfactory.core.db import Base
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
-from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
-from cellfactory.materials import services as material_services
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
@@ -35,9 +33,7 @@ def _chain():
 
 def test_every_audited_model_records_creation_with_values(users):
     # The users fixture created sites, users, roles, a password history and (for signers) signatures.
-    from tests.conftest import enable_signing
 
-    enable_signing(refetch(users["qp"]))
     auth_services.create_token(None, refetch(users["qp"]), "instrument")
     notification_services.alert_security("test alert", site_ids=None)
     from cellfactory.batches import services as batch_services

@@ -33,3 +33,16 @@ def test_no_doubling_time_without_growth():
 def test_counts_must_be_positive(seeded, harvested):
     with pytest.raises(ValueError):
         growth.population_doublings(seeded, harvested)
+
+
+def test_growth_curve_renders_as_svg_and_drawing():
+    from cellfactory.batches import charts
+
+    series = [charts.Series("BG-UCMSC-2026-0001", [(0, 0), (3, 3.0), (6, 6.5)]),
+              charts.Series("BG-UCMSC-2026-0002", [(0, 0), (4, 2.5)])]
+    drawing = charts.growth_drawing(series)
+    svg = charts.svg(drawing)
+    assert svg.startswith("<svg") and "<script" not in svg
+    assert "BG-UCMSC-2026-0001" in svg and "BG-UCMSC-2026-0002" in svg and "cumulative PD" in svg
+    empty = charts.svg(charts.growth_drawing([charts.Series("x", [])]))
+    assert "No harvested passage yet" in empty

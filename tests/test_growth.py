@@ -42,7 +42,7 @@ def test_growth_curve_renders_as_svg_and_drawing():
               charts.Series("BG-UCMSC-2026-0002", [(0, 0), (4, 2.5)])]
     drawing = charts.growth_drawing(series)
     svg = charts.svg(drawing)
-    assert svg.startswith("<svg") and "<script" not in svg
+    assert svg.startswith("<svg") and "<script" not in svg and "sans-serif" in svg
     assert "BG-UCMSC-2026-0001" in svg and "BG-UCMSC-2026-0002" in svg and "cumulative PD" in svg
     empty = charts.svg(charts.growth_drawing([charts.Series("x", [])]))
     assert "No harvested passage yet" in empty

@@ -4,6 +4,7 @@ graphics and rendered as SVG for the page and as vector drawing in the PDF batch
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from reportlab.graphics import renderSVG
@@ -89,4 +90,4 @@ def svg(drawing: Drawing) -> str:
     """Inline SVG for a page (no script, no external reference: allowed by the page's CSP)."""
     text = renderSVG.drawToString(drawing)
     # Browsers do not have the PDF's embedded Vera font: fall back to the nearest sans-serif.
-    return text[text.index("<svg"):].replace("font-family:Vera", "font-family:Vera, 'DejaVu Sans', sans-serif")
+    return re.sub(r"font-family:\s*Vera\b", "font-family: Vera, 'DejaVu Sans', sans-serif", text[text.index("<svg"):])

@@ -45,7 +45,7 @@ def _name(role: Role, site: DemoSite) -> str:
 
 def demo_usernames() -> list[str]:
     names = [f"{role.value}.{site.code.lower()}" for site in SITES for role in SITE_ROLES]
-    return [*names, "auditor", "qa.network"]
+    return [*names, *(f"technician2.{site.code.lower()}" for site in SITES[:4]), "auditor", "qa.network"]
 
 
 def load_demo(password: str = DEMO_PASSWORD) -> str:
@@ -72,8 +72,16 @@ def _build(password: str) -> None:
         None, username="qa.network", full_name="Elena Network (QA)", email="qa.network@demo.cellfactory.invalid",
         roles=[(Role.QA, None)], temporary_password=password, must_change_password=False)
 
+    # A second technician at each manufacturing site verifies the first one's entries.
+    for demo_site in SITES[:4]:
+        username = f"technician2.{demo_site.code.lower()}"
+        users[username] = auth_services.create_user(
+            None, username=username, full_name=f"Davide {demo_site.name.split()[-1]} (Technician)",
+            email=f"{username}@demo.cellfactory.invalid", roles=[(Role.TECHNICIAN, demo_site.code)],
+            temporary_password=password, must_change_password=False)
+
     # Everyone who signs accepts the accountability statement and has their identity checked by an
-    # administrator of their site (administrators by the next site's administrator).
+    # administrator of their site; administrators and auditors do not sign GMP records.
     codes = [s.code.lower() for s in SITES]
     for username, user in users.items():
         if user.has_any_role({Role.ADMIN, Role.AUDITOR}):
@@ -86,6 +94,9 @@ def _build(password: str) -> None:
                                                  password=password, username=admin.username,
                                                  continuous_session=False)
     _intake(users, password)
+    from cellfactory.demo_manufacturing import build_manufacturing
+
+    build_manufacturing(users, password)
 
 
 def _intake(users: dict[str, User], password: str) -> None:

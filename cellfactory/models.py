@@ -14,8 +14,8 @@ from cellfactory.batches.models import (
 )
 from cellfactory.core.db import Base
 from cellfactory.donors.models import Donor, ScreeningResultRecord
-from cellfactory.materials.models import DinSequence, MaterialTypeRule, SourceMaterial
 from cellfactory.equipment.models import Equipment
+from cellfactory.materials.models import DinSequence, MaterialTypeRule, SourceMaterial
 from cellfactory.notifications.models import Alert
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.reagents.models import CatalogueItem, ReagentLot

@@ -13,7 +13,7 @@ from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
-from cellfactory.core.scoping import get_visible
+from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
 from cellfactory.donors.models import (
@@ -34,9 +34,17 @@ CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
 
 
 def get_donor(user: User, site: Site | None, code: str) -> Donor:
-    conditions = [Donor.code == (code or "").strip().upper()]
+    wanted = (code or "").strip().upper()
+    conditions = [Donor.code == wanted]
     if site is not None:
         conditions.append(Donor.site_id == site.id)
+    else:
+        # Codes are unique per site only: without a site, two visible donors would be one picked at random.
+        codes = sorted(db.session.scalars(visible_to(
+            sa.select(Site.code).join(Donor, Donor.site_id == Site.id).where(*conditions), Donor, user)))
+        if len(codes) > 1:
+            raise Conflict(f"Donor code {wanted} is registered at {', '.join(codes)}: say which site.",
+                           fields={"site": "Required: the code is used at " + ", ".join(codes) + "."})
     return get_visible(Donor, user, *conditions, what=f"donor {code!r}")
 
 

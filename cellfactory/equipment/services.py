@@ -58,7 +58,8 @@ def record_calibration(actor: User, equipment: Equipment, *, next_due: Any, refe
     permissions.require(actor.has_any_role(STAFF, equipment.site_id), "Only technicians and QA of the site record "
                                                                       "calibrations.")
     if not (reference or "").strip():
-        raise ValidationFailed("Give the calibration certificate or report reference.", fields={"reference": "Required."})
+        raise ValidationFailed("Give the calibration certificate or report reference.",
+                               fields={"reference": "Required."})
     due = _date(next_due, "next_due")
     if due <= dt.date.today():
         raise ValidationFailed("The next due date must be in the future.", fields={"next_due": "A future date."})

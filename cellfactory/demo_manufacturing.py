@@ -1,0 +1,256 @@
+"""Demo master data and batches: products with approved specifications, lots and equipment at every
+manufacturing site, and batches in every state with realistic passages (P0-P3, 2-4 PD each).
+Built through the services, like real data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+import sqlalchemy as sa
+
+from cellfactory.auth.models import User
+from cellfactory.batches import services as batches
+from cellfactory.batches.models import BatchStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.donors import services as donors
+from cellfactory.donors.eligibility import BASE_PANEL
+from cellfactory.donors.models import ScreeningTest
+from cellfactory.equipment import services as equipment
+from cellfactory.extensions import db
+from cellfactory.materials import services as materials
+from cellfactory.products import services as products
+from cellfactory.products.models import Product
+from cellfactory.reagents import services as reagents
+from cellfactory.reagents.models import LotStatus
+from cellfactory.sites import services as site_services
+
+S = BatchStatus
+
+IDENTITY = [("CD73", "CD73+"), ("CD90", "CD90+"), ("CD105", "CD105+")]
+NEGATIVES = [("CD45", "CD45+"), ("CD34", "CD34+"), ("CD14", "CD14+"), ("CD19", "CD19+"), ("HLADR", "HLA-DR+")]
+SAFETY = [
+    {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27 (BacT/ALERT, 7 days)", "stage": "release",
+     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+    {"code": "MYCO", "name": "Mycoplasma", "method": "Ph. Eur. 2.6.7 NAT", "stage": "release",
+     "criterion": "qualitative", "expected": "not detected"},
+    {"code": "ENDO", "name": "Endotoxin", "method": "Ph. Eur. 2.6.14 LAL kinetic", "unit": "EU/mL",
+     "stage": "release", "criterion": "range", "upper": "0.5", "upper_inclusive": False},
+]
+
+
+def _msc_tests(viability: str) -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = [
+        {"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%", "stage": "release",
+         "criterion": "range", "lower": viability},
+        {"code": "COUNT", "name": "Viable cells per bag", "method": "NucleoCounter NC-200", "unit": "10^6 cells",
+         "stage": "release", "criterion": "range", "lower": "50", "upper": "200"},
+    ]
+    tests += [{"code": code, "name": name, "method": "Flow cytometry, ISCT panel", "unit": "%", "stage": "release",
+               "criterion": "range", "lower": "95"} for code, name in IDENTITY]
+    tests += [{"code": code, "name": name, "method": "Flow cytometry, ISCT panel", "unit": "%", "stage": "release",
+               "criterion": "range", "upper": "2"} for code, name in NEGATIVES]
+    tests.append({"code": "IPVIAB", "name": "In-process viability at harvest", "method": "Trypan blue", "unit": "%",
+                  "stage": "in_process", "criterion": "range", "lower": "80"})
+    return tests + SAFETY
+
+
+PRODUCTS = [
+    {"code": "UCMSC", "name": "Umbilical cord mesenchymal stromal cells (MSC(WJ))", "cellular": True,
+     "dose_unit": "cells/kg", "max_passage": 5, "max_cpd": "25", "tests": _msc_tests("70"),
+     "steps": [("ISO", "Isolation: Wharton's jelly explant", "step"), ("P0", "Primary culture P0", "passage"),
+               ("P1", "Passage 1", "passage"), ("P2", "Passage 2", "passage"), ("P3", "Passage 3", "passage"),
+               ("HARV", "Harvest and formulation", "step"), ("CRYO", "Fill and cryopreservation", "step")]},
+    {"code": "BMMSC", "name": "Bone marrow mesenchymal stromal cells (MSC(M))", "cellular": True,
+     "dose_unit": "cells/kg", "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
+     "steps": [("P0", "Mononuclear cell seeding P0", "passage"), ("P1", "Passage 1", "passage"),
+               ("P2", "Passage 2", "passage"), ("HARV", "Harvest and formulation", "step"),
+               ("CRYO", "Fill and cryopreservation", "step")]},
+    {"code": "MSCSEC", "name": "MSC secretome (conditioned medium concentrate)", "cellular": False,
+     "dose_unit": "mg protein", "max_passage": None, "max_cpd": None,
+     "tests": [{"code": "PROT", "name": "Total protein", "method": "BCA assay", "unit": "mg/mL", "stage": "release",
+                "criterion": "range", "lower": "0.5", "upper": "5"}] + SAFETY,
+     "steps": [("CULT", "MSC culture to confluence", "step"), ("COND", "Serum-free conditioning 48 h", "step"),
+               ("COLL", "Collection and clarification", "step"), ("CONC", "Concentration and diafiltration", "step"),
+               ("FILL", "Sterile filtration and fill", "step")]},
+    {"code": "CIK", "name": "Cytokine-induced killer cells", "cellular": True, "dose_unit": "CD3+CD56+ cells/kg",
+     "max_passage": None, "max_cpd": None,
+     "tests": [{"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%",
+                "stage": "release", "criterion": "range", "lower": "80"},
+               {"code": "CD3CD56", "name": "CD3+CD56+", "method": "Flow cytometry", "unit": "%", "stage": "release",
+                "criterion": "range", "lower": "20"}] + SAFETY,
+     "steps": [("PBMC", "PBMC isolation (density gradient)", "step"),
+               ("ACT", "Activation: IFN-gamma, anti-CD3, IL-2", "step"), ("EXP", "Expansion 21 days", "step"),
+               ("HARV", "Harvest and formulation", "step")]},
+    {"code": "HSC34", "name": "Autologous CD34+ selected HSC graft", "cellular": True,
+     "dose_unit": "CD34+ cells/kg", "max_passage": None, "max_cpd": None,
+     "tests": [{"code": "CD34DOSE", "name": "CD34+ dose", "method": "ISHAGE flow cytometry",
+                "unit": "10^6 CD34+ cells/kg", "stage": "release", "criterion": "range", "lower": "2"},
+               {"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%",
+                "stage": "release", "criterion": "range", "lower": "70"}] + SAFETY,
+     "steps": [("SEL", "CD34+ immunomagnetic selection", "step"), ("FORM", "Formulation", "step"),
+               ("CRYO", "Cryopreservation", "step")]},
+    {"code": "GMHSC", "name": "Gene-modified autologous HSC (lentiviral)", "cellular": True,
+     "dose_unit": "CD34+ cells/kg", "max_passage": None, "max_cpd": None,
+     "tests": [{"code": "VCN", "name": "Vector copy number", "method": "ddPCR", "unit": "copies/cell",
+                "stage": "release", "criterion": "range", "lower": "0.5", "upper": "5"},
+               {"code": "CD34DOSE", "name": "CD34+ dose", "method": "ISHAGE flow cytometry",
+                "unit": "10^6 CD34+ cells/kg", "stage": "release", "criterion": "range", "lower": "2"}] + SAFETY,
+     "steps": [("SEL", "CD34+ selection", "step"), ("PRESTIM", "Pre-stimulation with cytokines", "step"),
+               ("TRANS", "Transduction (lentiviral vector lot recorded)", "step"), ("FORM", "Formulation", "step"),
+               ("CRYO", "Cryopreservation", "step")]},
+]
+
+ITEMS = [("AMEM", "alpha-MEM, no nucleosides", "Gibco", "medium", "mL"),
+         ("HPL", "Human platelet lysate, GMP grade", "PL BioScience", "supplement", "mL"),
+         ("TRYPLE", "TrypLE Select", "Gibco", "dissociation enzyme", "mL"),
+         ("DPBS", "DPBS without Ca/Mg", "Gibco", "buffer", "mL"),
+         ("DMSO", "DMSO, Cryosure", "WAK-Chemie", "cryoprotectant", "mL"),
+         ("HSA", "Human serum albumin 20 %", "Kedrion", "excipient", "mL")]
+EQUIPMENT = [("BSC-01", "Biosafety cabinet 1 (grade A)", "biosafety cabinet", 120),
+             ("INC-01", "CO2 incubator 1", "CO2 incubator", 90), ("INC-02", "CO2 incubator 2", "CO2 incubator", 60),
+             ("CEN-01", "Centrifuge 1", "centrifuge", 150), ("NC-01", "NucleoCounter NC-200", "cell counter", 45),
+             ("CRF-01", "Controlled-rate freezer", "freezer", 200), ("INC-09", "CO2 incubator 9 (old)",
+                                                                      "CO2 incubator", -10)]
+
+# Per manufacturing site: (product, material type, the states its demo batches end in).
+SITE_PLANS = {
+    "BG": ("UCMSC", "umbilical_cord", [S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION,
+                                       S.CONDITIONALLY_RELEASED, S.RELEASED, S.REJECTED, S.ON_HOLD]),
+    "MZ": ("BMMSC", "bone_marrow", [S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_CERTIFICATION, S.RELEASED,
+                                    S.ON_HOLD]),
+    "MI": ("UCMSC", "umbilical_cord", [S.IN_PROCESS, S.AWAITING_QA_REVIEW, S.RELEASED]),
+    "PV": ("BMMSC", "bone_marrow", [S.AWAITING_QC, S.CONDITIONALLY_RELEASED]),
+}
+
+
+def _signing(user: User, password: str) -> dict[str, Any]:
+    return {"password": password, "username": user.username, "continuous_session": False}
+
+
+def build_manufacturing(users: dict[str, User], password: str) -> None:
+    qa_network = users["qa.network"]
+    for spec in PRODUCTS:
+        product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
+                                          cellular=spec["cellular"], dose_unit=spec["dose_unit"])
+        draft = products.create_draft(
+            qa_network, product, change_summary="First approved version for the clinical trial",
+            steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],
+            max_cumulative_pd=spec["max_cpd"], tests=spec["tests"])
+        products.approve(qa_network, draft, signing=_signing(qa_network, password))
+    for code, name, supplier, category, unit in ITEMS:
+        reagents.create_item(qa_network, code=code, name=name, supplier=supplier, category=category, unit=unit)
+    rng = random.Random(20261122)
+    for site_code, (product_code, material_type, states) in SITE_PLANS.items():
+        _site_batches(users, password, site_code, product_code, material_type, states, rng)
+
+
+def _site_batches(users: dict[str, User], password: str, site_code: str, product_code: str, material_type: str,
+                  states: list[BatchStatus], rng: random.Random) -> None:
+    site = site_services.get_site(site_code)
+    key = site_code.lower()
+    tech, tech2, qa = users[f"technician.{key}"], users[f"technician2.{key}"], users[f"qa.{key}"]
+    qc, qp = users[f"qc_analyst.{key}"], users[f"qp.{key}"]
+    today = utcnow().date()
+    lots = {}
+    for index, (code, *_rest) in enumerate(ITEMS):
+        lot = reagents.receive_lot(qa, site, {
+            "item": code, "lot_number": f"{code}-{site_code}-{2600 + index}",
+            "coa_reference": f"CoA {code} 2026/{index}",
+            "expiry_date": (today + dt.timedelta(days=300)).isoformat(),
+            "received_on": (today - dt.timedelta(days=90)).isoformat()})
+        reagents.set_lot_status(qa, lot, LotStatus.RELEASED, "Certificate of analysis reviewed: conforming")
+        lots[code] = lot
+    reagents.receive_lot(qa, site, {"item": "HPL", "lot_number": f"HPL-{site_code}-NEW", "coa_reference": "",
+                                    "expiry_date": (today + dt.timedelta(days=400)).isoformat()})
+    for code, name, kind, due in EQUIPMENT:
+        equipment.register(qa, site, code=code, name=name, kind=kind,
+                           calibration_due=(today + dt.timedelta(days=due)).isoformat())
+    product = db.session.scalar(sa.select(Product).where(Product.code == product_code))
+    for index, target in enumerate(states):
+        din = _accepted_material(tech, site, material_type, index, 30 + 3 * index)
+        batch = batches.start_batch(tech, site, product.code, [din])
+        _record(batch, tech, tech2, lots, rng, days_ago=28 + 3 * index, partial=target == S.IN_PROCESS,
+                password=password)
+        if target == S.IN_PROCESS:
+            continue
+        _advance(batch, target, tech, qc, qa, qp, password)
+
+
+def _accepted_material(tech: User, site, material_type: str, index: int, days_ago: int) -> str:
+    now = utcnow()
+    donation = (now - dt.timedelta(days=days_ago)).date()
+    prefix = "UC" if material_type == "umbilical_cord" else "BM"
+    donor = donors.register_donor(tech, site, {
+        "code": f"{prefix}-{site.code}-B{index + 1:02d}", "birth_year": 1984 + index, "sex": "F" if index % 2 else "M",
+        "donor_type": "allogeneic", "donation_kind": "living", "donation_date": donation.isoformat(),
+        "consent_date": (donation - dt.timedelta(days=14)).isoformat(), "consent_form_version": "CF v3.1",
+        "consent_scope": "clinical use in trials, banking of surplus material"})
+    for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
+        donors.add_screening_result(tech, donor, {
+            "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum", "result": "negative",
+            "tested_person": "donor", "lab_reference": f"{site.code}-SER-{index}-{test.value}"})
+    collected = now - dt.timedelta(days=days_ago, hours=2)
+    material = materials.receive_material(tech, site, {
+        "allocate_din": True, "material_type": material_type, "donor": donor.code, "collected_at": collected,
+        "collection_centre": "Maternity ward" if prefix == "UC" else "Haematology, BM harvest room",
+        "quantity": "28.0" if prefix == "UC" else "55.0", "anticoagulant": None if prefix == "UC" else "Heparin",
+        "transport_started_at": collected + dt.timedelta(minutes=40), "arrived_at": collected + dt.timedelta(hours=2),
+        "transport_temp_min_c": "5.0", "transport_temp_max_c": "9.0", "container_intact": True,
+        "documents_complete": True})
+    return material.din
+
+
+def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ago: int, partial: bool,
+            password: str) -> None:
+    clock = utcnow() - dt.timedelta(days=days_ago)
+    cells = 4.0e5
+    steps = batch.steps
+    limit = 2 if partial else len(steps)
+    for step in steps[:limit]:
+        data: dict[str, Any] = {"observations": "As per SOP; no anomalies.",
+                                "equipment": ["BSC-01", "INC-01" if step.kind.value == "passage" else "CEN-01"],
+                                "reagents": [{"lot_id": lots["AMEM"].id, "quantity": "250", "unit": "mL"},
+                                             {"lot_id": lots["HPL"].id, "quantity": "12.5", "unit": "mL"}]}
+        if step.kind.value == "passage":
+            number = int(step.code[1:]) if step.code[1:].isdigit() else 0
+            hours = rng.uniform(70, 110)
+            doublings = rng.uniform(2.0, 4.0)
+            harvested = cells * 2 ** doublings
+            data.update({"passage_number": number, "vessel_type": "CS2" if number >= 2 else "T175",
+                         "vessel_count": 1 + number, "cells_seeded": str(int(cells)), "seeded_at": clock,
+                         "cells_harvested": str(int(harvested)), "harvested_at": clock + dt.timedelta(hours=hours),
+                         "viability_pct": f"{rng.uniform(88, 97):.1f}", "confluence_pct": f"{rng.uniform(75, 92):.0f}"})
+            clock += dt.timedelta(hours=hours + 1)
+            cells = min(harvested * 0.9, 4.0e7)
+        else:
+            data.update({"started_at": clock, "ended_at": clock + dt.timedelta(hours=3)})
+            clock += dt.timedelta(hours=4)
+        batches.record_step(tech, step, data)
+        batches.verify_step(tech2, step, signing=_signing(tech2, password))
+
+
+def _advance(batch, target: BatchStatus, tech: User, qc: User, qa: User, qp: User, password: str) -> None:
+    def go(who: User, to: BatchStatus, reason: str, signed: bool = False) -> None:
+        batches.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
+
+    go(tech, S.AWAITING_QC, "Manufacturing record complete and verified")
+    if target == S.AWAITING_QC:
+        return
+    if target == S.ON_HOLD:
+        go(qa, S.ON_HOLD, "Held pending investigation of an incubator alarm on INC-01")
+        return
+    go(qc, S.AWAITING_QA_REVIEW, "Release testing complete")
+    if target == S.AWAITING_QA_REVIEW:
+        return
+    go(qa, S.AWAITING_CERTIFICATION, "Batch record reviewed: complete and consistent", signed=True)
+    if target == S.AWAITING_CERTIFICATION:
+        return
+    if target == S.REJECTED:
+        go(qp, S.REJECTED, "Rejected: endotoxin above the specification limit", signed=True)
+        return
+    go(qp, S.CONDITIONALLY_RELEASED, "Sterility pending (7-day read due); all other release tests conform",
+       signed=True)
+    if target == S.RELEASED:
+        go(qp, S.RELEASED, "Sterility final read: no growth. Final certification.", signed=True)

@@ -75,3 +75,79 @@ def test_parallel_din_allocations_are_distinct_and_consecutive(committed_app):
         with db.engine.connect() as connection:
             report = verify_chain(connection)
         assert report.intact, report.problem
+
+
+@pytest.fixture
+def plant_app(tmp_path):
+    """A committed database with the manufacturing fixtures of tests/batch_helpers and several cords."""
+    from tests.batch_helpers import build_plant
+    from tests.intake_helpers import receipt_data
+
+    with fresh_database() as url:
+        application = create_app(make_config(url, tmp_path))
+        with application.app_context():
+            sites = {"BG": site_services.create_site(None, code="BG", name="Cell Factory Bergamo",
+                                                     facility_id="A9991", timezone="Europe/Rome")}
+            people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
+            plant = build_plant(people, sites)
+            from cellfactory.materials import services as material_services
+
+            dins = [plant.material_din]
+            for n in range(1, 6):
+                material = material_services.receive_material(
+                    db.session.get(User, plant.tech.id), sites["BG"],
+                    receipt_data(din=f"=A9991260005{n:02d}00"))
+                dins.append(material.din)
+            db.session.remove()
+        yield application, plant, dins
+        db.state(application).engine.dispose()
+
+
+def test_parallel_batch_starts_get_unique_consecutive_numbers(plant_app):
+    from cellfactory.batches.services import start_batch
+
+    app, plant, dins = plant_app
+    queue = list(dins)
+    lock = threading.Lock()
+
+    def start(user, site):
+        with lock:
+            din = queue.pop()
+        technician = db.session.get(User, plant.tech.id)
+        return start_batch(technician, site, "UCMSC", [din]).number
+
+    numbers = run_in_parallel(app, len(dins), start)
+    assert sorted(int(n.rsplit("-", 1)[1]) for n in numbers) == list(range(1, len(dins) + 1))
+
+
+def test_two_technicians_saving_the_same_step_one_wins_the_other_is_told(plant_app):
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import BatchStep
+    from cellfactory.core.errors import Conflict
+    from tests.batch_helpers import step_data
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), db.session.scalar(
+            sa.select(Site).where(Site.code == "BG")), "UCMSC", [dins[0]])
+        step_id, version = batch.steps[0].id, batch.steps[0].version
+        db.session.remove()
+    people = [plant.tech.id, plant.tech2.id]
+
+    def save(user, site):
+        index = people.pop()
+        step = db.session.get(BatchStep, step_id)
+        try:
+            batch_services.record_step(db.session.get(User, index), step,
+                                       step_data(observations=f"entered by {index}"), expected_version=version)
+            return "saved"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, save)
+    assert outcomes.count("saved") == 1, outcomes
+    [refused] = [o for o in outcomes if o != "saved"]
+    assert "Reload" in refused
+    with app.app_context():
+        step = db.session.get(BatchStep, step_id)
+        assert step.version == version + 1 and step.observations.startswith("entered by")

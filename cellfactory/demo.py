@@ -45,7 +45,8 @@ def _name(role: Role, site: DemoSite) -> str:
 
 def demo_usernames() -> list[str]:
     names = [f"{role.value}.{site.code.lower()}" for site in SITES for role in SITE_ROLES]
-    return [*names, *(f"technician2.{site.code.lower()}" for site in SITES[:4]), "auditor", "qa.network"]
+    second = [f"{role}2.{site.code.lower()}" for site in SITES[:4] for role in ("technician", "qc_analyst")]
+    return [*names, *second, "auditor", "qa.network"]
 
 
 def load_demo(password: str = DEMO_PASSWORD) -> str:
@@ -72,13 +73,14 @@ def _build(password: str) -> None:
         None, username="qa.network", full_name="Elena Network (QA)", email="qa.network@demo.cellfactory.invalid",
         roles=[(Role.QA, None)], temporary_password=password, must_change_password=False)
 
-    # A second technician at each manufacturing site verifies the first one's entries.
+    # A second technician and a second analyst at each manufacturing site verify the first one's entries.
     for demo_site in SITES[:4]:
-        username = f"technician2.{demo_site.code.lower()}"
-        users[username] = auth_services.create_user(
-            None, username=username, full_name=f"Davide {demo_site.name.split()[-1]} (Technician)",
-            email=f"{username}@demo.cellfactory.invalid", roles=[(Role.TECHNICIAN, demo_site.code)],
-            temporary_password=password, must_change_password=False)
+        for role, first_name in ((Role.TECHNICIAN, "Davide"), (Role.QC_ANALYST, "Irene")):
+            username = f"{role.value}2.{demo_site.code.lower()}"
+            users[username] = auth_services.create_user(
+                None, username=username, full_name=f"{first_name} {demo_site.name.split()[-1]} ({role.label})",
+                email=f"{username}@demo.cellfactory.invalid", roles=[(role, demo_site.code)],
+                temporary_password=password, must_change_password=False)
 
     # Everyone who signs accepts the accountability statement and has their identity checked by an
     # administrator of their site; administrators and auditors do not sign GMP records.

@@ -151,7 +151,7 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
     site = site_services.get_site(site_code)
     key = site_code.lower()
     tech, tech2, qa = users[f"technician.{key}"], users[f"technician2.{key}"], users[f"qa.{key}"]
-    qc, qp = users[f"qc_analyst.{key}"], users[f"qp.{key}"]
+    qc, qc2, qp = users[f"qc_analyst.{key}"], users[f"qc_analyst2.{key}"], users[f"qp.{key}"]
     today = utcnow().date()
     lots = {}
     for index, (code, *_rest) in enumerate(ITEMS):
@@ -175,7 +175,7 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
                 password=password)
         if target == S.IN_PROCESS:
             continue
-        _advance(batch, target, tech, qc, qa, qp, password)
+        _advance(batch, target, tech, (qc, qc2), qa, qp, password, rng)
 
 
 def _accepted_material(tech: User, site, material_type: str, index: int, days_ago: int) -> str:
@@ -231,7 +231,34 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
         batches.verify_step(tech2, step, signing=_signing(tech2, password))
 
 
-def _advance(batch, target: BatchStatus, tech: User, qc: User, qa: User, qp: User, password: str) -> None:
+PASSING_VALUES = {"VIAB": "92", "COUNT": "120", "CD73": "98.7", "CD90": "99.1", "CD105": "97.4", "CD45": "0.4",
+                  "CD34": "0.3", "CD14": "0.6", "CD19": "0.2", "HLADR": "0.8", "IPVIAB": "94", "STER": "no growth",
+                  "MYCO": "not detected", "ENDO": "0.12", "PROT": "1.8"}
+
+
+def _test_results(batch, analysts: tuple[User, User], password: str, rng: random.Random, *,
+                  pending_sterility: bool = False, failing: dict[str, str] | None = None) -> None:
+    """Results for every test of the frozen specification, each verified by the second analyst."""
+    from cellfactory.qc import services as qc
+
+    analyst, verifier = analysts
+    sampled = utcnow() - dt.timedelta(days=2, hours=rng.randint(1, 8))
+    for test in batch.specification.tests:
+        data: dict[str, Any] = {"test": test.code, "sample_id": f"{batch.number}-{test.code}", "sampled_at": sampled,
+                                "instrument": "NC-01" if test.code in ("VIAB", "COUNT") else None,
+                                "raw_data_reference": f"LIMS {batch.number}/{test.code}"}
+        if test.code == "STER" and pending_sterility:
+            data.update(pending=True, final_read_due=(utcnow() + dt.timedelta(days=5)).date())
+        else:
+            data["value"] = (failing or {}).get(test.code, PASSING_VALUES[test.code])
+        result = qc.enter_result(analyst, batch, data)
+        qc.verify_result(verifier, result, signing=_signing(verifier, password))
+
+
+def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User], qa: User, qp: User,
+             password: str, rng: random.Random) -> None:
+    from cellfactory.qc import services as qc
+
     def go(who: User, to: BatchStatus, reason: str, signed: bool = False) -> None:
         batches.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
 
@@ -239,18 +266,25 @@ def _advance(batch, target: BatchStatus, tech: User, qc: User, qa: User, qp: Use
     if target == S.AWAITING_QC:
         return
     if target == S.ON_HOLD:
-        go(qa, S.ON_HOLD, "Held pending investigation of an incubator alarm on INC-01")
+        # An out-of-specification viability: the deviation opens and the batch goes on hold by itself.
+        _test_results(batch, analysts, password, rng, failing={"VIAB": "64"})
         return
-    go(qc, S.AWAITING_QA_REVIEW, "Release testing complete")
+    conditional = target == S.CONDITIONALLY_RELEASED
+    _test_results(batch, analysts, password, rng, pending_sterility=conditional or target == S.RELEASED)
+    go(analysts[0], S.AWAITING_QA_REVIEW, "Release testing complete and verified")
     if target == S.AWAITING_QA_REVIEW:
         return
     go(qa, S.AWAITING_CERTIFICATION, "Batch record reviewed: complete and consistent", signed=True)
     if target == S.AWAITING_CERTIFICATION:
         return
     if target == S.REJECTED:
-        go(qp, S.REJECTED, "Rejected: endotoxin above the specification limit", signed=True)
+        go(qp, S.REJECTED, "Rejected: cell count below the validated dose for the trial", signed=True)
         return
     go(qp, S.CONDITIONALLY_RELEASED, "Sterility pending (7-day read due); all other release tests conform",
        signed=True)
     if target == S.RELEASED:
+        [pending] = qc.pending_tests(batch)
+        qc.record_final_read(analysts[0], pending.reportable, {"value": "no growth",
+                                                               "raw_data_reference": "BacT/ALERT day 7"})
+        qc.verify_result(analysts[1], pending.reportable, signing=_signing(analysts[1], password))
         go(qp, S.RELEASED, "Sterility final read: no growth. Final certification.", signed=True)

@@ -13,11 +13,13 @@ from cellfactory.batches.models import (
     VesselType,
 )
 from cellfactory.core.db import Base
+from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequence
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import DinSequence, MaterialTypeRule, SourceMaterial
 from cellfactory.notifications.models import Alert
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
+from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import CatalogueItem, ReagentLot
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
@@ -25,6 +27,7 @@ from cellfactory.sites.models import Site
 metadata = Base.metadata
 
 __all__ = [
+    "CapaAction", "Deviation", "DeviationSequence", "QcResult",
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
     "Alert", "ApiToken", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement", "IdentityVerification",

@@ -46,6 +46,8 @@ class Plant:
     tech2: User
     qa: User
     qp: User
+    qc: User
+    qc2: User
     spec: SpecificationVersion
     lots: dict[str, ReagentLot]
     material_din: str
@@ -89,8 +91,33 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     enable_signing(tech)
     qp = refetch(users["qp"])
     enable_signing(qp)
-    return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, spec=refetch(spec), lots=lots,
-                 material_din=material.din)
+    from cellfactory.auth.models import Role
+
+    qc = make_user("qc.one.bg", [(Role.QC_ANALYST, "BG")], signing=True)
+    qc2 = make_user("qc.two.bg", [(Role.QC_ANALYST, "BG")], signing=True)
+    return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, qc=qc, qc2=qc2, spec=refetch(spec),
+                 lots=lots, material_din=material.din)
+
+
+PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}
+
+
+def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), values: dict | None = None) -> None:
+    """Enter a result for every test of the batch's specification (pending ones left incubating) and have a
+    second analyst verify each."""
+    from cellfactory.qc import services as qc_services
+
+    batch = refetch(batch)
+    wanted = {**PASSING, **(values or {})}
+    for test in batch.specification.tests:
+        data = {"test": test.code, "sample_id": f"S-{test.code}", "sampled_at": iso(1),
+                "raw_data_reference": f"LIMS/{test.code}"}
+        if test.code in pending:
+            data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=7)).isoformat())
+        else:
+            data["value"] = wanted[test.code]
+        result = qc_services.enter_result(refetch(plant.qc), refetch(batch), data)
+        qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
 
 
 def iso(hours_ago: float) -> str:

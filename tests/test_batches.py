@@ -14,7 +14,15 @@ from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.models import SpecStatus
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import build_plant, iso, passage_data, run_batch_to_awaiting_qc, signing, step_data
+from tests.batch_helpers import (
+    build_plant,
+    complete_qc,
+    iso,
+    passage_data,
+    run_batch_to_awaiting_qc,
+    signing,
+    step_data,
+)
 from tests.conftest import make_user, refetch
 from tests.intake_helpers import receipt_data
 
@@ -145,9 +153,17 @@ def test_passage_limit_needs_a_deviation(users, sites):
     services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
     with pytest.raises(Conflict, match="beyond the specification's maximum P0"):
         services.record_step(refetch(plant.tech), refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4))
+    with pytest.raises(ValidationFailed, match="no deviation DEV-BG-2026-0099"):
+        services.record_step(refetch(plant.tech), refetch(steps[2]),
+                             passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference="DEV-BG-2026-0099"))
+    from cellfactory.deviations import services as deviation_services
+
+    deviation = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+        "title": "P1 beyond the validated passage limit", "description": "Slow growth: one more passage needed",
+        "classification": "major", "batch": batch.number, "step": "P1"})
     services.record_step(refetch(plant.tech), refetch(steps[2]),
-                         passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference="DEV-BG-2026-007"))
-    assert refetch(steps[2]).deviation_reference == "DEV-BG-2026-007"
+                         passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference=deviation.number))
+    assert refetch(steps[2]).deviation_reference == deviation.number
 
 
 def test_cumulative_pd_limit_needs_a_deviation(users, sites):
@@ -204,13 +220,16 @@ def test_complete_manufacturing_needs_every_step_done_and_verified(plant, batch)
 
 def test_every_allowed_transition_along_the_happy_path(plant, batch, users):
     run_batch_to_awaiting_qc(plant, batch)
-    qc = make_user("qc.two", [(Role.QC_ANALYST, "BG")])
+    qc = plant.qc
     qa2 = make_user("qa.two", [(Role.QA, "BG")], signing=True)
     qp = refetch(plant.qp)
     _to(plant, batch, S.AWAITING_QC, plant.tech)
     _to(plant, batch, S.ON_HOLD, qa2)
     assert refetch(batch).held_from == S.AWAITING_QC
     _to(plant, batch, S.AWAITING_QC, qa2)  # resume where it was held
+    with pytest.raises(Conflict, match="Quality control is not complete"):
+        _to(plant, batch, S.AWAITING_QA_REVIEW, qc)
+    complete_qc(plant, batch, pending=("STER",))
     _to(plant, batch, S.AWAITING_QA_REVIEW, qc)
     _to(plant, batch, S.IN_PROCESS, qa2)  # returned with comments
     _to(plant, batch, S.AWAITING_QC, plant.tech)
@@ -218,7 +237,14 @@ def test_every_allowed_transition_along_the_happy_path(plant, batch, users):
     _to(plant, batch, S.AWAITING_CERTIFICATION, qa2, signed=True)
     _to(plant, batch, S.AWAITING_QA_REVIEW, qp)  # returned by the QP
     _to(plant, batch, S.AWAITING_CERTIFICATION, qa2, signed=True)
+    with pytest.raises(Conflict, match="Sterility is still pending"):
+        _to(plant, batch, S.RELEASED, qp, signed=True)
     _to(plant, batch, S.CONDITIONALLY_RELEASED, qp, signed=True)
+    from cellfactory.qc import services as qc_services
+
+    [pending] = qc_services.pending_tests(refetch(batch))
+    qc_services.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    qc_services.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
     _to(plant, batch, S.RELEASED, qp, signed=True)
     meanings = [s.meaning for s in db.session.scalars(sa.select(Signature).where(Signature.entity_type == "batch")
                                                       .order_by(Signature.id))]
@@ -250,9 +276,9 @@ def test_wrong_role_is_refused(plant, batch):
 
 def test_review_and_certification_need_a_signature(plant, batch):
     run_batch_to_awaiting_qc(plant, batch)
-    qc = make_user("qc.two", [(Role.QC_ANALYST, "BG")])
     _to(plant, batch, S.AWAITING_QC, plant.tech)
-    _to(plant, batch, S.AWAITING_QA_REVIEW, qc)
+    complete_qc(plant, batch)
+    _to(plant, batch, S.AWAITING_QA_REVIEW, plant.qc)
     with pytest.raises(ValidationFailed, match="electronic signature"):
         _to(plant, batch, S.AWAITING_CERTIFICATION, plant.qa, signed=False)
 
@@ -261,9 +287,9 @@ def test_who_verified_a_step_may_not_review_the_batch(plant, batch):
     qa_verifier = make_user("qa.verifier", [(Role.QA, "BG")], signing=True)
     plant.tech2 = qa_verifier  # QA verifies the steps this time
     run_batch_to_awaiting_qc(plant, batch)
-    qc = make_user("qc.two", [(Role.QC_ANALYST, "BG")])
     _to(plant, batch, S.AWAITING_QC, plant.tech)
-    _to(plant, batch, S.AWAITING_QA_REVIEW, qc)
+    complete_qc(plant, batch)
+    _to(plant, batch, S.AWAITING_QA_REVIEW, plant.qc)
     with pytest.raises(Conflict, match="Segregation of duties: you verified step"):
         _to(plant, batch, S.AWAITING_CERTIFICATION, qa_verifier, signed=True)
 
@@ -280,3 +306,16 @@ def test_stale_step_save_is_a_conflict(plant, batch):
 def test_material_status_unchanged_by_batch_start(plant, batch):
     material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == plant.material_din))
     assert material.status == MaterialStatus.ACCEPTED
+
+
+def test_verification_survives_reloading_the_values_from_the_database(plant, batch):
+    steps = refetch(batch).steps
+    services.record_step(plant.tech, steps[0], step_data(
+        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "50", "unit": "mL"}]))
+    services.verify_step(refetch(plant.tech2), refetch(steps[0]), signing=signing(plant.tech2))
+    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126,
+                                                                               viability_pct="95"))
+    services.verify_step(refetch(plant.tech2), refetch(steps[1]), signing=signing(plant.tech2))
+    db.session.expire_all()  # 95 comes back as 95.00, 50 as 50.000: the same values, the same hash
+    assert services.step_verification(refetch(steps[0])) is not None
+    assert services.step_verification(refetch(steps[1])) is not None

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.core.values import decimal_text
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.products.models import Product, SpecificationVersion, StepKind
@@ -152,7 +153,7 @@ class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
             "operator_id": self.operator_id, "observations": self.observations,
             "deviation_reference": self.deviation_reference,
             "equipment": sorted(u.equipment.code for u in self.current_equipment),
-            "reagents": sorted(f"{u.lot.item.code}|{u.lot.lot_number}|{u.quantity}|{u.unit}"
+            "reagents": sorted(f"{u.lot.item.code}|{u.lot.lot_number}|{decimal_text(u.quantity)}|{u.unit}"
                                for u in self.current_reagents),
         }
         if self.passage is not None:
@@ -241,9 +242,8 @@ class Passage(Audited, CreatedMixin, VersionedMixin, Base):
     def entered_values(self) -> dict[str, Any]:
         return {
             "passage_number": self.passage_number, "vessel_type": self.vessel_type.code if self.vessel_type else None,
-            "vessel_count": self.vessel_count, "cells_seeded": str(self.cells_seeded), "seeded_at": self.seeded_at,
-            "cells_harvested": None if self.cells_harvested is None else str(self.cells_harvested),
-            "harvested_at": self.harvested_at,
-            "viability_pct": None if self.viability_pct is None else str(self.viability_pct),
-            "confluence_pct": None if self.confluence_pct is None else str(self.confluence_pct),
+            "vessel_count": self.vessel_count, "cells_seeded": decimal_text(self.cells_seeded),
+            "seeded_at": self.seeded_at, "cells_harvested": decimal_text(self.cells_harvested),
+            "harvested_at": self.harvested_at, "viability_pct": decimal_text(self.viability_pct),
+            "confluence_pct": decimal_text(self.confluence_pct),
         }

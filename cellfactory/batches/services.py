@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
@@ -140,6 +141,12 @@ def _decimal(value: Any, field: str, errors: dict[str, str], *, required: bool =
     return number
 
 
+def _scaled(value: decimal.Decimal | None, places: str) -> decimal.Decimal | None:
+    """A number at its column's scale, as the database gives it back: a signature taken before the row is
+    reloaded ("95") must hash the same content as one checked after ("95.00")."""
+    return None if value is None else value.quantize(decimal.Decimal(places), rounding=decimal.ROUND_HALF_UP)
+
+
 @dataclass(frozen=True)
 class ReagentUse:
     lot_id: int
@@ -189,7 +196,14 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
     usage_day = (started or now).astimezone(ZoneInfo(tz)).date()
     equipment = _equipment(step, data.get("equipment"), usage_day, errors)
     reagents = _reagents(step, data.get("reagents"), usage_day, errors)
-    deviation = (data.get("deviation_reference") or "").strip() or None
+    deviation = (data.get("deviation_reference") or "").strip().upper() or None
+    if deviation is not None:
+        from cellfactory.deviations.services import find_at_site
+
+        found = find_at_site(step.site_id, deviation)
+        if found is None or found.batch_id not in (None, step.batch_id):
+            errors["deviation_reference"] = (f"There is no deviation {deviation} for this batch at this site: open "
+                                             "it first, then refer to it.")
     passage_fields = _passage_fields(step, data, tz, errors) if step.kind == StepKind.PASSAGE else None
     if errors:
         raise ValidationFailed("The step cannot be saved: " + " ".join(f"{v}" for v in errors.values()),
@@ -202,10 +216,20 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
     step.deviation_reference = deviation
     step.operator_id = step.operator_id or actor.id
     step.status = StepStatus.DONE if ended else StepStatus.IN_PROGRESS
+    seen = step.version
     _apply_uses(actor, step, equipment, reagents, reason)
     if passage_fields is not None:
         _save_passage(actor, step, passage_fields)
     session.flush()
+    if step.version == seen:
+        # Only the uses or the passage changed: the step's version still moves on, so that a save based
+        # on what was there before is refused instead of silently overwriting this one.
+        bumped = session.execute(sa.update(BatchStep).where(BatchStep.id == step.id, BatchStep.version == seen)
+                                 .values(version=seen + 1).execution_options(synchronize_session=False))
+        if bumped.rowcount != 1:
+            raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering "
+                           "it. Reload the page, check their entries and enter yours again.")
+        set_committed_value(step, "version", seen + 1)
     return step
 
 
@@ -242,7 +266,7 @@ def _reagents(step: BatchStep, uses: Any, day: dt.date, errors: dict[str, str]) 
         if amount is None or amount == 0:
             errors["reagents"] = f"Enter the quantity of {lot.label} used."
             continue
-        found.append((lot, amount, (unit or lot.item.unit).strip()))
+        found.append((lot, _scaled(amount, "0.001"), (unit or lot.item.unit).strip()))
     return found
 
 
@@ -342,9 +366,10 @@ def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
     passage = step.passage
     values = {
         "passage_number": fields["passage_number"], "vessel_type_id": vessel.id, "vessel_count": fields["vessel_count"],
-        "cells_seeded": fields["cells_seeded"], "seeded_at": fields["seeded_at"],
-        "cells_harvested": fields["cells_harvested"], "harvested_at": fields["harvested_at"],
-        "viability_pct": fields["viability_pct"], "confluence_pct": fields["confluence_pct"],
+        "cells_seeded": _scaled(fields["cells_seeded"], "1"), "seeded_at": fields["seeded_at"],
+        "cells_harvested": _scaled(fields["cells_harvested"], "1"), "harvested_at": fields["harvested_at"],
+        "viability_pct": _scaled(fields["viability_pct"], "0.01"),
+        "confluence_pct": _scaled(fields["confluence_pct"], "0.01"),
         "growth_area_cm2": area, "seeding_density": density, "population_doublings": pd, "cumulative_pd": cpd,
         "doubling_time_h": dt_h, "formula_version": growth.FORMULA_VERSION,
     }
@@ -462,14 +487,38 @@ def manufacturing_blockers(batch: Batch) -> list[str]:
 
 
 def involved_people(batch: Batch) -> dict[int, str]:
-    """Who performed or verified anything on the batch: they may not review or certify it."""
+    """Who performed, verified or tested anything on the batch: they may not review or certify it."""
+    from cellfactory.qc.services import batch_results
+
     people: dict[int, str] = {batch.started_by_id: "started the batch"}
     for step in batch.steps:
         for person in entered_by(step):
             people.setdefault(person, f"entered step {step.code}")
         for signature in signatures.signatures_for(step):
             people.setdefault(signature.signer_id, f"verified step {step.code}")
+    for result in batch_results(batch):
+        people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
+        people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
+        for signature in signatures.signatures_for(result):
+            if signature.meaning == Meaning.VERIFIED.value:
+                people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
     return people
+
+
+def release_blockers(batch: Batch, target: BatchStatus) -> list[str]:
+    """What stands between the batch and a QP decision to release it (fully or conditionally)."""
+    from cellfactory.deviations.services import blocking
+    from cellfactory.qc.judging import Verdict
+    from cellfactory.qc.services import qc_blockers, qc_status
+
+    items = [f"Deviation {d.number} ({d.classification.value}) is open." for d in blocking(batch.id)]
+    items += qc_blockers(batch)
+    pending = [s for s in qc_status(batch) if s.verdict == Verdict.PENDING]
+    if target == S.RELEASED:
+        items += [f"{s.test.name} is still pending (final read due {s.reportable.final_read_due})." for s in pending]
+    elif target == S.CONDITIONALLY_RELEASED and not pending:
+        items.append("Nothing is pending: certify the release instead of a conditional release.")
+    return items
 
 
 def _guard(actor: User, batch: Batch, transition: Transition) -> None:
@@ -477,6 +526,16 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         blockers = manufacturing_blockers(batch)
         if blockers:
             raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
+    if transition.source == S.AWAITING_QC and transition.target == S.AWAITING_QA_REVIEW:
+        from cellfactory.qc.services import qc_blockers
+
+        blockers = qc_blockers(batch)
+        if blockers:
+            raise Conflict("Quality control is not complete: " + " ".join(blockers))
+    if transition.target in (S.RELEASED, S.CONDITIONALLY_RELEASED):
+        blockers = release_blockers(batch, transition.target)
+        if blockers:
+            raise Conflict(f"{batch.number} cannot be {transition.target.label}: " + " ".join(blockers))
     if transition.meaning is not None and transition.roles & {Role.QA, Role.QP}:
         involved = involved_people(batch)
         if actor.id in involved:

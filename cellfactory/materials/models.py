@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.core.values import decimal_text
 from cellfactory.donors.models import Donor
 from cellfactory.sites.models import Site
 
@@ -112,8 +113,8 @@ class SourceMaterial(Audited, CreatedMixin, VersionedMixin, Base):
     def signature_content(self) -> dict[str, Any]:
         return {
             "din": self.din, "material_type": self.material_type.value, "donor": self.donor.code,
-            "collected_at": self.collected_at, "quantity": str(self.quantity), "unit": self.quantity_unit,
-            "temperature_c": [str(self.transport_temp_min_c), str(self.transport_temp_max_c)],
+            "collected_at": self.collected_at, "quantity": decimal_text(self.quantity), "unit": self.quantity_unit,
+            "temperature_c": [decimal_text(self.transport_temp_min_c), decimal_text(self.transport_temp_max_c)],
             "transport": [self.transport_started_at, self.arrived_at], "container_intact": self.container_intact,
             "documents_complete": self.documents_complete, "decision_reasons": self.decision_reasons,
         }

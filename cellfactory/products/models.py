@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.core.values import decimal_text
 
 
 class Product(Audited, CreatedMixin, VersionedMixin, Base):
@@ -79,7 +80,7 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
     def signature_content(self) -> dict[str, Any]:
         return {
             "product": self.product.code, "number": self.number, "max_passage": self.max_passage,
-            "max_cumulative_pd": str(self.max_cumulative_pd) if self.max_cumulative_pd is not None else None,
+            "max_cumulative_pd": decimal_text(self.max_cumulative_pd),
             "steps": self.steps, "change_summary": self.change_summary,
             "tests": [t.as_dict() for t in self.tests],
         }
@@ -126,9 +127,7 @@ class SpecTest(Audited, CreatedMixin, Base):
         return self.code
 
     def as_dict(self) -> dict[str, Any]:
-        def number(value: decimal.Decimal | None) -> str | None:
-            return None if value is None else format(value.normalize(), "f")
-
+        number = decimal_text
         return {
             "code": self.code, "name": self.name, "method": self.method, "unit": self.unit,
             "stage": self.stage.value, "criterion": self.criterion.value, "lower": number(self.lower),

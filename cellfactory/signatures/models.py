@@ -23,6 +23,7 @@ class Meaning(enum.StrEnum):
     APPROVED = "Approved"
     RELEASED_FROM_QUARANTINE = "Released from quarantine"
     REJECTED_AT_RECEIPT = "Rejected after quarantine"
+    RESULT_INVALIDATED = "Result invalidated after investigation"
     CLOSED = "Closed"
     QP_CERTIFIED = "Released for clinical use (QP certification)"
     QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.auth.models import User
+from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.sites.models import Site
+
+
+class Classification(enum.StrEnum):
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class DeviationStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DeviationSource(enum.StrEnum):
+    MANUAL = "manual"
+    OOS = "out_of_specification"
+    POST_RELEASE = "post_release"
+
+
+class DeviationSequence(Base):
+    __tablename__ = "deviation_sequence"
+    __table_args__ = (sa.UniqueConstraint("site_id", "year"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    year: Mapped[int]
+    last_value: Mapped[int]
+
+
+class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
+    """A departure from the approved process or specification: classified, investigated, closed by QA."""
+
+    __tablename__ = "deviation"
+
+    id: Mapped[IntPK]
+    number: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batch.id"), index=True)
+    step_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batch_step.id"))
+    result_id: Mapped[int | None] = mapped_column(sa.ForeignKey("qc_result.id"))
+    source: Mapped[DeviationSource] = enum_column(DeviationSource)
+    title: Mapped[Str200]
+    description: Mapped[str] = mapped_column(sa.Text)
+    classification: Mapped[Classification] = enum_column(Classification)
+    status: Mapped[DeviationStatus] = enum_column(DeviationStatus, index=True)
+    root_cause: Mapped[str] = mapped_column(sa.Text, default="")
+    impact_assessment: Mapped[str] = mapped_column(sa.Text, default="")
+    opened_at: Mapped[dt.datetime]
+    opened_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    closed_at: Mapped[dt.datetime | None]
+    closed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
+    actions: Mapped[list[CapaAction]] = relationship(back_populates="deviation", lazy="selectin",
+                                                     order_by="CapaAction.id")
+
+    def audit_label(self) -> str:
+        return self.number
+
+    @property
+    def blocks_release(self) -> bool:
+        return self.status == DeviationStatus.OPEN and self.classification in (Classification.MAJOR,
+                                                                                Classification.CRITICAL)
+
+    def signature_content(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "title": self.title, "description": self.description,
+            "classification": self.classification.value, "root_cause": self.root_cause,
+            "impact_assessment": self.impact_assessment,
+            "actions": [{"description": a.description, "owner_id": a.owner_id, "due": a.due_date}
+                        for a in self.actions],
+        }
+
+
+class CapaAction(Audited, CreatedMixin, VersionedMixin, Base):
+    """A corrective or preventive action with its owner and due date."""
+
+    __tablename__ = "capa_action"
+
+    id: Mapped[IntPK]
+    deviation_id: Mapped[int] = mapped_column(sa.ForeignKey("deviation.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    kind: Mapped[str] = mapped_column(sa.String(12))  # corrective | preventive
+    description: Mapped[str] = mapped_column(sa.Text)
+    owner_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
+    due_date: Mapped[dt.date]
+    completed_at: Mapped[dt.datetime | None]
+    completion_note: Mapped[str | None] = mapped_column(sa.Text)
+
+    deviation: Mapped[Deviation] = relationship(back_populates="actions")
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")
+
+    def audit_label(self) -> str:
+        return f"{self.kind} action {self.id}"

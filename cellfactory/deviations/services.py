@@ -1,0 +1,219 @@
+"""Deviations: opened by hand or automatically (OOS), classified, investigated, CAPA, closed by QA."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.scoping import get_visible
+from cellfactory.core.transaction import transactional
+from cellfactory.deviations.models import (
+    CapaAction,
+    Classification,
+    Deviation,
+    DeviationSequence,
+    DeviationSource,
+    DeviationStatus,
+)
+from cellfactory.extensions import db
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+
+
+def get_deviation(user: User, number: str) -> Deviation:
+    return get_visible(Deviation, user, Deviation.number == (number or "").strip().upper(),
+                       what=f"deviation {number!r}")
+
+
+def find_at_site(site_id: int, number: str) -> Deviation | None:
+    return db.session.scalar(sa.select(Deviation).where(Deviation.site_id == site_id,
+                                                        Deviation.number == (number or "").strip().upper()))
+
+
+def _next_number(site: Site) -> str:
+    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
+    table = DeviationSequence.__table__
+    bump = sa.update(table).where(table.c.site_id == site.id, table.c.year == year) \
+        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
+    value = db.session.execute(bump).scalar()
+    if value is None:
+        try:
+            with db.session.begin_nested():
+                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
+            value = 1
+        except sa.exc.IntegrityError:
+            value = db.session.execute(bump).scalar_one()
+    return f"DEV-{site.code}-{year}-{value:04d}"
+
+
+def create_deviation(actor: User, site: Site, *, title: str, description: str, classification: Classification,
+                     source: DeviationSource, batch_id: int | None = None, step_id: int | None = None,
+                     result_id: int | None = None) -> Deviation:
+    """Open a deviation within the caller's transaction (used by the OOS flow as well as by hand)."""
+    now = utcnow()
+    deviation = Deviation(number=_next_number(site), site_id=site.id, batch_id=batch_id, step_id=step_id,
+                          result_id=result_id, source=source, title=title.strip()[:200],
+                          description=description.strip(), classification=classification,
+                          status=DeviationStatus.OPEN, opened_at=now, opened_by_id=actor.id, created_by_id=actor.id)
+    db.session.add(deviation)
+    db.session.flush()
+    return deviation
+
+
+@transactional
+def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
+    permissions.require(actor.has_any_role(SITE_STAFF, site.id), "Only staff of this site open its deviations.")
+    audit.act_as(db.session, actor)
+    errors: dict[str, str] = {}
+    title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()
+    if not title:
+        errors["title"] = "Give the deviation a short title."
+    if not description:
+        errors["description"] = "Describe what happened, when and where."
+    try:
+        classification = Classification(data.get("classification"))
+    except ValueError:
+        classification = None
+        errors["classification"] = "Classify it: minor, major or critical."
+    batch_id = step_id = None
+    if data.get("batch"):
+        from cellfactory.batches.services import get_batch
+
+        batch = get_batch(actor, data["batch"])
+        if batch.site_id != site.id:
+            errors["batch"] = "This batch belongs to another site."
+        batch_id = batch.id
+        if data.get("step"):
+            step = next((s for s in batch.steps if s.code == str(data["step"]).upper()), None)
+            if step is None:
+                errors["step"] = f"Batch {batch.number} has no step {data['step']}."
+            else:
+                step_id = step.id
+    if errors:
+        raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
+    return create_deviation(actor, site, title=title, description=description, classification=classification,
+                            source=DeviationSource.MANUAL, batch_id=batch_id, step_id=step_id)
+
+
+def _require_qa(actor: User, deviation: Deviation) -> None:
+    permissions.require(actor.has_role(Role.QA, deviation.site_id), "Only QA of the site investigates and closes "
+                                                                    "deviations.")
+
+
+def _require_open(deviation: Deviation) -> None:
+    if deviation.status != DeviationStatus.OPEN:
+        raise Conflict(f"Deviation {deviation.number} is closed: open a new one if needed.")
+
+
+@transactional
+def record_investigation(actor: User, deviation: Deviation, *, classification: Any, root_cause: str,
+                         impact_assessment: str, reason: str, expected_version: int | None = None) -> Deviation:
+    _require_qa(actor, deviation)
+    _require_open(deviation)
+    if expected_version is not None and expected_version != deviation.version:
+        raise Conflict(f"{deviation.number} changed since you opened it. Reload and check.")
+    try:
+        classification = Classification(classification)
+    except ValueError as exc:
+        raise ValidationFailed("Classify it: minor, major or critical.", fields={"classification": "Choose."}) \
+            from exc
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason for the update.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason)
+    deviation.classification = classification
+    deviation.root_cause = (root_cause or "").strip()
+    deviation.impact_assessment = (impact_assessment or "").strip()
+    return deviation
+
+
+@transactional
+def add_action(actor: User, deviation: Deviation, *, kind: str, description: str, owner: str, due_date: Any
+               ) -> CapaAction:
+    _require_qa(actor, deviation)
+    _require_open(deviation)
+    errors: dict[str, str] = {}
+    if kind not in ("corrective", "preventive"):
+        errors["kind"] = "Choose corrective or preventive."
+    if not (description or "").strip():
+        errors["description"] = "Describe the action."
+    person = db.session.scalar(sa.select(User).where(User.username == (owner or "").strip()))
+    if person is None or not person.active:
+        errors["owner"] = "Name an active user as owner."
+    try:
+        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
+        if due < utcnow().date():
+            errors["due_date"] = "The due date is in the past."
+    except ValueError:
+        errors["due_date"] = "Enter the due date (YYYY-MM-DD)."
+    if errors:
+        raise ValidationFailed("The action cannot be added: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor)
+    action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=kind, description=description.strip(),
+                        owner=person, due_date=due, created_by_id=actor.id)
+    db.session.add(action)
+    db.session.flush()
+    return action
+
+
+@transactional
+def complete_action(actor: User, action: CapaAction, note: str) -> CapaAction:
+    if actor.id != action.owner_id:
+        _require_qa(actor, action.deviation)
+    if action.completed_at is not None:
+        raise Conflict("This action is already completed.")
+    if not (note or "").strip():
+        raise ValidationFailed("Say what was done.", fields={"note": "Required."})
+    audit.act_as(db.session, actor, reason="action completed")
+    action.completed_at = utcnow()
+    action.completion_note = note.strip()
+    return action
+
+
+@transactional
+def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any], comment: str = "") -> Deviation:
+    """QA closes with an electronic signature once root cause and impact on the batch are documented."""
+    _require_qa(actor, deviation)
+    _require_open(deviation)
+    missing = []
+    if not deviation.root_cause:
+        missing.append("the root cause")
+    if not deviation.impact_assessment:
+        missing.append("the impact assessment on the batch")
+    if deviation.classification != Classification.MINOR and not deviation.actions:
+        missing.append("at least one CAPA action (major and critical deviations)")
+    if missing:
+        raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
+    audit.act_as(db.session, actor, reason=comment or "deviation closed")
+    signatures.apply_signature(actor, deviation, meaning=Meaning.CLOSED, allowed_meanings={Meaning.CLOSED},
+                               site_id=deviation.site_id, comment=comment or None, **signing)
+    deviation.status = DeviationStatus.CLOSED
+    deviation.closed_at = utcnow()
+    deviation.closed_by_id = actor.id
+    return deviation
+
+
+def for_batch(batch_id: int) -> list[Deviation]:
+    return list(db.session.scalars(sa.select(Deviation).where(Deviation.batch_id == batch_id)
+                                   .order_by(Deviation.id)))
+
+
+def blocking(batch_id: int) -> list[Deviation]:
+    return [d for d in for_batch(batch_id) if d.blocks_release]
+
+
+def require_reference(site_id: int, number: str | None) -> Deviation:
+    deviation = find_at_site(site_id, number or "")
+    if deviation is None:
+        raise NotFound(f"There is no deviation {number!r} at this site: open the deviation first, then refer to it.")
+    return deviation

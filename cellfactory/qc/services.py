@@ -1,0 +1,296 @@
+"""Quality control: results judged against the batch's frozen specification, second-analyst verification,
+pending sterility reads, retests that never overwrite, and OOS handling (deviation and hold)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.deviations import services as deviations
+from cellfactory.deviations.models import Classification, DeviationSource, DeviationStatus
+from cellfactory.equipment.models import Equipment
+from cellfactory.extensions import db
+from cellfactory.materials.services import parse_instant
+from cellfactory.products.models import CriterionKind, SpecTest
+from cellfactory.qc.judging import QUALITATIVE_VALUES, Verdict, judge
+from cellfactory.qc.models import QcResult
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+
+# States in which results may be entered: in-process tests during manufacturing, release tests after it,
+# and late reads (sterility) after a conditional release.
+RESULT_STATES = (BatchStatus.IN_PROCESS, BatchStatus.AWAITING_QC, BatchStatus.AWAITING_QA_REVIEW,
+                 BatchStatus.AWAITING_CERTIFICATION, BatchStatus.CONDITIONALLY_RELEASED, BatchStatus.ON_HOLD)
+
+
+def get_result(user: User, result_id: int) -> QcResult:
+    from cellfactory.core.scoping import get_visible
+
+    return get_visible(QcResult, user, QcResult.id == result_id, what="QC result")
+
+
+def _require_analyst(actor: User, site_id: int) -> None:
+    permissions.require(actor.has_role(Role.QC_ANALYST, site_id), "Only a QC analyst of the batch's site enters and "
+                                                                  "verifies results.")
+
+
+def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
+    raw = data.get("value")
+    if raw in (None, ""):
+        errors["value"] = "Enter the result."
+        return None, None
+    if test.criterion == CriterionKind.QUALITATIVE:
+        text = str(raw).strip().lower()
+        if text not in QUALITATIVE_VALUES:
+            errors["value"] = "Choose one of: " + ", ".join(QUALITATIVE_VALUES) + "."
+            return None, None
+        return None, text
+    try:
+        number = decimal.Decimal(str(raw).strip().replace(",", "."))
+        if not number.is_finite():
+            raise decimal.InvalidOperation
+        return number, None
+    except decimal.InvalidOperation:
+        errors["value"] = f"Enter a number in {test.unit or 'the test unit'}."
+        return None, None
+
+
+def _instrument(site_id: int, code: Any, day: dt.date, errors: dict[str, str]) -> Equipment | None:
+    if not code:
+        return None
+    item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == site_id,
+                                                        Equipment.code == str(code).strip().upper()))
+    if item is None:
+        errors["instrument"] = f"There is no instrument {code} at this site."
+        return None
+    refusal = item.refusal(day)
+    if refusal:
+        errors["instrument"] = f"Refused: {refusal}"
+    return item
+
+
+@transactional
+def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
+    _require_analyst(actor, batch.site_id)
+    if batch.status not in RESULT_STATES:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
+    audit.act_as(db.session, actor)
+    errors: dict[str, str] = {}
+    code = str(data.get("test") or "").strip().upper()
+    test = next((t for t in batch.specification.tests if t.code == code), None)
+    if test is None:
+        raise ValidationFailed(f"Test {code or '(none)'} is not in {batch.specification.label}, the specification "
+                               "frozen for this batch.", fields={"test": "Choose a test of the batch's specification."})
+    tz = batch.site.timezone
+    sampled_at = parse_instant(data.get("sampled_at"), "sampled_at", tz, errors)
+    if sampled_at and sampled_at > utcnow() + dt.timedelta(minutes=5):
+        errors["sampled_at"] = "The sampling time is in the future."
+    sample_id = (data.get("sample_id") or "").strip()
+    if not sample_id:
+        errors["sample_id"] = "Enter the sample identifier."
+    pending = data.get("pending") in (True, "true", "1", "y", "on")
+    numeric = qualitative = due = None
+    if pending:
+        if not test.may_be_pending:
+            errors["pending"] = f"{test.name} cannot be left pending: enter its result."
+        try:
+            due = data["final_read_due"] if isinstance(data.get("final_read_due"), dt.date) \
+                else dt.date.fromisoformat(str(data.get("final_read_due")))
+        except ValueError:
+            errors["final_read_due"] = "Enter the date the final read is due."
+    else:
+        numeric, qualitative = _value(test, data, errors)
+    day = (sampled_at or utcnow()).astimezone(ZoneInfo(tz)).date()
+    instrument = _instrument(batch.site_id, data.get("instrument"), day, errors)
+    retest_of = None
+    if data.get("retest_of"):
+        retest_of = db.session.get(QcResult, int(data["retest_of"])) if str(data["retest_of"]).isdigit() else None
+        if retest_of is None or retest_of.batch_id != batch.id or retest_of.spec_test_id != test.id:
+            errors["retest_of"] = "A retest refers to an earlier result of the same test on this batch."
+        if not (data.get("retest_reason") or "").strip():
+            errors["retest_reason"] = "Say why the test is repeated."
+    if errors:
+        raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
+    judgement = judge(test, numeric=numeric, qualitative=qualitative)
+    result = QcResult(
+        batch_id=batch.id, site_id=batch.site_id, spec_test=test, sample_id=sample_id, sampled_at=sampled_at,
+        method=(data.get("method") or test.method).strip(), equipment=instrument, analyst_id=actor.id,
+        numeric_value=numeric, qualitative_value=qualitative, unit=test.unit,
+        raw_data_reference=(data.get("raw_data_reference") or "").strip(), final_read_due=due,
+        verdict=judgement.verdict, explanation=judgement.explanation,
+        retest_of_id=retest_of.id if retest_of else None,
+        retest_reason=(data.get("retest_reason") or "").strip() or None, created_by_id=actor.id)
+    db.session.add(result)
+    db.session.flush()
+    if result.verdict == Verdict.FAIL:
+        _out_of_specification(actor, batch, result)
+    return result
+
+
+@transactional
+def record_final_read(actor: User, result: QcResult, data: dict[str, Any]) -> QcResult:
+    """The final read of a pending result (e.g. sterility after incubation): judged like any result."""
+    _require_analyst(actor, result.site_id)
+    if result.verdict != Verdict.PENDING:
+        raise Conflict("This result is not pending: enter a retest instead.")
+    errors: dict[str, str] = {}
+    numeric, qualitative = _value(result.spec_test, data, errors)
+    if errors:
+        raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor, reason="final read after incubation")
+    judgement = judge(result.spec_test, numeric=numeric, qualitative=qualitative)
+    result.numeric_value, result.qualitative_value = numeric, qualitative
+    result.verdict, result.explanation = judgement.verdict, judgement.explanation
+    result.raw_data_reference = (data.get("raw_data_reference") or result.raw_data_reference).strip()
+    result.analyst_id = actor.id
+    db.session.flush()
+    batch = db.session.get(Batch, result.batch_id)
+    if result.verdict == Verdict.FAIL:
+        _out_of_specification(actor, batch, result)
+    return result
+
+
+def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
+    """An OOS result opens a deviation linked to it and puts the batch on hold."""
+    test = result.spec_test
+    deviation = deviations.create_deviation(
+        actor, batch.site, title=f"OOS: {test.name} on {batch.number}",
+        description=f"{test.name} ({test.method}) on sample {result.sample_id}: {result.value_text}, "
+                    f"{result.explanation}; criterion {test.criterion_text}.",
+        classification=Classification.MAJOR, source=DeviationSource.OOS, batch_id=batch.id, result_id=result.id)
+    audit.set_reason(db.session, f"out-of-specification result: deviation {deviation.number}")
+    result.deviation_id = deviation.id
+    if batch.status in (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED):
+        from cellfactory.releases.services import post_release_failure
+
+        post_release_failure(actor, batch, result, deviation)
+    elif batch.status != BatchStatus.ON_HOLD and batch.status.is_open:
+        batch.held_from = batch.status
+        batch.status = BatchStatus.ON_HOLD
+        batch.status_changed_at = utcnow()
+    db.session.flush()
+
+
+def result_verification(result: QcResult):
+    for signature in reversed(signatures.signatures_for(result)):
+        if signature.meaning == Meaning.VERIFIED.value:
+            return signature if signatures.verify(signature, result) == signatures.SignatureStatus.VALID else None
+    return None
+
+
+@transactional
+def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> None:
+    """A second analyst verifies; only then is the result official."""
+    _require_analyst(actor, result.site_id)
+    if actor.id in {result.analyst_id, result.created_by_id}:
+        raise Conflict("You entered this result: a second analyst must verify it.")
+    if result.invalidated_at is not None:
+        raise Conflict("This result was invalidated.")
+    if result_verification(result) is not None:
+        raise Conflict("This result is already verified.")
+    audit.act_as(db.session, actor)
+    signatures.apply_signature(actor, result, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
+                               site_id=result.site_id, **signing)
+
+
+@transactional
+def invalidate_result(actor: User, result: QcResult, *, reason: str, signing: dict[str, Any]) -> QcResult:
+    """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible."""
+    permissions.require(actor.has_role(Role.QA, result.site_id), "Only QA invalidates a QC result.")
+    if result.invalidated_at is not None:
+        raise Conflict("This result is already invalidated.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the investigation's conclusion.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason)
+    signatures.apply_signature(actor, result, meaning=Meaning.RESULT_INVALIDATED,
+                               allowed_meanings={Meaning.RESULT_INVALIDATED}, site_id=result.site_id, comment=reason,
+                               **signing)
+    result.invalidated_at = utcnow()
+    result.invalidation_reason = reason.strip()
+    return result
+
+
+# --- the batch's QC status -----------------------------------------------------------------------
+
+
+@dataclass
+class TestStatus:
+    test: SpecTest
+    results: list[QcResult]
+    reportable: QcResult | None
+    why: str
+    verified: bool
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.reportable.verdict if self.reportable else None
+
+    @property
+    def open_items(self) -> list[str]:
+        name = self.test.name
+        if self.reportable is None:
+            return [f"{name}: no result."]
+        items = []
+        if not self.verified:
+            items.append(f"{name}: result not verified by a second analyst.")
+        if self.verdict == Verdict.PENDING and not self.test.may_be_pending:
+            items.append(f"{name}: pending.")
+        if self.verdict == Verdict.FAIL:
+            deviation = db.session.get(deviations.Deviation, self.reportable.deviation_id) \
+                if self.reportable.deviation_id else None
+            if deviation is None or deviation.status != DeviationStatus.CLOSED:
+                items.append(f"{name}: out of specification, deviation not closed.")
+        return items
+
+
+def batch_results(batch: Batch) -> list[QcResult]:
+    return list(db.session.scalars(sa.select(QcResult).where(QcResult.batch_id == batch.id).order_by(QcResult.id)))
+
+
+def qc_status(batch: Batch) -> list[TestStatus]:
+    """For each test of the frozen specification: its results, the one the decision uses and why."""
+    results = batch_results(batch)
+    statuses = []
+    for test in batch.specification.tests:
+        mine = [r for r in results if r.spec_test_id == test.id]
+        valid = [r for r in mine if r.invalidated_at is None]
+        reportable = valid[-1] if valid else None
+        if reportable is None:
+            why = "no valid result" if mine else "no result"
+        elif reportable.retest_of_id:
+            original = next((r for r in mine if r.id == reportable.retest_of_id), None)
+            why = (f"retest; the original result was invalidated: {original.invalidation_reason}"
+                   if original is not None and original.invalidated_at else
+                   f"latest valid result (retest: {reportable.retest_reason})")
+        else:
+            why = "original result" if len(valid) == 1 else "latest valid result"
+        statuses.append(TestStatus(test, mine, reportable, why,
+                                   bool(reportable and result_verification(reportable) is not None)))
+    return statuses
+
+
+def qc_blockers(batch: Batch) -> list[str]:
+    return [item for status in qc_status(batch) for item in status.open_items]
+
+
+def pending_tests(batch: Batch) -> list[TestStatus]:
+    return [s for s in qc_status(batch) if s.verdict == Verdict.PENDING]
+
+
+def require_result(batch: Batch, result_id: int) -> QcResult:
+    result = db.session.get(QcResult, result_id)
+    if result is None or result.batch_id != batch.id:
+        raise NotFound("There is no such result on this batch.")
+    return result

@@ -1,0 +1,193 @@
+"""QC results against the frozen specification, verification, OOS, retests, deviations."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory.auth.models import Role
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import BatchStatus
+from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import Classification, Deviation, DeviationStatus
+from cellfactory.extensions import db
+from cellfactory.notifications.models import Alert
+from cellfactory.qc import services as qc
+from cellfactory.qc.judging import Verdict
+from tests.batch_helpers import build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
+from tests.conftest import make_user, refetch
+
+S = BatchStatus
+
+
+@pytest.fixture
+def plant(users, sites):
+    return build_plant(users, sites)
+
+
+@pytest.fixture
+def batch(plant, sites):
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    run_batch_to_awaiting_qc(plant, batch)
+    return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+
+
+def enter(plant, batch, test, value=None, **extra):
+    data = {"test": test, "sample_id": f"S-{test}", "sampled_at": iso(1), **extra}
+    if value is not None:
+        data["value"] = value
+    return qc.enter_result(refetch(plant.qc), refetch(batch), data)
+
+
+def test_result_is_judged_against_the_frozen_specification(plant, batch):
+    passing = enter(plant, batch, "VIAB", "70")
+    failing = enter(plant, batch, "CD73", "94.9")
+    assert passing.verdict == Verdict.PASS and passing.unit == "%"
+    assert failing.verdict == Verdict.FAIL and "below the lower limit ≥ 95" in failing.explanation
+
+
+def test_unknown_test_and_wrong_kind_of_value_are_refused(plant, batch):
+    with pytest.raises(ValidationFailed, match="not in UCMSC specification v1"):
+        enter(plant, batch, "KARYO", "normal")
+    with pytest.raises(ValidationFailed) as error:
+        enter(plant, batch, "STER", "maybe")
+    assert "no growth" in error.value.fields["value"]
+    with pytest.raises(ValidationFailed) as error:
+        enter(plant, batch, "VIAB", "ninety")
+    assert "number" in error.value.fields["value"]
+
+
+def test_only_tests_that_may_be_pending_can_be_left_pending(plant, batch):
+    with pytest.raises(ValidationFailed, match="cannot be left pending"):
+        enter(plant, batch, "VIAB", pending=True, final_read_due="2030-01-01")
+    result = enter(plant, batch, "STER", pending=True, final_read_due="2030-01-01")
+    assert result.verdict == Verdict.PENDING and "final read due 2030-01-01" in result.value_text
+
+
+def test_the_analyst_who_entered_cannot_verify_and_a_wrong_password_is_refused(plant, batch):
+    result = enter(plant, batch, "VIAB", "88")
+    with pytest.raises(Conflict, match="second analyst"):
+        qc.verify_result(refetch(plant.qc), refetch(result), signing=signing(plant.qc))
+    with pytest.raises(AuthenticationFailed):
+        qc.verify_result(refetch(plant.qc2), refetch(result),
+                         signing={**signing(plant.qc2), "password": "not-the-password"})
+    assert refetch(plant.qc2).failed_login_count == 1
+    qc.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
+    assert qc.result_verification(refetch(result)) is not None
+
+
+def test_only_qc_analysts_enter_results(plant, batch):
+    with pytest.raises(PermissionDenied):
+        qc.enter_result(refetch(plant.tech), refetch(batch), {"test": "VIAB", "value": "90"})
+
+
+def test_oos_opens_a_deviation_and_holds_the_batch(plant, batch):
+    result = enter(plant, batch, "VIAB", "61")
+    deviation = db.session.get(Deviation, refetch(result).deviation_id)
+    assert deviation.number.startswith("DEV-BG-") and deviation.result_id == result.id
+    assert deviation.classification == Classification.MAJOR and deviation.blocks_release
+    assert "61 %" in deviation.description and "≥ 70 %" in deviation.description
+    held = refetch(batch)
+    assert held.status == S.ON_HOLD and held.held_from == S.AWAITING_QC
+
+
+def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, batch):
+    original = enter(plant, batch, "VIAB", "61")
+    with pytest.raises(ValidationFailed, match="Say why"):
+        enter(plant, batch, "VIAB", "85", retest_of=original.id)
+    retest = enter(plant, batch, "VIAB", "85", retest_of=original.id, retest_reason="pipetting error suspected")
+    [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
+    assert [r.id for r in viability.results] == [original.id, retest.id]
+    assert viability.reportable.id == retest.id and "retest" in viability.why
+    qc.invalidate_result(refetch(plant.qa), refetch(original), reason="Laboratory error confirmed: wrong dilution",
+                         signing=signing(plant.qa))
+    [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
+    assert viability.reportable.id == retest.id
+    assert "original result was invalidated: Laboratory error confirmed" in viability.why
+    assert refetch(original).numeric_value == 61  # still there
+
+
+def test_qc_complete_needs_every_test_verified_and_oos_covered(plant, batch):
+    with pytest.raises(Conflict, match="Viability: no result"):
+        batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    complete_qc(plant, batch, pending=("STER",))
+    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    assert refetch(batch).status == S.AWAITING_QA_REVIEW
+
+
+def test_an_open_major_deviation_blocks_release(plant, batch):
+    complete_qc(plant, batch)
+    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
+    batch_services.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+                              signing=signing(qa2))
+    deviation = deviation_services.open_deviation(refetch(plant.tech), refetch(batch).site, {
+        "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2", "classification": "major",
+        "batch": refetch(batch).number})
+    with pytest.raises(Conflict, match=f"Deviation {deviation.number} \\(major\\) is open"):
+        batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
+                                  signing=signing(plant.qp))
+    with pytest.raises(Conflict, match="cannot be closed yet"):
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
+                                            root_cause="CO2 sensor drift", impact_assessment="No impact: pH in range",
+                                            reason="investigation complete")
+    deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
+                                  description="Replace the CO2 sensor", owner="technician.bg", due_date="2099-01-01")
+    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    assert refetch(deviation).status == DeviationStatus.CLOSED
+    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
+                              signing=signing(plant.qp))
+
+
+def test_a_minor_deviation_does_not_block(plant, batch):
+    deviation = deviation_services.open_deviation(refetch(plant.tech), refetch(batch).site, {
+        "title": "Label reprint", "description": "Label smudged", "classification": "minor",
+        "batch": refetch(batch).number})
+    assert not deviation.blocks_release
+
+
+def test_deviations_are_numbered_per_site_and_year(plant, batch, sites, users):
+    first = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+        "title": "a", "description": "b", "classification": "minor"})
+    second = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+        "title": "a", "description": "b", "classification": "minor"})
+    other = deviation_services.open_deviation(refetch(users["technician_mz"]), sites["MZ"], {
+        "title": "a", "description": "b", "classification": "minor"})
+    assert int(second.number[-4:]) == int(first.number[-4:]) + 1
+    assert other.number.startswith("DEV-MZ-") and other.number.endswith("0001")
+
+
+def test_deviation_input_errors_name_the_field(plant, sites):
+    with pytest.raises(ValidationFailed) as error:
+        deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {"classification": "huge"})
+    assert {"title", "description", "classification"} <= set(error.value.fields)
+
+
+def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical_deviation(plant, batch):
+    complete_qc(plant, batch, pending=("STER",))
+    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
+    batch_services.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+                              signing=signing(qa2))
+    batch_services.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="sterility pending",
+                              signing=signing(plant.qp))
+    [pending] = qc.pending_tests(refetch(batch))
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
+    deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
+    assert deviation.classification == Classification.CRITICAL and deviation.title.startswith("Failed after release")
+    alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()
+    assert {a.audience.value for a in alerts} == {"qa", "qp"} and batch.number in alerts[0].message
+    assert refetch(batch).status == S.CONDITIONALLY_RELEASED
+    with pytest.raises(Conflict):
+        batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
+                                  signing=signing(plant.qp))
+
+
+def test_results_of_another_site_are_not_found(plant, batch, users):
+    result = enter(plant, batch, "VIAB", "90")
+    from cellfactory.core.errors import NotFound
+
+    with pytest.raises(NotFound):
+        qc.get_result(refetch(users["technician_mz"]), result.id)

@@ -86,8 +86,22 @@ def growth_drawing(series: list[Series], *, width: float = 520, height: float = 
     return drawing
 
 
+def _presentation_attributes(match: re.Match) -> str:
+    """style="stroke: red; fill: None" -> stroke="red" fill="none": the page's CSP (style-src 'self') refuses
+    inline style attributes, SVG presentation attributes are not styles and are allowed."""
+    attributes = []
+    for declaration in match.group(1).split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() and value.strip():
+            value = "none" if value.strip().lower() == "none" else value.strip()
+            attributes.append(f' {name.strip()}="{value.replace(chr(34), "&quot;")}"')
+    return "".join(attributes)
+
+
 def svg(drawing: Drawing) -> str:
-    """Inline SVG for a page (no script, no external reference: allowed by the page's CSP)."""
+    """Inline SVG for a page (no script, no external reference, no style attribute: allowed by the page's CSP)."""
     text = renderSVG.drawToString(drawing)
-    # Browsers do not have the PDF's embedded Vera font: fall back to the nearest sans-serif.
-    return re.sub(r"font-family:\s*Vera\b", "font-family: Vera, 'DejaVu Sans', sans-serif", text[text.index("<svg"):])
+    # Browsers do not know the PDF's embedded font by its registered name: name the family and a fallback.
+    text = re.sub(r"font-family:\s*DejaVuSans(-Bold)?\b", "font-family: 'DejaVu Sans', sans-serif",
+                  text[text.index("<svg"):])
+    return re.sub(r'\sstyle="([^"]*)"', _presentation_attributes, text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -17,21 +18,23 @@ from reportlab.platypus import KeepTogether, Paragraph, Table, TableStyle
 
 from cellfactory.core.clock import format_local
 
-FONT = "Vera"
-FONT_BOLD = "Vera-Bold"
+FONT = "DejaVuSans"
+FONT_BOLD = "DejaVuSans-Bold"
+FONTS_DIR = Path(__file__).resolve().parent / "fonts"
 PAGE = A4
 MARGIN = 18 * mm
 
 
 @cache
 def register_fonts() -> None:
-    """Bitstream Vera ships with ReportLab: embedded, so the PDF reads the same anywhere, years later."""
-    pdfmetrics.registerFont(TTFont(FONT, "Vera.ttf"))
-    pdfmetrics.registerFont(TTFont(FONT_BOLD, "VeraBd.ttf"))
-    pdfmetrics.registerFont(TTFont("Vera-Italic", "VeraIt.ttf"))
-    pdfmetrics.registerFont(TTFont("Vera-BoldItalic", "VeraBI.ttf"))
-    pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic="Vera-Italic",
-                                  boldItalic="Vera-BoldItalic")
+    """DejaVu Sans ships with the package and is embedded in every PDF, so records read the same anywhere,
+    years later, in Latin, Greek and Cyrillic scripts alike."""
+    pdfmetrics.registerFont(TTFont(FONT, str(FONTS_DIR / "DejaVuSans.ttf")))
+    pdfmetrics.registerFont(TTFont(FONT_BOLD, str(FONTS_DIR / "DejaVuSans-Bold.ttf")))
+    pdfmetrics.registerFont(TTFont("DejaVuSans-Oblique", str(FONTS_DIR / "DejaVuSans-Oblique.ttf")))
+    pdfmetrics.registerFont(TTFont("DejaVuSans-BoldOblique", str(FONTS_DIR / "DejaVuSans-BoldOblique.ttf")))
+    pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic="DejaVuSans-Oblique",
+                                  boldItalic="DejaVuSans-BoldOblique")
 
 
 @cache

@@ -50,6 +50,8 @@ class Config:
     password_min_length: int = 12
     password_history: int = 5
     secure_cookies: bool = True
+    # The address people reach this installation at: printed in QR codes on certificates.
+    public_url: str = "http://127.0.0.1:5000"
     testing: bool = False
     # Lower Argon2 cost is only for the test suite's speed; production keeps the library defaults.
     fast_password_hashing: bool = False
@@ -76,6 +78,7 @@ class Config:
             password_history=_env_int("CELLFACTORY_PASSWORD_HISTORY", 5),
             # Plain-HTTP development server on loopback cannot carry Secure cookies.
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
+            public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
         )
 
     def with_overrides(self, **changes) -> Config:

@@ -199,6 +199,7 @@ def _accepted_material(tech: User, site, material_type: str, index: int, days_ag
         "transport_started_at": collected + dt.timedelta(minutes=40), "arrived_at": collected + dt.timedelta(hours=2),
         "transport_temp_min_c": "5.0", "transport_temp_max_c": "9.0", "container_intact": True,
         "documents_complete": True})
+    materials.print_labels(tech, [material])
     return material.din
 
 

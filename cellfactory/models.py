@@ -21,12 +21,14 @@ from cellfactory.notifications.models import Alert
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import CatalogueItem, ReagentLot
+from cellfactory.releases.models import BatchDecision, Certificate
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
 
 metadata = Base.metadata
 
 __all__ = [
+    "BatchDecision", "Certificate",
     "CapaAction", "Deviation", "DeviationSequence", "QcResult",
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",

@@ -87,6 +87,7 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     donor = donor_services.register_donor(tech, site, donor_data())
     add_full_panel(tech, donor)
     material = material_services.receive_material(tech, site, receipt_data())
+    material_services.print_labels(tech, [material])
     tech2 = make_user("technician2.bg", [(users["technician"].roles[0].role, "BG")], signing=True)
     enable_signing(tech)
     qp = refetch(users["qp"])

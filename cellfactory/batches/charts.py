@@ -82,6 +82,7 @@ def growth_drawing(series: list[Series], *, width: float = 520, height: float = 
         legend.fontName, legend.fontSize = FONT, 8
         legend.colorNamePairs = [(PALETTE[i % len(PALETTE)], s.label) for i, s in enumerate(plotted)]
         legend.alignment = "right"
+        legend.columnMaximum = len(plotted)  # one column: a second one would fall outside the drawing
         drawing.add(legend)
     return drawing
 

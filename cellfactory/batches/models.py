@@ -78,10 +78,18 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
         return self.number
 
     def signature_content(self) -> dict[str, Any]:
-        """The batch record as reviewed and certified (not its status, which the decision itself changes)."""
+        """The batch record as reviewed and certified: materials, every step, every QC result and deviation
+        (not the status, which the decision itself changes)."""
+        from cellfactory.deviations.services import for_batch
+        from cellfactory.qc.services import batch_results
+
         return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
                 "materials": [m.material.din for m in self.materials],
-                "steps": [s.signature_content() for s in self.steps]}
+                "steps": [s.signature_content() for s in self.steps],
+                "results": [r.signature_content() | {"invalidated": r.invalidation_reason}
+                            for r in batch_results(self)],
+                "deviations": [{"number": d.number, "classification": d.classification.value,
+                                "status": d.status.value} for d in for_batch(self.id)]}
 
 
 class BatchMaterial(Audited, CreatedMixin, Base):

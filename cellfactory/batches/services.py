@@ -214,7 +214,8 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
     step.started_at, step.ended_at = started, ended
     step.observations = (data.get("observations") or "").strip()
     step.deviation_reference = deviation
-    step.operator_id = step.operator_id or actor.id
+    if step.operator_id is None:
+        step.operator = actor
     step.status = StepStatus.DONE if ended else StepStatus.IN_PROGRESS
     seen = step.version
     _apply_uses(actor, step, equipment, reagents, reason)
@@ -462,6 +463,8 @@ TRANSITIONS: list[Transition] = [
                Meaning.QP_CERTIFIED),
     Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}), "Rejected after conditional release",
                Meaning.QP_REJECTED),
+    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}),
+               "Exceptional release of an out-of-specification batch at a physician's request", Meaning.QP_OOS_SUPPLY),
     *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
     Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
 ]
@@ -505,22 +508,6 @@ def involved_people(batch: Batch) -> dict[int, str]:
     return people
 
 
-def release_blockers(batch: Batch, target: BatchStatus) -> list[str]:
-    """What stands between the batch and a QP decision to release it (fully or conditionally)."""
-    from cellfactory.deviations.services import blocking
-    from cellfactory.qc.judging import Verdict
-    from cellfactory.qc.services import qc_blockers, qc_status
-
-    items = [f"Deviation {d.number} ({d.classification.value}) is open." for d in blocking(batch.id)]
-    items += qc_blockers(batch)
-    pending = [s for s in qc_status(batch) if s.verdict == Verdict.PENDING]
-    if target == S.RELEASED:
-        items += [f"{s.test.name} is still pending (final read due {s.reportable.final_read_due})." for s in pending]
-    elif target == S.CONDITIONALLY_RELEASED and not pending:
-        items.append("Nothing is pending: certify the release instead of a conditional release.")
-    return items
-
-
 def _guard(actor: User, batch: Batch, transition: Transition) -> None:
     if transition.source == S.IN_PROCESS and transition.target == S.AWAITING_QC:
         blockers = manufacturing_blockers(batch)
@@ -532,10 +519,17 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         blockers = qc_blockers(batch)
         if blockers:
             raise Conflict("Quality control is not complete: " + " ".join(blockers))
-    if transition.target in (S.RELEASED, S.CONDITIONALLY_RELEASED):
-        blockers = release_blockers(batch, transition.target)
+    if transition.meaning is not None:
+        from cellfactory.releases.services import decision_blockers, pending_results
+
+        blockers = decision_blockers(batch, transition.meaning)
+        pending = pending_results(batch)
+        if transition.meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY) and pending:
+            blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
+        if transition.meaning == Meaning.QP_CONDITIONAL and not pending:
+            blockers.append("Nothing is pending: certify the release instead of a conditional release.")
         if blockers:
-            raise Conflict(f"{batch.number} cannot be {transition.target.label}: " + " ".join(blockers))
+            raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
     if transition.meaning is not None and transition.roles & {Role.QA, Role.QP}:
         involved = involved_people(batch)
         if actor.id in involved:
@@ -545,13 +539,17 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
 
 @transactional
 def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
-               signing: dict[str, Any] | None = None, expected_version: int | None = None) -> Batch:
+               signing: dict[str, Any] | None = None, expected_version: int | None = None,
+               meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> Batch:
     """Move a batch to another state: only along the state machine, by the role that may, with a reason,
-    and with an electronic signature where the step is a review or a QP decision."""
+    and with an electronic signature where the step is a review or a QP decision (which then records the
+    decision and, for a QP, issues the certificate). `meaning` picks between two ways to the same state
+    (the exceptional release); `details` carries what a conditional or exceptional release must record."""
     target = BatchStatus(target)
     if expected_version is not None and expected_version != batch.version:
         raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
-    chosen = next((t for t in allowed_transitions(batch) if t.target == target), None)
+    chosen = next((t for t in allowed_transitions(batch)
+                   if t.target == target and (meaning is None or t.meaning == meaning)), None)
     if chosen is None:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: it cannot go to {target.label}. Allowed: "
                        + (", ".join(t.target.label for t in allowed_transitions(batch)) or "nothing (closed)") + ".")
@@ -562,14 +560,24 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
         raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
     _guard(actor, batch, chosen)
     audit.act_as(db.session, actor, reason=reason)
+    signature = None
     if chosen.meaning is not None:
+        from cellfactory.releases.services import validate_details
+
+        clean = validate_details(chosen.meaning, details or {}, batch)
         if signing is None:
             raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
                                    fields={"password": "Sign with your password."})
-        signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
-                                   site_id=batch.site_id, comment=reason, **signing)
+        signature = signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
+                                               site_id=batch.site_id, comment=reason, **signing)
+    previous = batch.status
     batch.held_from = batch.status if target == S.ON_HOLD else None
     batch.status = target
     batch.status_changed_at = utcnow()
+    if signature is not None:
+        from cellfactory.releases.services import record_decision
+
+        db.session.flush()
+        record_decision(actor, batch, previous, signature, reason, clean)
     return batch
 

@@ -25,6 +25,8 @@ class Product(Audited, CreatedMixin, VersionedMixin, Base):
     # Acellular products (e.g. MSC secretome) have no cell counts and no passages' growth arithmetic.
     cellular: Mapped[bool] = mapped_column(default=True)
     dose_unit: Mapped[str] = mapped_column(sa.String(40), default="cells/kg")
+    # The clinical trial the product is an investigational medicinal product of (EU CT / EudraCT number).
+    trial_code: Mapped[str] = mapped_column(sa.String(40), default="")
     active: Mapped[bool] = mapped_column(default=True)
 
     specifications: Mapped[list[SpecificationVersion]] = relationship(

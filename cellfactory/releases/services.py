@@ -1,17 +1,328 @@
-"""After release: a late failing result (sterility read after a conditional release) alerts QA and the QP and
-makes its deviation critical."""
+"""Release: the QA review checklist the system computes, QP decisions with their certificates, exceptional
+release of an out-of-specification batch, the certificate's verification, and what happens after release."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from cellfactory.audit import services as audit
+from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
-from cellfactory.batches.models import Batch
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource
+from cellfactory.extensions import db
 from cellfactory.notifications.services import raise_alert
+from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
+from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning, Signature
+
+S = BatchStatus
+
+DECISIONS_BY_MEANING = {
+    Meaning.REVIEWED: DecisionKind.REVIEW,
+    Meaning.QP_CERTIFIED: DecisionKind.CERTIFICATION,
+    Meaning.QP_CONDITIONAL: DecisionKind.CONDITIONAL,
+    Meaning.QP_REJECTED: DecisionKind.REJECTION,
+    Meaning.QP_OOS_SUPPLY: DecisionKind.EXCEPTIONAL,
+}
+
+
+# --- the checklist -------------------------------------------------------------------------------
+
+
+@dataclass
+class ChecklistItem:
+    key: str
+    label: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def checklist(batch: Batch) -> list[ChecklistItem]:
+    """What QA review and QP certification require, computed from the record (never ticked by hand)."""
+    from zoneinfo import ZoneInfo
+
+    from cellfactory.batches.services import manufacturing_blockers
+    from cellfactory.deviations.services import blocking
+    from cellfactory.donors.services import eligibility
+    from cellfactory.qc.services import qc_blockers
+
+    tz = ZoneInfo(batch.site.timezone)
+    steps = ChecklistItem("steps", "Every step of the process template done and verified by a second person",
+                          manufacturing_blockers(batch))
+    results = ChecklistItem("results", "Every required result verified, within specification or covered by a "
+                                       "closed deviation", qc_blockers(batch))
+    deviations = ChecklistItem("deviations", "No open major or critical deviation",
+                               [f"Deviation {d.number} ({d.classification.value}) is open: {d.title}"
+                                for d in blocking(batch.id)])
+    lots = ChecklistItem("lots", "Every reagent lot released and in date when used")
+    equipment = ChecklistItem("equipment", "No equipment out of service or overdue for calibration when used")
+    for step in batch.steps:
+        day = (step.started_at or batch.started_at).astimezone(tz).date()
+        for use in step.current_reagents:
+            refusal = use.lot.refusal(day)
+            if refusal:
+                lots.problems.append(f"Step {step.code}: {refusal}")
+        for use in step.current_equipment:
+            refusal = use.equipment.refusal(day)
+            if refusal:
+                equipment.problems.append(f"Step {step.code}: {refusal}")
+    donors = ChecklistItem("donors", "Every donor eligible (or the material flagged for autologous use only) and "
+                                     "consent not withdrawn")
+    labels = ChecklistItem("labels", "Labels of the source material printed")
+    for link in batch.materials:
+        material, donor = link.material, link.material.donor
+        if donor.consent_withdrawn:
+            donors.problems.append(f"Donor {donor.code}: consent withdrawn on {donor.consent_withdrawn_on}.")
+        outcome = eligibility(donor)
+        if not outcome.eligible and not (material.autologous_only or outcome.autologous_only):
+            donors.problems.append(f"Donor {donor.code} is {outcome.status.value}: " + " ".join(outcome.reasons))
+        printed = db.session.scalar(sa.select(AuditEntry.id).where(
+            AuditEntry.action == "print", AuditEntry.entity_type == "source_material",
+            AuditEntry.entity_id == str(material.id)).limit(1))
+        if printed is None:
+            labels.problems.append(f"No label was printed for material {material.din}.")
+    return [steps, results, deviations, lots, equipment, donors, labels]
+
+
+def failing_results(batch: Batch) -> list[QcResult]:
+    from cellfactory.qc.services import qc_status
+
+    return [s.reportable for s in qc_status(batch) if s.verdict == Verdict.FAIL]
+
+
+def pending_results(batch: Batch) -> list[QcResult]:
+    from cellfactory.qc.services import qc_status
+
+    return [s.reportable for s in qc_status(batch) if s.verdict == Verdict.PENDING]
+
+
+def decision_blockers(batch: Batch, meaning: Meaning) -> list[str]:
+    """Why a review or QP decision with this meaning cannot be signed now (empty when it can)."""
+    if meaning == Meaning.QP_REJECTED:
+        return []
+    items = checklist(batch)
+    failing = failing_results(batch)
+    if meaning == Meaning.QP_OOS_SUPPLY:
+        if not failing:
+            return ["No result is out of specification: use the normal certification."]
+        oos_deviations = {r.deviation_id for r in failing}
+        problems = []
+        for item in items:
+            for problem in item.problems:
+                # The failing tests and their deviations are what this exceptional path is about.
+                if item.key == "results" and any(r.spec_test.name in problem for r in failing):
+                    continue
+                if item.key == "deviations" and any(
+                        db.session.get(Deviation, d) and db.session.get(Deviation, d).number in problem
+                        for d in oos_deviations if d):
+                    continue
+                problems.append(problem)
+        return problems
+    problems = [p for item in items for p in item.problems]
+    if failing and meaning in (Meaning.QP_CERTIFIED, Meaning.QP_CONDITIONAL):
+        problems.append("Results are out of specification (" + ", ".join(r.spec_test.name for r in failing)
+                        + "): only an exceptional release at a physician's request is possible.")
+    return problems
+
+
+# --- decisions (called by the batch state machine, inside its transaction) -----------------------
+
+
+def _required(details: dict[str, Any], name: str, errors: dict[str, str], message: str) -> Any:
+    value = details.get(name)
+    if value in (None, "") or (isinstance(value, str) and not value.strip()):
+        errors[name] = message
+    return value
+
+
+def _as_date(value: Any, name: str, errors: dict[str, str]) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        errors[name] = "Enter a date (YYYY-MM-DD)."
+        return None
+
+
+def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) -> dict[str, Any]:
+    """The extra facts a conditional or exceptional release must record; raises naming each missing field.
+
+    A conditional release expects the final read on the latest due date of the pending results unless the QP
+    states another date.
+    """
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    if meaning == Meaning.QP_CONDITIONAL:
+        due = [r.final_read_due for r in pending_results(batch) if r.final_read_due]
+        if details.get("expected_final_date") in (None, "") and due:
+            details = {**details, "expected_final_date": max(due)}
+        clean["expected_final_date"] = _as_date(
+            _required(details, "expected_final_date", errors, "When is the final sterility read expected?"),
+            "expected_final_date", errors)
+        if clean["expected_final_date"] and clean["expected_final_date"] < utcnow().date():
+            errors["expected_final_date"] = "The expected date is in the past."
+    if meaning == Meaning.QP_OOS_SUPPLY:
+        clean["physician_name"] = _required(details, "physician_name", errors,
+                                            "Record the treating physician who requested the product.")
+        clean["physician_request_date"] = _as_date(_required(
+            details, "physician_request_date", errors, "Record the date of the physician's request."),
+            "physician_request_date", errors)
+        clean["risk_evaluation_reference"] = _required(details, "risk_evaluation_reference", errors,
+                                                       "Attach the factory's risk evaluation (its reference).")
+        clean["sponsor_reference"] = _required(details, "sponsor_reference", errors,
+                                               "Record the notification of the sponsor (its reference).")
+        notified = details.get("sponsor_notified_at")
+        if notified in (None, ""):
+            errors["sponsor_notified_at"] = "Record when the sponsor was notified."
+        else:
+            try:
+                clean["sponsor_notified_at"] = notified if isinstance(notified, dt.datetime) else \
+                    dt.datetime.fromisoformat(str(notified))
+                if clean["sponsor_notified_at"].tzinfo is None:
+                    clean["sponsor_notified_at"] = clean["sponsor_notified_at"].replace(tzinfo=dt.UTC)
+            except ValueError:
+                errors["sponsor_notified_at"] = "Enter the date and time the sponsor was notified."
+    if errors:
+        raise ValidationFailed("The decision needs more information: " + " ".join(errors.values()), fields=errors)
+    return clean
+
+
+def record_decision(actor: User, batch: Batch, previous_status: BatchStatus, signature: Signature, reason: str,
+                    details: dict[str, Any]) -> BatchDecision:
+    meaning = Meaning(signature.meaning)
+    kind = DECISIONS_BY_MEANING[meaning]
+    if kind == DecisionKind.CERTIFICATION and previous_status == S.CONDITIONALLY_RELEASED:
+        kind = DecisionKind.FINAL
+    items = checklist(batch)
+    decision = BatchDecision(
+        batch_id=batch.id, site_id=batch.site_id, kind=kind, decided_by_id=actor.id, decided_at=signature.signed_at,
+        comment=reason.strip(), signature_id=signature.id,
+        checklist=[{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems} for i in items],
+        pending_tests=[{"test": r.spec_test.name, "method": r.spec_test.method,
+                        "due": r.final_read_due.isoformat() if r.final_read_due else None}
+                       for r in pending_results(batch)],
+        failing_tests=[{"test": r.spec_test.name, "result": r.value_text, "criterion": r.spec_test.criterion_text,
+                        "deviation": r.deviation_id} for r in failing_results(batch)],
+        created_by_id=actor.id, **details)
+    db.session.add(decision)
+    db.session.flush()
+    if kind.certifies:
+        _issue_certificate(actor, batch, decision, signature)
+    return decision
+
+
+def _issue_certificate(actor: User, batch: Batch, decision: BatchDecision, signature: Signature) -> Certificate:
+    from cellfactory.records import release_certificate
+
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(Certificate)
+                              .where(Certificate.batch_id == batch.id)) or 0
+    token = secrets.token_urlsafe(24)
+    certificate = Certificate(decision_id=decision.id, batch_id=batch.id, site_id=batch.site_id,
+                              number=f"CERT-{batch.number}-{count + 1}", verification_token=token,
+                              content_hash=signature.content_hash, pdf=b"", pdf_sha256="", created_by_id=actor.id)
+    db.session.add(certificate)
+    db.session.flush()
+    pdf = release_certificate.render(release_certificate.build_document(batch, decision, certificate,
+                                                                        verification_url(certificate)))
+    audit.set_reason(db.session, "certificate generated at signing")
+    certificate.pdf = pdf
+    certificate.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+    db.session.flush()
+    return certificate
+
+
+VERIFICATION_PATH = "/verify/certificate/"
+
+
+def verification_url(certificate: Certificate) -> str:
+    """Where the QR code points: the public address of this installation, not the address of the request."""
+    return current_app.config["CELLFACTORY"].public_url.rstrip("/") + VERIFICATION_PATH + certificate.verification_token
+
+
+# --- verification and retrieval ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertificateCheck:
+    certificate: Certificate
+    batch: Batch
+    decision: BatchDecision
+    matches: bool
+    message: str
+
+
+def check_certificate(token: str) -> CertificateCheck:
+    certificate = db.session.scalar(sa.select(Certificate).where(Certificate.verification_token == token))
+    if certificate is None:
+        raise NotFound("No certificate has this verification code: the certificate is not genuine or the code was "
+                       "mistyped.")
+    batch = db.session.get(Batch, certificate.batch_id)
+    decision = certificate.decision
+    status = signatures.verify(decision.signature, batch)
+    if status == signatures.SignatureStatus.VALID:
+        return CertificateCheck(certificate, batch, decision, True,
+                                "The certificate matches the batch record as it is now.")
+    if status == signatures.SignatureStatus.RECORD_CHANGED:
+        return CertificateCheck(certificate, batch, decision, False,
+                                "CHANGED: the batch record has changed since this certificate was signed. Do not rely "
+                                "on it; ask the Qualified Person of the site for the current certificate.")
+    return CertificateCheck(certificate, batch, decision, False,
+                            "INVALID: the signature on this certificate does not verify.")
+
+
+def certificates_for(batch: Batch) -> list[Certificate]:
+    return list(db.session.scalars(sa.select(Certificate).where(Certificate.batch_id == batch.id)
+                                   .order_by(Certificate.id)))
+
+
+def decisions_for(batch: Batch) -> list[BatchDecision]:
+    return list(db.session.scalars(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id)
+                                   .order_by(BatchDecision.id)))
+
+
+def certificate_pdf(actor: User, certificate: Certificate) -> bytes:
+    """The stored bytes, as generated at signing; the download is audited."""
+    audit.act_as(db.session, actor)
+    audit.record_event(db.session, "print", entity_type="release_certificate", entity_id=certificate.id,
+                       entity_label=certificate.number, site_id=certificate.site_id,
+                       details={"document": "release certificate", "sha256": certificate.pdf_sha256})
+    db.session.commit()
+    return certificate.pdf
+
+
+def register_query(user: User) -> sa.Select:
+    """The QP certification register: every certification decision, read-only."""
+    from cellfactory.core.scoping import visible_to
+
+    query = sa.select(BatchDecision).where(BatchDecision.kind != DecisionKind.REVIEW)
+    return visible_to(query, BatchDecision, user).order_by(BatchDecision.decided_at.desc())
+
+
+# --- after release -------------------------------------------------------------------------------
 
 
 def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
-    """Within the caller's transaction: the deviation becomes critical and QA and the QP are alerted."""
+    """Within the caller's transaction: a failing result after release makes its deviation critical and alerts
+    QA and the QP of the site."""
+    audit.set_reason(db.session, "failed after release")
     deviation.classification = Classification.CRITICAL
     deviation.source = DeviationSource.POST_RELEASE
     deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
@@ -21,3 +332,28 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
         f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Check every unit issued "
         "and inform the treating physicians.",
         audiences={Role.QA, Role.QP}, site_ids=[batch.site_id])
+
+
+def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:
+    return {"kind": decision.kind.value, "label": decision.kind.label, "decided_by": decision.signature.printed_name,
+            "decided_at": format_local(decision.decided_at, tz, seconds=True), "comment": decision.comment,
+            "checklist": decision.checklist, "pending_tests": decision.pending_tests,
+            "failing_tests": decision.failing_tests}
+
+
+
+def batch_record_pdf(actor: User, batch: Batch) -> bytes:
+    """The complete batch record, generated now; the print is audited (one transaction)."""
+    from cellfactory.core import permissions
+    from cellfactory.records import batch_record
+    from cellfactory.releases import record_data
+
+    permissions.require(permissions.can_read_site_data(actor, batch.site_id), "You have no role at this batch's site.")
+    document = record_data.build(batch, f"{actor.full_name} ({actor.username})")
+    pdf = batch_record.render(document)
+    audit.act_as(db.session, actor)
+    audit.record_event(db.session, "print", entity_type="batch", entity_id=batch.id, entity_label=batch.number,
+                       site_id=batch.site_id, details={"document": "batch record",
+                                                       "sha256": hashlib.sha256(pdf).hexdigest()})
+    db.session.commit()
+    return pdf

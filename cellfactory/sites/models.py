@@ -22,6 +22,8 @@ class Site(Audited, CreatedMixin, VersionedMixin, Base):
     active: Mapped[bool] = mapped_column(default=True)
     # The site's donor-testing rule: anti-HTLV-I for every donor, not only when the questionnaire says so.
     htlv_required: Mapped[bool] = mapped_column(default=False)
+    # The manufacturing authorisation (e.g. AIFA authorisation number), printed on release certificates.
+    authorisation_number: Mapped[str] = mapped_column(sa.String(100), default="")
 
     def audit_label(self) -> str:
         return self.code

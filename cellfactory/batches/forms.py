@@ -1,0 +1,153 @@
+"""Forms of the batch pages: start a batch, enter a step (or a passage), verify it, move the batch on.
+
+The forms only carry what the technician types; every rule (lots, equipment, limits, reasons, who may
+do what) is checked by the services, whose field errors are shown next to these fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateTimeLocalField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from cellfactory.signatures.forms import SigningForm
+
+LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+REAGENT_ROWS = 3
+MAX_REAGENT_ROWS = 12
+# A gloved hand on a tablet: the number pad for counts, no autocorrection of codes.
+NUMBER = {"inputmode": "decimal", "autocomplete": "off"}
+COUNT = {"inputmode": "numeric", "autocomplete": "off"}
+DIN_INPUT = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false", "enterkeyhint": "next",
+             # static/js/scanner.js: the scanner's closing Enter moves on to the next field, it does not submit
+             "data-scanner": True}
+
+
+class SiteTimeField(DateTimeLocalField):
+    """A datetime-local input in the site's time; shows seconds only when the stored time has them,
+    so that re-saving a form never shifts a time by accident."""
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return " ".join(self.raw_data)
+        if self.data is None:
+            return ""
+        return self.data.strftime(LOCAL[1] if self.data.second else LOCAL[0])
+
+
+class StartBatchForm(FlaskForm):
+    product = SelectField("Product", validators=[DataRequired("Choose the product.")])
+    din = StringField("DIN of the accepted source material: scan the barcode or type the DIN",
+                      validators=[Optional(), Length(max=40)], render_kw={**DIN_INPUT, "autofocus": True})
+    din_2 = StringField("Second source material (only when the batch pools several)",
+                        validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
+    din_3 = StringField("Third source material", validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
+
+    DIN_FIELDS = ("din", "din_2", "din_3")
+
+
+class ReagentRowForm(Form):
+    """One reagent lot used in the step: the lot, how much, in which unit (empty unit: the item's unit)."""
+
+    lot_id = SelectField("Reagent lot", choices=[], validate_choice=False)
+    quantity = StringField("Quantity", validators=[Optional(), Length(max=20)], render_kw=NUMBER)
+    unit = StringField("Unit", validators=[Optional(), Length(max=20)], render_kw={"autocomplete": "off"})
+
+
+class EntryForm(FlaskForm):
+    """What every step records; passages add their counts (PassageForm), plain steps their times (StepForm)."""
+
+    version = HiddenField()
+    equipment = SelectMultipleField("Equipment used", choices=[], validate_choice=False,
+                                    widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
+    reagents = FieldList(FormField(ReagentRowForm), "Reagent lots used", min_entries=REAGENT_ROWS,
+                         max_entries=MAX_REAGENT_ROWS)
+    observations = TextAreaField("Observations", validators=[Optional(), Length(max=4000)])
+    deviation_reference = StringField("Deviation number (only when a deviation covers this step)",
+                                      validators=[Optional(), Length(max=40)],
+                                      render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+    reason = TextAreaField("Reason for the correction", validators=[Optional(), Length(max=2000)])
+
+    TIME_FIELDS: tuple[str, ...] = ()
+
+    def entries(self) -> dict:
+        """The data the service reads; times as naive site-local ISO strings (the service applies the zone)."""
+        data: dict = {
+            "equipment": list(self.equipment.data or []),
+            "reagents": [{"lot_id": row.lot_id.data, "quantity": (row.quantity.data or "").strip(),
+                          "unit": (row.unit.data or "").strip()}
+                         for row in self.reagents if row.lot_id.data or (row.quantity.data or "").strip()],
+            # Browsers send a textarea's line breaks as CRLF: an unchanged text must stay unchanged.
+            "observations": (self.observations.data or "").replace("\r\n", "\n"),
+            "deviation_reference": self.deviation_reference.data or "",
+        }
+        for name in self.TIME_FIELDS:
+            value: dt.datetime | None = self[name].data
+            data[name] = value.isoformat() if value else ""
+        return data
+
+
+class StepForm(EntryForm):
+    started_at = SiteTimeField("Started (site time)", format=LOCAL, validators=[Optional()])
+    ended_at = SiteTimeField("Ended (site time): leave empty while the step is still running", format=LOCAL,
+                             validators=[Optional()])
+
+    TIME_FIELDS = ("started_at", "ended_at")
+
+
+class PassageForm(EntryForm):
+    passage_number = StringField("Passage number (0 = seeding P0)", validators=[Optional(), Length(max=3)],
+                                 render_kw=COUNT)
+    vessel_type = SelectField("Culture vessel type", choices=[], validate_choice=False)
+    vessel_count = StringField("Number of vessels", validators=[Optional(), Length(max=4)], render_kw=COUNT)
+    cells_seeded = StringField("Cells seeded (total)", validators=[Optional(), Length(max=30)], render_kw=NUMBER)
+    seeded_at = SiteTimeField("Seeded at (site time)", format=LOCAL, validators=[Optional()])
+    cells_harvested = StringField("Cells harvested (total)", validators=[Optional(), Length(max=30)],
+                                  render_kw=NUMBER)
+    harvested_at = SiteTimeField("Harvested at (site time)", format=LOCAL, validators=[Optional()])
+    viability_pct = StringField("Viability at harvest (%)", validators=[Optional(), Length(max=10)],
+                                render_kw=NUMBER)
+    confluence_pct = StringField("Confluence at harvest (%)", validators=[Optional(), Length(max=10)],
+                                 render_kw=NUMBER)
+
+    TIME_FIELDS = ("seeded_at", "harvested_at")
+    COUNT_FIELDS = ("cells_seeded", "cells_harvested")
+
+    def entries(self) -> dict:
+        data = super().entries()
+        for name in ("passage_number", "vessel_type", "vessel_count", "cells_seeded", "cells_harvested",
+                     "viability_pct", "confluence_pct"):
+            value = (self[name].data or "").strip()
+            if name in self.COUNT_FIELDS:
+                # "2 500 000", "2'500'000" and "2_500_000" are all 2500000; "2.5e6" is read as it is.
+                value = value.replace(" ", "").replace("\u202f", "").replace("'", "").replace("_", "")
+            data[name] = value
+        # The step runs from the seeding to the harvest: its times (and the day equipment and lots are
+        # judged on) are the passage's.
+        data["started_at"], data["ended_at"] = data["seeded_at"], data["harvested_at"]
+        return data
+
+
+class VerifyForm(SigningForm):
+    """The second person's check of a step's entries, signed 'Verified'."""
+
+
+class TransitionForm(SigningForm):
+    """One move of the state machine: a reason, and the signature where the move is a review or a decision."""
+
+    version = HiddenField()
+    reason = TextAreaField("Reason or comment", validators=[DataRequired("Give the reason or comment."),
+                                                            Length(max=2000)])

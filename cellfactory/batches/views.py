@@ -1,0 +1,638 @@
+"""Batch pages: the list, starting a batch, the batch page, step entry, verification, transitions and the
+growth-curve comparison. Views are thin: the services decide, the views show their answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+from markupsafe import Markup
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.audit.queries import parse_day
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import charts, services
+from cellfactory.batches.forms import (
+    REAGENT_ROWS,
+    EntryForm,
+    PassageForm,
+    StartBatchForm,
+    StepForm,
+    TransitionForm,
+    VerifyForm,
+)
+from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchStep, StepStatus, VesselType
+from cellfactory.core.clock import format_local
+from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.extensions import db
+from cellfactory.materials import services as material_services
+from cellfactory.materials.models import MaterialStatus, SourceMaterial
+from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, StepKind
+from cellfactory.reagents.models import LotStatus, ReagentLot
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning, Signature
+from cellfactory.sites.models import Site
+from cellfactory.web import display_timezone
+
+bp = Blueprint("batches", __name__, url_prefix="/batches")
+
+S = BatchStatus
+STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
+               S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
+               S.REJECTED: "bad", S.ON_HOLD: "bad"}
+STEP_KIND = {StepStatus.PENDING: "neutral", StepStatus.IN_PROGRESS: "info", StepStatus.DONE: "ok"}
+SORTS = {"started": (Batch.started_at.desc(), Batch.id.desc()), "started_asc": (Batch.started_at, Batch.id),
+         "number": (Batch.number,), "status": (Batch.status, Batch.number), "product": (Product.code, Batch.number)}
+SORT_LABELS = [("started", "Started, newest"), ("started_asc", "Started, oldest"), ("number", "Number"),
+               ("status", "Status"), ("product", "Product")]
+TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+VERIFY_ROLES = frozenset({Role.TECHNICIAN, Role.QA})
+MAX_COMPARED = 8
+ENTITY_TYPES = ("batch", "batch_material", "batch_step", "passage", "step_equipment", "step_reagent", "signature")
+
+
+def _user() -> User:
+    return current_user._get_current_object()
+
+
+# --- template helpers ----------------------------------------------------------------------------
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+@bp.app_template_filter("cells")
+def cells_filter(value: Any) -> str:
+    """A cell count as people write it on the bench: 2.50 × 10⁶."""
+    if value is None or value == "":
+        return "—"
+    number = float(value)
+    if number == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(number)))
+    if exponent < 3:
+        return f"{number:.0f}"
+    return f"{number / 10 ** exponent:.2f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+
+
+@bp.app_template_filter("num")
+def number_filter(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, decimal.Decimal):
+        return format(value.normalize(), "f")
+    return f"{float(value):.{digits}f}"
+
+
+@bp.app_template_filter("sitetime")
+def site_time_filter(value: dt.datetime | None, tz: str) -> str:
+    """'2026-11-22 14:03 CET': the zone abbreviation only, where the page names the site's zone once."""
+    return format_local(value, tz).split(" (", 1)[0]
+
+
+@bp.app_template_global("batch_status_kind")
+def batch_status_kind(status: BatchStatus) -> str:
+    return STATUS_KIND.get(status, "neutral")
+
+
+@bp.app_template_global("step_status_kind")
+def step_status_kind(status: StepStatus) -> str:
+    return STEP_KIND.get(status, "neutral")
+
+
+def _local(value: dt.datetime | None, tz: str) -> dt.datetime | None:
+    """A stored (UTC) time as the naive site-local value of a datetime-local input."""
+    return value.astimezone(ZoneInfo(tz)).replace(tzinfo=None, microsecond=0) if value is not None else None
+
+
+def _version(raw: Any) -> int | None:
+    return int(raw) if str(raw or "").isdigit() else None
+
+
+def _history(pairs: list[tuple[str, list[int]]], limit: int = 500) -> list[AuditEntry]:
+    """The audit entries of the given records (entity type, ids), newest first."""
+    conditions = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_([str(i) for i in ids]))
+                  for kind, ids in pairs if ids]
+    if not conditions:
+        return []
+    return list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions))
+                                   .order_by(AuditEntry.seq.desc()).limit(limit)))
+
+
+def _step_records(step: BatchStep) -> list[tuple[str, list[int]]]:
+    signatures = signature_services.signatures_for(step)
+    return [("batch_step", [step.id]), ("passage", [step.passage.id] if step.passage else []),
+            ("step_equipment", [u.id for u in step.equipment_uses]),
+            ("step_reagent", [u.id for u in step.reagent_uses]), ("signature", [s.id for s in signatures])]
+
+
+def _batch_records(batch: Batch) -> list[tuple[str, list[int]]]:
+    pairs: dict[str, list[int]] = {kind: [] for kind in ENTITY_TYPES}
+    pairs["batch"].append(batch.id)
+    pairs["batch_material"].extend(m.id for m in batch.materials)
+    pairs["signature"].extend(s.id for s in signature_services.signatures_for(batch))
+    for step in batch.steps:
+        for kind, ids in _step_records(step):
+            pairs[kind].extend(ids)
+    return list(pairs.items())
+
+
+def _get_step(batch: Batch, code: str) -> BatchStep:
+    step = next((s for s in batch.steps if s.code == (code or "").strip().upper()), None)
+    if step is None:
+        abort(404)
+    return step
+
+
+def _blocking_step(step: BatchStep) -> BatchStep | None:
+    """The earlier step that must be finished before this one can be entered."""
+    return next((s for s in step.batch.steps if s.position < step.position and s.status != StepStatus.DONE), None)
+
+
+# --- list ----------------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index() -> tuple[str, int]:
+    args = request.args
+    page, per_page = page_args(args, 50)
+    query = visible_to(sa.select(Batch).join(Site, Site.id == Batch.site_id)
+                       .join(Product, Product.id == Batch.product_id), Batch, _user())
+    if args.get("site"):
+        query = query.where(Site.code == args["site"].strip().upper())
+    if args.get("status") in {s.value for s in BatchStatus}:
+        query = query.where(Batch.status == BatchStatus(args["status"]))
+    elif args.get("status") == "open":
+        query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED]))
+    if args.get("product"):
+        query = query.where(Product.code == args["product"].strip().upper())
+    if args.get("q"):
+        needle = re.sub(r"[^A-Za-z0-9-]", "", args["q"]).upper()
+        query = query.where(Batch.number.contains(needle))
+    errors: dict[str, str] = {}
+    for name, end in (("from", False), ("to", True)):
+        try:
+            bound = parse_day(args.get(name), name, display_timezone(), end=end)
+        except ValidationFailed as error:
+            errors[name] = error.fields[name]
+            continue
+        if bound is not None:
+            query = query.where(Batch.started_at >= bound if not end else Batch.started_at < bound)
+    query = query.order_by(*SORTS.get(args.get("sort"), SORTS["started"]))
+    result = paginate(query, page, per_page)
+    products = list(db.session.scalars(sa.select(Product).order_by(Product.code)))
+    return render_template("batches/list.html", result=result, args=args, statuses=list(BatchStatus),
+                           products=products, sorts=SORT_LABELS, errors=errors,
+                           next_steps={b.id: next((s for s in b.steps if s.status != StepStatus.DONE), None)
+                                       for b in result.items},
+                           can_start=_user().has_role(Role.TECHNICIAN, g.site.id if g.site else None),
+                           ), (422 if errors else 200)
+
+
+# --- start ---------------------------------------------------------------------------------------
+
+
+def _startable_products() -> list[Product]:
+    return list(db.session.scalars(
+        sa.select(Product).join(SpecificationVersion, SpecificationVersion.product_id == Product.id)
+        .where(Product.active.is_(True), SpecificationVersion.status == SpecStatus.APPROVED)
+        .order_by(Product.code)))
+
+
+def _available_materials(site: Site | None) -> list[tuple[SourceMaterial, str | None]]:
+    """Accepted material of the site that has not started a batch yet, with the reason it cannot, if any."""
+    if site is None:
+        return []
+    used = sa.select(BatchMaterial.material_id).join(Batch, Batch.id == BatchMaterial.batch_id).where(
+        Batch.status != S.REJECTED)
+    materials = db.session.scalars(sa.select(SourceMaterial).where(
+        SourceMaterial.site_id == site.id, SourceMaterial.status == MaterialStatus.ACCEPTED,
+        SourceMaterial.id.not_in(used)).order_by(SourceMaterial.received_at.desc()).limit(30))
+    available = []
+    for material in materials:
+        try:
+            material_services.check_usable_for_batch(material)
+        except DomainError as error:
+            available.append((material, error.message))
+        else:
+            available.append((material, None))
+    return available
+
+
+@bp.route("/start", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def start() -> Any:
+    form = StartBatchForm()
+    products = _startable_products()
+    form.product.choices = [("", "Choose the product…")] + [(p.code, f"{p.code} · {p.name}") for p in products]
+    if request.method == "GET":
+        if request.args.get("din"):
+            form.din.data = request.args["din"]
+        if len(products) == 1:
+            form.product.data = products[0].code
+    if form.validate_on_submit():
+        dins = []
+        for name in form.DIN_FIELDS:
+            raw = (form[name].data or "").strip()
+            if not raw:
+                continue
+            if len(raw) != 13:  # a 13-character DIN is looked up as it is; anything else is read and checked
+                try:
+                    material_services.read_din(raw, field=name)
+                except ValidationFailed as error:
+                    form[name].errors = [*form[name].errors, error.fields[name]]
+                    continue
+            dins.append(raw)
+        if not dins and not any(form[name].errors for name in form.DIN_FIELDS):
+            form.din.errors = ["Scan or type the DIN of at least one accepted source material."]
+        if not any(form[name].errors for name in form.DIN_FIELDS):
+            try:
+                batch = services.start_batch(_user(), g.site, form.product.data, dins)
+            except PermissionDenied:
+                raise
+            except DomainError as error:
+                apply_domain_errors(form, error)
+            else:
+                flash(f"Batch {batch.number} started: record {batch.steps[0].code} ({batch.steps[0].name}) next.",
+                      "success")
+                return redirect(url_for("batches.detail", number=batch.number))
+    failed = bool(form.errors or form.form_errors or any(form[n].errors for n in form.DIN_FIELDS))
+    return render_template("batches/start.html", form=form, available=_available_materials(g.site),
+                           products=products), (422 if failed else 200)
+
+
+# --- the batch page ------------------------------------------------------------------------------
+
+
+def _verify_form(step: BatchStep) -> VerifyForm:
+    return VerifyForm.for_meanings([Meaning.VERIFIED], prefix=f"verify-{step.code}")
+
+
+def _transition_form(batch: Batch, transition: services.Transition) -> TransitionForm:
+    prefix = f"t-{transition.target.value}"
+    if transition.meaning is not None:
+        form = TransitionForm.for_meanings([transition.meaning], prefix=prefix)
+    else:
+        form = TransitionForm(prefix=prefix)
+        for name in ("meaning", "username", "password"):
+            if name in form:
+                delattr(form, name)
+    if not form.version.data:
+        form.version.data = str(batch.version)
+    return form
+
+
+def _next_action(batch: Batch, verifications: dict[int, Signature | None]) -> dict[str, Any]:
+    """Where the batch is and what comes next, in one sentence and at most one button."""
+    if batch.status == S.IN_PROCESS:
+        pending = next((s for s in batch.steps if s.status != StepStatus.DONE), None)
+        if pending is not None:
+            running = pending.status == StepStatus.IN_PROGRESS
+            return {"title": f"{pending.code} · {pending.name}", "step": pending,
+                    "text": "Started, not finished yet: enter its end (for a passage, the harvest)." if running
+                    else "Not started yet.", "since": pending.started_at if running else None,
+                    "button": ("Complete " if running else "Record ") + pending.code}
+        waiting = [s for s in batch.steps if verifications.get(s.id) is None]
+        if waiting:
+            return {"title": "Second-person verification",
+                    "text": "Every step is recorded. Waiting for a second technician or QA to verify: "
+                            + ", ".join(s.code for s in waiting) + "."}
+        return {"title": "Manufacturing complete",
+                "text": "Every step is recorded and verified: a technician sends the batch to quality control "
+                        "('Manufacturing complete')."}
+    options = services.allowed_transitions(batch)
+    if not options:
+        return {"title": f"{batch.status.label.capitalize()}: closed",
+                "text": "The batch record is closed; it is corrected only through a deviation."}
+    return {"title": batch.status.label.capitalize(),
+            "text": "Next: " + "; ".join(f"{t.label} (by {' or '.join(sorted(r.label for r in t.roles))})"
+                                         for t in options) + "."}
+
+
+def _grouped_blockers(batch: Batch, blockers: list[str]) -> list[str]:
+    """The service's blockers, the per-step ones gathered into one line each, so the list reads at a glance."""
+    groups: dict[str, list[str]] = {"not finished": [], "not verified by a second person": []}
+    rest = list(blockers)
+    for step in batch.steps:
+        for state, codes in groups.items():
+            text = f"Step {step.code} ({step.name}) is {state}."
+            if text in rest:
+                rest.remove(text)
+                codes.append(step.code)
+    lines = [f"{'Steps' if len(codes) > 1 else 'Step'} {', '.join(codes)}: {state}." for state, codes
+             in reversed(groups.items()) if codes]
+    return lines + rest
+
+
+def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, VerifyForm] | None = None,
+                  transition_forms: dict[str, TransitionForm] | None = None,
+                  page_errors: list[str] | None = None) -> tuple[str, int]:
+    user = _user()
+    verify_forms = dict(verify_forms or {})
+    transition_forms = dict(transition_forms or {})
+    verifications = {s.id: services.step_verification(s) for s in batch.steps}
+    step_signatures = {s.id: [(sig, signature_services.verify(sig, s).value)
+                              for sig in signature_services.signatures_for(s)] for s in batch.steps}
+    can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
+    verify_notes: dict[int, str] = {}
+    for step in batch.steps:
+        if not can_verify_here or step.status != StepStatus.DONE or verifications[step.id] is not None:
+            continue
+        if user.id in services.entered_by(step):
+            verify_notes[step.id] = "You entered or changed this step: a second person verifies it."
+        else:
+            verify_forms.setdefault(step.id, _verify_form(step))
+    blockers = services.manufacturing_blockers(batch) if batch.status == S.IN_PROCESS else []
+    transitions = []
+    for transition in services.allowed_transitions(batch):
+        form, note = None, None
+        if transition.target == S.AWAITING_QC and blockers:
+            note = "possible once nothing blocks it (see 'What blocks it')"
+        elif user.has_any_role(transition.roles, batch.site_id):
+            form = transition_forms.get(transition.target.value) or _transition_form(batch, transition)
+        transitions.append((transition, form, note))
+    series = charts.batch_series(batch)
+    growth_svg = Markup(charts.svg(charts.growth_drawing([series], title=f"Growth curve {batch.number}")))
+    materials = [m.material for m in batch.materials]
+    warnings = []
+    for material in materials:
+        if material.donor.consent_withdrawn:
+            warnings.append(f"CONSENT WITHDRAWN by donor {material.donor.code} on "
+                            f"{material.donor.consent_withdrawn_on}: material {material.din} may not be used.")
+        if material.autologous_only:
+            warnings.append(f"Material {material.din} is FOR AUTOLOGOUS USE ONLY.")
+    return render_template(
+        "batches/detail.html", batch=batch, spec=batch.specification, materials=materials, warnings=warnings,
+        blockers=_grouped_blockers(batch, blockers), next_action=_next_action(batch, verifications),
+        awaiting_verification=[s for s in batch.steps if s.status == StepStatus.DONE and verifications[s.id] is None],
+        verifications=verifications,
+        step_signatures=step_signatures, verify_forms=verify_forms, verify_notes=verify_notes,
+        transitions=transitions, growth_svg=growth_svg, has_curve=len(series.points) > 1,
+        passages=[s for s in batch.steps if s.passage is not None], page_errors=page_errors or [],
+        can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
+        history=_history(_batch_records(batch)), tz=batch.site.timezone,
+        batch_signatures=[(sig, signature_services.verify(sig, batch).value)
+                          for sig in signature_services.signatures_for(batch)],
+    ), status
+
+
+@bp.route("/<number>")
+@roles_required(READ_ROLES)
+def detail(number: str) -> tuple[str, int]:
+    return _render_batch(services.get_batch(_user(), number))
+
+
+@bp.route("/<number>/steps/<code>/verify", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def verify(number: str, code: str) -> Any:
+    batch = services.get_batch(_user(), number)
+    step = _get_step(batch, code)
+    form = _verify_form(step)
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            services.verify_step(_user(), step, signing=signing)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(f"Step {step.code} of {batch.number} verified and signed.", "success")
+            return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
+    batch = services.get_batch(_user(), number)
+    return _render_batch(batch, 422, verify_forms={step.id: form})
+
+
+@bp.route("/<number>/transition", methods=["POST"])
+@roles_required(TRANSITION_ROLES)
+def transition(number: str) -> Any:
+    batch = services.get_batch(_user(), number)
+    try:
+        target = BatchStatus(request.form.get("target", ""))
+    except ValueError:
+        return _render_batch(batch, 422, page_errors=["Choose one of the moves offered on this page."])
+    chosen = next((t for t in services.allowed_transitions(batch) if t.target == target), None)
+    if chosen is None:
+        # Someone moved the batch meanwhile, or the page was old: the service says what is allowed now.
+        try:
+            services.transition(_user(), batch, target, reason=request.form.get(f"t-{target.value}-reason", ""))
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            return _render_batch(services.get_batch(_user(), number), 422, page_errors=[error.message])
+        return redirect(url_for("batches.detail", number=batch.number))  # pragma: no cover - refused above
+    form = _transition_form(batch, chosen)
+    if form.validate_on_submit():
+        signing = None
+        if chosen.meaning is not None:
+            signing = form.signing_kwargs()
+            signing.pop("meaning")
+        try:
+            services.transition(_user(), batch, target, reason=form.reason.data, signing=signing,
+                                expected_version=_version(form.version.data))
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            if signing is not None:
+                mark_signed()
+            flash(f"{batch.number}: {chosen.label}. The batch is now {target.label}.", "success")
+            return redirect(url_for("batches.detail", number=batch.number))
+    batch = services.get_batch(_user(), number)
+    return _render_batch(batch, 422, transition_forms={target.value: form})
+
+
+# --- step entry ----------------------------------------------------------------------------------
+
+
+def _quantity(value: decimal.Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _current_entries(step: BatchStep) -> dict[str, Any]:
+    """The step's saved entries as the form's initial data (times in the site's zone)."""
+    tz = step.batch.site.timezone
+    reagents: list[dict[str, Any]] = [{"lot_id": str(u.lot_id), "quantity": _quantity(u.quantity), "unit": u.unit}
+                                      for u in step.current_reagents]
+    reagents += [{"lot_id": "", "quantity": "", "unit": ""}] * max(REAGENT_ROWS - len(reagents),
+                                                                   1 if reagents else 0)
+    data: dict[str, Any] = {
+        "version": str(step.version), "equipment": [u.equipment.code for u in step.current_equipment],
+        "reagents": reagents, "observations": step.observations or "",
+        "deviation_reference": step.deviation_reference or "",
+    }
+    if step.kind == StepKind.PASSAGE:
+        passage = step.passage
+        if passage is None:
+            match = re.fullmatch(r"P(\d+)", step.code)
+            data["passage_number"] = match.group(1) if match else ""
+        else:
+            data.update({
+                "passage_number": str(passage.passage_number), "vessel_type": passage.vessel_type.code,
+                "vessel_count": str(passage.vessel_count), "cells_seeded": _quantity(passage.cells_seeded),
+                "seeded_at": _local(passage.seeded_at, tz),
+                "cells_harvested": _quantity(passage.cells_harvested) if passage.cells_harvested is not None else "",
+                "harvested_at": _local(passage.harvested_at, tz),
+                "viability_pct": _quantity(passage.viability_pct) if passage.viability_pct is not None else "",
+                "confluence_pct": _quantity(passage.confluence_pct) if passage.confluence_pct is not None else "",
+            })
+    else:
+        data.update({"started_at": _local(step.started_at, tz), "ended_at": _local(step.ended_at, tz)})
+    return data
+
+
+def _saved_times(step: BatchStep) -> dict[str, dt.datetime | None]:
+    if step.kind == StepKind.PASSAGE:
+        passage = step.passage
+        return {"seeded_at": passage.seeded_at if passage else None,
+                "harvested_at": passage.harvested_at if passage else None}
+    return {"started_at": step.started_at, "ended_at": step.ended_at}
+
+
+def _set_choices(form: EntryForm, step: BatchStep) -> None:
+    today = dt.datetime.now(ZoneInfo(step.batch.site.timezone)).date()
+    used_equipment = {u.equipment_id for u in step.current_equipment}
+    equipment = db.session.scalars(sa.select(Equipment).where(
+        Equipment.site_id == step.site_id,
+        sa.or_(Equipment.status == EquipmentStatus.IN_SERVICE, Equipment.id.in_(used_equipment or [-1])))
+        .order_by(Equipment.code))
+    form.equipment.choices = []
+    for item in equipment:
+        note = ""
+        if item.status != EquipmentStatus.IN_SERVICE:
+            note = " · OUT OF SERVICE"
+        elif item.calibration_due < today:
+            note = f" · calibration OVERDUE since {item.calibration_due}"
+        form.equipment.choices.append((item.code, f"{item.code} · {item.name}{note}"))
+    used_lots = {u.lot_id for u in step.current_reagents}
+    lots = db.session.scalars(sa.select(ReagentLot).where(
+        ReagentLot.site_id == step.site_id,
+        sa.or_(ReagentLot.status != LotStatus.REJECTED, ReagentLot.id.in_(used_lots or [-1])))
+        .order_by(ReagentLot.status != LotStatus.RELEASED, ReagentLot.item_id, ReagentLot.expiry_date.desc()))
+    lot_choices = [("", "No lot (empty row)")]
+    for lot in lots:
+        notes = []
+        if lot.status != LotStatus.RELEASED:
+            notes.append(lot.status.value.upper())
+        if lot.expiry_date < today:
+            notes.append("EXPIRED")
+        lot_choices.append((str(lot.id), f"{lot.lot_number} · {lot.item.name} · exp. {lot.expiry_date}"
+                            + (f" · {' · '.join(notes)}" if notes else "")))
+    for row in form.reagents:
+        row.lot_id.choices = lot_choices
+    if isinstance(form, PassageForm):
+        form.vessel_type.choices = [("", "Choose the vessel…")] + [
+            (v.code, f"{v.name} ({_quantity(v.growth_area_cm2)} cm²)")
+            for v in db.session.scalars(sa.select(VesselType).order_by(VesselType.growth_area_cm2))]
+
+
+def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[str, int]:
+    blocking = _blocking_step(step)
+    return render_template(
+        "batches/step.html", batch=step.batch, step=step, form=form, blocking=blocking,
+        is_passage=step.kind == StepKind.PASSAGE, correction=step.status != StepStatus.PENDING,
+        open_record=step.batch.status == S.IN_PROCESS and blocking is None,
+        verification=services.step_verification(step), tz=step.batch.site.timezone,
+        signatures=[(sig, signature_services.verify(sig, step).value)
+                    for sig in signature_services.signatures_for(step)],
+        history=_history(_step_records(step)),
+    ), status
+
+
+@bp.route("/<number>/steps/<code>", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def step(number: str, code: str) -> Any:
+    batch = services.get_batch(_user(), number)
+    step = _get_step(batch, code)
+    form_class = PassageForm if step.kind == StepKind.PASSAGE else StepForm
+    form = form_class() if request.method == "POST" else form_class(data=_current_entries(step))
+    _set_choices(form, step)
+    if not form.validate_on_submit():
+        return _render_step(step, form, 422 if request.method == "POST" else 200)
+    data = form.entries()
+    # A time shown and sent back unchanged keeps its stored value (the input has no sub-second precision).
+    for name, saved in _saved_times(step).items():
+        if saved is not None and form[name].data == _local(saved, batch.site.timezone):
+            data[name] = saved
+    if step.kind == StepKind.PASSAGE:
+        data["started_at"], data["ended_at"] = data["seeded_at"], data["harvested_at"]
+    expected = _version(form.version.data)
+    try:
+        services.record_step(_user(), step, data, reason=form.reason.data, expected_version=expected)
+    except PermissionDenied:
+        raise
+    except DomainError as error:
+        apply_domain_errors(form, error)
+        if expected is not None and expected != step.version:
+            # Someone saved meanwhile: their entries are shown beside the form; saving again now replaces
+            # them knowingly (with a reason), never silently.
+            form.version.data = str(step.version)
+            form.form_errors.append("The entries saved meanwhile are shown under 'Saved entries'. Your values are "
+                                    "still in the form: compare them, then save again with the reason, or reload "
+                                    "the page to start from the saved entries.")
+        return _render_step(step, form, 422)
+    flash(f"{step.code} ({step.name}) saved." + (" A second person verifies it next." if step.status ==
+                                                  StepStatus.DONE else " Complete it when the step ends."),
+          "success")
+    return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
+
+
+# --- comparison ----------------------------------------------------------------------------------
+
+
+@bp.route("/compare")
+@roles_required(READ_ROLES)
+def compare() -> tuple[str, int]:
+    user = _user()
+    # "Show this product" starts a new choice: the batches ticked for another product are dropped.
+    raw_numbers = [] if request.args.get("change") == "product" else request.args.getlist("numbers")
+    numbers = list(dict.fromkeys(n.strip().upper() for raw in raw_numbers for n in raw.split(",") if n.strip()))
+    product_code = (request.args.get("product") or "").strip().upper()
+    errors = []
+    chosen: list[Batch] = []
+    for number in numbers:
+        batch = db.session.scalar(visible_to(sa.select(Batch).where(Batch.number == number), Batch, user))
+        if batch is None:
+            errors.append(f"There is no batch {number} you can see.")
+        elif product_code and batch.product.code != product_code:
+            errors.append(f"{number} is {batch.product.code}, not {product_code}: only batches of one product are "
+                          "compared.")
+        else:
+            product_code = product_code or batch.product.code
+            chosen.append(batch)
+    products = list(db.session.scalars(sa.select(Product).where(Product.cellular.is_(True)).order_by(Product.code)))
+    if not product_code and products:
+        product_code = products[0].code
+    candidates = list(db.session.scalars(visible_to(
+        sa.select(Batch).join(Product, Product.id == Batch.product_id).where(Product.code == product_code), Batch,
+        user).order_by(Batch.started_at.desc()).limit(60)))
+    if not numbers:
+        chosen = [b for b in candidates if any(s.passage is not None for s in b.steps)][:MAX_COMPARED]
+    if len(chosen) > MAX_COMPARED:
+        errors.append(f"At most {MAX_COMPARED} batches are drawn on one chart: the first {MAX_COMPARED} are shown.")
+        chosen = chosen[:MAX_COMPARED]
+    series = [charts.batch_series(b) for b in chosen]
+    drawing = charts.growth_drawing(series, width=640, height=340,
+                                    title=f"Growth curves, {product_code}: cumulative PD by days in culture")
+    return render_template("batches/compare.html", product_code=product_code, products=products,
+                           candidates=candidates, chosen_numbers={b.number for b in chosen},
+                           drawn=[b for b, line in zip(chosen, series, strict=True) if len(line.points) > 1],
+                           undrawn=[b for b, line in zip(chosen, series, strict=True) if len(line.points) <= 1],
+                           growth_svg=Markup(charts.svg(drawing)), errors=errors,
+                           ), (422 if errors else 200)

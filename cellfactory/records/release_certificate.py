@@ -1,0 +1,199 @@
+"""The release certificate: one page, generated once at signing and stored.
+
+Fields follow EU GMP Annex 16 Appendix II / Annex 13 Attachment 3 as digested in REGULATORY.md §3.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.units import mm
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from cellfactory.records.styles import MARGIN, PAGE, SignatureView, page_footer, para, signature_block, styles
+
+
+@dataclass
+class TestLine:
+    test: str
+    method: str
+    result: str
+    criterion: str
+    verdict: str
+
+
+@dataclass
+class CertificateDocument:
+    number: str
+    decision_label: str
+    kind: str
+    statement: str
+    site_name: str
+    site_address: str
+    authorisation: str
+    product: str
+    product_code: str
+    trial_code: str
+    batch_number: str
+    dins: list[str]
+    donors: list[str]
+    specification: str
+    started: str
+    certified: str
+    results: list[TestLine]
+    pending: list[str]
+    deviations: list[str]
+    comment: str
+    exceptional: list[tuple[str, str]]
+    signature: SignatureView
+    content_hash: str
+    verification_url: str
+    version: str
+    build: str
+    printed: str
+    banner: str = ""
+    failing: list[str] = field(default_factory=list)
+
+
+def _qr(url: str, size: float = 30 * mm) -> Drawing:
+    widget = QrCodeWidget(url)
+    x1, y1, x2, y2 = widget.getBounds()
+    drawing = Drawing(size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0])
+    drawing.add(widget)
+    return drawing
+
+
+def _grid(rows: list[list], widths: list[float | None], *, header: bool = True) -> Table:
+    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
+    commands = [("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#999999")),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
+    if header:
+        commands.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8f2f2")))
+    table.setStyle(TableStyle(commands))
+    return table
+
+
+def render(doc_data: CertificateDocument) -> bytes:
+    buffer = io.BytesIO()
+    title = f"Release certificate {doc_data.number}"
+    doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=14 * mm,
+                            bottomMargin=MARGIN, title=title, author="cellfactory",
+                            subject=f"Batch {doc_data.batch_number}")
+    small = "small"
+    story = []
+    if doc_data.banner:
+        banner = Table([[Paragraph(doc_data.banner, styles()["title"])]], colWidths=[None])
+        banner.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#b3261e")),
+                                    ("TEXTCOLOR", (0, 0), (-1, -1), colors.white)]))
+        story += [banner, Spacer(0, 4)]
+    header = Table([[[para("Batch certificate", "title"), para(doc_data.decision_label, "label"),
+                      para(f"Certificate {doc_data.number}", small)],
+                     [_qr(doc_data.verification_url), para("Verify: scan or open", small)]]],
+                   colWidths=[None, 34 * mm])
+    header.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    story += [header, Spacer(0, 3)]
+    identity = [
+        [para("Product", "label"), para(f"{doc_data.product} ({doc_data.product_code})")],
+        [para("Clinical trial", "label"), para(doc_data.trial_code or "not recorded")],
+        [para("Batch", "label"), para(doc_data.batch_number)],
+        [para("DIN(s)", "label"), para(", ".join(doc_data.dins))],
+        [para("Donor / patient code", "label"), para(", ".join(doc_data.donors))],
+        [para("Specification", "label"), para(doc_data.specification)],
+        [para("Manufacturing site", "label"), para(f"{doc_data.site_name}, {doc_data.site_address}".strip(", "))],
+        [para("Manufacturing authorisation", "label"), para(doc_data.authorisation or "not recorded")],
+        [para("Batch started", "label"), para(doc_data.started)],
+        [para("Decision signed", "label"), para(doc_data.certified)],
+    ]
+    story += [_grid(identity, [45 * mm, None], header=False), Spacer(0, 4)]
+    rows = [[para(h, "label") for h in ("Test", "Method", "Result", "Criterion", "Verdict")]]
+    rows += [[para(t.test, small), para(t.method, small), para(t.result, small), para(t.criterion, small),
+              para(t.verdict.upper(), small)] for t in doc_data.results]
+    story += [para("Release tests", "h2"), _grid(rows, [36 * mm, 42 * mm, 34 * mm, 32 * mm, None])]
+    if doc_data.failing:
+        story += [Spacer(0, 3), para("OUT OF SPECIFICATION: " + "; ".join(doc_data.failing), "label")]
+    if doc_data.pending:
+        story += [Spacer(0, 3), para("Pending at this decision: " + "; ".join(doc_data.pending), "label")]
+    story += [para("Deviations", "h2"),
+              para("; ".join(doc_data.deviations) if doc_data.deviations else "None recorded for this batch.", small)]
+    if doc_data.exceptional:
+        story += [para("Exceptional release (EU GMP Part IV 11.5)", "h2"),
+                  _grid([[para(k, "label"), para(v, small)] for k, v in doc_data.exceptional], [55 * mm, None],
+                        header=False)]
+    story += [para("Decision", "h2"), para(doc_data.statement), Spacer(0, 2)]
+    if doc_data.comment:
+        story += [para(f"Comment: {doc_data.comment}", small), Spacer(0, 2)]
+    story += [signature_block(doc_data.signature), Spacer(0, 3),
+              para(f"SHA-256 of the signed batch record content: {doc_data.content_hash}", small),
+              para(f"Verification: {doc_data.verification_url}", small)]
+    footer = page_footer(title, doc_data.version, doc_data.build, doc_data.printed)
+    doc.build(story, onFirstPage=footer, onLaterPages=footer)
+    return buffer.getvalue()
+
+
+STATEMENTS = {
+    "certification": "I certify that this batch has been manufactured and checked in compliance with GMP, the "
+                     "specification and the clinical trial authorisation, and release it for clinical use.",
+    "final_certification": "All results are now available and conform. I give the final certification of this "
+                           "batch, initially released before the sterility result was available.",
+    "conditional_certification": "I certify this batch for administration before every quality control result is "
+                                 "available (EU GMP Part IV, release before test results). The tests listed as "
+                                 "pending will be completed; a failing result will be reported to the treating "
+                                 "physicians at once.",
+    "rejection": "This batch is REJECTED and must not be used for clinical purposes.",
+    "exceptional_oos_release": "This batch does NOT meet its specification. At the written request of the treating "
+                               "physician, with the manufacturer's risk evaluation provided and the sponsor notified, "
+                               "I release it exceptionally for the named patient (EU GMP Part IV 11.5).",
+}
+
+
+def build_document(batch, decision, certificate, verification_url: str) -> CertificateDocument:
+    """Plain data for the certificate, taken from the record at the moment of signing."""
+    from flask import current_app
+
+    from cellfactory import isbt128
+    from cellfactory.core.clock import format_local, utcnow
+    from cellfactory.deviations.services import for_batch
+    from cellfactory.products.models import TestStage
+    from cellfactory.qc.services import qc_status
+
+    tz = batch.site.timezone
+    results = []
+    for status in qc_status(batch):
+        if status.test.stage != TestStage.RELEASE:
+            continue
+        reportable = status.reportable
+        results.append(TestLine(status.test.name, reportable.method if reportable else status.test.method,
+                                reportable.value_text if reportable else "no result", status.test.criterion_text,
+                                reportable.verdict.value if reportable else "missing"))
+    kind = decision.kind.value
+    exceptional = []
+    if kind == "exceptional_oos_release":
+        exceptional = [("Physician's request", f"{decision.physician_name}, {decision.physician_request_date}"),
+                       ("Risk evaluation", decision.risk_evaluation_reference or ""),
+                       ("Sponsor notified", f"{format_local(decision.sponsor_notified_at, tz)}, "
+                                            f"{decision.sponsor_reference}")]
+    banner = {"exceptional_oos_release": "OUT OF SPECIFICATION", "rejection": "REJECTED"}.get(kind, "")
+    config = current_app.config
+    return CertificateDocument(
+        number=certificate.number, decision_label=decision.kind.label, kind=kind, statement=STATEMENTS[kind],
+        site_name=batch.site.name, site_address=batch.site.address, authorisation=batch.site.authorisation_number,
+        product=batch.product.name, product_code=batch.product.code, trial_code=batch.product.trial_code,
+        batch_number=batch.number,
+        dins=[isbt128.format_din(m.material.din, with_check_character=True) for m in batch.materials],
+        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials],
+        specification=f"{batch.specification.label}, approved {format_local(batch.specification.approved_at, tz)}",
+        started=format_local(batch.started_at, tz), certified=format_local(decision.decided_at, tz, seconds=True),
+        results=results,
+        pending=[f"{p['test']} ({p['method']}): PENDING, final read due {p['due']}" for p in decision.pending_tests],
+        failing=[f"{f['test']}: {f['result']} (criterion {f['criterion']})" for f in decision.failing_tests],
+        deviations=[f"{d.number} {d.classification.value} ({d.status.value}): {d.title}" for d in for_batch(batch.id)],
+        comment=decision.comment, exceptional=exceptional,
+        signature=SignatureView.of(decision.signature, tz, "valid at signing"),
+        content_hash=decision.signature.content_hash, verification_url=verification_url,
+        version=config["VERSION"], build=config["BUILD"], printed=format_local(utcnow(), tz, seconds=True),
+        banner=banner)

@@ -1,0 +1,272 @@
+"""Gathers the batch record from the database into plain data for the PDF (cellfactory.records.batch_record)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from reportlab.lib.units import mm
+
+from cellfactory import isbt128
+from cellfactory.audit.models import AuditEntry
+from cellfactory.batches import charts
+from cellfactory.batches.models import Batch
+from cellfactory.batches.services import step_verification
+from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.values import decimal_text
+from cellfactory.deviations.services import for_batch
+from cellfactory.donors.services import eligibility
+from cellfactory.extensions import db
+from cellfactory.qc.services import batch_results, qc_status, result_verification
+from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
+from cellfactory.records.styles import SignatureView
+from cellfactory.releases.services import certificates_for, decisions_for
+from cellfactory.signatures import services as signatures
+
+
+def _entities(batch: Batch) -> dict[str, list[str]]:
+    """Every record that belongs to the batch, by audit entity type."""
+    results = batch_results(batch)
+    deviations = for_batch(batch.id)
+    decisions = decisions_for(batch)
+    ids: dict[str, list[str]] = {
+        "batch": [str(batch.id)],
+        "batch_material": [str(m.id) for m in batch.materials],
+        "source_material": [str(m.material_id) for m in batch.materials],
+        "batch_step": [str(s.id) for s in batch.steps],
+        "passage": [str(s.passage.id) for s in batch.steps if s.passage],
+        "step_equipment": [str(u.id) for s in batch.steps for u in s.equipment_uses],
+        "step_reagent": [str(u.id) for s in batch.steps for u in s.reagent_uses],
+        "qc_result": [str(r.id) for r in results],
+        "deviation": [str(d.id) for d in deviations],
+        "capa_action": [str(a.id) for d in deviations for a in d.actions],
+        "batch_decision": [str(d.id) for d in decisions],
+        "release_certificate": [str(c.id) for c in certificates_for(batch)],
+    }
+    signed = [(t, i) for t in ("batch", "batch_step", "qc_result", "deviation", "source_material") for i in ids[t]]
+    signature_ids = db.session.scalars(sa.select(signatures.Signature.id).where(sa.tuple_(
+        signatures.Signature.entity_type, signatures.Signature.entity_id).in_(signed))) if signed else []
+    ids["signature"] = [str(i) for i in signature_ids]
+    return ids
+
+
+def _audit_entries(ids: dict[str, list[str]]) -> list[AuditEntry]:
+    conditions = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(values))
+                  for kind, values in ids.items() if values]
+    return list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions)).order_by(AuditEntry.seq)))
+
+
+def _changes_text(changes: dict[str, Any]) -> str:
+    parts = []
+    for key, value in sorted(changes.items()):
+        if isinstance(value, list) and len(value) == 2:
+            parts.append(f"{key}: {value[0] if value[0] is not None else '—'} → {value[1] if value[1] is not None else '—'}")
+        else:
+            parts.append(f"{key}: {value}")
+    return "; ".join(parts)
+
+
+def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
+    tz = batch.site.timezone
+
+    def t(value) -> str:
+        return format_local(value, tz) if value else "—"
+
+    ids = _entities(batch)
+    entries = _audit_entries(ids)
+    changed = {(e.entity_type, e.entity_id, field) for e in entries if e.action == "update" and e.reason != "first entry"
+               for field in e.changes}
+
+    def label(text: str, entity: str, entity_id: Any, field: str) -> str:
+        return f"{text} {CHANGED}" if (entity, str(entity_id), field) in changed else text
+
+    def sig(signature) -> tuple[str, SignatureView]:
+        return ("signature", SignatureView.of(signature, tz, "recorded"))
+
+    sections: list[Section] = []
+
+    # 1. Donors and eligibility
+    donors = Section("Donors and eligibility")
+    for link in batch.materials:
+        donor = link.material.donor
+        outcome = eligibility(donor)
+        donors.blocks += [("subtitle", f"Donor {donor.code}"), ("kv", [
+            ("Type, kind of donation", f"{donor.donor_type.value}, {donor.donation_kind.value}"),
+            ("Birth year, sex", f"{donor.birth_year}, {donor.sex.value}"),
+            ("Donation date", donor.donation_date.isoformat()),
+            ("Consent", f"{donor.consent_date}, form {donor.consent_form_version}: {donor.consent_scope}"),
+            ("Consent withdrawn", donor.consent_withdrawn_on.isoformat() if donor.consent_withdrawn_on else "no"),
+            ("Eligibility", outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
+        ]), ("table", ["Test", "Sample", "Type", "From", "Result", "Lab reference", "Entered"],
+             [[r.test.label, r.sample_date.isoformat(), r.sample_type.value, r.tested_person.value,
+               r.result.value + (f" (superseded: {r.correction_reason})" if r.superseded_by_id else ""),
+               r.lab_reference, t(r.created_at)] for r in donor.results],
+             [34 * mm, 20 * mm, 15 * mm, 15 * mm, 35 * mm, 28 * mm, None])]
+    sections.append(donors)
+
+    # 2. Source material and receipt
+    material_section = Section("Source material and receipt")
+    for link in batch.materials:
+        m = link.material
+        material_section.blocks += [("subtitle", f"{m.material_type.label} {isbt128.format_din(m.din, with_check_character=True)}"),
+                                    ("kv", [
+            ("Site", m.site.name), ("Collected", f"{t(m.collected_at)} at {m.collection_centre}"),
+            (label("Quantity", "source_material", m.id, "quantity"), f"{decimal_text(m.quantity)} {m.quantity_unit}"),
+            ("Anticoagulant", m.anticoagulant or "—"),
+            ("Transport", f"{t(m.transport_started_at)} → {t(m.arrived_at)} ({m.transport_hours:.1f} h)"),
+            ("Temperature", f"{decimal_text(m.transport_temp_min_c)} to {decimal_text(m.transport_temp_max_c)} °C "
+                            f"(allowed {decimal_text(m.rule.temp_min_c)} to {decimal_text(m.rule.temp_max_c)} °C, "
+                            f"limits v{m.rule.version})"),
+            ("Container intact / documents", f"{'yes' if m.container_intact else 'NO'} / "
+                                             f"{'complete' if m.documents_complete else 'INCOMPLETE'}"),
+            ("Receipt decision", m.status.value + (": " + " ".join(m.decision_reasons) if m.decision_reasons else "")),
+            ("Received", t(m.received_at)),
+            ("QA decision on quarantine", f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
+        ])]
+        material_section.blocks += [sig(s) for s in signatures.signatures_for(m)]
+    sections.append(material_section)
+
+    # 3. Manufacturing record
+    manufacturing = Section("Manufacturing record")
+    for step in batch.steps:
+        manufacturing.blocks += [("subtitle", f"{step.code} {step.name} ({step.status.value})"), ("kv", [
+            (label("Started", "batch_step", step.id, "started_at"), t(step.started_at)),
+            (label("Ended", "batch_step", step.id, "ended_at"), t(step.ended_at)),
+            ("Operator", step.operator.full_name if step.operator else "—"),
+            (label("Observations", "batch_step", step.id, "observations"), step.observations or "—"),
+            ("Deviation", step.deviation_reference or "—"),
+        ])]
+        if step.equipment_uses:
+            manufacturing.blocks.append(("table", ["Equipment", "Name", "Calibration due", "Status", "Voided"],
+                                         [[u.equipment.code, u.equipment.name, u.equipment.calibration_due.isoformat(),
+                                           u.equipment.status.value, u.void_reason or ""] for u in step.equipment_uses],
+                                         [25 * mm, 55 * mm, 25 * mm, 25 * mm, None]))
+        if step.reagent_uses:
+            manufacturing.blocks.append(("table", ["Reagent", "Lot", "Expiry", "Status", "Quantity", "Voided"],
+                                         [[u.lot.item.name, u.lot.lot_number, u.lot.expiry_date.isoformat(),
+                                           u.lot.status.value, f"{decimal_text(u.quantity)} {u.unit}",
+                                           u.void_reason or ""] for u in step.reagent_uses],
+                                         [45 * mm, 25 * mm, 20 * mm, 20 * mm, 22 * mm, None]))
+        verification = step_verification(step)
+        if verification is None:
+            manufacturing.blocks.append(("text", "Not verified by a second person (or changed since verification)."))
+        manufacturing.blocks += [sig(s) for s in signatures.signatures_for(step)]
+    sections.append(manufacturing)
+
+    # 4. Passages and growth
+    passages = [s for s in batch.steps if s.passage is not None]
+    if passages:
+        growth = Section("Passages and growth curve")
+        rows = []
+        for step in passages:
+            p = step.passage
+            rows.append([f"P{p.passage_number}", f"{p.vessel_count} × {p.vessel_type.code}",
+                         decimal_text(p.growth_area_cm2), f"{float(p.cells_seeded):.3g}",
+                         f"{float(p.cells_harvested):.3g}" if p.cells_harvested else "—",
+                         decimal_text(p.viability_pct) or "—", decimal_text(p.confluence_pct) or "—",
+                         f"{p.seeding_density:.0f}", f"{p.population_doublings:.2f}" if p.population_doublings else "—",
+                         f"{p.cumulative_pd:.2f}" if p.cumulative_pd is not None else "—",
+                         f"{p.doubling_time_h:.1f}" if p.doubling_time_h else "—"])
+        growth.blocks += [("table", ["P", "Vessels", "Area cm²", "Seeded", "Harvested", "Viab. %", "Confl. %",
+                                     "cells/cm²", "PD", "cPD", "DT h"], rows, None),
+                          ("text", f"Derived values: {passages[0].passage.formula_version}."),
+                          ("drawing", charts.growth_drawing([charts.batch_series(batch)], width=480, height=260))]
+        sections.append(growth)
+
+    # 5. Quality control
+    quality = Section("Quality control")
+    rows = []
+    for result in batch_results(batch):
+        verification = result_verification(result)
+        notes = []
+        if result.retest_of_id:
+            notes.append(f"retest of #{result.retest_of_id}: {result.retest_reason}")
+        if result.invalidated_at:
+            notes.append(f"INVALIDATED: {result.invalidation_reason}")
+        rows.append([f"#{result.id} {result.spec_test.name}", result.sample_id, t(result.sampled_at),
+                     f"{result.method}" + (f" / {result.equipment.code}" if result.equipment else ""),
+                     label(result.value_text, "qc_result", result.id, "numeric_value"),
+                     result.spec_test.criterion_text, result.verdict.value.upper(), result.analyst.full_name,
+                     f"{verification.printed_name}, {t(verification.signed_at)}" if verification else "not verified",
+                     "; ".join(notes)])
+    quality.blocks.append(("table", ["Result", "Sample", "Sampled", "Method", "Value", "Criterion", "Verdict",
+                                     "Analyst", "Verified", "Notes"], rows,
+                           [22 * mm, 15 * mm, 20 * mm, 20 * mm, 16 * mm, 16 * mm, 13 * mm, 17 * mm, 20 * mm, None]))
+    quality.blocks.append(("table", ["Test", "Result the decision uses", "Why"],
+                           [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable else "none",
+                             s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
+    sections.append(quality)
+
+    # 6. Deviations
+    deviation_section = Section("Deviations")
+    for deviation in for_batch(batch.id):
+        deviation_section.blocks += [("subtitle", f"{deviation.number} {deviation.title}"), ("kv", [
+            ("Classification, status", f"{deviation.classification.value}, {deviation.status.value}"),
+            ("Source", deviation.source.value), ("Opened", f"{t(deviation.opened_at)} by "
+                                                           f"{deviation.opened_by.full_name}"),
+            ("Description", deviation.description), ("Root cause", deviation.root_cause or "—"),
+            ("Impact on the batch", deviation.impact_assessment or "—"),
+            ("Closed", t(deviation.closed_at)),
+        ])]
+        if deviation.actions:
+            deviation_section.blocks.append(("table", ["Action", "Owner", "Due", "Completed"],
+                                             [[f"{a.kind}: {a.description}", a.owner.full_name, a.due_date.isoformat(),
+                                               f"{t(a.completed_at)} {a.completion_note or ''}".strip()]
+                                              for a in deviation.actions], [70 * mm, 35 * mm, 22 * mm, None]))
+        deviation_section.blocks += [sig(s) for s in signatures.signatures_for(deviation)]
+    if not deviation_section.blocks:
+        deviation_section.blocks.append(("text", "No deviation recorded for this batch."))
+    sections.append(deviation_section)
+
+    # 7. Review and certification
+    decisions = Section("QA review and QP certification")
+    for decision in decisions_for(batch):
+        decisions.blocks += [("subtitle", decision.kind.label), ("kv", [
+            ("Comment", decision.comment),
+            ("Checklist at signing", "; ".join(f"{'OK' if i['ok'] else 'NOT OK'}: {i['label']}"
+                                               for i in decision.checklist)),
+            ("Pending", "; ".join(f"{p['test']} due {p['due']}" for p in decision.pending_tests) or "—"),
+            ("Out of specification", "; ".join(f"{f['test']} {f['result']}" for f in decision.failing_tests) or "—"),
+        ]), ("signature", SignatureView.of(decision.signature, tz, signatures.verify(decision.signature, batch).value))]
+        if decision.certificate is not None:
+            decisions.blocks.append(("text", f"Certificate {decision.certificate.number}, PDF SHA-256 "
+                                             f"{decision.certificate.pdf_sha256}"))
+    if not decisions.blocks:
+        decisions.blocks.append(("text", "Not reviewed or certified yet."))
+    decisions.blocks += [sig(s) for s in signatures.signatures_for(batch) if s.id not in
+                         {d.signature_id for d in decisions_for(batch)}]
+    sections.append(decisions)
+
+    # 8. Changes after first entry
+    updates = [e for e in entries if e.action == "update" and e.reason != "first entry"]
+    sections.append(Section(f"Changes after first entry ({CHANGED})", [
+        ("text", "Every value changed after it was first entered: old and new value, who, when and why."),
+        ("table", ["When", "Who", "Record", "Change", "Reason"],
+         [[format_local(e.recorded_at, tz, seconds=True), e.actor_name, f"{e.entity_type} {e.entity_label}",
+           _changes_text(e.changes), e.reason or ""] for e in updates] or [["—", "", "", "No change after first entry", ""]],
+         [24 * mm, 30 * mm, 30 * mm, 60 * mm, None])]))
+
+    # 9. Audit trail
+    sections.append(Section("Audit trail of the batch", [
+        ("table", ["#", "When", "Who", "Action", "Record", "Changes", "Reason"],
+         [[e.seq, format_local(e.recorded_at, tz, seconds=True), e.actor_name, e.action,
+           f"{e.entity_type} {e.entity_label}", _changes_text(e.changes), e.reason or ""] for e in entries],
+         [12 * mm, 24 * mm, 28 * mm, 16 * mm, 28 * mm, 40 * mm, None])]))
+
+    config = current_app.config
+    cover = [
+        ("Batch", batch.number), ("Status", batch.status.label),
+        ("Product", f"{batch.product.name} ({batch.product.code})"),
+        ("Clinical trial", batch.product.trial_code or "not recorded"),
+        ("Specification", f"{batch.specification.label} (frozen at start)"),
+        ("Manufacturing site", f"{batch.site.name} ({batch.site.code}), FIN {batch.site.facility_id}"),
+        ("Started", f"{t(batch.started_at)}"),
+        ("Source material", ", ".join(f"{isbt128.format_din(m.material.din, with_check_character=True)} "
+                                      f"(donor {m.material.donor.code})" for m in batch.materials)),
+        ("Marked values", f"{CHANGED} marks a value changed after its first entry (see the changes appendix)."),
+    ]
+    return BatchRecordDocument(
+        batch_number=batch.number, title=f"Batch record {batch.number}", status=batch.status.label, cover=cover,
+        sections=sections, printed=format_local(utcnow(), tz, seconds=True), printed_by=printed_by,
+        version=config["VERSION"], build=config["BUILD"])

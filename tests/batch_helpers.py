@@ -142,7 +142,7 @@ def passage_data(number: int, seeded: float, harvested: float | None, start_h: f
     return data
 
 
-def run_batch_to_awaiting_qc(plant: Plant, batch: Batch) -> Batch:
+def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:
     """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
     from cellfactory.batches import services
 
@@ -155,7 +155,8 @@ def run_batch_to_awaiting_qc(plant: Plant, batch: Batch) -> Batch:
             services.record_step(refetch(plant.tech), step, passage_data(number, seeded, harvested, start, end))
         else:
             hours = 199 if step.code == "ISO" else 2
+            reagents = [{"lot_id": lot.id, "quantity": "20", "unit": "mL"}] if lot is not None else []
             services.record_step(refetch(plant.tech), step, step_data(started_at=iso(hours + 1),
-                                                                      ended_at=iso(hours)))
+                                                                      ended_at=iso(hours), reagents=reagents))
         services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
     return refetch(batch)

@@ -61,7 +61,8 @@ def _changes_text(changes: dict[str, Any]) -> str:
     parts = []
     for key, value in sorted(changes.items()):
         if isinstance(value, list) and len(value) == 2:
-            parts.append(f"{key}: {value[0] if value[0] is not None else '—'} → {value[1] if value[1] is not None else '—'}")
+            old, new = ("—" if v is None else v for v in value)
+            parts.append(f"{key}: {old} → {new}")
         else:
             parts.append(f"{key}: {value}")
     return "; ".join(parts)
@@ -75,8 +76,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
 
     ids = _entities(batch)
     entries = _audit_entries(ids)
-    changed = {(e.entity_type, e.entity_id, field) for e in entries if e.action == "update" and e.reason != "first entry"
-               for field in e.changes}
+    updates = [e for e in entries if e.action == "update" and e.reason != "first entry"]
+    changed = {(e.entity_type, e.entity_id, field) for e in updates for field in e.changes}
 
     def label(text: str, entity: str, entity_id: Any, field: str) -> str:
         return f"{text} {CHANGED}" if (entity, str(entity_id), field) in changed else text
@@ -109,8 +110,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     material_section = Section("Source material and receipt")
     for link in batch.materials:
         m = link.material
-        material_section.blocks += [("subtitle", f"{m.material_type.label} {isbt128.format_din(m.din, with_check_character=True)}"),
-                                    ("kv", [
+        din = isbt128.format_din(m.din, with_check_character=True)
+        material_section.blocks += [("subtitle", f"{m.material_type.label} {din}"), ("kv", [
             ("Site", m.site.name), ("Collected", f"{t(m.collected_at)} at {m.collection_centre}"),
             (label("Quantity", "source_material", m.id, "quantity"), f"{decimal_text(m.quantity)} {m.quantity_unit}"),
             ("Anticoagulant", m.anticoagulant or "—"),
@@ -239,12 +240,12 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     sections.append(decisions)
 
     # 8. Changes after first entry
-    updates = [e for e in entries if e.action == "update" and e.reason != "first entry"]
     sections.append(Section(f"Changes after first entry ({CHANGED})", [
         ("text", "Every value changed after it was first entered: old and new value, who, when and why."),
         ("table", ["When", "Who", "Record", "Change", "Reason"],
          [[format_local(e.recorded_at, tz, seconds=True), e.actor_name, f"{e.entity_type} {e.entity_label}",
-           _changes_text(e.changes), e.reason or ""] for e in updates] or [["—", "", "", "No change after first entry", ""]],
+           _changes_text(e.changes), e.reason or ""] for e in updates]
+         or [["—", "", "", "No change after first entry", ""]],
          [24 * mm, 30 * mm, 30 * mm, 60 * mm, None])]))
 
     # 9. Audit trail

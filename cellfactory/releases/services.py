@@ -17,7 +17,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import format_local, utcnow
-from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource
 from cellfactory.extensions import db
 from cellfactory.notifications.services import raise_alert

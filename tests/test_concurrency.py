@@ -151,3 +151,46 @@ def test_two_technicians_saving_the_same_step_one_wins_the_other_is_told(plant_a
     with app.app_context():
         step = db.session.get(BatchStep, step_id)
         assert step.version == version + 1 and step.observations.startswith("entered by")
+
+
+def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app):
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import Batch, BatchStatus
+    from cellfactory.core.errors import Conflict
+    from cellfactory.releases.models import Certificate
+    from tests.batch_helpers import complete_qc, run_batch_to_awaiting_qc, signing
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        second_qp = make_user("qp.second", [(Role.QP, "BG")], signing=True)
+        reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
+        qc = make_user("qc.one", [(Role.QC_ANALYST, "BG")], signing=True)
+        qc2 = make_user("qc.two", [(Role.QC_ANALYST, "BG")], signing=True)
+        plant.qc, plant.qc2 = qc, qc2
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[0]])
+        run_batch_to_awaiting_qc(plant, batch)
+        batch_services.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
+                                  BatchStatus.AWAITING_QC, reason="done")
+        complete_qc(plant, batch)
+        batch_services.transition(db.session.get(User, qc.id), db.session.get(Batch, batch.id),
+                                  BatchStatus.AWAITING_QA_REVIEW, reason="qc done")
+        batch_services.transition(db.session.get(User, reviewer.id), db.session.get(Batch, batch.id),
+                                  BatchStatus.AWAITING_CERTIFICATION, reason="reviewed", signing=signing(reviewer))
+        batch_id, qps = batch.id, [plant.qp.id, second_qp.id]
+        db.session.remove()
+
+    def certify(user, site):
+        qp = db.session.get(User, qps.pop())
+        try:
+            batch_services.transition(qp, db.session.get(Batch, batch_id), BatchStatus.RELEASED,
+                                      reason="certified", signing=signing(qp))
+            return "certified"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, certify)
+    assert outcomes.count("certified") == 1, outcomes
+    with app.app_context():
+        assert db.session.get(Batch, batch_id).status == BatchStatus.RELEASED
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Certificate)) == 1

@@ -135,3 +135,15 @@ def test_allocating_a_new_din_from_the_form(client, users):
     assert response.status_code == 302
     material = db.session.scalar(sa.select(SourceMaterial))
     assert material.din.startswith("A9991" + f"{TODAY.year % 100:02d}") and material.din.endswith("000001")
+
+
+def test_a_typed_din_needs_its_check_character(client, users):
+    login(client, "technician.bg")
+    register(client)
+    response = receive(client, din="A9991 26 000777")
+    assert response.status_code == 422
+    assert "needs its boxed check character" in response.get_data(as_text=True)
+    from cellfactory import isbt128
+
+    typed = isbt128.format_din("A999126000777", with_check_character=True)
+    assert receive(client, din=typed).status_code == 302

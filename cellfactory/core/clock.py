@@ -21,3 +21,8 @@ def format_local(value: dt.datetime | None, tz_name: str, *, seconds: bool = Fal
     local = to_local(value, tz_name)
     pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
     return f"{local.strftime(pattern)} {local.tzname()} ({tz_name})"
+
+
+def local_today(tz_name: str) -> dt.date:
+    """Today's date where the work happens: a date typed at a site is compared with the site's calendar."""
+    return utcnow().astimezone(ZoneInfo(tz_name)).date()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import User
 from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
@@ -113,7 +113,7 @@ def register_donor(actor: User, site: Site, data: dict[str, Any]) -> Donor:
     code = (data.get("code") or "").strip().upper()
     if not CODE_PATTERN.match(code):
         errors["code"] = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
-    fields = _donor_fields(data, errors, utcnow().date())
+    fields = _donor_fields(data, errors, local_today(site.timezone))
     if errors:
         raise ValidationFailed("The donor cannot be registered: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(Donor.id).where(Donor.site_id == site.id, Donor.code == code)):
@@ -133,7 +133,7 @@ def correct_donor(actor: User, donor: Donor, data: dict[str, Any], reason: str,
     _require_reason(reason)
     audit.act_as(db.session, actor, reason=reason)
     errors: dict[str, str] = {}
-    fields = _donor_fields(data, errors, utcnow().date())
+    fields = _donor_fields(data, errors, local_today(donor.site.timezone))
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     if donor.consent_withdrawn:
@@ -154,7 +154,7 @@ def withdraw_consent(actor: User, donor: Donor, withdrawn_on: Any, reason: str) 
     _require_reason(reason)
     errors: dict[str, str] = {}
     day = _date(withdrawn_on, "withdrawn_on", errors)
-    if day and day > utcnow().date():
+    if day and day > local_today(donor.site.timezone):
         errors["withdrawn_on"] = "The withdrawal date cannot be in the future."
     if errors:
         raise ValidationFailed("The withdrawal cannot be recorded: " + " ".join(errors.values()), fields=errors)
@@ -165,7 +165,7 @@ def withdraw_consent(actor: User, donor: Donor, withdrawn_on: Any, reason: str) 
     return donor
 
 
-def _result_fields(data: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+def _result_fields(data: dict[str, Any], errors: dict[str, str], today: dt.date) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "test": _enum(ScreeningTest, data.get("test"), "test", errors, "test"),
         "result": _enum(SerologyResult, data.get("result"), "result", errors, "result"),
@@ -182,7 +182,7 @@ def _result_fields(data: dict[str, Any], errors: dict[str, str]) -> dict[str, An
         fields["sample_type"] = SampleType(sample_type)
     if not fields["lab_reference"]:
         errors["lab_reference"] = "Enter the laboratory's reference for this result."
-    if fields["sample_date"] and fields["sample_date"] > utcnow().date():
+    if fields["sample_date"] and fields["sample_date"] > today:
         errors["sample_date"] = "The sample date cannot be in the future."
     return fields
 
@@ -194,7 +194,7 @@ def add_screening_result(actor: User, donor: Donor, data: dict[str, Any]) -> Scr
         raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
-    fields = _result_fields(data, errors)
+    fields = _result_fields(data, errors, local_today(donor.site.timezone))
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
     record = ScreeningResultRecord(donor=donor, site_id=donor.site_id, created_by_id=actor.id, **fields)
@@ -213,7 +213,7 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, data:
         raise Conflict("This result was already corrected: correct the current one.")
     audit.act_as(db.session, actor, reason=reason)
     errors: dict[str, str] = {}
-    fields = _result_fields(data, errors)
+    fields = _result_fields(data, errors, local_today(original.donor.site.timezone))
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     replacement = ScreeningResultRecord(donor=original.donor, site_id=original.site_id, created_by_id=actor.id,

@@ -14,7 +14,9 @@ class ReceiptForm(FlaskForm):
     din = StringField("DIN: scan the barcode or type the DIN with its check character",
                       validators=[Optional(), Length(max=40)],
                       render_kw={"autofocus": True, "autocomplete": "off", "autocapitalize": "characters",
-                                 "spellcheck": "false"})
+                                 "spellcheck": "false", "enterkeyhint": "next",
+                                 # static/js/scanner.js: the scanner's closing Enter moves on, it does not submit
+                                 "data-scanner": True, "data-scanner-next": "material_type"})
     allocate_din = BooleanField("The material has no DIN: allocate a new DIN of this site")
     material_type = SelectField("Material", choices=[(t.value, t.label) for t in MaterialType])
     donor = StringField("Donor code", validators=[DataRequired("Enter the donor code."), Length(max=32)],

@@ -34,8 +34,19 @@ def known_facilities() -> set[str]:
     return set(db.session.scalars(sa.select(Site.facility_id)))
 
 
-def read_din(raw: str, field: str = "din") -> isbt128.Din:
-    """A scanned or typed DIN, checked: a wrong check character, length or facility is refused with the reason."""
+def read_din(raw: str, field: str = "din", *, keyboard: bool = False) -> isbt128.Din:
+    """A scanned or typed DIN, checked: a wrong check character, length or facility is refused with the reason.
+
+    At a keyboard (`keyboard`), a scanner sends the whole data structure ('=' first) and a person types the DIN
+    with its boxed check character, which is what catches a mistyped character. Systems sending the DIN as data
+    (the API) may send the bare 13 characters.
+    """
+    typed = "".join((raw or "").split())
+    if keyboard and typed and not typed.startswith("=") and len(typed) in (isbt128.DIN_LENGTH,
+                                                                          isbt128.DIN_LENGTH + 2):
+        message = ("A typed DIN needs its boxed check character at the end (e.g. G1234 17 654321 A): type it, or "
+                   "scan the barcode.")
+        raise ValidationFailed(message, fields={field: message})
     try:
         return isbt128.parse_din(raw or "", known_facilities=known_facilities())
     except isbt128.DinError as error:
@@ -172,7 +183,7 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
         din = allocate_din(actor, site)
     else:
         try:
-            din = read_din(data.get("din") or "")
+            din = read_din(data.get("din") or "", keyboard=bool(data.get("keyboard")))
         except ValidationFailed as error:
             errors.update(error.fields)
     try:

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from cellfactory import isbt128
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
@@ -67,6 +68,7 @@ def receive():
         form.donor.data = request.args["donor"]
     if form.validate_on_submit():
         data = {name: field.data for name, field in form._fields.items() if name != "csrf_token"}
+        data["keyboard"] = True  # typed or scanned at the page: a typed DIN must carry its check character
         for name in ("collected_at", "transport_started_at", "arrived_at"):
             data[name] = data[name].isoformat() if data[name] else None
         try:
@@ -75,7 +77,8 @@ def receive():
             apply_domain_errors(form, error)
         else:
             category = {"accepted": "success", "quarantined": "warning", "rejected": "error"}[material.status.value]
-            flash(f"Material {material.din} received: {material.status.value.upper()}.", category)
+            flash(f"Material {isbt128.format_din(material.din, with_check_character=True)} received: "
+                  f"{material.status.value.upper()}.", category)
             return redirect(url_for("materials.detail", din=material.din))
     return render_template("materials/receive.html", form=form), (422 if form.errors or form.form_errors else 200)
 

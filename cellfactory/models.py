@@ -24,10 +24,19 @@ from cellfactory.reagents.models import CatalogueItem, ReagentLot
 from cellfactory.releases.models import BatchDecision, Certificate
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
+from cellfactory.units.models import (
+    Recipient,
+    Shipment,
+    ShipmentSequence,
+    ShipmentUnit,
+    StorageLocation,
+    Unit,
+)
 
 metadata = Base.metadata
 
 __all__ = [
+    "Recipient", "Shipment", "ShipmentSequence", "ShipmentUnit", "StorageLocation", "Unit",
     "BatchDecision", "Certificate",
     "CapaAction", "Deviation", "DeviationSequence", "QcResult",
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",

@@ -56,6 +56,9 @@ def test_every_audited_model_records_creation_with_values(users):
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")
+    # Units, storage, shipments and recipients need a released batch: tests/test_units.py checks them.
+    audited -= {"unit", "storage_location", "recipient", "shipment", "shipment_unit", "batch_decision",
+                "release_certificate"}
     created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
     assert audited - created == set()
     [site_entry] = [e for e in _trail("site", users["technician"].roles[0].site_id) if e.action == "create"]

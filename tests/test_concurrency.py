@@ -194,3 +194,44 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
     with app.app_context():
         assert db.session.get(Batch, batch_id).status == BatchStatus.RELEASED
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Certificate)) == 1
+
+
+def test_concurrent_put_away_into_one_position_one_wins(plant_app):
+    from cellfactory.core.errors import Conflict
+    from cellfactory.units import services as unit_services
+    from cellfactory.units.models import Unit
+    from tests.units_helpers import make_units, storage
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        from cellfactory.batches.models import Batch
+        from cellfactory.products.models import Product
+
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        product = db.session.scalar(sa.select(Product).where(Product.code == "UCMSC"))
+        from cellfactory.audit import services as audit
+
+        audit.act_as(db.session, db.session.get(User, plant.qa.id), reason="local product code")
+        product.unit_code = "A0101"
+        db.session.commit()
+        from cellfactory.batches import services as batch_services
+
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[1]])
+        made = make_units(plant, db.session.get(Batch, batch.id), 2)
+        storage(plant, site)
+        ids = [u.id for u in made]
+        db.session.remove()
+
+    def put(user, site):
+        unit = db.session.get(Unit, ids.pop())
+        try:
+            unit_services.put_away(db.session.get(User, plant.tech.id), unit, "LN2-01/R1/B01/A1")
+            return "stored"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, put)
+    assert outcomes.count("stored") == 1, outcomes
+    with app.app_context():
+        stored = db.session.scalars(sa.select(Unit).where(Unit.position_id.is_not(None))).all()
+        assert len(stored) == 1

@@ -27,6 +27,8 @@ class Product(Audited, CreatedMixin, VersionedMixin, Base):
     dose_unit: Mapped[str] = mapped_column(sa.String(40), default="cells/kg")
     # The clinical trial the product is an investigational medicinal product of (EU CT / EudraCT number).
     trial_code: Mapped[str] = mapped_column(sa.String(40), default="")
+    # Local ISBT 128 product code (national or local codes start with A-D) carried by every unit's identifier.
+    unit_code: Mapped[str] = mapped_column(sa.String(5), default="")
     active: Mapped[bool] = mapped_column(default=True)
 
     specifications: Mapped[list[SpecificationVersion]] = relationship(

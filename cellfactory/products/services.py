@@ -50,7 +50,7 @@ def current_specification(product: Product) -> SpecificationVersion:
 
 @transactional
 def create_product(actor: User, *, code: str, name: str, description: str = "", cellular: bool = True,
-                   dose_unit: str = "cells/kg") -> Product:
+                   dose_unit: str = "cells/kg", unit_code: str = "", trial_code: str = "") -> Product:
     _require_qa(actor)
     audit.act_as(db.session, actor)
     code = (code or "").strip().upper()
@@ -59,12 +59,16 @@ def create_product(actor: User, *, code: str, name: str, description: str = "", 
         errors["code"] = "Use 2-16 letters or digits, e.g. UCMSC."
     if not (name or "").strip():
         errors["name"] = "Enter the product name."
+    unit_code = (unit_code or "").strip().upper()
+    if unit_code and not (len(unit_code) == 5 and unit_code[0] in "ABCD" and unit_code[1:].isdigit()):
+        errors["unit_code"] = "A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101."
     if errors:
         raise ValidationFailed("The product cannot be saved: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(Product.id).where(Product.code == code)):
         raise Conflict(f"Product code {code} is already used.", fields={"code": "Already used."})
     product = Product(code=code, name=name.strip(), description=(description or "").strip(), cellular=cellular,
-                      dose_unit=(dose_unit or "").strip() or "cells/kg", created_by_id=actor.id)
+                      dose_unit=(dose_unit or "").strip() or "cells/kg", unit_code=unit_code,
+                      trial_code=(trial_code or "").strip(), created_by_id=actor.id)
     db.session.add(product)
     db.session.flush()
     return product
@@ -181,6 +185,32 @@ def create_draft(actor: User, product: Product, *, change_summary: str, steps: l
     db.session.flush()
     for test in tests or []:
         add_test(actor, spec, test)
+    return spec
+
+
+@transactional
+def update_draft(actor: User, spec: SpecificationVersion, *, change_summary: str, steps: list[dict],
+                 max_passage: Any = None, max_cumulative_pd: Any = None, reason: str = "") -> SpecificationVersion:
+    """Change a draft's summary, limits and process template before approval (empty limit: no limit)."""
+    _require_qa(actor)
+    if spec.status != SpecStatus.DRAFT:
+        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
+    errors: dict[str, str] = {}
+    if not (change_summary or "").strip():
+        errors["change_summary"] = "Required."
+    limit_pd = _number(max_cumulative_pd, "max_cumulative_pd", errors)
+    try:
+        limit_passage = int(max_passage) if max_passage not in (None, "") else None
+    except (TypeError, ValueError):
+        errors["max_passage"] = "Enter a whole number."
+        limit_passage = None
+    if errors:
+        raise ValidationFailed("The draft cannot be saved: " + " ".join(f"{k}: {v}" for k, v in errors.items()),
+                               fields=errors)
+    clean_steps = _validate_steps(steps, spec.product.cellular)
+    audit.act_as(db.session, actor, reason=(reason or "").strip() or "draft edited before approval")
+    spec.change_summary = change_summary.strip()
+    spec.max_passage, spec.max_cumulative_pd, spec.steps = limit_passage, limit_pd, clean_steps
     return spec
 
 

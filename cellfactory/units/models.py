@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cellfactory.batches.models import Batch
+from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.sites.models import Site
+
+
+class UnitStatus(enum.StrEnum):
+    QUARANTINE = "quarantine"
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    SHIPPED = "shipped"
+    RECEIVED = "received"
+    ADMINISTERED = "administered"
+    DESTROYED = "destroyed"
+    RECALLED = "recalled"
+
+    @property
+    def final(self) -> bool:
+        return self in (UnitStatus.ADMINISTERED, UnitStatus.DESTROYED)
+
+
+class LocationKind(enum.StrEnum):
+    CONTAINER = "container"  # freezer or liquid-nitrogen tank
+    RACK = "rack"
+    BOX = "box"
+    POSITION = "position"
+
+
+class StorageLocation(Audited, CreatedMixin, Base):
+    """Storage as a hierarchy: freezer or LN2 tank > rack > box > position. A position holds one unit."""
+
+    __tablename__ = "storage_location"
+    __table_args__ = (sa.UniqueConstraint("site_id", "path"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("storage_location.id"), index=True)
+    kind: Mapped[LocationKind] = enum_column(LocationKind)
+    code: Mapped[str] = mapped_column(sa.String(20))
+    # The full address, e.g. "LN2-01/R2/B05/C3": unique per site, printed on labels and lists.
+    path: Mapped[str] = mapped_column(sa.String(120))
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    temperature: Mapped[str] = mapped_column(sa.String(40), default="")
+    rows: Mapped[int | None]
+    columns: Mapped[int | None]
+    row: Mapped[int | None]
+    column: Mapped[int | None]
+    segregated: Mapped[bool] = mapped_column(default=False)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.path
+
+
+class Unit(Audited, CreatedMixin, VersionedMixin, Base):
+    """A final bag or vial: DIN + product code + division, with its content, expiry, status and custody."""
+
+    __tablename__ = "unit"
+    __table_args__ = (sa.UniqueConstraint("din", "product_code", "division"),)
+
+    id: Mapped[IntPK]
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
+    origin_site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    # The site that holds the unit now (custody); it changes when a shipment is received.
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    din: Mapped[str] = mapped_column(sa.String(13))
+    product_code: Mapped[str] = mapped_column(sa.String(10))
+    division: Mapped[str] = mapped_column(sa.String(2))
+    volume_ml: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(8, 2))
+    cells: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(20, 0))
+    expires_at: Mapped[dt.datetime]
+    status: Mapped[UnitStatus] = enum_column(UnitStatus, index=True)
+    position_id: Mapped[int | None] = mapped_column(sa.ForeignKey("storage_location.id"), unique=True)
+    recipient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient.id"), index=True)
+    administered_at: Mapped[dt.datetime | None]
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    batch: Mapped[Batch] = relationship(lazy="joined")
+    site: Mapped[Site] = relationship(foreign_keys=[site_id], lazy="joined")
+    origin_site: Mapped[Site] = relationship(foreign_keys=[origin_site_id])
+    position: Mapped[StorageLocation | None] = relationship(lazy="joined")
+    recipient: Mapped[Recipient | None] = relationship(lazy="joined")
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.din}-{self.product_code}-{self.division}"
+
+    def audit_label(self) -> str:
+        return self.identifier
+
+
+class Recipient(Audited, CreatedMixin, Base):
+    """A pseudonymised recipient (patient) of a clinical trial at a site."""
+
+    __tablename__ = "recipient"
+    __table_args__ = (sa.UniqueConstraint("site_id", "code"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(40))
+    trial_code: Mapped[str] = mapped_column(sa.String(40), default="")
+
+    site: Mapped[Site] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.code
+
+
+class ShipmentStatus(enum.StrEnum):
+    IN_TRANSIT = "in_transit"
+    RECEIVED = "received"
+
+
+class ShipmentSequence(Base):
+    __tablename__ = "shipment_sequence"
+    __table_args__ = (sa.UniqueConstraint("site_id", "year"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    year: Mapped[int]
+    last_value: Mapped[int]
+
+
+class Shipment(Audited, CreatedMixin, VersionedMixin, Base):
+    __tablename__ = "shipment"
+
+    id: Mapped[IntPK]
+    number: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    from_site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    to_site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    shipper: Mapped[Str200]
+    logger_reference: Mapped[str] = mapped_column(sa.String(100))
+    departed_at: Mapped[dt.datetime]
+    status: Mapped[ShipmentStatus] = enum_column(ShipmentStatus, index=True)
+    received_at: Mapped[dt.datetime | None]
+    received_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    temperature_excursion: Mapped[bool | None]
+    condition: Mapped[str | None] = mapped_column(sa.Text)
+
+    from_site: Mapped[Site] = relationship(foreign_keys=[from_site_id], lazy="joined")
+    to_site: Mapped[Site] = relationship(foreign_keys=[to_site_id], lazy="joined")
+    items: Mapped[list[ShipmentUnit]] = relationship(back_populates="shipment", lazy="selectin",
+                                                    order_by="ShipmentUnit.id")
+
+    def audit_label(self) -> str:
+        return self.number
+
+
+class ShipmentUnit(Audited, CreatedMixin, Base):
+    __tablename__ = "shipment_unit"
+    __table_args__ = (sa.UniqueConstraint("shipment_id", "unit_id"),)
+
+    id: Mapped[IntPK]
+    shipment_id: Mapped[int] = mapped_column(sa.ForeignKey("shipment.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(sa.ForeignKey("unit.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+
+    shipment: Mapped[Shipment] = relationship(back_populates="items")
+    unit: Mapped[Unit] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.unit.identifier if self.unit else str(self.unit_id)

@@ -1,0 +1,431 @@
+"""Units, storage, shipments, administration, recall: the chain of identity and custody."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import string
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from cellfactory import isbt128
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.materials.services import parse_instant
+from cellfactory.sites.models import Site
+from cellfactory.units.models import (
+    LocationKind,
+    Recipient,
+    Shipment,
+    ShipmentSequence,
+    ShipmentStatus,
+    ShipmentUnit,
+    StorageLocation,
+    Unit,
+    UnitStatus,
+)
+
+STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
+DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
+
+
+def _require(actor: User, site_id: int, roles: frozenset[Role] = STAFF, what: str = "handle units") -> None:
+    permissions.require(actor.has_any_role(roles, site_id), f"Only staff of the site that holds them {what}.")
+
+
+# --- visibility ----------------------------------------------------------------------------------
+
+
+def visible_units(user: User) -> sa.Select:
+    """Units the user may see: those their sites hold, and those on a shipment from or to their sites."""
+    if not user.has_any_role(permissions.READ_ROLES):
+        return sa.select(Unit).where(sa.false())
+    sites = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
+    if None in sites:
+        return sa.select(Unit)
+    shipped = sa.select(ShipmentUnit.unit_id).join(Shipment).where(
+        sa.or_(Shipment.from_site_id.in_(sites), Shipment.to_site_id.in_(sites)))
+    return sa.select(Unit).where(sa.or_(Unit.site_id.in_(sites), Unit.origin_site_id.in_(sites),
+                                        Unit.id.in_(shipped)))
+
+
+def get_unit(user: User, identifier: str) -> Unit:
+    din, _, rest = (identifier or "").strip().upper().partition("-")
+    code, _, division = rest.partition("-")
+    unit = db.session.scalar(visible_units(user).where(Unit.din == din, Unit.product_code == code,
+                                                       Unit.division == division))
+    if unit is None:
+        raise NotFound(f"There is no unit {identifier!r} you can see.")
+    return unit
+
+
+def visible_shipments(user: User) -> sa.Select:
+    sites = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
+    if not sites:
+        return sa.select(Shipment).where(sa.false())
+    if None in sites:
+        return sa.select(Shipment)
+    return sa.select(Shipment).where(sa.or_(Shipment.from_site_id.in_(sites), Shipment.to_site_id.in_(sites)))
+
+
+def get_shipment(user: User, number: str) -> Shipment:
+    shipment = db.session.scalar(visible_shipments(user).where(Shipment.number == (number or "").strip().upper()))
+    if shipment is None:
+        raise NotFound(f"There is no shipment {number!r} you can see.")
+    return shipment
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+
+@transactional
+def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells_per_unit: Any,
+                 expires_at: Any) -> list[Unit]:
+    """The final bags or vials of a batch, in quarantine until the batch is certified."""
+    _require(actor, batch.site_id, frozenset({Role.TECHNICIAN}), "create units")
+    if not batch.status.is_open and batch.status not in RELEASED:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: no units can be made from it.")
+    if len(batch.materials) != 1:
+        raise Conflict("Units carry the DIN of their source material: this batch pools several materials; "
+                       "give it its own DIN first.")
+    if not batch.product.unit_code:
+        raise Conflict(f"Product {batch.product.code} has no ISBT 128 product code for units: QA must set it.")
+    errors: dict[str, str] = {}
+    try:
+        count = int(count)
+        if not 1 <= count <= len(DIVISIONS):
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["count"] = f"Enter how many units (1 to {len(DIVISIONS)})."
+    try:
+        volume = decimal.Decimal(str(volume_ml))
+        cells = decimal.Decimal(str(cells_per_unit))
+        if volume <= 0 or cells <= 0:
+            raise decimal.InvalidOperation
+    except decimal.InvalidOperation:
+        errors["volume_ml"] = "Enter the volume (mL) and the cells per unit as positive numbers."
+    expiry = parse_instant(expires_at, "expires_at", batch.site.timezone, errors)
+    if expiry is not None and expiry <= utcnow():
+        errors["expires_at"] = "The expiry is in the past."
+    if errors:
+        raise ValidationFailed("The units cannot be created: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor)
+    din = batch.materials[0].material.din
+    taken = set(db.session.scalars(sa.select(Unit.division).where(Unit.din == din,
+                                                                  Unit.product_code == batch.product.unit_code)))
+    free = [d for d in DIVISIONS if d not in taken]
+    if len(free) < count:
+        raise Conflict(f"Only {len(free)} more divisions are free for DIN {din}.")
+    status = UnitStatus.AVAILABLE if batch.status in RELEASED else UnitStatus.QUARANTINE
+    units = []
+    for division in free[:count]:
+        unit = Unit(batch=batch, origin_site_id=batch.site_id, site_id=batch.site_id, din=din,
+                    product_code=batch.product.unit_code, division=division, volume_ml=volume, cells=cells,
+                    expires_at=expiry, status=status, created_by_id=actor.id)
+        db.session.add(unit)
+        units.append(unit)
+    db.session.flush()
+    return units
+
+
+@transactional
+def release_units(actor: User, batch: Batch) -> list[Unit]:
+    """Units leave quarantine only when their batch is released or conditionally released."""
+    _require(actor, batch.site_id, frozenset({Role.QA, Role.QP}), "release units")
+    if batch.status not in RELEASED:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: its units stay in quarantine until the QP "
+                       "certifies it.")
+    audit.act_as(db.session, actor, reason=f"batch {batch.number} {batch.status.label}")
+    units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id,
+                                                          Unit.status == UnitStatus.QUARANTINE)))
+    for unit in units:
+        unit.status = UnitStatus.AVAILABLE
+    return units
+
+
+def _set_status(unit: Unit, status: UnitStatus, reason: str | None = None) -> None:
+    unit.status = status
+    unit.status_reason = reason
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+
+@transactional
+def create_location(actor: User, site: Site, *, kind: Any, code: str, parent: StorageLocation | None = None,
+                    name: str = "", temperature: str = "", rows: Any = None, columns: Any = None,
+                    segregated: bool = False) -> StorageLocation:
+    """A freezer or tank, a rack in it, or a box in a rack (a box creates its positions)."""
+    _require(actor, site.id, what="set up storage")
+    audit.act_as(db.session, actor)
+    try:
+        kind = LocationKind(kind)
+    except ValueError as exc:
+        raise ValidationFailed("Choose container, rack or box.", fields={"kind": "Unknown kind."}) from exc
+    code = (code or "").strip().upper()
+    expected_parent = {LocationKind.CONTAINER: None, LocationKind.RACK: LocationKind.CONTAINER,
+                       LocationKind.BOX: LocationKind.RACK, LocationKind.POSITION: LocationKind.BOX}[kind]
+    if not code or "/" in code:
+        raise ValidationFailed("Give the location a code without '/'.", fields={"code": "Required."})
+    if (parent.kind if parent else None) != expected_parent:
+        raise ValidationFailed(f"A {kind.value} goes inside a {expected_parent.value if expected_parent else 'site'}.",
+                               fields={"parent": "Wrong place in the hierarchy."})
+    if parent is not None and parent.site_id != site.id:
+        raise ValidationFailed("The parent belongs to another site.", fields={"parent": "Another site."})
+    path = f"{parent.path}/{code}" if parent else code
+    if db.session.scalar(sa.select(StorageLocation.id).where(StorageLocation.site_id == site.id,
+                                                             StorageLocation.path == path)):
+        raise Conflict(f"{path} already exists at {site.code}.", fields={"code": "Already used."})
+    grid = None
+    if kind == LocationKind.BOX:
+        try:
+            grid = (int(rows), int(columns))
+            if not (1 <= grid[0] <= 26 and 1 <= grid[1] <= 26):
+                raise ValueError
+        except (TypeError, ValueError) as exc:
+            raise ValidationFailed("A box needs rows and columns (1-26 each), e.g. 9 × 9.",
+                                   fields={"rows": "1-26", "columns": "1-26"}) from exc
+    location = StorageLocation(site_id=site.id, parent_id=parent.id if parent else None, kind=kind, code=code,
+                               path=path, name=(name or "").strip(), temperature=(temperature or "").strip(),
+                               rows=grid[0] if grid else None, columns=grid[1] if grid else None,
+                               segregated=segregated or bool(parent and parent.segregated), created_by_id=actor.id)
+    db.session.add(location)
+    db.session.flush()
+    if grid:
+        for row in range(1, grid[0] + 1):
+            for column in range(1, grid[1] + 1):
+                label = f"{string.ascii_uppercase[row - 1]}{column}"
+                db.session.add(StorageLocation(site_id=site.id, parent_id=location.id, kind=LocationKind.POSITION,
+                                               code=label, path=f"{path}/{label}", row=row, column=column,
+                                               segregated=location.segregated, created_by_id=actor.id))
+        db.session.flush()
+    return location
+
+
+def box_map(box: StorageLocation) -> list[list[tuple[StorageLocation, Unit | None]]]:
+    positions = list(db.session.scalars(sa.select(StorageLocation).where(StorageLocation.parent_id == box.id)
+                                        .order_by(StorageLocation.row, StorageLocation.column)))
+    occupied = {u.position_id: u for u in db.session.scalars(
+        sa.select(Unit).where(Unit.position_id.in_([p.id for p in positions] or [-1])))}
+    grid: list[list[tuple[StorageLocation, Unit | None]]] = []
+    for position in positions:
+        if not grid or grid[-1][0][0].row != position.row:
+            grid.append([])
+        grid[-1].append((position, occupied.get(position.id)))
+    return grid
+
+
+def _position(site_id: int, path: str) -> StorageLocation:
+    position = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site_id,
+                                                                  StorageLocation.path == (path or "").strip().upper()))
+    if position is None or position.kind != LocationKind.POSITION:
+        raise ValidationFailed(f"{path!r} is not a storage position of this site (e.g. LN2-01/R1/B01/A1).",
+                               fields={"position": "Scan or type a position."})
+    return position
+
+
+@transactional
+def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None = None) -> Unit:
+    """Store a unit at a free position of its site (or move it there, with a reason)."""
+    _require(actor, unit.site_id, what="store units")
+    if unit.status.final or unit.status == UnitStatus.SHIPPED:
+        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
+    position = _position(unit.site_id, position_path)
+    if position.id == unit.position_id:
+        raise Conflict(f"Unit {unit.identifier} is already at {position.path}.")
+    holder = db.session.scalar(sa.select(Unit).where(Unit.position_id == position.id))
+    if holder is not None:
+        raise Conflict(f"Position {position.path} already holds unit {holder.identifier}: a position holds one unit.",
+                       fields={"position": "Occupied."})
+    moving = unit.position_id is not None
+    if moving and not (reason or "").strip():
+        raise ValidationFailed("Say why the unit is moved.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason if moving else "put away")
+    path = position.path  # read now: after a failed flush the session can load nothing until rolled back
+    unit.position_id = position.id
+    try:
+        db.session.flush()
+    except sa.exc.IntegrityError as exc:  # another put-away into the same position committed first
+        raise Conflict(f"Position {path} was just filled by someone else: choose another.") from exc
+    return unit
+
+
+@transactional
+def take_out(actor: User, unit: Unit, reason: str) -> Unit:
+    _require(actor, unit.site_id, what="take units out of storage")
+    if unit.position_id is None:
+        raise Conflict(f"Unit {unit.identifier} is not in storage.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Say why the unit is taken out.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason)
+    unit.position_id = None
+    return unit
+
+
+# --- shipments -----------------------------------------------------------------------------------
+
+
+def _shipment_number(site: Site) -> str:
+    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
+    table = ShipmentSequence.__table__
+    bump = sa.update(table).where(table.c.site_id == site.id, table.c.year == year) \
+        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
+    value = db.session.execute(bump).scalar()
+    if value is None:
+        try:
+            with db.session.begin_nested():
+                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
+            value = 1
+        except sa.exc.IntegrityError:
+            value = db.session.execute(bump).scalar_one()
+    return f"SHP-{site.code}-{year}-{value:04d}"
+
+
+@transactional
+def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_reference: str,
+         departed_at: Any) -> Shipment:
+    if not units:
+        raise ValidationFailed("Scan the units to ship.", fields={"units": "Required."})
+    origin = units[0].site
+    _require(actor, origin.id, frozenset({Role.TECHNICIAN}), "ship units")
+    errors: dict[str, str] = {}
+    if to_site.id == origin.id:
+        errors["to_site"] = "Ship to another site."
+    if not (shipper or "").strip():
+        errors["shipper"] = "Name the courier or shipper."
+    if not (logger_reference or "").strip():
+        errors["logger_reference"] = "Give the temperature logger's reference."
+    departed = parse_instant(departed_at, "departed_at", origin.timezone, errors)
+    if departed and departed > utcnow() + dt.timedelta(minutes=5):
+        errors["departed_at"] = "The departure is in the future."
+    if errors:
+        raise ValidationFailed("The shipment cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    for unit in units:
+        if unit.site_id != origin.id:
+            raise Conflict(f"Unit {unit.identifier} is held by {unit.site.code}, not {origin.code}.")
+        if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED):
+            raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: only available units leave the site.")
+        if unit.batch.status not in RELEASED:
+            raise Conflict(f"Unit {unit.identifier}: batch {unit.batch.number} is {unit.batch.status.label}.")
+    audit.act_as(db.session, actor, reason="shipped")
+    shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
+                        shipper=shipper.strip(), logger_reference=logger_reference.strip(), departed_at=departed,
+                        status=ShipmentStatus.IN_TRANSIT, created_by_id=actor.id)
+    db.session.add(shipment)
+    db.session.flush()
+    for unit in units:
+        db.session.add(ShipmentUnit(shipment=shipment, unit=unit, site_id=origin.id, created_by_id=actor.id))
+        unit.position_id = None
+        _set_status(unit, UnitStatus.SHIPPED)
+    db.session.flush()
+    return shipment
+
+
+@transactional
+def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool, condition: str) -> Shipment:
+    """Receipt by a user of the destination site; a temperature excursion quarantines the units."""
+    _require(actor, shipment.to_site_id, frozenset({Role.TECHNICIAN}), "receive shipments")
+    if shipment.status != ShipmentStatus.IN_TRANSIT:
+        raise Conflict(f"Shipment {shipment.number} was already received.")
+    errors: dict[str, str] = {}
+    arrived = parse_instant(arrived_at, "arrived_at", shipment.to_site.timezone, errors)
+    if arrived and arrived < shipment.departed_at:
+        errors["arrived_at"] = "Arrival before departure."
+    if arrived and arrived > utcnow() + dt.timedelta(minutes=5):
+        errors["arrived_at"] = "The arrival is in the future."
+    if not (condition or "").strip():
+        errors["condition"] = "Describe the condition of the package on arrival."
+    if errors:
+        raise ValidationFailed("The receipt cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor, reason="temperature excursion in transit" if excursion else "received")
+    shipment.status = ShipmentStatus.RECEIVED
+    shipment.received_at = arrived
+    shipment.received_by_id = actor.id
+    shipment.temperature_excursion = bool(excursion)
+    shipment.condition = condition.strip()
+    for item in shipment.items:
+        item.unit.site_id = shipment.to_site_id
+        if excursion:
+            _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
+        else:
+            _set_status(item.unit, UnitStatus.RECEIVED)
+    return shipment
+
+
+# --- administration, destruction, recall ---------------------------------------------------------
+
+
+@transactional
+def administer(actor: User, unit: Unit, *, recipient_code: str, trial_code: str, administered_at: Any) -> Unit:
+    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record administrations")
+    if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
+        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be administered.")
+    if unit.batch.status not in RELEASED:
+        raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: not released for administration.")
+    errors: dict[str, str] = {}
+    code = (recipient_code or "").strip().upper()
+    if not code:
+        errors["recipient_code"] = "Enter the recipient's pseudonymised code."
+    when = parse_instant(administered_at, "administered_at", unit.site.timezone, errors)
+    if when and when > utcnow() + dt.timedelta(minutes=5):
+        errors["administered_at"] = "The administration time is in the future."
+    if when and when > unit.expires_at:
+        errors["administered_at"] = f"The unit expired at {unit.expires_at.isoformat()}."
+    if errors:
+        raise ValidationFailed("The administration cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor, reason="administered")
+    recipient = db.session.scalar(sa.select(Recipient).where(Recipient.site_id == unit.site_id,
+                                                             Recipient.code == code))
+    if recipient is None:
+        recipient = Recipient(site_id=unit.site_id, code=code, trial_code=(trial_code or "").strip(),
+                              created_by_id=actor.id)
+        db.session.add(recipient)
+        db.session.flush()
+    unit.recipient_id = recipient.id
+    unit.administered_at = when
+    unit.position_id = None
+    _set_status(unit, UnitStatus.ADMINISTERED)
+    return unit
+
+
+@transactional
+def destroy(actor: User, unit: Unit, reason: str) -> Unit:
+    _require(actor, unit.site_id, what="destroy units")
+    if unit.status.final:
+        raise Conflict(f"Unit {unit.identifier} is already {unit.status.value}.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason for destruction.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason)
+    unit.position_id = None
+    _set_status(unit, UnitStatus.DESTROYED, reason.strip())
+    return unit
+
+
+@transactional
+def recall(actor: User, batches: list[Batch], reason: str) -> list[Unit]:
+    """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
+    permissions.require(all(actor.has_any_role({Role.QA, Role.QP}, b.site_id) for b in batches) or
+                        actor.has_role(Role.QA), "Only QA or the QP of the batches' site recall units.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason for the recall.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=f"recall: {reason.strip()}")
+    affected = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches] or [-1]))
+                                       .order_by(Unit.id)))
+    for unit in affected:
+        if not unit.status.final and unit.status != UnitStatus.RECALLED:
+            _set_status(unit, UnitStatus.RECALLED, reason.strip())
+    return affected
+
+
+def identifier_parts(unit: Unit) -> tuple[str, str]:
+    """Eye-readable DIN (with check character) and product code + division, as on the label."""
+    return isbt128.format_din(unit.din, with_check_character=True), f"{unit.product_code} {unit.division}"

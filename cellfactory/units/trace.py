@@ -1,0 +1,163 @@
+"""Traceability across the network: donor → material → batch → unit → recipient, and back; reagent lot →
+batches → units. One graph walk, so that forward and backward answers are always the same data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, StepReagent
+from cellfactory.core import permissions
+from cellfactory.core.errors import NotFound
+from cellfactory.donors.models import Donor
+from cellfactory.extensions import db
+from cellfactory.materials.models import SourceMaterial
+from cellfactory.reagents.models import ReagentLot
+from cellfactory.units.models import Recipient, Unit
+
+
+@dataclass
+class UnitLine:
+    identifier: str
+    status: str
+    held_by: str
+    position: str
+    recipient: str
+    administered_at: str
+
+
+@dataclass
+class BatchLine:
+    number: str
+    site: str
+    status: str
+    product: str
+    units: list[UnitLine] = field(default_factory=list)
+
+
+@dataclass
+class MaterialLine:
+    din: str
+    material_type: str
+    status: str
+    site: str
+    batches: list[BatchLine] = field(default_factory=list)
+
+
+@dataclass
+class DonorLine:
+    code: str
+    site: str
+    donor_type: str
+    materials: list[MaterialLine] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    title: str
+    donors: list[DonorLine]
+    lots: list[str] = field(default_factory=list)
+
+    @property
+    def unit_identifiers(self) -> set[str]:
+        return {u.identifier for d in self.donors for m in d.materials for b in m.batches for u in b.units}
+
+    @property
+    def recipients(self) -> set[str]:
+        return {u.recipient for d in self.donors for m in d.materials for b in m.batches for u in b.units
+                if u.recipient}
+
+
+def _unit_line(unit: Unit) -> UnitLine:
+    return UnitLine(unit.identifier, unit.status.value, unit.site.code, unit.position.path if unit.position else "",
+                    f"{unit.recipient.code} ({unit.recipient.site.code})" if unit.recipient else "",
+                    unit.administered_at.isoformat() if unit.administered_at else "")
+
+
+def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None) -> list[DonorLine]:
+    lines = []
+    for donor in donors:
+        donor_line = DonorLine(donor.code, donor.site.code, donor.donor_type.value)
+        materials = db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == donor.id)
+                                       .order_by(SourceMaterial.id))
+        for material in materials:
+            material_line = MaterialLine(material.din, material.material_type.label, material.status.value,
+                                         material.site.code)
+            batches = db.session.scalars(sa.select(Batch).join(BatchMaterial).where(
+                BatchMaterial.material_id == material.id).order_by(Batch.id))
+            for batch in batches:
+                if batch_filter is not None and batch.id not in batch_filter:
+                    continue
+                batch_line = BatchLine(batch.number, batch.site.code, batch.status.label, batch.product.code)
+                units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id))
+                batch_line.units = [_unit_line(u) for u in units]
+                material_line.batches.append(batch_line)
+            if batch_filter is None or material_line.batches:
+                donor_line.materials.append(material_line)
+        lines.append(donor_line)
+    return lines
+
+
+def _require_trace_reader(user: User) -> None:
+    permissions.require(user.has_any_role(permissions.READ_ROLES), "Your roles do not include traceability.")
+
+
+def _check_sites(user: User, site_ids: set[int]) -> None:
+    visible = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
+    if None not in visible and not site_ids <= visible:
+        raise NotFound("Part of this trace belongs to sites where you have no role: ask network QA or an auditor.")
+
+
+def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
+    _require_trace_reader(user)
+    query = sa.select(Donor).where(Donor.code == (code or "").strip().upper())
+    if site_code:
+        from cellfactory.sites.models import Site
+
+        query = query.join(Site).where(Site.code == site_code.upper())
+    donors = list(db.session.scalars(query))
+    if not donors:
+        raise NotFound(f"There is no donor {code!r}.")
+    _check_sites(user, {d.site_id for d in donors})
+    return Trace(f"Donor {code.upper()}", _forward(donors))
+
+
+def _backward_from_batches(batch_ids: set[int]) -> list[DonorLine]:
+    donors = list(db.session.scalars(sa.select(Donor).join(SourceMaterial).join(
+        BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(batch_ids))
+        .distinct().order_by(Donor.id)))
+    return _forward(donors, batch_filter=batch_ids)
+
+
+def trace_unit(user: User, identifier: str) -> Trace:
+    from cellfactory.units.services import get_unit
+
+    unit = get_unit(user, identifier)
+    lots = sorted({f"{u.lot.item.name} {u.lot.lot_number}" for s in unit.batch.steps for u in s.current_reagents})
+    return Trace(f"Unit {unit.identifier}", _backward_from_batches({unit.batch_id}), lots)
+
+
+def trace_recipient(user: User, code: str) -> Trace:
+    _require_trace_reader(user)
+    recipients = list(db.session.scalars(sa.select(Recipient).where(Recipient.code == (code or "").strip().upper())))
+    if not recipients:
+        raise NotFound(f"There is no recipient {code!r}.")
+    _check_sites(user, {r.site_id for r in recipients})
+    batch_ids = set(db.session.scalars(sa.select(Unit.batch_id).where(
+        Unit.recipient_id.in_([r.id for r in recipients]))))
+    return Trace(f"Recipient {code.upper()}", _backward_from_batches(batch_ids))
+
+
+def trace_lot(user: User, lot_id: int) -> Trace:
+    _require_trace_reader(user)
+    lot = db.session.get(ReagentLot, lot_id)
+    if lot is None:
+        raise NotFound("There is no such reagent lot.")
+    _check_sites(user, {lot.site_id})
+    batch_ids = set(db.session.scalars(sa.select(BatchStep.batch_id).join(StepReagent).where(
+        StepReagent.lot_id == lot.id, StepReagent.voided_at.is_(None))))
+    trace = Trace(f"Reagent lot {lot.item.name} {lot.lot_number} ({lot.site.code})", _backward_from_batches(batch_ids))
+    trace.lots = [f"{lot.item.name} {lot.lot_number}"]
+    return trace

@@ -1,0 +1,88 @@
+"""A released UC-MSC batch with units, storage and a second site to ship to."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cellfactory.auth.models import Role
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import BatchStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.products.models import Product
+from cellfactory.units import services as unit_services
+from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.conftest import make_user, refetch
+
+S = BatchStatus
+
+
+def released_batch(users, sites):
+    plant = build_plant(users, sites)
+    import sqlalchemy as sa
+
+    from cellfactory.extensions import db
+
+    product = db.session.scalar(sa.select(Product).where(Product.code == "UCMSC"))
+    from cellfactory.audit import services as audit
+
+    audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
+    product.unit_code = "A0101"
+    db.session.flush()
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    run_batch_to_awaiting_qc(plant, batch)
+    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    complete_qc(plant, batch)
+    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
+    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+                              signing=signing(reviewer))
+    return plant, refetch(batch)
+
+
+def certify(plant, batch):
+    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
+                              signing=signing(plant.qp))
+
+
+def make_units(plant, batch, count=4):
+    return unit_services.create_units(refetch(plant.tech), refetch(batch), count=count, volume_ml="20",
+                                      cells_per_unit="1e8", expires_at=(utcnow() + dt.timedelta(days=700)).isoformat())
+
+
+def storage(plant, site):
+    tech = refetch(plant.tech)
+    tank = unit_services.create_location(tech, site, kind="container", code="LN2-01", name="Tank 1",
+                                         temperature="vapour phase, below -150 °C")
+    rack = unit_services.create_location(refetch(tech), site, kind="rack", code="R1", parent=tank)
+    return unit_services.create_location(refetch(tech), site, kind="box", code="B01", parent=rack, rows=3, columns=3)
+
+
+def another_released_batch(plant, sites, n: int):
+    """A further donor, cord and released batch on an existing plant (for property tests)."""
+    from cellfactory import isbt128
+    from cellfactory.donors import services as donor_services
+    from cellfactory.materials import services as material_services
+    from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+
+    code = f"UC-R{n:03d}"
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], donor_data(code=code))
+    add_full_panel(refetch(plant.tech), donor)
+    din = isbt128.build_din("A9991", 26, 500 + n)
+    material = material_services.receive_material(refetch(plant.tech), sites["BG"],
+                                                  receipt_data(donor_code=code, din=din.din13))
+    material_services.print_labels(refetch(plant.tech), [material])
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din])
+    run_batch_to_awaiting_qc(plant, batch)
+    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    complete_qc(plant, batch)
+    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    import sqlalchemy as sa
+
+    from cellfactory.auth.models import User
+    from cellfactory.extensions import db
+
+    reviewer = db.session.scalar(sa.select(User).where(User.username == "qa.reviewer"))
+    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+                              signing=signing(reviewer))
+    certify(plant, batch)
+    return code, refetch(batch)

@@ -154,7 +154,8 @@ def test_units_models_are_audited(bank, users, sites):
     units.put_away(refetch(plant.tech), refetch(made[0]), "LN2-01/R1/B01/A1")
     units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
                departed_at=iso(2))
-    units.administer(refetch(plant.tech), refetch(made[1]), recipient_code="PT-1", trial_code="", administered_at=iso(1))
+    units.administer(refetch(plant.tech), refetch(made[1]), recipient_code="PT-1", trial_code="",
+                     administered_at=iso(1))
     created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
     assert {"unit", "storage_location", "recipient", "shipment", "shipment_unit", "batch_decision",
             "release_certificate"} <= created

@@ -88,8 +88,9 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str]) -> 
         if material.site_id != site.id:
             raise Conflict(f"Material {material.din} belongs to {material.site.code}, not {site.code}.")
         material_services.check_usable_for_batch(material)
+        # Starting a batch consumes the material: even a rejected batch used it up.
         used = db.session.scalar(sa.select(Batch.number).join(BatchMaterial).where(
-            BatchMaterial.material_id == material.id, Batch.status != S.REJECTED))
+            BatchMaterial.material_id == material.id))
         if used:
             raise Conflict(f"Material {material.din} already started batch {used}.")
         if material not in materials:

@@ -216,8 +216,7 @@ def _available_materials(site: Site | None) -> list[tuple[SourceMaterial, str | 
     """Accepted material of the site that has not started a batch yet, with the reason it cannot, if any."""
     if site is None:
         return []
-    used = sa.select(BatchMaterial.material_id).join(Batch, Batch.id == BatchMaterial.batch_id).where(
-        Batch.status != S.REJECTED)
+    used = sa.select(BatchMaterial.material_id)
     materials = db.session.scalars(sa.select(SourceMaterial).where(
         SourceMaterial.site_id == site.id, SourceMaterial.status == MaterialStatus.ACCEPTED,
         SourceMaterial.id.not_in(used)).order_by(SourceMaterial.received_at.desc()).limit(30))
@@ -314,10 +313,12 @@ def _next_action(batch: Batch, verifications: dict[int, Signature | None]) -> di
                 "text": "Every step is recorded and verified: a technician sends the batch to quality control "
                         "('Manufacturing complete')."}
     options = services.allowed_transitions(batch)
+    status = re.sub(r"\bq([ac])\b", lambda m: f"Q{m.group(1).upper()}", batch.status.label)
+    status = status[:1].upper() + status[1:]
     if not options:
-        return {"title": f"{batch.status.label.capitalize()}: closed",
+        return {"title": f"{status}: closed",
                 "text": "The batch record is closed; it is corrected only through a deviation."}
-    return {"title": batch.status.label.capitalize(),
+    return {"title": status,
             "text": "Next: " + "; ".join(f"{t.label} (by {' or '.join(sorted(r.label for r in t.roles))})"
                                          for t in options) + "."}
 

@@ -84,6 +84,8 @@ def verify_password_or_count(user: User, password: str, *, what: str) -> None:
             "Password is incorrect." if what == "signature" else BAD_CREDENTIALS,
             fields={"password": "Password is incorrect."},
         ).keep_after_rollback(lambda: _register_failure(user_id, what))
+    # The right password ends a run of failures, at log-in and at signing alike.
+    user.failed_login_count = 0
 
 
 def _locked_message(user: User) -> str:

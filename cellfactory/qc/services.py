@@ -61,10 +61,25 @@ def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tupl
         number = decimal.Decimal(str(raw).strip().replace(",", "."))
         if not number.is_finite():
             raise decimal.InvalidOperation
-        return number, None
     except decimal.InvalidOperation:
         errors["value"] = f"Enter a number in {test.unit or 'the test unit'}."
         return None, None
+    # The column keeps 12 integer digits and 6 decimals: refuse what it would round or overflow, so that the
+    # stored value is the one judged.
+    if abs(number) >= 10**12 or number.normalize().as_tuple().exponent < -6:
+        errors["value"] = "Enter at most 6 decimal places and less than 10^12 (use a larger unit)."
+        return None, None
+    return number, None
+
+
+# The widths of the text columns of a result: longer text is refused rather than failing in the database.
+TEXT_LIMITS = {"sample_id": 60, "method": 200, "raw_data_reference": 300}
+
+
+def _check_lengths(data: dict[str, Any], names: tuple[str, ...], errors: dict[str, str]) -> None:
+    for name in names:
+        if len(str(data.get(name) or "").strip()) > TEXT_LIMITS[name]:
+            errors[name] = f"At most {TEXT_LIMITS[name]} characters."
 
 
 def _instrument(site_id: int, code: Any, day: dt.date, errors: dict[str, str]) -> Equipment | None:
@@ -100,6 +115,7 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
     sample_id = (data.get("sample_id") or "").strip()
     if not sample_id:
         errors["sample_id"] = "Enter the sample identifier."
+    _check_lengths(data, ("sample_id", "method", "raw_data_reference"), errors)
     pending = data.get("pending") in (True, "true", "1", "y", "on")
     numeric = qualitative = due = None
     if pending:
@@ -145,8 +161,11 @@ def record_final_read(actor: User, result: QcResult, data: dict[str, Any]) -> Qc
     _require_analyst(actor, result.site_id)
     if result.verdict != Verdict.PENDING:
         raise Conflict("This result is not pending: enter a retest instead.")
+    if result.invalidated_at is not None:
+        raise Conflict("This result was invalidated: enter a retest instead.")
     errors: dict[str, str] = {}
     numeric, qualitative = _value(result.spec_test, data, errors)
+    _check_lengths(data, ("raw_data_reference",), errors)
     if errors:
         raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor, reason="final read after incubation")

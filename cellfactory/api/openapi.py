@@ -278,6 +278,594 @@ SCHEMAS.update({
 })
 
 
+# --- manufacturing: products, specifications, lots, equipment, batches, steps, passages -----------
+
+_M_TEXT = {"type": "string"}
+_M_NULL_TEXT = {"type": ["string", "null"]}
+_M_NUMBER = {"type": ["number", "null"]}
+_M_DAY = {"type": "string", "format": "date"}
+_M_TIME = {"type": ["string", "null"], "format": "date-time",
+           "description": "ISO 8601 with offset (e.g. 2026-11-22T08:00:00+01:00); without one: 422"}
+_M_SIGN = {"type": "object", "required": ["password"], "properties": {
+    "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
+                                                  "a wrong one is 401 and counts towards lock-out"},
+    "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
+_SPEC = [_path("code"), _path("number")]
+_EQUIPMENT = [_path("site"), _path("code")]
+_BATCH = [_path("number")]
+_STEP = [_path("number"), _path("code")]
+
+
+def _batch_statuses() -> list[str]:
+    from cellfactory.batches.models import BatchStatus
+
+    return [s.value for s in BatchStatus]
+
+
+PATHS.update({
+    "/products": {
+        "get": {"summary": "Products of the network (master data)", "parameters": PAGE_PARAMS,
+                "responses": _responses(_list_of("Product"), "200", 422)},
+        "post": {"summary": "Create a product (QA)", "requestBody": _body("ProductCreate"),
+                 "responses": _responses(ref("Product"), "201", 409, 422)},
+    },
+    "/products/{code}": {"get": {"summary": "One product with its specification versions",
+                                 "parameters": [_path("code")], "responses": _responses(ref("Product"), "200", 404)}},
+    "/products/{code}/specifications": {
+        "get": {"summary": "Specification versions, newest first", "parameters": [_path("code"), *PAGE_PARAMS],
+                "responses": _responses(_list_of("Specification"), "200", 404, 422)},
+        "post": {"summary": "Draft a new version (QA); left-out steps, tests and limits are copied from the latest "
+                            "version; one draft at a time (409)",
+                 "parameters": [_path("code")], "requestBody": _body("SpecificationDraft"),
+                 "responses": _responses(ref("Specification"), "201", 404, 409, 422)},
+    },
+    "/products/{code}/specifications/{number}": {
+        "get": {"summary": "One version with its tests and signatures", "parameters": _SPEC,
+                "responses": _responses(ref("Specification"), "200", 404)},
+        "put": {"summary": "Edit a draft's summary, limits and steps (QA); an approved version is 409",
+                "parameters": _SPEC, "requestBody": _body("SpecificationEdit"),
+                "responses": _responses(ref("Specification"), "200", 404, 409, 422)},
+    },
+    "/products/{code}/specifications/{number}/tests": {"post": {
+        "summary": "Add a test to a draft (QA); an approved version is 409", "parameters": _SPEC,
+        "requestBody": _body("SpecTestInput"), "responses": _responses(ref("SpecTest"), "201", 404, 409, 422)}},
+    "/products/{code}/specifications/{number}/tests/{test_code}": {"put": {
+        "summary": "Change a test of a draft (QA); an approved version is 409",
+        "parameters": [*_SPEC, _path("test_code")], "requestBody": _body("SpecTestInput"),
+        "responses": _responses(ref("SpecTest"), "200", 404, 409, 422)}},
+    "/products/{code}/specifications/{number}/approval": {"post": {
+        "summary": "Approve a draft with an electronic signature meaning 'Approved' (QA); the previous approved "
+                   "version is superseded", "parameters": _SPEC, "requestBody": _body("Signing"),
+        "responses": _responses(ref("Specification"), "200", 404, 409, 422)}},
+    "/catalogue-items": {
+        "get": {"summary": "The reagent and material catalogue", "parameters": PAGE_PARAMS,
+                "responses": _responses(_list_of("CatalogueItem"), "200", 422)},
+        "post": {"summary": "Add a catalogue item (QA)", "requestBody": _body("CatalogueItem"),
+                 "responses": _responses(ref("CatalogueItem"), "201", 409, 422)},
+    },
+    "/lots": {
+        "get": {"summary": "Reagent lots you can see, last received first",
+                "parameters": PAGE_PARAMS + _query("site", "item", "status"),
+                "responses": _responses(_list_of("Lot"), "200", 422)},
+        "post": {"summary": "Receive a lot (technician or QA of the site); it starts in quarantine",
+                 "requestBody": _body("LotReceipt"), "responses": _responses(ref("Lot"), "201", 409, 422)},
+    },
+    "/lots/{id}": {"get": {"summary": "One lot", "parameters": [_path("id")],
+                           "responses": _responses(ref("Lot"), "200", 404)}},
+    "/lots/{id}/status": {"post": {
+        "summary": "QA releases or rejects the lot with a reason; a rejected lot is never released (409)",
+        "parameters": [_path("id")], "requestBody": _body("LotStatusChange"),
+        "responses": _responses(ref("Lot"), "200", 404, 409, 422)}},
+    "/lots/{id}/trace": {"get": {
+        "summary": "Every batch that recorded a use of the lot (supplier recall); complete, not paginated; "
+                   "voided uses are listed and flagged", "parameters": [_path("id")],
+        "responses": _responses(ref("LotTrace"), "200", 404)}},
+    "/equipment": {
+        "get": {"summary": "Equipment you can see, with calibration due dates and whether it may be used",
+                "parameters": PAGE_PARAMS + _query("site", "status"),
+                "responses": _responses(_list_of("Equipment"), "200", 422)},
+        "post": {"summary": "Register equipment (technician or QA of the site)",
+                 "requestBody": _body("EquipmentCreate"), "responses": _responses(ref("Equipment"), "201", 409, 422)},
+    },
+    "/equipment/{site}/{code}": {"get": {"summary": "One piece of equipment", "parameters": _EQUIPMENT,
+                                         "responses": _responses(ref("Equipment"), "200", 404)}},
+    "/equipment/{site}/{code}/calibration": {"post": {
+        "summary": "Record a calibration or qualification and the next due date (technician or QA of the site)",
+        "parameters": _EQUIPMENT, "requestBody": _body("Calibration"),
+        "responses": _responses(ref("Equipment"), "200", 404, 422)}},
+    "/equipment/{site}/{code}/status": {"post": {
+        "summary": "Take out of service or back in service, with the reason (technician or QA of the site)",
+        "parameters": _EQUIPMENT, "requestBody": _body("EquipmentStatusChange"),
+        "responses": _responses(ref("Equipment"), "200", 404, 409, 422)}},
+    "/vessel-types": {"get": {"summary": "Culture vessel types and their growth area", "parameters": PAGE_PARAMS,
+                              "responses": _responses(_list_of("VesselType"), "200", 422)}},
+    "/batches": {
+        "get": {"summary": "Batches you can see, last started first",
+                "parameters": PAGE_PARAMS + _query("site", "status", "product"),
+                "responses": _responses(_list_of("Batch"), "200", 422)},
+        "post": {"summary": "Start a batch from accepted source material (technician of the site); the current "
+                            "approved specification is frozen; the number is allocated per site, product and year",
+                 "requestBody": _body("BatchStart"), "responses": _responses(ref("BatchDetail"), "201", 409, 422)},
+    },
+    "/batches/{number}": {"get": {
+        "summary": "The batch at a glance: status, frozen specification, materials, steps, what blocks it and "
+                   "where it may go next", "parameters": _BATCH,
+        "responses": _responses(ref("BatchDetail"), "200", 404)}},
+    "/batches/{number}/transitions": {"post": {
+        "summary": "Move the batch along its state machine (the role the transition needs, at the batch's site); "
+                   "a review or QP decision is signed with the password; a transition that is not allowed is 409",
+        "parameters": _BATCH, "requestBody": _body("BatchTransition"),
+        "responses": _responses(ref("BatchDetail"), "200", 404, 409, 422)}},
+    "/batches/{number}/steps": {"get": {
+        "summary": "The manufacturing record: every step with its entries, uses, passage and verification",
+        "parameters": [*_BATCH, *PAGE_PARAMS], "responses": _responses(_list_of("Step"), "200", 404, 422)}},
+    "/batches/{number}/steps/{code}": {"put": {
+        "summary": "Record a step (technician of the site): `version` is the step version you saw (a stale one "
+                   "is 409, nothing is overwritten); changing entries already recorded needs a `reason`",
+        "parameters": _STEP, "requestBody": _body("StepEntry"),
+        "responses": _responses(ref("Step"), "200", 404, 409, 422)}},
+    "/batches/{number}/steps/{code}/verification": {"post": {
+        "summary": "Second-person verification of a finished step, signed 'Verified' (technician or QA of the "
+                   "site who did not enter it)", "parameters": _STEP, "requestBody": _body("Signing"),
+        "responses": _responses(ref("Step"), "200", 404, 409, 422)}},
+    "/batches/{number}/passages": {"get": {
+        "summary": "The passages: entered counts and the derived values with their formula version",
+        "parameters": [*_BATCH, *PAGE_PARAMS], "responses": _responses(_list_of("Passage"), "200", 404, 422)}},
+})
+
+# A signature's wrong password is 401 (already in every operation); the signing operations name it.
+for _path_name in ("/products/{code}/specifications/{number}/approval", "/batches/{number}/transitions",
+                   "/batches/{number}/steps/{code}/verification"):
+    for _operation in PATHS[_path_name].values():
+        _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
+
+_M_STEP_TEMPLATE = {"type": "array", "items": {"type": "object", "required": ["code", "name", "kind"], "properties": {
+    "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]}}}}
+_M_TEST_PROPERTIES = {
+    "code": _M_TEXT, "name": _M_TEXT, "method": _M_TEXT, "unit": _M_TEXT,
+    "stage": {"type": "string", "enum": ["in_process", "release"]},
+    "criterion": {"type": "string", "enum": ["range", "qualitative"]},
+    "lower": _M_NUMBER, "lower_inclusive": {"type": "boolean"}, "upper": _M_NUMBER,
+    "upper_inclusive": {"type": "boolean"}, "expected": {**_M_NULL_TEXT, "description": "For a qualitative test"},
+    "informative_only": {"type": "boolean"},
+    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"}}
+
+SCHEMAS.update({
+    "Product": {"type": "object", "properties": {
+        "code": _M_TEXT, "name": _M_TEXT, "description": _M_TEXT,
+        "cellular": {"type": "boolean", "description": "false for acellular products (no cell counts, no passages)"},
+        "dose_unit": _M_TEXT, "active": {"type": "boolean"},
+        "current_specification": {"type": ["integer", "null"], "description": "The approved version's number"},
+        "draft_specification": {"type": ["integer", "null"]},
+        "specifications": {"type": "array", "items": {"type": "object", "properties": {
+            "number": {"type": "integer"}, "status": {"type": "string"}}}},
+        "version": {"type": "integer"}}},
+    "ProductCreate": {"type": "object", "required": ["code", "name"], "properties": {
+        "code": {"type": "string", "description": "2-16 letters or digits, e.g. UCMSC"}, "name": _M_TEXT,
+        "description": _M_TEXT, "cellular": {"type": "boolean", "default": True},
+        "dose_unit": {"type": "string", "default": "cells/kg"}}},
+    "SpecTest": {"type": "object", "properties": {
+        **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
+    "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {
+        **_M_TEST_PROPERTIES, "reason": {"type": "string", "description": "For a change (optional)"}}},
+    "Specification": {"type": "object", "properties": {
+        "product": _M_TEXT, "number": {"type": "integer"},
+        "status": {"type": "string", "enum": ["draft", "approved", "superseded"]}, "change_summary": _M_TEXT,
+        "max_passage": {"type": ["integer", "null"]}, "max_cumulative_pd": _M_NUMBER, "steps": _M_STEP_TEMPLATE,
+        "tests": {"type": "array", "items": ref("SpecTest")},
+        "created_at": {"type": "string", "format": "date-time"}, "created_by": _M_NULL_TEXT,
+        "approved_at": {"type": ["string", "null"], "format": "date-time"}, "approved_by": _M_NULL_TEXT,
+        "signatures": {"type": "array", "items": ref("Signature")}, "version": {"type": "integer"}}},
+    "SpecificationDraft": {"type": "object", "required": ["change_summary"], "properties": {
+        "change_summary": _M_TEXT, "steps": _M_STEP_TEMPLATE, "max_passage": {"type": ["integer", "null"]},
+        "max_cumulative_pd": _M_NUMBER,
+        "tests": {"type": "array", "items": {"type": "object", "properties": _M_TEST_PROPERTIES}}}},
+    "SpecificationEdit": {"type": "object", "required": ["change_summary", "steps"], "properties": {
+        "change_summary": _M_TEXT, "steps": _M_STEP_TEMPLATE,
+        "max_passage": {"type": ["integer", "null"], "description": "null or left out: no limit"},
+        "max_cumulative_pd": {**_M_NUMBER, "description": "null or left out: no limit"},
+        "reason": {"type": "string", "description": "Optional"}}},
+    "Signing": _M_SIGN,
+    "CatalogueItem": {"type": "object", "required": ["code", "name", "supplier", "category"], "properties": {
+        "code": _M_TEXT, "name": _M_TEXT, "supplier": _M_TEXT, "category": _M_TEXT,
+        "unit": {"type": "string", "default": "mL"}}},
+    "Lot": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "site": _M_TEXT, "item": _M_TEXT, "item_name": _M_TEXT, "supplier": _M_TEXT,
+        "unit": _M_TEXT, "lot_number": _M_TEXT, "expiry_date": _M_DAY, "expired": {"type": "boolean"},
+        "coa_reference": _M_TEXT, "status": {"type": "string", "enum": ["quarantine", "released", "rejected"]},
+        "received_on": _M_DAY, "usable": {"type": "boolean"},
+        "refusal": {**_M_NULL_TEXT, "description": "Why the lot may not be used today"},
+        "version": {"type": "integer"}}},
+    "LotReceipt": {"type": "object", "required": ["item", "lot_number", "expiry_date"], "properties": {
+        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
+        "item": {"type": "string", "description": "Catalogue item code"}, "lot_number": _M_TEXT,
+        "expiry_date": _M_DAY, "coa_reference": {"type": "string", "description": "Needed before release"},
+        "received_on": {**_M_DAY, "description": "Default today"}}},
+    "LotStatusChange": {"type": "object", "required": ["status", "reason"], "properties": {
+        "status": {"type": "string", "enum": ["released", "rejected"]}, "reason": _M_TEXT}},
+    "LotTrace": {"type": "object", "properties": {
+        "lot": ref("Lot"), "total": {"type": "integer"},
+        "batches": {"type": "array", "items": {"allOf": [ref("Batch"), {"type": "object", "properties": {
+            "in_use": {"type": "boolean", "description": "false when every use was voided by a correction"},
+            "uses": {"type": "array", "items": {"type": "object", "properties": {
+                "step": _M_TEXT, "step_name": _M_TEXT, "quantity": {"type": "number"}, "unit": _M_TEXT,
+                "recorded_at": {"type": "string", "format": "date-time"}, "recorded_by": _M_NULL_TEXT,
+                "voided": {"type": "boolean"}, "voided_at": {"type": ["string", "null"], "format": "date-time"},
+                "void_reason": _M_NULL_TEXT}}}}}]}}}},
+    "Equipment": {"type": "object", "properties": {
+        "site": _M_TEXT, "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "calibration_due": _M_DAY,
+        "overdue": {"type": "boolean"}, "status": {"type": "string", "enum": ["in_service", "out_of_service"]},
+        "usable": {"type": "boolean"}, "refusal": _M_NULL_TEXT, "version": {"type": "integer"}}},
+    "EquipmentCreate": {"type": "object", "required": ["code", "name", "kind", "calibration_due"], "properties": {
+        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
+        "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "calibration_due": _M_DAY}},
+    "Calibration": {"type": "object", "required": ["next_due", "reference"], "properties": {
+        "next_due": {**_M_DAY, "description": "A future date"},
+        "reference": {"type": "string", "description": "Certificate or report reference"}}},
+    "EquipmentStatusChange": {"type": "object", "required": ["status", "reason"], "properties": {
+        "status": {"type": "string", "enum": ["in_service", "out_of_service"]}, "reason": _M_TEXT}},
+    "VesselType": {"type": "object", "properties": {"code": _M_TEXT, "name": _M_TEXT,
+                                                    "growth_area_cm2": {"type": "number"}}},
+    "Batch": {"type": "object", "properties": {
+        "number": {"type": "string", "description": "e.g. BG-UCMSC-2026-0042"}, "site": _M_TEXT, "product": _M_TEXT,
+        "specification": {"type": "integer", "description": "The frozen specification version's number"},
+        "status": {"type": "string", "enum": _batch_statuses()},
+        "held_from": _M_NULL_TEXT, "started_at": {"type": "string", "format": "date-time"},
+        "started_by": _M_NULL_TEXT, "status_changed_at": {"type": "string", "format": "date-time"},
+        "version": {"type": "integer"}}},
+    "BatchDetail": {"allOf": [ref("Batch"), {"type": "object", "properties": {
+        "specification": {"type": "object", "properties": {
+            "number": {"type": "integer"}, "status": _M_TEXT, "max_passage": {"type": ["integer", "null"]},
+            "max_cumulative_pd": _M_NUMBER}},
+        "materials": {"type": "array", "items": {"type": "object", "properties": {
+            "din": _M_TEXT, "material_type": _M_TEXT, "donor": _M_TEXT}}},
+        "steps": {"type": "array", "items": {"type": "object", "properties": {
+            "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "status": _M_TEXT, "verified": {"type": "boolean"},
+            "version": {"type": "integer"}}}},
+        "next_step": _M_NULL_TEXT,
+        "blockers": {"type": "array", "items": _M_TEXT,
+                     "description": "What keeps an in-process batch from going to QC"},
+        "allowed_transitions": {"type": "array", "items": {"type": "object", "properties": {
+            "target": _M_TEXT, "label": _M_TEXT, "roles": {"type": "array", "items": _M_TEXT},
+            "signature_meaning": _M_NULL_TEXT, "permitted_to_you": {"type": "boolean"}}}}}}]},
+    "BatchStart": {"type": "object", "required": ["product", "materials"], "properties": {
+        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
+        "product": {"type": "string", "description": "Product code"},
+        "materials": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                      "description": "DINs of accepted source material (13 characters, or as scanned or typed)"}}},
+    "BatchTransition": {"type": "object", "required": ["target", "reason"], "properties": {
+        "target": {"type": "string", "enum": _batch_statuses()}, "reason": _M_TEXT,
+        "password": {"type": "string", "description": "Required when the transition is signed (review, QP)"},
+        "meaning": {"type": "string", "description": "Optional; must be the transition's signature meaning"},
+        "version": {"type": "integer", "description": "Optional: the batch version you saw (stale: 409)"}}},
+    "Passage": {"type": "object", "properties": {
+        "step": _M_TEXT, "step_name": _M_TEXT, "passage_number": {"type": "integer"}, "vessel_type": _M_TEXT,
+        "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "integer"},
+        "seeded_at": {"type": "string", "format": "date-time"}, "cells_harvested": {"type": ["integer", "null"]},
+        "harvested_at": {"type": ["string", "null"], "format": "date-time"}, "viability_pct": _M_NUMBER,
+        "confluence_pct": _M_NUMBER, "growth_area_cm2": {"type": "number", "description": "Derived"},
+        "seeding_density_cells_per_cm2": {"type": "number", "description": "Derived: cells seeded / growth area"},
+        "population_doublings": {**_M_NUMBER, "description": "Derived: log2(harvested / seeded)"},
+        "cumulative_pd": {**_M_NUMBER, "description": "Derived: sum of the doublings from P0"},
+        "doubling_time_h": {**_M_NUMBER, "description": "Derived: hours in culture / PD (null without growth)"},
+        "formula_version": _M_TEXT, "verified": {"type": "boolean"}, "version": {"type": "integer"}}},
+    "Step": {"type": "object", "properties": {
+        "batch": _M_TEXT, "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]},
+        "position": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "in_progress", "done"]},
+        "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "ended_at": {"type": ["string", "null"], "format": "date-time"}, "operator": _M_NULL_TEXT,
+        "observations": _M_TEXT, "deviation_reference": _M_NULL_TEXT,
+        "equipment": {"type": "array", "items": {"type": "object", "properties": {"code": _M_TEXT,
+                                                                                   "name": _M_TEXT}}},
+        "reagents": {"type": "array", "items": {"type": "object", "properties": {
+            "lot_id": {"type": "integer"}, "item": _M_TEXT, "lot_number": _M_TEXT, "quantity": {"type": "number"},
+            "unit": _M_TEXT}}},
+        "voided": {"type": "array", "items": {"type": "object"},
+                   "description": "Uses removed by a correction, with when and why (never deleted)"},
+        "passage": {"oneOf": [ref("Passage"), {"type": "null"}]}, "verified": {"type": "boolean"},
+        "verification": {"oneOf": [ref("Signature"), {"type": "null"}]}, "version": {"type": "integer"}}},
+    "StepEntry": {"type": "object", "required": ["version"], "properties": {
+        "version": {"type": "integer", "description": "The step version you saw (GET .../steps)"},
+        "reason": {"type": "string", "description": "Required to change entries already recorded"},
+        "started_at": _M_TIME, "ended_at": {**_M_TIME, "description": "Left out: the step is still in progress"},
+        "equipment": {"type": "array", "items": {"type": "string"}, "description": "Equipment codes of the site"},
+        "reagents": {"type": "array", "items": {"type": "object", "required": ["lot_id", "quantity"], "properties": {
+            "lot_id": {"type": "integer"}, "quantity": {"type": "number"},
+            "unit": {"type": "string", "description": "Default: the catalogue item's unit"}}}},
+        "observations": _M_TEXT,
+        "deviation_reference": {"type": "string", "description": "Needed to go past the passage or PD limit"},
+        "passage_number": {"type": "integer", "description": "Passage steps only (0 for P0)"},
+        "vessel_type": {"type": "string", "description": "Passage steps only; see /vessel-types"},
+        "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "number"}, "seeded_at": _M_TIME,
+        "cells_harvested": _M_NUMBER, "harvested_at": _M_TIME, "viability_pct": _M_NUMBER,
+        "confluence_pct": _M_NUMBER}},
+})
+
+
+# --- quality: QC results, verification, invalidation, deviations, CAPA ----------------------------
+
+_Q_TEXT = {"type": "string"}
+_Q_NULL_TEXT = {"type": ["string", "null"]}
+_Q_TIME = {"type": "string", "format": "date-time"}
+_Q_NULL_TIME = {"type": ["string", "null"], "format": "date-time"}
+_Q_QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "does not conform", "normal",
+                  "abnormal", "positive", "negative"]
+_Q_VALUE = {"oneOf": [{"type": "number"}, {"type": "string", "enum": _Q_QUALITATIVE}],
+            "description": "A JSON number in the test's unit (range tests) or one of the fixed qualitative values"}
+_Q_SIGN = {"type": "object", "required": ["password"], "properties": {
+    "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
+                                                  "a wrong one is 401 and counts towards lock-out"},
+    "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
+_RESULT = [_path("id")]
+_DEVIATION = [_path("number")]
+
+PATHS.update({
+    "/batches/{number}/results": {
+        "get": {"summary": "Every QC result of the batch (retests, invalidated and pending ones included) with its "
+                           "verdict and verification; per test of the frozen specification the result the decision "
+                           "uses and why; what is still open", "parameters": [_path("number"), *PAGE_PARAMS],
+                "responses": _responses(ref("BatchResults"), "200", 404, 422)},
+        "post": {"summary": "Enter a result (QC analyst of the site): judged against the frozen specification; "
+                            "a failing result opens a major deviation and puts the batch on hold",
+                 "parameters": [_path("number")], "requestBody": _body("QcResultEntry"),
+                 "responses": _responses(ref("QcResultJudged"), "201", 404, 409, 422)},
+    },
+    "/results/{id}/final-read": {"post": {
+        "summary": "The final read of a pending result (e.g. sterility after incubation), judged like any result "
+                   "(QC analyst of the site); a result that is not pending is 409", "parameters": _RESULT,
+        "requestBody": _body("QcFinalRead"), "responses": _responses(ref("QcResultJudged"), "200", 404, 409, 422)}},
+    "/results/{id}/verification": {"post": {
+        "summary": "Second-analyst verification signed 'Verified' (QC analyst of the site); the analyst who entered "
+                   "the result cannot verify it (409)", "parameters": _RESULT, "requestBody": _body("QcSigning"),
+        "responses": _responses(ref("QcResult"), "200", 404, 409, 422)}},
+    "/results/{id}/invalidation": {"post": {
+        "summary": "QA invalidates a result after an investigation, signed 'Result invalidated after "
+                   "investigation'; the result stays in the record with the reason", "parameters": _RESULT,
+        "requestBody": _body("QcInvalidation"), "responses": _responses(ref("QcResult"), "200", 404, 409, 422)}},
+    "/deviations": {
+        "get": {"summary": "Deviations you can see, last opened first",
+                "parameters": PAGE_PARAMS + _query("site", "status", "classification", "batch"),
+                "responses": _responses(_list_of("Deviation"), "200", 422)},
+        "post": {"summary": "Open a deviation by hand (staff of the site), numbered per site and year",
+                 "requestBody": _body("DeviationCreate"),
+                 "responses": _responses(ref("DeviationDetail"), "201", 409, 422)},
+    },
+    "/deviations/{number}": {"get": {"summary": "One deviation with its CAPA actions and signatures",
+                                     "parameters": _DEVIATION,
+                                     "responses": _responses(ref("DeviationDetail"), "200", 404)}},
+    "/deviations/{number}/investigation": {"post": {
+        "summary": "Record classification, root cause and impact assessment (QA of the site); fields left out are "
+                   "unchanged; a closed deviation or a stale version is 409", "parameters": _DEVIATION,
+        "requestBody": _body("DeviationInvestigation"),
+        "responses": _responses(ref("DeviationDetail"), "200", 404, 409, 422)}},
+    "/deviations/{number}/actions": {"post": {
+        "summary": "Add a corrective or preventive action with its owner and due date (QA of the site)",
+        "parameters": _DEVIATION, "requestBody": _body("CapaActionCreate"),
+        "responses": _responses(ref("CapaAction"), "201", 404, 409, 422)}},
+    "/deviations/{number}/actions/{id}/completion": {"post": {
+        "summary": "Complete an action with what was done (its owner, or QA of the site)",
+        "parameters": [*_DEVIATION, _path("id")], "requestBody": _body("CapaActionCompletion"),
+        "responses": _responses(ref("CapaAction"), "200", 404, 409, 422)}},
+    "/deviations/{number}/closure": {"post": {
+        "summary": "QA closes with an electronic signature meaning 'Closed' once root cause, impact assessment and "
+                   "(major, critical) a CAPA action are recorded (409 otherwise)", "parameters": _DEVIATION,
+        "requestBody": _body("DeviationClosure"),
+        "responses": _responses(ref("DeviationDetail"), "200", 404, 409, 422)}},
+})
+
+for _path_name in ("/results/{id}/verification", "/results/{id}/invalidation", "/deviations/{number}/closure"):
+    for _operation in PATHS[_path_name].values():
+        _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
+
+SCHEMAS.update({
+    "QcResult": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "batch": _Q_TEXT, "test": _Q_TEXT, "test_name": _Q_TEXT,
+        "stage": {"type": "string", "enum": ["in_process", "release"]}, "method": _Q_TEXT, "sample_id": _Q_TEXT,
+        "sampled_at": _Q_TIME, "instrument": _Q_NULL_TEXT, "analyst": _Q_TEXT,
+        "value": {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
+                  "description": "null while pending"},
+        "unit": _Q_TEXT, "value_text": _Q_TEXT, "criterion_text": _Q_TEXT,
+        "verdict": {"type": "string", "enum": ["pass", "fail", "pending", "informative"]}, "explanation": _Q_TEXT,
+        "pending": {"type": "boolean"}, "final_read_due": {"type": ["string", "null"], "format": "date"},
+        "raw_data_reference": _Q_TEXT, "retest_of": {"type": ["integer", "null"]}, "retest_reason": _Q_NULL_TEXT,
+        "invalidated": {"type": "boolean"}, "invalidated_at": _Q_NULL_TIME, "invalidation_reason": _Q_NULL_TEXT,
+        "verified": {"type": "boolean", "description": "Official: verified by a second analyst"},
+        "verification": {"oneOf": [ref("Signature"), {"type": "null"}]},
+        "deviation": {**_Q_NULL_TEXT, "description": "Number of the deviation a failing result opened"},
+        "entered_at": _Q_TIME, "entered_by": _Q_NULL_TEXT,
+        "signatures": {"type": "array", "items": ref("Signature"),
+                       "description": "Every signature on the result with its status (a verification made before "
+                                      "a final read is no longer valid: record changed)"},
+        "version": {"type": "integer"}}},
+    "QcResultJudged": {"allOf": [ref("QcResult"), {"type": "object", "properties": {
+        "batch_status": _Q_TEXT, "held_from": _Q_NULL_TEXT,
+        "deviation_detail": {"oneOf": [ref("Deviation"), {"type": "null"}]}}}]},
+    "QcTestStatus": {"type": "object", "properties": {
+        "test": _Q_TEXT, "name": _Q_TEXT, "stage": _Q_TEXT, "unit": _Q_TEXT, "criterion_text": _Q_TEXT,
+        "may_be_pending": {"type": "boolean"}, "informative_only": {"type": "boolean"},
+        "results": {"type": "array", "items": {"type": "integer"}},
+        "reportable_result": {"type": ["integer", "null"], "description": "The result the decision uses"},
+        "why": _Q_TEXT, "verdict": _Q_NULL_TEXT, "verified": {"type": "boolean"},
+        "open_items": {"type": "array", "items": _Q_TEXT}}},
+    "BatchResults": {"allOf": [_list_of("QcResult"), {"type": "object", "properties": {
+        "batch": _Q_TEXT, "batch_status": _Q_TEXT, "specification": {"type": "integer"},
+        "tests": {"type": "array", "items": ref("QcTestStatus")},
+        "open_items": {"type": "array", "items": _Q_TEXT, "description": "What keeps QC from being complete"}}}]},
+    "QcResultEntry": {"type": "object", "required": ["test", "sample_id", "sampled_at"], "properties": {
+        "test": {"type": "string", "description": "Test code of the batch's frozen specification"},
+        "sample_id": _Q_TEXT, "sampled_at": {**_Q_TIME, "description": "ISO 8601 with offset; without one: 422"},
+        "value": {**_Q_VALUE, "description": "Required unless pending"},
+        "unit": {"type": "string", "description": "Optional; must be the test's unit"},
+        "method": {"type": "string", "description": "Default: the specification's method"},
+        "instrument": {"type": "string", "description": "Equipment code of the site (calibrated, in service)"},
+        "raw_data_reference": _Q_TEXT,
+        "pending": {"type": "boolean", "description": "Still incubating (tests that may be pending only)"},
+        "final_read_due": {"type": "string", "format": "date", "description": "Required when pending"},
+        "retest_of": {"type": "integer", "description": "Id of the earlier result of the same test"},
+        "retest_reason": {"type": "string", "description": "Required with retest_of"}}},
+    "QcFinalRead": {"type": "object", "required": ["value"], "properties": {
+        "value": _Q_VALUE, "raw_data_reference": _Q_TEXT}},
+    "QcSigning": _Q_SIGN,
+    "QcInvalidation": {"type": "object", "required": ["reason", "password"], "properties": {
+        **_Q_SIGN["properties"], "reason": {"type": "string", "description": "The investigation's conclusion"}}},
+    "Deviation": {"type": "object", "properties": {
+        "number": {"type": "string", "description": "e.g. DEV-BG-2026-0007"}, "site": _Q_TEXT, "title": _Q_TEXT,
+        "description": _Q_TEXT, "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
+        "status": {"type": "string", "enum": ["open", "closed"]},
+        "source": {"type": "string", "enum": ["manual", "out_of_specification", "post_release"]},
+        "batch": _Q_NULL_TEXT, "step": _Q_NULL_TEXT, "result": {"type": ["integer", "null"]},
+        "root_cause": _Q_TEXT, "impact_assessment": _Q_TEXT,
+        "blocks_release": {"type": "boolean", "description": "Open and major or critical"},
+        "opened_at": _Q_TIME, "opened_by": _Q_TEXT, "closed_at": _Q_NULL_TIME, "closed_by": _Q_NULL_TEXT,
+        "open_actions": {"type": "integer"}, "version": {"type": "integer"}}},
+    "CapaAction": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "deviation": _Q_TEXT, "kind": {"type": "string",
+                                                                   "enum": ["corrective", "preventive"]},
+        "description": _Q_TEXT, "owner": _Q_TEXT, "owner_name": _Q_TEXT,
+        "due_date": {"type": "string", "format": "date"}, "overdue": {"type": "boolean"},
+        "completed": {"type": "boolean"}, "completed_at": _Q_NULL_TIME, "completion_note": _Q_NULL_TEXT,
+        "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT, "version": {"type": "integer"}}},
+    "DeviationDetail": {"allOf": [ref("Deviation"), {"type": "object", "properties": {
+        "actions": {"type": "array", "items": ref("CapaAction")},
+        "signatures": {"type": "array", "items": ref("Signature")}}}]},
+    "DeviationCreate": {"type": "object", "required": ["title", "description", "classification"], "properties": {
+        "site": {"type": "string", "description": "Site code; default the batch's site, or yours at one site"},
+        "title": _Q_TEXT, "description": _Q_TEXT,
+        "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
+        "batch": {"type": "string", "description": "Batch number (optional)"},
+        "step": {"type": "string", "description": "Step code of the batch (optional, needs batch)"}}},
+    "DeviationInvestigation": {"type": "object", "required": ["reason"], "properties": {
+        "classification": {"type": "string", "enum": ["minor", "major", "critical"]}, "root_cause": _Q_TEXT,
+        "impact_assessment": {"type": "string", "description": "Impact on the batch"},
+        "reason": {"type": "string", "description": "Why the record changes (audit trail)"},
+        "version": {"type": "integer", "description": "Optional: the deviation version you saw (stale: 409)"}}},
+    "CapaActionCreate": {"type": "object", "required": ["kind", "description", "owner", "due_date"], "properties": {
+        "kind": {"type": "string", "enum": ["corrective", "preventive"]}, "description": _Q_TEXT,
+        "owner": {"type": "string", "description": "User name of an active user"},
+        "due_date": {"type": "string", "format": "date", "description": "Today or later"}}},
+    "CapaActionCompletion": {"type": "object", "required": ["note"], "properties": {
+        "note": {"type": "string", "description": "What was done"}}},
+    "DeviationClosure": {"type": "object", "required": ["password"], "properties": {
+        **_Q_SIGN["properties"], "comment": _Q_TEXT}},
+})
+
+
+# --- release: QA review, QP certification, certificates, batch record ----------------------------
+
+_R_TEXT = {"type": "string"}
+_R_NULL_TEXT = {"type": ["string", "null"]}
+_R_TEXTS = {"type": "array", "items": {"type": "string"}}
+_R_PDF = {"200": {"description": "application/pdf", "content": {"application/pdf": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+for _code in (401, 403, 404):
+    _R_PDF[str(_code)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+
+PATHS.update({
+    "/batches/{number}/review": {
+        "get": {"summary": "QA review: the checklist computed from the record, the people involved (who may not "
+                           "review or certify), the signed decisions", "parameters": [_path("number")],
+                "responses": _responses(ref("ReleaseReview"), "200", 404)},
+        "post": {"summary": "QA of the site: 'reviewed' (signed 'Reviewed', the batch awaits certification) or "
+                            "'returned' to manufacturing with comments; refused with 409 naming the blockers or the "
+                            "segregation conflict", "parameters": [_path("number")],
+                 "requestBody": _body("ReleaseReviewDecision"),
+                 "responses": _responses(ref("ReleaseReview"), "200", 404, 409, 422)},
+    },
+    "/batches/{number}/certification": {
+        "get": {"summary": "QP certification: blockers per possible decision, pending and failing tests, open "
+                           "deviations, people involved, decisions and certificates", "parameters": [_path("number")],
+                "responses": _responses(ref("ReleaseCertification"), "200", 404)},
+        "post": {"summary": "QP of the site signs a decision (release, conditional, reject, exceptional); the "
+                            "certificate is generated once and stored; 409 naming the blockers or the segregation "
+                            "conflict", "parameters": [_path("number")],
+                 "requestBody": _body("ReleaseCertificationDecision"),
+                 "responses": _responses(ref("ReleaseCertificationResult"), "200", 404, 409, 422)},
+    },
+    "/batches/{number}/record.pdf": {"get": {
+        "summary": "The complete batch record, generated now (printing is audited)", "parameters": [_path("number")],
+        "responses": _R_PDF}},
+    "/batches/{number}/certificate.pdf": {"get": {
+        "summary": "The stored release certificate: the latest one, or ?number= for an earlier one (the same bytes "
+                   "as generated at signing; downloads are audited)",
+        "parameters": [_path("number"), *_query("number")], "responses": _R_PDF}},
+    "/certificates/register": {"get": {
+        "summary": "The QP certification register (QA, QP, auditors): every QP decision, newest first",
+        "parameters": PAGE_PARAMS, "responses": _responses(_list_of("RegisterEntry"), "200", 422)}},
+})
+
+for _path_name in ("/batches/{number}/review", "/batches/{number}/certification"):
+    PATHS[_path_name]["post"]["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
+
+_R_CHECK = {"type": "array", "items": {"type": "object", "properties": {
+    "key": _R_TEXT, "label": _R_TEXT, "ok": {"type": "boolean"}, "problems": _R_TEXTS}}}
+_R_PEOPLE = {"type": "array", "items": {"type": "object", "properties": {
+    "username": _R_TEXT, "full_name": _R_TEXT, "what": _R_TEXT}}}
+_R_BASE = {
+    "batch": ref("Batch"), "checklist": _R_CHECK, "involved": _R_PEOPLE, "you_are_involved": {"type": "boolean"},
+    "decisions": {"type": "array", "items": ref("ReleaseDecision")}}
+
+SCHEMAS.update({
+    "ReleaseDecision": {"type": "object", "properties": {
+        "kind": {"type": "string", "enum": ["review", "certification", "conditional_certification",
+                                            "final_certification", "rejection", "exceptional_oos_release"]},
+        "label": _R_TEXT, "decided_at": {"type": "string", "format": "date-time"}, "decided_by": _R_TEXT,
+        "printed_name": _R_TEXT, "comment": _R_TEXT, "signature": ref("Signature"),
+        "checklist": _R_CHECK, "pending_tests": {"type": "array", "items": {"type": "object"}},
+        "failing_tests": {"type": "array", "items": {"type": "object"}},
+        "expected_final_date": _R_NULL_TEXT, "physician_name": _R_NULL_TEXT, "physician_request_date": _R_NULL_TEXT,
+        "risk_evaluation_reference": _R_NULL_TEXT, "sponsor_reference": _R_NULL_TEXT,
+        "sponsor_notified_at": _R_NULL_TEXT, "certificate": _R_NULL_TEXT}},
+    "ReleaseCertificate": {"type": "object", "properties": {
+        "number": _R_TEXT, "batch": _R_TEXT, "decision": _R_TEXT, "label": _R_TEXT,
+        "issued_at": {"type": "string", "format": "date-time"}, "signed_content_sha256": _R_TEXT,
+        "pdf_sha256": _R_TEXT, "pdf": {"type": "string", "description": "API path of the stored PDF"},
+        "verification_url": {"type": "string", "description": "The public page the certificate's QR code opens"}}},
+    "ReleaseReview": {"type": "object", "properties": {
+        **_R_BASE, "complete": {"type": "boolean"}, "review_blockers": _R_TEXTS,
+        "awaiting_review": {"type": "boolean"}}},
+    "ReleaseReviewDecision": {"type": "object", "required": ["outcome", "comment"], "properties": {
+        "outcome": {"type": "string", "enum": ["reviewed", "returned"]},
+        "comment": {"type": "string", "description": "The review comment, or what must be corrected"},
+        "password": {"type": "string", "description": "Required when reviewed: the signer's own password (the "
+                                                      "token names the signer); a wrong one is 401"},
+        "meaning": {"type": "string", "description": "Optional; must be 'Reviewed'"}}},
+    "ReleaseCertification": {"type": "object", "properties": {
+        **_R_BASE,
+        "options": {"type": "array", "items": {"type": "object", "properties": {
+            "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"]},
+            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT, "blockers": _R_TEXTS,
+            "possible": {"type": "boolean"}}}},
+        "pending": {"type": "array", "items": {"type": "object", "properties": {
+            "test": _R_TEXT, "name": _R_TEXT, "method": _R_TEXT, "final_read_due": _R_NULL_TEXT}}},
+        "failing": {"type": "array", "items": {"type": "object", "properties": {
+            "test": _R_TEXT, "name": _R_TEXT, "result": _R_TEXT, "criterion": _R_TEXT}}},
+        "open_deviations": {"type": "array", "items": {"type": "object", "properties": {
+            "number": _R_TEXT, "classification": _R_TEXT, "title": _R_TEXT, "blocks_release": {"type": "boolean"}}}},
+        "certificates": {"type": "array", "items": ref("ReleaseCertificate")}}},
+    "ReleaseCertificationResult": {"allOf": [ref("ReleaseCertification"), {"type": "object", "properties": {
+        "certificate": ref("ReleaseCertificate")}}]},
+    "ReleaseCertificationDecision": {"type": "object", "required": ["decision", "reason", "password"],
+                                     "properties": {
+        "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"],
+                     "description": "release: certified (final certification after a conditional release); "
+                                    "exceptional: OOS supply at a physician's request (EU GMP Part IV 11.5)"},
+        "reason": {"type": "string", "description": "Comment, justification or reason of the rejection"},
+        "password": {"type": "string", "description": "The signer's own password; a wrong one is 401"},
+        "meaning": {"type": "string", "description": "Optional; must be the decision's signature meaning"},
+        "expected_final_date": {"type": "string", "format": "date",
+                                "description": "conditional only; default the latest due date of the pending reads"},
+        "physician_name": {"type": "string", "description": "exceptional only (required)"},
+        "physician_request_date": {"type": "string", "format": "date", "description": "exceptional only (required)"},
+        "risk_evaluation_reference": {"type": "string", "description": "exceptional only (required)"},
+        "sponsor_reference": {"type": "string", "description": "exceptional only (required)"},
+        "sponsor_notified_at": {"type": "string", "format": "date-time",
+                                "description": "exceptional only (required), ISO 8601 with offset"}}},
+    "RegisterEntry": {"type": "object", "properties": {
+        "batch": _R_TEXT, "site": _R_TEXT, "product": _R_TEXT, "decision": _R_TEXT, "label": _R_TEXT,
+        "decided_at": {"type": "string", "format": "date-time"}, "qp": _R_TEXT, "qp_username": _R_TEXT,
+        "comment": _R_TEXT, "certificate": {"oneOf": [ref("ReleaseCertificate"), {"type": "null"}]}}},
+})
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",

@@ -44,3 +44,235 @@ def signature_json(signature: Signature, status: str | None = None) -> dict[str,
         "entity_id": signature.entity_id, "record_version": signature.record_version,
         "content_sha256": signature.content_hash, "comment": signature.comment, "status": status,
     }
+
+
+# --- manufacturing: products, specifications, reagent lots, equipment, batches ---------------------
+
+
+def day(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def number(value: Any) -> float | None:
+    """A stored decimal or float as a JSON number."""
+    return None if value is None else float(value)
+
+
+def whole(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def username(user_id: int | None) -> str | None:
+    from cellfactory.extensions import db
+
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    return user.username if user else None
+
+
+def spec_test_json(test) -> dict[str, Any]:
+    return {
+        "code": test.code, "position": test.position, "name": test.name, "method": test.method, "unit": test.unit,
+        "stage": test.stage.value, "criterion": test.criterion.value, "lower": number(test.lower),
+        "lower_inclusive": test.lower_inclusive, "upper": number(test.upper), "upper_inclusive": test.upper_inclusive,
+        "expected": test.expected, "informative_only": test.informative_only, "may_be_pending": test.may_be_pending,
+        "criterion_text": test.criterion_text,
+    }
+
+
+def specification_json(spec, signatures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    data = {
+        "product": spec.product.code, "number": spec.number, "status": spec.status.value,
+        "change_summary": spec.change_summary, "max_passage": spec.max_passage,
+        "max_cumulative_pd": number(spec.max_cumulative_pd), "steps": list(spec.steps or []),
+        "tests": [spec_test_json(t) for t in spec.tests], "created_at": iso(spec.created_at),
+        "created_by": username(spec.created_by_id), "approved_at": iso(spec.approved_at),
+        "approved_by": username(spec.approved_by_id), "version": spec.version,
+    }
+    if signatures is not None:
+        data["signatures"] = signatures
+    return data
+
+
+def product_json(product) -> dict[str, Any]:
+    from cellfactory.products.models import SpecStatus
+
+    current = next((s for s in product.specifications if s.status == SpecStatus.APPROVED), None)
+    draft = next((s for s in product.specifications if s.status == SpecStatus.DRAFT), None)
+    return {
+        "code": product.code, "name": product.name, "description": product.description,
+        "cellular": product.cellular, "dose_unit": product.dose_unit, "active": product.active,
+        "current_specification": current.number if current else None,
+        "draft_specification": draft.number if draft else None,
+        "specifications": [{"number": s.number, "status": s.status.value} for s in product.specifications],
+        "version": product.version,
+    }
+
+
+def catalogue_item_json(item) -> dict[str, Any]:
+    return {"code": item.code, "name": item.name, "supplier": item.supplier, "category": item.category,
+            "unit": item.unit}
+
+
+def lot_json(lot, today: dt.date | None = None) -> dict[str, Any]:
+    today = today or dt.date.today()
+    return {
+        "id": lot.id, "site": lot.site.code, "item": lot.item.code, "item_name": lot.item.name,
+        "supplier": lot.item.supplier, "unit": lot.item.unit, "lot_number": lot.lot_number,
+        "expiry_date": day(lot.expiry_date), "expired": lot.expiry_date < today, "coa_reference": lot.coa_reference,
+        "status": lot.status.value, "received_on": day(lot.received_on), "usable": lot.refusal(today) is None,
+        "refusal": lot.refusal(today), "version": lot.version,
+    }
+
+
+def equipment_json(equipment, today: dt.date | None = None) -> dict[str, Any]:
+    today = today or dt.date.today()
+    return {
+        "site": equipment.site.code, "code": equipment.code, "name": equipment.name, "kind": equipment.kind,
+        "calibration_due": day(equipment.calibration_due), "overdue": equipment.calibration_due < today,
+        "status": equipment.status.value, "usable": equipment.refusal(today) is None,
+        "refusal": equipment.refusal(today), "version": equipment.version,
+    }
+
+
+def passage_json(passage) -> dict[str, Any]:
+    return {
+        "step": passage.step.code, "passage_number": passage.passage_number,
+        "vessel_type": passage.vessel_type.code, "vessel_count": passage.vessel_count,
+        "cells_seeded": whole(passage.cells_seeded), "seeded_at": iso(passage.seeded_at),
+        "cells_harvested": whole(passage.cells_harvested), "harvested_at": iso(passage.harvested_at),
+        "viability_pct": number(passage.viability_pct), "confluence_pct": number(passage.confluence_pct),
+        "growth_area_cm2": number(passage.growth_area_cm2),
+        "seeding_density_cells_per_cm2": passage.seeding_density,
+        "population_doublings": passage.population_doublings, "cumulative_pd": passage.cumulative_pd,
+        "doubling_time_h": passage.doubling_time_h, "formula_version": passage.formula_version,
+        "version": passage.version,
+    }
+
+
+def step_json(step, verification: Signature | None) -> dict[str, Any]:
+    return {
+        "batch": step.batch.number, "code": step.code, "name": step.name, "kind": step.kind.value,
+        "position": step.position, "status": step.status.value, "started_at": iso(step.started_at),
+        "ended_at": iso(step.ended_at), "operator": username(step.operator_id),
+        "observations": step.observations, "deviation_reference": step.deviation_reference,
+        "equipment": [{"code": u.equipment.code, "name": u.equipment.name} for u in step.current_equipment],
+        "reagents": [{"lot_id": u.lot_id, "item": u.lot.item.code, "lot_number": u.lot.lot_number,
+                      "quantity": number(u.quantity), "unit": u.unit} for u in step.current_reagents],
+        "voided": [{"what": "equipment", "equipment": u.equipment.code, "voided_at": iso(u.voided_at),
+                    "reason": u.void_reason} for u in step.equipment_uses if u.voided_at is not None]
+        + [{"what": "reagent", "lot_id": u.lot_id, "quantity": number(u.quantity), "unit": u.unit,
+            "voided_at": iso(u.voided_at), "reason": u.void_reason} for u in step.reagent_uses
+           if u.voided_at is not None],
+        "passage": passage_json(step.passage) if step.passage is not None else None,
+        "verified": verification is not None,
+        "verification": signature_json(verification, "valid") if verification is not None else None,
+        "version": step.version,
+    }
+
+
+def batch_json(batch) -> dict[str, Any]:
+    return {
+        "number": batch.number, "site": batch.site.code, "product": batch.product.code,
+        "specification": batch.specification.number, "status": batch.status.value,
+        "held_from": batch.held_from.value if batch.held_from else None, "started_at": iso(batch.started_at),
+        "started_by": username(batch.started_by_id), "status_changed_at": iso(batch.status_changed_at),
+        "version": batch.version,
+    }
+
+
+def transition_json(transition, user: User | None, site_id: int) -> dict[str, Any]:
+    return {
+        "target": transition.target.value, "label": transition.label,
+        "roles": sorted(r.value for r in transition.roles),
+        "signature_meaning": transition.meaning.value if transition.meaning else None,
+        "permitted_to_you": bool(user and user.has_any_role(transition.roles, site_id)),
+    }
+
+
+# --- quality: QC results, per-test status, deviations and CAPA actions ------------------------------
+
+
+def qc_result_json(result, verification: Signature | None, signatures: list[dict[str, Any]] | None = None
+                   ) -> dict[str, Any]:
+    """One QC result: the value with its unit, the verdict against the frozen criterion, who verified it and,
+    when it failed, the deviation it opened."""
+    from cellfactory.batches.models import Batch
+    from cellfactory.deviations.models import Deviation
+    from cellfactory.extensions import db
+
+    test = result.spec_test
+    batch = db.session.get(Batch, result.batch_id)
+    deviation = db.session.get(Deviation, result.deviation_id) if result.deviation_id else None
+    value = number(result.numeric_value) if result.numeric_value is not None else result.qualitative_value
+    data = {
+        "id": result.id, "batch": batch.number if batch else None, "test": test.code, "test_name": test.name,
+        "stage": test.stage.value, "method": result.method, "sample_id": result.sample_id,
+        "sampled_at": iso(result.sampled_at), "instrument": result.equipment.code if result.equipment else None,
+        "analyst": username(result.analyst_id), "value": value, "unit": result.unit,
+        "value_text": result.value_text, "criterion_text": test.criterion_text, "verdict": result.verdict.value,
+        "explanation": result.explanation, "pending": result.verdict.value == "pending",
+        "final_read_due": day(result.final_read_due), "raw_data_reference": result.raw_data_reference,
+        "retest_of": result.retest_of_id, "retest_reason": result.retest_reason,
+        "invalidated": result.invalidated_at is not None, "invalidated_at": iso(result.invalidated_at),
+        "invalidation_reason": result.invalidation_reason,
+        "verified": verification is not None,
+        "verification": signature_json(verification, "valid") if verification is not None else None,
+        "deviation": deviation.number if deviation else None, "entered_at": iso(result.created_at),
+        "entered_by": username(result.created_by_id), "version": result.version,
+    }
+    if signatures is not None:
+        data["signatures"] = signatures
+    return data
+
+
+def qc_test_status_json(status) -> dict[str, Any]:
+    """A test of the frozen specification: its results, the one the decision uses and why."""
+    return {
+        "test": status.test.code, "name": status.test.name, "stage": status.test.stage.value,
+        "unit": status.test.unit, "criterion_text": status.test.criterion_text,
+        "may_be_pending": status.test.may_be_pending, "informative_only": status.test.informative_only,
+        "results": [r.id for r in status.results],
+        "reportable_result": status.reportable.id if status.reportable else None,
+        "why": status.why, "verdict": status.verdict.value if status.verdict else None,
+        "verified": status.verified, "open_items": status.open_items,
+    }
+
+
+def capa_action_json(action, today: dt.date | None = None) -> dict[str, Any]:
+    today = today or dt.date.today()
+    return {
+        "id": action.id, "deviation": action.deviation.number, "kind": action.kind,
+        "description": action.description, "owner": action.owner.username, "owner_name": action.owner.full_name,
+        "due_date": day(action.due_date), "overdue": action.completed_at is None and action.due_date < today,
+        "completed": action.completed_at is not None, "completed_at": iso(action.completed_at),
+        "completion_note": action.completion_note, "created_at": iso(action.created_at),
+        "created_by": username(action.created_by_id), "version": action.version,
+    }
+
+
+def deviation_json(deviation) -> dict[str, Any]:
+    from cellfactory.batches.models import Batch, BatchStep
+    from cellfactory.extensions import db
+
+    batch = db.session.get(Batch, deviation.batch_id) if deviation.batch_id else None
+    step = db.session.get(BatchStep, deviation.step_id) if deviation.step_id else None
+    return {
+        "number": deviation.number, "site": deviation.site.code, "title": deviation.title,
+        "description": deviation.description, "classification": deviation.classification.value,
+        "status": deviation.status.value, "source": deviation.source.value,
+        "batch": batch.number if batch else None, "step": step.code if step else None,
+        "result": deviation.result_id, "root_cause": deviation.root_cause,
+        "impact_assessment": deviation.impact_assessment, "blocks_release": deviation.blocks_release,
+        "opened_at": iso(deviation.opened_at), "opened_by": deviation.opened_by.username,
+        "closed_at": iso(deviation.closed_at), "closed_by": username(deviation.closed_by_id),
+        "open_actions": sum(1 for a in deviation.actions if a.completed_at is None),
+        "version": deviation.version,
+    }
+
+
+def deviation_detail_json(deviation, signatures: list[dict[str, Any]], today: dt.date | None = None
+                          ) -> dict[str, Any]:
+    return {**deviation_json(deviation), "actions": [capa_action_json(a, today) for a in deviation.actions],
+            "signatures": signatures}

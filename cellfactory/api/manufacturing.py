@@ -1,0 +1,663 @@
+"""Manufacturing: /products and their specifications, /catalogue-items, /lots, /equipment, /vessel-types,
+/batches with their steps, passages and transitions.
+
+Only parsing lives here: JSON types are checked (numbers are numbers, flags are booleans, times carry
+their offset), path identifiers are looked up, and the values go to the same service functions as the
+pages, which hold the rules, the site scoping and the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import g, request
+
+from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.serializers import (
+    batch_json,
+    catalogue_item_json,
+    equipment_json,
+    iso,
+    lot_json,
+    number,
+    passage_json,
+    product_json,
+    signature_json,
+    spec_test_json,
+    specification_json,
+    step_json,
+    transition_json,
+    username,
+)
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus, BatchStep, Passage, StepReagent, VesselType
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.pagination import Page, page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.equipment import services as equipment_services
+from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.extensions import db
+from cellfactory.products import services as product_services
+from cellfactory.products.models import Product, SpecificationVersion, SpecTest
+from cellfactory.reagents import services as reagent_services
+from cellfactory.reagents.models import CatalogueItem, LotStatus, ReagentLot
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
+
+STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+# Who may ask for a transition at all; the service checks the role each transition needs at the batch's site.
+TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+
+PRODUCT_TEXT = ("code", "name", "description", "dose_unit")
+DRAFT_TEXT = ("change_summary", "reason")
+TEST_TEXT = ("code", "name", "method", "unit", "stage", "criterion", "expected", "reason")
+TEST_REQUIRED = ("code", "name", "method", "stage", "criterion")
+TEST_NUMBERS = ("lower", "upper")
+TEST_FLAGS = ("lower_inclusive", "upper_inclusive", "informative_only", "may_be_pending")
+ITEM_TEXT = ("code", "name", "supplier", "category", "unit")
+LOT_TEXT = ("site", "item", "lot_number", "expiry_date", "coa_reference", "received_on")
+EQUIPMENT_TEXT = ("site", "code", "name", "kind", "calibration_due")
+STEP_TIMES = ("started_at", "ended_at")
+PASSAGE_TIMES = ("seeded_at", "harvested_at")
+PASSAGE_FIELDS = ("passage_number", "vessel_type", "vessel_count", "cells_seeded", "seeded_at", "cells_harvested",
+                  "harvested_at", "viability_pct", "confluence_pct")
+PASSAGE_NUMBERS = ("cells_seeded", "cells_harvested", "viability_pct", "confluence_pct")
+STEP_TEXT = ("observations", "deviation_reference", "reason", "vessel_type", *STEP_TIMES, *PASSAGE_TIMES)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _user() -> User:
+    return g.api_user
+
+
+def _site_today(site: Site) -> dt.date:
+    return utcnow().astimezone(ZoneInfo(site.timezone)).date()
+
+
+def _filter_site(name: str = "site") -> Site | None:
+    """`?site=` of a list: an unknown code is invalid input (a known site the user cannot see lists nothing)."""
+    code = (request.args.get(name) or "").strip()
+    if not code:
+        return None
+    try:
+        return get_site(code)
+    except NotFound as error:
+        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
+
+
+def _choice(name: str, enum_cls: type, value: Any = None, *, from_query: bool = True) -> Any:
+    raw = (request.args.get(name) or "").strip() if from_query else value
+    if raw in (None, ""):
+        return None
+    try:
+        return enum_cls(raw)
+    except ValueError as error:
+        choices = ", ".join(m.value for m in enum_cls)
+        raise ValidationFailed(f"{name} must be one of: {choices}.", fields={name: f"Use one of: {choices}."}
+                               ) from error
+
+
+def _write_site(data: dict[str, Any]) -> Site:
+    """The site a write is for: `site` in the body, which may be left out by whoever works at one site only."""
+    code = (data.get("site") or "").strip()
+    if code:
+        try:
+            return get_site(code)
+        except NotFound as error:
+            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
+    ids = _user().site_ids()
+    if ids is not None and len(ids) == 1:
+        return db.session.get(Site, next(iter(ids)))
+    raise ValidationFailed("Say which site this is for: you work at several sites.",
+                           fields={"site": "Required: the code of the site (you work at several)."})
+
+
+def _check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
+                 integers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> None:
+    """422 naming each field present with the wrong JSON type (strings for numbers, "false" for false ...)."""
+    errors: dict[str, str] = {}
+    for name in numbers:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            errors[name] = "Must be a number (JSON number, not text)."
+    for name in integers:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            errors[name] = "Must be a whole number."
+    for name in flags:
+        value = data.get(name)
+        if value is not None and not isinstance(value, bool):
+            errors[name] = "Must be true or false."
+    for name in texts:
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            errors[name] = "Must be a string."
+    if errors:
+        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
+
+
+def _instants(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, dt.datetime | None]:
+    """ISO 8601 times with their UTC offset; a time without one is refused, never read in a guessed zone."""
+    parsed: dict[str, dt.datetime | None] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        raw = data.get(name)
+        if raw in (None, ""):
+            parsed[name] = None
+            continue
+        try:
+            value = dt.datetime.fromisoformat(raw.strip())
+        except ValueError:
+            errors[name] = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."
+            continue
+        if value.tzinfo is None or value.utcoffset() is None:
+            errors[name] = "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."
+            continue
+        parsed[name] = value
+    if errors:
+        raise ValidationFailed("Times must be ISO 8601 with their offset: " + ", ".join(errors) + ".", fields=errors)
+    return parsed
+
+
+def _list_of_objects(data: dict[str, Any], name: str) -> list[dict[str, Any]] | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValidationFailed(f"{name} must be a list of objects.", fields={name: "A list of JSON objects."})
+    return value
+
+
+def _list_of_texts(data: dict[str, Any], name: str) -> list[str] | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationFailed(f"{name} must be a list of strings.", fields={name: "A list of strings."})
+    return value
+
+
+def _signing(data: dict[str, Any], meaning: Meaning | None) -> dict[str, Any]:
+    """The token names the signer: its user name and password, never a continuous session."""
+    if data.get("meaning") and meaning is not None and data["meaning"].strip().lower() != meaning.value.lower():
+        raise ValidationFailed(f"This signature means {meaning.value!r}.",
+                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
+    return {"password": data["password"], "username": _user().username, "continuous_session": False}
+
+
+def _list(items: list[Any], serialize) -> dict[str, Any]:
+    """A bounded sub-collection in the list envelope, paginated like every list."""
+    page, per_page = page_args(request.args)
+    chunk = items[(page - 1) * per_page: page * per_page]
+    return page_json(Page(chunk, page, per_page, len(items)), serialize)
+
+
+# --- products and specifications -----------------------------------------------------------------
+
+
+def _specification(code: str, number_: int) -> SpecificationVersion:
+    product = product_services.get_product(code)
+    spec = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id,
+                                                                   SpecificationVersion.number == number_))
+    if spec is None:
+        raise NotFound(f"{product.code} has no specification version {number_}.")
+    return spec
+
+
+def _spec_detail(spec: SpecificationVersion) -> dict[str, Any]:
+    signatures = [signature_json(s, signature_services.verify(s, spec).value)
+                  for s in signature_services.signatures_for(spec)]
+    return specification_json(spec, signatures)
+
+
+def _test_data(data: dict[str, Any]) -> dict[str, Any]:
+    _check_types(data, numbers=TEST_NUMBERS, flags=TEST_FLAGS)
+    fields = {name: data.get(name) for name in (*TEST_TEXT, *TEST_NUMBERS) if name != "reason"}
+    for flag in TEST_FLAGS:
+        if data.get(flag) is not None:
+            fields[flag] = data[flag]
+    return fields
+
+
+def _draft_fields(data: dict[str, Any]) -> dict[str, Any]:
+    _check_types(data, integers=("max_passage",), numbers=("max_cumulative_pd",))
+    return {"steps": _list_of_objects(data, "steps"), "max_passage": data.get("max_passage"),
+            "max_cumulative_pd": data.get("max_cumulative_pd")}
+
+
+@bp.get("/products")
+@roles_required(READ_ROLES)
+def products():
+    page, per_page = page_args(request.args)
+    return page_json(paginate(sa.select(Product).order_by(Product.code), page, per_page), product_json)
+
+
+@bp.post("/products")
+@roles_required(Role.QA)
+def create_product():
+    data = json_body("code", "name", text=PRODUCT_TEXT)
+    _check_types(data, flags=("cellular",))
+    product = product_services.create_product(
+        _user(), code=data["code"], name=data["name"], description=data.get("description") or "",
+        cellular=data.get("cellular") is not False, dose_unit=data.get("dose_unit") or "cells/kg")
+    return product_json(product), 201
+
+
+@bp.get("/products/<code>")
+@roles_required(READ_ROLES)
+def product(code: str):
+    return product_json(product_services.get_product(code))
+
+
+@bp.get("/products/<code>/specifications")
+@roles_required(READ_ROLES)
+def specifications(code: str):
+    found = product_services.get_product(code)
+    page, per_page = page_args(request.args)
+    query = sa.select(SpecificationVersion).where(SpecificationVersion.product_id == found.id) \
+        .order_by(SpecificationVersion.number.desc())
+    return page_json(paginate(query, page, per_page), specification_json)
+
+
+@bp.post("/products/<code>/specifications")
+@roles_required(Role.QA)
+def create_specification(code: str):
+    found = product_services.get_product(code)
+    data = json_body("change_summary", text=DRAFT_TEXT)
+    fields = _draft_fields(data)
+    tests = _list_of_objects(data, "tests")
+    for index, test in enumerate(tests or [], start=1):
+        try:
+            _check_types(test, numbers=TEST_NUMBERS, flags=TEST_FLAGS, texts=TEST_TEXT)
+        except ValidationFailed as error:
+            raise ValidationFailed(f"Test {index}: " + error.message,
+                                   fields={"tests": f"Test {index}: wrong type of " + ", ".join(error.fields)}
+                                   ) from error
+    spec = product_services.create_draft(_user(), found, change_summary=data["change_summary"], tests=tests,
+                                         **fields)
+    return _spec_detail(spec), 201
+
+
+@bp.get("/products/<code>/specifications/<int:number>")
+@roles_required(READ_ROLES)
+def specification(code: str, number: int):
+    return _spec_detail(_specification(code, number))
+
+
+@bp.put("/products/<code>/specifications/<int:number>")
+@roles_required(Role.QA)
+def update_specification(code: str, number: int):
+    spec = _specification(code, number)
+    data = json_body("change_summary", "steps", text=DRAFT_TEXT)
+    fields = _draft_fields(data)
+    updated = product_services.update_draft(_user(), spec, change_summary=data["change_summary"],
+                                            reason=data.get("reason") or "", **fields)
+    return _spec_detail(updated)
+
+
+@bp.post("/products/<code>/specifications/<int:number>/tests")
+@roles_required(Role.QA)
+def add_specification_test(code: str, number: int):
+    spec = _specification(code, number)
+    data = json_body(*TEST_REQUIRED, text=TEST_TEXT)
+    test = product_services.add_test(_user(), spec, _test_data(data))
+    return spec_test_json(test), 201
+
+
+@bp.put("/products/<code>/specifications/<int:number>/tests/<test_code>")
+@roles_required(Role.QA)
+def update_specification_test(code: str, number: int, test_code: str):
+    spec = _specification(code, number)
+    test = db.session.scalar(sa.select(SpecTest).where(SpecTest.specification_id == spec.id,
+                                                       SpecTest.code == test_code.strip().upper()))
+    if test is None:
+        raise NotFound(f"{spec.label} has no test {test_code!r}.")
+    data = json_body(*TEST_REQUIRED, text=TEST_TEXT)
+    fields = _test_data(data)
+    fields["code"] = test.code  # a test's code is its identity within the version
+    updated = product_services.update_test(_user(), test, fields, data.get("reason") or "")
+    return spec_test_json(updated)
+
+
+@bp.post("/products/<code>/specifications/<int:number>/approval")
+@roles_required(Role.QA)
+def approve_specification(code: str, number: int):
+    spec = _specification(code, number)
+    data = json_body("password", text=("password", "meaning"))
+    approved = product_services.approve(_user(), spec, signing=_signing(data, Meaning.APPROVED))
+    return _spec_detail(approved)
+
+
+# --- reagent catalogue and lots ------------------------------------------------------------------
+
+
+def _lot(lot_id: int) -> ReagentLot:
+    return reagent_services.get_lot(_user(), lot_id)
+
+
+def _lot_json(lot: ReagentLot) -> dict[str, Any]:
+    return lot_json(lot, _site_today(lot.site))
+
+
+@bp.get("/catalogue-items")
+@roles_required(READ_ROLES)
+def catalogue_items():
+    page, per_page = page_args(request.args)
+    return page_json(paginate(sa.select(CatalogueItem).order_by(CatalogueItem.code), page, per_page),
+                     catalogue_item_json)
+
+
+@bp.post("/catalogue-items")
+@roles_required(Role.QA)
+def create_catalogue_item():
+    data = json_body("code", "name", "supplier", "category", text=ITEM_TEXT)
+    item = reagent_services.create_item(_user(), code=data["code"], name=data["name"], supplier=data["supplier"],
+                                        category=data["category"], unit=data.get("unit") or "mL")
+    return catalogue_item_json(item), 201
+
+
+@bp.get("/lots")
+@roles_required(READ_ROLES)
+def lots():
+    page, per_page = page_args(request.args)
+    query = visible_to(sa.select(ReagentLot), ReagentLot, _user())
+    site = _filter_site()
+    if site is not None:
+        query = query.where(ReagentLot.site_id == site.id)
+    item = (request.args.get("item") or "").strip().upper()
+    if item:
+        query = query.where(ReagentLot.item_id.in_(sa.select(CatalogueItem.id).where(CatalogueItem.code == item)))
+    status = _choice("status", LotStatus)
+    if status is not None:
+        query = query.where(ReagentLot.status == status)
+    query = query.order_by(ReagentLot.received_on.desc(), ReagentLot.id.desc())
+    return page_json(paginate(query, page, per_page), _lot_json)
+
+
+@bp.post("/lots")
+@roles_required(STAFF)
+def receive_lot():
+    data = json_body("item", "lot_number", "expiry_date", text=LOT_TEXT)
+    site = _write_site(data)
+    lot = reagent_services.receive_lot(_user(), site, {name: data.get(name) for name in LOT_TEXT})
+    return _lot_json(lot), 201
+
+
+@bp.get("/lots/<int:id>")
+@roles_required(READ_ROLES)
+def lot(id: int):
+    return _lot_json(_lot(id))
+
+
+@bp.post("/lots/<int:id>/status")
+@roles_required(Role.QA)
+def lot_status(id: int):
+    found = _lot(id)
+    data = json_body("status", "reason", text=("status", "reason"))
+    status = _choice("status", LotStatus, data["status"], from_query=False)
+    if status == LotStatus.QUARANTINE:
+        raise ValidationFailed("QA releases or rejects a lot; it never goes back to quarantine.",
+                               fields={"status": "Use released or rejected."})
+    return _lot_json(reagent_services.set_lot_status(_user(), found, status, data["reason"]))
+
+
+def lot_trace(lot: ReagentLot, user: User) -> list[dict[str, Any]]:
+    """Every batch that recorded a use of the lot, voided uses included and flagged (for a supplier recall)."""
+    query = visible_to(sa.select(StepReagent).join(BatchStep).join(Batch), Batch, user) \
+        .where(StepReagent.lot_id == lot.id).order_by(Batch.number, BatchStep.position, StepReagent.id)
+    batches: dict[str, dict[str, Any]] = {}
+    for use in db.session.scalars(query):
+        batch = use.step.batch
+        entry = batches.setdefault(batch.number, {**batch_json(batch), "in_use": False, "uses": []})
+        entry["uses"].append({
+            "step": use.step.code, "step_name": use.step.name, "quantity": number(use.quantity), "unit": use.unit,
+            "recorded_at": iso(use.created_at), "recorded_by": username(use.created_by_id),
+            "voided": use.voided_at is not None, "voided_at": iso(use.voided_at), "void_reason": use.void_reason})
+        entry["in_use"] = entry["in_use"] or use.voided_at is None
+    return list(batches.values())
+
+
+@bp.get("/lots/<int:id>/trace")
+@roles_required(READ_ROLES)
+def trace_lot(id: int):
+    found = _lot(id)
+    batches = lot_trace(found, _user())
+    return {"lot": _lot_json(found), "batches": batches, "total": len(batches)}
+
+
+# --- equipment -----------------------------------------------------------------------------------
+
+
+def _equipment(site: str, code: str) -> Equipment:
+    return equipment_services.get_equipment(_user(), get_site(site), code)
+
+
+def _equipment_json(equipment: Equipment) -> dict[str, Any]:
+    return equipment_json(equipment, _site_today(equipment.site))
+
+
+@bp.get("/equipment")
+@roles_required(READ_ROLES)
+def equipment_list():
+    page, per_page = page_args(request.args)
+    query = visible_to(sa.select(Equipment), Equipment, _user())
+    site = _filter_site()
+    if site is not None:
+        query = query.where(Equipment.site_id == site.id)
+    status = _choice("status", EquipmentStatus)
+    if status is not None:
+        query = query.where(Equipment.status == status)
+    query = query.order_by(Equipment.site_id, Equipment.code)
+    return page_json(paginate(query, page, per_page), _equipment_json)
+
+
+@bp.post("/equipment")
+@roles_required(STAFF)
+def register_equipment():
+    data = json_body("code", "name", "kind", "calibration_due", text=EQUIPMENT_TEXT)
+    site = _write_site(data)
+    equipment = equipment_services.register(_user(), site, code=data["code"], name=data["name"], kind=data["kind"],
+                                            calibration_due=data["calibration_due"])
+    return _equipment_json(equipment), 201
+
+
+@bp.get("/equipment/<site>/<code>")
+@roles_required(READ_ROLES)
+def equipment(site: str, code: str):
+    return _equipment_json(_equipment(site, code))
+
+
+@bp.post("/equipment/<site>/<code>/calibration")
+@roles_required(STAFF)
+def record_calibration(site: str, code: str):
+    found = _equipment(site, code)
+    data = json_body("next_due", "reference", text=("next_due", "reference"))
+    updated = equipment_services.record_calibration(_user(), found, next_due=data["next_due"],
+                                                    reference=data["reference"])
+    return _equipment_json(updated)
+
+
+@bp.post("/equipment/<site>/<code>/status")
+@roles_required(STAFF)
+def equipment_status(site: str, code: str):
+    found = _equipment(site, code)
+    data = json_body("status", "reason", text=("status", "reason"))
+    status = _choice("status", EquipmentStatus, data["status"], from_query=False)
+    return _equipment_json(equipment_services.set_status(_user(), found, status, data["reason"]))
+
+
+@bp.get("/vessel-types")
+@roles_required(READ_ROLES)
+def vessel_types():
+    page, per_page = page_args(request.args)
+    return page_json(paginate(sa.select(VesselType).order_by(VesselType.growth_area_cm2, VesselType.code), page,
+                              per_page),
+                     lambda v: {"code": v.code, "name": v.name, "growth_area_cm2": number(v.growth_area_cm2)})
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def _batch(number_: str) -> Batch:
+    return batch_services.get_batch(_user(), number_)
+
+
+def _step(batch: Batch, code: str) -> BatchStep:
+    step = next((s for s in batch.steps if s.code == code.strip().upper()), None)
+    if step is None:
+        raise NotFound(f"Batch {batch.number} has no step {code!r}.")
+    return step
+
+
+def _step_json(step: BatchStep) -> dict[str, Any]:
+    return step_json(step, batch_services.step_verification(step))
+
+
+def batch_detail_json(batch: Batch, user: User) -> dict[str, Any]:
+    data = batch_json(batch)
+    steps = [_step_json(s) for s in batch.steps]
+    data["specification"] = {"number": batch.specification.number, "status": batch.specification.status.value,
+                             "max_passage": batch.specification.max_passage,
+                             "max_cumulative_pd": number(batch.specification.max_cumulative_pd)}
+    data["materials"] = [{"din": m.material.din, "material_type": m.material.material_type.value,
+                          "donor": m.material.donor.code} for m in batch.materials]
+    data["steps"] = [{key: s[key] for key in ("code", "name", "kind", "status", "verified", "version")}
+                     for s in steps]
+    data["next_step"] = next((s["code"] for s in steps if s["status"] != "done"), None)
+    data["blockers"] = batch_services.manufacturing_blockers(batch) if batch.status == BatchStatus.IN_PROCESS \
+        else []
+    data["allowed_transitions"] = [transition_json(t, user, batch.site_id)
+                                   for t in batch_services.allowed_transitions(batch)]
+    return data
+
+
+@bp.get("/batches")
+@roles_required(READ_ROLES)
+def batches():
+    page, per_page = page_args(request.args)
+    query = visible_to(sa.select(Batch), Batch, _user())
+    site = _filter_site()
+    if site is not None:
+        query = query.where(Batch.site_id == site.id)
+    status = _choice("status", BatchStatus)
+    if status is not None:
+        query = query.where(Batch.status == status)
+    product_code = (request.args.get("product") or "").strip()
+    if product_code:
+        try:
+            found = product_services.get_product(product_code)
+        except NotFound as error:
+            raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
+        query = query.where(Batch.product_id == found.id)
+    query = query.order_by(Batch.started_at.desc(), Batch.id.desc())
+    return page_json(paginate(query, page, per_page), batch_json)
+
+
+@bp.post("/batches")
+@roles_required(Role.TECHNICIAN)
+def start_batch():
+    data = json_body("product", "materials", text=("site", "product"))
+    dins = _list_of_texts(data, "materials")
+    site = _write_site(data)
+    try:
+        product_services.get_product(data["product"])
+    except NotFound as error:
+        raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
+    try:
+        batch = batch_services.start_batch(_user(), site, data["product"], dins or [])
+    except NotFound as error:  # a DIN of the body that names no material the user can see
+        raise ValidationFailed(error.message, fields={"materials": error.message}) from error
+    except ValidationFailed as error:
+        if "din" in error.fields:
+            error.fields["materials"] = error.fields.pop("din")
+        raise
+    return batch_detail_json(batch, _user()), 201
+
+
+@bp.get("/batches/<number>")
+@roles_required(READ_ROLES)
+def batch(number: str):
+    return batch_detail_json(_batch(number), _user())
+
+
+@bp.post("/batches/<number>/transitions")
+@roles_required(TRANSITION_ROLES)
+def batch_transition(number: str):
+    found = _batch(number)
+    data = json_body("target", "reason", text=("target", "reason", "password", "meaning"))
+    _check_types(data, integers=("version",))
+    target = _choice("target", BatchStatus, data["target"], from_query=False)
+    chosen = next((t for t in batch_services.allowed_transitions(found) if t.target == target), None)
+    signing = _signing(data, chosen.meaning if chosen else None) if data.get("password") else None
+    moved = batch_services.transition(_user(), found, target, reason=data["reason"], signing=signing,
+                                      expected_version=data.get("version"))
+    return batch_detail_json(moved, _user())
+
+
+@bp.get("/batches/<number>/steps")
+@roles_required(READ_ROLES)
+def batch_steps(number: str):
+    return _list(list(_batch(number).steps), _step_json)
+
+
+@bp.put("/batches/<number>/steps/<code>")
+@roles_required(Role.TECHNICIAN)
+def record_step(number: str, code: str):
+    step = _step(_batch(number), code)
+    data = json_body("version", text=STEP_TEXT)
+    _check_types(data, integers=("version", "passage_number", "vessel_count"), numbers=PASSAGE_NUMBERS)
+    if step.kind.value != "passage":
+        extra = [name for name in PASSAGE_FIELDS if data.get(name) not in (None, "")]
+        if extra:
+            raise ValidationFailed(f"Step {step.code} is not a passage: leave out " + ", ".join(extra) + ".",
+                                   fields={name: "Only for a passage step." for name in extra})
+    equipment = _list_of_texts(data, "equipment")
+    reagents = _list_of_objects(data, "reagents") or []
+    errors: dict[str, str] = {}
+    for use in reagents:
+        lot_id, quantity, unit = use.get("lot_id"), use.get("quantity"), use.get("unit")
+        if isinstance(lot_id, bool) or not isinstance(lot_id, int) or isinstance(quantity, bool) \
+                or not isinstance(quantity, int | float) or not isinstance(unit, str | None):
+            errors["reagents"] = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
+    if errors:
+        raise ValidationFailed("The reagent uses are malformed.", fields=errors)
+    times = _instants(data, (*STEP_TIMES, *PASSAGE_TIMES))
+    fields = {name: data.get(name) for name in ("observations", "deviation_reference", *PASSAGE_FIELDS)}
+    fields.update(times, equipment=equipment or [], reagents=reagents)
+    saved = batch_services.record_step(_user(), step, fields, reason=data.get("reason"),
+                                       expected_version=data["version"])
+    return _step_json(saved)
+
+
+@bp.post("/batches/<number>/steps/<code>/verification")
+@roles_required(STAFF)
+def verify_step(number: str, code: str):
+    step = _step(_batch(number), code)
+    data = json_body("password", text=("password", "meaning"))
+    batch_services.verify_step(_user(), step, signing=_signing(data, Meaning.VERIFIED))
+    return _step_json(step)
+
+
+@bp.get("/batches/<number>/passages")
+@roles_required(READ_ROLES)
+def batch_passages(number: str):
+    found = _batch(number)
+    query = sa.select(Passage).join(BatchStep).where(BatchStep.batch_id == found.id).order_by(BatchStep.position)
+    page, per_page = page_args(request.args)
+
+    def serialize(passage: Passage) -> dict[str, Any]:
+        verification = batch_services.step_verification(passage.step)
+        return {**passage_json(passage), "step_name": passage.step.name, "verified": verification is not None}
+
+    return page_json(paginate(query, page, per_page), serialize)
+

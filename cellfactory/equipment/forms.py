@@ -1,0 +1,28 @@
+"""Forms of the equipment pages: registration, calibration records, service status."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+
+class EquipmentForm(FlaskForm):
+    code = StringField("Code (as on the equipment's label)", validators=[DataRequired("Enter the code."),
+                                                                        Length(max=40)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
+    kind = StringField("Kind (incubator, biosafety cabinet, centrifuge, cell counter, freezer …)",
+                       validators=[DataRequired("Enter the kind."), Length(max=60)])
+    calibration_due = DateField("Calibration / qualification due",
+                                validators=[DataRequired("Enter the due date.")])
+
+
+class CalibrationForm(FlaskForm):
+    reference = StringField("Certificate or report reference",
+                            validators=[DataRequired("Enter the certificate or report reference."), Length(max=200)])
+    next_due = DateField("Next calibration due", validators=[DataRequired("Enter the next due date.")])
+
+
+class ServiceStatusForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason."), Length(max=2000)])

@@ -1,0 +1,141 @@
+"""Equipment of each site: the list with calibration due dates (overdue highlighted), registration,
+calibration records, and taking equipment out of service and back, with the reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.equipment import services
+from cellfactory.equipment.forms import CalibrationForm, EquipmentForm, ServiceStatusForm
+from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.extensions import db
+from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
+
+bp = Blueprint("equipment", __name__, url_prefix="/equipment")
+
+STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+
+
+def _user():
+    return current_user._get_current_object()
+
+
+def _status(form) -> int:
+    return 422 if (form.errors or form.form_errors) else 200
+
+
+def site_today(site: Site) -> dt.date:
+    return utcnow().astimezone(ZoneInfo(site.timezone)).date()
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index():
+    args = request.args
+    page, per_page = page_args(args, 100)
+    query = visible_to(sa.select(Equipment).join(Site, Site.id == Equipment.site_id), Equipment, _user())
+    if args.get("site"):
+        query = query.where(Site.code == args["site"].strip().upper())
+    if args.get("status") in {s.value for s in EquipmentStatus}:
+        query = query.where(Equipment.status == EquipmentStatus(args["status"]))
+    if args.get("overdue") == "1":
+        # overdue is judged on each site's own calendar day
+        sites = list(db.session.scalars(sa.select(Site)))
+        query = query.where(sa.or_(sa.false(), *[sa.and_(Equipment.site_id == site.id,
+                                                         Equipment.calibration_due < site_today(site))
+                                                 for site in sites]))
+    query = query.order_by(Site.code, Equipment.calibration_due, Equipment.code)
+    result = paginate(query, page, per_page)
+    today = {e.id: site_today(e.site) for e in result.items}
+    can_register = _user().has_any_role(STAFF, g.site.id if g.site else None)
+    return render_template("equipment/list.html", result=result, args=args, today=today,
+                           statuses=list(EquipmentStatus), can_register=can_register)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def register():
+    form = EquipmentForm()
+    if form.validate_on_submit():
+        try:
+            equipment = services.register(_user(), g.site, code=form.code.data, name=form.name.data,
+                                          kind=form.kind.data, calibration_due=form.calibration_due.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{equipment.code} {equipment.name} registered at {equipment.site.code}.", "success")
+            return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
+    return render_template("equipment/register.html", form=form), _status(form)
+
+
+def _equipment(site: str, code: str) -> Equipment:
+    return services.get_equipment(_user(), get_site(site), code)
+
+
+def _render_detail(equipment: Equipment, status: int = 200, **forms):
+    forms.setdefault("calibration_form", CalibrationForm(prefix="cal"))
+    forms.setdefault("status_form", ServiceStatusForm(prefix="status"))
+    history = list(db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "equipment", AuditEntry.entity_id == str(equipment.id))
+        .order_by(AuditEntry.seq.desc()).limit(200)))
+    today = site_today(equipment.site)
+    return render_template("equipment/detail.html", equipment=equipment, history=history,
+                           overdue=equipment.calibration_due < today, refusal=equipment.refusal(today),
+                           can_edit=_user().has_any_role(STAFF, equipment.site_id), **forms), status
+
+
+@bp.route("/<site>/<code>")
+@roles_required(READ_ROLES)
+def detail(site: str, code: str):
+    return _render_detail(_equipment(site, code))
+
+
+@bp.route("/<site>/<code>/calibration", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def calibration(site: str, code: str):
+    equipment = _equipment(site, code)
+    form = CalibrationForm(prefix="cal")
+    if form.validate_on_submit():
+        try:
+            services.record_calibration(_user(), equipment, next_due=form.next_due.data,
+                                        reference=form.reference.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Calibration of {equipment.code} recorded: next due {equipment.calibration_due}.", "success")
+            return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
+    return _render_detail(equipment, 422, calibration_form=form)
+
+
+@bp.route("/<site>/<code>/status", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def service_status(site: str, code: str):
+    equipment = _equipment(site, code)
+    form = ServiceStatusForm(prefix="status")
+    target = EquipmentStatus.IN_SERVICE if equipment.status == EquipmentStatus.OUT_OF_SERVICE \
+        else EquipmentStatus.OUT_OF_SERVICE
+    if form.validate_on_submit():
+        try:
+            services.set_status(_user(), equipment, target, form.reason.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            back = target == EquipmentStatus.IN_SERVICE
+            flash(f"{equipment.code} is {'back in service' if back else 'out of service'}.",
+                  "success" if back else "warning")
+            return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
+    return _render_detail(equipment, 422, status_form=form)

@@ -1,0 +1,94 @@
+"""Forms of the product master-data pages (QA): products, specification drafts, tests, approval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.products.models import CriterionKind, StepKind, TestStage
+from cellfactory.signatures.forms import SigningForm
+
+STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
+             "Without a kind the line is a plain step.")
+
+
+class ProductForm(FlaskForm):
+    code = StringField("Code (2-16 letters or digits, e.g. UCMSC)",
+                       validators=[DataRequired("Enter the product code."), Length(max=16)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    name = StringField("Name", validators=[DataRequired("Enter the product name."), Length(max=200)])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=4000)])
+    cellular = BooleanField("Cellular product (cell counts and passages); clear for an acellular product such as "
+                            "a secretome", default=True)
+    dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional(), Length(max=40)])
+
+
+class DraftForm(FlaskForm):
+    """A specification version's summary, limits and process template (a new draft, or a draft edited)."""
+
+    change_summary = TextAreaField("What changes in this version",
+                                   validators=[DataRequired("Say what changes in this version."), Length(max=4000)])
+    max_passage = IntegerField("Maximum passage number", validators=[Optional(), NumberRange(min=0, max=99)])
+    max_cumulative_pd = DecimalField("Maximum cumulative population doublings", places=None,
+                                     validators=[Optional(), NumberRange(min=0, max=9999)])
+    steps = TextAreaField("Process template", description=STEP_HELP,
+                          validators=[DataRequired("Enter the steps, one per line."), Length(max=8000)],
+                          render_kw={"rows": 10, "spellcheck": "false"})
+    reason = StringField("Reason for the change (optional)", validators=[Optional(), Length(max=2000)])
+
+
+def steps_text(steps: list[dict[str, Any]] | None) -> str:
+    return "\n".join(f"{s['code']} | {s['name']} | {s['kind']}" for s in steps or [])
+
+
+def parse_steps(text: str) -> list[dict[str, str]]:
+    """The textarea's lines as the service's step dicts; a malformed line is refused naming its number."""
+    steps = []
+    kinds = {k.value for k in StepKind}
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 2:
+            parts.append(StepKind.STEP.value)
+        if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds:
+            raise ValidationFailed(f"Line {number} is not 'CODE | name | step or passage'.",
+                                   fields={"steps": f"Line {number}: write CODE | name | step or passage."})
+        steps.append({"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()})
+    return steps
+
+
+class TestForm(FlaskForm):
+    __test__ = False  # not a pytest class
+
+    code = StringField("Code", validators=[DataRequired("Enter the test code."), Length(max=40)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    name = StringField("Name", validators=[DataRequired("Enter the test name."), Length(max=200)])
+    method = StringField("Method", validators=[DataRequired("Enter the method."), Length(max=200)])
+    unit = StringField("Unit", validators=[Optional(), Length(max=40)])
+    stage = SelectField("Stage", choices=[(TestStage.IN_PROCESS.value, "In-process"),
+                                          (TestStage.RELEASE.value, "Release")], default=TestStage.RELEASE.value)
+    criterion = SelectField("Acceptance criterion", choices=[(CriterionKind.RANGE.value, "Numeric range"),
+                                                             (CriterionKind.QUALITATIVE.value, "Expected result")])
+    lower = DecimalField("Lower limit", places=None, validators=[Optional()])
+    lower_inclusive = BooleanField("Lower limit included (≥)", default=True)
+    upper = DecimalField("Upper limit", places=None, validators=[Optional()])
+    upper_inclusive = BooleanField("Upper limit included (≤)", default=True)
+    expected = StringField("Expected result (qualitative), e.g. no growth", validators=[Optional(), Length(max=100)])
+    informative_only = BooleanField("For information only (not an acceptance criterion)")
+    may_be_pending = BooleanField("May still be pending at a conditional release (e.g. sterility)")
+
+    def data_for_service(self) -> dict[str, Any]:
+        return {name: field.data for name, field in self._fields.items() if name not in ("csrf_token", "reason")}
+
+
+class TestEditForm(TestForm):
+    reason = StringField("Reason for the change (optional)", validators=[Optional(), Length(max=2000)])
+
+
+class ApprovalForm(SigningForm):
+    """Approving a draft: the signature's meaning is 'Approved'."""

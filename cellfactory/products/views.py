@@ -1,0 +1,244 @@
+"""Product master data (QA-owned; everyone in manufacturing reads): products, specification versions,
+drafts with their process template and tests, and approval with an electronic signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role
+from cellfactory.core.errors import Conflict, DomainError, NotFound
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.extensions import db
+from cellfactory.products import services
+from cellfactory.products.forms import (
+    ApprovalForm,
+    DraftForm,
+    ProductForm,
+    TestEditForm,
+    TestForm,
+    parse_steps,
+    steps_text,
+)
+from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, SpecTest
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning
+
+bp = Blueprint("products", __name__, url_prefix="/products")
+
+
+def _user():
+    return current_user._get_current_object()
+
+
+def _is_qa() -> bool:
+    return _user().has_role(Role.QA)
+
+
+def _status(form) -> int:
+    return 422 if (form.errors or form.form_errors) else 200
+
+
+def _specification(code: str, number: int) -> SpecificationVersion:
+    product = services.get_product(code)
+    spec = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id,
+                                                                   SpecificationVersion.number == number))
+    if spec is None:
+        raise NotFound(f"{product.code} has no specification version {number}.")
+    return spec
+
+
+def _limits(form: DraftForm) -> dict[str, Any]:
+    return {"max_passage": form.max_passage.data, "max_cumulative_pd": form.max_cumulative_pd.data}
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index() -> str:
+    products = list(db.session.scalars(sa.select(Product).order_by(Product.code)))
+    current = {p.id: next((s for s in p.specifications if s.status == SpecStatus.APPROVED), None) for p in products}
+    drafts = {p.id: next((s for s in p.specifications if s.status == SpecStatus.DRAFT), None) for p in products}
+    return render_template("products/list.html", products=products, current=current, drafts=drafts,
+                           can_edit=_is_qa())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@roles_required(Role.QA)
+def new():
+    form = ProductForm()
+    if form.validate_on_submit():
+        try:
+            product = services.create_product(_user(), code=form.code.data, name=form.name.data,
+                                              description=form.description.data or "",
+                                              cellular=form.cellular.data, dose_unit=form.dose_unit.data or "")
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Product {product.code} created. Draft its first specification next.", "success")
+            return redirect(url_for("products.detail", code=product.code))
+    return render_template("products/new.html", form=form), _status(form)
+
+
+def _render_product(product: Product, draft_form: DraftForm | None = None, status: int = 200):
+    latest = product.specifications[-1] if product.specifications else None
+    draft = next((s for s in product.specifications if s.status == SpecStatus.DRAFT), None)
+    if draft_form is None:
+        draft_form = DraftForm(prefix="draft")
+        if latest is not None:
+            draft_form.steps.data = steps_text(latest.steps)
+            draft_form.max_passage.data = latest.max_passage
+            draft_form.max_cumulative_pd.data = latest.max_cumulative_pd
+    history = list(db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "product", AuditEntry.entity_id == str(product.id))
+        .order_by(AuditEntry.seq.desc()).limit(100)))
+    return render_template("products/detail.html", product=product, draft=draft, latest=latest,
+                           draft_form=draft_form, can_edit=_is_qa(), history=history), status
+
+
+@bp.route("/<code>")
+@roles_required(READ_ROLES)
+def detail(code: str):
+    return _render_product(services.get_product(code))
+
+
+@bp.route("/<code>/specifications", methods=["POST"])
+@roles_required(Role.QA)
+def new_draft(code: str):
+    product = services.get_product(code)
+    form = DraftForm(prefix="draft")
+    if form.validate_on_submit():
+        try:
+            spec = services.create_draft(_user(), product, change_summary=form.change_summary.data,
+                                         steps=parse_steps(form.steps.data), **_limits(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Draft {spec.label} created with the tests of the previous version: edit it, then approve it.",
+                  "success")
+            return redirect(url_for("products.specification", code=product.code, number=spec.number))
+    return _render_product(product, form, 422)
+
+
+# --- specification versions ----------------------------------------------------------------------
+
+
+def _render_spec(spec: SpecificationVersion, status: int = 200, **forms):
+    editable = spec.status == SpecStatus.DRAFT and _is_qa()
+    if editable:
+        if "draft_form" not in forms:
+            form = DraftForm(prefix="draft")
+            form.change_summary.data = spec.change_summary
+            form.max_passage.data = spec.max_passage
+            form.max_cumulative_pd.data = spec.max_cumulative_pd
+            form.steps.data = steps_text(spec.steps)
+            forms["draft_form"] = form
+        forms.setdefault("test_form", TestForm(prefix="test"))
+        forms.setdefault("approval_form", ApprovalForm.for_meanings([Meaning.APPROVED], prefix="approve"))
+    else:
+        # A form sent to a version that is no longer an editable draft is not shown again: say why it failed.
+        for form in forms.values():
+            for message in form.form_errors or [e for errors in form.errors.values() for e in errors]:
+                flash(message, "error")
+    signatures = [(s, signature_services.verify(s, spec).value) for s in signature_services.signatures_for(spec)]
+    ids = [str(t.id) for t in spec.tests]
+    history = list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(
+        sa.and_(AuditEntry.entity_type == "specification_version", AuditEntry.entity_id == str(spec.id)),
+        sa.and_(AuditEntry.entity_type == "spec_test", AuditEntry.entity_id.in_(ids or ["-"])),
+    )).order_by(AuditEntry.seq.desc()).limit(200)))
+    return render_template("products/specification.html", spec=spec, product=spec.product, editable=editable,
+                           signatures=signatures, history=history, **forms), status
+
+
+@bp.route("/<code>/specifications/<int:number>")
+@roles_required(READ_ROLES)
+def specification(code: str, number: int):
+    return _render_spec(_specification(code, number))
+
+
+@bp.route("/<code>/specifications/<int:number>/edit", methods=["POST"])
+@roles_required(Role.QA)
+def edit_draft(code: str, number: int):
+    spec = _specification(code, number)
+    form = DraftForm(prefix="draft")
+    if form.validate_on_submit():
+        try:
+            services.update_draft(_user(), spec, change_summary=form.change_summary.data,
+                                  steps=parse_steps(form.steps.data), reason=form.reason.data or "", **_limits(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{spec.label} saved.", "success")
+            return redirect(url_for("products.specification", code=code, number=number))
+    return _render_spec(spec, 422, draft_form=form)
+
+
+@bp.route("/<code>/specifications/<int:number>/tests", methods=["POST"])
+@roles_required(Role.QA)
+def add_test(code: str, number: int):
+    spec = _specification(code, number)
+    form = TestForm(prefix="test")
+    if form.validate_on_submit():
+        try:
+            test = services.add_test(_user(), spec, form.data_for_service())
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Test {test.code} added to {spec.label}.", "success")
+            return redirect(url_for("products.specification", code=code, number=number) + "#tests")
+    return _render_spec(spec, 422, test_form=form)
+
+
+@bp.route("/<code>/specifications/<int:number>/tests/<test_code>", methods=["GET", "POST"])
+@roles_required(Role.QA)
+def edit_test(code: str, number: int, test_code: str):
+    spec = _specification(code, number)
+    test = db.session.scalar(sa.select(SpecTest).where(SpecTest.specification_id == spec.id,
+                                                       SpecTest.code == test_code.upper()))
+    if test is None:
+        raise NotFound(f"{spec.label} has no test {test_code!r}.")
+    if spec.status != SpecStatus.DRAFT:
+        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new version.")
+    form = TestEditForm(obj=test)
+    form.code.render_kw = {"readonly": True}
+    if not form.is_submitted():
+        form.stage.data, form.criterion.data = test.stage.value, test.criterion.value
+    if form.validate_on_submit():
+        data = form.data_for_service()
+        data["code"] = test.code  # a test's code is its identity within the version
+        try:
+            services.update_test(_user(), test, data, form.reason.data or "")
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Test {test.code} of {spec.label} saved.", "success")
+            return redirect(url_for("products.specification", code=code, number=number) + "#tests")
+    return render_template("products/test_form.html", form=form, spec=spec, test=test), _status(form)
+
+
+@bp.route("/<code>/specifications/<int:number>/approve", methods=["POST"])
+@roles_required(Role.QA)
+def approve(code: str, number: int):
+    spec = _specification(code, number)
+    form = ApprovalForm.for_meanings([Meaning.APPROVED], prefix="approve")
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            services.approve(_user(), spec, signing=signing)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(f"{spec.label} approved and signed. New batches of {spec.product.code} use it from now on.",
+                  "success")
+            return redirect(url_for("products.specification", code=code, number=number))
+    return _render_spec(spec, 422, approval_form=form)

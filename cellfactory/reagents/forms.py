@@ -1,0 +1,39 @@
+"""Forms of the reagent pages: catalogue items (QA), lot receipt, QA release or rejection."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from cellfactory.reagents.models import LotStatus
+
+
+class ItemForm(FlaskForm):
+    code = StringField("Catalogue code", validators=[DataRequired("Enter the code."), Length(max=40)],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
+    supplier = StringField("Supplier", validators=[DataRequired("Enter the supplier."), Length(max=200)])
+    category = StringField("Category (medium, enzyme, supplement, disposable …)",
+                           validators=[DataRequired("Enter the category."), Length(max=60)])
+    unit = StringField("Unit of use", default="mL", validators=[Optional(), Length(max=20)])
+
+
+class LotForm(FlaskForm):
+    item = SelectField("Catalogue item", validators=[DataRequired("Choose the catalogue item.")])
+    lot_number = StringField("Supplier's lot number", validators=[DataRequired("Enter the lot number."),
+                                                                  Length(max=60)],
+                             render_kw={"autocomplete": "off", "data-scanner": True})
+    expiry_date = DateField("Expiry date", validators=[DataRequired("Enter the expiry date.")])
+    coa_reference = StringField("Certificate of analysis reference (needed before QA release)",
+                                validators=[Optional(), Length(max=200)])
+    received_on = DateField("Received on", default=dt.date.today, validators=[DataRequired("Enter the date.")])
+
+
+class LotStatusForm(FlaskForm):
+    status = SelectField("Decision", choices=[(LotStatus.RELEASED.value, "Release for use (CoA reviewed)"),
+                                              (LotStatus.REJECTED.value, "Reject")])
+    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
+                                                 Length(max=2000)])

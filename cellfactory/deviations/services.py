@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
@@ -152,7 +152,7 @@ def add_action(actor: User, deviation: Deviation, *, kind: str, description: str
         errors["owner"] = "Name an active user as owner."
     try:
         due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if due < utcnow().date():
+        if due < local_today(deviation.site.timezone):
             errors["due_date"] = "The due date is in the past."
     except ValueError:
         errors["due_date"] = "Enter the due date (YYYY-MM-DD)."

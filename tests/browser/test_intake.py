@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
+from cellfactory import isbt128
 from cellfactory.core.clock import utcnow
 from cellfactory.demo import DEMO_PASSWORD
 from cellfactory.extensions import db
@@ -176,7 +177,8 @@ def test_technician_registers_donor_enters_serology_receives_scanned_cord_and_pr
     page.wait_for_url(live_server(f"/materials/{DIN13}"))
 
     check = din_check_character(DIN13)
-    expect(page.locator(".flash")).to_have_text(f"Material {DIN13} received: ACCEPTED.")
+    eye_readable = isbt128.format_din(DIN13, with_check_character=True)
+    expect(page.locator(".flash")).to_have_text(f"Material {eye_readable} received: ACCEPTED.")
     heading = page.get_by_role("heading", level=1)
     expect(heading).to_contain_text("Umbilical cord")
     expect(heading.locator(".din")).to_contain_text(EYE_READABLE)

@@ -1,0 +1,51 @@
+"""Forms of the deviation pages: open by hand, investigation, CAPA actions, closure with a signature.
+The services check every rule; their field errors are shown next to these fields."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.validators import Length, Optional
+
+from cellfactory.deviations.models import Classification
+from cellfactory.signatures.forms import SigningForm
+
+CLASSIFICATIONS = [("", "Choose…")] + [(c.value, c.value) for c in Classification]
+CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
+
+
+class OpenDeviationForm(FlaskForm):
+    site = SelectField("Site", choices=[], validate_choice=False)
+    batch = StringField("Batch number (if the deviation concerns a batch)", validators=[Optional(), Length(max=40)],
+                        render_kw=CODE)
+    step = StringField("Step code (if it happened at a step, e.g. P2)", validators=[Optional(), Length(max=40)],
+                       render_kw=CODE)
+    title = StringField("Title", validators=[Optional(), Length(max=200)])
+    description = TextAreaField("What happened, when and where", validators=[Optional(), Length(max=8000)])
+    classification = SelectField("Classification", choices=CLASSIFICATIONS, validate_choice=False)
+
+
+class InvestigationForm(FlaskForm):
+    version = HiddenField()
+    classification = SelectField("Classification", choices=CLASSIFICATIONS[1:], validate_choice=False)
+    root_cause = TextAreaField("Root cause", validators=[Optional(), Length(max=8000)])
+    impact_assessment = TextAreaField("Impact assessment on the batch (and other batches)",
+                                      validators=[Optional(), Length(max=8000)])
+    reason = TextAreaField("Reason for the update (goes into the audit trail)",
+                           validators=[Optional(), Length(max=2000)])
+
+
+class ActionForm(FlaskForm):
+    kind = SelectField("Kind", choices=[("corrective", "corrective"), ("preventive", "preventive")],
+                       validate_choice=False)
+    description = TextAreaField("Action", validators=[Optional(), Length(max=4000)])
+    owner = SelectField("Owner", choices=[], validate_choice=False)
+    due_date = DateField("Due date", validators=[Optional()])
+
+
+class CompleteActionForm(FlaskForm):
+    note = TextAreaField("What was done", validators=[Optional(), Length(max=4000)])
+
+
+class CloseForm(SigningForm):
+    comment = TextAreaField("Closing comment (optional)", validators=[Optional(), Length(max=2000)])

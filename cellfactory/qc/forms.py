@@ -1,0 +1,103 @@
+"""Forms of the QC pages: enter a result, the final read of a pending one, verify, invalidate.
+
+The forms carry what the analyst types; the services judge the result and enforce every rule (who may,
+which test, which instrument, retests), and their field errors are shown next to these fields.
+"""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms.validators import Length, Optional
+
+from cellfactory.qc.judging import QUALITATIVE_VALUES
+from cellfactory.signatures.forms import SigningForm
+
+LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+NUMBER = {"inputmode": "decimal", "autocomplete": "off"}
+CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
+QUALITATIVE_CHOICES = [("", "Choose the result…")] + [(v, v) for v in QUALITATIVE_VALUES]
+
+
+class SiteTimeField(DateTimeLocalField):
+    """A datetime-local input read in the site's time (the service applies the zone); keeps what was typed."""
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return " ".join(self.raw_data)
+        if self.data is None:
+            return ""
+        return self.data.strftime(LOCAL[1] if self.data.second else LOCAL[0])
+
+
+class ResultForm(FlaskForm):
+    """One result of a specification test, with a number as value; `for_test` gives the form that fits a test
+    (a list of fixed values for a qualitative test)."""
+
+    test = SelectField("Test (from the batch's frozen specification)", choices=[], validate_choice=False)
+    sample_id = StringField("Sample ID", validators=[Optional(), Length(max=60)], render_kw=CODE)
+    sampled_at = SiteTimeField("Sampled at (site time)", format=LOCAL, validators=[Optional()])
+    instrument = SelectField("Instrument", choices=[], validate_choice=False)
+    value = StringField("Result", validators=[Optional(), Length(max=40)], render_kw=NUMBER)
+    raw_data_reference = StringField("Raw data reference (LIMS, instrument file, notebook page)",
+                                     validators=[Optional(), Length(max=300)], render_kw={"autocomplete": "off"})
+    pending = BooleanField("Still incubating: the final read is entered later")
+    final_read_due = DateField("Final read due", validators=[Optional()])
+    retest_of = SelectField("Retest of (leave empty for a first result)", choices=[], validate_choice=False)
+    retest_reason = TextAreaField("Why the test is repeated", validators=[Optional(), Length(max=2000)])
+
+    @staticmethod
+    def for_test(test, **kwargs) -> ResultForm:
+        if test is not None and test.criterion.value == "qualitative":
+            return QualitativeResultForm(**kwargs)
+        form = ResultForm(**kwargs)
+        if test is not None and test.unit:
+            form.value.label.text = f"Result ({test.unit})"
+        return form
+
+    def entries(self) -> dict:
+        """The data the service reads; the sampling time as a naive site-local ISO string."""
+        return {
+            "test": self.test.data or "",
+            "sample_id": self.sample_id.data or "",
+            "sampled_at": self.sampled_at.data.isoformat() if self.sampled_at.data else "",
+            "instrument": self.instrument.data or None,
+            "value": (self.value.data or "").strip(),
+            "raw_data_reference": self.raw_data_reference.data or "",
+            "pending": bool(self.pending.data),
+            "final_read_due": self.final_read_due.data.isoformat() if self.final_read_due.data else "",
+            "retest_of": self.retest_of.data or None,
+            "retest_reason": self.retest_reason.data or "",
+        }
+
+
+class QualitativeResultForm(ResultForm):
+    value = SelectField("Result", choices=QUALITATIVE_CHOICES, validate_choice=False)
+
+
+class FinalReadForm(FlaskForm):
+    value = StringField("Final read", validators=[Optional(), Length(max=40)], render_kw=NUMBER)
+    raw_data_reference = StringField("Raw data reference of the read", validators=[Optional(), Length(max=300)],
+                                     render_kw={"autocomplete": "off"})
+
+    @staticmethod
+    def for_test(test, **kwargs) -> FinalReadForm:
+        if test.criterion.value == "qualitative":
+            return QualitativeFinalReadForm(**kwargs)
+        form = FinalReadForm(**kwargs)
+        if test.unit:
+            form.value.label.text = f"Final read ({test.unit})"
+        return form
+
+
+class QualitativeFinalReadForm(FinalReadForm):
+    value = SelectField("Final read", choices=QUALITATIVE_CHOICES, validate_choice=False)
+
+
+class VerifyForm(SigningForm):
+    """Second-analyst verification: the signing dialog only."""
+
+
+class InvalidateForm(SigningForm):
+    reason = TextAreaField("Conclusion of the investigation (why the result is invalid)",
+                           validators=[Optional(), Length(max=2000)])

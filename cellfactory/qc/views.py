@@ -1,0 +1,411 @@
+"""QC pages: the worklist, a batch's QC page (results against the frozen specification, which result counts and
+why, verification, final reads, invalidation), result entry and per-product trend charts. Views are thin: the
+services judge and decide, the views show their answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from markupsafe import Markup
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import Deviation
+from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.extensions import db
+from cellfactory.products import services as product_services
+from cellfactory.products.models import CriterionKind, Product, SpecTest
+from cellfactory.qc import charts
+from cellfactory.qc import services as qc
+from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, VerifyForm
+from cellfactory.qc.judging import Verdict
+from cellfactory.qc.models import QcResult
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+bp = Blueprint("qc", __name__, url_prefix="/qc")
+
+VERDICT_KIND = {Verdict.PASS: "ok", Verdict.FAIL: "bad", Verdict.PENDING: "warn", Verdict.INFORMATIVE: "info"}
+BATCH_KIND = {BatchStatus.IN_PROCESS: "info", BatchStatus.AWAITING_QC: "warn", BatchStatus.AWAITING_QA_REVIEW: "warn",
+              BatchStatus.AWAITING_CERTIFICATION: "warn", BatchStatus.CONDITIONALLY_RELEASED: "ok",
+              BatchStatus.RELEASED: "ok", BatchStatus.REJECTED: "bad", BatchStatus.ON_HOLD: "bad"}
+RECENT_OOS_DAYS = 30
+WORKLIST_LIMIT = 200
+
+
+def _user() -> User:
+    return current_user._get_current_object()
+
+
+@bp.app_template_global("qc_verdict_kind")
+def verdict_kind(verdict: Verdict | str | None) -> str:
+    return VERDICT_KIND.get(Verdict(verdict), "neutral") if verdict else "neutral"
+
+
+@bp.app_template_global("qc_batch_kind")
+def batch_kind(status: BatchStatus) -> str:
+    return BATCH_KIND.get(status, "neutral")
+
+
+def grouped_items(statuses: list[qc.TestStatus]) -> list[tuple[str, list[str]]]:
+    """A batch's open QC items grouped by what is missing: ("No result", ["Viability", "CD73+"]), …"""
+    groups: dict[str, list[str]] = {}
+    for status in statuses:
+        name = status.test.name
+        for item in status.open_items:
+            issue = item.removeprefix(f"{name}: ").rstrip(".")
+            groups.setdefault(issue[:1].upper() + issue[1:], []).append(name)
+    return list(groups.items())
+
+
+def _site_today(site: Site) -> dt.date:
+    return utcnow().astimezone(ZoneInfo(site.timezone)).date()
+
+
+# --- worklist ------------------------------------------------------------------------------------
+
+
+def _read_state(result: QcResult, batch: Batch) -> str | None:
+    """'overdue' when the final read was due before today (site time), 'today' when it is due today."""
+    if result.final_read_due is None:
+        return None
+    today = _site_today(batch.site)
+    return "overdue" if result.final_read_due < today else "today" if result.final_read_due == today else None
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def worklist() -> str:
+    user = _user()
+    batches = list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.status.in_([BatchStatus.AWAITING_QC, BatchStatus.ON_HOLD]))
+        .order_by(Batch.status_changed_at, Batch.id), Batch, user).limit(WORKLIST_LIMIT)))
+    awaiting = [(batch, grouped_items(qc.qc_status(batch))) for batch in batches]
+
+    pending = [(result, batch, _read_state(result, batch))
+               for result, batch in db.session.execute(visible_to(
+                   sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
+                   .where(QcResult.verdict == Verdict.PENDING, QcResult.invalidated_at.is_(None))
+                   .order_by(QcResult.final_read_due, QcResult.id), QcResult, user).limit(WORKLIST_LIMIT))]
+
+    to_verify, mine_waiting = [], 0
+    for result, batch in db.session.execute(visible_to(
+            sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
+            .where(QcResult.invalidated_at.is_(None), Batch.status.in_(qc.RESULT_STATES))
+            .order_by(QcResult.created_at, QcResult.id), QcResult, user).limit(WORKLIST_LIMIT * 5)):
+        if qc.result_verification(result) is not None:
+            continue
+        if user.id in {result.analyst_id, result.created_by_id}:
+            mine_waiting += 1
+        else:
+            to_verify.append((result, batch))
+
+    since = utcnow() - dt.timedelta(days=RECENT_OOS_DAYS)
+    oos = list(db.session.execute(visible_to(
+        sa.select(QcResult, Batch, Deviation).join(Batch, Batch.id == QcResult.batch_id)
+        .outerjoin(Deviation, Deviation.id == QcResult.deviation_id)
+        .where(QcResult.verdict == Verdict.FAIL, QcResult.created_at >= since)
+        .order_by(QcResult.created_at.desc(), QcResult.id.desc()), QcResult, user).limit(50)))
+    return render_template("qc/worklist.html", awaiting=awaiting, pending=pending, to_verify=to_verify[:WORKLIST_LIMIT],
+                           mine_waiting=mine_waiting, oos=oos, oos_days=RECENT_OOS_DAYS,
+                           can_verify=user.has_role(Role.QC_ANALYST))
+
+
+# --- a batch's QC page ---------------------------------------------------------------------------
+
+
+def _history(results: list[QcResult], signatures: list[Any]) -> list[AuditEntry]:
+    """The audit entries of the batch's results and their signatures, newest first."""
+    conditions = [sa.and_(AuditEntry.entity_type == "qc_result",
+                          AuditEntry.entity_id.in_([str(r.id) for r in results]))]
+    if signatures:
+        conditions.append(sa.and_(AuditEntry.entity_type == "signature",
+                                  AuditEntry.entity_id.in_([str(s.id) for s in signatures])))
+    return list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions))
+                                   .order_by(AuditEntry.seq.desc()).limit(300)))
+
+
+def _verify_form(result: QcResult) -> VerifyForm:
+    return VerifyForm.for_meanings([Meaning.VERIFIED], prefix=f"verify-{result.id}")
+
+
+def _invalidate_form(result: QcResult) -> InvalidateForm:
+    return InvalidateForm.for_meanings([Meaning.RESULT_INVALIDATED], prefix=f"invalidate-{result.id}")
+
+
+def _read_form(result: QcResult) -> FinalReadForm:
+    return FinalReadForm.for_test(result.spec_test, prefix=f"read-{result.id}")
+
+
+def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | None = None) -> tuple[str, int]:
+    user = _user()
+    forms = dict(forms or {})
+    statuses = qc.qc_status(batch)
+    analyst = user.has_role(Role.QC_ANALYST, batch.site_id)
+    qa = user.has_role(Role.QA, batch.site_id)
+    rows: dict[int, dict[str, Any]] = {}
+    all_signatures = []
+    deviations = {d.id: d for d in deviation_services.for_batch(batch.id)}
+    for test_status in statuses:
+        for result in test_status.results:
+            signatures = signature_services.signatures_for(result)
+            all_signatures.extend(signatures)
+            verification = qc.result_verification(result)
+            row: dict[str, Any] = {
+                "signatures": [(s, signature_services.verify(s, result).value) for s in signatures],
+                "verification": verification, "deviation": deviations.get(result.deviation_id),
+                "counts": test_status.reportable is not None and test_status.reportable.id == result.id,
+                "note": None, "forms": {},
+            }
+            valid = result.invalidated_at is None
+            if analyst and valid and result.verdict == Verdict.PENDING:
+                row["forms"]["read"] = forms.get(f"read-{result.id}") or _read_form(result)
+            if f"verify-{result.id}" in forms:  # a refused attempt: the form with its errors
+                row["forms"]["verify"] = forms[f"verify-{result.id}"]
+            elif analyst and valid and verification is None:
+                if user.id in {result.analyst_id, result.created_by_id}:
+                    row["note"] = "You entered this result: a second analyst verifies it."
+                else:
+                    row["forms"]["verify"] = forms.get(f"verify-{result.id}") or _verify_form(result)
+            if qa and valid:
+                row["forms"]["invalidate"] = forms.get(f"invalidate-{result.id}") or _invalidate_form(result)
+            rows[result.id] = row
+    blockers = grouped_items(statuses)
+    results = [r for s in statuses for r in s.results]
+    return render_template(
+        "qc/batch.html", batch=batch, spec=batch.specification, statuses=statuses, rows=rows, blockers=blockers,
+        deviations=list(deviations.values()), tz=batch.site.timezone,
+        can_enter=analyst and batch.status in qc.RESULT_STATES,
+        history=_history(results, all_signatures) if results else [],
+    ), status
+
+
+@bp.route("/batches/<number>")
+@roles_required(READ_ROLES)
+def batch(number: str) -> tuple[str, int]:
+    return _render_batch(batch_services.get_batch(_user(), number))
+
+
+# --- entering a result ---------------------------------------------------------------------------
+
+
+def _test(batch: Batch, code: str | None) -> SpecTest | None:
+    code = (code or "").strip().upper()
+    return next((t for t in batch.specification.tests if t.code == code), None)
+
+
+def _result_form(batch: Batch, test: SpecTest | None, **kwargs) -> ResultForm:
+    form = ResultForm.for_test(test, **kwargs)
+    form.test.choices = [("", "Choose the test…")] + [
+        (t.code, f"{t.code} · {t.name} ({t.criterion_text})") for t in batch.specification.tests]
+    today = _site_today(batch.site)
+    equipment = db.session.scalars(sa.select(Equipment).where(
+        Equipment.site_id == batch.site_id, Equipment.status == EquipmentStatus.IN_SERVICE).order_by(Equipment.code))
+    form.instrument.choices = [("", "None / not applicable")] + [
+        (e.code, f"{e.code} · {e.name}" + (" (calibration overdue)" if e.calibration_due < today else ""))
+        for e in equipment]
+    earlier = [r for r in qc.batch_results(batch) if test is None or r.spec_test_id == test.id]
+    form.retest_of.choices = [("", "No: a first result")] + [
+        (str(r.id), f"#{r.id} · {r.spec_test.code} {r.value_text} · {r.verdict.value}"
+                    + (" · invalidated" if r.invalidated_at else "")) for r in earlier]
+    return form
+
+
+def _render_entry(batch: Batch, form: ResultForm, test: SpecTest | None, status: int = 200) -> tuple[str, int]:
+    earlier = [r for r in qc.batch_results(batch) if test is not None and r.spec_test_id == test.id]
+    return render_template("qc/enter.html", batch=batch, form=form, test=test, earlier=earlier,
+                           tz=batch.site.timezone), status
+
+
+@bp.route("/batches/<number>/results/new", methods=["GET", "POST"])
+@roles_required(Role.QC_ANALYST)
+def enter(number: str) -> Any:
+    batch = batch_services.get_batch(_user(), number)
+    if request.method == "POST":
+        test = _test(batch, request.form.get("test"))
+        form = _result_form(batch, test)
+        if "change_test" in request.form:  # no script: the page is redrawn with the input that fits the test
+            return _render_entry(batch, form, test)
+    else:
+        retest_of = request.args.get("retest_of", "")
+        original = db.session.get(QcResult, int(retest_of)) if retest_of.isdigit() else None
+        if original is not None and original.batch_id != batch.id:
+            original = None
+        test = original.spec_test if original is not None else _test(batch, request.args.get("test"))
+        form = _result_form(batch, test)
+        form.test.data = test.code if test else ""
+        if original is not None:
+            form.retest_of.data = str(original.id)
+            form.sample_id.data = original.sample_id
+    if form.validate_on_submit():
+        try:
+            result = qc.enter_result(_user(), batch, form.entries())
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+            batch = batch_services.get_batch(_user(), number)
+        else:
+            code = result.spec_test.code
+            if result.verdict == Verdict.FAIL:
+                deviation = db.session.get(Deviation, result.deviation_id)
+                flash(f"{code} {result.value_text}: OUT OF SPECIFICATION ({result.explanation}). Deviation "
+                      f"{deviation.number} was opened and batch {batch.number} is on hold.", "error")
+            elif result.verdict == Verdict.PENDING:
+                flash(f"{code} saved as pending: final read due {result.final_read_due}.", "warning")
+            else:
+                flash(f"{code} {result.value_text}: {result.verdict.value} ({result.explanation}). A second "
+                      "analyst verifies it.", "success")
+            return redirect(url_for("qc.batch", number=batch.number, _anchor=f"test-{code}"))
+    status = 422 if form.errors or form.form_errors else 200
+    return _render_entry(batch, form, _test(batch, form.test.data), status)
+
+
+# --- final read, verification, invalidation ------------------------------------------------------
+
+
+def _done(batch: Batch, result: QcResult, message: str, category: str = "success") -> Any:
+    flash(message, category)
+    return redirect(url_for("qc.batch", number=batch.number, _anchor=f"result-{result.id}"))
+
+
+@bp.route("/batches/<number>/results/<int:result_id>/final-read", methods=["POST"])
+@roles_required(Role.QC_ANALYST)
+def final_read(number: str, result_id: int) -> Any:
+    batch = batch_services.get_batch(_user(), number)
+    result = qc.require_result(batch, result_id)
+    form = _read_form(result)
+    if form.validate_on_submit():
+        try:
+            qc.record_final_read(_user(), result, {"value": form.value.data,
+                                                   "raw_data_reference": form.raw_data_reference.data or ""})
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            result = db.session.get(QcResult, result_id)
+            if result.verdict == Verdict.FAIL:
+                deviation = db.session.get(Deviation, result.deviation_id)
+                return _done(batch, result, f"Final read {result.spec_test.code} {result.value_text}: OUT OF "
+                             f"SPECIFICATION. Deviation {deviation.number} was opened.", "error")
+            return _done(batch, result, f"Final read {result.spec_test.code} {result.value_text}: "
+                                        f"{result.verdict.value}. A second analyst verifies it.")
+    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"read-{result_id}": form})
+
+
+@bp.route("/batches/<number>/results/<int:result_id>/verify", methods=["POST"])
+@roles_required(Role.QC_ANALYST)
+def verify(number: str, result_id: int) -> Any:
+    batch = batch_services.get_batch(_user(), number)
+    result = qc.require_result(batch, result_id)
+    form = _verify_form(result)
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            qc.verify_result(_user(), result, signing=signing)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) verified and signed: it is "
+                                        "now official.")
+    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"verify-{result_id}": form})
+
+
+@bp.route("/batches/<number>/results/<int:result_id>/invalidate", methods=["POST"])
+@roles_required(Role.QA)
+def invalidate(number: str, result_id: int) -> Any:
+    batch = batch_services.get_batch(_user(), number)
+    result = qc.require_result(batch, result_id)
+    form = _invalidate_form(result)
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            qc.invalidate_result(_user(), result, reason=form.reason.data or "", signing=signing)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) invalidated and signed. It "
+                                        "stays in the record; enter a retest if the test is repeated.", "warning")
+    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"invalidate-{result_id}": form})
+
+
+# --- trends --------------------------------------------------------------------------------------
+
+
+def _trend_rows(user: User, product: Product, code: str, site_code: str | None) -> list[dict[str, Any]]:
+    """Per batch of the product (in order of start), the result of the test that counts: the latest valid one,
+    as the batch's QC page decides."""
+    query = (sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
+             .join(SpecTest, SpecTest.id == QcResult.spec_test_id)
+             .where(Batch.product_id == product.id, SpecTest.code == code, QcResult.invalidated_at.is_(None))
+             .order_by(Batch.started_at, Batch.id, QcResult.id))
+    if site_code:
+        query = query.join(Site, Site.id == Batch.site_id).where(Site.code == site_code.upper())
+    latest: dict[int, tuple[QcResult, Batch]] = {}
+    for result, batch in db.session.execute(visible_to(query, QcResult, user)):
+        latest[batch.id] = (result, batch)  # rows come in id order: the last one is the reportable result
+    return [{"result": result, "batch": batch, "verified": qc.result_verification(result) is not None}
+            for result, batch in latest.values()]
+
+
+@bp.route("/trends")
+@roles_required(READ_ROLES)
+def trends() -> tuple[str, int]:
+    user = _user()
+    args = request.args
+    products = list(db.session.scalars(sa.select(Product).order_by(Product.code)))
+    wanted = (args.get("product") or "").strip().upper()
+    product = next((p for p in products if p.code == wanted), products[0] if products and not wanted else None)
+    spec, tests, test, rows, chart, limits, problem = None, [], None, [], None, [], None
+    if product is None:
+        problem = f"There is no product {wanted}." if wanted else "No product is defined yet."
+    else:
+        try:
+            spec = product_services.current_specification(product)
+        except DomainError as error:
+            problem = error.message
+        if spec is not None:
+            tests = list(spec.tests)
+            code = (args.get("test") or "").strip().upper()
+            test = next((t for t in tests if t.code == code), None)
+            if test is None:
+                test = next((t for t in tests if t.criterion != CriterionKind.QUALITATIVE), tests[0] if tests else None)
+                if code:
+                    problem = f"{product.code} specification v{spec.number} has no test {code}" + \
+                        (f": showing {test.code}." if test else ".")
+    if test is not None:
+        rows = _trend_rows(user, product, test.code, args.get("site"))
+        if test.criterion != CriterionKind.QUALITATIVE:
+            limits = charts.limits_of(test)
+            points = [charts.TrendPoint(r["batch"].number, r["batch"].started_at, r["result"].numeric_value,
+                                        r["result"].verdict, r["verified"])
+                      for r in rows if r["result"].numeric_value is not None]
+            chart = Markup(charts.trend_svg(points, limits, unit=test.unit,
+                                            title=f"{test.name} ({test.code}) · {product.code}"))
+    status = 404 if product is None and wanted else 200
+    return render_template("qc/trends.html", products=products, product=product, spec=spec, tests=tests, test=test,
+                           rows=rows, chart=chart, limits=limits, problem=problem, args=args), status

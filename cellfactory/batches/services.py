@@ -411,9 +411,10 @@ def entered_by(step: BatchStep) -> set[int]:
     people = {step.operator_id} | {u.created_by_id for u in step.equipment_uses + step.reagent_uses}
     if step.passage is not None:
         people.add(step.passage.created_by_id)
-    changes = db.session.scalars(sa.select(AuditEntry.actor_id).where(
-        AuditEntry.entity_type.in_(["batch_step", "passage"]),
-        AuditEntry.entity_id.in_([str(step.id)] + ([str(step.passage.id)] if step.passage else []))))
+    records = [sa.and_(AuditEntry.entity_type == "batch_step", AuditEntry.entity_id == str(step.id))]
+    if step.passage is not None:
+        records.append(sa.and_(AuditEntry.entity_type == "passage", AuditEntry.entity_id == str(step.passage.id)))
+    changes = db.session.scalars(sa.select(AuditEntry.actor_id).where(sa.or_(*records)))
     people.update(changes)
     return {p for p in people if p is not None}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from reportlab.platypus import SimpleDocTemplate, Spacer
 
-from cellfactory.records.styles import MARGIN, PAGE, SignatureView, page_footer, para, signature_block
+from cellfactory.records.styles import MARGIN, PAGE, SignatureView, numbered_canvas, para, signature_block
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,6 @@ def render(document: AcknowledgementDocument) -> bytes:
     ]
     for signature in document.signatures:
         story += [signature_block(signature), Spacer(0, 6)]
-    footer = page_footer(title, document.version, document.build, document.printed)
-    doc.build(story, onFirstPage=footer, onLaterPages=footer)
+    doc.build(story, canvasmaker=numbered_canvas(title, f"Printed {document.printed}",
+                                                 f"cellfactory {document.version} (build {document.build})"))
     return buffer.getvalue()

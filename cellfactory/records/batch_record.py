@@ -13,13 +13,21 @@ from typing import Any
 
 from reportlab.lib import colors
 from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import CondPageBreak, PageBreak, Paragraph, Spacer, Table, TableStyle
 from reportlab.platypus.doctemplate import BaseDocTemplate, PageTemplate
 from reportlab.platypus.frames import Frame
 from reportlab.platypus.tableofcontents import TableOfContents
 
-from cellfactory.records.styles import FONT, MARGIN, PAGE, SignatureView, para, register_fonts, signature_block, styles
+from cellfactory.records.styles import (
+    MARGIN,
+    PAGE,
+    SignatureView,
+    numbered_canvas,
+    para,
+    register_fonts,
+    signature_block,
+    styles,
+)
 
 CHANGED = "†"
 
@@ -42,39 +50,6 @@ class BatchRecordDocument:
     printed_by: str
     version: str
     build: str
-
-
-class _NumberedCanvas(Canvas):
-    """Draws 'page x of y' once the total is known (two passes over the saved pages)."""
-
-    def __init__(self, *args, footer: tuple[str, str, str] = ("", "", ""), **kwargs):
-        super().__init__(*args, **kwargs)
-        self._saved_pages: list[dict] = []
-        self._footer = footer
-
-    def showPage(self):  # noqa: N802 - ReportLab's name
-        self._saved_pages.append(dict(self.__dict__))
-        self._startPage()
-
-    def save(self):
-        total = len(self._saved_pages)
-        for state in self._saved_pages:
-            self.__dict__.update(state)
-            self._draw_footer(total)
-            super().showPage()
-        super().save()
-
-    def _draw_footer(self, total: int) -> None:
-        register_fonts()
-        batch, printed, version = self._footer
-        width, height = PAGE
-        self.saveState()
-        self.setFont(FONT, 7.5)
-        self.drawString(MARGIN, height - 10 * mm, f"Batch record {batch}")
-        self.drawRightString(width - MARGIN, height - 10 * mm, f"Page {self._pageNumber} of {total}")
-        self.drawString(MARGIN, 9 * mm, printed)
-        self.drawRightString(width - MARGIN, 9 * mm, version)
-        self.restoreState()
 
 
 class _RecordTemplate(BaseDocTemplate):
@@ -141,13 +116,9 @@ def render(document: BatchRecordDocument) -> bytes:
     buffer = io.BytesIO()
     doc = _RecordTemplate(buffer, title=f"Batch record {document.batch_number}", author="cellfactory",
                           subject=f"Printed {document.printed} by {document.printed_by}")
-    footer = (document.batch_number, f"Printed {document.printed} by {document.printed_by}",
-              f"cellfactory {document.version} (build {document.build})")
-
-    def canvasmaker(*args, **kwargs):
-        return _NumberedCanvas(*args, footer=footer, **kwargs)
-
-    doc.multiBuild(story, canvasmaker=canvasmaker)
+    doc.multiBuild(story, canvasmaker=numbered_canvas(
+        f"Batch record {document.batch_number}", f"Printed {document.printed} by {document.printed_by}",
+        f"cellfactory {document.version} (build {document.build})"))
     return buffer.getvalue()
 
 

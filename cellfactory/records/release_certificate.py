@@ -14,7 +14,7 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from cellfactory.records.styles import MARGIN, PAGE, SignatureView, page_footer, para, signature_block, styles
+from cellfactory.records.styles import MARGIN, PAGE, SignatureView, numbered_canvas, para, signature_block, styles
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CertificateDocument:
     failing: list[str] = field(default_factory=list)
 
 
-def _qr(url: str, size: float = 30 * mm) -> Drawing:
+def _qr(url: str, size: float = 26 * mm) -> Drawing:
     widget = QrCodeWidget(url)
     x1, y1, x2, y2 = widget.getBounds()
     drawing = Drawing(size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0])
@@ -81,7 +81,7 @@ def _grid(rows: list[list], widths: list[float | None], *, header: bool = True) 
 def render(doc_data: CertificateDocument) -> bytes:
     buffer = io.BytesIO()
     title = f"Release certificate {doc_data.number}"
-    doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=14 * mm,
+    doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=10 * mm,
                             bottomMargin=MARGIN, title=title, author="cellfactory",
                             subject=f"Batch {doc_data.batch_number}")
     small = "small"
@@ -94,22 +94,21 @@ def render(doc_data: CertificateDocument) -> bytes:
     header = Table([[[para("Batch certificate", "title"), para(doc_data.decision_label, "label"),
                       para(f"Certificate {doc_data.number}", small)],
                      [_qr(doc_data.verification_url), para("Verify: scan or open", small)]]],
-                   colWidths=[None, 34 * mm])
+                   colWidths=[None, 30 * mm])
     header.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story += [header, Spacer(0, 3)]
-    identity = [
-        [para("Product", "label"), para(f"{doc_data.product} ({doc_data.product_code})")],
-        [para("Clinical trial", "label"), para(doc_data.trial_code or "not recorded")],
-        [para("Batch", "label"), para(doc_data.batch_number)],
-        [para("DIN(s)", "label"), para(", ".join(doc_data.dins))],
-        [para("Donor / patient code", "label"), para(", ".join(doc_data.donors))],
-        [para("Specification", "label"), para(doc_data.specification)],
-        [para("Manufacturing site", "label"), para(f"{doc_data.site_name}, {doc_data.site_address}".strip(", "))],
-        [para("Manufacturing authorisation", "label"), para(doc_data.authorisation or "not recorded")],
-        [para("Batch started", "label"), para(doc_data.started)],
-        [para("Decision signed", "label"), para(doc_data.certified)],
+    facts = [
+        ("Product", f"{doc_data.product} ({doc_data.product_code})"), ("Batch", doc_data.batch_number),
+        ("Clinical trial", doc_data.trial_code or "not recorded"), ("DIN(s)", ", ".join(doc_data.dins)),
+        ("Donor / patient code", ", ".join(doc_data.donors)), ("Specification", doc_data.specification),
+        ("Site", f"{doc_data.site_name}, {doc_data.site_address}".strip(", ")),
+        ("Authorisation", doc_data.authorisation or "not recorded"),
+        ("Batch started", doc_data.started), ("Decision signed", doc_data.certified),
     ]
-    story += [_grid(identity, [45 * mm, None], header=False), Spacer(0, 4)]
+    # Two facts a row keeps the certificate on one page.
+    identity = [[para(facts[i][0], "label"), para(facts[i][1], small),
+                 para(facts[i + 1][0], "label"), para(facts[i + 1][1], small)] for i in range(0, len(facts), 2)]
+    story += [_grid(identity, [28 * mm, 57 * mm, 28 * mm, None], header=False), Spacer(0, 3)]
     rows = [[para(h, "label") for h in ("Test", "Method", "Result", "Criterion", "Verdict")]]
     rows += [[para(t.test, small), para(t.method, small), para(t.result, small), para(t.criterion, small),
               para(t.verdict.upper(), small)] for t in doc_data.results]
@@ -127,11 +126,10 @@ def render(doc_data: CertificateDocument) -> bytes:
     story += [para("Decision", "h2"), para(doc_data.statement), Spacer(0, 2)]
     if doc_data.comment:
         story += [para(f"Comment: {doc_data.comment}", small), Spacer(0, 2)]
-    story += [signature_block(doc_data.signature), Spacer(0, 3),
-              para(f"SHA-256 of the signed batch record content: {doc_data.content_hash}", small),
+    story += [signature_block(doc_data.signature), Spacer(0, 2),
               para(f"Verification: {doc_data.verification_url}", small)]
-    footer = page_footer(title, doc_data.version, doc_data.build, doc_data.printed)
-    doc.build(story, onFirstPage=footer, onLaterPages=footer)
+    doc.build(story, canvasmaker=numbered_canvas(
+        title, f"Printed {doc_data.printed}", f"cellfactory {doc_data.version} (build {doc_data.build})"))
     return buffer.getvalue()
 
 
@@ -193,7 +191,8 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         failing=[f"{f['test']}: {f['result']} (criterion {f['criterion']})" for f in decision.failing_tests],
         deviations=[f"{d.number} {d.classification.value} ({d.status.value}): {d.title}" for d in for_batch(batch.id)],
         comment=decision.comment, exceptional=exceptional,
-        signature=SignatureView.of(decision.signature, tz, "valid at signing"),
+        signature=SignatureView.of(decision.signature, tz, "valid at signing",
+                                   record=f"batch record {batch.number}, version {decision.signature.record_version}"),
         content_hash=decision.signature.content_hash, verification_url=verification_url,
         version=config["VERSION"], build=config["BUILD"], printed=format_local(utcnow(), tz, seconds=True),
         banner=banner)

@@ -14,6 +14,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, Table, TableStyle
 
 from cellfactory.core.clock import format_local
@@ -52,7 +53,8 @@ def styles() -> dict[str, ParagraphStyle]:
 
 
 def para(text: object, style: str = "body") -> Paragraph:
-    return Paragraph(escape("" if text is None else str(text)), styles()[style])
+    """User text as typed: escaped, so no input can inject markup; its line breaks are kept."""
+    return Paragraph(escape("" if text is None else str(text)).replace("\n", "<br/>"), styles()[style])
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,13 @@ class SignatureView:
     status: str
 
     @classmethod
-    def of(cls, signature, tz_name: str, status: str) -> SignatureView:
+    def of(cls, signature, tz_name: str, status: str, *, record: str | None = None) -> SignatureView:
         return cls(
             meaning=signature.meaning, printed_name=signature.printed_name, username=signature.signer_username,
             signed_at_local=format_local(signature.signed_at, tz_name, seconds=True),
             signed_at_utc=signature.signed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             content_hash=signature.content_hash,
-            record=f"{signature.entity_type} {signature.entity_id}, version {signature.record_version}",
+            record=record or f"{signature.entity_type} {signature.entity_id}, version {signature.record_version}",
             status=status,
         )
 
@@ -116,3 +118,45 @@ def page_footer(title: str, version: str, build: str, printed: str):
         canvas.restoreState()
 
     return draw
+
+
+class _NumberedCanvas(Canvas):
+    """Draws the running header and 'page x of y' once the total is known (the pages are kept, then drawn)."""
+
+    def __init__(self, *args, header: str = "", footer_left: str = "", footer_right: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved_pages: list[dict] = []
+        self._texts = (header, footer_left, footer_right)
+
+    def showPage(self):  # noqa: N802 - ReportLab's name
+        self._saved_pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self):
+        total = len(self._saved_pages)
+        for state in self._saved_pages:
+            self.__dict__.update(state)
+            self._decorate(total)
+            super().showPage()
+        super().save()
+
+    def _decorate(self, total: int) -> None:
+        register_fonts()
+        header, footer_left, footer_right = self._texts
+        width, height = PAGE
+        self.saveState()
+        self.setFont(FONT, 7.5)
+        self.drawString(MARGIN, height - 7 * mm, header)
+        self.drawRightString(width - MARGIN, height - 7 * mm, f"Page {self._pageNumber} of {total}")
+        self.drawString(MARGIN, 9 * mm, footer_left)
+        self.drawRightString(width - MARGIN, 9 * mm, footer_right)
+        self.restoreState()
+
+
+def numbered_canvas(header: str, footer_left: str, footer_right: str):
+    """A canvasmaker for doc.build/multiBuild: every page names the document, page x of y, print time, version."""
+
+    def make(*args, **kwargs):
+        return _NumberedCanvas(*args, header=header, footer_left=footer_left, footer_right=footer_right, **kwargs)
+
+    return make

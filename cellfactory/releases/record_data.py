@@ -57,15 +57,35 @@ def _audit_entries(ids: dict[str, list[str]]) -> list[AuditEntry]:
     return list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions)).order_by(AuditEntry.seq)))
 
 
-def _changes_text(changes: dict[str, Any]) -> str:
+# Workflow and bookkeeping fields: they change by design, they are not corrections of entered data.
+WORKFLOW_FIELDS = frozenset({"status", "held_from", "status_changed_at", "pdf", "pdf_sha256", "deviation_id",
+                             "released_at", "released_by_id", "superseded_by_id"})
+
+
+def _readable(value: Any, tz: str) -> Any:
+    """Stored times are ISO 8601 UTC: show them as the site's local time, like every other time in the record."""
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        import datetime as dt
+
+        try:
+            return format_local(dt.datetime.fromisoformat(value), tz, seconds=True)
+        except ValueError:
+            return value
+    return "—" if value is None else value
+
+
+def _changes_text(changes: dict[str, Any], tz: str) -> str:
     parts = []
     for key, value in sorted(changes.items()):
         if isinstance(value, list) and len(value) == 2:
-            old, new = ("—" if v is None else v for v in value)
-            parts.append(f"{key}: {old} → {new}")
+            parts.append(f"{key}: {_readable(value[0], tz)} → {_readable(value[1], tz)}")
         else:
-            parts.append(f"{key}: {value}")
+            parts.append(f"{key}: {_readable(value, tz)}")
     return "; ".join(parts)
+
+
+def _is_correction(entry: AuditEntry) -> bool:
+    return entry.action == "update" and entry.reason != "first entry" and bool(set(entry.changes) - WORKFLOW_FIELDS)
 
 
 def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
@@ -76,8 +96,9 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
 
     ids = _entities(batch)
     entries = _audit_entries(ids)
-    updates = [e for e in entries if e.action == "update" and e.reason != "first entry"]
-    changed = {(e.entity_type, e.entity_id, field) for e in updates for field in e.changes}
+    updates = [e for e in entries if _is_correction(e)]
+    changed = {(e.entity_type, e.entity_id, field) for e in updates for field in e.changes
+               if field not in WORKFLOW_FIELDS}
 
     def label(text: str, entity: str, entity_id: Any, field: str) -> str:
         return f"{text} {CHANGED}" if (entity, str(entity_id), field) in changed else text
@@ -185,15 +206,18 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             notes.append(f"retest of #{result.retest_of_id}: {result.retest_reason}")
         if result.invalidated_at:
             notes.append(f"INVALIDATED: {result.invalidation_reason}")
-        rows.append([f"#{result.id} {result.spec_test.name}", result.sample_id, t(result.sampled_at),
-                     f"{result.method}" + (f" / {result.equipment.code}" if result.equipment else ""),
-                     label(result.value_text, "qc_result", result.id, "numeric_value"),
-                     result.spec_test.criterion_text, result.verdict.value.upper(), result.analyst.full_name,
-                     f"{verification.printed_name}, {t(verification.signed_at)}" if verification else "not verified",
-                     "; ".join(notes)])
-    quality.blocks.append(("table", ["Result", "Sample", "Sampled", "Method", "Value", "Criterion", "Verdict",
-                                     "Analyst", "Verified", "Notes"], rows,
-                           [22 * mm, 15 * mm, 20 * mm, 20 * mm, 16 * mm, 16 * mm, 13 * mm, 17 * mm, 20 * mm, None]))
+        rows.append([f"#{result.id} {result.spec_test.name}\n{result.method}"
+                     + (f" / {result.equipment.code}" if result.equipment else ""),
+                     f"{result.sample_id}\n{t(result.sampled_at)}",
+                     label(result.value_text, "qc_result", result.id, "numeric_value")
+                     + f"\n{result.spec_test.criterion_text}",
+                     result.verdict.value.upper(),
+                     f"{result.analyst.full_name}; verified: "
+                     + (f"{verification.printed_name}, {t(verification.signed_at)}" if verification else "not yet")
+                     + ("\n" + "; ".join(notes) if notes else "")])
+    quality.blocks.append(("table", ["Test and method", "Sample", "Value and criterion", "Verdict",
+                                     "Analyst, verification, notes"], rows,
+                           [40 * mm, 32 * mm, 32 * mm, 16 * mm, None]))
     quality.blocks.append(("table", ["Test", "Result the decision uses", "Why"],
                            [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable else "none",
                              s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
@@ -244,7 +268,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         ("text", "Every value changed after it was first entered: old and new value, who, when and why."),
         ("table", ["When", "Who", "Record", "Change", "Reason"],
          [[format_local(e.recorded_at, tz, seconds=True), e.actor_name, f"{e.entity_type} {e.entity_label}",
-           _changes_text(e.changes), e.reason or ""] for e in updates]
+           _changes_text({k: v for k, v in e.changes.items() if k not in WORKFLOW_FIELDS}, tz), e.reason or ""]
+          for e in updates]
          or [["—", "", "", "No change after first entry", ""]],
          [24 * mm, 30 * mm, 30 * mm, 60 * mm, None])]))
 
@@ -252,7 +277,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     sections.append(Section("Audit trail of the batch", [
         ("table", ["#", "When", "Who", "Action", "Record", "Changes", "Reason"],
          [[e.seq, format_local(e.recorded_at, tz, seconds=True), e.actor_name, e.action,
-           f"{e.entity_type} {e.entity_label}", _changes_text(e.changes), e.reason or ""] for e in entries],
+           f"{e.entity_type} {e.entity_label}", _changes_text(e.changes, tz), e.reason or ""] for e in entries],
          [12 * mm, 24 * mm, 28 * mm, 16 * mm, 28 * mm, 40 * mm, None])]))
 
     config = current_app.config

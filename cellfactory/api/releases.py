@@ -1,0 +1,270 @@
+"""Release: QA review and QP certification of a batch (/batches/{number}/review, /certification), the batch
+record and release certificate PDFs, and the QP certification register (/certificates/register).
+
+Only parsing lives here: the decisions go through the batch state machine (batches.services.transition) like
+the pages, which checks the computed checklist, pending and failing results, segregation of duties and the
+signer's password, records the decision and issues the certificate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Response, g, request, url_for
+
+from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.serializers import batch_json, day, iso, signature_json
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import DeviationStatus
+from cellfactory.extensions import db
+from cellfactory.releases import services
+from cellfactory.releases.models import BatchDecision, Certificate
+from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, blockers_for, explain, find_certificate
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.models import Meaning
+
+S = BatchStatus
+OUTCOMES = ("reviewed", "returned")
+CONDITIONAL_FIELDS = ("expected_final_date",)
+EXCEPTIONAL_FIELDS = ("physician_name", "physician_request_date", "risk_evaluation_reference", "sponsor_reference",
+                      "sponsor_notified_at")
+
+
+def _user() -> User:
+    return g.api_user
+
+
+def _batch(number: str) -> Batch:
+    return batch_services.get_batch(_user(), number)
+
+
+# --- serialisation -------------------------------------------------------------------------------
+
+
+def _involved(batch: Batch) -> list[dict[str, Any]]:
+    people = batch_services.involved_people(batch)
+    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1])))}
+    return [{"username": users[i].username, "full_name": users[i].full_name, "what": what}
+            for i, what in people.items() if i in users]
+
+
+def certificate_json(certificate: Certificate, batch: Batch) -> dict[str, Any]:
+    return {
+        "number": certificate.number, "batch": batch.number, "decision": certificate.decision.kind.value,
+        "label": certificate.decision.kind.label, "issued_at": iso(certificate.created_at),
+        "signed_content_sha256": certificate.content_hash, "pdf_sha256": certificate.pdf_sha256,
+        "pdf": url_for("api.release_certificate_pdf", number=batch.number) + f"?number={certificate.number}",
+        "verification_url": services.verification_url(certificate),
+    }
+
+
+def decision_json(decision: BatchDecision, batch: Batch) -> dict[str, Any]:
+    return {
+        "kind": decision.kind.value, "label": decision.kind.label, "decided_at": iso(decision.decided_at),
+        "decided_by": decision.signature.signer_username, "printed_name": decision.signature.printed_name,
+        "comment": decision.comment,
+        "signature": signature_json(decision.signature, signature_services.verify(decision.signature, batch).value),
+        "checklist": decision.checklist, "pending_tests": decision.pending_tests,
+        "failing_tests": decision.failing_tests, "expected_final_date": day(decision.expected_final_date),
+        "physician_name": decision.physician_name, "physician_request_date": day(decision.physician_request_date),
+        "risk_evaluation_reference": decision.risk_evaluation_reference,
+        "sponsor_reference": decision.sponsor_reference, "sponsor_notified_at": iso(decision.sponsor_notified_at),
+        "certificate": decision.certificate.number if decision.certificate else None,
+    }
+
+
+def _common(batch: Batch) -> dict[str, Any]:
+    people = _involved(batch)
+    return {
+        "batch": batch_json(batch),
+        "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
+                      for i in services.checklist(batch)],
+        "involved": people, "you_are_involved": any(p["username"] == _user().username for p in people),
+        "decisions": [decision_json(d, batch) for d in services.decisions_for(batch)],
+    }
+
+
+def review_json(batch: Batch) -> dict[str, Any]:
+    data = _common(batch)
+    data["complete"] = all(item["ok"] for item in data["checklist"])
+    data["review_blockers"] = blockers_for(batch, Meaning.REVIEWED)
+    data["awaiting_review"] = batch.status == S.AWAITING_QA_REVIEW
+    return data
+
+
+def certification_json(batch: Batch) -> dict[str, Any]:
+    from cellfactory.releases.views import offered_decisions
+
+    data = _common(batch)
+    data["options"] = []
+    for option, transition in offered_decisions(batch):
+        blockers = blockers_for(batch, option.meaning)
+        data["options"].append({"decision": option.key, "label": transition.label, "target": option.target.value,
+                                "signature_meaning": option.meaning.value, "blockers": blockers,
+                                "possible": not blockers and not data["you_are_involved"]})
+    data["pending"] = [{"test": r.spec_test.code, "name": r.spec_test.name, "method": r.spec_test.method,
+                        "final_read_due": day(r.final_read_due)} for r in services.pending_results(batch)]
+    data["failing"] = [{"test": r.spec_test.code, "name": r.spec_test.name, "result": r.value_text,
+                        "criterion": r.spec_test.criterion_text} for r in services.failing_results(batch)]
+    data["open_deviations"] = [{"number": d.number, "classification": d.classification.value, "title": d.title,
+                                "blocks_release": d.blocks_release}
+                               for d in deviation_services.for_batch(batch.id) if d.status != DeviationStatus.CLOSED]
+    data["certificates"] = [certificate_json(c, batch) for c in services.certificates_for(batch)]
+    return data
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _signing(data: dict[str, Any], meaning: Meaning) -> dict[str, Any]:
+    """The token names the signer: its user name and password, never a continuous session."""
+    if data.get("meaning") and data["meaning"].strip().lower() != meaning.value.lower():
+        raise ValidationFailed(f"This signature means {meaning.value!r}.",
+                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
+    if not data.get("password"):
+        raise ValidationFailed(f"Sign with your password: the signature means {meaning.value!r}.",
+                               fields={"password": "Required: your own password."})
+    return {"password": data["password"], "username": _user().username, "continuous_session": False}
+
+
+def _instant(data: dict[str, Any], name: str) -> dt.datetime | None:
+    """An ISO 8601 time with its UTC offset; a time without one is refused, never read in a guessed zone."""
+    raw = data.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.strip())
+    except ValueError as error:
+        raise ValidationFailed(f"{name} is not an ISO 8601 date and time.", fields={
+            name: "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."}) from error
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationFailed(f"{name} needs its UTC offset.", fields={
+            name: "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."})
+    return value
+
+
+def _decide(batch: Batch, target: BatchStatus, reason: str, *, signing: dict[str, Any] | None = None,
+            meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> None:
+    try:
+        batch_services.transition(_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
+                                  details=details)
+    except Conflict as error:
+        raise explain(error, _user(), _batch(batch.number)) from None
+
+
+# --- QA review -----------------------------------------------------------------------------------
+
+
+@bp.get("/batches/<number>/review")
+@roles_required(READ_ROLES)
+def release_review(number: str):
+    return review_json(_batch(number))
+
+
+@bp.post("/batches/<number>/review")
+@roles_required(Role.QA)
+def release_review_decision(number: str):
+    batch = _batch(number)
+    data = json_body("outcome", "comment", text=("outcome", "comment", "password", "meaning"))
+    outcome = data["outcome"].strip().lower()
+    if outcome not in OUTCOMES:
+        raise ValidationFailed("outcome must be reviewed or returned.",
+                               fields={"outcome": "Use reviewed (signed) or returned (with comments)."})
+    if outcome == "reviewed":
+        _decide(batch, S.AWAITING_CERTIFICATION, data["comment"], signing=_signing(data, Meaning.REVIEWED),
+                meaning=Meaning.REVIEWED)
+    else:
+        _decide(batch, S.IN_PROCESS, data["comment"])
+    return review_json(_batch(number))
+
+
+# --- QP certification ----------------------------------------------------------------------------
+
+
+@bp.get("/batches/<number>/certification")
+@roles_required(READ_ROLES)
+def release_certification(number: str):
+    return certification_json(_batch(number))
+
+
+@bp.post("/batches/<number>/certification")
+@roles_required(Role.QP)
+def release_certification_decision(number: str):
+    batch = _batch(number)
+    data = json_body("decision", "reason", text=("decision", "reason", "password", "meaning",
+                                                 *CONDITIONAL_FIELDS, *EXCEPTIONAL_FIELDS))
+    option = QP_DECISIONS.get(data["decision"].strip().lower())
+    if option is None:
+        choices = ", ".join(QP_DECISIONS)
+        raise ValidationFailed(f"decision must be one of: {choices}.", fields={"decision": f"Use one of: {choices}."})
+    own = {"conditional": CONDITIONAL_FIELDS, "exceptional": EXCEPTIONAL_FIELDS}.get(option.key, ())
+    foreign = [name for name in (*CONDITIONAL_FIELDS, *EXCEPTIONAL_FIELDS)
+               if name not in own and data.get(name) not in (None, "")]
+    if foreign:
+        raise ValidationFailed(f"These fields do not belong to a {option.key} decision: {', '.join(foreign)}.",
+                               fields={name: f"Leave out for decision {option.key}." for name in foreign})
+    signing = _signing(data, option.meaning)
+    details: dict[str, Any] | None = None
+    if option.key == "conditional":
+        details = {"expected_final_date": data.get("expected_final_date")}
+    elif option.key == "exceptional":
+        details = {name: data.get(name) for name in EXCEPTIONAL_FIELDS}
+        details["sponsor_notified_at"] = _instant(data, "sponsor_notified_at")
+    _decide(batch, option.target, data["reason"], signing=signing, meaning=option.meaning, details=details)
+    batch = _batch(number)
+    result = certification_json(batch)
+    result["certificate"] = result["certificates"][-1] if result["certificates"] else None
+    return result
+
+
+# --- documents -----------------------------------------------------------------------------------
+
+
+def _pdf(data: bytes, filename: str) -> Response:
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+@bp.get("/batches/<number>/record.pdf")
+@roles_required(READ_ROLES)
+def release_record_pdf(number: str) -> Response:
+    batch = _batch(number)
+    return _pdf(services.batch_record_pdf(_user(), batch), f"batch-record-{batch.number}.pdf")
+
+
+@bp.get("/batches/<number>/certificate.pdf")
+@roles_required(READ_ROLES)
+def release_certificate_pdf(number: str) -> Response:
+    batch = _batch(number)
+    certificate = find_certificate(batch, (request.args.get("number") or "").strip() or None)
+    return _pdf(services.certificate_pdf(_user(), certificate), f"{certificate.number}.pdf")
+
+
+# --- the QP certification register ---------------------------------------------------------------
+
+
+@bp.get("/certificates/register")
+@roles_required(REGISTER_ROLES)
+def release_register():
+    page, per_page = page_args(request.args)
+    result = paginate(services.register_query(_user()), page, per_page)
+    ids = {d.batch_id for d in result.items}
+    batches = {b.id: b for b in db.session.scalars(sa.select(Batch).where(Batch.id.in_(ids or {-1})))}
+
+    def serialize(decision: BatchDecision) -> dict[str, Any]:
+        batch = batches[decision.batch_id]
+        return {"batch": batch.number, "site": batch.site.code, "product": batch.product.code,
+                "decision": decision.kind.value, "label": decision.kind.label, "decided_at": iso(decision.decided_at),
+                "qp": decision.signature.printed_name, "qp_username": decision.signature.signer_username,
+                "comment": decision.comment,
+                "certificate": certificate_json(decision.certificate, batch) if decision.certificate else None}
+
+    return page_json(result, serialize)

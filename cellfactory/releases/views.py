@@ -1,0 +1,409 @@
+"""Release pages: the QA review and QP certification worklists, the review and certification pages of a batch,
+the release certificate and batch record PDFs, the QP certification register, and the public verification
+page a certificate's QR code points to. Views are thin: the services compute the checklist, check
+segregation of duties and decide; the pages show their answers before the user signs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, DomainError, NotFound, PermissionDenied
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, public, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import DeviationStatus
+from cellfactory.extensions import db
+from cellfactory.releases import services
+from cellfactory.releases.forms import (
+    CertifyForm,
+    ConditionalForm,
+    ExceptionalForm,
+    RejectForm,
+    ReturnForm,
+    ReviewForm,
+)
+from cellfactory.releases.models import BatchDecision, Certificate
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import SigningForm, mark_signed
+from cellfactory.signatures.models import Meaning
+
+bp = Blueprint("releases", __name__)
+
+S = BatchStatus
+PREFIX = "/releases"
+REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
+WORKLIST_LIMIT = 200
+STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
+               S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
+               S.REJECTED: "bad", S.ON_HOLD: "bad"}
+
+
+def _user() -> User:
+    return current_user._get_current_object()
+
+
+@bp.app_template_global("release_status_kind")
+def release_status_kind(status: BatchStatus) -> str:
+    return STATUS_KIND.get(status, "neutral")
+
+
+# --- what the services will say, shown before signing --------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionOption:
+    key: str
+    title: str
+    target: BatchStatus
+    meaning: Meaning
+    form_class: type[SigningForm]
+    danger: bool = False
+
+
+QP_DECISIONS = {
+    "release": DecisionOption("release", "Certify: release for clinical use", S.RELEASED, Meaning.QP_CERTIFIED,
+                              CertifyForm),
+    "conditional": DecisionOption("conditional", "Conditional release: sterility pending", S.CONDITIONALLY_RELEASED,
+                                  Meaning.QP_CONDITIONAL, ConditionalForm),
+    "reject": DecisionOption("reject", "Reject the batch", S.REJECTED, Meaning.QP_REJECTED, RejectForm, danger=True),
+    "exceptional": DecisionOption("exceptional", "Exceptional release of an out-of-specification batch "
+                                                 "(EU GMP Part IV 11.5)", S.RELEASED, Meaning.QP_OOS_SUPPLY,
+                                  ExceptionalForm, danger=True),
+}
+
+
+def offered_decisions(batch: Batch) -> list[tuple[DecisionOption, batch_services.Transition]]:
+    """The QP decisions the state machine allows from the batch's state (with the transition's own label)."""
+    offered = []
+    for option in QP_DECISIONS.values():
+        transition = next((t for t in batch_services.allowed_transitions(batch)
+                           if t.target == option.target and t.meaning == option.meaning), None)
+        if transition is not None:
+            offered.append((option, transition))
+    return offered
+
+
+def blockers_for(batch: Batch, meaning: Meaning) -> list[str]:
+    """Why a decision with this meaning would be refused now: the release service's blockers plus what the batch
+    state machine adds about pending results. The state machine checks again when the user signs."""
+    blockers = list(services.decision_blockers(batch, meaning))
+    pending = services.pending_results(batch)
+    if meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY):
+        blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
+    if meaning == Meaning.QP_CONDITIONAL and not pending:
+        blockers.append("Nothing is pending: certify the release instead of a conditional release.")
+    return blockers
+
+
+def involved(batch: Batch) -> list[tuple[User, str]]:
+    """Who performed, verified or tested anything on the batch (they may not review or certify it), by name."""
+    people = batch_services.involved_people(batch)
+    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1])))}
+    return sorted(((users[i], what) for i, what in people.items() if i in users), key=lambda p: p[0].full_name)
+
+
+def explain(error: DomainError, user: User, batch: Batch) -> DomainError:
+    """A segregation-of-duties refusal names the person in conflict and what they did on the batch."""
+    if isinstance(error, Conflict) and error.message.startswith("Segregation of duties"):
+        what = batch_services.involved_people(batch).get(user.id)
+        if what:
+            error.message += f" In conflict: {user.full_name} ({user.username}), who {what}."
+    return error
+
+
+def _site_today(batch: Batch) -> dt.date:
+    return utcnow().astimezone(ZoneInfo(batch.site.timezone)).date()
+
+
+def _role_sites(user: User, role: Role) -> set[int] | None:
+    """The sites where the user holds the role; None when network-wide."""
+    sites: set[int] = set()
+    for assignment in user.active_roles:
+        if assignment.role == role:
+            if assignment.site_id is None:
+                return None
+            sites.add(assignment.site_id)
+    return sites
+
+
+def _worklist(user: User, role: Role, statuses: list[BatchStatus]) -> list[Batch]:
+    query = visible_to(sa.select(Batch).where(Batch.status.in_(statuses)), Batch, user)
+    sites = _role_sites(user, role)
+    if sites is not None:
+        query = query.where(Batch.site_id.in_(sites or {-1}))
+    return list(db.session.scalars(query.order_by(Batch.status_changed_at, Batch.id).limit(WORKLIST_LIMIT)))
+
+
+def _problem_count(items: list[services.ChecklistItem]) -> int:
+    return sum(len(item.problems) for item in items)
+
+
+def _error_status(error: DomainError) -> int:
+    return error.http_status if error.http_status in (401, 409, 422) else 422
+
+
+# --- worklists -----------------------------------------------------------------------------------
+
+
+@bp.route(f"{PREFIX}/review")
+@roles_required(Role.QA)
+def review_worklist() -> str:
+    user = _user()
+    rows = []
+    for batch in _worklist(user, Role.QA, [S.AWAITING_QA_REVIEW]):
+        items = services.checklist(batch)
+        rows.append({"batch": batch, "problems": _problem_count(items),
+                     "failed": [item.label for item in items if not item.ok],
+                     "involved": batch_services.involved_people(batch).get(user.id)})
+    return render_template("releases/review_worklist.html", rows=rows)
+
+
+@bp.route(f"{PREFIX}/certification")
+@roles_required(Role.QP)
+def certification_worklist() -> str:
+    user = _user()
+    awaiting, conditional = [], []
+    for batch in _worklist(user, Role.QP, [S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED]):
+        items = services.checklist(batch)
+        pending = services.pending_results(batch)
+        row = {"batch": batch, "problems": _problem_count(items), "pending": pending,
+               "failing": services.failing_results(batch),
+               "overdue": any(r.final_read_due and r.final_read_due < _site_today(batch) for r in pending),
+               "involved": batch_services.involved_people(batch).get(user.id)}
+        (awaiting if batch.status == S.AWAITING_CERTIFICATION else conditional).append(row)
+    return render_template("releases/certification_worklist.html", awaiting=awaiting, conditional=conditional)
+
+
+# --- the review page -----------------------------------------------------------------------------
+
+
+def _common(batch: Batch) -> dict[str, Any]:
+    user = _user()
+    people = involved(batch)
+    decisions = services.decisions_for(batch)
+    certificates = services.certificates_for(batch)
+    return {
+        "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch),
+        "involved": people, "you_involved": next((what for person, what in people if person.id == user.id), None),
+        "decisions": [(d, signature_services.verify(d.signature, batch).value) for d in decisions],
+        "certificates": certificates, "latest_certificate": certificates[-1] if certificates else None,
+        "deviations": deviation_services.for_batch(batch.id),
+        "pending": services.pending_results(batch), "failing": services.failing_results(batch),
+        "materials": [link.material for link in batch.materials],
+        "batch_page": "batches.detail" in current_app.view_functions,
+    }
+
+
+def _render_review(batch: Batch, status: int = 200, *, review_form: ReviewForm | None = None,
+                   return_form: ReturnForm | None = None) -> tuple[str, int]:
+    user = _user()
+    can_act = batch.status == S.AWAITING_QA_REVIEW and user.has_role(Role.QA, batch.site_id)
+    return render_template(
+        "releases/review.html", can_act=can_act,
+        review_blockers=blockers_for(batch, Meaning.REVIEWED) if can_act else [],
+        review_form=review_form or ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review"),
+        return_form=return_form or ReturnForm(prefix="return"), **_common(batch)), status
+
+
+@bp.route(f"{PREFIX}/<number>/review", methods=["GET", "POST"])
+@roles_required(Role.QA)
+def review(number: str) -> Any:
+    user = _user()
+    batch = batch_services.get_batch(user, number)
+    if request.method == "GET":
+        return _render_review(batch)
+    form = ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review")
+    status = 422
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            batch_services.transition(user, batch, S.AWAITING_CERTIFICATION, reason=form.reason.data,
+                                      signing=signing, meaning=Meaning.REVIEWED)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, explain(error, user, batch))
+            status = _error_status(error)
+        else:
+            mark_signed()
+            flash(f"Batch {batch.number} reviewed and signed: it now awaits QP certification.", "success")
+            return redirect(url_for("releases.review", number=batch.number))
+    return _render_review(batch_services.get_batch(user, number), status, review_form=form)
+
+
+@bp.route(f"{PREFIX}/<number>/review/return", methods=["POST"])
+@roles_required(Role.QA)
+def return_batch(number: str) -> Any:
+    user = _user()
+    batch = batch_services.get_batch(user, number)
+    form = ReturnForm(prefix="return")
+    status = 422
+    if form.validate_on_submit():
+        try:
+            batch_services.transition(user, batch, S.IN_PROCESS, reason=form.reason.data)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+            status = _error_status(error)
+        else:
+            flash(f"Batch {batch.number} returned to manufacturing with your comments.", "success")
+            return redirect(url_for("releases.review_worklist"))
+    return _render_review(batch_services.get_batch(user, number), status, return_form=form)
+
+
+# --- the certification page ----------------------------------------------------------------------
+
+
+def _decision_form(option: DecisionOption) -> SigningForm:
+    return option.form_class.for_meanings([option.meaning], prefix=option.key)
+
+
+def _render_certification(batch: Batch, status: int = 200, *, forms: dict[str, SigningForm] | None = None
+                          ) -> tuple[str, int]:
+    user = _user()
+    forms = forms or {}
+    can_act = user.has_role(Role.QP, batch.site_id)
+    options = []
+    for option, transition in offered_decisions(batch):
+        form = forms.get(option.key) or _decision_form(option)
+        if option.key == "conditional" and option.key not in forms:
+            due = [r.final_read_due for r in services.pending_results(batch) if r.final_read_due]
+            form.expected_final_date.data = max(due) if due else None
+        options.append({"option": option, "label": transition.label, "form": form,
+                        "blockers": blockers_for(batch, option.meaning) if can_act else [],
+                        "open": option.key in forms})
+    return render_template(
+        "releases/certification.html", can_act=can_act, options=options,
+        open_deviations=[d for d in deviation_services.for_batch(batch.id) if d.status != DeviationStatus.CLOSED],
+        today=_site_today(batch), **_common(batch)), status
+
+
+@bp.route(f"{PREFIX}/<number>/certification")
+@roles_required(Role.QP)
+def certification(number: str) -> tuple[str, int]:
+    return _render_certification(batch_services.get_batch(_user(), number))
+
+
+def _details(option: DecisionOption, form: SigningForm, batch: Batch) -> dict[str, Any] | None:
+    if option.key == "conditional":
+        return {"expected_final_date": form.expected_final_date.data}
+    if option.key == "exceptional":
+        notified = form.sponsor_notified_at.data
+        if notified is not None:
+            notified = notified.replace(tzinfo=ZoneInfo(batch.site.timezone))
+        return {"physician_name": (form.physician_name.data or "").strip(),
+                "physician_request_date": form.physician_request_date.data,
+                "risk_evaluation_reference": (form.risk_evaluation_reference.data or "").strip(),
+                "sponsor_reference": (form.sponsor_reference.data or "").strip(),
+                "sponsor_notified_at": notified}
+    return None
+
+
+@bp.route(f"{PREFIX}/<number>/certification/<decision>", methods=["POST"])
+@roles_required(Role.QP)
+def decide(number: str, decision: str) -> Any:
+    user = _user()
+    batch = batch_services.get_batch(user, number)
+    option = QP_DECISIONS.get(decision)
+    if option is None:
+        raise NotFound(f"There is no QP decision {decision!r}: use " + ", ".join(QP_DECISIONS) + ".")
+    form = _decision_form(option)
+    status = 422
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            batch_services.transition(user, batch, option.target, reason=form.reason.data, signing=signing,
+                                      meaning=option.meaning, details=_details(option, form, batch))
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, explain(error, user, batch))
+            status = _error_status(error)
+        else:
+            mark_signed()
+            certificate = services.certificates_for(batch_services.get_batch(user, number))[-1]
+            flash(f"Batch {batch.number}: {certificate.decision.kind.label}. Signed; certificate "
+                  f"{certificate.number} issued.", "success")
+            return redirect(url_for("releases.certification", number=batch.number, _anchor="certificate"))
+    return _render_certification(batch_services.get_batch(user, number), status, forms={option.key: form})
+
+
+# --- documents -----------------------------------------------------------------------------------
+
+
+def _pdf(data: bytes, filename: str) -> Response:
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
+    """The batch's certificate with this number, or its latest one."""
+    certificates = services.certificates_for(batch)
+    if number:
+        certificates = [c for c in certificates if c.number == number.strip().upper()]
+    if not certificates:
+        raise NotFound(f"Batch {batch.number} has no certificate {number}." if number else
+                       f"Batch {batch.number} has no certificate: no QP decision was signed yet.")
+    return certificates[-1]
+
+
+@bp.route(f"{PREFIX}/<number>/certificates/<cert_number>.pdf")
+@roles_required(READ_ROLES)
+def certificate_pdf(number: str, cert_number: str) -> Response:
+    batch = batch_services.get_batch(_user(), number)
+    certificate = find_certificate(batch, cert_number)
+    return _pdf(services.certificate_pdf(_user(), certificate), f"{certificate.number}.pdf")
+
+
+@bp.route(f"{PREFIX}/<number>/record.pdf")
+@roles_required(READ_ROLES)
+def record_pdf(number: str) -> Response:
+    batch = batch_services.get_batch(_user(), number)
+    return _pdf(services.batch_record_pdf(_user(), batch), f"batch-record-{batch.number}.pdf")
+
+
+# --- the QP certification register ---------------------------------------------------------------
+
+
+@bp.route(f"{PREFIX}/register")
+@roles_required(REGISTER_ROLES)
+def register() -> str:
+    page, per_page = page_args(request.args, 50)
+    result = paginate(services.register_query(_user()), page, per_page)
+    batch_ids = {d.batch_id for d in result.items}
+    batches = {b.id: b for b in db.session.scalars(sa.select(Batch).where(Batch.id.in_(batch_ids or {-1})))}
+    rows = [(decision, batches[decision.batch_id]) for decision in result.items]
+    return render_template("releases/register.html", result=result, rows=rows, args=request.args,
+                           batch_page="batches.detail" in current_app.view_functions)
+
+
+# --- public verification of a printed certificate ------------------------------------------------
+
+
+@bp.route(services.VERIFICATION_PATH + "<token>")
+@public
+def verify_certificate(token: str) -> tuple[str, int]:
+    """Only what the printed certificate already shows, and whether it still matches the record."""
+    try:
+        check = services.check_certificate(token)
+    except NotFound as error:
+        return render_template("releases/verify.html", check=None, message=error.message), 404
+    decision: BatchDecision = check.decision
+    return render_template("releases/verify.html", check=check, decision=decision, batch=check.batch,
+                           certificate=check.certificate, tz=check.batch.site.timezone), 200

@@ -15,6 +15,7 @@ from flask import Response, g, request
 
 from cellfactory import isbt128
 from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.params import check_types, choice, filter_site, instants, write_site
 from cellfactory.api.serializers import iso, signature_json
 from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import NotFound, ValidationFailed
@@ -29,7 +30,6 @@ from cellfactory.materials import services as material_services
 from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
-from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
 DONOR_TEXT = ("code", "sex", "donor_type", "donation_kind", "donation_date", "consent_date", "consent_form_version",
@@ -136,43 +136,7 @@ def material_detail_json(material: SourceMaterial) -> dict[str, Any]:
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _filter_site(name: str = "site") -> Site | None:
-    """`?site=` of a list: an unknown code is invalid input (a known site the user cannot see lists nothing)."""
-    code = (request.args.get(name) or "").strip()
-    if not code:
-        return None
-    try:
-        return get_site(code)
-    except NotFound as error:
-        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
 
-
-def _choice(name: str, enum_cls: type) -> Any:
-    raw = (request.args.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return enum_cls(raw)
-    except ValueError as error:
-        choices = ", ".join(m.value for m in enum_cls)
-        raise ValidationFailed(f"{name} must be one of: {choices}.", fields={name: f"Use one of: {choices}."}
-                               ) from error
-
-
-def _write_site(data: dict[str, Any]) -> Site:
-    """The site a write is for: `site` in the body, which may be left out by whoever works at one site only."""
-    code = (data.get("site") or "").strip()
-    if code:
-        try:
-            return get_site(code)
-        except NotFound as error:
-            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
-    user: User = g.api_user
-    ids = user.site_ids()
-    if ids is not None and len(ids) == 1:
-        return db.session.get(Site, next(iter(ids)))
-    raise ValidationFailed("Say which site this is for: you work at several sites.",
-                           fields={"site": "Required: the code of the site (you work at several)."})
 
 
 def _donor(code: str) -> Donor:
@@ -181,46 +145,6 @@ def _donor(code: str) -> Donor:
     return donor_services.get_donor(g.api_user, get_site(site_code) if site_code else None, code)
 
 
-def _check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
-                 integers: tuple[str, ...] = ()) -> None:
-    """422 naming each field present with the wrong JSON type (strings for numbers, "false" for false ...)."""
-    errors: dict[str, str] = {}
-    for name in numbers:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            errors[name] = "Must be a number (JSON number, not text)."
-    for name in integers:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            errors[name] = "Must be a whole number."
-    for name in flags:
-        value = data.get(name)
-        if value is not None and not isinstance(value, bool):
-            errors[name] = "Must be true or false."
-    if errors:
-        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
-
-
-def _instants(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, dt.datetime]:
-    """ISO 8601 times with their UTC offset; a time without one is refused, never read in a guessed zone."""
-    parsed: dict[str, dt.datetime] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        raw = data.get(name)
-        if raw in (None, ""):
-            continue
-        try:
-            value = dt.datetime.fromisoformat(raw.strip())
-        except ValueError:
-            errors[name] = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."
-            continue
-        if value.tzinfo is None or value.utcoffset() is None:
-            errors[name] = "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."
-            continue
-        parsed[name] = value
-    if errors:
-        raise ValidationFailed("Times must be ISO 8601 with their offset: " + ", ".join(errors) + ".", fields=errors)
-    return parsed
 
 
 # --- donors --------------------------------------------------------------------------------------
@@ -231,10 +155,10 @@ def _instants(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, dt.date
 def donors():
     page, per_page = page_args(request.args)
     query = visible_to(sa.select(Donor), Donor, g.api_user)
-    site = _filter_site()
+    site = filter_site()
     if site is not None:
         query = query.where(Donor.site_id == site.id)
-    donor_type = _choice("type", DonorType)
+    donor_type = choice("type", DonorType)
     if donor_type is not None:
         query = query.where(Donor.donor_type == donor_type)
     code = (request.args.get("code") or "").strip().upper()
@@ -248,8 +172,8 @@ def donors():
 @roles_required(Role.TECHNICIAN)
 def register_donor():
     data = json_body(*DONOR_REQUIRED, text=DONOR_TEXT)
-    _check_types(data, integers=("birth_year",), flags=("htlv_risk",))
-    site = _write_site(data)
+    check_types(data, integers=("birth_year",), flags=("htlv_risk",))
+    site = write_site(data)
     fields = {name: data.get(name) for name in DONOR_REQUIRED}
     fields["htlv_risk"] = data.get("htlv_risk") is True
     donor = donor_services.register_donor(g.api_user, site, fields)
@@ -309,13 +233,13 @@ def correct_screening_result(code: str, id: int):
 def materials():
     page, per_page = page_args(request.args)
     query = visible_to(sa.select(SourceMaterial), SourceMaterial, g.api_user)
-    site = _filter_site()
+    site = filter_site()
     if site is not None:
         query = query.where(SourceMaterial.site_id == site.id)
-    status = _choice("status", MaterialStatus)
+    status = choice("status", MaterialStatus)
     if status is not None:
         query = query.where(SourceMaterial.status == status)
-    material_type = _choice("type", MaterialType)
+    material_type = choice("type", MaterialType)
     if material_type is not None:
         query = query.where(SourceMaterial.material_type == material_type)
     donor_code = (request.args.get("donor") or "").strip().upper()
@@ -329,14 +253,14 @@ def materials():
 @roles_required(Role.TECHNICIAN)
 def receive_material():
     data = json_body(*RECEIPT_REQUIRED, text=RECEIPT_TEXT)
-    _check_types(data, numbers=RECEIPT_NUMBERS, flags=(*RECEIPT_FLAGS, "allocate_din"))
+    check_types(data, numbers=RECEIPT_NUMBERS, flags=(*RECEIPT_FLAGS, "allocate_din"))
     allocate = data.get("allocate_din") is True
     if allocate and data.get("din"):
         raise ValidationFailed("Send either a scanned or typed din or allocate_din: true, not both.",
                                fields={"din": "Leave out when allocate_din is true.",
                                        "allocate_din": "Leave out when a din is sent."})
-    times = _instants(data, RECEIPT_TIMES)
-    site = _write_site(data)
+    times = instants(data, RECEIPT_TIMES)
+    site = write_site(data)
     fields = {name: data.get(name) for name in ("din", "material_type", "donor", "collection_centre",
                                                  "anticoagulant", *RECEIPT_NUMBERS, *RECEIPT_FLAGS)}
     fields.update(times, allocate_din=allocate)
@@ -394,7 +318,7 @@ def material_label(din: str) -> Response:
 def allocate_din():
     # The body may be left out altogether by whoever works at one site only.
     data = json_body(text=("site",)) if request.get_data() else {}
-    site = _write_site(data)
+    site = write_site(data)
     din = material_services.allocate_din(g.api_user, site)
     return {"din": din.din13, "check_character": din.check_character, "eye_readable": isbt128.format_din(din),
             "data_structure": isbt128.din_data_structure(din), "site": site.code}, 201

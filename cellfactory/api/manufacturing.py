@@ -13,9 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import g, request
+from flask import request
 
 from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.params import api_user, check_types, choice, filter_site, instants, signing_of, write_site
 from cellfactory.api.serializers import (
     batch_json,
     catalogue_item_json,
@@ -76,97 +77,14 @@ STEP_TEXT = ("observations", "deviation_reference", "reason", "vessel_type", *ST
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _user() -> User:
-    return g.api_user
-
 
 def _site_today(site: Site) -> dt.date:
     return utcnow().astimezone(ZoneInfo(site.timezone)).date()
 
 
-def _filter_site(name: str = "site") -> Site | None:
-    """`?site=` of a list: an unknown code is invalid input (a known site the user cannot see lists nothing)."""
-    code = (request.args.get(name) or "").strip()
-    if not code:
-        return None
-    try:
-        return get_site(code)
-    except NotFound as error:
-        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
 
 
-def _choice(name: str, enum_cls: type, value: Any = None, *, from_query: bool = True) -> Any:
-    raw = (request.args.get(name) or "").strip() if from_query else value
-    if raw in (None, ""):
-        return None
-    try:
-        return enum_cls(raw)
-    except ValueError as error:
-        choices = ", ".join(m.value for m in enum_cls)
-        raise ValidationFailed(f"{name} must be one of: {choices}.", fields={name: f"Use one of: {choices}."}
-                               ) from error
 
-
-def _write_site(data: dict[str, Any]) -> Site:
-    """The site a write is for: `site` in the body, which may be left out by whoever works at one site only."""
-    code = (data.get("site") or "").strip()
-    if code:
-        try:
-            return get_site(code)
-        except NotFound as error:
-            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
-    ids = _user().site_ids()
-    if ids is not None and len(ids) == 1:
-        return db.session.get(Site, next(iter(ids)))
-    raise ValidationFailed("Say which site this is for: you work at several sites.",
-                           fields={"site": "Required: the code of the site (you work at several)."})
-
-
-def _check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
-                 integers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> None:
-    """422 naming each field present with the wrong JSON type (strings for numbers, "false" for false ...)."""
-    errors: dict[str, str] = {}
-    for name in numbers:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            errors[name] = "Must be a number (JSON number, not text)."
-    for name in integers:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            errors[name] = "Must be a whole number."
-    for name in flags:
-        value = data.get(name)
-        if value is not None and not isinstance(value, bool):
-            errors[name] = "Must be true or false."
-    for name in texts:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            errors[name] = "Must be a string."
-    if errors:
-        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
-
-
-def _instants(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, dt.datetime | None]:
-    """ISO 8601 times with their UTC offset; a time without one is refused, never read in a guessed zone."""
-    parsed: dict[str, dt.datetime | None] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        raw = data.get(name)
-        if raw in (None, ""):
-            parsed[name] = None
-            continue
-        try:
-            value = dt.datetime.fromisoformat(raw.strip())
-        except ValueError:
-            errors[name] = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."
-            continue
-        if value.tzinfo is None or value.utcoffset() is None:
-            errors[name] = "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."
-            continue
-        parsed[name] = value
-    if errors:
-        raise ValidationFailed("Times must be ISO 8601 with their offset: " + ", ".join(errors) + ".", fields=errors)
-    return parsed
 
 
 def _list_of_objects(data: dict[str, Any], name: str) -> list[dict[str, Any]] | None:
@@ -186,13 +104,6 @@ def _list_of_texts(data: dict[str, Any], name: str) -> list[str] | None:
         raise ValidationFailed(f"{name} must be a list of strings.", fields={name: "A list of strings."})
     return value
 
-
-def _signing(data: dict[str, Any], meaning: Meaning | None) -> dict[str, Any]:
-    """The token names the signer: its user name and password, never a continuous session."""
-    if data.get("meaning") and meaning is not None and data["meaning"].strip().lower() != meaning.value.lower():
-        raise ValidationFailed(f"This signature means {meaning.value!r}.",
-                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
-    return {"password": data["password"], "username": _user().username, "continuous_session": False}
 
 
 def _list(items: list[Any], serialize) -> dict[str, Any]:
@@ -221,7 +132,7 @@ def _spec_detail(spec: SpecificationVersion) -> dict[str, Any]:
 
 
 def _test_data(data: dict[str, Any]) -> dict[str, Any]:
-    _check_types(data, numbers=TEST_NUMBERS, flags=TEST_FLAGS)
+    check_types(data, numbers=TEST_NUMBERS, flags=TEST_FLAGS)
     fields = {name: data.get(name) for name in (*TEST_TEXT, *TEST_NUMBERS) if name != "reason"}
     for flag in TEST_FLAGS:
         if data.get(flag) is not None:
@@ -230,7 +141,7 @@ def _test_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _draft_fields(data: dict[str, Any]) -> dict[str, Any]:
-    _check_types(data, integers=("max_passage",), numbers=("max_cumulative_pd",))
+    check_types(data, integers=("max_passage",), numbers=("max_cumulative_pd",))
     return {"steps": _list_of_objects(data, "steps"), "max_passage": data.get("max_passage"),
             "max_cumulative_pd": data.get("max_cumulative_pd")}
 
@@ -246,9 +157,9 @@ def products():
 @roles_required(Role.QA)
 def create_product():
     data = json_body("code", "name", text=PRODUCT_TEXT)
-    _check_types(data, flags=("cellular",))
+    check_types(data, flags=("cellular",))
     product = product_services.create_product(
-        _user(), code=data["code"], name=data["name"], description=data.get("description") or "",
+        api_user(), code=data["code"], name=data["name"], description=data.get("description") or "",
         cellular=data.get("cellular") is not False, dose_unit=data.get("dose_unit") or "cells/kg")
     return product_json(product), 201
 
@@ -278,12 +189,12 @@ def create_specification(code: str):
     tests = _list_of_objects(data, "tests")
     for index, test in enumerate(tests or [], start=1):
         try:
-            _check_types(test, numbers=TEST_NUMBERS, flags=TEST_FLAGS, texts=TEST_TEXT)
+            check_types(test, numbers=TEST_NUMBERS, flags=TEST_FLAGS, texts=TEST_TEXT)
         except ValidationFailed as error:
             raise ValidationFailed(f"Test {index}: " + error.message,
                                    fields={"tests": f"Test {index}: wrong type of " + ", ".join(error.fields)}
                                    ) from error
-    spec = product_services.create_draft(_user(), found, change_summary=data["change_summary"], tests=tests,
+    spec = product_services.create_draft(api_user(), found, change_summary=data["change_summary"], tests=tests,
                                          **fields)
     return _spec_detail(spec), 201
 
@@ -300,7 +211,7 @@ def update_specification(code: str, number: int):
     spec = _specification(code, number)
     data = json_body("change_summary", "steps", text=DRAFT_TEXT)
     fields = _draft_fields(data)
-    updated = product_services.update_draft(_user(), spec, change_summary=data["change_summary"],
+    updated = product_services.update_draft(api_user(), spec, change_summary=data["change_summary"],
                                             reason=data.get("reason") or "", **fields)
     return _spec_detail(updated)
 
@@ -310,7 +221,7 @@ def update_specification(code: str, number: int):
 def add_specification_test(code: str, number: int):
     spec = _specification(code, number)
     data = json_body(*TEST_REQUIRED, text=TEST_TEXT)
-    test = product_services.add_test(_user(), spec, _test_data(data))
+    test = product_services.add_test(api_user(), spec, _test_data(data))
     return spec_test_json(test), 201
 
 
@@ -325,7 +236,7 @@ def update_specification_test(code: str, number: int, test_code: str):
     data = json_body(*TEST_REQUIRED, text=TEST_TEXT)
     fields = _test_data(data)
     fields["code"] = test.code  # a test's code is its identity within the version
-    updated = product_services.update_test(_user(), test, fields, data.get("reason") or "")
+    updated = product_services.update_test(api_user(), test, fields, data.get("reason") or "")
     return spec_test_json(updated)
 
 
@@ -334,7 +245,7 @@ def update_specification_test(code: str, number: int, test_code: str):
 def approve_specification(code: str, number: int):
     spec = _specification(code, number)
     data = json_body("password", text=("password", "meaning"))
-    approved = product_services.approve(_user(), spec, signing=_signing(data, Meaning.APPROVED))
+    approved = product_services.approve(api_user(), spec, signing=signing_of(data, Meaning.APPROVED))
     return _spec_detail(approved)
 
 
@@ -342,7 +253,7 @@ def approve_specification(code: str, number: int):
 
 
 def _lot(lot_id: int) -> ReagentLot:
-    return reagent_services.get_lot(_user(), lot_id)
+    return reagent_services.get_lot(api_user(), lot_id)
 
 
 def _lot_json(lot: ReagentLot) -> dict[str, Any]:
@@ -361,7 +272,7 @@ def catalogue_items():
 @roles_required(Role.QA)
 def create_catalogue_item():
     data = json_body("code", "name", "supplier", "category", text=ITEM_TEXT)
-    item = reagent_services.create_item(_user(), code=data["code"], name=data["name"], supplier=data["supplier"],
+    item = reagent_services.create_item(api_user(), code=data["code"], name=data["name"], supplier=data["supplier"],
                                         category=data["category"], unit=data.get("unit") or "mL")
     return catalogue_item_json(item), 201
 
@@ -370,14 +281,14 @@ def create_catalogue_item():
 @roles_required(READ_ROLES)
 def lots():
     page, per_page = page_args(request.args)
-    query = visible_to(sa.select(ReagentLot), ReagentLot, _user())
-    site = _filter_site()
+    query = visible_to(sa.select(ReagentLot), ReagentLot, api_user())
+    site = filter_site()
     if site is not None:
         query = query.where(ReagentLot.site_id == site.id)
     item = (request.args.get("item") or "").strip().upper()
     if item:
         query = query.where(ReagentLot.item_id.in_(sa.select(CatalogueItem.id).where(CatalogueItem.code == item)))
-    status = _choice("status", LotStatus)
+    status = choice("status", LotStatus)
     if status is not None:
         query = query.where(ReagentLot.status == status)
     query = query.order_by(ReagentLot.received_on.desc(), ReagentLot.id.desc())
@@ -388,8 +299,8 @@ def lots():
 @roles_required(STAFF)
 def receive_lot():
     data = json_body("item", "lot_number", "expiry_date", text=LOT_TEXT)
-    site = _write_site(data)
-    lot = reagent_services.receive_lot(_user(), site, {name: data.get(name) for name in LOT_TEXT})
+    site = write_site(data)
+    lot = reagent_services.receive_lot(api_user(), site, {name: data.get(name) for name in LOT_TEXT})
     return _lot_json(lot), 201
 
 
@@ -404,11 +315,11 @@ def lot(id: int):
 def lot_status(id: int):
     found = _lot(id)
     data = json_body("status", "reason", text=("status", "reason"))
-    status = _choice("status", LotStatus, data["status"], from_query=False)
+    status = choice("status", LotStatus, data["status"], from_query=False)
     if status == LotStatus.QUARANTINE:
         raise ValidationFailed("QA releases or rejects a lot; it never goes back to quarantine.",
                                fields={"status": "Use released or rejected."})
-    return _lot_json(reagent_services.set_lot_status(_user(), found, status, data["reason"]))
+    return _lot_json(reagent_services.set_lot_status(api_user(), found, status, data["reason"]))
 
 
 def lot_trace(lot: ReagentLot, user: User) -> list[dict[str, Any]]:
@@ -431,7 +342,7 @@ def lot_trace(lot: ReagentLot, user: User) -> list[dict[str, Any]]:
 @roles_required(READ_ROLES)
 def trace_lot(id: int):
     found = _lot(id)
-    batches = lot_trace(found, _user())
+    batches = lot_trace(found, api_user())
     return {"lot": _lot_json(found), "batches": batches, "total": len(batches)}
 
 
@@ -439,7 +350,7 @@ def trace_lot(id: int):
 
 
 def _equipment(site: str, code: str) -> Equipment:
-    return equipment_services.get_equipment(_user(), get_site(site), code)
+    return equipment_services.get_equipment(api_user(), get_site(site), code)
 
 
 def _equipment_json(equipment: Equipment) -> dict[str, Any]:
@@ -450,11 +361,11 @@ def _equipment_json(equipment: Equipment) -> dict[str, Any]:
 @roles_required(READ_ROLES)
 def equipment_list():
     page, per_page = page_args(request.args)
-    query = visible_to(sa.select(Equipment), Equipment, _user())
-    site = _filter_site()
+    query = visible_to(sa.select(Equipment), Equipment, api_user())
+    site = filter_site()
     if site is not None:
         query = query.where(Equipment.site_id == site.id)
-    status = _choice("status", EquipmentStatus)
+    status = choice("status", EquipmentStatus)
     if status is not None:
         query = query.where(Equipment.status == status)
     query = query.order_by(Equipment.site_id, Equipment.code)
@@ -465,8 +376,8 @@ def equipment_list():
 @roles_required(STAFF)
 def register_equipment():
     data = json_body("code", "name", "kind", "calibration_due", text=EQUIPMENT_TEXT)
-    site = _write_site(data)
-    equipment = equipment_services.register(_user(), site, code=data["code"], name=data["name"], kind=data["kind"],
+    site = write_site(data)
+    equipment = equipment_services.register(api_user(), site, code=data["code"], name=data["name"], kind=data["kind"],
                                             calibration_due=data["calibration_due"])
     return _equipment_json(equipment), 201
 
@@ -482,7 +393,7 @@ def equipment(site: str, code: str):
 def record_calibration(site: str, code: str):
     found = _equipment(site, code)
     data = json_body("next_due", "reference", text=("next_due", "reference"))
-    updated = equipment_services.record_calibration(_user(), found, next_due=data["next_due"],
+    updated = equipment_services.record_calibration(api_user(), found, next_due=data["next_due"],
                                                     reference=data["reference"])
     return _equipment_json(updated)
 
@@ -492,8 +403,8 @@ def record_calibration(site: str, code: str):
 def equipment_status(site: str, code: str):
     found = _equipment(site, code)
     data = json_body("status", "reason", text=("status", "reason"))
-    status = _choice("status", EquipmentStatus, data["status"], from_query=False)
-    return _equipment_json(equipment_services.set_status(_user(), found, status, data["reason"]))
+    status = choice("status", EquipmentStatus, data["status"], from_query=False)
+    return _equipment_json(equipment_services.set_status(api_user(), found, status, data["reason"]))
 
 
 @bp.get("/vessel-types")
@@ -509,7 +420,7 @@ def vessel_types():
 
 
 def _batch(number_: str) -> Batch:
-    return batch_services.get_batch(_user(), number_)
+    return batch_services.get_batch(api_user(), number_)
 
 
 def _step(batch: Batch, code: str) -> BatchStep:
@@ -545,11 +456,11 @@ def batch_detail_json(batch: Batch, user: User) -> dict[str, Any]:
 @roles_required(READ_ROLES)
 def batches():
     page, per_page = page_args(request.args)
-    query = visible_to(sa.select(Batch), Batch, _user())
-    site = _filter_site()
+    query = visible_to(sa.select(Batch), Batch, api_user())
+    site = filter_site()
     if site is not None:
         query = query.where(Batch.site_id == site.id)
-    status = _choice("status", BatchStatus)
+    status = choice("status", BatchStatus)
     if status is not None:
         query = query.where(Batch.status == status)
     product_code = (request.args.get("product") or "").strip()
@@ -568,26 +479,26 @@ def batches():
 def start_batch():
     data = json_body("product", "materials", text=("site", "product"))
     dins = _list_of_texts(data, "materials")
-    site = _write_site(data)
+    site = write_site(data)
     try:
         product_services.get_product(data["product"])
     except NotFound as error:
         raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
     try:
-        batch = batch_services.start_batch(_user(), site, data["product"], dins or [])
+        batch = batch_services.start_batch(api_user(), site, data["product"], dins or [])
     except NotFound as error:  # a DIN of the body that names no material the user can see
         raise ValidationFailed(error.message, fields={"materials": error.message}) from error
     except ValidationFailed as error:
         if "din" in error.fields:
             error.fields["materials"] = error.fields.pop("din")
         raise
-    return batch_detail_json(batch, _user()), 201
+    return batch_detail_json(batch, api_user()), 201
 
 
 @bp.get("/batches/<number>")
 @roles_required(READ_ROLES)
 def batch(number: str):
-    return batch_detail_json(_batch(number), _user())
+    return batch_detail_json(_batch(number), api_user())
 
 
 @bp.post("/batches/<number>/transitions")
@@ -595,13 +506,13 @@ def batch(number: str):
 def batch_transition(number: str):
     found = _batch(number)
     data = json_body("target", "reason", text=("target", "reason", "password", "meaning"))
-    _check_types(data, integers=("version",))
-    target = _choice("target", BatchStatus, data["target"], from_query=False)
+    check_types(data, integers=("version",))
+    target = choice("target", BatchStatus, data["target"], from_query=False)
     chosen = next((t for t in batch_services.allowed_transitions(found) if t.target == target), None)
-    signing = _signing(data, chosen.meaning if chosen else None) if data.get("password") else None
-    moved = batch_services.transition(_user(), found, target, reason=data["reason"], signing=signing,
+    signing = signing_of(data, chosen.meaning if chosen else None) if data.get("password") else None
+    moved = batch_services.transition(api_user(), found, target, reason=data["reason"], signing=signing,
                                       expected_version=data.get("version"))
-    return batch_detail_json(moved, _user())
+    return batch_detail_json(moved, api_user())
 
 
 @bp.get("/batches/<number>/steps")
@@ -615,7 +526,7 @@ def batch_steps(number: str):
 def record_step(number: str, code: str):
     step = _step(_batch(number), code)
     data = json_body("version", text=STEP_TEXT)
-    _check_types(data, integers=("version", "passage_number", "vessel_count"), numbers=PASSAGE_NUMBERS)
+    check_types(data, integers=("version", "passage_number", "vessel_count"), numbers=PASSAGE_NUMBERS)
     if step.kind.value != "passage":
         extra = [name for name in PASSAGE_FIELDS if data.get(name) not in (None, "")]
         if extra:
@@ -631,10 +542,10 @@ def record_step(number: str, code: str):
             errors["reagents"] = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
     if errors:
         raise ValidationFailed("The reagent uses are malformed.", fields=errors)
-    times = _instants(data, (*STEP_TIMES, *PASSAGE_TIMES))
+    times = instants(data, (*STEP_TIMES, *PASSAGE_TIMES))
     fields = {name: data.get(name) for name in ("observations", "deviation_reference", *PASSAGE_FIELDS)}
     fields.update(times, equipment=equipment or [], reagents=reagents)
-    saved = batch_services.record_step(_user(), step, fields, reason=data.get("reason"),
+    saved = batch_services.record_step(api_user(), step, fields, reason=data.get("reason"),
                                        expected_version=data["version"])
     return _step_json(saved)
 
@@ -644,7 +555,7 @@ def record_step(number: str, code: str):
 def verify_step(number: str, code: str):
     step = _step(_batch(number), code)
     data = json_body("password", text=("password", "meaning"))
-    batch_services.verify_step(_user(), step, signing=_signing(data, Meaning.VERIFIED))
+    batch_services.verify_step(api_user(), step, signing=signing_of(data, Meaning.VERIFIED))
     return _step_json(step)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import g, request
+from flask import request
 
 from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.params import api_user, check_types, choice, filter_site, instant, signing_of
 from cellfactory.api.serializers import (
     capa_action_json,
     deviation_detail_json,
@@ -25,7 +26,7 @@ from cellfactory.api.serializers import (
     qc_test_status_json,
     signature_json,
 )
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
@@ -58,75 +59,15 @@ ACTION_TEXT = ("kind", "description", "owner", "due_date")
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _user() -> User:
-    return g.api_user
-
 
 def _site_today(site_id: int) -> dt.date:
     site = db.session.get(Site, site_id)
     return utcnow().astimezone(ZoneInfo(site.timezone)).date()
 
 
-def _filter_site(name: str = "site") -> Site | None:
-    """`?site=` of a list: an unknown code is invalid input (a known site the user cannot see lists nothing)."""
-    code = (request.args.get(name) or "").strip()
-    if not code:
-        return None
-    try:
-        return get_site(code)
-    except NotFound as error:
-        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
 
 
-def _choice(name: str, enum_cls: type) -> Any:
-    raw = (request.args.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return enum_cls(raw)
-    except ValueError as error:
-        choices = ", ".join(m.value for m in enum_cls)
-        raise ValidationFailed(f"{name} must be one of: {choices}.", fields={name: f"Use one of: {choices}."}
-                               ) from error
 
-
-def _check_types(data: dict[str, Any], *, flags: tuple[str, ...] = (), integers: tuple[str, ...] = ()) -> None:
-    """422 naming each field present with the wrong JSON type ("false" for false, "12" for 12 ...)."""
-    errors: dict[str, str] = {}
-    for name in integers:
-        value = data.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            errors[name] = "Must be a whole number."
-    for name in flags:
-        value = data.get(name)
-        if value is not None and not isinstance(value, bool):
-            errors[name] = "Must be true or false."
-    if errors:
-        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
-
-
-def _instant(data: dict[str, Any], name: str) -> dt.datetime | None:
-    """An ISO 8601 time with its UTC offset; a time without one is refused, never read in a guessed zone."""
-    raw = data.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw.strip())
-    except ValueError as error:
-        raise ValidationFailed(f"{name} is not an ISO 8601 date and time.", fields={
-            name: "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."}) from error
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationFailed(f"{name} needs its UTC offset.", fields={
-            name: "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."})
-    return value
-
-
-def _signing(data: dict[str, Any], meaning: Meaning) -> dict[str, Any]:
-    """The token names the signer: its user name and password, never a continuous session."""
-    if data.get("meaning") and data["meaning"].strip().lower() != meaning.value.lower():
-        raise ValidationFailed(f"This signature means {meaning.value!r}.",
-                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
-    return {"password": data["password"], "username": _user().username, "continuous_session": False}
 
 
 def _signatures(record) -> list[dict[str, Any]]:
@@ -138,11 +79,11 @@ def _signatures(record) -> list[dict[str, Any]]:
 
 
 def _batch(number: str) -> Batch:
-    return batch_services.get_batch(_user(), number)
+    return batch_services.get_batch(api_user(), number)
 
 
 def _result(result_id: int) -> QcResult:
-    return qc_services.get_result(_user(), result_id)
+    return qc_services.get_result(api_user(), result_id)
 
 
 def _result_json(result: QcResult) -> dict[str, Any]:
@@ -190,7 +131,7 @@ def batch_results(number: str):
 def enter_result(number: str):
     batch = _batch(number)
     data = json_body("test", "sample_id", "sampled_at", text=RESULT_TEXT)
-    _check_types(data, flags=("pending",), integers=("retest_of",))
+    check_types(data, flags=("pending",), integers=("retest_of",))
     code = data["test"].strip().upper()
     test = next((t for t in batch.specification.tests if t.code == code), None)
     errors: dict[str, str] = {}
@@ -204,9 +145,9 @@ def enter_result(number: str):
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
     fields = {name: data.get(name) for name in RESULT_TEXT if name not in ("sampled_at", "unit")}
-    fields.update(sampled_at=_instant(data, "sampled_at"), pending=pending, value=data.get("value"),
+    fields.update(sampled_at=instant(data, "sampled_at"), pending=pending, value=data.get("value"),
                   retest_of=data.get("retest_of"))
-    result = qc_services.enter_result(_user(), batch, fields)
+    result = qc_services.enter_result(api_user(), batch, fields)
     return _judged_json(result), 201
 
 
@@ -219,7 +160,7 @@ def final_read(id: int):
     _value(data, result.spec_test.criterion, errors)
     if errors:
         raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
-    read = qc_services.record_final_read(_user(), result, {"value": data["value"],
+    read = qc_services.record_final_read(api_user(), result, {"value": data["value"],
                                                             "raw_data_reference": data.get("raw_data_reference")})
     return _judged_json(read)
 
@@ -229,7 +170,7 @@ def final_read(id: int):
 def verify_result(id: int):
     result = _result(id)
     data = json_body("password", text=("password", "meaning"))
-    qc_services.verify_result(_user(), result, signing=_signing(data, Meaning.VERIFIED))
+    qc_services.verify_result(api_user(), result, signing=signing_of(data, Meaning.VERIFIED))
     return _result_json(result)
 
 
@@ -238,8 +179,8 @@ def verify_result(id: int):
 def invalidate_result(id: int):
     result = _result(id)
     data = json_body("reason", "password", text=("reason", "password", "meaning"))
-    invalidated = qc_services.invalidate_result(_user(), result, reason=data["reason"],
-                                                signing=_signing(data, Meaning.RESULT_INVALIDATED))
+    invalidated = qc_services.invalidate_result(api_user(), result, reason=data["reason"],
+                                                signing=signing_of(data, Meaning.RESULT_INVALIDATED))
     return _result_json(invalidated)
 
 
@@ -247,7 +188,7 @@ def invalidate_result(id: int):
 
 
 def _deviation(number: str) -> Deviation:
-    return deviation_services.get_deviation(_user(), number)
+    return deviation_services.get_deviation(api_user(), number)
 
 
 def _deviation_detail(deviation: Deviation) -> dict[str, Any]:
@@ -258,14 +199,14 @@ def _deviation_detail(deviation: Deviation) -> dict[str, Any]:
 @roles_required(READ_ROLES)
 def deviations():
     page, per_page = page_args(request.args)
-    query = visible_to(sa.select(Deviation), Deviation, _user())
-    site = _filter_site()
+    query = visible_to(sa.select(Deviation), Deviation, api_user())
+    site = filter_site()
     if site is not None:
         query = query.where(Deviation.site_id == site.id)
-    status = _choice("status", DeviationStatus)
+    status = choice("status", DeviationStatus)
     if status is not None:
         query = query.where(Deviation.status == status)
-    classification = _choice("classification", Classification)
+    classification = choice("classification", Classification)
     if classification is not None:
         query = query.where(Deviation.classification == classification)
     batch_number = (request.args.get("batch") or "").strip().upper()
@@ -297,14 +238,14 @@ def open_deviation():
     elif batch is not None:
         site = batch.site
     else:
-        ids = _user().site_ids()
+        ids = api_user().site_ids()
         if ids is None or len(ids) != 1:
             raise ValidationFailed("Say which site this is for: you work at several sites.",
                                    fields={"site": "Required: the code of the site (you work at several)."})
         site = db.session.get(Site, next(iter(ids)))
     fields = {name: data.get(name) for name in ("title", "description", "classification", "step")}
     fields["batch"] = batch.number if batch is not None else None
-    deviation = deviation_services.open_deviation(_user(), site, fields)
+    deviation = deviation_services.open_deviation(api_user(), site, fields)
     return _deviation_detail(deviation), 201
 
 
@@ -319,10 +260,10 @@ def deviation(number: str):
 def record_investigation(number: str):
     found = _deviation(number)
     data = json_body("reason", text=INVESTIGATION_TEXT)
-    _check_types(data, integers=("version",))
+    check_types(data, integers=("version",))
     # Left out: unchanged.
     updated = deviation_services.record_investigation(
-        _user(), found, classification=data.get("classification") or found.classification.value,
+        api_user(), found, classification=data.get("classification") or found.classification.value,
         root_cause=data["root_cause"] if data.get("root_cause") is not None else found.root_cause,
         impact_assessment=data["impact_assessment"] if data.get("impact_assessment") is not None
         else found.impact_assessment, reason=data["reason"], expected_version=data.get("version"))
@@ -334,7 +275,7 @@ def record_investigation(number: str):
 def add_action(number: str):
     found = _deviation(number)
     data = json_body(*ACTION_TEXT, text=ACTION_TEXT)
-    action = deviation_services.add_action(_user(), found, kind=data["kind"], description=data["description"],
+    action = deviation_services.add_action(api_user(), found, kind=data["kind"], description=data["description"],
                                            owner=data["owner"], due_date=data["due_date"])
     return capa_action_json(action, _site_today(found.site_id)), 201
 
@@ -347,7 +288,7 @@ def complete_action(number: str, id: int):
     if action is None or action.deviation_id != found.id:
         raise NotFound(f"Deviation {found.number} has no action {id}.")
     data = json_body("note", text=("note",))
-    completed = deviation_services.complete_action(_user(), action, data["note"])
+    completed = deviation_services.complete_action(api_user(), action, data["note"])
     return capa_action_json(completed, _site_today(found.site_id))
 
 
@@ -356,6 +297,6 @@ def complete_action(number: str, id: int):
 def close_deviation(number: str):
     found = _deviation(number)
     data = json_body("password", text=("password", "meaning", "comment"))
-    closed = deviation_services.close_deviation(_user(), found, signing=_signing(data, Meaning.CLOSED),
+    closed = deviation_services.close_deviation(api_user(), found, signing=signing_of(data, Meaning.CLOSED),
                                                 comment=(data.get("comment") or "").strip())
     return _deviation_detail(closed)

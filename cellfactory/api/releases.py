@@ -8,13 +8,13 @@ signer's password, records the decision and issues the certificate.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, g, request, url_for
+from flask import Response, request, url_for
 
 from cellfactory.api import bp, json_body, page_json
+from cellfactory.api.params import api_user, instant, signing_of
 from cellfactory.api.serializers import batch_json, day, iso, signature_json
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
@@ -38,12 +38,9 @@ EXCEPTIONAL_FIELDS = ("physician_name", "physician_request_date", "risk_evaluati
                       "sponsor_notified_at")
 
 
-def _user() -> User:
-    return g.api_user
-
 
 def _batch(number: str) -> Batch:
-    return batch_services.get_batch(_user(), number)
+    return batch_services.get_batch(api_user(), number)
 
 
 # --- serialisation -------------------------------------------------------------------------------
@@ -87,7 +84,7 @@ def _common(batch: Batch) -> dict[str, Any]:
         "batch": batch_json(batch),
         "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
                       for i in services.checklist(batch)],
-        "involved": people, "you_are_involved": any(p["username"] == _user().username for p in people),
+        "involved": people, "you_are_involved": any(p["username"] == api_user().username for p in people),
         "decisions": [decision_json(d, batch) for d in services.decisions_for(batch)],
     }
 
@@ -124,40 +121,14 @@ def certification_json(batch: Batch) -> dict[str, Any]:
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _signing(data: dict[str, Any], meaning: Meaning) -> dict[str, Any]:
-    """The token names the signer: its user name and password, never a continuous session."""
-    if data.get("meaning") and data["meaning"].strip().lower() != meaning.value.lower():
-        raise ValidationFailed(f"This signature means {meaning.value!r}.",
-                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
-    if not data.get("password"):
-        raise ValidationFailed(f"Sign with your password: the signature means {meaning.value!r}.",
-                               fields={"password": "Required: your own password."})
-    return {"password": data["password"], "username": _user().username, "continuous_session": False}
-
-
-def _instant(data: dict[str, Any], name: str) -> dt.datetime | None:
-    """An ISO 8601 time with its UTC offset; a time without one is refused, never read in a guessed zone."""
-    raw = data.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw.strip())
-    except ValueError as error:
-        raise ValidationFailed(f"{name} is not an ISO 8601 date and time.", fields={
-            name: "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00."}) from error
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationFailed(f"{name} needs its UTC offset.", fields={
-            name: "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones."})
-    return value
-
 
 def _decide(batch: Batch, target: BatchStatus, reason: str, *, signing: dict[str, Any] | None = None,
             meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> None:
     try:
-        batch_services.transition(_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
+        batch_services.transition(api_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
                                   details=details)
     except Conflict as error:
-        raise explain(error, _user(), _batch(batch.number)) from None
+        raise explain(error, api_user(), _batch(batch.number)) from None
 
 
 # --- QA review -----------------------------------------------------------------------------------
@@ -179,7 +150,7 @@ def release_review_decision(number: str):
         raise ValidationFailed("outcome must be reviewed or returned.",
                                fields={"outcome": "Use reviewed (signed) or returned (with comments)."})
     if outcome == "reviewed":
-        _decide(batch, S.AWAITING_CERTIFICATION, data["comment"], signing=_signing(data, Meaning.REVIEWED),
+        _decide(batch, S.AWAITING_CERTIFICATION, data["comment"], signing=signing_of(data, Meaning.REVIEWED),
                 meaning=Meaning.REVIEWED)
     else:
         _decide(batch, S.IN_PROCESS, data["comment"])
@@ -211,13 +182,13 @@ def release_certification_decision(number: str):
     if foreign:
         raise ValidationFailed(f"These fields do not belong to a {option.key} decision: {', '.join(foreign)}.",
                                fields={name: f"Leave out for decision {option.key}." for name in foreign})
-    signing = _signing(data, option.meaning)
+    signing = signing_of(data, option.meaning)
     details: dict[str, Any] | None = None
     if option.key == "conditional":
         details = {"expected_final_date": data.get("expected_final_date")}
     elif option.key == "exceptional":
         details = {name: data.get(name) for name in EXCEPTIONAL_FIELDS}
-        details["sponsor_notified_at"] = _instant(data, "sponsor_notified_at")
+        details["sponsor_notified_at"] = instant(data, "sponsor_notified_at")
     _decide(batch, option.target, data["reason"], signing=signing, meaning=option.meaning, details=details)
     batch = _batch(number)
     result = certification_json(batch)
@@ -237,7 +208,7 @@ def _pdf(data: bytes, filename: str) -> Response:
 @roles_required(READ_ROLES)
 def release_record_pdf(number: str) -> Response:
     batch = _batch(number)
-    return _pdf(services.batch_record_pdf(_user(), batch), f"batch-record-{batch.number}.pdf")
+    return _pdf(services.batch_record_pdf(api_user(), batch), f"batch-record-{batch.number}.pdf")
 
 
 @bp.get("/batches/<number>/certificate.pdf")
@@ -245,7 +216,7 @@ def release_record_pdf(number: str) -> Response:
 def release_certificate_pdf(number: str) -> Response:
     batch = _batch(number)
     certificate = find_certificate(batch, (request.args.get("number") or "").strip() or None)
-    return _pdf(services.certificate_pdf(_user(), certificate), f"{certificate.number}.pdf")
+    return _pdf(services.certificate_pdf(api_user(), certificate), f"{certificate.number}.pdf")
 
 
 # --- the QP certification register ---------------------------------------------------------------
@@ -255,7 +226,7 @@ def release_certificate_pdf(number: str) -> Response:
 @roles_required(REGISTER_ROLES)
 def release_register():
     page, per_page = page_args(request.args)
-    result = paginate(services.register_query(_user()), page, per_page)
+    result = paginate(services.register_query(api_user()), page, per_page)
     ids = {d.batch_id for d in result.items}
     batches = {b.id: b for b in db.session.scalars(sa.select(Batch).where(Batch.id.in_(ids or {-1})))}
 

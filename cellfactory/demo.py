@@ -99,6 +99,9 @@ def _build(password: str) -> None:
     from cellfactory.demo_manufacturing import build_manufacturing
 
     build_manufacturing(users, password)
+    from cellfactory.demo_units import build_units
+
+    build_units(users, password)
 
 
 def _intake(users: dict[str, User], password: str) -> None:

@@ -58,12 +58,12 @@ def _msc_tests(viability: str) -> list[dict[str, Any]]:
 
 PRODUCTS = [
     {"code": "UCMSC", "name": "Umbilical cord mesenchymal stromal cells (MSC(WJ))", "cellular": True,
-     "dose_unit": "cells/kg", "max_passage": 5, "max_cpd": "25", "tests": _msc_tests("70"),
+     "dose_unit": "cells/kg", "unit_code": "A0101", "max_passage": 5, "max_cpd": "25", "tests": _msc_tests("70"),
      "steps": [("ISO", "Isolation: Wharton's jelly explant", "step"), ("P0", "Primary culture P0", "passage"),
                ("P1", "Passage 1", "passage"), ("P2", "Passage 2", "passage"), ("P3", "Passage 3", "passage"),
                ("HARV", "Harvest and formulation", "step"), ("CRYO", "Fill and cryopreservation", "step")]},
     {"code": "BMMSC", "name": "Bone marrow mesenchymal stromal cells (MSC(M))", "cellular": True,
-     "dose_unit": "cells/kg", "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
+     "dose_unit": "cells/kg", "unit_code": "A0102", "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
      "steps": [("P0", "Mononuclear cell seeding P0", "passage"), ("P1", "Passage 1", "passage"),
                ("P2", "Passage 2", "passage"), ("HARV", "Harvest and formulation", "step"),
                ("CRYO", "Fill and cryopreservation", "step")]},
@@ -133,7 +133,8 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
     qa_network = users["qa.network"]
     for spec in PRODUCTS:
         product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
-                                          cellular=spec["cellular"], dose_unit=spec["dose_unit"])
+                                          cellular=spec["cellular"], dose_unit=spec["dose_unit"],
+                                          unit_code=spec.get("unit_code", ""))
         draft = products.create_draft(
             qa_network, product, change_summary="First approved version for the clinical trial",
             steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],

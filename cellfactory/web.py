@@ -31,13 +31,26 @@ def register(app: Flask) -> None:
     from cellfactory.api import bp as api_bp
     from cellfactory.audit.views import bp as audit_bp
     from cellfactory.auth.views import bp as auth_bp
+    from cellfactory.batches.views import bp as batches_bp
+    from cellfactory.deviations.views import bp as deviations_bp
     from cellfactory.donors.views import bp as donors_bp
+    from cellfactory.equipment.views import bp as equipment_bp
     from cellfactory.main.views import bp as main_bp
     from cellfactory.materials.views import bp as materials_bp
     from cellfactory.notifications.views import bp as notifications_bp
+    from cellfactory.products.views import bp as products_bp
+    from cellfactory.qc.views import bp as qc_bp
+    from cellfactory.reagents.views import bp as reagents_bp
+    from cellfactory.releases.views import bp as releases_bp
     from cellfactory.signatures.views import bp as signatures_bp
+    from cellfactory.units.views import bp as units_bp
+    from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
 
     for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
+                      batches_bp, products_bp, reagents_bp, equipment_bp,
+                      qc_bp, deviations_bp,
+                      releases_bp,
+                      units_bp, storage_bp, shipments_bp, trace_bp,
                       api_bp):
         app.register_blueprint(blueprint)
 
@@ -216,6 +229,18 @@ NAV = [
     ("main.dashboard", "Dashboard"),
     ("donors.index", "Donors"),
     ("materials.index", "Material"),
+    ("batches.index", "Batches"),
+    ("qc.worklist", "QC"),
+    ("deviations.index", "Deviations"),
+    ("products.index", "Products"),
+    ("reagents.lots", "Lots"),
+    ("equipment.index", "Equipment"),
+    ("releases.review_worklist", "Review"),
+    ("releases.certification_worklist", "Certification"),
+    ("releases.register", "QP register"),
+    ("units.index", "Units"),
+    ("shipments.index", "Shipments"),
+    ("trace.search", "Trace"),
     ("audit.trail", "Audit trail"),
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
@@ -231,7 +256,7 @@ def nav_links() -> list[tuple[str, str, bool]]:
         allowed = getattr(current_app.view_functions[endpoint], "allowed_roles", frozenset())
         if current_user.has_any_role(allowed):
             blueprint = endpoint.split(".")[0]
-            same_section = blueprint not in ("main", "admin") and request.blueprint == blueprint
+            same_section = blueprint not in ("main", "admin", "releases") and request.blueprint == blueprint
             active = request.endpoint == endpoint or same_section
             links.append((endpoint, label, active))
     return links

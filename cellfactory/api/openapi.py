@@ -883,3 +883,188 @@ def document() -> dict[str, Any]:
 @public
 def openapi():
     return document()
+
+
+# --- units, storage, shipments, administration, recall, traceability -------------------------------
+
+_U_TEXT = {"type": "string"}
+_U_NULL_TEXT = {"type": ["string", "null"]}
+_U_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601 with offset; without one: 422"}
+_U_NULL_TIME = {"type": ["string", "null"], "format": "date-time"}
+_U_UNIT = [_path("identifier")]
+_U_LIST = {"type": "array", "items": ref("Unit")}
+
+
+def _u_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": required, "properties": properties}}}}
+
+
+_U_REASON = _u_body(["reason"], {"reason": {"type": "string", "description": "Goes into the audit trail"}})
+
+PATHS.update({
+    "/units": {
+        "get": {"summary": "Units you can see: those your sites hold or made, and those on a shipment from or to "
+                           "your sites (filter ?site= holder, ?status=, ?product=, ?batch=)",
+                "parameters": PAGE_PARAMS + _query("site", "status", "product", "batch"),
+                "responses": _responses(_list_of("Unit"), "200", 422)},
+        "post": {"summary": "Technician of the batch's site: create units (bags or vials) of a batch; they carry "
+                            "the material's DIN, the product's ISBT 128 product code and divisions A0, B0, ...; "
+                            "in quarantine until the batch is certified",
+                 "requestBody": _u_body(["batch", "count", "volume_ml", "cells_per_unit", "expires_at"], {
+                     "batch": _U_TEXT, "count": {"type": "integer", "minimum": 1, "maximum": 26},
+                     "volume_ml": {"type": "number"}, "cells_per_unit": {"type": "number"}, "expires_at": _U_TIME}),
+                 "responses": _responses({"type": "object", "properties": {"batch": _U_TEXT, "units": _U_LIST}},
+                                         "201", 404, 409, 422)},
+    },
+    "/units/{identifier}": {"get": {
+        "summary": "One unit by its identifier DIN-product code-division: content, expiry, status, where it is, "
+                   "recipient and shipments", "parameters": _U_UNIT,
+        "responses": _responses(ref("UnitDetail"), "200", 404)}},
+    "/units/{identifier}/storage": {"post": {
+        "summary": "Put the unit away at a free position of its site, or move it (a move needs a reason); a "
+                   "position holds one unit (409 when occupied)", "parameters": _U_UNIT,
+        "requestBody": _u_body(["position"], {"position": {"type": "string", "description": "e.g. LN2-01/R1/B01/A1"},
+                                              "reason": {"type": "string", "description": "Required for a move"}}),
+        "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
+    "/units/{identifier}/take-out": {"post": {
+        "summary": "Take the unit out of its storage position, with a reason", "parameters": _U_UNIT,
+        "requestBody": _U_REASON, "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
+    "/units/{identifier}/administration": {"post": {
+        "summary": "Technician of the holding site: the unit was administered to a pseudonymised recipient",
+        "parameters": _U_UNIT,
+        "requestBody": _u_body(["recipient_code", "administered_at"], {
+            "recipient_code": _U_TEXT, "trial_code": _U_TEXT, "administered_at": _U_TIME}),
+        "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
+    "/units/{identifier}/destruction": {"post": {
+        "summary": "The unit was destroyed, with the reason", "parameters": _U_UNIT, "requestBody": _U_REASON,
+        "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
+    "/batches/{number}/units/release": {"post": {
+        "summary": "QA or QP of the site: the batch's units leave quarantine (only when the batch is released or "
+                   "conditionally released, else 409)", "parameters": [_path("number")],
+        "responses": _responses({"type": "object", "properties": {"batch": _U_TEXT, "released": _U_LIST}},
+                                "200", 404, 409)}},
+    "/batches/{number}/recall": {"post": {
+        "summary": "Recall: every unit of the batch not yet administered or destroyed is marked recalled; the "
+                   "answer lists every unit of the batch with where it is", "parameters": [_path("number")],
+        "requestBody": _U_REASON,
+        "responses": _responses({"type": "object", "properties": {
+            "batches": {"type": "array", "items": _U_TEXT}, "reason": _U_TEXT, "recalled": {"type": "integer"},
+            "units": _U_LIST}}, "200", 404, 422)}},
+    "/storage": {
+        "get": {"summary": "Storage locations you can see (containers, racks, boxes with their occupancy; "
+                           "?kind=position for positions)", "parameters": PAGE_PARAMS + _query("site", "kind"),
+                "responses": _responses(_list_of("StorageLocation"), "200", 422)},
+        "post": {"summary": "Technician or QA of the site: a freezer or LN2 tank (container), a rack in it or a "
+                            "box in a rack (a box creates its rows × columns positions)",
+                 "requestBody": _u_body(["kind", "code"], {
+                     "site": {"type": "string", "description": "Site code; may be left out by whoever works at one "
+                                                               "site"},
+                     "kind": {"type": "string", "enum": ["container", "rack", "box"]},
+                     "code": {"type": "string", "description": "No '/'"},
+                     "parent": {"type": "string", "description": "Path of the container (for a rack) or rack (for a "
+                                                                 "box)"},
+                     "name": _U_TEXT, "temperature": _U_TEXT, "rows": {"type": "integer", "minimum": 1, "maximum": 26},
+                     "columns": {"type": "integer", "minimum": 1, "maximum": 26}, "segregated": {"type": "boolean"}}),
+                 "responses": _responses(ref("StorageLocation"), "201", 409, 422)},
+    },
+    "/storage/{path}": {"get": {
+        "summary": "One location by its path (e.g. LN2-01/R1/B01, slashes included); a box with its map of "
+                   "positions, used and free; ?site= when the path exists at several sites you can see",
+        "parameters": [_path("path"), *_query("site")],
+        "responses": _responses(ref("StorageLocationDetail"), "200", 404, 422)}},
+    "/shipments": {
+        "get": {"summary": "Shipments from or to your sites (both ends see them); ?status=, ?site= with "
+                           "?direction=outgoing|incoming",
+                "parameters": PAGE_PARAMS + _query("status", "site", "direction"),
+                "responses": _responses(_list_of("Shipment"), "200", 422)},
+        "post": {"summary": "Technician of the holding site: ship available units of released batches to another "
+                            "site; they leave their positions and travel as shipped",
+                 "requestBody": _u_body(["units", "to_site", "shipper", "logger_reference", "departed_at"], {
+                     "units": {"type": "array", "items": _U_TEXT, "description": "Unit identifiers"},
+                     "to_site": _U_TEXT, "shipper": _U_TEXT, "logger_reference": _U_TEXT, "departed_at": _U_TIME}),
+                 "responses": _responses(ref("Shipment"), "201", 409, 422)},
+    },
+    "/shipments/{number}": {"get": {
+        "summary": "One shipment with its units", "parameters": [_path("number")],
+        "responses": _responses(ref("Shipment"), "200", 404)}},
+    "/shipments/{number}/receipt": {"post": {
+        "summary": "Technician of the destination site: receipt with arrival time, temperature excursion and "
+                   "condition; an excursion puts the units in quarantine", "parameters": [_path("number")],
+        "requestBody": _u_body(["arrived_at", "temperature_excursion", "condition"], {
+            "arrived_at": _U_TIME, "temperature_excursion": {"type": "boolean"}, "condition": _U_TEXT}),
+        "responses": _responses(ref("Shipment"), "200", 404, 409, 422)}},
+    "/trace/donors/{code}": {"get": {
+        "summary": "Forward trace: the donor's materials, the batches made of them, their units and recipients "
+                   "(?site= when the code exists at two sites)", "parameters": [_path("code"), *_query("site")],
+        "responses": _responses(ref("Trace"), "200", 404)}},
+    "/trace/units/{identifier}": {"get": {
+        "summary": "Backward trace: from a unit to its batch, material and donor (and the reagent lots used)",
+        "parameters": [_path("identifier")], "responses": _responses(ref("Trace"), "200", 404)}},
+    "/trace/recipients/{code}": {"get": {
+        "summary": "Backward trace: from a recipient to the units received, their batches and donors",
+        "parameters": [_path("code")], "responses": _responses(ref("Trace"), "200", 404)}},
+    "/trace/lots/{lot_id}": {"get": {
+        "summary": "From a reagent lot (its id, see /lots) to every batch that used it and their units",
+        "parameters": [_path("lot_id")], "responses": _responses(ref("Trace"), "200", 404)}},
+})
+
+_U_TRACE_UNIT = {"type": "object", "properties": {
+    "identifier": _U_TEXT, "status": _U_TEXT, "held_by": _U_TEXT, "position": _U_TEXT, "recipient": _U_TEXT,
+    "administered_at": _U_TEXT}}
+_U_TRACE_BATCH = {"type": "object", "properties": {
+    "number": _U_TEXT, "site": _U_TEXT, "status": _U_TEXT, "product": _U_TEXT,
+    "units": {"type": "array", "items": _U_TRACE_UNIT}}}
+_U_TRACE_MATERIAL = {"type": "object", "properties": {
+    "din": _U_TEXT, "material_type": _U_TEXT, "status": _U_TEXT, "site": _U_TEXT,
+    "batches": {"type": "array", "items": _U_TRACE_BATCH}}}
+
+SCHEMAS.update({
+    "Unit": {"type": "object", "properties": {
+        "identifier": {"type": "string", "description": "DIN-product code-division, e.g. A999126000123-A0101-A0"},
+        "din": _U_TEXT, "eye_readable_din": _U_TEXT, "product_code": _U_TEXT, "division": _U_TEXT,
+        "product": _U_TEXT, "batch": _U_TEXT, "origin_site": _U_TEXT, "volume_ml": {"type": "number"},
+        "cells": {"type": "number"}, "expires_at": _U_TIME,
+        "status": {"type": "string", "enum": ["quarantine", "available", "reserved", "shipped", "received",
+                                              "administered", "destroyed", "recalled"]},
+        "status_reason": _U_NULL_TEXT,
+        "where": {"type": "object", "properties": {
+            "site": {"type": "string", "description": "The site that holds the unit"}, "position": _U_NULL_TEXT,
+            "in_transit": {"type": ["object", "null"], "properties": {
+                "shipment": _U_TEXT, "from": _U_TEXT, "to": _U_TEXT}}}},
+        "recipient": {"type": ["object", "null"], "properties": {
+            "code": _U_TEXT, "site": _U_TEXT, "trial_code": _U_TEXT}},
+        "administered_at": _U_NULL_TIME, "created_at": _U_TIME, "created_by": _U_NULL_TEXT,
+        "version": {"type": "integer"}}},
+    "UnitDetail": {"allOf": [ref("Unit"), {"type": "object", "properties": {
+        "shipments": {"type": "array", "items": {"type": "object", "properties": {
+            "number": _U_TEXT, "from": _U_TEXT, "to": _U_TEXT, "status": _U_TEXT, "departed_at": _U_TIME,
+            "received_at": _U_NULL_TIME, "temperature_excursion": {"type": ["boolean", "null"]}}}}}}]},
+    "StorageLocation": {"type": "object", "properties": {
+        "site": _U_TEXT, "path": _U_TEXT, "kind": {"type": "string", "enum": ["container", "rack", "box",
+                                                                              "position"]},
+        "code": _U_TEXT, "parent": _U_NULL_TEXT, "name": _U_TEXT, "temperature": _U_TEXT,
+        "segregated": {"type": "boolean"}, "rows": {"type": ["integer", "null"]},
+        "columns": {"type": ["integer", "null"]}, "positions": {"type": "integer", "description": "boxes only"},
+        "used": {"type": "integer", "description": "boxes only"}, "free": {"type": "integer"}}},
+    "StorageLocationDetail": {"allOf": [ref("StorageLocation"), {"type": "object", "properties": {
+        "map": {"type": "array", "description": "boxes: rows of positions", "items": {"type": "array", "items": {
+            "type": "object", "properties": {"position": _U_TEXT, "path": _U_TEXT, "row": {"type": "integer"},
+                                             "column": {"type": "integer"}, "unit": _U_NULL_TEXT,
+                                             "status": _U_NULL_TEXT}}}},
+        "children": {"type": "array", "items": ref("StorageLocation")},
+        "unit": {"type": ["string", "null"], "description": "positions: the unit held"}}}]},
+    "Shipment": {"type": "object", "properties": {
+        "number": _U_TEXT, "from_site": _U_TEXT, "to_site": _U_TEXT, "shipper": _U_TEXT, "logger_reference": _U_TEXT,
+        "departed_at": _U_TIME, "status": {"type": "string", "enum": ["in_transit", "received"]},
+        "received_at": _U_NULL_TIME, "received_by": _U_NULL_TEXT,
+        "temperature_excursion": {"type": ["boolean", "null"]}, "condition": _U_NULL_TEXT,
+        "units": {"type": "array", "items": _U_TEXT}, "unit_details": _U_LIST, "created_by": _U_NULL_TEXT,
+        "version": {"type": "integer"}}},
+    "Trace": {"type": "object", "properties": {
+        "title": _U_TEXT, "lots": {"type": "array", "items": _U_TEXT},
+        "donors": {"type": "array", "items": {"type": "object", "properties": {
+            "code": _U_TEXT, "site": _U_TEXT, "donor_type": _U_TEXT,
+            "materials": {"type": "array", "items": _U_TRACE_MATERIAL}}}},
+        "units": {"type": "array", "items": _U_TEXT}, "recipients": {"type": "array", "items": _U_TEXT}}},
+})

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass, field
+
 import sqlalchemy as sa
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.permissions import any_authenticated_user, public
 from cellfactory.extensions import db
@@ -28,7 +32,96 @@ def dashboard() -> str:
             query = query.where(AuditEntry.site_id.in_(visible or [-1]))
         recent = list(db.session.scalars(query))
     return render_template("main/dashboard.html", can_sign=can_sign, missing=missing, alerts=alerts_for(user)[:5],
-                           recent=recent)
+                           recent=recent, network=network_overview(user), batch_states=_batch_states())
+
+
+def _batch_states() -> list[str]:
+    from cellfactory.batches.models import BatchStatus
+
+    return [status.label for status in BatchStatus]
+
+
+# --- the network at a glance ------------------------------------------------------------------------
+
+
+@dataclass
+class SiteOverview:
+    code: str
+    name: str
+    batches: dict[str, int] = field(default_factory=dict)  # batch status -> count
+    units_available: dict[str, int] = field(default_factory=dict)  # product code -> available units
+    shipments_out: int = 0  # in transit from the site
+    shipments_in: int = 0  # in transit to the site
+    open_deviations: int = 0
+    turnaround_days: float | None = None  # median days from batch start to first QP certification
+    certified: int = 0  # batches the median is taken over
+
+    @property
+    def batch_total(self) -> int:
+        return sum(self.batches.values())
+
+
+def network_overview(user: User) -> list[SiteOverview]:
+    """Per site the user may read GMP data of (every site for network QA and auditors): batches by state,
+    units available by product, shipments in transit, open deviations and release turnaround.
+
+    A fixed handful of grouped queries, whatever the number of sites and batches."""
+    from cellfactory.batches.models import Batch
+    from cellfactory.deviations.models import Deviation, DeviationStatus
+    from cellfactory.products.models import Product
+    from cellfactory.releases.models import BatchDecision, DecisionKind
+    from cellfactory.sites.models import Site
+    from cellfactory.units.models import Shipment, ShipmentStatus, Unit, UnitStatus
+
+    readable = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
+    if not readable:
+        return []
+    network = None in readable
+
+    def scoped(query: sa.Select, column) -> sa.Select:
+        return query if network else query.where(column.in_(readable))
+
+    sites = {site.id: SiteOverview(site.code, site.name) for site in db.session.scalars(
+        scoped(sa.select(Site).where(Site.active.is_(True)), Site.id).order_by(Site.code))}
+    for site_id, status, count in db.session.execute(scoped(
+            sa.select(Batch.site_id, Batch.status, sa.func.count()).group_by(Batch.site_id, Batch.status),
+            Batch.site_id)):
+        if site_id in sites:
+            sites[site_id].batches[status.label] = count
+    available = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED)
+    for site_id, product, count in db.session.execute(scoped(
+            sa.select(Unit.site_id, Product.code, sa.func.count()).join(Batch, Batch.id == Unit.batch_id)
+            .join(Product, Product.id == Batch.product_id).where(Unit.status.in_(available))
+            .group_by(Unit.site_id, Product.code), Unit.site_id)):
+        if site_id in sites:
+            sites[site_id].units_available[product] = count
+    transit = sa.select(Shipment.from_site_id, Shipment.to_site_id, sa.func.count()).where(
+        Shipment.status == ShipmentStatus.IN_TRANSIT).group_by(Shipment.from_site_id, Shipment.to_site_id)
+    if not network:
+        transit = transit.where(sa.or_(Shipment.from_site_id.in_(readable), Shipment.to_site_id.in_(readable)))
+    for from_id, to_id, count in db.session.execute(transit):
+        if from_id in sites:
+            sites[from_id].shipments_out += count
+        if to_id in sites:
+            sites[to_id].shipments_in += count
+    for site_id, count in db.session.execute(scoped(
+            sa.select(Deviation.site_id, sa.func.count()).where(Deviation.status == DeviationStatus.OPEN)
+            .group_by(Deviation.site_id), Deviation.site_id)):
+        if site_id in sites:
+            sites[site_id].open_deviations = count
+    certifying = [k for k in DecisionKind if k.certifies and k is not DecisionKind.REJECTION]
+    durations: dict[int, list[float]] = {}
+    for site_id, started, first in db.session.execute(scoped(
+            sa.select(Batch.site_id, Batch.started_at, sa.func.min(BatchDecision.decided_at))
+            .join(BatchDecision, BatchDecision.batch_id == Batch.id).where(BatchDecision.kind.in_(certifying))
+            .group_by(Batch.id, Batch.site_id, Batch.started_at), Batch.site_id)):
+        if first is not None:
+            durations.setdefault(site_id, []).append(max(0.0, (first - started).total_seconds() / 86400))
+    for site_id, days in durations.items():
+        if site_id in sites:
+            sites[site_id].turnaround_days = statistics.median(days)
+            sites[site_id].certified = len(days)
+    return list(sites.values())
 
 
 @bp.route("/site", methods=["POST"])

@@ -146,7 +146,8 @@ def release_units(actor: User, batch: Batch) -> list[Unit]:
                        "certifies it.")
     audit.act_as(db.session, actor, reason=f"batch {batch.number} {batch.status.label}")
     units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id,
-                                                          Unit.status == UnitStatus.QUARANTINE)))
+                                                          Unit.status == UnitStatus.QUARANTINE,
+                                                          Unit.status_reason.is_(None))))
     for unit in units:
         unit.status = UnitStatus.AVAILABLE
     return units
@@ -354,6 +355,8 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
     shipment.condition = condition.strip()
     for item in shipment.items:
         item.unit.site_id = shipment.to_site_id
+        if item.unit.status == UnitStatus.RECALLED:
+            continue  # recalled while in transit: the recall stands
         if excursion:
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
         else:
@@ -413,8 +416,8 @@ def destroy(actor: User, unit: Unit, reason: str) -> Unit:
 @transactional
 def recall(actor: User, batches: list[Batch], reason: str) -> list[Unit]:
     """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
-    permissions.require(all(actor.has_any_role({Role.QA, Role.QP}, b.site_id) for b in batches) or
-                        actor.has_role(Role.QA), "Only QA or the QP of the batches' site recall units.")
+    permissions.require(all(actor.has_any_role({Role.QA, Role.QP}, b.site_id) for b in batches),
+                        "Only QA or the QP of the batches' site recall units.")
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason for the recall.", fields={"reason": "Required."})
     audit.act_as(db.session, actor, reason=f"recall: {reason.strip()}")

@@ -1,0 +1,72 @@
+"""Demo units: a UC-MSC bank at BG in a liquid-nitrogen tank, shipped to MZ (received with a temperature
+excursion, so in quarantine there) and to SR (received, two units administered to pseudonymised recipients).
+Built through the services, like real data: every step is validated and in the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.extensions import db
+from cellfactory.sites import services as site_services
+from cellfactory.units import labels
+from cellfactory.units import services as units
+from cellfactory.units.models import Unit
+
+TRIAL = "EU-CT 2026-500123-12-00"
+
+
+def _ago(**delta: float) -> str:
+    return (utcnow() - dt.timedelta(**delta)).isoformat()
+
+
+def _box(tech: User, site, container: str, name: str, *, rows: int = 9, columns: int = 9, segregated: bool = False):
+    tank = units.create_location(tech, site, kind="container", code=container, name=name,
+                                 temperature="vapour phase, below -150 °C", segregated=segregated)
+    rack = units.create_location(tech, site, kind="rack", code="R1", parent=tank)
+    return units.create_location(tech, site, kind="box", code="B01", parent=rack, rows=rows, columns=columns)
+
+
+def _batch(site_id: int, status: BatchStatus) -> Batch | None:
+    return db.session.scalar(sa.select(Batch).where(Batch.site_id == site_id, Batch.status == status)
+                             .order_by(Batch.id))
+
+
+def build_units(users: dict[str, User], password: str) -> None:
+    bg, mz, sr = (site_services.get_site(code) for code in ("BG", "MZ", "SR"))
+    tech, tech_mz, tech_sr = users["technician.bg"], users["technician.mz"], users["technician.sr"]
+    released = _batch(bg.id, BatchStatus.RELEASED)
+    if released is None:
+        return
+    expiry = (utcnow() + dt.timedelta(days=730)).isoformat()
+    bank = units.create_units(tech, released, count=8, volume_ml="20", cells_per_unit="1.0e8", expires_at=expiry)
+    awaiting = _batch(bg.id, BatchStatus.AWAITING_CERTIFICATION)
+    quarantined = units.create_units(tech, awaiting, count=2, volume_ml="20", cells_per_unit="1.2e8",
+                                     expires_at=expiry) if awaiting is not None else []
+    labels.print_unit_labels(tech, [*bank, *quarantined])
+
+    box = _box(tech, bg, "LN2-01", "LN2 tank 1")
+    for index, unit in enumerate([*bank, *quarantined]):
+        units.put_away(tech, unit, f"{box.path}/A{index + 1}" if index < 9 else f"{box.path}/B{index - 8}")
+
+    # Three units to the clinical site SR: received in good order, two administered in the trial.
+    to_sr = units.ship(tech, bank[:3], to_site=sr, shipper="BioCourier srl (dry shipper DS-07)",
+                       logger_reference="LOG-SR-4471", departed_at=_ago(days=6))
+    units.receive(tech_sr, to_sr, arrived_at=_ago(days=5, hours=20), excursion=False,
+                  condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")
+    for index, unit in enumerate(bank[:2], start=1):
+        units.administer(tech_sr, db.session.get(Unit, unit.id), recipient_code=f"PT-SR-{index:04d}",
+                         trial_code=TRIAL, administered_at=_ago(days=5 - index, hours=3))
+
+    # Two units to MZ: the logger shows an excursion, so they arrive into quarantine and are kept apart.
+    to_mz = units.ship(tech, bank[3:5], to_site=mz, shipper="MedTrans Lombardia", logger_reference="LOG-MZ-0912",
+                       departed_at=_ago(days=3))
+    units.receive(tech_mz, to_mz, arrived_at=_ago(days=2, hours=21), excursion=True,
+                  condition="Logger LOG-MZ-0912 shows -118 °C for 35 min during transit; dry shipper intact.")
+    quarantine_box = _box(tech_mz, mz, "LN2-Q", "Quarantine tank", rows=5, columns=5, segregated=True)
+    for index, unit in enumerate(bank[3:5], start=1):
+        units.put_away(tech_mz, db.session.get(Unit, unit.id), f"{quarantine_box.path}/A{index}")

@@ -1,0 +1,100 @@
+"""Printing for units: labels and the traceability report. Every print is recorded in the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import current_app
+
+from cellfactory import isbt128
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions
+from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.extensions import db
+from cellfactory.units.models import Unit, UnitStatus
+from cellfactory.units.trace import Trace
+
+LABEL_PRINTERS = frozenset({Role.TECHNICIAN, Role.QA})
+
+
+def _cells(value) -> str:
+    number = float(value)
+    exponent = len(str(int(number))) - 1 if number >= 1 else 0
+    return f"{number / 10 ** exponent:.2f} × 10^{exponent} cells" if exponent >= 3 else f"{int(number)} cells"
+
+
+def statements(unit: Unit) -> list[str]:
+    """What the label must say in black bars, besides the identity."""
+    lines = []
+    if unit.status in (UnitStatus.QUARANTINE, UnitStatus.RECALLED):
+        lines.append(f"{unit.status.value.upper()}: NOT FOR CLINICAL USE")
+    trial = unit.batch.product.trial_code
+    lines.append(f"For clinical trial use only{f' · {trial}' if trial else ''}")
+    return lines
+
+
+@transactional
+def print_unit_labels(actor: User, units: list[Unit]) -> bytes:
+    """One label per unit; each print is an audit-trail event on the unit."""
+    from cellfactory.records import unit_labels
+
+    if not units:
+        raise ValidationFailed("Choose the units to label.", fields={"units": "Required."})
+    for unit in units:
+        permissions.require(actor.has_any_role(LABEL_PRINTERS, unit.site_id),
+                            "Only technicians and QA of the site that holds the units print their labels.")
+        if unit.status.final:
+            raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it gets no new label.")
+    audit.act_as(db.session, actor)
+    rendered = []
+    for unit in units:
+        din = isbt128.Din(unit.din[:5], unit.din[5:7], unit.din[7:], "00")
+        parts = isbt128.format_din_parts(din)
+        product = unit.batch.product
+        rendered.append(unit_labels.UnitLabel(
+            data_structure=isbt128.din_data_structure(din), din_text=parts.text,
+            check_character=parts.check_character, product_code=unit.product_code, division=unit.division,
+            identifier=unit.identifier, product=f"{product.code} · {product.name}",
+            content=f"{format(unit.volume_ml.normalize(), 'f')} mL · {_cells(unit.cells)}",
+            expiry=format_local(unit.expires_at, unit.site.timezone), batch=unit.batch.number,
+            site=unit.origin_site.name, statements=statements(unit)))
+        audit.record_event(db.session, "print", entity_type="unit", entity_id=unit.id, entity_label=unit.identifier,
+                           site_id=unit.site_id, details={"document": "unit label"})
+    return unit_labels.render(rendered, title="Unit labels")
+
+
+def in_transit(trace: Trace) -> dict[str, str]:
+    """For each unit of the trace travelling now: 'in transit BG → MZ (SHP-…)' (one query)."""
+    import sqlalchemy as sa
+
+    from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit
+
+    identifiers = trace.unit_identifiers
+    if not identifiers:
+        return {}
+    rows = db.session.execute(sa.select(Unit, Shipment).join(ShipmentUnit, ShipmentUnit.unit_id == Unit.id).join(
+        Shipment, Shipment.id == ShipmentUnit.shipment_id).where(
+        Shipment.status == ShipmentStatus.IN_TRANSIT, Unit.din.in_({i.split("-")[0] for i in identifiers})))
+    return {unit.identifier: f"in transit {shipment.from_site.code} → {shipment.to_site.code} ({shipment.number})"
+            for unit, shipment in rows if unit.identifier in identifiers}
+
+
+@transactional
+def print_trace_report(actor: User, trace: Trace) -> bytes:
+    """The traceability report as PDF; the print is audited with the report's SHA-256."""
+    from cellfactory.records import trace_report
+
+    permissions.require(actor.has_any_role(permissions.READ_ROLES), "Your roles do not include traceability.")
+    printed_by = f"{actor.full_name} ({actor.username})"
+    config = current_app.config
+    printed = format_local(utcnow(), config["CELLFACTORY"].timezone, seconds=True)
+    pdf = trace_report.render(trace, transit=in_transit(trace), printed=printed, printed_by=printed_by,
+                              version=config["VERSION"], build=config["BUILD"])
+    audit.act_as(db.session, actor)
+    audit.record_event(db.session, "print", entity_type="trace", entity_id=trace.title[:64], entity_label=trace.title,
+                       details={"document": "traceability report", "units": len(trace.unit_identifiers),
+                                "sha256": hashlib.sha256(pdf).hexdigest()})
+    return pdf

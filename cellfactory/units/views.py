@@ -1,0 +1,761 @@
+"""Pages for units, cryostorage, shipments and traceability. Thin: the services hold the rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from cellfactory.audit.models import AuditEntry
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
+from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.scoping import visible_to
+from cellfactory.extensions import db
+from cellfactory.products.models import Product
+from cellfactory.reagents.models import ReagentLot
+from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
+from cellfactory.units import labels, services, trace
+from cellfactory.units.forms import (
+    AdministerForm,
+    ConfirmForm,
+    CreateUnitsForm,
+    LocationForm,
+    PutAwayForm,
+    ReasonForm,
+    ReceiptForm,
+    ShipmentForm,
+)
+from cellfactory.units.models import (
+    LocationKind,
+    Recipient,
+    Shipment,
+    ShipmentStatus,
+    ShipmentUnit,
+    StorageLocation,
+    Unit,
+    UnitStatus,
+)
+
+bp = Blueprint("units", __name__, url_prefix="/units")
+storage_bp = Blueprint("storage", __name__, url_prefix="/storage")
+shipments_bp = Blueprint("shipments", __name__, url_prefix="/shipments")
+trace_bp = Blueprint("trace", __name__, url_prefix="/trace")
+
+STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+# Shown next to the fields of the form; a refusal (403) or an unknown record (404) goes to the error page.
+FORM_ERRORS = (ValidationFailed, Conflict)
+RECALLERS = frozenset({Role.QA, Role.QP})
+SHIPPABLE = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED)
+STATUS_KINDS = {
+    UnitStatus.QUARANTINE: "warn", UnitStatus.AVAILABLE: "ok", UnitStatus.RESERVED: "info",
+    UnitStatus.SHIPPED: "info", UnitStatus.RECEIVED: "ok", UnitStatus.ADMINISTERED: "neutral",
+    UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad",
+}
+
+
+def _user() -> User:
+    return current_user._get_current_object()
+
+
+def _status(form) -> int:
+    return 422 if form.errors or form.form_errors else 200
+
+
+def _now_local(tz: str) -> dt.datetime:
+    """Now, as the value of a datetime-local input in the site's zone (to the minute)."""
+    return utcnow().astimezone(ZoneInfo(tz)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _units(count: int) -> str:
+    return f"{count} unit" if count == 1 else f"{count} units"
+
+
+def _safe(name: str) -> str:
+    """A file name made of letters, digits and dashes only."""
+    return "".join(c if c.isalnum() or c == "-" else "_" for c in name)[:80]
+
+
+@bp.app_template_global("unit_status_kind")
+def unit_status_kind(status: Any) -> str:
+    try:
+        return STATUS_KINDS[UnitStatus(str(status))]
+    except ValueError:
+        return "neutral"
+
+
+# --- units: list ---------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@roles_required(READ_ROLES)
+def index() -> tuple[str, int]:
+    args = request.args
+    page, per_page = page_args(args, 50)
+    query = services.visible_units(_user()).join(Batch, Batch.id == Unit.batch_id) \
+        .join(Product, Product.id == Batch.product_id).join(Site, Site.id == Unit.site_id)
+    if args.get("site"):
+        query = query.where(Site.code == args["site"].strip().upper())
+    if args.get("status") in {s.value for s in UnitStatus}:
+        query = query.where(Unit.status == UnitStatus(args["status"]))
+    if args.get("product"):
+        query = query.where(Product.code == args["product"].strip().upper())
+    if args.get("batch"):
+        query = query.where(Batch.number == args["batch"].strip().upper())
+    query = query.order_by(Batch.number.desc(), Unit.din, Unit.division)
+    products = list(db.session.scalars(sa.select(Product).where(Product.unit_code != "").order_by(Product.code)))
+    user = _user()
+    return render_template("units/list.html", result=paginate(query, page, per_page), args=args,
+                           statuses=list(UnitStatus), products=products,
+                           can_create=user.has_role(Role.TECHNICIAN, g.site.id if g.site else None)), 200
+
+
+# --- units: create, release, labels, recall (per batch) --------------------------------------------
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@roles_required(Role.TECHNICIAN)
+def create():
+    form = CreateUnitsForm()
+    if request.method == "GET" and request.args.get("batch"):
+        form.batch.data = request.args["batch"].strip().upper()
+    if form.validate_on_submit():
+        try:
+            batch = batch_services.get_batch(_user(), form.batch.data)
+        except NotFound as error:
+            apply_domain_errors(form, NotFound(error.message, fields={"batch": "No batch with this number that "
+                                                                              "you can see."}))
+        else:
+            try:
+                made = services.create_units(_user(), batch, count=form.count.data, volume_ml=form.volume_ml.data,
+                                             cells_per_unit=form.cells_per_unit.data,
+                                             expires_at=form.expires_at.data.isoformat())
+            except FORM_ERRORS as error:
+                apply_domain_errors(form, error)
+            else:
+                state = made[0].status.value
+                flash(f"{_units(len(made))} of batch {batch.number} created ({state}): print their labels.",
+                      "success" if state == UnitStatus.AVAILABLE else "warning")
+                return redirect(url_for("units.batch", number=batch.number))
+    return render_template("units/create.html", form=form), _status(form)
+
+
+def _batch_units(batch: Batch) -> list[Unit]:
+    return list(db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.din, Unit.division)))
+
+
+@bp.route("/batches/<number>")
+@roles_required(READ_ROLES)
+def batch(number: str):
+    found = batch_services.get_batch(_user(), number)
+    user = _user()
+    units = _batch_units(found)
+    return render_template(
+        "units/batch.html", batch=found, units=units, where=_whereabouts(units), confirm=ConfirmForm(),
+        can_create=user.has_role(Role.TECHNICIAN, found.site_id),
+        can_release=user.has_any_role(RECALLERS, found.site_id) and found.status in services.RELEASED
+        and any(u.status == UnitStatus.QUARANTINE and u.status_reason is None for u in units),
+        can_print=user.has_any_role(STAFF, found.site_id) and any(not u.status.final for u in units),
+        can_recall=_can_recall(user, found.site_id) and bool(units))
+
+
+@bp.route("/batches/<number>/release", methods=["POST"])
+@roles_required(Role.QA, Role.QP)
+def release(number: str):
+    found = batch_services.get_batch(_user(), number)
+    if ConfirmForm().validate_on_submit():
+        released = services.release_units(_user(), found)
+        flash(f"{_units(len(released))} of batch {found.number} released from quarantine.", "success")
+    return redirect(url_for("units.batch", number=found.number))
+
+
+@bp.route("/batches/<number>/labels.pdf")
+@roles_required(Role.TECHNICIAN, Role.QA)
+def batch_labels(number: str) -> Response:
+    found = batch_services.get_batch(_user(), number)
+    units = [u for u in _batch_units(found) if not u.status.final and u.site_id == found.site_id]
+    data = labels.print_unit_labels(_user(), units)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="unit-labels-{found.number}.pdf"'})
+
+
+def _can_recall(user: User, site_id: int) -> bool:
+    return user.has_any_role(RECALLERS, site_id)
+
+
+def _whereabouts(units: list[Unit]) -> dict[int, str]:
+    """Where each unit is, in words: in transit, at a position, administered, or just at a site."""
+    transit = {item.unit_id: shipment for item, shipment in db.session.execute(
+        sa.select(ShipmentUnit, Shipment).join(Shipment, Shipment.id == ShipmentUnit.shipment_id).where(
+            ShipmentUnit.unit_id.in_([u.id for u in units] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT))}
+    where = {}
+    for unit in units:
+        if unit.id in transit:
+            shipment = transit[unit.id]
+            where[unit.id] = f"in transit {shipment.from_site.code} → {shipment.to_site.code} ({shipment.number})"
+        elif unit.recipient is not None:
+            where[unit.id] = f"administered at {unit.site.code} to {unit.recipient.code}"
+        elif unit.position is not None:
+            where[unit.id] = f"{unit.site.code} {unit.position.path}"
+        elif unit.status == UnitStatus.DESTROYED:
+            where[unit.id] = f"destroyed at {unit.site.code}"
+        else:
+            where[unit.id] = f"{unit.site.code}, not in storage"
+    return where
+
+
+def _recall_batches() -> list[Batch]:
+    numbers = [n for n in request.args.getlist("batch") if n.strip()]
+    if not numbers:
+        raise NotFound("Name the batch to recall (?batch=).")
+    return [batch_services.get_batch(_user(), n) for n in dict.fromkeys(numbers)]
+
+
+@bp.route("/recall", methods=["GET", "POST"])
+@roles_required(Role.QA, Role.QP)
+def recall():
+    batches = _recall_batches()
+    form = ReasonForm(prefix="recall")
+    if form.validate_on_submit():
+        try:
+            affected = services.recall(_user(), batches, form.reason.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            marked = sum(1 for u in affected if u.status == UnitStatus.RECALLED)
+            flash(f"Recall recorded: {_units(marked)} marked recalled; the list below says where each one is.",
+                  "warning")
+            return redirect(url_for("units.recall", batch=[b.number for b in batches]))
+    units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches]))
+                                    .order_by(Unit.batch_id, Unit.din, Unit.division)))
+    open_count = sum(1 for u in units if not u.status.final and u.status != UnitStatus.RECALLED)
+    return render_template("units/recall.html", batches=batches, units=units, where=_whereabouts(units), form=form,
+                           open_count=open_count,
+                           can_recall=all(_can_recall(_user(), b.site_id) for b in batches)), _status(form)
+
+
+# --- one unit ------------------------------------------------------------------------------------
+
+
+def _pairs(query: sa.Select) -> dict[Any, Any]:
+    return dict(db.session.execute(query).all())
+
+
+def _custody(unit: Unit) -> list[dict[str, Any]]:
+    """The unit's custody history from the audit trail: its own entries, its shipment lines and shipments."""
+    items = list(db.session.execute(sa.select(ShipmentUnit.id, ShipmentUnit.shipment_id).where(
+        ShipmentUnit.unit_id == unit.id)))
+    conditions = [sa.and_(AuditEntry.entity_type == "unit", AuditEntry.entity_id == str(unit.id))]
+    if items:
+        conditions.append(sa.and_(AuditEntry.entity_type == "shipment_unit",
+                                  AuditEntry.entity_id.in_([str(i) for i, _ in items])))
+        conditions.append(sa.and_(AuditEntry.entity_type == "shipment", AuditEntry.action == "update",
+                                  AuditEntry.entity_id.in_([str(s) for _, s in items])))
+    entries = list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions)).order_by(AuditEntry.seq)))
+    ids: dict[str, set[int]] = {"position_id": set(), "site_id": set(), "recipient_id": set()}
+    for entry in entries:
+        for key, found in ids.items():
+            change = (entry.changes or {}).get(key)
+            if isinstance(change, list):
+                found.update(v for v in change if isinstance(v, int))
+    paths = _pairs(sa.select(StorageLocation.id, StorageLocation.path).where(
+        StorageLocation.id.in_(ids["position_id"] or {-1})))
+    sites = _pairs(sa.select(Site.id, Site.code))
+    recipients = _pairs(sa.select(Recipient.id, Recipient.code).where(Recipient.id.in_(ids["recipient_id"] or {-1})))
+    names = {"position_id": paths, "site_id": sites, "recipient_id": recipients}
+    numbers = _pairs(sa.select(Shipment.id, Shipment.number).where(Shipment.id.in_([s for _, s in items] or [-1])))
+    destinations = _pairs(sa.select(Shipment.id, Shipment.to_site_id).where(
+        Shipment.id.in_([s for _, s in items] or [-1])))
+
+    def show(key: str, value: Any) -> str:
+        if value is None:
+            return "—"
+        return str(names[key].get(value, value)) if key in names else str(value)
+
+    rows = []
+    for entry in entries:
+        changes = entry.changes or {}
+        what: list[str] = []
+        site_id = entry.site_id
+        if entry.entity_type == "unit" and entry.action == "create":
+            status = changes.get("status", [None, None])[1]
+            what.append(f"Created at {show('site_id', changes.get('site_id', [None, None])[1])} ({status})")
+        elif entry.entity_type == "unit" and entry.action == "update":
+            labels_ = {"status": "Status", "position_id": "Position", "site_id": "Custody",
+                       "recipient_id": "Recipient", "administered_at": "Administered at"}
+            for key, label in labels_.items():
+                if key in changes:
+                    old, new = changes[key]
+                    what.append(f"{label}: {show(key, old)} → {show(key, new)}")
+        elif entry.entity_type == "unit":
+            what.append({"print": "Label printed"}.get(entry.action, entry.action))
+        elif entry.entity_type == "shipment_unit":
+            shipment = next((s for i, s in items if str(i) == entry.entity_id), None)
+            what.append(f"Packed into shipment {numbers.get(shipment, '?')}")
+        elif entry.entity_type == "shipment":
+            if changes.get("status", [None, None])[1] == ShipmentStatus.RECEIVED:
+                excursion = changes.get("temperature_excursion", [None, None])[1]
+                what.append(f"Shipment {entry.entity_label} received"
+                            + (": TEMPERATURE EXCURSION" if excursion else ", no excursion"))
+                site_id = destinations.get(int(entry.entity_id))  # received at the destination
+            else:
+                continue
+        rows.append({"when": entry.recorded_at, "who": entry.actor_name, "what": what, "reason": entry.reason,
+                     "site": sites.get(site_id, "")})
+    return rows
+
+
+def _render_unit(unit: Unit, status: int = 200, **forms: Any):
+    user = _user()
+    tz = unit.site.timezone
+    forms.setdefault("store", PutAwayForm(prefix="store"))
+    forms.setdefault("takeout", ReasonForm(prefix="takeout"))
+    forms.setdefault("destroy", ReasonForm(prefix="destroy"))
+    if "administer" not in forms:
+        forms["administer"] = AdministerForm(prefix="administer")
+        forms["administer"].trial_code.data = unit.batch.product.trial_code
+        forms["administer"].administered_at.data = _now_local(tz)
+    shipments = list(db.session.scalars(services.visible_shipments(user).join(
+        ShipmentUnit, ShipmentUnit.shipment_id == Shipment.id).where(ShipmentUnit.unit_id == unit.id)
+        .order_by(Shipment.departed_at)))
+    staff = user.has_any_role(STAFF, unit.site_id)
+    technician = user.has_role(Role.TECHNICIAN, unit.site_id)
+    material = unit.batch.materials[0].material if len(unit.batch.materials) == 1 else None
+    return render_template(
+        "units/detail.html", unit=unit, tz=tz, shipments=shipments, custody=_custody(unit), material=material,
+        where=_whereabouts([unit])[unit.id], expired=unit.expires_at <= utcnow(),
+        can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED,
+        can_take_out=staff and unit.position_id is not None,
+        can_destroy=staff and not unit.status.final,
+        can_administer=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
+        can_ship=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
+        can_print=user.has_any_role(STAFF, unit.site_id) and not unit.status.final,
+        can_recall=_can_recall(user, unit.batch.site_id) and not unit.status.final,
+        **forms), status
+
+
+@bp.route("/<identifier>")
+@roles_required(READ_ROLES)
+def detail(identifier: str):
+    return _render_unit(services.get_unit(_user(), identifier))
+
+
+@bp.route("/<identifier>/label.pdf")
+@roles_required(Role.TECHNICIAN, Role.QA)
+def label(identifier: str) -> Response:
+    unit = services.get_unit(_user(), identifier)
+    data = labels.print_unit_labels(_user(), [unit])
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="unit-label-{unit.identifier}.pdf"'})
+
+
+@bp.route("/<identifier>/storage", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def store(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = PutAwayForm(prefix="store")
+    if form.validate_on_submit():
+        moving = unit.position is not None
+        try:
+            services.put_away(_user(), unit, form.position.data, reason=form.reason.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            path = db.session.get(StorageLocation, unit.position_id).path
+            flash(f"Unit {unit.identifier} {'moved' if moving else 'put away'} at {path}.", "success")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, 422, store=form)
+
+
+@bp.route("/<identifier>/take-out", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def take_out(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = ReasonForm(prefix="takeout")
+    if form.validate_on_submit():
+        try:
+            services.take_out(_user(), unit, form.reason.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Unit {unit.identifier} taken out of storage.", "success")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, 422, takeout=form)
+
+
+@bp.route("/<identifier>/destroy", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def destroy(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = ReasonForm(prefix="destroy")
+    if form.validate_on_submit():
+        try:
+            services.destroy(_user(), unit, form.reason.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Unit {unit.identifier} recorded as destroyed.", "warning")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, 422, destroy=form)
+
+
+@bp.route("/<identifier>/administer", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def administer(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = AdministerForm(prefix="administer")
+    if form.validate_on_submit():
+        try:
+            services.administer(_user(), unit, recipient_code=form.recipient_code.data,
+                                trial_code=form.trial_code.data, administered_at=form.administered_at.data.isoformat())
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Unit {unit.identifier} administered to recipient {form.recipient_code.data.strip().upper()}.",
+                  "success")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, 422, administer=form)
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+
+def _occupancy(site_ids: set[int] | None) -> dict[int, tuple[int, int]]:
+    """Per box: (positions, used positions), in one grouped query."""
+    query = sa.select(StorageLocation.parent_id, sa.func.count(StorageLocation.id), sa.func.count(Unit.id)) \
+        .outerjoin(Unit, Unit.position_id == StorageLocation.id) \
+        .where(StorageLocation.kind == LocationKind.POSITION).group_by(StorageLocation.parent_id)
+    if site_ids is not None:
+        query = query.where(StorageLocation.site_id.in_(site_ids or {-1}))
+    return {parent: (total, used) for parent, total, used in db.session.execute(query)}
+
+
+def _location_form(site: Site | None) -> LocationForm:
+    form = LocationForm(prefix="location")
+    if site is not None:
+        parents = db.session.scalars(sa.select(StorageLocation).where(
+            StorageLocation.site_id == site.id, StorageLocation.kind.in_([LocationKind.CONTAINER, LocationKind.RACK]))
+            .order_by(StorageLocation.path))
+        form.parent.choices = [("", "— the site (for a freezer or tank) —")] + [
+            (str(p.id), f"{p.path} ({p.kind.value})") for p in parents]
+    return form
+
+
+def _render_storage(form: LocationForm, status: int = 200):
+    user = _user()
+    site_ids = {s.id for s in g.user_sites}
+    chosen = (request.args.get("site") or "").strip().upper()
+    locations = list(db.session.scalars(visible_to(sa.select(StorageLocation), StorageLocation, user).where(
+        StorageLocation.kind != LocationKind.POSITION).order_by(StorageLocation.site_id, StorageLocation.path)))
+    if chosen:
+        locations = [loc for loc in locations if loc.site.code == chosen]
+    children: dict[int | None, list[StorageLocation]] = {}
+    for location in locations:
+        children.setdefault(location.parent_id, []).append(location)
+    roots: dict[str, list[StorageLocation]] = {}
+    for site in g.user_sites:
+        if not chosen or site.code == chosen:
+            roots[site.code] = [loc for loc in children.get(None, []) if loc.site_id == site.id]
+    site = g.site
+    return render_template("units/storage.html", roots=roots, children=children,
+                           occupancy=_occupancy(None if user.site_ids() is None else site_ids), form=form,
+                           can_create=site is not None and user.has_any_role(STAFF, site.id), chosen=chosen), status
+
+
+@storage_bp.route("/", endpoint="index")
+@roles_required(READ_ROLES)
+def storage_index():
+    return _render_storage(_location_form(g.site))
+
+
+@storage_bp.route("/new", methods=["POST"])
+@roles_required(Role.TECHNICIAN, Role.QA)
+def create_location():
+    site = g.site
+    form = _location_form(site)
+    if form.validate_on_submit():
+        parent = None
+        if form.parent.data:
+            parent = db.session.scalar(sa.select(StorageLocation).where(
+                StorageLocation.id == int(form.parent.data) if form.parent.data.isdigit() else sa.false(),
+                StorageLocation.site_id == site.id))
+        try:
+            if form.parent.data and parent is None:
+                raise ValidationFailed("Choose where the location goes.",
+                                       fields={"parent": "Not a location of this site."})
+            location = services.create_location(
+                _user(), site, kind=form.kind.data, code=form.code.data, parent=parent, name=form.name.data,
+                temperature=form.temperature.data, rows=form.rows.data, columns=form.columns.data,
+                segregated=form.segregated.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{location.kind.value.capitalize()} {location.path} created at {site.code}.", "success")
+            return redirect(url_for("storage.location", site=site.code, path=location.path))
+    return _render_storage(form, 422)
+
+
+@storage_bp.route("/<site>/<path:path>")
+@roles_required(READ_ROLES)
+def location(site: str, path: str):
+    found = db.session.scalar(visible_to(sa.select(StorageLocation), StorageLocation, _user()).join(
+        Site, Site.id == StorageLocation.site_id).where(Site.code == site.upper(),
+                                                        StorageLocation.path == path.strip("/").upper()))
+    if found is None:
+        raise NotFound(f"There is no storage location {site.upper()} {path} you can see.")
+    parts = found.path.split("/")
+    crumbs = ["/".join(parts[: i + 1]) for i in range(len(parts) - 1)]
+    if found.kind == LocationKind.POSITION:
+        return redirect(url_for("storage.location", site=found.site.code, path="/".join(parts[:-1])))
+    grid = services.box_map(found) if found.kind == LocationKind.BOX else None
+    children = [] if grid is not None else list(db.session.scalars(sa.select(StorageLocation).where(
+        StorageLocation.parent_id == found.id).order_by(StorageLocation.path)))
+    used = sum(1 for row in grid for _, unit in row if unit) if grid else 0
+    return render_template("units/location.html", location=found, grid=grid, children=children, crumbs=crumbs,
+                           occupancy=_occupancy({found.site_id}), used=used,
+                           total=sum(len(row) for row in grid) if grid else 0)
+
+
+# --- shipments -----------------------------------------------------------------------------------
+
+
+@shipments_bp.route("/", endpoint="index")
+@roles_required(READ_ROLES)
+def shipments_index():
+    args = request.args
+    page, per_page = page_args(args, 50)
+    query = services.visible_shipments(_user())
+    if args.get("status") in {s.value for s in ShipmentStatus}:
+        query = query.where(Shipment.status == ShipmentStatus(args["status"]))
+    site = (args.get("site") or "").strip().upper()
+    if site:
+        ids = sa.select(Site.id).where(Site.code == site)
+        direction = args.get("direction")
+        if direction == "outgoing":
+            query = query.where(Shipment.from_site_id.in_(ids))
+        elif direction == "incoming":
+            query = query.where(Shipment.to_site_id.in_(ids))
+        else:
+            query = query.where(sa.or_(Shipment.from_site_id.in_(ids), Shipment.to_site_id.in_(ids)))
+    query = query.order_by(Shipment.departed_at.desc(), Shipment.id.desc())
+    user = _user()
+    return render_template("units/shipments.html", result=paginate(query, page, per_page), args=args,
+                           statuses=list(ShipmentStatus),
+                           can_ship=g.site is not None and user.has_role(Role.TECHNICIAN, g.site.id))
+
+
+def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
+    form = ShipmentForm()
+    available: dict[str, Unit] = {}
+    if site is not None:
+        units = db.session.scalars(sa.select(Unit).join(Batch, Batch.id == Unit.batch_id).where(
+            Unit.site_id == site.id, Unit.status.in_(SHIPPABLE), Batch.status.in_(services.RELEASED))
+            .order_by(Batch.number, Unit.din, Unit.division))
+        available = {u.identifier: u for u in units}
+    form.units.choices = [(identifier, identifier) for identifier in available]
+    destinations = db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code))
+    form.to_site.choices = [("", "— choose —")] + [(s.code, f"{s.code} · {s.name}") for s in destinations
+                                                   if site is None or s.id != site.id]
+    return form, available
+
+
+@shipments_bp.route("/new", methods=["GET", "POST"], endpoint="create")
+@roles_required(Role.TECHNICIAN)
+def create_shipment():
+    site = g.site
+    form, available = _shipment_form(site)
+    if request.method == "GET":
+        form.units.data = [u for u in request.args.getlist("unit") if u in available]
+        if site is not None:
+            form.departed_at.data = _now_local(site.timezone)
+    if form.validate_on_submit():
+        try:
+            units = [available[identifier] for identifier in form.units.data]
+            shipment = services.ship(_user(), units, to_site=get_site(form.to_site.data),
+                                     shipper=form.shipper.data, logger_reference=form.logger_reference.data,
+                                     departed_at=form.departed_at.data.isoformat())
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(units))} in transit.",
+                  "success")
+            return redirect(url_for("shipments.detail", number=shipment.number))
+    return render_template("units/shipment_new.html", form=form, available=available, site=site), _status(form)
+
+
+def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status: int = 200):
+    user = _user()
+    can_receive = shipment.status == ShipmentStatus.IN_TRANSIT and user.has_role(Role.TECHNICIAN, shipment.to_site_id)
+    units = [item.unit for item in shipment.items]
+    received_by = db.session.get(User, shipment.received_by_id) if shipment.received_by_id else None
+    if form is None:
+        form = ReceiptForm()
+        form.arrived_at.data = _now_local(shipment.to_site.timezone)
+    return render_template("units/shipment.html", shipment=shipment, units=units, where=_whereabouts(units),
+                           form=form, can_receive=can_receive, received_by=received_by), status
+
+
+@shipments_bp.route("/<number>", endpoint="detail")
+@roles_required(READ_ROLES)
+def shipment_detail(number: str):
+    return _render_shipment(services.get_shipment(_user(), number))
+
+
+@shipments_bp.route("/<number>/receive", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def receive(number: str):
+    shipment = services.get_shipment(_user(), number)
+    form = ReceiptForm()
+    if form.validate_on_submit():
+        try:
+            services.receive(_user(), shipment, arrived_at=form.arrived_at.data.isoformat(),
+                             excursion=form.excursion.data == "yes", condition=form.condition.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            if shipment.temperature_excursion:
+                flash(f"Shipment {shipment.number} received with a temperature excursion: its units are in "
+                      "QUARANTINE.", "warning")
+            else:
+                flash(f"Shipment {shipment.number} received: {_units(len(shipment.items))} at "
+                      f"{shipment.to_site.code}.", "success")
+            return redirect(url_for("shipments.detail", number=shipment.number))
+    return _render_shipment(shipment, form, 422)
+
+
+# --- traceability --------------------------------------------------------------------------------
+
+KINDS = {"donor": "Donor code", "unit": "Unit identifier", "recipient": "Recipient code", "lot": "Reagent lot number"}
+
+
+def _trace(kind: str, key: str, site: str | None = None) -> trace.Trace:
+    user = _user()
+    if kind == "donor":
+        return trace.trace_donor(user, key, site or None)
+    if kind == "unit":
+        return trace.trace_unit(user, key)
+    if kind == "recipient":
+        return trace.trace_recipient(user, key)
+    try:
+        lot_id = int(key)
+    except ValueError as error:
+        raise NotFound("There is no such reagent lot.") from error
+    return trace.trace_lot(user, lot_id)
+
+
+def _lots(number: str) -> list[ReagentLot]:
+    return list(db.session.scalars(visible_to(sa.select(ReagentLot), ReagentLot, _user()).where(
+        sa.func.upper(ReagentLot.lot_number) == number.strip().upper()).order_by(ReagentLot.id)))
+
+
+@trace_bp.route("/")
+@roles_required(READ_ROLES)
+def search():
+    kind = request.args.get("kind", "donor")
+    kind = kind if kind in KINDS else "donor"
+    query = (request.args.get("q") or "").strip()
+    error, lots = None, []
+    if query:
+        if kind == "lot":
+            lots = _lots(query)
+            if len(lots) == 1:
+                return redirect(url_for("trace.lot", lot_id=lots[0].id))
+            if not lots:
+                error = f"There is no reagent lot {query!r} you can see."
+        else:
+            site = (request.args.get("site") or "").strip().upper() or None
+            try:
+                _trace(kind, query, site)
+            except DomainError as failure:
+                error = failure.message
+            else:
+                endpoint = {"donor": "trace.donor", "unit": "trace.unit", "recipient": "trace.recipient"}[kind]
+                key = {"donor": "code", "unit": "identifier", "recipient": "code"}[kind]
+                extra = {"site": site} if kind == "donor" and site else {}
+                return redirect(url_for(endpoint, **{key: query.upper()}, **extra))
+    return render_template("trace/search.html", kinds=KINDS, kind=kind, query=query, error=error,
+                           lots=lots), (404 if error else 200)
+
+
+def _recall_sites(user: User) -> set[str] | None:
+    """Site codes where the user may recall units (None: everywhere)."""
+    if any(r.role == Role.QA and r.site_id is None for r in user.active_roles):
+        return None
+    return {r.site.code for r in user.active_roles if r.role in RECALLERS and r.site is not None}
+
+
+def _render_trace(kind: str, key: str, found: trace.Trace, pdf_url: str):
+    batches = [b for d in found.donors for m in d.materials for b in m.batches]
+    recall_sites = _recall_sites(_user())
+    recallable = [b.number for b in batches if recall_sites is None or b.site in recall_sites]
+    units = [u for b in batches for u in b.units]
+    return render_template("trace/trace.html", trace=found, kind=kind, key=key, pdf_url=pdf_url,
+                           recallable=set(recallable), units=units, transit=labels.in_transit(found),
+                           recall_all=recallable if kind == "lot" and len(recallable) == len(batches) else [])
+
+
+def _pdf(found: trace.Trace, name: str) -> Response:
+    data = labels.print_trace_report(_user(), found)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="trace-{_safe(name)}.pdf"'})
+
+
+@trace_bp.route("/donors/<code>")
+@roles_required(READ_ROLES)
+def donor(code: str):
+    site = request.args.get("site") or None
+    return _render_trace("donor", code, _trace("donor", code, site),
+                         url_for("trace.donor_pdf", code=code, site=site))
+
+
+@trace_bp.route("/donors/<code>/report.pdf")
+@roles_required(READ_ROLES)
+def donor_pdf(code: str) -> Response:
+    return _pdf(_trace("donor", code, request.args.get("site") or None), f"donor-{code}")
+
+
+@trace_bp.route("/units/<identifier>")
+@roles_required(READ_ROLES)
+def unit(identifier: str):
+    return _render_trace("unit", identifier, _trace("unit", identifier),
+                         url_for("trace.unit_pdf", identifier=identifier))
+
+
+@trace_bp.route("/units/<identifier>/report.pdf")
+@roles_required(READ_ROLES)
+def unit_pdf(identifier: str) -> Response:
+    return _pdf(_trace("unit", identifier), f"unit-{identifier}")
+
+
+@trace_bp.route("/recipients/<code>")
+@roles_required(READ_ROLES)
+def recipient(code: str):
+    return _render_trace("recipient", code, _trace("recipient", code), url_for("trace.recipient_pdf", code=code))
+
+
+@trace_bp.route("/recipients/<code>/report.pdf")
+@roles_required(READ_ROLES)
+def recipient_pdf(code: str) -> Response:
+    return _pdf(_trace("recipient", code), f"recipient-{code}")
+
+
+@trace_bp.route("/lots/<int:lot_id>")
+@roles_required(READ_ROLES)
+def lot(lot_id: int):
+    return _render_trace("lot", str(lot_id), _trace("lot", str(lot_id)), url_for("trace.lot_pdf", lot_id=lot_id))
+
+
+@trace_bp.route("/lots/<int:lot_id>/report.pdf")
+@roles_required(READ_ROLES)
+def lot_pdf(lot_id: int) -> Response:
+    return _pdf(_trace("lot", str(lot_id)), f"lot-{lot_id}")

@@ -1,0 +1,207 @@
+"""The network dashboard: per site batches by state, units available by product, shipments in transit, open
+deviations and release turnaround; network QA and auditors see every site, site staff their own. And the demo
+network's units: stored, shipped, received with an excursion, administered, and traceable both ways."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import statistics
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory import create_app
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch
+from cellfactory.core.clock import utcnow
+from cellfactory.demo import DEMO_PASSWORD, load_demo
+from cellfactory.deviations.models import Deviation, DeviationStatus
+from cellfactory.donors.models import Donor
+from cellfactory.extensions import db
+from cellfactory.main.views import network_overview
+from cellfactory.releases.models import BatchDecision, DecisionKind
+from cellfactory.sites.models import Site
+from cellfactory.units import services as units
+from cellfactory.units import trace
+from cellfactory.units.models import Recipient, Shipment, ShipmentStatus, Unit, UnitStatus
+from tests.conftest import RequestIsolatingClient, fresh_database, login, make_config, refetch
+from tests.units_helpers import certify, make_units, released_batch, storage
+
+
+def row(html: str, site: str) -> str:
+    match = re.search(rf'<tr id="site-{site}">(.*?)</tr>', html, re.S)
+    assert match, f"no dashboard row for {site}"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))).strip()
+
+
+def count_queries(fn, *args):
+    statements = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        statements.append(statement)
+
+    engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        result = fn(*args)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+    return result, len(statements)
+
+
+# --- on the test plant -----------------------------------------------------------------------------
+
+
+def test_numbers_per_site_and_scoping(client, users, sites):
+    plant, batch = released_batch(users, sites)
+    certify(plant, batch)
+    made = make_units(plant, batch, 4)
+    storage(plant, sites["BG"])
+    ago = (utcnow() - dt.timedelta(hours=2)).isoformat()
+    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
+               departed_at=ago)
+    units.destroy(refetch(plant.tech), refetch(made[1]), "bag damaged")
+    decision = db.session.scalar(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id,
+                                                                BatchDecision.kind == DecisionKind.CERTIFICATION))
+    # The batch started 12.5 days before its certification (set directly: the services start batches now).
+    db.session.execute(sa.update(Batch.__table__).where(Batch.__table__.c.id == batch.id).values(
+        started_at=decision.decided_at - dt.timedelta(days=12, hours=12)))
+    db.session.expire_all()
+    expected_days = 12.5
+
+    network, queries = count_queries(network_overview, refetch(users["auditor_network"]))
+    assert queries <= 7, queries  # grouped queries, not one per site or batch
+    by_site = {s.code: s for s in network}
+    assert set(by_site) == {"BG", "MZ"}
+    bg, mz = by_site["BG"], by_site["MZ"]
+    assert bg.batches == {"released": 1} and mz.batches == {}
+    assert bg.units_available == {"UCMSC": 2} and mz.units_available == {}
+    assert (bg.shipments_out, bg.shipments_in, mz.shipments_out, mz.shipments_in) == (1, 0, 0, 1)
+    assert bg.certified == 1 and bg.turnaround_days == pytest.approx(expected_days)
+    assert mz.turnaround_days is None
+
+    login(client, "auditor")
+    html = client.get("/").get_data(as_text=True)
+    assert "The network at a glance" in html
+    assert row(html, "BG").startswith("BG Cell Factory Bergamo 1 released 2 UCMSC 1 leaving 0 coming 0")
+    assert f"{expected_days:.1f} days" in row(html, "BG")
+    assert row(html, "MZ") == ("MZ Cell Factory Monza none none 0 leaving 1 coming 0 no certified batch yet")
+    client.post("/auth/logout")
+
+    login(client, "technician.mz")
+    html = client.get("/").get_data(as_text=True)
+    assert "Your site at a glance" in html and 'id="site-BG"' not in html
+    assert row(html, "MZ").startswith("MZ Cell Factory Monza none none 0 leaving 1 coming")
+    client.post("/auth/logout")
+    login(client, "admin.bg")  # administrators hold no GMP role: no numbers
+    assert 'id="network"' not in client.get("/").get_data(as_text=True)
+
+
+# --- on the demo network --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    with fresh_database() as url:
+        app = create_app(make_config(url, tmp_path_factory.mktemp("demo-dashboard")))
+        app.config["WTF_CSRF_ENABLED"] = False
+        app.test_client_class = RequestIsolatingClient
+        with app.app_context():
+            load_demo(DEMO_PASSWORD)
+            db.session.remove()
+        yield app
+        db.state(app).engine.dispose()
+
+
+def test_demo_dashboard_numbers_match_the_records(demo):
+    with demo.app_context():
+        auditor = db.session.scalar(sa.select(User).where(User.username == "auditor"))
+        overview, queries = count_queries(network_overview, auditor)
+        assert queries <= 7
+        by_site = {s.code: s for s in overview}
+        assert list(by_site) == ["BG", "MI", "MZ", "PV", "SR"]
+        sites = {s.id: s.code for s in db.session.scalars(sa.select(Site))}
+        for site_id, code in sites.items():
+            batches = {s.label: n for s, n in db.session.execute(sa.select(Batch.status, sa.func.count()).where(
+                Batch.site_id == site_id).group_by(Batch.status))}
+            assert by_site[code].batches == batches, code
+            deviations = db.session.scalar(sa.select(sa.func.count()).select_from(Deviation).where(
+                Deviation.site_id == site_id, Deviation.status == DeviationStatus.OPEN))
+            assert by_site[code].open_deviations == deviations, code
+            days = []
+            for batch in db.session.scalars(sa.select(Batch).where(Batch.site_id == site_id)):
+                decided = [d.decided_at for d in db.session.scalars(sa.select(BatchDecision).where(
+                    BatchDecision.batch_id == batch.id)) if d.kind.certifies and d.kind != DecisionKind.REJECTION]
+                if decided:
+                    days.append(max(0.0, (min(decided) - batch.started_at).total_seconds() / 86400))
+            assert by_site[code].turnaround_days == (pytest.approx(statistics.median(days)) if days else None), code
+        assert by_site["BG"].units_available == {"UCMSC": 3}
+        assert by_site["SR"].units_available == {"UCMSC": 1}  # received, not yet administered
+        assert by_site["MZ"].units_available == {}  # the excursion put its units in quarantine
+        assert by_site["BG"].batches["released"] == 1 and by_site["BG"].turnaround_days >= 0
+        assert by_site["MZ"].open_deviations >= 1  # the on-hold batch's out-of-specification result
+
+    client = demo.test_client()
+    login(client, "qa.network", DEMO_PASSWORD)
+    html = client.get("/").get_data(as_text=True)
+    for code in ("BG", "MI", "MZ", "PV", "SR"):
+        assert f'id="site-{code}"' in html
+    assert "3 UCMSC" in row(html, "BG") and "Latest entries in the audit trail" in html
+    client.post("/auth/logout")
+    login(client, "technician.bg", DEMO_PASSWORD)
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="site-BG"' in html and 'id="site-MZ"' not in html and 'id="site-SR"' not in html
+    assert "Your roles" in html and "Electronic signature" in html
+
+
+def test_demo_units_are_stored_shipped_received_and_administered(demo):
+    with demo.app_context():
+        all_units = db.session.scalars(sa.select(Unit)).all()
+        by_site: dict[str, list[Unit]] = {}
+        for unit in all_units:
+            by_site.setdefault(unit.site.code, []).append(unit)
+        assert {u.status for u in by_site["BG"]} == {UnitStatus.AVAILABLE, UnitStatus.QUARANTINE}
+        assert all(u.position is not None and u.position.path.startswith("LN2-01/R1/B01/") for u in by_site["BG"])
+        assert sorted(u.status.value for u in by_site["SR"]) == ["administered", "administered", "received"]
+        assert {u.status for u in by_site["MZ"]} == {UnitStatus.QUARANTINE}
+        assert all(u.position.segregated for u in by_site["MZ"])
+        shipments = db.session.scalars(sa.select(Shipment)).all()
+        assert {(s.from_site.code, s.to_site.code, s.temperature_excursion) for s in shipments} == {
+            ("BG", "SR", False), ("BG", "MZ", True)}
+        assert all(s.status == ShipmentStatus.RECEIVED for s in shipments)
+        assert {r.code for r in db.session.scalars(sa.select(Recipient))} == {"PT-SR-0001", "PT-SR-0002"}
+        products = {u.product_code for u in all_units}
+        assert products == {"A0101"}
+
+
+def test_trace_forward_and_backward_agree_on_the_demo_network(demo):
+    with demo.app_context():
+        network = db.session.scalar(sa.select(User).where(User.username == "qa.network"))
+        donors = db.session.scalars(sa.select(Donor).order_by(Donor.id)).all()
+        seen_units: set[str] = set()
+        for donor in donors:
+            forward = trace.trace_donor(network, donor.code, donor.site.code)
+            seen_units |= forward.unit_identifiers
+            for identifier in forward.unit_identifiers:
+                back = trace.trace_unit(network, identifier)
+                assert [(d.code, d.site) for d in back.donors] == [(donor.code, donor.site.code)]
+            for recipient in forward.recipients:
+                back = trace.trace_recipient(network, recipient.split()[0])
+                assert (donor.code, donor.site.code) in [(d.code, d.site) for d in back.donors]
+                assert back.unit_identifiers <= forward.unit_identifiers
+        assert seen_units == {u.identifier for u in db.session.scalars(sa.select(Unit))}
+        recipients = trace.trace_recipient(network, "PT-SR-0001")
+        assert len(recipients.donors) == 1 and "PT-SR-0001 (SR)" in recipients.recipients
+        assert len(recipients.unit_identifiers) == 8  # the whole batch the recipient's unit came from
+        # A site's own staff: BG traces its donor to the units now at MZ and SR; MZ cannot trace BG's donor.
+        bg_donor = recipients.donors[0].code
+        bg_tech = db.session.scalar(sa.select(User).where(User.username == "technician.bg"))
+        held = {u.held_by for d in trace.trace_donor(bg_tech, bg_donor, "BG").donors for m in d.materials
+                for b in m.batches for u in b.units}
+        assert held == {"BG", "MZ", "SR"}
+        mz_tech = db.session.scalar(sa.select(User).where(User.username == "technician.mz"))
+        from cellfactory.core.errors import NotFound
+
+        with pytest.raises(NotFound):
+            trace.trace_donor(mz_tech, bg_donor, "BG")

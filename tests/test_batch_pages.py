@@ -405,3 +405,17 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
     assert client.get("/batches/compare?numbers=BG-UCMSC-1999-0001").status_code == 422
     default = client.get("/batches/compare?product=UCMSC").get_data(as_text=True)
     assert "<polyline" in default and f'value="{other.number}" checked' in default  # batches with passages
+
+
+def test_batch_page_links_to_its_qc_units_deviations_and_record(client, users, sites):
+    from cellfactory.batches import services as batch_services
+    from tests.batch_helpers import build_plant
+
+    plant = build_plant(users, sites)
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    login(client, "technician.bg")
+    page = client.get(f"/batches/{batch.number}").get_data(as_text=True)
+    for link in (f"/qc/batches/{batch.number}", f"/units/batches/{batch.number}",
+                 f"/deviations/new?batch={batch.number}", f"/releases/{batch.number}/record.pdf"):
+        assert link in page, link
+    assert "QP certification" not in page

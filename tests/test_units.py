@@ -207,3 +207,26 @@ def test_trace_forward_and_backward_agree_on_random_networks(bank, users, sites,
         assert back.unit_identifiers <= forward.unit_identifiers
     for unit in made:
         assert [d.code for d in trace.trace_unit(network, unit.identifier).donors] == [code]
+
+
+def test_qa_lifts_an_excursion_quarantine_with_an_assessment(bank, users, sites):
+    plant, batch = bank
+    certify(plant, batch)
+    made = make_units(plant, batch, 1)
+    units.release_units(refetch(plant.qa), refetch(batch))
+    shipment = units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C",
+                          logger_reference="L", departed_at=iso(3))
+    units.receive(refetch(users["technician_mz"]), refetch(shipment), arrived_at=iso(1), excursion=True,
+                  condition="logger alarm")
+    with pytest.raises(PermissionDenied):
+        units.lift_quarantine(refetch(plant.qa), refetch(made[0]), "not my site")  # QA of BG, unit now at MZ
+    from cellfactory.auth.models import Role
+    from tests.conftest import make_user
+
+    qa_mz = make_user("qa.monza", [(Role.QA, "MZ")])
+    with pytest.raises(ValidationFailed):
+        units.lift_quarantine(qa_mz, refetch(made[0]), "")
+    unit = units.lift_quarantine(refetch(qa_mz), refetch(made[0]), "-150 °C for 40 min: within stability data")
+    assert unit.status == UnitStatus.RECEIVED
+    with pytest.raises(Conflict):
+        units.lift_quarantine(refetch(qa_mz), refetch(made[0]), "again")

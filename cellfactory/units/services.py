@@ -158,6 +158,23 @@ def _set_status(unit: Unit, status: UnitStatus, reason: str | None = None) -> No
     unit.status_reason = reason
 
 
+@transactional
+def lift_quarantine(actor: User, unit: Unit, reason: str) -> Unit:
+    """QA of the site holding a unit quarantined after shipment (an excursion) releases it after assessing it."""
+    _require(actor, unit.site_id, frozenset({Role.QA}), "lift a unit's quarantine (QA)")
+    if unit.status != UnitStatus.QUARANTINE or not unit.status_reason:
+        raise Conflict(f"Unit {unit.identifier} is not held in quarantine after a shipment: its batch's "
+                       "certification decides its release.")
+    if unit.batch.status not in RELEASED:
+        raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: its units stay in quarantine.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give QA's assessment (e.g. excursion within validated stability data).",
+                               fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason)
+    _set_status(unit, UnitStatus.RECEIVED if unit.site_id != unit.origin_site_id else UnitStatus.AVAILABLE)
+    return unit
+
+
 # --- storage -------------------------------------------------------------------------------------
 
 

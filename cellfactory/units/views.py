@@ -321,6 +321,7 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
     forms.setdefault("store", PutAwayForm(prefix="store"))
     forms.setdefault("takeout", ReasonForm(prefix="takeout"))
     forms.setdefault("destroy", ReasonForm(prefix="destroy"))
+    forms.setdefault("lift", ReasonForm(prefix="lift"))
     if "administer" not in forms:
         forms["administer"] = AdministerForm(prefix="administer")
         forms["administer"].trial_code.data = unit.batch.product.trial_code
@@ -337,6 +338,8 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
         can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED,
         can_take_out=staff and unit.position_id is not None,
         can_destroy=staff and not unit.status.final,
+        can_lift=user.has_role(Role.QA, unit.site_id) and unit.status == UnitStatus.QUARANTINE
+        and bool(unit.status_reason) and unit.batch.status in services.RELEASED,
         can_administer=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
         can_ship=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
         can_print=user.has_any_role(STAFF, unit.site_id) and not unit.status.final,
@@ -407,6 +410,22 @@ def destroy(identifier: str):
             flash(f"Unit {unit.identifier} recorded as destroyed.", "warning")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, 422, destroy=form)
+
+
+@bp.route("/<identifier>/quarantine", methods=["POST"])
+@roles_required(Role.QA)
+def lift_quarantine(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = ReasonForm(prefix="lift")
+    if form.validate_on_submit():
+        try:
+            services.lift_quarantine(_user(), unit, form.reason.data)
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Unit {unit.identifier} released from quarantine by QA.", "success")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, 422, lift=form)
 
 
 @bp.route("/<identifier>/administer", methods=["POST"])

@@ -230,3 +230,44 @@ def test_qa_lifts_an_excursion_quarantine_with_an_assessment(bank, users, sites)
     assert unit.status == UnitStatus.RECEIVED
     with pytest.raises(Conflict):
         units.lift_quarantine(refetch(qa_mz), refetch(made[0]), "again")
+
+
+def test_failing_sterility_after_conditional_release_lists_every_issued_unit(users, sites):
+    import sqlalchemy as sa
+
+    from cellfactory.auth.models import Role
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import BatchStatus
+    from cellfactory.extensions import db
+    from cellfactory.notifications.models import Alert
+    from cellfactory.products.models import Product
+    from cellfactory.qc import services as qc
+    from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+    from tests.conftest import make_user
+
+    plant = build_plant(users, sites)
+    from cellfactory.audit import services as audit
+
+    audit.act_as(db.session, refetch(plant.qa), reason="local product code")
+    db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
+    db.session.flush()
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    run_batch_to_awaiting_qc(plant, batch)
+    batch_services.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+    complete_qc(plant, batch, pending=("STER",))
+    batch_services.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc")
+    reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
+    batch_services.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="ok",
+                              signing=signing(reviewer))
+    batch_services.transition(refetch(plant.qp), refetch(batch), BatchStatus.CONDITIONALLY_RELEASED,
+                              reason="sterility pending", signing=signing(plant.qp))
+    made = make_units(plant, batch, 2)
+    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
+               departed_at=iso(3))
+    [pending] = qc.pending_tests(refetch(batch))
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
+    alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()
+    assert {a.audience for a in alerts} == {Role.QA, Role.QP}
+    assert {a.site_id for a in alerts} == {sites["BG"].id, sites["MZ"].id}
+    assert f"{made[0].identifier}: in transit from BG to MZ" in alerts[0].message
+    assert made[1].identifier not in alerts[0].message  # still in the bank, not issued

@@ -26,6 +26,7 @@ from cellfactory.qc.models import QcResult
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning, Signature
+from cellfactory.sites.models import Site
 
 S = BatchStatus
 
@@ -321,17 +322,37 @@ def register_query(user: User) -> sa.Select:
 
 def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
     """Within the caller's transaction: a failing result after release makes its deviation critical and alerts
-    QA and the QP of the site."""
+    QA and the QP of the site, listing every unit issued and where it went."""
+    from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit, Unit, UnitStatus
+
     audit.set_reason(db.session, "failed after release")
     deviation.classification = Classification.CRITICAL
     deviation.source = DeviationSource.POST_RELEASE
     deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
+    units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id)).all()
+    issued = [u for u in units if u.status in (UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.ADMINISTERED,
+                                               UnitStatus.RESERVED)]
+    in_transit = dict(db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.to_site_id).join(Shipment).where(
+        ShipmentUnit.unit_id.in_([u.id for u in issued] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT)).all())
+    codes = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
+
+    def whereabouts(unit: Unit) -> str:
+        if unit.id in in_transit:
+            return f"{unit.identifier}: in transit from {codes[unit.site_id]} to {codes[in_transit[unit.id]]}"
+        text = f"{unit.identifier}: {unit.status.value} at {codes[unit.site_id]}"
+        if unit.recipient is not None:
+            text += (f", administered to {unit.recipient.code} on "
+                     f"{format_local(unit.administered_at, batch.site.timezone)}")
+        return text
+
+    where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
     raise_alert(
         "post_release_failure",
         f"{result.spec_test.name} of batch {batch.number} ({batch.status.label}) is out of specification after "
-        f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Check every unit issued "
-        "and inform the treating physicians.",
-        audiences={Role.QA, Role.QP}, site_ids=[batch.site_id])
+        f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
+        "Inform the treating physicians.",
+        audiences={Role.QA, Role.QP},
+        site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
 
 
 def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:

@@ -22,6 +22,9 @@ class AuditEntry(Base):
         sa.Index("ix_audit_entry_entity", "entity_type", "entity_id"),
         sa.Index("ix_audit_entry_actor_time", "actor_id", "recorded_at"),
         sa.Index("ix_audit_entry_site_time", "site_id", "recorded_at"),
+        # A site's latest entries (dashboard, audit trail), and a record found by its label (migration 0007).
+        sa.Index("ix_audit_entry_site_seq", "site_id", "seq"),
+        sa.Index("ix_audit_entry_entity_label", "entity_type", "entity_label"),
     )
 
     id: Mapped[IntPK]

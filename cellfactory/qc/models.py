@@ -21,6 +21,8 @@ class QcResult(Audited, CreatedMixin, VersionedMixin, Base):
     original; an invalidated result stays in the record with the reason."""
 
     __tablename__ = "qc_result"
+    # Pending and failing results of a site for the QC worklist, without reading its history (migration 0008).
+    __table_args__ = (sa.Index("ix_qc_result_verdict_site", "verdict", "site_id", "created_at"),)
 
     id: Mapped[IntPK]
     batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)

@@ -66,7 +66,9 @@ class Unit(Audited, CreatedMixin, VersionedMixin, Base):
     """A final bag or vial: DIN + product code + division, with its content, expiry, status and custody."""
 
     __tablename__ = "unit"
-    __table_args__ = (sa.UniqueConstraint("din", "product_code", "division"),)
+    __table_args__ = (sa.UniqueConstraint("din", "product_code", "division"),
+                      # A site's units in stock, without reading every unit it ever held (migration 0008).
+                      sa.Index("ix_unit_site_status", "site_id", "status"))
 
     id: Mapped[IntPK]
     batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
@@ -133,6 +135,9 @@ class ShipmentSequence(Base):
 
 class Shipment(Audited, CreatedMixin, VersionedMixin, Base):
     __tablename__ = "shipment"
+    # Shipments in transit from or to a site, without reading every shipment (migration 0008).
+    __table_args__ = (sa.Index("ix_shipment_status_from", "status", "from_site_id"),
+                      sa.Index("ix_shipment_status_to", "status", "to_site_id"))
 
     id: Mapped[IntPK]
     number: Mapped[str] = mapped_column(sa.String(40), unique=True)

@@ -1,0 +1,538 @@
+"""Two app servers, one PostgreSQL, a mixed workload: `python -m bench.load`.
+
+1. Creates a throw-away PostgreSQL database (BENCH_POSTGRES, default postgres@127.0.0.1:5432) and generates a
+   small network into it (bench.generate, scale 0.25) whose recent batches wait for their Qualified Person.
+2. Starts two gunicorn instances (2 workers each) on two free ports of 127.0.0.1, sharing that database and
+   nothing else: the same keys, separate processes.
+3. From this process, 50 simulated users (threads) work for 60 seconds, every request going to one instance or
+   the other in turn: technicians allocate DINs, register donors with their screening, receive material, start
+   batches and enter passages; QC analysts enter results; QPs certify (two QPs may race for one batch: exactly
+   one wins, the other gets the expected 409); auditors download certificates and batch records and read the
+   audit trail.
+4. Reports throughput, p50/p95/p99 and errors, then checks the database: every record the users were told was
+   created is there exactly once, numbers are unique, and `audit verify` passes.
+5. Stops the servers and drops the database, whatever happened.
+
+Only 127.0.0.1 traffic; bounded in time and in requests. Needs gunicorn (`pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench import (
+    BENCH_PASSWORD,
+    BENCH_SECRET_KEY,
+    BENCH_SIGNATURE_KEY,
+    DEFAULT_POSTGRES,
+    RESULTS_DIR,
+    bench_app,
+    postgres_reachable,
+    throwaway_postgres,
+)
+
+PROJECT = Path(__file__).resolve().parent.parent
+MAX_REQUESTS = 200_000  # a hard bound besides the duration
+P95_TARGET_MS = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _gunicorn() -> str | None:
+    beside = Path(sys.executable).parent / "gunicorn"
+    return str(beside) if beside.exists() else shutil.which("gunicorn")
+
+
+@contextlib.contextmanager
+def app_servers(url: str, instances: int = 2, workers: int = 2):
+    """`instances` gunicorn masters of `workers` workers each, on free loopback ports; stopped on exit."""
+    gunicorn = _gunicorn()
+    if gunicorn is None:
+        raise SystemExit("gunicorn is not installed: pip install -e '.[bench]'")
+    folder = Path(tempfile.mkdtemp(prefix="cellfactory-load-"))
+    processes: list[subprocess.Popen] = []
+    ports = []
+    try:
+        for number in range(instances):
+            port = _free_port()
+            env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": BENCH_SECRET_KEY,
+                   "CELLFACTORY_SIGNATURE_KEY": BENCH_SIGNATURE_KEY, "CELLFACTORY_INSECURE_COOKIES": "1",
+                   "CELLFACTORY_INSTANCE": str(folder / f"instance-{number}")}
+            log = open(folder / f"gunicorn-{number}.log", "w")  # noqa: SIM115 - closed with the process
+            processes.append(subprocess.Popen(
+                [gunicorn, "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--timeout", "60",
+                 "--graceful-timeout", "5", "--access-logfile", "-", "wsgi:app"],
+                cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            ports.append(port)
+        deadline = time.monotonic() + 60
+        for port, process in zip(ports, processes, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"gunicorn on port {port} stopped: see {folder}")
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    connection.request("GET", "/healthz")
+                    if connection.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn on port {port} did not answer within 60 s")
+                time.sleep(0.3)
+        yield ports, folder
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the simulated users -------------------------------------------------------------------------
+
+@dataclass
+class Ledger:
+    """What the users were told: every request's timing and status, and every record created."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    samples: list[tuple[str, float, int]] = field(default_factory=list)
+    created: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    failures: list[str] = field(default_factory=list)
+
+    def record(self, kind: str, elapsed: float, status: int, detail: str = "") -> None:
+        with self.lock:
+            self.samples.append((kind, elapsed, status))
+            if status >= 400 and status != 409 and len(self.failures) < 30:
+                self.failures.append(f"{kind} HTTP {status}: {detail[:300]}")
+
+    def add(self, what: str, key: str) -> None:
+        with self.lock:
+            self.created[what].append(key)
+
+
+class Client:
+    """One user's keep-alive connections to both instances; requests alternate between them."""
+
+    def __init__(self, ports: list[int], token: str, ledger: Ledger, stop: threading.Event) -> None:
+        self.ports, self.token, self.ledger, self.stop = ports, token, ledger, stop
+        self.connections: dict[int, http.client.HTTPConnection] = {}
+        self.turn = random.randrange(len(ports))
+
+    def call(self, kind: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        port = self.ports[self.turn % len(self.ports)]
+        self.turn += 1
+        headers = {"Authorization": f"Bearer {self.token}"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        for attempt in range(2):
+            connection = self.connections.get(port) or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            self.connections[port] = connection
+            try:
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException, OSError):
+                connection.close()
+                self.connections.pop(port, None)
+                if attempt:
+                    raise
+        elapsed = time.perf_counter() - started
+        content_type = response.getheader("Content-Type", "")
+        parsed = json.loads(data) if content_type.startswith("application/json") and data else data
+        self.ledger.record(kind, elapsed, response.status, data.decode("utf-8", "replace")
+                           if response.status >= 400 else "")
+        return response.status, parsed
+
+    def pause(self) -> None:
+        self.stop.wait(random.uniform(0.05, 0.4))
+
+
+def _now(offset_minutes: float = 0) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=offset_minutes)).isoformat(timespec="seconds")
+
+
+def technician(client: Client, site: str, lots: dict[str, int], serial: str) -> None:
+    """DINs, donors with their screening, material received and labelled, batches started, passages entered."""
+    from cellfactory.donors.eligibility import BASE_PANEL
+    from cellfactory.donors.models import ScreeningTest
+
+    story = 0
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    while not client.stop.is_set():
+        story += 1
+        status, body = client.call("allocate DIN", "POST", "/api/v1/dins", {})
+        if status == 201:
+            client.ledger.add("din", body["din"])
+        code = f"LD-{site}-{serial}-{story:04d}"
+        status, body = client.call("register donor", "POST", "/api/v1/donors", {
+            "code": code, "birth_year": 1985, "sex": "F", "donor_type": "allogeneic", "donation_kind": "living",
+            "donation_date": today, "consent_date": today, "consent_form_version": "CF v3.1",
+            "consent_scope": "clinical use in trials"})
+        if status != 201:
+            client.pause()
+            continue
+        client.ledger.add("donor", f"{site}:{code}")
+        for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
+            status, body = client.call("screening result", "POST", f"/api/v1/donors/{code}/screening", {
+                "test": test.value, "sample_date": today, "sample_type": "serum", "result": "negative",
+                "tested_person": "donor", "lab_reference": f"{code}-{test.value}"})
+            if status == 201:
+                client.ledger.add("screening_result", f"{code}:{test.value}")
+        if client.stop.is_set():
+            break
+        status, body = client.call("receive material", "POST", "/api/v1/materials", {
+            "allocate_din": True, "material_type": "bone_marrow", "donor": code, "collected_at": _now(-180),
+            "collection_centre": "Haematology, BM harvest room", "quantity": 55.0, "quantity_unit": "mL",
+            "anticoagulant": "Heparin", "transport_started_at": _now(-150), "arrived_at": _now(-60),
+            "transport_temp_min_c": 5.0, "transport_temp_max_c": 8.0, "container_intact": True,
+            "documents_complete": True})
+        if status != 201:
+            continue
+        din = body["din"]
+        client.ledger.add("material", din)
+        client.call("print label", "GET", f"/api/v1/materials/{din}/label.pdf")
+        status, body = client.call("start batch", "POST", "/api/v1/batches", {"product": "BMMSC",
+                                                                               "materials": [din]})
+        if status != 201:
+            continue
+        number = body["number"]
+        client.ledger.add("batch", number)
+        seeded = 4.0e5
+        for index, step in enumerate(("P0", "P1")):
+            if client.stop.is_set():
+                break
+            status, body = client.call("batch steps", "GET", f"/api/v1/batches/{number}/steps")
+            version = next((s["version"] for s in body["items"] if s["code"] == step), 1) if status == 200 else 1
+            harvested = seeded * random.uniform(3, 7)
+            status, body = client.call("enter passage", "PUT", f"/api/v1/batches/{number}/steps/{step}", {
+                "version": version, "passage_number": index, "vessel_type": "T175", "vessel_count": 1 + index,
+                "cells_seeded": seeded, "seeded_at": _now(-50 + 25 * index),
+                "cells_harvested": round(harvested), "harvested_at": _now(-35 + 25 * index),
+                "viability_pct": 93.5, "confluence_pct": 85.0, "equipment": ["BSC-01", "INC-01"],
+                "reagents": [{"lot_id": lots["AMEM"], "quantity": 250, "unit": "mL"},
+                             {"lot_id": lots["HPL"], "quantity": 12.5, "unit": "mL"}],
+                "observations": "Load test passage."})
+            if status == 200:
+                client.ledger.add("passage", f"{number}:{step}")
+            seeded = round(harvested * 0.9)
+        client.pause()
+
+
+def analyst(client: Client, site: str) -> None:
+    """Results of the in-process viability test on the site's BMMSC batches in manufacturing."""
+    batches: list[str] = []
+    while not client.stop.is_set():
+        if not batches or random.random() < 0.1:
+            status, body = client.call("batch list", "GET", f"/api/v1/batches?site={site}&status=in_process"
+                                                            "&product=BMMSC&per_page=50")
+            batches = [b["number"] for b in body["items"]] if status == 200 else []
+            if not batches:
+                client.pause()
+                continue
+        number = random.choice(batches)
+        status, body = client.call("enter result", "POST", f"/api/v1/batches/{number}/results", {
+            "test": "IPVIAB", "sample_id": f"{number}-IPV-{random.randrange(10**6)}", "sampled_at": _now(-30),
+            "value": round(random.uniform(85, 97), 1), "raw_data_reference": "load test"})
+        if status == 201:
+            client.ledger.add("qc_result", str(body["id"]))
+        if random.random() < 0.3:
+            client.call("batch results", "GET", f"/api/v1/batches/{number}/results")
+        client.pause()
+
+
+def qualified_person(client: Client, site: str) -> None:
+    """Conditional certification (sterility pending) of batches awaiting it; a race for one batch ends in 409."""
+    while not client.stop.is_set():
+        status, body = client.call("certification worklist", "GET",
+                                   f"/api/v1/batches?site={site}&status=awaiting_certification&per_page=10")
+        waiting = [b["number"] for b in body["items"]] if status == 200 else []
+        if not waiting:
+            client.stop.wait(1.0)
+            continue
+        number = random.choice(waiting[:3])  # the oldest few: QPs of one site often pick the same one
+        client.call("certification page", "GET", f"/api/v1/batches/{number}/certification")
+        status, body = client.call("certify", "POST", f"/api/v1/batches/{number}/certification", {
+            "decision": "conditional", "reason": "Sterility pending; all other release tests conform.",
+            "password": BENCH_PASSWORD,
+            "expected_final_date": (dt.date.today() + dt.timedelta(days=5)).isoformat()})
+        if status == 200 and body.get("certificate"):
+            client.ledger.add("certificate", body["certificate"]["number"])
+            client.ledger.add("certified", number)
+        client.pause()
+
+
+def auditor(client: Client, released: list[str]) -> None:
+    """Certificates (stored PDFs), batch records (generated PDFs) and the audit trail."""
+    while not client.stop.is_set():
+        number = random.choice(released)
+        roll = random.random()
+        if roll < 0.6:
+            client.call("certificate PDF", "GET", f"/api/v1/batches/{number}/certificate.pdf")
+        elif roll < 0.8:
+            client.call("batch record PDF", "GET", f"/api/v1/batches/{number}/record.pdf")
+        else:
+            client.call("audit trail", "GET", f"/api/v1/audit?page={random.randint(1, 5)}")
+        client.pause()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def _tokens_and_subjects(url: str) -> dict[str, Any]:
+    """API tokens for the simulated users, each site's current lots, released batches for the auditors."""
+    from cellfactory.auth.services import create_token, get_user
+    from cellfactory.extensions import db
+
+    app = bench_app(url)
+    out: dict[str, Any] = {"tokens": {}, "lots": {}}
+    with app.app_context():
+        for site in ("bg", "mz", "mi", "pv"):
+            for role, count in (("technician", 4), ("qc_analyst", 3), ("qp", 2)):
+                for number in range(1, count + 1):
+                    username = f"{role}{number}.{site}"
+                    out["tokens"][username] = create_token(None, get_user(username), "bench.load")
+            out["tokens"][f"auditor1.{site}"] = create_token(None, get_user(f"auditor1.{site}"), "bench.load")
+            lots = {}
+            for item in ("AMEM", "HPL"):
+                lots[item] = db.session.execute(sa.text(
+                    "SELECT l.id FROM reagent_lot l JOIN catalogue_item i ON i.id = l.item_id JOIN site s "
+                    "ON s.id = l.site_id WHERE s.code = :site AND i.code = :item AND l.status = 'released' "
+                    "AND l.expiry_date >= :today ORDER BY l.received_on DESC LIMIT 1"),
+                    {"site": site.upper(), "item": item, "today": dt.date.today()}).scalar()
+            out["lots"][site.upper()] = lots
+        out["tokens"]["auditor"] = create_token(None, get_user("auditor"), "bench.load")
+        released = db.session.execute(sa.text(
+            "SELECT s.code, b.number FROM batch b JOIN site s ON s.id = b.site_id WHERE b.status = 'released' "
+            "ORDER BY b.id DESC LIMIT 400")).all()
+        out["released"] = {code: [n for c, n in released if c == code] for code in ("BG", "MZ", "MI", "PV")}
+        out["released"]["network"] = [n for _, n in released]
+        out["waiting"] = db.session.execute(sa.text(
+            "SELECT count(*) FROM batch WHERE status = 'awaiting_certification'")).scalar()
+        db.session.remove()
+    db.state(app).engine.dispose()
+    return out
+
+
+def _check(url: str, ledger: Ledger) -> dict[str, Any]:
+    """Every record a user was told about exists exactly once; numbers unique; the audit chain intact."""
+    from cellfactory.audit.services import verify_chain
+    from cellfactory.core.db import create_engine
+
+    engine = create_engine(url)
+    checks: dict[str, Any] = {}
+    with engine.connect() as connection:
+        def count(sql: str, values: list[str]) -> int:
+            if not values:
+                return 0
+            return connection.execute(sa.text(sql), {"v": values}).scalar()
+
+        queries = {
+            "donor": ("SELECT count(*) FROM donor d JOIN site s ON s.id = d.site_id WHERE s.code || ':' || d.code "
+                      "= ANY(:v)"),
+            "material": "SELECT count(*) FROM source_material WHERE din = ANY(:v)",
+            "batch": "SELECT count(*) FROM batch WHERE number = ANY(:v)",
+            "qc_result": "SELECT count(*) FROM qc_result WHERE id::text = ANY(:v)",
+            "certificate": "SELECT count(*) FROM release_certificate WHERE number = ANY(:v)",
+            "passage": ("SELECT count(*) FROM passage p JOIN batch_step st ON st.id = p.step_id JOIN batch b ON "
+                        "b.id = st.batch_id WHERE b.number || ':' || st.code = ANY(:v)"),
+        }
+        for what, sql in queries.items():
+            told = ledger.created.get(what, [])
+            found = count(sql, told)
+            checks[what] = {"told": len(told), "unique_told": len(set(told)), "in_database": found,
+                            "ok": found == len(told) == len(set(told))}
+        dins = ledger.created.get("din", []) + ledger.created.get("material", [])
+        checks["dins_unique"] = {"allocated": len(dins), "unique": len(set(dins)), "ok": len(dins) == len(set(dins))}
+        certified = ledger.created.get("certified", [])
+        checks["one_certification_per_batch"] = {
+            "certified": len(certified), "unique": len(set(certified)), "ok": len(certified) == len(set(certified))}
+        for table, column in (("batch", "number"), ("source_material", "din"), ("release_certificate", "number"),
+                              ("deviation", "number"), ("shipment", "number")):
+            duplicates = connection.execute(sa.text(
+                f"SELECT count(*) FROM (SELECT {column} FROM {table} GROUP BY {column} HAVING count(*) > 1) d"
+            )).scalar()
+            checks[f"{table}.{column} unique in the database"] = {"duplicates": duplicates, "ok": duplicates == 0}
+        started = time.perf_counter()
+        report = verify_chain(connection)
+        checks["audit_verify"] = {"intact": report.intact, "entries": report.checked, "problem": report.problem,
+                                  "seconds": round(time.perf_counter() - started, 1), "ok": report.intact}
+    engine.dispose()
+    return checks
+
+
+def _summary(ledger: Ledger, seconds: float) -> dict[str, Any]:
+    def stats(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+
+        def pick(share: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
+
+        return {"p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+                "mean_ms": round(statistics.mean(ordered) * 1000, 1)}
+
+    by_kind: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
+    for kind, elapsed, status in ledger.samples:
+        by_kind[kind].append((elapsed, status))
+    kinds = {}
+    for kind, items in sorted(by_kind.items()):
+        statuses = collections.Counter(status for _, status in items)
+        kinds[kind] = {"requests": len(items), **stats([e for e, _ in items]),
+                       "statuses": {str(k): v for k, v in sorted(statuses.items())}}
+    everything = [e for _, e, _ in ledger.samples]
+    statuses = collections.Counter(status for _, _, status in ledger.samples)
+    errors = sum(v for k, v in statuses.items() if k >= 400 and k != 409)
+    return {"requests": len(everything), "seconds": round(seconds, 1),
+            "throughput_per_s": round(len(everything) / seconds, 1), **stats(everything),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "errors": errors,
+            "conflicts_409": statuses.get(409, 0), "by_kind": kinds}
+
+
+def run(users: int, seconds: float, postgres: str, scale: float) -> dict[str, Any]:
+    from bench.generate import generate
+
+    with throwaway_postgres(postgres, prefix="cellfactory_load") as url:
+        print(f"database: {sa.make_url(url).render_as_string(hide_password=True)}")
+        summary = generate(url, scale, log=lambda message: None, qp_queue_days=120)
+        print(f"generated scale {scale:g} in {summary['seconds']} s "
+              f"({summary['rows'].get('audit_entry', 0):,} audit entries)")
+        subjects = _tokens_and_subjects(url)
+        print(f"{subjects['waiting']} batches await their QP; {len(subjects['released']['network'])} released "
+              "batches for the auditors")
+        with app_servers(url) as (ports, _folder):
+            print(f"two gunicorn instances (2 workers each) on 127.0.0.1:{ports[0]} and 127.0.0.1:{ports[1]}")
+            ledger = Ledger()
+            stop = threading.Event()
+            threads = []
+            sites = ["BG", "MZ", "MI", "PV"]
+            # 50 users: 20 technicians, 12 QC analysts, 8 QPs, 10 auditors (in that proportion for other counts).
+            plan = (["technician"] * 20 + ["analyst"] * 12 + ["qp"] * 8 + ["auditor"] * 10)
+            plan = [plan[int(i * len(plan) / users)] for i in range(users)]
+            counters: collections.Counter[str] = collections.Counter()
+            for index, role in enumerate(plan):
+                site = sites[counters[role] % len(sites)]
+                counters[role] += 1
+                nth = (counters[role] - 1) // len(sites)
+                if role == "technician":
+                    token = subjects["tokens"][f"technician{nth % 4 + 1}.{site.lower()}"]
+                    target, args = technician, (site, subjects["lots"][site], f"{index:02d}")
+                elif role == "analyst":
+                    token = subjects["tokens"][f"qc_analyst{nth % 3 + 1}.{site.lower()}"]
+                    target, args = analyst, (site,)
+                elif role == "qp":
+                    token = subjects["tokens"][f"qp{nth % 2 + 1}.{site.lower()}"]
+                    target, args = qualified_person, (site,)
+                else:
+                    network = nth % 2 == 1  # half the auditors are the network's, half a site's
+                    token = subjects["tokens"]["auditor" if network else f"auditor1.{site.lower()}"]
+                    target, args = auditor, (subjects["released"]["network" if network else site],)
+                client = Client(ports, token, ledger, stop)
+
+                def work(target=target, client=client, args=args) -> None:
+                    try:
+                        target(client, *args)
+                    except Exception as error:  # a user's crash is a failure of the run, not of the others
+                        with ledger.lock:
+                            ledger.failures.append(f"{target.__name__} crashed: {type(error).__name__}: {error}")
+
+                threads.append(threading.Thread(target=work, name=f"{role}-{index}", daemon=True))
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            while time.perf_counter() - started < seconds and len(ledger.samples) < MAX_REQUESTS:
+                time.sleep(0.5)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=90)
+            elapsed = time.perf_counter() - started
+        result = {"users": users, "plan": dict(collections.Counter(plan)), "instances": 2, "workers_per_instance": 2,
+                  "scale": scale, "load": _summary(ledger, elapsed), "failures": ledger.failures,
+                  "created": {k: len(v) for k, v in ledger.created.items()}}
+        print("checking the database ...")
+        result["checks"] = _check(url, ledger)
+    return result
+
+
+def print_report(result: dict[str, Any]) -> None:
+    load = result["load"]
+    print(f"\n{result['users']} users {result['plan']} for {load['seconds']} s against 2 gunicorn instances x 2 "
+          f"workers, one PostgreSQL")
+    print(f"{load['requests']:,} requests, {load['throughput_per_s']} requests/s; p50 {load['p50_ms']} ms, "
+          f"p95 {load['p95_ms']} ms, p99 {load['p99_ms']} ms; statuses {load['statuses']}")
+    print(f"\n{'request':28}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  statuses")
+    for kind, data in load["by_kind"].items():
+        print(f"{kind:28}{data['requests']:>7}{data['p50_ms']:>9}{data['p95_ms']:>9}{data['p99_ms']:>9}  "
+              f"{data['statuses']}")
+    print(f"\nCreated: {result['created']}")
+    for failure in result["failures"][:10]:
+        print(f"  failure: {failure}")
+    print("\nChecks afterwards:")
+    for name, check in result["checks"].items():
+        print(f"  {'PASS' if check['ok'] else 'FAIL'}  {name}: " + ", ".join(f"{k}={v}" for k, v in check.items()
+                                                                              if k != "ok"))
+    targets = [("no errors other than 409 conflicts", load["errors"] == 0 and not result["failures"]),
+               ("no lost or duplicated records, audit verify intact", all(c["ok"] for c in result["checks"].values())),
+               (f"p95 < {P95_TARGET_MS} ms", load["p95_ms"] < P95_TARGET_MS)]
+    print("\nTargets:")
+    for name, ok in targets:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    result["targets"] = {name: ok for name, ok in targets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--scale", type=float, default=0.25, help="size of the network loaded first")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server where the throw-away database goes")
+    args = parser.parse_args(argv)
+    if not postgres_reachable(args.postgres):
+        print(f"PostgreSQL is not reachable at {args.postgres}", file=sys.stderr)
+        return 2
+    if _gunicorn() is None:
+        print("gunicorn is not installed: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    args.seconds = min(args.seconds, 600)
+    result = run(args.users, args.seconds, args.postgres, args.scale)
+    print_report(result)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"load-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nWritten bench/results/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -218,9 +218,10 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
-def measure_pages(sessions: list[Session], samples: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def measure_pages(sessions: list[Session], probes: list[Probe], samples: int, log: Callable[[str], None]
+                  ) -> list[dict[str, Any]]:
     rows = []
-    for probe in PROBES:
+    for probe in probes:
         available = [s for s in sessions if probe.endpoint in s.app.view_functions]
         if not available:
             rows.append({"name": probe.name, "endpoint": probe.endpoint, "available": False})
@@ -461,7 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server for --backend postgresql")
     parser.add_argument("--fresh", action="store_true", help="generate the data again even if it is there")
     parser.add_argument("--no-verify", action="store_true", help="skip the audit chain check")
+    parser.add_argument("--only", default=None,
+                        help="measure only these, comma-separated parts of names: pages (e.g. 'batch page'), "
+                             "'documents', 'verify'")
     args = parser.parse_args(argv)
+    wanted = [w.strip().lower() for w in args.only.split(",")] if args.only else None
+
+    def chosen(name: str) -> bool:
+        return wanted is None or any(w in name.lower() for w in wanted)
+
     scales = [float(s) for s in (args.scales or ("0.1,1" if args.quick else "1,10")).split(",")]
     samples = args.samples or (12 if args.quick else 30)
     repeats = 1 if args.quick else 3
@@ -478,14 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     sessions = [Session(d) for d in datasets]
     for session in sessions:
         session.dataset.summary["counts"] = table_counts(session)
-    log(f"measuring {len(PROBES)} pages and API calls, {samples} samples each per dataset")
-    pages = measure_pages(sessions, samples, log)
+    probes = [p for p in PROBES if chosen(p.name)]
+    log(f"measuring {len(probes)} pages and API calls, {samples} samples each per dataset")
+    pages = measure_pages(sessions, probes, samples, log)
     # The documents and the chain: on the scale-1 dataset (the size the per-page target names).
     reference = next((s for s in sessions if s.dataset.scale == 1), sessions[-1])
-    log(f"documents on {reference.dataset.label}")
-    documents = measure_documents(reference, repeats)
+    documents: dict[str, Any] = {}
+    if chosen("documents"):
+        log(f"documents on {reference.dataset.label}")
+        documents = measure_documents(reference, repeats)
     verify = {"entries": 0, "intact": True, "problem": None, "seconds": 0, "per_second": 0}
-    if not args.no_verify:
+    if not args.no_verify and chosen("verify"):
         log(f"audit verify on {reference.dataset.label}")
         verify = measure_verify(reference)
     small, big = sessions[0].dataset.label, sessions[-1].dataset.label

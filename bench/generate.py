@@ -488,7 +488,7 @@ class Generator:
     def _batch_results(self, batch: Any) -> list[Any]:
         return list(self.batch_content[batch.id][0])
 
-    def _for_batch(self, batch_id: int) -> list[Any]:
+    def _for_batch(self, batch_id: int, **_options: Any) -> list[Any]:
         return list(self.batch_content[batch_id][1])
 
     # people ------------------------------------------------------------------------------------------

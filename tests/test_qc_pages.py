@@ -397,3 +397,110 @@ def test_other_site_users_get_404(client, plant, batch, users, sites):
     assert client.get(f"/deviations/{mz.number}").status_code == 404
     # a result id of this batch only: another batch's number with this result id is not found
     assert client.post(f"/qc/batches/{batch.number}/results/999999/verify", data={}).status_code == 404
+
+
+# --- the worklist at any size --------------------------------------------------------------------
+
+
+def _worklist(client) -> tuple[str, int]:
+    """The worklist page and the number of SQL statements it took."""
+    statements = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        response = client.get("/qc/")
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", before)
+    assert response.status_code == 200
+    return response.get_data(as_text=True), len(statements)
+
+
+def _section(page: str, section: str) -> str:
+    start = page.index(f'<section class="card" id="{section}">')
+    return page[start:page.index("</section>", start)]
+
+
+def _batch_with_work(plant, sites, n: int):
+    """A further batch awaiting QC with every kind of open work: a failing viability (deviation, hold), a verified
+    CD73, an unverified CD73 retest and a pending sterility read."""
+    from cellfactory import isbt128
+
+    code = f"UC-W{n:03d}"
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], donor_data(code=code))
+    add_full_panel(refetch(plant.tech), donor)
+    material = material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(
+        donor_code=code, din=isbt128.build_din("A9991", 26, 700 + n).din13))
+    batch = _batch_awaiting_qc(plant, sites, material.din)
+    now = utcnow().isoformat()
+    due = (utcnow().date() + dt.timedelta(days=7)).isoformat()
+    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "sample_id": "S1", "value": "60",
+                                                         "sampled_at": now})
+    cd73 = qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "CD73", "sample_id": "S2", "value": "97",
+                                                                "sampled_at": now})
+    from tests.batch_helpers import signing
+
+    qc.verify_result(refetch(plant.qc2), refetch(cd73), signing=signing(plant.qc2))
+    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "CD73", "sample_id": "S3", "value": "98",
+                                                         "sampled_at": now, "retest_of": cd73.id,
+                                                         "retest_reason": "second sample"})
+    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "STER", "sample_id": "S4", "pending": True,
+                                                         "sampled_at": now, "final_read_due": due})
+    return refetch(batch)
+
+
+def test_the_worklist_costs_the_same_few_statements_whatever_the_number_of_batches_and_results(client, plant,
+                                                                                                  sites):
+    first = _batch_with_work(plant, sites, 1)
+    login(client, "qc.two.bg")
+    page, few = _worklist(client)
+    assert first.number in _section(page, "awaiting") and first.number in _section(page, "pending")
+    assert first.number in _section(page, "verify") and first.number in _section(page, "oos")
+    for n in range(2, 5):
+        _batch_with_work(plant, sites, n)
+    page, many = _worklist(client)
+    assert 'Batches awaiting QC <span class="muted">(4)' in page
+    assert 'Pending reads <span class="muted">(4)' in page
+    # Per batch: the failing viability, the CD73 retest and the pending sterility wait for a second analyst; the
+    # verified CD73 does not.
+    assert 'Waiting for your verification <span class="muted">(12)' in page
+    assert many == few, (few, many)
+    assert many <= 15, many
+
+
+def test_qc_statuses_of_many_batches_agree_with_each_batch_s_own(plant, sites):
+    from cellfactory.batches.models import Batch
+
+    batches = [_batch_with_work(plant, sites, n) for n in (1, 2)]
+    complete_qc(plant, _batch_awaiting_qc(plant, sites), pending=("STER",))
+    batches = list(db.session.scalars(sa.select(Batch).order_by(Batch.id)))
+    together = qc.qc_statuses(batches)
+    assert set(together) == {b.id for b in batches}
+    for batch in batches:
+        alone = qc.qc_status(batch)
+        assert [(s.test.code, [r.id for r in s.results], s.reportable.id if s.reportable else None, s.why, s.verified,
+                 s.open_items) for s in together[batch.id]] == \
+               [(s.test.code, [r.id for r in s.results], s.reportable.id if s.reportable else None, s.why, s.verified,
+                 s.open_items) for s in alone]
+
+
+def test_pending_reads_are_those_of_open_batches(client, plant, sites):
+    """A sterility read pending on a conditionally released batch is open work (the final certification waits for
+    it); the pending read of a rejected batch decides nothing any more and leaves the worklist."""
+    from cellfactory.batches.models import Batch
+
+    conditional, rejected, on_hold = (_batch_with_work(plant, sites, n).number for n in (1, 2, 3))
+    for number, status in ((conditional, S.CONDITIONALLY_RELEASED), (rejected, S.REJECTED)):
+        db.session.execute(sa.update(Batch.__table__).where(Batch.__table__.c.number == number).values(status=status))
+    db.session.expire_all()
+    login(client, "qc.two.bg")
+    page, _ = _worklist(client)
+    pending = _section(page, "pending")
+    assert conditional in pending and on_hold in pending
+    assert rejected not in pending
+    assert 'Pending reads <span class="muted">(2)' in page
+    assert rejected not in _section(page, "verify")  # nor do a closed batch's results wait for verification
+    # The read stays on the rejected batch's own QC page.
+    assert "pending (final read due" in client.get(f"/qc/batches/{rejected}").get_data(as_text=True)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import request
+from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.api import bp, json_body, page_json
 from cellfactory.api.params import api_user, check_types, choice, filter_site, instants, signing_of, write_site
@@ -22,6 +23,7 @@ from cellfactory.api.serializers import (
     catalogue_item_json,
     equipment_json,
     iso,
+    load_users,
     lot_json,
     number,
     passage_json,
@@ -325,9 +327,15 @@ def lot_status(id: int):
 def lot_trace(lot: ReagentLot, user: User) -> list[dict[str, Any]]:
     """Every batch that recorded a use of the lot, voided uses included and flagged (for a supplier recall)."""
     query = visible_to(sa.select(StepReagent).join(BatchStep).join(Batch), Batch, user) \
-        .where(StepReagent.lot_id == lot.id).order_by(Batch.number, BatchStep.position, StepReagent.id)
+        .where(StepReagent.lot_id == lot.id).order_by(Batch.number, BatchStep.position, StepReagent.id) \
+        .options(joinedload(StepReagent.step).options(
+            lazyload(BatchStep.operator), lazyload(BatchStep.passage), lazyload(BatchStep.equipment_uses),
+            lazyload(BatchStep.reagent_uses),
+            joinedload(BatchStep.batch).joinedload(Batch.specification).lazyload(SpecificationVersion.tests)))
+    uses = list(db.session.scalars(query))
+    load_users([u.created_by_id for u in uses] + [u.step.batch.started_by_id for u in uses])
     batches: dict[str, dict[str, Any]] = {}
-    for use in db.session.scalars(query):
+    for use in uses:
         batch = use.step.batch
         entry = batches.setdefault(batch.number, {**batch_json(batch), "in_use": False, "uses": []})
         entry["uses"].append({
@@ -420,7 +428,7 @@ def vessel_types():
 
 
 def _batch(number_: str) -> Batch:
-    return batch_services.get_batch(api_user(), number_)
+    return batch_services.get_batch(api_user(), number_, options=batch_services.SHOWN)
 
 
 def _step(batch: Batch, code: str) -> BatchStep:
@@ -430,13 +438,15 @@ def _step(batch: Batch, code: str) -> BatchStep:
     return step
 
 
-def _step_json(step: BatchStep) -> dict[str, Any]:
-    return step_json(step, batch_services.step_verification(step))
+def _step_json(step: BatchStep, index: signature_services.SignatureIndex | None = None) -> dict[str, Any]:
+    return step_json(step, batch_services.step_verification(step, index))
 
 
 def batch_detail_json(batch: Batch, user: User) -> dict[str, Any]:
+    index = batch_services.record_signatures(batch)
+    load_users([batch.started_by_id, *(s.operator_id for s in batch.steps)])
     data = batch_json(batch)
-    steps = [_step_json(s) for s in batch.steps]
+    steps = [_step_json(s, index) for s in batch.steps]
     data["specification"] = {"number": batch.specification.number, "status": batch.specification.status.value,
                              "max_passage": batch.specification.max_passage,
                              "max_cumulative_pd": number(batch.specification.max_cumulative_pd)}
@@ -445,8 +455,8 @@ def batch_detail_json(batch: Batch, user: User) -> dict[str, Any]:
     data["steps"] = [{key: s[key] for key in ("code", "name", "kind", "status", "verified", "version")}
                      for s in steps]
     data["next_step"] = next((s["code"] for s in steps if s["status"] != "done"), None)
-    data["blockers"] = batch_services.manufacturing_blockers(batch) if batch.status == BatchStatus.IN_PROCESS \
-        else []
+    data["blockers"] = batch_services.manufacturing_blockers(batch, index) \
+        if batch.status == BatchStatus.IN_PROCESS else []
     data["allowed_transitions"] = [transition_json(t, user, batch.site_id)
                                    for t in batch_services.allowed_transitions(batch)]
     return data
@@ -470,8 +480,12 @@ def batches():
         except NotFound as error:
             raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
         query = query.where(Batch.product_id == found.id)
-    query = query.order_by(Batch.started_at.desc(), Batch.id.desc())
-    return page_json(paginate(query, page, per_page), batch_json)
+    # The list shows no record: the specification's number comes with each batch, the people in one statement.
+    query = query.order_by(Batch.started_at.desc(), Batch.id.desc()) \
+        .options(joinedload(Batch.specification).lazyload(SpecificationVersion.tests))
+    found = paginate(query, page, per_page)
+    load_users(b.started_by_id for b in found.items)
+    return page_json(found, batch_json)
 
 
 @bp.post("/batches")
@@ -518,7 +532,9 @@ def batch_transition(number: str):
 @bp.get("/batches/<number>/steps")
 @roles_required(READ_ROLES)
 def batch_steps(number: str):
-    return _list(list(_batch(number).steps), _step_json)
+    found = _batch(number)
+    index = signature_services.SignatureIndex(found.steps)
+    return _list(list(found.steps), lambda step: _step_json(step, index))
 
 
 @bp.put("/batches/<number>/steps/<code>")
@@ -565,9 +581,10 @@ def batch_passages(number: str):
     found = _batch(number)
     query = sa.select(Passage).join(BatchStep).where(BatchStep.batch_id == found.id).order_by(BatchStep.position)
     page, per_page = page_args(request.args)
+    index = signature_services.SignatureIndex(found.steps)
 
     def serialize(passage: Passage) -> dict[str, Any]:
-        verification = batch_services.step_verification(passage.step)
+        verification = batch_services.step_verification(passage.step, index)
         return {**passage_json(passage), "step_name": passage.step.name, "verified": verification is not None}
 
     return page_json(paginate(query, page, per_page), serialize)

@@ -15,7 +15,7 @@ from flask import g, request
 from cellfactory import isbt128
 from cellfactory.api import bp, json_body, page_json
 from cellfactory.api.params import check_types, choice, filter_site, instants, write_site
-from cellfactory.api.serializers import iso, number, username
+from cellfactory.api.serializers import iso, load_users, number, username
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
@@ -76,6 +76,7 @@ def _in_transit(units: list[Unit]) -> dict[int, Shipment]:
 
 def units_json(units: list[Unit]) -> list[dict[str, Any]]:
     transit = _in_transit(units)
+    load_users(u.created_by_id for u in units)
     return [unit_json(u, transit.get(u.id)) for u in units]
 
 
@@ -356,7 +357,9 @@ def shipment_list():
         else:
             query = query.where(sa.or_(Shipment.from_site_id == site.id, Shipment.to_site_id == site.id))
     query = query.order_by(Shipment.departed_at.desc(), Shipment.id.desc())
-    return page_json(paginate(query, page, per_page), shipment_json)
+    result = paginate(query, page, per_page)
+    load_users([s.received_by_id for s in result.items] + [s.created_by_id for s in result.items])
+    return page_json(result, shipment_json)
 
 
 @bp.post("/shipments")

@@ -69,10 +69,11 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
     site: Mapped[Site] = relationship(lazy="joined")
     product: Mapped[Product] = relationship(lazy="joined")
     specification: Mapped[SpecificationVersion] = relationship()
-    materials: Mapped[list[BatchMaterial]] = relationship(back_populates="batch", lazy="selectin",
-                                                         order_by="BatchMaterial.id")
-    steps: Mapped[list[BatchStep]] = relationship(back_populates="batch", order_by="BatchStep.position",
-                                                  lazy="selectin")
+    # Loaded when asked for, not with every batch: a list, a trace or a worklist reads batches without their
+    # record. A page that shows the record chooses its loading (batches.services.RECORD, in a fixed number
+    # of statements); one batch's steps loaded lazily still come with their uses and passages (below).
+    materials: Mapped[list[BatchMaterial]] = relationship(back_populates="batch", order_by="BatchMaterial.id")
+    steps: Mapped[list[BatchStep]] = relationship(back_populates="batch", order_by="BatchStep.position")
 
     def audit_label(self) -> str:
         return self.number
@@ -89,7 +90,7 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
                 "results": [r.signature_content() | {"invalidated": r.invalidation_reason}
                             for r in batch_results(self)],
                 "deviations": [{"number": d.number, "classification": d.classification.value,
-                                "status": d.status.value} for d in for_batch(self.id)]}
+                                "status": d.status.value} for d in for_batch(self.id, details=False)]}
 
 
 class BatchMaterial(Audited, CreatedMixin, Base):
@@ -137,6 +138,7 @@ class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
 
     batch: Mapped[Batch] = relationship(back_populates="steps")
     operator: Mapped[User | None] = relationship(foreign_keys=[operator_id], lazy="joined")
+    # A step is read with its uses and passage (its record), whoever loads the steps.
     equipment_uses: Mapped[list[StepEquipment]] = relationship(back_populates="step", lazy="selectin",
                                                                order_by="StepEquipment.id")
     reagent_uses: Mapped[list[StepReagent]] = relationship(back_populates="step", lazy="selectin",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defaultload, joinedload, lazyload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cellfactory.audit import services as audit
@@ -30,15 +32,16 @@ from cellfactory.batches.models import (
 )
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import Conflict, ValidationFailed
-from cellfactory.core.scoping import get_visible
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
+from cellfactory.donors.models import Donor
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.products import services as product_services
-from cellfactory.products.models import StepKind
+from cellfactory.products.models import SpecificationVersion, StepKind
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
@@ -47,8 +50,67 @@ from cellfactory.sites.models import Site
 S = BatchStatus
 
 
-def get_batch(user: User, number: str) -> Batch:
-    return get_visible(Batch, user, Batch.number == (number or "").strip().upper(), what=f"batch {number!r}")
+# How a batch is read with its manufacturing record, in a fixed number of statements whatever its size: the
+# batch with its site, product, frozen specification and source materials (one statement), then its steps with
+# their operator and passage, their equipment and their reagent uses (one statement each). The specification's
+# tests and the operators' roles are read only where asked for.
+RECORD = (
+    joinedload(Batch.specification).lazyload(SpecificationVersion.tests),
+    joinedload(Batch.materials),
+    selectinload(Batch.steps).options(
+        joinedload(BatchStep.operator).lazyload(User.roles),
+        joinedload(BatchStep.passage),
+        selectinload(BatchStep.equipment_uses),
+        selectinload(BatchStep.reagent_uses),
+    ),
+)
+# The record as the batch page and the API show it: without the donors' screening results.
+SHOWN = (*RECORD, defaultload(Batch.materials).defaultload(BatchMaterial.material).defaultload(SourceMaterial.donor)
+         .lazyload(Donor.results))
+# Steps and passages only (growth curves, the next step of each batch in a list).
+STEPS_AND_PASSAGES = (
+    selectinload(Batch.steps).options(lazyload(BatchStep.operator), joinedload(BatchStep.passage),
+                                      lazyload(BatchStep.equipment_uses), lazyload(BatchStep.reagent_uses)),
+)
+
+
+def get_batch(user: User, number: str, *, options: Sequence[Any] = RECORD) -> Batch:
+    """The batch the user may see, with its record loaded as `options` say (by default all of it)."""
+    query = sa.select(Batch).where(Batch.number == (number or "").strip().upper()).options(*options)
+    # unique(): a batch of several materials comes on as many rows.
+    batch = db.session.scalars(visible_to(query, Batch, user)).unique().one_or_none()
+    if batch is None:
+        raise NotFound(f"There is no batch {number!r} you can see.")
+    return batch
+
+
+def record_signatures(batch: Batch) -> signatures.SignatureIndex:
+    """The signatures of the batch and of each of its steps, read at once."""
+    return signatures.SignatureIndex([batch, *batch.steps])
+
+
+class _ContentOnce:
+    """A record whose signed content is computed once, to check several signatures against it."""
+
+    def __init__(self, record: signatures.Signable) -> None:
+        self.__tablename__ = record.__tablename__
+        self.id = record.id
+        self._record = record
+        self._content: dict[str, Any] | None = None
+
+    def signature_content(self) -> dict[str, Any]:
+        if self._content is None:
+            self._content = self._record.signature_content()
+        return self._content
+
+
+def signature_statuses(record: signatures.Signable, found: Sequence[Any]) -> list[tuple[Any, str]]:
+    """Each of the record's signatures with its status (valid, record changed, invalid); the record's content,
+    which for a batch means reading its results and deviations, is computed once for all of them."""
+    if not found:
+        return []
+    once = _ContentOnce(record)
+    return [(signature, signatures.verify(signature, once).value) for signature in found]
 
 
 # --- starting a batch ----------------------------------------------------------------------------
@@ -399,24 +461,42 @@ def _cascade_cumulative_pd(step: BatchStep) -> None:
 # --- verification --------------------------------------------------------------------------------
 
 
-def step_verification(step: BatchStep):
-    """The current second-person verification of a step, if it still matches the entries."""
-    for signature in reversed(signatures.signatures_for(step)):
+def step_verification(step: BatchStep, index: signatures.SignatureIndex | None = None):
+    """The current second-person verification of a step, if it still matches the entries. With `index` (the
+    signatures of many steps read at once, see `record_signatures`) it reads nothing from the database."""
+    found = index.of(step) if index is not None else signatures.signatures_for(step)
+    for signature in reversed(found):
         if signature.meaning == Meaning.VERIFIED.value:
             return signature if signatures.verify(signature, step) == signatures.SignatureStatus.VALID else None
     return None
 
 
 def entered_by(step: BatchStep) -> set[int]:
-    people = {step.operator_id} | {u.created_by_id for u in step.equipment_uses + step.reagent_uses}
-    if step.passage is not None:
-        people.add(step.passage.created_by_id)
-    records = [sa.and_(AuditEntry.entity_type == "batch_step", AuditEntry.entity_id == str(step.id))]
-    if step.passage is not None:
-        records.append(sa.and_(AuditEntry.entity_type == "passage", AuditEntry.entity_id == str(step.passage.id)))
-    changes = db.session.scalars(sa.select(AuditEntry.actor_id).where(sa.or_(*records)))
-    people.update(changes)
-    return {p for p in people if p is not None}
+    return entered_by_steps([step])[step.id]
+
+
+def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
+    """Who entered or changed each step (its operator, who added its uses or passage, every actor of its audit
+    entries or its passage's), by step id: one statement for all the steps."""
+    people: dict[int, set[int]] = {}
+    step_of: dict[tuple[str, str], int] = {}
+    for step in steps:
+        people[step.id] = {step.operator_id} | {u.created_by_id for u in step.equipment_uses + step.reagent_uses}
+        step_of[("batch_step", str(step.id))] = step.id
+        if step.passage is not None:
+            people[step.id].add(step.passage.created_by_id)
+            step_of[("passage", str(step.passage.id))] = step.id
+    ids_by_kind: dict[str, list[str]] = {}
+    for kind, entity_id in step_of:
+        ids_by_kind.setdefault(kind, []).append(entity_id)
+    if ids_by_kind:
+        records = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(ids))
+                   for kind, ids in ids_by_kind.items()]
+        for kind, entity_id, actor_id in db.session.execute(
+                sa.select(AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.actor_id)
+                .where(sa.or_(*records)).distinct()):
+            people[step_of[(kind, entity_id)]].add(actor_id)
+    return {step_id: {p for p in found if p is not None} for step_id, found in people.items()}
 
 
 @transactional
@@ -481,12 +561,13 @@ def allowed_transitions(batch: Batch) -> list[Transition]:
     return options
 
 
-def manufacturing_blockers(batch: Batch) -> list[str]:
+def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None = None) -> list[str]:
+    index = index if index is not None else record_signatures(batch)
     blockers = []
     for step in batch.steps:
         if step.status != StepStatus.DONE:
             blockers.append(f"Step {step.code} ({step.name}) is not finished.")
-        elif step_verification(step) is None:
+        elif step_verification(step, index) is None:
             blockers.append(f"Step {step.code} ({step.name}) is not verified by a second person.")
     return blockers
 
@@ -496,15 +577,19 @@ def involved_people(batch: Batch) -> dict[int, str]:
     from cellfactory.qc.services import batch_results
 
     people: dict[int, str] = {batch.started_by_id: "started the batch"}
+    entered = entered_by_steps(batch.steps)
+    index = signatures.SignatureIndex(batch.steps)
     for step in batch.steps:
-        for person in entered_by(step):
+        for person in entered[step.id]:
             people.setdefault(person, f"entered step {step.code}")
-        for signature in signatures.signatures_for(step):
+        for signature in index.of(step):
             people.setdefault(signature.signer_id, f"verified step {step.code}")
-    for result in batch_results(batch):
+    results = batch_results(batch)
+    result_signatures = signatures.SignatureIndex(results)
+    for result in results:
         people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
         people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
-        for signature in signatures.signatures_for(result):
+        for signature in result_signatures.of(result):
             if signature.meaning == Meaning.VERIFIED.value:
                 people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
     return people

@@ -44,6 +44,7 @@ from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning, Signature
+from cellfactory.signatures.services import SignatureStatus
 from cellfactory.sites.models import Site
 from cellfactory.web import display_timezone
 
@@ -131,20 +132,19 @@ def _history(pairs: list[tuple[str, list[int]]], limit: int = 500) -> list[Audit
                                    .order_by(AuditEntry.seq.desc()).limit(limit)))
 
 
-def _step_records(step: BatchStep) -> list[tuple[str, list[int]]]:
-    signatures = signature_services.signatures_for(step)
+def _step_records(step: BatchStep, index: signature_services.SignatureIndex) -> list[tuple[str, list[int]]]:
     return [("batch_step", [step.id]), ("passage", [step.passage.id] if step.passage else []),
             ("step_equipment", [u.id for u in step.equipment_uses]),
-            ("step_reagent", [u.id for u in step.reagent_uses]), ("signature", [s.id for s in signatures])]
+            ("step_reagent", [u.id for u in step.reagent_uses]), ("signature", [s.id for s in index.of(step)])]
 
 
-def _batch_records(batch: Batch) -> list[tuple[str, list[int]]]:
+def _batch_records(batch: Batch, index: signature_services.SignatureIndex) -> list[tuple[str, list[int]]]:
     pairs: dict[str, list[int]] = {kind: [] for kind in ENTITY_TYPES}
     pairs["batch"].append(batch.id)
     pairs["batch_material"].extend(m.id for m in batch.materials)
-    pairs["signature"].extend(s.id for s in signature_services.signatures_for(batch))
+    pairs["signature"].extend(s.id for s in index.of(batch))
     for step in batch.steps:
-        for kind, ids in _step_records(step):
+        for kind, ids in _step_records(step, index):
             pairs[kind].extend(ids)
     return list(pairs.items())
 
@@ -196,10 +196,23 @@ def index() -> tuple[str, int]:
     products = list(db.session.scalars(sa.select(Product).order_by(Product.code)))
     return render_template("batches/list.html", result=result, args=args, statuses=list(BatchStatus),
                            products=products, sorts=SORT_LABELS, errors=errors,
-                           next_steps={b.id: next((s for s in b.steps if s.status != StepStatus.DONE), None)
-                                       for b in result.items},
+                           next_steps=_next_steps(result.items),
                            can_start=_user().has_role(Role.TECHNICIAN, g.site.id if g.site else None),
                            ), (422 if errors else 200)
+
+
+def _next_steps(batches: list[Batch]) -> dict[int, Any]:
+    """The first unfinished step (code, name) of each batch in process, by batch id: one statement for the page."""
+    found: dict[int, Any] = {b.id: None for b in batches}
+    in_process = [b.id for b in batches if b.status == S.IN_PROCESS]
+    if in_process:
+        for row in db.session.execute(
+                sa.select(BatchStep.batch_id, BatchStep.code, BatchStep.name)
+                .where(BatchStep.batch_id.in_(in_process), BatchStep.status != StepStatus.DONE)
+                .order_by(BatchStep.batch_id, BatchStep.position)):
+            if found[row.batch_id] is None:
+                found[row.batch_id] = row
+    return found
 
 
 # --- start ---------------------------------------------------------------------------------------
@@ -344,19 +357,26 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     user = _user()
     verify_forms = dict(verify_forms or {})
     transition_forms = dict(transition_forms or {})
-    verifications = {s.id: services.step_verification(s) for s in batch.steps}
-    step_signatures = {s.id: [(sig, signature_services.verify(sig, s).value)
-                              for sig in signature_services.signatures_for(s)] for s in batch.steps}
+    # The signatures of the batch and of every step in one read; each check below uses them.
+    index = services.record_signatures(batch)
+    step_signatures = {s.id: [(sig, signature_services.verify(sig, s).value) for sig in index.of(s)]
+                       for s in batch.steps}
+    # As services.step_verification decides, from the statuses just checked: the latest verification, if valid.
+    verifications: dict[int, Signature | None] = {}
+    for step in batch.steps:
+        latest = next(((sig, state) for sig, state in reversed(step_signatures[step.id])
+                       if sig.meaning == Meaning.VERIFIED.value), None)
+        verifications[step.id] = latest[0] if latest and latest[1] == SignatureStatus.VALID.value else None
     can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
     verify_notes: dict[int, str] = {}
-    for step in batch.steps:
-        if not can_verify_here or step.status != StepStatus.DONE or verifications[step.id] is not None:
-            continue
-        if user.id in services.entered_by(step):
+    unverified = [s for s in batch.steps if s.status == StepStatus.DONE and verifications[s.id] is None]
+    entered = services.entered_by_steps(unverified) if can_verify_here else {}
+    for step in unverified if can_verify_here else []:
+        if user.id in entered[step.id]:
             verify_notes[step.id] = "You entered or changed this step: a second person verifies it."
         else:
             verify_forms.setdefault(step.id, _verify_form(step))
-    blockers = services.manufacturing_blockers(batch) if batch.status == S.IN_PROCESS else []
+    blockers = services.manufacturing_blockers(batch, index) if batch.status == S.IN_PROCESS else []
     transitions = []
     for transition in services.allowed_transitions(batch):
         form, note = None, None
@@ -384,16 +404,15 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
         transitions=transitions, growth_svg=growth_svg, has_curve=len(series.points) > 1,
         passages=[s for s in batch.steps if s.passage is not None], page_errors=page_errors or [],
         can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
-        history=_history(_batch_records(batch)), tz=batch.site.timezone,
-        batch_signatures=[(sig, signature_services.verify(sig, batch).value)
-                          for sig in signature_services.signatures_for(batch)],
+        history=_history(_batch_records(batch, index)), tz=batch.site.timezone,
+        batch_signatures=services.signature_statuses(batch, index.of(batch)),
     ), status
 
 
 @bp.route("/<number>")
 @roles_required(READ_ROLES)
 def detail(number: str) -> tuple[str, int]:
-    return _render_batch(services.get_batch(_user(), number))
+    return _render_batch(services.get_batch(_user(), number, options=services.SHOWN))
 
 
 @bp.route("/<number>/steps/<code>/verify", methods=["POST"])
@@ -415,7 +434,7 @@ def verify(number: str, code: str) -> Any:
             mark_signed()
             flash(f"Step {step.code} of {batch.number} verified and signed.", "success")
             return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
-    batch = services.get_batch(_user(), number)
+    batch = services.get_batch(_user(), number, options=services.SHOWN)
     return _render_batch(batch, 422, verify_forms={step.id: form})
 
 
@@ -455,7 +474,7 @@ def transition(number: str) -> Any:
                 mark_signed()
             flash(f"{batch.number}: {chosen.label}. The batch is now {target.label}.", "success")
             return redirect(url_for("batches.detail", number=batch.number))
-    batch = services.get_batch(_user(), number)
+    batch = services.get_batch(_user(), number, options=services.SHOWN)
     return _render_batch(batch, 422, transition_forms={target.value: form})
 
 
@@ -545,14 +564,14 @@ def _set_choices(form: EntryForm, step: BatchStep) -> None:
 
 def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[str, int]:
     blocking = _blocking_step(step)
+    index = signature_services.SignatureIndex([step])
     return render_template(
         "batches/step.html", batch=step.batch, step=step, form=form, blocking=blocking,
         is_passage=step.kind == StepKind.PASSAGE, correction=step.status != StepStatus.PENDING,
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
-        verification=services.step_verification(step), tz=step.batch.site.timezone,
-        signatures=[(sig, signature_services.verify(sig, step).value)
-                    for sig in signature_services.signatures_for(step)],
-        history=_history(_step_records(step)),
+        verification=services.step_verification(step, index), tz=step.batch.site.timezone,
+        signatures=[(sig, signature_services.verify(sig, step).value) for sig in index.of(step)],
+        history=_history(_step_records(step, index)),
     ), status
 
 
@@ -607,8 +626,12 @@ def compare() -> tuple[str, int]:
     product_code = (request.args.get("product") or "").strip().upper()
     errors = []
     chosen: list[Batch] = []
+    # The batches asked for and the candidates, each read with steps and passages (the curves) at once.
+    found = {b.number: b for b in db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.number.in_(numbers)), Batch, user).options(*services.STEPS_AND_PASSAGES))
+    } if numbers else {}
     for number in numbers:
-        batch = db.session.scalar(visible_to(sa.select(Batch).where(Batch.number == number), Batch, user))
+        batch = found.get(number)
         if batch is None:
             errors.append(f"There is no batch {number} you can see.")
         elif product_code and batch.product.code != product_code:
@@ -622,7 +645,7 @@ def compare() -> tuple[str, int]:
         product_code = products[0].code
     candidates = list(db.session.scalars(visible_to(
         sa.select(Batch).join(Product, Product.id == Batch.product_id).where(Product.code == product_code), Batch,
-        user).order_by(Batch.started_at.desc()).limit(60)))
+        user).order_by(Batch.started_at.desc()).limit(60).options(*services.STEPS_AND_PASSAGES)))
     if not numbers:
         chosen = [b for b in candidates if any(s.passage is not None for s in b.steps)][:MAX_COMPARED]
     if len(chosen) > MAX_COMPARED:

@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm import lazyload
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
@@ -203,9 +204,13 @@ def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any
     return deviation
 
 
-def for_batch(batch_id: int) -> list[Deviation]:
-    return list(db.session.scalars(sa.select(Deviation).where(Deviation.batch_id == batch_id)
-                                   .order_by(Deviation.id)))
+def for_batch(batch_id: int, *, details: bool = True) -> list[Deviation]:
+    """The batch's deviations in the order raised; `details=False` leaves their CAPA actions and who opened them
+    unread (for a batch's signed content, which names only number, classification and status)."""
+    query = sa.select(Deviation).where(Deviation.batch_id == batch_id).order_by(Deviation.id)
+    if not details:
+        query = query.options(lazyload(Deviation.actions), lazyload(Deviation.opened_by))
+    return list(db.session.scalars(query))
 
 
 def blocking(batch_id: int) -> list[Deviation]:

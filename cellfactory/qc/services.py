@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defaultload
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
@@ -19,7 +21,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations import services as deviations
-from cellfactory.deviations.models import Classification, DeviationSource, DeviationStatus
+from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.materials.services import parse_instant
@@ -33,6 +35,9 @@ from cellfactory.signatures.models import Meaning
 # and late reads (sterility) after a conditional release.
 RESULT_STATES = (BatchStatus.IN_PROCESS, BatchStatus.AWAITING_QC, BatchStatus.AWAITING_QA_REVIEW,
                  BatchStatus.AWAITING_CERTIFICATION, BatchStatus.CONDITIONALLY_RELEASED, BatchStatus.ON_HOLD)
+
+# Loader options for lists of results that show the analyst's name but not their roles.
+LIGHT_RESULT = (defaultload(QcResult.analyst).lazyload(User.roles),)
 
 
 def get_result(user: User, result_id: int) -> QcResult:
@@ -202,8 +207,11 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
     db.session.flush()
 
 
-def result_verification(result: QcResult):
-    for signature in reversed(signatures.signatures_for(result)):
+def result_verification(result: QcResult, index: signatures.SignatureIndex | None = None):
+    """The second analyst's valid verification of the result, or None. With `index` (the signatures of many
+    results read at once) it reads nothing more from the database."""
+    found = index.of(result) if index is not None else signatures.signatures_for(result)
+    for signature in reversed(found):
         if signature.meaning == Meaning.VERIFIED.value:
             return signature if signatures.verify(signature, result) == signatures.SignatureStatus.VALID else None
     return None
@@ -251,6 +259,9 @@ class TestStatus:
     reportable: QcResult | None
     why: str
     verified: bool
+    # Whether the reportable result's deviation is closed, when it was read together with the results
+    # (qc_statuses); None: look it up.
+    deviation_closed: bool | None = None
 
     @property
     def verdict(self) -> Verdict | None:
@@ -267,22 +278,86 @@ class TestStatus:
         if self.verdict == Verdict.PENDING and not self.test.may_be_pending:
             items.append(f"{name}: pending.")
         if self.verdict == Verdict.FAIL:
-            deviation = db.session.get(deviations.Deviation, self.reportable.deviation_id) \
-                if self.reportable.deviation_id else None
-            if deviation is None or deviation.status != DeviationStatus.CLOSED:
+            closed = self.deviation_closed
+            if closed is None:
+                deviation = db.session.get(Deviation, self.reportable.deviation_id) \
+                    if self.reportable.deviation_id else None
+                closed = deviation is not None and deviation.status == DeviationStatus.CLOSED
+            if not closed:
                 items.append(f"{name}: out of specification, deviation not closed.")
         return items
 
 
 def batch_results(batch: Batch) -> list[QcResult]:
-    return list(db.session.scalars(sa.select(QcResult).where(QcResult.batch_id == batch.id).order_by(QcResult.id)))
+    """The batch's results in entry order, with their analysts (not the analysts' roles)."""
+    return list(db.session.scalars(sa.select(QcResult).where(QcResult.batch_id == batch.id)
+                                   .options(*LIGHT_RESULT).order_by(QcResult.id)))
 
 
 def qc_status(batch: Batch) -> list[TestStatus]:
     """For each test of the frozen specification: its results, the one the decision uses and why."""
-    results = batch_results(batch)
+    return _statuses(batch.specification.tests, batch_results(batch),
+                     lambda result: result_verification(result) is not None)
+
+
+@dataclass
+class BatchResults:
+    """The results of many batches read in one statement: by batch id in entry order, and for each result
+    whether its deviation is closed."""
+
+    by_batch: dict[int, list[QcResult]]
+    deviation_closed: dict[int, bool]
+
+    @classmethod
+    def of(cls, batches: Sequence[Batch]) -> BatchResults:
+        loaded = cls({batch.id: [] for batch in batches}, {})
+        if not batches:
+            return loaded
+        for result, deviation_status in db.session.execute(
+                sa.select(QcResult, Deviation.status).outerjoin(Deviation, Deviation.id == QcResult.deviation_id)
+                .where(QcResult.batch_id.in_(list(loaded.by_batch))).options(*LIGHT_RESULT).order_by(QcResult.id)):
+            loaded.by_batch[result.batch_id].append(result)
+            loaded.deviation_closed[result.id] = deviation_status == DeviationStatus.CLOSED
+        return loaded
+
+    def reportable(self, batch_id: int) -> list[QcResult]:
+        """The result of each test the decision uses: the latest valid one."""
+        latest: dict[int, QcResult] = {}
+        for result in self.by_batch.get(batch_id, []):
+            if result.invalidated_at is None:
+                latest[result.spec_test_id] = result
+        return list(latest.values())
+
+
+def qc_statuses(batches: Sequence[Batch], *, loaded: BatchResults | None = None,
+                index: signatures.SignatureIndex | None = None) -> dict[int, list[TestStatus]]:
+    """`qc_status` of many batches (by batch id) in a fixed number of statements whatever their number: their
+    results with the status of their deviations (unless `loaded` has them), the tests of their specifications, and
+    the signatures of the results that count (unless `index` has them)."""
+    if not batches:
+        return {}
+    loaded = loaded or BatchResults.of(batches)
+    tests: dict[int, list[SpecTest]] = {}
+    for test in db.session.scalars(
+            sa.select(SpecTest).where(SpecTest.specification_id.in_({b.specification_id for b in batches}))
+            .order_by(SpecTest.specification_id, SpecTest.position)):
+        tests.setdefault(test.specification_id, []).append(test)
+    if index is None:
+        index = signatures.SignatureIndex([r for batch in batches for r in loaded.reportable(batch.id)])
+    statuses = {}
+    for batch in batches:
+        statuses[batch.id] = _statuses(tests.get(batch.specification_id, []), loaded.by_batch[batch.id],
+                                       lambda result: result_verification(result, index) is not None)
+        for status in statuses[batch.id]:
+            if status.reportable is not None:
+                status.deviation_closed = loaded.deviation_closed[status.reportable.id]
+    return statuses
+
+
+def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Callable[[QcResult], bool]
+              ) -> list[TestStatus]:
     statuses = []
-    for test in batch.specification.tests:
+    for test in tests:
         mine = [r for r in results if r.spec_test_id == test.id]
         valid = [r for r in mine if r.invalidated_at is None]
         reportable = valid[-1] if valid else None
@@ -295,8 +370,7 @@ def qc_status(batch: Batch) -> list[TestStatus]:
                    f"latest valid result (retest: {reportable.retest_reason})")
         else:
             why = "original result" if len(valid) == 1 else "latest valid result"
-        statuses.append(TestStatus(test, mine, reportable, why,
-                                   bool(reportable and result_verification(reportable) is not None)))
+        statuses.append(TestStatus(test, mine, reportable, why, bool(reportable and verified(reportable))))
     return statuses
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy.orm import lazyload
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -46,6 +47,8 @@ BATCH_KIND = {BatchStatus.IN_PROCESS: "info", BatchStatus.AWAITING_QC: "warn", B
               BatchStatus.RELEASED: "ok", BatchStatus.REJECTED: "bad", BatchStatus.ON_HOLD: "bad"}
 RECENT_OOS_DAYS = 30
 WORKLIST_LIMIT = 200
+# The open batches the worklist reads with their results: far more than a network has in progress at once.
+OPEN_BATCH_LIMIT = 1000
 
 
 def _user() -> User:
@@ -88,27 +91,46 @@ def _read_state(result: QcResult, batch: Batch) -> str | None:
     return "overdue" if result.final_read_due < today else "today" if result.final_read_due == today else None
 
 
+# Batch states in which QC results are still awaited (RESULT_STATES): a pending read of a batch still in process,
+# awaiting QC, review or certification, conditionally released (the sterility read the final certification waits
+# for) or on hold is open work. A rejected batch's pending read decides nothing any more, and a released batch has
+# no pending result that counts (final certification waits for every read), so neither is listed.
+PENDING_READ_STATES = qc.RESULT_STATES
+# Loader options for lists of batches: the worklist shows the number, product, site and status, not the materials
+# and steps a batch loads with itself.
+LIGHT_BATCH = (lazyload(Batch.materials), lazyload(Batch.steps))
+
+
 @bp.route("/")
 @roles_required(READ_ROLES)
 def worklist() -> str:
+    """What QC must do now, in a fixed number of statements whatever the history: the batches awaiting QC with
+    their open items, the pending reads of open batches, the results waiting for a second analyst and the recent
+    out-of-specification results."""
     user = _user()
-    batches = list(db.session.scalars(visible_to(
-        sa.select(Batch).where(Batch.status.in_([BatchStatus.AWAITING_QC, BatchStatus.ON_HOLD]))
-        .order_by(Batch.status_changed_at, Batch.id), Batch, user).limit(WORKLIST_LIMIT)))
-    awaiting = [(batch, grouped_items(qc.qc_status(batch))) for batch in batches]
+    # The open batches (bounded by what is in progress, not by the years behind) and all their results, once.
+    open_batches = list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.status.in_(qc.RESULT_STATES)).options(*LIGHT_BATCH)
+        .order_by(Batch.status_changed_at, Batch.id), Batch, user).limit(OPEN_BATCH_LIMIT)))
+    loaded = qc.BatchResults.of(open_batches)
+    batches = [b for b in open_batches if b.status in (BatchStatus.AWAITING_QC, BatchStatus.ON_HOLD)][:WORKLIST_LIMIT]
+    valid = [(result, batch) for batch in open_batches for result in loaded.by_batch[batch.id]
+             if result.invalidated_at is None]
 
-    pending = [(result, batch, _read_state(result, batch))
-               for result, batch in db.session.execute(visible_to(
-                   sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
-                   .where(QcResult.verdict == Verdict.PENDING, QcResult.invalidated_at.is_(None))
-                   .order_by(QcResult.final_read_due, QcResult.id), QcResult, user).limit(WORKLIST_LIMIT))]
+    pending = [(result, batch, _read_state(result, batch)) for result, batch in sorted(
+        ((r, b) for r, b in valid if r.verdict == Verdict.PENDING and b.status in PENDING_READ_STATES),
+        key=lambda row: (row[0].final_read_due is None, row[0].final_read_due or dt.date.min, row[0].id),
+    )[:WORKLIST_LIMIT]]
 
+    candidates = sorted(valid, key=lambda row: (row[0].created_at, row[0].id))[:WORKLIST_LIMIT * 5]
+    # One read of the signatures: the candidates' and those of the results the awaiting batches' decisions use.
+    index = signature_services.SignatureIndex(
+        [r for r, _ in candidates] + [r for batch in batches for r in loaded.reportable(batch.id)])
+    statuses = qc.qc_statuses(batches, loaded=loaded, index=index)
+    awaiting = [(batch, grouped_items(statuses[batch.id])) for batch in batches]
     to_verify, mine_waiting = [], 0
-    for result, batch in db.session.execute(visible_to(
-            sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
-            .where(QcResult.invalidated_at.is_(None), Batch.status.in_(qc.RESULT_STATES))
-            .order_by(QcResult.created_at, QcResult.id), QcResult, user).limit(WORKLIST_LIMIT * 5)):
-        if qc.result_verification(result) is not None:
+    for result, batch in candidates:
+        if qc.result_verification(result, index) is not None:
             continue
         if user.id in {result.analyst_id, result.created_by_id}:
             mine_waiting += 1
@@ -120,6 +142,7 @@ def worklist() -> str:
         sa.select(QcResult, Batch, Deviation).join(Batch, Batch.id == QcResult.batch_id)
         .outerjoin(Deviation, Deviation.id == QcResult.deviation_id)
         .where(QcResult.verdict == Verdict.FAIL, QcResult.created_at >= since)
+        .options(*LIGHT_BATCH, *qc.LIGHT_RESULT, lazyload(Deviation.actions))
         .order_by(QcResult.created_at.desc(), QcResult.id.desc()), QcResult, user).limit(50)))
     return render_template("qc/worklist.html", awaiting=awaiting, pending=pending, to_verify=to_verify[:WORKLIST_LIMIT],
                            mine_waiting=mine_waiting, oos=oos, oos_days=RECENT_OOS_DAYS,
@@ -362,13 +385,14 @@ def _trend_rows(user: User, product: Product, code: str, site_code: str | None) 
     query = (sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
              .join(SpecTest, SpecTest.id == QcResult.spec_test_id)
              .where(Batch.product_id == product.id, SpecTest.code == code, QcResult.invalidated_at.is_(None))
-             .order_by(Batch.started_at, Batch.id, QcResult.id))
+             .options(*LIGHT_BATCH, *qc.LIGHT_RESULT).order_by(Batch.started_at, Batch.id, QcResult.id))
     if site_code:
         query = query.join(Site, Site.id == Batch.site_id).where(Site.code == site_code.upper())
     latest: dict[int, tuple[QcResult, Batch]] = {}
     for result, batch in db.session.execute(visible_to(query, QcResult, user)):
         latest[batch.id] = (result, batch)  # rows come in id order: the last one is the reportable result
-    return [{"result": result, "batch": batch, "verified": qc.result_verification(result) is not None}
+    index = signature_services.SignatureIndex([result for result, _ in latest.values()])
+    return [{"result": result, "batch": batch, "verified": qc.result_verification(result, index) is not None}
             for result, batch in latest.values()]
 
 

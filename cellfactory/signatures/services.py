@@ -163,6 +163,28 @@ def signatures_for(record: Signable) -> list[Signature]:
     ))
 
 
+class SignatureIndex:
+    """The signatures of many records read in one query per record type, so a page that shows the
+    signatures of every step, result or decision costs a fixed number of queries, not one per record."""
+
+    def __init__(self, records: Collection[Signable]) -> None:
+        self._by_record: dict[tuple[str, str], list[Signature]] = {}
+        ids_by_type: dict[str, set[str]] = {}
+        for record in records:
+            ids_by_type.setdefault(record.__tablename__, set()).add(str(record.id))
+        for entity_type, entity_ids in ids_by_type.items():
+            for signature in db.session.scalars(
+                sa.select(Signature).where(Signature.entity_type == entity_type,
+                                           Signature.entity_id.in_(sorted(entity_ids)))
+                .order_by(Signature.signed_at, Signature.id)
+            ):
+                self._by_record.setdefault((signature.entity_type, signature.entity_id), []).append(signature)
+
+    def of(self, record: Signable) -> list[Signature]:
+        """The record's signatures, oldest first, as `signatures_for` returns them."""
+        return list(self._by_record.get((record.__tablename__, str(record.id)), []))
+
+
 # --- prerequisites for signing -------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.orm import lazyload
 
 from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, StepReagent
@@ -77,22 +78,36 @@ def _unit_line(unit: Unit) -> UnitLine:
 
 
 def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None) -> list[DonorLine]:
+    """Donors → their materials → the batches made from them → the units of those batches: one statement per
+    level, whatever the number of donors, materials, batches and units (and no batch's manufacturing record)."""
+    materials: dict[int, list[SourceMaterial]] = {d.id: [] for d in donors}
+    for material in db.session.scalars(
+            sa.select(SourceMaterial).where(SourceMaterial.donor_id.in_(list(materials) or [-1]))
+            .options(lazyload(SourceMaterial.donor)).order_by(SourceMaterial.id)):
+        materials[material.donor_id].append(material)
+    material_ids = [m.id for found in materials.values() for m in found]
+    batches: dict[int, list[Batch]] = {i: [] for i in material_ids}
+    if material_ids:
+        for material_id, batch in db.session.execute(
+                sa.select(BatchMaterial.material_id, Batch).join(Batch, Batch.id == BatchMaterial.batch_id)
+                .where(BatchMaterial.material_id.in_(material_ids)).order_by(Batch.id)):
+            if batch_filter is None or batch.id in batch_filter:
+                batches[material_id].append(batch)
+    batch_ids = {b.id for found in batches.values() for b in found}
+    units: dict[int, list[Unit]] = {i: [] for i in batch_ids}
+    if batch_ids:
+        for unit in db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_(sorted(batch_ids)))
+                                       .options(lazyload(Unit.batch)).order_by(Unit.id)):
+            units[unit.batch_id].append(unit)
     lines = []
     for donor in donors:
         donor_line = DonorLine(donor.code, donor.site.code, donor.donor_type.value)
-        materials = db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == donor.id)
-                                       .order_by(SourceMaterial.id))
-        for material in materials:
+        for material in materials[donor.id]:
             material_line = MaterialLine(material.din, material.material_type.label, material.status.value,
                                          material.site.code)
-            batches = db.session.scalars(sa.select(Batch).join(BatchMaterial).where(
-                BatchMaterial.material_id == material.id).order_by(Batch.id))
-            for batch in batches:
-                if batch_filter is not None and batch.id not in batch_filter:
-                    continue
+            for batch in batches[material.id]:
                 batch_line = BatchLine(batch.number, batch.site.code, batch.status.label, batch.product.code)
-                units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id))
-                batch_line.units = [_unit_line(u) for u in units]
+                batch_line.units = [_unit_line(u) for u in units[batch.id]]
                 material_line.batches.append(batch_line)
             if batch_filter is None or material_line.batches:
                 donor_line.materials.append(material_line)
@@ -112,7 +127,7 @@ def _check_sites(user: User, site_ids: set[int]) -> None:
 
 def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
     _require_trace_reader(user)
-    query = sa.select(Donor).where(Donor.code == (code or "").strip().upper())
+    query = sa.select(Donor).where(Donor.code == (code or "").strip().upper()).options(lazyload(Donor.results))
     if site_code:
         from cellfactory.sites.models import Site
 
@@ -127,7 +142,7 @@ def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
 def _backward_from_batches(batch_ids: set[int]) -> list[DonorLine]:
     donors = list(db.session.scalars(sa.select(Donor).join(SourceMaterial).join(
         BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(batch_ids))
-        .distinct().order_by(Donor.id)))
+        .distinct().order_by(Donor.id).options(lazyload(Donor.results))))
     return _forward(donors, batch_filter=batch_ids)
 
 
@@ -135,7 +150,11 @@ def trace_unit(user: User, identifier: str) -> Trace:
     from cellfactory.units.services import get_unit
 
     unit = get_unit(user, identifier)
-    lots = sorted({f"{u.lot.item.name} {u.lot.lot_number}" for s in unit.batch.steps for u in s.current_reagents})
+    # The lots of the unit's batch (uses not voided), without reading its whole record.
+    used = db.session.scalars(sa.select(ReagentLot).join(StepReagent, StepReagent.lot_id == ReagentLot.id)
+                              .join(BatchStep, BatchStep.id == StepReagent.step_id)
+                              .where(BatchStep.batch_id == unit.batch_id, StepReagent.voided_at.is_(None)))
+    lots = sorted({f"{lot.item.name} {lot.lot_number}" for lot in used})
     return Trace(f"Unit {unit.identifier}", _backward_from_batches({unit.batch_id}), lots)
 
 

@@ -763,6 +763,35 @@ def test_audit_entries_serialised_with_chain(client, users, auth):
         assert dt.datetime.fromisoformat(item["recorded_at"]).utcoffset() == dt.timedelta(0)
 
 
+def test_audit_total_is_counted_up_to_a_limit_and_has_next_walks_everything(client, users, auth, monkeypatch):
+    """The trail grows by millions: its total is counted up to COUNT_LIMIT. `total_exact` says whether `total` is
+    exact or a lower bound, `has_next` whether to go on; walking the pages reaches every entry once."""
+    from cellfactory.audit import queries
+
+    monkeypatch.setattr(queries, "COUNT_LIMIT", 7)
+    auditor = auth("auditor_network")
+    everything = [e.seq for e in reversed(audit_rows())]
+    assert len(everything) > 2 * 7
+    seen, page = [], 1
+    while True:
+        body = client.get(f"{API}/audit", query_string={"per_page": 4, "page": page}, headers=auditor).get_json()
+        seen += [item["seq"] for item in body["items"]]
+        if not body["has_next"]:
+            break
+        assert body["total_exact"] is False and body["total"] > 7 and body["total"] >= page * 4 + 1
+        page += 1
+    assert seen == everything  # newest first, each once
+    assert body["total_exact"] is True and body["total"] == len(everything)  # the last page knows
+    past = client.get(f"{API}/audit", query_string={"per_page": 4, "page": page + 5}, headers=auditor).get_json()
+    assert past["items"] == [] and past["has_next"] is False and past["total_exact"] is False and past["total"] == 8
+    sites = client.get(f"{API}/audit", query_string={"entity": "site"}, headers=auditor).get_json()
+    assert sites["total_exact"] is True and sites["total"] == len(sites["items"]) <= 7 and not sites["has_next"]
+    described = client.get(f"{API}/openapi.json").get_json()["paths"]["/audit"]["get"]
+    assert "lower bound" in described["description"]
+    schema = described["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"total", "total_exact", "has_next"} <= set(schema["required"])
+
+
 def test_audit_readers_and_scope(client, users, dated_entries, auth):
     before = last_seq()
     assert_error(client.get(f"{API}/audit", headers=auth("technician")), 403, "forbidden")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -202,3 +203,40 @@ def test_wrong_password_does_not_leave_half_written_changes(users):
     assert refetch(user).password_hash
     assert login  # keep import used
     assert PASSWORD
+
+
+# --- pages of a long trail -----------------------------------------------------------------------
+
+
+def _visible_seqs() -> list[int]:
+    return list(db.session.scalars(sa.select(AuditEntry.seq).order_by(AuditEntry.seq.desc())))
+
+
+def test_a_long_trail_counts_up_to_a_limit_and_every_page_stays_reachable(client, users, monkeypatch):
+    """Past COUNT_LIMIT entries the page says "more than N entries" instead of counting millions; next and previous
+    still go through everything, newest first, and the last page knows the exact total."""
+    from cellfactory.audit import queries
+
+    monkeypatch.setattr(queries, "COUNT_LIMIT", 7)
+    login(client, "auditor")
+    everything = _visible_seqs()
+    assert len(everything) > 2 * 7  # the users fixture wrote more than twice the limit
+    first = client.get("/audit/?per_page=5").get_data(as_text=True)
+    assert "More than 7 entries · page 1" in first and "page 1 of" not in first
+    assert 'rel="next" href="/audit/?page=2&amp;per_page=5"' in first and 'rel="prev"' not in first
+    seen, page = [], 1
+    while True:
+        text = client.get(f"/audit/?per_page=5&page={page}").get_data(as_text=True)
+        seen.append(text.count('<td class="audit-time">'))
+        if 'rel="next"' not in text:
+            break
+        if page * 5 > 7:  # past the counted entries: still "more than", and a way back
+            assert 'rel="prev"' in text and "More than" in text
+        page += 1
+    assert seen == [5] * (page - 1) + [len(everything) - 5 * (page - 1)]  # every entry, on full pages
+    assert f"{len(everything):,} entries · page {page} of {page}" in text  # the last page: the exact total
+    beyond = client.get(f"/audit/?per_page=5&page={page + 3}").get_data(as_text=True)
+    assert "More than 7 entries" in beyond and 'rel="next"' not in beyond and 'rel="prev"' in beyond
+    # Under the limit the count is exact, as before.
+    filtered = client.get("/audit/?entity=site&id=BG").get_data(as_text=True)
+    assert re.search(r"\b[1-7] entries · page 1 of 1", filtered)

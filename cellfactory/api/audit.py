@@ -1,4 +1,7 @@
-"""/audit: the audit trail, filtered (`?entity=&id=&user=&site=&since=&until=`)."""
+"""/audit: the audit trail, filtered (`?entity=&id=&user=&site=&since=&until=`).
+
+Its total is counted up to `COUNT_LIMIT` entries: `total_exact` says whether `total` is the exact number or a lower
+bound, and `has_next` whether a later page has entries (see the OpenAPI description)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from flask import g, request
 
 from cellfactory.api import bp, page_json
 from cellfactory.api.serializers import audit_json
-from cellfactory.audit.queries import AuditFilter, audit_query
+from cellfactory.audit.queries import AuditFilter, audit_page
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
 
 # "...T08:00:00+01:00" typed into a URL unencoded arrives as "...T08:00:00 01:00" ('+' means space in a query).
@@ -39,4 +42,5 @@ def audit_trail():
     flt = AuditFilter(entity_type=request.args.get("entity") or None, entity_id=request.args.get("id") or None,
                       username=request.args.get("user") or None, site_code=request.args.get("site") or None,
                       action=request.args.get("action") or None, since=_instant("since"), until=_instant("until"))
-    return page_json(paginate(audit_query(g.api_user, flt), page, per_page), audit_json)
+    result = audit_page(g.api_user, flt, page, per_page)
+    return page_json(result, audit_json) | {"total_exact": result.total_exact, "has_next": result.has_next}

@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app
 
 from cellfactory.api import bp
+from cellfactory.audit.queries import COUNT_LIMIT
 from cellfactory.auth.models import Role
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
@@ -19,6 +20,18 @@ def _list_of(ref: str) -> dict[str, Any]:
         "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
         "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": MAX_PER_PAGE},
         "total": {"type": "integer"}}}
+
+
+def _audit_page() -> dict[str, Any]:
+    """A page of the audit trail: a list whose total is counted up to COUNT_LIMIT entries."""
+    schema = _list_of("AuditEntry")
+    schema["required"] = [*schema["required"], "total_exact", "has_next"]
+    schema["properties"] |= {
+        "total": {"type": "integer", "description": f"The number of matching entries when `total_exact`; otherwise "
+                                                   f"a lower bound (counting stops after {COUNT_LIMIT:,})"},
+        "total_exact": {"type": "boolean", "description": "Whether `total` is the exact number of matching entries"},
+        "has_next": {"type": "boolean", "description": "Whether the next page has entries"}}
+    return schema
 
 
 def _responses(ok: dict[str, Any], status: str = "200", *errors: int) -> dict[str, Any]:
@@ -70,8 +83,15 @@ PATHS: dict[str, Any] = {
     "/users/{username}": {"get": {"summary": "One user", "parameters": [_path("username")],
                                   "responses": _responses(ref("User"), "200", 404)}},
     "/audit": {"get": {"summary": "The audit trail, newest first",
+                       "description": (
+                           f"Pages of the filtered trail. The matching entries are counted only up to {COUNT_LIMIT:,} "
+                           "(the trail holds millions): `total` is exact when `total_exact` is true, and otherwise "
+                           "a lower bound (there are at least `total` entries). `has_next` says whether the next "
+                           "page has entries; every page stays reachable with `page`, and the last one reports the "
+                           "exact total. Filter by record (`entity`, `id`), `user`, `site`, `action` or time "
+                           "(`since`, `until`, ISO 8601 with offset) to narrow the trail down."),
                        "parameters": PAGE_PARAMS + _query("entity", "id", "user", "site", "action", "since", "until"),
-                       "responses": _responses(_list_of("AuditEntry"), "200", 422)}},
+                       "responses": _responses(_audit_page(), "200", 422)}},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
 }

@@ -3,10 +3,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_login import current_user
 
-from cellfactory.audit.queries import AuditFilter, audit_query, csv_rows, parse_day
+from cellfactory.audit.queries import AuditFilter, audit_page, audit_query, csv_rows, parse_day
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
 from cellfactory.extensions import db
 from cellfactory.web import display_timezone
@@ -42,7 +42,7 @@ def trail() -> tuple[str, int]:
     except ValidationFailed as error:
         errors.update(error.fields)
         page, per_page = 1, 50
-    result = paginate(audit_query(current_user, flt), page, per_page)
+    result = audit_page(current_user, flt, page, per_page)
     return render_template("audit/trail.html", result=result, errors=errors, args=request.args), \
         (422 if errors else 200)
 

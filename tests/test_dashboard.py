@@ -86,7 +86,9 @@ def test_numbers_per_site_and_scoping(client, users, sites):
     assert "The network at a glance" in html
     assert row(html, "BG").startswith("BG Cell Factory Bergamo 1 released 2 UCMSC 1 leaving 0 coming 0")
     assert f"{expected_days:.1f} days" in row(html, "BG")
-    assert row(html, "MZ") == ("MZ Cell Factory Monza none none 0 leaving 1 coming 0 no certified batch yet")
+    assert row(html, "MZ") == ("MZ Cell Factory Monza none none 0 leaving 1 coming 0 "
+                               "no batch first certified in the last 365 days")
+    assert "1 batch first certified in the last 365 days" in row(html, "BG")
     client.post("/auth/logout")
 
     login(client, "technician.mz")
@@ -96,6 +98,52 @@ def test_numbers_per_site_and_scoping(client, users, sites):
     client.post("/auth/logout")
     login(client, "admin.bg")  # administrators hold no GMP role: no numbers
     assert 'id="network"' not in client.get("/").get_data(as_text=True)
+
+
+def test_turnaround_counts_only_batches_first_certified_in_the_window(client, users, sites):
+    """The median covers the batches first certified in the last 365 days: one certified before the window is left
+    out, even when a later certification of it (the final one after a conditional release) falls in the window."""
+    from tests.units_helpers import another_released_batch
+
+    plant, recent = released_batch(users, sites)
+    certify(plant, recent)
+    _, old = another_released_batch(plant, sites, 1)
+    _, older = another_released_batch(plant, sites, 2)
+    now = utcnow()
+
+    def dated(batch, started_days_ago: float, *decided_days_ago: float) -> None:
+        # As the state machine leaves them: the status last changed at the latest decision.
+        db.session.execute(sa.update(Batch.__table__).where(Batch.__table__.c.id == batch.id).values(
+            started_at=now - dt.timedelta(days=started_days_ago),
+            status_changed_at=now - dt.timedelta(days=min(decided_days_ago))))
+        decisions = db.session.scalars(sa.select(BatchDecision).where(
+            BatchDecision.batch_id == batch.id, BatchDecision.kind != DecisionKind.REVIEW)
+            .order_by(BatchDecision.id)).all()
+        assert len(decisions) == 1
+        db.session.execute(sa.update(BatchDecision.__table__).where(BatchDecision.__table__.c.id == decisions[0].id)
+                           .values(decided_at=now - dt.timedelta(days=decided_days_ago[0])))
+        for days in decided_days_ago[1:]:  # a later certifying decision of the same batch
+            db.session.execute(sa.insert(BatchDecision.__table__).values(
+                {c.name: getattr(decisions[0], c.key) for c in BatchDecision.__table__.columns if c.name != "id"}
+                | {"kind": DecisionKind.FINAL, "decided_at": now - dt.timedelta(days=days)}))
+
+    dated(recent, 30, 20)  # 10 days, in the window
+    dated(old, 420, 400)  # certified 400 days ago: out of the window
+    dated(older, 420, 380, 100)  # first certified 380 days ago, final certification 100 days ago: out
+    db.session.expire_all()
+
+    network, queries = count_queries(network_overview, refetch(users["auditor_network"]))
+    assert queries <= 7
+    bg = next(s for s in network if s.code == "BG")
+    assert bg.certified == 1 and bg.turnaround_days == pytest.approx(10)
+    assert bg.batches == {"released": 3}  # the counts by state still cover every batch
+
+    dated(recent, 500, 450)
+    db.session.expire_all()
+    bg = next(s for s in network_overview(refetch(users["auditor_network"])) if s.code == "BG")
+    assert bg.certified == 0 and bg.turnaround_days is None
+    login(client, "auditor")
+    assert "no batch first certified in the last 365 days" in row(client.get("/").get_data(as_text=True), "BG")
 
 
 # --- on the demo network --------------------------------------------------------------------------------
@@ -133,7 +181,7 @@ def test_demo_dashboard_numbers_match_the_records(demo):
             for batch in db.session.scalars(sa.select(Batch).where(Batch.site_id == site_id)):
                 decided = [d.decided_at for d in db.session.scalars(sa.select(BatchDecision).where(
                     BatchDecision.batch_id == batch.id)) if d.kind.certifies and d.kind != DecisionKind.REJECTION]
-                if decided:
+                if decided and min(decided) >= utcnow() - dt.timedelta(days=365):  # first certified in the window
                     days.append(max(0.0, (min(decided) - batch.started_at).total_seconds() / 86400))
             assert by_site[code].turnaround_days == (pytest.approx(statistics.median(days)) if days else None), code
         assert by_site["BG"].units_available == {"UCMSC": 3}

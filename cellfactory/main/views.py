@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 from dataclasses import dataclass, field
 
@@ -11,12 +12,16 @@ from werkzeug.wrappers import Response
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import User
 from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
 from cellfactory.core.permissions import any_authenticated_user, public
 from cellfactory.extensions import db
 from cellfactory.notifications.services import alerts_for
 from cellfactory.signatures.services import signing_enabled
 
 bp = Blueprint("main", __name__)
+
+# The release turnaround covers the batches first certified in this many days up to now (labelled on the page).
+TURNAROUND_WINDOW_DAYS = 365
 
 
 @bp.route("/")
@@ -32,7 +37,8 @@ def dashboard() -> str:
             query = query.where(AuditEntry.site_id.in_(visible or [-1]))
         recent = list(db.session.scalars(query))
     return render_template("main/dashboard.html", can_sign=can_sign, missing=missing, alerts=alerts_for(user)[:5],
-                           recent=recent, network=network_overview(user), batch_states=_batch_states())
+                           recent=recent, network=network_overview(user), batch_states=_batch_states(),
+                           turnaround_window_days=TURNAROUND_WINDOW_DAYS)
 
 
 def _batch_states() -> list[str]:
@@ -53,7 +59,9 @@ class SiteOverview:
     shipments_out: int = 0  # in transit from the site
     shipments_in: int = 0  # in transit to the site
     open_deviations: int = 0
-    turnaround_days: float | None = None  # median days from batch start to first QP certification
+    # Median days from batch start to first QP certification, over the batches first certified in the last
+    # TURNAROUND_WINDOW_DAYS.
+    turnaround_days: float | None = None
     certified: int = 0  # batches the median is taken over
 
     @property
@@ -63,7 +71,8 @@ class SiteOverview:
 
 def network_overview(user: User) -> list[SiteOverview]:
     """Per site the user may read GMP data of (every site for network QA and auditors): batches by state,
-    units available by product, shipments in transit, open deviations and release turnaround.
+    units available by product, shipments in transit, open deviations and release turnaround (over the batches first
+    certified in the last TURNAROUND_WINDOW_DAYS).
 
     A fixed handful of grouped queries, whatever the number of sites and batches."""
     from cellfactory.batches.models import Batch
@@ -109,14 +118,20 @@ def network_overview(user: User) -> list[SiteOverview]:
             .group_by(Deviation.site_id), Deviation.site_id)):
         if site_id in sites:
             sites[site_id].open_deviations = count
+    # Release turnaround over a window, not the whole history: the batches first certified in the last
+    # TURNAROUND_WINDOW_DAYS, i.e. whose earliest certifying decision is in the window. Such a batch changed status
+    # in the window too (a transition stamps status_changed_at after signing its decision, and later transitions
+    # only move it on), so only the batches that changed status since then are looked at, with their decisions
+    # found by batch: the rows read are the window's, whatever the years of history behind them.
     certifying = [k for k in DecisionKind if k.certifies and k is not DecisionKind.REJECTION]
+    since = utcnow() - dt.timedelta(days=TURNAROUND_WINDOW_DAYS)
+    first = sa.func.min(BatchDecision.decided_at)
     durations: dict[int, list[float]] = {}
-    for site_id, started, first in db.session.execute(scoped(
-            sa.select(Batch.site_id, Batch.started_at, sa.func.min(BatchDecision.decided_at))
-            .join(BatchDecision, BatchDecision.batch_id == Batch.id).where(BatchDecision.kind.in_(certifying))
-            .group_by(Batch.id, Batch.site_id, Batch.started_at), Batch.site_id)):
-        if first is not None:
-            durations.setdefault(site_id, []).append(max(0.0, (first - started).total_seconds() / 86400))
+    for site_id, started, first_at in db.session.execute(scoped(
+            sa.select(Batch.site_id, Batch.started_at, first).join(BatchDecision, BatchDecision.batch_id == Batch.id)
+            .where(Batch.status_changed_at >= since, BatchDecision.kind.in_(certifying))
+            .group_by(Batch.id, Batch.site_id, Batch.started_at).having(first >= since), Batch.site_id)):
+        durations.setdefault(site_id, []).append(max(0.0, (first_at - started).total_seconds() / 86400))
     for site_id, days in durations.items():
         if site_id in sites:
             sites[site_id].turnaround_days = statistics.median(days)

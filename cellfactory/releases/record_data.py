@@ -18,18 +18,23 @@ from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
 from cellfactory.donors.services import eligibility
 from cellfactory.extensions import db
-from cellfactory.qc.services import batch_results, qc_status, result_verification
+from cellfactory.qc.services import batch_results, qc_statuses, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
 from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
 from cellfactory.signatures import services as signatures
 
 
-def _entities(batch: Batch) -> dict[str, list[str]]:
-    """Every record that belongs to the batch, by audit entity type."""
-    results = batch_results(batch)
-    deviations = for_batch(batch.id)
-    decisions = decisions_for(batch)
+def _entities(batch: Batch, results: list | None = None, deviations: list | None = None,
+              decisions: list | None = None, certificates: list | None = None,
+              index: signatures.SignatureIndex | None = None) -> dict[str, list[str]]:
+    """Every record that belongs to the batch, by audit entity type (what is not given is read here)."""
+    results = batch_results(batch) if results is None else results
+    deviations = for_batch(batch.id) if deviations is None else deviations
+    decisions = decisions_for(batch) if decisions is None else decisions
+    certificates = certificates_for(batch) if certificates is None else certificates
+    signed = [batch, *(m.material for m in batch.materials), *batch.steps, *results, *deviations]
+    index = signatures.SignatureIndex(signed) if index is None else index
     ids: dict[str, list[str]] = {
         "batch": [str(batch.id)],
         "batch_material": [str(m.id) for m in batch.materials],
@@ -42,19 +47,27 @@ def _entities(batch: Batch) -> dict[str, list[str]]:
         "deviation": [str(d.id) for d in deviations],
         "capa_action": [str(a.id) for d in deviations for a in d.actions],
         "batch_decision": [str(d.id) for d in decisions],
-        "release_certificate": [str(c.id) for c in certificates_for(batch)],
+        "release_certificate": [str(c.id) for c in certificates],
     }
-    signed = [(t, i) for t in ("batch", "batch_step", "qc_result", "deviation", "source_material") for i in ids[t]]
-    signature_ids = db.session.scalars(sa.select(signatures.Signature.id).where(sa.tuple_(
-        signatures.Signature.entity_type, signatures.Signature.entity_id).in_(signed))) if signed else []
-    ids["signature"] = [str(i) for i in signature_ids]
+    # The signatures of the batch, its source material, steps, results and deviations.
+    ids["signature"] = sorted({str(s.id) for record in signed for s in index.of(record)})
     return ids
 
 
-def _audit_entries(ids: dict[str, list[str]]) -> list[AuditEntry]:
+def _audit_rows(ids: dict[str, list[str]]) -> sa.Result:
+    """The entries of every record of the batch, oldest first: the printed columns only, as plain rows read in
+    chunks (a large batch has thousands of entries: `_audit_listing` turns each into text as it is read)."""
     conditions = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(values))
                   for kind, values in ids.items() if values]
-    return list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(*conditions)).order_by(AuditEntry.seq)))
+    return db.session.execute(
+        sa.select(AuditEntry.seq, AuditEntry.recorded_at, AuditEntry.actor_name, AuditEntry.action,
+                  AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.entity_label, AuditEntry.changes,
+                  AuditEntry.reason).where(sa.or_(*conditions)).order_by(AuditEntry.seq)
+        .execution_options(yield_per=500))
+
+
+def _audit_entries(ids: dict[str, list[str]]) -> list[sa.Row]:
+    return list(_audit_rows(ids))
 
 
 # Workflow and bookkeeping fields: they change by design, they are not corrections of entered data.
@@ -84,8 +97,26 @@ def _changes_text(changes: dict[str, Any], tz: str) -> str:
     return "; ".join(parts)
 
 
-def _is_correction(entry: AuditEntry) -> bool:
+def _is_correction(entry: sa.Row) -> bool:
     return entry.action == "update" and entry.reason != "first entry" and bool(set(entry.changes) - WORKFLOW_FIELDS)
+
+
+def _audit_listing(entries: sa.Result, tz: str):
+    """The rows of the audit trail and of the changes appendix, and the (record type, id, field) of every value
+    corrected after its first entry. Each entry becomes text as soon as it is read, so a long trail never holds
+    thousands of ORM objects or JSON dicts at once (they would set off Python's full garbage collection)."""
+    trail: list[tuple[str, ...]] = []
+    corrections: list[tuple[str, ...]] = []
+    changed: set[tuple[str, str, str]] = set()
+    for e in entries:
+        when = format_local(e.recorded_at, tz, seconds=True)
+        record = f"{e.entity_type} {e.entity_label}"
+        trail.append((str(e.seq), when, e.actor_name, e.action, record, _changes_text(e.changes, tz), e.reason or ""))
+        if _is_correction(e):
+            fields = {k: v for k, v in e.changes.items() if k not in WORKFLOW_FIELDS}
+            corrections.append((when, e.actor_name, record, _changes_text(fields, tz), e.reason or ""))
+            changed.update((e.entity_type, e.entity_id, field) for field in fields)
+    return trail, corrections, changed
 
 
 def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
@@ -94,11 +125,14 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     def t(value) -> str:
         return format_local(value, tz) if value else "—"
 
-    ids = _entities(batch)
-    entries = _audit_entries(ids)
-    updates = [e for e in entries if _is_correction(e)]
-    changed = {(e.entity_type, e.entity_id, field) for e in updates for field in e.changes
-               if field not in WORKFLOW_FIELDS}
+    results = batch_results(batch)
+    deviations = for_batch(batch.id)
+    decisions_made = decisions_for(batch)
+    # Every signature shown or checked below, read at once (one statement per record type, not one per record).
+    index = signatures.SignatureIndex([batch, *(link.material for link in batch.materials), *batch.steps,
+                                       *results, *deviations])
+    ids = _entities(batch, results, deviations, decisions_made, certificates_for(batch), index)
+    trail, corrections, changed = _audit_listing(_audit_rows(ids), tz)
 
     def label(text: str, entity: str, entity_id: Any, field: str) -> str:
         return f"{text} {CHANGED}" if (entity, str(entity_id), field) in changed else text
@@ -146,7 +180,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             ("Received", t(m.received_at)),
             ("QA decision on quarantine", f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
         ])]
-        material_section.blocks += [sig(s) for s in signatures.signatures_for(m)]
+        material_section.blocks += [sig(s) for s in index.of(m)]
     sections.append(material_section)
 
     # 3. Manufacturing record
@@ -170,10 +204,10 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                            u.lot.status.value, f"{decimal_text(u.quantity)} {u.unit}",
                                            u.void_reason or ""] for u in step.reagent_uses],
                                          [45 * mm, 25 * mm, 20 * mm, 20 * mm, 22 * mm, None]))
-        verification = step_verification(step)
+        verification = step_verification(step, index)
         if verification is None:
             manufacturing.blocks.append(("text", "Not verified by a second person (or changed since verification)."))
-        manufacturing.blocks += [sig(s) for s in signatures.signatures_for(step)]
+        manufacturing.blocks += [sig(s) for s in index.of(step)]
     sections.append(manufacturing)
 
     # 4. Passages and growth
@@ -199,8 +233,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     # 5. Quality control
     quality = Section("Quality control")
     rows = []
-    for result in batch_results(batch):
-        verification = result_verification(result)
+    for result in results:
+        verification = result_verification(result, index)
         notes = []
         if result.retest_of_id:
             notes.append(f"retest of #{result.retest_of_id}: {result.retest_reason}")
@@ -220,12 +254,12 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                            [40 * mm, 32 * mm, 32 * mm, 16 * mm, None]))
     quality.blocks.append(("table", ["Test", "Result the decision uses", "Why"],
                            [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable else "none",
-                             s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
+                             s.why] for s in qc_statuses([batch])[batch.id]], [45 * mm, 45 * mm, None]))
     sections.append(quality)
 
     # 6. Deviations
     deviation_section = Section("Deviations")
-    for deviation in for_batch(batch.id):
+    for deviation in deviations:
         deviation_section.blocks += [("subtitle", f"{deviation.number} {deviation.title}"), ("kv", [
             ("Classification, status", f"{deviation.classification.value}, {deviation.status.value}"),
             ("Source", deviation.source.value), ("Opened", f"{t(deviation.opened_at)} by "
@@ -239,14 +273,14 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                              [[f"{a.kind}: {a.description}", a.owner.full_name, a.due_date.isoformat(),
                                                f"{t(a.completed_at)} {a.completion_note or ''}".strip()]
                                               for a in deviation.actions], [70 * mm, 35 * mm, 22 * mm, None]))
-        deviation_section.blocks += [sig(s) for s in signatures.signatures_for(deviation)]
+        deviation_section.blocks += [sig(s) for s in index.of(deviation)]
     if not deviation_section.blocks:
         deviation_section.blocks.append(("text", "No deviation recorded for this batch."))
     sections.append(deviation_section)
 
     # 7. Review and certification
     decisions = Section("QA review and QP certification")
-    for decision in decisions_for(batch):
+    for decision in decisions_made:
         decisions.blocks += [("subtitle", decision.kind.label), ("kv", [
             ("Comment", decision.comment),
             ("Checklist at signing", "; ".join(f"{'OK' if i['ok'] else 'NOT OK'}: {i['label']}"
@@ -259,26 +293,21 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                              f"{decision.certificate.pdf_sha256}"))
     if not decisions.blocks:
         decisions.blocks.append(("text", "Not reviewed or certified yet."))
-    decisions.blocks += [sig(s) for s in signatures.signatures_for(batch) if s.id not in
-                         {d.signature_id for d in decisions_for(batch)}]
+    decisions.blocks += [sig(s) for s in index.of(batch) if s.id not in
+                         {d.signature_id for d in decisions_made}]
     sections.append(decisions)
 
     # 8. Changes after first entry
     sections.append(Section(f"Changes after first entry ({CHANGED})", [
         ("text", "Every value changed after it was first entered: old and new value, who, when and why."),
         ("table", ["When", "Who", "Record", "Change", "Reason"],
-         [[format_local(e.recorded_at, tz, seconds=True), e.actor_name, f"{e.entity_type} {e.entity_label}",
-           _changes_text({k: v for k, v in e.changes.items() if k not in WORKFLOW_FIELDS}, tz), e.reason or ""]
-          for e in updates]
-         or [["—", "", "", "No change after first entry", ""]],
-         [24 * mm, 30 * mm, 30 * mm, 60 * mm, None])]))
+         corrections or [["—", "", "", "No change after first entry", ""]],
+         [22.5 * mm, 27 * mm, 32 * mm, None, 27 * mm])]))
 
     # 9. Audit trail
     sections.append(Section("Audit trail of the batch", [
-        ("table", ["#", "When", "Who", "Action", "Record", "Changes", "Reason"],
-         [[e.seq, format_local(e.recorded_at, tz, seconds=True), e.actor_name, e.action,
-           f"{e.entity_type} {e.entity_label}", _changes_text(e.changes, tz), e.reason or ""] for e in entries],
-         [12 * mm, 24 * mm, 28 * mm, 16 * mm, 28 * mm, 40 * mm, None])]))
+        ("table", ["#", "When", "Who", "Action", "Record", "Changes", "Reason"], trail,
+         [14 * mm, 22.5 * mm, 27 * mm, 13.5 * mm, 32 * mm, None, 22 * mm])]))
 
     config = current_app.config
     cover = [

@@ -1,0 +1,66 @@
+"""The batch record's layout: tables drawn as plain text, split across pages, with the contents and outline."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from pypdf import PdfReader
+from reportlab.lib.units import mm
+
+from cellfactory.records.batch_record import BatchRecordDocument, Section, render
+from tests.conftest import pdf_text
+
+LONG = "\n".join(f"line {i} of a long observation (Ærø клетки →) " + "word " * 20 for i in range(150))
+
+
+def document(sections: list[Section]) -> BatchRecordDocument:
+    return BatchRecordDocument(batch_number="BG-TEST-2026-0001", title="Batch record BG-TEST-2026-0001",
+                               status="released", cover=[("Batch", "BG-TEST-2026-0001"), ("Empty", ""),
+                                                         ("Missing", None)],
+                               sections=sections, printed="2026-11-22 09:00 CET", printed_by="Ann Auditor (auditor)",
+                               version="0.0", build="test")
+
+
+def test_rows_taller_than_a_page_continue_on_the_next_pages_with_every_line_printed():
+    pdf = render(document([
+        Section("Empty table", [("table", ["A", "B"], [], None)]),
+        Section("Long value", [("kv", [("Observations", LONG), ("After", "the end")])]),
+        Section("Long cell", [("table", ["#", "Text", "Other"], [[1, LONG, None], ["2", "short", "x"]],
+                               [10 * mm, None, 20 * mm])]),
+    ]))
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    text = pdf_text(pdf).replace("\n", " ")
+    for i in range(150):
+        assert text.count(f"line {i} of a long observation (Ærø клетки →)") == 2, i
+    assert "the end" in text and "short" in text
+    for number, page in enumerate(pages, start=1):
+        page_text = page.extract_text()
+        assert f"Page {number} of {len(pages)}" in page_text and "BG-TEST-2026-0001" in page_text
+        assert "Printed 2026-11-22 09:00 CET by Ann Auditor (auditor)" in page_text
+    # The header row of the long table is repeated on each page it runs over.
+    assert sum(1 for page in pages if re.search(r"#\s*Text\s*Other", page.extract_text())) >= 2
+
+
+def test_cells_are_printed_as_typed_and_long_words_are_broken_not_cut():
+    hostile = "(paren) back\\slash <b>bold</b> & </para> %"
+    word = "Supercalifragilisticexpialidocious" * 3
+    pdf = render(document([Section("Text", [("table", ["Value", "Word"], [[hostile, word], ["tab\there", "x"]],
+                                                       [120 * mm, 20 * mm])])]))
+    text = pdf_text(pdf)
+    assert hostile in text.replace("\n", " ")
+    assert "tab here" in text
+    assert word in text.replace("\n", "").replace(" ", "")
+
+
+def test_contents_lists_each_section_with_its_page_and_the_outline_bookmarks_them():
+    pdf = render(document([Section(f"Section {n}", [("table", ["#"], [[str(i)] for i in range(200)], None)])
+                           for n in range(1, 4)]))
+    reader = PdfReader(io.BytesIO(pdf))
+    first = reader.pages[0].extract_text()
+    assert "Contents" in first
+    assert [item.title for item in reader.outline] == ["Section 1", "Section 2", "Section 3"]
+    for item in reader.outline:
+        page = reader.get_destination_page_number(item) + 1
+        assert re.search(rf"{item.title}\s*{page}\b", first), (item.title, page, first)
+        assert item.title in reader.pages[page - 1].extract_text()

@@ -99,14 +99,17 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes checking ranges of the chain at once (default: one per CPU for 100,000 entries "
+                   "or more, else 1).")
 @with_appcontext
-def audit_verify() -> None:
+def audit_verify(workers: int | None) -> None:
     """Check the whole hash chain: exit 0 with the count, or 1 naming the first broken entry."""
     from cellfactory.audit.services import verify_chain
     from cellfactory.extensions import db
 
     with db.engine.connect() as connection:
-        report = verify_chain(connection)
+        report = verify_chain(connection, workers=workers)
     if report.intact:
         click.echo(f"Audit trail intact: {report.checked} entries verified.")
         return

@@ -30,6 +30,17 @@ BENCH_SECRET_KEY = "bench-secret-key-not-for-production"
 DEFAULT_POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+def write_results(prefix: str, result: dict) -> str:
+    """Writes a run's results to bench/results/<prefix>-<local time>.json and returns the file's name."""
+    import datetime as dt
+    import json
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2, default=str))
+    return name
+
+
 def scale_label(scale: float) -> str:
     return f"{scale:g}".replace(".", "_")
 

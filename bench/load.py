@@ -46,10 +46,10 @@ from bench import (
     BENCH_SECRET_KEY,
     BENCH_SIGNATURE_KEY,
     DEFAULT_POSTGRES,
-    RESULTS_DIR,
     bench_app,
     postgres_reachable,
     throwaway_postgres,
+    write_results,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -527,9 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     args.seconds = min(args.seconds, 600)
     result = run(args.users, args.seconds, args.postgres, args.scale)
     print_report(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"load-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2, default=str))
+    name = write_results("load", result)
     print(f"\nWritten bench/results/{name}")
     return 0
 

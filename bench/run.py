@@ -34,7 +34,6 @@ import sqlalchemy as sa
 from bench import (
     BENCH_PASSWORD,
     DEFAULT_POSTGRES,
-    RESULTS_DIR,
     QueryCounter,
     bench_app,
     default_sqlite_url,
@@ -42,6 +41,7 @@ from bench import (
     postgres_reachable,
     scale_label,
     sidecar_path,
+    write_results,
     write_sidecar,
 )
 
@@ -516,10 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     for session in sessions:
         session.engine.dispose()
     print_report(result)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"bench-{args.backend}-{'quick' if args.quick else 'full'}-{stamp}.json"
-    (RESULTS_DIR / name).write_text(json.dumps(result, indent=2, default=str))
+    name = write_results(f"bench-{args.backend}-{'quick' if args.quick else 'full'}", result)
     print(f"\nWritten bench/results/{name} ({result['seconds']} s)")
     return 0
 

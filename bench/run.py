@@ -442,8 +442,11 @@ def print_report(result: dict[str, Any]) -> None:
         if key in docs:
             print(f"{key.replace('_', ' ')}: {docs[key]}")
     verify = result["verify"]
-    print(f"audit verify: {verify['entries']:,} entries in {verify['seconds']} s = {verify['per_second']:,}/s "
-          f"({'intact' if verify['intact'] else 'BROKEN: ' + str(verify['problem'])})")
+    if verify.get("skipped"):
+        print("audit verify: not measured (--no-verify or --only)")
+    else:
+        print(f"audit verify: {verify['entries']:,} entries in {verify['seconds']} s = {verify['per_second']:,}/s "
+              f"({'intact' if verify['intact'] else 'BROKEN: ' + str(verify['problem'])})")
     print("\nTargets:")
     for check in result["checks"]:
         print(f"  {'PASS' if check['pass'] else 'FAIL'}  {check['target']:38} {check['subject'][:60]:60} "
@@ -496,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     if chosen("documents"):
         log(f"documents on {reference.dataset.label}")
         documents = measure_documents(reference, repeats)
-    verify = {"entries": 0, "intact": True, "problem": None, "seconds": 0, "per_second": 0}
+    verify = {"skipped": True, "entries": 0, "intact": True, "problem": None, "seconds": 0, "per_second": 0}
     if not args.no_verify and chosen("verify"):
         log(f"audit verify on {reference.dataset.label}")
         verify = measure_verify(reference)

@@ -169,16 +169,19 @@ def _blocking_step(step: BatchStep) -> BatchStep | None:
 def index() -> tuple[str, int]:
     args = request.args
     page, per_page = page_args(args, 50)
-    query = visible_to(sa.select(Batch).join(Site, Site.id == Batch.site_id)
-                       .join(Product, Product.id == Batch.product_id), Batch, _user())
+    # Sites and products are matched by id (no join unless sorting by product), so that the page and its count
+    # read the batch indexes only.
+    query = visible_to(sa.select(Batch), Batch, _user())
     if args.get("site"):
-        query = query.where(Site.code == args["site"].strip().upper())
+        query = query.where(Batch.site_id == sa.select(Site.id).where(Site.code == args["site"].strip().upper())
+                            .scalar_subquery())
     if args.get("status") in {s.value for s in BatchStatus}:
         query = query.where(Batch.status == BatchStatus(args["status"]))
     elif args.get("status") == "open":
         query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED]))
     if args.get("product"):
-        query = query.where(Product.code == args["product"].strip().upper())
+        query = query.where(Batch.product_id == sa.select(Product.id)
+                            .where(Product.code == args["product"].strip().upper()).scalar_subquery())
     if args.get("q"):
         needle = re.sub(r"[^A-Za-z0-9-]", "", args["q"]).upper()
         query = query.where(Batch.number.contains(needle))
@@ -191,6 +194,8 @@ def index() -> tuple[str, int]:
             continue
         if bound is not None:
             query = query.where(Batch.started_at >= bound if not end else Batch.started_at < bound)
+    if args.get("sort") == "product":
+        query = query.join(Product, Product.id == Batch.product_id)
     query = query.order_by(*SORTS.get(args.get("sort"), SORTS["started"]))
     result = paginate(query, page, per_page)
     products = list(db.session.scalars(sa.select(Product).order_by(Product.code)))

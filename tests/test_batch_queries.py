@@ -105,12 +105,22 @@ def _manufacture(plant, batch: Batch, *, uses: int) -> None:
         hours -= 24
 
 
-def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
+def _to_review(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
+    """Manufacturing done, every result entered (`pending` ones left incubating) and verified: awaiting review."""
     services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values={"CD90": "97.2", "CD45": "0.4"})
     services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    return refetch(batch)
+
+
+def _review(plant, batch: Batch) -> Batch:
     services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="record complete",
                         signing=signing(plant.reviewer))
+    return refetch(batch)
+
+
+def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
+    _review(plant, _to_review(plant, batch, pending=pending))
     if pending:
         services.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="QP decision",
                             signing=signing(plant.qp), details=None)
@@ -131,18 +141,15 @@ def plant(users, sites):
     return plant
 
 
-@pytest.fixture
-def small(plant, sites) -> Batch:
-    """UC-MSC: 5 steps with one reagent use each, 3 results, reviewed and certified (2 batch signatures)."""
+def _small_batch(plant, sites) -> Batch:
+    """UC-MSC: 5 steps with one reagent use each, recorded and verified."""
     batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
     _manufacture(plant, batch, uses=1)
-    return _release(plant, batch)
+    return refetch(batch)
 
 
-@pytest.fixture
-def large(plant, sites) -> Batch:
-    """Two pooled cords, 9 steps with two reagent uses each, 5 results (one final read after a conditional
-    release), a minor deviation, reviewed, conditionally released and certified (3 batch signatures)."""
+def _large_batch(plant, sites) -> Batch:
+    """Two pooled cords, 9 steps with two reagent uses each, recorded and verified, and a minor deviation."""
     qa = refetch(plant.qa)
     product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
@@ -156,7 +163,20 @@ def large(plant, sites) -> Batch:
     deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "Incubator door left ajar", "description": "Found ajar for 2 minutes during P3.",
         "classification": "minor", "batch": batch.number, "step": "P3"})
-    return _release(plant, batch, pending=("STER",))
+    return refetch(batch)
+
+
+@pytest.fixture
+def small(plant, sites) -> Batch:
+    """UC-MSC: 5 steps with one reagent use each, 3 results, reviewed and certified (2 batch signatures)."""
+    return _release(plant, _small_batch(plant, sites))
+
+
+@pytest.fixture
+def large(plant, sites) -> Batch:
+    """Two pooled cords, 9 steps with two reagent uses each, 5 results (one final read after a conditional
+    release), a minor deviation, reviewed, conditionally released and certified (3 batch signatures)."""
+    return _release(plant, _large_batch(plant, sites), pending=("STER",))
 
 
 def test_the_batches_differ_in_size(small, large):
@@ -274,3 +294,95 @@ def test_batch_lists_and_trace_do_not_load_the_manufacturing_record(client, user
     trace = client.get(f"/api/v1/trace/donors/{donor}", headers=token).get_json()
     assert {b["number"] for d in trace["donors"] for m in d["materials"] for b in m["batches"]} == \
         {small.number, large.number}
+
+
+# The QA review and QP certification pages show the checklist, the people involved, the results and every signed
+# decision, each checked against the record as it is now: a few more reads than the batch page (18 now: the user and
+# site, the batch and its record, its results, the signatures of the batch, steps and results, who entered the steps,
+# the people involved, the decisions, the tests, the deviations and the label prints), as many for any batch.
+MAX_RELEASE_STATEMENTS = 20 - 1
+
+
+def _signature_statuses(page: str, section: str) -> list[str]:
+    return re.findall(r'signature-status">Signature: ([^<]+)<', page.split(f'id="{section}"')[1].split("</section>")[0])
+
+
+def test_release_pages_cost_the_same_for_a_small_and_a_larger_batch(client, small, large):
+    """A certified batch's review and certification pages: more steps, results, signatures and a deviation read
+    nothing more."""
+    for username, page in (("qa.bg", "review"), ("qp.bg", "certification")):
+        login(client, username)
+        count_small, seen_small = counted(client, f"/releases/{small.number}/{page}")
+        count_large, seen_large = counted(client, f"/releases/{large.number}/{page}")
+        assert count_small == count_large, f"{page}: {count_small} vs {count_large}\n{seen_small}\n--\n{seen_large}"
+        assert count_large <= MAX_RELEASE_STATEMENTS, f"{page}:\n{seen_large}"
+        client.post("/auth/logout")
+
+
+def test_release_pages_with_a_decision_to_sign_cost_the_same(client, plant, sites):
+    """While QA may sign the review, and then while the QP may take each decision, every check the page shows
+    before signing (checklist, blockers of each decision, people involved) comes from one read of the record."""
+    small = _to_review(plant, _small_batch(plant, sites))
+    large = _to_review(plant, _large_batch(plant, sites), pending=("STER",))
+    login(client, "qa.bg")
+    count_small, seen_small = counted(client, f"/releases/{small.number}/review")
+    count_large, seen_large = counted(client, f"/releases/{large.number}/review")
+    assert "Sign: Reviewed" in client.get(f"/releases/{large.number}/review").get_data(as_text=True)
+    assert count_small == count_large, f"review: {count_small} vs {count_large}\n{seen_small}\n--\n{seen_large}"
+    assert count_large <= MAX_RELEASE_STATEMENTS, str(seen_large)
+    client.post("/auth/logout")
+    small, large = _review(plant, small), _review(plant, large)
+    login(client, "qp.bg")
+    count_small, seen_small = counted(client, f"/releases/{small.number}/certification")
+    count_large, seen_large = counted(client, f"/releases/{large.number}/certification")
+    page = client.get(f"/releases/{large.number}/certification").get_data(as_text=True)
+    # Sterility is pending: the page offers the conditional release and says why the certification must wait.
+    assert "Sign: Conditionally released, sterility pending" in page and "Sterility is still pending" in page
+    assert count_small == count_large, f"certification: {count_small} vs {count_large}\n{seen_small}\n--\n{seen_large}"
+    assert count_large <= MAX_RELEASE_STATEMENTS, str(seen_large)
+
+
+def test_release_pages_still_show_what_they_did(client, plant, large):
+    """Read at once, the checklist, the people involved and each decision's signature status are what the services
+    say one by one: the two decisions before the final sterility read signed a record that has changed since."""
+    from cellfactory.releases import services as release_services
+    from cellfactory.releases.views import involved
+
+    batch = services.get_batch(refetch(plant.qa), large.number)
+    expected = [signature_services.verify(d.signature, batch).value for d in release_services.decisions_for(batch)]
+    assert expected == ["record changed since signing: re-sign required"] * 2 + ["valid"]
+    names = [f"<strong>{person.full_name}</strong>" for person, _ in involved(batch)]
+    items = release_services.checklist(batch)
+    for username, page in (("qa.bg", "review"), ("qp.bg", "certification")):
+        login(client, username)
+        html = client.get(f"/releases/{large.number}/{page}").get_data(as_text=True)
+        assert _signature_statuses(html, "decisions") == expected
+        people = html.split('id="involved"')[1].split("</section>")[0]
+        assert re.findall(r"<strong>[^<]+</strong>", people) == names and len(names) == 4
+        checklist = html.split('id="checklist"')[1].split("</section>")[0]
+        assert checklist.count("check-ok") == sum(item.ok for item in items) == len(items)
+        client.post("/auth/logout")
+
+
+def test_qc_page_costs_the_same_for_more_results(client, small, large):
+    """A batch's QC page: more results, each with its verifications (one of them no longer holding), read nothing
+    more."""
+    login(client, "qa.bg")  # QA: the invalidation form of every valid result
+    count_small, seen_small = counted(client, f"/qc/batches/{small.number}")
+    count_large, seen_large = counted(client, f"/qc/batches/{large.number}")
+    assert count_small == count_large, f"QC page: {count_small} vs {count_large}\n{seen_small}\n--\n{seen_large}"
+    assert count_large <= MAX_STATEMENTS, str(seen_large)
+
+
+def test_qc_page_still_shows_what_it_did(client, large):
+    """Each result's signatures with their status as checked one by one: the sterility result's verification of its
+    pending entry no longer holds since the final read, the verification of the final read does."""
+    login(client, "qa.bg")
+    page = client.get(f"/qc/batches/{large.number}").get_data(as_text=True)
+    for result in batch_results(refetch(large)):
+        section = page.split(f'id="result-{result.id}"')[1].split('class="qc-result ')[0]
+        statuses = [signature_services.verify(s, result).value for s in signature_services.signatures_for(result)]
+        assert section.count("no longer holds") == statuses.count("record changed since signing: re-sign required")
+        assert section.count('signature-status">Signature: valid<') == statuses.count("valid") == 1
+        assert ('badge-ok">verified<' in section) is (statuses[-1] == "valid")
+    assert page.count("no longer holds") == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,19 +86,26 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
     def audit_label(self) -> str:
         return self.number
 
-    def signature_content(self) -> dict[str, Any]:
+    def signature_content(self, *, results: Sequence[Any] | None = None,
+                          deviations: Sequence[Any] | None = None) -> dict[str, Any]:
         """The batch record as reviewed and certified: materials, every step, every QC result and deviation
-        (not the status, which the decision itself changes)."""
+        (not the status, which the decision itself changes).
+
+        :param results: every result of the batch in entry order, as `qc.services.batch_results` reads them, when
+            the caller has just read them; read here otherwise.
+        :param deviations: the batch's deviations, as `deviations.services.for_batch` reads them, likewise.
+        """
         from cellfactory.deviations.services import for_batch
         from cellfactory.qc.services import batch_results
 
+        results = batch_results(self) if results is None else results
+        deviations = for_batch(self.id, details=False) if deviations is None else deviations
         return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
                 "materials": [m.material.din for m in self.materials],
                 "steps": [s.signature_content() for s in self.steps],
-                "results": [r.signature_content() | {"invalidated": r.invalidation_reason}
-                            for r in batch_results(self)],
+                "results": [r.signature_content() | {"invalidated": r.invalidation_reason} for r in results],
                 "deviations": [{"number": d.number, "classification": d.classification.value,
-                                "status": d.status.value} for d in for_batch(self.id, details=False)]}
+                                "status": d.status.value} for d in deviations]}
 
 
 class BatchMaterial(Audited, CreatedMixin, Base):

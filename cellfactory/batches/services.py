@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -92,24 +92,30 @@ def record_signatures(batch: Batch) -> signatures.SignatureIndex:
 class _ContentOnce:
     """A record whose signed content is computed once, to check several signatures against it."""
 
-    def __init__(self, record: signatures.Signable) -> None:
+    def __init__(self, record: signatures.Signable,
+                 content: Callable[[], dict[str, Any]] | None = None) -> None:
         self.__tablename__ = record.__tablename__
         self.id = record.id
-        self._record = record
+        self._compute = content or record.signature_content
         self._content: dict[str, Any] | None = None
 
     def signature_content(self) -> dict[str, Any]:
         if self._content is None:
-            self._content = self._record.signature_content()
+            self._content = self._compute()
         return self._content
 
 
-def signature_statuses(record: signatures.Signable, found: Sequence[Any]) -> list[tuple[Any, str]]:
+def signature_statuses(record: signatures.Signable, found: Sequence[Any], *,
+                       content: Callable[[], dict[str, Any]] | None = None) -> list[tuple[Any, str]]:
     """Each of the record's signatures with its status (valid, record changed, invalid); the record's content,
-    which for a batch means reading its results and deviations, is computed once for all of them."""
+    which for a batch means reading its results and deviations, is computed once for all of them.
+
+    :param content: computes the record's current content from what the caller has just read (for a batch, its
+        results and deviations: see `Batch.signature_content`); by default the record's `signature_content`.
+    """
     if not found:
         return []
-    once = _ContentOnce(record)
+    once = _ContentOnce(record, content)
     return [(signature, signatures.verify(signature, once).value) for signature in found]
 
 
@@ -572,24 +578,28 @@ def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None
     return blockers
 
 
-def involved_people(batch: Batch) -> dict[int, str]:
-    """Who performed, verified or tested anything on the batch: they may not review or certify it."""
+def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
+                    index: signatures.SignatureIndex | None = None) -> dict[int, str]:
+    """Who performed, verified or tested anything on the batch: they may not review or certify it.
+
+    :param results: the batch's results (every one, in entry order) when the caller has read them.
+    :param index: the signatures of the batch's steps and results when the caller has read them.
+    """
     from cellfactory.qc.services import batch_results
 
     people: dict[int, str] = {batch.started_by_id: "started the batch"}
+    results = results if results is not None else batch_results(batch)
+    index = index if index is not None else signatures.SignatureIndex([*batch.steps, *results])
     entered = entered_by_steps(batch.steps)
-    index = signatures.SignatureIndex(batch.steps)
     for step in batch.steps:
         for person in entered[step.id]:
             people.setdefault(person, f"entered step {step.code}")
         for signature in index.of(step):
             people.setdefault(signature.signer_id, f"verified step {step.code}")
-    results = batch_results(batch)
-    result_signatures = signatures.SignatureIndex(results)
     for result in results:
         people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
         people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
-        for signature in result_signatures.of(result):
+        for signature in index.of(result):
             if signature.meaning == Meaning.VERIFIED.value:
                 people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
     return people
@@ -607,21 +617,22 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         if blockers:
             raise Conflict("Quality control is not complete: " + " ".join(blockers))
     if transition.meaning is not None:
-        from cellfactory.releases.services import decision_blockers, pending_results
+        from cellfactory.releases.services import RecordFacts, decision_blockers, pending_results
 
-        blockers = decision_blockers(batch, transition.meaning)
-        pending = pending_results(batch)
+        facts = RecordFacts(batch)
+        blockers = decision_blockers(batch, transition.meaning, facts)
+        pending = pending_results(batch, facts)
         if transition.meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY) and pending:
             blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
         if transition.meaning == Meaning.QP_CONDITIONAL and not pending:
             blockers.append("Nothing is pending: certify the release instead of a conditional release.")
         if blockers:
             raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
-    if transition.meaning is not None and transition.roles & {Role.QA, Role.QP}:
-        involved = involved_people(batch)
-        if actor.id in involved:
-            raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
-                           f"review or certify it.")
+        if transition.roles & {Role.QA, Role.QP}:
+            involved = involved_people(batch, results=facts.results, index=facts.index)
+            if actor.id in involved:
+                raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
+                               f"review or certify it.")
 
 
 @transactional

@@ -374,8 +374,10 @@ def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Call
     return statuses
 
 
-def qc_blockers(batch: Batch) -> list[str]:
-    return [item for status in qc_status(batch) for item in status.open_items]
+def qc_blockers(batch: Batch, statuses: Sequence[TestStatus] | None = None) -> list[str]:
+    """What stops the batch's QC from being complete; from `statuses` when the caller has its `qc_status`."""
+    statuses = statuses if statuses is not None else qc_status(batch)
+    return [item for status in statuses for item in status.open_items]
 
 
 def pending_tests(batch: Batch) -> list[TestStatus]:

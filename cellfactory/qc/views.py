@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
-from sqlalchemy.orm import lazyload
+from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -28,7 +28,7 @@ from cellfactory.deviations.models import Deviation
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.products import services as product_services
-from cellfactory.products.models import CriterionKind, Product, SpecTest
+from cellfactory.products.models import CriterionKind, Product, SpecificationVersion, SpecTest
 from cellfactory.qc import charts
 from cellfactory.qc import services as qc
 from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, VerifyForm
@@ -99,6 +99,9 @@ PENDING_READ_STATES = qc.RESULT_STATES
 # Loader options for lists of batches: the worklist shows the number, product, site and status, not the materials
 # and steps a batch loads with itself.
 LIGHT_BATCH = (lazyload(Batch.materials), lazyload(Batch.steps))
+# The batch as its QC page shows it: with its frozen specification (whose tests qc_statuses reads with the results),
+# without the manufacturing record.
+QC_BATCH = (*LIGHT_BATCH, joinedload(Batch.specification).lazyload(SpecificationVersion.tests))
 
 
 @bp.route("/")
@@ -178,17 +181,20 @@ def _read_form(result: QcResult) -> FinalReadForm:
 def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | None = None) -> tuple[str, int]:
     user = _user()
     forms = dict(forms or {})
-    statuses = qc.qc_status(batch)
+    # The results with their deviations' status, then the signatures of every result, each read once.
+    loaded = qc.BatchResults.of([batch])
+    index = signature_services.SignatureIndex(loaded.by_batch[batch.id])
+    statuses = qc.qc_statuses([batch], loaded=loaded, index=index)[batch.id]
     analyst = user.has_role(Role.QC_ANALYST, batch.site_id)
     qa = user.has_role(Role.QA, batch.site_id)
     rows: dict[int, dict[str, Any]] = {}
     all_signatures = []
-    deviations = {d.id: d for d in deviation_services.for_batch(batch.id)}
+    deviations = {d.id: d for d in deviation_services.for_batch(batch.id, details=False)}
     for test_status in statuses:
         for result in test_status.results:
-            signatures = signature_services.signatures_for(result)
+            signatures = index.of(result)
             all_signatures.extend(signatures)
-            verification = qc.result_verification(result)
+            verification = qc.result_verification(result, index)
             row: dict[str, Any] = {
                 "signatures": [(s, signature_services.verify(s, result).value) for s in signatures],
                 "verification": verification, "deviation": deviations.get(result.deviation_id),
@@ -218,10 +224,15 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
     ), status
 
 
+def _qc_batch(number: str) -> Batch:
+    """The batch as its QC page shows it (QC_BATCH): a refused form redraws the page from the batch as it is now."""
+    return batch_services.get_batch(_user(), number, options=QC_BATCH)
+
+
 @bp.route("/batches/<number>")
 @roles_required(READ_ROLES)
 def batch(number: str) -> tuple[str, int]:
-    return _render_batch(batch_services.get_batch(_user(), number))
+    return _render_batch(_qc_batch(number))
 
 
 # --- entering a result ---------------------------------------------------------------------------
@@ -329,7 +340,7 @@ def final_read(number: str, result_id: int) -> Any:
                              f"SPECIFICATION. Deviation {deviation.number} was opened.", "error")
             return _done(batch, result, f"Final read {result.spec_test.code} {result.value_text}: "
                                         f"{result.verdict.value}. A second analyst verifies it.")
-    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"read-{result_id}": form})
+    return _render_batch(_qc_batch(number), 422, forms={f"read-{result_id}": form})
 
 
 @bp.route("/batches/<number>/results/<int:result_id>/verify", methods=["POST"])
@@ -351,7 +362,7 @@ def verify(number: str, result_id: int) -> Any:
             mark_signed()
             return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) verified and signed: it is "
                                         "now official.")
-    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"verify-{result_id}": form})
+    return _render_batch(_qc_batch(number), 422, forms={f"verify-{result_id}": form})
 
 
 @bp.route("/batches/<number>/results/<int:result_id>/invalidate", methods=["POST"])
@@ -373,7 +384,7 @@ def invalidate(number: str, result_id: int) -> Any:
             mark_signed()
             return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) invalidated and signed. It "
                                         "stays in the record; enter a retest if the test is repeated.", "warning")
-    return _render_batch(batch_services.get_batch(_user(), number), 422, forms={f"invalidate-{result_id}": form})
+    return _render_batch(_qc_batch(number), 422, forms={f"invalidate-{result_id}": form})
 
 
 # --- trends --------------------------------------------------------------------------------------

@@ -7,10 +7,12 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import defaultload, joinedload
 
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
@@ -27,6 +29,9 @@ from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
+
+if TYPE_CHECKING:
+    from cellfactory.qc.services import BatchResults, TestStatus
 
 S = BatchStatus
 
@@ -53,23 +58,84 @@ class ChecklistItem:
         return not self.problems
 
 
-def checklist(batch: Batch) -> list[ChecklistItem]:
-    """What QA review and QP certification require, computed from the record (never ticked by hand)."""
+class RecordFacts:
+    """What the release checks read from a batch's record, each part read once, when first asked for, then shared:
+    its results with the status of their deviations, the signatures of the batch, its steps and its results (one
+    statement per record type), its QC status per test, its deviations and which of its source materials had labels
+    printed. A page that shows the checklist, the blockers of several decisions and the people involved passes one
+    to each of them, and so costs the same number of statements for any batch; a service given none reads afresh.
+
+    Facts are read for one request or one check: a signature is still verified against the record as it is then."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+
+    @cached_property
+    def loaded(self) -> BatchResults:
+        from cellfactory.qc.services import BatchResults
+
+        return BatchResults.of([self.batch])
+
+    @cached_property
+    def results(self) -> list[QcResult]:
+        """Every result of the batch, invalidated ones included, in entry order."""
+        return self.loaded.by_batch[self.batch.id]
+
+    @cached_property
+    def index(self) -> signatures.SignatureIndex:
+        """The signatures of the batch, of each of its steps and of each of its results."""
+        return signatures.SignatureIndex([self.batch, *self.batch.steps, *self.results])
+
+    @cached_property
+    def qc(self) -> list[TestStatus]:
+        """`qc.services.qc_status` of the batch."""
+        from cellfactory.qc.services import qc_statuses
+
+        return qc_statuses([self.batch], loaded=self.loaded, index=self.index)[self.batch.id]
+
+    @cached_property
+    def deviations(self) -> list[Deviation]:
+        """The batch's deviations in the order raised (without their CAPA actions)."""
+        from cellfactory.deviations.services import for_batch
+
+        return for_batch(self.batch.id, details=False)
+
+    def signature_content(self) -> dict[str, Any]:
+        """The batch's signed content now, computed from the results and deviations read here (see
+        `Batch.signature_content`), to verify its signatures against."""
+        return self.batch.signature_content(results=self.results, deviations=self.deviations)
+
+    @cached_property
+    def labelled(self) -> set[str]:
+        """The ids (as the audit trail writes them) of the batch's source materials whose labels were printed."""
+        ids = sorted({str(link.material_id) for link in self.batch.materials})
+        if not ids:
+            return set()
+        return set(db.session.scalars(sa.select(AuditEntry.entity_id).where(
+            AuditEntry.action == "print", AuditEntry.entity_type == "source_material",
+            AuditEntry.entity_id.in_(ids)).distinct()))
+
+
+def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistItem]:
+    """What QA review and QP certification require, computed from the record (never ticked by hand).
+
+    :param facts: the record's facts when the caller reads them for several checks; read here otherwise.
+    """
     from zoneinfo import ZoneInfo
 
     from cellfactory.batches.services import manufacturing_blockers
-    from cellfactory.deviations.services import blocking
     from cellfactory.donors.services import eligibility
     from cellfactory.qc.services import qc_blockers
 
+    facts = facts if facts is not None else RecordFacts(batch)
     tz = ZoneInfo(batch.site.timezone)
     steps = ChecklistItem("steps", "Every step of the process template done and verified by a second person",
-                          manufacturing_blockers(batch))
+                          manufacturing_blockers(batch, facts.index))
     results = ChecklistItem("results", "Every required result verified, within specification or covered by a "
-                                       "closed deviation", qc_blockers(batch))
+                                       "closed deviation", qc_blockers(batch, facts.qc))
     deviations = ChecklistItem("deviations", "No open major or critical deviation",
                                [f"Deviation {d.number} ({d.classification.value}) is open: {d.title}"
-                                for d in blocking(batch.id)])
+                                for d in facts.deviations if d.blocks_release])
     lots = ChecklistItem("lots", "Every reagent lot released and in date when used")
     equipment = ChecklistItem("equipment", "No equipment out of service or overdue for calibration when used")
     for step in batch.steps:
@@ -92,32 +158,35 @@ def checklist(batch: Batch) -> list[ChecklistItem]:
         outcome = eligibility(donor)
         if not outcome.eligible and not (material.autologous_only or outcome.autologous_only):
             donors.problems.append(f"Donor {donor.code} is {outcome.status.value}: " + " ".join(outcome.reasons))
-        printed = db.session.scalar(sa.select(AuditEntry.id).where(
-            AuditEntry.action == "print", AuditEntry.entity_type == "source_material",
-            AuditEntry.entity_id == str(material.id)).limit(1))
-        if printed is None:
+        if str(material.id) not in facts.labelled:
             labels.problems.append(f"No label was printed for material {material.din}.")
     return [steps, results, deviations, lots, equipment, donors, labels]
 
 
-def failing_results(batch: Batch) -> list[QcResult]:
+def _qc(batch: Batch, facts: RecordFacts | None) -> list[TestStatus]:
     from cellfactory.qc.services import qc_status
 
-    return [s.reportable for s in qc_status(batch) if s.verdict == Verdict.FAIL]
+    return facts.qc if facts is not None else qc_status(batch)
 
 
-def pending_results(batch: Batch) -> list[QcResult]:
-    from cellfactory.qc.services import qc_status
-
-    return [s.reportable for s in qc_status(batch) if s.verdict == Verdict.PENDING]
+def failing_results(batch: Batch, facts: RecordFacts | None = None) -> list[QcResult]:
+    return [s.reportable for s in _qc(batch, facts) if s.verdict == Verdict.FAIL]
 
 
-def decision_blockers(batch: Batch, meaning: Meaning) -> list[str]:
-    """Why a review or QP decision with this meaning cannot be signed now (empty when it can)."""
+def pending_results(batch: Batch, facts: RecordFacts | None = None) -> list[QcResult]:
+    return [s.reportable for s in _qc(batch, facts) if s.verdict == Verdict.PENDING]
+
+
+def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None = None) -> list[str]:
+    """Why a review or QP decision with this meaning cannot be signed now (empty when it can).
+
+    :param facts: the record's facts when the caller reads them for several checks; read here otherwise.
+    """
     if meaning == Meaning.QP_REJECTED:
         return []
-    items = checklist(batch)
-    failing = failing_results(batch)
+    facts = facts if facts is not None else RecordFacts(batch)
+    items = checklist(batch, facts)
+    failing = failing_results(batch, facts)
     if meaning == Meaning.QP_OOS_SUPPLY:
         if not failing:
             return ["No result is out of specification: use the normal certification."]
@@ -129,8 +198,7 @@ def decision_blockers(batch: Batch, meaning: Meaning) -> list[str]:
                 if item.key == "results" and any(r.spec_test.name in problem for r in failing):
                     continue
                 if item.key == "deviations" and any(
-                        db.session.get(Deviation, d) and db.session.get(Deviation, d).number in problem
-                        for d in oos_deviations if d):
+                        d.number in problem for d in facts.deviations if d.id in oos_deviations):
                     continue
                 problems.append(problem)
         return problems
@@ -212,16 +280,17 @@ def record_decision(actor: User, batch: Batch, previous_status: BatchStatus, sig
     kind = DECISIONS_BY_MEANING[meaning]
     if kind == DecisionKind.CERTIFICATION and previous_status == S.CONDITIONALLY_RELEASED:
         kind = DecisionKind.FINAL
-    items = checklist(batch)
+    facts = RecordFacts(batch)
+    items = checklist(batch, facts)
     decision = BatchDecision(
         batch_id=batch.id, site_id=batch.site_id, kind=kind, decided_by_id=actor.id, decided_at=signature.signed_at,
         comment=reason.strip(), signature_id=signature.id,
         checklist=[{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems} for i in items],
         pending_tests=[{"test": r.spec_test.name, "method": r.spec_test.method,
                         "due": r.final_read_due.isoformat() if r.final_read_due else None}
-                       for r in pending_results(batch)],
+                       for r in pending_results(batch, facts)],
         failing_tests=[{"test": r.spec_test.name, "result": r.value_text, "criterion": r.spec_test.criterion_text,
-                        "deviation": r.deviation_id} for r in failing_results(batch)],
+                        "deviation": r.deviation_id} for r in failing_results(batch, facts)],
         created_by_id=actor.id, **details)
     db.session.add(decision)
     db.session.flush()
@@ -295,7 +364,11 @@ def certificates_for(batch: Batch) -> list[Certificate]:
 
 
 def decisions_for(batch: Batch) -> list[BatchDecision]:
+    """The batch's signed decisions in order, each with its signature and certificate (one statement; the deciders'
+    roles are not read)."""
     return list(db.session.scalars(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id)
+                                   .options(joinedload(BatchDecision.certificate),
+                                            defaultload(BatchDecision.decided_by).lazyload(User.roles))
                                    .order_by(BatchDecision.id)))
 
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from cellfactory.api.serializers import load_users
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
@@ -23,7 +24,6 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, public, roles_required
 from cellfactory.core.scoping import visible_to
-from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.releases import services
@@ -36,7 +36,6 @@ from cellfactory.releases.forms import (
     ReviewForm,
 )
 from cellfactory.releases.models import BatchDecision, Certificate
-from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import SigningForm, mark_signed
 from cellfactory.signatures.models import Meaning
 
@@ -96,11 +95,13 @@ def offered_decisions(batch: Batch) -> list[tuple[DecisionOption, batch_services
     return offered
 
 
-def blockers_for(batch: Batch, meaning: Meaning) -> list[str]:
+def blockers_for(batch: Batch, meaning: Meaning, facts: services.RecordFacts | None = None) -> list[str]:
     """Why a decision with this meaning would be refused now: the release service's blockers plus what the batch
-    state machine adds about pending results. The state machine checks again when the user signs."""
-    blockers = list(services.decision_blockers(batch, meaning))
-    pending = services.pending_results(batch)
+    state machine adds about pending results. The state machine checks again when the user signs. A page that
+    checks several decisions passes the record's facts, read once."""
+    facts = facts if facts is not None else services.RecordFacts(batch)
+    blockers = list(services.decision_blockers(batch, meaning, facts))
+    pending = services.pending_results(batch, facts)
     if meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY):
         blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
     if meaning == Meaning.QP_CONDITIONAL and not pending:
@@ -108,10 +109,13 @@ def blockers_for(batch: Batch, meaning: Meaning) -> list[str]:
     return blockers
 
 
-def involved(batch: Batch) -> list[tuple[User, str]]:
-    """Who performed, verified or tested anything on the batch (they may not review or certify it), by name."""
-    people = batch_services.involved_people(batch)
-    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1])))}
+def involved(batch: Batch, facts: services.RecordFacts | None = None) -> list[tuple[User, str]]:
+    """Who performed, verified or tested anything on the batch (they may not review or certify it), by name, read
+    in one statement; from the record's facts when the page has read them."""
+    facts = facts if facts is not None else services.RecordFacts(batch)
+    people = batch_services.involved_people(batch, results=facts.results, index=facts.index)
+    load_users(people)
+    users = {i: user for i in people if (user := db.session.get(User, i)) is not None}
     return sorted(((users[i], what) for i, what in people.items() if i in users), key=lambda p: p[0].full_name)
 
 
@@ -190,18 +194,23 @@ def certification_worklist() -> str:
 # --- the review page -----------------------------------------------------------------------------
 
 
-def _common(batch: Batch) -> dict[str, Any]:
+def _common(batch: Batch, facts: services.RecordFacts) -> dict[str, Any]:
     user = _user()
-    people = involved(batch)
+    people = involved(batch, facts)
     decisions = services.decisions_for(batch)
-    certificates = services.certificates_for(batch)
+    # Each decision's signature verified against the record as it is now, its content computed once for all from
+    # the results and deviations this page has read.
+    statuses = batch_services.signature_statuses(batch, [d.signature for d in decisions],
+                                                 content=facts.signature_content)
+    # The certificates are those of the decisions, read with them: in the order issued, as certificates_for.
+    certificates = sorted((d.certificate for d in decisions if d.certificate is not None), key=lambda c: c.id)
     return {
-        "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch),
+        "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch, facts),
         "involved": people, "you_involved": next((what for person, what in people if person.id == user.id), None),
-        "decisions": [(d, signature_services.verify(d.signature, batch).value) for d in decisions],
+        "decisions": [(d, status) for d, (_, status) in zip(decisions, statuses, strict=True)],
         "certificates": certificates, "latest_certificate": certificates[-1] if certificates else None,
-        "deviations": deviation_services.for_batch(batch.id),
-        "pending": services.pending_results(batch), "failing": services.failing_results(batch),
+        "deviations": facts.deviations,
+        "pending": services.pending_results(batch, facts), "failing": services.failing_results(batch, facts),
         "materials": [link.material for link in batch.materials],
         "batch_page": "batches.detail" in current_app.view_functions,
     }
@@ -210,12 +219,13 @@ def _common(batch: Batch) -> dict[str, Any]:
 def _render_review(batch: Batch, status: int = 200, *, review_form: ReviewForm | None = None,
                    return_form: ReturnForm | None = None) -> tuple[str, int]:
     user = _user()
+    facts = services.RecordFacts(batch)  # read once for the checklist, the blockers and the people involved
     can_act = batch.status == S.AWAITING_QA_REVIEW and user.has_role(Role.QA, batch.site_id)
     return render_template(
         "releases/review.html", can_act=can_act,
-        review_blockers=blockers_for(batch, Meaning.REVIEWED) if can_act else [],
+        review_blockers=blockers_for(batch, Meaning.REVIEWED, facts) if can_act else [],
         review_form=review_form or ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review"),
-        return_form=return_form or ReturnForm(prefix="return"), **_common(batch)), status
+        return_form=return_form or ReturnForm(prefix="return"), **_common(batch, facts)), status
 
 
 @bp.route(f"{PREFIX}/<number>/review", methods=["GET", "POST"])
@@ -277,20 +287,21 @@ def _render_certification(batch: Batch, status: int = 200, *, forms: dict[str, S
                           ) -> tuple[str, int]:
     user = _user()
     forms = forms or {}
+    facts = services.RecordFacts(batch)  # read once for the checklist, each decision's blockers and the people
     can_act = user.has_role(Role.QP, batch.site_id)
     options = []
     for option, transition in offered_decisions(batch):
         form = forms.get(option.key) or _decision_form(option)
         if option.key == "conditional" and option.key not in forms:
-            due = [r.final_read_due for r in services.pending_results(batch) if r.final_read_due]
+            due = [r.final_read_due for r in services.pending_results(batch, facts) if r.final_read_due]
             form.expected_final_date.data = max(due) if due else None
         options.append({"option": option, "label": transition.label, "form": form,
-                        "blockers": blockers_for(batch, option.meaning) if can_act else [],
+                        "blockers": blockers_for(batch, option.meaning, facts) if can_act else [],
                         "open": option.key in forms})
     return render_template(
         "releases/certification.html", can_act=can_act, options=options,
-        open_deviations=[d for d in deviation_services.for_batch(batch.id) if d.status != DeviationStatus.CLOSED],
-        today=_site_today(batch), **_common(batch)), status
+        open_deviations=[d for d in facts.deviations if d.status != DeviationStatus.CLOSED],
+        today=_site_today(batch), **_common(batch, facts)), status
 
 
 @bp.route(f"{PREFIX}/<number>/certification")

@@ -4,11 +4,11 @@
    small network into it (bench.generate, scale 0.25) whose recent batches wait for their Qualified Person.
 2. Starts two gunicorn instances (2 workers each) on two free ports of 127.0.0.1, sharing that database and
    nothing else: the same keys, separate processes.
-3. From this process, 50 simulated users (threads) work for 60 seconds, every request going to one instance or
-   the other in turn: technicians allocate DINs, register donors with their screening, receive material, start
-   batches and enter passages; QC analysts enter results; QPs certify (two QPs may race for one batch: exactly
-   one wins, the other gets the expected 409); auditors download certificates and batch records and read the
-   audit trail.
+3. From this process, 50 simulated users (threads) work for 60 seconds, 1 to 5 s between one user's actions
+   (`--think`), every request going to one instance or the other in turn: technicians allocate DINs, register
+   donors with their screening, receive material, start batches and enter passages; QC analysts enter results;
+   QPs certify (two QPs may race for one batch: exactly one wins, the other gets the expected 409); auditors
+   download certificates and batch records and read the audit trail.
 4. Reports throughput, p50/p95/p99 and errors, then checks the database: every record the users were told was
    created is there exactly once, numbers are unique, and `audit verify` passes.
 5. Stops the servers and drops the database, whatever happened.
@@ -55,6 +55,10 @@ from bench import (
 PROJECT = Path(__file__).resolve().parent.parent
 MAX_REQUESTS = 200_000  # a hard bound besides the duration
 P95_TARGET_MS = 300
+# People at a screen read the answer and type the next entry: 1 to 5 s between one user's requests (50 users then
+# offer about 15 requests a second). Far shorter pauses measure the machine's capacity instead: every request
+# queues behind the others, and p95 is set by the queue (Little's law), not by the application.
+DEFAULT_THINK = (1.0, 5.0)
 
 
 def _free_port() -> int:
@@ -143,8 +147,9 @@ class Ledger:
 class Client:
     """One user's keep-alive connections to both instances; requests alternate between them."""
 
-    def __init__(self, ports: list[int], token: str, ledger: Ledger, stop: threading.Event) -> None:
-        self.ports, self.token, self.ledger, self.stop = ports, token, ledger, stop
+    def __init__(self, ports: list[int], token: str, ledger: Ledger, stop: threading.Event,
+                 think: tuple[float, float]) -> None:
+        self.ports, self.token, self.ledger, self.stop, self.think = ports, token, ledger, stop, think
         self.connections: dict[int, http.client.HTTPConnection] = {}
         self.turn = random.randrange(len(ports))
 
@@ -178,7 +183,8 @@ class Client:
         return response.status, parsed
 
     def pause(self) -> None:
-        self.stop.wait(random.uniform(0.05, 0.4))
+        """The user reads the answer and types the next entry (the think time)."""
+        self.stop.wait(random.uniform(*self.think))
 
 
 def _now(offset_minutes: float = 0) -> str:
@@ -420,7 +426,8 @@ def _summary(ledger: Ledger, seconds: float) -> dict[str, Any]:
             "conflicts_409": statuses.get(409, 0), "by_kind": kinds}
 
 
-def run(users: int, seconds: float, postgres: str, scale: float) -> dict[str, Any]:
+def run(users: int, seconds: float, postgres: str, scale: float,
+        think: tuple[float, float] = DEFAULT_THINK) -> dict[str, Any]:
     from bench.generate import generate
 
     with throwaway_postgres(postgres, prefix="cellfactory_load") as url:
@@ -458,7 +465,7 @@ def run(users: int, seconds: float, postgres: str, scale: float) -> dict[str, An
                     network = nth % 2 == 1  # half the auditors are the network's, half a site's
                     token = subjects["tokens"]["auditor" if network else f"auditor1.{site.lower()}"]
                     target, args = auditor, (subjects["released"]["network" if network else site],)
-                client = Client(ports, token, ledger, stop)
+                client = Client(ports, token, ledger, stop, think)
 
                 def work(target=target, client=client, args=args) -> None:
                     try:
@@ -478,7 +485,8 @@ def run(users: int, seconds: float, postgres: str, scale: float) -> dict[str, An
                 thread.join(timeout=90)
             elapsed = time.perf_counter() - started
         result = {"users": users, "plan": dict(collections.Counter(plan)), "instances": 2, "workers_per_instance": 2,
-                  "scale": scale, "load": _summary(ledger, elapsed), "failures": ledger.failures,
+                  "scale": scale, "think_seconds": list(think), "load": _summary(ledger, elapsed),
+                  "failures": ledger.failures,
                   "created": {k: len(v) for k, v in ledger.created.items()}}
         print("checking the database ...")
         result["checks"] = _check(url, ledger)
@@ -487,8 +495,9 @@ def run(users: int, seconds: float, postgres: str, scale: float) -> dict[str, An
 
 def print_report(result: dict[str, Any]) -> None:
     load = result["load"]
+    low, high = result["think_seconds"]
     print(f"\n{result['users']} users {result['plan']} for {load['seconds']} s against 2 gunicorn instances x 2 "
-          f"workers, one PostgreSQL")
+          f"workers, one PostgreSQL; {low:g}-{high:g} s between one user's requests")
     print(f"{load['requests']:,} requests, {load['throughput_per_s']} requests/s; p50 {load['p50_ms']} ms, "
           f"p95 {load['p95_ms']} ms, p99 {load['p99_ms']} ms; statuses {load['statuses']}")
     print(f"\n{'request':28}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  statuses")
@@ -511,12 +520,26 @@ def print_report(result: dict[str, Any]) -> None:
     result["targets"] = {name: ok for name, ok in targets}
 
 
+def _think(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN,MAX in seconds, e.g. 1,5") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"{text!r}: MIN must be 0 or more and at most MAX")
+    return low, high
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--scale", type=float, default=0.25, help="size of the network loaded first")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server where the throw-away database goes")
+    parser.add_argument("--think", type=_think, default=DEFAULT_THINK, metavar="MIN,MAX",
+                        help="seconds between one user's requests, drawn evenly from MIN to MAX (default "
+                             f"{DEFAULT_THINK[0]:g},{DEFAULT_THINK[1]:g}: people at a screen; 0.05,0.4 finds the "
+                             "machine's capacity)")
     args = parser.parse_args(argv)
     if not postgres_reachable(args.postgres):
         print(f"PostgreSQL is not reachable at {args.postgres}", file=sys.stderr)
@@ -525,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gunicorn is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     args.seconds = min(args.seconds, 600)
-    result = run(args.users, args.seconds, args.postgres, args.scale)
+    result = run(args.users, args.seconds, args.postgres, args.scale, args.think)
     print_report(result)
     name = write_results("load", result)
     print(f"\nWritten bench/results/{name}")

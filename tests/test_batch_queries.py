@@ -319,6 +319,16 @@ def test_release_pages_cost_the_same_for_a_small_and_a_larger_batch(client, smal
         client.post("/auth/logout")
 
 
+def test_api_review_and_certification_cost_the_same_for_a_small_and_a_larger_batch(client, users, small, large):
+    """The API's review and certification read the record's facts once, as the pages do."""
+    for role, page in (("qa", "review"), ("qp", "certification")):
+        token = bearer(new_token(refetch(users[role])))
+        count_small, seen_small = counted(client, f"/api/v1/batches/{small.number}/{page}", headers=token)
+        count_large, seen_large = counted(client, f"/api/v1/batches/{large.number}/{page}", headers=token)
+        assert count_small == count_large, f"API {page}: {count_small} vs {count_large}\n{seen_small}\n--\n{seen_large}"
+        assert count_large <= MAX_RELEASE_STATEMENTS, f"API {page}:\n{seen_large}"
+
+
 def test_release_pages_with_a_decision_to_sign_cost_the_same(client, plant, sites):
     """While QA may sign the review, and then while the QP may take each decision, every check the page shows
     before signing (checklist, blockers of each decision, people involved) comes from one read of the record."""

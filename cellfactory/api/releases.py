@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Response, request, url_for
+from sqlalchemy.orm import lazyload
 
 from cellfactory.api import bp, json_body, page_json
 from cellfactory.api.params import api_user, instant, signing_of
@@ -22,7 +23,6 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
-from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.releases import services
@@ -46,9 +46,10 @@ def _batch(number: str) -> Batch:
 # --- serialisation -------------------------------------------------------------------------------
 
 
-def _involved(batch: Batch) -> list[dict[str, Any]]:
-    people = batch_services.involved_people(batch)
-    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1])))}
+def _involved(batch: Batch, facts: services.RecordFacts) -> list[dict[str, Any]]:
+    people = batch_services.involved_people(batch, results=facts.results, index=facts.index)
+    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1]))
+                                                 .options(lazyload(User.roles)))}
     return [{"username": users[i].username, "full_name": users[i].full_name, "what": what}
             for i, what in people.items() if i in users]
 
@@ -63,12 +64,15 @@ def certificate_json(certificate: Certificate, batch: Batch) -> dict[str, Any]:
     }
 
 
-def decision_json(decision: BatchDecision, batch: Batch) -> dict[str, Any]:
+def decision_json(decision: BatchDecision, batch: Batch, status: str | None = None) -> dict[str, Any]:
+    """The decision with its signature's status (`status` when the caller has just verified it)."""
+    if status is None:
+        status = signature_services.verify(decision.signature, batch).value
     return {
         "kind": decision.kind.value, "label": decision.kind.label, "decided_at": iso(decision.decided_at),
         "decided_by": decision.signature.signer_username, "printed_name": decision.signature.printed_name,
         "comment": decision.comment,
-        "signature": signature_json(decision.signature, signature_services.verify(decision.signature, batch).value),
+        "signature": signature_json(decision.signature, status),
         "checklist": decision.checklist, "pending_tests": decision.pending_tests,
         "failing_tests": decision.failing_tests, "expected_final_date": day(decision.expected_final_date),
         "physician_name": decision.physician_name, "physician_request_date": day(decision.physician_request_date),
@@ -78,21 +82,25 @@ def decision_json(decision: BatchDecision, batch: Batch) -> dict[str, Any]:
     }
 
 
-def _common(batch: Batch) -> dict[str, Any]:
-    people = _involved(batch)
+def _common(batch: Batch, facts: services.RecordFacts, decisions: list[BatchDecision]) -> dict[str, Any]:
+    """What review and certification show, from the record's facts read once (as the pages do)."""
+    people = _involved(batch, facts)
+    statuses = batch_services.signature_statuses(batch, [d.signature for d in decisions],
+                                                 content=facts.signature_content)
     return {
         "batch": batch_json(batch),
         "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
-                      for i in services.checklist(batch)],
+                      for i in services.checklist(batch, facts)],
         "involved": people, "you_are_involved": any(p["username"] == api_user().username for p in people),
-        "decisions": [decision_json(d, batch) for d in services.decisions_for(batch)],
+        "decisions": [decision_json(d, batch, status) for d, (_, status) in zip(decisions, statuses, strict=True)],
     }
 
 
 def review_json(batch: Batch) -> dict[str, Any]:
-    data = _common(batch)
+    facts = services.RecordFacts(batch)
+    data = _common(batch, facts, services.decisions_for(batch))
     data["complete"] = all(item["ok"] for item in data["checklist"])
-    data["review_blockers"] = blockers_for(batch, Meaning.REVIEWED)
+    data["review_blockers"] = blockers_for(batch, Meaning.REVIEWED, facts)
     data["awaiting_review"] = batch.status == S.AWAITING_QA_REVIEW
     return data
 
@@ -100,21 +108,25 @@ def review_json(batch: Batch) -> dict[str, Any]:
 def certification_json(batch: Batch) -> dict[str, Any]:
     from cellfactory.releases.views import offered_decisions
 
-    data = _common(batch)
+    facts = services.RecordFacts(batch)
+    decisions = services.decisions_for(batch)
+    data = _common(batch, facts, decisions)
     data["options"] = []
     for option, transition in offered_decisions(batch):
-        blockers = blockers_for(batch, option.meaning)
+        blockers = blockers_for(batch, option.meaning, facts)
         data["options"].append({"decision": option.key, "label": transition.label, "target": option.target.value,
                                 "signature_meaning": option.meaning.value, "blockers": blockers,
                                 "possible": not blockers and not data["you_are_involved"]})
     data["pending"] = [{"test": r.spec_test.code, "name": r.spec_test.name, "method": r.spec_test.method,
-                        "final_read_due": day(r.final_read_due)} for r in services.pending_results(batch)]
+                        "final_read_due": day(r.final_read_due)} for r in services.pending_results(batch, facts)]
     data["failing"] = [{"test": r.spec_test.code, "name": r.spec_test.name, "result": r.value_text,
-                        "criterion": r.spec_test.criterion_text} for r in services.failing_results(batch)]
+                        "criterion": r.spec_test.criterion_text} for r in services.failing_results(batch, facts)]
     data["open_deviations"] = [{"number": d.number, "classification": d.classification.value, "title": d.title,
                                 "blocks_release": d.blocks_release}
-                               for d in deviation_services.for_batch(batch.id) if d.status != DeviationStatus.CLOSED]
-    data["certificates"] = [certificate_json(c, batch) for c in services.certificates_for(batch)]
+                               for d in facts.deviations if d.status != DeviationStatus.CLOSED]
+    # The certificates of the decisions, read with them, in the order issued (as certificates_for lists them).
+    certificates = sorted((d.certificate for d in decisions if d.certificate is not None), key=lambda c: c.id)
+    data["certificates"] = [certificate_json(c, batch) for c in certificates]
     return data
 
 

@@ -12,12 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Response, request, url_for
-from sqlalchemy.orm import lazyload
 
 from cellfactory.api import bp, json_body, page_json
 from cellfactory.api.params import api_user, instant, signing_of
 from cellfactory.api.serializers import batch_json, day, iso, signature_json
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict, ValidationFailed
@@ -27,8 +26,7 @@ from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.releases import services
 from cellfactory.releases.models import BatchDecision, Certificate
-from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, blockers_for, explain, find_certificate
-from cellfactory.signatures import services as signature_services
+from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, explain, find_certificate
 from cellfactory.signatures.models import Meaning
 
 S = BatchStatus
@@ -46,12 +44,8 @@ def _batch(number: str) -> Batch:
 # --- serialisation -------------------------------------------------------------------------------
 
 
-def _involved(batch: Batch, facts: services.RecordFacts) -> list[dict[str, Any]]:
-    people = batch_services.involved_people(batch, results=facts.results, index=facts.index)
-    users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1]))
-                                                 .options(lazyload(User.roles)))}
-    return [{"username": users[i].username, "full_name": users[i].full_name, "what": what}
-            for i, what in people.items() if i in users]
+def _involved(facts: services.RecordFacts) -> list[dict[str, Any]]:
+    return [{"username": user.username, "full_name": user.full_name, "what": what} for user, what in facts.involved()]
 
 
 def certificate_json(certificate: Certificate, batch: Batch) -> dict[str, Any]:
@@ -64,10 +58,8 @@ def certificate_json(certificate: Certificate, batch: Batch) -> dict[str, Any]:
     }
 
 
-def decision_json(decision: BatchDecision, batch: Batch, status: str | None = None) -> dict[str, Any]:
-    """The decision with its signature's status (`status` when the caller has just verified it)."""
-    if status is None:
-        status = signature_services.verify(decision.signature, batch).value
+def decision_json(decision: BatchDecision, status: str) -> dict[str, Any]:
+    """The decision with its signature's status (as `RecordFacts.decisions` verified it)."""
     return {
         "kind": decision.kind.value, "label": decision.kind.label, "decided_at": iso(decision.decided_at),
         "decided_by": decision.signature.signer_username, "printed_name": decision.signature.printed_name,
@@ -82,25 +74,23 @@ def decision_json(decision: BatchDecision, batch: Batch, status: str | None = No
     }
 
 
-def _common(batch: Batch, facts: services.RecordFacts, decisions: list[BatchDecision]) -> dict[str, Any]:
+def _common(batch: Batch, facts: services.RecordFacts) -> dict[str, Any]:
     """What review and certification show, from the record's facts read once (as the pages do)."""
-    people = _involved(batch, facts)
-    statuses = batch_services.signature_statuses(batch, [d.signature for d in decisions],
-                                                 content=facts.signature_content)
+    people = _involved(facts)
     return {
         "batch": batch_json(batch),
         "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
                       for i in services.checklist(batch, facts)],
         "involved": people, "you_are_involved": any(p["username"] == api_user().username for p in people),
-        "decisions": [decision_json(d, batch, status) for d, (_, status) in zip(decisions, statuses, strict=True)],
+        "decisions": [decision_json(d, status) for d, status in facts.decisions],
     }
 
 
 def review_json(batch: Batch) -> dict[str, Any]:
     facts = services.RecordFacts(batch)
-    data = _common(batch, facts, services.decisions_for(batch))
+    data = _common(batch, facts)
     data["complete"] = all(item["ok"] for item in data["checklist"])
-    data["review_blockers"] = blockers_for(batch, Meaning.REVIEWED, facts)
+    data["review_blockers"] = services.signing_blockers(batch, Meaning.REVIEWED, facts)
     data["awaiting_review"] = batch.status == S.AWAITING_QA_REVIEW
     return data
 
@@ -109,11 +99,10 @@ def certification_json(batch: Batch) -> dict[str, Any]:
     from cellfactory.releases.views import offered_decisions
 
     facts = services.RecordFacts(batch)
-    decisions = services.decisions_for(batch)
-    data = _common(batch, facts, decisions)
+    data = _common(batch, facts)
     data["options"] = []
     for option, transition in offered_decisions(batch):
-        blockers = blockers_for(batch, option.meaning, facts)
+        blockers = services.signing_blockers(batch, option.meaning, facts)
         data["options"].append({"decision": option.key, "label": transition.label, "target": option.target.value,
                                 "signature_meaning": option.meaning.value, "blockers": blockers,
                                 "possible": not blockers and not data["you_are_involved"]})
@@ -124,9 +113,7 @@ def certification_json(batch: Batch) -> dict[str, Any]:
     data["open_deviations"] = [{"number": d.number, "classification": d.classification.value, "title": d.title,
                                 "blocks_release": d.blocks_release}
                                for d in facts.deviations if d.status != DeviationStatus.CLOSED]
-    # The certificates of the decisions, read with them, in the order issued (as certificates_for lists them).
-    certificates = sorted((d.certificate for d in decisions if d.certificate is not None), key=lambda c: c.id)
-    data["certificates"] = [certificate_json(c, batch) for c in certificates]
+    data["certificates"] = [certificate_json(c, batch) for c in facts.certificates]
     return data
 
 

@@ -617,15 +617,10 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         if blockers:
             raise Conflict("Quality control is not complete: " + " ".join(blockers))
     if transition.meaning is not None:
-        from cellfactory.releases.services import RecordFacts, decision_blockers, pending_results
+        from cellfactory.releases.services import RecordFacts, signing_blockers
 
         facts = RecordFacts(batch)
-        blockers = decision_blockers(batch, transition.meaning, facts)
-        pending = pending_results(batch, facts)
-        if transition.meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY) and pending:
-            blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
-        if transition.meaning == Meaning.QP_CONDITIONAL and not pending:
-            blockers.append("Nothing is pending: certify the release instead of a conditional release.")
+        blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
             raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
         if transition.roles & {Role.QA, Role.QP}:

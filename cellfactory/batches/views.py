@@ -44,7 +44,6 @@ from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning, Signature
-from cellfactory.signatures.services import SignatureStatus
 from cellfactory.sites.models import Site
 from cellfactory.web import display_timezone
 
@@ -366,12 +365,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     index = services.record_signatures(batch)
     step_signatures = {s.id: [(sig, signature_services.verify(sig, s).value) for sig in index.of(s)]
                        for s in batch.steps}
-    # As services.step_verification decides, from the statuses just checked: the latest verification, if valid.
-    verifications: dict[int, Signature | None] = {}
-    for step in batch.steps:
-        latest = next(((sig, state) for sig, state in reversed(step_signatures[step.id])
-                       if sig.meaning == Meaning.VERIFIED.value), None)
-        verifications[step.id] = latest[0] if latest and latest[1] == SignatureStatus.VALID.value else None
+    verifications = {s.id: services.step_verification(s, index) for s in batch.steps}
     can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
     verify_notes: dict[int, str] = {}
     unverified = [s for s in batch.steps if s.status == StepStatus.DONE and verifications[s.id] is None]

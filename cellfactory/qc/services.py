@@ -259,9 +259,7 @@ class TestStatus:
     reportable: QcResult | None
     why: str
     verified: bool
-    # Whether the reportable result's deviation is closed, when it was read together with the results
-    # (qc_statuses); None: look it up.
-    deviation_closed: bool | None = None
+    deviation_closed: bool  # whether the reportable result's deviation is closed (read with the results)
 
     @property
     def verdict(self) -> Verdict | None:
@@ -277,14 +275,8 @@ class TestStatus:
             items.append(f"{name}: result not verified by a second analyst.")
         if self.verdict == Verdict.PENDING and not self.test.may_be_pending:
             items.append(f"{name}: pending.")
-        if self.verdict == Verdict.FAIL:
-            closed = self.deviation_closed
-            if closed is None:
-                deviation = db.session.get(Deviation, self.reportable.deviation_id) \
-                    if self.reportable.deviation_id else None
-                closed = deviation is not None and deviation.status == DeviationStatus.CLOSED
-            if not closed:
-                items.append(f"{name}: out of specification, deviation not closed.")
+        if self.verdict == Verdict.FAIL and not self.deviation_closed:
+            items.append(f"{name}: out of specification, deviation not closed.")
         return items
 
 
@@ -296,8 +288,7 @@ def batch_results(batch: Batch) -> list[QcResult]:
 
 def qc_status(batch: Batch) -> list[TestStatus]:
     """For each test of the frozen specification: its results, the one the decision uses and why."""
-    return _statuses(batch.specification.tests, batch_results(batch),
-                     lambda result: result_verification(result) is not None)
+    return qc_statuses([batch])[batch.id]
 
 
 @dataclass
@@ -344,18 +335,14 @@ def qc_statuses(batches: Sequence[Batch], *, loaded: BatchResults | None = None,
         tests.setdefault(test.specification_id, []).append(test)
     if index is None:
         index = signatures.SignatureIndex([r for batch in batches for r in loaded.reportable(batch.id)])
-    statuses = {}
-    for batch in batches:
-        statuses[batch.id] = _statuses(tests.get(batch.specification_id, []), loaded.by_batch[batch.id],
-                                       lambda result: result_verification(result, index) is not None)
-        for status in statuses[batch.id]:
-            if status.reportable is not None:
-                status.deviation_closed = loaded.deviation_closed[status.reportable.id]
-    return statuses
+    return {batch.id: _statuses(tests.get(batch.specification_id, []), loaded.by_batch[batch.id],
+                                lambda result: result_verification(result, index) is not None,
+                                loaded.deviation_closed)
+            for batch in batches}
 
 
-def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Callable[[QcResult], bool]
-              ) -> list[TestStatus]:
+def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Callable[[QcResult], bool],
+              deviation_closed: dict[int, bool]) -> list[TestStatus]:
     statuses = []
     for test in tests:
         mine = [r for r in results if r.spec_test_id == test.id]
@@ -370,7 +357,8 @@ def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Call
                    f"latest valid result (retest: {reportable.retest_reason})")
         else:
             why = "original result" if len(valid) == 1 else "latest valid result"
-        statuses.append(TestStatus(test, mine, reportable, why, bool(reportable and verified(reportable))))
+        statuses.append(TestStatus(test, mine, reportable, why, bool(reportable and verified(reportable)),
+                                   bool(reportable and deviation_closed[reportable.id])))
     return statuses
 
 

@@ -18,7 +18,7 @@ from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
 from cellfactory.donors.services import eligibility
 from cellfactory.extensions import db
-from cellfactory.qc.services import batch_results, qc_statuses, result_verification
+from cellfactory.qc.services import batch_results, qc_status, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
 from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
@@ -254,7 +254,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                            [40 * mm, 32 * mm, 32 * mm, 16 * mm, None]))
     quality.blocks.append(("table", ["Test", "Result the decision uses", "Why"],
                            [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable else "none",
-                             s.why] for s in qc_statuses([batch])[batch.id]], [45 * mm, 45 * mm, None]))
+                             s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
     sections.append(quality)
 
     # 6. Deviations

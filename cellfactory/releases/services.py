@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import defaultload, joinedload
+from sqlalchemy.orm import defaultload, joinedload, lazyload
 
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
@@ -104,6 +104,31 @@ class RecordFacts:
         """The batch's signed content now, computed from the results and deviations read here (see
         `Batch.signature_content`), to verify its signatures against."""
         return self.batch.signature_content(results=self.results, deviations=self.deviations)
+
+    @cached_property
+    def decisions(self) -> list[tuple[BatchDecision, str]]:
+        """The batch's signed decisions in order, each with its signature's status against the record as it is now
+        (the record's content computed once for all of them)."""
+        from cellfactory.batches.services import signature_statuses
+
+        found = decisions_for(self.batch)
+        statuses = signature_statuses(self.batch, [d.signature for d in found], content=self.signature_content)
+        return [(decision, status) for decision, (_, status) in zip(found, statuses, strict=True)]
+
+    @property
+    def certificates(self) -> list[Certificate]:
+        """The certificates of the decisions, read with them, in the order issued (as `certificates_for`)."""
+        return sorted((d.certificate for d, _ in self.decisions if d.certificate is not None), key=lambda c: c.id)
+
+    def involved(self) -> list[tuple[User, str]]:
+        """Who performed, verified or tested anything on the batch, with what they did (`involved_people`), as
+        users read in one statement (without their roles)."""
+        from cellfactory.batches.services import involved_people
+
+        people = involved_people(self.batch, results=self.results, index=self.index)
+        users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1]))
+                                                     .options(lazyload(User.roles)))}
+        return [(users[i], what) for i, what in people.items() if i in users]
 
     @cached_property
     def labelled(self) -> set[str]:
@@ -210,6 +235,20 @@ def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None 
 
 
 # --- decisions (called by the batch state machine, inside its transaction) -----------------------
+
+
+def signing_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None = None) -> list[str]:
+    """Why a review or QP decision with this meaning cannot be signed now: `decision_blockers` plus the rules on
+    pending results (a certification waits for every read; a conditional release needs one pending). The batch
+    state machine refuses the transition for these; the pages and the API show them before anyone signs."""
+    facts = facts if facts is not None else RecordFacts(batch)
+    blockers = list(decision_blockers(batch, meaning, facts))
+    pending = pending_results(batch, facts)
+    if meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY):
+        blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
+    if meaning == Meaning.QP_CONDITIONAL and not pending:
+        blockers.append("Nothing is pending: certify the release instead of a conditional release.")
+    return blockers
 
 
 def _required(details: dict[str, Any], name: str, errors: dict[str, str], message: str) -> Any:

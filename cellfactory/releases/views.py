@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from cellfactory.api.serializers import load_users
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
@@ -95,28 +94,11 @@ def offered_decisions(batch: Batch) -> list[tuple[DecisionOption, batch_services
     return offered
 
 
-def blockers_for(batch: Batch, meaning: Meaning, facts: services.RecordFacts | None = None) -> list[str]:
-    """Why a decision with this meaning would be refused now: the release service's blockers plus what the batch
-    state machine adds about pending results. The state machine checks again when the user signs. A page that
-    checks several decisions passes the record's facts, read once."""
-    facts = facts if facts is not None else services.RecordFacts(batch)
-    blockers = list(services.decision_blockers(batch, meaning, facts))
-    pending = services.pending_results(batch, facts)
-    if meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY):
-        blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
-    if meaning == Meaning.QP_CONDITIONAL and not pending:
-        blockers.append("Nothing is pending: certify the release instead of a conditional release.")
-    return blockers
-
-
 def involved(batch: Batch, facts: services.RecordFacts | None = None) -> list[tuple[User, str]]:
     """Who performed, verified or tested anything on the batch (they may not review or certify it), by name, read
     in one statement; from the record's facts when the page has read them."""
     facts = facts if facts is not None else services.RecordFacts(batch)
-    people = batch_services.involved_people(batch, results=facts.results, index=facts.index)
-    load_users(people)
-    users = {i: user for i in people if (user := db.session.get(User, i)) is not None}
-    return sorted(((users[i], what) for i, what in people.items() if i in users), key=lambda p: p[0].full_name)
+    return sorted(facts.involved(), key=lambda p: p[0].full_name)
 
 
 def explain(error: DomainError, user: User, batch: Batch) -> DomainError:
@@ -197,17 +179,11 @@ def certification_worklist() -> str:
 def _common(batch: Batch, facts: services.RecordFacts) -> dict[str, Any]:
     user = _user()
     people = involved(batch, facts)
-    decisions = services.decisions_for(batch)
-    # Each decision's signature verified against the record as it is now, its content computed once for all from
-    # the results and deviations this page has read.
-    statuses = batch_services.signature_statuses(batch, [d.signature for d in decisions],
-                                                 content=facts.signature_content)
-    # The certificates are those of the decisions, read with them: in the order issued, as certificates_for.
-    certificates = sorted((d.certificate for d in decisions if d.certificate is not None), key=lambda c: c.id)
+    certificates = facts.certificates
     return {
         "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch, facts),
         "involved": people, "you_involved": next((what for person, what in people if person.id == user.id), None),
-        "decisions": [(d, status) for d, (_, status) in zip(decisions, statuses, strict=True)],
+        "decisions": facts.decisions,
         "certificates": certificates, "latest_certificate": certificates[-1] if certificates else None,
         "deviations": facts.deviations,
         "pending": services.pending_results(batch, facts), "failing": services.failing_results(batch, facts),
@@ -223,7 +199,7 @@ def _render_review(batch: Batch, status: int = 200, *, review_form: ReviewForm |
     can_act = batch.status == S.AWAITING_QA_REVIEW and user.has_role(Role.QA, batch.site_id)
     return render_template(
         "releases/review.html", can_act=can_act,
-        review_blockers=blockers_for(batch, Meaning.REVIEWED, facts) if can_act else [],
+        review_blockers=services.signing_blockers(batch, Meaning.REVIEWED, facts) if can_act else [],
         review_form=review_form or ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review"),
         return_form=return_form or ReturnForm(prefix="return"), **_common(batch, facts)), status
 
@@ -296,7 +272,7 @@ def _render_certification(batch: Batch, status: int = 200, *, forms: dict[str, S
             due = [r.final_read_due for r in services.pending_results(batch, facts) if r.final_read_due]
             form.expected_final_date.data = max(due) if due else None
         options.append({"option": option, "label": transition.label, "form": form,
-                        "blockers": blockers_for(batch, option.meaning, facts) if can_act else [],
+                        "blockers": services.signing_blockers(batch, option.meaning, facts) if can_act else [],
                         "open": option.key in forms})
     return render_template(
         "releases/certification.html", can_act=can_act, options=options,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -13,12 +12,16 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import User
+from cellfactory.auth import services as auth_services
+from cellfactory.auth.models import SessionEnd, User
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db, login_manager
 from cellfactory.sites.models import Site
+
+# The key of the browser session's server-side token in the (signed) session cookie.
+SESSION_TOKEN_KEY = "sid"
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -98,14 +101,15 @@ def _guard() -> Any:
         return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
-    idle_limit = current_app.config["CELLFACTORY"].session_idle_minutes * 60
-    now = time.time()
-    last_seen = session.get("last_seen")
-    if last_seen is not None and now - float(last_seen) > idle_limit:
-        end_session(current_user._get_current_object(), "idle timeout")
-        flash("Your session ended because it was idle too long. Sign in again.", "warning")
+    ended = auth_services.touch_session(current_user._get_current_object(), session.get(SESSION_TOKEN_KEY))
+    if ended is not None:
+        logout_user()
+        session.clear()
+        if ended is SessionEnd.IDLE_TIMEOUT:
+            flash("Your session ended because it was idle too long. Sign in again.", "warning")
+        else:
+            flash(f"Your session has ended ({ended.label}). Sign in again.", "warning")
         return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
-    session["last_seen"] = now
     audit.act_as(db.session, current_user)
     g.site = _current_site(current_user)
     if current_user.must_change_password and request.endpoint not in ("auth.change_password", "auth.logout"):
@@ -119,9 +123,8 @@ def _guard() -> Any:
 
 
 def end_session(user: User, how: str) -> None:
-    from cellfactory.auth import services as auth_services
-
-    auth_services.log_out(user, reason=how)
+    """Sign the user out here: the server-side session ends, so a copy of the cookie is worth nothing."""
+    auth_services.log_out(user, reason=how, session_token=session.get(SESSION_TOKEN_KEY))
     logout_user()
     session.clear()
 

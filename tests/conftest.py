@@ -9,6 +9,7 @@ session into an external transaction"), so service code may commit freely.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import tempfile
 import uuid
@@ -23,6 +24,7 @@ from flask.testing import FlaskClient
 from cellfactory import create_app
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
+from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.migrations import upgrade
 from cellfactory.signatures import services as signature_services
@@ -179,6 +181,15 @@ def login_as(client: FlaskClient, users: dict[str, User]):
         return user
 
     return _login
+
+
+def idle_sessions(user: User, *, seconds: float) -> None:
+    """Make every open session of a user look idle for this long, as the server sees it."""
+    from cellfactory.auth.models import UserSession
+
+    db.session.execute(sa.update(UserSession).where(UserSession.user_id == user.id, UserSession.ended_at.is_(None))
+                       .values(last_seen_at=utcnow() - dt.timedelta(seconds=seconds)))
+    db.session.commit()
 
 
 def refetch(obj):

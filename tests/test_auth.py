@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +14,7 @@ from cellfactory.core import clock
 from cellfactory.core.errors import AuthenticationFailed, ValidationFailed
 from cellfactory.extensions import db
 from cellfactory.notifications.models import Alert
-from tests.conftest import PASSWORD, login, make_user, refetch
+from tests.conftest import PASSWORD, idle_sessions, login, make_user, refetch
 
 
 def _entries(action: str) -> list[AuditEntry]:
@@ -82,8 +81,7 @@ def test_idle_session_times_out(client, users, app):
     login(client, "technician.bg")
     assert client.get("/").status_code == 200
     idle = app.config["CELLFACTORY"].session_idle_minutes * 60
-    with client.session_transaction() as session:
-        session["last_seen"] = time.time() - idle - 1
+    idle_sessions(users["technician"], seconds=idle + 1)
     response = client.get("/")
     assert response.status_code == 302
     assert "/auth/login" in response.headers["Location"]
@@ -95,8 +93,7 @@ def test_idle_session_times_out(client, users, app):
 def test_activity_within_the_limit_keeps_the_session(client, users, app):
     login(client, "technician.bg")
     idle = app.config["CELLFACTORY"].session_idle_minutes * 60
-    with client.session_transaction() as session:
-        session["last_seen"] = time.time() - idle + 30
+    idle_sessions(users["technician"], seconds=idle - 30)
     assert client.get("/").status_code == 200
 
 

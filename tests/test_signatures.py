@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
@@ -14,7 +12,7 @@ from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.signatures import services
 from cellfactory.signatures.models import IdentityVerification, Meaning, Signature
-from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
+from tests.conftest import PASSWORD, enable_signing, idle_sessions, login, make_user, refetch
 
 
 @pytest.fixture
@@ -162,8 +160,7 @@ def test_web_signing_asks_user_name_first_then_password_only_until_idle_timeout(
         "identity-method": "id card", "identity-meaning": "IDENTITY_VERIFIED", "identity-password": PASSWORD})
     assert response.status_code == 302
     # After an idle timeout the session ends; after signing in again both components are asked.
-    with client.session_transaction() as session:
-        session["last_seen"] = time.time() - app.config["CELLFACTORY"].session_idle_minutes * 60 - 5
+    idle_sessions(admin, seconds=app.config["CELLFACTORY"].session_idle_minutes * 60 + 5)
     assert client.get("/").status_code == 302
     login(client, "admin.three")
     third = make_user("tech.third", [(Role.TECHNICIAN, "BG")])

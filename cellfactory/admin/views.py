@@ -21,7 +21,8 @@ from cellfactory.admin.forms import (
 )
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
-from cellfactory.auth.models import Role, RoleAssignment, User
+from cellfactory.auth.models import Role, RoleAssignment, User, UserSession
+from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
@@ -100,6 +101,7 @@ def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
         "reset_form": ResetPasswordForm(prefix="reset"),
         "revoke_form": ReasonForm(prefix="revoke"),
         "identity_form": IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED], prefix="identity"),
+        "end_session_form": ReasonForm(prefix="endsession"),
     }
     defaults.update(forms)
     history = list(db.session.scalars(
@@ -113,7 +115,8 @@ def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
     return render_template("admin/user_detail.html", user=user, history=history, verification=verification,
                            verification_signatures=signature_services.signatures_for(verification)
                            if verification else [], can_sign=can_sign, missing=missing,
-                           locked=auth_services.is_locked(user), **defaults), status
+                           locked=auth_services.is_locked(user), open_sessions=auth_services.open_sessions(user),
+                           **defaults), status
 
 
 @bp.route("/users/<int:user_id>")
@@ -221,6 +224,23 @@ def user_identity(user_id: int):
 
     return _act(user, "identity_form", IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED],
                                                                       prefix="identity"), verify)
+
+
+@bp.route("/users/<int:user_id>/sessions/<int:session_id>/end", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_end_session(user_id: int, session_id: int):
+    from cellfactory.web import display_timezone
+
+    user = _user_or_404(user_id)
+    record = db.session.get(UserSession, session_id)
+    if record is None or record.user_id != user.id:
+        abort(404)
+
+    def end(form) -> str:
+        auth_services.end_session_by_admin(_actor(), record, form.reason.data)
+        return f"The session of {user.username} started {format_local(record.started_at, display_timezone())} ended."
+
+    return _act(user, "end_session_form", ReasonForm(prefix="endsession"), end)
 
 
 def _without_meaning(kwargs: dict) -> dict:

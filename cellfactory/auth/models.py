@@ -160,3 +160,43 @@ class ApiToken(Audited, CreatedMixin, Base):
 
     def audit_label(self) -> str:
         return f"{self.prefix}…"
+
+
+class SessionEnd(enum.StrEnum):
+    SIGNED_OUT = "signed_out"
+    IDLE_TIMEOUT = "idle_timeout"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"
+    ROLES_CHANGED = "roles_changed"
+    DEACTIVATED = "deactivated"
+    LOCKED_OUT = "locked_out"
+    ENDED_BY_ADMINISTRATOR = "ended_by_administrator"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class UserSession(Base):
+    """A signed-in browser session, kept on the server. The cookie carries only a random token whose SHA-256
+    is stored here, so a session that ended (sign-out, idle timeout, password change ...) stays ended even for
+    someone who copied the cookie."""
+
+    __tablename__ = "user_session"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    started_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(200))
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[SessionEnd | None] = enum_column(SessionEnd, nullable=True)
+    ended_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

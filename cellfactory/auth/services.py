@@ -11,7 +11,17 @@ import sqlalchemy as sa
 from flask import current_app
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import GMP_ROLES, NETWORK_ROLES, ApiToken, PasswordHistory, Role, RoleAssignment, User
+from cellfactory.auth.models import (
+    GMP_ROLES,
+    NETWORK_ROLES,
+    ApiToken,
+    PasswordHistory,
+    Role,
+    RoleAssignment,
+    SessionEnd,
+    User,
+    UserSession,
+)
 from cellfactory.auth.passwords import hash_password, password_matches, policy_problems
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
@@ -52,6 +62,7 @@ def _register_failure(user_id: int, what: str) -> None:
                        entity_label=user.username, details={"failed_attempts": user.failed_login_count})
     if user.failed_login_count >= cfg.lockout_threshold and not is_locked(user):
         user.locked_until = utcnow() + dt.timedelta(minutes=cfg.lockout_minutes)
+        end_user_sessions(user, SessionEnd.LOCKED_OUT)
         audit.record_event(session, "account_locked", entity_type="app_user", entity_id=user.id,
                            entity_label=user.username,
                            details={"failed_attempts": user.failed_login_count, "locked_until": user.locked_until})
@@ -120,10 +131,100 @@ def log_in(username: str, password: str) -> User:
 
 
 @transactional
-def log_out(user: User, *, reason: str = "user logged out") -> None:
+def log_out(user: User, *, reason: str = "user logged out", session_token: str | None = None,
+            end_reason: SessionEnd = SessionEnd.SIGNED_OUT) -> None:
     audit.act_as(db.session, user)
+    record = _session_for_token(session_token)
+    if record is not None and record.user_id == user.id and record.ended_at is None:
+        _end(record, end_reason)
     audit.record_event(db.session, "logout", entity_type="app_user", entity_id=user.id,
                        entity_label=user.username, details={"how": reason})
+
+
+# --- server-side sessions ------------------------------------------------------------------------
+
+# Seen-at is written at most this often per session: the idle limit counts in minutes.
+SESSION_TOUCH_RESOLUTION = dt.timedelta(seconds=20)
+
+
+def _session_for_token(raw: str | None) -> UserSession | None:
+    if not raw:
+        return None
+    return db.session.scalar(sa.select(UserSession).where(UserSession.token_hash == _token_digest(raw)))
+
+
+def _end(record: UserSession, reason: SessionEnd, actor: User | None = None) -> None:
+    record.ended_at = utcnow()
+    record.end_reason = reason
+    record.ended_by_id = actor.id if actor is not None else None
+
+
+def end_user_sessions(user: User, reason: SessionEnd, actor: User | None = None) -> int:
+    """End every open session of a user (inside the caller's transaction); returns how many ended."""
+    records = db.session.scalars(sa.select(UserSession).where(UserSession.user_id == user.id,
+                                                              UserSession.ended_at.is_(None))).all()
+    for record in records:
+        _end(record, reason, actor)
+    user.session_epoch += 1
+    return len(records)
+
+
+@transactional
+def open_session(user: User, *, remote_addr: str | None = None, user_agent: str | None = None) -> str:
+    """Record a new browser session at sign-in; returns the token the cookie carries (only its hash is kept)."""
+    raw = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(UserSession(user_id=user.id, token_hash=_token_digest(raw), started_at=now, last_seen_at=now,
+                               remote_addr=(remote_addr or "")[:64] or None,
+                               user_agent=_printable(user_agent or "")[:200] or None))
+    return raw
+
+
+def _printable(text: str) -> str:
+    return "".join(c for c in text if c.isprintable())
+
+
+@transactional
+def touch_session(user: User, raw: str | None) -> SessionEnd | None:
+    """Check the session behind a request: None when it may go on (its idle clock restarts), otherwise why it
+    ended. A session idle past the limit is ended here, on the server, whatever the cookie says."""
+    record = _session_for_token(raw)
+    if record is None or record.user_id != user.id:
+        return SessionEnd.SIGNED_OUT
+    if record.ended_at is not None:
+        return record.end_reason or SessionEnd.SIGNED_OUT
+    now = utcnow()
+    if now - record.last_seen_at > dt.timedelta(minutes=_config().session_idle_minutes):
+        _end(record, SessionEnd.IDLE_TIMEOUT)
+        audit.act_as(db.session, user)
+        audit.record_event(db.session, "logout", entity_type="app_user", entity_id=user.id,
+                           entity_label=user.username, details={"how": "idle timeout"})
+        return SessionEnd.IDLE_TIMEOUT
+    if now - record.last_seen_at >= SESSION_TOUCH_RESOLUTION:
+        record.last_seen_at = now
+    return None
+
+
+def open_sessions(user: User) -> list[UserSession]:
+    idle = dt.timedelta(minutes=_config().session_idle_minutes)
+    cutoff = utcnow() - idle
+    return list(db.session.scalars(
+        sa.select(UserSession).where(UserSession.user_id == user.id, UserSession.ended_at.is_(None),
+                                     UserSession.last_seen_at >= cutoff).order_by(UserSession.started_at)))
+
+
+@transactional
+def end_session_by_admin(actor: User, record: UserSession, reason: str) -> None:
+    _require_admin(actor)
+    if record.ended_at is not None:
+        raise Conflict("This session has already ended.")
+    user = db.session.get(User, record.user_id)
+    reason = _require_reason(reason)
+    audit.act_as(db.session, actor, reason=reason)
+    _end(record, SessionEnd.ENDED_BY_ADMINISTRATOR, actor)
+    audit.record_event(db.session, "session_ended", entity_type="app_user", entity_id=user.id,
+                       entity_label=user.username, reason=reason,
+                       details={"session_started_at": record.started_at})
 
 
 # --- passwords -----------------------------------------------------------------------------------
@@ -165,7 +266,7 @@ def change_own_password(user: User, current_password: str, new_password: str) ->
     _check_policy(user, new_password, _previous_hashes(user), "new_password")
     _set_password(user, new_password)
     user.must_change_password = False
-    user.session_epoch += 1  # ends the user's other sessions
+    end_user_sessions(user, SessionEnd.PASSWORD_CHANGED)
     return user
 
 
@@ -275,7 +376,9 @@ def grant_role(actor: User, user: User, role: Role, site_code: str | None, reaso
     if actor.id == user.id:
         raise PermissionDenied("You cannot change your own roles: another administrator must.")
     audit.act_as(db.session, actor, reason=_require_reason(reason))
-    return _grant(actor, user, Role(role), _site_or_none(site_code))
+    assignment = _grant(actor, user, Role(role), _site_or_none(site_code))
+    end_user_sessions(user, SessionEnd.ROLES_CHANGED, actor)
+    return assignment
 
 
 @transactional
@@ -288,6 +391,7 @@ def revoke_role(actor: User, assignment: RoleAssignment, reason: str) -> None:
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     assignment.revoked_at = utcnow()
     assignment.revoked_by_id = actor.id
+    end_user_sessions(db.session.get(User, assignment.user_id), SessionEnd.ROLES_CHANGED, actor)
 
 
 @transactional
@@ -318,7 +422,7 @@ def set_active(actor: User, user: User, active: bool, reason: str) -> User:
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     user.active = active
     if not active:
-        user.session_epoch += 1
+        end_user_sessions(user, SessionEnd.DEACTIVATED, actor)
         for token in db.session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id,
                                                                  ApiToken.revoked_at.is_(None))):
             token.revoked_at = utcnow()
@@ -338,7 +442,7 @@ def reset_password(actor: User, user: User, temporary_password: str, reason: str
     user.must_change_password = True
     user.failed_login_count = 0
     user.locked_until = None
-    user.session_epoch += 1
+    end_user_sessions(user, SessionEnd.PASSWORD_RESET, actor)
     return user
 
 

@@ -23,12 +23,13 @@ def _safe_next(target: str | None) -> str:
 
 
 def start_session(user) -> None:
+    from cellfactory.web import SESSION_TOKEN_KEY
+
     session.clear()  # no session fixation: a fresh session at every log-in
+    token = services.open_session(user, remote_addr=request.remote_addr, user_agent=request.user_agent.string)
     login_user(user)
     session.permanent = True
-    import time
-
-    session["last_seen"] = time.time()
+    session[SESSION_TOKEN_KEY] = token
 
 
 @bp.route("/login", methods=["GET", "POST"])

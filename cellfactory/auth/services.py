@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -22,7 +23,7 @@ from cellfactory.auth.models import (
     User,
     UserSession,
 )
-from cellfactory.auth.passwords import hash_password, password_matches, policy_problems
+from cellfactory.auth.passwords import burn_password_check, hash_password, password_matches, policy_problems
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -30,7 +31,13 @@ from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
 
+# One answer for every failed sign-in (unknown user, wrong password, locked, deactivated), so that nobody learns
+# from it whether an account exists or what state it is in.
 BAD_CREDENTIALS = "User name or password is incorrect."
+# ASCII only: a Cyrillic "р" must not make "qр.bg" a second account that prints like "qp.bg".
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+SIGN_IN_FAILED = (BAD_CREDENTIALS + " An account that is locked after too many wrong passwords, or deactivated, is "
+                  "refused the same way: ask an administrator if you cannot sign in.")
 
 
 def _config():
@@ -110,18 +117,24 @@ def log_in(username: str, password: str) -> User:
     username = (username or "").strip()
     user = session.scalar(sa.select(User).where(User.username == username))
     if user is None:
-        raise AuthenticationFailed(BAD_CREDENTIALS).keep_after_rollback(lambda: _record_unknown_user(username))
-    if not user.active:
-        user_id = user.id
+        burn_password_check(password)
+        raise AuthenticationFailed(SIGN_IN_FAILED).keep_after_rollback(lambda: _record_unknown_user(username))
+    if not user.active or is_locked(user):
+        burn_password_check(password)
+        user_id, why = user.id, "account deactivated" if not user.active else "account locked"
 
-        def record_inactive() -> None:
+        def record_refused() -> None:
             audit.act_as(db.session, None, label=f"login attempt as {username}")
             audit.record_event(db.session, "login_failed", entity_type="app_user", entity_id=user_id,
-                               entity_label=username, details={"reason": "account deactivated"})
+                               entity_label=username, details={"reason": why})
 
-        raise AuthenticationFailed("This account is deactivated. Ask an administrator.").keep_after_rollback(
-            record_inactive)
-    verify_password_or_count(user, password, what="login")
+        raise AuthenticationFailed(SIGN_IN_FAILED).keep_after_rollback(record_refused)
+    try:
+        verify_password_or_count(user, password, what="login")
+    except AuthenticationFailed as error:
+        error.message = SIGN_IN_FAILED
+        error.args = (SIGN_IN_FAILED,)
+        raise
     audit.act_as(session, user)
     user.failed_login_count = 0
     user.locked_until = None
@@ -239,11 +252,16 @@ def _previous_hashes(user: User) -> list[str]:
     return list(rows)
 
 
-def _check_policy(user_or_username: User | str, password: str, previous: list[str], field: str) -> None:
-    username = user_or_username.username if isinstance(user_or_username, User) else user_or_username
+def _check_policy(user_or_username: User | str, password: str, previous: list[str], field: str, *,
+                  full_name: str = "") -> None:
+    if isinstance(user_or_username, User):
+        username, full_name = user_or_username.username, user_or_username.full_name
+    else:
+        username = user_or_username
     cfg = _config()
-    problems = policy_problems(password, username=username, min_length=cfg.password_min_length,
-                               previous_hashes=previous, history_size=cfg.password_history)
+    problems = policy_problems(password, username=username, full_name=full_name,
+                               min_length=cfg.password_min_length, previous_hashes=previous,
+                               history_size=cfg.password_history)
     if problems:
         raise ValidationFailed("The password does not meet the policy: " + " ".join(problems),
                                fields={field: " ".join(problems)})
@@ -331,8 +349,8 @@ def create_user(
     audit.act_as(session, actor, label="command line")
     username = (username or "").strip()
     errors = {}
-    if not username or len(username) > 64 or not all(c.isalnum() or c in "._-" for c in username):
-        errors["username"] = "Use 1-64 letters, digits, '.', '_' or '-'."
+    if not USERNAME_PATTERN.fullmatch(username):
+        errors["username"] = "Use 1-64 unaccented letters (a-z), digits, '.', '_' or '-'."
     if not (full_name or "").strip():
         errors["full_name"] = "The printed full name is required: it appears in signatures."
     if not email or "@" not in email:
@@ -345,7 +363,7 @@ def create_user(
     if session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower())):
         raise Conflict(f"The user name {username!r} is taken or was used before; user names are never reused.",
                        fields={"username": "Already used: choose another."})
-    _check_policy(username, temporary_password, [], "password")
+    _check_policy(username, temporary_password, [], "password", full_name=full_name)
     user = User(username=username, full_name=full_name.strip(), email=email.strip(),
                 must_change_password=must_change_password, password_hash=hash_password(temporary_password),
                 password_changed_at=utcnow(), created_by_id=actor.id if actor else None)

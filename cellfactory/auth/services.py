@@ -350,7 +350,7 @@ def create_user(
     username = (username or "").strip()
     errors = {}
     if not USERNAME_PATTERN.fullmatch(username):
-        errors["username"] = "Use 1-64 unaccented letters (a-z), digits, '.', '_' or '-'."
+        errors["username"] = "Use 1-64 letters, digits, '.', '_' or '-' (letters a-z only, without accents)."
     if not (full_name or "").strip():
         errors["full_name"] = "The printed full name is required: it appears in signatures."
     if not email or "@" not in email:

@@ -247,6 +247,7 @@ NAV = [
     ("audit.trail", "Audit trail"),
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
+    ("admin.role_requests", "Role grants"),
     ("notifications.alerts", "Alerts"),
 ]
 

@@ -201,7 +201,7 @@ def test_unauthenticated_write_changes_nothing(client, users):
 
 def test_token_of_user_without_any_role_is_refused_everywhere(client, users, fresh, ids):
     token = new_token(users["technician_mz"])
-    admin = fresh("admin")
+    admin = fresh("admin_mz")
     for assignment in fresh("technician_mz").active_roles:
         auth_services.revoke_role(admin, assignment, "moved away")
     before = last_seq()
@@ -315,11 +315,11 @@ def test_me_for_network_auditor_and_signer(client, users, sites, auth):
 
 def test_me_shows_only_active_roles(client, users):
     admin, qa = users["admin"], users["qa"]
-    auth_services.grant_role(admin, qa, Role.QP, "BG", "covering")
+    auth_services.grant_role(admin, qa, Role.QC_ANALYST, "BG", "covering")
     assignment = next(r for r in qa.active_roles if r.role == Role.QA)
-    auth_services.revoke_role(admin, assignment, "moved to QP")
+    auth_services.revoke_role(admin, assignment, "moved to the QC lab")
     body = client.get(f"{API}/me", headers=bearer(new_token(qa))).get_json()
-    assert [(r["role"], r["site"]) for r in body["roles"]] == [("qp", "BG")]
+    assert [(r["role"], r["site"]) for r in body["roles"]] == [("qc_analyst", "BG")]
 
 
 # --- pagination -----------------------------------------------------------------------------------
@@ -560,7 +560,7 @@ NEW_USER = {"username": "anna.rossi", "full_name": "Anna Rossi", "email": "anna.
 
 
 def test_admin_creates_user(client, users, auth, ids):
-    body = {**NEW_USER, "roles": [{"role": "technician", "site": "BG"}, {"role": "qc_analyst", "site": "mz"}]}
+    body = {**NEW_USER, "roles": [{"role": "technician", "site": "BG"}, {"role": "qc_analyst", "site": "bg"}]}
     response = client.post(f"{API}/users", json=body, headers=auth("admin"))
     assert response.status_code == 201, response.get_data(as_text=True)
     data = response.get_json()
@@ -568,7 +568,7 @@ def test_admin_creates_user(client, users, auth, ids):
     assert data["full_name"] == "Anna Rossi"
     assert data["must_change_password"] is True
     assert data["active"] is True
-    assert sorted((r["role"], r["site"]) for r in data["roles"]) == [("qc_analyst", "MZ"), ("technician", "BG")]
+    assert sorted((r["role"], r["site"]) for r in data["roles"]) == [("qc_analyst", "BG"), ("technician", "BG")]
     assert "Temporary-Pass-2026!" not in response.get_data(as_text=True)
     user = db.session.scalar(sa.select(User).where(User.username == "anna.rossi"))
     assert user.created_by_id == ids["admin"]
@@ -584,7 +584,9 @@ def test_admin_creates_user(client, users, auth, ids):
 
 def test_network_role_without_site(client, users, auth):
     body = {**NEW_USER, "username": "net.auditor", "roles": [{"role": "auditor", "site": None}]}
-    response = client.post(f"{API}/users", json=body, headers=auth("admin"))
+    network_admin = new_token(make_user("admin.network", [(Role.ADMIN, None)]))
+    assert_error(client.post(f"{API}/users", json=body, headers=auth("admin")), 403, "forbidden")
+    response = client.post(f"{API}/users", json=body, headers=bearer(network_admin))
     assert response.status_code == 201
     assert response.get_json()["roles"][0]["site"] is None
 
@@ -664,9 +666,9 @@ def test_create_user_duplicate_username_is_409(client, users, username, auth):
 
 
 def test_deactivated_username_is_never_reused(client, users, auth, fresh):
-    auth_services.set_active(fresh("admin"), fresh("technician_mz"), False, "left")
+    auth_services.set_active(fresh("admin_mz"), fresh("technician_mz"), False, "left")
     body = {**NEW_USER, "username": "technician.mz", "roles": [{"role": "technician", "site": "MZ"}]}
-    assert_error(client.post(f"{API}/users", json=body, headers=auth("admin")), 409, "conflict", "username")
+    assert_error(client.post(f"{API}/users", json=body, headers=auth("admin_mz")), 409, "conflict", "username")
 
 
 # --- /audit ---------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def test_every_audited_model_records_creation_with_values(users):
         "title": "t", "description": "d", "classification": "minor"})
     deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective", description="fix",
                                   owner="technician.bg", due_date="2099-01-01")
+    auth_services.grant_role(refetch(users["admin"]), refetch(users["technician"]), Role.QA, "BG", "QA cover")
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")
@@ -87,11 +88,11 @@ def test_update_records_old_and_new_values_with_reason(users):
 
 def test_role_grant_and_revoke_are_audited_with_the_admin(users):
     admin, tech = refetch(users["admin"]), refetch(users["technician"])
-    assignment = auth_services.grant_role(admin, tech, Role.TECHNICIAN, "MZ", "covers Monza in December")
+    assignment = auth_services.grant_role(admin, tech, Role.QC_ANALYST, "BG", "covers the QC lab in December")
     auth_services.revoke_role(admin, refetch(assignment), "cover ended")
     trail = _trail("role_assignment", assignment.id)
     assert [e.action for e in trail] == ["create", "update"]
-    assert trail[0].changes["role"] == [None, "technician"]
+    assert trail[0].changes["role"] == [None, "qc_analyst"]
     assert trail[1].changes["revoked_at"][0] is None and trail[1].changes["revoked_at"][1]
     assert trail[1].reason == "cover ended"
     assert all(e.actor_name.startswith("admin.bg") for e in trail)

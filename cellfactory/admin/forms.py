@@ -17,7 +17,8 @@ def role_choices() -> list[tuple[str, str]]:
 
 def site_choices(sites) -> list[tuple[str, str]]:
     # Sites first: most roles are held at a site, so the form opens on a valid combination.
-    return [(s.code, f"{s.code} · {s.name}") for s in sites] + [(NETWORK, "Whole network (auditor, network QA)")]
+    return [(s.code, f"{s.code} · {s.name}") for s in sites] + [
+        (NETWORK, "Whole network (auditor, network QA, network administrator)")]
 
 
 class UserCreateForm(FlaskForm):
@@ -40,6 +41,15 @@ class GrantRoleForm(ReasonMixin, FlaskForm):
 
 class ReasonForm(ReasonMixin, FlaskForm):
     pass
+
+
+class UnlockForm(ReasonMixin, FlaskForm):
+    require_new_password = BooleanField("Also require a new password at the next sign-in")
+
+
+class GrantDecisionForm(ReasonMixin, FlaskForm):
+    decision = SelectField("Decision", choices=[("approve", "Approve the grant"), ("reject", "Reject the grant")],
+                           validators=[DataRequired("Choose approve or reject.")])
 
 
 class UserDetailsForm(ReasonMixin, FlaskForm):

@@ -8,12 +8,14 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cellfactory.admin.forms import (
+    GrantDecisionForm,
     GrantRoleForm,
     IdentityCheckForm,
     ReasonForm,
     ResetPasswordForm,
     SiteEditForm,
     SiteForm,
+    UnlockForm,
     UserCreateForm,
     UserDetailsForm,
     role_choices,
@@ -21,7 +23,7 @@ from cellfactory.admin.forms import (
 )
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
-from cellfactory.auth.models import Role, RoleAssignment, User, UserSession
+from cellfactory.auth.models import GrantStatus, Role, RoleAssignment, RoleGrantRequest, User, UserSession
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
@@ -46,8 +48,9 @@ def _all_sites() -> list[Site]:
 
 
 def _user_or_404(user_id: int) -> User:
+    """A user this administrator manages; others are not found (another site's staff are not listed either)."""
     user = db.session.get(User, user_id)
-    if user is None:
+    if user is None or not auth_services.can_manage_user(_actor(), user):
         abort(404)
     return user
 
@@ -67,11 +70,12 @@ def _with_choices(form):
 @roles_required(Role.ADMIN)
 def users() -> str:
     page, per_page = page_args(request.args, 50)
-    query = sa.select(User).order_by(User.username)
+    query = auth_services.users_visible_to(_actor()).order_by(User.username)
     if request.args.get("q"):
         term = f"%{request.args['q'].strip()}%"
         query = query.where(sa.or_(User.username.ilike(term), User.full_name.ilike(term)))
-    return render_template("admin/users.html", result=paginate(query, page, per_page), args=request.args)
+    return render_template("admin/users.html", result=paginate(query, page, per_page), args=request.args,
+                           is_locked=auth_services.is_locked)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -102,6 +106,7 @@ def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
         "revoke_form": ReasonForm(prefix="revoke"),
         "identity_form": IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED], prefix="identity"),
         "end_session_form": ReasonForm(prefix="endsession"),
+        "unlock_form": UnlockForm(prefix="unlock"),
     }
     defaults.update(forms)
     history = list(db.session.scalars(
@@ -116,6 +121,8 @@ def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
                            verification_signatures=signature_services.signatures_for(verification)
                            if verification else [], can_sign=can_sign, missing=missing,
                            locked=auth_services.is_locked(user), open_sessions=auth_services.open_sessions(user),
+                           grant_requests=db.session.scalars(sa.select(RoleGrantRequest).where(
+                               RoleGrantRequest.user_id == user.id).order_by(RoleGrantRequest.id.desc())).all(),
                            **defaults), status
 
 
@@ -144,9 +151,13 @@ def user_grant_role(user_id: int):
     user = _user_or_404(user_id)
 
     def grant(form) -> str:
-        assignment = auth_services.grant_role(_actor(), user, Role(form.role.data), form.site.data or None,
-                                              form.reason.data)
-        return f"{user.username} now holds {assignment.role.label} at {assignment.scope_label}."
+        granted = auth_services.grant_role(_actor(), user, Role(form.role.data), form.site.data or None,
+                                           form.reason.data)
+        if isinstance(granted, RoleGrantRequest):
+            return (f"Request recorded: {granted.role.label} at {granted.scope_label} for {user.username} takes "
+                    f"effect when a QA or Qualified Person of {granted.scope_label}, or a network administrator, "
+                    "approves it.")
+        return f"{user.username} now holds {granted.role.label} at {granted.scope_label}."
 
     return _act(user, "grant_form", _with_choices(GrantRoleForm(prefix="grant")), grant)
 
@@ -224,6 +235,58 @@ def user_identity(user_id: int):
 
     return _act(user, "identity_form", IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED],
                                                                       prefix="identity"), verify)
+
+
+@bp.route("/users/<int:user_id>/unlock", methods=["POST"])
+@roles_required(Role.ADMIN)
+def user_unlock(user_id: int):
+    user = _user_or_404(user_id)
+
+    def unlock(form) -> str:
+        auth_services.unlock_account(_actor(), user, form.reason.data,
+                                     require_new_password=bool(form.require_new_password.data))
+        return f"{user.username} is unlocked." + (" They must choose a new password at their next sign-in."
+                                                   if form.require_new_password.data else "")
+
+    return _act(user, "unlock_form", UnlockForm(prefix="unlock"), unlock)
+
+
+@bp.route("/role-requests")
+@roles_required(Role.ADMIN, Role.QA, Role.QP)
+def role_requests() -> str:
+    return _render_role_requests()
+
+
+def _render_role_requests(status: int = 200, forms: dict | None = None) -> tuple[str, int]:
+    actor = _actor()
+    pending = auth_services.pending_grants_for(actor)
+    forms = forms or {}
+    decided = db.session.scalars(sa.select(RoleGrantRequest).where(RoleGrantRequest.status != GrantStatus.PENDING)
+                                 .order_by(RoleGrantRequest.decided_at.desc()).limit(20)).all()
+    return render_template("admin/role_requests.html", pending=pending,
+                           forms={r.id: forms.get(r.id) or GrantDecisionForm(prefix=f"grant{r.id}") for r in pending},
+                           decided=[r for r in decided if auth_services.can_approve_grant(actor, r)
+                                    or r.decided_by_id == actor.id]), status
+
+
+@bp.route("/role-requests/<int:request_id>", methods=["POST"])
+@roles_required(Role.ADMIN, Role.QA, Role.QP)
+def role_request_decide(request_id: int):
+    grant_request = db.session.get(RoleGrantRequest, request_id)
+    if grant_request is None:
+        abort(404)
+    form = GrantDecisionForm(prefix=f"grant{request_id}")
+    if form.validate_on_submit():
+        try:
+            auth_services.decide_role_grant(_actor(), grant_request, approve=form.decision.data == "approve",
+                                            reason=form.reason.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{grant_request.role.label} at {grant_request.scope_label} for {grant_request.user.username} "
+                  f"{grant_request.status.value}.", "success")
+            return redirect(url_for("admin.role_requests"))
+    return _render_role_requests(422, {request_id: form})
 
 
 @bp.route("/users/<int:user_id>/sessions/<int:session_id>/end", methods=["POST"])

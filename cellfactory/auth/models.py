@@ -33,8 +33,10 @@ ROLE_LABELS = {
     Role.AUDITOR: "Auditor",
     Role.ADMIN: "Administrator",
 }
-# Roles that may hold network-wide scope (no site): auditors and the network's QA.
-NETWORK_ROLES = frozenset({Role.AUDITOR, Role.QA})
+# Roles that may hold network-wide scope (no site): auditors, the network's QA and network administrators.
+NETWORK_ROLES = frozenset({Role.AUDITOR, Role.QA, Role.ADMIN})
+# Roles that sign GMP decisions: granting one needs a second person's approval.
+SIGNING_ROLES = frozenset({Role.QA, Role.QP})
 # Roles that enter, verify, review or sign GMP data; an administrator may hold none of them.
 GMP_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 
@@ -200,3 +202,38 @@ class UserSession(Base):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+
+class GrantStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class RoleGrantRequest(Audited, CreatedMixin, Base):
+    """A request to grant a role that signs GMP decisions (QA, QP). An administrator asks; a second person (QA or
+    QP of that site, or a network administrator), never the one who asked, approves or rejects it."""
+
+    __tablename__ = "role_grant_request"
+
+    id: Mapped[IntPK]
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
+    role: Mapped[Role] = enum_column(Role)
+    site_id: Mapped[int | None] = mapped_column(sa.ForeignKey("site.id"))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[GrantStatus] = enum_column(GrantStatus, default=GrantStatus.PENDING)
+    decided_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    decided_at: Mapped[dt.datetime | None]
+    decision_reason: Mapped[str | None] = mapped_column(sa.Text)
+    assignment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("role_assignment.id"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    site: Mapped[Site | None] = relationship(lazy="joined")
+    requested_by: Mapped[User | None] = relationship(foreign_keys="RoleGrantRequest.created_by_id")
+
+    @property
+    def scope_label(self) -> str:
+        return self.site.code if self.site else "network"
+
+    def audit_label(self) -> str:
+        return f"{self.role.value}@{self.scope_label} for user {self.user_id}"

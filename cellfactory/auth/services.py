@@ -15,10 +15,13 @@ from cellfactory.audit import services as audit
 from cellfactory.auth.models import (
     GMP_ROLES,
     NETWORK_ROLES,
+    SIGNING_ROLES,
     ApiToken,
+    GrantStatus,
     PasswordHistory,
     Role,
     RoleAssignment,
+    RoleGrantRequest,
     SessionEnd,
     User,
     UserSession,
@@ -228,7 +231,7 @@ def open_sessions(user: User) -> list[UserSession]:
 
 @transactional
 def end_session_by_admin(actor: User, record: UserSession, reason: str) -> None:
-    _require_admin(actor)
+    _require_admin_of(actor, db.session.get(User, record.user_id))
     if record.ended_at is not None:
         raise Conflict("This session has already ended.")
     user = db.session.get(User, record.user_id)
@@ -295,6 +298,64 @@ def _require_admin(actor: User) -> None:
     permissions.require(permissions.can_administer(actor), "Only an administrator manages users and sites.")
 
 
+def administered_site_ids(actor: User) -> set[int] | None:
+    """The sites whose users an administrator manages; None for a network administrator (every site)."""
+    ids: set[int] = set()
+    for assignment in actor.active_roles:
+        if assignment.role == Role.ADMIN:
+            if assignment.site_id is None:
+                return None
+            ids.add(assignment.site_id)
+    return ids
+
+
+def _site_codes(ids: Iterable[int]) -> str:
+    codes = db.session.scalars(sa.select(Site.code).where(Site.id.in_(list(ids))).order_by(Site.code)).all()
+    return ", ".join(codes) or "no site"
+
+
+def _require_admin_of_site(actor: User, site: Site | None) -> None:
+    """Granting a role at a site is for an administrator of that site; a network-wide role, for a network one."""
+    _require_admin(actor)
+    scope = administered_site_ids(actor)
+    if scope is None:
+        return
+    if site is None:
+        raise PermissionDenied("Only a network administrator grants a network-wide role.")
+    if site.id not in scope:
+        raise PermissionDenied(f"You administer {_site_codes(scope)} only: roles at {site.code} are granted by "
+                               f"an administrator of {site.code} or of the network.")
+
+
+def can_manage_user(actor: User, user: User) -> bool:
+    if not permissions.can_administer(actor):
+        return False
+    scope = administered_site_ids(actor)
+    if scope is None:
+        return True
+    sites = {r.site_id for r in user.active_roles} or {r.site_id for r in user.roles}
+    return bool(sites) and None not in sites and sites <= scope
+
+
+def _require_admin_of(actor: User, user: User) -> None:
+    """A site administrator manages only the people who work at their sites; network administrators, everyone."""
+    _require_admin(actor)
+    if not can_manage_user(actor, user):
+        raise PermissionDenied(f"You administer the users of {_site_codes(administered_site_ids(actor) or [])} "
+                               f"only: {user.username} also works elsewhere or network-wide. Ask a network "
+                               "administrator.")
+
+
+def users_visible_to(actor: User) -> sa.Select:
+    """The users an administrator's list shows: those with a role, now or before, at one of their sites."""
+    query = sa.select(User)
+    scope = administered_site_ids(actor)
+    if scope is not None:
+        query = query.where(User.id.in_(sa.select(RoleAssignment.user_id)
+                                        .where(RoleAssignment.site_id.in_(scope or [-1]))))
+    return query
+
+
 def _require_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not reason:
@@ -344,8 +405,13 @@ def create_user(
     `actor` None is the server's command line (the operator who installs the system).
     """
     session = db.session
+    roles = list(roles)
     if actor is not None:
         _require_admin(actor)
+        for role, site_code in roles:
+            site = _site_or_none(site_code)
+            _validate_role_scope(Role(role), site)
+            _require_admin_of_site(actor, site)
     audit.act_as(session, actor, label="command line")
     username = (username or "").strip()
     errors = {}
@@ -355,7 +421,6 @@ def create_user(
         errors["full_name"] = "The printed full name is required: it appears in signatures."
     if not email or "@" not in email:
         errors["email"] = "Enter a valid e-mail address."
-    roles = list(roles)
     if not roles:
         errors["role"] = "Give the user at least one role."
     if errors:
@@ -371,17 +436,28 @@ def create_user(
     session.flush()
     session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=utcnow()))
     for role, site_code in roles:
-        _grant(actor, user, Role(role), _site_or_none(site_code))
+        role = Role(role)
+        if actor is not None and role in SIGNING_ROLES:
+            _check_segregation(user, role)
+            raise ValidationFailed(
+                f"{role.label} signs GMP decisions: create the user with another role, then request the "
+                f"{role.label} role; a second person approves it.",
+                fields={"role": "Request this role after creating the user: it needs a second approval."})
+        _grant(actor, user, role, _site_or_none(site_code))
     session.flush()
     return user
 
 
-def _grant(actor: User | None, user: User, role: Role, site: Site | None) -> RoleAssignment:
+def _validate_grant(user: User, role: Role, site: Site | None) -> None:
     _validate_role_scope(role, site)
     _check_segregation(user, role)
     for existing in user.active_roles:
         if existing.role == role and existing.site_id == (site.id if site else None):
             raise Conflict(f"{user.username} already holds {role.label} at {existing.scope_label}.")
+
+
+def _grant(actor: User | None, user: User, role: Role, site: Site | None) -> RoleAssignment:
+    _validate_grant(user, role, site)
     assignment = RoleAssignment(user=user, role=role, site=site, created_by_id=actor.id if actor else None)
     db.session.add(assignment)
     db.session.flush()
@@ -389,19 +465,83 @@ def _grant(actor: User | None, user: User, role: Role, site: Site | None) -> Rol
 
 
 @transactional
-def grant_role(actor: User, user: User, role: Role, site_code: str | None, reason: str) -> RoleAssignment:
+def grant_role(actor: User, user: User, role: Role, site_code: str | None,
+               reason: str) -> RoleAssignment | RoleGrantRequest:
+    """Grant a role now, or, for a role that signs GMP decisions (QA, QP), record the request that a second
+    person must approve (`approve_role_grant`)."""
     _require_admin(actor)
+    role = Role(role)
+    site = _site_or_none(site_code)
+    _validate_role_scope(role, site)
+    _require_admin_of_site(actor, site)
+    _require_admin_of(actor, user)
     if actor.id == user.id:
         raise PermissionDenied("You cannot change your own roles: another administrator must.")
-    audit.act_as(db.session, actor, reason=_require_reason(reason))
-    assignment = _grant(actor, user, Role(role), _site_or_none(site_code))
+    reason = _require_reason(reason)
+    audit.act_as(db.session, actor, reason=reason)
+    if role in SIGNING_ROLES:
+        _validate_grant(user, role, site)
+        pending = db.session.scalar(sa.select(RoleGrantRequest.id).where(
+            RoleGrantRequest.user_id == user.id, RoleGrantRequest.role == role,
+            RoleGrantRequest.site_id == (site.id if site else None),
+            RoleGrantRequest.status == GrantStatus.PENDING))
+        if pending:
+            raise Conflict(f"A request for {role.label} at {site.code if site else 'network'} for {user.username} "
+                           "is already waiting for approval.")
+        request = RoleGrantRequest(user_id=user.id, role=role, site_id=site.id if site else None, reason=reason,
+                                   created_by_id=actor.id)
+        db.session.add(request)
+        db.session.flush()
+        return request
+    assignment = _grant(actor, user, role, site)
     end_user_sessions(user, SessionEnd.ROLES_CHANGED, actor)
     return assignment
 
 
+def can_approve_grant(approver: User, request: RoleGrantRequest) -> bool:
+    if approver.id in (request.created_by_id, request.user_id):
+        return False
+    if administered_site_ids(approver) is None and permissions.can_administer(approver):
+        return True
+    if request.site_id is None:
+        return False
+    return approver.has_any_role(SIGNING_ROLES, request.site_id)
+
+
+def pending_grants_for(approver: User) -> list[RoleGrantRequest]:
+    requests = db.session.scalars(sa.select(RoleGrantRequest).where(
+        RoleGrantRequest.status == GrantStatus.PENDING).order_by(RoleGrantRequest.created_at)).all()
+    return [r for r in requests if can_approve_grant(approver, r)]
+
+
+@transactional
+def decide_role_grant(approver: User, request: RoleGrantRequest, *, approve: bool, reason: str) -> RoleGrantRequest:
+    """A QA or QP of the site, or a network administrator, other than whoever asked, approves or rejects."""
+    if request.status != GrantStatus.PENDING:
+        raise Conflict(f"This request was already {request.status.value}.")
+    if approver.id == request.created_by_id:
+        raise PermissionDenied("A second person approves a role grant: not the administrator who requested it.")
+    if approver.id == request.user_id:
+        raise PermissionDenied("No one approves a role for themselves.")
+    permissions.require(can_approve_grant(approver, request),
+                        "A QA or Qualified Person of that site, or a network administrator, approves this grant.")
+    reason = _require_reason(reason)
+    audit.act_as(db.session, approver, reason=reason)
+    user = db.session.get(User, request.user_id)
+    if approve:
+        request.assignment_id = _grant(approver, user, request.role, request.site).id
+    request.status = GrantStatus.APPROVED if approve else GrantStatus.REJECTED
+    request.decided_by_id = approver.id
+    request.decided_at = utcnow()
+    request.decision_reason = reason
+    if approve:
+        end_user_sessions(user, SessionEnd.ROLES_CHANGED, approver)
+    return request
+
+
 @transactional
 def revoke_role(actor: User, assignment: RoleAssignment, reason: str) -> None:
-    _require_admin(actor)
+    _require_admin_of(actor, db.session.get(User, assignment.user_id))
     if actor.id == assignment.user_id:
         raise PermissionDenied("You cannot change your own roles: another administrator must.")
     if assignment.revoked_at is not None:
@@ -415,7 +555,7 @@ def revoke_role(actor: User, assignment: RoleAssignment, reason: str) -> None:
 @transactional
 def update_user_details(actor: User, user: User, *, full_name: str, email: str, reason: str,
                         expected_version: int | None = None) -> User:
-    _require_admin(actor)
+    _require_admin_of(actor, user)
     _check_version(user, expected_version)
     if not full_name.strip():
         raise ValidationFailed("The printed full name is required.", fields={"full_name": "Required."})
@@ -432,7 +572,7 @@ def _check_version(obj, expected_version: int | None) -> None:
 
 @transactional
 def set_active(actor: User, user: User, active: bool, reason: str) -> User:
-    _require_admin(actor)
+    _require_admin_of(actor, user)
     if actor.id == user.id:
         raise PermissionDenied("You cannot deactivate or reactivate your own account.")
     if user.active == active:
@@ -449,9 +589,27 @@ def set_active(actor: User, user: User, active: bool, reason: str) -> User:
 
 
 @transactional
+def unlock_account(actor: User, user: User, reason: str, *, require_new_password: bool = False) -> User:
+    """End a lock-out early. The password stays as it is unless the administrator asks for a new one."""
+    _require_admin_of(actor, user)
+    if actor.id == user.id:
+        raise PermissionDenied("Another administrator must unlock your account.")
+    if not is_locked(user):
+        raise Conflict(f"{user.username} is not locked.")
+    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    user.locked_until = None
+    user.failed_login_count = 0
+    if require_new_password:
+        user.must_change_password = True
+    audit.record_event(db.session, "account_unlocked", entity_type="app_user", entity_id=user.id,
+                       entity_label=user.username, details={"new_password_required": require_new_password})
+    return user
+
+
+@transactional
 def reset_password(actor: User, user: User, temporary_password: str, reason: str) -> User:
     """An administrator sets a one-time password; the user must choose their own at next log-in."""
-    _require_admin(actor)
+    _require_admin_of(actor, user)
     if actor.id == user.id:
         raise PermissionDenied("Change your own password from your account page.")
     audit.act_as(db.session, actor, reason=_require_reason(reason))

@@ -49,6 +49,7 @@ class Config:
     lockout_minutes: int = 15
     password_min_length: int = 12
     password_history: int = 5
+    api_token_days: int = 90
     secure_cookies: bool = True
     # The address people reach this installation at: printed in QR codes on certificates.
     public_url: str = "http://127.0.0.1:5000"
@@ -76,6 +77,7 @@ class Config:
             lockout_minutes=_env_int("CELLFACTORY_LOCKOUT_MINUTES", 15),
             password_min_length=_env_int("CELLFACTORY_PASSWORD_MIN_LENGTH", 12),
             password_history=_env_int("CELLFACTORY_PASSWORD_HISTORY", 5),
+            api_token_days=_env_int("CELLFACTORY_API_TOKEN_DAYS", 90),
             # Plain-HTTP development server on loopback cannot carry Secure cookies.
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),

@@ -126,13 +126,15 @@ def token_group() -> None:
 @token_group.command("create")
 @click.argument("username")
 @click.option("--name", default="command line", help="What the token is for.")
+@click.option("--scope", type=click.Choice(["read", "write", "sign"]), default=None,
+              help="read, write or sign (default: the broadest the user's roles allow).")
 @with_appcontext
-def token_create(username: str, name: str) -> None:
+def token_create(username: str, name: str, scope: str | None) -> None:
     """Create an API token for USERNAME; the token alone is the last line (shown once)."""
     from cellfactory.auth.services import create_token, get_user
 
     try:
-        token = create_token(None, get_user(username), name)
+        token = create_token(None, get_user(username), name, scope)
     except DomainError as error:
         _fail(error)
     click.echo(f"API token for {username} (shown once, store it safely):")

@@ -137,7 +137,7 @@ def test_printed_name_is_a_snapshot(signer, record, users):
 
 def test_web_signing_asks_user_name_first_then_password_only_until_idle_timeout(client, app, sites):
     make_user("admin.two", [(Role.ADMIN, "BG")], signing=False)
-    admin = make_user("admin.three", [(Role.ADMIN, "MZ")])
+    admin = make_user("admin.three", [(Role.ADMIN, "BG")])
     enable_signing(admin)
     first = make_user("tech.first", [(Role.TECHNICIAN, "BG")])
     second = make_user("tech.second", [(Role.TECHNICIAN, "BG")])

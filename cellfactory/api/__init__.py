@@ -14,7 +14,8 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from cellfactory.audit import services as audit_services
-from cellfactory.auth.services import user_for_token
+from cellfactory.auth.models import TokenScope, User
+from cellfactory.auth.services import effective_scope, token_for
 from cellfactory.core.errors import DomainError, ValidationFailed
 from cellfactory.core.pagination import Page
 from cellfactory.extensions import csrf, db
@@ -40,10 +41,11 @@ def authenticate() -> Any:
     if scheme.lower() != "bearer" or not token.strip():
         return error_response(401, "unauthenticated", "Send 'Authorization: Bearer <token>'. Create a token on "
                                                       "your account page.")
-    user = user_for_token(token.strip())
-    if user is None:
-        return error_response(401, "unauthenticated", "The token is unknown, revoked or its user is deactivated "
-                                                      "or locked.")
+    api_token = token_for(token.strip())
+    if api_token is None:
+        return error_response(401, "unauthenticated", "The token is unknown, expired or revoked, or its user is "
+                                                      "deactivated or locked.")
+    user = db.session.get(User, api_token.user_id)
     if user.must_change_password:
         return error_response(403, "password_change_required", "Sign in to the web pages and choose your own "
                                                                "password before using the API.")
@@ -55,7 +57,23 @@ def authenticate() -> Any:
 
         record_access_denied(user, request.endpoint)
         return error_response(403, "forbidden", "Your roles do not allow this request.")
+    needed = _scope_needed()
+    scope = effective_scope(api_token, user)
+    if needed.rank > scope.rank:
+        return error_response(403, "insufficient_scope", f"This token has the {scope.value} scope; this request "
+                                                         f"needs {needed.value}. Create a token with that scope.")
     return None
+
+
+def _scope_needed() -> TokenScope:
+    """Reading needs the read scope; any change, write; an electronic signature (a body with the signer's
+    `password` and the `meaning`, asked every time whatever the scope), sign."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return TokenScope.READ
+    body = request.get_json(silent=True)
+    if isinstance(body, dict) and "password" in body and "meaning" in body:
+        return TokenScope.SIGN
+    return TokenScope.WRITE
 
 
 @bp.errorhandler(DomainError)

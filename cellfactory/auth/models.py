@@ -142,6 +142,18 @@ class PasswordHistory(Base):
     created_at: Mapped[dt.datetime]
 
 
+class TokenScope(enum.StrEnum):
+    """What a token may do: read; read and write; read, write and sign (signing still asks for the password)."""
+
+    READ = "read"
+    WRITE = "write"
+    SIGN = "sign"
+
+    @property
+    def rank(self) -> int:
+        return list(TokenScope).index(self)
+
+
 class ApiToken(Audited, CreatedMixin, Base):
     """A bearer token for the JSON API. Only its SHA-256 is stored; the token is shown once."""
 
@@ -154,9 +166,12 @@ class ApiToken(Audited, CreatedMixin, Base):
     name: Mapped[str] = mapped_column(sa.String(100))
     prefix: Mapped[str] = mapped_column(sa.String(12))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[TokenScope] = enum_column(TokenScope, default=TokenScope.SIGN)
+    expires_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
     revoked_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    revoke_reason: Mapped[str | None] = mapped_column(sa.String(200))
 
     user: Mapped[User] = relationship(foreign_keys=[user_id])
 

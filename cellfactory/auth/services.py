@@ -23,6 +23,7 @@ from cellfactory.auth.models import (
     RoleAssignment,
     RoleGrantRequest,
     SessionEnd,
+    TokenScope,
     User,
     UserSession,
 )
@@ -72,6 +73,7 @@ def _register_failure(user_id: int, what: str) -> None:
                        entity_label=user.username, details={"failed_attempts": user.failed_login_count})
     if user.failed_login_count >= cfg.lockout_threshold and not is_locked(user):
         user.locked_until = utcnow() + dt.timedelta(minutes=cfg.lockout_minutes)
+        audit.set_reason(session, f"account locked after {user.failed_login_count} failed attempts ({what})")
         end_user_sessions(user, SessionEnd.LOCKED_OUT)
         audit.record_event(session, "account_locked", entity_type="app_user", entity_id=user.id,
                            entity_label=user.username,
@@ -159,6 +161,10 @@ def log_out(user: User, *, reason: str = "user logged out", session_token: str |
 
 # --- server-side sessions ------------------------------------------------------------------------
 
+# A new password, a lock-out or deactivation also ends the user's API tokens (a role change does not: a token
+# acts with its user's current roles).
+TOKEN_ENDING_EVENTS = frozenset({SessionEnd.PASSWORD_CHANGED, SessionEnd.PASSWORD_RESET, SessionEnd.LOCKED_OUT,
+                                 SessionEnd.DEACTIVATED})
 # Seen-at is written at most this often per session: the idle limit counts in minutes.
 SESSION_TOUCH_RESOLUTION = dt.timedelta(seconds=20)
 
@@ -182,6 +188,8 @@ def end_user_sessions(user: User, reason: SessionEnd, actor: User | None = None)
     for record in records:
         _end(record, reason, actor)
     user.session_epoch += 1
+    if reason in TOKEN_ENDING_EVENTS:
+        _revoke_all_tokens(user, reason, actor)
     return len(records)
 
 
@@ -581,10 +589,6 @@ def set_active(actor: User, user: User, active: bool, reason: str) -> User:
     user.active = active
     if not active:
         end_user_sessions(user, SessionEnd.DEACTIVATED, actor)
-        for token in db.session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id,
-                                                                 ApiToken.revoked_at.is_(None))):
-            token.revoked_at = utcnow()
-            token.revoked_by_id = actor.id
     return user
 
 
@@ -629,48 +633,93 @@ def _token_digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def broadest_scope(user: User) -> TokenScope:
+    """Who holds a GMP role signs; an administrator writes (people and master data); others read."""
+    if user.has_any_role(GMP_ROLES):
+        return TokenScope.SIGN
+    if user.has_role(Role.ADMIN):
+        return TokenScope.WRITE
+    return TokenScope.READ
+
+
+def effective_scope(token: ApiToken, user: User) -> TokenScope:
+    """A token never does more than its user's current roles allow, whatever scope it was made with."""
+    broadest = broadest_scope(user)
+    return token.scope if token.scope.rank <= broadest.rank else broadest
+
+
 @transactional
-def create_token(actor: User | None, user: User, name: str) -> str:
+def create_token(actor: User | None, user: User, name: str, scope: TokenScope | str | None = None) -> str:
     """Create a token that acts as `user`; returns the token, which is never stored or shown again.
 
     Only the user (or the server operator on the command line, actor None) creates a user's token:
-    an administrator who could mint tokens for others could act as them.
+    an administrator who could mint tokens for others could act as them. The scope defaults to the broadest the
+    user's roles allow; the token expires after the configured number of days.
     """
     if actor is not None and actor.id != user.id:
         raise PermissionDenied("A user creates their own API tokens.")
     if not user.active:
         raise Conflict(f"{user.username} is deactivated.")
+    broadest = broadest_scope(user)
+    try:
+        scope = TokenScope(scope) if scope else broadest
+    except ValueError as error:
+        raise ValidationFailed("Choose the scope: read, write or sign.",
+                               fields={"scope": "Choose read, write or sign."}) from error
+    if scope.rank > broadest.rank:
+        raise ValidationFailed(f"Your roles allow tokens up to the {broadest.value} scope.",
+                               fields={"scope": f"Choose {broadest.value} or less."})
     audit.act_as(db.session, actor, label="command line")
     raw = "cf_" + secrets.token_urlsafe(32)
     db.session.add(ApiToken(user_id=user.id, name=(name or "API token")[:100], prefix=raw[:10],
-                            token_hash=_token_digest(raw), created_by_id=actor.id if actor else None))
+                            token_hash=_token_digest(raw), scope=scope,
+                            expires_at=utcnow() + dt.timedelta(days=_config().api_token_days),
+                            created_by_id=actor.id if actor else None))
     return raw
 
 
 @transactional
 def revoke_token(actor: User, token: ApiToken, reason: str) -> None:
     if actor.id != token.user_id:
-        _require_admin(actor)
+        _require_admin_of(actor, db.session.get(User, token.user_id))
     if token.revoked_at is not None:
         raise Conflict("This token was already revoked.")
-    audit.act_as(db.session, actor, reason=_require_reason(reason))
+    reason = _require_reason(reason)
+    audit.act_as(db.session, actor, reason=reason)
     token.revoked_at = utcnow()
     token.revoked_by_id = actor.id
+    token.revoke_reason = reason[:200]
+
+
+def _revoke_all_tokens(user: User, reason: SessionEnd, actor: User | None) -> None:
+    for token in db.session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id,
+                                                             ApiToken.revoked_at.is_(None))):
+        token.revoked_at = utcnow()
+        token.revoked_by_id = actor.id if actor is not None else None
+        token.revoke_reason = reason.label
 
 
 TOKEN_USE_RESOLUTION = dt.timedelta(minutes=5)
 
 
-def user_for_token(raw: str) -> User | None:
+def token_for(raw: str) -> ApiToken | None:
+    """The live token behind a bearer value: not revoked, not expired, its user active and not locked."""
     token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_digest(raw or "")))
     if token is None or token.revoked_at is not None:
+        return None
+    now = utcnow()
+    if token.expires_at <= now:
         return None
     user = db.session.get(User, token.user_id)
     if user is None or not user.active or is_locked(user):
         return None
-    now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
         # Bookkeeping, not GMP data (not audited); recorded at most every few minutes per token.
         db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
         db.session.commit()
-    return user
+    return token
+
+
+def user_for_token(raw: str) -> User | None:
+    token = token_for(raw)
+    return db.session.get(User, token.user_id) if token is not None else None

@@ -55,6 +55,9 @@ class SigningForm(FlaskForm):
 class TokenForm(FlaskForm):
     name = StringField("What the token is for", validators=[DataRequired("Name the token, e.g. the instrument."),
                                                              Length(max=100)])
+    scope = SelectField("Scope", choices=[("read", "Read only"), ("write", "Read and write"),
+                                          ("sign", "Read, write and sign (signing still asks for the password)")],
+                        description="Give a script no more than it needs.")
 
 
 class RevokeForm(FlaskForm):

@@ -6,6 +6,7 @@ from flask_login import current_user
 
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken
+from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.permissions import any_authenticated_user
@@ -27,7 +28,7 @@ def _render_account(sign_form: SigningForm, token_form: TokenForm, new_token: st
         "signatures/account.html", acknowledgement=acknowledgement, verification=verification,
         acknowledgement_signatures=services.signatures_for(acknowledgement) if acknowledgement else [],
         statement=services.ACCOUNTABILITY_STATEMENT, sign_form=sign_form, token_form=token_form, tokens=tokens,
-        new_token=new_token, can_sign=can_sign, missing=missing, revoke_form=RevokeForm(),
+        new_token=new_token, can_sign=can_sign, missing=missing, revoke_form=RevokeForm(), now=utcnow(),
     )
 
 
@@ -71,10 +72,14 @@ def create_token() -> str | Response:
     form = TokenForm()
     if form.validate_on_submit():
         user = current_user._get_current_object()
-        raw = auth_services.create_token(user, user, form.name.data)
-        flash("Copy the token now: it is shown only once.", "warning")
-        return _render_account(SigningForm.for_meanings([Meaning.ACCOUNTABILITY]), TokenForm(formdata=None),
-                               new_token=raw)
+        try:
+            raw = auth_services.create_token(user, user, form.name.data, form.scope.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash("Copy the token now: it is shown only once.", "warning")
+            return _render_account(SigningForm.for_meanings([Meaning.ACCOUNTABILITY]), TokenForm(formdata=None),
+                                   new_token=raw)
     return _render_account(SigningForm.for_meanings([Meaning.ACCOUNTABILITY]), form), 422
 
 

@@ -1,8 +1,9 @@
-"""server-side sessions and second-person approval of roles that sign
+"""server-side sessions, second-person approval of roles that sign, API tokens with a scope and an expiry
 
 Sign-out, the idle timeout, a password change or reset, a role change, deactivation, lock-out and an
 administrator end the row; the cookie carries only a random token whose SHA-256 is stored, so a copied cookie
-dies with its session. A grant of QA or QP is a request until a second person approves it.
+dies with its session. A grant of QA or QP is a request until a second person approves it. API tokens get a
+scope (existing ones: sign, as before, still bounded by their user's roles) and expire 90 days after creation.
 
 Revision ID: 0019
 Revises: 0010
@@ -10,6 +11,8 @@ Create Date: 2026-12-06 22:19:00
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,7 +32,29 @@ ROLES = ('technician', 'qc_analyst', 'qa', 'qp', 'auditor', 'admin')
 GRANT_STATUS = ('pending', 'approved', 'rejected')
 
 
+TOKEN_SCOPE = ('read', 'write', 'sign')
+TOKEN_DAYS = 90
+
+
 def upgrade() -> None:
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('scope', sa.Enum(*TOKEN_SCOPE, name='tokenscope', native_enum=False,
+                                                       create_constraint=True, length=40),
+                                      nullable=False, server_default='sign'))
+        batch_op.add_column(sa.Column('expires_at', cellfactory.core.db.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('revoke_reason', sa.String(length=200), nullable=True))
+    bind = op.get_bind()
+    tokens = sa.table('api_token', sa.column('id', sa.Integer()),
+                      sa.column('created_at', cellfactory.core.db.UTCDateTime(timezone=True)),
+                      sa.column('expires_at', cellfactory.core.db.UTCDateTime(timezone=True)))
+    for token_id, created_at in bind.execute(sa.select(tokens.c.id, tokens.c.created_at)).all():
+        bind.execute(sa.update(tokens).where(tokens.c.id == token_id)
+                     .values(expires_at=created_at + dt.timedelta(days=TOKEN_DAYS)))
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.alter_column('expires_at', existing_type=cellfactory.core.db.UTCDateTime(timezone=True),
+                              nullable=False)
+        batch_op.alter_column('scope', server_default=None)
+
     op.create_table(
         'user_session',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -82,6 +107,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.drop_column('revoke_reason')
+        batch_op.drop_column('expires_at')
+        batch_op.drop_constraint(batch_op.f('ck_api_token_tokenscope'), type_='check')
+        batch_op.drop_column('scope')
     with op.batch_alter_table('role_grant_request', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_role_grant_request_user_id'))
     op.drop_table('role_grant_request')

@@ -138,3 +138,27 @@ def test_unlocking_may_ask_for_a_new_password(users):
     assert refetch(tech).must_change_password
     with pytest.raises(Conflict):
         auth_services.unlock_account(refetch(users["admin"]), refetch(tech), "again")
+
+
+def test_the_identity_check_is_not_recorded_by_whoever_created_the_user_or_granted_the_role(users):
+    from cellfactory.signatures import services as signature_services
+
+    admin, other_admin = refetch(users["admin"]), make_user("admin.second", [(Role.ADMIN, "BG")])
+    newcomer = auth_services.create_user(admin, username="new.tech", full_name="New Person",
+                                         email="n@example.org", roles=[(Role.TECHNICIAN, "BG")],
+                                         temporary_password="Temporary-pass-001")
+    signature_services.accept_accountability(newcomer, password="Temporary-pass-001", username="new.tech",
+                                             continuous_session=False)
+    with pytest.raises(PermissionDenied, match="no one person makes a signer"):
+        signature_services.record_identity_check(admin, refetch(newcomer), method="passport", password=PASSWORD,
+                                                 username="admin.bg", continuous_session=False)
+    # A role granted later counts too.
+    granted = make_user("old.tech", [(Role.TECHNICIAN, "BG")])
+    auth_services.grant_role(other_admin, granted, Role.QC_ANALYST, "BG", "QC cover")
+    with pytest.raises(PermissionDenied, match="no one person makes a signer"):
+        signature_services.record_identity_check(other_admin, refetch(granted), method="passport",
+                                                 password=PASSWORD, username="admin.second",
+                                                 continuous_session=False)
+    signature_services.record_identity_check(other_admin, refetch(newcomer), method="passport", password=PASSWORD,
+                                             username="admin.second", continuous_session=False)
+    assert signature_services.current_identity_verification(refetch(newcomer)) is not None

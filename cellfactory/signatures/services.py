@@ -206,6 +206,16 @@ def accept_accountability(user: User, *, password: str, username: str | None, co
     return acknowledgement
 
 
+def _who_made_the_signer(user: User) -> set[int]:
+    """Everyone who created the user, granted one of their current roles, or asked for that grant."""
+    from cellfactory.auth.models import RoleGrantRequest
+
+    people = {user.created_by_id} | {r.created_by_id for r in user.active_roles}
+    people |= set(db.session.scalars(sa.select(RoleGrantRequest.created_by_id).where(
+        RoleGrantRequest.assignment_id.in_([r.id for r in user.active_roles] or [-1]))))
+    return {person for person in people if person is not None}
+
+
 @transactional
 def record_identity_check(admin: User, user: User, *, method: str, password: str, username: str | None,
                           continuous_session: bool) -> IdentityVerification:
@@ -213,6 +223,9 @@ def record_identity_check(admin: User, user: User, *, method: str, password: str
     permissions.require(admin.has_role(Role.ADMIN), "Only an administrator records identity checks.")
     if admin.id == user.id:
         raise PermissionDenied("Another administrator must verify your identity: you cannot verify your own.")
+    if admin.id in _who_made_the_signer(user):
+        raise PermissionDenied(f"You created {user.username} or granted their roles: another person checks their "
+                               "identity, so that no one person makes a signer.")
     if not (method or "").strip():
         raise ValidationFailed("Say how the identity was checked (document type and number, in person).",
                                fields={"method": "Required."})

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, render_template, request
 from flask_login import current_user
+from sqlalchemy import orm
 
 from cellfactory.audit.queries import AuditFilter, audit_page, audit_query, csv_rows, parse_day
 from cellfactory.core.clock import utcnow
@@ -53,8 +54,18 @@ def export_csv() -> Response:
     flt, errors = _filter_from_request()
     if errors:
         raise ValidationFailed("The filter is wrong: " + " ".join(errors.values()), fields=errors)
-    query = audit_query(current_user, flt).execution_options(yield_per=2000)
-    entries = db.session.scalars(query)
+    statement = audit_query(current_user, flt).execution_options(yield_per=2000)
     filename = f"audit-trail-{utcnow():%Y%m%dT%H%M%SZ}.csv"
-    return Response(stream_with_context(csv_rows(entries, display_timezone())), mimetype="text/csv",
+    # The stream takes the request's session over: a real server (the development server, gunicorn) sends the
+    # body after the request's context has ended, and the context's end must not close the session under it.
+    session = db.session()
+    db.session.registry.clear()
+    return Response(_stream(session, statement, display_timezone()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _stream(session: orm.Session, statement, tz_name: str):
+    try:
+        yield from csv_rows(session.scalars(statement), tz_name)
+    finally:
+        session.close()

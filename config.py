@@ -54,6 +54,8 @@ class Config:
     # The address people reach this installation at: printed in QR codes on certificates.
     public_url: str = "http://127.0.0.1:5000"
     testing: bool = False
+    # The development server on one's own machine: a loopback public URL is allowed and HSTS is not forced.
+    development: bool = False
     # Lower Argon2 cost is only for the test suite's speed; production keeps the library defaults.
     fast_password_hashing: bool = False
     extra: dict = field(default_factory=dict)
@@ -81,6 +83,7 @@ class Config:
             # Plain-HTTP development server on loopback cannot carry Secure cookies.
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
+            development=os.environ.get("CELLFACTORY_DEVELOPMENT", "") == "1",
         )
 
     def with_overrides(self, **changes) -> Config:

@@ -1,5 +1,9 @@
-"""WSGI entry point: `gunicorn wsgi:app` or `flask --app wsgi ...`."""
+"""WSGI entry point: `gunicorn wsgi:app` or `flask --app wsgi ...`.
 
-from cellfactory import create_app
+What a WSGI server loads is production unless CELLFACTORY_DEVELOPMENT=1: it refuses to start with a loopback
+public URL (certificates would print a QR code nobody can reach) and always sends HSTS.
+"""
 
-app = create_app()
+from cellfactory import create_app, require_production_settings
+
+app = require_production_settings(create_app())

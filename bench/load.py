@@ -86,6 +86,7 @@ def app_servers(url: str, instances: int = 2, workers: int = 2):
             port = _free_port()
             env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": BENCH_SECRET_KEY,
                    "CELLFACTORY_SIGNATURE_KEY": BENCH_SIGNATURE_KEY, "CELLFACTORY_INSECURE_COOKIES": "1",
+                   "CELLFACTORY_PUBLIC_URL": "https://cellfactory.bench.invalid",
                    "CELLFACTORY_INSTANCE": str(folder / f"instance-{number}")}
             log = open(folder / f"gunicorn-{number}.log", "w")  # noqa: SIM115 - closed with the process
             processes.append(subprocess.Popen(

@@ -22,6 +22,26 @@ def _build_id() -> str:
         return "unknown"
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
+
+
+def require_production_settings(app: Flask) -> Flask:
+    """Refuse to serve production with settings only fit for one's own machine; mark the app as production."""
+    from urllib.parse import urlsplit
+
+    config: Config = app.config["CELLFACTORY"]
+    if config.development or config.testing:
+        return app
+    host = (urlsplit(config.public_url).hostname or "").lower()
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        raise RuntimeError(
+            f"CELLFACTORY_PUBLIC_URL is {config.public_url!r}, a loopback address: set it to the address people "
+            "reach this installation at (it is printed in the QR code of every certificate), or set "
+            "CELLFACTORY_DEVELOPMENT=1 on your own machine.")
+    app.config["CELLFACTORY_PRODUCTION"] = True
+    return app
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app = Flask(

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -94,7 +94,6 @@ def _guard() -> Any:
     """Default-deny: every page needs a signed-in user holding one of the roles the view declares."""
     if request.endpoint is None or request.endpoint == "static" or is_api_request():
         return None
-    from flask import current_app
 
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "public", False):
@@ -163,7 +162,8 @@ def _security_headers(response: Any) -> Any:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
 
-    if request.is_secure:
+    # Production always sends HSTS, whatever a proxy in front says about the scheme.
+    if request.is_secure or current_app.config.get("CELLFACTORY_PRODUCTION"):
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
     return response
 
@@ -205,7 +205,6 @@ def _http_error(error: HTTPException) -> Any:
 def _unexpected_error(error: Exception) -> Any:
     db.session.rollback()
     reference = uuid.uuid4().hex[:10]
-    from flask import current_app
 
     current_app.logger.exception("unexpected error, reference %s", reference)
     if current_app.config.get("TESTING") and current_app.config.get("PROPAGATE_EXCEPTIONS", True):
@@ -218,7 +217,6 @@ def display_timezone() -> str:
     site = getattr(g, "site", None)
     if site is not None:
         return site.timezone
-    from flask import current_app
 
     return current_app.config["CELLFACTORY"].timezone
 
@@ -253,7 +251,6 @@ NAV = [
 
 
 def nav_links() -> list[tuple[str, str, bool]]:
-    from flask import current_app
 
     links = []
     for endpoint, label in NAV:
@@ -281,7 +278,6 @@ def _din_filter(din13: str) -> Any:
 
 
 def _template_globals() -> dict[str, Any]:
-    from flask import current_app
 
     return {
         "nav_links": nav_links,

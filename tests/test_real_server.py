@@ -39,7 +39,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_until_up(base: str, process: subprocess.Popen, seconds: float = 90) -> None:
+def _wait_until_up(base: str, process: subprocess.Popen, seconds: float = 90):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -47,7 +47,7 @@ def _wait_until_up(base: str, process: subprocess.Popen, seconds: float = 90) ->
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return response.headers
         except OSError:
             time.sleep(0.3)
     raise AssertionError("the server did not answer /healthz in time")
@@ -95,7 +95,8 @@ def test_the_csv_export_streams_every_row_from_a_real_server(served_database, se
     url, instance, app = served_database
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "CELLFACTORY_INSTANCE": str(instance), "SECRET_KEY": "test-secret",
-           "CELLFACTORY_SIGNATURE_KEY": "test-signature", "CELLFACTORY_INSECURE_COOKIES": "1"}
+           "CELLFACTORY_SIGNATURE_KEY": "test-signature", "CELLFACTORY_INSECURE_COOKIES": "1",
+           "CELLFACTORY_PUBLIC_URL": "https://cellfactory.example.org"}
     if server == "gunicorn":
         command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "wsgi:app"]
     else:
@@ -104,12 +105,14 @@ def test_the_csv_export_streams_every_row_from_a_real_server(served_database, se
                                text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, process)
+        headers = _wait_until_up(base, process)
         body = _export_as_auditor(base)
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert "Traceback" not in output, output
+    # gunicorn serves production: HSTS even over the plain HTTP a proxy would forward; the development server not.
+    assert ("Strict-Transport-Security" in headers) == (server == "gunicorn")
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][:4] == ["seq", "recorded_at_utc", "recorded_at_local", "actor"]
     assert len(rows) - 1 == _count_entries(app)  # every entry, the sign-in included

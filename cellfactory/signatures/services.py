@@ -156,6 +156,19 @@ def verify(signature: Signature, record: Signable) -> SignatureStatus:
     return SignatureStatus.VALID
 
 
+def verify_all() -> dict[int, SignatureStatus]:
+    """Every signature in the database checked against its record: the seal and the signed content."""
+    from cellfactory.core.db import Base
+
+    models = {mapper.class_.__tablename__: mapper.class_ for mapper in Base.registry.mappers}
+    statuses: dict[int, SignatureStatus] = {}
+    for signature in db.session.scalars(sa.select(Signature).order_by(Signature.id)):
+        model = models.get(signature.entity_type)
+        record = db.session.get(model, int(signature.entity_id)) if model is not None else None
+        statuses[signature.id] = SignatureStatus.INVALID if record is None else verify(signature, record)
+    return statuses
+
+
 def signatures_for(record: Signable) -> list[Signature]:
     return list(db.session.scalars(
         sa.select(Signature).where(Signature.entity_type == record.__tablename__,

@@ -64,3 +64,12 @@ def test_contents_lists_each_section_with_its_page_and_the_outline_bookmarks_the
         page = reader.get_destination_page_number(item) + 1
         assert re.search(rf"{item.title}\s*{page}\b", first), (item.title, page, first)
         assert item.title in reader.pages[page - 1].extract_text()
+
+
+def test_characters_the_font_cannot_draw_are_marked_visibly_never_dropped():
+    """DejaVu Sans has Latin, Greek, Cyrillic and emoticons but no Chinese: 王小明 prints as code points."""
+    pdf = render(document([Section("Names", [("kv", [("Donor centre", "王小明 Città Ωμέγα Жук")]),
+                                             ("text", "Note: 王 clinic")])]))
+    text = pdf_text(pdf)
+    assert "[U+738B][U+5C0F][U+660E] Città Ωμέγα Жук" in text
+    assert "Note: [U+738B] clinic" in text

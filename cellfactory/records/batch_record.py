@@ -32,6 +32,7 @@ from cellfactory.records.styles import (
     MARGIN,
     PAGE,
     SignatureView,
+    drawable,
     numbered_canvas,
     para,
     register_fonts,
@@ -103,7 +104,7 @@ class _Font:
         alone is wider than the line; its own line breaks are kept, runs of spaces printed as one."""
         lines = self._wrapped.get((text, width))
         if lines is None:
-            lines = self._wrapped[text, width] = tuple(self._wrap(text, width))
+            lines = self._wrapped[text, width] = tuple(self._wrap(drawable(text, self.name), width))
         return lines
 
     def _wrap(self, text: str, width: float) -> list[str]:

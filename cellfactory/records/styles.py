@@ -27,6 +27,34 @@ PAGE = A4
 MARGIN = 18 * mm
 
 
+class _MarkingTTFont(TTFont):
+    """A TrueType font that never drops a character silently: one it has no glyph for (Chinese, emoji ...)
+    prints as a visible [U+XXXX], in width calculations and on the page alike."""
+
+    def stringWidth(self, text, size, encoding="utf8"):  # noqa: N802 - ReportLab's name
+        return super().stringWidth(drawable(text, self.fontName), size, encoding)
+
+    def splitString(self, text, doc, encoding="utf-8"):  # noqa: N802 - ReportLab's name
+        return super().splitString(drawable(text, self.fontName), doc, encoding)
+
+
+@cache
+def _code_points(font_name: str) -> frozenset[int]:
+    register_fonts()
+    return frozenset(pdfmetrics.getFont(font_name).face.charToGlyph)
+
+
+def drawable(text: str, font_name: str = FONT) -> str:
+    """The text as the font can print it: every character it has no glyph for becomes [U+XXXX]."""
+    if text.isascii():
+        return text
+    code_points = _code_points(font_name)
+    if all(ord(char) in code_points or char in "\n\t" for char in text):
+        return text
+    return "".join(char if ord(char) in code_points or char in "\n\t" else f"[U+{ord(char):04X}]"
+                   for char in text)
+
+
 @cache
 def register_fonts() -> None:
     """DejaVu Sans ships with the package and is embedded in every PDF, so records read the same anywhere,
@@ -36,10 +64,10 @@ def register_fonts() -> None:
     files a fifth smaller, and ReportLab's pure-Python ASCII85 encoder took a third of the time of a long
     batch record."""
     rl_config.useA85 = 0
-    pdfmetrics.registerFont(TTFont(FONT, str(FONTS_DIR / "DejaVuSans.ttf")))
-    pdfmetrics.registerFont(TTFont(FONT_BOLD, str(FONTS_DIR / "DejaVuSans-Bold.ttf")))
-    pdfmetrics.registerFont(TTFont("DejaVuSans-Oblique", str(FONTS_DIR / "DejaVuSans-Oblique.ttf")))
-    pdfmetrics.registerFont(TTFont("DejaVuSans-BoldOblique", str(FONTS_DIR / "DejaVuSans-BoldOblique.ttf")))
+    pdfmetrics.registerFont(_MarkingTTFont(FONT, str(FONTS_DIR / "DejaVuSans.ttf")))
+    pdfmetrics.registerFont(_MarkingTTFont(FONT_BOLD, str(FONTS_DIR / "DejaVuSans-Bold.ttf")))
+    pdfmetrics.registerFont(_MarkingTTFont("DejaVuSans-Oblique", str(FONTS_DIR / "DejaVuSans-Oblique.ttf")))
+    pdfmetrics.registerFont(_MarkingTTFont("DejaVuSans-BoldOblique", str(FONTS_DIR / "DejaVuSans-BoldOblique.ttf")))
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic="DejaVuSans-Oblique",
                                   boldItalic="DejaVuSans-BoldOblique")
 

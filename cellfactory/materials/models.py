@@ -82,7 +82,7 @@ class CollectionFacility(Audited, CreatedMixin, Base):
     site: Mapped[Site] = relationship(lazy="joined")
 
     def audit_label(self) -> str:
-        return f"{self.facility_id} for {self.site.code}"
+        return self.facility_id
 
 
 class DinSequence(Base):

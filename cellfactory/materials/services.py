@@ -38,10 +38,10 @@ QUARANTINE_MEANINGS = (Meaning.RELEASED_FROM_QUARANTINE, Meaning.REJECTED_AT_REC
 
 
 def known_facilities() -> set[str]:
-    """Every FIN a DIN in this system may carry: the sites' own and their registered collection facilities'."""
+    """Every FIN a DIN in this system may carry: the sites' own and their collection facilities' (retired ones
+    too: their DINs still name material received before)."""
     return (set(db.session.scalars(sa.select(Site.facility_id)))
-            | set(db.session.scalars(sa.select(CollectionFacility.facility_id)
-                                     .where(CollectionFacility.active.is_(True)))))
+            | set(db.session.scalars(sa.select(CollectionFacility.facility_id))))
 
 
 def collection_facilities(site: Site, *, active_only: bool = True) -> list[CollectionFacility]:

@@ -33,6 +33,7 @@ from cellfactory.units.models import StorageLocation, Unit
 from tests.batch_helpers import build_plant, signing
 from tests.conftest import enable_signing, pdf_text, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+from tests.test_cli import cli_app, run  # noqa: F401 - cli_app is a fixture
 
 YEAR = utcnow().astimezone(ZoneInfo("Europe/Rome")).year
 
@@ -379,3 +380,21 @@ def test_a_batch_does_not_start_before_the_receipt_of_its_material(plant, sites)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
                                        started_at=material.received_at.isoformat())
     assert batch.started_at == material.received_at
+
+
+def test_collection_facility_register_from_the_command_line(cli_app):  # noqa: F811 - fixture of tests.test_cli
+    added = run(cli_app, "collection-facility", "add", "bg", "a9995", "--name", "Sala parto Papa Giovanni XXIII")
+    assert added.exit_code == 0, added.output
+    assert "A9995 (Sala parto Papa Giovanni XXIII) registered for BG." in added.output
+    again = run(cli_app, "collection-facility", "add", "BG", "A9991", "--name", "the site itself")
+    assert again.exit_code != 0 and "A9991 is the facility number of site BG" in again.output
+    retired = run(cli_app, "collection-facility", "retire", "BG", "A9995", "--reason", "agreement ended")
+    assert retired.exit_code == 0, retired.output
+    listed = run(cli_app, "collection-facility", "list", "BG")
+    assert "A9991  Cell Factory Bergamo (the site's own FIN)" in listed.output
+    assert "A9995  Sala parto Papa Giovanni XXIII  RETIRED" in listed.output and "agreement ended" in listed.output
+    with cli_app.app_context():
+        entries = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "collection_facility")
+                                     .order_by(AuditEntry.seq)).all()
+        assert [e.action for e in entries] == ["create", "update"] and entries[1].reason == "agreement ended"
+        db.session.remove()

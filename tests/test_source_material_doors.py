@@ -160,3 +160,31 @@ def test_batch_start_time_refusals_are_the_same_at_the_page_and_the_api(client, 
         field="started_at", field_id="started_at")
     assert shown == message
     assert count(Batch) == 0 and count(BatchMaterial) == 0
+
+
+# --- the administrator's page of collection facilities ---------------------------------------------------
+
+
+def test_administrator_registers_and_retires_a_collection_facility_in_the_page(client, login_as, users):
+    from cellfactory.materials.models import CollectionFacility
+
+    login_as("admin")
+    page = client.get("/materials/collection-facilities")
+    assert page.status_code == 200 and "A9991" in page.get_data(as_text=True)
+    refused = client.post("/materials/collection-facilities", data={"facility-facility_id": "A9992",
+                                                                    "facility-name": "Monza"})
+    assert refused.status_code == 422
+    assert field_error(refused.get_data(as_text=True), "facility-facility_id") == (
+        "A9992 is the facility number of site MZ: DINs of a site's FIN are allocated by that site only.")
+    added = client.post("/materials/collection-facilities", data={"facility-facility_id": "a9998",
+                                                                  "facility-name": "Sala parto"})
+    assert added.status_code == 302
+    facility = db.session.scalar(sa.select(CollectionFacility))
+    assert (facility.facility_id, facility.site.code, facility.created_by_id) == ("A9998", "BG", users["admin"].id)
+    no_reason = client.post(f"/materials/collection-facilities/{facility.id}/retire", data={"retire-reason": ""})
+    assert no_reason.status_code == 422 and refetch(facility).active
+    retired = client.post(f"/materials/collection-facilities/{facility.id}/retire",
+                          data={"retire-reason": "agreement ended"})
+    assert retired.status_code == 302 and not refetch(facility).active
+    assert "retired" in client.get("/materials/collection-facilities").get_data(as_text=True)
+    # Other roles are refused the page: tests/test_access.py (every route declares its roles).

@@ -190,6 +190,70 @@ def _anchor_file(config) -> Path | None:
     return Path(anchor) if anchor else None
 
 
+@click.group("collection-facility")
+def collection_facility_group() -> None:
+    """Collection facilities registered for a site: the site receives DINs that carry their FIN."""
+
+
+@collection_facility_group.command("add")
+@click.argument("site_code")
+@click.argument("facility_id")
+@click.option("--name", required=True, help="The collection facility's name.")
+@with_appcontext
+def collection_facility_add(site_code: str, facility_id: str, name: str) -> None:
+    """Register FACILITY_ID (the FIN, 5 characters) as a collection facility of SITE_CODE (audited)."""
+    from cellfactory.materials.services import register_collection_facility
+    from cellfactory.sites.services import get_site
+
+    try:
+        facility = register_collection_facility(None, get_site(site_code.upper()), facility_id=facility_id,
+                                                name=name)
+    except DomainError as error:
+        _fail(error)
+    click.echo(f"{facility.facility_id} ({facility.name}) registered for {site_code.upper()}.")
+
+
+@collection_facility_group.command("list")
+@click.argument("site_code")
+@with_appcontext
+def collection_facility_list(site_code: str) -> None:
+    """The FINs SITE_CODE receives: its own and its collection facilities' (retired ones marked)."""
+    from cellfactory.materials.services import collection_facilities
+    from cellfactory.sites.services import get_site
+
+    try:
+        site = get_site(site_code.upper())
+    except DomainError as error:
+        _fail(error)
+    click.echo(f"{site.facility_id}  {site.name} (the site's own FIN)")
+    for facility in collection_facilities(site, active_only=False):
+        state = "" if facility.active else f"  RETIRED {facility.retired_at:%Y-%m-%d}: {facility.retire_reason}"
+        click.echo(f"{facility.facility_id}  {facility.name}{state}")
+
+
+@collection_facility_group.command("retire")
+@click.argument("site_code")
+@click.argument("facility_id")
+@click.option("--reason", required=True, help="Why the site no longer receives DINs of this FIN.")
+@with_appcontext
+def collection_facility_retire(site_code: str, facility_id: str, reason: str) -> None:
+    """Stop receiving DINs of FACILITY_ID at SITE_CODE; the entry stays with the reason (audited)."""
+    from cellfactory.core.errors import NotFound
+    from cellfactory.materials.services import collection_facilities, retire_collection_facility
+    from cellfactory.sites.services import get_site
+
+    try:
+        site = get_site(site_code.upper())
+        found = [f for f in collection_facilities(site) if f.facility_id == facility_id.strip().upper()]
+        if not found:
+            raise NotFound(f"{facility_id.upper()} is not an active collection facility of {site.code}.")
+        retire_collection_facility(None, found[0], reason)
+    except DomainError as error:
+        _fail(error)
+    click.echo(f"{facility_id.upper()} retired for {site.code}.")
+
+
 def register_commands(app: Flask) -> None:
-    for command in (db_group, demo_command, user_group, audit_group, token_group, backup_command, restore_command):
+    for command in (db_group, demo_command, user_group, audit_group, token_group, collection_facility_group,
+                    backup_command, restore_command):
         app.cli.add_command(command)

@@ -155,6 +155,8 @@ def _intake(users: dict[str, User], password: str) -> None:
                 "arrived_at": collected + dt.timedelta(hours=3), "transport_temp_min_c": "4.0",
                 "transport_temp_max_c": "8.0", "container_intact": True, "documents_complete": True, **tweaks}
             materials.receive_material(tech, site, data)
+        if index == 0:
+            _collection_facility_receipt(users, site, now)
         # One more donor whose consent was later withdrawn.
         withdrawn = donors.register_donor(tech, site, {
             "code": f"{prefix}-{demo_site.code}-007", "birth_year": 1988, "sex": "F", "donor_type": "allogeneic",
@@ -173,6 +175,45 @@ def _intake(users: dict[str, User], password: str) -> None:
                                         reason="Excursion to 29.5 °C for under 30 min: within validated stability",
                                         signing={"password": password, "username": qa.username,
                                                  "continuous_session": False})
+
+
+def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
+    """Bergamo receives cords labelled by the hospital's maternity ward, a collection facility with its own FIN
+    (a validation FIN, A9998) registered for the site by its administrator; and a reactive autologous bone marrow,
+    accepted for autologous use only as a BIOLOGICAL HAZARD."""
+    import datetime as dt
+
+    from cellfactory import isbt128
+    from cellfactory.donors import services as donors
+    from cellfactory.donors.eligibility import BASE_PANEL
+    from cellfactory.donors.models import ScreeningTest
+    from cellfactory.materials import services as materials
+
+    tech = users["technician.bg"]
+    materials.register_collection_facility(users["admin.bg"], site, facility_id="A9998",
+                                           name="ASST Papa Giovanni XXIII, maternity ward (collection facility)")
+    donation = now.date() - dt.timedelta(days=1)
+    for code, donor_type, result, material_type, din in (
+            ("UC-BG-010", "allogeneic", "negative", "umbilical_cord", isbt128.build_din("A9998", now.year, 41)),
+            ("AU-BG-011", "autologous", "reactive", "bone_marrow", None)):
+        donor = donors.register_donor(tech, site, {
+            "code": code, "birth_year": 1990, "sex": "F", "donor_type": donor_type, "donation_kind": "living",
+            "donation_date": donation.isoformat(), "consent_date": (donation - dt.timedelta(days=10)).isoformat(),
+            "consent_form_version": "CF v3.1", "consent_scope": "clinical use in trials"})
+        for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
+            donors.add_screening_result(tech, donor, {
+                "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
+                "result": "reactive" if result == "reactive" and test == ScreeningTest.HBSAG else "negative",
+                "tested_person": "donor", "lab_reference": f"BG-LAB-{code}-{test.value}"})
+        collected = now - dt.timedelta(hours=20)
+        materials.receive_material(tech, site, {
+            "din": din.din13 if din else None, "allocate_din": din is None, "material_type": material_type,
+            "donor": code, "collected_at": collected, "collection_centre": "Papa Giovanni XXIII maternity ward"
+            if din else "Bergamo haematology", "quantity": "30.0",
+            "anticoagulant": "Heparin 10 IU/mL" if material_type == "bone_marrow" else None,
+            "transport_started_at": collected + dt.timedelta(hours=1), "arrived_at": collected + dt.timedelta(hours=3),
+            "transport_temp_min_c": "4.0", "transport_temp_max_c": "8.0", "container_intact": True,
+            "documents_complete": True})
 
 
 def _summary(password: str) -> str:

@@ -16,7 +16,7 @@ from cellfactory.core.db import Base
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequence
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.equipment.models import Equipment
-from cellfactory.materials.models import DinSequence, MaterialTypeRule, SourceMaterial
+from cellfactory.materials.models import CollectionFacility, DinSequence, MaterialTypeRule, SourceMaterial
 from cellfactory.notifications.models import Alert
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.qc.models import QcResult
@@ -43,5 +43,5 @@ __all__ = [
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
     "Alert", "ApiToken", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement", "IdentityVerification",
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
-    "SourceMaterial", "User", "metadata",
+    "CollectionFacility", "SourceMaterial", "User", "metadata",
 ]

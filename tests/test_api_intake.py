@@ -503,12 +503,23 @@ def test_reactive_allogeneic_donor_material_is_rejected(client, users, auth, sit
     assert body["eligibility"]["status"] == "ineligible"
 
 
-def test_autologous_incomplete_donor_is_accepted_for_autologous_use_only(client, users, auth, sites):
+def test_autologous_untested_donor_is_quarantined(client, users, auth, sites):
+    # Autologous material to be cultured or stored is tested too (Dir. 2006/17/EC Annex I 2.1.1).
     donor_services.register_donor(refetch(users["technician"]), sites["BG"], donor_data(donor_type="autologous"))
     body = receive(client, auth("technician"))
-    assert body["status"] == "accepted" and body["autologous_only"] is True
+    assert body["status"] == "quarantined" and body["autologous_only"] is True
+    assert any("must be tested" in r for r in body["decision_reasons"])
     assert body["eligibility"]["autologous_only"] is True
     assert "FOR AUTOLOGOUS USE ONLY" in body["label_statements"]
+
+
+def test_autologous_reactive_donor_is_accepted_as_a_biological_hazard(client, users, auth, sites):
+    tech = refetch(users["technician"])
+    donor = donor_services.register_donor(tech, sites["BG"], donor_data(donor_type="autologous"))
+    add_full_panel(tech, donor, result="reactive")
+    body = receive(client, auth("technician"))
+    assert body["status"] == "accepted" and body["autologous_only"] is True
+    assert body["label_statements"] == ["FOR AUTOLOGOUS USE ONLY", "BIOLOGICAL HAZARD"]
 
 
 def test_a_din_is_received_once(client, users, auth, eligible_donor):
@@ -584,7 +595,9 @@ def received(users, sites, eligible_donor) -> dict[str, str]:
         material_services.receive_material(tech, bg, receipt_data(din=din.din13, **overrides))
         dins[status] = din.din13
     tech_mz = refetch(users["technician_mz"])
-    donor_services.register_donor(tech_mz, refetch(sites["MZ"]), donor_data(code="AU-0100", donor_type="autologous"))
+    autologous = donor_services.register_donor(tech_mz, refetch(sites["MZ"]),
+                                               donor_data(code="AU-0100", donor_type="autologous"))
+    add_full_panel(tech_mz, autologous, result="reactive")  # tested: accepted for autologous use only
     mz = isbt128.build_din("A9992", 26, 1).din13
     material_services.receive_material(tech_mz, refetch(sites["MZ"]),
                                        receipt_data(donor_code="AU-0100", din=mz, material_type="cord_blood",

@@ -55,6 +55,10 @@ def test_every_audited_model_records_creation_with_values(users):
     deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective", description="fix",
                                   owner="technician.bg", due_date="2099-01-01")
     auth_services.grant_role(refetch(users["admin"]), refetch(users["technician"]), Role.QA, "BG", "QA cover")
+    from cellfactory.materials import services as material_services
+
+    material_services.register_collection_facility(refetch(users["admin"]), site_services.get_site("BG"),
+                                                   facility_id="A9998", name="Sala parto")
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from cellfactory import create_app
+from cellfactory import create_app, isbt128
 from cellfactory.auth.models import Role, User
 from cellfactory.extensions import db
+from cellfactory.materials.models import SourceMaterial
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
 from tests.conftest import fresh_database, make_config, make_user
@@ -235,3 +236,48 @@ def test_concurrent_put_away_into_one_position_one_wins(plant_app):
     with app.app_context():
         stored = db.session.scalars(sa.select(Unit).where(Unit.position_id.is_not(None))).all()
         assert len(stored) == 1
+
+
+def test_two_batch_starts_with_the_same_material_at_once_exactly_one_succeeds(plant_app, monkeypatch):
+    """One source material feeds one batch. Both starts pass the material's checks together (the barrier below),
+    before either has committed: the unique constraint on batch_material.material_id lets exactly one through,
+    the other is told with a Conflict (409) and leaves nothing behind."""
+    from cellfactory.batches.models import Batch, BatchMaterial
+    from cellfactory.batches.services import start_batch
+    from cellfactory.core.errors import Conflict
+    from cellfactory.materials import services as material_services
+
+    app, plant, dins = plant_app
+    checked = threading.Barrier(2)
+    check = material_services.check_usable_for_batch
+
+    def check_together(material):
+        check(material)
+        checked.wait(timeout=60)
+
+    monkeypatch.setattr(material_services, "check_usable_for_batch", check_together)
+
+    technicians = [plant.tech.id, plant.tech2.id]  # two people at two benches
+    lock = threading.Lock()
+
+    def start(user, site):
+        with lock:
+            technician = db.session.get(User, technicians.pop())
+        try:
+            return start_batch(technician, site, "UCMSC", [dins[0]]).number
+        except Conflict as error:
+            return error
+
+    outcomes = run_in_parallel(app, 2, start)
+    started = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, Conflict)]
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    assert refused[0].message in (
+        f"Material {isbt128.format_din(dins[0])} was just used to start another batch: one source material feeds "
+        "one batch.",
+        f"Material {dins[0]} already started batch {started[0]}.")
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Batch)) == 1
+        assert db.session.scalars(sa.select(BatchMaterial.material_id)).all() == [
+            db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == dins[0]))]
+        db.session.remove()

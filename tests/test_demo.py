@@ -35,6 +35,7 @@ def test_demo_network(tmp_path):
                 statuses.values())
             materials = set(db.session.scalars(sa.select(SourceMaterial.status)))
             assert materials == set(MaterialStatus)
+            _assert_source_material_rules()
             assert set(db.session.scalars(sa.select(Batch.status))) == set(BatchStatus)
             products = db.session.scalars(sa.select(Product)).all()
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
@@ -50,3 +51,20 @@ def test_demo_network(tmp_path):
             with db.engine.connect() as connection:
                 assert verify_chain(connection).checked == count
         db.state(app).engine.dispose()
+
+
+def _assert_source_material_rules() -> None:
+    """Issue 13: the demo's material obeys the receipt rules it would be refused or held under."""
+    from cellfactory.batches.models import BatchMaterial
+    from cellfactory.materials import services as material_services
+
+    for material in db.session.scalars(sa.select(SourceMaterial)):
+        assert material.din[:5] in material_services.receivable_facilities(material.site), material.din
+        assert material.collected_at <= material.transport_started_at <= material.arrived_at <= material.received_at
+        untested = material_services.untested_autologous(material)
+        assert not (untested and material.status == MaterialStatus.ACCEPTED), material.din
+    assert any(m.din.startswith("A9998") for m in db.session.scalars(sa.select(SourceMaterial)))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SourceMaterial).where(
+        SourceMaterial.biohazard.is_(True), SourceMaterial.status == MaterialStatus.ACCEPTED)) >= 1
+    for use in db.session.scalars(sa.select(BatchMaterial)):
+        assert use.batch.started_at >= use.material.received_at, use.batch.number

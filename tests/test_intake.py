@@ -181,7 +181,11 @@ def test_long_transport_and_missing_documents_quarantine(tech, eligible_donor):
         collected_at=(now - dt.timedelta(hours=60)).isoformat(),
         transport_started_at=(now - dt.timedelta(hours=59)).isoformat(), documents_complete=False))
     assert material.status == MaterialStatus.QUARANTINED
-    assert len(material.decision_reasons) == 2
+    # 58 h of transport (limit 48 h), received 59 h after collection (limit 48 h for umbilical cord), no documents.
+    assert material.decision_reasons == [
+        "Transport took 58.0 h, more than the allowed 48 h.",
+        "Received 59.0 h after collection, more than the allowed 48 h for Umbilical cord (limits v1).",
+        "Accompanying documents incomplete."]
 
 
 def test_broken_container_is_rejected_and_can_never_start_a_batch(tech, eligible_donor):
@@ -205,12 +209,16 @@ def test_reactive_allogeneic_donor_is_rejected(tech, bg):
     assert material.status == MaterialStatus.REJECTED
 
 
-def test_autologous_incomplete_donor_is_accepted_for_autologous_use_only(tech, bg):
+def test_autologous_untested_donor_is_quarantined_and_cannot_start_a_batch(tech, bg):
+    # Autologous material that is cultured or stored is tested too (Dir. 2006/17/EC Annex I 2.1.1); until it is, it
+    # waits in quarantine with that reason (more cases in tests/test_source_material_rules.py).
     donor_services.register_donor(tech, bg, donor_data(donor_type="autologous"))
     material = material_services.receive_material(tech, bg, receipt_data())
-    assert material.status == MaterialStatus.ACCEPTED and material.autologous_only
+    assert material.status == MaterialStatus.QUARANTINED and material.autologous_only
+    assert any("must be tested (Dir. 2006/17/EC Annex I 2.1.1)" in r for r in material.decision_reasons)
     assert "FOR AUTOLOGOUS USE ONLY" in material_services.label_statements(material)
-    material_services.check_usable_for_batch(material)
+    with pytest.raises(Conflict, match="only accepted material starts a batch"):
+        material_services.check_usable_for_batch(material)
 
 
 def test_a_din_is_received_once(tech, eligible_donor):

@@ -251,10 +251,13 @@ SCHEMAS.update({
         "material_type": {"type": "string"},
         "status": {"type": "string", "enum": ["accepted", "quarantined", "rejected"]}, "decision_reasons": _TEXTS,
         "autologous_only": {"type": "boolean"}, "consent_withdrawn": {"type": "boolean"},
+        "biohazard": {"type": "boolean", "description": "reactive autologous material: BIOLOGICAL HAZARD, "
+                      "stored in segregated positions only"},
         "collected_at": {"type": "string", "format": "date-time"}, "collection_centre": {"type": "string"},
         "quantity": {"type": "number"}, "quantity_unit": {"type": "string"}, "anticoagulant": _NULLABLE_STRING,
         "transport_started_at": {"type": "string", "format": "date-time"},
         "arrived_at": {"type": "string", "format": "date-time"}, "transport_hours": {"type": "number"},
+        "collection_to_receipt_hours": {"type": "number"},
         "transport_temp_min_c": {"type": "number"}, "transport_temp_max_c": {"type": "number"},
         "container_intact": {"type": "boolean"}, "documents_complete": {"type": "boolean"},
         "receipt_limits_version": {"type": "integer"}, "received_at": {"type": "string", "format": "date-time"},
@@ -552,7 +555,10 @@ SCHEMAS.update({
         "site": {"type": "string", "description": "Site code; required when you work at several sites"},
         "product": {"type": "string", "description": "Product code"},
         "materials": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                      "description": "DINs of accepted source material (13 characters, or as scanned or typed)"}}},
+                      "description": "DINs of accepted source material (13 characters, or as scanned or typed)"},
+        "started_at": {"type": "string", "format": "date-time",
+                       "description": "When the work began, with its offset; default now. Not before the receipt "
+                                      "of any of the materials, not in the future"}}},
     "BatchTransition": {"type": "object", "required": ["target", "reason"], "properties": {
         "target": {"type": "string", "enum": _batch_statuses()}, "reason": _M_TEXT,
         "password": {"type": "string", "description": "Required when the transition is signed (review, QP)"},

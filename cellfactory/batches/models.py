@@ -114,7 +114,9 @@ class BatchMaterial(Audited, CreatedMixin, Base):
 
     id: Mapped[IntPK]
     batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
-    material_id: Mapped[int] = mapped_column(sa.ForeignKey("source_material.id"), index=True)
+    # One source material feeds one batch: the database holds it, so two batch starts at once cannot both
+    # take the material (migration 0012).
+    material_id: Mapped[int] = mapped_column(sa.ForeignKey("source_material.id"), unique=True)
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
 
     batch: Mapped[Batch] = relationship(back_populates="materials")

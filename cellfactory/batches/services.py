@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import defaultload, joinedload, lazyload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -30,8 +31,8 @@ from cellfactory.batches.models import (
     StepStatus,
     VesselType,
 )
-from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.core import permissions, plausibility
+from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
@@ -140,7 +141,12 @@ def _next_number(site: Site, product_code: str, product_id: int) -> str:
 
 
 @transactional
-def start_batch(actor: User, site: Site, product_code: str, dins: list[str]) -> Batch:
+def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, started_at: Any = None) -> Batch:
+    """Start a batch from accepted source material; `started_at` (default now) is when the work began.
+
+    One source material feeds one batch: checked here, and held by the unique constraint on
+    batch_material.material_id when two starts take the same material at once.
+    """
     permissions.require(actor.has_role(Role.TECHNICIAN, site.id), "Only a technician of this site starts batches.")
     audit.act_as(db.session, actor)
     product = product_services.get_product(product_code)
@@ -164,13 +170,35 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str]) -> 
         if material not in materials:
             materials.append(material)
     now = utcnow()
+    errors: dict[str, str] = {}
+    started = now if started_at in (None, "") else material_services.parse_instant(started_at, "started_at",
+                                                                                   site.timezone, errors)
+    # Not before the receipt of any material (nor its release from quarantine), not in the future.
+    bounds = []
+    for material in materials:
+        label = isbt128.format_din(material.din)
+        bounds.append((material.received_at, f"the receipt of material {label} "
+                                             f"({format_local(material.received_at, site.timezone)})"))
+        if material.released_at is not None:
+            bounds.append((material.released_at, f"the release of material {label} from quarantine "
+                                                 f"({format_local(material.released_at, site.timezone)})"))
+    plausibility.check_instant(errors, "started_at", started, now=now, not_before=bounds)
+    if errors:
+        raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
     batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
-                  specification_id=spec.id, status=S.IN_PROCESS, started_at=now, started_by_id=actor.id,
+                  specification_id=spec.id, status=S.IN_PROCESS, started_at=started, started_by_id=actor.id,
                   status_changed_at=now, created_by_id=actor.id)
     db.session.add(batch)
     db.session.flush()
     for material in materials:
+        label = isbt128.format_din(material.din)  # read now: after a failed flush the session loads nothing
         db.session.add(BatchMaterial(batch=batch, material=material, site_id=site.id, created_by_id=actor.id))
+        try:
+            db.session.flush()
+        except sa.exc.IntegrityError as exc:  # another batch start took the material and committed first
+            message = (f"Material {label} was just used to start another batch: one source material feeds one "
+                       "batch.")
+            raise Conflict(message, fields={"materials": message}) from exc
     for position, step in enumerate(spec.steps, start=1):
         db.session.add(BatchStep(batch=batch, site_id=site.id, position=position, code=step["code"],
                                  name=step["name"], kind=StepKind(step["kind"]), status=StepStatus.PENDING,

@@ -65,6 +65,9 @@ class Eligibility:
     window: tuple[dt.date, dt.date] | None = None
     repeat_due: dt.date | None = None
     autologous_only: bool = False
+    # The reasons that are missing or unconfirmed tests (also in `reasons`), apart from the reactive ones: an
+    # autologous donation is "tested" only when this is empty (Dir. 2006/17/EC Annex I 2.1.1).
+    untested: list[str] = field(default_factory=list)
 
     @property
     def eligible(self) -> bool:
@@ -160,7 +163,7 @@ def evaluate(
     reasons = ineligible + incomplete
     status = Status.INELIGIBLE if ineligible else Status.INCOMPLETE if incomplete else Status.ELIGIBLE
     autologous_only = donor_type == DonorType.AUTOLOGOUS and status != Status.ELIGIBLE and not consent_withdrawn
-    return Eligibility(status, reasons, tests, window, repeat_due, autologous_only)
+    return Eligibility(status, reasons, tests, window, repeat_due, autologous_only, untested=incomplete)
 
 
 def _all(results: Iterable[ResultLike], person: TestedPerson) -> list[ResultLike]:

@@ -44,3 +44,17 @@ class QuarantineDecisionForm(SigningForm):
 
     reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
                                                  Length(max=2000)])
+
+
+class CollectionFacilityForm(FlaskForm):
+    """A collection facility whose DINs the site receives: its FIN (first 5 characters of its DINs) and name."""
+
+    facility_id = StringField("FIN of the collection facility (first 5 characters of its DINs)",
+                              validators=[DataRequired("Enter the FIN, e.g. A9998."), Length(max=5)],
+                              render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+    name = StringField("Name", validators=[DataRequired("Enter the collection facility's name."), Length(max=200)])
+
+
+class RetireFacilityForm(FlaskForm):
+    reason = TextAreaField("Reason", validators=[DataRequired("Say why the collection facility is retired."),
+                                                 Length(max=2000)])

@@ -48,12 +48,41 @@ class MaterialTypeRule(Audited, CreatedMixin, Base):
     temp_min_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
     temp_max_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(5, 1))
     max_transport_hours: Mapped[int]
+    # From collection to receipt at the cell factory (transport and any wait before it): later material is
+    # quarantined with the reason. Defaults of migration 0012.
+    max_collection_to_receipt_hours: Mapped[int]
     quantity_unit: Mapped[str] = mapped_column(sa.String(8))
     anticoagulant_required: Mapped[bool]
     current: Mapped[bool] = mapped_column(default=True)
 
     def audit_label(self) -> str:
         return f"{self.material_type.value} v{self.version}"
+
+
+class CollectionFacility(Audited, CreatedMixin, Base):
+    """A collection facility registered for a site: the site receives DINs that carry its FIN.
+
+    A site receives DINs of its own FIN (allocated here) and of the collection facilities registered here
+    (allocated there); a FIN of another site is never one of them. An entry is retired with a reason, never
+    deleted.
+    """
+
+    __tablename__ = "collection_facility"
+    __table_args__ = (sa.UniqueConstraint("site_id", "facility_id"),)
+
+    id: Mapped[IntPK]
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    facility_id: Mapped[str] = mapped_column(sa.String(5))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    retired_at: Mapped[dt.datetime | None]
+    retired_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    retire_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.facility_id
 
 
 class DinSequence(Base):
@@ -93,6 +122,9 @@ class SourceMaterial(Audited, CreatedMixin, VersionedMixin, Base):
     status: Mapped[MaterialStatus] = enum_column(MaterialStatus, index=True)
     decision_reasons: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     autologous_only: Mapped[bool] = mapped_column(default=False)
+    # Autologous material with a reactive marker, accepted for autologous use only (Dir. 2006/17/EC Annex I
+    # 2.1.1): labelled BIOLOGICAL HAZARD, stored only in segregated positions.
+    biohazard: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[dt.datetime]
     received_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
     released_at: Mapped[dt.datetime | None]
@@ -109,6 +141,10 @@ class SourceMaterial(Audited, CreatedMixin, VersionedMixin, Base):
     @property
     def transport_hours(self) -> float:
         return (self.arrived_at - self.transport_started_at).total_seconds() / 3600
+
+    @property
+    def collection_to_receipt_hours(self) -> float:
+        return (self.arrived_at - self.collected_at).total_seconds() / 3600
 
     def signature_content(self) -> dict[str, Any]:
         return {

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from cellfactory import isbt128
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import User
-from cellfactory.core import permissions
+from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.scoping import get_visible
@@ -22,7 +22,14 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility, Status
 from cellfactory.donors.models import Donor, DonorType
 from cellfactory.extensions import db
-from cellfactory.materials.models import DinSequence, MaterialStatus, MaterialType, MaterialTypeRule, SourceMaterial
+from cellfactory.materials.models import (
+    CollectionFacility,
+    DinSequence,
+    MaterialStatus,
+    MaterialType,
+    MaterialTypeRule,
+    SourceMaterial,
+)
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
@@ -31,7 +38,98 @@ QUARANTINE_MEANINGS = (Meaning.RELEASED_FROM_QUARANTINE, Meaning.REJECTED_AT_REC
 
 
 def known_facilities() -> set[str]:
-    return set(db.session.scalars(sa.select(Site.facility_id)))
+    """Every FIN a DIN in this system may carry: the sites' own and their collection facilities' (retired ones
+    too: their DINs still name material received before)."""
+    return (set(db.session.scalars(sa.select(Site.facility_id)))
+            | set(db.session.scalars(sa.select(CollectionFacility.facility_id))))
+
+
+def collection_facilities(site: Site, *, active_only: bool = True) -> list[CollectionFacility]:
+    query = sa.select(CollectionFacility).where(CollectionFacility.site_id == site.id)
+    if active_only:
+        query = query.where(CollectionFacility.active.is_(True))
+    return list(db.session.scalars(query.order_by(CollectionFacility.facility_id)))
+
+
+def receivable_facilities(site: Site) -> list[str]:
+    """The FINs whose DINs the site receives: its own (allocated here) and its collection facilities'."""
+    return [site.facility_id, *(f.facility_id for f in collection_facilities(site))]
+
+
+def check_receivable_din(site: Site, din: isbt128.Din, field: str = "din") -> None:
+    """A DIN received at a site carries the site's FIN or the FIN of a collection facility registered for it.
+
+    Otherwise a site could receive a DIN of another site's FIN, and that site would later allocate it again.
+    """
+    allowed = receivable_facilities(site)
+    if din.fin in allowed:
+        return
+    owner = db.session.scalar(sa.select(Site).where(Site.facility_id == din.fin))
+    whose = f"the FIN of site {owner.code}" if owner is not None else "not registered for this site"
+    message = (f"DIN {isbt128.format_din(din)} carries facility number {din.fin} ({whose}): {site.code} receives "
+               f"DINs of {' or '.join(allowed)} only. Check the label; an administrator registers a new "
+               "collection facility for the site.")
+    raise ValidationFailed(message, fields={field: message})
+
+
+def _require_site_admin(actor: User | None, site: Site) -> None:
+    if actor is not None:
+        permissions.require(actor.has_role(Role.ADMIN, site.id),
+                            "Only an administrator of this site registers its collection facilities.")
+
+
+@transactional
+def register_collection_facility(actor: User | None, site: Site, *, facility_id: str, name: str) -> CollectionFacility:
+    """Register the FIN of a collection facility that sends material to the site (audited).
+
+    `actor` None: the command line or the demo loader.
+    """
+    _require_site_admin(actor, site)
+    audit.act_as(db.session, actor, label="command line")
+    fin, name = (facility_id or "").strip().upper(), (name or "").strip()
+    errors: dict[str, str] = {}
+    try:
+        isbt128.build_din(fin, 2000, 1)
+    except isbt128.DinError as error:
+        errors["facility_id"] = f"Not a valid ISBT 128 facility identification number: {error}"
+    if not name:
+        errors["name"] = "Enter the collection facility's name."
+    if errors:
+        raise ValidationFailed("The collection facility cannot be registered: " + " ".join(errors.values()),
+                               fields=errors)
+    owner = db.session.scalar(sa.select(Site).where(Site.facility_id == fin))
+    if owner is not None:
+        message = (f"{fin} is the facility number of site {owner.code}: DINs of a site's FIN are allocated by that "
+                   "site only.")
+        raise Conflict(message, fields={"facility_id": message})
+    existing = db.session.scalar(sa.select(CollectionFacility).where(CollectionFacility.site_id == site.id,
+                                                                     CollectionFacility.facility_id == fin))
+    if existing is not None:
+        message = (f"{fin} is already registered for {site.code}"
+                   + ("." if existing.active else f" and was retired on {existing.retired_at:%Y-%m-%d}."))
+        raise Conflict(message, fields={"facility_id": message})
+    facility = CollectionFacility(site_id=site.id, facility_id=fin, name=name, active=True,
+                                  created_by_id=actor.id if actor else None)
+    db.session.add(facility)
+    db.session.flush()
+    return facility
+
+
+@transactional
+def retire_collection_facility(actor: User | None, facility: CollectionFacility, reason: str) -> CollectionFacility:
+    """The site no longer receives DINs of this FIN; the entry stays, with the reason."""
+    _require_site_admin(actor, facility.site)
+    if not facility.active:
+        raise Conflict(f"{facility.facility_id} is already retired for {facility.site.code}.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Say why the collection facility is retired.", fields={"reason": "Required."})
+    audit.act_as(db.session, actor, reason=reason.strip(), label="command line")
+    facility.active = False
+    facility.retired_at = utcnow()
+    facility.retired_by_id = actor.id if actor else None
+    facility.retire_reason = reason.strip()
+    db.session.flush()
+    return facility
 
 
 def read_din(raw: str, field: str = "din", *, keyboard: bool = False) -> isbt128.Din:
@@ -68,24 +166,30 @@ def allocate_din(actor: User, site: Site) -> isbt128.Din:
     table = DinSequence.__table__
     # One atomic UPDATE ... RETURNING: concurrent allocations queue on the row lock (PostgreSQL) or the
     # database lock (SQLite), so no two get the same number.
-    value = db.session.execute(
-        sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
-        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    ).scalar()
+    bump = (sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
+            .values(last_value=table.c.last_value + 1).returning(table.c.last_value))
+    value = db.session.execute(bump).scalar()
     if value is None:
         try:
             with db.session.begin_nested():
                 db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
             value = 1
         except sa.exc.IntegrityError:
-            value = db.session.execute(
-                sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
-                .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-            ).scalar_one()
+            value = db.session.execute(bump).scalar_one()
     din = isbt128.build_din(site.facility_id, year, value)
+    # A DIN of this FIN may already be in the database (received before the FIN rule, or loaded from
+    # elsewhere): such a number is skipped, never handed out twice. The skipped numbers stay used.
+    while _din_in_use(din.din13):
+        din = isbt128.build_din(site.facility_id, year, db.session.execute(bump).scalar_one())
     audit.record_event(db.session, "allocate_din", entity_type="site", entity_id=site.id, entity_label=site.code,
                        details={"din": din.din13}, site_id=site.id)
     return din
+
+
+def _din_in_use(din13: str) -> bool:
+    unit = sa.table("unit", sa.column("din"))  # units (a later layer) carry the DIN of their batch
+    return bool(db.session.scalar(sa.select(sa.literal(1)).where(sa.or_(
+        sa.exists().where(SourceMaterial.din == din13), sa.exists().where(unit.c.din == din13)))))
 
 
 def current_rule(material_type: MaterialType) -> MaterialTypeRule:
@@ -101,13 +205,19 @@ class ReceiptDecision:
     status: MaterialStatus
     reasons: list[str]
     autologous_only: bool
+    biohazard: bool = False
 
 
 def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max: decimal.Decimal,
                   transport_hours: float, container_intact: bool, documents_complete: bool,
                   anticoagulant: str | None, donor_type: DonorType, eligibility: Eligibility,
-                  consent_withdrawn: bool) -> ReceiptDecision:
-    """The receipt check: rejected, quarantined or accepted, with every reason."""
+                  consent_withdrawn: bool, collection_hours: float) -> ReceiptDecision:
+    """The receipt check: rejected, quarantined or accepted, with every reason.
+
+    Autologous material is cultured or stored here, so it is tested like an allogeneic donation (Dir. 2006/17/EC
+    Annex I 2.1.1): untested, it waits in quarantine; reactive, it is accepted for autologous use only as a
+    biological hazard, kept segregated.
+    """
     reject: list[str] = []
     hold: list[str] = []
     if not container_intact:
@@ -120,23 +230,32 @@ def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max
                     f"(limits v{rule.version}).")
     if transport_hours > rule.max_transport_hours:
         hold.append(f"Transport took {transport_hours:.1f} h, more than the allowed {rule.max_transport_hours} h.")
+    if collection_hours > rule.max_collection_to_receipt_hours:
+        hold.append(f"Received {collection_hours:.1f} h after collection, more than the allowed "
+                    f"{rule.max_collection_to_receipt_hours} h for {rule.material_type.label} "
+                    f"(limits v{rule.version}).")
     if not documents_complete:
         hold.append("Accompanying documents incomplete.")
     if rule.anticoagulant_required and not (anticoagulant or "").strip():
         hold.append(f"No anticoagulant recorded; {rule.material_type.label} needs one.")
-    autologous_only = False
+    autologous_only = biohazard = False
     if not eligibility.eligible and not consent_withdrawn:
         if donor_type == DonorType.AUTOLOGOUS:
             autologous_only = True
+            if eligibility.untested:
+                hold.extend(f"Autologous material to be cultured or stored must be tested (Dir. 2006/17/EC Annex I "
+                            f"2.1.1): {r}" for r in eligibility.untested)
+            elif eligibility.status == Status.INELIGIBLE:
+                biohazard = True
         elif eligibility.status == Status.INELIGIBLE:
             reject.extend(f"Donor ineligible: {r}" for r in eligibility.reasons)
         else:
             hold.extend(f"Donor eligibility incomplete: {r}" for r in eligibility.reasons)
     if reject:
-        return ReceiptDecision(MaterialStatus.REJECTED, reject + hold, autologous_only)
+        return ReceiptDecision(MaterialStatus.REJECTED, reject + hold, autologous_only, biohazard)
     if hold:
-        return ReceiptDecision(MaterialStatus.QUARANTINED, hold, autologous_only)
-    return ReceiptDecision(MaterialStatus.ACCEPTED, [], autologous_only)
+        return ReceiptDecision(MaterialStatus.QUARANTINED, hold, autologous_only, biohazard)
+    return ReceiptDecision(MaterialStatus.ACCEPTED, [], autologous_only, biohazard)
 
 
 def parse_instant(value: Any, field: str, tz_name: str, errors: dict[str, str]) -> dt.datetime | None:
@@ -184,7 +303,9 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
     else:
         try:
             din = read_din(data.get("din") or "", keyboard=bool(data.get("keyboard")))
+            check_receivable_din(site, din)
         except ValidationFailed as error:
+            din = None
             errors.update(error.fields)
     try:
         material_type = MaterialType(data.get("material_type"))
@@ -210,13 +331,12 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
         errors["quantity"] = "The quantity must be more than zero."
     if temp_min is not None and temp_max is not None and temp_min > temp_max:
         errors["transport_temp_max_c"] = "The highest temperature is below the lowest."
-    for field, value in (("collected_at", collected_at), ("transport_started_at", started), ("arrived_at", arrived)):
-        if value is not None and value > now + dt.timedelta(minutes=5):
-            errors[field] = "This time is in the future."
-    if collected_at and started and started < collected_at:
-        errors["transport_started_at"] = "Transport cannot start before collection."
-    if started and arrived and arrived < started:
-        errors["arrived_at"] = "Arrival cannot be before the transport started."
+    # collection <= transport start <= arrival <= now (clock skew allowed), plausible years.
+    plausibility.check_instant(errors, "collected_at", collected_at, now=now)
+    plausibility.check_instant(errors, "transport_started_at", started, now=now,
+                               not_before=[(collected_at, "the collection")])
+    plausibility.check_instant(errors, "arrived_at", arrived, now=now,
+                               not_before=[(started, "the start of transport"), (collected_at, "the collection")])
     if errors:
         raise ValidationFailed("The receipt cannot be saved: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == din.din13)):
@@ -232,14 +352,16 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
     decision = judge_receipt(
         rule=rule, temp_min=temp_min, temp_max=temp_max, transport_hours=(arrived - started).total_seconds() / 3600,
         container_intact=container_intact, documents_complete=documents_complete, anticoagulant=anticoagulant,
-        donor_type=donor.donor_type, eligibility=eligibility, consent_withdrawn=donor.consent_withdrawn)
+        donor_type=donor.donor_type, eligibility=eligibility, consent_withdrawn=donor.consent_withdrawn,
+        collection_hours=(arrived - collected_at).total_seconds() / 3600)
     material = SourceMaterial(
         din=din.din13, site_id=site.id, donor_id=donor.id, material_type=material_type, rule_id=rule.id,
         collected_at=collected_at, collection_centre=centre, quantity=quantity, quantity_unit=rule.quantity_unit,
         anticoagulant=anticoagulant, transport_started_at=started, arrived_at=arrived,
         transport_temp_min_c=temp_min, transport_temp_max_c=temp_max, container_intact=container_intact,
         documents_complete=documents_complete, status=decision.status, decision_reasons=decision.reasons,
-        autologous_only=decision.autologous_only, received_at=now, received_by_id=actor.id, created_by_id=actor.id,
+        autologous_only=decision.autologous_only, biohazard=decision.biohazard, received_at=now,
+        received_by_id=actor.id, created_by_id=actor.id,
     )
     db.session.add(material)
     db.session.flush()
@@ -258,24 +380,56 @@ def decide_quarantine(actor: User, material: SourceMaterial, *, accept: bool, re
         raise ValidationFailed("Give the reason for the decision.", fields={"reason": "Required."})
     if material.donor.consent_withdrawn:
         raise Conflict("The donor's consent is withdrawn: the material cannot be released.")
+    if accept:
+        untested = untested_autologous(material)
+        if untested:
+            raise Conflict(f"Material {isbt128.format_din(material.din)} is autologous and not fully tested: it is "
+                           "cultured or stored only once tested (Dir. 2006/17/EC Annex I 2.1.1). "
+                           + " ".join(untested))
     audit.act_as(db.session, actor, reason=reason)
     meaning = Meaning.RELEASED_FROM_QUARANTINE if accept else Meaning.REJECTED_AT_RECEIPT
     signatures.apply_signature(actor, material, meaning=meaning, allowed_meanings={meaning},
                                site_id=material.site_id, comment=reason, **signing)
     material.status = MaterialStatus.ACCEPTED if accept else MaterialStatus.REJECTED
+    if accept and is_biohazard(material):
+        material.biohazard = True
     material.released_at = utcnow()
     material.released_by_id = actor.id
     material.release_reason = reason.strip()
     return material
 
 
+def untested_autologous(material: SourceMaterial) -> list[str]:
+    """What is still untested of an autologous donation (empty for an allogeneic one, or a tested one)."""
+    if material.donor.donor_type != DonorType.AUTOLOGOUS:
+        return []
+    return list(donor_services.eligibility(material.donor, material.collected_at.astimezone(
+        ZoneInfo(material.site.timezone)).date()).untested)
+
+
+def is_biohazard(material: SourceMaterial) -> bool:
+    """Reactive autologous material: flagged at receipt or quarantine release, or reactive on the results now."""
+    if material.biohazard:
+        return True
+    donor = material.donor
+    if donor.donor_type != DonorType.AUTOLOGOUS or donor.consent_withdrawn:
+        return False
+    return donor_services.eligibility(donor, material.collected_at.astimezone(
+        ZoneInfo(material.site.timezone)).date()).status == Status.INELIGIBLE
+
+
 def check_usable_for_batch(material: SourceMaterial) -> None:
-    """Only accepted material of a donor who consents (and is eligible, or autologous-only) starts a batch."""
+    """Only accepted material of a donor who consents (and is eligible, or autologous-only and tested) starts
+    a batch."""
     label = isbt128.format_din(material.din)
     if material.status != MaterialStatus.ACCEPTED:
         raise Conflict(f"Material {label} is {material.status.value}: only accepted material starts a batch.")
     if material.donor.consent_withdrawn:
         raise Conflict(f"Material {label}: the donor's consent was withdrawn on {material.donor.consent_withdrawn_on}.")
+    untested = untested_autologous(material)
+    if untested:
+        raise Conflict(f"Material {label} is autologous and not fully tested: it is cultured only once tested "
+                       "(Dir. 2006/17/EC Annex I 2.1.1). " + " ".join(untested))
     eligibility = donor_services.eligibility(material.donor)
     if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
         raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.value}: "
@@ -290,6 +444,8 @@ def label_statements(material: SourceMaterial) -> list[str]:
         statements.append("REJECTED - DO NOT USE")
     if material.autologous_only:
         statements.append("FOR AUTOLOGOUS USE ONLY")
+    if is_biohazard(material):
+        statements.append("BIOLOGICAL HAZARD")
     if material.donor.consent_withdrawn:
         statements.append("CONSENT WITHDRAWN - DO NOT USE")
     return statements

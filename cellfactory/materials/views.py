@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from cellfactory import isbt128
@@ -17,8 +17,13 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
 from cellfactory.materials import services
-from cellfactory.materials.forms import QuarantineDecisionForm, ReceiptForm
-from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
+from cellfactory.materials.forms import (
+    CollectionFacilityForm,
+    QuarantineDecisionForm,
+    ReceiptForm,
+    RetireFacilityForm,
+)
+from cellfactory.materials.models import CollectionFacility, MaterialStatus, MaterialType, SourceMaterial
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
@@ -97,6 +102,57 @@ def _render_detail(material: SourceMaterial, status: int = 200, decision_form=No
         can_decide=_user().has_role(Role.QA, material.site_id) and material.status == MaterialStatus.QUARANTINED,
         can_print=_user().has_any_role({Role.TECHNICIAN, Role.QA}, material.site_id),
     ), status
+
+
+# --- collection facilities of the site (administrators) ------------------------------------------
+
+
+def _render_facilities(form=None, retire_form=None, status: int = 200):
+    site = g.site
+    if site is None:
+        abort(404)
+    return render_template(
+        "materials/collection_facilities.html", site=site,
+        facilities=services.collection_facilities(site, active_only=False),
+        form=form or CollectionFacilityForm(prefix="facility"), retire_form=retire_form or RetireFacilityForm(
+            prefix="retire")), status
+
+
+@bp.route("/collection-facilities", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def collection_facilities():
+    """The FINs the current site receives DINs of: its own, and the collection facilities registered here."""
+    form = CollectionFacilityForm(prefix="facility")
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                facility = services.register_collection_facility(_user(), g.site, facility_id=form.facility_id.data,
+                                                                 name=form.name.data)
+            except DomainError as error:
+                apply_domain_errors(form, error)
+            else:
+                flash(f"{facility.facility_id} registered: {g.site.code} receives its DINs.", "success")
+                return redirect(url_for("materials.collection_facilities"))
+        return _render_facilities(form=form, status=422)
+    return _render_facilities(form=form)
+
+
+@bp.route("/collection-facilities/<int:facility_id>/retire", methods=["POST"])
+@roles_required(Role.ADMIN)
+def retire_collection_facility(facility_id: int):
+    facility = db.session.get(CollectionFacility, facility_id)
+    if facility is None or g.site is None or facility.site_id != g.site.id:
+        abort(404)
+    form = RetireFacilityForm(prefix="retire")
+    if form.validate_on_submit():
+        try:
+            services.retire_collection_facility(_user(), facility, form.reason.data)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"{facility.facility_id} retired: {g.site.code} no longer receives its DINs.", "success")
+            return redirect(url_for("materials.collection_facilities"))
+    return _render_facilities(retire_form=form, status=422)
 
 
 @bp.route("/<din>")

@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
-from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
-from cellfactory.materials.services import parse_instant
+from cellfactory.materials.models import SourceMaterial
+from cellfactory.materials.services import is_biohazard, parse_instant
 from cellfactory.sites.models import Site
 from cellfactory.units.models import (
     LocationKind,
@@ -251,13 +252,30 @@ def _position(site_id: int, path: str) -> StorageLocation:
     return position
 
 
+def biohazard_materials(unit: Unit) -> list[SourceMaterial]:
+    """The reactive autologous source materials the unit was made from (BIOLOGICAL HAZARD)."""
+    materials = db.session.scalars(sa.select(SourceMaterial).join(
+        BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id == unit.batch_id))
+    return [m for m in materials if is_biohazard(m)]
+
+
 @transactional
 def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None = None) -> Unit:
-    """Store a unit at a free position of its site (or move it there, with a reason)."""
+    """Store a unit at a free position of its site (or move it there, with a reason).
+
+    A unit made from reactive autologous material goes only to a position marked segregated (Dir. 2006/17/EC
+    Annex I 2.1.1: a positive autologous donation is used only if segregation is ensured).
+    """
     _require(actor, unit.site_id, what="store units")
     if unit.status.final or unit.status == UnitStatus.SHIPPED:
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
     position = _position(unit.site_id, position_path)
+    hazards = biohazard_materials(unit)
+    if hazards and not position.segregated:
+        dins = ", ".join(isbt128.format_din(m.din) for m in hazards)
+        message = (f"Unit {unit.identifier} is a BIOLOGICAL HAZARD (reactive autologous material {dins}): store it "
+                   f"only in a segregated position; {position.path} is not segregated.")
+        raise ValidationFailed(message, fields={"position": message})
     if position.id == unit.position_id:
         raise Conflict(f"Unit {unit.identifier} is already at {position.path}.")
     holder = db.session.scalar(sa.select(Unit).where(Unit.position_id == position.id))

@@ -126,7 +126,7 @@ def material_json(material: SourceMaterial) -> dict[str, Any]:
 
 def material_detail_json(material: SourceMaterial) -> dict[str, Any]:
     data = material_json(material)
-    data["eligibility"] = eligibility_json(donor_services.eligibility(material.donor))
+    data["eligibility"] = eligibility_json(donor_services.material_eligibility(material))
     data["label_statements"] = material_services.label_statements(material)
     data["signatures"] = [signature_json(s, signature_services.verify(s, material).value)
                           for s in signature_services.signatures_for(material)]

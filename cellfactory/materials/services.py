@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import User
-from cellfactory.core import permissions
+from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.scoping import get_visible
@@ -131,7 +131,7 @@ def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max
         elif eligibility.status == Status.INELIGIBLE:
             reject.extend(f"Donor ineligible: {r}" for r in eligibility.reasons)
         else:
-            hold.extend(f"Donor eligibility incomplete: {r}" for r in eligibility.reasons)
+            hold.extend(f"Donor eligibility {eligibility.status.label}: {r}" for r in eligibility.reasons)
     if reject:
         return ReceiptDecision(MaterialStatus.REJECTED, reject + hold, autologous_only)
     if hold:
@@ -213,6 +213,9 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
     for field, value in (("collected_at", collected_at), ("transport_started_at", started), ("arrived_at", arrived)):
         if value is not None and value > now + dt.timedelta(minutes=5):
             errors[field] = "This time is in the future."
+    if collected_at and donor is not None:
+        plausibility.check_date(errors, "collected_at", collected_at.astimezone(ZoneInfo(tz)).date(), timezone=tz,
+                                allow_future=True, not_before=[(donor.birth_date, "the donor's birth")])
     if collected_at and started and started < collected_at:
         errors["transport_started_at"] = "Transport cannot start before collection."
     if started and arrived and arrived < started:
@@ -276,7 +279,7 @@ def check_usable_for_batch(material: SourceMaterial) -> None:
         raise Conflict(f"Material {label} is {material.status.value}: only accepted material starts a batch.")
     if material.donor.consent_withdrawn:
         raise Conflict(f"Material {label}: the donor's consent was withdrawn on {material.donor.consent_withdrawn_on}.")
-    eligibility = donor_services.eligibility(material.donor)
+    eligibility = donor_services.material_eligibility(material)
     if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
         raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.value}: "
                        + " ".join(eligibility.reasons))

@@ -16,7 +16,7 @@ from cellfactory.batches.services import step_verification
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
-from cellfactory.donors.services import eligibility
+from cellfactory.donors.services import material_eligibility
 from cellfactory.extensions import db
 from cellfactory.qc.services import batch_results, qc_status, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
@@ -146,7 +146,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     donors = Section("Donors and eligibility")
     for link in batch.materials:
         donor = link.material.donor
-        outcome = eligibility(donor)
+        outcome = material_eligibility(link.material)
         donors.blocks += [("subtitle", f"Donor {donor.code}"), ("kv", [
             ("Type, kind of donation", f"{donor.donor_type.value}, {donor.donation_kind.value}"),
             ("Birth year, sex", f"{donor.birth_year}, {donor.sex.value}"),

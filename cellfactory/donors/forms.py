@@ -64,15 +64,13 @@ class WithdrawalForm(ReasonMixin, FlaskForm):
 class ConfirmatoryForm(SigningForm):
     """QA clears a reactive screening result with the confirmatory results, signed."""
 
+    # Required, but the service says so (the page and the API give the same message).
     confirmatory_results = TextAreaField("Confirmatory tests and results (method, laboratory, result)",
-                                         validators=[DataRequired("Enter the confirmatory results."),
-                                                     Length(max=4000)])
-    reason = TextAreaField("Why the screening result is cleared", validators=[DataRequired("Give the reason."),
-                                                                               Length(max=2000)])
+                                         validators=[Length(max=4000)])
+    reason = TextAreaField("Why the screening result is cleared", validators=[Length(max=2000)])
 
 
 class AssessmentForm(SigningForm):
     """QA's risk assessment: the meaning signed says whether the donation is allowed."""
 
-    reason = TextAreaField("Risk assessment and reason", validators=[DataRequired("Give the reason."),
-                                                                     Length(max=4000)])
+    reason = TextAreaField("Risk assessment and reason", validators=[Length(max=4000)])

@@ -281,7 +281,7 @@ def check_usable_for_batch(material: SourceMaterial) -> None:
         raise Conflict(f"Material {label}: the donor's consent was withdrawn on {material.donor.consent_withdrawn_on}.")
     eligibility = donor_services.material_eligibility(material)
     if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
-        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.value}: "
+        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.label}: "
                        + " ".join(eligibility.reasons))
 
 

@@ -168,3 +168,30 @@ def test_the_batch_record_shows_the_qa_assessment_of_the_donor(users, sites):
     assert "QA risk assessment" in text and "donation allowed" in text
     assert "anti-HBs 150 IU/L, HBV DNA not detected" in text
     assert "Donation allowed after risk assessment" in text  # the signature's meaning
+
+
+@pytest.mark.parametrize("door", ["page", "api"])
+def test_product_donor_age_limits_are_refused_alike_at_the_page_and_the_api(client, users, door):
+    from cellfactory.products.models import Product
+
+    data = {"code": "AGE1", "name": "Age-limited MSC", "dose_unit": "cells/kg", "donor_min_age_years": 40,
+            "donor_max_age_years": 18}
+    message = "The highest donor age is below the lowest."
+    if door == "page":
+        login(client, "qa.bg")
+        response = client.post("/products/new", data={**data, "cellular": "y"})
+        assert response.status_code == 422 and message in response.get_data(as_text=True)
+    else:
+        response = client.post(f"{API}/products", json=data, headers=bearer(new_token(refetch(users["qa"]))))
+        assert response.status_code == 422
+        assert response.get_json()["error"]["fields"]["donor_max_age_years"] == message
+    assert db.session.scalar(sa.select(Product.id).where(Product.code == "AGE1")) is None
+
+
+def test_product_donor_age_limits_are_shown(client, users):
+    response = client.post(f"{API}/products", json={"code": "AGE2", "name": "Adult MSC", "donor_min_age_years": 18},
+                           headers=bearer(new_token(refetch(users["qa"]))))
+    assert response.status_code == 201
+    assert (response.get_json()["donor_min_age_years"], response.get_json()["donor_max_age_years"]) == (18, None)
+    login(client, "qa.bg")
+    assert "18 to any years" in client.get("/products/AGE2").get_data(as_text=True)

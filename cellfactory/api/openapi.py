@@ -486,6 +486,7 @@ SCHEMAS.update({
         "code": _M_TEXT, "name": _M_TEXT, "description": _M_TEXT,
         "cellular": {"type": "boolean", "description": "false for acellular products (no cell counts, no passages)"},
         "dose_unit": _M_TEXT, "active": {"type": "boolean"},
+        "donor_min_age_years": {"type": ["integer", "null"]}, "donor_max_age_years": {"type": ["integer", "null"]},
         "current_specification": {"type": ["integer", "null"], "description": "The approved version's number"},
         "draft_specification": {"type": ["integer", "null"]},
         "specifications": {"type": "array", "items": {"type": "object", "properties": {
@@ -494,7 +495,10 @@ SCHEMAS.update({
     "ProductCreate": {"type": "object", "required": ["code", "name"], "properties": {
         "code": {"type": "string", "description": "2-16 letters or digits, e.g. UCMSC"}, "name": _M_TEXT,
         "description": _M_TEXT, "cellular": {"type": "boolean", "default": True},
-        "dose_unit": {"type": "string", "default": "cells/kg"}}},
+        "dose_unit": {"type": "string", "default": "cells/kg"},
+        "donor_min_age_years": {"type": ["integer", "null"], "description": "Youngest donor accepted, whole years "
+                                "on the collection day (the mother's age for a neonatal donation); null: no limit"},
+        "donor_max_age_years": {"type": ["integer", "null"], "description": "Oldest donor accepted; null: no limit"}}},
     "SpecTest": {"type": "object", "properties": {
         **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
     "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {

@@ -135,7 +135,8 @@ def _intake(users: dict[str, User], password: str) -> None:
         for offset, (suffix, donor_type, result, reactive, tweaks) in enumerate(plan):
             donation = today - dt.timedelta(days=2 + offset)
             donor = donors.register_donor(tech, site, {
-                "code": f"{prefix}-{demo_site.code}-{suffix}", "birth_year": 1980 + offset, "sex": "F",
+                "code": f"{prefix}-{demo_site.code}-{suffix}", "birth_date": f"{1980 + offset}-04-{10 + offset}",
+                "sex": "F",
                 "donor_type": donor_type, "donation_kind": "living", "donation_date": donation.isoformat(),
                 "consent_date": (donation - dt.timedelta(days=20)).isoformat(), "consent_form_version": "CF v3.1",
                 "consent_scope": "clinical use in trials, banking of surplus material"})
@@ -159,11 +160,32 @@ def _intake(users: dict[str, User], password: str) -> None:
             _collection_facility_receipt(users, site, now)
         # One more donor whose consent was later withdrawn.
         withdrawn = donors.register_donor(tech, site, {
-            "code": f"{prefix}-{demo_site.code}-007", "birth_year": 1988, "sex": "F", "donor_type": "allogeneic",
+            "code": f"{prefix}-{demo_site.code}-007", "birth_date": "1988-09-02", "sex": "F",
+            "donor_type": "allogeneic",
             "donation_kind": "living", "donation_date": (today - dt.timedelta(days=10)).isoformat(),
             "consent_date": (today - dt.timedelta(days=30)).isoformat(), "consent_form_version": "CF v3.0",
             "consent_scope": "clinical use"})
         donors.withdraw_consent(tech, withdrawn, today.isoformat(), "donor withdrew consent in writing")
+        # Anti-HBc reactive with HBsAg negative (Annex II 1.3): QA's signed risk assessment allows the donation at
+        # the first site; elsewhere it waits for QA.
+        assessed = donors.register_donor(tech, site, {
+            "code": f"{prefix}-{demo_site.code}-008", "birth_date": "1979-01-23", "sex": "F",
+            "donor_type": "allogeneic", "donation_kind": "living", "donation_date": (today - dt.timedelta(days=3)
+                                                                                    ).isoformat(),
+            "consent_date": (today - dt.timedelta(days=25)).isoformat(), "consent_form_version": "CF v3.1",
+            "consent_scope": "clinical use in trials"})
+        for test in panel:
+            donors.add_screening_result(tech, assessed, {
+                "test": test.value, "sample_date": (today - dt.timedelta(days=3)).isoformat(), "sample_type": "serum",
+                "result": "reactive" if test == ScreeningTest.ANTI_HBC else "negative", "tested_person": "donor",
+                "lab_reference": f"{demo_site.code}-LAB-008-{test.value}", "kit_lot": "demo kit lot 1"})
+        if index == 0:
+            anti_hbc = next(r for r in assessed.results if r.test == ScreeningTest.ANTI_HBC)
+            donors.decide_risk_assessment(
+                qa, anti_hbc, allowed=True,
+                reason="Anti-HBs 180 IU/L, HBV DNA not detected (confirmatory lab ref. CONF-008): past, resolved "
+                       "infection; risk acceptable for this product",
+                signing={"password": password, "username": qa.username, "continuous_session": False})
         # QA releases the quarantined material of the first donor with a temperature excursion.
         from cellfactory.materials.models import MaterialStatus, SourceMaterial
 

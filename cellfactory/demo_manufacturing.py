@@ -63,7 +63,8 @@ PRODUCTS = [
                ("P1", "Passage 1", "passage"), ("P2", "Passage 2", "passage"), ("P3", "Passage 3", "passage"),
                ("HARV", "Harvest and formulation", "step"), ("CRYO", "Fill and cryopreservation", "step")]},
     {"code": "BMMSC", "name": "Bone marrow mesenchymal stromal cells (MSC(M))", "cellular": True,
-     "dose_unit": "cells/kg", "unit_code": "A0102", "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
+     "dose_unit": "cells/kg", "unit_code": "A0102", "donor_min_age_years": 18, "donor_max_age_years": 60,
+     "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
      "steps": [("P0", "Mononuclear cell seeding P0", "passage"), ("P1", "Passage 1", "passage"),
                ("P2", "Passage 2", "passage"), ("HARV", "Harvest and formulation", "step"),
                ("CRYO", "Fill and cryopreservation", "step")]},
@@ -134,7 +135,9 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
     for spec in PRODUCTS:
         product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
                                           cellular=spec["cellular"], dose_unit=spec["dose_unit"],
-                                          unit_code=spec.get("unit_code", ""))
+                                          unit_code=spec.get("unit_code", ""),
+                                          donor_min_age_years=spec.get("donor_min_age_years"),
+                                          donor_max_age_years=spec.get("donor_max_age_years"))
         draft = products.create_draft(
             qa_network, product, change_summary="First approved version for the clinical trial",
             steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],
@@ -184,7 +187,8 @@ def _accepted_material(tech: User, site, material_type: str, index: int, days_ag
     donation = (now - dt.timedelta(days=days_ago)).date()
     prefix = "UC" if material_type == "umbilical_cord" else "BM"
     donor = donors.register_donor(tech, site, {
-        "code": f"{prefix}-{site.code}-B{index + 1:02d}", "birth_year": 1984 + index, "sex": "F" if index % 2 else "M",
+        "code": f"{prefix}-{site.code}-B{index + 1:02d}", "birth_date": f"{1984 + index}-06-15",
+        "sex": "F" if index % 2 else "M",
         "donor_type": "allogeneic", "donation_kind": "living", "donation_date": donation.isoformat(),
         "consent_date": (donation - dt.timedelta(days=14)).isoformat(), "consent_form_version": "CF v3.1",
         "consent_scope": "clinical use in trials, banking of surplus material"})

@@ -31,8 +31,8 @@ def test_demo_network(tmp_path):
                     assert user.has_role(role), user
             assert db.session.scalar(sa.select(User).where(User.username == "qa.network")).site_ids() is None
             statuses = {d.code: donor_services.eligibility(d).summary for d in db.session.scalars(sa.select(Donor))}
-            assert {"eligible", "incomplete", "ineligible", "incomplete: for autologous use only"} <= set(
-                statuses.values())
+            assert {"eligible", "incomplete", "ineligible", "incomplete: for autologous use only",
+                    "needs QA assessment"} <= set(statuses.values())
             materials = set(db.session.scalars(sa.select(SourceMaterial.status)))
             assert materials == set(MaterialStatus)
             _assert_source_material_rules()

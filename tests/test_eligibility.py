@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cellfactory.donors.eligibility import Status, evaluate
+from cellfactory.donors.eligibility import Clearance, Status, evaluate
 from cellfactory.donors.models import DonationKind, DonorType, ScreeningTest, SerologyResult, TestedPerson
 
 DONATION = dt.date(2026, 6, 15)
@@ -20,6 +20,7 @@ class R:
     result: SerologyResult = NEG
     sample_date: dt.date = DONATION
     tested_person: TestedPerson = TestedPerson.DONOR
+    id: int | None = None
 
 
 FULL_PANEL = [ScreeningTest.HIV, ScreeningTest.HBSAG, ScreeningTest.ANTI_HBC, ScreeningTest.HCV,
@@ -41,10 +42,10 @@ def panel(**overrides) -> list[R]:
 
 
 def judge(results, *, donor_type=DonorType.ALLOGENEIC, kind=DonationKind.LIVING, htlv_risk=False,
-          site_requires_htlv=False, consent_withdrawn=False):
-    return evaluate(donor_type=donor_type, donation_kind=kind, donation_date=DONATION, htlv_risk=htlv_risk,
+          site_requires_htlv=False, consent_withdrawn=False, collected=DONATION, clearances=None):
+    return evaluate(donor_type=donor_type, donation_kind=kind, collection_date=collected, htlv_risk=htlv_risk,
                     site_requires_htlv=site_requires_htlv, consent_withdrawn=consent_withdrawn, results=results,
-                    today=DONATION + dt.timedelta(days=10))
+                    clearances=clearances)
 
 
 def test_complete_negative_panel_is_eligible():
@@ -74,7 +75,7 @@ def test_each_reactive_test_makes_the_donor_ineligible(reactive):
 
 def test_anti_hbc_reactive_with_hbsag_negative_needs_a_risk_assessment():
     outcome = judge(panel(ANTI_HBC=REACT))
-    assert outcome.status == Status.INELIGIBLE
+    assert outcome.status == Status.NEEDS_QA_ASSESSMENT
     assert any("risk assessment" in r and "Annex II 1.3" in r for r in outcome.reasons)
 
 
@@ -89,8 +90,8 @@ def test_indeterminate_result_is_incomplete():
     (None, NEG, Status.ELIGIBLE),            # non-specific non-reactive: release
     (NEG, REACT, Status.ELIGIBLE),           # non-specific reactive, specific confirmatory non-reactive
     (None, REACT, Status.INCOMPLETE),        # non-specific reactive, no confirmation yet
-    (REACT, None, Status.INELIGIBLE),        # specific reactive: thorough risk assessment
-    (REACT, NEG, Status.INELIGIBLE),
+    (REACT, None, Status.NEEDS_QA_ASSESSMENT),  # specific reactive: thorough risk assessment by QA
+    (REACT, NEG, Status.NEEDS_QA_ASSESSMENT),
     (None, None, Status.INCOMPLETE),
 ])
 def test_syphilis_decision_table(specific, nonspecific, status):
@@ -167,3 +168,92 @@ def test_autologous_donor_with_incomplete_or_reactive_serology_is_for_autologous
     assert "for autologous use only" in reactive.summary
     assert not judge(panel(), donor_type=DonorType.AUTOLOGOUS).autologous_only
     assert not judge(panel(HIV=None), donor_type=DonorType.AUTOLOGOUS, consent_withdrawn=True).autologous_only
+
+
+# --- issue 13: NAT, worst result, QA decisions, one judgement per collection ----------------------
+
+NAT = (ScreeningTest.NAT_HIV, ScreeningTest.NAT_HBV, ScreeningTest.NAT_HCV)
+
+
+@pytest.mark.parametrize("nat", NAT)
+def test_a_reactive_nat_makes_a_living_donor_with_negative_serology_ineligible(nat):
+    outcome = judge(panel() + [R(t, REACT if t == nat else NEG) for t in NAT])
+    assert outcome.status == Status.INELIGIBLE
+    assert f"{nat.label}: reactive." in outcome.reasons
+
+
+def test_a_reactive_nat_on_a_stored_donation_is_not_read_as_no_nat():
+    # Before, a stored donation with a reactive NAT was only "incomplete, repeat needed".
+    results = panel() + [R(ScreeningTest.NAT_HIV, REACT), R(ScreeningTest.NAT_HBV), R(ScreeningTest.NAT_HCV)]
+    assert judge(results, kind=DonationKind.LIVING_STORED).status == Status.INELIGIBLE
+
+
+def test_a_reactive_repeat_sample_is_not_cleared_by_a_later_negative_one():
+    # Donation 2026-06-15, stored: repeat due 2026-12-12. Reactive on day 181, negative on day 182.
+    day_181, day_182 = DONATION + dt.timedelta(days=181), DONATION + dt.timedelta(days=182)
+    repeats = [R(t, sample_date=day_181) for t in FULL_PANEL[:4]]
+    repeats[0] = R(ScreeningTest.HIV, REACT, day_181)
+    retest = [R(ScreeningTest.HIV, NEG, day_182)]
+    outcome = judge(panel() + repeats + retest, kind=DonationKind.LIVING_STORED)
+    assert outcome.status == Status.INELIGIBLE
+    assert "Anti-HIV-1,2: reactive." in outcome.reasons
+
+
+def test_a_reactive_donation_sample_is_not_cleared_by_a_negative_retest_in_the_window():
+    results = panel(HIV=REACT) + [R(ScreeningTest.HIV, NEG, DONATION + dt.timedelta(days=3))]
+    assert judge(results).status == Status.INELIGIBLE
+
+
+def test_a_signed_confirmatory_record_clears_the_reactive_result_it_names():
+    reactive = R(ScreeningTest.HIV, REACT, id=7)
+    results = panel(HIV=reactive)
+    cleared = {7: Clearance("confirmatory", True, "Confirmatory testing (QA, signed): immunoblot negative")}
+    outcome = judge(results, clearances=cleared)
+    assert outcome.status == Status.ELIGIBLE
+    assert outcome.decisions == ["Confirmatory testing (QA, signed): immunoblot negative"]
+    # A decision on another result clears nothing.
+    assert judge(results, clearances={8: cleared[7]}).status == Status.INELIGIBLE
+    # A risk assessment is not a confirmatory record: a reactive HIV stays reactive.
+    assert judge(results, clearances={7: Clearance("risk_assessment", True, "x")}).status == Status.INELIGIBLE
+
+
+def test_anti_hbc_pattern_is_decided_by_the_qa_assessment():
+    anti_hbc = R(ScreeningTest.ANTI_HBC, REACT, id=3)
+    open_ = judge(panel(ANTI_HBC=anti_hbc))
+    assert open_.status == Status.NEEDS_QA_ASSESSMENT and open_.assessable == [anti_hbc]
+    allowed = judge(panel(ANTI_HBC=anti_hbc), clearances={3: Clearance("risk_assessment", True, "anti-HBs 150")})
+    assert allowed.status == Status.ELIGIBLE and allowed.decisions == ["anti-HBs 150"]
+    refused = judge(panel(ANTI_HBC=anti_hbc), clearances={3: Clearance("risk_assessment", False, "HBV DNA +")})
+    assert refused.status == Status.INELIGIBLE
+    assert any("not allow" in r and "HBV DNA +" in r for r in refused.reasons)
+
+
+def test_anti_hbc_with_hbsag_reactive_is_ineligible_without_assessment():
+    outcome = judge(panel(ANTI_HBC=REACT, HBSAG=REACT))
+    assert outcome.status == Status.INELIGIBLE and outcome.assessable == []
+
+
+def test_specific_syphilis_reactive_is_decided_by_the_qa_assessment():
+    specific = R(ScreeningTest.SYPHILIS_TREPONEMAL, REACT, id=5)
+    assert judge(panel(SYPHILIS_TREPONEMAL=specific)).status == Status.NEEDS_QA_ASSESSMENT
+    allowed = {5: Clearance("risk_assessment", True, "treated, RPR negative")}
+    assert judge(panel(SYPHILIS_TREPONEMAL=specific), clearances=allowed).status == Status.ELIGIBLE
+    refused = {5: Clearance("risk_assessment", False, "active infection")}
+    assert judge(panel(SYPHILIS_TREPONEMAL=specific), clearances=refused).status == Status.INELIGIBLE
+
+
+def test_a_donor_who_gives_twice_is_judged_on_the_samples_of_each_window():
+    second = dt.date(2026, 12, 1)
+    first_samples = panel()
+    # Second collection: the June samples are outside its window (2026-12-01 to 2026-12-08).
+    outcome = judge(first_samples, collected=second)
+    assert outcome.status == Status.INCOMPLETE
+    assert outcome.window == (second, dt.date(2026, 12, 8))
+    second_samples = [R(t, sample_date=second + dt.timedelta(days=2)) for t in FULL_PANEL]
+    assert judge(first_samples + second_samples, collected=second).status == Status.ELIGIBLE
+    # The first collection is judged on its own window, whatever the later samples say ...
+    later_reactive = [R(ScreeningTest.HIV, REACT, second + dt.timedelta(days=2))]
+    assert judge(first_samples + later_reactive, collected=DONATION).status == Status.ELIGIBLE
+    # ... but an earlier reactive result is never cleared by the later negatives.
+    earlier_reactive = panel(HIV=REACT)
+    assert judge(earlier_reactive + second_samples, collected=second).status == Status.INELIGIBLE

@@ -24,7 +24,7 @@ from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility
-from cellfactory.donors.models import Donor, DonorType, ScreeningResultRecord
+from cellfactory.donors.models import Donor, DonorType, ScreeningDecision, ScreeningResultRecord
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
@@ -33,9 +33,11 @@ from cellfactory.signatures.models import Meaning
 from cellfactory.sites.services import get_site
 
 DONOR_TEXT = ("code", "sex", "donor_type", "donation_kind", "donation_date", "consent_date", "consent_form_version",
-              "consent_scope", "site")
-DONOR_REQUIRED = ("code", "birth_year", "sex", "donor_type", "donation_kind", "donation_date", "consent_date",
+              "consent_scope", "site", "birth_date", "mother_birth_date")
+# The birth date, or for a donor known only by a birth year, the year (the service asks for one of them).
+DONOR_REQUIRED = ("code", "sex", "donor_type", "donation_kind", "donation_date", "consent_date",
                   "consent_form_version", "consent_scope")
+DONOR_OPTIONAL = ("birth_year", "birth_date", "mother_birth_date")
 RESULT_TEXT = ("test", "tested_person", "sample_date", "sample_type", "result", "lab_reference", "kit_lot")
 RESULT_REQUIRED = ("test", "sample_date", "sample_type", "result", "lab_reference")
 RECEIPT_TEXT = ("din", "material_type", "donor", "collection_centre", "anticoagulant", "quantity_unit", "site",
@@ -69,13 +71,16 @@ def eligibility_json(result: Eligibility) -> dict[str, Any]:
         "autologous_only": result.autologous_only, "summary": result.summary,
         "required_tests": [t.value for t in result.required_tests],
         "window": {"from": _day(result.window[0]), "to": _day(result.window[1])} if result.window else None,
-        "repeat_due": _day(result.repeat_due),
+        "repeat_due": _day(result.repeat_due), "label": result.status.label,
+        "qa_decisions": list(result.decisions),
     }
 
 
 def donor_json(donor: Donor) -> dict[str, Any]:
     return {
-        "code": donor.code, "site": donor.site.code, "birth_year": donor.birth_year, "sex": donor.sex.value,
+        "code": donor.code, "site": donor.site.code, "birth_year": donor.birth_year,
+        "birth_date": _day(donor.birth_date), "mother_birth_date": _day(donor.mother_birth_date),
+        "sex": donor.sex.value,
         "donor_type": donor.donor_type.value, "donation_kind": donor.donation_kind.value,
         "donation_date": _day(donor.donation_date), "htlv_risk": donor.htlv_risk,
         "consent_date": _day(donor.consent_date), "consent_form_version": donor.consent_form_version,
@@ -96,6 +101,18 @@ def result_json(record: ScreeningResultRecord) -> dict[str, Any]:
         "current": record.superseded_by_id is None, "superseded_by": record.superseded_by_id,
         "correction_reason": record.correction_reason, "entered_at": iso(record.created_at),
         "entered_by": _username(record.created_by_id),
+    }
+
+
+def decision_json(decision: ScreeningDecision) -> dict[str, Any]:
+    return {
+        "id": decision.id, "result_id": decision.result_id, "test": decision.result.test.value,
+        "result": decision.result.result.value, "sample_date": _day(decision.result.sample_date),
+        "kind": decision.kind.value, "allowed": decision.allowed, "reason": decision.reason,
+        "confirmatory_results": decision.confirmatory_results, "decided_at": iso(decision.created_at),
+        "decided_by": _username(decision.created_by_id),
+        "signatures": [signature_json(s, signature_services.verify(s, decision).value)
+                       for s in signature_services.signatures_for(decision)],
     }
 
 
@@ -128,7 +145,7 @@ def material_json(material: SourceMaterial) -> dict[str, Any]:
 
 def material_detail_json(material: SourceMaterial) -> dict[str, Any]:
     data = material_json(material)
-    data["eligibility"] = eligibility_json(donor_services.eligibility(material.donor))
+    data["eligibility"] = eligibility_json(donor_services.material_eligibility(material))
     data["label_statements"] = material_services.label_statements(material)
     data["signatures"] = [signature_json(s, signature_services.verify(s, material).value)
                           for s in signature_services.signatures_for(material)]
@@ -176,7 +193,7 @@ def register_donor():
     data = json_body(*DONOR_REQUIRED, text=DONOR_TEXT)
     check_types(data, integers=("birth_year",), flags=("htlv_risk",))
     site = write_site(data)
-    fields = {name: data.get(name) for name in DONOR_REQUIRED}
+    fields = {name: data.get(name) for name in (*DONOR_REQUIRED, *DONOR_OPTIONAL)}
     fields["htlv_risk"] = data.get("htlv_risk") is True
     donor = donor_services.register_donor(g.api_user, site, fields)
     return donor_json(donor), 201
@@ -201,8 +218,14 @@ def withdraw_consent(code: str):
 @roles_required(READ_ROLES)
 def screening(code: str):
     found = _donor(code)
+    materials = db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == found.id)
+                                   .order_by(SourceMaterial.id))
     return {"donor": found.code, "site": found.site.code, "results": [result_json(r) for r in found.results],
-            "eligibility": eligibility_json(donor_services.eligibility(found))}
+            "eligibility": eligibility_json(donor_services.eligibility(found)),
+            "materials": [{"din": m.din, "collected_at": iso(m.collected_at),
+                           "eligibility": eligibility_json(donor_services.material_eligibility(m))}
+                          for m in materials],
+            "qa_decisions": [decision_json(d) for d in found.decisions]}
 
 
 @bp.post("/donors/<code>/screening")
@@ -225,6 +248,46 @@ def correct_screening_result(code: str, id: int):
     replacement = donor_services.correct_screening_result(
         g.api_user, original, {name: data.get(name) for name in RESULT_TEXT}, data["reason"])
     return result_json(replacement), 201
+
+
+def _current_result(found: Donor, id: int) -> ScreeningResultRecord:
+    result = db.session.get(ScreeningResultRecord, id)
+    if result is None or result.donor_id != found.id:
+        raise NotFound(f"Donor {found.code} has no screening result {id}.")
+    return result
+
+
+@bp.post("/donors/<code>/screening/<int:id>/confirmatory")
+@roles_required(Role.QA)
+def confirmatory_testing(code: str, id: int):
+    """QA clears a reactive result with the confirmatory results: the same service as the page, signed."""
+    found = _donor(code)
+    result = _current_result(found, id)
+    data = json_body("reason", "confirmatory_results", "password",
+                     text=("reason", "confirmatory_results", "password"))
+    user: User = g.api_user
+    decision = donor_services.record_confirmatory_testing(
+        user, result, reason=data["reason"], confirmatory_results=data["confirmatory_results"],
+        signing={"password": data["password"], "username": user.username, "continuous_session": False})
+    return decision_json(decision), 201
+
+
+@bp.post("/donors/<code>/screening/<int:id>/risk-assessment")
+@roles_required(Role.QA)
+def risk_assessment(code: str, id: int):
+    """QA's signed risk assessment (anti-HBc with HBsAg negative, reactive specific syphilis test)."""
+    found = _donor(code)
+    result = _current_result(found, id)
+    data = json_body("reason", "password", text=("reason", "password"))
+    check_types(data, flags=("allowed",))
+    if data.get("allowed") is None:
+        raise ValidationFailed("Say whether the donation is allowed: allowed true or false.",
+                               fields={"allowed": "Say whether the donation is allowed or not allowed."})
+    user: User = g.api_user
+    decision = donor_services.decide_risk_assessment(
+        user, result, allowed=data["allowed"], reason=data["reason"],
+        signing={"password": data["password"], "username": user.username, "continuous_session": False})
+    return decision_json(decision), 201
 
 
 # --- materials -----------------------------------------------------------------------------------

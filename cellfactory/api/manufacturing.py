@@ -159,10 +159,11 @@ def products():
 @roles_required(Role.QA)
 def create_product():
     data = json_body("code", "name", text=PRODUCT_TEXT)
-    check_types(data, flags=("cellular",))
+    check_types(data, flags=("cellular",), integers=("donor_min_age_years", "donor_max_age_years"))
     product = product_services.create_product(
         api_user(), code=data["code"], name=data["name"], description=data.get("description") or "",
-        cellular=data.get("cellular") is not False, dose_unit=data.get("dose_unit") or "cells/kg")
+        cellular=data.get("cellular") is not False, dose_unit=data.get("dose_unit") or "cells/kg",
+        donor_min_age_years=data.get("donor_min_age_years"), donor_max_age_years=data.get("donor_max_age_years"))
     return product_json(product), 201
 
 

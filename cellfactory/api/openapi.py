@@ -171,6 +171,15 @@ PATHS.update({
         "summary": "Correct a result: a new result supersedes it, with the reason (technician)",
         "parameters": [*_DONOR, _path("id")], "requestBody": _body("ScreeningResultCorrection"),
         "responses": _responses(ref("ScreeningResult"), "201", 404, 409, 422)}},
+    "/donors/{code}/screening/{id}/confirmatory": {"post": {
+        "summary": "Clear a reactive result with the confirmatory results, signed with the password (QA of the site)",
+        "parameters": [*_DONOR, _path("id")], "requestBody": _body("ConfirmatoryTesting"),
+        "responses": _responses(ref("ScreeningDecision"), "201", 401, 404, 409, 422)}},
+    "/donors/{code}/screening/{id}/risk-assessment": {"post": {
+        "summary": "Risk assessment of anti-HBc (HBsAg negative) or a reactive specific syphilis test: donation "
+                   "allowed or not, signed with the password (QA of the site)",
+        "parameters": [*_DONOR, _path("id")], "requestBody": _body("RiskAssessment"),
+        "responses": _responses(ref("ScreeningDecision"), "201", 401, 404, 409, 422)}},
     "/materials": {
         "get": {"summary": "Source material you can see, last received first",
                 "parameters": PAGE_PARAMS + _query("site", "status", "type", "donor"),
@@ -201,13 +210,16 @@ PATHS.update({
 
 SCHEMAS.update({
     "Eligibility": {"type": "object", "properties": {
-        "status": {"type": "string", "enum": ["eligible", "ineligible", "incomplete"]}, "eligible": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["eligible", "ineligible", "needs_qa_assessment", "incomplete"]},
+        "eligible": {"type": "boolean"}, "label": {"type": "string"}, "qa_decisions": _TEXTS,
         "reasons": _TEXTS, "autologous_only": {"type": "boolean"}, "summary": {"type": "string"},
         "required_tests": _TEXTS,
         "window": {"type": ["object", "null"], "properties": {"from": _DATE, "to": _DATE}},
         "repeat_due": {"type": ["string", "null"], "format": "date"}}},
     "Donor": {"type": "object", "properties": {
         "code": {"type": "string"}, "site": {"type": "string"}, "birth_year": {"type": "integer"},
+        "birth_date": {"type": ["string", "null"], "format": "date"},
+        "mother_birth_date": {"type": ["string", "null"], "format": "date"},
         "sex": {"type": "string", "enum": ["F", "M", "U"]}, "donor_type": {"type": "string"},
         "donation_kind": {"type": "string"}, "donation_date": _DATE, "htlv_risk": {"type": "boolean"},
         "consent_date": _DATE, "consent_form_version": {"type": "string"}, "consent_scope": {"type": "string"},
@@ -215,16 +227,31 @@ SCHEMAS.update({
         "consent_withdrawn_on": {"type": ["string", "null"], "format": "date"},
         "eligibility": ref("Eligibility"), "registered_at": {"type": "string", "format": "date-time"},
         "registered_by": _NULLABLE_STRING, "version": {"type": "integer"}}},
-    "DonorCreate": {"type": "object", "required": ["code", "birth_year", "sex", "donor_type", "donation_kind",
+    "DonorCreate": {"type": "object", "required": ["code", "sex", "donor_type", "donation_kind",
                                                    "donation_date", "consent_date", "consent_form_version",
                                                    "consent_scope"], "properties": {
         "site": {"type": "string", "description": "Site code; required when you work at several sites"},
         "code": {"type": "string", "description": "Pseudonymised code, never a name"},
-        "birth_year": {"type": "integer"}, "sex": {"type": "string", "enum": ["F", "M", "U"]},
+        "birth_date": _DATE, "birth_year": {"type": "integer", "description": "Only when the birth date is unknown"},
+        "mother_birth_date": {**_DATE, "description": "Required for a neonatal donation"},
+        "sex": {"type": "string", "enum": ["F", "M", "U"]},
         "donor_type": {"type": "string", "enum": ["allogeneic", "autologous"]},
         "donation_kind": {"type": "string", "enum": ["living", "living_stored", "bone_marrow_pbsc", "neonatal"]},
         "donation_date": _DATE, "consent_date": _DATE, "consent_form_version": {"type": "string"},
         "consent_scope": {"type": "string"}, "htlv_risk": {"type": "boolean"}}},
+    "ConfirmatoryTesting": {"type": "object", "required": ["reason", "confirmatory_results", "password"],
+                            "properties": {"reason": {"type": "string"}, "confirmatory_results": {"type": "string"},
+                                           "password": {"type": "string"}}},
+    "RiskAssessment": {"type": "object", "required": ["allowed", "reason", "password"],
+                       "properties": {"allowed": {"type": "boolean"}, "reason": {"type": "string"},
+                                      "password": {"type": "string"}}},
+    "ScreeningDecision": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "result_id": {"type": "integer"}, "test": {"type": "string"},
+        "result": {"type": "string"}, "sample_date": _DATE,
+        "kind": {"type": "string", "enum": ["confirmatory", "risk_assessment"]}, "allowed": {"type": "boolean"},
+        "reason": {"type": "string"}, "confirmatory_results": _NULLABLE_STRING,
+        "decided_at": {"type": "string", "format": "date-time"}, "decided_by": _NULLABLE_STRING,
+        "signatures": {"type": "array", "items": {"type": "object"}}}},
     "ConsentWithdrawal": {"type": "object", "required": ["withdrawn_on", "reason"],
                           "properties": {"withdrawn_on": _DATE, "reason": {"type": "string"}}},
     "ScreeningResult": {"type": "object", "properties": {
@@ -236,7 +263,11 @@ SCHEMAS.update({
         "entered_by": _NULLABLE_STRING}},
     "Screening": {"type": "object", "properties": {
         "donor": {"type": "string"}, "site": {"type": "string"},
-        "results": {"type": "array", "items": ref("ScreeningResult")}, "eligibility": ref("Eligibility")}},
+        "results": {"type": "array", "items": ref("ScreeningResult")}, "eligibility": ref("Eligibility"),
+        "materials": {"type": "array", "items": {"type": "object", "properties": {
+            "din": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
+            "eligibility": ref("Eligibility")}}},
+        "qa_decisions": {"type": "array", "items": ref("ScreeningDecision")}}},
     "ScreeningResultCreate": {"type": "object", "required": ["test", "sample_date", "sample_type", "result",
                                                              "lab_reference"], "properties": {
         "test": {"type": "string"}, "tested_person": {"type": "string", "enum": ["donor", "mother"]},
@@ -458,6 +489,7 @@ SCHEMAS.update({
         "code": _M_TEXT, "name": _M_TEXT, "description": _M_TEXT,
         "cellular": {"type": "boolean", "description": "false for acellular products (no cell counts, no passages)"},
         "dose_unit": _M_TEXT, "active": {"type": "boolean"},
+        "donor_min_age_years": {"type": ["integer", "null"]}, "donor_max_age_years": {"type": ["integer", "null"]},
         "current_specification": {"type": ["integer", "null"], "description": "The approved version's number"},
         "draft_specification": {"type": ["integer", "null"]},
         "specifications": {"type": "array", "items": {"type": "object", "properties": {
@@ -466,7 +498,10 @@ SCHEMAS.update({
     "ProductCreate": {"type": "object", "required": ["code", "name"], "properties": {
         "code": {"type": "string", "description": "2-16 letters or digits, e.g. UCMSC"}, "name": _M_TEXT,
         "description": _M_TEXT, "cellular": {"type": "boolean", "default": True},
-        "dose_unit": {"type": "string", "default": "cells/kg"}}},
+        "dose_unit": {"type": "string", "default": "cells/kg"},
+        "donor_min_age_years": {"type": ["integer", "null"], "description": "Youngest donor accepted, whole years "
+                                "on the collection day (the mother's age for a neonatal donation); null: no limit"},
+        "donor_max_age_years": {"type": ["integer", "null"], "description": "Oldest donor accepted; null: no limit"}}},
     "SpecTest": {"type": "object", "properties": {
         **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
     "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {

@@ -123,6 +123,7 @@ def product_json(product) -> dict[str, Any]:
     return {
         "code": product.code, "name": product.name, "description": product.description,
         "cellular": product.cellular, "dose_unit": product.dose_unit, "active": product.active,
+        "donor_min_age_years": product.donor_min_age_years, "donor_max_age_years": product.donor_max_age_years,
         "current_specification": current.number if current else None,
         "draft_specification": draft.number if draft else None,
         "specifications": [{"number": s.number, "status": s.status.value} for s in product.specifications],

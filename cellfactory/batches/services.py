@@ -36,6 +36,7 @@ from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
+from cellfactory.donors import services as donor_services
 from cellfactory.donors.models import Donor
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
@@ -162,6 +163,7 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
         if material.site_id != site.id:
             raise Conflict(f"Material {material.din} belongs to {material.site.code}, not {site.code}.")
         material_services.check_usable_for_batch(material)
+        donor_services.check_age_for_product(product, material)
         # Starting a batch consumes the material: even a rejected batch used it up.
         used = db.session.scalar(sa.select(Batch.number).join(BatchMaterial).where(
             BatchMaterial.material_id == material.id))

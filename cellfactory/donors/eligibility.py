@@ -3,10 +3,15 @@
 Rules (Dir. 2006/17/EC Annex II as amended by 2012/39/EU; see REGULATORY.md §5):
 - required for every donor: anti-HIV-1,2, HBsAg, anti-HBc, anti-HCV-Ab, syphilis (§1.1);
 - anti-HTLV-I when the questionnaire shows a risk or the site's rule requires it (§1.2);
-- anti-HBc reactive with HBsAg negative: further investigation and a risk assessment (§1.3);
-- syphilis by decision table (§1.4);
+- a reactive test (serology or NAT for HIV, HBV, HCV) makes the donor ineligible; the worst result of every
+  sample counted for the donation decides, so a later negative never clears an earlier reactive result: only
+  a confirmatory-testing record signed by QA does;
+- anti-HBc reactive with HBsAg negative: further investigation and a risk assessment (§1.3): the donation
+  needs a QA assessment, decided with a signature (allowed or not allowed);
+- syphilis by decision table (§1.4); a reactive specific test needs the same QA risk assessment;
 - only serum or plasma (§2.2; refused at entry);
-- the sample within the window around the donation for the kind of donation (§2.5, §2.6), and
+- the sample within the window around each source material's collection for the kind of donation (§2.5, §2.6):
+  a donor who gives twice is judged twice, on the samples of each window, and
   for long-term stored donations a repeat sample after 180 days unless the donation sample was
   also NAT-tested for HIV, HBV and HCV.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,7 +52,12 @@ SYPHILIS = (ScreeningTest.SYPHILIS_TREPONEMAL, ScreeningTest.SYPHILIS_NONTREPONE
 class Status(enum.StrEnum):
     ELIGIBLE = "eligible"
     INELIGIBLE = "ineligible"
+    NEEDS_QA_ASSESSMENT = "needs_qa_assessment"
     INCOMPLETE = "incomplete"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").replace("qa", "QA")
 
 
 class ResultLike(Protocol):
@@ -55,6 +65,22 @@ class ResultLike(Protocol):
     sample_date: dt.date
     result: SerologyResult
     tested_person: TestedPerson
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """QA's signed word on one result: a confirmatory record (cleared) or a risk assessment (allowed or not)."""
+
+    kind: str  # "confirmatory" or "risk_assessment"
+    allowed: bool
+    text: str
+
+
+# What needs a QA risk assessment (Annex II 1.3, 1.4), by the test whose reactive result shows the pattern.
+ASSESSED = {ScreeningTest.ANTI_HBC: "Anti-HBc reactive with HBsAg negative: further investigation and a risk "
+                                    "assessment by QA are required (Dir. 2006/17/EC Annex II 1.3).",
+            ScreeningTest.SYPHILIS_TREPONEMAL: "Syphilis specific (treponemal) test reactive: a thorough risk "
+                                               "assessment by QA is required (Dir. 2006/17/EC Annex II 1.4)."}
 
 
 @dataclass
@@ -68,6 +94,10 @@ class Eligibility:
     # The reasons that are missing or unconfirmed tests (also in `reasons`), apart from the reactive ones: an
     # autologous donation is "tested" only when this is empty (Dir. 2006/17/EC Annex I 2.1.1).
     untested: list[str] = field(default_factory=list)
+    # QA's signed decisions that this conclusion relies on (confirmatory records, risk assessments).
+    decisions: list[str] = field(default_factory=list)
+    # The reactive results a QA risk assessment would decide (a screening result per pattern).
+    assessable: list[ResultLike] = field(default_factory=list)
 
     @property
     def eligible(self) -> bool:
@@ -76,8 +106,8 @@ class Eligibility:
     @property
     def summary(self) -> str:
         if self.autologous_only:
-            return f"{self.status.value}: for autologous use only"
-        return self.status.value
+            return f"{self.status.label}: for autologous use only"
+        return self.status.label
 
 
 def required_tests(*, htlv_risk: bool, site_requires_htlv: bool) -> list[ScreeningTest]:
@@ -87,93 +117,150 @@ def required_tests(*, htlv_risk: bool, site_requires_htlv: bool) -> list[Screeni
     return tests
 
 
+def window_for(donation_kind: DonationKind, collection_date: dt.date) -> tuple[dt.date, dt.date]:
+    rule = SAMPLING_RULES[donation_kind]
+    return (collection_date - dt.timedelta(days=rule.days_before), collection_date + dt.timedelta(days=rule.days_after))
+
+
+_SEVERITY = {SerologyResult.NEGATIVE: 0, SerologyResult.INDETERMINATE: 1, SerologyResult.REACTIVE: 2}
+
+
 def evaluate(
     *,
     donor_type: DonorType,
     donation_kind: DonationKind,
-    donation_date: dt.date,
+    collection_date: dt.date,
     htlv_risk: bool,
     site_requires_htlv: bool,
     consent_withdrawn: bool,
     results: Iterable[ResultLike],
-    today: dt.date,
+    clearances: Mapping[int, Clearance] | None = None,
 ) -> Eligibility:
+    """The eligibility of the donation collected on `collection_date` (one source material).
+
+    Counted for the donation: the samples of its window and, for a long-term stored donation, the repeat samples
+    taken on or after collection + 180 days; a reactive result on any earlier sample of the tested person also
+    counts (a later negative never clears it). `clearances` maps a result's id to QA's signed decision on it.
+    """
     rule = SAMPLING_RULES[donation_kind]
-    window = (donation_date - dt.timedelta(days=rule.days_before), donation_date + dt.timedelta(days=rule.days_after))
+    clearances = clearances or {}
+    window = window_for(donation_kind, collection_date)
+    repeat_due = (collection_date + dt.timedelta(days=rule.repeat_after_days)
+                  if rule.repeat_after_days is not None else None)
     tests = required_tests(htlv_risk=htlv_risk, site_requires_htlv=site_requires_htlv)
     ineligible: list[str] = []
+    assess: list[str] = []
     incomplete: list[str] = []
+    decisions: list[str] = []
     if consent_withdrawn:
         ineligible.append("Consent withdrawn: the donor's material may not be used.")
 
+    mine = [r for r in results if r.tested_person == rule.tested_person]
     in_window: dict[ScreeningTest, list[ResultLike]] = {}
-    for result in results:
-        if result.tested_person != rule.tested_person:
-            continue
-        if window[0] <= result.sample_date <= window[1]:
+    counted: dict[ScreeningTest, list[ResultLike]] = {}
+    repeats: dict[ScreeningTest, list[ResultLike]] = {}
+    outside: list[ResultLike] = []
+    for result in mine:
+        inside = window[0] <= result.sample_date <= window[1]
+        repeat = repeat_due is not None and result.sample_date >= repeat_due
+        earlier_reactive = result.sample_date < window[0] and result.result == SerologyResult.REACTIVE
+        if inside:
             in_window.setdefault(result.test, []).append(result)
-        elif (result.sample_date < window[0] or rule.repeat_after_days is None) and (
+        if repeat:
+            repeats.setdefault(result.test, []).append(result)
+        if inside or repeat or earlier_reactive:
+            counted.setdefault(result.test, []).append(result)
+        elif (result.sample_date < window[0] or repeat_due is None) and (
                 result.test in tests or result.test in SYPHILIS):
+            outside.append(result)
+    # A sample of another donation's window is no problem when this window has its own.
+    for result in outside:
+        if not in_window.get(result.test):
             incomplete.append(f"{result.test.label}: sample of {result.sample_date.isoformat()} is outside the "
                               f"window {window[0].isoformat()} to {window[1].isoformat()} ({rule.label}).")
 
-    def outcome(test: ScreeningTest) -> SerologyResult | None:
-        found = in_window.get(test)
+    def effective(result: ResultLike) -> SerologyResult:
+        """A result QA cleared by signed confirmatory testing counts as negative."""
+        decision = clearances.get(getattr(result, "id", None))
+        if decision is not None and decision.kind == "confirmatory" and decision.allowed:
+            return SerologyResult.NEGATIVE
+        return result.result
+
+    def worst(found: list[ResultLike] | None) -> ResultLike | None:
         if not found:
             return None
-        values = {r.result for r in found}
-        for worst in (SerologyResult.REACTIVE, SerologyResult.INDETERMINATE):
-            if worst in values:
-                return worst
-        return SerologyResult.NEGATIVE
+        return max(found, key=lambda r: (_SEVERITY[effective(r)], r.sample_date))
 
+    def outcome(test: ScreeningTest, pool: dict[ScreeningTest, list[ResultLike]] = counted) -> SerologyResult | None:
+        found = worst(pool.get(test))
+        return effective(found) if found is not None else None
+
+    for result in mine:
+        decision = clearances.get(getattr(result, "id", None))
+        if decision is not None and (result.test in counted and result in counted[result.test]):
+            decisions.append(decision.text)
+
+    assessable: list[ResultLike] = []
     for test in tests:
+        if not in_window.get(test):
+            incomplete.append(f"{test.label}: no result on a {rule.tested_person.value} sample taken in the "
+                              f"window {window[0].isoformat()} to {window[1].isoformat()}.")
+    for test in (*tests, *[t for t in (ScreeningTest.HTLV, *NAT_PANEL) if t not in tests]):
         value = outcome(test)
-        if value is None:
-            incomplete.append(f"{test.label}: no result on a {rule.tested_person.value} sample taken in the window "
-                              f"{window[0].isoformat()} to {window[1].isoformat()}.")
-        elif value == SerologyResult.REACTIVE:
+        if value == SerologyResult.REACTIVE:
             if test == ScreeningTest.ANTI_HBC and outcome(ScreeningTest.HBSAG) == SerologyResult.NEGATIVE:
-                ineligible.append("Anti-HBc reactive with HBsAg negative: further investigation and a risk "
-                                  "assessment are required (Dir. 2006/17/EC Annex II 1.3).")
+                _assessed(worst(counted[test]), clearances, ineligible, assess, assessable)
+            elif test == ScreeningTest.ANTI_HBC and outcome(ScreeningTest.HBSAG) is None:
+                incomplete.append("Anti-HBc: reactive; the HBsAg result decides whether a risk assessment can "
+                                  "allow the donation.")
             else:
                 ineligible.append(f"{test.label}: reactive.")
-        elif value == SerologyResult.INDETERMINATE:
+        elif value == SerologyResult.INDETERMINATE and (test in tests or repeat_due is None):
             incomplete.append(f"{test.label}: indeterminate; repeat or confirm the test.")
 
-    problem, is_blocking = _syphilis(outcome(ScreeningTest.SYPHILIS_TREPONEMAL),
-                                     outcome(ScreeningTest.SYPHILIS_NONTREPONEMAL))
-    if problem:
-        (ineligible if is_blocking else incomplete).append(problem)
+    specific = worst(counted.get(ScreeningTest.SYPHILIS_TREPONEMAL))
+    problem, blocking = _syphilis(outcome(ScreeningTest.SYPHILIS_TREPONEMAL),
+                                  outcome(ScreeningTest.SYPHILIS_NONTREPONEMAL))
+    if blocking and specific is not None:
+        _assessed(specific, clearances, ineligible, assess, assessable)
+    elif problem:
+        incomplete.append(problem)
 
-    repeat_due = None
-    if rule.repeat_after_days is not None:
-        nat_negative = all(outcome(t) == SerologyResult.NEGATIVE for t in NAT_PANEL)
-        if not nat_negative:
-            repeat_due = donation_date + dt.timedelta(days=rule.repeat_after_days)
-            repeats = [r for r in _all(results, rule.tested_person) if r.sample_date >= repeat_due
-                       and r.test in BASE_PANEL]
-            repeat_tests = {r.test: r.result for r in repeats}
-            if any(v == SerologyResult.REACTIVE for v in repeat_tests.values()):
-                ineligible.append("The repeat sample taken after 180 days is reactive.")
-            elif any(repeat_tests.get(t) != SerologyResult.NEGATIVE for t in BASE_PANEL):
-                incomplete.append(f"Stored donation: a repeat sample on or after {repeat_due.isoformat()} is needed "
-                                  "(or NAT for HIV, HBV and HCV on the donation sample).")
+    if repeat_due is not None:
+        nat_negative = all(outcome(t, in_window) == SerologyResult.NEGATIVE for t in NAT_PANEL)
+        if nat_negative:
+            repeat_due = None
+        elif any(outcome(t, repeats) != SerologyResult.NEGATIVE for t in BASE_PANEL) and not any(
+                outcome(t, repeats) == SerologyResult.REACTIVE for t in BASE_PANEL):
+            # (A reactive repeat result is already counted above, whatever follows it.)
+            incomplete.append(f"Stored donation: a repeat sample on or after {repeat_due.isoformat()} is "
+                              "needed (or NAT for HIV, HBV and HCV on the donation sample).")
 
-    reasons = ineligible + incomplete
-    status = Status.INELIGIBLE if ineligible else Status.INCOMPLETE if incomplete else Status.ELIGIBLE
+    reasons = ineligible + assess + incomplete
+    status = (Status.INELIGIBLE if ineligible else Status.NEEDS_QA_ASSESSMENT if assess
+              else Status.INCOMPLETE if incomplete else Status.ELIGIBLE)
     autologous_only = donor_type == DonorType.AUTOLOGOUS and status != Status.ELIGIBLE and not consent_withdrawn
-    return Eligibility(status, reasons, tests, window, repeat_due, autologous_only, untested=incomplete)
+    return Eligibility(status, reasons, tests, window, repeat_due, autologous_only, untested=incomplete,
+                       decisions=decisions, assessable=assessable)
 
 
-def _all(results: Iterable[ResultLike], person: TestedPerson) -> list[ResultLike]:
-    return [r for r in results if r.tested_person == person]
+def _assessed(result: ResultLike | None, clearances: Mapping[int, Clearance], ineligible: list[str],
+              assess: list[str], assessable: list[ResultLike]) -> None:
+    """A pattern that QA decides: allowed (nothing to add), not allowed (ineligible) or still open."""
+    decision = clearances.get(getattr(result, "id", None))
+    if decision is not None and decision.kind == "risk_assessment":
+        if not decision.allowed:
+            ineligible.append(f"{ASSESSED[result.test].split(':')[0]}: QA risk assessment did not allow the "
+                              f"donation ({decision.text}).")
+        return
+    assess.append(ASSESSED[result.test])
+    assessable.append(result)
 
 
 def _syphilis(specific: SerologyResult | None, nonspecific: SerologyResult | None) -> tuple[str | None, bool]:
-    """Dir. 2006/17/EC Annex II 1.4 as a decision table: (problem, blocks eligibility)."""
+    """Dir. 2006/17/EC Annex II 1.4 as a decision table: (problem, needs a QA risk assessment)."""
     if specific == SerologyResult.REACTIVE:
-        return ("Syphilis specific (treponemal) test reactive: a thorough risk assessment is required.", True)
+        return (ASSESSED[ScreeningTest.SYPHILIS_TREPONEMAL], True)
     if specific == SerologyResult.NEGATIVE:
         return (None, False)
     if specific == SerologyResult.INDETERMINATE:

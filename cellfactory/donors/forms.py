@@ -6,6 +6,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from cellfactory.core.forms import ReasonMixin
 from cellfactory.donors.models import TEST_LABELS, DonationKind, DonorType, SerologyResult, Sex, TestedPerson
+from cellfactory.signatures.forms import SigningForm
 
 KIND_LABELS = {
     DonationKind.LIVING: "Living donor (sample on the donation day to 7 days after)",
@@ -20,11 +21,14 @@ class DonorForm(FlaskForm):
     code = StringField("Donor code (pseudonymised, never a name)", validators=[DataRequired("Enter the donor code."),
                                                                               Length(max=32)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
-    birth_year = IntegerField("Birth year (year only)", validators=[DataRequired("Enter the birth year.")])
+    birth_date = DateField("Birth date", validators=[Optional()])
+    birth_year = IntegerField("Birth year (only when the birth date is not known)", validators=[Optional()])
     sex = SelectField("Sex", choices=[(s.value, {"F": "Female", "M": "Male", "U": "Unknown"}[s.value]) for s in Sex])
     donor_type = SelectField("Donor type", choices=[(t.value, t.value.capitalize()) for t in DonorType])
     donation_kind = SelectField("Kind of donation", choices=[(k.value, label) for k, label in KIND_LABELS.items()])
     donation_date = DateField("Donation (procurement) date", validators=[DataRequired("Enter the donation date.")])
+    mother_birth_date = DateField("Mother's birth date (neonatal donation: the mother is tested)",
+                                  validators=[Optional()])
     htlv_risk = BooleanField("Questionnaire: donor lives in, or comes from, a high HTLV-I prevalence area (or "
                              "partners/parents do)")
     consent_date = DateField("Consent date", validators=[DataRequired("Enter the consent date.")])
@@ -55,3 +59,18 @@ class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
 
 class WithdrawalForm(ReasonMixin, FlaskForm):
     withdrawn_on = DateField("Date consent was withdrawn", validators=[DataRequired("Enter the date.")])
+
+
+class ConfirmatoryForm(SigningForm):
+    """QA clears a reactive screening result with the confirmatory results, signed."""
+
+    # Required, but the service says so (the page and the API give the same message).
+    confirmatory_results = TextAreaField("Confirmatory tests and results (method, laboratory, result)",
+                                         validators=[Length(max=4000)])
+    reason = TextAreaField("Why the screening result is cleared", validators=[Length(max=2000)])
+
+
+class AssessmentForm(SigningForm):
+    """QA's risk assessment: the meaning signed says whether the donation is allowed."""
+
+    reason = TextAreaField("Risk assessment and reason", validators=[Length(max=4000)])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -80,7 +81,8 @@ class TestedPerson(enum.StrEnum):
 
 
 class Donor(Audited, CreatedMixin, VersionedMixin, Base):
-    """A pseudonymised donor: a code, birth year and sex only; never a name or a birth date."""
+    """A pseudonymised donor: a code, birth date (or, for records made before it was asked, birth year) and sex;
+    never a name. For a neonatal donation the mother's birth date is kept too, since she is the tested person."""
 
     __tablename__ = "donor"
     __table_args__ = (sa.UniqueConstraint("site_id", "code"),)
@@ -89,6 +91,9 @@ class Donor(Audited, CreatedMixin, VersionedMixin, Base):
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
     code: Mapped[str] = mapped_column(sa.String(32))
     birth_year: Mapped[int]
+    # Products declare donor age limits; the age is counted in whole years on each collection date.
+    birth_date: Mapped[dt.date | None]
+    mother_birth_date: Mapped[dt.date | None]
     sex: Mapped[Sex] = enum_column(Sex)
     donor_type: Mapped[DonorType] = enum_column(DonorType)
     donation_kind: Mapped[DonationKind] = enum_column(DonationKind)
@@ -103,6 +108,9 @@ class Donor(Audited, CreatedMixin, VersionedMixin, Base):
     site: Mapped[Site] = relationship(lazy="joined")
     results: Mapped[list[ScreeningResultRecord]] = relationship(
         back_populates="donor", order_by="ScreeningResultRecord.id", lazy="selectin")
+
+    decisions: Mapped[list[ScreeningDecision]] = relationship(
+        back_populates="donor", order_by="ScreeningDecision.id", lazy="selectin")
 
     @property
     def consent_withdrawn(self) -> bool:
@@ -138,3 +146,44 @@ class ScreeningResultRecord(Audited, CreatedMixin, Base):
 
     def audit_label(self) -> str:
         return f"{self.test.value} {self.sample_date.isoformat()}"
+
+
+class DecisionKind(enum.StrEnum):
+    """What QA decided about one non-negative screening result."""
+
+    CONFIRMATORY = "confirmatory"  # confirmatory testing shows the screening result was a false reaction
+    RISK_ASSESSMENT = "risk_assessment"  # anti-HBc (HBsAg negative) or specific syphilis reactive (Annex II 1.3, 1.4)
+
+
+class ScreeningDecision(Audited, CreatedMixin, Base):
+    """QA's signed decision on one reactive (or indeterminate) result: never edited, never deleted.
+
+    A confirmatory record clears the result (it then counts as negative) and names the confirmatory results.
+    A risk assessment allows or does not allow the donation despite the pattern, with its reason.
+    """
+
+    __tablename__ = "screening_decision"
+    __table_args__ = (sa.UniqueConstraint("result_id", "kind"),)
+
+    id: Mapped[IntPK]
+    donor_id: Mapped[int] = mapped_column(sa.ForeignKey("donor.id"), index=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    result_id: Mapped[int] = mapped_column(sa.ForeignKey("screening_result.id"))
+    kind: Mapped[DecisionKind] = enum_column(DecisionKind)
+    allowed: Mapped[bool]
+    reason: Mapped[str] = mapped_column(sa.Text)
+    confirmatory_results: Mapped[str | None] = mapped_column(sa.Text)
+
+    donor: Mapped[Donor] = relationship(back_populates="decisions")
+    result: Mapped[ScreeningResultRecord] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return f"{self.kind.value} on result {self.result_id}"
+
+    def signature_content(self) -> dict[str, Any]:
+        return {"donor_id": self.donor_id, "result_id": self.result_id, "kind": self.kind.value,
+                "allowed": self.allowed, "reason": self.reason, "confirmatory_results": self.confirmatory_results}
+
+    @property
+    def signature_version(self) -> int:
+        return 1

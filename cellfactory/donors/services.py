@@ -9,18 +9,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import User
-from cellfactory.core import permissions
-from cellfactory.core.clock import local_today, utcnow
+from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions, plausibility
+from cellfactory.core.clock import format_local, local_today
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
 from cellfactory.donors.models import (
+    DecisionKind,
     DonationKind,
     Donor,
     DonorType,
     SampleType,
+    ScreeningDecision,
     ScreeningResultRecord,
     ScreeningTest,
     SerologyResult,
@@ -28,6 +30,8 @@ from cellfactory.donors.models import (
     TestedPerson,
 )
 from cellfactory.extensions import db
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
@@ -77,14 +81,25 @@ def _require_intake(actor: User, site_id: int) -> None:
                         "Only a technician of this site registers donors and enters serology.")
 
 
-def _donor_fields(data: dict[str, Any], errors: dict[str, str], today: dt.date) -> dict[str, Any]:
+def _donor_fields(data: dict[str, Any], errors: dict[str, str], tz: str) -> dict[str, Any]:
+    today = local_today(tz)
     fields: dict[str, Any] = {}
-    try:
-        fields["birth_year"] = int(data.get("birth_year"))
-        if not 1900 <= fields["birth_year"] <= today.year:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors["birth_year"] = f"Enter the birth year only (1900-{today.year}); never a full birth date."
+    fields["birth_date"] = _date(data.get("birth_date"), "birth_date", errors, required=False)
+    fields["mother_birth_date"] = _date(data.get("mother_birth_date"), "mother_birth_date", errors, required=False)
+    if data.get("birth_year") in (None, "") and fields["birth_date"] is not None:
+        fields["birth_year"] = fields["birth_date"].year
+    elif data.get("birth_year") in (None, "") and "birth_date" not in errors:
+        errors["birth_date"] = "Enter the donor's birth date (YYYY-MM-DD)."
+    else:
+        try:
+            fields["birth_year"] = int(data.get("birth_year"))
+            if not 1900 <= fields["birth_year"] <= today.year:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors["birth_year"] = f"Enter the birth year (1900-{today.year}), or the birth date instead."
+        else:
+            if fields["birth_date"] is not None and fields["birth_date"].year != fields["birth_year"]:
+                errors["birth_year"] = "The birth year differs from the birth date's year."
     fields["sex"] = _enum(Sex, data.get("sex"), "sex", errors, "sex")
     fields["donor_type"] = _enum(DonorType, data.get("donor_type"), "donor_type", errors, "donor type")
     fields["donation_kind"] = _enum(DonationKind, data.get("donation_kind"), "donation_kind", errors,
@@ -102,6 +117,22 @@ def _donor_fields(data: dict[str, Any], errors: dict[str, str], today: dt.date) 
         errors["consent_date"] = "The consent date cannot be in the future."
     if fields["consent_date"] and fields["donation_date"] and fields["consent_date"] > fields["donation_date"]:
         errors["consent_date"] = "Consent must be given before or on the day of donation."
+    if fields["donation_kind"] == DonationKind.NEONATAL and fields["mother_birth_date"] is None \
+            and "mother_birth_date" not in errors:
+        errors["mother_birth_date"] = "Enter the mother's birth date: a neonatal donation is tested on the mother."
+    if fields["donation_kind"] != DonationKind.NEONATAL and fields["mother_birth_date"] is not None:
+        errors["mother_birth_date"] = "Only a neonatal donation records the mother's birth date."
+    birth, mother = fields["birth_date"], fields["mother_birth_date"]
+    birth_bound = [(birth, "the donor's birth")]
+    plausibility.check_date(errors, "birth_date", birth, timezone=tz)
+    plausibility.check_date(errors, "mother_birth_date", mother, timezone=tz,
+                            not_after=[(birth, "the donor's birth"), (fields["donation_date"], "the donation")])
+    plausibility.check_date(errors, "donation_date", fields["donation_date"], timezone=tz, not_before=birth_bound)
+    plausibility.check_date(errors, "consent_date", fields["consent_date"], timezone=tz,
+                            not_before=[(mother, "the mother's birth")]
+                            if fields["donation_kind"] == DonationKind.NEONATAL else birth_bound)
+    if fields["donation_date"] and "birth_year" in fields and fields["donation_date"].year < fields["birth_year"]:
+        errors.setdefault("donation_date", "This cannot be before the donor's birth year.")
     return fields
 
 
@@ -113,7 +144,7 @@ def register_donor(actor: User, site: Site, data: dict[str, Any]) -> Donor:
     code = (data.get("code") or "").strip().upper()
     if not CODE_PATTERN.match(code):
         errors["code"] = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
-    fields = _donor_fields(data, errors, local_today(site.timezone))
+    fields = _donor_fields(data, errors, site.timezone)
     if errors:
         raise ValidationFailed("The donor cannot be registered: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(Donor.id).where(Donor.site_id == site.id, Donor.code == code)):
@@ -133,7 +164,7 @@ def correct_donor(actor: User, donor: Donor, data: dict[str, Any], reason: str,
     _require_reason(reason)
     audit.act_as(db.session, actor, reason=reason)
     errors: dict[str, str] = {}
-    fields = _donor_fields(data, errors, local_today(donor.site.timezone))
+    fields = _donor_fields(data, errors, donor.site.timezone)
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     if donor.consent_withdrawn:
@@ -165,7 +196,8 @@ def withdraw_consent(actor: User, donor: Donor, withdrawn_on: Any, reason: str) 
     return donor
 
 
-def _result_fields(data: dict[str, Any], errors: dict[str, str], today: dt.date) -> dict[str, Any]:
+def _result_fields(donor: Donor, data: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    tz = donor.site.timezone
     fields: dict[str, Any] = {
         "test": _enum(ScreeningTest, data.get("test"), "test", errors, "test"),
         "result": _enum(SerologyResult, data.get("result"), "result", errors, "result"),
@@ -182,8 +214,11 @@ def _result_fields(data: dict[str, Any], errors: dict[str, str], today: dt.date)
         fields["sample_type"] = SampleType(sample_type)
     if not fields["lab_reference"]:
         errors["lab_reference"] = "Enter the laboratory's reference for this result."
-    if fields["sample_date"] and fields["sample_date"] > today:
+    if fields["sample_date"] and fields["sample_date"] > local_today(tz):
         errors["sample_date"] = "The sample date cannot be in the future."
+    born = donor.mother_birth_date if fields["tested_person"] == TestedPerson.MOTHER else donor.birth_date
+    plausibility.check_date(errors, "sample_date", fields["sample_date"], timezone=tz,
+                            not_before=[(born, f"the {(fields['tested_person'] or TestedPerson.DONOR).value}'s birth")])
     return fields
 
 
@@ -194,7 +229,7 @@ def add_screening_result(actor: User, donor: Donor, data: dict[str, Any]) -> Scr
         raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
-    fields = _result_fields(data, errors, local_today(donor.site.timezone))
+    fields = _result_fields(donor, data, errors)
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
     record = ScreeningResultRecord(donor=donor, site_id=donor.site_id, created_by_id=actor.id, **fields)
@@ -213,7 +248,7 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, data:
         raise Conflict("This result was already corrected: correct the current one.")
     audit.act_as(db.session, actor, reason=reason)
     errors: dict[str, str] = {}
-    fields = _result_fields(data, errors, local_today(original.donor.site.timezone))
+    fields = _result_fields(original.donor, data, errors)
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     replacement = ScreeningResultRecord(donor=original.donor, site_id=original.site_id, created_by_id=actor.id,
@@ -225,9 +260,155 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, data:
     return replacement
 
 
-def eligibility(donor: Donor, today: dt.date | None = None) -> rules.Eligibility:
+def clearances(donor: Donor) -> dict[int, rules.Clearance]:
+    """QA's signed decisions on the donor's results, as the eligibility rules read them."""
+    found = {}
+    for decision in donor.decisions:
+        signer = db.session.get(User, decision.created_by_id)
+        when = format_local(decision.created_at, donor.site.timezone)
+        result = decision.result
+        what = f"{result.test.label} {result.result.value} on the sample of {result.sample_date.isoformat()}"
+        if decision.kind == DecisionKind.CONFIRMATORY:
+            text = (f"{what}: cleared by confirmatory testing ({decision.confirmatory_results}); "
+                    f"{decision.reason} (QA, signed by {signer.full_name}, {when})")
+        else:
+            verdict = "donation allowed" if decision.allowed else "donation not allowed"
+            text = f"{what}: risk assessment, {verdict}: {decision.reason} (QA, signed by {signer.full_name}, {when})"
+        found[decision.result_id] = rules.Clearance(decision.kind.value, decision.allowed, text)
+    return found
+
+
+def eligibility(donor: Donor, collection_date: dt.date | None = None) -> rules.Eligibility:
+    """The donation's eligibility, anchored on the collection date of one source material (by default the
+    donation date registered with the donor)."""
     return rules.evaluate(
-        donor_type=donor.donor_type, donation_kind=donor.donation_kind, donation_date=donor.donation_date,
-        htlv_risk=donor.htlv_risk, site_requires_htlv=donor.site.htlv_required,
-        consent_withdrawn=donor.consent_withdrawn, results=donor.current_results, today=today or utcnow().date(),
+        donor_type=donor.donor_type, donation_kind=donor.donation_kind,
+        collection_date=collection_date or donor.donation_date, htlv_risk=donor.htlv_risk,
+        site_requires_htlv=donor.site.htlv_required, consent_withdrawn=donor.consent_withdrawn,
+        results=donor.current_results, clearances=clearances(donor),
     )
+
+
+def collection_day(material: Any) -> dt.date:
+    """A source material's collection date, on the collecting site's calendar."""
+    from zoneinfo import ZoneInfo
+
+    return material.collected_at.astimezone(ZoneInfo(material.site.timezone)).date()
+
+
+def material_eligibility(material: Any) -> rules.Eligibility:
+    """The eligibility of the donation a source material came from: judged on the samples of its own window."""
+    return eligibility(material.donor, collection_day(material))
+
+
+# --- donor age and products ----------------------------------------------------------------------
+
+
+def age_in_years(born: dt.date, on: dt.date) -> int:
+    """Completed years on a day (someone born on 29 February turns a year older on 1 March)."""
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def age_refusal(product: Any, material: Any) -> str | None:
+    """Why the donor of `material` is outside the product's donor age limits, or None."""
+    low, high = product.donor_min_age_years, product.donor_max_age_years
+    if low is None and high is None:
+        return None
+    donor = material.donor
+    neonatal = donor.donation_kind == DonationKind.NEONATAL
+    who = "the donor's mother" if neonatal else "the donor"
+    born = donor.mother_birth_date if neonatal else donor.birth_date
+    limits = (f"{low} to {high}" if low is not None and high is not None
+              else f"at least {low}" if low is not None else f"at most {high}")
+    if born is None:
+        return (f"Donor {donor.code}: record the birth date of {who}; {product.code} accepts donors aged "
+                f"{limits} years.")
+    day = collection_day(material)
+    age = age_in_years(born, day)
+    if (low is not None and age < low) or (high is not None and age > high):
+        return (f"Donor {donor.code}: {who} was {age} on the collection day {day.isoformat()}; {product.code} "
+                f"accepts donors aged {limits} years.")
+    return None
+
+
+def check_age_for_product(product: Any, material: Any) -> None:
+    """Starting a batch of `product` from `material`: refused when the donor is outside its age limits.
+
+    The field is the DIN typed on the batch start page (the API reports it as `materials`)."""
+    refusal = age_refusal(product, material)
+    if refusal:
+        raise ValidationFailed(refusal, fields={"din": refusal})
+
+
+# --- QA decisions on reactive results ------------------------------------------------------------
+
+ASSESSED_TESTS = {ScreeningTest.ANTI_HBC, ScreeningTest.SYPHILIS_TREPONEMAL}
+
+
+def _decision_checks(actor: User, result: ScreeningResultRecord, reason: str, kind: DecisionKind,
+                     errors: dict[str, str]) -> None:
+    permissions.require(actor.has_role(Role.QA, result.site_id),
+                        "Only QA of the donor's site decides on a reactive screening result.")
+    if result.donor.consent_withdrawn:
+        raise Conflict(f"Consent of donor {result.donor.code} was withdrawn: no further use of the donor's data.")
+    if result.superseded_by_id is not None:
+        raise Conflict("This result was corrected: decide on the current one.")
+    if result.result == SerologyResult.NEGATIVE:
+        raise Conflict(f"{result.test.label} of {result.sample_date.isoformat()} is negative: there is nothing "
+                       "to decide.")
+    if db.session.scalar(sa.select(ScreeningDecision.id).where(ScreeningDecision.result_id == result.id,
+                                                               ScreeningDecision.kind == kind)):
+        raise Conflict("QA already decided on this result; the signed decision stands.")
+    if not (reason or "").strip():
+        errors["reason"] = "Give the reason for the decision."
+
+
+def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: DecisionKind, allowed: bool, reason: str,
+                   confirmatory_results: str | None, meaning: Meaning, signing: dict[str, Any]
+                   ) -> ScreeningDecision:
+    audit.act_as(db.session, actor, reason=reason)
+    decision = ScreeningDecision(donor_id=result.donor_id, site_id=result.site_id, result_id=result.id, kind=kind,
+                                 allowed=allowed, reason=reason.strip(), confirmatory_results=confirmatory_results,
+                                 created_by_id=actor.id)
+    db.session.add(decision)
+    db.session.flush()
+    signatures.apply_signature(actor, decision, meaning=meaning, allowed_meanings={meaning},
+                               site_id=result.site_id, comment=reason, **signing)
+    db.session.refresh(result.donor, ["decisions"])
+    return decision
+
+
+@transactional
+def record_confirmatory_testing(actor: User, result: ScreeningResultRecord, *, reason: str,
+                                confirmatory_results: str, signing: dict[str, Any]) -> ScreeningDecision:
+    """QA clears a reactive (or indeterminate) result with the confirmatory results, signed; the result then
+    counts as negative. Without this record a reactive result is never cleared, whatever later samples show."""
+    errors: dict[str, str] = {}
+    _decision_checks(actor, result, reason, DecisionKind.CONFIRMATORY, errors)
+    if not (confirmatory_results or "").strip():
+        errors["confirmatory_results"] = "Enter the confirmatory tests and their results (method, lab, result)."
+    if errors:
+        raise ValidationFailed("The confirmatory record cannot be signed: " + " ".join(errors.values()),
+                               fields=errors)
+    return _sign_decision(actor, result, kind=DecisionKind.CONFIRMATORY, allowed=True, reason=reason,
+                          confirmatory_results=confirmatory_results.strip(), meaning=Meaning.SCREENING_CLEARED,
+                          signing=signing)
+
+
+@transactional
+def decide_risk_assessment(actor: User, result: ScreeningResultRecord, *, allowed: Any, reason: str,
+                           signing: dict[str, Any]) -> ScreeningDecision:
+    """QA's signed risk assessment of anti-HBc reactive with HBsAg negative (Annex II 1.3) or of a reactive specific
+    syphilis test (1.4): the donation is allowed or not allowed, with the reason."""
+    errors: dict[str, str] = {}
+    _decision_checks(actor, result, reason, DecisionKind.RISK_ASSESSMENT, errors)
+    if result.test not in ASSESSED_TESTS or result.result != SerologyResult.REACTIVE:
+        raise Conflict(f"A risk assessment decides a reactive anti-HBc (HBsAg negative) or a reactive specific "
+                       f"syphilis test, not {result.test.label} {result.result.value}.")
+    if not isinstance(allowed, bool):
+        errors["allowed"] = "Say whether the donation is allowed or not allowed."
+    if errors:
+        raise ValidationFailed("The risk assessment cannot be signed: " + " ".join(errors.values()), fields=errors)
+    meaning = Meaning.DONATION_ALLOWED if allowed else Meaning.DONATION_NOT_ALLOWED
+    return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=allowed, reason=reason,
+                          confirmatory_results=None, meaning=meaning, signing=signing)

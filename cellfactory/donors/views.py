@@ -14,6 +14,8 @@ from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services
 from cellfactory.donors.forms import (
+    AssessmentForm,
+    ConfirmatoryForm,
     DonorCorrectionForm,
     DonorForm,
     ScreeningCorrectionForm,
@@ -23,6 +25,9 @@ from cellfactory.donors.forms import (
 from cellfactory.donors.models import Donor, DonorType, ScreeningResultRecord
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
@@ -90,13 +95,21 @@ def _render_detail(donor: Donor, status: int = 200, **forms) -> tuple[str, int]:
     materials = list(db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == donor.id)
                                         .order_by(SourceMaterial.id)))
     ids = [str(r.id) for r in donor.results]
+    decision_ids = [str(d.id) for d in donor.decisions]
     history = list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(
         sa.and_(AuditEntry.entity_type == "donor", AuditEntry.entity_id == str(donor.id)),
         sa.and_(AuditEntry.entity_type == "screening_result", AuditEntry.entity_id.in_(ids or ["-"])),
+        sa.and_(AuditEntry.entity_type == "screening_decision", AuditEntry.entity_id.in_(decision_ids or ["-"])),
     )).order_by(AuditEntry.seq.desc()).limit(200)))
     can_edit = _user().has_role(Role.TECHNICIAN, donor.site_id)
+    index = signature_services.SignatureIndex(donor.decisions)
+    decisions = [(d, [(sig, signature_services.verify(sig, d).value) for sig in index.of(d)])
+                 for d in donor.decisions]
     return render_template("donors/detail.html", donor=donor, eligibility=services.eligibility(donor),
-                           materials=materials, history=history, can_edit=can_edit, **forms), status
+                           materials=[(m, services.material_eligibility(m)) for m in materials], history=history,
+                           can_edit=can_edit, can_decide=_user().has_role(Role.QA, donor.site_id),
+                           decisions=decisions, decided={(d.result_id, d.kind.value) for d in donor.decisions},
+                           assessed_tests={t.value for t in services.ASSESSED_TESTS}, **forms), status
 
 
 @bp.route("/<site>/<code>")
@@ -178,3 +191,63 @@ def correct_result(site: str, code: str, result_id: int):
             return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
     return render_template("donors/correct_result.html", form=form, donor=donor, original=original), \
         _status(200, form)
+
+
+# --- QA decisions on a reactive result: confirmatory record, risk assessment -----------------------
+
+ASSESSMENT_MEANINGS = (Meaning.DONATION_ALLOWED, Meaning.DONATION_NOT_ALLOWED)
+
+
+def _result(donor: Donor, result_id: int) -> ScreeningResultRecord:
+    result = db.session.get(ScreeningResultRecord, result_id)
+    if result is None or result.donor_id != donor.id:
+        abort(404)
+    return result
+
+
+def _render_decision(donor: Donor, result: ScreeningResultRecord, form, kind: str, status: int):
+    return render_template("donors/decision.html", donor=donor, result=result, form=form, kind=kind,
+                           eligibility=services.eligibility(donor)), status
+
+
+@bp.route("/<site>/<code>/results/<int:result_id>/confirmatory", methods=["GET", "POST"])
+@roles_required(Role.QA)
+def confirmatory(site: str, code: str, result_id: int):
+    donor = _donor(site, code)
+    result = _result(donor, result_id)
+    form = ConfirmatoryForm.for_meanings([Meaning.SCREENING_CLEARED])
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            services.record_confirmatory_testing(_user(), result, reason=form.reason.data,
+                                                 confirmatory_results=form.confirmatory_results.data, signing=signing)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(f"{result.test.label} of {result.sample_date} cleared by confirmatory testing and signed.", "success")
+            return redirect(url_for("donors.detail", site=site, code=code) + "#decisions")
+    return _render_decision(donor, result, form, "confirmatory", _status(200, form))
+
+
+@bp.route("/<site>/<code>/results/<int:result_id>/assessment", methods=["GET", "POST"])
+@roles_required(Role.QA)
+def assessment(site: str, code: str, result_id: int):
+    donor = _donor(site, code)
+    result = _result(donor, result_id)
+    form = AssessmentForm.for_meanings(ASSESSMENT_MEANINGS)
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        allowed = signing.pop("meaning") == Meaning.DONATION_ALLOWED
+        try:
+            services.decide_risk_assessment(_user(), result, allowed=allowed, reason=form.reason.data,
+                                            signing=signing)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(f"Risk assessment of {result.test.label} signed: donation "
+                  f"{'allowed' if allowed else 'not allowed'}.", "success")
+            return redirect(url_for("donors.detail", site=site, code=code) + "#decisions")
+    return _render_decision(donor, result, form, "assessment", _status(200, form))

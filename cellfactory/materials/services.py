@@ -250,7 +250,7 @@ def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max
         elif eligibility.status == Status.INELIGIBLE:
             reject.extend(f"Donor ineligible: {r}" for r in eligibility.reasons)
         else:
-            hold.extend(f"Donor eligibility incomplete: {r}" for r in eligibility.reasons)
+            hold.extend(f"Donor eligibility {eligibility.status.label}: {r}" for r in eligibility.reasons)
     if reject:
         return ReceiptDecision(MaterialStatus.REJECTED, reject + hold, autologous_only, biohazard)
     if hold:
@@ -331,8 +331,11 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
         errors["quantity"] = "The quantity must be more than zero."
     if temp_min is not None and temp_max is not None and temp_min > temp_max:
         errors["transport_temp_max_c"] = "The highest temperature is below the lowest."
-    # collection <= transport start <= arrival <= now (clock skew allowed), plausible years.
+    # collection <= transport start <= arrival <= now (clock skew allowed), plausible years, not before birth.
     plausibility.check_instant(errors, "collected_at", collected_at, now=now)
+    if collected_at and donor is not None:
+        plausibility.check_date(errors, "collected_at", collected_at.astimezone(ZoneInfo(tz)).date(), timezone=tz,
+                                allow_future=True, not_before=[(donor.birth_date, "the donor's birth")])
     plausibility.check_instant(errors, "transport_started_at", started, now=now,
                                not_before=[(collected_at, "the collection")])
     plausibility.check_instant(errors, "arrived_at", arrived, now=now,
@@ -403,8 +406,7 @@ def untested_autologous(material: SourceMaterial) -> list[str]:
     """What is still untested of an autologous donation (empty for an allogeneic one, or a tested one)."""
     if material.donor.donor_type != DonorType.AUTOLOGOUS:
         return []
-    return list(donor_services.eligibility(material.donor, material.collected_at.astimezone(
-        ZoneInfo(material.site.timezone)).date()).untested)
+    return list(donor_services.material_eligibility(material).untested)
 
 
 def is_biohazard(material: SourceMaterial) -> bool:
@@ -414,8 +416,7 @@ def is_biohazard(material: SourceMaterial) -> bool:
     donor = material.donor
     if donor.donor_type != DonorType.AUTOLOGOUS or donor.consent_withdrawn:
         return False
-    return donor_services.eligibility(donor, material.collected_at.astimezone(
-        ZoneInfo(material.site.timezone)).date()).status == Status.INELIGIBLE
+    return donor_services.material_eligibility(material).status == Status.INELIGIBLE
 
 
 def check_usable_for_batch(material: SourceMaterial) -> None:
@@ -430,9 +431,9 @@ def check_usable_for_batch(material: SourceMaterial) -> None:
     if untested:
         raise Conflict(f"Material {label} is autologous and not fully tested: it is cultured only once tested "
                        "(Dir. 2006/17/EC Annex I 2.1.1). " + " ".join(untested))
-    eligibility = donor_services.eligibility(material.donor)
+    eligibility = donor_services.material_eligibility(material)
     if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
-        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.value}: "
+        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.label}: "
                        + " ".join(eligibility.reasons))
 
 

@@ -96,7 +96,7 @@ def _render_detail(material: SourceMaterial, status: int = 200, decision_form=No
     decision_form = decision_form or QuarantineDecisionForm.for_meanings(services.QUARANTINE_MEANINGS,
                                                                           prefix="decision")
     return render_template(
-        "materials/detail.html", material=material, eligibility=donor_services.eligibility(material.donor),
+        "materials/detail.html", material=material, eligibility=donor_services.material_eligibility(material),
         signatures=[(s, signature_services.verify(s, material).value) for s in signatures], history=history,
         decision_form=decision_form, statements=services.label_statements(material),
         can_decide=_user().has_role(Role.QA, material.site_id) and material.status == MaterialStatus.QUARANTINED,

@@ -25,6 +25,9 @@ class ProductForm(FlaskForm):
     cellular = BooleanField("Cellular product (cell counts and passages); clear for an acellular product such as "
                             "a secretome", default=True)
     dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional(), Length(max=40)])
+    donor_min_age_years = IntegerField("Youngest donor accepted (years; the mother's age for a neonatal "
+                                       "donation; empty: no limit)", validators=[Optional()])
+    donor_max_age_years = IntegerField("Oldest donor accepted (years; empty: no limit)", validators=[Optional()])
 
 
 class DraftForm(FlaskForm):

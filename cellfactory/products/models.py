@@ -30,6 +30,10 @@ class Product(Audited, CreatedMixin, VersionedMixin, Base):
     # Local ISBT 128 product code (national or local codes start with A-D) carried by every unit's identifier.
     unit_code: Mapped[str] = mapped_column(sa.String(5), default="")
     active: Mapped[bool] = mapped_column(default=True)
+    # Donor ages (whole years on the collection date; the mother's for a neonatal donation) the product accepts,
+    # from its validated process or IMPD; None: no limit on that side.
+    donor_min_age_years: Mapped[int | None]
+    donor_max_age_years: Mapped[int | None]
 
     specifications: Mapped[list[SpecificationVersion]] = relationship(
         back_populates="product", order_by="SpecificationVersion.number")

@@ -50,7 +50,8 @@ def current_specification(product: Product) -> SpecificationVersion:
 
 @transactional
 def create_product(actor: User, *, code: str, name: str, description: str = "", cellular: bool = True,
-                   dose_unit: str = "cells/kg", unit_code: str = "", trial_code: str = "") -> Product:
+                   dose_unit: str = "cells/kg", unit_code: str = "", trial_code: str = "",
+                   donor_min_age_years: Any = None, donor_max_age_years: Any = None) -> Product:
     _require_qa(actor)
     audit.act_as(db.session, actor)
     code = (code or "").strip().upper()
@@ -62,16 +63,38 @@ def create_product(actor: User, *, code: str, name: str, description: str = "", 
     unit_code = (unit_code or "").strip().upper()
     if unit_code and not (len(unit_code) == 5 and unit_code[0] in "ABCD" and unit_code[1:].isdigit()):
         errors["unit_code"] = "A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101."
+    min_age = _age_limit(donor_min_age_years, "donor_min_age_years", errors)
+    max_age = _age_limit(donor_max_age_years, "donor_max_age_years", errors)
+    if min_age is not None and max_age is not None and min_age > max_age:
+        errors["donor_max_age_years"] = "The highest donor age is below the lowest."
     if errors:
         raise ValidationFailed("The product cannot be saved: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(Product.id).where(Product.code == code)):
         raise Conflict(f"Product code {code} is already used.", fields={"code": "Already used."})
     product = Product(code=code, name=name.strip(), description=(description or "").strip(), cellular=cellular,
                       dose_unit=(dose_unit or "").strip() or "cells/kg", unit_code=unit_code,
-                      trial_code=(trial_code or "").strip(), created_by_id=actor.id)
+                      trial_code=(trial_code or "").strip(), donor_min_age_years=min_age,
+                      donor_max_age_years=max_age, created_by_id=actor.id)
     db.session.add(product)
     db.session.flush()
     return product
+
+
+def _age_limit(value: Any, field: str, errors: dict[str, str]) -> int | None:
+    """A donor age limit in whole years, or None for no limit."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        years = int(float(value))
+    except (TypeError, ValueError):
+        errors[field] = "Enter the age in whole years, or leave it empty for no limit."
+        return None
+    if not 0 <= years <= 120:
+        errors[field] = "A donor age limit is between 0 and 120 years."
+        return None
+    return years
 
 
 def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, str]]:

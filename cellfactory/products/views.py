@@ -79,7 +79,9 @@ def new():
         try:
             product = services.create_product(_user(), code=form.code.data, name=form.name.data,
                                               description=form.description.data or "",
-                                              cellular=form.cellular.data, dose_unit=form.dose_unit.data or "")
+                                              cellular=form.cellular.data, dose_unit=form.dose_unit.data or "",
+                                              donor_min_age_years=form.donor_min_age_years.data,
+                                              donor_max_age_years=form.donor_max_age_years.data)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

@@ -16,7 +16,7 @@ from cellfactory.batches.services import step_verification
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
-from cellfactory.donors.services import eligibility
+from cellfactory.donors.services import material_eligibility
 from cellfactory.extensions import db
 from cellfactory.qc.services import batch_results, qc_status, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
@@ -146,11 +146,15 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     donors = Section("Donors and eligibility")
     for link in batch.materials:
         donor = link.material.donor
-        outcome = eligibility(donor)
+        outcome = material_eligibility(link.material)
+        born = donor.birth_date.isoformat() if donor.birth_date else f"{donor.birth_year} (year only)"
+        mother = [("Mother's birth date", donor.mother_birth_date.isoformat())] if donor.mother_birth_date else []
         donors.blocks += [("subtitle", f"Donor {donor.code}"), ("kv", [
             ("Type, kind of donation", f"{donor.donor_type.value}, {donor.donation_kind.value}"),
-            ("Birth year, sex", f"{donor.birth_year}, {donor.sex.value}"),
+            ("Birth, sex", f"{born}, {donor.sex.value}"), *mother,
             ("Donation date", donor.donation_date.isoformat()),
+            ("Material collected", f"{t(link.material.collected_at)} (the eligibility below is judged on this "
+                                   "collection's sample window)"),
             ("Consent", f"{donor.consent_date}, form {donor.consent_form_version}: {donor.consent_scope}"),
             ("Consent withdrawn", donor.consent_withdrawn_on.isoformat() if donor.consent_withdrawn_on else "no"),
             ("Eligibility", outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
@@ -159,6 +163,19 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                r.result.value + (f" (superseded: {r.correction_reason})" if r.superseded_by_id else ""),
                r.lab_reference, t(r.created_at)] for r in donor.results],
              [34 * mm, 20 * mm, 15 * mm, 15 * mm, 35 * mm, 28 * mm, None])]
+        # QA's signed decisions on reactive results (confirmatory records, risk assessments) and their signatures.
+        for decision in donor.decisions:
+            result = decision.result
+            verdict = ("result cleared by confirmatory testing" if decision.kind.value == "confirmatory"
+                       else "donation allowed" if decision.allowed else "donation NOT allowed")
+            title = "Confirmatory testing" if decision.kind.value == "confirmatory" else "QA risk assessment"
+            donors.blocks += [("kv", [
+                (title, f"{result.test.label} {result.result.value}, sample of {result.sample_date.isoformat()}: "
+                        f"{verdict}"),
+                *([("Confirmatory results", decision.confirmatory_results)] if decision.confirmatory_results
+                  else []),
+                ("Reason", decision.reason),
+            ])] + [sig(signature) for signature in signatures.signatures_for(decision)]
     sections.append(donors)
 
     # 2. Source material and receipt

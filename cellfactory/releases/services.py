@@ -149,7 +149,7 @@ def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistI
     from zoneinfo import ZoneInfo
 
     from cellfactory.batches.services import manufacturing_blockers
-    from cellfactory.donors.services import eligibility
+    from cellfactory.donors.services import material_eligibility
     from cellfactory.qc.services import qc_blockers
 
     facts = facts if facts is not None else RecordFacts(batch)
@@ -180,7 +180,7 @@ def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistI
         material, donor = link.material, link.material.donor
         if donor.consent_withdrawn:
             donors.problems.append(f"Donor {donor.code}: consent withdrawn on {donor.consent_withdrawn_on}.")
-        outcome = eligibility(donor)
+        outcome = material_eligibility(material)
         if not outcome.eligible and not (material.autologous_only or outcome.autologous_only):
             donors.problems.append(f"Donor {donor.code} is {outcome.status.value}: " + " ".join(outcome.reasons))
         if str(material.id) not in facts.labelled:

@@ -29,6 +29,9 @@ class Meaning(enum.StrEnum):
     QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"
     QP_REJECTED = "Rejected (QP decision)"
     QP_OOS_SUPPLY = "OOS supply at physician request (QP certification)"
+    SCREENING_CLEARED = "Reactive screening result cleared by confirmatory testing"
+    DONATION_ALLOWED = "Donation allowed after risk assessment"
+    DONATION_NOT_ALLOWED = "Donation not allowed after risk assessment"
 
 
 class Signature(Audited, Base):

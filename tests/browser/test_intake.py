@@ -115,7 +115,7 @@ def test_technician_registers_donor_enters_serology_receives_scanned_cord_and_pr
     page.wait_for_url(live_server("/donors/new"))
     assert_styled(page)
     page.get_by_label("Donor code").fill(code)
-    page.get_by_label("Birth year (year only)").fill("1992")
+    page.get_by_label("Birth date", exact=True).fill("1992-03-04")
     page.get_by_label("Sex").select_option(label="Female")
     page.get_by_label("Donor type").select_option(label="Allogeneic")
     page.get_by_label("Kind of donation").select_option(value="living")

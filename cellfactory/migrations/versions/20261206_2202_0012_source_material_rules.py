@@ -10,7 +10,7 @@
   is a deviation to resolve by hand before upgrading.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06 22:02:00
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

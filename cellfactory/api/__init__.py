@@ -17,6 +17,7 @@ from cellfactory.audit import services as audit_services
 from cellfactory.auth.services import user_for_token
 from cellfactory.core.errors import DomainError, ValidationFailed
 from cellfactory.core.pagination import Page
+from cellfactory.core.text import length_problem, text_problem
 from cellfactory.extensions import csrf, db
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -82,6 +83,9 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+    hostile = text_problems(data)
+    if hostile:
+        raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
     missing = [name for name in required if data.get(name) in (None, "")]
     wrong = [name for name in text if name not in missing and data.get(name) is not None
              and not isinstance(data[name], str)]
@@ -91,6 +95,34 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
         raise ValidationFailed(message, fields={**{name: "Required." for name in missing},
                                                 **{name: "Must be a string." for name in wrong}})
     return data
+
+
+# The longest text the API takes in any one value (the longest form field, a process template, is 8,000);
+# shorter column maxima are enforced, with the field named, before anything reaches the database.
+API_TEXT_MAX = 8000
+# Text fields that are several lines on the pages (textareas) may hold tabs and line ends through the API too.
+SINGLE_LINE_MAX = 200
+
+
+def text_problems(value: Any, path: str = "") -> dict[str, str]:
+    """{field: problem} for every string in a JSON value, named by its path (`reagents[0].lot`)."""
+    problems: dict[str, str] = {}
+    if isinstance(value, str):
+        problem = text_problem(value, multiline=True) or length_problem(value, API_TEXT_MAX)
+        if problem:
+            problems[path or "body"] = problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            key_problem = text_problem(str(key)) or length_problem(str(key), SINGLE_LINE_MAX)
+            if key_problem:
+                problems[path or "body"] = f"A field name is not valid: {key_problem}"
+                continue
+            problems.update(text_problems(item, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.update(text_problems(item, f"{path}[{index}]"))
+    return problems
 
 
 def page_json(page: Page, serialize) -> dict[str, Any]:

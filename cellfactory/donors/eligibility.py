@@ -96,7 +96,7 @@ def evaluate(
     today: dt.date,
 ) -> Eligibility:
     rule = SAMPLING_RULES[donation_kind]
-    window = (donation_date - dt.timedelta(days=rule.days_before), donation_date + dt.timedelta(days=rule.days_after))
+    window = (_shift(donation_date, -rule.days_before), _shift(donation_date, rule.days_after))
     tests = required_tests(htlv_risk=htlv_risk, site_requires_htlv=site_requires_htlv)
     ineligible: list[str] = []
     incomplete: list[str] = []
@@ -147,7 +147,7 @@ def evaluate(
     if rule.repeat_after_days is not None:
         nat_negative = all(outcome(t) == SerologyResult.NEGATIVE for t in NAT_PANEL)
         if not nat_negative:
-            repeat_due = donation_date + dt.timedelta(days=rule.repeat_after_days)
+            repeat_due = _shift(donation_date, rule.repeat_after_days)
             repeats = [r for r in _all(results, rule.tested_person) if r.sample_date >= repeat_due
                        and r.test in BASE_PANEL]
             repeat_tests = {r.test: r.result for r in repeats}
@@ -161,6 +161,14 @@ def evaluate(
     status = Status.INELIGIBLE if ineligible else Status.INCOMPLETE if incomplete else Status.ELIGIBLE
     autologous_only = donor_type == DonorType.AUTOLOGOUS and status != Status.ELIGIBLE and not consent_withdrawn
     return Eligibility(status, reasons, tests, window, repeat_due, autologous_only)
+
+
+def _shift(day: dt.date, days: int) -> dt.date:
+    """`day` moved by `days`, held at the calendar's ends: a stored date near year 1 or 9999 must not crash a page."""
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        return dt.date.min if days < 0 else dt.date.max
 
 
 def _all(results: Iterable[ResultLike], person: TestedPerson) -> list[ResultLike]:

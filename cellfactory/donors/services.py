@@ -13,6 +13,7 @@ from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.plausibility import plausible_date
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
@@ -60,13 +61,13 @@ def _enum(enum_cls, value: Any, field: str, errors: dict[str, str], label: str):
 
 def _date(value: Any, field: str, errors: dict[str, str], *, required: bool = True) -> dt.date | None:
     if isinstance(value, dt.date):
-        return value
+        return plausible_date(value, field, errors)
     if not value:
         if required:
             errors[field] = "Enter the date (YYYY-MM-DD)."
         return None
     try:
-        return dt.date.fromisoformat(str(value))
+        return plausible_date(dt.date.fromisoformat(str(value)), field, errors)
     except ValueError:
         errors[field] = "Not a date: use YYYY-MM-DD."
         return None

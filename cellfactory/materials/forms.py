@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 
 
-class ReceiptForm(FlaskForm):
+class ReceiptForm(BaseForm):
     din = StringField("DIN: scan the barcode or type the DIN with its check character",
                       validators=[Optional(), Length(max=40)],
                       render_kw={"autofocus": True, "autocomplete": "off", "autocapitalize": "characters",

@@ -90,8 +90,8 @@ def is_api_request() -> bool:
     return request.blueprint == "api" or request.path.startswith("/api/")
 
 
-# The longest value a query-string parameter (a search, a filter, a page number) may have.
-QUERY_VALUE_MAX = 200
+# The longest value a query-string parameter (a search, a filter, a return address) may have.
+QUERY_VALUE_MAX = 1000
 
 
 def _begin_request() -> Any:
@@ -126,6 +126,8 @@ def _note_flush(session: sa.orm.Session, flush_context: Any) -> None:
 @sa.event.listens_for(sa.orm.Session, "after_commit")
 def _note_commit(session: sa.orm.Session) -> None:
     """Remember that records were committed (bookkeeping statements such as a token's last use are not)."""
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     if session.info.pop(_FLUSHED, False):
         session.info[_COMMITTED] = True
 

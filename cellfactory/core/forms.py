@@ -45,8 +45,10 @@ def field_problem(field: Field) -> str | None:
         problem = text_problem(raw, multiline=multiline)
         if problem:
             return problem
-        if isinstance(field, StringField) and _declared_max(field) is None:
-            problem = length_problem(raw, DEFAULT_MAX_MULTILINE if multiline else DEFAULT_MAX_LINE)
+        if isinstance(field, StringField):
+            maximum = _declared_max(field)
+            problem = length_problem(raw, maximum if maximum is not None else
+                                     DEFAULT_MAX_MULTILINE if multiline else DEFAULT_MAX_LINE)
             if problem:
                 return problem
     if isinstance(field.data, dt.date) and not isinstance(field, PasswordField):

@@ -25,7 +25,10 @@ MULTILINE_ALLOWED = frozenset("\t\n\r")
 
 CONTROL_MESSAGE = "Remove the control characters (such as NUL or BEL): they cannot be stored."
 LINE_BREAK_MESSAGE = "This field takes one line: remove the line breaks and tabs."
-SURROGATE_MESSAGE = "This text contains an invalid character (an unpaired surrogate); type it again."
+SURROGATE_MESSAGE = ("This text contains a character that could not be read (an unpaired surrogate, or U+FFFD, which a "
+                     "browser sends in its place): type the text again.")
+# What a browser sends for an unpaired surrogate (WHATWG: "convert to a scalar value string").
+REPLACEMENT = "\ufffd"
 BIDI_MESSAGE = ("Remove the invisible direction-control characters (U+200E, U+200F, U+061C, U+202A-U+202E, "
                 "U+2066-U+2069): they change how the text reads.")
 
@@ -35,6 +38,8 @@ def text_problem(value: str, multiline: bool = False) -> str | None:
 
     :param multiline: a multi-line field, which may hold tabs, line feeds and carriage returns.
     """
+    if REPLACEMENT in value:
+        return SURROGATE_MESSAGE
     if value.isprintable():  # fast path: isprintable() is False for every Cc, Cs and Cf character
         return None
     for char in value:

@@ -416,3 +416,14 @@ def test_a_stored_year_one_donor_does_not_break_the_pages(committed_app):
     assert client.get("/donors/").status_code == 200
     assert client.get("/donors/BG/UC-0001").status_code == 200
     assert client.get(f"{API}/donors", headers=bearer(token)).status_code == 200
+
+
+def test_flush_refuses_a_line_break_in_a_one_line_column_and_keeps_it_in_a_text_column(users, sites):
+    tech = refetch(users["technician"])
+    with pytest.raises(ValidationFailed) as refused:
+        donor_services.register_donor(tech, sites["BG"], donor_data("UC-0001", consent_form_version="CF\nv3"))
+    assert refused.value.fields == {"consent_form_version": "This field takes one line: remove the line breaks "
+                                                            "and tabs."}
+    donor = donor_services.register_donor(refetch(tech), sites["BG"],
+                                          donor_data("UC-0002", consent_scope="clinical use\r\nand banking"))
+    assert refetch(donor).consent_scope == "clinical use\r\nand banking"

@@ -66,6 +66,10 @@ def length_problem(value: str, maximum: int) -> str | None:
 # --- the last line of defence: every string column of every record flushed -------------------------
 
 
+# The longest string column that holds a single line; every multi-line field is stored in a longer one or Text.
+SINGLE_LINE_COLUMN = 200
+
+
 def column_problems(obj: Any) -> dict[str, str]:
     """{attribute: problem} for the string columns of a new or changed record (only the changed ones)."""
     state = sa.inspect(obj)
@@ -79,8 +83,9 @@ def column_problems(obj: Any) -> dict[str, str]:
         column_type = attr.columns[0].type
         if not isinstance(value, str) or not isinstance(column_type, sa.String):
             continue
-        # A column does not know whether it holds one line or several: the forms and the API tell them apart.
-        problem = text_problem(value, multiline=True)
+        # Short columns hold one line (codes, names, references); longer ones and Text may hold several.
+        multiline = column_type.length is None or column_type.length > SINGLE_LINE_COLUMN
+        problem = text_problem(value, multiline=multiline)
         if problem is None and column_type.length is not None:
             problem = length_problem(value, column_type.length)
         if problem:

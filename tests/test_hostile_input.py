@@ -427,3 +427,17 @@ def test_flush_refuses_a_line_break_in_a_one_line_column_and_keeps_it_in_a_text_
     donor = donor_services.register_donor(refetch(tech), sites["BG"],
                                           donor_data("UC-0002", consent_scope="clinical use\r\nand banking"))
     assert refetch(donor).consent_scope == "clinical use\r\nand banking"
+
+
+@pytest.mark.parametrize("path", ["/materials/?to=9999-12-31", "/materials/?from=0001-01-01",
+                                  "/audit/?since=0001-01-01", "/audit/?until=9999-12-31"])
+def test_date_filters_at_the_calendar_ends_never_crash_a_page(client, login_as, path):
+    login_as("qa")
+    assert client.get(path).status_code in (200, 422)
+
+
+@pytest.mark.parametrize("query", ["since=0001-01-01T00:00:00%2B01:00", "until=9999-12-31T23:00:00-05:00"])
+def test_api_audit_times_outside_1900_2100_are_422(client, users, query):
+    response = client.get(f"{API}/audit?{query}", headers=bearer(new_token(refetch(users["qa"]))))
+    assert response.status_code == 422
+    assert list(response.get_json()["error"]["fields"].values()) == [YEAR]

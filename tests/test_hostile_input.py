@@ -441,3 +441,19 @@ def test_api_audit_times_outside_1900_2100_are_422(client, users, query):
     response = client.get(f"{API}/audit?{query}", headers=bearer(new_token(refetch(users["qa"]))))
     assert response.status_code == 422
     assert list(response.get_json()["error"]["fields"].values()) == [YEAR]
+
+
+def test_api_text_has_the_maximum_of_its_page_field(client, world):
+    """A reason is at most 2,000 characters on the page (ReasonMixin) and in the API alike; a deviation's
+    description 8,000."""
+    qa_token, tech_token = new_token(refetch(world["plant"].qa)), new_token(refetch(world["plant"].tech))
+    response = client.post(f"{API}/lots/{world['lot']}/status", headers=bearer(qa_token),
+                           json={"status": "rejected", "reason": "r" * 2001})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"] == {"reason": "Use at most 2000 characters (this has 2001)."}
+    before = _count(Deviation)
+    response = client.post(f"{API}/deviations", headers=bearer(tech_token),
+                           json={"title": "Long description", "description": "d" * 8000, "classification": "minor",
+                                 "site": "BG"})
+    assert response.status_code == 201, response.get_data(as_text=True)[:500]
+    assert _count(Deviation) == before + 1

@@ -8,6 +8,7 @@ each view declares the roles that may call it (`roles_required`, `any_authentica
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -97,18 +98,25 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
     return data
 
 
-# The longest text the API takes in any one value (the longest form field, a process template, is 8,000);
-# shorter column maxima are enforced, with the field named, before anything reaches the database.
-API_TEXT_MAX = 8000
-# Text fields that are several lines on the pages (textareas) may hold tabs and line ends through the API too.
+# The longest text the API takes in one value, as the pages' text areas; the few longer fields keep the
+# maximum of their page field. Shorter column maxima (codes, names, references) are enforced, with the
+# field named, before anything reaches the database (cellfactory.core.text).
+API_TEXT_MAX = 2000
+LONG_TEXT_MAX = {"description": 8000, "root_cause": 8000, "impact_assessment": 8000, "steps": 8000,
+                 "observations": 4000, "note": 4000, "change_summary": 4000}
 SINGLE_LINE_MAX = 200
+
+
+def _text_max(path: str) -> int:
+    name = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+    return LONG_TEXT_MAX.get(name, API_TEXT_MAX)
 
 
 def text_problems(value: Any, path: str = "") -> dict[str, str]:
     """{field: problem} for every string in a JSON value, named by its path (`reagents[0].lot`)."""
     problems: dict[str, str] = {}
     if isinstance(value, str):
-        problem = text_problem(value, multiline=True) or length_problem(value, API_TEXT_MAX)
+        problem = text_problem(value, multiline=True) or length_problem(value, _text_max(path))
         if problem:
             problems[path or "body"] = problem
     elif isinstance(value, dict):

@@ -265,7 +265,7 @@ def _unexpected_error(error: Exception) -> Any:
     if current_app.config.get("TESTING") and current_app.config.get("PROPAGATE_EXCEPTIONS", True):
         raise error
     if db.session.info.get(_COMMITTED):
-        # Only bookkeeping commits before the response (a print's audit entry, a token's last use).
+        # Service work commits after the response; only an explicit commit (a print's audit entry) comes before.
         return _render_error(500, f"Something went wrong after part of this request was saved. Check the record "
                                   f"before you enter anything again. Reference {reference}: give it to your "
                                   "administrator.", reference=reference)

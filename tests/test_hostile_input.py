@@ -457,3 +457,20 @@ def test_api_text_has_the_maximum_of_its_page_field(client, world):
                                  "site": "BG"})
     assert response.status_code == 201, response.get_data(as_text=True)[:500]
     assert _count(Deviation) == before + 1
+
+
+def test_a_commit_that_fails_at_the_end_of_the_request_says_nothing_was_saved(committed_app, monkeypatch):
+    application, token = committed_app
+    client = application.test_client()
+    import cellfactory.web as web
+
+    def failing_commit(session):
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(web, "commit_request", failing_commit)
+    response = client.post(f"{API}/donors", json=donor_data("UC-0001"), headers=bearer(token))
+    assert response.status_code == 500
+    assert "nothing was saved" in response.get_json()["error"]["message"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    monkeypatch.undo()
+    assert _donor_codes(application) == []

@@ -9,14 +9,15 @@ import sqlalchemy as sa
 from flask import Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from cellfactory.audit import services as audit
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import SessionEnd, User
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied
-from cellfactory.core.transaction import transactional
+from cellfactory.core.text import length_problem, text_problem
+from cellfactory.core.transaction import commit_request, defer_commits, transactional
 from cellfactory.extensions import db, login_manager
 from cellfactory.sites.models import Site
 
@@ -62,8 +63,10 @@ def register(app: Flask) -> None:
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
     login_manager.user_loader(_load_user)
+    app.before_request(_begin_request)
     app.before_request(_guard)
     app.after_request(_security_headers)
+    app.after_request(_commit_request)  # registered last, so it runs first: the response is complete
     app.register_error_handler(DomainError, _domain_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -88,6 +91,60 @@ def _load_user(user_id: str) -> User | None:
 
 def is_api_request() -> bool:
     return request.blueprint == "api" or request.path.startswith("/api/")
+
+
+# The longest value a query-string parameter (a search, a filter, a return address) may have.
+QUERY_VALUE_MAX = 1000
+
+
+def _begin_request() -> Any:
+    """Defer the commit to the end of the request, and refuse hostile text in the address before any query."""
+    defer_commits(db.session())
+    db.session.info.pop(_COMMITTED, None)
+    db.session.info.pop(_FLUSHED, None)
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and (text_problem(value) or length_problem(value, QUERY_VALUE_MAX)):
+            return _http_error(NotFound())
+    errors: dict[str, str] = {}
+    for name, value in request.args.items(multi=True):
+        problem = text_problem(name) or text_problem(value) or length_problem(value, QUERY_VALUE_MAX)
+        if problem:
+            errors.setdefault(name if not text_problem(name) else "query", problem)
+    if errors:
+        names = ", ".join(errors)
+        return _render_error(422, f"The search or filter {names} cannot be used: {next(iter(errors.values()))}",
+                             fields=errors)
+    return None
+
+
+_COMMITTED = "committed_in_request"
+_FLUSHED = "flushed_since_commit"
+
+
+@sa.event.listens_for(sa.orm.Session, "after_flush")
+def _note_flush(session: sa.orm.Session, flush_context: Any) -> None:
+    session.info[_FLUSHED] = True
+
+
+@sa.event.listens_for(sa.orm.Session, "after_commit")
+def _note_commit(session: sa.orm.Session) -> None:
+    """Remember that records were committed (bookkeeping statements such as a token's last use are not)."""
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
+    if session.info.pop(_FLUSHED, False):
+        session.info[_COMMITTED] = True
+
+
+def _commit_request(response: Any) -> Any:
+    """Commit the request's work now that its response is complete; if the commit fails, nothing was saved."""
+    try:
+        commit_request(db.session())
+    except Exception as error:
+        from flask import make_response
+
+        db.session.info.pop(_COMMITTED, None)
+        return make_response(_unexpected_error(error))
+    return response
 
 
 def _guard() -> Any:
@@ -209,6 +266,11 @@ def _unexpected_error(error: Exception) -> Any:
     current_app.logger.exception("unexpected error, reference %s", reference)
     if current_app.config.get("TESTING") and current_app.config.get("PROPAGATE_EXCEPTIONS", True):
         raise error
+    if db.session.info.get(_COMMITTED):
+        # Service work commits after the response; only an explicit commit (a print's audit entry) comes before.
+        return _render_error(500, f"Something went wrong after part of this request was saved. Check the record "
+                                  f"before you enter anything again. Reference {reference}: give it to your "
+                                  "administrator.", reference=reference)
     return _render_error(500, f"Something went wrong and nothing was saved. Reference {reference}: give it to "
                               "your administrator.", reference=reference)
 

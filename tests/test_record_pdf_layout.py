@@ -73,3 +73,46 @@ def test_characters_the_font_cannot_draw_are_marked_visibly_never_dropped():
     text = pdf_text(pdf)
     assert "[U+738B][U+5C0F][U+660E] Città Ωμέγα Жук" in text
     assert "Note: [U+738B] clinic" in text
+
+
+def _lines_with_right_edges(pdf: bytes) -> list[tuple[str, float, float]]:
+    """(text, right edge in points, page width) of every text run drawn, measured with the embedded font's metrics."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    from cellfactory.records.styles import register_fonts
+
+    register_fonts()
+    runs: list[tuple[str, float, float]] = []
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        width = float(page.mediabox.width)
+
+        def visit(text, cm, tm, font, size, width=width):
+            if not text.strip():
+                return
+            # the text matrix times the current transformation matrix: x origin and the scale of the font size
+            x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+            scale = (tm[0] * cm[0] + tm[1] * cm[2])
+            name = "DejaVuSans-Bold" if font and "Bold" in str(font.get("/BaseFont", "")) else "DejaVuSans"
+            runs.append((text, x + stringWidth(text.rstrip("\n"), name, size * scale), width))
+
+        page.extract_text(visitor_text=visit)
+    return runs
+
+
+def test_a_long_unbroken_value_is_printed_whole_and_stays_on_the_page():
+    token = "".join("ABCDEFGHIJ"[i % 10] for i in range(1000))  # 1,000 characters, no space or separator
+    pdf = render(document([
+        Section("Values", [("kv", [("Observations", token)]),
+                           ("table", ["#", "Text"], [["1", token]], [10 * mm, None]),
+                           ("text", token), ("subtitle", token)]),
+    ]))
+    cover = render(BatchRecordDocument(batch_number="BG-TEST-2026-0001", title="Batch record", status="released",
+                                       cover=[("Comment", token)], sections=[], printed="2026-11-22 09:00 CET",
+                                       printed_by="Ann Auditor (auditor)", version="0.0", build="test"))
+    for data, copies in ((pdf, 4), (cover, 1)):
+        flat = re.sub(r"\s", "", pdf_text(data))
+        assert flat.count(token) == copies
+        runs = _lines_with_right_edges(data)
+        assert runs
+        too_wide = [(text[:30], round(right), round(width)) for text, right, width in runs if right > width - 10]
+        assert too_wide == []

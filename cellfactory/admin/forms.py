@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Email, Length
 
 from cellfactory.auth.models import ROLE_LABELS
-from cellfactory.core.forms import ReasonMixin
+from cellfactory.core.forms import BaseForm, ReasonMixin
 from cellfactory.signatures.forms import SigningForm
 
 NETWORK = ""
@@ -21,7 +20,7 @@ def site_choices(sites) -> list[tuple[str, str]]:
         (NETWORK, "Whole network (auditor, network QA, network administrator)")]
 
 
-class UserCreateForm(FlaskForm):
+class UserCreateForm(BaseForm):
     username = StringField("User name", validators=[DataRequired("Enter a user name."), Length(max=64)],
                            render_kw={"autocapitalize": "none"})
     full_name = StringField("Printed full name (used in signatures)",
@@ -34,31 +33,31 @@ class UserCreateForm(FlaskForm):
                                        render_kw={"autocomplete": "new-password"})
 
 
-class GrantRoleForm(ReasonMixin, FlaskForm):
+class GrantRoleForm(ReasonMixin, BaseForm):
     role = SelectField("Role")
     site = SelectField("Site")
 
 
-class ReasonForm(ReasonMixin, FlaskForm):
+class ReasonForm(ReasonMixin, BaseForm):
     pass
 
 
-class UnlockForm(ReasonMixin, FlaskForm):
+class UnlockForm(ReasonMixin, BaseForm):
     require_new_password = BooleanField("Also require a new password at the next sign-in")
 
 
-class GrantDecisionForm(ReasonMixin, FlaskForm):
+class GrantDecisionForm(ReasonMixin, BaseForm):
     decision = SelectField("Decision", choices=[("approve", "Approve the grant"), ("reject", "Reject the grant")],
                            validators=[DataRequired("Choose approve or reject.")])
 
 
-class UserDetailsForm(ReasonMixin, FlaskForm):
+class UserDetailsForm(ReasonMixin, BaseForm):
     full_name = StringField("Printed full name", validators=[DataRequired("Enter the full name."), Length(max=200)])
     email = EmailField("E-mail", validators=[DataRequired("Enter the e-mail."), Email("Enter a valid e-mail.")])
     version = HiddenField()
 
 
-class ResetPasswordForm(ReasonMixin, FlaskForm):
+class ResetPasswordForm(ReasonMixin, BaseForm):
     temporary_password = PasswordField("New temporary password", validators=[DataRequired("Set a password.")],
                                        render_kw={"autocomplete": "new-password"})
 
@@ -69,7 +68,7 @@ class IdentityCheckForm(SigningForm):
                                        Length(max=1000)])
 
 
-class SiteForm(FlaskForm):
+class SiteForm(BaseForm):
     code = StringField("Code", validators=[DataRequired("Enter a code, e.g. BG."), Length(max=8)])
     name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
     facility_id = StringField("ISBT 128 facility identification number (FIN)",
@@ -78,7 +77,7 @@ class SiteForm(FlaskForm):
     address = TextAreaField("Address", validators=[Length(max=1000)])
 
 
-class SiteEditForm(ReasonMixin, FlaskForm):
+class SiteEditForm(ReasonMixin, BaseForm):
     name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
     timezone = StringField("Time zone", validators=[DataRequired("Enter the time zone.")])
     address = TextAreaField("Address", validators=[Length(max=1000)])

@@ -8,6 +8,7 @@ each view declares the roles that may call it (`roles_required`, `any_authentica
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -18,6 +19,7 @@ from cellfactory.auth.models import TokenScope, User
 from cellfactory.auth.services import effective_scope, token_for
 from cellfactory.core.errors import DomainError, ValidationFailed
 from cellfactory.core.pagination import Page
+from cellfactory.core.text import length_problem, text_problem
 from cellfactory.extensions import csrf, db
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -100,6 +102,9 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+    hostile = text_problems(data)
+    if hostile:
+        raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
     missing = [name for name in required if data.get(name) in (None, "")]
     wrong = [name for name in text if name not in missing and data.get(name) is not None
              and not isinstance(data[name], str)]
@@ -109,6 +114,41 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
         raise ValidationFailed(message, fields={**{name: "Required." for name in missing},
                                                 **{name: "Must be a string." for name in wrong}})
     return data
+
+
+# The longest text the API takes in one value, as the pages' text areas; the few longer fields keep the
+# maximum of their page field. Shorter column maxima (codes, names, references) are enforced, with the
+# field named, before anything reaches the database (cellfactory.core.text).
+API_TEXT_MAX = 2000
+LONG_TEXT_MAX = {"description": 8000, "root_cause": 8000, "impact_assessment": 8000, "steps": 8000,
+                 "observations": 4000, "note": 4000, "change_summary": 4000}
+SINGLE_LINE_MAX = 200
+
+
+def _text_max(path: str) -> int:
+    name = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+    return LONG_TEXT_MAX.get(name, API_TEXT_MAX)
+
+
+def text_problems(value: Any, path: str = "") -> dict[str, str]:
+    """{field: problem} for every string in a JSON value, named by its path (`reagents[0].lot`)."""
+    problems: dict[str, str] = {}
+    if isinstance(value, str):
+        problem = text_problem(value, multiline=True) or length_problem(value, _text_max(path))
+        if problem:
+            problems[path or "body"] = problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            key_problem = text_problem(str(key)) or length_problem(str(key), SINGLE_LINE_MAX)
+            if key_problem:
+                problems[path or "body"] = f"A field name is not valid: {key_problem}"
+                continue
+            problems.update(text_problems(item, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.update(text_problems(item, f"{path}[{index}]"))
+    return problems
 
 
 def page_json(page: Page, serialize) -> dict[str, Any]:

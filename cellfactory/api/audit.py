@@ -16,6 +16,7 @@ from cellfactory.audit.queries import AuditFilter, audit_page
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
+from cellfactory.core.plausibility import year_problem
 
 # "...T08:00:00+01:00" typed into a URL unencoded arrives as "...T08:00:00 01:00" ('+' means space in a query).
 _SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
@@ -32,6 +33,8 @@ def _instant(name: str) -> dt.datetime | None:
                                fields={name: "Use e.g. 2026-11-22T08:00:00+01:00."}) from exc
     if value.tzinfo is None:
         raise ValidationFailed(f"{name} needs a UTC offset.", fields={name: "Add the offset, e.g. +01:00 or Z."})
+    if year_problem(value):
+        raise ValidationFailed(f"{name}: {year_problem(value)}", fields={name: year_problem(value)})
     return value
 
 

@@ -10,6 +10,7 @@ from flask import g, request
 
 from cellfactory.auth.models import User
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.plausibility import year_problem
 from cellfactory.extensions import db
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
@@ -94,6 +95,8 @@ def _parse_instant(raw: Any) -> tuple[dt.datetime | None, str | None]:
         return None, f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}."
     if value.tzinfo is None or value.utcoffset() is None:
         return None, f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones."
+    if year_problem(value):
+        return None, year_problem(value)
     return value, None
 
 

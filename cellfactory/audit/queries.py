@@ -17,6 +17,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import Page, paginate
+from cellfactory.core.plausibility import year_problem
 from cellfactory.sites.models import Site
 
 # The trail grows by hundreds of thousands of entries a year: a page counts the matching entries only up to this
@@ -75,6 +76,8 @@ def parse_day(value: str | None, field: str, tz_name: str, *, end: bool = False)
         day = dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ValidationFailed(f"{value!r} is not a date: use YYYY-MM-DD.", fields={field: "Use YYYY-MM-DD."}) from exc
+    if year_problem(day):
+        raise ValidationFailed(year_problem(day), fields={field: year_problem(day)})
     if end:
         day += dt.timedelta(days=1)
     return dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(tz_name)).astimezone(dt.UTC)

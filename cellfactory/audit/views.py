@@ -9,6 +9,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
+from cellfactory.core.transaction import commit_request
 from cellfactory.extensions import db
 from cellfactory.web import display_timezone
 
@@ -59,6 +60,7 @@ def export_csv() -> Response:
     # The stream takes the request's session over: a real server (the development server, gunicorn) sends the
     # body after the request's context has ended, and the context's end must not close the session under it.
     session = db.session()
+    commit_request(session)  # what the request did before (its session's last activity) is kept
     db.session.registry.clear()
     return Response(_stream(session, statement, display_timezone()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})

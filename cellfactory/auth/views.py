@@ -50,7 +50,7 @@ def login() -> str | Response:
                 flash("Welcome. Choose your own password before you go on.", "info")
                 return redirect(url_for("auth.change_password"))
             return redirect(_safe_next(request.args.get("next")))
-    status = 401 if form.form_errors else 200
+    status = 401 if form.form_errors else 422 if form.errors else 200
     return render_template("auth/login.html", form=form,
                            idle_minutes=current_app.config["CELLFACTORY"].session_idle_minutes), status
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask_wtf import FlaskForm
 from wtforms import (
     DateTimeLocalField,
     FieldList,
@@ -23,6 +22,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -48,7 +48,7 @@ class SiteTimeField(DateTimeLocalField):
         return self.data.strftime(LOCAL[1] if self.data.second else LOCAL[0])
 
 
-class StartBatchForm(FlaskForm):
+class StartBatchForm(BaseForm):
     product = SelectField("Product", validators=[DataRequired("Choose the product.")])
     din = StringField("DIN of the accepted source material: scan the barcode or type the DIN",
                       validators=[Optional(), Length(max=40)], render_kw={**DIN_INPUT, "autofocus": True})
@@ -68,7 +68,7 @@ class ReagentRowForm(Form):
     unit = StringField("Unit", validators=[Optional(), Length(max=20)], render_kw={"autocomplete": "off"})
 
 
-class EntryForm(FlaskForm):
+class EntryForm(BaseForm):
     """What every step records; passages add their counts (PassageForm), plain steps their times (StepForm)."""
 
     version = HiddenField()

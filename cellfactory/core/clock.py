@@ -18,8 +18,11 @@ def format_local(value: dt.datetime | None, tz_name: str, *, seconds: bool = Fal
     """'2026-11-22 14:03 CET (Europe/Rome)': the zone is always named."""
     if value is None:
         return ""
-    local = to_local(value, tz_name)
     pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    try:
+        local = to_local(value, tz_name)
+    except (OverflowError, ValueError):  # a stored time at the calendar's very ends: show it as stored
+        return f"{value.strftime(pattern)} UTC"
     return f"{local.strftime(pattern)} {local.tzname()} ({tz_name})"
 
 

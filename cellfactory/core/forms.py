@@ -2,11 +2,73 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
+
 from flask_wtf import FlaskForm
-from wtforms import TextAreaField
+from wtforms import Field, FieldList, FormField, PasswordField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from cellfactory.core.errors import DomainError
+from cellfactory.core.plausibility import year_problem
+from cellfactory.core.text import length_problem, text_problem
+
+# The maximum of a text field that declares none: no text reaches a service or a column unbounded.
+DEFAULT_MAX_LINE = 200
+DEFAULT_MAX_MULTILINE = 2000
+
+
+def _fields(fields: Iterator[Field]) -> Iterator[Field]:
+    """Every field, descending into FieldList and FormField rows."""
+    for field in fields:
+        if isinstance(field, FieldList):
+            yield from _fields(iter(field.entries))
+        elif isinstance(field, FormField):
+            yield from _fields(iter(field.form))
+        else:
+            yield field
+
+
+def _declared_max(field: Field) -> int | None:
+    for validator in field.validators or ():
+        if isinstance(validator, Length) and validator.max is not None and validator.max >= 0:
+            return validator.max
+    return None
+
+
+def field_problem(field: Field) -> str | None:
+    """What is wrong with a field's raw input that its own validators do not check: characters, length, year."""
+    multiline = isinstance(field, TextAreaField)
+    for raw in field.raw_data or ():
+        if not isinstance(raw, str):
+            continue
+        problem = text_problem(raw, multiline=multiline)
+        if problem:
+            return problem
+        if isinstance(field, StringField):
+            maximum = _declared_max(field)
+            problem = length_problem(raw, maximum if maximum is not None else
+                                     DEFAULT_MAX_MULTILINE if multiline else DEFAULT_MAX_LINE)
+            if problem:
+                return problem
+    if isinstance(field.data, dt.date) and not isinstance(field, PasswordField):
+        return year_problem(field.data)
+    return None
+
+
+class BaseForm(FlaskForm):
+    """The base of every form: besides the field's own validators, each field's text must be storable
+    (cellfactory.core.text), no text field is unbounded, and a typed date has a plausible year."""
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        for field in _fields(iter(self)):
+            problem = field_problem(field)
+            if problem and problem not in field.errors:
+                # A refusal of the characters replaces the field's own messages, which would quote or judge them.
+                field.errors = [problem]
+                valid = False
+        return valid
 
 
 class ReasonMixin:

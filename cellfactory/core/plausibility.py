@@ -26,6 +26,15 @@ def year_problem(value: dt.date | dt.datetime) -> str | None:
     return None
 
 
+def plausible_date(value: dt.date, field: str, errors: dict[str, str]) -> dt.date | None:
+    """The parsed date, or None with the field's error when its year is outside 1900-2100 (every parser asks)."""
+    problem = year_problem(value)
+    if problem:
+        _add(errors, field, problem)
+        return None
+    return value
+
+
 def _add(errors: dict[str, str], field: str, message: str) -> None:
     errors.setdefault(field, message)
 

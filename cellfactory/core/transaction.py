@@ -1,4 +1,10 @@
-"""One transaction per user action: the outermost service call commits once; any exception rolls back."""
+"""One transaction per user action: the outermost service call commits once; any exception rolls back.
+
+In a web request the commit waits for the response: the outermost service call releases a savepoint,
+and `commit_request` commits when the view (its flash, redirect, serialisation or rendering) has
+finished without an error. An error response therefore never follows a commit, and "nothing was saved"
+is true. Outside a request (CLI, demo, tests calling services) the outermost call commits at once.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,21 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 _DEPTH = "transaction_depth"
+_DEFER = "commit_at_end_of_request"
+_PENDING = "commit_pending"
+
+
+def defer_commits(session: sa.orm.Session) -> None:
+    """From now on (one web request) the outermost service call leaves the commit to `commit_request`."""
+    session.info[_DEFER] = True
+    session.info.pop(_PENDING, None)
+
+
+def commit_request(session: sa.orm.Session) -> None:
+    """Commit what the request's service calls did; called once the response is complete."""
+    session.info.pop(_DEFER, None)
+    if session.info.pop(_PENDING, False):
+        session.commit()
 
 
 def transactional(fn: Callable[P, R]) -> Callable[P, R]:
@@ -25,24 +46,31 @@ def transactional(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         session = db.session()
         depth = session.info.get(_DEPTH, 0)
+        deferred = depth == 0 and session.info.get(_DEFER, False)
+        # A refused call undoes only its own work: earlier calls of the same request stay, as if committed.
+        savepoint = session.begin_nested() if deferred else None
         session.info[_DEPTH] = depth + 1
         try:
             result = fn(*args, **kwargs)
-            if depth == 0:
+            if savepoint is not None:
+                session.flush()
+                savepoint.commit()
+                session.info[_PENDING] = True
+            elif depth == 0:
                 session.commit()
             else:
                 session.flush()
             return result
         except StaleDataError as exc:
             if depth == 0:
-                session.rollback()
+                _undo(session, savepoint)
             raise Conflict(
                 "Someone else saved this record while you were editing it. Reload the page, check their "
                 "change and enter yours again."
             ) from exc
         except BaseException as exc:
             if depth == 0:
-                session.rollback()
+                _undo(session, savepoint)
                 if isinstance(exc, DomainError) and exc.after_rollback:
                     _keep_after_rollback(session, exc)
             raise
@@ -51,6 +79,18 @@ def transactional(fn: Callable[P, R]) -> Callable[P, R]:
             if depth == 0:
                 session.info.pop("audit_reason", None)
     return wrapper
+
+
+def _undo(session: sa.orm.Session, savepoint: sa.orm.SessionTransaction | None) -> None:
+    if savepoint is None:
+        session.rollback()
+        return
+    # A failed flush leaves the savepoint inactive but open: it still has to be rolled back.
+    transaction = session.get_nested_transaction()
+    while transaction is not None and transaction is not savepoint:
+        transaction = transaction.parent
+    if transaction is savepoint:
+        savepoint.rollback()
 
 
 def _keep_after_rollback(session: sa.orm.Session, exc: DomainError) -> None:

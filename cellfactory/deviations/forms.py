@@ -3,10 +3,10 @@ The services check every rule; their field errors are shown next to these fields
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.deviations.models import Classification
 from cellfactory.signatures.forms import SigningForm
 
@@ -14,7 +14,7 @@ CLASSIFICATIONS = [("", "Choose…")] + [(c.value, c.value) for c in Classificat
 CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
 
 
-class OpenDeviationForm(FlaskForm):
+class OpenDeviationForm(BaseForm):
     site = SelectField("Site", choices=[], validate_choice=False)
     batch = StringField("Batch number (if the deviation concerns a batch)", validators=[Optional(), Length(max=40)],
                         render_kw=CODE)
@@ -25,7 +25,7 @@ class OpenDeviationForm(FlaskForm):
     classification = SelectField("Classification", choices=CLASSIFICATIONS, validate_choice=False)
 
 
-class InvestigationForm(FlaskForm):
+class InvestigationForm(BaseForm):
     version = HiddenField()
     classification = SelectField("Classification", choices=CLASSIFICATIONS[1:], validate_choice=False)
     root_cause = TextAreaField("Root cause", validators=[Optional(), Length(max=8000)])
@@ -35,7 +35,7 @@ class InvestigationForm(FlaskForm):
                            validators=[Optional(), Length(max=2000)])
 
 
-class ActionForm(FlaskForm):
+class ActionForm(BaseForm):
     kind = SelectField("Kind", choices=[("corrective", "corrective"), ("preventive", "preventive")],
                        validate_choice=False)
     description = TextAreaField("Action", validators=[Optional(), Length(max=4000)])
@@ -43,7 +43,7 @@ class ActionForm(FlaskForm):
     due_date = DateField("Due date", validators=[Optional()])
 
 
-class CompleteActionForm(FlaskForm):
+class CompleteActionForm(BaseForm):
     note = TextAreaField("What was done", validators=[Optional(), Length(max=4000)])
 
 

@@ -14,6 +14,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.models import (
@@ -153,7 +154,9 @@ def add_action(actor: User, deviation: Deviation, *, kind: str, description: str
         errors["owner"] = "Name an active user as owner."
     try:
         due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if due < local_today(deviation.site.timezone):
+        if year_problem(due):
+            errors["due_date"] = year_problem(due)
+        elif due < local_today(deviation.site.timezone):
             errors["due_date"] = "The due date is in the past."
     except ValueError:
         errors["due_date"] = "Enter the due date (YYYY-MM-DD)."

@@ -119,7 +119,7 @@ def required_tests(*, htlv_risk: bool, site_requires_htlv: bool) -> list[Screeni
 
 def window_for(donation_kind: DonationKind, collection_date: dt.date) -> tuple[dt.date, dt.date]:
     rule = SAMPLING_RULES[donation_kind]
-    return (collection_date - dt.timedelta(days=rule.days_before), collection_date + dt.timedelta(days=rule.days_after))
+    return (_shift(collection_date, -rule.days_before), _shift(collection_date, rule.days_after))
 
 
 _SEVERITY = {SerologyResult.NEGATIVE: 0, SerologyResult.INDETERMINATE: 1, SerologyResult.REACTIVE: 2}
@@ -145,7 +145,7 @@ def evaluate(
     rule = SAMPLING_RULES[donation_kind]
     clearances = clearances or {}
     window = window_for(donation_kind, collection_date)
-    repeat_due = (collection_date + dt.timedelta(days=rule.repeat_after_days)
+    repeat_due = (_shift(collection_date, rule.repeat_after_days)
                   if rule.repeat_after_days is not None else None)
     tests = required_tests(htlv_risk=htlv_risk, site_requires_htlv=site_requires_htlv)
     ineligible: list[str] = []
@@ -255,6 +255,14 @@ def _assessed(result: ResultLike | None, clearances: Mapping[int, Clearance], in
         return
     assess.append(ASSESSED[result.test])
     assessable.append(result)
+
+
+def _shift(day: dt.date, days: int) -> dt.date:
+    """`day` moved by `days`, held at the calendar's ends: a stored date near year 1 or 9999 must not crash a page."""
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        return dt.date.min if days < 0 else dt.date.max
 
 
 def _syphilis(specific: SerologyResult | None, nonspecific: SerologyResult | None) -> tuple[str | None, bool]:

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from cellfactory.core.forms import ReasonMixin
+from cellfactory.core.forms import BaseForm, ReasonMixin
 from cellfactory.donors.models import TEST_LABELS, DonationKind, DonorType, SerologyResult, Sex, TestedPerson
 from cellfactory.signatures.forms import SigningForm
 
@@ -17,7 +16,7 @@ KIND_LABELS = {
 }
 
 
-class DonorForm(FlaskForm):
+class DonorForm(BaseForm):
     code = StringField("Donor code (pseudonymised, never a name)", validators=[DataRequired("Enter the donor code."),
                                                                               Length(max=32)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
@@ -42,7 +41,7 @@ class DonorCorrectionForm(ReasonMixin, DonorForm):
     version = HiddenField()
 
 
-class ScreeningForm(FlaskForm):
+class ScreeningForm(BaseForm):
     test = SelectField("Test", choices=[(t.value, label) for t, label in TEST_LABELS.items()])
     tested_person = SelectField("Sample from", choices=[(p.value, p.value.capitalize()) for p in TestedPerson])
     sample_date = DateField("Sample date", validators=[DataRequired("Enter the sample date.")])
@@ -57,7 +56,7 @@ class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
     pass
 
 
-class WithdrawalForm(ReasonMixin, FlaskForm):
+class WithdrawalForm(ReasonMixin, BaseForm):
     withdrawn_on = DateField("Date consent was withdrawn", validators=[DataRequired("Enter the date.")])
 
 

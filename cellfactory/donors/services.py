@@ -13,6 +13,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import format_local, local_today
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.plausibility import plausible_date
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
@@ -64,13 +65,13 @@ def _enum(enum_cls, value: Any, field: str, errors: dict[str, str], label: str):
 
 def _date(value: Any, field: str, errors: dict[str, str], *, required: bool = True) -> dt.date | None:
     if isinstance(value, dt.date):
-        return value
+        return plausible_date(value, field, errors)
     if not value:
         if required:
             errors[field] = "Enter the date (YYYY-MM-DD)."
         return None
     try:
-        return dt.date.fromisoformat(str(value))
+        return plausible_date(dt.date.fromisoformat(str(value)), field, errors)
     except ValueError:
         errors[field] = "Not a date: use YYYY-MM-DD."
         return None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import DateField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from cellfactory.core.forms import BaseForm
 
-class EquipmentForm(FlaskForm):
+
+class EquipmentForm(BaseForm):
     code = StringField("Code (as on the equipment's label)", validators=[DataRequired("Enter the code."),
                                                                         Length(max=40)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
@@ -18,11 +19,11 @@ class EquipmentForm(FlaskForm):
                                 validators=[DataRequired("Enter the due date.")])
 
 
-class CalibrationForm(FlaskForm):
+class CalibrationForm(BaseForm):
     reference = StringField("Certificate or report reference",
                             validators=[DataRequired("Enter the certificate or report reference."), Length(max=200)])
     next_due = DateField("Next calibration due", validators=[DataRequired("Enter the next due date.")])
 
 
-class ServiceStatusForm(FlaskForm):
+class ServiceStatusForm(BaseForm):
     reason = TextAreaField("Reason", validators=[DataRequired("Give the reason."), Length(max=2000)])

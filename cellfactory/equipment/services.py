@@ -11,6 +11,7 @@ from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.equipment.models import Equipment, EquipmentStatus
@@ -26,12 +27,13 @@ def get_equipment(user: User, site: Site, code: str) -> Equipment:
 
 
 def _date(value: Any, field: str) -> dt.date:
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value))
+        day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     except ValueError as exc:
         raise ValidationFailed("Enter the date as YYYY-MM-DD.", fields={field: "YYYY-MM-DD."}) from exc
+    if year_problem(day):
+        raise ValidationFailed(year_problem(day), fields={field: year_problem(day)})
+    return day
 
 
 @transactional

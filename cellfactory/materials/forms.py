@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 
 
-class ReceiptForm(FlaskForm):
+class ReceiptForm(BaseForm):
     din = StringField("DIN: scan the barcode or type the DIN with its check character",
                       validators=[Optional(), Length(max=40)],
                       render_kw={"autofocus": True, "autocomplete": "off", "autocapitalize": "characters",
@@ -46,7 +46,7 @@ class QuarantineDecisionForm(SigningForm):
                                                  Length(max=2000)])
 
 
-class CollectionFacilityForm(FlaskForm):
+class CollectionFacilityForm(BaseForm):
     """A collection facility whose DINs the site receives: its FIN (first 5 characters of its DINs) and name."""
 
     facility_id = StringField("FIN of the collection facility (first 5 characters of its DINs)",
@@ -55,6 +55,6 @@ class CollectionFacilityForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired("Enter the collection facility's name."), Length(max=200)])
 
 
-class RetireFacilityForm(FlaskForm):
+class RetireFacilityForm(BaseForm):
     reason = TextAreaField("Reason", validators=[DataRequired("Say why the collection facility is retired."),
                                                  Length(max=2000)])

@@ -16,6 +16,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import services as donor_services
@@ -271,6 +272,9 @@ def parse_instant(value: Any, field: str, tz_name: str, errors: dict[str, str]) 
         except ValueError:
             errors[field] = "Not a date and time: use YYYY-MM-DDTHH:MM."
             return None
+    if year_problem(parsed):
+        errors[field] = year_problem(parsed)
+        return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=ZoneInfo(tz_name))
     return parsed.astimezone(dt.UTC)

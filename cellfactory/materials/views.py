@@ -13,6 +13,7 @@ from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
@@ -55,6 +56,8 @@ def index() -> str:
         try:
             day = dt.date.fromisoformat(args.get(name, ""))
         except ValueError:
+            continue
+        if year_problem(day):  # like any other filter that is not a date: ignored, never a crash
             continue
         if op == "lt":
             day += dt.timedelta(days=1)

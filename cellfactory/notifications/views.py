@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import BaseForm
 from cellfactory.core.permissions import roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
@@ -20,7 +20,7 @@ bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 def alerts() -> str:
     user = current_user._get_current_object()
     return render_template("notifications/alerts.html", alerts=services.alerts_for(user, include_acknowledged=True),
-                           form=FlaskForm())
+                           form=BaseForm())
 
 
 @bp.route("/<int:alert_id>/acknowledge", methods=["POST"])
@@ -29,7 +29,7 @@ def acknowledge(alert_id: int) -> Response:
     alert = db.session.get(Alert, alert_id)
     if alert is None:
         abort(404)
-    if FlaskForm().validate_on_submit():
+    if BaseForm().validate_on_submit():
         try:
             services.acknowledge(current_user._get_current_object(), alert)
         except DomainError as error:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.forms import BaseForm
 from cellfactory.products.models import CriterionKind, StepKind, TestStage
 from cellfactory.signatures.forms import SigningForm
 
@@ -16,7 +16,7 @@ STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \
              "Without a kind the line is a plain step.")
 
 
-class ProductForm(FlaskForm):
+class ProductForm(BaseForm):
     code = StringField("Code (2-16 letters or digits, e.g. UCMSC)",
                        validators=[DataRequired("Enter the product code."), Length(max=16)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
@@ -30,7 +30,7 @@ class ProductForm(FlaskForm):
     donor_max_age_years = IntegerField("Oldest donor accepted (years; empty: no limit)", validators=[Optional()])
 
 
-class DraftForm(FlaskForm):
+class DraftForm(BaseForm):
     """A specification version's summary, limits and process template (a new draft, or a draft edited)."""
 
     change_summary = TextAreaField("What changes in this version",
@@ -65,7 +65,7 @@ def parse_steps(text: str) -> list[dict[str, str]]:
     return steps
 
 
-class TestForm(FlaskForm):
+class TestForm(BaseForm):
     __test__ = False  # not a pytest class
 
     code = StringField("Code", validators=[DataRequired("Enter the test code."), Length(max=40)],

@@ -6,10 +6,10 @@ which test, which instrument, retests), and their field errors are shown next to
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.qc.judging import QUALITATIVE_VALUES
 from cellfactory.signatures.forms import SigningForm
 
@@ -30,7 +30,7 @@ class SiteTimeField(DateTimeLocalField):
         return self.data.strftime(LOCAL[1] if self.data.second else LOCAL[0])
 
 
-class ResultForm(FlaskForm):
+class ResultForm(BaseForm):
     """One result of a specification test, with a number as value; `for_test` gives the form that fits a test
     (a list of fixed values for a qualitative test)."""
 
@@ -75,7 +75,7 @@ class QualitativeResultForm(ResultForm):
     value = SelectField("Result", choices=QUALITATIVE_CHOICES, validate_choice=False)
 
 
-class FinalReadForm(FlaskForm):
+class FinalReadForm(BaseForm):
     value = StringField("Final read", validators=[Optional(), Length(max=40)], render_kw=NUMBER)
     raw_data_reference = StringField("Raw data reference of the read", validators=[Optional(), Length(max=300)],
                                      render_kw={"autocomplete": "off"})

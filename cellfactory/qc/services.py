@@ -19,6 +19,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.plausibility import plausible_date
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations import services as deviations
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
@@ -129,6 +130,7 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
         try:
             due = data["final_read_due"] if isinstance(data.get("final_read_due"), dt.date) \
                 else dt.date.fromisoformat(str(data.get("final_read_due")))
+            due = plausible_date(due, "final_read_due", errors)
         except ValueError:
             errors["final_read_due"] = "Enter the date the final read is due."
     else:

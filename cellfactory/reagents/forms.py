@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.reagents.models import LotStatus
 
 
-class ItemForm(FlaskForm):
+class ItemForm(BaseForm):
     code = StringField("Catalogue code", validators=[DataRequired("Enter the code."), Length(max=40)],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off"})
     name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
@@ -21,7 +21,7 @@ class ItemForm(FlaskForm):
     unit = StringField("Unit of use", default="mL", validators=[Optional(), Length(max=20)])
 
 
-class LotForm(FlaskForm):
+class LotForm(BaseForm):
     item = SelectField("Catalogue item", validators=[DataRequired("Choose the catalogue item.")])
     lot_number = StringField("Supplier's lot number", validators=[DataRequired("Enter the lot number."),
                                                                   Length(max=60)],
@@ -32,7 +32,7 @@ class LotForm(FlaskForm):
     received_on = DateField("Received on", default=dt.date.today, validators=[DataRequired("Enter the date.")])
 
 
-class LotStatusForm(FlaskForm):
+class LotStatusForm(BaseForm):
     status = SelectField("Decision", choices=[(LotStatus.RELEASED.value, "Release for use (CoA reviewed)"),
                                               (LotStatus.REJECTED.value, "Reject")])
     reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),

@@ -11,6 +11,7 @@ from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.plausibility import plausible_date
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -64,6 +65,7 @@ def receive_lot(actor: User, site: Site, data: dict[str, Any]) -> ReagentLot:
     try:
         expiry = data["expiry_date"] if isinstance(data.get("expiry_date"), dt.date) \
             else dt.date.fromisoformat(str(data.get("expiry_date")))
+        expiry = plausible_date(expiry, "expiry_date", errors)
     except ValueError:
         expiry = None
         errors["expiry_date"] = "Enter the expiry date (YYYY-MM-DD)."
@@ -73,6 +75,8 @@ def receive_lot(actor: User, site: Site, data: dict[str, Any]) -> ReagentLot:
             received = dt.date.fromisoformat(str(received))
         except ValueError:
             errors["received_on"] = "Enter the date of receipt (YYYY-MM-DD)."
+    if isinstance(received, dt.date):
+        plausible_date(received, "received_on", errors)
     if errors:
         raise ValidationFailed("The lot cannot be saved: " + " ".join(errors.values()), fields=errors)
     if db.session.scalar(sa.select(ReagentLot.id).where(ReagentLot.site_id == site.id, ReagentLot.item_id == item.id,

@@ -3,10 +3,10 @@ with the signing dialog. The services check everything; the forms only collect t
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import DateField, DateTimeLocalField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -22,7 +22,7 @@ class ReviewForm(SigningForm):
     reason = _reason("Review comment", "Write the review comment (it is part of the signed record).")
 
 
-class ReturnForm(FlaskForm):
+class ReturnForm(BaseForm):
     """QA returns the batch to manufacturing with comments (no signature: nothing is approved)."""
 
     reason = _reason("Comments: what must be corrected", "Say what must be corrected before the review.")

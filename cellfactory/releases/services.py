@@ -20,6 +20,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.plausibility import plausible_date, year_problem
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource
 from cellfactory.extensions import db
 from cellfactory.notifications.services import raise_alert
@@ -261,13 +262,13 @@ def _required(details: dict[str, Any], name: str, errors: dict[str, str], messag
 def _as_date(value: Any, name: str, errors: dict[str, str]) -> dt.date | None:
     if value in (None, ""):
         return None
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
     try:
-        return dt.date.fromisoformat(str(value))
+        day = value if isinstance(value, dt.date) and not isinstance(value, dt.datetime) \
+            else dt.date.fromisoformat(str(value))
     except ValueError:
         errors[name] = "Enter a date (YYYY-MM-DD)."
         return None
+    return plausible_date(day, name, errors)
 
 
 def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) -> dict[str, Any]:
@@ -306,6 +307,8 @@ def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) ->
                     dt.datetime.fromisoformat(str(notified))
                 if clean["sponsor_notified_at"].tzinfo is None:
                     clean["sponsor_notified_at"] = clean["sponsor_notified_at"].replace(tzinfo=dt.UTC)
+                if year_problem(clean["sponsor_notified_at"]):
+                    errors["sponsor_notified_at"] = year_problem(clean["sponsor_notified_at"])
             except ValueError:
                 errors["sponsor_notified_at"] = "Enter the date and time the sponsor was notified."
     if errors:

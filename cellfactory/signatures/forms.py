@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from flask import session
-from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.signatures.models import Meaning
 
 _CONTINUOUS = "esig_continuous"
@@ -23,7 +23,7 @@ def mark_signed() -> None:
     session[_CONTINUOUS] = True
 
 
-class SigningForm(FlaskForm):
+class SigningForm(BaseForm):
     meaning = SelectField("Meaning of the signature", validators=[DataRequired("Choose the meaning.")])
     username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
                            render_kw={"autocapitalize": "none"})
@@ -52,7 +52,7 @@ class SigningForm(FlaskForm):
         }
 
 
-class TokenForm(FlaskForm):
+class TokenForm(BaseForm):
     name = StringField("What the token is for", validators=[DataRequired("Name the token, e.g. the instrument."),
                                                              Length(max=100)])
     scope = SelectField("Scope", choices=[("read", "Read only"), ("write", "Read and write"),
@@ -60,5 +60,5 @@ class TokenForm(FlaskForm):
                         description="Give a script no more than it needs.")
 
 
-class RevokeForm(FlaskForm):
+class RevokeForm(BaseForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])

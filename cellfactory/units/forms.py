@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -13,6 +12,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from cellfactory.core.forms import BaseForm
 from cellfactory.units.services import DIVISIONS
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -20,7 +20,7 @@ SCANNER = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": 
            "data-scanner": True}
 
 
-class CreateUnitsForm(FlaskForm):
+class CreateUnitsForm(BaseForm):
     batch = StringField("Batch number", validators=[DataRequired("Enter the batch number."), Length(max=40)],
                         render_kw={"autocomplete": "off", "autocapitalize": "characters"})
     count = IntegerField(f"Number of units (bags or vials, 1-{len(DIVISIONS)})",
@@ -36,7 +36,7 @@ class CreateUnitsForm(FlaskForm):
                                     validators=[DataRequired("Enter the expiry date and time.")])
 
 
-class PutAwayForm(FlaskForm):
+class PutAwayForm(BaseForm):
     position = StringField("Position: scan its label or type it (e.g. LN2-01/R1/B01/A1)",
                            validators=[DataRequired("Scan or type a position."), Length(max=120)],
                            render_kw={**SCANNER, "data-scanner-next": "store-reason"})
@@ -44,12 +44,12 @@ class PutAwayForm(FlaskForm):
                            validators=[Optional(), Length(max=2000)])
 
 
-class ReasonForm(FlaskForm):
+class ReasonForm(BaseForm):
     reason = TextAreaField("Reason", validators=[DataRequired("Give the reason: it goes into the audit trail."),
                                                  Length(max=2000)])
 
 
-class AdministerForm(FlaskForm):
+class AdministerForm(BaseForm):
     recipient_code = StringField("Recipient code (pseudonymised)",
                                  validators=[DataRequired("Enter the recipient's pseudonymised code."),
                                              Length(max=40)],
@@ -60,11 +60,11 @@ class AdministerForm(FlaskForm):
                                          validators=[DataRequired("Enter the date and time of administration.")])
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(BaseForm):
     """A button that changes something: only the CSRF token travels."""
 
 
-class LocationForm(FlaskForm):
+class LocationForm(BaseForm):
     kind = SelectField("Kind", choices=[("container", "Freezer or LN2 tank"), ("rack", "Rack (inside a container)"),
                                         ("box", "Box (inside a rack)")])
     parent = SelectField("Inside", choices=[("", "— the site (for a freezer or tank) —")], validate_choice=False)
@@ -78,7 +78,7 @@ class LocationForm(FlaskForm):
     segregated = BooleanField("Segregated storage (e.g. quarantine or infectious-marker positive)")
 
 
-class ShipmentForm(FlaskForm):
+class ShipmentForm(BaseForm):
     units = SelectMultipleField("Units to ship", choices=[], validators=[DataRequired("Choose the units to ship.")])
     to_site = SelectField("Destination site", choices=[], validators=[DataRequired("Choose the destination.")])
     shipper = StringField("Shipper or courier", validators=[DataRequired("Name the courier or shipper."),
@@ -91,7 +91,7 @@ class ShipmentForm(FlaskForm):
                                      validators=[DataRequired("Enter the departure date and time.")])
 
 
-class ReceiptForm(FlaskForm):
+class ReceiptForm(BaseForm):
     arrived_at = DateTimeLocalField("Arrival (site time)", format=LOCAL,
                                     validators=[DataRequired("Enter the arrival date and time.")])
     excursion = RadioField("Temperature excursion in transit (read the logger)",

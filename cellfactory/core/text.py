@@ -1,0 +1,103 @@
+"""Which characters a person may type: one rule for every text field at every door.
+
+Forms (cellfactory.core.forms.BaseForm), the API's JSON bodies and query strings, the login form and,
+as the last line of defence, every string column flushed to the database (CLI, demo, imports) ask
+`text_problem`. A record must read the same on screen, on paper and in the database: control characters
+(NUL is refused by PostgreSQL and silently kept by SQLite), unpaired surrogates (not encodable as UTF-8)
+and invisible bidirectional controls (which make "10 mL" display as something else) are refused.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from cellfactory.core.errors import ValidationFailed
+
+# Invisible bidirectional controls: marks, embeddings, overrides and isolates.
+BIDI_CONTROLS = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Line ends and tabs are what a multi-line field (a textarea) legitimately sends; browsers send CR LF.
+MULTILINE_ALLOWED = frozenset("\t\n\r")
+
+CONTROL_MESSAGE = "Remove the control characters (such as NUL or BEL): they cannot be stored."
+LINE_BREAK_MESSAGE = "This field takes one line: remove the line breaks and tabs."
+SURROGATE_MESSAGE = ("This text contains a character that could not be read (an unpaired surrogate, or U+FFFD, which a "
+                     "browser sends in its place): type the text again.")
+# What a browser sends for an unpaired surrogate (WHATWG: "convert to a scalar value string").
+REPLACEMENT = "\ufffd"
+BIDI_MESSAGE = ("Remove the invisible direction-control characters (U+200E, U+200F, U+061C, U+202A-U+202E, "
+                "U+2066-U+2069): they change how the text reads.")
+
+
+def text_problem(value: str, multiline: bool = False) -> str | None:
+    """Why `value` cannot be stored as typed text, or None when it can.
+
+    :param multiline: a multi-line field, which may hold tabs, line feeds and carriage returns.
+    """
+    if REPLACEMENT in value:
+        return SURROGATE_MESSAGE
+    if value.isprintable():  # fast path: isprintable() is False for every Cc, Cs and Cf character
+        return None
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return SURROGATE_MESSAGE
+        if category == "Cc":
+            if multiline and char in MULTILINE_ALLOWED:
+                continue
+            if char in MULTILINE_ALLOWED:
+                return LINE_BREAK_MESSAGE
+            return CONTROL_MESSAGE
+        if char in BIDI_CONTROLS:
+            return BIDI_MESSAGE
+    return None
+
+
+def length_problem(value: str, maximum: int) -> str | None:
+    if len(value) > maximum:
+        return f"Use at most {maximum} characters (this has {len(value)})."
+    return None
+
+
+# --- the last line of defence: every string column of every record flushed -------------------------
+
+
+# The longest string column that holds a single line; every multi-line field is stored in a longer one or Text.
+SINGLE_LINE_COLUMN = 200
+
+
+def column_problems(obj: Any) -> dict[str, str]:
+    """{attribute: problem} for the string columns of a new or changed record (only the changed ones)."""
+    state = sa.inspect(obj)
+    keys = state.dict.keys() if state.pending or state.transient else state.committed_state.keys()
+    problems: dict[str, str] = {}
+    for key in keys:
+        attr = state.mapper.column_attrs.get(key)
+        if attr is None or len(attr.columns) != 1:
+            continue
+        value = state.dict.get(key)
+        column_type = attr.columns[0].type
+        if not isinstance(value, str) or not isinstance(column_type, sa.String):
+            continue
+        # Short columns hold one line (codes, names, references); longer ones and Text may hold several.
+        multiline = column_type.length is None or column_type.length > SINGLE_LINE_COLUMN
+        problem = text_problem(value, multiline=multiline)
+        if problem is None and column_type.length is not None:
+            problem = length_problem(value, column_type.length)
+        if problem:
+            problems[key] = problem
+    return problems
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_hostile_text(session: Session, flush_context: Any, instances: Any) -> None:
+    for obj in (*session.new, *session.dirty):
+        problems = column_problems(obj)
+        if problems:
+            what = getattr(obj, "__tablename__", type(obj).__name__)
+            raise ValidationFailed(f"The {what} cannot be saved: " + " ".join(
+                f"{name}: {problem}" for name, problem in problems.items()), fields=problems)

@@ -123,6 +123,10 @@ def product_json(product) -> dict[str, Any]:
     return {
         "code": product.code, "name": product.name, "description": product.description,
         "cellular": product.cellular, "dose_unit": product.dose_unit, "active": product.active,
+        "collection_type": product.collection_type.value,
+        "shelf_life": {"fresh_hours": product.shelf_life_fresh_hours,
+                       "cryopreserved_days": product.shelf_life_cryo_days,
+                       "after_thaw_hours": product.shelf_life_thawed_hours},
         "current_specification": current.number if current else None,
         "draft_specification": draft.number if draft else None,
         "specifications": [{"number": s.number, "status": s.status.value} for s in product.specifications],

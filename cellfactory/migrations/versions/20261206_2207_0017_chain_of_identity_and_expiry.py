@@ -19,9 +19,9 @@ Create Date: 2026-12-06 22:07:00
 from __future__ import annotations
 
 import sqlalchemy as sa
+from alembic import op
 
 import cellfactory.core.db
-from alembic import op
 
 revision = '0017'
 down_revision = '0010'

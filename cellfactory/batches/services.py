@@ -186,13 +186,13 @@ def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any)
             errors["recipient_trial_code"] = "An allogeneic off-the-shelf batch names no recipient's trial."
     else:
         if not code:
-            errors["recipient_code"] = (f"Required for a {collection.value} batch: the pseudonymised code of the "
-                                        "recipient it is made for.")
+            errors["recipient_code"] = (f"Required: this batch is {collection.value}, made for one recipient; give "
+                                        "the recipient's pseudonymised code.")
         elif not RECIPIENT_CODE.fullmatch(code):
             errors["recipient_code"] = RECIPIENT_CODE_FORMAT
         if not trial:
-            errors["recipient_trial_code"] = (f"Required for a {collection.value} batch: the clinical trial code "
-                                              "(EU CT or EudraCT number) of the recipient.")
+            errors["recipient_trial_code"] = (f"Required: this batch is {collection.value}; give the recipient's "
+                                              "clinical trial code (EU CT or EudraCT number).")
         elif len(trial) > 40:
             errors["recipient_trial_code"] = "At most 40 characters."
     if errors:

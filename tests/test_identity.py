@@ -525,3 +525,63 @@ def test_shipping_an_expired_unit_is_refused_alike_by_page_and_api(door, client,
         assert (error["code"], error["message"], error["fields"]) == ("conflict", message, {"units": field_message})
     assert count(Shipment) == 0
     assert {unit_by(i).status for i in ids} == {UnitStatus.AVAILABLE}
+
+
+# --- the pages and the API show and set it ------------------------------------------------------------
+
+
+def test_qa_sets_shelf_lives_on_the_product_page_and_the_api(client, users, sites, login_as, auth):
+    plant = build_plant(users, sites)
+    login_as("qa")
+    page = page_text(client.get("/products/UCMSC"))
+    assert "fresh 24 h · cryopreserved 365 days · after thawing 2 h" in page
+    refused = client.post("/products/UCMSC/settings", data={
+        "settings-collection_type": "autologous", "settings-shelf_life_fresh_hours": "36",
+        "settings-shelf_life_cryo_days": "4000", "settings-shelf_life_thawed_hours": "4",
+        "settings-reason": "stability study SR-7"})
+    assert refused.status_code == 422 and "A whole number of days, 1 to 3650." in page_text(refused)
+    saved = client.post("/products/UCMSC/settings", data={
+        "settings-collection_type": "autologous", "settings-shelf_life_fresh_hours": "36",
+        "settings-shelf_life_cryo_days": "730", "settings-shelf_life_thawed_hours": "4",
+        "settings-reason": "stability study SR-7"})
+    assert saved.status_code == 302
+    product = refetch(_set_product(plant))
+    assert (product.collection_type, product.shelf_life_fresh_hours, product.shelf_life_cryo_days,
+            product.shelf_life_thawed_hours) == (CollectionType.AUTOLOGOUS, 36, 730, 4)
+    response = client.patch(f"{API}/products/UCMSC/settings", headers=auth("qa"),
+                            json={"shelf_life_cryo_days": 400})
+    assert response.status_code == 422 and response.get_json()["error"]["fields"] == {"reason": "Required."}
+    response = client.patch(f"{API}/products/UCMSC/settings", headers=auth("qa"),
+                            json={"shelf_life_cryo_days": 400, "reason": "stability study SR-8"})
+    assert response.status_code == 200
+    assert response.get_json()["shelf_life"] == {"fresh_hours": 36, "cryopreserved_days": 400,
+                                                 "after_thaw_hours": 4}
+    assert client.patch(f"{API}/products/UCMSC/settings", headers=auth("technician"),
+                        json={"shelf_life_cryo_days": 1, "reason": "x"}).status_code == 403
+
+
+def test_thaw_through_the_api_and_the_unit_page(client, users, sites, login_as, auth):
+    plant, batch, ids = _allogeneic_bank(users, sites)
+    first, second = ids
+    thawed = ago(0.5).replace(second=0, microsecond=0)
+    response = client.post(f"{API}/units/{first}/thaw", headers=auth("technician"),
+                           json={"thawed_at": thawed.isoformat()})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    # UCMSC's default shelf life after thawing: 2 hours from the thaw.
+    assert dt.datetime.fromisoformat(body["expires_at"]) == thawed + dt.timedelta(hours=2)
+    assert dt.datetime.fromisoformat(body["thawed_at"]) == thawed
+    login_as("technician")
+    page = client.post(f"/units/{second}/thaw", data={"thaw-thawed_at": local(thawed)})
+    assert page.status_code == 302
+    assert unit_by(second).expires_at == thawed + dt.timedelta(hours=2)
+    again = client.post(f"/units/{second}/thaw", data={"thaw-thawed_at": local(thawed)})
+    assert again.status_code == 409 and "was already thawed" in page_text(again)
+
+
+def test_the_batch_and_unit_pages_show_whom_they_are_for(client, users, sites, login_as):
+    plant, batch, ids = _named_bank(users, sites, "directed", 1)
+    login_as("technician")
+    assert f"directed use: recipient {RECIPIENT}" in page_text(client.get(f"/batches/{batch.number}"))
+    unit_page = page_text(client.get(f"/units/{ids[0]}"))
+    assert f"directed use: recipient {RECIPIENT}" in unit_page and "this unit is for PT-BG-0042 only" in unit_page

@@ -6,14 +6,17 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.products.models import CriterionKind, StepKind, TestStage
+from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
 from cellfactory.signatures.forms import SigningForm
 
 STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
              "Without a kind the line is a plain step.")
+
+
+COLLECTION_CHOICES = [(c.value, c.label) for c in CollectionType]
 
 
 class ProductForm(FlaskForm):
@@ -25,6 +28,28 @@ class ProductForm(FlaskForm):
     cellular = BooleanField("Cellular product (cell counts and passages); clear for an acellular product such as "
                             "a secretome", default=True)
     dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional(), Length(max=40)])
+    # Left empty: the defaults (allogeneic; 24 h fresh, 365 days cryopreserved, 2 h after thawing).
+    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES, default="allogeneic")
+    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)", default=24,
+                                          validators=[Optional()])
+    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)", default=365,
+                                        validators=[Optional()])
+    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)", default=2,
+                                           validators=[Optional()])
+
+
+class ProductSettingsForm(FlaskForm):
+    """QA changes whom a product is for and its validated shelf lives, with a reason."""
+
+    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES)
+    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)",
+                                          validators=[InputRequired("Enter the fresh shelf life.")])
+    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)",
+                                        validators=[InputRequired("Enter the cryopreserved shelf life.")])
+    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)",
+                                           validators=[InputRequired("Enter the shelf life after thawing.")])
+    reason = TextAreaField("Reason for the change (e.g. the stability study report)",
+                           validators=[DataRequired("Say why the settings change."), Length(max=2000)])
 
 
 class DraftForm(FlaskForm):

@@ -585,3 +585,96 @@ def test_the_batch_and_unit_pages_show_whom_they_are_for(client, users, sites, l
     assert f"directed use: recipient {RECIPIENT}" in page_text(client.get(f"/batches/{batch.number}"))
     unit_page = page_text(client.get(f"/units/{ids[0]}"))
     assert f"directed use: recipient {RECIPIENT}" in unit_page and "this unit is for PT-BG-0042 only" in unit_page
+
+
+# --- migration 0017: existing rows get sensible values --------------------------------------------------
+
+
+def _row(table: sa.Table, existing: set[str], given: dict) -> dict:
+    """A row of the table as it was at revision 0010: every required column filled, foreign keys to row 1."""
+    row = {}
+    for column in table.columns:
+        if column.name not in existing:
+            continue
+        kind = column.type if isinstance(column.type, sa.Enum) else getattr(column.type, "impl", column.type)
+        if column.name in given:
+            row[column.name] = given[column.name]
+        elif column.name == "id" or column.nullable:
+            continue
+        elif column.foreign_keys:
+            row[column.name] = 1
+        elif isinstance(kind, sa.Enum):
+            row[column.name] = kind.enums[0]
+        elif isinstance(kind, sa.Boolean):
+            row[column.name] = False
+        elif isinstance(kind, sa.Integer | sa.Numeric):
+            row[column.name] = 1
+        elif isinstance(kind, sa.JSON):
+            row[column.name] = []
+        elif isinstance(kind, sa.Date):
+            row[column.name] = dt.date(2026, 1, 1)
+        elif isinstance(kind, sa.DateTime):
+            row[column.name] = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        else:
+            row[column.name] = "X1"
+    return row
+
+
+def test_migration_0017_backfills_existing_products_batches_and_units():
+    from cellfactory.core.db import create_engine
+    from cellfactory.migrations import downgrade, upgrade
+    from cellfactory.models import metadata
+    from tests.conftest import fresh_database
+
+    expiry = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC)
+    given = {"donor": {"donor_type": "autologous"}, "unit": {"expires_at": expiry},
+             "product": {"code": "CIK"}, "batch": {"number": "BG-CIK-2026-0001"}}
+    with fresh_database() as url:
+        downgrade(url, "0010")
+        engine = create_engine(url)
+        try:
+            inspector = sa.inspect(engine)
+            present = set(inspector.get_table_names())
+            needed: set[str] = set()
+            pending = ["unit", "batch_material"]
+            while pending:  # the tables a unit and its batch's material need, through required foreign keys
+                name = pending.pop()
+                if name in needed:
+                    continue
+                needed.add(name)
+                for column in metadata.tables[name].columns:
+                    if not column.nullable and column.foreign_keys:
+                        pending.extend(fk.column.table.name for fk in column.foreign_keys)
+            columns = {name: {c["name"] for c in inspector.get_columns(name)} for name in needed & present}
+            with engine.begin() as connection:
+                for table in metadata.sorted_tables:
+                    seeded = table.name in columns and connection.execute(
+                        sa.text(f"SELECT count(*) FROM {table.name}")).scalar()  # noqa: S608 - our table names
+                    if table.name in columns and not seeded:  # master data seeded by the migrations is used as is
+                        existing = columns[table.name]
+                        old = sa.table(table.name, *[sa.column(c.name, c.type) for c in table.columns
+                                                     if c.name in existing])
+                        connection.execute(old.insert().values(_row(table, existing, given.get(table.name, {}))))
+        finally:
+            engine.dispose()
+        upgrade(url)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                product = connection.execute(sa.text(
+                    "SELECT collection_type, shelf_life_fresh_hours, shelf_life_cryo_days, shelf_life_thawed_hours "
+                    "FROM product")).one()
+                batch = connection.execute(sa.text(
+                    "SELECT collection_type, recipient_code, recipient_trial_code FROM batch")).one()
+                unit = connection.execute(sa.select(metadata.tables["unit"].c.expires_at,
+                                                    metadata.tables["unit"].c.preservation,
+                                                    metadata.tables["unit"].c.prepared_at,
+                                                    metadata.tables["unit"].c.intended_recipient_code)).one()
+        finally:
+            engine.dispose()
+        downgrade(url, "0010")  # down and up again with the rows in place
+        upgrade(url)
+    assert tuple(product) == ("allogeneic", 24, 365, 2)
+    assert tuple(batch) == ("autologous", None, None)  # from its donor; no recipient is invented
+    assert unit.expires_at == expiry and unit.preservation == Preservation.CRYOPRESERVED
+    assert unit.prepared_at is None and unit.intended_recipient_code is None

@@ -34,7 +34,29 @@ def _collection_type() -> sa.Enum:
                    create_constraint=True, length=40)
 
 
+def _rebuild_referenced_tables_on_sqlite() -> None:
+    """SQLite adds a column with a CHECK by rebuilding the table, and batches, units and shipments reference the
+    tables rebuilt here. SQLite's own procedure (sqlite.org/lang_altertable.html, "Making Other Kinds Of Table
+    Schema Changes"): foreign keys off, which only takes effect outside a transaction, then rebuild, then
+    PRAGMA foreign_key_check (_check_foreign_keys_on_sqlite). The revisions before this one are committed first;
+    the migration engine is disposed afterwards, so the connection with foreign keys off is not reused."""
+    bind = op.get_bind()
+    if bind.dialect.name == 'sqlite':
+        bind.exec_driver_sql('COMMIT')
+        bind.exec_driver_sql('PRAGMA foreign_keys=OFF')
+        bind.exec_driver_sql('BEGIN IMMEDIATE')
+
+
+def _check_foreign_keys_on_sqlite() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == 'sqlite':
+        broken = bind.exec_driver_sql('PRAGMA foreign_key_check').fetchall()
+        if broken:
+            raise RuntimeError(f'foreign keys broken by the table rebuild: {broken[:5]}')
+
+
 def upgrade() -> None:
+    _rebuild_referenced_tables_on_sqlite()
     with op.batch_alter_table('product', schema=None) as batch_op:
         batch_op.add_column(sa.Column('collection_type', _collection_type(), nullable=False,
                                       server_default='allogeneic'))
@@ -58,9 +80,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('prepared_at', cellfactory.core.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('thawed_at', cellfactory.core.db.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('intended_recipient_code', sa.String(length=40), nullable=True))
+    _check_foreign_keys_on_sqlite()
 
 
 def downgrade() -> None:
+    _rebuild_referenced_tables_on_sqlite()
     with op.batch_alter_table('unit', schema=None) as batch_op:
         batch_op.drop_column('intended_recipient_code')
         batch_op.drop_column('thawed_at')
@@ -78,3 +102,4 @@ def downgrade() -> None:
         batch_op.drop_column('shelf_life_fresh_hours')
         batch_op.drop_constraint('collectiontype', type_='check')
         batch_op.drop_column('collection_type')
+    _check_foreign_keys_on_sqlite()

@@ -678,3 +678,13 @@ def test_migration_0017_backfills_existing_products_batches_and_units():
     assert tuple(batch) == ("autologous", None, None)  # from its donor; no recipient is invented
     assert unit.expires_at == expiry and unit.preservation == Preservation.CRYOPRESERVED
     assert unit.prepared_at is None and unit.intended_recipient_code is None
+
+
+def test_the_release_certificate_names_the_recipient(users, sites):
+    from cellfactory.releases import services as releases
+    from tests.conftest import pdf_text
+
+    plant, batch, ids = _named_bank(users, sites, "directed", 1)
+    certificate = releases.certificates_for(refetch(batch))[-1]
+    text = " ".join(pdf_text(certificate.pdf).split())
+    assert f"for recipient {RECIPIENT} only (directed, trial {TRIAL})" in text

@@ -61,7 +61,7 @@ class AdministerForm(FlaskForm):
     recipient_code = StringField("Recipient code (pseudonymised)",
                                  validators=[DataRequired("Enter the recipient's pseudonymised code."),
                                              Length(max=40)],
-                                 render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+                                 render_kw={**SCANNER, "data-scanner-next": "administer-trial_code"})
     trial_code = StringField("Clinical trial code", validators=[Optional(), Length(max=40)],
                              render_kw={"autocomplete": "off"})
     administered_at = DateTimeLocalField("Administered at (site time)", format=LOCAL,

@@ -315,7 +315,7 @@ def test_a_directed_unit_goes_to_its_recipient_only_and_a_refusal_is_audited(use
         units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code="pt-bg-0099",
                          trial_code=TRIAL, administered_at=ago(0.5).isoformat())
     assert wrong.value.message == (f"Wrong recipient: unit {first} is for recipient {RECIPIENT} only, not "
-                                   "PT-BG-0099. Nothing was recorded.")
+                                   "PT-BG-0099. The administration is refused; the attempt is in the audit trail.")
     assert wrong.value.fields == {"recipient_code": f"Not the recipient of this unit ({RECIPIENT})."}
     unit = unit_by(first)
     assert (unit.status, unit.recipient_id, unit.administered_at) == (UnitStatus.AVAILABLE, None, None)
@@ -343,7 +343,7 @@ def test_the_unit_in_hand_must_be_the_unit_recorded(users, sites):
         units.administer(refetch(plant.tech), unit_by(first), unit_identifier=second, recipient_code="PT-SR-0001",
                          trial_code="", administered_at=ago(0.5).isoformat())
     assert wrong.value.message == (f"Wrong unit: {second} was scanned at the bedside, this record is for unit "
-                                   f"{first}. Nothing was recorded.")
+                                   f"{first}. The administration is refused; the attempt is in the audit trail.")
     assert unit_by(first).status == UnitStatus.AVAILABLE and count(Recipient) == 0
     [entry] = refusals(first)
     assert entry.changes == {"reason": "unit identifier mismatch", "scanned_unit": second}
@@ -368,7 +368,7 @@ def test_wrong_recipient_is_refused_alike_by_page_and_api(door, client, users, s
     first = ids[0]
     when = ago(0.5)
     message = (f"Wrong recipient: unit {first} is for recipient {RECIPIENT} only, not PT-BG-0099. "
-               "Nothing was recorded.")
+               "The administration is refused; the attempt is in the audit trail.")
     field_message = f"Not the recipient of this unit ({RECIPIENT})."
     if door == "page":
         login_as("technician")

@@ -87,26 +87,18 @@ def get_shipment(user: User, number: str) -> Shipment:
     return shipment
 
 
-# --- units ---------------------------------------------------------------------------------------
-
-
 # --- shelf life and expiry ----------------------------------------------------------------------
 
 EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
                     "fill (fresh) or cryopreservation.")
 
 
-def unit_expiry(product: Product, preservation: Preservation, prepared_at: dt.datetime,
-                thawed_at: dt.datetime | None = None) -> dt.datetime:
+def unit_expiry(product: Product, preservation: Preservation, prepared_at: dt.datetime) -> dt.datetime:
     """Expiry from the product's declared shelf life: fresh from the fill, cryopreserved from the
-    cryopreservation; once thawed, the shelf life after thawing from the thaw (never later than before)."""
+    cryopreservation (a thaw shortens it: record_thaw)."""
     if preservation == Preservation.FRESH:
-        expiry = prepared_at + dt.timedelta(hours=product.shelf_life_fresh_hours)
-    else:
-        expiry = prepared_at + dt.timedelta(days=product.shelf_life_cryo_days)
-    if thawed_at is not None:
-        expiry = min(expiry, thawed_at + dt.timedelta(hours=product.shelf_life_thawed_hours))
-    return expiry
+        return prepared_at + dt.timedelta(hours=product.shelf_life_fresh_hours)
+    return prepared_at + dt.timedelta(days=product.shelf_life_cryo_days)
 
 
 def _expiry_text(unit: Unit) -> str:
@@ -480,7 +472,8 @@ def _require_unit_match(actor: User, unit: Unit, scanned: str) -> None:
     """The unit in hand at the bedside (its label scanned or typed) is the unit recorded."""
     if scanned != unit.identifier:
         raise Conflict(f"Wrong unit: {scanned} was scanned at the bedside, this record is for unit "
-                       f"{unit.identifier}. Nothing was recorded.", fields={"unit_identifier": "Not this unit."}
+                       f"{unit.identifier}. The administration is refused; the attempt is in the audit trail.",
+                       fields={"unit_identifier": "Not this unit."}
                        ).keep_after_rollback(_refusal(actor, unit, {
                            "reason": "unit identifier mismatch", "scanned_unit": scanned}))
 
@@ -490,7 +483,7 @@ def _require_recipient_match(actor: User, unit: Unit, recipient_code: str) -> No
     intended = unit.intended_recipient_code
     if intended and recipient_code != intended:
         raise Conflict(f"Wrong recipient: unit {unit.identifier} is for recipient {intended} only, not "
-                       f"{recipient_code}. Nothing was recorded.",
+                       f"{recipient_code}. The administration is refused; the attempt is in the audit trail.",
                        fields={"recipient_code": f"Not the recipient of this unit ({intended})."}
                        ).keep_after_rollback(_refusal(actor, unit, {
                            "reason": "recipient mismatch", "scanned_recipient": recipient_code,

@@ -76,7 +76,8 @@ PRODUCTS = [
                ("COLL", "Collection and clarification", "step"), ("CONC", "Concentration and diafiltration", "step"),
                ("FILL", "Sterile filtration and fill", "step")]},
     {"code": "CIK", "name": "Cytokine-induced killer cells", "cellular": True, "dose_unit": "CD3+CD56+ cells/kg",
-     "max_passage": None, "max_cpd": None,
+     # Made from the patient's own blood, given fresh: its batches name their recipient when they start.
+     "collection_type": "autologous", "shelf_life_fresh_hours": 24, "max_passage": None, "max_cpd": None,
      "tests": [{"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%",
                 "stage": "release", "criterion": "range", "lower": "80"},
                {"code": "CD3CD56", "name": "CD3+CD56+", "method": "Flow cytometry", "unit": "%", "stage": "release",
@@ -137,7 +138,9 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
                                           cellular=spec["cellular"], dose_unit=spec["dose_unit"],
                                           unit_code=spec.get("unit_code", ""),
                                           donor_min_age_years=spec.get("donor_min_age_years"),
-                                          donor_max_age_years=spec.get("donor_max_age_years"))
+                                          donor_max_age_years=spec.get("donor_max_age_years"),
+                                          collection_type=spec.get("collection_type"),
+                                          shelf_life_fresh_hours=spec.get("shelf_life_fresh_hours"))
         draft = products.create_draft(
             qa_network, product, change_summary="First approved version for the clinical trial",
             steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],

@@ -42,11 +42,13 @@ def build_units(users: dict[str, User], password: str) -> None:
     released = _batch(bg.id, BatchStatus.RELEASED)
     if released is None:
         return
-    expiry = (utcnow() + dt.timedelta(days=730)).isoformat()
-    bank = units.create_units(tech, released, count=8, volume_ml="20", cells_per_unit="1.0e8", expires_at=expiry)
+    # Cryopreserved (the CRYO step): expiry is derived from the product's shelf life, never typed.
+    bank = units.create_units(tech, released, count=8, volume_ml="20", cells_per_unit="1.0e8",
+                              preservation="cryopreserved", prepared_at=_ago(days=8))
     awaiting = _batch(bg.id, BatchStatus.AWAITING_CERTIFICATION)
     quarantined = units.create_units(tech, awaiting, count=2, volume_ml="20", cells_per_unit="1.2e8",
-                                     expires_at=expiry) if awaiting is not None else []
+                                     preservation="cryopreserved", prepared_at=_ago(days=2)) \
+        if awaiting is not None else []
     labels.print_unit_labels(tech, [*bank, *quarantined])
 
     box = _box(tech, bg, "LN2-01", "LN2 tank 1")
@@ -59,8 +61,10 @@ def build_units(users: dict[str, User], password: str) -> None:
     units.receive(tech_sr, to_sr, arrived_at=_ago(days=5, hours=20), excursion=False,
                   condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")
     for index, unit in enumerate(bank[:2], start=1):
-        units.administer(tech_sr, db.session.get(Unit, unit.id), recipient_code=f"PT-SR-{index:04d}",
-                         trial_code=TRIAL, administered_at=_ago(days=5 - index, hours=3))
+        # The bedside check: the unit's label and the prescription's recipient, both scanned.
+        units.administer(tech_sr, db.session.get(Unit, unit.id), unit_identifier=unit.identifier,
+                         recipient_code=f"PT-SR-{index:04d}", trial_code=TRIAL,
+                         administered_at=_ago(days=5 - index, hours=3))
 
     # Two units to MZ: the logger shows an excursion, so they arrive into quarantine and are kept apart.
     to_mz = units.ship(tech, bank[3:5], to_site=mz, shipper="MedTrans Lombardia", logger_reference="LOG-MZ-0912",

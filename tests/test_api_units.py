@@ -50,13 +50,23 @@ def status_of(identifier: str) -> UnitStatus:
 def test_create_units_then_release_when_certified(client, users, sites, auth):
     plant, batch = released_batch(users, sites)
     number = batch.number
-    body = {"batch": number, "count": 2, "volume_ml": 20, "cells_per_unit": 1.0e8, "expires_at": at(24 * 600)}
+    prepared = utcnow() - dt.timedelta(hours=2)
+    body = {"batch": number, "count": 2, "volume_ml": 20, "cells_per_unit": 1.0e8, "preservation": "cryopreserved",
+            "prepared_at": prepared.isoformat()}
     assert_error(client.post(f"{API}/units", json={**body, "count": "2"}, headers=auth("technician")),
                  422, "invalid", "count")
-    assert_error(client.post(f"{API}/units", json={**body, "expires_at": "2030-01-01T00:00"},
-                             headers=auth("technician")), 422, "invalid", "expires_at")
-    assert_error(client.post(f"{API}/units", json={**body, "expires_at": at(-1)}, headers=auth("technician")),
-                 422, "invalid", "expires_at")
+    assert_error(client.post(f"{API}/units", json={**body, "prepared_at": "2030-01-01T00:00"},
+                             headers=auth("technician")), 422, "invalid", "prepared_at")
+    assert_error(client.post(f"{API}/units", json={**body, "prepared_at": at(2)}, headers=auth("technician")),
+                 422, "invalid", "prepared_at")
+    assert_error(client.post(f"{API}/units", json={**body, "preservation": "frozen"}, headers=auth("technician")),
+                 422, "invalid", "preservation")
+    # The expiry is derived, never typed: a typed one is refused with the reason.
+    typed = client.post(f"{API}/units", json={**body, "expires_at": at(24 * 600)}, headers=auth("technician"))
+    assert_error(typed, 422, "invalid", "expires_at")
+    assert typed.get_json()["error"]["fields"]["expires_at"] == (
+        "The expiry is not typed: it is derived from the product's shelf life and the time of fill (fresh) or "
+        "cryopreservation.")
     assert_error(client.post(f"{API}/units", json=body, headers=auth("qa")), 403, "forbidden")
     assert_error(client.post(f"{API}/units", json=body, headers=auth("technician_mz")), 404, "not_found")
     created = client.post(f"{API}/units", json=body, headers=auth("technician"))
@@ -65,6 +75,9 @@ def test_create_units_then_release_when_certified(client, users, sites, auth):
     assert [u["division"] for u in made] == ["A0", "B0"]
     assert {u["status"] for u in made} == {"quarantine"}
     assert made[0]["identifier"] == f"{made[0]['din']}-A0101-A0" and made[0]["cells"] == 1.0e8
+    # UCMSC keeps the default cryopreserved shelf life of 365 days: expiry = cryopreservation + 365 days.
+    assert dt.datetime.fromisoformat(made[0]["expires_at"]) == prepared + dt.timedelta(days=365)
+    assert made[0]["preservation"] == "cryopreserved" and made[0]["intended_recipient"] is None
     assert_error(client.post(f"{API}/batches/{number}/units/release", headers=auth("qa")), 409, "conflict")
     certify(plant, refetch(batch))
     assert_error(client.post(f"{API}/batches/{number}/units/release", headers=auth("technician")), 403, "forbidden")
@@ -169,7 +182,8 @@ def test_shipment_scoping_and_receipt(client, bank, auth, users):
 
 def test_administration_destruction_and_recall(client, bank, auth):
     first, second, third = bank["ids"]
-    body = {"recipient_code": "PT-BG-0007", "trial_code": "EU-CT 2026-5", "administered_at": at(-1)}
+    body = {"unit_identifier": first, "recipient_code": "PT-BG-0007", "trial_code": "EU-CT 2026-5",
+            "administered_at": at(-1)}
     assert_error(client.post(f"{API}/units/{first}/administration", json={**body, "administered_at": at(2)},
                              headers=auth("technician")), 422, "invalid", "administered_at")
     assert_error(client.post(f"{API}/units/{first}/administration", json=body, headers=auth("qa")),
@@ -205,7 +219,7 @@ def test_administration_destruction_and_recall(client, bank, auth):
 def test_trace_endpoints_and_scoping(client, bank, auth):
     first, _, _ = bank["ids"]
     client.post(f"{API}/units/{first}/administration", headers=auth("technician"), json={
-        "recipient_code": "PT-9", "administered_at": at(-1)})
+        "unit_identifier": first, "recipient_code": "PT-9", "administered_at": at(-1)})
     forward = client.get(f"{API}/trace/donors/UC-0001", headers=auth("auditor_network"))
     assert forward.status_code == 200
     data = forward.get_json()
@@ -267,7 +281,7 @@ def test_a_recall_during_transit_stands_at_receipt_and_excursion_quarantine_is_n
     assert received.status_code == 200
     assert {(u["status"], u["where"]["site"]) for u in received.get_json()["unit_details"]} == {("recalled", "MZ")}
     assert_error(client.post(f"{API}/units/{first}/administration", headers=auth("technician_mz"), json={
-        "recipient_code": "PT-1", "administered_at": at(-0.5)}), 409, "conflict")
+        "unit_identifier": first, "recipient_code": "PT-1", "administered_at": at(-0.5)}), 409, "conflict")
 
 
 def test_release_does_not_lift_an_excursion_quarantine_and_qa_of_another_site_cannot_recall(

@@ -40,6 +40,7 @@ def test_demo_network(tmp_path):
             products = db.session.scalars(sa.select(Product)).all()
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
             assert all(any(s.status == SpecStatus.APPROVED for s in p.specifications) for p in products)
+            _obeys_the_chain_of_identity_and_expiry()
             db.session.remove()  # end the reading transaction before checking on a connection of its own
             with db.engine.connect() as connection:
                 report = verify_chain(connection)
@@ -68,3 +69,26 @@ def _assert_source_material_rules() -> None:
         SourceMaterial.biohazard.is_(True), SourceMaterial.status == MaterialStatus.ACCEPTED)) >= 1
     for use in db.session.scalars(sa.select(BatchMaterial)):
         assert use.batch.started_at >= use.material.received_at, use.batch.number
+
+
+def _obeys_the_chain_of_identity_and_expiry() -> None:
+    """Autologous and directed batches name their recipient, allogeneic ones none; units carry their batch's
+    recipient and went to it; no unit left its site or was given after its expiry."""
+    from cellfactory.products.models import CollectionType
+    from cellfactory.units.models import Recipient, Shipment, ShipmentUnit, Unit
+
+    assert db.session.scalar(sa.select(Product).where(Product.code == "CIK")).collection_type \
+        == CollectionType.AUTOLOGOUS
+    for batch in db.session.scalars(sa.select(Batch)):
+        assert bool(batch.recipient_code) == batch.collection_type.names_recipient, batch.number
+    units = db.session.scalars(sa.select(Unit)).all()
+    assert units and all(u.prepared_at is not None and u.expires_at > u.prepared_at for u in units)
+    for unit in units:
+        assert unit.intended_recipient_code == unit.batch.recipient_code
+        if unit.recipient_id is not None:
+            recipient = db.session.get(Recipient, unit.recipient_id)
+            assert unit.intended_recipient_code in (None, recipient.code)
+            assert unit.administered_at < unit.expires_at
+    shipped = db.session.execute(sa.select(Unit, Shipment).join(ShipmentUnit, ShipmentUnit.unit_id == Unit.id)
+                                 .join(Shipment, Shipment.id == ShipmentUnit.shipment_id)).all()
+    assert shipped and all(shipment.departed_at < unit.expires_at for unit, shipment in shipped)

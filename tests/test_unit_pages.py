@@ -68,13 +68,17 @@ def test_create_units_from_the_batch_link(client, login_as, bank):
     login_as("technician")
     form = client.get(f"/units/new?batch={bank['batch']}")
     assert form.status_code == 200 and f'value="{bank["batch"]}"' in text(form)
+    assert 'name="expires_at"' not in text(form)  # the expiry is derived from the shelf life, never typed
     data = {"batch": bank["batch"], "count": "0", "volume_ml": "20", "cells_per_unit": "1e8",
-            "expires_at": local(24 * 600)}
+            "preservation": "cryopreserved", "prepared_at": local(-1)}
     refused = client.post("/units/new", data=data)
     assert refused.status_code == 422 and "From 1 to 26." in text(refused)
-    past = client.post("/units/new", data={**data, "count": "2", "expires_at": local(-1)})
-    assert past.status_code == 422 and "The expiry is in the past." in text(past)
-    assert re.search(r'class="field has-error">\s*<label for="expires_at"', text(past))
+    future = client.post("/units/new", data={**data, "count": "2", "prepared_at": local(2)})
+    assert future.status_code == 422 and "This time is in the future." in text(future)
+    assert re.search(r'class="field has-error">\s*<label for="prepared_at"', text(future))
+    # The cord was collected 6 hours ago (tests.intake_helpers): no unit is filled before it.
+    early = client.post("/units/new", data={**data, "count": "2", "preservation": "fresh", "prepared_at": local(-7)})
+    assert early.status_code == 422 and "This cannot be before the collection of the source material." in text(early)
     unknown = client.post("/units/new", data={**data, "count": "2", "batch": "BG-NOPE"})
     assert unknown.status_code == 422 and "No batch with this number" in text(unknown)
     made = client.post("/units/new", data={**data, "count": "2"})
@@ -156,12 +160,17 @@ def test_destroy_and_administer(client, login_as, bank):
     assert client.post(f"/units/{first}/destroy", data={"destroy-reason": "bag damaged"}).status_code == 302
     assert unit_by(first).status == UnitStatus.DESTROYED
     future = client.post(f"/units/{second}/administer", data={
-        "administer-recipient_code": "PT-BG-0001", "administer-trial_code": "EU-CT 2026-1",
-        "administer-administered_at": local(5)})
+        "administer-unit_identifier": second, "administer-recipient_code": "PT-BG-0001",
+        "administer-trial_code": "EU-CT 2026-1", "administer-administered_at": local(5)})
     assert future.status_code == 422 and "in the future" in text(future)
-    done = client.post(f"/units/{second}/administer", data={
-        "administer-recipient_code": "pt-bg-0001", "administer-trial_code": "EU-CT 2026-1",
+    unscanned = client.post(f"/units/{second}/administer", data={
+        "administer-recipient_code": "PT-BG-0001", "administer-trial_code": "EU-CT 2026-1",
         "administer-administered_at": local(-1)})
+    assert unscanned.status_code == 422 and "Scan or type the identifier on the unit&#39;s label." in \
+        unscanned.get_data(as_text=True)
+    done = client.post(f"/units/{second}/administer", data={
+        "administer-unit_identifier": second.lower(), "administer-recipient_code": "pt-bg-0001",
+        "administer-trial_code": "EU-CT 2026-1", "administer-administered_at": local(-1)})
     assert done.status_code == 302
     unit = unit_by(second)
     assert unit.status == UnitStatus.ADMINISTERED and unit.recipient.code == "PT-BG-0001"
@@ -251,7 +260,7 @@ def test_recall_lists_where_every_unit_is(client, login_as, bank):
     first, second, third = bank["ids"]
     plant = bank["plant"]
     units.put_away(refetch(plant.tech), unit_by(first), f"{BOX}/A1")
-    units.administer(refetch(plant.tech), unit_by(second), recipient_code="PT-9", trial_code="",
+    units.administer(refetch(plant.tech), unit_by(second), unit_identifier=second, recipient_code="PT-9", trial_code="",
                      administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
     login_as("technician")
     assert client.get(f"/units/recall?batch={bank['batch']}").status_code == 403
@@ -274,7 +283,8 @@ def test_recall_lists_where_every_unit_is(client, login_as, bank):
 def test_trace_pages_and_report(client, login_as, bank, users):
     first, second, third = bank["ids"]
     plant = bank["plant"]
-    units.administer(refetch(plant.tech), unit_by(second), recipient_code="PT-<b>&7", trial_code="",
+    units.administer(refetch(plant.tech), unit_by(second), unit_identifier=second,
+                     recipient_code="PT-<b>&7", trial_code="",
                      administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
     login_as("auditor_network")
     search = client.get("/trace/?kind=donor&q=uc-0001")

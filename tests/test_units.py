@@ -105,10 +105,12 @@ def test_administration_and_trace_forward_and_backward(bank, users, sites):
     certify(plant, batch)
     made = make_units(plant, batch, 2)
     units.release_units(refetch(plant.qa), refetch(batch))
-    units.administer(refetch(plant.tech), refetch(made[0]), recipient_code="PT-BG-0007", trial_code="EU-CT 2026-5",
+    units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
+                     recipient_code="PT-BG-0007", trial_code="EU-CT 2026-5",
                      administered_at=iso(1))
     with pytest.raises(Conflict, match="administered"):
-        units.administer(refetch(plant.tech), refetch(made[0]), recipient_code="PT-2", trial_code="",
+        units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
+                         recipient_code="PT-2", trial_code="",
                          administered_at=iso(1))
     network = refetch(users["auditor_network"])
     forward = trace.trace_donor(network, "UC-0001")
@@ -131,7 +133,8 @@ def test_lot_trace_and_recall(bank, users, sites):
     certify(plant, batch)
     made = make_units(plant, batch, 3)
     units.release_units(refetch(plant.qa), refetch(batch))
-    units.administer(refetch(plant.tech), refetch(made[0]), recipient_code="PT-9", trial_code="",
+    units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
+                     recipient_code="PT-9", trial_code="",
                      administered_at=iso(1))
     recalled = units.recall(refetch(plant.qa), [refetch(batch)], "supplier recall of platelet lysate")
     statuses = {u.identifier: u.status for u in recalled}
@@ -154,7 +157,8 @@ def test_units_models_are_audited(bank, users, sites):
     units.put_away(refetch(plant.tech), refetch(made[0]), "LN2-01/R1/B01/A1")
     units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
                departed_at=iso(2))
-    units.administer(refetch(plant.tech), refetch(made[1]), recipient_code="PT-1", trial_code="",
+    units.administer(refetch(plant.tech), refetch(made[1]), unit_identifier=refetch(made[1]).identifier,
+                     recipient_code="PT-1", trial_code="",
                      administered_at=iso(1))
     created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
     assert {"unit", "storage_location", "recipient", "shipment", "shipment_unit", "batch_decision",
@@ -189,7 +193,8 @@ def test_trace_forward_and_backward_agree_on_random_networks(bank, users, sites,
     units.release_units(refetch(plant.qa), refetch(batch))
     for index, (unit, action) in enumerate(zip(made, plan, strict=True)):
         if action == "administer":
-            units.administer(refetch(plant.tech), refetch(unit), recipient_code=f"PT-{n}-{index}", trial_code="",
+            units.administer(refetch(plant.tech), refetch(unit), unit_identifier=refetch(unit).identifier,
+                             recipient_code=f"PT-{n}-{index}", trial_code="",
                              administered_at=iso(1))
         elif action == "ship":
             units.ship(refetch(plant.tech), [refetch(unit)], to_site=sites["MZ"], shipper="C",

@@ -46,7 +46,8 @@ def certify(plant, batch):
 
 def make_units(plant, batch, count=4):
     return unit_services.create_units(refetch(plant.tech), refetch(batch), count=count, volume_ml="20",
-                                      cells_per_unit="1e8", expires_at=(utcnow() + dt.timedelta(days=700)).isoformat())
+                                      cells_per_unit="1e8", preservation="cryopreserved",
+                                      prepared_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
 
 
 def storage(plant, site):

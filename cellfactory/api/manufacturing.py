@@ -59,7 +59,8 @@ STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 # Who may ask for a transition at all; the service checks the role each transition needs at the batch's site.
 TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 
-PRODUCT_TEXT = ("code", "name", "description", "dose_unit")
+PRODUCT_TEXT = ("code", "name", "description", "dose_unit", "collection_type")
+SHELF_LIVES = ("shelf_life_fresh_hours", "shelf_life_cryo_days", "shelf_life_thawed_hours")
 DRAFT_TEXT = ("change_summary", "reason")
 TEST_TEXT = ("code", "name", "method", "unit", "stage", "criterion", "expected", "reason")
 TEST_REQUIRED = ("code", "name", "method", "stage", "criterion")
@@ -159,12 +160,25 @@ def products():
 @roles_required(Role.QA)
 def create_product():
     data = json_body("code", "name", text=PRODUCT_TEXT)
-    check_types(data, flags=("cellular",), integers=("donor_min_age_years", "donor_max_age_years"))
+    check_types(data, flags=("cellular",), integers=("donor_min_age_years", "donor_max_age_years", *SHELF_LIVES))
     product = product_services.create_product(
         api_user(), code=data["code"], name=data["name"], description=data.get("description") or "",
         cellular=data.get("cellular") is not False, dose_unit=data.get("dose_unit") or "cells/kg",
-        donor_min_age_years=data.get("donor_min_age_years"), donor_max_age_years=data.get("donor_max_age_years"))
+        donor_min_age_years=data.get("donor_min_age_years"), donor_max_age_years=data.get("donor_max_age_years"),
+        collection_type=data.get("collection_type"), **{name: data.get(name) for name in SHELF_LIVES})
     return product_json(product), 201
+
+
+@bp.patch("/products/<code>/settings")
+@roles_required(Role.QA)
+def product_settings(code: str):
+    found = product_services.get_product(code)
+    data = json_body("reason", text=("reason", "collection_type"))
+    check_types(data, integers=SHELF_LIVES)
+    changed = product_services.update_product_settings(api_user(), found, reason=data["reason"],
+                                                       collection_type=data.get("collection_type"),
+                                                       **{name: data.get(name) for name in SHELF_LIVES})
+    return product_json(changed)
 
 
 @bp.get("/products/<code>")
@@ -453,6 +467,9 @@ def batch_detail_json(batch: Batch, user: User) -> dict[str, Any]:
                              "max_cumulative_pd": number(batch.specification.max_cumulative_pd)}
     data["materials"] = [{"din": m.material.din, "material_type": m.material.material_type.value,
                           "donor": m.material.donor.code} for m in batch.materials]
+    data["collection_type"] = batch.collection_type.value
+    data["recipient"] = {"code": batch.recipient_code, "trial_code": batch.recipient_trial_code} \
+        if batch.recipient_code else None
     data["steps"] = [{key: s[key] for key in ("code", "name", "kind", "status", "verified", "version")}
                      for s in steps]
     data["next_step"] = next((s["code"] for s in steps if s["status"] != "done"), None)
@@ -492,7 +509,8 @@ def batches():
 @bp.post("/batches")
 @roles_required(Role.TECHNICIAN)
 def start_batch():
-    data = json_body("product", "materials", text=("site", "product", "started_at"))
+    data = json_body("product", "materials",
+                     text=("site", "product", "started_at", "recipient_code", "recipient_trial_code"))
     dins = _list_of_texts(data, "materials")
     started_at = instant(data, "started_at")
     site = write_site(data)
@@ -501,7 +519,9 @@ def start_batch():
     except NotFound as error:
         raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
     try:
-        batch = batch_services.start_batch(api_user(), site, data["product"], dins or [], started_at=started_at)
+        batch = batch_services.start_batch(api_user(), site, data["product"], dins or [], started_at=started_at,
+                                           recipient_code=data.get("recipient_code"),
+                                           recipient_trial_code=data.get("recipient_trial_code"))
     except NotFound as error:  # a DIN of the body that names no material the user can see
         raise ValidationFailed(error.message, fields={"materials": error.message}) from error
     except ValidationFailed as error:

@@ -365,6 +365,18 @@ PATHS.update({
     },
     "/products/{code}": {"get": {"summary": "One product with its specification versions",
                                  "parameters": [_path("code")], "responses": _responses(ref("Product"), "200", 404)}},
+    "/products/{code}/settings": {"patch": {
+        "summary": "QA: whom the product is for (collection_type allogeneic, autologous or directed) and its "
+                   "validated shelf lives, from which unit expiry is derived; with a reason",
+        "parameters": [_path("code")],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["reason"], "properties": {
+                "reason": _M_TEXT, "collection_type": {"type": "string",
+                                                       "enum": ["allogeneic", "autologous", "directed"]},
+                "shelf_life_fresh_hours": {"type": "integer", "minimum": 1, "maximum": 240},
+                "shelf_life_cryo_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                "shelf_life_thawed_hours": {"type": "integer", "minimum": 1, "maximum": 72}}}}}},
+        "responses": _responses(ref("Product"), "200", 404, 422)}},
     "/products/{code}/specifications": {
         "get": {"summary": "Specification versions, newest first", "parameters": [_path("code"), *PAGE_PARAMS],
                 "responses": _responses(_list_of("Specification"), "200", 404, 422)},
@@ -490,6 +502,10 @@ SCHEMAS.update({
         "cellular": {"type": "boolean", "description": "false for acellular products (no cell counts, no passages)"},
         "dose_unit": _M_TEXT, "active": {"type": "boolean"},
         "donor_min_age_years": {"type": ["integer", "null"]}, "donor_max_age_years": {"type": ["integer", "null"]},
+        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"]},
+        "shelf_life": {"type": "object", "properties": {
+            "fresh_hours": {"type": "integer"}, "cryopreserved_days": {"type": "integer"},
+            "after_thaw_hours": {"type": "integer"}}},
         "current_specification": {"type": ["integer", "null"], "description": "The approved version's number"},
         "draft_specification": {"type": ["integer", "null"]},
         "specifications": {"type": "array", "items": {"type": "object", "properties": {
@@ -501,7 +517,12 @@ SCHEMAS.update({
         "dose_unit": {"type": "string", "default": "cells/kg"},
         "donor_min_age_years": {"type": ["integer", "null"], "description": "Youngest donor accepted, whole years "
                                 "on the collection day (the mother's age for a neonatal donation); null: no limit"},
-        "donor_max_age_years": {"type": ["integer", "null"], "description": "Oldest donor accepted; null: no limit"}}},
+        "donor_max_age_years": {"type": ["integer", "null"], "description": "Oldest donor accepted; null: no limit"},
+        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"],
+                            "default": "allogeneic"},
+        "shelf_life_fresh_hours": {"type": "integer", "default": 24},
+        "shelf_life_cryo_days": {"type": "integer", "default": 365},
+        "shelf_life_thawed_hours": {"type": "integer", "default": 2}}},
     "SpecTest": {"type": "object", "properties": {
         **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
     "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {
@@ -577,6 +598,9 @@ SCHEMAS.update({
             "max_cumulative_pd": _M_NUMBER}},
         "materials": {"type": "array", "items": {"type": "object", "properties": {
             "din": _M_TEXT, "material_type": _M_TEXT, "donor": _M_TEXT}}},
+        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"]},
+        "recipient": {"type": ["object", "null"], "description": "Autologous or directed batches: whom it is for",
+                      "properties": {"code": _M_TEXT, "trial_code": _M_TEXT}},
         "steps": {"type": "array", "items": {"type": "object", "properties": {
             "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "status": _M_TEXT, "verified": {"type": "boolean"},
             "version": {"type": "integer"}}}},
@@ -593,7 +617,11 @@ SCHEMAS.update({
                       "description": "DINs of accepted source material (13 characters, or as scanned or typed)"},
         "started_at": {"type": "string", "format": "date-time",
                        "description": "When the work began, with its offset; default now. Not before the receipt "
-                                      "of any of the materials, not in the future"}}},
+                                      "of any of the materials, not in the future"},
+        "recipient_code": {"type": "string", "description": "Autologous or directed products (or material of an "
+                           "autologous donor): the recipient's pseudonymised code; refused for allogeneic ones"},
+        "recipient_trial_code": {"type": "string", "description": "With recipient_code: the recipient's clinical "
+                                 "trial (EU CT or EudraCT number)"}}},
     "BatchTransition": {"type": "object", "required": ["target", "reason"], "properties": {
         "target": {"type": "string", "enum": _batch_statuses()}, "reason": _M_TEXT,
         "password": {"type": "string", "description": "Required when the transition is signed (review, QP)"},
@@ -972,9 +1000,14 @@ PATHS.update({
         "post": {"summary": "Technician of the batch's site: create units (bags or vials) of a batch; they carry "
                             "the material's DIN, the product's ISBT 128 product code and divisions A0, B0, ...; "
                             "in quarantine until the batch is certified",
-                 "requestBody": _u_body(["batch", "count", "volume_ml", "cells_per_unit", "expires_at"], {
+                 "requestBody": _u_body(["batch", "count", "volume_ml", "cells_per_unit", "preservation",
+                                         "prepared_at"], {
                      "batch": _U_TEXT, "count": {"type": "integer", "minimum": 1, "maximum": 26},
-                     "volume_ml": {"type": "number"}, "cells_per_unit": {"type": "number"}, "expires_at": _U_TIME}),
+                     "volume_ml": {"type": "number"}, "cells_per_unit": {"type": "number"},
+                     "preservation": {"type": "string", "enum": ["fresh", "cryopreserved"]},
+                     "prepared_at": {"type": "string", "format": "date-time",
+                                     "description": "Fill (fresh) or cryopreservation time; the expiry is derived "
+                                                    "from the product's shelf life (expires_at is refused)"}}),
                  "responses": _responses({"type": "object", "properties": {"batch": _U_TEXT, "units": _U_LIST}},
                                          "201", 404, 409, 422)},
     },
@@ -994,8 +1027,17 @@ PATHS.update({
     "/units/{identifier}/administration": {"post": {
         "summary": "Technician of the holding site: the unit was administered to a pseudonymised recipient",
         "parameters": _U_UNIT,
-        "requestBody": _u_body(["recipient_code", "administered_at"], {
-            "recipient_code": _U_TEXT, "trial_code": _U_TEXT, "administered_at": _U_TIME}),
+        "requestBody": _u_body(["unit_identifier", "recipient_code", "administered_at"], {
+            "unit_identifier": {"type": "string", "description": "As scanned or typed from the unit's label at the "
+                                "bedside: must be this unit (409 otherwise, audited)"},
+            "recipient_code": {"type": "string", "description": "As scanned or typed: a unit made for a named "
+                               "recipient goes to that recipient only (409 otherwise, audited)"},
+            "trial_code": _U_TEXT, "administered_at": _U_TIME}),
+        "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
+    "/units/{identifier}/thaw": {"post": {
+        "summary": "Technician of the holding site: a cryopreserved unit was thawed; its expiry becomes the "
+                   "product's shelf life after thawing", "parameters": _U_UNIT,
+        "requestBody": _u_body(["thawed_at"], {"thawed_at": _U_TIME}),
         "responses": _responses(ref("UnitDetail"), "200", 404, 409, 422)}},
     "/units/{identifier}/destruction": {"post": {
         "summary": "The unit was destroyed, with the reason", "parameters": _U_UNIT, "requestBody": _U_REASON,
@@ -1086,6 +1128,10 @@ SCHEMAS.update({
         "din": _U_TEXT, "eye_readable_din": _U_TEXT, "product_code": _U_TEXT, "division": _U_TEXT,
         "product": _U_TEXT, "batch": _U_TEXT, "origin_site": _U_TEXT, "volume_ml": {"type": "number"},
         "cells": {"type": "number"}, "expires_at": _U_TIME,
+        "preservation": {"type": "string", "enum": ["fresh", "cryopreserved"]}, "prepared_at": _U_NULL_TIME,
+        "thawed_at": _U_NULL_TIME, "collection_type": {"type": "string", "enum": ["allogeneic", "autologous",
+                                                                                    "directed"]},
+        "intended_recipient": _U_NULL_TEXT,
         "status": {"type": "string", "enum": ["quarantine", "available", "reserved", "shipped", "received",
                                               "administered", "destroyed", "recalled"]},
         "status_reason": _U_NULL_TEXT,

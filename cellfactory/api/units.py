@@ -58,6 +58,9 @@ def unit_json(unit: Unit, in_transit: Shipment | None = None) -> dict[str, Any]:
             unit.din, with_check_character=True), "product_code": unit.product_code, "division": unit.division,
         "product": product.code, "batch": unit.batch.number, "origin_site": unit.origin_site.code,
         "volume_ml": number(unit.volume_ml), "cells": number(unit.cells), "expires_at": iso(unit.expires_at),
+        "preservation": unit.preservation.value, "prepared_at": iso(unit.prepared_at),
+        "thawed_at": iso(unit.thawed_at), "collection_type": unit.batch.collection_type.value,
+        "intended_recipient": unit.intended_recipient_code,
         "status": unit.status.value, "status_reason": unit.status_reason, "where": _where(unit, in_transit),
         "recipient": {"code": unit.recipient.code, "site": unit.recipient.site.code,
                       "trial_code": unit.recipient.trial_code} if unit.recipient else None,
@@ -188,11 +191,13 @@ def unit_list():
 @bp.post("/units")
 @roles_required(Role.TECHNICIAN)
 def create_units():
-    data = json_body("batch", "count", "volume_ml", "cells_per_unit", "expires_at", text=("batch", "expires_at"))
+    data = json_body("batch", "count", "volume_ml", "cells_per_unit", text=("batch", "preservation", "prepared_at"))
     check_types(data, numbers=("volume_ml", "cells_per_unit"), integers=("count",))
-    times = instants(data, ("expires_at",))
+    times = instants(data, ("prepared_at",))
+    # A typed expiry is passed on for the service to refuse: the expiry is derived from the shelf life.
     made = services.create_units(g.api_user, _batch(data["batch"]), count=data["count"], volume_ml=data["volume_ml"],
-                                 cells_per_unit=data["cells_per_unit"], expires_at=times["expires_at"])
+                                 cells_per_unit=data["cells_per_unit"], preservation=data.get("preservation"),
+                                 prepared_at=times["prepared_at"], expires_at=data.get("expires_at"))
     return {"batch": made[0].batch.number, "units": units_json(_fresh(made))}, 201
 
 
@@ -223,11 +228,22 @@ def take_out_unit(identifier: str):
 @roles_required(Role.TECHNICIAN)
 def administer_unit(identifier: str):
     found = _unit(identifier)
-    data = json_body("recipient_code", "administered_at", text=("recipient_code", "trial_code", "administered_at"))
+    data = json_body("recipient_code", "administered_at",
+                     text=("unit_identifier", "recipient_code", "trial_code", "administered_at"))
     times = instants(data, ("administered_at",))
-    done = services.administer(g.api_user, found, recipient_code=data["recipient_code"],
-                               trial_code=data.get("trial_code") or "", administered_at=times["administered_at"])
+    done = services.administer(g.api_user, found, unit_identifier=data.get("unit_identifier") or "",
+                               recipient_code=data["recipient_code"], trial_code=data.get("trial_code") or "",
+                               administered_at=times["administered_at"])
     return unit_detail_json(_fresh(done))
+
+
+@bp.post("/units/<identifier>/thaw")
+@roles_required(Role.TECHNICIAN)
+def thaw_unit(identifier: str):
+    found = _unit(identifier)
+    data = json_body("thawed_at", text=("thawed_at",))
+    times = instants(data, ("thawed_at",))
+    return unit_detail_json(_fresh(services.record_thaw(g.api_user, found, thawed_at=times["thawed_at"])))
 
 
 @bp.post("/units/<identifier>/destruction")

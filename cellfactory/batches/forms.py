@@ -56,6 +56,13 @@ class StartBatchForm(BaseForm):
                         validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
     din_3 = StringField("Third source material", validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
     started_at = SiteTimeField("Started (site time; empty: now)", format=LOCAL, validators=[Optional()])
+    # Autologous and directed products only: whom the batch is made for (the service decides which applies).
+    recipient_code = StringField("Recipient code (pseudonymised; autologous or directed batches only)",
+                                 validators=[Optional(), Length(max=40)],
+                                 render_kw={"autocomplete": "off", "autocapitalize": "characters",
+                                            "spellcheck": "false"})
+    recipient_trial_code = StringField("Recipient's clinical trial code (autologous or directed batches only)",
+                                       validators=[Optional(), Length(max=40)], render_kw={"autocomplete": "off"})
 
     DIN_FIELDS = ("din", "din_2", "din_3")
 

@@ -15,7 +15,7 @@ from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import SourceMaterial
-from cellfactory.products.models import Product, SpecificationVersion, StepKind
+from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.models import Site
 
@@ -73,6 +73,11 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
     started_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
     # Indexed: the dashboard's release turnaround reads only the batches whose status changed in its window.
     status_changed_at: Mapped[dt.datetime] = mapped_column(index=True)
+    # Whom the batch is made for, fixed when it starts: autologous and directed batches name their recipient
+    # (pseudonymised code and the clinical trial), which every unit and its label carry.
+    collection_type: Mapped[CollectionType] = enum_column(CollectionType, default=CollectionType.ALLOGENEIC)
+    recipient_code: Mapped[str | None] = mapped_column(sa.String(40))
+    recipient_trial_code: Mapped[str | None] = mapped_column(sa.String(40))
 
     site: Mapped[Site] = relationship(lazy="joined")
     product: Mapped[Product] = relationship(lazy="joined")

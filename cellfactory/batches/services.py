@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,13 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.models import Donor
+from cellfactory.donors.models import Donor, DonorType
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.products import services as product_services
-from cellfactory.products.models import SpecificationVersion, StepKind
+from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
@@ -141,9 +142,72 @@ def _next_number(site: Site, product_code: str, product_id: int) -> str:
     return f"{site.code}-{product_code}-{year}-{value:04d}"
 
 
+# A pseudonymised code, as the trial issues it (e.g. PT-SR-0001): letters, digits and . _ / -, never a name.
+RECIPIENT_CODE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,39}")
+RECIPIENT_CODE_FORMAT = "Letters, digits and . _ / - only (up to 40): the pseudonymised code, never a name."
+
+
+def clean_recipient_code(value: Any) -> str:
+    """The recipient code as compared and stored: trimmed, upper case ('' when none was given)."""
+    return str(value or "").strip().upper()
+
+
+def batch_collection_type(product: Product, materials: Sequence[SourceMaterial]) -> CollectionType:
+    """Whom the batch is for: material of an autologous donor can only go back to that patient, whatever
+    the product; otherwise the product's collection type decides."""
+    if any(m.donor.donor_type == DonorType.AUTOLOGOUS for m in materials):
+        return CollectionType.AUTOLOGOUS
+    return product.collection_type
+
+
+def _check_collection(product: Product, materials: Sequence[SourceMaterial]) -> CollectionType:
+    collection = batch_collection_type(product, materials)
+    if collection == CollectionType.AUTOLOGOUS:
+        donors = {m.donor.code for m in materials}
+        if len(donors) > 1:
+            raise Conflict(f"An autologous batch is made from one patient's cells: these materials come from "
+                           f"donors {', '.join(sorted(donors))}.", fields={"materials": "Several donors."})
+        foreign = [m for m in materials if m.donor.donor_type != DonorType.AUTOLOGOUS]
+        if foreign:
+            raise Conflict(f"Product {product.code} is autologous: material {foreign[0].din} comes from "
+                           f"allogeneic donor {foreign[0].donor.code}, not from the patient.",
+                           fields={"materials": "Not autologous."})
+    return collection
+
+
+def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any) -> tuple[str | None, str | None]:
+    """The recipient an autologous or directed batch is made for; an allogeneic batch names none."""
+    code = clean_recipient_code(recipient_code)
+    trial = str(trial_code or "").strip()
+    errors: dict[str, str] = {}
+    if not collection.names_recipient:
+        if code:
+            errors["recipient_code"] = ("An allogeneic off-the-shelf batch names no recipient: the recipient is "
+                                        "recorded at administration.")
+        if trial:
+            errors["recipient_trial_code"] = "An allogeneic off-the-shelf batch names no recipient's trial."
+    else:
+        if not code:
+            errors["recipient_code"] = (f"Required: this batch is {collection.value}, made for one recipient; give "
+                                        "the recipient's pseudonymised code.")
+        elif not RECIPIENT_CODE.fullmatch(code):
+            errors["recipient_code"] = RECIPIENT_CODE_FORMAT
+        if not trial:
+            errors["recipient_trial_code"] = (f"Required: this batch is {collection.value}; give the recipient's "
+                                              "clinical trial code (EU CT or EudraCT number).")
+        elif len(trial) > 40:
+            errors["recipient_trial_code"] = "At most 40 characters."
+    if errors:
+        raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
+    return (code, trial) if collection.names_recipient else (None, None)
+
+
 @transactional
-def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, started_at: Any = None) -> Batch:
-    """Start a batch from accepted source material; `started_at` (default now) is when the work began.
+def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, started_at: Any = None,
+                recipient_code: Any = None, recipient_trial_code: Any = None) -> Batch:
+    """Start a batch from accepted source material; `started_at` (default now) is when the work began. An
+    autologous or directed batch names its recipient (pseudonymised code and clinical trial), which its units
+    inherit; an allogeneic off-the-shelf batch names none.
 
     One source material feeds one batch: checked here, and held by the unique constraint on
     batch_material.material_id when two starts take the same material at once.
@@ -171,6 +235,8 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
             raise Conflict(f"Material {material.din} already started batch {used}.")
         if material not in materials:
             materials.append(material)
+    collection = _check_collection(product, materials)
+    recipient, trial = _recipient(collection, recipient_code, recipient_trial_code)
     now = utcnow()
     errors: dict[str, str] = {}
     started = now if started_at in (None, "") else material_services.parse_instant(started_at, "started_at",
@@ -189,7 +255,8 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
         raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
     batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
                   specification_id=spec.id, status=S.IN_PROCESS, started_at=started, started_by_id=actor.id,
-                  status_changed_at=now, created_by_id=actor.id)
+                  status_changed_at=now, collection_type=collection, recipient_code=recipient,
+                  recipient_trial_code=trial, created_by_id=actor.id)
     db.session.add(batch)
     db.session.flush()
     for material in materials:

@@ -277,7 +277,9 @@ def start() -> Any:
         if not any(form[name].errors for name in form.DIN_FIELDS):
             try:
                 started = form.started_at.data.isoformat() if form.started_at.data else None
-                batch = services.start_batch(_user(), g.site, form.product.data, dins, started_at=started)
+                batch = services.start_batch(_user(), g.site, form.product.data, dins, started_at=started,
+                                             recipient_code=form.recipient_code.data,
+                                             recipient_trial_code=form.recipient_trial_code.data)
             except PermissionDenied:
                 raise
             except DomainError as error:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
-from cellfactory.products.models import CriterionKind, StepKind, TestStage
+from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
 from cellfactory.signatures.forms import SigningForm
 
 STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
              "Without a kind the line is a plain step.")
+
+
+COLLECTION_CHOICES = [(c.value, c.label) for c in CollectionType]
 
 
 class ProductForm(BaseForm):
@@ -28,6 +31,28 @@ class ProductForm(BaseForm):
     donor_min_age_years = IntegerField("Youngest donor accepted (years; the mother's age for a neonatal "
                                        "donation; empty: no limit)", validators=[Optional()])
     donor_max_age_years = IntegerField("Oldest donor accepted (years; empty: no limit)", validators=[Optional()])
+    # Left empty: the defaults (allogeneic; 24 h fresh, 365 days cryopreserved, 2 h after thawing).
+    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES, default="allogeneic")
+    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)", default=24,
+                                          validators=[Optional()])
+    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)", default=365,
+                                        validators=[Optional()])
+    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)", default=2,
+                                           validators=[Optional()])
+
+
+class ProductSettingsForm(BaseForm):
+    """QA changes whom a product is for and its validated shelf lives, with a reason."""
+
+    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES)
+    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)",
+                                          validators=[InputRequired("Enter the fresh shelf life.")])
+    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)",
+                                        validators=[InputRequired("Enter the cryopreserved shelf life.")])
+    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)",
+                                           validators=[InputRequired("Enter the shelf life after thawing.")])
+    reason = TextAreaField("Reason for the change (e.g. the stability study report)",
+                           validators=[DataRequired("Say why the settings change."), Length(max=2000)])
 
 
 class DraftForm(BaseForm):

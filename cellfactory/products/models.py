@@ -13,6 +13,29 @@ from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 
 
+class CollectionType(enum.StrEnum):
+    """Whom a product's units are for (ISBT 128 product code collection type, ST-001 Table 7: V, 1, 2)."""
+
+    ALLOGENEIC = "allogeneic"  # off the shelf: any patient of the trial, named only at administration
+    AUTOLOGOUS = "autologous"  # made from the patient's own cells, for that patient only
+    DIRECTED = "directed"  # made from a donor's cells for one named recipient
+
+    @property
+    def names_recipient(self) -> bool:
+        return self != CollectionType.ALLOGENEIC
+
+    @property
+    def label(self) -> str:
+        return {"allogeneic": "allogeneic, off the shelf", "autologous": "autologous",
+                "directed": "directed (one named recipient)"}[self.value]
+
+
+# Shelf lives given to the products that existed before shelf lives were declared (migration 0017).
+DEFAULT_SHELF_LIFE_FRESH_HOURS = 24
+DEFAULT_SHELF_LIFE_CRYO_DAYS = 365
+DEFAULT_SHELF_LIFE_THAWED_HOURS = 2
+
+
 class Product(Audited, CreatedMixin, VersionedMixin, Base):
     """A product the network makes; what differs between products is data (specifications, steps), not code."""
 
@@ -34,6 +57,12 @@ class Product(Audited, CreatedMixin, VersionedMixin, Base):
     # from its validated process or IMPD; None: no limit on that side.
     donor_min_age_years: Mapped[int | None]
     donor_max_age_years: Mapped[int | None]
+    collection_type: Mapped[CollectionType] = enum_column(CollectionType, default=CollectionType.ALLOGENEIC)
+    # The validated shelf life, from which every unit's expiry is derived (never typed): fresh from the fill,
+    # cryopreserved from the cryopreservation, and after thawing from the thaw.
+    shelf_life_fresh_hours: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_FRESH_HOURS)
+    shelf_life_cryo_days: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_CRYO_DAYS)
+    shelf_life_thawed_hours: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_THAWED_HOURS)
 
     specifications: Mapped[list[SpecificationVersion]] = relationship(
         back_populates="product", order_by="SpecificationVersion.number")

@@ -17,6 +17,7 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.products.models import (
+    CollectionType,
     CriterionKind,
     Product,
     SpecificationVersion,
@@ -48,14 +49,48 @@ def current_specification(product: Product) -> SpecificationVersion:
     return spec
 
 
+# Plausible bounds of a declared shelf life (a typing error, e.g. hours typed as days, is refused).
+SHELF_LIFE_BOUNDS = {"shelf_life_fresh_hours": (1, 240, "hours"), "shelf_life_cryo_days": (1, 3650, "days"),
+                     "shelf_life_thawed_hours": (1, 72, "hours")}
+
+
+def _collection_and_shelf_life(data: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """Collection type and shelf lives as given (None: left as they are or their defaults)."""
+    clean: dict[str, Any] = {}
+    raw = data.get("collection_type")
+    if raw is not None:
+        try:
+            clean["collection_type"] = CollectionType(str(raw).strip().lower())
+        except ValueError:
+            errors["collection_type"] = "Choose allogeneic (off the shelf), autologous or directed."
+    for name, (low, high, unit) in SHELF_LIFE_BOUNDS.items():
+        value = data.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            number = int(str(value).strip())
+            if not low <= number <= high:
+                raise ValueError
+        except ValueError:
+            errors[name] = f"A whole number of {unit}, {low} to {high}."
+        else:
+            clean[name] = number
+    return clean
+
+
 @transactional
 def create_product(actor: User, *, code: str, name: str, description: str = "", cellular: bool = True,
                    dose_unit: str = "cells/kg", unit_code: str = "", trial_code: str = "",
-                   donor_min_age_years: Any = None, donor_max_age_years: Any = None) -> Product:
+                   donor_min_age_years: Any = None, donor_max_age_years: Any = None, collection_type: Any = None,
+                   shelf_life_fresh_hours: Any = None, shelf_life_cryo_days: Any = None,
+                   shelf_life_thawed_hours: Any = None) -> Product:
     _require_qa(actor)
     audit.act_as(db.session, actor)
     code = (code or "").strip().upper()
-    errors = {}
+    errors: dict[str, str] = {}
+    settings = _collection_and_shelf_life({
+        "collection_type": collection_type, "shelf_life_fresh_hours": shelf_life_fresh_hours,
+        "shelf_life_cryo_days": shelf_life_cryo_days, "shelf_life_thawed_hours": shelf_life_thawed_hours}, errors)
     if not code.isalnum() or not 2 <= len(code) <= 16:
         errors["code"] = "Use 2-16 letters or digits, e.g. UCMSC."
     if not (name or "").strip():
@@ -74,7 +109,7 @@ def create_product(actor: User, *, code: str, name: str, description: str = "", 
     product = Product(code=code, name=name.strip(), description=(description or "").strip(), cellular=cellular,
                       dose_unit=(dose_unit or "").strip() or "cells/kg", unit_code=unit_code,
                       trial_code=(trial_code or "").strip(), donor_min_age_years=min_age,
-                      donor_max_age_years=max_age, created_by_id=actor.id)
+                      donor_max_age_years=max_age, created_by_id=actor.id, **settings)
     db.session.add(product)
     db.session.flush()
     return product
@@ -95,6 +130,28 @@ def _age_limit(value: Any, field: str, errors: dict[str, str]) -> int | None:
         errors[field] = "A donor age limit is between 0 and 120 years."
         return None
     return years
+
+
+@transactional
+def update_product_settings(actor: User, product: Product, *, reason: str, collection_type: Any = None,
+                            shelf_life_fresh_hours: Any = None, shelf_life_cryo_days: Any = None,
+                            shelf_life_thawed_hours: Any = None) -> Product:
+    """QA changes whom the product is for and its validated shelf lives, with a reason. Batches already started
+    keep their collection type; units made from now on derive their expiry from the new shelf lives."""
+    _require_qa(actor)
+    errors: dict[str, str] = {}
+    settings = _collection_and_shelf_life({
+        "collection_type": collection_type, "shelf_life_fresh_hours": shelf_life_fresh_hours,
+        "shelf_life_cryo_days": shelf_life_cryo_days, "shelf_life_thawed_hours": shelf_life_thawed_hours}, errors)
+    if not (reason or "").strip():
+        errors["reason"] = "Say why the settings change (e.g. the stability study report)."
+    if errors:
+        raise ValidationFailed("The product settings cannot be saved: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor, reason=reason)
+    for name, value in settings.items():
+        setattr(product, name, value)
+    db.session.flush()
+    return product
 
 
 def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from cellfactory.products.forms import (
     ApprovalForm,
     DraftForm,
     ProductForm,
+    ProductSettingsForm,
     TestEditForm,
     TestForm,
     parse_steps,
@@ -81,7 +82,8 @@ def new():
                                               description=form.description.data or "",
                                               cellular=form.cellular.data, dose_unit=form.dose_unit.data or "",
                                               donor_min_age_years=form.donor_min_age_years.data,
-                                              donor_max_age_years=form.donor_max_age_years.data)
+                                              donor_max_age_years=form.donor_max_age_years.data,
+                                              **_settings(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -90,7 +92,13 @@ def new():
     return render_template("products/new.html", form=form), _status(form)
 
 
-def _render_product(product: Product, draft_form: DraftForm | None = None, status: int = 200):
+def _settings(form) -> dict[str, object]:
+    return {name: form[name].data for name in ("collection_type", "shelf_life_fresh_hours", "shelf_life_cryo_days",
+                                               "shelf_life_thawed_hours")}
+
+
+def _render_product(product: Product, draft_form: DraftForm | None = None, status: int = 200,
+                    settings_form: ProductSettingsForm | None = None):
     latest = product.specifications[-1] if product.specifications else None
     draft = next((s for s in product.specifications if s.status == SpecStatus.DRAFT), None)
     if draft_form is None:
@@ -102,14 +110,35 @@ def _render_product(product: Product, draft_form: DraftForm | None = None, statu
     history = list(db.session.scalars(sa.select(AuditEntry).where(
         AuditEntry.entity_type == "product", AuditEntry.entity_id == str(product.id))
         .order_by(AuditEntry.seq.desc()).limit(100)))
+    if settings_form is None:
+        settings_form = ProductSettingsForm(prefix="settings", obj=product)
+        settings_form.collection_type.data = product.collection_type.value
     return render_template("products/detail.html", product=product, draft=draft, latest=latest,
-                           draft_form=draft_form, can_edit=_is_qa(), history=history), status
+                           draft_form=draft_form, settings_form=settings_form, can_edit=_is_qa(),
+                           history=history), status
 
 
 @bp.route("/<code>")
 @roles_required(READ_ROLES)
 def detail(code: str):
     return _render_product(services.get_product(code))
+
+
+@bp.route("/<code>/settings", methods=["POST"])
+@roles_required(Role.QA)
+def settings(code: str):
+    product = services.get_product(code)
+    form = ProductSettingsForm(prefix="settings")
+    if form.validate_on_submit():
+        try:
+            services.update_product_settings(_user(), product, reason=form.reason.data, **_settings(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(f"Settings of {product.code} saved: units made from now on take their expiry from them.",
+                  "success")
+            return redirect(url_for("products.detail", code=product.code))
+    return _render_product(product, status=422, settings_form=form)
 
 
 @bp.route("/<code>/specifications", methods=["POST"])

@@ -183,7 +183,10 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         product=batch.product.name, product_code=batch.product.code, trial_code=batch.product.trial_code,
         batch_number=batch.number,
         dins=[isbt128.format_din(m.material.din, with_check_character=True) for m in batch.materials],
-        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials],
+        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials]
+        # Annex 13 Att. 3: the patient of an autologous or directed product.
+        + ([f"for recipient {batch.recipient_code} only ({batch.collection_type.value}, trial "
+            f"{batch.recipient_trial_code})"] if batch.recipient_code else []),
         specification=f"{batch.specification.label}, approved {format_local(batch.specification.approved_at, tz)}",
         started=format_local(batch.started_at, tz), certified=format_local(decision.decided_at, tz, seconds=True),
         results=results,

@@ -34,6 +34,7 @@ class UnitLabel:
     batch: str
     site: str
     statements: list[str]
+    recipient: str = ""  # "Recipient: PT-0001 · trial ..." for autologous and directed units
 
 
 def _fit(canvas: Canvas, text: str, font: str, size: float, width: float) -> str:
@@ -88,11 +89,16 @@ def _draw(canvas: Canvas, label: UnitLabel) -> None:
     canvas.drawString(left + 55 * mm, baseline, label.division)
     canvas.setFont(FONT, 8)
     y = baseline - 5 * mm
-    for line in (label.product, f"Content: {label.content}", f"Expires: {label.expiry}", f"Batch: {label.batch}"):
+    lines = [label.product, f"Content: {label.content}", f"Expires: {label.expiry}", f"Batch: {label.batch}"]
+    if label.recipient:
+        lines.append(label.recipient)
+    for line in lines:
         canvas.drawString(left, y, _fit(canvas, line, FONT, 8, usable))
         y -= 3.6 * mm
     y -= 0.6 * mm
-    for statement in label.statements[:2]:
+    # Up to three bars (quarantine, intended use, trial): closer together when there are three.
+    step = 6 * mm if len(label.statements) <= 2 else 5.2 * mm
+    for statement in label.statements[:3]:
         canvas.setFillColor(colors.black)
         canvas.rect(left, y - 1.4 * mm, usable, 5 * mm, stroke=0, fill=1)
         canvas.setFillColor(colors.white)
@@ -102,6 +108,6 @@ def _draw(canvas: Canvas, label: UnitLabel) -> None:
         canvas.setFont(FONT_BOLD, size)
         canvas.drawCentredString(width / 2, y, _fit(canvas, statement, FONT_BOLD, size, usable - 2 * mm))
         canvas.setFillColor(colors.black)
-        y -= 6 * mm
+        y -= step
     canvas.setFont(FONT, 7)
     canvas.drawString(left, 3.5 * mm, f"Unit {label.identifier}")

@@ -32,8 +32,12 @@ class CreateUnitsForm(BaseForm):
     cells_per_unit = StringField("Cells per unit (e.g. 1e8 or 100000000)",
                                  validators=[DataRequired("Enter the cells per unit.")],
                                  render_kw={"autocomplete": "off"})
-    expires_at = DateTimeLocalField("Expiry (site time)", format=LOCAL,
-                                    validators=[DataRequired("Enter the expiry date and time.")])
+    # No expiry field: the expiry is derived from the product's shelf life and this time (units.services).
+    preservation = RadioField("The units are", choices=[("cryopreserved", "Cryopreserved"), ("fresh", "Fresh")],
+                              default="cryopreserved",
+                              validators=[InputRequired("Say whether the units are fresh or cryopreserved.")])
+    prepared_at = DateTimeLocalField("Fill (fresh) or cryopreservation time (site time)", format=LOCAL,
+                                     validators=[DataRequired("Enter the time of fill or cryopreservation.")])
 
 
 class PutAwayForm(BaseForm):
@@ -50,14 +54,23 @@ class ReasonForm(BaseForm):
 
 
 class AdministerForm(BaseForm):
+    unit_identifier = StringField("Unit identifier: scan or type it from the unit's label",
+                                  validators=[DataRequired("Scan or type the identifier on the unit's label."),
+                                              Length(max=40)],
+                                  render_kw={**SCANNER, "data-scanner-next": "administer-recipient_code"})
     recipient_code = StringField("Recipient code (pseudonymised)",
                                  validators=[DataRequired("Enter the recipient's pseudonymised code."),
                                              Length(max=40)],
-                                 render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+                                 render_kw={**SCANNER, "data-scanner-next": "administer-trial_code"})
     trial_code = StringField("Clinical trial code", validators=[Optional(), Length(max=40)],
                              render_kw={"autocomplete": "off"})
     administered_at = DateTimeLocalField("Administered at (site time)", format=LOCAL,
                                          validators=[DataRequired("Enter the date and time of administration.")])
+
+
+class ThawForm(BaseForm):
+    thawed_at = DateTimeLocalField("Thawed at (site time)", format=LOCAL,
+                                   validators=[DataRequired("Enter the date and time of the thaw.")])
 
 
 class ConfirmForm(BaseForm):

@@ -14,6 +14,7 @@ from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
+from cellfactory.products.models import CollectionType
 from cellfactory.units.models import Unit, UnitStatus
 from cellfactory.units.trace import Trace
 
@@ -26,14 +27,34 @@ def _cells(value) -> str:
     return f"{number / 10 ** exponent:.2f} × 10^{exponent} cells" if exponent >= 3 else f"{int(number)} cells"
 
 
+def intended_use(unit: Unit) -> str | None:
+    """Dir. 2006/86/EC Annex II E §1: autologous units say so, directed units name their recipient."""
+    collection = unit.batch.collection_type
+    if collection == CollectionType.AUTOLOGOUS:
+        return "FOR AUTOLOGOUS USE ONLY"
+    if collection == CollectionType.DIRECTED:
+        return f"FOR DIRECTED USE: {unit.intended_recipient_code}"
+    return None
+
+
 def statements(unit: Unit) -> list[str]:
     """What the label must say in black bars, besides the identity."""
     lines = []
     if unit.status in (UnitStatus.QUARANTINE, UnitStatus.RECALLED):
         lines.append(f"{unit.status.value.upper()}: NOT FOR CLINICAL USE")
+    use = intended_use(unit)
+    if use:
+        lines.append(use)
     trial = unit.batch.product.trial_code
     lines.append(f"For clinical trial use only{f' · {trial}' if trial else ''}")
     return lines
+
+
+def _recipient_line(unit: Unit) -> str:
+    if not unit.intended_recipient_code:
+        return ""
+    trial = unit.batch.recipient_trial_code
+    return f"Recipient: {unit.intended_recipient_code}{f' · trial {trial}' if trial else ''}"
 
 
 @transactional
@@ -48,6 +69,9 @@ def print_unit_labels(actor: User, units: list[Unit]) -> bytes:
                             "Only technicians and QA of the site that holds the units print their labels.")
         if unit.status.final:
             raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it gets no new label.")
+        if unit.batch.collection_type.names_recipient and not unit.intended_recipient_code:
+            raise Conflict(f"Unit {unit.identifier} is {unit.batch.collection_type.value} but names no recipient: "
+                           "its label cannot be printed.")
     audit.act_as(db.session, actor)
     rendered = []
     for unit in units:
@@ -60,7 +84,7 @@ def print_unit_labels(actor: User, units: list[Unit]) -> bytes:
             identifier=unit.identifier, product=f"{product.code} · {product.name}",
             content=f"{format(unit.volume_ml.normalize(), 'f')} mL · {_cells(unit.cells)}",
             expiry=format_local(unit.expires_at, unit.site.timezone), batch=unit.batch.number,
-            site=unit.origin_site.name, statements=statements(unit)))
+            site=unit.origin_site.name, statements=statements(unit), recipient=_recipient_line(unit)))
         audit.record_event(db.session, "print", entity_type="unit", entity_id=unit.id, entity_label=unit.identifier,
                            site_id=unit.site_id, details={"document": "unit label"})
     return unit_labels.render(rendered, title="Unit labels")

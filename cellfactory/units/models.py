@@ -28,6 +28,13 @@ class UnitStatus(enum.StrEnum):
         return self in (UnitStatus.ADMINISTERED, UnitStatus.DESTROYED)
 
 
+class Preservation(enum.StrEnum):
+    """How a unit is kept, which decides its shelf life (the product's fresh or cryopreserved shelf life)."""
+
+    FRESH = "fresh"
+    CRYOPRESERVED = "cryopreserved"
+
+
 class LocationKind(enum.StrEnum):
     CONTAINER = "container"  # freezer or liquid-nitrogen tank
     RACK = "rack"
@@ -80,7 +87,16 @@ class Unit(Audited, CreatedMixin, VersionedMixin, Base):
     division: Mapped[str] = mapped_column(sa.String(2))
     volume_ml: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(8, 2))
     cells: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(20, 0))
+    # Derived from the product's shelf life (fresh: from the fill; cryopreserved: from the cryopreservation;
+    # shortened to the shelf life after thawing when a thaw is recorded). Units made before shelf lives were
+    # declared keep the expiry typed then (migration 0017) and have no prepared_at.
     expires_at: Mapped[dt.datetime]
+    preservation: Mapped[Preservation] = enum_column(Preservation, default=Preservation.CRYOPRESERVED)
+    prepared_at: Mapped[dt.datetime | None]
+    thawed_at: Mapped[dt.datetime | None]
+    # The recipient named by the batch (autologous or directed), printed on the label and checked at
+    # administration; None for allogeneic off-the-shelf units.
+    intended_recipient_code: Mapped[str | None] = mapped_column(sa.String(40))
     status: Mapped[UnitStatus] = enum_column(UnitStatus, index=True)
     position_id: Mapped[int | None] = mapped_column(sa.ForeignKey("storage_location.id"), unique=True)
     recipient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient.id"), index=True)

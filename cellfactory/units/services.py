@@ -14,16 +14,19 @@ from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
-from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.batches.services import clean_recipient_code
+from cellfactory.core import permissions, plausibility
+from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.materials.services import is_biohazard, parse_instant
+from cellfactory.products.models import Product
 from cellfactory.sites.models import Site
 from cellfactory.units.models import (
     LocationKind,
+    Preservation,
     Recipient,
     Shipment,
     ShipmentSequence,
@@ -85,13 +88,39 @@ def get_shipment(user: User, number: str) -> Shipment:
     return shipment
 
 
+# --- shelf life and expiry ----------------------------------------------------------------------
+
+EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
+                    "fill (fresh) or cryopreservation.")
+
+
+def unit_expiry(product: Product, preservation: Preservation, prepared_at: dt.datetime) -> dt.datetime:
+    """Expiry from the product's declared shelf life: fresh from the fill, cryopreserved from the
+    cryopreservation (a thaw shortens it: record_thaw)."""
+    if preservation == Preservation.FRESH:
+        return prepared_at + dt.timedelta(hours=product.shelf_life_fresh_hours)
+    return prepared_at + dt.timedelta(days=product.shelf_life_cryo_days)
+
+
+def _expiry_text(unit: Unit) -> str:
+    return format_local(unit.expires_at, unit.site.timezone)
+
+
+def _require_not_expired(unit: Unit, at: dt.datetime, *, field: str = "units") -> None:
+    """An expired unit is neither shipped nor administered (nor thawed for use)."""
+    if at >= unit.expires_at:
+        raise Conflict(f"Unit {unit.identifier} expired at {_expiry_text(unit)}: it cannot be shipped or "
+                       "administered.", fields={field: f"Expired at {_expiry_text(unit)}."})
+
+
 # --- units ---------------------------------------------------------------------------------------
 
 
 @transactional
 def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells_per_unit: Any,
-                 expires_at: Any) -> list[Unit]:
-    """The final bags or vials of a batch, in quarantine until the batch is certified."""
+                 preservation: Any = None, prepared_at: Any = None, expires_at: Any = None) -> list[Unit]:
+    """The final bags or vials of a batch, in quarantine until the batch is certified. Their expiry is derived
+    from the product's shelf life and the fill (fresh) or cryopreservation time; it is never typed."""
     _require(actor, batch.site_id, frozenset({Role.TECHNICIAN}), "create units")
     if not batch.status.is_open and batch.status not in RELEASED:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: no units can be made from it.")
@@ -114,9 +143,22 @@ def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells
             raise decimal.InvalidOperation
     except decimal.InvalidOperation:
         errors["volume_ml"] = "Enter the volume (mL) and the cells per unit as positive numbers."
-    expiry = parse_instant(expires_at, "expires_at", batch.site.timezone, errors)
-    if expiry is not None and expiry <= utcnow():
-        errors["expires_at"] = "The expiry is in the past."
+    if expires_at not in (None, ""):
+        errors["expires_at"] = EXPIRY_NOT_TYPED
+    kept: Preservation | None = None
+    try:
+        kept = Preservation(str(preservation or "").strip().lower())
+    except ValueError:
+        errors["preservation"] = "Say whether the units are fresh or cryopreserved."
+    prepared = parse_instant(prepared_at, "prepared_at", batch.site.timezone, errors)
+    plausibility.check_instant(errors, "prepared_at", prepared, not_before=[
+        (batch.materials[0].material.collected_at, "the collection of the source material")])
+    expiry = None
+    if kept is not None and prepared is not None and "prepared_at" not in errors:
+        expiry = unit_expiry(batch.product, kept, prepared)
+        if expiry <= utcnow():
+            errors["prepared_at"] = (f"Units {kept.value} then expired at {format_local(expiry, batch.site.timezone)}"
+                                     f" (shelf life of {batch.product.code}).")
     if errors:
         raise ValidationFailed("The units cannot be created: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor)
@@ -131,7 +173,8 @@ def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells
     for division in free[:count]:
         unit = Unit(batch=batch, origin_site_id=batch.site_id, site_id=batch.site_id, din=din,
                     product_code=batch.product.unit_code, division=division, volume_ml=volume, cells=cells,
-                    expires_at=expiry, status=status, created_by_id=actor.id)
+                    expires_at=expiry, preservation=kept, prepared_at=prepared,
+                    intended_recipient_code=batch.recipient_code, status=status, created_by_id=actor.id)
         db.session.add(unit)
         units.append(unit)
     db.session.flush()
@@ -307,6 +350,31 @@ def take_out(actor: User, unit: Unit, reason: str) -> Unit:
     return unit
 
 
+@transactional
+def record_thaw(actor: User, unit: Unit, *, thawed_at: Any) -> Unit:
+    """A cryopreserved unit is thawed (it leaves storage): its expiry becomes the product's shelf life after
+    thawing from the thaw, never later than it was."""
+    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record thaws")
+    if unit.preservation != Preservation.CRYOPRESERVED:
+        raise Conflict(f"Unit {unit.identifier} is {unit.preservation.value}: only a cryopreserved unit is thawed.")
+    if unit.thawed_at is not None:
+        raise Conflict(f"Unit {unit.identifier} was already thawed at "
+                       f"{format_local(unit.thawed_at, unit.site.timezone)}.")
+    if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
+        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it is not thawed for use.")
+    errors: dict[str, str] = {}
+    when = parse_instant(thawed_at, "thawed_at", unit.site.timezone, errors)
+    plausibility.check_instant(errors, "thawed_at", when, not_before=[(unit.prepared_at, "its cryopreservation")])
+    if errors:
+        raise ValidationFailed("The thaw cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    _require_not_expired(unit, when, field="thawed_at")
+    audit.act_as(db.session, actor, reason="thawed")
+    unit.thawed_at = when
+    unit.expires_at = min(unit.expires_at, when + dt.timedelta(hours=unit.batch.product.shelf_life_thawed_hours))
+    unit.position_id = None
+    return unit
+
+
 # --- shipments -----------------------------------------------------------------------------------
 
 
@@ -352,6 +420,7 @@ def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_
             raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: only available units leave the site.")
         if unit.batch.status not in RELEASED:
             raise Conflict(f"Unit {unit.identifier}: batch {unit.batch.number} is {unit.batch.status.label}.")
+        _require_not_expired(unit, departed)
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
                         shipper=shipper.strip(), logger_reference=logger_reference.strip(), departed_at=departed,
@@ -402,30 +471,75 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
 # --- administration, destruction, recall ---------------------------------------------------------
 
 
+def _normalised_identifier(value: Any) -> str:
+    return "".join(str(value or "").split()).upper()
+
+
+def _refusal(actor: User, unit: Unit, details: dict[str, Any]) -> Any:
+    """The audit entry of a refused administration, written after the action is rolled back."""
+    actor_id, unit_id, label, site_id = actor.id, unit.id, unit.identifier, unit.site_id
+
+    def record() -> None:
+        audit.act_as(db.session, db.session.get(User, actor_id))
+        audit.record_event(db.session, "administration_refused", entity_type="unit", entity_id=unit_id,
+                           entity_label=label, site_id=site_id, details=details)
+    return record
+
+
+def _require_unit_match(actor: User, unit: Unit, scanned: str) -> None:
+    """The unit in hand at the bedside (its label scanned or typed) is the unit recorded."""
+    if scanned != unit.identifier:
+        raise Conflict(f"Wrong unit: {scanned} was scanned at the bedside, this record is for unit "
+                       f"{unit.identifier}. The administration is refused; the attempt is in the audit trail.",
+                       fields={"unit_identifier": "Not this unit."}
+                       ).keep_after_rollback(_refusal(actor, unit, {
+                           "reason": "unit identifier mismatch", "scanned_unit": scanned}))
+
+
+def _require_recipient_match(actor: User, unit: Unit, recipient_code: str) -> None:
+    """A unit made for a named recipient (autologous or directed) goes to that recipient only."""
+    intended = unit.intended_recipient_code
+    if intended and recipient_code != intended:
+        raise Conflict(f"Wrong recipient: unit {unit.identifier} is for recipient {intended} only, not "
+                       f"{recipient_code}. The administration is refused; the attempt is in the audit trail.",
+                       fields={"recipient_code": f"Not the recipient of this unit ({intended})."}
+                       ).keep_after_rollback(_refusal(actor, unit, {
+                           "reason": "recipient mismatch", "scanned_recipient": recipient_code,
+                           "intended_recipient": intended}))
+
+
 @transactional
-def administer(actor: User, unit: Unit, *, recipient_code: str, trial_code: str, administered_at: Any) -> Unit:
+def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code: str, trial_code: str,
+               administered_at: Any) -> Unit:
+    """The bedside check: the unit's identifier and the recipient's code, both scanned or typed. A unit made for a
+    named recipient is refused (and the refusal audited) for anyone else; an allogeneic unit records the
+    prescription's recipient."""
     _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record administrations")
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be administered.")
     if unit.batch.status not in RELEASED:
         raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: not released for administration.")
     errors: dict[str, str] = {}
-    code = (recipient_code or "").strip().upper()
+    scanned = _normalised_identifier(unit_identifier)
+    if not scanned:
+        errors["unit_identifier"] = "Scan or type the identifier on the unit's label."
+    code = clean_recipient_code(recipient_code)
     if not code:
         errors["recipient_code"] = "Enter the recipient's pseudonymised code."
     when = parse_instant(administered_at, "administered_at", unit.site.timezone, errors)
     if when and when > utcnow() + dt.timedelta(minutes=5):
         errors["administered_at"] = "The administration time is in the future."
-    if when and when > unit.expires_at:
-        errors["administered_at"] = f"The unit expired at {unit.expires_at.isoformat()}."
     if errors:
         raise ValidationFailed("The administration cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    _require_unit_match(actor, unit, scanned)
+    _require_recipient_match(actor, unit, code)
+    _require_not_expired(unit, when, field="administered_at")
     audit.act_as(db.session, actor, reason="administered")
     recipient = db.session.scalar(sa.select(Recipient).where(Recipient.site_id == unit.site_id,
                                                              Recipient.code == code))
     if recipient is None:
-        recipient = Recipient(site_id=unit.site_id, code=code, trial_code=(trial_code or "").strip(),
-                              created_by_id=actor.id)
+        trial = (trial_code or "").strip() or unit.batch.recipient_trial_code or ""
+        recipient = Recipient(site_id=unit.site_id, code=code, trial_code=trial, created_by_id=actor.id)
         db.session.add(recipient)
         db.session.flush()
     unit.recipient_id = recipient.id

@@ -14,7 +14,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
@@ -35,9 +35,11 @@ from cellfactory.units.forms import (
     ReasonForm,
     ReceiptForm,
     ShipmentForm,
+    ThawForm,
 )
 from cellfactory.units.models import (
     LocationKind,
+    Preservation,
     Recipient,
     Shipment,
     ShipmentStatus,
@@ -139,7 +141,8 @@ def create():
             try:
                 made = services.create_units(_user(), batch, count=form.count.data, volume_ml=form.volume_ml.data,
                                              cells_per_unit=form.cells_per_unit.data,
-                                             expires_at=form.expires_at.data.isoformat())
+                                             preservation=form.preservation.data,
+                                             prepared_at=form.prepared_at.data.isoformat())
             except FORM_ERRORS as error:
                 apply_domain_errors(form, error)
             else:
@@ -322,6 +325,7 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
     forms.setdefault("takeout", ReasonForm(prefix="takeout"))
     forms.setdefault("destroy", ReasonForm(prefix="destroy"))
     forms.setdefault("lift", ReasonForm(prefix="lift"))
+    forms.setdefault("thaw", ThawForm(prefix="thaw"))
     if "administer" not in forms:
         forms["administer"] = AdministerForm(prefix="administer")
         forms["administer"].trial_code.data = unit.batch.product.trial_code
@@ -341,6 +345,8 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
         can_lift=user.has_role(Role.QA, unit.site_id) and unit.status == UnitStatus.QUARANTINE
         and bool(unit.status_reason) and unit.batch.status in services.RELEASED,
         can_administer=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
+        can_thaw=technician and unit.status in SHIPPABLE and unit.preservation == Preservation.CRYOPRESERVED
+        and unit.thawed_at is None,
         can_ship=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
         can_print=user.has_any_role(STAFF, unit.site_id) and not unit.status.final,
         can_recall=_can_recall(user, unit.batch.site_id) and not unit.status.final,
@@ -433,17 +439,39 @@ def lift_quarantine(identifier: str):
 def administer(identifier: str):
     unit = services.get_unit(_user(), identifier)
     form = AdministerForm(prefix="administer")
+    status = 422
     if form.validate_on_submit():
         try:
-            services.administer(_user(), unit, recipient_code=form.recipient_code.data,
-                                trial_code=form.trial_code.data, administered_at=form.administered_at.data.isoformat())
+            services.administer(_user(), unit, unit_identifier=form.unit_identifier.data,
+                                recipient_code=form.recipient_code.data, trial_code=form.trial_code.data,
+                                administered_at=form.administered_at.data.isoformat())
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
+            status = error.http_status  # a wrong unit or recipient, an expired unit: 409, as the API says
         else:
             flash(f"Unit {unit.identifier} administered to recipient {form.recipient_code.data.strip().upper()}.",
                   "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
-    return _render_unit(unit, 422, administer=form)
+    return _render_unit(unit, status, administer=form)
+
+
+@bp.route("/<identifier>/thaw", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def thaw(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = ThawForm(prefix="thaw")
+    status = 422
+    if form.validate_on_submit():
+        try:
+            services.record_thaw(_user(), unit, thawed_at=form.thawed_at.data.isoformat())
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+            status = error.http_status
+        else:
+            flash(f"Unit {unit.identifier} thawed: it now expires at "
+                  f"{format_local(unit.expires_at, unit.site.timezone)}.", "warning")
+            return redirect(url_for("units.detail", identifier=unit.identifier))
+    return _render_unit(unit, status, thaw=form)
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -597,6 +625,7 @@ def create_shipment():
         form.units.data = [u for u in request.args.getlist("unit") if u in available]
         if site is not None:
             form.departed_at.data = _now_local(site.timezone)
+    status = None
     if form.validate_on_submit():
         try:
             units = [available[identifier] for identifier in form.units.data]
@@ -605,11 +634,13 @@ def create_shipment():
                                      departed_at=form.departed_at.data.isoformat())
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
+            status = error.http_status  # e.g. an expired unit: 409, as the API says
         else:
             flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(units))} in transit.",
                   "success")
             return redirect(url_for("shipments.detail", number=shipment.number))
-    return render_template("units/shipment_new.html", form=form, available=available, site=site), _status(form)
+    return render_template("units/shipment_new.html", form=form, available=available, site=site,
+                           now=utcnow()), status or _status(form)
 
 
 def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status: int = 200):

@@ -433,19 +433,29 @@ def register_query(user: User) -> sa.Select:
 
 
 def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
-    """Within the caller's transaction: a failing result after release makes its deviation critical and alerts
-    QA and the QP of the site, listing every unit issued and where it went."""
+    """Within the caller's transaction, a failing result after release (EU GMP Part IV 11.4) acts at once: its
+    deviation becomes critical; the batch goes on hold after release (supply stops); every unit not administered
+    is blocked; QA and the QP of every site concerned are alerted, listing every unit issued and where it went;
+    and each site that holds or received a unit (and the site that made the batch) gets a notification task that
+    QA of the site and the treating physician's contact acknowledge with their electronic signatures."""
+    from cellfactory.notifications.models import NotificationTask
+    from cellfactory.units import holds
     from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit, Unit, UnitStatus
 
     audit.set_reason(db.session, "failed after release")
     deviation.classification = Classification.CRITICAL
     deviation.source = DeviationSource.POST_RELEASE
     deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
+    standing = batch.status
     units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id)).all()
     issued = [u for u in units if u.status in (UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.ADMINISTERED,
-                                               UnitStatus.RESERVED)]
+                                               UnitStatus.RESERVED)
+              or (u.status == UnitStatus.BLOCKED and u.held_from != UnitStatus.AVAILABLE)]
     in_transit = dict(db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.to_site_id).join(Shipment).where(
         ShipmentUnit.unit_id.in_([u.id for u in issued] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT)).all())
+    # Every site a unit passed through: the sites that shipped or received it.
+    passed = db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.from_site_id, Shipment.to_site_id)
+                                .join(Shipment).where(ShipmentUnit.unit_id.in_([u.id for u in units] or [-1]))).all()
     codes = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
 
     def whereabouts(unit: Unit) -> str:
@@ -460,11 +470,39 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
     where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
     raise_alert(
         "post_release_failure",
-        f"{result.spec_test.name} of batch {batch.number} ({batch.status.label}) is out of specification after "
+        f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
         f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
         "Inform the treating physicians.",
         audiences={Role.QA, Role.QP},
         site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
+
+    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED):
+        batch.held_from = batch.status
+        batch.status = S.ON_HOLD_AFTER_RELEASE
+        batch.status_changed_at = utcnow()
+    stop = (f"batch {batch.number} on hold after release: {result.spec_test.name} {result.value_text} "
+            f"(deviation {deviation.number})")
+    holds.block_units(batch, stop)
+
+    concerned: dict[int, set[int]] = {batch.site_id: set()}
+    for unit in units:
+        concerned.setdefault(unit.site_id, set()).add(unit.id)
+        if unit.id in in_transit:
+            concerned.setdefault(in_transit[unit.id], set()).add(unit.id)
+    for unit_id, from_site, to_site in passed:
+        concerned.setdefault(from_site, set()).add(unit_id)
+        concerned.setdefault(to_site, set()).add(unit_id)
+    for site_id, unit_ids in sorted(concerned.items()):
+        mine = [u for u in units if u.id in unit_ids]
+        listed = "; ".join(whereabouts(u) for u in mine) or "none"
+        db.session.add(NotificationTask(
+            kind="post_release_failure", batch_id=batch.id, deviation_id=deviation.id, site_id=site_id,
+            message=(f"{result.spec_test.name} of batch {batch.number} ({batch.product.code}) failed after release: "
+                     f"{result.value_text}. Deviation {deviation.number} (critical). The batch is on hold after "
+                     f"release and its units not administered are blocked. Units of the batch held or received at "
+                     f"{codes[site_id]}: {listed}. Inform the treating physician of every recipient."),
+            units=[{"identifier": u.identifier, "where": whereabouts(u)} for u in mine], created_by_id=actor.id))
+    db.session.flush()
 
 
 def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class Meaning(enum.StrEnum):
     QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"
     QP_REJECTED = "Rejected (QP decision)"
     QP_OOS_SUPPLY = "OOS supply at physician request (QP certification)"
+    FAILURE_NOTICE_ACKNOWLEDGED = "Notice of a failure after release acknowledged (QA of the site)"
+    PHYSICIAN_INFORMED = "Treating physician informed of the failure after release"
 
 
 class Signature(Audited, Base):

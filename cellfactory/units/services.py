@@ -21,6 +21,8 @@ from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.services import parse_instant
 from cellfactory.sites.models import Site
+from cellfactory.units.holds import received_while_blocked
+from cellfactory.units.holds import require_available as _require_available
 from cellfactory.units.models import (
     LocationKind,
     Recipient,
@@ -328,6 +330,7 @@ def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_
     if errors:
         raise ValidationFailed("The shipment cannot be recorded: " + " ".join(errors.values()), fields=errors)
     for unit in units:
+        _require_available(unit)
         if unit.site_id != origin.id:
             raise Conflict(f"Unit {unit.identifier} is held by {unit.site.code}, not {origin.code}.")
         if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED):
@@ -374,6 +377,8 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
         item.unit.site_id = shipment.to_site_id
         if item.unit.status == UnitStatus.RECALLED:
             continue  # recalled while in transit: the recall stands
+        if received_while_blocked(item.unit, excursion=bool(excursion)):
+            continue  # blocked while in transit: the hold after release stands
         if excursion:
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
         else:
@@ -387,6 +392,7 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
 @transactional
 def administer(actor: User, unit: Unit, *, recipient_code: str, trial_code: str, administered_at: Any) -> Unit:
     _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record administrations")
+    _require_available(unit)
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be administered.")
     if unit.batch.status not in RELEASED:

@@ -21,7 +21,7 @@ from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
-from cellfactory.units.models import Shipment, Unit, UnitStatus
+from cellfactory.units.models import Shipment, UnitStatus
 from tests.batch_helpers import iso, signing
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility

@@ -245,6 +245,7 @@ NAV = [
     ("admin.users", "Users"),
     ("admin.sites", "Sites"),
     ("notifications.alerts", "Alerts"),
+    ("notifications.tasks", "Notices"),
 ]
 
 

@@ -370,12 +370,54 @@ def verification_url(certificate: Certificate) -> str:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Where the certified batch stands now, as the public verification page shows it beside the hash check:
+    `released` is False when the batch may no longer be supplied on this certificate."""
+
+    label: str
+    message: str
+    released: bool
+
+
+NOT_RELEASED = {
+    S.RECALLED: "The batch was recalled after a result failed after release. It is no longer released: do not use "
+                "it and contact the Qualified Person of the site.",
+    S.ON_HOLD_AFTER_RELEASE: "A result of the batch failed after release: supply is stopped while the manufacturer "
+                             "investigates. It is no longer released: do not use it and contact the Qualified Person "
+                             "of the site.",
+    S.REJECTED: "The batch was rejected after this certificate. It is no longer released: do not use it.",
+    S.ON_HOLD: "The batch is on hold. It is no longer released: do not use it and contact the Qualified Person of "
+               "the site.",
+}
+
+
+def certificate_standing(certificate: Certificate, batch: Batch) -> Standing:
+    """The batch's current standing for this certificate: recalled, on hold after release (or rejected, on hold),
+    superseded by a later certificate, released, or conditionally released."""
+    if batch.status in NOT_RELEASED:
+        return Standing(batch.status.label, NOT_RELEASED[batch.status], False)
+    latest = db.session.scalar(sa.select(Certificate).where(Certificate.batch_id == batch.id)
+                               .order_by(Certificate.id.desc()).limit(1))
+    if latest is not None and latest.id != certificate.id:
+        return Standing("superseded", f"This certificate was superseded by certificate {latest.number} "
+                                      f"({latest.decision.kind.label}): rely on that one.", batch.status in (
+                                          S.RELEASED, S.CONDITIONALLY_RELEASED))
+    if batch.status == S.RELEASED:
+        return Standing("released", "The batch is released for clinical use.", True)
+    if batch.status == S.CONDITIONALLY_RELEASED:
+        return Standing("conditionally released", "The batch is conditionally released: a result is still pending "
+                                                  "and the final certification will follow.", True)
+    return Standing(batch.status.label, f"The batch is {batch.status.label}: it is not released.", False)
+
+
+@dataclass(frozen=True)
 class CertificateCheck:
     certificate: Certificate
     batch: Batch
     decision: BatchDecision
     matches: bool
     message: str
+    standing: Standing
 
 
 def check_certificate(token: str) -> CertificateCheck:
@@ -386,15 +428,16 @@ def check_certificate(token: str) -> CertificateCheck:
     batch = db.session.get(Batch, certificate.batch_id)
     decision = certificate.decision
     status = signatures.verify(decision.signature, batch)
+    standing = certificate_standing(certificate, batch)
     if status == signatures.SignatureStatus.VALID:
         return CertificateCheck(certificate, batch, decision, True,
-                                "The certificate matches the batch record as it is now.")
+                                "The certificate matches the batch record as it is now.", standing)
     if status == signatures.SignatureStatus.RECORD_CHANGED:
         return CertificateCheck(certificate, batch, decision, False,
                                 "CHANGED: the batch record has changed since this certificate was signed. Do not rely "
-                                "on it; ask the Qualified Person of the site for the current certificate.")
+                                "on it; ask the Qualified Person of the site for the current certificate.", standing)
     return CertificateCheck(certificate, batch, decision, False,
-                            "INVALID: the signature on this certificate does not verify.")
+                            "INVALID: the signature on this certificate does not verify.", standing)
 
 
 def certificates_for(batch: Batch) -> list[Certificate]:

@@ -60,7 +60,7 @@ SHIPPABLE = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED)
 STATUS_KINDS = {
     UnitStatus.QUARANTINE: "warn", UnitStatus.AVAILABLE: "ok", UnitStatus.RESERVED: "info",
     UnitStatus.SHIPPED: "info", UnitStatus.RECEIVED: "ok", UnitStatus.ADMINISTERED: "neutral",
-    UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad",
+    UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad", UnitStatus.BLOCKED: "bad",
 }
 
 
@@ -433,17 +433,19 @@ def lift_quarantine(identifier: str):
 def administer(identifier: str):
     unit = services.get_unit(_user(), identifier)
     form = AdministerForm(prefix="administer")
+    status = 422
     if form.validate_on_submit():
         try:
             services.administer(_user(), unit, recipient_code=form.recipient_code.data,
                                 trial_code=form.trial_code.data, administered_at=form.administered_at.data.isoformat())
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
+            status = _refusal_status(form, error)
         else:
             flash(f"Unit {unit.identifier} administered to recipient {form.recipient_code.data.strip().upper()}.",
                   "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
-    return _render_unit(unit, 422, administer=form)
+    return _render_unit(unit, status, administer=form)
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -581,11 +583,26 @@ def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
             Unit.site_id == site.id, Unit.status.in_(SHIPPABLE), Batch.status.in_(services.RELEASED))
             .order_by(Batch.number, Unit.din, Unit.division))
         available = {u.identifier: u for u in units}
-    form.units.choices = [(identifier, identifier) for identifier in available]
+    # Blocked units are not offered, but one chosen on a page opened before the block reaches the service, which
+    # refuses it with its reason (as the API does) rather than a bare "not a valid choice".
+    blocked = _blocked_units(site)
+    form.units.choices = [(identifier, identifier) for identifier in (*available, *blocked)]
     destinations = db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code))
     form.to_site.choices = [("", "— choose —")] + [(s.code, f"{s.code} · {s.name}") for s in destinations
                                                    if site is None or s.id != site.id]
     return form, available
+
+
+def _blocked_units(site: Site | None) -> dict[str, Unit]:
+    if site is None:
+        return {}
+    return {u.identifier: u for u in db.session.scalars(sa.select(Unit).where(
+        Unit.site_id == site.id, Unit.status == UnitStatus.BLOCKED))}
+
+
+def _refusal_status(form, error: Exception) -> int:
+    """A refusal by the service shows on the form with the service's status (409 for a conflict), as the API."""
+    return 409 if isinstance(error, Conflict) else _status(form)
 
 
 @shipments_bp.route("/new", methods=["GET", "POST"], endpoint="create")
@@ -593,23 +610,27 @@ def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
 def create_shipment():
     site = g.site
     form, available = _shipment_form(site)
+    status = None
     if request.method == "GET":
         form.units.data = [u for u in request.args.getlist("unit") if u in available]
         if site is not None:
             form.departed_at.data = _now_local(site.timezone)
     if form.validate_on_submit():
         try:
-            units = [available[identifier] for identifier in form.units.data]
+            chosen = {**available, **_blocked_units(site)}
+            units = [chosen[identifier] for identifier in form.units.data]
             shipment = services.ship(_user(), units, to_site=get_site(form.to_site.data),
                                      shipper=form.shipper.data, logger_reference=form.logger_reference.data,
                                      departed_at=form.departed_at.data.isoformat())
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
+            status = _refusal_status(form, error)
         else:
             flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(units))} in transit.",
                   "success")
             return redirect(url_for("shipments.detail", number=shipment.number))
-    return render_template("units/shipment_new.html", form=form, available=available, site=site), _status(form)
+    return (render_template("units/shipment_new.html", form=form, available=available, site=site),
+            status or _status(form))
 
 
 def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status: int = 200):

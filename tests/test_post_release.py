@@ -219,3 +219,16 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
                               signing=signing(plant.qp))
     assert refetch(batch).status == S.RELEASED
     assert PASSWORD
+
+
+def test_a_failure_while_qa_holds_a_conditionally_released_batch_still_stops_supply(users, sites):
+    from tests.post_release_helpers import conditional_with_units, fail_sterility
+
+    setup = conditional_with_units(users, sites)
+    batch_services.transition(refetch(setup["plant"].qa), refetch(setup["batch"]), S.ON_HOLD,
+                              reason="complaint under investigation")
+    fail_sterility(setup["plant"], setup["batch"])
+    batch = refetch(setup["batch"])
+    assert (batch.status, batch.held_from) == (S.ON_HOLD_AFTER_RELEASE, S.CONDITIONALLY_RELEASED)
+    assert refetch(setup["units"][2]).status == U.BLOCKED
+    assert set(_tasks(batch)) == {"BG", "MZ"}

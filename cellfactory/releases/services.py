@@ -519,8 +519,9 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
         audiences={Role.QA, Role.QP},
         site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
 
-    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED):
-        batch.held_from = batch.status
+    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED) or batch.status == S.ON_HOLD:
+        # Put on hold by QA after its release, it keeps the release it was held from.
+        batch.held_from = batch.status if batch.status != S.ON_HOLD else batch.held_from
         batch.status = S.ON_HOLD_AFTER_RELEASE
         batch.status_changed_at = utcnow()
     stop = (f"batch {batch.number} on hold after release: {result.spec_test.name} {result.value_text} "

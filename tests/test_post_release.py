@@ -232,3 +232,16 @@ def test_a_failure_while_qa_holds_a_conditionally_released_batch_still_stops_sup
     assert (batch.status, batch.held_from) == (S.ON_HOLD_AFTER_RELEASE, S.CONDITIONALLY_RELEASED)
     assert refetch(setup["units"][2]).status == U.BLOCKED
     assert set(_tasks(batch)) == {"BG", "MZ"}
+
+
+def test_the_batch_record_lists_the_notices_and_their_signed_acknowledgements(failed, users):
+    from cellfactory.releases import services as releases
+    from tests.conftest import pdf_text
+
+    qa = refetch(failed["plant"].qa)
+    task = _tasks(failed["batch"])["BG"]
+    notifications.acknowledge_task(qa, task, capacity="qa", comment="bank units segregated", signing=signing(qa))
+    text = pdf_text(releases.batch_record_pdf(refetch(qa), refetch(failed["batch"]))).replace("\n", " ")
+    assert "After release: notices to the sites" in text
+    assert f"Notice #{task.id} to BG" in text and "bank units segregated" in text
+    assert "Notice of a failure after release acknowledged (QA of the site)" in text

@@ -1078,7 +1078,7 @@ SCHEMAS.update({
         "product": _U_TEXT, "batch": _U_TEXT, "origin_site": _U_TEXT, "volume_ml": {"type": "number"},
         "cells": {"type": "number"}, "expires_at": _U_TIME,
         "status": {"type": "string", "enum": ["quarantine", "available", "reserved", "shipped", "received",
-                                              "administered", "destroyed", "recalled"]},
+                                              "administered", "destroyed", "recalled", "blocked"]},
         "status_reason": _U_NULL_TEXT,
         "where": {"type": "object", "properties": {
             "site": {"type": "string", "description": "The site that holds the unit"}, "position": _U_NULL_TEXT,

@@ -83,6 +83,8 @@ def test_a_blocked_unit_is_neither_shipped_nor_administered_and_nothing_is_saved
 
 def test_a_blocked_unit_received_stays_blocked(failed, users, sites):
     in_transit = refetch(failed["units"][1])
+    with pytest.raises(Conflict):  # still travelling: it cannot be put away at the site that shipped it
+        units.put_away(refetch(failed["plant"].tech), in_transit, "LN2-01/R1/B01/A1")
     shipment = db.session.scalars(sa.select(Shipment).order_by(Shipment.id.desc())).first()
     units.receive(refetch(users["technician_mz"]), shipment, arrived_at=iso(0.5), excursion=False, condition="ok")
     unit = refetch(in_transit)

@@ -71,6 +71,11 @@ def recall_units(batch: Batch, reason: str) -> list[Unit]:
     return recalled
 
 
+def blocked_in_transit(unit: Unit) -> bool:
+    """A unit blocked while on a shipment: still travelling, so it cannot be stored anywhere yet."""
+    return unit.status == UnitStatus.BLOCKED and unit.held_from == UnitStatus.SHIPPED
+
+
 def received_while_blocked(unit: Unit, *, excursion: bool) -> bool:
     """A blocked unit received at its destination stays blocked; the status it returns to becomes received (or
     quarantined after an excursion). True when the unit was blocked."""

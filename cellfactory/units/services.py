@@ -21,7 +21,7 @@ from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.services import parse_instant
 from cellfactory.sites.models import Site
-from cellfactory.units.holds import received_while_blocked
+from cellfactory.units.holds import blocked_in_transit, received_while_blocked
 from cellfactory.units.holds import require_available as _require_available
 from cellfactory.units.models import (
     LocationKind,
@@ -257,7 +257,7 @@ def _position(site_id: int, path: str) -> StorageLocation:
 def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None = None) -> Unit:
     """Store a unit at a free position of its site (or move it there, with a reason)."""
     _require(actor, unit.site_id, what="store units")
-    if unit.status.final or unit.status == UnitStatus.SHIPPED:
+    if unit.status.final or unit.status == UnitStatus.SHIPPED or blocked_in_transit(unit):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
     position = _position(unit.site_id, position_path)
     if position.id == unit.position_id:

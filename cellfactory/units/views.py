@@ -36,6 +36,7 @@ from cellfactory.units.forms import (
     ReceiptForm,
     ShipmentForm,
 )
+from cellfactory.units.holds import blocked_in_transit
 from cellfactory.units.models import (
     LocationKind,
     Recipient,
@@ -335,7 +336,8 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
     return render_template(
         "units/detail.html", unit=unit, tz=tz, shipments=shipments, custody=_custody(unit), material=material,
         where=_whereabouts([unit])[unit.id], expired=unit.expires_at <= utcnow(),
-        can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED,
+        can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED
+        and not blocked_in_transit(unit),
         can_take_out=staff and unit.position_id is not None,
         can_destroy=staff and not unit.status.final,
         can_lift=user.has_role(Role.QA, unit.site_id) and unit.status == UnitStatus.QUARANTINE

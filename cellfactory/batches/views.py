@@ -177,7 +177,7 @@ def index() -> tuple[str, int]:
     if args.get("status") in {s.value for s in BatchStatus}:
         query = query.where(Batch.status == BatchStatus(args["status"]))
     elif args.get("status") == "open":
-        query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED]))
+        query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED, S.RECALLED]))
     if args.get("product"):
         query = query.where(Batch.product_id == sa.select(Product.id)
                             .where(Product.code == args["product"].strip().upper()).scalar_subquery())

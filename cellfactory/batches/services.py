@@ -588,10 +588,11 @@ def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None
 
 def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
                     index: signatures.SignatureIndex | None = None) -> dict[int, str]:
-    """Who performed, verified or tested anything on the batch: they may not review or certify it.
+    """Who performed, verified or tested anything on the batch, or reviewed its record as QA: they may not review
+    or certify it (the QA reviewer may review it again, see `conflicts`).
 
     :param results: the batch's results (every one, in entry order) when the caller has read them.
-    :param index: the signatures of the batch's steps and results when the caller has read them.
+    :param index: the signatures of the batch, its steps and results when the caller has read them.
     """
     from cellfactory.qc.services import batch_results
 

@@ -121,7 +121,7 @@ class RecordFacts:
         return sorted((d.certificate for d, _ in self.decisions if d.certificate is not None), key=lambda c: c.id)
 
     def involved(self) -> list[tuple[User, str]]:
-        """Who performed, verified or tested anything on the batch, with what they did (`involved_people`), as
+        """Who performed, verified, tested or reviewed anything on the batch, with what they did (`involved_people`), as
         users read in one statement (without their roles)."""
         from cellfactory.batches.services import involved_people
 

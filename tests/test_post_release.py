@@ -247,3 +247,19 @@ def test_the_batch_record_lists_the_notices_and_their_signed_acknowledgements(fa
     assert "After release: notices to the sites" in text
     assert f"Notice #{task.id} to BG" in text and "bank units segregated" in text
     assert "Notice of a failure after release acknowledged (QA of the site)" in text
+
+
+def test_notices_and_their_acknowledgements_are_audited_with_their_values(failed):
+    qa = refetch(failed["plant"].qa)
+    task = _tasks(failed["batch"])["BG"]
+    acknowledgement = notifications.acknowledge_task(qa, task, capacity="qa", comment="bank units segregated",
+                                                     signing=signing(qa))
+    [created] = db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "notification_task", AuditEntry.entity_id == str(task.id),
+        AuditEntry.action == "create")).all()
+    assert created.changes["site_id"] == [None, task.site_id] and created.actor_id == refetch(failed["plant"].qc).id
+    [signed] = db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "task_acknowledgement", AuditEntry.entity_id == str(acknowledgement.id),
+        AuditEntry.action == "create")).all()
+    assert signed.changes["capacity"] == [None, "qa"] and signed.changes["comment"] == [None, "bank units segregated"]
+    assert signed.actor_id == qa.id

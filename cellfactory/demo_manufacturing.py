@@ -123,7 +123,8 @@ SITE_PLANS = {
     "MZ": ("BMMSC", "bone_marrow", [S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_CERTIFICATION, S.RELEASED,
                                     S.ON_HOLD]),
     "MI": ("UCMSC", "umbilical_cord", [S.IN_PROCESS, S.AWAITING_QA_REVIEW, S.RELEASED]),
-    "PV": ("BMMSC", "bone_marrow", [S.AWAITING_QC, S.CONDITIONALLY_RELEASED]),
+    "PV": ("BMMSC", "bone_marrow", [S.AWAITING_QC, S.CONDITIONALLY_RELEASED, S.ON_HOLD_AFTER_RELEASE,
+                                    S.RECALLED]),
 }
 
 
@@ -278,7 +279,8 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
         # An out-of-specification viability: the deviation opens and the batch goes on hold by itself.
         _test_results(batch, analysts, password, rng, failing={"VIAB": "64"})
         return
-    conditional = target == S.CONDITIONALLY_RELEASED
+    # Conditionally released, then (for the last two) the sterility final read grows after release.
+    conditional = target in (S.CONDITIONALLY_RELEASED, S.ON_HOLD_AFTER_RELEASE, S.RECALLED)
     _test_results(batch, analysts, password, rng, pending_sterility=conditional or target == S.RELEASED)
     go(analysts[0], S.AWAITING_QA_REVIEW, "Release testing complete and verified")
     if target == S.AWAITING_QA_REVIEW:
@@ -291,6 +293,16 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
         return
     go(qp, S.CONDITIONALLY_RELEASED, "Sterility pending (7-day read due); all other release tests conform",
        signed=True)
+    if target in (S.ON_HOLD_AFTER_RELEASE, S.RECALLED):
+        # Growth after release: the batch goes on hold after release by itself, with a critical deviation and a
+        # notice to the site; QA recalls one of the two after the identification.
+        [pending] = qc.pending_tests(batch)
+        qc.record_final_read(analysts[0], pending.reportable, {"value": "growth",
+                                                               "raw_data_reference": "BacT/ALERT day 4: aerobic "
+                                                                                     "bottle positive"})
+        if target == S.RECALLED:
+            go(qa, S.RECALLED, "Growth confirmed: Staphylococcus epidermidis identified; batch recalled")
+        return
     if target == S.RELEASED:
         [pending] = qc.pending_tests(batch)
         qc.record_final_read(analysts[0], pending.reportable, {"value": "no growth",

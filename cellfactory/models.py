@@ -17,7 +17,7 @@ from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequen
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import CollectionFacility, DinSequence, MaterialTypeRule, SourceMaterial
-from cellfactory.notifications.models import Alert
+from cellfactory.notifications.models import Alert, NotificationTask, TaskAcknowledgement
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import CatalogueItem, ReagentLot
@@ -41,6 +41,7 @@ __all__ = [
     "CapaAction", "Deviation", "DeviationSequence", "QcResult",
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
+    "NotificationTask", "TaskAcknowledgement",
     "Alert", "ApiToken", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement", "IdentityVerification",
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "CollectionFacility", "SourceMaterial", "User", "metadata",

@@ -309,6 +309,7 @@ NAV = [
     ("admin.sites", "Sites"),
     ("admin.role_requests", "Role grants"),
     ("notifications.alerts", "Alerts"),
+    ("notifications.tasks", "Notices"),
 ]
 
 

@@ -179,7 +179,8 @@ def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical
     assert deviation.classification == Classification.CRITICAL and deviation.title.startswith("Failed after release")
     alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()
     assert {a.audience.value for a in alerts} == {"qa", "qp"} and batch.number in alerts[0].message
-    assert refetch(batch).status == S.CONDITIONALLY_RELEASED
+    # Supply stops at once (EU GMP Part IV 11.4): the batch is on hold after release, not conditionally released.
+    assert refetch(batch).status == S.ON_HOLD_AFTER_RELEASE
     with pytest.raises(Conflict):
         batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
                                   signing=signing(plant.qp))

@@ -882,7 +882,22 @@ PATHS.update({
         "parameters": PAGE_PARAMS, "responses": _responses(_list_of("RegisterEntry"), "200", 422)}},
 })
 
-for _path_name in ("/batches/{number}/review", "/batches/{number}/certification"):
+PATHS.update({
+    "/notification-tasks": {"get": {
+        "summary": "The notification tasks of your sites after a failure after release: pending ones (?all=1: "
+                   "completed ones too), with each acknowledgement and the capacities you may sign in",
+        "parameters": _query("all"), "responses": _responses({"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("NotificationTask")}}}, "200")}},
+    "/notification-tasks/{task_id}/acknowledgements": {"post": {
+        "summary": "Acknowledge a task of your site in one capacity (qa: QA of the site; physician_contact: the "
+                   "treating physician's contact, naming the physician), signed with your password; each "
+                   "acknowledgement is its own signature, and the task is complete when both are signed",
+        "parameters": [_path("task_id")], "requestBody": _body("NotificationAcknowledgement"),
+        "responses": _responses(ref("NotificationTask"), "201", 404, 409, 422)}},
+})
+
+for _path_name in ("/batches/{number}/review", "/batches/{number}/certification",
+                   "/notification-tasks/{task_id}/acknowledgements"):
     PATHS[_path_name]["post"]["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
 
 _R_CHECK = {"type": "array", "items": {"type": "object", "properties": {
@@ -894,6 +909,23 @@ _R_BASE = {
     "decisions": {"type": "array", "items": ref("ReleaseDecision")}}
 
 SCHEMAS.update({
+    "NotificationTask": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "kind": _R_TEXT, "batch": _R_TEXT, "site": _R_TEXT, "message": _R_TEXT,
+        "units": {"type": "array", "items": {"type": "object", "properties": {"identifier": _R_TEXT,
+                                                                               "where": _R_TEXT}}},
+        "raised_at": {"type": "string", "format": "date-time"}, "completed_at": _R_NULL_TEXT,
+        "acknowledgements": {"type": "array", "items": {"type": "object", "properties": {
+            "capacity": {"type": "string", "enum": ["qa", "physician_contact"]}, "label": _R_TEXT,
+            "signed": {"type": "boolean"}, "signature": {"oneOf": [ref("Signature"), {"type": "null"}]},
+            "physician_name": _R_NULL_TEXT, "comment": _R_NULL_TEXT}}},
+        "you_may_acknowledge": _R_TEXTS}},
+    "NotificationAcknowledgement": {"type": "object", "required": ["capacity", "comment", "password"],
+                                    "properties": {
+        "capacity": {"type": "string", "enum": ["qa", "physician_contact"]},
+        "comment": {"type": "string", "description": "What you did (units located, physician called)"},
+        "physician_name": {"type": "string", "description": "The treating physician informed (physician_contact)"},
+        "password": {"type": "string", "format": "password"},
+        "meaning": {"type": "string", "description": "Optional: the meaning of the signature for the capacity"}}},
     "ReleaseDecision": {"type": "object", "properties": {
         "kind": {"type": "string", "enum": ["review", "certification", "conditional_certification",
                                             "final_certification", "rejection", "exceptional_oos_release"]},
@@ -1133,7 +1165,7 @@ SCHEMAS.update({
                                                                                     "directed"]},
         "intended_recipient": _U_NULL_TEXT,
         "status": {"type": "string", "enum": ["quarantine", "available", "reserved", "shipped", "received",
-                                              "administered", "destroyed", "recalled"]},
+                                              "administered", "destroyed", "recalled", "blocked"]},
         "status_reason": _U_NULL_TEXT,
         "where": {"type": "object", "properties": {
             "site": {"type": "string", "description": "The site that holds the unit"}, "position": _U_NULL_TEXT,

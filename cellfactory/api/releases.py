@@ -1,5 +1,6 @@
 """Release: QA review and QP certification of a batch (/batches/{number}/review, /certification), the batch
-record and release certificate PDFs, and the QP certification register (/certificates/register).
+record and release certificate PDFs, the QP certification register (/certificates/register), and the notification
+tasks a failure after release gives each site concerned (/notification-tasks), acknowledged with signatures.
 
 Only parsing lives here: the decisions go through the batch state machine (batches.services.transition) like
 the pages, which checks the computed checklist, pending and failing results, segregation of duties and the
@@ -24,10 +25,14 @@ from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.notifications import services as notification_services
+from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.releases import services
 from cellfactory.releases.models import BatchDecision, Certificate
 from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, explain, find_certificate
+from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
 
 S = BatchStatus
 OUTCOMES = ("reviewed", "returned")
@@ -74,21 +79,23 @@ def decision_json(decision: BatchDecision, status: str) -> dict[str, Any]:
     }
 
 
-def _common(batch: Batch, facts: services.RecordFacts) -> dict[str, Any]:
-    """What review and certification show, from the record's facts read once (as the pages do)."""
+def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None = None) -> dict[str, Any]:
+    """What review and certification show, from the record's facts read once (as the pages do); whether the caller
+    is involved in a way that stops them signing a decision with this meaning (the QA reviewer may review again)."""
     people = _involved(facts)
+    mine = {api_user().id: p["what"] for p in people if p["username"] == api_user().username}
     return {
         "batch": batch_json(batch),
         "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
                       for i in services.checklist(batch, facts)],
-        "involved": people, "you_are_involved": any(p["username"] == api_user().username for p in people),
+        "involved": people, "you_are_involved": bool(batch_services.conflicts(mine, meaning)),
         "decisions": [decision_json(d, status) for d, status in facts.decisions],
     }
 
 
 def review_json(batch: Batch) -> dict[str, Any]:
     facts = services.RecordFacts(batch)
-    data = _common(batch, facts)
+    data = _common(batch, facts, Meaning.REVIEWED)
     data["complete"] = all(item["ok"] for item in data["checklist"])
     data["review_blockers"] = services.signing_blockers(batch, Meaning.REVIEWED, facts)
     data["awaiting_review"] = batch.status == S.AWAITING_QA_REVIEW
@@ -238,3 +245,45 @@ def release_register():
                 "certificate": certificate_json(decision.certificate, batch) if decision.certificate else None}
 
     return page_json(result, serialize)
+
+
+# --- notification tasks after a failure after release --------------------------------------------
+
+
+def task_json(task: NotificationTask) -> dict[str, Any]:
+    acknowledgements = []
+    for capacity in Capacity:
+        found = task.acknowledgement(capacity)
+        acknowledgements.append({
+            "capacity": capacity.value, "label": capacity.label, "signed": found is not None,
+            "signature": signature_json(found.signature, signature_services.verify(found.signature, task).value)
+            if found else None,
+            "physician_name": found.physician_name if found else None, "comment": found.comment if found else None})
+    batch = db.session.get(Batch, task.batch_id)
+    return {"id": task.id, "kind": task.kind, "batch": batch.number, "site": db.session.get(Site, task.site_id).code,
+            "message": task.message, "units": task.units, "raised_at": iso(task.created_at),
+            "completed_at": iso(task.completed_at), "acknowledgements": acknowledgements,
+            "you_may_acknowledge": [c.value for c in task.missing
+                                    if notification_services.may_acknowledge(api_user(), task, c)]}
+
+
+@bp.get("/notification-tasks")
+@roles_required(notification_services.TASK_ROLES)
+def notification_tasks():
+    include = (request.args.get("all") or "").strip() in ("1", "true")
+    return {"items": [task_json(t) for t in notification_services.tasks_for(api_user(), include_completed=include)]}
+
+
+@bp.post("/notification-tasks/<int:task_id>/acknowledgements")
+@roles_required(notification_services.TASK_ROLES)
+def acknowledge_notification_task(task_id: int):
+    task = notification_services.get_task(api_user(), task_id)
+    data = json_body("capacity", text=("capacity", "comment", "physician_name", "password", "meaning"))
+    try:
+        meaning = notification_services.CAPACITY_MEANINGS[Capacity(data["capacity"].strip().lower())]
+    except ValueError:
+        meaning = None  # the service names the capacity field
+    signing = signing_of(data, meaning)
+    notification_services.acknowledge_task(api_user(), task, capacity=data["capacity"], comment=data.get("comment"),
+                                           physician_name=data.get("physician_name"), signing=signing)
+    return task_json(notification_services.get_task(api_user(), task_id)), 201

@@ -29,6 +29,10 @@ class BatchStatus(enum.StrEnum):
     RELEASED = "released"
     REJECTED = "rejected"
     ON_HOLD = "on_hold"
+    # A released or conditionally released batch whose later result failed (EU GMP Part IV 11.4): supply stops
+    # at once; QA lifts the hold after an assessment or recalls the batch.
+    ON_HOLD_AFTER_RELEASE = "on_hold_after_release"
+    RECALLED = "recalled"
 
     @property
     def label(self) -> str:
@@ -36,7 +40,8 @@ class BatchStatus(enum.StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self not in (BatchStatus.RELEASED, BatchStatus.REJECTED)
+        return self not in (BatchStatus.RELEASED, BatchStatus.REJECTED, BatchStatus.ON_HOLD_AFTER_RELEASE,
+                            BatchStatus.RECALLED)
 
 
 class BatchSequence(Base):

@@ -652,15 +652,23 @@ TRANSITIONS: list[Transition] = [
                "Exceptional release of an out-of-specification batch at a physician's request", Meaning.QP_OOS_SUPPLY),
     *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
     Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
+    # A failure after release puts the batch on hold after release (qc.services, releases.services): QA recalls it,
+    # or lifts the hold after an assessment (below).
+    Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}), "Recalled after a failure after release"),
 ]
 # Leaving a hold returns the batch to the state it was held from.
 RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), "Hold lifted")
+RESUME_AFTER_RELEASE = Transition(S.ON_HOLD_AFTER_RELEASE, S.RELEASED, frozenset({Role.QA}),
+                                  "Hold after release lifted after assessment")
 
 
 def allowed_transitions(batch: Batch) -> list[Transition]:
     options = [t for t in TRANSITIONS if t.source == batch.status]
     if batch.status == S.ON_HOLD and batch.held_from is not None:
         options.append(Transition(S.ON_HOLD, batch.held_from, RESUME.roles, RESUME.label))
+    if batch.status == S.ON_HOLD_AFTER_RELEASE and batch.held_from is not None:
+        options.append(Transition(S.ON_HOLD_AFTER_RELEASE, batch.held_from, RESUME_AFTER_RELEASE.roles,
+                                  RESUME_AFTER_RELEASE.label))
     return options
 
 
@@ -677,16 +685,17 @@ def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None
 
 def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
                     index: signatures.SignatureIndex | None = None) -> dict[int, str]:
-    """Who performed, verified or tested anything on the batch: they may not review or certify it.
+    """Who performed, verified or tested anything on the batch, or reviewed its record as QA: they may not review
+    or certify it (the QA reviewer may review it again, see `conflicts`).
 
     :param results: the batch's results (every one, in entry order) when the caller has read them.
-    :param index: the signatures of the batch's steps and results when the caller has read them.
+    :param index: the signatures of the batch, its steps and results when the caller has read them.
     """
     from cellfactory.qc.services import batch_results
 
     people: dict[int, str] = {batch.started_by_id: "started the batch"}
     results = results if results is not None else batch_results(batch)
-    index = index if index is not None else signatures.SignatureIndex([*batch.steps, *results])
+    index = index if index is not None else signatures.SignatureIndex([batch, *batch.steps, *results])
     entered = entered_by_steps(batch.steps)
     for step in batch.steps:
         for person in entered[step.id]:
@@ -699,7 +708,23 @@ def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
         for signature in index.of(result):
             if signature.meaning == Meaning.VERIFIED.value:
                 people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
+    for signature in index.of(batch):
+        if signature.meaning == Meaning.REVIEWED.value:
+            people.setdefault(signature.signer_id, REVIEWED_IT)
     return people
+
+
+# What `involved_people` says of the QA reviewer: the reviewer may not certify the batch, but may review it again
+# when the QP returns it to QA review.
+REVIEWED_IT = "reviewed the batch record (QA)"
+
+
+def conflicts(involved: dict[int, str], meaning: Meaning | None) -> dict[int, str]:
+    """The people involved who may not sign a decision with this meaning: all of them, except that the QA
+    reviewer may review again."""
+    if meaning == Meaning.REVIEWED:
+        return {person: what for person, what in involved.items() if what != REVIEWED_IT}
+    return involved
 
 
 def _guard(actor: User, batch: Batch, transition: Transition) -> None:
@@ -721,10 +746,29 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         if blockers:
             raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
         if transition.roles & {Role.QA, Role.QP}:
-            involved = involved_people(batch, results=facts.results, index=facts.index)
+            involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
+                                 transition.meaning)
             if actor.id in involved:
                 raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
                                f"review or certify it.")
+    if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
+        _lift_after_release_guard(batch)
+
+
+def _lift_after_release_guard(batch: Batch) -> None:
+    """QA lifts a hold after release only once the failure is shown not to stand: every failing result
+    invalidated after investigation, and every deviation raised after release closed."""
+    from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
+    from cellfactory.releases.services import failing_results
+
+    problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
+                "investigation, or recall the batch." for r in failing_results(batch)]
+    problems += [f"Deviation {number} raised after release is not closed." for number in db.session.scalars(
+        sa.select(Deviation.number).where(Deviation.batch_id == batch.id,
+                                          Deviation.source == DeviationSource.POST_RELEASE,
+                                          Deviation.status != DeviationStatus.CLOSED).order_by(Deviation.id))]
+    if problems:
+        raise Conflict(f"{batch.number}: the hold after release cannot be lifted: " + " ".join(problems))
 
 
 @transactional
@@ -764,6 +808,13 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     batch.held_from = batch.status if target == S.ON_HOLD else None
     batch.status = target
     batch.status_changed_at = utcnow()
+    if previous == S.ON_HOLD_AFTER_RELEASE:
+        from cellfactory.units import holds
+
+        if target == S.RECALLED:
+            holds.recall_units(batch, f"batch {batch.number} recalled: {reason.strip()}")
+        else:
+            holds.unblock_units(batch)
     if signature is not None:
         from cellfactory.releases.services import record_decision
 

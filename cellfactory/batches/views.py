@@ -52,7 +52,7 @@ bp = Blueprint("batches", __name__, url_prefix="/batches")
 S = BatchStatus
 STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
                S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
-               S.REJECTED: "bad", S.ON_HOLD: "bad"}
+               S.REJECTED: "bad", S.ON_HOLD: "bad", S.ON_HOLD_AFTER_RELEASE: "bad", S.RECALLED: "bad"}
 STEP_KIND = {StepStatus.PENDING: "neutral", StepStatus.IN_PROGRESS: "info", StepStatus.DONE: "ok"}
 SORTS = {"started": (Batch.started_at.desc(), Batch.id.desc()), "started_asc": (Batch.started_at, Batch.id),
          "number": (Batch.number,), "status": (Batch.status, Batch.number), "product": (Product.code, Batch.number)}
@@ -177,7 +177,7 @@ def index() -> tuple[str, int]:
     if args.get("status") in {s.value for s in BatchStatus}:
         query = query.where(Batch.status == BatchStatus(args["status"]))
     elif args.get("status") == "open":
-        query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED]))
+        query = query.where(Batch.status.not_in([S.RELEASED, S.REJECTED, S.RECALLED]))
     if args.get("product"):
         query = query.where(Batch.product_id == sa.select(Product.id)
                             .where(Product.code == args["product"].strip().upper()).scalar_subquery())

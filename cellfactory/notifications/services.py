@@ -1,18 +1,23 @@
-"""Alerts to the people who must act: security events to administrators and QA."""
+"""Alerts to the people who must act (security events to administrators and QA), and the notification tasks a
+failure after release gives each site concerned, acknowledged with electronic signatures."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
+from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import Conflict, PermissionDenied
+from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
-from cellfactory.notifications.models import Alert
+from cellfactory.notifications.models import Alert, Capacity, NotificationTask, TaskAcknowledgement
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
 
 log = logging.getLogger("cellfactory.alerts")
 
@@ -60,3 +65,85 @@ def acknowledge(actor: User, alert: Alert) -> Alert:
     alert.acknowledged_at = utcnow()
     alert.acknowledged_by_id = actor.id
     return alert
+
+
+# --- notification tasks after a failure after release --------------------------------------------
+
+# Who acknowledges a task in each capacity, at the notified site: QA; and, as the treating physician's contact,
+# the staff who hand over and administer units or decide on their use.
+CAPACITY_ROLES = {
+    Capacity.QA: frozenset({Role.QA}),
+    Capacity.PHYSICIAN_CONTACT: frozenset({Role.TECHNICIAN, Role.QA, Role.QP}),
+}
+CAPACITY_MEANINGS = {
+    Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
+    Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,
+}
+TASK_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.AUDITOR})
+
+
+def tasks_for(user: User, *, include_completed: bool = False) -> list[NotificationTask]:
+    """The notification tasks of the sites where the user holds a role (every site for a network role)."""
+    sites = {a.site_id for a in user.active_roles if a.role in TASK_ROLES}
+    if not sites:
+        return []
+    query = sa.select(NotificationTask)
+    if None not in sites:
+        query = query.where(NotificationTask.site_id.in_(sites))
+    if not include_completed:
+        query = query.where(NotificationTask.completed_at.is_(None))
+    return list(db.session.scalars(query.order_by(NotificationTask.id.desc()).limit(200)))
+
+
+def get_task(user: User, task_id: int) -> NotificationTask:
+    task = db.session.get(NotificationTask, task_id)
+    if task is None or task not in tasks_for(user, include_completed=True):
+        raise NotFound("There is no such notification task for your sites.")
+    return task
+
+
+def may_acknowledge(user: User, task: NotificationTask, capacity: Capacity) -> bool:
+    return user.has_any_role(CAPACITY_ROLES[capacity], task.site_id)
+
+
+@transactional
+def acknowledge_task(actor: User, task: NotificationTask, *, capacity: Any, comment: str,
+                     physician_name: str | None = None, signing: dict[str, Any]) -> TaskAcknowledgement:
+    """One acknowledgement of a notification task, in one capacity, with its own electronic signature: QA of the
+    notified site, or the treating physician's contact, who names the physician informed. The task is complete
+    when both have signed."""
+    errors: dict[str, str] = {}
+    try:
+        capacity = Capacity(str(capacity or "").strip().lower())
+    except ValueError:
+        raise ValidationFailed("Say in which capacity you acknowledge: " + " or ".join(c.value for c in Capacity)
+                               + ".", fields={"capacity": "Choose QA or the treating physician's contact."}) from None
+    permissions.require(may_acknowledge(actor, task, capacity),
+                        f"Only {' or '.join(sorted(r.label for r in CAPACITY_ROLES[capacity]))} of the notified site "
+                        f"acknowledge as {capacity.label}.")
+    if task.acknowledgement(capacity) is not None:
+        raise Conflict(f"This task was already acknowledged as {capacity.label}.")
+    comment = (comment or "").strip()
+    physician = (physician_name or "").strip()
+    if not comment:
+        errors["comment"] = "Say what you did (e.g. units located and quarantined, physician called)."
+    if capacity == Capacity.PHYSICIAN_CONTACT and not physician:
+        errors["physician_name"] = "Name the treating physician you informed."
+    if len(physician) > 200:
+        errors["physician_name"] = "At most 200 characters."
+    if errors:
+        raise ValidationFailed("The acknowledgement cannot be signed: " + " ".join(errors.values()), fields=errors)
+    meaning = CAPACITY_MEANINGS[capacity]
+    signature = signatures.apply_signature(actor, task, meaning=meaning, allowed_meanings={meaning},
+                                           site_id=task.site_id, comment=comment, **signing)
+    audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
+    acknowledgement = TaskAcknowledgement(task_id=task.id, site_id=task.site_id, capacity=capacity,
+                                          signature_id=signature.id, physician_name=physician or None,
+                                          comment=comment, created_by_id=actor.id)
+    db.session.add(acknowledgement)
+    db.session.flush()
+    db.session.refresh(task, ["acknowledgements"])
+    if not task.missing:
+        task.completed_at = utcnow()
+    db.session.flush()
+    return acknowledgement

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cellfactory.auth.models import Role
-from cellfactory.core.errors import DomainError
-from cellfactory.core.forms import BaseForm
+from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.core.permissions import roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
-from cellfactory.notifications.models import Alert
+from cellfactory.notifications.forms import AcknowledgeForm
+from cellfactory.notifications.models import Alert, Capacity, NotificationTask
+from cellfactory.signatures.forms import mark_signed
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 
@@ -37,3 +39,58 @@ def acknowledge(alert_id: int) -> Response:
         else:
             flash("Alert acknowledged.", "success")
     return redirect(url_for("notifications.alerts"))
+
+
+# --- notification tasks after a failure after release --------------------------------------------
+
+
+def _form(task: NotificationTask, capacity: Capacity) -> AcknowledgeForm:
+    form = AcknowledgeForm.for_meanings([services.CAPACITY_MEANINGS[capacity]], prefix=f"t{task.id}-{capacity.value}")
+    form.capacity.data = capacity.value
+    return form
+
+
+def _render_tasks(forms: dict[tuple[int, str], AcknowledgeForm] | None = None, status: int = 200):
+    user = current_user._get_current_object()
+    forms = forms or {}
+    rows = []
+    for task in services.tasks_for(user, include_completed=request.args.get("all") == "1"):
+        open_forms = [(capacity, forms.get((task.id, capacity.value)) or _form(task, capacity))
+                      for capacity in task.missing if services.may_acknowledge(user, task, capacity)]
+        rows.append({"task": task, "forms": open_forms})
+    return render_template("notifications/tasks.html", rows=rows, capacities=list(Capacity)), status
+
+
+@bp.route("/tasks")
+@roles_required(services.TASK_ROLES)
+def tasks():
+    return _render_tasks()
+
+
+@bp.route("/tasks/<int:task_id>/acknowledge/<capacity>", methods=["POST"])
+@roles_required(services.TASK_ROLES)
+def acknowledge_task(task_id: int, capacity: str):
+    user = current_user._get_current_object()
+    task = services.get_task(user, task_id)
+    try:
+        chosen = Capacity(capacity)
+    except ValueError:
+        abort(404)
+    form = _form(task, chosen)
+    status = 422
+    if form.validate_on_submit():
+        signing = form.signing_kwargs()
+        signing.pop("meaning")
+        try:
+            services.acknowledge_task(user, task, capacity=chosen.value, comment=form.comment.data,
+                                      physician_name=form.physician_name.data, signing=signing)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+            status = error.http_status if error.http_status in (401, 409, 422) else 422
+        else:
+            mark_signed()
+            flash(f"Notification acknowledged as {chosen.label} and signed.", "success")
+            return redirect(url_for("notifications.tasks"))
+    return _render_tasks({(task.id, chosen.value): form}, status)

@@ -198,7 +198,9 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
         classification=Classification.MAJOR, source=DeviationSource.OOS, batch_id=batch.id, result_id=result.id)
     audit.set_reason(db.session, f"out-of-specification result: deviation {deviation.number}")
     result.deviation_id = deviation.id
-    if batch.status in (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED):
+    if batch.status in (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED, BatchStatus.ON_HOLD_AFTER_RELEASE) \
+            or (batch.status == BatchStatus.ON_HOLD and batch.held_from in (BatchStatus.RELEASED,
+                                                                             BatchStatus.CONDITIONALLY_RELEASED)):
         from cellfactory.releases.services import post_release_failure
 
         post_release_failure(actor, batch, result, deviation)

@@ -44,7 +44,8 @@ bp = Blueprint("qc", __name__, url_prefix="/qc")
 VERDICT_KIND = {Verdict.PASS: "ok", Verdict.FAIL: "bad", Verdict.PENDING: "warn", Verdict.INFORMATIVE: "info"}
 BATCH_KIND = {BatchStatus.IN_PROCESS: "info", BatchStatus.AWAITING_QC: "warn", BatchStatus.AWAITING_QA_REVIEW: "warn",
               BatchStatus.AWAITING_CERTIFICATION: "warn", BatchStatus.CONDITIONALLY_RELEASED: "ok",
-              BatchStatus.RELEASED: "ok", BatchStatus.REJECTED: "bad", BatchStatus.ON_HOLD: "bad"}
+              BatchStatus.RELEASED: "ok", BatchStatus.REJECTED: "bad", BatchStatus.ON_HOLD: "bad",
+              BatchStatus.ON_HOLD_AFTER_RELEASE: "bad", BatchStatus.RECALLED: "bad"}
 RECENT_OOS_DAYS = 30
 WORKLIST_LIMIT = 200
 # The open batches the worklist reads with their results: far more than a network has in progress at once.

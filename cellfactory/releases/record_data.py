@@ -18,11 +18,13 @@ from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
 from cellfactory.donors.services import material_eligibility
 from cellfactory.extensions import db
+from cellfactory.notifications.models import NotificationTask
 from cellfactory.qc.services import batch_results, qc_status, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
 from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
 from cellfactory.signatures import services as signatures
+from cellfactory.sites.models import Site
 
 
 def _entities(batch: Batch, results: list | None = None, deviations: list | None = None,
@@ -132,6 +134,11 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     index = signatures.SignatureIndex([batch, *(link.material for link in batch.materials), *batch.steps,
                                        *results, *deviations])
     ids = _entities(batch, results, deviations, decisions_made, certificates_for(batch), index)
+    notices = list(db.session.scalars(sa.select(NotificationTask).where(NotificationTask.batch_id == batch.id)
+                                      .order_by(NotificationTask.id)))
+    ids["notification_task"] = [str(n.id) for n in notices]
+    ids["task_acknowledgement"] = [str(a.id) for n in notices for a in n.acknowledgements]
+    ids["signature"] = sorted({*ids["signature"], *(str(a.signature_id) for n in notices for a in n.acknowledgements)})
     trail, corrections, changed = _audit_listing(_audit_rows(ids), tz)
 
     def label(text: str, entity: str, entity_id: Any, field: str) -> str:
@@ -313,6 +320,25 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     decisions.blocks += [sig(s) for s in index.of(batch) if s.id not in
                          {d.signature_id for d in decisions_made}]
     sections.append(decisions)
+
+    # 7b. After release: the notices a failure after release gave each site, with their signed acknowledgements
+    if notices:
+        after = Section("After release: notices to the sites")
+        sites = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
+        for notice in notices:
+            site = sites.get(notice.site_id, notice.site_id)
+            after.blocks += [("subtitle", f"Notice #{notice.id} to {site}"), ("kv", [
+                ("Raised", t(notice.created_at)), ("Notice", notice.message),
+                ("Completed", t(notice.completed_at)),
+            ])]
+            for acknowledgement in notice.acknowledgements:
+                after.blocks += [("kv", [("Acknowledged as", acknowledgement.capacity.label),
+                                         ("What was done", acknowledgement.comment),
+                                         ("Physician informed", acknowledgement.physician_name or "—")]),
+                                 ("signature", SignatureView.of(acknowledgement.signature, tz,
+                                                                signatures.verify(acknowledgement.signature,
+                                                                                  notice).value))]
+        sections.append(after)
 
     # 8. Changes after first entry
     sections.append(Section(f"Changes after first entry ({CHANGED})", [

@@ -122,7 +122,7 @@ class RecordFacts:
         return sorted((d.certificate for d, _ in self.decisions if d.certificate is not None), key=lambda c: c.id)
 
     def involved(self) -> list[tuple[User, str]]:
-        """Who performed, verified or tested anything on the batch, with what they did (`involved_people`), as
+        """Who performed, verified, tested or reviewed anything on the batch, with what they did (`involved_people`), as
         users read in one statement (without their roles)."""
         from cellfactory.batches.services import involved_people
 
@@ -373,12 +373,54 @@ def verification_url(certificate: Certificate) -> str:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """Where the certified batch stands now, as the public verification page shows it beside the hash check:
+    `released` is False when the batch may no longer be supplied on this certificate."""
+
+    label: str
+    message: str
+    released: bool
+
+
+NOT_RELEASED = {
+    S.RECALLED: "The batch was recalled after a result failed after release. It is no longer released: do not use "
+                "it and contact the Qualified Person of the site.",
+    S.ON_HOLD_AFTER_RELEASE: "A result of the batch failed after release: supply is stopped while the manufacturer "
+                             "investigates. It is no longer released: do not use it and contact the Qualified Person "
+                             "of the site.",
+    S.REJECTED: "The batch was rejected after this certificate. It is no longer released: do not use it.",
+    S.ON_HOLD: "The batch is on hold. It is no longer released: do not use it and contact the Qualified Person of "
+               "the site.",
+}
+
+
+def certificate_standing(certificate: Certificate, batch: Batch) -> Standing:
+    """The batch's current standing for this certificate: recalled, on hold after release (or rejected, on hold),
+    superseded by a later certificate, released, or conditionally released."""
+    if batch.status in NOT_RELEASED:
+        return Standing(batch.status.label, NOT_RELEASED[batch.status], False)
+    latest = db.session.scalar(sa.select(Certificate).where(Certificate.batch_id == batch.id)
+                               .order_by(Certificate.id.desc()).limit(1))
+    if latest is not None and latest.id != certificate.id:
+        return Standing("superseded", f"This certificate was superseded by certificate {latest.number} "
+                                      f"({latest.decision.kind.label}): rely on that one.", batch.status in (
+                                          S.RELEASED, S.CONDITIONALLY_RELEASED))
+    if batch.status == S.RELEASED:
+        return Standing("released", "The batch is released for clinical use.", True)
+    if batch.status == S.CONDITIONALLY_RELEASED:
+        return Standing("conditionally released", "The batch is conditionally released: a result is still pending "
+                                                  "and the final certification will follow.", True)
+    return Standing(batch.status.label, f"The batch is {batch.status.label}: it is not released.", False)
+
+
+@dataclass(frozen=True)
 class CertificateCheck:
     certificate: Certificate
     batch: Batch
     decision: BatchDecision
     matches: bool
     message: str
+    standing: Standing
 
 
 def check_certificate(token: str) -> CertificateCheck:
@@ -389,15 +431,16 @@ def check_certificate(token: str) -> CertificateCheck:
     batch = db.session.get(Batch, certificate.batch_id)
     decision = certificate.decision
     status = signatures.verify(decision.signature, batch)
+    standing = certificate_standing(certificate, batch)
     if status == signatures.SignatureStatus.VALID:
         return CertificateCheck(certificate, batch, decision, True,
-                                "The certificate matches the batch record as it is now.")
+                                "The certificate matches the batch record as it is now.", standing)
     if status == signatures.SignatureStatus.RECORD_CHANGED:
         return CertificateCheck(certificate, batch, decision, False,
                                 "CHANGED: the batch record has changed since this certificate was signed. Do not rely "
-                                "on it; ask the Qualified Person of the site for the current certificate.")
+                                "on it; ask the Qualified Person of the site for the current certificate.", standing)
     return CertificateCheck(certificate, batch, decision, False,
-                            "INVALID: the signature on this certificate does not verify.")
+                            "INVALID: the signature on this certificate does not verify.", standing)
 
 
 def certificates_for(batch: Batch) -> list[Certificate]:
@@ -436,19 +479,29 @@ def register_query(user: User) -> sa.Select:
 
 
 def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
-    """Within the caller's transaction: a failing result after release makes its deviation critical and alerts
-    QA and the QP of the site, listing every unit issued and where it went."""
+    """Within the caller's transaction, a failing result after release (EU GMP Part IV 11.4) acts at once: its
+    deviation becomes critical; the batch goes on hold after release (supply stops); every unit not administered
+    is blocked; QA and the QP of every site concerned are alerted, listing every unit issued and where it went;
+    and each site that holds or received a unit (and the site that made the batch) gets a notification task that
+    QA of the site and the treating physician's contact acknowledge with their electronic signatures."""
+    from cellfactory.notifications.models import NotificationTask
+    from cellfactory.units import holds
     from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit, Unit, UnitStatus
 
     audit.set_reason(db.session, "failed after release")
     deviation.classification = Classification.CRITICAL
     deviation.source = DeviationSource.POST_RELEASE
     deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
+    standing = batch.status
     units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id)).all()
     issued = [u for u in units if u.status in (UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.ADMINISTERED,
-                                               UnitStatus.RESERVED)]
+                                               UnitStatus.RESERVED)
+              or (u.status == UnitStatus.BLOCKED and u.held_from != UnitStatus.AVAILABLE)]
     in_transit = dict(db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.to_site_id).join(Shipment).where(
         ShipmentUnit.unit_id.in_([u.id for u in issued] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT)).all())
+    # Every site a unit passed through: the sites that shipped or received it.
+    passed = db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.from_site_id, Shipment.to_site_id)
+                                .join(Shipment).where(ShipmentUnit.unit_id.in_([u.id for u in units] or [-1]))).all()
     codes = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
 
     def whereabouts(unit: Unit) -> str:
@@ -463,11 +516,40 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
     where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
     raise_alert(
         "post_release_failure",
-        f"{result.spec_test.name} of batch {batch.number} ({batch.status.label}) is out of specification after "
+        f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
         f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
         "Inform the treating physicians.",
         audiences={Role.QA, Role.QP},
         site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
+
+    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED) or batch.status == S.ON_HOLD:
+        # Put on hold by QA after its release, it keeps the release it was held from.
+        batch.held_from = batch.status if batch.status != S.ON_HOLD else batch.held_from
+        batch.status = S.ON_HOLD_AFTER_RELEASE
+        batch.status_changed_at = utcnow()
+    stop = (f"batch {batch.number} on hold after release: {result.spec_test.name} {result.value_text} "
+            f"(deviation {deviation.number})")
+    holds.block_units(batch, stop)
+
+    concerned: dict[int, set[int]] = {batch.site_id: set()}
+    for unit in units:
+        concerned.setdefault(unit.site_id, set()).add(unit.id)
+        if unit.id in in_transit:
+            concerned.setdefault(in_transit[unit.id], set()).add(unit.id)
+    for unit_id, from_site, to_site in passed:
+        concerned.setdefault(from_site, set()).add(unit_id)
+        concerned.setdefault(to_site, set()).add(unit_id)
+    for site_id, unit_ids in sorted(concerned.items()):
+        mine = [u for u in units if u.id in unit_ids]
+        listed = "; ".join(whereabouts(u) for u in mine) or "none"
+        db.session.add(NotificationTask(
+            kind="post_release_failure", batch_id=batch.id, deviation_id=deviation.id, site_id=site_id,
+            message=(f"{result.spec_test.name} of batch {batch.number} ({batch.product.code}) failed after release: "
+                     f"{result.value_text}. Deviation {deviation.number} (critical). The batch is on hold after "
+                     f"release and its units not administered are blocked. Units of the batch held or received at "
+                     f"{codes[site_id]}: {listed}. Inform the treating physician of every recipient."),
+            units=[{"identifier": u.identifier, "where": whereabouts(u)} for u in mine], created_by_id=actor.id))
+    db.session.flush()
 
 
 def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:

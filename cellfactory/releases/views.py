@@ -46,7 +46,7 @@ REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 WORKLIST_LIMIT = 200
 STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
                S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
-               S.REJECTED: "bad", S.ON_HOLD: "bad"}
+               S.REJECTED: "bad", S.ON_HOLD: "bad", S.ON_HOLD_AFTER_RELEASE: "bad", S.RECALLED: "bad"}
 
 
 def _user() -> User:
@@ -153,7 +153,8 @@ def review_worklist() -> str:
         items = services.checklist(batch)
         rows.append({"batch": batch, "problems": _problem_count(items),
                      "failed": [item.label for item in items if not item.ok],
-                     "involved": batch_services.involved_people(batch).get(user.id)})
+                     "involved": batch_services.conflicts(batch_services.involved_people(batch),
+                                                          Meaning.REVIEWED).get(user.id)})
     return render_template("releases/review_worklist.html", rows=rows)
 
 
@@ -176,13 +177,16 @@ def certification_worklist() -> str:
 # --- the review page -----------------------------------------------------------------------------
 
 
-def _common(batch: Batch, facts: services.RecordFacts) -> dict[str, Any]:
+def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None = None) -> dict[str, Any]:
+    """What both pages show; `you_involved` says what the user did on the batch that stops them signing a decision
+    with this meaning (the QA reviewer may review again, not certify)."""
     user = _user()
     people = involved(batch, facts)
     certificates = facts.certificates
+    mine = batch_services.conflicts({person.id: what for person, what in people if person.id == user.id}, meaning)
     return {
         "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch, facts),
-        "involved": people, "you_involved": next((what for person, what in people if person.id == user.id), None),
+        "involved": people, "you_involved": mine.get(user.id),
         "decisions": facts.decisions,
         "certificates": certificates, "latest_certificate": certificates[-1] if certificates else None,
         "deviations": facts.deviations,
@@ -201,7 +205,7 @@ def _render_review(batch: Batch, status: int = 200, *, review_form: ReviewForm |
         "releases/review.html", can_act=can_act,
         review_blockers=services.signing_blockers(batch, Meaning.REVIEWED, facts) if can_act else [],
         review_form=review_form or ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review"),
-        return_form=return_form or ReturnForm(prefix="return"), **_common(batch, facts)), status
+        return_form=return_form or ReturnForm(prefix="return"), **_common(batch, facts, Meaning.REVIEWED)), status
 
 
 @bp.route(f"{PREFIX}/<number>/review", methods=["GET", "POST"])

@@ -32,6 +32,8 @@ class Meaning(enum.StrEnum):
     SCREENING_CLEARED = "Reactive screening result cleared by confirmatory testing"
     DONATION_ALLOWED = "Donation allowed after risk assessment"
     DONATION_NOT_ALLOWED = "Donation not allowed after risk assessment"
+    FAILURE_NOTICE_ACKNOWLEDGED = "Notice of a failure after release acknowledged (QA of the site)"
+    PHYSICIAN_INFORMED = "Treating physician informed of the failure after release"
 
 
 class Signature(Audited, Base):

@@ -22,6 +22,9 @@ class UnitStatus(enum.StrEnum):
     ADMINISTERED = "administered"
     DESTROYED = "destroyed"
     RECALLED = "recalled"
+    # Not administered when its batch went on hold after release: neither shipped nor administered until QA lifts
+    # the hold (back to `held_from`) or recalls the batch.
+    BLOCKED = "blocked"
 
     @property
     def final(self) -> bool:
@@ -98,6 +101,8 @@ class Unit(Audited, CreatedMixin, VersionedMixin, Base):
     # administration; None for allogeneic off-the-shelf units.
     intended_recipient_code: Mapped[str | None] = mapped_column(sa.String(40))
     status: Mapped[UnitStatus] = enum_column(UnitStatus, index=True)
+    # The status a blocked unit had before its batch went on hold after release (restored when the hold is lifted).
+    held_from: Mapped[UnitStatus | None] = enum_column(UnitStatus, type_name="unitstatus_held_from", nullable=True)
     position_id: Mapped[int | None] = mapped_column(sa.ForeignKey("storage_location.id"), unique=True)
     recipient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient.id"), index=True)
     administered_at: Mapped[dt.datetime | None]

@@ -24,6 +24,8 @@ from cellfactory.materials.models import SourceMaterial
 from cellfactory.materials.services import is_biohazard, parse_instant
 from cellfactory.products.models import Product
 from cellfactory.sites.models import Site
+from cellfactory.units.holds import blocked_in_transit, received_while_blocked
+from cellfactory.units.holds import require_available as _require_available
 from cellfactory.units.models import (
     LocationKind,
     Preservation,
@@ -310,7 +312,7 @@ def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None 
     Annex I 2.1.1: a positive autologous donation is used only if segregation is ensured).
     """
     _require(actor, unit.site_id, what="store units")
-    if unit.status.final or unit.status == UnitStatus.SHIPPED:
+    if unit.status.final or unit.status == UnitStatus.SHIPPED or blocked_in_transit(unit):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
     position = _position(unit.site_id, position_path)
     hazards = biohazard_materials(unit)
@@ -414,6 +416,7 @@ def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_
     if errors:
         raise ValidationFailed("The shipment cannot be recorded: " + " ".join(errors.values()), fields=errors)
     for unit in units:
+        _require_available(unit)
         if unit.site_id != origin.id:
             raise Conflict(f"Unit {unit.identifier} is held by {unit.site.code}, not {origin.code}.")
         if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED):
@@ -461,6 +464,8 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
         item.unit.site_id = shipment.to_site_id
         if item.unit.status == UnitStatus.RECALLED:
             continue  # recalled while in transit: the recall stands
+        if received_while_blocked(item.unit, excursion=bool(excursion)):
+            continue  # blocked while in transit: the hold after release stands
         if excursion:
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
         else:
@@ -515,6 +520,7 @@ def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code:
     named recipient is refused (and the refusal audited) for anyone else; an allogeneic unit records the
     prescription's recipient."""
     _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record administrations")
+    _require_available(unit)
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be administered.")
     if unit.batch.status not in RELEASED:

@@ -37,6 +37,7 @@ from cellfactory.units.forms import (
     ShipmentForm,
     ThawForm,
 )
+from cellfactory.units.holds import blocked_in_transit
 from cellfactory.units.models import (
     LocationKind,
     Preservation,
@@ -62,7 +63,7 @@ SHIPPABLE = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED)
 STATUS_KINDS = {
     UnitStatus.QUARANTINE: "warn", UnitStatus.AVAILABLE: "ok", UnitStatus.RESERVED: "info",
     UnitStatus.SHIPPED: "info", UnitStatus.RECEIVED: "ok", UnitStatus.ADMINISTERED: "neutral",
-    UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad",
+    UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad", UnitStatus.BLOCKED: "bad",
 }
 
 
@@ -339,7 +340,8 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
     return render_template(
         "units/detail.html", unit=unit, tz=tz, shipments=shipments, custody=_custody(unit), material=material,
         where=_whereabouts([unit])[unit.id], expired=unit.expires_at <= utcnow(),
-        can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED,
+        can_store=staff and not unit.status.final and unit.status != UnitStatus.SHIPPED
+        and not blocked_in_transit(unit),
         can_take_out=staff and unit.position_id is not None,
         can_destroy=staff and not unit.status.final,
         can_lift=user.has_role(Role.QA, unit.site_id) and unit.status == UnitStatus.QUARANTINE
@@ -609,11 +611,21 @@ def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
             Unit.site_id == site.id, Unit.status.in_(SHIPPABLE), Batch.status.in_(services.RELEASED))
             .order_by(Batch.number, Unit.din, Unit.division))
         available = {u.identifier: u for u in units}
-    form.units.choices = [(identifier, identifier) for identifier in available]
+    # Blocked units are not offered, but one chosen on a page opened before the block reaches the service, which
+    # refuses it with its reason (as the API does) rather than a bare "not a valid choice".
+    blocked = _blocked_units(site)
+    form.units.choices = [(identifier, identifier) for identifier in (*available, *blocked)]
     destinations = db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code))
     form.to_site.choices = [("", "— choose —")] + [(s.code, f"{s.code} · {s.name}") for s in destinations
                                                    if site is None or s.id != site.id]
     return form, available
+
+
+def _blocked_units(site: Site | None) -> dict[str, Unit]:
+    if site is None:
+        return {}
+    return {u.identifier: u for u in db.session.scalars(sa.select(Unit).where(
+        Unit.site_id == site.id, Unit.status == UnitStatus.BLOCKED))}
 
 
 @shipments_bp.route("/new", methods=["GET", "POST"], endpoint="create")
@@ -621,6 +633,7 @@ def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
 def create_shipment():
     site = g.site
     form, available = _shipment_form(site)
+    status = None
     if request.method == "GET":
         form.units.data = [u for u in request.args.getlist("unit") if u in available]
         if site is not None:
@@ -628,7 +641,8 @@ def create_shipment():
     status = None
     if form.validate_on_submit():
         try:
-            units = [available[identifier] for identifier in form.units.data]
+            chosen = {**available, **_blocked_units(site)}
+            units = [chosen[identifier] for identifier in form.units.data]
             shipment = services.ship(_user(), units, to_site=get_site(form.to_site.data),
                                      shipper=form.shipper.data, logger_reference=form.logger_reference.data,
                                      departed_at=form.departed_at.data.isoformat())

@@ -12,7 +12,7 @@ batch's units print no new label until QA names it); existing units are cryopres
 expiry (no prepared_at).
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0016
 Create Date: 2026-12-06 22:07:00
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0017'
-down_revision = '0012'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

@@ -100,6 +100,15 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
                  lots=lots, material_din=material.din)
 
 
+def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) -> SpecificationVersion:
+    """QA drafts the next specification version of the product (a copy of the latest with `changes`: steps,
+    max_passage, max_cumulative_pd) and approves it: batches started from now on freeze it."""
+    qa = refetch(plant.qa)
+    product = product_services.get_product(product_code)
+    draft = product_services.create_draft(qa, product, change_summary="Limits changed for the test", **changes)
+    return product_services.approve(refetch(qa), draft, signing=signing(qa))
+
+
 PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}
 
 
@@ -123,6 +132,15 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
 
 def iso(hours_ago: float) -> str:
     return (utcnow() - dt.timedelta(hours=hours_ago)).isoformat()
+
+
+# Test batches start ten days ago, before every step the tests record (the earliest 200 h ago): no step may be dated
+# before its batch started.
+BATCH_AGE_H = 240
+
+
+def batch_start() -> str:
+    return iso(BATCH_AGE_H)
 
 
 def step_data(**overrides) -> dict:

@@ -17,7 +17,16 @@ from flask import request
 from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.api import bp, json_body, page_json
-from cellfactory.api.params import api_user, check_types, choice, filter_site, instants, signing_of, write_site
+from cellfactory.api.params import (
+    api_user,
+    check_types,
+    choice,
+    filter_site,
+    instant,
+    instants,
+    signing_of,
+    write_site,
+)
 from cellfactory.api.serializers import (
     batch_json,
     catalogue_item_json,
@@ -491,15 +500,16 @@ def batches():
 @bp.post("/batches")
 @roles_required(Role.TECHNICIAN)
 def start_batch():
-    data = json_body("product", "materials", text=("site", "product"))
+    data = json_body("product", "materials", text=("site", "product", "started_at"))
     dins = _list_of_texts(data, "materials")
+    started_at = instant(data, "started_at")
     site = write_site(data)
     try:
         product_services.get_product(data["product"])
     except NotFound as error:
         raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
     try:
-        batch = batch_services.start_batch(api_user(), site, data["product"], dins or [])
+        batch = batch_services.start_batch(api_user(), site, data["product"], dins or [], started_at=started_at)
     except NotFound as error:  # a DIN of the body that names no material the user can see
         raise ValidationFailed(error.message, fields={"materials": error.message}) from error
     except ValidationFailed as error:

@@ -102,8 +102,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     connection = op.get_bind()
-    affected = list(connection.scalars(sa.select(sa.distinct(step_table.c.batch_id))
-                                       .where(step_table.c.pd_counted.is_(False))))
+    affected = list(connection.scalars(sa.select(step_table.c.batch_id).where(step_table.c.pd_counted.is_(False))
+                                       .distinct()))
     # Every passage counted again, as the earlier software derived it.
     connection.execute(sa.update(step_table).where(step_table.c.pd_counted.is_(False)).values(pd_counted=True))
     _derive_again(connection, affected, FORMULA_BEFORE)

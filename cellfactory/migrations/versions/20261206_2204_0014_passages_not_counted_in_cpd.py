@@ -71,7 +71,9 @@ def _derive_again(connection, batch_ids: list[int], formula: str) -> None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('batch_step', schema=None) as batch_op:
+    # Added in place (no recreate on SQLite): recreating batch_step would drop a table that passages, equipment and
+    # reagent uses refer to, which foreign keys refuse once there are batches.
+    with op.batch_alter_table('batch_step', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('pd_counted', sa.Boolean(), server_default=sa.true(), nullable=False))
 
     connection = op.get_bind()
@@ -119,5 +121,6 @@ def downgrade() -> None:
         cleaned = [strip(s) for s in steps or []]
         if cleaned != list(steps or []):
             connection.execute(sa.update(spec_table).where(spec_table.c.id == spec_id).values(steps=cleaned))
-    with op.batch_alter_table('batch_step', schema=None) as batch_op:
+    # Dropped in place (SQLite has ALTER TABLE ... DROP COLUMN since 3.35), for the same reason.
+    with op.batch_alter_table('batch_step', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('pd_counted')

@@ -302,7 +302,7 @@ def _api_values(values: dict) -> dict:
 
 
 def _field_error(page: str, name: str) -> str | None:
-    match = re.search(rf'name="{name}".*?(?=<div class="field|</fieldset>)', page, re.DOTALL)
+    match = re.search(rf'name="{name}".*?(?=<div class="field|</fieldset>|</form>)', page, re.DOTALL)
     found = re.search(r'<p class="error">(.*?)</p>', match.group(0)) if match else None
     return html.unescape(found.group(1)) if found else None
 
@@ -385,3 +385,24 @@ def test_completing_a_passage_without_a_reason_is_accepted_at_both_doors(client,
     step = _step(batch, "P0")
     assert step.status == StepStatus.DONE and step.passage.cells_harvested == 800000
     assert step.passage.population_doublings == pytest.approx(3.0)
+
+
+def test_a_batch_start_in_the_future_is_refused_the_same_way_at_the_page_and_the_api(client, plant, users):
+    future = _minute(-2)
+    login(client, "technician.bg")
+    page = client.post("/batches/start", data={"product": "UCMSC", "din": "=A99912600012300",
+                                                "started_at": future.astimezone(TZ).strftime("%Y-%m-%dT%H:%M")})
+    assert page.status_code == 422
+    assert _field_error(page.get_data(as_text=True), "started_at") == "This time is in the future."
+    response = client.post(f"{API}/batches", json={"product": "UCMSC", "materials": [plant.material_din],
+                                                   "started_at": future.isoformat()},
+                           headers=bearer(new_token(refetch(users["technician"]))))
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"] == {"started_at": "This time is in the future."}
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Batch)) == 0
+    # Entered afterwards, an earlier start is kept as typed (site time).
+    earlier = _minute(30)
+    response = client.post("/batches/start", data={"product": "UCMSC", "din": "=A99912600012300",
+                                                    "started_at": earlier.astimezone(TZ).strftime("%Y-%m-%dT%H:%M")})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(Batch)).started_at == earlier

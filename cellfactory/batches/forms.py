@@ -55,6 +55,7 @@ class StartBatchForm(FlaskForm):
     din_2 = StringField("Second source material (only when the batch pools several)",
                         validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
     din_3 = StringField("Third source material", validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
+    started_at = SiteTimeField("Started (site time), only if not now", format=LOCAL, validators=[Optional()])
 
     DIN_FIELDS = ("din", "din_2", "din_3")
 

@@ -276,7 +276,8 @@ def start() -> Any:
             form.din.errors = ["Scan or type the DIN of at least one accepted source material."]
         if not any(form[name].errors for name in form.DIN_FIELDS):
             try:
-                batch = services.start_batch(_user(), g.site, form.product.data, dins)
+                batch = services.start_batch(_user(), g.site, form.product.data, dins,
+                                             started_at=form.started_at.data)
             except PermissionDenied:
                 raise
             except DomainError as error:

@@ -64,8 +64,7 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
             parts, counted = parts[:3], False
         if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds:
             raise ValidationFailed(f"Line {number} is not 'CODE | name | step or passage'.",
-                                   fields={"steps": f"Line {number}: write CODE | name | step or passage "
-                                                    f"(| {NOT_COUNTED})."})
+                                   fields={"steps": f"Line {number}: write CODE | name | step or passage."})
         step: dict[str, Any] = {"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()}
         if not counted:
             step[PD_COUNTED] = False

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.batches import charts, services
-from cellfactory.batches.models import Batch, BatchStep, StepStatus
+from cellfactory.batches.models import Batch, BatchStep, Passage, StepStatus
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.extensions import db
@@ -109,6 +109,23 @@ def test_max_passage_holds_on_the_derived_number(plant, batch):
         services.record_step(refetch(plant.tech), _step(batch, "P2"), passage_data(1, 1e5, 8e5, 100, 50))
     assert set(typed.value.fields) == {"passage_number"}
     assert _step(batch, "P2").passage is None and last_seq() == before
+
+
+def test_a_passage_number_typed_before_it_was_derived_is_corrected_with_a_reason(plant, batch):
+    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
+    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, 8e5, 150, 126))
+    p0 = _step(batch, "P0")
+    # As entered before the number was derived: "P1" typed for the batch's first passage.
+    db.session.execute(sa.update(Passage).where(Passage.id == p0.passage.id).values(passage_number=1))
+    db.session.expire_all()
+    p0 = _step(batch, "P0")
+    again = _passage(1e5, 8e5, 150, 126, seeded_at=p0.passage.seeded_at, harvested_at=p0.passage.harvested_at)
+    with pytest.raises(ValidationFailed) as refused:
+        services.record_step(refetch(plant.tech), p0, again)
+    assert refused.value.fields == {"reason": "Say why the entry is corrected."}
+    assert "(passage_number changed)" in refused.value.message
+    services.record_step(refetch(plant.tech), _step(batch, "P0"), again, reason="passage number derived by the system")
+    assert _step(batch, "P0").passage.passage_number == 0
 
 
 # --- cumulative population doublings from the first adherent culture ------------------------------

@@ -299,7 +299,8 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
                                fields=errors)
     # The step row exists from the batch's start, empty: filling it is its first entry, completing it (the end,
     # the harvest) the second half of that entry.
-    first = "first entry" if step.status == StepStatus.PENDING else "entry completed"
+    first = {StepStatus.PENDING: "first entry", StepStatus.IN_PROGRESS: "entry completed"}.get(
+        step.status, "saved again, no entry changed")
     audit.act_as(session, actor, reason=reason if correction else first)
     step.started_at, step.ended_at = started, ended
     step.observations = observations
@@ -361,6 +362,8 @@ def _changed_entries(step: BatchStep, started: dt.datetime | None, ended: dt.dat
     if passage_fields is not None and passage is not None:
         vessel = passage_fields["vessel_type"]
         for name, old, new in (
+                # A number typed before it was derived (issue 13) and different from it changes with a reason.
+                ("passage_number", passage.passage_number, passage_fields["passage_number"]),
                 ("vessel_type", passage.vessel_type_id, vessel.id if vessel else None),
                 ("vessel_count", passage.vessel_count, passage_fields["vessel_count"]),
                 ("cells_seeded", passage.cells_seeded, _scaled(passage_fields["cells_seeded"], "1")),

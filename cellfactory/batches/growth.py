@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-FORMULA_VERSION = "growth-2 (PD=log2(Nh/Ns); cPD=sum of PD of counted passages; DT=t/PD; density=Ns/area)"
+FORMULA_VERSION = "growth-2 (PD=log2(Nh/Ns); cPD=sum of counted PD; DT=t/PD; density=Ns/area)"
 
 
 def population_doublings(cells_seeded: float, cells_harvested: float) -> float:

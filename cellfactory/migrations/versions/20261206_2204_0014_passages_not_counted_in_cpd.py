@@ -32,7 +32,7 @@ depends_on = None
 
 MONONUCLEAR = re.compile(r"mononuclear|\bMNC\b", re.IGNORECASE)
 FORMULA_BEFORE = "growth-1 (PD=log2(Nh/Ns); DT=t/PD; density=Ns/area)"
-FORMULA_AFTER = "growth-2 (PD=log2(Nh/Ns); cPD=sum of PD of counted passages; DT=t/PD; density=Ns/area)"
+FORMULA_AFTER = "growth-2 (PD=log2(Nh/Ns); cPD=sum of counted PD; DT=t/PD; density=Ns/area)"
 
 spec_table = sa.table("specification_version", sa.column("id", sa.Integer), sa.column("status", sa.String),
                       sa.column("steps", sa.JSON))

@@ -232,8 +232,10 @@ def technician(client: Client, site: str, lots: dict[str, int], serial: str) -> 
         din = body["din"]
         client.ledger.add("material", din)
         client.call("print label", "GET", f"/api/v1/materials/{din}/label.pdf")
+        # The batch started before its first passage was seeded (a step is never dated before its batch).
         status, body = client.call("start batch", "POST", "/api/v1/batches", {"product": "BMMSC",
-                                                                               "materials": [din]})
+                                                                               "materials": [din],
+                                                                               "started_at": _now(-55)})
         if status != 201:
             continue
         number = body["number"]
@@ -246,7 +248,7 @@ def technician(client: Client, site: str, lots: dict[str, int], serial: str) -> 
             version = next((s["version"] for s in body["items"] if s["code"] == step), 1) if status == 200 else 1
             harvested = seeded * random.uniform(3, 7)
             status, body = client.call("enter passage", "PUT", f"/api/v1/batches/{number}/steps/{step}", {
-                "version": version, "passage_number": index, "vessel_type": "T175", "vessel_count": 1 + index,
+                "version": version, "vessel_type": "T175", "vessel_count": 1 + index,
                 "cells_seeded": seeded, "seeded_at": _now(-50 + 25 * index),
                 "cells_harvested": round(harvested), "harvested_at": _now(-35 + 25 * index),
                 "viability_pct": 93.5, "confluence_pct": 85.0, "equipment": ["BSC-01", "INC-01"],

@@ -65,7 +65,8 @@ PRODUCTS = [
     {"code": "BMMSC", "name": "Bone marrow mesenchymal stromal cells (MSC(M))", "cellular": True,
      "dose_unit": "cells/kg", "unit_code": "A0102", "donor_min_age_years": 18, "donor_max_age_years": 60,
      "max_passage": 4, "max_cpd": "20", "tests": _msc_tests("70"),
-     "steps": [("P0", "Mononuclear cell seeding P0", "passage"), ("P1", "Passage 1", "passage"),
+     # Mononuclear cells seeded at P0: most never attach, so P0 is not counted (cPD from the first adherent culture).
+     "steps": [("P0", "Mononuclear cell seeding P0", "passage", False), ("P1", "Passage 1", "passage"),
                ("P2", "Passage 2", "passage"), ("HARV", "Harvest and formulation", "step"),
                ("CRYO", "Fill and cryopreservation", "step")]},
     {"code": "MSCSEC", "name": "MSC secretome (conditioned medium concentrate)", "cellular": False,
@@ -132,6 +133,13 @@ def _signing(user: User, password: str) -> dict[str, Any]:
     return {"password": password, "username": user.username, "continuous_session": False}
 
 
+def _template_step(code: str, name: str, kind: str, counted: bool = True) -> dict[str, Any]:
+    step: dict[str, Any] = {"code": code, "name": name, "kind": kind}
+    if not counted:
+        step["pd_counted"] = False
+    return step
+
+
 def build_manufacturing(users: dict[str, User], password: str) -> None:
     qa_network = users["qa.network"]
     for spec in PRODUCTS:
@@ -144,7 +152,7 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
                                           shelf_life_fresh_hours=spec.get("shelf_life_fresh_hours"))
         draft = products.create_draft(
             qa_network, product, change_summary="First approved version for the clinical trial",
-            steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],
+            steps=[_template_step(*step) for step in spec["steps"]], max_passage=spec["max_passage"],
             max_cumulative_pd=spec["max_cpd"], tests=spec["tests"])
         products.approve(qa_network, draft, signing=_signing(qa_network, password))
     for code, name, supplier, category, unit in ITEMS:
@@ -178,8 +186,11 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
     product = db.session.scalar(sa.select(Product).where(Product.code == product_code))
     for index, target in enumerate(states):
         din = _accepted_material(tech, site, material_type, index, 30 + 3 * index)
-        batch = batches.start_batch(tech, site, product.code, [din])
-        _record(batch, tech, tech2, lots, rng, days_ago=28 + 3 * index, partial=target == S.IN_PROCESS,
+        days_ago = 28 + 3 * index
+        # Entered afterwards, like every demo record: the batch started an hour before its first step.
+        batch = batches.start_batch(tech, site, product.code, [din],
+                                    started_at=utcnow() - dt.timedelta(days=days_ago, hours=1))
+        _record(batch, tech, tech2, lots, rng, days_ago=days_ago, partial=target == S.IN_PROCESS,
                 password=password)
         if target == S.IN_PROCESS:
             continue
@@ -227,8 +238,13 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
             number = int(step.code[1:]) if step.code[1:].isdigit() else 0
             hours = rng.uniform(70, 110)
             doublings = rng.uniform(2.0, 4.0)
+            if not step.pd_counted:
+                # Bone-marrow mononuclear cells: tens of millions seeded, a few million adherent MSC harvested
+                # (a negative "PD", shown but not counted).
+                cells = 5.0e7
+                doublings = -4.3 + (doublings - 3.0) / 5
             harvested = cells * 2 ** doublings
-            data.update({"passage_number": number, "vessel_type": "CS2" if number >= 2 else "T175",
+            data.update({"vessel_type": "CS2" if number >= 2 else "T175",
                          "vessel_count": 1 + number, "cells_seeded": str(int(cells)), "seeded_at": clock,
                          "cells_harvested": str(int(harvested)), "harvested_at": clock + dt.timedelta(hours=hours),
                          "viability_pct": f"{rng.uniform(88, 97):.1f}", "confluence_pct": f"{rng.uniform(75, 92):.0f}"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch
@@ -84,9 +85,16 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     equipment_services.register(refetch(qa), site, code="INC-OLD", name="Incubator 2", kind="CO2 incubator",
                                 calibration_due=(today - dt.timedelta(days=3)).isoformat())
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, site, donor_data())
-    add_full_panel(tech, donor)
-    material = material_services.receive_material(tech, site, receipt_data())
+    # The cord arrived before the oldest batch start the tests enter (BATCH_AGE_H): a batch never starts before
+    # its material was there. Donation, samples and collection on the same day.
+    collected = utcnow() - dt.timedelta(hours=BATCH_AGE_H + 12)
+    donation_day = collected.astimezone(ZoneInfo(site.timezone)).date()
+    donor = donor_services.register_donor(tech, site, donor_data(
+        donation_date=donation_day.isoformat(), consent_date=(donation_day - dt.timedelta(days=30)).isoformat()))
+    add_full_panel(tech, donor, sample_date=donation_day)
+    material = material_services.receive_material(tech, site, receipt_data(
+        collected_at=collected.isoformat(), transport_started_at=(collected + dt.timedelta(hours=1)).isoformat(),
+        arrived_at=(collected + dt.timedelta(hours=5)).isoformat()))
     material_services.print_labels(tech, [material])
     tech2 = make_user("technician2.bg", [(users["technician"].roles[0].role, "BG")], signing=True)
     enable_signing(tech)
@@ -98,6 +106,15 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     qc2 = make_user("qc.two.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, qc=qc, qc2=qc2, spec=refetch(spec),
                  lots=lots, material_din=material.din)
+
+
+def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) -> SpecificationVersion:
+    """QA drafts the next specification version of the product (a copy of the latest with `changes`: steps,
+    max_passage, max_cumulative_pd) and approves it: batches started from now on freeze it."""
+    qa = refetch(plant.qa)
+    product = product_services.get_product(product_code)
+    draft = product_services.create_draft(qa, product, change_summary="Limits changed for the test", **changes)
+    return product_services.approve(refetch(qa), draft, signing=signing(qa))
 
 
 PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}
@@ -123,6 +140,15 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
 
 def iso(hours_ago: float) -> str:
     return (utcnow() - dt.timedelta(hours=hours_ago)).isoformat()
+
+
+# Test batches start ten days ago, before every step the tests record (the earliest 200 h ago): no step may be dated
+# before its batch started.
+BATCH_AGE_H = 240
+
+
+def batch_start() -> str:
+    return iso(BATCH_AGE_H)
 
 
 def step_data(**overrides) -> dict:

@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
-from cellfactory.batches.models import Batch, Passage
+from cellfactory.batches.models import Batch, BatchStep, Passage
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.products.models import Product, SpecStatus
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import build_plant, iso
+from tests.batch_helpers import approve_new_version, batch_start, build_plant, iso
 from tests.conftest import PASSWORD, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
@@ -48,7 +48,7 @@ def world(users, sites) -> World:
 
 
 def start(client, world: World, **body) -> dict:
-    payload = {"product": "UCMSC", "materials": [world.din]}
+    payload = {"product": "UCMSC", "materials": [world.din], "started_at": batch_start()}
     payload.update(body)
     response = client.post(f"{API}/batches", json=payload, headers=world.auth("technician"))
     assert response.status_code == 201, response.get_data(as_text=True)
@@ -643,7 +643,7 @@ def test_passages_return_inputs_and_derived_values(client, world):
     assert math.isclose(p0["seeding_density_cells_per_cm2"], 1e6 / 350)
     assert math.isclose(p0["population_doublings"], 3.0) and math.isclose(p0["cumulative_pd"], 3.0)
     assert math.isclose(p0["doubling_time_h"], 24.0, rel_tol=1e-6)
-    assert p0["formula_version"].startswith("growth-1")
+    assert p0["formula_version"].startswith("growth-2")
     assert p1["growth_area_cm2"] == 225.0 and math.isclose(p1["population_doublings"], 2.0)
     assert math.isclose(p1["cumulative_pd"], 5.0) and math.isclose(p1["doubling_time_h"], 24.0, rel_tol=1e-6)
     assert p2["cells_harvested"] is None and p2["population_doublings"] is None and p2["cumulative_pd"] is None
@@ -666,24 +666,34 @@ def test_correcting_a_count_cascades_cumulative_pd(client, world):
 
 
 def test_passage_limit_needs_a_deviation(client, world):
+    # The limit holds on the derived number: P0, P1 pass under a maximum of P1; P2 (the batch's third passage) does
+    # not, whatever number the client would like it to be.
+    approve_new_version(world.plant, max_passage=1)
     number = start(client, world)["number"]
     record(client, world, number, "ISO", iso_step())
-    response = put_step(client, world, number, "P0", {**api_passage(6, 1e6, None, 100, None), "version": 1})
-    error = assert_error(response, 409, "conflict", "deviation_reference")
-    assert "beyond the specification's maximum P5" in error["message"]
-    response = put_step(client, world, number, "P0", {**api_passage(6, 1e6, None, 100, None),
-                                                      "deviation_reference": "DEV-NOPE", "version": 1})
-    assert_error(response, 422, "invalid", "deviation_reference")
+    record(client, world, number, "P0", api_passage(0, 1e6, 8e6, 190, 150))
+    record(client, world, number, "P1", api_passage(1, 1e6, 8e6, 140, 110))
+    p2 = {**api_passage(2, 1e6, None, 100, None), "version": 1}
+    p2.pop("passage_number")
+    error = assert_error(put_step(client, world, number, "P2", p2), 409, "conflict", "deviation_reference")
+    assert "passage P2 is beyond the specification's maximum P1" in error["message"]
+    # Typing a lower number does not get past it: the number is derived, a different one is refused.
+    error = assert_error(put_step(client, world, number, "P2", {**p2, "passage_number": 1}), 422, "invalid",
+                         "passage_number")
+    assert error["fields"]["passage_number"] == ("The passage number is derived, not typed: this is passage P2 of "
+                                                 "the batch. Leave the passage number out.")
+    assert_error(put_step(client, world, number, "P2", {**p2, "deviation_reference": "DEV-NOPE"}), 422, "invalid",
+                 "deviation_reference")
+    assert db.session.scalar(sa.select(Passage).join(BatchStep).where(BatchStep.code == "P2")) is None
     from cellfactory.deviations import services as deviation_services
     from cellfactory.sites.models import Site
 
     site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
     deviation = deviation_services.open_deviation(refetch(world.plant.tech), site, {
-        "title": "P6 needed", "description": "Slow growth: one passage more", "classification": "minor",
-        "batch": number, "step": "P0"})
-    step = record(client, world, number, "P0", api_passage(6, 1e6, None, 100, None,
-                                                           deviation_reference=deviation.number))
-    assert step["deviation_reference"] == deviation.number and step["passage"]["passage_number"] == 6
+        "title": "P2 needed", "description": "Slow growth: one passage more", "classification": "minor",
+        "batch": number, "step": "P2"})
+    step = record(client, world, number, "P2", {**p2, "deviation_reference": deviation.number})
+    assert step["deviation_reference"] == deviation.number and step["passage"]["passage_number"] == 2
 
 
 def test_passage_entry_refusals(client, world):
@@ -933,7 +943,7 @@ def test_parallel_saves_of_one_step_one_wins_the_other_gets_409(tmp_path):
 def batch_services_start(plant, site) -> str:
     from cellfactory.batches import services
 
-    return services.start_batch(plant.tech, site, "UCMSC", [plant.material_din]).number
+    return services.start_batch(plant.tech, site, "UCMSC", [plant.material_din], started_at=batch_start()).number
 
 
 def put_step_raw(client, number: str, code: str, body: dict, headers: dict):

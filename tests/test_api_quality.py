@@ -24,7 +24,7 @@ from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
 from cellfactory.signatures.services import SignatureStatus
-from tests.batch_helpers import build_plant, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
@@ -50,7 +50,7 @@ class World:
 def world(users, sites) -> World:
     """A UC-MSC batch at BG awaiting QC; tokens for the BG staff, two signing QC analysts, and MZ staff."""
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch = batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     qc_mz = make_user("qc.mz", [(Role.QC_ANALYST, "MZ")], signing=True)

@@ -19,6 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
+from tests.batch_helpers import batch_start
 from tests.conftest import PASSWORD, login, make_user, on_postgres, refetch
 
 
@@ -41,7 +42,8 @@ def test_every_audited_model_records_creation_with_values(users):
     from tests.batch_helpers import build_plant, passage_data, step_data
 
     plant = build_plant(users, {"BG": site_services.get_site("BG")})
-    batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC", [plant.material_din],
+        started_at=batch_start())
     batch_services.record_step(plant.tech, batch.steps[0], step_data(
         reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
     batch_services.record_step(refetch(plant.tech), refetch(batch.steps[1]), passage_data(0, 1e5, 8e5, 150, 126))

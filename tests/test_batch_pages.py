@@ -14,7 +14,7 @@ from cellfactory.batches import services
 from cellfactory.batches.models import Batch, BatchStatus, StepStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
-from tests.batch_helpers import build_plant, run_batch_to_awaiting_qc
+from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc
 from tests.conftest import PASSWORD, login, refetch
 
 S = BatchStatus
@@ -33,7 +33,7 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
 
 
 def _switch(client, username: str) -> None:
@@ -130,7 +130,9 @@ def test_record_steps_and_passages_through_the_pages(client, plant, batch):
 
     p0 = _step(batch, "P0")
     form = client.get(f"/batches/{batch.number}/steps/P0").get_data(as_text=True)
-    assert 'value="0"' in form and "T-175 flask (175 cm²)" in form  # passage number from the step code
+    # The passage number is derived (the batch's first passage: P0), shown, never an input.
+    assert '<strong id="passage-number">P0</strong>' in form and "T-175 flask (175 cm²)" in form
+    assert 'name="passage_number"' not in form
     response = record(client, batch, "P0", p0_data(p0))
     assert response.status_code == 302, response.get_data(as_text=True)
     passage = _step(batch, "P0").passage
@@ -142,7 +144,7 @@ def test_record_steps_and_passages_through_the_pages(client, plant, batch):
     svg = page[page.index("<svg"):page.index("</svg>")]
     assert "style=" not in svg and "<script" not in svg  # nothing the page's CSP would refuse
     assert "3.00" in page and "8.0" in page and ">286<" in page  # PD, DT, density
-    assert "growth-1 (PD=log2(Nh/Ns)" in page  # formula version
+    assert "growth-2 (PD=log2(Nh/Ns)" in page  # formula version
     assert "P1 · Passage 1" in page and "Record P1" in page
 
 
@@ -366,7 +368,7 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
     from tests.intake_helpers import receipt_data
 
     second = material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(din="=A99912600045600"))
-    other = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [second.din])
+    other = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [second.din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, other)
     services.transition(refetch(plant.tech), refetch(other), S.AWAITING_QC, reason="complete")
     login(client, "qa.bg")
@@ -380,9 +382,9 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
     assert batch.number in client.get("/batches/?status=open&product=UCMSC&site=BG").get_data(as_text=True)
     assert "No batch matches" in client.get("/batches/?product=BMMSC").get_data(as_text=True)
     assert "No batch matches" in client.get("/batches/?site=MZ").get_data(as_text=True)
-    today = utcnow().astimezone(ZoneInfo("Europe/Rome")).date()
-    assert batch.number in client.get(f"/batches/?from={today}&to={today}").get_data(as_text=True)
-    assert "No batch matches" in client.get(f"/batches/?to={today - dt.timedelta(days=1)}").get_data(as_text=True)
+    started = batch.started_at.astimezone(ZoneInfo("Europe/Rome")).date()
+    assert batch.number in client.get(f"/batches/?from={started}&to={started}").get_data(as_text=True)
+    assert "No batch matches" in client.get(f"/batches/?to={started - dt.timedelta(days=1)}").get_data(as_text=True)
     bad = client.get("/batches/?from=yesterday")
     assert bad.status_code == 422 and "YYYY-MM-DD" in bad.get_data(as_text=True)
     assert other.number in client.get(f"/batches/?q={other.number[-4:]}").get_data(as_text=True)
@@ -412,7 +414,7 @@ def test_batch_page_links_to_its_qc_units_deviations_and_record(client, users, s
     from tests.batch_helpers import build_plant
 
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     login(client, "technician.bg")
     page = client.get(f"/batches/{batch.number}").get_data(as_text=True)
     for link in (f"/qc/batches/{batch.number}", f"/units/batches/{batch.number}",

@@ -24,6 +24,7 @@ from cellfactory.signatures import services as signature_services
 from tests.batch_helpers import (
     UCMSC_STEPS,
     UCMSC_TESTS,
+    batch_start,
     build_plant,
     complete_qc,
     passage_data,
@@ -143,7 +144,8 @@ def plant(users, sites):
 
 def _small_batch(plant, sites) -> Batch:
     """UC-MSC: 5 steps with one reagent use each, recorded and verified."""
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
+    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+        started_at=batch_start())
     _manufacture(plant, batch, uses=1)
     return refetch(batch)
 
@@ -158,7 +160,8 @@ def _large_batch(plant, sites) -> Batch:
     materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(din=din))
                  for din in ("=A99912600045600", "=A99912600078900")]
     material_services.print_labels(refetch(plant.tech), materials)
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [m.din for m in materials])
+    batch = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [m.din for m in materials],
+        started_at=batch_start())
     _manufacture(plant, batch, uses=2)
     deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "Incubator door left ajar", "description": "Found ajar for 2 minutes during P3.",
@@ -219,7 +222,8 @@ def test_batch_page_still_shows_what_it_did(client, small, large):
 
 def test_step_verification_and_blockers_read_the_signatures_once(plant, sites):
     """A batch in process: the page's checks (verified? who entered it?) cost the same for 5 steps as for 9."""
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
+    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+        started_at=batch_start())
     _manufacture(plant, batch, uses=1)
     batch = refetch(batch)
     index = services.record_signatures(batch)
@@ -253,7 +257,8 @@ def test_signed_batch_content_is_unchanged(plant, small, large):
 
 def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, sites):
     """The technician's view of batches in process, with verification forms and notes."""
-    small = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
+    small = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+        started_at=batch_start())
     _manufacture(plant, small, uses=1)
     qa = refetch(plant.qa)
     product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
@@ -262,7 +267,7 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
     product_services.approve(refetch(qa), spec, signing=signing(qa))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   receipt_data(din="=A99912600045600"))
-    large = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [material.din])
+    large = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [material.din], started_at=batch_start())
     for step in refetch(large).steps[:6]:  # recorded, not verified: forms for the second technician
         hours = 200 - 10 * step.position
         data = passage_data(int(step.code[1:]), 1e6, 4e6, hours, hours - 5) if step.kind.value == "passage" \

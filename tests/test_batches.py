@@ -15,6 +15,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import SpecStatus
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import (
+    batch_start,
     build_plant,
     complete_qc,
     iso,
@@ -36,7 +37,7 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
 
 
 def test_start_batch_freezes_spec_and_numbers_per_site_product_year(plant, batch, sites):
@@ -99,7 +100,7 @@ def test_derived_growth_values_are_stored_with_formula_version(plant, batch):
     assert p0.population_doublings == pytest.approx(3.0) and p0.doubling_time_h == pytest.approx(8.0)
     assert p0.growth_area_cm2 == 350 and p0.seeding_density == pytest.approx(1e5 / 350)
     assert p1.cumulative_pd == pytest.approx(7.585, abs=1e-3)
-    assert p1.formula_version.startswith("growth-1")
+    assert p1.formula_version.startswith("growth-2")
 
 
 def test_correction_needs_a_reason_and_cascades_cumulative_pd(plant, batch):
@@ -147,7 +148,7 @@ def test_steps_follow_the_template(plant, batch):
 
 def test_passage_limit_needs_a_deviation(users, sites):
     plant = build_plant(users, sites, max_passage=0)
-    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     steps = batch.steps
     services.record_step(plant.tech, steps[0], step_data())
     services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
@@ -168,7 +169,7 @@ def test_passage_limit_needs_a_deviation(users, sites):
 
 def test_cumulative_pd_limit_needs_a_deviation(users, sites):
     plant = build_plant(users, sites, max_cpd="5")
-    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     steps = batch.steps
     services.record_step(plant.tech, steps[0], step_data())
     services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))

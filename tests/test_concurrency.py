@@ -125,12 +125,12 @@ def test_two_technicians_saving_the_same_step_one_wins_the_other_is_told(plant_a
     from cellfactory.batches import services as batch_services
     from cellfactory.batches.models import BatchStep
     from cellfactory.core.errors import Conflict
-    from tests.batch_helpers import step_data
+    from tests.batch_helpers import batch_start, step_data
 
     app, plant, dins = plant_app
     with app.app_context():
         batch = batch_services.start_batch(db.session.get(User, plant.tech.id), db.session.scalar(
-            sa.select(Site).where(Site.code == "BG")), "UCMSC", [dins[0]])
+            sa.select(Site).where(Site.code == "BG")), "UCMSC", [dins[0]], started_at=batch_start())
         step_id, version = batch.steps[0].id, batch.steps[0].version
         db.session.remove()
     people = [plant.tech.id, plant.tech2.id]
@@ -159,7 +159,7 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
     from cellfactory.batches.models import Batch, BatchStatus
     from cellfactory.core.errors import Conflict
     from cellfactory.releases.models import Certificate
-    from tests.batch_helpers import complete_qc, run_batch_to_awaiting_qc, signing
+    from tests.batch_helpers import batch_start, complete_qc, run_batch_to_awaiting_qc, signing
 
     app, plant, dins = plant_app
     with app.app_context():
@@ -169,7 +169,8 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
         qc2 = make_user("qc.two", [(Role.QC_ANALYST, "BG")], signing=True)
         plant.qc, plant.qc2 = qc, qc2
         site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
-        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[0]])
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[0]],
+            started_at=batch_start())
         run_batch_to_awaiting_qc(plant, batch)
         batch_services.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_QC, reason="done")
@@ -201,6 +202,7 @@ def test_concurrent_put_away_into_one_position_one_wins(plant_app):
     from cellfactory.core.errors import Conflict
     from cellfactory.units import services as unit_services
     from cellfactory.units.models import Unit
+    from tests.batch_helpers import batch_start
     from tests.units_helpers import make_units, storage
 
     app, plant, dins = plant_app
@@ -217,7 +219,8 @@ def test_concurrent_put_away_into_one_position_one_wins(plant_app):
         db.session.commit()
         from cellfactory.batches import services as batch_services
 
-        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[1]])
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[1]],
+            started_at=batch_start())
         made = make_units(plant, db.session.get(Batch, batch.id), 2)
         storage(plant, site)
         ids = [u.id for u in made]

@@ -8,6 +8,7 @@ from cellfactory import create_app
 from cellfactory.audit.services import verify_chain
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.clock import utcnow
 from cellfactory.demo import demo_usernames, load_demo
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.models import Donor
@@ -41,6 +42,21 @@ def test_demo_network(tmp_path):
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
             assert all(any(s.status == SpecStatus.APPROVED for s in p.specifications) for p in products)
             _obeys_the_chain_of_identity_and_expiry()
+            # Issue 13: no step before its batch started, none in the future; passages numbered by the batch; the
+            # bone-marrow mononuclear seeding (P0) shown but not counted in the cumulative PD.
+            now = utcnow()
+            for batch in db.session.scalars(sa.select(Batch)):
+                passages = [s for s in batch.steps if s.passage is not None]
+                assert [s.passage.passage_number for s in passages] == list(range(len(passages)))
+                for step in batch.steps:
+                    assert step.started_at is None or batch.started_at <= step.started_at <= now, step
+                    assert step.ended_at is None or step.started_at <= step.ended_at <= now, step
+                if batch.product.code == "BMMSC" and passages and passages[0].passage.cells_harvested:
+                    p0 = passages[0]
+                    assert not p0.pd_counted and p0.passage.population_doublings < 0
+                    assert p0.passage.cumulative_pd is None
+                    if len(passages) > 1 and passages[1].passage.cumulative_pd is not None:
+                        assert passages[1].passage.cumulative_pd == passages[1].passage.population_doublings
             db.session.remove()  # end the reading transaction before checking on a connection of its own
             with db.engine.connect() as connection:
                 report = verify_chain(connection)
@@ -68,7 +84,7 @@ def _assert_source_material_rules() -> None:
     assert db.session.scalar(sa.select(sa.func.count()).select_from(SourceMaterial).where(
         SourceMaterial.biohazard.is_(True), SourceMaterial.status == MaterialStatus.ACCEPTED)) >= 1
     for use in db.session.scalars(sa.select(BatchMaterial)):
-        assert use.batch.started_at >= use.material.received_at, use.batch.number
+        assert use.batch.started_at >= use.material.arrived_at, use.batch.number
 
 
 def _obeys_the_chain_of_identity_and_expiry() -> None:

@@ -19,7 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, SpecTest
 from cellfactory.reagents.models import CatalogueItem, LotStatus, ReagentLot
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import build_plant, passage_data, step_data
+from tests.batch_helpers import batch_start, build_plant, passage_data, step_data
 from tests.conftest import PASSWORD, login, refetch
 
 TODAY = utcnow().date()
@@ -319,7 +319,7 @@ def test_lot_receipt_errors_are_422(client, plant, data, message):
 
 def test_lot_trace_page_lists_the_batches_that_used_it(client, plant, sites):
     lot = plant.lots["M-001"]
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     steps = refetch(batch).steps
     batch_services.record_step(refetch(plant.tech), steps[0], step_data(
         reagents=[{"lot_id": lot.id, "quantity": "50", "unit": "mL"}]))

@@ -21,7 +21,7 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc
 from tests.conftest import PASSWORD, login, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 
@@ -39,7 +39,8 @@ def plant(users, sites):
 
 
 def _batch_awaiting_qc(plant, sites, din=None):
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din or plant.material_din])
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din or plant.material_din],
+        started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 

@@ -21,7 +21,7 @@ from cellfactory.extensions import db
 from cellfactory.qc import services as qc
 from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
 from tests.conftest import PASSWORD, login, make_user, pdf_text
 
 S = BatchStatus
@@ -58,7 +58,8 @@ def awaiting_review(plant, sites, *, pending=("STER",), values=None, verifier=No
     """A BG batch through manufacturing and QC, waiting for QA review (sterility still incubating by default)."""
     if verifier is not None:
         plant.tech2 = verifier
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+        started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
@@ -78,7 +79,8 @@ def awaiting_certification(plant, sites, **kwargs) -> Batch:
 
 def oos_awaiting_certification(plant, sites) -> Batch:
     """Viability 64 % (criterion ≥ 70 %): the OOS deviation investigated and closed, reviewed by QA."""
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+        started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, values={"VIAB": "64"})

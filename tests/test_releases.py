@@ -16,7 +16,7 @@ from cellfactory.qc import services as qc
 from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures.models import Meaning
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
 from tests.conftest import make_user, pdf_text, refetch
 
 S = BatchStatus
@@ -30,7 +30,7 @@ def plant(users, sites):
 
 
 def _awaiting_review(plant, sites, *, pending=("STER",), values=None):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
@@ -129,7 +129,7 @@ def test_wrong_password_is_refused_on_certification(plant, reviewed):
 
 def test_segregation_a_qp_who_tested_the_batch_may_not_certify(plant, sites):
     qp_analyst = make_user("qp.analyst", [(Role.QP, "BG"), (Role.QC_ANALYST, "BG")], signing=True)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     plant.qc = qp_analyst  # the QP enters the results this time
@@ -161,7 +161,7 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
     from cellfactory.reagents import services as reagent_services
     from cellfactory.reagents.models import LotStatus
 
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch, lot=plant.lots["M-001"])
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=("STER",))
@@ -203,7 +203,8 @@ def test_unprinted_label_and_unfinished_steps_show_in_the_checklist(plant, sites
 
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   receipt_data(din="=A99912600077700"))
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din])
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
+        started_at=batch_start())
     items = {i.key: i for i in releases.checklist(refetch(batch))}
     assert "No label was printed for material" in items["labels"].problems[0]
     assert "Step ISO (Isolation (explant)) is not finished." in items["steps"].problems
@@ -259,7 +260,7 @@ def test_batch_record_holds_everything_and_hostile_text_as_typed(plant, sites):
     from cellfactory.batches.services import record_step
     from tests.batch_helpers import step_data
 
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     record_step(refetch(plant.tech), refetch(batch).steps[0], step_data(observations=HOSTILE))
     record_step(refetch(plant.tech), refetch(refetch(batch).steps[0]), step_data(observations=HOSTILE + " v2"),
                 reason="typo & <reason>")

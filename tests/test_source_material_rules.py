@@ -149,9 +149,10 @@ def hazard_units(users, sites):
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(refetch(tech), sites["BG"], "UCMSC", [material.din])
+    batch = batch_services.start_batch(refetch(tech), sites["BG"], "UCMSC", [material.din], recipient_code="PT-AU-0001",
+                                       recipient_trial_code="EU-CT 2026-500001-12")
     units = unit_services.create_units(refetch(tech), refetch(batch), count=2, volume_ml="20", cells_per_unit="1e8",
-                                       expires_at=(utcnow() + dt.timedelta(days=700)).isoformat())
+                                       prepared_at=(utcnow() - dt.timedelta(minutes=30)).isoformat())
     tank = unit_services.create_location(refetch(tech), sites["BG"], kind="container", code="LN2-01", name="Tank 1")
     rack = unit_services.create_location(refetch(tech), sites["BG"], kind="rack", code="R1", parent=tank)
     unit_services.create_location(refetch(tech), sites["BG"], kind="box", code="B01", parent=rack, rows=2, columns=2)

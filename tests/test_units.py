@@ -13,6 +13,7 @@ from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, Valida
 from cellfactory.units import services as units
 from cellfactory.units import trace
 from cellfactory.units.models import ShipmentStatus, UnitStatus
+from tests.batch_helpers import batch_start
 from tests.conftest import refetch
 from tests.units_helpers import certify, make_units, released_batch, storage
 
@@ -256,7 +257,7 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
     audit.act_as(db.session, refetch(plant.qa), reason="local product code")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))

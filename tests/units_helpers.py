@@ -10,7 +10,7 @@ from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.products.models import Product
 from cellfactory.units import services as unit_services
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
 from tests.conftest import make_user, refetch
 
 S = BatchStatus
@@ -28,7 +28,7 @@ def released_batch(users, sites):
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     product.unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
@@ -72,7 +72,8 @@ def another_released_batch(plant, sites, n: int):
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   receipt_data(donor_code=code, din=din.din13))
     material_services.print_labels(refetch(plant.tech), [material])
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din])
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
+        started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

@@ -17,7 +17,16 @@ from flask import request
 from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.api import bp, json_body, page_json
-from cellfactory.api.params import api_user, check_types, choice, filter_site, instant, instants, signing_of, write_site
+from cellfactory.api.params import (
+    api_user,
+    check_types,
+    choice,
+    filter_site,
+    instant,
+    instants,
+    signing_of,
+    write_site,
+)
 from cellfactory.api.serializers import (
     batch_json,
     catalogue_item_json,

@@ -486,7 +486,10 @@ for _path_name in ("/products/{code}/specifications/{number}/approval", "/batche
         _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
 
 _M_STEP_TEMPLATE = {"type": "array", "items": {"type": "object", "required": ["code", "name", "kind"], "properties": {
-    "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]}}}}
+    "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]},
+    "pd_counted": {"type": "boolean", "default": True,
+                   "description": "false: a passage whose doublings are shown but not counted in the cumulative "
+                                  "population doublings (e.g. mononuclear cells seeded at P0)"}}}}
 _M_TEST_PROPERTIES = {
     "code": _M_TEXT, "name": _M_TEXT, "method": _M_TEXT, "unit": _M_TEXT,
     "stage": {"type": "string", "enum": ["in_process", "release"]},
@@ -615,9 +618,9 @@ SCHEMAS.update({
         "product": {"type": "string", "description": "Product code"},
         "materials": {"type": "array", "minItems": 1, "items": {"type": "string"},
                       "description": "DINs of accepted source material (13 characters, or as scanned or typed)"},
-        "started_at": {"type": "string", "format": "date-time",
-                       "description": "When the work began, with its offset; default now. Not before the receipt "
-                                      "of any of the materials, not in the future"},
+        "started_at": {**_M_TIME, "description": "Optional, entered afterwards: when the batch started; left out: "
+                                                 "now. Not in the future, not before any material arrived; no "
+                                                 "step may start before it."},
         "recipient_code": {"type": "string", "description": "Autologous or directed products (or material of an "
                            "autologous donor): the recipient's pseudonymised code; refused for allogeneic ones"},
         "recipient_trial_code": {"type": "string", "description": "With recipient_code: the recipient's clinical "
@@ -628,14 +631,20 @@ SCHEMAS.update({
         "meaning": {"type": "string", "description": "Optional; must be the transition's signature meaning"},
         "version": {"type": "integer", "description": "Optional: the batch version you saw (stale: 409)"}}},
     "Passage": {"type": "object", "properties": {
-        "step": _M_TEXT, "step_name": _M_TEXT, "passage_number": {"type": "integer"}, "vessel_type": _M_TEXT,
+        "step": _M_TEXT, "step_name": _M_TEXT,
+        "passage_number": {"type": "integer", "description": "Derived: the next passage of the batch (0 for P0)"},
+        "vessel_type": _M_TEXT,
         "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "integer"},
         "seeded_at": {"type": "string", "format": "date-time"}, "cells_harvested": {"type": ["integer", "null"]},
         "harvested_at": {"type": ["string", "null"], "format": "date-time"}, "viability_pct": _M_NUMBER,
         "confluence_pct": _M_NUMBER, "growth_area_cm2": {"type": "number", "description": "Derived"},
         "seeding_density_cells_per_cm2": {"type": "number", "description": "Derived: cells seeded / growth area"},
         "population_doublings": {**_M_NUMBER, "description": "Derived: log2(harvested / seeded)"},
-        "cumulative_pd": {**_M_NUMBER, "description": "Derived: sum of the doublings from P0"},
+        "cumulative_pd": {**_M_NUMBER, "description": "Derived: sum of the doublings of the counted passages, from "
+                                                     "the first adherent culture; null for a passage the process "
+                                                     "template does not count"},
+        "pd_counted": {"type": "boolean", "description": "false: the process template does not count this passage's "
+                                                         "doublings (e.g. mononuclear cells seeded at P0)"},
         "doubling_time_h": {**_M_NUMBER, "description": "Derived: hours in culture / PD (null without growth)"},
         "formula_version": _M_TEXT, "verified": {"type": "boolean"}, "version": {"type": "integer"}}},
     "Step": {"type": "object", "properties": {
@@ -663,7 +672,9 @@ SCHEMAS.update({
             "unit": {"type": "string", "description": "Default: the catalogue item's unit"}}}},
         "observations": _M_TEXT,
         "deviation_reference": {"type": "string", "description": "Needed to go past the passage or PD limit"},
-        "passage_number": {"type": "integer", "description": "Passage steps only (0 for P0)"},
+        "passage_number": {"type": "integer", "deprecated": True,
+                           "description": "Derived by the server (the next passage of the batch, 0 for P0): leave it "
+                                          "out; a value other than the derived one is refused (422)"},
         "vessel_type": {"type": "string", "description": "Passage steps only; see /vessel-types"},
         "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "number"}, "seeded_at": _M_TIME,
         "cells_harvested": _M_NUMBER, "harvested_at": _M_TIME, "viability_pct": _M_NUMBER,

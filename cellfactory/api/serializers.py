@@ -171,6 +171,7 @@ def passage_json(passage) -> dict[str, Any]:
         "growth_area_cm2": number(passage.growth_area_cm2),
         "seeding_density_cells_per_cm2": passage.seeding_density,
         "population_doublings": passage.population_doublings, "cumulative_pd": passage.cumulative_pd,
+        "pd_counted": passage.step.pd_counted,
         "doubling_time_h": passage.doubling_time_h, "formula_version": passage.formula_version,
         "version": passage.version,
     }

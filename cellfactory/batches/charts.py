@@ -28,15 +28,18 @@ class Series:
 
 
 def batch_series(batch: Batch) -> Series:
-    """Days since the first seeding (P0) against cumulative PD at each harvest; starts at (0, 0)."""
+    """Days since the first seeding (P0) against cumulative PD at each harvest; starts at (0, 0). A passage the
+    process template does not count (mononuclear cells seeded at P0) adds no point: cPD counts from the first
+    adherent culture."""
     passages = [s.passage for s in batch.steps if s.passage is not None]
+    counted = {s.passage.id for s in batch.steps if s.passage is not None and s.pd_counted}
     series = Series(batch.number)
     if not passages:
         return series
     origin: dt.datetime = min(p.seeded_at for p in passages)
     series.points.append((0.0, 0.0))
     for passage in sorted(passages, key=lambda p: p.seeded_at):
-        if passage.harvested_at is not None and passage.cumulative_pd is not None:
+        if passage.id in counted and passage.harvested_at is not None and passage.cumulative_pd is not None:
             days = (passage.harvested_at - origin).total_seconds() / 86400
             series.points.append((round(days, 2), round(passage.cumulative_pd, 3)))
     return series

@@ -117,8 +117,7 @@ class StepForm(EntryForm):
 
 
 class PassageForm(EntryForm):
-    passage_number = StringField("Passage number (0 = seeding P0)", validators=[Optional(), Length(max=3)],
-                                 render_kw=COUNT)
+    # No passage number: the service derives it (the next passage of the batch); it is never typed.
     vessel_type = SelectField("Culture vessel type", choices=[], validate_choice=False)
     vessel_count = StringField("Number of vessels", validators=[Optional(), Length(max=4)], render_kw=COUNT)
     cells_seeded = StringField("Cells seeded (total)", validators=[Optional(), Length(max=30)], render_kw=NUMBER)
@@ -136,7 +135,7 @@ class PassageForm(EntryForm):
 
     def entries(self) -> dict:
         data = super().entries()
-        for name in ("passage_number", "vessel_type", "vessel_count", "cells_seeded", "cells_harvested",
+        for name in ("vessel_type", "vessel_count", "cells_seeded", "cells_harvested",
                      "viability_pct", "confluence_pct"):
             value = (self[name].data or "").strip()
             if name in self.COUNT_FIELDS:

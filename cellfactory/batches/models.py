@@ -155,6 +155,9 @@ class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
     code: Mapped[str] = mapped_column(sa.String(20))
     name: Mapped[Str200]
     kind: Mapped[StepKind] = enum_column(StepKind)
+    # Copied from the frozen process template at the batch's start: false for a passage whose doublings are shown
+    # but not counted in the cumulative population doublings (mononuclear cells seeded at P0; migration 0014).
+    pd_counted: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     status: Mapped[StepStatus] = enum_column(StepStatus)
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]

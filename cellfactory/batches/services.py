@@ -32,9 +32,10 @@ from cellfactory.batches.models import (
     StepStatus,
     VesselType,
 )
-from cellfactory.core import permissions, plausibility
+from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import services as donor_services
@@ -44,7 +45,7 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.products import services as product_services
-from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind
+from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind, pd_counted
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
@@ -241,16 +242,17 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
     errors: dict[str, str] = {}
     started = now if started_at in (None, "") else material_services.parse_instant(started_at, "started_at",
                                                                                    site.timezone, errors)
-    # Not before the receipt of any material (nor its release from quarantine), not in the future.
+    # Not before the arrival of any material (nor its release from quarantine), not in the future; a start
+    # entered afterwards may be earlier than the receipt was typed in, never earlier than the material was there.
     bounds = []
     for material in materials:
         label = isbt128.format_din(material.din)
-        bounds.append((material.received_at, f"the receipt of material {label} "
-                                             f"({format_local(material.received_at, site.timezone)})"))
+        bounds.append((material.arrived_at, f"the arrival of material {label} "
+                                            f"({format_local(material.arrived_at, site.timezone)})"))
         if material.released_at is not None:
             bounds.append((material.released_at, f"the release of material {label} from quarantine "
                                                  f"({format_local(material.released_at, site.timezone)})"))
-    plausibility.check_instant(errors, "started_at", started, now=now, not_before=bounds)
+    check_instant(errors, "started_at", started, now=now, not_before=bounds)
     if errors:
         raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
     batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
@@ -270,8 +272,8 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
             raise Conflict(message, fields={"materials": message}) from exc
     for position, step in enumerate(spec.steps, start=1):
         db.session.add(BatchStep(batch=batch, site_id=site.id, position=position, code=step["code"],
-                                 name=step["name"], kind=StepKind(step["kind"]), status=StepStatus.PENDING,
-                                 created_by_id=actor.id))
+                                 name=step["name"], kind=StepKind(step["kind"]), pd_counted=pd_counted(step),
+                                 status=StepStatus.PENDING, created_by_id=actor.id))
     db.session.flush()
     return batch
 
@@ -332,7 +334,10 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
                 expected_version: int | None = None) -> BatchStep:
     """Save a step's entries: times, equipment, reagent lots, observations, and for a passage its counts.
 
-    The first entry needs no reason; any change to values already entered needs one.
+    The first entry needs no reason, nor does completing it (the end of a running step, a passage's harvest); any
+    change to a value already entered is a correction and needs one. Times are checked here, for every door: a
+    plausible year, nothing in the future (beyond the clock skew), no step before the batch started, no end before
+    its start. A passage's number is derived (the next one of the batch), never typed.
     """
     _require_open_record(actor, step)
     if expected_version is not None and expected_version != step.version:
@@ -343,22 +348,21 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
         pending = next(s for s in earlier if s.status != StepStatus.DONE)
         raise Conflict(f"Finish step {pending.code} ({pending.name}) first: steps follow the process template.")
     session = db.session
-    correction = step.status != StepStatus.PENDING
-    if correction and not (reason or "").strip():
-        raise ValidationFailed("These entries were already recorded: give the reason for the correction.",
-                               fields={"reason": "Say why the entry is corrected."})
-    # The step row exists from the batch's start, empty: filling it the first time is its first entry.
-    audit.act_as(session, actor, reason=reason if correction else "first entry")
     tz = step.batch.site.timezone
     errors: dict[str, str] = {}
-    started = _instant(data.get("started_at"), "started_at", tz, errors, required=step.kind == StepKind.STEP)
-    ended = _instant(data.get("ended_at"), "ended_at", tz, errors)
+    passage_fields = None
+    if step.kind == StepKind.PASSAGE:
+        # A passage runs from its seeding to its harvest: those are the step's times (and the day its equipment
+        # and lots are judged on), whatever else the caller sent.
+        passage_fields = _passage_fields(step, data, tz, errors)
+        started, ended = passage_fields["seeded_at"], passage_fields["harvested_at"]
+        start_field, end_field = "seeded_at", "harvested_at"
+    else:
+        started = _instant(data.get("started_at"), "started_at", tz, errors, required=True)
+        ended = _instant(data.get("ended_at"), "ended_at", tz, errors)
+        start_field, end_field = "started_at", "ended_at"
+    _check_times(step, started, ended, start_field, end_field, errors)
     now = utcnow()
-    for field, value in (("started_at", started), ("ended_at", ended)):
-        if value is not None and value > now + dt.timedelta(minutes=5):
-            errors[field] = "This time is in the future: enter what was done, when it was done."
-    if started and ended and ended < started:
-        errors["ended_at"] = "The end is before the start."
     usage_day = (started or now).astimezone(ZoneInfo(tz)).date()
     equipment = _equipment(step, data.get("equipment"), usage_day, errors)
     reagents = _reagents(step, data.get("reagents"), usage_day, errors)
@@ -370,15 +374,27 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
         if found is None or found.batch_id not in (None, step.batch_id):
             errors["deviation_reference"] = (f"There is no deviation {deviation} for this batch at this site: open "
                                              "it first, then refer to it.")
-    passage_fields = _passage_fields(step, data, tz, errors) if step.kind == StepKind.PASSAGE else None
+    observations = (data.get("observations") or "").strip()
+    # Filling what was left empty (the end of a running step, a passage's harvest) completes the first entry; only
+    # a change to a value already entered is a correction, and a correction says why.
+    changed = [] if errors else _changed_entries(step, started, ended, observations, deviation, equipment, reagents,
+                                                 passage_fields)
+    correction = bool(changed)
+    if correction and not (reason or "").strip():
+        errors["reason"] = "Say why the entry is corrected."
     if errors:
+        if set(errors) == {"reason"}:
+            raise ValidationFailed("These entries were already recorded: give the reason for the correction ("
+                                   + ", ".join(changed) + " changed).", fields=errors)
         raise ValidationFailed("The step cannot be saved: " + " ".join(f"{v}" for v in errors.values()),
                                fields=errors)
-    if passage_fields is not None:
-        started = passage_fields["seeded_at"]
-        ended = passage_fields.get("harvested_at")
+    # The step row exists from the batch's start, empty: filling it is its first entry, completing it (the end,
+    # the harvest) the second half of that entry.
+    first = {StepStatus.PENDING: "first entry", StepStatus.IN_PROGRESS: "entry completed"}.get(
+        step.status, "saved again, no entry changed")
+    audit.act_as(session, actor, reason=reason if correction else first)
     step.started_at, step.ended_at = started, ended
-    step.observations = (data.get("observations") or "").strip()
+    step.observations = observations
     step.deviation_reference = deviation
     if step.operator_id is None:
         step.operator = actor
@@ -398,6 +414,57 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
                            "it. Reload the page, check their entries and enter yours again.")
         set_committed_value(step, "version", seen + 1)
     return step
+
+
+def _check_times(step: BatchStep, started: dt.datetime | None, ended: dt.datetime | None, start_field: str,
+                 end_field: str, errors: dict[str, str]) -> None:
+    """A step (a passage: its seeding and harvest) runs inside the batch: not before the batch started, not ending
+    before it started, nothing in the future beyond the clock skew, no implausible year."""
+    batch = step.batch
+    started_local = format_local(batch.started_at, batch.site.timezone)
+    check_instant(errors, start_field, started, not_before=[(batch.started_at, f"the batch's start, {started_local}")])
+    check_instant(errors, end_field, ended, not_before=[(started, "the start of the step")])
+
+
+def _changed_entries(step: BatchStep, started: dt.datetime | None, ended: dt.datetime | None, observations: str,
+                     deviation: str | None, equipment: list[Equipment], reagents: list[tuple[ReagentLot, Any, str]],
+                     passage_fields: dict[str, Any] | None) -> list[str]:
+    """The values already entered that this save would change (a value entered where there was none is not a
+    change: completing a running step or a passage's harvest is the rest of its first entry)."""
+    if step.status == StepStatus.PENDING:
+        return []
+    changed: list[str] = []
+
+    def compare(name: str, old: Any, new: Any) -> None:
+        if old not in (None, "") and old != new:
+            changed.append(name)
+
+    if passage_fields is None:
+        compare("started_at", step.started_at, started)
+        compare("ended_at", step.ended_at, ended)
+    compare("observations", step.observations, observations)
+    compare("deviation_reference", step.deviation_reference, deviation)
+    if {u.equipment_id for u in step.current_equipment} - {e.id for e in equipment}:
+        changed.append("equipment")
+    wanted = {(lot.id, amount, unit) for lot, amount, unit in reagents}
+    if any((u.lot_id, u.quantity, u.unit) not in wanted for u in step.current_reagents):
+        changed.append("reagents")
+    passage = step.passage
+    if passage_fields is not None and passage is not None:
+        vessel = passage_fields["vessel_type"]
+        for name, old, new in (
+                # A number typed before it was derived (issue 13) and different from it changes with a reason.
+                ("passage_number", passage.passage_number, passage_fields["passage_number"]),
+                ("vessel_type", passage.vessel_type_id, vessel.id if vessel else None),
+                ("vessel_count", passage.vessel_count, passage_fields["vessel_count"]),
+                ("cells_seeded", passage.cells_seeded, _scaled(passage_fields["cells_seeded"], "1")),
+                ("seeded_at", passage.seeded_at, passage_fields["seeded_at"]),
+                ("cells_harvested", passage.cells_harvested, _scaled(passage_fields["cells_harvested"], "1")),
+                ("harvested_at", passage.harvested_at, passage_fields["harvested_at"]),
+                ("viability_pct", passage.viability_pct, _scaled(passage_fields["viability_pct"], "0.01")),
+                ("confluence_pct", passage.confluence_pct, _scaled(passage_fields["confluence_pct"], "0.01"))):
+            compare(name, old, new)
+    return changed
 
 
 def _equipment(step: BatchStep, codes: Any, day: dt.date, errors: dict[str, str]) -> list[Equipment]:
@@ -465,13 +532,11 @@ def _apply_uses(actor: User, step: BatchStep, equipment: list[Equipment],
 
 
 def _passage_fields(step: BatchStep, data: dict[str, Any], tz: str, errors: dict[str, str]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    try:
-        fields["passage_number"] = int(data.get("passage_number"))
-        if fields["passage_number"] < 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors["passage_number"] = "Enter the passage number (0 for the seeding, P0)."
+    fields: dict[str, Any] = {"passage_number": derived_passage_number(step)}
+    typed = data.get("passage_number")
+    if typed not in (None, "") and str(typed).strip() != str(fields["passage_number"]):
+        errors["passage_number"] = (f"The passage number is derived, not typed: this is passage "
+                                    f"P{fields['passage_number']} of the batch. Leave the passage number out.")
     vessel = db.session.scalar(sa.select(VesselType).where(VesselType.code == (data.get("vessel_type") or "")))
     if vessel is None:
         errors["vessel_type"] = "Choose the culture vessel type."
@@ -495,14 +560,22 @@ def _passage_fields(step: BatchStep, data: dict[str, Any], tz: str, errors: dict
     return fields
 
 
+def derived_passage_number(step: BatchStep) -> int:
+    """A passage's number: the next one of the batch (P0 for its first passage step, then 1, 2...), never typed."""
+    return sum(1 for s in step.batch.steps if s.position < step.position and s.kind == StepKind.PASSAGE)
+
+
 def _previous_cumulative_pd(step: BatchStep) -> float:
+    """The doublings of the counted passages before this one (a passage not counted, e.g. mononuclear cells seeded
+    at P0, adds nothing: cumulative PD counts from the first adherent culture)."""
     total = 0.0
     for earlier in step.batch.steps:
         if earlier.position >= step.position or earlier.passage is None:
             continue
         if earlier.passage.population_doublings is None:
             raise Conflict(f"Passage {earlier.code} has no harvest count yet: its doublings are unknown.")
-        total += earlier.passage.population_doublings
+        if earlier.pd_counted:
+            total += earlier.passage.population_doublings
     return total
 
 
@@ -516,7 +589,7 @@ def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
         hours = (fields["harvested_at"] - fields["seeded_at"]).total_seconds() / 3600
         derived = growth.derive(cells_seeded=seeded, cells_harvested=float(fields["cells_harvested"]),
                                 hours_in_culture=hours, growth_area_cm2=float(area),
-                                previous_cumulative_pd=previous)
+                                previous_cumulative_pd=previous, counted=step.pd_counted)
         pd, cpd, dt_h = derived.population_doublings, derived.cumulative_pd, derived.doubling_time_h
     else:
         pd = cpd = dt_h = None
@@ -552,11 +625,9 @@ def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
 
 def _cascade_cumulative_pd(step: BatchStep) -> None:
     """A corrected passage changes the cumulative doublings of every later one."""
-    total = None
-    for later in step.batch.steps:
-        if later.passage is None or later.passage.population_doublings is None:
-            continue
-        total = (total or 0.0) + later.passage.population_doublings
+    passages = [s for s in step.batch.steps if s.passage is not None]
+    totals = growth.cumulative([(s.passage.population_doublings, s.pd_counted) for s in passages])
+    for later, total in zip(passages, totals, strict=True):
         if later.position > step.position and later.passage.cumulative_pd != total:
             later.passage.cumulative_pd = total
 

@@ -501,12 +501,9 @@ def _current_entries(step: BatchStep) -> dict[str, Any]:
     }
     if step.kind == StepKind.PASSAGE:
         passage = step.passage
-        if passage is None:
-            match = re.fullmatch(r"P(\d+)", step.code)
-            data["passage_number"] = match.group(1) if match else ""
-        else:
+        if passage is not None:
             data.update({
-                "passage_number": str(passage.passage_number), "vessel_type": passage.vessel_type.code,
+                "vessel_type": passage.vessel_type.code,
                 "vessel_count": str(passage.vessel_count), "cells_seeded": _quantity(passage.cells_seeded),
                 "seeded_at": _local(passage.seeded_at, tz),
                 "cells_harvested": _quantity(passage.cells_harvested) if passage.cells_harvested is not None else "",
@@ -570,6 +567,8 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
     return render_template(
         "batches/step.html", batch=step.batch, step=step, form=form, blocking=blocking,
         is_passage=step.kind == StepKind.PASSAGE, correction=step.status != StepStatus.PENDING,
+        completing=step.status == StepStatus.IN_PROGRESS,
+        passage_number=step.passage.passage_number if step.passage else services.derived_passage_number(step),
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
         verification=services.step_verification(step, index), tz=step.batch.site.timezone,
         signatures=[(sig, signature_services.verify(sig, step).value) for sig in index.of(step)],

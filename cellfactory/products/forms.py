@@ -9,11 +9,14 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
-from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
+from cellfactory.products.models import PD_COUNTED, CollectionType, CriterionKind, StepKind, TestStage, pd_counted
 from cellfactory.signatures.forms import SigningForm
 
 STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
-             "Without a kind the line is a plain step.")
+             "Without a kind the line is a plain step. A passage whose doublings do not count towards the cumulative "
+             "population doublings (mononuclear cells seeded at P0: cPD counts from the first adherent culture) "
+             "ends with \"| not counted\", e.g. \"P0 | Mononuclear cell seeding P0 | passage | not counted\".")
+NOT_COUNTED = "not counted"
 
 
 COLLECTION_CHOICES = [(c.value, c.label) for c in CollectionType]
@@ -70,10 +73,11 @@ class DraftForm(BaseForm):
 
 
 def steps_text(steps: list[dict[str, Any]] | None) -> str:
-    return "\n".join(f"{s['code']} | {s['name']} | {s['kind']}" for s in steps or [])
+    return "\n".join(f"{s['code']} | {s['name']} | {s['kind']}" + ("" if pd_counted(s) else f" | {NOT_COUNTED}")
+                     for s in steps or [])
 
 
-def parse_steps(text: str) -> list[dict[str, str]]:
+def parse_steps(text: str) -> list[dict[str, Any]]:
     """The textarea's lines as the service's step dicts; a malformed line is refused naming its number."""
     steps = []
     kinds = {k.value for k in StepKind}
@@ -83,10 +87,16 @@ def parse_steps(text: str) -> list[dict[str, str]]:
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 2:
             parts.append(StepKind.STEP.value)
+        counted = True
+        if len(parts) == 4 and parts[3].lower() == NOT_COUNTED:
+            parts, counted = parts[:3], False
         if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds:
             raise ValidationFailed(f"Line {number} is not 'CODE | name | step or passage'.",
                                    fields={"steps": f"Line {number}: write CODE | name | step or passage."})
-        steps.append({"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()})
+        step: dict[str, Any] = {"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()}
+        if not counted:
+            step[PD_COUNTED] = False
+        steps.append(step)
     return steps
 
 

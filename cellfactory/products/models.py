@@ -84,6 +84,18 @@ class StepKind(enum.StrEnum):
     PASSAGE = "passage"
 
 
+# A passage step of the process template whose doublings do not count towards the cumulative population doublings
+# (e.g. bone-marrow mononuclear cells seeded at P0: cPD counts from the first adherent culture). Absent = counted.
+PD_COUNTED = "pd_counted"
+# Marks a flag set on an already approved template by migration 0014: applied to new batches and shown, but not part
+# of the content its approval signed (which had no such flag); the next version, approved with it, signs it.
+PD_COUNTED_BACKFILLED = "pd_counted_backfilled"
+
+
+def pd_counted(template_step: dict[str, Any]) -> bool:
+    return template_step.get(PD_COUNTED, True) is not False
+
+
 class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
     """One version of a product's specification and process template. Drafted, approved with an
     electronic signature, then never changed; a batch freezes the version current when it starts."""
@@ -118,9 +130,15 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
         return {
             "product": self.product.code, "number": self.number, "max_passage": self.max_passage,
             "max_cumulative_pd": decimal_text(self.max_cumulative_pd),
-            "steps": self.steps, "change_summary": self.change_summary,
+            "steps": [_as_signed(s) for s in self.steps or []], "change_summary": self.change_summary,
             "tests": [t.as_dict() for t in self.tests],
         }
+
+
+def _as_signed(step: dict[str, Any]) -> dict[str, Any]:
+    if step.get(PD_COUNTED_BACKFILLED):
+        return {k: v for k, v in step.items() if k not in (PD_COUNTED, PD_COUNTED_BACKFILLED)}
+    return step
 
 
 class TestStage(enum.StrEnum):

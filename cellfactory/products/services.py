@@ -17,6 +17,7 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.products.models import (
+    PD_COUNTED,
     CollectionType,
     CriterionKind,
     Product,
@@ -154,7 +155,7 @@ def update_product_settings(actor: User, product: Product, *, reason: str, colle
     return product
 
 
-def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, str]]:
+def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, Any]]:
     if not isinstance(steps, list) or not steps:
         raise ValidationFailed("The process template needs at least one step.", fields={"steps": "Add the steps."})
     clean, codes = [], set()
@@ -170,7 +171,20 @@ def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, str]]:
         if kind == StepKind.PASSAGE and not cellular:
             raise ValidationFailed("An acellular product has no passages.", fields={"steps": f"Step {code}."})
         codes.add(code)
-        clean.append({"code": code, "name": name, "kind": kind})
+        entry: dict[str, Any] = {"code": code, "name": name, "kind": kind}
+        counted = step.get(PD_COUNTED, True)
+        if not isinstance(counted, bool):
+            raise ValidationFailed(f"Step {code}: {PD_COUNTED} is true or false.",
+                                   fields={"steps": f"Step {code}: {PD_COUNTED} must be true or false."})
+        if not counted:
+            if kind != StepKind.PASSAGE:
+                raise ValidationFailed(f"Step {code} is not a passage: only a passage's doublings can be left out of "
+                                       "the cumulative population doublings.",
+                                       fields={"steps": f"Step {code}: 'not counted' is only for a passage."})
+            # Stored only when it departs from the rule (every passage counts), so that templates without such a
+            # step keep the content their approval signed.
+            entry[PD_COUNTED] = False
+        clean.append(entry)
     return clean
 
 

@@ -246,6 +246,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                          f"{float(p.cells_harvested):.3g}" if p.cells_harvested else "—",
                          decimal_text(p.viability_pct) or "—", decimal_text(p.confluence_pct) or "—",
                          f"{p.seeding_density:.0f}", f"{p.population_doublings:.2f}" if p.population_doublings else "—",
+                         "not counted" if not step.pd_counted else
                          f"{p.cumulative_pd:.2f}" if p.cumulative_pd is not None else "—",
                          f"{p.doubling_time_h:.1f}" if p.doubling_time_h else "—"])
         growth.blocks += [("table", ["P", "Vessels", "Area cm²", "Seeded", "Harvested", "Viab. %", "Confl. %",

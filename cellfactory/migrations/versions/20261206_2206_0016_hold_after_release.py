@@ -7,7 +7,7 @@ by the treating physician's contact, each with their own electronic signature (`
 Existing rows keep their values: no batch or unit is in a new state before this revision.
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-06 22:06:00
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0016'
-down_revision = '0012'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 

@@ -54,6 +54,31 @@ class Plant:
     material_din: str
 
 
+def past_collection() -> dt.datetime:
+    """When the tests' cords were collected: before the oldest batch start they enter (BATCH_AGE_H), since a
+    batch never starts before its material arrived."""
+    return utcnow() - dt.timedelta(hours=BATCH_AGE_H + 12)
+
+
+def past_donation_day() -> dt.date:
+    return past_collection().astimezone(ZoneInfo("Europe/Rome")).date()
+
+
+def past_donor_data(code: str = "UC-0001", **overrides) -> dict:
+    """A donor who gave on the day of `past_collection` (screened that day: see `add_full_panel`)."""
+    day = past_donation_day()
+    return donor_data(code, **{"donation_date": day.isoformat(),
+                               "consent_date": (day - dt.timedelta(days=30)).isoformat(), **overrides})
+
+
+def past_receipt_data(donor_code: str = "UC-0001", din: str = "=A99912600012300", **overrides) -> dict:
+    """A receipt of material collected at `past_collection`, arrived five hours later."""
+    collected = past_collection()
+    return receipt_data(donor_code, din, **{
+        "collected_at": collected.isoformat(), "transport_started_at": (collected + dt.timedelta(hours=1)).isoformat(),
+        "arrived_at": (collected + dt.timedelta(hours=5)).isoformat(), **overrides})
+
+
 def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> Plant:
     qa = refetch(users["qa"])
     enable_signing(qa)
@@ -85,16 +110,9 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     equipment_services.register(refetch(qa), site, code="INC-OLD", name="Incubator 2", kind="CO2 incubator",
                                 calibration_due=(today - dt.timedelta(days=3)).isoformat())
     tech = refetch(users["technician"])
-    # The cord arrived before the oldest batch start the tests enter (BATCH_AGE_H): a batch never starts before
-    # its material was there. Donation, samples and collection on the same day.
-    collected = utcnow() - dt.timedelta(hours=BATCH_AGE_H + 12)
-    donation_day = collected.astimezone(ZoneInfo(site.timezone)).date()
-    donor = donor_services.register_donor(tech, site, donor_data(
-        donation_date=donation_day.isoformat(), consent_date=(donation_day - dt.timedelta(days=30)).isoformat()))
-    add_full_panel(tech, donor, sample_date=donation_day)
-    material = material_services.receive_material(tech, site, receipt_data(
-        collected_at=collected.isoformat(), transport_started_at=(collected + dt.timedelta(hours=1)).isoformat(),
-        arrived_at=(collected + dt.timedelta(hours=5)).isoformat()))
+    donor = donor_services.register_donor(tech, site, past_donor_data())
+    add_full_panel(tech, donor, sample_date=past_donation_day())
+    material = material_services.receive_material(tech, site, past_receipt_data())
     material_services.print_labels(tech, [material])
     tech2 = make_user("technician2.bg", [(users["technician"].roles[0].role, "BG")], signing=True)
     enable_signing(tech)

@@ -16,7 +16,7 @@ from cellfactory.extensions import db
 from cellfactory.products.models import Product
 from cellfactory.qc import services as qc
 from cellfactory.units import services as units
-from tests.batch_helpers import build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
 from tests.conftest import make_user, refetch
 from tests.units_helpers import make_units
 
@@ -28,7 +28,7 @@ def conditional_with_units(users, sites) -> dict:
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))

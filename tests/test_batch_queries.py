@@ -28,11 +28,11 @@ from tests.batch_helpers import (
     build_plant,
     complete_qc,
     passage_data,
+    past_receipt_data,
     signing,
     step_data,
 )
 from tests.conftest import login, make_user, refetch
-from tests.intake_helpers import receipt_data
 from tests.test_api import bearer, new_token
 
 S = BatchStatus
@@ -157,7 +157,7 @@ def _large_batch(plant, sites) -> Batch:
     spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
                                          max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
     product_services.approve(refetch(qa), spec, signing=signing(qa))
-    materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(din=din))
+    materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(din=din))
                  for din in ("=A99912600045600", "=A99912600078900")]
     material_services.print_labels(refetch(plant.tech), materials)
     batch = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [m.din for m in materials],
@@ -266,7 +266,7 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
                                          max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
     product_services.approve(refetch(qa), spec, signing=signing(qa))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  receipt_data(din="=A99912600045600"))
+                                                  past_receipt_data(din="=A99912600045600"))
     large = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [material.din], started_at=batch_start())
     for step in refetch(large).steps[:6]:  # recorded, not verified: forms for the second technician
         hours = 200 - 10 * step.position

@@ -51,7 +51,7 @@ def test_start_batch_freezes_spec_and_numbers_per_site_product_year(plant, batch
 
 def test_material_starts_one_batch_only(plant, batch, sites):
     with pytest.raises(Conflict, match="already started batch"):
-        services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+        services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
 
 
 @pytest.mark.parametrize(("tweak", "message"), [({"container_intact": False}, "rejected"),

@@ -22,7 +22,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
 from cellfactory.units.models import Shipment, UnitStatus
-from tests.batch_helpers import iso, signing
+from tests.batch_helpers import batch_start, iso, signing
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility
 
@@ -199,7 +199,7 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc
 
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

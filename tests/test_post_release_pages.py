@@ -18,7 +18,7 @@ from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
 from cellfactory.units.models import Shipment, Unit, UnitStatus
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
 from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility
 from tests.test_api import assert_error, bearer, new_token
@@ -173,7 +173,7 @@ def test_the_site_sees_its_pending_notices_and_acknowledges_them_by_page_and_api
 @pytest.fixture
 def reviewed_by_a_qa_who_is_also_qp(users, sites):
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

@@ -30,7 +30,7 @@ from cellfactory.products.models import Product
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as unit_services
 from cellfactory.units.models import StorageLocation, Unit
-from tests.batch_helpers import build_plant, signing
+from tests.batch_helpers import batch_start, build_plant, signing
 from tests.conftest import enable_signing, pdf_text, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 from tests.test_cli import cli_app, run  # noqa: F401 - cli_app is a fixture
@@ -345,7 +345,7 @@ def plant(users, sites):
 
 
 def test_the_database_refuses_a_second_batch_for_one_material(plant, sites):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == plant.material_din))
     other = Batch(number="BG-UCMSC-TEST-9999", site_id=batch.site_id, product_id=batch.product_id,
                   specification_id=batch.specification_id, status=batch.status, started_at=utcnow(),

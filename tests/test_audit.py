@@ -19,6 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
+from tests.audit_helpers import drop_protection
 from tests.conftest import PASSWORD, login, make_user, on_postgres, refetch
 
 
@@ -119,8 +120,7 @@ def test_chain_is_intact_and_tampering_is_found(users):
     assert report.intact and report.checked > 10
     victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(5).limit(1)).one()
     connection = db.session.connection()
-    if on_postgres():
-        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    drop_protection(connection)
     connection.execute(sa.text("UPDATE audit_entry SET reason = 'forged' WHERE seq = :seq"), {"seq": victim.seq})
     report = _chain()
     assert not report.intact
@@ -131,8 +131,7 @@ def test_chain_is_intact_and_tampering_is_found(users):
 def test_a_removed_entry_breaks_the_chain(users):
     victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(3).limit(1)).one()
     connection = db.session.connection()
-    if on_postgres():
-        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    drop_protection(connection)
     connection.execute(sa.text("DELETE FROM audit_entry WHERE seq = :seq"), {"seq": victim.seq})
     report = _chain()
     assert report.broken_seq == victim.seq + 1

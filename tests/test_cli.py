@@ -23,6 +23,7 @@ from cellfactory.extensions import db
 from cellfactory.migrations import alembic_config
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
+from tests.audit_helpers import drop_protection, restore_protection
 from tests.conftest import PASSWORD, fresh_database, make_config, make_user, on_postgres
 
 TEMPORARY = "Temporary-Pass-2026!"
@@ -220,11 +221,9 @@ def test_audit_verify_intact(cli_app):
 def _tamper(application: Flask, statement: str) -> None:
     """Change the trail behind the application's back, as someone with database access could."""
     with application.app_context(), db.engine.begin() as connection:
-        if on_postgres():
-            connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+        drop_protection(connection)
         connection.exec_driver_sql(statement)
-        if on_postgres():
-            connection.exec_driver_sql("ALTER TABLE audit_entry ENABLE TRIGGER USER")
+        restore_protection(connection)
 
 
 @pytest.mark.parametrize(("statement", "problem"), [

@@ -6,6 +6,10 @@ migrated database of its own (SQLite file, or a PostgreSQL database with CELLFAC
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from flask import Flask
 
 from cellfactory import create_app
 from cellfactory.audit.models import AuditEntry
+from cellfactory.audit.services import audit_value, canonical_json
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
@@ -24,9 +29,12 @@ from cellfactory.migrations import alembic_config
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
-from tests.conftest import PASSWORD, fresh_database, make_config, make_user, on_postgres
+from tests.conftest import PASSWORD, enable_signing, fresh_database, make_config, make_user, on_postgres
 
 TEMPORARY = "Temporary-Pass-2026!"
+# What an audit entry's hash covers, in the order of the old, unkeyed scheme (before migration 0018).
+HASHED = ("seq", "recorded_at", "actor_id", "actor_name", "site_id", "action", "entity_type", "entity_id",
+          "entity_label", "changes", "reason", "prev_hash")
 
 
 def _close(application: Flask) -> None:
@@ -218,11 +226,12 @@ def test_audit_verify_intact(cli_app):
     assert f"Audit trail intact: {count} entries verified." in result.output
 
 
-def _tamper(application: Flask, statement: str) -> None:
+def _tamper(application: Flask, *statements: str) -> None:
     """Change the trail behind the application's back, as someone with database access could."""
     with application.app_context(), db.engine.begin() as connection:
         drop_protection(connection)
-        connection.exec_driver_sql(statement)
+        for statement in statements:
+            connection.exec_driver_sql(statement)
         restore_protection(connection)
 
 
@@ -289,3 +298,139 @@ def test_db_upgrade_creates_the_schema_on_an_empty_database(tmp_path):
         assert {"audit_entry", "app_user", "site", "api_token"} <= tables
     finally:
         _close(application)
+
+
+# --- anchors: the head of the chain, outside the database -----------------------------------------------
+
+
+def _anchor_lines(application: Flask) -> list[dict]:
+    path = application.config["CELLFACTORY"].anchor_path
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _head(application: Flask) -> tuple[int, str]:
+    with application.app_context():
+        row = db.session.execute(sa.select(AuditEntry.seq, AuditEntry.entry_hash)
+                                 .order_by(AuditEntry.seq.desc()).limit(1)).one()
+        return row.seq, row.entry_hash
+
+
+def test_each_signature_anchors_the_head_with_a_keyed_mac_and_logs_it(cli_app, caplog):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")])
+    before = len(_anchor_lines(cli_app))
+    assert before == 1  # the first commit that wrote entries (the site), then none within 5 minutes
+    with caplog.at_level(logging.INFO, logger="cellfactory.anchor"), cli_app.app_context():
+        enable_signing(db.session.get(User, user_named(cli_app, "qa.bg").id))
+    lines = _anchor_lines(cli_app)
+    # Two signatures (the accountability statement, the administrator's identity check), one anchor each.
+    assert len(lines) == before + 2
+    seq, entry_hash = _head(cli_app)
+    assert (lines[-1]["seq"], lines[-1]["hash"]) == (seq, entry_hash)
+    message = json.dumps({"kind": "audit_anchor", "time": lines[-1]["time"], "seq": seq, "hash": entry_hash},
+                         sort_keys=True, separators=(",", ":")).encode()
+    assert lines[-1]["mac"] == hmac.new(b"test-audit-key", message, hashlib.sha256).hexdigest()
+    logged = [r.getMessage() for r in caplog.records if r.name == "cellfactory.anchor"]
+    assert len(logged) == 2 and json.loads(logged[-1]) == lines[-1]
+    result = run(cli_app, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert f"Last anchor checked: entry {seq}, written {lines[-1]['time']} ({before + 2} anchors in" in result.output
+
+
+def test_an_anchor_is_written_when_the_last_is_older_than_the_interval(tmp_path):
+    with fresh_database() as url:
+        application = create_app(make_config(url, tmp_path, anchor_interval_minutes=0))
+        try:
+            with application.app_context():
+                site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                          timezone="Europe/Rome")
+                make_user("qa.bg", [(Role.QA, "BG")])
+            assert len(_anchor_lines(application)) == 2  # every commit that wrote entries
+            assert _anchor_lines(application)[-1]["seq"] == _head(application)[0]
+            with application.app_context():
+                site_services.get_site("BG")  # reads only: no entry, no anchor
+                db.session.commit()
+            assert len(_anchor_lines(application)) == 2
+        finally:
+            _close(application)
+
+
+def test_deleting_the_newest_entries_is_caught_by_the_anchor(cli_app):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")], signing=True)
+    seq, _ = _head(cli_app)
+    lines = _anchor_lines(cli_app)
+    assert lines[-1]["seq"] == seq
+    _tamper(cli_app, f"DELETE FROM audit_entry WHERE seq > {seq - 2}")
+    result = run(cli_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert (f"Audit trail BROKEN at anchor on line {len(lines)} (entry {seq}, written {lines[-1]['time']})"
+            in result.output)
+    assert f"entry {seq} is missing (the trail now ends at entry {seq - 2}): newer entries were deleted" \
+        in result.output
+    assert "intact:" not in result.output
+
+
+def test_an_anchor_with_a_wrong_mac_fails_verify(cli_app):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")])
+    path = cli_app.config["CELLFACTORY"].anchor_path
+    [anchor] = _anchor_lines(cli_app)
+    anchor["seq"] += 1  # moved to a later entry by someone without the key
+    path.write_text(json.dumps(anchor) + "\n")
+    result = run(cli_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at anchor on line 1" in result.output
+    assert "its MAC is wrong" in result.output
+
+
+def test_a_chain_rehashed_without_the_key_fails_verify(cli_app):
+    """Someone edits an entry and computes every later hash again, with plain SHA-256 (they lack the key)."""
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")])
+        rows = [row._asdict() for row in db.session.execute(sa.select(AuditEntry.__table__)
+                                                            .order_by(AuditEntry.seq))]
+    statements, prev = [], rows[1]["prev_hash"]
+    for row in rows[1:]:
+        if row["seq"] == 2:
+            row["reason"] = "tidied up"
+        row["prev_hash"] = prev
+        content = {name: audit_value(row[name]) for name in HASHED}
+        prev = hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        statements.append(f"UPDATE audit_entry SET prev_hash = '{row['prev_hash']}', entry_hash = '{prev}' "
+                          f"WHERE seq = {row['seq']}")
+    statements.append("UPDATE audit_entry SET reason = 'tidied up' WHERE seq = 2")
+    _tamper(cli_app, *statements)
+    result = run(cli_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at entry 2: its content does not match its hash" in result.output
+
+
+# --- maintenance ------------------------------------------------------------------------------------------
+
+
+def test_maintenance_updates_statistics_checks_the_chain_and_anchors_the_head(cli_app):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")])
+    before = len(_anchor_lines(cli_app))
+    result = run(cli_app, "maintenance")
+    assert result.exit_code == 0, result.output
+    expected = "ANALYZE" if on_postgres() else "PRAGMA optimize"
+    assert f"Planner statistics updated ({expected})." in result.output
+    seq, entry_hash = _head(cli_app)
+    assert f"Audit trail intact: {seq} entries verified." in result.output
+    lines = _anchor_lines(cli_app)
+    assert len(lines) == before + 1 and (lines[-1]["seq"], lines[-1]["hash"]) == (seq, entry_hash)
+    assert f"Anchor written: entry {seq} at {lines[-1]['time']}." in result.output
+
+
+def test_maintenance_fails_and_anchors_nothing_on_a_broken_chain(cli_app):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")])
+    before = _anchor_lines(cli_app)
+    _tamper(cli_app, "UPDATE audit_entry SET reason = 'tidied up' WHERE seq = 2")
+    result = run(cli_app, "maintenance")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at entry 2: its content does not match its hash" in result.output
+    assert "No anchor written: the trail is broken." in result.output
+    assert _anchor_lines(cli_app) == before

@@ -6,6 +6,7 @@ migrated database of its own (SQLite file, or a PostgreSQL database with CELLFAC
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -25,7 +26,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
 from cellfactory.extensions import db
-from cellfactory.migrations import alembic_config
+from cellfactory.migrations import alembic_config, downgrade
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
@@ -434,3 +435,97 @@ def test_maintenance_fails_and_anchors_nothing_on_a_broken_chain(cli_app):
     assert "Audit trail BROKEN at entry 2: its content does not match its hash" in result.output
     assert "No anchor written: the trail is broken." in result.output
     assert _anchor_lines(cli_app) == before
+
+
+# --- an installation from before the keyed chain ----------------------------------------------------------
+
+
+def _old_chain(count: int) -> list[dict]:
+    """Entries as the app wrote them before migration 0018: SHA-256 of the canonical content, no key."""
+    rows, prev = [], "0" * 64
+    for seq in range(1, count + 1):
+        row = {"seq": seq, "recorded_at": dt.datetime(2026, 11, 1, 9, seq, tzinfo=dt.UTC), "actor_id": None,
+               "actor_name": "system", "site_id": None, "action": "create", "entity_type": "site",
+               "entity_id": str(seq), "entity_label": f"S{seq}", "changes": {"name": [None, f"Site {seq}"]},
+               "reason": None, "prev_hash": prev}
+        content = {name: audit_value(row[name]) for name in HASHED}
+        row["entry_hash"] = prev = hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def old_app(tmp_path: Path) -> Iterator[Flask]:
+    """An app on a database at revision 0010 holding an unkeyed chain of 6 entries."""
+    with fresh_database() as url:
+        downgrade(url, "0010")
+        application = create_app(make_config(url, tmp_path))
+        with application.app_context(), db.engine.begin() as connection:
+            connection.execute(sa.insert(AuditEntry.__table__), _old_chain(6))
+        try:
+            yield application
+        finally:
+            _close(application)
+
+
+def test_db_upgrade_seals_the_old_chain_and_verify_checks_both_schemes(old_app):
+    result = run(old_app, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "Audit trail up to entry 6 checked and sealed under the audit key." in result.output
+    with old_app.app_context():
+        sealed = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.seq == 7)).one()
+        assert (sealed.action, sealed.prev_hash) == ("audit.chain_sealed", _old_chain(6)[-1]["entry_hash"])
+        make_user("qa.bg", [(Role.QA, None)])  # keyed entries after the seal
+    count = _entry_count(old_app)
+    result = run(old_app, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert f"Audit trail intact: {count} entries verified." in result.output
+    assert run(old_app, "db", "upgrade").exit_code == 0  # sealed once: nothing more to do
+    assert _entry_count(old_app) == count
+    _tamper(old_app, "UPDATE audit_entry SET entity_label = 'forged' WHERE seq = 3")
+    result = run(old_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at entry 3: its content does not match its hash" in result.output
+
+
+def test_an_old_chain_rewritten_unkeyed_after_the_seal_fails_verify(old_app):
+    assert run(old_app, "db", "upgrade").exit_code == 0
+    forged = _old_chain(6)
+    forged[3]["changes"] = {"name": [None, "Forged"]}
+    prev = forged[2]["entry_hash"]
+    statements = []
+    for row in forged[3:]:
+        row["prev_hash"] = prev
+        content = {name: audit_value(row[name]) for name in HASHED}
+        row["entry_hash"] = prev = hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        statements.append(f"UPDATE audit_entry SET changes = '{json.dumps(row['changes'])}', prev_hash = "
+                          f"'{row['prev_hash']}', entry_hash = '{row['entry_hash']}' WHERE seq = {row['seq']}")
+    _tamper(old_app, *statements)
+    result = run(old_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    # The old entries agree with each other again, but not with the keyed seal entry that follows them.
+    assert "Audit trail BROKEN at entry 7: its link to the previous entry does not match" in result.output
+
+
+def test_a_forged_seal_fails_verify(old_app):
+    assert run(old_app, "db", "upgrade").exit_code == 0
+    with old_app.app_context(), pytest.raises(sa.exc.DBAPIError, match="append-only"), \
+            db.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE audit_chain_seal SET legacy_seq = 7")  # sealed: refused
+    _tamper(old_app, "UPDATE audit_chain_seal SET legacy_seq = 7")  # to pass the keyed seal entry as an old one
+    result = run(old_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at entry 7: the seal of the chain written before keyed hashing" in result.output
+
+
+def test_db_upgrade_refuses_to_seal_a_broken_old_chain(old_app):
+    with old_app.app_context(), db.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE audit_entry SET reason = 'tidied up' WHERE seq = 4")  # no trigger yet
+    result = run(old_app, "db", "upgrade")
+    assert result.exit_code == 1, result.output
+    assert ("The audit trail written before this upgrade is BROKEN at entry 4: its content does not match its "
+            "hash") in result.output
+    result = run(old_app, "audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "Audit trail BROKEN at entry 6: the chain written before keyed hashing (up to this entry) is not " \
+           "sealed yet" in result.output

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from cellfactory.audit.services import audit_value, canonical_json
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
+from cellfactory.core.db import create_engine
 from cellfactory.extensions import db
 from cellfactory.migrations import alembic_config, downgrade
 from cellfactory.sites import services as site_services
@@ -529,3 +531,93 @@ def test_db_upgrade_refuses_to_seal_a_broken_old_chain(old_app):
     assert result.exit_code == 1, result.output
     assert "Audit trail BROKEN at entry 6: the chain written before keyed hashing (up to this entry) is not " \
            "sealed yet" in result.output
+
+
+# --- PostgreSQL: the owner migrates, the runtime role only works ------------------------------------------
+
+
+RUNTIME_REFUSED = [
+    "ALTER TABLE audit_entry DISABLE TRIGGER USER", "ALTER TABLE audit_entry DISABLE TRIGGER ALL",
+    "DROP TRIGGER audit_entry_no_update_delete ON audit_entry", "TRUNCATE audit_entry",
+    "UPDATE audit_entry SET reason = 'tidied up'", "DELETE FROM audit_entry",
+    "ALTER TABLE signature DISABLE TRIGGER USER", "DROP TRIGGER signature_no_update ON signature",
+    "TRUNCATE signature", "UPDATE signature SET comment = 'tidied up'", "DELETE FROM signature",
+    "ALTER TABLE release_certificate DISABLE TRIGGER USER", "TRUNCATE release_certificate",
+    "UPDATE release_certificate SET number = 'CERT-X'", "DELETE FROM release_certificate",
+    "UPDATE audit_chain_seal SET mac = NULL", "INSERT INTO audit_chain_seal (legacy_seq, legacy_head_hash, "
+    "recorded_at) VALUES (1, 'x', now())", "DELETE FROM audit_chain_seal",
+    "DROP TABLE audit_entry", "ALTER TABLE audit_entry OWNER TO CURRENT_USER", "DELETE FROM batch",
+    "CREATE TABLE shadow_audit (id int)",
+]
+
+
+@pytest.mark.postgres
+def test_postgres_runtime_role_cannot_rewrite_the_trail_but_does_the_apps_work(tmp_path):
+    from tests.batch_helpers import build_plant, step_data
+    from tests.conftest import POSTGRES_SERVER
+
+    suffix = uuid.uuid4().hex[:10]
+    owner, runtime, name = f"cf_owner_{suffix}", f"cf_runtime_{suffix}", f"cellfactory_roles_{suffix}"
+    admin = sa.create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
+    server = sa.make_url(POSTGRES_SERVER)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE ROLE "{owner}" LOGIN')
+        connection.exec_driver_sql(f'CREATE ROLE "{runtime}" LOGIN')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+    owner_url, runtime_url = (server.set(username=role, password=None, database=name).render_as_string(
+        hide_password=False) for role in (owner, runtime))
+    apps = []
+    try:
+        owner_app = create_app(make_config(owner_url, tmp_path / "owner"))
+        apps.append(owner_app)
+        assert run(owner_app, "db", "upgrade").exit_code == 0
+        result = run(owner_app, "db", "grant-runtime", f"nobody_{suffix}")
+        assert result.exit_code == 2 and "does not exist" in result.output
+        result = run(owner_app, "db", "grant-runtime", owner)
+        assert result.exit_code == 2 and "the runtime role must be another one" in result.output
+        result = run(owner_app, "db", "grant-runtime", runtime)
+        assert result.exit_code == 0, result.output
+
+        runtime_app = create_app(make_config(runtime_url, tmp_path / "runtime"))
+        apps.append(runtime_app)
+        with runtime_app.app_context():
+            site = site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                             timezone="Europe/Rome")
+            users = {"qa": make_user("qa.bg", [(Role.QA, "BG")]),
+                     "technician": make_user("technician.bg", [(Role.TECHNICIAN, "BG")]),
+                     "qp": make_user("qp.bg", [(Role.QP, "BG")])}
+            plant = build_plant(users, {"BG": site})  # signatures, lots, equipment, donor, material
+            from cellfactory.batches import services as batch_services
+
+            batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC",
+                                               [plant.material_din])
+            batch_services.record_step(plant.tech, batch.steps[0], step_data(
+                reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
+            updates = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)
+                                        .where(AuditEntry.action == "update"))
+            assert updates > 0
+        result = run(runtime_app, "audit", "verify")
+        assert result.exit_code == 0, result.output
+
+        engine = create_engine(runtime_url)
+        try:
+            for statement in RUNTIME_REFUSED:
+                with engine.connect() as connection, pytest.raises(sa.exc.DBAPIError) as refused:
+                    connection.exec_driver_sql(statement)
+                assert refused.value.orig.sqlstate == "42501", (statement, refused.value)  # insufficient privilege
+            with engine.connect() as connection:
+                owners = set(connection.scalars(sa.text("SELECT DISTINCT tableowner FROM pg_tables "
+                                                        "WHERE schemaname = 'public'")))
+                assert owners == {owner}
+        finally:
+            engine.dispose()
+        result = run(runtime_app, "audit", "verify")
+        assert result.exit_code == 0, result.output
+    finally:
+        for application in apps:
+            _close(application)
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{runtime}"')
+            connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{owner}"')
+        admin.dispose()

@@ -86,10 +86,10 @@ def ensure_triggers(connection: sa.Connection) -> None:
             for statement in sqlite_trigger_statements(table):
                 connection.exec_driver_sql(statement)
     elif connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(PG_FUNCTION)
+        connection.execute(sa.text(PG_FUNCTION))  # text(): the driver would take its '%' for placeholders
         for table in APPEND_ONLY:
             for statement in pg_trigger_statements(table):
-                connection.exec_driver_sql(statement)
+                connection.execute(sa.text(statement))
 
 
 # --- the runtime role on PostgreSQL --------------------------------------------------------------------

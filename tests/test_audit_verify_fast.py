@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import hashlib
+import hmac
 import json
 import zoneinfo
 from collections.abc import Iterator
@@ -354,3 +356,70 @@ def test_audit_verify_command_takes_a_number_of_workers(tmp_path):
         finally:
             with application.app_context():
                 db.engine.dispose()
+
+
+# --- a chain from before the key, sealed, then keyed ------------------------------------------------------
+
+LEGACY = 20
+
+
+@pytest.fixture
+def sealed_engine(monkeypatch) -> Iterator[sa.Engine]:
+    """LEGACY entries hashed with plain SHA-256 (as before migration 0018), their seal under KEY, then N keyed
+    entries appended by append_entries."""
+    monkeypatch.setattr(audit, "_PAGE", 3)
+    with fresh_database() as url:
+        engine = create_engine(url)
+        rows, prev = [], audit.GENESIS_HASH
+        for seq, entry in enumerate(_entries(LEGACY), 1):
+            row = {**entry, "seq": seq, "recorded_at": dt.datetime(2026, 11, 1, 9, seq, tzinfo=dt.UTC),
+                   "prev_hash": prev}
+            content = {name: audit.audit_value(row[name]) for name in COLUMNS[:-1]}
+            text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=audit.audit_value)
+            row["entry_hash"] = prev = hashlib.sha256(text.encode()).hexdigest()
+            rows.append(row)
+        sealed_at = dt.datetime(2026, 12, 6, 22, 8, tzinfo=dt.UTC)
+        seal = json.dumps({"kind": "audit_chain_seal", "legacy_seq": LEGACY, "legacy_head_hash": prev,
+                           "sealed_at": "2026-12-06T22:08:00.000000+00:00"}, sort_keys=True, separators=(",", ":"))
+        with engine.begin() as connection:
+            connection.execute(sa.insert(table), rows)
+            connection.execute(sa.insert(audit.seal_table).values(
+                legacy_seq=LEGACY, legacy_head_hash=prev, recorded_at=sealed_at, sealed_at=sealed_at,
+                mac=hmac.new(KEY, seal.encode(), hashlib.sha256).hexdigest()))
+        with engine.begin() as connection:
+            audit.append_entries(connection, _entries(N, LEGACY), key=KEY)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def _sealed_reports(engine: sa.Engine) -> list[audit.ChainReport]:
+    reports = []
+    for kwargs in ({"workers": 1, "chunk_size": 7}, {"workers": 2, "chunk_size": 7}, {"workers": 3, "chunk_size": 1},
+                   {"workers": 2, "chunk_size": 1000}, {}):
+        with engine.connect() as connection:
+            reports.append(audit.verify_chain(connection, key=KEY, **kwargs))
+    return reports
+
+
+@pytest.mark.parametrize(("statements", "expected"), [
+    ([], (LEGACY + N, None, None)),
+    (["UPDATE audit_entry SET reason = 'tidied up' WHERE seq = 5"], (4, 5, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY}"], (LEGACY - 1, LEGACY, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY + 1}"], (LEGACY, LEGACY + 1, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY + 30}"], (LEGACY + 29, LEGACY + 30, CONTENT)),
+    (["DELETE FROM audit_chain_seal"], (0, 1, CONTENT)),  # without the seal, old entries are checked keyed
+    ([f"UPDATE audit_chain_seal SET legacy_seq = {LEGACY + 5}"],
+     (0, LEGACY + 5, "the seal of the chain written before keyed hashing (up to this entry) does not match the "
+                     "audit key (altered, or another key)")),
+    ([f"DELETE FROM audit_entry WHERE seq > {LEGACY - 1}"],
+     (LEGACY - 1, LEGACY, "it is missing: it is the last entry of the chain sealed when the trail became keyed")),
+])
+def test_a_sealed_chain_is_checked_old_then_keyed_alike_in_one_process_and_several(sealed_engine, statements,
+                                                                                   expected):
+    if statements:
+        _tamper(sealed_engine, *statements)
+    reports = _sealed_reports(sealed_engine)
+    assert reports == [audit.ChainReport(*expected)] * len(reports)

@@ -423,3 +423,16 @@ def test_a_sealed_chain_is_checked_old_then_keyed_alike_in_one_process_and_sever
         _tamper(sealed_engine, *statements)
     reports = _sealed_reports(sealed_engine)
     assert reports == [audit.ChainReport(*expected)] * len(reports)
+
+
+@pytest.mark.parametrize("key", [b"k", b"test-audit-key", b"x" * 64, b"y" * 65, bytes(range(256))],
+                         ids=["1 byte", "short", "one block", "longer than a block", "binary"])
+def test_the_fast_keyed_hash_is_hmac_sha256_for_keys_of_any_length(key):
+    hasher = audit._RowHasher(sqlite.dialect(), key)
+    raw = (41, "2026-11-22 07:46:00.123456", 3, "qa.bg (Qa Tester)", 1, "update", "batch", "12", "BG-1",
+           '{"status": ["in_process", "awaiting_qc"]}', "done", "ab" * 32, "cd" * 32)
+    text = ('{"action":"update","actor_id":3,"actor_name":"qa.bg (Qa Tester)","changes":{"status":["in_process",'
+            '"awaiting_qc"]},"entity_id":"12","entity_label":"BG-1","entity_type":"batch","prev_hash":"' + "ab" * 32
+            + '","reason":"done","recorded_at":"2026-11-22T07:46:00.123456+00:00","seq":41,"site_id":1}')
+    assert hasher(raw) == hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    assert audit._RowHasher(sqlite.dialect(), key, legacy_upto=41)(raw) == hashlib.sha256(text.encode()).hexdigest()

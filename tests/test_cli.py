@@ -22,7 +22,7 @@ from flask import Flask
 
 from cellfactory import create_app
 from cellfactory.audit.models import AuditEntry
-from cellfactory.audit.services import audit_value, canonical_json
+from cellfactory.audit.services import audit_value, canonical_json, record_event
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
@@ -624,3 +624,24 @@ def test_postgres_runtime_role_cannot_rewrite_the_trail_but_does_the_apps_work(t
             connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{runtime}"')
             connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{owner}"')
         admin.dispose()
+
+
+def test_entries_of_a_rolled_back_savepoint_are_never_anchored(tmp_path):
+    """An anchor must name a committed entry: a savepoint rolled back after writing entries leaves none."""
+    with fresh_database() as url:
+        application = create_app(make_config(url, tmp_path, anchor_interval_minutes=0))
+        try:
+            with application.app_context():
+                site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                          timezone="Europe/Rome")
+                head = _head(application)
+                savepoint = db.session.begin_nested()
+                record_event(db.session, "test.event", entity_type="test", entity_id=1)
+                savepoint.rollback()
+                db.session.commit()
+            assert _head(application) == head
+            assert [(a["seq"], a["hash"]) for a in _anchor_lines(application)] == [head]
+            result = run(application, "audit", "verify")
+            assert result.exit_code == 0, result.output
+        finally:
+            _close(application)

@@ -242,8 +242,10 @@ def _anchor_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_head(session: Session, previous_transaction: Any) -> None:
+    """An anchor names only a committed entry. After a savepoint rolls back, the head it may have written is
+    forgotten (the next append names the real one; without one, this commit anchors nothing)."""
+    session.info.pop(_HEAD, None)
     if not previous_transaction.nested:
-        session.info.pop(_HEAD, None)
         session.info.pop(_ANCHOR_NOW, None)
 
 

@@ -47,13 +47,11 @@ def db_upgrade(revision: str) -> None:
 
 
 def _after_upgrade() -> None:
-    """What the migrations cannot do without the app's keys: the append-only triggers again (SQLite drops a
-    table's triggers when a migration rebuilds it) and, once, the seal of a chain written before keyed
-    hashing (migration 0018 recorded its head). Exit 1, sealing nothing, if that old chain is broken."""
+    """What the migrations cannot do without the app's audit key: once, the seal of a chain written before
+    keyed hashing (migration 0018 recorded its head). Exit 1, sealing nothing, if that old chain is broken."""
     import sqlalchemy as sa
 
     from cellfactory.audit import anchors
-    from cellfactory.audit.protection import ensure_triggers
     from cellfactory.audit.services import ChainBroken, seal_legacy_chain
     from cellfactory.extensions import db
 
@@ -62,7 +60,6 @@ def _after_upgrade() -> None:
         with db.engine.begin() as connection:
             if not sa.inspect(connection).has_table("audit_chain_seal"):  # below revision 0018
                 return
-            ensure_triggers(connection)
             sealed = seal_legacy_chain(connection, config.audit_key.encode())
     except ChainBroken as error:
         click.echo(f"The audit trail written before this upgrade is BROKEN at entry {error.report.broken_seq}: "

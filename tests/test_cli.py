@@ -645,3 +645,16 @@ def test_entries_of_a_rolled_back_savepoint_are_never_anchored(tmp_path):
             assert result.exit_code == 0, result.output
         finally:
             _close(application)
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM audit_entry", "DELETE FROM signature"])
+def test_db_upgrade_puts_back_append_only_triggers_that_are_gone(cli_app, statement):
+    with cli_app.app_context():
+        make_user("qa.bg", [(Role.QA, "BG")], signing=True)  # signatures: a row trigger fires only on rows
+    with cli_app.app_context(), db.engine.begin() as connection:
+        drop_protection(connection)  # as a table rebuilt by a migration in SQLite's batch mode, or an attacker
+    result = run(cli_app, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    with cli_app.app_context(), pytest.raises(sa.exc.DBAPIError, match="append-only"), \
+            db.engine.begin() as connection:
+        connection.exec_driver_sql(statement)

@@ -80,7 +80,7 @@ def pg_drop_statements(table: str) -> list[str]:
 
 
 def ensure_triggers(connection: sa.Connection) -> None:
-    """Create the append-only triggers where they are missing (idempotent)."""
+    """Create the append-only triggers where they are missing, and turn them on again (idempotent)."""
     if connection.dialect.name == "sqlite":
         for table in APPEND_ONLY:
             for statement in sqlite_trigger_statements(table):
@@ -90,6 +90,7 @@ def ensure_triggers(connection: sa.Connection) -> None:
         for table in APPEND_ONLY:
             for statement in pg_trigger_statements(table):
                 connection.execute(sa.text(statement))
+            connection.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")  # if someone turned them off
 
 
 # --- the runtime role on PostgreSQL --------------------------------------------------------------------

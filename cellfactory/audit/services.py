@@ -473,7 +473,8 @@ def _json_int(value: Any) -> str:
 
 
 class _RowHasher:
-    """entry_hash() of a raw DBAPI row (columns `_VERIFY_COLUMNS`), without building SQLAlchemy rows.
+    """entry_hash() of a raw DBAPI row (columns `_VERIFY_COLUMNS`), without building SQLAlchemy rows; for
+    entries up to `legacy_upto` (the sealed chain from before keys), legacy_entry_hash().
 
     The two columns SQLAlchemy converts on reading get the very same conversion (the column type's
     result processor on this dialect; on PostgreSQL `changes` is read as text and parsed with the

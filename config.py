@@ -1,7 +1,7 @@
 """Configuration from the environment, with a safe embedded default.
 
-Without any environment the app runs on a SQLite file in the instance folder, with a secret key
-and a signature key generated there on first run (never committed). Numbers that regulation does
+Without any environment the app runs on a SQLite file in the instance folder, with a secret key,
+a signature key and an audit key generated there on first run (never committed). Numbers that regulation does
 not set (lock-out, idle timeout, password rules) are parameters here, not constants in code.
 """
 
@@ -43,6 +43,12 @@ class Config:
     secret_key: str
     signature_key: str
     instance_path: Path
+    # Keys the audit trail's hash chain and its anchors (HMAC-SHA256); never stored in the database.
+    audit_key: str = ""
+    # Append-only file of anchors of the chain's head (None: `anchors.jsonl` in the instance folder).
+    anchor_file: Path | None = None
+    # A commit that wrote audit entries also writes an anchor when the last one is older than this.
+    anchor_interval_minutes: int = 5
     timezone: str = "Europe/Rome"
     session_idle_minutes: int = 15
     lockout_threshold: int = 5
@@ -73,6 +79,10 @@ class Config:
             secret_key=os.environ.get("SECRET_KEY") or _instance_secret(instance, "secret_key"),
             signature_key=os.environ.get("CELLFACTORY_SIGNATURE_KEY") or _instance_secret(instance, "signature_key"),
             instance_path=instance,
+            audit_key=os.environ.get("CELLFACTORY_AUDIT_KEY") or _instance_secret(instance, "audit_key"),
+            anchor_file=Path(os.environ["CELLFACTORY_ANCHOR_FILE"]) if os.environ.get("CELLFACTORY_ANCHOR_FILE")
+            else None,
+            anchor_interval_minutes=_env_int("CELLFACTORY_ANCHOR_MINUTES", 5),
             timezone=os.environ.get("CELLFACTORY_TZ", "Europe/Rome"),
             session_idle_minutes=_env_int("CELLFACTORY_SESSION_IDLE_MINUTES", 15),
             lockout_threshold=_env_int("CELLFACTORY_LOCKOUT_THRESHOLD", 5),
@@ -85,6 +95,10 @@ class Config:
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
             development=os.environ.get("CELLFACTORY_DEVELOPMENT", "") == "1",
         )
+
+    @property
+    def anchor_path(self) -> Path:
+        return Path(self.anchor_file) if self.anchor_file else Path(self.instance_path) / "anchors.jsonl"
 
     def with_overrides(self, **changes) -> Config:
         return replace(self, **changes)

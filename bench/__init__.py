@@ -25,6 +25,7 @@ BENCH_PASSWORD = "Bench-Cellfactory-2026"
 # Benchmark data is sealed with this signature key: an app started with another key shows every generated
 # signature as invalid (that is the point of the seal), so every bench command uses this one.
 BENCH_SIGNATURE_KEY = "bench-signature-key-not-for-production"
+BENCH_AUDIT_KEY = "bench-audit-key-not-for-production"
 BENCH_SECRET_KEY = "bench-secret-key-not-for-production"
 # The PostgreSQL server where bench.run --backend postgresql and bench.load create throw-away databases.
 DEFAULT_POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -82,8 +83,8 @@ def bench_config(database_url: str, **overrides):
     instance = DATA_DIR / "instance"
     instance.mkdir(parents=True, exist_ok=True)
     values = dict(database_url=normalise_url(database_url), secret_key=BENCH_SECRET_KEY,
-                  signature_key=BENCH_SIGNATURE_KEY, instance_path=instance, secure_cookies=False,
-                  public_url="http://127.0.0.1:5000")
+                  signature_key=BENCH_SIGNATURE_KEY, audit_key=BENCH_AUDIT_KEY, instance_path=instance,
+                  secure_cookies=False, public_url="http://127.0.0.1:5000")
     values.update(overrides)
     return Config(**values)
 

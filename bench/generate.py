@@ -29,6 +29,7 @@ import decimal
 import enum
 import hashlib
 import heapq
+import hmac
 import json
 import random
 import sys
@@ -48,7 +49,7 @@ from bench import BENCH_PASSWORD, bench_app, default_sqlite_url, normalise_url, 
 YEARS_PER_SCALE = 3
 BATCHES_PER_YEAR = 1000
 DONORS_PER_BATCH = 2 / 3  # 2,000 donors and 3,000 batches at scale 1
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 3: the audit chain is keyed (HMAC-SHA256 under BENCH_AUDIT_KEY)
 
 D = decimal.Decimal
 HOUR = dt.timedelta(hours=1)
@@ -404,7 +405,10 @@ class Generator:
                    reason=reason, site_id=site_id)
 
     def flush_audit(self, until: dt.datetime | None) -> None:
+        from bench import BENCH_AUDIT_KEY
         from cellfactory.audit.services import canonical_json, entry_hash
+
+        key = BENCH_AUDIT_KEY.encode()
 
         heap, add = self.heap, self.writer.add
         while heap and (until is None or heap[0][0] < until):
@@ -419,8 +423,8 @@ class Generator:
                        "entity_type": row["entity_type"], "entity_id": row["entity_id"],
                        "entity_label": row["entity_label"], "changes": row["changes"], "reason": row["reason"],
                        "prev_hash": self.prev_hash}
-            digest = hashlib.sha256(canonical_json(content).encode()).hexdigest()
-            if self.seq % 5000 == 1 and digest != entry_hash(row):
+            digest = hmac.digest(key, canonical_json(content).encode(), "sha256").hex()
+            if self.seq % 5000 == 1 and digest != entry_hash(row, key):
                 raise RuntimeError(f"audit entry {self.seq}: the bulk hash differs from entry_hash()")
             row["entry_hash"] = self.prev_hash = digest
             add("audit_entry", row)
@@ -1456,13 +1460,14 @@ def generate(url: str, scale: float, *, seed: int = 20261122, verify: bool = Fal
     generator = Generator(url, scale, seed=seed, log=log, qp_queue_days=qp_queue_days)
     summary = generator.run()
     if verify:
+        from bench import BENCH_AUDIT_KEY
         from cellfactory.audit.services import verify_chain
         from cellfactory.core.db import create_engine
 
         engine = create_engine(url)
         started = time.perf_counter()
         with engine.connect() as connection:
-            report = verify_chain(connection)
+            report = verify_chain(connection, key=BENCH_AUDIT_KEY.encode())
         engine.dispose()
         summary["verify"] = {"intact": report.intact, "checked": report.checked, "problem": report.problem,
                              "seconds": round(time.perf_counter() - started, 2)}

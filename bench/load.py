@@ -42,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench import (
+    BENCH_AUDIT_KEY,
     BENCH_PASSWORD,
     BENCH_SECRET_KEY,
     BENCH_SIGNATURE_KEY,
@@ -85,7 +86,8 @@ def app_servers(url: str, instances: int = 2, workers: int = 2):
         for number in range(instances):
             port = _free_port()
             env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": BENCH_SECRET_KEY,
-                   "CELLFACTORY_SIGNATURE_KEY": BENCH_SIGNATURE_KEY, "CELLFACTORY_INSECURE_COOKIES": "1",
+                   "CELLFACTORY_SIGNATURE_KEY": BENCH_SIGNATURE_KEY,
+                   "CELLFACTORY_AUDIT_KEY": BENCH_AUDIT_KEY, "CELLFACTORY_INSECURE_COOKIES": "1",
                    "CELLFACTORY_PUBLIC_URL": "https://cellfactory.bench.invalid",
                    "CELLFACTORY_INSTANCE": str(folder / f"instance-{number}")}
             log = open(folder / f"gunicorn-{number}.log", "w")  # noqa: SIM115 - closed with the process
@@ -395,7 +397,7 @@ def _check(url: str, ledger: Ledger) -> dict[str, Any]:
             )).scalar()
             checks[f"{table}.{column} unique in the database"] = {"duplicates": duplicates, "ok": duplicates == 0}
         started = time.perf_counter()
-        report = verify_chain(connection)
+        report = verify_chain(connection, key=BENCH_AUDIT_KEY.encode())
         checks["audit_verify"] = {"intact": report.intact, "entries": report.checked, "problem": report.problem,
                                   "seconds": round(time.perf_counter() - started, 1), "ok": report.intact}
     engine.dispose()

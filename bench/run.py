@@ -347,12 +347,13 @@ def _certificates(session: Session, repeats: int) -> dict[str, Any]:
 
 
 def measure_verify(session: Session) -> dict[str, Any]:
+    from bench import BENCH_AUDIT_KEY
     from cellfactory.audit.services import verify_chain
 
     engine = session.engine
     started = time.perf_counter()
     with engine.connect() as connection:
-        report = verify_chain(connection)
+        report = verify_chain(connection, key=BENCH_AUDIT_KEY.encode())
     elapsed = time.perf_counter() - started
     return {"entries": report.checked, "intact": report.intact, "problem": report.problem,
             "seconds": round(elapsed, 2), "per_second": round(report.checked / elapsed)}

@@ -43,7 +43,53 @@ def db_upgrade(revision: str) -> None:
     from cellfactory.migrations import upgrade
 
     upgrade(current_app.config["CELLFACTORY"].database_url, revision)
+    _after_upgrade()
     click.echo(f"Database at revision {revision}.")
+
+
+def _after_upgrade() -> None:
+    """What the migrations cannot do without the app's audit key: once, the seal of a chain written before
+    keyed hashing (migration 0018 recorded its head). Exit 1, sealing nothing, if that old chain is broken."""
+    import sqlalchemy as sa
+
+    from cellfactory.audit import anchors
+    from cellfactory.audit.services import ChainBroken, seal_legacy_chain
+    from cellfactory.extensions import db
+
+    config = current_app.config["CELLFACTORY"]
+    try:
+        with db.engine.begin() as connection:
+            if not sa.inspect(connection).has_table("audit_chain_seal"):  # below revision 0018
+                return
+            sealed = seal_legacy_chain(connection, config.audit_key.encode())
+    except ChainBroken as error:
+        click.echo(f"The audit trail written before this upgrade is BROKEN at entry {error.report.broken_seq}: "
+                   f"{error.report.problem}. It was not sealed under the audit key: investigate, and restore the "
+                   "database from a backup taken before the break.", err=True)
+        sys.exit(1)
+    if sealed is not None:
+        with db.engine.connect() as connection:
+            anchors.anchor_current_head(connection, config.anchor_path, config.audit_key.encode())
+        click.echo(f"Audit trail up to entry {sealed} checked and sealed under the audit key.")
+
+
+@db_group.command("grant-runtime")
+@click.argument("role")
+@with_appcontext
+def db_grant_runtime(role: str) -> None:
+    """PostgreSQL, run as the owner: give ROLE (the app servers' role) what the app needs and nothing more."""
+    from cellfactory.audit.protection import GrantRefused, grant_runtime
+    from cellfactory.extensions import db
+
+    try:
+        with db.engine.begin() as connection:
+            statements = grant_runtime(connection, role)
+    except GrantRefused as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"Granted {role} the runtime privileges ({len(statements)} statements): no table owned; audit "
+               "trail, signatures and certificates SELECT and INSERT only. Run this again after every "
+               "`cellfactory db upgrade`.")
 
 
 @click.command("demo")
@@ -55,6 +101,7 @@ def demo_command(password: str | None) -> None:
     from cellfactory.migrations import upgrade
 
     upgrade(current_app.config["CELLFACTORY"].database_url)
+    _after_upgrade()
     try:
         summary = load_demo(password or DEMO_PASSWORD)
     except DomainError as error:
@@ -105,18 +152,65 @@ def audit_group() -> None:
                    "or more, else 1).")
 @with_appcontext
 def audit_verify(workers: int | None) -> None:
-    """Check the whole hash chain: exit 0 with the count, or 1 naming the first broken entry."""
+    """Check the whole hash chain and its anchors: exit 0 with the count, or 1 naming the first break."""
+    if not _check_trail(workers):
+        sys.exit(1)
+
+
+def _check_trail(workers: int | None) -> bool:
+    """The chain, then every anchor; prints the outcome and says whether all is intact."""
+    from cellfactory.audit.anchors import check_anchors
     from cellfactory.audit.services import verify_chain
     from cellfactory.extensions import db
 
+    config = current_app.config["CELLFACTORY"]
+    key = config.audit_key.encode()
     with db.engine.connect() as connection:
-        report = verify_chain(connection, workers=workers)
-    if report.intact:
-        click.echo(f"Audit trail intact: {report.checked} entries verified.")
-        return
-    click.echo(f"Audit trail BROKEN at entry {report.broken_seq}: {report.problem}. "
-               f"{report.checked} entries before it are intact.", err=True)
-    sys.exit(1)
+        report = verify_chain(connection, key=key, workers=workers)
+        anchors = check_anchors(connection, config.anchor_path, key) if report.intact else None
+    if not report.intact:
+        click.echo(f"Audit trail BROKEN at entry {report.broken_seq}: {report.problem}. "
+                   f"{report.checked} entries before it are intact.", err=True)
+        return False
+    assert anchors is not None
+    if not anchors.intact:
+        click.echo(f"Audit trail BROKEN at {anchors.describe()} in {config.anchor_path}: {anchors.problem}. "
+                   f"The chain itself holds {report.checked} entries; {anchors.checked} anchors before it "
+                   "match.", err=True)
+        return False
+    click.echo(f"Audit trail intact: {report.checked} entries verified.")
+    if anchors.last is None:
+        click.echo(f"No anchor yet in {config.anchor_path}.")
+    else:
+        click.echo(f"Last anchor checked: entry {anchors.last['seq']}, written {anchors.last['time']} "
+                   f"({anchors.checked} anchors in {config.anchor_path}).")
+    return True
+
+
+@click.command("maintenance")
+@with_appcontext
+def maintenance_command() -> None:
+    """Planner statistics, the audit chain and anchor check, then a new anchor; exit 1 if the trail is broken."""
+    from cellfactory.audit.anchors import anchor_current_head
+    from cellfactory.extensions import db
+
+    config = current_app.config["CELLFACTORY"]
+    with db.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA optimize")
+        else:
+            connection.exec_driver_sql("ANALYZE")
+        connection.commit()
+    click.echo("Planner statistics updated (" + ("PRAGMA optimize" if db.dialect == "sqlite" else "ANALYZE") + ").")
+    if not _check_trail(None):
+        click.echo("No anchor written: the trail is broken.", err=True)
+        sys.exit(1)
+    with db.engine.connect() as connection:
+        anchor = anchor_current_head(connection, config.anchor_path, config.audit_key.encode())
+    if anchor is None:
+        click.echo("No anchor written: the audit trail is empty.")
+    else:
+        click.echo(f"Anchor written: entry {anchor['seq']} at {anchor['time']}.")
 
 
 @click.group("token")
@@ -151,7 +245,7 @@ def backup_command(path: Path) -> None:
 
     config = current_app.config["CELLFACTORY"]
     try:
-        report = backup.backup(config.database_url, path, anchor_file=_anchor_file(config))
+        report = backup.backup(config.database_url, path, anchor_file=config.anchor_path)
     except backup.BackupError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
@@ -163,31 +257,21 @@ def backup_command(path: Path) -> None:
 @click.argument("path", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @with_appcontext
 def restore_command(path: Path) -> None:
-    """Restore the backup in PATH into the empty database of DATABASE_URL, then check it."""
+    """Restore the backup in PATH into the empty database of DATABASE_URL, then check it as `audit verify` does."""
     from cellfactory import backup
-    from cellfactory.audit.services import verify_chain
     from cellfactory.extensions import db
 
     config = current_app.config["CELLFACTORY"]
     try:
-        report = backup.restore(config.database_url, path, anchor_file=_anchor_file(config))
+        report = backup.restore(config.database_url, path, anchor_file=config.anchor_path)
     except backup.BackupError as error:
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
     db.engine.dispose()
-    with db.engine.connect() as connection:
-        chain = verify_chain(connection)
-    if not chain.intact:
-        click.echo(f"Restored, but the audit trail is BROKEN at entry {chain.broken_seq}: {chain.problem}.",
-                   err=True)
-        sys.exit(1)
     click.echo(f"Restored {sum(report.counts.values())} rows in {len(report.counts)} tables (schema "
-               f"{report.revision}); the audit trail is intact ({chain.checked} entries).")
-
-
-def _anchor_file(config) -> Path | None:
-    anchor = getattr(config, "anchor_file", None)
-    return Path(anchor) if anchor else None
+               f"{report.revision}).")
+    if not _check_trail(None):
+        sys.exit(1)
 
 
 @click.group("collection-facility")
@@ -255,5 +339,5 @@ def collection_facility_retire(site_code: str, facility_id: str, reason: str) ->
 
 def register_commands(app: Flask) -> None:
     for command in (db_group, demo_command, user_group, audit_group, token_group, collection_facility_group,
-                    backup_command, restore_command):
+                    backup_command, restore_command, maintenance_command):
         app.cli.add_command(command)

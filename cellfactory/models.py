@@ -1,6 +1,6 @@
 """Every model, imported once so that the metadata (and Alembic) sees the whole schema."""
 
-from cellfactory.audit.models import AuditEntry
+from cellfactory.audit.models import AuditChainSeal, AuditEntry
 from cellfactory.auth.models import ApiToken, PasswordHistory, RoleAssignment, User
 from cellfactory.batches.models import (
     Batch,
@@ -42,7 +42,8 @@ __all__ = [
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
     "NotificationTask", "TaskAcknowledgement",
-    "Alert", "ApiToken", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement", "IdentityVerification",
+    "Alert", "ApiToken", "AuditChainSeal", "AuditEntry", "DinSequence", "Donor", "EsigAcknowledgement",
+    "IdentityVerification",
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "CollectionFacility", "SourceMaterial", "User", "metadata",
 ]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import json
 import re
 
 import pytest
@@ -19,8 +22,9 @@ from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
+from tests.audit_helpers import drop_protection
 from tests.batch_helpers import batch_start
-from tests.conftest import PASSWORD, login, make_user, on_postgres, refetch
+from tests.conftest import PASSWORD, enable_signing, login, make_user, on_postgres, refetch
 
 
 def _trail(entity_type: str, entity_id) -> list[AuditEntry]:
@@ -138,8 +142,7 @@ def test_chain_is_intact_and_tampering_is_found(users):
     assert report.intact and report.checked > 10
     victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(5).limit(1)).one()
     connection = db.session.connection()
-    if on_postgres():
-        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    drop_protection(connection)
     connection.execute(sa.text("UPDATE audit_entry SET reason = 'forged' WHERE seq = :seq"), {"seq": victim.seq})
     report = _chain()
     assert not report.intact
@@ -150,8 +153,7 @@ def test_chain_is_intact_and_tampering_is_found(users):
 def test_a_removed_entry_breaks_the_chain(users):
     victim = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).offset(3).limit(1)).one()
     connection = db.session.connection()
-    if on_postgres():
-        connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+    drop_protection(connection)
     connection.execute(sa.text("DELETE FROM audit_entry WHERE seq = :seq"), {"seq": victim.seq})
     report = _chain()
     assert report.broken_seq == victim.seq + 1
@@ -259,3 +261,52 @@ def test_a_long_trail_counts_up_to_a_limit_and_every_page_stays_reachable(client
     # Under the limit the count is exact, as before.
     filtered = client.get("/audit/?entity=site&id=BG").get_data(as_text=True)
     assert re.search(r"\b[1-7] entries · page 1 of 1", filtered)
+
+
+# --- the trail cannot be rewritten, even by someone with the database ------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_entry SET reason = 'tidied up'", "DELETE FROM audit_entry",
+    "UPDATE signature SET comment = 'tidied up'", "DELETE FROM signature",
+])
+def test_the_trail_and_signatures_refuse_update_and_delete_on_both_backends(users, statement):
+    enable_signing(refetch(users["qp"]))
+    connection = db.session.connection()
+    savepoint = connection.begin_nested()
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        connection.exec_driver_sql(statement)
+    savepoint.rollback()
+    assert audit.verify_chain(connection).intact
+
+
+def test_a_certificate_is_completed_once_at_signing_then_never_changed(users, sites):
+    from cellfactory.releases.models import Certificate
+    from tests.units_helpers import certify, released_batch
+
+    plant, batch = released_batch(users, sites)
+    certify(plant, batch)  # inserted, then completed with its PDF in the same transaction: allowed
+    certificate = db.session.scalars(sa.select(Certificate).where(Certificate.batch_id == batch.id)).one()
+    assert certificate.pdf_sha256 == hashlib.sha256(certificate.pdf).hexdigest()
+    connection = db.session.connection()
+    for statement in (f"UPDATE release_certificate SET pdf_sha256 = 'x' WHERE id = {certificate.id}",
+                      f"DELETE FROM release_certificate WHERE id = {certificate.id}"):
+        savepoint = connection.begin_nested()
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            connection.exec_driver_sql(statement)
+        savepoint.rollback()
+
+
+def test_the_chain_is_keyed_another_key_does_not_verify_it(users):
+    connection = db.session.connection()
+    assert audit.verify_chain(connection, key=b"test-audit-key").intact
+    first = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.seq).limit(1)).one()
+    content = {name: audit.audit_value(getattr(first, name)) for name in (
+        "seq", "recorded_at", "actor_id", "actor_name", "site_id", "action", "entity_type", "entity_id",
+        "entity_label", "changes", "reason", "prev_hash")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert first.entry_hash == hmac.new(b"test-audit-key", text, hashlib.sha256).hexdigest()
+    assert first.entry_hash != hashlib.sha256(text).hexdigest()
+    report = audit.verify_chain(connection, key=b"someone else's key")
+    assert (report.broken_seq, report.checked) == (1, 0)
+    assert "does not match its hash" in report.problem

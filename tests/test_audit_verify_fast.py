@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import hashlib
+import hmac
 import json
 import zoneinfo
 from collections.abc import Iterator
@@ -22,9 +24,11 @@ from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.core.db import Base, create_engine
 from cellfactory.extensions import db
+from tests.audit_helpers import drop_protection, restore_protection
 from tests.conftest import fresh_database, on_postgres
 
 table = AuditEntry.__table__
+KEY = b"test-audit-key"  # the key of tests.conftest.make_config; outside an app it is passed explicitly
 COLUMNS = ("seq", "recorded_at", "actor_id", "actor_name", "site_id", "action", "entity_type", "entity_id",
            "entity_label", "changes", "reason", "prev_hash", "entry_hash")
 
@@ -87,7 +91,7 @@ def test_fast_hash_equals_entry_hash_on_stored_entries(users):
     db.session.flush()
     connection = db.session.connection()
     expected = {row.seq: audit.entry_hash(row._asdict()) for row in connection.execute(sa.select(table))}
-    hasher = audit._RowHasher(connection.dialect)
+    hasher = audit._RowHasher(connection.dialect, audit.audit_key())
     cursor = connection.connection.driver_connection.cursor()
     cursor.execute(_select_raw(connection.dialect.name))
     raw_rows = cursor.fetchall()
@@ -110,7 +114,7 @@ def _reference_hash(dialect: sa.Dialect, raw: tuple) -> str:
     else:
         values["changes"] = table.c.changes.type.dialect_impl(dialect).result_processor(dialect, None)(
             values["changes"])
-    return audit.entry_hash(values)
+    return audit.entry_hash(values, KEY)
 
 
 ROME = zoneinfo.ZoneInfo("Europe/Rome")
@@ -132,7 +136,7 @@ ODD_COLUMNS = [{}, {"actor_id": 7, "site_id": 3}, {"actor_id": True}, {"site_id"
 @pytest.mark.parametrize(("dialect", "times"), [(sqlite.dialect(), SQLITE_TIMES),
                                                 (postgresql.psycopg.dialect(), PG_TIMES)], ids=["sqlite", "postgresql"])
 def test_fast_hash_equals_entry_hash_on_raw_values_of_every_kind(dialect, times):
-    hasher = audit._RowHasher(dialect)
+    hasher = audit._RowHasher(dialect, KEY)
     compared = raised = 0
     for i, changes in enumerate(CHANGES_TEXTS):
         if dialect.name == "postgresql" and not isinstance(changes, str | None):
@@ -167,7 +171,7 @@ def _reference_verify(connection: sa.Connection) -> audit.ChainReport:
             return audit.ChainReport(checked, row.seq, f"entry {expected_seq} is missing (found {row.seq} next)")
         if row.prev_hash != expected_prev:
             return audit.ChainReport(checked, row.seq, "its link to the previous entry does not match")
-        if audit.entry_hash(row._asdict()) != row.entry_hash:
+        if audit.entry_hash(row._asdict(), KEY) != row.entry_hash:
             return audit.ChainReport(checked, row.seq,
                                      "its content does not match its hash (changed after writing)")
         expected_prev, expected_seq, checked = row.entry_hash, expected_seq + 1, checked + 1
@@ -186,7 +190,7 @@ def chain_engine(monkeypatch) -> Iterator[sa.Engine]:
         engine = create_engine(url)
         for start in range(0, N, 13):  # several transactions, so that entries have different times
             with engine.begin() as connection:
-                audit.append_entries(connection, _entries(min(13, N - start), start))
+                audit.append_entries(connection, _entries(min(13, N - start), start), key=KEY)
         try:
             yield engine
         finally:
@@ -195,12 +199,10 @@ def chain_engine(monkeypatch) -> Iterator[sa.Engine]:
 
 def _tamper(engine: sa.Engine, *statements: str) -> None:
     with engine.begin() as connection:
-        if on_postgres():
-            connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+        drop_protection(connection)
         for statement in statements:
             connection.exec_driver_sql(statement)
-        if on_postgres():
-            connection.exec_driver_sql("ALTER TABLE audit_entry ENABLE TRIGGER USER")
+        restore_protection(connection)
 
 
 def _reports(engine: sa.Engine) -> list[audit.ChainReport]:
@@ -210,7 +212,7 @@ def _reports(engine: sa.Engine) -> list[audit.ChainReport]:
                    {"workers": 3, "chunk_size": 1}, {"workers": 2, "chunk_size": 1000}, {}):
         with engine.connect() as connection:
             reports.append(_reference_verify(connection) if kwargs is None else
-                           audit.verify_chain(connection, **kwargs))
+                           audit.verify_chain(connection, key=KEY, **kwargs))
     return reports
 
 
@@ -284,7 +286,7 @@ def test_a_rewritten_entry_with_its_hash_redone_breaks_the_next_link(chain_engin
     with chain_engine.connect() as connection:
         row = connection.execute(sa.select(table).where(table.c.seq == 9)).one()._asdict()
     row["reason"] = "rewritten"
-    _tamper(chain_engine, f"UPDATE audit_entry SET reason = 'rewritten', entry_hash = '{audit.entry_hash(row)}' "
+    _tamper(chain_engine, f"UPDATE audit_entry SET reason = 'rewritten', entry_hash = '{audit.entry_hash(row, KEY)}' "
                           "WHERE seq = 9")
     reports = _reports(chain_engine)
     assert reports == [audit.ChainReport(9, 10, LINK)] * len(reports)
@@ -293,25 +295,24 @@ def test_a_rewritten_entry_with_its_hash_redone_breaks_the_next_link(chain_engin
 def test_a_connection_in_a_transaction_is_checked_on_itself(chain_engine):
     """Workers would not see uncommitted entries: inside a transaction the check stays in this process."""
     with chain_engine.connect() as connection:
-        audit.append_entries(connection, _entries(3))  # not committed
-        assert audit.verify_chain(connection, workers=2, chunk_size=5) == audit.ChainReport(N + 3)
-        if on_postgres():
-            connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+        audit.append_entries(connection, _entries(3), key=KEY)  # not committed
+        assert audit.verify_chain(connection, key=KEY, workers=2, chunk_size=5) == audit.ChainReport(N + 3)
+        drop_protection(connection)
         connection.exec_driver_sql(f"UPDATE audit_entry SET reason = 'y' WHERE seq = {N + 2}")
         expected = audit.ChainReport(N + 1, N + 2, CONTENT)
         assert _reference_verify(connection) == expected
-        assert audit.verify_chain(connection, workers=2, chunk_size=5) == expected
+        assert audit.verify_chain(connection, key=KEY, workers=2, chunk_size=5) == expected
         connection.rollback()
 
 
 def test_an_in_memory_database_is_checked_in_one_process():
     engine = sa.create_engine("sqlite://")
     try:
-        Base.metadata.create_all(engine, tables=[table])
+        Base.metadata.create_all(engine, tables=[table, audit.seal_table])
         with engine.begin() as connection:
-            audit.append_entries(connection, _entries(25))
+            audit.append_entries(connection, _entries(25), key=KEY)
         with engine.connect() as connection:
-            assert audit.verify_chain(connection, workers=4, chunk_size=3) == audit.ChainReport(25)
+            assert audit.verify_chain(connection, key=KEY, workers=4, chunk_size=3) == audit.ChainReport(25)
     finally:
         engine.dispose()
 
@@ -355,3 +356,83 @@ def test_audit_verify_command_takes_a_number_of_workers(tmp_path):
         finally:
             with application.app_context():
                 db.engine.dispose()
+
+
+# --- a chain from before the key, sealed, then keyed ------------------------------------------------------
+
+LEGACY = 20
+
+
+@pytest.fixture
+def sealed_engine(monkeypatch) -> Iterator[sa.Engine]:
+    """LEGACY entries hashed with plain SHA-256 (as before migration 0018), their seal under KEY, then N keyed
+    entries appended by append_entries."""
+    monkeypatch.setattr(audit, "_PAGE", 3)
+    with fresh_database() as url:
+        engine = create_engine(url)
+        rows, prev = [], audit.GENESIS_HASH
+        for seq, entry in enumerate(_entries(LEGACY), 1):
+            row = {**entry, "seq": seq, "recorded_at": dt.datetime(2026, 11, 1, 9, seq, tzinfo=dt.UTC),
+                   "prev_hash": prev}
+            content = {name: audit.audit_value(row[name]) for name in COLUMNS[:-1]}
+            text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=audit.audit_value)
+            row["entry_hash"] = prev = hashlib.sha256(text.encode()).hexdigest()
+            rows.append(row)
+        sealed_at = dt.datetime(2026, 12, 6, 22, 8, tzinfo=dt.UTC)
+        seal = json.dumps({"kind": "audit_chain_seal", "legacy_seq": LEGACY, "legacy_head_hash": prev,
+                           "sealed_at": "2026-12-06T22:08:00.000000+00:00"}, sort_keys=True, separators=(",", ":"))
+        with engine.begin() as connection:
+            connection.execute(sa.insert(table), rows)
+            connection.execute(sa.insert(audit.seal_table).values(
+                legacy_seq=LEGACY, legacy_head_hash=prev, recorded_at=sealed_at, sealed_at=sealed_at,
+                mac=hmac.new(KEY, seal.encode(), hashlib.sha256).hexdigest()))
+        with engine.begin() as connection:
+            audit.append_entries(connection, _entries(N, LEGACY), key=KEY)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def _sealed_reports(engine: sa.Engine) -> list[audit.ChainReport]:
+    reports = []
+    for kwargs in ({"workers": 1, "chunk_size": 7}, {"workers": 2, "chunk_size": 7}, {"workers": 3, "chunk_size": 1},
+                   {"workers": 2, "chunk_size": 1000}, {}):
+        with engine.connect() as connection:
+            reports.append(audit.verify_chain(connection, key=KEY, **kwargs))
+    return reports
+
+
+@pytest.mark.parametrize(("statements", "expected"), [
+    ([], (LEGACY + N, None, None)),
+    (["UPDATE audit_entry SET reason = 'tidied up' WHERE seq = 5"], (4, 5, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY}"], (LEGACY - 1, LEGACY, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY + 1}"], (LEGACY, LEGACY + 1, CONTENT)),
+    ([f"UPDATE audit_entry SET reason = 'tidied up' WHERE seq = {LEGACY + 30}"], (LEGACY + 29, LEGACY + 30, CONTENT)),
+    (["DELETE FROM audit_chain_seal"], (0, 1, CONTENT)),  # without the seal, old entries are checked keyed
+    ([f"UPDATE audit_chain_seal SET legacy_seq = {LEGACY + 5}"],
+     (0, LEGACY + 5, "the seal of the chain written before keyed hashing (up to this entry) does not match the "
+                     "audit key (altered, or another key)")),
+    ([f"DELETE FROM audit_entry WHERE seq > {LEGACY - 1}"],
+     (LEGACY - 1, LEGACY, "it is missing: it is the last entry of the chain sealed when the trail became keyed")),
+])
+def test_a_sealed_chain_is_checked_old_then_keyed_alike_in_one_process_and_several(sealed_engine, statements,
+                                                                                   expected):
+    if statements:
+        _tamper(sealed_engine, *statements)
+    reports = _sealed_reports(sealed_engine)
+    assert reports == [audit.ChainReport(*expected)] * len(reports)
+
+
+@pytest.mark.parametrize("key", [b"k", b"test-audit-key", b"x" * 64, b"y" * 65, bytes(range(256))],
+                         ids=["1 byte", "short", "one block", "longer than a block", "binary"])
+def test_the_fast_keyed_hash_is_hmac_sha256_for_keys_of_any_length(key):
+    hasher = audit._RowHasher(sqlite.dialect(), key)
+    raw = (41, "2026-11-22 07:46:00.123456", 3, "qa.bg (Qa Tester)", 1, "update", "batch", "12", "BG-1",
+           '{"status": ["in_process", "awaiting_qc"]}', "done", "ab" * 32, "cd" * 32)
+    text = ('{"action":"update","actor_id":3,"actor_name":"qa.bg (Qa Tester)","changes":{"status":["in_process",'
+            '"awaiting_qc"]},"entity_id":"12","entity_label":"BG-1","entity_type":"batch","prev_hash":"' + "ab" * 32
+            + '","reason":"done","recorded_at":"2026-11-22T07:46:00.123456+00:00","seq":41,"site_id":1}')
+    assert hasher(raw) == hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    assert audit._RowHasher(sqlite.dialect(), key, legacy_upto=41)(raw) == hashlib.sha256(text.encode()).hexdigest()

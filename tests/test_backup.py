@@ -86,7 +86,11 @@ def test_a_backup_restores_into_a_fresh_database_with_every_record_and_signature
         target = create_app(make_config(target_url, tmp_path / "target"))
         result = _run(target, "restore", str(tmp_path / "backup"))
         assert result.exit_code == 0, result.output
-        assert "the audit trail is intact" in result.output
+        assert "Audit trail intact" in result.output
+        # The anchors came along: the restored trail is checked against them, up to the last signature's.
+        assert "Last anchor checked" in result.output
+        source_anchors = (tmp_path / "source" / "anchors.jsonl").read_bytes()
+        assert source_anchors and (tmp_path / "target" / "anchors.jsonl").read_bytes() == source_anchors
         restored_counts, restored_statuses = _state(target)
         assert restored_counts == counts
         assert restored_statuses == statuses

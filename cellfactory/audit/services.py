@@ -2,7 +2,11 @@
 
 Every insert and update of an `Audited` model becomes an entry with field-level old and new
 values; deletes of audited models are refused. Explicit events (log-in, signing, printing)
-go through `record_event`. Entries are hash-chained; `verify_chain` finds the first break.
+go through `record_event`. Entries are hash-chained with HMAC-SHA256 under the audit key, which is
+not in the database (`CELLFACTORY_AUDIT_KEY`, or `instance/audit_key`): whoever edits an entry cannot
+hash the chain again. `verify_chain` finds the first break; the chain written before keys (up to the
+seal recorded by migration 0018) is checked the old way. After a commit that wrote entries, the head
+of the chain is anchored outside the database (`cellfactory.audit.anchors`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import decimal
 import enum
 import gc
 import hashlib
+import hmac
 import itertools
 import json
 import multiprocessing
@@ -26,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from cellfactory.audit.models import AuditEntry
+from cellfactory.audit.models import AuditChainSeal, AuditEntry
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
 
@@ -37,6 +42,8 @@ _CHAIN_LOCK_KEY = 7_274_201
 _ACTOR = "audit_actor"
 _REASON = "audit_reason"
 _SITE = "audit_site_id"
+_HEAD = "audit_head"  # (seq, hash) of the last entry this session's transaction appended
+_ANCHOR_NOW = "audit_anchor_now"  # anchor at commit whatever the interval (an electronic signature)
 
 audit_table = AuditEntry.__table__
 
@@ -173,7 +180,7 @@ def _audit_flush(session: Session, flush_context: Any) -> None:
             )
         rows.append(_row(session, obj, "update", changes, reason))
     if rows:
-        append_entries(session.connection(), rows)
+        session.info[_HEAD] = append_entries(session.connection(), rows)
 
 
 def _row(session: Session, obj: Any, action: str, changes: dict, reason: str | None) -> dict[str, Any]:
@@ -215,7 +222,31 @@ def record_event(
         "changes": {k: audit_value(v) for k, v in (details or {}).items()},
         "reason": reason,
     }
-    append_entries(session.connection(), [row])
+    session.info[_HEAD] = append_entries(session.connection(), [row])
+
+
+def anchor_at_commit(session: Session) -> None:
+    """Anchor the chain's head when this transaction commits (called at every electronic signature)."""
+    session.info[_ANCHOR_NOW] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _anchor_after_commit(session: Session) -> None:
+    head = session.info.pop(_HEAD, None)
+    force = session.info.pop(_ANCHOR_NOW, False)
+    if head is not None:
+        from cellfactory.audit import anchors
+
+        anchors.anchor_committed_head(*head, force=force)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_head(session: Session, previous_transaction: Any) -> None:
+    """An anchor names only a committed entry. After a savepoint rolls back, the head it may have written is
+    forgotten (the next append names the real one; without one, this commit anchors nothing)."""
+    session.info.pop(_HEAD, None)
+    if not previous_transaction.nested:
+        session.info.pop(_ANCHOR_NOW, None)
 
 
 # --- the chain -----------------------------------------------------------------------------------
@@ -226,13 +257,37 @@ _HASHED_FIELDS = (
 )
 
 
-def entry_hash(row: dict[str, Any] | Any) -> str:
+def audit_key() -> bytes:
+    """The current app's audit key (config `audit_key`: CELLFACTORY_AUDIT_KEY or instance/audit_key)."""
+    from flask import current_app, has_app_context
+
+    key = current_app.config["CELLFACTORY"].audit_key if has_app_context() else ""
+    if not key:
+        raise RuntimeError("No audit key: the audit chain is keyed with the app's CELLFACTORY_AUDIT_KEY (or "
+                           "instance/audit_key); pass key= outside an app.")
+    return key.encode()
+
+
+def _hashed_text(row: dict[str, Any] | Any) -> bytes:
     get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
     content = {name: audit_value(get(name)) for name in _HASHED_FIELDS}
-    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+    return canonical_json(content).encode()
 
 
-def append_entries(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+def entry_hash(row: dict[str, Any] | Any, key: bytes | None = None) -> str:
+    """HMAC-SHA256, under the audit key (default: the current app's), of the entry's canonical content."""
+    return hmac.digest(key if key is not None else audit_key(), _hashed_text(row), "sha256").hex()
+
+
+def legacy_entry_hash(row: dict[str, Any] | Any) -> str:
+    """The hash of entries written before the chain was keyed (up to the seal): plain SHA-256."""
+    return hashlib.sha256(_hashed_text(row)).hexdigest()
+
+
+def append_entries(connection: sa.Connection, rows: list[dict[str, Any]], *,
+                   key: bytes | None = None) -> tuple[int, str]:
+    """Append `rows` to the chain (in the connection's transaction); the new head's seq and hash."""
+    key = key if key is not None else audit_key()
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CHAIN_LOCK_KEY)))
     last = connection.execute(
@@ -243,8 +298,9 @@ def append_entries(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
     for row in rows:
         seq += 1
         row.update(seq=seq, recorded_at=now, prev_hash=prev_hash)
-        row["entry_hash"] = prev_hash = entry_hash(row)
+        row["entry_hash"] = prev_hash = entry_hash(row, key)
     connection.execute(sa.insert(audit_table), rows)
+    return seq, prev_hash
 
 
 # Entries checked per range, and the chain length from which verify_chain uses all CPUs by default.
@@ -264,9 +320,13 @@ class ChainReport:
         return self.broken_seq is None
 
 
-def verify_chain(connection: sa.Connection, *, workers: int | None = None,
+def verify_chain(connection: sa.Connection, *, key: bytes | None = None, workers: int | None = None,
                  chunk_size: int = VERIFY_CHUNK) -> ChainReport:
     """Check the whole chain in seq order and report its first broken entry (or how many are intact).
+
+    Entries are keyed with `key` (default: the current app's audit key). If migration 0018 found an
+    older, unkeyed chain, its seal must be valid under the key; entries up to it are checked with
+    plain SHA-256, and the sealed head must still be there, unchanged.
 
     Entries are read as raw DBAPI rows, in ranges of `chunk_size` seq numbers. Each entry stores its
     predecessor's hash, so ranges verify independently; `_combine` then checks that each range links
@@ -276,12 +336,32 @@ def verify_chain(connection: sa.Connection, *, workers: int | None = None,
     already inside a transaction (which may hold uncommitted entries), an in-memory SQLite database or a
     chain of one range is checked in this process, on `connection`.
     """
+    key = key if key is not None else audit_key()
     parallel_possible = not connection.in_transaction() and _shareable(connection.engine.url)
+    seal = _read_seal(connection, key)
+    if isinstance(seal, ChainReport):
+        return seal
+    legacy_seq, legacy_head = seal if seal is not None else (None, None)
+    report = _verify(connection, _RowHasher(connection.dialect, key, legacy_seq), workers, chunk_size,
+                     parallel_possible)
+    if report.intact and legacy_seq is not None:
+        stored = connection.execute(sa.select(audit_table.c.entry_hash).where(audit_table.c.seq == legacy_seq)
+                                    ).scalar()
+        if stored is None:
+            return ChainReport(report.checked, legacy_seq, "it is missing: it is the last entry of the chain "
+                                                           "sealed when the trail became keyed")
+        if stored != legacy_head:
+            return ChainReport(report.checked, legacy_seq, "its hash differs from the one sealed when the trail "
+                                                           "became keyed (the old chain was rewritten)")
+    return report
+
+
+def _verify(connection: sa.Connection, hasher: _RowHasher, workers: int | None, chunk_size: int,
+            parallel_possible: bool) -> ChainReport:
     count, lowest, highest = connection.execute(
         sa.select(sa.func.count(), sa.func.min(audit_table.c.seq), sa.func.max(audit_table.c.seq))
     ).one()
     ranges = _seq_ranges(count, lowest, highest, chunk_size)
-    hasher = _RowHasher(connection.dialect)
     if workers is None:
         workers = _cpu_count() if count >= PARALLEL_MIN_ENTRIES else 1
     workers = min(workers, len(ranges))
@@ -291,6 +371,71 @@ def verify_chain(connection: sa.Connection, *, workers: int | None = None,
     dbapi_connection = connection.connection.driver_connection
     backend = connection.dialect.name
     return _combine(_check_range(dbapi_connection, backend, hasher, bounds) for bounds in ranges)
+
+
+# --- the seal of the chain written before keys -------------------------------------------------------
+
+seal_table = AuditChainSeal.__table__
+_NOT_SEALED = ("the chain written before keyed hashing (up to this entry) is not sealed yet: run "
+               "`cellfactory db upgrade`")
+_SEAL_INVALID = ("the seal of the chain written before keyed hashing (up to this entry) does not match the "
+                 "audit key (altered, or another key)")
+
+
+class ChainBroken(Exception):
+    def __init__(self, report: ChainReport) -> None:
+        super().__init__(f"entry {report.broken_seq}: {report.problem}")
+        self.report = report
+
+
+def seal_mac(key: bytes, legacy_seq: int, legacy_head_hash: str, sealed_at: dt.datetime) -> str:
+    content = {"kind": "audit_chain_seal", "legacy_seq": legacy_seq, "legacy_head_hash": legacy_head_hash,
+               "sealed_at": audit_value(sealed_at)}
+    return hmac.digest(key, canonical_json(content).encode(), "sha256").hex()
+
+
+def _read_seal(connection: sa.Connection, key: bytes) -> tuple[int, str] | ChainReport | None:
+    """The old chain's sealed head (None: every entry is keyed), or the report of a seal that fails."""
+    rows = connection.execute(sa.select(seal_table).order_by(seal_table.c.id)).all()
+    if not rows:
+        return None
+    if len(rows) > 1:
+        return ChainReport(0, rows[1].legacy_seq, "a second seal of the old chain was added")
+    row = rows[0]
+    if row.mac is None or row.sealed_at is None:
+        return ChainReport(0, row.legacy_seq, _NOT_SEALED)
+    if not hmac.compare_digest(row.mac, seal_mac(key, row.legacy_seq, row.legacy_head_hash, row.sealed_at)):
+        return ChainReport(0, row.legacy_seq, _SEAL_INVALID)
+    return row.legacy_seq, row.legacy_head_hash
+
+
+def seal_legacy_chain(connection: sa.Connection, key: bytes) -> int | None:
+    """Check the unkeyed chain recorded by migration 0018 once, then seal it under `key` (in the
+    connection's transaction) and record that in the trail. Returns the sealed seq, or None if there
+    was nothing to seal. Raises ChainBroken, sealing nothing, if the old chain is broken."""
+    row = connection.execute(sa.select(seal_table).where(seal_table.c.mac.is_(None))
+                             .order_by(seal_table.c.id).limit(1)).first()
+    if row is None:
+        return None
+    report = _verify(connection, _RowHasher(connection.dialect, key, row.legacy_seq), 1, VERIFY_CHUNK, False)
+    if not report.intact:
+        raise ChainBroken(report)
+    stored = connection.execute(sa.select(audit_table.c.entry_hash).where(audit_table.c.seq == row.legacy_seq)
+                                ).scalar()
+    if stored != row.legacy_head_hash:
+        raise ChainBroken(ChainReport(report.checked, row.legacy_seq, "its hash differs from the head recorded by "
+                                                                      "migration 0018"))
+    sealed_at = utcnow().replace(microsecond=0)
+    connection.execute(seal_table.update().where(seal_table.c.id == row.id, seal_table.c.mac.is_(None)).values(
+        sealed_at=sealed_at, mac=seal_mac(key, row.legacy_seq, row.legacy_head_hash, sealed_at)))
+    append_entries(connection, [{
+        "actor_id": None, "actor_name": SYSTEM_ACTOR.name, "site_id": None, "action": "audit.chain_sealed",
+        "entity_type": "audit_chain", "entity_id": str(row.id), "entity_label": f"sealed at entry {row.legacy_seq}",
+        "changes": {"legacy_seq": row.legacy_seq, "legacy_head_hash": row.legacy_head_hash,
+                    "entries_checked": report.checked},
+        "reason": "chain written before keyed hashing checked once and sealed under the audit key",
+    }], key=key)
+    return row.legacy_seq
 
 
 # --- verification, the parts -----------------------------------------------------------------------
@@ -328,7 +473,8 @@ def _json_int(value: Any) -> str:
 
 
 class _RowHasher:
-    """entry_hash() of a raw DBAPI row (columns `_VERIFY_COLUMNS`), without building SQLAlchemy rows.
+    """entry_hash() of a raw DBAPI row (columns `_VERIFY_COLUMNS`), without building SQLAlchemy rows; for
+    entries up to `legacy_upto` (the sealed chain from before keys), legacy_entry_hash().
 
     The two columns SQLAlchemy converts on reading get the very same conversion (the column type's
     result processor on this dialect; on PostgreSQL `changes` is read as text and parsed with the
@@ -343,7 +489,10 @@ class _RowHasher:
     entries of every kind.
     """
 
-    def __init__(self, dialect: sa.Dialect) -> None:
+    def __init__(self, dialect: sa.Dialect, key: bytes, legacy_upto: int | None = None) -> None:
+        self._key = key
+        self._legacy_upto = legacy_upto  # entries up to this seq are unkeyed (legacy_entry_hash)
+        self._states = _hmac_states(key)
         self._recorded_at = _result_processor(audit_table.c.recorded_at, dialect)
         deserializer = getattr(dialect, "_json_deserializer", None)
         if dialect.name == "postgresql":
@@ -398,10 +547,31 @@ class _RowHasher:
                     f'"reason":{"null" if reason is None else e(reason)},"recorded_at":{time_text},'
                     f'"seq":{_json_int(seq)},"site_id":{_json_int(site_id)}}}')
         except TypeError:
-            return entry_hash(dict(zip(_HASHED_FIELDS, (
-                seq, recorded_at, actor_id, actor_name, site_id, action, entity_type, entity_id, entity_label,
-                changes, reason, prev_hash), strict=True)))
-        return hashlib.sha256(text.encode()).hexdigest()
+            values = dict(zip(_HASHED_FIELDS, (seq, recorded_at, actor_id, actor_name, site_id, action, entity_type,
+                                               entity_id, entity_label, changes, reason, prev_hash), strict=True))
+            if self._legacy(seq):
+                return legacy_entry_hash(values)
+            return entry_hash(values, self._key)
+        if self._legacy(seq):
+            return hashlib.sha256(text.encode()).hexdigest()
+        # HMAC-SHA256 from the key's precomputed inner and outer states: twice as fast as hmac.digest here.
+        inner, outer = self._states
+        inner = inner.copy()
+        inner.update(text.encode())
+        outer = outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def _legacy(self, seq: Any) -> bool:
+        return self._legacy_upto is not None and type(seq) is int and seq <= self._legacy_upto
+
+
+def _hmac_states(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 after the key's inner and outer pad blocks (RFC 2104), to be copied for each message."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key)))
 
 
 def _result_processor(column: sa.Column, dialect: sa.Dialect) -> Callable[[Any], Any]:

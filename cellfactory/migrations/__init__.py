@@ -20,6 +20,24 @@ def alembic_config(database_url: str) -> AlembicConfig:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+    _ensure_append_only(database_url)
+
+
+def _ensure_append_only(database_url: str) -> None:
+    """The append-only triggers of migration 0018, again: SQLite loses a table's triggers when a later
+    migration rebuilds the table (batch mode), so they are checked after every upgrade."""
+    import sqlalchemy as sa
+
+    from cellfactory.audit.protection import ensure_triggers
+    from cellfactory.core.db import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            if sa.inspect(connection).has_table("audit_chain_seal"):  # at revision 0018 or later
+                ensure_triggers(connection)
+    finally:
+        engine.dispose()
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -143,6 +143,7 @@ def apply_signature(
     signature.seal = _seal(signature)
     session.add(signature)
     session.flush()
+    audit.anchor_at_commit(session)  # the chain's head is anchored outside the database at every signature
     return signature
 
 

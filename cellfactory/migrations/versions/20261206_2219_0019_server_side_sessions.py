@@ -6,7 +6,7 @@ dies with its session. A grant of QA or QP is a request until a second person ap
 scope (existing ones: sign, as before, still bounded by their user's roles) and expire 90 days after creation.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06 22:19:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0019'
-down_revision = '0017'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 

@@ -275,7 +275,7 @@ def notification_tasks():
 
 
 @bp.post("/notification-tasks/<int:task_id>/acknowledgements")
-@roles_required(notification_services.TASK_ROLES)
+@roles_required(notification_services.ACKNOWLEDGING_ROLES)
 def acknowledge_notification_task(task_id: int):
     task = notification_services.get_task(api_user(), task_id)
     data = json_body("capacity", text=("capacity", "comment", "physician_name", "password", "meaning"))

@@ -75,6 +75,9 @@ CAPACITY_ROLES = {
     Capacity.QA: frozenset({Role.QA}),
     Capacity.PHYSICIAN_CONTACT: frozenset({Role.TECHNICIAN, Role.QA, Role.QP}),
 }
+# Who may acknowledge in some capacity (QA, or the physician's contact): the people who read the notices but sign
+# nothing (QC analysts, auditors) are refused at the door.
+ACKNOWLEDGING_ROLES = frozenset().union(*CAPACITY_ROLES.values())
 CAPACITY_MEANINGS = {
     Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
     Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,

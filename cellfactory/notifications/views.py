@@ -68,7 +68,7 @@ def tasks():
 
 
 @bp.route("/tasks/<int:task_id>/acknowledge/<capacity>", methods=["POST"])
-@roles_required(services.TASK_ROLES)
+@roles_required(services.ACKNOWLEDGING_ROLES)
 def acknowledge_task(task_id: int, capacity: str):
     user = current_user._get_current_object()
     task = services.get_task(user, task_id)

@@ -32,9 +32,10 @@ IDENTITY = [("CD73", "CD73+"), ("CD90", "CD90+"), ("CD105", "CD105+")]
 NEGATIVES = [("CD45", "CD45+"), ("CD34", "CD34+"), ("CD14", "CD14+"), ("CD19", "CD19+"), ("HLADR", "HLA-DR+")]
 SAFETY = [
     {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27 (BacT/ALERT, 7 days)", "stage": "release",
-     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+     "criterion": "qualitative", "expected": "no growth", "vocabulary": ["no growth", "growth"],
+     "may_be_pending": True, "incubation_days": 7},
     {"code": "MYCO", "name": "Mycoplasma", "method": "Ph. Eur. 2.6.7 NAT", "stage": "release",
-     "criterion": "qualitative", "expected": "not detected"},
+     "criterion": "qualitative", "expected": "not detected", "vocabulary": ["not detected", "detected"]},
     {"code": "ENDO", "name": "Endotoxin", "method": "Ph. Eur. 2.6.14 LAL kinetic", "unit": "EU/mL",
      "stage": "release", "criterion": "range", "upper": "0.5", "upper_inclusive": False},
 ]
@@ -131,6 +132,7 @@ def _signing(user: User, password: str) -> dict[str, Any]:
 
 def build_manufacturing(users: dict[str, User], password: str) -> None:
     qa_network = users["qa.network"]
+    approver = users["qa.bg"]  # the author of a specification version never approves it
     for spec in PRODUCTS:
         product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
                                           cellular=spec["cellular"], dose_unit=spec["dose_unit"],
@@ -139,7 +141,7 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
             qa_network, product, change_summary="First approved version for the clinical trial",
             steps=[{"code": c, "name": n, "kind": k} for c, n, k in spec["steps"]], max_passage=spec["max_passage"],
             max_cumulative_pd=spec["max_cpd"], tests=spec["tests"])
-        products.approve(qa_network, draft, signing=_signing(qa_network, password))
+        products.approve(approver, draft, signing=_signing(approver, password))
     for code, name, supplier, category, unit in ITEMS:
         reagents.create_item(qa_network, code=code, name=name, supplier=supplier, category=category, unit=unit)
     rng = random.Random(20261122)

@@ -32,7 +32,8 @@ UCMSC_TESTS = [
     {"code": "CD73", "name": "CD73+", "method": "Flow cytometry", "unit": "%", "stage": "release",
      "criterion": "range", "lower": "95"},
     {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27", "stage": "release",
-     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+     "criterion": "qualitative", "expected": "no growth", "vocabulary": ["no growth", "growth"],
+     "may_be_pending": True, "incubation_days": 14},
 ]
 
 
@@ -59,7 +60,9 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     product = product_services.create_product(qa, code="UCMSC", name="Umbilical cord MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(qa, product, change_summary="first version", steps=UCMSC_STEPS,
                                          max_passage=max_passage, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
-    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    # The author of a specification version never approves it: a second QA person does.
+    approver = make_user("qa.approver.bg", [(users["qa"].roles[0].role, "BG")], signing=True)
+    product_services.approve(approver, spec, signing=signing(approver))
     site = sites["BG"]
     today = utcnow().date()
     reagent_services.create_item(refetch(qa), code="MEM", name="alpha-MEM", supplier="Gibco", category="medium")
@@ -114,7 +117,7 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
         data = {"test": test.code, "sample_id": f"S-{test.code}", "sampled_at": iso(1),
                 "raw_data_reference": f"LIMS/{test.code}"}
         if test.code in pending:
-            data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=7)).isoformat())
+            data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=15)).isoformat())
         else:
             data["value"] = wanted[test.code]
         result = qc_services.enter_result(refetch(plant.qc), refetch(batch), data)
@@ -142,10 +145,20 @@ def passage_data(number: int, seeded: float, harvested: float | None, start_h: f
     return data
 
 
+BATCH_AGE_HOURS = 201
+
+
 def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:
     """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
-    from cellfactory.batches import services
+    import sqlalchemy as sa
 
+    from cellfactory.batches import services
+    from cellfactory.extensions import db
+
+    # The batch started before its first step (recorded 200 hours ago), so that its samples may be taken then.
+    db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
+                       .values(started_at=utcnow() - dt.timedelta(hours=BATCH_AGE_HOURS)))
+    db.session.expire_all()
     batch = refetch(batch)
     counts = [(0, 1e6, 8e6, 190, 120), (1, 1e6, 8e6, 120, 48), (2, 1e6, 4e6, 48, 2)]
     for step in batch.steps:

@@ -99,7 +99,13 @@ def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, 
     retest = enter(plant, batch, "VIAB", "85", retest_of=original.id, retest_reason="pipetting error suspected")
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
     assert [r.id for r in viability.results] == [original.id, retest.id]
-    assert viability.reportable.id == retest.id and "retest" in viability.why
+    # No testing into compliance: the passing retest does not replace the OOS original until QA invalidates it.
+    assert viability.reportable.id == original.id and viability.verdict == Verdict.FAIL
+    assert refetch(retest).deviation_id == refetch(original).deviation_id is not None
+    deviation = db.session.get(Deviation, refetch(original).deviation_id)
+    deviation_services.record_investigation(refetch(plant.qa), deviation, classification="major",
+                                            root_cause="Laboratory error: wrong dilution of the sample",
+                                            impact_assessment="None on the product", reason="investigation")
     qc.invalidate_result(refetch(plant.qa), refetch(original), reason="Laboratory error confirmed: wrong dilution",
                          signing=signing(plant.qa))
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]

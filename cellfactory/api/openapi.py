@@ -448,7 +448,13 @@ _M_TEST_PROPERTIES = {
     "lower": _M_NUMBER, "lower_inclusive": {"type": "boolean"}, "upper": _M_NUMBER,
     "upper_inclusive": {"type": "boolean"}, "expected": {**_M_NULL_TEXT, "description": "For a qualitative test"},
     "informative_only": {"type": "boolean"},
-    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"}}
+    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"},
+    "physical_min": {**_M_NUMBER, "description": "Numeric test: the smallest possible value (default 0)"},
+    "physical_max": {**_M_NUMBER, "description": "Numeric test: the largest possible value (default 100 for %)"},
+    "vocabulary": {"type": "array", "items": _M_TEXT,
+                   "description": "Qualitative test: its values, the expected one among them"},
+    "incubation_days": {"type": ["integer", "null"],
+                        "description": "Test that may be pending: days of incubation before the final read"}}
 
 SCHEMAS.update({
     "Product": {"type": "object", "properties": {

@@ -97,7 +97,9 @@ def spec_test_json(test) -> dict[str, Any]:
         "stage": test.stage.value, "criterion": test.criterion.value, "lower": number(test.lower),
         "lower_inclusive": test.lower_inclusive, "upper": number(test.upper), "upper_inclusive": test.upper_inclusive,
         "expected": test.expected, "informative_only": test.informative_only, "may_be_pending": test.may_be_pending,
-        "criterion_text": test.criterion_text,
+        "physical_min": number(test.physical_min), "physical_max": number(test.physical_max),
+        "vocabulary": test.values if test.criterion.value == "qualitative" else [],
+        "incubation_days": test.incubation_days, "criterion_text": test.criterion_text,
     }
 
 

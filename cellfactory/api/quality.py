@@ -51,7 +51,8 @@ SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 RESULT_TEXT = ("test", "sample_id", "sampled_at", "method", "instrument", "raw_data_reference", "final_read_due",
                "retest_reason", "unit")
 DEVIATION_TEXT = ("site", "title", "description", "classification", "batch", "step")
-INVESTIGATION_TEXT = ("classification", "root_cause", "impact_assessment", "reason")
+INVESTIGATION_TEXT = ("classification", "root_cause", "impact_assessment", "reason", "justification", "password",
+                      "username")
 ACTION_TEXT = ("kind", "description", "owner", "due_date")
 
 
@@ -267,7 +268,9 @@ def record_investigation(number: str):
         api_user(), found, classification=data.get("classification") or found.classification.value,
         root_cause=data["root_cause"] if data.get("root_cause") is not None else found.root_cause,
         impact_assessment=data["impact_assessment"] if data.get("impact_assessment") is not None
-        else found.impact_assessment, reason=data["reason"], expected_version=data.get("version"))
+        else found.impact_assessment, reason=data["reason"], expected_version=data.get("version"),
+        justification=data.get("justification") or "",
+        signing=signing_of(data, Meaning.CLASSIFICATION_JUSTIFIED) if data.get("password") else None)
     return _deviation_detail(updated)
 
 
@@ -291,6 +294,19 @@ def complete_action(number: str, id: int):
     data = json_body("note", text=("note",))
     completed = deviation_services.complete_action(api_user(), action, data["note"])
     return capa_action_json(completed, _site_today(found.site_id))
+
+
+@bp.post("/deviations/<number>/actions/<int:id>/effectiveness-check")
+@roles_required(Role.QA)
+def carry_action(number: str, id: int):
+    found = _deviation(number)
+    action = db.session.get(CapaAction, id)
+    if action is None or action.deviation_id != found.id:
+        raise NotFound(f"Deviation {found.number} has no action {id}.")
+    data = json_body("due_date", "note", text=("due_date", "note"))
+    carried = deviation_services.carry_to_effectiveness_check(api_user(), action, due_date=data["due_date"],
+                                                              note=data["note"])
+    return capa_action_json(carried, _site_today(found.site_id))
 
 
 @bp.post("/deviations/<number>/closure")

@@ -145,7 +145,7 @@ def passage_data(number: int, seeded: float, harvested: float | None, start_h: f
     return data
 
 
-BATCH_AGE_HOURS = 201
+BATCH_AGE_HOURS = 30 * 24
 
 
 def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:
@@ -155,7 +155,8 @@ def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | No
     from cellfactory.batches import services
     from cellfactory.extensions import db
 
-    # The batch started before its first step (recorded 200 hours ago), so that its samples may be taken then.
+    # The batch started a month ago, before its first step (recorded 200 hours ago), so that samples may be taken
+    # since then (a sterility read due today was sampled 14 days ago).
     db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
                        .values(started_at=utcnow() - dt.timedelta(hours=BATCH_AGE_HOURS)))
     db.session.expire_all()

@@ -139,8 +139,13 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
     deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
                                             root_cause="CO2 sensor drift", impact_assessment="No impact: pH in range",
                                             reason="investigation complete")
-    deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
-                                  description="Replace the CO2 sensor", owner="technician.bg", due_date="2099-01-01")
+    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
+                                           description="Replace the CO2 sensor", owner="technician.bg",
+                                           due_date="2099-01-01")
+    with pytest.raises(Conflict, match="carry to an effectiveness check"):
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
+                                                    note="No CO2 alarm in the next 3 months")
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",

@@ -52,6 +52,7 @@ class Plant:
     spec: SpecificationVersion
     lots: dict[str, ReagentLot]
     material_din: str
+    approver: User | None = None  # a second QA person: the author of a specification version never approves it
 
 
 def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> Plant:
@@ -100,7 +101,7 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     qc = make_user("qc.one.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     qc2 = make_user("qc.two.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, qc=qc, qc2=qc2, spec=refetch(spec),
-                 lots=lots, material_din=material.din)
+                 lots=lots, material_din=material.din, approver=refetch(approver))
 
 
 PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}
@@ -111,7 +112,7 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
     second analyst verify each."""
     from cellfactory.qc import services as qc_services
 
-    batch = refetch(batch)
+    batch = started_long_ago(batch)
     wanted = {**PASSING, **(values or {})}
     for test in batch.specification.tests:
         data = {"test": test.code, "sample_id": f"S-{test.code}", "sampled_at": iso(1),
@@ -148,19 +149,26 @@ def passage_data(number: int, seeded: float, harvested: float | None, start_h: f
 BATCH_AGE_HOURS = 30 * 24
 
 
-def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:
-    """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
+def started_long_ago(batch: Batch) -> Batch:
+    """The batch as if started a month ago, before the steps the helpers record (200 hours ago), so that samples
+    may be taken since then (a sterility read due today was sampled 14 days ago). Test set-up only."""
     import sqlalchemy as sa
 
-    from cellfactory.batches import services
     from cellfactory.extensions import db
 
-    # The batch started a month ago, before its first step (recorded 200 hours ago), so that samples may be taken
-    # since then (a sterility read due today was sampled 14 days ago).
-    db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
-                       .values(started_at=utcnow() - dt.timedelta(hours=BATCH_AGE_HOURS)))
-    db.session.expire_all()
+    db.session.execute(sa.update(Batch).where(Batch.id == batch.id, Batch.started_at > utcnow() - dt.timedelta(
+        hours=BATCH_AGE_HOURS - 1)).values(started_at=utcnow() - dt.timedelta(hours=BATCH_AGE_HOURS)))
     batch = refetch(batch)
+    db.session.expire(batch, ["started_at"])
+    return batch
+
+
+
+def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:
+    """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
+    from cellfactory.batches import services
+
+    batch = started_long_ago(batch)
     counts = [(0, 1e6, 8e6, 190, 120), (1, 1e6, 8e6, 120, 48), (2, 1e6, 4e6, 48, 2)]
     for step in batch.steps:
         step = refetch(step)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -246,13 +247,16 @@ def _test_results(batch, analysts: tuple[User, User], password: str, rng: random
     from cellfactory.qc import services as qc
 
     analyst, verifier = analysts
-    sampled = utcnow() - dt.timedelta(days=2, hours=rng.randint(1, 8))
+    # Sampled now: after the batch started (the demo starts its batches now) and not in the future.
+    sampled = utcnow()
     for test in batch.specification.tests:
         data: dict[str, Any] = {"test": test.code, "sample_id": f"{batch.number}-{test.code}", "sampled_at": sampled,
                                 "instrument": "NC-01" if test.code in ("VIAB", "COUNT") else None,
                                 "raw_data_reference": f"LIMS {batch.number}/{test.code}"}
         if test.code == "STER" and pending_sterility:
-            data.update(pending=True, final_read_due=(utcnow() + dt.timedelta(days=5)).date())
+            # The final read is due after the test's incubation (7 days, BacT/ALERT).
+            day = sampled.astimezone(ZoneInfo(batch.site.timezone)).date()
+            data.update(pending=True, final_read_due=day + dt.timedelta(days=test.incubation_days or 7))
         else:
             data["value"] = (failing or {}).get(test.code, PASSING_VALUES[test.code])
         result = qc.enter_result(analyst, batch, data)

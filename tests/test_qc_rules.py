@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 import re
 from zoneinfo import ZoneInfo
 
@@ -404,3 +405,63 @@ def test_approval_by_the_author_is_refused_alike(client, world, door):  # noqa: 
                                          json={"password": PASSWORD}), 409, "conflict", "meaning")
         assert error["fields"]["meaning"] == message
     assert db.session.get(SpecificationVersion, draft_id).status == SpecStatus.DRAFT
+
+
+# --- migration 0013: existing specifications get their declarations ------------------------------
+
+
+def test_migration_backfills_the_declarations_of_existing_tests():
+    from cellfactory.core.db import create_engine
+    from cellfactory.migrations import downgrade, upgrade
+    from tests.conftest import fresh_database
+
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    flags = {"lower_inclusive": True, "upper_inclusive": True, "informative_only": False, "created_at": now}
+    rows = [
+        {"code": "VIAB", "unit": "%", "criterion": "range", "lower": 70, "method": "7-AAD", "may_be_pending": False},
+        {"code": "ENDO", "unit": "EU/mL", "criterion": "range", "upper": 0.5, "method": "LAL", "may_be_pending": False},
+        {"code": "STER", "unit": "", "criterion": "qualitative", "expected": "no growth",
+         "method": "Ph. Eur. 2.6.27 (BacT/ALERT, 7 days)", "may_be_pending": True},
+        {"code": "STER14", "unit": "", "criterion": "qualitative", "expected": "no growth",
+         "method": "Ph. Eur. 2.6.1", "may_be_pending": True},
+        {"code": "MYCO", "unit": "", "criterion": "qualitative", "expected": "not detected", "method": "NAT",
+         "may_be_pending": False},
+    ]
+    with fresh_database() as url:
+        downgrade(url, "0010")
+        engine = create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text(
+                    "INSERT INTO product (id, code, name, description, cellular, dose_unit, trial_code, unit_code, "
+                    "active, created_at, version) VALUES (1, 'UCMSC', 'UC-MSC', '', true, 'cells/kg', '', '', true, "
+                    ":now, 1)"), {"now": now})
+                connection.execute(sa.text(
+                    "INSERT INTO specification_version (id, product_id, number, status, change_summary, steps, "
+                    "created_at, version) VALUES (1, 1, 1, 'approved', 'first', '[]', :now, 1)"), {"now": now})
+                for position, row in enumerate(rows, start=1):
+                    values = {"lower": None, "upper": None, "expected": None, **row, **flags, "position": position}
+                    connection.execute(sa.text(
+                        "INSERT INTO spec_test (specification_id, position, code, name, method, unit, stage, "
+                        "criterion, lower, lower_inclusive, upper, upper_inclusive, expected, informative_only, "
+                        "may_be_pending, created_at) VALUES (1, :position, :code, :code, :method, :unit, 'release', "
+                        ":criterion, :lower, :lower_inclusive, :upper, :upper_inclusive, :expected, :informative_only, "
+                        ":may_be_pending, :created_at)"), values)
+            upgrade(url)
+            with engine.connect() as connection:
+                found = {row.code: row for row in connection.execute(sa.text(
+                    "SELECT code, physical_min, physical_max, vocabulary, incubation_days FROM spec_test"))}
+                signed = connection.execute(sa.text("SELECT declarations_signed FROM specification_version")).scalar()
+        finally:
+            engine.dispose()
+
+    def decoded(value):
+        return value if isinstance(value, list) else json.loads(value)
+
+    assert (float(found["VIAB"].physical_min), float(found["VIAB"].physical_max)) == (0, 100)
+    assert (float(found["ENDO"].physical_min), found["ENDO"].physical_max) == (0, None)
+    assert decoded(found["STER"].vocabulary) == ["no growth", "growth"] and found["STER"].incubation_days == 7
+    assert found["STER14"].incubation_days == 14  # Ph. Eur. 2.6.1 when the method does not say
+    assert decoded(found["MYCO"].vocabulary) == ["not detected", "detected"] and found["MYCO"].incubation_days is None
+    assert decoded(found["VIAB"].vocabulary) == []
+    assert not signed  # approved before: its signature covers the content as it was signed

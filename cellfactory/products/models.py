@@ -148,7 +148,7 @@ class SpecTest(Audited, CreatedMixin, Base):
     physical_min: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
     physical_max: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
     # Qualitative tests: the values a result may take (e.g. ["no growth", "growth"]).
-    vocabulary: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    vocabulary: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     # Tests that may be pending: the method's incubation before the final read (e.g. 7 or 14 days for sterility).
     incubation_days: Mapped[int | None]
 

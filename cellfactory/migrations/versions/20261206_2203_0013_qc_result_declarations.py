@@ -51,7 +51,7 @@ def _backfill() -> None:
                                         spec_test.c.method, spec_test.c.may_be_pending)).all()
     for row in rows:
         values: dict = {'vocabulary': [], 'physical_min': None, 'physical_max': None, 'incubation_days': None}
-        if row.criterion == 'QUALITATIVE':
+        if row.criterion == 'qualitative':  # enums are stored as their values
             values['vocabulary'] = _vocabulary(row.expected)
         else:
             limits = [v for v in (row.lower, row.upper) if v is not None]
@@ -65,20 +65,20 @@ def _backfill() -> None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('spec_test', schema=None) as batch_op:
+    # Only columns added (recreate='never'): on SQLite a table copy would have to drop tables that filled databases
+    # reference (spec_test by qc_result, specification_version by batch), which the foreign keys refuse.
+    with op.batch_alter_table('spec_test', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('physical_min', sa.Numeric(precision=18, scale=6), nullable=True))
         batch_op.add_column(sa.Column('physical_max', sa.Numeric(precision=18, scale=6), nullable=True))
-        batch_op.add_column(sa.Column('vocabulary', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('vocabulary', sa.JSON(), server_default='[]', nullable=False))
         batch_op.add_column(sa.Column('incubation_days', sa.Integer(), nullable=True))
     _backfill()
-    with op.batch_alter_table('spec_test', schema=None) as batch_op:
-        batch_op.alter_column('vocabulary', existing_type=sa.JSON(), nullable=False)
-    with op.batch_alter_table('specification_version', schema=None) as batch_op:
+    with op.batch_alter_table('specification_version', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('declarations_signed', sa.Boolean(), server_default=sa.false(),
                                       nullable=False))
-    with op.batch_alter_table('deviation', schema=None) as batch_op:
+    with op.batch_alter_table('deviation', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('classification_justification', sa.Text(), nullable=True))
-    with op.batch_alter_table('capa_action', schema=None) as batch_op:
+    with op.batch_alter_table('capa_action', schema=None, recreate='never') as batch_op:
         batch_op.add_column(sa.Column('effectiveness_check_due', sa.Date(), nullable=True))
         batch_op.add_column(sa.Column('effectiveness_check_note', sa.Text(), nullable=True))
 

@@ -6,13 +6,13 @@ through the page and the API, refused alike."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import re
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.batches import services as batch_services
@@ -322,7 +322,7 @@ def test_the_author_of_a_specification_version_cannot_approve_it(plant):
 def field_error(page: str, name: str, message: str) -> bool:
     """Whether the page shows `message` next to the field named `name`."""
     pattern = (r'<div class="field[^"]*has-error[^"]*">(?:(?!<div class="field).)*?name="' + re.escape(name)
-               + r'"(?:(?!<div class="field).)*?<p class="error">' + re.escape(html.escape(message)) + "</p>")
+               + r'"(?:(?!<div class="field).)*?<p class="error">' + re.escape(str(escape(message))) + "</p>")
     return re.search(pattern, page, re.DOTALL) is not None
 
 
@@ -465,3 +465,24 @@ def test_migration_backfills_the_declarations_of_existing_tests():
     assert decoded(found["MYCO"].vocabulary) == ["not detected", "detected"] and found["MYCO"].incubation_days is None
     assert decoded(found["VIAB"].vocabulary) == []
     assert not signed  # approved before: its signature covers the content as it was signed
+
+
+def test_the_specification_pages_declare_and_show_the_kind_of_result(client, plant):
+    draft = _draft(plant)
+    login(client, "qa.bg")
+    refused = client.post("/products/UCMSC/specifications/2/tests", data={
+        "test-code": "KARYO", "test-name": "Karyotype", "test-method": "G-banding", "test-stage": "release",
+        "test-criterion": "qualitative", "test-expected": "normal", "test-vocabulary": "46,XX / 46,XY / abnormal"})
+    assert refused.status_code == 422
+    assert field_error(refused.get_data(as_text=True), "test-expected",
+                       "The expected result must be one of the test's values: 46,xx, 46,xy, abnormal.")
+    response = client.post("/products/UCMSC/specifications/2/tests", data={
+        "test-code": "KARYO", "test-name": "Karyotype", "test-method": "G-banding", "test-stage": "release",
+        "test-criterion": "qualitative", "test-expected": "normal", "test-vocabulary": "normal / abnormal"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    test = next(t for t in refetch(draft).tests if t.code == "KARYO")
+    assert test.vocabulary == ["normal", "abnormal"]
+    edit = client.get("/products/UCMSC/specifications/2/tests/KARYO").get_data(as_text=True)
+    assert 'value="normal / abnormal"' in edit
+    page = client.get("/products/UCMSC/specifications/2").get_data(as_text=True)
+    assert "normal / abnormal" in page and "0 to 100 %" in page and "incubation 14 days" in page

@@ -91,7 +91,7 @@ class TestForm(FlaskForm):
 
     def process(self, formdata=None, obj=None, data=None, **kwargs) -> None:
         super().process(formdata, obj, data, **kwargs)
-        if formdata is None and obj is not None and isinstance(self.vocabulary.data, list):
+        if isinstance(self.vocabulary.data, list):  # from the test being edited: shown as typed
             self.vocabulary.data = " / ".join(self.vocabulary.data)
 
     def data_for_service(self) -> dict[str, Any]:

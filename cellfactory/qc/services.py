@@ -127,7 +127,9 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any], *, confirm_oos
                                "frozen for this batch.", fields={"test": "Choose a test of the batch's specification."})
     tz = batch.site.timezone
     sampled_at = parse_instant(data.get("sampled_at"), "sampled_at", tz, errors)
-    check_instant(errors, "sampled_at", sampled_at, not_before=[(batch.started_at, "the start of the batch")])
+    # People type the sampling time to the minute: a sample in the minute the batch started is not before it.
+    started = batch.started_at.replace(second=0, microsecond=0)
+    check_instant(errors, "sampled_at", sampled_at, not_before=[(started, "the start of the batch")])
     sample_id = (data.get("sample_id") or "").strip()
     if not sample_id:
         errors["sample_id"] = "Enter the sample identifier."

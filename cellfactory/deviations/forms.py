@@ -34,7 +34,7 @@ class InvestigationForm(FlaskForm):
     reason = TextAreaField("Reason for the update (goes into the audit trail)",
                            validators=[Optional(), Length(max=2000)])
     # Only to classify minor a deviation an OOS result opened: QA's justification, signed.
-    justification = TextAreaField("Justification of a classification below major (deviations from an OOS result)",
+    justification = TextAreaField("Justification, signed, for minor although an OOS result opened it",
                                   validators=[Optional(), Length(max=4000)])
     username = StringField("User name (to sign the justification)", validators=[Optional(), Length(max=64)],
                            render_kw={"autocapitalize": "none", "autocomplete": "off"})

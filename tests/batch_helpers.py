@@ -168,7 +168,7 @@ def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | No
     """Record every step (times in the past, a 3-passage expansion) and verify each by a second person."""
     from cellfactory.batches import services
 
-    batch = started_long_ago(batch)
+    batch = refetch(batch)
     counts = [(0, 1e6, 8e6, 190, 120), (1, 1e6, 8e6, 120, 48), (2, 1e6, 4e6, 48, 2)]
     for step in batch.steps:
         step = refetch(step)

@@ -24,7 +24,7 @@ from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
 from cellfactory.signatures.services import SignatureStatus
-from tests.batch_helpers import build_plant, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
@@ -54,6 +54,7 @@ def world(users, sites) -> World:
     plant = build_plant(users, sites)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     batch = batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     qc_mz = make_user("qc.mz", [(Role.QC_ANALYST, "MZ")], signing=True)
     qa_mz = make_user("qa.mz", [(Role.QA, "MZ")], signing=True)

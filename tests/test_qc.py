@@ -15,7 +15,7 @@ from cellfactory.extensions import db
 from cellfactory.notifications.models import Alert
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing, started_long_ago
 from tests.conftest import make_user, refetch
 
 S = BatchStatus
@@ -30,6 +30,7 @@ def plant(users, sites):
 def batch(plant, sites):
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 

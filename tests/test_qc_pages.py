@@ -22,7 +22,7 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc
+from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, started_long_ago
 from tests.conftest import PASSWORD, login, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 
@@ -42,6 +42,7 @@ def plant(users, sites):
 def _batch_awaiting_qc(plant, sites, din=None):
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din or plant.material_din])
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 

@@ -171,6 +171,8 @@ def test_a_passing_retest_never_replaces_an_oos_result(plant, batch):
     assert counts(batch.id) == (2, 1)
     blockers = releases.decision_blockers(refetch(batch), releases.Meaning.QP_CERTIFIED)
     assert any("out of specification" in b for b in blockers)
+    review = releases.decision_blockers(refetch(batch), releases.Meaning.REVIEWED)
+    assert "Viability: out of specification, deviation not closed." in review
 
 
 def test_a_failing_retest_joins_the_open_deviation_of_the_result_it_repeats(plant, batch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -32,9 +33,10 @@ IDENTITY = [("CD73", "CD73+"), ("CD90", "CD90+"), ("CD105", "CD105+")]
 NEGATIVES = [("CD45", "CD45+"), ("CD34", "CD34+"), ("CD14", "CD14+"), ("CD19", "CD19+"), ("HLADR", "HLA-DR+")]
 SAFETY = [
     {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27 (BacT/ALERT, 7 days)", "stage": "release",
-     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+     "criterion": "qualitative", "expected": "no growth", "vocabulary": ["no growth", "growth"],
+     "may_be_pending": True, "incubation_days": 7},
     {"code": "MYCO", "name": "Mycoplasma", "method": "Ph. Eur. 2.6.7 NAT", "stage": "release",
-     "criterion": "qualitative", "expected": "not detected"},
+     "criterion": "qualitative", "expected": "not detected", "vocabulary": ["not detected", "detected"]},
     {"code": "ENDO", "name": "Endotoxin", "method": "Ph. Eur. 2.6.14 LAL kinetic", "unit": "EU/mL",
      "stage": "release", "criterion": "range", "upper": "0.5", "upper_inclusive": False},
 ]
@@ -142,6 +144,7 @@ def _template_step(code: str, name: str, kind: str, counted: bool = True) -> dic
 
 def build_manufacturing(users: dict[str, User], password: str) -> None:
     qa_network = users["qa.network"]
+    approver = users["qa.bg"]  # the author of a specification version never approves it
     for spec in PRODUCTS:
         product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
                                           cellular=spec["cellular"], dose_unit=spec["dose_unit"],
@@ -154,7 +157,7 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
             qa_network, product, change_summary="First approved version for the clinical trial",
             steps=[_template_step(*step) for step in spec["steps"]], max_passage=spec["max_passage"],
             max_cumulative_pd=spec["max_cpd"], tests=spec["tests"])
-        products.approve(qa_network, draft, signing=_signing(qa_network, password))
+        products.approve(approver, draft, signing=_signing(approver, password))
     for code, name, supplier, category, unit in ITEMS:
         reagents.create_item(qa_network, code=code, name=name, supplier=supplier, category=category, unit=unit)
     rng = random.Random(20261122)
@@ -268,13 +271,16 @@ def _test_results(batch, analysts: tuple[User, User], password: str, rng: random
     from cellfactory.qc import services as qc
 
     analyst, verifier = analysts
-    sampled = utcnow() - dt.timedelta(days=2, hours=rng.randint(1, 8))
+    # Sampled now: after the batch started (the demo starts its batches now) and not in the future.
+    sampled = utcnow()
     for test in batch.specification.tests:
         data: dict[str, Any] = {"test": test.code, "sample_id": f"{batch.number}-{test.code}", "sampled_at": sampled,
                                 "instrument": "NC-01" if test.code in ("VIAB", "COUNT") else None,
                                 "raw_data_reference": f"LIMS {batch.number}/{test.code}"}
         if test.code == "STER" and pending_sterility:
-            data.update(pending=True, final_read_due=(utcnow() + dt.timedelta(days=5)).date())
+            # The final read is due after the test's incubation (7 days, BacT/ALERT).
+            day = sampled.astimezone(ZoneInfo(batch.site.timezone)).date()
+            data.update(pending=True, final_read_due=day + dt.timedelta(days=test.incubation_days or 7))
         else:
             data["value"] = (failing or {}).get(test.code, PASSING_VALUES[test.code])
         result = qc.enter_result(analyst, batch, data)

@@ -33,7 +33,8 @@ UCMSC_TESTS = [
     {"code": "CD73", "name": "CD73+", "method": "Flow cytometry", "unit": "%", "stage": "release",
      "criterion": "range", "lower": "95"},
     {"code": "STER", "name": "Sterility", "method": "Ph. Eur. 2.6.27", "stage": "release",
-     "criterion": "qualitative", "expected": "no growth", "may_be_pending": True},
+     "criterion": "qualitative", "expected": "no growth", "vocabulary": ["no growth", "growth"],
+     "may_be_pending": True, "incubation_days": 14},
 ]
 
 
@@ -52,6 +53,7 @@ class Plant:
     spec: SpecificationVersion
     lots: dict[str, ReagentLot]
     material_din: str
+    approver: User | None = None  # a second QA person: the author of a specification version never approves it
 
 
 def past_collection() -> dt.datetime:
@@ -85,7 +87,9 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     product = product_services.create_product(qa, code="UCMSC", name="Umbilical cord MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(qa, product, change_summary="first version", steps=UCMSC_STEPS,
                                          max_passage=max_passage, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
-    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    # The author of a specification version never approves it: a second QA person does.
+    approver = make_user("qa.approver.bg", [(users["qa"].roles[0].role, "BG")], signing=True)
+    product_services.approve(approver, spec, signing=signing(approver))
     site = sites["BG"]
     today = utcnow().date()
     reagent_services.create_item(refetch(qa), code="MEM", name="alpha-MEM", supplier="Gibco", category="medium")
@@ -123,7 +127,7 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     qc = make_user("qc.one.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     qc2 = make_user("qc.two.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     return Plant(tech=refetch(tech), tech2=tech2, qa=refetch(qa), qp=qp, qc=qc, qc2=qc2, spec=refetch(spec),
-                 lots=lots, material_din=material.din)
+                 lots=lots, material_din=material.din, approver=refetch(approver))
 
 
 def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) -> SpecificationVersion:
@@ -143,13 +147,13 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
     second analyst verify each."""
     from cellfactory.qc import services as qc_services
 
-    batch = refetch(batch)
+    batch = started_long_ago(batch)
     wanted = {**PASSING, **(values or {})}
     for test in batch.specification.tests:
         data = {"test": test.code, "sample_id": f"S-{test.code}", "sampled_at": iso(1),
                 "raw_data_reference": f"LIMS/{test.code}"}
         if test.code in pending:
-            data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=7)).isoformat())
+            data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=15)).isoformat())
         else:
             data["value"] = wanted[test.code]
         result = qc_services.enter_result(refetch(plant.qc), refetch(batch), data)
@@ -160,9 +164,9 @@ def iso(hours_ago: float) -> str:
     return (utcnow() - dt.timedelta(hours=hours_ago)).isoformat()
 
 
-# Test batches start ten days ago, before every step the tests record (the earliest 200 h ago): no step may be dated
-# before its batch started.
-BATCH_AGE_H = 240
+# Test batches start thirty days ago, before every step the tests record (the earliest 200 h ago) and every QC
+# sample they take (a sterility read due today was sampled 14 days ago): nothing may be dated before its batch.
+BATCH_AGE_H = 30 * 24
 
 
 def batch_start() -> str:
@@ -184,6 +188,21 @@ def passage_data(number: int, seeded: float, harvested: float | None, start_h: f
             "equipment": ["BSC-01", "INC-01"], "reagents": []}
     data.update(overrides)
     return data
+
+
+def started_long_ago(batch: Batch) -> Batch:
+    """The batch as if started a month ago, before the steps the helpers record (200 hours ago), so that samples
+    may be taken since then (a sterility read due today was sampled 14 days ago). Test set-up only."""
+    import sqlalchemy as sa
+
+    from cellfactory.extensions import db
+
+    db.session.execute(sa.update(Batch).where(Batch.id == batch.id, Batch.started_at > utcnow() - dt.timedelta(
+        hours=BATCH_AGE_H - 1)).values(started_at=utcnow() - dt.timedelta(hours=BATCH_AGE_H)))
+    batch = refetch(batch)
+    db.session.expire(batch, ["started_at"])
+    return batch
+
 
 
 def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | None = None) -> Batch:

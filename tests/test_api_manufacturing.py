@@ -183,18 +183,22 @@ def test_specification_draft_tests_and_signed_approval(client, world):
         "max_cumulative_pd": 32.5})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["max_passage"] == 6 and len(response.get_json()["steps"]) == 6
-    # approval: a wrong password is 401, a wrong meaning 422, then signed
-    assert_error(client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=qa,
+    # approval: never by the author; a wrong password is 401, a wrong meaning 422, then signed by another QA
+    author = assert_error(client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=qa,
+                                      json={"password": PASSWORD}), 409, "conflict", "meaning")
+    assert author["message"] == "You wrote this version: another QA person must approve it."
+    approver = bearer(new_token(world.plant.approver))
+    assert_error(client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=approver,
                              json={"password": "wrong"}), 401, "unauthenticated")
-    assert_error(client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=qa,
+    assert_error(client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=approver,
                              json={"password": PASSWORD, "meaning": "Reviewed"}), 422, "invalid", "meaning")
-    response = client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=qa,
+    response = client.post(f"{API}/products/UCMSC/specifications/2/approval", headers=approver,
                            json={"password": PASSWORD, "meaning": "Approved"})
     assert response.status_code == 200, response.get_data(as_text=True)
     approved = response.get_json()
-    assert approved["status"] == "approved" and approved["approved_by"] == "qa.bg"
+    assert approved["status"] == "approved" and approved["approved_by"] == "qa.approver.bg"
     assert [(s["meaning"], s["username"], s["status"]) for s in approved["signatures"]] == \
-        [("Approved", "qa.bg", "valid")]
+        [("Approved", "qa.approver.bg", "valid")]
     versions = client.get(f"{API}/products/UCMSC/specifications", headers=world.auth("technician")).get_json()
     assert [(v["number"], v["status"]) for v in versions["items"]] == [(2, "approved"), (1, "superseded")]
     product = db.session.scalar(sa.select(Product).where(Product.code == "UCMSC"))
@@ -216,12 +220,13 @@ def test_approved_specification_cannot_change_through_the_api(client, world):
 
 
 @pytest.mark.parametrize("body,fields", [
-    ({"code": "X", "name": "x", "method": "m", "stage": "later", "criterion": "range", "lower": 1}, ("stage",)),
-    ({"code": "X", "name": "x", "method": "m", "stage": "release", "criterion": "range"}, ("lower",)),
+    ({"code": "X", "name": "x", "method": "m", "unit": "%", "stage": "later", "criterion": "range", "lower": 1},
+     ("stage",)),
+    ({"code": "X", "name": "x", "method": "m", "unit": "%", "stage": "release", "criterion": "range"}, ("lower",)),
     ({"code": "X", "name": "x", "method": "m", "stage": "release", "criterion": "range", "lower": "5"}, ("lower",)),
     ({"code": "X", "name": "x", "method": "m", "stage": "release", "criterion": "qualitative"}, ("expected",)),
-    ({"code": "X", "name": "x", "method": "m", "stage": "release", "criterion": "range", "lower": 5, "upper": 1},
-     ("upper",)),
+    ({"code": "X", "name": "x", "method": "m", "unit": "%", "stage": "release", "criterion": "range", "lower": 5,
+      "upper": 1}, ("upper",)),
     ({"name": "x", "stage": "release", "criterion": "range"}, ("code", "method")),
     ({"code": "X", "name": "x", "method": "m", "stage": "release", "criterion": "range", "lower": 1,
       "may_be_pending": "yes"}, ("may_be_pending",)),
@@ -245,7 +250,7 @@ def test_invalid_tests_are_422_naming_the_field(client, world, body, fields):
                                         "criterion": "range", "lower": 1}]}, ("tests",)),
     ({"change_summary": "x", "tests": [{"code": "X", "name": "x", "method": "m", "stage": "release",
                                         "criterion": "range", "lower": "1"}]}, ("tests",)),
-    ({"change_summary": "x", "tests": [{"code": "X", "name": "x", "method": "m", "stage": "release",
+    ({"change_summary": "x", "tests": [{"code": "X", "name": "x", "method": "m", "unit": "%", "stage": "release",
                                         "criterion": "range"}]}, ("lower",)),
 ])
 def test_invalid_drafts_are_422(client, world, body, fields):

@@ -24,13 +24,15 @@ from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
 from cellfactory.signatures.services import SignatureStatus
-from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
 API = "/api/v1"
 S = BatchStatus
 TOMORROW = (utcnow().date() + dt.timedelta(days=1)).isoformat()
+# The sterility test of the helpers' specification incubates 14 days: its final read is due after that.
+AFTER_INCUBATION = (utcnow().date() + dt.timedelta(days=15)).isoformat()
 YEAR = utcnow().year
 CHANGED = SignatureStatus.RECORD_CHANGED.value
 
@@ -52,6 +54,7 @@ def world(users, sites) -> World:
     plant = build_plant(users, sites)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     batch = batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     qc_mz = make_user("qc.mz", [(Role.QC_ANALYST, "MZ")], signing=True)
     qa_mz = make_user("qa.mz", [(Role.QA, "MZ")], signing=True)
@@ -391,7 +394,7 @@ def test_pending_sterility_and_its_final_read(client, world):
 
 
 def test_a_final_read_keeps_within_the_columns_and_skips_an_invalidated_result(client, world):
-    pending = enter(client, world, test="STER", value=None, pending=True, final_read_due=TOMORROW)
+    pending = enter(client, world, test="STER", value=None, pending=True, final_read_due=AFTER_INCUBATION)
     url = f"{API}/results/{pending['id']}/final-read"
     response = client.post(url, json={"value": "no growth", "raw_data_reference": "R" * 301},
                            headers=world.auth("qc"))
@@ -407,12 +410,12 @@ def test_a_final_read_keeps_within_the_columns_and_skips_an_invalidated_result(c
 def test_large_and_precise_values_are_kept_exactly(client, world):
     body = enter(client, world, test="CD73", value=99.123456)
     assert body["value"] == 99.123456 and body["value_text"] == "99.123456 %"
-    body = enter(client, world, value=999999999999.5)
-    assert body["value"] == 999999999999.5 and body["verdict"] == "pass"
+    # A percentage beyond 100 is not a large value but an impossible one.
+    assert_error(post_result(client, world, value=999999999999.5), 422, "invalid", "value")
 
 
 def test_a_failing_final_read_opens_a_deviation(client, world):
-    pending = enter(client, world, test="STER", value=None, pending=True, final_read_due=TOMORROW)
+    pending = enter(client, world, test="STER", value=None, pending=True, final_read_due=AFTER_INCUBATION)
     response = client.post(f"{API}/results/{pending['id']}/final-read", json={"value": "growth"},
                            headers=world.auth("qc"))
     assert response.status_code == 200
@@ -435,11 +438,17 @@ def test_a_retest_never_overwrites_and_invalidation_is_signed_by_qa(client, worl
     assert [(r["id"], r["verdict"]) for r in listing["items"]] == [(original["id"], "fail"), (retest["id"], "pass")]
     viability = listing["tests"][0]
     assert viability["results"] == [original["id"], retest["id"]]
-    assert viability["reportable_result"] == retest["id"]
-    assert viability["why"] == "latest valid result (retest: pipetting error suspected)"
+    # No testing into compliance: the OOS original counts until QA invalidates it for a laboratory cause.
+    assert viability["reportable_result"] == original["id"] and viability["verdict"] == "fail"
+    assert retest["deviation"] == original["deviation"] is not None
 
     url = f"{API}/results/{original['id']}/invalidation"
     body = {"reason": "Laboratory error confirmed: wrong dilution", "password": PASSWORD}
+    error = assert_error(client.post(url, json=body, headers=world.auth("qa")), 409, "conflict", "reason")
+    assert "assignable laboratory cause" in error["message"]
+    assert client.post(f"{API}/deviations/{original['deviation']}/investigation", json={
+        "root_cause": "Wrong dilution of the sample", "impact_assessment": "None", "reason": "investigated"},
+        headers=world.auth("qa")).status_code == 200
     assert_error(client.post(url, json={"password": PASSWORD}, headers=world.auth("qa")), 422, "invalid", "reason")
     assert_error(client.post(url, json={"reason": "x"}, headers=world.auth("qa")), 422, "invalid", "password")
     assert_error(client.post(url, json={**body, "meaning": "Verified"}, headers=world.auth("qa")), 422, "invalid",
@@ -546,9 +555,15 @@ def test_an_oos_deviation_closed_by_qa_clears_the_open_item(client, world):
     assert client.post(f"{url}/investigation", json={
         "root_cause": "Sample left at room temperature", "impact_assessment": "Batch viability confirmed by retest",
         "reason": "investigated"}, headers=qa).status_code == 200
-    assert client.post(f"{url}/actions", json={"kind": "preventive", "description": "Retrain on sample handling",
-                                              "owner": "qc.one.bg", "due_date": TOMORROW},
-                       headers=qa).status_code == 201
+    action = client.post(f"{url}/actions", json={"kind": "preventive", "description": "Retrain on sample handling",
+                                                "owner": "qc.one.bg", "due_date": TOMORROW}, headers=qa)
+    assert action.status_code == 201
+    error = assert_error(client.post(f"{url}/closure", json={"password": PASSWORD}, headers=qa), 409, "conflict")
+    assert "effectiveness check" in error["message"]
+    carried = client.post(f"{url}/actions/{action.get_json()['id']}/effectiveness-check",
+                          json={"due_date": TOMORROW, "note": "Audit of sample handling"}, headers=qa)
+    assert carried.status_code == 200, carried.get_data(as_text=True)
+    assert carried.get_json()["effectiveness_check_due"] == TOMORROW
     assert client.post(f"{url}/closure", json={"password": PASSWORD}, headers=qa).status_code == 200
     open_items = results(client, world)["open_items"]
     assert not [item for item in open_items if "deviation not closed" in item]

@@ -51,11 +51,12 @@ def test_every_audited_model_records_creation_with_values(users):
     batch_services.record_step(plant.tech, batch.steps[0], step_data(
         reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
     batch_services.record_step(refetch(plant.tech), refetch(batch.steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
+    from cellfactory.core.clock import utcnow
     from cellfactory.deviations import services as deviation_services
     from cellfactory.qc import services as qc_services
 
     qc_services.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "91", "sample_id": "S1",
-                                                                 "sampled_at": "2026-01-01T10:00:00+01:00"})
+                                                                 "sampled_at": utcnow().isoformat()})
     deviation = deviation_services.open_deviation(refetch(plant.tech), site_services.get_site("BG"), {
         "title": "t", "description": "d", "classification": "minor"})
     deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective", description="fix",

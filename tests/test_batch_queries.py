@@ -156,7 +156,7 @@ def _large_batch(plant, sites) -> Batch:
     product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
                                          max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
-    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(din=din))
                  for din in ("=A99912600045600", "=A99912600078900")]
     material_services.print_labels(refetch(plant.tech), materials)
@@ -264,7 +264,7 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
     product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
                                          max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
-    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   past_receipt_data(din="=A99912600045600"))
     large = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [material.din], started_at=batch_start())

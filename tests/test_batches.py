@@ -68,7 +68,7 @@ def test_only_accepted_material_starts_a_batch(plant, sites, tweak, message):
 def test_running_batch_keeps_its_frozen_specification(plant, batch):
     qa = refetch(plant.qa)
     draft = product_services.create_draft(qa, plant.spec.product, change_summary="viability 80 %")
-    product_services.approve(refetch(qa), draft, signing=signing(qa))
+    product_services.approve(refetch(plant.approver), draft, signing=signing(plant.approver))
     assert refetch(plant.spec).status == SpecStatus.SUPERSEDED
     assert refetch(batch).specification_id == plant.spec.id
     assert product_services.current_specification(plant.spec.product).number == 2
@@ -88,7 +88,7 @@ def test_approved_specification_never_changes(plant):
 
 def test_approval_is_signed(plant):
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "specification_version"))
-    assert signature.meaning == "Approved" and signature.signer_username == "qa.bg"
+    assert signature.meaning == "Approved" and signature.signer_username == "qa.approver.bg"
 
 
 def test_derived_growth_values_are_stored_with_formula_version(plant, batch):

@@ -176,20 +176,27 @@ def test_draft_is_edited_tests_added_and_changed_then_approved_with_a_signature(
     assert response.status_code == 302, text(response)
     test = db.session.scalar(sa.select(SpecTest).where(SpecTest.specification_id == spec.id, SpecTest.code == "CD73"))
     assert float(test.lower) == 97
-    # approval: a wrong password is refused next to the password, then signed
+    # approval: never by the author; a wrong password is refused next to the password, then signed by another QA
     response = client.post("/products/UCMSC/specifications/2/approve", data={
-        "approve-meaning": "APPROVED", "approve-username": "qa.bg", "approve-password": "wrong"})
+        "approve-meaning": "APPROVED", "approve-username": "qa.bg", "approve-password": PASSWORD})
+    assert response.status_code == 422 and "another QA person must approve it" in text(response)
+    assert _spec("UCMSC", 2).status == SpecStatus.DRAFT
+    client.post("/auth/logout")
+    login(client, "qa.approver.bg")
+    response = client.post("/products/UCMSC/specifications/2/approve", data={
+        "approve-meaning": "APPROVED", "approve-username": "qa.approver.bg", "approve-password": "wrong"})
     assert response.status_code == 422 and "Sign approval" in text(response)
     assert _spec("UCMSC", 2).status == SpecStatus.DRAFT
     response = client.post("/products/UCMSC/specifications/2/approve", data={
-        "approve-meaning": "APPROVED", "approve-username": "qa.bg", "approve-password": PASSWORD})
+        "approve-meaning": "APPROVED", "approve-username": "qa.approver.bg", "approve-password": PASSWORD})
     assert response.status_code == 302, text(response)
     assert _spec("UCMSC", 2).status == SpecStatus.APPROVED and _spec("UCMSC", 1).status == SpecStatus.SUPERSEDED
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "specification_version",
                                                              Signature.entity_id == str(spec.id)))
-    assert signature.meaning == "Approved" and signature.signer_username == "qa.bg"
+    assert signature.meaning == "Approved" and signature.signer_username == "qa.approver.bg"
     page = text(client.get("/products/UCMSC/specifications/2"))
-    assert "Approved version: it never changes" in page and "Qa.Bg Tester" in page and "Signature: valid" in page
+    assert "Approved version: it never changes" in page and "Qa.Approver.Bg Tester" in page
+    assert "Signature: valid" in page
     assert "Edit the draft" not in page and "Sign approval" not in page and "/tests/CD73" not in page
 
 
@@ -216,7 +223,7 @@ def test_approved_version_is_read_only(client, plant):
      "A range needs a lower or an upper limit."),
     ({"test-code": "X", "test-name": "x", "test-method": "m", "test-stage": "release",
       "test-criterion": "qualitative"}, "Enter the expected result"),
-    ({"test-code": "VIAB", "test-name": "x", "test-method": "m", "test-stage": "release",
+    ({"test-code": "VIAB", "test-name": "x", "test-method": "m", "test-unit": "%", "test-stage": "release",
       "test-criterion": "range", "test-lower": "1"}, "Already used."),
     ({"test-code": "X", "test-name": "", "test-method": "m", "test-stage": "release",
       "test-criterion": "range", "test-lower": "abc"}, "Enter the test name."),

@@ -15,7 +15,15 @@ from cellfactory.extensions import db
 from cellfactory.notifications.models import Alert
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import batch_start, build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    complete_qc,
+    iso,
+    run_batch_to_awaiting_qc,
+    signing,
+    started_long_ago,
+)
 from tests.conftest import make_user, refetch
 
 S = BatchStatus
@@ -30,6 +38,7 @@ def plant(users, sites):
 def batch(plant, sites):
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 
@@ -99,7 +108,13 @@ def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, 
     retest = enter(plant, batch, "VIAB", "85", retest_of=original.id, retest_reason="pipetting error suspected")
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
     assert [r.id for r in viability.results] == [original.id, retest.id]
-    assert viability.reportable.id == retest.id and "retest" in viability.why
+    # No testing into compliance: the passing retest does not replace the OOS original until QA invalidates it.
+    assert viability.reportable.id == original.id and viability.verdict == Verdict.FAIL
+    assert refetch(retest).deviation_id == refetch(original).deviation_id is not None
+    deviation = db.session.get(Deviation, refetch(original).deviation_id)
+    deviation_services.record_investigation(refetch(plant.qa), deviation, classification="major",
+                                            root_cause="Laboratory error: wrong dilution of the sample",
+                                            impact_assessment="None on the product", reason="investigation")
     qc.invalidate_result(refetch(plant.qa), refetch(original), reason="Laboratory error confirmed: wrong dilution",
                          signing=signing(plant.qa))
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
@@ -133,8 +148,13 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
     deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
                                             root_cause="CO2 sensor drift", impact_assessment="No impact: pH in range",
                                             reason="investigation complete")
-    deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
-                                  description="Replace the CO2 sensor", owner="technician.bg", due_date="2099-01-01")
+    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
+                                           description="Replace the CO2 sensor", owner="technician.bg",
+                                           due_date="2099-01-01")
+    with pytest.raises(Conflict, match="carry to an effectiveness check"):
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
+                                                    note="No CO2 alarm in the next 3 months")
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from cellfactory.auth.models import User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
@@ -21,7 +22,7 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, started_long_ago
 from tests.conftest import PASSWORD, login, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 
@@ -42,12 +43,18 @@ def _batch_awaiting_qc(plant, sites, din=None):
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din or plant.material_din],
         started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)  # so that samples may be taken days ago
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 
 @pytest.fixture
 def batch(plant, sites):
     return _batch_awaiting_qc(plant, sites)
+
+
+def _by_name(username: str) -> User:
+    """A user loaded in the test's session (the objects of the fixtures are detached after a page request)."""
+    return db.session.scalar(sa.select(User).where(User.username == username))
 
 
 def _switch(client, username: str) -> None:
@@ -128,13 +135,15 @@ def test_enter_a_result_through_the_page(client, plant, batch):
 def test_qualitative_test_gets_a_list_and_may_be_left_pending(client, plant, batch):
     login(client, "qc.one.bg")
     form = client.get(f"/qc/batches/{batch.number}/results/new?test=STER").get_data(as_text=True)
-    assert '<select' in form and '<option value="no growth">no growth</option>' in form
+    # Only the test's own values, as radio buttons, none chosen in advance.
+    assert re.findall(r'<input[^>]*type="radio"[^>]*value="([^"]+)"', form) == ["no growth", "growth"]
+    assert 'type="radio"' in form and "checked" not in re.sub(r"<input[^>]*checkbox[^>]*>", "", form)
     assert "Still incubating" in form and "Final read due" in form
     # Switching the test redraws the form with the input that fits, saving nothing.
     switched = client.post(f"/qc/batches/{batch.number}/results/new", data={"test": "CD73", "change_test": "1"})
     assert switched.status_code == 200 and "Result (%)" in switched.get_data(as_text=True)
     assert _results(batch) == []
-    due = (utcnow().date() + dt.timedelta(days=7)).isoformat()
+    due = (utcnow().date() + dt.timedelta(days=15)).isoformat()
     assert _enter(client, batch, "STER", pending="y", final_read_due=due).status_code == 302
     [result] = _results(batch)
     assert result.verdict == Verdict.PENDING and result.final_read_due.isoformat() == due
@@ -152,13 +161,14 @@ def test_qualitative_test_gets_a_list_and_may_be_left_pending(client, plant, bat
 
 def test_overdue_read_is_highlighted(client, plant, batch):
     yesterday = utcnow().date() - dt.timedelta(days=1)
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "STER", "sample_id": "S1", "pending": True,
-                                                         "sampled_at": utcnow().isoformat(),
-                                                         "final_read_due": yesterday.isoformat()})
+    # 14 days of incubation: sampled 15 days ago the read was due yesterday, sampled 14 days ago it is due today.
+    first = qc.enter_result(refetch(plant.qc), refetch(batch), {
+        "test": "STER", "sample_id": "S1", "pending": True,
+        "sampled_at": (utcnow() - dt.timedelta(days=15)).isoformat(), "final_read_due": yesterday.isoformat()})
     today = utcnow().astimezone(ZoneInfo("Europe/Rome")).date()
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "STER", "sample_id": "S2", "pending": True,
-                                                         "sampled_at": utcnow().isoformat(),
-                                                         "final_read_due": today.isoformat()})
+    qc.enter_result(refetch(plant.qc), refetch(batch), {
+        "test": "STER", "sample_id": "S2", "pending": True, "retest_of": first.id, "retest_reason": "second bottle",
+        "sampled_at": (utcnow() - dt.timedelta(days=14)).isoformat(), "final_read_due": today.isoformat()})
     login(client, "qc.two.bg")
     page = client.get("/qc/").get_data(as_text=True)
     overdue = re.search(r'<tr class="overdue">\s*<td class="nowrap"><strong>' + yesterday.isoformat(), page)
@@ -185,7 +195,14 @@ def test_errors_are_shown_next_to_the_fields_with_422(client, plant, batch):
 
 def test_oos_through_the_page_opens_a_deviation_and_holds_the_batch(client, plant, batch):
     login(client, "qc.one.bg")
-    response = _enter(client, batch, "VIAB", "61")
+    # The first submit asks to confirm the result is out of specification, and saves nothing.
+    unconfirmed = _enter(client, batch, "VIAB", "61")
+    assert unconfirmed.status_code == 422 and "Confirm that the result is out of specification." in \
+        unconfirmed.get_data(as_text=True)
+    assert 'name="confirm_oos"' in unconfirmed.get_data(as_text=True)
+    assert _results(batch) == [] and refetch(batch).status == S.AWAITING_QC
+    assert db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id)) is None
+    response = _enter(client, batch, "VIAB", "61", confirm_oos="y")
     assert response.status_code == 302
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
@@ -231,9 +248,18 @@ def test_second_analyst_verifies_through_the_page_and_the_same_analyst_is_refuse
 
 def test_qa_invalidates_and_the_retest_counts(client, plant, batch):
     login(client, "qc.one.bg")
-    _enter(client, batch, "VIAB", "61")
+    _enter(client, batch, "VIAB", "61", confirm_oos="y")
     [original] = _results(batch)
     _switch(client, "qa.bg")
+    no_cause = client.post(f"/qc/batches/{batch.number}/results/{original.id}/invalidate", data=_sign(
+        f"invalidate-{original.id}", "qa.bg", "RESULT_INVALIDATED", reason="Wrong dilution: laboratory error"))
+    assert no_cause.status_code == 422 and "assignable laboratory cause" in no_cause.get_data(as_text=True)
+    assert refetch(original).invalidated_at is None
+    from cellfactory.deviations import services as deviation_services
+
+    deviation_services.record_investigation(_by_name("qa.bg"), db.session.get(Deviation, original.deviation_id),
+                                            classification="major", root_cause="Wrong dilution of the sample",
+                                            impact_assessment="None", reason="investigation")
     page = client.get(f"/qc/batches/{batch.number}").get_data(as_text=True)
     assert f"Invalidate #{original.id}" in page
     missing = client.post(f"/qc/batches/{batch.number}/results/{original.id}/invalidate",
@@ -328,6 +354,12 @@ def test_deviation_lifecycle_through_the_pages(client, plant, batch):
     wrong = client.post(f"/deviations/{deviation.number}/close",
                         data=_sign("close", "qa.bg", "CLOSED", password="not-it"))
     assert wrong.status_code == 422 and refetch(deviation).status == DeviationStatus.OPEN
+    open_action = client.post(f"/deviations/{deviation.number}/close",
+                              data=_sign("close", "qa.bg", "CLOSED", comment="CAPA tracked"))
+    assert open_action.status_code == 422 and "effectiveness check" in open_action.get_data(as_text=True)
+    response = client.post(f"/deviations/{deviation.number}/actions/{action.id}/effectiveness-check", data={
+        f"carry-{action.id}-due_date": due, f"carry-{action.id}-note": "No CO2 alarm for 3 months"})
+    assert response.status_code == 302, response.get_data(as_text=True)
     response = client.post(f"/deviations/{deviation.number}/close",
                            data=_sign("close", "qa.bg", "CLOSED", comment="CAPA tracked"))
     assert response.status_code == 302, response.get_data(as_text=True)
@@ -358,7 +390,7 @@ def test_open_deviations_come_first_by_age_and_overdue_actions_show(client, plan
         client.post("/deviations/new", data={"title": title, "description": "d", "classification": "minor"})
         numbers.append(db.session.scalar(sa.select(Deviation.number).where(Deviation.title == title)))
     old = db.session.scalar(sa.select(Deviation).where(Deviation.number == numbers[1]))
-    deviation_services.add_action(refetch(plant.qa), refetch(old), kind="corrective", description="late",
+    deviation_services.add_action(_by_name("qa.bg"), refetch(old), kind="corrective", description="late",
                                   owner="technician.bg", due_date=utcnow().date().isoformat())
     audit.set_reason(db.session, "test: the deviation and its action were recorded earlier")
     refetch(old).opened_at = utcnow() - dt.timedelta(days=12)
@@ -436,7 +468,7 @@ def _batch_with_work(plant, sites, n: int):
         donor_code=code, din=isbt128.build_din("A9991", 26, 700 + n).din13))
     batch = _batch_awaiting_qc(plant, sites, material.din)
     now = utcnow().isoformat()
-    due = (utcnow().date() + dt.timedelta(days=7)).isoformat()
+    due = (utcnow().date() + dt.timedelta(days=15)).isoformat()
     qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "sample_id": "S1", "value": "60",
                                                          "sampled_at": now})
     cd73 = qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "CD73", "sample_id": "S2", "value": "97",

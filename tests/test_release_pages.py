@@ -88,8 +88,11 @@ def oos_awaiting_certification(plant, sites) -> Batch:
     deviation_services.record_investigation(again(plant.qa), again(deviation), classification="major",
                                             root_cause="Long hold before formulation",
                                             impact_assessment="Lower viable dose; no safety impact", reason="done")
-    deviation_services.add_action(again(plant.qa), again(deviation), kind="preventive",
-                                  description="Limit hold time to 2 h", owner="technician.bg", due_date="2099-01-01")
+    action = deviation_services.add_action(again(plant.qa), again(deviation), kind="preventive",
+                                           description="Limit hold time to 2 h", owner="technician.bg",
+                                           due_date="2099-01-01")
+    deviation_services.carry_to_effectiveness_check(again(plant.qa), again(action), due_date="2099-06-01",
+                                                    note="Hold times of the next 5 batches")
     deviation_services.close_deviation(again(plant.qa), again(deviation), signing=signing(again(plant.qa)))
     batch_services.transition(again(plant.qa), again(batch), S.AWAITING_QC, reason="hold lifted after closure")
     batch_services.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")

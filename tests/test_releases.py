@@ -9,6 +9,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
+from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
@@ -220,8 +221,11 @@ def oos_batch(plant, sites):
     deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
                                             root_cause="Long hold before formulation",
                                             impact_assessment="Lower viable dose; no safety impact", reason="done")
-    deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="preventive",
-                                  description="Limit hold time to 2 h", owner="technician.bg", due_date="2099-01-01")
+    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="preventive",
+                                           description="Limit hold time to 2 h", owner="technician.bg",
+                                           due_date="2099-01-01")
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
+                                                    note="Hold times of the next 5 batches")
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
     batch_services.transition(refetch(plant.qa), refetch(batch), S.AWAITING_QC, reason="hold lifted after closure")
     batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
@@ -267,7 +271,7 @@ def test_batch_record_holds_everything_and_hostile_text_as_typed(plant, sites):
     deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": HOSTILE[:150], "description": HOSTILE, "classification": "minor", "batch": batch.number})
     qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "93", "sample_id": "S<1>&",
-                                                        "sampled_at": "2026-11-01T10:00:00+01:00"})
+                                                        "sampled_at": utcnow().isoformat()})
     pdf = releases.batch_record_pdf(refetch(plant.qa), refetch(batch))
     text = pdf_text(pdf).replace("\n", " ")
     for expected in (batch.number, "Page 1 of", "Printed", "Contents", "Donors and eligibility", "UC-0001",

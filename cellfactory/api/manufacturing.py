@@ -73,7 +73,7 @@ SHELF_LIVES = ("shelf_life_fresh_hours", "shelf_life_cryo_days", "shelf_life_tha
 DRAFT_TEXT = ("change_summary", "reason")
 TEST_TEXT = ("code", "name", "method", "unit", "stage", "criterion", "expected", "reason")
 TEST_REQUIRED = ("code", "name", "method", "stage", "criterion")
-TEST_NUMBERS = ("lower", "upper")
+TEST_NUMBERS = ("lower", "upper", "physical_min", "physical_max")
 TEST_FLAGS = ("lower_inclusive", "upper_inclusive", "informative_only", "may_be_pending")
 ITEM_TEXT = ("code", "name", "supplier", "category", "unit")
 LOT_TEXT = ("site", "item", "lot_number", "expiry_date", "coa_reference", "received_on")
@@ -144,8 +144,13 @@ def _spec_detail(spec: SpecificationVersion) -> dict[str, Any]:
 
 
 def _test_data(data: dict[str, Any]) -> dict[str, Any]:
-    check_types(data, numbers=TEST_NUMBERS, flags=TEST_FLAGS)
+    check_types(data, numbers=TEST_NUMBERS, flags=TEST_FLAGS, integers=("incubation_days",))
+    vocabulary = data.get("vocabulary")
+    if vocabulary is not None and not (isinstance(vocabulary, list) and all(isinstance(v, str) for v in vocabulary)):
+        raise ValidationFailed("vocabulary is a list of texts, e.g. [\"no growth\", \"growth\"].",
+                               fields={"vocabulary": "Must be a list of texts."})
     fields = {name: data.get(name) for name in (*TEST_TEXT, *TEST_NUMBERS) if name != "reason"}
+    fields.update(vocabulary=vocabulary, incubation_days=data.get("incubation_days"))
     for flag in TEST_FLAGS:
         if data.get(flag) is not None:
             fields[flag] = data[flag]

@@ -497,7 +497,13 @@ _M_TEST_PROPERTIES = {
     "lower": _M_NUMBER, "lower_inclusive": {"type": "boolean"}, "upper": _M_NUMBER,
     "upper_inclusive": {"type": "boolean"}, "expected": {**_M_NULL_TEXT, "description": "For a qualitative test"},
     "informative_only": {"type": "boolean"},
-    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"}}
+    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"},
+    "physical_min": {**_M_NUMBER, "description": "Numeric test: the smallest possible value (default 0)"},
+    "physical_max": {**_M_NUMBER, "description": "Numeric test: the largest possible value (default 100 for %)"},
+    "vocabulary": {"type": "array", "items": _M_TEXT,
+                   "description": "Qualitative test: its values, the expected one among them"},
+    "incubation_days": {"type": ["integer", "null"],
+                        "description": "Test that may be pending: days of incubation before the final read"}}
 
 SCHEMAS.update({
     "Product": {"type": "object", "properties": {
@@ -746,9 +752,15 @@ PATHS.update({
         "summary": "Complete an action with what was done (its owner, or QA of the site)",
         "parameters": [*_DEVIATION, _path("id")], "requestBody": _body("CapaActionCompletion"),
         "responses": _responses(ref("CapaAction"), "200", 404, 409, 422)}},
+    "/deviations/{number}/actions/{id}/effectiveness-check": {"post": {
+        "summary": "Carry an action not done yet to an effectiveness check with its due date (QA of the site), so "
+                   "that the deviation can close", "parameters": [*_DEVIATION, _path("id")],
+        "requestBody": _body("CapaActionCarry"),
+        "responses": _responses(ref("CapaAction"), "200", 404, 409, 422)}},
     "/deviations/{number}/closure": {"post": {
-        "summary": "QA closes with an electronic signature meaning 'Closed' once root cause, impact assessment and "
-                   "(major, critical) a CAPA action are recorded (409 otherwise)", "parameters": _DEVIATION,
+        "summary": "QA closes with an electronic signature meaning 'Closed' once root cause, impact assessment, "
+                   "(major, critical) a CAPA action, and each action done or carried to an effectiveness check are "
+                   "recorded (409 otherwise)", "parameters": _DEVIATION,
         "requestBody": _body("DeviationClosure"),
         "responses": _responses(ref("DeviationDetail"), "200", 404, 409, 422)}},
 })
@@ -815,7 +827,9 @@ SCHEMAS.update({
         "source": {"type": "string", "enum": ["manual", "out_of_specification", "post_release"]},
         "batch": _Q_NULL_TEXT, "step": _Q_NULL_TEXT, "result": {"type": ["integer", "null"]},
         "root_cause": _Q_TEXT, "impact_assessment": _Q_TEXT,
-        "blocks_release": {"type": "boolean", "description": "Open and major or critical"},
+        "blocks_release": {"type": "boolean",
+                           "description": "Open and major or critical, or open and opened by an OOS result"},
+        "classification_justification": _Q_NULL_TEXT,
         "opened_at": _Q_TIME, "opened_by": _Q_TEXT, "closed_at": _Q_NULL_TIME, "closed_by": _Q_NULL_TEXT,
         "open_actions": {"type": "integer"}, "version": {"type": "integer"}}},
     "CapaAction": {"type": "object", "properties": {
@@ -824,7 +838,9 @@ SCHEMAS.update({
         "description": _Q_TEXT, "owner": _Q_TEXT, "owner_name": _Q_TEXT,
         "due_date": {"type": "string", "format": "date"}, "overdue": {"type": "boolean"},
         "completed": {"type": "boolean"}, "completed_at": _Q_NULL_TIME, "completion_note": _Q_NULL_TEXT,
-        "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT, "version": {"type": "integer"}}},
+        "effectiveness_check_due": {"type": ["string", "null"], "format": "date"},
+        "effectiveness_check_note": _Q_NULL_TEXT, "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT,
+        "version": {"type": "integer"}}},
     "DeviationDetail": {"allOf": [ref("Deviation"), {"type": "object", "properties": {
         "actions": {"type": "array", "items": ref("CapaAction")},
         "signatures": {"type": "array", "items": ref("Signature")}}}]},
@@ -838,7 +854,13 @@ SCHEMAS.update({
         "classification": {"type": "string", "enum": ["minor", "major", "critical"]}, "root_cause": _Q_TEXT,
         "impact_assessment": {"type": "string", "description": "Impact on the batch"},
         "reason": {"type": "string", "description": "Why the record changes (audit trail)"},
-        "version": {"type": "integer", "description": "Optional: the deviation version you saw (stale: 409)"}}},
+        "version": {"type": "integer", "description": "Optional: the deviation version you saw (stale: 409)"},
+        "justification": {"type": "string", "description": "Required with password to classify minor a deviation "
+                                                           "an OOS result opened (signed by QA)"},
+        "password": {"type": "string", "description": "Your password: signs the justification"}}},
+    "CapaActionCarry": {"type": "object", "required": ["due_date", "note"], "properties": {
+        "due_date": {"type": "string", "format": "date", "description": "Due date of the effectiveness check"},
+        "note": {"type": "string", "description": "What the effectiveness check verifies"}}},
     "CapaActionCreate": {"type": "object", "required": ["kind", "description", "owner", "due_date"], "properties": {
         "kind": {"type": "string", "enum": ["corrective", "preventive"]}, "description": _Q_TEXT,
         "owner": {"type": "string", "description": "User name of an active user"},

@@ -37,9 +37,8 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
-from cellfactory.products.models import CriterionKind
+from cellfactory.products.models import CriterionKind, SpecTest
 from cellfactory.qc import services as qc_services
-from cellfactory.qc.judging import QUALITATIVE_VALUES
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
@@ -52,7 +51,8 @@ SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 RESULT_TEXT = ("test", "sample_id", "sampled_at", "method", "instrument", "raw_data_reference", "final_read_due",
                "retest_reason", "unit")
 DEVIATION_TEXT = ("site", "title", "description", "classification", "batch", "step")
-INVESTIGATION_TEXT = ("classification", "root_cause", "impact_assessment", "reason")
+INVESTIGATION_TEXT = ("classification", "root_cause", "impact_assessment", "reason", "justification", "password",
+                      "username")
 ACTION_TEXT = ("kind", "description", "owner", "due_date")
 
 
@@ -99,17 +99,19 @@ def _judged_json(result: QcResult) -> dict[str, Any]:
             "deviation_detail": deviation_json(deviation) if deviation else None}
 
 
-def _value(data: dict[str, Any], criterion: CriterionKind | None, errors: dict[str, str]) -> None:
-    """A numeric test takes a JSON number, a qualitative one a value of the fixed list (checked by the service)."""
+def _value(data: dict[str, Any], test: SpecTest | None, errors: dict[str, str]) -> None:
+    """A numeric test takes a JSON number, a qualitative one a text among the test's values (the service checks
+    the value itself: physical bounds, the test's vocabulary)."""
     value = data.get("value")
     if value is None:
         return
+    criterion = test.criterion if test is not None else None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        errors["value"] = "Must be a number or one of: " + ", ".join(QUALITATIVE_VALUES) + "."
+        errors["value"] = "Must be a number or a text value of the test."
     elif criterion == CriterionKind.RANGE and isinstance(value, str):
         errors["value"] = "Must be a number (JSON number, not text) in the test's unit."
     elif criterion == CriterionKind.QUALITATIVE and not isinstance(value, str):
-        errors["value"] = "Must be one of: " + ", ".join(QUALITATIVE_VALUES) + "."
+        errors["value"] = "Choose one of: " + ", ".join(test.values) + "."
 
 
 @bp.get("/batches/<number>/results")
@@ -139,7 +141,7 @@ def enter_result(number: str):
     if pending and data.get("value") is not None:
         errors["value"] = "Leave out the value of a pending result: record it later as its final read."
     else:
-        _value(data, test.criterion if test else None, errors)
+        _value(data, test, errors)
     if test is not None and data.get("unit") is not None and data["unit"].strip() != (test.unit or ""):
         errors["unit"] = f"{test.name} is reported in {test.unit!r}: convert the value or leave out unit."
     if errors:
@@ -157,7 +159,7 @@ def final_read(id: int):
     result = _result(id)
     data = json_body("value", text=("raw_data_reference",))
     errors: dict[str, str] = {}
-    _value(data, result.spec_test.criterion, errors)
+    _value(data, result.spec_test, errors)
     if errors:
         raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
     read = qc_services.record_final_read(api_user(), result, {"value": data["value"],
@@ -266,7 +268,9 @@ def record_investigation(number: str):
         api_user(), found, classification=data.get("classification") or found.classification.value,
         root_cause=data["root_cause"] if data.get("root_cause") is not None else found.root_cause,
         impact_assessment=data["impact_assessment"] if data.get("impact_assessment") is not None
-        else found.impact_assessment, reason=data["reason"], expected_version=data.get("version"))
+        else found.impact_assessment, reason=data["reason"], expected_version=data.get("version"),
+        justification=data.get("justification") or "",
+        signing=signing_of(data, Meaning.CLASSIFICATION_JUSTIFIED) if data.get("password") else None)
     return _deviation_detail(updated)
 
 
@@ -290,6 +294,19 @@ def complete_action(number: str, id: int):
     data = json_body("note", text=("note",))
     completed = deviation_services.complete_action(api_user(), action, data["note"])
     return capa_action_json(completed, _site_today(found.site_id))
+
+
+@bp.post("/deviations/<number>/actions/<int:id>/effectiveness-check")
+@roles_required(Role.QA)
+def carry_action(number: str, id: int):
+    found = _deviation(number)
+    action = db.session.get(CapaAction, id)
+    if action is None or action.deviation_id != found.id:
+        raise NotFound(f"Deviation {found.number} has no action {id}.")
+    data = json_body("due_date", "note", text=("due_date", "note"))
+    carried = deviation_services.carry_to_effectiveness_check(api_user(), action, due_date=data["due_date"],
+                                                              note=data["note"])
+    return capa_action_json(carried, _site_today(found.site_id))
 
 
 @bp.post("/deviations/<number>/closure")

@@ -97,7 +97,9 @@ def spec_test_json(test) -> dict[str, Any]:
         "stage": test.stage.value, "criterion": test.criterion.value, "lower": number(test.lower),
         "lower_inclusive": test.lower_inclusive, "upper": number(test.upper), "upper_inclusive": test.upper_inclusive,
         "expected": test.expected, "informative_only": test.informative_only, "may_be_pending": test.may_be_pending,
-        "criterion_text": test.criterion_text,
+        "physical_min": number(test.physical_min), "physical_max": number(test.physical_max),
+        "vocabulary": test.values if test.criterion.value == "qualitative" else [],
+        "incubation_days": test.incubation_days, "criterion_text": test.criterion_text,
     }
 
 
@@ -273,7 +275,8 @@ def capa_action_json(action, today: dt.date | None = None) -> dict[str, Any]:
         "description": action.description, "owner": action.owner.username, "owner_name": action.owner.full_name,
         "due_date": day(action.due_date), "overdue": action.completed_at is None and action.due_date < today,
         "completed": action.completed_at is not None, "completed_at": iso(action.completed_at),
-        "completion_note": action.completion_note, "created_at": iso(action.created_at),
+        "completion_note": action.completion_note, "effectiveness_check_due": day(action.effectiveness_check_due),
+        "effectiveness_check_note": action.effectiveness_check_note, "created_at": iso(action.created_at),
         "created_by": username(action.created_by_id), "version": action.version,
     }
 
@@ -291,6 +294,7 @@ def deviation_json(deviation) -> dict[str, Any]:
         "batch": batch.number if batch else None, "step": step.code if step else None,
         "result": deviation.result_id, "root_cause": deviation.root_cause,
         "impact_assessment": deviation.impact_assessment, "blocks_release": deviation.blocks_release,
+        "classification_justification": deviation.classification_justification,
         "opened_at": iso(deviation.opened_at), "opened_by": deviation.opened_by.username,
         "closed_at": iso(deviation.closed_at), "closed_by": username(deviation.closed_by_id),
         "open_actions": sum(1 for a in deviation.actions if a.completed_at is None),

@@ -3,7 +3,7 @@ The services check every rule; their field errors are shown next to these fields
 
 from __future__ import annotations
 
-from wtforms import DateField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms import DateField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from cellfactory.core.forms import BaseForm
@@ -33,6 +33,17 @@ class InvestigationForm(BaseForm):
                                       validators=[Optional(), Length(max=8000)])
     reason = TextAreaField("Reason for the update (goes into the audit trail)",
                            validators=[Optional(), Length(max=2000)])
+    # Only to classify minor a deviation an OOS result opened: QA's justification, signed.
+    justification = TextAreaField("Justification, signed, for minor although an OOS result opened it",
+                                  validators=[Optional(), Length(max=4000)])
+    username = StringField("User name (to sign the justification)", validators=[Optional(), Length(max=64)],
+                           render_kw={"autocapitalize": "none", "autocomplete": "off"})
+    password = PasswordField("Password (to sign the justification)", validators=[Optional()])
+
+    def signing(self, continuous: bool) -> dict | None:
+        if not self.password.data:
+            return None
+        return {"password": self.password.data, "username": self.username.data, "continuous_session": continuous}
 
 
 class ActionForm(BaseForm):
@@ -41,6 +52,11 @@ class ActionForm(BaseForm):
     description = TextAreaField("Action", validators=[Optional(), Length(max=4000)])
     owner = SelectField("Owner", choices=[], validate_choice=False)
     due_date = DateField("Due date", validators=[Optional()])
+
+
+class CarryActionForm(BaseForm):
+    due_date = DateField("Effectiveness check due", validators=[Optional()])
+    note = TextAreaField("What the effectiveness check verifies", validators=[Optional(), Length(max=4000)])
 
 
 class CompleteActionForm(BaseForm):

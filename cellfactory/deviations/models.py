@@ -62,6 +62,8 @@ class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
     opened_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
     closed_at: Mapped[dt.datetime | None]
     closed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    # Why QA classified a deviation that an OOS result opened below major (signed with the classification).
+    classification_justification: Mapped[str | None] = mapped_column(sa.Text)
 
     site: Mapped[Site] = relationship(lazy="joined")
     opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
@@ -72,11 +74,23 @@ class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
         return self.number
 
     @property
+    def from_oos(self) -> bool:
+        """Opened by an out-of-specification result (before or after release)."""
+        return self.result_id is not None or self.source in (DeviationSource.OOS, DeviationSource.POST_RELEASE)
+
+    @property
     def blocks_release(self) -> bool:
-        return self.status == DeviationStatus.OPEN and self.classification in (Classification.MAJOR,
-                                                                                Classification.CRITICAL)
+        """An open major or critical deviation blocks release; one linked to an OOS result whatever its class."""
+        return self.status == DeviationStatus.OPEN and (
+            self.from_oos or self.classification in (Classification.MAJOR, Classification.CRITICAL))
 
     def signature_content(self) -> dict[str, Any]:
+        content = self._signed_content()
+        if self.classification_justification:
+            content["classification_justification"] = self.classification_justification
+        return content
+
+    def _signed_content(self) -> dict[str, Any]:
         return {
             "number": self.number, "title": self.title, "description": self.description,
             "classification": self.classification.value, "root_cause": self.root_cause,
@@ -100,6 +114,9 @@ class CapaAction(Audited, CreatedMixin, VersionedMixin, Base):
     due_date: Mapped[dt.date]
     completed_at: Mapped[dt.datetime | None]
     completion_note: Mapped[str | None] = mapped_column(sa.Text)
+    # An action not done when the deviation closes is carried to an effectiveness check due on this date.
+    effectiveness_check_due: Mapped[dt.date | None]
+    effectiveness_check_note: Mapped[str | None] = mapped_column(sa.Text)
 
     deviation: Mapped[Deviation] = relationship(back_populates="actions")
     owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")

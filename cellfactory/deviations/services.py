@@ -118,9 +118,16 @@ def _require_open(deviation: Deviation) -> None:
         raise Conflict(f"Deviation {deviation.number} is closed: open a new one if needed.")
 
 
+DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification result is major or critical: to "
+                                  "classify it minor, give QA's justification and sign it.")
+
+
 @transactional
 def record_investigation(actor: User, deviation: Deviation, *, classification: Any, root_cause: str,
-                         impact_assessment: str, reason: str, expected_version: int | None = None) -> Deviation:
+                         impact_assessment: str, reason: str, expected_version: int | None = None,
+                         justification: str = "", signing: dict[str, Any] | None = None) -> Deviation:
+    """QA records the classification, root cause and impact. A deviation an OOS result opened goes below major
+    only with QA's justification, signed (`signing`: password, username, continuous_session)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
     if expected_version is not None and expected_version != deviation.version:
@@ -132,10 +139,22 @@ def record_investigation(actor: User, deviation: Deviation, *, classification: A
             from exc
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason for the update.", fields={"reason": "Required."})
+    downgraded = deviation.from_oos and classification == Classification.MINOR \
+        and deviation.classification != Classification.MINOR
+    justification = (justification or "").strip()
+    if downgraded and (not justification or not signing or not signing.get("password")):
+        raise ValidationFailed(DOWNGRADE_NEEDS_JUSTIFICATION, fields={
+            "justification": "Required to classify an out-of-specification deviation minor, with your signature."})
     audit.act_as(db.session, actor, reason=reason)
     deviation.classification = classification
     deviation.root_cause = (root_cause or "").strip()
     deviation.impact_assessment = (impact_assessment or "").strip()
+    if downgraded:
+        deviation.classification_justification = justification
+        db.session.flush()
+        signatures.apply_signature(actor, deviation, meaning=Meaning.CLASSIFICATION_JUSTIFIED,
+                                   allowed_meanings={Meaning.CLASSIFICATION_JUSTIFIED}, site_id=deviation.site_id,
+                                   comment=justification, **signing)
     return deviation
 
 
@@ -185,10 +204,34 @@ def complete_action(actor: User, action: CapaAction, note: str) -> CapaAction:
 
 
 @transactional
-def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any], comment: str = "") -> Deviation:
-    """QA closes with an electronic signature once root cause and impact on the batch are documented."""
-    _require_qa(actor, deviation)
-    _require_open(deviation)
+def carry_to_effectiveness_check(actor: User, action: CapaAction, *, due_date: Any, note: str) -> CapaAction:
+    """QA carries an action not done yet to an effectiveness check with its due date, so that the deviation can
+    close while the action is followed up."""
+    _require_qa(actor, action.deviation)
+    _require_open(action.deviation)
+    if action.completed_at is not None:
+        raise Conflict("This action is already completed.")
+    errors: dict[str, str] = {}
+    try:
+        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
+        if due < local_today(action.deviation.site.timezone):
+            errors["due_date"] = "The due date is in the past."
+        elif due.year > 2100:
+            errors["due_date"] = "The year must be between 1900 and 2100."
+    except ValueError:
+        errors["due_date"] = "Enter the due date of the effectiveness check (YYYY-MM-DD)."
+    if not (note or "").strip():
+        errors["note"] = "Say what the effectiveness check verifies."
+    if errors:
+        raise ValidationFailed("The action cannot be carried: " + " ".join(errors.values()), fields=errors)
+    audit.act_as(db.session, actor, reason="carried to an effectiveness check")
+    action.effectiveness_check_due = due
+    action.effectiveness_check_note = note.strip()
+    return action
+
+
+def closing_gaps(deviation: Deviation) -> list[str]:
+    """What the closure still needs (the page lists it; close_deviation refuses with it)."""
     missing = []
     if not deviation.root_cause:
         missing.append("the root cause")
@@ -196,6 +239,20 @@ def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any
         missing.append("the impact assessment on the batch")
     if deviation.classification != Classification.MINOR and not deviation.actions:
         missing.append("at least one CAPA action (major and critical deviations)")
+    open_actions = [a for a in deviation.actions if a.completed_at is None and a.effectiveness_check_due is None]
+    if open_actions:
+        missing.append("the completion of each CAPA action, or its carry to an effectiveness check with a due date "
+                       "(" + ", ".join(a.audit_label() for a in open_actions) + ")")
+    return missing
+
+
+@transactional
+def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any], comment: str = "") -> Deviation:
+    """QA closes with an electronic signature once root cause and impact on the batch are documented and each CAPA
+    action is done or carried to an effectiveness check."""
+    _require_qa(actor, deviation)
+    _require_open(deviation)
+    missing = closing_gaps(deviation)
     if missing:
         raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
     audit.act_as(db.session, actor, reason=comment or "deviation closed")

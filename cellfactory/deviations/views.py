@@ -22,12 +22,19 @@ from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services
-from cellfactory.deviations.forms import ActionForm, CloseForm, CompleteActionForm, InvestigationForm, OpenDeviationForm
+from cellfactory.deviations.forms import (
+    ActionForm,
+    CarryActionForm,
+    CloseForm,
+    CompleteActionForm,
+    InvestigationForm,
+    OpenDeviationForm,
+)
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.forms import continuous_session, mark_signed
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -172,18 +179,6 @@ def _close_form() -> CloseForm:
     return CloseForm.for_meanings([Meaning.CLOSED], prefix="close")
 
 
-def _closing_gaps(deviation: Deviation) -> list[str]:
-    """What the closure still needs (the service says the same when QA tries)."""
-    gaps = []
-    if not deviation.root_cause:
-        gaps.append("the root cause")
-    if not deviation.impact_assessment:
-        gaps.append("the impact assessment on the batch")
-    if deviation.classification != Classification.MINOR and not deviation.actions:
-        gaps.append("at least one CAPA action (major and critical deviations)")
-    return gaps
-
-
 def _history(deviation: Deviation, signatures: list[Any]) -> list[AuditEntry]:
     pairs = [("deviation", [deviation.id]), ("capa_action", [a.id for a in deviation.actions]),
              ("signature", [s.id for s in signatures])]
@@ -203,14 +198,17 @@ def _render(deviation: Deviation, status: int = 200, *, forms: dict[str, Any] | 
     result = db.session.get(QcResult, deviation.result_id) if deviation.result_id else None
     signatures = signature_services.signatures_for(deviation)
     today = _site_today(deviation.site)
-    complete_forms = {}
+    complete_forms, carry_forms = {}, {}
     for action in deviation.actions:
         if action.completed_at is None and (action.owner_id == user.id or qa):
             complete_forms[action.id] = forms.get(f"done-{action.id}") or CompleteActionForm(prefix=f"done-{action.id}")
+        if action.completed_at is None and action.effectiveness_check_due is None and qa and is_open:
+            carry_forms[action.id] = forms.get(f"carry-{action.id}") or CarryActionForm(prefix=f"carry-{action.id}")
     return render_template(
         "deviations/detail.html", deviation=deviation, batch=batch, step=step, result=result, today=today,
         signatures=[(s, signature_services.verify(s, deviation).value) for s in signatures],
-        history=_history(deviation, signatures), complete_forms=complete_forms, gaps=_closing_gaps(deviation),
+        history=_history(deviation, signatures), complete_forms=complete_forms, carry_forms=carry_forms,
+        gaps=services.closing_gaps(deviation),
         investigation_form=(forms.get("inv") or _investigation_form(deviation)) if qa and is_open else None,
         action_form=_action_form(deviation, forms.get("action")) if qa and is_open else None,
         close_form=(forms.get("close") or _close_form()) if qa and is_open else None,
@@ -239,12 +237,15 @@ def investigate(number: str) -> Any:
             services.record_investigation(
                 _user(), deviation, classification=form.classification.data, root_cause=form.root_cause.data or "",
                 impact_assessment=form.impact_assessment.data or "", reason=form.reason.data or "",
-                expected_version=int(form.version.data) if (form.version.data or "").isdigit() else None)
+                expected_version=int(form.version.data) if (form.version.data or "").isdigit() else None,
+                justification=form.justification.data or "", signing=form.signing(continuous_session()))
         except PermissionDenied:
             raise
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
+            if form.password.data:
+                mark_signed()
             return _saved(deviation, f"{deviation.number}: investigation recorded.", "investigation")
     return _render(services.get_deviation(_user(), number), 422, forms={"inv": form})
 
@@ -286,6 +287,29 @@ def complete_action(number: str, action_id: int) -> Any:
         else:
             return _saved(deviation, f"{deviation.number}: action completed.", f"action-{action_id}")
     return _render(services.get_deviation(_user(), number), 422, forms={f"done-{action_id}": form})
+
+
+@bp.route("/<number>/actions/<int:action_id>/effectiveness-check", methods=["POST"])
+@roles_required(Role.QA)
+def carry_action(number: str, action_id: int) -> Any:
+    deviation = services.get_deviation(_user(), number)
+    action = next((a for a in deviation.actions if a.id == action_id), None)
+    if action is None:
+        raise NotFound("There is no such action on this deviation.")
+    form = CarryActionForm(prefix=f"carry-{action_id}")
+    if form.validate_on_submit():
+        try:
+            services.carry_to_effectiveness_check(
+                _user(), action, due_date=form.due_date.data.isoformat() if form.due_date.data else "",
+                note=form.note.data or "")
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            return _saved(deviation, f"{deviation.number}: action carried to an effectiveness check.",
+                          f"action-{action_id}")
+    return _render(services.get_deviation(_user(), number), 422, forms={f"carry-{action_id}": form})
 
 
 @bp.route("/<number>/close", methods=["POST"])

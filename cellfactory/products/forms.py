@@ -116,9 +116,21 @@ class TestForm(BaseForm):
     lower_inclusive = BooleanField("Lower limit included (≥)", default=True)
     upper = DecimalField("Upper limit", places=None, validators=[Optional()])
     upper_inclusive = BooleanField("Upper limit included (≤)", default=True)
+    physical_min = DecimalField("Physically possible from (numeric; empty: 0)", places=None, validators=[Optional()])
+    physical_max = DecimalField("Physically possible up to (numeric; empty: 100 for %, else no maximum)", places=None,
+                                validators=[Optional()])
     expected = StringField("Expected result (qualitative), e.g. no growth", validators=[Optional(), Length(max=100)])
+    vocabulary = StringField("The test's values (qualitative), separated by /, e.g. no growth / growth",
+                             validators=[Optional(), Length(max=400)])
+    incubation_days = IntegerField("Incubation before the final read, days (tests that may be pending)",
+                                   validators=[Optional()])
     informative_only = BooleanField("For information only (not an acceptance criterion)")
     may_be_pending = BooleanField("May still be pending at a conditional release (e.g. sterility)")
+
+    def process(self, formdata=None, obj=None, data=None, **kwargs) -> None:
+        super().process(formdata, obj, data, **kwargs)
+        if isinstance(self.vocabulary.data, list):  # from the test being edited: shown as typed
+            self.vocabulary.data = " / ".join(self.vocabulary.data)
 
     def data_for_service(self) -> dict[str, Any]:
         return {name: field.data for name, field in self._fields.items() if name not in ("csrf_token", "reason")}

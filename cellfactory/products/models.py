@@ -114,6 +114,10 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
     steps: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     approved_at: Mapped[dt.datetime | None]
     approved_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    # Whether the approval signature covers each test's declaration (physical bounds, values, incubation). False
+    # for versions approved before tests declared them (migration 0013 backfilled their declarations): their
+    # signed content stays what was signed, so their signatures still verify.
+    declarations_signed: Mapped[bool] = mapped_column(default=True, server_default=sa.false())
 
     product: Mapped[Product] = relationship(back_populates="specifications", lazy="joined")
     tests: Mapped[list[SpecTest]] = relationship(back_populates="specification", order_by="SpecTest.position",
@@ -131,7 +135,7 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
             "product": self.product.code, "number": self.number, "max_passage": self.max_passage,
             "max_cumulative_pd": decimal_text(self.max_cumulative_pd),
             "steps": [_as_signed(s) for s in self.steps or []], "change_summary": self.change_summary,
-            "tests": [t.as_dict() for t in self.tests],
+            "tests": [t.as_dict(declared=self.declarations_signed) for t in self.tests],
         }
 
 
@@ -151,8 +155,24 @@ class CriterionKind(enum.StrEnum):
     QUALITATIVE = "qualitative"
 
 
+# The usual vocabularies of qualitative tests: the expected (conforming) value first. A test declares its own
+# values; these only fill the declaration in when a test names its expected value and no values.
+KNOWN_VOCABULARIES = (("no growth", "growth"), ("not detected", "detected"), ("conforms", "does not conform"),
+                      ("normal", "abnormal"), ("negative", "positive"), ("absent", "present"))
+
+
+def known_vocabulary(expected: str | None) -> list[str] | None:
+    wanted = (expected or "").strip().lower()
+    for values in KNOWN_VOCABULARIES:
+        if wanted in values:
+            return list(values)
+    return None
+
+
 class SpecTest(Audited, CreatedMixin, Base):
-    """A test of a specification version with its acceptance criterion."""
+    """A test of a specification version with its acceptance criterion and the kind of result it takes: a number
+    in its unit within physical bounds (a percentage is 0-100, a count never negative), or one of its own
+    qualitative values."""
 
     __tablename__ = "spec_test"
     __test__ = False  # a domain name that pytest would otherwise try to collect
@@ -175,21 +195,49 @@ class SpecTest(Audited, CreatedMixin, Base):
     informative_only: Mapped[bool] = mapped_column(default=False)
     # May still be pending at a conditional (initial) release, e.g. sterility during incubation.
     may_be_pending: Mapped[bool] = mapped_column(default=False)
+    # Numeric tests: what is physically possible in the unit; a value outside is refused as impossible.
+    physical_min: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
+    physical_max: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(18, 6))
+    # Qualitative tests: the values a result may take (e.g. ["no growth", "growth"]).
+    vocabulary: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # Tests that may be pending: the method's incubation before the final read (e.g. 7 or 14 days for sterility).
+    incubation_days: Mapped[int | None]
 
     specification: Mapped[SpecificationVersion] = relationship(back_populates="tests")
 
     def audit_label(self) -> str:
         return self.code
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, declared: bool = True) -> dict[str, Any]:
+        """The test as data (a new draft copies it); `declared=False` leaves out the declaration of its kind of
+        result, as versions approved before tests declared it were signed."""
         number = decimal_text
-        return {
+        data = {
             "code": self.code, "name": self.name, "method": self.method, "unit": self.unit,
             "stage": self.stage.value, "criterion": self.criterion.value, "lower": number(self.lower),
             "lower_inclusive": self.lower_inclusive, "upper": number(self.upper),
             "upper_inclusive": self.upper_inclusive, "expected": self.expected,
             "informative_only": self.informative_only, "may_be_pending": self.may_be_pending,
         }
+        if declared:
+            data.update(physical_min=number(self.physical_min), physical_max=number(self.physical_max),
+                        vocabulary=list(self.vocabulary or []), incubation_days=self.incubation_days)
+        return data
+
+    @property
+    def values(self) -> list[str]:
+        """The values a qualitative result may take."""
+        return list(self.vocabulary or []) or known_vocabulary(self.expected) or []
+
+    @property
+    def physical_text(self) -> str:
+        if self.criterion == CriterionKind.QUALITATIVE:
+            return " / ".join(self.values)
+        low = "" if self.physical_min is None else format(self.physical_min.normalize(), "f")
+        high = "" if self.physical_max is None else format(self.physical_max.normalize(), "f")
+        if low and high:
+            return f"{low} to {high} {self.unit}".strip()
+        return (f"≥ {low} {self.unit}" if low else f"≤ {high} {self.unit}" if high else "any value").strip()
 
     @property
     def criterion_text(self) -> str:

@@ -15,6 +15,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
+from cellfactory.core.values import decimal_text
 from cellfactory.extensions import db
 from cellfactory.products.models import (
     PD_COUNTED,
@@ -26,6 +27,7 @@ from cellfactory.products.models import (
     SpecTest,
     StepKind,
     TestStage,
+    known_vocabulary,
 )
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
@@ -201,6 +203,54 @@ def _number(value: Any, field: str, errors: dict[str, str]) -> decimal.Decimal |
         return None
 
 
+# Incubation longer than this is not a QC read but a typing error (sterility is 7-14 days, Ph. Eur. 2.6.1/2.6.27).
+MAX_INCUBATION_DAYS = 60
+
+
+def _physical_bounds(fields: dict[str, Any], errors: dict[str, str]) -> None:
+    """A numeric test declares its unit and what is physically possible in it: a percentage 0-100, a count or a
+    concentration never negative. Without explicit bounds a percentage is 0-100 and anything else at least 0."""
+    unit, low, high = fields["unit"], fields["physical_min"], fields["physical_max"]
+    if not unit:
+        errors["unit"] = "A numeric test declares its unit, e.g. %, EU/mL or 10^6 cells."
+        return
+    if low is None:
+        fields["physical_min"] = low = decimal.Decimal(0)
+    if unit == "%":
+        if high is None:
+            fields["physical_max"] = high = decimal.Decimal(100)
+        if low < 0 or high > 100:
+            errors["physical_max" if high > 100 else "physical_min"] = "A percentage lies between 0 and 100."
+            return
+    if high is not None and low > high:
+        errors["physical_max"] = "The physical maximum is below the minimum."
+        return
+    for name, limit in (("lower", fields["lower"]), ("upper", fields["upper"])):
+        if limit is not None and (limit < low or (high is not None and limit > high)):
+            errors[name] = "The limit lies outside what is physically possible (" + \
+                " to ".join(decimal_text(b) for b in (low, high) if b is not None) + f" {unit})."
+
+
+def _vocabulary(raw: Any, expected: str | None, errors: dict[str, str]) -> list[str]:
+    """A qualitative test's own values: a list (or text separated by new lines or '/'), at least two, distinct;
+    without any, the usual pair of the expected value (e.g. no growth / growth)."""
+    if raw in (None, "", []):
+        values = known_vocabulary(expected)
+        if values is None and expected:
+            errors["vocabulary"] = "Declare the test's values, e.g. no growth / growth."
+        return values or []
+    if isinstance(raw, str):
+        raw = raw.replace("\n", "/").split("/")
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        errors["vocabulary"] = "Give the values as a list of texts."
+        return []
+    values = [v.strip().lower() for v in raw if v.strip()]
+    if len(values) < 2 or len(set(values)) != len(values) or any(len(v) > 60 for v in values):
+        errors["vocabulary"] = "Declare at least two different values of at most 60 characters."
+        return []
+    return values
+
+
 def _test_fields(data: dict[str, Any]) -> dict[str, Any]:
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {
@@ -223,17 +273,37 @@ def _test_fields(data: dict[str, Any]) -> dict[str, Any]:
         errors["criterion"] = "Choose range or qualitative."
     fields["lower"] = _number(data.get("lower"), "lower", errors)
     fields["upper"] = _number(data.get("upper"), "upper", errors)
-    fields["expected"] = (data.get("expected") or "").strip() or None
+    fields["expected"] = (data.get("expected") or "").strip().lower() or None
+    fields["physical_min"] = _number(data.get("physical_min"), "physical_min", errors)
+    fields["physical_max"] = _number(data.get("physical_max"), "physical_max", errors)
+    fields["vocabulary"] = []
     if fields.get("criterion") == CriterionKind.RANGE:
         if fields["lower"] is None and fields["upper"] is None:
             errors["lower"] = "A range needs a lower or an upper limit."
         if fields["lower"] is not None and fields["upper"] is not None and fields["lower"] > fields["upper"]:
             errors["upper"] = "The upper limit is below the lower one."
         fields["expected"] = None
+        _physical_bounds(fields, errors)
     elif fields.get("criterion") == CriterionKind.QUALITATIVE:
+        fields["vocabulary"] = _vocabulary(data.get("vocabulary"), fields["expected"], errors)
         if not fields["expected"]:
             errors["expected"] = "Enter the expected result, e.g. 'not detected'."
-        fields["lower"] = fields["upper"] = None
+        elif fields["vocabulary"] and fields["expected"] not in fields["vocabulary"]:
+            errors["expected"] = "The expected result must be one of the test's values: " + \
+                ", ".join(fields["vocabulary"]) + "."
+        fields["lower"] = fields["upper"] = fields["physical_min"] = fields["physical_max"] = None
+    fields["incubation_days"] = None
+    incubation = data.get("incubation_days")
+    if incubation not in (None, ""):
+        try:
+            fields["incubation_days"] = int(str(incubation).strip())
+            if not 1 <= fields["incubation_days"] <= MAX_INCUBATION_DAYS:
+                raise ValueError
+        except ValueError:
+            errors["incubation_days"] = f"Enter whole days between 1 and {MAX_INCUBATION_DAYS}."
+    elif fields["may_be_pending"]:
+        errors["incubation_days"] = "A test that may be pending declares its incubation in days (e.g. 7 or 14 " \
+                                    "for sterility)."
     if errors:
         raise ValidationFailed("The test cannot be saved: " + " ".join(f"{k}: {v}" for k, v in errors.items()),
                                fields=errors)
@@ -335,6 +405,14 @@ def update_test(actor: User, test: SpecTest, data: dict[str, Any], reason: str) 
     return test
 
 
+AUTHOR_CANNOT_APPROVE = "You wrote this version: another QA person must approve it."
+
+
+def authors(spec: SpecificationVersion) -> set[int]:
+    """Who wrote the version: whoever drafted it and whoever added one of its tests."""
+    return {spec.created_by_id, *(t.created_by_id for t in spec.tests)}
+
+
 @transactional
 def approve(actor: User, spec: SpecificationVersion, *, signing: dict[str, Any]) -> SpecificationVersion:
     """QA approves a draft with an electronic signature; the previous approved version is superseded."""
@@ -343,6 +421,8 @@ def approve(actor: User, spec: SpecificationVersion, *, signing: dict[str, Any])
         raise Conflict(f"{spec.label} is {spec.status.value}, not a draft.")
     if not spec.tests:
         raise Conflict(f"{spec.label} has no tests: a specification needs its acceptance criteria.")
+    if actor.id in authors(spec):
+        raise Conflict(AUTHOR_CANNOT_APPROVE, fields={"meaning": AUTHOR_CANNOT_APPROVE})
     audit.act_as(db.session, actor, reason="specification approved")
     signatures.apply_signature(actor, spec, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
                                **signing)

@@ -6,17 +6,15 @@ which test, which instrument, retests), and their field errors are shown next to
 
 from __future__ import annotations
 
-from wtforms import BooleanField, DateField, DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DateField, DateTimeLocalField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from cellfactory.core.forms import BaseForm
-from cellfactory.qc.judging import QUALITATIVE_VALUES
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 NUMBER = {"inputmode": "decimal", "autocomplete": "off"}
 CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
-QUALITATIVE_CHOICES = [("", "Choose the result…")] + [(v, v) for v in QUALITATIVE_VALUES]
 
 
 class SiteTimeField(DateTimeLocalField):
@@ -45,11 +43,15 @@ class ResultForm(BaseForm):
     final_read_due = DateField("Final read due", validators=[Optional()])
     retest_of = SelectField("Retest of (leave empty for a first result)", choices=[], validate_choice=False)
     retest_reason = TextAreaField("Why the test is repeated", validators=[Optional(), Length(max=2000)])
+    confirm_oos = BooleanField("I confirm this result is out of specification: open a deviation and put the batch "
+                               "on hold")
 
     @staticmethod
     def for_test(test, **kwargs) -> ResultForm:
         if test is not None and test.criterion.value == "qualitative":
-            return QualitativeResultForm(**kwargs)
+            form = QualitativeResultForm(**kwargs)
+            form.value.choices = [(v, v) for v in test.values]  # the test's own values, none chosen in advance
+            return form
         form = ResultForm(**kwargs)
         if test is not None and test.unit:
             form.value.label.text = f"Result ({test.unit})"
@@ -72,7 +74,7 @@ class ResultForm(BaseForm):
 
 
 class QualitativeResultForm(ResultForm):
-    value = SelectField("Result", choices=QUALITATIVE_CHOICES, validate_choice=False)
+    value = RadioField("Result", choices=[], validate_choice=False)
 
 
 class FinalReadForm(BaseForm):
@@ -83,7 +85,9 @@ class FinalReadForm(BaseForm):
     @staticmethod
     def for_test(test, **kwargs) -> FinalReadForm:
         if test.criterion.value == "qualitative":
-            return QualitativeFinalReadForm(**kwargs)
+            form = QualitativeFinalReadForm(**kwargs)
+            form.value.choices = [(v, v) for v in test.values]
+            return form
         form = FinalReadForm(**kwargs)
         if test.unit:
             form.value.label.text = f"Final read ({test.unit})"
@@ -91,7 +95,7 @@ class FinalReadForm(BaseForm):
 
 
 class QualitativeFinalReadForm(FinalReadForm):
-    value = SelectField("Final read", choices=QUALITATIVE_CHOICES, validate_choice=False)
+    value = RadioField("Final read", choices=[], validate_choice=False)
 
 
 class VerifyForm(SigningForm):

@@ -19,7 +19,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
-from cellfactory.core.plausibility import plausible_date
+from cellfactory.core.plausibility import check_date, check_instant, plausible_date
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations import services as deviations
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
@@ -27,7 +27,7 @@ from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.materials.services import parse_instant
 from cellfactory.products.models import CriterionKind, SpecTest
-from cellfactory.qc.judging import QUALITATIVE_VALUES, Verdict, judge
+from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
@@ -59,8 +59,8 @@ def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tupl
         return None, None
     if test.criterion == CriterionKind.QUALITATIVE:
         text = str(raw).strip().lower()
-        if text not in QUALITATIVE_VALUES:
-            errors["value"] = "Choose one of: " + ", ".join(QUALITATIVE_VALUES) + "."
+        if text not in test.values:
+            errors["value"] = "Choose one of: " + ", ".join(test.values) + "."
             return None, None
         return None, text
     try:
@@ -74,6 +74,11 @@ def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tupl
     # stored value is the one judged.
     if abs(number) >= 10**12 or number.normalize().as_tuple().exponent < -6:
         errors["value"] = "Enter at most 6 decimal places and less than 10^12 (use a larger unit)."
+        return None, None
+    # Before anything is judged: a value that cannot exist (viability -5 % or 150 %) is a typing error, not an OOS.
+    if (test.physical_min is not None and number < test.physical_min) or \
+            (test.physical_max is not None and number > test.physical_max):
+        errors["value"] = f"Impossible value: {test.name} lies in {test.physical_text}."
         return None, None
     return number, None
 
@@ -102,8 +107,14 @@ def _instrument(site_id: int, code: Any, day: dt.date, errors: dict[str, str]) -
     return item
 
 
+RETEST_REASON_REQUIRED = "Say why the test is repeated."
+
+
 @transactional
-def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
+def enter_result(actor: User, batch: Batch, data: dict[str, Any], *, confirm_oos: bool | None = None) -> QcResult:
+    """Enter a result of a test of the batch's frozen specification, judged at once. A second result of a test is
+    a retest of an earlier one, with its reason, linked to that result's deviation. `confirm_oos=False` (the page
+    before the analyst confirmed) refuses a result that would be out of specification, saving nothing."""
     _require_analyst(actor, batch.site_id)
     if batch.status not in RESULT_STATES:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
@@ -116,8 +127,9 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
                                "frozen for this batch.", fields={"test": "Choose a test of the batch's specification."})
     tz = batch.site.timezone
     sampled_at = parse_instant(data.get("sampled_at"), "sampled_at", tz, errors)
-    if sampled_at and sampled_at > utcnow() + dt.timedelta(minutes=5):
-        errors["sampled_at"] = "The sampling time is in the future."
+    # People type the sampling time to the minute: a sample in the minute the batch started is not before it.
+    started = batch.started_at.replace(second=0, microsecond=0)
+    check_instant(errors, "sampled_at", sampled_at, not_before=[(started, "the start of the batch")])
     sample_id = (data.get("sample_id") or "").strip()
     if not sample_id:
         errors["sample_id"] = "Enter the sample identifier."
@@ -133,6 +145,12 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
             due = plausible_date(due, "final_read_due", errors)
         except ValueError:
             errors["final_read_due"] = "Enter the date the final read is due."
+        if due is not None and sampled_at is not None and "sampled_at" not in errors:
+            # The read cannot be final before the method's incubation is over (Ph. Eur. 2.6.1 / 2.6.27).
+            earliest = sampled_at.astimezone(ZoneInfo(tz)).date() + dt.timedelta(days=test.incubation_days or 0)
+            check_date(errors, "final_read_due", due, timezone=tz, allow_future=True, not_before=[
+                (earliest, f"the sampling date plus the {test.incubation_days or 0} days of incubation "
+                           f"({earliest.isoformat()})")])
     else:
         numeric, qualitative = _value(test, data, errors)
     day = (sampled_at or utcnow()).astimezone(ZoneInfo(tz)).date()
@@ -142,11 +160,23 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
         retest_of = db.session.get(QcResult, int(data["retest_of"])) if str(data["retest_of"]).isdigit() else None
         if retest_of is None or retest_of.batch_id != batch.id or retest_of.spec_test_id != test.id:
             errors["retest_of"] = "A retest refers to an earlier result of the same test on this batch."
+            retest_of = None
         if not (data.get("retest_reason") or "").strip():
-            errors["retest_reason"] = "Say why the test is repeated."
+            errors["retest_reason"] = RETEST_REASON_REQUIRED
+    elif db.session.scalar(sa.select(QcResult.id).where(QcResult.batch_id == batch.id,
+                                                        QcResult.spec_test_id == test.id).limit(1)):
+        # A second result never silently replaces the first: it is a retest of it, with its reason.
+        errors["retest_of"] = f"{test.name} already has a result on this batch: enter this one as a retest of it."
+        if not (data.get("retest_reason") or "").strip():
+            errors["retest_reason"] = RETEST_REASON_REQUIRED
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
     judgement = judge(test, numeric=numeric, qualitative=qualitative)
+    if judgement.verdict == Verdict.FAIL and confirm_oos is False:
+        raise ValidationFailed(
+            f"{test.name} {judgement.explanation}: this result is out of specification. Check the value; to save it, "
+            "confirm that it is out of specification (a deviation is opened and the batch put on hold).",
+            fields={"confirm_oos": "Confirm that the result is out of specification."})
     result = QcResult(
         batch_id=batch.id, site_id=batch.site_id, spec_test=test, sample_id=sample_id, sampled_at=sampled_at,
         method=(data.get("method") or test.method).strip(), equipment=instrument, analyst_id=actor.id,
@@ -154,7 +184,8 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any]) -> QcResult:
         raw_data_reference=(data.get("raw_data_reference") or "").strip(), final_read_due=due,
         verdict=judgement.verdict, explanation=judgement.explanation,
         retest_of_id=retest_of.id if retest_of else None,
-        retest_reason=(data.get("retest_reason") or "").strip() or None, created_by_id=actor.id)
+        retest_reason=(data.get("retest_reason") or "").strip() or None,
+        deviation_id=retest_of.deviation_id if retest_of else None, created_by_id=actor.id)
     db.session.add(result)
     db.session.flush()
     if result.verdict == Verdict.FAIL:
@@ -189,13 +220,19 @@ def record_final_read(actor: User, result: QcResult, data: dict[str, Any]) -> Qc
 
 
 def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
-    """An OOS result opens a deviation linked to it and puts the batch on hold."""
+    """An OOS result opens a deviation linked to it and puts the batch on hold; a failing retest belongs to the
+    still open deviation of the result it repeats."""
     test = result.spec_test
-    deviation = deviations.create_deviation(
-        actor, batch.site, title=f"OOS: {test.name} on {batch.number}",
-        description=f"{test.name} ({test.method}) on sample {result.sample_id}: {result.value_text}, "
-                    f"{result.explanation}; criterion {test.criterion_text}.",
-        classification=Classification.MAJOR, source=DeviationSource.OOS, batch_id=batch.id, result_id=result.id)
+    linked = db.session.get(Deviation, result.deviation_id) if result.deviation_id else None
+    if linked is not None and linked.status == DeviationStatus.OPEN:
+        deviation = linked
+    else:
+        deviation = deviations.create_deviation(
+            actor, batch.site, title=f"OOS: {test.name} on {batch.number}",
+            description=f"{test.name} ({test.method}) on sample {result.sample_id}: {result.value_text}, "
+                        f"{result.explanation}; criterion {test.criterion_text}.",
+            classification=Classification.MAJOR, source=DeviationSource.OOS, batch_id=batch.id,
+            result_id=result.id)
     audit.set_reason(db.session, f"out-of-specification result: deviation {deviation.number}")
     result.deviation_id = deviation.id
     if batch.status in (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED, BatchStatus.ON_HOLD_AFTER_RELEASE) \
@@ -244,6 +281,16 @@ def invalidate_result(actor: User, result: QcResult, *, reason: str, signing: di
         raise Conflict("This result is already invalidated.")
     if not (reason or "").strip():
         raise ValidationFailed("Give the investigation's conclusion.", fields={"reason": "Required."})
+    if result.verdict == Verdict.FAIL:
+        # No testing into compliance: an OOS result falls only to an assignable laboratory cause, found by the
+        # investigation of its deviation.
+        deviation = db.session.get(Deviation, result.deviation_id) if result.deviation_id else None
+        if deviation is None or not deviation.root_cause.strip():
+            raise Conflict(
+                "An out-of-specification result is invalidated only for an assignable laboratory cause: record it "
+                "as the root cause in the investigation of " + (f"deviation {deviation.number}" if deviation else
+                                                                "its deviation") + " first.",
+                fields={"reason": "Record the laboratory cause in the deviation's investigation first."})
     audit.act_as(db.session, actor, reason=reason)
     signatures.apply_signature(actor, result, meaning=Meaning.RESULT_INVALIDATED,
                                allowed_meanings={Meaning.RESULT_INVALIDATED}, site_id=result.site_id, comment=reason,
@@ -316,12 +363,22 @@ class BatchResults:
         return loaded
 
     def reportable(self, batch_id: int) -> list[QcResult]:
-        """The result of each test the decision uses: the latest valid one."""
-        latest: dict[int, QcResult] = {}
+        """The result of each test the decision uses (`reportable_result`)."""
+        mine: dict[int, list[QcResult]] = {}
         for result in self.by_batch.get(batch_id, []):
-            if result.invalidated_at is None:
-                latest[result.spec_test_id] = result
-        return list(latest.values())
+            mine.setdefault(result.spec_test_id, []).append(result)
+        return [r for r in (reportable_result(results) for results in mine.values()) if r is not None]
+
+
+def reportable_result(results: Sequence[QcResult]) -> QcResult | None:
+    """Of one test's results in entry order, the one the decision uses: the first valid out-of-specification
+    result if there is one (it stands until QA invalidates it; a later passing retest never replaces it), else
+    the latest valid result."""
+    valid = [r for r in results if r.invalidated_at is None]
+    failing = [r for r in valid if r.verdict == Verdict.FAIL]
+    if failing:
+        return failing[0]
+    return valid[-1] if valid else None
 
 
 def qc_statuses(batches: Sequence[Batch], *, loaded: BatchResults | None = None,
@@ -351,9 +408,12 @@ def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Call
     for test in tests:
         mine = [r for r in results if r.spec_test_id == test.id]
         valid = [r for r in mine if r.invalidated_at is None]
-        reportable = valid[-1] if valid else None
+        reportable = reportable_result(mine)
         if reportable is None:
             why = "no valid result" if mine else "no result"
+        elif reportable.verdict == Verdict.FAIL and reportable is not valid[-1]:
+            why = ("out of specification; it stands until QA invalidates it for an assignable laboratory cause, "
+                   "whatever later retests show")
         elif reportable.retest_of_id:
             original = next((r for r in mine if r.id == reportable.retest_of_id), None)
             why = (f"retest; the original result was invalidated: {original.invalidation_reason}"

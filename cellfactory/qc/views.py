@@ -289,7 +289,7 @@ def enter(number: str) -> Any:
             form.sample_id.data = original.sample_id
     if form.validate_on_submit():
         try:
-            result = qc.enter_result(_user(), batch, form.entries())
+            result = qc.enter_result(_user(), batch, form.entries(), confirm_oos=bool(form.confirm_oos.data))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -392,7 +392,7 @@ def invalidate(number: str, result_id: int) -> Any:
 
 
 def _trend_rows(user: User, product: Product, code: str, site_code: str | None) -> list[dict[str, Any]]:
-    """Per batch of the product (in order of start), the result of the test that counts: the latest valid one,
+    """Per batch of the product (in order of start), the result of the test that counts (qc.reportable_result),
     as the batch's QC page decides."""
     query = (sa.select(QcResult, Batch).join(Batch, Batch.id == QcResult.batch_id)
              .join(SpecTest, SpecTest.id == QcResult.spec_test_id)
@@ -400,9 +400,10 @@ def _trend_rows(user: User, product: Product, code: str, site_code: str | None) 
              .options(*LIGHT_BATCH, *qc.LIGHT_RESULT).order_by(Batch.started_at, Batch.id, QcResult.id))
     if site_code:
         query = query.join(Site, Site.id == Batch.site_id).where(Site.code == site_code.upper())
-    latest: dict[int, tuple[QcResult, Batch]] = {}
+    per_batch: dict[int, tuple[list[QcResult], Batch]] = {}
     for result, batch in db.session.execute(visible_to(query, QcResult, user)):
-        latest[batch.id] = (result, batch)  # rows come in id order: the last one is the reportable result
+        per_batch.setdefault(batch.id, ([], batch))[0].append(result)  # rows come in id order
+    latest = {batch_id: (qc.reportable_result(results), batch) for batch_id, (results, batch) in per_batch.items()}
     index = signature_services.SignatureIndex([result for result, _ in latest.values()])
     return [{"result": result, "batch": batch, "verified": qc.result_verification(result, index) is not None}
             for result, batch in latest.values()]

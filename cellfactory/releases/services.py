@@ -159,7 +159,8 @@ def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistI
                           manufacturing_blockers(batch, facts.index))
     results = ChecklistItem("results", "Every required result verified, within specification or covered by a "
                                        "closed deviation", qc_blockers(batch, facts.qc))
-    deviations = ChecklistItem("deviations", "No open major or critical deviation",
+    deviations = ChecklistItem("deviations", "No open major or critical deviation, nor any open deviation of an "
+                                             "out-of-specification result",
                                [f"Deviation {d.number} ({d.classification.value}) is open: {d.title}"
                                 for d in facts.deviations if d.blocks_release])
     lots = ChecklistItem("lots", "Every reagent lot released and in date when used")

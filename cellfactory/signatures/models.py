@@ -25,6 +25,7 @@ class Meaning(enum.StrEnum):
     REJECTED_AT_RECEIPT = "Rejected after quarantine"
     RESULT_INVALIDATED = "Result invalidated after investigation"
     CLOSED = "Closed"
+    CLASSIFICATION_JUSTIFIED = "Classified below major with justification"
     QP_CERTIFIED = "Released for clinical use (QP certification)"
     QP_CONDITIONAL = "Conditionally released, sterility pending (QP certification)"
     QP_REJECTED = "Rejected (QP decision)"

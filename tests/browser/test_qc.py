@@ -81,12 +81,18 @@ def test_oos_viability_opens_a_deviation_that_qa_closes_with_a_signature(page, l
     page.wait_for_url(re.compile(rf"/qc/batches/{number}/results/new\?test=VIAB$"))
     expect(page.get_by_label("Test (from the batch's frozen specification)")).to_have_value("VIAB")
     page.get_by_label("Sample ID").fill(f"{number}-VIAB-R1")
-    page.get_by_label("Sampled at (site time)").fill(local_input(3))
+    page.get_by_label("Sampled at (site time)").fill(local_input(0))  # not before the batch started
     page.get_by_label("Instrument", exact=True).select_option("NC-01")
     page.get_by_label("Result (%)").fill("64,5")
     page.get_by_label("Raw data reference").fill("NC-200 run 2211-07")
     assert_fits_tablet(page)
     screenshot("qc-03-enter-viability-tablet")
+    page.get_by_role("button", name="Save result").click()
+    # Out of specification: nothing is saved until the analyst confirms it.
+    confirm = page.get_by_label("I confirm this result is out of specification", exact=False)
+    expect(confirm).to_be_visible()
+    expect(page.get_by_text("Confirm that the result is out of specification.")).to_be_visible()
+    confirm.check()
     page.get_by_role("button", name="Save result").click()
     page.wait_for_url(live_server(f"/qc/batches/{number}#test-VIAB"))
     flash = page.locator(".flash-error")
@@ -171,6 +177,14 @@ def test_oos_viability_opens_a_deviation_that_qa_closes_with_a_signature(page, l
     page.wait_for_url(live_server(f"/deviations/{deviation_number}#actions"))
     expect(page.locator("table.capa tbody tr[id^=action-]")).to_have_count(1)
     expect(page.locator("table.capa")).to_contain_text(due)
+
+    # The action is not done yet: QA carries it to an effectiveness check, so that the deviation can close.
+    carry = page.locator("details", has_text="Carry the preventive action to an effectiveness check")
+    carry.locator("summary").click()
+    carry.get_by_label("Effectiveness check due").fill((utcnow().date() + dt.timedelta(days=90)).isoformat())
+    carry.get_by_label("What the effectiveness check verifies").fill("No sample held beyond 1 h in 3 months")
+    carry.get_by_role("button", name="Carry to an effectiveness check").click()
+    expect(page.locator(".flash-success")).to_contain_text("carried to an effectiveness check")
 
     close = page.locator("#close-form")
     expect(close).to_have_attribute("open", "")

@@ -14,7 +14,7 @@ templates get the flag on that step, and their stored cumulative PD is derived a
 none, the later ones do not include it), with the formula version that says so. Entered values are not touched.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 22:04:00
 """
 
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0012'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -136,7 +136,8 @@ def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) ->
     qa = refetch(plant.qa)
     product = product_services.get_product(product_code)
     draft = product_services.create_draft(qa, product, change_summary="Limits changed for the test", **changes)
-    return product_services.approve(refetch(qa), draft, signing=signing(qa))
+    approver = refetch(plant.approver)
+    return product_services.approve(approver, draft, signing=signing(approver))
 
 
 PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}

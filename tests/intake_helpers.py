@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import BASE_PANEL
 from cellfactory.donors.models import ScreeningTest
 
-TODAY = utcnow().date()
+# The test sites' calendar (Europe/Rome): an hour before midnight UTC it is already tomorrow there.
+TODAY = utcnow().astimezone(ZoneInfo("Europe/Rome")).date()
 
 
 def donor_data(code: str = "UC-0001", **overrides) -> dict:

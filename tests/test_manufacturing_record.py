@@ -22,6 +22,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.forms import parse_steps, steps_text
 from cellfactory.signatures import services as signature_services
 from tests.batch_helpers import (
+    BATCH_AGE_H,
     UCMSC_TESTS,
     batch_start,
     build_plant,
@@ -64,7 +65,7 @@ def _bmmsc_batch(plant, sites, max_cpd: str) -> Batch:
     product = product_services.create_product(qa, code="BMMSC", name="Bone marrow MSC", dose_unit="cells/kg")
     spec = product_services.create_draft(refetch(qa), product, change_summary="first version", steps=BMMSC_STEPS,
                                          max_passage=5, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
-    product_services.approve(refetch(qa), spec, signing=signing(qa))
+    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     return services.start_batch(refetch(plant.tech), sites["BG"], "BMMSC", [plant.material_din],
                                 started_at=batch_start())
 
@@ -196,7 +197,7 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
     before_flag = [{k: v for k, v in step.items() if k != "pd_counted"} for step in BMMSC_STEPS]
     spec = product_services.create_draft(refetch(qa), product, change_summary="v1", steps=before_flag,
                                          max_passage=5, max_cumulative_pd="30", tests=UCMSC_TESTS)
-    spec = product_services.approve(refetch(qa), spec, signing=signing(qa))
+    spec = product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     signed = spec.signature_content()
     [approval] = signature_services.signatures_for(spec)
     backfilled = [dict(step) for step in spec.steps]
@@ -274,7 +275,7 @@ def test_a_batch_cannot_start_in_the_future_or_in_an_impossible_year(plant, site
 
 
 @pytest.mark.parametrize(("code", "data", "field", "message"), [
-    ("ISO", step_data(started_at=iso(250), ended_at=iso(249)), "started_at", "before"),
+    ("ISO", step_data(started_at=iso(BATCH_AGE_H + 10), ended_at=iso(BATCH_AGE_H + 9)), "started_at", "before"),
     ("ISO", step_data(started_at=iso(30), ended_at=iso(31)), "ended_at",
      "This cannot be before the start of the step."),
     ("ISO", step_data(started_at=iso(3), ended_at=iso(-1)), "ended_at", "This time is in the future."),
@@ -348,7 +349,8 @@ def _done(plant, batch, *codes: str) -> None:
 PARITY = {
     "a passage seeded 48 h in the future": (("ISO",), "P0", lambda: _counts(-48, None), "seeded_at",
                                             "This time is in the future."),
-    "a step before the batch started": ((), "ISO", lambda: _plain(250, 249), "started_at", None),
+    "a step before the batch started": ((), "ISO", lambda: _plain(BATCH_AGE_H + 10, BATCH_AGE_H + 9), "started_at",
+                                        None),
     "an end before the start": ((), "ISO", lambda: _plain(30, 31), "ended_at",
                                 "This cannot be before the start of the step."),
     "a passage beyond max_passage": (("ISO", "P0", "P1"), "P2", lambda: _counts(100, 50), "deviation_reference",

@@ -79,7 +79,8 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
             product = product_services.create_product(qa, code="BMMSC", name="Bone marrow MSC")
             spec = product_services.create_draft(qa, product, change_summary="v1", steps=steps, max_passage=5,
                                                  max_cumulative_pd="30", tests=UCMSC_TESTS)
-            product_services.approve(qa, spec, signing=signing(qa))
+            approver = db.session.get(User, plant.approver.id)
+            product_services.approve(approver, spec, signing=signing(approver))
             spec_id = spec.id
             batch = batch_services.start_batch(db.session.get(User, plant.tech.id), sites["BG"], "BMMSC",
                                                [plant.material_din], started_at=batch_start())
@@ -92,7 +93,7 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
             assert p1.cumulative_pd == pytest.approx(3.0 - 4.322, abs=1e-3)  # as the earlier software counted
             db.session.remove()
             db.engine.dispose()
-        downgrade(url, "0010")
+        downgrade(url, "0013")  # the revision before 0014: what an installation upgrading to 0014 had
         upgrade(url)
         with application.app_context():
             spec = db.session.get(SpecificationVersion, spec_id)

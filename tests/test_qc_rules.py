@@ -29,7 +29,7 @@ from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
+from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
 from tests.conftest import PASSWORD, login, refetch
 from tests.test_api import assert_error
 from tests.test_api_quality import world  # noqa: F401 (fixture)
@@ -45,7 +45,7 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din])
+    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
     return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")

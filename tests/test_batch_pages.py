@@ -365,9 +365,10 @@ def test_unknown_step_is_404(client, plant, batch):
 
 def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites):
     from cellfactory.materials import services as material_services
-    from tests.intake_helpers import receipt_data
+    from tests.batch_helpers import past_receipt_data
 
-    second = material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(din="=A99912600045600"))
+    second = material_services.receive_material(refetch(plant.tech), sites["BG"],
+                                                past_receipt_data(din="=A99912600045600"))
     other = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [second.din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, other)
     services.transition(refetch(plant.tech), refetch(other), S.AWAITING_QC, reason="complete")

@@ -29,9 +29,18 @@ from cellfactory.products.models import CollectionType, Product
 from cellfactory.units import labels
 from cellfactory.units import services as units
 from cellfactory.units.models import Preservation, Recipient, Shipment, Unit, UnitStatus
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    complete_qc,
+    past_donation_day,
+    past_donor_data,
+    past_receipt_data,
+    run_batch_to_awaiting_qc,
+    signing,
+)
 from tests.conftest import make_user, refetch
-from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+from tests.intake_helpers import add_full_panel
 from tests.test_api import bearer, new_token
 
 API = "/api/v1"
@@ -81,13 +90,14 @@ def _set_product(plant, **settings) -> Product:
 
 
 def _autologous_material(plant, sites) -> str:
-    """An accepted cord from an autologous donor (the patient's own cells)."""
+    """An accepted cord from an autologous donor (the patient's own cells), collected before the batch starts the
+    tests enter."""
     tech = refetch(plant.tech)
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data(code="AU-0001", donor_type="autologous"))
-    add_full_panel(refetch(tech), donor)
+    donor = donor_services.register_donor(tech, sites["BG"], past_donor_data("AU-0001", donor_type="autologous"))
+    add_full_panel(refetch(tech), donor, sample_date=past_donation_day())
     din = isbt128.build_din("A9991", 26, 777).din13
     material = material_services.receive_material(refetch(tech), sites["BG"],
-                                                  receipt_data(donor_code="AU-0001", din=din))
+                                                  past_receipt_data(donor_code="AU-0001", din=din))
     material_services.print_labels(refetch(tech), [material])
     return material.din
 
@@ -112,7 +122,8 @@ def _named_bank(users, sites, collection: str, count_: int = 2):
     _set_product(plant, collection_type=collection)
     din = _autologous_material(plant, sites) if collection == "autologous" else plant.material_din
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din],
-                                       recipient_code=RECIPIENT.lower(), recipient_trial_code=TRIAL)
+                                       recipient_code=RECIPIENT.lower(), recipient_trial_code=TRIAL,
+                                       started_at=batch_start())
     batch = _release(plant, batch)
     made = units.create_units(refetch(plant.tech), batch, count=count_, volume_ml="20", cells_per_unit="1e8",
                               preservation="cryopreserved", prepared_at=ago(1).isoformat())

@@ -22,9 +22,18 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, started_long_ago
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    complete_qc,
+    past_donation_day,
+    past_donor_data,
+    past_receipt_data,
+    run_batch_to_awaiting_qc,
+    started_long_ago,
+)
 from tests.conftest import PASSWORD, login, refetch
-from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+from tests.intake_helpers import add_full_panel
 
 S = BatchStatus
 
@@ -283,10 +292,10 @@ def test_qa_invalidates_and_the_retest_counts(client, plant, batch):
 
 
 def test_trend_chart_draws_the_results_and_the_specification_limits(client, plant, batch, sites):
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], donor_data("UC-0002"))
-    add_full_panel(refetch(plant.tech), donor)
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data("UC-0002"))
+    add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  receipt_data("UC-0002", din="=A99912600012400"))
+                                                  past_receipt_data("UC-0002", din="=A99912600012400"))
     second = _batch_awaiting_qc(plant, sites, material.din)
     complete_qc(plant, batch, values={"VIAB": "91.5"})
     qc.enter_result(refetch(plant.qc), refetch(second), {"test": "VIAB", "sample_id": "S2", "value": "64",
@@ -462,9 +471,9 @@ def _batch_with_work(plant, sites, n: int):
     from cellfactory import isbt128
 
     code = f"UC-W{n:03d}"
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], donor_data(code=code))
-    add_full_panel(refetch(plant.tech), donor)
-    material = material_services.receive_material(refetch(plant.tech), sites["BG"], receipt_data(
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data(code))
+    add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
+    material = material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(
         donor_code=code, din=isbt128.build_din("A9991", 26, 700 + n).din13))
     batch = _batch_awaiting_qc(plant, sites, material.din)
     now = utcnow().isoformat()

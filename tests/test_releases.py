@@ -200,10 +200,10 @@ def test_an_invalidated_result_blocks(plant, reviewed):
 
 def test_unprinted_label_and_unfinished_steps_show_in_the_checklist(plant, sites):
     from cellfactory.materials import services as material_services
-    from tests.intake_helpers import receipt_data
+    from tests.batch_helpers import past_receipt_data
 
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  receipt_data(din="=A99912600077700"))
+                                                  past_receipt_data(din="=A99912600077700"))
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
         started_at=batch_start())
     items = {i.key: i for i in releases.checklist(refetch(batch))}

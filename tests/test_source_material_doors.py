@@ -139,16 +139,16 @@ def plant(users, sites):
     return build_plant(users, sites)
 
 
-@pytest.mark.parametrize("case", ["before the receipt", "in the future", "in 1899"])
+@pytest.mark.parametrize("case", ["before the arrival", "in the future", "in 1899"])
 def test_batch_start_time_refusals_are_the_same_at_the_page_and_the_api(client, login_as, users, plant, case):
     from cellfactory import isbt128
     from cellfactory.core.clock import format_local
 
     material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == plant.material_din))
     started, message = {
-        "before the receipt": (material.received_at - dt.timedelta(minutes=30),
-                               f"This cannot be before the receipt of material {isbt128.format_din(material.din)} "
-                               f"({format_local(material.received_at, 'Europe/Rome')})."),
+        "before the arrival": (material.arrived_at - dt.timedelta(minutes=30),
+                               f"This cannot be before the arrival of material {isbt128.format_din(material.din)} "
+                               f"({format_local(material.arrived_at, 'Europe/Rome')})."),
         "in the future": (BASE + dt.timedelta(hours=1), "This time is in the future."),
         "in 1899": (dt.datetime(1899, 12, 31, 10, tzinfo=dt.UTC), "The year must be between 1900 and 2100."),
     }[case]

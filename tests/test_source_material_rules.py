@@ -152,6 +152,7 @@ def hazard_units(users, sites):
     batch = batch_services.start_batch(refetch(tech), sites["BG"], "UCMSC", [material.din], recipient_code="PT-AU-0001",
                                        recipient_trial_code="EU-CT 2026-500001-12")
     units = unit_services.create_units(refetch(tech), refetch(batch), count=2, volume_ml="20", cells_per_unit="1e8",
+                                       preservation="cryopreserved",
                                        prepared_at=(utcnow() - dt.timedelta(minutes=30)).isoformat())
     tank = unit_services.create_location(refetch(tech), sites["BG"], kind="container", code="LN2-01", name="Tank 1")
     rack = unit_services.create_location(refetch(tech), sites["BG"], kind="rack", code="R1", parent=tank)
@@ -358,15 +359,18 @@ def test_the_database_refuses_a_second_batch_for_one_material(plant, sites):
         db.session.flush()
 
 
-def test_a_batch_does_not_start_before_the_receipt_of_its_material(plant, sites):
+def test_a_batch_does_not_start_before_the_arrival_of_its_material(plant, sites):
+    """The start may be entered afterwards, so earlier than the receipt was typed in, never earlier than the
+    material arrived."""
     material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == plant.material_din))
-    received = material.received_at.astimezone(ZoneInfo("Europe/Rome")).strftime("%Y-%m-%d %H:%M")
+    arrived = material.arrived_at.astimezone(ZoneInfo("Europe/Rome")).strftime("%Y-%m-%d %H:%M")
+    assert material.arrived_at < material.received_at
     before = last_seq()
     with pytest.raises(ValidationFailed) as error:
         batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                   started_at=(material.received_at - dt.timedelta(minutes=30)).isoformat())
+                                   started_at=(material.arrived_at - dt.timedelta(minutes=30)).isoformat())
     assert error.value.fields == {"started_at": (
-        f"This cannot be before the receipt of material {isbt128.format_din(plant.material_din)} ({received} CET "
+        f"This cannot be before the arrival of material {isbt128.format_din(plant.material_din)} ({arrived} CET "
         "(Europe/Rome)).")}
     assert count(Batch) == 0 and count(BatchMaterial) == 0 and last_seq() == before
     with pytest.raises(ValidationFailed) as error:
@@ -377,10 +381,10 @@ def test_a_batch_does_not_start_before_the_receipt_of_its_material(plant, sites)
                                    started_at="1899-12-31T10:00:00+00:00")
     assert error.value.fields == {"started_at": "The year must be between 1900 and 2100."}
     assert count(Batch) == 0
-    # At the receipt itself: allowed.
+    # At the arrival itself, before the receipt was typed in: allowed.
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                       started_at=material.received_at.isoformat())
-    assert batch.started_at == material.received_at
+                                       started_at=material.arrived_at.isoformat())
+    assert batch.started_at == material.arrived_at
 
 
 def test_collection_facility_register_from_the_command_line(cli_app):  # noqa: F811 - fixture of tests.test_cli

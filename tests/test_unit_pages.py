@@ -15,7 +15,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.units import services as units
 from cellfactory.units.models import Shipment, StorageLocation, Unit, UnitStatus
-from tests.batch_helpers import batch_start
+from tests.batch_helpers import BATCH_AGE_H, batch_start
 from tests.conftest import login, pdf_text, refetch
 from tests.units_helpers import certify, make_units, released_batch, storage
 
@@ -77,8 +77,10 @@ def test_create_units_from_the_batch_link(client, login_as, bank):
     future = client.post("/units/new", data={**data, "count": "2", "prepared_at": local(2)})
     assert future.status_code == 422 and "This time is in the future." in text(future)
     assert re.search(r'class="field has-error">\s*<label for="prepared_at"', text(future))
-    # The cord was collected 6 hours ago (tests.intake_helpers): no unit is filled before it.
-    early = client.post("/units/new", data={**data, "count": "2", "preservation": "fresh", "prepared_at": local(-7)})
+    # The cord was collected BATCH_AGE_H + 12 hours ago (tests.batch_helpers.past_collection): no unit is filled
+    # before it.
+    early = client.post("/units/new", data={**data, "count": "2", "preservation": "fresh",
+                                            "prepared_at": local(-(BATCH_AGE_H + 13))})
     assert early.status_code == 422 and "This cannot be before the collection of the source material." in text(early)
     unknown = client.post("/units/new", data={**data, "count": "2", "batch": "BG-NOPE"})
     assert unknown.status_code == 422 and "No batch with this number" in text(unknown)

@@ -63,14 +63,15 @@ def another_released_batch(plant, sites, n: int):
     from cellfactory import isbt128
     from cellfactory.donors import services as donor_services
     from cellfactory.materials import services as material_services
-    from tests.intake_helpers import add_full_panel, donor_data, receipt_data
+    from tests.batch_helpers import past_donation_day, past_donor_data, past_receipt_data
+    from tests.intake_helpers import add_full_panel
 
     code = f"UC-R{n:03d}"
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], donor_data(code=code))
-    add_full_panel(refetch(plant.tech), donor)
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data(code))
+    add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
     din = isbt128.build_din("A9991", 26, 500 + n)
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  receipt_data(donor_code=code, din=din.din13))
+                                                  past_receipt_data(donor_code=code, din=din.din13))
     material_services.print_labels(refetch(plant.tech), [material])
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
         started_at=batch_start())

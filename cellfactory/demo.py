@@ -204,6 +204,7 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     (a validation FIN, A9998) registered for the site by its administrator; and a reactive autologous bone marrow,
     accepted for autologous use only as a BIOLOGICAL HAZARD."""
     import datetime as dt
+    from zoneinfo import ZoneInfo
 
     from cellfactory import isbt128
     from cellfactory.donors import services as donors
@@ -214,7 +215,9 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     tech = users["technician.bg"]
     materials.register_collection_facility(users["admin.bg"], site, facility_id="A9998",
                                            name="ASST Papa Giovanni XXIII, maternity ward (collection facility)")
-    donation = now.date() - dt.timedelta(days=1)
+    collected = now - dt.timedelta(hours=20)
+    # The donation day is the collection's, on the site's calendar (screened that day).
+    donation = collected.astimezone(ZoneInfo(site.timezone)).date()
     for code, donor_type, result, material_type, din in (
             ("UC-BG-010", "allogeneic", "negative", "umbilical_cord", isbt128.build_din("A9998", now.year, 41)),
             ("AU-BG-011", "autologous", "reactive", "bone_marrow", None)):
@@ -227,7 +230,6 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
                 "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
                 "result": "reactive" if result == "reactive" and test == ScreeningTest.HBSAG else "negative",
                 "tested_person": "donor", "lab_reference": f"BG-LAB-{code}-{test.value}"})
-        collected = now - dt.timedelta(hours=20)
         materials.receive_material(tech, site, {
             "din": din.din13 if din else None, "allocate_din": din is None, "material_type": material_type,
             "donor": code, "collected_at": collected, "collection_centre": "Papa Giovanni XXIII maternity ward"

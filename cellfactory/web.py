@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from cellfactory.audit import services as audit
 from cellfactory.auth import services as auth_services
-from cellfactory.auth.models import SessionEnd, User
+from cellfactory.auth.models import SessionEnd, User, UserSession
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.text import length_problem, text_problem
@@ -79,12 +79,22 @@ def register(app: Flask) -> None:
 
 
 def _load_user(user_id: str) -> User | None:
+    """The signed-in user and, in the same statement, the server-side session the cookie names (for `_guard`)."""
     try:
         raw_id, epoch = user_id.split(":")
-        user = db.session.get(User, int(raw_id))
+        user_pk = int(raw_id)
     except (ValueError, TypeError):
         return None
-    if user is None or not user.active or str(user.session_epoch) != epoch:
+    token = session.get(SESSION_TOKEN_KEY)
+    digest = auth_services.session_token_digest(token) if isinstance(token, str) and token else None
+    row = db.session.execute(
+        sa.select(User, UserSession).outerjoin(
+            UserSession, sa.and_(UserSession.user_id == User.id, UserSession.token_hash == digest))
+        .where(User.id == user_pk)).first()
+    if row is None:
+        return None
+    user, g.user_session = row
+    if not user.active or str(user.session_epoch) != epoch:
         return None
     return user
 
@@ -157,7 +167,8 @@ def _guard() -> Any:
         return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
-    ended = auth_services.touch_session(current_user._get_current_object(), session.get(SESSION_TOKEN_KEY))
+    ended = auth_services.touch_session(current_user._get_current_object(), session.get(SESSION_TOKEN_KEY),
+                                       record=g.get("user_session", False))
     if ended is not None:
         logout_user()
         session.clear()

@@ -171,21 +171,25 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
         batch_services.transition(qa, batch, S.CONDITIONALLY_RELEASED, reason="assessed")
     assert "Sterility is out of specification (growth)" in refused.value.message
     assert refetch(batch).status == S.ON_HOLD_AFTER_RELEASE
-    # The investigation shows a laboratory error: the result is invalidated, the deviation closed.
+    # The investigation shows a laboratory error: the root cause recorded, the result invalidated for it, the
+    # deviation closed.
     result = db.session.scalar(sa.select(QcResult).where(QcResult.batch_id == batch.id,
                                                          QcResult.raw_data_reference == "LIMS/STER-final"))
     from cellfactory.qc import services as qc
 
-    qc.invalidate_result(qa, result, reason="contaminated media lot in the QC lab", signing=signing(qa))
     deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
-    with pytest.raises(Conflict) as refused:
-        batch_services.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
-    assert f"Deviation {deviation.number} raised after release is not closed." in refused.value.message
     deviation_services.record_investigation(refetch(qa), refetch(deviation), classification="critical",
                                             root_cause="QC media contaminated", impact_assessment="none on product",
                                             reason="investigation")
-    deviation_services.add_action(refetch(qa), refetch(deviation), kind="corrective", description="new media",
-                                  owner="qa.bg", due_date="2099-01-01")
+    qc.invalidate_result(refetch(qa), refetch(result), reason="contaminated media lot in the QC lab",
+                         signing=signing(qa))
+    with pytest.raises(Conflict) as refused:
+        batch_services.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
+    assert f"Deviation {deviation.number} raised after release is not closed." in refused.value.message
+    action = deviation_services.add_action(refetch(qa), refetch(deviation), kind="corrective",
+                                           description="new media", owner="qa.bg", due_date="2099-01-01")
+    deviation_services.carry_to_effectiveness_check(refetch(qa), refetch(action), due_date="2099-06-01",
+                                                    note="no growth in the next ten media lots")
     deviation_services.close_deviation(refetch(qa), refetch(deviation), signing=signing(qa))
     batch_services.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED,
                               reason="laboratory error confirmed; product not affected")

@@ -169,7 +169,7 @@ def test_qualitative_test_gets_a_list_and_may_be_left_pending(client, plant, bat
 
 
 def test_overdue_read_is_highlighted(client, plant, batch):
-    yesterday = utcnow().date() - dt.timedelta(days=1)
+    yesterday = utcnow().astimezone(ZoneInfo("Europe/Rome")).date() - dt.timedelta(days=1)
     # 14 days of incubation: sampled 15 days ago the read was due yesterday, sampled 14 days ago it is due today.
     first = qc.enter_result(refetch(plant.qc), refetch(batch), {
         "test": "STER", "sample_id": "S1", "pending": True,
@@ -400,7 +400,8 @@ def test_open_deviations_come_first_by_age_and_overdue_actions_show(client, plan
         numbers.append(db.session.scalar(sa.select(Deviation.number).where(Deviation.title == title)))
     old = db.session.scalar(sa.select(Deviation).where(Deviation.number == numbers[1]))
     deviation_services.add_action(_by_name("qa.bg"), refetch(old), kind="corrective", description="late",
-                                  owner="technician.bg", due_date=utcnow().date().isoformat())
+                                  owner="technician.bg",
+                                  due_date=utcnow().astimezone(ZoneInfo("Europe/Rome")).date().isoformat())
     audit.set_reason(db.session, "test: the deviation and its action were recorded earlier")
     refetch(old).opened_at = utcnow() - dt.timedelta(days=12)
     action = db.session.scalar(sa.select(CapaAction))

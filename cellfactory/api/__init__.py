@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from cellfactory.audit import services as audit_services
-from cellfactory.auth.models import TokenScope, User
+from cellfactory.auth.models import TokenScope
 from cellfactory.auth.services import effective_scope, token_for
 from cellfactory.core.errors import DomainError, ValidationFailed
 from cellfactory.core.pagination import Page
@@ -43,11 +43,11 @@ def authenticate() -> Any:
     if scheme.lower() != "bearer" or not token.strip():
         return error_response(401, "unauthenticated", "Send 'Authorization: Bearer <token>'. Create a token on "
                                                       "your account page.")
-    api_token = token_for(token.strip())
-    if api_token is None:
+    found = token_for(token.strip())
+    if found is None:
         return error_response(401, "unauthenticated", "The token is unknown, expired or revoked, or its user is "
                                                       "deactivated or locked.")
-    user = db.session.get(User, api_token.user_id)
+    api_token, user = found
     if user.must_change_password:
         return error_response(403, "password_change_required", "Sign in to the web pages and choose your own "
                                                                "password before using the API.")

@@ -31,7 +31,7 @@ from cellfactory.auth.passwords import burn_password_check, hash_password, passw
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import commit_soon, transactional
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
 
@@ -209,10 +209,20 @@ def _printable(text: str) -> str:
 
 
 @transactional
-def touch_session(user: User, raw: str | None) -> SessionEnd | None:
+def session_token_digest(raw: str) -> str:
+    """What the server keeps of a session's token (its SHA-256), to find the session by."""
+    return _token_digest(raw)
+
+
+def touch_session(user: User, raw: str | None, *, record: UserSession | None | bool = False) -> SessionEnd | None:
     """Check the session behind a request: None when it may go on (its idle clock restarts), otherwise why it
-    ended. A session idle past the limit is ended here, on the server, whatever the cookie says."""
-    record = _session_for_token(raw)
+    ended. A session idle past the limit is ended here, on the server, whatever the cookie says.
+
+    :param record: the session row the caller already read with the user (None if there was none); left out,
+        it is looked up by the token.
+    """
+    if record is False:
+        record = _session_for_token(raw)
     if record is None or record.user_id != user.id:
         return SessionEnd.SIGNED_OUT
     if record.ended_at is not None:
@@ -702,8 +712,9 @@ def _revoke_all_tokens(user: User, reason: SessionEnd, actor: User | None) -> No
 TOKEN_USE_RESOLUTION = dt.timedelta(minutes=5)
 
 
-def token_for(raw: str) -> ApiToken | None:
-    """The live token behind a bearer value: not revoked, not expired, its user active and not locked."""
+def token_for(raw: str) -> tuple[ApiToken, User] | None:
+    """The live token behind a bearer value, with its user: not revoked, not expired, the user active and not
+    locked."""
     token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_digest(raw or "")))
     if token is None or token.revoked_at is not None:
         return None
@@ -716,10 +727,10 @@ def token_for(raw: str) -> ApiToken | None:
     if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
         # Bookkeeping, not GMP data (not audited); recorded at most every few minutes per token.
         db.session.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
-        db.session.commit()
-    return token
+        commit_soon(db.session())
+    return token, user
 
 
 def user_for_token(raw: str) -> User | None:
-    token = token_for(raw)
-    return db.session.get(User, token.user_id) if token is not None else None
+    found = token_for(raw)
+    return found[1] if found is not None else None

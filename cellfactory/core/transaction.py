@@ -34,6 +34,15 @@ def defer_commits(session: sa.orm.Session) -> None:
     session.info.pop(_PENDING, None)
 
 
+def commit_soon(session: sa.orm.Session) -> None:
+    """Keep bookkeeping written outside a service call (a token's last use): committed with the request's work once
+    the response is complete, or at once outside a request."""
+    if session.info.get(_DEFER):
+        session.info[_PENDING] = True
+    else:
+        session.commit()
+
+
 def commit_request(session: sa.orm.Session) -> None:
     """Commit what the request's service calls did; called once the response is complete."""
     session.info.pop(_DEFER, None)

@@ -109,8 +109,10 @@ class Donor(Audited, CreatedMixin, VersionedMixin, Base):
     results: Mapped[list[ScreeningResultRecord]] = relationship(
         back_populates="donor", order_by="ScreeningResultRecord.id", lazy="selectin")
 
+    # Read when asked for: only a reactive or indeterminate result can carry a QA decision (see `clearances`), so
+    # the pages of a donor whose results are all negative never read them.
     decisions: Mapped[list[ScreeningDecision]] = relationship(
-        back_populates="donor", order_by="ScreeningDecision.id", lazy="selectin")
+        back_populates="donor", order_by="ScreeningDecision.id", lazy="select")
 
     @property
     def consent_withdrawn(self) -> bool:

@@ -263,7 +263,9 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, data:
 
 def clearances(donor: Donor) -> dict[int, rules.Clearance]:
     """QA's signed decisions on the donor's results, as the eligibility rules read them."""
-    found = {}
+    found: dict[int, rules.Clearance] = {}
+    if all(r.result == SerologyResult.NEGATIVE for r in donor.results):
+        return found  # a decision clears or assesses a reactive or indeterminate result: none here
     for decision in donor.decisions:
         signer = db.session.get(User, decision.created_by_id)
         when = format_local(decision.created_at, donor.site.timezone)

@@ -55,7 +55,7 @@ class StartBatchForm(BaseForm):
     din_2 = StringField("Second source material (only when the batch pools several)",
                         validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
     din_3 = StringField("Third source material", validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
-    started_at = SiteTimeField("Started (site time; empty: now)", format=LOCAL, validators=[Optional()])
+    started_at = SiteTimeField("Started (site time), only if not now", format=LOCAL, validators=[Optional()])
     # Autologous and directed products only: whom the batch is made for (the service decides which applies).
     recipient_code = StringField("Recipient code (pseudonymised; autologous or directed batches only)",
                                  validators=[Optional(), Length(max=40)],

@@ -34,9 +34,10 @@ pytestmark = pytest.mark.browser
 TABLET = {"width": 768, "height": 1024}
 SITE_TZ = ZoneInfo("Europe/Rome")
 # (step, passage number, cells seeded, seeded hours ago, cells harvested, harvested hours ago, vessel, count)
-PASSAGES = [("P0", 0, "400000", 150, "3.2e6", 80, "T175", "1"),
-            ("P1", 1, "2.8e6", 78, "2.1e7", 30, "T175", "4"),
-            ("P2", 2, "1.2e7", 28, "6.0e7", 2, "CS2", "2")]
+# Within the two days since the demo's cord arrived: no batch starts before its material was there.
+PASSAGES = [("P0", 0, "400000", 40, "3.2e6", 24, "T175", "1"),
+            ("P1", 1, "2.8e6", 23, "2.1e7", 10, "T175", "4"),
+            ("P2", 2, "1.2e7", 9, "6.0e7", 1, "CS2", "2")]
 
 
 def local_input(hours_ago: float) -> str:
@@ -117,7 +118,7 @@ def test_technician_runs_the_first_steps_and_a_second_technician_verifies(page, 
     assert_fits_tablet(page)
     screenshot("batch-02-start-scanned-tablet")
     # Entered afterwards: the batch started before the isolation recorded below (no step before its batch).
-    page.get_by_label("Started (site time), only if not now").fill(local_input(161))
+    page.get_by_label("Started (site time), only if not now").fill(local_input(44))
     page.get_by_role("button", name="Start the batch").click()
     page.wait_for_url(re.compile(r"/batches/BG-UCMSC-\d{4}-\d{4}$"))
     number = page.url.rsplit("/", 1)[1]
@@ -132,8 +133,8 @@ def test_technician_runs_the_first_steps_and_a_second_technician_verifies(page, 
     # --- isolation --------------------------------------------------------------------------------------
     page.locator(".next-card").get_by_role("link", name="Record ISO").click()
     page.wait_for_url(live_server(f"/batches/{number}/steps/ISO"))
-    page.get_by_label("Started (site time)").fill(local_input(160))
-    page.get_by_label("Ended (site time)").fill(local_input(156))
+    page.get_by_label("Started (site time)").fill(local_input(43))
+    page.get_by_label("Ended (site time)").fill(local_input(42))
     fill_common(page, cord["lots"], incubator=False)
     page.get_by_label("Observations").fill("Cord 18 cm, washed; Wharton's jelly explants plated in 2 x T175.")
     assert_big_enough(page, ".step-form input:not([type=checkbox]):not([type=hidden]), .step-form select")

@@ -127,7 +127,7 @@ def test_admin_creates_user_who_must_change_password_first(page, live_server, sc
     assert_styled(page)
     screenshot("change-password-forced")
 
-    new_password = "Elisa-Own-Secret-7731"
+    new_password = "Orange-Harbour-Lamp-7731"
     page.get_by_label("Current password").fill(temporary)
     page.get_by_label("New password", exact=True).fill(new_password)
     page.get_by_label("New password again").fill(new_password)

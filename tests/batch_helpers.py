@@ -39,7 +39,7 @@ UCMSC_TESTS = [
 
 
 def signing(user: User) -> dict:
-    return {"password": PASSWORD, "username": user.username, "continuous_session": False}
+    return {"password": PASSWORD, "username": refetch(user).username, "continuous_session": False}
 
 
 @dataclass

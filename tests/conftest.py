@@ -194,8 +194,9 @@ def idle_sessions(user: User, *, seconds: float) -> None:
 
 
 def refetch(obj):
-    """The same row, loaded afresh in the current session."""
-    return db.session.get(type(obj), obj.id)
+    """The same row, loaded afresh in the current session (also after a request ended the session it came from)."""
+    identity = sa.inspect(obj).identity
+    return db.session.get(type(obj), identity[0] if identity else obj.id)
 
 
 def pdf_text(data: bytes) -> str:

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
+from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.units.models import Unit, UnitStatus
@@ -49,7 +50,7 @@ def status_of(identifier: str) -> UnitStatus:
 
 def test_create_units_then_release_when_certified(client, users, sites, auth):
     plant, batch = released_batch(users, sites)
-    number = batch.number
+    number, batch_id = batch.number, batch.id  # read now: the requests below end the session the batch came from
     prepared = utcnow() - dt.timedelta(hours=2)
     body = {"batch": number, "count": 2, "volume_ml": 20, "cells_per_unit": 1.0e8, "preservation": "cryopreserved",
             "prepared_at": prepared.isoformat()}
@@ -79,7 +80,7 @@ def test_create_units_then_release_when_certified(client, users, sites, auth):
     assert dt.datetime.fromisoformat(made[0]["expires_at"]) == prepared + dt.timedelta(days=365)
     assert made[0]["preservation"] == "cryopreserved" and made[0]["intended_recipient"] is None
     assert_error(client.post(f"{API}/batches/{number}/units/release", headers=auth("qa")), 409, "conflict")
-    certify(plant, refetch(batch))
+    certify(plant, db.session.get(Batch, batch_id))
     assert_error(client.post(f"{API}/batches/{number}/units/release", headers=auth("technician")), 403, "forbidden")
     released = client.post(f"{API}/batches/{number}/units/release", headers=auth("qp"))
     assert released.status_code == 200

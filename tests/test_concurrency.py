@@ -81,8 +81,7 @@ def test_parallel_din_allocations_are_distinct_and_consecutive(committed_app):
 @pytest.fixture
 def plant_app(tmp_path):
     """A committed database with the manufacturing fixtures of tests/batch_helpers and several cords."""
-    from tests.batch_helpers import build_plant
-    from tests.intake_helpers import receipt_data
+    from tests.batch_helpers import build_plant, past_receipt_data
 
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
@@ -97,7 +96,7 @@ def plant_app(tmp_path):
             for n in range(1, 6):
                 material = material_services.receive_material(
                     db.session.get(User, plant.tech.id), sites["BG"],
-                    receipt_data(din=f"=A9991260005{n:02d}00"))
+                    past_receipt_data(din=f"=A9991260005{n:02d}00"))
                 dins.append(material.din)
             db.session.remove()
         yield application, plant, dins

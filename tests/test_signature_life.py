@@ -250,3 +250,22 @@ def test_demo_style_complete_qc_helper_still_verifies_pending_results(plant, sit
     assert qc.result_verification(result) is None
     [signature] = signature_services.signatures_for(result)[-1:]
     assert signature_services.check(signature, result).status == SignatureStatus.VALID
+
+
+def test_the_page_and_the_pdf_show_what_changed_next_to_the_signature(client, plant, sites):
+    from tests.conftest import pdf_text
+    from tests.test_release_pages import sign_in, text_of
+
+    batch = released(plant, sites)
+    number = batch.number
+    step = next(s for s in again(batch).steps if s.passage is not None)
+    code, step_id = step.code, step.id
+    db.session.execute(sa.update(Passage).where(Passage.step_id == step_id)
+                       .values(cells_harvested=Passage.cells_harvested + 1000))
+    sign_in(client, again(plant.reviewer))
+    db.session.expire_all()
+    page = text_of(client.get(f"/batches/{number}"))
+    assert "no longer holds" in page and "changed: passage.cells_harvested" in page
+    text = "".join(pdf_text(client.get(f"/releases/{number}/record.pdf").data).split())
+    assert f"changed:steps[{code}].passage.cells_harvested" in text
+    assert "re-signrequired" in text

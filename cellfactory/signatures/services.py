@@ -69,7 +69,8 @@ class SignatureCheck:
     def text(self) -> str:
         """The status as shown next to the signature, on the page and in the PDF, with what changed."""
         if self.status == SignatureStatus.RECORD_CHANGED and self.changes:
-            return f"{self.status.value}; changed: {'; '.join(self.changes)}"
+            return (f"{self.status.value}; changed: {'; '.join(self.changes)} (a new signature of the record as it "
+                    "is now; a deviation if the change was not made through a documented correction)")
         return self.status.value
 
 

@@ -269,3 +269,32 @@ def test_the_page_and_the_pdf_show_what_changed_next_to_the_signature(client, pl
     text = "".join(pdf_text(client.get(f"/releases/{number}/record.pdf").data).split())
     assert f"changed:steps[{code}].passage.cells_harvested" in text
     assert "re-signrequired" in text
+
+
+# --- the progression rules, on plain content -----------------------------------------------------------------------
+
+
+def test_progression_rules_on_plain_content():
+    changes = signature_services.content_changes
+    pending = {"test": "STER", "numeric": None, "qualitative": None, "verdict": "pending", "raw_data": "LIMS/1",
+               "analyst_id": 1, "sample_id": "S-1", "invalidated": None}
+    read = pending | {"qualitative": "no growth", "verdict": "pass", "raw_data": "LIMS/2", "analyst_id": 2}
+    signed = {"number": "B-1", "results": [pending], "deviations": [{"number": "D-1", "classification": "minor",
+                                                                     "status": "open"}]}
+    later = {"number": "B-1", "results": [read, read | {"test": "VIAB"}],
+             "deviations": [{"number": "D-1", "classification": "minor", "status": "closed"}]}
+    assert changes(signed, later) == []  # final read, a new result, a deviation closed: progress, not change
+    # What the signer attested, changed: named by path.
+    assert changes(signed, later | {"number": "B-2"}) == ["number: B-1 → B-2"]
+    assert changes(signed, {**later, "results": [read | {"sample_id": "S-2"}]}) == \
+        ["results[1 STER].sample_id: S-1 → S-2"]
+    assert changes(signed, {**later, "results": [read | {"invalidated": "lab error"}]}) == \
+        ["results[1 STER].invalidated: — → lab error"]
+    assert changes(signed, {**later, "deviations": [{"number": "D-1", "classification": "major", "status": "open"}]}) \
+        == ["deviations[D-1].classification: minor → major"]
+    assert changes(signed, {**later, "results": []}) == ["results[1 STER]: removed"]
+    assert changes(signed, later | {"extra": "x"}) == ["extra: added x"]
+    assert changes(signed, later | {"extra": None}) == []
+    # A result read when signed may not change its value afterwards.
+    assert changes({"results": [read]}, {"results": [read | {"qualitative": "growth", "verdict": "fail"}]}) == \
+        ["results[1 STER].qualitative: no growth → growth", "results[1 STER].verdict: pass → fail"]

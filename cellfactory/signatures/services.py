@@ -120,7 +120,7 @@ def _entry_label(index: int, entry: dict[str, Any]) -> str:
 def content_changes(signed: Any, current: Any, path: str = "") -> list[str]:
     """What differs between the content as signed and as it is now, under the progression rules above."""
     if isinstance(signed, dict) and isinstance(current, dict):
-        pending = any(v == PENDING for v in signed.values())
+        pending = any(v == PENDING for k, v in signed.items() if k not in NOT_ATTESTED)
         changes: list[str] = []
         for key, before in signed.items():
             if key in NOT_ATTESTED:

@@ -23,7 +23,6 @@ from cellfactory.deviations.models import CapaAction, Deviation
 from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
-from cellfactory.signatures.services import SignatureStatus
 from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
@@ -34,7 +33,6 @@ TOMORROW = (utcnow().date() + dt.timedelta(days=1)).isoformat()
 # The sterility test of the helpers' specification incubates 14 days: its final read is due after that.
 AFTER_INCUBATION = (utcnow().date() + dt.timedelta(days=15)).isoformat()
 YEAR = utcnow().year
-CHANGED = SignatureStatus.RECORD_CHANGED.value
 
 
 @dataclass
@@ -380,16 +378,16 @@ def test_pending_sterility_and_its_final_read(client, world):
     read = response.get_json()
     assert read["verdict"] == "pass" and read["value"] == "no growth" and read["analyst"] == "qc.two.bg"
     assert read["raw_data_reference"] == "LIMS/STER/D14" and read["batch_status"] == "awaiting_qc"
-    # The verification of the pending entry no longer covers the record: the final read is verified again,
-    # by an analyst who neither entered the result nor read it.
-    assert read["verified"] is False and [s["status"] for s in read["signatures"]] == [CHANGED]
+    # The verification of the pending entry still holds for the entry it attested but does not cover the final
+    # read: that is verified again, by an analyst who neither entered the result nor read it.
+    assert read["verified"] is False and [s["status"] for s in read["signatures"]] == ["valid"]
     assert_error(verify(client, world, pending["id"], "qc2"), 409, "conflict")
     assert_error(verify(client, world, pending["id"], "qc"), 409, "conflict")
     third = make_user("qc.three.bg", [(Role.QC_ANALYST, "BG")], signing=True)
     response = client.post(f"{API}/results/{pending['id']}/verification", json={"password": PASSWORD},
                            headers=bearer(new_token(third)))
     assert response.get_json()["verified"] is True
-    assert [s["status"] for s in response.get_json()["signatures"]] == [CHANGED, "valid"]
+    assert [s["status"] for s in response.get_json()["signatures"]] == ["valid", "valid"]
     assert_error(client.post(url, json={"value": "growth"}, headers=world.auth("qc2")), 409, "conflict")
 
 

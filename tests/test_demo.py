@@ -15,6 +15,7 @@ from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecStatus
+from cellfactory.signatures.services import SignatureStatus, verify_all
 from tests.conftest import fresh_database, make_config
 
 
@@ -57,6 +58,11 @@ def test_demo_network(tmp_path):
                     assert p0.passage.cumulative_pd is None
                     if len(passages) > 1 and passages[1].passage.cumulative_pd is not None:
                         assert passages[1].passage.cumulative_pd == passages[1].passage.population_doublings
+            # Issue 14: the demo's records went through their normal life (conditional releases, final reads, holds,
+            # rejections): every electronic signature still holds.
+            statuses = verify_all()
+            assert len(statuses) > 100
+            assert {i: s for i, s in statuses.items() if s != SignatureStatus.VALID} == {}
             db.session.remove()  # end the reading transaction before checking on a connection of its own
             with db.engine.connect() as connection:
                 report = verify_chain(connection)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
-from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.models import Batch, BatchStatus, Passage
 from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
 from cellfactory.qc import services as qc
@@ -467,7 +467,7 @@ def test_register_lists_qp_decisions_with_the_certificate(client, users, plant, 
 # --- public verification -------------------------------------------------------------------------
 
 
-def test_verification_page_is_public_and_turns_to_changed_after_a_final_read(client, plant, sites):
+def test_verification_page_is_public_and_turns_to_changed_after_a_correction(client, plant, sites):
     batch = awaiting_certification(plant, sites)
     number = batch.number
     certificate = certify_by_service(plant, batch)
@@ -482,7 +482,12 @@ def test_verification_page_is_public_and_turns_to_changed_after_a_final_read(cli
         assert shown in page, shown
     for hidden in ("UC-0001", plant.material_din, "Sterility", again(plant.tech).full_name, "Sign out"):
         assert hidden not in page, hidden
-    finish_sterility(plant, batch)
+    finish_sterility(plant, batch)  # the final read the conditional release expects: still a match
+    page = text_of(client.get(url))
+    assert "MATCHES" in page and "CHANGED" not in page
+    step_id = next(s.id for s in again(batch).steps if s.passage is not None)
+    db.session.execute(sa.update(Passage).where(Passage.step_id == step_id)
+                       .values(cells_harvested=Passage.cells_harvested + 1000))  # a count corrected behind its back
     page = text_of(client.get(url))
     assert "CHANGED" in page and "has changed since this certificate was signed" in page
 

@@ -96,11 +96,21 @@ def test_certificate_content_is_stored_once_and_verifiable(plant, sites):
 
 
 def test_verification_turns_to_changed_after_the_record_is_corrected(plant, reviewed):
+    from cellfactory.qc.models import QcResult
+
     decide(plant, reviewed, S.CONDITIONALLY_RELEASED)
     [certificate] = releases.certificates_for(refetch(reviewed))
     assert releases.check_certificate(certificate.verification_token).matches
     [pending] = qc.pending_tests(refetch(reviewed))
+    # The final read is the progress the conditional release expects: the certificate still matches the record.
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    assert releases.check_certificate(certificate.verification_token).matches
+    # A recorded value changed behind the application's back is a change to what the QP certified.
+    viability = db.session.scalar(sa.select(QcResult).where(QcResult.batch_id == reviewed.id,
+                                                            QcResult.numeric_value.is_not(None)))
+    db.session.execute(sa.update(QcResult).where(QcResult.id == viability.id)
+                       .values(numeric_value=viability.numeric_value + 1))
+    db.session.expire_all()
     check = releases.check_certificate(certificate.verification_token)
     assert not check.matches and check.message.startswith("CHANGED")
 

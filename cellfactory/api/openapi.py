@@ -786,8 +786,9 @@ SCHEMAS.update({
         "deviation": {**_Q_NULL_TEXT, "description": "Number of the deviation a failing result opened"},
         "entered_at": _Q_TIME, "entered_by": _Q_NULL_TEXT,
         "signatures": {"type": "array", "items": ref("Signature"),
-                       "description": "Every signature on the result with its status (a verification made before "
-                                      "a final read is no longer valid: record changed)"},
+                       "description": "Every signature on the result with its status (a verification of a pending "
+                                      "entry stays valid after the final read but does not verify it: "
+                                      "`verification` is the one that covers the result as it is now)"},
         "version": {"type": "integer"}}},
     "QcResultJudged": {"allOf": [ref("QcResult"), {"type": "object", "properties": {
         "batch_status": _Q_TEXT, "held_from": _Q_NULL_TEXT,

@@ -98,8 +98,8 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
 
     def signature_content(self, *, results: Sequence[Any] | None = None,
                           deviations: Sequence[Any] | None = None) -> dict[str, Any]:
-        """The batch record as reviewed and certified: materials, every step, every QC result and deviation
-        (not the status, which the decision itself changes).
+        """The batch record as reviewed and certified: its header, materials, every step with the values derived
+        from its counts, every QC result and deviation (not the status, which the decision itself changes).
 
         :param results: every result of the batch in entry order, as `qc.services.batch_results` reads them, when
             the caller has just read them; read here otherwise.
@@ -111,6 +111,9 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
         results = batch_results(self) if results is None else results
         deviations = for_batch(self.id, details=False) if deviations is None else deviations
         return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
+                "header": {"started_at": self.started_at, "started_by_id": self.started_by_id,
+                           "collection_type": self.collection_type.value, "recipient_code": self.recipient_code,
+                           "recipient_trial_code": self.recipient_trial_code},
                 "materials": [m.material.din for m in self.materials],
                 "steps": [s.signature_content() for s in self.steps],
                 "results": [r.signature_content() | {"invalidated": r.invalidation_reason} for r in results],
@@ -198,6 +201,7 @@ class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
         }
         if self.passage is not None:
             content["passage"] = self.passage.entered_values()
+            content["derived"] = self.passage.derived_values() | {"pd_counted": self.pd_counted}
         return content
 
 
@@ -286,4 +290,12 @@ class Passage(Audited, CreatedMixin, VersionedMixin, Base):
             "seeded_at": self.seeded_at, "cells_harvested": decimal_text(self.cells_harvested),
             "harvested_at": self.harvested_at, "viability_pct": decimal_text(self.viability_pct),
             "confluence_pct": decimal_text(self.confluence_pct),
+        }
+
+    def derived_values(self) -> dict[str, Any]:
+        """What the record shows computed from the counts, as stored: a change to them is a change to the record."""
+        return {
+            "growth_area_cm2": decimal_text(self.growth_area_cm2), "seeding_density": self.seeding_density,
+            "population_doublings": self.population_doublings, "cumulative_pd": self.cumulative_pd,
+            "doubling_time_h": self.doubling_time_h, "formula_version": self.formula_version,
         }

@@ -111,7 +111,8 @@ class _ContentOnce:
 
 def signature_statuses(record: signatures.Signable, found: Sequence[Any], *,
                        content: Callable[[], dict[str, Any]] | None = None) -> list[tuple[Any, str]]:
-    """Each of the record's signatures with its status (valid, record changed, invalid); the record's content,
+    """Each of the record's signatures with its status (valid, record changed with what changed, invalid) as shown
+    next to it; the record's content,
     which for a batch means reading its results and deviations, is computed once for all of them.
 
     :param content: computes the record's current content from what the caller has just read (for a batch, its
@@ -120,7 +121,7 @@ def signature_statuses(record: signatures.Signable, found: Sequence[Any], *,
     if not found:
         return []
     once = _ContentOnce(record, content)
-    return [(signature, signatures.verify(signature, once).value) for signature in found]
+    return [(signature, signatures.check(signature, once).text) for signature in found]
 
 
 # --- starting a batch ----------------------------------------------------------------------------
@@ -641,7 +642,7 @@ def step_verification(step: BatchStep, index: signatures.SignatureIndex | None =
     found = index.of(step) if index is not None else signatures.signatures_for(step)
     for signature in reversed(found):
         if signature.meaning == Meaning.VERIFIED.value:
-            return signature if signatures.verify(signature, step) == signatures.SignatureStatus.VALID else None
+            return signature if signatures.check(signature, step).covers_current else None
     return None
 
 

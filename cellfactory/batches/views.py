@@ -366,7 +366,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     transition_forms = dict(transition_forms or {})
     # The signatures of the batch and of every step in one read; each check below uses them.
     index = services.record_signatures(batch)
-    step_signatures = {s.id: [(sig, signature_services.verify(sig, s).value) for sig in index.of(s)]
+    step_signatures = {s.id: [(sig, signature_services.check(sig, s).text) for sig in index.of(s)]
                        for s in batch.steps}
     verifications = {s.id: services.step_verification(s, index) for s in batch.steps}
     can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
@@ -571,7 +571,7 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
         passage_number=step.passage.passage_number if step.passage else services.derived_passage_number(step),
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
         verification=services.step_verification(step, index), tz=step.batch.site.timezone,
-        signatures=[(sig, signature_services.verify(sig, step).value) for sig in index.of(step)],
+        signatures=[(sig, signature_services.check(sig, step).text) for sig in index.of(step)],
         history=_history(_step_records(step, index)),
     ), status
 

@@ -206,7 +206,7 @@ def _render(deviation: Deviation, status: int = 200, *, forms: dict[str, Any] | 
             carry_forms[action.id] = forms.get(f"carry-{action.id}") or CarryActionForm(prefix=f"carry-{action.id}")
     return render_template(
         "deviations/detail.html", deviation=deviation, batch=batch, step=step, result=result, today=today,
-        signatures=[(s, signature_services.verify(s, deviation).value) for s in signatures],
+        signatures=[(s, signature_services.check(s, deviation).text) for s in signatures],
         history=_history(deviation, signatures), complete_forms=complete_forms, carry_forms=carry_forms,
         gaps=services.closing_gaps(deviation),
         investigation_form=(forms.get("inv") or _investigation_form(deviation)) if qa and is_open else None,

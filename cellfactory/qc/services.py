@@ -249,12 +249,12 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
 
 
 def result_verification(result: QcResult, index: signatures.SignatureIndex | None = None):
-    """The second analyst's valid verification of the result, or None. With `index` (the signatures of many
-    results read at once) it reads nothing more from the database."""
+    """The second analyst's verification that covers the result as it is now, or None. With `index` (the
+    signatures of many results read at once) it reads nothing more from the database."""
     found = index.of(result) if index is not None else signatures.signatures_for(result)
     for signature in reversed(found):
         if signature.meaning == Meaning.VERIFIED.value:
-            return signature if signatures.verify(signature, result) == signatures.SignatureStatus.VALID else None
+            return signature if signatures.check(signature, result).covers_current else None
     return None
 
 

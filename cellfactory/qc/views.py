@@ -197,7 +197,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
             all_signatures.extend(signatures)
             verification = qc.result_verification(result, index)
             row: dict[str, Any] = {
-                "signatures": [(s, signature_services.verify(s, result).value) for s in signatures],
+                "signatures": [(s, signature_services.check(s, result).text) for s in signatures],
                 "verification": verification, "deviation": deviations.get(result.deviation_id),
                 "counts": test_status.reportable is not None and test_status.reportable.id == result.id,
                 "note": None, "forms": {},

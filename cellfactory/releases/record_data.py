@@ -312,7 +312,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                                for i in decision.checklist)),
             ("Pending", "; ".join(f"{p['test']} due {p['due']}" for p in decision.pending_tests) or "—"),
             ("Out of specification", "; ".join(f"{f['test']} {f['result']}" for f in decision.failing_tests) or "—"),
-        ]), ("signature", SignatureView.of(decision.signature, tz, signatures.verify(decision.signature, batch).value))]
+        ]), ("signature", SignatureView.of(decision.signature, tz, signatures.check(decision.signature, batch).text))]
         if decision.certificate is not None:
             decisions.blocks.append(("text", f"Certificate {decision.certificate.number}, PDF SHA-256 "
                                              f"{decision.certificate.pdf_sha256}"))

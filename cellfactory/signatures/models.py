@@ -40,7 +40,8 @@ class Meaning(enum.StrEnum):
 class Signature(Audited, Base):
     """An electronic signature: who, printed name as signed, when, meaning, and what exactly.
 
-    `content_hash` is the SHA-256 of the canonical JSON of the record content signed; `seal` is an
+    `content_hash` is the SHA-256 of the canonical JSON of the record content signed, kept in `signed_content`;
+    `seal` is an
     HMAC over the whole manifestation under a server key, so a signature copied onto another
     record, or edited, fails verification.
     """
@@ -58,6 +59,9 @@ class Signature(Audited, Base):
     entity_id: Mapped[str] = mapped_column(sa.String(64))
     record_version: Mapped[int]
     content_hash: Mapped[str] = mapped_column(sa.String(64))
+    # The canonical JSON of the content signed, whose SHA-256 is `content_hash` (NULL for signatures made before
+    # migration 0020, which are verified by the hash alone).
+    signed_content: Mapped[str | None] = mapped_column(sa.Text)
     seal: Mapped[str] = mapped_column(sa.String(64))
     comment: Mapped[str | None] = mapped_column(sa.Text)
     site_id: Mapped[int | None] = mapped_column(sa.ForeignKey("site.id"))

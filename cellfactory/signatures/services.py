@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -47,13 +49,119 @@ class SignatureStatus(enum.StrEnum):
     INVALID = "invalid: the signature does not belong to this record or was altered"
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """A signature verified against its record: the status and, when the record changed, what changed (paths into
+    the signed content, e.g. ``steps[P1].passage.cells_harvested: 2000000 → 2100000``)."""
+
+    status: SignatureStatus
+    changes: list[str] = field(default_factory=list)
+    # The record has progressed since signing (e.g. a pending result got its final read): the signature holds for
+    # what it attested, but does not attest the content added since (which a verification must cover anew).
+    progressed: bool = False
+
+    @property
+    def covers_current(self) -> bool:
+        """Valid, and what it attests is the whole of the record's content now."""
+        return self.status == SignatureStatus.VALID and not self.progressed
+
+    @property
+    def text(self) -> str:
+        """The status as shown next to the signature, on the page and in the PDF, with what changed."""
+        if self.status == SignatureStatus.RECORD_CHANGED and self.changes:
+            return (f"{self.status.value}; changed: {'; '.join(self.changes)} (a new signature of the record as it "
+                    "is now; a deviation if the change was not made through a documented correction)")
+        return self.status.value
+
+
+# How signed content may progress without touching what the signer attested (signatures with a snapshot):
+# - a status is not content: the process changes it (a deviation closed, a batch released);
+NOT_ATTESTED = frozenset({"status"})
+# - an entry that awaited its result when signed (one of its values was the marker "pending", e.g. a sterility
+#   result before its final read) may receive it: these values of it may be completed;
+PENDING = "pending"
+COMPLETED_WHEN_PENDING = frozenset({"numeric", "qualitative", "verdict", "raw_data", "analyst_id"})
+# - new entries may join a list of entries (a retest, a new deviation); new keys may appear empty.
+# Everything else present at signing must still be there with the same value.
+# Keys added to signed content with the snapshots: hashes made before them did not include them.
+ADDED_WITH_SNAPSHOTS = frozenset({"derived", "header"})
+
+
+def _without_added(content: Any) -> Any:
+    if isinstance(content, dict):
+        return {k: _without_added(v) for k, v in content.items() if k not in ADDED_WITH_SNAPSHOTS}
+    if isinstance(content, list):
+        return [_without_added(v) for v in content]
+    return content
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _entry_label(index: int, entry: dict[str, Any]) -> str:
+    if entry.get("step"):
+        return str(entry["step"])
+    if entry.get("number") and "classification" in entry:
+        return str(entry["number"])
+    if entry.get("test"):
+        return f"{index + 1} {entry['test']}"
+    return str(index + 1)
+
+
+def content_changes(signed: Any, current: Any, path: str = "") -> list[str]:
+    """What differs between the content as signed and as it is now, under the progression rules above."""
+    if isinstance(signed, dict) and isinstance(current, dict):
+        pending = any(v == PENDING for k, v in signed.items() if k not in NOT_ATTESTED)
+        changes: list[str] = []
+        for key, before in signed.items():
+            if key in NOT_ATTESTED:
+                continue
+            where = f"{path}.{key}" if path else key
+            if key not in current:
+                changes.append(f"{where}: removed")
+                continue
+            after = current[key]
+            if pending and key in COMPLETED_WHEN_PENDING:
+                continue
+            changes += content_changes(before, after, where)
+        for key, after in current.items():
+            if key not in signed and key not in NOT_ATTESTED and not _empty(after):
+                changes.append(f"{path}.{key}: added {_shown(after)}" if path else f"{key}: added {_shown(after)}")
+        return changes
+    if isinstance(signed, list) and isinstance(current, list):
+        if not all(isinstance(item, dict) for item in signed + current):
+            return [] if signed == current else [f"{path}: {_shown(signed)} → {_shown(current)}"]
+        changes = []
+        for index, before in enumerate(signed):
+            where = f"{path}[{_entry_label(index, before)}]"
+            if index >= len(current):
+                changes.append(f"{where}: removed")
+                continue
+            changes += content_changes(before, current[index], where)
+        return changes
+    return [] if signed == current else [f"{path}: {_shown(signed)} → {_shown(current)}"]
+
+
 def record_version(record: Any) -> int:
     version = getattr(record, "version", None)
     return version if isinstance(version, int) else record.signature_version
 
 
 def content_hash(record: Signable) -> str:
-    return hashlib.sha256(audit.canonical_json(record.signature_content()).encode()).hexdigest()
+    return _hash(audit.canonical_json(record.signature_content()))
+
+
+def _hash(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _seal(signature: Signature) -> str:
@@ -127,6 +235,7 @@ def apply_signature(
             raise PermissionDenied("You cannot sign yet: you must " + " and ".join(missing) + ".")
     session = db.session
     audit.act_as(session, signer)
+    signed_content = audit.canonical_json(record.signature_content())
     signature = Signature(
         signer_id=signer.id,
         signer_username=signer.username,
@@ -136,7 +245,8 @@ def apply_signature(
         entity_type=record.__tablename__,
         entity_id=str(record.id),
         record_version=record_version(record),
-        content_hash=content_hash(record),
+        content_hash=_hash(signed_content),
+        signed_content=signed_content,
         comment=(comment or "").strip() or None,
         site_id=site_id,
     )
@@ -148,13 +258,33 @@ def apply_signature(
 
 
 def verify(signature: Signature, record: Signable) -> SignatureStatus:
+    return check(signature, record).status
+
+
+def check(signature: Signature, record: Signable) -> SignatureCheck:
+    """The signature's seal, its record, and the content it attests against the record as it is now.
+
+    A signature with its signed content holds while that content is still there unchanged, the record having
+    progressed as the process expects (see `content_changes`); otherwise it reports what changed. A signature made
+    before signed content was kept holds only while the record's content hashes as it did when signed."""
     if not hmac.compare_digest(signature.seal, _seal(signature)):
-        return SignatureStatus.INVALID
+        return SignatureCheck(SignatureStatus.INVALID)
     if signature.entity_type != record.__tablename__ or signature.entity_id != str(record.id):
-        return SignatureStatus.INVALID
-    if signature.content_hash != content_hash(record):
-        return SignatureStatus.RECORD_CHANGED
-    return SignatureStatus.VALID
+        return SignatureCheck(SignatureStatus.INVALID)
+    current = record.signature_content()
+    if signature.signed_content is None:
+        if signature.content_hash != _hash(audit.canonical_json(_without_added(current))):
+            return SignatureCheck(SignatureStatus.RECORD_CHANGED)
+        return SignatureCheck(SignatureStatus.VALID)
+    if not hmac.compare_digest(signature.content_hash, _hash(signature.signed_content)):
+        return SignatureCheck(SignatureStatus.INVALID)  # the stored snapshot is not what was signed
+    canonical = audit.canonical_json(current)
+    if canonical == signature.signed_content:
+        return SignatureCheck(SignatureStatus.VALID)
+    changes = content_changes(json.loads(signature.signed_content), json.loads(canonical))
+    if changes:
+        return SignatureCheck(SignatureStatus.RECORD_CHANGED, changes)
+    return SignatureCheck(SignatureStatus.VALID, progressed=True)
 
 
 def verify_all() -> dict[int, SignatureStatus]:

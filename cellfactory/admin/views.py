@@ -55,6 +55,14 @@ def _user_or_404(user_id: int) -> User:
     return user
 
 
+def _of_user_or_404(model, record_id: int, user: User):
+    """One of the user's own records (a role, a session): another user's is not found."""
+    record = db.session.get(model, record_id)
+    if record is None or record.user_id != user.id:
+        abort(404)
+    return record
+
+
 def _with_choices(form):
     if hasattr(form, "role"):
         form.role.choices = role_choices()
@@ -166,9 +174,7 @@ def user_grant_role(user_id: int):
 @roles_required(Role.ADMIN)
 def user_revoke_role(user_id: int, assignment_id: int):
     user = _user_or_404(user_id)
-    assignment = db.session.get(RoleAssignment, assignment_id)
-    if assignment is None or assignment.user_id != user.id:
-        abort(404)
+    assignment = _of_user_or_404(RoleAssignment, assignment_id, user)
 
     def revoke(form) -> str:
         auth_services.revoke_role(_actor(), assignment, form.reason.data)
@@ -295,9 +301,7 @@ def user_end_session(user_id: int, session_id: int):
     from cellfactory.web import display_timezone
 
     user = _user_or_404(user_id)
-    record = db.session.get(UserSession, session_id)
-    if record is None or record.user_id != user.id:
-        abort(404)
+    record = _of_user_or_404(UserSession, session_id, user)
 
     def end(form) -> str:
         auth_services.end_session_by_admin(_actor(), record, form.reason.data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import re
 
 import pytest
@@ -234,7 +235,9 @@ def test_tokens_are_stored_hashed(users):
     for value in rows[0].values():
         assert raw not in str(value)
     row = rows[0]
-    assert row["token_hash"] == hashlib.sha256(raw.encode()).hexdigest()
+    # Keyed with the server's secret (make_config's "test-secret-key"): a bare SHA-256 anyone could compute.
+    key = b"cellfactory token digest\x00test-secret-key"
+    assert row["token_hash"] == hmac.new(key, raw.encode(), hashlib.sha256).hexdigest()
     assert row["name"] == "LIMS import"
     assert raw.startswith(row["prefix"]) and len(row["prefix"]) < 12
     # Neither the token nor its hash is written to the audit trail.

@@ -139,3 +139,22 @@ def test_users_list_create_with_a_scope_and_revoke_their_own_tokens_on_a_page(cl
     assert client.post(f"/account/tokens/{row.id}/revoke", data={"reason": "no longer needed"}).status_code == 302
     row = db.session.get(ApiToken, row.id)
     assert row.revoked_at is not None and row.revoke_reason == "no longer needed"
+
+
+def test_a_token_row_written_into_the_database_without_the_server_key_opens_nothing(client, users):
+    """Someone who can write the database (the runtime role's credentials) inserts a token of their own making
+    for the QP: without the server's key they cannot compute the stored digest, so the token is refused."""
+    import hashlib
+
+    qp = users["qp"]
+    forged = "cf_forged-by-someone-with-the-database-0000000000"
+    db.session.add(ApiToken(user_id=qp.id, name="forged", prefix=forged[:10], scope=TokenScope.SIGN,
+                            token_hash=hashlib.sha256(forged.encode()).hexdigest(),
+                            expires_at=utcnow() + dt.timedelta(days=30)))
+    db.session.commit()
+    response = client.get(f"{API}/me", headers=bearer(forged))
+    assert response.status_code == 401
+    # A token the app made still works, and its stored digest is not the bare SHA-256 of the token.
+    raw = _token(users["qp"])
+    assert client.get(f"{API}/me", headers=bearer(raw)).status_code == 200
+    assert _row(raw).token_hash != hashlib.sha256(raw.encode()).hexdigest()

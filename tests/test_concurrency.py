@@ -283,3 +283,52 @@ def test_two_batch_starts_with_the_same_material_at_once_exactly_one_succeeds(pl
         assert db.session.scalars(sa.select(BatchMaterial.material_id)).all() == [
             db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == dins[0]))]
         db.session.remove()
+
+
+def test_two_approvers_deciding_one_role_grant_at_once_make_one_decision(tmp_path):
+    """A QP request approved by a QA and by the QP of the site in the same instant: one decision, one role."""
+    from cellfactory.auth import services as auth_services
+    from cellfactory.auth.models import GrantStatus, RoleAssignment, RoleGrantRequest
+    from cellfactory.core.errors import Conflict
+
+    with fresh_database() as url:
+        application = create_app(make_config(url, tmp_path))
+        with application.app_context():
+            site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                      timezone="Europe/Rome")
+            admin = make_user("admin.bg", [(Role.ADMIN, "BG")])
+            make_user("qa.bg", [(Role.QA, "BG")])
+            make_user("qp.bg", [(Role.QP, "BG")])
+            candidate = make_user("qc.bg", [(Role.QC_ANALYST, "BG")])
+            request_id = auth_services.grant_role(admin, candidate, Role.QP, "BG", "new QP of BG").id
+            db.session.remove()
+        barrier = threading.Barrier(2)
+        outcomes: list[object] = []
+
+        def decide(username: str) -> None:
+            with application.app_context():
+                try:
+                    approver = db.session.scalar(sa.select(User).where(User.username == username))
+                    request = db.session.get(RoleGrantRequest, request_id)
+                    db.session.commit()
+                    barrier.wait(timeout=60)
+                    auth_services.decide_role_grant(approver, request, approve=True, reason=f"{username} agrees")
+                    outcomes.append("approved")
+                except Conflict as error:
+                    outcomes.append(error)
+                finally:
+                    db.session.remove()
+
+        threads = [threading.Thread(target=decide, args=(name,)) for name in ("qa.bg", "qp.bg")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with application.app_context():
+            assert outcomes.count("approved") == 1, outcomes
+            assert db.session.get(RoleGrantRequest, request_id).status == GrantStatus.APPROVED
+            qp_roles = db.session.scalars(sa.select(RoleAssignment).where(
+                RoleAssignment.role == Role.QP, RoleAssignment.revoked_at.is_(None))).all()
+            assert len(qp_roles) == 2  # qp.bg's own and the one granted, once
+            db.session.remove()
+        db.state(application).engine.dispose()

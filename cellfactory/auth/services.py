@@ -537,7 +537,8 @@ def pending_grants_for(approver: User) -> list[RoleGrantRequest]:
 def decide_role_grant(approver: User, request: RoleGrantRequest, *, approve: bool, reason: str) -> RoleGrantRequest:
     """A QA or QP of the site, or a network administrator, other than whoever asked, approves or rejects."""
     # Two approvers at once: the second waits for the first's decision and then finds the request decided.
-    db.session.refresh(request, with_for_update=True)
+    db.session.execute(sa.select(RoleGrantRequest.id).where(RoleGrantRequest.id == request.id).with_for_update())
+    db.session.refresh(request)
     if request.status != GrantStatus.PENDING:
         raise Conflict(f"This request was already {request.status.value}.")
     if approver.id == request.created_by_id:

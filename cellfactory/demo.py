@@ -39,6 +39,11 @@ FIRST_NAMES = {
 }
 
 
+# The network's two administrators: the first identity check of the installation is one's check of the other.
+NETWORK_ADMINS = {"admin.network": "Roberta Network (Administrator)",
+                  "admin2.network": "Stefano Network (Administrator)"}
+
+
 def _name(role: Role, site: DemoSite) -> str:
     return f"{FIRST_NAMES[role]} {site.name.split()[-1]} ({role.label})"
 
@@ -46,7 +51,7 @@ def _name(role: Role, site: DemoSite) -> str:
 def demo_usernames() -> list[str]:
     names = [f"{role.value}.{site.code.lower()}" for site in SITES for role in SITE_ROLES]
     second = [f"{role}2.{site.code.lower()}" for site in SITES[:4] for role in ("technician", "qc_analyst")]
-    return [*names, *second, "auditor", "qa.network"]
+    return [*names, *second, "auditor", "qa.network", *NETWORK_ADMINS]
 
 
 def load_demo(password: str = DEMO_PASSWORD) -> str:
@@ -82,19 +87,36 @@ def _build(password: str) -> None:
                 email=f"{username}@demo.cellfactory.invalid", roles=[(role, demo_site.code)],
                 temporary_password=password, must_change_password=False)
 
-    # Everyone who signs accepts the accountability statement and has their identity checked by an
-    # administrator of their site; administrators and auditors do not sign GMP records.
+    for username, full_name in NETWORK_ADMINS.items():
+        users[username] = auth_services.create_user(
+            None, username=username, full_name=full_name, email=f"{username}@demo.cellfactory.invalid",
+            roles=[(Role.ADMIN, None)], temporary_password=password, must_change_password=False)
+
+    # Everyone who signs accepts the accountability statement and has their identity checked by someone who can
+    # sign: the first check of the network is one network administrator's of the other (the founding check), the
+    # second administrator checks the first, the network administrator checks each site's administrator, and each
+    # site's administrator checks the people of their site. Administrators sign identity checks only; auditors
+    # do not sign.
+    def check(verifier: User, user: User) -> None:
+        signature_services.record_identity_check(verifier, user, method="Identity card checked in person (demo)",
+                                                 password=password, username=verifier.username,
+                                                 continuous_session=False)
+
+    for username, user in users.items():
+        if not user.has_role(Role.AUDITOR):
+            signature_services.accept_accountability(user, password=password, username=username,
+                                                     continuous_session=False)
+    first_admin, second_admin = (users[name] for name in NETWORK_ADMINS)
+    check(first_admin, second_admin)
+    check(second_admin, first_admin)
     codes = [s.code.lower() for s in SITES]
+    for code in codes:
+        check(first_admin, users[f"admin.{code}"])
     for username, user in users.items():
         if user.has_any_role({Role.ADMIN, Role.AUDITOR}):
             continue
-        signature_services.accept_accountability(user, password=password, username=username,
-                                                 continuous_session=False)
-        site_code = username.split(".")[-1] if "." in username and username != "qa.network" else codes[0]
-        admin = users[f"admin.{site_code}"]
-        signature_services.record_identity_check(admin, user, method="Identity card checked in person (demo)",
-                                                 password=password, username=admin.username,
-                                                 continuous_session=False)
+        site_code = username.split(".")[-1]
+        check(first_admin if site_code == "network" else users[f"admin.{site_code}"], user)
     _intake(users, password)
     from cellfactory.demo_manufacturing import build_manufacturing
 

@@ -152,11 +152,26 @@ def make_user(username: str, roles: list[tuple[Role, str | None]], *, signing: b
 def enable_signing(user: User, password: str = PASSWORD) -> None:
     signature_services.accept_accountability(user, password=password, username=user.username,
                                              continuous_session=False)
-    verifier = db.session.scalar(sa.select(User).where(User.username == "identity.verifier"))
-    if verifier is None:
-        verifier = make_user("identity.verifier", [(Role.ADMIN, "BG")])
+    verifier = identity_verifier()
     signature_services.record_identity_check(verifier, user, method="passport checked in person", password=PASSWORD,
                                              username=verifier.username, continuous_session=False)
+
+
+def identity_verifier() -> User:
+    """A network administrator who can sign and so records identity checks: made, the first time, by the founding
+    check of the installation (another network administrator's, who has accepted the accountability statement)."""
+    verifier = db.session.scalar(sa.select(User).where(User.username == "identity.verifier"))
+    if verifier is not None:
+        return verifier
+    verifier = make_user("identity.verifier", [(Role.ADMIN, None)])
+    founder = make_user("identity.founder", [(Role.ADMIN, None)])
+    signature_services.accept_accountability(founder, password=PASSWORD, username=founder.username,
+                                             continuous_session=False)
+    signature_services.accept_accountability(verifier, password=PASSWORD, username=verifier.username,
+                                             continuous_session=False)
+    signature_services.record_identity_check(founder, verifier, method="founding check: passport", password=PASSWORD,
+                                             username=founder.username, continuous_session=False)
+    return verifier
 
 
 @pytest.fixture

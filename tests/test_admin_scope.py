@@ -11,7 +11,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import GrantStatus, Role, RoleGrantRequest, User
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
-from tests.conftest import PASSWORD, login, make_user, refetch
+from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 
 
 def _user(username: str) -> User:
@@ -143,7 +143,8 @@ def test_unlocking_may_ask_for_a_new_password(users):
 def test_the_identity_check_is_not_recorded_by_whoever_created_the_user_or_granted_the_role(users):
     from cellfactory.signatures import services as signature_services
 
-    admin, other_admin = refetch(users["admin"]), make_user("admin.second", [(Role.ADMIN, "BG")])
+    enable_signing(refetch(users["admin"]))
+    admin, other_admin = refetch(users["admin"]), make_user("admin.second", [(Role.ADMIN, "BG")], signing=True)
     newcomer = auth_services.create_user(admin, username="new.tech", full_name="New Person",
                                          email="n@example.org", roles=[(Role.TECHNICIAN, "BG")],
                                          temporary_password="Temporary-pass-001")

@@ -269,6 +269,76 @@ def test_the_page_and_the_pdf_show_what_changed_next_to_the_signature(client, pl
     text = "".join(pdf_text(client.get(f"/releases/{number}/record.pdf").data).split())
     assert f"changed:steps[{code}].passage.cells_harvested" in text
     assert "re-signrequired" in text
+    # The step's own verification is checked in the PDF too, not printed as merely recorded.
+    assert "changed:passage.cells_harvested" in text
+    assert "Verificationrecorded" not in text and "Verificationvalid" in text
+
+
+def test_a_review_that_no_longer_holds_blocks_certification_and_the_pages_offer_the_follow_up(client, plant, sites):
+    from cellfactory.batches.models import StepStatus
+    from cellfactory.core.errors import DomainError
+    from tests.test_release_pages import sign_in, text_of
+
+    batch = awaiting_certification(plant, sites, pending=())
+    number, batch_id = batch.number, batch.id
+    step = next(s for s in again(batch).steps if s.status == StepStatus.DONE)
+    step_id = step.id
+    db.session.execute(sa.update(BatchStep).where(BatchStep.id == step_id).values(observations="edited behind"))
+    db.session.commit()  # as someone with the database would; a refused service call rolls back only its own work
+    [review] = [d for d in releases.decisions_for(again(batch)) if d.signature.meaning == Meaning.REVIEWED.value]
+    review_signature_id = review.signature_id
+    # The Qualified Person cannot certify a record whose review no longer covers it.
+    with pytest.raises(DomainError, match="QA review signed by .* no longer holds"):
+        certify_by_service(plant, batch, S.RELEASED)
+    assert status_of(batch) == S.AWAITING_CERTIFICATION
+    blockers = releases.signing_blockers(again(batch), Meaning.QP_CERTIFIED)
+    assert len(blockers) == 1 and "return the batch to QA review" in blockers[0]
+    # The batch page offers the Qualified Person the way back to QA review, and a deviation opened from the change.
+    sign_in(client, again(plant.qp))
+    page = text_of(client.get(f"/batches/{number}"))
+    assert "Return to QA review" in page and "#move-awaiting_qa_review" in page
+    assert f"/deviations/new?batch={number}&amp;signature={review_signature_id}" in page
+    form = text_of(client.get(f"/deviations/new?batch={number}&signature={review_signature_id}"))
+    assert "Signed record changed after signing: Reviewed" in form
+    assert "observations" in form and "edited behind" in form
+    # A signature of another batch does not fill the form (nor tell what changed there).
+    other = text_of(client.get(f"/deviations/new?batch={number}&signature=999999"))
+    assert "Signed record changed" not in other
+    # The process: back to QA review, reviewed anew, then certified; the new review holds.
+    batch_services.transition(again(plant.qp), again(batch), S.AWAITING_QA_REVIEW, reason="review no longer holds")
+    with pytest.raises(DomainError, match="not verified by a second person"):
+        review_by_service(plant, batch)  # the changed step's verification no longer holds either
+    batch_services.transition(again(plant.reviewer), again(batch), S.IN_PROCESS, reason="step to verify anew")
+    batch_services.verify_step(again(plant.tech2), db.session.get(BatchStep, step_id), signing=signing(plant.tech2))
+    batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="verified anew")
+    batch_services.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="QC unchanged")
+    review_by_service(plant, batch)
+    certify_by_service(plant, batch, S.RELEASED)
+    assert db.session.get(Batch, batch_id).status == S.RELEASED
+    reviews = [d for d in releases.decisions_for(again(batch)) if d.signature.meaning == Meaning.REVIEWED.value]
+    assert len(reviews) == 2
+    assert signature_services.check(reviews[-1].signature, again(batch)).status == SignatureStatus.VALID
+    assert signature_services.check(reviews[0].signature, again(batch)).status == CHANGED
+
+
+def test_a_step_verification_that_no_longer_holds_offers_a_new_verification_and_a_deviation(client, plant, sites):
+    from tests.test_release_pages import sign_in, text_of
+
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
+                                       started_at=batch_start())
+    run_batch_to_awaiting_qc(plant, batch)
+    step = next(s for s in again(batch).steps if signature_services.signatures_for(s))
+    signature_id = signature_services.signatures_for(step)[-1].id
+    db.session.execute(sa.update(BatchStep).where(BatchStep.id == step.id).values(observations="edited behind"))
+    db.session.expire_all()
+    found = batch_services.signature_follow_up(again(batch), db.session.get(Signature, signature_id),
+                                               signature_services.check(db.session.get(Signature, signature_id),
+                                                                        again(step)).text)
+    assert found is not None and found.verify_again and "deviation" in found.text
+    sign_in(client, again(plant.qc))  # site staff, not the one who entered the step
+    page = text_of(client.get(f"/batches/{batch.number}"))
+    assert "no longer holds" in page and "A second person verifies the entries as they are now" in page
+    assert f"signature={signature_id}" in page
 
 
 # --- the progression rules, on plain content -----------------------------------------------------------------------

@@ -202,3 +202,80 @@ def test_signed_statement_prints_with_its_manifestation(client, sites):
     assert signature.content_hash in text.replace("\n", "")
     printed = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "print")).all()
     assert [p.entity_label for p in printed] == ["tech.one"]
+
+
+# --- who records the identity check: someone who can sign, of the user's sites; once, a founding check ---------
+
+
+def _check_identity(verifier, user, method="passport checked in person"):
+    return services.record_identity_check(refetch(verifier), refetch(user), method=method, password=PASSWORD,
+                                          username=verifier.username, continuous_session=False)
+
+
+def _accept(user):
+    services.accept_accountability(refetch(user), password=PASSWORD, username=user.username, continuous_session=False)
+
+
+def test_the_first_identity_check_of_an_installation_is_a_founding_one_by_a_network_administrator(sites):
+    site_admin = make_user("admin.site", [(Role.ADMIN, "BG")])
+    first, second = make_user("admin.first", [(Role.ADMIN, None)]), make_user("admin.second", [(Role.ADMIN, None)])
+    tech = make_user("tech.one", [(Role.TECHNICIAN, "BG")])
+    assert not services.anyone_can_sign()
+    _accept(site_admin)
+    with pytest.raises(PermissionDenied, match="network administrator"):
+        _check_identity(site_admin, tech)
+    with pytest.raises(PermissionDenied, match="accountability statement"):
+        _check_identity(first, second)  # the founder has not accepted the accountability statement
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(IdentityVerification)) == 0
+    _accept(first)
+    founding = _check_identity(first, second)
+    assert founding.founding and services.anyone_can_sign()
+    # From now on the verifier must be able to sign: the founder cannot, until the person they checked checks them.
+    with pytest.raises(PermissionDenied, match="Only someone who can sign.*identity"):
+        _check_identity(first, tech)
+    with pytest.raises(PermissionDenied, match="Only someone who can sign.*accountability"):
+        _check_identity(second, first)  # the checked administrator has not accepted the statement yet
+    _accept(second)
+    assert not _check_identity(second, first).founding
+    _accept(tech)
+    later = _check_identity(first, tech)
+    assert not later.founding
+    assert services.signing_enabled(refetch(tech)) == (True, [])
+    # The founding mark is part of what the founder signed.
+    signature = services.signatures_for(founding)[0]
+    assert '"founding":true' in signature.signed_content
+    assert services.verify(signature, founding) == services.SignatureStatus.VALID
+
+
+def test_a_site_administrator_who_cannot_sign_records_no_identity_check(sites):
+    enable_signing(make_user("qa.someone", [(Role.QA, "MZ")]))  # someone can sign: no founding check any more
+    admin = make_user("admin.bg2", [(Role.ADMIN, "BG")])
+    tech = make_user("tech.two", [(Role.TECHNICIAN, "BG")])
+    _accept(admin)
+    with pytest.raises(PermissionDenied, match="Only someone who can sign"):
+        _check_identity(admin, tech)
+    assert services.current_identity_verification(refetch(tech)) is None
+
+
+def test_a_site_administrator_checks_only_the_people_of_their_sites(sites):
+    admin_mz = make_user("admin.mz2", [(Role.ADMIN, "MZ")], signing=True)
+    tech_bg = make_user("tech.three", [(Role.TECHNICIAN, "BG")])
+    with pytest.raises(PermissionDenied, match="do not administer the sites of tech.three"):
+        _check_identity(admin_mz, tech_bg)
+    tech_mz = make_user("tech.four", [(Role.TECHNICIAN, "MZ")])
+    assert _check_identity(admin_mz, tech_mz).verified_by_id == admin_mz.id
+
+
+def test_the_user_page_refuses_an_identity_check_by_an_administrator_who_cannot_sign(client, sites):
+    enable_signing(make_user("qa.else", [(Role.QA, "MZ")]))
+    admin = make_user("admin.page", [(Role.ADMIN, "BG")])
+    _accept(admin)
+    tech = make_user("tech.page", [(Role.TECHNICIAN, "BG")])
+    login(client, "admin.page")
+    page = client.get(f"/admin/users/{tech.id}")
+    assert "Only an administrator who can sign records this check" in page.get_data(as_text=True)
+    response = client.post(f"/admin/users/{tech.id}/identity", data={
+        "identity-method": "passport", "identity-username": "admin.page", "identity-password": PASSWORD})
+    assert response.status_code in (403, 422)
+    assert "Only someone who can sign" in response.get_data(as_text=True)
+    assert services.current_identity_verification(refetch(tech)) is None

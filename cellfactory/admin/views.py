@@ -128,6 +128,8 @@ def _render_user(user: User, status: int = 200, **forms) -> tuple[str, int]:
     return render_template("admin/user_detail.html", user=user, history=history, verification=verification,
                            verification_signatures=signature_services.signatures_for(verification)
                            if verification else [], can_sign=can_sign, missing=missing,
+                           verifier_can_sign=signature_services.signing_enabled(_actor())[0],
+                           founding_possible=not signature_services.anyone_can_sign(),
                            locked=auth_services.is_locked(user), open_sessions=auth_services.open_sessions(user),
                            grant_requests=db.session.scalars(sa.select(RoleGrantRequest).where(
                                RoleGrantRequest.user_id == user.id).order_by(RoleGrantRequest.id.desc())).all(),

@@ -124,6 +124,48 @@ def signature_statuses(record: signatures.Signable, found: Sequence[Any], *,
     return [(signature, signatures.check(signature, once).text) for signature in found]
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """What the process offers when a signature of the batch's record no longer holds."""
+
+    text: str
+    return_to_review: bool = False  # the Qualified Person returns the batch to QA review, QA signs anew
+    review_again: bool = False  # QA reviews the record as it is now and signs anew
+    verify_again: bool = False  # a second person verifies the step or result anew
+
+
+def signature_follow_up(batch: Batch, signature: Any, status: str) -> FollowUp | None:
+    """The follow-up of a signature on the batch, one of its steps or results, that no longer holds: a new signature
+    where the process still takes one, and always a deviation (how did the record change without a documented
+    correction?). None when the signature holds."""
+    if status == signatures.SignatureStatus.VALID.value:
+        return None
+    deviation = "Open a deviation to investigate how the record changed and assess the impact on the batch."
+    if status == signatures.SignatureStatus.INVALID.value:
+        return FollowUp("The signature itself does not verify: it or its record was altered outside the application. "
+                        + deviation)
+    if signature.entity_type == "batch" and signature.meaning == Meaning.REVIEWED.value:
+        if batch.status == S.AWAITING_CERTIFICATION:
+            return FollowUp("The Qualified Person returns the batch to QA review, where QA reviews the record as it is "
+                            "now and signs anew. " + deviation, return_to_review=True)
+        if batch.status == S.AWAITING_QA_REVIEW:
+            return FollowUp("QA reviews the record as it is now and signs anew. " + deviation, review_again=True)
+    from cellfactory.qc.services import RESULT_STATES
+
+    if (signature.entity_type == "batch_step" and batch.status == S.IN_PROCESS
+            or signature.entity_type == "qc_result" and batch.status in RESULT_STATES):
+        return FollowUp("A second person verifies the entries as they are now. " + deviation, verify_again=True)
+    return FollowUp(deviation)
+
+
+def statuses_with_follow_up(batch: Batch, record: signatures.Signable, found: Sequence[Any], *,
+                            content: Callable[[], dict[str, Any]] | None = None
+                            ) -> list[tuple[Any, str, FollowUp | None]]:
+    """`signature_statuses`, each with what the process offers when the signature no longer holds."""
+    return [(signature, status, signature_follow_up(batch, signature, status))
+            for signature, status in signature_statuses(record, found, content=content)]
+
+
 # --- starting a batch ----------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
+from cellfactory.deviations import services as deviation_services
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
@@ -366,8 +367,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     transition_forms = dict(transition_forms or {})
     # The signatures of the batch and of every step in one read; each check below uses them.
     index = services.record_signatures(batch)
-    step_signatures = {s.id: [(sig, signature_services.check(sig, s).text) for sig in index.of(s)]
-                       for s in batch.steps}
+    step_signatures = {s.id: services.statuses_with_follow_up(batch, s, index.of(s)) for s in batch.steps}
     verifications = {s.id: services.step_verification(s, index) for s in batch.steps}
     can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
     verify_notes: dict[int, str] = {}
@@ -407,7 +407,8 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
         passages=[s for s in batch.steps if s.passage is not None], page_errors=page_errors or [],
         can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
         history=_history(_batch_records(batch, index)), tz=batch.site.timezone,
-        batch_signatures=services.signature_statuses(batch, index.of(batch)),
+        batch_signatures=services.statuses_with_follow_up(batch, batch, index.of(batch)),
+        can_open_deviation=user.has_any_role(deviation_services.SITE_STAFF, batch.site_id),
     ), status
 
 
@@ -571,7 +572,8 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
         passage_number=step.passage.passage_number if step.passage else services.derived_passage_number(step),
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
         verification=services.step_verification(step, index), tz=step.batch.site.timezone,
-        signatures=[(sig, signature_services.check(sig, step).text) for sig in index.of(step)],
+        signatures=services.statuses_with_follow_up(step.batch, step, index.of(step)),
+        can_open_deviation=_user().has_any_role(deviation_services.SITE_STAFF, step.batch.site_id),
         history=_history(_step_records(step, index)),
     ), status
 

@@ -126,6 +126,8 @@ def new() -> Any:
             batch = batch_services.get_batch(user, form.batch.data)
         except NotFound:
             form.batch.errors = [f"There is no batch {form.batch.data} you can see."]
+    if request.method == "GET" and batch is not None:
+        _start_from_lapsed_signature(form, batch, request.args.get("signature", type=int))
     if batch is not None:
         form.site.data = batch.site.code  # a deviation of a batch belongs to the batch's site
     if valid and batch is None and form.batch.data:
@@ -149,6 +151,13 @@ def new() -> Any:
                 return redirect(url_for("deviations.detail", number=deviation.number))
     status = 422 if request.method == "POST" and (form.errors or form.form_errors) else 200
     return render_template("deviations/new.html", form=form, batch=batch, one_site=len(sites) <= 1), status
+
+
+def _start_from_lapsed_signature(form: OpenDeviationForm, batch: Batch, signature_id: int | None) -> None:
+    """Opened from a signature of the batch's record that no longer holds: the form starts from what changed."""
+    lapse = signature_services.lapse_of(signature_id) if signature_id else None
+    if lapse is not None and lapse.batch_id == batch.id:
+        form.title.data, form.description.data = lapse.title, lapse.description
 
 
 # --- the deviation -------------------------------------------------------------------------------

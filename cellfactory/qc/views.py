@@ -197,7 +197,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
             all_signatures.extend(signatures)
             verification = qc.result_verification(result, index)
             row: dict[str, Any] = {
-                "signatures": [(s, signature_services.check(s, result).text) for s in signatures],
+                "signatures": batch_services.statuses_with_follow_up(batch, result, signatures),
                 "verification": verification, "deviation": deviations.get(result.deviation_id),
                 "counts": test_status.reportable is not None and test_status.reportable.id == result.id,
                 "note": None, "forms": {},
@@ -221,6 +221,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
         "qc/batch.html", batch=batch, spec=batch.specification, statuses=statuses, rows=rows, blockers=blockers,
         deviations=list(deviations.values()), tz=batch.site.timezone,
         can_enter=analyst and batch.status in qc.RESULT_STATES,
+        can_open_deviation=user.has_any_role(deviation_services.SITE_STAFF, batch.site_id),
         history=_history(results, all_signatures) if results else [],
     ), status
 

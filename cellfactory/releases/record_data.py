@@ -12,7 +12,7 @@ from cellfactory import isbt128
 from cellfactory.audit.models import AuditEntry
 from cellfactory.batches import charts
 from cellfactory.batches.models import Batch
-from cellfactory.batches.services import step_verification
+from cellfactory.batches.services import signature_statuses, step_verification
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
@@ -144,8 +144,15 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     def label(text: str, entity: str, entity_id: Any, field: str) -> str:
         return f"{text} {CHANGED}" if (entity, str(entity_id), field) in changed else text
 
-    def sig(signature) -> tuple[str, SignatureView]:
-        return ("signature", SignatureView.of(signature, tz, "recorded"))
+    def signed(record: Any, found: list[Any], content: Any = None) -> list[tuple[str, SignatureView]]:
+        """The record's signatures, each checked against the record as it is now (what changed, if anything)."""
+        return [("signature", SignatureView.of(signature, tz, status))
+                for signature, status in signature_statuses(record, found, content=content)]
+
+    # The batch's own signatures (review, certification, decisions) checked against its content computed once.
+    batch_found = list({s.id: s for s in [*(d.signature for d in decisions_made), *index.of(batch)]}.values())
+    batch_blocks = signed(batch, batch_found, lambda: batch.signature_content(results=results, deviations=deviations))
+    batch_signed = {signature.id: block for signature, block in zip(batch_found, batch_blocks, strict=True)}
 
     sections: list[Section] = []
 
@@ -182,7 +189,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                 *([("Confirmatory results", decision.confirmatory_results)] if decision.confirmatory_results
                   else []),
                 ("Reason", decision.reason),
-            ])] + [sig(signature) for signature in signatures.signatures_for(decision)]
+            ])] + signed(decision, signatures.signatures_for(decision))
     sections.append(donors)
 
     # 2. Source material and receipt
@@ -204,7 +211,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             ("Received", t(m.received_at)),
             ("QA decision on quarantine", f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
         ])]
-        material_section.blocks += [sig(s) for s in index.of(m)]
+        material_section.blocks += signed(m, index.of(m))
     sections.append(material_section)
 
     # 3. Manufacturing record
@@ -231,7 +238,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         verification = step_verification(step, index)
         if verification is None:
             manufacturing.blocks.append(("text", "Not verified by a second person (or changed since verification)."))
-        manufacturing.blocks += [sig(s) for s in index.of(step)]
+        manufacturing.blocks += signed(step, index.of(step))
     sections.append(manufacturing)
 
     # 4. Passages and growth
@@ -256,6 +263,13 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         sections.append(growth)
 
     # 5. Quality control
+    def verified(result: Any, verification: Any) -> str:
+        if verification is not None:
+            return f"{verification.printed_name}, {t(verification.signed_at)}"
+        lapsed = [f"{s.printed_name} no longer holds: {status}"
+                  for s, status in signature_statuses(result, index.of(result))]
+        return "; ".join(lapsed) or "not yet"
+
     quality = Section("Quality control")
     rows = []
     for result in results:
@@ -271,8 +285,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                      label(result.value_text, "qc_result", result.id, "numeric_value")
                      + f"\n{result.spec_test.criterion_text}",
                      result.verdict.value.upper(),
-                     f"{result.analyst.full_name}; verified: "
-                     + (f"{verification.printed_name}, {t(verification.signed_at)}" if verification else "not yet")
+                     f"{result.analyst.full_name}; verified: {verified(result, verification)}"
                      + ("\n" + "; ".join(notes) if notes else "")])
     quality.blocks.append(("table", ["Test and method", "Sample", "Value and criterion", "Verdict",
                                      "Analyst, verification, notes"], rows,
@@ -298,7 +311,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                              [[f"{a.kind}: {a.description}", a.owner.full_name, a.due_date.isoformat(),
                                                f"{t(a.completed_at)} {a.completion_note or ''}".strip()]
                                               for a in deviation.actions], [70 * mm, 35 * mm, 22 * mm, None]))
-        deviation_section.blocks += [sig(s) for s in index.of(deviation)]
+        deviation_section.blocks += signed(deviation, index.of(deviation))
     if not deviation_section.blocks:
         deviation_section.blocks.append(("text", "No deviation recorded for this batch."))
     sections.append(deviation_section)
@@ -312,13 +325,13 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                                for i in decision.checklist)),
             ("Pending", "; ".join(f"{p['test']} due {p['due']}" for p in decision.pending_tests) or "—"),
             ("Out of specification", "; ".join(f"{f['test']} {f['result']}" for f in decision.failing_tests) or "—"),
-        ]), ("signature", SignatureView.of(decision.signature, tz, signatures.check(decision.signature, batch).text))]
+        ]), batch_signed[decision.signature.id]]
         if decision.certificate is not None:
             decisions.blocks.append(("text", f"Certificate {decision.certificate.number}, PDF SHA-256 "
                                              f"{decision.certificate.pdf_sha256}"))
     if not decisions.blocks:
         decisions.blocks.append(("text", "Not reviewed or certified yet."))
-    decisions.blocks += [sig(s) for s in index.of(batch) if s.id not in
+    decisions.blocks += [batch_signed[s.id] for s in index.of(batch) if s.id not in
                          {d.signature_id for d in decisions_made}]
     sections.append(decisions)
 

@@ -204,6 +204,19 @@ def pending_results(batch: Batch, facts: RecordFacts | None = None) -> list[QcRe
     return [s.reportable for s in _qc(batch, facts) if s.verdict == Verdict.PENDING]
 
 
+def review_no_longer_holding(facts: RecordFacts) -> str | None:
+    """Why the batch's latest QA review no longer covers its record (None when it does, or there is none): a
+    Qualified Person certifies only a record whose review still holds; otherwise the batch goes back to QA review
+    and QA reviews and signs it anew."""
+    reviews = [(decision, status) for decision, status in facts.decisions
+               if decision.signature.meaning == Meaning.REVIEWED.value]
+    if not reviews or reviews[-1][1] == signatures.SignatureStatus.VALID.value:
+        return None
+    decision, status = reviews[-1]
+    return (f"The QA review signed by {decision.signature.printed_name} no longer holds ({status}): return the batch "
+            "to QA review, so that QA reviews the record as it is now and signs anew.")
+
+
 def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None = None) -> list[str]:
     """Why a review or QP decision with this meaning cannot be signed now (empty when it can).
 
@@ -212,6 +225,9 @@ def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None 
     if meaning == Meaning.QP_REJECTED:
         return []
     facts = facts if facts is not None else RecordFacts(batch)
+    lapsed_review = review_no_longer_holding(facts) if meaning != Meaning.REVIEWED else None
+    if lapsed_review:
+        return [lapsed_review]
     items = checklist(batch, facts)
     failing = failing_results(batch, facts)
     if meaning == Meaning.QP_OOS_SUPPLY:

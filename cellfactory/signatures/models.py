@@ -92,7 +92,8 @@ class EsigAcknowledgement(Audited, CreatedMixin, Base):
 
 class IdentityVerification(Audited, CreatedMixin, Base):
     """An administrator's record that they checked a user's identity before signing is enabled
-    (21 CFR 11.100(b)). The administrator cannot be the user."""
+    (21 CFR 11.100(b)). The administrator cannot be the user, and can sign; a founding check is the first of an
+    installation, recorded when nobody could sign yet."""
 
     __tablename__ = "identity_verification"
 
@@ -100,11 +101,15 @@ class IdentityVerification(Audited, CreatedMixin, Base):
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"), index=True)
     verified_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
     method: Mapped[str] = mapped_column(sa.Text)
+    founding: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     voided_at: Mapped[dt.datetime | None]
     void_reason: Mapped[str | None] = mapped_column(sa.Text)
 
     def signature_content(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "verified_by_id": self.verified_by_id, "method": self.method}
+        content = {"user_id": self.user_id, "verified_by_id": self.verified_by_id, "method": self.method}
+        if self.founding:  # only when set, so that checks signed before the flag existed keep their content
+            content["founding"] = True
+        return content
 
     @property
     def signature_version(self) -> int:

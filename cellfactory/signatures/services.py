@@ -287,17 +287,54 @@ def check(signature: Signature, record: Signable) -> SignatureCheck:
     return SignatureCheck(SignatureStatus.VALID, progressed=True)
 
 
-def verify_all() -> dict[int, SignatureStatus]:
-    """Every signature in the database checked against its record: the seal and the signed content."""
+def record_of(signature: Signature) -> Any | None:
+    """The record a signature is on, or None if it is gone."""
     from cellfactory.core.db import Base
 
-    models = {mapper.class_.__tablename__: mapper.class_ for mapper in Base.registry.mappers}
+    for mapper in Base.registry.mappers:
+        if mapper.class_.__tablename__ == signature.entity_type:
+            return db.session.get(mapper.class_, int(signature.entity_id))
+    return None
+
+
+def verify_all() -> dict[int, SignatureStatus]:
+    """Every signature in the database checked against its record: the seal and the signed content."""
     statuses: dict[int, SignatureStatus] = {}
     for signature in db.session.scalars(sa.select(Signature).order_by(Signature.id)):
-        model = models.get(signature.entity_type)
-        record = db.session.get(model, int(signature.entity_id)) if model is not None else None
+        record = record_of(signature)
         statuses[signature.id] = SignatureStatus.INVALID if record is None else verify(signature, record)
     return statuses
+
+
+@dataclass(frozen=True)
+class Lapse:
+    """A signature of a batch's record that no longer holds, told as a deviation would open with it."""
+
+    batch_id: int | None
+    title: str
+    description: str
+
+
+def lapse_of(signature_id: int) -> Lapse | None:
+    """What a deviation about a signature that no longer holds starts from: which signature, on which record, and
+    what changed since it was signed. None when the signature holds or is not on a record of a batch."""
+    signature = db.session.get(Signature, signature_id)
+    record = record_of(signature) if signature is not None else None
+    if record is None:
+        return None
+    found = check(signature, record)
+    if found.status == SignatureStatus.VALID:
+        return None
+    batch_id = record.id if signature.entity_type == "batch" else getattr(record, "batch_id", None)
+    signed_at = signature.signed_at.strftime("%Y-%m-%d %H:%M UTC")
+    return Lapse(
+        batch_id=batch_id,
+        title=f"Signed record changed after signing: {signature.meaning}"[:200],
+        description=(f"The signature \"{signature.meaning}\" by {signature.printed_name} ({signature.signer_username}), "
+                     f"{signed_at}, on {signature.entity_type} {signature.entity_id} version "
+                     f"{signature.record_version}, no longer holds: {found.text}. Investigate how the record changed "
+                     "without a documented correction, and assess the impact on the batch.")[:8000],
+    )
 
 
 def signatures_for(record: Signable) -> list[Signature]:
@@ -360,28 +397,60 @@ def _who_made_the_signer(user: User) -> set[int]:
     return {person for person in people if person is not None}
 
 
+def anyone_can_sign() -> bool:
+    """Whether any active user of the installation has a current identity check: until one has, nobody can record
+    an identity check with a signature that counts, so the first check is a founding one (`record_identity_check`)."""
+    return db.session.scalar(
+        sa.select(IdentityVerification.id).join(User, User.id == IdentityVerification.user_id)
+        .where(IdentityVerification.voided_at.is_(None), User.active.is_(True)).limit(1)) is not None
+
+
 @transactional
-def record_identity_check(admin: User, user: User, *, method: str, password: str, username: str | None,
+def record_identity_check(verifier: User, user: User, *, method: str, password: str, username: str | None,
                           continuous_session: bool) -> IdentityVerification:
-    """An administrator other than the user records how they verified the user's identity, and signs it."""
-    permissions.require(admin.has_role(Role.ADMIN), "Only an administrator records identity checks.")
-    if admin.id == user.id:
+    """An administrator of the user's sites records how they verified the user's identity, and signs it.
+
+    The verifier is someone who can sign (accountability accepted, own identity checked), is not the user, and did
+    not create the user, grant their roles or ask for those grants. The one exception is the founding check of an
+    installation where nobody can sign yet: a network administrator who has accepted the accountability statement
+    records it, and the person so verified then checks the founder's identity."""
+    from cellfactory.auth.services import administered_site_ids, can_manage_user
+
+    permissions.require(verifier.has_role(Role.ADMIN), "Only an administrator records identity checks.")
+    if verifier.id == user.id:
         raise PermissionDenied("Another administrator must verify your identity: you cannot verify your own.")
-    if admin.id in _who_made_the_signer(user):
+    if not can_manage_user(verifier, user):
+        raise PermissionDenied(f"You do not administer the sites of {user.username}: an administrator of their "
+                               "site or of the network checks their identity.")
+    if verifier.id in _who_made_the_signer(user):
         raise PermissionDenied(f"You created {user.username} or granted their roles: another person checks their "
                                "identity, so that no one person makes a signer.")
+    founding = not anyone_can_sign()
+    if founding:
+        if administered_site_ids(verifier) is not None:
+            raise PermissionDenied("Nobody can sign yet: the first identity check of the installation is recorded "
+                                   "by a network administrator.")
+        if db.session.scalar(sa.select(EsigAcknowledgement.id)
+                             .where(EsigAcknowledgement.user_id == verifier.id)) is None:
+            raise PermissionDenied("Accept the electronic-signature accountability statement (My account) before "
+                                   "you record the first identity check.")
+    else:
+        enabled, missing = signing_enabled(verifier)
+        if not enabled:
+            raise PermissionDenied("Only someone who can sign records an identity check: you must first "
+                                   + " and ".join(missing) + ".")
     if not (method or "").strip():
         raise ValidationFailed("Say how the identity was checked (document type and number, in person).",
                                fields={"method": "Required."})
     if current_identity_verification(user) is not None:
         raise Conflict(f"The identity of {user.username} is already verified.")
     session = db.session
-    audit.act_as(session, admin)
-    verification = IdentityVerification(user_id=user.id, verified_by_id=admin.id, method=method.strip(),
-                                        created_by_id=admin.id)
+    audit.act_as(session, verifier)
+    verification = IdentityVerification(user_id=user.id, verified_by_id=verifier.id, method=method.strip(),
+                                        founding=founding, created_by_id=verifier.id)
     session.add(verification)
     session.flush()
-    apply_signature(admin, verification, meaning=Meaning.IDENTITY_VERIFIED,
+    apply_signature(verifier, verification, meaning=Meaning.IDENTITY_VERIFIED,
                     allowed_meanings={Meaning.IDENTITY_VERIFIED}, password=password, username=username,
                     continuous_session=continuous_session, require_signing_enabled=False)
     return verification

@@ -226,8 +226,10 @@ def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None 
         return []
     facts = facts if facts is not None else RecordFacts(batch)
     lapsed_review = review_no_longer_holding(facts) if meaning != Meaning.REVIEWED else None
-    if lapsed_review:
-        return [lapsed_review]
+    return ([lapsed_review] if lapsed_review else []) + _checklist_blockers(batch, meaning, facts)
+
+
+def _checklist_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts) -> list[str]:
     items = checklist(batch, facts)
     failing = failing_results(batch, facts)
     if meaning == Meaning.QP_OOS_SUPPLY:

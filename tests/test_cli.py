@@ -33,7 +33,7 @@ from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
 from tests.batch_helpers import batch_start
-from tests.conftest import PASSWORD, enable_signing, fresh_database, make_config, make_user, on_postgres
+from tests.conftest import PASSWORD, enable_signing, fresh_database, identity_verifier, make_config, make_user, on_postgres
 
 TEMPORARY = "Temporary-Pass-2026!"
 # What an audit entry's hash covers, in the order of the old, unkeyed scheme (before migration 0018).
@@ -322,8 +322,10 @@ def _head(application: Flask) -> tuple[int, str]:
 def test_each_signature_anchors_the_head_with_a_keyed_mac_and_logs_it(cli_app, caplog):
     with cli_app.app_context():
         make_user("qa.bg", [(Role.QA, "BG")])
+        identity_verifier()  # the administrator who records identity checks: founded by three signatures
     before = len(_anchor_lines(cli_app))
-    assert before == 1  # the first commit that wrote entries (the site), then none within 5 minutes
+    # The first commit that wrote entries (the site), then none within 5 minutes but one per signature.
+    assert before == 1 + 3
     with caplog.at_level(logging.INFO, logger="cellfactory.anchor"), cli_app.app_context():
         enable_signing(db.session.get(User, user_named(cli_app, "qa.bg").id))
     lines = _anchor_lines(cli_app)

@@ -326,6 +326,7 @@ def test_each_signature_anchors_the_head_with_a_keyed_mac_and_logs_it(cli_app, c
     before = len(_anchor_lines(cli_app))
     # The first commit that wrote entries (the site), then none within 5 minutes but one per signature.
     assert before == 1 + 3
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="cellfactory.anchor"), cli_app.app_context():
         enable_signing(db.session.get(User, user_named(cli_app, "qa.bg").id))
     lines = _anchor_lines(cli_app)

@@ -33,7 +33,15 @@ from cellfactory.sites import services as site_services
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
 from tests.batch_helpers import batch_start
-from tests.conftest import PASSWORD, enable_signing, fresh_database, identity_verifier, make_config, make_user, on_postgres
+from tests.conftest import (
+    PASSWORD,
+    enable_signing,
+    fresh_database,
+    identity_verifier,
+    make_config,
+    make_user,
+    on_postgres,
+)
 
 TEMPORARY = "Temporary-Pass-2026!"
 # What an audit entry's hash covers, in the order of the old, unkeyed scheme (before migration 0018).

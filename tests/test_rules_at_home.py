@@ -5,21 +5,32 @@ the same message, and nothing is saved."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import html
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+import cellfactory
 from cellfactory.audit.models import AuditEntry
-from cellfactory.batches.models import BatchStatus
-from cellfactory.core.errors import ValidationFailed
+from cellfactory.auth.models import Role
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.extensions import db
 from cellfactory.reagents import services as reagent_services
 from cellfactory.reagents.models import LotStatus, ReagentLot
-from tests.conftest import login, refetch
+from cellfactory.releases import decisions
+from cellfactory.releases import services as releases
+from cellfactory.releases.models import BatchDecision
+from cellfactory.signatures.models import Signature
+from tests.batch_helpers import signing
+from tests.conftest import PASSWORD, login, make_user, refetch
 from tests.test_api import API, bearer, last_seq, new_token
+from tests.test_release_pages import OOS_DETAILS, awaiting_certification, oos_awaiting_certification, release_plant
 
 S = BatchStatus
 
@@ -48,6 +59,120 @@ def form_errors(page: str) -> list[str]:
     return [html.unescape(message) for block in re.findall(r'<div class="form-errors" role="alert">(.*?)</div>',
                                                            page, re.S)
             for message in re.findall(r"<p>(.*?)</p>", block, re.S)]
+
+
+# --- 2. the QP's decisions -----------------------------------------------------------------------
+
+
+def _imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def test_no_api_module_imports_a_page_module():
+    api = Path(cellfactory.__file__).parent / "api"
+    found = {path.name: sorted(m for m in _imports(path) if m.split(".")[-1] == "views" or ".views." in m)
+             for path in sorted(api.glob("*.py"))}
+    assert {name: modules for name, modules in found.items() if modules} == {}
+
+
+def test_the_qp_decisions_are_the_state_machines_own():
+    assert list(decisions.QP_DECISIONS) == ["release", "conditional", "reject", "exceptional"]
+    qp_moves = {(t.target, t.meaning) for t in batch_services.TRANSITIONS if t.meaning is not None
+                and t.source in (S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED)}
+    assert {(d.target, d.meaning) for d in decisions.QP_DECISIONS.values()} == qp_moves
+    for decision in decisions.QP_DECISIONS.values():
+        assert decision.explanation.strip() and not hasattr(decision, "form_class")
+    assert decisions.QP_DECISIONS["conditional"].details == ("expected_final_date",)
+    assert decisions.qp_decision(" Exceptional ").key == "exceptional"
+    with pytest.raises(ValidationFailed) as refused:
+        decisions.qp_decision("approve")
+    assert refused.value.fields == {"decision": "Use one of: release, conditional, reject, exceptional."}
+
+
+def test_a_qp_in_conflict_is_told_who_and_why_by_the_service(users, sites):
+    plant = release_plant(users, sites)
+    qp_analyst = make_user("qp.analyst", [(Role.QP, "BG"), (Role.QC_ANALYST, "BG")], signing=True)
+    plant.qc = qp_analyst
+    batch = awaiting_certification(plant, sites)
+    with pytest.raises(Conflict) as refused:
+        batch_services.transition(refetch(qp_analyst), refetch(batch), S.CONDITIONALLY_RELEASED, reason="ok",
+                                  signing=signing(qp_analyst))
+    assert refused.value.message == (f"Segregation of duties: you tested VIAB of {batch.number}, so you may not "
+                                     "review or certify it. In conflict: Qp.Analyst Tester (qp.analyst), who "
+                                     "tested VIAB.")
+    assert refetch(batch).status == S.AWAITING_CERTIFICATION
+
+
+def test_the_page_and_the_api_explain_the_same_decisions(client, users, sites):
+    plant = release_plant(users, sites)
+    batch = oos_awaiting_certification(plant, sites)
+    number = batch.number
+    headers = bearer(new_token(refetch(plant.qp)))
+    login(client, plant.qp.username)
+    page = html.unescape(client.get(f"/releases/{number}/certification").get_data(as_text=True))
+    body = client.get(f"{API}/batches/{number}/certification", headers=headers).get_json()
+    offered = [option["decision"] for option in body["options"]]
+    assert offered == ["release", "conditional", "reject", "exceptional"]
+    for option in body["options"]:
+        decision = decisions.QP_DECISIONS[option["decision"]]
+        assert option["explanation"] == decision.explanation
+        assert option["detail_fields"] == list(decision.details)
+        assert (option["target"], option["signature_meaning"]) == (decision.target.value, decision.meaning.value)
+        section = page.split(f'id="decide-{decision.key}"', 1)[1].split("</details>", 1)[0]
+        if option["possible"]:
+            assert decision.explanation in section
+    assert "The certificate will say OUT OF SPECIFICATION" in page
+
+
+def _yesterday() -> str:
+    return (dt.date.today() - dt.timedelta(days=1)).isoformat()
+
+
+# (batch builder, decision, meaning, what the QP types besides the reason, field, message)
+QP_CASES = {
+    "a conditional release expected in the past": (
+        awaiting_certification, "conditional", "QP_CONDITIONAL", lambda: {"expected_final_date": _yesterday()},
+        "expected_final_date", "The expected date is in the past."),
+    "an exceptional release without the physician": (
+        oos_awaiting_certification, "exceptional", "QP_OOS_SUPPLY",
+        lambda: {**OOS_DETAILS, "physician_name": "", "sponsor_notified_at": "2026-11-21T09:30"},
+        "physician_name", "Record the treating physician who requested the product."),
+}
+
+
+@pytest.mark.parametrize("case", list(QP_CASES))
+def test_a_qp_decision_is_refused_alike_at_the_page_and_the_api(client, users, sites, case):
+    build, key, meaning, details, field, message = QP_CASES[case]
+    plant = release_plant(users, sites)
+    batch = build(plant, sites)
+    number = batch.number
+    headers = bearer(new_token(refetch(plant.qp)))
+    login(client, plant.qp.username)
+    before, signatures, decided = last_seq(), count(Signature), count(BatchDecision)
+    page = client.post(f"/releases/{number}/certification/{key}", data={
+        f"{key}-reason": "No alternative for the patient", f"{key}-meaning": meaning,
+        f"{key}-username": plant.qp.username, f"{key}-password": PASSWORD,
+        **{f"{key}-{name}": value for name, value in details().items()}})
+    assert page.status_code == 422
+    assert field_error(page.get_data(as_text=True), f"{key}-{field}") == message
+    api_details = details()  # the same values; the API takes a time with its offset
+    if "sponsor_notified_at" in api_details:
+        api_details["sponsor_notified_at"] += ":00+01:00"
+    response = client.post(f"{API}/batches/{number}/certification", headers=headers, json={
+        "decision": key, "reason": "No alternative for the patient", "password": PASSWORD, **api_details})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["error"]["fields"] == {field: message}
+    assert db.session.scalar(sa.select(Batch.status).where(Batch.number == number)) == S.AWAITING_CERTIFICATION
+    assert count(Signature) == signatures and count(BatchDecision) == decided
+    assert releases.certificates_for(refetch(batch)) == []
+    assert written_since(before, "batch", "signature", "batch_decision", "release_certificate") == 0
 
 
 # --- 3. a reagent lot's status -------------------------------------------------------------------

@@ -988,8 +988,11 @@ SCHEMAS.update({
         **_R_BASE,
         "options": {"type": "array", "items": {"type": "object", "properties": {
             "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"]},
-            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT, "blockers": _R_TEXTS,
-            "possible": {"type": "boolean"}}}},
+            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT,
+            "explanation": {"type": "string", "description": "What signing this decision does"},
+            "detail_fields": {"type": "array", "items": {"type": "string"},
+                              "description": "The fields this decision records besides the reason"},
+            "blockers": _R_TEXTS, "possible": {"type": "boolean"}}}},
         "pending": {"type": "array", "items": {"type": "object", "properties": {
             "test": _R_TEXT, "name": _R_TEXT, "method": _R_TEXT, "final_read_due": _R_NULL_TEXT}}},
         "failing": {"type": "array", "items": {"type": "object", "properties": {

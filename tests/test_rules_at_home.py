@@ -20,6 +20,8 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import Deviation, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.reagents import services as reagent_services
 from cellfactory.reagents.models import LotStatus, ReagentLot
@@ -28,7 +30,7 @@ from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import signing
-from tests.conftest import PASSWORD, login, make_user, refetch
+from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 from tests.test_api import API, bearer, last_seq, new_token
 from tests.test_release_pages import OOS_DETAILS, awaiting_certification, oos_awaiting_certification, release_plant
 
@@ -59,6 +61,89 @@ def form_errors(page: str) -> list[str]:
     return [html.unescape(message) for block in re.findall(r'<div class="form-errors" role="alert">(.*?)</div>',
                                                            page, re.S)
             for message in re.findall(r"<p>(.*?)</p>", block, re.S)]
+
+
+# --- 1. closing a deviation ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def deviation(users, sites) -> Deviation:
+    enable_signing(refetch(users["qa"]))
+    return deviation_services.open_deviation(refetch(users["technician"]), sites["BG"], {
+        "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2",
+        "classification": "major"})
+
+
+def _investigated(users, deviation: Deviation) -> Deviation:
+    return deviation_services.record_investigation(
+        refetch(users["qa"]), refetch(deviation), classification="major", root_cause="CO2 sensor drift",
+        impact_assessment="No impact: pH in range", reason="investigation complete")
+
+
+def _with_open_action(users, deviation: Deviation) -> Deviation:
+    _investigated(users, deviation)
+    deviation_services.add_action(refetch(users["qa"]), refetch(deviation), kind="corrective",
+                                  description="Replace the CO2 sensor", owner="technician.bg", due_date="2099-01-01")
+    return refetch(deviation)
+
+
+def test_the_close_service_refuses_with_the_gaps_it_names(users, deviation):
+    assert deviation_services.closing_gaps(refetch(deviation)) == [
+        "the root cause", "the impact assessment on the batch",
+        "at least one CAPA action (major and critical deviations)"]
+    before, signatures = last_seq(), count(Signature)
+    with pytest.raises(Conflict) as refused:
+        deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), signing=signing(users["qa"]))
+    assert refused.value.message == (f"{deviation.number} cannot be closed yet: record the root cause, the impact "
+                                     "assessment on the batch, at least one CAPA action (major and critical "
+                                     "deviations).")
+    assert refetch(deviation).status == DeviationStatus.OPEN and count(Signature) == signatures
+    assert written_since(before, "deviation", "signature") == 0
+    # An action neither done nor carried to an effectiveness check is the last gap; once carried, it closes.
+    _with_open_action(users, deviation)
+    [gap] = deviation_services.closing_gaps(refetch(deviation))
+    assert gap.startswith("the completion of each CAPA action")
+    [action] = refetch(deviation).actions
+    deviation_services.carry_to_effectiveness_check(refetch(users["qa"]), action, due_date="2099-06-01",
+                                                    note="No CO2 alarm in the next 3 months")
+    assert deviation_services.closing_gaps(refetch(deviation)) == []
+    deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), signing=signing(users["qa"]))
+    assert refetch(deviation).status == DeviationStatus.CLOSED
+    assert deviation_services.closing_gaps(refetch(deviation)) == []
+
+
+def test_the_page_and_the_api_show_the_same_closing_gaps(client, users, deviation):
+    number = deviation.number
+    gaps = deviation_services.closing_gaps(refetch(deviation))
+    login(client, "qa.bg")
+    page = html.unescape(client.get(f"/deviations/{number}").get_data(as_text=True))
+    assert f"Before QA closes it, record: {', '.join(gaps)}." in page
+    detail = client.get(f"{API}/deviations/{number}", headers=bearer(new_token(refetch(users["qa"])))).get_json()
+    assert detail["closing_gaps"] == gaps
+
+
+CLOSING = {"nothing investigated": lambda users, deviation: refetch(deviation),
+           "an action still open": _with_open_action}
+
+
+@pytest.mark.parametrize("case", list(CLOSING))
+def test_closing_too_early_is_refused_alike_at_the_page_and_the_api(client, users, deviation, case):
+    deviation = CLOSING[case](users, deviation)
+    number = deviation.number
+    message = f"{number} cannot be closed yet: record " + ", ".join(deviation_services.closing_gaps(deviation)) + "."
+    headers = bearer(new_token(refetch(users["qa"])))
+    login(client, "qa.bg")
+    before, signatures = last_seq(), count(Signature)
+    page = client.post(f"/deviations/{number}/close", data={
+        "close-meaning": "CLOSED", "close-username": "qa.bg", "close-password": PASSWORD})
+    assert page.status_code == 422
+    assert message in form_errors(page.get_data(as_text=True))
+    response = client.post(f"{API}/deviations/{number}/closure", headers=headers,
+                           json={"password": PASSWORD, "meaning": "Closed"})
+    assert response.status_code == 409
+    assert response.get_json()["error"] == {"code": "conflict", "message": message, "fields": {}}
+    assert db.session.scalar(sa.select(Deviation.status).where(Deviation.number == number)) == DeviationStatus.OPEN
+    assert count(Signature) == signatures and written_since(before, "deviation", "capa_action", "signature") == 0
 
 
 # --- 2. the QP's decisions -----------------------------------------------------------------------

@@ -843,6 +843,9 @@ SCHEMAS.update({
         "effectiveness_check_note": _Q_NULL_TEXT, "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT,
         "version": {"type": "integer"}}},
     "DeviationDetail": {"allOf": [ref("Deviation"), {"type": "object", "properties": {
+        "closing_gaps": {"type": "array", "items": {"type": "string"},
+                         "description": "What QA must still record before the deviation can close (empty once "
+                                        "closed)"},
         "actions": {"type": "array", "items": ref("CapaAction")},
         "signatures": {"type": "array", "items": ref("Signature")}}}]},
     "DeviationCreate": {"type": "object", "required": ["title", "description", "classification"], "properties": {

@@ -216,7 +216,8 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
         batch_services.transition(refetch(reviewer), refetch(batch), S.RELEASED, reason="certified",
                                   signing=signing(reviewer))
     assert refused.value.message == (f"Segregation of duties: you reviewed the batch record (QA) of {batch.number}, "
-                                     "so you may not review or certify it.")
+                                     "so you may not review or certify it. In conflict: Qa.Reviewer Tester "
+                                     "(qa.reviewer), who reviewed the batch record (QA).")
     assert refetch(batch).status == S.AWAITING_CERTIFICATION
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)) == signatures_before
     # Returned to QA review, the reviewer may review it again; another QP certifies.

@@ -346,11 +346,7 @@ def lot(id: int):
 def lot_status(id: int):
     found = _lot(id)
     data = json_body("status", "reason", text=("status", "reason"))
-    status = choice("status", LotStatus, data["status"], from_query=False)
-    if status == LotStatus.QUARANTINE:
-        raise ValidationFailed("QA releases or rejects a lot; it never goes back to quarantine.",
-                               fields={"status": "Use released or rejected."})
-    return _lot_json(reagent_services.set_lot_status(api_user(), found, status, data["reason"]))
+    return _lot_json(reagent_services.set_lot_status(api_user(), found, data["status"], data["reason"]))
 
 
 def lot_trace(lot: ReagentLot, user: User) -> list[dict[str, Any]]:

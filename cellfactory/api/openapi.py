@@ -843,6 +843,9 @@ SCHEMAS.update({
         "effectiveness_check_note": _Q_NULL_TEXT, "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT,
         "version": {"type": "integer"}}},
     "DeviationDetail": {"allOf": [ref("Deviation"), {"type": "object", "properties": {
+        "closing_gaps": {"type": "array", "items": {"type": "string"},
+                         "description": "What QA must still record before the deviation can close (empty once "
+                                        "closed)"},
         "actions": {"type": "array", "items": ref("CapaAction")},
         "signatures": {"type": "array", "items": ref("Signature")}}}]},
     "DeviationCreate": {"type": "object", "required": ["title", "description", "classification"], "properties": {
@@ -988,8 +991,11 @@ SCHEMAS.update({
         **_R_BASE,
         "options": {"type": "array", "items": {"type": "object", "properties": {
             "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"]},
-            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT, "blockers": _R_TEXTS,
-            "possible": {"type": "boolean"}}}},
+            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT,
+            "explanation": {"type": "string", "description": "What signing this decision does"},
+            "detail_fields": {"type": "array", "items": {"type": "string"},
+                              "description": "The fields this decision records besides the reason"},
+            "blockers": _R_TEXTS, "possible": {"type": "boolean"}}}},
         "pending": {"type": "array", "items": {"type": "object", "properties": {
             "test": _R_TEXT, "name": _R_TEXT, "method": _R_TEXT, "final_read_due": _R_NULL_TEXT}}},
         "failing": {"type": "array", "items": {"type": "object", "properties": {

@@ -20,26 +20,21 @@ from cellfactory.api.serializers import batch_json, day, iso, signature_json
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
-from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.notifications.models import Capacity, NotificationTask
-from cellfactory.releases import services
+from cellfactory.releases import decisions, services
 from cellfactory.releases.models import BatchDecision, Certificate
-from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, explain, find_certificate
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
 S = BatchStatus
 OUTCOMES = ("reviewed", "returned")
-CONDITIONAL_FIELDS = ("expected_final_date",)
-EXCEPTIONAL_FIELDS = ("physician_name", "physician_request_date", "risk_evaluation_reference", "sponsor_reference",
-                      "sponsor_notified_at")
-
 
 
 def _batch(number: str) -> Batch:
@@ -103,15 +98,14 @@ def review_json(batch: Batch) -> dict[str, Any]:
 
 
 def certification_json(batch: Batch) -> dict[str, Any]:
-    from cellfactory.releases.views import offered_decisions
-
     facts = services.RecordFacts(batch)
     data = _common(batch, facts)
     data["options"] = []
-    for option, transition in offered_decisions(batch):
+    for option, transition in decisions.offered_decisions(batch):
         blockers = services.signing_blockers(batch, option.meaning, facts)
         data["options"].append({"decision": option.key, "label": transition.label, "target": option.target.value,
-                                "signature_meaning": option.meaning.value, "blockers": blockers,
+                                "signature_meaning": option.meaning.value, "explanation": option.explanation,
+                                "detail_fields": list(option.details), "blockers": blockers,
                                 "possible": not blockers and not data["you_are_involved"]})
     data["pending"] = [{"test": r.spec_test.code, "name": r.spec_test.name, "method": r.spec_test.method,
                         "final_read_due": day(r.final_read_due)} for r in services.pending_results(batch, facts)]
@@ -130,11 +124,8 @@ def certification_json(batch: Batch) -> dict[str, Any]:
 
 def _decide(batch: Batch, target: BatchStatus, reason: str, *, signing: dict[str, Any] | None = None,
             meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> None:
-    try:
-        batch_services.transition(api_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
-                                  details=details)
-    except Conflict as error:
-        raise explain(error, api_user(), _batch(batch.number)) from None
+    batch_services.transition(api_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
+                              details=details)
 
 
 # --- QA review -----------------------------------------------------------------------------------
@@ -176,25 +167,18 @@ def release_certification(number: str):
 @roles_required(Role.QP)
 def release_certification_decision(number: str):
     batch = _batch(number)
-    data = json_body("decision", "reason", text=("decision", "reason", "password", "meaning",
-                                                 *CONDITIONAL_FIELDS, *EXCEPTIONAL_FIELDS))
-    option = QP_DECISIONS.get(data["decision"].strip().lower())
-    if option is None:
-        choices = ", ".join(QP_DECISIONS)
-        raise ValidationFailed(f"decision must be one of: {choices}.", fields={"decision": f"Use one of: {choices}."})
-    own = {"conditional": CONDITIONAL_FIELDS, "exceptional": EXCEPTIONAL_FIELDS}.get(option.key, ())
-    foreign = [name for name in (*CONDITIONAL_FIELDS, *EXCEPTIONAL_FIELDS)
-               if name not in own and data.get(name) not in (None, "")]
+    data = json_body("decision", "reason", text=("decision", "reason", "password", "meaning", *decisions.DETAILS))
+    option = decisions.qp_decision(data["decision"])
+    foreign = decisions.foreign_details(option, data)
     if foreign:
         raise ValidationFailed(f"These fields do not belong to a {option.key} decision: {', '.join(foreign)}.",
                                fields={name: f"Leave out for decision {option.key}." for name in foreign})
     signing = signing_of(data, option.meaning)
     details: dict[str, Any] | None = None
-    if option.key == "conditional":
-        details = {"expected_final_date": data.get("expected_final_date")}
-    elif option.key == "exceptional":
-        details = {name: data.get(name) for name in EXCEPTIONAL_FIELDS}
-        details["sponsor_notified_at"] = instant(data, "sponsor_notified_at")
+    if option.details:
+        details = {name: data.get(name) for name in option.details}
+        if "sponsor_notified_at" in details:
+            details["sponsor_notified_at"] = instant(data, "sponsor_notified_at")
     _decide(batch, option.target, data["reason"], signing=signing, meaning=option.meaning, details=details)
     batch = _batch(number)
     result = certification_json(batch)
@@ -221,7 +205,7 @@ def release_record_pdf(number: str) -> Response:
 @roles_required(READ_ROLES)
 def release_certificate_pdf(number: str) -> Response:
     batch = _batch(number)
-    certificate = find_certificate(batch, (request.args.get("number") or "").strip() or None)
+    certificate = services.find_certificate(batch, (request.args.get("number") or "").strip() or None)
     return _pdf(services.certificate_pdf(api_user(), certificate), f"{certificate.number}.pdf")
 
 
@@ -229,7 +213,7 @@ def release_certificate_pdf(number: str) -> Response:
 
 
 @bp.get("/certificates/register")
-@roles_required(REGISTER_ROLES)
+@roles_required(services.REGISTER_ROLES)
 def release_register():
     page, per_page = page_args(request.args)
     result = paginate(services.register_query(api_user()), page, per_page)

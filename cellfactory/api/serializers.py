@@ -304,5 +304,7 @@ def deviation_json(deviation) -> dict[str, Any]:
 
 def deviation_detail_json(deviation, signatures: list[dict[str, Any]], today: dt.date | None = None
                           ) -> dict[str, Any]:
-    return {**deviation_json(deviation), "actions": [capa_action_json(a, today) for a in deviation.actions],
-            "signatures": signatures}
+    from cellfactory.deviations.services import closing_gaps
+
+    return {**deviation_json(deviation), "closing_gaps": closing_gaps(deviation),
+            "actions": [capa_action_json(a, today) for a in deviation.actions], "signatures": signatures}

@@ -863,8 +863,11 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
             involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
                                  transition.meaning)
             if actor.id in involved:
+                # Named in full, so that whoever reads the refusal later (a screenshot, a log) sees who was in
+                # conflict and why.
                 raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
-                               f"review or certify it.")
+                               f"review or certify it. In conflict: {actor.full_name} ({actor.username}), who "
+                               f"{involved[actor.id]}.")
     if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
         _lift_after_release_guard(batch)
 

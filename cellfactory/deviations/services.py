@@ -231,7 +231,10 @@ def carry_to_effectiveness_check(actor: User, action: CapaAction, *, due_date: A
 
 
 def closing_gaps(deviation: Deviation) -> list[str]:
-    """What the closure still needs (the page lists it; close_deviation refuses with it)."""
+    """What the closure still needs, none once closed: the page and the API show it, close_deviation refuses with
+    it. The rules of closing live here only."""
+    if deviation.status != DeviationStatus.OPEN:
+        return []
     missing = []
     if not deviation.root_cause:
         missing.append("the root cause")

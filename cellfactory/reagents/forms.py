@@ -32,8 +32,16 @@ class LotForm(BaseForm):
     received_on = DateField("Received on", default=dt.date.today, validators=[DataRequired("Enter the date.")])
 
 
+DECISION_LABELS = {LotStatus.RELEASED: "Release for use (CoA reviewed)", LotStatus.REJECTED: "Reject"}
+
+
 class LotStatusForm(BaseForm):
-    status = SelectField("Decision", choices=[(LotStatus.RELEASED.value, "Release for use (CoA reviewed)"),
-                                              (LotStatus.REJECTED.value, "Reject")])
+    # The decisions offered are the ones the service allows from the lot's status (reagents.services.lot_decisions);
+    # whatever is sent, the service decides.
+    status = SelectField("Decision", choices=[], validate_choice=False)
     reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
                                                  Length(max=2000)])
+
+    def offer(self, decisions: tuple[LotStatus, ...]) -> LotStatusForm:
+        self.status.choices = [(status.value, DECISION_LABELS.get(status, status.value)) for status in decisions]
+        return self

@@ -91,15 +91,48 @@ def receive_lot(actor: User, site: Site, data: dict[str, Any]) -> ReagentLot:
     return lot
 
 
+# QA's decisions on a lot, by its status: a lot in quarantine is released against its certificate of analysis or
+# rejected; a released lot can still be rejected (a supplier recall); a rejected lot stays rejected. No lot ever goes
+# back to quarantine.
+LOT_DECISIONS: dict[LotStatus, tuple[LotStatus, ...]] = {
+    LotStatus.QUARANTINE: (LotStatus.RELEASED, LotStatus.REJECTED),
+    LotStatus.RELEASED: (LotStatus.REJECTED,),
+    LotStatus.REJECTED: (),
+}
+NEVER_BACK_TO_QUARANTINE = "QA releases or rejects a lot; it never goes back to quarantine."
+STATUS_CHOICE = "Use released or rejected."
+REASON_NEEDED = "Give the reason for the decision."
+
+
+def lot_decisions(lot: ReagentLot) -> tuple[LotStatus, ...]:
+    """The statuses QA may give the lot now (what the page offers)."""
+    return LOT_DECISIONS[lot.status]
+
+
 @transactional
-def set_lot_status(actor: User, lot: ReagentLot, status: LotStatus, reason: str) -> ReagentLot:
+def set_lot_status(actor: User, lot: ReagentLot, status: LotStatus | str, reason: str) -> ReagentLot:
+    """QA releases or rejects a lot, with the reason: only along `LOT_DECISIONS`, and a release only with the
+    certificate of analysis recorded.
+
+    :param status: the new status, as the enum or its value (`released`, `rejected`) as typed or sent.
+    """
     permissions.require(actor.has_role(Role.QA, lot.site_id), "Only QA of the site releases or rejects lots.")
+    try:
+        status = LotStatus(status)
+    except ValueError:
+        raise ValidationFailed(f"The decision must be released or rejected, not {str(status)[:40]!r}.",
+                               fields={"status": STATUS_CHOICE}) from None
+    if status == LotStatus.QUARANTINE:
+        raise ValidationFailed(NEVER_BACK_TO_QUARANTINE, fields={"status": STATUS_CHOICE})
     if not (reason or "").strip():
-        raise ValidationFailed("Give the reason (e.g. CoA reviewed and conforming).", fields={"reason": "Required."})
+        raise ValidationFailed("Give the reason for the decision (e.g. CoA reviewed and conforming).",
+                               fields={"reason": REASON_NEEDED})
     if lot.status == status:
         raise Conflict(f"{lot.label} is already {status.value}.")
     if lot.status == LotStatus.REJECTED:
         raise Conflict(f"{lot.label} was rejected: a rejected lot is never released.")
+    if status not in LOT_DECISIONS[lot.status]:
+        raise Conflict(f"{lot.label} is {lot.status.value}: it cannot be {status.value}.")
     if status == LotStatus.RELEASED and not lot.coa_reference:
         raise Conflict(f"{lot.label} has no certificate of analysis reference: record it before release.")
     audit.act_as(db.session, actor, reason=reason)

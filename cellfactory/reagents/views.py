@@ -135,10 +135,9 @@ def _render_lot(lot: ReagentLot, form: LotStatusForm | None = None, status: int 
     history = list(db.session.scalars(sa.select(AuditEntry).where(
         AuditEntry.entity_type == "reagent_lot", AuditEntry.entity_id == str(lot.id))
         .order_by(AuditEntry.seq.desc()).limit(200)))
-    can_decide = _user().has_role(Role.QA, lot.site_id) and lot.status != LotStatus.REJECTED
-    form = form or LotStatusForm()
-    if lot.status == LotStatus.RELEASED:
-        form.status.choices = [c for c in form.status.choices if c[0] == LotStatus.REJECTED.value]
+    decisions = services.lot_decisions(lot)
+    can_decide = _user().has_role(Role.QA, lot.site_id) and bool(decisions)
+    form = (form or LotStatusForm()).offer(decisions)
     return render_template("reagents/lot.html", lot=lot, history=history, form=form, can_decide=can_decide,
                            refusal=lot.refusal(site_today(lot.site)), badges=STATUS_BADGES), status
 
@@ -156,7 +155,7 @@ def set_status(lot_id: int):
     form = LotStatusForm()
     if form.validate_on_submit():
         try:
-            services.set_lot_status(_user(), found, LotStatus(form.status.data), form.reason.data)
+            services.set_lot_status(_user(), found, form.status.data or "", form.reason.data)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

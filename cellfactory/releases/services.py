@@ -290,6 +290,13 @@ def _as_date(value: Any, name: str, errors: dict[str, str]) -> dt.date | None:
     return plausible_date(day, name, errors)
 
 
+def expected_final_read(batch: Batch, facts: RecordFacts | None = None) -> dt.date | None:
+    """When the final sterility read is expected unless the QP states another date: the latest due date of the
+    pending results."""
+    due = [r.final_read_due for r in pending_results(batch, facts) if r.final_read_due]
+    return max(due) if due else None
+
+
 def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) -> dict[str, Any]:
     """The extra facts a conditional or exceptional release must record; raises naming each missing field.
 
@@ -299,9 +306,9 @@ def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) ->
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
     if meaning == Meaning.QP_CONDITIONAL:
-        due = [r.final_read_due for r in pending_results(batch) if r.final_read_due]
-        if details.get("expected_final_date") in (None, "") and due:
-            details = {**details, "expected_final_date": max(due)}
+        expected = expected_final_read(batch)
+        if details.get("expected_final_date") in (None, "") and expected is not None:
+            details = {**details, "expected_final_date": expected}
         clean["expected_final_date"] = _as_date(
             _required(details, "expected_final_date", errors, "When is the final sterility read expected?"),
             "expected_final_date", errors)
@@ -484,6 +491,21 @@ def certificate_pdf(actor: User, certificate: Certificate) -> bytes:
                        details={"document": "release certificate", "sha256": certificate.pdf_sha256})
     db.session.commit()
     return certificate.pdf
+
+
+def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
+    """The batch's certificate with this number, or its latest one."""
+    certificates = certificates_for(batch)
+    if number:
+        certificates = [c for c in certificates if c.number == number.strip().upper()]
+    if not certificates:
+        raise NotFound(f"Batch {batch.number} has no certificate {number}." if number else
+                       f"Batch {batch.number} has no certificate: no QP decision was signed yet.")
+    return certificates[-1]
+
+
+# Who reads the QP certification register.
+REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 
 
 def register_query(user: User) -> sa.Select:

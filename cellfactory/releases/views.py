@@ -6,7 +6,6 @@ segregation of duties and decide; the pages show their answers before the user s
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,14 +17,15 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import Conflict, DomainError, NotFound, PermissionDenied
+from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, public, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
-from cellfactory.releases import services
+from cellfactory.releases import decisions, services
+from cellfactory.releases.decisions import QpDecision
 from cellfactory.releases.forms import (
     CertifyForm,
     ConditionalForm,
@@ -34,7 +34,7 @@ from cellfactory.releases.forms import (
     ReturnForm,
     ReviewForm,
 )
-from cellfactory.releases.models import BatchDecision, Certificate
+from cellfactory.releases.models import BatchDecision
 from cellfactory.signatures.forms import SigningForm, mark_signed
 from cellfactory.signatures.models import Meaning
 
@@ -42,7 +42,6 @@ bp = Blueprint("releases", __name__)
 
 S = BatchStatus
 PREFIX = "/releases"
-REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 WORKLIST_LIMIT = 200
 STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
                S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
@@ -61,37 +60,9 @@ def release_status_kind(status: BatchStatus) -> str:
 # --- what the services will say, shown before signing --------------------------------------------
 
 
-@dataclass(frozen=True)
-class DecisionOption:
-    key: str
-    title: str
-    target: BatchStatus
-    meaning: Meaning
-    form_class: type[SigningForm]
-    danger: bool = False
-
-
-QP_DECISIONS = {
-    "release": DecisionOption("release", "Certify: release for clinical use", S.RELEASED, Meaning.QP_CERTIFIED,
-                              CertifyForm),
-    "conditional": DecisionOption("conditional", "Conditional release: sterility pending", S.CONDITIONALLY_RELEASED,
-                                  Meaning.QP_CONDITIONAL, ConditionalForm),
-    "reject": DecisionOption("reject", "Reject the batch", S.REJECTED, Meaning.QP_REJECTED, RejectForm, danger=True),
-    "exceptional": DecisionOption("exceptional", "Exceptional release of an out-of-specification batch "
-                                                 "(EU GMP Part IV 11.5)", S.RELEASED, Meaning.QP_OOS_SUPPLY,
-                                  ExceptionalForm, danger=True),
-}
-
-
-def offered_decisions(batch: Batch) -> list[tuple[DecisionOption, batch_services.Transition]]:
-    """The QP decisions the state machine allows from the batch's state (with the transition's own label)."""
-    offered = []
-    for option in QP_DECISIONS.values():
-        transition = next((t for t in batch_services.allowed_transitions(batch)
-                           if t.target == option.target and t.meaning == option.meaning), None)
-        if transition is not None:
-            offered.append((option, transition))
-    return offered
+# The form of each QP decision (releases.decisions holds the decisions themselves).
+DECISION_FORMS: dict[str, type[SigningForm]] = {"release": CertifyForm, "conditional": ConditionalForm,
+                                                "reject": RejectForm, "exceptional": ExceptionalForm}
 
 
 def involved(batch: Batch, facts: services.RecordFacts | None = None) -> list[tuple[User, str]]:
@@ -99,15 +70,6 @@ def involved(batch: Batch, facts: services.RecordFacts | None = None) -> list[tu
     in one statement; from the record's facts when the page has read them."""
     facts = facts if facts is not None else services.RecordFacts(batch)
     return sorted(facts.involved(), key=lambda p: p[0].full_name)
-
-
-def explain(error: DomainError, user: User, batch: Batch) -> DomainError:
-    """A segregation-of-duties refusal names the person in conflict and what they did on the batch."""
-    if isinstance(error, Conflict) and error.message.startswith("Segregation of duties"):
-        what = batch_services.involved_people(batch).get(user.id)
-        if what:
-            error.message += f" In conflict: {user.full_name} ({user.username}), who {what}."
-    return error
 
 
 def _site_today(batch: Batch) -> dt.date:
@@ -226,7 +188,7 @@ def review(number: str) -> Any:
         except PermissionDenied:
             raise
         except DomainError as error:
-            apply_domain_errors(form, explain(error, user, batch))
+            apply_domain_errors(form, error)
             status = _error_status(error)
         else:
             mark_signed()
@@ -259,8 +221,8 @@ def return_batch(number: str) -> Any:
 # --- the certification page ----------------------------------------------------------------------
 
 
-def _decision_form(option: DecisionOption) -> SigningForm:
-    return option.form_class.for_meanings([option.meaning], prefix=option.key)
+def _decision_form(option: QpDecision) -> SigningForm:
+    return DECISION_FORMS[option.key].for_meanings([option.meaning], prefix=option.key)
 
 
 def _render_certification(batch: Batch, status: int = 200, *, forms: dict[str, SigningForm] | None = None
@@ -270,11 +232,10 @@ def _render_certification(batch: Batch, status: int = 200, *, forms: dict[str, S
     facts = services.RecordFacts(batch)  # read once for the checklist, each decision's blockers and the people
     can_act = user.has_role(Role.QP, batch.site_id)
     options = []
-    for option, transition in offered_decisions(batch):
+    for option, transition in decisions.offered_decisions(batch):
         form = forms.get(option.key) or _decision_form(option)
         if option.key == "conditional" and option.key not in forms:
-            due = [r.final_read_due for r in services.pending_results(batch, facts) if r.final_read_due]
-            form.expected_final_date.data = max(due) if due else None
+            form.expected_final_date.data = services.expected_final_read(batch, facts)
         options.append({"option": option, "label": transition.label, "form": form,
                         "blockers": services.signing_blockers(batch, option.meaning, facts) if can_act else [],
                         "open": option.key in forms})
@@ -290,19 +251,19 @@ def certification(number: str) -> tuple[str, int]:
     return _render_certification(batch_services.get_batch(_user(), number))
 
 
-def _details(option: DecisionOption, form: SigningForm, batch: Batch) -> dict[str, Any] | None:
-    if option.key == "conditional":
-        return {"expected_final_date": form.expected_final_date.data}
-    if option.key == "exceptional":
-        notified = form.sponsor_notified_at.data
-        if notified is not None:
-            notified = notified.replace(tzinfo=ZoneInfo(batch.site.timezone))
-        return {"physician_name": (form.physician_name.data or "").strip(),
-                "physician_request_date": form.physician_request_date.data,
-                "risk_evaluation_reference": (form.risk_evaluation_reference.data or "").strip(),
-                "sponsor_reference": (form.sponsor_reference.data or "").strip(),
-                "sponsor_notified_at": notified}
-    return None
+def _details(option: QpDecision, form: SigningForm, batch: Batch) -> dict[str, Any] | None:
+    """The facts the decision records besides the comment, as typed (times in the site's zone)."""
+    if not option.details:
+        return None
+    details: dict[str, Any] = {}
+    for name in option.details:
+        value = form[name].data
+        if isinstance(value, str):
+            value = value.strip()
+        elif isinstance(value, dt.datetime):
+            value = value.replace(tzinfo=ZoneInfo(batch.site.timezone))
+        details[name] = value
+    return details
 
 
 @bp.route(f"{PREFIX}/<number>/certification/<decision>", methods=["POST"])
@@ -310,9 +271,9 @@ def _details(option: DecisionOption, form: SigningForm, batch: Batch) -> dict[st
 def decide(number: str, decision: str) -> Any:
     user = _user()
     batch = batch_services.get_batch(user, number)
-    option = QP_DECISIONS.get(decision)
+    option = decisions.QP_DECISIONS.get(decision)
     if option is None:
-        raise NotFound(f"There is no QP decision {decision!r}: use " + ", ".join(QP_DECISIONS) + ".")
+        raise NotFound(f"There is no QP decision {decision!r}: use " + ", ".join(decisions.QP_DECISIONS) + ".")
     form = _decision_form(option)
     status = 422
     if form.validate_on_submit():
@@ -324,7 +285,7 @@ def decide(number: str, decision: str) -> Any:
         except PermissionDenied:
             raise
         except DomainError as error:
-            apply_domain_errors(form, explain(error, user, batch))
+            apply_domain_errors(form, error)
             status = _error_status(error)
         else:
             mark_signed()
@@ -343,22 +304,11 @@ def _pdf(data: bytes, filename: str) -> Response:
                     headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
 
-def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
-    """The batch's certificate with this number, or its latest one."""
-    certificates = services.certificates_for(batch)
-    if number:
-        certificates = [c for c in certificates if c.number == number.strip().upper()]
-    if not certificates:
-        raise NotFound(f"Batch {batch.number} has no certificate {number}." if number else
-                       f"Batch {batch.number} has no certificate: no QP decision was signed yet.")
-    return certificates[-1]
-
-
 @bp.route(f"{PREFIX}/<number>/certificates/<cert_number>.pdf")
 @roles_required(READ_ROLES)
 def certificate_pdf(number: str, cert_number: str) -> Response:
     batch = batch_services.get_batch(_user(), number)
-    certificate = find_certificate(batch, cert_number)
+    certificate = services.find_certificate(batch, cert_number)
     return _pdf(services.certificate_pdf(_user(), certificate), f"{certificate.number}.pdf")
 
 
@@ -373,7 +323,7 @@ def record_pdf(number: str) -> Response:
 
 
 @bp.route(f"{PREFIX}/register")
-@roles_required(REGISTER_ROLES)
+@roles_required(services.REGISTER_ROLES)
 def register() -> str:
     page, per_page = page_args(request.args, 50)
     result = paginate(services.register_query(_user()), page, per_page)

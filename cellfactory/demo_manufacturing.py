@@ -19,6 +19,7 @@ from cellfactory.donors import services as donors
 from cellfactory.donors.eligibility import BASE_PANEL
 from cellfactory.donors.models import ScreeningTest
 from cellfactory.equipment import services as equipment
+from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.extensions import db
 from cellfactory.materials import services as materials
 from cellfactory.products import services as products
@@ -184,8 +185,8 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
     reagents.receive_lot(qa, site, {"item": "HPL", "lot_number": f"HPL-{site_code}-NEW", "coa_reference": "",
                                     "expiry_date": (today + dt.timedelta(days=400)).isoformat()})
     for code, name, kind, due in EQUIPMENT:
-        equipment.register(qa, site, code=code, name=name, kind=kind,
-                           calibration_due=(today + dt.timedelta(days=due)).isoformat())
+        equipment.register(qa, site, RegisterEquipment(code=code, name=name, kind=kind,
+                                                       calibration_due=today + dt.timedelta(days=due)))
     product = db.session.scalar(sa.select(Product).where(Product.code == product_code))
     for index, target in enumerate(states):
         din = _accepted_material(tech, site, material_type, index, 30 + 3 * index)

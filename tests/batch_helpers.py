@@ -12,6 +12,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
 from cellfactory.equipment import services as equipment_services
+from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
 from cellfactory.products.models import SpecificationVersion
@@ -107,12 +108,13 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
         if status == LotStatus.RELEASED:
             reagent_services.set_lot_status(refetch(qa), lot, LotStatus.RELEASED, "CoA reviewed")
         lots[lot_number] = refetch(lot)
-    equipment_services.register(refetch(qa), site, code="BSC-01", name="Biosafety cabinet 1", kind="biosafety cabinet",
-                                calibration_due=(today + dt.timedelta(days=90)).isoformat())
-    equipment_services.register(refetch(qa), site, code="INC-01", name="Incubator 1", kind="CO2 incubator",
-                                calibration_due=(today + dt.timedelta(days=90)).isoformat())
-    equipment_services.register(refetch(qa), site, code="INC-OLD", name="Incubator 2", kind="CO2 incubator",
-                                calibration_due=(today - dt.timedelta(days=3)).isoformat())
+    equipment_services.register(refetch(qa), site, RegisterEquipment(
+        code="BSC-01", name="Biosafety cabinet 1", kind="biosafety cabinet",
+        calibration_due=today + dt.timedelta(days=90)))
+    equipment_services.register(refetch(qa), site, RegisterEquipment(
+        code="INC-01", name="Incubator 1", kind="CO2 incubator", calibration_due=today + dt.timedelta(days=90)))
+    equipment_services.register(refetch(qa), site, RegisterEquipment(
+        code="INC-OLD", name="Incubator 2", kind="CO2 incubator", calibration_due=today - dt.timedelta(days=3)))
     tech = refetch(users["technician"])
     donor = donor_services.register_donor(tech, site, past_donor_data())
     add_full_panel(tech, donor, sample_date=past_donation_day())

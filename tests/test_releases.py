@@ -186,11 +186,13 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
 
 def test_equipment_out_of_service_blocks(plant, reviewed):
     from cellfactory.equipment import services as equipment_services
+    from cellfactory.equipment.commands import ChangeEquipmentStatus
     from cellfactory.equipment.models import EquipmentStatus
     from cellfactory.sites.services import get_site
 
     equipment = equipment_services.get_equipment(refetch(plant.qa), get_site("BG"), "BSC-01")
-    equipment_services.set_status(refetch(plant.qa), equipment, EquipmentStatus.OUT_OF_SERVICE, "HEPA failure")
+    equipment_services.set_status(refetch(plant.qa), equipment,
+                                  ChangeEquipmentStatus(status=EquipmentStatus.OUT_OF_SERVICE, reason="HEPA failure"))
     _blocked(plant, reviewed, "out of service")
 
 

@@ -30,7 +30,6 @@ from cellfactory.api.params import (
 from cellfactory.api.serializers import (
     batch_json,
     catalogue_item_json,
-    equipment_json,
     iso,
     load_users,
     lot_json,
@@ -52,8 +51,6 @@ from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
-from cellfactory.equipment import services as equipment_services
-from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.products import services as product_services
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
@@ -62,7 +59,6 @@ from cellfactory.reagents.models import CatalogueItem, LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
-from cellfactory.sites.services import get_site
 
 STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 # Who may ask for a transition at all; the service checks the role each transition needs at the batch's site.
@@ -77,7 +73,6 @@ TEST_NUMBERS = ("lower", "upper", "physical_min", "physical_max")
 TEST_FLAGS = ("lower_inclusive", "upper_inclusive", "informative_only", "may_be_pending")
 ITEM_TEXT = ("code", "name", "supplier", "category", "unit")
 LOT_TEXT = ("site", "item", "lot_number", "expiry_date", "coa_reference", "received_on")
-EQUIPMENT_TEXT = ("site", "code", "name", "kind", "calibration_due")
 STEP_TIMES = ("started_at", "ended_at")
 PASSAGE_TIMES = ("seeded_at", "harvested_at")
 PASSAGE_FIELDS = ("passage_number", "vessel_type", "vessel_count", "cells_seeded", "seeded_at", "cells_harvested",
@@ -379,65 +374,7 @@ def trace_lot(id: int):
     return {"lot": _lot_json(found), "batches": batches, "total": len(batches)}
 
 
-# --- equipment -----------------------------------------------------------------------------------
-
-
-def _equipment(site: str, code: str) -> Equipment:
-    return equipment_services.get_equipment(api_user(), get_site(site), code)
-
-
-def _equipment_json(equipment: Equipment) -> dict[str, Any]:
-    return equipment_json(equipment, _site_today(equipment.site))
-
-
-@bp.get("/equipment")
-@roles_required(READ_ROLES)
-def equipment_list():
-    page, per_page = page_args(request.args)
-    query = visible_to(sa.select(Equipment), Equipment, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(Equipment.site_id == site.id)
-    status = choice("status", EquipmentStatus)
-    if status is not None:
-        query = query.where(Equipment.status == status)
-    query = query.order_by(Equipment.site_id, Equipment.code)
-    return page_json(paginate(query, page, per_page), _equipment_json)
-
-
-@bp.post("/equipment")
-@roles_required(STAFF)
-def register_equipment():
-    data = json_body("code", "name", "kind", "calibration_due", text=EQUIPMENT_TEXT)
-    site = write_site(data)
-    equipment = equipment_services.register(api_user(), site, code=data["code"], name=data["name"], kind=data["kind"],
-                                            calibration_due=data["calibration_due"])
-    return _equipment_json(equipment), 201
-
-
-@bp.get("/equipment/<site>/<code>")
-@roles_required(READ_ROLES)
-def equipment(site: str, code: str):
-    return _equipment_json(_equipment(site, code))
-
-
-@bp.post("/equipment/<site>/<code>/calibration")
-@roles_required(STAFF)
-def record_calibration(site: str, code: str):
-    found = _equipment(site, code)
-    data = json_body("next_due", "reference", text=("next_due", "reference"))
-    updated = equipment_services.record_calibration(api_user(), found, next_due=data["next_due"],
-                                                    reference=data["reference"])
-    return _equipment_json(updated)
-
-
-@bp.post("/equipment/<site>/<code>/status")
-@roles_required(STAFF)
-def equipment_status(site: str, code: str):
-    found = _equipment(site, code)
-    data = json_body("status", "reason", text=("status", "reason"))
-    status = choice("status", EquipmentStatus, data["status"], from_query=False)
-    return _equipment_json(equipment_services.set_status(api_user(), found, status, data["reason"]))
+# --- vessel types --------------------------------------------------------------------------------
 
 
 @bp.get("/vessel-types")

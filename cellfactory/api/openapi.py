@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app
 
 from cellfactory.api import bp
+from cellfactory.api.contract import generated
 from cellfactory.audit.queries import COUNT_LIMIT
 from cellfactory.auth.models import Role
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
@@ -345,7 +346,6 @@ _M_SIGN = {"type": "object", "required": ["password"], "properties": {
                                                   "a wrong one is 401 and counts towards lock-out"},
     "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
 _SPEC = [_path("code"), _path("number")]
-_EQUIPMENT = [_path("site"), _path("code")]
 _BATCH = [_path("number")]
 _STEP = [_path("number"), _path("code")]
 
@@ -426,23 +426,6 @@ PATHS.update({
         "summary": "Every batch that recorded a use of the lot (supplier recall); complete, not paginated; "
                    "voided uses are listed and flagged", "parameters": [_path("id")],
         "responses": _responses(ref("LotTrace"), "200", 404)}},
-    "/equipment": {
-        "get": {"summary": "Equipment you can see, with calibration due dates and whether it may be used",
-                "parameters": PAGE_PARAMS + _query("site", "status"),
-                "responses": _responses(_list_of("Equipment"), "200", 422)},
-        "post": {"summary": "Register equipment (technician or QA of the site)",
-                 "requestBody": _body("EquipmentCreate"), "responses": _responses(ref("Equipment"), "201", 409, 422)},
-    },
-    "/equipment/{site}/{code}": {"get": {"summary": "One piece of equipment", "parameters": _EQUIPMENT,
-                                         "responses": _responses(ref("Equipment"), "200", 404)}},
-    "/equipment/{site}/{code}/calibration": {"post": {
-        "summary": "Record a calibration or qualification and the next due date (technician or QA of the site)",
-        "parameters": _EQUIPMENT, "requestBody": _body("Calibration"),
-        "responses": _responses(ref("Equipment"), "200", 404, 422)}},
-    "/equipment/{site}/{code}/status": {"post": {
-        "summary": "Take out of service or back in service, with the reason (technician or QA of the site)",
-        "parameters": _EQUIPMENT, "requestBody": _body("EquipmentStatusChange"),
-        "responses": _responses(ref("Equipment"), "200", 404, 409, 422)}},
     "/vessel-types": {"get": {"summary": "Culture vessel types and their growth area", "parameters": PAGE_PARAMS,
                               "responses": _responses(_list_of("VesselType"), "200", 422)}},
     "/batches": {
@@ -580,18 +563,6 @@ SCHEMAS.update({
                 "recorded_at": {"type": "string", "format": "date-time"}, "recorded_by": _M_NULL_TEXT,
                 "voided": {"type": "boolean"}, "voided_at": {"type": ["string", "null"], "format": "date-time"},
                 "void_reason": _M_NULL_TEXT}}}}}]}}}},
-    "Equipment": {"type": "object", "properties": {
-        "site": _M_TEXT, "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "calibration_due": _M_DAY,
-        "overdue": {"type": "boolean"}, "status": {"type": "string", "enum": ["in_service", "out_of_service"]},
-        "usable": {"type": "boolean"}, "refusal": _M_NULL_TEXT, "version": {"type": "integer"}}},
-    "EquipmentCreate": {"type": "object", "required": ["code", "name", "kind", "calibration_due"], "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "calibration_due": _M_DAY}},
-    "Calibration": {"type": "object", "required": ["next_due", "reference"], "properties": {
-        "next_due": {**_M_DAY, "description": "A future date"},
-        "reference": {"type": "string", "description": "Certificate or report reference"}}},
-    "EquipmentStatusChange": {"type": "object", "required": ["status", "reason"], "properties": {
-        "status": {"type": "string", "enum": ["in_service", "out_of_service"]}, "reason": _M_TEXT}},
     "VesselType": {"type": "object", "properties": {"code": _M_TEXT, "name": _M_TEXT,
                                                     "growth_area_cm2": {"type": "number"}}},
     "Batch": {"type": "object", "properties": {
@@ -1028,15 +999,19 @@ SCHEMAS.update({
 })
 
 def document() -> dict[str, Any]:
+    """The hand-written entries below, with the operations declared on their routes generated over them."""
+    paths, schemas = generated(current_app)
+    merged = {path: dict(PATHS.get(path, {})) | operations for path, operations in paths.items()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "cellfactory API", "version": current_app.config["VERSION"],
                  "description": "GMP batch and release management. Times are ISO 8601 with offset (stored UTC). "
                                 "Errors: {\"error\": {\"code\", \"message\", \"fields\"}}; 409 conflict, 422 invalid."},
         "servers": [{"url": "/api/v1"}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": SCHEMAS | schemas},
         "security": [{"bearer": []}],
-        "paths": PATHS,
+        "paths": PATHS | merged,
     }
 
 

@@ -153,16 +153,6 @@ def lot_json(lot, today: dt.date | None = None) -> dict[str, Any]:
     }
 
 
-def equipment_json(equipment, today: dt.date | None = None) -> dict[str, Any]:
-    today = today or dt.date.today()
-    return {
-        "site": equipment.site.code, "code": equipment.code, "name": equipment.name, "kind": equipment.kind,
-        "calibration_due": day(equipment.calibration_due), "overdue": equipment.calibration_due < today,
-        "status": equipment.status.value, "usable": equipment.refusal(today) is None,
-        "refusal": equipment.refusal(today), "version": equipment.version,
-    }
-
-
 def passage_json(passage) -> dict[str, Any]:
     return {
         "step": passage.step.code, "passage_number": passage.passage_number,

@@ -1,29 +1,30 @@
-"""Forms of the equipment pages: registration, calibration records, service status."""
+"""Forms of the equipment pages: registration, calibration records, service status.
+
+The forms only carry the fields; what each must hold is the command's (`equipment/commands.py`), so the page and
+the API refuse the same input with the same words."""
 
 from __future__ import annotations
 
 from wtforms import DateField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import Optional
 
 from cellfactory.core.forms import BaseForm
 
 
 class EquipmentForm(BaseForm):
-    code = StringField("Code (as on the equipment's label)", validators=[DataRequired("Enter the code."),
-                                                                        Length(max=40)],
-                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
-    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
+    code = StringField("Code (as on the equipment's label)", validators=[Optional()],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 40})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
     kind = StringField("Kind (incubator, biosafety cabinet, centrifuge, cell counter, freezer …)",
-                       validators=[DataRequired("Enter the kind."), Length(max=60)])
-    calibration_due = DateField("Calibration / qualification due",
-                                validators=[DataRequired("Enter the due date.")])
+                       validators=[Optional()], render_kw={"maxlength": 60})
+    calibration_due = DateField("Calibration / qualification due", validators=[Optional()])
 
 
 class CalibrationForm(BaseForm):
-    reference = StringField("Certificate or report reference",
-                            validators=[DataRequired("Enter the certificate or report reference."), Length(max=200)])
-    next_due = DateField("Next calibration due", validators=[DataRequired("Enter the next due date.")])
+    reference = StringField("Certificate or report reference", validators=[Optional()],
+                            render_kw={"maxlength": 200})
+    next_due = DateField("Next calibration due", validators=[Optional()])
 
 
 class ServiceStatusForm(BaseForm):
-    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason."), Length(max=2000)])
+    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})

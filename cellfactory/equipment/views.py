@@ -3,22 +3,19 @@ calibration records, and taking equipment out of service and back, with the reas
 
 from __future__ import annotations
 
-import datetime as dt
-from zoneinfo import ZoneInfo
-
 import sqlalchemy as sa
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
-from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services
+from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
 from cellfactory.equipment.forms import CalibrationForm, EquipmentForm, ServiceStatusForm
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
@@ -38,10 +35,6 @@ def _status(form) -> int:
     return 422 if (form.errors or form.form_errors) else 200
 
 
-def site_today(site: Site) -> dt.date:
-    return utcnow().astimezone(ZoneInfo(site.timezone)).date()
-
-
 @bp.route("/")
 @roles_required(READ_ROLES)
 def index():
@@ -56,11 +49,11 @@ def index():
         # overdue is judged on each site's own calendar day
         sites = list(db.session.scalars(sa.select(Site)))
         query = query.where(sa.or_(sa.false(), *[sa.and_(Equipment.site_id == site.id,
-                                                         Equipment.calibration_due < site_today(site))
+                                                         Equipment.calibration_due < services.site_today(site))
                                                  for site in sites]))
     query = query.order_by(Site.code, Equipment.calibration_due, Equipment.code)
     result = paginate(query, page, per_page)
-    today = {e.id: site_today(e.site) for e in result.items}
+    today = {e.id: services.site_today(e.site) for e in result.items}
     can_register = _user().has_any_role(STAFF, g.site.id if g.site else None)
     return render_template("equipment/list.html", result=result, args=args, today=today,
                            statuses=list(EquipmentStatus), can_register=can_register)
@@ -72,8 +65,7 @@ def register():
     form = EquipmentForm()
     if form.validate_on_submit():
         try:
-            equipment = services.register(_user(), g.site, code=form.code.data, name=form.name.data,
-                                          kind=form.kind.data, calibration_due=form.calibration_due.data)
+            equipment = services.register(_user(), g.site, RegisterEquipment.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -92,7 +84,7 @@ def _render_detail(equipment: Equipment, status: int = 200, **forms):
     history = list(db.session.scalars(sa.select(AuditEntry).where(
         AuditEntry.entity_type == "equipment", AuditEntry.entity_id == str(equipment.id))
         .order_by(AuditEntry.seq.desc()).limit(200)))
-    today = site_today(equipment.site)
+    today = services.site_today(equipment.site)
     return render_template("equipment/detail.html", equipment=equipment, history=history,
                            overdue=equipment.calibration_due < today, refusal=equipment.refusal(today),
                            can_edit=_user().has_any_role(STAFF, equipment.site_id), **forms), status
@@ -111,8 +103,7 @@ def calibration(site: str, code: str):
     form = CalibrationForm(prefix="cal")
     if form.validate_on_submit():
         try:
-            services.record_calibration(_user(), equipment, next_due=form.next_due.data,
-                                        reference=form.reference.data)
+            services.record_calibration(_user(), equipment, RecordCalibration.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -130,7 +121,7 @@ def service_status(site: str, code: str):
         else EquipmentStatus.OUT_OF_SERVICE
     if form.validate_on_submit():
         try:
-            services.set_status(_user(), equipment, target, form.reason.data)
+            services.set_status(_user(), equipment, ChangeEquipmentStatus.from_form(form, status=target))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

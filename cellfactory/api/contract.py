@@ -1,0 +1,152 @@
+"""The API's contract, generated: each JSON route declares its operation once (`operation`), with the command it
+reads, the query it takes and the output it returns, and the OpenAPI document is built from those declarations
+and the route table. Routes not yet declared keep their hand-written entries in `cellfactory.api.openapi`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
+from flask import Flask, request
+from pydantic import BaseModel, ConfigDict
+
+from cellfactory.core.commands import Command
+from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+ERROR = {"$ref": "#/components/schemas/Error"}
+# What any authenticated operation may answer besides its own outcomes.
+ALWAYS = (401, 403)
+STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad request", 401: "No valid token", 403: "Not allowed",
+               404: "Not found", 409: "Conflict with the record's state", 422: "Invalid input"}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+class Output(BaseModel):
+    """An output shape of the API: what a client receives, declared once and documented from here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def json(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.model_dump(mode="json")
+
+
+class Query(Command):
+    """The query string of a list: each field one parameter, read before the list is."""
+
+    refusal: ClassVar[str] = "The query cannot be read"
+
+    @classmethod
+    def read(cls) -> Self:
+        """The request's query string as this model; `ValidationFailed` naming each parameter otherwise."""
+        return cls.parse(request.args.to_dict())
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: type[BaseModel] | None = None
+    body: type[Command] | None = None
+    query: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    paged: bool = False  # the response is a page of `response` items
+
+
+def operation(summary: str, **details: Any) -> Callable[[View], View]:
+    """Declare a route's operation: its summary, `body` command, `query` model, `response` output, success
+    `status`, the error statuses it can answer (`errors`) and whether it answers a page of items (`paged`)."""
+    declared = Operation(summary, **details)
+
+    def decorate(view: View) -> View:
+        view.api_operation = declared  # type: ignore[attr-defined]
+        return view
+
+    return decorate
+
+
+def _openapi_path(rule: str, prefix: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.removeprefix(prefix)) or "/"
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any], mode: str) -> dict[str, Any]:
+    generated = model.model_json_schema(ref_template=REF_TEMPLATE, mode=mode)  # type: ignore[arg-type]
+    for name, definition in generated.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    name = model.__name__
+    schemas[name] = generated
+    return {"$ref": REF_TEMPLATE.format(model=name)}
+
+
+def _page_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "page", "per_page", "total"], "properties": {
+        "items": {"type": "array", "items": item}, "page": {"type": "integer"},
+        "per_page": {"type": "integer", "maximum": MAX_PER_PAGE}, "total": {"type": "integer"}}}
+
+
+def _parameters(rule_arguments: Iterable[str], declared: Operation, schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in rule_arguments]
+    if declared.paged:
+        parameters += [
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+            {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                            "maximum": MAX_PER_PAGE}}]
+    if declared.query is not None:
+        query_schema = declared.query.model_json_schema(ref_template=REF_TEMPLATE)
+        for name, definition in query_schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        required = set(query_schema.get("required", []))
+        for name, schema in query_schema.get("properties", {}).items():
+            if name in ("page", "per_page") and declared.paged:
+                continue
+            description = schema.pop("description", None)
+            schema.pop("title", None)
+            parameters.append({"name": name, "in": "query", "required": name in required, "schema": schema,
+                               **({"description": description} if description else {})})
+    return parameters
+
+
+def _responses(declared: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if declared.response is not None:
+        schema = _schema(declared.response, schemas, "serialization")
+        if declared.paged:
+            schema = _page_of(schema)
+        responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK"),
+                                           "content": {"application/json": {"schema": schema}}}
+    else:
+        responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK")}
+    errors = sorted({*ALWAYS, *declared.errors, *((422,) if declared.body or declared.query or declared.paged
+                                                   else ())})
+    for code in errors:
+        responses[str(code)] = {"description": STATUS_TEXT.get(code, "Error"),
+                                "content": {"application/json": {"schema": ERROR}}}
+    return responses
+
+
+def generated(app: Flask, prefix: str = "/api/v1") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, schemas) of every declared operation of the app's routes under `prefix`."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        declared: Operation | None = getattr(view, "api_operation", None)
+        if declared is None or not rule.rule.startswith(prefix):
+            continue
+        entry: dict[str, Any] = {"summary": declared.summary, "operationId": rule.endpoint.replace(".", "_"),
+                                 "parameters": _parameters(re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule.rule),
+                                                           declared, schemas),
+                                 "responses": _responses(declared, schemas)}
+        if declared.body is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": _schema(declared.body, schemas, "validation")}}}
+        if getattr(view, "public", False):
+            entry["security"] = []
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(_openapi_path(rule.rule, prefix), {})[method.lower()] = entry
+    return paths, schemas

@@ -1,0 +1,136 @@
+"""Typed commands: the shape of a state change, declared once in its domain (`<domain>/commands.py`).
+
+A command holds what can be said of the input alone: types, required fields, lengths, formats, enums and the
+character rule. The service function that takes it holds every other rule (permissions, state, other records,
+derived times). Pages build the command from their form (`from_form`), the API from the JSON body (`parse`), the
+CLI and the demo directly; a refusal is one `ValidationFailed` naming each field, so every door says the same.
+The OpenAPI document takes each command's JSON Schema from here (`cellfactory.api.contract`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.plausibility import year_problem
+from cellfactory.core.text import length_problem, text_problem
+
+REQUIRED = "Required."
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+
+
+def _blank_is_missing(value: Any) -> Any:
+    """An empty or blank string is no answer: a required field refuses it as missing, an optional one is None."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _checked_text(maximum: int, multiline: bool):
+    def check(value: str) -> str:
+        problem = text_problem(value, multiline=multiline) or length_problem(value, maximum)
+        if problem:
+            raise PydanticCustomError("text", problem)
+        return value.strip()
+    return check
+
+
+def Line(maximum: int = 200) -> Any:  # noqa: N802 - a type, spelt like one
+    """One line of typed text, at most `maximum` characters, stripped; blank counts as missing."""
+    return Annotated[str, BeforeValidator(_blank_is_missing), AfterValidator(_checked_text(maximum, False)),
+                     Field(max_length=maximum)]
+
+
+def Paragraph(maximum: int = 2000) -> Any:  # noqa: N802
+    """Text that may span lines (a text area), at most `maximum` characters, stripped; blank counts as missing."""
+    return Annotated[str, BeforeValidator(_blank_is_missing), AfterValidator(_checked_text(maximum, True)),
+                     Field(max_length=maximum)]
+
+
+def _plausible_day(value: dt.date) -> dt.date:
+    problem = year_problem(value)
+    if problem:
+        raise PydanticCustomError("implausible_date", problem)
+    return value
+
+
+def _day_only(value: Any) -> Any:
+    value = _blank_is_missing(value)
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value
+
+
+# A calendar day (ISO 8601 `YYYY-MM-DD`) in a plausible year.
+Day = Annotated[dt.date, BeforeValidator(_day_only), AfterValidator(_plausible_day)]
+
+
+class Command(BaseModel):
+    """The base of every command: immutable once built; fields the command does not know are ignored (API v1
+    clients may send more than an operation reads)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+
+    # The headline of a refusal, e.g. "The equipment cannot be saved".
+    refusal: ClassVar[str] = "The request cannot be carried out"
+    # What to say of a required field left out, by field ("Give the reason."); "Required." otherwise.
+    missing: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | None, **context: Any) -> Self:
+        """The command from plain data (a JSON body, a form's data), or `ValidationFailed` naming each field."""
+        if not isinstance(data, Mapping):
+            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+        try:
+            return cls.model_validate({**data, **context})
+        except ValidationError as error:
+            fields = field_errors(error, cls.missing)
+            raise ValidationFailed(f"{cls.refusal}: check " + ", ".join(fields) + ".", fields=fields) from None
+
+    @classmethod
+    def from_form(cls, form: Any, **context: Any) -> Self:
+        """The command from a submitted WTForms form whose fields carry the command's names."""
+        names = cls.model_fields.keys()
+        return cls.parse({name: form[name].data for name in names if name in form}, **context)
+
+
+def field_errors(error: ValidationError, missing: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{field: message} in the words the pages and the API use, one message per field.
+
+    :param missing: what to say of each required field left out (default "Required.")."""
+    fields: dict[str, str] = {}
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        fields.setdefault(location, _message(item, (missing or {}).get(location, REQUIRED)))
+    return fields
+
+
+def _message(item: Mapping[str, Any], required: str) -> str:
+    kind, context = item["type"], item.get("ctx") or {}
+    if kind == "missing" or (kind.endswith("_type") and item.get("input") is None):
+        return required
+    if kind in ("text", "implausible_date"):
+        return item["msg"]
+    if kind == "string_too_long":
+        return length_problem(str(item.get("input", "")), int(context.get("max_length", 0))) or str(item["msg"])
+    if kind in ("string_type",):
+        return "Must be a string."
+    if kind in ("date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact", "date_type"):
+        return DATE_FORMAT
+    if kind == "enum":
+        return f"Use one of: {context.get('expected', '').replace(chr(39), '')}."
+    if kind in ("int_type", "int_parsing", "float_type", "float_parsing", "decimal_type", "decimal_parsing"):
+        return "Must be a number (JSON number, not text)."
+    if kind in ("bool_type", "bool_parsing"):
+        return "Must be true or false."
+    return str(item["msg"])
+
+
+def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
+    return [member.value for member in enum_cls]

@@ -50,7 +50,7 @@ from cellfactory.batches.models import Batch, BatchStatus, BatchStep, Passage, S
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services as equipment_services
 from cellfactory.equipment.models import Equipment, EquipmentStatus
@@ -64,9 +64,7 @@ from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 # Who may ask for a transition at all; the service checks the role each transition needs at the batch's site.
-TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 
 PRODUCT_TEXT = ("code", "name", "description", "dose_unit", "collection_type")
 SHELF_LIVES = ("shelf_life_fresh_hours", "shelf_life_cryo_days", "shelf_life_thawed_hours")
@@ -327,7 +325,7 @@ def lots():
 
 
 @bp.post("/lots")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def receive_lot():
     data = json_body("item", "lot_number", "expiry_date", text=LOT_TEXT)
     site = write_site(data)
@@ -410,7 +408,7 @@ def equipment_list():
 
 
 @bp.post("/equipment")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def register_equipment():
     data = json_body("code", "name", "kind", "calibration_due", text=EQUIPMENT_TEXT)
     site = write_site(data)
@@ -426,7 +424,7 @@ def equipment(site: str, code: str):
 
 
 @bp.post("/equipment/<site>/<code>/calibration")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def record_calibration(site: str, code: str):
     found = _equipment(site, code)
     data = json_body("next_due", "reference", text=("next_due", "reference"))
@@ -436,7 +434,7 @@ def record_calibration(site: str, code: str):
 
 
 @bp.post("/equipment/<site>/<code>/status")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def equipment_status(site: str, code: str):
     found = _equipment(site, code)
     data = json_body("status", "reason", text=("status", "reason"))
@@ -552,7 +550,7 @@ def batch(number: str):
 
 
 @bp.post("/batches/<number>/transitions")
-@roles_required(TRANSITION_ROLES)
+@roles_required(SITE_STAFF)
 def batch_transition(number: str):
     found = _batch(number)
     data = json_body("target", "reason", text=("target", "reason", "password", "meaning"))
@@ -603,7 +601,7 @@ def record_step(number: str, code: str):
 
 
 @bp.post("/batches/<number>/steps/<code>/verification")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def verify_step(number: str, code: str):
     step = _step(_batch(number), code)
     data = json_body("password", text=("password", "meaning"))

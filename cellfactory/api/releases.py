@@ -22,14 +22,14 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.releases import services
 from cellfactory.releases.models import BatchDecision, Certificate
-from cellfactory.releases.views import QP_DECISIONS, REGISTER_ROLES, explain, find_certificate
+from cellfactory.releases.views import QP_DECISIONS, explain, find_certificate
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
@@ -229,7 +229,7 @@ def release_certificate_pdf(number: str) -> Response:
 
 
 @bp.get("/certificates/register")
-@roles_required(REGISTER_ROLES)
+@roles_required(AUDIT_READERS)
 def release_register():
     page, per_page = page_args(request.args)
     result = paginate(services.register_query(api_user()), page, per_page)
@@ -268,7 +268,7 @@ def task_json(task: NotificationTask) -> dict[str, Any]:
 
 
 @bp.get("/notification-tasks")
-@roles_required(notification_services.TASK_ROLES)
+@roles_required(READ_ROLES)
 def notification_tasks():
     include = (request.args.get("all") or "").strip() in ("1", "true")
     return {"items": [task_json(t) for t in notification_services.tasks_for(api_user(), include_completed=include)]}

@@ -719,7 +719,7 @@ def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
 @transactional
 def verify_step(actor: User, step: BatchStep, *, signing: dict[str, Any]) -> None:
     """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
-    permissions.require(actor.has_any_role({Role.TECHNICIAN, Role.QA}, step.site_id),
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, step.site_id),
                         "Only technicians and QA of this site verify manufacturing entries.")
     if step.status != StepStatus.DONE:
         raise Conflict(f"Step {step.code} is not finished: verify it once its entries are complete.")
@@ -859,7 +859,7 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
             raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
-        if transition.roles & {Role.QA, Role.QP}:
+        if transition.roles & permissions.SIGNING_ROLES:
             involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
                                  transition.meaning)
             if actor.id in involved:

@@ -30,8 +30,6 @@ from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
-SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
-
 
 def get_deviation(user: User, number: str) -> Deviation:
     return get_visible(Deviation, user, Deviation.number == (number or "").strip().upper(),
@@ -75,7 +73,8 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
 
 @transactional
 def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
-    permissions.require(actor.has_any_role(SITE_STAFF, site.id), "Only staff of this site open its deviations.")
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        "Only staff of this site open its deviations.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.plausibility import year_problem
@@ -17,8 +17,6 @@ from cellfactory.core.transaction import transactional
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
-
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 
 
 def get_equipment(user: User, site: Site, code: str) -> Equipment:
@@ -38,8 +36,8 @@ def _date(value: Any, field: str) -> dt.date:
 
 @transactional
 def register(actor: User, site: Site, *, code: str, name: str, kind: str, calibration_due: Any) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, site.id), "Only technicians and QA of this site register "
-                                                            "equipment.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, site.id),
+                        "Only technicians and QA of this site register equipment.")
     audit.act_as(db.session, actor)
     code = (code or "").strip().upper()
     errors = {k: "Required." for k, v in {"code": code, "name": name, "kind": kind}.items() if not (v or "").strip()}
@@ -57,8 +55,8 @@ def register(actor: User, site: Site, *, code: str, name: str, kind: str, calibr
 
 @transactional
 def record_calibration(actor: User, equipment: Equipment, *, next_due: Any, reference: str) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, equipment.site_id), "Only technicians and QA of the site record "
-                                                                      "calibrations.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
+                        "Only technicians and QA of the site record calibrations.")
     if not (reference or "").strip():
         raise ValidationFailed("Give the calibration certificate or report reference.",
                                fields={"reference": "Required."})
@@ -72,8 +70,8 @@ def record_calibration(actor: User, equipment: Equipment, *, next_due: Any, refe
 
 @transactional
 def set_status(actor: User, equipment: Equipment, status: EquipmentStatus, reason: str) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, equipment.site_id), "Only technicians and QA of the site change "
-                                                                      "equipment status.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
+                        "Only technicians and QA of the site change equipment status.")
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason.", fields={"reason": "Required."})
     if equipment.status == status:

@@ -21,7 +21,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, public, roles_required
+from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, public, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
@@ -42,7 +42,6 @@ bp = Blueprint("releases", __name__)
 
 S = BatchStatus
 PREFIX = "/releases"
-REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 WORKLIST_LIMIT = 200
 STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW: "warn",
                S.AWAITING_CERTIFICATION: "warn", S.CONDITIONALLY_RELEASED: "ok", S.RELEASED: "ok",
@@ -373,7 +372,7 @@ def record_pdf(number: str) -> Response:
 
 
 @bp.route(f"{PREFIX}/register")
-@roles_required(REGISTER_ROLES)
+@roles_required(AUDIT_READERS)
 def register() -> str:
     page, per_page = page_args(request.args, 50)
     result = paginate(services.register_query(_user()), page, per_page)

@@ -39,12 +39,12 @@ from cellfactory.units.models import (
     UnitStatus,
 )
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
 DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 
 
-def _require(actor: User, site_id: int, roles: frozenset[Role] = STAFF, what: str = "handle units") -> None:
+def _require(actor: User, site_id: int, roles: frozenset[Role] = permissions.MANUFACTURING_STAFF,
+             what: str = "handle units") -> None:
     permissions.require(actor.has_any_role(roles, site_id), f"Only staff of the site that holds them {what}.")
 
 
@@ -186,7 +186,7 @@ def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells
 @transactional
 def release_units(actor: User, batch: Batch) -> list[Unit]:
     """Units leave quarantine only when their batch is released or conditionally released."""
-    _require(actor, batch.site_id, frozenset({Role.QA, Role.QP}), "release units")
+    _require(actor, batch.site_id, permissions.SIGNING_ROLES, "release units")
     if batch.status not in RELEASED:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: its units stay in quarantine until the QP "
                        "certifies it.")
@@ -571,7 +571,7 @@ def destroy(actor: User, unit: Unit, reason: str) -> Unit:
 @transactional
 def recall(actor: User, batches: list[Batch], reason: str) -> list[Unit]:
     """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
-    permissions.require(all(actor.has_any_role({Role.QA, Role.QP}, b.site_id) for b in batches),
+    permissions.require(all(actor.has_any_role(permissions.SIGNING_ROLES, b.site_id) for b in batches),
                         "Only QA or the QP of the batches' site recall units.")
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason for the recall.", fields={"reason": "Required."})

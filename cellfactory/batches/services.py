@@ -33,8 +33,9 @@ from cellfactory.batches.models import (
     VesselType,
 )
 from cellfactory.core import permissions
-from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
@@ -170,19 +171,8 @@ def statuses_with_follow_up(batch: Batch, record: signatures.Signable, found: Se
 
 
 def _next_number(site: Site, product_code: str, product_id: int) -> str:
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = BatchSequence.__table__
-    where = (table.c.site_id == site.id, table.c.product_id == product_id, table.c.year == year)
-    bump = sa.update(table).where(*where).values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, product_id=product_id, year=year,
-                                                           last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
+    year = local_today(site.timezone).year
+    value = next_number(BatchSequence, site_id=site.id, product_id=product_id, year=year)
     return f"{site.code}-{product_code}-{year}-{value:04d}"
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import decimal
 import string
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -16,8 +15,9 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
 from cellfactory.batches.services import clean_recipient_code
 from cellfactory.core import permissions, plausibility
-from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
@@ -381,18 +381,8 @@ def record_thaw(actor: User, unit: Unit, *, thawed_at: Any) -> Unit:
 
 
 def _shipment_number(site: Site) -> str:
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = ShipmentSequence.__table__
-    bump = sa.update(table).where(table.c.site_id == site.id, table.c.year == year) \
-        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
+    year = local_today(site.timezone).year
+    value = next_number(ShipmentSequence, site_id=site.id, year=year)
     return f"SHP-{site.code}-{year}-{value:04d}"
 
 

@@ -78,3 +78,48 @@ def test_named_role_sets_keep_their_members():
         "ALERT_READERS": {R.ADMIN, R.QA, R.QP},
     }
     assert {name: getattr(permissions, name) for name in expected} == expected
+
+
+# Where a commit outside core/transaction.py is right, and why.
+COMMITS_ALLOWED = {
+    # Planner statistics (ANALYZE / PRAGMA optimize) on an engine connection of its own, outside the ORM session:
+    # a maintenance statement that writes no record, so no service call and no request is involved.
+    ("cli.py", "maintenance_command"),
+}
+
+
+def commits_outside_transaction_layer(trees: list[tuple[str, ast.Module]]) -> list[str]:
+    found = []
+    for name, tree in trees:
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "commit" \
+                        and (name, function.name) not in COMMITS_ALLOWED:
+                    found.append(f"{name}:{node.lineno} {ast.unparse(node.func)}() in {function.name}")
+        for node in tree.body:  # commits at module level, outside any function
+            for call in ast.walk(node):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                        and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) \
+                        and call.func.attr == "commit":
+                    found.append(f"{name}:{call.lineno} {ast.unparse(call.func)}() at module level")
+    return sorted(set(found))
+
+
+def test_only_the_transaction_layer_commits():
+    """Services are @transactional, bookkeeping outside a service uses commit_soon: a commit anywhere else would end
+    a request's transaction early, and an error response could then follow saved work."""
+    trees = list(modules(skip=("core/transaction.py",)))
+    assert commits_outside_transaction_layer(trees) == []
+
+
+def test_the_commit_guard_sees_a_commit():
+    tree = ast.parse("def certificate_pdf(actor):\n    db.session.commit()\n"
+                     "def maintenance_command():\n    connection.commit()\n")
+    assert commits_outside_transaction_layer([("releases/services.py", tree), ("cli.py", tree)]) == [
+        "cli.py:2 db.session.commit() in certificate_pdf",
+        "releases/services.py:2 db.session.commit() in certificate_pdf",
+        "releases/services.py:4 connection.commit() in maintenance_command",
+    ]
+

@@ -123,3 +123,15 @@ def test_the_commit_guard_sees_a_commit():
         "releases/services.py:4 connection.commit() in maintenance_command",
     ]
 
+
+TEMPLATES = PACKAGE.parent / "templates"
+
+
+def templates_containing(text: str) -> list[str]:
+    return sorted(path.relative_to(TEMPLATES).as_posix() for path in TEMPLATES.rglob("*.html")
+                  if text in path.read_text(encoding="utf-8"))
+
+
+def test_the_site_filter_is_written_once():
+    """Lists take their site choice from `site_filter`."""
+    assert templates_containing('name="site"><option value="">') == ["_macros/filters.html"]

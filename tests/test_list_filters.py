@@ -1,11 +1,17 @@
-"""The lists' site choice (templates/_macros/filters.html), as the pages show it."""
+"""The lists' site choice (templates/_macros/filters.html) and the record pages' history card
+(templates/_macros/records.html), as the pages show them."""
 
 from __future__ import annotations
 
+import datetime as dt
 from html.parser import HTMLParser
 
 import pytest
+import sqlalchemy as sa
 
+from cellfactory.equipment import services as equipment_services
+from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.extensions import db
 from tests.conftest import login
 
 # Every list whose filter bar offers the user's sites, with the label the choice has there.
@@ -79,4 +85,23 @@ def test_a_user_of_one_site_is_offered_no_choice(client, users, url):
     login(client, users["technician"].username)
     choice = site_choice(client, url)
     assert choice.options == [] and choice.label == ""
+
+
+def history_card(page: str) -> str:
+    start = page.index('id="history"')
+    return page[page.rindex("<details", 0, start):page.index("</details>", start)]
+
+
+def test_a_record_page_shows_its_audit_trail_in_the_history_card(client, users, sites):
+    equipment_services.register(users["technician"], sites["BG"], code="INC-01", name="CO2 incubator",
+                                kind="incubator", calibration_due=dt.date.today() + dt.timedelta(days=90))
+    incubator = db.session.scalar(sa.select(Equipment).where(Equipment.code == "INC-01"))
+    equipment_services.set_status(users["qa"], incubator, EquipmentStatus.OUT_OF_SERVICE, "door seal torn")
+    login(client, users["qa"].username)
+    page = client.get("/equipment/BG/INC-01").get_data(as_text=True)
+    assert page.count('id="history"') == 1
+    card = history_card(page)
+    assert card.startswith('<details class="card disclosure" id="history" open>')
+    assert "History <span class=\"muted\">(2 entries)</span>" in card
+    assert 'class="table audit"' in card and "door seal torn" in card
 

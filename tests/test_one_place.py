@@ -132,6 +132,7 @@ def templates_containing(text: str) -> list[str]:
                   if text in path.read_text(encoding="utf-8"))
 
 
-def test_the_site_filter_is_written_once():
-    """Lists take their site choice from `site_filter`."""
+def test_the_site_filter_and_the_history_card_are_written_once():
+    """Lists take their site choice from `site_filter`, record pages their audit trail from `history_card`."""
     assert templates_containing('name="site"><option value="">') == ["_macros/filters.html"]
+    assert templates_containing('id="history"') == ["_macros/records.html"]

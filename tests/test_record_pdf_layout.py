@@ -7,6 +7,7 @@ import re
 
 from pypdf import PdfReader
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
 
 from cellfactory.records.batch_record import BatchRecordDocument, Section, render
 from tests.conftest import pdf_text
@@ -116,3 +117,21 @@ def test_a_long_unbroken_value_is_printed_whole_and_stays_on_the_page():
         assert runs
         too_wide = [(text[:30], round(right), round(width)) for text, right, width in runs if right > width - 10]
         assert too_wide == []
+
+
+def test_the_reportlab_internals_the_record_writer_uses_are_there():
+    """batch_record.py writes text through ReportLab internals; pyproject.toml pins ReportLab below its next major
+    version for that reason. An upgrade that moves one of them fails here, by name, before any PDF is wrong."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    from cellfactory.records.styles import FONT, register_fonts
+
+    register_fonts()
+    canvas = Canvas(io.BytesIO())
+    font = pdfmetrics.getFont(FONT)
+    assert canvas._doc is not None
+    assert canvas._escape("a(b)c\\") == "a\\(b\\)c\\\\"
+    assert isinstance(font.face.charWidths, dict) and font.face.defaultWidth > 0
+    [(subset, code)] = font.splitString("A", canvas._doc)
+    assert isinstance(subset, int) and isinstance(code, bytes)
+    assert font.getSubsetInternalName(subset, canvas._doc).startswith("/F")

@@ -28,7 +28,7 @@ from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import roles_required
+from cellfactory.core.permissions import GRANT_APPROVERS, roles_required
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
@@ -260,7 +260,7 @@ def user_unlock(user_id: int):
 
 
 @bp.route("/role-requests")
-@roles_required(Role.ADMIN, Role.QA, Role.QP)
+@roles_required(GRANT_APPROVERS)
 def role_requests() -> str:
     return _render_role_requests()
 
@@ -278,7 +278,7 @@ def _render_role_requests(status: int = 200, forms: dict | None = None) -> tuple
 
 
 @bp.route("/role-requests/<int:request_id>", methods=["POST"])
-@roles_required(Role.ADMIN, Role.QA, Role.QP)
+@roles_required(GRANT_APPROVERS)
 def role_request_decide(request_id: int):
     grant_request = db.session.get(RoleGrantRequest, request_id)
     if grant_request is None:

@@ -20,7 +20,7 @@ from cellfactory.api.serializers import iso, signature_json
 from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility
@@ -367,7 +367,7 @@ def quarantine_decision(din: str):
 
 
 @bp.get("/materials/<din>/label.pdf")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def material_label(din: str) -> Response:
     found = material_services.get_material(g.api_user, din)
     reprint = request.args.get("reprint", "0")

@@ -49,7 +49,7 @@ from cellfactory.batches.models import Batch, BatchStatus, BatchStep, Passage, S
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products import services as product_services
@@ -60,9 +60,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 # Who may ask for a transition at all; the service checks the role each transition needs at the batch's site.
-TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 
 PRODUCT_TEXT = ("code", "name", "description", "dose_unit", "collection_type")
 SHELF_LIVES = ("shelf_life_fresh_hours", "shelf_life_cryo_days", "shelf_life_thawed_hours")
@@ -322,7 +320,7 @@ def lots():
 
 
 @bp.post("/lots")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def receive_lot():
     data = json_body("item", "lot_number", "expiry_date", text=LOT_TEXT)
     site = write_site(data)
@@ -485,7 +483,7 @@ def batch(number: str):
 
 
 @bp.post("/batches/<number>/transitions")
-@roles_required(TRANSITION_ROLES)
+@roles_required(SITE_STAFF)
 def batch_transition(number: str):
     found = _batch(number)
     data = json_body("target", "reason", text=("target", "reason", "password", "meaning"))
@@ -536,7 +534,7 @@ def record_step(number: str, code: str):
 
 
 @bp.post("/batches/<number>/steps/<code>/verification")
-@roles_required(STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def verify_step(number: str, code: str):
     step = _step(_batch(number), code)
     data = json_body("password", text=("password", "meaning"))

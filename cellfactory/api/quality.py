@@ -32,7 +32,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
@@ -46,7 +46,6 @@ from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
 # Who may open a deviation by hand (the service checks the role at the deviation's site).
-SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 
 RESULT_TEXT = ("test", "sample_id", "sampled_at", "method", "instrument", "raw_data_reference", "final_read_due",
                "retest_reason", "unit")

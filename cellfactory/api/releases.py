@@ -22,7 +22,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
@@ -213,7 +213,7 @@ def release_certificate_pdf(number: str) -> Response:
 
 
 @bp.get("/certificates/register")
-@roles_required(services.REGISTER_ROLES)
+@roles_required(AUDIT_READERS)
 def release_register():
     page, per_page = page_args(request.args)
     result = paginate(services.register_query(api_user()), page, per_page)
@@ -252,7 +252,7 @@ def task_json(task: NotificationTask) -> dict[str, Any]:
 
 
 @bp.get("/notification-tasks")
-@roles_required(notification_services.TASK_ROLES)
+@roles_required(READ_ROLES)
 def notification_tasks():
     include = (request.args.get("all") or "").strip() in ("1", "true")
     return {"items": [task_json(t) for t in notification_services.tasks_for(api_user(), include_completed=include)]}

@@ -21,7 +21,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import Product
@@ -37,9 +37,6 @@ from cellfactory.units.models import (
     Unit,
     UnitStatus,
 )
-
-STAFF = (Role.TECHNICIAN, Role.QA)
-
 
 # --- serialisation -------------------------------------------------------------------------------
 
@@ -208,7 +205,7 @@ def unit_detail(identifier: str):
 
 
 @bp.post("/units/<identifier>/storage")
-@roles_required(*STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def store_unit(identifier: str):
     found = _unit(identifier)
     data = json_body("position", text=("position", "reason"))
@@ -217,7 +214,7 @@ def store_unit(identifier: str):
 
 
 @bp.post("/units/<identifier>/take-out")
-@roles_required(*STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def take_out_unit(identifier: str):
     found = _unit(identifier)
     data = json_body("reason", text=("reason",))
@@ -247,7 +244,7 @@ def thaw_unit(identifier: str):
 
 
 @bp.post("/units/<identifier>/destruction")
-@roles_required(*STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def destroy_unit(identifier: str):
     found = _unit(identifier)
     data = json_body("reason", text=("reason",))
@@ -255,7 +252,7 @@ def destroy_unit(identifier: str):
 
 
 @bp.post("/batches/<number>/units/release")
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 def release_batch_units(number: str):
     found = _batch(number)
     released = services.release_units(g.api_user, found)
@@ -263,7 +260,7 @@ def release_batch_units(number: str):
 
 
 @bp.post("/batches/<number>/recall")
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 def recall_batch(number: str):
     found = _batch(number)
     data = json_body("reason", text=("reason",))
@@ -302,7 +299,7 @@ def _location(site: Site, path: str, field: str = "parent") -> StorageLocation:
 
 
 @bp.post("/storage")
-@roles_required(*STAFF)
+@roles_required(MANUFACTURING_STAFF)
 def create_storage_location():
     data = json_body("kind", "code", text=("kind", "code", "parent", "name", "temperature", "site"))
     check_types(data, integers=("rows", "columns"), flags=("segregated",))

@@ -33,12 +33,7 @@ ROLE_LABELS = {
     Role.AUDITOR: "Auditor",
     Role.ADMIN: "Administrator",
 }
-# Roles that may hold network-wide scope (no site): auditors, the network's QA and network administrators.
-NETWORK_ROLES = frozenset({Role.AUDITOR, Role.QA, Role.ADMIN})
-# Roles that sign GMP decisions: granting one needs a second person's approval.
-SIGNING_ROLES = frozenset({Role.QA, Role.QP})
-# Roles that enter, verify, review or sign GMP data; an administrator may hold none of them.
-GMP_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+# Which roles may do what is written once, in cellfactory.core.permissions (role sets and predicates).
 
 
 class User(UserMixin, Audited, CreatedMixin, VersionedMixin, Base):

@@ -14,9 +14,6 @@ from flask import current_app
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import (
-    GMP_ROLES,
-    NETWORK_ROLES,
-    SIGNING_ROLES,
     ApiToken,
     GrantStatus,
     PasswordHistory,
@@ -32,6 +29,7 @@ from cellfactory.auth.passwords import burn_password_check, hash_password, passw
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from cellfactory.core.permissions import NETWORK_ROLES, SIGNING_ROLES, SITE_STAFF
 from cellfactory.core.transaction import commit_soon, transactional
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
@@ -390,11 +388,11 @@ def _validate_role_scope(role: Role, site: Site | None) -> None:
 
 def _check_segregation(user: User, new_role: Role) -> None:
     held = user.role_set()
-    if new_role == Role.ADMIN and held & GMP_ROLES:
+    if new_role == Role.ADMIN and held & SITE_STAFF:
         raise ValidationFailed("An administrator cannot also enter or sign GMP data: this user already holds "
-                               + ", ".join(sorted(r.label for r in held & GMP_ROLES)) + ".",
+                               + ", ".join(sorted(r.label for r in held & SITE_STAFF)) + ".",
                                fields={"role": "Administrators hold no GMP role; use a separate account."})
-    if new_role in GMP_ROLES and Role.ADMIN in held:
+    if new_role in SITE_STAFF and Role.ADMIN in held:
         raise ValidationFailed("An administrator cannot also enter or sign GMP data: use a separate account.",
                                fields={"role": "This user is an administrator."})
 
@@ -652,7 +650,7 @@ def _token_digest(raw: str) -> str:
 
 def broadest_scope(user: User) -> TokenScope:
     """Who holds a GMP role signs; an administrator writes (people and master data); others read."""
-    if user.has_any_role(GMP_ROLES):
+    if user.has_any_role(SITE_STAFF):
         return TokenScope.SIGN
     if user.has_role(Role.ADMIN):
         return TokenScope.WRITE

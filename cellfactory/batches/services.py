@@ -33,8 +33,9 @@ from cellfactory.batches.models import (
     VesselType,
 )
 from cellfactory.core import permissions
-from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import transactional
@@ -170,19 +171,8 @@ def statuses_with_follow_up(batch: Batch, record: signatures.Signable, found: Se
 
 
 def _next_number(site: Site, product_code: str, product_id: int) -> str:
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = BatchSequence.__table__
-    where = (table.c.site_id == site.id, table.c.product_id == product_id, table.c.year == year)
-    bump = sa.update(table).where(*where).values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, product_id=product_id, year=year,
-                                                           last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
+    year = local_today(site.timezone).year
+    value = next_number(BatchSequence, site_id=site.id, product_id=product_id, year=year)
     return f"{site.code}-{product_code}-{year}-{value:04d}"
 
 
@@ -719,7 +709,7 @@ def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
 @transactional
 def verify_step(actor: User, step: BatchStep, *, signing: dict[str, Any]) -> None:
     """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
-    permissions.require(actor.has_any_role({Role.TECHNICIAN, Role.QA}, step.site_id),
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, step.site_id),
                         "Only technicians and QA of this site verify manufacturing entries.")
     if step.status != StepStatus.DONE:
         raise Conflict(f"Step {step.code} is not finished: verify it once its entries are complete.")
@@ -859,7 +849,7 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
             raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
-        if transition.roles & {Role.QA, Role.QP}:
+        if transition.roles & permissions.SIGNING_ROLES:
             involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
                                  transition.meaning)
             if actor.id in involved:

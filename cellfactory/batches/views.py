@@ -33,9 +33,8 @@ from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
-from cellfactory.deviations import services as deviation_services
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
@@ -59,8 +58,6 @@ SORTS = {"started": (Batch.started_at.desc(), Batch.id.desc()), "started_asc": (
          "number": (Batch.number,), "status": (Batch.status, Batch.number), "product": (Product.code, Batch.number)}
 SORT_LABELS = [("started", "Started, newest"), ("started_asc", "Started, oldest"), ("number", "Number"),
                ("status", "Status"), ("product", "Product")]
-TRANSITION_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
-VERIFY_ROLES = frozenset({Role.TECHNICIAN, Role.QA})
 MAX_COMPARED = 8
 ENTITY_TYPES = ("batch", "batch_material", "batch_step", "passage", "step_equipment", "step_reagent", "signature")
 
@@ -369,7 +366,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     index = services.record_signatures(batch)
     step_signatures = {s.id: services.statuses_with_follow_up(batch, s, index.of(s)) for s in batch.steps}
     verifications = {s.id: services.step_verification(s, index) for s in batch.steps}
-    can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(VERIFY_ROLES, batch.site_id)
+    can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(MANUFACTURING_STAFF, batch.site_id)
     verify_notes: dict[int, str] = {}
     unverified = [s for s in batch.steps if s.status == StepStatus.DONE and verifications[s.id] is None]
     entered = services.entered_by_steps(unverified) if can_verify_here else {}
@@ -408,7 +405,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
         can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
         history=_history(_batch_records(batch, index)), tz=batch.site.timezone,
         batch_signatures=services.statuses_with_follow_up(batch, batch, index.of(batch)),
-        can_open_deviation=user.has_any_role(deviation_services.SITE_STAFF, batch.site_id),
+        can_open_deviation=user.has_any_role(SITE_STAFF, batch.site_id),
     ), status
 
 
@@ -419,7 +416,7 @@ def detail(number: str) -> tuple[str, int]:
 
 
 @bp.route("/<number>/steps/<code>/verify", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def verify(number: str, code: str) -> Any:
     batch = services.get_batch(_user(), number)
     step = _get_step(batch, code)
@@ -442,7 +439,7 @@ def verify(number: str, code: str) -> Any:
 
 
 @bp.route("/<number>/transition", methods=["POST"])
-@roles_required(TRANSITION_ROLES)
+@roles_required(SITE_STAFF)
 def transition(number: str) -> Any:
     batch = services.get_batch(_user(), number)
     try:
@@ -573,7 +570,7 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
         verification=services.step_verification(step, index), tz=step.batch.site.timezone,
         signatures=services.statuses_with_follow_up(step.batch, step, index.of(step)),
-        can_open_deviation=_user().has_any_role(deviation_services.SITE_STAFF, step.batch.site_id),
+        can_open_deviation=_user().has_any_role(SITE_STAFF, step.batch.site_id),
         history=_history(_step_records(step, index)),
     ), status
 

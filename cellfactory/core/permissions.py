@@ -14,10 +14,29 @@ from cellfactory.core.errors import PermissionDenied
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# --- Role sets: each rule about "which roles" is written here once and imported where it applies. ---------------
+
 ANY_ROLE = frozenset(Role)
-READ_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.AUDITOR})
+# Roles that enter, verify, review or sign GMP data at a site: they open deviations, move batches through their
+# states, and an administrator may hold none of them (segregation of duties).
+SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
+# Hands-on manufacturing at a site: technicians and QA handle units, equipment, reagent lots and labels, and verify
+# manufacturing steps.
+MANUFACTURING_STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+# Roles that sign GMP decisions (release and recall units, review and certify batches): granting one needs a second
+# person's approval.
+SIGNING_ROLES = frozenset({Role.QA, Role.QP})
+# Who approves a pending grant of a signing role: a network administrator, or QA/QP of the site.
+GRANT_APPROVERS = SIGNING_ROLES | {Role.ADMIN}
+# Roles that may hold network-wide scope (no site): auditors, the network's QA and network administrators.
+NETWORK_ROLES = frozenset({Role.AUDITOR, Role.QA, Role.ADMIN})
+# GMP records of a site (and its notification tasks): its own staff and the network's auditors and QA.
+READ_ROLES = SITE_STAFF | {Role.AUDITOR}
+# The audit trail and the network's register of release certificates.
 AUDIT_READERS = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 USER_READERS = frozenset({Role.ADMIN, Role.QA, Role.AUDITOR})
+# Alerts go to QA and QP (failures after release) and administrators (security).
+ALERT_READERS = frozenset({Role.ADMIN, Role.QA, Role.QP})
 
 
 def roles_required(*roles: Role | frozenset[Role]) -> Callable[[F], F]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
@@ -14,6 +13,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
@@ -30,8 +30,6 @@ from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
-SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
-
 
 def get_deviation(user: User, number: str) -> Deviation:
     return get_visible(Deviation, user, Deviation.number == (number or "").strip().upper(),
@@ -44,18 +42,8 @@ def find_at_site(site_id: int, number: str) -> Deviation | None:
 
 
 def _next_number(site: Site) -> str:
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = DeviationSequence.__table__
-    bump = sa.update(table).where(table.c.site_id == site.id, table.c.year == year) \
-        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
+    year = local_today(site.timezone).year
+    value = next_number(DeviationSequence, site_id=site.id, year=year)
     return f"DEV-{site.code}-{year}-{value:04d}"
 
 
@@ -75,7 +63,8 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
 
 @transactional
 def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
-    permissions.require(actor.has_any_role(SITE_STAFF, site.id), "Only staff of this site open its deviations.")
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        "Only staff of this site open its deviations.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()

@@ -19,7 +19,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services
 from cellfactory.deviations.forms import (
@@ -97,18 +97,18 @@ def index() -> str:
                for d in result.items}
     return render_template("deviations/list.html", result=result, args=args, batches=batches, overdue=overdue,
                            statuses=list(DeviationStatus), classifications=list(Classification),
-                           can_open=_user().has_any_role(services.SITE_STAFF))
+                           can_open=_user().has_any_role(SITE_STAFF))
 
 
 # --- opening one by hand -------------------------------------------------------------------------
 
 
 def _staff_sites(user: User) -> list[Site]:
-    return [s for s in (g.get("user_sites") or []) if user.has_any_role(services.SITE_STAFF, s.id)]
+    return [s for s in (g.get("user_sites") or []) if user.has_any_role(SITE_STAFF, s.id)]
 
 
 @bp.route("/new", methods=["GET", "POST"])
-@roles_required(services.SITE_STAFF)
+@roles_required(SITE_STAFF)
 def new() -> Any:
     user = _user()
     form = OpenDeviationForm()
@@ -167,7 +167,7 @@ def _owner_choices(deviation: Deviation) -> list[tuple[str, str]]:
     people = db.session.scalars(sa.select(User).where(User.active.is_(True)).order_by(User.full_name))
     return [("", "Choose the owner…")] + [
         (u.username, f"{u.full_name} ({u.username})") for u in people
-        if u.has_any_role(services.SITE_STAFF, deviation.site_id)]
+        if u.has_any_role(SITE_STAFF, deviation.site_id)]
 
 
 def _action_form(deviation: Deviation, form: ActionForm | None = None) -> ActionForm:
@@ -221,7 +221,7 @@ def _render(deviation: Deviation, status: int = 200, *, forms: dict[str, Any] | 
         investigation_form=(forms.get("inv") or _investigation_form(deviation)) if qa and is_open else None,
         action_form=_action_form(deviation, forms.get("action")) if qa and is_open else None,
         close_form=(forms.get("close") or _close_form()) if qa and is_open else None,
-        can_open=user.has_any_role(services.SITE_STAFF, deviation.site_id),
+        can_open=user.has_any_role(SITE_STAFF, deviation.site_id),
     ), status
 
 
@@ -279,7 +279,7 @@ def add_action(number: str) -> Any:
 
 
 @bp.route("/<number>/actions/<int:action_id>/complete", methods=["POST"])
-@roles_required(services.SITE_STAFF)
+@roles_required(SITE_STAFF)
 def complete_action(number: str, action_id: int) -> Any:
     deviation = services.get_deviation(_user(), number)
     action = next((a for a in deviation.actions if a.id == action_id), None)

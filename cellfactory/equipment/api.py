@@ -15,7 +15,7 @@ from cellfactory.api import bp, page_json
 from cellfactory.api.contract import Output, Query, operation
 from cellfactory.api.params import api_user, filter_site, write_site
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services
 from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
@@ -71,7 +71,7 @@ def equipment_list():
 
 
 @bp.post("/equipment")
-@roles_required(services.STAFF)
+@roles_required(MANUFACTURING_STAFF)
 @operation("Register equipment (technician or QA of the site)", body=RegisterEquipment, response=EquipmentOut,
            status=201, errors=(409,))
 def register_equipment():
@@ -88,7 +88,7 @@ def equipment(site: str, code: str):
 
 
 @bp.post("/equipment/<site>/<code>/calibration")
-@roles_required(services.STAFF)
+@roles_required(MANUFACTURING_STAFF)
 @operation("Record a calibration: the certificate reference and the next due date", body=RecordCalibration,
            response=EquipmentOut, errors=(404,))
 def record_calibration(site: str, code: str):
@@ -98,7 +98,7 @@ def record_calibration(site: str, code: str):
 
 
 @bp.post("/equipment/<site>/<code>/status")
-@roles_required(services.STAFF)
+@roles_required(MANUFACTURING_STAFF)
 @operation("Take equipment out of service or back, with the reason", body=ChangeEquipmentStatus,
            response=EquipmentOut, errors=(404, 409))
 def equipment_status(site: str, code: str):

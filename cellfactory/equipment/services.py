@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
@@ -18,8 +18,6 @@ from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibrat
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
-
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 
 
 def get_equipment(user: User, site: Site, code: str) -> Equipment:
@@ -34,8 +32,8 @@ def site_today(site: Site) -> dt.date:
 
 @transactional
 def register(actor: User, site: Site, command: RegisterEquipment) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, site.id), "Only technicians and QA of this site register "
-                                                            "equipment.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, site.id),
+                        "Only technicians and QA of this site register equipment.")
     audit.act_as(db.session, actor)
     code = command.code.upper()
     if db.session.scalar(sa.select(Equipment.id).where(Equipment.site_id == site.id, Equipment.code == code)):
@@ -50,8 +48,8 @@ def register(actor: User, site: Site, command: RegisterEquipment) -> Equipment:
 
 @transactional
 def record_calibration(actor: User, equipment: Equipment, command: RecordCalibration) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, equipment.site_id), "Only technicians and QA of the site record "
-                                                                      "calibrations.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
+                        "Only technicians and QA of the site record calibrations.")
     if command.next_due <= site_today(equipment.site):
         raise ValidationFailed("The next due date must be in the future.", fields={"next_due": "A future date."})
     audit.act_as(db.session, actor, reason=f"calibration recorded: {command.reference}")
@@ -61,8 +59,8 @@ def record_calibration(actor: User, equipment: Equipment, command: RecordCalibra
 
 @transactional
 def set_status(actor: User, equipment: Equipment, command: ChangeEquipmentStatus) -> Equipment:
-    permissions.require(actor.has_any_role(STAFF, equipment.site_id), "Only technicians and QA of the site change "
-                                                                      "equipment status.")
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
+                        "Only technicians and QA of the site change equipment status.")
     if equipment.status == command.status:
         raise Conflict(f"{equipment.code} is already {command.status.value}.")
     audit.act_as(db.session, actor, reason=command.reason)

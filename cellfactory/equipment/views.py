@@ -8,11 +8,10 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from flask_login import current_user
 
 from cellfactory.audit.models import AuditEntry
-from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services
 from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
@@ -24,7 +23,6 @@ from cellfactory.sites.services import get_site
 
 bp = Blueprint("equipment", __name__, url_prefix="/equipment")
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 
 
 def _user():
@@ -54,13 +52,13 @@ def index():
     query = query.order_by(Site.code, Equipment.calibration_due, Equipment.code)
     result = paginate(query, page, per_page)
     today = {e.id: services.site_today(e.site) for e in result.items}
-    can_register = _user().has_any_role(STAFF, g.site.id if g.site else None)
+    can_register = _user().has_any_role(MANUFACTURING_STAFF, g.site.id if g.site else None)
     return render_template("equipment/list.html", result=result, args=args, today=today,
                            statuses=list(EquipmentStatus), can_register=can_register)
 
 
 @bp.route("/register", methods=["GET", "POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def register():
     form = EquipmentForm()
     if form.validate_on_submit():
@@ -87,7 +85,7 @@ def _render_detail(equipment: Equipment, status: int = 200, **forms):
     today = services.site_today(equipment.site)
     return render_template("equipment/detail.html", equipment=equipment, history=history,
                            overdue=equipment.calibration_due < today, refusal=equipment.refusal(today),
-                           can_edit=_user().has_any_role(STAFF, equipment.site_id), **forms), status
+                           can_edit=_user().has_any_role(MANUFACTURING_STAFF, equipment.site_id), **forms), status
 
 
 @bp.route("/<site>/<code>")
@@ -97,7 +95,7 @@ def detail(site: str, code: str):
 
 
 @bp.route("/<site>/<code>/calibration", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def calibration(site: str, code: str):
     equipment = _equipment(site, code)
     form = CalibrationForm(prefix="cal")
@@ -113,7 +111,7 @@ def calibration(site: str, code: str):
 
 
 @bp.route("/<site>/<code>/status", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def service_status(site: str, code: str):
     equipment = _equipment(site, code)
     form = ServiceStatusForm(prefix="status")

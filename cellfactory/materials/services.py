@@ -14,8 +14,9 @@ from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
@@ -163,25 +164,12 @@ def allocate_din(actor: User, site: Site) -> isbt128.Din:
     permissions.require(permissions.can_record_intake(actor, site.id), "Only a technician of this site allocates "
                                                                       "DINs.")
     audit.act_as(db.session, actor)
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = DinSequence.__table__
-    # One atomic UPDATE ... RETURNING: concurrent allocations queue on the row lock (PostgreSQL) or the
-    # database lock (SQLite), so no two get the same number.
-    bump = (sa.update(table).where(table.c.site_id == site.id, table.c.year == year)
-            .values(last_value=table.c.last_value + 1).returning(table.c.last_value))
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
-    din = isbt128.build_din(site.facility_id, year, value)
+    year = local_today(site.timezone).year
+    din = isbt128.build_din(site.facility_id, year, next_number(DinSequence, site_id=site.id, year=year))
     # A DIN of this FIN may already be in the database (received before the FIN rule, or loaded from
     # elsewhere): such a number is skipped, never handed out twice. The skipped numbers stay used.
     while _din_in_use(din.din13):
-        din = isbt128.build_din(site.facility_id, year, db.session.execute(bump).scalar_one())
+        din = isbt128.build_din(site.facility_id, year, next_number(DinSequence, site_id=site.id, year=year))
     audit.record_event(db.session, "allocate_din", entity_type="site", entity_id=site.id, entity_label=site.code,
                        details={"din": din.din13}, site_id=site.id)
     return din

@@ -12,7 +12,7 @@ from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
@@ -103,7 +103,7 @@ def _render_detail(material: SourceMaterial, status: int = 200, decision_form=No
         signatures=[(s, signature_services.verify(s, material).value) for s in signatures], history=history,
         decision_form=decision_form, statements=services.label_statements(material),
         can_decide=_user().has_role(Role.QA, material.site_id) and material.status == MaterialStatus.QUARANTINED,
-        can_print=_user().has_any_role({Role.TECHNICIAN, Role.QA}, material.site_id),
+        can_print=_user().has_any_role(MANUFACTURING_STAFF, material.site_id),
     ), status
 
 
@@ -185,7 +185,7 @@ def decide(din: str):
 
 
 @bp.route("/<din>/label.pdf")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def label(din: str) -> Response:
     material = services.get_material(_user(), din)
     data = services.print_labels(_user(), [material], reprint=request.args.get("reprint") == "1")

@@ -82,12 +82,11 @@ CAPACITY_MEANINGS = {
     Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
     Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,
 }
-TASK_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.AUDITOR})
 
 
 def tasks_for(user: User, *, include_completed: bool = False) -> list[NotificationTask]:
     """The notification tasks of the sites where the user holds a role (every site for a network role)."""
-    sites = {a.site_id for a in user.active_roles if a.role in TASK_ROLES}
+    sites = {a.site_id for a in user.active_roles if a.role in permissions.READ_ROLES}
     if not sites:
         return []
     query = sa.select(NotificationTask)

@@ -4,10 +4,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.forms import BaseForm, apply_domain_errors
-from cellfactory.core.permissions import roles_required
+from cellfactory.core.permissions import ALERT_READERS, READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
 from cellfactory.notifications.forms import AcknowledgeForm
@@ -18,7 +17,7 @@ bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 
 
 @bp.route("/")
-@roles_required(Role.ADMIN, Role.QA, Role.QP)
+@roles_required(ALERT_READERS)
 def alerts() -> str:
     user = current_user._get_current_object()
     return render_template("notifications/alerts.html", alerts=services.alerts_for(user, include_acknowledged=True),
@@ -26,7 +25,7 @@ def alerts() -> str:
 
 
 @bp.route("/<int:alert_id>/acknowledge", methods=["POST"])
-@roles_required(Role.ADMIN, Role.QA, Role.QP)
+@roles_required(ALERT_READERS)
 def acknowledge(alert_id: int) -> Response:
     alert = db.session.get(Alert, alert_id)
     if alert is None:
@@ -62,7 +61,7 @@ def _render_tasks(forms: dict[tuple[int, str], AcknowledgeForm] | None = None, s
 
 
 @bp.route("/tasks")
-@roles_required(services.TASK_ROLES)
+@roles_required(READ_ROLES)
 def tasks():
     return _render_tasks()
 

@@ -21,7 +21,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Deviation
@@ -221,7 +221,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
         "qc/batch.html", batch=batch, spec=batch.specification, statuses=statuses, rows=rows, blockers=blockers,
         deviations=list(deviations.values()), tz=batch.site.timezone,
         can_enter=analyst and batch.status in qc.RESULT_STATES,
-        can_open_deviation=user.has_any_role(deviation_services.SITE_STAFF, batch.site_id),
+        can_open_deviation=user.has_any_role(SITE_STAFF, batch.site_id),
         history=_history(results, all_signatures) if results else [],
     ), status
 

@@ -52,7 +52,7 @@ def get_lot(user: User, lot_id: int) -> ReagentLot:
 @transactional
 def receive_lot(actor: User, site: Site, data: dict[str, Any]) -> ReagentLot:
     """A lot arrives at the site in quarantine until QA releases it against its certificate of analysis."""
-    permissions.require(actor.has_any_role({Role.TECHNICIAN, Role.QA}, site.id),
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, site.id),
                         "Only technicians and QA of this site receive reagent lots.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}

@@ -17,7 +17,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.reagents import services
@@ -103,7 +103,7 @@ def lots():
     result = paginate(query, page, per_page)
     items = list(db.session.scalars(sa.select(CatalogueItem).order_by(CatalogueItem.code)))
     refusals = {lot.id: lot.refusal(site_today(lot.site)) for lot in result.items}
-    can_receive = _user().has_any_role({Role.TECHNICIAN, Role.QA}, g.site.id if g.site else None)
+    can_receive = _user().has_any_role(MANUFACTURING_STAFF, g.site.id if g.site else None)
     return render_template("reagents/lots.html", result=result, args=args, items=items, statuses=list(LotStatus),
                            refusals=refusals, badges=STATUS_BADGES, can_receive=can_receive)
 
@@ -116,7 +116,7 @@ def _lot_form() -> LotForm:
 
 
 @bp.route("/lots/receive", methods=["GET", "POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def receive():
     form = _lot_form()
     if form.validate_on_submit():

@@ -21,6 +21,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.plausibility import plausible_date, year_problem
+from cellfactory.core.transaction import transactional
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource
 from cellfactory.extensions import db
 from cellfactory.notifications.services import raise_alert
@@ -483,13 +484,13 @@ def decisions_for(batch: Batch) -> list[BatchDecision]:
                                    .order_by(BatchDecision.id)))
 
 
+@transactional
 def certificate_pdf(actor: User, certificate: Certificate) -> bytes:
     """The stored bytes, as generated at signing; the download is audited."""
     audit.act_as(db.session, actor)
     audit.record_event(db.session, "print", entity_type="release_certificate", entity_id=certificate.id,
                        entity_label=certificate.number, site_id=certificate.site_id,
                        details={"document": "release certificate", "sha256": certificate.pdf_sha256})
-    db.session.commit()
     return certificate.pdf
 
 
@@ -505,7 +506,6 @@ def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
 
 
 # Who reads the QP certification register.
-REGISTER_ROLES = frozenset({Role.QA, Role.QP, Role.AUDITOR})
 
 
 def register_query(user: User) -> sa.Select:
@@ -600,7 +600,7 @@ def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:
             "failing_tests": decision.failing_tests}
 
 
-
+@transactional
 def batch_record_pdf(actor: User, batch: Batch) -> bytes:
     """The complete batch record, generated now; the print is audited (one transaction)."""
     from cellfactory.core import permissions
@@ -614,5 +614,4 @@ def batch_record_pdf(actor: User, batch: Batch) -> bytes:
     audit.record_event(db.session, "print", entity_type="batch", entity_id=batch.id, entity_label=batch.number,
                        site_id=batch.site_id, details={"document": "batch record",
                                                        "sha256": hashlib.sha256(pdf).hexdigest()})
-    db.session.commit()
     return pdf

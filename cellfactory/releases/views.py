@@ -20,7 +20,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, public, roles_required
+from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, public, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
@@ -323,7 +323,7 @@ def record_pdf(number: str) -> Response:
 
 
 @bp.route(f"{PREFIX}/register")
-@roles_required(services.REGISTER_ROLES)
+@roles_required(AUDIT_READERS)
 def register() -> str:
     page, per_page = page_args(request.args, 50)
     result = paginate(services.register_query(_user()), page, per_page)

@@ -8,7 +8,7 @@ from flask import current_app
 
 from cellfactory import isbt128
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
@@ -17,8 +17,6 @@ from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType
 from cellfactory.units.models import Unit, UnitStatus
 from cellfactory.units.trace import Trace
-
-LABEL_PRINTERS = frozenset({Role.TECHNICIAN, Role.QA})
 
 
 def _cells(value) -> str:
@@ -65,7 +63,7 @@ def print_unit_labels(actor: User, units: list[Unit]) -> bytes:
     if not units:
         raise ValidationFailed("Choose the units to label.", fields={"units": "Required."})
     for unit in units:
-        permissions.require(actor.has_any_role(LABEL_PRINTERS, unit.site_id),
+        permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, unit.site_id),
                             "Only technicians and QA of the site that holds the units print their labels.")
         if unit.status.final:
             raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it gets no new label.")

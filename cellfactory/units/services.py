@@ -6,7 +6,6 @@ import datetime as dt
 import decimal
 import string
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -16,8 +15,9 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
 from cellfactory.batches.services import clean_recipient_code
 from cellfactory.core import permissions, plausibility
-from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.numbering import next_number
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
@@ -39,12 +39,12 @@ from cellfactory.units.models import (
     UnitStatus,
 )
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
 DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 
 
-def _require(actor: User, site_id: int, roles: frozenset[Role] = STAFF, what: str = "handle units") -> None:
+def _require(actor: User, site_id: int, roles: frozenset[Role] = permissions.MANUFACTURING_STAFF,
+             what: str = "handle units") -> None:
     permissions.require(actor.has_any_role(roles, site_id), f"Only staff of the site that holds them {what}.")
 
 
@@ -186,7 +186,7 @@ def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells
 @transactional
 def release_units(actor: User, batch: Batch) -> list[Unit]:
     """Units leave quarantine only when their batch is released or conditionally released."""
-    _require(actor, batch.site_id, frozenset({Role.QA, Role.QP}), "release units")
+    _require(actor, batch.site_id, permissions.SIGNING_ROLES, "release units")
     if batch.status not in RELEASED:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: its units stay in quarantine until the QP "
                        "certifies it.")
@@ -381,18 +381,8 @@ def record_thaw(actor: User, unit: Unit, *, thawed_at: Any) -> Unit:
 
 
 def _shipment_number(site: Site) -> str:
-    year = utcnow().astimezone(ZoneInfo(site.timezone)).year
-    table = ShipmentSequence.__table__
-    bump = sa.update(table).where(table.c.site_id == site.id, table.c.year == year) \
-        .values(last_value=table.c.last_value + 1).returning(table.c.last_value)
-    value = db.session.execute(bump).scalar()
-    if value is None:
-        try:
-            with db.session.begin_nested():
-                db.session.execute(sa.insert(table).values(site_id=site.id, year=year, last_value=1))
-            value = 1
-        except sa.exc.IntegrityError:
-            value = db.session.execute(bump).scalar_one()
+    year = local_today(site.timezone).year
+    value = next_number(ShipmentSequence, site_id=site.id, year=year)
     return f"SHP-{site.code}-{year}-{value:04d}"
 
 
@@ -571,7 +561,7 @@ def destroy(actor: User, unit: Unit, reason: str) -> Unit:
 @transactional
 def recall(actor: User, batches: list[Batch], reason: str) -> list[Unit]:
     """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
-    permissions.require(all(actor.has_any_role({Role.QA, Role.QP}, b.site_id) for b in batches),
+    permissions.require(all(actor.has_any_role(permissions.SIGNING_ROLES, b.site_id) for b in batches),
                         "Only QA or the QP of the batches' site recall units.")
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason for the recall.", fields={"reason": "Required."})

@@ -18,7 +18,7 @@ from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import Product
@@ -55,10 +55,8 @@ storage_bp = Blueprint("storage", __name__, url_prefix="/storage")
 shipments_bp = Blueprint("shipments", __name__, url_prefix="/shipments")
 trace_bp = Blueprint("trace", __name__, url_prefix="/trace")
 
-STAFF = frozenset({Role.TECHNICIAN, Role.QA})
 # Shown next to the fields of the form; a refusal (403) or an unknown record (404) goes to the error page.
 FORM_ERRORS = (ValidationFailed, Conflict)
-RECALLERS = frozenset({Role.QA, Role.QP})
 SHIPPABLE = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED)
 STATUS_KINDS = {
     UnitStatus.QUARANTINE: "warn", UnitStatus.AVAILABLE: "ok", UnitStatus.RESERVED: "info",
@@ -167,14 +165,14 @@ def batch(number: str):
     return render_template(
         "units/batch.html", batch=found, units=units, where=_whereabouts(units), confirm=ConfirmForm(),
         can_create=user.has_role(Role.TECHNICIAN, found.site_id),
-        can_release=user.has_any_role(RECALLERS, found.site_id) and found.status in services.RELEASED
+        can_release=user.has_any_role(SIGNING_ROLES, found.site_id) and found.status in services.RELEASED
         and any(u.status == UnitStatus.QUARANTINE and u.status_reason is None for u in units),
-        can_print=user.has_any_role(STAFF, found.site_id) and any(not u.status.final for u in units),
+        can_print=user.has_any_role(MANUFACTURING_STAFF, found.site_id) and any(not u.status.final for u in units),
         can_recall=_can_recall(user, found.site_id) and bool(units))
 
 
 @bp.route("/batches/<number>/release", methods=["POST"])
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 def release(number: str):
     found = batch_services.get_batch(_user(), number)
     if ConfirmForm().validate_on_submit():
@@ -184,7 +182,7 @@ def release(number: str):
 
 
 @bp.route("/batches/<number>/labels.pdf")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def batch_labels(number: str) -> Response:
     found = batch_services.get_batch(_user(), number)
     units = [u for u in _batch_units(found) if not u.status.final and u.site_id == found.site_id]
@@ -194,7 +192,7 @@ def batch_labels(number: str) -> Response:
 
 
 def _can_recall(user: User, site_id: int) -> bool:
-    return user.has_any_role(RECALLERS, site_id)
+    return user.has_any_role(SIGNING_ROLES, site_id)
 
 
 def _whereabouts(units: list[Unit]) -> dict[int, str]:
@@ -226,7 +224,7 @@ def _recall_batches() -> list[Batch]:
 
 
 @bp.route("/recall", methods=["GET", "POST"])
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 def recall():
     batches = _recall_batches()
     form = ReasonForm(prefix="recall")
@@ -334,7 +332,7 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
     shipments = list(db.session.scalars(services.visible_shipments(user).join(
         ShipmentUnit, ShipmentUnit.shipment_id == Shipment.id).where(ShipmentUnit.unit_id == unit.id)
         .order_by(Shipment.departed_at)))
-    staff = user.has_any_role(STAFF, unit.site_id)
+    staff = user.has_any_role(MANUFACTURING_STAFF, unit.site_id)
     technician = user.has_role(Role.TECHNICIAN, unit.site_id)
     material = unit.batch.materials[0].material if len(unit.batch.materials) == 1 else None
     return render_template(
@@ -350,7 +348,7 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
         can_thaw=technician and unit.status in SHIPPABLE and unit.preservation == Preservation.CRYOPRESERVED
         and unit.thawed_at is None,
         can_ship=technician and unit.status in SHIPPABLE and unit.batch.status in services.RELEASED,
-        can_print=user.has_any_role(STAFF, unit.site_id) and not unit.status.final,
+        can_print=user.has_any_role(MANUFACTURING_STAFF, unit.site_id) and not unit.status.final,
         can_recall=_can_recall(user, unit.batch.site_id) and not unit.status.final,
         **forms), status
 
@@ -362,7 +360,7 @@ def detail(identifier: str):
 
 
 @bp.route("/<identifier>/label.pdf")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def label(identifier: str) -> Response:
     unit = services.get_unit(_user(), identifier)
     data = labels.print_unit_labels(_user(), [unit])
@@ -371,7 +369,7 @@ def label(identifier: str) -> Response:
 
 
 @bp.route("/<identifier>/storage", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def store(identifier: str):
     unit = services.get_unit(_user(), identifier)
     form = PutAwayForm(prefix="store")
@@ -389,7 +387,7 @@ def store(identifier: str):
 
 
 @bp.route("/<identifier>/take-out", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def take_out(identifier: str):
     unit = services.get_unit(_user(), identifier)
     form = ReasonForm(prefix="takeout")
@@ -405,7 +403,7 @@ def take_out(identifier: str):
 
 
 @bp.route("/<identifier>/destroy", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def destroy(identifier: str):
     unit = services.get_unit(_user(), identifier)
     form = ReasonForm(prefix="destroy")
@@ -518,7 +516,8 @@ def _render_storage(form: LocationForm, status: int = 200):
     site = g.site
     return render_template("units/storage.html", roots=roots, children=children,
                            occupancy=_occupancy(None if user.site_ids() is None else site_ids), form=form,
-                           can_create=site is not None and user.has_any_role(STAFF, site.id), chosen=chosen), status
+                           can_create=site is not None and user.has_any_role(MANUFACTURING_STAFF, site.id),
+                           chosen=chosen), status
 
 
 @storage_bp.route("/", endpoint="index")
@@ -528,7 +527,7 @@ def storage_index():
 
 
 @storage_bp.route("/new", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def create_location():
     site = g.site
     form = _location_form(site)
@@ -755,7 +754,7 @@ def _recall_sites(user: User) -> set[str] | None:
     """Site codes where the user may recall units (None: everywhere)."""
     if any(r.role == Role.QA and r.site_id is None for r in user.active_roles):
         return None
-    return {r.site.code for r in user.active_roles if r.role in RECALLERS and r.site is not None}
+    return {r.site.code for r in user.active_roles if r.role in SIGNING_ROLES and r.site is not None}
 
 
 def _render_trace(kind: str, key: str, found: trace.Trace, pdf_url: str):

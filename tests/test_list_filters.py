@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.equipment import services as equipment_services
+from cellfactory.equipment.commands import ChangeEquipmentStatus, RegisterEquipment
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from tests.conftest import login
@@ -93,10 +94,11 @@ def history_card(page: str) -> str:
 
 
 def test_a_record_page_shows_its_audit_trail_in_the_history_card(client, users, sites):
-    equipment_services.register(users["technician"], sites["BG"], code="INC-01", name="CO2 incubator",
-                                kind="incubator", calibration_due=dt.date.today() + dt.timedelta(days=90))
+    equipment_services.register(users["technician"], sites["BG"], RegisterEquipment(
+        code="INC-01", name="CO2 incubator", kind="incubator", calibration_due=dt.date.today() + dt.timedelta(days=90)))
     incubator = db.session.scalar(sa.select(Equipment).where(Equipment.code == "INC-01"))
-    equipment_services.set_status(users["qa"], incubator, EquipmentStatus.OUT_OF_SERVICE, "door seal torn")
+    equipment_services.set_status(users["qa"], incubator,
+                                  ChangeEquipmentStatus(status=EquipmentStatus.OUT_OF_SERVICE, reason="door seal torn"))
     login(client, users["qa"].username)
     page = client.get("/equipment/BG/INC-01").get_data(as_text=True)
     assert page.count('id="history"') == 1

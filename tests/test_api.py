@@ -866,6 +866,19 @@ def test_unknown_api_path_and_wrong_method_are_json(client, users, auth):
     assert_error(client.put(f"{API}/me", headers=headers), 405, "method_not_allowed")
 
 
+def test_wrong_method_names_the_allowed_ones(client, users, auth):
+    """Issue 15: a 405 carries the Allow header (RFC 9110), on API addresses and pages alike."""
+    headers = auth("admin")
+    for method, path, allowed in (("delete", "/sites", {"GET", "POST"}), ("put", "/me", {"GET"}),
+                                  ("post", "/batches/BG-UCMSC-2026-0001", {"GET"})):
+        response = getattr(client, method)(f"{API}{path}", headers=headers)
+        assert_error(response, 405, "method_not_allowed")
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed | {"HEAD", "OPTIONS"}
+    response = client.put("/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
 def test_api_responses_carry_security_headers(client, users, auth):
     response = client.get(f"{API}/me", headers=auth("technician"))
     assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -6,10 +6,22 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from cellfactory.audit import services as audit
 from cellfactory.auth import services as auth_services
@@ -267,7 +279,12 @@ def _http_error(error: HTTPException) -> Any:
         405: "This address does not accept that kind of request.",
         413: "The upload is too large.",
     }
-    return _render_error(error.code or 500, messages.get(error.code, error.description or "Request refused."))
+    response = make_response(_render_error(error.code or 500, messages.get(error.code, error.description or
+                                                                           "Request refused.")))
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        # RFC 9110: a 405 says which methods the address does accept.
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
 
 
 def _unexpected_error(error: Exception) -> Any:

@@ -469,6 +469,10 @@ def test_reading_another_site_is_recorded_as_access_denied(client, users, auth, 
     ({"facility_id": "A99"}, {"facility_id"}),
     ({"timezone": "Mars/Olympus"}, {"timezone"}),
     ({"timezone": "Europe/Rome/../../etc/passwd"}, {"timezone"}),
+    # Issue 15: names the operating system cannot open as a file were a server error.
+    ({"timezone": "0" * 300}, {"timezone"}),
+    ({"timezone": "Europe"}, {"timezone"}),
+    ({"timezone": "Europe/"}, {"timezone"}),
     ({"facility_id": "!!!!!", "timezone": "Nowhere"}, {"facility_id", "timezone"}),
     ({"code": "P-V"}, {"code"}),
     ({"code": "TOOLONGCODE"}, {"code"}),
@@ -864,6 +868,19 @@ def test_unknown_api_path_and_wrong_method_are_json(client, users, auth):
     assert_error(client.get(f"{API}/nothing-here"), 404, "not_found")
     assert_error(client.delete(f"{API}/sites", headers=headers), 405, "method_not_allowed")
     assert_error(client.put(f"{API}/me", headers=headers), 405, "method_not_allowed")
+
+
+def test_wrong_method_names_the_allowed_ones(client, users, auth):
+    """Issue 15: a 405 carries the Allow header (RFC 9110), on API addresses and pages alike."""
+    headers = auth("admin")
+    for method, path, allowed in (("delete", "/sites", {"GET", "POST"}), ("put", "/me", {"GET"}),
+                                  ("post", "/batches/BG-UCMSC-2026-0001", {"GET"})):
+        response = getattr(client, method)(f"{API}{path}", headers=headers)
+        assert_error(response, 405, "method_not_allowed")
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed | {"HEAD", "OPTIONS"}
+    response = client.put("/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
 
 
 def test_api_responses_carry_security_headers(client, users, auth):

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cellfactory.audit import services as audit_services
 from cellfactory.auth.models import TokenScope
@@ -91,7 +91,10 @@ def domain_error(error: DomainError):
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException):
     codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    return error_response(error.code or 500, codes.get(error.code, "error"), error.description or "Refused.")
+    response = error_response(error.code or 500, codes.get(error.code, "error"), error.description or "Refused.")
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
 
 
 def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:

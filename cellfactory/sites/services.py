@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+import functools
+from zoneinfo import available_timezones
 
 import sqlalchemy as sa
 
@@ -41,11 +42,16 @@ def _validate(code: str, name: str, facility_id: str, timezone: str) -> dict[str
         isbt128.build_din(facility_id, 2000, 1)
     except (isbt128.DinError, TypeError) as exc:
         errors["facility_id"] = f"Not a valid ISBT 128 facility identification number: {exc}"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if timezone not in time_zones():
         errors["timezone"] = "Use an IANA time zone name, e.g. Europe/Rome."
     return errors
+
+
+@functools.cache
+def time_zones() -> frozenset[str]:
+    """The IANA time zone names. Looked up in this list, not opened as a file by name: a name too long for a file
+    name, or one naming a folder, would otherwise fail with an operating-system error."""
+    return frozenset(available_timezones())
 
 
 @transactional

@@ -12,6 +12,7 @@ from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signature_services
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 
 DEMO_PASSWORD = "Demo-Cellfactory-2026"
@@ -64,8 +65,9 @@ def load_demo(password: str = DEMO_PASSWORD) -> str:
 def _build(password: str) -> None:
     users: dict[str, User] = {}
     for demo_site in SITES:
-        site_services.create_site(None, code=demo_site.code, name=demo_site.name, facility_id=demo_site.facility_id,
-                                  timezone="Europe/Rome", address=demo_site.address)
+        site_services.create_site(None, CreateSite(code=demo_site.code, name=demo_site.name,
+                                                   facility_id=demo_site.facility_id, timezone="Europe/Rome",
+                                                   address=demo_site.address))
         for role in SITE_ROLES:
             username = f"{role.value}.{demo_site.code.lower()}"
             users[username] = auth_services.create_user(

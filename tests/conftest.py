@@ -29,6 +29,7 @@ from cellfactory.extensions import db
 from cellfactory.migrations import upgrade
 from cellfactory.signatures import services as signature_services
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite
 from config import Config
 
 POSTGRES_SERVER = os.environ.get("CELLFACTORY_TEST_POSTGRES", "")
@@ -134,7 +135,7 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def sites(app: Flask) -> dict[str, object]:
     return {
-        code: site_services.create_site(None, code=code, name=name, facility_id=fin, timezone="Europe/Rome")
+        code: site_services.create_site(None, CreateSite(code=code, name=name, facility_id=fin, timezone="Europe/Rome"))
         for code, name, fin in [("BG", "Cell Factory Bergamo", "A9991"), ("MZ", "Cell Factory Monza", "A9992")]
     }
 

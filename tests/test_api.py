@@ -17,6 +17,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
 from cellfactory.extensions import db
+from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 from tests.conftest import PASSWORD, fresh_database, login, make_config, make_user, refetch
 
@@ -691,8 +692,8 @@ def dated_entries(monkeypatch, users):
     for code, fin in (("PV", "A9993"), ("CO", "A9994")):
         moment = next(times)
         monkeypatch.setattr(audit_services, "utcnow", lambda moment=moment: moment)
-        created.append(site_services.create_site(users["admin"], code=code, name=f"Site {code}", facility_id=fin,
-                                                 timezone="Europe/Rome"))
+        created.append(site_services.create_site(users["admin"], CreateSite(
+            code=code, name=f"Site {code}", facility_id=fin, timezone="Europe/Rome")))
     monkeypatch.undo()
     return created
 
@@ -899,7 +900,8 @@ def test_api_writes_need_no_csrf_token_but_pages_do(tmp_path):
             with csrf_app.app_context():
                 from cellfactory.sites import services as site_services
 
-                site_services.create_site(None, code="BG", name="Bergamo", facility_id="A9991", timezone="Europe/Rome")
+                site_services.create_site(None, CreateSite(code="BG", name="Bergamo", facility_id="A9991",
+                                                           timezone="Europe/Rome"))
                 admin = make_user("admin.bg", [(Role.ADMIN, "BG")])
                 token = new_token(admin)
             client = csrf_app.test_client()

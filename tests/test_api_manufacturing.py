@@ -20,6 +20,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.products.models import Product, SpecStatus
 from cellfactory.signatures.models import Signature
+from cellfactory.sites.commands import CreateSite
 from tests.batch_helpers import approve_new_version, batch_start, build_plant, iso
 from tests.conftest import PASSWORD, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
@@ -887,8 +888,8 @@ def test_parallel_saves_of_one_step_one_wins_the_other_gets_409(tmp_path):
         app = create_app(make_config(url, tmp_path))
         try:
             with app.app_context():
-                sites = {code: site_services.create_site(None, code=code, name=f"Site {code}", facility_id=fin,
-                                                         timezone="Europe/Rome")
+                sites = {code: site_services.create_site(None, CreateSite(
+                    code=code, name=f"Site {code}", facility_id=fin, timezone="Europe/Rome"))
                          for code, fin in (("BG", "A9991"), ("MZ", "A9992"))}
                 users = {role.value: make_user(f"{role.value}.bg", [(role, "BG")]) for role in Role}
                 plant = build_plant(users, sites)

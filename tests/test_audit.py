@@ -21,6 +21,7 @@ from cellfactory.core.errors import PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
 from cellfactory.notifications import services as notification_services
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import UpdateSite
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection
 from tests.batch_helpers import batch_start
@@ -97,9 +98,9 @@ def test_every_audited_model_records_creation_with_values(users):
 
 def test_update_records_old_and_new_values_with_reason(users):
     site = site_services.get_site("BG")
-    site_services.update_site(refetch(users["admin"]), site, name="Cell Factory Bergamo (ASST)",
-                              timezone="Europe/Rome", address="Piazza OMS 1", active=True,
-                              reason="official name changed")
+    site_services.update_site(refetch(users["admin"]), site, UpdateSite(
+        name="Cell Factory Bergamo (ASST)", timezone="Europe/Rome", address="Piazza OMS 1", active=True,
+        reason="official name changed"))
     update = _trail("site", site.id)[-1]
     assert update.action == "update"
     assert update.changes["name"] == ["Cell Factory Bergamo", "Cell Factory Bergamo (ASST)"]

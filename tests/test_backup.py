@@ -21,6 +21,7 @@ from cellfactory.extensions import db
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Signature
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite
 from tests.conftest import POSTGRES_SERVER, fresh_database, make_config, make_user, on_postgres
 
 
@@ -47,7 +48,8 @@ def _released_network(app) -> None:
     from tests.test_release_pages import again, awaiting_certification, certify_by_service, release_plant
 
     with app.app_context():
-        sites = {code: site_services.create_site(None, code=code, name=name, facility_id=fin, timezone="Europe/Rome")
+        sites = {code: site_services.create_site(None, CreateSite(code=code, name=name, facility_id=fin,
+                                                                  timezone="Europe/Rome"))
                  for code, name, fin in [("BG", "Cell Factory Bergamo", "A9991"),
                                          ("MZ", "Cell Factory Monza", "A9992")]}
         users = {role.value: make_user(f"{role.value}.bg", [(role, "BG")]) for role in Role}
@@ -106,8 +108,8 @@ def test_a_damaged_backup_is_refused_and_nothing_is_restored(tmp_path):
     with fresh_database() as source_url, empty_database() as target_url:
         source = create_app(make_config(source_url, tmp_path / "source"))
         with source.app_context():
-            site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                      timezone="Europe/Rome")
+            site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                      timezone="Europe/Rome"))
         assert _run(source, "backup", str(tmp_path / "backup")).exit_code == 0
         data = next(p for p in (tmp_path / "backup").iterdir() if p.name.startswith("database."))
         with data.open("r+b") as handle:

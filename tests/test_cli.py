@@ -30,6 +30,7 @@ from cellfactory.core.db import create_engine
 from cellfactory.extensions import db
 from cellfactory.migrations import alembic_config, downgrade
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
 from tests.batch_helpers import batch_start
@@ -61,8 +62,8 @@ def cli_app(tmp_path: Path) -> Iterator[Flask]:
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
         with application.app_context():
-            site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                      timezone="Europe/Rome")
+            site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                      timezone="Europe/Rome"))
         try:
             yield application
         finally:
@@ -357,8 +358,8 @@ def test_an_anchor_is_written_when_the_last_is_older_than_the_interval(tmp_path)
         application = create_app(make_config(url, tmp_path, anchor_interval_minutes=0))
         try:
             with application.app_context():
-                site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                          timezone="Europe/Rome")
+                site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                          timezone="Europe/Rome"))
                 make_user("qa.bg", [(Role.QA, "BG")])
             assert len(_anchor_lines(application)) == 2  # every commit that wrote entries
             assert _anchor_lines(application)[-1]["seq"] == _head(application)[0]
@@ -596,8 +597,8 @@ def test_postgres_runtime_role_cannot_rewrite_the_trail_but_does_the_apps_work(t
         runtime_app = create_app(make_config(runtime_url, tmp_path / "runtime"))
         apps.append(runtime_app)
         with runtime_app.app_context():
-            site = site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                             timezone="Europe/Rome")
+            site = site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo",
+                                                              facility_id="A9991", timezone="Europe/Rome"))
             users = {"qa": make_user("qa.bg", [(Role.QA, "BG")]),
                      "technician": make_user("technician.bg", [(Role.TECHNICIAN, "BG")]),
                      "qp": make_user("qp.bg", [(Role.QP, "BG")])}
@@ -644,8 +645,8 @@ def test_entries_of_a_rolled_back_savepoint_are_never_anchored(tmp_path):
         application = create_app(make_config(url, tmp_path, anchor_interval_minutes=0))
         try:
             with application.app_context():
-                site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                          timezone="Europe/Rome")
+                site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                          timezone="Europe/Rome"))
                 head = _head(application)
                 savepoint = db.session.begin_nested()
                 record_event(db.session, "test.event", entity_type="test", entity_id=1)

@@ -40,7 +40,7 @@ def test_a_command_names_every_wrong_field_in_the_pages_words():
     assert refused.value.fields == {
         "code": "Enter the code.", "name": "Use at most 200 characters (this has 201).", "kind": BIDI_MESSAGE,
         "calibration_due": "Enter the date as YYYY-MM-DD."}
-    assert refused.value.message.startswith("The equipment cannot be saved: check ")
+    assert refused.value.message.startswith("The equipment cannot be saved: Enter the code. Use at most 200")
 
 
 def test_a_command_takes_typed_values_and_strips_text():
@@ -193,3 +193,58 @@ def test_an_answer_matches_its_declared_output(client, world):  # noqa: F811
     body = client.get(f"{API}/equipment/BG/INC-OLD", headers=world.auth("technician")).get_json()
     assert EquipmentOut.model_validate(body).overdue is True
     assert body["calibration_due"] == (TODAY - dt.timedelta(days=3)).isoformat()
+
+
+# --- sites: the admin page and POST /sites -----------------------------------------------------------------------
+
+NEW_SITE = {"code": "PV", "name": "Cell Factory Pavia", "facility_id": "A9994", "timezone": "Europe/Rome",
+            "address": "Viale Golgi 19"}
+
+SITE_CASES = [
+    ("code", {"code": ""}, "Use 2-8 letters or digits, e.g. BG."),
+    ("code", {"code": "P!"}, "Use 2-8 letters or digits, e.g. BG."),
+    ("code", {"code": "PÀV"}, "Use 2-8 letters or digits, e.g. BG."),
+    ("name", {"name": "   "}, "Enter the site's name."),
+    ("facility_id", {"facility_id": "O0000"}, None),
+    ("timezone", {"timezone": "Mars/Olympus"}, "Use an IANA time zone name, e.g. Europe/Rome."),
+    ("timezone", {"timezone": "Europe"}, "Use an IANA time zone name, e.g. Europe/Rome."),
+    ("timezone", {"timezone": "x" * 300}, "Use at most 64 characters (this has 300)."),
+    ("name", {"name": "Pavia\u202e"}, BIDI_MESSAGE),
+    ("address", {"address": "Viale\x00Golgi"}, CONTROL_MESSAGE),
+    ("code", {"code": "BG"}, "Already used by another site."),
+    ("facility_id", {"facility_id": "A9991"}, "Already used by another site."),
+]
+
+
+def _sites() -> list:
+    from cellfactory.sites.models import Site
+
+    return [(s.code, s.facility_id, s.name) for s in db.session.scalars(sa.select(Site).order_by(Site.id))]
+
+
+@pytest.mark.parametrize(("field", "change", "message"), SITE_CASES,
+                         ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(SITE_CASES)])
+def test_creating_a_site_is_refused_alike_at_the_page_and_the_api(client, world, field, change, message):  # noqa: F811
+    login(client, "admin.bg")
+    before, seq = _sites(), db.session.scalar(sa.select(sa.func.max(AuditEntry.seq)))
+    api = client.post(f"{API}/sites", headers=world.auth("admin"), json=NEW_SITE | change)
+    assert api.status_code in (409, 422), api.get_data(as_text=True)
+    fields = api.get_json()["error"]["fields"]
+    assert set(fields) == {field}
+    message = message or fields[field]
+    assert fields[field] == message
+    page = client.post("/admin/sites/new", data=NEW_SITE | change)
+    assert page.status_code == 422
+    assert field_error(page.get_data(as_text=True), field) == message
+    assert _sites() == before
+    assert db.session.scalar(sa.select(sa.func.max(AuditEntry.seq))) == seq
+
+
+def test_the_document_describes_sites_from_their_command(client):
+    document = client.get(f"{API}/openapi.json").get_json()
+    command = document["components"]["schemas"]["CreateSite"]
+    assert set(command["required"]) == {"code", "name", "facility_id", "timezone"}
+    assert command["properties"]["code"]["maxLength"] == 8
+    assert set(document["paths"]["/sites"]["post"]["responses"]) == {"201", "401", "403", "409", "422"}
+    assert document["paths"]["/sites/{code}"]["get"]["responses"]["200"]["content"]["application/json"][
+        "schema"] == {"$ref": "#/components/schemas/SiteOut"}

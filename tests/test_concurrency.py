@@ -14,6 +14,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 from tests.conftest import fresh_database, make_config, make_user
 
@@ -26,8 +27,8 @@ def committed_app(tmp_path) -> Iterator[Flask]:
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
         with application.app_context():
-            site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                      timezone="Europe/Rome")
+            site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                      timezone="Europe/Rome"))
             make_user("tech.a", [(Role.TECHNICIAN, "BG")])
             make_user("tech.b", [(Role.TECHNICIAN, "BG")])
             db.session.remove()
@@ -86,8 +87,8 @@ def plant_app(tmp_path):
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
         with application.app_context():
-            sites = {"BG": site_services.create_site(None, code="BG", name="Cell Factory Bergamo",
-                                                     facility_id="A9991", timezone="Europe/Rome")}
+            sites = {"BG": site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo",
+                                                     facility_id="A9991", timezone="Europe/Rome"))}
             people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
             plant = build_plant(people, sites)
             from cellfactory.materials import services as material_services
@@ -294,8 +295,8 @@ def test_two_approvers_deciding_one_role_grant_at_once_make_one_decision(tmp_pat
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
         with application.app_context():
-            site_services.create_site(None, code="BG", name="Cell Factory Bergamo", facility_id="A9991",
-                                      timezone="Europe/Rome")
+            site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo", facility_id="A9991",
+                                      timezone="Europe/Rome"))
             admin = make_user("admin.bg", [(Role.ADMIN, "BG")])
             make_user("qa.bg", [(Role.QA, "BG")])
             make_user("qp.bg", [(Role.QP, "BG")])

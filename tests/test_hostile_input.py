@@ -30,6 +30,7 @@ from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import ReagentLot
+from cellfactory.sites.commands import CreateSite
 from cellfactory.units.models import Shipment
 from tests.batch_helpers import batch_start, build_plant
 from tests.conftest import PASSWORD, fresh_database, login, make_config, make_user, refetch
@@ -333,7 +334,8 @@ def committed_app(tmp_path: Path):
         with application.app_context():
             from cellfactory.sites import services as site_services
 
-            site_services.create_site(None, code="BG", name="Bergamo", facility_id="A9991", timezone="Europe/Rome")
+            site_services.create_site(None, CreateSite(code="BG", name="Bergamo", facility_id="A9991",
+                                                       timezone="Europe/Rome"))
             token = new_token(make_user("technician.bg", [(Role.TECHNICIAN, "BG")]))
         try:
             yield application, token

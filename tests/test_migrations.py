@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from cellfactory.core.db import create_engine
 from cellfactory.migrations import downgrade, upgrade
 from cellfactory.models import metadata
+from cellfactory.sites.commands import CreateSite
 from tests.conftest import fresh_database
 
 
@@ -71,8 +72,8 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
     with fresh_database() as url:
         application = create_app(make_config(url, tmp_path))
         with application.app_context():
-            sites = {"BG": site_services.create_site(None, code="BG", name="Cell Factory Bergamo",
-                                                     facility_id="A9991", timezone="Europe/Rome")}
+            sites = {"BG": site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo",
+                                                     facility_id="A9991", timezone="Europe/Rome"))}
             people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
             plant = build_plant(people, sites)
             qa = db.session.get(User, plant.qa.id)

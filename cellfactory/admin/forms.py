@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Email, Length
+from wtforms.validators import DataRequired, Email, Length, Optional
 
 from cellfactory.auth.models import ROLE_LABELS
 from cellfactory.core.forms import BaseForm, ReasonMixin
@@ -69,17 +69,19 @@ class IdentityCheckForm(SigningForm):
 
 
 class SiteForm(BaseForm):
-    code = StringField("Code", validators=[DataRequired("Enter a code, e.g. BG."), Length(max=8)])
-    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
-    facility_id = StringField("ISBT 128 facility identification number (FIN)",
-                              validators=[DataRequired("Enter the FIN, e.g. A9991."), Length(max=5)])
-    timezone = StringField("Time zone", default="Europe/Rome", validators=[DataRequired("Enter the time zone.")])
-    address = TextAreaField("Address", validators=[Length(max=1000)])
+    """The fields of a new site; what each must hold is the command's (`sites/commands.py`)."""
+
+    code = StringField("Code", validators=[Optional()], render_kw={"maxlength": 8})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    facility_id = StringField("ISBT 128 facility identification number (FIN)", validators=[Optional()],
+                              render_kw={"maxlength": 5})
+    timezone = StringField("Time zone", default="Europe/Rome", validators=[Optional()], render_kw={"maxlength": 64})
+    address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
 
 
 class SiteEditForm(ReasonMixin, BaseForm):
-    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
-    timezone = StringField("Time zone", validators=[DataRequired("Enter the time zone.")])
-    address = TextAreaField("Address", validators=[Length(max=1000)])
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    timezone = StringField("Time zone", validators=[Optional()], render_kw={"maxlength": 64})
+    address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
     active = BooleanField("Active")
     version = HiddenField()

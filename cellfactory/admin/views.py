@@ -34,6 +34,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import CreateSite, UpdateSite
 from cellfactory.sites.models import Site
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -332,9 +333,7 @@ def site_new():
     form = SiteForm()
     if form.validate_on_submit():
         try:
-            site = site_services.create_site(_actor(), code=form.code.data, name=form.name.data,
-                                             facility_id=form.facility_id.data, timezone=form.timezone.data,
-                                             address=form.address.data or "")
+            site = site_services.create_site(_actor(), CreateSite.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -351,9 +350,7 @@ def site_edit(code: str):
     form = SiteEditForm(obj=site, version=site.version)
     if form.validate_on_submit():
         try:
-            site_services.update_site(_actor(), site, name=form.name.data, timezone=form.timezone.data,
-                                      address=form.address.data or "", active=form.active.data,
-                                      reason=form.reason.data, expected_version=_int_or_none(form.version.data))
+            site_services.update_site(_actor(), site, UpdateSite.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

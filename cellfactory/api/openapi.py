@@ -67,14 +67,6 @@ def ref(name: str) -> dict[str, str]:
 PATHS: dict[str, Any] = {
     "/me": {"get": {"summary": "The token's user, roles and whether they can sign",
                     "responses": _responses(ref("User"))}},
-    "/sites": {
-        "get": {"summary": "Sites the user can see", "parameters": PAGE_PARAMS,
-                "responses": _responses(_list_of("Site"), "200", 422)},
-        "post": {"summary": "Create a site (administrator)", "requestBody": _body("SiteCreate"),
-                 "responses": _responses(ref("Site"), "201", 409, 422)},
-    },
-    "/sites/{code}": {"get": {"summary": "One site", "parameters": [_path("code")],
-                              "responses": _responses(ref("Site"), "200", 404)}},
     "/users": {
         "get": {"summary": "Users (administrator, QA, auditor)", "parameters": PAGE_PARAMS,
                 "responses": _responses(_list_of("User"), "200", 422)},
@@ -102,14 +94,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["code", "message", "fields"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
-    "Site": {"type": "object", "properties": {
-        "code": {"type": "string"}, "name": {"type": "string"},
-        "facility_id": {"type": "string", "description": "ISBT 128 facility identification number"},
-        "timezone": {"type": "string"}, "address": {"type": "string"}, "active": {"type": "boolean"},
-        "version": {"type": "integer"}}},
-    "SiteCreate": {"type": "object", "required": ["code", "name", "facility_id", "timezone"], "properties": {
-        "code": {"type": "string"}, "name": {"type": "string"}, "facility_id": {"type": "string"},
-        "timezone": {"type": "string"}, "address": {"type": "string"}}},
     "User": {"type": "object", "properties": {
         "username": {"type": "string"}, "full_name": {"type": "string"}, "email": {"type": "string"},
         "active": {"type": "boolean"}, "must_change_password": {"type": "boolean"},

@@ -1,4 +1,4 @@
-"""The network and its people: /sites, /users, /me."""
+"""The network's people: /users, /me (sites: cellfactory/sites/api.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from flask import g, request
 
 from cellfactory.api import bp, json_body, page_json
-from cellfactory.api.serializers import site_json, user_json
+from cellfactory.api.serializers import user_json
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
@@ -14,9 +14,7 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import USER_READERS, any_authenticated_user, roles_required
 from cellfactory.signatures.services import signing_enabled
-from cellfactory.sites import services as site_services
 
-SITE_FIELDS = ("code", "name", "facility_id", "timezone")
 USER_FIELDS = ("username", "full_name", "email", "password")
 
 
@@ -28,31 +26,6 @@ def me():
     can_sign, missing = signing_enabled(user)
     data["signing"] = {"enabled": can_sign, "missing": missing}
     return data
-
-
-@bp.get("/sites")
-@any_authenticated_user
-def sites():
-    page, per_page = page_args(request.args)
-    return page_json(paginate(site_services.visible_sites(g.api_user), page, per_page), site_json)
-
-
-@bp.post("/sites")
-@roles_required(Role.ADMIN)
-def create_site():
-    data = json_body(*SITE_FIELDS, text=(*SITE_FIELDS, "address"))
-    site = site_services.create_site(g.api_user, code=data["code"], name=data["name"],
-                                     facility_id=data["facility_id"], timezone=data["timezone"],
-                                     address=data.get("address") or "")
-    return site_json(site), 201
-
-
-@bp.get("/sites/<code>")
-@any_authenticated_user
-def site(code: str):
-    found = site_services.get_site(code)
-    permissions.require(permissions.can_see_site(g.api_user, found.id), "You have no role at this site.")
-    return site_json(found)
 
 
 @bp.get("/users")

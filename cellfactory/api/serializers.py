@@ -7,16 +7,10 @@ from typing import Any
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import User
 from cellfactory.signatures.models import Signature
-from cellfactory.sites.models import Site
 
 
 def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def site_json(site: Site) -> dict[str, Any]:
-    return {"code": site.code, "name": site.name, "facility_id": site.facility_id, "timezone": site.timezone,
-            "address": site.address, "active": site.active, "version": site.version}
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -26,9 +26,10 @@ DATE_FORMAT = "Enter the date as YYYY-MM-DD."
 
 
 def _blank_is_missing(value: Any) -> Any:
-    """An empty or blank string is no answer: a required field refuses it as missing, an optional one is None."""
-    if isinstance(value, str) and not value.strip():
-        return None
+    """Text is taken without its surrounding blanks, and an empty or blank string is no answer: a required field
+    refuses it as missing, an optional one is None."""
+    if isinstance(value, str):
+        return value.strip() or None
     return value
 
 
@@ -53,6 +54,16 @@ def Paragraph(maximum: int = 2000) -> Any:  # noqa: N802
                      Field(max_length=maximum)]
 
 
+def OptionalLine(maximum: int = 200) -> Any:  # noqa: N802
+    """`Line`, or None when left out or blank."""
+    return Annotated[Line(maximum) | None, BeforeValidator(_blank_is_missing)]
+
+
+def OptionalParagraph(maximum: int = 2000) -> Any:  # noqa: N802
+    """`Paragraph`, or None when left out or blank."""
+    return Annotated[Paragraph(maximum) | None, BeforeValidator(_blank_is_missing)]
+
+
 def _plausible_day(value: dt.date) -> dt.date:
     problem = year_problem(value)
     if problem:
@@ -66,6 +77,9 @@ def _day_only(value: Any) -> Any:
         return value.date()
     return value
 
+
+# The version of a record as the client read it (optimistic locking); blank is none.
+Version = Annotated[int | None, BeforeValidator(_blank_is_missing)]
 
 # A calendar day (ISO 8601 `YYYY-MM-DD`) in a plausible year.
 Day = Annotated[dt.date, BeforeValidator(_day_only), AfterValidator(_plausible_day)]
@@ -91,7 +105,8 @@ class Command(BaseModel):
             return cls.model_validate({**data, **context})
         except ValidationError as error:
             fields = field_errors(error, cls.missing)
-            raise ValidationFailed(f"{cls.refusal}: check " + ", ".join(fields) + ".", fields=fields) from None
+            said = dict.fromkeys(fields.values())  # each message once, in field order
+            raise ValidationFailed(f"{cls.refusal}: " + " ".join(said), fields=fields) from None
 
     @classmethod
     def from_form(cls, form: Any, **context: Any) -> Self:
@@ -106,7 +121,8 @@ def field_errors(error: ValidationError, missing: Mapping[str, str] | None = Non
     :param missing: what to say of each required field left out (default "Required.")."""
     fields: dict[str, str] = {}
     for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "body"
+        # The field's name (a command is flat); the rest of the location names the branch of an optional field.
+        location = str(item["loc"][0]) if item["loc"] else "body"
         fields.setdefault(location, _message(item, (missing or {}).get(location, REQUIRED)))
     return fields
 

@@ -30,10 +30,13 @@ def _fields(fields: Iterator[Field]) -> Iterator[Field]:
 
 
 def _declared_max(field: Field) -> int | None:
+    """The field's maximum length: its Length validator's, or the `maxlength` it gives the browser (a form whose
+    command holds the bounds declares them that way)."""
     for validator in field.validators or ():
         if isinstance(validator, Length) and validator.max is not None and validator.max >= 0:
             return validator.max
-    return None
+    declared = (field.render_kw or {}).get("maxlength")
+    return int(declared) if declared is not None else None
 
 
 def field_problem(field: Field) -> str | None:

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from cellfactory.core.commands import Command, Day, Line, Paragraph
+from cellfactory.core.commands import Command, Day, Line, OptionalLine, Paragraph
 from cellfactory.equipment.models import EquipmentStatus
 
 
@@ -15,7 +15,7 @@ class RegisterEquipment(Command):
     missing: ClassVar[dict[str, str]] = {"code": "Enter the code.", "name": "Enter the name.",
                                          "kind": "Enter the kind.", "calibration_due": "Enter the due date."}
 
-    site: Line(12) | None = Field(None, description="Site code; required when you work at several sites")
+    site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     code: Line(40) = Field(description="As on the equipment's label; stored in capitals")
     name: Line(200)
     kind: Line(60) = Field(description="Incubator, biosafety cabinet, centrifuge, cell counter, freezer …")

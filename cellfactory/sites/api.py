@@ -1,0 +1,56 @@
+"""/api/v1/sites: the network's sites over JSON, with the commands and the service the admin pages use."""
+
+from __future__ import annotations
+
+from flask import g, request
+from pydantic import Field
+
+from cellfactory.api import bp, page_json
+from cellfactory.api.contract import Output, operation
+from cellfactory.auth.models import Role
+from cellfactory.core import permissions
+from cellfactory.core.pagination import page_args, paginate
+from cellfactory.core.permissions import any_authenticated_user, roles_required
+from cellfactory.sites import services
+from cellfactory.sites.commands import CreateSite
+from cellfactory.sites.models import Site
+
+
+class SiteOut(Output):
+    code: str
+    name: str
+    facility_id: str = Field(description="ISBT 128 facility identification number (FIN)")
+    timezone: str = Field(description="IANA time zone: the site's local times")
+    address: str
+    active: bool
+    version: int
+
+    @classmethod
+    def of(cls, site: Site) -> SiteOut:
+        return cls(code=site.code, name=site.name, facility_id=site.facility_id, timezone=site.timezone,
+                   address=site.address or "", active=site.active, version=site.version)
+
+
+@bp.get("/sites")
+@any_authenticated_user
+@operation("Sites the user can see", response=SiteOut, paged=True)
+def sites():
+    page, per_page = page_args(request.args)
+    return page_json(paginate(services.visible_sites(g.api_user), page, per_page), lambda s: SiteOut.of(s).json())
+
+
+@bp.post("/sites")
+@roles_required(Role.ADMIN)
+@operation("Create a site (administrator)", body=CreateSite, response=SiteOut, status=201, errors=(409,))
+def create_site():
+    site = services.create_site(g.api_user, CreateSite.parse(request.get_json(silent=True)))
+    return SiteOut.of(site).json(), 201
+
+
+@bp.get("/sites/<code>")
+@any_authenticated_user
+@operation("One site", response=SiteOut, errors=(404,))
+def site(code: str):
+    found = services.get_site(code)
+    permissions.require(permissions.can_see_site(g.api_user, found.id), "You have no role at this site.")
+    return SiteOut.of(found).json()

@@ -1,0 +1,78 @@
+"""What an administrator may ask of the network's sites: the shape of creating and changing one."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, ClassVar
+from zoneinfo import available_timezones
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from cellfactory import isbt128
+from cellfactory.core.commands import Command, Line, OptionalParagraph, Paragraph, Version
+
+SITE_CODE_MESSAGE = "Use 2-8 letters or digits, e.g. BG."
+TIME_ZONE_MESSAGE = "Use an IANA time zone name, e.g. Europe/Rome."
+
+
+@functools.cache
+def time_zones() -> frozenset[str]:
+    """The IANA time zone names. Looked up in this list, not opened as a file by name: a name too long for a file
+    name, or one naming a folder, would otherwise fail with an operating-system error."""
+    return frozenset(available_timezones())
+
+
+def _site_code(value: str) -> str:
+    code = value.upper()
+    if not (code.isascii() and code.isalnum() and 2 <= len(code) <= 8):
+        raise PydanticCustomError("text", SITE_CODE_MESSAGE)
+    return code
+
+
+def _facility(value: str) -> str:
+    fin = value.upper()
+    try:
+        isbt128.build_din(fin, 2000, 1)
+    except (isbt128.DinError, TypeError) as exc:
+        raise PydanticCustomError("text", "Not a valid ISBT 128 facility identification number: {problem}",
+                                  {"problem": str(exc)}) from None
+    return fin
+
+
+def _time_zone(value: str) -> str:
+    if value not in time_zones():
+        raise PydanticCustomError("text", TIME_ZONE_MESSAGE)
+    return value
+
+
+SiteCode = Annotated[Line(8), AfterValidator(_site_code), Field(description="2-8 letters or digits, e.g. BG")]
+FacilityId = Annotated[Line(5), AfterValidator(_facility),
+                       Field(description="ISBT 128 facility identification number (FIN), e.g. A9991")]
+TimeZone = Annotated[Line(64), AfterValidator(_time_zone), Field(description="IANA time zone name, e.g. Europe/Rome")]
+
+
+class CreateSite(Command):
+    refusal: ClassVar[str] = "The site cannot be saved"
+    missing: ClassVar[dict[str, str]] = {"code": SITE_CODE_MESSAGE, "name": "Enter the site's name.",
+                                         "facility_id": "Enter the FIN, e.g. A9991.",
+                                         "timezone": TIME_ZONE_MESSAGE}
+
+    code: SiteCode
+    name: Line(200)
+    facility_id: FacilityId
+    timezone: TimeZone
+    address: OptionalParagraph(1000) = None
+
+
+class UpdateSite(Command):
+    refusal: ClassVar[str] = "The site cannot be saved"
+    missing: ClassVar[dict[str, str]] = {"name": "Enter the site's name.", "timezone": TIME_ZONE_MESSAGE,
+                                         "reason": "Say why this change is made: it goes into the audit trail."}
+
+    name: Line(200)
+    timezone: TimeZone
+    address: OptionalParagraph(1000) = None
+    active: bool = True
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+    version: Version = Field(None, description="The version you read: refused if someone changed it since")

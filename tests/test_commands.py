@@ -60,6 +60,20 @@ def test_a_command_takes_typed_values_and_strips_text():
 
 # --- the same refusal at the page and at the API ---------------------------------------------------------------
 
+
+def _refused_alike(client, *, api: tuple[str, dict], page: str, body: dict, field: str, message: str | None) -> None:
+    """The API refuses `body` naming only `field`, with `message` (or, when None, whatever it says); the page
+    refuses the same form data with the same message next to the field."""
+    answer = client.post(api[0], headers=api[1], json=body)
+    assert answer.status_code in (409, 422), answer.get_data(as_text=True)
+    fields = answer.get_json()["error"]["fields"]
+    assert set(fields) == {field}
+    message = message or fields[field]
+    assert fields[field] == message
+    shown = client.post(page, data=body)
+    assert shown.status_code == 422
+    assert field_error(shown.get_data(as_text=True), field) == message
+
 REGISTER = {"code": "CC-07", "name": "Cell counter", "kind": "cell counter", "calibration_due": FUTURE}
 
 REGISTER_CASES = [
@@ -81,15 +95,8 @@ def test_registering_equipment_is_refused_alike_at_the_page_and_the_api(client, 
                                                                           message):
     login(client, "technician.bg")
     before = _saved()
-    api = client.post(f"{API}/equipment", headers=world.auth("technician"), json=REGISTER | change)
-    assert api.status_code in (409, 422), api.get_data(as_text=True)
-    fields = api.get_json()["error"]["fields"]
-    assert set(fields) == {field}
-    message = message or fields[field]
-    assert fields[field] == message
-    page = client.post("/equipment/register", data=REGISTER | change)
-    assert page.status_code == 422
-    assert field_error(page.get_data(as_text=True), field) == message
+    _refused_alike(client, api=(f"{API}/equipment", world.auth("technician")), page="/equipment/register",
+                   body=REGISTER | change, field=field, message=message)
     assert _saved() == before
 
 
@@ -227,15 +234,8 @@ def _sites() -> list:
 def test_creating_a_site_is_refused_alike_at_the_page_and_the_api(client, world, field, change, message):  # noqa: F811
     login(client, "admin.bg")
     before, seq = _sites(), db.session.scalar(sa.select(sa.func.max(AuditEntry.seq)))
-    api = client.post(f"{API}/sites", headers=world.auth("admin"), json=NEW_SITE | change)
-    assert api.status_code in (409, 422), api.get_data(as_text=True)
-    fields = api.get_json()["error"]["fields"]
-    assert set(fields) == {field}
-    message = message or fields[field]
-    assert fields[field] == message
-    page = client.post("/admin/sites/new", data=NEW_SITE | change)
-    assert page.status_code == 422
-    assert field_error(page.get_data(as_text=True), field) == message
+    _refused_alike(client, api=(f"{API}/sites", world.auth("admin")), page="/admin/sites/new",
+                   body=NEW_SITE | change, field=field, message=message)
     assert _sites() == before
     assert db.session.scalar(sa.select(sa.func.max(AuditEntry.seq))) == seq
 

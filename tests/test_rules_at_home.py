@@ -33,6 +33,7 @@ from tests.batch_helpers import signing
 from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 from tests.test_api import API, bearer, last_seq, new_token
 from tests.test_release_pages import OOS_DETAILS, awaiting_certification, oos_awaiting_certification, release_plant
+from tests.test_source_material_doors import field_error
 
 S = BatchStatus
 
@@ -45,15 +46,6 @@ def written_since(seq: int, *entity_types: str) -> int:
     """Audit entries written after `seq` on these kinds of record (a refused write leaves none)."""
     return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(
         AuditEntry.seq > seq, AuditEntry.entity_type.in_(entity_types)))
-
-
-def field_error(page: str, field_id: str) -> str | None:
-    """The error shown next to a field (render_field in templates/_macros/forms.html)."""
-    match = re.search(rf'<div class="field[^"]*has-error">\s*<label for="{re.escape(field_id)}".*?</div>', page, re.S)
-    if match is None:
-        return None
-    error = re.search(r'<p class="error">(.*?)</p>', match.group(0), re.S)
-    return html.unescape(error.group(1)) if error else None
 
 
 def form_errors(page: str) -> list[str]:

@@ -330,10 +330,10 @@ def lapse_of(signature_id: int) -> Lapse | None:
     return Lapse(
         batch_id=batch_id,
         title=f"Signed record changed after signing: {signature.meaning}"[:200],
-        description=(f"The signature \"{signature.meaning}\" by {signature.printed_name} ({signature.signer_username}), "
-                     f"{signed_at}, on {signature.entity_type} {signature.entity_id} version "
-                     f"{signature.record_version}, no longer holds: {found.text}. Investigate how the record changed "
-                     "without a documented correction, and assess the impact on the batch.")[:8000],
+        description=(f"The signature \"{signature.meaning}\" by {signature.printed_name} "
+                     f"({signature.signer_username}), {signed_at}, on {signature.entity_type} {signature.entity_id} "
+                     f"version {signature.record_version}, no longer holds: {found.text}. Investigate how the record "
+                     "changed without a documented correction, and assess the impact on the batch.")[:8000],
     )
 
 

@@ -245,6 +245,12 @@ def test_invalid_tests_are_422_naming_the_field(client, world, body, fields):
     ({"change_summary": "x", "max_cumulative_pd": "lots"}, ("max_cumulative_pd",)),
     ({"change_summary": "x", "steps": "ISO, P0"}, ("steps",)),
     ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": "other"}]}, ("steps",)),
+    # Issue 15: a step's name or code that is not text was stored as its printed form ("{}"); a kind that is not
+    # text was a server error.
+    ({"change_summary": "x", "steps": [{"code": "A", "name": {}, "kind": "step"}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": ["A"], "name": "A", "kind": "step"}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": {}}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": ["step"]}]}, ("steps",)),
     ({"change_summary": "x", "tests": [1, 2]}, ("tests",)),
     ({"change_summary": "x", "tests": [{"code": 5, "name": "x", "method": "m", "stage": "release",
                                         "criterion": "range", "lower": 1}]}, ("tests",)),

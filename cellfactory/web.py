@@ -22,6 +22,7 @@ from flask import (
 from flask_login import current_user, logout_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import IntegerConverter
 
 from cellfactory.audit import services as audit
 from cellfactory.auth import services as auth_services
@@ -42,7 +43,17 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+class RecordIdConverter(IntegerConverter):
+    """`<int:id>` in an address: a whole number the databases can hold (64-bit). A longer one names no record (404)
+    instead of failing in the database driver (SQLite cannot bind it)."""
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**63 - 1,
+                 signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def register(app: Flask) -> None:
+    app.url_map.converters["int"] = RecordIdConverter
     from cellfactory.admin.views import bp as admin_bp
     from cellfactory.api import bp as api_bp
     from cellfactory.audit.views import bp as audit_bp

@@ -11,11 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory import create_app
+from cellfactory.api.params import check_types
 from cellfactory.audit import services as audit_services
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import ApiToken, Role, User
 from cellfactory.auth.passwords import password_matches
+from cellfactory.core.errors import ValidationFailed
 from cellfactory.extensions import db
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
@@ -843,8 +845,9 @@ def test_openapi_is_public_and_lists_every_route(app, client):
     for path, item in doc["paths"].items():
         for name in re.findall(r"{(\w+)}", path):
             for operation in item.values():
-                assert {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} in \
-                    operation.get("parameters", []), (path, name)
+                declared = [p for p in operation.get("parameters", []) if p["name"] == name and p["in"] == "path"]
+                assert len(declared) == 1 and declared[0]["required"] is True, (path, name)
+                assert declared[0]["schema"]["type"] == "string", (path, name)
 
 
 def test_openapi_references_resolve(client):
@@ -882,6 +885,31 @@ def test_wrong_method_names_the_allowed_ones(client, users, auth):
     response = client.put("/healthz")
     assert response.status_code == 405
     assert "GET" in response.headers["Allow"]
+
+
+def test_ids_beyond_64_bits_name_nothing(client, users, auth, login_as):
+    """Issue 15: a record id longer than the databases hold was a server error on SQLite (the driver cannot bind it):
+    in an address it is 404, in a body 422 naming the field."""
+    huge = "9" * 25
+    for path in (f"/lots/{huge}", f"/lots/{huge}/trace", f"/trace/lots/{huge}",
+                 f"/products/UCMSC/specifications/{huge}"):
+        assert_error(client.get(f"{API}{path}", headers=auth("qa")), 404, "not_found")
+    assert_error(client.post(f"{API}/results/{huge}/final-read", json={"value": 1}, headers=auth("qc_analyst")),
+                 404, "not_found")
+    login_as("admin")
+    assert client.get(f"/admin/users/{huge}").status_code == 404
+
+
+def test_whole_numbers_in_a_body():
+    """A whole number may be written 7.0 (JSON Schema's integer); beyond 64 bits it is refused, naming the field."""
+    data = {"count": 7.0, "rows": 2, "version": 10**25}
+    with pytest.raises(ValidationFailed) as refused:
+        check_types(data, integers=("count", "rows", "version"))
+    assert set(refused.value.fields) == {"version"}
+    assert data["count"] == 7 and isinstance(data["count"], int)
+    with pytest.raises(ValidationFailed) as refused:
+        check_types({"count": 7.5, "flag": 1.0}, integers=("count",), flags=("flag",))
+    assert set(refused.value.fields) == {"count", "flag"}
 
 
 def test_api_responses_carry_security_headers(client, users, auth):

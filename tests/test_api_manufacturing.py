@@ -246,6 +246,12 @@ def test_invalid_tests_are_422_naming_the_field(client, world, body, fields):
     ({"change_summary": "x", "max_cumulative_pd": "lots"}, ("max_cumulative_pd",)),
     ({"change_summary": "x", "steps": "ISO, P0"}, ("steps",)),
     ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": "other"}]}, ("steps",)),
+    # Issue 15: a step's name or code that is not text was stored as its printed form ("{}"); a kind that is not
+    # text was a server error.
+    ({"change_summary": "x", "steps": [{"code": "A", "name": {}, "kind": "step"}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": ["A"], "name": "A", "kind": "step"}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": {}}]}, ("steps",)),
+    ({"change_summary": "x", "steps": [{"code": "A", "name": "A", "kind": ["step"]}]}, ("steps",)),
     ({"change_summary": "x", "tests": [1, 2]}, ("tests",)),
     ({"change_summary": "x", "tests": [{"code": 5, "name": "x", "method": "m", "stage": "release",
                                         "criterion": "range", "lower": 1}]}, ("tests",)),
@@ -868,6 +874,17 @@ def test_openapi_documents_the_manufacturing_paths(client):
     assert {"seeding_density_cells_per_cm2", "population_doublings", "cumulative_pd", "doubling_time_h",
             "formula_version", "growth_area_cm2"} <= set(doc["components"]["schemas"]["Passage"]["properties"])
 
+
+
+
+def test_openapi_batch_detail_names_its_specification_as_an_object(client):
+    """Issue 15: BatchDetail was allOf Batch (specification: integer) and specification: object, which no answer can
+    satisfy; lists give the number, the batch at a glance the object."""
+    schemas = client.get(f"{API}/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Batch"]["properties"]["specification"]["type"] == "integer"
+    detail = schemas["BatchDetail"]
+    assert "allOf" not in detail and detail["properties"]["specification"]["type"] == "object"
+    assert set(schemas["Batch"]["properties"]) <= set(detail["properties"])
 
 
 # --- concurrency (PostgreSQL) --------------------------------------------------------------------

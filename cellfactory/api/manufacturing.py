@@ -18,6 +18,8 @@ from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.api import bp, json_body, page_json
 from cellfactory.api.params import (
+    INT_MAX,
+    INT_MIN,
     api_user,
     check_types,
     choice,
@@ -519,9 +521,12 @@ def record_step(number: str, code: str):
     reagents = _list_of_objects(data, "reagents") or []
     errors: dict[str, str] = {}
     for use in reagents:
+        if isinstance(use.get("lot_id"), float) and use["lot_id"].is_integer():
+            use["lot_id"] = int(use["lot_id"])
         lot_id, quantity, unit = use.get("lot_id"), use.get("quantity"), use.get("unit")
-        if isinstance(lot_id, bool) or not isinstance(lot_id, int) or isinstance(quantity, bool) \
-                or not isinstance(quantity, int | float) or not isinstance(unit, str | None):
+        if isinstance(lot_id, bool) or not isinstance(lot_id, int) or not INT_MIN <= lot_id <= INT_MAX \
+                or isinstance(quantity, bool) or not isinstance(quantity, int | float) \
+                or not isinstance(unit, str | None):
             errors["reagents"] = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
     if errors:
         raise ValidationFailed("The reagent uses are malformed.", fields=errors)

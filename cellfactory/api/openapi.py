@@ -6,12 +6,21 @@ from typing import Any
 
 from flask import current_app
 
-from cellfactory.api import bp
+from cellfactory.api import API_TEXT_MAX, LONG_TEXT_MAX, SINGLE_LINE_MAX, bp
 from cellfactory.api.contract import generated
+from cellfactory.api.params import INT_MAX, INT_MIN
 from cellfactory.audit.queries import COUNT_LIMIT
 from cellfactory.auth.models import Role
+from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
+from cellfactory.deviations.models import Classification, DeviationStatus
+from cellfactory.donors.models import DonorType
+from cellfactory.equipment.models import EquipmentStatus
+from cellfactory.materials.models import MaterialStatus, MaterialType
+from cellfactory.reagents.models import LotStatus
+from cellfactory.units.models import LocationKind, ShipmentStatus, UnitStatus
+from cellfactory.web import QUERY_VALUE_MAX
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -35,11 +44,18 @@ def _audit_page() -> dict[str, Any]:
     return schema
 
 
+# Every request may be refused: 401 without a valid token, 403 for a role or scope that may not, 422 for text in the
+# query string that cannot be used (control characters, more than 1000 characters).
+ALWAYS = (401, 403, 422)
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+            for code in sorted({*ALWAYS, *codes})}
+
+
 def _responses(ok: dict[str, Any], status: str = "200", *errors: int) -> dict[str, Any]:
-    responses: dict[str, Any] = {status: {"description": "OK", "content": {"application/json": {"schema": ok}}}}
-    for code in (401, 403, *errors):
-        responses[str(code)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
-    return responses
+    return {status: {"description": "OK", "content": {"application/json": {"schema": ok}}}, **_errors(*errors)}
 
 
 PAGE_PARAMS = [
@@ -48,12 +64,32 @@ PAGE_PARAMS = [
 ]
 
 
-def _query(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "query", "schema": {"type": "string"}} for n in names]
+# Site codes as created (2-8 letters or digits, read case-insensitively).
+SITE_CODE = {"type": "string", "pattern": "^[A-Za-z0-9]{2,8}$", "description": "Site code, e.g. BG"}
+# An optional site code: empty is the same as none given.
+OPTIONAL_SITE_CODE = {**SITE_CODE, "pattern": "^([A-Za-z0-9]{2,8})?$"}
+# A query-string filter: `name=` with nothing after it is the same as no filter.
+_FILTERS: dict[str, dict[str, Any]] = {
+    "site": {**OPTIONAL_SITE_CODE, "x-refused-when": "no site has this code (a site you cannot see lists nothing)"},
+    "since": {"type": "string", "format": "date-time"},
+    "product": {"type": "string", "x-refused-when": "no product has this code"},
+    "until": {"type": "string", "format": "date-time"},
+}
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _enum(enum_cls: type) -> dict[str, Any]:
+    return {"type": "string", "enum": [member.value for member in enum_cls]}
+
+
+def _query(*names: str, **schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """Query-string filters: by name (free text unless _FILTERS says otherwise) or with their own schema."""
+    return [{"name": name, "in": "query", "allowEmptyValue": True,
+             "schema": schema or _FILTERS.get(name) or {"type": "string"}}
+            for name, schema in [*((n, None) for n in names), *schemas.items()]]
+
+
+def _path(name: str, **rules: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", **rules}}
 
 
 def _body(ref: str) -> dict[str, Any]:
@@ -83,10 +119,14 @@ PATHS: dict[str, Any] = {
                            "page has entries; every page stays reachable with `page`, and the last one reports the "
                            "exact total. Filter by record (`entity`, `id`), `user`, `site`, `action` or time "
                            "(`since`, `until`, ISO 8601 with offset) to narrow the trail down."),
-                       "parameters": PAGE_PARAMS + _query("entity", "id", "user", "site", "action", "since", "until"),
+                       "parameters": PAGE_PARAMS + _query("entity", "id", "user", "action", "since", "until",
+                                                          site={"type": "string"}),
                        "responses": _responses(_audit_page(), "200", 422)}},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
-                              "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
+                              "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                    "content": {"application/json": {"schema": {"type": "object"}}}},
+                                            "422": {"description": "Error",
+                                                    "content": {"application/json": {"schema": ERROR}}}}}},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -120,12 +160,13 @@ SCHEMAS: dict[str, Any] = {
 
 # --- intake: donors, serology, source material, DINs ----------------------------------------------
 
-_DONOR_SITE = {"name": "site", "in": "query", "schema": {"type": "string"},
+_DONOR_SITE = {"name": "site", "in": "query", "schema": OPTIONAL_SITE_CODE, "allowEmptyValue": True,
                "description": "Site code; required when the donor code is registered at two sites you can see "
                               "(otherwise 409 naming `site`)."}
 _DONOR = [_path("code"), _DONOR_SITE]
 # The 13-character DIN (or the DIN as typed with its check character).
-_DIN = _path("din")
+_DIN = _path("din", **{"x-refused-when": "not a DIN: 13 characters (e.g. A999926000123), or as typed with its "
+                                                   "check character, or as scanned"})
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _DATE = {"type": "string", "format": "date"}
 _INSTANT = {"type": "string", "format": "date-time", "description": "ISO 8601 with offset; without one: 422"}
@@ -134,7 +175,7 @@ _TEXTS = {"type": "array", "items": {"type": "string"}}
 PATHS.update({
     "/donors": {
         "get": {"summary": "Donors you can see, newest first, with their derived eligibility",
-                "parameters": PAGE_PARAMS + _query("site", "type", "code"),
+                "parameters": PAGE_PARAMS + _query("site", "code", type=_enum(DonorType)),
                 "responses": _responses(_list_of("Donor"), "200", 422)},
         "post": {"summary": "Register a pseudonymised donor (technician of the site)",
                  "requestBody": _body("DonorCreate"), "responses": _responses(ref("Donor"), "201", 409, 422)},
@@ -167,7 +208,8 @@ PATHS.update({
         "responses": _responses(ref("ScreeningDecision"), "201", 401, 404, 409, 422)}},
     "/materials": {
         "get": {"summary": "Source material you can see, last received first",
-                "parameters": PAGE_PARAMS + _query("site", "status", "type", "donor"),
+                "parameters": PAGE_PARAMS + _query("site", "donor", status=_enum(MaterialStatus),
+                                                     type=_enum(MaterialType)),
                 "responses": _responses(_list_of("Material"), "200", 422)},
         "post": {"summary": "Receive source material (technician): accepted, quarantined or rejected with reasons",
                  "requestBody": _body("MaterialReceipt"),
@@ -184,9 +226,7 @@ PATHS.update({
     "/materials/{din}/label.pdf": {"get": {
         "summary": "The label (technician or QA of the site); every print is audited",
         "parameters": [_DIN, {"name": "reprint", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}],
-        "responses": {"200": {"description": "PDF label", "content": {"application/pdf": {}}},
-                      **{str(c): {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
-                         for c in (401, 403, 404, 422)}}}},
+        "responses": {"200": {"description": "PDF label", "content": {"application/pdf": {}}}, **_errors(404)}}},
     "/dins": {"post": {"summary": "Allocate the next DIN of a site (technician); body optional at one site",
                        "requestBody": {"required": False,
                                        "content": {"application/json": {"schema": ref("DinRequest")}}},
@@ -216,8 +256,10 @@ SCHEMAS.update({
                                                    "donation_date", "consent_date", "consent_form_version",
                                                    "consent_scope"], "properties": {
         "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "code": {"type": "string", "description": "Pseudonymised code, never a name"},
-        "birth_date": _DATE, "birth_year": {"type": "integer", "description": "Only when the birth date is unknown"},
+        "code": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9-]{2,31}$",
+                 "description": "Pseudonymised code, never a name: 3-32 letters, digits or '-'"},
+        "birth_date": _DATE, "birth_year": {"type": "integer", "minimum": 1900, "description": "Only when the birth "
+                                            "date is unknown", "x-refused-when": "after this year, or with birth_date"},
         "mother_birth_date": {**_DATE, "description": "Required for a neonatal donation"},
         "sex": {"type": "string", "enum": ["F", "M", "U"]},
         "donor_type": {"type": "string", "enum": ["allogeneic", "autologous"]},
@@ -357,9 +399,10 @@ PATHS.update({
             "type": "object", "required": ["reason"], "properties": {
                 "reason": _M_TEXT, "collection_type": {"type": "string",
                                                        "enum": ["allogeneic", "autologous", "directed"]},
-                "shelf_life_fresh_hours": {"type": "integer", "minimum": 1, "maximum": 240},
-                "shelf_life_cryo_days": {"type": "integer", "minimum": 1, "maximum": 3650},
-                "shelf_life_thawed_hours": {"type": "integer", "minimum": 1, "maximum": 72}}}}}},
+                "shelf_life_fresh_hours": {"type": ["integer", "null"], "minimum": 1, "maximum": 240},
+                "shelf_life_cryo_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650},
+                "shelf_life_thawed_hours": {"type": ["integer", "null"], "minimum": 1, "maximum": 72}},
+            "description": "Fields left out or null stay as they are"}}}},
         "responses": _responses(ref("Product"), "200", 404, 422)}},
     "/products/{code}/specifications": {
         "get": {"summary": "Specification versions, newest first", "parameters": [_path("code"), *PAGE_PARAMS],
@@ -395,7 +438,7 @@ PATHS.update({
     },
     "/lots": {
         "get": {"summary": "Reagent lots you can see, last received first",
-                "parameters": PAGE_PARAMS + _query("site", "item", "status"),
+                "parameters": PAGE_PARAMS + _query("site", "item", status=_enum(LotStatus)),
                 "responses": _responses(_list_of("Lot"), "200", 422)},
         "post": {"summary": "Receive a lot (technician or QA of the site); it starts in quarantine",
                  "requestBody": _body("LotReceipt"), "responses": _responses(ref("Lot"), "201", 409, 422)},
@@ -414,7 +457,7 @@ PATHS.update({
                               "responses": _responses(_list_of("VesselType"), "200", 422)}},
     "/batches": {
         "get": {"summary": "Batches you can see, last started first",
-                "parameters": PAGE_PARAMS + _query("site", "status", "product"),
+                "parameters": PAGE_PARAMS + _query("site", "product", status=_enum(BatchStatus)),
                 "responses": _responses(_list_of("Batch"), "200", 422)},
         "post": {"summary": "Start a batch from accepted source material (technician of the site); the current "
                             "approved specification is frozen; the number is allocated per site, product and year",
@@ -452,8 +495,12 @@ for _path_name in ("/products/{code}/specifications/{number}/approval", "/batche
     for _operation in PATHS[_path_name].values():
         _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
 
-_M_STEP_TEMPLATE = {"type": "array", "items": {"type": "object", "required": ["code", "name", "kind"], "properties": {
-    "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]},
+_M_STEP_TEMPLATE = {"type": "array", "minItems": 1, "x-refused-when": "two steps share a code, or an acellular "
+                                                                        "product has a passage",
+                    "items": {"type": "object", "required": ["code", "name"], "properties": {
+    # Kept in the specification's template (no column of its own): the API's general limit.
+    "code": _M_TEXT, "name": {"type": "string", "maxLength": API_TEXT_MAX},
+    "kind": {"type": "string", "enum": ["step", "passage"], "default": "step"},
     "pd_counted": {"type": "boolean", "default": True,
                    "description": "false: a passage whose doublings are shown but not counted in the cumulative "
                                   "population doublings (e.g. mononuclear cells seeded at P0)"}}}}
@@ -472,6 +519,13 @@ _M_TEST_PROPERTIES = {
     "incubation_days": {"type": ["integer", "null"],
                         "description": "Test that may be pending: days of incubation before the final read"}}
 
+_BATCH_PROPERTIES = {
+    "number": {"type": "string", "description": "e.g. BG-UCMSC-2026-0042"}, "site": _M_TEXT, "product": _M_TEXT,
+    "status": {"type": "string", "enum": _batch_statuses()},
+    "held_from": _M_NULL_TEXT, "started_at": {"type": "string", "format": "date-time"},
+    "started_by": _M_NULL_TEXT, "status_changed_at": {"type": "string", "format": "date-time"},
+    "version": {"type": "integer"}}
+
 SCHEMAS.update({
     "Product": {"type": "object", "properties": {
         "code": _M_TEXT, "name": _M_TEXT, "description": _M_TEXT,
@@ -488,17 +542,22 @@ SCHEMAS.update({
             "number": {"type": "integer"}, "status": {"type": "string"}}}},
         "version": {"type": "integer"}}},
     "ProductCreate": {"type": "object", "required": ["code", "name"], "properties": {
-        "code": {"type": "string", "description": "2-16 letters or digits, e.g. UCMSC"}, "name": _M_TEXT,
+        "code": {"type": "string", "pattern": "^[A-Za-z0-9]{2,16}$",
+                 "description": "2-16 letters or digits, e.g. UCMSC"},
+        "name": _M_TEXT,
         "description": _M_TEXT, "cellular": {"type": "boolean", "default": True},
         "dose_unit": {"type": "string", "default": "cells/kg"},
-        "donor_min_age_years": {"type": ["integer", "null"], "description": "Youngest donor accepted, whole years "
+        "donor_min_age_years": {"type": ["integer", "null"], "minimum": 0, "maximum": 120,
+                                "description": "Youngest donor accepted, whole years "
                                 "on the collection day (the mother's age for a neonatal donation); null: no limit"},
-        "donor_max_age_years": {"type": ["integer", "null"], "description": "Oldest donor accepted; null: no limit"},
+        "donor_max_age_years": {"type": ["integer", "null"], "minimum": 0, "maximum": 120,
+                                "description": "Oldest donor accepted; null: no limit",
+                                "x-refused-when": "below donor_min_age_years"},
         "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"],
                             "default": "allogeneic"},
-        "shelf_life_fresh_hours": {"type": "integer", "default": 24},
-        "shelf_life_cryo_days": {"type": "integer", "default": 365},
-        "shelf_life_thawed_hours": {"type": "integer", "default": 2}}},
+        "shelf_life_fresh_hours": {"type": "integer", "minimum": 1, "maximum": 240, "default": 24},
+        "shelf_life_cryo_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 365},
+        "shelf_life_thawed_hours": {"type": "integer", "minimum": 1, "maximum": 72, "default": 2}}},
     "SpecTest": {"type": "object", "properties": {
         **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
     "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {
@@ -550,13 +609,11 @@ SCHEMAS.update({
     "VesselType": {"type": "object", "properties": {"code": _M_TEXT, "name": _M_TEXT,
                                                     "growth_area_cm2": {"type": "number"}}},
     "Batch": {"type": "object", "properties": {
-        "number": {"type": "string", "description": "e.g. BG-UCMSC-2026-0042"}, "site": _M_TEXT, "product": _M_TEXT,
-        "specification": {"type": "integer", "description": "The frozen specification version's number"},
-        "status": {"type": "string", "enum": _batch_statuses()},
-        "held_from": _M_NULL_TEXT, "started_at": {"type": "string", "format": "date-time"},
-        "started_by": _M_NULL_TEXT, "status_changed_at": {"type": "string", "format": "date-time"},
-        "version": {"type": "integer"}}},
-    "BatchDetail": {"allOf": [ref("Batch"), {"type": "object", "properties": {
+        **_BATCH_PROPERTIES,
+        "specification": {"type": "integer", "description": "The frozen specification version's number"}}},
+    # The batch at a glance names its frozen specification with the limits it sets (lists give its number only).
+    "BatchDetail": {"type": "object", "properties": {
+        **_BATCH_PROPERTIES,
         "specification": {"type": "object", "properties": {
             "number": {"type": "integer"}, "status": _M_TEXT, "max_passage": {"type": ["integer", "null"]},
             "max_cumulative_pd": _M_NUMBER}},
@@ -573,7 +630,7 @@ SCHEMAS.update({
                      "description": "What keeps an in-process batch from going to QC"},
         "allowed_transitions": {"type": "array", "items": {"type": "object", "properties": {
             "target": _M_TEXT, "label": _M_TEXT, "roles": {"type": "array", "items": _M_TEXT},
-            "signature_meaning": _M_NULL_TEXT, "permitted_to_you": {"type": "boolean"}}}}}}]},
+            "signature_meaning": _M_NULL_TEXT, "permitted_to_you": {"type": "boolean"}}}}}},
     "BatchStart": {"type": "object", "required": ["product", "materials"], "properties": {
         "site": {"type": "string", "description": "Site code; required when you work at several sites"},
         "product": {"type": "string", "description": "Product code"},
@@ -685,7 +742,8 @@ PATHS.update({
         "requestBody": _body("QcInvalidation"), "responses": _responses(ref("QcResult"), "200", 404, 409, 422)}},
     "/deviations": {
         "get": {"summary": "Deviations you can see, last opened first",
-                "parameters": PAGE_PARAMS + _query("site", "status", "classification", "batch"),
+                "parameters": PAGE_PARAMS + _query("site", "batch", status=_enum(DeviationStatus),
+                                                     classification=_enum(Classification)),
                 "responses": _responses(_list_of("Deviation"), "200", 422)},
         "post": {"summary": "Open a deviation by hand (staff of the site), numbered per site and year",
                  "requestBody": _body("DeviationCreate"),
@@ -805,8 +863,8 @@ SCHEMAS.update({
         "signatures": {"type": "array", "items": ref("Signature")}}}]},
     "DeviationCreate": {"type": "object", "required": ["title", "description", "classification"], "properties": {
         "site": {"type": "string", "description": "Site code; default the batch's site, or yours at one site"},
-        "title": _Q_TEXT, "description": _Q_TEXT,
-        "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
+        "title": {"type": "string", "description": "A short title: the record keeps its first 200 characters"},
+        "description": _Q_TEXT, "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
         "batch": {"type": "string", "description": "Batch number (optional)"},
         "step": {"type": "string", "description": "Step code of the batch (optional, needs batch)"}}},
     "DeviationInvestigation": {"type": "object", "required": ["reason"], "properties": {
@@ -838,8 +896,7 @@ _R_NULL_TEXT = {"type": ["string", "null"]}
 _R_TEXTS = {"type": "array", "items": {"type": "string"}}
 _R_PDF = {"200": {"description": "application/pdf", "content": {"application/pdf": {
     "schema": {"type": "string", "format": "binary"}}}}}
-for _code in (401, 403, 404):
-    _R_PDF[str(_code)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+_R_PDF.update(_errors(404))
 
 PATHS.update({
     "/batches/{number}/review": {
@@ -1026,7 +1083,8 @@ PATHS.update({
     "/units": {
         "get": {"summary": "Units you can see: those your sites hold or made, and those on a shipment from or to "
                            "your sites (filter ?site= holder, ?status=, ?product=, ?batch=)",
-                "parameters": PAGE_PARAMS + _query("site", "status", "product", "batch"),
+                "parameters": PAGE_PARAMS + _query("site", "product", "batch",
+                                                     status=_enum(UnitStatus)),
                 "responses": _responses(_list_of("Unit"), "200", 422)},
         "post": {"summary": "Technician of the batch's site: create units (bags or vials) of a batch; they carry "
                             "the material's DIN, the product's ISBT 128 product code and divisions A0, B0, ...; "
@@ -1034,7 +1092,8 @@ PATHS.update({
                  "requestBody": _u_body(["batch", "count", "volume_ml", "cells_per_unit", "preservation",
                                          "prepared_at"], {
                      "batch": _U_TEXT, "count": {"type": "integer", "minimum": 1, "maximum": 26},
-                     "volume_ml": {"type": "number"}, "cells_per_unit": {"type": "number"},
+                     "volume_ml": {"type": "number", "exclusiveMinimum": 0},
+                     "cells_per_unit": {"type": "number", "exclusiveMinimum": 0},
                      "preservation": {"type": "string", "enum": ["fresh", "cryopreserved"]},
                      "prepared_at": {"type": "string", "format": "date-time",
                                      "description": "Fill (fresh) or cryopreservation time; the expiry is derived "
@@ -1087,7 +1146,8 @@ PATHS.update({
             "units": _U_LIST}}, "200", 404, 422)}},
     "/storage": {
         "get": {"summary": "Storage locations you can see (containers, racks, boxes with their occupancy; "
-                           "?kind=position for positions)", "parameters": PAGE_PARAMS + _query("site", "kind"),
+                           "?kind=position for positions)",
+                "parameters": PAGE_PARAMS + _query("site", kind=_enum(LocationKind)),
                 "responses": _responses(_list_of("StorageLocation"), "200", 422)},
         "post": {"summary": "Technician or QA of the site: a freezer or LN2 tank (container), a rack in it or a "
                             "box in a rack (a box creates its rows × columns positions)",
@@ -1110,7 +1170,8 @@ PATHS.update({
     "/shipments": {
         "get": {"summary": "Shipments from or to your sites (both ends see them); ?status=, ?site= with "
                            "?direction=outgoing|incoming",
-                "parameters": PAGE_PARAMS + _query("status", "site", "direction"),
+                "parameters": PAGE_PARAMS + _query("site", status=_enum(ShipmentStatus),
+                                                     direction={"type": "string", "enum": ["outgoing", "incoming"]}),
                 "responses": _responses(_list_of("Shipment"), "200", 422)},
         "post": {"summary": "Technician of the holding site: ship available units of released batches to another "
                             "site; they leave their positions and travel as shipped",
@@ -1206,3 +1267,134 @@ SCHEMAS.update({
             "materials": {"type": "array", "items": _U_TRACE_MATERIAL}}}},
         "units": {"type": "array", "items": _U_TEXT}, "recipients": {"type": "array", "items": _U_TEXT}}},
 })
+
+
+# --- what the server checks in every request, as the document says it ---------------------------------------------
+#
+# Every text value is read by `cellfactory.core.text`: no control characters (a body's text may hold tabs and line
+# ends, the query string's may not), no invisible direction controls, no U+FFFD; at most API_TEXT_MAX characters
+# (LONG_TEXT_MAX for the long fields) in a body and QUERY_VALUE_MAX in the query string; a field name at most
+# SINGLE_LINE_MAX characters on one line. A required text field must say something: blank is refused as missing.
+#
+# `x-refused-when` on a parameter or property: the server also checks the value against its records or the rules
+# of the domain (a site code that must exist, a date that must not lie ahead), and refuses it with 422 naming it.
+_REFUSED = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffd"
+_REFUSED_IN_LINE = r"\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffd"
+TEXT_PATTERN = f"^[^{_REFUSED}]*$"
+LINE_PATTERN = f"^[^{_REFUSED_IN_LINE}]*$"
+BLANK = "blank: spaces only are the same as nothing"
+# A field the operation does not know is ignored, but its text is read like any other.
+EXTRA_FIELD = {"description": "Ignored", "x-refused-when": "its text, at any depth, breaks the text rules"}
+FIELD_NAMES = {"pattern": LINE_PATTERN, "maxLength": SINGLE_LINE_MAX}
+
+
+def _is_free_text(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    return is_string and not {"enum", "const", "format", "pattern"} & set(schema)
+
+
+# The columns that keep a field: at most this many characters (fields not listed take API_TEXT_MAX or LONG_TEXT_MAX).
+FIELD_MAX = {
+    "facility_id": 5, "timezone": 64, "username": 64, "full_name": 200, "email": 254, "consent_form_version": 40,
+    "lab_reference": 100, "kit_lot": 100, "collection_centre": 200, "quantity_unit": 8, "anticoagulant": 100,
+    "dose_unit": 40, "expected": 100, "supplier": 200, "category": 60, "lot_number": 60, "coa_reference": 200,
+    "recipient_code": 40, "recipient_trial_code": 40, "deviation_reference": 40, "sample_id": 60,
+    "raw_data_reference": 300, "physician_name": 200, "risk_evaluation_reference": 300,
+    "sponsor_reference": 300, "trial_code": 40, "temperature": 40, "shipper": 200, "logger_reference": 100,
+    "name": 200, "method": 200,
+}
+# The same name kept by columns of different lengths.
+SCHEMA_FIELD_MAX = {
+    ("CatalogueItem", "code"): 40, ("CatalogueItem", "unit"): 20, ("SpecTestInput", "code"): 40,
+    ("SpecTestInput", "unit"): 40, ("QcResultEntry", "unit"): 40, ("EquipmentCreate", "code"): 40,
+    ("EquipmentCreate", "kind"): 60, ("DonorCreate", "code"): 32,
+}
+# Fields that name a record: refused (422 naming the field) when no record you may use has that name or number.
+REFERENCES = {
+    "site": "no site has this code, or you may not work there", "to_site": "no site has this code",
+    "donor": "no donor of the site has this code", "din": "no material has this DIN",
+    "item": "no catalogue item has this code", "product": "no active product has this code",
+    "materials": "a DIN names no accepted material of the site", "batch": "no batch has this number",
+    "step": "the batch has no step with this code", "owner": "no active user has this name",
+    "instrument": "no usable equipment of the site has this code", "retest_of": "no earlier result of the test",
+    "equipment": "no usable equipment of the site has a code", "reagents": "a lot is unknown or may not be used",
+    "vessel_type": "no vessel type has this code", "position": "no free position of the site has this path",
+    "parent": "no location of the site has this path", "units": "a unit is unknown or may not be shipped",
+    "test": "not a test of the specification (or screening marker) in force",
+    "meaning": "it is not the meaning this signature carries",
+    "roles": "a role held at a site has no site, a network role names one, or an administrator gets a GMP role",
+}
+SCALARS = {"string", "integer", "number", "boolean", "array"}
+DATE_RULE = ("the year is before 1900 or after 2100, or the date breaks the order of events the summary states "
+             "(not in the future, not before an earlier step)")
+
+
+def _ruled(schema: Any, name: str = "", required: bool = False, owner: str = "") -> Any:
+    """A request body schema with the server's rules added (a component is ruled once, in the catalogue)."""
+    if not isinstance(schema, dict):
+        return schema
+    schema = dict(schema)
+    if name in ("site", "to_site") and _is_free_text(schema):
+        schema.update(SITE_CODE if required else {**OPTIONAL_SITE_CODE, "type": ["string", "null"]})
+    if _is_free_text(schema):
+        schema["pattern"] = TEXT_PATTERN
+        schema.setdefault("maxLength", SCHEMA_FIELD_MAX.get((owner, name)) or FIELD_MAX.get(name)
+                          or LONG_TEXT_MAX.get(name, API_TEXT_MAX))
+        if required:
+            schema.setdefault("minLength", 1)
+            schema.setdefault("x-refused-when", BLANK)
+    kind = schema.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        schema.setdefault("minimum", INT_MIN)
+        schema.setdefault("maximum", INT_MAX)
+    if schema.get("format") in ("date", "date-time"):
+        schema.setdefault("x-refused-when", DATE_RULE)
+        if not required:
+            # An optional date or time sent empty or null is the same as one left out.
+            dated = {key: value for key, value in schema.items() if key not in ("description", "x-refused-when")}
+            dated["type"] = "string"
+            schema = {key: value for key, value in schema.items() if key in ("description", "x-refused-when")}
+            schema["anyOf"] = [dated, {"type": "string", "maxLength": 0}, {"type": "null"}]
+            return schema
+    if name in REFERENCES and not {"properties", "$ref"} & set(schema):
+        schema.setdefault("x-refused-when", REFERENCES[name])
+    if not required and isinstance(schema.get("type"), str) and schema["type"] in SCALARS:
+        # An optional field sent as null is the same as a field left out.
+        schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    if "properties" in schema:
+        schema.setdefault("propertyNames", FIELD_NAMES)
+        schema.setdefault("additionalProperties", EXTRA_FIELD)
+        needed = set(schema.get("required", ()))
+        schema["properties"] = {key: _ruled(value, key, key in needed, owner)
+                                for key, value in schema["properties"].items()}
+    if "items" in schema:
+        schema["items"] = _ruled(schema["items"], name, True, owner)
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if keyword in schema:
+            schema[keyword] = [_ruled(part, name, required, owner) for part in schema[keyword]]
+    target = schema.get("$ref", "").rpartition("/")[2]
+    if target and target not in _RULED:
+        _RULED.add(target)
+        SCHEMAS[target] = _ruled(SCHEMAS[target], name, required, target)
+    return schema
+
+
+_RULED: set[str] = set()
+
+
+def _apply_request_rules() -> None:
+    for item in PATHS.values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "query" and _is_free_text(parameter["schema"]):
+                    parameter["schema"] = {**parameter["schema"], "pattern": LINE_PATTERN,
+                                           "maxLength": QUERY_VALUE_MAX}
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                body["schema"] = _ruled(body["schema"])
+
+
+_apply_request_rules()

@@ -17,6 +17,8 @@ from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
 OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
+# The whole numbers the databases keep (64-bit): an id or count beyond them names nothing and cannot be compared.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def api_user() -> User:
@@ -72,8 +74,13 @@ def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: t
             errors[name] = "Must be a number (JSON number, not text)."
     for name in integers:
         value = data.get(name)
+        if isinstance(value, float) and value.is_integer():
+            # JSON has one kind of number: 7.0 is the whole number 7 (JSON Schema's "integer" says the same).
+            value = data[name] = int(value)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             errors[name] = "Must be a whole number."
+        elif value is not None and not INT_MIN <= value <= INT_MAX:
+            errors[name] = "Too large: whole numbers go up to 9223372036854775807."
     for name in flags:
         value = data.get(name)
         if value is not None and not isinstance(value, bool):

@@ -162,10 +162,11 @@ def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, Any]]:
         raise ValidationFailed("The process template needs at least one step.", fields={"steps": "Add the steps."})
     clean, codes = [], set()
     for index, step in enumerate(steps, start=1):
-        code = str(step.get("code", "")).strip().upper() if isinstance(step, dict) else ""
-        name = str(step.get("name", "")).strip() if isinstance(step, dict) else ""
-        kind = step.get("kind", "step") if isinstance(step, dict) else ""
-        if not code or not name or kind not in {k.value for k in StepKind}:
+        step = step if isinstance(step, dict) else {}
+        code, name, kind = step.get("code"), step.get("name"), step.get("kind", "step")
+        code = code.strip().upper() if isinstance(code, str) else ""
+        name = name.strip() if isinstance(name, str) else ""
+        if not code or not name or not isinstance(kind, str) or kind not in {k.value for k in StepKind}:
             raise ValidationFailed(f"Step {index} needs a code, a name and a kind (step or passage).",
                                    fields={"steps": f"Step {index} is incomplete."})
         if code in codes:

@@ -54,6 +54,9 @@ def test_a_command_takes_typed_values_and_strips_text():
         with pytest.raises(ValidationFailed) as refused:
             RecordCalibration.parse({"reference": "CAL-1", "next_due": year})
         assert set(refused.value.fields) == {"next_due"} and "year" in refused.value.fields["next_due"]
+    with pytest.raises(ValidationFailed) as refused:
+        RecordCalibration.parse({"reference": "CAL-1", "next_due": 0})  # not the first of January 1970
+    assert refused.value.fields == {"next_due": "Enter the date as YYYY-MM-DD."}
     with pytest.raises(ValidationFailed, match="JSON object"):
         RegisterEquipment.parse(["not", "an", "object"])  # type: ignore[arg-type]
 

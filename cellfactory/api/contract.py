@@ -14,6 +14,7 @@ from flask import Flask, request
 from pydantic import BaseModel, ConfigDict
 
 from cellfactory.core.commands import Command
+from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -24,6 +25,7 @@ STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad request", 401: "No valid tok
                404: "Not found", 409: "Conflict with the record's state", 422: "Invalid input"}
 
 View = TypeVar("View", bound=Callable[..., Any])
+CommandT = TypeVar("CommandT", bound=Command)
 
 
 class Output(BaseModel):
@@ -35,6 +37,21 @@ class Output(BaseModel):
         return self.model_dump(mode="json")
 
 
+def read_body(command: type[CommandT]) -> CommandT:
+    """The request's JSON body as `command`. Like every body the API reads, its text is checked at any depth,
+    field names and fields the command ignores included (`cellfactory.api.text_problems`)."""
+    from cellfactory.api import text_problems
+
+    data = request.get_json(silent=True)
+    # The command checks its own fields (with the page's bounds); every field name, and the fields it ignores, here.
+    unread = {key: "" if key in command.model_fields else value for key, value in data.items()} \
+        if isinstance(data, dict) else {}
+    hostile = text_problems(unread)
+    if hostile:
+        raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
+    return command.parse(data)
+
+
 class Query(Command):
     """The query string of a list: each field one parameter, read before the list is."""
 
@@ -42,8 +59,9 @@ class Query(Command):
 
     @classmethod
     def read(cls) -> Self:
-        """The request's query string as this model; `ValidationFailed` naming each parameter otherwise."""
-        return cls.parse(request.args.to_dict())
+        """The request's query string as this model; `ValidationFailed` naming each parameter otherwise. A
+        parameter given empty (`status=`) is the same as one left out."""
+        return cls.parse({name: value for name, value in request.args.items() if value.strip()})
 
 
 @dataclass(frozen=True)
@@ -98,14 +116,20 @@ def _parameters(rule_arguments: Iterable[str], declared: Operation, schemas: dic
                                                             "maximum": MAX_PER_PAGE}}]
     if declared.query is not None:
         query_schema = declared.query.model_json_schema(ref_template=REF_TEMPLATE)
-        for name, definition in query_schema.pop("$defs", {}).items():
-            schemas.setdefault(name, definition)
         required = set(query_schema.get("required", []))
+        definitions = query_schema.get("$defs", {})
         for name, schema in query_schema.get("properties", {}).items():
             if name in ("page", "per_page") and declared.paged:
                 continue
             description = schema.pop("description", None)
             schema.pop("title", None)
+            schema.pop("default", None)
+            # In a query string a parameter is there or not: its optional (null) branch is dropped, an enum inlined.
+            branches = [b for b in schema.pop("anyOf", [schema]) if b.get("type") != "null"]
+            schema = dict(branches[0]) if len(branches) == 1 else {"anyOf": branches}
+            if "$ref" in schema:
+                schema = {key: value for key, value in definitions[schema["$ref"].rpartition("/")[2]].items()
+                          if key != "title"}
             parameters.append({"name": name, "in": "query", "required": name in required, "schema": schema,
                                **({"description": description} if description else {})})
     return parameters

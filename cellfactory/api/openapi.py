@@ -16,7 +16,6 @@ from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
 from cellfactory.deviations.models import Classification, DeviationStatus
 from cellfactory.donors.models import DonorType
-from cellfactory.equipment.models import EquipmentStatus
 from cellfactory.materials.models import MaterialStatus, MaterialType
 from cellfactory.reagents.models import LotStatus
 from cellfactory.units.models import LocationKind, ShipmentStatus, UnitStatus
@@ -1041,7 +1040,7 @@ SCHEMAS.update({
 
 def document() -> dict[str, Any]:
     """The hand-written entries below, with the operations declared on their routes generated over them."""
-    paths, schemas = generated(current_app)
+    paths = _generated_paths()
     merged = {path: dict(PATHS.get(path, {})) | operations for path, operations in paths.items()}
     return {
         "openapi": "3.1.0",
@@ -1049,8 +1048,7 @@ def document() -> dict[str, Any]:
                  "description": "GMP batch and release management. Times are ISO 8601 with offset (stored UTC). "
                                 "Errors: {\"error\": {\"code\", \"message\", \"fields\"}}; 409 conflict, 422 invalid."},
         "servers": [{"url": "/api/v1"}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                       "schemas": SCHEMAS | schemas},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "security": [{"bearer": []}],
         "paths": PATHS | merged,
     }
@@ -1291,7 +1289,8 @@ FIELD_NAMES = {"pattern": LINE_PATTERN, "maxLength": SINGLE_LINE_MAX}
 def _is_free_text(schema: dict[str, Any]) -> bool:
     kind = schema.get("type")
     is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
-    return is_string and not {"enum", "const", "format", "pattern"} & set(schema)
+    typed = {"enum", "const", "format"} & set(schema) or schema.get("pattern") not in (None, LINE_PATTERN)
+    return is_string and not typed
 
 
 # The columns that keep a field: at most this many characters (fields not listed take API_TEXT_MAX or LONG_TEXT_MAX).
@@ -1338,7 +1337,7 @@ def _ruled(schema: Any, name: str = "", required: bool = False, owner: str = "")
     if name in ("site", "to_site") and _is_free_text(schema):
         schema.update(SITE_CODE if required else {**OPTIONAL_SITE_CODE, "type": ["string", "null"]})
     if _is_free_text(schema):
-        schema["pattern"] = TEXT_PATTERN
+        schema.setdefault("pattern", TEXT_PATTERN)
         schema.setdefault("maxLength", SCHEMA_FIELD_MAX.get((owner, name)) or FIELD_MAX.get(name)
                           or LONG_TEXT_MAX.get(name, API_TEXT_MAX))
         if required:
@@ -1398,3 +1397,46 @@ def _apply_request_rules() -> None:
 
 
 _apply_request_rules()
+
+
+# --- the operations generated from their declarations (cellfactory.api.contract), ruled the same way ---------------
+
+_GENERATED: dict[str, Any] | None = None
+
+
+def _one_line(schema: Any) -> Any:
+    """A command's one-line text (`x-one-line`) takes the one-line pattern; its other text, the text pattern."""
+    if isinstance(schema, dict):
+        if schema.pop("x-one-line", False):
+            schema["pattern"] = LINE_PATTERN
+        for value in schema.values():
+            _one_line(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _one_line(value)
+    return schema
+
+
+def _generated_paths() -> dict[str, Any]:
+    """The declared operations with the rules every request is read by (`_ruled`, the query filters), made once per
+    process: every app has the same routes."""
+    global _GENERATED
+    if _GENERATED is None:
+        paths, schemas = generated(current_app)
+        SCHEMAS.update(_one_line(schemas))
+        for item in paths.values():
+            for operation in item.values():
+                for parameter in operation.get("parameters", ()):
+                    if parameter["in"] != "query" or parameter["name"] in ("page", "per_page"):
+                        continue
+                    parameter["allowEmptyValue"] = True
+                    if parameter["name"] in _FILTERS:
+                        parameter["schema"] = _FILTERS[parameter["name"]]
+                    elif _is_free_text(parameter["schema"]):
+                        parameter["schema"] = {**parameter["schema"], "pattern": LINE_PATTERN,
+                                               "maxLength": QUERY_VALUE_MAX}
+                body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+                if body:
+                    body["schema"] = _ruled(body["schema"])
+        _GENERATED = paths
+    return _GENERATED

@@ -45,7 +45,7 @@ def _checked_text(maximum: int, multiline: bool):
 def Line(maximum: int = 200) -> Any:  # noqa: N802 - a type, spelt like one
     """One line of typed text, at most `maximum` characters, stripped; blank counts as missing."""
     return Annotated[str, BeforeValidator(_blank_is_missing), AfterValidator(_checked_text(maximum, False)),
-                     Field(max_length=maximum)]
+                     Field(max_length=maximum, json_schema_extra={"x-one-line": True})]
 
 
 def Paragraph(maximum: int = 2000) -> Any:  # noqa: N802
@@ -72,9 +72,12 @@ def _plausible_day(value: dt.date) -> dt.date:
 
 
 def _day_only(value: Any) -> Any:
+    """A day is written `YYYY-MM-DD` (or given as a date): a number is not a day, whatever it would count from."""
     value = _blank_is_missing(value)
     if isinstance(value, dt.datetime):
         return value.date()
+    if value is not None and not isinstance(value, str | dt.date):
+        raise PydanticCustomError("date_type", "Input should be a valid date")
     return value
 
 

@@ -12,7 +12,7 @@ from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation
+from cellfactory.api.contract import Output, Query, operation, read_body
 from cellfactory.api.params import api_user, filter_site, write_site
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
@@ -75,7 +75,7 @@ def equipment_list():
 @operation("Register equipment (technician or QA of the site)", body=RegisterEquipment, response=EquipmentOut,
            status=201, errors=(409,))
 def register_equipment():
-    command = RegisterEquipment.parse(request.get_json(silent=True))
+    command = read_body(RegisterEquipment)
     site = write_site({"site": command.site})
     return EquipmentOut.of(services.register(api_user(), site, command)).json(), 201
 
@@ -93,7 +93,7 @@ def equipment(site: str, code: str):
            response=EquipmentOut, errors=(404,))
 def record_calibration(site: str, code: str):
     found = _equipment(site, code)
-    command = RecordCalibration.parse(request.get_json(silent=True))
+    command = read_body(RecordCalibration)
     return EquipmentOut.of(services.record_calibration(api_user(), found, command)).json()
 
 
@@ -103,5 +103,5 @@ def record_calibration(site: str, code: str):
            response=EquipmentOut, errors=(404, 409))
 def equipment_status(site: str, code: str):
     found = _equipment(site, code)
-    command = ChangeEquipmentStatus.parse(request.get_json(silent=True))
+    command = read_body(ChangeEquipmentStatus)
     return EquipmentOut.of(services.set_status(api_user(), found, command)).json()

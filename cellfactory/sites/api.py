@@ -6,7 +6,7 @@ from flask import g, request
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, operation
+from cellfactory.api.contract import Output, operation, read_body
 from cellfactory.auth.models import Role
 from cellfactory.core import permissions
 from cellfactory.core.pagination import page_args, paginate
@@ -43,7 +43,7 @@ def sites():
 @roles_required(Role.ADMIN)
 @operation("Create a site (administrator)", body=CreateSite, response=SiteOut, status=201, errors=(409,))
 def create_site():
-    site = services.create_site(g.api_user, CreateSite.parse(request.get_json(silent=True)))
+    site = services.create_site(g.api_user, read_body(CreateSite))
     return SiteOut.of(site).json(), 201
 
 

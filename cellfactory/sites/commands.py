@@ -46,10 +46,15 @@ def _time_zone(value: str) -> str:
     return value
 
 
-SiteCode = Annotated[Line(8), AfterValidator(_site_code), Field(description="2-8 letters or digits, e.g. BG")]
-FacilityId = Annotated[Line(5), AfterValidator(_facility),
-                       Field(description="ISBT 128 facility identification number (FIN), e.g. A9991")]
-TimeZone = Annotated[Line(64), AfterValidator(_time_zone), Field(description="IANA time zone name, e.g. Europe/Rome")]
+SiteCode = Annotated[Line(8), AfterValidator(_site_code), Field(
+    description="2-8 letters or digits, e.g. BG",
+    json_schema_extra={"x-refused-when": "not 2-8 letters or digits, or another site has it"})]
+FacilityId = Annotated[Line(5), AfterValidator(_facility), Field(
+    description="ISBT 128 facility identification number (FIN), e.g. A9991",
+    json_schema_extra={"x-refused-when": "not a valid ISBT 128 FIN, or another site has it"})]
+TimeZone = Annotated[Line(64), AfterValidator(_time_zone), Field(
+    description="IANA time zone name, e.g. Europe/Rome",
+    json_schema_extra={"x-refused-when": "not an IANA time zone name"})]
 
 
 class CreateSite(Command):

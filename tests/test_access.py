@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask
+from werkzeug.routing.converters import NumberConverter
 
 from cellfactory.auth.models import Role
 from cellfactory.core.permissions import ANY_ROLE
@@ -269,8 +270,7 @@ def _routes(app: Flask):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        args = {name: 999_999 if type(conv).__name__ in ("IntegerConverter", "FloatConverter") else "XX"
-                for name, conv in rule._converters.items()}
+        args = {name: 999_999 if isinstance(conv, NumberConverter) else "XX" for name, conv in rule._converters.items()}
         url = rule.build(args, append_unknown=False)[1]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield rule.endpoint, method, url

@@ -1357,7 +1357,8 @@ def _ruled(schema: Any, name: str = "", required: bool = False, owner: str = "")
             schema["anyOf"] = [dated, {"type": "string", "maxLength": 0}, {"type": "null"}]
             return schema
     if name in REFERENCES and not {"properties", "$ref"} & set(schema):
-        schema.setdefault("x-refused-when", REFERENCES[name])
+        stated = schema.get("x-refused-when")
+        schema["x-refused-when"] = f"{stated}; or {REFERENCES[name]}" if stated else REFERENCES[name]
     if not required and isinstance(schema.get("type"), str) and schema["type"] in SCALARS:
         # An optional field sent as null is the same as a field left out.
         schema["type"] = [schema["type"], "null"]

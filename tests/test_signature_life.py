@@ -369,3 +369,15 @@ def test_progression_rules_on_plain_content():
     # A result read when signed may not change its value afterwards.
     assert changes({"results": [read]}, {"results": [read | {"qualitative": "growth", "verdict": "fail"}]}) == \
         ["results[1 STER].qualitative: no growth → growth", "results[1 STER].verdict: pass → fail"]
+
+
+@pytest.mark.parametrize("signature", ["99999999999999999999999", "-1", "0", "abc", "1\x00"])
+def test_a_deviation_form_opened_from_an_impossible_signature_number_starts_empty(client, plant, sites, signature):
+    from tests.test_release_pages import sign_in, text_of
+
+    batch = released(plant, sites)
+    sign_in(client, again(plant.qa))
+    response = client.get("/deviations/new", query_string={"batch": batch.number, "signature": signature})
+    # The form, empty; or, for text no query may hold (NUL), the page's refusal of the query.
+    assert response.status_code == (422 if "\x00" in signature else 200)
+    assert "Signed record changed" not in text_of(response)

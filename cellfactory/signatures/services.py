@@ -317,7 +317,10 @@ class Lapse:
 
 def lapse_of(signature_id: int) -> Lapse | None:
     """What a deviation about a signature that no longer holds starts from: which signature, on which record, and
-    what changed since it was signed. None when the signature holds or is not on a record of a batch."""
+    what changed since it was signed. None when the signature holds, is not on a record of a batch, or the number
+    names no signature (including one no database column can hold)."""
+    if not 0 < signature_id < 2**63:
+        return None
     signature = db.session.get(Signature, signature_id)
     record = record_of(signature) if signature is not None else None
     if record is None:

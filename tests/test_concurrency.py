@@ -333,3 +333,55 @@ def test_two_approvers_deciding_one_role_grant_at_once_make_one_decision(tmp_pat
             assert len(qp_roles) == 2  # qp.bg's own and the one granted, once
             db.session.remove()
         db.state(application).engine.dispose()
+
+
+def test_two_founding_identity_checks_at_once_only_one_counts(tmp_path):
+    """Nobody can sign yet: two network administrators each record an identity check at the same moment. Only one
+    is the founding check; the other, made by someone who cannot sign, is refused (REGULATORY: 21 CFR 11.100(b),
+    identity verified before a signature is established)."""
+    from cellfactory.core.errors import PermissionDenied
+    from cellfactory.signatures import services as signature_services
+    from cellfactory.signatures.models import IdentityVerification
+    from tests.conftest import PASSWORD
+
+    with fresh_database() as url:
+        app = create_app(make_config(url, tmp_path))
+        with app.app_context():
+            for name in ("founder.a", "founder.b"):
+                founder = make_user(name, [(Role.ADMIN, None)])
+                signature_services.accept_accountability(founder, password=PASSWORD, username=name,
+                                                         continuous_session=False)
+            make_user("new.a", [(Role.QA, None)])
+            make_user("new.b", [(Role.QA, None)])
+            db.session.remove()
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, object] = {}
+
+        def check(suffix: str) -> None:
+            with app.app_context():
+                try:
+                    founder = db.session.scalar(sa.select(User).where(User.username == f"founder.{suffix}"))
+                    person = db.session.scalar(sa.select(User).where(User.username == f"new.{suffix}"))
+                    db.session.commit()
+                    barrier.wait(timeout=60)
+                    outcomes[suffix] = signature_services.record_identity_check(
+                        founder, person, method="passport, in person", password=PASSWORD,
+                        username=founder.username, continuous_session=False).founding
+                except PermissionDenied as refused:
+                    outcomes[suffix] = refused
+                finally:
+                    db.session.remove()
+
+        threads = [threading.Thread(target=check, args=(suffix,)) for suffix in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert sorted(type(outcome).__name__ for outcome in outcomes.values()) == ["PermissionDenied", "bool"]
+        assert [outcome for outcome in outcomes.values() if isinstance(outcome, bool)] == [True]
+        refusal = next(o for o in outcomes.values() if isinstance(o, PermissionDenied))
+        assert "Only someone who can sign records an identity check" in refusal.message
+        with app.app_context():
+            assert db.session.scalar(sa.select(sa.func.count()).select_from(IdentityVerification)) == 1
+            db.session.remove()
+        db.state(app).engine.dispose()

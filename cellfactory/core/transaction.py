@@ -113,3 +113,11 @@ def _keep_after_rollback(session: sa.orm.Session, exc: DomainError) -> None:
         log.exception("could not record the refused action %r", exc.message)
     finally:
         session.info[_DEPTH] = 0
+
+
+def serialize_with(key: int) -> None:
+    """Make the rest of the current transaction wait for any other transaction that called this with the same `key`
+    until that one ends, so a check-then-write cannot interleave. SQLite needs nothing: its write transactions begin
+    IMMEDIATE and already run one at a time."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

@@ -24,10 +24,12 @@ from cellfactory.auth.services import verify_password_or_count
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import serialize_with, transactional
 from cellfactory.extensions import db
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Meaning, Signature
 
+# The advisory lock that makes identity checks of the installation one at a time (PostgreSQL).
+IDENTITY_CHECK_LOCK = 7_274_202
 ACCOUNTABILITY_STATEMENT_VERSION = "1.0"
 ACCOUNTABILITY_STATEMENT = (
     "I understand that my electronic signature in cellfactory is the legally binding equivalent of my "
@@ -428,6 +430,8 @@ def record_identity_check(verifier: User, user: User, *, method: str, password: 
     if verifier.id in _who_made_the_signer(user):
         raise PermissionDenied(f"You created {user.username} or granted their roles: another person checks their "
                                "identity, so that no one person makes a signer.")
+    # Two checks at once must not both find that nobody can sign and both count as the founding one.
+    serialize_with(IDENTITY_CHECK_LOCK)
     founding = not anyone_can_sign()
     if founding:
         if administered_site_ids(verifier) is not None:

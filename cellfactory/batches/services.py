@@ -1,5 +1,6 @@
 """Batches: start from accepted material, the manufacturing record step by step, second-person
-verification, corrections with reasons, and the batch state machine."""
+verification, corrections with reasons, and the batch state machine (its moves, which act on QC, releases
+and units, are made by cellfactory.lifecycle)."""
 
 from __future__ import annotations
 
@@ -714,7 +715,7 @@ TRANSITIONS: list[Transition] = [
                "Exceptional release of an out-of-specification batch at a physician's request", Meaning.QP_OOS_SUPPLY),
     *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
     Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
-    # A failure after release puts the batch on hold after release (qc.services, releases.services): QA recalls it,
+    # A failure after release puts the batch on hold after release (qc.services.post_release_failure): QA recalls it,
     # or lifts the hold after an assessment (below).
     Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}), "Recalled after a failure after release"),
 ]

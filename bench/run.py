@@ -322,6 +322,7 @@ def _certificates(session: Session, repeats: int) -> dict[str, Any]:
     from cellfactory.batches.models import Batch
     from cellfactory.extensions import db
     from cellfactory.records import release_certificate
+    from cellfactory.releases import record_data
     from cellfactory.releases.models import BatchDecision, Certificate
     from cellfactory.releases.services import verification_url
 
@@ -336,8 +337,8 @@ def _certificates(session: Session, repeats: int) -> dict[str, Any]:
             times = []
             for attempt in range(repeats * 3 + 1):
                 started = time.perf_counter()
-                document = release_certificate.build_document(batch, decision, certificate,
-                                                              verification_url(certificate))
+                document = record_data.build_document(batch, decision, certificate,
+                                                      verification_url(certificate))
                 release_certificate.render(document)
                 if attempt:
                     times.append((time.perf_counter() - started) * 1000)

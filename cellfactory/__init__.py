@@ -73,6 +73,9 @@ def create_app(config: Config | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
+    # Imported for its effect: the batch life cycle passes the readers of a batch's QC results and deviations
+    # down to the batch model (cellfactory.lifecycle's docstring).
+    import cellfactory.lifecycle  # noqa: F401
     from cellfactory import web
 
     web.register(app)

@@ -21,6 +21,7 @@ from cellfactory.donors.models import ScreeningTest
 from cellfactory.equipment import services as equipment
 from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as materials
 from cellfactory.products import services as products
 from cellfactory.products.models import Product
@@ -293,7 +294,7 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
     from cellfactory.qc import services as qc
 
     def go(who: User, to: BatchStatus, reason: str, signed: bool = False) -> None:
-        batches.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
+        lifecycle.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
 
     go(tech, S.AWAITING_QC, "Manufacturing record complete and verified")
     if target == S.AWAITING_QC:

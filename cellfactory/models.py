@@ -1,5 +1,6 @@
 """Every model, imported once so that the metadata (and Alembic) sees the whole schema."""
 
+from cellfactory.alerts.models import Alert
 from cellfactory.audit.models import AuditChainSeal, AuditEntry
 from cellfactory.auth.models import ApiToken, PasswordHistory, RoleAssignment, User
 from cellfactory.batches.models import (
@@ -17,7 +18,7 @@ from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequen
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import CollectionFacility, DinSequence, MaterialTypeRule, SourceMaterial
-from cellfactory.notifications.models import Alert, NotificationTask, TaskAcknowledgement
+from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import CatalogueItem, ReagentLot

@@ -13,6 +13,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.qc import services as qc
 from cellfactory.units import services as units
@@ -30,13 +31,13 @@ def conditional_with_units(users, sites) -> dict:
     db.session.flush()
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED,
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED,
                               reason="sterility pending", signing=signing(plant.qp))
     made = make_units(plant, batch, 4)
     tech_mz = refetch(users["technician_mz"])

@@ -18,6 +18,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.batches.models import Batch, BatchStep, Passage
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product, SpecStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.commands import CreateSite
@@ -697,11 +698,10 @@ def test_passage_limit_needs_a_deviation(client, world):
     assert_error(put_step(client, world, number, "P2", {**p2, "deviation_reference": "DEV-NOPE"}), 422, "invalid",
                  "deviation_reference")
     assert db.session.scalar(sa.select(Passage).join(BatchStep).where(BatchStep.code == "P2")) is None
-    from cellfactory.deviations import services as deviation_services
     from cellfactory.sites.models import Site
 
     site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
-    deviation = deviation_services.open_deviation(refetch(world.plant.tech), site, {
+    deviation = lifecycle.open_deviation(refetch(world.plant.tech), site, {
         "title": "P2 needed", "description": "Slow growth: one passage more", "classification": "minor",
         "batch": number, "step": "P2"})
     step = record(client, world, number, "P2", {**p2, "deviation_reference": deviation.number})

@@ -21,6 +21,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.deviations.models import CapaAction, Deviation
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
@@ -53,7 +54,7 @@ def world(users, sites) -> World:
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
-    batch = batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    batch = lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     qc_mz = make_user("qc.mz", [(Role.QC_ANALYST, "MZ")], signing=True)
     qa_mz = make_user("qa.mz", [(Role.QA, "MZ")], signing=True)
     tokens = {key: new_token(user) for key, user in users.items()}
@@ -269,7 +270,7 @@ def test_enter_result_input_errors_name_the_field(client, world):
 def test_results_are_refused_once_the_batch_is_decided(client, world):
     enter(client, world, value=50)
     plant = world.plant
-    batch_services.transition(refetch(plant.qp), db.session.get(Batch, world.batch_id), S.REJECTED,
+    lifecycle.transition(refetch(plant.qp), db.session.get(Batch, world.batch_id), S.REJECTED,
                               reason="OOS viability", signing=signing(plant.qp))
     error = assert_error(post_result(client, world, test="CD73", value=98), 409, "conflict")
     assert "rejected" in error["message"]

@@ -12,6 +12,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from cellfactory.alerts import services as alert_services
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
@@ -19,7 +20,7 @@ from cellfactory.auth.models import Role, RoleAssignment
 from cellfactory.core.db import Base
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
-from cellfactory.notifications import services as notification_services
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import UpdateSite
 from cellfactory.sites.models import Site
@@ -42,7 +43,7 @@ def test_every_audited_model_records_creation_with_values(users):
     # The users fixture created sites, users, roles, a password history and (for signers) signatures.
 
     auth_services.create_token(None, refetch(users["qp"]), "instrument")
-    notification_services.alert_security("test alert", site_ids=None)
+    alert_services.alert_security("test alert", site_ids=None)
     from cellfactory.batches import services as batch_services
     from tests.batch_helpers import build_plant, passage_data, step_data
 
@@ -58,7 +59,7 @@ def test_every_audited_model_records_creation_with_values(users):
 
     qc_services.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "91", "sample_id": "S1",
                                                                  "sampled_at": utcnow().isoformat()})
-    deviation = deviation_services.open_deviation(refetch(plant.tech), site_services.get_site("BG"), {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), site_services.get_site("BG"), {
         "title": "t", "description": "d", "classification": "minor"})
     deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective", description="fix",
                                   owner="technician.bg", due_date="2099-01-01")

@@ -7,13 +7,13 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
+from cellfactory.alerts.models import Alert
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.core import clock
 from cellfactory.core.errors import AuthenticationFailed, ValidationFailed
 from cellfactory.extensions import db
-from cellfactory.notifications.models import Alert
 from tests.conftest import PASSWORD, idle_sessions, login, make_user, refetch
 
 

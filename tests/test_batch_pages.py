@@ -14,6 +14,7 @@ from cellfactory.batches import services
 from cellfactory.batches.models import Batch, BatchStatus, StepStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc
 from tests.conftest import PASSWORD, login, refetch
 
@@ -331,7 +332,7 @@ def test_a_stale_transition_form_is_refused(client, plant, batch):
     batch = run_batch_to_awaiting_qc(plant, batch)
     login(client, "technician.bg")
     old_version = str(refetch(batch).version)
-    services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done elsewhere")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done elsewhere")
     _switch(client, "qa.bg")
     response = client.post(f"/batches/{batch.number}/transition",
                            data={"target": "on_hold", "t-on_hold-version": old_version,
@@ -371,7 +372,7 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
                                                 past_receipt_data(din="=A99912600045600"))
     other = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [second.din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, other)
-    services.transition(refetch(plant.tech), refetch(other), S.AWAITING_QC, reason="complete")
+    lifecycle.transition(refetch(plant.tech), refetch(other), S.AWAITING_QC, reason="complete")
     login(client, "qa.bg")
     page = client.get("/batches/").get_data(as_text=True)
     assert batch.number in page and other.number in page and "2 batches" in page

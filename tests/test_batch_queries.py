@@ -14,9 +14,9 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
-from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.services import for_batch
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
 from cellfactory.qc.services import batch_results, result_verification
@@ -108,14 +108,14 @@ def _manufacture(plant, batch: Batch, *, uses: int) -> None:
 
 def _to_review(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
     """Manufacturing done, every result entered (`pending` ones left incubating) and verified: awaiting review."""
-    services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values={"CD90": "97.2", "CD45": "0.4"})
-    services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     return refetch(batch)
 
 
 def _review(plant, batch: Batch) -> Batch:
-    services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="record complete",
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="record complete",
                         signing=signing(plant.reviewer))
     return refetch(batch)
 
@@ -123,7 +123,7 @@ def _review(plant, batch: Batch) -> Batch:
 def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
     _review(plant, _to_review(plant, batch, pending=pending))
     if pending:
-        services.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="QP decision",
+        lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="QP decision",
                             signing=signing(plant.qp), details=None)
         from cellfactory.qc import services as qc_services
 
@@ -131,7 +131,7 @@ def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
             if result.verdict.value == "pending":
                 qc_services.record_final_read(refetch(plant.qc), refetch(result), {"value": "no growth"})
                 qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
-    services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="QP decision", signing=signing(plant.qp))
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="QP decision", signing=signing(plant.qp))
     return refetch(batch)
 
 
@@ -163,7 +163,7 @@ def _large_batch(plant, sites) -> Batch:
     batch = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [m.din for m in materials],
         started_at=batch_start())
     _manufacture(plant, batch, uses=2)
-    deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "Incubator door left ajar", "description": "Found ajar for 2 minutes during P3.",
         "classification": "minor", "batch": batch.number, "step": "P3"})
     return refetch(batch)

@@ -10,6 +10,7 @@ from cellfactory.batches import services
 from cellfactory.batches.models import BatchStatus, StepStatus
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.models import SpecStatus
@@ -157,9 +158,8 @@ def test_passage_limit_needs_a_deviation(users, sites):
     with pytest.raises(ValidationFailed, match="no deviation DEV-BG-2026-0099"):
         services.record_step(refetch(plant.tech), refetch(steps[2]),
                              passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference="DEV-BG-2026-0099"))
-    from cellfactory.deviations import services as deviation_services
 
-    deviation = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "P1 beyond the validated passage limit", "description": "Slow growth: one more passage needed",
         "classification": "major", "batch": batch.number, "step": "P1"})
     services.record_step(refetch(plant.tech), refetch(steps[2]),
@@ -208,7 +208,7 @@ def test_only_technicians_of_the_site_record(plant, batch, users):
 
 
 def _to(plant, batch, target, who, signed=False):
-    return services.transition(refetch(who), refetch(batch), target, reason=f"to {target}",
+    return lifecycle.transition(refetch(who), refetch(batch), target, reason=f"to {target}",
                                signing=signing(who) if signed else None)
 
 

@@ -12,6 +12,7 @@ from flask import Flask
 from cellfactory import create_app, isbt128
 from cellfactory.auth.models import Role, User
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
@@ -172,12 +173,12 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
         batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[0]],
             started_at=batch_start())
         run_batch_to_awaiting_qc(plant, batch)
-        batch_services.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
+        lifecycle.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_QC, reason="done")
         complete_qc(plant, batch)
-        batch_services.transition(db.session.get(User, qc.id), db.session.get(Batch, batch.id),
+        lifecycle.transition(db.session.get(User, qc.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_QA_REVIEW, reason="qc done")
-        batch_services.transition(db.session.get(User, reviewer.id), db.session.get(Batch, batch.id),
+        lifecycle.transition(db.session.get(User, reviewer.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_CERTIFICATION, reason="reviewed", signing=signing(reviewer))
         batch_id, qps = batch.id, [plant.qp.id, second_qp.id]
         db.session.remove()
@@ -185,7 +186,7 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
     def certify(user, site):
         qp = db.session.get(User, qps.pop())
         try:
-            batch_services.transition(qp, db.session.get(Batch, batch_id), BatchStatus.RELEASED,
+            lifecycle.transition(qp, db.session.get(Batch, batch_id), BatchStatus.RELEASED,
                                       reason="certified", signing=signing(qp))
             return "certified"
         except Conflict as conflict:

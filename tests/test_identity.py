@@ -23,6 +23,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
 from cellfactory.products.models import CollectionType, Product
@@ -104,13 +105,13 @@ def _autologous_material(plant, sites) -> str:
 
 def _release(plant, batch) -> Batch:
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(plant.qa.roles[0].role, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
                               signing=signing(plant.qp))
     return refetch(batch)
 

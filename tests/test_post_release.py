@@ -15,6 +15,7 @@ from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDe
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications import services as notifications
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
 from cellfactory.qc.models import QcResult
@@ -157,8 +158,8 @@ def test_each_acknowledgement_is_its_own_signature_and_completes_the_task(failed
 def test_qa_recalls_the_batch_and_its_units_not_administered(failed):
     qa = refetch(failed["plant"].qa)
     with pytest.raises(PermissionDenied):
-        batch_services.transition(refetch(failed["plant"].qp), refetch(failed["batch"]), S.RECALLED, reason="x")
-    batch_services.transition(qa, refetch(failed["batch"]), S.RECALLED, reason="confirmed sterility failure")
+        lifecycle.transition(refetch(failed["plant"].qp), refetch(failed["batch"]), S.RECALLED, reason="x")
+    lifecycle.transition(qa, refetch(failed["batch"]), S.RECALLED, reason="confirmed sterility failure")
     assert refetch(failed["batch"]).status == S.RECALLED
     statuses = [refetch(u).status for u in failed["units"]]
     assert statuses == [U.RECALLED, U.RECALLED, U.RECALLED, U.ADMINISTERED]
@@ -168,7 +169,7 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
     qa = refetch(failed["plant"].qa)
     batch = refetch(failed["batch"])
     with pytest.raises(Conflict) as refused:
-        batch_services.transition(qa, batch, S.CONDITIONALLY_RELEASED, reason="assessed")
+        lifecycle.transition(qa, batch, S.CONDITIONALLY_RELEASED, reason="assessed")
     assert "Sterility is out of specification (growth)" in refused.value.message
     assert refetch(batch).status == S.ON_HOLD_AFTER_RELEASE
     # The investigation shows a laboratory error: the root cause recorded, the result invalidated for it, the
@@ -184,14 +185,14 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
     qc.invalidate_result(refetch(qa), refetch(result), reason="contaminated media lot in the QC lab",
                          signing=signing(qa))
     with pytest.raises(Conflict) as refused:
-        batch_services.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
+        lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
     assert f"Deviation {deviation.number} raised after release is not closed." in refused.value.message
     action = deviation_services.add_action(refetch(qa), refetch(deviation), kind="corrective",
                                            description="new media", owner="qa.bg", due_date="2099-01-01")
     deviation_services.carry_to_effectiveness_check(refetch(qa), refetch(action), due_date="2099-06-01",
                                                     note="no growth in the next ten media lots")
     deviation_services.close_deviation(refetch(qa), refetch(deviation), signing=signing(qa))
-    batch_services.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED,
+    lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED,
                               reason="laboratory error confirmed; product not affected")
     assert refetch(batch).status == S.CONDITIONALLY_RELEASED and refetch(batch).held_from is None
     received, in_transit, banked, administered = (refetch(u) for u in failed["units"])
@@ -205,15 +206,15 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     plant = build_plant(users, sites)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG"), (Role.QP, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
     signatures_before = db.session.scalar(sa.select(sa.func.count()).select_from(Signature))
     with pytest.raises(Conflict) as refused:
-        batch_services.transition(refetch(reviewer), refetch(batch), S.RELEASED, reason="certified",
+        lifecycle.transition(refetch(reviewer), refetch(batch), S.RELEASED, reason="certified",
                                   signing=signing(reviewer))
     assert refused.value.message == (f"Segregation of duties: you reviewed the batch record (QA) of {batch.number}, "
                                      "so you may not review or certify it. In conflict: Qa.Reviewer Tester "
@@ -221,10 +222,10 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     assert refetch(batch).status == S.AWAITING_CERTIFICATION
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)) == signatures_before
     # Returned to QA review, the reviewer may review it again; another QP certifies.
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.AWAITING_QA_REVIEW, reason="check again")
-    batch_services.transition(refetch(reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="re-reviewed",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.AWAITING_QA_REVIEW, reason="check again")
+    lifecycle.transition(refetch(reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="re-reviewed",
                               signing=signing(reviewer))
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
                               signing=signing(plant.qp))
     assert refetch(batch).status == S.RELEASED
     assert PASSWORD
@@ -234,7 +235,7 @@ def test_a_failure_while_qa_holds_a_conditionally_released_batch_still_stops_sup
     from tests.post_release_helpers import conditional_with_units, fail_sterility
 
     setup = conditional_with_units(users, sites)
-    batch_services.transition(refetch(setup["plant"].qa), refetch(setup["batch"]), S.ON_HOLD,
+    lifecycle.transition(refetch(setup["plant"].qa), refetch(setup["batch"]), S.ON_HOLD,
                               reason="complaint under investigation")
     fail_sterility(setup["plant"], setup["batch"])
     batch = refetch(setup["batch"])

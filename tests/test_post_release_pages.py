@@ -13,6 +13,7 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
 from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
@@ -175,11 +176,11 @@ def reviewed_by_a_qa_who_is_also_qp(users, sites):
     plant = build_plant(users, sites)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG"), (Role.QP, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
     return {"batch": batch.number, "token": new_token(reviewer), "name": reviewer.full_name}
 
@@ -224,7 +225,7 @@ def test_public_verification_says_the_batch_is_no_longer_released(client, users,
     page = text(after)
     assert "ON HOLD AFTER RELEASE" in page and "It is no longer released: do not use it" in page
     assert "CONDITIONALLY RELEASED" not in page and "Sterility" not in page
-    batch_services.transition(refetch(setup["plant"].qa), refetch(setup["batch"]), S.RECALLED,
+    lifecycle.transition(refetch(setup["plant"].qa), refetch(setup["batch"]), S.RECALLED,
                               reason="confirmed contamination")
     page = text(client.get(url))
     assert "RECALLED" in page and "The batch was recalled after a result failed after release." in page
@@ -239,7 +240,7 @@ def test_a_conditional_certificate_is_superseded_by_the_final_one(users, sites):
     [pending] = qc.pending_tests(refetch(batch))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
     qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
                               signing=signing(plant.qp))
     final = releases.certificates_for(refetch(batch))[-1]
     old = releases.check_certificate(conditional.verification_token).standing

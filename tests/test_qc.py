@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from cellfactory.alerts.models import Alert
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
@@ -12,7 +13,7 @@ from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDe
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
-from cellfactory.notifications.models import Alert
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
 from tests.batch_helpers import (
@@ -39,7 +40,7 @@ def batch(plant, sites):
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
-    return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 
 def enter(plant, batch, test, value=None, **extra):
@@ -125,23 +126,23 @@ def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, 
 
 def test_qc_complete_needs_every_test_verified_and_oos_covered(plant, batch):
     with pytest.raises(Conflict, match="Viability: no result"):
-        batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+        lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     complete_qc(plant, batch, pending=("STER",))
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     assert refetch(batch).status == S.AWAITING_QA_REVIEW
 
 
 def test_an_open_major_deviation_blocks_release(plant, batch):
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(qa2))
-    deviation = deviation_services.open_deviation(refetch(plant.tech), refetch(batch).site, {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, {
         "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2", "classification": "major",
         "batch": refetch(batch).number})
     with pytest.raises(Conflict, match=f"Deviation {deviation.number} \\(major\\) is open"):
-        batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
+        lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
                                   signing=signing(plant.qp))
     with pytest.raises(Conflict, match="cannot be closed yet"):
         deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
@@ -157,23 +158,23 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
                                                     note="No CO2 alarm in the next 3 months")
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
                               signing=signing(plant.qp))
 
 
 def test_a_minor_deviation_does_not_block(plant, batch):
-    deviation = deviation_services.open_deviation(refetch(plant.tech), refetch(batch).site, {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, {
         "title": "Label reprint", "description": "Label smudged", "classification": "minor",
         "batch": refetch(batch).number})
     assert not deviation.blocks_release
 
 
 def test_deviations_are_numbered_per_site_and_year(plant, batch, sites, users):
-    first = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    first = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "a", "description": "b", "classification": "minor"})
-    second = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    second = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "a", "description": "b", "classification": "minor"})
-    other = deviation_services.open_deviation(refetch(users["technician_mz"]), sites["MZ"], {
+    other = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"], {
         "title": "a", "description": "b", "classification": "minor"})
     assert int(second.number[-4:]) == int(first.number[-4:]) + 1
     assert other.number.startswith("DEV-MZ-") and other.number.endswith("0001")
@@ -181,17 +182,17 @@ def test_deviations_are_numbered_per_site_and_year(plant, batch, sites, users):
 
 def test_deviation_input_errors_name_the_field(plant, sites):
     with pytest.raises(ValidationFailed) as error:
-        deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {"classification": "huge"})
+        lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {"classification": "huge"})
     assert {"title", "description", "classification"} <= set(error.value.fields)
 
 
 def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical_deviation(plant, batch):
     complete_qc(plant, batch, pending=("STER",))
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(qa2))
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="sterility pending",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="sterility pending",
                               signing=signing(plant.qp))
     [pending] = qc.pending_tests(refetch(batch))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
@@ -202,7 +203,7 @@ def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical
     # Supply stops at once (EU GMP Part IV 11.4): the batch is on hold after release, not conditionally released.
     assert refetch(batch).status == S.ON_HOLD_AFTER_RELEASE
     with pytest.raises(Conflict):
-        batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
+        lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
                                   signing=signing(plant.qp))
 
 

@@ -19,6 +19,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationStatus
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
@@ -53,7 +54,7 @@ def _batch_awaiting_qc(plant, sites, din=None):
         started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
-    return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 
 @pytest.fixture
@@ -418,12 +419,11 @@ def test_open_deviations_come_first_by_age_and_overdue_actions_show(client, plan
 
 
 def test_other_site_users_get_404(client, plant, batch, users, sites):
-    from cellfactory.deviations import services as deviation_services
 
     result = qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "sample_id": "S", "value": "60",
                                                                   "sampled_at": utcnow().isoformat()})
     deviation = db.session.get(Deviation, refetch(result).deviation_id)
-    mz = deviation_services.open_deviation(refetch(users["technician_mz"]), sites["MZ"],
+    mz = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"],
                                            {"title": "MZ thing", "description": "d", "classification": "minor"})
     login(client, "technician.mz")
     assert client.get(f"/qc/batches/{batch.number}").status_code == 404

@@ -22,6 +22,7 @@ from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
 from cellfactory.products.models import SpecificationVersion, SpecStatus
 from cellfactory.qc import services as qc
@@ -48,7 +49,7 @@ def batch(plant, sites):
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
-    return batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
 
 
 def enter(plant, batch, test, value=None, **extra):
@@ -270,7 +271,7 @@ def test_an_oos_deviation_goes_below_major_only_with_a_signed_justification(plan
 
 
 def test_a_manual_deviation_is_classified_minor_without_justification(plant, batch, sites):
-    manual = deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    manual = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": "Late label", "description": "d", "classification": "major", "batch": refetch(batch).number})
     deviation_services.record_investigation(refetch(plant.qa), refetch(manual), classification="minor",
                                             root_cause="x", impact_assessment="y", reason="minor after all")

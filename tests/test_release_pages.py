@@ -18,6 +18,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, Passage
 from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
@@ -61,14 +62,14 @@ def awaiting_review(plant, sites, *, pending=("STER",), values=None, verifier=No
     batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
         started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
-    batch_services.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     return again(batch)
 
 
 def review_by_service(plant, batch) -> Batch:
-    batch_services.transition(again(plant.reviewer), again(batch), S.AWAITING_CERTIFICATION,
+    lifecycle.transition(again(plant.reviewer), again(batch), S.AWAITING_CERTIFICATION,
                               reason="record complete", signing=signing(again(plant.reviewer)))
     return again(batch)
 
@@ -82,7 +83,7 @@ def oos_awaiting_certification(plant, sites) -> Batch:
     batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
         started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, values={"VIAB": "64"})
     [deviation] = deviation_services.for_batch(batch.id)
     deviation_services.record_investigation(again(plant.qa), again(deviation), classification="major",
@@ -94,13 +95,13 @@ def oos_awaiting_certification(plant, sites) -> Batch:
     deviation_services.carry_to_effectiveness_check(again(plant.qa), again(action), due_date="2099-06-01",
                                                     note="Hold times of the next 5 batches")
     deviation_services.close_deviation(again(plant.qa), again(deviation), signing=signing(again(plant.qa)))
-    batch_services.transition(again(plant.qa), again(batch), S.AWAITING_QC, reason="hold lifted after closure")
-    batch_services.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(again(plant.qa), again(batch), S.AWAITING_QC, reason="hold lifted after closure")
+    lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     return review_by_service(plant, batch)
 
 
 def certify_by_service(plant, batch, target=S.CONDITIONALLY_RELEASED) -> Certificate:
-    batch_services.transition(again(plant.qp), again(batch), target, reason="QP decision",
+    lifecycle.transition(again(plant.qp), again(batch), target, reason="QP decision",
                               signing=signing(again(plant.qp)))
     return releases.certificates_for(again(batch))[-1]
 
@@ -112,7 +113,7 @@ def finish_sterility(plant, batch) -> None:
 
 
 def open_major_deviation(plant, batch) -> None:
-    deviation_services.open_deviation(again(plant.tech), again(batch).site, {
+    lifecycle.open_deviation(again(plant.tech), again(batch).site, {
         "title": "Cleanroom alarm", "description": "Particle alarm in grade A", "classification": "major",
         "batch": batch.number})
 

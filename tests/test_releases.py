@@ -13,6 +13,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
@@ -33,7 +34,7 @@ def plant(users, sites):
 def _awaiting_review(plant, sites, *, pending=("STER",), values=None):
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
     return batch
 
@@ -41,14 +42,14 @@ def _awaiting_review(plant, sites, *, pending=("STER",), values=None):
 @pytest.fixture
 def reviewed(plant, sites):
     batch = _awaiting_review(plant, sites)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
-    batch_services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION,
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION,
                               reason="record complete", signing=signing(plant.reviewer))
     return refetch(batch)
 
 
 def decide(plant, batch, target, meaning=None, **details):
-    return batch_services.transition(refetch(plant.qp), refetch(batch), target, reason="QP decision",
+    return lifecycle.transition(refetch(plant.qp), refetch(batch), target, reason="QP decision",
                                      signing=signing(plant.qp), meaning=meaning, details=details or None)
 
 
@@ -77,8 +78,8 @@ def test_conditional_release_then_final_certification(plant, reviewed):
 
 def test_certificate_content_is_stored_once_and_verifiable(plant, sites):
     batch = _awaiting_review(plant, sites, pending=())
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
-    batch_services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(plant.reviewer))
     decide(plant, batch, S.RELEASED)
     [certificate] = releases.certificates_for(refetch(batch))
@@ -131,7 +132,7 @@ def test_rejection_issues_a_rejection_certificate(plant, reviewed):
 
 def test_wrong_password_is_refused_on_certification(plant, reviewed):
     with pytest.raises(AuthenticationFailed):
-        batch_services.transition(refetch(plant.qp), refetch(reviewed), S.CONDITIONALLY_RELEASED, reason="x",
+        lifecycle.transition(refetch(plant.qp), refetch(reviewed), S.CONDITIONALLY_RELEASED, reason="x",
                                   signing={**signing(plant.qp), "password": "wrong-password-1"})
     assert refetch(plant.qp).failed_login_count == 1
     assert refetch(reviewed).status == S.AWAITING_CERTIFICATION
@@ -142,14 +143,14 @@ def test_segregation_a_qp_who_tested_the_batch_may_not_certify(plant, sites):
     qp_analyst = make_user("qp.analyst", [(Role.QP, "BG"), (Role.QC_ANALYST, "BG")], signing=True)
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     plant.qc = qp_analyst  # the QP enters the results this time
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc2), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
-    batch_services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
+    lifecycle.transition(refetch(plant.qc2), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(plant.reviewer))
     with pytest.raises(Conflict, match="Segregation of duties: you tested VIAB"):
-        batch_services.transition(refetch(qp_analyst), refetch(batch), S.RELEASED, reason="certify",
+        lifecycle.transition(refetch(qp_analyst), refetch(batch), S.RELEASED, reason="certify",
                                   signing=signing(qp_analyst))
 
 
@@ -162,7 +163,7 @@ def _blocked(plant, batch, key_text):
 
 
 def test_open_major_deviation_blocks(plant, reviewed):
-    deviation_services.open_deviation(refetch(plant.tech), refetch(reviewed).site, {
+    lifecycle.open_deviation(refetch(plant.tech), refetch(reviewed).site, {
         "title": "Cleanroom alarm", "description": "Particle alarm in grade A", "classification": "major",
         "batch": reviewed.number})
     _blocked(plant, reviewed, r"\(major\) is open")
@@ -174,10 +175,10 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
 
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch, lot=plant.lots["M-001"])
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=("STER",))
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
-    batch_services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(plant.reviewer))
     reagent_services.set_lot_status(refetch(plant.qa), refetch(plant.lots["M-001"]), LotStatus.REJECTED,
                                     "supplier recall of the lot")
@@ -239,9 +240,9 @@ def oos_batch(plant, sites):
     deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
                                                     note="Hold times of the next 5 batches")
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
-    batch_services.transition(refetch(plant.qa), refetch(batch), S.AWAITING_QC, reason="hold lifted after closure")
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
-    batch_services.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
+    lifecycle.transition(refetch(plant.qa), refetch(batch), S.AWAITING_QC, reason="hold lifted after closure")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(plant.reviewer))
     return refetch(batch)
 
@@ -280,7 +281,7 @@ def test_batch_record_holds_everything_and_hostile_text_as_typed(plant, sites):
     record_step(refetch(plant.tech), refetch(batch).steps[0], step_data(observations=HOSTILE))
     record_step(refetch(plant.tech), refetch(refetch(batch).steps[0]), step_data(observations=HOSTILE + " v2"),
                 reason="typo & <reason>")
-    deviation_services.open_deviation(refetch(plant.tech), sites["BG"], {
+    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
         "title": HOSTILE[:150], "description": HOSTILE, "classification": "minor", "batch": batch.number})
     qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "93", "sample_id": "S<1>&",
                                                         "sampled_at": utcnow().isoformat()})

@@ -23,6 +23,7 @@ from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Deviation, DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.reagents import services as reagent_services
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.releases import decisions
@@ -61,7 +62,7 @@ def form_errors(page: str) -> list[str]:
 @pytest.fixture
 def deviation(users, sites) -> Deviation:
     enable_signing(refetch(users["qa"]))
-    return deviation_services.open_deviation(refetch(users["technician"]), sites["BG"], {
+    return lifecycle.open_deviation(refetch(users["technician"]), sites["BG"], {
         "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2",
         "classification": "major"})
 
@@ -179,7 +180,7 @@ def test_a_qp_in_conflict_is_told_who_and_why_by_the_service(users, sites):
     plant.qc = qp_analyst
     batch = awaiting_certification(plant, sites)
     with pytest.raises(Conflict) as refused:
-        batch_services.transition(refetch(qp_analyst), refetch(batch), S.CONDITIONALLY_RELEASED, reason="ok",
+        lifecycle.transition(refetch(qp_analyst), refetch(batch), S.CONDITIONALLY_RELEASED, reason="ok",
                                   signing=signing(qp_analyst))
     assert refused.value.message == (f"Segregation of duties: you tested VIAB of {batch.number}, so you may not "
                                      "review or certify it. In conflict: Qp.Analyst Tester (qp.analyst), who "

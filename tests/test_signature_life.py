@@ -15,6 +15,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, Passage
 from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.qc.models import QcResult
 from cellfactory.releases import services as releases
@@ -105,7 +106,7 @@ def test_conditional_release_then_final_read_then_final_certification(plant, sit
 
 def test_exceptional_release_of_an_oos_batch(plant, sites):
     batch = oos_awaiting_certification(plant, sites)
-    batch_services.transition(again(plant.qp), again(batch), S.RELEASED, reason="physician request",
+    lifecycle.transition(again(plant.qp), again(batch), S.RELEASED, reason="physician request",
                               signing=signing(again(plant.qp)), meaning=Meaning.QP_OOS_SUPPLY,
                               details=OOS_DETAILS | {"sponsor_notified_at": "2026-11-21T09:30:00+01:00"})
     assert status_of(batch) == S.RELEASED
@@ -122,9 +123,9 @@ def test_reject(plant, sites):
 
 def test_hold_and_lift_then_release(plant, sites):
     batch = awaiting_review(plant, sites, pending=())
-    batch_services.transition(again(plant.qa), again(batch), S.ON_HOLD, reason="cleanroom alarm under assessment")
+    lifecycle.transition(again(plant.qa), again(batch), S.ON_HOLD, reason="cleanroom alarm under assessment")
     assert status_of(batch) == S.ON_HOLD
-    batch_services.transition(again(plant.qa), again(batch), S.AWAITING_QA_REVIEW, reason="no impact found")
+    lifecycle.transition(again(plant.qa), again(batch), S.AWAITING_QA_REVIEW, reason="no impact found")
     review_by_service(plant, batch)
     certify_by_service(plant, batch, S.RELEASED)
     assert status_of(batch) == S.RELEASED
@@ -240,7 +241,7 @@ def test_demo_style_complete_qc_helper_still_verifies_pending_results(plant, sit
     batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
                                        started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
+    lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=("STER",))
     [pending] = qc.pending_tests(again(batch))
     result = again(pending.reportable)
@@ -306,13 +307,13 @@ def test_a_review_that_no_longer_holds_blocks_certification_and_the_pages_offer_
     other = text_of(client.get(f"/deviations/new?batch={number}&signature=999999"))
     assert "Signed record changed" not in other
     # The process: back to QA review, reviewed anew, then certified; the new review holds.
-    batch_services.transition(again(plant.qp), again(batch), S.AWAITING_QA_REVIEW, reason="review no longer holds")
+    lifecycle.transition(again(plant.qp), again(batch), S.AWAITING_QA_REVIEW, reason="review no longer holds")
     with pytest.raises(DomainError, match="not verified by a second person"):
         review_by_service(plant, batch)  # the changed step's verification no longer holds either
-    batch_services.transition(again(plant.reviewer), again(batch), S.IN_PROCESS, reason="step to verify anew")
+    lifecycle.transition(again(plant.reviewer), again(batch), S.IN_PROCESS, reason="step to verify anew")
     batch_services.verify_step(again(plant.tech2), db.session.get(BatchStep, step_id), signing=signing(plant.tech2))
-    batch_services.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="verified anew")
-    batch_services.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="QC unchanged")
+    lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="verified anew")
+    lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="QC unchanged")
     review_by_service(plant, batch)
     certify_by_service(plant, batch, S.RELEASED)
     assert db.session.get(Batch, batch_id).status == S.RELEASED
@@ -332,7 +333,7 @@ def test_a_step_verification_that_no_longer_holds_offers_a_new_verification_and_
     signature_id = signature_services.signatures_for(step)[-1].id
     db.session.execute(sa.update(BatchStep).where(BatchStep.id == step.id).values(observations="edited behind"))
     db.session.expire_all()
-    found = batch_services.signature_follow_up(again(batch), db.session.get(Signature, signature_id),
+    found = lifecycle.signature_follow_up(again(batch), db.session.get(Signature, signature_id),
                                                signature_services.check(db.session.get(Signature, signature_id),
                                                                         again(step)).text)
     assert found is not None and found.verify_again and "deviation" in found.text

@@ -13,6 +13,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.units import services as units
 from cellfactory.units.models import Shipment, StorageLocation, Unit, UnitStatus
 from tests.batch_helpers import BATCH_AGE_H, batch_start
@@ -335,11 +336,11 @@ def test_lot_trace_lists_the_batches_and_offers_the_recall(client, login_as, use
     lot = plant.lots["PL-17"]
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch, lot=lot)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
     certify(plant, batch)
     made = make_units(plant, batch, 2)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.units import services as units
 from cellfactory.units import trace
 from cellfactory.units.models import ShipmentStatus, UnitStatus
@@ -241,11 +242,11 @@ def test_qa_lifts_an_excursion_quarantine_with_an_assessment(bank, users, sites)
 def test_failing_sterility_after_conditional_release_lists_every_issued_unit(users, sites):
     import sqlalchemy as sa
 
+    from cellfactory.alerts.models import Alert
     from cellfactory.auth.models import Role
     from cellfactory.batches import services as batch_services
     from cellfactory.batches.models import BatchStatus
     from cellfactory.extensions import db
-    from cellfactory.notifications.models import Alert
     from cellfactory.products.models import Product
     from cellfactory.qc import services as qc
     from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc, signing
@@ -259,13 +260,13 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
     db.session.flush()
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))
-    batch_services.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="ok",
+    lifecycle.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(reviewer))
-    batch_services.transition(refetch(plant.qp), refetch(batch), BatchStatus.CONDITIONALLY_RELEASED,
+    lifecycle.transition(refetch(plant.qp), refetch(batch), BatchStatus.CONDITIONALLY_RELEASED,
                               reason="sterility pending", signing=signing(plant.qp))
     made = make_units(plant, batch, 2)
     units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",

@@ -8,6 +8,7 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.units import services as unit_services
 from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
@@ -30,17 +31,17 @@ def released_batch(users, sites):
     db.session.flush()
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
     return plant, refetch(batch)
 
 
 def certify(plant, batch):
-    batch_services.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
                               signing=signing(plant.qp))
 
 
@@ -76,16 +77,16 @@ def another_released_batch(plant, sites, n: int):
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
         started_at=batch_start())
     run_batch_to_awaiting_qc(plant, batch)
-    batch_services.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
+    lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
-    batch_services.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
+    lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     import sqlalchemy as sa
 
     from cellfactory.auth.models import User
     from cellfactory.extensions import db
 
     reviewer = db.session.scalar(sa.select(User).where(User.username == "qa.reviewer"))
-    batch_services.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
+    lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(reviewer))
     certify(plant, batch)
     return code, refetch(batch)

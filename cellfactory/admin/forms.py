@@ -3,8 +3,8 @@ from __future__ import annotations
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
-from cellfactory.auth.models import ROLE_LABELS
 from cellfactory.core.forms import BaseForm, ReasonMixin
+from cellfactory.core.roles import ROLE_LABELS
 from cellfactory.signatures.forms import SigningForm
 
 NETWORK = ""

@@ -54,6 +54,7 @@ from cellfactory.core.pagination import Page, page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.reagents import services as reagent_services
@@ -493,7 +494,7 @@ def batch_transition(number: str):
     target = choice("target", BatchStatus, data["target"], from_query=False)
     chosen = next((t for t in batch_services.allowed_transitions(found) if t.target == target), None)
     signing = signing_of(data, chosen.meaning if chosen else None) if data.get("password") else None
-    moved = batch_services.transition(api_user(), found, target, reason=data["reason"], signing=signing,
+    moved = lifecycle.transition(api_user(), found, target, reason=data["reason"], signing=signing,
                                       expected_version=data.get("version"))
     return batch_detail_json(moved, api_user())
 

@@ -37,6 +37,7 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import CriterionKind, SpecTest
 from cellfactory.qc import services as qc_services
 from cellfactory.qc.models import QcResult
@@ -246,7 +247,7 @@ def open_deviation():
         site = db.session.get(Site, next(iter(ids)))
     fields = {name: data.get(name) for name in ("title", "description", "classification", "step")}
     fields["batch"] = batch.number if batch is not None else None
-    deviation = deviation_services.open_deviation(api_user(), site, fields)
+    deviation = lifecycle.open_deviation(api_user(), site, fields)
     return _deviation_detail(deviation), 201
 
 

@@ -2,7 +2,7 @@
 record and release certificate PDFs, the QP certification register (/certificates/register), and the notification
 tasks a failure after release gives each site concerned (/notification-tasks), acknowledged with signatures.
 
-Only parsing lives here: the decisions go through the batch state machine (batches.services.transition) like
+Only parsing lives here: the decisions go through the batch state machine (lifecycle.services.transition) like
 the pages, which checks the computed checklist, pending and failing results, segregation of duties and the
 signer's password, records the decision and issues the certificate.
 """
@@ -25,6 +25,7 @@ from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications import services as notification_services
 from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.releases import decisions, services
@@ -83,7 +84,7 @@ def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None =
         "batch": batch_json(batch),
         "checklist": [{"key": i.key, "label": i.label, "ok": i.ok, "problems": i.problems}
                       for i in services.checklist(batch, facts)],
-        "involved": people, "you_are_involved": bool(batch_services.conflicts(mine, meaning)),
+        "involved": people, "you_are_involved": bool(services.conflicts(mine, meaning)),
         "decisions": [decision_json(d, status) for d, status in facts.decisions],
     }
 
@@ -124,7 +125,7 @@ def certification_json(batch: Batch) -> dict[str, Any]:
 
 def _decide(batch: Batch, target: BatchStatus, reason: str, *, signing: dict[str, Any] | None = None,
             meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> None:
-    batch_services.transition(api_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
+    lifecycle.transition(api_user(), batch, target, reason=reason, signing=signing, meaning=meaning,
                               details=details)
 
 

@@ -9,31 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.core.roles import Role  # defined in core, where the rules are; importable from here as before
 from cellfactory.sites.models import Site
-
-
-class Role(enum.StrEnum):
-    TECHNICIAN = "technician"
-    QC_ANALYST = "qc_analyst"
-    QA = "qa"
-    QP = "qp"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-
-    @property
-    def label(self) -> str:
-        return ROLE_LABELS[self]
-
-
-ROLE_LABELS = {
-    Role.TECHNICIAN: "Technician",
-    Role.QC_ANALYST: "QC analyst",
-    Role.QA: "QA",
-    Role.QP: "Qualified Person",
-    Role.AUDITOR: "Auditor",
-    Role.ADMIN: "Administrator",
-}
-# Which roles may do what is written once, in cellfactory.core.permissions (role sets and predicates).
 
 
 class User(UserMixin, Audited, CreatedMixin, VersionedMixin, Base):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from flask import current_app
 
+from cellfactory.alerts.services import alert_security
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import (
     ApiToken,
@@ -77,8 +78,6 @@ def _register_failure(user_id: int, what: str) -> None:
         audit.record_event(session, "account_locked", entity_type="app_user", entity_id=user.id,
                            entity_label=user.username,
                            details={"failed_attempts": user.failed_login_count, "locked_until": user.locked_until})
-        from cellfactory.notifications.services import alert_security
-
         alert_security(
             f"Account {user.username} ({user.full_name}) was locked after {user.failed_login_count} failed "
             f"attempts ({what}).", site_ids=_user_site_ids(user))

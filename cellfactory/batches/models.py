@@ -3,7 +3,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,23 @@ from cellfactory.materials.models import SourceMaterial
 from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.models import Site
+
+
+@dataclass
+class RecordReaders:
+    """How the parts of a batch's record kept by other domains are read: its QC results (in entry order) and its
+    deviations. A model imports no service, and QC sits above batches: the batch life cycle
+    (`cellfactory.lifecycle`) passes the readers in when it is imported, as the application is created."""
+
+    results: Callable[[Batch], Sequence[Any]] = field(default=lambda batch: _not_passed("QC results"))
+    deviations: Callable[[Batch], Sequence[Any]] = field(default=lambda batch: _not_passed("deviations"))
+
+
+def _not_passed(what: str) -> Sequence[Any]:
+    raise RuntimeError(f"No reader of a batch's {what}: import cellfactory.lifecycle (create_app does).")
+
+
+record_readers = RecordReaders()
 
 
 class BatchStatus(enum.StrEnum):
@@ -102,14 +120,11 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
         from its counts, every QC result and deviation (not the status, which the decision itself changes).
 
         :param results: every result of the batch in entry order, as `qc.services.batch_results` reads them, when
-            the caller has just read them; read here otherwise.
+            the caller has just read them; read through `record_readers` otherwise.
         :param deviations: the batch's deviations, as `deviations.services.for_batch` reads them, likewise.
         """
-        from cellfactory.deviations.services import for_batch
-        from cellfactory.qc.services import batch_results
-
-        results = batch_results(self) if results is None else results
-        deviations = for_batch(self.id, details=False) if deviations is None else deviations
+        results = record_readers.results(self) if results is None else results
+        deviations = record_readers.deviations(self) if deviations is None else deviations
         return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
                 "header": {"started_at": self.started_at, "started_by_id": self.started_by_id,
                            "collection_type": self.collection_type.value, "recipient_code": self.recipient_code,

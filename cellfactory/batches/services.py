@@ -1,5 +1,6 @@
 """Batches: start from accepted material, the manufacturing record step by step, second-person
-verification, corrections with reasons, and the batch state machine."""
+verification, corrections with reasons, and the batch state machine (its moves, which act on QC, releases
+and units, are made by cellfactory.lifecycle)."""
 
 from __future__ import annotations
 
@@ -123,48 +124,6 @@ def signature_statuses(record: signatures.Signable, found: Sequence[Any], *,
         return []
     once = _ContentOnce(record, content)
     return [(signature, signatures.check(signature, once).text) for signature in found]
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """What the process offers when a signature of the batch's record no longer holds."""
-
-    text: str
-    return_to_review: bool = False  # the Qualified Person returns the batch to QA review, QA signs anew
-    review_again: bool = False  # QA reviews the record as it is now and signs anew
-    verify_again: bool = False  # a second person verifies the step or result anew
-
-
-def signature_follow_up(batch: Batch, signature: Any, status: str) -> FollowUp | None:
-    """The follow-up of a signature on the batch, one of its steps or results, that no longer holds: a new signature
-    where the process still takes one, and always a deviation (how did the record change without a documented
-    correction?). None when the signature holds."""
-    if status == signatures.SignatureStatus.VALID.value:
-        return None
-    deviation = "Open a deviation to investigate how the record changed and assess the impact on the batch."
-    if status == signatures.SignatureStatus.INVALID.value:
-        return FollowUp("The signature itself does not verify: it or its record was altered outside the application. "
-                        + deviation)
-    if signature.entity_type == "batch" and signature.meaning == Meaning.REVIEWED.value:
-        if batch.status == S.AWAITING_CERTIFICATION:
-            return FollowUp("The Qualified Person returns the batch to QA review, where QA reviews the record as it is "
-                            "now and signs anew. " + deviation, return_to_review=True)
-        if batch.status == S.AWAITING_QA_REVIEW:
-            return FollowUp("QA reviews the record as it is now and signs anew. " + deviation, review_again=True)
-    from cellfactory.qc.services import RESULT_STATES
-
-    if (signature.entity_type == "batch_step" and batch.status == S.IN_PROCESS
-            or signature.entity_type == "qc_result" and batch.status in RESULT_STATES):
-        return FollowUp("A second person verifies the entries as they are now. " + deviation, verify_again=True)
-    return FollowUp(deviation)
-
-
-def statuses_with_follow_up(batch: Batch, record: signatures.Signable, found: Sequence[Any], *,
-                            content: Callable[[], dict[str, Any]] | None = None
-                            ) -> list[tuple[Any, str, FollowUp | None]]:
-    """`signature_statuses`, each with what the process offers when the signature no longer holds."""
-    return [(signature, status, signature_follow_up(batch, signature, status))
-            for signature, status in signature_statuses(record, found, content=content)]
 
 
 # --- starting a batch ----------------------------------------------------------------------------
@@ -756,7 +715,7 @@ TRANSITIONS: list[Transition] = [
                "Exceptional release of an out-of-specification batch at a physician's request", Meaning.QP_OOS_SUPPLY),
     *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
     Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
-    # A failure after release puts the batch on hold after release (qc.services, releases.services): QA recalls it,
+    # A failure after release puts the batch on hold after release (qc.services.post_release_failure): QA recalls it,
     # or lifts the hold after an assessment (below).
     Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}), "Recalled after a failure after release"),
 ]
@@ -785,147 +744,3 @@ def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None
         elif step_verification(step, index) is None:
             blockers.append(f"Step {step.code} ({step.name}) is not verified by a second person.")
     return blockers
-
-
-def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
-                    index: signatures.SignatureIndex | None = None) -> dict[int, str]:
-    """Who performed, verified or tested anything on the batch, or reviewed its record as QA: they may not review
-    or certify it (the QA reviewer may review it again, see `conflicts`).
-
-    :param results: the batch's results (every one, in entry order) when the caller has read them.
-    :param index: the signatures of the batch, its steps and results when the caller has read them.
-    """
-    from cellfactory.qc.services import batch_results
-
-    people: dict[int, str] = {batch.started_by_id: "started the batch"}
-    results = results if results is not None else batch_results(batch)
-    index = index if index is not None else signatures.SignatureIndex([batch, *batch.steps, *results])
-    entered = entered_by_steps(batch.steps)
-    for step in batch.steps:
-        for person in entered[step.id]:
-            people.setdefault(person, f"entered step {step.code}")
-        for signature in index.of(step):
-            people.setdefault(signature.signer_id, f"verified step {step.code}")
-    for result in results:
-        people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
-        people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
-        for signature in index.of(result):
-            if signature.meaning == Meaning.VERIFIED.value:
-                people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
-    for signature in index.of(batch):
-        if signature.meaning == Meaning.REVIEWED.value:
-            people.setdefault(signature.signer_id, REVIEWED_IT)
-    return people
-
-
-# What `involved_people` says of the QA reviewer: the reviewer may not certify the batch, but may review it again
-# when the QP returns it to QA review.
-REVIEWED_IT = "reviewed the batch record (QA)"
-
-
-def conflicts(involved: dict[int, str], meaning: Meaning | None) -> dict[int, str]:
-    """The people involved who may not sign a decision with this meaning: all of them, except that the QA
-    reviewer may review again."""
-    if meaning == Meaning.REVIEWED:
-        return {person: what for person, what in involved.items() if what != REVIEWED_IT}
-    return involved
-
-
-def _guard(actor: User, batch: Batch, transition: Transition) -> None:
-    if transition.source == S.IN_PROCESS and transition.target == S.AWAITING_QC:
-        blockers = manufacturing_blockers(batch)
-        if blockers:
-            raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
-    if transition.source == S.AWAITING_QC and transition.target == S.AWAITING_QA_REVIEW:
-        from cellfactory.qc.services import qc_blockers
-
-        blockers = qc_blockers(batch)
-        if blockers:
-            raise Conflict("Quality control is not complete: " + " ".join(blockers))
-    if transition.meaning is not None:
-        from cellfactory.releases.services import RecordFacts, signing_blockers
-
-        facts = RecordFacts(batch)
-        blockers = signing_blockers(batch, transition.meaning, facts)
-        if blockers:
-            raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
-        if transition.roles & permissions.SIGNING_ROLES:
-            involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
-                                 transition.meaning)
-            if actor.id in involved:
-                # Named in full, so that whoever reads the refusal later (a screenshot, a log) sees who was in
-                # conflict and why.
-                raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
-                               f"review or certify it. In conflict: {actor.full_name} ({actor.username}), who "
-                               f"{involved[actor.id]}.")
-    if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
-        _lift_after_release_guard(batch)
-
-
-def _lift_after_release_guard(batch: Batch) -> None:
-    """QA lifts a hold after release only once the failure is shown not to stand: every failing result
-    invalidated after investigation, and every deviation raised after release closed."""
-    from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
-    from cellfactory.releases.services import failing_results
-
-    problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
-                "investigation, or recall the batch." for r in failing_results(batch)]
-    problems += [f"Deviation {number} raised after release is not closed." for number in db.session.scalars(
-        sa.select(Deviation.number).where(Deviation.batch_id == batch.id,
-                                          Deviation.source == DeviationSource.POST_RELEASE,
-                                          Deviation.status != DeviationStatus.CLOSED).order_by(Deviation.id))]
-    if problems:
-        raise Conflict(f"{batch.number}: the hold after release cannot be lifted: " + " ".join(problems))
-
-
-@transactional
-def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
-               signing: dict[str, Any] | None = None, expected_version: int | None = None,
-               meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> Batch:
-    """Move a batch to another state: only along the state machine, by the role that may, with a reason,
-    and with an electronic signature where the step is a review or a QP decision (which then records the
-    decision and, for a QP, issues the certificate). `meaning` picks between two ways to the same state
-    (the exceptional release); `details` carries what a conditional or exceptional release must record."""
-    target = BatchStatus(target)
-    if expected_version is not None and expected_version != batch.version:
-        raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
-    chosen = next((t for t in allowed_transitions(batch)
-                   if t.target == target and (meaning is None or t.meaning == meaning)), None)
-    if chosen is None:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: it cannot go to {target.label}. Allowed: "
-                       + (", ".join(t.target.label for t in allowed_transitions(batch)) or "nothing (closed)") + ".")
-    permissions.require(actor.has_any_role(chosen.roles, batch.site_id),
-                        f"'{chosen.label}' is done by " + " or ".join(sorted(r.label for r in chosen.roles))
-                        + " of the batch's site.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
-    _guard(actor, batch, chosen)
-    audit.act_as(db.session, actor, reason=reason)
-    signature = None
-    if chosen.meaning is not None:
-        from cellfactory.releases.services import validate_details
-
-        clean = validate_details(chosen.meaning, details or {}, batch)
-        if signing is None:
-            raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
-                                   fields={"password": "Sign with your password."})
-        signature = signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
-                                               site_id=batch.site_id, comment=reason, **signing)
-    previous = batch.status
-    batch.held_from = batch.status if target == S.ON_HOLD else None
-    batch.status = target
-    batch.status_changed_at = utcnow()
-    if previous == S.ON_HOLD_AFTER_RELEASE:
-        from cellfactory.units import holds
-
-        if target == S.RECALLED:
-            holds.recall_units(batch, f"batch {batch.number} recalled: {reason.strip()}")
-        else:
-            holds.unblock_units(batch)
-    if signature is not None:
-        from cellfactory.releases.services import record_decision
-
-        db.session.flush()
-        record_decision(actor, batch, previous, signature, reason, clean)
-    return batch
-

@@ -37,6 +37,7 @@ from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_S
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, StepKind
@@ -364,7 +365,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     transition_forms = dict(transition_forms or {})
     # The signatures of the batch and of every step in one read; each check below uses them.
     index = services.record_signatures(batch)
-    step_signatures = {s.id: services.statuses_with_follow_up(batch, s, index.of(s)) for s in batch.steps}
+    step_signatures = {s.id: lifecycle.statuses_with_follow_up(batch, s, index.of(s)) for s in batch.steps}
     verifications = {s.id: services.step_verification(s, index) for s in batch.steps}
     can_verify_here = batch.status == S.IN_PROCESS and user.has_any_role(MANUFACTURING_STAFF, batch.site_id)
     verify_notes: dict[int, str] = {}
@@ -404,7 +405,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
         passages=[s for s in batch.steps if s.passage is not None], page_errors=page_errors or [],
         can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
         history=_history(_batch_records(batch, index)), tz=batch.site.timezone,
-        batch_signatures=services.statuses_with_follow_up(batch, batch, index.of(batch)),
+        batch_signatures=lifecycle.statuses_with_follow_up(batch, batch, index.of(batch)),
         can_open_deviation=user.has_any_role(SITE_STAFF, batch.site_id),
     ), status
 
@@ -450,7 +451,7 @@ def transition(number: str) -> Any:
     if chosen is None:
         # Someone moved the batch meanwhile, or the page was old: the service says what is allowed now.
         try:
-            services.transition(_user(), batch, target, reason=request.form.get(f"t-{target.value}-reason", ""))
+            lifecycle.transition(_user(), batch, target, reason=request.form.get(f"t-{target.value}-reason", ""))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -463,7 +464,7 @@ def transition(number: str) -> Any:
             signing = form.signing_kwargs()
             signing.pop("meaning")
         try:
-            services.transition(_user(), batch, target, reason=form.reason.data, signing=signing,
+            lifecycle.transition(_user(), batch, target, reason=form.reason.data, signing=signing,
                                 expected_version=_version(form.version.data))
         except PermissionDenied:
             raise
@@ -569,7 +570,7 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
         passage_number=step.passage.passage_number if step.passage else services.derived_passage_number(step),
         open_record=step.batch.status == S.IN_PROCESS and blocking is None,
         verification=services.step_verification(step, index), tz=step.batch.site.timezone,
-        signatures=services.statuses_with_follow_up(step.batch, step, index.of(step)),
+        signatures=lifecycle.statuses_with_follow_up(step.batch, step, index.of(step)),
         can_open_deviation=_user().has_any_role(SITE_STAFF, step.batch.site_id),
         history=_history(_step_records(step, index)),
     ), status

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import PermissionDenied
+from cellfactory.core.roles import Actor as User  # a user as the rules see it (auth.models.User)
+from cellfactory.core.roles import Role
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,9 +6,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.errors import NotFound
+from cellfactory.core.roles import Actor as User  # a user as the rules see it (auth.models.User)
 from cellfactory.extensions import db
 
 M = TypeVar("M")

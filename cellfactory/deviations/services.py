@@ -61,42 +61,6 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
     return deviation
 
 
-@transactional
-def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
-    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
-                        "Only staff of this site open its deviations.")
-    audit.act_as(db.session, actor)
-    errors: dict[str, str] = {}
-    title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()
-    if not title:
-        errors["title"] = "Give the deviation a short title."
-    if not description:
-        errors["description"] = "Describe what happened, when and where."
-    try:
-        classification = Classification(data.get("classification"))
-    except ValueError:
-        classification = None
-        errors["classification"] = "Classify it: minor, major or critical."
-    batch_id = step_id = None
-    if data.get("batch"):
-        from cellfactory.batches.services import get_batch
-
-        batch = get_batch(actor, data["batch"])
-        if batch.site_id != site.id:
-            errors["batch"] = "This batch belongs to another site."
-        batch_id = batch.id
-        if data.get("step"):
-            step = next((s for s in batch.steps if s.code == str(data["step"]).upper()), None)
-            if step is None:
-                errors["step"] = f"Batch {batch.number} has no step {data['step']}."
-            else:
-                step_id = step.id
-    if errors:
-        raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
-    return create_deviation(actor, site, title=title, description=description, classification=classification,
-                            source=DeviationSource.MANUAL, batch_id=batch_id, step_id=step_id)
-
-
 def _require_qa(actor: User, deviation: Deviation) -> None:
     permissions.require(actor.has_role(Role.QA, deviation.site_id), "Only QA of the site investigates and closes "
                                                                     "deviations.")

@@ -32,6 +32,7 @@ from cellfactory.deviations.forms import (
 )
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import continuous_session, mark_signed
@@ -138,7 +139,7 @@ def new() -> Any:
             form.site.errors = ["Choose one of your sites."]
         else:
             try:
-                deviation = services.open_deviation(user, site, {
+                deviation = lifecycle.open_deviation(user, site, {
                     "title": form.title.data, "description": form.description.data,
                     "classification": form.classification.data, "batch": batch.number if batch else None,
                     "step": form.step.data or None})

@@ -9,13 +9,13 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from cellfactory.alerts.services import alerts_for
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.permissions import any_authenticated_user, public
 from cellfactory.extensions import db
-from cellfactory.notifications.services import alerts_for
 from cellfactory.signatures.services import signing_enabled
 
 bp = Blueprint("main", __name__)

@@ -4,13 +4,15 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from cellfactory.alerts import services as alert_services
+from cellfactory.alerts.models import Alert
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.core.permissions import ALERT_READERS, READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
 from cellfactory.notifications.forms import AcknowledgeForm
-from cellfactory.notifications.models import Alert, Capacity, NotificationTask
+from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.signatures.forms import mark_signed
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
@@ -20,8 +22,8 @@ bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 @roles_required(ALERT_READERS)
 def alerts() -> str:
     user = current_user._get_current_object()
-    return render_template("notifications/alerts.html", alerts=services.alerts_for(user, include_acknowledged=True),
-                           form=BaseForm())
+    return render_template("notifications/alerts.html",
+                           alerts=alert_services.alerts_for(user, include_acknowledged=True), form=BaseForm())
 
 
 @bp.route("/<int:alert_id>/acknowledge", methods=["POST"])
@@ -32,7 +34,7 @@ def acknowledge(alert_id: int) -> Response:
         abort(404)
     if BaseForm().validate_on_submit():
         try:
-            services.acknowledge(current_user._get_current_object(), alert)
+            alert_services.acknowledge(current_user._get_current_object(), alert)
         except DomainError as error:
             flash(error.message, "error")
         else:

@@ -13,11 +13,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import defaultload
 
+from cellfactory.alerts.services import raise_alert
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.models import BatchStatus as S
 from cellfactory.core import permissions
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant, plausible_date
 from cellfactory.core.transaction import transactional
@@ -31,6 +33,7 @@ from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
 
 # States in which results may be entered: in-process tests during manufacturing, release tests after it,
 # and late reads (sterility) after a conditional release.
@@ -238,8 +241,6 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
     if batch.status in (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED, BatchStatus.ON_HOLD_AFTER_RELEASE) \
             or (batch.status == BatchStatus.ON_HOLD and batch.held_from in (BatchStatus.RELEASED,
                                                                              BatchStatus.CONDITIONALLY_RELEASED)):
-        from cellfactory.releases.services import post_release_failure
-
         post_release_failure(actor, batch, result, deviation)
     elif batch.status != BatchStatus.ON_HOLD and batch.status.is_open:
         batch.held_from = batch.status
@@ -441,3 +442,80 @@ def require_result(batch: Batch, result_id: int) -> QcResult:
     if result is None or result.batch_id != batch.id:
         raise NotFound("There is no such result on this batch.")
     return result
+
+
+# --- after release -------------------------------------------------------------------------------
+
+
+def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
+    """Within the caller's transaction, a failing result after release (EU GMP Part IV 11.4) acts at once: its
+    deviation becomes critical; the batch goes on hold after release (supply stops); every unit not administered
+    is blocked; QA and the QP of every site concerned are alerted, listing every unit issued and where it went;
+    and each site that holds or received a unit (and the site that made the batch) gets a notification task that
+    QA of the site and the treating physician's contact acknowledge with their electronic signatures."""
+    from cellfactory.notifications.models import NotificationTask
+    from cellfactory.units import holds
+    from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit, Unit, UnitStatus
+
+    audit.set_reason(db.session, "failed after release")
+    deviation.classification = Classification.CRITICAL
+    deviation.source = DeviationSource.POST_RELEASE
+    deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
+    standing = batch.status
+    units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id)).all()
+    issued = [u for u in units if u.status in (UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.ADMINISTERED,
+                                               UnitStatus.RESERVED)
+              or (u.status == UnitStatus.BLOCKED and u.held_from != UnitStatus.AVAILABLE)]
+    in_transit = dict(db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.to_site_id).join(Shipment).where(
+        ShipmentUnit.unit_id.in_([u.id for u in issued] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT)).all())
+    # Every site a unit passed through: the sites that shipped or received it.
+    passed = db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.from_site_id, Shipment.to_site_id)
+                                .join(Shipment).where(ShipmentUnit.unit_id.in_([u.id for u in units] or [-1]))).all()
+    codes = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
+
+    def whereabouts(unit: Unit) -> str:
+        if unit.id in in_transit:
+            return f"{unit.identifier}: in transit from {codes[unit.site_id]} to {codes[in_transit[unit.id]]}"
+        text = f"{unit.identifier}: {unit.status.value} at {codes[unit.site_id]}"
+        if unit.recipient is not None:
+            text += (f", administered to {unit.recipient.code} on "
+                     f"{format_local(unit.administered_at, batch.site.timezone)}")
+        return text
+
+    where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
+    raise_alert(
+        "post_release_failure",
+        f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
+        f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
+        "Inform the treating physicians.",
+        audiences={Role.QA, Role.QP},
+        site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
+
+    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED) or batch.status == S.ON_HOLD:
+        # Put on hold by QA after its release, it keeps the release it was held from.
+        batch.held_from = batch.status if batch.status != S.ON_HOLD else batch.held_from
+        batch.status = S.ON_HOLD_AFTER_RELEASE
+        batch.status_changed_at = utcnow()
+    stop = (f"batch {batch.number} on hold after release: {result.spec_test.name} {result.value_text} "
+            f"(deviation {deviation.number})")
+    holds.block_units(batch, stop)
+
+    concerned: dict[int, set[int]] = {batch.site_id: set()}
+    for unit in units:
+        concerned.setdefault(unit.site_id, set()).add(unit.id)
+        if unit.id in in_transit:
+            concerned.setdefault(in_transit[unit.id], set()).add(unit.id)
+    for unit_id, from_site, to_site in passed:
+        concerned.setdefault(from_site, set()).add(unit_id)
+        concerned.setdefault(to_site, set()).add(unit_id)
+    for site_id, unit_ids in sorted(concerned.items()):
+        mine = [u for u in units if u.id in unit_ids]
+        listed = "; ".join(whereabouts(u) for u in mine) or "none"
+        db.session.add(NotificationTask(
+            kind="post_release_failure", batch_id=batch.id, deviation_id=deviation.id, site_id=site_id,
+            message=(f"{result.spec_test.name} of batch {batch.number} ({batch.product.code}) failed after release: "
+                     f"{result.value_text}. Deviation {deviation.number} (critical). The batch is on hold after "
+                     f"release and its units not administered are blocked. Units of the batch held or received at "
+                     f"{codes[site_id]}: {listed}. Inform the treating physician of every recipient."),
+            units=[{"identifier": u.identifier, "where": whereabouts(u)} for u in mine], created_by_id=actor.id))
+    db.session.flush()

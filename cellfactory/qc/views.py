@@ -27,6 +27,7 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import Deviation
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
 from cellfactory.products.models import CriterionKind, Product, SpecificationVersion, SpecTest
 from cellfactory.qc import charts
@@ -197,7 +198,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
             all_signatures.extend(signatures)
             verification = qc.result_verification(result, index)
             row: dict[str, Any] = {
-                "signatures": batch_services.statuses_with_follow_up(batch, result, signatures),
+                "signatures": lifecycle.statuses_with_follow_up(batch, result, signatures),
                 "verification": verification, "deviation": deviations.get(result.deviation_id),
                 "counts": test_status.reportable is not None and test_status.reportable.id == result.id,
                 "note": None, "forms": {},

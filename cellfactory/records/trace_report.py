@@ -14,7 +14,6 @@ from reportlab.lib.units import mm
 from reportlab.platypus import CondPageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from cellfactory.records.styles import MARGIN, PAGE, page_footer, para, register_fonts
-from cellfactory.units.trace import Trace
 
 UNIT_COLUMNS = ["Unit", "Status", "Held by", "Position or shipment", "Recipient", "Administered"]
 UNIT_WIDTHS = [44 * mm, 21 * mm, 12 * mm, 37 * mm, 28 * mm, None]
@@ -40,9 +39,10 @@ def _kv(rows: list[tuple[str, Any]]) -> Table:
     return table
 
 
-def render(trace: Trace, *, printed: str, printed_by: str, version: str, build: str,
+def render(trace: Any, *, printed: str, printed_by: str, version: str, build: str,
            transit: dict[str, str] | None = None) -> bytes:
-    """The report; `transit` says, for units travelling now, on which shipment (shown as their position)."""
+    """The report of a trace (a `units.trace.Trace`: plain data, gathered by units); `transit` says, for units
+    travelling now, on which shipment (shown as their position)."""
     transit = transit or {}
     register_fonts()
     units = [u for d in trace.donors for m in d.materials for b in m.batches for u in b.units]

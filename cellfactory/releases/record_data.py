@@ -1,4 +1,5 @@
-"""Gathers the batch record from the database into plain data for the PDF (cellfactory.records.batch_record)."""
+"""Gathers the batch record and the release certificate from the database into plain data for their PDFs
+(cellfactory.records.batch_record, cellfactory.records.release_certificate)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cellfactory.extensions import db
 from cellfactory.notifications.models import NotificationTask
 from cellfactory.qc.services import batch_results, qc_status, result_verification
 from cellfactory.records.batch_record import CHANGED, BatchRecordDocument, Section
+from cellfactory.records.release_certificate import STATEMENTS, CertificateDocument, TestLine
 from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
 from cellfactory.signatures import services as signatures
@@ -382,3 +384,55 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         batch_number=batch.number, title=f"Batch record {batch.number}", status=batch.status.label, cover=cover,
         sections=sections, printed=format_local(utcnow(), tz, seconds=True), printed_by=printed_by,
         version=config["VERSION"], build=config["BUILD"])
+
+
+def build_document(batch, decision, certificate, verification_url: str) -> CertificateDocument:
+    """Plain data for the certificate, taken from the record at the moment of signing."""
+    from flask import current_app
+
+    from cellfactory import isbt128
+    from cellfactory.core.clock import format_local, utcnow
+    from cellfactory.deviations.services import for_batch
+    from cellfactory.products.models import TestStage
+    from cellfactory.qc.services import qc_status
+
+    tz = batch.site.timezone
+    results = []
+    for status in qc_status(batch):
+        if status.test.stage != TestStage.RELEASE:
+            continue
+        reportable = status.reportable
+        results.append(TestLine(status.test.name, reportable.method if reportable else status.test.method,
+                                reportable.value_text if reportable else "no result", status.test.criterion_text,
+                                reportable.verdict.value if reportable else "missing"))
+    kind = decision.kind.value
+    exceptional = []
+    if kind == "exceptional_oos_release":
+        exceptional = [("Physician's request", f"{decision.physician_name}, {decision.physician_request_date}"),
+                       ("Risk evaluation", decision.risk_evaluation_reference or ""),
+                       ("Sponsor notified", f"{format_local(decision.sponsor_notified_at, tz)}, "
+                                            f"{decision.sponsor_reference}")]
+    banner = {"exceptional_oos_release": "OUT OF SPECIFICATION", "rejection": "REJECTED"}.get(kind, "")
+    config = current_app.config
+    return CertificateDocument(
+        number=certificate.number, decision_label=decision.kind.label, kind=kind, statement=STATEMENTS[kind],
+        site_name=batch.site.name, site_address=batch.site.address, authorisation=batch.site.authorisation_number,
+        product=batch.product.name, product_code=batch.product.code, trial_code=batch.product.trial_code,
+        batch_number=batch.number,
+        dins=[isbt128.format_din(m.material.din, with_check_character=True) for m in batch.materials],
+        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials]
+        # Annex 13 Att. 3: the patient of an autologous or directed product.
+        + ([f"for recipient {batch.recipient_code} only ({batch.collection_type.value}, trial "
+            f"{batch.recipient_trial_code})"] if batch.recipient_code else []),
+        specification=f"{batch.specification.label}, approved {format_local(batch.specification.approved_at, tz)}",
+        started=format_local(batch.started_at, tz), certified=format_local(decision.decided_at, tz, seconds=True),
+        results=results,
+        pending=[f"{p['test']} ({p['method']}): PENDING, final read due {p['due']}" for p in decision.pending_tests],
+        failing=[f"{f['test']}: {f['result']} (criterion {f['criterion']})" for f in decision.failing_tests],
+        deviations=[f"{d.number} {d.classification.value} ({d.status.value}): {d.title}" for d in for_batch(batch.id)],
+        comment=decision.comment, exceptional=exceptional,
+        signature=SignatureView.of(decision.signature, tz, "valid at signing",
+                                   record=f"batch record {batch.number}, version {decision.signature.record_version}"),
+        content_hash=decision.signature.content_hash, verification_url=verification_url,
+        version=config["VERSION"], build=config["BUILD"], printed=format_local(utcnow(), tz, seconds=True),
+        banner=banner)

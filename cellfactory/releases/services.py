@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -16,21 +17,20 @@ from sqlalchemy.orm import defaultload, joinedload, lazyload
 
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.services import entered_by_steps
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.plausibility import plausible_date, year_problem
 from cellfactory.core.transaction import transactional
-from cellfactory.deviations.models import Classification, Deviation, DeviationSource
+from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
-from cellfactory.notifications.services import raise_alert
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning, Signature
-from cellfactory.sites.models import Site
 
 if TYPE_CHECKING:
     from cellfactory.qc.services import BatchResults, TestStatus
@@ -125,8 +125,6 @@ class RecordFacts:
     def involved(self) -> list[tuple[User, str]]:
         """Who performed, verified, tested or reviewed anything on the batch, with what they did (`involved_people`), as
         users read in one statement (without their roles)."""
-        from cellfactory.batches.services import involved_people
-
         people = involved_people(self.batch, results=self.results, index=self.index)
         users = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(list(people) or [-1]))
                                                      .options(lazyload(User.roles)))}
@@ -370,6 +368,7 @@ def record_decision(actor: User, batch: Batch, previous_status: BatchStatus, sig
 
 def _issue_certificate(actor: User, batch: Batch, decision: BatchDecision, signature: Signature) -> Certificate:
     from cellfactory.records import release_certificate
+    from cellfactory.releases import record_data
 
     count = db.session.scalar(sa.select(sa.func.count()).select_from(Certificate)
                               .where(Certificate.batch_id == batch.id)) or 0
@@ -379,8 +378,8 @@ def _issue_certificate(actor: User, batch: Batch, decision: BatchDecision, signa
                               content_hash=signature.content_hash, pdf=b"", pdf_sha256="", created_by_id=actor.id)
     db.session.add(certificate)
     db.session.flush()
-    pdf = release_certificate.render(release_certificate.build_document(batch, decision, certificate,
-                                                                        verification_url(certificate)))
+    pdf = release_certificate.render(record_data.build_document(batch, decision, certificate,
+                                                                verification_url(certificate)))
     audit.set_reason(db.session, "certificate generated at signing")
     certificate.pdf = pdf
     certificate.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
@@ -516,83 +515,6 @@ def register_query(user: User) -> sa.Select:
     return visible_to(query, BatchDecision, user).order_by(BatchDecision.decided_at.desc())
 
 
-# --- after release -------------------------------------------------------------------------------
-
-
-def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation: Deviation) -> None:
-    """Within the caller's transaction, a failing result after release (EU GMP Part IV 11.4) acts at once: its
-    deviation becomes critical; the batch goes on hold after release (supply stops); every unit not administered
-    is blocked; QA and the QP of every site concerned are alerted, listing every unit issued and where it went;
-    and each site that holds or received a unit (and the site that made the batch) gets a notification task that
-    QA of the site and the treating physician's contact acknowledge with their electronic signatures."""
-    from cellfactory.notifications.models import NotificationTask
-    from cellfactory.units import holds
-    from cellfactory.units.models import Shipment, ShipmentStatus, ShipmentUnit, Unit, UnitStatus
-
-    audit.set_reason(db.session, "failed after release")
-    deviation.classification = Classification.CRITICAL
-    deviation.source = DeviationSource.POST_RELEASE
-    deviation.title = f"Failed after release: {result.spec_test.name} on {batch.number}"[:200]
-    standing = batch.status
-    units = db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id).order_by(Unit.id)).all()
-    issued = [u for u in units if u.status in (UnitStatus.SHIPPED, UnitStatus.RECEIVED, UnitStatus.ADMINISTERED,
-                                               UnitStatus.RESERVED)
-              or (u.status == UnitStatus.BLOCKED and u.held_from != UnitStatus.AVAILABLE)]
-    in_transit = dict(db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.to_site_id).join(Shipment).where(
-        ShipmentUnit.unit_id.in_([u.id for u in issued] or [-1]), Shipment.status == ShipmentStatus.IN_TRANSIT)).all())
-    # Every site a unit passed through: the sites that shipped or received it.
-    passed = db.session.execute(sa.select(ShipmentUnit.unit_id, Shipment.from_site_id, Shipment.to_site_id)
-                                .join(Shipment).where(ShipmentUnit.unit_id.in_([u.id for u in units] or [-1]))).all()
-    codes = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
-
-    def whereabouts(unit: Unit) -> str:
-        if unit.id in in_transit:
-            return f"{unit.identifier}: in transit from {codes[unit.site_id]} to {codes[in_transit[unit.id]]}"
-        text = f"{unit.identifier}: {unit.status.value} at {codes[unit.site_id]}"
-        if unit.recipient is not None:
-            text += (f", administered to {unit.recipient.code} on "
-                     f"{format_local(unit.administered_at, batch.site.timezone)}")
-        return text
-
-    where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
-    raise_alert(
-        "post_release_failure",
-        f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
-        f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
-        "Inform the treating physicians.",
-        audiences={Role.QA, Role.QP},
-        site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
-
-    if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED) or batch.status == S.ON_HOLD:
-        # Put on hold by QA after its release, it keeps the release it was held from.
-        batch.held_from = batch.status if batch.status != S.ON_HOLD else batch.held_from
-        batch.status = S.ON_HOLD_AFTER_RELEASE
-        batch.status_changed_at = utcnow()
-    stop = (f"batch {batch.number} on hold after release: {result.spec_test.name} {result.value_text} "
-            f"(deviation {deviation.number})")
-    holds.block_units(batch, stop)
-
-    concerned: dict[int, set[int]] = {batch.site_id: set()}
-    for unit in units:
-        concerned.setdefault(unit.site_id, set()).add(unit.id)
-        if unit.id in in_transit:
-            concerned.setdefault(in_transit[unit.id], set()).add(unit.id)
-    for unit_id, from_site, to_site in passed:
-        concerned.setdefault(from_site, set()).add(unit_id)
-        concerned.setdefault(to_site, set()).add(unit_id)
-    for site_id, unit_ids in sorted(concerned.items()):
-        mine = [u for u in units if u.id in unit_ids]
-        listed = "; ".join(whereabouts(u) for u in mine) or "none"
-        db.session.add(NotificationTask(
-            kind="post_release_failure", batch_id=batch.id, deviation_id=deviation.id, site_id=site_id,
-            message=(f"{result.spec_test.name} of batch {batch.number} ({batch.product.code}) failed after release: "
-                     f"{result.value_text}. Deviation {deviation.number} (critical). The batch is on hold after "
-                     f"release and its units not administered are blocked. Units of the batch held or received at "
-                     f"{codes[site_id]}: {listed}. Inform the treating physician of every recipient."),
-            units=[{"identifier": u.identifier, "where": whereabouts(u)} for u in mine], created_by_id=actor.id))
-    db.session.flush()
-
-
 def decision_summary(decision: BatchDecision, tz: str) -> dict[str, Any]:
     return {"kind": decision.kind.value, "label": decision.kind.label, "decided_by": decision.signature.printed_name,
             "decided_at": format_local(decision.decided_at, tz, seconds=True), "comment": decision.comment,
@@ -615,3 +537,47 @@ def batch_record_pdf(actor: User, batch: Batch) -> bytes:
                        site_id=batch.site_id, details={"document": "batch record",
                                                        "sha256": hashlib.sha256(pdf).hexdigest()})
     return pdf
+
+
+def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
+                    index: signatures.SignatureIndex | None = None) -> dict[int, str]:
+    """Who performed, verified or tested anything on the batch, or reviewed its record as QA: they may not review
+    or certify it (the QA reviewer may review it again, see `conflicts`).
+
+    :param results: the batch's results (every one, in entry order) when the caller has read them.
+    :param index: the signatures of the batch, its steps and results when the caller has read them.
+    """
+    from cellfactory.qc.services import batch_results
+
+    people: dict[int, str] = {batch.started_by_id: "started the batch"}
+    results = results if results is not None else batch_results(batch)
+    index = index if index is not None else signatures.SignatureIndex([batch, *batch.steps, *results])
+    entered = entered_by_steps(batch.steps)
+    for step in batch.steps:
+        for person in entered[step.id]:
+            people.setdefault(person, f"entered step {step.code}")
+        for signature in index.of(step):
+            people.setdefault(signature.signer_id, f"verified step {step.code}")
+    for result in results:
+        people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
+        people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
+        for signature in index.of(result):
+            if signature.meaning == Meaning.VERIFIED.value:
+                people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
+    for signature in index.of(batch):
+        if signature.meaning == Meaning.REVIEWED.value:
+            people.setdefault(signature.signer_id, REVIEWED_IT)
+    return people
+
+
+# What `involved_people` says of the QA reviewer: the reviewer may not certify the batch, but may review it again
+# when the QP returns it to QA review.
+REVIEWED_IT = "reviewed the batch record (QA)"
+
+
+def conflicts(involved: dict[int, str], meaning: Meaning | None) -> dict[int, str]:
+    """The people involved who may not sign a decision with this meaning: all of them, except that the QA
+    reviewer may review again."""
+    if meaning == Meaning.REVIEWED:
+        return {person: what for person, what in involved.items() if what != REVIEWED_IT}
+    return involved

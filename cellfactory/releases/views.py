@@ -24,6 +24,7 @@ from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, public, role
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.releases import decisions, services
 from cellfactory.releases.decisions import QpDecision
 from cellfactory.releases.forms import (
@@ -115,7 +116,7 @@ def review_worklist() -> str:
         items = services.checklist(batch)
         rows.append({"batch": batch, "problems": _problem_count(items),
                      "failed": [item.label for item in items if not item.ok],
-                     "involved": batch_services.conflicts(batch_services.involved_people(batch),
+                     "involved": services.conflicts(services.involved_people(batch),
                                                           Meaning.REVIEWED).get(user.id)})
     return render_template("releases/review_worklist.html", rows=rows)
 
@@ -131,7 +132,7 @@ def certification_worklist() -> str:
         row = {"batch": batch, "problems": _problem_count(items), "pending": pending,
                "failing": services.failing_results(batch),
                "overdue": any(r.final_read_due and r.final_read_due < _site_today(batch) for r in pending),
-               "involved": batch_services.involved_people(batch).get(user.id)}
+               "involved": services.involved_people(batch).get(user.id)}
         (awaiting if batch.status == S.AWAITING_CERTIFICATION else conditional).append(row)
     return render_template("releases/certification_worklist.html", awaiting=awaiting, conditional=conditional)
 
@@ -145,7 +146,7 @@ def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None =
     user = _user()
     people = involved(batch, facts)
     certificates = facts.certificates
-    mine = batch_services.conflicts({person.id: what for person, what in people if person.id == user.id}, meaning)
+    mine = services.conflicts({person.id: what for person, what in people if person.id == user.id}, meaning)
     return {
         "batch": batch, "tz": batch.site.timezone, "checklist": services.checklist(batch, facts),
         "involved": people, "you_involved": mine.get(user.id),
@@ -183,7 +184,7 @@ def review(number: str) -> Any:
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            batch_services.transition(user, batch, S.AWAITING_CERTIFICATION, reason=form.reason.data,
+            lifecycle.transition(user, batch, S.AWAITING_CERTIFICATION, reason=form.reason.data,
                                       signing=signing, meaning=Meaning.REVIEWED)
         except PermissionDenied:
             raise
@@ -206,7 +207,7 @@ def return_batch(number: str) -> Any:
     status = 422
     if form.validate_on_submit():
         try:
-            batch_services.transition(user, batch, S.IN_PROCESS, reason=form.reason.data)
+            lifecycle.transition(user, batch, S.IN_PROCESS, reason=form.reason.data)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -280,7 +281,7 @@ def decide(number: str, decision: str) -> Any:
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            batch_services.transition(user, batch, option.target, reason=form.reason.data, signing=signing,
+            lifecycle.transition(user, batch, option.target, reason=form.reason.data, signing=signing,
                                       meaning=option.meaning, details=_details(option, form, batch))
         except PermissionDenied:
             raise

@@ -1,0 +1,209 @@
+"""The batch life cycle's services: state changes of a batch that span domains, and what the process offers
+when a signature on the batch's record no longer holds (see the package's docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.models import BatchStatus as S
+from cellfactory.batches.services import (
+    Transition,
+    allowed_transitions,
+    manufacturing_blockers,
+    signature_statuses,
+)
+from cellfactory.core import permissions
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.transaction import transactional
+from cellfactory.deviations.models import Classification, Deviation, DeviationSource
+from cellfactory.deviations.services import create_deviation
+from cellfactory.extensions import db
+from cellfactory.releases.services import conflicts, involved_people
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the process offers when a signature of the batch's record no longer holds."""
+
+    text: str
+    return_to_review: bool = False  # the Qualified Person returns the batch to QA review, QA signs anew
+    review_again: bool = False  # QA reviews the record as it is now and signs anew
+    verify_again: bool = False  # a second person verifies the step or result anew
+
+
+def signature_follow_up(batch: Batch, signature: Any, status: str) -> FollowUp | None:
+    """The follow-up of a signature on the batch, one of its steps or results, that no longer holds: a new signature
+    where the process still takes one, and always a deviation (how did the record change without a documented
+    correction?). None when the signature holds."""
+    if status == signatures.SignatureStatus.VALID.value:
+        return None
+    deviation = "Open a deviation to investigate how the record changed and assess the impact on the batch."
+    if status == signatures.SignatureStatus.INVALID.value:
+        return FollowUp("The signature itself does not verify: it or its record was altered outside the application. "
+                        + deviation)
+    if signature.entity_type == "batch" and signature.meaning == Meaning.REVIEWED.value:
+        if batch.status == S.AWAITING_CERTIFICATION:
+            return FollowUp("The Qualified Person returns the batch to QA review, where QA reviews the record as it is "
+                            "now and signs anew. " + deviation, return_to_review=True)
+        if batch.status == S.AWAITING_QA_REVIEW:
+            return FollowUp("QA reviews the record as it is now and signs anew. " + deviation, review_again=True)
+    from cellfactory.qc.services import RESULT_STATES
+
+    if (signature.entity_type == "batch_step" and batch.status == S.IN_PROCESS
+            or signature.entity_type == "qc_result" and batch.status in RESULT_STATES):
+        return FollowUp("A second person verifies the entries as they are now. " + deviation, verify_again=True)
+    return FollowUp(deviation)
+
+
+def statuses_with_follow_up(batch: Batch, record: signatures.Signable, found: Sequence[Any], *,
+                            content: Callable[[], dict[str, Any]] | None = None
+                            ) -> list[tuple[Any, str, FollowUp | None]]:
+    """`signature_statuses`, each with what the process offers when the signature no longer holds."""
+    return [(signature, status, signature_follow_up(batch, signature, status))
+            for signature, status in signature_statuses(record, found, content=content)]
+
+
+def _guard(actor: User, batch: Batch, transition: Transition) -> None:
+    if transition.source == S.IN_PROCESS and transition.target == S.AWAITING_QC:
+        blockers = manufacturing_blockers(batch)
+        if blockers:
+            raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
+    if transition.source == S.AWAITING_QC and transition.target == S.AWAITING_QA_REVIEW:
+        from cellfactory.qc.services import qc_blockers
+
+        blockers = qc_blockers(batch)
+        if blockers:
+            raise Conflict("Quality control is not complete: " + " ".join(blockers))
+    if transition.meaning is not None:
+        from cellfactory.releases.services import RecordFacts, signing_blockers
+
+        facts = RecordFacts(batch)
+        blockers = signing_blockers(batch, transition.meaning, facts)
+        if blockers:
+            raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
+        if transition.roles & permissions.SIGNING_ROLES:
+            involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
+                                 transition.meaning)
+            if actor.id in involved:
+                # Named in full, so that whoever reads the refusal later (a screenshot, a log) sees who was in
+                # conflict and why.
+                raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
+                               f"review or certify it. In conflict: {actor.full_name} ({actor.username}), who "
+                               f"{involved[actor.id]}.")
+    if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
+        _lift_after_release_guard(batch)
+
+
+def _lift_after_release_guard(batch: Batch) -> None:
+    """QA lifts a hold after release only once the failure is shown not to stand: every failing result
+    invalidated after investigation, and every deviation raised after release closed."""
+    from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
+    from cellfactory.releases.services import failing_results
+
+    problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
+                "investigation, or recall the batch." for r in failing_results(batch)]
+    problems += [f"Deviation {number} raised after release is not closed." for number in db.session.scalars(
+        sa.select(Deviation.number).where(Deviation.batch_id == batch.id,
+                                          Deviation.source == DeviationSource.POST_RELEASE,
+                                          Deviation.status != DeviationStatus.CLOSED).order_by(Deviation.id))]
+    if problems:
+        raise Conflict(f"{batch.number}: the hold after release cannot be lifted: " + " ".join(problems))
+
+
+@transactional
+def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
+               signing: dict[str, Any] | None = None, expected_version: int | None = None,
+               meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> Batch:
+    """Move a batch to another state: only along the state machine, by the role that may, with a reason,
+    and with an electronic signature where the step is a review or a QP decision (which then records the
+    decision and, for a QP, issues the certificate). `meaning` picks between two ways to the same state
+    (the exceptional release); `details` carries what a conditional or exceptional release must record."""
+    target = BatchStatus(target)
+    if expected_version is not None and expected_version != batch.version:
+        raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
+    chosen = next((t for t in allowed_transitions(batch)
+                   if t.target == target and (meaning is None or t.meaning == meaning)), None)
+    if chosen is None:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: it cannot go to {target.label}. Allowed: "
+                       + (", ".join(t.target.label for t in allowed_transitions(batch)) or "nothing (closed)") + ".")
+    permissions.require(actor.has_any_role(chosen.roles, batch.site_id),
+                        f"'{chosen.label}' is done by " + " or ".join(sorted(r.label for r in chosen.roles))
+                        + " of the batch's site.")
+    if not (reason or "").strip():
+        raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
+    _guard(actor, batch, chosen)
+    audit.act_as(db.session, actor, reason=reason)
+    signature = None
+    if chosen.meaning is not None:
+        from cellfactory.releases.services import validate_details
+
+        clean = validate_details(chosen.meaning, details or {}, batch)
+        if signing is None:
+            raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
+                                   fields={"password": "Sign with your password."})
+        signature = signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
+                                               site_id=batch.site_id, comment=reason, **signing)
+    previous = batch.status
+    batch.held_from = batch.status if target == S.ON_HOLD else None
+    batch.status = target
+    batch.status_changed_at = utcnow()
+    if previous == S.ON_HOLD_AFTER_RELEASE:
+        from cellfactory.units import holds
+
+        if target == S.RECALLED:
+            holds.recall_units(batch, f"batch {batch.number} recalled: {reason.strip()}")
+        else:
+            holds.unblock_units(batch)
+    if signature is not None:
+        from cellfactory.releases.services import record_decision
+
+        db.session.flush()
+        record_decision(actor, batch, previous, signature, reason, clean)
+    return batch
+
+
+@transactional
+def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        "Only staff of this site open its deviations.")
+    audit.act_as(db.session, actor)
+    errors: dict[str, str] = {}
+    title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()
+    if not title:
+        errors["title"] = "Give the deviation a short title."
+    if not description:
+        errors["description"] = "Describe what happened, when and where."
+    try:
+        classification = Classification(data.get("classification"))
+    except ValueError:
+        classification = None
+        errors["classification"] = "Classify it: minor, major or critical."
+    batch_id = step_id = None
+    if data.get("batch"):
+        from cellfactory.batches.services import get_batch
+
+        batch = get_batch(actor, data["batch"])
+        if batch.site_id != site.id:
+            errors["batch"] = "This batch belongs to another site."
+        batch_id = batch.id
+        if data.get("step"):
+            step = next((s for s in batch.steps if s.code == str(data["step"]).upper()), None)
+            if step is None:
+                errors["step"] = f"Batch {batch.number} has no step {data['step']}."
+            else:
+                step_id = step.id
+    if errors:
+        raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
+    return create_deviation(actor, site, title=title, description=description, classification=classification,
+                            source=DeviationSource.MANUAL, batch_id=batch_id, step_id=step_id)

@@ -169,3 +169,4 @@ from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.donors import api as _donors  # noqa: E402,F401

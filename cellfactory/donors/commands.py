@@ -152,13 +152,19 @@ class DonorFields(IntakeCommand):
         "donation_kind": "Choose the kind of donation: living, living_stored, bone_marrow_pbsc, neonatal.",
         "reason": REASON_MESSAGE}
 
-    birth_date: OptionalDay = Field(None, description="The donor's birth date (or the birth year when unknown)")
+    birth_date: OptionalDay = Field(None, description="The donor's birth date (or the birth year when unknown)",
+                                    json_schema_extra={"x-refused-when": "left out with birth_year (one of them is "
+                                                       "needed), in the future, or the year is before 1900 or after "
+                                                       "2100"})
     birth_year: BirthYear = None
     sex: Sex
     donor_type: DonorType
     donation_kind: DonationKind
     donation_date: Day = Field(description="Donation (procurement) date")
-    mother_birth_date: OptionalDay = Field(None, description="Required for a neonatal donation, and only there")
+    mother_birth_date: OptionalDay = Field(None, description="Required for a neonatal donation, and only there",
+                                           json_schema_extra={"x-refused-when": "left out for a neonatal donation, "
+                                                              "sent for another, or not before the donor's birth and "
+                                                              "the donation"})
     htlv_risk: Annotated[bool, BeforeValidator(lambda v: False if v is None else v)] = Field(
         False, strict=True, description="Questionnaire: the donor lives in, or comes from, a high HTLV-I "
                                         "prevalence area (or partners or parents do)")

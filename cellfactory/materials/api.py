@@ -175,7 +175,7 @@ def receive_material():
 @bp.get("/materials/<din>")
 @roles_required(READ_ROLES)
 @operation("One material with the donor's eligibility and the signatures", response=MaterialDetailOut,
-           errors=(404,))
+           errors=(404, 422))
 def material(din: str):
     return MaterialDetailOut.of(services.get_material(api_user(), din)).json()
 
@@ -184,7 +184,7 @@ def material(din: str):
 @roles_required(Role.QA)
 @operation("Release or reject quarantined material, signed with the password (QA of the site); a wrong password "
            "is 401 and counts towards lock-out", body=SignedQuarantineDecision, response=MaterialDetailOut,
-           errors=(404, 409))
+           errors=(404, 409, 422))
 def quarantine_decision(din: str):
     found = services.get_material(api_user(), din)
     command = read_body(SignedQuarantineDecision)

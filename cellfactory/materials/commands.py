@@ -98,7 +98,8 @@ class ReceiveMaterial(IntakeCommand):
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     din: OptionalLine(40) = Field(None, description="As scanned (=αppppyynnnnnnff) or typed (with its check "
                                                     "character); leave out with allocate_din")
-    allocate_din: Flag = Field(False, description="true: allocate the site's next DIN instead of din")
+    allocate_din: Flag = Field(False, description="true: allocate the site's next DIN instead of din",
+                               json_schema_extra={"x-refused-when": "true together with a din"})
     material_type: MaterialType
     donor: Line(32) = Field(description="Donor code at the site")
     collected_at: Instant
@@ -110,7 +111,8 @@ class ReceiveMaterial(IntakeCommand):
     transport_started_at: Instant
     arrived_at: Instant
     transport_temp_min_c: Number = Field(description="Lowest transport temperature (°C)")
-    transport_temp_max_c: Number = Field(description="Highest transport temperature (°C), not below the lowest")
+    transport_temp_max_c: Number = Field(description="Highest transport temperature (°C), not below the lowest",
+                                         json_schema_extra={"x-refused-when": "below transport_temp_min_c"})
     container_intact: Stated
     documents_complete: Stated
 

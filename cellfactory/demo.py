@@ -134,9 +134,11 @@ def _intake(users: dict[str, User], password: str) -> None:
 
     from cellfactory.core.clock import utcnow
     from cellfactory.donors import services as donors
+    from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RegisterDonor, WithdrawConsent
     from cellfactory.donors.eligibility import BASE_PANEL
     from cellfactory.donors.models import ScreeningTest
     from cellfactory.materials import services as materials
+    from cellfactory.materials.commands import DecideQuarantine, QuarantineDecision, ReceiveMaterial
 
     now = utcnow()
     today = now.date()
@@ -158,18 +160,18 @@ def _intake(users: dict[str, User], password: str) -> None:
         ]
         for offset, (suffix, donor_type, result, reactive, tweaks) in enumerate(plan):
             donation = today - dt.timedelta(days=2 + offset)
-            donor = donors.register_donor(tech, site, {
+            donor = donors.register_donor(tech, site, RegisterDonor.of({
                 "code": f"{prefix}-{demo_site.code}-{suffix}", "birth_date": f"{1980 + offset}-04-{10 + offset}",
                 "sex": "F",
                 "donor_type": donor_type, "donation_kind": "living", "donation_date": donation.isoformat(),
                 "consent_date": (donation - dt.timedelta(days=20)).isoformat(), "consent_form_version": "CF v3.1",
-                "consent_scope": "clinical use in trials, banking of surplus material"})
+                "consent_scope": "clinical use in trials, banking of surplus material"}))
             if result:
                 for test in panel:
-                    donors.add_screening_result(tech, donor, {
+                    donors.add_screening_result(tech, donor, AddScreeningResult.of({
                         "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
                         "result": "reactive" if test == reactive else result, "tested_person": "donor",
-                        "lab_reference": f"{demo_site.code}-LAB-{suffix}-{test.value}", "kit_lot": "demo kit lot 1"})
+                        "lab_reference": f"{demo_site.code}-LAB-{suffix}-{test.value}", "kit_lot": "demo kit lot 1"}))
             collected = now - dt.timedelta(days=2 + offset, hours=3)
             data = {
                 "allocate_din": True, "material_type": material_type, "donor": donor.code,
@@ -179,36 +181,38 @@ def _intake(users: dict[str, User], password: str) -> None:
                 "transport_started_at": collected + dt.timedelta(minutes=30),
                 "arrived_at": collected + dt.timedelta(hours=3), "transport_temp_min_c": "4.0",
                 "transport_temp_max_c": "8.0", "container_intact": True, "documents_complete": True, **tweaks}
-            materials.receive_material(tech, site, data)
+            materials.receive_material(tech, site, ReceiveMaterial.of(data))
         if index == 0:
             _collection_facility_receipt(users, site, now)
         # One more donor whose consent was later withdrawn.
-        withdrawn = donors.register_donor(tech, site, {
+        withdrawn = donors.register_donor(tech, site, RegisterDonor.of({
             "code": f"{prefix}-{demo_site.code}-007", "birth_date": "1988-09-02", "sex": "F",
             "donor_type": "allogeneic",
             "donation_kind": "living", "donation_date": (today - dt.timedelta(days=10)).isoformat(),
             "consent_date": (today - dt.timedelta(days=30)).isoformat(), "consent_form_version": "CF v3.0",
-            "consent_scope": "clinical use"})
-        donors.withdraw_consent(tech, withdrawn, today.isoformat(), "donor withdrew consent in writing")
+            "consent_scope": "clinical use"}))
+        donors.withdraw_consent(tech, withdrawn, WithdrawConsent(withdrawn_on=today,
+                                                                 reason="donor withdrew consent in writing"))
         # Anti-HBc reactive with HBsAg negative (Annex II 1.3): QA's signed risk assessment allows the donation at
         # the first site; elsewhere it waits for QA.
-        assessed = donors.register_donor(tech, site, {
+        assessed = donors.register_donor(tech, site, RegisterDonor.of({
             "code": f"{prefix}-{demo_site.code}-008", "birth_date": "1979-01-23", "sex": "F",
             "donor_type": "allogeneic", "donation_kind": "living", "donation_date": (today - dt.timedelta(days=3)
                                                                                     ).isoformat(),
             "consent_date": (today - dt.timedelta(days=25)).isoformat(), "consent_form_version": "CF v3.1",
-            "consent_scope": "clinical use in trials"})
+            "consent_scope": "clinical use in trials"}))
         for test in panel:
-            donors.add_screening_result(tech, assessed, {
+            donors.add_screening_result(tech, assessed, AddScreeningResult.of({
                 "test": test.value, "sample_date": (today - dt.timedelta(days=3)).isoformat(), "sample_type": "serum",
                 "result": "reactive" if test == ScreeningTest.ANTI_HBC else "negative", "tested_person": "donor",
-                "lab_reference": f"{demo_site.code}-LAB-008-{test.value}", "kit_lot": "demo kit lot 1"})
+                "lab_reference": f"{demo_site.code}-LAB-008-{test.value}", "kit_lot": "demo kit lot 1"}))
         if index == 0:
             anti_hbc = next(r for r in assessed.results if r.test == ScreeningTest.ANTI_HBC)
             donors.decide_risk_assessment(
-                qa, anti_hbc, allowed=True,
-                reason="Anti-HBs 180 IU/L, HBV DNA not detected (confirmatory lab ref. CONF-008): past, resolved "
-                       "infection; risk acceptable for this product",
+                qa, anti_hbc, DecideRiskAssessment(
+                    allowed=True,
+                    reason="Anti-HBs 180 IU/L, HBV DNA not detected (confirmatory lab ref. CONF-008): past, resolved "
+                           "infection; risk acceptable for this product"),
                 signing={"password": password, "username": qa.username, "continuous_session": False})
         # QA releases the quarantined material of the first donor with a temperature excursion.
         from cellfactory.materials.models import MaterialStatus, SourceMaterial
@@ -217,8 +221,9 @@ def _intake(users: dict[str, User], password: str) -> None:
             SourceMaterial.site_id == site.id, SourceMaterial.status == MaterialStatus.QUARANTINED,
             SourceMaterial.transport_temp_max_c > 25))
         if index == 0 and quarantined is not None:
-            materials.decide_quarantine(qa, quarantined, accept=True,
-                                        reason="Excursion to 29.5 °C for under 30 min: within validated stability",
+            materials.decide_quarantine(qa, quarantined, DecideQuarantine(
+                decision=QuarantineDecision.RELEASE,
+                reason="Excursion to 29.5 °C for under 30 min: within validated stability"),
                                         signing={"password": password, "username": qa.username,
                                                  "continuous_session": False})
 
@@ -232,9 +237,11 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
 
     from cellfactory import isbt128
     from cellfactory.donors import services as donors
+    from cellfactory.donors.commands import AddScreeningResult, RegisterDonor
     from cellfactory.donors.eligibility import BASE_PANEL
     from cellfactory.donors.models import ScreeningTest
     from cellfactory.materials import services as materials
+    from cellfactory.materials.commands import ReceiveMaterial
 
     tech = users["technician.bg"]
     materials.register_collection_facility(users["admin.bg"], site, facility_id="A9998",
@@ -245,23 +252,23 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     for code, donor_type, result, material_type, din in (
             ("UC-BG-010", "allogeneic", "negative", "umbilical_cord", isbt128.build_din("A9998", now.year, 41)),
             ("AU-BG-011", "autologous", "reactive", "bone_marrow", None)):
-        donor = donors.register_donor(tech, site, {
+        donor = donors.register_donor(tech, site, RegisterDonor.of({
             "code": code, "birth_year": 1990, "sex": "F", "donor_type": donor_type, "donation_kind": "living",
             "donation_date": donation.isoformat(), "consent_date": (donation - dt.timedelta(days=10)).isoformat(),
-            "consent_form_version": "CF v3.1", "consent_scope": "clinical use in trials"})
+            "consent_form_version": "CF v3.1", "consent_scope": "clinical use in trials"}))
         for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
-            donors.add_screening_result(tech, donor, {
+            donors.add_screening_result(tech, donor, AddScreeningResult.of({
                 "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
                 "result": "reactive" if result == "reactive" and test == ScreeningTest.HBSAG else "negative",
-                "tested_person": "donor", "lab_reference": f"BG-LAB-{code}-{test.value}"})
-        materials.receive_material(tech, site, {
+                "tested_person": "donor", "lab_reference": f"BG-LAB-{code}-{test.value}"}))
+        materials.receive_material(tech, site, ReceiveMaterial.of({
             "din": din.din13 if din else None, "allocate_din": din is None, "material_type": material_type,
             "donor": code, "collected_at": collected, "collection_centre": "Papa Giovanni XXIII maternity ward"
             if din else "Bergamo haematology", "quantity": "30.0",
             "anticoagulant": "Heparin 10 IU/mL" if material_type == "bone_marrow" else None,
             "transport_started_at": collected + dt.timedelta(hours=1), "arrived_at": collected + dt.timedelta(hours=3),
             "transport_temp_min_c": "4.0", "transport_temp_max_c": "8.0", "container_intact": True,
-            "documents_complete": True})
+            "documents_complete": True}))
 
 
 def _summary(password: str) -> str:

@@ -16,6 +16,7 @@ from cellfactory.batches import services as batches
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donors
+from cellfactory.donors.commands import AddScreeningResult, RegisterDonor
 from cellfactory.donors.eligibility import BASE_PANEL
 from cellfactory.donors.models import ScreeningTest
 from cellfactory.equipment import services as equipment
@@ -23,6 +24,7 @@ from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as materials
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as products
 from cellfactory.products.models import Product
 from cellfactory.reagents import services as reagents
@@ -206,24 +208,24 @@ def _accepted_material(tech: User, site, material_type: str, index: int, days_ag
     now = utcnow()
     donation = (now - dt.timedelta(days=days_ago)).date()
     prefix = "UC" if material_type == "umbilical_cord" else "BM"
-    donor = donors.register_donor(tech, site, {
+    donor = donors.register_donor(tech, site, RegisterDonor.of({
         "code": f"{prefix}-{site.code}-B{index + 1:02d}", "birth_date": f"{1984 + index}-06-15",
         "sex": "F" if index % 2 else "M",
         "donor_type": "allogeneic", "donation_kind": "living", "donation_date": donation.isoformat(),
         "consent_date": (donation - dt.timedelta(days=14)).isoformat(), "consent_form_version": "CF v3.1",
-        "consent_scope": "clinical use in trials, banking of surplus material"})
+        "consent_scope": "clinical use in trials, banking of surplus material"}))
     for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
-        donors.add_screening_result(tech, donor, {
+        donors.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum", "result": "negative",
-            "tested_person": "donor", "lab_reference": f"{site.code}-SER-{index}-{test.value}"})
+            "tested_person": "donor", "lab_reference": f"{site.code}-SER-{index}-{test.value}"}))
     collected = now - dt.timedelta(days=days_ago, hours=2)
-    material = materials.receive_material(tech, site, {
+    material = materials.receive_material(tech, site, ReceiveMaterial.of({
         "allocate_din": True, "material_type": material_type, "donor": donor.code, "collected_at": collected,
         "collection_centre": "Maternity ward" if prefix == "UC" else "Haematology, BM harvest room",
         "quantity": "28.0" if prefix == "UC" else "55.0", "anticoagulant": None if prefix == "UC" else "Heparin",
         "transport_started_at": collected + dt.timedelta(minutes=40), "arrived_at": collected + dt.timedelta(hours=2),
         "transport_temp_min_c": "5.0", "transport_temp_max_c": "9.0", "container_intact": True,
-        "documents_complete": True})
+        "documents_complete": True}))
     materials.print_labels(tech, [material])
     return material.din
 

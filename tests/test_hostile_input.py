@@ -357,7 +357,7 @@ def test_a_failure_while_answering_leaves_nothing_saved(committed_app, monkeypat
     Any failure after the service must roll the request back, so "nothing was saved" is true."""
     application, token = committed_app
     client = application.test_client()
-    import cellfactory.api.intake as intake
+    import cellfactory.donors.api as intake
 
     def broken(result):
         raise OverflowError("date value out of range")

@@ -160,7 +160,6 @@ def page_json(page: Page, serialize) -> dict[str, Any]:
 
 
 from cellfactory.api import audit as _audit  # noqa: E402,F401
-from cellfactory.api import intake as _intake  # noqa: E402,F401
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.api import people as _people  # noqa: E402,F401
@@ -169,3 +168,5 @@ from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.donors import api as _donors  # noqa: E402,F401
+from cellfactory.materials import api as _materials  # noqa: E402,F401

@@ -15,8 +15,6 @@ from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
 from cellfactory.deviations.models import Classification, DeviationStatus
-from cellfactory.donors.models import DonorType
-from cellfactory.materials.models import MaterialStatus, MaterialType
 from cellfactory.reagents.models import LotStatus
 from cellfactory.units.models import LocationKind, ShipmentStatus, UnitStatus
 from cellfactory.web import QUERY_VALUE_MAX
@@ -157,204 +155,27 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-# --- intake: donors, serology, source material, DINs ----------------------------------------------
+# --- intake: the material label (a PDF); the other operations are generated from donors/api.py and materials/api.py
 
-_DONOR_SITE = {"name": "site", "in": "query", "schema": OPTIONAL_SITE_CODE, "allowEmptyValue": True,
-               "description": "Site code; required when the donor code is registered at two sites you can see "
-                              "(otherwise 409 naming `site`)."}
-_DONOR = [_path("code"), _DONOR_SITE]
 # The 13-character DIN (or the DIN as typed with its check character).
 _DIN = _path("din", **{"x-refused-when": "not a DIN: 13 characters (e.g. A999926000123), or as typed with its "
                                                    "check character, or as scanned"})
 _NULLABLE_STRING = {"type": ["string", "null"]}
-_DATE = {"type": "string", "format": "date"}
-_INSTANT = {"type": "string", "format": "date-time", "description": "ISO 8601 with offset; without one: 422"}
-_TEXTS = {"type": "array", "items": {"type": "string"}}
 
 PATHS.update({
-    "/donors": {
-        "get": {"summary": "Donors you can see, newest first, with their derived eligibility",
-                "parameters": PAGE_PARAMS + _query("site", "code", type=_enum(DonorType)),
-                "responses": _responses(_list_of("Donor"), "200", 422)},
-        "post": {"summary": "Register a pseudonymised donor (technician of the site)",
-                 "requestBody": _body("DonorCreate"), "responses": _responses(ref("Donor"), "201", 409, 422)},
-    },
-    "/donors/{code}": {"get": {"summary": "One donor with the derived eligibility", "parameters": _DONOR,
-                               "responses": _responses(ref("Donor"), "200", 404, 409)}},
-    "/donors/{code}/consent-withdrawal": {"post": {
-        "summary": "Record the withdrawal of consent (technician); the donor's material is blocked",
-        "parameters": _DONOR, "requestBody": _body("ConsentWithdrawal"),
-        "responses": _responses(ref("Donor"), "200", 404, 409, 422)}},
-    "/donors/{code}/screening": {
-        "get": {"summary": "Every serology and NAT result, superseded ones included, and the eligibility",
-                "parameters": _DONOR, "responses": _responses(ref("Screening"), "200", 404, 409)},
-        "post": {"summary": "Enter a result (technician); only serum or plasma", "parameters": _DONOR,
-                 "requestBody": _body("ScreeningResultCreate"),
-                 "responses": _responses(ref("ScreeningResult"), "201", 404, 409, 422)},
-    },
-    "/donors/{code}/screening/{id}/correction": {"post": {
-        "summary": "Correct a result: a new result supersedes it, with the reason (technician)",
-        "parameters": [*_DONOR, _path("id")], "requestBody": _body("ScreeningResultCorrection"),
-        "responses": _responses(ref("ScreeningResult"), "201", 404, 409, 422)}},
-    "/donors/{code}/screening/{id}/confirmatory": {"post": {
-        "summary": "Clear a reactive result with the confirmatory results, signed with the password (QA of the site)",
-        "parameters": [*_DONOR, _path("id")], "requestBody": _body("ConfirmatoryTesting"),
-        "responses": _responses(ref("ScreeningDecision"), "201", 401, 404, 409, 422)}},
-    "/donors/{code}/screening/{id}/risk-assessment": {"post": {
-        "summary": "Risk assessment of anti-HBc (HBsAg negative) or a reactive specific syphilis test: donation "
-                   "allowed or not, signed with the password (QA of the site)",
-        "parameters": [*_DONOR, _path("id")], "requestBody": _body("RiskAssessment"),
-        "responses": _responses(ref("ScreeningDecision"), "201", 401, 404, 409, 422)}},
-    "/materials": {
-        "get": {"summary": "Source material you can see, last received first",
-                "parameters": PAGE_PARAMS + _query("site", "donor", status=_enum(MaterialStatus),
-                                                     type=_enum(MaterialType)),
-                "responses": _responses(_list_of("Material"), "200", 422)},
-        "post": {"summary": "Receive source material (technician): accepted, quarantined or rejected with reasons",
-                 "requestBody": _body("MaterialReceipt"),
-                 "responses": _responses(ref("MaterialDetail"), "201", 409, 422)},
-    },
-    "/materials/{din}": {"get": {"summary": "One material with the donor's eligibility and the signatures",
-                                 "parameters": [_DIN],
-                                 "responses": _responses(ref("MaterialDetail"), "200", 404, 422)}},
-    "/materials/{din}/quarantine-decision": {"post": {
-        "summary": "Release or reject quarantined material, signed with the password (QA of the site); "
-                   "a wrong password is 401 and counts towards lock-out",
-        "parameters": [_DIN], "requestBody": _body("QuarantineDecision"),
-        "responses": _responses(ref("MaterialDetail"), "200", 401, 404, 409, 422)}},
     "/materials/{din}/label.pdf": {"get": {
         "summary": "The label (technician or QA of the site); every print is audited",
         "parameters": [_DIN, {"name": "reprint", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}],
         "responses": {"200": {"description": "PDF label", "content": {"application/pdf": {}}}, **_errors(404)}}},
-    "/dins": {"post": {"summary": "Allocate the next DIN of a site (technician); body optional at one site",
-                       "requestBody": {"required": False,
-                                       "content": {"application/json": {"schema": ref("DinRequest")}}},
-                       "responses": _responses(ref("Din"), "201", 422)}},
 })
 
+# An electronic signature as other operations show it (the intake operations declare theirs as SignatureOut).
 SCHEMAS.update({
-    "Eligibility": {"type": "object", "properties": {
-        "status": {"type": "string", "enum": ["eligible", "ineligible", "needs_qa_assessment", "incomplete"]},
-        "eligible": {"type": "boolean"}, "label": {"type": "string"}, "qa_decisions": _TEXTS,
-        "reasons": _TEXTS, "autologous_only": {"type": "boolean"}, "summary": {"type": "string"},
-        "required_tests": _TEXTS,
-        "window": {"type": ["object", "null"], "properties": {"from": _DATE, "to": _DATE}},
-        "repeat_due": {"type": ["string", "null"], "format": "date"}}},
-    "Donor": {"type": "object", "properties": {
-        "code": {"type": "string"}, "site": {"type": "string"}, "birth_year": {"type": "integer"},
-        "birth_date": {"type": ["string", "null"], "format": "date"},
-        "mother_birth_date": {"type": ["string", "null"], "format": "date"},
-        "sex": {"type": "string", "enum": ["F", "M", "U"]}, "donor_type": {"type": "string"},
-        "donation_kind": {"type": "string"}, "donation_date": _DATE, "htlv_risk": {"type": "boolean"},
-        "consent_date": _DATE, "consent_form_version": {"type": "string"}, "consent_scope": {"type": "string"},
-        "consent_withdrawn": {"type": "boolean"},
-        "consent_withdrawn_on": {"type": ["string", "null"], "format": "date"},
-        "eligibility": ref("Eligibility"), "registered_at": {"type": "string", "format": "date-time"},
-        "registered_by": _NULLABLE_STRING, "version": {"type": "integer"}}},
-    "DonorCreate": {"type": "object", "required": ["code", "sex", "donor_type", "donation_kind",
-                                                   "donation_date", "consent_date", "consent_form_version",
-                                                   "consent_scope"], "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "code": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9-]{2,31}$",
-                 "description": "Pseudonymised code, never a name: 3-32 letters, digits or '-'"},
-        "birth_date": _DATE, "birth_year": {"type": "integer", "minimum": 1900, "description": "Only when the birth "
-                                            "date is unknown", "x-refused-when": "after this year, or with birth_date"},
-        "mother_birth_date": {**_DATE, "description": "Required for a neonatal donation"},
-        "sex": {"type": "string", "enum": ["F", "M", "U"]},
-        "donor_type": {"type": "string", "enum": ["allogeneic", "autologous"]},
-        "donation_kind": {"type": "string", "enum": ["living", "living_stored", "bone_marrow_pbsc", "neonatal"]},
-        "donation_date": _DATE, "consent_date": _DATE, "consent_form_version": {"type": "string"},
-        "consent_scope": {"type": "string"}, "htlv_risk": {"type": "boolean"}}},
-    "ConfirmatoryTesting": {"type": "object", "required": ["reason", "confirmatory_results", "password"],
-                            "properties": {"reason": {"type": "string"}, "confirmatory_results": {"type": "string"},
-                                           "password": {"type": "string"}}},
-    "RiskAssessment": {"type": "object", "required": ["allowed", "reason", "password"],
-                       "properties": {"allowed": {"type": "boolean"}, "reason": {"type": "string"},
-                                      "password": {"type": "string"}}},
-    "ScreeningDecision": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "result_id": {"type": "integer"}, "test": {"type": "string"},
-        "result": {"type": "string"}, "sample_date": _DATE,
-        "kind": {"type": "string", "enum": ["confirmatory", "risk_assessment"]}, "allowed": {"type": "boolean"},
-        "reason": {"type": "string"}, "confirmatory_results": _NULLABLE_STRING,
-        "decided_at": {"type": "string", "format": "date-time"}, "decided_by": _NULLABLE_STRING,
-        "signatures": {"type": "array", "items": {"type": "object"}}}},
-    "ConsentWithdrawal": {"type": "object", "required": ["withdrawn_on", "reason"],
-                          "properties": {"withdrawn_on": _DATE, "reason": {"type": "string"}}},
-    "ScreeningResult": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "test": {"type": "string"}, "test_label": {"type": "string"},
-        "tested_person": {"type": "string"}, "sample_date": _DATE, "sample_type": {"type": "string"},
-        "result": {"type": "string"}, "lab_reference": {"type": "string"}, "kit_lot": {"type": "string"},
-        "current": {"type": "boolean"}, "superseded_by": {"type": ["integer", "null"]},
-        "correction_reason": _NULLABLE_STRING, "entered_at": {"type": "string", "format": "date-time"},
-        "entered_by": _NULLABLE_STRING}},
-    "Screening": {"type": "object", "properties": {
-        "donor": {"type": "string"}, "site": {"type": "string"},
-        "results": {"type": "array", "items": ref("ScreeningResult")}, "eligibility": ref("Eligibility"),
-        "materials": {"type": "array", "items": {"type": "object", "properties": {
-            "din": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
-            "eligibility": ref("Eligibility")}}},
-        "qa_decisions": {"type": "array", "items": ref("ScreeningDecision")}}},
-    "ScreeningResultCreate": {"type": "object", "required": ["test", "sample_date", "sample_type", "result",
-                                                             "lab_reference"], "properties": {
-        "test": {"type": "string"}, "tested_person": {"type": "string", "enum": ["donor", "mother"]},
-        "sample_date": _DATE, "sample_type": {"type": "string", "enum": ["serum", "plasma"]},
-        "result": {"type": "string", "enum": ["negative", "reactive", "indeterminate"]},
-        "lab_reference": {"type": "string"}, "kit_lot": {"type": "string"}}},
-    "ScreeningResultCorrection": {"allOf": [ref("ScreeningResultCreate"), {
-        "type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}]},
-    "Material": {"type": "object", "properties": {
-        "din": {"type": "string", "description": "13-character DIN"}, "eye_readable": {"type": "string"},
-        "check_character": {"type": "string"}, "site": {"type": "string"}, "donor": {"type": "string"},
-        "material_type": {"type": "string"},
-        "status": {"type": "string", "enum": ["accepted", "quarantined", "rejected"]}, "decision_reasons": _TEXTS,
-        "autologous_only": {"type": "boolean"}, "consent_withdrawn": {"type": "boolean"},
-        "biohazard": {"type": "boolean", "description": "reactive autologous material: BIOLOGICAL HAZARD, "
-                      "stored in segregated positions only"},
-        "collected_at": {"type": "string", "format": "date-time"}, "collection_centre": {"type": "string"},
-        "quantity": {"type": "number"}, "quantity_unit": {"type": "string"}, "anticoagulant": _NULLABLE_STRING,
-        "transport_started_at": {"type": "string", "format": "date-time"},
-        "arrived_at": {"type": "string", "format": "date-time"}, "transport_hours": {"type": "number"},
-        "collection_to_receipt_hours": {"type": "number"},
-        "transport_temp_min_c": {"type": "number"}, "transport_temp_max_c": {"type": "number"},
-        "container_intact": {"type": "boolean"}, "documents_complete": {"type": "boolean"},
-        "receipt_limits_version": {"type": "integer"}, "received_at": {"type": "string", "format": "date-time"},
-        "received_by": _NULLABLE_STRING, "released_at": {"type": ["string", "null"], "format": "date-time"},
-        "released_by": _NULLABLE_STRING, "release_reason": _NULLABLE_STRING, "version": {"type": "integer"}}},
-    "MaterialDetail": {"allOf": [ref("Material"), {"type": "object", "properties": {
-        "eligibility": ref("Eligibility"), "label_statements": _TEXTS,
-        "signatures": {"type": "array", "items": ref("Signature")}}}]},
     "Signature": {"type": "object", "properties": {
         "meaning": {"type": "string"}, "printed_name": {"type": "string"}, "username": {"type": "string"},
         "signed_at": {"type": "string", "format": "date-time"}, "entity_type": {"type": "string"},
         "entity_id": {"type": "string"}, "record_version": {"type": "integer"}, "content_sha256": {"type": "string"},
         "comment": _NULLABLE_STRING, "status": {"type": "string", "description": "verification of the signature"}}},
-    "MaterialReceipt": {"type": "object", "required": ["material_type", "donor", "collected_at", "collection_centre",
-                                                       "quantity", "quantity_unit", "transport_started_at",
-                                                       "arrived_at", "transport_temp_min_c", "transport_temp_max_c",
-                                                       "container_intact", "documents_complete"], "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "din": {"type": "string", "description": "As scanned (=αppppyynnnnnnff) or typed (with check character)"},
-        "allocate_din": {"type": "boolean", "description": "true: allocate the site's next DIN instead of din"},
-        "material_type": {"type": "string", "enum": ["umbilical_cord", "cord_blood", "bone_marrow",
-                                                     "adipose_tissue", "apheresis"]},
-        "donor": {"type": "string", "description": "Donor code at the site"},
-        "collected_at": _INSTANT, "transport_started_at": _INSTANT, "arrived_at": _INSTANT,
-        "collection_centre": {"type": "string"}, "quantity": {"type": "number"},
-        "quantity_unit": {"type": "string", "description": "The unit of the material type's receipt limits"},
-        "anticoagulant": {"type": "string"}, "transport_temp_min_c": {"type": "number"},
-        "transport_temp_max_c": {"type": "number"}, "container_intact": {"type": "boolean"},
-        "documents_complete": {"type": "boolean"}}},
-    "QuarantineDecision": {"type": "object", "required": ["decision", "reason", "password"], "properties": {
-        "decision": {"type": "string", "enum": ["release", "reject"]}, "reason": {"type": "string"},
-        "password": {"type": "string", "description": "The signer's own password (the token names the signer)"},
-        "meaning": {"type": "string", "enum": ["Released from quarantine", "Rejected after quarantine"],
-                    "description": "Optional; must match the decision"}}},
-    "DinRequest": {"type": "object", "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"}}},
-    "Din": {"type": "object", "properties": {
-        "din": {"type": "string"}, "check_character": {"type": "string"}, "eye_readable": {"type": "string"},
-        "data_structure": {"type": "string", "description": "ISBT 128 Data Structure 001 barcode content"},
-        "site": {"type": "string"}}},
 })
 
 
@@ -1307,7 +1128,7 @@ FIELD_MAX = {
 SCHEMA_FIELD_MAX = {
     ("CatalogueItem", "code"): 40, ("CatalogueItem", "unit"): 20, ("SpecTestInput", "code"): 40,
     ("SpecTestInput", "unit"): 40, ("QcResultEntry", "unit"): 40, ("EquipmentCreate", "code"): 40,
-    ("EquipmentCreate", "kind"): 60, ("DonorCreate", "code"): 32,
+    ("EquipmentCreate", "kind"): 60,
 }
 # Fields that name a record: refused (422 naming the field) when no record you may use has that name or number.
 REFERENCES = {
@@ -1439,5 +1260,10 @@ def _generated_paths() -> dict[str, Any]:
                 body = operation.get("requestBody", {}).get("content", {}).get("application/json")
                 if body:
                     body["schema"] = _ruled(body["schema"])
+                for index, parameter in enumerate(operation.get("parameters", ())):
+                    if parameter["in"] == "path" and parameter["name"] == "din":
+                        operation["parameters"][index] = _DIN  # read like a typed DIN: a malformed one is 422
+        if "/dins" in paths:
+            paths["/dins"]["post"]["requestBody"]["required"] = False  # left out by whoever works at one site
         _GENERATED = paths
     return _GENERATED

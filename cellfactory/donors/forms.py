@@ -1,7 +1,10 @@
+"""Forms of the donor pages. What each field must hold is the command's (`donors/commands.py`), so the page and the
+API refuse the same input with the same words; the forms carry the fields, their labels and the browser's bounds."""
+
 from __future__ import annotations
 
 from wtforms import BooleanField, DateField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import Optional
 
 from cellfactory.core.forms import BaseForm, ReasonMixin
 from cellfactory.donors.models import TEST_LABELS, DonationKind, DonorType, SerologyResult, Sex, TestedPerson
@@ -17,24 +20,22 @@ KIND_LABELS = {
 
 
 class DonorForm(BaseForm):
-    code = StringField("Donor code (pseudonymised, never a name)", validators=[DataRequired("Enter the donor code."),
-                                                                              Length(max=32)],
-                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
+    code = StringField("Donor code (pseudonymised, never a name)", validators=[Optional()],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 32})
     birth_date = DateField("Birth date", validators=[Optional()])
     birth_year = IntegerField("Birth year (only when the birth date is not known)", validators=[Optional()])
     sex = SelectField("Sex", choices=[(s.value, {"F": "Female", "M": "Male", "U": "Unknown"}[s.value]) for s in Sex])
     donor_type = SelectField("Donor type", choices=[(t.value, t.value.capitalize()) for t in DonorType])
     donation_kind = SelectField("Kind of donation", choices=[(k.value, label) for k, label in KIND_LABELS.items()])
-    donation_date = DateField("Donation (procurement) date", validators=[DataRequired("Enter the donation date.")])
+    donation_date = DateField("Donation (procurement) date", validators=[Optional()])
     mother_birth_date = DateField("Mother's birth date (neonatal donation: the mother is tested)",
                                   validators=[Optional()])
     htlv_risk = BooleanField("Questionnaire: donor lives in, or comes from, a high HTLV-I prevalence area (or "
                              "partners/parents do)")
-    consent_date = DateField("Consent date", validators=[DataRequired("Enter the consent date.")])
-    consent_form_version = StringField("Consent form version", validators=[DataRequired("Enter the version."),
-                                                                           Length(max=40)])
-    consent_scope = TextAreaField("Consent scope", validators=[DataRequired("Say what the donor consented to."),
-                                                               Length(max=2000)])
+    consent_date = DateField("Consent date", validators=[Optional()])
+    consent_form_version = StringField("Consent form version", validators=[Optional()],
+                                       render_kw={"maxlength": 40})
+    consent_scope = TextAreaField("Consent scope", validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class DonorCorrectionForm(ReasonMixin, DonorForm):
@@ -44,12 +45,11 @@ class DonorCorrectionForm(ReasonMixin, DonorForm):
 class ScreeningForm(BaseForm):
     test = SelectField("Test", choices=[(t.value, label) for t, label in TEST_LABELS.items()])
     tested_person = SelectField("Sample from", choices=[(p.value, p.value.capitalize()) for p in TestedPerson])
-    sample_date = DateField("Sample date", validators=[DataRequired("Enter the sample date.")])
+    sample_date = DateField("Sample date", validators=[Optional()])
     sample_type = SelectField("Sample type", choices=[("serum", "Serum"), ("plasma", "Plasma")])
     result = SelectField("Result", choices=[(r.value, r.value.capitalize()) for r in SerologyResult])
-    lab_reference = StringField("Laboratory reference", validators=[DataRequired("Enter the lab's reference."),
-                                                                    Length(max=100)])
-    kit_lot = StringField("Kit and lot", validators=[Optional(), Length(max=100)])
+    lab_reference = StringField("Laboratory reference", validators=[Optional()], render_kw={"maxlength": 100})
+    kit_lot = StringField("Kit and lot", validators=[Optional()], render_kw={"maxlength": 100})
 
 
 class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
@@ -57,19 +57,20 @@ class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
 
 
 class WithdrawalForm(ReasonMixin, BaseForm):
-    withdrawn_on = DateField("Date consent was withdrawn", validators=[DataRequired("Enter the date.")])
+    withdrawn_on = DateField("Date consent was withdrawn", validators=[Optional()])
 
 
 class ConfirmatoryForm(SigningForm):
     """QA clears a reactive screening result with the confirmatory results, signed."""
 
-    # Required, but the service says so (the page and the API give the same message).
+    # Required, but the command says so (the page and the API give the same message).
     confirmatory_results = TextAreaField("Confirmatory tests and results (method, laboratory, result)",
-                                         validators=[Length(max=4000)])
-    reason = TextAreaField("Why the screening result is cleared", validators=[Length(max=2000)])
+                                         validators=[Optional()], render_kw={"maxlength": 4000})
+    reason = TextAreaField("Why the screening result is cleared", validators=[Optional()],
+                           render_kw={"maxlength": 2000})
 
 
 class AssessmentForm(SigningForm):
     """QA's risk assessment: the meaning signed says whether the donation is allowed."""
 
-    reason = TextAreaField("Risk assessment and reason", validators=[Length(max=4000)])
+    reason = TextAreaField("Risk assessment and reason", validators=[Optional()], render_kw={"maxlength": 4000})

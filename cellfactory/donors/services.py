@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,29 +13,34 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import format_local, local_today
 from cellfactory.core.errors import Conflict, ValidationFailed
-from cellfactory.core.plausibility import plausible_date
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
+from cellfactory.donors.commands import (
+    BIRTH_YEAR_MESSAGE,
+    AddScreeningResult,
+    CorrectDonor,
+    CorrectScreeningResult,
+    DecideRiskAssessment,
+    DonorFields,
+    RecordConfirmatoryTesting,
+    RegisterDonor,
+    WithdrawConsent,
+)
 from cellfactory.donors.models import (
     DecisionKind,
     DonationKind,
     Donor,
-    DonorType,
-    SampleType,
     ScreeningDecision,
     ScreeningResultRecord,
     ScreeningTest,
     SerologyResult,
-    Sex,
     TestedPerson,
 )
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
-
-CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
 
 
 def get_donor(user: User, site: Site | None, code: str) -> Donor:
@@ -53,73 +58,37 @@ def get_donor(user: User, site: Site | None, code: str) -> Donor:
     return get_visible(Donor, user, *conditions, what=f"donor {code!r}")
 
 
-def _enum(enum_cls, value: Any, field: str, errors: dict[str, str], label: str):
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        errors[field] = f"Choose the {label}: " + ", ".join(m.value for m in enum_cls) + "."
-        return None
-
-
-def _date(value: Any, field: str, errors: dict[str, str], *, required: bool = True) -> dt.date | None:
-    if isinstance(value, dt.date):
-        return plausible_date(value, field, errors)
-    if not value:
-        if required:
-            errors[field] = "Enter the date (YYYY-MM-DD)."
-        return None
-    try:
-        return plausible_date(dt.date.fromisoformat(str(value)), field, errors)
-    except ValueError:
-        errors[field] = "Not a date: use YYYY-MM-DD."
-        return None
-
-
 def _require_intake(actor: User, site_id: int) -> None:
     permissions.require(permissions.can_record_intake(actor, site_id),
                         "Only a technician of this site registers donors and enters serology.")
 
 
-def _donor_fields(data: dict[str, Any], errors: dict[str, str], tz: str) -> dict[str, Any]:
+def _donor_fields(command: DonorFields, errors: dict[str, str], tz: str) -> dict[str, Any]:
+    """The donor's columns from the command, with the rules that need the site's calendar: the birth year, consent
+    before donation and never ahead, the neonatal mother, and every date in the order of events."""
     today = local_today(tz)
-    fields: dict[str, Any] = {}
-    fields["birth_date"] = _date(data.get("birth_date"), "birth_date", errors, required=False)
-    fields["mother_birth_date"] = _date(data.get("mother_birth_date"), "mother_birth_date", errors, required=False)
-    if data.get("birth_year") in (None, "") and fields["birth_date"] is not None:
-        fields["birth_year"] = fields["birth_date"].year
-    elif data.get("birth_year") in (None, "") and "birth_date" not in errors:
-        errors["birth_date"] = "Enter the donor's birth date (YYYY-MM-DD)."
-    else:
-        try:
-            fields["birth_year"] = int(data.get("birth_year"))
-            if not 1900 <= fields["birth_year"] <= today.year:
-                raise ValueError
-        except (TypeError, ValueError):
-            errors["birth_year"] = f"Enter the birth year (1900-{today.year}), or the birth date instead."
+    fields: dict[str, Any] = {
+        "birth_date": command.birth_date, "mother_birth_date": command.mother_birth_date, "sex": command.sex,
+        "donor_type": command.donor_type, "donation_kind": command.donation_kind,
+        "donation_date": command.donation_date, "consent_date": command.consent_date,
+        "consent_form_version": command.consent_form_version, "consent_scope": command.consent_scope,
+        "htlv_risk": command.htlv_risk}
+    if command.birth_year is None:
+        if command.birth_date is not None:
+            fields["birth_year"] = command.birth_date.year
         else:
-            if fields["birth_date"] is not None and fields["birth_date"].year != fields["birth_year"]:
-                errors["birth_year"] = "The birth year differs from the birth date's year."
-    fields["sex"] = _enum(Sex, data.get("sex"), "sex", errors, "sex")
-    fields["donor_type"] = _enum(DonorType, data.get("donor_type"), "donor_type", errors, "donor type")
-    fields["donation_kind"] = _enum(DonationKind, data.get("donation_kind"), "donation_kind", errors,
-                                    "kind of donation")
-    fields["donation_date"] = _date(data.get("donation_date"), "donation_date", errors)
-    fields["consent_date"] = _date(data.get("consent_date"), "consent_date", errors)
-    fields["consent_form_version"] = (data.get("consent_form_version") or "").strip()
-    fields["consent_scope"] = (data.get("consent_scope") or "").strip()
-    fields["htlv_risk"] = bool(data.get("htlv_risk"))
-    if not fields["consent_form_version"]:
-        errors["consent_form_version"] = "Enter the version of the consent form signed."
-    if not fields["consent_scope"]:
-        errors["consent_scope"] = "Say what the donor consented to (e.g. clinical use and banking)."
-    if fields["consent_date"] and fields["consent_date"] > today:
+            errors["birth_date"] = "Enter the donor's birth date (YYYY-MM-DD)."
+    elif not 1900 <= command.birth_year <= today.year:
+        errors["birth_year"] = BIRTH_YEAR_MESSAGE.format(latest=today.year)
+    else:
+        fields["birth_year"] = command.birth_year
+        if command.birth_date is not None and command.birth_date.year != command.birth_year:
+            errors["birth_year"] = "The birth year differs from the birth date's year."
+    if fields["consent_date"] > today:
         errors["consent_date"] = "The consent date cannot be in the future."
-    if fields["consent_date"] and fields["donation_date"] and fields["consent_date"] > fields["donation_date"]:
+    if fields["consent_date"] > fields["donation_date"]:
         errors["consent_date"] = "Consent must be given before or on the day of donation."
-    if fields["donation_kind"] == DonationKind.NEONATAL and fields["mother_birth_date"] is None \
-            and "mother_birth_date" not in errors:
+    if fields["donation_kind"] == DonationKind.NEONATAL and fields["mother_birth_date"] is None:
         errors["mother_birth_date"] = "Enter the mother's birth date: a neonatal donation is tested on the mother."
     if fields["donation_kind"] != DonationKind.NEONATAL and fields["mother_birth_date"] is not None:
         errors["mother_birth_date"] = "Only a neonatal donation records the mother's birth date."
@@ -132,22 +101,24 @@ def _donor_fields(data: dict[str, Any], errors: dict[str, str], tz: str) -> dict
     plausibility.check_date(errors, "consent_date", fields["consent_date"], timezone=tz,
                             not_before=[(mother, "the mother's birth")]
                             if fields["donation_kind"] == DonationKind.NEONATAL else birth_bound)
-    if fields["donation_date"] and "birth_year" in fields and fields["donation_date"].year < fields["birth_year"]:
+    if "birth_year" in fields and fields["donation_date"].year < fields["birth_year"]:
         errors.setdefault("donation_date", "This cannot be before the donor's birth year.")
     return fields
 
 
 @transactional
-def register_donor(actor: User, site: Site, data: dict[str, Any]) -> Donor:
+def register_donor(actor: User, site: Site, command: RegisterDonor | Mapping[str, Any]) -> Donor:
+    """Register a pseudonymised donor at `site`.
+
+    :param command: the donor (plain data from older callers is read into the command first)."""
     _require_intake(actor, site.id)
+    command = RegisterDonor.of(command)
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
-    code = (data.get("code") or "").strip().upper()
-    if not CODE_PATTERN.match(code):
-        errors["code"] = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
-    fields = _donor_fields(data, errors, site.timezone)
+    fields = _donor_fields(command, errors, site.timezone)
     if errors:
         raise ValidationFailed("The donor cannot be registered: " + " ".join(errors.values()), fields=errors)
+    code = command.code
     if db.session.scalar(sa.select(Donor.id).where(Donor.site_id == site.id, Donor.code == code)):
         raise Conflict(f"Donor code {code} is already registered at {site.code}.", fields={"code": "Already used."})
     donor = Donor(site_id=site.id, code=code, created_by_id=actor.id, **fields)
@@ -157,15 +128,14 @@ def register_donor(actor: User, site: Site, data: dict[str, Any]) -> Donor:
 
 
 @transactional
-def correct_donor(actor: User, donor: Donor, data: dict[str, Any], reason: str,
-                  expected_version: int | None = None) -> Donor:
+def correct_donor(actor: User, donor: Donor, command: CorrectDonor) -> Donor:
+    """Correct a donor's registration, with the reason; refused when someone changed it since `command.version`."""
     _require_intake(actor, donor.site_id)
-    if expected_version is not None and expected_version != donor.version:
+    if command.version is not None and command.version != donor.version:
         raise Conflict("Someone else changed this donor since you opened it. Reload and check.")
-    _require_reason(reason)
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     errors: dict[str, str] = {}
-    fields = _donor_fields(data, errors, donor.site.timezone)
+    fields = _donor_fields(command, errors, donor.site.timezone)
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     if donor.consent_withdrawn:
@@ -181,56 +151,49 @@ def _require_reason(reason: str | None) -> None:
 
 
 @transactional
-def withdraw_consent(actor: User, donor: Donor, withdrawn_on: Any, reason: str) -> Donor:
+def withdraw_consent(actor: User, donor: Donor, command: WithdrawConsent | Any, reason: str | None = None) -> Donor:
+    """Record the withdrawal of the donor's consent: the donor's material is blocked from then on.
+
+    :param command: the withdrawal; older callers pass the day (`YYYY-MM-DD`) and the `reason` apart."""
     _require_intake(actor, donor.site_id)
-    _require_reason(reason)
-    errors: dict[str, str] = {}
-    day = _date(withdrawn_on, "withdrawn_on", errors)
-    if day and day > local_today(donor.site.timezone):
-        errors["withdrawn_on"] = "The withdrawal date cannot be in the future."
-    if errors:
-        raise ValidationFailed("The withdrawal cannot be recorded: " + " ".join(errors.values()), fields=errors)
+    if not isinstance(command, WithdrawConsent):
+        _require_reason(reason)
+        command = WithdrawConsent.of({"withdrawn_on": command, "reason": reason})
+    if command.withdrawn_on > local_today(donor.site.timezone):
+        raise ValidationFailed("The withdrawal cannot be recorded: The withdrawal date cannot be in the future.",
+                               fields={"withdrawn_on": "The withdrawal date cannot be in the future."})
     if donor.consent_withdrawn:
         raise Conflict(f"Consent of donor {donor.code} was already withdrawn on {donor.consent_withdrawn_on}.")
-    audit.act_as(db.session, actor, reason=reason)
-    donor.consent_withdrawn_on = day
+    audit.act_as(db.session, actor, reason=command.reason)
+    donor.consent_withdrawn_on = command.withdrawn_on
     return donor
 
 
-def _result_fields(donor: Donor, data: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+def _result_fields(donor: Donor, command: AddScreeningResult, errors: dict[str, str]) -> dict[str, Any]:
     tz = donor.site.timezone
     fields: dict[str, Any] = {
-        "test": _enum(ScreeningTest, data.get("test"), "test", errors, "test"),
-        "result": _enum(SerologyResult, data.get("result"), "result", errors, "result"),
-        "tested_person": _enum(TestedPerson, data.get("tested_person") or "donor", "tested_person", errors,
-                               "tested person"),
-        "sample_date": _date(data.get("sample_date"), "sample_date", errors),
-        "lab_reference": (data.get("lab_reference") or "").strip(),
-        "kit_lot": (data.get("kit_lot") or "").strip(),
-    }
-    sample_type = (data.get("sample_type") or "").strip().lower()
-    if sample_type not in {t.value for t in SampleType}:
-        errors["sample_type"] = "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."
-    else:
-        fields["sample_type"] = SampleType(sample_type)
-    if not fields["lab_reference"]:
-        errors["lab_reference"] = "Enter the laboratory's reference for this result."
-    if fields["sample_date"] and fields["sample_date"] > local_today(tz):
+        "test": command.test, "result": command.result, "tested_person": command.tested_person,
+        "sample_date": command.sample_date, "sample_type": command.sample_type,
+        "lab_reference": command.lab_reference, "kit_lot": command.kit_lot or ""}
+    if command.sample_date > local_today(tz):
         errors["sample_date"] = "The sample date cannot be in the future."
-    born = donor.mother_birth_date if fields["tested_person"] == TestedPerson.MOTHER else donor.birth_date
-    plausibility.check_date(errors, "sample_date", fields["sample_date"], timezone=tz,
-                            not_before=[(born, f"the {(fields['tested_person'] or TestedPerson.DONOR).value}'s birth")])
+    born = donor.mother_birth_date if command.tested_person == TestedPerson.MOTHER else donor.birth_date
+    plausibility.check_date(errors, "sample_date", command.sample_date, timezone=tz,
+                            not_before=[(born, f"the {command.tested_person.value}'s birth")])
     return fields
 
 
 @transactional
-def add_screening_result(actor: User, donor: Donor, data: dict[str, Any]) -> ScreeningResultRecord:
+def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult | Mapping[str, Any]
+                         ) -> ScreeningResultRecord:
+    """Enter a serology or NAT result of the donor (or of the mother of a neonatal donation)."""
     _require_intake(actor, donor.site_id)
     if donor.consent_withdrawn:
         raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
+    command = AddScreeningResult.of(command)
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
-    fields = _result_fields(donor, data, errors)
+    fields = _result_fields(donor, command, errors)
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
     record = ScreeningResultRecord(donor=donor, site_id=donor.site_id, created_by_id=actor.id, **fields)
@@ -240,16 +203,22 @@ def add_screening_result(actor: User, donor: Donor, data: dict[str, Any]) -> Scr
 
 
 @transactional
-def correct_screening_result(actor: User, original: ScreeningResultRecord, data: dict[str, Any],
-                             reason: str) -> ScreeningResultRecord:
-    """A correction is a new result; the original stays, marked as superseded with the reason."""
+def correct_screening_result(actor: User, original: ScreeningResultRecord,
+                             command: CorrectScreeningResult | Mapping[str, Any], reason: str | None = None
+                             ) -> ScreeningResultRecord:
+    """A correction is a new result; the original stays, marked as superseded with the reason.
+
+    :param command: the corrected result with the reason; older callers pass the result and the `reason` apart."""
     _require_intake(actor, original.site_id)
-    _require_reason(reason)
+    if not isinstance(command, CorrectScreeningResult):
+        _require_reason(reason)
     if original.superseded_by_id is not None:
         raise Conflict("This result was already corrected: correct the current one.")
-    audit.act_as(db.session, actor, reason=reason)
+    if not isinstance(command, CorrectScreeningResult):
+        command = CorrectScreeningResult.of({**command, "reason": reason})
+    audit.act_as(db.session, actor, reason=command.reason)
     errors: dict[str, str] = {}
-    fields = _result_fields(original.donor, data, errors)
+    fields = _result_fields(original.donor, command, errors)
     if errors:
         raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
     replacement = ScreeningResultRecord(donor=original.donor, site_id=original.site_id, created_by_id=actor.id,
@@ -257,7 +226,7 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, data:
     db.session.add(replacement)
     db.session.flush()
     original.superseded_by_id = replacement.id
-    original.correction_reason = reason.strip()
+    original.correction_reason = command.reason
     return replacement
 
 
@@ -348,8 +317,7 @@ def check_age_for_product(product: Any, material: Any) -> None:
 ASSESSED_TESTS = {ScreeningTest.ANTI_HBC, ScreeningTest.SYPHILIS_TREPONEMAL}
 
 
-def _decision_checks(actor: User, result: ScreeningResultRecord, reason: str, kind: DecisionKind,
-                     errors: dict[str, str]) -> None:
+def _decision_checks(actor: User, result: ScreeningResultRecord, kind: DecisionKind) -> None:
     permissions.require(actor.has_role(Role.QA, result.site_id),
                         "Only QA of the donor's site decides on a reactive screening result.")
     if result.donor.consent_withdrawn:
@@ -362,8 +330,6 @@ def _decision_checks(actor: User, result: ScreeningResultRecord, reason: str, ki
     if db.session.scalar(sa.select(ScreeningDecision.id).where(ScreeningDecision.result_id == result.id,
                                                                ScreeningDecision.kind == kind)):
         raise Conflict("QA already decided on this result; the signed decision stands.")
-    if not (reason or "").strip():
-        errors["reason"] = "Give the reason for the decision."
 
 
 def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: DecisionKind, allowed: bool, reason: str,
@@ -371,7 +337,7 @@ def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: Decision
                    ) -> ScreeningDecision:
     audit.act_as(db.session, actor, reason=reason)
     decision = ScreeningDecision(donor_id=result.donor_id, site_id=result.site_id, result_id=result.id, kind=kind,
-                                 allowed=allowed, reason=reason.strip(), confirmatory_results=confirmatory_results,
+                                 allowed=allowed, reason=reason, confirmatory_results=confirmatory_results,
                                  created_by_id=actor.id)
     db.session.add(decision)
     db.session.flush()
@@ -382,36 +348,32 @@ def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: Decision
 
 
 @transactional
-def record_confirmatory_testing(actor: User, result: ScreeningResultRecord, *, reason: str,
-                                confirmatory_results: str, signing: dict[str, Any]) -> ScreeningDecision:
+def record_confirmatory_testing(actor: User, result: ScreeningResultRecord,
+                                command: RecordConfirmatoryTesting | None = None, *, signing: dict[str, Any],
+                                **plain: Any) -> ScreeningDecision:
     """QA clears a reactive (or indeterminate) result with the confirmatory results, signed; the result then
-    counts as negative. Without this record a reactive result is never cleared, whatever later samples show."""
-    errors: dict[str, str] = {}
-    _decision_checks(actor, result, reason, DecisionKind.CONFIRMATORY, errors)
-    if not (confirmatory_results or "").strip():
-        errors["confirmatory_results"] = "Enter the confirmatory tests and their results (method, lab, result)."
-    if errors:
-        raise ValidationFailed("The confirmatory record cannot be signed: " + " ".join(errors.values()),
-                               fields=errors)
-    return _sign_decision(actor, result, kind=DecisionKind.CONFIRMATORY, allowed=True, reason=reason,
-                          confirmatory_results=confirmatory_results.strip(), meaning=Meaning.SCREENING_CLEARED,
+    counts as negative. Without this record a reactive result is never cleared, whatever later samples show.
+
+    :param command: the record; older callers pass `reason` and `confirmatory_results` as keywords instead."""
+    _decision_checks(actor, result, DecisionKind.CONFIRMATORY)
+    command = RecordConfirmatoryTesting.of(command if command is not None else plain)
+    return _sign_decision(actor, result, kind=DecisionKind.CONFIRMATORY, allowed=True, reason=command.reason,
+                          confirmatory_results=command.confirmatory_results, meaning=Meaning.SCREENING_CLEARED,
                           signing=signing)
 
 
 @transactional
-def decide_risk_assessment(actor: User, result: ScreeningResultRecord, *, allowed: Any, reason: str,
-                           signing: dict[str, Any]) -> ScreeningDecision:
+def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: DecideRiskAssessment | None = None,
+                           *, signing: dict[str, Any], **plain: Any) -> ScreeningDecision:
     """QA's signed risk assessment of anti-HBc reactive with HBsAg negative (Annex II 1.3) or of a reactive specific
-    syphilis test (1.4): the donation is allowed or not allowed, with the reason."""
-    errors: dict[str, str] = {}
-    _decision_checks(actor, result, reason, DecisionKind.RISK_ASSESSMENT, errors)
+    syphilis test (1.4): the donation is allowed or not allowed, with the reason.
+
+    :param command: the decision; older callers pass `allowed` and `reason` as keywords instead."""
+    _decision_checks(actor, result, DecisionKind.RISK_ASSESSMENT)
     if result.test not in ASSESSED_TESTS or result.result != SerologyResult.REACTIVE:
         raise Conflict(f"A risk assessment decides a reactive anti-HBc (HBsAg negative) or a reactive specific "
                        f"syphilis test, not {result.test.label} {result.result.value}.")
-    if not isinstance(allowed, bool):
-        errors["allowed"] = "Say whether the donation is allowed or not allowed."
-    if errors:
-        raise ValidationFailed("The risk assessment cannot be signed: " + " ".join(errors.values()), fields=errors)
-    meaning = Meaning.DONATION_ALLOWED if allowed else Meaning.DONATION_NOT_ALLOWED
-    return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=allowed, reason=reason,
-                          confirmatory_results=None, meaning=meaning, signing=signing)
+    command = DecideRiskAssessment.of(command if command is not None else plain)
+    meaning = Meaning.DONATION_ALLOWED if command.allowed else Meaning.DONATION_NOT_ALLOWED
+    return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=command.allowed,
+                          reason=command.reason, confirmatory_results=None, meaning=meaning, signing=signing)

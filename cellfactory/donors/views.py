@@ -13,6 +13,15 @@ from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services
+from cellfactory.donors.commands import (
+    AddScreeningResult,
+    CorrectDonor,
+    CorrectScreeningResult,
+    DecideRiskAssessment,
+    RecordConfirmatoryTesting,
+    RegisterDonor,
+    WithdrawConsent,
+)
 from cellfactory.donors.forms import (
     AssessmentForm,
     ConfirmatoryForm,
@@ -38,11 +47,6 @@ SORTS = {"code": Donor.code, "donation_date": Donor.donation_date.desc(), "regis
 
 def _user():
     return current_user._get_current_object()
-
-
-def _form_data(form) -> dict:
-    return {name: field.data for name, field in form._fields.items() if name not in ("csrf_token", "reason",
-                                                                                     "version")}
 
 
 def _status(code: int, form) -> int:
@@ -75,7 +79,7 @@ def new() -> tuple[str, int] | Response:
     form = DonorForm()
     if form.validate_on_submit():
         try:
-            donor = services.register_donor(_user(), g.site, _form_data(form))
+            donor = services.register_donor(_user(), g.site, RegisterDonor.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -125,7 +129,7 @@ def add_result(site: str, code: str):
     form = ScreeningForm(prefix="result")
     if form.validate_on_submit():
         try:
-            record = services.add_screening_result(_user(), donor, _form_data(form))
+            record = services.add_screening_result(_user(), donor, AddScreeningResult.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -141,7 +145,7 @@ def withdraw(site: str, code: str):
     form = WithdrawalForm(prefix="withdraw")
     if form.validate_on_submit():
         try:
-            services.withdraw_consent(_user(), donor, form.withdrawn_on.data, form.reason.data)
+            services.withdraw_consent(_user(), donor, WithdrawConsent.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -160,8 +164,7 @@ def edit(site: str, code: str):
         form.donation_kind.data = donor.donation_kind.value
     if form.validate_on_submit():
         try:
-            services.correct_donor(_user(), donor, _form_data(form), form.reason.data,
-                                   expected_version=int(form.version.data or 0) or None)
+            services.correct_donor(_user(), donor, CorrectDonor.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -183,7 +186,7 @@ def correct_result(site: str, code: str, result_id: int):
             getattr(form, name).data = getattr(original, name).value
     if form.validate_on_submit():
         try:
-            services.correct_screening_result(_user(), original, _form_data(form), form.reason.data)
+            services.correct_screening_result(_user(), original, CorrectScreeningResult.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -220,8 +223,8 @@ def confirmatory(site: str, code: str, result_id: int):
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            services.record_confirmatory_testing(_user(), result, reason=form.reason.data,
-                                                 confirmatory_results=form.confirmatory_results.data, signing=signing)
+            services.record_confirmatory_testing(_user(), result, RecordConfirmatoryTesting.from_form(form),
+                                                 signing=signing)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -241,7 +244,7 @@ def assessment(site: str, code: str, result_id: int):
         signing = form.signing_kwargs()
         allowed = signing.pop("meaning") == Meaning.DONATION_ALLOWED
         try:
-            services.decide_risk_assessment(_user(), result, allowed=allowed, reason=form.reason.data,
+            services.decide_risk_assessment(_user(), result, DecideRiskAssessment.from_form(form, allowed=allowed),
                                             signing=signing)
         except DomainError as error:
             apply_domain_errors(form, error)

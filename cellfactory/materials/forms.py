@@ -1,3 +1,6 @@
+"""Forms of the source-material pages. What the receipt and the quarantine decision must hold is the command's
+(`materials/commands.py`), so the page and the API refuse the same input with the same words."""
+
 from __future__ import annotations
 
 from wtforms import BooleanField, DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
@@ -12,29 +15,29 @@ LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 
 class ReceiptForm(BaseForm):
     din = StringField("DIN: scan the barcode or type the DIN with its check character",
-                      validators=[Optional(), Length(max=40)],
-                      render_kw={"autofocus": True, "autocomplete": "off", "autocapitalize": "characters",
-                                 "spellcheck": "false", "enterkeyhint": "next",
+                      validators=[Optional()],
+                      render_kw={"autofocus": True, "maxlength": 40, "autocomplete": "off",
+                                 "autocapitalize": "characters", "spellcheck": "false", "enterkeyhint": "next",
                                  # static/js/scanner.js: the scanner's closing Enter moves on, it does not submit
                                  "data-scanner": True, "data-scanner-next": "material_type"})
     allocate_din = BooleanField("The material has no DIN: allocate a new DIN of this site")
     material_type = SelectField("Material", choices=[(t.value, t.label) for t in MaterialType])
-    donor = StringField("Donor code", validators=[DataRequired("Enter the donor code."), Length(max=32)],
-                        render_kw={"autocomplete": "off", "autocapitalize": "characters"})
+    donor = StringField("Donor code", validators=[Optional()],
+                        render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 32})
     collected_at = DateTimeLocalField("Collected at (site time)", format=LOCAL,
-                                      validators=[DataRequired("Enter the collection date and time.")])
-    collection_centre = StringField("Collecting centre", validators=[DataRequired("Enter the collecting centre."),
-                                                                     Length(max=200)])
+                                      validators=[Optional()])
+    collection_centre = StringField("Collecting centre", validators=[Optional()], render_kw={"maxlength": 200})
     quantity = DecimalField("Volume (mL) or weight (g), as the material type defines",
-                            validators=[DataRequired("Enter the volume or weight.")])
-    anticoagulant = StringField("Anticoagulant (where relevant)", validators=[Optional(), Length(max=100)])
+                            validators=[Optional()])
+    anticoagulant = StringField("Anticoagulant (where relevant)", validators=[Optional()],
+                                render_kw={"maxlength": 100})
     transport_started_at = DateTimeLocalField("Transport started at", format=LOCAL,
-                                              validators=[DataRequired("Enter when transport started.")])
-    arrived_at = DateTimeLocalField("Arrived at", format=LOCAL, validators=[DataRequired("Enter the arrival time.")])
+                                              validators=[Optional()])
+    arrived_at = DateTimeLocalField("Arrived at", format=LOCAL, validators=[Optional()])
     transport_temp_min_c = DecimalField("Lowest transport temperature (°C)",
-                                        validators=[DataRequired("Enter the lowest temperature.")])
+                                        validators=[Optional()])
     transport_temp_max_c = DecimalField("Highest transport temperature (°C)",
-                                        validators=[DataRequired("Enter the highest temperature.")])
+                                        validators=[Optional()])
     container_intact = BooleanField("Container intact")
     documents_complete = BooleanField("Accompanying documents complete")
 
@@ -42,8 +45,7 @@ class ReceiptForm(BaseForm):
 class QuarantineDecisionForm(SigningForm):
     """The decision is the meaning signed: released from quarantine, or rejected."""
 
-    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
-                                                 Length(max=2000)])
+    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class CollectionFacilityForm(BaseForm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +25,7 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility, Status
 from cellfactory.donors.models import Donor, DonorType
 from cellfactory.extensions import db
+from cellfactory.materials.commands import DecideQuarantine, QuarantineDecision, ReceiveMaterial
 from cellfactory.materials.models import (
     CollectionFacility,
     DinSequence,
@@ -268,64 +270,58 @@ def parse_instant(value: Any, field: str, tz_name: str, errors: dict[str, str]) 
     return parsed.astimezone(dt.UTC)
 
 
-def _decimal(value: Any, field: str, errors: dict[str, str], what: str) -> decimal.Decimal | None:
-    try:
-        number = decimal.Decimal(str(value).strip().replace(",", "."))
-        if not number.is_finite():
-            raise decimal.InvalidOperation
-        return number
-    except (decimal.InvalidOperation, AttributeError):
-        errors[field] = f"Enter {what} as a number."
-        return None
-
-
-def _bool(value: Any) -> bool:
-    return value is True or str(value).lower() in ("1", "true", "yes", "y", "on")
+def _site_instant(value: dt.datetime, tz_name: str) -> dt.datetime:
+    """A time in UTC; one without its zone (the page's local time, or plain data) is the site's."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=ZoneInfo(tz_name))
+    return value.astimezone(dt.UTC)
 
 
 @transactional
-def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMaterial:
+def receive_material(actor: User, site: Site, command: ReceiveMaterial | Mapping[str, Any], *,
+                     keyboard: bool = False) -> SourceMaterial:
+    """Receive source material at `site`: the receipt check accepts, quarantines or rejects it, with every reason.
+
+    :param command: the receipt (plain data from older callers is read into the command first).
+    :param keyboard: the DIN was typed or scanned at a keyboard, so a typed one must carry its check character."""
     permissions.require(permissions.can_record_intake(actor, site.id),
                         "Only a technician of this site receives source material.")
+    if isinstance(command, Mapping):
+        keyboard = keyboard or bool(command.get("keyboard"))
+    command = ReceiveMaterial.of(command)
+    if command.allocate_din and command.din:
+        raise ValidationFailed("Send either a scanned or typed din or allocate_din: true, not both.",
+                               fields={"din": "Leave out when allocate_din is true.",
+                                       "allocate_din": "Leave out when a din is sent."})
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     din: isbt128.Din | None = None
-    if _bool(data.get("allocate_din")):
-        din = allocate_din(actor, site)
-    else:
+    if not command.allocate_din:
         try:
-            din = read_din(data.get("din") or "", keyboard=bool(data.get("keyboard")))
+            din = read_din(command.din or "", keyboard=keyboard)
             check_receivable_din(site, din)
         except ValidationFailed as error:
             din = None
             errors.update(error.fields)
-    try:
-        material_type = MaterialType(data.get("material_type"))
-    except ValueError:
-        material_type = None
-        errors["material_type"] = "Choose the material type: " + ", ".join(t.value for t in MaterialType) + "."
-    donor = db.session.scalar(sa.select(Donor).where(Donor.site_id == site.id,
-                                                     Donor.code == (data.get("donor") or "").strip().upper()))
+    material_type = command.material_type
+    rule = current_rule(material_type)
+    stated_unit = getattr(command, "quantity_unit", None)
+    if stated_unit is not None and stated_unit != rule.quantity_unit:
+        errors["quantity_unit"] = f"Use {rule.quantity_unit} for {material_type.value}."
+    donor = db.session.scalar(sa.select(Donor).where(Donor.site_id == site.id, Donor.code == command.donor.upper()))
     if donor is None:
         errors["donor"] = f"No donor with this code is registered at {site.code}: register the donor first."
     tz = site.timezone
-    collected_at = parse_instant(data.get("collected_at"), "collected_at", tz, errors)
-    started = parse_instant(data.get("transport_started_at"), "transport_started_at", tz, errors)
-    arrived = parse_instant(data.get("arrived_at"), "arrived_at", tz, errors)
-    quantity = _decimal(data.get("quantity"), "quantity", errors, "the volume or weight")
-    temp_min = _decimal(data.get("transport_temp_min_c"), "transport_temp_min_c", errors, "the lowest temperature")
-    temp_max = _decimal(data.get("transport_temp_max_c"), "transport_temp_max_c", errors, "the highest temperature")
-    centre = (data.get("collection_centre") or "").strip()
-    if not centre:
-        errors["collection_centre"] = "Enter the collecting centre."
+    collected_at = _site_instant(command.collected_at, tz)
+    started = _site_instant(command.transport_started_at, tz)
+    arrived = _site_instant(command.arrived_at, tz)
+    temp_min, temp_max = command.transport_temp_min_c, command.transport_temp_max_c
     now = utcnow()
-    if quantity is not None and quantity <= 0:
-        errors["quantity"] = "The quantity must be more than zero."
-    if temp_min is not None and temp_max is not None and temp_min > temp_max:
+    if temp_min > temp_max:
         errors["transport_temp_max_c"] = "The highest temperature is below the lowest."
     # collection <= transport start <= arrival <= now (clock skew allowed), plausible years, not before birth.
     plausibility.check_instant(errors, "collected_at", collected_at, now=now)
-    if collected_at and donor is not None:
+    if donor is not None:
         plausibility.check_date(errors, "collected_at", collected_at.astimezone(ZoneInfo(tz)).date(), timezone=tz,
                                 allow_future=True, not_before=[(donor.birth_date, "the donor's birth")])
     plausibility.check_instant(errors, "transport_started_at", started, now=now,
@@ -334,29 +330,28 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
                                not_before=[(started, "the start of transport"), (collected_at, "the collection")])
     if errors:
         raise ValidationFailed("The receipt cannot be saved: " + " ".join(errors.values()), fields=errors)
-    if db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == din.din13)):
+    if din is not None and db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == din.din13)):
         raise Conflict(f"DIN {isbt128.format_din(din)} was already received: a DIN is never used twice.",
                        fields={"din": "Already received."})
     if donor.consent_withdrawn:
         raise Conflict(f"Consent of donor {donor.code} was withdrawn on {donor.consent_withdrawn_on}: the material "
                        "may not be received for use.")
-    rule = current_rule(material_type)
-    container_intact, documents_complete = _bool(data.get("container_intact")), _bool(data.get("documents_complete"))
-    anticoagulant = (data.get("anticoagulant") or "").strip() or None
+    if din is None:
+        din = allocate_din(actor, site)
     eligibility = donor_services.eligibility(donor, collected_at.astimezone(ZoneInfo(tz)).date())
     decision = judge_receipt(
         rule=rule, temp_min=temp_min, temp_max=temp_max, transport_hours=(arrived - started).total_seconds() / 3600,
-        container_intact=container_intact, documents_complete=documents_complete, anticoagulant=anticoagulant,
-        donor_type=donor.donor_type, eligibility=eligibility, consent_withdrawn=donor.consent_withdrawn,
-        collection_hours=(arrived - collected_at).total_seconds() / 3600)
+        container_intact=command.container_intact, documents_complete=command.documents_complete,
+        anticoagulant=command.anticoagulant, donor_type=donor.donor_type, eligibility=eligibility,
+        consent_withdrawn=donor.consent_withdrawn, collection_hours=(arrived - collected_at).total_seconds() / 3600)
     material = SourceMaterial(
         din=din.din13, site_id=site.id, donor_id=donor.id, material_type=material_type, rule_id=rule.id,
-        collected_at=collected_at, collection_centre=centre, quantity=quantity, quantity_unit=rule.quantity_unit,
-        anticoagulant=anticoagulant, transport_started_at=started, arrived_at=arrived,
-        transport_temp_min_c=temp_min, transport_temp_max_c=temp_max, container_intact=container_intact,
-        documents_complete=documents_complete, status=decision.status, decision_reasons=decision.reasons,
-        autologous_only=decision.autologous_only, biohazard=decision.biohazard, received_at=now,
-        received_by_id=actor.id, created_by_id=actor.id,
+        collected_at=collected_at, collection_centre=command.collection_centre, quantity=command.quantity,
+        quantity_unit=rule.quantity_unit, anticoagulant=command.anticoagulant, transport_started_at=started,
+        arrived_at=arrived, transport_temp_min_c=temp_min, transport_temp_max_c=temp_max,
+        container_intact=command.container_intact, documents_complete=command.documents_complete,
+        status=decision.status, decision_reasons=decision.reasons, autologous_only=decision.autologous_only,
+        biohazard=decision.biohazard, received_at=now, received_by_id=actor.id, created_by_id=actor.id,
     )
     db.session.add(material)
     db.session.flush()
@@ -364,15 +359,20 @@ def receive_material(actor: User, site: Site, data: dict[str, Any]) -> SourceMat
 
 
 @transactional
-def decide_quarantine(actor: User, material: SourceMaterial, *, accept: bool, reason: str, signing: dict[str, Any]
+def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuarantine | None = None, *,
+                      signing: dict[str, Any], accept: bool | None = None, reason: str | None = None
                       ) -> SourceMaterial:
-    """QA releases a quarantined material (or rejects it) with a reason and an electronic signature."""
+    """QA releases a quarantined material (or rejects it) with a reason and an electronic signature.
+
+    :param command: the decision; older callers pass `accept` and `reason` as keywords instead."""
     permissions.require(permissions.can_release_quarantine(actor, material.site_id),
                         "Only QA of this site releases or rejects quarantined material.")
     if material.status != MaterialStatus.QUARANTINED:
         raise Conflict(f"Material {isbt128.format_din(material.din)} is {material.status.value}, not quarantined.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason for the decision.", fields={"reason": "Required."})
+    if command is None:
+        command = DecideQuarantine.of({"decision": QuarantineDecision.RELEASE if accept else QuarantineDecision.REJECT,
+                                       "reason": reason})
+    accept, reason = command.accept, command.reason
     if material.donor.consent_withdrawn:
         raise Conflict("The donor's consent is withdrawn: the material cannot be released.")
     if accept:
@@ -390,7 +390,7 @@ def decide_quarantine(actor: User, material: SourceMaterial, *, accept: bool, re
         material.biohazard = True
     material.released_at = utcnow()
     material.released_by_id = actor.id
-    material.release_reason = reason.strip()
+    material.release_reason = reason
     return material
 
 

@@ -18,6 +18,7 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
 from cellfactory.materials import services
+from cellfactory.materials.commands import DecideQuarantine, QuarantineDecision, ReceiveMaterial
 from cellfactory.materials.forms import (
     CollectionFacilityForm,
     QuarantineDecisionForm,
@@ -75,12 +76,9 @@ def receive():
     if request.method == "GET" and request.args.get("donor"):
         form.donor.data = request.args["donor"]
     if form.validate_on_submit():
-        data = {name: field.data for name, field in form._fields.items() if name != "csrf_token"}
-        data["keyboard"] = True  # typed or scanned at the page: a typed DIN must carry its check character
-        for name in ("collected_at", "transport_started_at", "arrived_at"):
-            data[name] = data[name].isoformat() if data[name] else None
         try:
-            material = services.receive_material(_user(), g.site, data)
+            # Typed or scanned at the page: a typed DIN must carry its check character.
+            material = services.receive_material(_user(), g.site, ReceiveMaterial.from_form(form), keyboard=True)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -174,7 +172,10 @@ def decide(din: str):
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            services.decide_quarantine(_user(), material, accept=accept, reason=form.reason.data, signing=signing)
+            # The meaning chosen in the signing dialog is the decision.
+            command = DecideQuarantine.from_form(form, meaning=None, decision=QuarantineDecision.RELEASE if accept
+                                                 else QuarantineDecision.REJECT)
+            services.decide_quarantine(_user(), material, command, signing=signing)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

@@ -1,0 +1,257 @@
+"""What a page, the API, the CLI or the demo may ask of the donor register: the shape of each change.
+
+The donor's own rules (the birth year against the site's calendar, consent before donation, the neonatal mother,
+dates in the order of events) need the site and the donor at hand: they are the service's
+(`cellfactory.donors.services`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.clock import utcnow
+from cellfactory.core.commands import Command, Day, Line, OptionalLine, Paragraph, Version, field_errors
+from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.text import length_problem, text_problem
+from cellfactory.donors.models import (
+    DonationKind,
+    DonorType,
+    SampleType,
+    ScreeningTest,
+    SerologyResult,
+    Sex,
+    TestedPerson,
+)
+
+CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
+CODE_MESSAGE = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
+REASON_MESSAGE = "Say why this change is made: it goes into the audit trail."
+SAMPLE_TYPE_MESSAGE = "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."
+BIRTH_YEAR_MESSAGE = "Enter the birth year (1900-{latest}), or the birth date instead."
+PASSWORD_MESSAGE = "Enter your password to sign."
+# Plain data from a script or the demo may write a number as text ("35.5"); a JSON body or a form may not.
+TEXT_NUMBERS = "text_numbers"
+
+
+def _blank(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def text_numbers(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(TEXT_NUMBERS))
+
+
+class IntakeCommand(Command):
+    """A command of intake; `of` also takes the plain data of the demo and of scripts."""
+
+    @classmethod
+    def of(cls, given: Self | Mapping[str, Any], **context: Any) -> Self:
+        """`given` if it is the command already; otherwise the command from plain data (the demo, scripts and
+        older callers), where a number may be written as text. Refused like `parse`, naming each field."""
+        if isinstance(given, cls):
+            return given
+        if not isinstance(given, Mapping):
+            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+        try:
+            return cls.model_validate({**given, **context}, context={TEXT_NUMBERS: True})
+        except ValidationError as error:
+            fields = field_errors(error, cls.missing)
+            raise ValidationFailed(f"{cls.refusal}: " + " ".join(dict.fromkeys(fields.values())),
+                                   fields=fields) from None
+
+
+def _donor_code(value: str) -> str:
+    code = value.upper()
+    if not CODE_PATTERN.match(code):
+        raise PydanticCustomError("text", CODE_MESSAGE)
+    return code
+
+
+def _whole_year(value: Any, info: ValidationInfo) -> Any:
+    """A year is a whole number: JSON's 1990 (or 1990.0), never "1990" or true; plain data may write it as text."""
+    value = _blank(value)
+    if value is None:
+        return None
+    if isinstance(value, str) and text_numbers(info):
+        try:
+            return int(value)
+        except ValueError:
+            raise PydanticCustomError("text", "Enter the birth year as a whole number, e.g. 1990.") from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("text", "Must be a whole number.")
+    return value
+
+
+def _sample_type(value: Any) -> Any:
+    value = _blank(value)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in {t.value for t in SampleType}:
+        return SampleType(value.lower())
+    if isinstance(value, SampleType):
+        return value
+    raise PydanticCustomError("text", SAMPLE_TYPE_MESSAGE)
+
+
+def _optional(value: Any) -> Any:
+    return _blank(value)
+
+
+def _password(value: Any) -> Any:
+    """A password is taken as typed (never stripped); an empty one is none."""
+    return None if value == "" else value
+
+
+def _password_text(value: str) -> str:
+    problem = text_problem(value, multiline=False) or length_problem(value, PASSWORD_MAX)
+    if problem:
+        raise PydanticCustomError("text", problem)
+    return value
+
+
+DonorCode = Annotated[Line(32), AfterValidator(_donor_code), Field(
+    description="Pseudonymised code, never a name: 3-32 letters, digits or '-' (stored in capitals)",
+    json_schema_extra={"x-refused-when": "not 3-32 letters, digits or '-', or another donor of the site has "
+                                         "this code"})]
+OptionalDay = Annotated[Day | None, BeforeValidator(_optional)]
+def _plausible_year(value: int | None) -> int | None:
+    """1900 to this year somewhere on Earth (UTC+14); the service checks it again on the site's calendar."""
+    latest = (utcnow() + dt.timedelta(hours=14)).year
+    if value is not None and not 1900 <= value <= latest:
+        raise PydanticCustomError("text", BIRTH_YEAR_MESSAGE.format(latest=latest))
+    return value
+
+
+BirthYear = Annotated[int | None, BeforeValidator(_whole_year), AfterValidator(_plausible_year), Field(
+    description="Only when the birth date is unknown (1900 to this year)",
+    json_schema_extra={"x-refused-when": "after this year, or not the birth date's year"})]
+Sample = Annotated[SampleType, BeforeValidator(_sample_type)]
+PASSWORD_MAX = 200
+# The signer's own password, sent with an API request that signs (the token names the signer).
+Password = Annotated[str, BeforeValidator(_password), AfterValidator(_password_text), Field(
+    max_length=PASSWORD_MAX, description="The signer's own password (the token names the signer); a wrong one is "
+                                         "401 and counts towards lock-out", json_schema_extra={"format": "password"})]
+
+
+class DonorFields(IntakeCommand):
+    """What registering a donor and correcting one both say of the donor."""
+
+    missing: ClassVar[dict[str, str]] = {
+        "donation_date": "Enter the donation date.", "consent_date": "Enter the consent date.",
+        "consent_form_version": "Enter the version.", "consent_scope": "Say what the donor consented to.",
+        "sex": "Choose the sex: F, M, U.", "donor_type": "Choose the donor type: allogeneic, autologous.",
+        "donation_kind": "Choose the kind of donation: living, living_stored, bone_marrow_pbsc, neonatal.",
+        "reason": REASON_MESSAGE}
+
+    birth_date: OptionalDay = Field(None, description="The donor's birth date (or the birth year when unknown)",
+                                    json_schema_extra={"x-refused-when": "left out with birth_year (one of them is "
+                                                       "needed), in the future, or the year is before 1900 or after "
+                                                       "2100"})
+    birth_year: BirthYear = None
+    sex: Sex
+    donor_type: DonorType
+    donation_kind: DonationKind
+    donation_date: Day = Field(description="Donation (procurement) date")
+    mother_birth_date: OptionalDay = Field(None, description="Required for a neonatal donation, and only there",
+                                           json_schema_extra={"x-refused-when": "left out for a neonatal donation, "
+                                                              "sent for another, or not before the donor's birth and "
+                                                              "the donation"})
+    htlv_risk: Annotated[bool, BeforeValidator(lambda v: False if v is None else v)] = Field(
+        False, strict=True, description="Questionnaire: the donor lives in, or comes from, a high HTLV-I "
+                                        "prevalence area (or partners or parents do)")
+    consent_date: Day = Field(description="On or before the donation date, never in the future")
+    consent_form_version: Line(40) = Field(description="The version of the consent form signed")
+    consent_scope: Paragraph(2000) = Field(description="What the donor consented to, e.g. clinical use and banking")
+
+
+class RegisterDonor(DonorFields):
+    refusal: ClassVar[str] = "The donor cannot be registered"
+    missing: ClassVar[dict[str, str]] = {**DonorFields.missing, "code": "Enter the donor code."}
+
+    site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
+    code: DonorCode
+
+
+class CorrectDonor(DonorFields):
+    refusal: ClassVar[str] = "The correction cannot be saved"
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+    version: Version = Field(None, description="The version you read: refused if someone changed it since")
+
+
+class WithdrawConsent(IntakeCommand):
+    refusal: ClassVar[str] = "The withdrawal cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {"withdrawn_on": "Enter the date.", "reason": REASON_MESSAGE}
+
+    withdrawn_on: Day = Field(description="The day consent was withdrawn: not in the future at the site")
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+class AddScreeningResult(IntakeCommand):
+    refusal: ClassVar[str] = "The result cannot be saved"
+    missing: ClassVar[dict[str, str]] = {
+        "sample_date": "Enter the sample date.", "lab_reference": "Enter the lab's reference.",
+        "sample_type": SAMPLE_TYPE_MESSAGE, "reason": REASON_MESSAGE,
+        "test": "Choose the test: " + ", ".join(t.value for t in ScreeningTest) + ".",
+        "result": "Choose the result: " + ", ".join(r.value for r in SerologyResult) + "."}
+
+    test: ScreeningTest
+    tested_person: Annotated[TestedPerson, BeforeValidator(lambda v: _blank(v) or TestedPerson.DONOR)] = Field(
+        TestedPerson.DONOR, description="The mother for a neonatal donation")
+    sample_date: Day = Field(description="Not in the future, nor before the tested person's birth")
+    sample_type: Sample = Field(description="Only serum or plasma (Dir. 2006/17/EC Annex II 2.2)")
+    result: SerologyResult
+    lab_reference: Line(100) = Field(description="The laboratory's reference for this result")
+    kit_lot: OptionalLine(100) = Field(None, description="Kit and lot")
+
+
+class CorrectScreeningResult(AddScreeningResult):
+    refusal: ClassVar[str] = "The correction cannot be saved"
+
+    reason: Paragraph(2000) = Field(description="Why the result is corrected; goes into the audit trail")
+
+
+class RecordConfirmatoryTesting(IntakeCommand):
+    """QA clears a reactive screening result with the confirmatory results (signed apart)."""
+
+    refusal: ClassVar[str] = "The confirmatory record cannot be signed"
+    missing: ClassVar[dict[str, str]] = {
+        "reason": "Give the reason for the decision.",
+        "confirmatory_results": "Enter the confirmatory tests and their results (method, lab, result)."}
+
+    reason: Paragraph(2000) = Field(description="Why the screening result is cleared")
+    confirmatory_results: Paragraph(4000) = Field(description="Confirmatory tests and results (method, lab, result)")
+
+
+class DecideRiskAssessment(IntakeCommand):
+    """QA's risk assessment: the donation allowed or not (signed apart)."""
+
+    refusal: ClassVar[str] = "The risk assessment cannot be signed"
+    missing: ClassVar[dict[str, str]] = {"reason": "Give the reason for the decision.",
+                                         "allowed": "Say whether the donation is allowed or not allowed."}
+
+    allowed: bool = Field(strict=True, description="Whether the donation is allowed")
+    reason: Paragraph(4000) = Field(description="The risk assessment and its reason")
+
+
+class SignedByPassword(IntakeCommand):
+    """The password of an API request that signs; the page's signing dialog asks it apart."""
+
+    password: Password
+
+
+class SignedConfirmatoryTesting(RecordConfirmatoryTesting, SignedByPassword):
+    missing: ClassVar[dict[str, str]] = {**RecordConfirmatoryTesting.missing, "password": PASSWORD_MESSAGE}
+
+
+class SignedRiskAssessment(DecideRiskAssessment, SignedByPassword):
+    missing: ClassVar[dict[str, str]] = {**DecideRiskAssessment.missing, "password": PASSWORD_MESSAGE}

@@ -1,0 +1,174 @@
+"""What a page, the API, the CLI or the demo may ask of source material: the shape of each change.
+
+The receipt's own rules (the DIN against the site's facility numbers, the donor at the site, the order of
+collection, transport and arrival, the temperatures against each other, the unit of the material type's limits)
+need the site and its records: they are the service's (`cellfactory.materials.services`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.commands import Line, OptionalLine, Paragraph
+from cellfactory.core.plausibility import year_problem
+from cellfactory.donors.commands import PASSWORD_MESSAGE, IntakeCommand, Password, text_numbers
+from cellfactory.materials.models import MaterialType
+from cellfactory.signatures.models import Meaning
+
+OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
+NUMBER_MESSAGE = "Must be a number (JSON number, not text)."
+
+
+def _blank(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
+
+
+def _number(value: Any, info: ValidationInfo) -> Any:
+    """A number: a JSON number or the page's decimal; plain data may write it as text ("35.5", "35,5")."""
+    value = _blank(value)
+    if value is None:
+        return None
+    if isinstance(value, str) and text_numbers(info):
+        try:
+            value = decimal.Decimal(value.replace(",", "."))
+        except decimal.InvalidOperation:
+            raise PydanticCustomError("text", "Enter a number, e.g. 35.5.") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise PydanticCustomError("text", NUMBER_MESSAGE)
+    number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
+    if not number.is_finite():
+        raise PydanticCustomError("text", "Enter a finite number.")
+    return number
+
+
+def _instant(value: Any, info: ValidationInfo) -> Any:
+    """A date and time. The page's local time (a datetime without zone) is the site's; a JSON time must carry its
+    offset (the API never guesses zones); plain data from the demo or scripts may leave it out (site time)."""
+    value = _blank(value)
+    if value is None or isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("text", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.") from None
+        if parsed.utcoffset() is None and not text_numbers(info):
+            raise PydanticCustomError("text", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones.")
+    else:
+        raise PydanticCustomError("text", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.")
+    if parsed is not None and year_problem(parsed):
+        raise PydanticCustomError("text", year_problem(parsed))
+    return parsed
+
+
+def _more_than_zero(value: decimal.Decimal) -> decimal.Decimal:
+    if value <= 0:
+        raise PydanticCustomError("text", "The quantity must be more than zero.")
+    return value
+
+
+Number = Annotated[decimal.Decimal, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+Instant = Annotated[dt.datetime, BeforeValidator(_instant), WithJsonSchema({
+    "type": "string", "format": "date-time", "description": "ISO 8601 with offset; without one: 422"})]
+# A yes or no: JSON's true or false (never "false" or 1); left out or null, no.
+Flag = Annotated[bool, BeforeValidator(lambda v: False if v is None else v), Field(strict=True)]
+# A yes or no the receipt must state: JSON's true or false.
+Stated = Annotated[bool, Field(strict=True)]
+
+
+class ReceiveMaterial(IntakeCommand):
+    """Source material received at the site: accepted, quarantined or rejected by the receipt check."""
+
+    refusal: ClassVar[str] = "The receipt cannot be saved"
+    missing: ClassVar[dict[str, str]] = {
+        "material_type": "Choose the material type: " + ", ".join(t.value for t in MaterialType) + ".",
+        "donor": "Enter the donor code.", "collected_at": "Enter the collection date and time.",
+        "collection_centre": "Enter the collecting centre.", "quantity": "Enter the volume or weight.",
+        "transport_started_at": "Enter when transport started.", "arrived_at": "Enter the arrival time.",
+        "transport_temp_min_c": "Enter the lowest temperature.",
+        "transport_temp_max_c": "Enter the highest temperature.", "quantity_unit": "Enter the unit, e.g. g or mL."}
+
+    site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
+    din: OptionalLine(40) = Field(None, description="As scanned (=αppppyynnnnnnff) or typed (with its check "
+                                                    "character); leave out with allocate_din")
+    allocate_din: Flag = Field(False, description="true: allocate the site's next DIN instead of din",
+                               json_schema_extra={"x-refused-when": "true together with a din"})
+    material_type: MaterialType
+    donor: Line(32) = Field(description="Donor code at the site")
+    collected_at: Instant
+    collection_centre: Line(200)
+    quantity: Annotated[Number, AfterValidator(_more_than_zero)] = Field(
+        description="Volume (mL) or weight (g), as the material type's receipt limits define; more than zero",
+        json_schema_extra={"exclusiveMinimum": 0})
+    anticoagulant: OptionalLine(100) = Field(None, description="Where the material type needs one")
+    transport_started_at: Instant
+    arrived_at: Instant
+    transport_temp_min_c: Number = Field(description="Lowest transport temperature (°C)")
+    transport_temp_max_c: Number = Field(description="Highest transport temperature (°C), not below the lowest",
+                                         json_schema_extra={"x-refused-when": "below transport_temp_min_c"})
+    container_intact: Stated
+    documents_complete: Stated
+
+
+class ReceiveMaterialStatingUnit(ReceiveMaterial):
+    """A receipt sent by another system, which states the unit of the quantity: refused unless it is the unit of
+    the material type's receipt limits (the page shows that unit beside the field)."""
+
+    quantity_unit: Line(8) = Field(description="The unit of the material type's receipt limits, e.g. g or mL",
+                                   json_schema_extra={"x-refused-when": "not the unit of the material type"})
+
+
+class QuarantineDecision(enum.StrEnum):
+    RELEASE = "release"
+    REJECT = "reject"
+
+
+DECISION_MEANINGS = {QuarantineDecision.RELEASE: Meaning.RELEASED_FROM_QUARANTINE,
+                     QuarantineDecision.REJECT: Meaning.REJECTED_AT_RECEIPT}
+
+
+class DecideQuarantine(IntakeCommand):
+    """QA releases quarantined material or rejects it, with the reason (signed apart)."""
+
+    refusal: ClassVar[str] = "The decision cannot be signed"
+    missing: ClassVar[dict[str, str]] = {"decision": "Use release or reject.",
+                                         "reason": "Give the reason for the decision."}
+
+    decision: QuarantineDecision
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail and the signature")
+    meaning: OptionalLine(60) = Field(None, description="Optional; must be the meaning of the decision",
+                                      json_schema_extra={"enum": [m.value for m in DECISION_MEANINGS.values()]})
+
+    @field_validator("meaning")
+    @classmethod
+    def _meaning_of_the_decision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        decision = info.data.get("decision")
+        if value is None or decision is None:
+            return value
+        meaning = DECISION_MEANINGS[decision]
+        if value.lower() != meaning.value.lower():
+            raise PydanticCustomError("text", f"Use {meaning.value!r} or leave it out.")
+        return value
+
+    @property
+    def accept(self) -> bool:
+        return self.decision == QuarantineDecision.RELEASE
+
+
+class SignedQuarantineDecision(DecideQuarantine):
+    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, "password": PASSWORD_MESSAGE}
+
+    password: Password
+
+
+class AllocateDin(IntakeCommand):
+    refusal: ClassVar[str] = "The DIN cannot be allocated"
+
+    site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")

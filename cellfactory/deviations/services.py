@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
@@ -14,9 +14,18 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.numbering import next_number
-from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
+from cellfactory.deviations.commands import (
+    ACTION_KINDS,
+    AddAction,
+    CarryAction,
+    CloseDeviation,
+    CompleteAction,
+    OpenDeviation,
+    RecordInvestigation,
+    as_command,
+)
 from cellfactory.deviations.models import (
     CapaAction,
     Classification,
@@ -29,6 +38,9 @@ from cellfactory.extensions import db
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
+
+if TYPE_CHECKING:
+    from cellfactory.batches.models import Batch, BatchStep
 
 
 def get_deviation(user: User, number: str) -> Deviation:
@@ -61,40 +73,43 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
     return deviation
 
 
-@transactional
-def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
-    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
-                        "Only staff of this site open its deviations.")
-    audit.act_as(db.session, actor)
+def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tuple[dict[str, str], BatchStep | None]:
+    """({field: problem}, the step) of a deviation opened at `site` about `batch` and its step `step_code`: the
+    batch must be the site's, the step one of the batch's. The page asks it too when it refuses the rest of the
+    form, so that one answer names every field to correct."""
     errors: dict[str, str] = {}
-    title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()
-    if not title:
-        errors["title"] = "Give the deviation a short title."
-    if not description:
-        errors["description"] = "Describe what happened, when and where."
-    try:
-        classification = Classification(data.get("classification"))
-    except ValueError:
-        classification = None
-        errors["classification"] = "Classify it: minor, major or critical."
-    batch_id = step_id = None
-    if data.get("batch"):
-        from cellfactory.batches.services import get_batch
-
-        batch = get_batch(actor, data["batch"])
+    step = None
+    if batch is not None:
         if batch.site_id != site.id:
             errors["batch"] = "This batch belongs to another site."
-        batch_id = batch.id
-        if data.get("step"):
-            step = next((s for s in batch.steps if s.code == str(data["step"]).upper()), None)
+        code = (step_code or "").strip()
+        if code:
+            step = next((s for s in batch.steps if s.code == code.upper()), None)
             if step is None:
-                errors["step"] = f"Batch {batch.number} has no step {data['step']}."
-            else:
-                step_id = step.id
+                errors["step"] = f"Batch {batch.number} has no step {code}."
+    return errors, step
+
+
+@transactional
+def open_deviation(actor: User, site: Site, command: OpenDeviation | Mapping[str, Any]) -> Deviation:
+    """Open a deviation by hand at `site`, of a batch (and one of its steps) of that site if the command names one.
+
+    :param command: `OpenDeviation` (plain data is read into it)."""
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        "Only staff of this site open its deviations.")
+    command = as_command(OpenDeviation, command)
+    audit.act_as(db.session, actor)
+    batch = None
+    if command.batch:
+        from cellfactory.batches.services import get_batch
+
+        batch = get_batch(actor, command.batch)
+    errors, step = batch_problems(site, batch, command.step)
     if errors:
         raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
-    return create_deviation(actor, site, title=title, description=description, classification=classification,
-                            source=DeviationSource.MANUAL, batch_id=batch_id, step_id=step_id)
+    return create_deviation(actor, site, title=command.title, description=command.description,
+                            classification=command.classification, source=DeviationSource.MANUAL,
+                            batch_id=batch.id if batch is not None else None, step_id=step.id if step else None)
 
 
 def _require_qa(actor: User, deviation: Deviation) -> None:
@@ -112,32 +127,33 @@ DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification 
 
 
 @transactional
-def record_investigation(actor: User, deviation: Deviation, *, classification: Any, root_cause: str,
-                         impact_assessment: str, reason: str, expected_version: int | None = None,
-                         justification: str = "", signing: dict[str, Any] | None = None) -> Deviation:
-    """QA records the classification, root cause and impact. A deviation an OOS result opened goes below major
-    only with QA's justification, signed (`signing`: password, username, continuous_session)."""
+def record_investigation(actor: User, deviation: Deviation, command: RecordInvestigation | None = None, *,
+                         signing: dict[str, Any] | None = None, **fields: Any) -> Deviation:
+    """QA records the classification, root cause and impact (fields the command leaves out are unchanged). A
+    deviation an OOS result opened goes below major only with QA's justification, signed (`signing`: password,
+    username, continuous_session).
+
+    :param command: `RecordInvestigation`, or its fields as keywords (`expected_version` for `version`)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
-    if expected_version is not None and expected_version != deviation.version:
+    if command is None:
+        fields.setdefault("version", fields.pop("expected_version", None))
+    command = as_command(RecordInvestigation, command, **fields)
+    if command.version is not None and command.version != deviation.version:
         raise Conflict(f"{deviation.number} changed since you opened it. Reload and check.")
-    try:
-        classification = Classification(classification)
-    except ValueError as exc:
-        raise ValidationFailed("Classify it: minor, major or critical.", fields={"classification": "Choose."}) \
-            from exc
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason for the update.", fields={"reason": "Required."})
+    classification = command.classification or deviation.classification
     downgraded = deviation.from_oos and classification == Classification.MINOR \
         and deviation.classification != Classification.MINOR
-    justification = (justification or "").strip()
+    justification = command.justification or ""
     if downgraded and (not justification or not signing or not signing.get("password")):
         raise ValidationFailed(DOWNGRADE_NEEDS_JUSTIFICATION, fields={
             "justification": "Required to classify an out-of-specification deviation minor, with your signature."})
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     deviation.classification = classification
-    deviation.root_cause = (root_cause or "").strip()
-    deviation.impact_assessment = (impact_assessment or "").strip()
+    if command.root_cause is not None:
+        deviation.root_cause = command.root_cause
+    if command.impact_assessment is not None:
+        deviation.impact_assessment = command.impact_assessment
     if downgraded:
         deviation.classification_justification = justification
         db.session.flush()
@@ -148,74 +164,66 @@ def record_investigation(actor: User, deviation: Deviation, *, classification: A
 
 
 @transactional
-def add_action(actor: User, deviation: Deviation, *, kind: str, description: str, owner: str, due_date: Any
-               ) -> CapaAction:
+def add_action(actor: User, deviation: Deviation, command: AddAction | None = None, **fields: Any) -> CapaAction:
+    """QA adds a corrective or preventive action with its owner (an active user) and due date (not past).
+
+    :param command: `AddAction`, or its fields as keywords."""
     _require_qa(actor, deviation)
     _require_open(deviation)
+    command = as_command(AddAction, command, **fields)
     errors: dict[str, str] = {}
-    if kind not in ("corrective", "preventive"):
+    if command.kind not in ACTION_KINDS:
         errors["kind"] = "Choose corrective or preventive."
-    if not (description or "").strip():
-        errors["description"] = "Describe the action."
-    person = db.session.scalar(sa.select(User).where(User.username == (owner or "").strip()))
+    person = db.session.scalar(sa.select(User).where(User.username == command.owner))
     if person is None or not person.active:
         errors["owner"] = "Name an active user as owner."
-    try:
-        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if year_problem(due):
-            errors["due_date"] = year_problem(due)
-        elif due < local_today(deviation.site.timezone):
-            errors["due_date"] = "The due date is in the past."
-    except ValueError:
-        errors["due_date"] = "Enter the due date (YYYY-MM-DD)."
+    if command.due_date < local_today(deviation.site.timezone):
+        errors["due_date"] = "The due date is in the past."
     if errors:
         raise ValidationFailed("The action cannot be added: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor)
-    action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=kind, description=description.strip(),
-                        owner=person, due_date=due, created_by_id=actor.id)
+    action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=command.kind,
+                        description=command.description, owner=person, due_date=command.due_date,
+                        created_by_id=actor.id)
     db.session.add(action)
     db.session.flush()
     return action
 
 
 @transactional
-def complete_action(actor: User, action: CapaAction, note: str) -> CapaAction:
+def complete_action(actor: User, action: CapaAction, command: CompleteAction | str) -> CapaAction:
+    """The action's owner, or QA of the site, completes it with what was done.
+
+    :param command: `CompleteAction` (or the note)."""
     if actor.id != action.owner_id:
         _require_qa(actor, action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    if not (note or "").strip():
-        raise ValidationFailed("Say what was done.", fields={"note": "Required."})
+    command = command if isinstance(command, CompleteAction) else CompleteAction.parse({"note": command})
     audit.act_as(db.session, actor, reason="action completed")
     action.completed_at = utcnow()
-    action.completion_note = note.strip()
+    action.completion_note = command.note
     return action
 
 
 @transactional
-def carry_to_effectiveness_check(actor: User, action: CapaAction, *, due_date: Any, note: str) -> CapaAction:
+def carry_to_effectiveness_check(actor: User, action: CapaAction, command: CarryAction | None = None,
+                                 **fields: Any) -> CapaAction:
     """QA carries an action not done yet to an effectiveness check with its due date, so that the deviation can
-    close while the action is followed up."""
+    close while the action is followed up.
+
+    :param command: `CarryAction`, or its fields as keywords."""
     _require_qa(actor, action.deviation)
     _require_open(action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    errors: dict[str, str] = {}
-    try:
-        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if due < local_today(action.deviation.site.timezone):
-            errors["due_date"] = "The due date is in the past."
-        elif due.year > 2100:
-            errors["due_date"] = "The year must be between 1900 and 2100."
-    except ValueError:
-        errors["due_date"] = "Enter the due date of the effectiveness check (YYYY-MM-DD)."
-    if not (note or "").strip():
-        errors["note"] = "Say what the effectiveness check verifies."
-    if errors:
-        raise ValidationFailed("The action cannot be carried: " + " ".join(errors.values()), fields=errors)
+    command = as_command(CarryAction, command, **fields)
+    if command.due_date < local_today(action.deviation.site.timezone):
+        raise ValidationFailed("The action cannot be carried: The due date is in the past.",
+                               fields={"due_date": "The due date is in the past."})
     audit.act_as(db.session, actor, reason="carried to an effectiveness check")
-    action.effectiveness_check_due = due
-    action.effectiveness_check_note = note.strip()
+    action.effectiveness_check_due = command.due_date
+    action.effectiveness_check_note = command.note
     return action
 
 
@@ -239,17 +247,21 @@ def closing_gaps(deviation: Deviation) -> list[str]:
 
 
 @transactional
-def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any], comment: str = "") -> Deviation:
+def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation | None = None, *,
+                    signing: dict[str, Any], comment: str = "") -> Deviation:
     """QA closes with an electronic signature once root cause and impact on the batch are documented and each CAPA
-    action is done or carried to an effectiveness check."""
+    action is done or carried to an effectiveness check (`closing_gaps`).
+
+    :param command: `CloseDeviation` (or the `comment`)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
+    command = as_command(CloseDeviation, command, **({"comment": comment} if command is None else {}))
     missing = closing_gaps(deviation)
     if missing:
         raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
-    audit.act_as(db.session, actor, reason=comment or "deviation closed")
+    audit.act_as(db.session, actor, reason=command.comment or "deviation closed")
     signatures.apply_signature(actor, deviation, meaning=Meaning.CLOSED, allowed_meanings={Meaning.CLOSED},
-                               site_id=deviation.site_id, comment=comment or None, **signing)
+                               site_id=deviation.site_id, comment=command.comment, **signing)
     deviation.status = DeviationStatus.CLOSED
     deviation.closed_at = utcnow()
     deviation.closed_by_id = actor.id

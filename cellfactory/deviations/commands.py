@@ -42,11 +42,14 @@ def with_problems(refused: ValidationFailed, problems: Mapping[str, str], refusa
     return ValidationFailed(f"{refusal}: " + " ".join(dict.fromkeys(fields.values())), fields=fields)
 
 
-def choice_of(enum_cls: type[enum.Enum], message: str) -> Any:
-    """A value of `enum_cls`, refused with `message` (the page's words) when it is none of them."""
+def choice_of(enum_cls: type[enum.Enum], message: str, *, required: bool = True) -> Any:
+    """A value of `enum_cls`, refused with `message` (the page's words) when it is none of them (or, if
+    `required`, when it is left blank)."""
     def check(value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip() or None
+        if value is None and required:
+            raise PydanticCustomError("text", message)
         if value is None or isinstance(value, enum_cls):
             return value
         try:
@@ -124,7 +127,7 @@ class RecordInvestigation(Command):
     refusal: ClassVar[str] = "The investigation cannot be recorded"
     missing: ClassVar[dict[str, str]] = {"reason": "Give the reason for the update."}
 
-    classification: Annotated[Classification | None, choice_of(Classification, "Choose.")] = None
+    classification: Annotated[Classification | None, choice_of(Classification, "Choose.", required=False)] = None
     root_cause: ClearableParagraph(8000) = None
     impact_assessment: ClearableParagraph(8000) = Field(None, description="Impact on the batch")
     reason: Paragraph(2000) = Field(description="Why the record changes (audit trail)")

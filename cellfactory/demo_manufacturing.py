@@ -273,6 +273,7 @@ def _test_results(batch, analysts: tuple[User, User], password: str, rng: random
                   pending_sterility: bool = False, failing: dict[str, str] | None = None) -> None:
     """Results for every test of the frozen specification, each verified by the second analyst."""
     from cellfactory.qc import services as qc
+    from cellfactory.qc.commands import EnterResult
 
     analyst, verifier = analysts
     # Sampled now: after the batch started (the demo starts its batches now) and not in the future.
@@ -287,13 +288,14 @@ def _test_results(batch, analysts: tuple[User, User], password: str, rng: random
             data.update(pending=True, final_read_due=day + dt.timedelta(days=test.incubation_days or 7))
         else:
             data["value"] = (failing or {}).get(test.code, PASSING_VALUES[test.code])
-        result = qc.enter_result(analyst, batch, data)
+        result = qc.enter_result(analyst, batch, EnterResult(**data))
         qc.verify_result(verifier, result, signing=_signing(verifier, password))
 
 
 def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User], qa: User, qp: User,
              password: str, rng: random.Random) -> None:
     from cellfactory.qc import services as qc
+    from cellfactory.qc.commands import RecordFinalRead
 
     def go(who: User, to: BatchStatus, reason: str, signed: bool = False) -> None:
         lifecycle.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
@@ -323,15 +325,14 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
         # Growth after release: the batch goes on hold after release by itself, with a critical deviation and a
         # notice to the site; QA recalls one of the two after the identification.
         [pending] = qc.pending_tests(batch)
-        qc.record_final_read(analysts[0], pending.reportable, {"value": "growth",
-                                                               "raw_data_reference": "BacT/ALERT day 4: aerobic "
-                                                                                     "bottle positive"})
+        qc.record_final_read(analysts[0], pending.reportable, RecordFinalRead(
+            value="growth", raw_data_reference="BacT/ALERT day 4: aerobic bottle positive"))
         if target == S.RECALLED:
             go(qa, S.RECALLED, "Growth confirmed: Staphylococcus epidermidis identified; batch recalled")
         return
     if target == S.RELEASED:
         [pending] = qc.pending_tests(batch)
-        qc.record_final_read(analysts[0], pending.reportable, {"value": "no growth",
-                                                               "raw_data_reference": "BacT/ALERT day 7"})
+        qc.record_final_read(analysts[0], pending.reportable, RecordFinalRead(
+            value="no growth", raw_data_reference="BacT/ALERT day 7"))
         qc.verify_result(analysts[1], pending.reportable, signing=_signing(analysts[1], password))
         go(qp, S.RELEASED, "Sterility final read: no growth. Final certification.", signed=True)

@@ -163,10 +163,11 @@ from cellfactory.api import audit as _audit  # noqa: E402,F401
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.api import people as _people  # noqa: E402,F401
-from cellfactory.api import quality as _quality  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
-from cellfactory.equipment import api as _equipment  # noqa: E402,F401
-from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401
+from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.materials import api as _materials  # noqa: E402,F401
+from cellfactory.qc import api as _qc  # noqa: E402,F401
+from cellfactory.sites import api as _sites  # noqa: E402,F401

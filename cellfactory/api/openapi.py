@@ -14,7 +14,6 @@ from cellfactory.auth.models import Role
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
-from cellfactory.deviations.models import Classification, DeviationStatus
 from cellfactory.reagents.models import LotStatus
 from cellfactory.units.models import LocationKind, ShipmentStatus, UnitStatus
 from cellfactory.web import QUERY_VALUE_MAX
@@ -520,195 +519,6 @@ SCHEMAS.update({
 })
 
 
-# --- quality: QC results, verification, invalidation, deviations, CAPA ----------------------------
-
-_Q_TEXT = {"type": "string"}
-_Q_NULL_TEXT = {"type": ["string", "null"]}
-_Q_TIME = {"type": "string", "format": "date-time"}
-_Q_NULL_TIME = {"type": ["string", "null"], "format": "date-time"}
-_Q_QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "does not conform", "normal",
-                  "abnormal", "positive", "negative"]
-_Q_VALUE = {"oneOf": [{"type": "number"}, {"type": "string", "enum": _Q_QUALITATIVE}],
-            "description": "A JSON number in the test's unit (range tests) or one of the fixed qualitative values"}
-_Q_SIGN = {"type": "object", "required": ["password"], "properties": {
-    "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
-                                                  "a wrong one is 401 and counts towards lock-out"},
-    "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
-_RESULT = [_path("id")]
-_DEVIATION = [_path("number")]
-
-PATHS.update({
-    "/batches/{number}/results": {
-        "get": {"summary": "Every QC result of the batch (retests, invalidated and pending ones included) with its "
-                           "verdict and verification; per test of the frozen specification the result the decision "
-                           "uses and why; what is still open", "parameters": [_path("number"), *PAGE_PARAMS],
-                "responses": _responses(ref("BatchResults"), "200", 404, 422)},
-        "post": {"summary": "Enter a result (QC analyst of the site): judged against the frozen specification; "
-                            "a failing result opens a major deviation and puts the batch on hold",
-                 "parameters": [_path("number")], "requestBody": _body("QcResultEntry"),
-                 "responses": _responses(ref("QcResultJudged"), "201", 404, 409, 422)},
-    },
-    "/results/{id}/final-read": {"post": {
-        "summary": "The final read of a pending result (e.g. sterility after incubation), judged like any result "
-                   "(QC analyst of the site); a result that is not pending is 409", "parameters": _RESULT,
-        "requestBody": _body("QcFinalRead"), "responses": _responses(ref("QcResultJudged"), "200", 404, 409, 422)}},
-    "/results/{id}/verification": {"post": {
-        "summary": "Second-analyst verification signed 'Verified' (QC analyst of the site); the analyst who entered "
-                   "the result cannot verify it (409)", "parameters": _RESULT, "requestBody": _body("QcSigning"),
-        "responses": _responses(ref("QcResult"), "200", 404, 409, 422)}},
-    "/results/{id}/invalidation": {"post": {
-        "summary": "QA invalidates a result after an investigation, signed 'Result invalidated after "
-                   "investigation'; the result stays in the record with the reason", "parameters": _RESULT,
-        "requestBody": _body("QcInvalidation"), "responses": _responses(ref("QcResult"), "200", 404, 409, 422)}},
-    "/deviations": {
-        "get": {"summary": "Deviations you can see, last opened first",
-                "parameters": PAGE_PARAMS + _query("site", "batch", status=_enum(DeviationStatus),
-                                                     classification=_enum(Classification)),
-                "responses": _responses(_list_of("Deviation"), "200", 422)},
-        "post": {"summary": "Open a deviation by hand (staff of the site), numbered per site and year",
-                 "requestBody": _body("DeviationCreate"),
-                 "responses": _responses(ref("DeviationDetail"), "201", 409, 422)},
-    },
-    "/deviations/{number}": {"get": {"summary": "One deviation with its CAPA actions and signatures",
-                                     "parameters": _DEVIATION,
-                                     "responses": _responses(ref("DeviationDetail"), "200", 404)}},
-    "/deviations/{number}/investigation": {"post": {
-        "summary": "Record classification, root cause and impact assessment (QA of the site); fields left out are "
-                   "unchanged; a closed deviation or a stale version is 409", "parameters": _DEVIATION,
-        "requestBody": _body("DeviationInvestigation"),
-        "responses": _responses(ref("DeviationDetail"), "200", 404, 409, 422)}},
-    "/deviations/{number}/actions": {"post": {
-        "summary": "Add a corrective or preventive action with its owner and due date (QA of the site)",
-        "parameters": _DEVIATION, "requestBody": _body("CapaActionCreate"),
-        "responses": _responses(ref("CapaAction"), "201", 404, 409, 422)}},
-    "/deviations/{number}/actions/{id}/completion": {"post": {
-        "summary": "Complete an action with what was done (its owner, or QA of the site)",
-        "parameters": [*_DEVIATION, _path("id")], "requestBody": _body("CapaActionCompletion"),
-        "responses": _responses(ref("CapaAction"), "200", 404, 409, 422)}},
-    "/deviations/{number}/actions/{id}/effectiveness-check": {"post": {
-        "summary": "Carry an action not done yet to an effectiveness check with its due date (QA of the site), so "
-                   "that the deviation can close", "parameters": [*_DEVIATION, _path("id")],
-        "requestBody": _body("CapaActionCarry"),
-        "responses": _responses(ref("CapaAction"), "200", 404, 409, 422)}},
-    "/deviations/{number}/closure": {"post": {
-        "summary": "QA closes with an electronic signature meaning 'Closed' once root cause, impact assessment, "
-                   "(major, critical) a CAPA action, and each action done or carried to an effectiveness check are "
-                   "recorded (409 otherwise)", "parameters": _DEVIATION,
-        "requestBody": _body("DeviationClosure"),
-        "responses": _responses(ref("DeviationDetail"), "200", 404, 409, 422)}},
-})
-
-for _path_name in ("/results/{id}/verification", "/results/{id}/invalidation", "/deviations/{number}/closure"):
-    for _operation in PATHS[_path_name].values():
-        _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
-
-SCHEMAS.update({
-    "QcResult": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "batch": _Q_TEXT, "test": _Q_TEXT, "test_name": _Q_TEXT,
-        "stage": {"type": "string", "enum": ["in_process", "release"]}, "method": _Q_TEXT, "sample_id": _Q_TEXT,
-        "sampled_at": _Q_TIME, "instrument": _Q_NULL_TEXT, "analyst": _Q_TEXT,
-        "value": {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
-                  "description": "null while pending"},
-        "unit": _Q_TEXT, "value_text": _Q_TEXT, "criterion_text": _Q_TEXT,
-        "verdict": {"type": "string", "enum": ["pass", "fail", "pending", "informative"]}, "explanation": _Q_TEXT,
-        "pending": {"type": "boolean"}, "final_read_due": {"type": ["string", "null"], "format": "date"},
-        "raw_data_reference": _Q_TEXT, "retest_of": {"type": ["integer", "null"]}, "retest_reason": _Q_NULL_TEXT,
-        "invalidated": {"type": "boolean"}, "invalidated_at": _Q_NULL_TIME, "invalidation_reason": _Q_NULL_TEXT,
-        "verified": {"type": "boolean", "description": "Official: verified by a second analyst"},
-        "verification": {"oneOf": [ref("Signature"), {"type": "null"}]},
-        "deviation": {**_Q_NULL_TEXT, "description": "Number of the deviation a failing result opened"},
-        "entered_at": _Q_TIME, "entered_by": _Q_NULL_TEXT,
-        "signatures": {"type": "array", "items": ref("Signature"),
-                       "description": "Every signature on the result with its status (a verification of a pending "
-                                      "entry stays valid after the final read but does not verify it: "
-                                      "`verification` is the one that covers the result as it is now)"},
-        "version": {"type": "integer"}}},
-    "QcResultJudged": {"allOf": [ref("QcResult"), {"type": "object", "properties": {
-        "batch_status": _Q_TEXT, "held_from": _Q_NULL_TEXT,
-        "deviation_detail": {"oneOf": [ref("Deviation"), {"type": "null"}]}}}]},
-    "QcTestStatus": {"type": "object", "properties": {
-        "test": _Q_TEXT, "name": _Q_TEXT, "stage": _Q_TEXT, "unit": _Q_TEXT, "criterion_text": _Q_TEXT,
-        "may_be_pending": {"type": "boolean"}, "informative_only": {"type": "boolean"},
-        "results": {"type": "array", "items": {"type": "integer"}},
-        "reportable_result": {"type": ["integer", "null"], "description": "The result the decision uses"},
-        "why": _Q_TEXT, "verdict": _Q_NULL_TEXT, "verified": {"type": "boolean"},
-        "open_items": {"type": "array", "items": _Q_TEXT}}},
-    "BatchResults": {"allOf": [_list_of("QcResult"), {"type": "object", "properties": {
-        "batch": _Q_TEXT, "batch_status": _Q_TEXT, "specification": {"type": "integer"},
-        "tests": {"type": "array", "items": ref("QcTestStatus")},
-        "open_items": {"type": "array", "items": _Q_TEXT, "description": "What keeps QC from being complete"}}}]},
-    "QcResultEntry": {"type": "object", "required": ["test", "sample_id", "sampled_at"], "properties": {
-        "test": {"type": "string", "description": "Test code of the batch's frozen specification"},
-        "sample_id": _Q_TEXT, "sampled_at": {**_Q_TIME, "description": "ISO 8601 with offset; without one: 422"},
-        "value": {**_Q_VALUE, "description": "Required unless pending"},
-        "unit": {"type": "string", "description": "Optional; must be the test's unit"},
-        "method": {"type": "string", "description": "Default: the specification's method"},
-        "instrument": {"type": "string", "description": "Equipment code of the site (calibrated, in service)"},
-        "raw_data_reference": _Q_TEXT,
-        "pending": {"type": "boolean", "description": "Still incubating (tests that may be pending only)"},
-        "final_read_due": {"type": "string", "format": "date", "description": "Required when pending"},
-        "retest_of": {"type": "integer", "description": "Id of the earlier result of the same test"},
-        "retest_reason": {"type": "string", "description": "Required with retest_of"}}},
-    "QcFinalRead": {"type": "object", "required": ["value"], "properties": {
-        "value": _Q_VALUE, "raw_data_reference": _Q_TEXT}},
-    "QcSigning": _Q_SIGN,
-    "QcInvalidation": {"type": "object", "required": ["reason", "password"], "properties": {
-        **_Q_SIGN["properties"], "reason": {"type": "string", "description": "The investigation's conclusion"}}},
-    "Deviation": {"type": "object", "properties": {
-        "number": {"type": "string", "description": "e.g. DEV-BG-2026-0007"}, "site": _Q_TEXT, "title": _Q_TEXT,
-        "description": _Q_TEXT, "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
-        "status": {"type": "string", "enum": ["open", "closed"]},
-        "source": {"type": "string", "enum": ["manual", "out_of_specification", "post_release"]},
-        "batch": _Q_NULL_TEXT, "step": _Q_NULL_TEXT, "result": {"type": ["integer", "null"]},
-        "root_cause": _Q_TEXT, "impact_assessment": _Q_TEXT,
-        "blocks_release": {"type": "boolean",
-                           "description": "Open and major or critical, or open and opened by an OOS result"},
-        "classification_justification": _Q_NULL_TEXT,
-        "opened_at": _Q_TIME, "opened_by": _Q_TEXT, "closed_at": _Q_NULL_TIME, "closed_by": _Q_NULL_TEXT,
-        "open_actions": {"type": "integer"}, "version": {"type": "integer"}}},
-    "CapaAction": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "deviation": _Q_TEXT, "kind": {"type": "string",
-                                                                   "enum": ["corrective", "preventive"]},
-        "description": _Q_TEXT, "owner": _Q_TEXT, "owner_name": _Q_TEXT,
-        "due_date": {"type": "string", "format": "date"}, "overdue": {"type": "boolean"},
-        "completed": {"type": "boolean"}, "completed_at": _Q_NULL_TIME, "completion_note": _Q_NULL_TEXT,
-        "effectiveness_check_due": {"type": ["string", "null"], "format": "date"},
-        "effectiveness_check_note": _Q_NULL_TEXT, "created_at": _Q_TIME, "created_by": _Q_NULL_TEXT,
-        "version": {"type": "integer"}}},
-    "DeviationDetail": {"allOf": [ref("Deviation"), {"type": "object", "properties": {
-        "closing_gaps": {"type": "array", "items": {"type": "string"},
-                         "description": "What QA must still record before the deviation can close (empty once "
-                                        "closed)"},
-        "actions": {"type": "array", "items": ref("CapaAction")},
-        "signatures": {"type": "array", "items": ref("Signature")}}}]},
-    "DeviationCreate": {"type": "object", "required": ["title", "description", "classification"], "properties": {
-        "site": {"type": "string", "description": "Site code; default the batch's site, or yours at one site"},
-        "title": {"type": "string", "description": "A short title: the record keeps its first 200 characters"},
-        "description": _Q_TEXT, "classification": {"type": "string", "enum": ["minor", "major", "critical"]},
-        "batch": {"type": "string", "description": "Batch number (optional)"},
-        "step": {"type": "string", "description": "Step code of the batch (optional, needs batch)"}}},
-    "DeviationInvestigation": {"type": "object", "required": ["reason"], "properties": {
-        "classification": {"type": "string", "enum": ["minor", "major", "critical"]}, "root_cause": _Q_TEXT,
-        "impact_assessment": {"type": "string", "description": "Impact on the batch"},
-        "reason": {"type": "string", "description": "Why the record changes (audit trail)"},
-        "version": {"type": "integer", "description": "Optional: the deviation version you saw (stale: 409)"},
-        "justification": {"type": "string", "description": "Required with password to classify minor a deviation "
-                                                           "an OOS result opened (signed by QA)"},
-        "password": {"type": "string", "description": "Your password: signs the justification"}}},
-    "CapaActionCarry": {"type": "object", "required": ["due_date", "note"], "properties": {
-        "due_date": {"type": "string", "format": "date", "description": "Due date of the effectiveness check"},
-        "note": {"type": "string", "description": "What the effectiveness check verifies"}}},
-    "CapaActionCreate": {"type": "object", "required": ["kind", "description", "owner", "due_date"], "properties": {
-        "kind": {"type": "string", "enum": ["corrective", "preventive"]}, "description": _Q_TEXT,
-        "owner": {"type": "string", "description": "User name of an active user"},
-        "due_date": {"type": "string", "format": "date", "description": "Today or later"}}},
-    "CapaActionCompletion": {"type": "object", "required": ["note"], "properties": {
-        "note": {"type": "string", "description": "What was done"}}},
-    "DeviationClosure": {"type": "object", "required": ["password"], "properties": {
-        **_Q_SIGN["properties"], "comment": _Q_TEXT}},
-})
-
-
 # --- release: QA review, QP certification, certificates, batch record ----------------------------
 
 _R_TEXT = {"type": "string"}
@@ -1127,7 +937,7 @@ FIELD_MAX = {
 # The same name kept by columns of different lengths.
 SCHEMA_FIELD_MAX = {
     ("CatalogueItem", "code"): 40, ("CatalogueItem", "unit"): 20, ("SpecTestInput", "code"): 40,
-    ("SpecTestInput", "unit"): 40, ("QcResultEntry", "unit"): 40, ("EquipmentCreate", "code"): 40,
+    ("SpecTestInput", "unit"): 40, ("EquipmentCreate", "code"): 40,
     ("EquipmentCreate", "kind"): 60,
 }
 # Fields that name a record: refused (422 naming the field) when no record you may use has that name or number.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,9 +13,17 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.numbering import next_number
-from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
+from cellfactory.deviations.commands import (
+    ACTION_KINDS,
+    AddAction,
+    CarryAction,
+    CloseDeviation,
+    CompleteAction,
+    RecordInvestigation,
+    as_command,
+)
 from cellfactory.deviations.models import (
     CapaAction,
     Classification,
@@ -76,32 +83,33 @@ DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification 
 
 
 @transactional
-def record_investigation(actor: User, deviation: Deviation, *, classification: Any, root_cause: str,
-                         impact_assessment: str, reason: str, expected_version: int | None = None,
-                         justification: str = "", signing: dict[str, Any] | None = None) -> Deviation:
-    """QA records the classification, root cause and impact. A deviation an OOS result opened goes below major
-    only with QA's justification, signed (`signing`: password, username, continuous_session)."""
+def record_investigation(actor: User, deviation: Deviation, command: RecordInvestigation | None = None, *,
+                         signing: dict[str, Any] | None = None, **fields: Any) -> Deviation:
+    """QA records the classification, root cause and impact (fields the command leaves out are unchanged). A
+    deviation an OOS result opened goes below major only with QA's justification, signed (`signing`: password,
+    username, continuous_session).
+
+    :param command: `RecordInvestigation`, or its fields as keywords (`expected_version` for `version`)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
-    if expected_version is not None and expected_version != deviation.version:
+    if command is None:
+        fields.setdefault("version", fields.pop("expected_version", None))
+    command = as_command(RecordInvestigation, command, **fields)
+    if command.version is not None and command.version != deviation.version:
         raise Conflict(f"{deviation.number} changed since you opened it. Reload and check.")
-    try:
-        classification = Classification(classification)
-    except ValueError as exc:
-        raise ValidationFailed("Classify it: minor, major or critical.", fields={"classification": "Choose."}) \
-            from exc
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason for the update.", fields={"reason": "Required."})
+    classification = command.classification or deviation.classification
     downgraded = deviation.from_oos and classification == Classification.MINOR \
         and deviation.classification != Classification.MINOR
-    justification = (justification or "").strip()
+    justification = command.justification or ""
     if downgraded and (not justification or not signing or not signing.get("password")):
         raise ValidationFailed(DOWNGRADE_NEEDS_JUSTIFICATION, fields={
             "justification": "Required to classify an out-of-specification deviation minor, with your signature."})
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     deviation.classification = classification
-    deviation.root_cause = (root_cause or "").strip()
-    deviation.impact_assessment = (impact_assessment or "").strip()
+    if command.root_cause is not None:
+        deviation.root_cause = command.root_cause
+    if command.impact_assessment is not None:
+        deviation.impact_assessment = command.impact_assessment
     if downgraded:
         deviation.classification_justification = justification
         db.session.flush()
@@ -112,74 +120,66 @@ def record_investigation(actor: User, deviation: Deviation, *, classification: A
 
 
 @transactional
-def add_action(actor: User, deviation: Deviation, *, kind: str, description: str, owner: str, due_date: Any
-               ) -> CapaAction:
+def add_action(actor: User, deviation: Deviation, command: AddAction | None = None, **fields: Any) -> CapaAction:
+    """QA adds a corrective or preventive action with its owner (an active user) and due date (not past).
+
+    :param command: `AddAction`, or its fields as keywords."""
     _require_qa(actor, deviation)
     _require_open(deviation)
+    command = as_command(AddAction, command, **fields)
     errors: dict[str, str] = {}
-    if kind not in ("corrective", "preventive"):
+    if command.kind not in ACTION_KINDS:
         errors["kind"] = "Choose corrective or preventive."
-    if not (description or "").strip():
-        errors["description"] = "Describe the action."
-    person = db.session.scalar(sa.select(User).where(User.username == (owner or "").strip()))
+    person = db.session.scalar(sa.select(User).where(User.username == command.owner))
     if person is None or not person.active:
         errors["owner"] = "Name an active user as owner."
-    try:
-        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if year_problem(due):
-            errors["due_date"] = year_problem(due)
-        elif due < local_today(deviation.site.timezone):
-            errors["due_date"] = "The due date is in the past."
-    except ValueError:
-        errors["due_date"] = "Enter the due date (YYYY-MM-DD)."
+    if command.due_date < local_today(deviation.site.timezone):
+        errors["due_date"] = "The due date is in the past."
     if errors:
         raise ValidationFailed("The action cannot be added: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor)
-    action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=kind, description=description.strip(),
-                        owner=person, due_date=due, created_by_id=actor.id)
+    action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=command.kind,
+                        description=command.description, owner=person, due_date=command.due_date,
+                        created_by_id=actor.id)
     db.session.add(action)
     db.session.flush()
     return action
 
 
 @transactional
-def complete_action(actor: User, action: CapaAction, note: str) -> CapaAction:
+def complete_action(actor: User, action: CapaAction, command: CompleteAction | str) -> CapaAction:
+    """The action's owner, or QA of the site, completes it with what was done.
+
+    :param command: `CompleteAction` (or the note)."""
     if actor.id != action.owner_id:
         _require_qa(actor, action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    if not (note or "").strip():
-        raise ValidationFailed("Say what was done.", fields={"note": "Required."})
+    command = command if isinstance(command, CompleteAction) else CompleteAction.parse({"note": command})
     audit.act_as(db.session, actor, reason="action completed")
     action.completed_at = utcnow()
-    action.completion_note = note.strip()
+    action.completion_note = command.note
     return action
 
 
 @transactional
-def carry_to_effectiveness_check(actor: User, action: CapaAction, *, due_date: Any, note: str) -> CapaAction:
+def carry_to_effectiveness_check(actor: User, action: CapaAction, command: CarryAction | None = None,
+                                 **fields: Any) -> CapaAction:
     """QA carries an action not done yet to an effectiveness check with its due date, so that the deviation can
-    close while the action is followed up."""
+    close while the action is followed up.
+
+    :param command: `CarryAction`, or its fields as keywords."""
     _require_qa(actor, action.deviation)
     _require_open(action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    errors: dict[str, str] = {}
-    try:
-        due = due_date if isinstance(due_date, dt.date) else dt.date.fromisoformat(str(due_date))
-        if due < local_today(action.deviation.site.timezone):
-            errors["due_date"] = "The due date is in the past."
-        elif due.year > 2100:
-            errors["due_date"] = "The year must be between 1900 and 2100."
-    except ValueError:
-        errors["due_date"] = "Enter the due date of the effectiveness check (YYYY-MM-DD)."
-    if not (note or "").strip():
-        errors["note"] = "Say what the effectiveness check verifies."
-    if errors:
-        raise ValidationFailed("The action cannot be carried: " + " ".join(errors.values()), fields=errors)
+    command = as_command(CarryAction, command, **fields)
+    if command.due_date < local_today(action.deviation.site.timezone):
+        raise ValidationFailed("The action cannot be carried: The due date is in the past.",
+                               fields={"due_date": "The due date is in the past."})
     audit.act_as(db.session, actor, reason="carried to an effectiveness check")
-    action.effectiveness_check_due = due
-    action.effectiveness_check_note = note.strip()
+    action.effectiveness_check_due = command.due_date
+    action.effectiveness_check_note = command.note
     return action
 
 
@@ -203,17 +203,21 @@ def closing_gaps(deviation: Deviation) -> list[str]:
 
 
 @transactional
-def close_deviation(actor: User, deviation: Deviation, *, signing: dict[str, Any], comment: str = "") -> Deviation:
+def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation | None = None, *,
+                    signing: dict[str, Any], comment: str = "") -> Deviation:
     """QA closes with an electronic signature once root cause and impact on the batch are documented and each CAPA
-    action is done or carried to an effectiveness check."""
+    action is done or carried to an effectiveness check (`closing_gaps`).
+
+    :param command: `CloseDeviation` (or the `comment`)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
+    command = as_command(CloseDeviation, command, **({"comment": comment} if command is None else {}))
     missing = closing_gaps(deviation)
     if missing:
         raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
-    audit.act_as(db.session, actor, reason=comment or "deviation closed")
+    audit.act_as(db.session, actor, reason=command.comment or "deviation closed")
     signatures.apply_signature(actor, deviation, meaning=Meaning.CLOSED, allowed_meanings={Meaning.CLOSED},
-                               site_id=deviation.site_id, comment=comment or None, **signing)
+                               site_id=deviation.site_id, comment=command.comment, **signing)
     deviation.status = DeviationStatus.CLOSED
     deviation.closed_at = utcnow()
     deviation.closed_by_id = actor.id

@@ -16,12 +16,21 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
+from cellfactory.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services
+from cellfactory.deviations.commands import (
+    AddAction,
+    CarryAction,
+    CloseDeviation,
+    CompleteAction,
+    OpenDeviation,
+    RecordInvestigation,
+    with_problems,
+)
 from cellfactory.deviations.forms import (
     ActionForm,
     CarryActionForm,
@@ -139,10 +148,12 @@ def new() -> Any:
             form.site.errors = ["Choose one of your sites."]
         else:
             try:
-                deviation = lifecycle.open_deviation(user, site, {
-                    "title": form.title.data, "description": form.description.data,
-                    "classification": form.classification.data, "batch": batch.number if batch else None,
-                    "step": form.step.data or None})
+                try:
+                    command = OpenDeviation.from_form(form, site=site.code, batch=batch.number if batch else None)
+                except ValidationFailed as refused:
+                    raise with_problems(refused, lifecycle.batch_problems(site, batch, form.step.data)[0],
+                                        OpenDeviation.refusal) from None
+                deviation = lifecycle.open_deviation(user, site, command)
             except PermissionDenied:
                 raise
             except DomainError as error:
@@ -244,11 +255,11 @@ def investigate(number: str) -> Any:
     form = InvestigationForm(prefix="inv")
     if form.validate_on_submit():
         try:
-            services.record_investigation(
-                _user(), deviation, classification=form.classification.data, root_cause=form.root_cause.data or "",
-                impact_assessment=form.impact_assessment.data or "", reason=form.reason.data or "",
-                expected_version=int(form.version.data) if (form.version.data or "").isdigit() else None,
-                justification=form.justification.data or "", signing=form.signing(continuous_session()))
+            # The page always sends its text areas: one emptied clears the record's text.
+            services.record_investigation(_user(), deviation, RecordInvestigation.from_form(
+                form, root_cause=form.root_cause.data or "", impact_assessment=form.impact_assessment.data or "",
+                version=int(form.version.data) if (form.version.data or "").isdigit() else None),
+                signing=form.signing(continuous_session()))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -267,9 +278,7 @@ def add_action(number: str) -> Any:
     form = _action_form(deviation)
     if form.validate_on_submit():
         try:
-            services.add_action(_user(), deviation, kind=form.kind.data, description=form.description.data or "",
-                                owner=form.owner.data or "",
-                                due_date=form.due_date.data.isoformat() if form.due_date.data else "")
+            services.add_action(_user(), deviation, AddAction.from_form(form))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -289,7 +298,7 @@ def complete_action(number: str, action_id: int) -> Any:
     form = CompleteActionForm(prefix=f"done-{action_id}")
     if form.validate_on_submit():
         try:
-            services.complete_action(_user(), action, form.note.data or "")
+            services.complete_action(_user(), action, CompleteAction.from_form(form))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -309,9 +318,7 @@ def carry_action(number: str, action_id: int) -> Any:
     form = CarryActionForm(prefix=f"carry-{action_id}")
     if form.validate_on_submit():
         try:
-            services.carry_to_effectiveness_check(
-                _user(), action, due_date=form.due_date.data.isoformat() if form.due_date.data else "",
-                note=form.note.data or "")
+            services.carry_to_effectiveness_check(_user(), action, CarryAction.from_form(form))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -331,7 +338,7 @@ def close(number: str) -> Any:
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            services.close_deviation(_user(), deviation, signing=signing, comment=form.comment.data or "")
+            services.close_deviation(_user(), deviation, CloseDeviation.from_form(form), signing=signing)
         except PermissionDenied:
             raise
         except DomainError as error:

@@ -3,7 +3,7 @@ when a signature on the batch's record no longer holds (see the package's docstr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import User
-from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.batches.models import Batch, BatchStatus, BatchStep
 from cellfactory.batches.models import BatchStatus as S
 from cellfactory.batches.services import (
     Transition,
     allowed_transitions,
+    get_batch,
     manufacturing_blockers,
     signature_statuses,
 )
@@ -23,7 +24,8 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.transaction import transactional
-from cellfactory.deviations.models import Classification, Deviation, DeviationSource
+from cellfactory.deviations.commands import OpenDeviation, as_command
+from cellfactory.deviations.models import Deviation, DeviationSource
 from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
 from cellfactory.releases.services import conflicts, involved_people
@@ -173,37 +175,38 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     return batch
 
 
-@transactional
-def open_deviation(actor: User, site: Site, data: dict[str, Any]) -> Deviation:
-    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
-                        "Only staff of this site open its deviations.")
-    audit.act_as(db.session, actor)
+def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tuple[dict[str, str], BatchStep | None]:
+    """({field: problem}, the step) of a deviation opened at `site` about `batch` and its step `step_code`: the
+    batch must be the site's, the step one of the batch's. The page asks it too when it refuses the rest of the
+    form, so that one answer names every field to correct."""
     errors: dict[str, str] = {}
-    title, description = (data.get("title") or "").strip(), (data.get("description") or "").strip()
-    if not title:
-        errors["title"] = "Give the deviation a short title."
-    if not description:
-        errors["description"] = "Describe what happened, when and where."
-    try:
-        classification = Classification(data.get("classification"))
-    except ValueError:
-        classification = None
-        errors["classification"] = "Classify it: minor, major or critical."
-    batch_id = step_id = None
-    if data.get("batch"):
-        from cellfactory.batches.services import get_batch
-
-        batch = get_batch(actor, data["batch"])
+    step = None
+    if batch is not None:
         if batch.site_id != site.id:
             errors["batch"] = "This batch belongs to another site."
-        batch_id = batch.id
-        if data.get("step"):
-            step = next((s for s in batch.steps if s.code == str(data["step"]).upper()), None)
+        code = (step_code or "").strip()
+        if code:
+            step = next((s for s in batch.steps if s.code == code.upper()), None)
             if step is None:
-                errors["step"] = f"Batch {batch.number} has no step {data['step']}."
-            else:
-                step_id = step.id
+                errors["step"] = f"Batch {batch.number} has no step {code}."
+    return errors, step
+
+
+@transactional
+def open_deviation(actor: User, site: Site, command: OpenDeviation | Mapping[str, Any]) -> Deviation:
+    """Open a deviation by hand at `site`, of a batch (and one of its steps) of that site if the command names one.
+
+    :param command: `OpenDeviation` (plain data is read into it)."""
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        "Only staff of this site open its deviations.")
+    command = as_command(OpenDeviation, command)
+    audit.act_as(db.session, actor)
+    batch = None
+    if command.batch:
+        batch = get_batch(actor, command.batch)
+    errors, step = batch_problems(site, batch, command.step)
     if errors:
         raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
-    return create_deviation(actor, site, title=title, description=description, classification=classification,
-                            source=DeviationSource.MANUAL, batch_id=batch_id, step_id=step_id)
+    return create_deviation(actor, site, title=command.title, description=command.description,
+                            classification=command.classification, source=DeviationSource.MANUAL,
+                            batch_id=batch.id if batch is not None else None, step_id=step.id if step else None)

@@ -57,21 +57,6 @@ class ResultForm(BaseForm):
             form.value.label.text = f"Result ({test.unit})"
         return form
 
-    def entries(self) -> dict:
-        """The data the service reads; the sampling time as a naive site-local ISO string."""
-        return {
-            "test": self.test.data or "",
-            "sample_id": self.sample_id.data or "",
-            "sampled_at": self.sampled_at.data.isoformat() if self.sampled_at.data else "",
-            "instrument": self.instrument.data or None,
-            "value": (self.value.data or "").strip(),
-            "raw_data_reference": self.raw_data_reference.data or "",
-            "pending": bool(self.pending.data),
-            "final_read_due": self.final_read_due.data.isoformat() if self.final_read_due.data else "",
-            "retest_of": self.retest_of.data or None,
-            "retest_reason": self.retest_reason.data or "",
-        }
-
 
 class QualitativeResultForm(ResultForm):
     value = RadioField("Result", choices=[], validate_choice=False)

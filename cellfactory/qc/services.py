@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,16 +19,17 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.batches.models import BatchStatus as S
 from cellfactory.core import permissions
-from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
-from cellfactory.core.plausibility import check_date, check_instant, plausible_date
+from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations import services as deviations
+from cellfactory.deviations.commands import as_command
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
-from cellfactory.materials.services import parse_instant
 from cellfactory.products.models import CriterionKind, SpecTest
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
@@ -55,9 +56,9 @@ def _require_analyst(actor: User, site_id: int) -> None:
                                                                   "verifies results.")
 
 
-def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
-    raw = data.get("value")
-    if raw in (None, ""):
+def _value(test: SpecTest, raw: Any, errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
+    """The command's value as the test takes it: a number in its unit (range tests), or one of its values."""
+    if raw is None:
         errors["value"] = "Enter the result."
         return None, None
     if test.criterion == CriterionKind.QUALITATIVE:
@@ -67,6 +68,7 @@ def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tupl
             return None, None
         return None, text
     try:
+        # A page's text may use a decimal comma; a JSON number is read through its shortest text (0.1, not 0.1000…).
         number = decimal.Decimal(str(raw).strip().replace(",", "."))
         if not number.is_finite():
             raise decimal.InvalidOperation
@@ -86,21 +88,11 @@ def _value(test: SpecTest, data: dict[str, Any], errors: dict[str, str]) -> tupl
     return number, None
 
 
-# The widths of the text columns of a result: longer text is refused rather than failing in the database.
-TEXT_LIMITS = {"sample_id": 60, "method": 200, "raw_data_reference": 300}
-
-
-def _check_lengths(data: dict[str, Any], names: tuple[str, ...], errors: dict[str, str]) -> None:
-    for name in names:
-        if len(str(data.get(name) or "").strip()) > TEXT_LIMITS[name]:
-            errors[name] = f"At most {TEXT_LIMITS[name]} characters."
-
-
-def _instrument(site_id: int, code: Any, day: dt.date, errors: dict[str, str]) -> Equipment | None:
+def _instrument(site_id: int, code: str | None, day: dt.date, errors: dict[str, str]) -> Equipment | None:
     if not code:
         return None
     item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == site_id,
-                                                        Equipment.code == str(code).strip().upper()))
+                                                        Equipment.code == code.upper()))
     if item is None:
         errors["instrument"] = f"There is no instrument {code} at this site."
         return None
@@ -110,67 +102,85 @@ def _instrument(site_id: int, code: Any, day: dt.date, errors: dict[str, str]) -
     return item
 
 
+def entry_problems(batch: Batch, data: Mapping[str, Any]) -> dict[str, str]:
+    """What the batch's record says of the fields of an entry that its command refused (the test, the value
+    against the test, the instrument), so that the page names every field to correct in one answer."""
+    code = str(data.get("test") or "").strip().upper()
+    test = next((t for t in batch.specification.tests if t.code == code), None)
+    if test is None:
+        return {"test": "Choose a test of the batch's specification."}
+    errors: dict[str, str] = {}
+    raw = data.get("value")
+    raw = raw.strip() or None if isinstance(raw, str) else raw
+    if not data.get("pending") and (raw is None or isinstance(raw, str)):
+        _value(test, raw, errors)
+    instrument = data.get("instrument")
+    if isinstance(instrument, str) and instrument.strip():
+        _instrument(batch.site_id, instrument.strip(), local_today(batch.site.timezone), errors)
+    return errors
+
+
 RETEST_REASON_REQUIRED = "Say why the test is repeated."
 
 
 @transactional
-def enter_result(actor: User, batch: Batch, data: dict[str, Any], *, confirm_oos: bool | None = None) -> QcResult:
+def enter_result(actor: User, batch: Batch, command: EnterResult | Mapping[str, Any], *,
+                 confirm_oos: bool | None = None) -> QcResult:
     """Enter a result of a test of the batch's frozen specification, judged at once. A second result of a test is
     a retest of an earlier one, with its reason, linked to that result's deviation. `confirm_oos=False` (the page
-    before the analyst confirmed) refuses a result that would be out of specification, saving nothing."""
+    before the analyst confirmed) refuses a result that would be out of specification, saving nothing.
+
+    :param command: `EnterResult` (plain data is read into it); a sampling time without an offset is site time."""
     _require_analyst(actor, batch.site_id)
     if batch.status not in RESULT_STATES:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
     audit.act_as(db.session, actor)
-    errors: dict[str, str] = {}
-    code = str(data.get("test") or "").strip().upper()
-    test = next((t for t in batch.specification.tests if t.code == code), None)
+    code = (command.get("test") if isinstance(command, Mapping) else command.test) or ""
+    test = next((t for t in batch.specification.tests if t.code == str(code).strip().upper()), None)
     if test is None:
-        raise ValidationFailed(f"Test {code or '(none)'} is not in {batch.specification.label}, the specification "
-                               "frozen for this batch.", fields={"test": "Choose a test of the batch's specification."})
+        raise ValidationFailed(f"Test {str(code).strip().upper() or '(none)'} is not in {batch.specification.label}, "
+                               "the specification frozen for this batch.",
+                               fields={"test": "Choose a test of the batch's specification."})
+    command = as_command(EnterResult, command)
+    errors: dict[str, str] = {}
     tz = batch.site.timezone
-    sampled_at = parse_instant(data.get("sampled_at"), "sampled_at", tz, errors)
+    sampled_at = command.sampled_at
+    if sampled_at.tzinfo is None or sampled_at.utcoffset() is None:
+        sampled_at = sampled_at.replace(tzinfo=ZoneInfo(tz))  # typed on the page in the site's time
+    sampled_at = sampled_at.astimezone(dt.UTC)
     # People type the sampling time to the minute: a sample in the minute the batch started is not before it.
     started = batch.started_at.replace(second=0, microsecond=0)
     check_instant(errors, "sampled_at", sampled_at, not_before=[(started, "the start of the batch")])
-    sample_id = (data.get("sample_id") or "").strip()
-    if not sample_id:
-        errors["sample_id"] = "Enter the sample identifier."
-    _check_lengths(data, ("sample_id", "method", "raw_data_reference"), errors)
-    pending = data.get("pending") in (True, "true", "1", "y", "on")
     numeric = qualitative = due = None
-    if pending:
+    if command.pending:
         if not test.may_be_pending:
             errors["pending"] = f"{test.name} cannot be left pending: enter its result."
-        try:
-            due = data["final_read_due"] if isinstance(data.get("final_read_due"), dt.date) \
-                else dt.date.fromisoformat(str(data.get("final_read_due")))
-            due = plausible_date(due, "final_read_due", errors)
-        except ValueError:
+        due = command.final_read_due
+        if due is None:
             errors["final_read_due"] = "Enter the date the final read is due."
-        if due is not None and sampled_at is not None and "sampled_at" not in errors:
+        elif "sampled_at" not in errors:
             # The read cannot be final before the method's incubation is over (Ph. Eur. 2.6.1 / 2.6.27).
             earliest = sampled_at.astimezone(ZoneInfo(tz)).date() + dt.timedelta(days=test.incubation_days or 0)
             check_date(errors, "final_read_due", due, timezone=tz, allow_future=True, not_before=[
                 (earliest, f"the sampling date plus the {test.incubation_days or 0} days of incubation "
                            f"({earliest.isoformat()})")])
     else:
-        numeric, qualitative = _value(test, data, errors)
-    day = (sampled_at or utcnow()).astimezone(ZoneInfo(tz)).date()
-    instrument = _instrument(batch.site_id, data.get("instrument"), day, errors)
+        numeric, qualitative = _value(test, command.value, errors)
+    day = sampled_at.astimezone(ZoneInfo(tz)).date()
+    instrument = _instrument(batch.site_id, command.instrument, day, errors)
     retest_of = None
-    if data.get("retest_of"):
-        retest_of = db.session.get(QcResult, int(data["retest_of"])) if str(data["retest_of"]).isdigit() else None
+    if command.retest_of is not None:
+        retest_of = db.session.get(QcResult, command.retest_of)
         if retest_of is None or retest_of.batch_id != batch.id or retest_of.spec_test_id != test.id:
             errors["retest_of"] = "A retest refers to an earlier result of the same test on this batch."
             retest_of = None
-        if not (data.get("retest_reason") or "").strip():
+        if not command.retest_reason:
             errors["retest_reason"] = RETEST_REASON_REQUIRED
     elif db.session.scalar(sa.select(QcResult.id).where(QcResult.batch_id == batch.id,
                                                         QcResult.spec_test_id == test.id).limit(1)):
         # A second result never silently replaces the first: it is a retest of it, with its reason.
         errors["retest_of"] = f"{test.name} already has a result on this batch: enter this one as a retest of it."
-        if not (data.get("retest_reason") or "").strip():
+        if not command.retest_reason:
             errors["retest_reason"] = RETEST_REASON_REQUIRED
     if errors:
         raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
@@ -181,13 +191,12 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any], *, confirm_oos
             "confirm that it is out of specification (a deviation is opened and the batch put on hold).",
             fields={"confirm_oos": "Confirm that the result is out of specification."})
     result = QcResult(
-        batch_id=batch.id, site_id=batch.site_id, spec_test=test, sample_id=sample_id, sampled_at=sampled_at,
-        method=(data.get("method") or test.method).strip(), equipment=instrument, analyst_id=actor.id,
+        batch_id=batch.id, site_id=batch.site_id, spec_test=test, sample_id=command.sample_id,
+        sampled_at=sampled_at, method=command.method or test.method, equipment=instrument, analyst_id=actor.id,
         numeric_value=numeric, qualitative_value=qualitative, unit=test.unit,
-        raw_data_reference=(data.get("raw_data_reference") or "").strip(), final_read_due=due,
+        raw_data_reference=command.raw_data_reference or "", final_read_due=due,
         verdict=judgement.verdict, explanation=judgement.explanation,
-        retest_of_id=retest_of.id if retest_of else None,
-        retest_reason=(data.get("retest_reason") or "").strip() or None,
+        retest_of_id=retest_of.id if retest_of else None, retest_reason=command.retest_reason,
         deviation_id=retest_of.deviation_id if retest_of else None, created_by_id=actor.id)
     db.session.add(result)
     db.session.flush()
@@ -197,23 +206,25 @@ def enter_result(actor: User, batch: Batch, data: dict[str, Any], *, confirm_oos
 
 
 @transactional
-def record_final_read(actor: User, result: QcResult, data: dict[str, Any]) -> QcResult:
-    """The final read of a pending result (e.g. sterility after incubation): judged like any result."""
+def record_final_read(actor: User, result: QcResult, command: RecordFinalRead | Mapping[str, Any]) -> QcResult:
+    """The final read of a pending result (e.g. sterility after incubation): judged like any result.
+
+    :param command: `RecordFinalRead` (plain data is read into it)."""
     _require_analyst(actor, result.site_id)
     if result.verdict != Verdict.PENDING:
         raise Conflict("This result is not pending: enter a retest instead.")
     if result.invalidated_at is not None:
         raise Conflict("This result was invalidated: enter a retest instead.")
+    command = as_command(RecordFinalRead, command)
     errors: dict[str, str] = {}
-    numeric, qualitative = _value(result.spec_test, data, errors)
-    _check_lengths(data, ("raw_data_reference",), errors)
+    numeric, qualitative = _value(result.spec_test, command.value, errors)
     if errors:
         raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor, reason="final read after incubation")
     judgement = judge(result.spec_test, numeric=numeric, qualitative=qualitative)
     result.numeric_value, result.qualitative_value = numeric, qualitative
     result.verdict, result.explanation = judgement.verdict, judgement.explanation
-    result.raw_data_reference = (data.get("raw_data_reference") or result.raw_data_reference).strip()
+    result.raw_data_reference = command.raw_data_reference or result.raw_data_reference
     result.analyst_id = actor.id
     db.session.flush()
     batch = db.session.get(Batch, result.batch_id)
@@ -275,13 +286,16 @@ def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> 
 
 
 @transactional
-def invalidate_result(actor: User, result: QcResult, *, reason: str, signing: dict[str, Any]) -> QcResult:
-    """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible."""
+def invalidate_result(actor: User, result: QcResult, command: InvalidateResult | None = None, *,
+                      signing: dict[str, Any], reason: str | None = None) -> QcResult:
+    """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible.
+
+    :param command: `InvalidateResult` (or its `reason`)."""
     permissions.require(actor.has_role(Role.QA, result.site_id), "Only QA invalidates a QC result.")
     if result.invalidated_at is not None:
         raise Conflict("This result is already invalidated.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the investigation's conclusion.", fields={"reason": "Required."})
+    command = as_command(InvalidateResult, command, **({"reason": reason} if command is None else {}))
+    reason = command.reason
     if result.verdict == Verdict.FAIL:
         # No testing into compliance: an OOS result falls only to an assignable laboratory cause, found by the
         # investigation of its deviation.
@@ -297,7 +311,7 @@ def invalidate_result(actor: User, result: QcResult, *, reason: str, signing: di
                                allowed_meanings={Meaning.RESULT_INVALIDATED}, site_id=result.site_id, comment=reason,
                                **signing)
     result.invalidated_at = utcnow()
-    result.invalidation_reason = reason.strip()
+    result.invalidation_reason = reason
     return result
 
 

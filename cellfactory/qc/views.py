@@ -19,11 +19,12 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import with_problems
 from cellfactory.deviations.models import Deviation
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
@@ -32,6 +33,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import CriterionKind, Product, SpecificationVersion, SpecTest
 from cellfactory.qc import charts
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, VerifyForm
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
@@ -291,7 +293,13 @@ def enter(number: str) -> Any:
             form.sample_id.data = original.sample_id
     if form.validate_on_submit():
         try:
-            result = qc.enter_result(_user(), batch, form.entries(), confirm_oos=bool(form.confirm_oos.data))
+            retest_of = (form.retest_of.data or "").strip()
+            try:
+                command = EnterResult.from_form(form, retest_of=int(retest_of) if retest_of.isdigit()
+                                                else retest_of or None)
+            except ValidationFailed as refused:
+                raise with_problems(refused, qc.entry_problems(batch, form.data), EnterResult.refusal) from None
+            result = qc.enter_result(_user(), batch, command, confirm_oos=bool(form.confirm_oos.data))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -329,8 +337,7 @@ def final_read(number: str, result_id: int) -> Any:
     form = _read_form(result)
     if form.validate_on_submit():
         try:
-            qc.record_final_read(_user(), result, {"value": form.value.data,
-                                                   "raw_data_reference": form.raw_data_reference.data or ""})
+            qc.record_final_read(_user(), result, RecordFinalRead.from_form(form))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -378,7 +385,7 @@ def invalidate(number: str, result_id: int) -> Any:
         signing = form.signing_kwargs()
         signing.pop("meaning")
         try:
-            qc.invalidate_result(_user(), result, reason=form.reason.data or "", signing=signing)
+            qc.invalidate_result(_user(), result, InvalidateResult.from_form(form), signing=signing)
         except PermissionDenied:
             raise
         except DomainError as error:

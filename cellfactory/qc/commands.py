@@ -1,0 +1,113 @@
+"""Commands of quality control: entering a result, the final read of a pending one, invalidating one. Each holds
+the input's shape with the page's words; `qc.services` holds the rules: who may, the batch's state, the test of
+the frozen specification and what its value may be, the instrument, the sampling time against the batch, retests,
+and the judgement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph
+from cellfactory.core.plausibility import year_problem
+from cellfactory.deviations.commands import OptionalWhole
+
+TIME_FORMAT = "Not a date and time: use YYYY-MM-DDTHH:MM."
+QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "does not conform", "normal",
+               "abnormal", "positive", "negative"]
+
+
+def _instant(value: Any) -> Any:
+    """A time is written in ISO 8601 (or given as a datetime): a number is not a time, whatever it would count
+    from. Without an offset it is the site's time (a browser's datetime-local; the service applies the zone)."""
+    if isinstance(value, str):
+        value = value.strip() or None
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("text", TIME_FORMAT)
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("text", TIME_FORMAT) from None
+
+
+def _plausible_instant(value: dt.datetime) -> dt.datetime:
+    problem = year_problem(value)
+    if problem:
+        raise PydanticCustomError("text", problem)
+    return value
+
+
+# A moment, ISO 8601; one without an offset is read in the site's zone by the service.
+Instant = Annotated[dt.datetime, BeforeValidator(_instant), AfterValidator(_plausible_instant)]
+
+
+def _flag(value: Any) -> Any:
+    """A checkbox or a JSON boolean: "true" is text, not true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise PydanticCustomError("text", "Must be true or false.")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+VALUE_TYPE = "Must be a number or a text value of the test."
+
+
+def _value(value: Any) -> Any:
+    """A result as typed on the page (text) or sent by the API (a number, or a text value of a qualitative
+    test); blank is no value. Which of them the test takes is the service's to say (it knows the test)."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise PydanticCustomError("text", VALUE_TYPE)
+    return value
+
+
+ResultValue = Annotated[decimal.Decimal | int | float | str | None, BeforeValidator(_value), Field(
+    json_schema_extra={"oneOf": [{"type": "number"}, {"type": "string", "enum": QUALITATIVE}]},
+    description="A JSON number in the test's unit (range tests) or one of the fixed qualitative values")]
+
+
+class EnterResult(Command):
+    refusal: ClassVar[str] = "The result cannot be saved"
+    missing: ClassVar[dict[str, str]] = {"test": "Choose a test of the batch's specification.",
+                                         "sample_id": "Enter the sample identifier.",
+                                         "sampled_at": "Enter the date and time."}
+
+    test: Line(40) = Field(description="Test code of the batch's frozen specification")
+    sample_id: Line(60)
+    sampled_at: Instant = Field(description="ISO 8601 with its offset (the API does not guess zones)")
+    value: ResultValue = None
+    unit: OptionalLine(40) = Field(None, description="Optional; must be the test's unit")
+    method: OptionalLine(200) = Field(None, description="Default: the specification's method")
+    instrument: OptionalLine(40) = Field(None, description="Equipment code of the site (calibrated, in service)")
+    raw_data_reference: OptionalLine(300) = None
+    pending: Flag = Field(False, description="Still incubating (tests that may be pending only)")
+    final_read_due: Day | None = Field(None, description="Required when pending")
+    retest_of: OptionalWhole = Field(None, description="Id of the earlier result of the same test")
+    retest_reason: OptionalParagraph(2000) = Field(None, description="Required with retest_of")
+
+
+class RecordFinalRead(Command):
+    refusal: ClassVar[str] = "The final read cannot be saved"
+    missing: ClassVar[dict[str, str]] = {"value": "Enter the result."}
+
+    value: ResultValue
+    raw_data_reference: OptionalLine(300) = None
+
+
+class InvalidateResult(Command):
+    refusal: ClassVar[str] = "The result cannot be invalidated"
+    missing: ClassVar[dict[str, str]] = {"reason": "Give the investigation's conclusion."}
+
+    reason: Paragraph(2000) = Field(description="The investigation's conclusion")

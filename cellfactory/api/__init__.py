@@ -167,5 +167,6 @@ from cellfactory.api import people as _people  # noqa: E402,F401
 from cellfactory.api import quality as _quality  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
+from cellfactory.batches import api as _batches  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401

@@ -5,6 +5,7 @@ Built through the services, like real data."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import random
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from cellfactory.auth.models import User
 from cellfactory.batches import services as batches
+from cellfactory.batches.commands import ReagentUse, RecordStep, StartBatch
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donors
@@ -195,8 +197,8 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
         din = _accepted_material(tech, site, material_type, index, 30 + 3 * index)
         days_ago = 28 + 3 * index
         # Entered afterwards, like every demo record: the batch started an hour before its first step.
-        batch = batches.start_batch(tech, site, product.code, [din],
-                                    started_at=utcnow() - dt.timedelta(days=days_ago, hours=1))
+        batch = batches.start_batch(tech, site, StartBatch(
+            product=product.code, materials=[din], started_at=utcnow() - dt.timedelta(days=days_ago, hours=1)))
         _record(batch, tech, tech2, lots, rng, days_ago=days_ago, partial=target == S.IN_PROCESS,
                 password=password)
         if target == S.IN_PROCESS:
@@ -239,8 +241,10 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
     for step in steps[:limit]:
         data: dict[str, Any] = {"observations": "As per SOP; no anomalies.",
                                 "equipment": ["BSC-01", "INC-01" if step.kind.value == "passage" else "CEN-01"],
-                                "reagents": [{"lot_id": lots["AMEM"].id, "quantity": "250", "unit": "mL"},
-                                             {"lot_id": lots["HPL"].id, "quantity": "12.5", "unit": "mL"}]}
+                                "reagents": [ReagentUse(lot_id=lots["AMEM"].id, quantity=decimal.Decimal("250"),
+                                                        unit="mL"),
+                                             ReagentUse(lot_id=lots["HPL"].id, quantity=decimal.Decimal("12.5"),
+                                                        unit="mL")]}
         if step.kind.value == "passage":
             number = int(step.code[1:]) if step.code[1:].isdigit() else 0
             hours = rng.uniform(70, 110)
@@ -252,15 +256,16 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
                 doublings = -4.3 + (doublings - 3.0) / 5
             harvested = cells * 2 ** doublings
             data.update({"vessel_type": "CS2" if number >= 2 else "T175",
-                         "vessel_count": 1 + number, "cells_seeded": str(int(cells)), "seeded_at": clock,
-                         "cells_harvested": str(int(harvested)), "harvested_at": clock + dt.timedelta(hours=hours),
-                         "viability_pct": f"{rng.uniform(88, 97):.1f}", "confluence_pct": f"{rng.uniform(75, 92):.0f}"})
+                         "vessel_count": 1 + number, "cells_seeded": int(cells), "seeded_at": clock,
+                         "cells_harvested": int(harvested), "harvested_at": clock + dt.timedelta(hours=hours),
+                         "viability_pct": decimal.Decimal(f"{rng.uniform(88, 97):.1f}"),
+                         "confluence_pct": decimal.Decimal(f"{rng.uniform(75, 92):.0f}")})
             clock += dt.timedelta(hours=hours + 1)
             cells = min(harvested * 0.9, 4.0e7)
         else:
             data.update({"started_at": clock, "ended_at": clock + dt.timedelta(hours=3)})
             clock += dt.timedelta(hours=4)
-        batches.record_step(tech, step, data)
+        batches.record_step(tech, step, RecordStep(**data))
         batches.verify_step(tech2, step, signing=_signing(tech2, password))
 
 

@@ -21,6 +21,7 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.commands import AddAction, CarryAction, OpenDeviation, RecordInvestigation
 from cellfactory.deviations.models import CapaAction, Deviation
 from cellfactory.extensions import db
+from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.qc.models import QcResult
@@ -308,7 +309,7 @@ def test_a_lone_surrogate_in_a_deviation_is_refused_as_its_replacement_is_by_the
 
 
 def _deviation(found) -> Deviation:
-    return deviation_services.open_deviation(refetch(found.plant.tech), batch_services.get_batch(
+    return lifecycle.open_deviation(refetch(found.plant.tech), batch_services.get_batch(
         refetch(found.plant.tech), found.batch).site, OpenDeviation(**OPENING, batch=found.batch))
 
 

@@ -165,6 +165,7 @@ from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.api import people as _people  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
+from cellfactory.batches import api as _batches  # noqa: E402,F401
 from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401

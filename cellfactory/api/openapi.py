@@ -184,19 +184,14 @@ _M_TEXT = {"type": "string"}
 _M_NULL_TEXT = {"type": ["string", "null"]}
 _M_NUMBER = {"type": ["number", "null"]}
 _M_DAY = {"type": "string", "format": "date"}
-_M_TIME = {"type": ["string", "null"], "format": "date-time",
-           "description": "ISO 8601 with offset (e.g. 2026-11-22T08:00:00+01:00); without one: 422"}
 _M_SIGN = {"type": "object", "required": ["password"], "properties": {
     "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
                                                   "a wrong one is 401 and counts towards lock-out"},
     "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
 _SPEC = [_path("code"), _path("number")]
-_BATCH = [_path("number")]
-_STEP = [_path("number"), _path("code")]
 
 
 def _batch_statuses() -> list[str]:
-    from cellfactory.batches.models import BatchStatus
 
     return [s.value for s in BatchStatus]
 
@@ -272,45 +267,10 @@ PATHS.update({
         "summary": "Every batch that recorded a use of the lot (supplier recall); complete, not paginated; "
                    "voided uses are listed and flagged", "parameters": [_path("id")],
         "responses": _responses(ref("LotTrace"), "200", 404)}},
-    "/vessel-types": {"get": {"summary": "Culture vessel types and their growth area", "parameters": PAGE_PARAMS,
-                              "responses": _responses(_list_of("VesselType"), "200", 422)}},
-    "/batches": {
-        "get": {"summary": "Batches you can see, last started first",
-                "parameters": PAGE_PARAMS + _query("site", "product", status=_enum(BatchStatus)),
-                "responses": _responses(_list_of("Batch"), "200", 422)},
-        "post": {"summary": "Start a batch from accepted source material (technician of the site); the current "
-                            "approved specification is frozen; the number is allocated per site, product and year",
-                 "requestBody": _body("BatchStart"), "responses": _responses(ref("BatchDetail"), "201", 409, 422)},
-    },
-    "/batches/{number}": {"get": {
-        "summary": "The batch at a glance: status, frozen specification, materials, steps, what blocks it and "
-                   "where it may go next", "parameters": _BATCH,
-        "responses": _responses(ref("BatchDetail"), "200", 404)}},
-    "/batches/{number}/transitions": {"post": {
-        "summary": "Move the batch along its state machine (the role the transition needs, at the batch's site); "
-                   "a review or QP decision is signed with the password; a transition that is not allowed is 409",
-        "parameters": _BATCH, "requestBody": _body("BatchTransition"),
-        "responses": _responses(ref("BatchDetail"), "200", 404, 409, 422)}},
-    "/batches/{number}/steps": {"get": {
-        "summary": "The manufacturing record: every step with its entries, uses, passage and verification",
-        "parameters": [*_BATCH, *PAGE_PARAMS], "responses": _responses(_list_of("Step"), "200", 404, 422)}},
-    "/batches/{number}/steps/{code}": {"put": {
-        "summary": "Record a step (technician of the site): `version` is the step version you saw (a stale one "
-                   "is 409, nothing is overwritten); changing entries already recorded needs a `reason`",
-        "parameters": _STEP, "requestBody": _body("StepEntry"),
-        "responses": _responses(ref("Step"), "200", 404, 409, 422)}},
-    "/batches/{number}/steps/{code}/verification": {"post": {
-        "summary": "Second-person verification of a finished step, signed 'Verified' (technician or QA of the "
-                   "site who did not enter it)", "parameters": _STEP, "requestBody": _body("Signing"),
-        "responses": _responses(ref("Step"), "200", 404, 409, 422)}},
-    "/batches/{number}/passages": {"get": {
-        "summary": "The passages: entered counts and the derived values with their formula version",
-        "parameters": [*_BATCH, *PAGE_PARAMS], "responses": _responses(_list_of("Passage"), "200", 404, 422)}},
 })
 
 # A signature's wrong password is 401 (already in every operation); the signing operations name it.
-for _path_name in ("/products/{code}/specifications/{number}/approval", "/batches/{number}/transitions",
-                   "/batches/{number}/steps/{code}/verification"):
+for _path_name in ("/products/{code}/specifications/{number}/approval",):
     for _operation in PATHS[_path_name].values():
         _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
 
@@ -425,97 +385,9 @@ SCHEMAS.update({
                 "recorded_at": {"type": "string", "format": "date-time"}, "recorded_by": _M_NULL_TEXT,
                 "voided": {"type": "boolean"}, "voided_at": {"type": ["string", "null"], "format": "date-time"},
                 "void_reason": _M_NULL_TEXT}}}}}]}}}},
-    "VesselType": {"type": "object", "properties": {"code": _M_TEXT, "name": _M_TEXT,
-                                                    "growth_area_cm2": {"type": "number"}}},
     "Batch": {"type": "object", "properties": {
         **_BATCH_PROPERTIES,
         "specification": {"type": "integer", "description": "The frozen specification version's number"}}},
-    # The batch at a glance names its frozen specification with the limits it sets (lists give its number only).
-    "BatchDetail": {"type": "object", "properties": {
-        **_BATCH_PROPERTIES,
-        "specification": {"type": "object", "properties": {
-            "number": {"type": "integer"}, "status": _M_TEXT, "max_passage": {"type": ["integer", "null"]},
-            "max_cumulative_pd": _M_NUMBER}},
-        "materials": {"type": "array", "items": {"type": "object", "properties": {
-            "din": _M_TEXT, "material_type": _M_TEXT, "donor": _M_TEXT}}},
-        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"]},
-        "recipient": {"type": ["object", "null"], "description": "Autologous or directed batches: whom it is for",
-                      "properties": {"code": _M_TEXT, "trial_code": _M_TEXT}},
-        "steps": {"type": "array", "items": {"type": "object", "properties": {
-            "code": _M_TEXT, "name": _M_TEXT, "kind": _M_TEXT, "status": _M_TEXT, "verified": {"type": "boolean"},
-            "version": {"type": "integer"}}}},
-        "next_step": _M_NULL_TEXT,
-        "blockers": {"type": "array", "items": _M_TEXT,
-                     "description": "What keeps an in-process batch from going to QC"},
-        "allowed_transitions": {"type": "array", "items": {"type": "object", "properties": {
-            "target": _M_TEXT, "label": _M_TEXT, "roles": {"type": "array", "items": _M_TEXT},
-            "signature_meaning": _M_NULL_TEXT, "permitted_to_you": {"type": "boolean"}}}}}},
-    "BatchStart": {"type": "object", "required": ["product", "materials"], "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "product": {"type": "string", "description": "Product code"},
-        "materials": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                      "description": "DINs of accepted source material (13 characters, or as scanned or typed)"},
-        "started_at": {**_M_TIME, "description": "Optional, entered afterwards: when the batch started; left out: "
-                                                 "now. Not in the future, not before any material arrived; no "
-                                                 "step may start before it."},
-        "recipient_code": {"type": "string", "description": "Autologous or directed products (or material of an "
-                           "autologous donor): the recipient's pseudonymised code; refused for allogeneic ones"},
-        "recipient_trial_code": {"type": "string", "description": "With recipient_code: the recipient's clinical "
-                                 "trial (EU CT or EudraCT number)"}}},
-    "BatchTransition": {"type": "object", "required": ["target", "reason"], "properties": {
-        "target": {"type": "string", "enum": _batch_statuses()}, "reason": _M_TEXT,
-        "password": {"type": "string", "description": "Required when the transition is signed (review, QP)"},
-        "meaning": {"type": "string", "description": "Optional; must be the transition's signature meaning"},
-        "version": {"type": "integer", "description": "Optional: the batch version you saw (stale: 409)"}}},
-    "Passage": {"type": "object", "properties": {
-        "step": _M_TEXT, "step_name": _M_TEXT,
-        "passage_number": {"type": "integer", "description": "Derived: the next passage of the batch (0 for P0)"},
-        "vessel_type": _M_TEXT,
-        "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "integer"},
-        "seeded_at": {"type": "string", "format": "date-time"}, "cells_harvested": {"type": ["integer", "null"]},
-        "harvested_at": {"type": ["string", "null"], "format": "date-time"}, "viability_pct": _M_NUMBER,
-        "confluence_pct": _M_NUMBER, "growth_area_cm2": {"type": "number", "description": "Derived"},
-        "seeding_density_cells_per_cm2": {"type": "number", "description": "Derived: cells seeded / growth area"},
-        "population_doublings": {**_M_NUMBER, "description": "Derived: log2(harvested / seeded)"},
-        "cumulative_pd": {**_M_NUMBER, "description": "Derived: sum of the doublings of the counted passages, from "
-                                                     "the first adherent culture; null for a passage the process "
-                                                     "template does not count"},
-        "pd_counted": {"type": "boolean", "description": "false: the process template does not count this passage's "
-                                                         "doublings (e.g. mononuclear cells seeded at P0)"},
-        "doubling_time_h": {**_M_NUMBER, "description": "Derived: hours in culture / PD (null without growth)"},
-        "formula_version": _M_TEXT, "verified": {"type": "boolean"}, "version": {"type": "integer"}}},
-    "Step": {"type": "object", "properties": {
-        "batch": _M_TEXT, "code": _M_TEXT, "name": _M_TEXT, "kind": {"type": "string", "enum": ["step", "passage"]},
-        "position": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "in_progress", "done"]},
-        "started_at": {"type": ["string", "null"], "format": "date-time"},
-        "ended_at": {"type": ["string", "null"], "format": "date-time"}, "operator": _M_NULL_TEXT,
-        "observations": _M_TEXT, "deviation_reference": _M_NULL_TEXT,
-        "equipment": {"type": "array", "items": {"type": "object", "properties": {"code": _M_TEXT,
-                                                                                   "name": _M_TEXT}}},
-        "reagents": {"type": "array", "items": {"type": "object", "properties": {
-            "lot_id": {"type": "integer"}, "item": _M_TEXT, "lot_number": _M_TEXT, "quantity": {"type": "number"},
-            "unit": _M_TEXT}}},
-        "voided": {"type": "array", "items": {"type": "object"},
-                   "description": "Uses removed by a correction, with when and why (never deleted)"},
-        "passage": {"oneOf": [ref("Passage"), {"type": "null"}]}, "verified": {"type": "boolean"},
-        "verification": {"oneOf": [ref("Signature"), {"type": "null"}]}, "version": {"type": "integer"}}},
-    "StepEntry": {"type": "object", "required": ["version"], "properties": {
-        "version": {"type": "integer", "description": "The step version you saw (GET .../steps)"},
-        "reason": {"type": "string", "description": "Required to change entries already recorded"},
-        "started_at": _M_TIME, "ended_at": {**_M_TIME, "description": "Left out: the step is still in progress"},
-        "equipment": {"type": "array", "items": {"type": "string"}, "description": "Equipment codes of the site"},
-        "reagents": {"type": "array", "items": {"type": "object", "required": ["lot_id", "quantity"], "properties": {
-            "lot_id": {"type": "integer"}, "quantity": {"type": "number"},
-            "unit": {"type": "string", "description": "Default: the catalogue item's unit"}}}},
-        "observations": _M_TEXT,
-        "deviation_reference": {"type": "string", "description": "Needed to go past the passage or PD limit"},
-        "passage_number": {"type": "integer", "deprecated": True,
-                           "description": "Derived by the server (the next passage of the batch, 0 for P0): leave it "
-                                          "out; a value other than the derived one is refused (422)"},
-        "vessel_type": {"type": "string", "description": "Passage steps only; see /vessel-types"},
-        "vessel_count": {"type": "integer"}, "cells_seeded": {"type": "number"}, "seeded_at": _M_TIME,
-        "cells_harvested": _M_NUMBER, "harvested_at": _M_TIME, "viability_pct": _M_NUMBER,
-        "confluence_pct": _M_NUMBER}},
 })
 
 

@@ -53,10 +53,6 @@ def number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def whole(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def username(user_id: int | None) -> str | None:
     """The user name of a user id; found in the session when `load_users` read it for the page, else read."""
     from cellfactory.extensions import db
@@ -147,43 +143,6 @@ def lot_json(lot, today: dt.date | None = None) -> dict[str, Any]:
     }
 
 
-def passage_json(passage) -> dict[str, Any]:
-    return {
-        "step": passage.step.code, "passage_number": passage.passage_number,
-        "vessel_type": passage.vessel_type.code, "vessel_count": passage.vessel_count,
-        "cells_seeded": whole(passage.cells_seeded), "seeded_at": iso(passage.seeded_at),
-        "cells_harvested": whole(passage.cells_harvested), "harvested_at": iso(passage.harvested_at),
-        "viability_pct": number(passage.viability_pct), "confluence_pct": number(passage.confluence_pct),
-        "growth_area_cm2": number(passage.growth_area_cm2),
-        "seeding_density_cells_per_cm2": passage.seeding_density,
-        "population_doublings": passage.population_doublings, "cumulative_pd": passage.cumulative_pd,
-        "pd_counted": passage.step.pd_counted,
-        "doubling_time_h": passage.doubling_time_h, "formula_version": passage.formula_version,
-        "version": passage.version,
-    }
-
-
-def step_json(step, verification: Signature | None) -> dict[str, Any]:
-    return {
-        "batch": step.batch.number, "code": step.code, "name": step.name, "kind": step.kind.value,
-        "position": step.position, "status": step.status.value, "started_at": iso(step.started_at),
-        "ended_at": iso(step.ended_at), "operator": username(step.operator_id),
-        "observations": step.observations, "deviation_reference": step.deviation_reference,
-        "equipment": [{"code": u.equipment.code, "name": u.equipment.name} for u in step.current_equipment],
-        "reagents": [{"lot_id": u.lot_id, "item": u.lot.item.code, "lot_number": u.lot.lot_number,
-                      "quantity": number(u.quantity), "unit": u.unit} for u in step.current_reagents],
-        "voided": [{"what": "equipment", "equipment": u.equipment.code, "voided_at": iso(u.voided_at),
-                    "reason": u.void_reason} for u in step.equipment_uses if u.voided_at is not None]
-        + [{"what": "reagent", "lot_id": u.lot_id, "quantity": number(u.quantity), "unit": u.unit,
-            "voided_at": iso(u.voided_at), "reason": u.void_reason} for u in step.reagent_uses
-           if u.voided_at is not None],
-        "passage": passage_json(step.passage) if step.passage is not None else None,
-        "verified": verification is not None,
-        "verification": signature_json(verification, "valid") if verification is not None else None,
-        "version": step.version,
-    }
-
-
 def batch_json(batch) -> dict[str, Any]:
     return {
         "number": batch.number, "site": batch.site.code, "product": batch.product.code,
@@ -194,10 +153,3 @@ def batch_json(batch) -> dict[str, Any]:
     }
 
 
-def transition_json(transition, user: User | None, site_id: int) -> dict[str, Any]:
-    return {
-        "target": transition.target.value, "label": transition.label,
-        "roles": sorted(r.value for r in transition.roles),
-        "signature_meaning": transition.meaning.value if transition.meaning else None,
-        "permitted_to_you": bool(user and user.has_any_role(transition.roles, site_id)),
-    }

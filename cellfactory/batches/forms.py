@@ -92,7 +92,7 @@ class EntryForm(BaseForm):
     TIME_FIELDS: tuple[str, ...] = ()
 
     def entries(self) -> dict:
-        """The data the service reads; times as naive site-local ISO strings (the service applies the zone)."""
+        """The entries as typed, for `RecordStep.from_entries`: times as the site's (naive) local times."""
         data: dict = {
             "equipment": list(self.equipment.data or []),
             "reagents": [{"lot_id": row.lot_id.data, "quantity": (row.quantity.data or "").strip(),
@@ -104,7 +104,7 @@ class EntryForm(BaseForm):
         }
         for name in self.TIME_FIELDS:
             value: dt.datetime | None = self[name].data
-            data[name] = value.isoformat() if value else ""
+            data[name] = value
         return data
 
 
@@ -142,9 +142,6 @@ class PassageForm(EntryForm):
                 # "2 500 000", "2'500'000" and "2_500_000" are all 2500000; "2.5e6" is read as it is.
                 value = value.replace(" ", "").replace("\u202f", "").replace("'", "").replace("_", "")
             data[name] = value
-        # The step runs from the seeding to the harvest: its times (and the day equipment and lots are
-        # judged on) are the passage's.
-        data["started_at"], data["ended_at"] = data["seeded_at"], data["harvested_at"]
         return data
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import growth
+from cellfactory.batches.commands import ENTER_VESSELS, ReagentUse, RecordStep, StartBatch
 from cellfactory.batches.models import (
     Batch,
     BatchMaterial,
@@ -196,26 +197,33 @@ def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any)
 
 
 @transactional
-def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, started_at: Any = None,
-                recipient_code: Any = None, recipient_trial_code: Any = None) -> Batch:
+def start_batch(actor: User, site: Site, command: StartBatch | str, dins: Sequence[str] | None = None, *,
+                started_at: Any = None, recipient_code: Any = None, recipient_trial_code: Any = None) -> Batch:
     """Start a batch from accepted source material; `started_at` (default now) is when the work began. An
     autologous or directed batch names its recipient (pseudonymised code and clinical trial), which its units
     inherit; an allogeneic off-the-shelf batch names none.
 
     One source material feeds one batch: checked here, and held by the unique constraint on
     batch_material.material_id when two starts take the same material at once.
+
+    :param command: what to start; a product code with `dins` and the keywords is read as the page's text would be
+        (`StartBatch.from_entries`, times without an offset in the site's zone).
     """
     permissions.require(actor.has_role(Role.TECHNICIAN, site.id), "Only a technician of this site starts batches.")
+    if not isinstance(command, StartBatch):
+        command = StartBatch.from_entries({"product": command, "materials": list(dins or []), "started_at": started_at,
+                                           "recipient_code": recipient_code,
+                                           "recipient_trial_code": recipient_trial_code}, timezone=site.timezone)
     audit.act_as(db.session, actor)
-    product = product_services.get_product(product_code)
+    product = product_services.get_product(command.product)
     if not product.active:
         raise Conflict(f"Product {product.code} is not active.")
     spec = product_services.current_specification(product)
-    if not dins:
+    if not command.materials:
         raise ValidationFailed("Scan or type the DIN of at least one accepted source material.",
                                fields={"materials": "Required."})
     materials: list[SourceMaterial] = []
-    for raw in dins:
+    for raw in command.materials:
         material = material_services.get_material(actor, raw)
         if material.site_id != site.id:
             raise Conflict(f"Material {material.din} belongs to {material.site.code}, not {site.code}.")
@@ -229,11 +237,10 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
         if material not in materials:
             materials.append(material)
     collection = _check_collection(product, materials)
-    recipient, trial = _recipient(collection, recipient_code, recipient_trial_code)
+    recipient, trial = _recipient(collection, command.recipient_code, command.recipient_trial_code)
     now = utcnow()
     errors: dict[str, str] = {}
-    started = now if started_at in (None, "") else material_services.parse_instant(started_at, "started_at",
-                                                                                   site.timezone, errors)
+    started = command.started_at or now
     # Not before the arrival of any material (nor its release from quarantine), not in the future; a start
     # entered afterwards may be earlier than the receipt was typed in, never earlier than the material was there.
     bounds = []
@@ -273,45 +280,10 @@ def start_batch(actor: User, site: Site, product_code: str, dins: list[str], *, 
 # --- recording a step ----------------------------------------------------------------------------
 
 
-def _instant(value: Any, field: str, tz: str, errors: dict[str, str], *, required: bool = False
-             ) -> dt.datetime | None:
-    if value in (None, ""):
-        if required:
-            errors[field] = "Enter the date and time."
-        return None
-    return material_services.parse_instant(value, field, tz, errors)
-
-
-def _decimal(value: Any, field: str, errors: dict[str, str], *, required: bool = False, minimum: float = 0,
-             maximum: float | None = None) -> decimal.Decimal | None:
-    if value in (None, ""):
-        if required:
-            errors[field] = "Required."
-        return None
-    try:
-        number = decimal.Decimal(str(value).strip().replace(",", "."))
-        if not number.is_finite():
-            raise decimal.InvalidOperation
-    except (decimal.InvalidOperation, AttributeError):
-        errors[field] = "Enter a number."
-        return None
-    if number < minimum or (maximum is not None and number > maximum):
-        errors[field] = f"Enter a number from {minimum}" + (f" to {maximum}." if maximum is not None else " up.")
-        return None
-    return number
-
-
 def _scaled(value: decimal.Decimal | None, places: str) -> decimal.Decimal | None:
     """A number at its column's scale, as the database gives it back: a signature taken before the row is
     reloaded ("95") must hash the same content as one checked after ("95.00")."""
     return None if value is None else value.quantize(decimal.Decimal(places), rounding=decimal.ROUND_HALF_UP)
-
-
-@dataclass(frozen=True)
-class ReagentUse:
-    lot_id: int
-    quantity: Any
-    unit: str
 
 
 def _require_open_record(actor: User, step: BatchStep) -> None:
@@ -322,7 +294,7 @@ def _require_open_record(actor: User, step: BatchStep) -> None:
 
 
 @transactional
-def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: str | None = None,
+def record_step(actor: User, step: BatchStep, entries: RecordStep | Mapping[str, Any], *, reason: str | None = None,
                 expected_version: int | None = None) -> BatchStep:
     """Save a step's entries: times, equipment, reagent lots, observations, and for a passage its counts.
 
@@ -330,8 +302,17 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
     change to a value already entered is a correction and needs one. Times are checked here, for every door: a
     plausible year, nothing in the future (beyond the clock skew), no step before the batch started, no end before
     its start. A passage's number is derived (the next one of the batch), never typed.
+
+    :param entries: the command; a mapping of entries as typed (with `reason` and `expected_version`) is read as
+        the page's text would be (`RecordStep.from_entries`, times without an offset in the site's zone).
     """
     _require_open_record(actor, step)
+    tz = step.batch.site.timezone
+    if isinstance(entries, RecordStep):
+        command = entries
+    else:
+        command = RecordStep.from_entries({**entries, "reason": reason, "version": expected_version}, timezone=tz)
+    reason, expected_version = command.reason, command.version
     if expected_version is not None and expected_version != step.version:
         raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering it. "
                        "Reload the page, check their entries and enter yours again.")
@@ -340,25 +321,29 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
         pending = next(s for s in earlier if s.status != StepStatus.DONE)
         raise Conflict(f"Finish step {pending.code} ({pending.name}) first: steps follow the process template.")
     session = db.session
-    tz = step.batch.site.timezone
     errors: dict[str, str] = {}
     passage_fields = None
     if step.kind == StepKind.PASSAGE:
         # A passage runs from its seeding to its harvest: those are the step's times (and the day its equipment
         # and lots are judged on), whatever else the caller sent.
-        passage_fields = _passage_fields(step, data, tz, errors)
+        passage_fields = _passage_fields(step, command, errors)
         started, ended = passage_fields["seeded_at"], passage_fields["harvested_at"]
         start_field, end_field = "seeded_at", "harvested_at"
     else:
-        started = _instant(data.get("started_at"), "started_at", tz, errors, required=True)
-        ended = _instant(data.get("ended_at"), "ended_at", tz, errors)
+        extra = command.passage_entries()
+        if extra:
+            raise ValidationFailed(f"Step {step.code} is not a passage: leave out " + ", ".join(extra) + ".",
+                                   fields=dict.fromkeys(extra, "Only for a passage step."))
+        started, ended = command.started_at, command.ended_at
+        if started is None:
+            errors["started_at"] = "Enter the date and time."
         start_field, end_field = "started_at", "ended_at"
     _check_times(step, started, ended, start_field, end_field, errors)
     now = utcnow()
     usage_day = (started or now).astimezone(ZoneInfo(tz)).date()
-    equipment = _equipment(step, data.get("equipment"), usage_day, errors)
-    reagents = _reagents(step, data.get("reagents"), usage_day, errors)
-    deviation = (data.get("deviation_reference") or "").strip().upper() or None
+    equipment = _equipment(step, command.equipment, usage_day, errors)
+    reagents = _reagents(step, command.reagents, usage_day, errors)
+    deviation = (command.deviation_reference or "").upper() or None
     if deviation is not None:
         from cellfactory.deviations.services import find_at_site
 
@@ -366,7 +351,7 @@ def record_step(actor: User, step: BatchStep, data: dict[str, Any], *, reason: s
         if found is None or found.batch_id not in (None, step.batch_id):
             errors["deviation_reference"] = (f"There is no deviation {deviation} for this batch at this site: open "
                                              "it first, then refer to it.")
-    observations = (data.get("observations") or "").strip()
+    observations = command.observations or ""
     # Filling what was left empty (the end of a running step, a passage's harvest) completes the first entry; only
     # a change to a value already entered is a correction, and a correction says why.
     changed = [] if errors else _changed_entries(step, started, ended, observations, deviation, equipment, reagents,
@@ -459,8 +444,8 @@ def _changed_entries(step: BatchStep, started: dt.datetime | None, ended: dt.dat
     return changed
 
 
-def _equipment(step: BatchStep, codes: Any, day: dt.date, errors: dict[str, str]) -> list[Equipment]:
-    codes = [c.strip().upper() for c in (codes or []) if c and c.strip()]
+def _equipment(step: BatchStep, codes: Sequence[str], day: dt.date, errors: dict[str, str]) -> list[Equipment]:
+    codes = [c.strip().upper() for c in codes if c and c.strip()]
     found = []
     for code in dict.fromkeys(codes):
         item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == step.site_id, Equipment.code == code))
@@ -475,12 +460,12 @@ def _equipment(step: BatchStep, codes: Any, day: dt.date, errors: dict[str, str]
     return found
 
 
-def _reagents(step: BatchStep, uses: Any, day: dt.date, errors: dict[str, str]) -> list[tuple[ReagentLot, Any, str]]:
+def _reagents(step: BatchStep, uses: Sequence[ReagentUse], day: dt.date, errors: dict[str, str]
+              ) -> list[tuple[ReagentLot, Any, str]]:
     found = []
-    for use in uses or []:
-        lot_id, quantity, unit = (use.lot_id, use.quantity, use.unit) if isinstance(use, ReagentUse) \
-            else (use.get("lot_id"), use.get("quantity"), use.get("unit"))
-        lot = db.session.get(ReagentLot, int(lot_id)) if str(lot_id or "").isdigit() else None
+    for use in uses:
+        lot_id, quantity, unit = use.lot_id, use.quantity, use.unit
+        lot = db.session.get(ReagentLot, lot_id) if lot_id is not None and lot_id >= 0 else None
         if lot is None or lot.site_id != step.site_id:
             errors["reagents"] = "Choose a reagent lot of this site."
             continue
@@ -488,11 +473,10 @@ def _reagents(step: BatchStep, uses: Any, day: dt.date, errors: dict[str, str]) 
         if refusal:
             errors["reagents"] = f"Refused: {refusal}"
             continue
-        amount = _decimal(quantity, "reagents", errors, required=True)
-        if amount is None or amount == 0:
+        if quantity is None or quantity <= 0:
             errors["reagents"] = f"Enter the quantity of {lot.label} used."
             continue
-        found.append((lot, _scaled(amount, "0.001"), (unit or lot.item.unit).strip()))
+        found.append((lot, _scaled(quantity, "0.001"), (unit or lot.item.unit).strip()))
     return found
 
 
@@ -523,28 +507,29 @@ def _apply_uses(actor: User, step: BatchStep, equipment: list[Equipment],
             wanted.discard((lot.id, amount, unit))
 
 
-def _passage_fields(step: BatchStep, data: dict[str, Any], tz: str, errors: dict[str, str]) -> dict[str, Any]:
+def _passage_fields(step: BatchStep, command: RecordStep, errors: dict[str, str]) -> dict[str, Any]:
+    """A passage's entries, with what the batch says of them: its derived number and the vessel type named."""
     fields: dict[str, Any] = {"passage_number": derived_passage_number(step)}
-    typed = data.get("passage_number")
-    if typed not in (None, "") and str(typed).strip() != str(fields["passage_number"]):
+    if command.passage_number is not None and command.passage_number != fields["passage_number"]:
         errors["passage_number"] = (f"The passage number is derived, not typed: this is passage "
                                     f"P{fields['passage_number']} of the batch. Leave the passage number out.")
-    vessel = db.session.scalar(sa.select(VesselType).where(VesselType.code == (data.get("vessel_type") or "")))
+    vessel = db.session.scalar(sa.select(VesselType).where(VesselType.code == (command.vessel_type or "")))
     if vessel is None:
         errors["vessel_type"] = "Choose the culture vessel type."
     fields["vessel_type"] = vessel
-    try:
-        fields["vessel_count"] = int(data.get("vessel_count"))
-        if fields["vessel_count"] < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors["vessel_count"] = "Enter how many vessels (1 or more)."
-    fields["cells_seeded"] = _decimal(data.get("cells_seeded"), "cells_seeded", errors, required=True, minimum=1)
-    fields["cells_harvested"] = _decimal(data.get("cells_harvested"), "cells_harvested", errors, minimum=1)
-    fields["viability_pct"] = _decimal(data.get("viability_pct"), "viability_pct", errors, maximum=100)
-    fields["confluence_pct"] = _decimal(data.get("confluence_pct"), "confluence_pct", errors, maximum=100)
-    fields["seeded_at"] = _instant(data.get("seeded_at"), "seeded_at", tz, errors, required=True)
-    fields["harvested_at"] = _instant(data.get("harvested_at"), "harvested_at", tz, errors)
+    fields["vessel_count"] = command.vessel_count
+    if command.vessel_count is None:
+        errors["vessel_count"] = ENTER_VESSELS
+    fields["cells_seeded"] = command.cells_seeded
+    if command.cells_seeded is None:
+        errors["cells_seeded"] = "Required."
+    fields["cells_harvested"] = command.cells_harvested
+    fields["viability_pct"] = command.viability_pct
+    fields["confluence_pct"] = command.confluence_pct
+    fields["seeded_at"] = command.seeded_at
+    if command.seeded_at is None:
+        errors["seeded_at"] = "Enter the date and time."
+    fields["harvested_at"] = command.harvested_at
     if (fields["cells_harvested"] is None) != (fields["harvested_at"] is None) and not errors:
         errors["harvested_at"] = "Enter the harvest count and the harvest time together."
     if fields["seeded_at"] and fields["harvested_at"] and fields["harvested_at"] <= fields["seeded_at"]:

@@ -19,6 +19,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.queries import parse_day
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import charts, services
+from cellfactory.batches.commands import MoveBatch, RecordStep, StartBatch
 from cellfactory.batches.forms import (
     REAGENT_ROWS,
     EntryForm,
@@ -275,10 +276,12 @@ def start() -> Any:
             form.din.errors = ["Scan or type the DIN of at least one accepted source material."]
         if not any(form[name].errors for name in form.DIN_FIELDS):
             try:
-                started = form.started_at.data.isoformat() if form.started_at.data else None
-                batch = services.start_batch(_user(), g.site, form.product.data, dins, started_at=started,
-                                             recipient_code=form.recipient_code.data,
-                                             recipient_trial_code=form.recipient_trial_code.data)
+                # The form's start is the site's time; the command reads it in the site's zone.
+                command = StartBatch.from_entries({
+                    "product": form.product.data, "materials": dins, "started_at": form.started_at.data,
+                    "recipient_code": form.recipient_code.data,
+                    "recipient_trial_code": form.recipient_trial_code.data}, timezone=g.site.timezone)
+                batch = services.start_batch(_user(), g.site, command)
             except PermissionDenied:
                 raise
             except DomainError as error:
@@ -464,8 +467,10 @@ def transition(number: str) -> Any:
             signing = form.signing_kwargs()
             signing.pop("meaning")
         try:
-            lifecycle.transition(_user(), batch, target, reason=form.reason.data, signing=signing,
-                                expected_version=_version(form.version.data))
+            command = MoveBatch.parse({"target": target, "reason": form.reason.data,
+                                       "version": _version(form.version.data)})
+            lifecycle.transition(_user(), batch, command.target, reason=command.reason, signing=signing,
+                                 expected_version=command.version)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -592,10 +597,14 @@ def step(number: str, code: str) -> Any:
         if saved is not None and form[name].data == _local(saved, batch.site.timezone):
             data[name] = saved
     if step.kind == StepKind.PASSAGE:
-        data["started_at"], data["ended_at"] = data["seeded_at"], data["harvested_at"]
+        # The step runs from the seeding to the harvest: its times are the passage's.
+        data.pop("started_at", None)
+        data.pop("ended_at", None)
     expected = _version(form.version.data)
     try:
-        services.record_step(_user(), step, data, reason=form.reason.data, expected_version=expected)
+        command = RecordStep.from_entries({**data, "reason": form.reason.data, "version": expected},
+                                          timezone=batch.site.timezone)
+        services.record_step(_user(), step, command)
     except PermissionDenied:
         raise
     except DomainError as error:

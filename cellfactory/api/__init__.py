@@ -159,13 +159,13 @@ def page_json(page: Page, serialize) -> dict[str, Any]:
             "total": page.total}
 
 
-from cellfactory.api import audit as _audit  # noqa: E402,F401
 from cellfactory.api import intake as _intake  # noqa: E402,F401
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
-from cellfactory.api import people as _people  # noqa: E402,F401
 from cellfactory.api import quality as _quality  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
+from cellfactory.audit import api as _audit  # noqa: E402,F401
+from cellfactory.auth import api as _auth  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401

@@ -9,8 +9,6 @@ from flask import current_app
 from cellfactory.api import API_TEXT_MAX, LONG_TEXT_MAX, SINGLE_LINE_MAX, bp
 from cellfactory.api.contract import generated
 from cellfactory.api.params import INT_MAX, INT_MIN
-from cellfactory.audit.queries import COUNT_LIMIT
-from cellfactory.auth.models import Role
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
@@ -29,18 +27,6 @@ def _list_of(ref: str) -> dict[str, Any]:
         "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
         "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": MAX_PER_PAGE},
         "total": {"type": "integer"}}}
-
-
-def _audit_page() -> dict[str, Any]:
-    """A page of the audit trail: a list whose total is counted up to COUNT_LIMIT entries."""
-    schema = _list_of("AuditEntry")
-    schema["required"] = [*schema["required"], "total_exact", "has_next"]
-    schema["properties"] |= {
-        "total": {"type": "integer", "description": f"The number of matching entries when `total_exact`; otherwise "
-                                                   f"a lower bound (counting stops after {COUNT_LIMIT:,})"},
-        "total_exact": {"type": "boolean", "description": "Whether `total` is the exact number of matching entries"},
-        "has_next": {"type": "boolean", "description": "Whether the next page has entries"}}
-    return schema
 
 
 # Every request may be refused: 401 without a valid token, 403 for a role or scope that may not, 422 for text in the
@@ -100,27 +86,6 @@ def ref(name: str) -> dict[str, str]:
 
 
 PATHS: dict[str, Any] = {
-    "/me": {"get": {"summary": "The token's user, roles and whether they can sign",
-                    "responses": _responses(ref("User"))}},
-    "/users": {
-        "get": {"summary": "Users (administrator, QA, auditor)", "parameters": PAGE_PARAMS,
-                "responses": _responses(_list_of("User"), "200", 422)},
-        "post": {"summary": "Create a user with a temporary password (administrator)",
-                 "requestBody": _body("UserCreate"), "responses": _responses(ref("User"), "201", 409, 422)},
-    },
-    "/users/{username}": {"get": {"summary": "One user", "parameters": [_path("username")],
-                                  "responses": _responses(ref("User"), "200", 404)}},
-    "/audit": {"get": {"summary": "The audit trail, newest first",
-                       "description": (
-                           f"Pages of the filtered trail. The matching entries are counted only up to {COUNT_LIMIT:,} "
-                           "(the trail holds millions): `total` is exact when `total_exact` is true, and otherwise "
-                           "a lower bound (there are at least `total` entries). `has_next` says whether the next "
-                           "page has entries; every page stays reachable with `page`, and the last one reports the "
-                           "exact total. Filter by record (`entity`, `id`), `user`, `site`, `action` or time "
-                           "(`since`, `until`, ISO 8601 with offset) to narrow the trail down."),
-                       "parameters": PAGE_PARAMS + _query("entity", "id", "user", "action", "since", "until",
-                                                          site={"type": "string"}),
-                       "responses": _responses(_audit_page(), "200", 422)}},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OpenAPI 3.1 document",
                                                     "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -133,27 +98,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["code", "message", "fields"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
-    "User": {"type": "object", "properties": {
-        "username": {"type": "string"}, "full_name": {"type": "string"}, "email": {"type": "string"},
-        "active": {"type": "boolean"}, "must_change_password": {"type": "boolean"},
-        "roles": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "role": {"type": "string"}, "site": {"type": ["string", "null"]},
-            "granted_at": {"type": "string", "format": "date-time"}}}},
-        "last_login_at": {"type": ["string", "null"], "format": "date-time"}, "version": {"type": "integer"},
-        "signing": {"type": "object"}}},
-    "UserCreate": {"type": "object", "required": ["username", "full_name", "email", "roles", "password"],
-                   "properties": {"username": {"type": "string"}, "full_name": {"type": "string"},
-                                  "email": {"type": "string"}, "password": {"type": "string"},
-                                  "roles": {"type": "array", "minItems": 1, "items": {
-                                      "type": "object", "required": ["role"], "properties": {
-                                          "role": {"type": "string", "enum": [r.value for r in Role]},
-                                          "site": {"type": ["string", "null"]}}}}}},
-    "AuditEntry": {"type": "object", "properties": {
-        "seq": {"type": "integer"}, "recorded_at": {"type": "string", "format": "date-time"},
-        "actor": {"type": "string"}, "site_id": {"type": ["integer", "null"]}, "action": {"type": "string"},
-        "entity_type": {"type": "string"}, "entity_id": {"type": "string"}, "entity_label": {"type": "string"},
-        "changes": {"type": "object"}, "reason": {"type": ["string", "null"]}, "prev_hash": {"type": "string"},
-        "entry_hash": {"type": "string"}}},
 }
 
 

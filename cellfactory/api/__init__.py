@@ -163,9 +163,10 @@ from cellfactory.api import intake as _intake  # noqa: E402,F401
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.api import quality as _quality  # noqa: E402,F401
-from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.audit import api as _audit  # noqa: E402,F401
 from cellfactory.auth import api as _auth  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
+from cellfactory.notifications import api as _notifications  # noqa: E402,F401
+from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401

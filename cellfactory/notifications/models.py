@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from cellfactory.auth.models import Role
 from cellfactory.core.db import Base, IntPK, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin
-from cellfactory.signatures.models import Signature
+from cellfactory.signatures.models import Meaning, Signature
 
 
 class Alert(Audited, CreatedMixin, Base):
@@ -44,6 +44,11 @@ class Capacity(enum.StrEnum):
 CAPACITY_LABELS = {
     Capacity.QA: "QA of the site",
     Capacity.PHYSICIAN_CONTACT: "Contact of the treating physician",
+}
+# The meaning of the signature each capacity acknowledges with.
+CAPACITY_MEANINGS = {
+    Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
+    Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,
 }
 
 

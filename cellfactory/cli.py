@@ -126,16 +126,17 @@ def user_group() -> None:
 def user_create(username: str, full_name: str, email: str, roles: tuple[str, ...], site: str | None,
                 password_stdin: bool) -> None:
     """Create a user with a temporary password (changed at first log-in)."""
-    from cellfactory.auth.models import Role
-    from cellfactory.auth.services import create_user
+    from cellfactory.auth.commands import CreateUser
+    from cellfactory.auth.services import register_user
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Temporary password", hide_input=True, confirmation_prompt=True)
     try:
-        user = create_user(None, username=username, full_name=full_name, email=email,
-                           roles=[(Role(r), site) for r in roles], temporary_password=password)
+        user = register_user(None, CreateUser.parse({
+            "username": username, "full_name": full_name, "email": email, "password": password,
+            "roles": [{"role": role, "site": site} for role in roles]}))
     except DomainError as error:
         _fail(error)
     click.echo(f"Created {user.username} ({user.full_name}); the password must be changed at first log-in.")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser, RoleGrant
 from cellfactory.auth.models import Role, User
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -49,6 +50,13 @@ def _name(role: Role, site: DemoSite) -> str:
     return f"{FIRST_NAMES[role]} {site.name.split()[-1]} ({role.label})"
 
 
+def _register(username: str, full_name: str, role: Role, site: str | None, password: str) -> User:
+    """A demo user, created through the same command as at the administration page (no password change asked)."""
+    return auth_services.register_user(None, CreateUser(
+        username=username, full_name=full_name, email=f"{username}@demo.cellfactory.example", password=password,
+        roles=[RoleGrant(role=role, site=site)]), must_change_password=False)
+
+
 def demo_usernames() -> list[str]:
     names = [f"{role.value}.{site.code.lower()}" for site in SITES for role in SITE_ROLES]
     second = [f"{role}2.{site.code.lower()}" for site in SITES[:4] for role in ("technician", "qc_analyst")]
@@ -70,29 +78,19 @@ def _build(password: str) -> None:
                                                    address=demo_site.address))
         for role in SITE_ROLES:
             username = f"{role.value}.{demo_site.code.lower()}"
-            users[username] = auth_services.create_user(
-                None, username=username, full_name=_name(role, demo_site), email=f"{username}@demo.cellfactory.invalid",
-                roles=[(role, demo_site.code)], temporary_password=password, must_change_password=False)
-    users["auditor"] = auth_services.create_user(
-        None, username="auditor", full_name="Anna Network (Auditor)", email="auditor@demo.cellfactory.invalid",
-        roles=[(Role.AUDITOR, None)], temporary_password=password, must_change_password=False)
-    users["qa.network"] = auth_services.create_user(
-        None, username="qa.network", full_name="Elena Network (QA)", email="qa.network@demo.cellfactory.invalid",
-        roles=[(Role.QA, None)], temporary_password=password, must_change_password=False)
+            users[username] = _register(username, _name(role, demo_site), role, demo_site.code, password)
+    users["auditor"] = _register("auditor", "Anna Network (Auditor)", Role.AUDITOR, None, password)
+    users["qa.network"] = _register("qa.network", "Elena Network (QA)", Role.QA, None, password)
 
     # A second technician and a second analyst at each manufacturing site verify the first one's entries.
     for demo_site in SITES[:4]:
         for role, first_name in ((Role.TECHNICIAN, "Davide"), (Role.QC_ANALYST, "Irene")):
             username = f"{role.value}2.{demo_site.code.lower()}"
-            users[username] = auth_services.create_user(
-                None, username=username, full_name=f"{first_name} {demo_site.name.split()[-1]} ({role.label})",
-                email=f"{username}@demo.cellfactory.invalid", roles=[(role, demo_site.code)],
-                temporary_password=password, must_change_password=False)
+            users[username] = _register(username, f"{first_name} {demo_site.name.split()[-1]} ({role.label})", role,
+                                        demo_site.code, password)
 
     for username, full_name in NETWORK_ADMINS.items():
-        users[username] = auth_services.create_user(
-            None, username=username, full_name=full_name, email=f"{username}@demo.cellfactory.invalid",
-            roles=[(Role.ADMIN, None)], temporary_password=password, must_change_password=False)
+        users[username] = _register(username, full_name, Role.ADMIN, None, password)
 
     # Everyone who signs accepts the accountability statement and has their identity checked by someone who can
     # sign: the first check of the network is one network administrator's of the other (the founding check), the

@@ -21,16 +21,17 @@ def site_choices(sites) -> list[tuple[str, str]]:
 
 
 class UserCreateForm(BaseForm):
-    username = StringField("User name", validators=[DataRequired("Enter a user name."), Length(max=64)],
-                           render_kw={"autocapitalize": "none"})
-    full_name = StringField("Printed full name (used in signatures)",
-                            validators=[DataRequired("Enter the full name."), Length(max=200)])
-    email = EmailField("E-mail", validators=[DataRequired("Enter the e-mail."), Email("Enter a valid e-mail.")])
+    """The fields of a new user; what each must hold is the command's (`auth/commands.py`)."""
+
+    username = StringField("User name", validators=[Optional()],
+                           render_kw={"autocapitalize": "none", "maxlength": 64})
+    full_name = StringField("Printed full name (used in signatures)", validators=[Optional()],
+                            render_kw={"maxlength": 200})
+    email = EmailField("E-mail", validators=[Optional()], render_kw={"maxlength": 254})
     role = SelectField("Role")
     site = SelectField("Site")
     temporary_password = PasswordField("Temporary password (the user must change it at first sign-in)",
-                                       validators=[DataRequired("Set a temporary password.")],
-                                       render_kw={"autocomplete": "new-password"})
+                                       validators=[Optional()], render_kw={"autocomplete": "new-password"})
 
 
 class GrantRoleForm(ReasonMixin, BaseForm):

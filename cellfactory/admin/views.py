@@ -23,6 +23,7 @@ from cellfactory.admin.forms import (
 )
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import GrantStatus, Role, RoleAssignment, RoleGrantRequest, User, UserSession
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
@@ -87,17 +88,27 @@ def users() -> str:
                            is_locked=auth_services.is_locked)
 
 
+# The page's name for each field of the new-user command (and its service) that the page names otherwise.
+NEW_USER_FIELDS = {"password": "temporary_password", "roles": "role"}
+
+
+def _new_user(form: UserCreateForm) -> CreateUser:
+    """The command from the new-user form (one role, at one site or network-wide)."""
+    return CreateUser.parse({
+        "username": form.username.data, "full_name": form.full_name.data, "email": form.email.data,
+        "password": form.temporary_password.data,
+        "roles": [{"role": form.role.data, "site": form.site.data or None}]})
+
+
 @bp.route("/users/new", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def user_new() -> str | Response:
     form = _with_choices(UserCreateForm())
     if form.validate_on_submit():
         try:
-            user = auth_services.create_user(
-                _actor(), username=form.username.data, full_name=form.full_name.data, email=form.email.data,
-                roles=[(Role(form.role.data), form.site.data or None)],
-                temporary_password=form.temporary_password.data)
+            user = auth_services.register_user(_actor(), _new_user(form))
         except DomainError as error:
+            error.fields = {NEW_USER_FIELDS.get(name, name): message for name, message in error.fields.items()}
             apply_domain_errors(form, error)
         else:
             flash(f"User {user.username} created. Give them the temporary password in person; they must change "

@@ -159,16 +159,17 @@ def page_json(page: Page, serialize) -> dict[str, Any]:
             "total": page.total}
 
 
-from cellfactory.api import audit as _audit  # noqa: E402,F401
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
-from cellfactory.api import people as _people  # noqa: E402,F401
-from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
+from cellfactory.audit import api as _audit  # noqa: E402,F401
+from cellfactory.auth import api as _auth  # noqa: E402,F401
 from cellfactory.batches import api as _batches  # noqa: E402,F401
 from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.materials import api as _materials  # noqa: E402,F401
+from cellfactory.notifications import api as _notifications  # noqa: E402,F401
 from cellfactory.qc import api as _qc  # noqa: E402,F401
+from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401

@@ -5,13 +5,14 @@ and the route table. Routes not yet declared keep their hand-written entries in 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from flask import Flask, request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import ValidationFailed
@@ -35,6 +36,11 @@ class Output(BaseModel):
 
     def json(self) -> dict[str, Any]:  # type: ignore[override]
         return self.model_dump(mode="json")
+
+
+# An instant in an output, written as API v1 always wrote it: ISO 8601 with its offset (`+00:00`, not `Z`).
+Moment = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
+                   WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 def read_body(command: type[CommandT]) -> CommandT:
@@ -73,11 +79,16 @@ class Operation:
     status: int = 200
     errors: tuple[int, ...] = ()
     paged: bool = False  # the response is a page of `response` items
+    media: str | None = None  # the media type of a response that is not JSON (a PDF), without a `response` model
+    description: str | None = None  # what a client must know besides the summary
+    page_extra: type[BaseModel] | None = None  # what a page says besides its items, page, per_page and total
 
 
 def operation(summary: str, **details: Any) -> Callable[[View], View]:
     """Declare a route's operation: its summary, `body` command, `query` model, `response` output, success
-    `status`, the error statuses it can answer (`errors`) and whether it answers a page of items (`paged`)."""
+    `status`, the error statuses it can answer (`errors`), whether it answers a page of items (`paged`), and the
+    media type of an answer that is not JSON (`media`), what a page says besides its items and total
+    (`page_extra`), and a `description` where the summary is not enough."""
     declared = Operation(summary, **details)
 
     def decorate(view: View) -> View:
@@ -141,8 +152,16 @@ def _responses(declared: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         schema = _schema(declared.response, schemas, "serialization")
         if declared.paged:
             schema = _page_of(schema)
+            if declared.page_extra is not None:
+                extra = declared.page_extra.model_json_schema(ref_template=REF_TEMPLATE, mode="serialization")
+                schema["required"] = list(dict.fromkeys([*schema["required"], *extra.get("required", [])]))
+                schema["properties"] |= {name: {key: value for key, value in part.items() if key != "title"}
+                                         for name, part in extra["properties"].items()}
         responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK"),
                                            "content": {"application/json": {"schema": schema}}}
+    elif declared.media is not None:
+        responses[str(declared.status)] = {"description": declared.media, "content": {declared.media: {
+            "schema": {"type": "string", "format": "binary"}}}}
     else:
         responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK")}
     errors = sorted({*ALWAYS, *declared.errors, *((422,) if declared.body or declared.query or declared.paged
@@ -166,6 +185,8 @@ def generated(app: Flask, prefix: str = "/api/v1") -> tuple[dict[str, Any], dict
                                  "parameters": _parameters(re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule.rule),
                                                            declared, schemas),
                                  "responses": _responses(declared, schemas)}
+        if declared.description:
+            entry["description"] = declared.description
         if declared.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": _schema(declared.body, schemas, "validation")}}}

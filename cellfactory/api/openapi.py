@@ -9,8 +9,6 @@ from flask import current_app
 from cellfactory.api import API_TEXT_MAX, LONG_TEXT_MAX, SINGLE_LINE_MAX, bp
 from cellfactory.api.contract import generated
 from cellfactory.api.params import INT_MAX, INT_MIN
-from cellfactory.audit.queries import COUNT_LIMIT
-from cellfactory.auth.models import Role
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
@@ -26,18 +24,6 @@ def _list_of(ref: str) -> dict[str, Any]:
         "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
         "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": MAX_PER_PAGE},
         "total": {"type": "integer"}}}
-
-
-def _audit_page() -> dict[str, Any]:
-    """A page of the audit trail: a list whose total is counted up to COUNT_LIMIT entries."""
-    schema = _list_of("AuditEntry")
-    schema["required"] = [*schema["required"], "total_exact", "has_next"]
-    schema["properties"] |= {
-        "total": {"type": "integer", "description": f"The number of matching entries when `total_exact`; otherwise "
-                                                   f"a lower bound (counting stops after {COUNT_LIMIT:,})"},
-        "total_exact": {"type": "boolean", "description": "Whether `total` is the exact number of matching entries"},
-        "has_next": {"type": "boolean", "description": "Whether the next page has entries"}}
-    return schema
 
 
 # Every request may be refused: 401 without a valid token, 403 for a role or scope that may not, 422 for text in the
@@ -97,27 +83,6 @@ def ref(name: str) -> dict[str, str]:
 
 
 PATHS: dict[str, Any] = {
-    "/me": {"get": {"summary": "The token's user, roles and whether they can sign",
-                    "responses": _responses(ref("User"))}},
-    "/users": {
-        "get": {"summary": "Users (administrator, QA, auditor)", "parameters": PAGE_PARAMS,
-                "responses": _responses(_list_of("User"), "200", 422)},
-        "post": {"summary": "Create a user with a temporary password (administrator)",
-                 "requestBody": _body("UserCreate"), "responses": _responses(ref("User"), "201", 409, 422)},
-    },
-    "/users/{username}": {"get": {"summary": "One user", "parameters": [_path("username")],
-                                  "responses": _responses(ref("User"), "200", 404)}},
-    "/audit": {"get": {"summary": "The audit trail, newest first",
-                       "description": (
-                           f"Pages of the filtered trail. The matching entries are counted only up to {COUNT_LIMIT:,} "
-                           "(the trail holds millions): `total` is exact when `total_exact` is true, and otherwise "
-                           "a lower bound (there are at least `total` entries). `has_next` says whether the next "
-                           "page has entries; every page stays reachable with `page`, and the last one reports the "
-                           "exact total. Filter by record (`entity`, `id`), `user`, `site`, `action` or time "
-                           "(`since`, `until`, ISO 8601 with offset) to narrow the trail down."),
-                       "parameters": PAGE_PARAMS + _query("entity", "id", "user", "action", "since", "until",
-                                                          site={"type": "string"}),
-                       "responses": _responses(_audit_page(), "200", 422)}},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OpenAPI 3.1 document",
                                                     "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -130,27 +95,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["code", "message", "fields"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
-    "User": {"type": "object", "properties": {
-        "username": {"type": "string"}, "full_name": {"type": "string"}, "email": {"type": "string"},
-        "active": {"type": "boolean"}, "must_change_password": {"type": "boolean"},
-        "roles": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "role": {"type": "string"}, "site": {"type": ["string", "null"]},
-            "granted_at": {"type": "string", "format": "date-time"}}}},
-        "last_login_at": {"type": ["string", "null"], "format": "date-time"}, "version": {"type": "integer"},
-        "signing": {"type": "object"}}},
-    "UserCreate": {"type": "object", "required": ["username", "full_name", "email", "roles", "password"],
-                   "properties": {"username": {"type": "string"}, "full_name": {"type": "string"},
-                                  "email": {"type": "string"}, "password": {"type": "string"},
-                                  "roles": {"type": "array", "minItems": 1, "items": {
-                                      "type": "object", "required": ["role"], "properties": {
-                                          "role": {"type": "string", "enum": [r.value for r in Role]},
-                                          "site": {"type": ["string", "null"]}}}}}},
-    "AuditEntry": {"type": "object", "properties": {
-        "seq": {"type": "integer"}, "recorded_at": {"type": "string", "format": "date-time"},
-        "actor": {"type": "string"}, "site_id": {"type": ["integer", "null"]}, "action": {"type": "string"},
-        "entity_type": {"type": "string"}, "entity_id": {"type": "string"}, "entity_label": {"type": "string"},
-        "changes": {"type": "object"}, "reason": {"type": ["string", "null"]}, "prev_hash": {"type": "string"},
-        "entry_hash": {"type": "string"}}},
 }
 
 
@@ -390,156 +334,6 @@ SCHEMAS.update({
         "specification": {"type": "integer", "description": "The frozen specification version's number"}}},
 })
 
-
-# --- release: QA review, QP certification, certificates, batch record ----------------------------
-
-_R_TEXT = {"type": "string"}
-_R_NULL_TEXT = {"type": ["string", "null"]}
-_R_TEXTS = {"type": "array", "items": {"type": "string"}}
-_R_PDF = {"200": {"description": "application/pdf", "content": {"application/pdf": {
-    "schema": {"type": "string", "format": "binary"}}}}}
-_R_PDF.update(_errors(404))
-
-PATHS.update({
-    "/batches/{number}/review": {
-        "get": {"summary": "QA review: the checklist computed from the record, the people involved (who may not "
-                           "review or certify), the signed decisions", "parameters": [_path("number")],
-                "responses": _responses(ref("ReleaseReview"), "200", 404)},
-        "post": {"summary": "QA of the site: 'reviewed' (signed 'Reviewed', the batch awaits certification) or "
-                            "'returned' to manufacturing with comments; refused with 409 naming the blockers or the "
-                            "segregation conflict", "parameters": [_path("number")],
-                 "requestBody": _body("ReleaseReviewDecision"),
-                 "responses": _responses(ref("ReleaseReview"), "200", 404, 409, 422)},
-    },
-    "/batches/{number}/certification": {
-        "get": {"summary": "QP certification: blockers per possible decision, pending and failing tests, open "
-                           "deviations, people involved, decisions and certificates", "parameters": [_path("number")],
-                "responses": _responses(ref("ReleaseCertification"), "200", 404)},
-        "post": {"summary": "QP of the site signs a decision (release, conditional, reject, exceptional); the "
-                            "certificate is generated once and stored; 409 naming the blockers or the segregation "
-                            "conflict", "parameters": [_path("number")],
-                 "requestBody": _body("ReleaseCertificationDecision"),
-                 "responses": _responses(ref("ReleaseCertificationResult"), "200", 404, 409, 422)},
-    },
-    "/batches/{number}/record.pdf": {"get": {
-        "summary": "The complete batch record, generated now (printing is audited)", "parameters": [_path("number")],
-        "responses": _R_PDF}},
-    "/batches/{number}/certificate.pdf": {"get": {
-        "summary": "The stored release certificate: the latest one, or ?number= for an earlier one (the same bytes "
-                   "as generated at signing; downloads are audited)",
-        "parameters": [_path("number"), *_query("number")], "responses": _R_PDF}},
-    "/certificates/register": {"get": {
-        "summary": "The QP certification register (QA, QP, auditors): every QP decision, newest first",
-        "parameters": PAGE_PARAMS, "responses": _responses(_list_of("RegisterEntry"), "200", 422)}},
-})
-
-PATHS.update({
-    "/notification-tasks": {"get": {
-        "summary": "The notification tasks of your sites after a failure after release: pending ones (?all=1: "
-                   "completed ones too), with each acknowledgement and the capacities you may sign in",
-        "parameters": _query("all"), "responses": _responses({"type": "object", "properties": {
-            "items": {"type": "array", "items": ref("NotificationTask")}}}, "200")}},
-    "/notification-tasks/{task_id}/acknowledgements": {"post": {
-        "summary": "Acknowledge a task of your site in one capacity (qa: QA of the site; physician_contact: the "
-                   "treating physician's contact, naming the physician), signed with your password; each "
-                   "acknowledgement is its own signature, and the task is complete when both are signed",
-        "parameters": [_path("task_id")], "requestBody": _body("NotificationAcknowledgement"),
-        "responses": _responses(ref("NotificationTask"), "201", 404, 409, 422)}},
-})
-
-for _path_name in ("/batches/{number}/review", "/batches/{number}/certification",
-                   "/notification-tasks/{task_id}/acknowledgements"):
-    PATHS[_path_name]["post"]["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
-
-_R_CHECK = {"type": "array", "items": {"type": "object", "properties": {
-    "key": _R_TEXT, "label": _R_TEXT, "ok": {"type": "boolean"}, "problems": _R_TEXTS}}}
-_R_PEOPLE = {"type": "array", "items": {"type": "object", "properties": {
-    "username": _R_TEXT, "full_name": _R_TEXT, "what": _R_TEXT}}}
-_R_BASE = {
-    "batch": ref("Batch"), "checklist": _R_CHECK, "involved": _R_PEOPLE, "you_are_involved": {"type": "boolean"},
-    "decisions": {"type": "array", "items": ref("ReleaseDecision")}}
-
-SCHEMAS.update({
-    "NotificationTask": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "kind": _R_TEXT, "batch": _R_TEXT, "site": _R_TEXT, "message": _R_TEXT,
-        "units": {"type": "array", "items": {"type": "object", "properties": {"identifier": _R_TEXT,
-                                                                               "where": _R_TEXT}}},
-        "raised_at": {"type": "string", "format": "date-time"}, "completed_at": _R_NULL_TEXT,
-        "acknowledgements": {"type": "array", "items": {"type": "object", "properties": {
-            "capacity": {"type": "string", "enum": ["qa", "physician_contact"]}, "label": _R_TEXT,
-            "signed": {"type": "boolean"}, "signature": {"oneOf": [ref("Signature"), {"type": "null"}]},
-            "physician_name": _R_NULL_TEXT, "comment": _R_NULL_TEXT}}},
-        "you_may_acknowledge": _R_TEXTS}},
-    "NotificationAcknowledgement": {"type": "object", "required": ["capacity", "comment", "password"],
-                                    "properties": {
-        "capacity": {"type": "string", "enum": ["qa", "physician_contact"]},
-        "comment": {"type": "string", "description": "What you did (units located, physician called)"},
-        "physician_name": {"type": "string", "description": "The treating physician informed (physician_contact)"},
-        "password": {"type": "string", "format": "password"},
-        "meaning": {"type": "string", "description": "Optional: the meaning of the signature for the capacity"}}},
-    "ReleaseDecision": {"type": "object", "properties": {
-        "kind": {"type": "string", "enum": ["review", "certification", "conditional_certification",
-                                            "final_certification", "rejection", "exceptional_oos_release"]},
-        "label": _R_TEXT, "decided_at": {"type": "string", "format": "date-time"}, "decided_by": _R_TEXT,
-        "printed_name": _R_TEXT, "comment": _R_TEXT, "signature": ref("Signature"),
-        "checklist": _R_CHECK, "pending_tests": {"type": "array", "items": {"type": "object"}},
-        "failing_tests": {"type": "array", "items": {"type": "object"}},
-        "expected_final_date": _R_NULL_TEXT, "physician_name": _R_NULL_TEXT, "physician_request_date": _R_NULL_TEXT,
-        "risk_evaluation_reference": _R_NULL_TEXT, "sponsor_reference": _R_NULL_TEXT,
-        "sponsor_notified_at": _R_NULL_TEXT, "certificate": _R_NULL_TEXT}},
-    "ReleaseCertificate": {"type": "object", "properties": {
-        "number": _R_TEXT, "batch": _R_TEXT, "decision": _R_TEXT, "label": _R_TEXT,
-        "issued_at": {"type": "string", "format": "date-time"}, "signed_content_sha256": _R_TEXT,
-        "pdf_sha256": _R_TEXT, "pdf": {"type": "string", "description": "API path of the stored PDF"},
-        "verification_url": {"type": "string", "description": "The public page the certificate's QR code opens"}}},
-    "ReleaseReview": {"type": "object", "properties": {
-        **_R_BASE, "complete": {"type": "boolean"}, "review_blockers": _R_TEXTS,
-        "awaiting_review": {"type": "boolean"}}},
-    "ReleaseReviewDecision": {"type": "object", "required": ["outcome", "comment"], "properties": {
-        "outcome": {"type": "string", "enum": ["reviewed", "returned"]},
-        "comment": {"type": "string", "description": "The review comment, or what must be corrected"},
-        "password": {"type": "string", "description": "Required when reviewed: the signer's own password (the "
-                                                      "token names the signer); a wrong one is 401"},
-        "meaning": {"type": "string", "description": "Optional; must be 'Reviewed'"}}},
-    "ReleaseCertification": {"type": "object", "properties": {
-        **_R_BASE,
-        "options": {"type": "array", "items": {"type": "object", "properties": {
-            "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"]},
-            "label": _R_TEXT, "target": _R_TEXT, "signature_meaning": _R_TEXT,
-            "explanation": {"type": "string", "description": "What signing this decision does"},
-            "detail_fields": {"type": "array", "items": {"type": "string"},
-                              "description": "The fields this decision records besides the reason"},
-            "blockers": _R_TEXTS, "possible": {"type": "boolean"}}}},
-        "pending": {"type": "array", "items": {"type": "object", "properties": {
-            "test": _R_TEXT, "name": _R_TEXT, "method": _R_TEXT, "final_read_due": _R_NULL_TEXT}}},
-        "failing": {"type": "array", "items": {"type": "object", "properties": {
-            "test": _R_TEXT, "name": _R_TEXT, "result": _R_TEXT, "criterion": _R_TEXT}}},
-        "open_deviations": {"type": "array", "items": {"type": "object", "properties": {
-            "number": _R_TEXT, "classification": _R_TEXT, "title": _R_TEXT, "blocks_release": {"type": "boolean"}}}},
-        "certificates": {"type": "array", "items": ref("ReleaseCertificate")}}},
-    "ReleaseCertificationResult": {"allOf": [ref("ReleaseCertification"), {"type": "object", "properties": {
-        "certificate": ref("ReleaseCertificate")}}]},
-    "ReleaseCertificationDecision": {"type": "object", "required": ["decision", "reason", "password"],
-                                     "properties": {
-        "decision": {"type": "string", "enum": ["release", "conditional", "reject", "exceptional"],
-                     "description": "release: certified (final certification after a conditional release); "
-                                    "exceptional: OOS supply at a physician's request (EU GMP Part IV 11.5)"},
-        "reason": {"type": "string", "description": "Comment, justification or reason of the rejection"},
-        "password": {"type": "string", "description": "The signer's own password; a wrong one is 401"},
-        "meaning": {"type": "string", "description": "Optional; must be the decision's signature meaning"},
-        "expected_final_date": {"type": "string", "format": "date",
-                                "description": "conditional only; default the latest due date of the pending reads"},
-        "physician_name": {"type": "string", "description": "exceptional only (required)"},
-        "physician_request_date": {"type": "string", "format": "date", "description": "exceptional only (required)"},
-        "risk_evaluation_reference": {"type": "string", "description": "exceptional only (required)"},
-        "sponsor_reference": {"type": "string", "description": "exceptional only (required)"},
-        "sponsor_notified_at": {"type": "string", "format": "date-time",
-                                "description": "exceptional only (required), ISO 8601 with offset"}}},
-    "RegisterEntry": {"type": "object", "properties": {
-        "batch": _R_TEXT, "site": _R_TEXT, "product": _R_TEXT, "decision": _R_TEXT, "label": _R_TEXT,
-        "decided_at": {"type": "string", "format": "date-time"}, "qp": _R_TEXT, "qp_username": _R_TEXT,
-        "comment": _R_TEXT, "certificate": {"oneOf": [ref("ReleaseCertificate"), {"type": "null"}]}}},
-})
 
 def document() -> dict[str, Any]:
     """The hand-written entries below, with the operations declared on their routes generated over them."""

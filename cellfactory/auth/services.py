@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask import current_app
@@ -35,11 +35,13 @@ from cellfactory.core.transaction import commit_soon, transactional
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
 
+if TYPE_CHECKING:
+    from cellfactory.auth.commands import CreateUser
+
 # One answer for every failed sign-in (unknown user, wrong password, locked, deactivated), so that nobody learns
 # from it whether an account exists or what state it is in.
 BAD_CREDENTIALS = "User name or password is incorrect."
 # ASCII only: a Cyrillic "р" must not make "qр.bg" a second account that prints like "qp.bg".
-USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 SIGN_IN_FAILED = (BAD_CREDENTIALS + " An account that is locked after too many wrong passwords, or deactivated, is "
                   "refused the same way: ask an administrator if you cannot sign in.")
 
@@ -405,7 +407,6 @@ def _site_or_none(site_code: str | None) -> Site | None:
     return site
 
 
-@transactional
 def create_user(
     actor: User | None,
     *,
@@ -416,43 +417,43 @@ def create_user(
     temporary_password: str,
     must_change_password: bool = True,
 ) -> User:
+    """`register_user` for a caller holding plain values: the command is built from them (and refused in the
+    same words as at the page and the API)."""
+    from cellfactory.auth.commands import CreateUser
+
+    command = CreateUser.parse({
+        "username": username, "full_name": full_name, "email": email, "password": temporary_password,
+        "roles": [{"role": Role(role).value, "site": site} for role, site in roles]})
+    return register_user(actor, command, must_change_password=must_change_password)
+
+
+@transactional
+def register_user(actor: User | None, command: CreateUser, *, must_change_password: bool = True) -> User:
     """Create a user with a temporary password to change at first log-in.
 
     `actor` None is the server's command line (the operator who installs the system).
     """
     session = db.session
-    roles = list(roles)
+    roles = command.grants
     if actor is not None:
         _require_admin(actor)
         for role, site_code in roles:
             site = _site_or_none(site_code)
-            _validate_role_scope(Role(role), site)
+            _validate_role_scope(role, site)
             _require_admin_of_site(actor, site)
     audit.act_as(session, actor, label="command line")
-    username = (username or "").strip()
-    errors = {}
-    if not USERNAME_PATTERN.fullmatch(username):
-        errors["username"] = "Use 1-64 letters, digits, '.', '_' or '-' (letters a-z only, without accents)."
-    if not (full_name or "").strip():
-        errors["full_name"] = "The printed full name is required: it appears in signatures."
-    if not email or "@" not in email:
-        errors["email"] = "Enter a valid e-mail address."
-    if not roles:
-        errors["role"] = "Give the user at least one role."
-    if errors:
-        raise ValidationFailed("The user cannot be created: " + " ".join(errors.values()), fields=errors)
+    username, full_name = command.username, command.full_name
     if session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower())):
         raise Conflict(f"The user name {username!r} is taken or was used before; user names are never reused.",
                        fields={"username": "Already used: choose another."})
-    _check_policy(username, temporary_password, [], "password", full_name=full_name)
-    user = User(username=username, full_name=full_name.strip(), email=email.strip(),
-                must_change_password=must_change_password, password_hash=hash_password(temporary_password),
+    _check_policy(username, command.password, [], "password", full_name=full_name)
+    user = User(username=username, full_name=full_name, email=command.email,
+                must_change_password=must_change_password, password_hash=hash_password(command.password),
                 password_changed_at=utcnow(), created_by_id=actor.id if actor else None)
     session.add(user)
     session.flush()
     session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash, created_at=utcnow()))
     for role, site_code in roles:
-        role = Role(role)
         if actor is not None and role in SIGNING_ROLES:
             _check_segregation(user, role)
             raise ValidationFailed(

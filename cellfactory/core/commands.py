@@ -134,7 +134,7 @@ def _message(item: Mapping[str, Any], required: str) -> str:
     kind, context = item["type"], item.get("ctx") or {}
     if kind == "missing" or (kind.endswith("_type") and item.get("input") is None):
         return required
-    if kind in ("text", "implausible_date"):
+    if kind in ("text", "implausible_date", "instant"):
         return item["msg"]
     if kind == "string_too_long":
         return length_problem(str(item.get("input", "")), int(context.get("max_length", 0))) or str(item["msg"])
@@ -153,3 +153,55 @@ def _message(item: Mapping[str, Any], required: str) -> str:
 
 def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
     return [member.value for member in enum_cls]
+
+
+OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
+
+
+def _instant(value: Any) -> Any:
+    """An instant is written in ISO 8601 with its UTC offset (or given as an aware datetime): a time without an
+    offset is refused, never read in a guessed zone; a number is not a time."""
+    value = _blank_is_missing(value)
+    if value is None or isinstance(value, dt.datetime):
+        if isinstance(value, dt.datetime) and value.utcoffset() is None:
+            raise PydanticCustomError("instant", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess "
+                                                 "zones.")
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("instant", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.")
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("instant", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.") from None
+    if moment.utcoffset() is None:
+        raise PydanticCustomError("instant", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones.")
+    return moment
+
+
+def _plausible_instant(value: dt.datetime) -> dt.datetime:
+    problem = year_problem(value)
+    if problem:
+        raise PydanticCustomError("implausible_date", problem)
+    return value
+
+
+# A moment (ISO 8601 with its UTC offset) in a plausible year.
+Instant = Annotated[dt.datetime, BeforeValidator(_instant), AfterValidator(_plausible_instant)]
+
+
+def _password(value: Any) -> Any:
+    """A password is taken as typed (never stripped); empty is no answer."""
+    if value == "":
+        return None
+    if isinstance(value, str) and text_problem(value, multiline=True):
+        raise PydanticCustomError("text", text_problem(value, multiline=True))
+    return value
+
+
+# A password that must be given: as typed, at most 2,000 characters; empty counts as missing.
+RequiredPassword = Annotated[str, BeforeValidator(_password),
+                             Field(min_length=1, max_length=2000, json_schema_extra={"format": "password"})]
+
+# The signer's password: as typed, at most 2,000 characters; empty counts as missing.
+Password = Annotated[Annotated[str, Field(max_length=2000, json_schema_extra={"format": "password"})] | None,
+                     BeforeValidator(_password)]

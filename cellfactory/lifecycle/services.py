@@ -28,8 +28,10 @@ from cellfactory.deviations.commands import OpenDeviation, as_command
 from cellfactory.deviations.models import Deviation, DeviationSource
 from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
+from cellfactory.releases.commands import QpDecide, ReturnBatch, ReviewBatch
 from cellfactory.releases.services import conflicts, involved_people
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -210,3 +212,24 @@ def open_deviation(actor: User, site: Site, command: OpenDeviation | Mapping[str
     return create_deviation(actor, site, title=command.title, description=command.description,
                             classification=command.classification, source=DeviationSource.MANUAL,
                             batch_id=batch.id if batch is not None else None, step_id=step.id if step else None)
+
+
+def review_batch(actor: User, batch: Batch, command: ReviewBatch, signer: Signer) -> Batch:
+    """QA signs 'Reviewed': the batch awaits certification. The state machine checks the checklist, segregation
+    of duties and the password (`transition`), and records the decision."""
+    return transition(actor, batch, S.AWAITING_CERTIFICATION, reason=command.comment,
+                      signing=signer.signing(command), meaning=Meaning.REVIEWED)
+
+
+def return_batch(actor: User, batch: Batch, command: ReturnBatch) -> Batch:
+    """QA returns the batch to manufacturing with what must be corrected (nothing is signed)."""
+    return transition(actor, batch, S.IN_PROCESS, reason=command.comment)
+
+
+def decide(actor: User, batch: Batch, command: QpDecide, signer: Signer) -> Batch:
+    """A QP decision, signed with its meaning: the state machine checks the blockers, segregation of duties and
+    the password, records the decision with its facts (`releases.services.validate_details`) and issues the
+    certificate."""
+    option = command.option
+    return transition(actor, batch, option.target, reason=command.reason, signing=signer.signing(command),
+                      meaning=option.meaning, details=command.details())

@@ -1,15 +1,16 @@
-"""The acknowledgement of a notification task: what was done, the physician informed, and the signing dialog."""
+"""The acknowledgement of a notification task: what was done, the physician informed, and the signing dialog.
+What each field must hold is the command's (`notifications/commands.py`)."""
 
 from __future__ import annotations
 
 from wtforms import HiddenField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import Optional
 
 from cellfactory.signatures.forms import SigningForm
 
 
 class AcknowledgeForm(SigningForm):
     capacity = HiddenField()
-    comment = TextAreaField("What you did", validators=[
-        DataRequired("Say what you did (e.g. units located and quarantined, physician called)."), Length(max=2000)])
-    physician_name = StringField("Treating physician informed", validators=[Optional(), Length(max=200)])
+    comment = TextAreaField("What you did", validators=[Optional()], render_kw={"maxlength": 2000})
+    physician_name = StringField("Treating physician informed", validators=[Optional()],
+                                 render_kw={"maxlength": 200})

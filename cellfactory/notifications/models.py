@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, enum_column
 from cellfactory.core.mixins import Audited, CreatedMixin
-from cellfactory.signatures.models import Signature
+from cellfactory.signatures.models import Meaning, Signature
 
 
 class Capacity(enum.StrEnum):
@@ -26,6 +26,11 @@ class Capacity(enum.StrEnum):
 CAPACITY_LABELS = {
     Capacity.QA: "QA of the site",
     Capacity.PHYSICIAN_CONTACT: "Contact of the treating physician",
+}
+# The meaning of the signature each capacity acknowledges with.
+CAPACITY_MEANINGS = {
+    Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
+    Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,
 }
 
 

@@ -3,7 +3,7 @@ signatures (the alerts raised with them are cellfactory.alerts)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -14,9 +14,17 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
-from cellfactory.notifications.models import Capacity, NotificationTask, TaskAcknowledgement
+from cellfactory.notifications.models import (  # noqa: F401 - CAPACITY_MEANINGS is read from here too
+    CAPACITY_MEANINGS,
+    Capacity,
+    NotificationTask,
+    TaskAcknowledgement,
+)
 from cellfactory.signatures import services as signatures
-from cellfactory.signatures.models import Meaning
+
+if TYPE_CHECKING:
+    from cellfactory.notifications.commands import AcknowledgeTask
+    from cellfactory.signatures.commands import Signer
 
 # --- notification tasks after a failure after release --------------------------------------------
 
@@ -29,10 +37,6 @@ CAPACITY_ROLES = {
 # Who may acknowledge in some capacity (QA, or the physician's contact): the people who read the notices but sign
 # nothing (QC analysts, auditors) are refused at the door.
 ACKNOWLEDGING_ROLES = frozenset().union(*CAPACITY_ROLES.values())
-CAPACITY_MEANINGS = {
-    Capacity.QA: Meaning.FAILURE_NOTICE_ACKNOWLEDGED,
-    Capacity.PHYSICIAN_CONTACT: Meaning.PHYSICIAN_INFORMED,
-}
 
 
 def tasks_for(user: User, *, include_completed: bool = False) -> list[NotificationTask]:
@@ -59,36 +63,39 @@ def may_acknowledge(user: User, task: NotificationTask, capacity: Capacity) -> b
     return user.has_any_role(CAPACITY_ROLES[capacity], task.site_id)
 
 
-@transactional
-def acknowledge_task(actor: User, task: NotificationTask, *, capacity: Any, comment: str,
+def acknowledge_task(actor: User, task: NotificationTask, *, capacity: str, comment: str,
                      physician_name: str | None = None, signing: dict[str, Any]) -> TaskAcknowledgement:
+    """`sign_acknowledgement` for a caller holding plain values (`signing`: the keywords of
+    `signatures.services.apply_signature`): the command is built from them, and refused in the pages' words."""
+    from cellfactory.notifications.commands import AcknowledgeTask
+    from cellfactory.signatures.commands import Signer
+
+    command = AcknowledgeTask.parse({"capacity": capacity, "comment": comment, "physician_name": physician_name,
+                                     "password": signing.get("password")})
+    return sign_acknowledgement(actor, task, command, Signer(username=signing.get("username"),
+                                                             continuous_session=signing.get("continuous_session",
+                                                                                            False)))
+
+
+@transactional
+def sign_acknowledgement(actor: User, task: NotificationTask, command: AcknowledgeTask,
+                         signer: Signer) -> TaskAcknowledgement:
     """One acknowledgement of a notification task, in one capacity, with its own electronic signature: QA of the
     notified site, or the treating physician's contact, who names the physician informed. The task is complete
     when both have signed."""
-    errors: dict[str, str] = {}
-    try:
-        capacity = Capacity(str(capacity or "").strip().lower())
-    except ValueError:
-        raise ValidationFailed("Say in which capacity you acknowledge: " + " or ".join(c.value for c in Capacity)
-                               + ".", fields={"capacity": "Choose QA or the treating physician's contact."}) from None
+    capacity = command.capacity
     permissions.require(may_acknowledge(actor, task, capacity),
                         f"Only {' or '.join(sorted(r.label for r in CAPACITY_ROLES[capacity]))} of the notified site "
                         f"acknowledge as {capacity.label}.")
     if task.acknowledgement(capacity) is not None:
         raise Conflict(f"This task was already acknowledged as {capacity.label}.")
-    comment = (comment or "").strip()
-    physician = (physician_name or "").strip()
-    if not comment:
-        errors["comment"] = "Say what you did (e.g. units located and quarantined, physician called)."
+    comment, physician = command.comment, command.physician_name or ""
     if capacity == Capacity.PHYSICIAN_CONTACT and not physician:
-        errors["physician_name"] = "Name the treating physician you informed."
-    if len(physician) > 200:
-        errors["physician_name"] = "At most 200 characters."
-    if errors:
-        raise ValidationFailed("The acknowledgement cannot be signed: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(f"{command.refusal}: Name the treating physician you informed.",
+                               fields={"physician_name": "Name the treating physician you informed."})
     meaning = CAPACITY_MEANINGS[capacity]
     signature = signatures.apply_signature(actor, task, meaning=meaning, allowed_meanings={meaning},
-                                           site_id=task.site_id, comment=comment, **signing)
+                                           site_id=task.site_id, comment=comment, **signer.signing(command))
     audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
     acknowledgement = TaskAcknowledgement(task_id=task.id, site_id=task.site_id, capacity=capacity,
                                           signature_id=signature.id, physician_name=physician or None,

@@ -11,9 +11,11 @@ from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.core.permissions import ALERT_READERS, READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
+from cellfactory.notifications.commands import AcknowledgeTask
 from cellfactory.notifications.forms import AcknowledgeForm
 from cellfactory.notifications.models import Capacity, NotificationTask
-from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.commands import Signer
+from cellfactory.signatures.forms import continuous_session, mark_signed
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 
@@ -80,11 +82,12 @@ def acknowledge_task(task_id: int, capacity: str):
     form = _form(task, chosen)
     status = 422
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
+        signer = Signer(username=form.username.data if "username" in form else None,
+                        continuous_session=continuous_session())
         try:
-            services.acknowledge_task(user, task, capacity=chosen.value, comment=form.comment.data,
-                                      physician_name=form.physician_name.data, signing=signing)
+            command = AcknowledgeTask.parse({"comment": form.comment.data, "physician_name": form.physician_name.data,
+                                             "password": form.password.data}, capacity=chosen)
+            services.sign_acknowledgement(user, task, command, signer)
         except PermissionDenied:
             raise
         except DomainError as error:

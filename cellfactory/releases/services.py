@@ -22,7 +22,6 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.batches.services import entered_by_steps
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
-from cellfactory.core.plausibility import plausible_date, year_problem
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
@@ -272,21 +271,9 @@ def signing_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None =
 
 def _required(details: dict[str, Any], name: str, errors: dict[str, str], message: str) -> Any:
     value = details.get(name)
-    if value in (None, "") or (isinstance(value, str) and not value.strip()):
+    if value is None or (isinstance(value, str) and not value.strip()):
         errors[name] = message
     return value
-
-
-def _as_date(value: Any, name: str, errors: dict[str, str]) -> dt.date | None:
-    if value in (None, ""):
-        return None
-    try:
-        day = value if isinstance(value, dt.date) and not isinstance(value, dt.datetime) \
-            else dt.date.fromisoformat(str(value))
-    except ValueError:
-        errors[name] = "Enter a date (YYYY-MM-DD)."
-        return None
-    return plausible_date(day, name, errors)
 
 
 def expected_final_read(batch: Batch, facts: RecordFacts | None = None) -> dt.date | None:
@@ -297,45 +284,34 @@ def expected_final_read(batch: Batch, facts: RecordFacts | None = None) -> dt.da
 
 
 def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) -> dict[str, Any]:
-    """The extra facts a conditional or exceptional release must record; raises naming each missing field.
+    """The extra facts a conditional or exceptional release must record; raises naming each missing field. They
+    are read by their command (`releases.commands.DecisionDetails`) unless they come typed from one.
 
     A conditional release expects the final read on the latest due date of the pending results unless the QP
     states another date.
     """
+    from cellfactory.releases.commands import DecisionDetails
+
+    details = DecisionDetails.parse(details).model_dump(exclude_none=True)
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
     if meaning == Meaning.QP_CONDITIONAL:
-        expected = expected_final_read(batch)
-        if details.get("expected_final_date") in (None, "") and expected is not None:
-            details = {**details, "expected_final_date": expected}
-        clean["expected_final_date"] = _as_date(
-            _required(details, "expected_final_date", errors, "When is the final sterility read expected?"),
-            "expected_final_date", errors)
-        if clean["expected_final_date"] and clean["expected_final_date"] < utcnow().date():
+        expected = details.get("expected_final_date") or expected_final_read(batch)
+        clean["expected_final_date"] = _required({"expected_final_date": expected}, "expected_final_date", errors,
+                                                 "When is the final sterility read expected?")
+        if expected is not None and expected < utcnow().date():
             errors["expected_final_date"] = "The expected date is in the past."
     if meaning == Meaning.QP_OOS_SUPPLY:
         clean["physician_name"] = _required(details, "physician_name", errors,
                                             "Record the treating physician who requested the product.")
-        clean["physician_request_date"] = _as_date(_required(
-            details, "physician_request_date", errors, "Record the date of the physician's request."),
-            "physician_request_date", errors)
+        clean["physician_request_date"] = _required(details, "physician_request_date", errors,
+                                                    "Record the date of the physician's request.")
         clean["risk_evaluation_reference"] = _required(details, "risk_evaluation_reference", errors,
                                                        "Attach the factory's risk evaluation (its reference).")
         clean["sponsor_reference"] = _required(details, "sponsor_reference", errors,
                                                "Record the notification of the sponsor (its reference).")
-        notified = details.get("sponsor_notified_at")
-        if notified in (None, ""):
-            errors["sponsor_notified_at"] = "Record when the sponsor was notified."
-        else:
-            try:
-                clean["sponsor_notified_at"] = notified if isinstance(notified, dt.datetime) else \
-                    dt.datetime.fromisoformat(str(notified))
-                if clean["sponsor_notified_at"].tzinfo is None:
-                    clean["sponsor_notified_at"] = clean["sponsor_notified_at"].replace(tzinfo=dt.UTC)
-                if year_problem(clean["sponsor_notified_at"]):
-                    errors["sponsor_notified_at"] = year_problem(clean["sponsor_notified_at"])
-            except ValueError:
-                errors["sponsor_notified_at"] = "Enter the date and time the sponsor was notified."
+        clean["sponsor_notified_at"] = _required(details, "sponsor_notified_at", errors,
+                                                 "Record when the sponsor was notified.")
     if errors:
         raise ValidationFailed("The decision needs more information: " + " ".join(errors.values()), fields=errors)
     return clean

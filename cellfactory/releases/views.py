@@ -17,7 +17,8 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
-from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
+from cellfactory.core.commands import Command
+from cellfactory.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, public, roles_required
@@ -26,6 +27,7 @@ from cellfactory.deviations.models import DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.releases import decisions, services
+from cellfactory.releases.commands import QpDecide, ReturnBatch, ReviewBatch
 from cellfactory.releases.decisions import QpDecision
 from cellfactory.releases.forms import (
     CertifyForm,
@@ -36,7 +38,8 @@ from cellfactory.releases.forms import (
     ReviewForm,
 )
 from cellfactory.releases.models import BatchDecision
-from cellfactory.signatures.forms import SigningForm, mark_signed
+from cellfactory.signatures.commands import Signer
+from cellfactory.signatures.forms import SigningForm, continuous_session, mark_signed
 from cellfactory.signatures.models import Meaning
 
 bp = Blueprint("releases", __name__)
@@ -180,12 +183,10 @@ def review(number: str) -> Any:
         return _render_review(batch)
     form = ReviewForm.for_meanings([Meaning.REVIEWED], prefix="review")
     status = 422
-    if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
+    command = _read(form, ReviewBatch, outcome="reviewed")
+    if command is not None:
         try:
-            lifecycle.transition(user, batch, S.AWAITING_CERTIFICATION, reason=form.reason.data,
-                                      signing=signing, meaning=Meaning.REVIEWED)
+            lifecycle.review_batch(user, batch, command, _signer(form))
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -205,9 +206,10 @@ def return_batch(number: str) -> Any:
     batch = batch_services.get_batch(user, number)
     form = ReturnForm(prefix="return")
     status = 422
-    if form.validate_on_submit():
+    command = _read(form, ReturnBatch, outcome="returned")
+    if command is not None:
         try:
-            lifecycle.transition(user, batch, S.IN_PROCESS, reason=form.reason.data)
+            lifecycle.return_batch(user, batch, command)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -252,19 +254,51 @@ def certification(number: str) -> tuple[str, int]:
     return _render_certification(batch_services.get_batch(_user(), number))
 
 
-def _details(option: QpDecision, form: SigningForm, batch: Batch) -> dict[str, Any] | None:
-    """The facts the decision records besides the comment, as typed (times in the site's zone)."""
-    if not option.details:
-        return None
+def _details(option: QpDecision, form: SigningForm, batch: Batch) -> dict[str, Any]:
+    """The facts the decision records besides the comment, as typed; a time typed on the page is the site's."""
     details: dict[str, Any] = {}
     for name in option.details:
         value = form[name].data
-        if isinstance(value, str):
-            value = value.strip()
-        elif isinstance(value, dt.datetime):
+        if isinstance(value, dt.datetime):
             value = value.replace(tzinfo=ZoneInfo(batch.site.timezone))
         details[name] = value
     return details
+
+
+# The page's name for each field of a release command that the page names otherwise.
+PAGE_FIELDS = {"comment": "reason"}
+
+
+def _command(command: type[Command], form: SigningForm | ReturnForm, **given: Any) -> Any:
+    """The decision's command from the page's form (the comment is the form's `reason`); its refusals name the
+    page's fields."""
+    data = {field: form[PAGE_FIELDS.get(field, field)].data for field in command.model_fields
+            if PAGE_FIELDS.get(field, field) in form and field not in ("meaning", *given)}
+    try:
+        return command.parse(data, **given)
+    except ValidationFailed as error:
+        error.fields = {PAGE_FIELDS.get(name, name): message for name, message in error.fields.items()}
+        raise
+
+
+def _read(form: SigningForm | ReturnForm, command: type[Command], **given: Any) -> Any:
+    """The submitted form checked and its command read (None when either refuses): the page shows the form's
+    refusals (the signing dialog's) and the command's together, each once."""
+    valid = form.validate_on_submit()
+    try:
+        read = _command(command, form, **given)
+    except ValidationFailed as error:
+        error.fields = {name: message for name, message in error.fields.items()
+                        if message not in (getattr(getattr(form, name, None), "errors", None) or ())}
+        if error.fields or valid:
+            apply_domain_errors(form, error)
+        return None
+    return read if valid else None
+
+
+def _signer(form: SigningForm) -> Signer:
+    return Signer(username=form.username.data if "username" in form else None,
+                           continuous_session=continuous_session())
 
 
 @bp.route(f"{PREFIX}/<number>/certification/<decision>", methods=["POST"])
@@ -277,12 +311,10 @@ def decide(number: str, decision: str) -> Any:
         raise NotFound(f"There is no QP decision {decision!r}: use " + ", ".join(decisions.QP_DECISIONS) + ".")
     form = _decision_form(option)
     status = 422
-    if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
+    command = _read(form, QpDecide, decision=option.key, **_details(option, form, batch))
+    if command is not None:
         try:
-            lifecycle.transition(user, batch, option.target, reason=form.reason.data, signing=signing,
-                                      meaning=option.meaning, details=_details(option, form, batch))
+            lifecycle.decide(user, batch, command, _signer(form))
         except PermissionDenied:
             raise
         except DomainError as error:

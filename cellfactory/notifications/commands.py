@@ -1,0 +1,42 @@
+"""What a person of a notified site may ask of a notification task: its acknowledgement, in one capacity, signed.
+
+Whether they may acknowledge in that capacity, and whether the physician's contact named the physician, are the
+service's (`notifications.services.acknowledge_task`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.commands import OptionalLine, Paragraph
+from cellfactory.notifications.models import CAPACITY_MEANINGS, Capacity
+from cellfactory.signatures.commands import Signed
+from cellfactory.signatures.models import Meaning
+
+CAPACITY_MESSAGE = "Choose QA or the treating physician's contact."
+
+
+def _capacity(value: Any) -> Any:
+    """A capacity, whatever its case; anything else is refused in the page's words."""
+    chosen = value.strip().lower() if isinstance(value, str) else value
+    if chosen not in {capacity.value for capacity in Capacity} and not isinstance(chosen, Capacity):
+        raise PydanticCustomError("text", CAPACITY_MESSAGE)
+    return chosen
+
+
+class AcknowledgeTask(Signed):
+    refusal: ClassVar[str] = "The acknowledgement cannot be signed"
+    missing: ClassVar[dict[str, str]] = {
+        "capacity": CAPACITY_MESSAGE,
+        "comment": "Say what you did (e.g. units located and quarantined, physician called)."}
+
+    capacity: Annotated[Capacity, BeforeValidator(_capacity)] = Field(
+        description="qa: QA of the site; physician_contact: the treating physician's contact")
+    comment: Paragraph(2000) = Field(description="What you did (units located, physician called)")
+    physician_name: OptionalLine(200) = Field(None, description="The treating physician informed "
+                                                                "(physician_contact)")
+
+    def signature_meaning(self) -> Meaning | None:
+        return CAPACITY_MEANINGS[self.capacity]

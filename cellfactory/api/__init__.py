@@ -166,6 +166,6 @@ from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.api import people as _people  # noqa: E402,F401
 from cellfactory.api import quality as _quality  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
-from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.units import api as _units  # noqa: E402,F401

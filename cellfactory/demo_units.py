@@ -15,20 +15,23 @@ from cellfactory.extensions import db
 from cellfactory.sites import services as site_services
 from cellfactory.units import labels
 from cellfactory.units import services as units
+from cellfactory.units.commands import AdministerUnit, CreateLocation, CreateUnits, PutAway, ReceiveShipment, Ship
 from cellfactory.units.models import Unit
 
 TRIAL = "EU-CT 2026-500123-12-00"
 
 
-def _ago(**delta: float) -> str:
-    return (utcnow() - dt.timedelta(**delta)).isoformat()
+def _ago(**delta: float) -> dt.datetime:
+    return utcnow() - dt.timedelta(**delta)
 
 
 def _box(tech: User, site, container: str, name: str, *, rows: int = 9, columns: int = 9, segregated: bool = False):
-    tank = units.create_location(tech, site, kind="container", code=container, name=name,
-                                 temperature="vapour phase, below -150 °C", segregated=segregated)
-    rack = units.create_location(tech, site, kind="rack", code="R1", parent=tank)
-    return units.create_location(tech, site, kind="box", code="B01", parent=rack, rows=rows, columns=columns)
+    tank = units.create_location(tech, site, CreateLocation.parse(dict(
+        kind="container", code=container, name=name, temperature="vapour phase, below -150 °C",
+        segregated=segregated)))
+    rack = units.create_location(tech, site, CreateLocation.parse(dict(kind="rack", code="R1", parent=tank.path)))
+    return units.create_location(tech, site, CreateLocation.parse(dict(kind="box", code="B01", parent=rack.path,
+                                                                       rows=rows, columns=columns)))
 
 
 def _batch(site_id: int, status: BatchStatus) -> Batch | None:
@@ -43,34 +46,40 @@ def build_units(users: dict[str, User], password: str) -> None:
     if released is None:
         return
     # Cryopreserved (the CRYO step): expiry is derived from the product's shelf life, never typed.
-    bank = units.create_units(tech, released, count=8, volume_ml="20", cells_per_unit="1.0e8",
-                              preservation="cryopreserved", prepared_at=_ago(days=8))
+    bank = units.create_units(tech, released, CreateUnits.parse(dict(
+        batch=released.number, count=8, volume_ml=20, cells_per_unit=1.0e8, preservation="cryopreserved",
+        prepared_at=_ago(days=8))))
     awaiting = _batch(bg.id, BatchStatus.AWAITING_CERTIFICATION)
-    quarantined = units.create_units(tech, awaiting, count=2, volume_ml="20", cells_per_unit="1.2e8",
-                                     preservation="cryopreserved", prepared_at=_ago(days=2)) \
-        if awaiting is not None else []
+    quarantined = units.create_units(tech, awaiting, CreateUnits.parse(dict(
+        batch=awaiting.number, count=2, volume_ml=20, cells_per_unit=1.2e8, preservation="cryopreserved",
+        prepared_at=_ago(days=2)))) if awaiting is not None else []
     labels.print_unit_labels(tech, [*bank, *quarantined])
 
     box = _box(tech, bg, "LN2-01", "LN2 tank 1")
     for index, unit in enumerate([*bank, *quarantined]):
-        units.put_away(tech, unit, f"{box.path}/A{index + 1}" if index < 9 else f"{box.path}/B{index - 8}")
+        units.put_away(tech, unit, PutAway(position=f"{box.path}/A{index + 1}" if index < 9
+                                           else f"{box.path}/B{index - 8}"))
 
     # Three units to the clinical site SR: received in good order, two administered in the trial.
-    to_sr = units.ship(tech, bank[:3], to_site=sr, shipper="BioCourier srl (dry shipper DS-07)",
-                       logger_reference="LOG-SR-4471", departed_at=_ago(days=6))
-    units.receive(tech_sr, to_sr, arrived_at=_ago(days=5, hours=20), excursion=False,
-                  condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")
+    to_sr = units.ship(tech, Ship.parse(dict(
+        units=[u.identifier for u in bank[:3]], to_site=sr.code, shipper="BioCourier srl (dry shipper DS-07)",
+        logger_reference="LOG-SR-4471", departed_at=_ago(days=6))))
+    units.receive(tech_sr, to_sr, ReceiveShipment.parse(dict(
+        arrived_at=_ago(days=5, hours=20), temperature_excursion=False,
+        condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")))
     for index, unit in enumerate(bank[:2], start=1):
         # The bedside check: the unit's label and the prescription's recipient, both scanned.
-        units.administer(tech_sr, db.session.get(Unit, unit.id), unit_identifier=unit.identifier,
-                         recipient_code=f"PT-SR-{index:04d}", trial_code=TRIAL,
-                         administered_at=_ago(days=5 - index, hours=3))
+        units.administer(tech_sr, db.session.get(Unit, unit.id), AdministerUnit.parse(dict(
+            unit_identifier=unit.identifier, recipient_code=f"PT-SR-{index:04d}", trial_code=TRIAL,
+            administered_at=_ago(days=5 - index, hours=3))))
 
     # Two units to MZ: the logger shows an excursion, so they arrive into quarantine and are kept apart.
-    to_mz = units.ship(tech, bank[3:5], to_site=mz, shipper="MedTrans Lombardia", logger_reference="LOG-MZ-0912",
-                       departed_at=_ago(days=3))
-    units.receive(tech_mz, to_mz, arrived_at=_ago(days=2, hours=21), excursion=True,
-                  condition="Logger LOG-MZ-0912 shows -118 °C for 35 min during transit; dry shipper intact.")
+    to_mz = units.ship(tech, Ship.parse(dict(
+        units=[u.identifier for u in bank[3:5]], to_site=mz.code, shipper="MedTrans Lombardia",
+        logger_reference="LOG-MZ-0912", departed_at=_ago(days=3))))
+    units.receive(tech_mz, to_mz, ReceiveShipment.parse(dict(
+        arrived_at=_ago(days=2, hours=21), temperature_excursion=True,
+        condition="Logger LOG-MZ-0912 shows -118 °C for 35 min during transit; dry shipper intact.")))
     quarantine_box = _box(tech_mz, mz, "LN2-Q", "Quarantine tank", rows=5, columns=5, segregated=True)
     for index, unit in enumerate(bank[3:5], start=1):
-        units.put_away(tech_mz, db.session.get(Unit, unit.id), f"{quarantine_box.path}/A{index}")
+        units.put_away(tech_mz, db.session.get(Unit, unit.id), PutAway(position=f"{quarantine_box.path}/A{index}"))

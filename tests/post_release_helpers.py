@@ -17,6 +17,7 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.qc import services as qc
 from cellfactory.units import services as units
+from cellfactory.units.commands import AdministerUnit, ReceiveShipment, Ship
 from tests.batch_helpers import batch_start, build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
 from tests.conftest import make_user, refetch
 from tests.units_helpers import make_units
@@ -41,14 +42,17 @@ def conditional_with_units(users, sites) -> dict:
                               reason="sterility pending", signing=signing(plant.qp))
     made = make_units(plant, batch, 4)
     tech_mz = refetch(users["technician_mz"])
-    first = units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="BioCourier",
-                       logger_reference="LOG-1", departed_at=iso(5))
-    units.receive(tech_mz, refetch(first), arrived_at=iso(4), excursion=False, condition="intact")
-    units.ship(refetch(plant.tech), [refetch(made[1])], to_site=sites["MZ"], shipper="BioCourier",
-               logger_reference="LOG-2", departed_at=iso(3))
-    units.administer(refetch(plant.tech), refetch(made[3]), unit_identifier=made[3].identifier,
-                     recipient_code="PT-BG-0001", trial_code="EU-CT 1",
-                     administered_at=(utcnow() - dt.timedelta(hours=2)).isoformat())
+    first = units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="BioCourier",
+        logger_reference="LOG-1", departed_at=iso(5))))
+    units.receive(tech_mz, refetch(first), ReceiveShipment.parse(dict(
+        arrived_at=iso(4), temperature_excursion=False, condition="intact")))
+    units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[1])]], to_site=(sites["MZ"]).code, shipper="BioCourier",
+        logger_reference="LOG-2", departed_at=iso(3))))
+    units.administer(refetch(plant.tech), refetch(made[3]), AdministerUnit.parse(dict(
+        unit_identifier=made[3].identifier, recipient_code="PT-BG-0001", trial_code="EU-CT 1",
+        administered_at=(utcnow() - dt.timedelta(hours=2)).isoformat())))
     return {"plant": plant, "batch": refetch(batch), "units": [refetch(u) for u in made], "reviewer": reviewer}
 
 

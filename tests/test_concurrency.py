@@ -17,6 +17,7 @@ from cellfactory.materials.models import SourceMaterial
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
+from cellfactory.units.commands import PutAway
 from tests.conftest import fresh_database, make_config, make_user
 
 pytestmark = pytest.mark.postgres
@@ -230,7 +231,8 @@ def test_concurrent_put_away_into_one_position_one_wins(plant_app):
     def put(user, site):
         unit = db.session.get(Unit, ids.pop())
         try:
-            unit_services.put_away(db.session.get(User, plant.tech.id), unit, "LN2-01/R1/B01/A1")
+            unit_services.put_away(db.session.get(User, plant.tech.id), unit, PutAway.parse(dict(
+                position="LN2-01/R1/B01/A1")))
             return "stored"
         except Conflict as conflict:
             return conflict.message

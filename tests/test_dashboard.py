@@ -24,6 +24,7 @@ from cellfactory.releases.models import BatchDecision, DecisionKind
 from cellfactory.sites.models import Site
 from cellfactory.units import services as units
 from cellfactory.units import trace
+from cellfactory.units.commands import DestroyUnit, Ship
 from cellfactory.units.models import Recipient, Shipment, ShipmentStatus, Unit, UnitStatus
 from tests.conftest import RequestIsolatingClient, fresh_database, login, make_config, refetch
 from tests.units_helpers import certify, make_units, released_batch, storage
@@ -59,9 +60,10 @@ def test_numbers_per_site_and_scoping(client, users, sites):
     made = make_units(plant, batch, 4)
     storage(plant, sites["BG"])
     ago = (utcnow() - dt.timedelta(hours=2)).isoformat()
-    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
-               departed_at=ago)
-    units.destroy(refetch(plant.tech), refetch(made[1]), "bag damaged")
+    units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",
+        departed_at=ago)))
+    units.destroy(refetch(plant.tech), refetch(made[1]), DestroyUnit.parse(dict(reason="bag damaged")))
     decision = db.session.scalar(sa.select(BatchDecision).where(BatchDecision.batch_id == batch.id,
                                                                 BatchDecision.kind == DecisionKind.CERTIFICATION))
     # The batch started 12.5 days before its certification (set directly: the services start batches now).

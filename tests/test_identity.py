@@ -29,6 +29,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import CollectionType, Product
 from cellfactory.units import labels
 from cellfactory.units import services as units
+from cellfactory.units.commands import AdministerUnit, CreateUnits, RecordThaw, Ship
 from cellfactory.units.models import Preservation, Recipient, Shipment, Unit, UnitStatus
 from tests.batch_helpers import (
     batch_start,
@@ -126,8 +127,9 @@ def _named_bank(users, sites, collection: str, count_: int = 2):
                                        recipient_code=RECIPIENT.lower(), recipient_trial_code=TRIAL,
                                        started_at=batch_start())
     batch = _release(plant, batch)
-    made = units.create_units(refetch(plant.tech), batch, count=count_, volume_ml="20", cells_per_unit="1e8",
-                              preservation="cryopreserved", prepared_at=ago(1).isoformat())
+    made = units.create_units(refetch(plant.tech), batch, CreateUnits.parse(dict(
+        batch=(batch).number, count=count_, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
+        prepared_at=ago(1).isoformat())))
     return plant, batch, [u.identifier for u in made]
 
 
@@ -136,8 +138,9 @@ def _allogeneic_bank(users, sites, count_: int = 2):
     _set_product(plant)
     batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC",
                                                        [plant.material_din], started_at=batch_start()))
-    made = units.create_units(refetch(plant.tech), batch, count=count_, volume_ml="20", cells_per_unit="1e8",
-                              preservation="cryopreserved", prepared_at=ago(1).isoformat())
+    made = units.create_units(refetch(plant.tech), batch, CreateUnits.parse(dict(
+        batch=(batch).number, count=count_, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
+        prepared_at=ago(1).isoformat())))
     return plant, batch, [u.identifier for u in made]
 
 
@@ -290,8 +293,9 @@ def test_directed_units_label_names_the_recipient_even_in_quarantine(users, site
     _set_product(plant, collection_type="directed")
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
                                        recipient_code=RECIPIENT, recipient_trial_code=TRIAL, started_at=batch_start())
-    made = units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20", cells_per_unit="1e8",
-                              preservation="fresh", prepared_at=ago(1).isoformat())
+    made = units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+        batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
+        prepared_at=ago(1).isoformat())))
     assert made[0].status == UnitStatus.QUARANTINE
     content = _label_text(labels.print_unit_labels(refetch(plant.tech), [refetch(made[0])]))
     # Three bars: quarantine, the intended use with the recipient, the trial.
@@ -327,8 +331,9 @@ def test_a_directed_unit_goes_to_its_recipient_only_and_a_refusal_is_audited(use
     plant, batch, ids = _named_bank(users, sites, "directed")
     first = ids[0]
     with pytest.raises(Conflict) as wrong:
-        units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code="pt-bg-0099",
-                         trial_code=TRIAL, administered_at=ago(0.5).isoformat())
+        units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+            unit_identifier=first, recipient_code="pt-bg-0099", trial_code=TRIAL,
+            administered_at=ago(0.5).isoformat())))
     assert wrong.value.message == (f"Wrong recipient: unit {first} is for recipient {RECIPIENT} only, not "
                                    "PT-BG-0099. The administration is refused; the attempt is in the audit trail.")
     assert wrong.value.fields == {"recipient_code": f"Not the recipient of this unit ({RECIPIENT})."}
@@ -339,8 +344,8 @@ def test_a_directed_unit_goes_to_its_recipient_only_and_a_refusal_is_audited(use
     assert entry.actor_id == plant.tech.id and entry.entity_type == "unit" and entry.entity_id == str(unit.id)
     assert entry.changes == {"reason": "recipient mismatch", "scanned_recipient": "PT-BG-0099",
                              "intended_recipient": RECIPIENT}
-    done = units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code=RECIPIENT,
-                            trial_code="", administered_at=ago(0.5).isoformat())
+    done = units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+        unit_identifier=first, recipient_code=RECIPIENT, trial_code="", administered_at=ago(0.5).isoformat())))
     recipient = db.session.get(Recipient, done.recipient_id)
     assert done.status == UnitStatus.ADMINISTERED and recipient.code == RECIPIENT
     assert recipient.trial_code == TRIAL  # the batch's trial when none is typed
@@ -351,12 +356,12 @@ def test_the_unit_in_hand_must_be_the_unit_recorded(users, sites):
     plant, batch, ids = _allogeneic_bank(users, sites)
     first, second = ids
     with pytest.raises(ValidationFailed) as missing:
-        units.administer(refetch(plant.tech), unit_by(first), unit_identifier=" ", recipient_code="PT-SR-0001",
-                         trial_code="", administered_at=ago(0.5).isoformat())
+        units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+            unit_identifier=" ", recipient_code="PT-SR-0001", trial_code="", administered_at=ago(0.5).isoformat())))
     assert missing.value.fields == {"unit_identifier": "Scan or type the identifier on the unit's label."}
     with pytest.raises(Conflict) as wrong:
-        units.administer(refetch(plant.tech), unit_by(first), unit_identifier=second, recipient_code="PT-SR-0001",
-                         trial_code="", administered_at=ago(0.5).isoformat())
+        units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+            unit_identifier=second, recipient_code="PT-SR-0001", trial_code="", administered_at=ago(0.5).isoformat())))
     assert wrong.value.message == (f"Wrong unit: {second} was scanned at the bedside, this record is for unit "
                                    f"{first}. The administration is refused; the attempt is in the audit trail.")
     assert unit_by(first).status == UnitStatus.AVAILABLE and count(Recipient) == 0
@@ -368,12 +373,13 @@ def test_an_allogeneic_unit_records_the_prescriptions_recipient(users, sites):
     plant, batch, ids = _allogeneic_bank(users, sites)
     first = ids[0]
     with pytest.raises(ValidationFailed) as missing:
-        units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code="",
-                         trial_code="", administered_at=ago(0.5).isoformat())
+        units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+            unit_identifier=first, recipient_code="", trial_code="", administered_at=ago(0.5).isoformat())))
     assert missing.value.fields == {"recipient_code": "Enter the recipient's pseudonymised code."}
     # Typed as on the label: spaces and lower case do not matter.
-    done = units.administer(refetch(plant.tech), unit_by(first), unit_identifier=f" {first.lower()} ",
-                            recipient_code="pt-sr-0007", trial_code=TRIAL, administered_at=ago(0.5).isoformat())
+    done = units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+        unit_identifier=f" {first.lower()} ", recipient_code="pt-sr-0007", trial_code=TRIAL,
+        administered_at=ago(0.5).isoformat())))
     assert db.session.get(Recipient, done.recipient_id).code == "PT-SR-0007" and refusals(first) == []
 
 
@@ -417,22 +423,23 @@ def test_expiry_is_derived_from_the_products_shelf_life(users, sites):
     batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC",
                                                        [plant.material_din], started_at=batch_start()))
     filled = ago(2).replace(microsecond=0)
-    fresh = units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20", cells_per_unit="1e8",
-                               preservation="fresh", prepared_at=filled.isoformat())[0]
+    fresh = units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+        batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
+        prepared_at=filled.isoformat())))[0]
     assert refetch(fresh).expires_at == filled + dt.timedelta(hours=36)
     assert refetch(fresh).preservation == Preservation.FRESH and refetch(fresh).prepared_at == filled
-    frozen = units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20",
-                                cells_per_unit="1e8", preservation="cryopreserved",
-                                prepared_at=filled.isoformat())[0]
+    frozen = units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+        batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
+        prepared_at=filled.isoformat())))[0]
     assert refetch(frozen).expires_at == filled + dt.timedelta(days=30)
     # Thawed an hour ago: 4 hours from the thaw, far earlier than the cryopreserved expiry.
     thawed = ago(1).replace(microsecond=0)
-    units.record_thaw(refetch(plant.tech), refetch(frozen), thawed_at=thawed.isoformat())
+    units.record_thaw(refetch(plant.tech), refetch(frozen), RecordThaw.parse(dict(thawed_at=thawed.isoformat())))
     assert (refetch(frozen).thawed_at, refetch(frozen).expires_at) == (thawed, thawed + dt.timedelta(hours=4))
     with pytest.raises(Conflict, match="already thawed"):
-        units.record_thaw(refetch(plant.tech), refetch(frozen), thawed_at=thawed.isoformat())
+        units.record_thaw(refetch(plant.tech), refetch(frozen), RecordThaw.parse(dict(thawed_at=thawed.isoformat())))
     with pytest.raises(Conflict, match="is fresh: only a cryopreserved unit is thawed"):
-        units.record_thaw(refetch(plant.tech), refetch(fresh), thawed_at=thawed.isoformat())
+        units.record_thaw(refetch(plant.tech), refetch(fresh), RecordThaw.parse(dict(thawed_at=thawed.isoformat())))
 
 
 def test_a_typed_expiry_is_refused_and_units_are_not_born_expired(users, sites):
@@ -441,20 +448,21 @@ def test_a_typed_expiry_is_refused_and_units_are_not_born_expired(users, sites):
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
                                        started_at=batch_start())
     with pytest.raises(ValidationFailed) as typed:
-        units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20", cells_per_unit="1e8",
-                           preservation="fresh", prepared_at=ago(1).isoformat(),
-                           expires_at=(utcnow() + dt.timedelta(days=1)).isoformat())
+        units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+            batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
+            prepared_at=ago(1).isoformat(), expires_at=(utcnow() + dt.timedelta(days=1)).isoformat())))
     assert typed.value.fields == {"expires_at": "The expiry is not typed: it is derived from the product's shelf "
                                                 "life and the time of fill (fresh) or cryopreservation."}
     filled = ago(3)  # 2 hours of fresh shelf life: expired an hour ago
     with pytest.raises(ValidationFailed) as stale:
-        units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20", cells_per_unit="1e8",
-                           preservation="fresh", prepared_at=filled.isoformat())
+        units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+            batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
+            prepared_at=filled.isoformat())))
     assert stale.value.fields == {"prepared_at": f"Units fresh then expired at "
                                                  f"{shown(filled + dt.timedelta(hours=2))} (shelf life of UCMSC)."}
     with pytest.raises(ValidationFailed) as unsaid:
-        units.create_units(refetch(plant.tech), refetch(batch), count=1, volume_ml="20", cells_per_unit="1e8",
-                           prepared_at=ago(1).isoformat())
+        units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+            batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, prepared_at=ago(1).isoformat())))
     assert unsaid.value.fields == {"preservation": "Say whether the units are fresh or cryopreserved."}
     assert count(Unit) == 0
 
@@ -500,18 +508,19 @@ def test_an_expired_unit_is_neither_shipped_nor_administered(users, sites):
     expired = _expire(plant, first)
     message = f"Unit {first} expired at {shown(expired)}: it cannot be shipped or administered."
     with pytest.raises(Conflict) as shipped:
-        units.ship(refetch(plant.tech), [unit_by(first)], to_site=sites["MZ"], shipper="BioCourier",
-                   logger_reference="LOG-1", departed_at=ago(0.5).isoformat())
+        units.ship(refetch(plant.tech), Ship.parse(dict(
+            units=[u.identifier for u in [unit_by(first)]], to_site=(sites["MZ"]).code, shipper="BioCourier",
+            logger_reference="LOG-1", departed_at=ago(0.5).isoformat())))
     assert shipped.value.message == message
     assert count(Shipment) == 0 and unit_by(first).status == UnitStatus.AVAILABLE
     with pytest.raises(Conflict) as given:
-        units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code="PT-SR-0001",
-                         trial_code="", administered_at=ago(0.5).isoformat())
+        units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+            unit_identifier=first, recipient_code="PT-SR-0001", trial_code="", administered_at=ago(0.5).isoformat())))
     assert given.value.message == message and given.value.fields == {"administered_at": f"Expired at {shown(expired)}."}
     assert unit_by(first).status == UnitStatus.AVAILABLE and count(Recipient) == 0
     # Before it expired it could still be recorded as administered (a late entry of a real administration).
-    done = units.administer(refetch(plant.tech), unit_by(first), unit_identifier=first, recipient_code="PT-SR-0001",
-                            trial_code="", administered_at=ago(3).isoformat())
+    done = units.administer(refetch(plant.tech), unit_by(first), AdministerUnit.parse(dict(
+        unit_identifier=first, recipient_code="PT-SR-0001", trial_code="", administered_at=ago(3).isoformat())))
     assert done.status == UnitStatus.ADMINISTERED
 
 

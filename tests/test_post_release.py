@@ -22,6 +22,7 @@ from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
+from cellfactory.units.commands import AdministerUnit, PutAway, ReceiveShipment, Ship
 from cellfactory.units.models import Shipment, UnitStatus
 from tests.batch_helpers import batch_start, iso, signing
 from tests.conftest import PASSWORD, make_user, refetch
@@ -67,18 +68,17 @@ def test_a_blocked_unit_is_neither_shipped_nor_administered_and_nothing_is_saved
     message = (f"Unit {banked.identifier} is blocked: batch {failed['batch'].number} is on hold after release "
                "because a result failed after release. It may be neither shipped nor administered.")
     with pytest.raises(Conflict) as refused:
-        units.ship(refetch(failed["plant"].tech), [refetch(banked)], to_site=sites["MZ"], shipper="C",
-                   logger_reference="L", departed_at=iso(1))
+        units.ship(refetch(failed["plant"].tech), Ship.parse(dict(
+            units=[u.identifier for u in [refetch(banked)]], to_site=(sites["MZ"]).code, shipper="C",
+            logger_reference="L", departed_at=iso(1))))
     assert refused.value.message == message
     with pytest.raises(Conflict) as refused:
-        units.administer(refetch(failed["plant"].tech), refetch(banked), unit_identifier=banked.identifier,
-                         recipient_code="PT-BG-0002",
-                         trial_code="", administered_at=iso(1))
+        units.administer(refetch(failed["plant"].tech), refetch(banked), AdministerUnit.parse(dict(
+            unit_identifier=banked.identifier, recipient_code="PT-BG-0002", trial_code="", administered_at=iso(1))))
     assert refused.value.message == message
     with pytest.raises(Conflict) as refused:
-        units.administer(refetch(users["technician_mz"]), refetch(received), unit_identifier=received.identifier,
-                         recipient_code="PT-MZ-0001",
-                         trial_code="", administered_at=iso(1))
+        units.administer(refetch(users["technician_mz"]), refetch(received), AdministerUnit.parse(dict(
+            unit_identifier=received.identifier, recipient_code="PT-MZ-0001", trial_code="", administered_at=iso(1))))
     assert refused.value.message.startswith(f"Unit {received.identifier} is blocked: ")
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Shipment)) == shipments
     assert refetch(banked).status == U.BLOCKED and refetch(received).recipient_id is None
@@ -87,9 +87,10 @@ def test_a_blocked_unit_is_neither_shipped_nor_administered_and_nothing_is_saved
 def test_a_blocked_unit_received_stays_blocked(failed, users, sites):
     in_transit = refetch(failed["units"][1])
     with pytest.raises(Conflict):  # still travelling: it cannot be put away at the site that shipped it
-        units.put_away(refetch(failed["plant"].tech), in_transit, "LN2-01/R1/B01/A1")
+        units.put_away(refetch(failed["plant"].tech), in_transit, PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
     shipment = db.session.scalars(sa.select(Shipment).order_by(Shipment.id.desc())).first()
-    units.receive(refetch(users["technician_mz"]), shipment, arrived_at=iso(0.5), excursion=False, condition="ok")
+    units.receive(refetch(users["technician_mz"]), shipment, ReceiveShipment.parse(dict(
+        arrived_at=iso(0.5), temperature_excursion=False, condition="ok")))
     unit = refetch(in_transit)
     assert (unit.status, unit.held_from, unit.site_id) == (U.BLOCKED, U.RECEIVED, sites["MZ"].id)
 

@@ -29,6 +29,7 @@ from cellfactory.materials.models import (
 from cellfactory.products.models import Product
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as unit_services
+from cellfactory.units.commands import CreateLocation, CreateUnits, PutAway
 from cellfactory.units.models import StorageLocation, Unit
 from tests.batch_helpers import batch_start, build_plant, signing
 from tests.conftest import enable_signing, pdf_text, refetch
@@ -151,18 +152,21 @@ def hazard_units(users, sites):
     db.session.flush()
     batch = batch_services.start_batch(refetch(tech), sites["BG"], "UCMSC", [material.din], recipient_code="PT-AU-0001",
                                        recipient_trial_code="EU-CT 2026-500001-12")
-    units = unit_services.create_units(refetch(tech), refetch(batch), count=2, volume_ml="20", cells_per_unit="1e8",
-                                       preservation="cryopreserved",
-                                       prepared_at=(utcnow() - dt.timedelta(minutes=30)).isoformat())
-    tank = unit_services.create_location(refetch(tech), sites["BG"], kind="container", code="LN2-01", name="Tank 1")
-    rack = unit_services.create_location(refetch(tech), sites["BG"], kind="rack", code="R1", parent=tank)
-    unit_services.create_location(refetch(tech), sites["BG"], kind="box", code="B01", parent=rack, rows=2, columns=2)
-    quarantine = unit_services.create_location(refetch(tech), sites["BG"], kind="container", code="LN2-Q",
-                                               name="Segregated tank", segregated=True)
-    qrack = unit_services.create_location(refetch(tech), sites["BG"], kind="rack", code="R1", parent=quarantine,
-                                          segregated=True)
-    unit_services.create_location(refetch(tech), sites["BG"], kind="box", code="B01", parent=qrack, rows=2, columns=2,
-                                  segregated=True)
+    units = unit_services.create_units(refetch(tech), refetch(batch), CreateUnits.parse(dict(
+        batch=(refetch(batch)).number, count=2, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
+        prepared_at=(utcnow() - dt.timedelta(minutes=30)).isoformat())))
+    tank = unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="container", code="LN2-01", name="Tank 1")))
+    rack = unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="rack", code="R1", parent=(tank).path)))
+    unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="box", code="B01", parent=(rack).path, rows=2, columns=2)))
+    quarantine = unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="container", code="LN2-Q", name="Segregated tank", segregated=True)))
+    qrack = unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="rack", code="R1", parent=(quarantine).path, segregated=True)))
+    unit_services.create_location(refetch(tech), sites["BG"], CreateLocation.parse(dict(
+        kind="box", code="B01", parent=(qrack).path, rows=2, columns=2, segregated=True)))
     return {"tech": refetch(tech), "units": [u.identifier for u in units], "din": din}
 
 
@@ -175,13 +179,13 @@ def test_put_away_stores_a_biohazard_unit_only_in_a_segregated_position(hazard_u
     tech, first = hazard_units["tech"], hazard_units["units"][0]
     before = last_seq()
     with pytest.raises(ValidationFailed) as error:
-        unit_services.put_away(tech, _unit(first), "LN2-01/R1/B01/A1")
+        unit_services.put_away(tech, _unit(first), PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
     assert error.value.fields == {"position": (
         f"Unit {first} is a BIOLOGICAL HAZARD (reactive autologous material "
         f"{isbt128.format_din(hazard_units['din'])}): store it only in a segregated position; LN2-01/R1/B01/A1 is "
         "not segregated.")}
     assert _unit(first).position_id is None and last_seq() == before
-    stored = unit_services.put_away(refetch(tech), _unit(first), "LN2-Q/R1/B01/A1")
+    stored = unit_services.put_away(refetch(tech), _unit(first), PutAway.parse(dict(position="LN2-Q/R1/B01/A1")))
     assert db.session.get(StorageLocation, stored.position_id).path == "LN2-Q/R1/B01/A1"
 
 

@@ -15,6 +15,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.units import services as units
+from cellfactory.units.commands import AdministerUnit, PutAway
 from cellfactory.units.models import Shipment, StorageLocation, Unit, UnitStatus
 from tests.batch_helpers import BATCH_AGE_H, batch_start
 from tests.conftest import login, pdf_text, refetch
@@ -203,7 +204,7 @@ def test_release_units_when_the_batch_is_certified(client, users, sites):
 def test_shipment_is_seen_at_both_ends_and_received_by_the_destination(client, login_as, bank, users):
     first, second, third = bank["ids"]
     login_as("technician")
-    units.put_away(refetch(bank["plant"].tech), unit_by(first), f"{BOX}/A1")
+    units.put_away(refetch(bank["plant"].tech), unit_by(first), PutAway.parse(dict(position=f"{BOX}/A1")))
     form = client.get(f"/shipments/new?unit={first}")
     assert form.status_code == 200 and f'value="{first}" checked' in text(form)
     missing = client.post("/shipments/new", data={"to_site": "MZ", "shipper": "", "logger_reference": "LOG-1",
@@ -263,9 +264,10 @@ def test_shipment_is_seen_at_both_ends_and_received_by_the_destination(client, l
 def test_recall_lists_where_every_unit_is(client, login_as, bank):
     first, second, third = bank["ids"]
     plant = bank["plant"]
-    units.put_away(refetch(plant.tech), unit_by(first), f"{BOX}/A1")
-    units.administer(refetch(plant.tech), unit_by(second), unit_identifier=second, recipient_code="PT-9", trial_code="",
-                     administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
+    units.put_away(refetch(plant.tech), unit_by(first), PutAway.parse(dict(position=f"{BOX}/A1")))
+    units.administer(refetch(plant.tech), unit_by(second), AdministerUnit.parse(dict(
+        unit_identifier=second, recipient_code="PT-9", trial_code="",
+        administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())))
     login_as("technician")
     assert client.get(f"/units/recall?batch={bank['batch']}").status_code == 403
     client.post("/auth/logout")
@@ -287,9 +289,9 @@ def test_recall_lists_where_every_unit_is(client, login_as, bank):
 def test_trace_pages_and_report(client, login_as, bank, users):
     first, second, third = bank["ids"]
     plant = bank["plant"]
-    units.administer(refetch(plant.tech), unit_by(second), unit_identifier=second,
-                     recipient_code="PT-<b>&7", trial_code="",
-                     administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
+    units.administer(refetch(plant.tech), unit_by(second), AdministerUnit.parse(dict(
+        unit_identifier=second, recipient_code="PT-<b>&7", trial_code="",
+        administered_at=(utcnow() - dt.timedelta(hours=1)).isoformat())))
     login_as("auditor_network")
     search = client.get("/trace/?kind=donor&q=uc-0001")
     assert search.status_code == 302 and search.headers["Location"].endswith("/trace/donors/UC-0001")

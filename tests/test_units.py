@@ -13,6 +13,15 @@ from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, Valida
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.units import services as units
 from cellfactory.units import trace
+from cellfactory.units.commands import (
+    AdministerUnit,
+    DestroyUnit,
+    LiftQuarantine,
+    PutAway,
+    RecallBatches,
+    ReceiveShipment,
+    Ship,
+)
 from cellfactory.units.models import ShipmentStatus, UnitStatus
 from tests.batch_helpers import batch_start
 from tests.conftest import refetch
@@ -46,18 +55,19 @@ def test_a_position_holds_one_unit_and_moves_need_a_reason(bank, sites):
     certify(plant, batch)
     first, second = make_units(plant, batch, 2)
     box = storage(plant, sites["BG"])
-    units.put_away(refetch(plant.tech), refetch(first), "LN2-01/R1/B01/A1")
+    units.put_away(refetch(plant.tech), refetch(first), PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
     with pytest.raises(Conflict, match="already holds unit"):
-        units.put_away(refetch(plant.tech), refetch(second), "LN2-01/R1/B01/A1")
+        units.put_away(refetch(plant.tech), refetch(second), PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
     with pytest.raises(ValidationFailed, match="why"):
-        units.put_away(refetch(plant.tech), refetch(first), "LN2-01/R1/B01/B2")
-    units.put_away(refetch(plant.tech), refetch(first), "LN2-01/R1/B01/B2", reason="box reorganised")
+        units.put_away(refetch(plant.tech), refetch(first), PutAway.parse(dict(position="LN2-01/R1/B01/B2")))
+    units.put_away(refetch(plant.tech), refetch(first), PutAway.parse(dict(
+        position="LN2-01/R1/B01/B2", reason="box reorganised")))
     grid = units.box_map(refetch(box))
     assert len(grid) == 3 and len(grid[0]) == 3
     occupied = {pos.path: unit.identifier for row in grid for pos, unit in row if unit}
     assert occupied == {"LN2-01/R1/B01/B2": first.identifier}
     with pytest.raises(ValidationFailed, match="not a storage position"):
-        units.put_away(refetch(plant.tech), refetch(second), "LN2-01/R1/B01")
+        units.put_away(refetch(plant.tech), refetch(second), PutAway.parse(dict(position="LN2-01/R1/B01")))
 
 
 def test_shipment_is_received_at_the_other_site_and_an_excursion_quarantines(bank, users, sites):
@@ -66,21 +76,24 @@ def test_shipment_is_received_at_the_other_site_and_an_excursion_quarantines(ban
     made = make_units(plant, batch, 3)
     units.release_units(refetch(plant.qa), refetch(batch))
     storage(plant, sites["BG"])
-    units.put_away(refetch(plant.tech), refetch(made[0]), "LN2-01/R1/B01/A1")
-    shipment = units.ship(refetch(plant.tech), [refetch(u) for u in made[:2]], to_site=sites["MZ"],
-                          shipper="BioCourier srl", logger_reference="LOG-4471", departed_at=iso(5))
+    units.put_away(refetch(plant.tech), refetch(made[0]), PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
+    shipment = units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(u) for u in made[:2]]], to_site=(sites["MZ"]).code,
+        shipper="BioCourier srl", logger_reference="LOG-4471", departed_at=iso(5))))
     assert shipment.number.startswith("SHP-BG-") and shipment.status == ShipmentStatus.IN_TRANSIT
     assert refetch(made[0]).position_id is None and refetch(made[0]).status == UnitStatus.SHIPPED
     mz_tech = refetch(users["technician_mz"])
     with pytest.raises(PermissionDenied):
-        units.receive(refetch(plant.tech), refetch(shipment), arrived_at=iso(1), excursion=False, condition="ok")
-    units.receive(mz_tech, refetch(shipment), arrived_at=iso(1), excursion=True,
-                  condition="Logger shows -120 °C for 40 min")
+        units.receive(refetch(plant.tech), refetch(shipment), ReceiveShipment.parse(dict(
+            arrived_at=iso(1), temperature_excursion=False, condition="ok")))
+    units.receive(mz_tech, refetch(shipment), ReceiveShipment.parse(dict(
+        arrived_at=iso(1), temperature_excursion=True, condition="Logger shows -120 °C for 40 min")))
     received = refetch(made[0])
     assert received.site_id == sites["MZ"].id and received.status == UnitStatus.QUARANTINE
     assert "excursion" in received.status_reason
     with pytest.raises(Conflict, match="already received"):
-        units.receive(mz_tech, refetch(shipment), arrived_at=iso(1), excursion=False, condition="ok")
+        units.receive(mz_tech, refetch(shipment), ReceiveShipment.parse(dict(
+            arrived_at=iso(1), temperature_excursion=False, condition="ok")))
 
 
 def test_site_scoping_of_units(bank, users, sites):
@@ -91,15 +104,16 @@ def test_site_scoping_of_units(bank, users, sites):
     mz_tech = refetch(users["technician_mz"])
     with pytest.raises(NotFound):
         units.get_unit(mz_tech, made[0].identifier)
-    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="Courier",
-               logger_reference="L1", departed_at=iso(3))
+    units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="Courier",
+        logger_reference="L1", departed_at=iso(3))))
     assert units.get_unit(mz_tech, made[0].identifier).id == made[0].id  # visible through the shipment
     with pytest.raises(NotFound):
         units.get_unit(mz_tech, made[1].identifier)
     auditor = refetch(users["auditor_network"])
     assert units.get_unit(auditor, made[1].identifier).id == made[1].id
     with pytest.raises(PermissionDenied):
-        units.destroy(auditor, refetch(made[1]), "auditors change nothing")
+        units.destroy(auditor, refetch(made[1]), DestroyUnit.parse(dict(reason="auditors change nothing")))
 
 
 def test_administration_and_trace_forward_and_backward(bank, users, sites):
@@ -107,13 +121,12 @@ def test_administration_and_trace_forward_and_backward(bank, users, sites):
     certify(plant, batch)
     made = make_units(plant, batch, 2)
     units.release_units(refetch(plant.qa), refetch(batch))
-    units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
-                     recipient_code="PT-BG-0007", trial_code="EU-CT 2026-5",
-                     administered_at=iso(1))
+    units.administer(refetch(plant.tech), refetch(made[0]), AdministerUnit.parse(dict(
+        unit_identifier=refetch(made[0]).identifier, recipient_code="PT-BG-0007", trial_code="EU-CT 2026-5",
+        administered_at=iso(1))))
     with pytest.raises(Conflict, match="administered"):
-        units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
-                         recipient_code="PT-2", trial_code="",
-                         administered_at=iso(1))
+        units.administer(refetch(plant.tech), refetch(made[0]), AdministerUnit.parse(dict(
+            unit_identifier=refetch(made[0]).identifier, recipient_code="PT-2", trial_code="", administered_at=iso(1))))
     network = refetch(users["auditor_network"])
     forward = trace.trace_donor(network, "UC-0001")
     assert forward.recipients == {"PT-BG-0007 (BG)"}
@@ -135,10 +148,10 @@ def test_lot_trace_and_recall(bank, users, sites):
     certify(plant, batch)
     made = make_units(plant, batch, 3)
     units.release_units(refetch(plant.qa), refetch(batch))
-    units.administer(refetch(plant.tech), refetch(made[0]), unit_identifier=refetch(made[0]).identifier,
-                     recipient_code="PT-9", trial_code="",
-                     administered_at=iso(1))
-    recalled = units.recall(refetch(plant.qa), [refetch(batch)], "supplier recall of platelet lysate")
+    units.administer(refetch(plant.tech), refetch(made[0]), AdministerUnit.parse(dict(
+        unit_identifier=refetch(made[0]).identifier, recipient_code="PT-9", trial_code="", administered_at=iso(1))))
+    recalled = units.recall(refetch(plant.qa), [refetch(batch)], RecallBatches.parse(dict(
+        reason="supplier recall of platelet lysate")))
     statuses = {u.identifier: u.status for u in recalled}
     assert statuses[made[0].identifier] == UnitStatus.ADMINISTERED
     assert statuses[made[1].identifier] == UnitStatus.RECALLED
@@ -156,12 +169,12 @@ def test_units_models_are_audited(bank, users, sites):
     made = make_units(plant, batch, 2)
     units.release_units(refetch(plant.qa), refetch(batch))
     storage(plant, sites["BG"])
-    units.put_away(refetch(plant.tech), refetch(made[0]), "LN2-01/R1/B01/A1")
-    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
-               departed_at=iso(2))
-    units.administer(refetch(plant.tech), refetch(made[1]), unit_identifier=refetch(made[1]).identifier,
-                     recipient_code="PT-1", trial_code="",
-                     administered_at=iso(1))
+    units.put_away(refetch(plant.tech), refetch(made[0]), PutAway.parse(dict(position="LN2-01/R1/B01/A1")))
+    units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",
+        departed_at=iso(2))))
+    units.administer(refetch(plant.tech), refetch(made[1]), AdministerUnit.parse(dict(
+        unit_identifier=refetch(made[1]).identifier, recipient_code="PT-1", trial_code="", administered_at=iso(1))))
     created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
     assert {"unit", "storage_location", "recipient", "shipment", "shipment_unit", "batch_decision",
             "release_certificate"} <= created
@@ -174,8 +187,9 @@ def test_ship_refuses_units_that_are_not_available(bank, sites):
     plant, batch = bank
     made = make_units(plant, batch, 1)
     with pytest.raises(Conflict, match="quarantine"):
-        units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
-                   departed_at=iso(1))
+        units.ship(refetch(plant.tech), Ship.parse(dict(
+            units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C",
+            logger_reference="L", departed_at=iso(1))))
 
 
 EXAMPLES = iter(range(1, 1000))
@@ -195,14 +209,15 @@ def test_trace_forward_and_backward_agree_on_random_networks(bank, users, sites,
     units.release_units(refetch(plant.qa), refetch(batch))
     for index, (unit, action) in enumerate(zip(made, plan, strict=True)):
         if action == "administer":
-            units.administer(refetch(plant.tech), refetch(unit), unit_identifier=refetch(unit).identifier,
-                             recipient_code=f"PT-{n}-{index}", trial_code="",
-                             administered_at=iso(1))
+            units.administer(refetch(plant.tech), refetch(unit), AdministerUnit.parse(dict(
+                unit_identifier=refetch(unit).identifier, recipient_code=f"PT-{n}-{index}", trial_code="",
+                administered_at=iso(1))))
         elif action == "ship":
-            units.ship(refetch(plant.tech), [refetch(unit)], to_site=sites["MZ"], shipper="C",
-                       logger_reference="L", departed_at=iso(2))
+            units.ship(refetch(plant.tech), Ship.parse(dict(
+                units=[u.identifier for u in [refetch(unit)]], to_site=(sites["MZ"]).code, shipper="C",
+                logger_reference="L", departed_at=iso(2))))
         elif action == "destroy":
-            units.destroy(refetch(plant.tech), refetch(unit), "bag damaged")
+            units.destroy(refetch(plant.tech), refetch(unit), DestroyUnit.parse(dict(reason="bag damaged")))
     network = refetch(users["auditor_network"])
     forward = trace.trace_donor(network, code)
     assert forward.unit_identifiers == {u.identifier for u in made}
@@ -221,22 +236,25 @@ def test_qa_lifts_an_excursion_quarantine_with_an_assessment(bank, users, sites)
     certify(plant, batch)
     made = make_units(plant, batch, 1)
     units.release_units(refetch(plant.qa), refetch(batch))
-    shipment = units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C",
-                          logger_reference="L", departed_at=iso(3))
-    units.receive(refetch(users["technician_mz"]), refetch(shipment), arrived_at=iso(1), excursion=True,
-                  condition="logger alarm")
+    shipment = units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",
+        departed_at=iso(3))))
+    units.receive(refetch(users["technician_mz"]), refetch(shipment), ReceiveShipment.parse(dict(
+        arrived_at=iso(1), temperature_excursion=True, condition="logger alarm")))
     with pytest.raises(PermissionDenied):
-        units.lift_quarantine(refetch(plant.qa), refetch(made[0]), "not my site")  # QA of BG, unit now at MZ
+        units.lift_quarantine(refetch(plant.qa), refetch(made[0]), LiftQuarantine.parse(dict(
+            reason="not my site")))  # QA of BG, unit now at MZ
     from cellfactory.auth.models import Role
     from tests.conftest import make_user
 
     qa_mz = make_user("qa.monza", [(Role.QA, "MZ")])
     with pytest.raises(ValidationFailed):
-        units.lift_quarantine(qa_mz, refetch(made[0]), "")
-    unit = units.lift_quarantine(refetch(qa_mz), refetch(made[0]), "-150 °C for 40 min: within stability data")
+        units.lift_quarantine(qa_mz, refetch(made[0]), LiftQuarantine.parse(dict(reason="")))
+    unit = units.lift_quarantine(refetch(qa_mz), refetch(made[0]), LiftQuarantine.parse(dict(
+        reason="-150 °C for 40 min: within stability data")))
     assert unit.status == UnitStatus.RECEIVED
     with pytest.raises(Conflict):
-        units.lift_quarantine(refetch(qa_mz), refetch(made[0]), "again")
+        units.lift_quarantine(refetch(qa_mz), refetch(made[0]), LiftQuarantine.parse(dict(reason="again")))
 
 
 def test_failing_sterility_after_conditional_release_lists_every_issued_unit(users, sites):
@@ -269,8 +287,9 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
     lifecycle.transition(refetch(plant.qp), refetch(batch), BatchStatus.CONDITIONALLY_RELEASED,
                               reason="sterility pending", signing=signing(plant.qp))
     made = make_units(plant, batch, 2)
-    units.ship(refetch(plant.tech), [refetch(made[0])], to_site=sites["MZ"], shipper="C", logger_reference="L",
-               departed_at=iso(3))
+    units.ship(refetch(plant.tech), Ship.parse(dict(
+        units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",
+        departed_at=iso(3))))
     [pending] = qc.pending_tests(refetch(batch))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
     alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()

@@ -11,6 +11,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.units import services as unit_services
+from cellfactory.units.commands import CreateLocation, CreateUnits
 from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
 from tests.conftest import make_user, refetch
 
@@ -46,17 +47,19 @@ def certify(plant, batch):
 
 
 def make_units(plant, batch, count=4):
-    return unit_services.create_units(refetch(plant.tech), refetch(batch), count=count, volume_ml="20",
-                                      cells_per_unit="1e8", preservation="cryopreserved",
-                                      prepared_at=(utcnow() - dt.timedelta(hours=1)).isoformat())
+    return unit_services.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+        batch=(refetch(batch)).number, count=count, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
+        prepared_at=(utcnow() - dt.timedelta(hours=1)).isoformat())))
 
 
 def storage(plant, site):
     tech = refetch(plant.tech)
-    tank = unit_services.create_location(tech, site, kind="container", code="LN2-01", name="Tank 1",
-                                         temperature="vapour phase, below -150 °C")
-    rack = unit_services.create_location(refetch(tech), site, kind="rack", code="R1", parent=tank)
-    return unit_services.create_location(refetch(tech), site, kind="box", code="B01", parent=rack, rows=3, columns=3)
+    tank = unit_services.create_location(tech, site, CreateLocation.parse(dict(
+        kind="container", code="LN2-01", name="Tank 1", temperature="vapour phase, below -150 °C")))
+    rack = unit_services.create_location(refetch(tech), site, CreateLocation.parse(dict(
+        kind="rack", code="R1", parent=(tank).path)))
+    return unit_services.create_location(refetch(tech), site, CreateLocation.parse(dict(
+        kind="box", code="B01", parent=(rack).path, rows=3, columns=3)))
 
 
 def another_released_batch(plant, sites, n: int):

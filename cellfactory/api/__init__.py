@@ -161,7 +161,6 @@ def page_json(page: Page, serialize) -> dict[str, Any]:
 
 from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
-from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.audit import api as _audit  # noqa: E402,F401
 from cellfactory.auth import api as _auth  # noqa: E402,F401
 from cellfactory.batches import api as _batches  # noqa: E402,F401
@@ -173,3 +172,4 @@ from cellfactory.notifications import api as _notifications  # noqa: E402,F401
 from cellfactory.qc import api as _qc  # noqa: E402,F401
 from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.units import api as _units  # noqa: E402,F401

@@ -1,4 +1,12 @@
+"""Forms of the units, storage and shipment pages.
+
+The forms carry the fields and what only a page has (the offered choices, the browser's maximum lengths); what each
+field must hold is the command's (`units/commands.py`), so the page and the API refuse the same input in the same
+words."""
+
 from __future__ import annotations
+
+import decimal
 
 from wtforms import (
     BooleanField,
@@ -10,67 +18,78 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import InputRequired, Optional
 
 from cellfactory.core.forms import BaseForm
-from cellfactory.units.services import DIVISIONS
+from cellfactory.units.commands import DIVISIONS, GRID_MAX, POSITIVE, PRESERVATION
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
 SCANNER = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false", "enterkeyhint": "next",
            "data-scanner": True}
 
 
+class NumberField(StringField):
+    """A number typed as text (e.g. 20, 1e8), handed to the command as a Decimal."""
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        self.raw_data = valuelist
+        text = valuelist[0].strip() if valuelist else ""
+        self.data = None
+        if text:
+            try:
+                self.data = decimal.Decimal(text)
+            except decimal.InvalidOperation as error:
+                raise ValueError(POSITIVE) from error
+
+    def _value(self) -> str:
+        if self.raw_data:
+            return self.raw_data[0]
+        return str(self.data) if self.data is not None else ""
+
+
 class CreateUnitsForm(BaseForm):
-    batch = StringField("Batch number", validators=[DataRequired("Enter the batch number."), Length(max=40)],
-                        render_kw={"autocomplete": "off", "autocapitalize": "characters"})
-    count = IntegerField(f"Number of units (bags or vials, 1-{len(DIVISIONS)})",
-                         validators=[InputRequired("Enter how many units."),
-                                     NumberRange(1, len(DIVISIONS), f"From 1 to {len(DIVISIONS)}.")],
+    batch = StringField("Batch number", validators=[Optional()],
+                        render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 40})
+    count = IntegerField(f"Number of units (bags or vials, 1-{len(DIVISIONS)})", validators=[Optional()],
                          render_kw={"inputmode": "numeric"})
-    volume_ml = StringField("Volume per unit (mL)", validators=[DataRequired("Enter the volume per unit.")],
-                            render_kw={"inputmode": "decimal", "autocomplete": "off"})
-    cells_per_unit = StringField("Cells per unit (e.g. 1e8 or 100000000)",
-                                 validators=[DataRequired("Enter the cells per unit.")],
-                                 render_kw={"autocomplete": "off"})
+    volume_ml = NumberField("Volume per unit (mL)", validators=[Optional()],
+                            render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": 40})
+    cells_per_unit = NumberField("Cells per unit (e.g. 1e8 or 100000000)", validators=[Optional()],
+                                 render_kw={"autocomplete": "off", "maxlength": 40})
     # No expiry field: the expiry is derived from the product's shelf life and this time (units.services).
+    # A radio button always has a value once the page is open: left out of the post, it is missing.
     preservation = RadioField("The units are", choices=[("cryopreserved", "Cryopreserved"), ("fresh", "Fresh")],
-                              default="cryopreserved",
-                              validators=[InputRequired("Say whether the units are fresh or cryopreserved.")])
+                              default="cryopreserved", validate_choice=False,
+                              validators=[InputRequired(PRESERVATION)])
     prepared_at = DateTimeLocalField("Fill (fresh) or cryopreservation time (site time)", format=LOCAL,
-                                     validators=[DataRequired("Enter the time of fill or cryopreservation.")])
+                                     validators=[Optional()])
 
 
 class PutAwayForm(BaseForm):
-    position = StringField("Position: scan its label or type it (e.g. LN2-01/R1/B01/A1)",
-                           validators=[DataRequired("Scan or type a position."), Length(max=120)],
-                           render_kw={**SCANNER, "data-scanner-next": "store-reason"})
+    position = StringField("Position: scan its label or type it (e.g. LN2-01/R1/B01/A1)", validators=[Optional()],
+                           render_kw={**SCANNER, "data-scanner-next": "store-reason", "maxlength": 120})
     reason = TextAreaField("Reason for the move (required when the unit is already stored)",
-                           validators=[Optional(), Length(max=2000)])
+                           validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class ReasonForm(BaseForm):
-    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason: it goes into the audit trail."),
-                                                 Length(max=2000)])
+    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class AdministerForm(BaseForm):
-    unit_identifier = StringField("Unit identifier: scan or type it from the unit's label",
-                                  validators=[DataRequired("Scan or type the identifier on the unit's label."),
-                                              Length(max=40)],
-                                  render_kw={**SCANNER, "data-scanner-next": "administer-recipient_code"})
-    recipient_code = StringField("Recipient code (pseudonymised)",
-                                 validators=[DataRequired("Enter the recipient's pseudonymised code."),
-                                             Length(max=40)],
-                                 render_kw={**SCANNER, "data-scanner-next": "administer-trial_code"})
-    trial_code = StringField("Clinical trial code", validators=[Optional(), Length(max=40)],
-                             render_kw={"autocomplete": "off"})
-    administered_at = DateTimeLocalField("Administered at (site time)", format=LOCAL,
-                                         validators=[DataRequired("Enter the date and time of administration.")])
+    unit_identifier = StringField("Unit identifier: scan or type it from the unit's label", validators=[Optional()],
+                                  render_kw={**SCANNER, "data-scanner-next": "administer-recipient_code",
+                                             "maxlength": 40})
+    recipient_code = StringField("Recipient code (pseudonymised)", validators=[Optional()],
+                                 render_kw={**SCANNER, "data-scanner-next": "administer-trial_code",
+                                            "maxlength": 40})
+    trial_code = StringField("Clinical trial code", validators=[Optional()],
+                             render_kw={"autocomplete": "off", "maxlength": 40})
+    administered_at = DateTimeLocalField("Administered at (site time)", format=LOCAL, validators=[Optional()])
 
 
 class ThawForm(BaseForm):
-    thawed_at = DateTimeLocalField("Thawed at (site time)", format=LOCAL,
-                                   validators=[DataRequired("Enter the date and time of the thaw.")])
+    thawed_at = DateTimeLocalField("Thawed at (site time)", format=LOCAL, validators=[Optional()])
 
 
 class ConfirmForm(BaseForm):
@@ -81,36 +100,30 @@ class LocationForm(BaseForm):
     kind = SelectField("Kind", choices=[("container", "Freezer or LN2 tank"), ("rack", "Rack (inside a container)"),
                                         ("box", "Box (inside a rack)")])
     parent = SelectField("Inside", choices=[("", "— the site (for a freezer or tank) —")], validate_choice=False)
-    code = StringField("Code (no '/'), e.g. LN2-01, R1, B01",
-                       validators=[DataRequired("Give the location a code."), Length(max=20)],
-                       render_kw={"autocomplete": "off", "autocapitalize": "characters"})
-    name = StringField("Name", validators=[Optional(), Length(max=200)])
-    temperature = StringField("Temperature (for a freezer or tank)", validators=[Optional(), Length(max=40)])
-    rows = IntegerField("Rows (box, 1-26)", validators=[Optional(), NumberRange(1, 26, "From 1 to 26.")])
-    columns = IntegerField("Columns (box, 1-26)", validators=[Optional(), NumberRange(1, 26, "From 1 to 26.")])
+    code = StringField("Code (no '/'), e.g. LN2-01, R1, B01", validators=[Optional()],
+                       render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 20})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    temperature = StringField("Temperature (for a freezer or tank)", validators=[Optional()],
+                              render_kw={"maxlength": 40})
+    rows = IntegerField(f"Rows (box, 1-{GRID_MAX})", validators=[Optional()])
+    columns = IntegerField(f"Columns (box, 1-{GRID_MAX})", validators=[Optional()])
     segregated = BooleanField("Segregated storage (e.g. quarantine or infectious-marker positive)")
 
 
 class ShipmentForm(BaseForm):
-    units = SelectMultipleField("Units to ship", choices=[], validators=[DataRequired("Choose the units to ship.")])
-    to_site = SelectField("Destination site", choices=[], validators=[DataRequired("Choose the destination.")])
-    shipper = StringField("Shipper or courier", validators=[DataRequired("Name the courier or shipper."),
-                                                            Length(max=200)])
-    logger_reference = StringField("Temperature logger reference",
-                                   validators=[DataRequired("Give the temperature logger's reference."),
-                                               Length(max=100)],
-                                   render_kw={**SCANNER, "data-scanner-next": "departed_at"})
-    departed_at = DateTimeLocalField("Departure (site time)", format=LOCAL,
-                                     validators=[DataRequired("Enter the departure date and time.")])
+    units = SelectMultipleField("Units to ship", choices=[], validators=[Optional()])
+    to_site = SelectField("Destination site", choices=[], validators=[Optional()])
+    shipper = StringField("Shipper or courier", validators=[Optional()], render_kw={"maxlength": 200})
+    logger_reference = StringField("Temperature logger reference", validators=[Optional()],
+                                   render_kw={**SCANNER, "data-scanner-next": "departed_at", "maxlength": 100})
+    departed_at = DateTimeLocalField("Departure (site time)", format=LOCAL, validators=[Optional()])
 
 
 class ReceiptForm(BaseForm):
-    arrived_at = DateTimeLocalField("Arrival (site time)", format=LOCAL,
-                                    validators=[DataRequired("Enter the arrival date and time.")])
+    arrived_at = DateTimeLocalField("Arrival (site time)", format=LOCAL, validators=[Optional()])
     excursion = RadioField("Temperature excursion in transit (read the logger)",
                            choices=[("no", "No: the logger stayed within limits"),
                                     ("yes", "Yes: the units go into quarantine")],
-                           validators=[InputRequired("Say whether the logger shows an excursion.")])
-    condition = TextAreaField("Condition of the package on arrival",
-                              validators=[DataRequired("Describe the condition of the package on arrival."),
-                                          Length(max=2000)])
+                           validate_choice=False, validators=[Optional()])
+    condition = TextAreaField("Condition of the package on arrival", validators=[Optional()],
+                              render_kw={"maxlength": 2000})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import string
 from typing import Any
 
@@ -21,9 +20,24 @@ from cellfactory.core.numbering import next_number
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
-from cellfactory.materials.services import is_biohazard, parse_instant
+from cellfactory.materials.services import is_biohazard
 from cellfactory.products.models import Product
 from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
+from cellfactory.units.commands import (
+    DIVISIONS,
+    AdministerUnit,
+    CreateLocation,
+    CreateUnits,
+    DestroyUnit,
+    LiftQuarantine,
+    PutAway,
+    RecallBatches,
+    ReceiveShipment,
+    RecordThaw,
+    Ship,
+    TakeOut,
+)
 from cellfactory.units.holds import blocked_in_transit, received_while_blocked
 from cellfactory.units.holds import require_available as _require_available
 from cellfactory.units.models import (
@@ -40,7 +54,6 @@ from cellfactory.units.models import (
 )
 
 RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
-DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 
 
 def _require(actor: User, site_id: int, roles: frozenset[Role] = permissions.MANUFACTURING_STAFF,
@@ -92,10 +105,6 @@ def get_shipment(user: User, number: str) -> Shipment:
 
 # --- shelf life and expiry ----------------------------------------------------------------------
 
-EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
-                    "fill (fresh) or cryopreservation.")
-
-
 def unit_expiry(product: Product, preservation: Preservation, prepared_at: dt.datetime) -> dt.datetime:
     """Expiry from the product's declared shelf life: fresh from the fill, cryopreserved from the
     cryopreservation (a thaw shortens it: record_thaw)."""
@@ -119,8 +128,7 @@ def _require_not_expired(unit: Unit, at: dt.datetime, *, field: str = "units") -
 
 
 @transactional
-def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells_per_unit: Any,
-                 preservation: Any = None, prepared_at: Any = None, expires_at: Any = None) -> list[Unit]:
+def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
     """The final bags or vials of a batch, in quarantine until the batch is certified. Their expiry is derived
     from the product's shelf life and the fill (fresh) or cryopreservation time; it is never typed."""
     _require(actor, batch.site_id, frozenset({Role.TECHNICIAN}), "create units")
@@ -132,35 +140,14 @@ def create_units(actor: User, batch: Batch, *, count: Any, volume_ml: Any, cells
     if not batch.product.unit_code:
         raise Conflict(f"Product {batch.product.code} has no ISBT 128 product code for units: QA must set it.")
     errors: dict[str, str] = {}
-    try:
-        count = int(count)
-        if not 1 <= count <= len(DIVISIONS):
-            raise ValueError
-    except (TypeError, ValueError):
-        errors["count"] = f"Enter how many units (1 to {len(DIVISIONS)})."
-    try:
-        volume = decimal.Decimal(str(volume_ml))
-        cells = decimal.Decimal(str(cells_per_unit))
-        if volume <= 0 or cells <= 0:
-            raise decimal.InvalidOperation
-    except decimal.InvalidOperation:
-        errors["volume_ml"] = "Enter the volume (mL) and the cells per unit as positive numbers."
-    if expires_at not in (None, ""):
-        errors["expires_at"] = EXPIRY_NOT_TYPED
-    kept: Preservation | None = None
-    try:
-        kept = Preservation(str(preservation or "").strip().lower())
-    except ValueError:
-        errors["preservation"] = "Say whether the units are fresh or cryopreserved."
-    prepared = parse_instant(prepared_at, "prepared_at", batch.site.timezone, errors)
+    count, volume, cells = command.count, command.volume_ml, command.cells_per_unit
+    kept, prepared = command.preservation, command.prepared_at
     plausibility.check_instant(errors, "prepared_at", prepared, not_before=[
         (batch.materials[0].material.collected_at, "the collection of the source material")])
-    expiry = None
-    if kept is not None and prepared is not None and "prepared_at" not in errors:
-        expiry = unit_expiry(batch.product, kept, prepared)
-        if expiry <= utcnow():
-            errors["prepared_at"] = (f"Units {kept.value} then expired at {format_local(expiry, batch.site.timezone)}"
-                                     f" (shelf life of {batch.product.code}).")
+    expiry = unit_expiry(batch.product, kept, prepared)
+    if "prepared_at" not in errors and expiry <= utcnow():
+        errors["prepared_at"] = (f"Units {kept.value} then expired at {format_local(expiry, batch.site.timezone)}"
+                                 f" (shelf life of {batch.product.code}).")
     if errors:
         raise ValidationFailed("The units cannot be created: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor)
@@ -205,7 +192,7 @@ def _set_status(unit: Unit, status: UnitStatus, reason: str | None = None) -> No
 
 
 @transactional
-def lift_quarantine(actor: User, unit: Unit, reason: str) -> Unit:
+def lift_quarantine(actor: User, unit: Unit, command: LiftQuarantine) -> Unit:
     """QA of the site holding a unit quarantined after shipment (an excursion) releases it after assessing it."""
     _require(actor, unit.site_id, frozenset({Role.QA}), "lift a unit's quarantine (QA)")
     if unit.status != UnitStatus.QUARANTINE or not unit.status_reason:
@@ -213,10 +200,7 @@ def lift_quarantine(actor: User, unit: Unit, reason: str) -> Unit:
                        "certification decides its release.")
     if unit.batch.status not in RELEASED:
         raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: its units stay in quarantine.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give QA's assessment (e.g. excursion within validated stability data).",
-                               fields={"reason": "Required."})
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     _set_status(unit, UnitStatus.RECEIVED if unit.site_id != unit.origin_site_id else UnitStatus.AVAILABLE)
     return unit
 
@@ -224,44 +208,43 @@ def lift_quarantine(actor: User, unit: Unit, reason: str) -> Unit:
 # --- storage -------------------------------------------------------------------------------------
 
 
+def _location(site: Site, path: str) -> StorageLocation:
+    found = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site.id,
+                                                               StorageLocation.path == path.strip("/").upper()))
+    if found is None:
+        raise ValidationFailed(f"There is no storage location {path!r} at {site.code}.",
+                               fields={"parent": "Give the full path of a container or rack, e.g. LN2-01/R1."})
+    return found
+
+
 @transactional
-def create_location(actor: User, site: Site, *, kind: Any, code: str, parent: StorageLocation | None = None,
-                    name: str = "", temperature: str = "", rows: Any = None, columns: Any = None,
-                    segregated: bool = False) -> StorageLocation:
-    """A freezer or tank, a rack in it, or a box in a rack (a box creates its positions)."""
+def create_location(actor: User, site: Site, command: CreateLocation) -> StorageLocation:
+    """A freezer or tank, a rack in it, or a box in a rack (a box creates its positions); the parent is named by
+    its path at the site."""
     _require(actor, site.id, what="set up storage")
     audit.act_as(db.session, actor)
-    try:
-        kind = LocationKind(kind)
-    except ValueError as exc:
-        raise ValidationFailed("Choose container, rack or box.", fields={"kind": "Unknown kind."}) from exc
-    code = (code or "").strip().upper()
+    kind, code = command.kind, command.code
+    parent = _location(site, command.parent) if command.parent else None
     expected_parent = {LocationKind.CONTAINER: None, LocationKind.RACK: LocationKind.CONTAINER,
                        LocationKind.BOX: LocationKind.RACK, LocationKind.POSITION: LocationKind.BOX}[kind]
-    if not code or "/" in code:
-        raise ValidationFailed("Give the location a code without '/'.", fields={"code": "Required."})
     if (parent.kind if parent else None) != expected_parent:
         raise ValidationFailed(f"A {kind.value} goes inside a {expected_parent.value if expected_parent else 'site'}.",
                                fields={"parent": "Wrong place in the hierarchy."})
-    if parent is not None and parent.site_id != site.id:
-        raise ValidationFailed("The parent belongs to another site.", fields={"parent": "Another site."})
     path = f"{parent.path}/{code}" if parent else code
     if db.session.scalar(sa.select(StorageLocation.id).where(StorageLocation.site_id == site.id,
                                                              StorageLocation.path == path)):
         raise Conflict(f"{path} already exists at {site.code}.", fields={"code": "Already used."})
     grid = None
     if kind == LocationKind.BOX:
-        try:
-            grid = (int(rows), int(columns))
-            if not (1 <= grid[0] <= 26 and 1 <= grid[1] <= 26):
-                raise ValueError
-        except (TypeError, ValueError) as exc:
+        if command.rows is None or command.columns is None:
             raise ValidationFailed("A box needs rows and columns (1-26 each), e.g. 9 × 9.",
-                                   fields={"rows": "1-26", "columns": "1-26"}) from exc
+                                   fields={"rows": "1-26", "columns": "1-26"})
+        grid = (command.rows, command.columns)
     location = StorageLocation(site_id=site.id, parent_id=parent.id if parent else None, kind=kind, code=code,
-                               path=path, name=(name or "").strip(), temperature=(temperature or "").strip(),
+                               path=path, name=command.name or "", temperature=command.temperature or "",
                                rows=grid[0] if grid else None, columns=grid[1] if grid else None,
-                               segregated=segregated or bool(parent and parent.segregated), created_by_id=actor.id)
+                               segregated=command.segregated or bool(parent and parent.segregated),
+                               created_by_id=actor.id)
     db.session.add(location)
     db.session.flush()
     if grid:
@@ -290,7 +273,7 @@ def box_map(box: StorageLocation) -> list[list[tuple[StorageLocation, Unit | Non
 
 def _position(site_id: int, path: str) -> StorageLocation:
     position = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site_id,
-                                                                  StorageLocation.path == (path or "").strip().upper()))
+                                                                  StorageLocation.path == path.upper()))
     if position is None or position.kind != LocationKind.POSITION:
         raise ValidationFailed(f"{path!r} is not a storage position of this site (e.g. LN2-01/R1/B01/A1).",
                                fields={"position": "Scan or type a position."})
@@ -305,7 +288,7 @@ def biohazard_materials(unit: Unit) -> list[SourceMaterial]:
 
 
 @transactional
-def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None = None) -> Unit:
+def put_away(actor: User, unit: Unit, command: PutAway) -> Unit:
     """Store a unit at a free position of its site (or move it there, with a reason).
 
     A unit made from reactive autologous material goes only to a position marked segregated (Dir. 2006/17/EC
@@ -314,7 +297,7 @@ def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None 
     _require(actor, unit.site_id, what="store units")
     if unit.status.final or unit.status == UnitStatus.SHIPPED or blocked_in_transit(unit):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
-    position = _position(unit.site_id, position_path)
+    position = _position(unit.site_id, command.position)
     hazards = biohazard_materials(unit)
     if hazards and not position.segregated:
         dins = ", ".join(isbt128.format_din(m.din) for m in hazards)
@@ -328,9 +311,9 @@ def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None 
         raise Conflict(f"Position {position.path} already holds unit {holder.identifier}: a position holds one unit.",
                        fields={"position": "Occupied."})
     moving = unit.position_id is not None
-    if moving and not (reason or "").strip():
+    if moving and not command.reason:
         raise ValidationFailed("Say why the unit is moved.", fields={"reason": "Required."})
-    audit.act_as(db.session, actor, reason=reason if moving else "put away")
+    audit.act_as(db.session, actor, reason=command.reason if moving else "put away")
     path = position.path  # read now: after a failed flush the session can load nothing until rolled back
     unit.position_id = position.id
     try:
@@ -341,19 +324,17 @@ def put_away(actor: User, unit: Unit, position_path: str, *, reason: str | None 
 
 
 @transactional
-def take_out(actor: User, unit: Unit, reason: str) -> Unit:
+def take_out(actor: User, unit: Unit, command: TakeOut) -> Unit:
     _require(actor, unit.site_id, what="take units out of storage")
     if unit.position_id is None:
         raise Conflict(f"Unit {unit.identifier} is not in storage.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Say why the unit is taken out.", fields={"reason": "Required."})
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     unit.position_id = None
     return unit
 
 
 @transactional
-def record_thaw(actor: User, unit: Unit, *, thawed_at: Any) -> Unit:
+def record_thaw(actor: User, unit: Unit, command: RecordThaw) -> Unit:
     """A cryopreserved unit is thawed (it leaves storage): its expiry becomes the product's shelf life after
     thawing from the thaw, never later than it was."""
     _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record thaws")
@@ -365,7 +346,7 @@ def record_thaw(actor: User, unit: Unit, *, thawed_at: Any) -> Unit:
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
         raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it is not thawed for use.")
     errors: dict[str, str] = {}
-    when = parse_instant(thawed_at, "thawed_at", unit.site.timezone, errors)
+    when = command.thawed_at
     plausibility.check_instant(errors, "thawed_at", when, not_before=[(unit.prepared_at, "its cryopreservation")])
     if errors:
         raise ValidationFailed("The thaw cannot be recorded: " + " ".join(errors.values()), fields=errors)
@@ -387,21 +368,35 @@ def _shipment_number(site: Site) -> str:
 
 
 @transactional
-def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_reference: str,
-         departed_at: Any) -> Shipment:
-    if not units:
-        raise ValidationFailed("Scan the units to ship.", fields={"units": "Required."})
+def _shipped_units(actor: User, identifiers: list[str]) -> list[Unit]:
+    units = []
+    for identifier in dict.fromkeys(identifiers):
+        try:
+            units.append(get_unit(actor, identifier))
+        except NotFound as error:
+            raise ValidationFailed(error.message, fields={"units": f"Unknown unit {identifier!r}."}) from error
+    return units
+
+
+def _destination(code: str) -> Site:
+    try:
+        return get_site(code)
+    except NotFound as error:
+        raise ValidationFailed(error.message, fields={"to_site": "No site has this code."}) from error
+
+
+@transactional
+def ship(actor: User, command: Ship) -> Shipment:
+    """The units named by their identifiers leave their site for another, on one shipment with its logger."""
+    units = _shipped_units(actor, command.units)
+    to_site = _destination(command.to_site)
     origin = units[0].site
     _require(actor, origin.id, frozenset({Role.TECHNICIAN}), "ship units")
     errors: dict[str, str] = {}
     if to_site.id == origin.id:
         errors["to_site"] = "Ship to another site."
-    if not (shipper or "").strip():
-        errors["shipper"] = "Name the courier or shipper."
-    if not (logger_reference or "").strip():
-        errors["logger_reference"] = "Give the temperature logger's reference."
-    departed = parse_instant(departed_at, "departed_at", origin.timezone, errors)
-    if departed and departed > utcnow() + dt.timedelta(minutes=5):
+    departed = command.departed_at
+    if departed > utcnow() + dt.timedelta(minutes=5):
         errors["departed_at"] = "The departure is in the future."
     if errors:
         raise ValidationFailed("The shipment cannot be recorded: " + " ".join(errors.values()), fields=errors)
@@ -416,7 +411,7 @@ def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_
         _require_not_expired(unit, departed)
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
-                        shipper=shipper.strip(), logger_reference=logger_reference.strip(), departed_at=departed,
+                        shipper=command.shipper, logger_reference=command.logger_reference, departed_at=departed,
                         status=ShipmentStatus.IN_TRANSIT, created_by_id=actor.id)
     db.session.add(shipment)
     db.session.flush()
@@ -429,32 +424,30 @@ def ship(actor: User, units: list[Unit], *, to_site: Site, shipper: str, logger_
 
 
 @transactional
-def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool, condition: str) -> Shipment:
+def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipment:
     """Receipt by a user of the destination site; a temperature excursion quarantines the units."""
     _require(actor, shipment.to_site_id, frozenset({Role.TECHNICIAN}), "receive shipments")
     if shipment.status != ShipmentStatus.IN_TRANSIT:
         raise Conflict(f"Shipment {shipment.number} was already received.")
     errors: dict[str, str] = {}
-    arrived = parse_instant(arrived_at, "arrived_at", shipment.to_site.timezone, errors)
-    if arrived and arrived < shipment.departed_at:
+    arrived, excursion = command.arrived_at, command.temperature_excursion
+    if arrived < shipment.departed_at:
         errors["arrived_at"] = "Arrival before departure."
-    if arrived and arrived > utcnow() + dt.timedelta(minutes=5):
+    if arrived > utcnow() + dt.timedelta(minutes=5):
         errors["arrived_at"] = "The arrival is in the future."
-    if not (condition or "").strip():
-        errors["condition"] = "Describe the condition of the package on arrival."
     if errors:
         raise ValidationFailed("The receipt cannot be recorded: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor, reason="temperature excursion in transit" if excursion else "received")
     shipment.status = ShipmentStatus.RECEIVED
     shipment.received_at = arrived
     shipment.received_by_id = actor.id
-    shipment.temperature_excursion = bool(excursion)
-    shipment.condition = condition.strip()
+    shipment.temperature_excursion = excursion
+    shipment.condition = command.condition
     for item in shipment.items:
         item.unit.site_id = shipment.to_site_id
         if item.unit.status == UnitStatus.RECALLED:
             continue  # recalled while in transit: the recall stands
-        if received_while_blocked(item.unit, excursion=bool(excursion)):
+        if received_while_blocked(item.unit, excursion=excursion):
             continue  # blocked while in transit: the hold after release stands
         if excursion:
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
@@ -464,10 +457,6 @@ def receive(actor: User, shipment: Shipment, *, arrived_at: Any, excursion: bool
 
 
 # --- administration, destruction, recall ---------------------------------------------------------
-
-
-def _normalised_identifier(value: Any) -> str:
-    return "".join(str(value or "").split()).upper()
 
 
 def _refusal(actor: User, unit: Unit, details: dict[str, Any]) -> Any:
@@ -504,8 +493,7 @@ def _require_recipient_match(actor: User, unit: Unit, recipient_code: str) -> No
 
 
 @transactional
-def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code: str, trial_code: str,
-               administered_at: Any) -> Unit:
+def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
     """The bedside check: the unit's identifier and the recipient's code, both scanned or typed. A unit made for a
     named recipient is refused (and the refusal audited) for anyone else; an allogeneic unit records the
     prescription's recipient."""
@@ -516,14 +504,12 @@ def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code:
     if unit.batch.status not in RELEASED:
         raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: not released for administration.")
     errors: dict[str, str] = {}
-    scanned = _normalised_identifier(unit_identifier)
-    if not scanned:
-        errors["unit_identifier"] = "Scan or type the identifier on the unit's label."
-    code = clean_recipient_code(recipient_code)
+    scanned = command.unit_identifier
+    code = clean_recipient_code(command.recipient_code)
     if not code:
         errors["recipient_code"] = "Enter the recipient's pseudonymised code."
-    when = parse_instant(administered_at, "administered_at", unit.site.timezone, errors)
-    if when and when > utcnow() + dt.timedelta(minutes=5):
+    when = command.administered_at
+    if when > utcnow() + dt.timedelta(minutes=5):
         errors["administered_at"] = "The administration time is in the future."
     if errors:
         raise ValidationFailed("The administration cannot be recorded: " + " ".join(errors.values()), fields=errors)
@@ -534,7 +520,7 @@ def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code:
     recipient = db.session.scalar(sa.select(Recipient).where(Recipient.site_id == unit.site_id,
                                                              Recipient.code == code))
     if recipient is None:
-        trial = (trial_code or "").strip() or unit.batch.recipient_trial_code or ""
+        trial = command.trial_code or unit.batch.recipient_trial_code or ""
         recipient = Recipient(site_id=unit.site_id, code=code, trial_code=trial, created_by_id=actor.id)
         db.session.add(recipient)
         db.session.flush()
@@ -546,31 +532,28 @@ def administer(actor: User, unit: Unit, *, unit_identifier: str, recipient_code:
 
 
 @transactional
-def destroy(actor: User, unit: Unit, reason: str) -> Unit:
+def destroy(actor: User, unit: Unit, command: DestroyUnit) -> Unit:
     _require(actor, unit.site_id, what="destroy units")
     if unit.status.final:
         raise Conflict(f"Unit {unit.identifier} is already {unit.status.value}.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason for destruction.", fields={"reason": "Required."})
-    audit.act_as(db.session, actor, reason=reason)
+    audit.act_as(db.session, actor, reason=command.reason)
     unit.position_id = None
-    _set_status(unit, UnitStatus.DESTROYED, reason.strip())
+    _set_status(unit, UnitStatus.DESTROYED, command.reason)
     return unit
 
 
 @transactional
-def recall(actor: User, batches: list[Batch], reason: str) -> list[Unit]:
+def recall(actor: User, batches: list[Batch], command: RecallBatches) -> list[Unit]:
     """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
     permissions.require(all(actor.has_any_role(permissions.SIGNING_ROLES, b.site_id) for b in batches),
                         "Only QA or the QP of the batches' site recall units.")
-    if not (reason or "").strip():
-        raise ValidationFailed("Give the reason for the recall.", fields={"reason": "Required."})
-    audit.act_as(db.session, actor, reason=f"recall: {reason.strip()}")
+    reason = command.reason
+    audit.act_as(db.session, actor, reason=f"recall: {reason}")
     affected = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches] or [-1]))
                                        .order_by(Unit.id)))
     for unit in affected:
         if not unit.status.final and unit.status != UnitStatus.RECALLED:
-            _set_status(unit, UnitStatus.RECALLED, reason.strip())
+            _set_status(unit, UnitStatus.RECALLED, reason)
     return affected
 
 

@@ -24,8 +24,20 @@ from cellfactory.extensions import db
 from cellfactory.products.models import Product
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.models import Site
-from cellfactory.sites.services import get_site
 from cellfactory.units import labels, services, trace
+from cellfactory.units.commands import (
+    AdministerUnit,
+    CreateLocation,
+    CreateUnits,
+    DestroyUnit,
+    LiftQuarantine,
+    PutAway,
+    RecallBatches,
+    ReceiveShipment,
+    RecordThaw,
+    Ship,
+    TakeOut,
+)
 from cellfactory.units.forms import (
     AdministerForm,
     ConfirmForm,
@@ -76,6 +88,11 @@ def _status(form) -> int:
 def _now_local(tz: str) -> dt.datetime:
     """Now, as the value of a datetime-local input in the site's zone (to the minute)."""
     return utcnow().astimezone(ZoneInfo(tz)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _at_site(value: dt.datetime | None, tz: str) -> dt.datetime | None:
+    """A datetime-local value is the site's time: the command takes it with the site's zone."""
+    return value.replace(tzinfo=ZoneInfo(tz)) if value is not None else None
 
 
 def _units(count: int) -> str:
@@ -132,16 +149,17 @@ def create():
         form.batch.data = request.args["batch"].strip().upper()
     if form.validate_on_submit():
         try:
-            batch = batch_services.get_batch(_user(), form.batch.data)
+            batch = batch_services.get_batch(_user(), form.batch.data) if (form.batch.data or "").strip() else None
         except NotFound as error:
             apply_domain_errors(form, NotFound(error.message, fields={"batch": "No batch with this number that "
                                                                               "you can see."}))
         else:
+            # The time typed is the batch's site's (or, with no batch named yet, the site worked at).
+            site = batch.site if batch is not None else g.site
             try:
-                made = services.create_units(_user(), batch, count=form.count.data, volume_ml=form.volume_ml.data,
-                                             cells_per_unit=form.cells_per_unit.data,
-                                             preservation=form.preservation.data,
-                                             prepared_at=form.prepared_at.data.isoformat())
+                command = CreateUnits.from_form(form, prepared_at=_at_site(
+                    form.prepared_at.data, site.timezone if site is not None else "UTC"))
+                made = services.create_units(_user(), batch, command)
             except FORM_ERRORS as error:
                 apply_domain_errors(form, error)
             else:
@@ -230,7 +248,7 @@ def recall():
     form = ReasonForm(prefix="recall")
     if form.validate_on_submit():
         try:
-            affected = services.recall(_user(), batches, form.reason.data)
+            affected = services.recall(_user(), batches, RecallBatches.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -376,7 +394,7 @@ def store(identifier: str):
     if form.validate_on_submit():
         moving = unit.position is not None
         try:
-            services.put_away(_user(), unit, form.position.data, reason=form.reason.data)
+            services.put_away(_user(), unit, PutAway.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -393,7 +411,7 @@ def take_out(identifier: str):
     form = ReasonForm(prefix="takeout")
     if form.validate_on_submit():
         try:
-            services.take_out(_user(), unit, form.reason.data)
+            services.take_out(_user(), unit, TakeOut.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -409,7 +427,7 @@ def destroy(identifier: str):
     form = ReasonForm(prefix="destroy")
     if form.validate_on_submit():
         try:
-            services.destroy(_user(), unit, form.reason.data)
+            services.destroy(_user(), unit, DestroyUnit.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -425,7 +443,7 @@ def lift_quarantine(identifier: str):
     form = ReasonForm(prefix="lift")
     if form.validate_on_submit():
         try:
-            services.lift_quarantine(_user(), unit, form.reason.data)
+            services.lift_quarantine(_user(), unit, LiftQuarantine.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -442,9 +460,8 @@ def administer(identifier: str):
     status = 422
     if form.validate_on_submit():
         try:
-            services.administer(_user(), unit, unit_identifier=form.unit_identifier.data,
-                                recipient_code=form.recipient_code.data, trial_code=form.trial_code.data,
-                                administered_at=form.administered_at.data.isoformat())
+            services.administer(_user(), unit, AdministerUnit.from_form(
+                form, administered_at=_at_site(form.administered_at.data, unit.site.timezone)))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
             status = error.http_status  # a wrong unit or recipient, an expired unit: 409, as the API says
@@ -463,7 +480,8 @@ def thaw(identifier: str):
     status = 422
     if form.validate_on_submit():
         try:
-            services.record_thaw(_user(), unit, thawed_at=form.thawed_at.data.isoformat())
+            services.record_thaw(_user(), unit, RecordThaw.from_form(
+                form, thawed_at=_at_site(form.thawed_at.data, unit.site.timezone)))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
             status = error.http_status
@@ -541,10 +559,8 @@ def create_location():
             if form.parent.data and parent is None:
                 raise ValidationFailed("Choose where the location goes.",
                                        fields={"parent": "Not a location of this site."})
-            location = services.create_location(
-                _user(), site, kind=form.kind.data, code=form.code.data, parent=parent, name=form.name.data,
-                temperature=form.temperature.data, rows=form.rows.data, columns=form.columns.data,
-                segregated=form.segregated.data)
+            location = services.create_location(_user(), site, CreateLocation.from_form(
+                form, site=site.code, parent=parent.path if parent else None))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
@@ -640,20 +656,23 @@ def create_shipment():
     status = None
     if form.validate_on_submit():
         try:
-            chosen = {**available, **_blocked_units(site)}
-            units = [chosen[identifier] for identifier in form.units.data]
-            shipment = services.ship(_user(), units, to_site=get_site(form.to_site.data),
-                                     shipper=form.shipper.data, logger_reference=form.logger_reference.data,
-                                     departed_at=form.departed_at.data.isoformat())
+            shipment = services.ship(_user(), Ship.from_form(
+                form, departed_at=_at_site(form.departed_at.data, site.timezone if site is not None else "UTC")))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
             status = error.http_status  # e.g. an expired unit: 409, as the API says
         else:
-            flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(units))} in transit.",
+            flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(shipment.items))} "
+                  "in transit.",
                   "success")
             return redirect(url_for("shipments.detail", number=shipment.number))
     return render_template("units/shipment_new.html", form=form, available=available, site=site,
                            now=utcnow()), status or _status(form)
+
+
+def _renamed(error: DomainError, **names: str) -> DomainError:
+    error.fields = {names.get(name, name): message for name, message in error.fields.items()}
+    return error
 
 
 def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status: int = 200):
@@ -681,10 +700,12 @@ def receive(number: str):
     form = ReceiptForm()
     if form.validate_on_submit():
         try:
-            services.receive(_user(), shipment, arrived_at=form.arrived_at.data.isoformat(),
-                             excursion=form.excursion.data == "yes", condition=form.condition.data)
+            services.receive(_user(), shipment, ReceiveShipment.from_form(
+                form, arrived_at=_at_site(form.arrived_at.data, shipment.to_site.timezone),
+                temperature_excursion={"yes": True, "no": False}.get(form.excursion.data)))
         except FORM_ERRORS as error:
-            apply_domain_errors(form, error)
+            # The page asks for the logger's reading as `excursion`; the command names it temperature_excursion.
+            apply_domain_errors(form, _renamed(error, temperature_excursion="excursion"))
         else:
             if shipment.temperature_excursion:
                 flash(f"Shipment {shipment.number} received with a temperature excursion: its units are in "

@@ -1,0 +1,307 @@
+"""What may be asked of units, storage and shipments: the shape of each change, declared once.
+
+The pages build these from their forms (times in the site's zone, made aware by the page), the API from the JSON
+body (times with their offset), the demo and the CLI directly. The services (`units/services.py`) take them and
+hold every other rule: permissions, state, positions, shelf life, times against other records and the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import string
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph
+from cellfactory.core.plausibility import year_problem
+from cellfactory.units.models import LocationKind, Preservation
+
+DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
+GRID_MAX = 26
+REASON = "Give the reason: it goes into the audit trail."
+OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
+POSITIVE = "Enter the volume (mL) and the cells per unit as positive numbers."
+PRESERVATION = "Say whether the units are fresh or cryopreserved."
+EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
+                    "fill (fresh) or cryopreservation.")
+NOT_A_NUMBER = "Must be a number (JSON number, not text)."
+
+
+# --- types -------------------------------------------------------------------------------------------------------
+
+
+def _instant(value: Any) -> Any:
+    """A time is ISO 8601 with its UTC offset (or an aware datetime, as the pages make from the site's zone): a
+    time without one is refused, never read in a guessed zone."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError("text", "Not an ISO 8601 date and time: use {example}.",
+                                      {"example": OFFSET_EXAMPLE}) from None
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise PydanticCustomError("text", "Not an ISO 8601 date and time: use {example}.",
+                                  {"example": OFFSET_EXAMPLE})
+    problem = year_problem(value)
+    if problem:
+        raise PydanticCustomError("text", problem)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PydanticCustomError("text", "Add the UTC offset, {example}: the API does not guess zones.",
+                                  {"example": OFFSET_EXAMPLE})
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # an offset that takes the time outside the calendar
+        raise PydanticCustomError("text", year_problem(dt.datetime.max) or "Not a plausible time.") from None
+
+
+# An instant, stored in UTC: ISO 8601 with its offset.
+Instant = Annotated[dt.datetime, BeforeValidator(_instant), Field(
+    description="ISO 8601 with offset; without one: 422",
+    json_schema_extra={"x-refused-when": "without its UTC offset, or a year outside 1900-2100"})]
+
+
+def _json_number(value: Any) -> Any:
+    """A number is a number (a JSON number, a Decimal from the page's field), never text or true/false."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise PydanticCustomError("text", NOT_A_NUMBER)
+    number = decimal.Decimal(str(value))
+    if not number.is_finite() or number <= 0:
+        raise PydanticCustomError("text", POSITIVE)
+    return number
+
+
+def _at_most(maximum: decimal.Decimal, message: str):
+    def check(value: decimal.Decimal) -> decimal.Decimal:
+        if value > maximum:
+            raise PydanticCustomError("text", message)
+        return value
+    return check
+
+
+# What a unit holds, as its columns keep it (Numeric(8, 2) mL, Numeric(20, 0) cells).
+Volume = Annotated[decimal.Decimal, BeforeValidator(_json_number),
+                   AfterValidator(_at_most(decimal.Decimal("999999.99"), "At most 999999.99 mL.")),
+                   WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 999999.99,
+                                   "description": "Volume per unit (mL)"})]
+Cells = Annotated[decimal.Decimal, BeforeValidator(_json_number),
+                  AfterValidator(_at_most(decimal.Decimal("9" * 20), "At most 99999999999999999999 cells.")),
+                  WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 1e19,
+                                  "description": "Cells per unit"})]
+
+
+def _whole(minimum: int, maximum: int):
+    """A whole number from `minimum` to `maximum` (JSON's 7.0 is the whole number 7), never text or true/false."""
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PydanticCustomError("text", "Must be a whole number.")
+        if not minimum <= value <= maximum:
+            raise PydanticCustomError("text", "From {minimum} to {maximum}.", {"minimum": minimum, "maximum": maximum})
+        return value
+    return check
+
+
+Count = Annotated[int, BeforeValidator(_whole(1, len(DIVISIONS))),
+                  WithJsonSchema({"type": "integer", "minimum": 1, "maximum": len(DIVISIONS)})]
+GridSize = Annotated[int | None, BeforeValidator(_whole(1, GRID_MAX)),
+                     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": GRID_MAX},
+                                               {"type": "null"}]})]
+
+
+def _flag(value: Any) -> Any:
+    """true or false, as JSON says it (not "yes", not 1)."""
+    if value is not None and not isinstance(value, bool):
+        raise PydanticCustomError("text", "Must be true or false.")
+    return value
+
+
+def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
+    """One of the enum's values, refused in the page's words."""
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise PydanticCustomError("missing", "Field required")
+        try:
+            chosen = enum_cls(value.strip().lower() if isinstance(value, str) else value)
+        except ValueError:
+            raise PydanticCustomError("text", message) from None
+        if allowed is not None and chosen not in allowed:
+            raise PydanticCustomError("text", message)
+        return chosen
+    return check
+
+
+def _identifier(value: str) -> str:
+    """A unit identifier as scanned or typed: spaces dropped, capitals."""
+    return "".join(value.split()).upper()
+
+
+def _no_slash(value: str) -> str:
+    if "/" in value:
+        raise PydanticCustomError("text", "Give the location a code without '/'.")
+    return value.upper()
+
+
+def _not_typed(value: Any) -> Any:
+    if value not in (None, ""):
+        raise PydanticCustomError("text", EXPIRY_NOT_TYPED)
+    return None
+
+
+UnitIdentifier = Annotated[Line(40), AfterValidator(_identifier), Field(
+    description="DIN-product code-division as on the label, e.g. A999126000123-A0101-A0")]
+Kept = Annotated[Preservation, BeforeValidator(_choice(Preservation, PRESERVATION))]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+PLACES = (LocationKind.CONTAINER, LocationKind.RACK, LocationKind.BOX)
+Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, "Choose container, rack or box.", PLACES)),
+                  WithJsonSchema({"type": "string", "enum": [k.value for k in PLACES]})]
+
+
+# --- units -------------------------------------------------------------------------------------------------------
+
+
+class CreateUnits(Command):
+    refusal: ClassVar[str] = "The units cannot be created"
+    missing: ClassVar[dict[str, str]] = {
+        "batch": "Enter the batch number.", "count": "Enter how many units.",
+        "volume_ml": "Enter the volume per unit.", "cells_per_unit": "Enter the cells per unit.",
+        "preservation": PRESERVATION, "prepared_at": "Enter the time of fill or cryopreservation."}
+
+    batch: Line(40) = Field(description="Batch number")
+    count: Count = Field(description=f"How many units (bags or vials), 1 to {len(DIVISIONS)}")
+    volume_ml: Volume
+    cells_per_unit: Cells
+    preservation: Kept
+    prepared_at: Instant = Field(description="Fill (fresh) or cryopreservation time; the expiry is derived from "
+                                             "the product's shelf life")
+    expires_at: Annotated[None, BeforeValidator(_not_typed)] = Field(
+        None, description="Never typed: derived from the shelf life (a value is refused)")
+
+
+class PutAway(Command):
+    refusal: ClassVar[str] = "The unit cannot be stored"
+    missing: ClassVar[dict[str, str]] = {"position": "Scan or type a position."}
+
+    position: Line(120) = Field(description="Path of a free position of the unit's site, e.g. LN2-01/R1/B01/A1")
+    reason: OptionalParagraph(2000) = Field(None, description="Required for a move")
+
+
+class TakeOut(Command):
+    refusal: ClassVar[str] = "The unit cannot be taken out"
+    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+class DestroyUnit(Command):
+    refusal: ClassVar[str] = "The destruction cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+class LiftQuarantine(Command):
+    refusal: ClassVar[str] = "The quarantine cannot be lifted"
+    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+
+    reason: Paragraph(2000) = Field(description="QA's assessment, e.g. excursion within validated stability data")
+
+
+class RecallBatches(Command):
+    refusal: ClassVar[str] = "The recall cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+class AdministerUnit(Command):
+    refusal: ClassVar[str] = "The administration cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {
+        "unit_identifier": "Scan or type the identifier on the unit's label.",
+        "recipient_code": "Enter the recipient's pseudonymised code.",
+        "administered_at": "Enter the date and time of administration."}
+
+    unit_identifier: UnitIdentifier = Field(description="As scanned or typed from the unit's label at the bedside: "
+                                                        "must be this unit (409 otherwise, audited)")
+    recipient_code: Line(40) = Field(description="As scanned or typed: a unit made for a named recipient goes to "
+                                                 "that recipient only (409 otherwise, audited)")
+    trial_code: OptionalLine(40) = Field(None, description="Clinical trial code (default: the batch's)")
+    administered_at: Instant
+
+
+class RecordThaw(Command):
+    refusal: ClassVar[str] = "The thaw cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {"thawed_at": "Enter the date and time of the thaw."}
+
+    thawed_at: Instant
+
+
+# --- storage -----------------------------------------------------------------------------------------------------
+
+
+class CreateLocation(Command):
+    refusal: ClassVar[str] = "The location cannot be created"
+    missing: ClassVar[dict[str, str]] = {"kind": "Choose container, rack or box.",
+                                         "code": "Give the location a code."}
+
+    site: OptionalLine(8) = Field(None, description="Site code; may be left out by whoever works at one site")
+    kind: Place
+    code: Annotated[Line(20), AfterValidator(_no_slash)] = Field(description="No '/', e.g. LN2-01, R1, B01")
+    parent: OptionalLine(120) = Field(None, description="Path of the container (for a rack) or rack (for a box)")
+    name: OptionalLine(200) = None
+    temperature: OptionalLine(40) = Field(None, description="For a freezer or tank")
+    rows: GridSize = Field(None, description=f"A box's rows, 1-{GRID_MAX}")
+    columns: GridSize = Field(None, description=f"A box's columns, 1-{GRID_MAX}")
+    segregated: Flag = Field(False, description="Segregated storage (e.g. quarantine or infectious-marker "
+                                                "positive); a location inside a segregated one is segregated")
+
+
+# --- shipments ---------------------------------------------------------------------------------------------------
+
+
+def _identifiers(value: Any) -> Any:
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value):
+        raise PydanticCustomError("text", "A non-empty list of identifiers (DIN-product code-division).")
+    return list(value)
+
+
+class Ship(Command):
+    refusal: ClassVar[str] = "The shipment cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {
+        "units": "Choose the units to ship.", "to_site": "Choose the destination.",
+        "shipper": "Name the courier or shipper.", "logger_reference": "Give the temperature logger's reference.",
+        "departed_at": "Enter the departure date and time."}
+
+    units: Annotated[list[UnitIdentifier], BeforeValidator(_identifiers)] = Field(
+        min_length=1, max_length=1000, description="Unit identifiers")
+    to_site: Line(8) = Field(description="Code of the destination site",
+                             json_schema_extra={"x-refused-when": "no site has this code"})
+    shipper: Line(200) = Field(description="Shipper or courier")
+    logger_reference: Line(100) = Field(description="Temperature logger reference")
+    departed_at: Instant
+
+
+class ReceiveShipment(Command):
+    refusal: ClassVar[str] = "The receipt cannot be recorded"
+    missing: ClassVar[dict[str, str]] = {
+        "arrived_at": "Enter the arrival date and time.",
+        "temperature_excursion": "Say whether the logger shows an excursion.",
+        "condition": "Describe the condition of the package on arrival."}
+
+    arrived_at: Instant
+    temperature_excursion: Flag = Field(description="The logger shows an excursion: the units go into quarantine")
+    condition: Paragraph(2000) = Field(description="Condition of the package on arrival")

@@ -34,6 +34,7 @@ REASON_MESSAGE = "Say why this change is made: it goes into the audit trail."
 SAMPLE_TYPE_MESSAGE = "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."
 BIRTH_YEAR_MESSAGE = "Enter the birth year (1900-{latest}), or the birth date instead."
 PASSWORD_MESSAGE = "Enter your password to sign."
+PASSWORD_MAX = 200
 # Plain data from a script or the demo may write a number as text ("35.5"); a JSON body or a form may not.
 TEXT_NUMBERS = "text_numbers"
 
@@ -102,8 +103,12 @@ def _sample_type(value: Any) -> Any:
     raise PydanticCustomError("text", SAMPLE_TYPE_MESSAGE)
 
 
-def _optional(value: Any) -> Any:
-    return _blank(value)
+def _plausible_year(value: int | None) -> int | None:
+    """1900 to this year somewhere on Earth (UTC+14); the service checks it again on the site's calendar."""
+    latest = (utcnow() + dt.timedelta(hours=14)).year
+    if value is not None and not 1900 <= value <= latest:
+        raise PydanticCustomError("text", BIRTH_YEAR_MESSAGE.format(latest=latest))
+    return value
 
 
 def _password(value: Any) -> Any:
@@ -122,20 +127,11 @@ DonorCode = Annotated[Line(32), AfterValidator(_donor_code), Field(
     description="Pseudonymised code, never a name: 3-32 letters, digits or '-' (stored in capitals)",
     json_schema_extra={"x-refused-when": "not 3-32 letters, digits or '-', or another donor of the site has "
                                          "this code"})]
-OptionalDay = Annotated[Day | None, BeforeValidator(_optional)]
-def _plausible_year(value: int | None) -> int | None:
-    """1900 to this year somewhere on Earth (UTC+14); the service checks it again on the site's calendar."""
-    latest = (utcnow() + dt.timedelta(hours=14)).year
-    if value is not None and not 1900 <= value <= latest:
-        raise PydanticCustomError("text", BIRTH_YEAR_MESSAGE.format(latest=latest))
-    return value
-
-
+OptionalDay = Annotated[Day | None, BeforeValidator(_blank)]
 BirthYear = Annotated[int | None, BeforeValidator(_whole_year), AfterValidator(_plausible_year), Field(
     description="Only when the birth date is unknown (1900 to this year)",
     json_schema_extra={"x-refused-when": "after this year, or not the birth date's year"})]
 Sample = Annotated[SampleType, BeforeValidator(_sample_type)]
-PASSWORD_MAX = 200
 # The signer's own password, sent with an API request that signs (the token names the signer).
 Password = Annotated[str, BeforeValidator(_password), AfterValidator(_password_text), Field(
     max_length=PASSWORD_MAX, description="The signer's own password (the token names the signer); a wrong one is "

@@ -9,7 +9,7 @@ import datetime as dt
 import decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph
@@ -73,9 +73,10 @@ def _value(value: Any) -> Any:
     return value
 
 
-ResultValue = Annotated[decimal.Decimal | int | float | str | None, BeforeValidator(_value), Field(
-    json_schema_extra={"oneOf": [{"type": "number"}, {"type": "string", "enum": QUALITATIVE}]},
-    description="A JSON number in the test's unit (range tests) or one of the fixed qualitative values")]
+ResultValue = Annotated[decimal.Decimal | int | float | str | None, BeforeValidator(_value), WithJsonSchema({
+    "anyOf": [{"type": "number"}, {"type": "string", "enum": QUALITATIVE}, {"type": "null"}],
+    "description": "A JSON number in the test's unit (range tests) or one of the fixed qualitative values; null "
+                   "or left out while pending"})]
 
 
 class EnterResult(Command):

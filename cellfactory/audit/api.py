@@ -7,10 +7,11 @@ bound, and `has_next` whether a later page has entries. The filters are read by 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from flask import g, request
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from cellfactory.api import bp
 from cellfactory.api.contract import Moment, Output, Query, operation
@@ -25,11 +26,18 @@ _SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2
 TIMES = ("since", "until")
 
 
+def _site_code(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9]{2,8}", value):
+        raise PydanticCustomError("text", "Use 2-8 letters or digits, e.g. BG.")
+    return value
+
+
 class AuditQuery(Query):
     entity: str | None = Field(None, description="Kind of record, e.g. batch, site, app_user")
     id: str | None = Field(None, description="The record's id or label (with `entity`)")
     user: str | None = Field(None, description="User name of the actor")
-    site: str | None = Field(None, description="Site code")
+    site: Annotated[str, AfterValidator(_site_code)] | None = Field(
+        None, description="Site code (a site you cannot see, or none has, lists nothing)")
     action: str | None = Field(None, description="e.g. create, update, sign, access_denied")
     since: Instant | None = Field(None, description="From this moment on (ISO 8601 with offset)")
     until: Instant | None = Field(None, description="Before this moment (ISO 8601 with offset)")

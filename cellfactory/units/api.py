@@ -53,6 +53,7 @@ from cellfactory.units.models import (
     Unit,
     UnitStatus,
 )
+from cellfactory.web import QUERY_VALUE_MAX
 
 # An instant as the API has always written it: ISO 8601 with its offset (+00:00, the stored UTC).
 Time = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
@@ -267,15 +268,16 @@ class TraceOut(_Out):
 
 # --- queries -----------------------------------------------------------------------------------------------------
 
-SiteCode = OptionalLine(8)
+# A filter names what it looks for; one that names nothing lists nothing (a site code no site has: 422).
+SiteCode = OptionalLine(QUERY_VALUE_MAX)
 
 
 class UnitFilter(Query):
     site: SiteCode = Field(None, description="Only the units this site holds (site code)",
                            json_schema_extra={"x-refused-when": "no site has this code"})
     status: UnitStatus | None = None
-    product: OptionalLine(40) = Field(None, description="Product code")
-    batch: OptionalLine(40) = Field(None, description="Batch number")
+    product: OptionalLine(QUERY_VALUE_MAX) = Field(None, description="Product code")
+    batch: OptionalLine(QUERY_VALUE_MAX) = Field(None, description="Batch number")
 
 
 class StorageFilter(Query):

@@ -80,9 +80,9 @@ def _json_number(value: Any) -> Any:
     return number
 
 
-def _at_most(maximum: decimal.Decimal, message: str):
+def _below(limit: decimal.Decimal, message: str):
     def check(value: decimal.Decimal) -> decimal.Decimal:
-        if value > maximum:
+        if value >= limit:
             raise PydanticCustomError("text", message)
         return value
     return check
@@ -90,12 +90,12 @@ def _at_most(maximum: decimal.Decimal, message: str):
 
 # What a unit holds, as its columns keep it (Numeric(8, 2) mL, Numeric(20, 0) cells).
 Volume = Annotated[decimal.Decimal, BeforeValidator(_json_number),
-                   AfterValidator(_at_most(decimal.Decimal("999999.99"), "At most 999999.99 mL.")),
+                   AfterValidator(_below(decimal.Decimal("999999.995"), "At most 999999.99 mL.")),
                    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 999999.99,
                                    "description": "Volume per unit (mL)"})]
 Cells = Annotated[decimal.Decimal, BeforeValidator(_json_number),
-                  AfterValidator(_at_most(decimal.Decimal("9" * 20), "At most 99999999999999999999 cells.")),
-                  WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 1e19,
+                  AfterValidator(_below(decimal.Decimal("1e20"), "Fewer than 1e20 cells.")),
+                  WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e20,
                                   "description": "Cells per unit"})]
 
 
@@ -128,6 +128,11 @@ def _flag(value: Any) -> Any:
     return value
 
 
+def _flag_or_no(value: Any) -> Any:
+    """An optional flag: left out or null is false."""
+    return False if value is None else _flag(value)
+
+
 def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
     """One of the enum's values, refused in the page's words."""
     def check(value: Any) -> Any:
@@ -148,6 +153,11 @@ def _identifier(value: str) -> str:
     return "".join(value.split()).upper()
 
 
+def _path(value: str) -> str:
+    """A storage path as stored: capitals, without a leading or trailing '/'."""
+    return value.strip("/").upper()
+
+
 def _no_slash(value: str) -> str:
     if "/" in value:
         raise PydanticCustomError("text", "Give the location a code without '/'.")
@@ -160,10 +170,16 @@ def _not_typed(value: Any) -> Any:
     return None
 
 
+StoragePath = Annotated[Line(120), AfterValidator(_path)]
+OptionalStoragePath = Annotated[StoragePath | None, BeforeValidator(lambda v: v.strip() or None
+                                                                    if isinstance(v, str) else v)]
+# A recipient's pseudonymised code as compared and stored: capitals.
+RecipientCode = Annotated[Line(40), AfterValidator(str.upper)]
 UnitIdentifier = Annotated[Line(40), AfterValidator(_identifier), Field(
     description="DIN-product code-division as on the label, e.g. A999126000123-A0101-A0")]
 Kept = Annotated[Preservation, BeforeValidator(_choice(Preservation, PRESERVATION))]
 Flag = Annotated[bool, BeforeValidator(_flag)]
+OptionalFlag = Annotated[bool, BeforeValidator(_flag_or_no)]
 PLACES = (LocationKind.CONTAINER, LocationKind.RACK, LocationKind.BOX)
 Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, "Choose container, rack or box.", PLACES)),
                   WithJsonSchema({"type": "string", "enum": [k.value for k in PLACES]})]
@@ -194,7 +210,7 @@ class PutAway(Command):
     refusal: ClassVar[str] = "The unit cannot be stored"
     missing: ClassVar[dict[str, str]] = {"position": "Scan or type a position."}
 
-    position: Line(120) = Field(description="Path of a free position of the unit's site, e.g. LN2-01/R1/B01/A1")
+    position: StoragePath = Field(description="Path of a free position of the unit's site, e.g. LN2-01/R1/B01/A1")
     reason: OptionalParagraph(2000) = Field(None, description="Required for a move")
 
 
@@ -235,7 +251,7 @@ class AdministerUnit(Command):
 
     unit_identifier: UnitIdentifier = Field(description="As scanned or typed from the unit's label at the bedside: "
                                                         "must be this unit (409 otherwise, audited)")
-    recipient_code: Line(40) = Field(description="As scanned or typed: a unit made for a named recipient goes to "
+    recipient_code: RecipientCode = Field(description="As scanned or typed: a unit made for a named recipient goes to "
                                                  "that recipient only (409 otherwise, audited)")
     trial_code: OptionalLine(40) = Field(None, description="Clinical trial code (default: the batch's)")
     administered_at: Instant
@@ -259,12 +275,12 @@ class CreateLocation(Command):
     site: OptionalLine(8) = Field(None, description="Site code; may be left out by whoever works at one site")
     kind: Place
     code: Annotated[Line(20), AfterValidator(_no_slash)] = Field(description="No '/', e.g. LN2-01, R1, B01")
-    parent: OptionalLine(120) = Field(None, description="Path of the container (for a rack) or rack (for a box)")
+    parent: OptionalStoragePath = Field(None, description="Path of the container (for a rack) or rack (for a box)")
     name: OptionalLine(200) = None
     temperature: OptionalLine(40) = Field(None, description="For a freezer or tank")
     rows: GridSize = Field(None, description=f"A box's rows, 1-{GRID_MAX}")
     columns: GridSize = Field(None, description=f"A box's columns, 1-{GRID_MAX}")
-    segregated: Flag = Field(False, description="Segregated storage (e.g. quarantine or infectious-marker "
+    segregated: OptionalFlag = Field(False, description="Segregated storage (e.g. quarantine or infectious-marker "
                                                 "positive); a location inside a segregated one is segregated")
 
 

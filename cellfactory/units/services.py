@@ -12,7 +12,6 @@ from cellfactory import isbt128
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
-from cellfactory.batches.services import clean_recipient_code
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
@@ -210,7 +209,7 @@ def lift_quarantine(actor: User, unit: Unit, command: LiftQuarantine) -> Unit:
 
 def _location(site: Site, path: str) -> StorageLocation:
     found = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site.id,
-                                                               StorageLocation.path == path.strip("/").upper()))
+                                                               StorageLocation.path == path))
     if found is None:
         raise ValidationFailed(f"There is no storage location {path!r} at {site.code}.",
                                fields={"parent": "Give the full path of a container or rack, e.g. LN2-01/R1."})
@@ -273,7 +272,7 @@ def box_map(box: StorageLocation) -> list[list[tuple[StorageLocation, Unit | Non
 
 def _position(site_id: int, path: str) -> StorageLocation:
     position = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site_id,
-                                                                  StorageLocation.path == path.upper()))
+                                                                  StorageLocation.path == path))
     if position is None or position.kind != LocationKind.POSITION:
         raise ValidationFailed(f"{path!r} is not a storage position of this site (e.g. LN2-01/R1/B01/A1).",
                                fields={"position": "Scan or type a position."})
@@ -505,9 +504,7 @@ def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
         raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: not released for administration.")
     errors: dict[str, str] = {}
     scanned = command.unit_identifier
-    code = clean_recipient_code(command.recipient_code)
-    if not code:
-        errors["recipient_code"] = "Enter the recipient's pseudonymised code."
+    code = command.recipient_code
     when = command.administered_at
     if when > utcnow() + dt.timedelta(minutes=5):
         errors["administered_at"] = "The administration time is in the future."

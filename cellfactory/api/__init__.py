@@ -168,4 +168,6 @@ from cellfactory.api import quality as _quality  # noqa: E402,F401
 from cellfactory.api import releases as _releases  # noqa: E402,F401
 from cellfactory.api import units as _units  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
+from cellfactory.products import api as _products  # noqa: E402,F401
+from cellfactory.reagents import api as _reagents  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401

@@ -28,8 +28,10 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as materials
 from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as products
+from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.products.models import Product
 from cellfactory.reagents import services as reagents
+from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus
 from cellfactory.sites import services as site_services
 
@@ -152,20 +154,19 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
     qa_network = users["qa.network"]
     approver = users["qa.bg"]  # the author of a specification version never approves it
     for spec in PRODUCTS:
-        product = products.create_product(qa_network, code=spec["code"], name=spec["name"],
-                                          cellular=spec["cellular"], dose_unit=spec["dose_unit"],
-                                          unit_code=spec.get("unit_code", ""),
-                                          donor_min_age_years=spec.get("donor_min_age_years"),
-                                          donor_max_age_years=spec.get("donor_max_age_years"),
-                                          collection_type=spec.get("collection_type"),
-                                          shelf_life_fresh_hours=spec.get("shelf_life_fresh_hours"))
-        draft = products.create_draft(
-            qa_network, product, change_summary="First approved version for the clinical trial",
+        product = products.create_product(qa_network, CreateProduct(
+            code=spec["code"], name=spec["name"], cellular=spec["cellular"], dose_unit=spec["dose_unit"],
+            unit_code=spec.get("unit_code"), donor_min_age_years=spec.get("donor_min_age_years"),
+            donor_max_age_years=spec.get("donor_max_age_years"), collection_type=spec.get("collection_type"),
+            shelf_life_fresh_hours=spec.get("shelf_life_fresh_hours")))
+        draft = products.create_draft(qa_network, product, CreateDraft(
+            change_summary="First approved version for the clinical trial",
             steps=[_template_step(*step) for step in spec["steps"]], max_passage=spec["max_passage"],
-            max_cumulative_pd=spec["max_cpd"], tests=spec["tests"])
+            max_cumulative_pd=spec["max_cpd"], tests=spec["tests"]))
         products.approve(approver, draft, signing=_signing(approver, password))
     for code, name, supplier, category, unit in ITEMS:
-        reagents.create_item(qa_network, code=code, name=name, supplier=supplier, category=category, unit=unit)
+        reagents.create_item(qa_network, CreateCatalogueItem(code=code, name=name, supplier=supplier,
+                                                             category=category, unit=unit))
     rng = random.Random(20261122)
     for site_code, (product_code, material_type, states) in SITE_PLANS.items():
         _site_batches(users, password, site_code, product_code, material_type, states, rng)
@@ -180,15 +181,14 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
     today = utcnow().date()
     lots = {}
     for index, (code, *_rest) in enumerate(ITEMS):
-        lot = reagents.receive_lot(qa, site, {
-            "item": code, "lot_number": f"{code}-{site_code}-{2600 + index}",
-            "coa_reference": f"CoA {code} 2026/{index}",
-            "expiry_date": (today + dt.timedelta(days=300)).isoformat(),
-            "received_on": (today - dt.timedelta(days=90)).isoformat()})
-        reagents.set_lot_status(qa, lot, LotStatus.RELEASED, "Certificate of analysis reviewed: conforming")
+        lot = reagents.receive_lot(qa, site, ReceiveLot(
+            item=code, lot_number=f"{code}-{site_code}-{2600 + index}", coa_reference=f"CoA {code} 2026/{index}",
+            expiry_date=today + dt.timedelta(days=300), received_on=today - dt.timedelta(days=90)))
+        reagents.set_lot_status(qa, lot, ChangeLotStatus(status=LotStatus.RELEASED,
+                                                         reason="Certificate of analysis reviewed: conforming"))
         lots[code] = lot
-    reagents.receive_lot(qa, site, {"item": "HPL", "lot_number": f"HPL-{site_code}-NEW", "coa_reference": "",
-                                    "expiry_date": (today + dt.timedelta(days=400)).isoformat()})
+    reagents.receive_lot(qa, site, ReceiveLot(item="HPL", lot_number=f"HPL-{site_code}-NEW",
+                                              expiry_date=today + dt.timedelta(days=400)))
     for code, name, kind, due in EQUIPMENT:
         equipment.register(qa, site, RegisterEquipment(code=code, name=name, kind=kind,
                                                        calibration_due=today + dt.timedelta(days=due)))

@@ -15,8 +15,10 @@ from cellfactory.equipment import services as equipment_services
 from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.products.models import SpecificationVersion
 from cellfactory.reagents import services as reagent_services
+from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from tests.conftest import PASSWORD, enable_signing, make_user, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
@@ -85,28 +87,32 @@ def past_receipt_data(donor_code: str = "UC-0001", din: str = "=A99912600012300"
 def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> Plant:
     qa = refetch(users["qa"])
     enable_signing(qa)
-    product = product_services.create_product(qa, code="UCMSC", name="Umbilical cord MSC", dose_unit="cells/kg")
-    spec = product_services.create_draft(qa, product, change_summary="first version", steps=UCMSC_STEPS,
-                                         max_passage=max_passage, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="UCMSC", name="Umbilical cord MSC", dose_unit="cells/kg")))
+    spec = product_services.create_draft(qa, product,
+        CreateDraft.parse(dict(change_summary="first version", steps=UCMSC_STEPS, max_passage=max_passage,
+                               max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)))
     # The author of a specification version never approves it: a second QA person does.
     approver = make_user("qa.approver.bg", [(users["qa"].roles[0].role, "BG")], signing=True)
     product_services.approve(approver, spec, signing=signing(approver))
     site = sites["BG"]
     today = utcnow().date()
-    reagent_services.create_item(refetch(qa), code="MEM", name="alpha-MEM", supplier="Gibco", category="medium")
-    reagent_services.create_item(refetch(qa), code="PL", name="Human platelet lysate", supplier="PL BioScience",
-                                 category="supplement")
+    reagent_services.create_item(refetch(qa), CreateCatalogueItem(code="MEM", name="alpha-MEM", supplier="Gibco",
+                                                                  category="medium"))
+    reagent_services.create_item(refetch(qa), CreateCatalogueItem(code="PL", name="Human platelet lysate",
+                                                                  supplier="PL BioScience", category="supplement"))
     lots = {}
     for item, lot_number, expiry, status in [("MEM", "M-001", 200, LotStatus.RELEASED),
                                              ("PL", "PL-17", 100, LotStatus.RELEASED),
                                              ("PL", "PL-OLD", -1, LotStatus.RELEASED),
                                              ("MEM", "M-Q", 200, LotStatus.QUARANTINE)]:
-        lot = reagent_services.receive_lot(refetch(qa), site, {
+        lot = reagent_services.receive_lot(refetch(qa), site, ReceiveLot.parse({
             "item": item, "lot_number": lot_number, "coa_reference": f"CoA {lot_number}",
             "expiry_date": (today + dt.timedelta(days=expiry)).isoformat() if expiry > 0 else
-            (today - dt.timedelta(days=400)).isoformat(), "received_on": (today - dt.timedelta(days=30)).isoformat()})
+            (today - dt.timedelta(days=400)).isoformat(), "received_on": (today - dt.timedelta(days=30)).isoformat()}))
         if status == LotStatus.RELEASED:
-            reagent_services.set_lot_status(refetch(qa), lot, LotStatus.RELEASED, "CoA reviewed")
+            reagent_services.set_lot_status(refetch(qa), lot, ChangeLotStatus(status=LotStatus.RELEASED,
+                                                                              reason="CoA reviewed"))
         lots[lot_number] = refetch(lot)
     equipment_services.register(refetch(qa), site, RegisterEquipment(
         code="BSC-01", name="Biosafety cabinet 1", kind="biosafety cabinet",
@@ -137,7 +143,8 @@ def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) ->
     max_passage, max_cumulative_pd) and approves it: batches started from now on freeze it."""
     qa = refetch(plant.qa)
     product = product_services.get_product(product_code)
-    draft = product_services.create_draft(qa, product, change_summary="Limits changed for the test", **changes)
+    draft = product_services.create_draft(qa, product,
+        CreateDraft.parse(dict(change_summary="Limits changed for the test", **changes)))
     approver = refetch(plant.approver)
     return product_services.approve(approver, draft, signing=signing(approver))
 

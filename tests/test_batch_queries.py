@@ -19,6 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.qc.services import batch_results, result_verification
 from cellfactory.signatures import services as signature_services
 from tests.batch_helpers import (
@@ -153,9 +154,11 @@ def _small_batch(plant, sites) -> Batch:
 def _large_batch(plant, sites) -> Batch:
     """Two pooled cords, 9 steps with two reagent uses each, recorded and verified, and a minor deviation."""
     qa = refetch(plant.qa)
-    product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
-    spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
-                                         max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="XLMSC", name="Extended MSC", dose_unit="cells/kg")))
+    spec = product_services.create_draft(qa, product,
+        CreateDraft.parse(dict(change_summary="long expansion", steps=LARGE_STEPS, max_passage=8,
+                               max_cumulative_pd="60", tests=LARGE_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(din=din))
                  for din in ("=A99912600045600", "=A99912600078900")]
@@ -261,9 +264,11 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
         started_at=batch_start())
     _manufacture(plant, small, uses=1)
     qa = refetch(plant.qa)
-    product = product_services.create_product(qa, code="XLMSC", name="Extended MSC", dose_unit="cells/kg")
-    spec = product_services.create_draft(qa, product, change_summary="long expansion", steps=LARGE_STEPS,
-                                         max_passage=8, max_cumulative_pd="60", tests=LARGE_TESTS)
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="XLMSC", name="Extended MSC", dose_unit="cells/kg")))
+    spec = product_services.create_draft(qa, product,
+        CreateDraft.parse(dict(change_summary="long expansion", steps=LARGE_STEPS, max_passage=8,
+                               max_cumulative_pd="60", tests=LARGE_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   past_receipt_data(din="=A99912600045600"))

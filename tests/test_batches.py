@@ -13,6 +13,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import AddSpecTest, ChangeSpecTest, CreateDraft
 from cellfactory.products.models import SpecStatus
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import (
@@ -68,7 +69,8 @@ def test_only_accepted_material_starts_a_batch(plant, sites, tweak, message):
 
 def test_running_batch_keeps_its_frozen_specification(plant, batch):
     qa = refetch(plant.qa)
-    draft = product_services.create_draft(qa, plant.spec.product, change_summary="viability 80 %")
+    draft = product_services.create_draft(qa, plant.spec.product,
+        CreateDraft.parse(dict(change_summary="viability 80 %")))
     product_services.approve(refetch(plant.approver), draft, signing=signing(plant.approver))
     assert refetch(plant.spec).status == SpecStatus.SUPERSEDED
     assert refetch(batch).specification_id == plant.spec.id
@@ -78,9 +80,10 @@ def test_running_batch_keeps_its_frozen_specification(plant, batch):
 def test_approved_specification_never_changes(plant):
     spec = refetch(plant.spec)
     with pytest.raises(Conflict, match="never change"):
-        product_services.update_test(refetch(plant.qa), spec.tests[0], spec.tests[0].as_dict(), "tweak")
+        product_services.update_test(refetch(plant.qa), spec.tests[0],
+                                     ChangeSpecTest.parse({**spec.tests[0].as_dict(), "reason": "tweak"}))
     with pytest.raises(Conflict, match="never change"):
-        product_services.add_test(refetch(plant.qa), spec, {"code": "X"})
+        product_services.add_test(refetch(plant.qa), spec, AddSpecTest.model_construct(code="X"))
     spec.max_passage = 9  # a direct change is refused at flush as well
     with pytest.raises(Conflict, match="never change"):
         db.session.flush()

@@ -291,15 +291,19 @@ def test_neonatal_donation_is_judged_on_the_mothers_age(users, sites):
 
 def test_product_age_limits_are_checked(users):
     from cellfactory.products import services as product_services
+    from cellfactory.products.commands import CreateProduct
 
     qa = refetch(users["qa"])
     with pytest.raises(ValidationFailed) as error:
-        product_services.create_product(qa, code="X1", name="x", donor_min_age_years=40, donor_max_age_years=18)
+        product_services.create_product(qa,
+            CreateProduct.parse(dict(code="X1", name="x", donor_min_age_years=40, donor_max_age_years=18)))
     assert "donor_max_age_years" in error.value.fields
     with pytest.raises(ValidationFailed) as error:
-        product_services.create_product(qa, code="X1", name="x", donor_min_age_years="eighteen")
+        product_services.create_product(qa,
+            CreateProduct.parse(dict(code="X1", name="x", donor_min_age_years="eighteen")))
     assert "donor_min_age_years" in error.value.fields
-    product = product_services.create_product(qa, code="X1", name="x", donor_min_age_years="18")
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="X1", name="x", donor_min_age_years="18")))
     assert (product.donor_min_age_years, product.donor_max_age_years) == (18, None)
 
 

@@ -26,6 +26,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import ChangeProductSettings
 from cellfactory.products.models import CollectionType, Product
 from cellfactory.units import labels
 from cellfactory.units import services as units
@@ -86,8 +87,8 @@ def _set_product(plant, **settings) -> Product:
     product.unit_code = "A0101"
     db.session.flush()
     if settings:
-        product_services.update_product_settings(refetch(plant.qa), product, reason="stability study SR-7",
-                                                 **settings)
+        product_services.update_product_settings(refetch(plant.qa), product,
+            ChangeProductSettings.parse(dict(reason="stability study SR-7", **settings)))
     return refetch(product)
 
 
@@ -473,12 +474,12 @@ def test_product_settings_are_qa_data_with_a_reason_and_plausible_bounds(users, 
     assert (product.collection_type, product.shelf_life_fresh_hours, product.shelf_life_cryo_days,
             product.shelf_life_thawed_hours) == (CollectionType.ALLOGENEIC, 24, 365, 2)
     with pytest.raises(PermissionDenied):
-        product_services.update_product_settings(refetch(plant.tech), refetch(product), reason="x",
-                                                 shelf_life_cryo_days=30)
+        product_services.update_product_settings(refetch(plant.tech), refetch(product),
+            ChangeProductSettings.parse(dict(reason="x", shelf_life_cryo_days=30)))
     with pytest.raises(ValidationFailed) as refused:
-        product_services.update_product_settings(refetch(plant.qa), refetch(product), reason=" ",
-                                                 collection_type="xeno", shelf_life_fresh_hours="0",
-                                                 shelf_life_cryo_days="4000", shelf_life_thawed_hours="1.5")
+        product_services.update_product_settings(refetch(plant.qa), refetch(product),
+            ChangeProductSettings.parse(dict(reason=" ", collection_type="xeno", shelf_life_fresh_hours="0",
+                                             shelf_life_cryo_days="4000", shelf_life_thawed_hours="1.5")))
     assert refused.value.fields == {
         "collection_type": "Choose allogeneic (off the shelf), autologous or directed.",
         "shelf_life_fresh_hours": "A whole number of hours, 1 to 240.",
@@ -486,8 +487,8 @@ def test_product_settings_are_qa_data_with_a_reason_and_plausible_bounds(users, 
         "shelf_life_thawed_hours": "A whole number of hours, 1 to 72.",
         "reason": "Say why the settings change (e.g. the stability study report)."}
     assert refetch(product).shelf_life_cryo_days == 365
-    product_services.update_product_settings(refetch(plant.qa), refetch(product), reason="stability report SR-9",
-                                             shelf_life_cryo_days=730)
+    product_services.update_product_settings(refetch(plant.qa), refetch(product),
+        ChangeProductSettings.parse(dict(reason="stability report SR-9", shelf_life_cryo_days=730)))
     entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.entity_type == "product",
                                                           AuditEntry.reason == "stability report SR-9"))
     assert entry.changes == {"shelf_life_cryo_days": [365, 730]}

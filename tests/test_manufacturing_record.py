@@ -19,6 +19,7 @@ from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.extensions import db
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.products.forms import parse_steps, steps_text
 from cellfactory.signatures import services as signature_services
 from tests.batch_helpers import (
@@ -62,9 +63,11 @@ def _step(batch: Batch, code: str) -> BatchStep:
 
 def _bmmsc_batch(plant, sites, max_cpd: str) -> Batch:
     qa = refetch(plant.qa)
-    product = product_services.create_product(qa, code="BMMSC", name="Bone marrow MSC", dose_unit="cells/kg")
-    spec = product_services.create_draft(refetch(qa), product, change_summary="first version", steps=BMMSC_STEPS,
-                                         max_passage=5, max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="BMMSC", name="Bone marrow MSC", dose_unit="cells/kg")))
+    spec = product_services.create_draft(refetch(qa), product,
+        CreateDraft.parse(dict(change_summary="first version", steps=BMMSC_STEPS, max_passage=5,
+                               max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     return services.start_batch(refetch(plant.tech), sites["BG"], "BMMSC", [plant.material_din],
                                 started_at=batch_start())
@@ -178,10 +181,11 @@ def test_a_corrected_not_counted_passage_leaves_the_cumulative_pd_alone(plant, s
 
 def test_only_a_passage_of_the_template_can_be_not_counted(plant):
     qa = refetch(plant.qa)
-    product = product_services.create_product(qa, code="BMX", name="Bone marrow MSC X", dose_unit="cells/kg")
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="BMX", name="Bone marrow MSC X", dose_unit="cells/kg")))
     steps = [{"code": "ISO", "name": "Isolation", "kind": "step", "pd_counted": False}]
     with pytest.raises(ValidationFailed, match="only a passage"):
-        product_services.create_draft(refetch(qa), product, change_summary="v1", steps=steps)
+        product_services.create_draft(refetch(qa), product, CreateDraft.parse(dict(change_summary="v1", steps=steps)))
     # The page's textarea says it with "| not counted" and gives it back the same way.
     parsed = parse_steps("P0 | Mononuclear cell seeding P0 | passage | not counted\nP1 | Passage 1 | passage")
     assert parsed == [{"code": "P0", "name": "Mononuclear cell seeding P0", "kind": "passage", "pd_counted": False},
@@ -193,10 +197,12 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
     """Migration 0014 marks the MNC step of BM-MSC templates approved before the flag existed: their approval did
     not sign the flag, and still verifies; batches started from them apply it; the next version signs it."""
     qa = refetch(plant.qa)
-    product = product_services.create_product(qa, code="BMMSC", name="Bone marrow MSC", dose_unit="cells/kg")
+    product = product_services.create_product(qa,
+        CreateProduct.parse(dict(code="BMMSC", name="Bone marrow MSC", dose_unit="cells/kg")))
     before_flag = [{k: v for k, v in step.items() if k != "pd_counted"} for step in BMMSC_STEPS]
-    spec = product_services.create_draft(refetch(qa), product, change_summary="v1", steps=before_flag,
-                                         max_passage=5, max_cumulative_pd="30", tests=UCMSC_TESTS)
+    spec = product_services.create_draft(refetch(qa), product,
+        CreateDraft.parse(dict(change_summary="v1", steps=before_flag, max_passage=5, max_cumulative_pd="30",
+                               tests=UCMSC_TESTS)))
     spec = product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     signed = spec.signature_content()
     [approval] = signature_services.signatures_for(spec)
@@ -209,7 +215,7 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
     batch = services.start_batch(refetch(plant.tech), sites["BG"], "BMMSC", [plant.material_din],
                                  started_at=batch_start())
     assert [s.pd_counted for s in refetch(batch).steps] == [False, True, True, True, True]
-    draft = product_services.create_draft(refetch(plant.qa), spec.product, change_summary="v2")
+    draft = product_services.create_draft(refetch(plant.qa), spec.product, CreateDraft.parse(dict(change_summary="v2")))
     assert draft.steps[0] == {"code": "P0", "name": "Mononuclear cell seeding P0", "kind": "passage",
                               "pd_counted": False}
     assert draft.signature_content()["steps"][0]["pd_counted"] is False

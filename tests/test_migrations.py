@@ -60,6 +60,7 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
     from cellfactory.batches.models import Batch
     from cellfactory.extensions import db
     from cellfactory.products import services as product_services
+    from cellfactory.products.commands import CreateDraft, CreateProduct
     from cellfactory.products.models import SpecificationVersion
     from cellfactory.signatures import services as signature_services
     from cellfactory.sites import services as site_services
@@ -77,9 +78,11 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
             people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
             plant = build_plant(people, sites)
             qa = db.session.get(User, plant.qa.id)
-            product = product_services.create_product(qa, code="BMMSC", name="Bone marrow MSC")
-            spec = product_services.create_draft(qa, product, change_summary="v1", steps=steps, max_passage=5,
-                                                 max_cumulative_pd="30", tests=UCMSC_TESTS)
+            product = product_services.create_product(qa,
+                CreateProduct.parse(dict(code="BMMSC", name="Bone marrow MSC")))
+            spec = product_services.create_draft(qa, product,
+                CreateDraft.parse(dict(change_summary="v1", steps=steps, max_passage=5, max_cumulative_pd="30",
+                                       tests=UCMSC_TESTS)))
             approver = db.session.get(User, plant.approver.id)
             product_services.approve(approver, spec, signing=signing(approver))
             spec_id = spec.id

@@ -24,6 +24,7 @@ from cellfactory.deviations.models import Classification, Deviation, DeviationSt
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
+from cellfactory.products.commands import AddSpecTest, CreateDraft
 from cellfactory.products.models import SpecificationVersion, SpecStatus
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
@@ -94,7 +95,8 @@ def test_a_qualitative_result_takes_only_the_values_of_its_test(plant, batch):
 
 
 def _draft(plant):
-    return product_services.create_draft(refetch(plant.qa), refetch(plant.spec).product, change_summary="v2")
+    return product_services.create_draft(refetch(plant.qa), refetch(plant.spec).product,
+        CreateDraft.parse(dict(change_summary="v2")))
 
 
 @pytest.mark.parametrize("test,field,message", [
@@ -118,25 +120,25 @@ def test_a_specification_test_declares_its_kind_of_result(plant, test, field, me
     draft = _draft(plant)
     before = len(draft.tests)
     with pytest.raises(ValidationFailed) as error:
-        product_services.add_test(refetch(plant.qa), refetch(draft), {
-            "code": "NEW", "name": "New test", "method": "m", "stage": "release", **test})
+        product_services.add_test(refetch(plant.qa), refetch(draft), AddSpecTest.parse({
+            "code": "NEW", "name": "New test", "method": "m", "stage": "release", **test}))
     assert message in error.value.fields[field]
     assert len(refetch(draft).tests) == before
 
 
 def test_declarations_are_kept_and_defaulted_from_the_unit_and_the_expected_value(plant):
     draft = _draft(plant)
-    percent = product_services.add_test(refetch(plant.qa), refetch(draft), {
+    percent = product_services.add_test(refetch(plant.qa), refetch(draft), AddSpecTest.parse({
         "code": "CD90", "name": "CD90+", "method": "Flow", "unit": "%", "stage": "release", "criterion": "range",
-        "lower": "95"})
+        "lower": "95"}))
     assert (percent.physical_min, percent.physical_max) == (0, 100)
-    count = product_services.add_test(refetch(plant.qa), refetch(draft), {
+    count = product_services.add_test(refetch(plant.qa), refetch(draft), AddSpecTest.parse({
         "code": "COUNT", "name": "Cells", "method": "NC-200", "unit": "10^6 cells", "stage": "release",
-        "criterion": "range", "lower": "50", "upper": "200"})
+        "criterion": "range", "lower": "50", "upper": "200"}))
     assert (count.physical_min, count.physical_max) == (0, None)
-    myco = product_services.add_test(refetch(plant.qa), refetch(draft), {
+    myco = product_services.add_test(refetch(plant.qa), refetch(draft), AddSpecTest.parse({
         "code": "MYCO", "name": "Mycoplasma", "method": "NAT", "stage": "release", "criterion": "qualitative",
-        "expected": "Not detected"})
+        "expected": "Not detected"}))
     assert myco.vocabulary == ["not detected", "detected"] and myco.expected == "not detected"
     # The approval signature covers the declarations of a version approved now.
     approved = product_services.approve(refetch(plant.approver), refetch(draft), signing=signing(plant.approver))
@@ -313,9 +315,9 @@ def test_the_author_of_a_specification_version_cannot_approve_it(plant):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
         Signature.entity_type == "specification_version", Signature.entity_id == str(draft.id))) == 0
     # Nor does whoever added a test to it.
-    product_services.add_test(refetch(plant.approver), refetch(draft), {
+    product_services.add_test(refetch(plant.approver), refetch(draft), AddSpecTest.parse({
         "code": "MYCO", "name": "Mycoplasma", "method": "NAT", "stage": "release", "criterion": "qualitative",
-        "expected": "not detected"})
+        "expected": "not detected"}))
     with pytest.raises(Conflict, match="another QA person"):
         product_services.approve(refetch(plant.approver), refetch(draft), signing=signing(plant.approver))
 

@@ -171,6 +171,7 @@ def test_open_major_deviation_blocks(plant, reviewed):
 
 def test_a_lot_rejected_after_use_blocks(plant, sites):
     from cellfactory.reagents import services as reagent_services
+    from cellfactory.reagents.commands import ChangeLotStatus
     from cellfactory.reagents.models import LotStatus
 
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
@@ -180,8 +181,8 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
                               signing=signing(plant.reviewer))
-    reagent_services.set_lot_status(refetch(plant.qa), refetch(plant.lots["M-001"]), LotStatus.REJECTED,
-                                    "supplier recall of the lot")
+    reagent_services.set_lot_status(refetch(plant.qa), refetch(plant.lots["M-001"]),
+                                    ChangeLotStatus(status=LotStatus.REJECTED, reason="supplier recall of the lot"))
     _blocked(plant, batch, "alpha-MEM lot M-001 is rejected")
 
 

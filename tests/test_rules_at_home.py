@@ -25,6 +25,7 @@ from cellfactory.deviations.models import Deviation, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.reagents import services as reagent_services
+from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.releases import decisions
 from cellfactory.releases import services as releases
@@ -259,14 +260,15 @@ def test_a_qp_decision_is_refused_alike_at_the_page_and_the_api(client, users, s
 @pytest.fixture
 def lots(users, sites) -> dict[str, ReagentLot]:
     qa = refetch(users["qa"])
-    reagent_services.create_item(qa, code="MEM", name="alpha-MEM", supplier="Gibco", category="medium")
+    reagent_services.create_item(qa, CreateCatalogueItem(code="MEM", name="alpha-MEM", supplier="Gibco",
+                                                         category="medium"))
     found = {}
     for lot_number, status in (("M-Q", None), ("M-REL", LotStatus.RELEASED), ("M-REJ", LotStatus.REJECTED)):
-        lot = reagent_services.receive_lot(refetch(qa), sites["BG"], {
+        lot = reagent_services.receive_lot(refetch(qa), sites["BG"], ReceiveLot.parse({
             "item": "MEM", "lot_number": lot_number, "coa_reference": f"CoA {lot_number}",
-            "expiry_date": (dt.date.today() + dt.timedelta(days=200)).isoformat()})
+            "expiry_date": (dt.date.today() + dt.timedelta(days=200)).isoformat()}))
         if status is not None:
-            reagent_services.set_lot_status(refetch(qa), lot, status, "CoA reviewed")
+            reagent_services.set_lot_status(refetch(qa), lot, ChangeLotStatus(status=status, reason="CoA reviewed"))
         found[lot_number] = refetch(lot)
     return found
 
@@ -284,7 +286,8 @@ def test_the_service_never_puts_a_lot_back_to_quarantine(users, lots, lot_number
     lot = lots[lot_number]
     before = last_seq()
     with pytest.raises(ValidationFailed) as refused:
-        reagent_services.set_lot_status(refetch(users["qa"]), refetch(lot), status, "supplier asked us to")
+        reagent_services.set_lot_status(refetch(users["qa"]), refetch(lot),
+                                        ChangeLotStatus.parse({"status": status, "reason": "supplier asked us to"}))
     assert refused.value.message == "QA releases or rejects a lot; it never goes back to quarantine."
     assert refused.value.fields == {"status": "Use released or rejected."}
     assert refetch(lot).status == lot.status and written_since(before, "reagent_lot") == 0
@@ -292,7 +295,8 @@ def test_the_service_never_puts_a_lot_back_to_quarantine(users, lots, lot_number
 
 def test_the_service_refuses_a_status_that_does_not_exist(users, lots):
     with pytest.raises(ValidationFailed) as refused:
-        reagent_services.set_lot_status(refetch(users["qa"]), refetch(lots["M-Q"]), "ok", "fine")
+        reagent_services.set_lot_status(refetch(users["qa"]), refetch(lots["M-Q"]),
+                                        ChangeLotStatus.parse({"status": "ok", "reason": "fine"}))
     assert refused.value.fields == {"status": "Use released or rejected."}
     assert refetch(lots["M-Q"]).status == LotStatus.QUARANTINE
 

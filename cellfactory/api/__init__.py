@@ -159,7 +159,6 @@ def page_json(page: Page, serialize) -> dict[str, Any]:
             "total": page.total}
 
 
-from cellfactory.api import manufacturing as _manufacturing  # noqa: E402,F401
 from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.audit import api as _audit  # noqa: E402,F401
 from cellfactory.auth import api as _auth  # noqa: E402,F401
@@ -169,7 +168,9 @@ from cellfactory.donors import api as _donors  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.materials import api as _materials  # noqa: E402,F401
 from cellfactory.notifications import api as _notifications  # noqa: E402,F401
+from cellfactory.products import api as _products  # noqa: E402,F401
 from cellfactory.qc import api as _qc  # noqa: E402,F401
+from cellfactory.reagents import api as _reagents  # noqa: E402,F401
 from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
 from cellfactory.units import api as _units  # noqa: E402,F401

@@ -12,7 +12,6 @@ from cellfactory.api.params import INT_MAX, INT_MIN
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.permissions import public
-from cellfactory.reagents.models import LotStatus
 from cellfactory.web import QUERY_VALUE_MAX
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -126,120 +125,16 @@ SCHEMAS.update({
 _M_TEXT = {"type": "string"}
 _M_NULL_TEXT = {"type": ["string", "null"]}
 _M_NUMBER = {"type": ["number", "null"]}
-_M_DAY = {"type": "string", "format": "date"}
 _M_SIGN = {"type": "object", "required": ["password"], "properties": {
     "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
                                                   "a wrong one is 401 and counts towards lock-out"},
     "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
-_SPEC = [_path("code"), _path("number")]
 
 
 def _batch_statuses() -> list[str]:
 
     return [s.value for s in BatchStatus]
 
-
-PATHS.update({
-    "/products": {
-        "get": {"summary": "Products of the network (master data)", "parameters": PAGE_PARAMS,
-                "responses": _responses(_list_of("Product"), "200", 422)},
-        "post": {"summary": "Create a product (QA)", "requestBody": _body("ProductCreate"),
-                 "responses": _responses(ref("Product"), "201", 409, 422)},
-    },
-    "/products/{code}": {"get": {"summary": "One product with its specification versions",
-                                 "parameters": [_path("code")], "responses": _responses(ref("Product"), "200", 404)}},
-    "/products/{code}/settings": {"patch": {
-        "summary": "QA: whom the product is for (collection_type allogeneic, autologous or directed) and its "
-                   "validated shelf lives, from which unit expiry is derived; with a reason",
-        "parameters": [_path("code")],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["reason"], "properties": {
-                "reason": _M_TEXT, "collection_type": {"type": "string",
-                                                       "enum": ["allogeneic", "autologous", "directed"]},
-                "shelf_life_fresh_hours": {"type": ["integer", "null"], "minimum": 1, "maximum": 240},
-                "shelf_life_cryo_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650},
-                "shelf_life_thawed_hours": {"type": ["integer", "null"], "minimum": 1, "maximum": 72}},
-            "description": "Fields left out or null stay as they are"}}}},
-        "responses": _responses(ref("Product"), "200", 404, 422)}},
-    "/products/{code}/specifications": {
-        "get": {"summary": "Specification versions, newest first", "parameters": [_path("code"), *PAGE_PARAMS],
-                "responses": _responses(_list_of("Specification"), "200", 404, 422)},
-        "post": {"summary": "Draft a new version (QA); left-out steps, tests and limits are copied from the latest "
-                            "version; one draft at a time (409)",
-                 "parameters": [_path("code")], "requestBody": _body("SpecificationDraft"),
-                 "responses": _responses(ref("Specification"), "201", 404, 409, 422)},
-    },
-    "/products/{code}/specifications/{number}": {
-        "get": {"summary": "One version with its tests and signatures", "parameters": _SPEC,
-                "responses": _responses(ref("Specification"), "200", 404)},
-        "put": {"summary": "Edit a draft's summary, limits and steps (QA); an approved version is 409",
-                "parameters": _SPEC, "requestBody": _body("SpecificationEdit"),
-                "responses": _responses(ref("Specification"), "200", 404, 409, 422)},
-    },
-    "/products/{code}/specifications/{number}/tests": {"post": {
-        "summary": "Add a test to a draft (QA); an approved version is 409", "parameters": _SPEC,
-        "requestBody": _body("SpecTestInput"), "responses": _responses(ref("SpecTest"), "201", 404, 409, 422)}},
-    "/products/{code}/specifications/{number}/tests/{test_code}": {"put": {
-        "summary": "Change a test of a draft (QA); an approved version is 409",
-        "parameters": [*_SPEC, _path("test_code")], "requestBody": _body("SpecTestInput"),
-        "responses": _responses(ref("SpecTest"), "200", 404, 409, 422)}},
-    "/products/{code}/specifications/{number}/approval": {"post": {
-        "summary": "Approve a draft with an electronic signature meaning 'Approved' (QA); the previous approved "
-                   "version is superseded", "parameters": _SPEC, "requestBody": _body("Signing"),
-        "responses": _responses(ref("Specification"), "200", 404, 409, 422)}},
-    "/catalogue-items": {
-        "get": {"summary": "The reagent and material catalogue", "parameters": PAGE_PARAMS,
-                "responses": _responses(_list_of("CatalogueItem"), "200", 422)},
-        "post": {"summary": "Add a catalogue item (QA)", "requestBody": _body("CatalogueItem"),
-                 "responses": _responses(ref("CatalogueItem"), "201", 409, 422)},
-    },
-    "/lots": {
-        "get": {"summary": "Reagent lots you can see, last received first",
-                "parameters": PAGE_PARAMS + _query("site", "item", status=_enum(LotStatus)),
-                "responses": _responses(_list_of("Lot"), "200", 422)},
-        "post": {"summary": "Receive a lot (technician or QA of the site); it starts in quarantine",
-                 "requestBody": _body("LotReceipt"), "responses": _responses(ref("Lot"), "201", 409, 422)},
-    },
-    "/lots/{id}": {"get": {"summary": "One lot", "parameters": [_path("id")],
-                           "responses": _responses(ref("Lot"), "200", 404)}},
-    "/lots/{id}/status": {"post": {
-        "summary": "QA releases or rejects the lot with a reason; a rejected lot is never released (409)",
-        "parameters": [_path("id")], "requestBody": _body("LotStatusChange"),
-        "responses": _responses(ref("Lot"), "200", 404, 409, 422)}},
-    "/lots/{id}/trace": {"get": {
-        "summary": "Every batch that recorded a use of the lot (supplier recall); complete, not paginated; "
-                   "voided uses are listed and flagged", "parameters": [_path("id")],
-        "responses": _responses(ref("LotTrace"), "200", 404)}},
-})
-
-# A signature's wrong password is 401 (already in every operation); the signing operations name it.
-for _path_name in ("/products/{code}/specifications/{number}/approval",):
-    for _operation in PATHS[_path_name].values():
-        _operation["responses"]["401"]["description"] = "No or bad token, or a wrong signing password"
-
-_M_STEP_TEMPLATE = {"type": "array", "minItems": 1, "x-refused-when": "two steps share a code, or an acellular "
-                                                                        "product has a passage",
-                    "items": {"type": "object", "required": ["code", "name"], "properties": {
-    # Kept in the specification's template (no column of its own): the API's general limit.
-    "code": _M_TEXT, "name": {"type": "string", "maxLength": API_TEXT_MAX},
-    "kind": {"type": "string", "enum": ["step", "passage"], "default": "step"},
-    "pd_counted": {"type": "boolean", "default": True,
-                   "description": "false: a passage whose doublings are shown but not counted in the cumulative "
-                                  "population doublings (e.g. mononuclear cells seeded at P0)"}}}}
-_M_TEST_PROPERTIES = {
-    "code": _M_TEXT, "name": _M_TEXT, "method": _M_TEXT, "unit": _M_TEXT,
-    "stage": {"type": "string", "enum": ["in_process", "release"]},
-    "criterion": {"type": "string", "enum": ["range", "qualitative"]},
-    "lower": _M_NUMBER, "lower_inclusive": {"type": "boolean"}, "upper": _M_NUMBER,
-    "upper_inclusive": {"type": "boolean"}, "expected": {**_M_NULL_TEXT, "description": "For a qualitative test"},
-    "informative_only": {"type": "boolean"},
-    "may_be_pending": {"type": "boolean", "description": "May still be pending at a conditional release"},
-    "physical_min": {**_M_NUMBER, "description": "Numeric test: the smallest possible value (default 0)"},
-    "physical_max": {**_M_NUMBER, "description": "Numeric test: the largest possible value (default 100 for %)"},
-    "vocabulary": {"type": "array", "items": _M_TEXT,
-                   "description": "Qualitative test: its values, the expected one among them"},
-    "incubation_days": {"type": ["integer", "null"],
-                        "description": "Test that may be pending: days of incubation before the final read"}}
 
 _BATCH_PROPERTIES = {
     "number": {"type": "string", "description": "e.g. BG-UCMSC-2026-0042"}, "site": _M_TEXT, "product": _M_TEXT,
@@ -249,85 +144,7 @@ _BATCH_PROPERTIES = {
     "version": {"type": "integer"}}
 
 SCHEMAS.update({
-    "Product": {"type": "object", "properties": {
-        "code": _M_TEXT, "name": _M_TEXT, "description": _M_TEXT,
-        "cellular": {"type": "boolean", "description": "false for acellular products (no cell counts, no passages)"},
-        "dose_unit": _M_TEXT, "active": {"type": "boolean"},
-        "donor_min_age_years": {"type": ["integer", "null"]}, "donor_max_age_years": {"type": ["integer", "null"]},
-        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"]},
-        "shelf_life": {"type": "object", "properties": {
-            "fresh_hours": {"type": "integer"}, "cryopreserved_days": {"type": "integer"},
-            "after_thaw_hours": {"type": "integer"}}},
-        "current_specification": {"type": ["integer", "null"], "description": "The approved version's number"},
-        "draft_specification": {"type": ["integer", "null"]},
-        "specifications": {"type": "array", "items": {"type": "object", "properties": {
-            "number": {"type": "integer"}, "status": {"type": "string"}}}},
-        "version": {"type": "integer"}}},
-    "ProductCreate": {"type": "object", "required": ["code", "name"], "properties": {
-        "code": {"type": "string", "pattern": "^[A-Za-z0-9]{2,16}$",
-                 "description": "2-16 letters or digits, e.g. UCMSC"},
-        "name": _M_TEXT,
-        "description": _M_TEXT, "cellular": {"type": "boolean", "default": True},
-        "dose_unit": {"type": "string", "default": "cells/kg"},
-        "donor_min_age_years": {"type": ["integer", "null"], "minimum": 0, "maximum": 120,
-                                "description": "Youngest donor accepted, whole years "
-                                "on the collection day (the mother's age for a neonatal donation); null: no limit"},
-        "donor_max_age_years": {"type": ["integer", "null"], "minimum": 0, "maximum": 120,
-                                "description": "Oldest donor accepted; null: no limit",
-                                "x-refused-when": "below donor_min_age_years"},
-        "collection_type": {"type": "string", "enum": ["allogeneic", "autologous", "directed"],
-                            "default": "allogeneic"},
-        "shelf_life_fresh_hours": {"type": "integer", "minimum": 1, "maximum": 240, "default": 24},
-        "shelf_life_cryo_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 365},
-        "shelf_life_thawed_hours": {"type": "integer", "minimum": 1, "maximum": 72, "default": 2}}},
-    "SpecTest": {"type": "object", "properties": {
-        **_M_TEST_PROPERTIES, "position": {"type": "integer"}, "criterion_text": _M_TEXT}},
-    "SpecTestInput": {"type": "object", "required": ["code", "name", "method", "stage", "criterion"], "properties": {
-        **_M_TEST_PROPERTIES, "reason": {"type": "string", "description": "For a change (optional)"}}},
-    "Specification": {"type": "object", "properties": {
-        "product": _M_TEXT, "number": {"type": "integer"},
-        "status": {"type": "string", "enum": ["draft", "approved", "superseded"]}, "change_summary": _M_TEXT,
-        "max_passage": {"type": ["integer", "null"]}, "max_cumulative_pd": _M_NUMBER, "steps": _M_STEP_TEMPLATE,
-        "tests": {"type": "array", "items": ref("SpecTest")},
-        "created_at": {"type": "string", "format": "date-time"}, "created_by": _M_NULL_TEXT,
-        "approved_at": {"type": ["string", "null"], "format": "date-time"}, "approved_by": _M_NULL_TEXT,
-        "signatures": {"type": "array", "items": ref("Signature")}, "version": {"type": "integer"}}},
-    "SpecificationDraft": {"type": "object", "required": ["change_summary"], "properties": {
-        "change_summary": _M_TEXT, "steps": _M_STEP_TEMPLATE, "max_passage": {"type": ["integer", "null"]},
-        "max_cumulative_pd": _M_NUMBER,
-        "tests": {"type": "array", "items": {"type": "object", "properties": _M_TEST_PROPERTIES}}}},
-    "SpecificationEdit": {"type": "object", "required": ["change_summary", "steps"], "properties": {
-        "change_summary": _M_TEXT, "steps": _M_STEP_TEMPLATE,
-        "max_passage": {"type": ["integer", "null"], "description": "null or left out: no limit"},
-        "max_cumulative_pd": {**_M_NUMBER, "description": "null or left out: no limit"},
-        "reason": {"type": "string", "description": "Optional"}}},
     "Signing": _M_SIGN,
-    "CatalogueItem": {"type": "object", "required": ["code", "name", "supplier", "category"], "properties": {
-        "code": _M_TEXT, "name": _M_TEXT, "supplier": _M_TEXT, "category": _M_TEXT,
-        "unit": {"type": "string", "default": "mL"}}},
-    "Lot": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "site": _M_TEXT, "item": _M_TEXT, "item_name": _M_TEXT, "supplier": _M_TEXT,
-        "unit": _M_TEXT, "lot_number": _M_TEXT, "expiry_date": _M_DAY, "expired": {"type": "boolean"},
-        "coa_reference": _M_TEXT, "status": {"type": "string", "enum": ["quarantine", "released", "rejected"]},
-        "received_on": _M_DAY, "usable": {"type": "boolean"},
-        "refusal": {**_M_NULL_TEXT, "description": "Why the lot may not be used today"},
-        "version": {"type": "integer"}}},
-    "LotReceipt": {"type": "object", "required": ["item", "lot_number", "expiry_date"], "properties": {
-        "site": {"type": "string", "description": "Site code; required when you work at several sites"},
-        "item": {"type": "string", "description": "Catalogue item code"}, "lot_number": _M_TEXT,
-        "expiry_date": _M_DAY, "coa_reference": {"type": "string", "description": "Needed before release"},
-        "received_on": {**_M_DAY, "description": "Default today"}}},
-    "LotStatusChange": {"type": "object", "required": ["status", "reason"], "properties": {
-        "status": {"type": "string", "enum": ["released", "rejected"]}, "reason": _M_TEXT}},
-    "LotTrace": {"type": "object", "properties": {
-        "lot": ref("Lot"), "total": {"type": "integer"},
-        "batches": {"type": "array", "items": {"allOf": [ref("Batch"), {"type": "object", "properties": {
-            "in_use": {"type": "boolean", "description": "false when every use was voided by a correction"},
-            "uses": {"type": "array", "items": {"type": "object", "properties": {
-                "step": _M_TEXT, "step_name": _M_TEXT, "quantity": {"type": "number"}, "unit": _M_TEXT,
-                "recorded_at": {"type": "string", "format": "date-time"}, "recorded_by": _M_NULL_TEXT,
-                "voided": {"type": "boolean"}, "voided_at": {"type": ["string", "null"], "format": "date-time"},
-                "void_reason": _M_NULL_TEXT}}}}}]}}}},
     "Batch": {"type": "object", "properties": {
         **_BATCH_PROPERTIES,
         "specification": {"type": "integer", "description": "The frozen specification version's number"}}},
@@ -394,9 +211,6 @@ FIELD_MAX = {
 }
 # The same name kept by columns of different lengths.
 SCHEMA_FIELD_MAX = {
-    ("CatalogueItem", "code"): 40, ("CatalogueItem", "unit"): 20, ("SpecTestInput", "code"): 40,
-    ("SpecTestInput", "unit"): 40, ("EquipmentCreate", "code"): 40,
-    ("EquipmentCreate", "kind"): 60,
 }
 # Fields that name a record: refused (422 naming the field) when no record you may use has that name or number.
 REFERENCES = {

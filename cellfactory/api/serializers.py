@@ -61,68 +61,6 @@ def load_users(user_ids: Iterable[int | None]) -> None:
         g.setdefault("loaded_users", []).extend(loaded)
 
 
-def spec_test_json(test) -> dict[str, Any]:
-    return {
-        "code": test.code, "position": test.position, "name": test.name, "method": test.method, "unit": test.unit,
-        "stage": test.stage.value, "criterion": test.criterion.value, "lower": number(test.lower),
-        "lower_inclusive": test.lower_inclusive, "upper": number(test.upper), "upper_inclusive": test.upper_inclusive,
-        "expected": test.expected, "informative_only": test.informative_only, "may_be_pending": test.may_be_pending,
-        "physical_min": number(test.physical_min), "physical_max": number(test.physical_max),
-        "vocabulary": test.values if test.criterion.value == "qualitative" else [],
-        "incubation_days": test.incubation_days, "criterion_text": test.criterion_text,
-    }
-
-
-def specification_json(spec, signatures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    data = {
-        "product": spec.product.code, "number": spec.number, "status": spec.status.value,
-        "change_summary": spec.change_summary, "max_passage": spec.max_passage,
-        "max_cumulative_pd": number(spec.max_cumulative_pd), "steps": list(spec.steps or []),
-        "tests": [spec_test_json(t) for t in spec.tests], "created_at": iso(spec.created_at),
-        "created_by": username(spec.created_by_id), "approved_at": iso(spec.approved_at),
-        "approved_by": username(spec.approved_by_id), "version": spec.version,
-    }
-    if signatures is not None:
-        data["signatures"] = signatures
-    return data
-
-
-def product_json(product) -> dict[str, Any]:
-    from cellfactory.products.models import SpecStatus
-
-    current = next((s for s in product.specifications if s.status == SpecStatus.APPROVED), None)
-    draft = next((s for s in product.specifications if s.status == SpecStatus.DRAFT), None)
-    return {
-        "code": product.code, "name": product.name, "description": product.description,
-        "cellular": product.cellular, "dose_unit": product.dose_unit, "active": product.active,
-        "donor_min_age_years": product.donor_min_age_years, "donor_max_age_years": product.donor_max_age_years,
-        "collection_type": product.collection_type.value,
-        "shelf_life": {"fresh_hours": product.shelf_life_fresh_hours,
-                       "cryopreserved_days": product.shelf_life_cryo_days,
-                       "after_thaw_hours": product.shelf_life_thawed_hours},
-        "current_specification": current.number if current else None,
-        "draft_specification": draft.number if draft else None,
-        "specifications": [{"number": s.number, "status": s.status.value} for s in product.specifications],
-        "version": product.version,
-    }
-
-
-def catalogue_item_json(item) -> dict[str, Any]:
-    return {"code": item.code, "name": item.name, "supplier": item.supplier, "category": item.category,
-            "unit": item.unit}
-
-
-def lot_json(lot, today: dt.date | None = None) -> dict[str, Any]:
-    today = today or dt.date.today()
-    return {
-        "id": lot.id, "site": lot.site.code, "item": lot.item.code, "item_name": lot.item.name,
-        "supplier": lot.item.supplier, "unit": lot.item.unit, "lot_number": lot.lot_number,
-        "expiry_date": day(lot.expiry_date), "expired": lot.expiry_date < today, "coa_reference": lot.coa_reference,
-        "status": lot.status.value, "received_on": day(lot.received_on), "usable": lot.refusal(today) is None,
-        "refusal": lot.refusal(today), "version": lot.version,
-    }
-
-
 def batch_json(batch) -> dict[str, Any]:
     return {
         "number": batch.number, "site": batch.site.code, "product": batch.product.code,

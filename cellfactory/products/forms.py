@@ -1,11 +1,14 @@
-"""Forms of the product master-data pages (QA): products, specification drafts, tests, approval."""
+"""Forms of the product master-data pages (QA): products, specification drafts, tests, approval.
+
+The forms carry the fields; what each must hold is the command's (`products/commands.py`), so the page and the
+API refuse the same input with the same words."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
@@ -23,14 +26,13 @@ COLLECTION_CHOICES = [(c.value, c.label) for c in CollectionType]
 
 
 class ProductForm(BaseForm):
-    code = StringField("Code (2-16 letters or digits, e.g. UCMSC)",
-                       validators=[DataRequired("Enter the product code."), Length(max=16)],
-                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
-    name = StringField("Name", validators=[DataRequired("Enter the product name."), Length(max=200)])
-    description = TextAreaField("Description", validators=[Optional(), Length(max=4000)])
+    code = StringField("Code (2-16 letters or digits, e.g. UCMSC)", validators=[Optional()],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 16})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    description = TextAreaField("Description", validators=[Optional()], render_kw={"maxlength": 4000})
     cellular = BooleanField("Cellular product (cell counts and passages); clear for an acellular product such as "
                             "a secretome", default=True)
-    dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional(), Length(max=40)])
+    dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional()], render_kw={"maxlength": 40})
     donor_min_age_years = IntegerField("Youngest donor accepted (years; the mother's age for a neonatal "
                                        "donation; empty: no limit)", validators=[Optional()])
     donor_max_age_years = IntegerField("Oldest donor accepted (years; empty: no limit)", validators=[Optional()])
@@ -45,7 +47,8 @@ class ProductForm(BaseForm):
 
 
 class ProductSettingsForm(BaseForm):
-    """QA changes whom a product is for and its validated shelf lives, with a reason."""
+    """QA changes whom a product is for and its validated shelf lives, with a reason. The page always shows the
+    three shelf lives; the command (`ChangeProductSettings`) says what each must hold."""
 
     collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES)
     shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)",
@@ -54,22 +57,23 @@ class ProductSettingsForm(BaseForm):
                                         validators=[InputRequired("Enter the cryopreserved shelf life.")])
     shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)",
                                            validators=[InputRequired("Enter the shelf life after thawing.")])
-    reason = TextAreaField("Reason for the change (e.g. the stability study report)",
-                           validators=[DataRequired("Say why the settings change."), Length(max=2000)])
+    reason = TextAreaField("Reason for the change (e.g. the stability study report)", validators=[Optional()],
+                           render_kw={"maxlength": 2000})
 
 
 class DraftForm(BaseForm):
-    """A specification version's summary, limits and process template (a new draft, or a draft edited)."""
+    """A specification version's summary, limits and process template (a new draft, or a draft edited). The page
+    always shows the template, so an empty one is refused here in the command's words."""
 
-    change_summary = TextAreaField("What changes in this version",
-                                   validators=[DataRequired("Say what changes in this version."), Length(max=4000)])
-    max_passage = IntegerField("Maximum passage number", validators=[Optional(), NumberRange(min=0, max=99)])
+    change_summary = TextAreaField("What changes in this version", validators=[Optional()],
+                                   render_kw={"maxlength": 4000})
+    max_passage = IntegerField("Maximum passage number", validators=[Optional()])
     max_cumulative_pd = DecimalField("Maximum cumulative population doublings", places=None,
-                                     validators=[Optional(), NumberRange(min=0, max=9999)])
+                                     validators=[Optional()])
     steps = TextAreaField("Process template", description=STEP_HELP,
                           validators=[DataRequired("Enter the steps, one per line."), Length(max=8000)],
                           render_kw={"rows": 10, "spellcheck": "false"})
-    reason = StringField("Reason for the change (optional)", validators=[Optional(), Length(max=2000)])
+    reason = StringField("Reason for the change (optional)", validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 def steps_text(steps: list[dict[str, Any]] | None) -> str:
@@ -103,11 +107,11 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
 class TestForm(BaseForm):
     __test__ = False  # not a pytest class
 
-    code = StringField("Code", validators=[DataRequired("Enter the test code."), Length(max=40)],
-                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
-    name = StringField("Name", validators=[DataRequired("Enter the test name."), Length(max=200)])
-    method = StringField("Method", validators=[DataRequired("Enter the method."), Length(max=200)])
-    unit = StringField("Unit", validators=[Optional(), Length(max=40)])
+    code = StringField("Code", validators=[Optional()],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 40})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    method = StringField("Method", validators=[Optional()], render_kw={"maxlength": 200})
+    unit = StringField("Unit", validators=[Optional()], render_kw={"maxlength": 40})
     stage = SelectField("Stage", choices=[(TestStage.IN_PROCESS.value, "In-process"),
                                           (TestStage.RELEASE.value, "Release")], default=TestStage.RELEASE.value)
     criterion = SelectField("Acceptance criterion", choices=[(CriterionKind.RANGE.value, "Numeric range"),
@@ -119,9 +123,10 @@ class TestForm(BaseForm):
     physical_min = DecimalField("Physically possible from (numeric; empty: 0)", places=None, validators=[Optional()])
     physical_max = DecimalField("Physically possible up to (numeric; empty: 100 for %, else no maximum)", places=None,
                                 validators=[Optional()])
-    expected = StringField("Expected result (qualitative), e.g. no growth", validators=[Optional(), Length(max=100)])
+    expected = StringField("Expected result (qualitative), e.g. no growth", validators=[Optional()],
+                           render_kw={"maxlength": 100})
     vocabulary = StringField("The test's values (qualitative), separated by /, e.g. no growth / growth",
-                             validators=[Optional(), Length(max=400)])
+                             validators=[Optional()], render_kw={"maxlength": 400})
     incubation_days = IntegerField("Incubation before the final read, days (tests that may be pending)",
                                    validators=[Optional()])
     informative_only = BooleanField("For information only (not an acceptance criterion)")
@@ -132,12 +137,9 @@ class TestForm(BaseForm):
         if isinstance(self.vocabulary.data, list):  # from the test being edited: shown as typed
             self.vocabulary.data = " / ".join(self.vocabulary.data)
 
-    def data_for_service(self) -> dict[str, Any]:
-        return {name: field.data for name, field in self._fields.items() if name not in ("csrf_token", "reason")}
-
 
 class TestEditForm(TestForm):
-    reason = StringField("Reason for the change (optional)", validators=[Optional(), Length(max=2000)])
+    reason = StringField("Reason for the change (optional)", validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class ApprovalForm(SigningForm):

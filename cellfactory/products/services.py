@@ -17,16 +17,24 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.core.values import decimal_text
 from cellfactory.extensions import db
+from cellfactory.products.commands import (
+    SHELF_LIFE_BOUNDS,
+    AddSpecTest,
+    ChangeProductSettings,
+    ChangeSpecTest,
+    CreateDraft,
+    CreateProduct,
+    EditDraft,
+    TemplateStep,
+)
 from cellfactory.products.models import (
     PD_COUNTED,
-    CollectionType,
     CriterionKind,
     Product,
     SpecificationVersion,
     SpecStatus,
     SpecTest,
     StepKind,
-    TestStage,
     known_vocabulary,
 )
 from cellfactory.signatures import services as signatures
@@ -52,134 +60,61 @@ def current_specification(product: Product) -> SpecificationVersion:
     return spec
 
 
-# Plausible bounds of a declared shelf life (a typing error, e.g. hours typed as days, is refused).
-SHELF_LIFE_BOUNDS = {"shelf_life_fresh_hours": (1, 240, "hours"), "shelf_life_cryo_days": (1, 3650, "days"),
-                     "shelf_life_thawed_hours": (1, 72, "hours")}
+SHELF_LIVES = tuple(SHELF_LIFE_BOUNDS)
 
 
-def _collection_and_shelf_life(data: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
-    """Collection type and shelf lives as given (None: left as they are or their defaults)."""
-    clean: dict[str, Any] = {}
-    raw = data.get("collection_type")
-    if raw is not None:
-        try:
-            clean["collection_type"] = CollectionType(str(raw).strip().lower())
-        except ValueError:
-            errors["collection_type"] = "Choose allogeneic (off the shelf), autologous or directed."
-    for name, (low, high, unit) in SHELF_LIFE_BOUNDS.items():
-        value = data.get(name)
-        if value is None or value == "":
-            continue
-        try:
-            number = int(str(value).strip())
-            if not low <= number <= high:
-                raise ValueError
-        except ValueError:
-            errors[name] = f"A whole number of {unit}, {low} to {high}."
-        else:
-            clean[name] = number
-    return clean
+def _settings(command: CreateProduct | ChangeProductSettings) -> dict[str, Any]:
+    """The collection type and shelf lives the command gives (those left out keep their value or default)."""
+    given = {"collection_type": command.collection_type, **{name: getattr(command, name) for name in SHELF_LIVES}}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 @transactional
-def create_product(actor: User, *, code: str, name: str, description: str = "", cellular: bool = True,
-                   dose_unit: str = "cells/kg", unit_code: str = "", trial_code: str = "",
-                   donor_min_age_years: Any = None, donor_max_age_years: Any = None, collection_type: Any = None,
-                   shelf_life_fresh_hours: Any = None, shelf_life_cryo_days: Any = None,
-                   shelf_life_thawed_hours: Any = None) -> Product:
+def create_product(actor: User, command: CreateProduct) -> Product:
     _require_qa(actor)
     audit.act_as(db.session, actor)
-    code = (code or "").strip().upper()
-    errors: dict[str, str] = {}
-    settings = _collection_and_shelf_life({
-        "collection_type": collection_type, "shelf_life_fresh_hours": shelf_life_fresh_hours,
-        "shelf_life_cryo_days": shelf_life_cryo_days, "shelf_life_thawed_hours": shelf_life_thawed_hours}, errors)
-    if not code.isalnum() or not 2 <= len(code) <= 16:
-        errors["code"] = "Use 2-16 letters or digits, e.g. UCMSC."
-    if not (name or "").strip():
-        errors["name"] = "Enter the product name."
-    unit_code = (unit_code or "").strip().upper()
-    if unit_code and not (len(unit_code) == 5 and unit_code[0] in "ABCD" and unit_code[1:].isdigit()):
-        errors["unit_code"] = "A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101."
-    min_age = _age_limit(donor_min_age_years, "donor_min_age_years", errors)
-    max_age = _age_limit(donor_max_age_years, "donor_max_age_years", errors)
-    if min_age is not None and max_age is not None and min_age > max_age:
-        errors["donor_max_age_years"] = "The highest donor age is below the lowest."
-    if errors:
-        raise ValidationFailed("The product cannot be saved: " + " ".join(errors.values()), fields=errors)
+    code = command.code.upper()
+    low, high = command.donor_min_age_years, command.donor_max_age_years
+    if low is not None and high is not None and low > high:
+        raise ValidationFailed("The product cannot be saved: The highest donor age is below the lowest.",
+                               fields={"donor_max_age_years": "The highest donor age is below the lowest."})
     if db.session.scalar(sa.select(Product.id).where(Product.code == code)):
         raise Conflict(f"Product code {code} is already used.", fields={"code": "Already used."})
-    product = Product(code=code, name=name.strip(), description=(description or "").strip(), cellular=cellular,
-                      dose_unit=(dose_unit or "").strip() or "cells/kg", unit_code=unit_code,
-                      trial_code=(trial_code or "").strip(), donor_min_age_years=min_age,
-                      donor_max_age_years=max_age, created_by_id=actor.id, **settings)
+    product = Product(code=code, name=command.name, description=command.description or "",
+                      cellular=command.cellular, dose_unit=command.dose_unit or "cells/kg",
+                      unit_code=command.unit_code or "", trial_code=command.trial_code or "",
+                      donor_min_age_years=low, donor_max_age_years=high, created_by_id=actor.id,
+                      **_settings(command))
     db.session.add(product)
     db.session.flush()
     return product
 
 
-def _age_limit(value: Any, field: str, errors: dict[str, str]) -> int | None:
-    """A donor age limit in whole years, or None for no limit."""
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, bool) or float(value) != int(float(value)):
-            raise ValueError
-        years = int(float(value))
-    except (TypeError, ValueError):
-        errors[field] = "Enter the age in whole years, or leave it empty for no limit."
-        return None
-    if not 0 <= years <= 120:
-        errors[field] = "A donor age limit is between 0 and 120 years."
-        return None
-    return years
-
-
 @transactional
-def update_product_settings(actor: User, product: Product, *, reason: str, collection_type: Any = None,
-                            shelf_life_fresh_hours: Any = None, shelf_life_cryo_days: Any = None,
-                            shelf_life_thawed_hours: Any = None) -> Product:
+def update_product_settings(actor: User, product: Product, command: ChangeProductSettings) -> Product:
     """QA changes whom the product is for and its validated shelf lives, with a reason. Batches already started
     keep their collection type; units made from now on derive their expiry from the new shelf lives."""
     _require_qa(actor)
-    errors: dict[str, str] = {}
-    settings = _collection_and_shelf_life({
-        "collection_type": collection_type, "shelf_life_fresh_hours": shelf_life_fresh_hours,
-        "shelf_life_cryo_days": shelf_life_cryo_days, "shelf_life_thawed_hours": shelf_life_thawed_hours}, errors)
-    if not (reason or "").strip():
-        errors["reason"] = "Say why the settings change (e.g. the stability study report)."
-    if errors:
-        raise ValidationFailed("The product settings cannot be saved: " + " ".join(errors.values()), fields=errors)
-    audit.act_as(db.session, actor, reason=reason)
-    for name, value in settings.items():
+    audit.act_as(db.session, actor, reason=command.reason)
+    for name, value in _settings(command).items():
         setattr(product, name, value)
     db.session.flush()
     return product
 
 
-def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, Any]]:
-    if not isinstance(steps, list) or not steps:
+def _validate_steps(steps: list[TemplateStep], cellular: bool) -> list[dict[str, Any]]:
+    if not steps:
         raise ValidationFailed("The process template needs at least one step.", fields={"steps": "Add the steps."})
     clean, codes = [], set()
-    for index, step in enumerate(steps, start=1):
-        step = step if isinstance(step, dict) else {}
-        code, name, kind = step.get("code"), step.get("name"), step.get("kind", "step")
-        code = code.strip().upper() if isinstance(code, str) else ""
-        name = name.strip() if isinstance(name, str) else ""
-        if not code or not name or not isinstance(kind, str) or kind not in {k.value for k in StepKind}:
-            raise ValidationFailed(f"Step {index} needs a code, a name and a kind (step or passage).",
-                                   fields={"steps": f"Step {index} is incomplete."})
+    for step in steps:
+        code, kind = step.code.upper(), step.kind
         if code in codes:
             raise ValidationFailed(f"Step code {code} appears twice.", fields={"steps": "Codes must be unique."})
         if kind == StepKind.PASSAGE and not cellular:
             raise ValidationFailed("An acellular product has no passages.", fields={"steps": f"Step {code}."})
         codes.add(code)
-        entry: dict[str, Any] = {"code": code, "name": name, "kind": kind}
-        counted = step.get(PD_COUNTED, True)
-        if not isinstance(counted, bool):
-            raise ValidationFailed(f"Step {code}: {PD_COUNTED} is true or false.",
-                                   fields={"steps": f"Step {code}: {PD_COUNTED} must be true or false."})
-        if not counted:
+        entry: dict[str, Any] = {"code": code, "name": step.name, "kind": kind.value}
+        if not step.pd_counted:
             if kind != StepKind.PASSAGE:
                 raise ValidationFailed(f"Step {code} is not a passage: only a passage's doublings can be left out of "
                                        "the cumulative population doublings.",
@@ -189,23 +124,6 @@ def _validate_steps(steps: Any, cellular: bool) -> list[dict[str, Any]]:
             entry[PD_COUNTED] = False
         clean.append(entry)
     return clean
-
-
-def _number(value: Any, field: str, errors: dict[str, str]) -> decimal.Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = decimal.Decimal(str(value))
-        if not number.is_finite():
-            raise decimal.InvalidOperation
-        return number
-    except decimal.InvalidOperation:
-        errors[field] = "Enter a number."
-        return None
-
-
-# Incubation longer than this is not a QC read but a typing error (sterility is 7-14 days, Ph. Eur. 2.6.1/2.6.27).
-MAX_INCUBATION_DAYS = 60
 
 
 def _physical_bounds(fields: dict[str, Any], errors: dict[str, str]) -> None:
@@ -232,77 +150,48 @@ def _physical_bounds(fields: dict[str, Any], errors: dict[str, str]) -> None:
                 " to ".join(decimal_text(b) for b in (low, high) if b is not None) + f" {unit})."
 
 
-def _vocabulary(raw: Any, expected: str | None, errors: dict[str, str]) -> list[str]:
-    """A qualitative test's own values: a list (or text separated by new lines or '/'), at least two, distinct;
-    without any, the usual pair of the expected value (e.g. no growth / growth)."""
-    if raw in (None, "", []):
+def _vocabulary(given: list[str] | None, expected: str | None, errors: dict[str, str]) -> list[str]:
+    """A qualitative test's own values: at least two, distinct; without any, the usual pair of the expected value
+    (e.g. no growth / growth)."""
+    if not given:
         values = known_vocabulary(expected)
         if values is None and expected:
             errors["vocabulary"] = "Declare the test's values, e.g. no growth / growth."
         return values or []
-    if isinstance(raw, str):
-        raw = raw.replace("\n", "/").split("/")
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        errors["vocabulary"] = "Give the values as a list of texts."
-        return []
-    values = [v.strip().lower() for v in raw if v.strip()]
+    values = [v.strip().lower() for v in given]
     if len(values) < 2 or len(set(values)) != len(values) or any(len(v) > 60 for v in values):
         errors["vocabulary"] = "Declare at least two different values of at most 60 characters."
         return []
     return values
 
 
-def _test_fields(data: dict[str, Any]) -> dict[str, Any]:
+def _test_fields(command: AddSpecTest) -> dict[str, Any]:
+    """The columns of a test from the command, with the rules that tie its fields together."""
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {
-        "code": (data.get("code") or "").strip().upper(), "name": (data.get("name") or "").strip(),
-        "method": (data.get("method") or "").strip(), "unit": (data.get("unit") or "").strip(),
-        "lower_inclusive": data.get("lower_inclusive", True) not in (False, "false", "0", ""),
-        "upper_inclusive": data.get("upper_inclusive", True) not in (False, "false", "0", ""),
-        "informative_only": bool(data.get("informative_only")), "may_be_pending": bool(data.get("may_be_pending")),
+        "code": command.code.upper(), "name": command.name, "method": command.method, "unit": command.unit or "",
+        "stage": command.stage, "criterion": command.criterion, "lower": command.lower, "upper": command.upper,
+        "lower_inclusive": command.lower_inclusive, "upper_inclusive": command.upper_inclusive,
+        "informative_only": command.informative_only, "may_be_pending": command.may_be_pending,
+        "expected": (command.expected or "").lower() or None, "physical_min": command.physical_min,
+        "physical_max": command.physical_max, "vocabulary": [], "incubation_days": command.incubation_days,
     }
-    for key in ("code", "name", "method"):
-        if not fields[key]:
-            errors[key] = "Required."
-    try:
-        fields["stage"] = TestStage(data.get("stage"))
-    except ValueError:
-        errors["stage"] = "Choose in_process or release."
-    try:
-        fields["criterion"] = CriterionKind(data.get("criterion"))
-    except ValueError:
-        errors["criterion"] = "Choose range or qualitative."
-    fields["lower"] = _number(data.get("lower"), "lower", errors)
-    fields["upper"] = _number(data.get("upper"), "upper", errors)
-    fields["expected"] = (data.get("expected") or "").strip().lower() or None
-    fields["physical_min"] = _number(data.get("physical_min"), "physical_min", errors)
-    fields["physical_max"] = _number(data.get("physical_max"), "physical_max", errors)
-    fields["vocabulary"] = []
-    if fields.get("criterion") == CriterionKind.RANGE:
+    if command.criterion == CriterionKind.RANGE:
         if fields["lower"] is None and fields["upper"] is None:
             errors["lower"] = "A range needs a lower or an upper limit."
         if fields["lower"] is not None and fields["upper"] is not None and fields["lower"] > fields["upper"]:
             errors["upper"] = "The upper limit is below the lower one."
         fields["expected"] = None
         _physical_bounds(fields, errors)
-    elif fields.get("criterion") == CriterionKind.QUALITATIVE:
-        fields["vocabulary"] = _vocabulary(data.get("vocabulary"), fields["expected"], errors)
+    else:
+        fields["vocabulary"] = _vocabulary(command.vocabulary, fields["expected"], errors)
         if not fields["expected"]:
             errors["expected"] = "Enter the expected result, e.g. 'not detected'."
         elif fields["vocabulary"] and fields["expected"] not in fields["vocabulary"]:
             errors["expected"] = "The expected result must be one of the test's values: " + \
                 ", ".join(fields["vocabulary"]) + "."
         fields["lower"] = fields["upper"] = fields["physical_min"] = fields["physical_max"] = None
-    fields["incubation_days"] = None
-    incubation = data.get("incubation_days")
-    if incubation not in (None, ""):
-        try:
-            fields["incubation_days"] = int(str(incubation).strip())
-            if not 1 <= fields["incubation_days"] <= MAX_INCUBATION_DAYS:
-                raise ValueError
-        except ValueError:
-            errors["incubation_days"] = f"Enter whole days between 1 and {MAX_INCUBATION_DAYS}."
-    elif fields["may_be_pending"]:
+    if fields["incubation_days"] is None and fields["may_be_pending"]:
         errors["incubation_days"] = "A test that may be pending declares its incubation in days (e.g. 7 or 14 " \
                                     "for sterility)."
     if errors:
@@ -311,11 +200,20 @@ def _test_fields(data: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def copy_of(test: SpecTest) -> AddSpecTest:
+    """A test of an earlier version as the command that adds it to a new draft."""
+    return AddSpecTest(code=test.code, name=test.name, method=test.method, unit=test.unit or None,
+                       stage=test.stage, criterion=test.criterion, lower=test.lower, upper=test.upper,
+                       lower_inclusive=test.lower_inclusive, upper_inclusive=test.upper_inclusive,
+                       expected=test.expected, vocabulary=list(test.vocabulary or []) or None,
+                       physical_min=test.physical_min, physical_max=test.physical_max,
+                       incubation_days=test.incubation_days, informative_only=test.informative_only,
+                       may_be_pending=test.may_be_pending)
+
+
 @transactional
-def create_draft(actor: User, product: Product, *, change_summary: str, steps: list[dict] | None = None,
-                 max_passage: Any = None, max_cumulative_pd: Any = None, tests: list[dict] | None = None
-                 ) -> SpecificationVersion:
-    """A new draft version; without explicit content it starts as a copy of the latest version."""
+def create_draft(actor: User, product: Product, command: CreateDraft) -> SpecificationVersion:
+    """A new draft version; what the command leaves out (steps, limits, tests) is copied from the latest version."""
     _require_qa(actor)
     audit.act_as(db.session, actor)
     if db.session.scalar(sa.select(SpecificationVersion.id).where(SpecificationVersion.product_id == product.id,
@@ -323,29 +221,28 @@ def create_draft(actor: User, product: Product, *, change_summary: str, steps: l
         raise Conflict(f"{product.code} already has a draft specification: finish or approve it first.")
     latest = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id)
                                .order_by(SpecificationVersion.number.desc()).limit(1))
-    if steps is None and latest is not None:
-        steps = latest.steps
+    steps: list[dict[str, Any]] | None = None
+    if command.steps is not None:
+        steps = _validate_steps(command.steps, product.cellular)
+    elif latest is not None:
+        # Read again as steps: a mark the template carries only for its signed content (a backfilled flag) stays
+        # with the version it was written on.
+        steps = _validate_steps([TemplateStep.model_validate(step) for step in latest.steps or []],
+                                product.cellular)
+    tests = command.tests
     if tests is None and latest is not None:
-        tests = [t.as_dict() for t in latest.tests]
+        tests = [copy_of(t) for t in latest.tests]
+    max_passage, max_cumulative_pd = command.max_passage, command.max_cumulative_pd
     if max_passage is None and latest is not None:
         max_passage = latest.max_passage
     if max_cumulative_pd is None and latest is not None:
         max_cumulative_pd = latest.max_cumulative_pd
-    if not (change_summary or "").strip():
-        raise ValidationFailed("Say what changes in this version.", fields={"change_summary": "Required."})
-    errors: dict[str, str] = {}
-    limit_pd = _number(max_cumulative_pd, "max_cumulative_pd", errors)
-    try:
-        limit_passage = int(max_passage) if max_passage not in (None, "") else None
-    except (TypeError, ValueError):
-        errors["max_passage"] = "Enter a whole number."
-        limit_passage = None
-    if errors:
-        raise ValidationFailed("The draft cannot be saved: " + " ".join(errors.values()), fields=errors)
+    if steps is None:
+        steps = _validate_steps([], product.cellular)
     spec = SpecificationVersion(
         product=product, number=(latest.number + 1) if latest else 1, status=SpecStatus.DRAFT,
-        change_summary=change_summary.strip(), max_passage=limit_passage, max_cumulative_pd=limit_pd,
-        steps=_validate_steps(steps or [], product.cellular), created_by_id=actor.id)
+        change_summary=command.change_summary, max_passage=max_passage, max_cumulative_pd=max_cumulative_pd,
+        steps=steps, created_by_id=actor.id)
     db.session.add(spec)
     db.session.flush()
     for test in tests or []:
@@ -354,37 +251,24 @@ def create_draft(actor: User, product: Product, *, change_summary: str, steps: l
 
 
 @transactional
-def update_draft(actor: User, spec: SpecificationVersion, *, change_summary: str, steps: list[dict],
-                 max_passage: Any = None, max_cumulative_pd: Any = None, reason: str = "") -> SpecificationVersion:
-    """Change a draft's summary, limits and process template before approval (empty limit: no limit)."""
+def update_draft(actor: User, spec: SpecificationVersion, command: EditDraft) -> SpecificationVersion:
+    """Change a draft's summary, limits and process template before approval (a limit left out: no limit)."""
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
         raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
-    errors: dict[str, str] = {}
-    if not (change_summary or "").strip():
-        errors["change_summary"] = "Required."
-    limit_pd = _number(max_cumulative_pd, "max_cumulative_pd", errors)
-    try:
-        limit_passage = int(max_passage) if max_passage not in (None, "") else None
-    except (TypeError, ValueError):
-        errors["max_passage"] = "Enter a whole number."
-        limit_passage = None
-    if errors:
-        raise ValidationFailed("The draft cannot be saved: " + " ".join(f"{k}: {v}" for k, v in errors.items()),
-                               fields=errors)
-    clean_steps = _validate_steps(steps, spec.product.cellular)
-    audit.act_as(db.session, actor, reason=(reason or "").strip() or "draft edited before approval")
-    spec.change_summary = change_summary.strip()
-    spec.max_passage, spec.max_cumulative_pd, spec.steps = limit_passage, limit_pd, clean_steps
+    clean_steps = _validate_steps(command.steps, spec.product.cellular)
+    audit.act_as(db.session, actor, reason=command.reason or "draft edited before approval")
+    spec.change_summary = command.change_summary
+    spec.max_passage, spec.max_cumulative_pd, spec.steps = command.max_passage, command.max_cumulative_pd, clean_steps
     return spec
 
 
 @transactional
-def add_test(actor: User, spec: SpecificationVersion, data: dict[str, Any]) -> SpecTest:
+def add_test(actor: User, spec: SpecificationVersion, command: AddSpecTest) -> SpecTest:
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
         raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
-    fields = _test_fields(data)
+    fields = _test_fields(command)
     if any(t.code == fields["code"] for t in spec.tests):
         raise Conflict(f"Test {fields['code']} is already in {spec.label}.", fields={"code": "Already used."})
     audit.act_as(db.session, actor)
@@ -395,12 +279,14 @@ def add_test(actor: User, spec: SpecificationVersion, data: dict[str, Any]) -> S
 
 
 @transactional
-def update_test(actor: User, test: SpecTest, data: dict[str, Any], reason: str) -> SpecTest:
+def update_test(actor: User, test: SpecTest, command: ChangeSpecTest) -> SpecTest:
+    """Change a draft's test; its code is its identity within the version and stays as it is."""
     _require_qa(actor)
     if test.specification.status != SpecStatus.DRAFT:
         raise Conflict(f"{test.specification.label} is approved: it never changes; draft a new version.")
-    fields = _test_fields(data)
-    audit.act_as(db.session, actor, reason=reason or "draft edited before approval")
+    fields = _test_fields(command)
+    fields["code"] = test.code
+    audit.act_as(db.session, actor, reason=command.reason or "draft edited before approval")
     for key, value in fields.items():
         setattr(test, key, value)
     return test

@@ -3,7 +3,8 @@ drafts with their process template and tests, and approval with an electronic si
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, url_for
@@ -11,11 +12,20 @@ from flask_login import current_user
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
+from cellfactory.core.commands import Command
 from cellfactory.core.errors import Conflict, DomainError, NotFound
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.products import services
+from cellfactory.products.commands import (
+    AddSpecTest,
+    ChangeProductSettings,
+    ChangeSpecTest,
+    CreateDraft,
+    CreateProduct,
+    EditDraft,
+)
 from cellfactory.products.forms import (
     ApprovalForm,
     DraftForm,
@@ -32,6 +42,8 @@ from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
 
 bp = Blueprint("products", __name__, url_prefix="/products")
+
+CommandT = TypeVar("CommandT", bound=Command)
 
 
 def _user():
@@ -55,8 +67,24 @@ def _specification(code: str, number: int) -> SpecificationVersion:
     return spec
 
 
-def _limits(form: DraftForm) -> dict[str, Any]:
-    return {"max_passage": form.max_passage.data, "max_cumulative_pd": form.max_cumulative_pd.data}
+def _command(form: BaseForm, command: type[CommandT], **context: Callable[[], Any]) -> CommandT | None:
+    """The command a submitted form asks for, or None (not submitted, or refused). The form's own refusals (a number
+    that is no number, text that cannot be stored) and the command's are shown together, each next to its field;
+    `context` gives the values read otherwise than from the form's fields (the steps typed as text)."""
+    if not form.is_submitted():
+        return None
+    valid = form.validate()
+    try:
+        built = command.from_form(form, **{name: read() for name, read in context.items()})
+    except DomainError as error:
+        unplaced = {name: message for name, message in error.fields.items() if name not in form}
+        for name, message in error.fields.items():
+            if name in form and not form[name].errors:
+                form[name].errors = [message]
+        if unplaced or not error.fields:
+            form.form_errors.append(error.message)
+        return None
+    return built if valid else None
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -76,25 +104,16 @@ def index() -> str:
 @roles_required(Role.QA)
 def new():
     form = ProductForm()
-    if form.validate_on_submit():
+    command = _command(form, CreateProduct)
+    if command is not None:
         try:
-            product = services.create_product(_user(), code=form.code.data, name=form.name.data,
-                                              description=form.description.data or "",
-                                              cellular=form.cellular.data, dose_unit=form.dose_unit.data or "",
-                                              donor_min_age_years=form.donor_min_age_years.data,
-                                              donor_max_age_years=form.donor_max_age_years.data,
-                                              **_settings(form))
+            product = services.create_product(_user(), command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
             flash(f"Product {product.code} created. Draft its first specification next.", "success")
             return redirect(url_for("products.detail", code=product.code))
     return render_template("products/new.html", form=form), _status(form)
-
-
-def _settings(form) -> dict[str, object]:
-    return {name: form[name].data for name in ("collection_type", "shelf_life_fresh_hours", "shelf_life_cryo_days",
-                                               "shelf_life_thawed_hours")}
 
 
 def _render_product(product: Product, draft_form: DraftForm | None = None, status: int = 200,
@@ -129,9 +148,10 @@ def detail(code: str):
 def settings(code: str):
     product = services.get_product(code)
     form = ProductSettingsForm(prefix="settings")
-    if form.validate_on_submit():
+    command = _command(form, ChangeProductSettings)
+    if command is not None:
         try:
-            services.update_product_settings(_user(), product, reason=form.reason.data, **_settings(form))
+            services.update_product_settings(_user(), product, command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -146,10 +166,10 @@ def settings(code: str):
 def new_draft(code: str):
     product = services.get_product(code)
     form = DraftForm(prefix="draft")
-    if form.validate_on_submit():
+    command = _command(form, CreateDraft, steps=lambda: parse_steps(form.steps.data))
+    if command is not None:
         try:
-            spec = services.create_draft(_user(), product, change_summary=form.change_summary.data,
-                                         steps=parse_steps(form.steps.data), **_limits(form))
+            spec = services.create_draft(_user(), product, command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -200,10 +220,10 @@ def specification(code: str, number: int):
 def edit_draft(code: str, number: int):
     spec = _specification(code, number)
     form = DraftForm(prefix="draft")
-    if form.validate_on_submit():
+    command = _command(form, EditDraft, steps=lambda: parse_steps(form.steps.data))
+    if command is not None:
         try:
-            services.update_draft(_user(), spec, change_summary=form.change_summary.data,
-                                  steps=parse_steps(form.steps.data), reason=form.reason.data or "", **_limits(form))
+            services.update_draft(_user(), spec, command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -217,9 +237,10 @@ def edit_draft(code: str, number: int):
 def add_test(code: str, number: int):
     spec = _specification(code, number)
     form = TestForm(prefix="test")
-    if form.validate_on_submit():
+    command = _command(form, AddSpecTest)
+    if command is not None:
         try:
-            test = services.add_test(_user(), spec, form.data_for_service())
+            test = services.add_test(_user(), spec, command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -242,11 +263,11 @@ def edit_test(code: str, number: int, test_code: str):
     form.code.render_kw = {"readonly": True}
     if not form.is_submitted():
         form.stage.data, form.criterion.data = test.stage.value, test.criterion.value
-    if form.validate_on_submit():
-        data = form.data_for_service()
-        data["code"] = test.code  # a test's code is its identity within the version
+    # A test's code is its identity within the version: the one in the address, whatever the form says.
+    command = _command(form, ChangeSpecTest, code=lambda: test.code)
+    if command is not None:
         try:
-            services.update_test(_user(), test, data, form.reason.data or "")
+            services.update_test(_user(), test, command)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

@@ -1,35 +1,37 @@
-"""Forms of the reagent pages: catalogue items (QA), lot receipt, QA release or rejection."""
+"""Forms of the reagent pages: catalogue items (QA), lot receipt, QA release or rejection.
+
+The forms only carry the fields; what each must hold is the command's (`reagents/commands.py`), so the page and
+the API refuse the same input with the same words."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from wtforms import DateField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import Optional
 
 from cellfactory.core.forms import BaseForm
 from cellfactory.reagents.models import LotStatus
 
 
 class ItemForm(BaseForm):
-    code = StringField("Catalogue code", validators=[DataRequired("Enter the code."), Length(max=40)],
-                       render_kw={"autocapitalize": "characters", "autocomplete": "off"})
-    name = StringField("Name", validators=[DataRequired("Enter the name."), Length(max=200)])
-    supplier = StringField("Supplier", validators=[DataRequired("Enter the supplier."), Length(max=200)])
-    category = StringField("Category (medium, enzyme, supplement, disposable …)",
-                           validators=[DataRequired("Enter the category."), Length(max=60)])
-    unit = StringField("Unit of use", default="mL", validators=[Optional(), Length(max=20)])
+    code = StringField("Catalogue code", validators=[Optional()],
+                       render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 40})
+    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
+    supplier = StringField("Supplier", validators=[Optional()], render_kw={"maxlength": 200})
+    category = StringField("Category (medium, enzyme, supplement, disposable …)", validators=[Optional()],
+                           render_kw={"maxlength": 60})
+    unit = StringField("Unit of use", default="mL", validators=[Optional()], render_kw={"maxlength": 20})
 
 
 class LotForm(BaseForm):
-    item = SelectField("Catalogue item", validators=[DataRequired("Choose the catalogue item.")])
-    lot_number = StringField("Supplier's lot number", validators=[DataRequired("Enter the lot number."),
-                                                                  Length(max=60)],
-                             render_kw={"autocomplete": "off", "data-scanner": True})
-    expiry_date = DateField("Expiry date", validators=[DataRequired("Enter the expiry date.")])
+    item = SelectField("Catalogue item", validators=[Optional()])
+    lot_number = StringField("Supplier's lot number", validators=[Optional()],
+                             render_kw={"autocomplete": "off", "data-scanner": True, "maxlength": 60})
+    expiry_date = DateField("Expiry date", validators=[Optional()])
     coa_reference = StringField("Certificate of analysis reference (needed before QA release)",
-                                validators=[Optional(), Length(max=200)])
-    received_on = DateField("Received on", default=dt.date.today, validators=[DataRequired("Enter the date.")])
+                                validators=[Optional()], render_kw={"maxlength": 200})
+    received_on = DateField("Received on", default=dt.date.today, validators=[Optional()])
 
 
 DECISION_LABELS = {LotStatus.RELEASED: "Release for use (CoA reviewed)", LotStatus.REJECTED: "Reject"}
@@ -39,8 +41,7 @@ class LotStatusForm(BaseForm):
     # The decisions offered are the ones the service allows from the lot's status (reagents.services.lot_decisions);
     # whatever is sent, the service decides.
     status = SelectField("Decision", choices=[], validate_choice=False)
-    reason = TextAreaField("Reason", validators=[DataRequired("Give the reason for the decision."),
-                                                 Length(max=2000)])
+    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})
 
     def offer(self, decisions: tuple[LotStatus, ...]) -> LotStatusForm:
         self.status.choices = [(status.value, DECISION_LABELS.get(status, status.value)) for status in decisions]

@@ -3,9 +3,6 @@ trace that lists every batch that used a lot (for a supplier recall)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from zoneinfo import ZoneInfo
-
 import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -13,7 +10,6 @@ from flask_login import current_user
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.batches.models import Batch, BatchStep, StepReagent
-from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
@@ -21,6 +17,7 @@ from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.reagents import services
+from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.forms import ItemForm, LotForm, LotStatusForm
 from cellfactory.reagents.models import CatalogueItem, LotStatus, ReagentLot
 from cellfactory.sites.models import Site
@@ -38,8 +35,7 @@ def _status(form) -> int:
     return 422 if (form.errors or form.form_errors) else 200
 
 
-def site_today(site: Site) -> dt.date:
-    return utcnow().astimezone(ZoneInfo(site.timezone)).date()
+site_today = services.site_today
 
 
 def batch_link(number: str) -> str | None:
@@ -70,9 +66,7 @@ def add_item():
     form = ItemForm()
     if form.validate_on_submit():
         try:
-            item = services.create_item(_user(), code=form.code.data, name=form.name.data,
-                                        supplier=form.supplier.data, category=form.category.data,
-                                        unit=form.unit.data or "mL")
+            item = services.create_item(_user(), CreateCatalogueItem.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -120,9 +114,8 @@ def _lot_form() -> LotForm:
 def receive():
     form = _lot_form()
     if form.validate_on_submit():
-        data = {name: field.data for name, field in form._fields.items() if name != "csrf_token"}
         try:
-            lot = services.receive_lot(_user(), g.site, data)
+            lot = services.receive_lot(_user(), g.site, ReceiveLot.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -155,7 +148,7 @@ def set_status(lot_id: int):
     form = LotStatusForm()
     if form.validate_on_submit():
         try:
-            services.set_lot_status(_user(), found, form.status.data or "", form.reason.data)
+            services.set_lot_status(_user(), found, ChangeLotStatus.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

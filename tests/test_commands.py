@@ -57,6 +57,10 @@ def test_a_command_takes_typed_values_and_strips_text():
     with pytest.raises(ValidationFailed) as refused:
         RecordCalibration.parse({"reference": "CAL-1", "next_due": 0})  # not the first of January 1970
     assert refused.value.fields == {"next_due": "Enter the date as YYYY-MM-DD."}
+    for not_a_day in ("0", "1700000000", "2027-3-1", "01/03/2027"):
+        with pytest.raises(ValidationFailed) as refused:
+            RecordCalibration.parse({"reference": "CAL-1", "next_due": not_a_day})
+        assert refused.value.fields == {"next_due": "Enter the date as YYYY-MM-DD."}, not_a_day
     with pytest.raises(ValidationFailed, match="JSON object"):
         RegisterEquipment.parse(["not", "an", "object"])  # type: ignore[arg-type]
 

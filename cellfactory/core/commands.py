@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
 
@@ -78,7 +79,10 @@ def _day_only(value: Any) -> Any:
         return value.date()
     if value is not None and not isinstance(value, str | dt.date):
         raise PydanticCustomError("date_type", "Input should be a valid date")
-    return value
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        # Other text (a bare number read as seconds since 1970, say) is no day.
+        raise PydanticCustomError("date_parsing", "Input should be a valid date")
+    return value.strip() if isinstance(value, str) else value
 
 
 # The version of a record as the client read it (optimistic locking); blank is none.
@@ -86,6 +90,8 @@ Version = Annotated[int | None, BeforeValidator(_blank_is_missing)]
 
 # A calendar day (ISO 8601 `YYYY-MM-DD`) in a plausible year.
 Day = Annotated[dt.date, BeforeValidator(_day_only), AfterValidator(_plausible_day)]
+# A day or None when left out or blank.
+OptionalDay = Annotated[Day | None, BeforeValidator(_blank_is_missing)]
 
 
 class Command(BaseModel):

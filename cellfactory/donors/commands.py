@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, Va
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.clock import utcnow
-from cellfactory.core.commands import Command, Day, Line, OptionalLine, Paragraph, Version, field_errors
+from cellfactory.core.commands import Command, Day, Line, OptionalDay, OptionalLine, Paragraph, Version, field_errors
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.donors.models import (
@@ -127,7 +127,6 @@ DonorCode = Annotated[Line(32), AfterValidator(_donor_code), Field(
     description="Pseudonymised code, never a name: 3-32 letters, digits or '-' (stored in capitals)",
     json_schema_extra={"x-refused-when": "not 3-32 letters, digits or '-', or another donor of the site has "
                                          "this code"})]
-OptionalDay = Annotated[Day | None, BeforeValidator(_blank)]
 BirthYear = Annotated[int | None, BeforeValidator(_whole_year), AfterValidator(_plausible_year), Field(
     description="Only when the birth date is unknown (1900 to this year)",
     json_schema_extra={"x-refused-when": "after this year, or not the birth date's year"})]

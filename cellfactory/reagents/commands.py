@@ -4,14 +4,13 @@ its certificate of analysis) is the service's rule (`reagents.services.set_lot_s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Day, Line, OptionalLine, Paragraph, _blank_is_missing
+from cellfactory.core.commands import Command, Day, Line, OptionalDay, OptionalLine, Paragraph
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.reagents.models import LotStatus
 
@@ -19,15 +18,6 @@ STATUS_CHOICE = "Use released or rejected."
 REASON_NEEDED = "Give the reason for the decision."
 
 
-def _iso_day(value: Any) -> Any:
-    """A day is written YYYY-MM-DD: other text (a bare number read as seconds since 1970, say) is no day."""
-    if isinstance(value, str) and value.strip() and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-        raise PydanticCustomError("date_parsing", "Input should be a valid date")
-    return value
-
-
-IsoDay = Annotated[Day, BeforeValidator(_iso_day)]
-OptionalIsoDay = Annotated[IsoDay | None, BeforeValidator(_blank_is_missing)]
 
 
 def _lot_status(value: Any) -> Any:
@@ -65,9 +55,9 @@ class ReceiveLot(Command):
                            json_schema_extra={"x-refused-when": "no catalogue item has this code"})
     lot_number: Line(60) = Field(description="The supplier's lot number",
                                  json_schema_extra={"x-refused-when": "the lot of this item is already at the site"})
-    expiry_date: IsoDay = Field(description="YYYY-MM-DD")
+    expiry_date: Day = Field(description="YYYY-MM-DD")
     coa_reference: OptionalLine(200) = Field(None, description="Certificate of analysis; needed before release")
-    received_on: OptionalIsoDay = Field(None, description="YYYY-MM-DD; today at the site when left out")
+    received_on: OptionalDay = Field(None, description="YYYY-MM-DD; today at the site when left out")
 
 
 class ChangeLotStatus(Command):

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory import create_app
-from cellfactory.api.params import check_types
+from cellfactory.api.contract import check_types
 from cellfactory.audit import services as audit_services
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services

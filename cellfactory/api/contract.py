@@ -1,6 +1,7 @@
-"""The API's contract, generated: each JSON route declares its operation once (`operation`), with the command it
-reads, the query it takes and the output it returns, and the OpenAPI document is built from those declarations
-and the route table. Routes not yet declared keep their hand-written entries in `cellfactory.api.openapi`.
+"""The API's contract: each route declares its operation once (`operation`), with the command it reads, the query
+it takes and the output it returns, and the OpenAPI document is built from those declarations and the route table
+(`generated`, served by `cellfactory.api.openapi`). Also here: how a handler reads a request (its body as a command,
+the user, the site, a signature's signer) and the people an output names.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from flask import Flask, request
+import sqlalchemy as sa
+from flask import Flask, g, request
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from sqlalchemy.orm import lazyload
 
+from cellfactory.auth.models import User
 from cellfactory.core.commands import Command
-from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
+from cellfactory.extensions import db
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+from cellfactory.sites.services import get_site
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -160,8 +168,11 @@ def _responses(declared: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK"),
                                            "content": {"application/json": {"schema": schema}}}
     elif declared.media is not None:
+        # A document of its own kind: a PDF, or a JSON object with no model of its own (this API's description).
+        schema = {"type": "object"} if declared.media == "application/json" else {"type": "string",
+                                                                                 "format": "binary"}
         responses[str(declared.status)] = {"description": declared.media, "content": {declared.media: {
-            "schema": {"type": "string", "format": "binary"}}}}
+            "schema": schema}}}
     else:
         responses[str(declared.status)] = {"description": STATUS_TEXT.get(declared.status, "OK")}
     errors = sorted({*ALWAYS, *declared.errors, *((422,) if declared.body or declared.query or declared.paged
@@ -195,3 +206,102 @@ def generated(app: Flask, prefix: str = "/api/v1") -> tuple[dict[str, Any], dict
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             paths.setdefault(_openapi_path(rule.rule, prefix), {})[method.lower()] = entry
     return paths, schemas
+
+
+# --- reading requests: who asks, for which site, and a signature's signer ------------------------------------
+
+# The whole numbers the databases keep (64-bit): an id or count beyond them names nothing and cannot be compared.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def api_user() -> User:
+    return g.api_user
+
+
+def filter_site(name: str = "site") -> Site | None:
+    """`?site=` of a list: an unknown code is invalid input (a known site the user cannot see lists nothing)."""
+    code = (request.args.get(name) or "").strip()
+    if not code:
+        return None
+    try:
+        return get_site(code)
+    except NotFound as error:
+        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
+
+
+def write_site(data: dict[str, Any]) -> Site:
+    """The site a write is for: `site` in the body, which may be left out by whoever works at one site only."""
+    code = (data.get("site") or "").strip()
+    if code:
+        try:
+            return get_site(code)
+        except NotFound as error:
+            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
+    ids = api_user().site_ids()
+    if ids is not None and len(ids) == 1:
+        return db.session.get(Site, next(iter(ids)))
+    raise ValidationFailed("Say which site this is for: you work at several sites.",
+                           fields={"site": "Required: the code of the site (you work at several)."})
+
+
+def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
+                integers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> None:
+    """422 naming each field present with the wrong JSON type (strings for numbers, "false" for false ...)."""
+    errors: dict[str, str] = {}
+    for name in numbers:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            errors[name] = "Must be a number (JSON number, not text)."
+    for name in integers:
+        value = data.get(name)
+        if isinstance(value, float) and value.is_integer():
+            # JSON has one kind of number: 7.0 is the whole number 7 (JSON Schema's "integer" says the same).
+            value = data[name] = int(value)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            errors[name] = "Must be a whole number."
+        elif value is not None and not INT_MIN <= value <= INT_MAX:
+            errors[name] = "Too large: whole numbers go up to 9223372036854775807."
+    for name in flags:
+        value = data.get(name)
+        if value is not None and not isinstance(value, bool):
+            errors[name] = "Must be true or false."
+    for name in texts:
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            errors[name] = "Must be a string."
+    if errors:
+        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
+
+
+def signing_of(data: dict[str, Any], meaning: Meaning | None) -> dict[str, Any]:
+    """The token names the signer: its user name and password, never a continuous session."""
+    if data.get("meaning") and meaning is not None and str(data["meaning"]).strip().lower() != meaning.value.lower():
+        raise ValidationFailed(f"This signature means {meaning.value!r}.",
+                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
+    if not data.get("password"):
+        what = f": the signature means {meaning.value!r}" if meaning else ""
+        raise ValidationFailed(f"Sign with your password{what}.", fields={"password": "Required: your own password."})
+    return {"password": data["password"], "username": api_user().username, "continuous_session": False}
+
+
+# --- writing answers: the people a record names -----------------------------------------------------------------
+
+
+def username(user_id: int | None) -> str | None:
+    """The user name of a user id; found in the session when `load_users` read it for the page, else read."""
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    return user.username if user else None
+
+
+def load_users(user_ids: Iterable[int | None]) -> None:
+    """Reads the users of these ids that the session does not hold yet, in one statement (without their roles),
+    so that `username` of each of them then reads nothing: a list names its people in one statement, not one
+    per row. The request keeps them (the session holds its objects only while someone refers to them)."""
+    session, mapper = db.session, sa.inspect(User)
+    missing = {i for i in user_ids
+               if i is not None and mapper.identity_key_from_primary_key([i]) not in session.identity_map}
+    if missing:
+        loaded = session.scalars(sa.select(User).where(User.id.in_(sorted(missing))).options(lazyload(User.roles)))
+        g.setdefault("loaded_users", []).extend(loaded)

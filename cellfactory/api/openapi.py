@@ -1,47 +1,43 @@
-"""GET /api/v1/openapi.json: the API described. A test checks that every route is in it."""
+"""GET /api/v1/openapi.json: the API described. Every operation is generated from what its route declares
+(`cellfactory.api.contract.operation`: the command it reads, the query it takes, the output it answers, its
+statuses); here are the document's frame and the rules every request is read by, which the document states. A
+test checks that every route is in it, and the fuzz test that the API answers as it says."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import current_app
+from pydantic import BaseModel
 
 from cellfactory.api import API_TEXT_MAX, LONG_TEXT_MAX, SINGLE_LINE_MAX, bp
-from cellfactory.api.contract import generated
-from cellfactory.api.params import INT_MAX, INT_MIN
-from cellfactory.batches.models import BatchStatus
-from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
+from cellfactory.api.contract import INT_MAX, INT_MIN, REF_TEMPLATE, generated, operation
 from cellfactory.core.permissions import public
 from cellfactory.web import QUERY_VALUE_MAX
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: dict[str, str]
 
 
-def _list_of(ref: str) -> dict[str, Any]:
-    return {"type": "object", "required": ["items", "page", "per_page", "total"], "properties": {
-        "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}},
-        "page": {"type": "integer"}, "per_page": {"type": "integer", "maximum": MAX_PER_PAGE},
-        "total": {"type": "integer"}}}
+class Error(BaseModel):
+    """Every refusal: a code, a message and, for invalid input, a message per field."""
+
+    error: ErrorDetail
 
 
-# Every request may be refused: 401 without a valid token, 403 for a role or scope that may not, 422 for text in the
-# query string that cannot be used (control characters, more than 1000 characters).
-ALWAYS = (401, 403, 422)
+def _error_schemas() -> dict[str, Any]:
+    schema = Error.model_json_schema(ref_template=REF_TEMPLATE)
+    return {**schema.pop("$defs"), "Error": schema}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
-            for code in sorted({*ALWAYS, *codes})}
+SCHEMAS: dict[str, Any] = _error_schemas()
 
 
-def _responses(ok: dict[str, Any], status: str = "200", *errors: int) -> dict[str, Any]:
-    return {status: {"description": "OK", "content": {"application/json": {"schema": ok}}}, **_errors(*errors)}
-
-
-PAGE_PARAMS = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
-    {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE}},
-]
+def _path(name: str, **rules: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", **rules}}
 
 
 # Site codes as created (2-8 letters or digits, read case-insensitively).
@@ -55,106 +51,13 @@ _FILTERS: dict[str, dict[str, Any]] = {
     "product": {"type": "string", "x-refused-when": "no product has this code"},
     "until": {"type": "string", "format": "date-time"},
 }
-
-
-def _enum(enum_cls: type) -> dict[str, Any]:
-    return {"type": "string", "enum": [member.value for member in enum_cls]}
-
-
-def _query(*names: str, **schemas: dict[str, Any]) -> list[dict[str, Any]]:
-    """Query-string filters: by name (free text unless _FILTERS says otherwise) or with their own schema."""
-    return [{"name": name, "in": "query", "allowEmptyValue": True,
-             "schema": schema or _FILTERS.get(name) or {"type": "string"}}
-            for name, schema in [*((n, None) for n in names), *schemas.items()]]
-
-
-def _path(name: str, **rules: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", **rules}}
-
-
-def _body(ref: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-PATHS: dict[str, Any] = {
-    "/openapi.json": {"get": {"summary": "This document", "security": [],
-                              "responses": {"200": {"description": "OpenAPI 3.1 document",
-                                                    "content": {"application/json": {"schema": {"type": "object"}}}},
-                                            "422": {"description": "Error",
-                                                    "content": {"application/json": {"schema": ERROR}}}}}},
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message", "fields"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                       "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
-}
-
-
-# --- intake: the material label (a PDF); the other operations are generated from donors/api.py and materials/api.py
-
 # The 13-character DIN (or the DIN as typed with its check character).
 _DIN = _path("din", **{"x-refused-when": "not a DIN: 13 characters (e.g. A999926000123), or as typed with its "
                                                    "check character, or as scanned"})
-_NULLABLE_STRING = {"type": ["string", "null"]}
-
-PATHS.update({
-    "/materials/{din}/label.pdf": {"get": {
-        "summary": "The label (technician or QA of the site); every print is audited",
-        "parameters": [_DIN, {"name": "reprint", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}],
-        "responses": {"200": {"description": "PDF label", "content": {"application/pdf": {}}}, **_errors(404)}}},
-})
-
-# An electronic signature as other operations show it (the intake operations declare theirs as SignatureOut).
-SCHEMAS.update({
-    "Signature": {"type": "object", "properties": {
-        "meaning": {"type": "string"}, "printed_name": {"type": "string"}, "username": {"type": "string"},
-        "signed_at": {"type": "string", "format": "date-time"}, "entity_type": {"type": "string"},
-        "entity_id": {"type": "string"}, "record_version": {"type": "integer"}, "content_sha256": {"type": "string"},
-        "comment": _NULLABLE_STRING, "status": {"type": "string", "description": "verification of the signature"}}},
-})
-
-
-# --- manufacturing: products, specifications, lots, equipment, batches, steps, passages -----------
-
-_M_TEXT = {"type": "string"}
-_M_NULL_TEXT = {"type": ["string", "null"]}
-_M_NUMBER = {"type": ["number", "null"]}
-_M_SIGN = {"type": "object", "required": ["password"], "properties": {
-    "password": {"type": "string", "description": "The signer's own password (the token names the signer); "
-                                                  "a wrong one is 401 and counts towards lock-out"},
-    "meaning": {"type": "string", "description": "Optional; must be the meaning this signature carries"}}}
-
-
-def _batch_statuses() -> list[str]:
-
-    return [s.value for s in BatchStatus]
-
-
-_BATCH_PROPERTIES = {
-    "number": {"type": "string", "description": "e.g. BG-UCMSC-2026-0042"}, "site": _M_TEXT, "product": _M_TEXT,
-    "status": {"type": "string", "enum": _batch_statuses()},
-    "held_from": _M_NULL_TEXT, "started_at": {"type": "string", "format": "date-time"},
-    "started_by": _M_NULL_TEXT, "status_changed_at": {"type": "string", "format": "date-time"},
-    "version": {"type": "integer"}}
-
-SCHEMAS.update({
-    "Signing": _M_SIGN,
-    "Batch": {"type": "object", "properties": {
-        **_BATCH_PROPERTIES,
-        "specification": {"type": "integer", "description": "The frozen specification version's number"}}},
-})
 
 
 def document() -> dict[str, Any]:
-    """The hand-written entries below, with the operations declared on their routes generated over them."""
-    paths = _generated_paths()
-    merged = {path: dict(PATHS.get(path, {})) | operations for path, operations in paths.items()}
+    """The document: every declared operation of the app, with the rules every request is read by."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "cellfactory API", "version": current_app.config["VERSION"],
@@ -163,12 +66,13 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "security": [{"bearer": []}],
-        "paths": PATHS | merged,
+        "paths": _generated_paths(),
     }
 
 
 @bp.get("/openapi.json")
 @public
+@operation("This document (OpenAPI 3.1)", media="application/json")
 def openapi():
     return document()
 
@@ -286,21 +190,6 @@ def _ruled(schema: Any, name: str = "", required: bool = False, owner: str = "")
 
 
 _RULED: set[str] = set()
-
-
-def _apply_request_rules() -> None:
-    for item in PATHS.values():
-        for operation in item.values():
-            for parameter in operation.get("parameters", ()):
-                if parameter["in"] == "query" and _is_free_text(parameter["schema"]):
-                    parameter["schema"] = {**parameter["schema"], "pattern": LINE_PATTERN,
-                                           "maxLength": QUERY_VALUE_MAX}
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            if body:
-                body["schema"] = _ruled(body["schema"])
-
-
-_apply_request_rules()
 
 
 # --- the operations generated from their declarations (cellfactory.api.contract), ruled the same way ---------------

@@ -6,18 +6,27 @@ rule; the OpenAPI document is generated from the declarations below (`cellfactor
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import ConfigDict, Field, PlainSerializer
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import joinedload
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, signing_of, write_site
-from cellfactory.api.serializers import batch_json, load_users, signature_json, username
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    load_users,
+    operation,
+    read_body,
+    signing_of,
+    username,
+    write_site,
+)
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import models, services
 from cellfactory.batches.commands import MoveBatch, SignStep, StartBatch, StepEntry
@@ -30,10 +39,8 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
 from cellfactory.products.models import CollectionType, SpecificationVersion, StepKind
 from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.api import SignatureOut
 from cellfactory.signatures.models import Meaning
-
-# A time as the API has always written it: ISO 8601 with its offset (stored UTC, so +00:00).
-Time = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")]
 
 
 def _number(value: Any) -> float | None:
@@ -66,14 +73,17 @@ class BatchSummary(Output):
     specification: int = Field(description="The frozen specification version's number")
     status: BatchStatus
     held_from: BatchStatus | None
-    started_at: Time
+    started_at: Moment
     started_by: str | None
-    status_changed_at: Time
+    status_changed_at: Moment
     version: int
 
     @classmethod
     def of(cls, batch: Batch) -> BatchSummary:
-        return cls(**batch_json(batch))
+        return cls(number=batch.number, site=batch.site.code, product=batch.product.code,
+                   specification=batch.specification.number, status=batch.status, held_from=batch.held_from,
+                   started_at=batch.started_at, started_by=username(batch.started_by_id),
+                   status_changed_at=batch.status_changed_at, version=batch.version)
 
 
 class FrozenSpecification(Output):
@@ -131,9 +141,9 @@ class BatchDetail(Output):
     specification: FrozenSpecification
     status: BatchStatus
     held_from: BatchStatus | None
-    started_at: Time
+    started_at: Moment
     started_by: str | None
-    status_changed_at: Time
+    status_changed_at: Moment
     version: int
     materials: list[BatchMaterialOut]
     collection_type: CollectionType
@@ -150,7 +160,7 @@ class BatchDetail(Output):
         spec = batch.specification
         verified = {s.id: services.step_verification(s, index) is not None for s in batch.steps}
         return cls(
-            **{**batch_json(batch), "specification": FrozenSpecification(
+            **{**dict(BatchSummary.of(batch)), "specification": FrozenSpecification(
                 number=spec.number, status=spec.status.value, max_passage=spec.max_passage,
                 max_cumulative_pd=_number(spec.max_cumulative_pd))},
             materials=[BatchMaterialOut(din=m.material.din, material_type=m.material.material_type.value,
@@ -173,9 +183,9 @@ class Passage(Output):
     vessel_type: str
     vessel_count: int
     cells_seeded: int
-    seeded_at: Time
+    seeded_at: Moment
     cells_harvested: int | None
-    harvested_at: Time | None
+    harvested_at: Moment | None
     viability_pct: float | None
     confluence_pct: float | None
     growth_area_cm2: float = Field(description="Derived")
@@ -230,21 +240,8 @@ class VoidedUseOut(Output):
     lot_id: int | None = None
     quantity: float | None = None
     unit: str | None = None
-    voided_at: Time | None
+    voided_at: Moment | None
     reason: str | None
-
-
-class StepSignature(Output):
-    meaning: str
-    printed_name: str
-    username: str
-    signed_at: Time
-    entity_type: str
-    entity_id: str
-    record_version: int
-    content_sha256: str
-    comment: str | None
-    status: str | None = Field(description="verification of the signature")
 
 
 class Step(Output):
@@ -256,8 +253,8 @@ class Step(Output):
     kind: StepKind
     position: int
     status: StepStatus
-    started_at: Time | None
-    ended_at: Time | None
+    started_at: Moment | None
+    ended_at: Moment | None
     operator: str | None
     observations: str
     deviation_reference: str | None
@@ -266,7 +263,7 @@ class Step(Output):
     voided: list[VoidedUseOut] = Field(description="Uses removed by a correction, with when and why (never deleted)")
     passage: Passage | None
     verified: bool
-    verification: StepSignature | None
+    verification: SignatureOut | None
     version: int
 
     @classmethod
@@ -287,7 +284,7 @@ class Step(Output):
                                     quantity=float(u.quantity), unit=u.unit) for u in step.current_reagents],
             voided=voided, passage=Passage.of(step.passage) if step.passage is not None else None,
             verified=verification is not None,
-            verification=StepSignature(**signature_json(verification, "valid")) if verification is not None
+            verification=SignatureOut.of(verification, "valid") if verification is not None
             else None,
             version=step.version)
 

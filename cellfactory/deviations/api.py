@@ -7,17 +7,26 @@ from the declarations below (`cellfactory.api.contract`)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import Field, PlainSerializer, WithJsonSchema
+from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, signing_of
-from cellfactory.auth.models import Role, User
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    operation,
+    read_body,
+    signing_of,
+    username,
+)
+from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
@@ -38,50 +47,15 @@ from cellfactory.deviations.commands import (
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
-from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.models import Meaning, Signature
+from cellfactory.signatures.api import SignatureOut
+from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
-
-# A moment as the API v1 has always written it: ISO 8601 with its offset (`+00:00`).
-Moment = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
-                   WithJsonSchema({"type": "string", "format": "date-time"})]
-
-
-def user_name(user_id: int | None) -> str | None:
-    user = db.session.get(User, user_id) if user_id is not None else None
-    return user.username if user else None
 
 
 def site_today(site_id: int) -> dt.date:
     site = db.session.get(Site, site_id)
     return utcnow().astimezone(ZoneInfo(site.timezone)).date()
-
-
-class SignatureOut(Output):
-    meaning: str
-    printed_name: str
-    username: str
-    signed_at: Moment
-    entity_type: str
-    entity_id: str
-    record_version: int
-    content_sha256: str
-    comment: str | None
-    status: str | None = Field(description="Whether the signature still holds for the record as it is now")
-
-    @classmethod
-    def of(cls, signature: Signature, status: str | None = None) -> SignatureOut:
-        return cls(meaning=signature.meaning, printed_name=signature.printed_name,
-                   username=signature.signer_username, signed_at=signature.signed_at,
-                   entity_type=signature.entity_type, entity_id=signature.entity_id,
-                   record_version=signature.record_version, content_sha256=signature.content_hash,
-                   comment=signature.comment, status=status)
-
-    @classmethod
-    def all_of(cls, record: Any) -> list[SignatureOut]:
-        return [cls.of(s, signature_services.verify(s, record).value)
-                for s in signature_services.signatures_for(record)]
 
 
 class CapaActionOut(Output):
@@ -110,7 +84,7 @@ class CapaActionOut(Output):
                    completed=action.completed_at is not None, completed_at=action.completed_at,
                    completion_note=action.completion_note, effectiveness_check_due=action.effectiveness_check_due,
                    effectiveness_check_note=action.effectiveness_check_note, created_at=action.created_at,
-                   created_by=user_name(action.created_by_id), version=action.version)
+                   created_by=username(action.created_by_id), version=action.version)
 
 
 class DeviationOut(Output):
@@ -147,7 +121,7 @@ class DeviationOut(Output):
             impact_assessment=deviation.impact_assessment, blocks_release=deviation.blocks_release,
             classification_justification=deviation.classification_justification, opened_at=deviation.opened_at,
             opened_by=deviation.opened_by.username, closed_at=deviation.closed_at,
-            closed_by=user_name(deviation.closed_by_id),
+            closed_by=username(deviation.closed_by_id),
             open_actions=sum(1 for a in deviation.actions if a.completed_at is None), version=deviation.version)
 
     @classmethod

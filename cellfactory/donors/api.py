@@ -7,15 +7,24 @@ rules, the site scoping and the audit trail; the OpenAPI document is generated f
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import ConfigDict, Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, write_site
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    operation,
+    read_body,
+    username,
+    write_site,
+)
 from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import NotFound
 from cellfactory.core.pagination import page_args, paginate
@@ -41,21 +50,8 @@ from cellfactory.donors.models import (
     Sex,
 )
 from cellfactory.extensions import db
-from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.models import Signature
+from cellfactory.signatures.api import SignatureOut
 from cellfactory.sites.services import get_site
-
-# An instant as the API has always written it: ISO 8601 with its offset (+00:00, stored UTC).
-Instant = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
-                    WithJsonSchema({"type": "string", "format": "date-time"})]
-
-
-def _username(user_id: int | None) -> str | None:
-    if user_id is None:
-        return None
-    user = db.session.get(User, user_id)
-    return user.username if user else None
-
 
 # --- outputs -------------------------------------------------------------------------------------------------
 
@@ -93,31 +89,6 @@ def eligibility_json(result: Eligibility) -> EligibilityOut:
     return EligibilityOut.of(result)
 
 
-class SignatureOut(Output):
-    meaning: str
-    printed_name: str
-    username: str
-    signed_at: Instant
-    entity_type: str
-    entity_id: str
-    record_version: int
-    content_sha256: str
-    comment: str | None
-    status: str | None = Field(description="Verification of the signature")
-
-    @classmethod
-    def of(cls, signature: Signature, record: Any) -> SignatureOut:
-        return cls(meaning=signature.meaning, printed_name=signature.printed_name,
-                   username=signature.signer_username, signed_at=signature.signed_at,
-                   entity_type=signature.entity_type, entity_id=signature.entity_id,
-                   record_version=signature.record_version, content_sha256=signature.content_hash,
-                   comment=signature.comment, status=signature_services.verify(signature, record).value)
-
-    @classmethod
-    def all_of(cls, record: Any) -> list[SignatureOut]:
-        return [cls.of(s, record) for s in signature_services.signatures_for(record)]
-
-
 class DonorOut(Output):
     code: str
     site: str = Field(description="Site code")
@@ -135,7 +106,7 @@ class DonorOut(Output):
     consent_withdrawn: bool
     consent_withdrawn_on: dt.date | None
     eligibility: EligibilityOut
-    registered_at: Instant
+    registered_at: Moment
     registered_by: str | None
     version: int
 
@@ -148,7 +119,7 @@ class DonorOut(Output):
                    consent_scope=donor.consent_scope, consent_withdrawn=donor.consent_withdrawn,
                    consent_withdrawn_on=donor.consent_withdrawn_on,
                    eligibility=eligibility_json(services.eligibility(donor)), registered_at=donor.created_at,
-                   registered_by=_username(donor.created_by_id), version=donor.version)
+                   registered_by=username(donor.created_by_id), version=donor.version)
 
 
 class ScreeningResultOut(Output):
@@ -164,7 +135,7 @@ class ScreeningResultOut(Output):
     current: bool = Field(description="False once a correction superseded it")
     superseded_by: int | None
     correction_reason: str | None
-    entered_at: Instant
+    entered_at: Moment
     entered_by: str | None
 
     @classmethod
@@ -175,7 +146,7 @@ class ScreeningResultOut(Output):
                    lab_reference=record.lab_reference, kit_lot=record.kit_lot,
                    current=record.superseded_by_id is None, superseded_by=record.superseded_by_id,
                    correction_reason=record.correction_reason, entered_at=record.created_at,
-                   entered_by=_username(record.created_by_id))
+                   entered_by=username(record.created_by_id))
 
 
 class ScreeningDecisionOut(Output):
@@ -188,7 +159,7 @@ class ScreeningDecisionOut(Output):
     allowed: bool
     reason: str
     confirmatory_results: str | None
-    decided_at: Instant
+    decided_at: Moment
     decided_by: str | None
     signatures: list[SignatureOut]
 
@@ -198,12 +169,12 @@ class ScreeningDecisionOut(Output):
                    result=decision.result.result.value, sample_date=decision.result.sample_date,
                    kind=decision.kind, allowed=decision.allowed, reason=decision.reason,
                    confirmatory_results=decision.confirmatory_results, decided_at=decision.created_at,
-                   decided_by=_username(decision.created_by_id), signatures=SignatureOut.all_of(decision))
+                   decided_by=username(decision.created_by_id), signatures=SignatureOut.all_of(decision))
 
 
 class MaterialEligibilityOut(Output):
     din: str
-    collected_at: Instant
+    collected_at: Moment
     eligibility: EligibilityOut = Field(description="Judged on the samples of this collection's window")
 
 

@@ -12,8 +12,7 @@ from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, write_site
+from cellfactory.api.contract import Output, Query, api_user, filter_site, operation, read_body, write_site
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to

@@ -16,26 +16,28 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory import isbt128
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, write_site
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    operation,
+    read_body,
+    username,
+    write_site,
+)
 from cellfactory.auth.models import Role, User
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.api import EligibilityOut, Instant, SignatureOut, eligibility_json
+from cellfactory.donors.api import EligibilityOut, eligibility_json
 from cellfactory.donors.models import Donor
-from cellfactory.extensions import db
 from cellfactory.materials import services
 from cellfactory.materials.commands import AllocateDin, ReceiveMaterialStatingUnit, SignedQuarantineDecision
 from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
-
-
-def _username(user_id: int | None) -> str | None:
-    if user_id is None:
-        return None
-    user = db.session.get(User, user_id)
-    return user.username if user else None
+from cellfactory.signatures.api import SignatureOut
 
 
 def _reprint(value: Any) -> Any:
@@ -61,13 +63,13 @@ class MaterialOut(Output):
     consent_withdrawn: bool
     biohazard: bool = Field(description="reactive autologous material: BIOLOGICAL HAZARD, stored in segregated "
                                         "positions only")
-    collected_at: Instant
+    collected_at: Moment
     collection_centre: str
     quantity: float
     quantity_unit: str
     anticoagulant: str | None
-    transport_started_at: Instant
-    arrived_at: Instant
+    transport_started_at: Moment
+    arrived_at: Moment
     transport_hours: float
     collection_to_receipt_hours: float
     transport_temp_min_c: float
@@ -75,9 +77,9 @@ class MaterialOut(Output):
     container_intact: bool
     documents_complete: bool
     receipt_limits_version: int
-    received_at: Instant
+    received_at: Moment
     received_by: str | None
-    released_at: Instant | None
+    released_at: Moment | None
     released_by: str | None
     release_reason: str | None
     version: int
@@ -99,8 +101,8 @@ class MaterialOut(Output):
             transport_temp_max_c=_number(material.transport_temp_max_c),
             container_intact=material.container_intact, documents_complete=material.documents_complete,
             receipt_limits_version=material.rule.version, received_at=material.received_at,
-            received_by=_username(material.received_by_id), released_at=material.released_at,
-            released_by=_username(material.released_by_id), release_reason=material.release_reason,
+            received_by=username(material.received_by_id), released_at=material.released_at,
+            released_by=username(material.released_by_id), release_reason=material.release_reason,
             version=material.version)
 
     @classmethod
@@ -197,6 +199,8 @@ def quarantine_decision(din: str):
 
 @bp.get("/materials/<din>/label.pdf")
 @roles_required(MANUFACTURING_STAFF)
+@operation("The label (technician or QA of the site); every print is audited", query=LabelQuery,
+           media="application/pdf", errors=(404,))
 def material_label(din: str) -> Response:
     found = services.get_material(api_user(), din)
     wanted = LabelQuery.read()

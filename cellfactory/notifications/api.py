@@ -8,8 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from cellfactory.api import bp
-from cellfactory.api.contract import Moment, Output, Query, operation, read_body
-from cellfactory.api.params import api_user
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body
 from cellfactory.batches.models import Batch
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.extensions import db

@@ -3,17 +3,14 @@ the product pages use."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import Field, PlainSerializer, WithJsonSchema
+from pydantic import Field
 
 from cellfactory.api import bp, page_json, text_problems
-from cellfactory.api.contract import Output, operation, read_body
-from cellfactory.api.params import api_user, check_types, signing_of
-from cellfactory.api.serializers import username
+from cellfactory.api.contract import Moment, Output, api_user, check_types, operation, read_body, signing_of, username
 from cellfactory.auth.models import Role
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import NotFound, ValidationFailed
@@ -43,14 +40,10 @@ from cellfactory.products.models import (
     TestStage,
 )
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.models import Meaning, Signature
+from cellfactory.signatures.api import SignatureOut
+from cellfactory.signatures.models import Meaning
 
 CommandT = TypeVar("CommandT", bound=Command)
-
-# An instant as the API has always written it: ISO 8601 with its offset (+00:00, stored UTC).
-Instant = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
-                    WithJsonSchema({"type": "string", "format": "date-time"})]
-
 
 class ShelfLifeOut(Output):
     fresh_hours: int
@@ -128,27 +121,6 @@ class SpecTestOut(Output):
                    incubation_days=test.incubation_days, criterion_text=test.criterion_text)
 
 
-class SignatureOut(Output):
-    meaning: str
-    printed_name: str
-    username: str
-    signed_at: Instant
-    entity_type: str
-    entity_id: str
-    record_version: int
-    content_sha256: str
-    comment: str | None
-    status: str | None = Field(description="Whether the signature still verifies against the record")
-
-    @classmethod
-    def of(cls, signature: Signature, status: str | None) -> SignatureOut:
-        return cls(meaning=signature.meaning, printed_name=signature.printed_name,
-                   username=signature.signer_username, signed_at=signature.signed_at,
-                   entity_type=signature.entity_type, entity_id=signature.entity_id,
-                   record_version=signature.record_version, content_sha256=signature.content_hash,
-                   comment=signature.comment, status=status)
-
-
 class SpecificationOut(Output):
     product: str
     number: int
@@ -159,9 +131,9 @@ class SpecificationOut(Output):
     steps: list[dict[str, Any]] = Field(description="The process template: code, name, kind (step or passage) and, "
                                                     "for a passage whose doublings do not count, pd_counted false")
     tests: list[SpecTestOut]
-    created_at: Instant
+    created_at: Moment
     created_by: str | None
-    approved_at: Instant | None
+    approved_at: Moment | None
     approved_by: str | None
     version: int
 

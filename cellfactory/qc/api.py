@@ -14,15 +14,14 @@ from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, signing_of
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body, signing_of, username
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE, page_args
 from cellfactory.core.permissions import READ_ROLES, roles_required
-from cellfactory.deviations.api import DeviationOut, Moment, SignatureOut, user_name
+from cellfactory.deviations.api import DeviationOut
 from cellfactory.deviations.commands import Signed
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
@@ -31,6 +30,7 @@ from cellfactory.qc import services
 from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
+from cellfactory.signatures.api import SignatureOut
 from cellfactory.signatures.models import Meaning
 
 
@@ -80,7 +80,7 @@ class QcResultOut(Output):
         return dict(
             id=result.id, batch=batch.number if batch else None, test=test.code, test_name=test.name,
             stage=test.stage.value, method=result.method, sample_id=result.sample_id, sampled_at=result.sampled_at,
-            instrument=result.equipment.code if result.equipment else None, analyst=user_name(result.analyst_id),
+            instrument=result.equipment.code if result.equipment else None, analyst=username(result.analyst_id),
             value=value, unit=result.unit, value_text=result.value_text, criterion_text=test.criterion_text,
             verdict=result.verdict, explanation=result.explanation, pending=result.verdict == Verdict.PENDING,
             final_read_due=result.final_read_due, raw_data_reference=result.raw_data_reference,
@@ -89,7 +89,7 @@ class QcResultOut(Output):
             invalidation_reason=result.invalidation_reason, verified=verification is not None,
             verification=SignatureOut.of(verification, "valid") if verification is not None else None,
             deviation=deviation.number if deviation else None, entered_at=result.created_at,
-            entered_by=user_name(result.created_by_id), signatures=SignatureOut.all_of(result),
+            entered_by=username(result.created_by_id), signatures=SignatureOut.all_of(result),
             version=result.version)
 
     @classmethod

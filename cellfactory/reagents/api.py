@@ -12,16 +12,24 @@ from pydantic import Field
 from sqlalchemy.orm import joinedload, lazyload
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, write_site
-from cellfactory.api.serializers import load_users, username
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    load_users,
+    operation,
+    read_body,
+    username,
+    write_site,
+)
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepReagent
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
-from cellfactory.products.api import Instant
 from cellfactory.products.models import SpecificationVersion
 from cellfactory.reagents import services
 from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
@@ -73,10 +81,10 @@ class LotUseOut(Output):
     step_name: str
     quantity: float
     unit: str | None
-    recorded_at: Instant
+    recorded_at: Moment
     recorded_by: str | None
     voided: bool
-    voided_at: Instant | None
+    voided_at: Moment | None
     void_reason: str | None
 
 
@@ -87,9 +95,9 @@ class TracedBatchOut(Output):
     specification: int = Field(description="The number of the specification version the batch froze")
     status: BatchStatus
     held_from: BatchStatus | None
-    started_at: Instant
+    started_at: Moment
     started_by: str | None
-    status_changed_at: Instant
+    status_changed_at: Moment
     version: int
     in_use: bool = Field(description="false when every use was voided by a correction")
     uses: list[LotUseOut]

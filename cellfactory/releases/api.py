@@ -16,11 +16,10 @@ from flask import Response, request, url_for
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Moment, Output, Query, operation, read_body
-from cellfactory.api.params import api_user
-from cellfactory.api.serializers import batch_json
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
+from cellfactory.batches.api import BatchSummary
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, roles_required
@@ -117,7 +116,7 @@ class InvolvedOut(Output):
 
 
 class _Release(Output):
-    batch: dict[str, Any] = Field(description="The batch, as GET /batches/{number} gives it")
+    batch: BatchSummary = Field(description="The batch, as GET /batches lists it")
     checklist: list[ChecklistItemOut]
     involved: list[InvolvedOut] = Field(description="Who performed, verified or tested anything on the batch")
     you_are_involved: bool = Field(description="You did something on the batch that stops you signing")
@@ -130,7 +129,7 @@ def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None =
     people = [InvolvedOut(username=user.username, full_name=user.full_name, what=what)
               for user, what in facts.involved()]
     mine = {api_user().id: p.what for p in people if p.username == api_user().username}
-    return {"batch": batch_json(batch),
+    return {"batch": BatchSummary.of(batch),
             "checklist": [ChecklistItemOut(key=i.key, label=i.label, ok=i.ok, problems=i.problems)
                           for i in services.checklist(batch, facts)],
             "involved": people, "you_are_involved": bool(services.conflicts(mine, meaning)),

@@ -7,19 +7,27 @@ generated from the declarations below (`cellfactory.api.contract`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
-from typing import Annotated, Any
+from typing import Any
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import Field, PlainSerializer, WithJsonSchema
+from pydantic import Field
 
 from cellfactory import isbt128
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, operation, read_body
-from cellfactory.api.params import api_user, filter_site, write_site
-from cellfactory.api.serializers import load_users, username
+from cellfactory.api.contract import (
+    Moment,
+    Output,
+    Query,
+    api_user,
+    filter_site,
+    load_users,
+    operation,
+    read_body,
+    username,
+    write_site,
+)
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
@@ -54,10 +62,6 @@ from cellfactory.units.models import (
     UnitStatus,
 )
 from cellfactory.web import QUERY_VALUE_MAX
-
-# An instant as the API has always written it: ISO 8601 with its offset (+00:00, the stored UTC).
-Time = Annotated[dt.datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str),
-                 WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 class _Out(Output):
@@ -99,18 +103,18 @@ class UnitOut(_Out):
     origin_site: str
     volume_ml: float
     cells: float
-    expires_at: Time
+    expires_at: Moment
     preservation: Preservation
-    prepared_at: Time | None
-    thawed_at: Time | None
+    prepared_at: Moment | None
+    thawed_at: Moment | None
     collection_type: CollectionType
     intended_recipient: str | None
     status: UnitStatus
     status_reason: str | None
     where: Where
     recipient: RecipientOut | None
-    administered_at: Time | None
-    created_at: Time
+    administered_at: Moment | None
+    created_at: Moment
     created_by: str | None
     version: int
 
@@ -143,8 +147,8 @@ class UnitShipment(_Out):
     from_: str = Field(serialization_alias="from")
     to: str
     status: ShipmentStatus
-    departed_at: Time
-    received_at: Time | None
+    departed_at: Moment
+    received_at: Moment | None
     temperature_excursion: bool | None
 
 
@@ -228,9 +232,9 @@ class ShipmentOut(_Out):
     to_site: str
     shipper: str
     logger_reference: str
-    departed_at: Time
+    departed_at: Moment
     status: ShipmentStatus
-    received_at: Time | None
+    received_at: Moment | None
     received_by: str | None
     temperature_excursion: bool | None
     condition: str | None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from cellfactory.api.contract import Moment, Output
+from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Signature
 
 
@@ -27,3 +30,9 @@ class SignatureOut(Output):
                    entity_type=signature.entity_type, entity_id=signature.entity_id,
                    record_version=signature.record_version, content_sha256=signature.content_hash,
                    comment=signature.comment, status=status)
+
+    @classmethod
+    def all_of(cls, record: Any) -> list[SignatureOut]:
+        """Every signature of `record`, each with whether it still matches the record."""
+        return [cls.of(signature, signature_services.verify(signature, record).value)
+                for signature in signature_services.signatures_for(record)]

@@ -21,6 +21,7 @@ from cellfactory.auth.models import User
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
+from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
@@ -227,6 +228,13 @@ def filter_site(name: str = "site") -> Site | None:
         return get_site(code)
     except NotFound as error:
         raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
+
+
+def site_records(model: type[Any]) -> sa.Select:
+    """The records of `model` (a table with a `site_id`) the API's user may see, of the site `?site=` names."""
+    query = visible_to(sa.select(model), model, api_user())
+    site = filter_site()
+    return query if site is None else query.where(model.site_id == site.id)
 
 
 def write_site(data: dict[str, Any]) -> Site:

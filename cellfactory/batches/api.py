@@ -19,11 +19,11 @@ from cellfactory.api.contract import (
     Output,
     Query,
     api_user,
-    filter_site,
     load_users,
     operation,
     read_body,
     signing_of,
+    site_records,
     username,
     write_site,
 )
@@ -34,7 +34,6 @@ from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
-from cellfactory.core.scoping import visible_to
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
 from cellfactory.products.models import CollectionType, SpecificationVersion, StepKind
@@ -346,10 +345,7 @@ def vessel_types():
 def batches():
     page, per_page = page_args(request.args)
     wanted = BatchFilter.read()
-    query = visible_to(sa.select(Batch), Batch, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(Batch.site_id == site.id)
+    query = site_records(Batch)
     if wanted.status is not None:
         query = query.where(Batch.status == wanted.status)
     if wanted.product:

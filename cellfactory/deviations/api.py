@@ -20,10 +20,10 @@ from cellfactory.api.contract import (
     Output,
     Query,
     api_user,
-    filter_site,
     operation,
     read_body,
     signing_of,
+    site_records,
     username,
 )
 from cellfactory.auth.models import Role
@@ -33,7 +33,6 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
-from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services
 from cellfactory.deviations.commands import (
     AddAction,
@@ -179,10 +178,7 @@ def _action(deviation: Deviation, action_id: int) -> CapaAction:
 def deviations():
     page, per_page = page_args(request.args)
     wanted = DeviationFilter.read()
-    query = visible_to(sa.select(Deviation), Deviation, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(Deviation.site_id == site.id)
+    query = site_records(Deviation)
     if wanted.status is not None:
         query = query.where(Deviation.status == wanted.status)
     if wanted.classification is not None:

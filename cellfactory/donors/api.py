@@ -19,9 +19,9 @@ from cellfactory.api.contract import (
     Output,
     Query,
     api_user,
-    filter_site,
     operation,
     read_body,
+    site_records,
     username,
     write_site,
 )
@@ -29,7 +29,6 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import NotFound
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
-from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services
 from cellfactory.donors.commands import (
     AddScreeningResult,
@@ -229,10 +228,7 @@ def _signing(user: User, password: str) -> dict[str, Any]:
 def donors():
     page, per_page = page_args(request.args)
     wanted = DonorFilter.read()
-    query = visible_to(sa.select(Donor), Donor, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(Donor.site_id == site.id)
+    query = site_records(Donor)
     if wanted.type is not None:
         query = query.where(Donor.donor_type == wanted.type)
     code = (wanted.code or "").strip().upper()

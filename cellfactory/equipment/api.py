@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Output, Query, api_user, filter_site, operation, read_body, write_site
+from cellfactory.api.contract import (
+    Output,
+    Query,
+    api_user,
+    operation,
+    read_body,
+    site_records,
+    write_site,
+)
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
-from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services
 from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
 from cellfactory.equipment.models import Equipment, EquipmentStatus
@@ -59,10 +65,7 @@ def _equipment(site: str, code: str) -> Equipment:
 def equipment_list():
     page, per_page = page_args(request.args)
     wanted = EquipmentFilter.read()
-    query = visible_to(sa.select(Equipment), Equipment, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(Equipment.site_id == site.id)
+    query = site_records(Equipment)
     if wanted.status is not None:
         query = query.where(Equipment.status == wanted.status)
     query = query.order_by(Equipment.site_id, Equipment.code)

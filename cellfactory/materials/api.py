@@ -21,16 +21,15 @@ from cellfactory.api.contract import (
     Output,
     Query,
     api_user,
-    filter_site,
     operation,
     read_body,
+    site_records,
     username,
     write_site,
 )
 from cellfactory.auth.models import Role, User
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
-from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.api import EligibilityOut, eligibility_json
 from cellfactory.donors.models import Donor
@@ -149,10 +148,7 @@ class LabelQuery(Query):
 def materials():
     page, per_page = page_args(request.args)
     wanted = MaterialFilter.read()
-    query = visible_to(sa.select(SourceMaterial), SourceMaterial, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(SourceMaterial.site_id == site.id)
+    query = site_records(SourceMaterial)
     if wanted.status is not None:
         query = query.where(SourceMaterial.status == wanted.status)
     if wanted.type is not None:

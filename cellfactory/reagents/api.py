@@ -17,15 +17,16 @@ from cellfactory.api.contract import (
     Output,
     Query,
     api_user,
-    filter_site,
     load_users,
     operation,
     read_body,
+    site_records,
     username,
     write_site,
 )
 from cellfactory.auth.models import Role, User
-from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepReagent
+from cellfactory.batches.api import BatchSummary
+from cellfactory.batches.models import Batch, BatchStep, StepReagent
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -88,17 +89,9 @@ class LotUseOut(Output):
     void_reason: str | None
 
 
-class TracedBatchOut(Output):
-    number: str = Field(description="e.g. BG-UCMSC-2026-0042")
-    site: str
-    product: str
-    specification: int = Field(description="The number of the specification version the batch froze")
-    status: BatchStatus
-    held_from: BatchStatus | None
-    started_at: Moment
-    started_by: str | None
-    status_changed_at: Moment
-    version: int
+class TracedBatchOut(BatchSummary):
+    """A batch that used the lot, with each use."""
+
     in_use: bool = Field(description="false when every use was voided by a correction")
     uses: list[LotUseOut]
 
@@ -128,11 +121,8 @@ def lot_trace(lot: ReagentLot, user: User) -> list[TracedBatchOut]:
     batches: dict[str, dict[str, Any]] = {}
     for use in uses:
         batch = use.step.batch
-        entry = batches.setdefault(batch.number, {
-            "number": batch.number, "site": batch.site.code, "product": batch.product.code,
-            "specification": batch.specification.number, "status": batch.status, "held_from": batch.held_from,
-            "started_at": batch.started_at, "started_by": username(batch.started_by_id),
-            "status_changed_at": batch.status_changed_at, "version": batch.version, "in_use": False, "uses": []})
+        entry = batches.get(batch.number) or batches.setdefault(
+            batch.number, {**dict(BatchSummary.of(batch)), "in_use": False, "uses": []})
         entry["uses"].append(LotUseOut(
             step=use.step.code, step_name=use.step.name, quantity=float(use.quantity), unit=use.unit,
             recorded_at=use.created_at, recorded_by=username(use.created_by_id), voided=use.voided_at is not None,
@@ -169,10 +159,7 @@ def create_catalogue_item():
 def lots():
     page, per_page = page_args(request.args)
     wanted = LotFilter.read()
-    query = visible_to(sa.select(ReagentLot), ReagentLot, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(ReagentLot.site_id == site.id)
+    query = site_records(ReagentLot)
     if wanted.item:
         query = query.where(ReagentLot.item_id.in_(sa.select(CatalogueItem.id).where(
             CatalogueItem.code == wanted.item.strip().upper())))

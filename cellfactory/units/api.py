@@ -25,6 +25,7 @@ from cellfactory.api.contract import (
     load_users,
     operation,
     read_body,
+    site_records,
     username,
     write_site,
 )
@@ -487,10 +488,7 @@ def recall_batch(number: str):
 def storage_list():
     page, per_page = page_args(request.args)
     wanted = StorageFilter.read()
-    query = visible_to(sa.select(StorageLocation), StorageLocation, api_user())
-    site = filter_site()
-    if site is not None:
-        query = query.where(StorageLocation.site_id == site.id)
+    query = site_records(StorageLocation)
     query = query.where(StorageLocation.kind == wanted.kind) if wanted.kind is not None else query.where(
         StorageLocation.kind != LocationKind.POSITION)
     result = paginate(query.order_by(StorageLocation.site_id, StorageLocation.path), page, per_page)

@@ -113,11 +113,11 @@ def _openapi_path(rule: str, prefix: str) -> str:
 
 def _schema(model: type[BaseModel], schemas: dict[str, Any], mode: str) -> dict[str, Any]:
     generated = model.model_json_schema(ref_template=REF_TEMPLATE, mode=mode)  # type: ignore[arg-type]
-    for name, definition in generated.pop("$defs", {}).items():
-        schemas.setdefault(name, definition)
-    name = model.__name__
-    schemas[name] = generated
-    return {"$ref": REF_TEMPLATE.format(model=name)}
+    for name, definition in [*generated.pop("$defs", {}).items(), (model.__name__, generated)]:
+        # A component is named by its class: two different shapes of one name would describe one of them wrongly.
+        if schemas.setdefault(name, definition) != definition:
+            raise TypeError(f"Two different schemas are named {name!r}: give one of the classes another name.")
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
 def _page_of(item: dict[str, Any]) -> dict[str, Any]:

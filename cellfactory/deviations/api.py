@@ -40,8 +40,8 @@ from cellfactory.deviations.commands import (
     CloseDeviation,
     CompleteAction,
     OpenDeviation,
+    PasswordSigned,
     RecordInvestigation,
-    Signed,
 )
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.extensions import db
@@ -157,7 +157,7 @@ class InvestigationBody(RecordInvestigation):
     meaning: str | None = Field(None, description="Optional; must be the meaning this signature carries")
 
 
-class ClosureBody(CloseDeviation, Signed):
+class ClosureBody(CloseDeviation, PasswordSigned):
     refusal: ClassVar[str] = CloseDeviation.refusal
 
 

@@ -94,7 +94,7 @@ def _whole(value: Any) -> Any:
 OptionalWhole = Annotated[int | None, BeforeValidator(_whole)]
 
 
-class Signed(Command):
+class PasswordSigned(Command):
     """The electronic signature's fields of an API body: the signer's own password (the token names the signer)
     and, optionally, the meaning the signature carries."""
 

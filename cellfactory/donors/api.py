@@ -7,11 +7,11 @@ rules, the site scoping and the audit trail; the OpenAPI document is generated f
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from flask import request
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema
 
 from cellfactory.api import bp, page_json
 from cellfactory.api.contract import (
@@ -154,7 +154,8 @@ class ScreeningDecisionOut(Output):
     test: str
     result: str
     sample_date: dt.date
-    kind: DecisionKind
+    # Inline: `DecisionKind` names the QP's decisions in this document.
+    kind: Annotated[DecisionKind, WithJsonSchema({"type": "string", "enum": [k.value for k in DecisionKind]})]
     allowed: bool
     reason: str
     confirmatory_results: str | None

@@ -22,7 +22,7 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE, page_args
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.deviations.api import DeviationOut
-from cellfactory.deviations.commands import Signed
+from cellfactory.deviations.commands import PasswordSigned
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.products.models import CriterionKind, SpecTest
@@ -154,13 +154,13 @@ class ResultsPage(Query):
     per_page: int | None = Field(None, ge=1, le=MAX_PER_PAGE)
 
 
-class SigningBody(Signed):
+class SigningBody(PasswordSigned):
     refusal: ClassVar[str] = "The result cannot be verified"
 
 
-class InvalidationBody(InvalidateResult, Signed):
+class InvalidationBody(InvalidateResult, PasswordSigned):
     refusal: ClassVar[str] = InvalidateResult.refusal
-    missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **PasswordSigned.missing}
 
 
 def _result(result_id: int) -> QcResult:

@@ -87,7 +87,7 @@ class Where(_Out):
     in_transit: InTransit | None
 
 
-class RecipientOut(_Out):
+class UnitRecipientOut(_Out):
     code: str
     site: str
     trial_code: str
@@ -113,7 +113,7 @@ class UnitOut(_Out):
     status: UnitStatus
     status_reason: str | None
     where: Where
-    recipient: RecipientOut | None
+    recipient: UnitRecipientOut | None
     administered_at: Moment | None
     created_at: Moment
     created_by: str | None
@@ -127,7 +127,7 @@ class UnitOut(_Out):
 def _unit_fields(unit: Unit, in_transit: Shipment | None) -> dict[str, Any]:
     transit = InTransit(shipment=in_transit.number, from_=in_transit.from_site.code,
                         to=in_transit.to_site.code) if in_transit else None
-    recipient = RecipientOut(code=unit.recipient.code, site=unit.recipient.site.code,
+    recipient = UnitRecipientOut(code=unit.recipient.code, site=unit.recipient.site.code,
                              trial_code=unit.recipient.trial_code) if unit.recipient else None
     return dict(
         identifier=unit.identifier, din=unit.din,

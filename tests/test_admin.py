@@ -82,7 +82,8 @@ def test_deactivate_and_reactivate(client, users):
     assert _user("technician.bg").active is True
     updates = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "app_user",
                                                              AuditEntry.entity_id == str(tech.id),
-                                                             AuditEntry.action == "update")).all()
+                                                             AuditEntry.action == "update")
+                                 .order_by(AuditEntry.seq)).all()
     assert [(u.changes["active"], u.reason) for u in updates] == [([True, False], "left"), ([False, True], "came back")]
 
 

@@ -880,11 +880,16 @@ def test_openapi_documents_the_manufacturing_paths(client):
 def test_openapi_batch_detail_names_its_specification_as_an_object(client):
     """Issue 15: BatchDetail was allOf Batch (specification: integer) and specification: object, which no answer can
     satisfy; lists give the number, the batch at a glance the object."""
-    schemas = client.get(f"{API}/openapi.json").get_json()["components"]["schemas"]
-    assert schemas["Batch"]["properties"]["specification"]["type"] == "integer"
+    document = client.get(f"{API}/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    # A batch in a list (GET /batches) is generated from its output model, BatchSummary.
+    listed = document["paths"]["/batches"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed["properties"]["items"]["items"] == {"$ref": "#/components/schemas/BatchSummary"}
+    assert schemas["BatchSummary"]["properties"]["specification"]["type"] == "integer"
     detail = schemas["BatchDetail"]
-    assert "allOf" not in detail and detail["properties"]["specification"]["type"] == "object"
-    assert set(schemas["Batch"]["properties"]) <= set(detail["properties"])
+    assert "allOf" not in detail and detail["properties"]["specification"]["$ref"].endswith("/FrozenSpecification")
+    assert schemas["FrozenSpecification"]["type"] == "object"
+    assert set(schemas["BatchSummary"]["properties"]) <= set(detail["properties"])
 
 
 # --- concurrency (PostgreSQL) --------------------------------------------------------------------

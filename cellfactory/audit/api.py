@@ -17,9 +17,11 @@ from cellfactory.api import bp
 from cellfactory.api.contract import Moment, Output, Query, operation
 from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.queries import COUNT_LIMIT, AuditFilter, audit_page
+from cellfactory.auth.services import user_ids_named
 from cellfactory.core.commands import Instant
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
+from cellfactory.sites.services import site_ids_coded
 
 # "...T08:00:00+01:00" typed into a URL unencoded arrives as "...T08:00:00 01:00" ('+' means space in a query).
 _SPACED_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
@@ -94,7 +96,9 @@ class AuditCount(Output):
 def audit_trail():
     page, per_page = page_args(request.args)
     wanted = AuditQuery.read()
-    flt = AuditFilter(entity_type=wanted.entity, entity_id=wanted.id, username=wanted.user, site_code=wanted.site,
+    flt = AuditFilter(entity_type=wanted.entity, entity_id=wanted.id,
+                      actor_ids=user_ids_named(wanted.user) if wanted.user else None,
+                      site_ids=site_ids_coded(wanted.site) if wanted.site else None,
                       action=wanted.action, since=wanted.since, until=wanted.until)
     result = audit_page(g.api_user, flt, page, per_page)
     return {"items": [AuditEntryOut.of(entry).json() for entry in result.items], "page": result.page,

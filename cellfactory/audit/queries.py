@@ -1,4 +1,7 @@
-"""Reading the audit trail: filters, site scoping, pages with a bounded count, and the CSV export."""
+"""Reading the audit trail: filters, site scoping, pages with a bounded count, and the CSV export.
+
+The trail lies below the users and the sites (both write it), so its filters name them by id: the doors resolve a
+typed user name or site code (`auth.services.user_ids_named`, `sites.services.site_ids_coded`)."""
 
 from __future__ import annotations
 
@@ -6,19 +9,18 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
-from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import Page, paginate
 from cellfactory.core.plausibility import year_problem
-from cellfactory.sites.models import Site
+from cellfactory.core.roles import Actor
 
 # The trail grows by hundreds of thousands of entries a year: a page counts the matching entries only up to this
 # many, so that page 2 costs the same at 3 years or 30. Past it the page says "more than N entries" and its total
@@ -30,14 +32,15 @@ COUNT_LIMIT = 10_000
 class AuditFilter:
     entity_type: str | None = None
     entity_id: str | None = None
-    username: str | None = None
-    site_code: str | None = None
+    # The ids of the user name and the site code asked for (none when no such user or site: nothing matches).
+    actor_ids: Collection[int] | None = None
+    site_ids: Collection[int] | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     action: str | None = None
 
 
-def audit_query(viewer: User, flt: AuditFilter) -> sa.Select:
+def audit_query(viewer: Actor, flt: AuditFilter) -> sa.Select:
     permissions.require(permissions.can_read_audit(viewer), "Only QA, Qualified Persons and auditors read the "
                                                             "audit trail.")
     query = sa.select(AuditEntry)
@@ -50,10 +53,10 @@ def audit_query(viewer: User, flt: AuditFilter) -> sa.Select:
         query = query.where(sa.or_(AuditEntry.entity_id == flt.entity_id, AuditEntry.entity_label == flt.entity_id))
     if flt.action:
         query = query.where(AuditEntry.action == flt.action)
-    if flt.username:
-        query = query.join(User, User.id == AuditEntry.actor_id).where(User.username == flt.username)
-    if flt.site_code:
-        query = query.join(Site, Site.id == AuditEntry.site_id).where(Site.code == flt.site_code.upper())
+    if flt.actor_ids is not None:
+        query = query.where(AuditEntry.actor_id.in_(flt.actor_ids or [-1]))
+    if flt.site_ids is not None:
+        query = query.where(AuditEntry.site_id.in_(flt.site_ids or [-1]))
     if flt.since:
         query = query.where(AuditEntry.recorded_at >= flt.since)
     if flt.until:
@@ -61,7 +64,7 @@ def audit_query(viewer: User, flt: AuditFilter) -> sa.Select:
     return query.order_by(AuditEntry.seq.desc())
 
 
-def audit_page(viewer: User, flt: AuditFilter, page: int, per_page: int) -> Page:
+def audit_page(viewer: Actor, flt: AuditFilter, page: int, per_page: int) -> Page:
     """One page of the filtered trail, newest first, its total counted up to COUNT_LIMIT entries."""
     return paginate(audit_query(viewer, flt), page, per_page, count_limit=COUNT_LIMIT)
 

@@ -5,12 +5,14 @@ from flask_login import current_user
 from sqlalchemy import orm
 
 from cellfactory.audit.queries import AuditFilter, audit_page, audit_query, csv_rows, parse_day
+from cellfactory.auth.services import user_ids_named
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
 from cellfactory.core.transaction import commit_request
 from cellfactory.extensions import db
+from cellfactory.sites.services import site_ids_coded
 from cellfactory.web import display_timezone
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -29,9 +31,11 @@ def _filter_from_request() -> tuple[AuditFilter, dict[str, str]]:
         until = parse_day(args.get("until"), "until", tz, end=True)
     except ValidationFailed as error:
         errors.update(error.fields)
+    user, site = args.get("user"), args.get("site")
     return AuditFilter(
-        entity_type=args.get("entity") or None, entity_id=args.get("id") or None, username=args.get("user") or None,
-        site_code=args.get("site") or None, action=args.get("action") or None, since=since, until=until,
+        entity_type=args.get("entity") or None, entity_id=args.get("id") or None,
+        actor_ids=user_ids_named(user) if user else None, site_ids=site_ids_coded(site) if site else None,
+        action=args.get("action") or None, since=since, until=until,
     ), errors
 
 

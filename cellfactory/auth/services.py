@@ -57,6 +57,11 @@ def get_user(username: str) -> User:
     return user
 
 
+def user_ids_named(username: str) -> list[int]:
+    """The id of the user of this name, or none: how a filter by user name reaches the audit trail."""
+    return list(db.session.scalars(sa.select(User.id).where(User.username == username)))
+
+
 # --- log-in and lock-out -------------------------------------------------------------------------
 
 

@@ -17,18 +17,24 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from cellfactory.batches.models import BatchStatus
-from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, Version
+from cellfactory.core.commands import (
+    Command,
+    Line,
+    OptionalLine,
+    OptionalParagraph,
+    Paragraph,
+    Version,
+    in_utc,
+    instant,
+    plausible_time,
+)
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.core.plausibility import year_problem
 from cellfactory.core.text import length_problem, text_problem
 
-OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
-NOT_A_TIME = f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}."
-NO_OFFSET = f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones."
 NOT_TEXT = "Must be a number (JSON number, not text)."
 NOT_WHOLE = "Must be a whole number."
 # The whole numbers the databases keep (64-bit).
@@ -39,32 +45,6 @@ ENTER_A_NUMBER = "Enter a number."
 ENTER_VESSELS = "Enter how many vessels (1 or more)."
 NOT_A_LOCAL_TIME = "Not a date and time: use YYYY-MM-DDTHH:MM."
 REAGENT_SHAPE = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
-
-
-def _blank(value: Any) -> Any:
-    return None if isinstance(value, str) and not value.strip() else value
-
-
-def _instant(value: Any) -> dt.datetime | None:
-    """A time with its UTC offset (a datetime, or ISO 8601 text), in UTC; never read in a guessed zone."""
-    value = _blank(value)
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise PydanticCustomError("text", NOT_A_TIME) from None
-    else:
-        raise PydanticCustomError("text", NOT_A_TIME)
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise PydanticCustomError("text", NO_OFFSET)
-    problem = year_problem(parsed)
-    if problem:
-        raise PydanticCustomError("implausible_date", problem)
-    return parsed.astimezone(dt.UTC)
 
 
 def _number(minimum: int | None = None, maximum: int | None = None):
@@ -105,8 +85,9 @@ def _whole(message: str | None = None, minimum: int = INT_MIN):
     return check
 
 
-# A time, ISO 8601 with its offset (stored UTC); left out, null or blank: none.
-Instant = Annotated[dt.datetime | None, BeforeValidator(_instant),
+# core's Instant, optional (left out, null or blank: none) and given in UTC, as it is stored.
+Instant = Annotated[dt.datetime | None, BeforeValidator(instant), AfterValidator(plausible_time),
+                    AfterValidator(in_utc),
                     WithJsonSchema({"type": ["string", "null"], "format": "date-time"}),
                     Field(description="ISO 8601 with offset (e.g. 2026-11-22T08:00:00+01:00); without one: 422")]
 Count = Annotated[decimal.Decimal | None, BeforeValidator(_number(1)),

@@ -164,35 +164,52 @@ def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
 OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
 
 
-def _instant(value: Any) -> Any:
-    """An instant is written in ISO 8601 with its UTC offset (or given as an aware datetime): a time without an
-    offset is refused, never read in a guessed zone; a number is not a time."""
+NOT_A_TIME = f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}."
+NO_OFFSET = f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones."
+
+
+def parse_time(value: Any, not_a_time: str = NOT_A_TIME) -> dt.datetime | None:
+    """ISO 8601 text or a datetime, with or without its offset, as a datetime; blank is no answer (None); a number
+    is not a time."""
     value = _blank_is_missing(value)
     if value is None or isinstance(value, dt.datetime):
-        if isinstance(value, dt.datetime) and value.utcoffset() is None:
-            raise PydanticCustomError("instant", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess "
-                                                 "zones.")
         return value
     if not isinstance(value, str):
-        raise PydanticCustomError("instant", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.")
+        raise PydanticCustomError("instant", not_a_time)
     try:
-        moment = dt.datetime.fromisoformat(value)
+        return dt.datetime.fromisoformat(value)
     except ValueError:
-        raise PydanticCustomError("instant", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.") from None
-    if moment.utcoffset() is None:
-        raise PydanticCustomError("instant", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones.")
-    return moment
+        raise PydanticCustomError("instant", not_a_time) from None
 
 
-def _plausible_instant(value: dt.datetime) -> dt.datetime:
-    problem = year_problem(value)
+def require_offset(value: dt.datetime | None) -> dt.datetime | None:
+    """A time without its UTC offset is refused, never read in a guessed zone."""
+    if value is not None and value.utcoffset() is None:
+        raise PydanticCustomError("instant", NO_OFFSET)
+    return value
+
+
+def instant(value: Any) -> dt.datetime | None:
+    """An instant is written in ISO 8601 with its UTC offset (or given as an aware datetime): a time without an
+    offset is refused, never read in a guessed zone; a number is not a time."""
+    return require_offset(parse_time(value))
+
+
+def plausible_time(value: dt.datetime | None) -> dt.datetime | None:
+    """A time in a plausible year (core.plausibility)."""
+    problem = year_problem(value) if value is not None else None
     if problem:
         raise PydanticCustomError("implausible_date", problem)
     return value
 
 
+def in_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """The same moment, written in UTC (as it is stored); after `plausible_time`, so it stays in the calendar."""
+    return value.astimezone(dt.UTC) if value is not None else None
+
+
 # A moment (ISO 8601 with its UTC offset) in a plausible year.
-Instant = Annotated[dt.datetime, BeforeValidator(_instant), AfterValidator(_plausible_instant)]
+Instant = Annotated[dt.datetime, BeforeValidator(instant), AfterValidator(plausible_time)]
 
 
 def _password(value: Any) -> Any:

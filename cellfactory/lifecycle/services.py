@@ -25,15 +25,25 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.commands import OpenDeviation, as_command
-from cellfactory.deviations.models import Deviation, DeviationSource
+from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
 from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
+from cellfactory.qc.services import RESULT_STATES, qc_blockers
 from cellfactory.releases.commands import QpDecide, ReturnBatch, ReviewBatch
-from cellfactory.releases.services import conflicts, involved_people
+from cellfactory.releases.services import (
+    RecordFacts,
+    conflicts,
+    failing_results,
+    involved_people,
+    record_decision,
+    signing_blockers,
+    validate_details,
+)
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
+from cellfactory.units import holds
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,6 @@ def signature_follow_up(batch: Batch, signature: Any, status: str) -> FollowUp |
                             "now and signs anew. " + deviation, return_to_review=True)
         if batch.status == S.AWAITING_QA_REVIEW:
             return FollowUp("QA reviews the record as it is now and signs anew. " + deviation, review_again=True)
-    from cellfactory.qc.services import RESULT_STATES
-
     if (signature.entity_type == "batch_step" and batch.status == S.IN_PROCESS
             or signature.entity_type == "qc_result" and batch.status in RESULT_STATES):
         return FollowUp("A second person verifies the entries as they are now. " + deviation, verify_again=True)
@@ -84,14 +92,10 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         if blockers:
             raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
     if transition.source == S.AWAITING_QC and transition.target == S.AWAITING_QA_REVIEW:
-        from cellfactory.qc.services import qc_blockers
-
         blockers = qc_blockers(batch)
         if blockers:
             raise Conflict("Quality control is not complete: " + " ".join(blockers))
     if transition.meaning is not None:
-        from cellfactory.releases.services import RecordFacts, signing_blockers
-
         facts = RecordFacts(batch)
         blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
@@ -112,9 +116,6 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
 def _lift_after_release_guard(batch: Batch) -> None:
     """QA lifts a hold after release only once the failure is shown not to stand: every failing result
     invalidated after investigation, and every deviation raised after release closed."""
-    from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
-    from cellfactory.releases.services import failing_results
-
     problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
                 "investigation, or recall the batch." for r in failing_results(batch)]
     problems += [f"Deviation {number} raised after release is not closed." for number in db.session.scalars(
@@ -150,8 +151,6 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     audit.act_as(db.session, actor, reason=reason)
     signature = None
     if chosen.meaning is not None:
-        from cellfactory.releases.services import validate_details
-
         clean = validate_details(chosen.meaning, details or {}, batch)
         if signing is None:
             raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
@@ -163,15 +162,11 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     batch.status = target
     batch.status_changed_at = utcnow()
     if previous == S.ON_HOLD_AFTER_RELEASE:
-        from cellfactory.units import holds
-
         if target == S.RECALLED:
             holds.recall_units(batch, f"batch {batch.number} recalled: {reason.strip()}")
         else:
             holds.unblock_units(batch)
     if signature is not None:
-        from cellfactory.releases.services import record_decision
-
         db.session.flush()
         record_decision(actor, batch, previous, signature, reason, clean)
     return batch

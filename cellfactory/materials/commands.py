@@ -14,13 +14,11 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Line, OptionalLine, Paragraph
-from cellfactory.core.plausibility import year_problem
+from cellfactory.core.commands import Line, OptionalLine, Paragraph, parse_time, plausible_time, require_offset
 from cellfactory.donors.commands import PASSWORD_MESSAGE, IntakeCommand, Password, text_numbers
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.models import Meaning
 
-OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
 NUMBER_MESSAGE = "Must be a number (JSON number, not text)."
 
 
@@ -49,23 +47,12 @@ def _number(value: Any, info: ValidationInfo) -> Any:
 
 
 def _instant(value: Any, info: ValidationInfo) -> Any:
-    """A date and time. The page's local time (a datetime without zone) is the site's; a JSON time must carry its
-    offset (the API never guesses zones); plain data from the demo or scripts may leave it out (site time)."""
-    value = _blank(value)
-    if value is None or isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise PydanticCustomError("text", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.") from None
-        if parsed.utcoffset() is None and not text_numbers(info):
-            raise PydanticCustomError("text", f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones.")
-    else:
-        raise PydanticCustomError("text", f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}.")
-    if parsed is not None and year_problem(parsed):
-        raise PydanticCustomError("text", year_problem(parsed))
-    return parsed
+    """core's Instant, except that a time without offset is the site's where it comes from the page (a datetime
+    without zone, its local time) or from plain data of the demo or scripts; JSON text must carry its offset."""
+    parsed = parse_time(value)
+    if isinstance(value, str) and not text_numbers(info):
+        require_offset(parsed)
+    return plausible_time(parsed)
 
 
 def _more_than_zero(value: decimal.Decimal) -> decimal.Decimal:
@@ -75,6 +62,7 @@ def _more_than_zero(value: decimal.Decimal) -> decimal.Decimal:
 
 
 Number = Annotated[decimal.Decimal, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+# Not core's Instant on purpose: the page's local time and the demo's plain data are read in the site's zone.
 Instant = Annotated[dt.datetime, BeforeValidator(_instant), WithJsonSchema({
     "type": "string", "format": "date-time", "description": "ISO 8601 with offset; without one: 422"})]
 # A yes or no: JSON's true or false (never "false" or 1); left out or null, no.

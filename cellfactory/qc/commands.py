@@ -12,8 +12,16 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph
-from cellfactory.core.plausibility import year_problem
+from cellfactory.core.commands import (
+    Command,
+    Day,
+    Line,
+    OptionalLine,
+    OptionalParagraph,
+    Paragraph,
+    parse_time,
+    plausible_time,
+)
 from cellfactory.deviations.commands import OptionalWhole
 
 TIME_FORMAT = "Not a date and time: use YYYY-MM-DDTHH:MM."
@@ -21,30 +29,15 @@ QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "d
                "abnormal", "positive", "negative"]
 
 
-def _instant(value: Any) -> Any:
-    """A time is written in ISO 8601 (or given as a datetime): a number is not a time, whatever it would count
-    from. Without an offset it is the site's time (a browser's datetime-local; the service applies the zone)."""
-    if isinstance(value, str):
-        value = value.strip() or None
-    if value is None or isinstance(value, dt.datetime):
-        return value
-    if not isinstance(value, str):
-        raise PydanticCustomError("text", TIME_FORMAT)
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError("text", TIME_FORMAT) from None
+def _site_time(value: Any) -> Any:
+    """core's `parse_time` in the page's words: without an offset it is the site's time (a browser's
+    datetime-local; the service applies the zone)."""
+    return parse_time(value, TIME_FORMAT)
 
 
-def _plausible_instant(value: dt.datetime) -> dt.datetime:
-    problem = year_problem(value)
-    if problem:
-        raise PydanticCustomError("text", problem)
-    return value
-
-
-# A moment, ISO 8601; one without an offset is read in the site's zone by the service.
-Instant = Annotated[dt.datetime, BeforeValidator(_instant), AfterValidator(_plausible_instant)]
+# Not core's Instant on purpose: a time without an offset is the site's (the page's datetime-local), and a bad one
+# is refused in the page's words. A moment, ISO 8601, in a plausible year.
+Instant = Annotated[dt.datetime, BeforeValidator(_site_time), AfterValidator(plausible_time)]
 
 
 def _flag(value: Any) -> Any:

@@ -7,10 +7,10 @@ from pydantic import Field
 
 from cellfactory.api import bp, page_json
 from cellfactory.api.contract import Output, operation, read_body
-from cellfactory.auth.models import Role
 from cellfactory.core import permissions
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import any_authenticated_user, roles_required
+from cellfactory.core.roles import Role
 from cellfactory.sites import services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site

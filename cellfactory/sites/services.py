@@ -1,13 +1,15 @@
-"""Sites of the network: master data kept by administrators."""
+"""Sites of the network: master data kept by administrators.
+
+Sites lie below the users (`auth`, whose roles are held at a site): the person acting is a `core.roles.Actor`."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
-from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.errors import Conflict, NotFound
+from cellfactory.core.roles import Actor
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.sites.commands import CreateSite, UpdateSite
@@ -21,7 +23,12 @@ def get_site(code: str) -> Site:
     return site
 
 
-def visible_sites(user: User) -> sa.Select:
+def site_ids_coded(code: str) -> list[int]:
+    """The id of the site of this code, or none: how a filter by site code reaches the audit trail."""
+    return list(db.session.scalars(sa.select(Site.id).where(Site.code == code.upper())))
+
+
+def visible_sites(user: Actor) -> sa.Select:
     query = sa.select(Site).order_by(Site.code)
     ids = user.site_ids()
     if ids is not None:
@@ -30,7 +37,7 @@ def visible_sites(user: User) -> sa.Select:
 
 
 @transactional
-def create_site(actor: User | None, command: CreateSite) -> Site:
+def create_site(actor: Actor | None, command: CreateSite) -> Site:
     if actor is not None:
         permissions.require(permissions.can_administer(actor), "Only an administrator manages sites.")
     audit.act_as(db.session, actor, label="command line")
@@ -48,7 +55,7 @@ def create_site(actor: User | None, command: CreateSite) -> Site:
 
 
 @transactional
-def update_site(actor: User, site: Site, command: UpdateSite) -> Site:
+def update_site(actor: Actor, site: Site, command: UpdateSite) -> Site:
     permissions.require(permissions.can_administer(actor), "Only an administrator manages sites.")
     if command.version is not None and command.version != site.version:
         raise Conflict("Someone else changed this site since you opened it. Reload and try again.")

@@ -7,7 +7,6 @@ hold every other rule: permissions, state, positions, shelf life, times against 
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import string
 from typing import Annotated, Any, ClassVar
@@ -15,14 +14,13 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph
-from cellfactory.core.plausibility import year_problem
+from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, in_utc
+from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.units.models import LocationKind, Preservation
 
 DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 GRID_MAX = 26
 REASON = "Give the reason: it goes into the audit trail."
-OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
 POSITIVE = "Enter the volume (mL) and the cells per unit as positive numbers."
 PRESERVATION = "Say whether the units are fresh or cryopreserved."
 EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
@@ -33,37 +31,8 @@ NOT_A_NUMBER = "Must be a number (JSON number, not text)."
 # --- types -------------------------------------------------------------------------------------------------------
 
 
-def _instant(value: Any) -> Any:
-    """A time is ISO 8601 with its UTC offset (or an aware datetime, as the pages make from the site's zone): a
-    time without one is refused, never read in a guessed zone."""
-    if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            return None
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise PydanticCustomError("text", "Not an ISO 8601 date and time: use {example}.",
-                                      {"example": OFFSET_EXAMPLE}) from None
-    if value is None:
-        return None
-    if not isinstance(value, dt.datetime):
-        raise PydanticCustomError("text", "Not an ISO 8601 date and time: use {example}.",
-                                  {"example": OFFSET_EXAMPLE})
-    problem = year_problem(value)
-    if problem:
-        raise PydanticCustomError("text", problem)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise PydanticCustomError("text", "Add the UTC offset, {example}: the API does not guess zones.",
-                                  {"example": OFFSET_EXAMPLE})
-    try:
-        return value.astimezone(dt.UTC)
-    except OverflowError:  # an offset that takes the time outside the calendar
-        raise PydanticCustomError("text", year_problem(dt.datetime.max) or "Not a plausible time.") from None
-
-
-# An instant, stored in UTC: ISO 8601 with its offset.
-Instant = Annotated[dt.datetime, BeforeValidator(_instant), Field(
+# core's Instant, given in UTC as it is stored.
+Instant = Annotated[CoreInstant, AfterValidator(in_utc), Field(
     description="ISO 8601 with offset; without one: 422",
     json_schema_extra={"x-refused-when": "without its UTC offset, or a year outside 1900-2100"})]
 

@@ -201,8 +201,10 @@ def test_equipment_out_of_service_blocks(plant, reviewed):
 def test_withdrawn_consent_blocks(plant, reviewed):
     donor = refetch(reviewed).materials[0].material.donor
     from cellfactory.donors import services as donor_services
+    from cellfactory.donors.commands import WithdrawConsent
 
-    donor_services.withdraw_consent(refetch(plant.tech), donor, "2026-11-20", "written withdrawal")
+    donor_services.withdraw_consent(refetch(plant.tech), donor,
+                                    WithdrawConsent.of({"withdrawn_on": "2026-11-20", "reason": "written withdrawal"}))
     _blocked(plant, reviewed, "consent withdrawn")
 
 

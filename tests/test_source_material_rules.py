@@ -17,6 +17,7 @@ from cellfactory.batches.models import Batch, BatchMaterial
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import (
@@ -88,9 +89,9 @@ def test_untested_autologous_material_is_quarantined_with_the_reason(tech, bg):
 
 def test_partly_tested_autologous_material_with_a_reactive_result_stays_quarantined(tech, bg):
     donor = autologous(tech, bg)
-    donor_services.add_screening_result(tech, donor, {
+    donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
         "test": "anti_hiv_1_2", "sample_date": utcnow().date().isoformat(), "sample_type": "serum",
-        "result": "reactive", "lab_reference": "LAB-1", "tested_person": "donor"})
+        "result": "reactive", "lab_reference": "LAB-1", "tested_person": "donor"}))
     material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
     assert material.status == MaterialStatus.QUARANTINED
     assert len(material.decision_reasons) == 4  # HBsAg, anti-HBc, HCV, syphilis still untested

@@ -16,6 +16,7 @@ from cellfactory.donors.commands import AddScreeningResult, CorrectScreeningResu
 from cellfactory.donors.eligibility import Status
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import DecideQuarantine
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
@@ -253,14 +254,16 @@ def test_qa_releases_quarantined_material_with_a_signature(users, tech, eligible
     qa = refetch(users["qa"])
     enable_signing(qa)
     with pytest.raises(PermissionDenied):
-        material_services.decide_quarantine(tech, refetch(material), accept=True, reason="x", signing=signing(tech))
-    released = material_services.decide_quarantine(qa, refetch(material), accept=True,
-                                                   reason="documents received by e-mail", signing=signing(qa))
+        material_services.decide_quarantine(tech, refetch(material), DecideQuarantine(decision="release", reason="x"),
+                                            signing=signing(tech))
+    released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
+                                                   reason="documents received by e-mail"), signing=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.released_by_id == qa.id
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "source_material"))
     assert signature.meaning == "Released from quarantine" and signature.comment == "documents received by e-mail"
     with pytest.raises(Conflict, match="not quarantined"):
-        material_services.decide_quarantine(qa, refetch(material), accept=True, reason="again", signing=signing(qa))
+        material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release", reason="again"),
+                                            signing=signing(qa))
 
 
 def test_label_sheet_holds_the_din_and_statements(tech, bg):

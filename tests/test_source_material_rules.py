@@ -20,6 +20,7 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.commands import AddScreeningResult
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import DecideQuarantine
 from cellfactory.materials.models import (
     CollectionFacility,
     MaterialStatus,
@@ -104,8 +105,8 @@ def test_qa_cannot_release_untested_autologous_material_nor_can_it_start_a_batch
     enable_signing(qa)
     before, signatures = last_seq(), count(Signature)
     with pytest.raises(Conflict, match=r"autologous and not fully tested.*Annex I 2.1.1"):
-        material_services.decide_quarantine(qa, refetch(material), accept=True, reason="urgent",
-                                            signing=signing(qa))
+        material_services.decide_quarantine(qa, refetch(material),
+                                            DecideQuarantine(decision="release", reason="urgent"), signing=signing(qa))
     assert refetch(material).status == MaterialStatus.QUARANTINED
     assert count(Signature) == signatures and last_seq() == before
 
@@ -134,8 +135,8 @@ def test_quarantined_autologous_material_found_reactive_later_is_a_hazard_once_r
     add_full_panel(tech, refetch(donor), result="reactive")
     qa = refetch(users["qa"])
     enable_signing(qa)
-    released = material_services.decide_quarantine(qa, refetch(material), accept=True,
-                                                   reason="serology complete", signing=signing(qa))
+    released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
+                                                   reason="serology complete"), signing=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.biohazard
     assert "BIOLOGICAL HAZARD" in material_services.label_statements(released)
 

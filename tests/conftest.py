@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 
 from cellfactory import create_app
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import Role, User
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
@@ -142,9 +143,10 @@ def sites(app: Flask) -> dict[str, object]:
 
 def make_user(username: str, roles: list[tuple[Role, str | None]], *, signing: bool = False,
               must_change_password: bool = False, password: str = PASSWORD) -> User:
-    user = auth_services.create_user(None, username=username, full_name=f"{username.title()} Tester",
-                                     email=f"{username}@example.org", roles=roles, temporary_password=password,
-                                     must_change_password=must_change_password)
+    user = auth_services.register_user(None, CreateUser.parse({
+        "username": username, "full_name": f"{username.title()} Tester", "email": f"{username}@example.org",
+        "roles": [{"role": Role(role).value, "site": site} for role, site in roles], "password": password}),
+        must_change_password=must_change_password)
     if signing:
         enable_signing(user, password)
     return user

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult
 from cellfactory.donors.eligibility import BASE_PANEL
 from cellfactory.donors.models import ScreeningTest
 
@@ -24,9 +25,9 @@ def donor_data(code: str = "UC-0001", **overrides) -> dict:
 
 def add_full_panel(actor, donor, *, result: str = "negative", sample_date: dt.date | None = None) -> None:
     for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL):
-        donor_services.add_screening_result(actor, donor, {
+        donor_services.add_screening_result(actor, donor, AddScreeningResult.of({
             "test": test.value, "sample_date": (sample_date or TODAY).isoformat(), "sample_type": "serum",
-            "result": result, "lab_reference": f"LAB-{test.value}", "tested_person": "donor"})
+            "result": result, "lab_reference": f"LAB-{test.value}", "tested_person": "donor"}))
 
 
 def receipt_data(donor_code: str = "UC-0001", din: str = "=A99912600012300", **overrides) -> dict:

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
@@ -125,8 +126,9 @@ def test_only_administrators_manage_users(users):
     with pytest.raises(PermissionDenied):
         auth_services.reset_password(refetch(users["qa"]), refetch(users["technician"]), "Temporary-pass-777", "x")
     with pytest.raises(PermissionDenied):
-        auth_services.create_user(refetch(users["qp"]), username="x", full_name="X", email="x@example.org",
-                                  roles=[(Role.TECHNICIAN, "BG")], temporary_password=PASSWORD)
+        auth_services.register_user(refetch(users["qp"]), CreateUser.parse({
+            "username": "x", "full_name": "X", "email": "x@example.org",
+            "roles": [{"role": Role.TECHNICIAN.value, "site": "BG"}], "password": PASSWORD}))
 
 
 def test_site_scoped_roles_need_a_site_and_network_roles_may_have_none(users):

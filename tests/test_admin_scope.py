@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import GrantStatus, Role, RoleGrantRequest, User
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
@@ -22,9 +23,9 @@ def test_a_site_administrator_cannot_create_or_grant_at_another_site(client, use
     qp_id = users["qp"].id
     admin_pv_like = refetch(users["admin_mz"])
     with pytest.raises(PermissionDenied, match="You administer MZ only"):
-        auth_services.create_user(admin_pv_like, username="fake.qp", full_name="Fake Person",
-                                  email="f@example.org", roles=[(Role.TECHNICIAN, "BG")],
-                                  temporary_password="Temporary-pass-001")
+        auth_services.register_user(admin_pv_like, CreateUser.parse({
+            "username": "fake.qp", "full_name": "Fake Person", "email": "f@example.org",
+            "roles": [{"role": Role.TECHNICIAN.value, "site": "BG"}], "password": "Temporary-pass-001"}))
     with pytest.raises(PermissionDenied):
         auth_services.grant_role(admin_pv_like, refetch(users["technician"]), Role.QC_ANALYST, "BG", "x")
     with pytest.raises(PermissionDenied):
@@ -51,9 +52,9 @@ def test_a_network_administrator_manages_every_site(users):
 
 def test_creating_a_signer_directly_is_refused(users):
     with pytest.raises(ValidationFailed) as refused:
-        auth_services.create_user(refetch(users["admin"]), username="new.qp", full_name="New Person",
-                                  email="n@example.org", roles=[(Role.QP, "BG")],
-                                  temporary_password="Temporary-pass-001")
+        auth_services.register_user(refetch(users["admin"]), CreateUser.parse({
+            "username": "new.qp", "full_name": "New Person", "email": "n@example.org",
+            "roles": [{"role": Role.QP.value, "site": "BG"}], "password": "Temporary-pass-001"}))
     assert "second approval" in refused.value.fields["role"]
     assert _user("new.qp") is None
 
@@ -145,9 +146,9 @@ def test_the_identity_check_is_not_recorded_by_whoever_created_the_user_or_grant
 
     enable_signing(refetch(users["admin"]))
     admin, other_admin = refetch(users["admin"]), make_user("admin.second", [(Role.ADMIN, "BG")], signing=True)
-    newcomer = auth_services.create_user(admin, username="new.tech", full_name="New Person",
-                                         email="n@example.org", roles=[(Role.TECHNICIAN, "BG")],
-                                         temporary_password="Temporary-pass-001")
+    newcomer = auth_services.register_user(admin, CreateUser.parse({
+        "username": "new.tech", "full_name": "New Person", "email": "n@example.org",
+        "roles": [{"role": Role.TECHNICIAN.value, "site": "BG"}], "password": "Temporary-pass-001"}))
     signature_services.accept_accountability(newcomer, password="Temporary-pass-001", username="new.tech",
                                              continuous_session=False)
     with pytest.raises(PermissionDenied, match="no one person makes a signer"):

@@ -16,6 +16,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult, WithdrawConsent
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
@@ -402,7 +403,7 @@ def test_screening_refuses_what_the_pages_refuse(client, users, auth, sites, eli
 def test_correction_of_a_result_of_another_donor_is_404(client, users, auth, sites, eligible_donor):
     tech = refetch(users["technician"])
     other = donor_services.register_donor(tech, refetch(sites["BG"]), donor_data(code="UC-0002"))
-    foreign = donor_services.add_screening_result(tech, other, result_body())
+    foreign = donor_services.add_screening_result(tech, other, AddScreeningResult.of(result_body()))
     foreign_id = foreign.id
     body = {**result_body(), "reason": "wrong donor"}
     assert_error(client.post(f"{API}/donors/UC-0001/screening/{foreign_id}/correction", json=body,
@@ -648,7 +649,8 @@ def test_get_material_by_din_forms_and_scoping(client, users, auth, received):
 def test_material_shows_the_donors_withdrawn_consent(client, users, auth, received):
     donor_services.withdraw_consent(refetch(users["technician"]),
                                     donor_services.get_donor(refetch(users["technician"]), None, "UC-0001"),
-                                    TODAY.isoformat(), "withdrawn by phone, letter follows")
+                                    WithdrawConsent.of({"withdrawn_on": TODAY.isoformat(),
+                                                        "reason": "withdrawn by phone, letter follows"}))
     body = ok(client.get(f"{API}/materials/{received['accepted']}", headers=auth("technician")))
     assert body["consent_withdrawn"] is True and body["eligibility"]["status"] == "ineligible"
     assert "CONSENT WITHDRAWN - DO NOT USE" in body["label_statements"]
@@ -744,8 +746,8 @@ def test_quarantine_decision_needs_signing_set_up(client, users, auth, received)
 
 def test_quarantine_release_refused_once_consent_is_withdrawn(client, users, auth, received, qa_signer):
     tech = refetch(users["technician"])
-    donor_services.withdraw_consent(tech, donor_services.get_donor(tech, None, "UC-0001"), TODAY.isoformat(),
-                                    "withdrawn")
+    donor_services.withdraw_consent(tech, donor_services.get_donor(tech, None, "UC-0001"),
+                                    WithdrawConsent.of({"withdrawn_on": TODAY.isoformat(), "reason": "withdrawn"}))
     error = assert_error(decision(client, auth("qa"), received["quarantined"]), 409, "conflict")
     assert "consent" in error["message"].lower()
 

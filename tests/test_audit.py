@@ -69,13 +69,15 @@ def test_every_audited_model_records_creation_with_values(users):
     material_services.register_collection_facility(refetch(users["admin"]), site_services.get_site("BG"),
                                                    facility_id="A9998", name="Sala parto")
     from cellfactory.donors import services as donor_services
+    from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment
     from cellfactory.donors.models import Donor
 
     donor = db.session.scalar(sa.select(Donor))
-    reactive = donor_services.add_screening_result(refetch(plant.tech), donor, {
+    reactive = donor_services.add_screening_result(refetch(plant.tech), donor, AddScreeningResult.of({
         "test": "anti_hbc", "sample_date": donor.donation_date.isoformat(), "sample_type": "serum",
-        "result": "reactive", "lab_reference": "LAB-HBC-2"})
-    donor_services.decide_risk_assessment(refetch(plant.qa), reactive, allowed=True, reason="anti-HBs 150 IU/L",
+        "result": "reactive", "lab_reference": "LAB-HBC-2"}))
+    donor_services.decide_risk_assessment(refetch(plant.qa), reactive,
+                                          DecideRiskAssessment(allowed=True, reason="anti-HBs 150 IU/L"),
                                           signing={"password": PASSWORD, "username": "qa.bg",
                                                    "continuous_session": False})
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}

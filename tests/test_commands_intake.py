@@ -122,8 +122,8 @@ def test_plain_data_refused_by_a_service_names_the_field_as_the_api_does(users, 
     donor = donor_services.register_donor(tech, sites["BG"], donor_data())
     before = _saved()
     with pytest.raises(ValidationFailed) as refused:
-        donor_services.add_screening_result(tech, donor, {"test": "hbsag", "sample_date": "22/11/2026",
-                                                          "sample_type": "urine", "result": "negative"})
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
+            "test": "hbsag", "sample_date": "22/11/2026", "sample_type": "urine", "result": "negative"}))
     assert refused.value.fields == {
         "sample_date": "Enter the date as YYYY-MM-DD.", "lab_reference": "Enter the lab's reference.",
         "sample_type": "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."}
@@ -265,9 +265,9 @@ def _reactive(users, sites, test: ScreeningTest) -> int:
     tech = refetch(users["technician"])
     found = donor_services.register_donor(tech, sites["BG"], donor_data("UC-0009"))
     add_full_panel(tech, found)
-    donor_services.add_screening_result(tech, found, {
+    donor_services.add_screening_result(tech, found, AddScreeningResult.of({
         "test": test.value, "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "reactive",
-        "lab_reference": "LAB-R"})
+        "lab_reference": "LAB-R"}))
     return next(r.id for r in refetch(found).current_results if r.test == test)
 
 

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment
 from cellfactory.donors.models import Donor, ScreeningDecision, ScreeningTest
 from cellfactory.extensions import db
 from tests.batch_helpers import batch_start
@@ -24,9 +25,9 @@ def _donor(users, sites, **results) -> Donor:
     donor = donor_services.register_donor(tech, sites["BG"], donor_data(birth_date="1990-05-17", birth_year=None))
     for test in (ScreeningTest.HIV, ScreeningTest.HBSAG, ScreeningTest.ANTI_HBC, ScreeningTest.HCV,
                  ScreeningTest.SYPHILIS_TREPONEMAL):
-        donor_services.add_screening_result(tech, donor, {
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": test.value, "sample_date": TODAY.isoformat(), "sample_type": "serum",
-            "result": results.get(test.name, "negative"), "lab_reference": f"LAB-{test.value}"})
+            "result": results.get(test.name, "negative"), "lab_reference": f"LAB-{test.value}"}))
     return refetch(donor)
 
 
@@ -157,13 +158,13 @@ def test_the_batch_record_shows_the_qa_assessment_of_the_donor(users, sites):
     plant = build_plant(users, sites)
     donor = db.session.scalar(sa.select(Donor).where(Donor.code == "UC-0001"))
     tech = refetch(users["technician"])
-    donor_services.add_screening_result(tech, donor, {
+    donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
         "test": "anti_hbc", "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "reactive",
-        "lab_reference": "LAB-HBC-2"})
+        "lab_reference": "LAB-HBC-2"}))
     donor = refetch(donor)
     anti_hbc = next(r for r in donor.current_results if r.result.value == "reactive")
-    donor_services.decide_risk_assessment(plant.qa, anti_hbc, allowed=True, reason="anti-HBs 150 IU/L, HBV DNA "
-                                          "not detected", signing=signing(plant.qa))
+    donor_services.decide_risk_assessment(plant.qa, anti_hbc, DecideRiskAssessment.of(
+        {"allowed": True, "reason": "anti-HBs 150 IU/L, HBV DNA not detected"}), signing=signing(plant.qa))
     batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
     text = " ".join(pdf_text(render(record_data.build(refetch(batch), "QA Tester (qa.bg)"))).split())
     assert "QA risk assessment" in text and "donation allowed" in text

@@ -18,6 +18,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RecordConfirmatoryTesting
 from cellfactory.donors.eligibility import Status
 from cellfactory.donors.models import DecisionKind, ScreeningDecision, ScreeningTest
 from cellfactory.extensions import db
@@ -51,9 +52,9 @@ def donor_with(tech, site, code: str = "UC-0001", **results):
     donor = donor_services.register_donor(tech, site, donor_data(code, birth_date="1990-05-17"))
     for test in (ScreeningTest.HIV, ScreeningTest.HBSAG, ScreeningTest.ANTI_HBC, ScreeningTest.HCV,
                  ScreeningTest.SYPHILIS_TREPONEMAL, *[ScreeningTest[n] for n in results if n.startswith("NAT")]):
-        donor_services.add_screening_result(tech, donor, {
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": test.value, "sample_date": TODAY.isoformat(), "sample_type": "serum",
-            "result": results.get(test.name, "negative"), "lab_reference": f"LAB-{test.value}"})
+            "result": results.get(test.name, "negative"), "lab_reference": f"LAB-{test.value}"}))
     return refetch(donor)
 
 
@@ -79,9 +80,9 @@ def test_reactive_nat_makes_the_donor_ineligible_and_the_material_rejected(tech,
 
 def test_a_later_negative_does_not_clear_a_reactive_result(tech, sites):
     donor = donor_with(tech, sites["BG"], HCV="reactive")
-    donor_services.add_screening_result(tech, donor, {
+    donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
         "test": "anti_hcv", "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "negative",
-        "lab_reference": "LAB-retest"})
+        "lab_reference": "LAB-retest"}))
     assert donor_services.eligibility(refetch(donor)).status == Status.INELIGIBLE
 
 
@@ -91,9 +92,10 @@ def test_a_later_negative_does_not_clear_a_reactive_result(tech, sites):
 def test_qa_signed_confirmatory_record_clears_a_reactive_result(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], HCV="reactive")
     reactive = result_of(donor, ScreeningTest.HCV)
-    decision = donor_services.record_confirmatory_testing(
-        qa, reactive, reason="False reaction of the screening assay", signing=signing(qa),
-        confirmatory_results="Anti-HCV immunoblot (RIBA) negative; HCV RNA not detected, Lab Bergamo ref. C-17")
+    decision = donor_services.record_confirmatory_testing(qa, reactive, RecordConfirmatoryTesting.of({
+        "reason": "False reaction of the screening assay",
+        "confirmatory_results": "Anti-HCV immunoblot (RIBA) negative; HCV RNA not detected, Lab Bergamo ref. C-17"}),
+        signing=signing(qa))
     outcome = donor_services.eligibility(refetch(donor))
     assert outcome.status == Status.ELIGIBLE
     assert len(outcome.decisions) == 1 and "immunoblot (RIBA) negative" in outcome.decisions[0]
@@ -115,8 +117,8 @@ def test_confirmatory_record_needs_its_results_and_reason(tech, qa, sites, data,
     donor = donor_with(tech, sites["BG"], HCV="reactive")
     before = db.session.scalar(sa.select(sa.func.max(AuditEntry.seq)))
     with pytest.raises(ValidationFailed) as error:
-        donor_services.record_confirmatory_testing(qa, result_of(donor, ScreeningTest.HCV), signing=signing(qa),
-                                                   **data)
+        donor_services.record_confirmatory_testing(qa, result_of(donor, ScreeningTest.HCV),
+                                                   RecordConfirmatoryTesting.of(data), signing=signing(qa))
     assert field in error.value.fields
     assert decisions() == 0
     assert db.session.scalar(sa.select(sa.func.max(AuditEntry.seq))) == before
@@ -126,17 +128,17 @@ def test_confirmatory_record_needs_its_results_and_reason(tech, qa, sites, data,
 def test_confirmatory_record_refusals(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], HCV="reactive")
     reactive, negative = result_of(donor, ScreeningTest.HCV), result_of(donor, ScreeningTest.HIV)
-    args = {"reason": "false reaction", "confirmatory_results": "RIBA negative"}
+    args = RecordConfirmatoryTesting(reason="false reaction", confirmatory_results="RIBA negative")
     with pytest.raises(PermissionDenied):  # a technician is not QA
-        donor_services.record_confirmatory_testing(tech, reactive, signing=signing(tech), **args)
+        donor_services.record_confirmatory_testing(tech, reactive, args, signing=signing(tech))
     with pytest.raises(AuthenticationFailed):  # the signature needs the signer's own password
-        donor_services.record_confirmatory_testing(qa, reactive, signing=signing(qa, "wrong"), **args)
+        donor_services.record_confirmatory_testing(qa, reactive, args, signing=signing(qa, "wrong"))
     with pytest.raises(Conflict, match="negative"):
-        donor_services.record_confirmatory_testing(qa, negative, signing=signing(qa), **args)
+        donor_services.record_confirmatory_testing(qa, negative, args, signing=signing(qa))
     assert decisions() == 0
-    donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), signing=signing(qa), **args)
+    donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signing=signing(qa))
     with pytest.raises(Conflict, match="already decided"):
-        donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), signing=signing(qa), **args)
+        donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signing=signing(qa))
     assert decisions() == 1
 
 
@@ -152,9 +154,8 @@ def test_anti_hbc_with_hbsag_negative_waits_for_the_signed_qa_assessment(tech, q
     assert donor_services.eligibility(donor).status == Status.NEEDS_QA_ASSESSMENT
     material = material_services.receive_material(tech, sites["BG"], receipt_data())
     assert material.status == MaterialStatus.QUARANTINED  # not rejected for ever
-    decision = donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), allowed=allowed,
-                                                     reason="anti-HBs 150 IU/L, HBV DNA not detected",
-                                                     signing=signing(qa))
+    decision = donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), DecideRiskAssessment(
+        allowed=allowed, reason="anti-HBs 150 IU/L, HBV DNA not detected"), signing=signing(qa))
     assert decision.kind == DecisionKind.RISK_ASSESSMENT and decision.allowed is allowed
     assert donor_services.material_eligibility(refetch(material)).status == status
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "screening_decision"))
@@ -164,16 +165,16 @@ def test_anti_hbc_with_hbsag_negative_waits_for_the_signed_qa_assessment(tech, q
 def test_specific_syphilis_reactive_waits_for_the_qa_assessment(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], SYPHILIS_TREPONEMAL="reactive")
     assert donor_services.eligibility(donor).status == Status.NEEDS_QA_ASSESSMENT
-    donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.SYPHILIS_TREPONEMAL), allowed=True,
-                                          reason="treated 2019, RPR non-reactive", signing=signing(qa))
+    donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.SYPHILIS_TREPONEMAL), DecideRiskAssessment(
+        allowed=True, reason="treated 2019, RPR non-reactive"), signing=signing(qa))
     assert donor_services.eligibility(refetch(donor)).status == Status.ELIGIBLE
 
 
 def test_a_risk_assessment_needs_its_reason_and_decision(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], ANTI_HBC="reactive")
     with pytest.raises(ValidationFailed) as error:
-        donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), allowed="yes",
-                                              reason=" ", signing=signing(qa))
+        donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), DecideRiskAssessment.of(
+            {"allowed": "yes", "reason": " "}), signing=signing(qa))
     assert set(error.value.fields) == {"reason", "allowed"}
     assert decisions() == 0
     assert donor_services.eligibility(refetch(donor)).status == Status.NEEDS_QA_ASSESSMENT
@@ -182,8 +183,8 @@ def test_a_risk_assessment_needs_its_reason_and_decision(tech, qa, sites):
 def test_a_risk_assessment_cannot_allow_a_reactive_hiv(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], HIV="reactive")
     with pytest.raises(Conflict, match="risk assessment decides"):
-        donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.HIV), allowed=True,
-                                              reason="x", signing=signing(qa))
+        donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.HIV), DecideRiskAssessment(
+            allowed=True, reason="x"), signing=signing(qa))
     assert decisions() == 0
     assert donor_services.eligibility(refetch(donor)).status == Status.INELIGIBLE
 
@@ -343,9 +344,9 @@ def test_sample_date_cannot_be_before_the_tested_persons_birth(tech, sites):
     donor = donor_services.register_donor(tech, sites["BG"], donor_data(birth_year=None, birth_date=born.isoformat(),
                                                                         consent_date=born.isoformat()))
     with pytest.raises(ValidationFailed) as error:
-        donor_services.add_screening_result(tech, donor, {
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": "anti_hcv", "sample_date": (born - dt.timedelta(days=1)).isoformat(), "sample_type": "serum",
-            "result": "negative", "lab_reference": "L1"})
+            "result": "negative", "lab_reference": "L1"}))
     assert error.value.fields["sample_date"] == "This cannot be before the donor's birth."
 
 

@@ -12,9 +12,11 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult, CorrectScreeningResult, WithdrawConsent
 from cellfactory.donors.eligibility import Status
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import DecideQuarantine
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
@@ -89,34 +91,38 @@ def test_only_technicians_of_the_site_register_donors(users, bg, role):
 def test_serology_only_on_serum_or_plasma(tech, bg):
     donor = donor_services.register_donor(tech, bg, donor_data())
     with pytest.raises(ValidationFailed) as error:
-        donor_services.add_screening_result(tech, donor, {
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": "hbsag", "sample_date": TODAY.isoformat(), "sample_type": "whole blood", "result": "negative",
-            "lab_reference": "L1"})
+            "lab_reference": "L1"}))
     assert "serum or plasma" in error.value.fields["sample_type"]
 
 
 def test_a_correction_supersedes_the_result_and_keeps_it(tech, eligible_donor):
     original = next(r for r in eligible_donor.current_results if r.test.value == "anti_hcv")
+    corrected = {"test": "anti_hcv", "sample_date": TODAY.isoformat(), "sample_type": "plasma",
+                 "result": "reactive", "lab_reference": "LAB-HCV-2"}
     with pytest.raises(ValidationFailed, match="reason"):
-        donor_services.correct_screening_result(tech, original, {}, "")
-    replacement = donor_services.correct_screening_result(
-        tech, original, {"test": "anti_hcv", "sample_date": TODAY.isoformat(), "sample_type": "plasma",
-                         "result": "reactive", "lab_reference": "LAB-HCV-2"},
-        "transcription error: lab report says reactive")
+        donor_services.correct_screening_result(tech, original, CorrectScreeningResult.of({**corrected, "reason": ""}))
+    replacement = donor_services.correct_screening_result(tech, original, CorrectScreeningResult.of(
+        {**corrected, "reason": "transcription error: lab report says reactive"}))
     donor = refetch(eligible_donor)
     assert refetch(original).superseded_by_id == replacement.id
     assert len(donor.results) == 6 and len(donor.current_results) == 5
     assert donor_services.eligibility(donor).status == Status.INELIGIBLE
     with pytest.raises(Conflict):
-        donor_services.correct_screening_result(tech, refetch(original), {}, "again")
+        donor_services.correct_screening_result(tech, refetch(original),
+                                                CorrectScreeningResult.of({**corrected, "reason": "again"}))
 
 
 def test_withdrawn_consent_blocks_further_use(tech, eligible_donor):
-    donor_services.withdraw_consent(tech, eligible_donor, TODAY.isoformat(), "donor's written withdrawal")
+    donor_services.withdraw_consent(tech, eligible_donor, WithdrawConsent.of(
+        {"withdrawn_on": TODAY.isoformat(), "reason": "donor's written withdrawal"}))
     donor = refetch(eligible_donor)
     assert donor_services.eligibility(donor).status == Status.INELIGIBLE
     with pytest.raises(Conflict, match="withdrawn"):
-        donor_services.add_screening_result(tech, donor, {"test": "hbsag"})
+        donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
+            "test": "hbsag", "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "negative",
+            "lab_reference": "L1"}))
     with pytest.raises(Conflict, match="withdrawn"):
         material_services.receive_material(tech, donor.site, receipt_data())
 
@@ -248,14 +254,16 @@ def test_qa_releases_quarantined_material_with_a_signature(users, tech, eligible
     qa = refetch(users["qa"])
     enable_signing(qa)
     with pytest.raises(PermissionDenied):
-        material_services.decide_quarantine(tech, refetch(material), accept=True, reason="x", signing=signing(tech))
-    released = material_services.decide_quarantine(qa, refetch(material), accept=True,
-                                                   reason="documents received by e-mail", signing=signing(qa))
+        material_services.decide_quarantine(tech, refetch(material), DecideQuarantine(decision="release", reason="x"),
+                                            signing=signing(tech))
+    released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
+                                                   reason="documents received by e-mail"), signing=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.released_by_id == qa.id
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "source_material"))
     assert signature.meaning == "Released from quarantine" and signature.comment == "documents received by e-mail"
     with pytest.raises(Conflict, match="not quarantined"):
-        material_services.decide_quarantine(qa, refetch(material), accept=True, reason="again", signing=signing(qa))
+        material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release", reason="again"),
+                                            signing=signing(qa))
 
 
 def test_label_sheet_holds_the_din_and_statements(tech, bg):

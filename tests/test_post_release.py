@@ -17,9 +17,11 @@ from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications import services as notifications
+from cellfactory.notifications.commands import AcknowledgeTask
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit, PutAway, ReceiveShipment, Ship
@@ -27,6 +29,13 @@ from cellfactory.units.models import Shipment, UnitStatus
 from tests.batch_helpers import batch_start, iso, signing
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility
+
+
+def _acknowledge(actor, task, command: AcknowledgeTask, *, signer):
+    """`actor` acknowledges `task` with `command`, signing as `signer` (named by user name, no continuous
+    session)."""
+    return notifications.sign_acknowledgement(actor, task, command, Signer(username=refetch(signer).username))
+
 
 S = BatchStatus
 U = UnitStatus
@@ -118,29 +127,33 @@ def test_each_acknowledgement_is_its_own_signature_and_completes_the_task(failed
     task = _tasks(failed["batch"])["MZ"]
     # QA of another site may not acknowledge as QA of MZ.
     with pytest.raises(PermissionDenied):
-        notifications.acknowledge_task(refetch(failed["plant"].qa), task, capacity="qa", comment="seen",
-                                       signing=signing(failed["plant"].qa))
+        _acknowledge(refetch(failed["plant"].qa), task, AcknowledgeTask.parse({
+            "capacity": "qa", "comment": "seen", "password": PASSWORD}), signer=failed["plant"].qa)
     # A technician is no QA.
     with pytest.raises(PermissionDenied):
-        notifications.acknowledge_task(tech_mz, refetch(task), capacity="qa", comment="seen", signing=signing(tech_mz))
+        _acknowledge(tech_mz, refetch(task), AcknowledgeTask.parse({
+            "capacity": "qa", "comment": "seen", "password": PASSWORD}), signer=tech_mz)
     with pytest.raises(AuthenticationFailed):
-        notifications.acknowledge_task(qa_mz, refetch(task), capacity="qa", comment="units located",
-                                       signing={**signing(qa_mz), "password": "wrong-password-1"})
+        _acknowledge(qa_mz, refetch(task), AcknowledgeTask.parse({
+            "capacity": "qa", "comment": "units located", "password": "wrong-password-1"}), signer=qa_mz)
     with pytest.raises(ValidationFailed) as refused:
-        notifications.acknowledge_task(tech_mz, refetch(task), capacity="physician_contact",
-                                       comment="called the ward", physician_name=" ", signing=signing(tech_mz))
+        _acknowledge(tech_mz, refetch(task), AcknowledgeTask.parse({
+            "capacity": "physician_contact", "comment": "called the ward", "physician_name": " ",
+            "password": PASSWORD}), signer=tech_mz)
     assert refused.value.fields == {"physician_name": "Name the treating physician you informed."}
     assert db.session.scalar(sa.select(sa.func.count()).select_from(TaskAcknowledgement)) == 0
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
         Signature.entity_type == "notification_task")) == 0
 
-    notifications.acknowledge_task(qa_mz, refetch(task), capacity="qa", comment="units located and segregated",
-                                   signing=signing(qa_mz))
+    _acknowledge(qa_mz, refetch(task), AcknowledgeTask.parse({
+        "capacity": "qa", "comment": "units located and segregated", "password": PASSWORD}), signer=qa_mz)
     assert refetch(task).completed_at is None
     with pytest.raises(Conflict):
-        notifications.acknowledge_task(qa_mz, refetch(task), capacity="qa", comment="again", signing=signing(qa_mz))
-    notifications.acknowledge_task(tech_mz, refetch(task), capacity="physician_contact", comment="phoned the ward",
-                                   physician_name="Dr. Anna Rossi, haematology", signing=signing(tech_mz))
+        _acknowledge(qa_mz, refetch(task), AcknowledgeTask.parse({
+            "capacity": "qa", "comment": "again", "password": PASSWORD}), signer=qa_mz)
+    _acknowledge(tech_mz, refetch(task), AcknowledgeTask.parse({
+        "capacity": "physician_contact", "comment": "phoned the ward", "physician_name": "Dr. Anna Rossi, haematology",
+        "password": PASSWORD}), signer=tech_mz)
     task = refetch(task)
     assert task.completed_at is not None
     signed = [a.signature for a in task.acknowledgements]
@@ -251,7 +264,8 @@ def test_the_batch_record_lists_the_notices_and_their_signed_acknowledgements(fa
 
     qa = refetch(failed["plant"].qa)
     task = _tasks(failed["batch"])["BG"]
-    notifications.acknowledge_task(qa, task, capacity="qa", comment="bank units segregated", signing=signing(qa))
+    _acknowledge(qa, task, AcknowledgeTask.parse({
+        "capacity": "qa", "comment": "bank units segregated", "password": PASSWORD}), signer=qa)
     text = pdf_text(releases.batch_record_pdf(refetch(qa), refetch(failed["batch"]))).replace("\n", " ")
     assert "After release: notices to the sites" in text
     assert f"Notice #{task.id} to BG" in text and "bank units segregated" in text
@@ -261,8 +275,8 @@ def test_the_batch_record_lists_the_notices_and_their_signed_acknowledgements(fa
 def test_notices_and_their_acknowledgements_are_audited_with_their_values(failed):
     qa = refetch(failed["plant"].qa)
     task = _tasks(failed["batch"])["BG"]
-    acknowledgement = notifications.acknowledge_task(qa, task, capacity="qa", comment="bank units segregated",
-                                                     signing=signing(qa))
+    acknowledgement = _acknowledge(qa, task, AcknowledgeTask.parse({
+        "capacity": "qa", "comment": "bank units segregated", "password": PASSWORD}), signer=qa)
     [created] = db.session.scalars(sa.select(AuditEntry).where(
         AuditEntry.entity_type == "notification_task", AuditEntry.entity_id == str(task.id),
         AuditEntry.action == "create")).all()

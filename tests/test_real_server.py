@@ -23,6 +23,7 @@ from cellfactory import create_app
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import Role
 from cellfactory.extensions import db
 from tests.conftest import fresh_database, make_config
@@ -74,9 +75,10 @@ def served_database(tmp_path_factory):
     with fresh_database() as url:
         app = create_app(make_config(url, instance))
         with app.app_context():
-            auth_services.create_user(None, username="trail.reader", full_name="Carla Bianchi",
-                                      email="c@example.org", roles=[(Role.AUDITOR, None)],
-                                      temporary_password=PASSWORD, must_change_password=False)
+            auth_services.register_user(None, CreateUser.parse({
+                "username": "trail.reader", "full_name": "Carla Bianchi", "email": "c@example.org",
+                "roles": [{"role": Role.AUDITOR.value, "site": None}], "password": PASSWORD}),
+                must_change_password=False)
             audit.act_as(db.session, None, label="test")
             for n in range(2_500):  # more than one fetch of the stream (2,000 rows)
                 audit.record_event(db.session, "print", entity_type="source_material", entity_id=n,

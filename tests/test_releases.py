@@ -16,6 +16,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.releases import services as releases
+from cellfactory.releases.commands import DecisionDetails
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures.models import Meaning
 from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
@@ -50,7 +51,8 @@ def reviewed(plant, sites):
 
 def decide(plant, batch, target, meaning=None, **details):
     return lifecycle.transition(refetch(plant.qp), refetch(batch), target, reason="QP decision",
-                                     signing=signing(plant.qp), meaning=meaning, details=details or None)
+                                     signing=signing(plant.qp), meaning=meaning,
+                                     details=DecisionDetails.parse(details) if details else None)
 
 
 def test_review_records_the_checklist_and_a_signature(plant, reviewed):
@@ -201,8 +203,10 @@ def test_equipment_out_of_service_blocks(plant, reviewed):
 def test_withdrawn_consent_blocks(plant, reviewed):
     donor = refetch(reviewed).materials[0].material.donor
     from cellfactory.donors import services as donor_services
+    from cellfactory.donors.commands import WithdrawConsent
 
-    donor_services.withdraw_consent(refetch(plant.tech), donor, "2026-11-20", "written withdrawal")
+    donor_services.withdraw_consent(refetch(plant.tech), donor,
+                                    WithdrawConsent.of({"withdrawn_on": "2026-11-20", "reason": "written withdrawal"}))
     _blocked(plant, reviewed, "consent withdrawn")
 
 

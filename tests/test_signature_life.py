@@ -19,6 +19,7 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
 from cellfactory.qc.models import QcResult
 from cellfactory.releases import services as releases
+from cellfactory.releases.commands import DecisionDetails
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.signatures.services import SignatureStatus
@@ -108,7 +109,8 @@ def test_exceptional_release_of_an_oos_batch(plant, sites):
     batch = oos_awaiting_certification(plant, sites)
     lifecycle.transition(again(plant.qp), again(batch), S.RELEASED, reason="physician request",
                               signing=signing(again(plant.qp)), meaning=Meaning.QP_OOS_SUPPLY,
-                              details=OOS_DETAILS | {"sponsor_notified_at": "2026-11-21T09:30:00+01:00"})
+                              details=DecisionDetails.parse(
+                                  OOS_DETAILS | {"sponsor_notified_at": "2026-11-21T09:30:00+01:00"}))
     assert status_of(batch) == S.RELEASED
     found = assert_all_valid(batch)
     assert any(key[0] == "deviation" for key in found)  # the closed OOS deviation's signature holds too

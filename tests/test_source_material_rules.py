@@ -17,8 +17,10 @@ from cellfactory.batches.models import Batch, BatchMaterial
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import AddScreeningResult
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import DecideQuarantine
 from cellfactory.materials.models import (
     CollectionFacility,
     MaterialStatus,
@@ -88,9 +90,9 @@ def test_untested_autologous_material_is_quarantined_with_the_reason(tech, bg):
 
 def test_partly_tested_autologous_material_with_a_reactive_result_stays_quarantined(tech, bg):
     donor = autologous(tech, bg)
-    donor_services.add_screening_result(tech, donor, {
+    donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
         "test": "anti_hiv_1_2", "sample_date": utcnow().date().isoformat(), "sample_type": "serum",
-        "result": "reactive", "lab_reference": "LAB-1", "tested_person": "donor"})
+        "result": "reactive", "lab_reference": "LAB-1", "tested_person": "donor"}))
     material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
     assert material.status == MaterialStatus.QUARANTINED
     assert len(material.decision_reasons) == 4  # HBsAg, anti-HBc, HCV, syphilis still untested
@@ -103,8 +105,8 @@ def test_qa_cannot_release_untested_autologous_material_nor_can_it_start_a_batch
     enable_signing(qa)
     before, signatures = last_seq(), count(Signature)
     with pytest.raises(Conflict, match=r"autologous and not fully tested.*Annex I 2.1.1"):
-        material_services.decide_quarantine(qa, refetch(material), accept=True, reason="urgent",
-                                            signing=signing(qa))
+        material_services.decide_quarantine(qa, refetch(material),
+                                            DecideQuarantine(decision="release", reason="urgent"), signing=signing(qa))
     assert refetch(material).status == MaterialStatus.QUARANTINED
     assert count(Signature) == signatures and last_seq() == before
 
@@ -133,8 +135,8 @@ def test_quarantined_autologous_material_found_reactive_later_is_a_hazard_once_r
     add_full_panel(tech, refetch(donor), result="reactive")
     qa = refetch(users["qa"])
     enable_signing(qa)
-    released = material_services.decide_quarantine(qa, refetch(material), accept=True,
-                                                   reason="serology complete", signing=signing(qa))
+    released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
+                                                   reason="serology complete"), signing=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.biohazard
     assert "BIOLOGICAL HAZARD" in material_services.label_statements(released)
 

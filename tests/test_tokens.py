@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import ApiToken, Role, TokenScope, User
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
@@ -119,9 +120,10 @@ def test_a_sign_token_of_a_user_who_lost_the_signing_roles_only_reads(client, us
     assert _row(raw).scope == TokenScope.SIGN
     qa = _user("qa.bg")
     admin = _user("admin.bg")
-    network = auth_services.create_user(None, username="admin.network", full_name="Net Admin",
-                                        email="n@example.org", roles=[(Role.ADMIN, None)],
-                                        temporary_password="Temporary-Passphrase-77", must_change_password=False)
+    network = auth_services.register_user(None, CreateUser.parse({
+        "username": "admin.network", "full_name": "Net Admin", "email": "n@example.org",
+        "roles": [{"role": Role.ADMIN.value, "site": None}], "password": "Temporary-Passphrase-77"}),
+        must_change_password=False)
     auth_services.grant_role(network, qa, Role.AUDITOR, "BG", "moves to audit")
     auth_services.revoke_role(admin, qa.active_roles[0], "no longer QA")
     assert [r.role for r in _user("qa.bg").active_roles] == [Role.AUDITOR]

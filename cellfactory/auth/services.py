@@ -412,26 +412,6 @@ def _site_or_none(site_code: str | None) -> Site | None:
     return site
 
 
-def create_user(
-    actor: User | None,
-    *,
-    username: str,
-    full_name: str,
-    email: str,
-    roles: Iterable[tuple[Role, str | None]],
-    temporary_password: str,
-    must_change_password: bool = True,
-) -> User:
-    """`register_user` for a caller holding plain values: the command is built from them (and refused in the
-    same words as at the page and the API)."""
-    from cellfactory.auth.commands import CreateUser
-
-    command = CreateUser.parse({
-        "username": username, "full_name": full_name, "email": email, "password": temporary_password,
-        "roles": [{"role": Role(role).value, "site": site} for role, site in roles]})
-    return register_user(actor, command, must_change_password=must_change_password)
-
-
 @transactional
 def register_user(actor: User | None, command: CreateUser, *, must_change_password: bool = True) -> User:
     """Create a user with a temporary password to change at first log-in.

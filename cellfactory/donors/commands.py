@@ -210,7 +210,7 @@ class AddScreeningResult(IntakeCommand):
 
 
 class CorrectScreeningResult(AddScreeningResult):
-    refusal: ClassVar[str] = "The correction cannot be saved"
+    refusal: ClassVar[str] = "The correction (the new result and its reason) cannot be saved"
 
     reason: Paragraph(2000) = Field(description="Why the result is corrected; goes into the audit trail")
 

@@ -145,20 +145,10 @@ def correct_donor(actor: User, donor: Donor, command: CorrectDonor) -> Donor:
     return donor
 
 
-def _require_reason(reason: str | None) -> None:
-    if not (reason or "").strip():
-        raise ValidationFailed("A reason is required for a correction.", fields={"reason": "Say why."})
-
-
 @transactional
-def withdraw_consent(actor: User, donor: Donor, command: WithdrawConsent | Any, reason: str | None = None) -> Donor:
-    """Record the withdrawal of the donor's consent: the donor's material is blocked from then on.
-
-    :param command: the withdrawal; older callers pass the day (`YYYY-MM-DD`) and the `reason` apart."""
+def withdraw_consent(actor: User, donor: Donor, command: WithdrawConsent) -> Donor:
+    """Record the withdrawal of the donor's consent: the donor's material is blocked from then on."""
     _require_intake(actor, donor.site_id)
-    if not isinstance(command, WithdrawConsent):
-        _require_reason(reason)
-        command = WithdrawConsent.of({"withdrawn_on": command, "reason": reason})
     if command.withdrawn_on > local_today(donor.site.timezone):
         raise ValidationFailed("The withdrawal cannot be recorded: The withdrawal date cannot be in the future.",
                                fields={"withdrawn_on": "The withdrawal date cannot be in the future."})
@@ -184,13 +174,11 @@ def _result_fields(donor: Donor, command: AddScreeningResult, errors: dict[str, 
 
 
 @transactional
-def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult | Mapping[str, Any]
-                         ) -> ScreeningResultRecord:
+def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult) -> ScreeningResultRecord:
     """Enter a serology or NAT result of the donor (or of the mother of a neonatal donation)."""
     _require_intake(actor, donor.site_id)
     if donor.consent_withdrawn:
         raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
-    command = AddScreeningResult.of(command)
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     fields = _result_fields(donor, command, errors)
@@ -203,19 +191,12 @@ def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult 
 
 
 @transactional
-def correct_screening_result(actor: User, original: ScreeningResultRecord,
-                             command: CorrectScreeningResult | Mapping[str, Any], reason: str | None = None
+def correct_screening_result(actor: User, original: ScreeningResultRecord, command: CorrectScreeningResult
                              ) -> ScreeningResultRecord:
-    """A correction is a new result; the original stays, marked as superseded with the reason.
-
-    :param command: the corrected result with the reason; older callers pass the result and the `reason` apart."""
+    """A correction is a new result; the original stays, marked as superseded with the reason."""
     _require_intake(actor, original.site_id)
-    if not isinstance(command, CorrectScreeningResult):
-        _require_reason(reason)
     if original.superseded_by_id is not None:
         raise Conflict("This result was already corrected: correct the current one.")
-    if not isinstance(command, CorrectScreeningResult):
-        command = CorrectScreeningResult.of({**command, "reason": reason})
     audit.act_as(db.session, actor, reason=command.reason)
     errors: dict[str, str] = {}
     fields = _result_fields(original.donor, command, errors)
@@ -348,32 +329,25 @@ def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: Decision
 
 
 @transactional
-def record_confirmatory_testing(actor: User, result: ScreeningResultRecord,
-                                command: RecordConfirmatoryTesting | None = None, *, signing: dict[str, Any],
-                                **plain: Any) -> ScreeningDecision:
+def record_confirmatory_testing(actor: User, result: ScreeningResultRecord, command: RecordConfirmatoryTesting, *,
+                                signing: dict[str, Any]) -> ScreeningDecision:
     """QA clears a reactive (or indeterminate) result with the confirmatory results, signed; the result then
-    counts as negative. Without this record a reactive result is never cleared, whatever later samples show.
-
-    :param command: the record; older callers pass `reason` and `confirmatory_results` as keywords instead."""
+    counts as negative. Without this record a reactive result is never cleared, whatever later samples show."""
     _decision_checks(actor, result, DecisionKind.CONFIRMATORY)
-    command = RecordConfirmatoryTesting.of(command if command is not None else plain)
     return _sign_decision(actor, result, kind=DecisionKind.CONFIRMATORY, allowed=True, reason=command.reason,
                           confirmatory_results=command.confirmatory_results, meaning=Meaning.SCREENING_CLEARED,
                           signing=signing)
 
 
 @transactional
-def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: DecideRiskAssessment | None = None,
-                           *, signing: dict[str, Any], **plain: Any) -> ScreeningDecision:
+def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: DecideRiskAssessment, *,
+                           signing: dict[str, Any]) -> ScreeningDecision:
     """QA's signed risk assessment of anti-HBc reactive with HBsAg negative (Annex II 1.3) or of a reactive specific
-    syphilis test (1.4): the donation is allowed or not allowed, with the reason.
-
-    :param command: the decision; older callers pass `allowed` and `reason` as keywords instead."""
+    syphilis test (1.4): the donation is allowed or not allowed, with the reason."""
     _decision_checks(actor, result, DecisionKind.RISK_ASSESSMENT)
     if result.test not in ASSESSED_TESTS or result.result != SerologyResult.REACTIVE:
         raise Conflict(f"A risk assessment decides a reactive anti-HBc (HBsAg negative) or a reactive specific "
                        f"syphilis test, not {result.test.label} {result.result.value}.")
-    command = DecideRiskAssessment.of(command if command is not None else plain)
     meaning = Meaning.DONATION_ALLOWED if command.allowed else Meaning.DONATION_NOT_ALLOWED
     return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=command.allowed,
                           reason=command.reason, confirmatory_results=None, meaning=meaning, signing=signing)

@@ -29,7 +29,7 @@ from cellfactory.deviations.models import Deviation, DeviationSource, DeviationS
 from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
 from cellfactory.qc.services import RESULT_STATES, qc_blockers
-from cellfactory.releases.commands import QpDecide, ReturnBatch, ReviewBatch
+from cellfactory.releases.commands import DecisionDetails, QpDecide, ReturnBatch, ReviewBatch
 from cellfactory.releases.services import (
     RecordFacts,
     conflicts,
@@ -129,11 +129,12 @@ def _lift_after_release_guard(batch: Batch) -> None:
 @transactional
 def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
                signing: dict[str, Any] | None = None, expected_version: int | None = None,
-               meaning: Meaning | None = None, details: dict[str, Any] | None = None) -> Batch:
+               meaning: Meaning | None = None, details: DecisionDetails | None = None) -> Batch:
     """Move a batch to another state: only along the state machine, by the role that may, with a reason,
     and with an electronic signature where the step is a review or a QP decision (which then records the
     decision and, for a QP, issues the certificate). `meaning` picks between two ways to the same state
-    (the exceptional release); `details` carries what a conditional or exceptional release must record."""
+    (the exceptional release); `details`, the decision's command, carries what a conditional or exceptional
+    release must record."""
     target = BatchStatus(target)
     if expected_version is not None and expected_version != batch.version:
         raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
@@ -151,7 +152,7 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     audit.act_as(db.session, actor, reason=reason)
     signature = None
     if chosen.meaning is not None:
-        clean = validate_details(chosen.meaning, details or {}, batch)
+        clean = validate_details(chosen.meaning, details, batch)
         if signing is None:
             raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
                                    fields={"password": "Sign with your password."})
@@ -227,4 +228,4 @@ def decide(actor: User, batch: Batch, command: QpDecide, signer: Signer) -> Batc
     certificate."""
     option = command.option
     return transition(actor, batch, option.target, reason=command.reason, signing=signer.signing(command),
-                      meaning=option.meaning, details=command.details())
+                      meaning=option.meaning, details=command)

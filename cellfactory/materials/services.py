@@ -25,7 +25,7 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility, Status
 from cellfactory.donors.models import Donor, DonorType
 from cellfactory.extensions import db
-from cellfactory.materials.commands import DecideQuarantine, QuarantineDecision, ReceiveMaterial
+from cellfactory.materials.commands import DecideQuarantine, ReceiveMaterial
 from cellfactory.materials.models import (
     CollectionFacility,
     DinSequence,
@@ -359,19 +359,13 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial | Mapping
 
 
 @transactional
-def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuarantine | None = None, *,
-                      signing: dict[str, Any], accept: bool | None = None, reason: str | None = None
-                      ) -> SourceMaterial:
-    """QA releases a quarantined material (or rejects it) with a reason and an electronic signature.
-
-    :param command: the decision; older callers pass `accept` and `reason` as keywords instead."""
+def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuarantine, *,
+                      signing: dict[str, Any]) -> SourceMaterial:
+    """QA releases a quarantined material (or rejects it) with a reason and an electronic signature."""
     permissions.require(permissions.can_release_quarantine(actor, material.site_id),
                         "Only QA of this site releases or rejects quarantined material.")
     if material.status != MaterialStatus.QUARANTINED:
         raise Conflict(f"Material {isbt128.format_din(material.din)} is {material.status.value}, not quarantined.")
-    if command is None:
-        command = DecideQuarantine.of({"decision": QuarantineDecision.RELEASE if accept else QuarantineDecision.REJECT,
-                                       "reason": reason})
     accept, reason = command.accept, command.reason
     if material.donor.consent_withdrawn:
         raise Conflict("The donor's consent is withdrawn: the material cannot be released.")

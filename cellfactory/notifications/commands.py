@@ -1,7 +1,7 @@
 """What a person of a notified site may ask of a notification task: its acknowledgement, in one capacity, signed.
 
 Whether they may acknowledge in that capacity, and whether the physician's contact named the physician, are the
-service's (`notifications.services.acknowledge_task`)."""
+service's (`notifications.services.sign_acknowledgement`)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ signatures (the alerts raised with them are cellfactory.alerts)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -61,20 +61,6 @@ def get_task(user: User, task_id: int) -> NotificationTask:
 
 def may_acknowledge(user: User, task: NotificationTask, capacity: Capacity) -> bool:
     return user.has_any_role(CAPACITY_ROLES[capacity], task.site_id)
-
-
-def acknowledge_task(actor: User, task: NotificationTask, *, capacity: str, comment: str,
-                     physician_name: str | None = None, signing: dict[str, Any]) -> TaskAcknowledgement:
-    """`sign_acknowledgement` for a caller holding plain values (`signing`: the keywords of
-    `signatures.services.apply_signature`): the command is built from them, and refused in the pages' words."""
-    from cellfactory.notifications.commands import AcknowledgeTask
-    from cellfactory.signatures.commands import Signer
-
-    command = AcknowledgeTask.parse({"capacity": capacity, "comment": comment, "physician_name": physician_name,
-                                     "password": signing.get("password")})
-    return sign_acknowledgement(actor, task, command, Signer(username=signing.get("username"),
-                                                             continuous_session=signing.get("continuous_session",
-                                                                                            False)))
 
 
 @transactional

@@ -33,6 +33,7 @@ from cellfactory.signatures.models import Meaning, Signature
 
 if TYPE_CHECKING:
     from cellfactory.qc.services import BatchResults, TestStatus
+    from cellfactory.releases.commands import DecisionDetails
 
 S = BatchStatus
 
@@ -269,8 +270,7 @@ def signing_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None =
     return blockers
 
 
-def _required(details: dict[str, Any], name: str, errors: dict[str, str], message: str) -> Any:
-    value = details.get(name)
+def _required(value: Any, name: str, errors: dict[str, str], message: str) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         errors[name] = message
     return value
@@ -283,35 +283,37 @@ def expected_final_read(batch: Batch, facts: RecordFacts | None = None) -> dt.da
     return max(due) if due else None
 
 
-def validate_details(meaning: Meaning, details: dict[str, Any], batch: Batch) -> dict[str, Any]:
-    """The extra facts a conditional or exceptional release must record; raises naming each missing field. They
-    are read by their command (`releases.commands.DecisionDetails`) unless they come typed from one.
+# What an exceptional release (an out-of-specification supply) records, each required, with what to say if left out.
+EXCEPTIONAL_FACTS = (
+    ("physician_name", "Record the treating physician who requested the product."),
+    ("physician_request_date", "Record the date of the physician's request."),
+    ("risk_evaluation_reference", "Attach the factory's risk evaluation (its reference)."),
+    ("sponsor_reference", "Record the notification of the sponsor (its reference)."),
+    ("sponsor_notified_at", "Record when the sponsor was notified."),
+)
+
+
+def validate_details(meaning: Meaning, details: DecisionDetails | None, batch: Batch) -> dict[str, Any]:
+    """The extra facts a conditional or exceptional release must record, from the decision's command (None: it
+    states none); raises naming each missing field. Returns them as the decision's columns.
 
     A conditional release expects the final read on the latest due date of the pending results unless the QP
     states another date.
     """
-    from cellfactory.releases.commands import DecisionDetails
+    def given(name: str) -> Any:
+        return getattr(details, name) if details is not None else None
 
-    details = DecisionDetails.parse(details).model_dump(exclude_none=True)
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
     if meaning == Meaning.QP_CONDITIONAL:
-        expected = details.get("expected_final_date") or expected_final_read(batch)
-        clean["expected_final_date"] = _required({"expected_final_date": expected}, "expected_final_date", errors,
+        expected = given("expected_final_date") or expected_final_read(batch)
+        clean["expected_final_date"] = _required(expected, "expected_final_date", errors,
                                                  "When is the final sterility read expected?")
         if expected is not None and expected < utcnow().date():
             errors["expected_final_date"] = "The expected date is in the past."
     if meaning == Meaning.QP_OOS_SUPPLY:
-        clean["physician_name"] = _required(details, "physician_name", errors,
-                                            "Record the treating physician who requested the product.")
-        clean["physician_request_date"] = _required(details, "physician_request_date", errors,
-                                                    "Record the date of the physician's request.")
-        clean["risk_evaluation_reference"] = _required(details, "risk_evaluation_reference", errors,
-                                                       "Attach the factory's risk evaluation (its reference).")
-        clean["sponsor_reference"] = _required(details, "sponsor_reference", errors,
-                                               "Record the notification of the sponsor (its reference).")
-        clean["sponsor_notified_at"] = _required(details, "sponsor_notified_at", errors,
-                                                 "Record when the sponsor was notified.")
+        for name, message in EXCEPTIONAL_FACTS:
+            clean[name] = _required(given(name), name, errors, message)
     if errors:
         raise ValidationFailed("The decision needs more information: " + " ".join(errors.values()), fields=errors)
     return clean

@@ -4,11 +4,14 @@ calibrated equipment and an accepted cord at BG."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from cellfactory.auth.models import User
-from cellfactory.batches.models import Batch
+from cellfactory.batches.commands import RecordStep, StartBatch
+from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
 from cellfactory.equipment import services as equipment_services
@@ -17,9 +20,11 @@ from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.products.models import SpecificationVersion
+from cellfactory.qc.commands import EnterResult
 from cellfactory.reagents import services as reagent_services
 from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus, ReagentLot
+from cellfactory.sites.models import Site
 from tests.conftest import PASSWORD, enable_signing, make_user, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 
@@ -166,7 +171,7 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
             data.update(pending=True, final_read_due=(utcnow().date() + dt.timedelta(days=15)).isoformat())
         else:
             data["value"] = wanted[test.code]
-        result = qc_services.enter_result(refetch(plant.qc), refetch(batch), data)
+        result = qc_services.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse(data))
         qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
 
 
@@ -181,6 +186,21 @@ BATCH_AGE_H = 30 * 24
 
 def batch_start() -> str:
     return iso(BATCH_AGE_H)
+
+
+def start_command(site: Site, product: str, dins: Sequence[str] | None = None, **fields: Any) -> StartBatch:
+    """The start of a batch of `product` from the materials `dins`, as the page reads what was typed at `site`
+    (times without an offset in the site's zone)."""
+    return StartBatch.from_entries({"product": product, "materials": list(dins or []), **fields},
+                                   timezone=site.timezone)
+
+
+def step_command(step: BatchStep, entries: Mapping[str, Any], *, reason: str | None = None,
+                 expected_version: int | None = None) -> RecordStep:
+    """A step's entries as the page reads what was typed (times without an offset in the site's zone, numbers as
+    typed), with the correction's reason and the step version the entries were based on."""
+    return RecordStep.from_entries({**entries, "reason": reason, "version": expected_version},
+                                   timezone=step.batch.site.timezone)
 
 
 def step_data(**overrides) -> dict:
@@ -225,11 +245,12 @@ def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | No
         step = refetch(step)
         if step.kind.value == "passage":
             number, seeded, harvested, start, end = counts.pop(0)
-            services.record_step(refetch(plant.tech), step, passage_data(number, seeded, harvested, start, end))
+            services.record_step(refetch(plant.tech), step,
+                                 step_command(step, passage_data(number, seeded, harvested, start, end)))
         else:
             hours = 199 if step.code == "ISO" else 2
             reagents = [{"lot_id": lot.id, "quantity": "20", "unit": "mL"}] if lot is not None else []
-            services.record_step(refetch(plant.tech), step, step_data(started_at=iso(hours + 1),
-                                                                      ended_at=iso(hours), reagents=reagents))
+            services.record_step(refetch(plant.tech), step, step_command(step, step_data(started_at=iso(hours + 1),
+                                                                      ended_at=iso(hours), reagents=reagents)))
         services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
     return refetch(batch)

@@ -16,9 +16,18 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit, ReceiveShipment, Ship
-from tests.batch_helpers import batch_start, build_plant, complete_qc, iso, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    complete_qc,
+    iso,
+    run_batch_to_awaiting_qc,
+    signing,
+    start_command,
+)
 from tests.conftest import make_user, refetch
 from tests.units_helpers import make_units
 
@@ -30,7 +39,9 @@ def conditional_with_units(users, sites) -> dict:
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))
@@ -58,5 +69,5 @@ def conditional_with_units(users, sites) -> dict:
 
 def fail_sterility(plant, batch) -> None:
     [pending] = qc.pending_tests(refetch(batch))
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth",
-                                                                          "raw_data_reference": "LIMS/STER-final"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "growth",
+                                                                          "raw_data_reference": "LIMS/STER-final"}))

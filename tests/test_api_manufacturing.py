@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from cellfactory.audit.models import AuditEntry
 from cellfactory.batches.models import Batch, BatchStep, Passage
 from cellfactory.core.clock import utcnow
+from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product, SpecStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.commands import CreateSite
-from tests.batch_helpers import approve_new_version, batch_start, build_plant, iso
+from tests.batch_helpers import approve_new_version, batch_start, build_plant, iso, start_command
 from tests.conftest import PASSWORD, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
@@ -701,9 +702,9 @@ def test_passage_limit_needs_a_deviation(client, world):
     from cellfactory.sites.models import Site
 
     site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
-    deviation = lifecycle.open_deviation(refetch(world.plant.tech), site, {
+    deviation = lifecycle.open_deviation(refetch(world.plant.tech), site, OpenDeviation.parse({
         "title": "P2 needed", "description": "Slow growth: one passage more", "classification": "minor",
-        "batch": number, "step": "P2"})
+        "batch": number, "step": "P2"}))
     step = record(client, world, number, "P2", {**p2, "deviation_reference": deviation.number})
     assert step["deviation_reference"] == deviation.number and step["passage"]["passage_number"] == 2
 
@@ -971,7 +972,8 @@ def test_parallel_saves_of_one_step_one_wins_the_other_gets_409(tmp_path):
 def batch_services_start(plant, site) -> str:
     from cellfactory.batches import services
 
-    return services.start_batch(plant.tech, site, "UCMSC", [plant.material_din], started_at=batch_start()).number
+    return services.start_batch(plant.tech, site,
+                                start_command(site, "UCMSC", [plant.material_din], started_at=batch_start())).number
 
 
 def put_step_raw(client, number: str, code: str, body: dict, headers: dict):

@@ -24,7 +24,15 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    iso,
+    run_batch_to_awaiting_qc,
+    signing,
+    start_command,
+    started_long_ago,
+)
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.test_api import assert_error, bearer, last_seq, new_token
 
@@ -51,7 +59,9 @@ class World:
 def world(users, sites) -> World:
     """A UC-MSC batch at BG awaiting QC; tokens for the BG staff, two signing QC analysts, and MZ staff."""
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
     batch = lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")

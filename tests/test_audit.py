@@ -19,13 +19,15 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, RoleAssignment
 from cellfactory.core.db import Base
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
+from cellfactory.deviations.commands import AddAction, OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.qc.commands import EnterResult
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import UpdateSite
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection
-from tests.batch_helpers import batch_start
+from tests.batch_helpers import batch_start, start_command, step_command
 from tests.conftest import PASSWORD, enable_signing, login, make_user, on_postgres, refetch
 
 
@@ -48,21 +50,25 @@ def test_every_audited_model_records_creation_with_values(users):
     from tests.batch_helpers import build_plant, passage_data, step_data
 
     plant = build_plant(users, {"BG": site_services.get_site("BG")})
-    batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC", [plant.material_din],
-        started_at=batch_start())
-    batch_services.record_step(plant.tech, batch.steps[0], step_data(
-        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
-    batch_services.record_step(refetch(plant.tech), refetch(batch.steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
+    batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"),
+                                       start_command(site_services.get_site("BG"), "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
+    batch_services.record_step(plant.tech, batch.steps[0], step_command(batch.steps[0], step_data(
+        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}])))
+    batch_services.record_step(refetch(plant.tech), refetch(batch.steps[1]),
+                               step_command(refetch(batch.steps[1]), passage_data(0, 1e5, 8e5, 150, 126)))
     from cellfactory.core.clock import utcnow
     from cellfactory.deviations import services as deviation_services
     from cellfactory.qc import services as qc_services
 
-    qc_services.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "91", "sample_id": "S1",
-                                                                 "sampled_at": utcnow().isoformat()})
-    deviation = lifecycle.open_deviation(refetch(plant.tech), site_services.get_site("BG"), {
-        "title": "t", "description": "d", "classification": "minor"})
-    deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective", description="fix",
-                                  owner="technician.bg", due_date="2099-01-01")
+    qc_services.enter_result(refetch(plant.qc), refetch(batch),
+                             EnterResult.parse({"test": "VIAB", "value": "91", "sample_id": "S1",
+                                                                 "sampled_at": utcnow().isoformat()}))
+    deviation = lifecycle.open_deviation(refetch(plant.tech), site_services.get_site("BG"), OpenDeviation.parse({
+        "title": "t", "description": "d", "classification": "minor"}))
+    deviation_services.add_action(refetch(plant.qa), refetch(deviation),
+                                  AddAction.parse({"kind": "corrective", "description": "fix", "owner": "technician.bg",
+                                                   "due_date": "2099-01-01"}))
     auth_services.grant_role(refetch(users["admin"]), refetch(users["technician"]), Role.QA, "BG", "QA cover")
     from cellfactory.materials import services as material_services
 

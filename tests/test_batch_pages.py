@@ -15,7 +15,7 @@ from cellfactory.batches.models import Batch, BatchStatus, StepStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
-from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc
+from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc, start_command
 from tests.conftest import PASSWORD, login, refetch
 
 S = BatchStatus
@@ -34,7 +34,8 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    return services.start_batch(plant.tech, sites["BG"],
+                                start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
 
 
 def _switch(client, username: str) -> None:
@@ -370,7 +371,8 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
 
     second = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                 past_receipt_data(din="=A99912600045600"))
-    other = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [second.din], started_at=batch_start())
+    other = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [second.din], started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, other)
     lifecycle.transition(refetch(plant.tech), refetch(other), S.AWAITING_QC, reason="complete")
     login(client, "qa.bg")
@@ -416,7 +418,9 @@ def test_batch_page_links_to_its_qc_units_deviations_and_record(client, users, s
     from tests.batch_helpers import build_plant
 
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     login(client, "technician.bg")
     page = client.get(f"/batches/{batch.number}").get_data(as_text=True)
     for link in (f"/qc/batches/{batch.number}", f"/units/batches/{batch.number}",

@@ -14,12 +14,14 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.deviations.services import for_batch
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import CreateDraft, CreateProduct
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.qc.services import batch_results, result_verification
 from cellfactory.signatures import services as signature_services
 from tests.batch_helpers import (
@@ -31,6 +33,8 @@ from tests.batch_helpers import (
     passage_data,
     past_receipt_data,
     signing,
+    start_command,
+    step_command,
     step_data,
 )
 from tests.conftest import login, make_user, refetch
@@ -102,7 +106,7 @@ def _manufacture(plant, batch: Batch, *, uses: int) -> None:
         else:
             data = step_data(started_at=_iso(hours), ended_at=_iso(hours - 1), equipment=["BSC-01", "INC-01"],
                              reagents=reagents)
-        services.record_step(refetch(plant.tech), step, data)
+        services.record_step(refetch(plant.tech), step, step_command(step, data))
         services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
         hours -= 24
 
@@ -130,7 +134,8 @@ def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
 
         for result in batch_results(refetch(batch)):
             if result.verdict.value == "pending":
-                qc_services.record_final_read(refetch(plant.qc), refetch(result), {"value": "no growth"})
+                qc_services.record_final_read(refetch(plant.qc), refetch(result),
+                                              RecordFinalRead.parse({"value": "no growth"}))
                 qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="QP decision", signing=signing(plant.qp))
     return refetch(batch)
@@ -145,8 +150,8 @@ def plant(users, sites):
 
 def _small_batch(plant, sites) -> Batch:
     """UC-MSC: 5 steps with one reagent use each, recorded and verified."""
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-        started_at=batch_start())
+    batch = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     _manufacture(plant, batch, uses=1)
     return refetch(batch)
 
@@ -163,12 +168,13 @@ def _large_batch(plant, sites) -> Batch:
     materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(din=din))
                  for din in ("=A99912600045600", "=A99912600078900")]
     material_services.print_labels(refetch(plant.tech), materials)
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [m.din for m in materials],
-        started_at=batch_start())
+    batch = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "XLMSC", [m.din for m in materials],
+                                               started_at=batch_start()))
     _manufacture(plant, batch, uses=2)
-    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
+    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
         "title": "Incubator door left ajar", "description": "Found ajar for 2 minutes during P3.",
-        "classification": "minor", "batch": batch.number, "step": "P3"})
+        "classification": "minor", "batch": batch.number, "step": "P3"}))
     return refetch(batch)
 
 
@@ -225,8 +231,8 @@ def test_batch_page_still_shows_what_it_did(client, small, large):
 
 def test_step_verification_and_blockers_read_the_signatures_once(plant, sites):
     """A batch in process: the page's checks (verified? who entered it?) cost the same for 5 steps as for 9."""
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-        started_at=batch_start())
+    batch = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     _manufacture(plant, batch, uses=1)
     batch = refetch(batch)
     index = services.record_signatures(batch)
@@ -260,8 +266,8 @@ def test_signed_batch_content_is_unchanged(plant, small, large):
 
 def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, sites):
     """The technician's view of batches in process, with verification forms and notes."""
-    small = services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-        started_at=batch_start())
+    small = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     _manufacture(plant, small, uses=1)
     qa = refetch(plant.qa)
     product = product_services.create_product(qa,
@@ -272,12 +278,13 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   past_receipt_data(din="=A99912600045600"))
-    large = services.start_batch(refetch(plant.tech), sites["BG"], "XLMSC", [material.din], started_at=batch_start())
+    large = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "XLMSC", [material.din], started_at=batch_start()))
     for step in refetch(large).steps[:6]:  # recorded, not verified: forms for the second technician
         hours = 200 - 10 * step.position
         data = passage_data(int(step.code[1:]), 1e6, 4e6, hours, hours - 5) if step.kind.value == "passage" \
             else step_data(started_at=_iso(hours), ended_at=_iso(hours - 1))
-        services.record_step(refetch(plant.tech), refetch(step), data)
+        services.record_step(refetch(plant.tech), refetch(step), step_command(refetch(step), data))
     login(client, "technician2.bg")
     count_small, seen_small = counted(client, f"/batches/{small.number}")
     count_large, seen_large = counted(client, f"/batches/{large.number}")

@@ -9,12 +9,14 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services
 from cellfactory.batches.models import BatchStatus, StepStatus
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
+from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import AddSpecTest, ChangeSpecTest, CreateDraft
 from cellfactory.products.models import SpecStatus
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import (
     batch_start,
@@ -24,6 +26,8 @@ from tests.batch_helpers import (
     passage_data,
     run_batch_to_awaiting_qc,
     signing,
+    start_command,
+    step_command,
     step_data,
 )
 from tests.conftest import make_user, refetch
@@ -39,7 +43,8 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    return services.start_batch(plant.tech, sites["BG"],
+                                start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
 
 
 def test_start_batch_freezes_spec_and_numbers_per_site_product_year(plant, batch, sites):
@@ -53,7 +58,8 @@ def test_start_batch_freezes_spec_and_numbers_per_site_product_year(plant, batch
 
 def test_material_starts_one_batch_only(plant, batch, sites):
     with pytest.raises(Conflict, match="already started batch"):
-        services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+        services.start_batch(plant.tech, sites["BG"],
+                             start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
 
 
 @pytest.mark.parametrize(("tweak", "message"), [({"container_intact": False}, "rejected"),
@@ -64,7 +70,7 @@ def test_only_accepted_material_starts_a_batch(plant, sites, tweak, message):
     material = material_services.receive_material(plant.tech, sites["BG"], receipt_data(din="=A99912600099900",
                                                                                         **tweak))
     with pytest.raises(Conflict, match=message):
-        services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din])
+        services.start_batch(refetch(plant.tech), sites["BG"], start_command(sites["BG"], "UCMSC", [material.din]))
 
 
 def test_running_batch_keeps_its_frozen_specification(plant, batch):
@@ -97,9 +103,11 @@ def test_approval_is_signed(plant):
 
 def test_derived_growth_values_are_stored_with_formula_version(plant, batch):
     steps = refetch(batch).steps
-    services.record_step(plant.tech, steps[0], step_data())
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
-    services.record_step(refetch(plant.tech), refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4))
+    services.record_step(plant.tech, steps[0], step_command(steps[0], step_data()))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126)))
+    services.record_step(refetch(plant.tech), refetch(steps[2]),
+                         step_command(refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4)))
     p0, p1 = refetch(steps[1]).passage, refetch(steps[2]).passage
     assert p0.population_doublings == pytest.approx(3.0) and p0.doubling_time_h == pytest.approx(8.0)
     assert p0.growth_area_cm2 == 350 and p0.seeding_density == pytest.approx(1e5 / 350)
@@ -109,13 +117,17 @@ def test_derived_growth_values_are_stored_with_formula_version(plant, batch):
 
 def test_correction_needs_a_reason_and_cascades_cumulative_pd(plant, batch):
     steps = refetch(batch).steps
-    services.record_step(plant.tech, steps[0], step_data())
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
-    services.record_step(refetch(plant.tech), refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4))
+    services.record_step(plant.tech, steps[0], step_command(steps[0], step_data()))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126)))
+    services.record_step(refetch(plant.tech), refetch(steps[2]),
+                         step_command(refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4)))
     with pytest.raises(ValidationFailed, match="reason"):
-        services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 1.6e6, 150, 126))
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 1.6e6, 150, 126),
-                         reason="count transcribed wrongly: counter print-out says 1.6e6")
+        services.record_step(refetch(plant.tech), refetch(steps[1]),
+                             step_command(refetch(steps[1]), passage_data(0, 1e5, 1.6e6, 150, 126)))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 1.6e6, 150, 126),
+                                      reason="count transcribed wrongly: counter print-out says 1.6e6"))
     assert refetch(steps[1]).passage.population_doublings == pytest.approx(4.0)
     assert refetch(steps[2]).passage.cumulative_pd == pytest.approx(8.585, abs=1e-3)
 
@@ -124,87 +136,103 @@ def test_expired_unreleased_lots_and_overdue_equipment_are_refused(plant, batch)
     step = refetch(batch).steps[0]
     for lot, message in (("PL-OLD", "expired"), ("M-Q", "not released")):
         with pytest.raises(ValidationFailed, match=message):
-            services.record_step(refetch(plant.tech), refetch(step), step_data(
-                reagents=[{"lot_id": plant.lots[lot].id, "quantity": "10", "unit": "mL"}]))
+            services.record_step(refetch(plant.tech), refetch(step), step_command(refetch(step), step_data(
+                reagents=[{"lot_id": plant.lots[lot].id, "quantity": "10", "unit": "mL"}])))
     with pytest.raises(ValidationFailed, match="overdue for calibration"):
-        services.record_step(refetch(plant.tech), refetch(step), step_data(equipment=["INC-OLD"],
-                                                                           started_at=iso(3), ended_at=iso(2)))
+        services.record_step(refetch(plant.tech), refetch(step),
+                             step_command(refetch(step), step_data(equipment=["INC-OLD"],
+                                                                           started_at=iso(3), ended_at=iso(2))))
     assert refetch(step).status == StepStatus.PENDING
     # Judged at the time of use: eight days ago its calibration was still valid.
-    services.record_step(refetch(plant.tech), refetch(step), step_data(equipment=["INC-OLD"]))
+    services.record_step(refetch(plant.tech), refetch(step),
+                         step_command(refetch(step), step_data(equipment=["INC-OLD"])))
 
 
 def test_reagent_uses_are_recorded_and_voided_not_deleted(plant, batch):
     step = refetch(batch).steps[0]
     lot = plant.lots["M-001"]
-    services.record_step(plant.tech, step, step_data(reagents=[{"lot_id": lot.id, "quantity": "50", "unit": "mL"}]))
+    services.record_step(plant.tech, step,
+                         step_command(step, step_data(reagents=[{"lot_id": lot.id, "quantity": "50", "unit": "mL"}])))
     services.record_step(refetch(plant.tech), refetch(step),
-                         step_data(reagents=[{"lot_id": lot.id, "quantity": "45", "unit": "mL"}]),
-                         reason="45 mL used, not 50")
+                         step_command(refetch(step),
+                                      step_data(reagents=[{"lot_id": lot.id, "quantity": "45", "unit": "mL"}]),
+                                      reason="45 mL used, not 50"))
     uses = refetch(step).reagent_uses
     assert [(float(u.quantity), u.void_reason) for u in uses] == [(50.0, "45 mL used, not 50"), (45.0, None)]
 
 
 def test_steps_follow_the_template(plant, batch):
     with pytest.raises(Conflict, match="Finish step ISO"):
-        services.record_step(plant.tech, refetch(batch).steps[1], passage_data(0, 1e5, 8e5, 150, 126))
+        services.record_step(plant.tech, refetch(batch).steps[1],
+                             step_command(refetch(batch).steps[1], passage_data(0, 1e5, 8e5, 150, 126)))
 
 
 def test_passage_limit_needs_a_deviation(users, sites):
     plant = build_plant(users, sites, max_passage=0)
-    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = services.start_batch(plant.tech, sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     steps = batch.steps
-    services.record_step(plant.tech, steps[0], step_data())
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
+    services.record_step(plant.tech, steps[0], step_command(steps[0], step_data()))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126)))
     with pytest.raises(Conflict, match="beyond the specification's maximum P0"):
-        services.record_step(refetch(plant.tech), refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4))
+        services.record_step(refetch(plant.tech), refetch(steps[2]),
+                             step_command(refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4)))
     with pytest.raises(ValidationFailed, match="no deviation DEV-BG-2026-0099"):
         services.record_step(refetch(plant.tech), refetch(steps[2]),
-                             passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference="DEV-BG-2026-0099"))
+                             step_command(refetch(steps[2]),
+                                          passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference="DEV-BG-2026-0099")))
 
-    deviation = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
         "title": "P1 beyond the validated passage limit", "description": "Slow growth: one more passage needed",
-        "classification": "major", "batch": batch.number, "step": "P1"})
+        "classification": "major", "batch": batch.number, "step": "P1"}))
     services.record_step(refetch(plant.tech), refetch(steps[2]),
-                         passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference=deviation.number))
+                         step_command(refetch(steps[2]),
+                                      passage_data(1, 5e4, 1.2e6, 100, 4, deviation_reference=deviation.number)))
     assert refetch(steps[2]).deviation_reference == deviation.number
 
 
 def test_cumulative_pd_limit_needs_a_deviation(users, sites):
     plant = build_plant(users, sites, max_cpd="5")
-    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = services.start_batch(plant.tech, sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     steps = batch.steps
-    services.record_step(plant.tech, steps[0], step_data())
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126))
+    services.record_step(plant.tech, steps[0], step_command(steps[0], step_data()))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126)))
     with pytest.raises(Conflict, match="exceed the specification's maximum 5"):
-        services.record_step(refetch(plant.tech), refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4))
+        services.record_step(refetch(plant.tech), refetch(steps[2]),
+                             step_command(refetch(steps[2]), passage_data(1, 5e4, 1.2e6, 100, 4)))
 
 
 def test_future_times_and_reversed_times_are_refused(plant, batch):
     step = refetch(batch).steps[0]
     with pytest.raises(ValidationFailed) as error:
-        services.record_step(plant.tech, step, step_data(started_at=iso(-5), ended_at=iso(-6)))
+        services.record_step(plant.tech, step, step_command(step, step_data(started_at=iso(-5), ended_at=iso(-6))))
     assert "started_at" in error.value.fields
 
 
 def test_second_person_verification(plant, batch):
     step = refetch(batch).steps[0]
-    services.record_step(plant.tech, step, step_data())
+    services.record_step(plant.tech, step, step_command(step, step_data()))
     with pytest.raises(Conflict, match="second person"):
         services.verify_step(refetch(plant.tech), refetch(step), signing=signing(plant.tech))
     services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
     assert services.step_verification(refetch(step)) is not None
     # A correction after verification voids it: the step must be verified again.
-    services.record_step(refetch(plant.tech), refetch(step), step_data(observations="explant at day 10"),
-                         reason="observation completed")
+    services.record_step(refetch(plant.tech), refetch(step),
+                         step_command(refetch(step), step_data(observations="explant at day 10"),
+                                      reason="observation completed"))
     assert services.step_verification(refetch(step)) is None
 
 
 def test_only_technicians_of_the_site_record(plant, batch, users):
     with pytest.raises(PermissionDenied):
-        services.record_step(refetch(users["qa"]), refetch(batch).steps[0], step_data())
+        services.record_step(refetch(users["qa"]), refetch(batch).steps[0],
+                             step_command(refetch(batch).steps[0], step_data()))
     with pytest.raises(PermissionDenied):
-        services.record_step(refetch(users["technician_mz"]), refetch(batch).steps[0], step_data())
+        services.record_step(refetch(users["technician_mz"]), refetch(batch).steps[0],
+                             step_command(refetch(batch).steps[0], step_data()))
 
 
 # --- the state machine ---------------------------------------------------------------------------
@@ -247,7 +275,8 @@ def test_every_allowed_transition_along_the_happy_path(plant, batch, users):
     from cellfactory.qc import services as qc_services
 
     [pending] = qc_services.pending_tests(refetch(batch))
-    qc_services.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    qc_services.record_final_read(refetch(plant.qc), refetch(pending.reportable),
+                                  RecordFinalRead.parse({"value": "no growth"}))
     qc_services.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
     _to(plant, batch, S.RELEASED, qp, signed=True)
     meanings = [s.meaning for s in db.session.scalars(sa.select(Signature).where(Signature.entity_type == "batch")
@@ -301,10 +330,11 @@ def test_who_verified_a_step_may_not_review_the_batch(plant, batch):
 def test_stale_step_save_is_a_conflict(plant, batch):
     step = refetch(batch).steps[0]
     version = step.version
-    services.record_step(plant.tech, step, step_data(), expected_version=version)
+    services.record_step(plant.tech, step, step_command(step, step_data(), expected_version=version))
     with pytest.raises(Conflict, match="Someone else saved step ISO"):
-        services.record_step(refetch(plant.tech2), refetch(step), step_data(observations="mine"),
-                             reason="my entry", expected_version=version)
+        services.record_step(refetch(plant.tech2), refetch(step),
+                             step_command(refetch(step), step_data(observations="mine"), reason="my entry",
+                                          expected_version=version))
 
 
 def test_material_status_unchanged_by_batch_start(plant, batch):
@@ -314,11 +344,12 @@ def test_material_status_unchanged_by_batch_start(plant, batch):
 
 def test_verification_survives_reloading_the_values_from_the_database(plant, batch):
     steps = refetch(batch).steps
-    services.record_step(plant.tech, steps[0], step_data(
-        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "50", "unit": "mL"}]))
+    services.record_step(plant.tech, steps[0], step_command(steps[0], step_data(
+        reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "50", "unit": "mL"}])))
     services.verify_step(refetch(plant.tech2), refetch(steps[0]), signing=signing(plant.tech2))
-    services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126,
-                                                                               viability_pct="95"))
+    services.record_step(refetch(plant.tech), refetch(steps[1]),
+                         step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126,
+                                                                               viability_pct="95")))
     services.verify_step(refetch(plant.tech2), refetch(steps[1]), signing=signing(plant.tech2))
     db.session.expire_all()  # 95 comes back as 95.00, 50 as 50.000: the same values, the same hash
     assert services.step_verification(refetch(steps[0])) is not None

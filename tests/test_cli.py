@@ -33,7 +33,7 @@ from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 from tests.audit_helpers import drop_protection, restore_protection
-from tests.batch_helpers import batch_start
+from tests.batch_helpers import batch_start, start_command, step_command
 from tests.conftest import (
     PASSWORD,
     enable_signing,
@@ -605,10 +605,11 @@ def test_postgres_runtime_role_cannot_rewrite_the_trail_but_does_the_apps_work(t
             plant = build_plant(users, {"BG": site})  # signatures, lots, equipment, donor, material
             from cellfactory.batches import services as batch_services
 
-            batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"), "UCMSC",
-                                               [plant.material_din], started_at=batch_start())
-            batch_services.record_step(plant.tech, batch.steps[0], step_data(
-                reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}]))
+            batch = batch_services.start_batch(plant.tech, site_services.get_site("BG"),
+                                               start_command(site_services.get_site("BG"), "UCMSC",
+                                                             [plant.material_din], started_at=batch_start()))
+            batch_services.record_step(plant.tech, batch.steps[0], step_command(batch.steps[0], step_data(
+                reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "5", "unit": "mL"}])))
             updates = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)
                                         .where(AuditEntry.action == "update"))
             assert updates > 0

@@ -21,7 +21,14 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import BIDI_MESSAGE, CONTROL_MESSAGE, SURROGATE_MESSAGE
 from cellfactory.extensions import db
-from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc, step_data
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    run_batch_to_awaiting_qc,
+    start_command,
+    step_command,
+    step_data,
+)
 from tests.conftest import login, refetch
 from tests.test_api import bearer, new_token
 from tests.test_source_material_doors import field_error
@@ -40,7 +47,8 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    return services.start_batch(plant.tech, sites["BG"],
+                                start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
 
 
 def _step(batch: Batch, code: str) -> BatchStep:
@@ -217,7 +225,7 @@ PASSAGE_CASES = {
 @pytest.mark.parametrize("case", list(PASSAGE_CASES))
 def test_a_passage_is_refused_alike_at_the_page_and_the_api(client, plant, batch, users, case):
     field, change, message = PASSAGE_CASES[case]
-    services.record_step(refetch(plant.tech), _step(batch, "ISO"), step_data())
+    services.record_step(refetch(plant.tech), _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
     step = _step(batch, "P0")
     values = {"version": step.version, **_counts(**change)}
     login(client, "technician.bg")
@@ -284,7 +292,7 @@ def test_a_batch_start_is_refused_alike_at_the_page_and_the_api(client, plant, u
 
 
 def test_a_verification_without_the_password_is_refused_alike(client, plant, batch, users):
-    services.record_step(refetch(plant.tech), _step(batch, "ISO"), step_data())
+    services.record_step(refetch(plant.tech), _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
     login(client, "technician2.bg")
     _refused_alike(client, api=("POST", f"{API}/batches/{batch.number}/steps/ISO/verification",
                                 bearer(new_token(refetch(plant.tech2)))),
@@ -307,7 +315,8 @@ def test_a_move_is_refused_alike_at_the_page_and_the_api(client, users, sites, c
     change, message = TRANSITION_CASES[case]
     target = BatchStatus.AWAITING_QC.value
     plant = build_plant(users, sites)  # passages up to P5: the whole record is within the specification
-    batch = services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = services.start_batch(plant.tech, sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     recorded = run_batch_to_awaiting_qc(plant, batch)  # every step recorded and verified: the move is offered
     number, version = recorded.number, recorded.version
     login(client, "technician.bg")

@@ -18,6 +18,7 @@ from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
 from cellfactory.units.commands import PutAway
+from tests.batch_helpers import start_command, step_command
 from tests.conftest import fresh_database, make_config, make_user
 
 pytestmark = pytest.mark.postgres
@@ -117,7 +118,7 @@ def test_parallel_batch_starts_get_unique_consecutive_numbers(plant_app):
         with lock:
             din = queue.pop()
         technician = db.session.get(User, plant.tech.id)
-        return start_batch(technician, site, "UCMSC", [din]).number
+        return start_batch(technician, site, start_command(site, "UCMSC", [din])).number
 
     numbers = run_in_parallel(app, len(dins), start)
     assert sorted(int(n.rsplit("-", 1)[1]) for n in numbers) == list(range(1, len(dins) + 1))
@@ -132,7 +133,8 @@ def test_two_technicians_saving_the_same_step_one_wins_the_other_is_told(plant_a
     app, plant, dins = plant_app
     with app.app_context():
         batch = batch_services.start_batch(db.session.get(User, plant.tech.id), db.session.scalar(
-            sa.select(Site).where(Site.code == "BG")), "UCMSC", [dins[0]], started_at=batch_start())
+            sa.select(Site).where(Site.code == "BG")), start_command(db.session.scalar(
+            sa.select(Site).where(Site.code == "BG")), "UCMSC", [dins[0]], started_at=batch_start()))
         step_id, version = batch.steps[0].id, batch.steps[0].version
         db.session.remove()
     people = [plant.tech.id, plant.tech2.id]
@@ -142,7 +144,8 @@ def test_two_technicians_saving_the_same_step_one_wins_the_other_is_told(plant_a
         step = db.session.get(BatchStep, step_id)
         try:
             batch_services.record_step(db.session.get(User, index), step,
-                                       step_data(observations=f"entered by {index}"), expected_version=version)
+                                       step_command(step, step_data(observations=f"entered by {index}"),
+                                                    expected_version=version))
             return "saved"
         except Conflict as conflict:
             return conflict.message
@@ -171,8 +174,8 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
         qc2 = make_user("qc.two", [(Role.QC_ANALYST, "BG")], signing=True)
         plant.qc, plant.qc2 = qc, qc2
         site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
-        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[0]],
-            started_at=batch_start())
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site,
+                                           start_command(site, "UCMSC", [dins[0]], started_at=batch_start()))
         run_batch_to_awaiting_qc(plant, batch)
         lifecycle.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_QC, reason="done")
@@ -221,8 +224,8 @@ def test_concurrent_put_away_into_one_position_one_wins(plant_app):
         db.session.commit()
         from cellfactory.batches import services as batch_services
 
-        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site, "UCMSC", [dins[1]],
-            started_at=batch_start())
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site,
+                                           start_command(site, "UCMSC", [dins[1]], started_at=batch_start()))
         made = make_units(plant, db.session.get(Batch, batch.id), 2)
         storage(plant, site)
         ids = [u.id for u in made]
@@ -270,7 +273,7 @@ def test_two_batch_starts_with_the_same_material_at_once_exactly_one_succeeds(pl
         with lock:
             technician = db.session.get(User, technicians.pop())
         try:
-            return start_batch(technician, site, "UCMSC", [dins[0]]).number
+            return start_batch(technician, site, start_command(site, "UCMSC", [dins[0]])).number
         except Conflict as error:
             return error
 

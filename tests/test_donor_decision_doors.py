@@ -14,7 +14,7 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment
 from cellfactory.donors.models import Donor, ScreeningDecision, ScreeningTest
 from cellfactory.extensions import db
-from tests.batch_helpers import batch_start
+from tests.batch_helpers import batch_start, start_command
 from tests.conftest import PASSWORD, enable_signing, login, refetch
 from tests.intake_helpers import TODAY, donor_data
 from tests.test_api import API, bearer, new_token
@@ -165,7 +165,9 @@ def test_the_batch_record_shows_the_qa_assessment_of_the_donor(users, sites):
     anti_hbc = next(r for r in donor.current_results if r.result.value == "reactive")
     donor_services.decide_risk_assessment(plant.qa, anti_hbc, DecideRiskAssessment.of(
         {"allowed": True, "reason": "anti-HBs 150 IU/L, HBV DNA not detected"}), signing=signing(plant.qa))
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     text = " ".join(pdf_text(render(record_data.build(refetch(batch), "QA Tester (qa.bg)"))).split())
     assert "QA risk assessment" in text and "donation allowed" in text
     assert "anti-HBs 150 IU/L, HBV DNA not detected" in text

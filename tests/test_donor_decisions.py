@@ -26,7 +26,7 @@ from cellfactory.materials import services as material_services
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.products.models import Product
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import batch_start, build_plant
+from tests.batch_helpers import batch_start, build_plant, start_command
 from tests.conftest import PASSWORD, enable_signing, refetch
 from tests.intake_helpers import TODAY, add_full_panel, donor_data, receipt_data
 
@@ -253,12 +253,14 @@ def test_batch_start_refuses_a_donor_outside_the_products_age_limits(users, site
     born = day.replace(year=day.year - years) + dt.timedelta(days=-days)
     _donor_born(born)
     if started:
-        batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                           started_at=batch_start())
+        batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                           start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                         started_at=batch_start()))
         assert batch.id is not None
         return
     with pytest.raises(ValidationFailed) as error:
-        batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+        batch_services.start_batch(plant.tech, sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     assert "accepts donors aged 18 to 59 years" in error.value.fields["din"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Batch)) == 0
 
@@ -268,11 +270,13 @@ def test_batch_start_without_a_birth_date_asks_for_it_when_the_product_has_limit
     _product_limits(18, None)
     _donor_born(None)
     with pytest.raises(ValidationFailed) as error:
-        batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+        batch_services.start_batch(plant.tech, sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     assert "record the birth date of the donor" in error.value.fields["din"]
     _product_limits(None, None)  # no limits: the birth year is enough
-    assert batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                      started_at=batch_start()).id
+    assert batch_services.start_batch(plant.tech, sites["BG"],
+                                      start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                    started_at=batch_start())).id
 
 
 def test_neonatal_donation_is_judged_on_the_mothers_age(users, sites):

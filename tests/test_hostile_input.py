@@ -32,7 +32,7 @@ from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.commands import CreateSite
 from cellfactory.units.models import Shipment
-from tests.batch_helpers import batch_start, build_plant
+from tests.batch_helpers import batch_start, build_plant, start_command
 from tests.conftest import PASSWORD, fresh_database, login, make_config, make_user, refetch
 from tests.intake_helpers import donor_data, receipt_data
 from tests.test_api import bearer, new_token
@@ -132,7 +132,9 @@ def world(users, sites):
     plant = build_plant(users, sites)
     from cellfactory.batches import services as batch_services
 
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     # A second accepted cord, free for a new batch.
     from cellfactory.materials import services as material_services
 

@@ -41,6 +41,7 @@ from tests.batch_helpers import (
     past_receipt_data,
     run_batch_to_awaiting_qc,
     signing,
+    start_command,
 )
 from tests.conftest import make_user, refetch
 from tests.intake_helpers import add_full_panel
@@ -124,9 +125,9 @@ def _named_bank(users, sites, collection: str, count_: int = 2):
     plant = build_plant(users, sites)
     _set_product(plant, collection_type=collection)
     din = _autologous_material(plant, sites) if collection == "autologous" else plant.material_din
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din],
-                                       recipient_code=RECIPIENT.lower(), recipient_trial_code=TRIAL,
-                                       started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [din], recipient_code=RECIPIENT.lower(),
+                                                     recipient_trial_code=TRIAL, started_at=batch_start()))
     batch = _release(plant, batch)
     made = units.create_units(refetch(plant.tech), batch, CreateUnits.parse(dict(
         batch=(batch).number, count=count_, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
@@ -137,8 +138,9 @@ def _named_bank(users, sites, collection: str, count_: int = 2):
 def _allogeneic_bank(users, sites, count_: int = 2):
     plant = build_plant(users, sites)
     _set_product(plant)
-    batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC",
-                                                       [plant.material_din], started_at=batch_start()))
+    batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                                     started_at=batch_start())))
     made = units.create_units(refetch(plant.tech), batch, CreateUnits.parse(dict(
         batch=(batch).number, count=count_, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
         prepared_at=ago(1).isoformat())))
@@ -163,8 +165,8 @@ def test_a_directed_product_batch_needs_its_recipient_and_trial(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant, collection_type="directed")
     with pytest.raises(ValidationFailed) as refused:
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                   started_at=batch_start())
+        batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     assert refused.value.fields == {
         "recipient_code": "Required: this batch is directed, made for one recipient; give the recipient's "
                           "pseudonymised code.",
@@ -172,14 +174,17 @@ def test_a_directed_product_batch_needs_its_recipient_and_trial(users, sites):
                                 "(EU CT or EudraCT number)."}
     assert count(Batch) == 0
     with pytest.raises(ValidationFailed) as named:
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                   recipient_code="Mario Rossi", recipient_trial_code=TRIAL, started_at=batch_start())
+        batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                 recipient_code="Mario Rossi", recipient_trial_code=TRIAL,
+                                                 started_at=batch_start()))
     assert named.value.fields == {"recipient_code": "Letters, digits and . _ / - only (up to 40): the "
                                                     "pseudonymised code, never a name."}
     assert count(Batch) == 0
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                       recipient_code=" pt-bg-0042 ", recipient_trial_code=TRIAL,
-                                       started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     recipient_code=" pt-bg-0042 ", recipient_trial_code=TRIAL,
+                                                     started_at=batch_start()))
     batch = refetch(batch)
     assert (batch.collection_type, batch.recipient_code, batch.recipient_trial_code) == (
         CollectionType.DIRECTED, "PT-BG-0042", TRIAL)
@@ -192,15 +197,17 @@ def test_an_allogeneic_off_the_shelf_batch_names_no_recipient(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant)
     with pytest.raises(ValidationFailed) as refused:
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                   recipient_code=RECIPIENT, recipient_trial_code=TRIAL, started_at=batch_start())
+        batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], recipient_code=RECIPIENT,
+                                                 recipient_trial_code=TRIAL, started_at=batch_start()))
     assert refused.value.fields == {
         "recipient_code": "An allogeneic off-the-shelf batch names no recipient: the recipient is recorded at "
                           "administration.",
         "recipient_trial_code": "An allogeneic off-the-shelf batch names no recipient's trial."}
     assert count(Batch) == 0
-    batch = refetch(batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                               started_at=batch_start()))
+    batch = refetch(batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                               start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                             started_at=batch_start())))
     assert (batch.collection_type, batch.recipient_code) == (CollectionType.ALLOGENEIC, None)
 
 
@@ -209,15 +216,18 @@ def test_material_of_an_autologous_donor_makes_the_batch_autologous(users, sites
     _set_product(plant)  # the product is allogeneic, but the patient's own cells go back to the patient only
     din = _autologous_material(plant, sites)
     with pytest.raises(ValidationFailed) as refused:
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din])
+        batch_services.start_batch(refetch(plant.tech), sites["BG"], start_command(sites["BG"], "UCMSC", [din]))
     assert set(refused.value.fields) == {"recipient_code", "recipient_trial_code"}
     assert "this batch is autologous" in refused.value.fields["recipient_code"]
     with pytest.raises(Conflict, match="autologous batch is made from one patient's cells"):
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din, plant.material_din],
-                                   recipient_code=RECIPIENT, recipient_trial_code=TRIAL, started_at=batch_start())
+        batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [din, plant.material_din],
+                                                 recipient_code=RECIPIENT, recipient_trial_code=TRIAL,
+                                                 started_at=batch_start()))
     assert count(Batch) == 0
-    batch = refetch(batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din],
-                                               recipient_code=RECIPIENT, recipient_trial_code=TRIAL))
+    batch = refetch(batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                               start_command(sites["BG"], "UCMSC", [din], recipient_code=RECIPIENT,
+                                                             recipient_trial_code=TRIAL)))
     assert batch.collection_type == CollectionType.AUTOLOGOUS and batch.recipient_code == RECIPIENT
 
 
@@ -225,8 +235,9 @@ def test_an_autologous_product_refuses_an_allogeneic_donor(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant, collection_type="autologous")
     with pytest.raises(Conflict, match="Product UCMSC is autologous: material .* from allogeneic donor UC-0001"):
-        batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                   recipient_code=RECIPIENT, recipient_trial_code=TRIAL, started_at=batch_start())
+        batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], recipient_code=RECIPIENT,
+                                                 recipient_trial_code=TRIAL, started_at=batch_start()))
     assert count(Batch) == 0
 
 
@@ -292,8 +303,10 @@ def test_autologous_units_inherit_the_recipient_and_their_label_says_autologous_
 def test_directed_units_label_names_the_recipient_even_in_quarantine(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant, collection_type="directed")
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                       recipient_code=RECIPIENT, recipient_trial_code=TRIAL, started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     recipient_code=RECIPIENT, recipient_trial_code=TRIAL,
+                                                     started_at=batch_start()))
     made = units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
         batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
         prepared_at=ago(1).isoformat())))
@@ -421,8 +434,9 @@ def test_wrong_recipient_is_refused_alike_by_page_and_api(door, client, users, s
 def test_expiry_is_derived_from_the_products_shelf_life(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant, shelf_life_fresh_hours="36", shelf_life_cryo_days="30", shelf_life_thawed_hours="4")
-    batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC",
-                                                       [plant.material_din], started_at=batch_start()))
+    batch = _release(plant, batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                                     started_at=batch_start())))
     filled = ago(2).replace(microsecond=0)
     fresh = units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
         batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",
@@ -446,8 +460,9 @@ def test_expiry_is_derived_from_the_products_shelf_life(users, sites):
 def test_a_typed_expiry_is_refused_and_units_are_not_born_expired(users, sites):
     plant = build_plant(users, sites)
     _set_product(plant, shelf_life_fresh_hours="2")
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                       started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     with pytest.raises(ValidationFailed) as typed:
         units.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
             batch=(refetch(batch)).number, count=1, volume_ml=20, cells_per_unit=1e8, preservation="fresh",

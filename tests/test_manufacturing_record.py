@@ -30,6 +30,8 @@ from tests.batch_helpers import (
     iso,
     passage_data,
     signing,
+    start_command,
+    step_command,
     step_data,
 )
 from tests.conftest import login, refetch
@@ -54,7 +56,8 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    return services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    return services.start_batch(plant.tech, sites["BG"],
+                                start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
 
 
 def _step(batch: Batch, code: str) -> BatchStep:
@@ -69,8 +72,8 @@ def _bmmsc_batch(plant, sites, max_cpd: str) -> Batch:
         CreateDraft.parse(dict(change_summary="first version", steps=BMMSC_STEPS, max_passage=5,
                                max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
-    return services.start_batch(refetch(plant.tech), sites["BG"], "BMMSC", [plant.material_din],
-                                started_at=batch_start())
+    return services.start_batch(refetch(plant.tech), sites["BG"],
+                                start_command(sites["BG"], "BMMSC", [plant.material_din], started_at=batch_start()))
 
 
 def _passage(seeded: float, harvested: float | None, start_h: float, end_h: float | None, **overrides) -> dict:
@@ -83,17 +86,20 @@ def _passage(seeded: float, harvested: float | None, start_h: float, end_h: floa
 
 
 def test_the_passage_number_is_the_next_of_the_batch(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, 8e5, 150, 126))
-    services.record_step(refetch(plant.tech), _step(batch, "P1"), _passage(5e4, 1.2e6, 100, 4))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(1e5, 8e5, 150, 126)))
+    services.record_step(refetch(plant.tech), _step(batch, "P1"),
+                         step_command(_step(batch, "P1"), _passage(5e4, 1.2e6, 100, 4)))
     assert [s.passage.passage_number for s in refetch(batch).steps if s.passage] == [0, 1]
 
 
 def test_a_typed_passage_number_other_than_the_derived_one_is_refused_and_nothing_saved(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
     before = last_seq()
     with pytest.raises(ValidationFailed) as refused:
-        services.record_step(refetch(plant.tech), _step(batch, "P0"), passage_data(1, 1e5, 8e5, 150, 126))
+        services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                             step_command(_step(batch, "P0"), passage_data(1, 1e5, 8e5, 150, 126)))
     assert refused.value.fields["passage_number"] == ("The passage number is derived, not typed: this is passage "
                                                       "P0 of the batch. Leave the passage number out.")
     p0 = _step(batch, "P0")
@@ -102,22 +108,27 @@ def test_a_typed_passage_number_other_than_the_derived_one_is_refused_and_nothin
 
 def test_max_passage_holds_on_the_derived_number(plant, batch):
     # Maximum P1: the batch's third passage is P2, and typing "1" for it no longer gets past the limit.
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, 8e5, 190, 150))
-    services.record_step(refetch(plant.tech), _step(batch, "P1"), _passage(1e5, 8e5, 140, 110))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(1e5, 8e5, 190, 150)))
+    services.record_step(refetch(plant.tech), _step(batch, "P1"),
+                         step_command(_step(batch, "P1"), _passage(1e5, 8e5, 140, 110)))
     before = last_seq()
     with pytest.raises(Conflict, match=r"passage P2 is beyond the specification's maximum P1") as refused:
-        services.record_step(refetch(plant.tech), _step(batch, "P2"), _passage(1e5, 8e5, 100, 50))
+        services.record_step(refetch(plant.tech), _step(batch, "P2"),
+                             step_command(_step(batch, "P2"), _passage(1e5, 8e5, 100, 50)))
     assert refused.value.fields == {"deviation_reference": "A deviation is needed to go past the limit."}
     with pytest.raises(ValidationFailed) as typed:
-        services.record_step(refetch(plant.tech), _step(batch, "P2"), passage_data(1, 1e5, 8e5, 100, 50))
+        services.record_step(refetch(plant.tech), _step(batch, "P2"),
+                             step_command(_step(batch, "P2"), passage_data(1, 1e5, 8e5, 100, 50)))
     assert set(typed.value.fields) == {"passage_number"}
     assert _step(batch, "P2").passage is None and last_seq() == before
 
 
 def test_a_passage_number_typed_before_it_was_derived_is_corrected_with_a_reason(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, 8e5, 150, 126))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(1e5, 8e5, 150, 126)))
     p0 = _step(batch, "P0")
     # As entered before the number was derived: "P1" typed for the batch's first passage.
     db.session.execute(sa.update(Passage).where(Passage.id == p0.passage.id).values(passage_number=1))
@@ -125,10 +136,11 @@ def test_a_passage_number_typed_before_it_was_derived_is_corrected_with_a_reason
     p0 = _step(batch, "P0")
     again = _passage(1e5, 8e5, 150, 126, seeded_at=p0.passage.seeded_at, harvested_at=p0.passage.harvested_at)
     with pytest.raises(ValidationFailed) as refused:
-        services.record_step(refetch(plant.tech), p0, again)
+        services.record_step(refetch(plant.tech), p0, step_command(p0, again))
     assert refused.value.fields == {"reason": "Say why the entry is corrected."}
     assert "(passage_number changed)" in refused.value.message
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), again, reason="passage number derived by the system")
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), again, reason="passage number derived by the system"))
     assert _step(batch, "P0").passage.passage_number == 0
 
 
@@ -140,7 +152,8 @@ def _expand(plant, batch) -> None:
     5e4 -> 1.2e6 (4.585), 1e6 -> 3.2e7 (5.000)."""
     for code, counts in (("P0", (5e7, 2.5e6, 230, 200)), ("P1", (1e5, 8e5, 190, 150)),
                          ("P2", (5e4, 1.2e6, 140, 100)), ("P3", (1e6, 3.2e7, 90, 50))):
-        services.record_step(refetch(plant.tech), _step(batch, code), _passage(*counts))
+        services.record_step(refetch(plant.tech), _step(batch, code),
+                             step_command(_step(batch, code), _passage(*counts)))
 
 
 def test_a_not_counted_passage_shows_its_pd_but_adds_nothing_to_the_cumulative_pd(plant, sites):
@@ -162,18 +175,21 @@ def test_the_cumulative_pd_limit_is_judged_without_the_mononuclear_seeding(plant
     batch = _bmmsc_batch(plant, sites, max_cpd="12")
     for code, counts in (("P0", (5e7, 2.5e6, 230, 200)), ("P1", (1e5, 8e5, 190, 150)),
                          ("P2", (5e4, 1.2e6, 140, 100))):
-        services.record_step(refetch(plant.tech), _step(batch, code), _passage(*counts))
+        services.record_step(refetch(plant.tech), _step(batch, code),
+                             step_command(_step(batch, code), _passage(*counts)))
     before = last_seq()
     with pytest.raises(Conflict, match=r"cumulative population doublings 12\.58 exceed the specification's maximum"):
-        services.record_step(refetch(plant.tech), _step(batch, "P3"), _passage(1e6, 3.2e7, 90, 50))
+        services.record_step(refetch(plant.tech), _step(batch, "P3"),
+                             step_command(_step(batch, "P3"), _passage(1e6, 3.2e7, 90, 50)))
     assert _step(batch, "P3").passage is None and last_seq() == before
 
 
 def test_a_corrected_not_counted_passage_leaves_the_cumulative_pd_alone(plant, sites):
     batch = _bmmsc_batch(plant, sites, max_cpd="30")
     _expand(plant, batch)
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(5e7, 5e6, 230, 200),
-                         reason="MSC count re-read from the counter print-out")
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(5e7, 5e6, 230, 200),
+                                      reason="MSC count re-read from the counter print-out"))
     passages = [s.passage for s in refetch(batch).steps if s.passage]
     assert passages[0].population_doublings == pytest.approx(-3.322, abs=1e-3)
     assert [p.cumulative_pd for p in passages[1:]] == pytest.approx([3.000, 7.585, 12.585], abs=1e-3)
@@ -212,8 +228,8 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
     spec = refetch(spec)
     assert spec.signature_content() == signed
     assert signature_services.verify(approval, spec) == signature_services.SignatureStatus.VALID
-    batch = services.start_batch(refetch(plant.tech), sites["BG"], "BMMSC", [plant.material_din],
-                                 started_at=batch_start())
+    batch = services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "BMMSC", [plant.material_din], started_at=batch_start()))
     assert [s.pd_counted for s in refetch(batch).steps] == [False, True, True, True, True]
     draft = product_services.create_draft(refetch(plant.qa), spec.product, CreateDraft.parse(dict(change_summary="v2")))
     assert draft.steps[0] == {"code": "P0", "name": "Mononuclear cell seeding P0", "kind": "passage",
@@ -225,12 +241,14 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
 
 
 def test_completing_a_passage_at_harvest_needs_no_reason(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, None, 150, None))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(1e5, None, 150, None)))
     p0 = _step(batch, "P0")
     assert p0.status == StepStatus.IN_PROGRESS
     before = last_seq()
-    services.record_step(refetch(plant.tech), p0, _passage(1e5, 8e5, 150, 126, seeded_at=p0.passage.seeded_at))
+    services.record_step(refetch(plant.tech), p0,
+                         step_command(p0, _passage(1e5, 8e5, 150, 126, seeded_at=p0.passage.seeded_at)))
     p0 = _step(batch, "P0")
     assert p0.status == StepStatus.DONE and p0.passage.population_doublings == pytest.approx(3.0)
     entries = list(db.session.scalars(sa.select(AuditEntry).where(AuditEntry.seq > before)))
@@ -240,19 +258,22 @@ def test_completing_a_passage_at_harvest_needs_no_reason(plant, batch):
 
 
 def test_changing_a_value_already_entered_at_harvest_is_a_correction(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data())
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(1e5, None, 150, None))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(1e5, None, 150, None)))
     seeded_at = _step(batch, "P0").passage.seeded_at
     before = last_seq()
     with pytest.raises(ValidationFailed) as refused:
-        services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(2e5, 8e5, 150, 126,
-                                                                                 seeded_at=seeded_at))
+        services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                             step_command(_step(batch, "P0"), _passage(2e5, 8e5, 150, 126,
+                                                                                 seeded_at=seeded_at)))
     assert refused.value.fields == {"reason": "Say why the entry is corrected."}
     assert refused.value.message.endswith("give the reason for the correction (cells_seeded changed).")
     p0 = _step(batch, "P0")
     assert p0.passage.cells_seeded == 100_000 and p0.passage.cells_harvested is None and last_seq() == before
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), _passage(2e5, 8e5, 150, 126, seeded_at=seeded_at),
-                         reason="seeding count transcribed wrongly")
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), _passage(2e5, 8e5, 150, 126, seeded_at=seeded_at),
+                                      reason="seeding count transcribed wrongly"))
     entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.seq > before,
                                                           AuditEntry.entity_type == "passage"))
     assert entry.reason == "seeding count transcribed wrongly"
@@ -260,10 +281,11 @@ def test_changing_a_value_already_entered_at_harvest_is_a_correction(plant, batc
 
 
 def test_completing_a_running_step_with_its_end_needs_no_reason(plant, batch):
-    services.record_step(plant.tech, _step(batch, "ISO"), step_data(ended_at=""))
+    services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data(ended_at="")))
     iso_step = _step(batch, "ISO")
     assert iso_step.status == StepStatus.IN_PROGRESS
-    services.record_step(refetch(plant.tech), iso_step, step_data(started_at=iso_step.started_at, ended_at=iso(199)))
+    services.record_step(refetch(plant.tech), iso_step,
+                         step_command(iso_step, step_data(started_at=iso_step.started_at, ended_at=iso(199))))
     assert _step(batch, "ISO").status == StepStatus.DONE
 
 
@@ -274,8 +296,8 @@ def test_a_batch_cannot_start_in_the_future_or_in_an_impossible_year(plant, site
     for started_at, message in ((iso(-2), "This time is in the future."),
                                 ("1899-12-31T08:00:00+01:00", "The year must be between 1900 and 2100.")):
         with pytest.raises(ValidationFailed) as refused:
-            services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                 started_at=started_at)
+            services.start_batch(refetch(plant.tech), sites["BG"],
+                                 start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=started_at))
         assert refused.value.fields == {"started_at": message}
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Batch)) == 0
 
@@ -291,11 +313,11 @@ def test_a_batch_cannot_start_in_the_future_or_in_an_impossible_year(plant, site
 ])
 def test_step_times_are_checked_in_the_service(plant, batch, code, data, field, message):
     if code == "P0":
-        services.record_step(plant.tech, _step(batch, "ISO"), step_data())
+        services.record_step(plant.tech, _step(batch, "ISO"), step_command(_step(batch, "ISO"), step_data()))
         data = _passage(1e5, None, -48, None)  # seeded 48 h from now
     before = last_seq()
     with pytest.raises(ValidationFailed) as refused:
-        services.record_step(refetch(plant.tech), _step(batch, code), data)
+        services.record_step(refetch(plant.tech), _step(batch, code), step_command(_step(batch, code), data))
     if message == "before":
         message = f"This cannot be before the batch's start, {format_local(refetch(batch).started_at, 'Europe/Rome')}."
     assert refused.value.fields[field] == message
@@ -349,7 +371,7 @@ def _done(plant, batch, *codes: str) -> None:
         start_h, end_h = hours[code]
         data = step_data(started_at=iso(start_h), ended_at=iso(end_h)) if code == "ISO" else \
             _passage(1e5, 8e5, start_h, end_h)
-        services.record_step(refetch(plant.tech), _step(batch, code), data)
+        services.record_step(refetch(plant.tech), _step(batch, code), step_command(_step(batch, code), data))
 
 
 PARITY = {
@@ -400,7 +422,8 @@ def test_the_page_and_the_api_refuse_the_same_way_and_save_nothing(client, plant
 def test_completing_a_passage_without_a_reason_is_accepted_at_both_doors(client, plant, batch, users, door):
     _done(plant, batch, "ISO")
     seeded = _counts(100, None)
-    services.record_step(refetch(plant.tech), _step(batch, "P0"), {**_api_values(seeded)})
+    services.record_step(refetch(plant.tech), _step(batch, "P0"),
+                         step_command(_step(batch, "P0"), {**_api_values(seeded)}))
     step = _step(batch, "P0")
     values = {**seeded, "cells_harvested": 800000, "harvested_at": _minute(50)}
     if door == "page":

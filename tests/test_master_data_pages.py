@@ -19,7 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, SpecTest
 from cellfactory.reagents.models import CatalogueItem, LotStatus, ReagentLot
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import batch_start, build_plant, passage_data, step_data
+from tests.batch_helpers import batch_start, build_plant, passage_data, start_command, step_command, step_data
 from tests.conftest import PASSWORD, login, refetch
 
 TODAY = utcnow().date()
@@ -326,12 +326,14 @@ def test_lot_receipt_errors_are_422(client, plant, data, message):
 
 def test_lot_trace_page_lists_the_batches_that_used_it(client, plant, sites):
     lot = plant.lots["M-001"]
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     steps = refetch(batch).steps
-    batch_services.record_step(refetch(plant.tech), steps[0], step_data(
-        reagents=[{"lot_id": lot.id, "quantity": "50", "unit": "mL"}]))
-    batch_services.record_step(refetch(plant.tech), refetch(steps[1]), passage_data(
-        0, 1e6, None, 150, None, reagents=[{"lot_id": lot.id, "quantity": "12.5", "unit": "mL"}]))
+    batch_services.record_step(refetch(plant.tech), steps[0], step_command(steps[0], step_data(
+        reagents=[{"lot_id": lot.id, "quantity": "50", "unit": "mL"}])))
+    batch_services.record_step(refetch(plant.tech), refetch(steps[1]), step_command(refetch(steps[1]), passage_data(
+        0, 1e6, None, 150, None, reagents=[{"lot_id": lot.id, "quantity": "12.5", "unit": "mL"}])))
     login(client, "auditor.bg")
     page = text(client.get(f"/reagents/lots/{lot.id}/trace"))
     assert refetch(batch).number in page and "ISO (Isolation (explant)): 50 mL" in page

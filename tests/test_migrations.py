@@ -11,6 +11,7 @@ from cellfactory.core.db import create_engine
 from cellfactory.migrations import downgrade, upgrade
 from cellfactory.models import metadata
 from cellfactory.sites.commands import CreateSite
+from tests.batch_helpers import start_command, step_command
 from tests.conftest import fresh_database
 
 
@@ -86,13 +87,14 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
             approver = db.session.get(User, plant.approver.id)
             product_services.approve(approver, spec, signing=signing(approver))
             spec_id = spec.id
-            batch = batch_services.start_batch(db.session.get(User, plant.tech.id), sites["BG"], "BMMSC",
-                                               [plant.material_din], started_at=batch_start())
+            batch = batch_services.start_batch(db.session.get(User, plant.tech.id), sites["BG"],
+                                               start_command(sites["BG"], "BMMSC", [plant.material_din],
+                                                             started_at=batch_start()))
             number = batch.number
             for step, counts in zip(batch.steps[:2], ((5e7, 2.5e6, 230, 200), (1e5, 8e5, 190, 150)), strict=True):
                 data = passage_data(0, *counts)
                 data.pop("passage_number")
-                batch_services.record_step(db.session.get(User, plant.tech.id), step, data)
+                batch_services.record_step(db.session.get(User, plant.tech.id), step, step_command(step, data))
             p1 = db.session.scalar(sa.select(Batch).where(Batch.number == number)).steps[1].passage
             assert p1.cumulative_pd == pytest.approx(3.0 - 4.322, abs=1e-3)  # as the earlier software counted
             db.session.remove()

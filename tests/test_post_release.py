@@ -13,12 +13,14 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, RecordInvestigation
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications import services as notifications
 from cellfactory.notifications.commands import AcknowledgeTask
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
+from cellfactory.qc.commands import InvalidateResult
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.commands import Signer
@@ -26,7 +28,7 @@ from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit, PutAway, ReceiveShipment, Ship
 from cellfactory.units.models import Shipment, UnitStatus
-from tests.batch_helpers import batch_start, iso, signing
+from tests.batch_helpers import batch_start, iso, signing, start_command
 from tests.conftest import PASSWORD, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility
 
@@ -193,19 +195,25 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
     from cellfactory.qc import services as qc
 
     deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
-    deviation_services.record_investigation(refetch(qa), refetch(deviation), classification="critical",
-                                            root_cause="QC media contaminated", impact_assessment="none on product",
-                                            reason="investigation")
-    qc.invalidate_result(refetch(qa), refetch(result), reason="contaminated media lot in the QC lab",
+    deviation_services.record_investigation(refetch(qa), refetch(deviation),
+                                            RecordInvestigation.parse({"classification": "critical",
+                                                                       "root_cause": "QC media contaminated",
+                                                                       "impact_assessment": "none on product",
+                                                                       "reason": "investigation"}))
+    qc.invalidate_result(refetch(qa), refetch(result),
+                         InvalidateResult.parse({"reason": "contaminated media lot in the QC lab"}),
                          signing=signing(qa))
     with pytest.raises(Conflict) as refused:
         lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
     assert f"Deviation {deviation.number} raised after release is not closed." in refused.value.message
-    action = deviation_services.add_action(refetch(qa), refetch(deviation), kind="corrective",
-                                           description="new media", owner="qa.bg", due_date="2099-01-01")
-    deviation_services.carry_to_effectiveness_check(refetch(qa), refetch(action), due_date="2099-06-01",
-                                                    note="no growth in the next ten media lots")
-    deviation_services.close_deviation(refetch(qa), refetch(deviation), signing=signing(qa))
+    action = deviation_services.add_action(refetch(qa), refetch(deviation),
+                                           AddAction.parse({"kind": "corrective", "description": "new media",
+                                                            "owner": "qa.bg", "due_date": "2099-01-01"}))
+    deviation_services.carry_to_effectiveness_check(refetch(qa), refetch(action),
+                                                    CarryAction.parse({"due_date": "2099-06-01",
+                                                                       "note": "no growth in the next ten media lots"}))
+    deviation_services.close_deviation(refetch(qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(qa))
     lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED,
                               reason="laboratory error confirmed; product not affected")
     assert refetch(batch).status == S.CONDITIONALLY_RELEASED and refetch(batch).held_from is None
@@ -218,7 +226,9 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     from tests.batch_helpers import build_plant, complete_qc, run_batch_to_awaiting_qc
 
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

@@ -15,11 +15,12 @@ from cellfactory.batches.models import BatchStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
 from cellfactory.units.models import Shipment, Unit, UnitStatus
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing, start_command
 from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 from tests.post_release_helpers import conditional_with_units, fail_sterility
 from tests.test_api import assert_error, bearer, new_token
@@ -174,7 +175,9 @@ def test_the_site_sees_its_pending_notices_and_acknowledges_them_by_page_and_api
 @pytest.fixture
 def reviewed_by_a_qa_who_is_also_qp(users, sites):
     plant = build_plant(users, sites)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
@@ -238,7 +241,7 @@ def test_a_conditional_certificate_is_superseded_by_the_final_one(users, sites):
     plant, batch = setup["plant"], setup["batch"]
     [conditional] = releases.certificates_for(batch)
     [pending] = qc.pending_tests(refetch(batch))
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
     qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
                               signing=signing(plant.qp))

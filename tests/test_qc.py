@@ -11,10 +11,12 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, OpenDeviation, RecordInvestigation
 from cellfactory.deviations.models import Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.qc.judging import Verdict
 from tests.batch_helpers import (
     batch_start,
@@ -23,6 +25,7 @@ from tests.batch_helpers import (
     iso,
     run_batch_to_awaiting_qc,
     signing,
+    start_command,
     started_long_ago,
 )
 from tests.conftest import make_user, refetch
@@ -37,7 +40,9 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
     return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
@@ -47,7 +52,7 @@ def enter(plant, batch, test, value=None, **extra):
     data = {"test": test, "sample_id": f"S-{test}", "sampled_at": iso(1), **extra}
     if value is not None:
         data["value"] = value
-    return qc.enter_result(refetch(plant.qc), refetch(batch), data)
+    return qc.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse(data))
 
 
 def test_result_is_judged_against_the_frozen_specification(plant, batch):
@@ -89,7 +94,11 @@ def test_the_analyst_who_entered_cannot_verify_and_a_wrong_password_is_refused(p
 
 def test_only_qc_analysts_enter_results(plant, batch):
     with pytest.raises(PermissionDenied):
-        qc.enter_result(refetch(plant.tech), refetch(batch), {"test": "VIAB", "value": "90"})
+        # A complete entry: the refusal is the technician's role, not the entry's shape (checked first since the
+        # service takes the command).
+        qc.enter_result(refetch(plant.tech), refetch(batch), EnterResult.parse({"test": "VIAB", "value": "90",
+                                                                                "sample_id": "S-VIAB",
+                                                                                "sampled_at": iso(1)}))
 
 
 def test_oos_opens_a_deviation_and_holds_the_batch(plant, batch):
@@ -113,10 +122,11 @@ def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, 
     assert viability.reportable.id == original.id and viability.verdict == Verdict.FAIL
     assert refetch(retest).deviation_id == refetch(original).deviation_id is not None
     deviation = db.session.get(Deviation, refetch(original).deviation_id)
-    deviation_services.record_investigation(refetch(plant.qa), deviation, classification="major",
-                                            root_cause="Laboratory error: wrong dilution of the sample",
-                                            impact_assessment="None on the product", reason="investigation")
-    qc.invalidate_result(refetch(plant.qa), refetch(original), reason="Laboratory error confirmed: wrong dilution",
+    deviation_services.record_investigation(refetch(plant.qa), deviation, RecordInvestigation.parse({
+        "classification": "major", "root_cause": "Laboratory error: wrong dilution of the sample",
+        "impact_assessment": "None on the product", "reason": "investigation"}))
+    qc.invalidate_result(refetch(plant.qa), refetch(original),
+                         InvalidateResult.parse({"reason": "Laboratory error confirmed: wrong dilution"}),
                          signing=signing(plant.qa))
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
     assert viability.reportable.id == retest.id
@@ -138,51 +148,58 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
     qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
                               signing=signing(qa2))
-    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, OpenDeviation.parse({
         "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2", "classification": "major",
-        "batch": refetch(batch).number})
+        "batch": refetch(batch).number}))
     with pytest.raises(Conflict, match=f"Deviation {deviation.number} \\(major\\) is open"):
         lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
                                   signing=signing(plant.qp))
     with pytest.raises(Conflict, match="cannot be closed yet"):
-        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
-    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
-                                            root_cause="CO2 sensor drift", impact_assessment="No impact: pH in range",
-                                            reason="investigation complete")
-    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
-                                           description="Replace the CO2 sensor", owner="technician.bg",
-                                           due_date="2099-01-01")
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                           signing=signing(plant.qa))
+    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation),
+                                            RecordInvestigation.parse({"classification": "major",
+                                                                       "root_cause": "CO2 sensor drift",
+                                                                       "impact_assessment": "No impact: pH in range",
+                                                                       "reason": "investigation complete"}))
+    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation),
+                                           AddAction.parse({"kind": "corrective",
+                                                            "description": "Replace the CO2 sensor",
+                                                            "owner": "technician.bg", "due_date": "2099-01-01"}))
     with pytest.raises(Conflict, match="carry to an effectiveness check"):
-        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
-    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
-                                                    note="No CO2 alarm in the next 3 months")
-    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                           signing=signing(plant.qa))
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action),
+                                                    CarryAction.parse({"due_date": "2099-06-01",
+                                                                       "note": "No CO2 alarm in the next 3 months"}))
+    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
                               signing=signing(plant.qp))
 
 
 def test_a_minor_deviation_does_not_block(plant, batch):
-    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, {
+    deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, OpenDeviation.parse({
         "title": "Label reprint", "description": "Label smudged", "classification": "minor",
-        "batch": refetch(batch).number})
+        "batch": refetch(batch).number}))
     assert not deviation.blocks_release
 
 
 def test_deviations_are_numbered_per_site_and_year(plant, batch, sites, users):
-    first = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
-        "title": "a", "description": "b", "classification": "minor"})
-    second = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
-        "title": "a", "description": "b", "classification": "minor"})
-    other = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"], {
-        "title": "a", "description": "b", "classification": "minor"})
+    first = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
+        "title": "a", "description": "b", "classification": "minor"}))
+    second = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
+        "title": "a", "description": "b", "classification": "minor"}))
+    other = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"], OpenDeviation.parse({
+        "title": "a", "description": "b", "classification": "minor"}))
     assert int(second.number[-4:]) == int(first.number[-4:]) + 1
     assert other.number.startswith("DEV-MZ-") and other.number.endswith("0001")
 
 
 def test_deviation_input_errors_name_the_field(plant, sites):
     with pytest.raises(ValidationFailed) as error:
-        lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {"classification": "huge"})
+        lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({"classification": "huge"}))
     assert {"title", "description", "classification"} <= set(error.value.fields)
 
 
@@ -195,7 +212,7 @@ def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="sterility pending",
                               signing=signing(plant.qp))
     [pending] = qc.pending_tests(refetch(batch))
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "growth"}))
     deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
     assert deviation.classification == Classification.CRITICAL and deviation.title.startswith("Failed after release")
     alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()

@@ -16,12 +16,14 @@ from cellfactory.auth.models import User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.deviations.commands import AddAction, OpenDeviation, RecordInvestigation
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationStatus
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import EnterResult
 from cellfactory.qc.judging import Verdict
 from tests.batch_helpers import (
     batch_start,
@@ -31,6 +33,7 @@ from tests.batch_helpers import (
     past_donor_data,
     past_receipt_data,
     run_batch_to_awaiting_qc,
+    start_command,
     started_long_ago,
 )
 from tests.conftest import PASSWORD, login, refetch
@@ -50,8 +53,9 @@ def plant(users, sites):
 
 
 def _batch_awaiting_qc(plant, sites, din=None):
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [din or plant.material_din],
-        started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [din or plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
     return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
@@ -172,13 +176,13 @@ def test_qualitative_test_gets_a_list_and_may_be_left_pending(client, plant, bat
 def test_overdue_read_is_highlighted(client, plant, batch):
     yesterday = utcnow().astimezone(ZoneInfo("Europe/Rome")).date() - dt.timedelta(days=1)
     # 14 days of incubation: sampled 15 days ago the read was due yesterday, sampled 14 days ago it is due today.
-    first = qc.enter_result(refetch(plant.qc), refetch(batch), {
+    first = qc.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse({
         "test": "STER", "sample_id": "S1", "pending": True,
-        "sampled_at": (utcnow() - dt.timedelta(days=15)).isoformat(), "final_read_due": yesterday.isoformat()})
+        "sampled_at": (utcnow() - dt.timedelta(days=15)).isoformat(), "final_read_due": yesterday.isoformat()}))
     today = utcnow().astimezone(ZoneInfo("Europe/Rome")).date()
-    qc.enter_result(refetch(plant.qc), refetch(batch), {
+    qc.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse({
         "test": "STER", "sample_id": "S2", "pending": True, "retest_of": first.id, "retest_reason": "second bottle",
-        "sampled_at": (utcnow() - dt.timedelta(days=14)).isoformat(), "final_read_due": today.isoformat()})
+        "sampled_at": (utcnow() - dt.timedelta(days=14)).isoformat(), "final_read_due": today.isoformat()}))
     login(client, "qc.two.bg")
     page = client.get("/qc/").get_data(as_text=True)
     overdue = re.search(r'<tr class="overdue">\s*<td class="nowrap"><strong>' + yesterday.isoformat(), page)
@@ -268,8 +272,10 @@ def test_qa_invalidates_and_the_retest_counts(client, plant, batch):
     from cellfactory.deviations import services as deviation_services
 
     deviation_services.record_investigation(_by_name("qa.bg"), db.session.get(Deviation, original.deviation_id),
-                                            classification="major", root_cause="Wrong dilution of the sample",
-                                            impact_assessment="None", reason="investigation")
+                                            RecordInvestigation.parse({"classification": "major",
+                                                                       "root_cause": "Wrong dilution of the sample",
+                                                                       "impact_assessment": "None",
+                                                                       "reason": "investigation"}))
     page = client.get(f"/qc/batches/{batch.number}").get_data(as_text=True)
     assert f"Invalidate #{original.id}" in page
     missing = client.post(f"/qc/batches/{batch.number}/results/{original.id}/invalidate",
@@ -299,8 +305,9 @@ def test_trend_chart_draws_the_results_and_the_specification_limits(client, plan
                                                   past_receipt_data("UC-0002", din="=A99912600012400"))
     second = _batch_awaiting_qc(plant, sites, material.din)
     complete_qc(plant, batch, values={"VIAB": "91.5"})
-    qc.enter_result(refetch(plant.qc), refetch(second), {"test": "VIAB", "sample_id": "S2", "value": "64",
-                                                          "sampled_at": utcnow().isoformat()})
+    qc.enter_result(refetch(plant.qc), refetch(second),
+                    EnterResult.parse({"test": "VIAB", "sample_id": "S2", "value": "64",
+                                                          "sampled_at": utcnow().isoformat()}))
     login(client, "qa.bg")
     response = client.get("/qc/trends?product=UCMSC&test=VIAB")
     text = response.get_data(as_text=True)
@@ -400,9 +407,9 @@ def test_open_deviations_come_first_by_age_and_overdue_actions_show(client, plan
         client.post("/deviations/new", data={"title": title, "description": "d", "classification": "minor"})
         numbers.append(db.session.scalar(sa.select(Deviation.number).where(Deviation.title == title)))
     old = db.session.scalar(sa.select(Deviation).where(Deviation.number == numbers[1]))
-    deviation_services.add_action(_by_name("qa.bg"), refetch(old), kind="corrective", description="late",
-                                  owner="technician.bg",
-                                  due_date=utcnow().astimezone(ZoneInfo("Europe/Rome")).date().isoformat())
+    deviation_services.add_action(_by_name("qa.bg"), refetch(old), AddAction.parse({
+        "kind": "corrective", "description": "late", "owner": "technician.bg",
+        "due_date": utcnow().astimezone(ZoneInfo("Europe/Rome")).date().isoformat()}))
     audit.set_reason(db.session, "test: the deviation and its action were recorded earlier")
     refetch(old).opened_at = utcnow() - dt.timedelta(days=12)
     action = db.session.scalar(sa.select(CapaAction))
@@ -420,11 +427,12 @@ def test_open_deviations_come_first_by_age_and_overdue_actions_show(client, plan
 
 def test_other_site_users_get_404(client, plant, batch, users, sites):
 
-    result = qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "sample_id": "S", "value": "60",
-                                                                  "sampled_at": utcnow().isoformat()})
+    result = qc.enter_result(refetch(plant.qc), refetch(batch),
+                             EnterResult.parse({"test": "VIAB", "sample_id": "S", "value": "60",
+                                                                  "sampled_at": utcnow().isoformat()}))
     deviation = db.session.get(Deviation, refetch(result).deviation_id)
-    mz = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"],
-                                           {"title": "MZ thing", "description": "d", "classification": "minor"})
+    mz = lifecycle.open_deviation(refetch(users["technician_mz"]), sites["MZ"], OpenDeviation.parse({
+        "title": "MZ thing", "description": "d", "classification": "minor"}))
     login(client, "technician.mz")
     assert client.get(f"/qc/batches/{batch.number}").status_code == 404
     assert client.get(f"/deviations/{deviation.number}").status_code == 404
@@ -479,18 +487,22 @@ def _batch_with_work(plant, sites, n: int):
     batch = _batch_awaiting_qc(plant, sites, material.din)
     now = utcnow().isoformat()
     due = (utcnow().date() + dt.timedelta(days=15)).isoformat()
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "sample_id": "S1", "value": "60",
-                                                         "sampled_at": now})
-    cd73 = qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "CD73", "sample_id": "S2", "value": "97",
-                                                                "sampled_at": now})
+    qc.enter_result(refetch(plant.qc), refetch(batch),
+                    EnterResult.parse({"test": "VIAB", "sample_id": "S1", "value": "60",
+                                                         "sampled_at": now}))
+    cd73 = qc.enter_result(refetch(plant.qc), refetch(batch),
+                           EnterResult.parse({"test": "CD73", "sample_id": "S2", "value": "97",
+                                                                "sampled_at": now}))
     from tests.batch_helpers import signing
 
     qc.verify_result(refetch(plant.qc2), refetch(cd73), signing=signing(plant.qc2))
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "CD73", "sample_id": "S3", "value": "98",
+    qc.enter_result(refetch(plant.qc), refetch(batch),
+                    EnterResult.parse({"test": "CD73", "sample_id": "S3", "value": "98",
                                                          "sampled_at": now, "retest_of": cd73.id,
-                                                         "retest_reason": "second sample"})
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "STER", "sample_id": "S4", "pending": True,
-                                                         "sampled_at": now, "final_read_due": due})
+                                                         "retest_reason": "second sample"}))
+    qc.enter_result(refetch(plant.qc), refetch(batch),
+                    EnterResult.parse({"test": "STER", "sample_id": "S4", "pending": True,
+                                                         "sampled_at": now, "final_read_due": due}))
     return refetch(batch)
 
 

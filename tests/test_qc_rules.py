@@ -20,6 +20,14 @@ from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import (
+    AddAction,
+    CarryAction,
+    CloseDeviation,
+    CompleteAction,
+    OpenDeviation,
+    RecordInvestigation,
+)
 from cellfactory.deviations.models import Classification, Deviation, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -27,11 +35,20 @@ from cellfactory.products import services as product_services
 from cellfactory.products.commands import AddSpecTest, CreateDraft
 from cellfactory.products.models import SpecificationVersion, SpecStatus
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import EnterResult, InvalidateResult
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import batch_start, build_plant, iso, run_batch_to_awaiting_qc, signing, started_long_ago
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    iso,
+    run_batch_to_awaiting_qc,
+    signing,
+    start_command,
+    started_long_ago,
+)
 from tests.conftest import PASSWORD, login, refetch
 from tests.test_api import assert_error
 from tests.test_api_quality import world  # noqa: F401 (fixture)
@@ -47,7 +64,9 @@ def plant(users, sites):
 
 @pytest.fixture
 def batch(plant, sites):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     started_long_ago(batch)  # so that samples may be taken days ago
     return lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
@@ -57,7 +76,7 @@ def enter(plant, batch, test, value=None, **extra):
     data = {"test": test, "sample_id": f"S-{test}", "sampled_at": iso(1), **extra}
     if value is not None:
         data["value"] = value
-    return qc.enter_result(refetch(plant.qc), refetch(batch), data)
+    return qc.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse(data))
 
 
 def counts(batch_id: int) -> tuple[int, int]:
@@ -188,17 +207,17 @@ def test_a_failing_retest_joins_the_open_deviation_of_the_result_it_repeats(plan
 def test_an_oos_result_is_invalidated_only_for_a_laboratory_cause_recorded_in_its_deviation(plant, batch):
     original = enter(plant, batch, "VIAB", "61")
     with pytest.raises(Conflict, match="assignable laboratory cause"):
-        qc.invalidate_result(refetch(plant.qa), refetch(original), reason="retest passed",
+        qc.invalidate_result(refetch(plant.qa), refetch(original), InvalidateResult.parse({"reason": "retest passed"}),
                              signing=signing(plant.qa))
     assert refetch(original).invalidated_at is None
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)
                              .where(Signature.entity_type == "qc_result")) == 0
     deviation = db.session.get(Deviation, refetch(original).deviation_id)
-    deviation_services.record_investigation(refetch(plant.qa), deviation, classification="major",
-                                            root_cause="Pipette P200-3 out of calibration",
-                                            impact_assessment="None", reason="investigated")
-    qc.invalidate_result(refetch(plant.qa), refetch(original), reason="Pipette out of calibration",
-                         signing=signing(plant.qa))
+    deviation_services.record_investigation(refetch(plant.qa), deviation, RecordInvestigation.parse({
+        "classification": "major", "root_cause": "Pipette P200-3 out of calibration", "impact_assessment": "None",
+        "reason": "investigated"}))
+    qc.invalidate_result(refetch(plant.qa), refetch(original),
+                         InvalidateResult.parse({"reason": "Pipette out of calibration"}), signing=signing(plant.qa))
     assert refetch(original).invalidated_at is not None
 
 
@@ -243,18 +262,22 @@ def _oos_deviation(plant, batch) -> Deviation:
 def test_an_oos_deviation_goes_below_major_only_with_a_signed_justification(plant, batch):
     deviation = _oos_deviation(plant, batch)
     with pytest.raises(ValidationFailed) as error:
-        deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="minor",
-                                                root_cause="x", impact_assessment="y", reason="downgrade")
+        deviation_services.record_investigation(refetch(plant.qa), refetch(deviation),
+                                                RecordInvestigation.parse({"classification": "minor", "root_cause": "x",
+                                                                           "impact_assessment": "y",
+                                                                           "reason": "downgrade"}))
     assert set(error.value.fields) == {"justification"}
     with pytest.raises(ValidationFailed):  # a justification without a signature is not enough
-        deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="minor",
-                                                root_cause="x", impact_assessment="y", reason="downgrade",
-                                                justification="Informative sample only")
+        deviation_services.record_investigation(refetch(plant.qa), refetch(deviation),
+                                                RecordInvestigation.parse({"classification": "minor", "root_cause": "x",
+                                                                           "impact_assessment": "y",
+                                                                           "reason": "downgrade",
+                                                                           "justification": "Informative sample only"}))
     assert refetch(deviation).classification == Classification.MAJOR and refetch(deviation).root_cause == ""
-    deviation_services.record_investigation(
-        refetch(plant.qa), refetch(deviation), classification="minor", root_cause="Sample taken before formulation",
-        impact_assessment="None on the final product", reason="reclassified",
-        justification="The sample was not the final product", signing=signing(plant.qa))
+    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), RecordInvestigation.parse({
+        "classification": "minor", "root_cause": "Sample taken before formulation",
+        "impact_assessment": "None on the final product", "reason": "reclassified",
+        "justification": "The sample was not the final product"}), signing=signing(plant.qa))
     changed = refetch(deviation)
     assert changed.classification == Classification.MINOR
     assert changed.classification_justification == "The sample was not the final product"
@@ -273,33 +296,41 @@ def test_an_oos_deviation_goes_below_major_only_with_a_signed_justification(plan
 
 
 def test_a_manual_deviation_is_classified_minor_without_justification(plant, batch, sites):
-    manual = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
-        "title": "Late label", "description": "d", "classification": "major", "batch": refetch(batch).number})
-    deviation_services.record_investigation(refetch(plant.qa), refetch(manual), classification="minor",
-                                            root_cause="x", impact_assessment="y", reason="minor after all")
+    manual = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
+        "title": "Late label", "description": "d", "classification": "major", "batch": refetch(batch).number}))
+    deviation_services.record_investigation(refetch(plant.qa), refetch(manual),
+                                            RecordInvestigation.parse({"classification": "minor", "root_cause": "x",
+                                                                       "impact_assessment": "y",
+                                                                       "reason": "minor after all"}))
     assert refetch(manual).classification == Classification.MINOR and not refetch(manual).blocks_release
 
 
 def test_closing_needs_each_capa_action_done_or_carried_to_an_effectiveness_check(plant, batch):
     deviation = _oos_deviation(plant, batch)
-    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
-                                            root_cause="Long hold", impact_assessment="None", reason="done")
-    done = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="corrective",
-                                         description="Retrain", owner="technician.bg", due_date="2099-01-01")
-    carried = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="preventive",
-                                            description="Hold-time limit", owner="technician.bg",
-                                            due_date="2099-01-01")
-    deviation_services.complete_action(refetch(plant.tech), refetch(done), "Retrained")
+    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation),
+                                            RecordInvestigation.parse({"classification": "major",
+                                                                       "root_cause": "Long hold",
+                                                                       "impact_assessment": "None", "reason": "done"}))
+    done = deviation_services.add_action(refetch(plant.qa), refetch(deviation),
+                                         AddAction.parse({"kind": "corrective", "description": "Retrain",
+                                                          "owner": "technician.bg", "due_date": "2099-01-01"}))
+    carried = deviation_services.add_action(refetch(plant.qa), refetch(deviation),
+                                            AddAction.parse({"kind": "preventive", "description": "Hold-time limit",
+                                                             "owner": "technician.bg", "due_date": "2099-01-01"}))
+    deviation_services.complete_action(refetch(plant.tech), refetch(done), CompleteAction.parse({"note": "Retrained"}))
     with pytest.raises(Conflict, match=f"preventive action {carried.id}"):
-        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+        deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                           signing=signing(plant.qa))
     with pytest.raises(ValidationFailed) as error:
-        deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(carried), due_date="", note="")
+        deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(carried),
+                                                        CarryAction.parse({"due_date": "", "note": ""}))
     assert set(error.value.fields) == {"due_date", "note"}
     assert refetch(deviation).status == DeviationStatus.OPEN
-    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(carried), due_date="2099-06-30",
-                                                    note="No hold beyond 2 h in the next 10 batches")
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(carried), CarryAction.parse({
+        "due_date": "2099-06-30", "note": "No hold beyond 2 h in the next 10 batches"}))
     assert refetch(carried).effectiveness_check_due == dt.date(2099, 6, 30)
-    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
 
 
@@ -353,7 +384,7 @@ def test_result_entry_is_refused_alike_by_page_and_api(client, world, door, case
     page_data, api_data, field, message = RESULT_CASES[case]
     plant = world.plant
     first = qc.enter_result(refetch(plant.qc), batch_services.get_batch(refetch(plant.qc), world.batch),
-                            {"test": "CD73", "value": "98", "sample_id": "S0", "sampled_at": iso(2)})
+                            EnterResult.parse({"test": "CD73", "value": "98", "sample_id": "S0", "sampled_at": iso(2)}))
     before = counts(world.batch_id)
     if door == "page":
         login(client, "qc.one.bg")
@@ -375,7 +406,8 @@ def test_result_entry_is_refused_alike_by_page_and_api(client, world, door, case
 def test_an_oos_deviation_downgrade_without_justification_is_refused_alike(client, world, door):  # noqa: F811
     plant = world.plant
     result = qc.enter_result(refetch(plant.qc), batch_services.get_batch(refetch(plant.qc), world.batch),
-                             {"test": "VIAB", "value": "61", "sample_id": "S0", "sampled_at": iso(2)})
+                             EnterResult.parse({"test": "VIAB", "value": "61", "sample_id": "S0",
+                                                "sampled_at": iso(2)}))
     deviation = db.session.get(Deviation, result.deviation_id)
     number, version = deviation.number, deviation.version
     message = "Required to classify an out-of-specification deviation minor, with your signature."

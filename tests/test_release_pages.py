@@ -17,12 +17,14 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, Passage
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, OpenDeviation, RecordInvestigation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.releases import services as releases
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing, start_command
 from tests.conftest import PASSWORD, login, make_user, pdf_text
 
 S = BatchStatus
@@ -59,8 +61,9 @@ def awaiting_review(plant, sites, *, pending=("STER",), values=None, verifier=No
     """A BG batch through manufacturing and QC, waiting for QA review (sterility still incubating by default)."""
     if verifier is not None:
         plant.tech2 = verifier
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-        started_at=batch_start())
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
@@ -80,21 +83,25 @@ def awaiting_certification(plant, sites, **kwargs) -> Batch:
 
 def oos_awaiting_certification(plant, sites) -> Batch:
     """Viability 64 % (criterion ≥ 70 %): the OOS deviation investigated and closed, reviewed by QA."""
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-        started_at=batch_start())
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, values={"VIAB": "64"})
     [deviation] = deviation_services.for_batch(batch.id)
-    deviation_services.record_investigation(again(plant.qa), again(deviation), classification="major",
-                                            root_cause="Long hold before formulation",
-                                            impact_assessment="Lower viable dose; no safety impact", reason="done")
-    action = deviation_services.add_action(again(plant.qa), again(deviation), kind="preventive",
-                                           description="Limit hold time to 2 h", owner="technician.bg",
-                                           due_date="2099-01-01")
-    deviation_services.carry_to_effectiveness_check(again(plant.qa), again(action), due_date="2099-06-01",
-                                                    note="Hold times of the next 5 batches")
-    deviation_services.close_deviation(again(plant.qa), again(deviation), signing=signing(again(plant.qa)))
+    deviation_services.record_investigation(again(plant.qa), again(deviation), RecordInvestigation.parse({
+        "classification": "major", "root_cause": "Long hold before formulation",
+        "impact_assessment": "Lower viable dose; no safety impact", "reason": "done"}))
+    action = deviation_services.add_action(again(plant.qa), again(deviation),
+                                           AddAction.parse({"kind": "preventive",
+                                                            "description": "Limit hold time to 2 h",
+                                                            "owner": "technician.bg", "due_date": "2099-01-01"}))
+    deviation_services.carry_to_effectiveness_check(again(plant.qa), again(action),
+                                                    CarryAction.parse({"due_date": "2099-06-01",
+                                                                       "note": "Hold times of the next 5 batches"}))
+    deviation_services.close_deviation(again(plant.qa), again(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(again(plant.qa)))
     lifecycle.transition(again(plant.qa), again(batch), S.AWAITING_QC, reason="hold lifted after closure")
     lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     return review_by_service(plant, batch)
@@ -108,14 +115,14 @@ def certify_by_service(plant, batch, target=S.CONDITIONALLY_RELEASED) -> Certifi
 
 def finish_sterility(plant, batch) -> None:
     [pending] = qc.pending_tests(again(batch))
-    qc.record_final_read(again(plant.qc), again(pending.reportable), {"value": "no growth"})
+    qc.record_final_read(again(plant.qc), again(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
     qc.verify_result(again(plant.qc2), again(pending.reportable), signing=signing(again(plant.qc2)))
 
 
 def open_major_deviation(plant, batch) -> None:
-    lifecycle.open_deviation(again(plant.tech), again(batch).site, {
+    lifecycle.open_deviation(again(plant.tech), again(batch).site, OpenDeviation.parse({
         "title": "Cleanroom alarm", "description": "Particle alarm in grade A", "classification": "major",
-        "batch": batch.number})
+        "batch": batch.number}))
 
 
 # --- page helpers --------------------------------------------------------------------------------

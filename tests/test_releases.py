@@ -12,14 +12,24 @@ from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, OpenDeviation, RecordInvestigation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.releases import services as releases
 from cellfactory.releases.commands import DecisionDetails
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures.models import Meaning
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import (
+    batch_start,
+    build_plant,
+    complete_qc,
+    run_batch_to_awaiting_qc,
+    signing,
+    start_command,
+    step_command,
+)
 from tests.conftest import make_user, pdf_text, refetch
 
 S = BatchStatus
@@ -33,7 +43,9 @@ def plant(users, sites):
 
 
 def _awaiting_review(plant, sites, *, pending=("STER",), values=None):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=pending, values=values)
@@ -69,7 +81,7 @@ def test_conditional_release_then_final_certification(plant, reviewed):
     text = pdf_text(conditional.pdf)
     assert "Conditionally released" in text and "Sterility (Ph. Eur. 2.6.27): PENDING, final read due" in text
     [pending] = qc.pending_tests(refetch(reviewed))
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
     qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
     decide(plant, reviewed, S.RELEASED)
     kinds = [d.kind for d in releases.decisions_for(refetch(reviewed))]
@@ -106,7 +118,7 @@ def test_verification_turns_to_changed_after_the_record_is_corrected(plant, revi
     assert releases.check_certificate(certificate.verification_token).matches
     [pending] = qc.pending_tests(refetch(reviewed))
     # The final read is the progress the conditional release expects: the certificate still matches the record.
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "no growth"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
     assert releases.check_certificate(certificate.verification_token).matches
     # A recorded value changed behind the application's back is a change to what the QP certified.
     viability = db.session.scalar(sa.select(QcResult).where(QcResult.batch_id == reviewed.id,
@@ -143,7 +155,9 @@ def test_wrong_password_is_refused_on_certification(plant, reviewed):
 
 def test_segregation_a_qp_who_tested_the_batch_may_not_certify(plant, sites):
     qp_analyst = make_user("qp.analyst", [(Role.QP, "BG"), (Role.QC_ANALYST, "BG")], signing=True)
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     plant.qc = qp_analyst  # the QP enters the results this time
@@ -165,9 +179,9 @@ def _blocked(plant, batch, key_text):
 
 
 def test_open_major_deviation_blocks(plant, reviewed):
-    lifecycle.open_deviation(refetch(plant.tech), refetch(reviewed).site, {
+    lifecycle.open_deviation(refetch(plant.tech), refetch(reviewed).site, OpenDeviation.parse({
         "title": "Cleanroom alarm", "description": "Particle alarm in grade A", "classification": "major",
-        "batch": reviewed.number})
+        "batch": reviewed.number}))
     _blocked(plant, reviewed, r"\(major\) is open")
 
 
@@ -176,7 +190,9 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
     from cellfactory.reagents.commands import ChangeLotStatus
     from cellfactory.reagents.models import LotStatus
 
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch, lot=plant.lots["M-001"])
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=("STER",))
@@ -212,7 +228,8 @@ def test_withdrawn_consent_blocks(plant, reviewed):
 
 def test_an_invalidated_result_blocks(plant, reviewed):
     viability = next(s for s in qc.qc_status(refetch(reviewed)) if s.test.code == "VIAB").reportable
-    qc.invalidate_result(refetch(plant.qa), refetch(viability), reason="wrong sample", signing=signing(plant.qa))
+    qc.invalidate_result(refetch(plant.qa), refetch(viability), InvalidateResult.parse({"reason": "wrong sample"}),
+                         signing=signing(plant.qa))
     _blocked(plant, reviewed, "Viability: no result")
 
 
@@ -222,8 +239,8 @@ def test_unprinted_label_and_unfinished_steps_show_in_the_checklist(plant, sites
 
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   past_receipt_data(din="=A99912600077700"))
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
-        started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [material.din], started_at=batch_start()))
     items = {i.key: i for i in releases.checklist(refetch(batch))}
     assert "No label was printed for material" in items["labels"].problems[0]
     assert "Step ISO (Isolation (explant)) is not finished." in items["steps"].problems
@@ -236,15 +253,18 @@ def test_unprinted_label_and_unfinished_steps_show_in_the_checklist(plant, sites
 def oos_batch(plant, sites):
     batch = _awaiting_review(plant, sites, pending=(), values={"VIAB": "64"})
     [deviation] = deviation_services.for_batch(batch.id)
-    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), classification="major",
-                                            root_cause="Long hold before formulation",
-                                            impact_assessment="Lower viable dose; no safety impact", reason="done")
-    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation), kind="preventive",
-                                           description="Limit hold time to 2 h", owner="technician.bg",
-                                           due_date="2099-01-01")
-    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action), due_date="2099-06-01",
-                                                    note="Hold times of the next 5 batches")
-    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), signing=signing(plant.qa))
+    deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), RecordInvestigation.parse({
+        "classification": "major", "root_cause": "Long hold before formulation",
+        "impact_assessment": "Lower viable dose; no safety impact", "reason": "done"}))
+    action = deviation_services.add_action(refetch(plant.qa), refetch(deviation),
+                                           AddAction.parse({"kind": "preventive",
+                                                            "description": "Limit hold time to 2 h",
+                                                            "owner": "technician.bg", "due_date": "2099-01-01"}))
+    deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action),
+                                                    CarryAction.parse({"due_date": "2099-06-01",
+                                                                       "note": "Hold times of the next 5 batches"}))
+    deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(plant.qa))
     lifecycle.transition(refetch(plant.qa), refetch(batch), S.AWAITING_QC, reason="hold lifted after closure")
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
@@ -282,14 +302,19 @@ def test_batch_record_holds_everything_and_hostile_text_as_typed(plant, sites):
     from cellfactory.batches.services import record_step
     from tests.batch_helpers import step_data
 
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
-    record_step(refetch(plant.tech), refetch(batch).steps[0], step_data(observations=HOSTILE))
-    record_step(refetch(plant.tech), refetch(refetch(batch).steps[0]), step_data(observations=HOSTILE + " v2"),
-                reason="typo & <reason>")
-    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], {
-        "title": HOSTILE[:150], "description": HOSTILE, "classification": "minor", "batch": batch.number})
-    qc.enter_result(refetch(plant.qc), refetch(batch), {"test": "VIAB", "value": "93", "sample_id": "S<1>&",
-                                                        "sampled_at": utcnow().isoformat()})
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
+    record_step(refetch(plant.tech), refetch(batch).steps[0],
+                step_command(refetch(batch).steps[0], step_data(observations=HOSTILE)))
+    record_step(refetch(plant.tech), refetch(refetch(batch).steps[0]),
+                step_command(refetch(refetch(batch).steps[0]), step_data(observations=HOSTILE + " v2"),
+                             reason="typo & <reason>"))
+    lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse({
+        "title": HOSTILE[:150], "description": HOSTILE, "classification": "minor", "batch": batch.number}))
+    qc.enter_result(refetch(plant.qc), refetch(batch),
+                    EnterResult.parse({"test": "VIAB", "value": "93", "sample_id": "S<1>&",
+                                                        "sampled_at": utcnow().isoformat()}))
     pdf = releases.batch_record_pdf(refetch(plant.qa), refetch(batch))
     text = pdf_text(pdf).replace("\n", " ")
     for expected in (batch.number, "Page 1 of", "Printed", "Contents", "Donors and eligibility", "UC-0001",

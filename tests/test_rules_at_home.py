@@ -21,6 +21,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, OpenDeviation, RecordInvestigation
 from cellfactory.deviations.models import Deviation, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -63,21 +64,22 @@ def form_errors(page: str) -> list[str]:
 @pytest.fixture
 def deviation(users, sites) -> Deviation:
     enable_signing(refetch(users["qa"]))
-    return lifecycle.open_deviation(refetch(users["technician"]), sites["BG"], {
+    return lifecycle.open_deviation(refetch(users["technician"]), sites["BG"], OpenDeviation.parse({
         "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2",
-        "classification": "major"})
+        "classification": "major"}))
 
 
 def _investigated(users, deviation: Deviation) -> Deviation:
-    return deviation_services.record_investigation(
-        refetch(users["qa"]), refetch(deviation), classification="major", root_cause="CO2 sensor drift",
-        impact_assessment="No impact: pH in range", reason="investigation complete")
+    return deviation_services.record_investigation(refetch(users["qa"]), refetch(deviation), RecordInvestigation.parse({
+        "classification": "major", "root_cause": "CO2 sensor drift", "impact_assessment": "No impact: pH in range",
+        "reason": "investigation complete"}))
 
 
 def _with_open_action(users, deviation: Deviation) -> Deviation:
     _investigated(users, deviation)
-    deviation_services.add_action(refetch(users["qa"]), refetch(deviation), kind="corrective",
-                                  description="Replace the CO2 sensor", owner="technician.bg", due_date="2099-01-01")
+    deviation_services.add_action(refetch(users["qa"]), refetch(deviation),
+                                  AddAction.parse({"kind": "corrective", "description": "Replace the CO2 sensor",
+                                                   "owner": "technician.bg", "due_date": "2099-01-01"}))
     return refetch(deviation)
 
 
@@ -87,7 +89,8 @@ def test_the_close_service_refuses_with_the_gaps_it_names(users, deviation):
         "at least one CAPA action (major and critical deviations)"]
     before, signatures = last_seq(), count(Signature)
     with pytest.raises(Conflict) as refused:
-        deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), signing=signing(users["qa"]))
+        deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation),
+                                           CloseDeviation.parse({"comment": ""}), signing=signing(users["qa"]))
     assert refused.value.message == (f"{deviation.number} cannot be closed yet: record the root cause, the impact "
                                      "assessment on the batch, at least one CAPA action (major and critical "
                                      "deviations).")
@@ -98,10 +101,12 @@ def test_the_close_service_refuses_with_the_gaps_it_names(users, deviation):
     [gap] = deviation_services.closing_gaps(refetch(deviation))
     assert gap.startswith("the completion of each CAPA action")
     [action] = refetch(deviation).actions
-    deviation_services.carry_to_effectiveness_check(refetch(users["qa"]), action, due_date="2099-06-01",
-                                                    note="No CO2 alarm in the next 3 months")
+    deviation_services.carry_to_effectiveness_check(refetch(users["qa"]), action,
+                                                    CarryAction.parse({"due_date": "2099-06-01",
+                                                                       "note": "No CO2 alarm in the next 3 months"}))
     assert deviation_services.closing_gaps(refetch(deviation)) == []
-    deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), signing=signing(users["qa"]))
+    deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signing=signing(users["qa"]))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     assert deviation_services.closing_gaps(refetch(deviation)) == []
 

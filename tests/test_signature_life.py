@@ -17,13 +17,14 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc import services as qc
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.qc.models import QcResult
 from cellfactory.releases import services as releases
 from cellfactory.releases.commands import DecisionDetails
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.signatures.services import SignatureStatus
-from tests.batch_helpers import batch_start, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, complete_qc, run_batch_to_awaiting_qc, signing, start_command
 from tests.test_release_pages import (
     OOS_DETAILS,
     again,
@@ -240,15 +241,16 @@ def test_a_signature_without_snapshot_keeps_the_hash_check(plant, sites):
 
 def test_demo_style_complete_qc_helper_still_verifies_pending_results(plant, sites):
     """A pending result's verification covers it until its final read; then only a new verification does."""
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                       started_at=batch_start())
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="manufacturing done")
     complete_qc(plant, batch, pending=("STER",))
     [pending] = qc.pending_tests(again(batch))
     result = again(pending.reportable)
     assert qc.result_verification(result) is not None
-    qc.record_final_read(again(plant.qc), result, {"value": "no growth"})
+    qc.record_final_read(again(plant.qc), result, RecordFinalRead.parse({"value": "no growth"}))
     result = again(result)
     assert qc.result_verification(result) is None
     [signature] = signature_services.signatures_for(result)[-1:]
@@ -328,8 +330,9 @@ def test_a_review_that_no_longer_holds_blocks_certification_and_the_pages_offer_
 def test_a_step_verification_that_no_longer_holds_offers_a_new_verification_and_a_deviation(client, plant, sites):
     from tests.test_release_pages import sign_in, text_of
 
-    batch = batch_services.start_batch(again(plant.tech), sites["BG"], "UCMSC", [plant.material_din],
-                                       started_at=batch_start())
+    batch = batch_services.start_batch(again(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     step = next(s for s in again(batch).steps if signature_services.signatures_for(s))
     signature_id = signature_services.signatures_for(step)[-1].id

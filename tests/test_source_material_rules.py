@@ -33,7 +33,7 @@ from cellfactory.signatures.models import Signature
 from cellfactory.units import services as unit_services
 from cellfactory.units.commands import CreateLocation, CreateUnits, PutAway
 from cellfactory.units.models import StorageLocation, Unit
-from tests.batch_helpers import batch_start, build_plant, signing
+from tests.batch_helpers import batch_start, build_plant, signing, start_command
 from tests.conftest import enable_signing, pdf_text, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
 from tests.test_cli import cli_app, run  # noqa: F401 - cli_app is a fixture
@@ -152,8 +152,9 @@ def hazard_units(users, sites):
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(refetch(tech), sites["BG"], "UCMSC", [material.din], recipient_code="PT-AU-0001",
-                                       recipient_trial_code="EU-CT 2026-500001-12")
+    batch = batch_services.start_batch(refetch(tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [material.din], recipient_code="PT-AU-0001",
+                                                     recipient_trial_code="EU-CT 2026-500001-12"))
     units = unit_services.create_units(refetch(tech), refetch(batch), CreateUnits.parse(dict(
         batch=(refetch(batch)).number, count=2, volume_ml=20, cells_per_unit=1e8, preservation="cryopreserved",
         prepared_at=(utcnow() - dt.timedelta(minutes=30)).isoformat())))
@@ -352,7 +353,9 @@ def plant(users, sites):
 
 
 def test_the_database_refuses_a_second_batch_for_one_material(plant, sites):
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == plant.material_din))
     other = Batch(number="BG-UCMSC-TEST-9999", site_id=batch.site_id, product_id=batch.product_id,
                   specification_id=batch.specification_id, status=batch.status, started_at=utcnow(),
@@ -373,23 +376,27 @@ def test_a_batch_does_not_start_before_the_arrival_of_its_material(plant, sites)
     assert material.arrived_at < material.received_at
     before = last_seq()
     with pytest.raises(ValidationFailed) as error:
-        batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                   started_at=(material.arrived_at - dt.timedelta(minutes=30)).isoformat())
+        early = (material.arrived_at - dt.timedelta(minutes=30)).isoformat()
+        batch_services.start_batch(plant.tech, sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=early))
     assert error.value.fields == {"started_at": (
         f"This cannot be before the arrival of material {isbt128.format_din(plant.material_din)} ({arrived} CET "
         "(Europe/Rome)).")}
     assert count(Batch) == 0 and count(BatchMaterial) == 0 and last_seq() == before
     with pytest.raises(ValidationFailed) as error:
-        batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=hours_ago(-1))
+        batch_services.start_batch(plant.tech, sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din], started_at=hours_ago(-1)))
     assert error.value.fields == {"started_at": "This time is in the future."}
     with pytest.raises(ValidationFailed) as error:
-        batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                   started_at="1899-12-31T10:00:00+00:00")
+        batch_services.start_batch(plant.tech, sites["BG"],
+                                   start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                 started_at="1899-12-31T10:00:00+00:00"))
     assert error.value.fields == {"started_at": "The year must be between 1900 and 2100."}
     assert count(Batch) == 0
     # At the arrival itself, before the receipt was typed in: allowed.
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din],
-                                       started_at=material.arrived_at.isoformat())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=material.arrived_at.isoformat()))
     assert batch.started_at == material.arrived_at
 
 

@@ -17,7 +17,7 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit, PutAway
 from cellfactory.units.models import Shipment, StorageLocation, Unit, UnitStatus
-from tests.batch_helpers import BATCH_AGE_H, batch_start
+from tests.batch_helpers import BATCH_AGE_H, batch_start, start_command
 from tests.conftest import login, pdf_text, refetch
 from tests.units_helpers import certify, make_units, released_batch, storage
 
@@ -336,7 +336,9 @@ def test_lot_trace_lists_the_batches_and_offers_the_recall(client, login_as, use
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
     lot = plant.lots["PL-17"]
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch, lot=lot)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.qc.commands import RecordFinalRead
 from cellfactory.units import services as units
 from cellfactory.units import trace
 from cellfactory.units.commands import (
@@ -23,7 +24,7 @@ from cellfactory.units.commands import (
     Ship,
 )
 from cellfactory.units.models import ShipmentStatus, UnitStatus
-from tests.batch_helpers import batch_start
+from tests.batch_helpers import batch_start, start_command
 from tests.conftest import refetch
 from tests.units_helpers import certify, make_units, released_batch, storage
 
@@ -276,7 +277,9 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
     audit.act_as(db.session, refetch(plant.qa), reason="local product code")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
     complete_qc(plant, batch, pending=("STER",))
@@ -291,7 +294,7 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
         units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",
         departed_at=iso(3))))
     [pending] = qc.pending_tests(refetch(batch))
-    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), {"value": "growth"})
+    qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "growth"}))
     alerts = db.session.scalars(sa.select(Alert).where(Alert.kind == "post_release_failure")).all()
     assert {a.audience for a in alerts} == {Role.QA, Role.QP}
     assert {a.site_id for a in alerts} == {sites["BG"].id, sites["MZ"].id}

@@ -12,7 +12,7 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products.models import Product
 from cellfactory.units import services as unit_services
 from cellfactory.units.commands import CreateLocation, CreateUnits
-from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing, start_command
 from tests.conftest import make_user, refetch
 
 S = BatchStatus
@@ -30,7 +30,9 @@ def released_batch(users, sites):
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     product.unit_code = "A0101"
     db.session.flush()
-    batch = batch_services.start_batch(plant.tech, sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start())
+    batch = batch_services.start_batch(plant.tech, sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [plant.material_din],
+                                                     started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
@@ -77,8 +79,8 @@ def another_released_batch(plant, sites, n: int):
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   past_receipt_data(donor_code=code, din=din.din13))
     material_services.print_labels(refetch(plant.tech), [material])
-    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], "UCMSC", [material.din],
-        started_at=batch_start())
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
+                                       start_command(sites["BG"], "UCMSC", [material.din], started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, batch)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -197,23 +197,15 @@ def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any)
 
 
 @transactional
-def start_batch(actor: User, site: Site, command: StartBatch | str, dins: Sequence[str] | None = None, *,
-                started_at: Any = None, recipient_code: Any = None, recipient_trial_code: Any = None) -> Batch:
+def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     """Start a batch from accepted source material; `started_at` (default now) is when the work began. An
     autologous or directed batch names its recipient (pseudonymised code and clinical trial), which its units
     inherit; an allogeneic off-the-shelf batch names none.
 
     One source material feeds one batch: checked here, and held by the unique constraint on
     batch_material.material_id when two starts take the same material at once.
-
-    :param command: what to start; a product code with `dins` and the keywords is read as the page's text would be
-        (`StartBatch.from_entries`, times without an offset in the site's zone).
     """
     permissions.require(actor.has_role(Role.TECHNICIAN, site.id), "Only a technician of this site starts batches.")
-    if not isinstance(command, StartBatch):
-        command = StartBatch.from_entries({"product": command, "materials": list(dins or []), "started_at": started_at,
-                                           "recipient_code": recipient_code,
-                                           "recipient_trial_code": recipient_trial_code}, timezone=site.timezone)
     audit.act_as(db.session, actor)
     product = product_services.get_product(command.product)
     if not product.active:
@@ -294,24 +286,17 @@ def _require_open_record(actor: User, step: BatchStep) -> None:
 
 
 @transactional
-def record_step(actor: User, step: BatchStep, entries: RecordStep | Mapping[str, Any], *, reason: str | None = None,
-                expected_version: int | None = None) -> BatchStep:
+def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
     """Save a step's entries: times, equipment, reagent lots, observations, and for a passage its counts.
 
     The first entry needs no reason, nor does completing it (the end of a running step, a passage's harvest); any
     change to a value already entered is a correction and needs one. Times are checked here, for every door: a
     plausible year, nothing in the future (beyond the clock skew), no step before the batch started, no end before
-    its start. A passage's number is derived (the next one of the batch), never typed.
-
-    :param entries: the command; a mapping of entries as typed (with `reason` and `expected_version`) is read as
-        the page's text would be (`RecordStep.from_entries`, times without an offset in the site's zone).
+    its start. A passage's number is derived (the next one of the batch), never typed. A correction says why
+    (`command.reason`); entries based on an older version of the step (`command.version`) are refused.
     """
     _require_open_record(actor, step)
     tz = step.batch.site.timezone
-    if isinstance(entries, RecordStep):
-        command = entries
-    else:
-        command = RecordStep.from_entries({**entries, "reason": reason, "version": expected_version}, timezone=tz)
     reason, expected_version = command.reason, command.version
     if expected_version is not None and expected_version != step.version:
         raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering it. "

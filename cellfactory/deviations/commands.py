@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
@@ -17,19 +17,10 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.deviations.models import Classification
 
-CommandT = TypeVar("CommandT", bound=Command)
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 CLASSIFY = "Classify it: minor, major or critical."
 ACTION_KINDS = ("corrective", "preventive")
-
-
-def as_command(command: type[CommandT], given: CommandT | Mapping[str, Any] | None, **fields: Any) -> CommandT:
-    """`given` when it is the command already; else the command read from `given` (or from `fields`), so that a
-    caller holding plain data gets the same refusals as the pages and the API."""
-    if isinstance(given, command):
-        return given
-    return command.parse({**(given or {}), **fields})
 
 
 def with_problems(refused: ValidationFailed, problems: Mapping[str, str], refusal: str) -> ValidationFailed:

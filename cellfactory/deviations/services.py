@@ -22,7 +22,6 @@ from cellfactory.deviations.commands import (
     CloseDeviation,
     CompleteAction,
     RecordInvestigation,
-    as_command,
 )
 from cellfactory.deviations.models import (
     CapaAction,
@@ -83,18 +82,13 @@ DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification 
 
 
 @transactional
-def record_investigation(actor: User, deviation: Deviation, command: RecordInvestigation | None = None, *,
-                         signing: dict[str, Any] | None = None, **fields: Any) -> Deviation:
+def record_investigation(actor: User, deviation: Deviation, command: RecordInvestigation, *,
+                         signing: dict[str, Any] | None = None) -> Deviation:
     """QA records the classification, root cause and impact (fields the command leaves out are unchanged). A
     deviation an OOS result opened goes below major only with QA's justification, signed (`signing`: password,
-    username, continuous_session).
-
-    :param command: `RecordInvestigation`, or its fields as keywords (`expected_version` for `version`)."""
+    username, continuous_session)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
-    if command is None:
-        fields.setdefault("version", fields.pop("expected_version", None))
-    command = as_command(RecordInvestigation, command, **fields)
     if command.version is not None and command.version != deviation.version:
         raise Conflict(f"{deviation.number} changed since you opened it. Reload and check.")
     classification = command.classification or deviation.classification
@@ -120,13 +114,10 @@ def record_investigation(actor: User, deviation: Deviation, command: RecordInves
 
 
 @transactional
-def add_action(actor: User, deviation: Deviation, command: AddAction | None = None, **fields: Any) -> CapaAction:
-    """QA adds a corrective or preventive action with its owner (an active user) and due date (not past).
-
-    :param command: `AddAction`, or its fields as keywords."""
+def add_action(actor: User, deviation: Deviation, command: AddAction) -> CapaAction:
+    """QA adds a corrective or preventive action with its owner (an active user) and due date (not past)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
-    command = as_command(AddAction, command, **fields)
     errors: dict[str, str] = {}
     if command.kind not in ACTION_KINDS:
         errors["kind"] = "Choose corrective or preventive."
@@ -147,15 +138,12 @@ def add_action(actor: User, deviation: Deviation, command: AddAction | None = No
 
 
 @transactional
-def complete_action(actor: User, action: CapaAction, command: CompleteAction | str) -> CapaAction:
-    """The action's owner, or QA of the site, completes it with what was done.
-
-    :param command: `CompleteAction` (or the note)."""
+def complete_action(actor: User, action: CapaAction, command: CompleteAction) -> CapaAction:
+    """The action's owner, or QA of the site, completes it with what was done."""
     if actor.id != action.owner_id:
         _require_qa(actor, action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    command = command if isinstance(command, CompleteAction) else CompleteAction.parse({"note": command})
     audit.act_as(db.session, actor, reason="action completed")
     action.completed_at = utcnow()
     action.completion_note = command.note
@@ -163,17 +151,13 @@ def complete_action(actor: User, action: CapaAction, command: CompleteAction | s
 
 
 @transactional
-def carry_to_effectiveness_check(actor: User, action: CapaAction, command: CarryAction | None = None,
-                                 **fields: Any) -> CapaAction:
+def carry_to_effectiveness_check(actor: User, action: CapaAction, command: CarryAction) -> CapaAction:
     """QA carries an action not done yet to an effectiveness check with its due date, so that the deviation can
-    close while the action is followed up.
-
-    :param command: `CarryAction`, or its fields as keywords."""
+    close while the action is followed up."""
     _require_qa(actor, action.deviation)
     _require_open(action.deviation)
     if action.completed_at is not None:
         raise Conflict("This action is already completed.")
-    command = as_command(CarryAction, command, **fields)
     if command.due_date < local_today(action.deviation.site.timezone):
         raise ValidationFailed("The action cannot be carried: The due date is in the past.",
                                fields={"due_date": "The due date is in the past."})
@@ -203,15 +187,12 @@ def closing_gaps(deviation: Deviation) -> list[str]:
 
 
 @transactional
-def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation | None = None, *,
-                    signing: dict[str, Any], comment: str = "") -> Deviation:
+def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation, *,
+                    signing: dict[str, Any]) -> Deviation:
     """QA closes with an electronic signature once root cause and impact on the batch are documented and each CAPA
-    action is done or carried to an effectiveness check (`closing_gaps`).
-
-    :param command: `CloseDeviation` (or the `comment`)."""
+    action is done or carried to an effectiveness check (`closing_gaps`)."""
     _require_qa(actor, deviation)
     _require_open(deviation)
-    command = as_command(CloseDeviation, command, **({"comment": comment} if command is None else {}))
     missing = closing_gaps(deviation)
     if missing:
         raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")

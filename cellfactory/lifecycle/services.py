@@ -3,7 +3,7 @@ when a signature on the batch's record no longer holds (see the package's docstr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.transaction import transactional
-from cellfactory.deviations.commands import OpenDeviation, as_command
+from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
 from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
@@ -191,13 +191,10 @@ def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tu
 
 
 @transactional
-def open_deviation(actor: User, site: Site, command: OpenDeviation | Mapping[str, Any]) -> Deviation:
-    """Open a deviation by hand at `site`, of a batch (and one of its steps) of that site if the command names one.
-
-    :param command: `OpenDeviation` (plain data is read into it)."""
+def open_deviation(actor: User, site: Site, command: OpenDeviation) -> Deviation:
+    """Open a deviation by hand at `site`, of a batch (and one of its steps) of that site if the command names one."""
     permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
                         "Only staff of this site open its deviations.")
-    command = as_command(OpenDeviation, command)
     audit.act_as(db.session, actor)
     batch = None
     if command.batch:

@@ -24,7 +24,6 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations import services as deviations
-from cellfactory.deviations.commands import as_command
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
@@ -124,24 +123,23 @@ RETEST_REASON_REQUIRED = "Say why the test is repeated."
 
 
 @transactional
-def enter_result(actor: User, batch: Batch, command: EnterResult | Mapping[str, Any], *,
+def enter_result(actor: User, batch: Batch, command: EnterResult, *,
                  confirm_oos: bool | None = None) -> QcResult:
     """Enter a result of a test of the batch's frozen specification, judged at once. A second result of a test is
     a retest of an earlier one, with its reason, linked to that result's deviation. `confirm_oos=False` (the page
     before the analyst confirmed) refuses a result that would be out of specification, saving nothing.
 
-    :param command: `EnterResult` (plain data is read into it); a sampling time without an offset is site time."""
+    A sampling time without an offset (typed on the page) is the site's time."""
     _require_analyst(actor, batch.site_id)
     if batch.status not in RESULT_STATES:
         raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
     audit.act_as(db.session, actor)
-    code = (command.get("test") if isinstance(command, Mapping) else command.test) or ""
-    test = next((t for t in batch.specification.tests if t.code == str(code).strip().upper()), None)
+    code = command.test.strip().upper()
+    test = next((t for t in batch.specification.tests if t.code == code), None)
     if test is None:
-        raise ValidationFailed(f"Test {str(code).strip().upper() or '(none)'} is not in {batch.specification.label}, "
+        raise ValidationFailed(f"Test {code} is not in {batch.specification.label}, "
                                "the specification frozen for this batch.",
                                fields={"test": "Choose a test of the batch's specification."})
-    command = as_command(EnterResult, command)
     errors: dict[str, str] = {}
     tz = batch.site.timezone
     sampled_at = command.sampled_at
@@ -206,16 +204,13 @@ def enter_result(actor: User, batch: Batch, command: EnterResult | Mapping[str, 
 
 
 @transactional
-def record_final_read(actor: User, result: QcResult, command: RecordFinalRead | Mapping[str, Any]) -> QcResult:
-    """The final read of a pending result (e.g. sterility after incubation): judged like any result.
-
-    :param command: `RecordFinalRead` (plain data is read into it)."""
+def record_final_read(actor: User, result: QcResult, command: RecordFinalRead) -> QcResult:
+    """The final read of a pending result (e.g. sterility after incubation): judged like any result."""
     _require_analyst(actor, result.site_id)
     if result.verdict != Verdict.PENDING:
         raise Conflict("This result is not pending: enter a retest instead.")
     if result.invalidated_at is not None:
         raise Conflict("This result was invalidated: enter a retest instead.")
-    command = as_command(RecordFinalRead, command)
     errors: dict[str, str] = {}
     numeric, qualitative = _value(result.spec_test, command.value, errors)
     if errors:
@@ -286,15 +281,12 @@ def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> 
 
 
 @transactional
-def invalidate_result(actor: User, result: QcResult, command: InvalidateResult | None = None, *,
-                      signing: dict[str, Any], reason: str | None = None) -> QcResult:
-    """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible.
-
-    :param command: `InvalidateResult` (or its `reason`)."""
+def invalidate_result(actor: User, result: QcResult, command: InvalidateResult, *,
+                      signing: dict[str, Any]) -> QcResult:
+    """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible."""
     permissions.require(actor.has_role(Role.QA, result.site_id), "Only QA invalidates a QC result.")
     if result.invalidated_at is not None:
         raise Conflict("This result is already invalidated.")
-    command = as_command(InvalidateResult, command, **({"reason": reason} if command is None else {}))
     reason = command.reason
     if result.verdict == Verdict.FAIL:
         # No testing into compliance: an OOS result falls only to an assignable laboratory cause, found by the

@@ -14,9 +14,11 @@ from cellfactory.batches.commands import RecordStep, StartBatch
 from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.equipment import services as equipment_services
 from cellfactory.equipment.commands import RegisterEquipment
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.products.models import SpecificationVersion
@@ -127,9 +129,9 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
     equipment_services.register(refetch(qa), site, RegisterEquipment(
         code="INC-OLD", name="Incubator 2", kind="CO2 incubator", calibration_due=today - dt.timedelta(days=3)))
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, site, past_donor_data())
+    donor = donor_services.register_donor(tech, site, RegisterDonor.of(past_donor_data()))
     add_full_panel(tech, donor, sample_date=past_donation_day())
-    material = material_services.receive_material(tech, site, past_receipt_data())
+    material = material_services.receive_material(tech, site, ReceiveMaterial.of(past_receipt_data()))
     material_services.print_labels(tech, [material])
     tech2 = make_user("technician2.bg", [(users["technician"].roles[0].role, "BG")], signing=True)
     enable_signing(tech)

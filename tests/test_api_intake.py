@@ -16,10 +16,11 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.commands import AddScreeningResult, WithdrawConsent
+from cellfactory.donors.commands import AddScreeningResult, RegisterDonor, WithdrawConsent
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.signatures.models import Signature
 from tests.conftest import PASSWORD, enable_signing, make_user, pdf_text, refetch
@@ -64,7 +65,7 @@ def fresh(ids):
 def eligible_donor(users, sites) -> int:
     """UC-0001 at BG with a complete negative panel; returns its id."""
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data())
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     return donor.id
 
@@ -245,8 +246,8 @@ def test_duplicate_donor_code_at_the_site_is_409(client, users, auth, eligible_d
 def three_donors(users, sites, eligible_donor):
     """BG: UC-0001 eligible, AU-0002 autologous without serology; MZ: UC-0001 without serology."""
     donor_services.register_donor(refetch(users["technician"]), sites["BG"],
-                                  donor_data(code="AU-0002", donor_type="autologous"))
-    donor_services.register_donor(refetch(users["technician_mz"]), sites["MZ"], donor_data())
+                                  RegisterDonor.of(donor_data(code="AU-0002", donor_type="autologous")))
+    donor_services.register_donor(refetch(users["technician_mz"]), sites["MZ"], RegisterDonor.of(donor_data()))
 
 
 def listed(client, headers, path: str = "/donors", **params) -> dict:
@@ -402,7 +403,7 @@ def test_screening_refuses_what_the_pages_refuse(client, users, auth, sites, eli
 
 def test_correction_of_a_result_of_another_donor_is_404(client, users, auth, sites, eligible_donor):
     tech = refetch(users["technician"])
-    other = donor_services.register_donor(tech, refetch(sites["BG"]), donor_data(code="UC-0002"))
+    other = donor_services.register_donor(tech, refetch(sites["BG"]), RegisterDonor.of(donor_data(code="UC-0002")))
     foreign = donor_services.add_screening_result(tech, other, AddScreeningResult.of(result_body()))
     foreign_id = foreign.id
     body = {**result_body(), "reason": "wrong donor"}
@@ -496,7 +497,7 @@ def test_broken_container_is_rejected(client, users, auth, eligible_donor):
 
 def test_reactive_allogeneic_donor_material_is_rejected(client, users, auth, sites):
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data())
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor, result="reactive")
     body = receive(client, auth("technician"))
     assert body["status"] == "rejected"
@@ -506,7 +507,8 @@ def test_reactive_allogeneic_donor_material_is_rejected(client, users, auth, sit
 
 def test_autologous_untested_donor_is_quarantined(client, users, auth, sites):
     # Autologous material to be cultured or stored is tested too (Dir. 2006/17/EC Annex I 2.1.1).
-    donor_services.register_donor(refetch(users["technician"]), sites["BG"], donor_data(donor_type="autologous"))
+    donor_services.register_donor(refetch(users["technician"]), sites["BG"],
+                                  RegisterDonor.of(donor_data(donor_type="autologous")))
     body = receive(client, auth("technician"))
     assert body["status"] == "quarantined" and body["autologous_only"] is True
     assert any("must be tested" in r for r in body["decision_reasons"])
@@ -516,7 +518,7 @@ def test_autologous_untested_donor_is_quarantined(client, users, auth, sites):
 
 def test_autologous_reactive_donor_is_accepted_as_a_biological_hazard(client, users, auth, sites):
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data(donor_type="autologous"))
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data(donor_type="autologous")))
     add_full_panel(tech, donor, result="reactive")
     body = receive(client, auth("technician"))
     assert body["status"] == "accepted" and body["autologous_only"] is True
@@ -593,16 +595,17 @@ def received(users, sites, eligible_donor) -> dict[str, str]:
     for status, seq, overrides in (("accepted", 1, {}), ("quarantined", 2, {"documents_complete": False}),
                                    ("rejected", 3, {"container_intact": False})):
         din = isbt128.build_din("A9991", 26, seq)
-        material_services.receive_material(tech, bg, receipt_data(din=din.din13, **overrides))
+        material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(din=din.din13, **overrides)))
         dins[status] = din.din13
     tech_mz = refetch(users["technician_mz"])
     autologous = donor_services.register_donor(tech_mz, refetch(sites["MZ"]),
-                                               donor_data(code="AU-0100", donor_type="autologous"))
+                                               RegisterDonor.of(donor_data(code="AU-0100", donor_type="autologous")))
     add_full_panel(tech_mz, autologous, result="reactive")  # tested: accepted for autologous use only
     mz = isbt128.build_din("A9992", 26, 1).din13
     material_services.receive_material(tech_mz, refetch(sites["MZ"]),
-                                       receipt_data(donor_code="AU-0100", din=mz, material_type="cord_blood",
-                                                    anticoagulant="CPD"))
+                                       ReceiveMaterial.of(receipt_data(donor_code="AU-0100", din=mz,
+                                                                       material_type="cord_blood",
+                                                                       anticoagulant="CPD")))
     dins["mz"] = mz
     return dins
 

@@ -15,6 +15,7 @@ from cellfactory.batches.models import Batch, BatchStatus, StepStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials.commands import ReceiveMaterial
 from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc, start_command
 from tests.conftest import PASSWORD, login, refetch
 
@@ -370,7 +371,7 @@ def test_list_filters_sorts_and_links_to_comparison(client, plant, batch, sites)
     from tests.batch_helpers import past_receipt_data
 
     second = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                past_receipt_data(din="=A99912600045600"))
+                                                ReceiveMaterial.of(past_receipt_data(din="=A99912600045600")))
     other = services.start_batch(refetch(plant.tech), sites["BG"],
                                  start_command(sites["BG"], "UCMSC", [second.din], started_at=batch_start()))
     run_batch_to_awaiting_qc(plant, other)

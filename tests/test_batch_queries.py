@@ -19,6 +19,7 @@ from cellfactory.deviations.services import for_batch
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import CreateDraft, CreateProduct
 from cellfactory.qc.commands import RecordFinalRead
@@ -165,7 +166,8 @@ def _large_batch(plant, sites) -> Batch:
         CreateDraft.parse(dict(change_summary="long expansion", steps=LARGE_STEPS, max_passage=8,
                                max_cumulative_pd="60", tests=LARGE_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
-    materials = [material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(din=din))
+    materials = [material_services.receive_material(refetch(plant.tech), sites["BG"],
+                                                    ReceiveMaterial.of(past_receipt_data(din=din)))
                  for din in ("=A99912600045600", "=A99912600078900")]
     material_services.print_labels(refetch(plant.tech), materials)
     batch = services.start_batch(refetch(plant.tech), sites["BG"],
@@ -277,7 +279,7 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
                                max_cumulative_pd="60", tests=LARGE_TESTS)))
     product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  past_receipt_data(din="=A99912600045600"))
+                                                  ReceiveMaterial.of(past_receipt_data(din="=A99912600045600")))
     large = services.start_batch(refetch(plant.tech), sites["BG"],
                                  start_command(sites["BG"], "XLMSC", [material.din], started_at=batch_start()))
     for step in refetch(large).steps[:6]:  # recorded, not verified: forms for the second technician

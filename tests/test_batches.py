@@ -12,6 +12,7 @@ from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import AddSpecTest, ChangeSpecTest, CreateDraft
@@ -67,8 +68,9 @@ def test_material_starts_one_batch_only(plant, batch, sites):
 def test_only_accepted_material_starts_a_batch(plant, sites, tweak, message):
     from cellfactory.materials import services as material_services
 
-    material = material_services.receive_material(plant.tech, sites["BG"], receipt_data(din="=A99912600099900",
-                                                                                        **tweak))
+    material = material_services.receive_material(plant.tech, sites["BG"],
+                                                  ReceiveMaterial.of(receipt_data(din="=A99912600099900",
+                                                                                        **tweak)))
     with pytest.raises(Conflict, match=message):
         services.start_batch(refetch(plant.tech), sites["BG"], start_command(sites["BG"], "UCMSC", [material.din]))
 

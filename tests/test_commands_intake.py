@@ -119,7 +119,7 @@ def test_a_quarantine_decision_s_meaning_must_be_the_decision_s():
 
 def test_plain_data_refused_by_a_service_names_the_field_as_the_api_does(users, sites):
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data())
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data()))
     before = _saved()
     with pytest.raises(ValidationFailed) as refused:
         donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
@@ -166,7 +166,8 @@ REGISTER_CASES = [
 def test_registering_a_donor_is_refused_alike_at_the_page_and_the_api(client, users, sites, tech_api, field, change,
                                                                        message):
     if field == "code" and change["code"] == "UC-0001":
-        donor_services.register_donor(refetch(users["technician"]), sites["BG"], donor_data("UC-0001"))
+        donor_services.register_donor(refetch(users["technician"]), sites["BG"],
+                                      RegisterDonor.of(donor_data("UC-0001")))
     body = donor_data("UC-0002") | change
     _refused_alike(client, api=(f"{API}/donors", tech_api), page="/donors/new", body=body, field=field,
                    message=message)
@@ -200,7 +201,7 @@ WITHDRAWAL_CASES = [
                          ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(WITHDRAWAL_CASES)])
 def test_a_consent_withdrawal_is_refused_alike_at_the_page_and_the_api(client, users, sites, tech_api, field, change,
                                                                        message):
-    donor_services.register_donor(refetch(users["technician"]), sites["BG"], donor_data())
+    donor_services.register_donor(refetch(users["technician"]), sites["BG"], RegisterDonor.of(donor_data()))
     body = {"withdrawn_on": TODAY.isoformat(), "reason": "written withdrawal"} | change
     _refused_alike(client, api=(f"{API}/donors/UC-0001/consent-withdrawal", tech_api),
                    page="/donors/BG/UC-0001/withdraw", body=body, field=field, message=message, prefix="withdraw-")
@@ -227,7 +228,8 @@ RESULT_CASES = [
 @pytest.fixture
 def donor(users, sites) -> Donor:
     tech = refetch(users["technician"])
-    found = donor_services.register_donor(tech, sites["BG"], donor_data(birth_year=None, birth_date="1990-05-17"))
+    found = donor_services.register_donor(tech, sites["BG"],
+                                          RegisterDonor.of(donor_data(birth_year=None, birth_date="1990-05-17")))
     add_full_panel(tech, found)
     return found
 
@@ -263,7 +265,7 @@ def test_a_correction_is_refused_alike_at_the_page_and_the_api(client, donor, te
 
 def _reactive(users, sites, test: ScreeningTest) -> int:
     tech = refetch(users["technician"])
-    found = donor_services.register_donor(tech, sites["BG"], donor_data("UC-0009"))
+    found = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data("UC-0009")))
     add_full_panel(tech, found)
     donor_services.add_screening_result(tech, found, AddScreeningResult.of({
         "test": test.value, "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "reactive",
@@ -351,7 +353,7 @@ RECEIPT_CASES = [
 def test_a_receipt_is_refused_alike_at_the_page_and_the_api(client, users, sites, tech_api, field, common, numbers,
                                                             times, message):
     tech = refetch(users["technician"])
-    add_full_panel(tech, donor_services.register_donor(tech, sites["BG"], donor_data()))
+    add_full_panel(tech, donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data())))
     values = RECEIPT | common
     amounts = {"quantity": 35.5, "transport_temp_min_c": 4, "transport_temp_max_c": 8} | numbers
     when = TIMES | times
@@ -380,8 +382,9 @@ QUARANTINE_CASES = [
 def test_a_quarantine_decision_is_refused_alike_at_the_page_and_the_api(client, users, sites, qa_api, field, change,
                                                                         message):
     tech = refetch(users["technician"])
-    add_full_panel(tech, donor_services.register_donor(tech, sites["BG"], donor_data()))
-    material = material_services.receive_material(tech, sites["BG"], receipt_data(documents_complete=False))
+    add_full_panel(tech, donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data())))
+    material = material_services.receive_material(tech, sites["BG"],
+                                                  ReceiveMaterial.of(receipt_data(documents_complete=False)))
     din = material.din
     assert material.status == MaterialStatus.QUARANTINED
     body = {"reason": "documents received by e-mail"} | change

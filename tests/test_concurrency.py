@@ -13,6 +13,7 @@ from cellfactory import create_app, isbt128
 from cellfactory.auth.models import Role, User
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
@@ -100,7 +101,7 @@ def plant_app(tmp_path):
             for n in range(1, 6):
                 material = material_services.receive_material(
                     db.session.get(User, plant.tech.id), sites["BG"],
-                    past_receipt_data(din=f"=A9991260005{n:02d}00"))
+                    ReceiveMaterial.of(past_receipt_data(din=f"=A9991260005{n:02d}00")))
                 dins.append(material.din)
             db.session.remove()
         yield application, plant, dins

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment
+from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RegisterDonor
 from cellfactory.donors.models import Donor, ScreeningDecision, ScreeningTest
 from cellfactory.extensions import db
 from tests.batch_helpers import batch_start, start_command
@@ -22,7 +22,8 @@ from tests.test_api import API, bearer, new_token
 
 def _donor(users, sites, **results) -> Donor:
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data(birth_date="1990-05-17", birth_year=None))
+    donor = donor_services.register_donor(tech, sites["BG"],
+                                          RegisterDonor.of(donor_data(birth_date="1990-05-17", birth_year=None)))
     for test in (ScreeningTest.HIV, ScreeningTest.HBSAG, ScreeningTest.ANTI_HBC, ScreeningTest.HCV,
                  ScreeningTest.SYPHILIS_TREPONEMAL):
         donor_services.add_screening_result(tech, donor, AddScreeningResult.of({

@@ -18,11 +18,17 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RecordConfirmatoryTesting
+from cellfactory.donors.commands import (
+    AddScreeningResult,
+    DecideRiskAssessment,
+    RecordConfirmatoryTesting,
+    RegisterDonor,
+)
 from cellfactory.donors.eligibility import Status
 from cellfactory.donors.models import DecisionKind, ScreeningDecision, ScreeningTest
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.products.models import Product
 from cellfactory.signatures.models import Signature
@@ -49,7 +55,7 @@ def signing(user, password: str = PASSWORD) -> dict:
 
 def donor_with(tech, site, code: str = "UC-0001", **results):
     """A donor with a full negative panel on today's sample except `results` (test name -> result)."""
-    donor = donor_services.register_donor(tech, site, donor_data(code, birth_date="1990-05-17"))
+    donor = donor_services.register_donor(tech, site, RegisterDonor.of(donor_data(code, birth_date="1990-05-17")))
     for test in (ScreeningTest.HIV, ScreeningTest.HBSAG, ScreeningTest.ANTI_HBC, ScreeningTest.HCV,
                  ScreeningTest.SYPHILIS_TREPONEMAL, *[ScreeningTest[n] for n in results if n.startswith("NAT")]):
         donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
@@ -73,7 +79,7 @@ def test_reactive_nat_makes_the_donor_ineligible_and_the_material_rejected(tech,
     donor = donor_with(tech, sites["BG"], NAT_HIV="reactive", NAT_HBV="negative", NAT_HCV="negative")
     outcome = donor_services.eligibility(donor)
     assert outcome.status == Status.INELIGIBLE and "NAT HIV: reactive." in outcome.reasons
-    material = material_services.receive_material(tech, sites["BG"], receipt_data())
+    material = material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.REJECTED
     assert "Donor ineligible: NAT HIV: reactive." in material.decision_reasons
 
@@ -152,7 +158,7 @@ def test_confirmatory_record_refusals(tech, qa, sites):
 def test_anti_hbc_with_hbsag_negative_waits_for_the_signed_qa_assessment(tech, qa, sites, allowed, status, meaning):
     donor = donor_with(tech, sites["BG"], ANTI_HBC="reactive")
     assert donor_services.eligibility(donor).status == Status.NEEDS_QA_ASSESSMENT
-    material = material_services.receive_material(tech, sites["BG"], receipt_data())
+    material = material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.QUARANTINED  # not rejected for ever
     decision = donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), DecideRiskAssessment(
         allowed=allowed, reason="anti-HBs 150 IU/L, HBV DNA not detected"), signing=signing(qa))
@@ -198,8 +204,8 @@ def test_each_material_is_judged_on_the_samples_of_its_own_collection_window(tec
     old = receipt_data(din="=A99912600012400", collected_at=(now - dt.timedelta(days=20)).isoformat(),
                        transport_started_at=(now - dt.timedelta(days=20) + dt.timedelta(hours=1)).isoformat(),
                        arrived_at=(now - dt.timedelta(days=20) + dt.timedelta(hours=4)).isoformat())
-    earlier = material_services.receive_material(tech, sites["BG"], old)
-    today = material_services.receive_material(tech, sites["BG"], receipt_data())
+    earlier = material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(old))
+    today = material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(receipt_data()))
     # Living donor: window = collection day to 7 days after; today's samples are 20 days after the first one.
     first = donor_services.material_eligibility(earlier)
     assert first.status == Status.INCOMPLETE and earlier.status == MaterialStatus.QUARANTINED
@@ -338,15 +344,16 @@ def test_donor_dates_are_plausible(tech, sites, override, field, message):
     data.pop("birth_year")
     data.update(override)
     with pytest.raises(ValidationFailed) as error:
-        donor_services.register_donor(tech, sites["BG"], data)
+        donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(data))
     assert error.value.fields[field] == message
     assert db.session.scalar(sa.select(sa.func.count()).select_from(donor_services.Donor)) == 0
 
 
 def test_sample_date_cannot_be_before_the_tested_persons_birth(tech, sites):
     born = TODAY - dt.timedelta(days=10)
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data(birth_year=None, birth_date=born.isoformat(),
-                                                                        consent_date=born.isoformat()))
+    donor = donor_services.register_donor(tech, sites["BG"],
+                                          RegisterDonor.of(donor_data(birth_year=None, birth_date=born.isoformat(),
+                                                                        consent_date=born.isoformat())))
     with pytest.raises(ValidationFailed) as error:
         donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": "anti_hcv", "sample_date": (born - dt.timedelta(days=1)).isoformat(), "sample_type": "serum",
@@ -356,18 +363,19 @@ def test_sample_date_cannot_be_before_the_tested_persons_birth(tech, sites):
 
 def test_collection_cannot_be_before_the_donors_birth(tech, sites):
     born = TODAY - dt.timedelta(days=1)
-    donor_services.register_donor(tech, sites["BG"], donor_data(birth_year=None, birth_date=born.isoformat(),
-                                                                consent_date=born.isoformat()))
+    donor_services.register_donor(tech, sites["BG"],
+                                  RegisterDonor.of(donor_data(birth_year=None, birth_date=born.isoformat(),
+                                                                consent_date=born.isoformat())))
     now = utcnow()
     early = now - dt.timedelta(days=3)
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech, sites["BG"], receipt_data(
+        material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(receipt_data(
             collected_at=early.isoformat(), transport_started_at=(early + dt.timedelta(hours=1)).isoformat(),
-            arrived_at=(early + dt.timedelta(hours=3)).isoformat()))
+            arrived_at=(early + dt.timedelta(hours=3)).isoformat())))
     assert error.value.fields["collected_at"] == "This cannot be before the donor's birth."
 
 
 def test_existing_full_panel_helper_still_gives_an_eligible_donor(tech, sites):
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data())
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     assert donor_services.eligibility(refetch(donor)).status == Status.ELIGIBLE

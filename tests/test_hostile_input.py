@@ -25,8 +25,10 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
 from cellfactory.deviations.models import Deviation
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import ReagentLot
@@ -139,7 +141,7 @@ def world(users, sites):
     from cellfactory.materials import services as material_services
 
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  receipt_data(din="=A99912600055500"))
+                                                  ReceiveMaterial.of(receipt_data(din="=A99912600055500")))
     material_services.print_labels(refetch(plant.tech), [material])
     lot = next(iter(plant.lots.values()))
     return {"plant": plant, "batch": batch.number, "lot": lot.id, "din": material.din,
@@ -249,7 +251,8 @@ def test_donor_dated_year_one_is_refused_by_the_service(users, sites, field):
     tech = refetch(users["technician"])
     before = _count(Donor), _count(AuditEntry)
     with pytest.raises(ValidationFailed) as refused:
-        donor_services.register_donor(tech, sites["BG"], donor_data("UC-0001", **{field: dt.date(1, 1, 1)}))
+        donor_services.register_donor(tech, sites["BG"],
+                                      RegisterDonor.of(donor_data("UC-0001", **{field: dt.date(1, 1, 1)})))
     assert refused.value.fields[field] == YEAR
     assert (_count(Donor), _count(AuditEntry)) == before
 
@@ -281,7 +284,8 @@ def test_api_times_outside_1900_2100_are_refused(client, users, world):
 
 def test_flush_refuses_hostile_text_from_any_caller_naming_the_column(users, sites):
     before = _count(Donor)
-    donor = donor_services.register_donor(refetch(users["technician"]), sites["BG"], donor_data("UC-0001"))
+    donor = donor_services.register_donor(refetch(users["technician"]), sites["BG"],
+                                          RegisterDonor.of(donor_data("UC-0001")))
     donor_id = donor.id
     db.session.commit()
     from cellfactory.audit import services as audit
@@ -411,7 +415,8 @@ def test_a_stored_year_one_donor_does_not_break_the_pages(committed_app):
         from cellfactory.sites.models import Site
 
         site = db.session.scalar(sa.select(Site))
-        donor_services.register_donor(tech, site, donor_data("UC-0001", donation_kind="living_stored"))
+        donor_services.register_donor(tech, site,
+                                      RegisterDonor.of(donor_data("UC-0001", donation_kind="living_stored")))
         db.session.execute(sa.update(Donor).values(donation_date=dt.date(1, 1, 1), consent_date=dt.date(1, 1, 1)))
         db.session.commit()
         db.session.remove()
@@ -425,11 +430,13 @@ def test_a_stored_year_one_donor_does_not_break_the_pages(committed_app):
 def test_flush_refuses_a_line_break_in_a_one_line_column_and_keeps_it_in_a_text_column(users, sites):
     tech = refetch(users["technician"])
     with pytest.raises(ValidationFailed) as refused:
-        donor_services.register_donor(tech, sites["BG"], donor_data("UC-0001", consent_form_version="CF\nv3"))
+        donor_services.register_donor(tech, sites["BG"],
+                                      RegisterDonor.of(donor_data("UC-0001", consent_form_version="CF\nv3")))
     assert refused.value.fields == {"consent_form_version": "This field takes one line: remove the line breaks "
                                                             "and tabs."}
     donor = donor_services.register_donor(refetch(tech), sites["BG"],
-                                          donor_data("UC-0002", consent_scope="clinical use\r\nand banking"))
+                                          RegisterDonor.of(donor_data("UC-0002",
+                                                                      consent_scope="clinical use\r\nand banking")))
     assert refetch(donor).consent_scope == "clinical use\r\nand banking"
 
 

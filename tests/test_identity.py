@@ -22,9 +22,11 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import ChangeProductSettings
 from cellfactory.products.models import CollectionType, Product
@@ -97,11 +99,12 @@ def _autologous_material(plant, sites) -> str:
     """An accepted cord from an autologous donor (the patient's own cells), collected before the batch starts the
     tests enter."""
     tech = refetch(plant.tech)
-    donor = donor_services.register_donor(tech, sites["BG"], past_donor_data("AU-0001", donor_type="autologous"))
+    donor = donor_services.register_donor(tech, sites["BG"],
+                                          RegisterDonor.of(past_donor_data("AU-0001", donor_type="autologous")))
     add_full_panel(refetch(tech), donor, sample_date=past_donation_day())
     din = isbt128.build_din("A9991", 26, 777).din13
     material = material_services.receive_material(refetch(tech), sites["BG"],
-                                                  past_receipt_data(donor_code="AU-0001", din=din))
+                                                  ReceiveMaterial.of(past_receipt_data(donor_code="AU-0001", din=din)))
     material_services.print_labels(refetch(tech), [material])
     return material.din
 

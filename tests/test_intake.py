@@ -12,11 +12,11 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.commands import AddScreeningResult, CorrectScreeningResult, WithdrawConsent
+from cellfactory.donors.commands import AddScreeningResult, CorrectScreeningResult, RegisterDonor, WithdrawConsent
 from cellfactory.donors.eligibility import Status
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
-from cellfactory.materials.commands import DecideQuarantine
+from cellfactory.materials.commands import DecideQuarantine, ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
@@ -36,7 +36,7 @@ def tech(users):
 
 @pytest.fixture
 def eligible_donor(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     return refetch(donor)
 
@@ -49,7 +49,7 @@ def signing(user) -> dict:
 
 
 def test_register_donor_is_audited_and_eligibility_derived(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     assert donor_services.eligibility(donor).status == Status.INCOMPLETE
     add_full_panel(tech, donor)
     assert donor_services.eligibility(refetch(donor)).status == Status.ELIGIBLE
@@ -70,26 +70,26 @@ def test_register_donor_is_audited_and_eligibility_derived(tech, bg):
 ])
 def test_donor_registration_refuses_bad_input_with_the_field(tech, bg, override, field):
     with pytest.raises(ValidationFailed) as error:
-        donor_services.register_donor(tech, bg, donor_data(**override))
+        donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data(**override)))
     assert field in error.value.fields
 
 
 def test_donor_code_is_unique_per_site(tech, bg, users, sites):
-    donor_services.register_donor(tech, bg, donor_data())
+    donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     with pytest.raises(Conflict, match="already registered"):
-        donor_services.register_donor(tech, bg, donor_data())
+        donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     # Another site may use the same code.
-    donor_services.register_donor(refetch(users["technician_mz"]), sites["MZ"], donor_data())
+    donor_services.register_donor(refetch(users["technician_mz"]), sites["MZ"], RegisterDonor.of(donor_data()))
 
 
 @pytest.mark.parametrize("role", ["qc_analyst", "qa", "qp", "auditor", "admin", "technician_mz"])
 def test_only_technicians_of_the_site_register_donors(users, bg, role):
     with pytest.raises(PermissionDenied):
-        donor_services.register_donor(refetch(users[role]), bg, donor_data())
+        donor_services.register_donor(refetch(users[role]), bg, RegisterDonor.of(donor_data()))
 
 
 def test_serology_only_on_serum_or_plasma(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     with pytest.raises(ValidationFailed) as error:
         donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
             "test": "hbsag", "sample_date": TODAY.isoformat(), "sample_type": "whole blood", "result": "negative",
@@ -124,7 +124,7 @@ def test_withdrawn_consent_blocks_further_use(tech, eligible_donor):
             "test": "hbsag", "sample_date": TODAY.isoformat(), "sample_type": "serum", "result": "negative",
             "lab_reference": "L1"}))
     with pytest.raises(Conflict, match="withdrawn"):
-        material_services.receive_material(tech, donor.site, receipt_data())
+        material_services.receive_material(tech, donor.site, ReceiveMaterial.of(receipt_data()))
 
 
 def test_donors_of_another_site_are_not_found(users, eligible_donor):
@@ -151,7 +151,7 @@ def test_allocated_dins_are_consecutive_per_site_and_year(tech, bg):
 ])
 def test_bad_dins_are_refused_with_the_reason(tech, eligible_donor, raw, message):
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech, eligible_donor.site, receipt_data(din=raw))
+        material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data(din=raw)))
     assert message in error.value.fields["din"].lower()
 
 
@@ -159,7 +159,7 @@ def test_bad_dins_are_refused_with_the_reason(tech, eligible_donor, raw, message
 
 
 def test_conforming_receipt_is_accepted(tech, eligible_donor):
-    material = material_services.receive_material(tech, eligible_donor.site, receipt_data())
+    material = material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.ACCEPTED and material.decision_reasons == []
     assert material.quantity_unit == "g" and material.rule.version == 1
     material_services.check_usable_for_batch(material)
@@ -168,13 +168,14 @@ def test_conforming_receipt_is_accepted(tech, eligible_donor):
 def test_typed_din_with_check_character_is_accepted(tech, eligible_donor):
     din = isbt128.build_din("A9991", 26, 456)
     typed = isbt128.format_din(din, with_check_character=True)
-    material = material_services.receive_material(tech, eligible_donor.site, receipt_data(din=typed))
+    material = material_services.receive_material(tech, eligible_donor.site,
+                                                  ReceiveMaterial.of(receipt_data(din=typed)))
     assert material.din == din.din13
 
 
 def test_temperature_out_of_range_quarantines(tech, eligible_donor):
     material = material_services.receive_material(tech, eligible_donor.site,
-                                                  receipt_data(transport_temp_max_c="31.0"))
+                                                  ReceiveMaterial.of(receipt_data(transport_temp_max_c="31.0")))
     assert material.status == MaterialStatus.QUARANTINED
     assert any("31.0" in r and "outside the allowed" in r for r in material.decision_reasons)
     with pytest.raises(Conflict, match="quarantined"):
@@ -183,9 +184,9 @@ def test_temperature_out_of_range_quarantines(tech, eligible_donor):
 
 def test_long_transport_and_missing_documents_quarantine(tech, eligible_donor):
     now = dt.datetime.now(dt.UTC)
-    material = material_services.receive_material(tech, eligible_donor.site, receipt_data(
+    material = material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data(
         collected_at=(now - dt.timedelta(hours=60)).isoformat(),
-        transport_started_at=(now - dt.timedelta(hours=59)).isoformat(), documents_complete=False))
+        transport_started_at=(now - dt.timedelta(hours=59)).isoformat(), documents_complete=False)))
     assert material.status == MaterialStatus.QUARANTINED
     # 58 h of transport (limit 48 h), received 59 h after collection (limit 48 h for umbilical cord), no documents.
     assert material.decision_reasons == [
@@ -195,31 +196,32 @@ def test_long_transport_and_missing_documents_quarantine(tech, eligible_donor):
 
 
 def test_broken_container_is_rejected_and_can_never_start_a_batch(tech, eligible_donor):
-    material = material_services.receive_material(tech, eligible_donor.site, receipt_data(container_intact=False))
+    material = material_services.receive_material(tech, eligible_donor.site,
+                                                  ReceiveMaterial.of(receipt_data(container_intact=False)))
     assert material.status == MaterialStatus.REJECTED
     with pytest.raises(Conflict, match="only accepted material starts a batch"):
         material_services.check_usable_for_batch(material)
 
 
 def test_incomplete_allogeneic_donor_quarantines(tech, bg):
-    donor_services.register_donor(tech, bg, donor_data())
-    material = material_services.receive_material(tech, bg, receipt_data())
+    donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.QUARANTINED
     assert any("eligibility incomplete" in r for r in material.decision_reasons)
 
 
 def test_reactive_allogeneic_donor_is_rejected(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor, result="reactive")
-    material = material_services.receive_material(tech, bg, receipt_data())
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.REJECTED
 
 
 def test_autologous_untested_donor_is_quarantined_and_cannot_start_a_batch(tech, bg):
     # Autologous material that is cultured or stored is tested too (Dir. 2006/17/EC Annex I 2.1.1); until it is, it
     # waits in quarantine with that reason (more cases in tests/test_source_material_rules.py).
-    donor_services.register_donor(tech, bg, donor_data(donor_type="autologous"))
-    material = material_services.receive_material(tech, bg, receipt_data())
+    donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data(donor_type="autologous")))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.QUARANTINED and material.autologous_only
     assert any("must be tested (Dir. 2006/17/EC Annex I 2.1.1)" in r for r in material.decision_reasons)
     assert "FOR AUTOLOGOUS USE ONLY" in material_services.label_statements(material)
@@ -228,9 +230,9 @@ def test_autologous_untested_donor_is_quarantined_and_cannot_start_a_batch(tech,
 
 
 def test_a_din_is_received_once(tech, eligible_donor):
-    material_services.receive_material(tech, eligible_donor.site, receipt_data())
+    material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data()))
     with pytest.raises(Conflict, match="never used twice"):
-        material_services.receive_material(tech, eligible_donor.site, receipt_data())
+        material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data()))
 
 
 @pytest.mark.parametrize(("override", "field"), [
@@ -245,12 +247,13 @@ def test_a_din_is_received_once(tech, eligible_donor):
 ])
 def test_receipt_refuses_bad_input_with_the_field(tech, eligible_donor, override, field):
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech, eligible_donor.site, receipt_data(**override))
+        material_services.receive_material(tech, eligible_donor.site, ReceiveMaterial.of(receipt_data(**override)))
     assert field in error.value.fields
 
 
 def test_qa_releases_quarantined_material_with_a_signature(users, tech, eligible_donor):
-    material = material_services.receive_material(tech, eligible_donor.site, receipt_data(documents_complete=False))
+    material = material_services.receive_material(tech, eligible_donor.site,
+                                                  ReceiveMaterial.of(receipt_data(documents_complete=False)))
     qa = refetch(users["qa"])
     enable_signing(qa)
     with pytest.raises(PermissionDenied):
@@ -267,8 +270,8 @@ def test_qa_releases_quarantined_material_with_a_signature(users, tech, eligible
 
 
 def test_label_sheet_holds_the_din_and_statements(tech, bg):
-    donor_services.register_donor(tech, bg, donor_data(donor_type="autologous"))
-    material = material_services.receive_material(tech, bg, receipt_data(documents_complete=False))
+    donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data(donor_type="autologous")))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(documents_complete=False)))
     text = pdf_text(material_services.print_labels(tech, [material]))
     assert "A9991 26 000123" in text
     assert "QUARANTINE" in text and "FOR AUTOLOGOUS USE ONLY" in text and "Umbilical cord" in text
@@ -279,5 +282,5 @@ def test_label_sheet_holds_the_din_and_statements(tech, bg):
 
 def test_admin_cannot_enter_gmp_data(users, bg):
     with pytest.raises(PermissionDenied):
-        donor_services.register_donor(refetch(users["admin"]), bg, donor_data())
+        donor_services.register_donor(refetch(users["admin"]), bg, RegisterDonor.of(donor_data()))
     assert Role.ADMIN not in {r.role for r in refetch(users["technician"]).active_roles}

@@ -19,9 +19,11 @@ from cellfactory.core.clock import utcnow
 from cellfactory.deviations.commands import AddAction, OpenDeviation, RecordInvestigation
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationStatus
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.qc import services as qc
 from cellfactory.qc.commands import EnterResult
 from cellfactory.qc.judging import Verdict
@@ -299,10 +301,12 @@ def test_qa_invalidates_and_the_retest_counts(client, plant, batch):
 
 
 def test_trend_chart_draws_the_results_and_the_specification_limits(client, plant, batch, sites):
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data("UC-0002"))
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"],
+                                          RegisterDonor.of(past_donor_data("UC-0002")))
     add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  past_receipt_data("UC-0002", din="=A99912600012400"))
+                                                  ReceiveMaterial.of(past_receipt_data("UC-0002",
+                                                                                       din="=A99912600012400")))
     second = _batch_awaiting_qc(plant, sites, material.din)
     complete_qc(plant, batch, values={"VIAB": "91.5"})
     qc.enter_result(refetch(plant.qc), refetch(second),
@@ -480,10 +484,11 @@ def _batch_with_work(plant, sites, n: int):
     from cellfactory import isbt128
 
     code = f"UC-W{n:03d}"
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data(code))
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], RegisterDonor.of(past_donor_data(code)))
     add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
-    material = material_services.receive_material(refetch(plant.tech), sites["BG"], past_receipt_data(
-        donor_code=code, din=isbt128.build_din("A9991", 26, 700 + n).din13))
+    material = material_services.receive_material(refetch(plant.tech), sites["BG"],
+                                                  ReceiveMaterial.of(past_receipt_data(
+        donor_code=code, din=isbt128.build_din("A9991", 26, 700 + n).din13)))
     batch = _batch_awaiting_qc(plant, sites, material.din)
     now = utcnow().isoformat()
     due = (utcnow().date() + dt.timedelta(days=15)).isoformat()

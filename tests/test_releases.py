@@ -15,6 +15,7 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, OpenDeviation, RecordInvestigation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.qc import services as qc
 from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
 from cellfactory.releases import services as releases
@@ -238,7 +239,7 @@ def test_unprinted_label_and_unfinished_steps_show_in_the_checklist(plant, sites
     from tests.batch_helpers import past_receipt_data
 
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  past_receipt_data(din="=A99912600077700"))
+                                                  ReceiveMaterial.of(past_receipt_data(din="=A99912600077700")))
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
                                        start_command(sites["BG"], "UCMSC", [material.din], started_at=batch_start()))
     items = {i.key: i for i in releases.checklist(refetch(batch))}

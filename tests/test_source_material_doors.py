@@ -15,6 +15,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.batches.models import Batch, BatchMaterial
 from cellfactory.core.clock import utcnow
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.units.models import Unit
@@ -90,7 +91,7 @@ RECEIPT_CASES = {
 @pytest.mark.parametrize("case", list(RECEIPT_CASES))
 def test_receipt_refusals_are_the_same_at_the_page_and_the_api(client, login_as, users, sites, case):
     tech = refetch(users["technician"])
-    donor = donor_services.register_donor(tech, sites["BG"], donor_data())
+    donor = donor_services.register_donor(tech, sites["BG"], RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     overrides, field, message = RECEIPT_CASES[case]
     times = {"collected_at": BASE - dt.timedelta(hours=6), "transport_started_at": BASE - dt.timedelta(hours=5),

@@ -17,10 +17,10 @@ from cellfactory.batches.models import Batch, BatchMaterial
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.donors import services as donor_services
-from cellfactory.donors.commands import AddScreeningResult
+from cellfactory.donors.commands import AddScreeningResult, RegisterDonor
 from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
-from cellfactory.materials.commands import DecideQuarantine
+from cellfactory.materials.commands import DecideQuarantine, ReceiveMaterial
 from cellfactory.materials.models import (
     CollectionFacility,
     MaterialStatus,
@@ -60,7 +60,7 @@ def last_seq() -> int:
 
 
 def autologous(tech, site, code="AU-0001", *, result: str | None = None):
-    donor = donor_services.register_donor(tech, site, donor_data(code=code, donor_type="autologous"))
+    donor = donor_services.register_donor(tech, site, RegisterDonor.of(donor_data(code=code, donor_type="autologous")))
     if result:
         add_full_panel(tech, donor, result=result)
     return refetch(donor)
@@ -75,7 +75,7 @@ def hours_ago(hours: float) -> str:
 
 def test_untested_autologous_material_is_quarantined_with_the_reason(tech, bg):
     autologous(tech, bg)
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     assert material.status == MaterialStatus.QUARANTINED
     reasons = material.decision_reasons
     # The five tests of Annex II 1.1 (HIV, HBsAg, anti-HBc, HCV, syphilis), none on file: each named.
@@ -93,14 +93,14 @@ def test_partly_tested_autologous_material_with_a_reactive_result_stays_quaranti
     donor_services.add_screening_result(tech, donor, AddScreeningResult.of({
         "test": "anti_hiv_1_2", "sample_date": utcnow().date().isoformat(), "sample_type": "serum",
         "result": "reactive", "lab_reference": "LAB-1", "tested_person": "donor"}))
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     assert material.status == MaterialStatus.QUARANTINED
     assert len(material.decision_reasons) == 4  # HBsAg, anti-HBc, HCV, syphilis still untested
 
 
 def test_qa_cannot_release_untested_autologous_material_nor_can_it_start_a_batch(users, tech, bg):
     autologous(tech, bg)
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     qa = refetch(users["qa"])
     enable_signing(qa)
     before, signatures = last_seq(), count(Signature)
@@ -113,7 +113,7 @@ def test_qa_cannot_release_untested_autologous_material_nor_can_it_start_a_batch
 
 def test_reactive_autologous_material_is_accepted_for_autologous_use_only_as_a_biological_hazard(tech, bg):
     autologous(tech, bg, result="reactive")
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     assert material.status == MaterialStatus.ACCEPTED and material.decision_reasons == []
     assert material.autologous_only and material.biohazard
     assert material_services.label_statements(material) == ["FOR AUTOLOGOUS USE ONLY", "BIOLOGICAL HAZARD"]
@@ -124,14 +124,14 @@ def test_reactive_autologous_material_is_accepted_for_autologous_use_only_as_a_b
 
 def test_tested_negative_autologous_material_is_accepted_without_hazard(tech, bg):
     autologous(tech, bg, result="negative")
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     assert material.status == MaterialStatus.ACCEPTED and not material.biohazard
     assert "BIOLOGICAL HAZARD" not in material_services.label_statements(material)
 
 
 def test_quarantined_autologous_material_found_reactive_later_is_a_hazard_once_released(users, tech, bg):
     donor = autologous(tech, bg)
-    material = material_services.receive_material(tech, bg, receipt_data(donor_code="AU-0001"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(donor_code="AU-0001")))
     add_full_panel(tech, refetch(donor), result="reactive")
     qa = refetch(users["qa"])
     enable_signing(qa)
@@ -148,7 +148,8 @@ def hazard_units(users, sites):
     tech = refetch(plant.tech)
     autologous(tech, sites["BG"], result="reactive")
     din = isbt128.build_din("A9991", 26, 901).din13
-    material = material_services.receive_material(tech, sites["BG"], receipt_data(donor_code="AU-0001", din=din))
+    material = material_services.receive_material(tech, sites["BG"],
+                                                  ReceiveMaterial.of(receipt_data(donor_code="AU-0001", din=din)))
     audit.act_as(db.session, refetch(plant.qa), reason="ISBT 128 local product code assigned")
     db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
     db.session.flush()
@@ -206,11 +207,11 @@ def test_put_away_stores_a_biohazard_unit_only_in_a_segregated_position(hazard_u
 ])
 def test_material_received_too_long_after_collection_is_quarantined(tech, bg, material_type, anticoagulant,
                                                                      collected_h, held):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
-    material = material_services.receive_material(tech, bg, receipt_data(
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(
         material_type=material_type, anticoagulant=anticoagulant, collected_at=hours_ago(collected_h),
-        transport_started_at=hours_ago(5), arrived_at=hours_ago(1)))
+        transport_started_at=hours_ago(5), arrived_at=hours_ago(1))))
     limit = {"umbilical_cord": 48, "cord_blood": 48, "adipose_tissue": 24}[material_type]
     elapsed = collected_h - 1
     assert (elapsed > limit) == held
@@ -229,10 +230,10 @@ def test_collection_to_receipt_limit_is_read_from_the_material_type_rule(tech, b
     audit.act_as(db.session, tech, reason="validated cord transport shortened to 6 h")
     rule.max_collection_to_receipt_hours = 6
     db.session.flush()
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     # receipt_data: collected 6 h ago, arrived 1 h ago = 5 h; here collected 8 h ago = 7 h > 6 h.
-    material = material_services.receive_material(tech, bg, receipt_data(collected_at=hours_ago(8)))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(collected_at=hours_ago(8))))
     assert material.status == MaterialStatus.QUARANTINED
     assert material.decision_reasons == ["Received 7.0 h after collection, more than the allowed 6 h for Umbilical "
                                          "cord (limits v1)."]
@@ -251,19 +252,20 @@ def test_collection_to_receipt_limit_is_read_from_the_material_type_rule(tech, b
     ({"arrived_at": hours_ago(5.5)}, "arrived_at", "This cannot be before the start of transport."),
 ])
 def test_receipt_times_in_order_and_plausible(tech, bg, override, field, message):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     before = last_seq()
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech, bg, receipt_data(**override))
+        material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(**override)))
     assert error.value.fields[field] == message
     assert count(SourceMaterial) == 0 and last_seq() == before
 
 
 def test_a_few_minutes_of_clock_skew_are_allowed(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
-    material = material_services.receive_material(tech, bg, receipt_data(arrived_at=hours_ago(-3 / 60)))
+    material = material_services.receive_material(tech, bg,
+                                                  ReceiveMaterial.of(receipt_data(arrived_at=hours_ago(-3 / 60))))
     assert material.status == MaterialStatus.ACCEPTED
 
 
@@ -272,7 +274,7 @@ def test_a_few_minutes_of_clock_skew_are_allowed(tech, bg):
 
 @pytest.fixture
 def eligible(tech, bg):
-    donor = donor_services.register_donor(tech, bg, donor_data())
+    donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     return refetch(donor)
 
@@ -280,7 +282,7 @@ def eligible(tech, bg):
 def test_a_din_of_another_sites_fin_is_refused(tech, bg, eligible):
     before = last_seq()
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech, bg, receipt_data(din="=A99922600012300"))
+        material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(din="=A99922600012300")))
     assert error.value.fields["din"] == (
         "DIN A9992 26 000123 carries facility number A9992 (the FIN of site MZ): BG receives DINs of A9991 only. "
         "Check the label; an administrator registers a new collection facility for the site.")
@@ -295,20 +297,22 @@ def test_a_registered_collection_facility_fin_is_received_and_the_register_is_au
     assert facility.facility_id == "A9995" and facility.active
     entry = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "collection_facility")).one()
     assert entry.changes["facility_id"] == [None, "A9995"] and entry.site_id == bg.id
-    material = material_services.receive_material(tech, bg, receipt_data(din="=A99952600000700"))
+    material = material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(din="=A99952600000700")))
     assert material.din == "A999526000007"
     # MZ has not registered it: refused there.
     tech_mz = refetch(users["technician_mz"])
-    donor_services.register_donor(tech_mz, sites["MZ"], donor_data())
+    donor_services.register_donor(tech_mz, sites["MZ"], RegisterDonor.of(donor_data()))
     with pytest.raises(ValidationFailed) as error:
-        material_services.receive_material(tech_mz, refetch(sites["MZ"]), receipt_data(din="=A99952600000800"))
+        material_services.receive_material(tech_mz, refetch(sites["MZ"]),
+                                           ReceiveMaterial.of(receipt_data(din="=A99952600000800")))
     assert "(not registered for this site): MZ receives DINs of A9992 only" in error.value.fields["din"]
     # Retired with a reason: BG no longer receives it; the entry stays.
     retired = material_services.retire_collection_facility(refetch(admin), refetch(facility),
                                                            "agreement with the maternity ward ended")
     assert not retired.active and retired.retire_reason == "agreement with the maternity ward ended"
     with pytest.raises(ValidationFailed, match="BG receives DINs of A9991 only"):
-        material_services.receive_material(refetch(tech), refetch(bg), receipt_data(din="=A99952600000900"))
+        material_services.receive_material(refetch(tech), refetch(bg),
+                                           ReceiveMaterial.of(receipt_data(din="=A99952600000900")))
     assert count(CollectionFacility) == 1
 
 
@@ -337,7 +341,7 @@ def test_collection_facility_register_rules(users, bg):
 def test_din_allocation_skips_every_din_already_in_the_database(tech, bg, eligible):
     # A DIN of BG's own FIN typed in at receipt (e.g. from the previous system) takes the next number's place.
     taken = isbt128.build_din("A9991", YEAR, 1)
-    material_services.receive_material(tech, bg, receipt_data(din=taken.din13))
+    material_services.receive_material(tech, bg, ReceiveMaterial.of(receipt_data(din=taken.din13)))
     first = material_services.allocate_din(refetch(tech), refetch(bg))
     assert first.din13 == isbt128.build_din("A9991", YEAR, 2).din13
     second = material_services.allocate_din(refetch(tech), refetch(bg))

@@ -8,7 +8,9 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products.models import Product
 from cellfactory.units import services as unit_services
 from cellfactory.units.commands import CreateLocation, CreateUnits
@@ -73,11 +75,11 @@ def another_released_batch(plant, sites, n: int):
     from tests.intake_helpers import add_full_panel
 
     code = f"UC-R{n:03d}"
-    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], past_donor_data(code))
+    donor = donor_services.register_donor(refetch(plant.tech), sites["BG"], RegisterDonor.of(past_donor_data(code)))
     add_full_panel(refetch(plant.tech), donor, sample_date=past_donation_day())
     din = isbt128.build_din("A9991", 26, 500 + n)
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
-                                                  past_receipt_data(donor_code=code, din=din.din13))
+                                                  ReceiveMaterial.of(past_receipt_data(donor_code=code, din=din.din13)))
     material_services.print_labels(refetch(plant.tech), [material])
     batch = batch_services.start_batch(refetch(plant.tech), sites["BG"],
                                        start_command(sites["BG"], "UCMSC", [material.din], started_at=batch_start()))

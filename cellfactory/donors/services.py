@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,12 +106,9 @@ def _donor_fields(command: DonorFields, errors: dict[str, str], tz: str) -> dict
 
 
 @transactional
-def register_donor(actor: User, site: Site, command: RegisterDonor | Mapping[str, Any]) -> Donor:
-    """Register a pseudonymised donor at `site`.
-
-    :param command: the donor (plain data from older callers is read into the command first)."""
+def register_donor(actor: User, site: Site, command: RegisterDonor) -> Donor:
+    """Register a pseudonymised donor at `site`."""
     _require_intake(actor, site.id)
-    command = RegisterDonor.of(command)
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     fields = _donor_fields(command, errors, site.timezone)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -278,17 +277,12 @@ def _site_instant(value: dt.datetime, tz_name: str) -> dt.datetime:
 
 
 @transactional
-def receive_material(actor: User, site: Site, command: ReceiveMaterial | Mapping[str, Any], *,
-                     keyboard: bool = False) -> SourceMaterial:
+def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keyboard: bool = False) -> SourceMaterial:
     """Receive source material at `site`: the receipt check accepts, quarantines or rejects it, with every reason.
 
-    :param command: the receipt (plain data from older callers is read into the command first).
     :param keyboard: the DIN was typed or scanned at a keyboard, so a typed one must carry its check character."""
     permissions.require(permissions.can_record_intake(actor, site.id),
                         "Only a technician of this site receives source material.")
-    if isinstance(command, Mapping):
-        keyboard = keyboard or bool(command.get("keyboard"))
-    command = ReceiveMaterial.of(command)
     if command.allocate_din and command.din:
         raise ValidationFailed("Send either a scanned or typed din or allocate_din: true, not both.",
                                fields={"din": "Leave out when allocate_din is true.",

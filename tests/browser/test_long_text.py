@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from cellfactory.auth.models import User
 from cellfactory.donors import services as donor_services
+from cellfactory.donors.commands import RegisterDonor
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
@@ -26,8 +27,8 @@ def long_donor(live_server):
         if db.session.scalar(sa.select(Donor.id).where(Donor.code == CODE)) is None:
             tech = db.session.scalar(sa.select(User).where(User.username == "technician.bg"))
             site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
-            donor_services.register_donor(tech, site, donor_data(CODE, consent_scope=TOKEN,
-                                                                 consent_form_version="V" * 40))
+            donor_services.register_donor(tech, site, RegisterDonor.of(donor_data(CODE, consent_scope=TOKEN,
+                                                                 consent_form_version="V" * 40)))
         db.session.remove()
     return CODE
 

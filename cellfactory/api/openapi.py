@@ -44,12 +44,14 @@ def _path(name: str, **rules: str) -> dict[str, Any]:
 SITE_CODE = {"type": "string", "pattern": "^[A-Za-z0-9]{2,8}$", "description": "Site code, e.g. BG"}
 # An optional site code: empty is the same as none given.
 OPTIONAL_SITE_CODE = {**SITE_CODE, "pattern": "^([A-Za-z0-9]{2,8})?$"}
+# A time in a filter is read like every time the API takes (`core.commands.Instant`).
+TIME_FILTER_RULE = "it has no UTC offset, or its year is before 1900 or after 2100"
 # A query-string filter: `name=` with nothing after it is the same as no filter.
 _FILTERS: dict[str, dict[str, Any]] = {
     "site": {**OPTIONAL_SITE_CODE, "x-refused-when": "no site has this code (a site you cannot see lists nothing)"},
-    "since": {"type": "string", "format": "date-time"},
+    "since": {"type": "string", "format": "date-time", "x-refused-when": TIME_FILTER_RULE},
     "product": {"type": "string", "x-refused-when": "no product has this code"},
-    "until": {"type": "string", "format": "date-time"},
+    "until": {"type": "string", "format": "date-time", "x-refused-when": TIME_FILTER_RULE},
 }
 # The 13-character DIN (or the DIN as typed with its check character).
 _DIN = _path("din", **{"x-refused-when": "not a DIN: 13 characters (e.g. A999926000123), or as typed with its "

@@ -27,6 +27,7 @@ import bisect
 import datetime as dt
 import decimal
 import enum
+import functools
 import hashlib
 import heapq
 import hmac
@@ -182,6 +183,9 @@ class Writer:
         plan = []
         for column in table.columns:
             default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            if column.default is not None and column.default.is_callable:
+                # A Python-side default such as `list`: made afresh for each row, as the ORM would.
+                default = functools.partial(column.default.arg, None)
             required = not column.nullable and not column.primary_key
             if not self.postgres or isinstance(column.type, utc_type):
                 processor = column.type.bind_processor(dialect)
@@ -220,7 +224,7 @@ class Writer:
             for column, processor, default, required in plan:
                 value = row.get(column)
                 if value is None and required:
-                    value = default
+                    value = default() if isinstance(default, functools.partial) else default
                 if value is None:
                     if required:
                         raise ValueError(f"{name}.{column} is required: {row!r}")
@@ -470,11 +474,12 @@ class Generator:
             self.writer = Writer(engine)
             self.ids["material_type_rule"] = len(self.rules)
             self.ids["vessel_type"] = len(self.vessels)
-            from cellfactory.deviations import services as deviation_services
-            from cellfactory.qc import services as qc_services
+            from cellfactory.batches.models import record_readers
 
-            with mock.patch.object(qc_services, "batch_results", self._batch_results), \
-                    mock.patch.object(deviation_services, "for_batch", self._for_batch):
+            # A batch's signed content reads its QC results and deviations through these readers: here, the
+            # generator's own, not yet written ones.
+            with mock.patch.object(record_readers, "results", self._batch_results), \
+                    mock.patch.object(record_readers, "deviations", lambda batch: self._for_batch(batch.id)):
                 self._people()
                 self._master_data()
                 self._network()
@@ -804,6 +809,7 @@ class Generator:
     def _batch(self, site: SiteInfo, product: dict, material: Any, donor_code: str, start: dt.datetime, *,
                large: bool = False) -> None:
         from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchStep, StepStatus
+        from cellfactory.products.models import CollectionType
 
         rng = self.rng
         tech = site.pick("technician", rng)
@@ -813,7 +819,8 @@ class Generator:
                           number=f"{site.code}-{product['obj'].code}-{year}-{sequence:04d}", site_id=site.id,
                           product_id=product["obj"].id, specification_id=product["spec"].id,
                           status=BatchStatus.IN_PROCESS, held_from=None, started_at=start, started_by_id=tech.id,
-                          status_changed_at=start, created_at=start, created_by_id=tech.id, version=1)
+                          status_changed_at=start, created_at=start, created_by_id=tech.id, version=1,
+                          collection_type=product["obj"].collection_type or CollectionType.ALLOGENEIC)
         steps: list[Any] = []
         batch.__dict__.update(product=product["obj"], specification=product["spec"], steps=steps)
         self.batch_content[batch.id] = ([], [])

@@ -281,15 +281,17 @@ def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: t
         raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
 
 
-def signing_of(data: dict[str, Any], meaning: Meaning | None) -> dict[str, Any]:
-    """The token names the signer: its user name and password, never a continuous session."""
-    if data.get("meaning") and meaning is not None and str(data["meaning"]).strip().lower() != meaning.value.lower():
+def signing_of(command: Command, meaning: Meaning | None) -> dict[str, Any]:
+    """The signature a command's `password` and optional `meaning` ask for; the token names the signer (its user
+    name, never a continuous session)."""
+    stated, password = getattr(command, "meaning", None), getattr(command, "password", None)
+    if stated and meaning is not None and str(stated).strip().lower() != meaning.value.lower():
         raise ValidationFailed(f"This signature means {meaning.value!r}.",
                                fields={"meaning": f"Use {meaning.value!r} or leave it out."})
-    if not data.get("password"):
+    if not password:
         what = f": the signature means {meaning.value!r}" if meaning else ""
         raise ValidationFailed(f"Sign with your password{what}.", fields={"password": "Required: your own password."})
-    return {"password": data["password"], "username": api_user().username, "continuous_session": False}
+    return {"password": password, "username": api_user().username, "continuous_session": False}
 
 
 # --- writing answers: the people a record names -----------------------------------------------------------------

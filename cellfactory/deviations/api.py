@@ -237,8 +237,7 @@ def deviation(number: str):
 def record_investigation(number: str):
     found = _deviation(number)
     command = read_body(InvestigationBody)
-    signing = signing_of({"password": command.password, "meaning": command.meaning},
-                         Meaning.CLASSIFICATION_JUSTIFIED) if command.password else None
+    signing = signing_of(command, Meaning.CLASSIFICATION_JUSTIFIED) if command.password else None
     updated = services.record_investigation(api_user(), found, command, signing=signing)
     return DeviationDetailOut.of(updated).json()
 
@@ -286,6 +285,6 @@ def carry_action(number: str, id: int):
 def close_deviation(number: str):
     found = _deviation(number)
     command = read_body(ClosureBody)
-    signing = signing_of(command.model_dump(), Meaning.CLOSED)
+    signing = signing_of(command, Meaning.CLOSED)
     closed = services.close_deviation(api_user(), found, command, signing=signing)
     return DeviationDetailOut.of(closed).json()

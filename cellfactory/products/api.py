@@ -306,5 +306,5 @@ def update_specification_test(code: str, number: int, test_code: str):
 def approve_specification(code: str, number: int):
     spec = _specification(code, number)
     command = read_body(ApproveSpecification)
-    signing = signing_of({"password": command.password, "meaning": command.meaning}, Meaning.APPROVED)
+    signing = signing_of(command, Meaning.APPROVED)
     return SpecificationDetailOut.of(services.approve(api_user(), spec, signing=signing)).json()

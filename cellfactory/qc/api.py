@@ -245,7 +245,7 @@ def final_read(id: int):
 def verify_result(id: int):
     result = _result(id)
     command = read_body(SigningBody)
-    services.verify_result(api_user(), result, signing=signing_of(command.model_dump(), Meaning.VERIFIED))
+    services.verify_result(api_user(), result, signing=signing_of(command, Meaning.VERIFIED))
     return QcResultOut.of(result).json()
 
 
@@ -258,5 +258,5 @@ def invalidate_result(id: int):
     result = _result(id)
     command = read_body(InvalidationBody)
     invalidated = services.invalidate_result(api_user(), result, command,
-                                             signing=signing_of(command.model_dump(), Meaning.RESULT_INVALIDATED))
+                                             signing=signing_of(command, Meaning.RESULT_INVALIDATED))
     return QcResultOut.of(invalidated).json()

@@ -152,6 +152,9 @@ def _ruled(schema: Any, name: str = "", required: bool = False, owner: str = "")
         if required:
             schema.setdefault("minLength", 1)
             schema.setdefault("x-refused-when", BLANK)
+    if schema.get("format") == "password":
+        # A password is taken as typed, but its text is read like any other (tabs and line ends allowed).
+        schema.setdefault("pattern", TEXT_PATTERN)
     kind = schema.get("type")
     if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
         schema.setdefault("minimum", INT_MIN)

@@ -67,7 +67,9 @@ class RoleGrant(BaseModel):
 Username = Annotated[Line(64), AfterValidator(_username), Field(
     description="1-64 letters, digits, '.', '_' or '-'; never reused",
     json_schema_extra={"x-refused-when": "another user has or had it, whatever the case"})]
-Email = Annotated[Line(254), AfterValidator(_email)]
+Email = Annotated[Line(254), AfterValidator(_email), Field(json_schema_extra={
+    "format": "email",
+    "x-refused-when": "not an address as e-mail is written: a local part, '@' and a domain name with a dot"})]
 
 
 class CreateUser(Command):

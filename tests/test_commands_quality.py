@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -445,4 +446,39 @@ def test_wrong_json_types_are_refused_naming_the_field(client, world, path, body
     answer = client.post(API + path.format(batch=world.batch), json=body, headers=world.auth("technician")
                          if path == "/deviations" else world.auth("qc"))
     assert answer.status_code == 422 and set(answer.get_json()["error"]["fields"]) == {field}
+    assert _saved() == before
+
+
+# --- a result's value, read by its command -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sent", "read"), [
+    ("92,5", Decimal("92.5")),          # a page's decimal comma
+    (" 88.50 ", Decimal("88.50")),
+    ("4e5", Decimal("400000")),
+    ("-0,25", Decimal("-0.25")),
+    (",5", Decimal("0.5")),
+    (0.1, Decimal("0.1")),              # a JSON number through its shortest text, not 0.1000000000000000055...
+    (7, Decimal("7")),
+    (" No Growth ", "no growth"),       # a qualitative value, as the test lists it
+    ("1_000", "1_000"),                 # Python's digit separator is no number people type
+    ("1.234,5", "1.234,5"),
+    ("NaN", "nan"),
+    (float("inf"), "inf"),
+    ("   ", None),
+    (None, None),
+])
+def test_a_result_value_is_read_by_its_command(sent, read):
+    command = RecordFinalRead.parse({"value": sent})
+    assert command.reading == read
+    assert type(command.reading) is type(read)
+
+
+def test_text_that_is_no_number_is_refused_by_a_range_test(client, world):  # noqa: F811
+    """The command reads "1_000" as text: a range test refuses it as no number, nothing saved."""
+    batch = batch_services.get_batch(refetch(world.plant.qc), world.batch)
+    before = _saved()
+    with pytest.raises(ValidationFailed) as refused:
+        qc.enter_result(refetch(world.plant.qc), batch, EnterResult.parse({
+            "test": "VIAB", "sample_id": "S-1", "sampled_at": iso(1), "value": "1_000"}))
+    assert refused.value.fields == {"value": "Enter a number in %."}
     assert _saved() == before

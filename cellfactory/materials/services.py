@@ -17,7 +17,6 @@ from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.numbering import next_number
-from cellfactory.core.plausibility import year_problem
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import services as donor_services
@@ -246,27 +245,6 @@ def judge_receipt(*, rule: MaterialTypeRule, temp_min: decimal.Decimal, temp_max
     if hold:
         return ReceiptDecision(MaterialStatus.QUARANTINED, hold, autologous_only, biohazard)
     return ReceiptDecision(MaterialStatus.ACCEPTED, [], autologous_only, biohazard)
-
-
-def parse_instant(value: Any, field: str, tz_name: str, errors: dict[str, str]) -> dt.datetime | None:
-    """An ISO 8601 time; one without an offset (a browser's datetime-local) is read in the site's zone."""
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif not value:
-        errors[field] = "Enter the date and time."
-        return None
-    else:
-        try:
-            parsed = dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            errors[field] = "Not a date and time: use YYYY-MM-DDTHH:MM."
-            return None
-    if year_problem(parsed):
-        errors[field] = year_problem(parsed)
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(tz_name))
-    return parsed.astimezone(dt.UTC)
 
 
 def _site_instant(value: dt.datetime, tz_name: str) -> dt.datetime:

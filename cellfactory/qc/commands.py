@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -52,6 +53,8 @@ def _flag(value: Any) -> Any:
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
 VALUE_TYPE = "Must be a number or a text value of the test."
+# A number as people type it: digits with a decimal point or comma, an optional sign and exponent (4e5).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 
 
 def _value(value: Any) -> Any:
@@ -64,6 +67,21 @@ def _value(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
         raise PydanticCustomError("text", VALUE_TYPE)
     return value
+
+
+def reading(value: decimal.Decimal | int | float | str | None) -> decimal.Decimal | str | None:
+    """The value as it is judged: a number (a page's text may use a decimal comma; a JSON number is read through
+    its shortest text, 0.1 and not 0.1000...), or any other text in lower case (a qualitative value, or text that
+    is no number, which a range test refuses); None when blank."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        return decimal.Decimal(text.replace(",", ".")) if _NUMBER.fullmatch(text) else text.lower()
+    number = decimal.Decimal(str(value))
+    return number if number.is_finite() else str(value).lower()
 
 
 ResultValue = Annotated[decimal.Decimal | int | float | str | None, BeforeValidator(_value), WithJsonSchema({
@@ -91,6 +109,10 @@ class EnterResult(Command):
     retest_of: OptionalWhole = Field(None, description="Id of the earlier result of the same test")
     retest_reason: OptionalParagraph(2000) = Field(None, description="Required with retest_of")
 
+    @property
+    def reading(self) -> decimal.Decimal | str | None:
+        return reading(self.value)
+
 
 class RecordFinalRead(Command):
     refusal: ClassVar[str] = "The final read cannot be saved"
@@ -98,6 +120,10 @@ class RecordFinalRead(Command):
 
     value: ResultValue
     raw_data_reference: OptionalLine(300) = None
+
+    @property
+    def reading(self) -> decimal.Decimal | str | None:
+        return reading(self.value)
 
 
 class InvalidateResult(Command):

@@ -28,7 +28,7 @@ from cellfactory.deviations.models import Classification, Deviation, DeviationSo
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.products.models import CriterionKind, SpecTest
-from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead, reading
 from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
@@ -55,25 +55,21 @@ def _require_analyst(actor: User, site_id: int) -> None:
                                                                   "verifies results.")
 
 
-def _value(test: SpecTest, raw: Any, errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
-    """The command's value as the test takes it: a number in its unit (range tests), or one of its values."""
-    if raw is None:
+def _value(test: SpecTest, value: decimal.Decimal | str | None,
+           errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
+    """The command's reading as the test takes it: a number in its unit (range tests), or one of its values."""
+    if value is None:
         errors["value"] = "Enter the result."
         return None, None
     if test.criterion == CriterionKind.QUALITATIVE:
-        text = str(raw).strip().lower()
-        if text not in test.values:
+        if not isinstance(value, str) or value not in test.values:
             errors["value"] = "Choose one of: " + ", ".join(test.values) + "."
             return None, None
-        return None, text
-    try:
-        # A page's text may use a decimal comma; a JSON number is read through its shortest text (0.1, not 0.1000…).
-        number = decimal.Decimal(str(raw).strip().replace(",", "."))
-        if not number.is_finite():
-            raise decimal.InvalidOperation
-    except decimal.InvalidOperation:
+        return None, value
+    if not isinstance(value, decimal.Decimal):
         errors["value"] = f"Enter a number in {test.unit or 'the test unit'}."
         return None, None
+    number = value
     # The column keeps 12 integer digits and 6 decimals: refuse what it would round or overflow, so that the
     # stored value is the one judged.
     if abs(number) >= 10**12 or number.normalize().as_tuple().exponent < -6:
@@ -110,9 +106,8 @@ def entry_problems(batch: Batch, data: Mapping[str, Any]) -> dict[str, str]:
         return {"test": "Choose a test of the batch's specification."}
     errors: dict[str, str] = {}
     raw = data.get("value")
-    raw = raw.strip() or None if isinstance(raw, str) else raw
     if not data.get("pending") and (raw is None or isinstance(raw, str)):
-        _value(test, raw, errors)
+        _value(test, reading(raw), errors)
     instrument = data.get("instrument")
     if isinstance(instrument, str) and instrument.strip():
         _instrument(batch.site_id, instrument.strip(), local_today(batch.site.timezone), errors)
@@ -163,7 +158,7 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
                 (earliest, f"the sampling date plus the {test.incubation_days or 0} days of incubation "
                            f"({earliest.isoformat()})")])
     else:
-        numeric, qualitative = _value(test, command.value, errors)
+        numeric, qualitative = _value(test, command.reading, errors)
     day = sampled_at.astimezone(ZoneInfo(tz)).date()
     instrument = _instrument(batch.site_id, command.instrument, day, errors)
     retest_of = None
@@ -212,7 +207,7 @@ def record_final_read(actor: User, result: QcResult, command: RecordFinalRead) -
     if result.invalidated_at is not None:
         raise Conflict("This result was invalidated: enter a retest instead.")
     errors: dict[str, str] = {}
-    numeric, qualitative = _value(result.spec_test, command.value, errors)
+    numeric, qualitative = _value(result.spec_test, command.reading, errors)
     if errors:
         raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
     audit.act_as(db.session, actor, reason="final read after incubation")

@@ -14,10 +14,13 @@ import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import BIDI_MESSAGE, CONTROL_MESSAGE, SURROGATE_MESSAGE
 from cellfactory.extensions import db
-from cellfactory.units.models import Shipment, StorageLocation, Unit
-from tests.conftest import login
+from cellfactory.units import services as unit_services
+from cellfactory.units.commands import CreateLocation
+from cellfactory.units.models import LocationKind, Shipment, StorageLocation, Unit
+from tests.conftest import login, refetch
 from tests.test_api_units import API, BOX, auth, bank  # noqa: F401 - the fixtures
 from tests.test_source_material_doors import field_error
 
@@ -366,3 +369,19 @@ def test_the_document_describes_the_units_operations_from_their_commands(client)
     receipt = document["paths"]["/shipments/{number}/receipt"]["post"]
     assert set(receipt["responses"]) == {"200", "401", "403", "404", "409", "422"}
     assert schemas["ReceiveShipment"]["properties"]["temperature_excursion"]["type"] == "boolean"
+
+
+def test_the_service_makes_no_position_by_hand_even_from_a_command_built_unchecked(bank, sites):  # noqa: F811
+    """The command offers container, rack or box only; a command built without its checks (a script, a later
+    door) still cannot make a position: a box's positions are its grid. Nothing is saved."""
+    box = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.kind == LocationKind.BOX))
+    before = (db.session.scalar(sa.select(sa.func.count()).select_from(StorageLocation)),
+              db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)))
+    command = CreateLocation.model_construct(site=None, kind=LocationKind.POSITION, code="Z99", parent=box.path,
+                                             name=None, temperature=None, rows=None, columns=None,
+                                             segregated=False)
+    with pytest.raises(ValidationFailed) as refused:
+        unit_services.create_location(refetch(bank["plant"].tech), sites["BG"], command)
+    assert refused.value.fields == {"kind": "Choose container, rack or box."}
+    assert (db.session.scalar(sa.select(sa.func.count()).select_from(StorageLocation)),
+            db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))) == before

@@ -223,6 +223,10 @@ def create_location(actor: User, site: Site, command: CreateLocation) -> Storage
     _require(actor, site.id, what="set up storage")
     audit.act_as(db.session, actor)
     kind, code = command.kind, command.code
+    if kind == LocationKind.POSITION:
+        # A box's positions are its grid, made with it: one typed by hand could lie outside the grid or twice.
+        raise ValidationFailed("Positions are created with their box, from its rows and columns.",
+                               fields={"kind": "Choose container, rack or box."})
     parent = _location(site, command.parent) if command.parent else None
     expected_parent = {LocationKind.CONTAINER: None, LocationKind.RACK: LocationKind.CONTAINER,
                        LocationKind.BOX: LocationKind.RACK, LocationKind.POSITION: LocationKind.BOX}[kind]

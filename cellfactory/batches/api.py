@@ -149,7 +149,9 @@ class BatchDetail(Output):
     recipient: RecipientOut | None = Field(description="Autologous or directed batches: whom it is for")
     steps: list[StepSummaryOut]
     next_step: str | None
-    blockers: list[str] = Field(description="What keeps an in-process batch from going to QC")
+    blockers: list[str] = Field(description="What keeps the batch from its next move in the state it is in (an "
+                                            "in-process batch from QC, a batch awaiting QC from QA review, a hold's "
+                                            "open deviations...); empty when nothing does")
     allowed_transitions: list[TransitionOut]
 
     @classmethod
@@ -170,7 +172,7 @@ class BatchDetail(Output):
             steps=[StepSummaryOut(code=s.code, name=s.name, kind=s.kind, status=s.status, verified=verified[s.id],
                                   version=s.version) for s in batch.steps],
             next_step=next((s.code for s in batch.steps if s.status != StepStatus.DONE), None),
-            blockers=services.manufacturing_blockers(batch, index) if batch.status == BatchStatus.IN_PROCESS else [],
+            blockers=lifecycle.what_blocks(batch, index),
             allowed_transitions=[TransitionOut.of(t, user, batch.site_id) for t in services.allowed_transitions(batch)])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from wtforms import (
+    BooleanField,
     DateTimeLocalField,
     FieldList,
     Form,
@@ -155,3 +156,5 @@ class TransitionForm(SigningForm):
     version = HiddenField()
     reason = TextAreaField("Reason or comment", validators=[DataRequired("Give the reason or comment."),
                                                             Length(max=2000)])
+    # Shown when a hold is lifted while out-of-specification deviations of the batch are open.
+    confirm_open_deviations = BooleanField("I have assessed the open deviations and lift the hold all the same")

@@ -379,11 +379,11 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
             verify_notes[step.id] = "You entered or changed this step: a second person verifies it."
         else:
             verify_forms.setdefault(step.id, _verify_form(step))
-    blockers = services.manufacturing_blockers(batch, index) if batch.status == S.IN_PROCESS else []
+    blockers = lifecycle.what_blocks(batch, index)
     transitions = []
     for transition in services.allowed_transitions(batch):
         form, note = None, None
-        if transition.target == S.AWAITING_QC and blockers:
+        if batch.status == S.IN_PROCESS and transition.target == S.AWAITING_QC and blockers:
             note = "possible once nothing blocks it (see 'What blocks it')"
         elif user.has_any_role(transition.roles, batch.site_id):
             form = transition_forms.get(transition.target.value) or _transition_form(batch, transition)
@@ -404,7 +404,8 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
         awaiting_verification=[s for s in batch.steps if s.status == StepStatus.DONE and verifications[s.id] is None],
         verifications=verifications,
         step_signatures=step_signatures, verify_forms=verify_forms, verify_notes=verify_notes,
-        transitions=transitions, growth_svg=growth_svg, has_curve=len(series.points) > 1,
+        transitions=transitions, hold_warnings=lifecycle.hold_warnings(batch) if batch.status == S.ON_HOLD else [],
+        growth_svg=growth_svg, has_curve=len(series.points) > 1,
         passages=[s for s in batch.steps if s.passage is not None], page_errors=page_errors or [],
         can_enter=batch.status == S.IN_PROCESS and user.has_role(Role.TECHNICIAN, batch.site_id),
         history=_history(_batch_records(batch, index)), tz=batch.site.timezone,
@@ -470,7 +471,8 @@ def transition(number: str) -> Any:
             command = MoveBatch.parse({"target": target, "reason": form.reason.data,
                                        "version": _version(form.version.data)})
             lifecycle.transition(_user(), batch, command.target, reason=command.reason, signing=signing,
-                                 expected_version=command.version)
+                                 expected_version=command.version,
+                                 confirm_open_deviations=bool(form.confirm_open_deviations.data))
         except PermissionDenied:
             raise
         except DomainError as error:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import lazyload
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import User
@@ -113,28 +114,69 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         _lift_after_release_guard(batch)
 
 
-def _lift_after_release_guard(batch: Batch) -> None:
-    """QA lifts a hold after release only once the failure is shown not to stand: every failing result
+def lift_after_release_problems(batch: Batch) -> list[str]:
+    """Why QA cannot lift a hold after release yet: the failure must be shown not to stand, every failing result
     invalidated after investigation, and every deviation raised after release closed."""
     problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
                 "investigation, or recall the batch." for r in failing_results(batch)]
-    problems += [f"Deviation {number} raised after release is not closed." for number in db.session.scalars(
-        sa.select(Deviation.number).where(Deviation.batch_id == batch.id,
-                                          Deviation.source == DeviationSource.POST_RELEASE,
-                                          Deviation.status != DeviationStatus.CLOSED).order_by(Deviation.id))]
+    problems += [f"Deviation {d.number} raised after release is not closed." for d in open_deviations(batch)
+                 if d.source == DeviationSource.POST_RELEASE]
+    return problems
+
+
+def _lift_after_release_guard(batch: Batch) -> None:
+    problems = lift_after_release_problems(batch)
     if problems:
         raise Conflict(f"{batch.number}: the hold after release cannot be lifted: " + " ".join(problems))
+
+
+def open_deviations(batch: Batch) -> list[Deviation]:
+    """The batch's deviations that are not closed, oldest first (their own columns only)."""
+    return list(db.session.scalars(sa.select(Deviation).where(
+        Deviation.batch_id == batch.id, Deviation.status != DeviationStatus.CLOSED)
+        .options(lazyload("*")).order_by(Deviation.id)))
+
+
+def hold_warnings(batch: Batch) -> list[str]:
+    """What QA is told before lifting a hold: the batch's out-of-specification deviations still open. Lifting
+    is QA's call (the investigation may have shown the batch fit to go on), but never an unseen one."""
+    return [f"Deviation {d.number} ({d.classification.value}, out of specification) is still open: {d.title}."
+            for d in open_deviations(batch) if d.source == DeviationSource.OOS]
+
+
+def what_blocks(batch: Batch, index: signatures.SignatureIndex | None = None) -> list[str]:
+    """What stands between the batch and its next move in the state it is in, by the rules the move itself
+    checks: the manufacturing record, quality control, what a review or a certification needs, the pending
+    reads of a conditional release, and a hold's open deviations."""
+    status = batch.status
+    if status == S.IN_PROCESS:
+        return manufacturing_blockers(batch, index)
+    if status == S.AWAITING_QC:
+        return qc_blockers(batch)
+    if status == S.AWAITING_QA_REVIEW:
+        return signing_blockers(batch, Meaning.REVIEWED)
+    if status in (S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED):
+        return signing_blockers(batch, Meaning.QP_CERTIFIED)
+    if status == S.ON_HOLD:
+        return [f"Deviation {d.number} ({d.classification.value}"
+                + (", out of specification" if d.source == DeviationSource.OOS else "")
+                + f") is open: {d.title}." for d in open_deviations(batch)]
+    if status == S.ON_HOLD_AFTER_RELEASE:
+        return lift_after_release_problems(batch)
+    return []
 
 
 @transactional
 def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
                signing: dict[str, Any] | None = None, expected_version: int | None = None,
-               meaning: Meaning | None = None, details: DecisionDetails | None = None) -> Batch:
+               meaning: Meaning | None = None, details: DecisionDetails | None = None,
+               confirm_open_deviations: bool | None = None) -> Batch:
     """Move a batch to another state: only along the state machine, by the role that may, with a reason,
     and with an electronic signature where the step is a review or a QP decision (which then records the
     decision and, for a QP, issues the certificate). `meaning` picks between two ways to the same state
     (the exceptional release); `details`, the decision's command, carries what a conditional or exceptional
-    release must record."""
+    release must record. `confirm_open_deviations=False` (the page before QA confirmed) refuses to lift a hold
+    while out-of-specification deviations of the batch are open, saving nothing."""
     target = BatchStatus(target)
     if expected_version is not None and expected_version != batch.version:
         raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
@@ -149,6 +191,12 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     if not (reason or "").strip():
         raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
     _guard(actor, batch, chosen)
+    if chosen.source == S.ON_HOLD and chosen.target == batch.held_from and confirm_open_deviations is False:
+        warnings = hold_warnings(batch)
+        if warnings:
+            raise ValidationFailed(" ".join(warnings) + " To lift the hold all the same, confirm it.",
+                                   fields={"confirm_open_deviations": "Confirm that you lift the hold while these "
+                                                                      "deviations are open."})
     audit.act_as(db.session, actor, reason=reason)
     signature = None
     if chosen.meaning is not None:

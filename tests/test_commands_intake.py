@@ -6,6 +6,7 @@ page has always shown, and saves nothing: no row and no audit entry."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -222,6 +223,9 @@ RESULT_CASES = [
     ("lab_reference", {"lab_reference": "LAB\x00"}, CONTROL_MESSAGE),
     ("kit_lot", {"kit_lot": "K\u202e77"}, BIDI_MESSAGE),
     ("lab_reference", {"lab_reference": LONG}, "Use at most 100 characters (this has 10000)."),
+    # No result is preselected on the page: one left unchosen is missing, never a negative.
+    ("result", {"result": None}, "Choose the result: negative, reactive, indeterminate."),
+    ("result", {"result": ""}, "Choose the result: negative, reactive, indeterminate."),
 ]
 
 
@@ -394,3 +398,13 @@ def test_a_quarantine_decision_is_refused_alike_at_the_page_and_the_api(client, 
                                      "password": PASSWORD},
                    field=field, message=message, prefix="decision-")
     assert db.session.scalar(sa.select(SourceMaterial.status)) == MaterialStatus.QUARANTINED
+
+
+def test_the_serology_form_preselects_no_result(client, donor):
+    login(client, "technician.bg")
+    page = client.get("/donors/BG/UC-0001").get_data(as_text=True)
+    select = re.search(r'<select[^>]*name="result-result".*?</select>', page, re.S).group(0)
+    options = re.findall(r'<option([^>]*)value="([^"]*)"', select)
+    assert [value for _, value in options] == ["", "negative", "reactive", "indeterminate"]
+    # The browser shows the first option: the empty one; none is marked selected.
+    assert "selected" not in select

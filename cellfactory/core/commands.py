@@ -138,7 +138,7 @@ def field_errors(error: ValidationError, missing: Mapping[str, str] | None = Non
 
 def _message(item: Mapping[str, Any], required: str) -> str:
     kind, context = item["type"], item.get("ctx") or {}
-    if kind == "missing" or (kind.endswith("_type") and item.get("input") is None):
+    if kind == "missing" or ((kind.endswith("_type") or kind == "enum") and item.get("input") is None):
         return required
     if kind in ("text", "implausible_date", "instant"):
         return item["msg"]

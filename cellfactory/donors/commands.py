@@ -204,7 +204,8 @@ class AddScreeningResult(IntakeCommand):
         TestedPerson.DONOR, description="The mother for a neonatal donation")
     sample_date: Day = Field(description="Not in the future, nor before the tested person's birth")
     sample_type: Sample = Field(description="Only serum or plasma (Dir. 2006/17/EC Annex II 2.2)")
-    result: SerologyResult
+    # Blank is no answer: the page offers no result preselected.
+    result: Annotated[SerologyResult, BeforeValidator(_blank)]
     lab_reference: Line(100) = Field(description="The laboratory's reference for this result")
     kit_lot: OptionalLine(100) = Field(None, description="Kit and lot")
 

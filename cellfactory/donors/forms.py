@@ -47,7 +47,9 @@ class ScreeningForm(BaseForm):
     tested_person = SelectField("Sample from", choices=[(p.value, p.value.capitalize()) for p in TestedPerson])
     sample_date = DateField("Sample date", validators=[Optional()])
     sample_type = SelectField("Sample type", choices=[("serum", "Serum"), ("plasma", "Plasma")])
-    result = SelectField("Result", choices=[(r.value, r.value.capitalize()) for r in SerologyResult])
+    # No result is preselected: a result nobody chose must not pass for a negative one.
+    result = SelectField("Result", choices=[("", "Choose the result")]
+                         + [(r.value, r.value.capitalize()) for r in SerologyResult])
     lab_reference = StringField("Laboratory reference", validators=[Optional()], render_kw={"maxlength": 100})
     kit_lot = StringField("Kit and lot", validators=[Optional()], render_kw={"maxlength": 100})
 

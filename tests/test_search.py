@@ -92,6 +92,9 @@ def test_each_kind_of_record_is_opened_from_its_identifier(client, login_as, wor
         (world.units[1].lower(), f"/units/{world.units[1]}"),
         # The DIN part of a unit identifier with its boxed check character, as read off the label.
         (f"{DIN}{CHECK}-A0101-B0", f"/units/{world.units[1]}"),
+        # The label's eye-readable lines typed as they read: DIN with its check character, product code, division.
+        (f"A9991 26 000123 {CHECK} A0101 B0", f"/units/{world.units[1]}"),
+        ("a9991 26 000123 a0101 b0", f"/units/{world.units[1]}"),
         (world.certificate, f"/releases/{number}/certificates/{world.certificate}.pdf"),
         (world.deviation.lower(), f"/deviations/{world.deviation}"),
         ("pt-bg-0007", "/trace/recipients/PT-BG-0007"),
@@ -107,7 +110,9 @@ def test_a_din_is_read_in_every_written_form(client, login_as, world, sites):
     login_as("technician")
     # The cord's DIN names the material and the two units made from it: a list of three.
     for text in (DIN, DIN.lower(), "A9991 26 000123", f"A9991 26 000123 {CHECK}", f"={DIN}00",
-                 f"={DIN}{TYPE3_FLAG}", f"{DIN} 00 {CHECK}", f" ={DIN}00 "):
+                 f"={DIN}{TYPE3_FLAG}", f"{DIN} 00 {CHECK}", f" ={DIN}00 ",
+                 # A scanner with Caps Lock on types the data structure in lower case.
+                 f"={DIN.lower()}00"):
         response = find(client, text)
         assert response.status_code == 200, text
         body = page(response)

@@ -109,10 +109,19 @@ def _read_din(text: str) -> tuple[str | None, str | None]:
         return None, (error.message if looks_like_din else None)
 
 
+# The eye-readable lines of a unit's label, typed without the dashes: DIN (with its boxed check character or not),
+# then the product code and the division (units.services.identifier_parts).
+PRODUCT_CODE_LENGTH = 5
+DIVISION_LENGTH = 2
+
+
 def _unit_parts(compact: str) -> tuple[str, str, str] | None:
-    """DIN, product code and division of a unit identifier as on its label (DIN-product code-division); the DIN part
-    may carry its check character."""
+    """DIN, product code and division of a unit identifier as on its label: DIN-product code-division (the division
+    may be left out), or the label's eye-readable text without dashes; the DIN part may carry its check character."""
     parts = compact.split("-")
+    tail = PRODUCT_CODE_LENGTH + DIVISION_LENGTH
+    if len(parts) == 1 and len(compact) - tail in (isbt128.DIN_LENGTH, isbt128.DIN_LENGTH + 1):
+        parts = [compact[:-tail], compact[-tail:-DIVISION_LENGTH], compact[-DIVISION_LENGTH:]]
     if len(parts) not in (2, 3) or not all(parts):
         return None
     din, _ = _read_din(parts[0])

@@ -7,8 +7,10 @@ import re
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
+from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.commands import RegisterDonor
+from cellfactory.lifecycle import services as lifecycle
 from tests.conftest import refetch
 from tests.intake_helpers import donor_data
 
@@ -21,6 +23,11 @@ def headers(body: str) -> dict[str, tuple[str | None, str, dict[str, list[str]]]
         url = urlsplit(unescape(href))
         found[label] = (sort or None, url.path, parse_qs(url.query))
     return found
+
+
+def titles(body: str) -> list[str]:
+    """The deviations' titles in the order the list shows them."""
+    return re.findall(r"<td>([^<]+)<br><span class=\"muted small\">", body)
 
 
 def codes(body: str) -> list[str]:
@@ -61,3 +68,39 @@ def test_material_columns_sort_by_their_header(client, login_as, users):
     body = client.get("/materials/?sort=din").get_data(as_text=True)
     assert headers(body)["DIN"] == ("ascending", "/materials/", {"sort": ["din"]})
     assert headers(body)["Collected"] == (None, "/materials/", {"sort": ["collected"]})
+
+
+def test_deviation_columns_sort_by_their_header(client, login_as, users, sites):
+    tech = refetch(users["technician"])
+    for title, classification in (("Late transport", "minor"), ("Sterility breach", "critical"),
+                                  ("Wrong medium lot", "major")):
+        lifecycle.open_deviation(refetch(tech), sites["BG"], OpenDeviation.parse({
+            "title": title, "description": "Found during the review.", "classification": classification}))
+    login_as("qa")
+    body = client.get("/deviations/").get_data(as_text=True)
+    # By default: open ones first, the oldest on top; no column is the sort.
+    assert titles(body) == ["Late transport", "Sterility breach", "Wrong medium lot"]
+    assert all(sort is None for sort, _, _ in headers(body).values())
+    assert headers(body)["Class"] == (None, "/deviations/", {"sort": ["classification"]})
+    body = client.get("/deviations/?sort=classification").get_data(as_text=True)
+    # critical, then major, then minor
+    assert titles(body) == ["Sterility breach", "Wrong medium lot", "Late transport"]
+    assert headers(body)["Class"][0] == "ascending"
+    # Age: the oldest first, then a second click the newest first.
+    assert headers(body)["Age"] == (None, "/deviations/", {"sort": ["oldest"]})
+    body = client.get("/deviations/?sort=oldest").get_data(as_text=True)
+    assert headers(body)["Age"] == ("descending", "/deviations/", {"sort": ["newest"]})
+    body = client.get("/deviations/?sort=newest").get_data(as_text=True)
+    assert titles(body) == ["Wrong medium lot", "Sterility breach", "Late transport"]
+    assert headers(body)["Age"][0] == "ascending"
+
+
+def test_unit_columns_sort_by_their_header(client, login_as, users):
+    login_as("technician")
+    body = client.get("/units/?status=available").get_data(as_text=True)
+    # The unit list opens with the latest batch first.
+    assert headers(body)["Batch"] == ("descending", "/units/", {"status": ["available"], "sort": ["batch"]})
+    assert headers(body)["Expires"] == (None, "/units/", {"status": ["available"], "sort": ["expires"]})
+    body = client.get("/units/?sort=expires").get_data(as_text=True)
+    assert headers(body)["Expires"] == ("ascending", "/units/", {"sort": ["expires_desc"]})
+    assert headers(body)["Unit"] == (None, "/units/", {"sort": ["unit"]})

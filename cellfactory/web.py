@@ -69,6 +69,7 @@ def register(app: Flask) -> None:
     from cellfactory.qc.views import bp as qc_bp
     from cellfactory.reagents.views import bp as reagents_bp
     from cellfactory.releases.views import bp as releases_bp
+    from cellfactory.search.views import bp as search_bp
     from cellfactory.signatures.views import bp as signatures_bp
     from cellfactory.units.views import bp as units_bp
     from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
@@ -78,6 +79,7 @@ def register(app: Flask) -> None:
                       qc_bp, deviations_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp,
+                      search_bp,
                       api_bp):
         app.register_blueprint(blueprint)
 

@@ -217,6 +217,7 @@ EXPECTED_ROLES = {
     "releases.review": "Q",
     "releases.review_worklist": "Q",
     "releases.verify_certificate": "public",
+    "search.find": "TCQPA",
     "shipments.create": "T",
     "shipments.detail": "TCQPA",
     "shipments.index": "TCQPA",

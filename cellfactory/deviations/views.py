@@ -59,6 +59,16 @@ def _user() -> User:
     return current_user._get_current_object()
 
 
+# The orders the list's column headers ask for (?sort=).
+SORTS = {
+    "number": (Deviation.number,),
+    "classification": (Deviation.classification, Deviation.number),
+    "status": (Deviation.status, Deviation.number),
+    "oldest": (Deviation.opened_at, Deviation.id),
+    "newest": (Deviation.opened_at.desc(), Deviation.id.desc()),
+}
+
+
 @bp.app_template_global("deviation_class_kind")
 def class_kind(classification: Classification) -> str:
     return CLASS_KIND.get(classification, "neutral")
@@ -96,9 +106,10 @@ def index() -> str:
     if args.get("classification") in {c.value for c in Classification}:
         query = query.where(Deviation.classification == Classification(args["classification"]))
     is_open = Deviation.status == DeviationStatus.OPEN
-    # Open first, the oldest on top; then the closed ones, the latest opened first.
-    query = query.order_by(sa.case((is_open, 0), else_=1), sa.case((is_open, Deviation.opened_at)),
-                           Deviation.opened_at.desc(), Deviation.id.desc())
+    # Open first, the oldest on top; then the closed ones, the latest opened first (unless a column asks otherwise).
+    query = query.order_by(*SORTS.get(args.get("sort"), (
+        sa.case((is_open, 0), else_=1), sa.case((is_open, Deviation.opened_at)), Deviation.opened_at.desc(),
+        Deviation.id.desc())))
     result = paginate(query, page, per_page)
     batch_ids = {d.batch_id for d in result.items if d.batch_id}
     batches = dict(db.session.execute(sa.select(Batch.id, Batch.number).where(Batch.id.in_(batch_ids))).all()) \

@@ -115,6 +115,16 @@ def unit_status_kind(status: Any) -> str:
 # --- units: list ---------------------------------------------------------------------------------
 
 
+# The orders the unit list's column headers ask for (?sort=); by default the latest batch first.
+UNIT_SORTS = {
+    "batch": (Batch.number.desc(), Unit.din, Unit.division),
+    "unit": (Unit.din, Unit.product_code, Unit.division),
+    "status": (Unit.status, Unit.din, Unit.division),
+    "expires": (Unit.expires_at, Unit.id),
+    "expires_desc": (Unit.expires_at.desc(), Unit.id.desc()),
+}
+
+
 @bp.route("/")
 @roles_required(READ_ROLES)
 def index() -> tuple[str, int]:
@@ -130,7 +140,7 @@ def index() -> tuple[str, int]:
         query = query.where(Product.code == args["product"].strip().upper())
     if args.get("batch"):
         query = query.where(Batch.number == args["batch"].strip().upper())
-    query = query.order_by(Batch.number.desc(), Unit.din, Unit.division)
+    query = query.order_by(*UNIT_SORTS.get(args.get("sort"), UNIT_SORTS["batch"]))
     products = list(db.session.scalars(sa.select(Product).where(Product.unit_code != "").order_by(Product.code)))
     user = _user()
     return render_template("units/list.html", result=paginate(query, page, per_page), args=args,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import Field, FieldList, FormField, PasswordField, StringField, TextAreaField
@@ -27,6 +28,11 @@ def _fields(fields: Iterator[Field]) -> Iterator[Field]:
             yield from _fields(iter(field.form))
         else:
             yield field
+
+
+def fields_of(form: Any) -> Iterator[Field]:
+    """Every field of a form, rows of its lists and sub-forms included."""
+    return _fields(iter(form))
 
 
 def _declared_max(field: Field) -> int | None:

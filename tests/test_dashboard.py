@@ -197,7 +197,15 @@ def test_demo_dashboard_numbers_match_the_records(demo):
     html = client.get("/").get_data(as_text=True)
     for code in ("BG", "MI", "MZ", "PV", "SR"):
         assert f'id="site-{code}"' in html
-    assert "3 UCMSC" in row(html, "BG") and "Latest entries in the audit trail" in html
+    assert "3 UCMSC" in row(html, "BG")
+    # The raw audit data left the dashboard (issue 16): it stays on the audit trail's own pages.
+    assert "Latest entries in the audit trail" not in html and 'class="table audit"' not in html
+    assert client.get("/audit/").status_code == 200
+    # Each figure is a link to its filtered list, which shows that many records.
+    assert '<a href="/units/?status=available&amp;product=UCMSC&amp;site=BG"><span class="num">3</span> UCMSC</a>' \
+        in html
+    units_page = client.get("/units/?status=available&product=UCMSC&site=BG").get_data(as_text=True)
+    assert units_page.count('href="/units/batches/') == 3  # one row per unit
     client.post("/auth/logout")
     login(client, "technician.bg", DEMO_PASSWORD)
     html = client.get("/").get_data(as_text=True)

@@ -462,3 +462,48 @@ def test_hostile_text_in_a_record_is_shown_as_text(client, users, sites):
     page = client.get("/").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert deviation.number in page
+
+
+# --- cost ----------------------------------------------------------------------------------------
+
+
+def statements(fn, *args) -> int:
+    found = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        found.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        fn(*args)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    return len(found)
+
+
+def test_the_statements_do_not_grow_with_the_records(users, sites):
+    """A bounded number of statements per kind of item, not per record (the benchmark counts them per page)."""
+    plant = build_plant(users, sites)
+
+    def more_work(n: int) -> None:
+        batch = new_batch(plant, sites, n)
+        step = refetch(batch).steps[0]
+        batch_services.record_step(refetch(plant.tech), step, step_command(step, step_data()))
+        deviation = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse(
+            {"title": f"Deviation {n}", "description": "d", "classification": "major"}))
+        deviation_services.add_action(refetch(plant.qa), refetch(deviation), AddAction.parse(
+            {"kind": "corrective", "description": "fix", "owner": "technician.bg",
+             "due_date": (TODAY + dt.timedelta(days=n)).isoformat()}))
+
+    more_work(1)
+    db.session.expire_all()
+    before = {key: statements(inbox.inbox_for, refetch(user)) for key, user in
+              (("tech2", plant.tech2), ("qa", plant.qa))}
+    for n in (2, 3, 4):
+        more_work(n)
+    db.session.expire_all()
+    after = {key: statements(inbox.inbox_for, refetch(user)) for key, user in
+             (("tech2", plant.tech2), ("qa", plant.qa))}
+    assert [len(items(plant.tech2)[Role.TECHNICIAN]), len(items(plant.qa)[Role.QA])] == [8, 8]
+    assert after == before, (before, after)
+    assert max(after.values()) <= 15

@@ -452,9 +452,10 @@ def test_a_person_with_two_roles_gets_a_section_for_each(users, sites):
 
 
 def test_hostile_text_in_a_record_is_shown_as_text(client, users, sites):
-    """A deviation's title is typed by people: in the inbox it is text, never markup."""
+    """A deviation's title is typed by people: in the inbox it is text, never markup, and one line (the deviation's
+    page shows all of it)."""
     plant = build_plant(users, sites)
-    title = '<script>alert(1)</script> & "quoted"'
+    title = '<script>alert(1)</script> & "quoted" ' + "x" * 150
     deviation = lifecycle.open_deviation(refetch(plant.tech), sites["BG"], OpenDeviation.parse(
         {"title": title, "description": "d", "classification": "minor"}))
     client.post("/auth/logout")
@@ -462,6 +463,8 @@ def test_hostile_text_in_a_record_is_shown_as_text(client, users, sites):
     page = client.get("/").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert deviation.number in page
+    assert "x" * 150 not in page and "x" * 100 + "…" in page
+    assert "x" * 150 in client.get(f"/deviations/{deviation.number}").get_data(as_text=True)
 
 
 # --- cost ----------------------------------------------------------------------------------------

@@ -116,6 +116,14 @@ KIND_LABELS = {
     Kind.CRITICAL_DEVIATION: "Critical deviation",
 }
 KIND_ORDER = {kind: position for position, kind in enumerate(Kind)}
+# An item is a line: text typed by people or raised by the system (an alert lists every unit issued) is cut there;
+# the page the item opens shows all of it.
+LABEL_TEXT = 160
+
+
+def _short(text: str, limit: int = LABEL_TEXT) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 _LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
@@ -403,13 +411,13 @@ def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .limit(KIND_LIMIT))
     for deviation in deviations:
         gaps = deviation_services.closing_gaps(deviation)
-        title = f"{deviation.number} ({deviation.classification.value}): {deviation.title}"
+        title = f"{deviation.number} ({deviation.classification.value}): {_short(deviation.title)}"
         if not gaps:
             kind, label = Kind.DEVIATION_TO_CLOSE, f"Close {title}"
         elif not deviation.impact_assessment:
             kind, label = Kind.DEVIATION_TO_ASSESS, f"Assess {title}"
         else:
-            kind, label = Kind.DEVIATION_TO_INVESTIGATE, f"Investigate {title}; still needs {'; '.join(gaps)}"
+            kind, label = Kind.DEVIATION_TO_INVESTIGATE, f"Investigate {title}; still needs {_short('; '.join(gaps))}"
         yield ctx.item(kind, label, deviation.number, deviation.site_id, "deviations.detail",
                        since=deviation.opened_at, number=deviation.number)
 
@@ -426,7 +434,7 @@ def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
         what = "Effectiveness check of" if check else "Complete"
         yield ctx.item(Kind.CAPA_ACTION_DUE,
                        f"{what} {action.kind} action of {action.deviation.number} (owner {action.owner.full_name}): "
-                       f"{action.description}", action.deviation.number, action.site_id, "deviations.detail",
+                       f"{_short(action.description)}", action.deviation.number, action.site_id, "deviations.detail",
                        due=check or action.due_date, since=action.created_at, number=action.deviation.number,
                        _anchor=f"action-{action.id}")
 
@@ -440,8 +448,8 @@ def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
         din = isbt128.format_din(material.din)
         reasons = "; ".join(str(reason) for reason in material.decision_reasons or [])
         yield ctx.item(Kind.MATERIAL_IN_QUARANTINE,
-                       f"Release or reject {material.material_type.label.lower()} {din}" + (f": {reasons}" if reasons
-                                                                                             else ""),
+                       f"Release or reject {material.material_type.label.lower()} {din}" + (f": {_short(reasons)}"
+                                                                                             if reasons else ""),
                        din, material.site_id, "materials.detail", since=material.received_at, din=material.din)
 
 
@@ -452,7 +460,7 @@ def _temperature_excursions(ctx: _Context, scope: Scope) -> Iterator[Item]:
         sa.select(Unit).where(Unit.status == UnitStatus.QUARANTINE, Unit.status_reason.is_not(None),
                               scope.of(Unit.site_id)).order_by(Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
     for unit in units:
-        yield ctx.item(Kind.TEMPERATURE_EXCURSION, f"Assess unit {unit.identifier}: {unit.status_reason}",
+        yield ctx.item(Kind.TEMPERATURE_EXCURSION, f"Assess unit {unit.identifier}: {_short(unit.status_reason)}",
                        unit.identifier, unit.site_id, "units.detail", identifier=unit.identifier, _anchor="lift")
 
 
@@ -569,7 +577,7 @@ def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .options(lazyload(Deviation.opened_by), lazyload(Deviation.actions))
         .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user).limit(KIND_LIMIT))
     for deviation in deviations:
-        yield ctx.item(Kind.CRITICAL_DEVIATION, f"{deviation.number}: {deviation.title}", deviation.number,
+        yield ctx.item(Kind.CRITICAL_DEVIATION, f"{deviation.number}: {_short(deviation.title)}", deviation.number,
                        deviation.site_id, "deviations.detail", since=deviation.opened_at, number=deviation.number)
 
 
@@ -601,7 +609,7 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
     user = ctx.user
     for alert in alerts_for(user):
         if alert.audience in scopes:
-            yield alert.audience, ctx.item(Kind.ALERT, alert.message, f"alert {alert.id}", alert.site_id,
+            yield alert.audience, ctx.item(Kind.ALERT, _short(alert.message), f"alert {alert.id}", alert.site_id,
                                            "notifications.alerts", since=alert.created_at)
     if scopes.keys() & notification_services.ACKNOWLEDGING_ROLES:
         for task in notification_services.tasks_for(user):
@@ -611,7 +619,7 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                 role = _first_role(scopes, notification_services.CAPACITY_ROLES[capacity], task.site_id)
                 if role is not None:
                     yield role, ctx.item(Kind.NOTICE_TO_ACKNOWLEDGE, f"Acknowledge as {capacity.label}: "
-                                                                     f"{task.message}", f"notice {task.id}",
+                                                                     f"{_short(task.message)}", f"notice {task.id}",
                                          task.site_id, "notifications.tasks", since=task.created_at,
                                          _anchor=f"task-{task.id}")
     if scopes.keys() & {Role.ADMIN, Role.QA, Role.QP}:
@@ -625,5 +633,5 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
             person = people[grant.user_id]
             yield role, ctx.item(Kind.ROLE_GRANT_TO_APPROVE,
                                  f"Approve or reject {grant.role.label} at {grant.scope_label} for {person.full_name} "
-                                 f"({person.username}): {grant.reason}", person.username, grant.site_id,
+                                 f"({person.username}): {_short(grant.reason)}", person.username, grant.site_id,
                                  "admin.role_requests", since=grant.created_at)

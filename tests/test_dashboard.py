@@ -263,3 +263,32 @@ def test_trace_forward_and_backward_agree_on_the_demo_network(demo):
 
         with pytest.raises(NotFound):
             trace.trace_donor(mz_tech, bg_donor, "BG")
+
+
+def test_each_figure_at_a_glance_opens_its_list_with_that_many_records(demo):
+    """Issue 16: every figure of the sites at a glance is a link to the list it counts, filtered by site and state,
+    and that list holds as many records as the figure says."""
+    client = demo.test_client()
+    login(client, "qa.network", DEMO_PASSWORD)
+    html = client.get("/").get_data(as_text=True)
+    card = html[html.index('id="network"'):]
+    card = card[:card.index("</section>")]
+    figures = re.findall(r'<a href="([^"]+)"><span class="num">(\d+)</span>', card)
+    assert len(figures) >= 5 * 3  # per site at least its two shipment figures and its open deviations
+    kinds = set()
+    for href, figure in figures:
+        href = href.replace("&amp;", "&")
+        page = client.get(href)
+        assert page.status_code == 200, href
+        text = page.get_data(as_text=True)
+        path = href.split("?")[0]
+        kinds.add(path)
+        if path == "/units/":
+            shown = text.count('href="/units/batches/')  # one per row
+        else:
+            noun = {"/batches/": "batch", "/deviations/": "deviation", "/shipments/": "shipment"}[path]
+            match = re.search(rf'<p class="muted">(\d+) {noun}(?:es|s)?</p>', text)
+            assert match, href
+            shown = int(match.group(1))
+        assert shown == int(figure), (href, figure, shown)
+    assert kinds == {"/batches/", "/units/", "/shipments/", "/deviations/"}

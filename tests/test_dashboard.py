@@ -197,7 +197,15 @@ def test_demo_dashboard_numbers_match_the_records(demo):
     html = client.get("/").get_data(as_text=True)
     for code in ("BG", "MI", "MZ", "PV", "SR"):
         assert f'id="site-{code}"' in html
-    assert "3 UCMSC" in row(html, "BG") and "Latest entries in the audit trail" in html
+    assert "3 UCMSC" in row(html, "BG")
+    # The raw audit data left the dashboard (issue 16): it stays on the audit trail's own pages.
+    assert "Latest entries in the audit trail" not in html and 'class="table audit"' not in html
+    assert client.get("/audit/").status_code == 200
+    # Each figure is a link to its filtered list, which shows that many records.
+    assert '<a href="/units/?status=available&amp;product=UCMSC&amp;site=BG"><span class="num">3</span> UCMSC</a>' \
+        in html
+    units_page = client.get("/units/?status=available&product=UCMSC&site=BG").get_data(as_text=True)
+    assert units_page.count('href="/units/batches/') == 3  # one row per unit
     client.post("/auth/logout")
     login(client, "technician.bg", DEMO_PASSWORD)
     html = client.get("/").get_data(as_text=True)
@@ -255,3 +263,32 @@ def test_trace_forward_and_backward_agree_on_the_demo_network(demo):
 
         with pytest.raises(NotFound):
             trace.trace_donor(mz_tech, bg_donor, "BG")
+
+
+def test_each_figure_at_a_glance_opens_its_list_with_that_many_records(demo):
+    """Issue 16: every figure of the sites at a glance is a link to the list it counts, filtered by site and state,
+    and that list holds as many records as the figure says."""
+    client = demo.test_client()
+    login(client, "qa.network", DEMO_PASSWORD)
+    html = client.get("/").get_data(as_text=True)
+    card = html[html.index('id="network"'):]
+    card = card[:card.index("</section>")]
+    figures = re.findall(r'<a href="([^"]+)"><span class="num">(\d+)</span>', card)
+    assert len(figures) >= 5 * 3  # per site at least its two shipment figures and its open deviations
+    kinds = set()
+    for href, figure in figures:
+        href = href.replace("&amp;", "&")
+        page = client.get(href)
+        assert page.status_code == 200, href
+        text = page.get_data(as_text=True)
+        path = href.split("?")[0]
+        kinds.add(path)
+        if path == "/units/":
+            shown = text.count('href="/units/batches/')  # one per row
+        else:
+            noun = {"/batches/": "batch", "/deviations/": "deviation", "/shipments/": "shipment"}[path]
+            match = re.search(rf'<p class="muted">(\d+) {noun}(?:es|s)?</p>', text)
+            assert match, href
+            shown = int(match.group(1))
+        assert shown == int(figure), (href, figure, shown)
+    assert kinds == {"/batches/", "/units/", "/shipments/", "/deviations/"}

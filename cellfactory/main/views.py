@@ -9,13 +9,13 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from cellfactory.alerts.services import alerts_for
-from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import User
+from cellfactory.batches.models import BatchStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.permissions import any_authenticated_user, public
 from cellfactory.extensions import db
+from cellfactory.inbox.services import inbox_for
 from cellfactory.signatures.services import signing_enabled
 
 bp = Blueprint("main", __name__)
@@ -27,24 +27,12 @@ TURNAROUND_WINDOW_DAYS = 365
 @bp.route("/")
 @any_authenticated_user
 def dashboard() -> str:
+    """What waits for the person, a section per role they hold, and their sites at a glance."""
     user = current_user._get_current_object()
     can_sign, missing = signing_enabled(user)
-    recent = []
-    if permissions.can_read_audit(user):
-        query = sa.select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(10)
-        visible = user.site_ids()
-        if visible is not None:
-            query = query.where(AuditEntry.site_id.in_(visible or [-1]))
-        recent = list(db.session.scalars(query))
-    return render_template("main/dashboard.html", can_sign=can_sign, missing=missing, alerts=alerts_for(user)[:5],
-                           recent=recent, network=network_overview(user), batch_states=_batch_states(),
+    return render_template("main/dashboard.html", can_sign=can_sign, missing=missing, sections=inbox_for(user),
+                           network=network_overview(user), batch_states=list(BatchStatus),
                            turnaround_window_days=TURNAROUND_WINDOW_DAYS)
-
-
-def _batch_states() -> list[str]:
-    from cellfactory.batches.models import BatchStatus
-
-    return [status.label for status in BatchStatus]
 
 
 # --- the network at a glance ------------------------------------------------------------------------
@@ -56,6 +44,9 @@ class SiteOverview:
     name: str
     batches: dict[str, int] = field(default_factory=dict)  # batch status -> count
     units_available: dict[str, int] = field(default_factory=dict)  # product code -> available units
+    # The same units by status (available at the site that made them, received at another), product code -> count:
+    # the unit list filters by one status, so each figure links to its own.
+    units_in_stock: dict[str, dict[str, int]] = field(default_factory=dict)
     shipments_out: int = 0  # in transit from the site
     shipments_in: int = 0  # in transit to the site
     open_deviations: int = 0
@@ -98,12 +89,14 @@ def network_overview(user: User) -> list[SiteOverview]:
         if site_id in sites:
             sites[site_id].batches[status.label] = count
     available = (UnitStatus.AVAILABLE, UnitStatus.RECEIVED)
-    for site_id, product, count in db.session.execute(scoped(
-            sa.select(Unit.site_id, Product.code, sa.func.count()).join(Batch, Batch.id == Unit.batch_id)
+    for site_id, product, status, count in db.session.execute(scoped(
+            sa.select(Unit.site_id, Product.code, Unit.status, sa.func.count()).join(Batch, Batch.id == Unit.batch_id)
             .join(Product, Product.id == Batch.product_id).where(Unit.status.in_(available))
-            .group_by(Unit.site_id, Product.code), Unit.site_id)):
+            .group_by(Unit.site_id, Product.code, Unit.status), Unit.site_id)):
         if site_id in sites:
-            sites[site_id].units_available[product] = count
+            overview = sites[site_id]
+            overview.units_available[product] = overview.units_available.get(product, 0) + count
+            overview.units_in_stock.setdefault(product, {})[status.value] = count
     transit = sa.select(Shipment.from_site_id, Shipment.to_site_id, sa.func.count()).where(
         Shipment.status == ShipmentStatus.IN_TRANSIT).group_by(Shipment.from_site_id, Shipment.to_site_id)
     if not network:

@@ -1,0 +1,637 @@
+"""What is waiting for a person: for each role they hold, the items of work of that role at the sites where they hold
+it (every site for a network-wide role), each with the page where it is done, its due date and whether it is
+overdue, overdue items first.
+
+Each kind of item is computed from the records with the rules of the domain that owns them (a step's verification,
+a deviation's closing gaps, a test's reportable result, who may acknowledge a notice or approve a grant), in a
+bounded number of statements whatever the number of records or the years of history: the open work is read, not
+the archive."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.orm import contains_eager, lazyload
+
+from cellfactory import isbt128
+from cellfactory.alerts.services import alerts_for
+from cellfactory.auth import services as auth_services
+from cellfactory.auth.models import Role, User
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.core.scoping import visible_to
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
+from cellfactory.extensions import db
+from cellfactory.materials.models import MaterialStatus, SourceMaterial
+from cellfactory.notifications import services as notification_services
+from cellfactory.qc import services as qc
+from cellfactory.qc.judging import Verdict
+from cellfactory.qc.models import QcResult
+from cellfactory.releases.models import BatchDecision, DecisionKind
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.models import IdentityVerification
+from cellfactory.sites.models import Site
+from cellfactory.units import services as unit_services
+from cellfactory.units.models import Shipment, ShipmentStatus, Unit, UnitStatus
+
+S = BatchStatus
+
+# At most this many items of one kind: far more than a site has waiting at once.
+KIND_LIMIT = 200
+# The open batches read with their steps or results: far more than a network has in progress at once.
+OPEN_BATCH_LIMIT = 1000
+# What an auditor sees as recent.
+RECENT_DAYS = 30
+
+
+class Kind(enum.StrEnum):
+    """The kinds of item, in the order a section lists kinds with the same due date."""
+
+    STEP_DUE = "step_due"
+    STEP_TO_VERIFY = "step_to_verify"
+    UNIT_TO_PUT_AWAY = "unit_to_put_away"
+    SHIPMENT_TO_RECEIVE = "shipment_to_receive"
+    RESULTS_TO_ENTER = "results_to_enter"
+    RESULT_TO_VERIFY = "result_to_verify"
+    FINAL_READ_DUE = "final_read_due"
+    OOS_TO_INVESTIGATE = "oos_to_investigate"
+    BATCH_TO_REVIEW = "batch_to_review"
+    DEVIATION_TO_ASSESS = "deviation_to_assess"
+    DEVIATION_TO_INVESTIGATE = "deviation_to_investigate"
+    DEVIATION_TO_CLOSE = "deviation_to_close"
+    CAPA_ACTION_DUE = "capa_action_due"
+    MATERIAL_IN_QUARANTINE = "material_in_quarantine"
+    TEMPERATURE_EXCURSION = "temperature_excursion"
+    BATCH_TO_CERTIFY = "batch_to_certify"
+    AWAITING_FINAL_READ = "awaiting_final_read"
+    FINAL_READ_BACK = "final_read_back"
+    IDENTITY_CHECK = "identity_check"
+    LOCKED_ACCOUNT = "locked_account"
+    ROLE_GRANT_TO_APPROVE = "role_grant_to_approve"
+    ALERT = "alert"
+    NOTICE_TO_ACKNOWLEDGE = "notice_to_acknowledge"
+    CERTIFICATION = "certification"
+    RECALL = "recall"
+    CRITICAL_DEVIATION = "critical_deviation"
+
+    @property
+    def label(self) -> str:
+        return KIND_LABELS[self]
+
+
+KIND_LABELS = {
+    Kind.STEP_DUE: "Step to record",
+    Kind.STEP_TO_VERIFY: "Step to verify",
+    Kind.UNIT_TO_PUT_AWAY: "Unit to put away",
+    Kind.SHIPMENT_TO_RECEIVE: "Shipment to receive",
+    Kind.RESULTS_TO_ENTER: "Results to enter",
+    Kind.RESULT_TO_VERIFY: "Result to verify",
+    Kind.FINAL_READ_DUE: "Final read due",
+    Kind.OOS_TO_INVESTIGATE: "Out of specification",
+    Kind.BATCH_TO_REVIEW: "Batch to review",
+    Kind.DEVIATION_TO_ASSESS: "Deviation to assess",
+    Kind.DEVIATION_TO_INVESTIGATE: "Deviation to investigate",
+    Kind.DEVIATION_TO_CLOSE: "Deviation to close",
+    Kind.CAPA_ACTION_DUE: "CAPA action",
+    Kind.MATERIAL_IN_QUARANTINE: "Material in quarantine",
+    Kind.TEMPERATURE_EXCURSION: "Temperature excursion",
+    Kind.BATCH_TO_CERTIFY: "Batch to certify",
+    Kind.AWAITING_FINAL_READ: "Waiting for its final read",
+    Kind.FINAL_READ_BACK: "Final read back",
+    Kind.IDENTITY_CHECK: "Identity check",
+    Kind.LOCKED_ACCOUNT: "Locked account",
+    Kind.ROLE_GRANT_TO_APPROVE: "Role grant to approve",
+    Kind.ALERT: "Alert",
+    Kind.NOTICE_TO_ACKNOWLEDGE: "Notice to acknowledge",
+    Kind.CERTIFICATION: "Certification",
+    Kind.RECALL: "Recall",
+    Kind.CRITICAL_DEVIATION: "Critical deviation",
+}
+KIND_ORDER = {kind: position for position, kind in enumerate(Kind)}
+# An item is a line: text typed by people or raised by the system (an alert lists every unit issued) is cut there;
+# the page the item opens shows all of it.
+LABEL_TEXT = 160
+
+
+def _short(text: str, limit: int = LABEL_TEXT) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+_LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to do: what (kind and a line of text), on which record (its human identifier), at which site (its
+    code; None for a network-wide item), by when (None when the record has no due date), whether that is past (in
+    the site's calendar), and the page where it is done (an endpoint and its arguments, `_anchor` included)."""
+
+    kind: Kind
+    label: str
+    record: str
+    site: str | None
+    due: dt.date | None
+    overdue: bool
+    endpoint: str
+    args: tuple[tuple[str, Any], ...] = ()
+    # Since when it waits (or when it happened, for what an auditor follows): orders the items without a due date.
+    since: dt.datetime | None = None
+
+    @property
+    def url_args(self) -> dict[str, Any]:
+        return dict(self.args)
+
+    def sort_key(self) -> tuple:
+        """Overdue first, then by due date (undated last), then the longest waiting first."""
+        return (not self.overdue, self.due is None, self.due or dt.date.max, self.since is None,
+                self.since or _LATEST, KIND_ORDER[self.kind], self.record)
+
+
+@dataclass
+class Section:
+    """The items of one role the person holds; `network` when they hold it network-wide (items of every site)."""
+
+    role: Role
+    network: bool
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def overdue(self) -> int:
+        return sum(1 for item in self.items if item.overdue)
+
+    @property
+    def grouped(self) -> bool:
+        """Shown by site: the role is held network-wide, or the items are of several sites."""
+        return self.network or len({item.site for item in self.items}) > 1
+
+    def by_site(self) -> list[tuple[str | None, list[Item]]]:
+        """The items grouped by site (network-wide items first, then the sites by code), each group in order."""
+        groups: dict[str | None, list[Item]] = {}
+        for item in self.items:
+            groups.setdefault(item.site, []).append(item)
+        return sorted(groups.items(), key=lambda group: (group[0] is not None, group[0] or ""))
+
+
+# The roles in the order their sections are shown.
+ROLE_ORDER = (Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.ADMIN, Role.AUDITOR)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a role is held: at these sites, or network-wide."""
+
+    network: bool
+    site_ids: frozenset[int]
+
+    def of(self, column: Any) -> Any:
+        return sa.true() if self.network else column.in_(sorted(self.site_ids))
+
+    def covers(self, site_id: int | None) -> bool:
+        return self.network or site_id in self.site_ids
+
+
+class _Context:
+    """What every kind reads once: the person, the time, the sites (for codes and calendars)."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+        self.now = utcnow()
+        self._sites: dict[int, Site] | None = None
+
+    @property
+    def sites(self) -> dict[int, Site]:
+        if self._sites is None:
+            self._sites = {site.id: site for site in db.session.scalars(sa.select(Site))}
+        return self._sites
+
+    def code(self, site_id: int | None) -> str | None:
+        return self.sites[site_id].code if site_id is not None and site_id in self.sites else None
+
+    def today(self, site_id: int) -> dt.date:
+        """Today in the site's calendar: a due date is past when it is before that day."""
+        return self.now.astimezone(ZoneInfo(self.sites[site_id].timezone)).date()
+
+    def item(self, kind: Kind, label: str, record: str, site_id: int | None, endpoint: str, *,
+             due: dt.date | None = None, since: dt.datetime | None = None, **args: Any) -> Item:
+        overdue = due is not None and site_id is not None and due < self.today(site_id)
+        return Item(kind, label, record, self.code(site_id), due, overdue, endpoint, tuple(args.items()), since)
+
+
+def scope_of(user: User, role: Role) -> Scope | None:
+    """Where the user holds the role; None when they do not hold it."""
+    held = {assignment.site_id for assignment in user.active_roles if assignment.role == role}
+    if not held:
+        return None
+    return Scope(None in held, frozenset(site_id for site_id in held if site_id is not None))
+
+
+def inbox_for(user: User) -> list[Section]:
+    """A section per role the user holds, in ROLE_ORDER, each with its items sorted (`Item.sort_key`)."""
+    context = _Context(user)
+    scopes = {role: scope for role in ROLE_ORDER if (scope := scope_of(user, role)) is not None}
+    sections = {role: Section(role, scope.network) for role, scope in scopes.items()}
+    for role, scope in scopes.items():
+        for build in BUILDERS[role]:
+            sections[role].items.extend(build(context, scope))
+    # Items that fall to whichever of the person's roles may act on them.
+    for role, item in _shared_items(context, scopes):
+        sections[role].items.append(item)
+    for section in sections.values():
+        section.items.sort(key=Item.sort_key)
+    return [sections[role] for role in ROLE_ORDER if role in sections]
+
+
+# --- technician ----------------------------------------------------------------------------------
+
+
+def _steps_due(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """The next step of each batch in process: the first one not done (started and not finished: to complete)."""
+    rows = db.session.execute(visible_to(
+        sa.select(BatchStep.batch_id, BatchStep.code, BatchStep.name, BatchStep.status, BatchStep.started_at,
+                  Batch.number, Batch.site_id, Batch.status_changed_at)
+        .join(Batch, Batch.id == BatchStep.batch_id)
+        .where(Batch.status == S.IN_PROCESS, BatchStep.status != StepStatus.DONE, scope.of(Batch.site_id))
+        .order_by(BatchStep.batch_id, BatchStep.position), Batch, ctx.user).limit(OPEN_BATCH_LIMIT * 10))
+    seen: set[int] = set()
+    for row in rows:
+        if row.batch_id in seen or len(seen) >= KIND_LIMIT:
+            continue
+        seen.add(row.batch_id)
+        running = row.status == StepStatus.IN_PROGRESS
+        yield ctx.item(Kind.STEP_DUE, f"{'Complete' if running else 'Record'} {row.code} · {row.name}", row.number,
+                       row.site_id, "batches.step", since=row.started_at if running else row.status_changed_at,
+                       number=row.number, code=row.code)
+
+
+def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Finished steps of batches in process without a verification that covers them, which the person did not
+    enter or change (`batches.services.step_verification`, `entered_by_steps`: the rules `verify_step` applies)."""
+    batches = {batch.id: batch for batch in db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.status == S.IN_PROCESS, scope.of(Batch.site_id))
+        .options(lazyload(Batch.materials), lazyload(Batch.steps)), Batch, ctx.user).limit(OPEN_BATCH_LIMIT))}
+    if not batches:
+        return
+    steps = list(db.session.scalars(
+        sa.select(BatchStep).where(BatchStep.batch_id.in_(list(batches)), BatchStep.status == StepStatus.DONE)
+        .options(lazyload(BatchStep.operator)).order_by(BatchStep.ended_at, BatchStep.id)))
+    index = signature_services.SignatureIndex(steps)
+    unverified = [step for step in steps if batch_services.step_verification(step, index) is None]
+    entered = batch_services.entered_by_steps(unverified)
+    found = 0
+    for step in unverified:
+        if ctx.user.id in entered[step.id] or found >= KIND_LIMIT:
+            continue
+        found += 1
+        batch = batches[step.batch_id]
+        yield ctx.item(Kind.STEP_TO_VERIFY, f"Verify {step.code} · {step.name} (second person)", batch.number,
+                       batch.site_id, "batches.detail", since=step.ended_at, number=batch.number,
+                       _anchor=f"verify-{step.code}")
+
+
+# Units a site holds that are not stored and could be (`units.services.put_away` refuses final and shipped units,
+# and units blocked while in transit; a recalled unit waits for its destruction).
+TO_PUT_AWAY = (UnitStatus.QUARANTINE, UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED)
+
+
+def _units_to_put_away(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    blocked_here = sa.and_(Unit.status == UnitStatus.BLOCKED, Unit.held_from != UnitStatus.SHIPPED)
+    units = db.session.scalars(visible_to(
+        sa.select(Unit).where(Unit.position_id.is_(None), sa.or_(Unit.status.in_(TO_PUT_AWAY), blocked_here),
+                              scope.of(Unit.site_id))
+        .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
+    for unit in units:
+        yield ctx.item(Kind.UNIT_TO_PUT_AWAY, f"Put away unit {unit.identifier} ({unit.status.value})",
+                       unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
+                       identifier=unit.identifier, _anchor="store")
+
+
+def _shipments_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    shipments = db.session.scalars(
+        unit_services.visible_shipments(ctx.user)
+        .where(Shipment.status == ShipmentStatus.IN_TRANSIT, scope.of(Shipment.to_site_id))
+        .order_by(Shipment.departed_at, Shipment.id).limit(KIND_LIMIT))
+    for shipment in shipments:
+        yield ctx.item(Kind.SHIPMENT_TO_RECEIVE,
+                       f"Receive shipment {shipment.number} from {shipment.from_site.code} "
+                       f"({len(shipment.items)} {'unit' if len(shipment.items) == 1 else 'units'})",
+                       shipment.number, shipment.to_site_id, "shipments.detail", since=shipment.departed_at,
+                       number=shipment.number, _anchor="receive")
+
+
+# --- QC analyst ----------------------------------------------------------------------------------
+
+
+def _qc_work(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """From the open batches and all their results, read once: the tests without a result of the batches awaiting
+    QC, the results waiting for a second analyst, and the pending reads due today or overdue."""
+    open_batches = list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.status.in_(qc.RESULT_STATES), scope.of(Batch.site_id))
+        .options(lazyload(Batch.materials), lazyload(Batch.steps)).order_by(Batch.status_changed_at, Batch.id),
+        Batch, ctx.user).limit(OPEN_BATCH_LIMIT)))
+    if not open_batches:
+        return
+    loaded = qc.BatchResults.of(open_batches)
+    valid = [(result, batch) for batch in open_batches for result in loaded.by_batch[batch.id]
+             if result.invalidated_at is None]
+    # A reportable result is a valid one: this index holds every signature the checks below read.
+    index = signature_services.SignatureIndex([result for result, _ in valid])
+    awaiting = [batch for batch in open_batches if batch.status == S.AWAITING_QC][:KIND_LIMIT]
+    statuses = qc.qc_statuses(awaiting, loaded=loaded, index=index)
+    for batch in awaiting:
+        missing = [status.test for status in statuses[batch.id] if status.reportable is None]
+        if missing:
+            yield ctx.item(Kind.RESULTS_TO_ENTER, "Enter results: " + ", ".join(test.name for test in missing),
+                           batch.number, batch.site_id, "qc.enter", since=batch.status_changed_at,
+                           number=batch.number, test=missing[0].code)
+    to_verify = 0
+    for result, batch in valid:
+        if to_verify < KIND_LIMIT and ctx.user.id not in {result.analyst_id, result.created_by_id} \
+                and qc.result_verification(result, index) is None:
+            to_verify += 1
+            yield ctx.item(Kind.RESULT_TO_VERIFY, f"Verify {result.spec_test.name}: {result.value_text}",
+                           batch.number, batch.site_id, "qc.batch", since=result.created_at, number=batch.number,
+                           _anchor=f"result-{result.id}")
+    reads = 0
+    for result, batch in valid:
+        due = result.final_read_due
+        if result.verdict == Verdict.PENDING and due is not None and due <= ctx.today(batch.site_id) \
+                and reads < KIND_LIMIT:
+            reads += 1
+            yield ctx.item(Kind.FINAL_READ_DUE, f"Final read of {result.spec_test.name} (sample {result.sample_id})",
+                           batch.number, batch.site_id, "qc.batch", due=due, since=result.created_at,
+                           number=batch.number, _anchor=f"result-{result.id}")
+
+
+def _oos_to_investigate(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Valid out-of-specification results whose deviation is open with no root cause recorded yet."""
+    rows = db.session.execute(visible_to(
+        sa.select(QcResult, Batch.number, Deviation.number.label("deviation"))
+        .join(Batch, Batch.id == QcResult.batch_id).join(Deviation, Deviation.id == QcResult.deviation_id)
+        .where(QcResult.verdict == Verdict.FAIL, QcResult.invalidated_at.is_(None),
+               Deviation.status == DeviationStatus.OPEN, Deviation.root_cause == "", scope.of(QcResult.site_id))
+        .options(*qc.LIGHT_RESULT).order_by(QcResult.created_at, QcResult.id), QcResult, ctx.user)
+        .limit(KIND_LIMIT))
+    for result, number, deviation in rows:
+        yield ctx.item(Kind.OOS_TO_INVESTIGATE,
+                       f"{result.spec_test.name} out of specification ({result.value_text}): deviation {deviation} "
+                       "awaits its investigation", number, result.site_id, "qc.batch", since=result.created_at,
+                       number=number, _anchor=f"result-{result.id}")
+
+
+# --- QA ------------------------------------------------------------------------------------------
+
+
+def _batches_in(ctx: _Context, scope: Scope, status: BatchStatus) -> list[Batch]:
+    return list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.status == status, scope.of(Batch.site_id))
+        .options(lazyload(Batch.materials), lazyload(Batch.steps)).order_by(Batch.status_changed_at, Batch.id),
+        Batch, ctx.user).limit(KIND_LIMIT)))
+
+
+def _batches_to_review(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    for batch in _batches_in(ctx, scope, S.AWAITING_QA_REVIEW):
+        yield ctx.item(Kind.BATCH_TO_REVIEW, f"Review the batch record of {batch.number} ({batch.product.code})",
+                       batch.number, batch.site_id, "releases.review", since=batch.status_changed_at,
+                       number=batch.number)
+
+
+def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Each open deviation at the stage it is in: the impact to assess, the investigation and CAPA to complete,
+    or, when nothing is missing (`deviations.services.closing_gaps`), the closure."""
+    deviations = db.session.scalars(visible_to(
+        sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN, scope.of(Deviation.site_id))
+        .options(lazyload(Deviation.opened_by)).order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
+        .limit(KIND_LIMIT))
+    for deviation in deviations:
+        gaps = deviation_services.closing_gaps(deviation)
+        title = f"{deviation.number} ({deviation.classification.value}): {_short(deviation.title)}"
+        if not gaps:
+            kind, label = Kind.DEVIATION_TO_CLOSE, f"Close {title}"
+        elif not deviation.impact_assessment:
+            kind, label = Kind.DEVIATION_TO_ASSESS, f"Assess {title}"
+        else:
+            kind, label = Kind.DEVIATION_TO_INVESTIGATE, f"Investigate {title}; still needs {_short('; '.join(gaps))}"
+        yield ctx.item(kind, label, deviation.number, deviation.site_id, "deviations.detail",
+                       since=deviation.opened_at, number=deviation.number)
+
+
+def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """CAPA actions not completed: due on their due date, or, once carried to an effectiveness check, on its date."""
+    actions = db.session.scalars(visible_to(
+        sa.select(CapaAction).join(CapaAction.deviation)
+        .where(CapaAction.completed_at.is_(None), scope.of(CapaAction.site_id))
+        .options(contains_eager(CapaAction.deviation).lazyload(Deviation.opened_by))
+        .order_by(CapaAction.due_date, CapaAction.id), CapaAction, ctx.user).limit(KIND_LIMIT))
+    for action in actions:
+        check = action.effectiveness_check_due
+        what = "Effectiveness check of" if check else "Complete"
+        yield ctx.item(Kind.CAPA_ACTION_DUE,
+                       f"{what} {action.kind} action of {action.deviation.number} (owner {action.owner.full_name}): "
+                       f"{_short(action.description)}", action.deviation.number, action.site_id, "deviations.detail",
+                       due=check or action.due_date, since=action.created_at, number=action.deviation.number,
+                       _anchor=f"action-{action.id}")
+
+
+def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    materials = db.session.scalars(visible_to(
+        sa.select(SourceMaterial).where(SourceMaterial.status == MaterialStatus.QUARANTINED,
+                                        scope.of(SourceMaterial.site_id))
+        .order_by(SourceMaterial.received_at, SourceMaterial.id), SourceMaterial, ctx.user).limit(KIND_LIMIT))
+    for material in materials:
+        din = isbt128.format_din(material.din)
+        reasons = "; ".join(str(reason) for reason in material.decision_reasons or [])
+        yield ctx.item(Kind.MATERIAL_IN_QUARANTINE,
+                       f"Release or reject {material.material_type.label.lower()} {din}" + (f": {_short(reasons)}"
+                                                                                             if reasons else ""),
+                       din, material.site_id, "materials.detail", since=material.received_at, din=material.din)
+
+
+def _temperature_excursions(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Units quarantined at receipt after a temperature excursion in transit, for QA of the site that holds them to
+    assess (`units.services.lift_quarantine`)."""
+    units = db.session.scalars(visible_to(
+        sa.select(Unit).where(Unit.status == UnitStatus.QUARANTINE, Unit.status_reason.is_not(None),
+                              scope.of(Unit.site_id)).order_by(Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
+    for unit in units:
+        yield ctx.item(Kind.TEMPERATURE_EXCURSION, f"Assess unit {unit.identifier}: {_short(unit.status_reason)}",
+                       unit.identifier, unit.site_id, "units.detail", identifier=unit.identifier, _anchor="lift")
+
+
+# --- QP ------------------------------------------------------------------------------------------
+
+
+def _batches_to_certify(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    for batch in _batches_in(ctx, scope, S.AWAITING_CERTIFICATION):
+        yield ctx.item(Kind.BATCH_TO_CERTIFY, f"Certify or reject {batch.number} ({batch.product.code})",
+                       batch.number, batch.site_id, "releases.certification", since=batch.status_changed_at,
+                       number=batch.number)
+
+
+def _conditional_releases(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Conditionally released batches: still waiting for a pending result (due on the final read date the QP
+    stated, else the latest due date of the pending reads), or with every read back (the final certification)."""
+    batches = _batches_in(ctx, scope, S.CONDITIONALLY_RELEASED)
+    if not batches:
+        return
+    statuses = qc.qc_statuses(batches)
+    expected: dict[int, dt.date | None] = {}
+    for batch_id, date in db.session.execute(
+            sa.select(BatchDecision.batch_id, BatchDecision.expected_final_date)
+            .where(BatchDecision.batch_id.in_([b.id for b in batches]), BatchDecision.kind == DecisionKind.CONDITIONAL)
+            .order_by(BatchDecision.id)):
+        expected[batch_id] = date
+    for batch in batches:
+        pending = [s.reportable for s in statuses[batch.id] if s.verdict == Verdict.PENDING]
+        if pending:
+            due = expected.get(batch.id) or max((r.final_read_due for r in pending if r.final_read_due),
+                                                default=None)
+            yield ctx.item(Kind.AWAITING_FINAL_READ,
+                           f"{batch.number} waits for " + ", ".join(r.spec_test.name for r in pending),
+                           batch.number, batch.site_id, "releases.certification", due=due,
+                           since=batch.status_changed_at, number=batch.number)
+        else:
+            yield ctx.item(Kind.FINAL_READ_BACK, f"Final reads of {batch.number} are back: final certification",
+                           batch.number, batch.site_id, "releases.certification", since=batch.status_changed_at,
+                           number=batch.number)
+
+
+# --- administrator -------------------------------------------------------------------------------
+
+
+def _managed_users(ctx: _Context, *conditions: Any) -> list[User]:
+    """The users the administrator manages (`auth.services.can_manage_user`), other than themselves."""
+    users = db.session.scalars(auth_services.users_visible_to(ctx.user).where(User.active.is_(True), *conditions)
+                               .order_by(User.username).limit(KIND_LIMIT))
+    return [user for user in users if user.id != ctx.user.id and auth_services.can_manage_user(ctx.user, user)]
+
+
+def _site_of(user: User) -> int | None:
+    """Where a person works, for grouping: their first site, None when they work network-wide."""
+    sites = [assignment.site_id for assignment in user.active_roles]
+    return None if not sites or None in sites else sites[0]
+
+
+def _identity_checks(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Active people who sign (any role but auditor: auditors only read) with no current identity check: until an
+    administrator records one, they cannot sign (`signatures.services.signing_enabled`)."""
+    current = sa.select(IdentityVerification.id).where(IdentityVerification.user_id == User.id,
+                                                      IdentityVerification.voided_at.is_(None))
+    for user in _managed_users(ctx, ~sa.exists(current)):
+        if user.role_set() - {Role.AUDITOR}:
+            yield ctx.item(Kind.IDENTITY_CHECK, f"Record the identity check of {user.full_name} ({user.username})",
+                           user.username, _site_of(user), "admin.user_detail", since=user.created_at,
+                           user_id=user.id)
+
+
+def _locked_accounts(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    for user in _managed_users(ctx, User.locked_until > ctx.now):
+        until = user.locked_until.strftime("%Y-%m-%d %H:%M UTC")
+        yield ctx.item(Kind.LOCKED_ACCOUNT, f"Account {user.username} ({user.full_name}) is locked until {until}",
+                       user.username, _site_of(user), "admin.user_detail", since=user.locked_until,
+                       user_id=user.id)
+
+
+# --- auditor -------------------------------------------------------------------------------------
+
+
+def _recent_certifications(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    rows = db.session.execute(visible_to(
+        sa.select(BatchDecision, Batch.number).join(Batch, Batch.id == BatchDecision.batch_id)
+        .where(BatchDecision.kind != DecisionKind.REVIEW,
+               BatchDecision.decided_at >= ctx.now - dt.timedelta(days=RECENT_DAYS), scope.of(BatchDecision.site_id))
+        .options(lazyload(BatchDecision.certificate), lazyload(BatchDecision.decided_by))
+        .order_by(BatchDecision.decided_at.desc(), BatchDecision.id.desc()), BatchDecision, ctx.user)
+        .limit(KIND_LIMIT))
+    for decision, number in rows:
+        yield ctx.item(Kind.CERTIFICATION, f"{number}: {decision.kind.label}, signed by "
+                                           f"{decision.signature.printed_name}", number, decision.site_id,
+                       "batches.detail", since=decision.decided_at, number=number, _anchor="signatures")
+
+
+def _recalls(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Batches recalled (after a failure after release) or with recalled units, with the number of those units."""
+    recalled = (sa.select(Unit.batch_id, sa.func.count().label("units")).where(Unit.status == UnitStatus.RECALLED)
+                .group_by(Unit.batch_id).subquery())
+    rows = db.session.execute(visible_to(
+        sa.select(Batch, sa.func.coalesce(recalled.c.units, 0)).outerjoin(recalled, recalled.c.batch_id == Batch.id)
+        .where(sa.or_(Batch.status == S.RECALLED, recalled.c.batch_id.is_not(None)), scope.of(Batch.site_id))
+        .options(lazyload(Batch.materials), lazyload(Batch.steps))
+        .order_by(Batch.status_changed_at.desc(), Batch.id.desc()), Batch, ctx.user).limit(KIND_LIMIT))
+    for batch, units in rows:
+        what = f"{units} {'unit' if units == 1 else 'units'} recalled" if units else "no unit left to recall"
+        yield ctx.item(Kind.RECALL, f"{batch.number} ({batch.status.label}): {what}", batch.number, batch.site_id,
+                       "units.batch", since=batch.status_changed_at, number=batch.number)
+
+
+def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    deviations = db.session.scalars(visible_to(
+        sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN,
+                                   Deviation.classification == Classification.CRITICAL, scope.of(Deviation.site_id))
+        .options(lazyload(Deviation.opened_by), lazyload(Deviation.actions))
+        .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user).limit(KIND_LIMIT))
+    for deviation in deviations:
+        yield ctx.item(Kind.CRITICAL_DEVIATION, f"{deviation.number}: {_short(deviation.title)}", deviation.number,
+                       deviation.site_id, "deviations.detail", since=deviation.opened_at, number=deviation.number)
+
+
+Builder = Callable[[_Context, Scope], Iterable[Item]]
+BUILDERS: dict[Role, tuple[Builder, ...]] = {
+    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _units_to_put_away, _shipments_to_receive),
+    Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
+    Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions),
+    Role.QP: (_batches_to_certify, _conditional_releases),
+    Role.ADMIN: (_identity_checks, _locked_accounts),
+    Role.AUDITOR: (_recent_certifications, _recalls, _critical_deviations),
+}
+
+
+# --- items any of several roles acts on ----------------------------------------------------------
+
+
+def _first_role(scopes: dict[Role, Scope], roles: Iterable[Role], site_id: int | None) -> Role | None:
+    """Of the roles that may act, the first the person holds where the item is (ROLE_ORDER)."""
+    allowed = set(roles)
+    return next((role for role in ROLE_ORDER if role in allowed and role in scopes
+                 and (site_id is None or scopes[role].covers(site_id))), None)
+
+
+def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, Item]]:
+    """Alerts (to the role they are addressed to), notices after release to acknowledge (in each capacity the person
+    may sign in, `notifications.services.may_acknowledge`) and role grants to approve (`auth.services.
+    pending_grants_for`), each in the section of the first role of the person that may act on it."""
+    user = ctx.user
+    for alert in alerts_for(user):
+        if alert.audience in scopes:
+            yield alert.audience, ctx.item(Kind.ALERT, _short(alert.message), f"alert {alert.id}", alert.site_id,
+                                           "notifications.alerts", since=alert.created_at)
+    if scopes.keys() & notification_services.ACKNOWLEDGING_ROLES:
+        for task in notification_services.tasks_for(user):
+            for capacity in task.missing:
+                if not notification_services.may_acknowledge(user, task, capacity):
+                    continue
+                role = _first_role(scopes, notification_services.CAPACITY_ROLES[capacity], task.site_id)
+                if role is not None:
+                    yield role, ctx.item(Kind.NOTICE_TO_ACKNOWLEDGE, f"Acknowledge as {capacity.label}: "
+                                                                     f"{_short(task.message)}", f"notice {task.id}",
+                                         task.site_id, "notifications.tasks", since=task.created_at,
+                                         _anchor=f"task-{task.id}")
+    if scopes.keys() & {Role.ADMIN, Role.QA, Role.QP}:
+        grants = auth_services.pending_grants_for(user)
+        people = {person.id: person for person in db.session.scalars(
+            sa.select(User).where(User.id.in_([g.user_id for g in grants]))) } if grants else {}
+        for grant in grants:
+            role = Role.ADMIN if Role.ADMIN in scopes else _first_role(scopes, (Role.QA, Role.QP), grant.site_id)
+            if role is None:
+                continue
+            person = people[grant.user_id]
+            yield role, ctx.item(Kind.ROLE_GRANT_TO_APPROVE,
+                                 f"Approve or reject {grant.role.label} at {grant.scope_label} for {person.full_name} "
+                                 f"({person.username}): {_short(grant.reason)}", person.username, grant.site_id,
+                                 "admin.role_requests", since=grant.created_at)

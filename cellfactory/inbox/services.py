@@ -352,7 +352,7 @@ def _qc_work(ctx: _Context, scope: Scope) -> Iterator[Item]:
                            number=batch.number, test=missing[0].code)
     to_verify = 0
     for result, batch in valid:
-        if to_verify < KIND_LIMIT and ctx.user.id not in {result.analyst_id, result.created_by_id} \
+        if to_verify < KIND_LIMIT and not qc.entered_by(ctx.user, result) \
                 and qc.result_verification(result, index) is None:
             to_verify += 1
             yield ctx.item(Kind.RESULT_TO_VERIFY, f"Verify {result.spec_test.name}: {result.value_text}",

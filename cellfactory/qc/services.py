@@ -260,11 +260,16 @@ def result_verification(result: QcResult, index: signatures.SignatureIndex | Non
     return None
 
 
+def entered_by(user: User, result: QcResult) -> bool:
+    """Whether the person entered the result (or read it): they may not be the second analyst who verifies it."""
+    return user.id in {result.analyst_id, result.created_by_id}
+
+
 @transactional
 def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> None:
     """A second analyst verifies; only then is the result official."""
     _require_analyst(actor, result.site_id)
-    if actor.id in {result.analyst_id, result.created_by_id}:
+    if entered_by(actor, result):
         raise Conflict("You entered this result: a second analyst must verify it.")
     if result.invalidated_at is not None:
         raise Conflict("This result was invalidated.")

@@ -139,7 +139,7 @@ def worklist() -> str:
     for result, batch in candidates:
         if qc.result_verification(result, index) is not None:
             continue
-        if user.id in {result.analyst_id, result.created_by_id}:
+        if qc.entered_by(user, result):
             mine_waiting += 1
         else:
             to_verify.append((result, batch))
@@ -211,7 +211,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
             if f"verify-{result.id}" in forms:  # a refused attempt: the form with its errors
                 row["forms"]["verify"] = forms[f"verify-{result.id}"]
             elif analyst and valid and verification is None:
-                if user.id in {result.analyst_id, result.created_by_id}:
+                if qc.entered_by(user, result):
                     row["note"] = "You entered this result: a second analyst verifies it."
                 else:
                     row["forms"]["verify"] = forms.get(f"verify-{result.id}") or _verify_form(result)

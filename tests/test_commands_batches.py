@@ -135,8 +135,9 @@ def test_the_page_s_text_is_read_into_the_same_command():
     with pytest.raises(ValidationFailed) as refused:
         RecordStep.from_entries({"cells_seeded": "many", "vessel_count": "two", "viability_pct": "-1"},
                                 timezone="Europe/Rome")
-    assert refused.value.fields == {"cells_seeded": "Enter a number.", "vessel_count": "Enter how many vessels (1 "
-                                    "or more).", "viability_pct": "Enter a number from 0 to 100."}
+    # Text that is no number is refused in the words the API gives for the same text.
+    assert refused.value.fields == {"cells_seeded": "Enter a number.", "vessel_count": "Must be a whole number.",
+                                    "viability_pct": "Enter a number from 0 to 100."}
     with pytest.raises(ValidationFailed) as refused:
         StartBatch.parse({"materials": ["=A99912600012300"]})
     assert refused.value.fields == {"product": "Choose the product."}

@@ -82,6 +82,10 @@ def _refused_alike(client, *, api: tuple[str, dict], page: str, body: dict, fiel
     assert field_error(shown.get_data(as_text=True), field) == message
 
 REGISTER = {"code": "CC-07", "name": "Cell counter", "kind": "cell counter", "calibration_due": FUTURE}
+# Text that is no date: the page's date field cannot read it and hands it to the command, which refuses it in the
+# words the API gives for the same text.
+BAD_DATES = ["2026-13-45", "31/12/2026", "2027-02-29"]
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
 
 REGISTER_CASES = [
     ("code", {"code": ""}, "Enter the code."),
@@ -93,6 +97,7 @@ REGISTER_CASES = [
     ("kind", {"kind": "cell\u200fcounter"}, BIDI_MESSAGE),
     ("name", {"name": "x" * 10_000}, "Use at most 200 characters (this has 10000)."),
     ("code", {"code": "INC-01"}, "Already used."),
+    *[("calibration_due", {"calibration_due": text}, DATE_FORMAT) for text in BAD_DATES],
 ]
 
 
@@ -124,6 +129,7 @@ CALIBRATION_CASES = [
     ("next_due", {"next_due": TODAY.isoformat()}, "A future date."),
     ("next_due", {"next_due": YEAR_9999}, None),
     ("reference", {"reference": "CAL\x07"}, CONTROL_MESSAGE),
+    *[("next_due", {"next_due": text}, DATE_FORMAT) for text in BAD_DATES],
 ]
 
 

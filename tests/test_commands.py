@@ -98,6 +98,9 @@ REGISTER_CASES = [
     ("name", {"name": "x" * 10_000}, "Use at most 200 characters (this has 10000)."),
     ("code", {"code": "INC-01"}, "Already used."),
     *[("calibration_due", {"calibration_due": text}, DATE_FORMAT) for text in BAD_DATES],
+    # Hostile text in a date is no date: refused as such at both doors (the page no longer judges its characters).
+    *[("calibration_due", {"calibration_due": text}, DATE_FORMAT) for text in (
+        f"{FUTURE}\x00", f"\u202e{FUTURE}", f"{FUTURE}\u200f", "9" * 10_000)],
 ]
 
 

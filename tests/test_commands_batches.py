@@ -41,7 +41,7 @@ TOO_LONG = "Use at most {limit} characters (this has 10000)."
 # Text that is no time or number: the page cannot read it and hands it to the command, which refuses it in the words
 # the API gives for the same text.
 NOT_A_TIME = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00 or ...Z."
-BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00"]
+BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00", "2026-01-01T10:00\x00"]
 BAD_NUMBERS = ["abc", "1e3x"]
 
 

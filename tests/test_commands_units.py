@@ -127,6 +127,10 @@ CREATE_CASES = [
     *_unreadable("count", BAD_NUMBERS + ["2.5"], NOT_WHOLE),
     *_unreadable("volume_ml", BAD_NUMBERS, NOT_A_NUMBER),
     *_unreadable("cells_per_unit", BAD_NUMBERS + ["1,5e8"], NOT_A_NUMBER),
+    # Hostile text in a number or a time is no number or time: refused as such at both doors.
+    *_unreadable("volume_ml", ["20\x00", "\u202e20", "x" * 10_000], NOT_A_NUMBER),
+    *_unreadable("count", ["2\u200f"], NOT_WHOLE),
+    *_unreadable("prepared_at", ["2026-01-01T10:00\x00", "T" * 10_000], NOT_A_TIME),
 ]
 
 

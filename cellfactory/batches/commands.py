@@ -133,8 +133,10 @@ def _codes(value: Any) -> Any:
 
 
 def _local_instant(value: Any, zone: ZoneInfo) -> Any:
-    """Text or a datetime as a browser's datetime-local gives it: without an offset it is the site's time."""
-    if isinstance(value, str) and value.strip():
+    """Text or a datetime as a browser's datetime-local gives it: without an offset it is the site's time. Text with
+    a control or direction character is left as it is, for the command to refuse (Python would read a time followed
+    by a NUL)."""
+    if isinstance(value, str) and value.strip() and not text_problem(value):
         try:
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:

@@ -193,7 +193,9 @@ def parse_time(value: Any, not_a_time: str = NOT_A_TIME) -> dt.datetime | None:
     value = _blank_is_missing(value)
     if value is None or isinstance(value, dt.datetime):
         return value
-    if not isinstance(value, str):
+    if not isinstance(value, str) or text_problem(value, multiline=False):
+        # Python reads "2026-01-01T10:00" followed by a NUL as a time: a control or direction character is no part
+        # of one.
         raise PydanticCustomError("instant", not_a_time)
     try:
         return dt.datetime.fromisoformat(value)

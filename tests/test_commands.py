@@ -5,6 +5,8 @@ declared this way."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -113,6 +115,25 @@ def test_registering_equipment_is_refused_alike_at_the_page_and_the_api(client, 
     _refused_alike(client, api=(f"{API}/equipment", world.auth("technician")), page="/equipment/register",
                    body=REGISTER | change, field=field, message=message)
     assert _saved() == before
+
+
+def test_an_unreadable_date_is_shown_at_the_top_and_at_its_field_as_typed_and_a_readable_one_is_saved(
+        client, world):  # noqa: F811
+    login(client, "technician.bg")
+    before = _saved()
+    page = client.post("/equipment/register", data=REGISTER | {"calibration_due": "31/12/2026"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 422
+    assert field_error(text, "calibration_due") == DATE_FORMAT
+    top = re.search(r'<div class="form-errors" role="alert">(.*?)</div>', text, re.S)
+    assert top is not None and DATE_FORMAT in html.unescape(top.group(1))
+    assert 'value="31/12/2026"' in text  # the text typed stays in the field, to be corrected
+    assert "Not a valid" not in text  # WTForms' own words are not shown
+    assert _saved() == before
+    saved = client.post("/equipment/register", data=REGISTER)
+    assert saved.status_code == 302
+    added = db.session.scalar(sa.select(Equipment).where(Equipment.code == "CC-07"))
+    assert added.calibration_due.isoformat() == FUTURE
 
 
 def test_a_lone_surrogate_is_refused_by_the_api_as_the_browser_s_replacement_is_by_the_page(client, world):  # noqa: F811

@@ -5,6 +5,8 @@ declared this way."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -82,6 +84,10 @@ def _refused_alike(client, *, api: tuple[str, dict], page: str, body: dict, fiel
     assert field_error(shown.get_data(as_text=True), field) == message
 
 REGISTER = {"code": "CC-07", "name": "Cell counter", "kind": "cell counter", "calibration_due": FUTURE}
+# Text that is no date: the page's date field cannot read it and hands it to the command, which refuses it in the
+# words the API gives for the same text.
+BAD_DATES = ["2026-13-45", "31/12/2026", "2027-02-29"]
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
 
 REGISTER_CASES = [
     ("code", {"code": ""}, "Enter the code."),
@@ -93,6 +99,10 @@ REGISTER_CASES = [
     ("kind", {"kind": "cell\u200fcounter"}, BIDI_MESSAGE),
     ("name", {"name": "x" * 10_000}, "Use at most 200 characters (this has 10000)."),
     ("code", {"code": "INC-01"}, "Already used."),
+    *[("calibration_due", {"calibration_due": text}, DATE_FORMAT) for text in BAD_DATES],
+    # Hostile text in a date is no date: refused as such at both doors (the page no longer judges its characters).
+    *[("calibration_due", {"calibration_due": text}, DATE_FORMAT) for text in (
+        f"{FUTURE}\x00", f"\u202e{FUTURE}", f"{FUTURE}\u200f", "9" * 10_000)],
 ]
 
 
@@ -105,6 +115,25 @@ def test_registering_equipment_is_refused_alike_at_the_page_and_the_api(client, 
     _refused_alike(client, api=(f"{API}/equipment", world.auth("technician")), page="/equipment/register",
                    body=REGISTER | change, field=field, message=message)
     assert _saved() == before
+
+
+def test_an_unreadable_date_is_shown_at_the_top_and_at_its_field_as_typed_and_a_readable_one_is_saved(
+        client, world):  # noqa: F811
+    login(client, "technician.bg")
+    before = _saved()
+    page = client.post("/equipment/register", data=REGISTER | {"calibration_due": "31/12/2026"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 422
+    assert field_error(text, "calibration_due") == DATE_FORMAT
+    top = re.search(r'<div class="form-errors" role="alert">(.*?)</div>', text, re.S)
+    assert top is not None and DATE_FORMAT in html.unescape(top.group(1))
+    assert 'value="31/12/2026"' in text  # the text typed stays in the field, to be corrected
+    assert "Not a valid" not in text  # WTForms' own words are not shown
+    assert _saved() == before
+    saved = client.post("/equipment/register", data=REGISTER)
+    assert saved.status_code == 302
+    added = db.session.scalar(sa.select(Equipment).where(Equipment.code == "CC-07"))
+    assert added.calibration_due.isoformat() == FUTURE
 
 
 def test_a_lone_surrogate_is_refused_by_the_api_as_the_browser_s_replacement_is_by_the_page(client, world):  # noqa: F811
@@ -124,6 +153,7 @@ CALIBRATION_CASES = [
     ("next_due", {"next_due": TODAY.isoformat()}, "A future date."),
     ("next_due", {"next_due": YEAR_9999}, None),
     ("reference", {"reference": "CAL\x07"}, CONTROL_MESSAGE),
+    *[("next_due", {"next_due": text}, DATE_FORMAT) for text in BAD_DATES],
 ]
 
 

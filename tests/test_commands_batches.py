@@ -38,6 +38,16 @@ TZ = ZoneInfo("Europe/Rome")
 FUTURE = "This time is in the future."
 YEAR = "The year must be between 1900 and 2100."
 TOO_LONG = "Use at most {limit} characters (this has 10000)."
+# Text that is no time or number: the page cannot read it and hands it to the command, which refuses it in the words
+# the API gives for the same text.
+NOT_A_TIME = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00 or ...Z."
+BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00", "2026-01-01T10:00\x00"]
+BAD_NUMBERS = ["abc", "1e3x"]
+
+
+def _unreadable(field: str, bad: list[str], message: str, **change) -> dict[str, tuple]:
+    """Cases {name: (field, change, message)} of text that cannot be read, the same through both doors."""
+    return {f"{field} {text!r}": (field, {field: text, **change}, message) for text in bad}
 
 
 @pytest.fixture
@@ -135,8 +145,9 @@ def test_the_page_s_text_is_read_into_the_same_command():
     with pytest.raises(ValidationFailed) as refused:
         RecordStep.from_entries({"cells_seeded": "many", "vessel_count": "two", "viability_pct": "-1"},
                                 timezone="Europe/Rome")
-    assert refused.value.fields == {"cells_seeded": "Enter a number.", "vessel_count": "Enter how many vessels (1 "
-                                    "or more).", "viability_pct": "Enter a number from 0 to 100."}
+    # Text that is no number is refused in the words the API gives for the same text.
+    assert refused.value.fields == {"cells_seeded": "Enter a number.", "vessel_count": "Must be a whole number.",
+                                    "viability_pct": "Enter a number from 0 to 100."}
     with pytest.raises(ValidationFailed) as refused:
         StartBatch.parse({"materials": ["=A99912600012300"]})
     assert refused.value.fields == {"product": "Choose the product."}
@@ -162,6 +173,8 @@ PLAIN_CASES = {
                                           TOO_LONG.format(limit=4000)),
     "10,000 characters of deviation number": ("deviation_reference", {"deviation_reference": "D" * 10000},
                                               TOO_LONG.format(limit=40)),
+    **_unreadable("started_at", BAD_TIMES, NOT_A_TIME),
+    **_unreadable("ended_at", BAD_TIMES, NOT_A_TIME),
 }
 
 
@@ -219,6 +232,13 @@ PASSAGE_CASES = {
     "no vessel type": ("vessel_type", {"vessel_type": None}, "Choose the culture vessel type."),
     "a harvest count without its time": ("harvested_at", {"harvested_at": None},
                                          "Enter the harvest count and the harvest time together."),
+    **_unreadable("seeded_at", BAD_TIMES, NOT_A_TIME),
+    **_unreadable("harvested_at", BAD_TIMES, NOT_A_TIME),
+    **_unreadable("cells_seeded", BAD_NUMBERS, "Enter a number."),
+    **_unreadable("cells_harvested", ["8e5x"], "Enter a number."),
+    **_unreadable("viability_pct", BAD_NUMBERS, "Enter a number."),
+    **_unreadable("confluence_pct", ["eighty"], "Enter a number."),
+    **_unreadable("vessel_count", ["two", "1e3x"], "Must be a whole number."),
 }
 
 
@@ -274,6 +294,7 @@ START_CASES = {
     "a recipient for an allogeneic batch": ("recipient_code", {"recipient_code": "PT-SR-0001"},
                                             "An allogeneic off-the-shelf batch names no recipient: the recipient is "
                                             "recorded at administration."),
+    **_unreadable("started_at", BAD_TIMES, NOT_A_TIME),
 }
 
 

@@ -35,6 +35,18 @@ REASON = "Say why this change is made: it goes into the audit trail."
 DECISION_REASON = "Give the reason for the decision."
 LONG = "x" * 10_000
 FUTURE = (TODAY + dt.timedelta(days=3)).isoformat()
+# Text that is no date, time or number: the page's field cannot read it and hands it to the command, which refuses
+# it in the words the API gives for the same text.
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+BAD_DATES = ["2026-13-45", "31/12/2026"]
+NOT_A_TIME = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00 or ...Z."
+BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00"]
+BAD_NUMBERS = ["abc", "1e3x"]
+
+
+def _unreadable(field: str, bad: list[str], message: str) -> list[tuple]:
+    """Cases (field, change, message) of text that cannot be read, the same through both doors."""
+    return [(field, {field: text}, message) for text in bad]
 
 
 def _saved() -> tuple[int, ...]:
@@ -159,6 +171,11 @@ REGISTER_CASES = [
     ("consent_form_version", {"consent_form_version": LONG}, "Use at most 40 characters (this has 10000)."),
     ("consent_scope", {"consent_scope": LONG}, "Use at most 2000 characters (this has 10000)."),
     ("code", {"code": "UC-\u200f0002"}, BIDI_MESSAGE),
+    *_unreadable("donation_date", BAD_DATES, DATE_FORMAT),
+    *_unreadable("consent_date", BAD_DATES, DATE_FORMAT),
+    ("birth_date", {"birth_year": None, "birth_date": "1990-02-30"}, DATE_FORMAT),
+    ("mother_birth_date", {"donation_kind": "neonatal", "mother_birth_date": "17/05/1990"}, DATE_FORMAT),
+    *_unreadable("birth_year", BAD_NUMBERS + ["1990.5"], "Must be a whole number."),
 ]
 
 
@@ -195,6 +212,7 @@ WITHDRAWAL_CASES = [
     ("reason", {"reason": "letter\x00"}, CONTROL_MESSAGE),
     ("reason", {"reason": "letter \u202e"}, BIDI_MESSAGE),
     ("reason", {"reason": LONG}, "Use at most 2000 characters (this has 10000)."),
+    *_unreadable("withdrawn_on", BAD_DATES, DATE_FORMAT),
 ]
 
 
@@ -226,6 +244,7 @@ RESULT_CASES = [
     # No result is preselected on the page: one left unchosen is missing, never a negative.
     ("result", {"result": None}, "Choose the result: negative, reactive, indeterminate."),
     ("result", {"result": ""}, "Choose the result: negative, reactive, indeterminate."),
+    *_unreadable("sample_date", BAD_DATES, DATE_FORMAT),
 ]
 
 
@@ -251,6 +270,7 @@ CORRECTION_CASES = [
     ("reason", {"reason": LONG}, "Use at most 2000 characters (this has 10000)."),
     ("lab_reference", {"lab_reference": ""}, "Enter the lab's reference."),
     ("sample_date", {"sample_date": FUTURE}, "The sample date cannot be in the future."),
+    ("sample_date", {"sample_date": "2026-02-29"}, DATE_FORMAT),
 ]
 
 
@@ -349,6 +369,10 @@ RECEIPT_CASES = [
     ("collected_at", {}, {}, {"collected_at": dt.datetime(1850, 6, 1, 10, tzinfo=dt.UTC)}, YEAR),
     ("arrived_at", {}, {}, {"arrived_at": dt.datetime(9999, 12, 30, 10, tzinfo=dt.UTC)}, YEAR),
     ("arrived_at", {}, {}, {"arrived_at": BASE + dt.timedelta(hours=2)}, "This time is in the future."),
+    *[(name, {}, {}, {name: text}, NOT_A_TIME) for name in TIMES for text in BAD_TIMES],
+    *[(name, {}, {name: text}, {}, "Enter a number.") for name in ("quantity", "transport_temp_min_c",
+                                                                   "transport_temp_max_c") for text in BAD_NUMBERS],
+    ("quantity", {}, {"quantity": "35,5"}, {}, "Enter a number."),
 ]
 
 
@@ -361,11 +385,13 @@ def test_a_receipt_is_refused_alike_at_the_page_and_the_api(client, users, sites
     values = RECEIPT | common
     amounts = {"quantity": 35.5, "transport_temp_min_c": 4, "transport_temp_max_c": 8} | numbers
     when = TIMES | times
-    api = values | amounts | {name: value.isoformat() for name, value in when.items()} | {
+    # A time given as text (one that cannot be read) is sent as typed through both doors.
+    api = values | amounts | {name: value.isoformat() if isinstance(value, dt.datetime) else value
+                              for name, value in when.items()} | {
         "quantity_unit": "g", "container_intact": True, "documents_complete": True}
     page = values | {name: str(value) for name, value in amounts.items()} | {
-        name: _page_time(value) for name, value in when.items()} | {"container_intact": "y",
-                                                                     "documents_complete": "y"}
+        name: _page_time(value) if isinstance(value, dt.datetime) else value for name, value in when.items()} | {
+        "container_intact": "y", "documents_complete": "y"}
     _refused_alike(client, api=(f"{API}/materials", tech_api), page="/materials/receive", body=api, page_body=page,
                    field=field, message=message)
 

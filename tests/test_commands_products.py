@@ -29,6 +29,18 @@ YEAR_1 = "0001-01-01"
 YEAR_9999 = "9999-12-31"
 LONG = "x" * 10_000
 FUTURE = (TODAY + dt.timedelta(days=300)).isoformat()
+# Text that is no date or number: the page's field cannot read it and hands it to the command, which refuses it in
+# the words the API gives for the same text.
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+BAD_DATES = ["2026-13-45", "31/12/2026"]
+BAD_NUMBERS = ["abc", "1e3x"]
+NOT_A_NUMBER = "Enter a number."
+AGE = "Enter the age in whole years, or leave it empty for no limit."
+
+
+def _unreadable(field: str, bad: list[str], message: str) -> list[tuple]:
+    """Cases (field, change, message) of text that cannot be read, the same through both doors."""
+    return [(field, {field: text}, message) for text in bad]
 
 
 def _saved() -> tuple[int, ...]:
@@ -155,6 +167,10 @@ PRODUCT_CASES = [
     ("name", {"name": f"Bone{SURROGATE}"}, SURROGATE_MESSAGE),
     ("description", {"description": LONG}, "Use at most 4000 characters (this has 10000)."),
     ("dose_unit", {"dose_unit": "cells\x07"}, CONTROL_MESSAGE),
+    *_unreadable("shelf_life_fresh_hours", BAD_NUMBERS, "A whole number of hours, 1 to 240."),
+    ("shelf_life_cryo_days", {"shelf_life_cryo_days": 12.5}, "A whole number of days, 1 to 3650."),
+    *_unreadable("donor_min_age_years", BAD_NUMBERS, AGE),
+    *_unreadable("donor_max_age_years", ["sixty"], AGE),
 ]
 
 
@@ -178,6 +194,7 @@ SETTINGS_CASES = [
     ("shelf_life_fresh_hours", {"shelf_life_fresh_hours": -24}, "A whole number of hours, 1 to 240."),
     ("shelf_life_cryo_days", {"shelf_life_cryo_days": 4000}, "A whole number of days, 1 to 3650."),
     ("shelf_life_thawed_hours", {"shelf_life_thawed_hours": 0}, "A whole number of hours, 1 to 72."),
+    *_unreadable("shelf_life_thawed_hours", BAD_NUMBERS, "A whole number of hours, 1 to 72."),
 ]
 
 
@@ -207,6 +224,8 @@ DRAFT_CASES = [
     ("max_cumulative_pd", {"max_cumulative_pd": -0.5}, "Number must be between 0 and 9999."),
     ("max_cumulative_pd", {"max_cumulative_pd": 10000}, "Number must be between 0 and 9999."),
     ("steps", {"steps": [*STEPS, STEPS[0]]}, "Codes must be unique."),
+    *_unreadable("max_passage", BAD_NUMBERS, "Enter a whole number."),
+    *_unreadable("max_cumulative_pd", BAD_NUMBERS, NOT_A_NUMBER),
 ]
 
 
@@ -270,6 +289,11 @@ TEST_CASES = [
     ("name", {"name": f"Endo{SURROGATE}"}, SURROGATE_MESSAGE),
     ("name", {"name": LONG}, "Use at most 200 characters (this has 10000)."),
     ("code", {"code": "VIAB"}, "Already used."),
+    *_unreadable("lower", BAD_NUMBERS, NOT_A_NUMBER),
+    *_unreadable("upper", ["0,5"], NOT_A_NUMBER),
+    *_unreadable("physical_max", BAD_NUMBERS, NOT_A_NUMBER),
+    ("incubation_days", {"may_be_pending": True, "incubation_days": "two weeks"},
+     "Enter whole days between 1 and 60."),
 ]
 
 
@@ -342,6 +366,8 @@ LOT_CASES = [
     ("coa_reference", {"coa_reference": "CoA \u202e"}, BIDI_MESSAGE),
     ("coa_reference", {"coa_reference": f"CoA {SURROGATE}"}, SURROGATE_MESSAGE),
     ("lot_number", {"lot_number": LONG}, "Use at most 60 characters (this has 10000)."),
+    *_unreadable("expiry_date", BAD_DATES, DATE_FORMAT),
+    *_unreadable("received_on", BAD_DATES, DATE_FORMAT),
 ]
 
 

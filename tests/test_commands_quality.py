@@ -39,6 +39,12 @@ TOO_LONG_2000 = "Use at most 2000 characters (this has 10000)."
 TOO_LONG_4000 = "Use at most 4000 characters (this has 10000)."
 TOO_LONG_8000 = "Use at most 8000 characters (this has 10000)."
 YEAR_MESSAGE = "The year must be between 1900 and 2100."
+# Text that is no date or time: the page's field cannot read it and hands it to the command, which refuses it in the
+# words the API gives for the same text.
+DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+BAD_DATES = ["2026-13-45", "31/12/2026"]
+TIME_FORMAT = "Not a date and time: use YYYY-MM-DDTHH:MM."
+BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00"]
 
 
 def field_error(page: str, name: str) -> str | None:
@@ -141,6 +147,7 @@ ENTRY_CASES = [
      "Use at most 300 characters (this has 10000)."),
     ("retest_reason", {"retest_reason": "why\x07"}, {"retest_reason": "why\x07"}, CONTROL_MESSAGE),
     ("retest_reason", {"retest_reason": LONG}, {"retest_reason": LONG}, TOO_LONG_2000),
+    *[("sampled_at", {"sampled_at": text}, {"sampled_at": text}, TIME_FORMAT) for text in BAD_TIMES],
 ]
 
 
@@ -177,8 +184,8 @@ def test_a_sampling_time_out_of_order_is_refused_alike(client, world, hours_ago)
 
 
 @pytest.mark.parametrize(("due", "message"), [
-    (TOMORROW, None), (YEAR_9999, YEAR_MESSAGE), (YEAR_1, YEAR_MESSAGE)],
-    ids=["before the incubation is over", "year 9999", "year 1"])
+    (TOMORROW, None), (YEAR_9999, YEAR_MESSAGE), (YEAR_1, YEAR_MESSAGE), *[(text, DATE_FORMAT) for text in BAD_DATES]],
+    ids=["before the incubation is over", "year 9999", "year 1", *BAD_DATES])
 def test_a_pending_result_s_due_date_is_refused_alike(client, world, due, message):  # noqa: F811
     login(client, "qc.one.bg")
     before = _saved()
@@ -349,6 +356,7 @@ ACTION_CASES = [
     ("description", {"description": "fix\x00"}, CONTROL_MESSAGE),
     ("description", {"description": "fix\u202e"}, BIDI_MESSAGE),
     ("description", {"description": LONG}, TOO_LONG_4000),
+    *[("due_date", {"due_date": text}, DATE_FORMAT) for text in BAD_DATES],
 ]
 
 
@@ -394,6 +402,7 @@ CARRY_CASES = [
     ("note", {"note": ""}, "Say what the effectiveness check verifies."),
     ("note", {"note": "check\x00"}, CONTROL_MESSAGE),
     ("note", {"note": LONG}, TOO_LONG_4000),
+    *[("due_date", {"due_date": text}, DATE_FORMAT) for text in BAD_DATES],
 ]
 
 

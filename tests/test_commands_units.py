@@ -26,6 +26,18 @@ from tests.test_source_material_doors import field_error
 
 YEAR_ISSUE = "The year must be between"
 LONG = "x" * 10_000
+# Text that is no time, no number or no whole number: the page's field cannot read it and hands it to the command,
+# which refuses it in the words the API gives for the same text.
+NOT_A_TIME = "Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00 or ...Z."
+BAD_TIMES = ["2026-13-45T10:00", "31/12/2026 10:00"]
+BAD_NUMBERS = ["abc", "1e3x"]
+NOT_A_NUMBER = "Enter a number."
+NOT_WHOLE = "Must be a whole number."
+
+
+def _unreadable(field: str, bad: list[str], message: str) -> list[tuple]:
+    """Cases (field, API change, page change, message) of text that cannot be read, the same through both doors."""
+    return [(field, {field: text}, {field: text}, message) for text in bad]
 
 
 def at(hours: float) -> str:
@@ -114,6 +126,14 @@ CREATE_CASES = [
     ("prepared_at", {"prepared_at": at(2)}, {"prepared_at": local(2)}, "This time is in the future."),
     ("prepared_at", {"prepared_at": "0001-01-01T00:00:00+00:00"}, {"prepared_at": "0001-01-01T00:00"}, None),
     ("prepared_at", {"prepared_at": "9999-12-31T23:00:00+00:00"}, {"prepared_at": "9999-12-31T23:00"}, None),
+    *_unreadable("prepared_at", BAD_TIMES, NOT_A_TIME),
+    *_unreadable("count", BAD_NUMBERS + ["2.5"], NOT_WHOLE),
+    *_unreadable("volume_ml", BAD_NUMBERS, NOT_A_NUMBER),
+    *_unreadable("cells_per_unit", BAD_NUMBERS + ["1,5e8"], NOT_A_NUMBER),
+    # Hostile text in a number or a time is no number or time: refused as such at both doors.
+    *_unreadable("volume_ml", ["20\x00", "\u202e20", "x" * 10_000], NOT_A_NUMBER),
+    *_unreadable("count", ["2\u200f"], NOT_WHOLE),
+    *_unreadable("prepared_at", ["2026-01-01T10:00\x00", "T" * 10_000], NOT_A_TIME),
 ]
 
 
@@ -199,6 +219,7 @@ ADMINISTER_CASES = [
      None),
     ("administered_at", {"administered_at": "9999-12-31T23:00:00+00:00"}, {"administered_at": "9999-12-31T23:00"},
      None),
+    *_unreadable("administered_at", BAD_TIMES, NOT_A_TIME),
 ]
 
 
@@ -219,6 +240,7 @@ THAW_CASES = [
     ({"thawed_at": at(2)}, {"thawed_at": local(2)}, "This time is in the future."),
     ({"thawed_at": "0001-01-01T00:00:00+00:00"}, {"thawed_at": "0001-01-01T00:00"}, None),
     ({"thawed_at": at(-24 * 30)}, {"thawed_at": local(-24 * 30)}, "This cannot be before its cryopreservation."),
+    *[case[1:] for case in _unreadable("thawed_at", BAD_TIMES, NOT_A_TIME)],
 ]
 
 
@@ -265,12 +287,15 @@ def test_a_storage_location_is_refused_alike_at_the_page_and_the_api(client, ban
 
 
 @pytest.mark.parametrize(("rows", "message"), [("0", "From 1 to 26."), ("27", "From 1 to 26."),
-                                               ("-4", "From 1 to 26.")])
+                                               ("-4", "From 1 to 26."), ("abc", NOT_WHOLE), ("1e3x", NOT_WHOLE),
+                                               ("8.5", NOT_WHOLE)])
 def test_a_box_grid_is_refused_alike_at_the_page_and_the_api(client, bank, auth, rows, message):  # noqa: F811
     login(client, "technician.bg")
     rack = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.path == "LN2-01/R1"))
+    # The API gets the number the page's text writes, or the text itself where it writes none.
+    sent = int(rows) if rows.lstrip("-").isdigit() else float(rows) if rows == "8.5" else rows
     _refused_alike(client, api=(f"{API}/storage", auth("technician"), {
-        "kind": "box", "code": "B02", "parent": rack.path, "rows": int(rows), "columns": 9}),
+        "kind": "box", "code": "B02", "parent": rack.path, "rows": sent, "columns": 9}),
         page=("/storage/new", {"location-kind": "box", "location-code": "B02", "location-parent": str(rack.id),
                                "location-rows": rows, "location-columns": "9"}, "location-rows"),
         field="rows", message=message)
@@ -290,6 +315,7 @@ SHIP_CASES = [
     ("departed_at", {"departed_at": None}, {"departed_at": ""}, "Enter the departure date and time."),
     ("departed_at", {"departed_at": at(2)}, {"departed_at": local(2)}, "The departure is in the future."),
     ("departed_at", {"departed_at": "9999-12-31T23:00:00+00:00"}, {"departed_at": "9999-12-31T23:00"}, None),
+    *_unreadable("departed_at", BAD_TIMES, NOT_A_TIME),
 ]
 
 
@@ -318,6 +344,7 @@ RECEIPT_CASES = [
     ("condition", "condition", {"condition": "intact\x00"}, {"condition": "intact\x00"}, CONTROL_MESSAGE),
     ("condition", "condition", {"condition": LONG}, {"condition": LONG},
      "Use at most 2000 characters (this has 10000)."),
+    *[("arrived_at", *case) for case in _unreadable("arrived_at", BAD_TIMES, NOT_A_TIME)],
 ]
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from sqlalchemy.orm import lazyload
 
 from cellfactory.auth.models import User
-from cellfactory.core.commands import Command
+from cellfactory.core.commands import NOT_A_NUMBER, NUMBER_AS_TEXT, Command, number_problem
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.scoping import visible_to
@@ -254,17 +254,26 @@ def write_site(data: dict[str, Any]) -> Site:
 
 def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
                 integers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> None:
-    """422 naming each field present with the wrong JSON type (strings for numbers, "false" for false ...)."""
+    """422 naming each field present with the wrong JSON type (numbers written as text, "false" for false ...).
+    Text that is no number ("abc"), and a fraction where a whole number belongs, are left to the command, which
+    refuses them in the words it gives for the same text typed on a page."""
     errors: dict[str, str] = {}
     for name in numbers:
         value = data.get(name)
+        if isinstance(value, str) and number_problem(value) == NOT_A_NUMBER:
+            continue  # the command's words, as the page's
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            errors[name] = "Must be a number (JSON number, not text)."
+            errors[name] = number_problem(value)
     for name in integers:
         value = data.get(name)
         if isinstance(value, float) and value.is_integer():
             # JSON has one kind of number: 7.0 is the whole number 7 (JSON Schema's "integer" says the same).
             value = data[name] = int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            errors[name] = NUMBER_AS_TEXT
+            continue
+        if isinstance(value, str | float) and not isinstance(value, bool):
+            continue  # text or a fraction, no whole number: the command's words, as for the page's same text
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             errors[name] = "Must be a whole number."
         elif value is not None and not INT_MIN <= value <= INT_MAX:

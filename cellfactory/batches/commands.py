@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core.commands import (
+    NOT_A_NUMBER,
     Command,
     Line,
     OptionalLine,
@@ -30,25 +31,23 @@ from cellfactory.core.commands import (
     Version,
     in_utc,
     instant,
+    number_problem,
     plausible_time,
 )
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, text_problem
 
-NOT_TEXT = "Must be a number (JSON number, not text)."
 NOT_WHOLE = "Must be a whole number."
 # The whole numbers the databases keep (64-bit).
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
-# The page's words for what it reads from text.
-ENTER_A_NUMBER = "Enter a number."
 ENTER_VESSELS = "Enter how many vessels (1 or more)."
-NOT_A_LOCAL_TIME = "Not a date and time: use YYYY-MM-DDTHH:MM."
 REAGENT_SHAPE = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
 
 
 def _number(minimum: int | None = None, maximum: int | None = None):
-    """A JSON number (never text, never true/false), finite, within the page's bounds and in the page's words."""
+    """A JSON number (never text, never true/false), finite, within the page's bounds and in the page's words;
+    text that is no number is refused in the same words whether typed on the page or sent."""
     bounds = (f"Enter a number from {minimum}" + (f" to {maximum}." if maximum is not None else " up.")
               if minimum is not None else None)
 
@@ -56,10 +55,10 @@ def _number(minimum: int | None = None, maximum: int | None = None):
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
-            raise PydanticCustomError("text", NOT_TEXT)
+            raise PydanticCustomError("text", number_problem(value))
         number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
         if not number.is_finite():
-            raise PydanticCustomError("text", ENTER_A_NUMBER)
+            raise PydanticCustomError("text", NOT_A_NUMBER)
         if bounds and (number < minimum or (maximum is not None and number > maximum)):
             raise PydanticCustomError("text", bounds)
         return number
@@ -134,8 +133,10 @@ def _codes(value: Any) -> Any:
 
 
 def _local_instant(value: Any, zone: ZoneInfo) -> Any:
-    """Text or a datetime as a browser's datetime-local gives it: without an offset it is the site's time."""
-    if isinstance(value, str) and value.strip():
+    """Text or a datetime as a browser's datetime-local gives it: without an offset it is the site's time. Text with
+    a control or direction character is left as it is, for the command to refuse (Python would read a time followed
+    by a NUL)."""
+    if isinstance(value, str) and value.strip() and not text_problem(value):
         try:
             value = dt.datetime.fromisoformat(value.strip())
         except ValueError:
@@ -174,50 +175,30 @@ class _FromEntries:
     """`from_entries`: the command from text as a page or the CLI holds it."""
 
     TIMES: ClassVar[tuple[str, ...]] = ()
-    NUMBERS: ClassVar[dict[str, str]] = {}  # field: what the page says when its text is no number
-    WHOLE: ClassVar[dict[str, str]] = {}
+    NUMBERS: ClassVar[tuple[str, ...]] = ()  # fields whose typed text is read as a number
+    WHOLE: ClassVar[tuple[str, ...]] = ()  # ... as a whole number
 
     @classmethod
-    def _read_text(cls, data: Mapping[str, Any], timezone: str) -> tuple[dict[str, Any], dict[str, str]]:
+    def _read_text(cls, data: Mapping[str, Any], timezone: str) -> dict[str, Any]:
         zone = ZoneInfo(timezone)
         values = dict(data)
-        problems: dict[str, str] = {}
         for name in cls.TIMES:
             if name in values:
                 values[name] = _local_instant(values[name], zone)
-                if isinstance(values[name], str) and values[name].strip():
-                    problems[name] = NOT_A_LOCAL_TIME
-        for name, message in {**cls.NUMBERS, **cls.WHOLE}.items():
-            if name not in values:
-                continue
-            number = _typed_number(values[name])
-            if isinstance(number, str):
-                problems[name] = message
-            elif name in cls.WHOLE and isinstance(number, decimal.Decimal):
-                if number != number.to_integral_value():
-                    problems[name] = message
-                else:
+        for name in (*cls.NUMBERS, *cls.WHOLE):
+            if name in values:
+                number = _typed_number(values[name])
+                if name in cls.WHOLE and isinstance(number, decimal.Decimal) and number == number.to_integral_value():
                     number = int(number)
-            values[name] = number
-        for name in problems:
-            values.pop(name, None)
-        return values, problems
+                values[name] = number
+        return values
 
     @classmethod
     def from_entries(cls, data: Mapping[str, Any], *, timezone: str, **context: Any) -> Self:
         """The command from typed text: times without an offset are the site's (`timezone`), numbers as people
-        type them; what cannot be read is refused in the page's words, with the command's own refusals."""
-        values, problems = cls._read_text(data, timezone)
-        try:
-            command = cls.parse(values, **context)  # type: ignore[attr-defined]
-        except ValidationFailed as error:
-            fields = {**problems, **error.fields}
-            raise ValidationFailed(f"{cls.refusal}: " + " ".join(dict.fromkeys(fields.values())),  # type: ignore[attr-defined]
-                                   fields=fields) from None
-        if problems:
-            raise ValidationFailed(f"{cls.refusal}: " + " ".join(dict.fromkeys(problems.values())),  # type: ignore[attr-defined]
-                                   fields=problems)
-        return command
+        type them; text that is no time or number is handed on as typed, so the command refuses it in the words
+        the API gives for the same text."""
+        return cls.parse(cls._read_text(data, timezone), **context)  # type: ignore[attr-defined]
 
 
 class StartBatch(_FromEntries, Command):
@@ -258,9 +239,8 @@ class RecordStep(_FromEntries, Command):
 
     refusal: ClassVar[str] = "The step cannot be saved"
     TIMES: ClassVar[tuple[str, ...]] = ("started_at", "ended_at", "seeded_at", "harvested_at")
-    NUMBERS: ClassVar[dict[str, str]] = dict.fromkeys(
-        ("cells_seeded", "cells_harvested", "viability_pct", "confluence_pct"), ENTER_A_NUMBER)
-    WHOLE: ClassVar[dict[str, str]] = {"vessel_count": ENTER_VESSELS, "passage_number": NOT_WHOLE}
+    NUMBERS: ClassVar[tuple[str, ...]] = ("cells_seeded", "cells_harvested", "viability_pct", "confluence_pct")
+    WHOLE: ClassVar[tuple[str, ...]] = ("vessel_count", "passage_number")
     PASSAGE_FIELDS: ClassVar[tuple[str, ...]] = (
         "passage_number", "vessel_type", "vessel_count", "cells_seeded", "seeded_at", "cells_harvested",
         "harvested_at", "viability_pct", "confluence_pct")
@@ -287,8 +267,8 @@ class RecordStep(_FromEntries, Command):
     confluence_pct: Percent = None
 
     @classmethod
-    def _read_text(cls, data: Mapping[str, Any], timezone: str) -> tuple[dict[str, Any], dict[str, str]]:
-        values, problems = super()._read_text(data, timezone)
+    def _read_text(cls, data: Mapping[str, Any], timezone: str) -> dict[str, Any]:
+        values = super()._read_text(data, timezone)
         uses = values.get("reagents")
         if isinstance(uses, list):
             # A row of the page: the lot chosen (its id as text) and the quantity as typed. A lot that is no id and
@@ -296,7 +276,7 @@ class RecordStep(_FromEntries, Command):
             values["reagents"] = [{**use, "lot_id": _typed_id(use.get("lot_id")),
                                    "quantity": _typed_quantity(use.get("quantity"))}
                                   if isinstance(use, Mapping) else use for use in uses]
-        return values, problems
+        return values
 
     def passage_entries(self) -> list[str]:
         """The passage fields given (refused for a step that is no passage)."""

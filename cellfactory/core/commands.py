@@ -10,6 +10,7 @@ The OpenAPI document takes each command's JSON Schema from here (`cellfactory.ap
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import re
 from collections.abc import Mapping
@@ -24,6 +25,22 @@ from cellfactory.core.text import length_problem, text_problem
 
 REQUIRED = "Required."
 DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+# Text that is no number ("abc", "1e3x", "2,5"), typed on a page or sent to the API: the same words at both doors.
+NOT_A_NUMBER = "Enter a number."
+# A number written as JSON text ("20"): only a program sends that (a page reads the numbers typed in it).
+NUMBER_AS_TEXT = "Must be a number (JSON number, not text)."
+
+
+def number_problem(value: Any) -> str:
+    """What to say of a value given where a number belongs: text that reads as a number was sent as JSON text
+    (`NUMBER_AS_TEXT`); anything else, typed or sent, is no number (`NOT_A_NUMBER`)."""
+    if isinstance(value, str):
+        try:
+            if decimal.Decimal(value.strip()).is_finite():
+                return NUMBER_AS_TEXT
+        except decimal.InvalidOperation:
+            pass
+    return NOT_A_NUMBER
 
 
 def _blank_is_missing(value: Any) -> Any:
@@ -119,7 +136,9 @@ class Command(BaseModel):
 
     @classmethod
     def from_form(cls, form: Any, **context: Any) -> Self:
-        """The command from a submitted WTForms form whose fields carry the command's names."""
+        """The command from a submitted WTForms form whose fields carry the command's names. A date, time or
+        number the form could not read arrives as its text (`core.forms.BaseForm`): the command refuses it with
+        the message the API gives for the same text."""
         names = cls.model_fields.keys()
         return cls.parse({name: form[name].data for name in names if name in form}, **context)
 
@@ -151,7 +170,7 @@ def _message(item: Mapping[str, Any], required: str) -> str:
     if kind == "enum":
         return f"Use one of: {context.get('expected', '').replace(chr(39), '')}."
     if kind in ("int_type", "int_parsing", "float_type", "float_parsing", "decimal_type", "decimal_parsing"):
-        return "Must be a number (JSON number, not text)."
+        return number_problem(item.get("input"))
     if kind in ("bool_type", "bool_parsing"):
         return "Must be true or false."
     return str(item["msg"])
@@ -174,7 +193,9 @@ def parse_time(value: Any, not_a_time: str = NOT_A_TIME) -> dt.datetime | None:
     value = _blank_is_missing(value)
     if value is None or isinstance(value, dt.datetime):
         return value
-    if not isinstance(value, str):
+    if not isinstance(value, str) or text_problem(value, multiline=False):
+        # Python reads "2026-01-01T10:00" followed by a NUL as a time: a control or direction character is no part
+        # of one.
         raise PydanticCustomError("instant", not_a_time)
     try:
         return dt.datetime.fromisoformat(value)

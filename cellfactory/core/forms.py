@@ -7,7 +7,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import Field, FieldList, FormField, PasswordField, StringField, TextAreaField
+from wtforms import (
+    DateTimeField,
+    DecimalField,
+    Field,
+    FieldList,
+    FloatField,
+    FormField,
+    IntegerField,
+    PasswordField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length
 
 from cellfactory.core.errors import DomainError
@@ -45,8 +56,30 @@ def _declared_max(field: Field) -> int | None:
     return int(declared) if declared is not None else None
 
 
+# Fields that read their text as a date, a time or a number. Text they cannot read is not judged by the form in
+# WTForms' words: it is handed as typed to the command, which refuses it in the words the API uses for the same text.
+TYPED_FIELDS = (DateTimeField, IntegerField, DecimalField, FloatField)
+
+
+def reads_typed_text(field: Field) -> bool:
+    """Whether the field reads a date, a time or a number from its text (a field of a domain may say so with
+    `reads_typed_text = True`)."""
+    return isinstance(field, TYPED_FIELDS) or getattr(field, "reads_typed_text", False)
+
+
+def hand_unread_text_on(field: Field) -> None:
+    """A typed field whose text could not be read keeps that text as its data, with no error of its own: the
+    command refuses it (same field, same message as through the API) and the page shows it as typed."""
+    if field.process_errors and field.raw_data and reads_typed_text(field):
+        field.process_errors = []
+        field.data = " ".join(str(raw) for raw in field.raw_data)
+        field.unread_text = True
+
+
 def field_problem(field: Field) -> str | None:
     """What is wrong with a field's raw input that its own validators do not check: characters, length, year."""
+    if getattr(field, "unread_text", False):
+        return None  # text that is no date, time or number: the command refuses it (and nothing stores it)
     multiline = isinstance(field, TextAreaField)
     for raw in field.raw_data or ():
         if not isinstance(raw, str):
@@ -67,7 +100,14 @@ def field_problem(field: Field) -> str | None:
 
 class BaseForm(FlaskForm):
     """The base of every form: besides the field's own validators, each field's text must be storable
-    (cellfactory.core.text), no text field is unbounded, and a typed date has a plausible year."""
+    (cellfactory.core.text), no text field is unbounded, and a typed date has a plausible year. A date, time or
+    number that cannot be read is left to the command (`hand_unread_text_on`), so the page and the API refuse it
+    alike."""
+
+    def process(self, formdata=None, obj=None, data=None, extra_filters=None, **kwargs) -> None:
+        super().process(formdata, obj, data, extra_filters, **kwargs)
+        for field in _fields(iter(self)):
+            hand_unread_text_on(field)
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)

@@ -14,12 +14,18 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Line, OptionalLine, Paragraph, parse_time, plausible_time, require_offset
+from cellfactory.core.commands import (
+    Line,
+    OptionalLine,
+    Paragraph,
+    number_problem,
+    parse_time,
+    plausible_time,
+    require_offset,
+)
 from cellfactory.donors.commands import PASSWORD_MESSAGE, IntakeCommand, Password, text_numbers
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.models import Meaning
-
-NUMBER_MESSAGE = "Must be a number (JSON number, not text)."
 
 
 def _blank(value: Any) -> Any:
@@ -39,7 +45,7 @@ def _number(value: Any, info: ValidationInfo) -> Any:
         except decimal.InvalidOperation:
             raise PydanticCustomError("text", "Enter a number, e.g. 35.5.") from None
     elif isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
-        raise PydanticCustomError("text", NUMBER_MESSAGE)
+        raise PydanticCustomError("text", number_problem(value))
     number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
     if not number.is_finite():
         raise PydanticCustomError("text", "Enter a finite number.")

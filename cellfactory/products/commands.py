@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, With
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import (
+    NOT_A_NUMBER,
     Command,
     Line,
     OptionalLine,
@@ -29,7 +30,7 @@ UNIT_CODE_MESSAGE = "A local ISBT 128 product code is a letter A-D and four digi
 COLLECTION_MESSAGE = "Choose allogeneic (off the shelf), autologous or directed."
 AGE_MESSAGE = "Enter the age in whole years, or leave it empty for no limit."
 AGE_BOUNDS_MESSAGE = "A donor age limit is between 0 and 120 years."
-NUMBER_MESSAGE = "Enter a number."
+NUMBER_MESSAGE = NOT_A_NUMBER
 # Incubation longer than this is not a QC read but a typing error (sterility is 7-14 days, Ph. Eur. 2.6.1/2.6.27).
 MAX_INCUBATION_DAYS = 60
 # Plausible bounds of a declared shelf life (a typing error, e.g. hours typed as days, is refused).

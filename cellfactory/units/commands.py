@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, in_utc
+from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, in_utc, number_problem
 from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.units.models import LocationKind, Preservation
 
@@ -25,7 +25,6 @@ POSITIVE = "Enter the volume (mL) and the cells per unit as positive numbers."
 PRESERVATION = "Say whether the units are fresh or cryopreserved."
 EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
                     "fill (fresh) or cryopreservation.")
-NOT_A_NUMBER = "Must be a number (JSON number, not text)."
 
 
 # --- types -------------------------------------------------------------------------------------------------------
@@ -42,7 +41,7 @@ def _json_number(value: Any) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
-        raise PydanticCustomError("text", NOT_A_NUMBER)
+        raise PydanticCustomError("text", number_problem(value))
     number = decimal.Decimal(str(value))
     if not number.is_finite() or number <= 0:
         raise PydanticCustomError("text", POSITIVE)

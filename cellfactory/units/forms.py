@@ -29,7 +29,10 @@ SCANNER = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": 
 
 
 class NumberField(StringField):
-    """A number typed as text (e.g. 20, 1e8), handed to the command as a Decimal."""
+    """A number typed as text (e.g. 20, 1e8), handed to the command as a Decimal; text that is no number is handed
+    on as typed, for the command to refuse as the API's does (`core.forms.BaseForm`)."""
+
+    reads_typed_text = True
 
     def process_formdata(self, valuelist: list[str]) -> None:
         self.raw_data = valuelist

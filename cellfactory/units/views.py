@@ -90,9 +90,10 @@ def _now_local(tz: str) -> dt.datetime:
     return utcnow().astimezone(ZoneInfo(tz)).replace(tzinfo=None, second=0, microsecond=0)
 
 
-def _at_site(value: dt.datetime | None, tz: str) -> dt.datetime | None:
-    """A datetime-local value is the site's time: the command takes it with the site's zone."""
-    return value.replace(tzinfo=ZoneInfo(tz)) if value is not None else None
+def _at_site(value: dt.datetime | str | None, tz: str) -> dt.datetime | str | None:
+    """A datetime-local value is the site's time: the command takes it with the site's zone. Text the form could
+    not read as a time goes to the command as typed, which refuses it as the API does."""
+    return value.replace(tzinfo=ZoneInfo(tz)) if isinstance(value, dt.datetime) else value
 
 
 def _units(count: int) -> str:

@@ -426,10 +426,8 @@ def verify(number: str, code: str) -> Any:
     step = _get_step(batch, code)
     form = _verify_form(step)
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            services.verify_step(_user(), step, signing=signing)
+            services.verify_step(_user(), step, signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -462,21 +460,18 @@ def transition(number: str) -> Any:
         return redirect(url_for("batches.detail", number=batch.number))  # pragma: no cover - refused above
     form = _transition_form(batch, chosen)
     if form.validate_on_submit():
-        signing = None
-        if chosen.meaning is not None:
-            signing = form.signing_kwargs()
-            signing.pop("meaning")
+        signer = form.signer if chosen.meaning is not None else None
         try:
             command = MoveBatch.parse({"target": target, "reason": form.reason.data,
                                        "version": _version(form.version.data)})
-            lifecycle.transition(_user(), batch, command.target, reason=command.reason, signing=signing,
+            lifecycle.transition(_user(), batch, command.target, reason=command.reason, signer=signer,
                                  expected_version=command.version)
         except PermissionDenied:
             raise
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            if signing is not None:
+            if signer is not None:
                 mark_signed()
             flash(f"{batch.number}: {chosen.label}. The batch is now {target.label}.", "success")
             return redirect(url_for("batches.detail", number=batch.number))

@@ -15,8 +15,9 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, Wit
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Line, OptionalLine, Paragraph, parse_time, plausible_time, require_offset
-from cellfactory.donors.commands import PASSWORD_MESSAGE, IntakeCommand, Password, text_numbers
+from cellfactory.donors.commands import IntakeCommand, text_numbers
 from cellfactory.materials.models import MaterialType
+from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 
 NUMBER_MESSAGE = "Must be a number (JSON number, not text)."
@@ -150,10 +151,13 @@ class DecideQuarantine(IntakeCommand):
         return self.decision == QuarantineDecision.RELEASE
 
 
-class SignedQuarantineDecision(DecideQuarantine):
-    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, "password": PASSWORD_MESSAGE}
+class SignedQuarantineDecision(DecideQuarantine, Signed):
+    """The decision as an API request sends it, signed with the signer's password."""
 
-    password: Password
+    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, **Signed.missing}
+
+    def signature_meaning(self) -> Meaning:
+        return DECISION_MEANINGS[self.decision]
 
 
 class AllocateDin(IntakeCommand):

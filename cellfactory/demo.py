@@ -12,6 +12,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
@@ -99,13 +100,11 @@ def _build(password: str) -> None:
     # do not sign.
     def check(verifier: User, user: User) -> None:
         signature_services.record_identity_check(verifier, user, method="Identity card checked in person (demo)",
-                                                 password=password, username=verifier.username,
-                                                 continuous_session=False)
+                                                 signer=Signer(verifier.username, password))
 
     for username, user in users.items():
         if not user.has_role(Role.AUDITOR):
-            signature_services.accept_accountability(user, password=password, username=username,
-                                                     continuous_session=False)
+            signature_services.accept_accountability(user, signer=Signer(username, password))
     first_admin, second_admin = (users[name] for name in NETWORK_ADMINS)
     check(first_admin, second_admin)
     check(second_admin, first_admin)
@@ -211,7 +210,7 @@ def _intake(users: dict[str, User], password: str) -> None:
                     allowed=True,
                     reason="Anti-HBs 180 IU/L, HBV DNA not detected (confirmatory lab ref. CONF-008): past, resolved "
                            "infection; risk acceptable for this product"),
-                signing={"password": password, "username": qa.username, "continuous_session": False})
+                signer=Signer(qa.username, password))
         # QA releases the quarantined material of the first donor with a temperature excursion.
         from cellfactory.materials.models import MaterialStatus, SourceMaterial
 
@@ -222,8 +221,7 @@ def _intake(users: dict[str, User], password: str) -> None:
             materials.decide_quarantine(qa, quarantined, DecideQuarantine(
                 decision=QuarantineDecision.RELEASE,
                 reason="Excursion to 29.5 °C for under 30 min: within validated stability"),
-                                        signing={"password": password, "username": qa.username,
-                                                 "continuous_session": False})
+                                        signer=Signer(qa.username, password))
 
 
 def _collection_facility_receipt(users: dict[str, User], site, now) -> None:

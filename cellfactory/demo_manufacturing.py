@@ -33,6 +33,7 @@ from cellfactory.products.models import Product
 from cellfactory.reagents import services as reagents
 from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 
 S = BatchStatus
@@ -139,8 +140,9 @@ SITE_PLANS = {
 }
 
 
-def _signing(user: User, password: str) -> dict[str, Any]:
-    return {"password": password, "username": user.username, "continuous_session": False}
+def _signer(user: User, password: str) -> Signer:
+    """The demo signs as each user, by name and password, outside a continuous session."""
+    return Signer(user.username, password)
 
 
 def _template_step(code: str, name: str, kind: str, counted: bool = True) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
             change_summary="First approved version for the clinical trial",
             steps=[_template_step(*step) for step in spec["steps"]], max_passage=spec["max_passage"],
             max_cumulative_pd=spec["max_cpd"], tests=spec["tests"]))
-        products.approve(approver, draft, signing=_signing(approver, password))
+        products.approve(approver, draft, signer=_signer(approver, password))
     for code, name, supplier, category, unit in ITEMS:
         reagents.create_item(qa_network, CreateCatalogueItem(code=code, name=name, supplier=supplier,
                                                              category=category, unit=unit))
@@ -266,7 +268,7 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
             data.update({"started_at": clock, "ended_at": clock + dt.timedelta(hours=3)})
             clock += dt.timedelta(hours=4)
         batches.record_step(tech, step, RecordStep(**data))
-        batches.verify_step(tech2, step, signing=_signing(tech2, password))
+        batches.verify_step(tech2, step, signer=_signer(tech2, password))
 
 
 PASSING_VALUES = {"VIAB": "92", "COUNT": "120", "CD73": "98.7", "CD90": "99.1", "CD105": "97.4", "CD45": "0.4",
@@ -294,7 +296,7 @@ def _test_results(batch, analysts: tuple[User, User], password: str, rng: random
         else:
             data["value"] = (failing or {}).get(test.code, PASSING_VALUES[test.code])
         result = qc.enter_result(analyst, batch, EnterResult(**data))
-        qc.verify_result(verifier, result, signing=_signing(verifier, password))
+        qc.verify_result(verifier, result, signer=_signer(verifier, password))
 
 
 def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User], qa: User, qp: User,
@@ -303,7 +305,7 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
     from cellfactory.qc.commands import RecordFinalRead
 
     def go(who: User, to: BatchStatus, reason: str, signed: bool = False) -> None:
-        lifecycle.transition(who, batch, to, reason=reason, signing=_signing(who, password) if signed else None)
+        lifecycle.transition(who, batch, to, reason=reason, signer=_signer(who, password) if signed else None)
 
     go(tech, S.AWAITING_QC, "Manufacturing record complete and verified")
     if target == S.AWAITING_QC:
@@ -339,5 +341,5 @@ def _advance(batch, target: BatchStatus, tech: User, analysts: tuple[User, User]
         [pending] = qc.pending_tests(batch)
         qc.record_final_read(analysts[0], pending.reportable, RecordFinalRead(
             value="no growth", raw_data_reference="BacT/ALERT day 7"))
-        qc.verify_result(analysts[1], pending.reportable, signing=_signing(analysts[1], password))
+        qc.verify_result(analysts[1], pending.reportable, signer=_signer(analysts[1], password))
         go(qp, S.RELEASED, "Sterility final read: no growth. Final certification.", signed=True)

@@ -26,6 +26,7 @@ from cellfactory.qc.commands import EnterResult
 from cellfactory.reagents import services as reagent_services
 from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
 from cellfactory.reagents.models import LotStatus, ReagentLot
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites.models import Site
 from tests.conftest import PASSWORD, enable_signing, make_user, refetch
 from tests.intake_helpers import add_full_panel, donor_data, receipt_data
@@ -48,8 +49,9 @@ UCMSC_TESTS = [
 ]
 
 
-def signing(user: User) -> dict:
-    return {"password": PASSWORD, "username": refetch(user).username, "continuous_session": False}
+def signing(user: User, password: str = PASSWORD) -> Signer:
+    """`user` signs by user name and password, outside a continuous session."""
+    return Signer(refetch(user).username, password)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def build_plant(users, sites, *, max_passage: int = 5, max_cpd: str = "30") -> P
                                max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)))
     # The author of a specification version never approves it: a second QA person does.
     approver = make_user("qa.approver.bg", [(users["qa"].roles[0].role, "BG")], signing=True)
-    product_services.approve(approver, spec, signing=signing(approver))
+    product_services.approve(approver, spec, signer=signing(approver))
     site = sites["BG"]
     today = utcnow().date()
     reagent_services.create_item(refetch(qa), CreateCatalogueItem(code="MEM", name="alpha-MEM", supplier="Gibco",
@@ -153,7 +155,7 @@ def approve_new_version(plant: Plant, product_code: str = "UCMSC", **changes) ->
     draft = product_services.create_draft(qa, product,
         CreateDraft.parse(dict(change_summary="Limits changed for the test", **changes)))
     approver = refetch(plant.approver)
-    return product_services.approve(approver, draft, signing=signing(approver))
+    return product_services.approve(approver, draft, signer=signing(approver))
 
 
 PASSING = {"VIAB": "92.5", "CD73": "98.1", "STER": "no growth"}
@@ -174,7 +176,7 @@ def complete_qc(plant: Plant, batch: Batch, *, pending: tuple[str, ...] = (), va
         else:
             data["value"] = wanted[test.code]
         result = qc_services.enter_result(refetch(plant.qc), refetch(batch), EnterResult.parse(data))
-        qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
+        qc_services.verify_result(refetch(plant.qc2), refetch(result), signer=signing(plant.qc2))
 
 
 def iso(hours_ago: float) -> str:
@@ -254,5 +256,5 @@ def run_batch_to_awaiting_qc(plant: Plant, batch: Batch, *, lot: ReagentLot | No
             reagents = [{"lot_id": lot.id, "quantity": "20", "unit": "mL"}] if lot is not None else []
             services.record_step(refetch(plant.tech), step, step_command(step, step_data(started_at=iso(hours + 1),
                                                                       ended_at=iso(hours), reagents=reagents)))
-        services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
+        services.verify_step(refetch(plant.tech2), refetch(step), signer=signing(plant.tech2))
     return refetch(batch)

@@ -29,6 +29,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.migrations import upgrade
 from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from config import Config
@@ -153,11 +154,10 @@ def make_user(username: str, roles: list[tuple[Role, str | None]], *, signing: b
 
 
 def enable_signing(user: User, password: str = PASSWORD) -> None:
-    signature_services.accept_accountability(user, password=password, username=user.username,
-                                             continuous_session=False)
+    signature_services.accept_accountability(user, signer=Signer(user.username, password))
     verifier = identity_verifier()
-    signature_services.record_identity_check(verifier, user, method="passport checked in person", password=PASSWORD,
-                                             username=verifier.username, continuous_session=False)
+    signature_services.record_identity_check(verifier, user, method="passport checked in person",
+                                             signer=Signer(verifier.username, PASSWORD))
 
 
 def identity_verifier() -> User:
@@ -168,12 +168,10 @@ def identity_verifier() -> User:
         return verifier
     verifier = make_user("identity.verifier", [(Role.ADMIN, None)])
     founder = make_user("identity.founder", [(Role.ADMIN, None)])
-    signature_services.accept_accountability(founder, password=PASSWORD, username=founder.username,
-                                             continuous_session=False)
-    signature_services.accept_accountability(verifier, password=PASSWORD, username=verifier.username,
-                                             continuous_session=False)
-    signature_services.record_identity_check(founder, verifier, method="founding check: passport", password=PASSWORD,
-                                             username=founder.username, continuous_session=False)
+    signature_services.accept_accountability(founder, signer=Signer(founder.username, PASSWORD))
+    signature_services.accept_accountability(verifier, signer=Signer(verifier.username, PASSWORD))
+    signature_services.record_identity_check(founder, verifier, method="founding check: passport",
+                                             signer=Signer(founder.username, PASSWORD))
     return verifier
 
 

@@ -48,9 +48,9 @@ def conditional_with_units(users, sites) -> dict:
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED,
-                              reason="sterility pending", signing=signing(plant.qp))
+                              reason="sterility pending", signer=signing(plant.qp))
     made = make_units(plant, batch, 4)
     tech_mz = refetch(users["technician_mz"])
     first = units.ship(refetch(plant.tech), Ship.parse(dict(

@@ -12,6 +12,7 @@ from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import GrantStatus, Role, RoleGrantRequest, User
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.extensions import db
+from cellfactory.signatures.commands import Signer
 from tests.conftest import PASSWORD, enable_signing, login, make_user, refetch
 
 
@@ -149,18 +150,16 @@ def test_the_identity_check_is_not_recorded_by_whoever_created_the_user_or_grant
     newcomer = auth_services.register_user(admin, CreateUser.parse({
         "username": "new.tech", "full_name": "New Person", "email": "n@example.org",
         "roles": [{"role": Role.TECHNICIAN.value, "site": "BG"}], "password": "Temporary-pass-001"}))
-    signature_services.accept_accountability(newcomer, password="Temporary-pass-001", username="new.tech",
-                                             continuous_session=False)
+    signature_services.accept_accountability(newcomer, signer=Signer("new.tech", "Temporary-pass-001"))
     with pytest.raises(PermissionDenied, match="no one person makes a signer"):
-        signature_services.record_identity_check(admin, refetch(newcomer), method="passport", password=PASSWORD,
-                                                 username="admin.bg", continuous_session=False)
+        signature_services.record_identity_check(admin, refetch(newcomer), method="passport",
+                                                 signer=Signer("admin.bg", PASSWORD))
     # A role granted later counts too.
     granted = make_user("old.tech", [(Role.TECHNICIAN, "BG")])
     auth_services.grant_role(other_admin, granted, Role.QC_ANALYST, "BG", "QC cover")
     with pytest.raises(PermissionDenied, match="no one person makes a signer"):
         signature_services.record_identity_check(other_admin, refetch(granted), method="passport",
-                                                 password=PASSWORD, username="admin.second",
-                                                 continuous_session=False)
-    signature_services.record_identity_check(other_admin, refetch(newcomer), method="passport", password=PASSWORD,
-                                             username="admin.second", continuous_session=False)
+                                                 signer=Signer("admin.second", PASSWORD))
+    signature_services.record_identity_check(other_admin, refetch(newcomer), method="passport",
+                                             signer=Signer("admin.second", PASSWORD))
     assert signature_services.current_identity_verification(refetch(newcomer)) is not None

@@ -281,7 +281,7 @@ def test_results_are_refused_once_the_batch_is_decided(client, world):
     enter(client, world, value=50)
     plant = world.plant
     lifecycle.transition(refetch(plant.qp), db.session.get(Batch, world.batch_id), S.REJECTED,
-                              reason="OOS viability", signing=signing(plant.qp))
+                              reason="OOS viability", signer=signing(plant.qp))
     error = assert_error(post_result(client, world, test="CD73", value=98), 409, "conflict")
     assert "rejected" in error["message"]
 

@@ -23,6 +23,7 @@ from cellfactory.deviations.commands import AddAction, OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc.commands import EnterResult
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import UpdateSite
 from cellfactory.sites.models import Site
@@ -84,8 +85,7 @@ def test_every_audited_model_records_creation_with_values(users):
         "result": "reactive", "lab_reference": "LAB-HBC-2"}))
     donor_services.decide_risk_assessment(refetch(plant.qa), reactive,
                                           DecideRiskAssessment(allowed=True, reason="anti-HBs 150 IU/L"),
-                                          signing={"password": PASSWORD, "username": "qa.bg",
-                                                   "continuous_session": False})
+                                          signer=Signer("qa.bg", PASSWORD))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

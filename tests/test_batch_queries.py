@@ -108,7 +108,7 @@ def _manufacture(plant, batch: Batch, *, uses: int) -> None:
             data = step_data(started_at=_iso(hours), ended_at=_iso(hours - 1), equipment=["BSC-01", "INC-01"],
                              reagents=reagents)
         services.record_step(refetch(plant.tech), step, step_command(step, data))
-        services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
+        services.verify_step(refetch(plant.tech2), refetch(step), signer=signing(plant.tech2))
         hours -= 24
 
 
@@ -122,7 +122,7 @@ def _to_review(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
 
 def _review(plant, batch: Batch) -> Batch:
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="record complete",
-                        signing=signing(plant.reviewer))
+                        signer=signing(plant.reviewer))
     return refetch(batch)
 
 
@@ -130,15 +130,15 @@ def _release(plant, batch: Batch, *, pending: tuple[str, ...] = ()) -> Batch:
     _review(plant, _to_review(plant, batch, pending=pending))
     if pending:
         lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="QP decision",
-                            signing=signing(plant.qp), details=None)
+                            signer=signing(plant.qp), details=None)
         from cellfactory.qc import services as qc_services
 
         for result in batch_results(refetch(batch)):
             if result.verdict.value == "pending":
                 qc_services.record_final_read(refetch(plant.qc), refetch(result),
                                               RecordFinalRead.parse({"value": "no growth"}))
-                qc_services.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
-    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="QP decision", signing=signing(plant.qp))
+                qc_services.verify_result(refetch(plant.qc2), refetch(result), signer=signing(plant.qc2))
+    lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="QP decision", signer=signing(plant.qp))
     return refetch(batch)
 
 
@@ -165,7 +165,7 @@ def _large_batch(plant, sites) -> Batch:
     spec = product_services.create_draft(qa, product,
         CreateDraft.parse(dict(change_summary="long expansion", steps=LARGE_STEPS, max_passage=8,
                                max_cumulative_pd="60", tests=LARGE_TESTS)))
-    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
+    product_services.approve(refetch(plant.approver), spec, signer=signing(plant.approver))
     materials = [material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                     ReceiveMaterial.of(past_receipt_data(din=din)))
                  for din in ("=A99912600045600", "=A99912600078900")]
@@ -277,7 +277,7 @@ def test_in_process_batch_page_costs_the_same_for_more_steps(client, plant, site
     spec = product_services.create_draft(qa, product,
         CreateDraft.parse(dict(change_summary="long expansion", steps=LARGE_STEPS, max_passage=8,
                                max_cumulative_pd="60", tests=LARGE_TESTS)))
-    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
+    product_services.approve(refetch(plant.approver), spec, signer=signing(plant.approver))
     material = material_services.receive_material(refetch(plant.tech), sites["BG"],
                                                   ReceiveMaterial.of(past_receipt_data(din="=A99912600045600")))
     large = services.start_batch(refetch(plant.tech), sites["BG"],

@@ -79,7 +79,7 @@ def test_running_batch_keeps_its_frozen_specification(plant, batch):
     qa = refetch(plant.qa)
     draft = product_services.create_draft(qa, plant.spec.product,
         CreateDraft.parse(dict(change_summary="viability 80 %")))
-    product_services.approve(refetch(plant.approver), draft, signing=signing(plant.approver))
+    product_services.approve(refetch(plant.approver), draft, signer=signing(plant.approver))
     assert refetch(plant.spec).status == SpecStatus.SUPERSEDED
     assert refetch(batch).specification_id == plant.spec.id
     assert product_services.current_specification(plant.spec.product).number == 2
@@ -218,8 +218,8 @@ def test_second_person_verification(plant, batch):
     step = refetch(batch).steps[0]
     services.record_step(plant.tech, step, step_command(step, step_data()))
     with pytest.raises(Conflict, match="second person"):
-        services.verify_step(refetch(plant.tech), refetch(step), signing=signing(plant.tech))
-    services.verify_step(refetch(plant.tech2), refetch(step), signing=signing(plant.tech2))
+        services.verify_step(refetch(plant.tech), refetch(step), signer=signing(plant.tech))
+    services.verify_step(refetch(plant.tech2), refetch(step), signer=signing(plant.tech2))
     assert services.step_verification(refetch(step)) is not None
     # A correction after verification voids it: the step must be verified again.
     services.record_step(refetch(plant.tech), refetch(step),
@@ -242,7 +242,7 @@ def test_only_technicians_of_the_site_record(plant, batch, users):
 
 def _to(plant, batch, target, who, signed=False):
     return lifecycle.transition(refetch(who), refetch(batch), target, reason=f"to {target}",
-                               signing=signing(who) if signed else None)
+                               signer=signing(who) if signed else None)
 
 
 def test_complete_manufacturing_needs_every_step_done_and_verified(plant, batch):
@@ -279,7 +279,7 @@ def test_every_allowed_transition_along_the_happy_path(plant, batch, users):
     [pending] = qc_services.pending_tests(refetch(batch))
     qc_services.record_final_read(refetch(plant.qc), refetch(pending.reportable),
                                   RecordFinalRead.parse({"value": "no growth"}))
-    qc_services.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
+    qc_services.verify_result(refetch(plant.qc2), refetch(pending.reportable), signer=signing(plant.qc2))
     _to(plant, batch, S.RELEASED, qp, signed=True)
     meanings = [s.meaning for s in db.session.scalars(sa.select(Signature).where(Signature.entity_type == "batch")
                                                       .order_by(Signature.id))]
@@ -348,11 +348,11 @@ def test_verification_survives_reloading_the_values_from_the_database(plant, bat
     steps = refetch(batch).steps
     services.record_step(plant.tech, steps[0], step_command(steps[0], step_data(
         reagents=[{"lot_id": plant.lots["M-001"].id, "quantity": "50", "unit": "mL"}])))
-    services.verify_step(refetch(plant.tech2), refetch(steps[0]), signing=signing(plant.tech2))
+    services.verify_step(refetch(plant.tech2), refetch(steps[0]), signer=signing(plant.tech2))
     services.record_step(refetch(plant.tech), refetch(steps[1]),
                          step_command(refetch(steps[1]), passage_data(0, 1e5, 8e5, 150, 126,
                                                                                viability_pct="95")))
-    services.verify_step(refetch(plant.tech2), refetch(steps[1]), signing=signing(plant.tech2))
+    services.verify_step(refetch(plant.tech2), refetch(steps[1]), signer=signing(plant.tech2))
     db.session.expire_all()  # 95 comes back as 95.00, 50 as 50.000: the same values, the same hash
     assert services.step_verification(refetch(steps[0])) is not None
     assert services.step_verification(refetch(steps[1])) is not None

@@ -15,6 +15,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import SourceMaterial
+from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import CreateSite
 from cellfactory.sites.models import Site
@@ -184,7 +185,7 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
         lifecycle.transition(db.session.get(User, qc.id), db.session.get(Batch, batch.id),
                                   BatchStatus.AWAITING_QA_REVIEW, reason="qc done")
         lifecycle.transition(db.session.get(User, reviewer.id), db.session.get(Batch, batch.id),
-                                  BatchStatus.AWAITING_CERTIFICATION, reason="reviewed", signing=signing(reviewer))
+                                  BatchStatus.AWAITING_CERTIFICATION, reason="reviewed", signer=signing(reviewer))
         batch_id, qps = batch.id, [plant.qp.id, second_qp.id]
         db.session.remove()
 
@@ -192,7 +193,7 @@ def test_two_qps_certifying_the_same_batch_at_once_exactly_one_stands(plant_app)
         qp = db.session.get(User, qps.pop())
         try:
             lifecycle.transition(qp, db.session.get(Batch, batch_id), BatchStatus.RELEASED,
-                                      reason="certified", signing=signing(qp))
+                                      reason="certified", signer=signing(qp))
             return "certified"
         except Conflict as conflict:
             return conflict.message
@@ -356,8 +357,7 @@ def test_two_founding_identity_checks_at_once_only_one_counts(tmp_path):
         with app.app_context():
             for name in ("founder.a", "founder.b"):
                 founder = make_user(name, [(Role.ADMIN, None)])
-                signature_services.accept_accountability(founder, password=PASSWORD, username=name,
-                                                         continuous_session=False)
+                signature_services.accept_accountability(founder, signer=Signer(name, PASSWORD))
             make_user("new.a", [(Role.QA, None)])
             make_user("new.b", [(Role.QA, None)])
             db.session.remove()
@@ -372,8 +372,8 @@ def test_two_founding_identity_checks_at_once_only_one_counts(tmp_path):
                     db.session.commit()
                     barrier.wait(timeout=60)
                     outcomes[suffix] = signature_services.record_identity_check(
-                        founder, person, method="passport, in person", password=PASSWORD,
-                        username=founder.username, continuous_session=False).founding
+                        founder, person, method="passport, in person",
+                        signer=Signer(founder.username, PASSWORD)).founding
                 except PermissionDenied as refused:
                     outcomes[suffix] = refused
                 finally:

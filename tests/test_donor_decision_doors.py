@@ -10,6 +10,7 @@ import html
 import pytest
 import sqlalchemy as sa
 
+from cellfactory.auth.models import User
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RegisterDonor
 from cellfactory.donors.models import Donor, ScreeningDecision, ScreeningTest
@@ -76,6 +77,31 @@ def test_qa_decision_refuses_the_same_bad_input_at_the_page_and_the_api(client, 
         assert response.status_code == 422
         assert response.get_json()["error"]["fields"][field] == message
     assert _count() == 0
+
+
+@pytest.mark.parametrize(("body", "field", "message"), [
+    ({"meaning": "Donation not allowed after risk assessment"}, "meaning",
+     "Use 'Donation allowed after risk assessment' or leave it out."),
+    ({"password": "pass\x00word"}, "password",
+     "Remove the control characters (such as NUL or BEL): they cannot be stored."),
+    ({"password": "x" * 10_000}, "password", "Use at most 2000 characters (this has 10000)."),
+    ({"password": ""}, "password", "Enter your password to sign."),
+])
+def test_the_api_refuses_a_risk_assessment_signed_with_another_meaning_or_no_password(client, users, sites, qa, body,
+                                                                                       field, message):
+    donor = _donor(users, sites, ANTI_HBC="reactive")
+    path = f"{API}/donors/{donor.code}/screening/{_result_id(donor, ScreeningTest.ANTI_HBC)}/risk-assessment"
+    token, qa_id = new_token(qa), qa.id
+    response = client.post(path, json={"allowed": True, "reason": "anti-HBs 150 IU/L", "password": PASSWORD, **body},
+                           headers=bearer(token))
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"] == {field: message}
+    assert _count() == 0
+    assert db.session.get(User, qa_id).failed_login_count == 0
+    # The meaning it carries, in any case, signs.
+    response = client.post(path, json={"allowed": True, "reason": "anti-HBs 150 IU/L", "password": PASSWORD,
+                                       "meaning": "DONATION ALLOWED AFTER RISK ASSESSMENT"}, headers=bearer(token))
+    assert response.status_code == 201 and _count() == 1
 
 
 @pytest.mark.parametrize("door", ["page", "api"])
@@ -165,7 +191,7 @@ def test_the_batch_record_shows_the_qa_assessment_of_the_donor(users, sites):
     donor = refetch(donor)
     anti_hbc = next(r for r in donor.current_results if r.result.value == "reactive")
     donor_services.decide_risk_assessment(plant.qa, anti_hbc, DecideRiskAssessment.of(
-        {"allowed": True, "reason": "anti-HBs 150 IU/L, HBV DNA not detected"}), signing=signing(plant.qa))
+        {"allowed": True, "reason": "anti-HBs 150 IU/L, HBV DNA not detected"}), signer=signing(plant.qa))
     batch = batch_services.start_batch(plant.tech, sites["BG"],
                                        start_command(sites["BG"], "UCMSC", [plant.material_din],
                                                      started_at=batch_start()))

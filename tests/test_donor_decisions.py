@@ -32,8 +32,8 @@ from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.products.models import Product
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import batch_start, build_plant, start_command
-from tests.conftest import PASSWORD, enable_signing, refetch
+from tests.batch_helpers import batch_start, build_plant, signing, start_command
+from tests.conftest import enable_signing, refetch
 from tests.intake_helpers import TODAY, add_full_panel, donor_data, receipt_data
 
 
@@ -47,10 +47,6 @@ def qa(users):
     user = refetch(users["qa"])
     enable_signing(user)
     return refetch(user)
-
-
-def signing(user, password: str = PASSWORD) -> dict:
-    return {"password": password, "username": user.username, "continuous_session": False}
 
 
 def donor_with(tech, site, code: str = "UC-0001", **results):
@@ -101,7 +97,7 @@ def test_qa_signed_confirmatory_record_clears_a_reactive_result(tech, qa, sites)
     decision = donor_services.record_confirmatory_testing(qa, reactive, RecordConfirmatoryTesting.of({
         "reason": "False reaction of the screening assay",
         "confirmatory_results": "Anti-HCV immunoblot (RIBA) negative; HCV RNA not detected, Lab Bergamo ref. C-17"}),
-        signing=signing(qa))
+        signer=signing(qa))
     outcome = donor_services.eligibility(refetch(donor))
     assert outcome.status == Status.ELIGIBLE
     assert len(outcome.decisions) == 1 and "immunoblot (RIBA) negative" in outcome.decisions[0]
@@ -124,7 +120,7 @@ def test_confirmatory_record_needs_its_results_and_reason(tech, qa, sites, data,
     before = db.session.scalar(sa.select(sa.func.max(AuditEntry.seq)))
     with pytest.raises(ValidationFailed) as error:
         donor_services.record_confirmatory_testing(qa, result_of(donor, ScreeningTest.HCV),
-                                                   RecordConfirmatoryTesting.of(data), signing=signing(qa))
+                                                   RecordConfirmatoryTesting.of(data), signer=signing(qa))
     assert field in error.value.fields
     assert decisions() == 0
     assert db.session.scalar(sa.select(sa.func.max(AuditEntry.seq))) == before
@@ -136,15 +132,15 @@ def test_confirmatory_record_refusals(tech, qa, sites):
     reactive, negative = result_of(donor, ScreeningTest.HCV), result_of(donor, ScreeningTest.HIV)
     args = RecordConfirmatoryTesting(reason="false reaction", confirmatory_results="RIBA negative")
     with pytest.raises(PermissionDenied):  # a technician is not QA
-        donor_services.record_confirmatory_testing(tech, reactive, args, signing=signing(tech))
+        donor_services.record_confirmatory_testing(tech, reactive, args, signer=signing(tech))
     with pytest.raises(AuthenticationFailed):  # the signature needs the signer's own password
-        donor_services.record_confirmatory_testing(qa, reactive, args, signing=signing(qa, "wrong"))
+        donor_services.record_confirmatory_testing(qa, reactive, args, signer=signing(qa, "wrong"))
     with pytest.raises(Conflict, match="negative"):
-        donor_services.record_confirmatory_testing(qa, negative, args, signing=signing(qa))
+        donor_services.record_confirmatory_testing(qa, negative, args, signer=signing(qa))
     assert decisions() == 0
-    donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signing=signing(qa))
+    donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signer=signing(qa))
     with pytest.raises(Conflict, match="already decided"):
-        donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signing=signing(qa))
+        donor_services.record_confirmatory_testing(refetch(qa), refetch(reactive), args, signer=signing(qa))
     assert decisions() == 1
 
 
@@ -161,7 +157,7 @@ def test_anti_hbc_with_hbsag_negative_waits_for_the_signed_qa_assessment(tech, q
     material = material_services.receive_material(tech, sites["BG"], ReceiveMaterial.of(receipt_data()))
     assert material.status == MaterialStatus.QUARANTINED  # not rejected for ever
     decision = donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), DecideRiskAssessment(
-        allowed=allowed, reason="anti-HBs 150 IU/L, HBV DNA not detected"), signing=signing(qa))
+        allowed=allowed, reason="anti-HBs 150 IU/L, HBV DNA not detected"), signer=signing(qa))
     assert decision.kind == DecisionKind.RISK_ASSESSMENT and decision.allowed is allowed
     assert donor_services.material_eligibility(refetch(material)).status == status
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "screening_decision"))
@@ -172,7 +168,7 @@ def test_specific_syphilis_reactive_waits_for_the_qa_assessment(tech, qa, sites)
     donor = donor_with(tech, sites["BG"], SYPHILIS_TREPONEMAL="reactive")
     assert donor_services.eligibility(donor).status == Status.NEEDS_QA_ASSESSMENT
     donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.SYPHILIS_TREPONEMAL), DecideRiskAssessment(
-        allowed=True, reason="treated 2019, RPR non-reactive"), signing=signing(qa))
+        allowed=True, reason="treated 2019, RPR non-reactive"), signer=signing(qa))
     assert donor_services.eligibility(refetch(donor)).status == Status.ELIGIBLE
 
 
@@ -180,7 +176,7 @@ def test_a_risk_assessment_needs_its_reason_and_decision(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], ANTI_HBC="reactive")
     with pytest.raises(ValidationFailed) as error:
         donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.ANTI_HBC), DecideRiskAssessment.of(
-            {"allowed": "yes", "reason": " "}), signing=signing(qa))
+            {"allowed": "yes", "reason": " "}), signer=signing(qa))
     assert set(error.value.fields) == {"reason", "allowed"}
     assert decisions() == 0
     assert donor_services.eligibility(refetch(donor)).status == Status.NEEDS_QA_ASSESSMENT
@@ -190,7 +186,7 @@ def test_a_risk_assessment_cannot_allow_a_reactive_hiv(tech, qa, sites):
     donor = donor_with(tech, sites["BG"], HIV="reactive")
     with pytest.raises(Conflict, match="risk assessment decides"):
         donor_services.decide_risk_assessment(qa, result_of(donor, ScreeningTest.HIV), DecideRiskAssessment(
-            allowed=True, reason="x"), signing=signing(qa))
+            allowed=True, reason="x"), signer=signing(qa))
     assert decisions() == 0
     assert donor_services.eligibility(refetch(donor)).status == Status.INELIGIBLE
 

@@ -116,9 +116,9 @@ def _release(plant, batch) -> Batch:
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(plant.qa.roles[0].role, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
     return refetch(batch)
 
 

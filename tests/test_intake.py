@@ -20,7 +20,8 @@ from cellfactory.materials.commands import DecideQuarantine, ReceiveMaterial
 from cellfactory.materials.models import MaterialStatus
 from cellfactory.signatures.models import Signature
 from cellfactory.sites.models import Site
-from tests.conftest import PASSWORD, enable_signing, pdf_text, refetch
+from tests.batch_helpers import signing
+from tests.conftest import enable_signing, pdf_text, refetch
 from tests.intake_helpers import TODAY, add_full_panel, donor_data, receipt_data
 
 
@@ -39,10 +40,6 @@ def eligible_donor(tech, bg):
     donor = donor_services.register_donor(tech, bg, RegisterDonor.of(donor_data()))
     add_full_panel(tech, donor)
     return refetch(donor)
-
-
-def signing(user) -> dict:
-    return {"password": PASSWORD, "username": user.username, "continuous_session": False}
 
 
 # --- donors --------------------------------------------------------------------------------------
@@ -258,15 +255,15 @@ def test_qa_releases_quarantined_material_with_a_signature(users, tech, eligible
     enable_signing(qa)
     with pytest.raises(PermissionDenied):
         material_services.decide_quarantine(tech, refetch(material), DecideQuarantine(decision="release", reason="x"),
-                                            signing=signing(tech))
+                                            signer=signing(tech))
     released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
-                                                   reason="documents received by e-mail"), signing=signing(qa))
+                                                   reason="documents received by e-mail"), signer=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.released_by_id == qa.id
     signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "source_material"))
     assert signature.meaning == "Released from quarantine" and signature.comment == "documents received by e-mail"
     with pytest.raises(Conflict, match="not quarantined"):
         material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release", reason="again"),
-                                            signing=signing(qa))
+                                            signer=signing(qa))
 
 
 def test_label_sheet_holds_the_din_and_statements(tech, bg):

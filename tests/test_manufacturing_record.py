@@ -71,7 +71,7 @@ def _bmmsc_batch(plant, sites, max_cpd: str) -> Batch:
     spec = product_services.create_draft(refetch(qa), product,
         CreateDraft.parse(dict(change_summary="first version", steps=BMMSC_STEPS, max_passage=5,
                                max_cumulative_pd=max_cpd, tests=UCMSC_TESTS)))
-    product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
+    product_services.approve(refetch(plant.approver), spec, signer=signing(plant.approver))
     return services.start_batch(refetch(plant.tech), sites["BG"],
                                 start_command(sites["BG"], "BMMSC", [plant.material_din], started_at=batch_start()))
 
@@ -219,7 +219,7 @@ def test_a_backfilled_flag_keeps_the_approval_signature_valid_and_applies_to_new
     spec = product_services.create_draft(refetch(qa), product,
         CreateDraft.parse(dict(change_summary="v1", steps=before_flag, max_passage=5, max_cumulative_pd="30",
                                tests=UCMSC_TESTS)))
-    spec = product_services.approve(refetch(plant.approver), spec, signing=signing(plant.approver))
+    spec = product_services.approve(refetch(plant.approver), spec, signer=signing(plant.approver))
     signed = spec.signature_content()
     [approval] = signature_services.signatures_for(spec)
     backfilled = [dict(step) for step in spec.steps]

@@ -85,7 +85,7 @@ def test_0014_counts_the_cumulative_pd_of_existing_bm_msc_batches_from_the_first
                 CreateDraft.parse(dict(change_summary="v1", steps=steps, max_passage=5, max_cumulative_pd="30",
                                        tests=UCMSC_TESTS)))
             approver = db.session.get(User, plant.approver.id)
-            product_services.approve(approver, spec, signing=signing(approver))
+            product_services.approve(approver, spec, signer=signing(approver))
             spec_id = spec.id
             batch = batch_services.start_batch(db.session.get(User, plant.tech.id), sites["BG"],
                                                start_command(sites["BG"], "BMMSC", [plant.material_din],

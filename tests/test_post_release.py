@@ -23,7 +23,6 @@ from cellfactory.notifications.models import NotificationTask, TaskAcknowledgeme
 from cellfactory.qc.commands import InvalidateResult
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Signature
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit, PutAway, ReceiveShipment, Ship
@@ -36,7 +35,7 @@ from tests.post_release_helpers import conditional_with_units, fail_sterility
 def _acknowledge(actor, task, command: AcknowledgeTask, *, signer):
     """`actor` acknowledges `task` with `command`, signing as `signer` (named by user name, no continuous
     session)."""
-    return notifications.sign_acknowledgement(actor, task, command, Signer(username=refetch(signer).username))
+    return notifications.sign_acknowledgement(actor, task, command, signing(signer, command.password))
 
 
 S = BatchStatus
@@ -202,7 +201,7 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
                                                                        "reason": "investigation"}))
     qc.invalidate_result(refetch(qa), refetch(result),
                          InvalidateResult.parse({"reason": "contaminated media lot in the QC lab"}),
-                         signing=signing(qa))
+                         signer=signing(qa))
     with pytest.raises(Conflict) as refused:
         lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED, reason="assessed")
     assert f"Deviation {deviation.number} raised after release is not closed." in refused.value.message
@@ -213,7 +212,7 @@ def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed,
                                                     CarryAction.parse({"due_date": "2099-06-01",
                                                                        "note": "no growth in the next ten media lots"}))
     deviation_services.close_deviation(refetch(qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(qa))
+                                       signer=signing(qa))
     lifecycle.transition(refetch(qa), refetch(batch), S.CONDITIONALLY_RELEASED,
                               reason="laboratory error confirmed; product not affected")
     assert refetch(batch).status == S.CONDITIONALLY_RELEASED and refetch(batch).held_from is None
@@ -235,11 +234,11 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG"), (Role.QP, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     signatures_before = db.session.scalar(sa.select(sa.func.count()).select_from(Signature))
     with pytest.raises(Conflict) as refused:
         lifecycle.transition(refetch(reviewer), refetch(batch), S.RELEASED, reason="certified",
-                                  signing=signing(reviewer))
+                                  signer=signing(reviewer))
     assert refused.value.message == (f"Segregation of duties: you reviewed the batch record (QA) of {batch.number}, "
                                      "so you may not review or certify it. In conflict: Qa.Reviewer Tester "
                                      "(qa.reviewer), who reviewed the batch record (QA).")
@@ -248,9 +247,9 @@ def test_the_qa_reviewer_may_not_certify_even_with_the_qp_role(users, sites):
     # Returned to QA review, the reviewer may review it again; another QP certifies.
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.AWAITING_QA_REVIEW, reason="check again")
     lifecycle.transition(refetch(reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="re-reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
     assert refetch(batch).status == S.RELEASED
     assert PASSWORD
 

@@ -184,7 +184,7 @@ def reviewed_by_a_qa_who_is_also_qp(users, sites):
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG"), (Role.QP, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     return {"batch": batch.number, "token": new_token(reviewer), "name": reviewer.full_name}
 
 
@@ -242,9 +242,9 @@ def test_a_conditional_certificate_is_superseded_by_the_final_one(users, sites):
     [conditional] = releases.certificates_for(batch)
     [pending] = qc.pending_tests(refetch(batch))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
-    qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signer=signing(plant.qc2))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
     final = releases.certificates_for(refetch(batch))[-1]
     old = releases.check_certificate(conditional.verification_token).standing
     assert (old.label, old.released) == ("superseded", True) and final.number in old.message

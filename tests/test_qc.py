@@ -83,12 +83,12 @@ def test_only_tests_that_may_be_pending_can_be_left_pending(plant, batch):
 def test_the_analyst_who_entered_cannot_verify_and_a_wrong_password_is_refused(plant, batch):
     result = enter(plant, batch, "VIAB", "88")
     with pytest.raises(Conflict, match="second analyst"):
-        qc.verify_result(refetch(plant.qc), refetch(result), signing=signing(plant.qc))
+        qc.verify_result(refetch(plant.qc), refetch(result), signer=signing(plant.qc))
     with pytest.raises(AuthenticationFailed):
         qc.verify_result(refetch(plant.qc2), refetch(result),
-                         signing={**signing(plant.qc2), "password": "not-the-password"})
+                         signer=signing(plant.qc2, "not-the-password"))
     assert refetch(plant.qc2).failed_login_count == 1
-    qc.verify_result(refetch(plant.qc2), refetch(result), signing=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(result), signer=signing(plant.qc2))
     assert qc.result_verification(refetch(result)) is not None
 
 
@@ -127,7 +127,7 @@ def test_retest_never_overwrites_and_the_record_says_which_result_counts(plant, 
         "impact_assessment": "None on the product", "reason": "investigation"}))
     qc.invalidate_result(refetch(plant.qa), refetch(original),
                          InvalidateResult.parse({"reason": "Laboratory error confirmed: wrong dilution"}),
-                         signing=signing(plant.qa))
+                         signer=signing(plant.qa))
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
     assert viability.reportable.id == retest.id
     assert "original result was invalidated: Laboratory error confirmed" in viability.why
@@ -147,16 +147,16 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(qa2))
+                              signer=signing(qa2))
     deviation = lifecycle.open_deviation(refetch(plant.tech), refetch(batch).site, OpenDeviation.parse({
         "title": "Incubator alarm", "description": "INC-01 CO2 alarm for 40 min during P2", "classification": "major",
         "batch": refetch(batch).number}))
     with pytest.raises(Conflict, match=f"Deviation {deviation.number} \\(major\\) is open"):
         lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
-                                  signing=signing(plant.qp))
+                                  signer=signing(plant.qp))
     with pytest.raises(Conflict, match="cannot be closed yet"):
         deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                           signing=signing(plant.qa))
+                                           signer=signing(plant.qa))
     deviation_services.record_investigation(refetch(plant.qa), refetch(deviation),
                                             RecordInvestigation.parse({"classification": "major",
                                                                        "root_cause": "CO2 sensor drift",
@@ -168,15 +168,15 @@ def test_an_open_major_deviation_blocks_release(plant, batch):
                                                             "owner": "technician.bg", "due_date": "2099-01-01"}))
     with pytest.raises(Conflict, match="carry to an effectiveness check"):
         deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                           signing=signing(plant.qa))
+                                           signer=signing(plant.qa))
     deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(action),
                                                     CarryAction.parse({"due_date": "2099-06-01",
                                                                        "note": "No CO2 alarm in the next 3 months"}))
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(plant.qa))
+                                       signer=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certify",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
 
 
 def test_a_minor_deviation_does_not_block(plant, batch):
@@ -208,9 +208,9 @@ def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     qa2 = make_user("qa.second", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(refetch(qa2), refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(qa2))
+                              signer=signing(qa2))
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.CONDITIONALLY_RELEASED, reason="sterility pending",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
     [pending] = qc.pending_tests(refetch(batch))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "growth"}))
     deviation = db.session.scalar(sa.select(Deviation).where(Deviation.batch_id == batch.id))
@@ -221,7 +221,7 @@ def test_failing_sterility_after_conditional_release_alerts_and_opens_a_critical
     assert refetch(batch).status == S.ON_HOLD_AFTER_RELEASE
     with pytest.raises(Conflict):
         lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="final",
-                                  signing=signing(plant.qp))
+                                  signer=signing(plant.qp))
 
 
 def test_results_of_another_site_are_not_found(plant, batch, users):

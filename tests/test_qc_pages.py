@@ -500,7 +500,7 @@ def _batch_with_work(plant, sites, n: int):
                                                                 "sampled_at": now}))
     from tests.batch_helpers import signing
 
-    qc.verify_result(refetch(plant.qc2), refetch(cd73), signing=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(cd73), signer=signing(plant.qc2))
     qc.enter_result(refetch(plant.qc), refetch(batch),
                     EnterResult.parse({"test": "CD73", "sample_id": "S3", "value": "98",
                                                          "sampled_at": now, "retest_of": cd73.id,

@@ -160,7 +160,7 @@ def test_declarations_are_kept_and_defaulted_from_the_unit_and_the_expected_valu
         "expected": "Not detected"}))
     assert myco.vocabulary == ["not detected", "detected"] and myco.expected == "not detected"
     # The approval signature covers the declarations of a version approved now.
-    approved = product_services.approve(refetch(plant.approver), refetch(draft), signing=signing(plant.approver))
+    approved = product_services.approve(refetch(plant.approver), refetch(draft), signer=signing(plant.approver))
     signed = {t["code"]: t for t in approved.signature_content()["tests"]}
     assert signed["MYCO"]["vocabulary"] == ["not detected", "detected"]
     assert signed["STER"]["incubation_days"] == 14 and signed["CD90"]["physical_max"] == "100"
@@ -182,8 +182,8 @@ def test_a_second_result_of_a_test_is_a_retest_with_its_reason(plant, batch):
 def test_a_passing_retest_never_replaces_an_oos_result(plant, batch):
     original = enter(plant, batch, "VIAB", "61")
     retest = enter(plant, batch, "VIAB", "88", retest_of=original.id, retest_reason="repeat per SOP QC-12")
-    qc.verify_result(refetch(plant.qc2), refetch(retest), signing=signing(plant.qc2))
-    qc.verify_result(refetch(plant.qc2), refetch(original), signing=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(retest), signer=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(original), signer=signing(plant.qc2))
     [viability] = [s for s in qc.qc_status(refetch(batch)) if s.test.code == "VIAB"]
     assert viability.reportable.id == original.id and viability.verdict == Verdict.FAIL
     assert "stands until QA invalidates it" in viability.why
@@ -208,7 +208,7 @@ def test_an_oos_result_is_invalidated_only_for_a_laboratory_cause_recorded_in_it
     original = enter(plant, batch, "VIAB", "61")
     with pytest.raises(Conflict, match="assignable laboratory cause"):
         qc.invalidate_result(refetch(plant.qa), refetch(original), InvalidateResult.parse({"reason": "retest passed"}),
-                             signing=signing(plant.qa))
+                             signer=signing(plant.qa))
     assert refetch(original).invalidated_at is None
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)
                              .where(Signature.entity_type == "qc_result")) == 0
@@ -217,7 +217,7 @@ def test_an_oos_result_is_invalidated_only_for_a_laboratory_cause_recorded_in_it
         "classification": "major", "root_cause": "Pipette P200-3 out of calibration", "impact_assessment": "None",
         "reason": "investigated"}))
     qc.invalidate_result(refetch(plant.qa), refetch(original),
-                         InvalidateResult.parse({"reason": "Pipette out of calibration"}), signing=signing(plant.qa))
+                         InvalidateResult.parse({"reason": "Pipette out of calibration"}), signer=signing(plant.qa))
     assert refetch(original).invalidated_at is not None
 
 
@@ -277,7 +277,7 @@ def test_an_oos_deviation_goes_below_major_only_with_a_signed_justification(plan
     deviation_services.record_investigation(refetch(plant.qa), refetch(deviation), RecordInvestigation.parse({
         "classification": "minor", "root_cause": "Sample taken before formulation",
         "impact_assessment": "None on the final product", "reason": "reclassified",
-        "justification": "The sample was not the final product"}), signing=signing(plant.qa))
+        "justification": "The sample was not the final product"}), signer=signing(plant.qa))
     changed = refetch(deviation)
     assert changed.classification == Classification.MINOR
     assert changed.classification_justification == "The sample was not the final product"
@@ -320,7 +320,7 @@ def test_closing_needs_each_capa_action_done_or_carried_to_an_effectiveness_chec
     deviation_services.complete_action(refetch(plant.tech), refetch(done), CompleteAction.parse({"note": "Retrained"}))
     with pytest.raises(Conflict, match=f"preventive action {carried.id}"):
         deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                           signing=signing(plant.qa))
+                                           signer=signing(plant.qa))
     with pytest.raises(ValidationFailed) as error:
         deviation_services.carry_to_effectiveness_check(refetch(plant.qa), refetch(carried),
                                                         CarryAction.parse({"due_date": "", "note": ""}))
@@ -330,7 +330,7 @@ def test_closing_needs_each_capa_action_done_or_carried_to_an_effectiveness_chec
         "due_date": "2099-06-30", "note": "No hold beyond 2 h in the next 10 batches"}))
     assert refetch(carried).effectiveness_check_due == dt.date(2099, 6, 30)
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(plant.qa))
+                                       signer=signing(plant.qa))
     assert refetch(deviation).status == DeviationStatus.CLOSED
 
 
@@ -340,7 +340,7 @@ def test_closing_needs_each_capa_action_done_or_carried_to_an_effectiveness_chec
 def test_the_author_of_a_specification_version_cannot_approve_it(plant):
     draft = _draft(plant)
     with pytest.raises(Conflict) as error:
-        product_services.approve(refetch(plant.qa), refetch(draft), signing=signing(plant.qa))
+        product_services.approve(refetch(plant.qa), refetch(draft), signer=signing(plant.qa))
     assert error.value.fields == {"meaning": "You wrote this version: another QA person must approve it."}
     assert refetch(draft).status == SpecStatus.DRAFT
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
@@ -350,7 +350,7 @@ def test_the_author_of_a_specification_version_cannot_approve_it(plant):
         "code": "MYCO", "name": "Mycoplasma", "method": "NAT", "stage": "release", "criterion": "qualitative",
         "expected": "not detected"}))
     with pytest.raises(Conflict, match="another QA person"):
-        product_services.approve(refetch(plant.approver), refetch(draft), signing=signing(plant.approver))
+        product_services.approve(refetch(plant.approver), refetch(draft), signer=signing(plant.approver))
 
 
 # --- the same refusal through the page and the API -----------------------------------------------

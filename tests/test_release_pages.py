@@ -73,7 +73,7 @@ def awaiting_review(plant, sites, *, pending=("STER",), values=None, verifier=No
 
 def review_by_service(plant, batch) -> Batch:
     lifecycle.transition(again(plant.reviewer), again(batch), S.AWAITING_CERTIFICATION,
-                              reason="record complete", signing=signing(again(plant.reviewer)))
+                              reason="record complete", signer=signing(again(plant.reviewer)))
     return again(batch)
 
 
@@ -101,7 +101,7 @@ def oos_awaiting_certification(plant, sites) -> Batch:
                                                     CarryAction.parse({"due_date": "2099-06-01",
                                                                        "note": "Hold times of the next 5 batches"}))
     deviation_services.close_deviation(again(plant.qa), again(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(again(plant.qa)))
+                                       signer=signing(again(plant.qa)))
     lifecycle.transition(again(plant.qa), again(batch), S.AWAITING_QC, reason="hold lifted after closure")
     lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     return review_by_service(plant, batch)
@@ -109,14 +109,14 @@ def oos_awaiting_certification(plant, sites) -> Batch:
 
 def certify_by_service(plant, batch, target=S.CONDITIONALLY_RELEASED) -> Certificate:
     lifecycle.transition(again(plant.qp), again(batch), target, reason="QP decision",
-                              signing=signing(again(plant.qp)))
+                              signer=signing(again(plant.qp)))
     return releases.certificates_for(again(batch))[-1]
 
 
 def finish_sterility(plant, batch) -> None:
     [pending] = qc.pending_tests(again(batch))
     qc.record_final_read(again(plant.qc), again(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
-    qc.verify_result(again(plant.qc2), again(pending.reportable), signing=signing(again(plant.qc2)))
+    qc.verify_result(again(plant.qc2), again(pending.reportable), signer=signing(again(plant.qc2)))
 
 
 def open_major_deviation(plant, batch) -> None:

@@ -58,13 +58,13 @@ def reviewed(plant, sites):
     batch = _awaiting_review(plant, sites)
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION,
-                              reason="record complete", signing=signing(plant.reviewer))
+                              reason="record complete", signer=signing(plant.reviewer))
     return refetch(batch)
 
 
 def decide(plant, batch, target, meaning=None, **details):
     return lifecycle.transition(refetch(plant.qp), refetch(batch), target, reason="QP decision",
-                                     signing=signing(plant.qp), meaning=meaning,
+                                     signer=signing(plant.qp), meaning=meaning,
                                      details=DecisionDetails.parse(details) if details else None)
 
 
@@ -83,7 +83,7 @@ def test_conditional_release_then_final_certification(plant, reviewed):
     assert "Conditionally released" in text and "Sterility (Ph. Eur. 2.6.27): PENDING, final read due" in text
     [pending] = qc.pending_tests(refetch(reviewed))
     qc.record_final_read(refetch(plant.qc), refetch(pending.reportable), RecordFinalRead.parse({"value": "no growth"}))
-    qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signing=signing(plant.qc2))
+    qc.verify_result(refetch(plant.qc2), refetch(pending.reportable), signer=signing(plant.qc2))
     decide(plant, reviewed, S.RELEASED)
     kinds = [d.kind for d in releases.decisions_for(refetch(reviewed))]
     assert kinds == [DecisionKind.REVIEW, DecisionKind.CONDITIONAL, DecisionKind.FINAL]
@@ -95,7 +95,7 @@ def test_certificate_content_is_stored_once_and_verifiable(plant, sites):
     batch = _awaiting_review(plant, sites, pending=())
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
-                              signing=signing(plant.reviewer))
+                              signer=signing(plant.reviewer))
     decide(plant, batch, S.RELEASED)
     [certificate] = releases.certificates_for(refetch(batch))
     text = pdf_text(certificate.pdf)
@@ -148,7 +148,7 @@ def test_rejection_issues_a_rejection_certificate(plant, reviewed):
 def test_wrong_password_is_refused_on_certification(plant, reviewed):
     with pytest.raises(AuthenticationFailed):
         lifecycle.transition(refetch(plant.qp), refetch(reviewed), S.CONDITIONALLY_RELEASED, reason="x",
-                                  signing={**signing(plant.qp), "password": "wrong-password-1"})
+                                  signer=signing(plant.qp, "wrong-password-1"))
     assert refetch(plant.qp).failed_login_count == 1
     assert refetch(reviewed).status == S.AWAITING_CERTIFICATION
     assert releases.certificates_for(refetch(reviewed)) == []
@@ -165,10 +165,10 @@ def test_segregation_a_qp_who_tested_the_batch_may_not_certify(plant, sites):
     complete_qc(plant, batch)
     lifecycle.transition(refetch(plant.qc2), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
-                              signing=signing(plant.reviewer))
+                              signer=signing(plant.reviewer))
     with pytest.raises(Conflict, match="Segregation of duties: you tested VIAB"):
         lifecycle.transition(refetch(qp_analyst), refetch(batch), S.RELEASED, reason="certify",
-                                  signing=signing(qp_analyst))
+                                  signer=signing(qp_analyst))
 
 
 # --- each checklist item blocks certification on its own -----------------------------------------
@@ -199,7 +199,7 @@ def test_a_lot_rejected_after_use_blocks(plant, sites):
     complete_qc(plant, batch, pending=("STER",))
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
-                              signing=signing(plant.reviewer))
+                              signer=signing(plant.reviewer))
     reagent_services.set_lot_status(refetch(plant.qa), refetch(plant.lots["M-001"]),
                                     ChangeLotStatus(status=LotStatus.REJECTED, reason="supplier recall of the lot"))
     _blocked(plant, batch, "alpha-MEM lot M-001 is rejected")
@@ -230,7 +230,7 @@ def test_withdrawn_consent_blocks(plant, reviewed):
 def test_an_invalidated_result_blocks(plant, reviewed):
     viability = next(s for s in qc.qc_status(refetch(reviewed)) if s.test.code == "VIAB").reportable
     qc.invalidate_result(refetch(plant.qa), refetch(viability), InvalidateResult.parse({"reason": "wrong sample"}),
-                         signing=signing(plant.qa))
+                         signer=signing(plant.qa))
     _blocked(plant, reviewed, "Viability: no result")
 
 
@@ -265,11 +265,11 @@ def oos_batch(plant, sites):
                                                     CarryAction.parse({"due_date": "2099-06-01",
                                                                        "note": "Hold times of the next 5 batches"}))
     deviation_services.close_deviation(refetch(plant.qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(plant.qa))
+                                       signer=signing(plant.qa))
     lifecycle.transition(refetch(plant.qa), refetch(batch), S.AWAITING_QC, reason="hold lifted after closure")
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     lifecycle.transition(refetch(plant.reviewer), refetch(batch), S.AWAITING_CERTIFICATION, reason="ok",
-                              signing=signing(plant.reviewer))
+                              signer=signing(plant.reviewer))
     return refetch(batch)
 
 

@@ -90,7 +90,7 @@ def test_the_close_service_refuses_with_the_gaps_it_names(users, deviation):
     before, signatures = last_seq(), count(Signature)
     with pytest.raises(Conflict) as refused:
         deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation),
-                                           CloseDeviation.parse({"comment": ""}), signing=signing(users["qa"]))
+                                           CloseDeviation.parse({"comment": ""}), signer=signing(users["qa"]))
     assert refused.value.message == (f"{deviation.number} cannot be closed yet: record the root cause, the impact "
                                      "assessment on the batch, at least one CAPA action (major and critical "
                                      "deviations).")
@@ -106,7 +106,7 @@ def test_the_close_service_refuses_with_the_gaps_it_names(users, deviation):
                                                                        "note": "No CO2 alarm in the next 3 months"}))
     assert deviation_services.closing_gaps(refetch(deviation)) == []
     deviation_services.close_deviation(refetch(users["qa"]), refetch(deviation), CloseDeviation.parse({"comment": ""}),
-                                       signing=signing(users["qa"]))
+                                       signer=signing(users["qa"]))
     assert refetch(deviation).status == DeviationStatus.CLOSED
     assert deviation_services.closing_gaps(refetch(deviation)) == []
 
@@ -187,7 +187,7 @@ def test_a_qp_in_conflict_is_told_who_and_why_by_the_service(users, sites):
     batch = awaiting_certification(plant, sites)
     with pytest.raises(Conflict) as refused:
         lifecycle.transition(refetch(qp_analyst), refetch(batch), S.CONDITIONALLY_RELEASED, reason="ok",
-                                  signing=signing(qp_analyst))
+                                  signer=signing(qp_analyst))
     assert refused.value.message == (f"Segregation of duties: you tested VIAB of {batch.number}, so you may not "
                                      "review or certify it. In conflict: Qp.Analyst Tester (qp.analyst), who "
                                      "tested VIAB.")

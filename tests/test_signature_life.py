@@ -109,7 +109,7 @@ def test_conditional_release_then_final_read_then_final_certification(plant, sit
 def test_exceptional_release_of_an_oos_batch(plant, sites):
     batch = oos_awaiting_certification(plant, sites)
     lifecycle.transition(again(plant.qp), again(batch), S.RELEASED, reason="physician request",
-                              signing=signing(again(plant.qp)), meaning=Meaning.QP_OOS_SUPPLY,
+                              signer=signing(again(plant.qp)), meaning=Meaning.QP_OOS_SUPPLY,
                               details=DecisionDetails.parse(
                                   OOS_DETAILS | {"sponsor_notified_at": "2026-11-21T09:30:00+01:00"}))
     assert status_of(batch) == S.RELEASED
@@ -315,7 +315,7 @@ def test_a_review_that_no_longer_holds_blocks_certification_and_the_pages_offer_
     with pytest.raises(DomainError, match="not verified by a second person"):
         review_by_service(plant, batch)  # the changed step's verification no longer holds either
     lifecycle.transition(again(plant.reviewer), again(batch), S.IN_PROCESS, reason="step to verify anew")
-    batch_services.verify_step(again(plant.tech2), db.session.get(BatchStep, step_id), signing=signing(plant.tech2))
+    batch_services.verify_step(again(plant.tech2), db.session.get(BatchStep, step_id), signer=signing(plant.tech2))
     lifecycle.transition(again(plant.tech), again(batch), S.AWAITING_QC, reason="verified anew")
     lifecycle.transition(again(plant.qc), again(batch), S.AWAITING_QA_REVIEW, reason="QC unchanged")
     review_by_service(plant, batch)

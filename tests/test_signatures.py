@@ -11,6 +11,7 @@ from cellfactory.core.errors import AuthenticationFailed, PermissionDenied, Vali
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.signatures import services
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import IdentityVerification, Meaning, Signature
 from tests.conftest import PASSWORD, enable_signing, idle_sessions, login, make_user, refetch
 
@@ -27,8 +28,9 @@ def record(sites, signer):
 
 
 def _sign(signer, record, **overrides):
-    kwargs = {"meaning": Meaning.REVIEWED, "allowed_meanings": {Meaning.REVIEWED}, "password": PASSWORD,
-              "username": signer.username, "continuous_session": False}
+    who = {"username": signer.username, "password": PASSWORD, "continuous_session": False}
+    who.update({name: overrides.pop(name) for name in list(overrides) if name in who})
+    kwargs = {"meaning": Meaning.REVIEWED, "allowed_meanings": {Meaning.REVIEWED}, "signer": Signer(**who)}
     kwargs.update(overrides)
     return services.apply_signature(refetch(signer), record, **kwargs)
 
@@ -49,7 +51,7 @@ def test_wrong_password_is_refused_and_counts_towards_lockout(signer, record):
     sign_step = transactional(services.apply_signature)
     with pytest.raises(AuthenticationFailed, match="Password is incorrect"):
         sign_step(refetch(signer), record, meaning=Meaning.REVIEWED, allowed_meanings={Meaning.REVIEWED},
-                  password="wrong-password-1", username=signer.username, continuous_session=False)
+                  signer=Signer(signer.username, "wrong-password-1"))
     assert refetch(signer).failed_login_count == 1
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature)) == before
     failed = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "signature_failed")).all()
@@ -74,8 +76,7 @@ def test_cannot_sign_before_accountability_and_identity_check(sites, record):
     newcomer = make_user("newcomer", [(Role.QP, "BG")])
     with pytest.raises(PermissionDenied, match="accountability statement.*identity"):
         _sign(newcomer, record)
-    services.accept_accountability(refetch(newcomer), password=PASSWORD, username="newcomer",
-                                   continuous_session=False)
+    services.accept_accountability(refetch(newcomer), signer=Signer("newcomer", PASSWORD))
     with pytest.raises(PermissionDenied, match="identity"):
         _sign(newcomer, record)
 
@@ -83,16 +84,14 @@ def test_cannot_sign_before_accountability_and_identity_check(sites, record):
 def test_an_administrator_cannot_verify_their_own_identity(sites):
     admin = make_user("admin.one", [(Role.ADMIN, "BG")])
     with pytest.raises(PermissionDenied, match="Another administrator"):
-        services.record_identity_check(admin, admin, method="mirror", password=PASSWORD, username="admin.one",
-                                       continuous_session=False)
+        services.record_identity_check(admin, admin, method="mirror", signer=Signer("admin.one", PASSWORD))
 
 
 def test_only_an_administrator_records_identity_checks(sites):
     qa = make_user("qa.one", [(Role.QA, "BG")])
     other = make_user("tech.one", [(Role.TECHNICIAN, "BG")])
     with pytest.raises(PermissionDenied):
-        services.record_identity_check(qa, other, method="id card", password=PASSWORD, username="qa.one",
-                                       continuous_session=False)
+        services.record_identity_check(qa, other, method="id card", signer=Signer("qa.one", PASSWORD))
 
 
 def test_hash_changes_when_the_record_changes(signer, record):
@@ -208,12 +207,12 @@ def test_signed_statement_prints_with_its_manifestation(client, sites):
 
 
 def _check_identity(verifier, user, method="passport checked in person"):
-    return services.record_identity_check(refetch(verifier), refetch(user), method=method, password=PASSWORD,
-                                          username=verifier.username, continuous_session=False)
+    return services.record_identity_check(refetch(verifier), refetch(user), method=method,
+                                          signer=Signer(verifier.username, PASSWORD))
 
 
 def _accept(user):
-    services.accept_accountability(refetch(user), password=PASSWORD, username=user.username, continuous_session=False)
+    services.accept_accountability(refetch(user), signer=Signer(user.username, PASSWORD))
 
 
 def test_the_first_identity_check_of_an_installation_is_a_founding_one_by_a_network_administrator(sites):
@@ -279,3 +278,96 @@ def test_the_user_page_refuses_an_identity_check_by_an_administrator_who_cannot_
     assert response.status_code in (403, 422)
     assert "Only someone who can sign" in response.get_data(as_text=True)
     assert services.current_identity_verification(refetch(tech)) is None
+
+
+# --- the body of a request that signs, and the signer ---------------------------------------------------------
+
+# Every API body that always signs, with the least it needs besides the password, and its words for no password.
+ENTER = "Enter your password to sign."
+SIGNING_BODIES = {
+    "qc verification": ("cellfactory.qc.api", "SigningBody", {}, ENTER),
+    "qc invalidation": ("cellfactory.qc.api", "InvalidationBody", {"reason": "laboratory error confirmed"}, ENTER),
+    "deviation closure": ("cellfactory.deviations.api", "ClosureBody", {}, ENTER),
+    "confirmatory testing": ("cellfactory.donors.commands", "SignedConfirmatoryTesting",
+                             {"reason": "false reaction", "confirmatory_results": "HCV RNA not detected"}, ENTER),
+    "risk assessment": ("cellfactory.donors.commands", "SignedRiskAssessment",
+                        {"allowed": True, "reason": "anti-HBs 150 IU/L"}, ENTER),
+    "quarantine decision": ("cellfactory.materials.commands", "SignedQuarantineDecision",
+                            {"decision": "release", "reason": "within validated stability"}, ENTER),
+    "step verification": ("cellfactory.batches.commands", "SignStep", {}, ENTER),
+    "specification approval": ("cellfactory.products.commands", "ApproveSpecification", {},
+                               "Required: your own password."),
+}
+HOSTILE_PASSWORDS = [
+    ("pass\x00word", "Remove the control characters (such as NUL or BEL): they cannot be stored."),
+    ("pass\x07word", "Remove the control characters (such as NUL or BEL): they cannot be stored."),
+    ("x" * 10_000, "Use at most 2000 characters (this has 10000)."),
+]
+
+
+def _body(name: str):
+    import importlib
+
+    module, cls, data, missing = SIGNING_BODIES[name]
+    return getattr(importlib.import_module(module), cls), data, missing
+
+
+@pytest.mark.parametrize("name", sorted(SIGNING_BODIES))
+def test_every_signing_body_takes_the_password_as_typed_and_refuses_none_in_its_words(name):
+    body, data, missing = _body(name)
+    # Taken as typed: never stripped, tabs and line ends kept (a password may hold them).
+    assert body.parse({**data, "password": " pass\tword\n "}).password == " pass\tword\n "
+    for absent in ({}, {"password": ""}, {"password": None}):
+        with pytest.raises(ValidationFailed) as refused:
+            body.parse({**data, **absent})
+        assert refused.value.fields == {"password": missing}
+
+
+@pytest.mark.parametrize(("password", "message"), HOSTILE_PASSWORDS)
+@pytest.mark.parametrize("name", sorted(SIGNING_BODIES))
+def test_every_signing_body_refuses_a_password_that_is_no_text(name, password, message):
+    body, data, _ = _body(name)
+    with pytest.raises(ValidationFailed) as refused:
+        body.parse({**data, "password": password})
+    assert refused.value.fields == {"password": message}
+
+
+@pytest.mark.parametrize("name", sorted(SIGNING_BODIES))
+def test_every_signing_body_refuses_a_lone_surrogate_or_a_number_as_the_password(name):
+    body, data, _ = _body(name)
+    with pytest.raises(ValidationFailed) as refused:
+        body.parse({**data, "password": "pass\ud800word"})
+    assert set(refused.value.fields) == {"password"} and "could not be read" in refused.value.fields["password"]
+    with pytest.raises(ValidationFailed) as refused:
+        body.parse({**data, "password": 12345678})
+    assert set(refused.value.fields) == {"password"}
+
+
+@pytest.mark.parametrize(("name", "meaning", "other"), [
+    ("confirmatory testing", "Reactive screening result cleared by confirmatory testing",
+     "Donation allowed after risk assessment"),
+    ("risk assessment", "Donation allowed after risk assessment", "Donation not allowed after risk assessment"),
+    ("quarantine decision", "Released from quarantine", "Rejected after quarantine"),
+])
+def test_a_body_that_knows_its_meaning_refuses_another(name, meaning, other):
+    body, data, _ = _body(name)
+    assert body.parse({**data, "password": PASSWORD, "meaning": meaning.upper()}).meaning == meaning.upper()
+    with pytest.raises(ValidationFailed) as refused:
+        body.parse({**data, "password": PASSWORD, "meaning": other})
+    assert refused.value.fields == {"meaning": f"Use '{meaning}' or leave it out."}
+
+
+def test_a_signer_never_shows_the_password():
+    signer = Signer("qa.bg", "Secret-Pass-2026")
+    assert signer.password == "Secret-Pass-2026" and not signer.continuous_session
+    assert "Secret-Pass-2026" not in repr(signer) and "qa.bg" in repr(signer)
+    assert Signer.by_token("qa.bg", "Secret-Pass-2026") == signer
+
+
+def test_a_signer_without_a_password_is_refused_and_counted(signer, record):
+    sign_step = transactional(services.apply_signature)
+    for password in (None, ""):
+        with pytest.raises(AuthenticationFailed):
+            sign_step(refetch(signer), record, meaning=Meaning.REVIEWED, allowed_meanings={Meaning.REVIEWED},
+                      signer=Signer(signer.username, password))
+    assert refetch(signer).failed_login_count == 2

@@ -106,7 +106,7 @@ def test_qa_cannot_release_untested_autologous_material_nor_can_it_start_a_batch
     before, signatures = last_seq(), count(Signature)
     with pytest.raises(Conflict, match=r"autologous and not fully tested.*Annex I 2.1.1"):
         material_services.decide_quarantine(qa, refetch(material),
-                                            DecideQuarantine(decision="release", reason="urgent"), signing=signing(qa))
+                                            DecideQuarantine(decision="release", reason="urgent"), signer=signing(qa))
     assert refetch(material).status == MaterialStatus.QUARANTINED
     assert count(Signature) == signatures and last_seq() == before
 
@@ -136,7 +136,7 @@ def test_quarantined_autologous_material_found_reactive_later_is_a_hazard_once_r
     qa = refetch(users["qa"])
     enable_signing(qa)
     released = material_services.decide_quarantine(qa, refetch(material), DecideQuarantine(decision="release",
-                                                   reason="serology complete"), signing=signing(qa))
+                                                   reason="serology complete"), signer=signing(qa))
     assert released.status == MaterialStatus.ACCEPTED and released.biohazard
     assert "BIOLOGICAL HAZARD" in material_services.label_statements(released)
 

@@ -345,7 +345,7 @@ def test_lot_trace_lists_the_batches_and_offers_the_recall(client, login_as, use
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     certify(plant, batch)
     made = make_units(plant, batch, 2)
     number, identifiers, lot_id = batch.number, [u.identifier for u in made], lot.id

@@ -286,9 +286,9 @@ def test_failing_sterility_after_conditional_release_lists_every_issued_unit(use
     lifecycle.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="ok",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     lifecycle.transition(refetch(plant.qp), refetch(batch), BatchStatus.CONDITIONALLY_RELEASED,
-                              reason="sterility pending", signing=signing(plant.qp))
+                              reason="sterility pending", signer=signing(plant.qp))
     made = make_units(plant, batch, 2)
     units.ship(refetch(plant.tech), Ship.parse(dict(
         units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="C", logger_reference="L",

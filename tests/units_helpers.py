@@ -41,13 +41,13 @@ def released_batch(users, sites):
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     return plant, refetch(batch)
 
 
 def certify(plant, batch):
     lifecycle.transition(refetch(plant.qp), refetch(batch), S.RELEASED, reason="certified",
-                              signing=signing(plant.qp))
+                              signer=signing(plant.qp))
 
 
 def make_units(plant, batch, count=4):
@@ -94,6 +94,6 @@ def another_released_batch(plant, sites, n: int):
 
     reviewer = db.session.scalar(sa.select(User).where(User.username == "qa.reviewer"))
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                              signing=signing(reviewer))
+                              signer=signing(reviewer))
     certify(plant, batch)
     return code, refetch(batch)

@@ -248,8 +248,7 @@ def user_identity(user_id: int):
     user = _user_or_404(user_id)
 
     def verify(form) -> str:
-        signature_services.record_identity_check(_actor(), user, method=form.method.data,
-                                                 **_without_meaning(form.signing_kwargs()))
+        signature_services.record_identity_check(_actor(), user, method=form.method.data, signer=form.signer)
         mark_signed()
         return f"Identity check of {user.username} recorded and signed."
 
@@ -322,11 +321,6 @@ def user_end_session(user_id: int, session_id: int):
         return f"The session of {user.username} started {format_local(record.started_at, display_timezone())} ended."
 
     return _act(user, "end_session_form", ReasonForm(prefix="endsession"), end)
-
-
-def _without_meaning(kwargs: dict) -> dict:
-    kwargs.pop("meaning", None)
-    return kwargs
 
 
 # --- sites ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
+from cellfactory.signatures.commands import Signed, Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
@@ -290,17 +291,11 @@ def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: t
         raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
 
 
-def signing_of(command: Command, meaning: Meaning | None) -> dict[str, Any]:
-    """The signature a command's `password` and optional `meaning` ask for; the token names the signer (its user
-    name, never a continuous session)."""
-    stated, password = getattr(command, "meaning", None), getattr(command, "password", None)
-    if stated and meaning is not None and str(stated).strip().lower() != meaning.value.lower():
-        raise ValidationFailed(f"This signature means {meaning.value!r}.",
-                               fields={"meaning": f"Use {meaning.value!r} or leave it out."})
-    if not password:
-        what = f": the signature means {meaning.value!r}" if meaning else ""
-        raise ValidationFailed(f"Sign with your password{what}.", fields={"password": "Required: your own password."})
-    return {"password": password, "username": api_user().username, "continuous_session": False}
+def signer_of(command: Signed, meaning: Meaning | None) -> Signer:
+    """Who signs a command's change: the token names the signer (its user, never a continuous session), the
+    command carries the password; a meaning stated other than `meaning`, or no password, is refused."""
+    command.check_signing(meaning)
+    return Signer.by_token(api_user().username, command.password)
 
 
 # --- writing answers: the people a record names -----------------------------------------------------------------

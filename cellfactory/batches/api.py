@@ -22,7 +22,7 @@ from cellfactory.api.contract import (
     load_users,
     operation,
     read_body,
-    signing_of,
+    signer_of,
     site_records,
     username,
     write_site,
@@ -404,8 +404,8 @@ def batch_transition(number: str):
     found = _batch(number)
     command = read_body(MoveBatch)
     chosen = next((t for t in services.allowed_transitions(found) if t.target == command.target), None)
-    signing = signing_of(command, chosen.meaning if chosen else None) if command.password else None
-    moved = lifecycle.transition(api_user(), found, command.target, reason=command.reason, signing=signing,
+    signer = signer_of(command, chosen.meaning if chosen else None) if command.password else None
+    moved = lifecycle.transition(api_user(), found, command.target, reason=command.reason, signer=signer,
                                  expected_version=command.version)
     return BatchDetail.of(moved, api_user()).json()
 
@@ -438,7 +438,7 @@ def record_step(number: str, code: str):
 def verify_step(number: str, code: str):
     step = _step(_batch(number), code)
     command = read_body(SignStep)
-    services.verify_step(api_user(), step, signing=signing_of(command, Meaning.VERIFIED))
+    services.verify_step(api_user(), step, signer=signer_of(command, Meaning.VERIFIED))
     return Step.of(step).json()
 
 

@@ -36,6 +36,7 @@ from cellfactory.core.commands import (
 )
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, text_problem
+from cellfactory.signatures.commands import MaySign, Signed
 
 NOT_WHOLE = "Must be a whole number."
 # The whole numbers the databases keep (64-bit).
@@ -293,20 +294,7 @@ class StepEntry(RecordStep):
         description="The step version you saw (GET .../steps); a stale one is 409")
 
 
-def _password(value: Any) -> Any:
-    """A password is taken as typed (never trimmed); like any text it holds no control characters."""
-    if isinstance(value, str):
-        problem = text_problem(value, multiline=True) or length_problem(value, 2000)
-        if problem:
-            raise PydanticCustomError("text", problem)
-        return value or None
-    return value
-
-
-Password = Annotated[str | None, BeforeValidator(_password), Field(max_length=2000)]
-
-
-class MoveBatch(Command):
+class MoveBatch(MaySign):
     """One move of the batch state machine, with the reason; a review or QP decision is signed."""
 
     refusal: ClassVar[str] = "The batch cannot move"
@@ -315,18 +303,10 @@ class MoveBatch(Command):
 
     target: BatchStatus
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
-    password: Password = Field(None, description="Required when the transition is signed (review, QP)")
-    meaning: OptionalLine(60) = Field(None, description="Optional; must be the transition's signature meaning")
     version: WholeNumber = Field(None, description="Optional: the batch version you saw (stale: 409)")
 
 
-class SignStep(Command):
+class SignStep(Signed):
     """A second person's signature 'Verified' on a step's entries."""
 
     refusal: ClassVar[str] = "The step cannot be verified"
-    missing: ClassVar[dict[str, str]] = {"password": "Enter your password to sign."}
-
-    password: Annotated[str, BeforeValidator(_password), Field(max_length=2000)] = Field(
-        description="The signer's own password (the token names the signer); a wrong one is 401 and counts "
-                    "towards lock-out")
-    meaning: OptionalLine(60) = Field(None, description="Optional; must be the meaning this signature carries")

@@ -51,6 +51,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind, pd_counted
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -636,7 +637,7 @@ def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
 
 
 @transactional
-def verify_step(actor: User, step: BatchStep, *, signing: dict[str, Any]) -> None:
+def verify_step(actor: User, step: BatchStep, *, signer: Signer) -> None:
     """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, step.site_id),
                         "Only technicians and QA of this site verify manufacturing entries.")
@@ -648,7 +649,7 @@ def verify_step(actor: User, step: BatchStep, *, signing: dict[str, Any]) -> Non
         raise Conflict(f"Step {step.code} is already verified and unchanged since.")
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, step, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
-                               site_id=step.site_id, **signing)
+                               site_id=step.site_id, signer=signer)
 
 
 # --- the state machine ---------------------------------------------------------------------------

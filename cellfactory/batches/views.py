@@ -427,10 +427,8 @@ def verify(number: str, code: str) -> Any:
     step = _get_step(batch, code)
     form = _verify_form(step)
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            services.verify_step(_user(), step, signing=signing)
+            services.verify_step(_user(), step, signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -463,14 +461,11 @@ def transition(number: str) -> Any:
         return redirect(url_for("batches.detail", number=batch.number))  # pragma: no cover - refused above
     form = _transition_form(batch, chosen)
     if form.validate_on_submit():
-        signing = None
-        if chosen.meaning is not None:
-            signing = form.signing_kwargs()
-            signing.pop("meaning")
+        signer = form.signer if chosen.meaning is not None else None
         try:
             command = MoveBatch.parse({"target": target, "reason": form.reason.data,
                                        "version": _version(form.version.data)})
-            lifecycle.transition(_user(), batch, command.target, reason=command.reason, signing=signing,
+            lifecycle.transition(_user(), batch, command.target, reason=command.reason, signer=signer,
                                  expected_version=command.version,
                                  confirm_open_deviations=bool(form.confirm_open_deviations.data))
         except PermissionDenied:
@@ -478,7 +473,7 @@ def transition(number: str) -> Any:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            if signing is not None:
+            if signer is not None:
                 mark_signed()
             flash(f"{batch.number}: {chosen.label}. The batch is now {target.label}.", "success")
             return redirect(url_for("batches.detail", number=batch.number))

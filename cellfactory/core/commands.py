@@ -161,7 +161,8 @@ def _message(item: Mapping[str, Any], required: str) -> str:
         return required
     if kind in ("text", "implausible_date", "instant"):
         return item["msg"]
-    if kind == "string_too_long":
+    if kind == "string_too_long" or (kind == "too_long" and isinstance(item.get("input"), str)):
+        # A text whose length bound sits beside a validator (a password) is reported as "too_long".
         return length_problem(str(item.get("input", "")), int(context.get("max_length", 0))) or str(item["msg"])
     if kind in ("string_type",):
         return "Must be a string."

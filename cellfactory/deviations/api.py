@@ -22,7 +22,7 @@ from cellfactory.api.contract import (
     api_user,
     operation,
     read_body,
-    signing_of,
+    signer_of,
     site_records,
     username,
 )
@@ -40,13 +40,13 @@ from cellfactory.deviations.commands import (
     CloseDeviation,
     CompleteAction,
     OpenDeviation,
-    PasswordSigned,
     RecordInvestigation,
 )
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.signatures.api import SignatureOut
+from cellfactory.signatures.commands import MaySign, Signed
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
@@ -149,15 +149,12 @@ class DeviationFilter(Query):
     batch: str | None = Field(None, description="Only this batch's deviations (batch number)")
 
 
-class InvestigationBody(RecordInvestigation):
+class InvestigationBody(RecordInvestigation, MaySign):
     """The investigation; with `password`, QA's signature of the justification to classify minor a deviation an
     OOS result opened."""
 
-    password: str | None = Field(None, description="Your password: signs the justification")
-    meaning: str | None = Field(None, description="Optional; must be the meaning this signature carries")
 
-
-class ClosureBody(CloseDeviation, PasswordSigned):
+class ClosureBody(CloseDeviation, Signed):
     refusal: ClassVar[str] = CloseDeviation.refusal
 
 
@@ -237,8 +234,8 @@ def deviation(number: str):
 def record_investigation(number: str):
     found = _deviation(number)
     command = read_body(InvestigationBody)
-    signing = signing_of(command, Meaning.CLASSIFICATION_JUSTIFIED) if command.password else None
-    updated = services.record_investigation(api_user(), found, command, signing=signing)
+    signer = signer_of(command, Meaning.CLASSIFICATION_JUSTIFIED) if command.password else None
+    updated = services.record_investigation(api_user(), found, command, signer=signer)
     return DeviationDetailOut.of(updated).json()
 
 
@@ -285,6 +282,5 @@ def carry_action(number: str, id: int):
 def close_deviation(number: str):
     found = _deviation(number)
     command = read_body(ClosureBody)
-    signing = signing_of(command, Meaning.CLOSED)
-    closed = services.close_deviation(api_user(), found, command, signing=signing)
+    closed = services.close_deviation(api_user(), found, command, signer=signer_of(command, Meaning.CLOSED))
     return DeviationDetailOut.of(closed).json()

@@ -85,19 +85,6 @@ def _whole(value: Any) -> Any:
 OptionalWhole = Annotated[int | None, BeforeValidator(_whole)]
 
 
-class PasswordSigned(Command):
-    """The electronic signature's fields of an API body: the signer's own password (the token names the signer)
-    and, optionally, the meaning the signature carries."""
-
-    # The signing dialog's words (signatures/forms.py).
-    missing: ClassVar[dict[str, str]] = {"password": "Enter your password to sign."}
-
-    password: Annotated[str, BeforeValidator(lambda value: None if value == "" else value)] = Field(
-        description="The signer's own password (the token names the signer); a wrong one is 401 and counts towards "
-                    "lock-out")
-    meaning: str | None = Field(None, description="Optional; must be the meaning this signature carries")
-
-
 class OpenDeviation(Command):
     refusal: ClassVar[str] = "The deviation cannot be opened"
     missing: ClassVar[dict[str, str]] = {"title": "Give the deviation a short title.",

@@ -8,7 +8,8 @@ from wtforms.validators import Length, Optional
 
 from cellfactory.core.forms import BaseForm
 from cellfactory.deviations.models import Classification
-from cellfactory.signatures.forms import SigningForm
+from cellfactory.signatures.commands import Signer
+from cellfactory.signatures.forms import SigningForm, continuous_session
 
 CLASSIFICATIONS = [("", "Choose…")] + [(c.value, c.value) for c in Classification]
 CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
@@ -40,10 +41,12 @@ class InvestigationForm(BaseForm):
                            render_kw={"autocapitalize": "none", "autocomplete": "off"})
     password = PasswordField("Password (to sign the justification)", validators=[Optional()])
 
-    def signing(self, continuous: bool) -> dict | None:
+    def signer(self) -> Signer | None:
+        """Who signs the justification, when a password is given."""
         if not self.password.data:
             return None
-        return {"password": self.password.data, "username": self.username.data, "continuous_session": continuous}
+        return Signer(username=self.username.data, password=self.password.data,
+                      continuous_session=continuous_session())
 
 
 class ActionForm(BaseForm):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
 
@@ -33,6 +31,7 @@ from cellfactory.deviations.models import (
 )
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -83,10 +82,9 @@ DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification 
 
 @transactional
 def record_investigation(actor: User, deviation: Deviation, command: RecordInvestigation, *,
-                         signing: dict[str, Any] | None = None) -> Deviation:
+                         signer: Signer | None = None) -> Deviation:
     """QA records the classification, root cause and impact (fields the command leaves out are unchanged). A
-    deviation an OOS result opened goes below major only with QA's justification, signed (`signing`: password,
-    username, continuous_session)."""
+    deviation an OOS result opened goes below major only with QA's justification, signed by `signer`."""
     _require_qa(actor, deviation)
     _require_open(deviation)
     if command.version is not None and command.version != deviation.version:
@@ -95,7 +93,7 @@ def record_investigation(actor: User, deviation: Deviation, command: RecordInves
     downgraded = deviation.from_oos and classification == Classification.MINOR \
         and deviation.classification != Classification.MINOR
     justification = command.justification or ""
-    if downgraded and (not justification or not signing or not signing.get("password")):
+    if downgraded and (not justification or signer is None or not signer.password):
         raise ValidationFailed(DOWNGRADE_NEEDS_JUSTIFICATION, fields={
             "justification": "Required to classify an out-of-specification deviation minor, with your signature."})
     audit.act_as(db.session, actor, reason=command.reason)
@@ -109,7 +107,7 @@ def record_investigation(actor: User, deviation: Deviation, command: RecordInves
         db.session.flush()
         signatures.apply_signature(actor, deviation, meaning=Meaning.CLASSIFICATION_JUSTIFIED,
                                    allowed_meanings={Meaning.CLASSIFICATION_JUSTIFIED}, site_id=deviation.site_id,
-                                   comment=justification, **signing)
+                                   comment=justification, signer=signer)
     return deviation
 
 
@@ -188,7 +186,7 @@ def closing_gaps(deviation: Deviation) -> list[str]:
 
 @transactional
 def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation, *,
-                    signing: dict[str, Any]) -> Deviation:
+                    signer: Signer) -> Deviation:
     """QA closes with an electronic signature once root cause and impact on the batch are documented and each CAPA
     action is done or carried to an effectiveness check (`closing_gaps`)."""
     _require_qa(actor, deviation)
@@ -198,7 +196,7 @@ def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation, 
         raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
     audit.act_as(db.session, actor, reason=command.comment or "deviation closed")
     signatures.apply_signature(actor, deviation, meaning=Meaning.CLOSED, allowed_meanings={Meaning.CLOSED},
-                               site_id=deviation.site_id, comment=command.comment, **signing)
+                               site_id=deviation.site_id, comment=command.comment, signer=signer)
     deviation.status = DeviationStatus.CLOSED
     deviation.closed_at = utcnow()
     deviation.closed_by_id = actor.id

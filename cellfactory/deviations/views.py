@@ -44,7 +44,7 @@ from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import continuous_session, mark_signed
+from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -270,7 +270,7 @@ def investigate(number: str) -> Any:
             services.record_investigation(_user(), deviation, RecordInvestigation.from_form(
                 form, root_cause=form.root_cause.data or "", impact_assessment=form.impact_assessment.data or "",
                 version=int(form.version.data) if (form.version.data or "").isdigit() else None),
-                signing=form.signing(continuous_session()))
+                signer=form.signer())
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -346,10 +346,8 @@ def close(number: str) -> Any:
     deviation = services.get_deviation(_user(), number)
     form = _close_form()
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            services.close_deviation(_user(), deviation, CloseDeviation.from_form(form), signing=signing)
+            services.close_deviation(_user(), deviation, CloseDeviation.from_form(form), signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:

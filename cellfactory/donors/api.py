@@ -7,7 +7,7 @@ rules, the site scoping and the audit trail; the OpenAPI document is generated f
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated
 
 import sqlalchemy as sa
 from flask import request
@@ -21,11 +21,12 @@ from cellfactory.api.contract import (
     api_user,
     operation,
     read_body,
+    signer_of,
     site_records,
     username,
     write_site,
 )
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import Role
 from cellfactory.core.errors import NotFound
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
@@ -214,11 +215,6 @@ def _result(found: Donor, id: int) -> ScreeningResultRecord:
     return result
 
 
-def _signing(user: User, password: str) -> dict[str, Any]:
-    """The token names the signer: its user name and the password sent, never a continuous session."""
-    return {"password": password, "username": user.username, "continuous_session": False}
-
-
 # --- donors --------------------------------------------------------------------------------------------------
 
 
@@ -314,8 +310,8 @@ def confirmatory_testing(code: str, id: int):
     """QA clears a reactive result with the confirmatory results: the same service as the page, signed."""
     result = _result(_donor(code), id)
     command = read_body(SignedConfirmatoryTesting)
-    user: User = api_user()
-    decision = services.record_confirmatory_testing(user, result, command, signing=_signing(user, command.password))
+    decision = services.record_confirmatory_testing(api_user(), result, command,
+                                                    signer=signer_of(command, command.signature_meaning()))
     return ScreeningDecisionOut.of(decision).json(), 201
 
 
@@ -328,7 +324,7 @@ def risk_assessment(code: str, id: int):
     """QA's signed risk assessment (anti-HBc with HBsAg negative, reactive specific syphilis test)."""
     result = _result(_donor(code), id)
     command = read_body(SignedRiskAssessment)
-    user: User = api_user()
-    decision = services.decide_risk_assessment(user, result, command, signing=_signing(user, command.password))
+    decision = services.decide_risk_assessment(api_user(), result, command,
+                                               signer=signer_of(command, command.signature_meaning()))
     return ScreeningDecisionOut.of(decision).json(), 201
 

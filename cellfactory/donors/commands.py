@@ -17,7 +17,6 @@ from pydantic_core import PydanticCustomError
 from cellfactory.core.clock import utcnow
 from cellfactory.core.commands import Command, Day, Line, OptionalDay, OptionalLine, Paragraph, Version, field_errors
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.core.text import length_problem, text_problem
 from cellfactory.donors.models import (
     DonationKind,
     DonorType,
@@ -27,14 +26,14 @@ from cellfactory.donors.models import (
     Sex,
     TestedPerson,
 )
+from cellfactory.signatures.commands import Signed
+from cellfactory.signatures.models import Meaning
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
 CODE_MESSAGE = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
 REASON_MESSAGE = "Say why this change is made: it goes into the audit trail."
 SAMPLE_TYPE_MESSAGE = "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."
 BIRTH_YEAR_MESSAGE = "Enter the birth year (1900-{latest}), or the birth date instead."
-PASSWORD_MESSAGE = "Enter your password to sign."
-PASSWORD_MAX = 200
 # Plain data from a script or the demo may write a number as text ("35.5"); a JSON body or a form may not.
 TEXT_NUMBERS = "text_numbers"
 
@@ -111,18 +110,6 @@ def _plausible_year(value: int | None) -> int | None:
     return value
 
 
-def _password(value: Any) -> Any:
-    """A password is taken as typed (never stripped); an empty one is none."""
-    return None if value == "" else value
-
-
-def _password_text(value: str) -> str:
-    problem = text_problem(value, multiline=False) or length_problem(value, PASSWORD_MAX)
-    if problem:
-        raise PydanticCustomError("text", problem)
-    return value
-
-
 DonorCode = Annotated[Line(32), AfterValidator(_donor_code), Field(
     description="Pseudonymised code, never a name: 3-32 letters, digits or '-' (stored in capitals)",
     json_schema_extra={"x-refused-when": "not 3-32 letters, digits or '-', or another donor of the site has "
@@ -131,10 +118,6 @@ BirthYear = Annotated[int | None, BeforeValidator(_whole_year), AfterValidator(_
     description="Only when the birth date is unknown (1900 to this year)",
     json_schema_extra={"x-refused-when": "after this year, or not the birth date's year"})]
 Sample = Annotated[SampleType, BeforeValidator(_sample_type)]
-# The signer's own password, sent with an API request that signs (the token names the signer).
-Password = Annotated[str, BeforeValidator(_password), AfterValidator(_password_text), Field(
-    max_length=PASSWORD_MAX, description="The signer's own password (the token names the signer); a wrong one is "
-                                         "401 and counts towards lock-out", json_schema_extra={"format": "password"})]
 
 
 class DonorFields(IntakeCommand):
@@ -239,15 +222,19 @@ class DecideRiskAssessment(IntakeCommand):
     reason: Paragraph(4000) = Field(description="The risk assessment and its reason")
 
 
-class SignedByPassword(IntakeCommand):
-    """The password of an API request that signs; the page's signing dialog asks it apart."""
+class SignedConfirmatoryTesting(RecordConfirmatoryTesting, Signed):
+    """The confirmatory record as an API request sends it, signed with the signer's password."""
 
-    password: Password
+    missing: ClassVar[dict[str, str]] = {**RecordConfirmatoryTesting.missing, **Signed.missing}
+
+    def signature_meaning(self) -> Meaning:
+        return Meaning.SCREENING_CLEARED
 
 
-class SignedConfirmatoryTesting(RecordConfirmatoryTesting, SignedByPassword):
-    missing: ClassVar[dict[str, str]] = {**RecordConfirmatoryTesting.missing, "password": PASSWORD_MESSAGE}
+class SignedRiskAssessment(DecideRiskAssessment, Signed):
+    """The risk assessment as an API request sends it, signed with the signer's password."""
 
+    missing: ClassVar[dict[str, str]] = {**DecideRiskAssessment.missing, **Signed.missing}
 
-class SignedRiskAssessment(DecideRiskAssessment, SignedByPassword):
-    missing: ClassVar[dict[str, str]] = {**DecideRiskAssessment.missing, "password": PASSWORD_MESSAGE}
+    def signature_meaning(self) -> Meaning:
+        return Meaning.DONATION_ALLOWED if self.allowed else Meaning.DONATION_NOT_ALLOWED

@@ -38,6 +38,7 @@ from cellfactory.donors.models import (
 )
 from cellfactory.extensions import db
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -310,7 +311,7 @@ def _decision_checks(actor: User, result: ScreeningResultRecord, kind: DecisionK
 
 
 def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: DecisionKind, allowed: bool, reason: str,
-                   confirmatory_results: str | None, meaning: Meaning, signing: dict[str, Any]
+                   confirmatory_results: str | None, meaning: Meaning, signer: Signer
                    ) -> ScreeningDecision:
     audit.act_as(db.session, actor, reason=reason)
     decision = ScreeningDecision(donor_id=result.donor_id, site_id=result.site_id, result_id=result.id, kind=kind,
@@ -319,25 +320,25 @@ def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: Decision
     db.session.add(decision)
     db.session.flush()
     signatures.apply_signature(actor, decision, meaning=meaning, allowed_meanings={meaning},
-                               site_id=result.site_id, comment=reason, **signing)
+                               site_id=result.site_id, comment=reason, signer=signer)
     db.session.refresh(result.donor, ["decisions"])
     return decision
 
 
 @transactional
 def record_confirmatory_testing(actor: User, result: ScreeningResultRecord, command: RecordConfirmatoryTesting, *,
-                                signing: dict[str, Any]) -> ScreeningDecision:
+                                signer: Signer) -> ScreeningDecision:
     """QA clears a reactive (or indeterminate) result with the confirmatory results, signed; the result then
     counts as negative. Without this record a reactive result is never cleared, whatever later samples show."""
     _decision_checks(actor, result, DecisionKind.CONFIRMATORY)
     return _sign_decision(actor, result, kind=DecisionKind.CONFIRMATORY, allowed=True, reason=command.reason,
                           confirmatory_results=command.confirmatory_results, meaning=Meaning.SCREENING_CLEARED,
-                          signing=signing)
+                          signer=signer)
 
 
 @transactional
 def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: DecideRiskAssessment, *,
-                           signing: dict[str, Any]) -> ScreeningDecision:
+                           signer: Signer) -> ScreeningDecision:
     """QA's signed risk assessment of anti-HBc reactive with HBsAg negative (Annex II 1.3) or of a reactive specific
     syphilis test (1.4): the donation is allowed or not allowed, with the reason."""
     _decision_checks(actor, result, DecisionKind.RISK_ASSESSMENT)
@@ -346,4 +347,4 @@ def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: 
                        f"syphilis test, not {result.test.label} {result.result.value}.")
     meaning = Meaning.DONATION_ALLOWED if command.allowed else Meaning.DONATION_NOT_ALLOWED
     return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=command.allowed,
-                          reason=command.reason, confirmatory_results=None, meaning=meaning, signing=signing)
+                          reason=command.reason, confirmatory_results=None, meaning=meaning, signer=signer)

@@ -220,11 +220,9 @@ def confirmatory(site: str, code: str, result_id: int):
     result = _result(donor, result_id)
     form = ConfirmatoryForm.for_meanings([Meaning.SCREENING_CLEARED])
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
             services.record_confirmatory_testing(_user(), result, RecordConfirmatoryTesting.from_form(form),
-                                                 signing=signing)
+                                                 signer=form.signer)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -241,11 +239,10 @@ def assessment(site: str, code: str, result_id: int):
     result = _result(donor, result_id)
     form = AssessmentForm.for_meanings(ASSESSMENT_MEANINGS)
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        allowed = signing.pop("meaning") == Meaning.DONATION_ALLOWED
+        allowed = form.chosen_meaning == Meaning.DONATION_ALLOWED
         try:
             services.decide_risk_assessment(_user(), result, DecideRiskAssessment.from_form(form, allowed=allowed),
-                                            signing=signing)
+                                            signer=form.signer)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

@@ -168,7 +168,7 @@ def what_blocks(batch: Batch, index: signatures.SignatureIndex | None = None) ->
 
 @transactional
 def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
-               signing: dict[str, Any] | None = None, expected_version: int | None = None,
+               signer: Signer | None = None, expected_version: int | None = None,
                meaning: Meaning | None = None, details: DecisionDetails | None = None,
                confirm_open_deviations: bool | None = None) -> Batch:
     """Move a batch to another state: only along the state machine, by the role that may, with a reason,
@@ -201,11 +201,11 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     signature = None
     if chosen.meaning is not None:
         clean = validate_details(chosen.meaning, details, batch)
-        if signing is None:
+        if signer is None:
             raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
                                    fields={"password": "Sign with your password."})
         signature = signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
-                                               site_id=batch.site_id, comment=reason, **signing)
+                                               site_id=batch.site_id, comment=reason, signer=signer)
     previous = batch.status
     batch.held_from = batch.status if target == S.ON_HOLD else None
     batch.status = target
@@ -259,7 +259,7 @@ def review_batch(actor: User, batch: Batch, command: ReviewBatch, signer: Signer
     """QA signs 'Reviewed': the batch awaits certification. The state machine checks the checklist, segregation
     of duties and the password (`transition`), and records the decision."""
     return transition(actor, batch, S.AWAITING_CERTIFICATION, reason=command.comment,
-                      signing=signer.signing(command), meaning=Meaning.REVIEWED)
+                      signer=signer, meaning=Meaning.REVIEWED)
 
 
 def return_batch(actor: User, batch: Batch, command: ReturnBatch) -> Batch:
@@ -272,5 +272,5 @@ def decide(actor: User, batch: Batch, command: QpDecide, signer: Signer) -> Batc
     the password, records the decision with its facts (`releases.services.validate_details`) and issues the
     certificate."""
     option = command.option
-    return transition(actor, batch, option.target, reason=command.reason, signing=signer.signing(command),
+    return transition(actor, batch, option.target, reason=command.reason, signer=signer,
                       meaning=option.meaning, details=command)

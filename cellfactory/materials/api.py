@@ -23,11 +23,12 @@ from cellfactory.api.contract import (
     api_user,
     operation,
     read_body,
+    signer_of,
     site_records,
     username,
     write_site,
 )
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import Role
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.donors import services as donor_services
@@ -186,10 +187,8 @@ def material(din: str):
 def quarantine_decision(din: str):
     found = services.get_material(api_user(), din)
     command = read_body(SignedQuarantineDecision)
-    user: User = api_user()
-    decided = services.decide_quarantine(
-        user, found, command, signing={"password": command.password, "username": user.username,
-                                       "continuous_session": False})
+    decided = services.decide_quarantine(api_user(), found, command,
+                                         signer=signer_of(command, command.signature_meaning()))
     return MaterialDetailOut.of(decided).json()
 
 

@@ -23,8 +23,9 @@ from cellfactory.core.commands import (
     plausible_time,
     require_offset,
 )
-from cellfactory.donors.commands import PASSWORD_MESSAGE, IntakeCommand, Password, text_numbers
+from cellfactory.donors.commands import IntakeCommand, text_numbers
 from cellfactory.materials.models import MaterialType
+from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 
 
@@ -156,10 +157,13 @@ class DecideQuarantine(IntakeCommand):
         return self.decision == QuarantineDecision.RELEASE
 
 
-class SignedQuarantineDecision(DecideQuarantine):
-    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, "password": PASSWORD_MESSAGE}
+class SignedQuarantineDecision(DecideQuarantine, Signed):
+    """The decision as an API request sends it, signed with the signer's password."""
 
-    password: Password
+    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, **Signed.missing}
+
+    def signature_meaning(self) -> Meaning:
+        return DECISION_MEANINGS[self.decision]
 
 
 class AllocateDin(IntakeCommand):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -33,6 +32,7 @@ from cellfactory.materials.models import (
     SourceMaterial,
 )
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -332,7 +332,7 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
 
 @transactional
 def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuarantine, *,
-                      signing: dict[str, Any]) -> SourceMaterial:
+                      signer: Signer) -> SourceMaterial:
     """QA releases a quarantined material (or rejects it) with a reason and an electronic signature."""
     permissions.require(permissions.can_release_quarantine(actor, material.site_id),
                         "Only QA of this site releases or rejects quarantined material.")
@@ -350,7 +350,7 @@ def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuar
     audit.act_as(db.session, actor, reason=reason)
     meaning = Meaning.RELEASED_FROM_QUARANTINE if accept else Meaning.REJECTED_AT_RECEIPT
     signatures.apply_signature(actor, material, meaning=meaning, allowed_meanings={meaning},
-                               site_id=material.site_id, comment=reason, **signing)
+                               site_id=material.site_id, comment=reason, signer=signer)
     material.status = MaterialStatus.ACCEPTED if accept else MaterialStatus.REJECTED
     if accept and is_biohazard(material):
         material.biohazard = True

@@ -169,13 +169,11 @@ def decide(din: str):
     form = QuarantineDecisionForm.for_meanings(services.QUARANTINE_MEANINGS, prefix="decision")
     if form.validate_on_submit():
         accept = form.chosen_meaning == Meaning.RELEASED_FROM_QUARANTINE
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
             # The meaning chosen in the signing dialog is the decision.
             command = DecideQuarantine.from_form(form, meaning=None, decision=QuarantineDecision.RELEASE if accept
                                                  else QuarantineDecision.REJECT)
-            services.decide_quarantine(_user(), material, command, signing=signing)
+            services.decide_quarantine(_user(), material, command, signer=form.signer)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

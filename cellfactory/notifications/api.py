@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from cellfactory.api import bp
-from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body, signer_of
 from cellfactory.batches.models import Batch
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.extensions import db
@@ -17,7 +17,6 @@ from cellfactory.notifications.commands import AcknowledgeTask
 from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.api import SignatureOut
-from cellfactory.signatures.commands import Signer
 from cellfactory.sites.models import Site
 
 
@@ -86,5 +85,5 @@ def notification_tasks():
 def acknowledge_notification_task(task_id: int):
     task = services.get_task(api_user(), task_id)
     command = read_body(AcknowledgeTask)
-    services.sign_acknowledgement(api_user(), task, command, Signer(username=api_user().username))
+    services.sign_acknowledgement(api_user(), task, command, signer_of(command, command.signature_meaning()))
     return TaskOut.of(services.get_task(api_user(), task_id)).json(), 201

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import OptionalLine, Paragraph
 from cellfactory.notifications.models import CAPACITY_MEANINGS, Capacity
-from cellfactory.signatures.commands import Signed
+from cellfactory.signatures.commands import MaySign
 from cellfactory.signatures.models import Meaning
 
 CAPACITY_MESSAGE = "Choose QA or the treating physician's contact."
@@ -26,7 +26,7 @@ def _capacity(value: Any) -> Any:
     return chosen
 
 
-class AcknowledgeTask(Signed):
+class AcknowledgeTask(MaySign):
     refusal: ClassVar[str] = "The acknowledgement cannot be signed"
     missing: ClassVar[dict[str, str]] = {
         "capacity": CAPACITY_MESSAGE,

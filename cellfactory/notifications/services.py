@@ -81,7 +81,7 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
                                fields={"physician_name": "Name the treating physician you informed."})
     meaning = CAPACITY_MEANINGS[capacity]
     signature = signatures.apply_signature(actor, task, meaning=meaning, allowed_meanings={meaning},
-                                           site_id=task.site_id, comment=comment, **signer.signing(command))
+                                           site_id=task.site_id, comment=comment, signer=signer)
     audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
     acknowledgement = TaskAcknowledgement(task_id=task.id, site_id=task.site_id, capacity=capacity,
                                           signature_id=signature.id, physician_name=physician or None,

@@ -14,8 +14,7 @@ from cellfactory.notifications import services
 from cellfactory.notifications.commands import AcknowledgeTask
 from cellfactory.notifications.forms import AcknowledgeForm
 from cellfactory.notifications.models import Capacity, NotificationTask
-from cellfactory.signatures.commands import Signer
-from cellfactory.signatures.forms import continuous_session, mark_signed
+from cellfactory.signatures.forms import mark_signed
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 
@@ -82,12 +81,10 @@ def acknowledge_task(task_id: int, capacity: str):
     form = _form(task, chosen)
     status = 422
     if form.validate_on_submit():
-        signer = Signer(username=form.username.data if "username" in form else None,
-                        continuous_session=continuous_session())
         try:
             command = AcknowledgeTask.parse({"comment": form.comment.data, "physician_name": form.physician_name.data,
                                              "password": form.password.data}, capacity=chosen)
-            services.sign_acknowledgement(user, task, command, signer)
+            services.sign_acknowledgement(user, task, command, form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:

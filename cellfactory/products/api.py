@@ -10,7 +10,7 @@ from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp, page_json, text_problems
-from cellfactory.api.contract import Moment, Output, api_user, check_types, operation, read_body, signing_of, username
+from cellfactory.api.contract import Moment, Output, api_user, check_types, operation, read_body, signer_of, username
 from cellfactory.auth.models import Role
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import NotFound, ValidationFailed
@@ -306,5 +306,5 @@ def update_specification_test(code: str, number: int, test_code: str):
 def approve_specification(code: str, number: int):
     spec = _specification(code, number)
     command = read_body(ApproveSpecification)
-    signing = signing_of(command, Meaning.APPROVED)
-    return SpecificationDetailOut.of(services.approve(api_user(), spec, signing=signing)).json()
+    signer = signer_of(command, Meaning.APPROVED)
+    return SpecificationDetailOut.of(services.approve(api_user(), spec, signer=signer)).json()

@@ -24,6 +24,7 @@ from cellfactory.core.commands import (
     _blank_is_missing,
 )
 from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
+from cellfactory.signatures.commands import Signed
 
 PRODUCT_CODE_MESSAGE = "Use 2-16 letters or digits, e.g. UCMSC."
 UNIT_CODE_MESSAGE = "A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101."
@@ -291,11 +292,7 @@ class EditDraft(Command):
     reason: OptionalLine(2000) = Field(None, description="Why the draft changes (optional)")
 
 
-class ApproveSpecification(Command):
+class ApproveSpecification(Signed):
     refusal: ClassVar[str] = "The version cannot be approved"
     missing: ClassVar[dict[str, str]] = {"password": "Required: your own password."}
-
-    password: str = Field(max_length=200, description="The signer's own password (the token names the signer); "
-                                                      "a wrong one is 401 and counts towards lock-out")
-    meaning: OptionalLine(40) = Field(None, description="Optional; must be 'Approved', the meaning this signature "
-                                                        "carries")
+    password_missing: ClassVar[str] = "Required: your own password."

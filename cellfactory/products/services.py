@@ -38,6 +38,7 @@ from cellfactory.products.models import (
     known_vocabulary,
 )
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 
 
@@ -301,7 +302,7 @@ def authors(spec: SpecificationVersion) -> set[int]:
 
 
 @transactional
-def approve(actor: User, spec: SpecificationVersion, *, signing: dict[str, Any]) -> SpecificationVersion:
+def approve(actor: User, spec: SpecificationVersion, *, signer: Signer) -> SpecificationVersion:
     """QA approves a draft with an electronic signature; the previous approved version is superseded."""
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
@@ -312,7 +313,7 @@ def approve(actor: User, spec: SpecificationVersion, *, signing: dict[str, Any])
         raise Conflict(AUTHOR_CANNOT_APPROVE, fields={"meaning": AUTHOR_CANNOT_APPROVE})
     audit.act_as(db.session, actor, reason="specification approved")
     signatures.apply_signature(actor, spec, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
-                               **signing)
+                               signer=signer)
     previous = db.session.scalar(sa.select(SpecificationVersion).where(
         SpecificationVersion.product_id == spec.product_id, SpecificationVersion.status == SpecStatus.APPROVED))
     if previous is not None:

@@ -282,10 +282,8 @@ def approve(code: str, number: int):
     spec = _specification(code, number)
     form = ApprovalForm.for_meanings([Meaning.APPROVED], prefix="approve")
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            services.approve(_user(), spec, signing=signing)
+            services.approve(_user(), spec, signer=form.signer)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

@@ -14,7 +14,7 @@ from flask import request
 from pydantic import Field
 
 from cellfactory.api import bp
-from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body, signing_of, username
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body, signer_of, username
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
@@ -22,7 +22,6 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE, page_args
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.deviations.api import DeviationOut
-from cellfactory.deviations.commands import PasswordSigned
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.products.models import CriterionKind, SpecTest
@@ -31,6 +30,7 @@ from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRe
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.api import SignatureOut
+from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 
 
@@ -154,13 +154,13 @@ class ResultsPage(Query):
     per_page: int | None = Field(None, ge=1, le=MAX_PER_PAGE)
 
 
-class SigningBody(PasswordSigned):
+class SigningBody(Signed):
     refusal: ClassVar[str] = "The result cannot be verified"
 
 
-class InvalidationBody(InvalidateResult, PasswordSigned):
+class InvalidationBody(InvalidateResult, Signed):
     refusal: ClassVar[str] = InvalidateResult.refusal
-    missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **PasswordSigned.missing}
+    missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **Signed.missing}
 
 
 def _result(result_id: int) -> QcResult:
@@ -245,7 +245,7 @@ def final_read(id: int):
 def verify_result(id: int):
     result = _result(id)
     command = read_body(SigningBody)
-    services.verify_result(api_user(), result, signing=signing_of(command, Meaning.VERIFIED))
+    services.verify_result(api_user(), result, signer=signer_of(command, Meaning.VERIFIED))
     return QcResultOut.of(result).json()
 
 
@@ -258,5 +258,5 @@ def invalidate_result(id: int):
     result = _result(id)
     command = read_body(InvalidationBody)
     invalidated = services.invalidate_result(api_user(), result, command,
-                                             signing=signing_of(command, Meaning.RESULT_INVALIDATED))
+                                             signer=signer_of(command, Meaning.RESULT_INVALIDATED))
     return QcResultOut.of(invalidated).json()

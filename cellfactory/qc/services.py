@@ -32,6 +32,7 @@ from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRe
 from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -266,7 +267,7 @@ def entered_by(user: User, result: QcResult) -> bool:
 
 
 @transactional
-def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> None:
+def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
     """A second analyst verifies; only then is the result official."""
     _require_analyst(actor, result.site_id)
     if entered_by(actor, result):
@@ -277,12 +278,12 @@ def verify_result(actor: User, result: QcResult, *, signing: dict[str, Any]) -> 
         raise Conflict("This result is already verified.")
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, result, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
-                               site_id=result.site_id, **signing)
+                               site_id=result.site_id, signer=signer)
 
 
 @transactional
 def invalidate_result(actor: User, result: QcResult, command: InvalidateResult, *,
-                      signing: dict[str, Any]) -> QcResult:
+                      signer: Signer) -> QcResult:
     """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible."""
     permissions.require(actor.has_role(Role.QA, result.site_id), "Only QA invalidates a QC result.")
     if result.invalidated_at is not None:
@@ -301,7 +302,7 @@ def invalidate_result(actor: User, result: QcResult, command: InvalidateResult, 
     audit.act_as(db.session, actor, reason=reason)
     signatures.apply_signature(actor, result, meaning=Meaning.RESULT_INVALIDATED,
                                allowed_meanings={Meaning.RESULT_INVALIDATED}, site_id=result.site_id, comment=reason,
-                               **signing)
+                               signer=signer)
     result.invalidated_at = utcnow()
     result.invalidation_reason = reason
     return result

@@ -360,10 +360,8 @@ def verify(number: str, result_id: int) -> Any:
     result = qc.require_result(batch, result_id)
     form = _verify_form(result)
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            qc.verify_result(_user(), result, signing=signing)
+            qc.verify_result(_user(), result, signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -382,10 +380,8 @@ def invalidate(number: str, result_id: int) -> Any:
     result = qc.require_result(batch, result_id)
     form = _invalidate_form(result)
     if form.validate_on_submit():
-        signing = form.signing_kwargs()
-        signing.pop("meaning")
         try:
-            qc.invalidate_result(_user(), result, InvalidateResult.from_form(form), signing=signing)
+            qc.invalidate_result(_user(), result, InvalidateResult.from_form(form), signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:

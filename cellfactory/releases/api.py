@@ -16,7 +16,7 @@ from flask import Response, request, url_for
 from pydantic import Field
 
 from cellfactory.api import bp, page_json
-from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body
+from cellfactory.api.contract import Moment, Output, Query, api_user, operation, read_body, signer_of
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.api import BatchSummary
@@ -30,7 +30,6 @@ from cellfactory.releases import decisions, services
 from cellfactory.releases.commands import QpDecide, QpDecisionKey, ReviewDecision, ReviewOutcome
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures.api import SignatureOut
-from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 
 S = BatchStatus
@@ -40,10 +39,6 @@ SIGNED_ERRORS = (404, 409, 422)
 
 def _batch(number: str) -> Batch:
     return batch_services.get_batch(api_user(), number)
-
-
-def _signer() -> Signer:
-    return Signer(username=api_user().username, continuous_session=False)
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ def release_review_decision(number: str):
     batch = _batch(number)
     command = read_body(ReviewDecision)
     if command.outcome == ReviewOutcome.REVIEWED:
-        lifecycle.review_batch(api_user(), batch, command, _signer())
+        lifecycle.review_batch(api_user(), batch, command, signer_of(command, command.signature_meaning()))
     else:
         lifecycle.return_batch(api_user(), batch, command)
     return ReviewOut.of(_batch(number)).json()
@@ -295,7 +290,8 @@ def release_certification(number: str):
            "signing password", body=QpDecide, response=CertificationResultOut, errors=SIGNED_ERRORS)
 def release_certification_decision(number: str):
     batch = _batch(number)
-    lifecycle.decide(api_user(), batch, read_body(QpDecide), _signer())
+    command = read_body(QpDecide)
+    lifecycle.decide(api_user(), batch, command, signer_of(command, command.signature_meaning()))
     return CertificationResultOut.of(_batch(number)).json()
 
 

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field
 from cellfactory.core.commands import Command, Day, Instant, OptionalLine, Paragraph
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.releases.decisions import DETAILS, QP_DECISIONS
-from cellfactory.signatures.commands import Signed
+from cellfactory.signatures.commands import MaySign
 from cellfactory.signatures.models import Meaning
 
 
@@ -43,11 +43,11 @@ Decision = Annotated[QpDecisionKey, BeforeValidator(_lowered), Field(
                 "at a physician's request (EU GMP Part IV 11.5)")]
 
 
-class _Dispatched(Signed):
+class _Dispatched(MaySign):
     """A body whose `key` field names the command that reads it (each with the page's own words)."""
 
     key: ClassVar[str] = ""
-    kinds: ClassVar[dict[str, type[Signed]]] = {}
+    kinds: ClassVar[dict[str, type[MaySign]]] = {}
     choice_message: ClassVar[str] = ""
 
     @classmethod

@@ -38,8 +38,7 @@ from cellfactory.releases.forms import (
     ReviewForm,
 )
 from cellfactory.releases.models import BatchDecision
-from cellfactory.signatures.commands import Signer
-from cellfactory.signatures.forms import SigningForm, continuous_session, mark_signed
+from cellfactory.signatures.forms import SigningForm, mark_signed
 from cellfactory.signatures.models import Meaning
 
 bp = Blueprint("releases", __name__)
@@ -186,7 +185,7 @@ def review(number: str) -> Any:
     command = _read(form, ReviewBatch, outcome="reviewed")
     if command is not None:
         try:
-            lifecycle.review_batch(user, batch, command, _signer(form))
+            lifecycle.review_batch(user, batch, command, form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -296,11 +295,6 @@ def _read(form: SigningForm | ReturnForm, command: type[Command], **given: Any) 
     return read if valid else None
 
 
-def _signer(form: SigningForm) -> Signer:
-    return Signer(username=form.username.data if "username" in form else None,
-                           continuous_session=continuous_session())
-
-
 @bp.route(f"{PREFIX}/<number>/certification/<decision>", methods=["POST"])
 @roles_required(Role.QP)
 def decide(number: str, decision: str) -> Any:
@@ -314,7 +308,7 @@ def decide(number: str, decision: str) -> Any:
     command = _read(form, QpDecide, decision=option.key, **_details(option, form, batch))
     if command is not None:
         try:
-            lifecycle.decide(user, batch, command, _signer(form))
+            lifecycle.decide(user, batch, command, form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:

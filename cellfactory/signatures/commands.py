@@ -1,18 +1,22 @@
-"""The part of a command that signs: the signer's password and, optionally, the meaning they expect to sign.
+"""What a signer types, and who they are: the body of a request that signs, and the value every signing service
+takes.
 
 The door names the signer (the API token's user, the page's user name or session), so a command carries only
-what the signer types. A command whose change is signed says with which meaning (`signature_meaning`); it is
-refused without the password, or with another meaning, after its own fields are read."""
+what the signer types: the password and, optionally, the meaning they expect to sign (`Signed`; `MaySign` when
+only some of a command's choices are signed). A command whose change is signed says with which meaning
+(`signature_meaning`); it is refused without the password, or with another meaning, after its own fields are
+read. The door then hands the signing service a `Signer`: the user name, the password and whether a continuous
+signing session is open, which `signatures.services.apply_signature` checks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from pydantic import Field
 
-from cellfactory.core.commands import Command, OptionalLine, Password
+from cellfactory.core.commands import Command, OptionalLine, Password, RequiredPassword
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.signatures.models import Meaning
 
@@ -20,10 +24,14 @@ PASSWORD_MESSAGE = "Enter your password to sign."
 
 
 class Signed(Command):
-    """A command that may carry an electronic signature."""
+    """The body of a request that signs: the signer's own password and, optionally, the meaning they expect to
+    sign. A command that always signs says with which meaning (`signature_meaning`, or the door names it with
+    `check_signing` when the meaning depends on the record); a meaning sent is refused when it is another."""
 
-    password: Password = Field(None, description="The signer's own password (the token names the signer); a wrong "
-                                                 "one is 401")
+    missing: ClassVar[dict[str, str]] = {"password": PASSWORD_MESSAGE}
+
+    password: RequiredPassword = Field(description="The signer's own password (the token names the signer); a wrong "
+                                                   "one is 401 and counts towards lock-out")
     meaning: OptionalLine(200) = Field(None, description="Optional: the meaning of the signature, refused when it "
                                                          "is not the one this signature carries")
 
@@ -31,7 +39,7 @@ class Signed(Command):
     password_missing: ClassVar[str] = PASSWORD_MESSAGE
 
     def signature_meaning(self) -> Meaning | None:
-        """The meaning this change is signed with; None when it is not signed."""
+        """The meaning this change is signed with, as the command alone tells; None when it does not."""
         return None
 
     def check_shape(self) -> None:
@@ -46,24 +54,37 @@ class Signed(Command):
             command.check_signing(meaning)
         return command
 
-    def check_signing(self, meaning: Meaning) -> None:
-        if self.meaning and self.meaning.lower() != meaning.value.lower():
+    def check_signing(self, meaning: Meaning | None) -> None:
+        """Refuse a meaning other than `meaning`, then a missing password."""
+        if meaning is not None and self.meaning and self.meaning.lower() != meaning.value.lower():
             raise ValidationFailed(f"This signature means {meaning.value!r}.",
                                    fields={"meaning": f"Use {meaning.value!r} or leave it out."})
         if not self.password:
-            raise ValidationFailed(f"Sign with your password: the signature means {meaning.value!r}.",
-                                   fields={"password": self.password_missing})
+            what = f": the signature means {meaning.value!r}" if meaning is not None else ""
+            raise ValidationFailed(f"Sign with your password{what}.", fields={"password": self.password_missing})
+
+
+class MaySign(Signed):
+    """A command that signs for some of its choices only (a review returned with comments is not signed): the
+    password is required, in the same words, when `signature_meaning` names the meaning."""
+
+    missing: ClassVar[dict[str, str]] = {}
+
+    password: Password = Field(None, description="The signer's own password (the token names the signer); a wrong "
+                                                 "one is 401")
 
 
 @dataclass(frozen=True)
 class Signer:
-    """Who signs, as the door knows them: the user name typed on the page (None in a continuous signing
-    session), or the API token's user (never a continuous session)."""
+    """Who signs and with what password, as the door knows them: the user name typed on the page (None in a
+    continuous signing session) or the API token's user (never a continuous session), and the password typed.
+    `signatures.services.apply_signature` checks them against the user who signs."""
 
     username: str | None
+    password: str | None = field(repr=False)
     continuous_session: bool = False
 
-    def signing(self, command: Signed) -> dict[str, Any]:
-        """The keywords of `signatures.services.apply_signature` that name the signer and their password."""
-        return {"password": command.password, "username": self.username,
-                "continuous_session": self.continuous_session}
+    @classmethod
+    def by_token(cls, username: str, password: str | None) -> Signer:
+        """The API's signer: the token names the user; the body carries the password."""
+        return cls(username=username, password=password, continuous_session=False)

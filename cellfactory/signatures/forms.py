@@ -9,6 +9,7 @@ from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 
 _CONTINUOUS = "esig_continuous"
@@ -43,13 +44,12 @@ class SigningForm(BaseForm):
     def chosen_meaning(self) -> Meaning:
         return Meaning[self.meaning.data]
 
-    def signing_kwargs(self) -> dict:
-        return {
-            "meaning": self.chosen_meaning,
-            "password": self.password.data,
-            "username": self.username.data if "username" in self else None,
-            "continuous_session": continuous_session(),
-        }
+    @property
+    def signer(self) -> Signer:
+        """Who signs, as the dialog read them: the user name (none after the first signature of the session) and
+        the password."""
+        return Signer(username=self.username.data if "username" in self else None, password=self.password.data,
+                      continuous_session=continuous_session())
 
 
 class TokenForm(BaseForm):

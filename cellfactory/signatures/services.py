@@ -26,6 +26,7 @@ from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.core.transaction import serialize_with, transactional
 from cellfactory.extensions import db
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Meaning, Signature
 
 # The advisory lock that makes identity checks of the installation one at a time (PostgreSQL).
@@ -207,41 +208,40 @@ def needs_username(continuous_session: bool) -> bool:
 
 
 def apply_signature(
-    signer: User,
+    user: User,
     record: Signable,
     *,
     meaning: Meaning,
     allowed_meanings: Collection[Meaning],
-    password: str,
-    username: str | None,
-    continuous_session: bool,
+    signer: Signer,
     comment: str | None = None,
     site_id: int | None = None,
     require_signing_enabled: bool = True,
 ) -> Signature:
-    """Sign `record` within the caller's transaction (the caller's service commits once)."""
+    """`user` signs `record` within the caller's transaction (the caller's service commits once), with the user
+    name and password of `signer` as the door read them."""
     if meaning not in allowed_meanings:
         raise ValidationFailed(f"{meaning.value!r} is not a meaning this signature can carry.",
                                fields={"meaning": "Choose one of: " + "; ".join(m.value for m in allowed_meanings)})
-    if needs_username(continuous_session) and (username or "").strip() != signer.username:
+    if needs_username(signer.continuous_session) and (signer.username or "").strip() != user.username:
         raise AuthenticationFailed(
             "Enter your own user name and password to sign.",
             fields={"username": "This is the first signature of your session: enter your user name."},
         )
-    verify_password_or_count(signer, password, what="signature")
-    if not signer.active:
+    verify_password_or_count(user, signer.password, what="signature")
+    if not user.active:
         raise PermissionDenied("A deactivated account cannot sign.")
     if require_signing_enabled:
-        enabled, missing = signing_enabled(signer)
+        enabled, missing = signing_enabled(user)
         if not enabled:
             raise PermissionDenied("You cannot sign yet: you must " + " and ".join(missing) + ".")
     session = db.session
-    audit.act_as(session, signer)
+    audit.act_as(session, user)
     signed_content = audit.canonical_json(record.signature_content())
     signature = Signature(
-        signer_id=signer.id,
-        signer_username=signer.username,
-        printed_name=signer.full_name,
+        signer_id=user.id,
+        signer_username=user.username,
+        printed_name=user.full_name,
         meaning=meaning.value,
         signed_at=utcnow().replace(microsecond=0),
         entity_type=record.__tablename__,
@@ -375,8 +375,7 @@ class SignatureIndex:
 
 
 @transactional
-def accept_accountability(user: User, *, password: str, username: str | None, continuous_session: bool
-                          ) -> EsigAcknowledgement:
+def accept_accountability(user: User, *, signer: Signer) -> EsigAcknowledgement:
     session = db.session
     audit.act_as(session, user)
     existing = session.scalar(sa.select(EsigAcknowledgement).where(EsigAcknowledgement.user_id == user.id))
@@ -387,8 +386,7 @@ def accept_accountability(user: User, *, password: str, username: str | None, co
     session.add(acknowledgement)
     session.flush()
     apply_signature(user, acknowledgement, meaning=Meaning.ACCOUNTABILITY, allowed_meanings={Meaning.ACCOUNTABILITY},
-                    password=password, username=username, continuous_session=continuous_session,
-                    require_signing_enabled=False)
+                    signer=signer, require_signing_enabled=False)
     return acknowledgement
 
 
@@ -411,8 +409,7 @@ def anyone_can_sign() -> bool:
 
 
 @transactional
-def record_identity_check(verifier: User, user: User, *, method: str, password: str, username: str | None,
-                          continuous_session: bool) -> IdentityVerification:
+def record_identity_check(verifier: User, user: User, *, method: str, signer: Signer) -> IdentityVerification:
     """An administrator of the user's sites records how they verified the user's identity, and signs it.
 
     The verifier is someone who can sign (accountability accepted, own identity checked), is not the user, and did
@@ -458,8 +455,7 @@ def record_identity_check(verifier: User, user: User, *, method: str, password: 
     session.add(verification)
     session.flush()
     apply_signature(verifier, verification, meaning=Meaning.IDENTITY_VERIFIED,
-                    allowed_meanings={Meaning.IDENTITY_VERIFIED}, password=password, username=username,
-                    continuous_session=continuous_session, require_signing_enabled=False)
+                    allowed_meanings={Meaning.IDENTITY_VERIFIED}, signer=signer, require_signing_enabled=False)
     return verification
 
 

@@ -43,10 +43,8 @@ def account() -> str:
 def accept_accountability() -> str | Response:
     form = SigningForm.for_meanings([Meaning.ACCOUNTABILITY])
     if form.validate_on_submit():
-        kwargs = form.signing_kwargs()
-        kwargs.pop("meaning")
         try:
-            services.accept_accountability(current_user._get_current_object(), **kwargs)
+            services.accept_accountability(current_user._get_current_object(), signer=form.signer)
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

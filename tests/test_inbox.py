@@ -137,7 +137,7 @@ def test_technician_sees_the_next_step_and_the_steps_to_verify_as_second_person(
     assert shown[0][4] == f"/batches/{number}#verify-ISO"
     assert shown[1][4] == f"/batches/{number}/steps/P0"
 
-    batch_services.verify_step(refetch(plant.tech2), refetch(isolation), signing=signing(plant.tech2))
+    batch_services.verify_step(refetch(plant.tech2), refetch(isolation), signer=signing(plant.tech2))
     assert items(plant.tech2) == {Role.TECHNICIAN: [(Kind.STEP_DUE, number, "BG", False)]}
     seeding = refetch(batch).steps[1]
     batch_services.record_step(refetch(plant.tech), seeding, step_command(seeding, {
@@ -267,7 +267,7 @@ def test_qc_analyst_sees_results_to_enter_and_verify_final_reads_due_and_oos(cli
     # Second batch: sterility due today (verified), then an out-of-specification viability: the batch is held.
     sterility = enter(plant.qc, second, "STER", pending=True, final_read_due=today.isoformat(),
                       sampled_at=iso(14 * 24 + 2))
-    qc_services.verify_result(refetch(plant.qc2), refetch(sterility), signing=signing(plant.qc2))
+    qc_services.verify_result(refetch(plant.qc2), refetch(sterility), signer=signing(plant.qc2))
     enter(plant.qc2, second, "VIAB", value="50")
     assert refetch(second).status == S.ON_HOLD
 
@@ -382,7 +382,7 @@ def test_qp_sees_the_batches_to_certify(client, users, sites):
     assert items(plant.qp) == {Role.QP: []}
     reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
     lifecycle.transition(reviewer, refetch(batch), S.AWAITING_CERTIFICATION, reason="reviewed",
-                         signing=signing(reviewer))
+                         signer=signing(reviewer))
     assert items(plant.qp) == {Role.QP: [(Kind.BATCH_TO_CERTIFY, batch.number, "BG", False)]}
     assert items(users["qa"]) == {Role.QA: []}  # reviewed: no longer QA's
     assert [link for *_, link in page_items(client, "qp.bg")] == [f"/releases/{batch.number}/certification"]

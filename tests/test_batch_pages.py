@@ -16,6 +16,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials.commands import ReceiveMaterial
+from cellfactory.reagents.models import ReagentLot
 from tests.batch_helpers import batch_start, build_plant, run_batch_to_awaiting_qc, start_command
 from tests.conftest import PASSWORD, login, refetch
 
@@ -118,8 +119,11 @@ def test_record_steps_and_passages_through_the_pages(client, plant, batch):
     form = client.get(f"/batches/{batch.number}/steps/ISO")
     page = form.get_data(as_text=True)
     assert form.status_code == 200
-    assert 'type="datetime-local"' in page and 'type="checkbox"' in page and "INC-OLD" in page
-    assert "calibration OVERDUE" in page and "EXPIRED" in page and "Reason for the correction" not in page
+    assert 'type="datetime-local"' in page and 'type="checkbox"' in page and "INC-01" in page
+    # Only what may be used on the step's day is offered (issue 16): not the incubator overdue for calibration,
+    # not the expired lot, not the lot in quarantine.
+    assert "INC-OLD" not in page and "PL-OLD" not in page and "M-Q " not in page
+    assert "M-001" in page and "PL-17" in page and "Reason for the correction" not in page
     assert page.count('name="reagents-') == 9  # three rows: lot, quantity, unit
     iso = _step(batch, "ISO")
     response = record(client, batch, "ISO", iso_data(plant, iso))
@@ -428,3 +432,25 @@ def test_batch_page_links_to_its_qc_units_deviations_and_record(client, users, s
                  f"/deviations/new?batch={batch.number}", f"/releases/{batch.number}/record.pdf"):
         assert link in page, link
     assert "QP certification" not in page
+
+
+def test_a_correction_shows_what_the_step_records_even_if_no_longer_usable(client, plant, batch):
+    """A lot the step used stays on the correction form, marked not usable on the step's day; a new choice of it
+    would be refused by the service."""
+    login(client, "technician.bg")
+    record(client, batch, "ISO", iso_data(plant, _step(batch, "ISO")))
+    started = _step(batch, "ISO").started_at.astimezone(ZoneInfo("Europe/Rome")).date()
+    db.session.execute(sa.update(ReagentLot).where(ReagentLot.id == plant.lots["M-001"].id)
+                       .values(expiry_date=started - dt.timedelta(days=1)))
+    db.session.commit()
+    page = client.get(f"/batches/{batch.number}/steps/ISO").get_data(as_text=True)
+    assert f"M-001 · alpha-MEM · exp. {started - dt.timedelta(days=1)} · NOT USABLE on {started}" in page
+    assert "PL-OLD" not in page
+
+
+def test_a_hostile_lot_choice_is_refused_without_a_server_error(client, plant, batch):
+    login(client, "technician.bg")
+    for lot in ("9" * 5000, "12\x00", "-1", "abc"):
+        response = record(client, batch, "ISO", iso_data(plant, _step(batch, "ISO"), **{"reagents-0-lot_id": lot}))
+        assert response.status_code == 422, lot
+    assert _step(batch, "ISO").status == StepStatus.PENDING

@@ -35,7 +35,7 @@ from cellfactory.core.commands import (
     plausible_time,
 )
 from cellfactory.core.errors import ValidationFailed
-from cellfactory.core.text import length_problem, text_problem
+from cellfactory.core.text import length_problem, record_number, text_problem
 from cellfactory.signatures.commands import MaySign, Signed
 
 NOT_WHOLE = "Must be a whole number."
@@ -163,7 +163,7 @@ def _typed_number(value: Any) -> decimal.Decimal | None | str:
 
 def _typed_id(value: Any) -> Any:
     if isinstance(value, str):
-        return int(value.strip()) if value.strip().isdigit() else None
+        return record_number(value)
     return value
 
 

@@ -36,6 +36,7 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
+from cellfactory.core.text import record_number
 from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -118,7 +119,7 @@ def _local(value: dt.datetime | None, tz: str) -> dt.datetime | None:
 
 
 def _version(raw: Any) -> int | None:
-    return int(raw) if str(raw or "").isdigit() else None
+    return record_number(raw)
 
 
 def _history(pairs: list[tuple[str, list[int]]], limit: int = 500) -> list[AuditEntry]:
@@ -526,34 +527,36 @@ def _saved_times(step: BatchStep) -> dict[str, dt.datetime | None]:
 
 
 def _set_choices(form: EntryForm, step: BatchStep) -> None:
-    today = dt.datetime.now(ZoneInfo(step.batch.site.timezone)).date()
+    """Only the equipment and lots usable on the step's day (the day it started, or today for a step not started):
+    what the service would refuse is not offered. What the step already records, or what was just submitted and
+    refused, stays, marked, so that the page shows the record or the choice as it is."""
+    zone = ZoneInfo(step.batch.site.timezone)
+    day = step.started_at.astimezone(zone).date() if step.started_at else dt.datetime.now(zone).date()
     used_equipment = {u.equipment_id for u in step.current_equipment}
+    chosen = {str(code).upper() for code in form.equipment.data or ()}
     equipment = db.session.scalars(sa.select(Equipment).where(
         Equipment.site_id == step.site_id,
-        sa.or_(Equipment.status == EquipmentStatus.IN_SERVICE, Equipment.id.in_(used_equipment or [-1])))
+        sa.or_(Equipment.status == EquipmentStatus.IN_SERVICE, Equipment.id.in_(used_equipment or [-1]),
+               Equipment.code.in_(chosen or ["-"])))
         .order_by(Equipment.code))
     form.equipment.choices = []
     for item in equipment:
-        note = ""
-        if item.status != EquipmentStatus.IN_SERVICE:
-            note = " · OUT OF SERVICE"
-        elif item.calibration_due < today:
-            note = f" · calibration OVERDUE since {item.calibration_due}"
-        form.equipment.choices.append((item.code, f"{item.code} · {item.name}{note}"))
+        refusal = item.refusal(day)
+        if refusal is None or item.id in used_equipment or item.code in chosen:
+            note = f" · NOT USABLE on {day.isoformat()}: {refusal}" if refusal else ""
+            form.equipment.choices.append((item.code, f"{item.code} · {item.name}{note}"))
     used_lots = {u.lot_id for u in step.current_reagents}
+    used_lots |= {record_number(row.lot_id.data) for row in form.reagents} - {None}
     lots = db.session.scalars(sa.select(ReagentLot).where(
         ReagentLot.site_id == step.site_id,
-        sa.or_(ReagentLot.status != LotStatus.REJECTED, ReagentLot.id.in_(used_lots or [-1])))
-        .order_by(ReagentLot.status != LotStatus.RELEASED, ReagentLot.item_id, ReagentLot.expiry_date.desc()))
+        sa.or_(sa.and_(ReagentLot.status == LotStatus.RELEASED, ReagentLot.expiry_date >= day),
+               ReagentLot.id.in_(used_lots or [-1])))
+        .order_by(ReagentLot.item_id, ReagentLot.expiry_date.desc()))
     lot_choices = [("", "No lot (empty row)")]
     for lot in lots:
-        notes = []
-        if lot.status != LotStatus.RELEASED:
-            notes.append(lot.status.value.upper())
-        if lot.expiry_date < today:
-            notes.append("EXPIRED")
+        refusal = lot.refusal(day)
         lot_choices.append((str(lot.id), f"{lot.lot_number} · {lot.item.name} · exp. {lot.expiry_date}"
-                            + (f" · {' · '.join(notes)}" if notes else "")))
+                            + (f" · NOT USABLE on {day.isoformat()}: {refusal}" if refusal else "")))
     for row in form.reagents:
         row.lot_id.choices = lot_choices
     if isinstance(form, PassageForm):

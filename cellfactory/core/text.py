@@ -9,6 +9,7 @@ and invisible bidirectional controls (which make "10 mL" display as something el
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -31,6 +32,17 @@ SURROGATE_MESSAGE = ("This text contains a character that could not be read (an 
 REPLACEMENT = "\ufffd"
 BIDI_MESSAGE = ("Remove the invisible direction-control characters (U+200E, U+200F, U+061C, U+202A-U+202E, "
                 "U+2066-U+2069): they change how the text reads.")
+
+
+# An id or version as a page sends it: ASCII digits, few enough for a 64-bit column (int() of thousands of
+# digits raises, and str.isdigit() also takes digits such as '²' that int() refuses).
+_RECORD_NUMBER = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def record_number(value: Any) -> int | None:
+    """A record's id or version typed or sent as text, or None when the text is no such number."""
+    text = str(value).strip() if value is not None else ""
+    return int(text) if _RECORD_NUMBER.fullmatch(text) else None
 
 
 def text_problem(value: str, multiline: bool = False) -> str | None:

@@ -21,6 +21,7 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
+from cellfactory.core.text import record_number
 from cellfactory.deviations import services
 from cellfactory.deviations.commands import (
     AddAction,
@@ -269,7 +270,7 @@ def investigate(number: str) -> Any:
             # The page always sends its text areas: one emptied clears the record's text.
             services.record_investigation(_user(), deviation, RecordInvestigation.from_form(
                 form, root_cause=form.root_cause.data or "", impact_assessment=form.impact_assessment.data or "",
-                version=int(form.version.data) if (form.version.data or "").isdigit() else None),
+                version=record_number(form.version.data)),
                 signer=form.signer())
         except PermissionDenied:
             raise

@@ -23,6 +23,7 @@ from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFai
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
+from cellfactory.core.text import record_number
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.commands import with_problems
 from cellfactory.deviations.models import Deviation
@@ -282,7 +283,7 @@ def enter(number: str) -> Any:
             return _render_entry(batch, form, test)
     else:
         retest_of = request.args.get("retest_of", "")
-        original = db.session.get(QcResult, int(retest_of)) if retest_of.isdigit() else None
+        original = db.session.get(QcResult, record_number(retest_of)) if record_number(retest_of) else None
         if original is not None and original.batch_id != batch.id:
             original = None
         test = original.spec_test if original is not None else _test(batch, request.args.get("test"))
@@ -295,8 +296,7 @@ def enter(number: str) -> Any:
         try:
             retest_of = (form.retest_of.data or "").strip()
             try:
-                command = EnterResult.from_form(form, retest_of=int(retest_of) if retest_of.isdigit()
-                                                else retest_of or None)
+                command = EnterResult.from_form(form, retest_of=record_number(retest_of) or retest_of or None)
             except ValidationFailed as refused:
                 raise with_problems(refused, qc.entry_problems(batch, form.data), EnterResult.refusal) from None
             result = qc.enter_result(_user(), batch, command, confirm_oos=bool(form.confirm_oos.data))

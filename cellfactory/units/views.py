@@ -20,6 +20,7 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
+from cellfactory.core.text import record_number
 from cellfactory.extensions import db
 from cellfactory.products.models import Product
 from cellfactory.reagents.models import ReagentLot
@@ -564,7 +565,8 @@ def create_location():
         parent = None
         if form.parent.data:
             parent = db.session.scalar(sa.select(StorageLocation).where(
-                StorageLocation.id == int(form.parent.data) if form.parent.data.isdigit() else sa.false(),
+                StorageLocation.id == record_number(form.parent.data) if record_number(form.parent.data)
+                else sa.false(),
                 StorageLocation.site_id == site.id))
         try:
             if form.parent.data and parent is None:

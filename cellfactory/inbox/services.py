@@ -179,10 +179,6 @@ class Section:
         return sorted(groups.items(), key=lambda group: (group[0] is not None, group[0] or ""))
 
 
-# The roles in the order their sections are shown.
-ROLE_ORDER = (Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.ADMIN, Role.AUDITOR)
-
-
 @dataclass(frozen=True)
 class Scope:
     """Where a role is held: at these sites, or network-wide."""
@@ -233,9 +229,10 @@ def scope_of(user: User, role: Role) -> Scope | None:
 
 
 def inbox_for(user: User) -> list[Section]:
-    """A section per role the user holds, in ROLE_ORDER, each with its items sorted (`Item.sort_key`)."""
+    """A section per role the user holds, in the order the roles are declared (core.roles.Role), each with its
+    items sorted (`Item.sort_key`)."""
     context = _Context(user)
-    scopes = {role: scope for role in ROLE_ORDER if (scope := scope_of(user, role)) is not None}
+    scopes = {role: scope for role in Role if (scope := scope_of(user, role)) is not None}
     sections = {role: Section(role, scope.network) for role, scope in scopes.items()}
     for role, scope in scopes.items():
         for build in BUILDERS[role]:
@@ -245,7 +242,7 @@ def inbox_for(user: User) -> list[Section]:
         sections[role].items.append(item)
     for section in sections.values():
         section.items.sort(key=Item.sort_key)
-    return [sections[role] for role in ROLE_ORDER if role in sections]
+    return [sections[role] for role in Role if role in sections]
 
 
 # --- technician ----------------------------------------------------------------------------------
@@ -596,9 +593,9 @@ BUILDERS: dict[Role, tuple[Builder, ...]] = {
 
 
 def _first_role(scopes: dict[Role, Scope], roles: Iterable[Role], site_id: int | None) -> Role | None:
-    """Of the roles that may act, the first the person holds where the item is (ROLE_ORDER)."""
+    """Of the roles that may act, the first the person holds where the item is (in the order the roles are declared)."""
     allowed = set(roles)
-    return next((role for role in ROLE_ORDER if role in allowed and role in scopes
+    return next((role for role in Role if role in allowed and role in scopes
                  and (site_id is None or scopes[role].covers(site_id))), None)
 
 

@@ -96,14 +96,16 @@ def db_grant_runtime(role: str) -> None:
 @click.option("--password", default=None, help="Password for every demo user (default: printed).")
 @with_appcontext
 def demo_command(password: str | None) -> None:
-    """Load the demo network (migrating the schema first) and print the logins."""
+    """Load the demo network (migrating the schema first) and print the logins; says what it does as it goes, and
+    changes nothing when the demo is already loaded."""
     from cellfactory.demo import DEMO_PASSWORD, load_demo
     from cellfactory.migrations import upgrade
 
+    click.echo("Migrating the schema to the latest revision")
     upgrade(current_app.config["CELLFACTORY"].database_url)
     _after_upgrade()
     try:
-        summary = load_demo(password or DEMO_PASSWORD)
+        summary = load_demo(password or DEMO_PASSWORD, progress=click.echo)
     except DomainError as error:
         _fail(error)
     click.echo(summary)

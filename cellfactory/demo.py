@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask import current_app
 
+from cellfactory.auth import passwords
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.commands import CreateUser, RoleGrant
 from cellfactory.auth.models import Role, User
@@ -64,16 +69,79 @@ def demo_usernames() -> list[str]:
     return [*names, *second, "auditor", "qa.network", *NETWORK_ADMINS]
 
 
-def load_demo(password: str = DEMO_PASSWORD) -> str:
-    if db.session.scalar(sa.select(Site.id).where(Site.code == SITES[0].code)) is None:
-        _build(password)
+# What the demo says as it goes: one line per stage, the seconds since it began in front.
+Progress = Callable[[str], None]
+HASHER_KEY = "cellfactory.hasher"
+
+
+def _quiet(_text: str) -> None:
+    pass
+
+
+def load_demo(password: str = DEMO_PASSWORD, progress: Progress | None = None) -> str:
+    """Build the demo network unless it is there, and return the logins. `progress` hears each stage as it goes;
+    a second run says the demo is already loaded and changes nothing."""
+    started = time.monotonic()
+    tell = progress or _quiet
+
+    def say(text: str) -> None:
+        tell(f"[{time.monotonic() - started:5.1f} s] {text}")
+
+    if db.session.scalar(sa.select(Site.id).where(Site.code == SITES[0].code)) is not None:
+        say(f"Demo already loaded (site {SITES[0].code} exists): nothing changed.")
+        return _summary(password)
+    say("Loading the demo network (one transaction: nothing is kept if a step is refused).")
+    with _one_password_hash(password):
+        _build(password, say)
+    say("Demo network loaded and committed.")
     return _summary(password)
 
 
+class _SharedHash:
+    """The password hasher while the demo is built. Every demo user has the same password, so each gets the same
+    argon2 hash, computed once; and a signature's password check, the same hash against the same password at each
+    of the demo's hundreds of signatures, is computed once too: argon2 is slow by design (a fifth of a second a
+    check), and it was most of the demo's time. A check that fails is always made afresh, and so is any other
+    password's. Each user's hash is a real argon2 hash of the password: they sign in and change it as anyone."""
+
+    def __init__(self, real, password: str, password_hash: str) -> None:
+        self._real = real
+        self._hashes = {password: password_hash}
+        self._matched: set[tuple[str, str]] = set()
+
+    def hash(self, password: str) -> str:
+        if password not in self._hashes:
+            self._hashes[password] = self._real.hash(password)
+        return self._hashes[password]
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        if (password_hash, password) not in self._matched:
+            self._real.verify(password_hash, password)  # raises when the password does not match
+            self._matched.add((password_hash, password))
+        return True
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+@contextmanager
+def _one_password_hash(password: str) -> Iterator[None]:
+    """The demo's users share one password hash while the demo is built (`_SharedHash`); the app's own hasher is
+    back afterwards, whatever happens."""
+    password_hash = passwords.hash_password(password)  # also makes the app's hasher
+    real = current_app.extensions[HASHER_KEY]
+    current_app.extensions[HASHER_KEY] = _SharedHash(real, password, password_hash)
+    try:
+        yield
+    finally:
+        current_app.extensions[HASHER_KEY] = real
+
+
 @transactional
-def _build(password: str) -> None:
+def _build(password: str, say: Progress = _quiet) -> None:
     users: dict[str, User] = {}
     for demo_site in SITES:
+        say(f"Site {demo_site.code} ({demo_site.name}) and its people")
         site_services.create_site(None, CreateSite(code=demo_site.code, name=demo_site.name,
                                                    facility_id=demo_site.facility_id, timezone="Europe/Rome",
                                                    address=demo_site.address))
@@ -93,6 +161,7 @@ def _build(password: str) -> None:
     for username, full_name in NETWORK_ADMINS.items():
         users[username] = _register(username, full_name, Role.ADMIN, None, password)
 
+    say("Network users; accountability statements and identity checks of everyone who signs")
     # Everyone who signs accepts the accountability statement and has their identity checked by someone who can
     # sign: the first check of the network is one network administrator's of the other (the founding check), the
     # second administrator checks the first, the network administrator checks each site's administrator, and each
@@ -116,22 +185,24 @@ def _build(password: str) -> None:
             continue
         site_code = username.split(".")[-1]
         check(first_admin if site_code == "network" else users[f"admin.{site_code}"], user)
-    _intake(users, password)
+    _intake(users, password, say)
     from cellfactory.demo_manufacturing import build_manufacturing
 
-    build_manufacturing(users, password)
+    build_manufacturing(users, password, say)
     from cellfactory.demo_units import build_units
 
+    say("Units: storage, issue, shipment, receipt, administration")
     build_units(users, password)
+    say("Committing")
 
 
-def _intake(users: dict[str, User], password: str) -> None:
+def _intake(users: dict[str, User], password: str, say: Progress = _quiet) -> None:
     """Donors in every eligibility state and material accepted, quarantined and rejected, at every site."""
     import datetime as dt
 
     from cellfactory.core.clock import utcnow
     from cellfactory.donors import services as donors
-    from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment, RegisterDonor, WithdrawConsent
+    from cellfactory.donors.commands import AddScreeningPanel, DecideRiskAssessment, RegisterDonor, WithdrawConsent
     from cellfactory.donors.eligibility import BASE_PANEL
     from cellfactory.donors.models import ScreeningTest
     from cellfactory.materials import services as materials
@@ -141,6 +212,7 @@ def _intake(users: dict[str, User], password: str) -> None:
     today = now.date()
     panel = [*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL]
     for index, demo_site in enumerate(SITES[:4]):
+        say(f"Intake at {demo_site.code}: donors, serology, source material")
         site = site_services.get_site(demo_site.code)
         tech = users[f"technician.{demo_site.code.lower()}"]
         qa = users[f"qa.{demo_site.code.lower()}"]
@@ -164,11 +236,12 @@ def _intake(users: dict[str, User], password: str) -> None:
                 "consent_date": (donation - dt.timedelta(days=20)).isoformat(), "consent_form_version": "CF v3.1",
                 "consent_scope": "clinical use in trials, banking of surplus material"}))
             if result:
-                for test in panel:
-                    donors.add_screening_result(tech, donor, AddScreeningResult.of({
-                        "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
-                        "result": "reactive" if test == reactive else result, "tested_person": "donor",
-                        "lab_reference": f"{demo_site.code}-LAB-{suffix}-{test.value}", "kit_lot": "demo kit lot 1"}))
+                # The whole panel of the sample in one go, as at the donor page.
+                donors.add_screening_panel(tech, donor, AddScreeningPanel.of({
+                    "sample_date": donation.isoformat(), "sample_type": "serum", "tested_person": "donor",
+                    "lab_reference": f"{demo_site.code}-LAB-{suffix}",
+                    "results": [{"test": test.value, "result": "reactive" if test == reactive else result,
+                                 "kit_lot": f"demo kit lot {test.value}"} for test in panel]}))
             collected = now - dt.timedelta(days=2 + offset, hours=3)
             data = {
                 "allocate_din": True, "material_type": material_type, "donor": donor.code,
@@ -198,11 +271,11 @@ def _intake(users: dict[str, User], password: str) -> None:
                                                                                     ).isoformat(),
             "consent_date": (today - dt.timedelta(days=25)).isoformat(), "consent_form_version": "CF v3.1",
             "consent_scope": "clinical use in trials"}))
-        for test in panel:
-            donors.add_screening_result(tech, assessed, AddScreeningResult.of({
-                "test": test.value, "sample_date": (today - dt.timedelta(days=3)).isoformat(), "sample_type": "serum",
-                "result": "reactive" if test == ScreeningTest.ANTI_HBC else "negative", "tested_person": "donor",
-                "lab_reference": f"{demo_site.code}-LAB-008-{test.value}", "kit_lot": "demo kit lot 1"}))
+        donors.add_screening_panel(tech, assessed, AddScreeningPanel.of({
+            "sample_date": (today - dt.timedelta(days=3)).isoformat(), "sample_type": "serum", "tested_person": "donor",
+            "lab_reference": f"{demo_site.code}-LAB-008",
+            "results": [{"test": test.value, "result": "reactive" if test == ScreeningTest.ANTI_HBC else "negative",
+                         "kit_lot": f"demo kit lot {test.value}"} for test in panel]}))
         if index == 0:
             anti_hbc = next(r for r in assessed.results if r.test == ScreeningTest.ANTI_HBC)
             donors.decide_risk_assessment(

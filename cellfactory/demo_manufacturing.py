@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import random
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -152,7 +153,9 @@ def _template_step(code: str, name: str, kind: str, counted: bool = True) -> dic
     return step
 
 
-def build_manufacturing(users: dict[str, User], password: str) -> None:
+def build_manufacturing(users: dict[str, User], password: str, say: Callable[[str], None] = lambda _text: None
+                        ) -> None:
+    say("Products, approved specifications, reagent catalogue")
     qa_network = users["qa.network"]
     approver = users["qa.bg"]  # the author of a specification version never approves it
     for spec in PRODUCTS:
@@ -171,6 +174,7 @@ def build_manufacturing(users: dict[str, User], password: str) -> None:
                                                              category=category, unit=unit))
     rng = random.Random(20261122)
     for site_code, (product_code, material_type, states) in SITE_PLANS.items():
+        say(f"Batches at {site_code}: {len(states)} {product_code} batches, from the record to QC and release")
         _site_batches(users, password, site_code, product_code, material_type, states, rng)
 
 

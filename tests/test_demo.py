@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from cellfactory import create_app
 from cellfactory.audit.services import verify_chain
 from cellfactory.auth.models import Role, User
+from cellfactory.auth.passwords import password_matches
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.demo import demo_usernames, load_demo
@@ -23,8 +26,20 @@ def test_demo_network(tmp_path):
     with fresh_database() as url:
         app = create_app(make_config(url, tmp_path))
         with app.app_context():
-            summary = load_demo("Demo-Password-123")
+            # Issue 16: the command says what it does as it goes, stage by stage, with the seconds elapsed.
+            result = app.test_cli_runner().invoke(args=["demo", "--password", "Demo-Password-123"])
+            assert result.exit_code == 0, result.output
+            summary = result.output
             assert "Demo-Password-123" in summary and "technician.bg" in summary
+            progress = re.findall(r"^\[\s*\d+\.\d s\] (.+)$", summary, flags=re.M)
+            for stage in ("Site BG", "Site SR", "Intake at BG", "Intake at PV", "Batches at BG", "Batches at PV",
+                          "Units", "Demo network loaded"):
+                assert any(line.startswith(stage) for line in progress), (stage, progress)
+            assert "already loaded" not in summary
+            # Every demo user's password still verifies (they share one hash computed once: a real one).
+            for user in db.session.scalars(sa.select(User)):
+                assert password_matches(user.password_hash, "Demo-Password-123"), user.username
+                assert not password_matches(user.password_hash, "Demo-Password-124"), user.username
             usernames = set(db.session.scalars(sa.select(User.username)))
             assert set(demo_usernames()) <= usernames
             for site in ("bg", "mz", "mi", "pv", "sr"):
@@ -67,9 +82,14 @@ def test_demo_network(tmp_path):
             with db.engine.connect() as connection:
                 report = verify_chain(connection)
             assert report.intact and report.checked > 500
-            # Loading again changes nothing.
+            # Loading again says so and changes nothing, from the command and from Python.
             count = report.checked
-            load_demo("Demo-Password-123")
+            result = app.test_cli_runner().invoke(args=["demo", "--password", "Demo-Password-123"])
+            assert result.exit_code == 0, result.output
+            assert "Demo already loaded" in result.output and "Batches at" not in result.output
+            heard: list[str] = []
+            load_demo("Demo-Password-123", progress=heard.append)
+            assert len(heard) == 1 and "already loaded" in heard[0]
             db.session.remove()
             with db.engine.connect() as connection:
                 assert verify_chain(connection).checked == count

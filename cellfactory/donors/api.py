@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask import request
 from pydantic import ConfigDict, Field, WithJsonSchema
 
-from cellfactory.api import bp, page_json
+from cellfactory.api import bp, page_json, text_problems
 from cellfactory.api.contract import (
     Moment,
     Output,
@@ -27,14 +27,16 @@ from cellfactory.api.contract import (
     write_site,
 )
 from cellfactory.auth.models import Role
-from cellfactory.core.errors import NotFound
+from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.donors import services
 from cellfactory.donors.commands import (
+    AddScreeningPanel,
     AddScreeningResult,
     CorrectScreeningResult,
     RegisterDonor,
+    ScreeningPanelRow,
     SignedConfirmatoryTesting,
     SignedRiskAssessment,
     WithdrawConsent,
@@ -289,6 +291,34 @@ def add_screening_result(code: str):
     found = _donor(code)
     command = read_body(AddScreeningResult)
     return ScreeningResultOut.of(services.add_screening_result(api_user(), found, command)).json(), 201
+
+
+class ScreeningPanelOut(Output):
+    donor: str
+    results: list[ScreeningResultOut]
+    eligibility: EligibilityOut
+
+
+@bp.post("/donors/<code>/screening-panel")
+@roles_required(Role.TECHNICIAN)
+@operation("Enter a panel (technician): one sample, a result per test; every row is saved or none, a refused row "
+           "named results[<index>].<field>", body=AddScreeningPanel, query=DonorSite, response=ScreeningPanelOut,
+           status=201, errors=(404, 409))
+def add_screening_panel(code: str):
+    found = _donor(code)
+    data = request.get_json(silent=True)
+    # The fields a row does not read are ignored, but their names and text are read as any other.
+    rows = data.get("results") if isinstance(data, dict) else None
+    for index, row in enumerate(rows if isinstance(rows, list) else []):
+        if isinstance(row, dict):
+            unread = {key: "" if key in ScreeningPanelRow.model_fields else value for key, value in row.items()}
+            hostile = text_problems(unread, f"results[{index}]")
+            if hostile:
+                raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
+    command = read_body(AddScreeningPanel)
+    records = services.add_screening_panel(api_user(), found, command)
+    return ScreeningPanelOut(donor=found.code, results=[ScreeningResultOut.of(r) for r in records],
+                             eligibility=eligibility_json(services.eligibility(found))).json(), 201
 
 
 @bp.post("/donors/<code>/screening/<int:id>/correction")

@@ -174,23 +174,120 @@ class WithdrawConsent(IntakeCommand):
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
 
 
+# The fields of an entered result, shared by the single result and the panel (one sample, a row per test).
+Tested = Annotated[TestedPerson, BeforeValidator(lambda v: _blank(v) or TestedPerson.DONOR)]
+# Blank is no answer: the page offers no result preselected.
+Result = Annotated[SerologyResult, BeforeValidator(_blank)]
+LabReference = Line(100)
+KitLot = OptionalLine(100)
+RESULT_MISSING: dict[str, str] = {
+    "sample_date": "Enter the sample date.", "lab_reference": "Enter the lab's reference.",
+    "sample_type": SAMPLE_TYPE_MESSAGE, "reason": REASON_MESSAGE,
+    "test": "Choose the test: " + ", ".join(t.value for t in ScreeningTest) + ".",
+    "result": "Choose the result: " + ", ".join(r.value for r in SerologyResult) + "."}
+
+
 class AddScreeningResult(IntakeCommand):
     refusal: ClassVar[str] = "The result cannot be saved"
-    missing: ClassVar[dict[str, str]] = {
-        "sample_date": "Enter the sample date.", "lab_reference": "Enter the lab's reference.",
-        "sample_type": SAMPLE_TYPE_MESSAGE, "reason": REASON_MESSAGE,
-        "test": "Choose the test: " + ", ".join(t.value for t in ScreeningTest) + ".",
-        "result": "Choose the result: " + ", ".join(r.value for r in SerologyResult) + "."}
+    missing: ClassVar[dict[str, str]] = RESULT_MISSING
 
     test: ScreeningTest
-    tested_person: Annotated[TestedPerson, BeforeValidator(lambda v: _blank(v) or TestedPerson.DONOR)] = Field(
-        TestedPerson.DONOR, description="The mother for a neonatal donation")
+    tested_person: Tested = Field(TestedPerson.DONOR, description="The mother for a neonatal donation")
     sample_date: Day = Field(description="Not in the future, nor before the tested person's birth")
     sample_type: Sample = Field(description="Only serum or plasma (Dir. 2006/17/EC Annex II 2.2)")
-    # Blank is no answer: the page offers no result preselected.
-    result: Annotated[SerologyResult, BeforeValidator(_blank)]
-    lab_reference: Line(100) = Field(description="The laboratory's reference for this result")
-    kit_lot: OptionalLine(100) = Field(None, description="Kit and lot")
+    result: Result
+    lab_reference: LabReference = Field(description="The laboratory's reference for this result")
+    kit_lot: KitLot = Field(None, description="Kit and lot")
+
+
+class ScreeningPanelRow(IntakeCommand):
+    """One test of a panel: its result and, as kits differ per test, the kit and lot."""
+
+    refusal: ClassVar[str] = "The row cannot be saved"
+    missing: ClassVar[dict[str, str]] = RESULT_MISSING
+
+    test: ScreeningTest
+    result: Result
+    kit_lot: KitLot = Field(None, description="Kit and lot of this test")
+
+
+PANEL_MISSING = "Choose the result of at least one test."
+
+
+class AddScreeningPanel(IntakeCommand):
+    """A donor's panel in one go: one sample (date, tested person, type, the lab's reference), a row per test.
+
+    A refused row is named `results[<index>].<field>`; the rows are saved together or not at all."""
+
+    refusal: ClassVar[str] = "The panel cannot be saved"
+    missing: ClassVar[dict[str, str]] = {**RESULT_MISSING, "results": PANEL_MISSING}
+
+    tested_person: Tested = Field(TestedPerson.DONOR, description="The mother for a neonatal donation")
+    sample_date: Day = Field(description="Not in the future, nor before the tested person's birth")
+    sample_type: Sample = Field(description="Only serum or plasma (Dir. 2006/17/EC Annex II 2.2)")
+    lab_reference: LabReference = Field(description="The laboratory's reference for this sample")
+    results: list[ScreeningPanelRow] = Field(min_length=1, max_length=len(ScreeningTest),
+                                             description="A row per test, each test once")
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | None, **context: Any) -> Self:
+        return cls._read(data, context, {})
+
+    @classmethod
+    def of(cls, given: Self | Mapping[str, Any], **context: Any) -> Self:
+        if isinstance(given, cls):
+            return given
+        return cls._read(given, context, {TEXT_NUMBERS: True})
+
+    @classmethod
+    def _read(cls, data: Any, context: Mapping[str, Any], reading: dict[str, Any]) -> Self:
+        """The sample's fields and each row read apart, so that a refusal names the row and its field."""
+        if not isinstance(data, Mapping):
+            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+        data = {**data, **context}
+        fields: dict[str, str] = {}
+        rows = data.get("results")
+        read_rows: list[ScreeningPanelRow] = []
+        if rows is None or rows == []:
+            fields["results"] = PANEL_MISSING
+        elif not isinstance(rows, list):
+            fields["results"] = "Send the rows as a list: one object per test."
+        elif len(rows) > len(ScreeningTest):
+            fields["results"] = f"At most {len(ScreeningTest)} rows: each test once."
+        else:
+            seen: dict[ScreeningTest, int] = {}
+            for index, row in enumerate(rows):
+                if not isinstance(row, Mapping):
+                    fields[f"results[{index}]"] = "Send the row as an object: test, result, kit_lot."
+                    continue
+                try:
+                    read = ScreeningPanelRow.model_validate(row, context=reading)
+                except ValidationError as error:
+                    for name, message in field_errors(error, ScreeningPanelRow.missing).items():
+                        fields[f"results[{index}].{name}"] = message
+                    continue
+                if read.test in seen:
+                    fields[f"results[{index}].test"] = (f"{read.test.label} is already in row {seen[read.test] + 1}: "
+                                                        "each test once.")
+                seen.setdefault(read.test, index)
+                read_rows.append(read)
+        try:
+            shared = cls.model_validate({**{k: v for k, v in data.items() if k != "results"},
+                                         "results": read_rows or [None]}, context=reading)
+        except ValidationError as error:
+            fields.update({name: message for name, message in field_errors(error, cls.missing).items()
+                           if name != "results"})
+            shared = None
+        if fields or shared is None:
+            raise ValidationFailed(f"{cls.refusal}: " + " ".join(dict.fromkeys(fields.values())), fields=fields)
+        return shared
+
+    def entries(self) -> list[AddScreeningResult]:
+        """Each row as the single result it is, with the sample's fields."""
+        return [AddScreeningResult(test=row.test, result=row.result, kit_lot=row.kit_lot,
+                                   tested_person=self.tested_person, sample_date=self.sample_date,
+                                   sample_type=self.sample_type, lab_reference=self.lab_reference)
+                for row in self.results]
 
 
 class CorrectScreeningResult(AddScreeningResult):

@@ -3,7 +3,18 @@ API refuse the same input with the same words; the forms carry the fields, their
 
 from __future__ import annotations
 
-from wtforms import BooleanField, DateField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import Optional
 
 from cellfactory.core.forms import BaseForm, ReasonMixin
@@ -56,6 +67,41 @@ class ScreeningForm(BaseForm):
 
 class ScreeningCorrectionForm(ReasonMixin, ScreeningForm):
     pass
+
+
+class PanelRowForm(Form):
+    """One test of the panel; its label is the test's (set by the page), its result never preselected."""
+
+    test = HiddenField()
+    result = SelectField("Result", choices=[("", "Not tested on this sample")]
+                         + [(r.value, r.value.capitalize()) for r in SerologyResult])
+    kit_lot = StringField("Kit and lot", validators=[Optional()], render_kw={"maxlength": 100})
+
+    @property
+    def blank(self) -> bool:
+        """Nothing typed in the row: it is not part of the panel (a kit lot without a result is refused)."""
+        return not (self.result.data or "").strip() and not (self.kit_lot.data or "").strip()
+
+
+class ScreeningPanelForm(BaseForm):
+    """A donor's panel on one form: the sample's fields once, then a row per test of the donor's panel."""
+
+    tested_person = SelectField("Sample from", choices=[(p.value, p.value.capitalize()) for p in TestedPerson])
+    sample_date = DateField("Sample date", validators=[Optional()])
+    sample_type = SelectField("Sample type", choices=[("serum", "Serum"), ("plasma", "Plasma")])
+    lab_reference = StringField("Laboratory reference", validators=[Optional()], render_kw={"maxlength": 100})
+    rows = FieldList(FormField(PanelRowForm), min_entries=0, max_entries=len(TEST_LABELS))
+    # The form row of each row sent to the service (blank rows are not), set by `panel`.
+    sent_rows: tuple[int, ...] = ()
+
+    def panel(self) -> dict:
+        """The panel as typed, without its blank rows, and the form row of each row sent."""
+        sent = [(index, row) for index, row in enumerate(self.rows) if not row.form.blank]
+        self.sent_rows = tuple(index for index, _row in sent)
+        return {"tested_person": self.tested_person.data, "sample_date": self.sample_date.data,
+                "sample_type": self.sample_type.data, "lab_reference": self.lab_reference.data,
+                "results": [{"test": row.form.test.data, "result": row.form.result.data,
+                             "kit_lot": row.form.kit_lot.data} for _index, row in sent]}
 
 
 class WithdrawalForm(ReasonMixin, BaseForm):

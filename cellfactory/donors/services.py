@@ -17,6 +17,7 @@ from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
 from cellfactory.donors.commands import (
     BIRTH_YEAR_MESSAGE,
+    AddScreeningPanel,
     AddScreeningResult,
     CorrectDonor,
     CorrectScreeningResult,
@@ -170,21 +171,57 @@ def _result_fields(donor: Donor, command: AddScreeningResult, errors: dict[str, 
     return fields
 
 
-@transactional
-def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult) -> ScreeningResultRecord:
-    """Enter a serology or NAT result of the donor (or of the mother of a neonatal donation)."""
+def _checked_results(actor: User, donor: Donor, entries: list[AddScreeningResult]) -> list[dict[str, Any]]:
+    """The rules of entering results, in one place for a single result and a panel: a technician of the donor's
+    site, consent not withdrawn, each sample's dates. Returns each result's columns, or raises naming the field
+    (a panel's rows by their field, `results[<index>].<field>`, the sample's by theirs)."""
     _require_intake(actor, donor.site_id)
     if donor.consent_withdrawn:
         raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
-    fields = _result_fields(donor, command, errors)
+    fields = [_result_fields(donor, entry, errors) for entry in entries]
     if errors:
-        raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
+        headline = "The result cannot be saved: " if len(entries) == 1 else "The panel cannot be saved: "
+        raise ValidationFailed(headline + " ".join(dict.fromkeys(errors.values())), fields=errors)
+    return fields
+
+
+def _save_result(actor: User, donor: Donor, fields: dict[str, Any]) -> ScreeningResultRecord:
     record = ScreeningResultRecord(donor=donor, site_id=donor.site_id, created_by_id=actor.id, **fields)
     db.session.add(record)
+    return record
+
+
+@transactional
+def add_screening_result(actor: User, donor: Donor, command: AddScreeningResult) -> ScreeningResultRecord:
+    """Enter a serology or NAT result of the donor (or of the mother of a neonatal donation)."""
+    (fields,) = _checked_results(actor, donor, [command])
+    record = _save_result(actor, donor, fields)
     db.session.flush()
     return record
+
+
+def panel_tests(donor: Donor) -> list[ScreeningTest]:
+    """The rows of the donor's panel form: the tests the donor must have (HTLV-I when the questionnaire or the
+    site requires it), both syphilis tests (the decision table reads either) and, where the donation is stored
+    long-term, the NAT that spares the repeat sample."""
+    tests = rules.required_tests(htlv_risk=donor.htlv_risk, site_requires_htlv=donor.site.htlv_required)
+    tests += [*rules.SYPHILIS]
+    if rules.SAMPLING_RULES[donor.donation_kind].repeat_after_days is not None:
+        tests += [*rules.NAT_PANEL]
+    return tests
+
+
+@transactional
+def add_screening_panel(actor: User, donor: Donor, command: AddScreeningPanel) -> list[ScreeningResultRecord]:
+    """Enter a donor's panel: one sample, a result per test, with the rules of a single result; every row is saved,
+    or none."""
+    entries = command.entries()
+    fields = _checked_results(actor, donor, entries)
+    records = [_save_result(actor, donor, row) for row in fields]
+    db.session.flush()
+    return records
 
 
 @transactional

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -14,6 +16,7 @@ from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services
 from cellfactory.donors.commands import (
+    AddScreeningPanel,
     AddScreeningResult,
     CorrectDonor,
     CorrectScreeningResult,
@@ -29,9 +32,10 @@ from cellfactory.donors.forms import (
     DonorForm,
     ScreeningCorrectionForm,
     ScreeningForm,
+    ScreeningPanelForm,
     WithdrawalForm,
 )
-from cellfactory.donors.models import Donor, DonorType, ScreeningResultRecord
+from cellfactory.donors.models import TEST_LABELS, Donor, DonorType, ScreeningResultRecord
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.signatures import services as signature_services
@@ -92,9 +96,20 @@ def _donor(site: str, code: str) -> Donor:
     return services.get_donor(_user(), get_site(site), code)
 
 
+def _tested_person(donor: Donor) -> str:
+    return "mother" if donor.donation_kind.value == "neonatal" else "donor"
+
+
+def _panel_form(donor: Donor) -> ScreeningPanelForm:
+    """The panel as the page opens it: a row per test of the donor's panel, no result chosen."""
+    return ScreeningPanelForm(prefix="panel", data={
+        "tested_person": _tested_person(donor),
+        "rows": [{"test": test.value, "result": "", "kit_lot": ""} for test in services.panel_tests(donor)]})
+
+
 def _render_detail(donor: Donor, status: int = 200, **forms) -> tuple[str, int]:
-    forms.setdefault("screening_form", ScreeningForm(prefix="result", tested_person="mother"
-                                                     if donor.donation_kind.value == "neonatal" else "donor"))
+    forms.setdefault("screening_form", ScreeningForm(prefix="result", tested_person=_tested_person(donor)))
+    forms.setdefault("panel_form", _panel_form(donor))
     forms.setdefault("withdrawal_form", WithdrawalForm(prefix="withdraw"))
     materials = list(db.session.scalars(sa.select(SourceMaterial).where(SourceMaterial.donor_id == donor.id)
                                         .order_by(SourceMaterial.id)))
@@ -113,7 +128,8 @@ def _render_detail(donor: Donor, status: int = 200, **forms) -> tuple[str, int]:
                            materials=[(m, services.material_eligibility(m)) for m in materials], history=history,
                            can_edit=can_edit, can_decide=_user().has_role(Role.QA, donor.site_id),
                            decisions=decisions, decided={(d.result_id, d.kind.value) for d in donor.decisions},
-                           assessed_tests={t.value for t in services.ASSESSED_TESTS}, **forms), status
+                           assessed_tests={t.value for t in services.ASSESSED_TESTS},
+                           test_labels={t.value: label for t, label in TEST_LABELS.items()}, **forms), status
 
 
 @bp.route("/<site>/<code>")
@@ -136,6 +152,42 @@ def add_result(site: str, code: str):
             flash(f"{record.test.label} result saved.", "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
     return _render_detail(donor, 422, screening_form=form)
+
+
+def _place_panel_errors(form: ScreeningPanelForm, error: DomainError) -> None:
+    """A refused row's message goes next to its field on the form's row (`results[<i>].<field>` names the i-th
+    row sent, blank rows left out); the sample's fields and the rest as `apply_domain_errors` places them."""
+    rest: dict[str, str] = {}
+    for name, message in error.fields.items():
+        found = re.fullmatch(r"results\[(\d+)\](?:\.(\w+))?", name)
+        if found and int(found[1]) < len(form.sent_rows):
+            row = form.rows[form.sent_rows[int(found[1])]].form
+            field = row[found[2]] if found[2] in ("test", "result", "kit_lot") else row.result
+            field.errors = [*list(field.errors or []), message]
+        else:
+            rest[name] = message
+    if rest or not error.fields:
+        apply_domain_errors(form, DomainError(error.message, fields=rest))
+    elif error.message not in form.form_errors:
+        form.form_errors.append(error.message)
+
+
+@bp.route("/<site>/<code>/panel", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def add_panel(site: str, code: str):
+    """The donor's panel on one form: one sample, a row per test; blank rows are not part of it."""
+    donor = _donor(site, code)
+    form = ScreeningPanelForm(prefix="panel")
+    if form.validate_on_submit():
+        try:
+            records = services.add_screening_panel(_user(), donor, AddScreeningPanel.parse(form.panel()))
+        except DomainError as error:
+            _place_panel_errors(form, error)
+        else:
+            flash(f"Panel saved: {len(records)} result{'s' if len(records) != 1 else ''} of the sample of "
+                  f"{records[0].sample_date} (" + ", ".join(r.test.label for r in records) + ").", "success")
+            return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
+    return _render_detail(donor, 422, panel_form=form)
 
 
 @bp.route("/<site>/<code>/withdraw", methods=["POST"])

@@ -268,6 +268,17 @@ def test_an_oos_entered_on_the_page_is_mailed_once_the_request_has_committed(cli
     assert [r.status for r in db.session.scalars(sa.select(AlertMail))] == [MailStatus.SENT] * 3
 
 
+def test_a_lock_out_is_mailed_to_the_administrators_and_qa_of_the_user_s_site(client, mail_on, users):
+    for _ in range(5):  # the lock-out threshold of the test configuration (the default, 5)
+        assert login(client, "technician.bg", "Wrong-Password-0000").status_code == 401
+
+    # Administrators of BG: admin.bg; QA of BG: qa.bg. Not admin.mz, not the technician of MZ.
+    assert mail_on.addresses == [address("admin.bg"), address("qa.bg")]
+    mail = mail_on.to(address("admin.bg"))[0]
+    assert mail.subject.startswith("[cellfactory] Security event at site BG (alert ")
+    assert "Account technician.bg (Technician.Bg Tester) was locked after 5 failed attempts" in mail.body
+
+
 # --- without SMTP, and with SMTP down --------------------------------------------------------------
 
 

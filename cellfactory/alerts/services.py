@@ -31,7 +31,8 @@ from cellfactory.extensions import db
 log = logging.getLogger("cellfactory.alerts")
 
 
-# Who must act on each kind of alert, at the site of the alert. A kind not listed here names its audiences itself.
+# Who must act on each kind of alert, at the site of the alert (`recipients` names the people). A kind not listed here
+# names its audiences itself.
 ROUTES: Mapping[str, frozenset[Role]] = {
     "oos": frozenset({Role.QA, Role.QP}),
     "post_release_failure": frozenset({Role.QA, Role.QP}),
@@ -162,7 +163,7 @@ def mails_of(alert: Alert) -> list[AlertMail]:
 
 
 def alert_security(message: str, *, site_ids: list[int] | None) -> list[Alert]:
-    return raise_alert("security", message, audiences={Role.ADMIN, Role.QA}, site_ids=site_ids)
+    return raise_alert("security", message, site_ids=site_ids)
 
 
 def alerts_for(user: User, *, include_acknowledged: bool = False) -> list[Alert]:

@@ -90,6 +90,16 @@ class Config:
                                f"got {self.smtp_security!r}")
         if self.smtp_host and not self.mail_sender:
             raise RuntimeError("CELLFACTORY_MAIL_SENDER (the From address of alerts) is required with an SMTP host")
+        if self.mail_sender:
+            from email_validator import EmailNotValidError, validate_email
+
+            try:
+                validate_email(self.mail_sender, check_deliverability=False)
+            except EmailNotValidError as exc:
+                raise RuntimeError(f"CELLFACTORY_MAIL_SENDER must be one e-mail address, got {self.mail_sender!r}: "
+                                   f"{exc}") from exc
+        if not self.smtp_host.isprintable() or " " in self.smtp_host:
+            raise RuntimeError(f"CELLFACTORY_SMTP_HOST must be a host name, got {self.smtp_host!r}")
         if not 0 < self.smtp_port < 65536:
             raise RuntimeError(f"CELLFACTORY_SMTP_PORT must be a port number, got {self.smtp_port}")
 

@@ -361,7 +361,16 @@ def test_the_smtp_configuration_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLFACTORY_SMTP_HOST", "smtp.example.org")
     with pytest.raises(RuntimeError, match="CELLFACTORY_MAIL_SENDER"):
         Config.from_env(tmp_path)
+    for hostile in ("alerts@example.org\r\nBcc: everyone@example.org", "Alerts <alerts@example.org>", "alerts",
+                    "alerts@example.org\u202e", "a" * 10_000 + "@example.org"):
+        monkeypatch.setenv("CELLFACTORY_MAIL_SENDER", hostile)
+        with pytest.raises(RuntimeError, match="CELLFACTORY_MAIL_SENDER must be one e-mail address"):
+            Config.from_env(tmp_path)
     monkeypatch.setenv("CELLFACTORY_MAIL_SENDER", SENDER)
+    monkeypatch.setenv("CELLFACTORY_SMTP_HOST", "smtp.example.org\nEHLO evil")
+    with pytest.raises(RuntimeError, match="CELLFACTORY_SMTP_HOST must be a host name"):
+        Config.from_env(tmp_path)
+    monkeypatch.setenv("CELLFACTORY_SMTP_HOST", "smtp.example.org")
     monkeypatch.setenv("CELLFACTORY_SMTP_SECURITY", "ssl\u202e")
     with pytest.raises(RuntimeError, match="CELLFACTORY_SMTP_SECURITY must be one of none, starttls, tls"):
         Config.from_env(tmp_path)

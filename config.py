@@ -26,6 +26,15 @@ def _env_int(name: str, default: int) -> int:
         raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _instance_file(instance_path: Path, filename: str) -> str:
+    """A secret kept by the operator in the instance folder (never generated, never in the repository)."""
+    path = instance_path / filename
+    return path.read_text().strip() if path.is_file() else ""
+
+
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
 def _instance_secret(instance_path: Path, filename: str) -> str:
     """Read a key from the instance folder, generating it on first run (mode 0600)."""
     instance_path.mkdir(parents=True, exist_ok=True)
@@ -64,7 +73,39 @@ class Config:
     development: bool = False
     # Lower Argon2 cost is only for the test suite's speed; production keeps the library defaults.
     fast_password_hashing: bool = False
+    # Alerts by e-mail: no SMTP host, no e-mail (alerts are still recorded and shown). The password comes from the
+    # environment or the file `smtp_password` in the instance folder.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "none"  # "starttls" (usually port 587), "tls" (implicit TLS, usually port 465) or "none"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout_seconds: int = 10
+    mail_sender: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.smtp_security not in SMTP_SECURITY:
+            raise RuntimeError(f"CELLFACTORY_SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY)}, "
+                               f"got {self.smtp_security!r}")
+        if self.smtp_host and not self.mail_sender:
+            raise RuntimeError("CELLFACTORY_MAIL_SENDER (the From address of alerts) is required with an SMTP host")
+        if self.mail_sender:
+            from email_validator import EmailNotValidError, validate_email
+
+            try:
+                validate_email(self.mail_sender, check_deliverability=False)
+            except EmailNotValidError as exc:
+                raise RuntimeError(f"CELLFACTORY_MAIL_SENDER must be one e-mail address, got {self.mail_sender!r}: "
+                                   f"{exc}") from exc
+        if not self.smtp_host.isprintable() or " " in self.smtp_host:
+            raise RuntimeError(f"CELLFACTORY_SMTP_HOST must be a host name, got {self.smtp_host!r}")
+        if not 0 < self.smtp_port < 65536:
+            raise RuntimeError(f"CELLFACTORY_SMTP_PORT must be a port number, got {self.smtp_port}")
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_host)
 
     @classmethod
     def from_env(cls, instance_path: Path | None = None) -> Config:
@@ -94,6 +135,13 @@ class Config:
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
             development=os.environ.get("CELLFACTORY_DEVELOPMENT", "") == "1",
+            smtp_host=os.environ.get("CELLFACTORY_SMTP_HOST", ""),
+            smtp_port=_env_int("CELLFACTORY_SMTP_PORT", 25),
+            smtp_security=os.environ.get("CELLFACTORY_SMTP_SECURITY", "none"),
+            smtp_user=os.environ.get("CELLFACTORY_SMTP_USER", ""),
+            smtp_password=os.environ.get("CELLFACTORY_SMTP_PASSWORD") or _instance_file(instance, "smtp_password"),
+            smtp_timeout_seconds=_env_int("CELLFACTORY_SMTP_TIMEOUT_SECONDS", 10),
+            mail_sender=os.environ.get("CELLFACTORY_MAIL_SENDER", ""),
         )
 
     @property

@@ -77,7 +77,9 @@ def create_app(config: Config | None = None) -> Flask:
     # down to the batch model (cellfactory.lifecycle's docstring).
     import cellfactory.lifecycle  # noqa: F401
     from cellfactory import web
+    from cellfactory.alerts import mail
 
+    mail.init_app(app)
     web.register(app)
 
     from cellfactory.cli import register_commands

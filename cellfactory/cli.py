@@ -340,7 +340,43 @@ def collection_facility_retire(site_code: str, facility_id: str, reason: str) ->
     click.echo(f"{facility_id.upper()} retired for {site.code}.")
 
 
+@click.group("alerts")
+def alerts_group() -> None:
+    """Alerts by e-mail (when SMTP is configured)."""
+
+
+@alerts_group.command("send-overdue")
+@with_appcontext
+def alerts_send_overdue() -> None:
+    """Alert the QC analysts and QA of the site to every final read now overdue, once per read (run it from cron,
+    e.g. hourly), then send again the alert e-mails that failed."""
+    from cellfactory.alerts import mail
+    from cellfactory.qc.services import alert_overdue_reads
+
+    alerted = alert_overdue_reads()
+    click.echo(f"{len(alerted)} overdue final read(s) newly alerted.")
+    _report_mail(*mail.send_due())
+
+
+@alerts_group.command("send-mail")
+@with_appcontext
+def alerts_send_mail() -> None:
+    """Send again the alert e-mails that failed or were never sent; exit 1 if some still fail."""
+    from cellfactory.alerts import mail
+
+    _report_mail(*mail.send_due())
+
+
+def _report_mail(sent: int, failed: int) -> None:
+    if not current_app.config["CELLFACTORY"].mail_enabled:
+        click.echo("No SMTP host configured (CELLFACTORY_SMTP_HOST): alerts are not e-mailed.")
+        return
+    click.echo(f"Alert e-mails sent again: {sent}; failed: {failed}.")
+    if failed:
+        sys.exit(1)
+
+
 def register_commands(app: Flask) -> None:
     for command in (db_group, demo_command, user_group, audit_group, token_group, collection_facility_group,
-                    backup_command, restore_command, maintenance_command):
+                    backup_command, restore_command, maintenance_command, alerts_group):
         app.cli.add_command(command)

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory import isbt128
+from cellfactory.alerts.models import Alert
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
@@ -187,9 +188,13 @@ def test_units_shipments_and_the_qp_final_reads_after_a_conditional_release(clie
     assert items(qa_mz) == {Role.QA: []}
     unit_services.receive(refetch(users["technician_mz"]), refetch(shipment), ReceiveShipment.parse(dict(
         arrived_at=iso(1), temperature_excursion=True, condition="logger above -150 °C for 40 min")))
-    assert items(qa_mz) == {Role.QA: [(Kind.TEMPERATURE_EXCURSION, in_transit.identifier, "MZ", False)]}
+    # QA of MZ is also alerted (and e-mailed, with SMTP configured: tests/test_alert_mail.py).
+    excursion = db.session.scalar(sa.select(Alert).where(Alert.kind == "temperature_excursion"))
+    assert (excursion.audience, excursion.site_id) == (Role.QA, sites["MZ"].id)
+    assert items(qa_mz) == {Role.QA: [(Kind.ALERT, f"alert {excursion.id}", "MZ", False),
+                                      (Kind.TEMPERATURE_EXCURSION, in_transit.identifier, "MZ", False)]}
     assert items(users["qa"]) == {Role.QA: []}  # BG's QA: not theirs
-    assert [link for *_, link in page_items(client, "qa.mz")] == [f"/units/{in_transit.identifier}#lift"]
+    assert [link for *_, link in page_items(client, "qa.mz")] == ["/alerts/", f"/units/{in_transit.identifier}#lift"]
 
     # The sterility read comes back within specification: the QP's final certification is what waits now.
     [pending] = qc_services.pending_tests(refetch(batch))

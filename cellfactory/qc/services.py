@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import defaultload
 
-from cellfactory.alerts.services import raise_alert
+from cellfactory.alerts.services import already_alerted, raise_alert
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchStatus
@@ -22,7 +22,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import serialize_with, transactional
 from cellfactory.deviations import services as deviations
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.equipment.models import Equipment
@@ -244,10 +244,18 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
             or (batch.status == BatchStatus.ON_HOLD and batch.held_from in (BatchStatus.RELEASED,
                                                                              BatchStatus.CONDITIONALLY_RELEASED)):
         post_release_failure(actor, batch, result, deviation)
-    elif batch.status != BatchStatus.ON_HOLD and batch.status.is_open:
+        db.session.flush()
+        return
+    if batch.status != BatchStatus.ON_HOLD and batch.status.is_open:
         batch.held_from = batch.status
         batch.status = BatchStatus.ON_HOLD
         batch.status_changed_at = utcnow()
+    raise_alert(
+        "oos",
+        f"{test.name} of batch {batch.number} is out of specification: {result.value_text}, {result.explanation} "
+        f"(criterion {test.criterion_text}; sample {result.sample_id}). Deviation {deviation.number} is open; the "
+        f"batch is {batch.status.label}.",
+        site_ids=[batch.site_id], link=("batches.detail", {"number": batch.number}))
     db.session.flush()
 
 
@@ -495,8 +503,8 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
         f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
         f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
         "Inform the treating physicians.",
-        audiences={Role.QA, Role.QP},
-        site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}))
+        site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}),
+        link=("batches.detail", {"number": batch.number}))
 
     if batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED) or batch.status == S.ON_HOLD:
         # Put on hold by QA after its release, it keeps the release it was held from.
@@ -526,3 +534,38 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
                      f"{codes[site_id]}: {listed}. Inform the treating physician of every recipient."),
             units=[{"identifier": u.identifier, "where": whereabouts(u)} for u in mine], created_by_id=actor.id))
     db.session.flush()
+
+
+# --- overdue final reads -------------------------------------------------------------------------
+
+
+OVERDUE_CHECK_LOCK = 0x0A1E27
+
+
+@transactional
+def alert_overdue_reads() -> list[QcResult]:
+    """Alert the QC analysts and QA of the site to each pending result whose final read was due before today (the
+    site's calendar), once per result: run by `cellfactory alerts send-overdue` (a cron job), which may run again
+    any number of times. Returns the results newly alerted."""
+    serialize_with(OVERDUE_CHECK_LOCK)  # two runs at once alert each read once
+    audit.act_as(db.session, None, label="overdue-read check")
+    rows = db.session.execute(
+        sa.select(QcResult, Batch.number, Site.timezone).join(Batch, Batch.id == QcResult.batch_id)
+        .join(Site, Site.id == QcResult.site_id)
+        .where(QcResult.verdict == Verdict.PENDING, QcResult.invalidated_at.is_(None),
+               QcResult.final_read_due.is_not(None))
+        .order_by(QcResult.id)).all()
+    alerted = []
+    for result, number, timezone in rows:
+        if result.final_read_due >= local_today(timezone):
+            continue
+        key = f"qc_result:{result.id}"
+        if already_alerted("overdue_read", key):
+            continue
+        raise_alert(
+            "overdue_read",
+            f"The final read of {result.spec_test.name} on batch {number} (sample {result.sample_id}) was due on "
+            f"{result.final_read_due.isoformat()} and is not recorded.",
+            site_ids=[result.site_id], link=("qc.batch", {"number": number}), subject_key=key)
+        alerted.append(result)
+    return alerted

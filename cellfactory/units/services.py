@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cellfactory import isbt128
+from cellfactory.alerts.services import raise_alert
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
@@ -456,6 +457,13 @@ def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipme
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
         else:
             _set_status(item.unit, UnitStatus.RECEIVED)
+    if excursion:
+        units = ", ".join(f"{item.unit.identifier} ({item.unit.status.value})" for item in shipment.items)
+        raise_alert(
+            "temperature_excursion",
+            f"Shipment {shipment.number} was received with a temperature excursion in transit. Units: {units}. "
+            "QA assesses the units in quarantine before any is used.",
+            site_ids=[shipment.to_site_id], link=("shipments.detail", {"number": shipment.number}))
     return shipment
 
 

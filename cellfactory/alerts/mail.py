@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cellfactory.alerts.models import AlertMail, MailStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.core.transaction import session_apart
 from cellfactory.extensions import db
 
 log = logging.getLogger("cellfactory.alerts.mail")
@@ -85,7 +86,7 @@ def deliver(bind: Any, which: Any) -> tuple[int, int]:
         return 0, 0
     sent = failed = 0
     try:
-        with Session(bind=bind, join_transaction_mode="create_savepoint") as session:
+        with session_apart(bind) as session:
             mails = list(session.scalars(sa.select(AlertMail).where(which).order_by(AlertMail.id)))
             if not mails:
                 return 0, 0
@@ -113,7 +114,6 @@ def deliver(bind: Any, which: Any) -> tuple[int, int]:
                     if mail.status != MailStatus.SENT:
                         _failed(mail, error)
                 failed = sum(1 for m in mails if m.status == MailStatus.FAILED)
-            session.commit()
     except Exception:
         log.exception("the outcome of alert e-mails could not be recorded")
         return sent, failed

@@ -8,9 +8,10 @@ is true. Outside a request (CLI, demo, tests calling services) the outermost cal
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -121,3 +122,12 @@ def serialize_with(key: int) -> None:
     IMMEDIATE and already run one at a time."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+@contextlib.contextmanager
+def session_apart(bind: sa.engine.Connection | sa.engine.Engine) -> Iterator[sa.orm.Session]:
+    """A session of its own, committed when the block ends without an error: for what is recorded after the
+    action's transaction has committed and must not depend on it (the outcome of an alert's e-mail)."""
+    with sa.orm.Session(bind=bind, join_transaction_mode="create_savepoint") as session:
+        yield session
+        session.commit()

@@ -34,6 +34,7 @@ from cellfactory.core.commands import (
 )
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, text_problem
+from cellfactory.signatures.commands import SignedCodes
 
 NOT_TEXT = "Must be a number (JSON number, not text)."
 NOT_WHOLE = "Must be a whole number."
@@ -350,3 +351,21 @@ class SignStep(Command):
         description="The signer's own password (the token names the signer); a wrong one is 401 and counts "
                     "towards lock-out")
     meaning: OptionalLine(60) = Field(None, description="Optional; must be the meaning this signature carries")
+
+
+class StepSelection(Command):
+    """The steps of a batch a second person chose to verify together (each is checked as its own verification
+    would be)."""
+
+    refusal: ClassVar[str] = "The steps cannot be verified"
+    missing: ClassVar[dict[str, str]] = {"steps": "Choose the steps to verify."}
+
+    steps: SignedCodes(20, "the batch has no step with this code") = Field(
+        description="Codes of the batch's steps to verify, each once; each gets its own signature 'Verified'")
+
+
+class VerifySteps(StepSelection, SignStep):
+    """Several steps verified with one signing ceremony: the person's password once, a signature each."""
+
+    refusal: ClassVar[str] = StepSelection.refusal
+    missing: ClassVar[dict[str, str]] = {**StepSelection.missing, **SignStep.missing}

@@ -432,10 +432,10 @@ def test_verifying_steps_through_the_batch_page(client, plant, recorded):
     page = text(client.get(f"/batches/{recorded.number}"))
     section = page.split('id="verify-selected"', 1)[1].split("</section>", 1)[0]
     assert all(f'name="step" value="{code}"' in section for code in ["ISO", "P0", "P1", "P2", "HARV"])
-    confirm = text(client.get(f"/batches/{recorded.number}/steps/verify?step=P0&step=P1"))
+    confirm = text(client.get(f"/batches/{recorded.number}/verify-steps?step=P0&step=P1"))
     assert "P0 · " + recorded.number in confirm and "1,000,000 cells seeded, 8,000,000 harvested" in confirm
     assert "You sign 2 steps" in confirm
-    done = client.post(f"/batches/{recorded.number}/steps/verify",
+    done = client.post(f"/batches/{recorded.number}/verify-steps",
                        data=_sign_data(["P0", "P1"], "step", "technician2.bg"))
     assert done.status_code == 302, text(done)
     steps = batch_services.steps_to_verify(refetch(recorded), ["P0", "P1"])
@@ -443,7 +443,7 @@ def test_verifying_steps_through_the_batch_page(client, plant, recorded):
     client.post("/auth/logout")
     login(client, "technician.bg")  # who entered every step has nothing to tick
     assert 'id="verify-selected"' not in text(client.get(f"/batches/{recorded.number}"))
-    refused = client.post(f"/batches/{recorded.number}/steps/verify",
+    refused = client.post(f"/batches/{recorded.number}/verify-steps",
                           data=_sign_data(["ISO"], "step", "technician.bg"))
     assert refused.status_code == 409 and "You entered or changed this step" in text(refused)
 
@@ -494,7 +494,7 @@ def test_verifying_results_through_the_api(client, plant, batch, results):
 
 def test_verifying_steps_through_the_api(client, plant, recorded):
     token = new_token(refetch(plant.tech2))
-    url = f"{API}/batches/{recorded.number}/steps/verification"
+    url = f"{API}/batches/{recorded.number}/step-verifications"
     assert_error(client.post(url, headers=bearer(token), json={"steps": ["P1", "NOPE"], "password": PASSWORD}),
                  422, "invalid", "steps")
     assert_error(client.post(url, headers=bearer(token), json={"steps": ["P1\u0000"], "password": PASSWORD}),
@@ -526,7 +526,7 @@ def test_acknowledging_several_notices_through_the_api(client, failed, users):
 
 def test_the_bulk_operations_are_documented(client, plant):
     document = client.get(f"{API}/openapi.json", headers=bearer(new_token(refetch(plant.qc2)))).get_json()
-    for path, field in [("/results/verification", "results"), ("/batches/{number}/steps/verification", "steps"),
+    for path, field in [("/results/verification", "results"), ("/batches/{number}/step-verifications", "steps"),
                         ("/notification-tasks/acknowledgements", "tasks")]:
         operation = document["paths"][path]["post"]
         assert {"401", "409", "422"} <= set(operation["responses"])

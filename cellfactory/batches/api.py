@@ -446,7 +446,7 @@ class VerifiedSteps(Output):
     items: list[Step] = Field(description="The steps verified, in the order listed, each with its own signature")
 
 
-@bp.post("/batches/<number>/steps/verification")
+@bp.post("/batches/<number>/step-verifications")
 @roles_required(MANUFACTURING_STAFF)
 @operation("Second-person verification of several finished steps of the batch with one signing ceremony "
            "(technician or QA of the site who entered none of them): the password is checked once (a wrong one is "

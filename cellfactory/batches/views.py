@@ -459,7 +459,7 @@ def _step_value(step: BatchStep, tz: str) -> str:
     return "; ".join(parts)
 
 
-@bp.route("/<number>/steps/verify", methods=["GET", "POST"])
+@bp.route("/<number>/verify-steps", methods=["GET", "POST"])
 @roles_required(MANUFACTURING_STAFF)
 def verify_selected(number: str) -> Any:
     """The steps ticked on the batch page, listed with their entries, verified with one signature ceremony: the

@@ -10,9 +10,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, OptionalLine, Paragraph
+from cellfactory.core.commands import Command, OptionalLine, Paragraph, RequiredPassword
 from cellfactory.notifications.models import CAPACITY_MEANINGS, Capacity
-from cellfactory.signatures.commands import Signed, SignedIds
+from cellfactory.signatures.commands import PASSWORD_MESSAGE, Signed, SignedIds
 from cellfactory.signatures.models import Meaning
 
 CAPACITY_MESSAGE = "Choose QA or the treating physician's contact."
@@ -57,9 +57,12 @@ class AcknowledgeTasks(TaskSelection, Signed):
     done. (The treating physician's contact acknowledges one notice at a time, naming its physician.)"""
 
     refusal: ClassVar[str] = TaskSelection.refusal
-    missing: ClassVar[dict[str, str]] = {**TaskSelection.missing, "comment": AcknowledgeTask.missing["comment"]}
+    missing: ClassVar[dict[str, str]] = {**TaskSelection.missing, "comment": AcknowledgeTask.missing["comment"],
+                                         "password": PASSWORD_MESSAGE}
 
     comment: Paragraph(2000) = Field(description="What you did (units located and quarantined, physician called)")
+    password: RequiredPassword = Field(description="The signer's own password (the token names the signer); a wrong "
+                                                   "one is 401 and counts once towards lock-out")
 
     def signature_meaning(self) -> Meaning | None:
         return CAPACITY_MEANINGS[Capacity.QA]

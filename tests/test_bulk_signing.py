@@ -405,6 +405,20 @@ def test_a_refused_result_is_named_at_the_top_of_the_page(client, plant, batch, 
     assert signatures_on("qc_result", ids) == []
 
 
+def test_the_confirmation_names_what_cannot_be_signed_before_the_password_is_asked(client, plant, batch, results):
+    own = enter(plant.qc2, batch, "CD73", "97", retest_of=results[1].id, retest_reason="repeat")
+    login(client, "qc.two.bg")
+    response = client.get(f"/qc/results/verify?result={results[0].id}&result={own.id}")
+    assert response.status_code == 200
+    page = text(response)
+    summary = page.split('id="error-summary"', 1)[1].split("</div>", 1)[0]
+    assert "Some records cannot be signed as listed" in summary
+    assert f"Result #{own.id} (CD73, batch {_number(own)}): You entered this result" in summary
+    assert f"Result #{results[0].id} " not in summary
+    assert f"/qc/results/verify?result={results[0].id}" in page
+    assert by_name("qc.two.bg").failed_login_count == 0 and signatures_on("qc_result", [own.id]) == []
+
+
 def test_the_confirmation_refuses_an_empty_or_unknown_selection(client, plant, results):
     login(client, "qc.two.bg")
     empty = client.get("/qc/results/verify")
@@ -443,6 +457,8 @@ def test_verifying_steps_through_the_batch_page(client, plant, recorded):
     client.post("/auth/logout")
     login(client, "technician.bg")  # who entered every step has nothing to tick
     assert 'id="verify-selected"' not in text(client.get(f"/batches/{recorded.number}"))
+    foreseen = text(client.get(f"/batches/{recorded.number}/verify-steps?step=ISO"))
+    assert f"Step ISO (Isolation (explant)) of batch {recorded.number}: You entered or changed this step" in foreseen
     refused = client.post(f"/batches/{recorded.number}/verify-steps",
                           data=_sign_data(["ISO"], "step", "technician.bg"))
     assert refused.status_code == 409 and "You entered or changed this step" in text(refused)
@@ -456,6 +472,10 @@ def test_acknowledging_several_notices_through_the_page(client, failed):
     ids = failed["tasks"]
     data = {"task": [str(i) for i in ids], "meaning": "FAILURE_NOTICE_ACKNOWLEDGED", "username": "qa.both",
             "password": PASSWORD}
+    query = "&".join(f"task={i}" for i in ids)
+    confirm = text(client.get(f"/alerts/tasks/acknowledge?{query}"))
+    assert "You sign 2 notices" in confirm and "Some records cannot be signed" not in confirm
+    assert all(f"Notice #{i} · " in confirm for i in ids) and 'name="comment"' in confirm
     missing = client.post("/alerts/tasks/acknowledge", data={**data, "comment": ""})
     assert missing.status_code == 422 and "Say what you did" in text(missing)
     done = client.post("/alerts/tasks/acknowledge", data={**data, "comment": "units segregated"})

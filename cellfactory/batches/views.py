@@ -44,7 +44,7 @@ from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, StepKind
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import ListedRecord, mark_signed, place_refusal
+from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 from cellfactory.web import display_timezone
@@ -493,6 +493,11 @@ def verify_selected(number: str) -> Any:
                 return redirect(back_url + "#steps")
         else:
             status = 422
+    elif steps:
+        entered = services.entered_by_steps(steps)
+        refused, page_errors = foreseen(signature_services.refusals(
+            steps, lambda s: services.check_verifiable(user, s, entered[s.id]), services.step_label, field="steps"),
+            "steps")
     tz = batch.site.timezone
     rows = [ListedRecord(key=s.code, identifier=f"{s.code} · {batch.number}",
                          what=s.name + (f", entered by {s.operator.full_name}" if s.operator else ""),

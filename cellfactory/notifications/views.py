@@ -16,8 +16,16 @@ from cellfactory.notifications import services
 from cellfactory.notifications.commands import AcknowledgeTask, AcknowledgeTasks, TaskSelection
 from cellfactory.notifications.forms import AcknowledgeForm, AcknowledgeManyForm
 from cellfactory.notifications.models import Capacity, NotificationTask
+from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.commands import Signer
-from cellfactory.signatures.forms import ListedRecord, continuous_session, mark_signed, place_refusal, selected
+from cellfactory.signatures.forms import (
+    ListedRecord,
+    continuous_session,
+    foreseen,
+    mark_signed,
+    place_refusal,
+    selected,
+)
 from cellfactory.sites.models import Site
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
@@ -141,6 +149,10 @@ def acknowledge_selected():
                 return redirect(url_for("notifications.tasks"))
         else:
             status = 422
+    elif tasks:
+        refused, page_errors = foreseen(signature_services.refusals(
+            tasks, lambda t: services.check_acknowledgeable(user, t, Capacity.QA), services.task_label,
+            field="tasks"), "tasks")
     sites = {site.id: site for site in db.session.scalars(sa.select(Site).where(Site.id.in_({t.site_id
                                                                                              for t in tasks})))}
     rows = [ListedRecord(key=str(t.id), identifier=f"Notice #{t.id} · {sites[t.site_id].code}",

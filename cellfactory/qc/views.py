@@ -38,7 +38,7 @@ from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, Veri
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import ListedRecord, mark_signed, place_refusal, selected
+from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal, selected
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -455,6 +455,9 @@ def verify_selected() -> Any:
                 return redirect(back_url)
         else:
             status = 422
+    elif results:
+        refused, page_errors = foreseen(signature_services.refusals(
+            results, lambda r: qc.check_verifiable(user, r), qc.result_label, field="results"), "results")
     kept = [r for position, r in enumerate(results) if position not in refused]
     return render_template(
         "signatures/sign_many.html", title="Verify selected results", rows=_listed(results, refused),

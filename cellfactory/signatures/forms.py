@@ -71,6 +71,8 @@ class RevokeForm(BaseForm):
 # --- one signing ceremony for many records -----------------------------------------------------------------------
 
 REFUSED_HEADLINE = "Nothing was signed. Remove the records that cannot be signed, or have them corrected first:"
+CANNOT_SIGN_HEADLINE = ("Some records cannot be signed as listed: signing would be refused. Remove them, or have them "
+                        "corrected first:")
 
 
 @dataclass(frozen=True)
@@ -91,16 +93,29 @@ def selected(values: Sequence[str]) -> list[Any]:
     return [int(v) if v.isascii() and v.isdigit() and len(v) <= 19 else v for v in values]
 
 
-def place_refusal(form: BaseForm, error: DomainError, field: str) -> dict[int, str]:
-    """A refused signing ceremony on its confirmation page: each refused record's reason by its position in the
-    list (shown at the top and next to the record), anything else (the password) on the signing form."""
+def by_position(fields: dict[str, str], field: str) -> dict[int, str]:
+    """The refusals of listed records (`field[position]`) by position in the list."""
     refused: dict[int, str] = {}
-    for name, message in error.fields.items():
+    for name, message in fields.items():
         found = re.fullmatch(rf"{re.escape(field)}\[(\d+)\]", name)
         if found:
             refused[int(found.group(1))] = message
+    return refused
+
+
+def place_refusal(form: BaseForm, error: DomainError, field: str) -> dict[int, str]:
+    """A refused signing ceremony on its confirmation page: each refused record's reason by its position in the
+    list (shown at the top and next to the record), anything else (the password) on the signing form."""
+    refused = by_position(error.fields, field)
     if refused:
         form.form_errors.extend([REFUSED_HEADLINE, *refused.values()])
     else:
         apply_domain_errors(form, error)
     return refused
+
+
+def foreseen(refusals: dict[str, str], field: str) -> tuple[dict[int, str], list[str]]:
+    """What the confirmation shows before anyone signs: the records that cannot be signed as listed, by position,
+    and the page's problems naming them."""
+    refused = by_position(refusals, field)
+    return refused, ([CANNOT_SIGN_HEADLINE, *refused.values()] if refused else [])

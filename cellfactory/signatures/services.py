@@ -247,23 +247,39 @@ def apply_signatures(
     return [_sign(signer, record, meaning=meaning, comment=comment, site_id=site_id) for record, site_id in records]
 
 
-def refuse_unless_each_signable(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
-                                field: str, what: str) -> None:
-    """Before a signing ceremony of many records: each record checked by the rules of its own signature (`check`
-    raises its refusal). If any is refused, nothing may be signed: one refusal names each refused record and why
-    (the person signs exactly the list the page showed, or nothing). It is a permission refusal if any record is
-    one the person may not sign, a conflict otherwise."""
+def refusals(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
+             field: str) -> dict[str, str]:
+    """Each record checked by the rules of its own signature (`check` raises its refusal): the refusals by
+    `field[position]`, each naming its record (`label`) and why. Empty when every record may be signed."""
+    return _reasons(_refused(records, check), label, field)
+
+
+def _refused(records: Sequence[T], check: Callable[[T], None]) -> list[tuple[int, T, DomainError]]:
     refused: list[tuple[int, T, DomainError]] = []
     for index, record in enumerate(records):
         try:
             check(record)
         except DomainError as error:
             refused.append((index, record, error))
+    return refused
+
+
+def _reasons(refused: list[tuple[int, T, DomainError]], label: Callable[[T], str], field: str) -> dict[str, str]:
+    return {f"{field}[{index}]": f"{label(record)}: {error.message}" for index, record, error in refused}
+
+
+def refuse_unless_each_signable(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
+                                field: str, what: str) -> None:
+    """Before a signing ceremony of many records: each record checked by the rules of its own signature (`check`
+    raises its refusal). If any is refused, nothing may be signed: one refusal names each refused record and why
+    (the person signs exactly the list the page showed, or nothing). It is a permission refusal if any record is
+    one the person may not sign, a conflict otherwise."""
+    refused = _refused(records, check)
     if not refused:
         return
     kind: type[DomainError] = PermissionDenied if any(isinstance(e, PermissionDenied) for _, _, e in refused) \
         else Conflict if any(isinstance(e, Conflict) for _, _, e in refused) else ValidationFailed
-    reasons = {f"{field}[{index}]": f"{label(record)}: {error.message}" for index, record, error in refused}
+    reasons = _reasons(refused, label, field)
     counted = f"{len(refused)} of the {len(records)}" if len(records) > 1 else "the"
     raise kind(f"Nothing was signed: {counted} {what} cannot be signed. " + " ".join(reasons.values()),
                fields=reasons)

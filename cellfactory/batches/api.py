@@ -29,7 +29,7 @@ from cellfactory.api.contract import (
 )
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import models, services
-from cellfactory.batches.commands import MoveBatch, SignStep, StartBatch, StepEntry
+from cellfactory.batches.commands import MoveBatch, SignStep, StartBatch, StepEntry, VerifySteps
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import Page, page_args, paginate
@@ -440,6 +440,27 @@ def verify_step(number: str, code: str):
     command = read_body(SignStep)
     services.verify_step(api_user(), step, signer=signer_of(command, Meaning.VERIFIED))
     return Step.of(step).json()
+
+
+class VerifiedSteps(Output):
+    items: list[Step] = Field(description="The steps verified, in the order listed, each with its own signature")
+
+
+@bp.post("/batches/<number>/step-verifications")
+@roles_required(MANUFACTURING_STAFF)
+@operation("Second-person verification of several finished steps of the batch with one signing ceremony "
+           "(technician or QA of the site who entered none of them): the password is checked once (a wrong one is "
+           "401 and counts once towards lock-out); each step is checked as its own verification would be, and if "
+           "any is refused nothing is signed (409 naming each refused step and why); otherwise each step gets its "
+           "own signature 'Verified' on its own entries", body=VerifySteps, response=VerifiedSteps,
+           errors=(404, 409))
+def verify_steps(number: str):
+    found = _batch(number)
+    command = read_body(VerifySteps)
+    steps = services.steps_to_verify(found, command.steps)
+    services.verify_steps(api_user(), steps, signer=signer_of(command, Meaning.VERIFIED))
+    index = signature_services.SignatureIndex(steps)
+    return VerifiedSteps(items=[Step.of(step, index) for step in steps]).json()
 
 
 @bp.get("/batches/<number>/passages")

@@ -36,7 +36,7 @@ from cellfactory.core.commands import (
 )
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.text import length_problem, record_number, text_problem
-from cellfactory.signatures.commands import MaySign, Signed
+from cellfactory.signatures.commands import MaySign, Signed, SignedCodes
 
 NOT_WHOLE = "Must be a whole number."
 # The whole numbers the databases keep (64-bit).
@@ -310,3 +310,21 @@ class SignStep(Signed):
     """A second person's signature 'Verified' on a step's entries."""
 
     refusal: ClassVar[str] = "The step cannot be verified"
+
+
+class StepSelection(Command):
+    """The steps of a batch a second person chose to verify together (each is checked as its own verification
+    would be)."""
+
+    refusal: ClassVar[str] = "The steps cannot be verified"
+    missing: ClassVar[dict[str, str]] = {"steps": "Choose the steps to verify."}
+
+    steps: SignedCodes(20, "the batch has no step with this code") = Field(
+        description="Codes of the batch's steps to verify, each once; each gets its own signature 'Verified'")
+
+
+class VerifySteps(StepSelection, SignStep):
+    """Several steps verified with one signing ceremony: the person's password once, a signature each."""
+
+    refusal: ClassVar[str] = StepSelection.refusal
+    missing: ClassVar[dict[str, str]] = {**StepSelection.missing, **SignStep.missing}

@@ -52,7 +52,7 @@ from cellfactory.products.models import CollectionType, Product, SpecificationVe
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
-from cellfactory.signatures.models import Meaning
+from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 
 S = BatchStatus
@@ -636,20 +636,60 @@ def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
     return {step_id: {p for p in found if p is not None} for step_id, found in people.items()}
 
 
-@transactional
-def verify_step(actor: User, step: BatchStep, *, signer: Signer) -> None:
-    """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
+def check_verifiable(actor: User, step: BatchStep, entered: set[int] | None = None) -> None:
+    """Whether the person may verify the step as its second person: the refusal raised if not. `entered` is who
+    entered or changed the step when the caller has read it (`entered_by_steps`)."""
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, step.site_id),
                         "Only technicians and QA of this site verify manufacturing entries.")
     if step.status != StepStatus.DONE:
         raise Conflict(f"Step {step.code} is not finished: verify it once its entries are complete.")
-    if actor.id in entered_by(step):
+    if actor.id in (entered if entered is not None else entered_by(step)):
         raise Conflict("You entered or changed this step: a second person must verify it.")
     if step_verification(step) is not None:
         raise Conflict(f"Step {step.code} is already verified and unchanged since.")
+
+
+@transactional
+def verify_step(actor: User, step: BatchStep, *, signer: Signer) -> None:
+    """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
+    check_verifiable(actor, step)
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, step, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
                                site_id=step.site_id, signer=signer)
+
+
+def step_label(step: BatchStep) -> str:
+    """A step as a list of steps to sign names it: its code and name, and its batch."""
+    return f"Step {step.code} ({step.name}) of batch {step.batch.number}"
+
+
+def steps_to_verify(batch: Batch, codes: Sequence[str]) -> list[BatchStep]:
+    """The steps of the batch that `codes` name, in the order given; codes the batch has no step for are refused,
+    naming them."""
+    by_code = {s.code: s for s in batch.steps}
+    wanted = [(code or "").strip().upper() for code in codes]
+    unknown = [code for code in wanted if code not in by_code]
+    if unknown:
+        message = f"Batch {batch.number} has no step {', '.join(unknown)}."
+        raise ValidationFailed(message, fields={"steps": message})
+    return [by_code[code] for code in wanted]
+
+
+@transactional
+def verify_steps(actor: User, steps: Sequence[BatchStep], *, signer: Signer) -> list[Signature]:
+    """A second person verifies a list of steps with one signing ceremony: each step is checked as its own
+    verification would be (`check_verifiable`), and if any is refused nothing is signed; otherwise the person
+    authenticates once and each step gets its own signature 'Verified' on its own entries."""
+    if not steps:
+        raise ValidationFailed("Choose at least one step to verify.", fields={"steps": "Choose at least one."})
+    if len({s.id for s in steps}) != len(steps):
+        raise ValidationFailed("A step is listed twice: list each step once.", fields={"steps": "List each step once."})
+    entered = entered_by_steps(steps)
+    signatures.refuse_unless_each_signable(steps, lambda s: check_verifiable(actor, s, entered[s.id]), step_label,
+                                           field="steps", what="steps")
+    audit.act_as(db.session, actor)
+    return signatures.apply_signatures(actor, [(s, s.site_id) for s in steps], meaning=Meaning.VERIFIED,
+                                       allowed_meanings={Meaning.VERIFIED}, signer=signer)
 
 
 # --- the state machine ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.queries import parse_day
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import charts, services
-from cellfactory.batches.commands import MoveBatch, RecordStep, StartBatch
+from cellfactory.batches.commands import MoveBatch, RecordStep, StartBatch, StepSelection
 from cellfactory.batches.forms import (
     REAGENT_ROWS,
     EntryForm,
@@ -45,7 +45,7 @@ from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, StepKind
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 from cellfactory.web import display_timezone
@@ -440,6 +440,79 @@ def verify(number: str, code: str) -> Any:
             return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
     batch = services.get_batch(_user(), number, options=services.SHOWN)
     return _render_batch(batch, 422, verify_forms={step.id: form})
+
+
+def _step_value(step: BatchStep, tz: str) -> str:
+    """A step's entries in one line, as the list of steps to sign shows them."""
+    parts = []
+    passage = step.passage
+    if passage is not None:
+        harvested = f"{passage.cells_harvested:,.0f}" if passage.cells_harvested is not None else "not harvested"
+        parts.append(f"P{passage.passage_number}: {passage.cells_seeded:,.0f} cells seeded, {harvested} harvested"
+                     + (f", viability {passage.viability_pct.normalize():f} %" if passage.viability_pct is not None
+                        else ""))
+    else:
+        parts.append(f"{format_local(step.started_at, tz)} – {format_local(step.ended_at, tz)}")
+    parts.append("equipment " + (", ".join(u.equipment.code for u in step.current_equipment) or "none"))
+    parts.append("lots " + (", ".join(u.lot.lot_number for u in step.current_reagents) or "none"))
+    return "; ".join(parts)
+
+
+@bp.route("/<number>/verify-steps", methods=["GET", "POST"])
+@roles_required(MANUFACTURING_STAFF)
+def verify_selected(number: str) -> Any:
+    """The steps ticked on the batch page, listed with their entries, verified with one signature ceremony: the
+    person authenticates once, and each step gets its own signature 'Verified'."""
+    user = _user()
+    batch = services.get_batch(user, number, options=services.SHOWN)
+    source = request.form if request.method == "POST" else request.args
+    form = VerifyForm.for_meanings([Meaning.VERIFIED])
+    steps: list[BatchStep] = []
+    refused: dict[int, str] = {}
+    page_errors: list[str] = []
+    try:
+        steps = services.steps_to_verify(batch, StepSelection.parse({"steps": source.getlist("step")}).steps)
+    except ValidationFailed as error:
+        page_errors.append(error.message)
+    back_url = url_for("batches.detail", number=batch.number)
+    status = 422 if page_errors else 200
+    if request.method == "POST" and not page_errors:
+        if form.validate_on_submit():
+            try:
+                services.verify_steps(user, steps, signer=form.signer)
+            except DomainError as error:
+                refused = place_refusal(form, error, "steps")
+                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
+            else:
+                mark_signed()
+                flash(f"{len(steps)} {'step' if len(steps) == 1 else 'steps'} of {batch.number} verified, each with "
+                      "its own signature: " + ", ".join(s.code for s in steps) + ".", "success")
+                return redirect(back_url + "#steps")
+        else:
+            status = 422
+    elif steps:
+        entered = services.entered_by_steps(steps)
+        refused, page_errors = foreseen(signature_services.refusals(
+            steps, lambda s: services.check_verifiable(user, s, entered[s.id]), services.step_label, field="steps"),
+            "steps")
+    tz = batch.site.timezone
+    rows = [ListedRecord(key=s.code, identifier=f"{s.code} · {batch.number}",
+                         what=s.name + (f", entered by {s.operator.full_name}" if s.operator else ""),
+                         value=_step_value(s, tz), link=url_for("batches.detail", number=batch.number,
+                                                                _anchor=f"step-{s.code}"),
+                         refused=refused.get(position)) for position, s in enumerate(steps)]
+    kept = [s.code for position, s in enumerate(steps) if position not in refused]
+    return render_template(
+        "signatures/sign_many.html", title=f"Verify selected steps of {batch.number}", rows=rows, field="step",
+        form=form, page_errors=page_errors, hidden=[], action=url_for("batches.verify_selected", number=batch.number),
+        back_url=back_url, back_label=f"Batch {batch.number}", noun="step", nouns="steps",
+        meaning=Meaning.VERIFIED.value,
+        statement="I checked the entries of each step listed above (counts, times, lots, equipment) against the "
+                  "bench record.",
+        submit=f"Verify {len(steps)} {'step' if len(steps) == 1 else 'steps'} and sign",
+        remaining_url=url_for("batches.verify_selected", number=batch.number, step=kept) if refused and kept
+        else None,
+    ), status
 
 
 @bp.route("/<number>/transition", methods=["POST"])

@@ -13,7 +13,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
-from cellfactory.notifications.commands import AcknowledgeTask
+from cellfactory.notifications.commands import AcknowledgeTask, AcknowledgeTasks
 from cellfactory.notifications.models import Capacity, NotificationTask
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.api import SignatureOut
@@ -87,3 +87,18 @@ def acknowledge_notification_task(task_id: int):
     command = read_body(AcknowledgeTask)
     services.sign_acknowledgement(api_user(), task, command, signer_of(command, command.signature_meaning()))
     return TaskOut.of(services.get_task(api_user(), task_id)).json(), 201
+
+
+@bp.post("/notification-tasks/acknowledgements")
+@roles_required(services.CAPACITY_ROLES[Capacity.QA])
+@operation("Acknowledge several tasks of your sites as QA of the site with one signing ceremony and one statement "
+           "of what was done: the password is checked once (a wrong one is 401 and counts once towards lock-out); "
+           "each task is checked as its own acknowledgement would be, and if any is refused nothing is signed (409 "
+           "naming each refused task and why; 403 if you are not QA of a task's site); otherwise each task gets its "
+           "own acknowledgement with its own signature. The treating physician's contact acknowledges one task at a "
+           "time, naming its physician", body=AcknowledgeTasks, response=TaskList, status=201, errors=(409,))
+def acknowledge_notification_tasks():
+    command = read_body(AcknowledgeTasks)
+    tasks = services.tasks_to_acknowledge(api_user(), command.tasks)
+    services.acknowledge_many(api_user(), tasks, command, signer_of(command, command.signature_meaning()))
+    return TaskList(items=[TaskOut.of(services.get_task(api_user(), t.id)) for t in tasks]).json(), 201

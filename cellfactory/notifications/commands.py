@@ -10,9 +10,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import OptionalLine, Paragraph
+from cellfactory.core.commands import Command, OptionalLine, Paragraph
 from cellfactory.notifications.models import CAPACITY_MEANINGS, Capacity
-from cellfactory.signatures.commands import MaySign
+from cellfactory.signatures.commands import PASSWORD_MESSAGE, MaySign, Signed, SignedIds
 from cellfactory.signatures.models import Meaning
 
 CAPACITY_MESSAGE = "Choose QA or the treating physician's contact."
@@ -40,3 +40,27 @@ class AcknowledgeTask(MaySign):
 
     def signature_meaning(self) -> Meaning | None:
         return CAPACITY_MEANINGS[self.capacity]
+
+
+class TaskSelection(Command):
+    """The notices QA chose to acknowledge together (each is checked as its own acknowledgement would be)."""
+
+    refusal: ClassVar[str] = "The acknowledgements cannot be signed"
+    missing: ClassVar[dict[str, str]] = {"tasks": "Choose the notices to acknowledge."}
+
+    tasks: SignedIds("no notice of your sites has this id") = Field(
+        description="Ids of the notices to acknowledge as QA of the site, each once; each gets its own signature")
+
+
+class AcknowledgeTasks(TaskSelection, Signed):
+    """Several notices acknowledged as QA of the site with one signing ceremony and one statement of what was
+    done. (The treating physician's contact acknowledges one notice at a time, naming its physician.)"""
+
+    refusal: ClassVar[str] = TaskSelection.refusal
+    missing: ClassVar[dict[str, str]] = {**TaskSelection.missing, "comment": AcknowledgeTask.missing["comment"],
+                                         "password": PASSWORD_MESSAGE}
+
+    comment: Paragraph(2000) = Field(description="What you did (units located and quarantined, physician called)")
+
+    def signature_meaning(self) -> Meaning | None:
+        return CAPACITY_MEANINGS[Capacity.QA]

@@ -14,3 +14,10 @@ class AcknowledgeForm(SigningForm):
     comment = TextAreaField("What you did", validators=[Optional()], render_kw={"maxlength": 2000})
     physician_name = StringField("Treating physician informed", validators=[Optional()],
                                  render_kw={"maxlength": 200})
+
+
+class AcknowledgeManyForm(SigningForm):
+    """Several notices acknowledged as QA of the site: one statement of what was done, one signing dialog."""
+
+    comment = TextAreaField("What you did (for each notice listed)", validators=[Optional()],
+                            render_kw={"maxlength": 2000})

@@ -3,6 +3,7 @@ signatures (the alerts raised with them are cellfactory.alerts)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -21,9 +22,11 @@ from cellfactory.notifications.models import (  # noqa: F401 - CAPACITY_MEANINGS
     TaskAcknowledgement,
 )
 from cellfactory.signatures import services as signatures
+from cellfactory.signatures.models import Signature
+from cellfactory.sites.models import Site
 
 if TYPE_CHECKING:
-    from cellfactory.notifications.commands import AcknowledgeTask
+    from cellfactory.notifications.commands import AcknowledgeTask, AcknowledgeTasks
     from cellfactory.signatures.commands import Signer
 
 # --- notification tasks after a failure after release --------------------------------------------
@@ -63,6 +66,15 @@ def may_acknowledge(user: User, task: NotificationTask, capacity: Capacity) -> b
     return user.has_any_role(CAPACITY_ROLES[capacity], task.site_id)
 
 
+def check_acknowledgeable(actor: User, task: NotificationTask, capacity: Capacity) -> None:
+    """Whether the person may acknowledge the task in this capacity: the refusal raised if not."""
+    permissions.require(may_acknowledge(actor, task, capacity),
+                        f"Only {' or '.join(sorted(r.label for r in CAPACITY_ROLES[capacity]))} of the notified site "
+                        f"acknowledge as {capacity.label}.")
+    if task.acknowledgement(capacity) is not None:
+        raise Conflict(f"This task was already acknowledged as {capacity.label}.")
+
+
 @transactional
 def sign_acknowledgement(actor: User, task: NotificationTask, command: AcknowledgeTask,
                          signer: Signer) -> TaskAcknowledgement:
@@ -70,11 +82,7 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
     notified site, or the treating physician's contact, who names the physician informed. The task is complete
     when both have signed."""
     capacity = command.capacity
-    permissions.require(may_acknowledge(actor, task, capacity),
-                        f"Only {' or '.join(sorted(r.label for r in CAPACITY_ROLES[capacity]))} of the notified site "
-                        f"acknowledge as {capacity.label}.")
-    if task.acknowledgement(capacity) is not None:
-        raise Conflict(f"This task was already acknowledged as {capacity.label}.")
+    check_acknowledgeable(actor, task, capacity)
     comment, physician = command.comment, command.physician_name or ""
     if capacity == Capacity.PHYSICIAN_CONTACT and not physician:
         raise ValidationFailed(f"{command.refusal}: Name the treating physician you informed.",
@@ -83,8 +91,14 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
     signature = signatures.apply_signature(actor, task, meaning=meaning, allowed_meanings={meaning},
                                            site_id=task.site_id, comment=comment, signer=signer)
     audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
+    return _acknowledged(actor, task, capacity, signature, comment=comment, physician=physician or None)
+
+
+def _acknowledged(actor: User, task: NotificationTask, capacity: Capacity, signature: Signature, *, comment: str,
+                  physician: str | None) -> TaskAcknowledgement:
+    """The acknowledgement a signature made, and the task complete once every capacity has signed."""
     acknowledgement = TaskAcknowledgement(task_id=task.id, site_id=task.site_id, capacity=capacity,
-                                          signature_id=signature.id, physician_name=physician or None,
+                                          signature_id=signature.id, physician_name=physician,
                                           comment=comment, created_by_id=actor.id)
     db.session.add(acknowledgement)
     db.session.flush()
@@ -93,3 +107,43 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
         task.completed_at = utcnow()
     db.session.flush()
     return acknowledgement
+
+
+def task_label(task: NotificationTask) -> str:
+    """A task as a list of tasks to sign names it: its number, and the site notified."""
+    site = db.session.get(Site, task.site_id)
+    return f"Notice #{task.id} to {site.code if site else task.site_id}"
+
+
+def tasks_to_acknowledge(user: User, ids: Sequence[int]) -> list[NotificationTask]:
+    """The tasks of `ids` of the user's sites, in the order given; other ids are refused, naming them."""
+    mine = {task.id: task for task in tasks_for(user, include_completed=True)}
+    unknown = [str(i) for i in ids if i not in mine]
+    if unknown:
+        message = f"There is no notice of your sites with the id {', '.join(unknown)}."
+        raise ValidationFailed(message, fields={"tasks": message})
+    return [mine[i] for i in ids]
+
+
+@transactional
+def acknowledge_many(actor: User, tasks: Sequence[NotificationTask], command: AcknowledgeTasks,
+                     signer: Signer) -> list[TaskAcknowledgement]:
+    """QA of the notified sites acknowledges several notices with one signing ceremony and one statement of what
+    was done: each notice is checked as its own acknowledgement would be (`check_acknowledgeable`), and if any is
+    refused nothing is signed; otherwise QA authenticates once and each notice gets its own signature and its own
+    acknowledgement. (The treating physician's contact acknowledges one notice at a time: each names its own
+    physician.)"""
+    capacity = Capacity.QA
+    if not tasks:
+        raise ValidationFailed("Choose at least one notice to acknowledge.", fields={"tasks": "Choose at least one."})
+    if len({t.id for t in tasks}) != len(tasks):
+        raise ValidationFailed("A notice is listed twice: list each notice once.",
+                               fields={"tasks": "List each notice once."})
+    signatures.refuse_unless_each_signable(tasks, lambda t: check_acknowledgeable(actor, t, capacity), task_label,
+                                           field="tasks", what="notices")
+    meaning = CAPACITY_MEANINGS[capacity]
+    signed = signatures.apply_signatures(actor, [(t, t.site_id) for t in tasks], meaning=meaning,
+                                         allowed_meanings={meaning}, comment=command.comment, signer=signer)
+    audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
+    return [_acknowledged(actor, task, capacity, signature, comment=command.comment, physician=None)
+            for task, signature in zip(tasks, signed, strict=True)]

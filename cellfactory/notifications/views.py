@@ -1,20 +1,30 @@
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cellfactory.alerts import services as alert_services
 from cellfactory.alerts.models import Alert
-from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.clock import format_local
+from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.core.permissions import ALERT_READERS, READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
-from cellfactory.notifications.commands import AcknowledgeTask
-from cellfactory.notifications.forms import AcknowledgeForm
+from cellfactory.notifications.commands import AcknowledgeTask, AcknowledgeTasks, TaskSelection
+from cellfactory.notifications.forms import AcknowledgeForm, AcknowledgeManyForm
 from cellfactory.notifications.models import Capacity, NotificationTask
-from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures import services as signature_services
+from cellfactory.signatures.forms import (
+    ListedRecord,
+    foreseen,
+    mark_signed,
+    place_refusal,
+    selected,
+)
+from cellfactory.sites.models import Site
 
 bp = Blueprint("notifications", __name__, url_prefix="/alerts")
 
@@ -60,7 +70,9 @@ def _render_tasks(forms: dict[tuple[int, str], AcknowledgeForm] | None = None, s
         open_forms = [(capacity, forms.get((task.id, capacity.value)) or _form(task, capacity))
                       for capacity in task.missing if services.may_acknowledge(user, task, capacity)]
         rows.append({"task": task, "forms": open_forms})
-    return render_template("notifications/tasks.html", rows=rows, capacities=list(Capacity)), status
+    several = [row["task"] for row in rows if any(capacity == Capacity.QA for capacity, _ in row["forms"])]
+    return render_template("notifications/tasks.html", rows=rows, capacities=list(Capacity),
+                           several=several), status
 
 
 @bp.route("/tasks")
@@ -95,3 +107,59 @@ def acknowledge_task(task_id: int, capacity: str):
             flash(f"Notification acknowledged as {chosen.label} and signed.", "success")
             return redirect(url_for("notifications.tasks"))
     return _render_tasks({(task.id, chosen.value): form}, status)
+
+
+@bp.route("/tasks/acknowledge", methods=["GET", "POST"])
+@roles_required(services.CAPACITY_ROLES[Capacity.QA])
+def acknowledge_selected():
+    """The notices QA ticked, listed, acknowledged as QA of the site with one signature ceremony and one statement
+    of what was done: each notice gets its own acknowledgement and signature."""
+    user = current_user._get_current_object()
+    source = request.form if request.method == "POST" else request.args
+    meaning = services.CAPACITY_MEANINGS[Capacity.QA]
+    form = AcknowledgeManyForm.for_meanings([meaning])
+    tasks: list[NotificationTask] = []
+    refused: dict[int, str] = {}
+    page_errors: list[str] = []
+    try:
+        tasks = services.tasks_to_acknowledge(user, TaskSelection.parse({"tasks": selected(source.getlist("task"))})
+                                              .tasks)
+    except ValidationFailed as error:
+        page_errors.append(error.message)
+    status = 422 if page_errors else 200
+    if request.method == "POST" and not page_errors:
+        if form.validate_on_submit():
+            try:
+                command = AcknowledgeTasks.parse({"tasks": [t.id for t in tasks], "comment": form.comment.data,
+                                                  "password": form.password.data})
+                services.acknowledge_many(user, tasks, command, form.signer)
+            except DomainError as error:
+                refused = place_refusal(form, error, "tasks")
+                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
+            else:
+                mark_signed()
+                flash(f"{len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} acknowledged as QA of the site, "
+                      "each with its own signature: " + ", ".join(f"#{t.id}" for t in tasks) + ".", "success")
+                return redirect(url_for("notifications.tasks"))
+        else:
+            status = 422
+    elif tasks:
+        refused, page_errors = foreseen(signature_services.refusals(
+            tasks, lambda t: services.check_acknowledgeable(user, t, Capacity.QA), services.task_label,
+            field="tasks"), "tasks")
+    sites = {site.id: site for site in db.session.scalars(sa.select(Site).where(Site.id.in_({t.site_id
+                                                                                             for t in tasks})))}
+    rows = [ListedRecord(key=str(t.id), identifier=f"Notice #{t.id} · {sites[t.site_id].code}",
+                         what=f"Failure after release, raised {format_local(t.created_at, sites[t.site_id].timezone)}",
+                         value=t.message, link=url_for("notifications.tasks", _anchor=f"task-{t.id}"),
+                         refused=refused.get(position)) for position, t in enumerate(tasks)]
+    kept = [t.id for position, t in enumerate(tasks) if position not in refused]
+    return render_template(
+        "signatures/sign_many.html", title="Acknowledge notices as QA of the site", rows=rows, field="task",
+        form=form, page_errors=page_errors, hidden=[], action=url_for("notifications.acknowledge_selected"),
+        back_url=url_for("notifications.tasks"), back_label="Notices", noun="notice", nouns="notices",
+        meaning=meaning.value,
+        statement="As QA of the notified site I acknowledge each notice listed above and have acted on it as I state.",
+        submit=f"Acknowledge {len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} and sign",
+        remaining_url=url_for("notifications.acknowledge_selected", task=kept) if refused and kept else None,
+    ), status

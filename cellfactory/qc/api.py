@@ -26,7 +26,7 @@ from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.products.models import CriterionKind, SpecTest
 from cellfactory.qc import services
-from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead, VerifyResults
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures.api import SignatureOut
@@ -158,6 +158,11 @@ class SigningBody(Signed):
     refusal: ClassVar[str] = "The result cannot be verified"
 
 
+class VerifiedResults(Output):
+    items: list[QcResultOut] = Field(description="The results verified, in the order listed, each with its own "
+                                                 "signature")
+
+
 class InvalidationBody(InvalidateResult, Signed):
     refusal: ClassVar[str] = InvalidateResult.refusal
     missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **Signed.missing}
@@ -247,6 +252,21 @@ def verify_result(id: int):
     command = read_body(SigningBody)
     services.verify_result(api_user(), result, signer=signer_of(command, Meaning.VERIFIED))
     return QcResultOut.of(result).json()
+
+
+@bp.post("/results/verification")
+@roles_required(Role.QC_ANALYST)
+@operation("Second-analyst verification of several results with one signing ceremony (QC analyst of their sites): "
+           "the password is checked once (a wrong one is 401 and counts once towards lock-out); each result is "
+           "checked as its own verification would be, and if any is refused nothing is signed (409 naming each "
+           "refused result and why; 403 if you may not verify one of them); otherwise each result gets its own "
+           "signature 'Verified' on its own content", body=VerifyResults, response=VerifiedResults,
+           errors=(409,))
+def verify_results():
+    command = read_body(VerifyResults)
+    results = services.results_to_verify(api_user(), command.results)
+    services.verify_results(api_user(), results, signer=signer_of(command, Meaning.VERIFIED))
+    return VerifiedResults(items=[QcResultOut.of(r) for r in results]).json()
 
 
 @bp.post("/results/<int:id>/invalidation")

@@ -24,6 +24,7 @@ from cellfactory.core.commands import (
     plausible_time,
 )
 from cellfactory.deviations.commands import OptionalWhole
+from cellfactory.signatures.commands import Signed, SignedIds
 
 TIME_FORMAT = "Not a date and time: use YYYY-MM-DDTHH:MM."
 QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "does not conform", "normal",
@@ -131,3 +132,20 @@ class InvalidateResult(Command):
     missing: ClassVar[dict[str, str]] = {"reason": "Give the investigation's conclusion."}
 
     reason: Paragraph(2000) = Field(description="The investigation's conclusion")
+
+
+class ResultSelection(Command):
+    """The results a second analyst chose to verify together (each is checked as its own verification would be)."""
+
+    refusal: ClassVar[str] = "The results cannot be verified"
+    missing: ClassVar[dict[str, str]] = {"results": "Choose the results to verify."}
+
+    results: SignedIds("no result you can see has this id") = Field(
+        description="Ids of the results to verify, each once; each gets its own signature 'Verified'")
+
+
+class VerifyResults(ResultSelection, Signed):
+    """Several results verified with one signing ceremony: the analyst's password once, a signature each."""
+
+    refusal: ClassVar[str] = ResultSelection.refusal
+    missing: ClassVar[dict[str, str]] = {**ResultSelection.missing, **Signed.missing}

@@ -22,6 +22,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant
+from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import serialize_with, transactional
 from cellfactory.deviations import services as deviations
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
@@ -33,7 +34,7 @@ from cellfactory.qc.judging import Verdict, judge
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
-from cellfactory.signatures.models import Meaning
+from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 
 # States in which results may be entered: in-process tests during manufacturing, release tests after it,
@@ -274,9 +275,8 @@ def entered_by(user: User, result: QcResult) -> bool:
     return user.id in {result.analyst_id, result.created_by_id}
 
 
-@transactional
-def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
-    """A second analyst verifies; only then is the result official."""
+def check_verifiable(actor: User, result: QcResult) -> None:
+    """Whether the person may verify the result as its second analyst: the refusal raised if not."""
     _require_analyst(actor, result.site_id)
     if entered_by(actor, result):
         raise Conflict("You entered this result: a second analyst must verify it.")
@@ -284,9 +284,50 @@ def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
         raise Conflict("This result was invalidated.")
     if result_verification(result) is not None:
         raise Conflict("This result is already verified.")
+
+
+@transactional
+def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
+    """A second analyst verifies; only then is the result official."""
+    check_verifiable(actor, result)
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, result, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},
                                site_id=result.site_id, signer=signer)
+
+
+def result_label(result: QcResult) -> str:
+    """A result as a list of results to sign names it: its number, test and batch."""
+    batch = db.session.get(Batch, result.batch_id)
+    return f"Result #{result.id} ({result.spec_test.code}, batch {batch.number if batch else result.batch_id})"
+
+
+def results_to_verify(user: User, ids: Sequence[int]) -> list[QcResult]:
+    """The results of `ids` the user can see, in the order given; unknown ids (and ids of results of sites the
+    user cannot see) are refused, naming them."""
+    found = {r.id: r for r in db.session.scalars(visible_to(sa.select(QcResult).where(QcResult.id.in_(list(ids))),
+                                                            QcResult, user))}
+    unknown = [str(i) for i in ids if i not in found]
+    if unknown:
+        message = f"There is no result you can see with the id {', '.join(unknown)}."
+        raise ValidationFailed(message, fields={"results": message})
+    return [found[i] for i in ids]
+
+
+@transactional
+def verify_results(actor: User, results: Sequence[QcResult], *, signer: Signer) -> list[Signature]:
+    """A second analyst verifies a list of results with one signing ceremony: each result is checked as its own
+    verification would be (`check_verifiable`), and if any is refused nothing is signed; otherwise the analyst
+    authenticates once and each result gets its own signature 'Verified' on its own content."""
+    if not results:
+        raise ValidationFailed("Choose at least one result to verify.", fields={"results": "Choose at least one."})
+    if len({r.id for r in results}) != len(results):
+        raise ValidationFailed("A result is listed twice: list each result once.",
+                               fields={"results": "List each result once."})
+    signatures.refuse_unless_each_signable(results, lambda r: check_verifiable(actor, r), result_label,
+                                           field="results", what="results")
+    audit.act_as(db.session, actor)
+    return signatures.apply_signatures(actor, [(r, r.site_id) for r in results], meaning=Meaning.VERIFIED,
+                                       allowed_meanings={Meaning.VERIFIED}, signer=signer)
 
 
 @transactional

@@ -34,12 +34,12 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import CriterionKind, Product, SpecificationVersion, SpecTest
 from cellfactory.qc import charts
 from cellfactory.qc import services as qc
-from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead
+from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead, ResultSelection
 from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, VerifyForm
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import mark_signed
+from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal, selected
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -195,6 +195,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
     rows: dict[int, dict[str, Any]] = {}
     all_signatures = []
     deviations = {d.id: d for d in deviation_services.for_batch(batch.id, details=False)}
+    verifiable: list[tuple[SpecTest, QcResult]] = []  # what the user may verify, to tick and sign at once
     for test_status in statuses:
         for result in test_status.results:
             signatures = index.of(result)
@@ -216,6 +217,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
                     row["note"] = "You entered this result: a second analyst verifies it."
                 else:
                     row["forms"]["verify"] = forms.get(f"verify-{result.id}") or _verify_form(result)
+                    verifiable.append((test_status.test, result))
             if qa and valid:
                 row["forms"]["invalidate"] = forms.get(f"invalidate-{result.id}") or _invalidate_form(result)
             rows[result.id] = row
@@ -226,7 +228,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
         deviations=list(deviations.values()), tz=batch.site.timezone,
         can_enter=analyst and batch.status in qc.RESULT_STATES,
         can_open_deviation=user.has_any_role(SITE_STAFF, batch.site_id),
-        history=_history(results, all_signatures) if results else [],
+        history=_history(results, all_signatures) if results else [], verifiable=verifiable,
     ), status
 
 
@@ -391,6 +393,77 @@ def invalidate(number: str, result_id: int) -> Any:
             return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) invalidated and signed. It "
                                         "stays in the record; enter a retest if the test is repeated.", "warning")
     return _render_batch(_qc_batch(number), 422, forms={f"invalidate-{result_id}": form})
+
+
+# --- several results verified with one signature ceremony --------------------------------------------------------
+
+
+def _listed(results: list[QcResult], refused: dict[int, str]) -> list[ListedRecord]:
+    batches = {b.id: b for b in db.session.scalars(sa.select(Batch).where(
+        Batch.id.in_({r.batch_id for r in results})).options(*LIGHT_BATCH))}
+    rows = []
+    for position, result in enumerate(results):
+        batch = batches[result.batch_id]
+        rows.append(ListedRecord(
+            key=str(result.id), identifier=f"#{result.id} · {batch.number}",
+            what=f"{result.spec_test.name} ({result.spec_test.code}), sample {result.sample_id}, entered by "
+                 f"{result.analyst.full_name}",
+            value=f"{result.value_text} · {result.verdict.value}",
+            link=url_for("qc.batch", number=batch.number, _anchor=f"result-{result.id}"),
+            refused=refused.get(position)))
+    return rows
+
+
+@bp.route("/results/verify", methods=["GET", "POST"])
+@roles_required(Role.QC_ANALYST)
+def verify_selected() -> Any:
+    """The results ticked on the worklist or a batch's QC page, listed, verified with one signature ceremony: the
+    analyst authenticates once, and each result gets its own signature 'Verified'."""
+    user = _user()
+    source = request.form if request.method == "POST" else request.args
+    back = (source.get("back") or "").strip()[:40]
+    form = VerifyForm.for_meanings([Meaning.VERIFIED])
+    results: list[QcResult] = []
+    refused: dict[int, str] = {}
+    page_errors: list[str] = []
+    try:
+        results = qc.results_to_verify(user, ResultSelection.parse({"results": selected(source.getlist("result"))})
+                                       .results)
+    except ValidationFailed as error:
+        page_errors.append(error.message)
+    batch_numbers = {number for (number,) in db.session.execute(
+        sa.select(Batch.number).where(Batch.id.in_({r.batch_id for r in results})))}
+    back_url = url_for("qc.batch", number=back) if back and batch_numbers == {back} else url_for("qc.worklist")
+    status = 422 if page_errors else 200
+    if request.method == "POST" and not page_errors:
+        if form.validate_on_submit():
+            try:
+                qc.verify_results(user, results, signer=form.signer)
+            except DomainError as error:
+                refused = place_refusal(form, error, "results")
+                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
+            else:
+                mark_signed()
+                flash(f"{len(results)} {'result' if len(results) == 1 else 'results'} verified, each with its own "
+                      "signature: " + ", ".join(f"#{r.id} ({r.spec_test.code})" for r in results) + ".", "success")
+                return redirect(back_url)
+        else:
+            status = 422
+    elif results:
+        refused, page_errors = foreseen(signature_services.refusals(
+            results, lambda r: qc.check_verifiable(user, r), qc.result_label, field="results"), "results")
+    kept = [r for position, r in enumerate(results) if position not in refused]
+    return render_template(
+        "signatures/sign_many.html", title="Verify selected results", rows=_listed(results, refused),
+        field="result", form=form, page_errors=page_errors, hidden=[("back", back)] if back else [],
+        action=url_for("qc.verify_selected"), back_url=back_url,
+        back_label="QC of batch " + back if back_url != url_for("qc.worklist") else "QC worklist",
+        noun="result", nouns="results", meaning=Meaning.VERIFIED.value,
+        statement="I checked each result listed above against its raw data (sample, method, instrument, value).",
+        submit=f"Verify {len(results)} {'result' if len(results) == 1 else 'results'} and sign",
+        remaining_url=url_for("qc.verify_selected", result=[r.id for r in kept], **({"back": back} if back else {}))
+        if refused and kept else None,
+    ), status
 
 
 # --- trends --------------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, OptionalLine, Password, RequiredPassword
+from cellfactory.core.commands import Command, Line, OptionalLine, Password, RequiredPassword
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.signatures.models import Meaning
 
@@ -88,3 +89,73 @@ class Signer:
     def by_token(cls, username: str, password: str | None) -> Signer:
         """The API's signer: the token names the user; the body carries the password."""
         return cls(username=username, password=password, continuous_session=False)
+
+
+# --- the records one signing ceremony signs -------------------------------------------------------------------
+
+# The most records one signing ceremony signs: the signer reads each on the page before signing.
+MAX_SIGNED_TOGETHER = 200
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+CHOOSE = "Choose at least one."
+TOO_MANY = f"Sign at most {MAX_SIGNED_TOGETHER} records at once."
+
+
+def _listed(value: Any) -> Any:
+    """A list with something in it and not too long (a missing list is refused as missing)."""
+    if value is None:
+        return value
+    if not isinstance(value, list | tuple):
+        raise PydanticCustomError("text", "Send a list.")
+    if not value:
+        raise PydanticCustomError("text", CHOOSE)
+    if len(value) > MAX_SIGNED_TOGETHER:
+        raise PydanticCustomError("text", TOO_MANY)
+    return list(value)
+
+
+def _ids(value: Any) -> Any:
+    """Record ids sent as whole numbers (7.0 is 7: JSON has one kind of number); text and true are no ids, and a
+    number beyond what the databases keep (64 bits) names nothing."""
+    value = _listed(value)
+    if value is None:
+        return value
+    ids = []
+    for item in value:
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise PydanticCustomError("text", "Each id is a whole number.")
+        if not _INT_MIN <= item <= _INT_MAX:
+            raise PydanticCustomError("text", f"Too large: whole numbers go up to {_INT_MAX}.")
+        ids.append(item)
+    return ids
+
+
+def _once(value: list[Any]) -> list[Any]:
+    """Each record once: the signer signs the list as shown, and a record listed twice would be signed twice.
+    Codes are compared as the records keep them (upper case)."""
+    seen: set[Any] = set()
+    twice: list[str] = []
+    for item in value:
+        key = item.upper() if isinstance(item, str) else item
+        if key in seen and str(item) not in twice:
+            twice.append(str(item))
+        seen.add(key)
+    if twice:
+        raise PydanticCustomError("text", f"Listed more than once: {', '.join(twice)}. List each record once.")
+    return [item.upper() if isinstance(item, str) else item for item in value]
+
+
+def SignedIds(refused_when: str) -> Any:  # noqa: N802 - a type, spelt like one
+    """The ids of the records one signing ceremony signs: 1 to MAX_SIGNED_TOGETHER whole numbers, each once."""
+    return Annotated[list[int], BeforeValidator(_ids), AfterValidator(_once), Field(
+        min_length=1, max_length=MAX_SIGNED_TOGETHER,
+        json_schema_extra={"uniqueItems": True, "x-refused-when": refused_when})]
+
+
+def SignedCodes(maximum: int, refused_when: str) -> Any:  # noqa: N802
+    """The codes of the records one signing ceremony signs: 1 to MAX_SIGNED_TOGETHER codes, each once (in upper
+    case, as the records keep them)."""
+    return Annotated[list[Line(maximum)], BeforeValidator(_listed), AfterValidator(_once), Field(
+        min_length=1, max_length=MAX_SIGNED_TOGETHER,
+        json_schema_extra={"uniqueItems": True, "x-refused-when": refused_when})]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from flask import session
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from cellfactory.core.forms import BaseForm
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 
@@ -62,3 +66,56 @@ class TokenForm(BaseForm):
 
 class RevokeForm(BaseForm):
     reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])
+
+
+# --- one signing ceremony for many records -----------------------------------------------------------------------
+
+REFUSED_HEADLINE = "Nothing was signed. Remove the records that cannot be signed, or have them corrected first:"
+CANNOT_SIGN_HEADLINE = ("Some records cannot be signed as listed: signing would be refused. Remove them, or have them "
+                        "corrected first:")
+
+
+@dataclass(frozen=True)
+class ListedRecord:
+    """A record as the confirmation of a signing ceremony lists it: what the signer signs, one row each."""
+
+    key: str  # what the selection sends for it (an id, a step code)
+    identifier: str
+    what: str
+    value: str
+    link: str | None = None
+    refused: str | None = None  # why it cannot be signed, after a refused attempt
+
+
+def selected(values: Sequence[str]) -> list[Any]:
+    """A selection as the page sent it (checkboxes, hidden fields): ids as whole numbers, anything else as it came,
+    for the command to refuse in its words."""
+    return [int(v) if v.isascii() and v.isdigit() and len(v) <= 19 else v for v in values]
+
+
+def by_position(fields: dict[str, str], field: str) -> dict[int, str]:
+    """The refusals of listed records (`field[position]`) by position in the list."""
+    refused: dict[int, str] = {}
+    for name, message in fields.items():
+        found = re.fullmatch(rf"{re.escape(field)}\[(\d+)\]", name)
+        if found:
+            refused[int(found.group(1))] = message
+    return refused
+
+
+def place_refusal(form: BaseForm, error: DomainError, field: str) -> dict[int, str]:
+    """A refused signing ceremony on its confirmation page: each refused record's reason by its position in the
+    list (shown at the top and next to the record), anything else (the password) on the signing form."""
+    refused = by_position(error.fields, field)
+    if refused:
+        form.form_errors.extend([REFUSED_HEADLINE, *refused.values()])
+    else:
+        apply_domain_errors(form, error)
+    return refused
+
+
+def foreseen(refusals: dict[str, str], field: str) -> tuple[dict[int, str], list[str]]:
+    """What the confirmation shows before anyone signs: the records that cannot be signed as listed, by position,
+    and the page's problems naming them."""
+    refused = by_position(refusals, field)
+    return refused, ([CANNOT_SIGN_HEADLINE, *refused.values()] if refused else [])

@@ -11,9 +11,9 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from flask import current_app
@@ -23,12 +23,13 @@ from cellfactory.auth.models import Role, User
 from cellfactory.auth.services import verify_password_or_count
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
-from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
+from cellfactory.core.errors import AuthenticationFailed, Conflict, DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.transaction import serialize_with, transactional
 from cellfactory.extensions import db
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Meaning, Signature
 
+T = TypeVar("T")
 # The advisory lock that makes identity checks of the installation one at a time (PostgreSQL).
 IDENTITY_CHECK_LOCK = 7_274_202
 ACCOUNTABILITY_STATEMENT_VERSION = "1.0"
@@ -220,6 +221,71 @@ def apply_signature(
 ) -> Signature:
     """`user` signs `record` within the caller's transaction (the caller's service commits once), with the user
     name and password of `signer` as the door read them."""
+    _authenticate(user, signer, meaning=meaning, allowed_meanings=allowed_meanings,
+                  require_signing_enabled=require_signing_enabled)
+    return _sign(user, record, meaning=meaning, comment=comment, site_id=site_id)
+
+
+def apply_signatures(
+    user: User,
+    records: Sequence[tuple[Signable, int | None]],
+    *,
+    meaning: Meaning,
+    allowed_meanings: Collection[Meaning],
+    signer: Signer,
+    comment: str | None = None,
+) -> list[Signature]:
+    """`user` signs each of `records` (each with the site its signature belongs to) in one signing ceremony,
+    within the caller's transaction: authenticated once (a wrong password counts once towards lock-out), then each
+    record gets its own signature with the meaning, its own content hash and its own audit entry."""
+    if not records:
+        raise ValidationFailed("Choose at least one record to sign.", fields={"records": "Choose at least one."})
+    _authenticate(user, signer, meaning=meaning, allowed_meanings=allowed_meanings, require_signing_enabled=True)
+    return [_sign(user, record, meaning=meaning, comment=comment, site_id=site_id) for record, site_id in records]
+
+
+def refusals(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
+             field: str) -> dict[str, str]:
+    """Each record checked by the rules of its own signature (`check` raises its refusal): the refusals by
+    `field[position]`, each naming its record (`label`) and why. Empty when every record may be signed."""
+    return _reasons(_refused(records, check), label, field)
+
+
+def _refused(records: Sequence[T], check: Callable[[T], None]) -> list[tuple[int, T, DomainError]]:
+    refused: list[tuple[int, T, DomainError]] = []
+    for index, record in enumerate(records):
+        try:
+            check(record)
+        except DomainError as error:
+            refused.append((index, record, error))
+    return refused
+
+
+def _reasons(refused: list[tuple[int, T, DomainError]], label: Callable[[T], str], field: str) -> dict[str, str]:
+    return {f"{field}[{index}]": f"{label(record)}: {error.message}" for index, record, error in refused}
+
+
+def refuse_unless_each_signable(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
+                                field: str, what: str) -> None:
+    """Before a signing ceremony of many records: each record checked by the rules of its own signature (`check`
+    raises its refusal). If any is refused, nothing may be signed: one refusal names each refused record and why
+    (the person signs exactly the list the page showed, or nothing). It is a permission refusal if any record is
+    one the person may not sign, a conflict otherwise."""
+    refused = _refused(records, check)
+    if not refused:
+        return
+    kind: type[DomainError] = PermissionDenied if any(isinstance(e, PermissionDenied) for _, _, e in refused) \
+        else Conflict if any(isinstance(e, Conflict) for _, _, e in refused) else ValidationFailed
+    reasons = _reasons(refused, label, field)
+    counted = f"{len(refused)} of the {len(records)}" if len(records) > 1 else "the"
+    raise kind(f"Nothing was signed: {counted} {what} cannot be signed. " + " ".join(reasons.values()),
+               fields=reasons)
+
+
+def _authenticate(user: User, signer: Signer, *, meaning: Meaning, allowed_meanings: Collection[Meaning],
+                  require_signing_enabled: bool) -> None:
+    """The signer's identity checked for one signing ceremony (§11.200): the meaning, the user name on the first
+    signature of a session, the password, and whether they may sign at all."""
     if meaning not in allowed_meanings:
         raise ValidationFailed(f"{meaning.value!r} is not a meaning this signature can carry.",
                                fields={"meaning": "Choose one of: " + "; ".join(m.value for m in allowed_meanings)})
@@ -235,6 +301,11 @@ def apply_signature(
         enabled, missing = signing_enabled(user)
         if not enabled:
             raise PermissionDenied("You cannot sign yet: you must " + " and ".join(missing) + ".")
+
+
+def _sign(user: User, record: Signable, *, meaning: Meaning, comment: str | None, site_id: int | None
+          ) -> Signature:
+    """The signature of an authenticated signer on one record (see `_authenticate`)."""
     session = db.session
     audit.act_as(session, user)
     signed_content = audit.canonical_json(record.signature_content())

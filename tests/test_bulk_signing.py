@@ -340,7 +340,8 @@ def test_a_notice_of_another_site_is_refused(failed, users):
     tasks = [db.session.get(NotificationTask, i) for i in failed["tasks"]]
     with pytest.raises(PermissionDenied) as refused:
         notifications.acknowledge_many(qa_bg, tasks, AcknowledgeTasks.parse(
-            {"tasks": failed["tasks"], "comment": "x", "password": PASSWORD}), Signer(username=qa_bg.username, password=PASSWORD))
+            {"tasks": failed["tasks"], "comment": "x", "password": PASSWORD}),
+            Signer(username=qa_bg.username, password=PASSWORD))
     assert list(refused.value.fields) == ["tasks[1]"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(TaskAcknowledgement)) == 0
 

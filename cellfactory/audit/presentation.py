@@ -216,14 +216,17 @@ class ChangeFormatter:
         if not isinstance(changes, Mapping):
             return [] if changes is None else [ChangeLine("", "Details", None, self._plain(changes, tz))]
         out = []
+        # A record's first entry has no old values: its lines say what was entered. In a change, a field that was
+        # empty before reads '— → new'.
+        first = all(not _is_pair(change) or change[0] is None for change in changes.values())
         for field, change in sorted(changes.items(), key=lambda item: str(item[0])):
             field = str(field)
             if is_technical(table, field):
                 continue
             label = field_label(table, field)
-            if isinstance(change, list) and len(change) == 2:
+            if _is_pair(change):
                 old, new = (self.value(table, field, v, tz, changes, i) for i, v in enumerate(change))
-                out.append(ChangeLine(field, label, None if change[0] is None else old, new))
+                out.append(ChangeLine(field, label, None if first else old, new))
             else:
                 out.append(ChangeLine(field, label, None, self.value(table, field, change, tz, changes, 1)))
         return out
@@ -290,6 +293,10 @@ class ChangeFormatter:
         if value is None:
             return EMPTY
         return json.dumps(value, ensure_ascii=False) if not isinstance(value, int | float) else str(value)
+
+
+def _is_pair(change: Any) -> bool:
+    return isinstance(change, list) and len(change) == 2
 
 
 def _enum_text(enum_class: type, value: Any) -> str:

@@ -197,3 +197,13 @@ def test_the_trace_gives_administration_times_on_the_site_clock_page_and_pdf(cli
     lines = [u for d in trace_unit(refetch(users["auditor_network"]), given.identifier).donors
              for m in d.materials for b in m.batches for u in b.units if u.identifier == given.identifier]
     assert dt.datetime.fromisoformat(lines[0].administered_at) == at
+
+
+def test_the_audit_trail_page_reads_in_words_and_opens_the_technical_view(client, users):
+    login(client, "auditor")
+    readable = client.get("/audit/?entity=site&id=BG").get_data(as_text=True)
+    assert "Facility identifier (FIN): A9991" in _lines(readable) and "facility_id" not in readable
+    assert 'href="/audit/?entity=site&amp;id=BG&amp;history=raw"' in readable
+    raw = client.get("/audit/?entity=site&id=BG&history=raw").get_data(as_text=True)
+    assert re.search(r'field-name">facility_id</span>: <del>—</del> → <ins>A9991', raw)
+    assert raw.count('class="audit-time"') == readable.count('class="audit-time"') >= 1

@@ -41,12 +41,13 @@ def history_raw() -> bool:
 
 
 @bp.app_template_global("history_view_url")
-def history_view_url(raw: bool) -> str:
-    """This page again, in the technical or the readable view of its history."""
+def history_view_url(raw: bool, anchor: str = "history") -> str:
+    """This page again (its filters kept), in the technical or the readable view of its history."""
     args = {k: v for k, v in request.args.items() if k != HISTORY_ARG}
     if raw:
         args[HISTORY_ARG] = HISTORY_RAW
-    return url_for(request.endpoint or "main.dashboard", **(request.view_args or {}), **args) + "#history"
+    url = url_for(request.endpoint or "main.dashboard", **(request.view_args or {}), **args)
+    return f"{url}#{anchor}" if anchor else url
 
 
 def _site_zones() -> dict[int, str]:

@@ -207,3 +207,16 @@ def test_the_audit_trail_page_reads_in_words_and_opens_the_technical_view(client
     raw = client.get("/audit/?entity=site&id=BG&history=raw").get_data(as_text=True)
     assert re.search(r'field-name">facility_id</span>: <del>—</del> → <ins>A9991', raw)
     assert raw.count('class="audit-time"') == readable.count('class="audit-time"') >= 1
+
+
+def test_a_unit_label_prints_its_cells_as_the_unit_page_shows_them(client, users, sites):
+    from tests.units_helpers import certify, make_units, released_batch
+
+    plant, made = released_batch(users, sites)
+    certify(plant, made)
+    unit = make_units(plant, made, 1)[0]  # 1e8 cells per unit
+    login(client, "technician.bg")
+    page = html.unescape(client.get(f"/units/{unit.identifier}").get_data(as_text=True))
+    label = client.get(f"/units/{unit.identifier}/label.pdf").data
+    text = " ".join(pdf_text(label).split())
+    assert "1.00 × 10⁸" in page and "20 mL · 1.00 × 10⁸ cells" in text and "10^8" not in text

@@ -220,3 +220,23 @@ def test_a_unit_label_prints_its_cells_as_the_unit_page_shows_them(client, users
     label = client.get(f"/units/{unit.identifier}/label.pdf").data
     text = " ".join(pdf_text(label).split())
     assert "1.00 × 10⁸" in page and "20 mL · 1.00 × 10⁸ cells" in text and "10^8" not in text
+
+
+def test_a_page_of_the_trail_names_its_linked_records_in_one_statement_per_kind(client, users):
+    """The users fixture granted a role to each user: each grant's entry names its user (one read of them all)."""
+    login(client, "auditor")
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = db.engine
+    db.session.expunge_all()  # nothing read before: the page reads what it names
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        page = client.get("/audit/?entity=role_assignment&per_page=50").get_data(as_text=True)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    assert "User: Technician.Bg Tester (technician.bg)" in _lines(page)
+    user_reads = [s for s in statements if re.search(r"FROM app_user\b", s) and "JOIN" not in s.split("WHERE")[0]]
+    assert len(user_reads) <= 2, user_reads  # the signed-in user's roles may be read; the named users once

@@ -172,6 +172,7 @@ class Names:
     def __init__(self, session: Any | None = None) -> None:
         self.session = session
         self._found: dict[tuple[str, Any], str] = {}
+        self._loaded: list[Any] = []
 
     def __call__(self, table: str, key: Any) -> str:
         if key is None:
@@ -179,6 +180,27 @@ class Names:
         if (table, key) not in self._found:
             self._found[table, key] = self._name(table, key)
         return self._found[table, key]
+
+    def prefetch(self, entries: Iterable[Any]) -> None:
+        """Reads the records the entries link to, one statement per kind of record (a page of the audit trail
+        names dozens), so that naming them asks the database nothing more."""
+        wanted: dict[str, set[int]] = {}
+        for entry in entries:
+            changes = entry.changes if isinstance(entry.changes, Mapping) else {}
+            for field, change in changes.items():
+                column = _column(entry.entity_type, str(field))
+                if column is None or not column.foreign_keys or is_technical(entry.entity_type, str(field)):
+                    continue
+                target = next(iter(column.foreign_keys)).column.table.name
+                for value in change if _is_pair(change) else [change]:
+                    if isinstance(value, int) and not isinstance(value, bool) and (target, value) not in self._found:
+                        wanted.setdefault(target, set()).add(value)
+        for table, keys in wanted.items():
+            model = _model(table)
+            if self.session is None or model is None:
+                continue
+            # Held here: the session's identity map keeps only weak references.
+            self._loaded.extend(self.session.scalars(sa.select(model).where(model.id.in_(sorted(keys)))))
 
     def _name(self, table: str, key: Any) -> str:
         model = _model(table)
@@ -331,5 +353,7 @@ def _with_unit(number: str, unit: str) -> str:
 
 def present(entries: Iterable[Any], tz_of: Any, names: Names | None = None) -> list[tuple[Any, list[ChangeLine]]]:
     """Each entry with its readable lines; `tz_of(entry)` names the zone of the entry's site."""
+    entries = list(entries)
     formatter = ChangeFormatter(names)
+    formatter.names.prefetch(entries)
     return [(entry, formatter.lines(entry.entity_type, entry.changes, tz_of(entry))) for entry in entries]

@@ -68,7 +68,7 @@ def history_card(page: str) -> str:
 def _lines(card: str) -> list[str]:
     """Each change line of a history card as text ('Label: old → new')."""
     return [html.unescape(re.sub(r"<[^>]+>", "", line)).strip()
-            for line in re.findall(r'<div><span class="field-name">.*?</div>', card)]
+            for line in re.findall(r'<div><span class="field-label">.*?</div>', card)]
 
 
 RAW_NAMES = ("cells_seeded", "seeded_at", "created_by_id", "site_id", "step_id", "vessel_type_id", "version",

@@ -395,7 +395,7 @@ def test_deviation_lifecycle_through_the_pages(client, plant, batch):
     assert response.status_code == 302
     assert refetch(action).completed_at is not None
     page = client.get(f"/deviations/{deviation.number}").get_data(as_text=True)
-    assert "Sensor replaced, calibrated" in page and "capa_action" in page and "deviation" in page
+    assert "Sensor replaced, calibrated" in page and "CAPA action" in page and "deviation" in page
     listing = client.get("/deviations/?status=closed").get_data(as_text=True)
     assert deviation.number in listing and "closed after 0 days" in listing
     assert deviation.number not in client.get("/deviations/?status=open").get_data(as_text=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import math
 import re
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +32,7 @@ from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchS
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.numbers import cell_count
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
@@ -71,21 +71,10 @@ def _user() -> User:
 
 # --- template helpers ----------------------------------------------------------------------------
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
 @bp.app_template_filter("cells")
 def cells_filter(value: Any) -> str:
-    """A cell count as people write it on the bench: 2.50 × 10⁶."""
-    if value is None or value == "":
-        return "—"
-    number = float(value)
-    if number == 0:
-        return "0"
-    exponent = math.floor(math.log10(abs(number)))
-    if exponent < 3:
-        return f"{number:.0f}"
-    return f"{number / 10 ** exponent:.2f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+    """A cell count as people write it on the bench: 2.50 × 10⁶ (the same text as in the PDFs)."""
+    return cell_count(value)
 
 
 @bp.app_template_filter("num")

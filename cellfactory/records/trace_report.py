@@ -41,8 +41,9 @@ def _kv(rows: list[tuple[str, Any]]) -> Table:
 
 def render(trace: Any, *, printed: str, printed_by: str, version: str, build: str,
            transit: dict[str, str] | None = None) -> bytes:
-    """The report of a trace (a `units.trace.Trace`: plain data, gathered by units); `transit` says, for units
-    travelling now, on which shipment (shown as their position)."""
+    """The report of a trace (a `units.trace.Trace`: plain data, gathered by units, times already in the zone of
+    the site where each thing happened, naming it); `transit` says, for units travelling now, on which shipment
+    (shown as their position)."""
     transit = transit or {}
     register_fonts()
     units = [u for d in trace.donors for m in d.materials for b in m.batches for u in b.units]
@@ -71,7 +72,7 @@ def render(trace: Any, *, printed: str, printed_by: str, version: str, build: st
                 story += [Spacer(0, 2), para(f"Batch {batch.number} · {batch.product} · {batch.site} · {batch.status}")]
                 if batch.units:
                     rows = [[u.identifier, u.status, u.held_by, transit.get(u.identifier) or u.position or "—",
-                             u.recipient or "—", _utc(u.administered_at)] for u in batch.units]
+                             u.recipient or "—", trace.administered.get(u.identifier) or "—"] for u in batch.units]
                     story.append(_table(UNIT_COLUMNS, rows, UNIT_WIDTHS))
                 else:
                     story.append(para("No units made from this batch.", "small"))
@@ -85,11 +86,6 @@ def render(trace: Any, *, printed: str, printed_by: str, version: str, build: st
     footer = page_footer(f"Traceability report: {trace.title}", version, build, printed)
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
     return buffer.getvalue()
-
-
-def _utc(value: str) -> str:
-    """An ISO 8601 UTC time as '2026-11-22 09:30 UTC'."""
-    return f"{value[:16].replace('T', ' ')} UTC" if value else "—"
 
 
 def _count(values) -> dict[str, int]:

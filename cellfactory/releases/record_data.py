@@ -11,10 +11,12 @@ from reportlab.lib.units import mm
 
 from cellfactory import isbt128
 from cellfactory.audit.models import AuditEntry
+from cellfactory.audit.presentation import ChangeFormatter, Names, action_text, record_type
 from cellfactory.batches import charts
 from cellfactory.batches.models import Batch
 from cellfactory.batches.services import signature_statuses, step_verification
 from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.numbers import cell_count
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
 from cellfactory.donors.services import material_eligibility
@@ -79,26 +81,9 @@ WORKFLOW_FIELDS = frozenset({"status", "held_from", "status_changed_at", "pdf", 
                              "released_at", "released_by_id", "superseded_by_id"})
 
 
-def _readable(value: Any, tz: str) -> Any:
-    """Stored times are ISO 8601 UTC: show them as the site's local time, like every other time in the record."""
-    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
-        import datetime as dt
-
-        try:
-            return format_local(dt.datetime.fromisoformat(value), tz, seconds=True)
-        except ValueError:
-            return value
-    return "—" if value is None else value
-
-
-def _changes_text(changes: dict[str, Any], tz: str) -> str:
-    parts = []
-    for key, value in sorted(changes.items()):
-        if isinstance(value, list) and len(value) == 2:
-            parts.append(f"{key}: {_readable(value[0], tz)} → {_readable(value[1], tz)}")
-        else:
-            parts.append(f"{key}: {_readable(value, tz)}")
-    return "; ".join(parts)
+def _changes_text(formatter: ChangeFormatter, entity_type: str, changes: dict[str, Any], tz: str) -> str:
+    """The entry's changes as the record page's history card reads them (one formatter for both)."""
+    return "; ".join(line.text for line in formatter.lines(entity_type, changes, tz))
 
 
 def _is_correction(entry: sa.Row) -> bool:
@@ -112,13 +97,16 @@ def _audit_listing(entries: sa.Result, tz: str):
     trail: list[tuple[str, ...]] = []
     corrections: list[tuple[str, ...]] = []
     changed: set[tuple[str, str, str]] = set()
+    formatter = ChangeFormatter(Names(db.session))
     for e in entries:
         when = format_local(e.recorded_at, tz, seconds=True)
-        record = f"{e.entity_type} {e.entity_label}"
-        trail.append((str(e.seq), when, e.actor_name, e.action, record, _changes_text(e.changes, tz), e.reason or ""))
+        record = f"{record_type(e.entity_type)} {e.entity_label}"
+        trail.append((str(e.seq), when, e.actor_name, action_text(e.action), record,
+                      _changes_text(formatter, e.entity_type, e.changes, tz), e.reason or ""))
         if _is_correction(e):
             fields = {k: v for k, v in e.changes.items() if k not in WORKFLOW_FIELDS}
-            corrections.append((when, e.actor_name, record, _changes_text(fields, tz), e.reason or ""))
+            corrections.append((when, e.actor_name, record, _changes_text(formatter, e.entity_type, fields, tz),
+                                e.reason or ""))
             changed.update((e.entity_type, e.entity_id, field) for field in fields)
     return trail, corrections, changed
 
@@ -251,15 +239,19 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         for step in passages:
             p = step.passage
             rows.append([f"P{p.passage_number}", f"{p.vessel_count} × {p.vessel_type.code}",
-                         decimal_text(p.growth_area_cm2), f"{float(p.cells_seeded):.3g}",
-                         f"{float(p.cells_harvested):.3g}" if p.cells_harvested else "—",
+                         decimal_text(p.growth_area_cm2), cell_count(p.cells_seeded),
+                         cell_count(p.cells_harvested),
                          decimal_text(p.viability_pct) or "—", decimal_text(p.confluence_pct) or "—",
-                         f"{p.seeding_density:.0f}", f"{p.population_doublings:.2f}" if p.population_doublings else "—",
+                         cell_count(p.seeding_density),
+                         f"{p.population_doublings:.2f}" if p.population_doublings else "—",
                          "not counted" if not step.pd_counted else
                          f"{p.cumulative_pd:.2f}" if p.cumulative_pd is not None else "—",
                          f"{p.doubling_time_h:.1f}" if p.doubling_time_h else "—"])
         growth.blocks += [("table", ["P", "Vessels", "Area cm²", "Seeded", "Harvested", "Viab. %", "Confl. %",
-                                     "cells/cm²", "PD", "cPD", "DT h"], rows, None),
+                                     "cells/cm²", "PD", "cPD", "DT h"], rows,
+                           # Counts as on the batch page (4.00 × 10⁵) need room to stay on one line.
+                           [9 * mm, 18 * mm, 13 * mm, 22 * mm, 22 * mm, 13 * mm, 13 * mm, 22 * mm, 12 * mm,
+                            15 * mm, None]),
                           ("text", f"Derived values: {passages[0].passage.formula_version}."),
                           ("drawing", charts.growth_drawing([charts.batch_series(batch)], width=480, height=260))]
         sections.append(growth)

@@ -12,6 +12,7 @@ from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.numbers import cell_count
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType
@@ -20,9 +21,8 @@ from cellfactory.units.trace import Trace
 
 
 def _cells(value) -> str:
-    number = float(value)
-    exponent = len(str(int(number))) - 1 if number >= 1 else 0
-    return f"{number / 10 ** exponent:.2f} × 10^{exponent} cells" if exponent >= 3 else f"{int(number)} cells"
+    """The unit's cells as its page shows them (1.00 × 10⁸): the label font draws the superscript."""
+    return f"{cell_count(value)} cells"
 
 
 def intended_use(unit: Unit) -> str | None:

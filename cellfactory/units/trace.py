@@ -11,6 +11,7 @@ from sqlalchemy.orm import lazyload
 from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, StepReagent
 from cellfactory.core import permissions
+from cellfactory.core.clock import format_local
 from cellfactory.core.errors import NotFound
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
@@ -60,6 +61,9 @@ class Trace:
     title: str
     donors: list[DonorLine]
     lots: list[str] = field(default_factory=list)
+    # When each unit given was administered, on the clock of the site where it was given and naming its zone, by
+    # unit identifier (the unit lines keep the instant in ISO 8601, as the API gives it).
+    administered: dict[str, str] = field(default_factory=dict)
 
     @property
     def unit_identifiers(self) -> set[str]:
@@ -77,7 +81,14 @@ def _unit_line(unit: Unit) -> UnitLine:
                     unit.administered_at.isoformat() if unit.administered_at else "")
 
 
-def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None) -> list[DonorLine]:
+def _administered(unit: Unit) -> str:
+    """A unit is given where its recipient is treated: the time as the clock on that site's wall reads it."""
+    site = unit.recipient.site if unit.recipient is not None else unit.site
+    return format_local(unit.administered_at, site.timezone)
+
+
+def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
+             administered: dict[str, str] | None = None) -> list[DonorLine]:
     """Donors → their materials → the batches made from them → the units of those batches: one statement per
     level, whatever the number of donors, materials, batches and units (and no batch's manufacturing record)."""
     materials: dict[int, list[SourceMaterial]] = {d.id: [] for d in donors}
@@ -108,6 +119,9 @@ def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None) -> li
             for batch in batches[material.id]:
                 batch_line = BatchLine(batch.number, batch.site.code, batch.status.label, batch.product.code)
                 batch_line.units = [_unit_line(u) for u in units[batch.id]]
+                if administered is not None:
+                    administered.update((u.identifier, _administered(u)) for u in units[batch.id]
+                                        if u.administered_at is not None)
                 material_line.batches.append(batch_line)
             if batch_filter is None or material_line.batches:
                 donor_line.materials.append(material_line)
@@ -136,14 +150,17 @@ def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
     if not donors:
         raise NotFound(f"There is no donor {code!r}.")
     _check_sites(user, {d.site_id for d in donors})
-    return Trace(f"Donor {code.upper()}", _forward(donors))
+    administered: dict[str, str] = {}
+    return Trace(f"Donor {code.upper()}", _forward(donors, administered=administered), administered=administered)
 
 
-def _backward_from_batches(batch_ids: set[int]) -> list[DonorLine]:
+def _backward_from_batches(title: str, batch_ids: set[int], lots: list[str] | None = None) -> Trace:
     donors = list(db.session.scalars(sa.select(Donor).join(SourceMaterial).join(
         BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(batch_ids))
         .distinct().order_by(Donor.id).options(lazyload(Donor.results))))
-    return _forward(donors, batch_filter=batch_ids)
+    administered: dict[str, str] = {}
+    lines = _forward(donors, batch_filter=batch_ids, administered=administered)
+    return Trace(title, lines, list(lots or []), administered)
 
 
 def trace_unit(user: User, identifier: str) -> Trace:
@@ -155,7 +172,7 @@ def trace_unit(user: User, identifier: str) -> Trace:
                               .join(BatchStep, BatchStep.id == StepReagent.step_id)
                               .where(BatchStep.batch_id == unit.batch_id, StepReagent.voided_at.is_(None)))
     lots = sorted({f"{lot.item.name} {lot.lot_number}" for lot in used})
-    return Trace(f"Unit {unit.identifier}", _backward_from_batches({unit.batch_id}), lots)
+    return _backward_from_batches(f"Unit {unit.identifier}", {unit.batch_id}, lots)
 
 
 def trace_recipient(user: User, code: str) -> Trace:
@@ -166,7 +183,7 @@ def trace_recipient(user: User, code: str) -> Trace:
     _check_sites(user, {r.site_id for r in recipients})
     batch_ids = set(db.session.scalars(sa.select(Unit.batch_id).where(
         Unit.recipient_id.in_([r.id for r in recipients]))))
-    return Trace(f"Recipient {code.upper()}", _backward_from_batches(batch_ids))
+    return _backward_from_batches(f"Recipient {code.upper()}", batch_ids)
 
 
 def trace_lot(user: User, lot_id: int) -> Trace:
@@ -177,6 +194,5 @@ def trace_lot(user: User, lot_id: int) -> Trace:
     _check_sites(user, {lot.site_id})
     batch_ids = set(db.session.scalars(sa.select(BatchStep.batch_id).join(StepReagent).where(
         StepReagent.lot_id == lot.id, StepReagent.voided_at.is_(None))))
-    trace = Trace(f"Reagent lot {lot.item.name} {lot.lot_number} ({lot.site.code})", _backward_from_batches(batch_ids))
-    trace.lots = [f"{lot.item.name} {lot.lot_number}"]
-    return trace
+    return _backward_from_batches(f"Reagent lot {lot.item.name} {lot.lot_number} ({lot.site.code})", batch_ids,
+                                  [f"{lot.item.name} {lot.lot_number}"])

@@ -680,13 +680,9 @@ def verify_steps(actor: User, steps: Sequence[BatchStep], *, signer: Signer) -> 
     """A second person verifies a list of steps with one signing ceremony: each step is checked as its own
     verification would be (`check_verifiable`), and if any is refused nothing is signed; otherwise the person
     authenticates once and each step gets its own signature 'Verified' on its own entries."""
-    if not steps:
-        raise ValidationFailed("Choose at least one step to verify.", fields={"steps": "Choose at least one."})
-    if len({s.id for s in steps}) != len(steps):
-        raise ValidationFailed("A step is listed twice: list each step once.", fields={"steps": "List each step once."})
     entered = entered_by_steps(steps)
     signatures.refuse_unless_each_signable(steps, lambda s: check_verifiable(actor, s, entered[s.id]), step_label,
-                                           field="steps", what="steps")
+                                           field="steps", one="step", what="steps", action="verify")
     audit.act_as(db.session, actor)
     return signatures.apply_signatures(actor, [(s, s.site_id) for s in steps], meaning=Meaning.VERIFIED,
                                        allowed_meanings={Meaning.VERIFIED}, signer=signer)

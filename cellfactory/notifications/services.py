@@ -134,13 +134,8 @@ def acknowledge_many(actor: User, tasks: Sequence[NotificationTask], command: Ac
     acknowledgement. (The treating physician's contact acknowledges one notice at a time: each names its own
     physician.)"""
     capacity = Capacity.QA
-    if not tasks:
-        raise ValidationFailed("Choose at least one notice to acknowledge.", fields={"tasks": "Choose at least one."})
-    if len({t.id for t in tasks}) != len(tasks):
-        raise ValidationFailed("A notice is listed twice: list each notice once.",
-                               fields={"tasks": "List each notice once."})
     signatures.refuse_unless_each_signable(tasks, lambda t: check_acknowledgeable(actor, t, capacity), task_label,
-                                           field="tasks", what="notices")
+                                           field="tasks", one="notice", what="notices", action="acknowledge")
     meaning = CAPACITY_MEANINGS[capacity]
     signed = signatures.apply_signatures(actor, [(t, t.site_id) for t in tasks], meaning=meaning,
                                          allowed_meanings={meaning}, comment=command.comment, signer=signer)

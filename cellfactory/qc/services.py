@@ -318,13 +318,8 @@ def verify_results(actor: User, results: Sequence[QcResult], *, signer: Signer) 
     """A second analyst verifies a list of results with one signing ceremony: each result is checked as its own
     verification would be (`check_verifiable`), and if any is refused nothing is signed; otherwise the analyst
     authenticates once and each result gets its own signature 'Verified' on its own content."""
-    if not results:
-        raise ValidationFailed("Choose at least one result to verify.", fields={"results": "Choose at least one."})
-    if len({r.id for r in results}) != len(results):
-        raise ValidationFailed("A result is listed twice: list each result once.",
-                               fields={"results": "List each result once."})
     signatures.refuse_unless_each_signable(results, lambda r: check_verifiable(actor, r), result_label,
-                                           field="results", what="results")
+                                           field="results", one="result", what="results", action="verify")
     audit.act_as(db.session, actor)
     return signatures.apply_signatures(actor, [(r, r.site_id) for r in results], meaning=Meaning.VERIFIED,
                                        allowed_meanings={Meaning.VERIFIED}, signer=signer)

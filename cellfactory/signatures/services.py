@@ -265,12 +265,18 @@ def _reasons(refused: list[tuple[int, T, DomainError]], label: Callable[[T], str
     return {f"{field}[{index}]": f"{label(record)}: {error.message}" for index, record, error in refused}
 
 
-def refuse_unless_each_signable(records: Sequence[T], check: Callable[[T], None], label: Callable[[T], str], *,
-                                field: str, what: str) -> None:
-    """Before a signing ceremony of many records: each record checked by the rules of its own signature (`check`
-    raises its refusal). If any is refused, nothing may be signed: one refusal names each refused record and why
-    (the person signs exactly the list the page showed, or nothing). It is a permission refusal if any record is
-    one the person may not sign, a conflict otherwise."""
+def refuse_unless_each_signable(records: Sequence[Any], check: Callable[[Any], None], label: Callable[[Any], str],
+                                *, field: str, one: str, what: str, action: str) -> None:
+    """Before a signing ceremony of many records (`one` record, `what` records, to `action` them): at least one,
+    each listed once, and each checked by the rules of its own signature (`check` raises its refusal). If any is
+    refused, nothing may be signed: one refusal names each refused record and why (the person signs exactly the
+    list the page showed, or nothing). It is a permission refusal if any record is one the person may not sign, a
+    conflict otherwise."""
+    if not records:
+        raise ValidationFailed(f"Choose at least one {one} to {action}.", fields={field: "Choose at least one."})
+    if len({id(record) for record in records}) != len(records):
+        raise ValidationFailed(f"A {one} is listed twice: list each {one} once.",
+                               fields={field: f"List each {one} once."})
     refused = _refused(records, check)
     if not refused:
         return

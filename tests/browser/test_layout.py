@@ -95,6 +95,11 @@ def test_main_pages_fit_the_screen(page, live_server, screenshot, size):
     if (height := header_height(page)) >= HEADER_MAX:
         problems.append(f"menu: the header grew to {height:.0f}px (the panel must open over the page)")
     screenshot(f"layout-{size}-menu-open")
+    # A name typed as one 2,000-character word wraps inside the menu instead of widening the page.
+    page.locator("header .who").evaluate("el => { el.textContent = 'W'.repeat(2000); }")
+    panel = page.locator("header .menu-panel").evaluate("el => el.scrollWidth - el.clientWidth")
+    if (sideways := max(overflow(page), panel)) > 0:
+        problems.append(f"menu: a long name scrolls sideways by {sideways}px")
     nav.get_by_role("link", name="Users").click()
     page.wait_for_url(live_server("/admin/users"))
     assert page.get_by_role("heading", level=1).is_visible()

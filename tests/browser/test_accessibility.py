@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser.conftest import browser_required
 from tests.browser.pages import main_pages, switch_user
 
 pytestmark = pytest.mark.browser
 
-axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
+try:
+    from axe_playwright_python import sync_playwright as axe_playwright
+except ImportError as error:  # the [test] extras were not installed
+    if browser_required():
+        raise ImportError(f"CELLFACTORY_REQUIRE_BROWSER=1 but axe-playwright-python is missing: {error}") from error
+    pytest.skip(f"axe-playwright-python is not installed: {error}", allow_module_level=True)
 
 BLOCKING = {"serious", "critical"}
 # The WCAG 2.x A and AA rules and axe's best practices (landmarks, one main, unique ids, headings).

@@ -135,3 +135,8 @@ def test_wide_table_scrolls_inside_its_card_with_the_first_column_fixed(page, li
     assert first.is_visible()
     first.scroll_into_view_if_needed()
     screenshot("layout-phone-passages-scrolled")
+
+    # A cell holding one 2,000-character word widens the table inside its box, never the page.
+    table.locator("tbody td").nth(7).evaluate("el => { el.textContent = 'V'.repeat(2000); }")
+    assert overflow(page) <= 0
+    assert box.evaluate("el => el.getBoundingClientRect().right") <= SIZES["phone"]["width"]

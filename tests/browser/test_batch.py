@@ -26,7 +26,7 @@ from cellfactory.products import services as product_services
 from cellfactory.products.models import Product
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.sites.models import Site
-from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, sign_in, sign_out
+from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, nav_link, sign_in, sign_out
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -99,7 +99,7 @@ def test_technician_runs_the_first_steps_and_a_second_technician_verifies(page, 
     page.wait_for_url(live_server("/"))
 
     # --- start the batch: choose the product, scan the cord's label ------------------------------------
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Batches").click()
+    nav_link(page, "Batches").click()
     page.wait_for_url(re.compile(r"/batches/?$"))
     assert_styled(page)
     assert_fits_tablet(page)

@@ -23,7 +23,7 @@ from cellfactory.demo import DEMO_PASSWORD
 from cellfactory.extensions import db
 from cellfactory.isbt128 import din_check_character
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
-from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, sign_in
+from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, nav_link, sign_in
 from tests.conftest import ARTIFACTS, pdf_text
 
 pytestmark = pytest.mark.browser
@@ -70,7 +70,7 @@ def materials_with_din(live_server, din13: str) -> int:
 
 
 def open_receive_form(page, live_server) -> None:
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Material").click()
+    nav_link(page, "Material").click()
     page.wait_for_url(re.compile(r"/materials/?$"))
     page.get_by_role("link", name="Receive material").click()
     page.wait_for_url(live_server("/materials/receive"))
@@ -109,7 +109,7 @@ def test_technician_registers_donor_enters_serology_receives_scanned_cord_and_pr
     page.wait_for_url(live_server("/"))
 
     # --- register the donor ------------------------------------------------------------------------
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Donors").click()
+    nav_link(page, "Donors").click()
     page.wait_for_url(re.compile(r"/donors/?$"))
     page.get_by_role("link", name="Register a donor").click()
     page.wait_for_url(live_server("/donors/new"))

@@ -20,7 +20,21 @@ def sign_in(page, username: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def open_menu(page) -> None:
+    """Below 1,100 px the links and the sign-out are in the header's "Menu": open it if it is closed."""
+    menu = page.locator("header details.menu")
+    if menu.count() and menu.locator("summary").is_visible() and not menu.evaluate("el => el.open"):
+        menu.locator("summary").click()
+
+
+def nav_link(page, label: str, *, exact: bool = False):
+    """The main navigation's link `label`, shown (the menu opened on a narrow screen)."""
+    open_menu(page)
+    return page.get_by_role("navigation", name="Main").get_by_role("link", name=label, exact=exact)
+
+
 def sign_out(page) -> None:
+    open_menu(page)
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/auth/login"))
 
@@ -94,7 +108,7 @@ def test_wrong_password_is_refused_on_screen(page, live_server):
 def test_admin_creates_user_who_must_change_password_first(page, live_server, screenshot):
     sign_in(page, "admin.bg", DEMO_PASSWORD)
     page.wait_for_url(live_server("/"))
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
+    nav_link(page, "Users").click()
     page.wait_for_url(re.compile(r"/admin/users"))
 
     page.goto("/admin/users/new")

@@ -22,7 +22,7 @@ from cellfactory.demo import DEMO_PASSWORD
 from cellfactory.extensions import db
 from cellfactory.qc.models import QcResult
 from cellfactory.sites.models import Site
-from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, sign_in, sign_out
+from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, nav_link, sign_in, sign_out
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -61,7 +61,7 @@ def test_oos_viability_opens_a_deviation_that_qa_closes_with_a_signature(page, l
     # --- the analyst: worklist, the batch's QC page, a failing viability ---------------------------------
     sign_in(page, "qc_analyst.bg", DEMO_PASSWORD)
     page.wait_for_url(live_server("/"))
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="QC").click()
+    nav_link(page, "QC").click()
     page.wait_for_url(live_server("/qc/"))
     assert_styled(page)
     expect(page.locator("#awaiting")).to_contain_text(number)
@@ -143,7 +143,7 @@ def test_oos_viability_opens_a_deviation_that_qa_closes_with_a_signature(page, l
     page.set_viewport_size({"width": 1280, "height": 800})
     sign_in(page, "qa.bg", DEMO_PASSWORD)
     page.wait_for_url(live_server("/"))
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Deviations").click()
+    nav_link(page, "Deviations").click()
     page.wait_for_url(live_server("/deviations/"))
     row = page.locator("tbody tr", has_text=deviation_number)
     expect(row).to_contain_text("major")

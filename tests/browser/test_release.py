@@ -19,7 +19,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.extensions import db
 from cellfactory.releases import services as releases
 from cellfactory.sites.models import Site
-from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, sign_in, sign_out
+from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, nav_link, sign_in, sign_out
 from tests.conftest import ARTIFACTS, pdf_text
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,7 @@ def _bg_batch(live_server, status: BatchStatus) -> str:
 
 
 def _nav(page, label: str) -> None:
-    page.get_by_role("navigation", name="Main").get_by_role("link", name=label, exact=True).click()
+    nav_link(page, label, exact=True).click()
 
 
 def _download(page, link) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from cellfactory.demo import DEMO_PASSWORD
-from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, sign_in, sign_out
+from tests.browser.test_journeys import assert_no_csp_violations, assert_styled, nav_link, sign_in, sign_out
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +34,7 @@ def test_a_unit_is_shipped_from_bg_and_received_at_mz(page, live_server, screens
     screenshot("shipment-01-dashboard-bg")
 
     # --- the box map: used and free positions; open an available unit -------------------------------
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Units").click()
+    nav_link(page, "Units").click()
     page.wait_for_url(re.compile(r"/units/$"))
     assert_styled(page)
     screenshot("shipment-02-units-bg")
@@ -92,7 +92,7 @@ def test_a_unit_is_shipped_from_bg_and_received_at_mz(page, live_server, screens
     sign_in(page, "technician.mz", DEMO_PASSWORD)
     page.wait_for_url(live_server("/"))
     expect(page.locator("#site-MZ .transit")).to_contain_text("1 coming")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Shipments").click()
+    nav_link(page, "Shipments").click()
     page.get_by_role("link", name=number).click()
     page.wait_for_url(live_server(f"/shipments/{number}"))
     receive = page.locator("#receive")
@@ -130,7 +130,7 @@ def test_network_qa_traces_the_donor_to_every_unit_and_recipient(page, live_serv
     for code in ("BG", "MZ", "SR"):
         expect(page.locator(f"#site-{code}")).to_be_visible()
     screenshot("shipment-11-dashboard-network")
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Trace").click()
+    nav_link(page, "Trace").click()
     page.get_by_label("Search by").select_option("recipient")
     page.get_by_label("Code, identifier or lot number").fill("PT-SR-0001")
     screenshot("shipment-11b-trace-search")

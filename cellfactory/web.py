@@ -28,7 +28,7 @@ from cellfactory.audit import services as audit
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import SessionEnd, User, UserSession
 from cellfactory.core.clock import format_local
-from cellfactory.core.error_summary import error_summary
+from cellfactory.core.error_summary import error_summary, summary_takes_focus
 from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.core.transaction import commit_request, defer_commits, transactional
@@ -99,6 +99,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected_error)
     app.context_processor(_template_globals)
     app.jinja_env.globals["error_summary"] = error_summary
+    app.jinja_env.globals["summary_takes_focus"] = summary_takes_focus
     app.jinja_env.filters["localtime"] = _localtime_filter
     app.jinja_env.filters["din"] = _din_filter
     app.jinja_env.filters["dict_without_page"] = lambda d: {k: v for k, v in d.items() if k != "page"}

@@ -54,6 +54,18 @@ def problems(values: dict[str, Any]) -> list[Problem]:
     return unique
 
 
+def field_keeps_focus(values: dict[str, Any]) -> bool:
+    """Whether a refused field takes the focus itself (a scanner's field, autofocused so that the next scan
+    replaces its wrong text): then the summary does not take it, and is announced by its role alone."""
+    return any(field.errors and (field.render_kw or {}).get("autofocus")
+               for value in values.values() for form in _forms(value) for field in fields_of(form))
+
+
 @pass_context
 def error_summary(context: Context) -> list[Problem]:
     return problems(context.get_all())
+
+
+@pass_context
+def summary_takes_focus(context: Context) -> bool:
+    return not field_keeps_focus(context.get_all())

@@ -91,7 +91,10 @@ def test_oos_viability_opens_a_deviation_that_qa_closes_with_a_signature(page, l
     # Out of specification: nothing is saved until the analyst confirms it.
     confirm = page.get_by_label("I confirm this result is out of specification", exact=False)
     expect(confirm).to_be_visible()
-    expect(page.get_by_text("Confirm that the result is out of specification.")).to_be_visible()
+    # Next to its field, and as a link to it in the error summary at the top.
+    expect(page.locator(".field .error", has_text="Confirm that the result is out of specification.")).to_be_visible()
+    expect(page.locator("#error-summary").get_by_role(
+        "link", name="Confirm that the result is out of specification.")).to_be_visible()
     confirm.check()
     page.get_by_role("button", name="Save result").click()
     page.wait_for_url(live_server(f"/qc/batches/{number}#test-VIAB"))

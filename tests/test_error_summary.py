@@ -52,7 +52,7 @@ def test_a_wrong_password_at_step_verification_opens_the_page_with_the_summary(c
     found = summary(page)
     assert found is not None and "autofocus" in found and 'tabindex="-1"' in found
     # At the top of the page's content, before the batch itself, and before any other form.
-    main = page.index('<main class="page">')
+    main = page.index('<main class="page"')
     assert main < page.index('class="error-summary"') < page.index("<h1") and page.index("<form", main) > page.index(
         'class="error-summary"')
     links = re.findall(r'<a href="#([^"]+)">(.*?)</a>', found)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import lazyload
+from sqlalchemy.orm.util import identity_key
 
 from cellfactory.core.clock import format_local
 from cellfactory.core.db import Base
@@ -199,8 +201,13 @@ class Names:
             model = _model(table)
             if self.session is None or model is None:
                 continue
-            # Held here: the session's identity map keeps only weak references.
-            self._loaded.extend(self.session.scalars(sa.select(model).where(model.id.in_(sorted(keys)))))
+            # What the page has loaded already is named from memory: only the others are read.
+            keys = {key for key in keys if self.session.identity_map.get(identity_key(model, key)) is None}
+            if keys:
+                # Held here: the session's identity map keeps only weak references. Only the record itself: its
+                # collections are not what names it.
+                self._loaded.extend(self.session.scalars(sa.select(model).where(model.id.in_(sorted(keys)))
+                                                         .options(lazyload("*"))))
 
     def _name(self, table: str, key: Any) -> str:
         model = _model(table)

@@ -492,6 +492,9 @@ def test_verifying_results_through_the_api(client, plant, batch, results):
     ids = [r.id for r in results]
     assert_error(client.post(f"{API}/results/verification", headers=bearer(token),
                              json={"results": ids + [999_999], "password": PASSWORD}), 422, "invalid", "results")
+    # An id beyond what an id column holds (PostgreSQL's integer) names no result: refused, not a server error.
+    assert_error(client.post(f"{API}/results/verification", headers=bearer(token),
+                             json={"results": [2**63 - 2], "password": PASSWORD}), 422, "invalid", "results")
     assert_error(client.post(f"{API}/results/verification", headers=bearer(token),
                              json={"results": [ids[0], ids[0]], "password": PASSWORD}), 422, "invalid", "results")
     assert_error(client.post(f"{API}/results/verification", headers=bearer(token),

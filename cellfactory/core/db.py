@@ -50,6 +50,8 @@ class Base(DeclarativeBase):
 
 
 IntPK = Annotated[int, mapped_column(primary_key=True)]
+# The largest id an IntPK column holds on every database (PostgreSQL's integer): a larger one names no record.
+ID_MAX = 2**31 - 1
 Str20 = Annotated[str, mapped_column(sa.String(20))]
 Str64 = Annotated[str, mapped_column(sa.String(64))]
 Str200 = Annotated[str, mapped_column(sa.String(200))]

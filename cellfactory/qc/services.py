@@ -20,6 +20,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.batches.models import BatchStatus as S
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
+from cellfactory.core.db import ID_MAX
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.scoping import visible_to
@@ -304,7 +305,8 @@ def result_label(result: QcResult) -> str:
 def results_to_verify(user: User, ids: Sequence[int]) -> list[QcResult]:
     """The results of `ids` the user can see, in the order given; unknown ids (and ids of results of sites the
     user cannot see) are refused, naming them."""
-    found = {r.id: r for r in db.session.scalars(visible_to(sa.select(QcResult).where(QcResult.id.in_(list(ids))),
+    storable = [i for i in ids if 0 < i <= ID_MAX]  # a larger id names no result (and PostgreSQL cannot bind it)
+    found = {r.id: r for r in db.session.scalars(visible_to(sa.select(QcResult).where(QcResult.id.in_(storable)),
                                                             QcResult, user))}
     unknown = [str(i) for i in ids if i not in found]
     if unknown:

@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.orm import contains_eager, lazyload
+from sqlalchemy.orm import contains_eager, joinedload, lazyload
 
 from cellfactory import isbt128
 from cellfactory.alerts.services import alerts_for
@@ -402,10 +402,13 @@ def _batches_to_review(ctx: _Context, scope: Scope) -> Iterator[Item]:
 def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
     """Each open deviation at the stage it is in: the impact to assess, the investigation and CAPA to complete,
     or, when nothing is missing (`deviations.services.closing_gaps`), the closure."""
+    # Their CAPA actions (what closing needs) in the same statement, whether there are any or not.
     deviations = db.session.scalars(visible_to(
         sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN, scope.of(Deviation.site_id))
-        .options(lazyload(Deviation.opened_by)).order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
-        .limit(KIND_LIMIT))
+        .options(lazyload(Deviation.opened_by),
+                 joinedload(Deviation.actions).joinedload(CapaAction.owner).lazyload(User.roles))
+        .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
+        .limit(KIND_LIMIT)).unique()
     for deviation in deviations:
         gaps = deviation_services.closing_gaps(deviation)
         title = f"{deviation.number} ({deviation.classification.value}): {_short(deviation.title)}"
@@ -424,7 +427,9 @@ def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
     actions = db.session.scalars(visible_to(
         sa.select(CapaAction).join(CapaAction.deviation)
         .where(CapaAction.completed_at.is_(None), scope.of(CapaAction.site_id))
-        .options(contains_eager(CapaAction.deviation).lazyload(Deviation.opened_by))
+        .options(contains_eager(CapaAction.deviation).lazyload(Deviation.opened_by),
+                 contains_eager(CapaAction.deviation).lazyload(Deviation.actions),
+                 joinedload(CapaAction.owner).lazyload(User.roles))
         .order_by(CapaAction.due_date, CapaAction.id), CapaAction, ctx.user).limit(KIND_LIMIT))
     for action in actions:
         check = action.effectiveness_check_due

@@ -45,7 +45,7 @@ from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecificationVersion, SpecStatus, StepKind
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal
+from cellfactory.signatures.forms import ListedRecord, mark_signed, run_ceremony
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 from cellfactory.web import display_timezone
@@ -457,33 +457,22 @@ def verify_selected(number: str) -> Any:
     source = request.form if request.method == "POST" else request.args
     form = VerifyForm.for_meanings([Meaning.VERIFIED])
     steps: list[BatchStep] = []
-    refused: dict[int, str] = {}
     page_errors: list[str] = []
     try:
         steps = services.steps_to_verify(batch, StepSelection.parse({"steps": source.getlist("step")}).steps)
     except ValidationFailed as error:
         page_errors.append(error.message)
     back_url = url_for("batches.detail", number=batch.number)
-    status = 422 if page_errors else 200
-    if request.method == "POST" and not page_errors:
-        if form.validate_on_submit():
-            try:
-                services.verify_steps(user, steps, signer=form.signer)
-            except DomainError as error:
-                refused = place_refusal(form, error, "steps")
-                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
-            else:
-                mark_signed()
-                flash(f"{len(steps)} {'step' if len(steps) == 1 else 'steps'} of {batch.number} verified, each with "
-                      "its own signature: " + ", ".join(s.code for s in steps) + ".", "success")
-                return redirect(back_url + "#steps")
-        else:
-            status = 422
-    elif steps:
-        entered = services.entered_by_steps(steps)
-        refused, page_errors = foreseen(signature_services.refusals(
-            steps, lambda s: services.check_verifiable(user, s, entered[s.id]), services.step_label, field="steps"),
-            "steps")
+    entered = services.entered_by_steps(steps) if steps and request.method != "POST" else {}
+    ceremony = run_ceremony(form, steps, page_errors, field="steps",
+                            sign=lambda: services.verify_steps(user, steps, signer=form.signer),
+                            check=lambda s: services.check_verifiable(user, s, entered[s.id]),
+                            label=services.step_label)
+    if ceremony.signed:
+        flash(f"{len(steps)} {'step' if len(steps) == 1 else 'steps'} of {batch.number} verified, each with "
+              "its own signature: " + ", ".join(s.code for s in steps) + ".", "success")
+        return redirect(back_url + "#steps")
+    refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     tz = batch.site.timezone
     rows = [ListedRecord(key=s.code, identifier=f"{s.code} · {batch.number}",
                          what=s.name + (f", entered by {s.operator.full_name}" if s.operator else ""),

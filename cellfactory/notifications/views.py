@@ -16,12 +16,10 @@ from cellfactory.notifications import services
 from cellfactory.notifications.commands import AcknowledgeTask, AcknowledgeTasks, TaskSelection
 from cellfactory.notifications.forms import AcknowledgeForm, AcknowledgeManyForm
 from cellfactory.notifications.models import Capacity, NotificationTask
-from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import (
     ListedRecord,
-    foreseen,
     mark_signed,
-    place_refusal,
+    run_ceremony,
     selected,
 )
 from cellfactory.sites.models import Site
@@ -119,34 +117,25 @@ def acknowledge_selected():
     meaning = services.CAPACITY_MEANINGS[Capacity.QA]
     form = AcknowledgeManyForm.for_meanings([meaning])
     tasks: list[NotificationTask] = []
-    refused: dict[int, str] = {}
     page_errors: list[str] = []
     try:
         tasks = services.tasks_to_acknowledge(user, TaskSelection.parse({"tasks": selected(source.getlist("task"))})
                                               .tasks)
     except ValidationFailed as error:
         page_errors.append(error.message)
-    status = 422 if page_errors else 200
-    if request.method == "POST" and not page_errors:
-        if form.validate_on_submit():
-            try:
-                command = AcknowledgeTasks.parse({"tasks": [t.id for t in tasks], "comment": form.comment.data,
-                                                  "password": form.password.data})
-                services.acknowledge_many(user, tasks, command, form.signer)
-            except DomainError as error:
-                refused = place_refusal(form, error, "tasks")
-                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
-            else:
-                mark_signed()
-                flash(f"{len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} acknowledged as QA of the site, "
-                      "each with its own signature: " + ", ".join(f"#{t.id}" for t in tasks) + ".", "success")
-                return redirect(url_for("notifications.tasks"))
-        else:
-            status = 422
-    elif tasks:
-        refused, page_errors = foreseen(signature_services.refusals(
-            tasks, lambda t: services.check_acknowledgeable(user, t, Capacity.QA), services.task_label,
-            field="tasks"), "tasks")
+    def acknowledge() -> None:
+        command = AcknowledgeTasks.parse({"tasks": [t.id for t in tasks], "comment": form.comment.data,
+                                          "password": form.password.data})
+        services.acknowledge_many(user, tasks, command, form.signer)
+
+    ceremony = run_ceremony(form, tasks, page_errors, field="tasks", sign=acknowledge,
+                            check=lambda t: services.check_acknowledgeable(user, t, Capacity.QA),
+                            label=services.task_label)
+    if ceremony.signed:
+        flash(f"{len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} acknowledged as QA of the site, "
+              "each with its own signature: " + ", ".join(f"#{t.id}" for t in tasks) + ".", "success")
+        return redirect(url_for("notifications.tasks"))
+    refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     sites = {site.id: site for site in db.session.scalars(sa.select(Site).where(Site.id.in_({t.site_id
                                                                                              for t in tasks})))}
     rows = [ListedRecord(key=str(t.id), identifier=f"Notice #{t.id} · {sites[t.site_id].code}",

@@ -39,7 +39,7 @@ from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, Veri
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
-from cellfactory.signatures.forms import ListedRecord, foreseen, mark_signed, place_refusal, selected
+from cellfactory.signatures.forms import ListedRecord, mark_signed, run_ceremony, selected
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 
@@ -424,7 +424,6 @@ def verify_selected() -> Any:
     back = (source.get("back") or "").strip()[:40]
     form = VerifyForm.for_meanings([Meaning.VERIFIED])
     results: list[QcResult] = []
-    refused: dict[int, str] = {}
     page_errors: list[str] = []
     try:
         results = qc.results_to_verify(user, ResultSelection.parse({"results": selected(source.getlist("result"))})
@@ -434,24 +433,14 @@ def verify_selected() -> Any:
     batch_numbers = {number for (number,) in db.session.execute(
         sa.select(Batch.number).where(Batch.id.in_({r.batch_id for r in results})))}
     back_url = url_for("qc.batch", number=back) if back and batch_numbers == {back} else url_for("qc.worklist")
-    status = 422 if page_errors else 200
-    if request.method == "POST" and not page_errors:
-        if form.validate_on_submit():
-            try:
-                qc.verify_results(user, results, signer=form.signer)
-            except DomainError as error:
-                refused = place_refusal(form, error, "results")
-                status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
-            else:
-                mark_signed()
-                flash(f"{len(results)} {'result' if len(results) == 1 else 'results'} verified, each with its own "
-                      "signature: " + ", ".join(f"#{r.id} ({r.spec_test.code})" for r in results) + ".", "success")
-                return redirect(back_url)
-        else:
-            status = 422
-    elif results:
-        refused, page_errors = foreseen(signature_services.refusals(
-            results, lambda r: qc.check_verifiable(user, r), qc.result_label, field="results"), "results")
+    ceremony = run_ceremony(form, results, page_errors, field="results",
+                            sign=lambda: qc.verify_results(user, results, signer=form.signer),
+                            check=lambda r: qc.check_verifiable(user, r), label=qc.result_label)
+    if ceremony.signed:
+        flash(f"{len(results)} {'result' if len(results) == 1 else 'results'} verified, each with its own "
+              "signature: " + ", ".join(f"#{r.id} ({r.spec_test.code})" for r in results) + ".", "success")
+        return redirect(back_url)
+    refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     kept = [r for position, r in enumerate(results) if position not in refused]
     return render_template(
         "signatures/sign_many.html", title="Verify selected results", rows=_listed(results, refused),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask import session
+from flask import request, session
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -15,6 +15,7 @@ from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import BaseForm, apply_domain_errors
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
+from cellfactory.signatures.services import refusals
 
 _CONTINUOUS = "esig_continuous"
 
@@ -119,3 +120,37 @@ def foreseen(refusals: dict[str, str], field: str) -> tuple[dict[int, str], list
     and the page's problems naming them."""
     refused = by_position(refusals, field)
     return refused, ([CANNOT_SIGN_HEADLINE, *refused.values()] if refused else [])
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """Where a signing ceremony's confirmation page stands: the records that cannot be signed (by position in the
+    list), the page's problems, the answer's status, and whether every record was signed."""
+
+    refused: dict[int, str]
+    page_errors: list[str]
+    status: int
+    signed: bool = False
+
+
+def run_ceremony(form: BaseForm, records: Sequence[Any], page_errors: list[str], *, field: str,
+                 sign: Callable[[], Any], check: Callable[[Any], None], label: Callable[[Any], str]) -> Ceremony:
+    """One signing ceremony of many records on its confirmation page. Posted with a readable list: the dialog is
+    read, then `sign()` (the service: one authentication, a signature each, all or nothing); its refusal is placed
+    by record, or on the dialog. Shown: the records that would be refused (`check`, named by `label`), before
+    anyone types a password."""
+    if request.method == "POST" and not page_errors:
+        if not form.validate_on_submit():
+            return Ceremony({}, page_errors, 422)
+        try:
+            sign()
+        except DomainError as error:
+            status = error.http_status if error.http_status in (401, 403, 409, 422) else 422
+            return Ceremony(place_refusal(form, error, field), page_errors, status)
+        mark_signed()
+        return Ceremony({}, page_errors, 200, signed=True)
+    status = 422 if page_errors else 200
+    if not records:
+        return Ceremony({}, page_errors, status)
+    refused, problems = foreseen(refusals(records, check, label, field=field), field)
+    return Ceremony(refused, problems, status)

@@ -392,3 +392,52 @@ def test_two_founding_identity_checks_at_once_only_one_counts(tmp_path):
             assert db.session.scalar(sa.select(sa.func.count()).select_from(IdentityVerification)) == 1
             db.session.remove()
         db.state(app).engine.dispose()
+
+
+def test_two_second_analysts_verifying_one_result_at_once_sign_it_once(plant_app):
+    """A result is official after one second analyst's 'Verified': two at once make one signature, and the other
+    is told it is already verified (one in bulk, one alone: both take the same guard)."""
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import Batch, BatchStatus
+    from cellfactory.core.errors import Conflict
+    from cellfactory.qc import services as qc_services
+    from cellfactory.qc.commands import EnterResult
+    from cellfactory.qc.models import QcResult
+    from cellfactory.signatures.models import Signature
+    from tests.batch_helpers import batch_start, iso, run_batch_to_awaiting_qc, signing, started_long_ago
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        analyst = make_user("qc.one", [(Role.QC_ANALYST, "BG")], signing=True)
+        verifiers = [make_user(f"qc.second{i}", [(Role.QC_ANALYST, "BG")], signing=True).id for i in (1, 2)]
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site,
+                                           start_command(site, "UCMSC", [dins[0]], started_at=batch_start()))
+        run_batch_to_awaiting_qc(plant, batch)
+        started_long_ago(batch)
+        lifecycle.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
+                             BatchStatus.AWAITING_QC, reason="done")
+        result = qc_services.enter_result(db.session.get(User, analyst.id), db.session.get(Batch, batch.id),
+                                          EnterResult.parse({"test": "VIAB", "value": "90", "sample_id": "S-1",
+                                                             "sampled_at": iso(1)}))
+        result_id = result.id
+        db.session.remove()
+
+    def verify(user, site):
+        verifier = db.session.get(User, verifiers.pop())
+        found = db.session.get(QcResult, result_id)
+        try:
+            if verifier.username.endswith("1"):
+                qc_services.verify_results(verifier, [found], signer=signing(verifier))
+            else:
+                qc_services.verify_result(verifier, found, signer=signing(verifier))
+            return "verified"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, verify)
+    assert outcomes.count("verified") == 1, outcomes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
+            Signature.entity_type == "qc_result", Signature.entity_id == str(result_id),
+            Signature.meaning == "Verified")) == 1

@@ -40,7 +40,7 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.models import Donor, DonorType
 from cellfactory.equipment.models import Equipment
@@ -652,6 +652,7 @@ def check_verifiable(actor: User, step: BatchStep, entered: set[int] | None = No
 @transactional
 def verify_step(actor: User, step: BatchStep, *, signer: Signer) -> None:
     """A second person checks the entries (counts, volumes, lots) and signs 'Verified'."""
+    lock_records([step])  # one second person's 'Verified' at a time: the other is told it is verified
     check_verifiable(actor, step)
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, step, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},

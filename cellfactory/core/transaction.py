@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
@@ -122,6 +122,21 @@ def serialize_with(key: int) -> None:
     IMMEDIATE and already run one at a time."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def lock_records(records: Sequence[Any]) -> None:
+    """Hold the rows of `records` until the transaction ends (in id order, so two lists cannot deadlock): a
+    transaction that checks them and then writes, such as a signature that must be the only one of its kind on a
+    record, makes another one doing the same wait and then see what it wrote. SQLite needs nothing: its write
+    transactions begin IMMEDIATE and already run one at a time."""
+    if not records or db.session.get_bind().dialect.name != "postgresql":
+        return
+    by_model: dict[type, set[int]] = {}
+    for record in records:
+        by_model.setdefault(type(record), set()).add(record.id)
+    for model, ids in sorted(by_model.items(), key=lambda item: item[0].__name__):
+        db.session.execute(sa.select(model.id).where(model.id.in_(sorted(ids))).order_by(model.id)
+                           .with_for_update())
 
 
 @contextlib.contextmanager

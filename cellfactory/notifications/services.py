@@ -13,7 +13,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.extensions import db
 from cellfactory.notifications.models import (  # noqa: F401 - CAPACITY_MEANINGS is read from here too
     CAPACITY_MEANINGS,
@@ -82,6 +82,7 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
     notified site, or the treating physician's contact, who names the physician informed. The task is complete
     when both have signed."""
     capacity = command.capacity
+    lock_records([task])  # one acknowledgement in a capacity at a time: the other is told it is acknowledged
     check_acknowledgeable(actor, task, capacity)
     comment, physician = command.comment, command.physician_name or ""
     if capacity == Capacity.PHYSICIAN_CONTACT and not physician:

@@ -24,7 +24,7 @@ from cellfactory.core.db import ID_MAX
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.scoping import visible_to
-from cellfactory.core.transaction import serialize_with, transactional
+from cellfactory.core.transaction import lock_records, serialize_with, transactional
 from cellfactory.deviations import services as deviations
 from cellfactory.deviations.models import Classification, Deviation, DeviationSource, DeviationStatus
 from cellfactory.equipment.models import Equipment
@@ -290,6 +290,7 @@ def check_verifiable(actor: User, result: QcResult) -> None:
 @transactional
 def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
     """A second analyst verifies; only then is the result official."""
+    lock_records([result])  # one second analyst's 'Verified' at a time: the other is told it is verified
     check_verifiable(actor, result)
     audit.act_as(db.session, actor)
     signatures.apply_signature(actor, result, meaning=Meaning.VERIFIED, allowed_meanings={Meaning.VERIFIED},

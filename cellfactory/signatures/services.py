@@ -24,7 +24,7 @@ from cellfactory.auth.services import verify_password_or_count
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, DomainError, PermissionDenied, ValidationFailed
-from cellfactory.core.transaction import serialize_with, transactional
+from cellfactory.core.transaction import lock_records, serialize_with, transactional
 from cellfactory.extensions import db
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Meaning, Signature
@@ -277,6 +277,7 @@ def refuse_unless_each_signable(records: Sequence[Any], check: Callable[[Any], N
     if len({id(record) for record in records}) != len(records):
         raise ValidationFailed(f"A {one} is listed twice: list each {one} once.",
                                fields={field: f"List each {one} once."})
+    lock_records(records)  # checked and signed by one ceremony at a time
     refused = _refused(records, check)
     if not refused:
         return

@@ -33,6 +33,14 @@ def _instance_file(instance_path: Path, filename: str) -> str:
 
 
 SMTP_SECURITY = ("none", "starttls", "tls")
+LANGUAGES = ("it", "en")
+
+
+def _env_language(name: str, default: str) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in LANGUAGES:
+        raise RuntimeError(f"{name} must be one of {', '.join(LANGUAGES)}, got {raw!r}")
+    return raw
 
 
 def _instance_secret(instance_path: Path, filename: str) -> str:
@@ -59,6 +67,8 @@ class Config:
     # A commit that wrote audit entries also writes an anchor when the last one is older than this.
     anchor_interval_minutes: int = 5
     timezone: str = "Europe/Rome"
+    # The language of pages, e-mails and PDFs where neither the person nor the site chose one: "it" or "en".
+    language: str = "it"
     session_idle_minutes: int = 15
     lockout_threshold: int = 5
     lockout_minutes: int = 15
@@ -125,6 +135,7 @@ class Config:
             else None,
             anchor_interval_minutes=_env_int("CELLFACTORY_ANCHOR_MINUTES", 5),
             timezone=os.environ.get("CELLFACTORY_TZ", "Europe/Rome"),
+            language=_env_language("CELLFACTORY_LANGUAGE", "it"),
             session_idle_minutes=_env_int("CELLFACTORY_SESSION_IDLE_MINUTES", 15),
             lockout_threshold=_env_int("CELLFACTORY_LOCKOUT_THRESHOLD", 5),
             lockout_minutes=_env_int("CELLFACTORY_LOCKOUT_MINUTES", 15),

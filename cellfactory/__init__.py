@@ -72,6 +72,9 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app, config.database_url)
     login_manager.init_app(app)
     csrf.init_app(app)
+    from cellfactory.core import i18n
+
+    i18n.init_app(app)
 
     # Imported for its effect: the batch life cycle passes the readers of a batch's QC results and deviations
     # down to the batch model (cellfactory.lifecycle's docstring).

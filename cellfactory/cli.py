@@ -376,7 +376,50 @@ def _report_mail(sent: int, failed: int) -> None:
         sys.exit(1)
 
 
+@click.group("translations")
+def translations_group() -> None:
+    """The Italian catalogue: extract the messages, take translations in, check it is complete."""
+
+
+@translations_group.command("update")
+def translations_update() -> None:
+    """Extract the messages of the code and templates into cellfactory/translations/it (new ones untranslated)."""
+    from cellfactory.core import catalogue
+
+    catalog = catalogue.update("it")
+    untranslated = sum(1 for message in catalog if message.id and not message.string)
+    click.echo(f"{len(catalog)} messages; {untranslated} to translate.")
+
+
+@translations_group.command("fill")
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def translations_fill(sources: tuple[Path, ...]) -> None:
+    """Take the translations of other .po files for the messages the catalogue has and leaves untranslated."""
+    from cellfactory.core import catalogue
+
+    click.echo(f"Translations taken: {catalogue.fill('it', sources)}.")
+
+
+@translations_group.command("check")
+def translations_check() -> None:
+    """Exit 1 if a message is untranslated or fuzzy, or a template shows text outside a translation call."""
+    from config import PROJECT_ROOT
+
+    from cellfactory.core import catalogue, template_text
+
+    failed = False
+    for problem in catalogue.all_problems()["it"]:
+        click.echo(f"it: {problem}")
+        failed = True
+    for template, words in template_text.check(PROJECT_ROOT / "templates").items():
+        click.echo(f"{template}: {' '.join(word for _, word in words)}")
+        failed = True
+    if failed:
+        sys.exit(1)
+    click.echo("The Italian catalogue is complete.")
+
+
 def register_commands(app: Flask) -> None:
     for command in (db_group, demo_command, user_group, audit_group, token_group, collection_facility_group,
-                    backup_command, restore_command, maintenance_command, alerts_group):
+                    backup_command, restore_command, maintenance_command, alerts_group, translations_group):
         app.cli.add_command(command)

@@ -79,7 +79,7 @@ def make_config(database_url: str, instance: Path, **overrides) -> Config:
     return Config(
         database_url=database_url, secret_key="test-secret-key", signature_key="test-signature-key",
         instance_path=instance, testing=True, secure_cookies=False, fast_password_hashing=True,
-        **{"audit_key": "test-audit-key", **overrides},
+        **{"audit_key": "test-audit-key", "language": "en", **overrides},
     )
 
 

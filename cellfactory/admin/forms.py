@@ -4,6 +4,7 @@ from wtforms import BooleanField, EmailField, HiddenField, PasswordField, Select
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from cellfactory.core.forms import BaseForm, ReasonMixin
+from cellfactory.core.i18n import LANGUAGE_NAMES, _l
 from cellfactory.core.roles import ROLE_LABELS
 from cellfactory.signatures.forms import SigningForm
 
@@ -69,6 +70,9 @@ class IdentityCheckForm(SigningForm):
                                        Length(max=1000)])
 
 
+SITE_LANGUAGE_CHOICES = [("", _l("The installation's language")), *LANGUAGE_NAMES.items()]
+
+
 class SiteForm(BaseForm):
     """The fields of a new site; what each must hold is the command's (`sites/commands.py`)."""
 
@@ -78,11 +82,15 @@ class SiteForm(BaseForm):
                               render_kw={"maxlength": 5})
     timezone = StringField("Time zone", default="Europe/Rome", validators=[Optional()], render_kw={"maxlength": 64})
     address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
+    language = SelectField(_l("Language of pages and printed records"), choices=SITE_LANGUAGE_CHOICES,
+                           validators=[Optional()])
 
 
 class SiteEditForm(ReasonMixin, BaseForm):
     name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
     timezone = StringField("Time zone", validators=[Optional()], render_kw={"maxlength": 64})
     address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
+    language = SelectField(_l("Language of pages and printed records"), choices=SITE_LANGUAGE_CHOICES,
+                           validators=[Optional()])
     active = BooleanField("Active")
     version = HiddenField()

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from cellfactory.auth.models import Role
-from cellfactory.core.commands import Command, Line, OptionalLine, RequiredPassword
+from cellfactory.core.commands import Command, Line, OptionalLanguage, OptionalLine, RequiredPassword
 
 USERNAME_MESSAGE = "Use 1-64 letters, digits, '.', '_' or '-' (letters a-z only, without accents)."
 EMAIL_MESSAGE = "Enter a valid e-mail."
@@ -88,3 +88,11 @@ class CreateUser(Command):
     @property
     def grants(self) -> list[tuple[Role, str | None]]:
         return [(grant.role, grant.site) for grant in self.roles]
+
+
+class ChooseLanguage(Command):
+    """A person's language for pages and e-mails; none follows the site's."""
+
+    refusal: ClassVar[str] = "The language cannot be chosen"
+
+    language: OptionalLanguage = None

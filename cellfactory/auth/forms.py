@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from wtforms import PasswordField, StringField
+from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.core.i18n import LANGUAGE_NAMES, _l
 
 
 class LoginForm(BaseForm):
@@ -21,3 +22,8 @@ class ChangePasswordForm(BaseForm):
     confirm = PasswordField("New password again", validators=[
         DataRequired("Type the new password again."), EqualTo("new_password", "The two new passwords differ.")],
         render_kw={"autocomplete": "new-password"})
+
+
+class LanguageForm(BaseForm):
+    language = SelectField(_l("Language"), choices=[("", _l("The site's language")),
+                                                    *LANGUAGE_NAMES.items()])

@@ -32,6 +32,8 @@ class User(UserMixin, Audited, CreatedMixin, VersionedMixin, Base):
     last_login_at: Mapped[dt.datetime | None]
     # Bumped to end every open session of the user (password reset, deactivation).
     session_epoch: Mapped[int] = mapped_column(default=0)
+    # The language of the person's pages and e-mails ("it", "en"); none: the site's, then the installation's.
+    language: Mapped[str | None] = mapped_column(sa.String(2))
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="user", foreign_keys="RoleAssignment.user_id", lazy="selectin", order_by="RoleAssignment.id"

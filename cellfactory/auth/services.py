@@ -36,7 +36,7 @@ from cellfactory.extensions import db
 from cellfactory.sites.models import Site
 
 if TYPE_CHECKING:
-    from cellfactory.auth.commands import CreateUser
+    from cellfactory.auth.commands import ChooseLanguage, CreateUser
 
 # One answer for every failed sign-in (unknown user, wrong password, locked, deactivated), so that nobody learns
 # from it whether an account exists or what state it is in.
@@ -311,6 +311,14 @@ def change_own_password(user: User, current_password: str, new_password: str) ->
     _set_password(user, new_password)
     user.must_change_password = False
     end_user_sessions(user, SessionEnd.PASSWORD_CHANGED)
+    return user
+
+
+@transactional
+def choose_language(user: User, command: ChooseLanguage) -> User:
+    """The person's own language for pages and e-mails (None: the site's); recorded in the audit trail."""
+    audit.act_as(db.session, user, reason="language chosen by the user")
+    user.language = command.language
     return user
 
 

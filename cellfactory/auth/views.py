@@ -7,9 +7,11 @@ from flask_login import current_user, login_user
 from werkzeug.wrappers import Response
 
 from cellfactory.auth import services
-from cellfactory.auth.forms import ChangePasswordForm, LoginForm
+from cellfactory.auth.commands import ChooseLanguage
+from cellfactory.auth.forms import ChangePasswordForm, LanguageForm, LoginForm
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.permissions import any_authenticated_user, public
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -82,3 +84,24 @@ def change_password() -> str | Response:
     cfg = current_app.config["CELLFACTORY"]
     return render_template("auth/change_password.html", form=form, min_length=cfg.password_min_length,
                            history=cfg.password_history)
+
+
+@bp.route("/language", methods=["POST"])
+@any_authenticated_user
+def choose_language() -> Response:
+    """The person's own language, from the form on their account page; back to the page they came from."""
+    form = LanguageForm()
+    if form.validate_on_submit():
+        try:
+            services.choose_language(current_user._get_current_object(),
+                                     ChooseLanguage.parse({"language": form.language.data or None}))
+        except DomainError as error:
+            flash(error.message, "error")
+        else:
+            from flask_babel import refresh
+
+            refresh()
+            flash(_("Language saved."), "success")
+    else:
+        flash(_("Choose Italiano, English or the site's language."), "error")
+    return redirect(_safe_next(request.form.get("next")))

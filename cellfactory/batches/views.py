@@ -32,6 +32,7 @@ from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchS
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import format_number
 from cellfactory.core.numbers import cell_count
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
@@ -79,11 +80,10 @@ def cells_filter(value: Any) -> str:
 
 @bp.app_template_filter("num")
 def number_filter(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "—"
+    """A measured number: a Decimal as recorded, any other number to `digits` decimals, in the page's language."""
     if isinstance(value, decimal.Decimal):
-        return format(value.normalize(), "f")
-    return f"{float(value):.{digits}f}"
+        return format_number(value)
+    return format_number(value if value in (None, "") else float(value), digits)
 
 
 @bp.app_template_filter("sitetime")

@@ -15,10 +15,13 @@ def to_local(value: dt.datetime, tz_name: str) -> dt.datetime:
 
 
 def format_local(value: dt.datetime | None, tz_name: str, *, seconds: bool = False) -> str:
-    """'2026-11-22 14:03 CET (Europe/Rome)': the zone is always named."""
+    """'2026-11-22 14:03 CET (Europe/Rome)', in Italian '22/11/2026 14:03 CET (Europe/Rome)': the zone is always
+    named."""
+    from cellfactory.core.i18n import time_pattern
+
     if value is None:
         return ""
-    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    pattern = time_pattern(seconds=seconds)
     try:
         local = to_local(value, tz_name)
     except (OverflowError, ValueError):  # a stored time at the calendar's very ends: show it as stored

@@ -14,7 +14,7 @@ import decimal
 import enum
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -104,6 +104,11 @@ def _day_only(value: Any) -> Any:
 
 # The version of a record as the client read it (optimistic locking); blank is none.
 Version = Annotated[int | None, BeforeValidator(_blank_is_missing)]
+
+# A language of the interface and of printed records ("it", "en"); blank or none: the next one in line (a person
+# follows the site, a site the installation).
+OptionalLanguage = Annotated[Literal["it", "en"] | None, BeforeValidator(_blank_is_missing), Field(
+    description="it or en; null follows the site (a person) or the installation (a site)")]
 
 # A calendar day (ISO 8601 `YYYY-MM-DD`) in a plausible year.
 Day = Annotated[dt.date, BeforeValidator(_day_only), AfterValidator(_plausible_day)]

@@ -10,9 +10,11 @@ class DomainError(Exception):
     code = "bad_request"
 
     def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
+        # A message marked for translation (`_l`) is written out now, in the language of the request.
+        message = str(message)
         super().__init__(message)
         self.message = message
-        self.fields = fields or {}
+        self.fields = {name: str(text) for name, text in (fields or {}).items()}
         # Work that must be kept even though the user action is rolled back (a failed
         # signature attempt that counts towards lock-out, a refused access that is audited).
         self.after_rollback: list[Callable[[], None]] = []

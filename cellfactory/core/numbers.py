@@ -6,6 +6,8 @@ import decimal
 import math
 from typing import Any
 
+from cellfactory.core.i18n import decimal_mark
+
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -28,4 +30,4 @@ def cell_count(value: Any) -> str:
     mantissa = round(number / 10 ** exponent, 2)
     if abs(mantissa) >= 10:  # 9.996 × 10⁵ rounds to 10.00: write it 1.00 × 10⁶
         exponent, mantissa = exponent + 1, mantissa / 10
-    return f"{mantissa:.2f} × 10{str(exponent).translate(SUPERSCRIPT)}"
+    return f"{mantissa:.2f}".replace(".", decimal_mark()) + f" × 10{str(exponent).translate(SUPERSCRIPT)}"

@@ -5,6 +5,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_login import current_user
 
 from cellfactory.auth import services as auth_services
+from cellfactory.auth.forms import LanguageForm
 from cellfactory.auth.models import ApiToken
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
@@ -29,6 +30,7 @@ def _render_account(sign_form: SigningForm, token_form: TokenForm, new_token: st
         acknowledgement_signatures=services.signatures_for(acknowledgement) if acknowledgement else [],
         statement=services.ACCOUNTABILITY_STATEMENT, sign_form=sign_form, token_form=token_form, tokens=tokens,
         new_token=new_token, can_sign=can_sign, missing=missing, revoke_form=RevokeForm(), now=utcnow(),
+        language_form=LanguageForm(language=user.language or ""),
     )
 
 

@@ -23,12 +23,15 @@ class SiteOut(Output):
     timezone: str = Field(description="IANA time zone: the site's local times")
     address: str
     active: bool
+    language: str | None = Field(description="it or en: the language of its pages and printed records; null: the "
+                                             "installation's")
     version: int
 
     @classmethod
     def of(cls, site: Site) -> SiteOut:
         return cls(code=site.code, name=site.name, facility_id=site.facility_id, timezone=site.timezone,
-                   address=site.address or "", active=site.active, version=site.version)
+                   address=site.address or "", active=site.active, language=site.language,
+                   version=site.version)
 
 
 @bp.get("/sites")

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from cellfactory import isbt128
-from cellfactory.core.commands import Command, Line, OptionalParagraph, Paragraph, Version
+from cellfactory.core.commands import Command, Line, OptionalLanguage, OptionalParagraph, Paragraph, Version
 
 SITE_CODE_MESSAGE = "Use 2-8 letters or digits, e.g. BG."
 TIME_ZONE_MESSAGE = "Use an IANA time zone name, e.g. Europe/Rome."
@@ -68,6 +68,7 @@ class CreateSite(Command):
     facility_id: FacilityId
     timezone: TimeZone
     address: OptionalParagraph(1000) = None
+    language: OptionalLanguage = None
 
 
 class UpdateSite(Command):
@@ -78,6 +79,7 @@ class UpdateSite(Command):
     name: Line(200)
     timezone: TimeZone
     address: OptionalParagraph(1000) = None
+    language: OptionalLanguage = None
     active: bool = True
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
     version: Version = Field(None, description="The version you read: refused if someone changed it since")

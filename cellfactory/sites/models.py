@@ -18,6 +18,8 @@ class Site(Audited, CreatedMixin, VersionedMixin, Base):
     # ISBT 128 Facility Identification Number (FIN): first five characters of every DIN issued here.
     facility_id: Mapped[str] = mapped_column(sa.String(5), unique=True)
     timezone: Mapped[str] = mapped_column(sa.String(64))
+    # The language of the site's pages and printed records ("it", "en"); none: the installation's.
+    language: Mapped[str | None] = mapped_column(sa.String(2))
     address: Mapped[str] = mapped_column(sa.Text, default="")
     active: Mapped[bool] = mapped_column(default=True)
     # The site's donor-testing rule: anti-HTLV-I for every donor, not only when the questionnaire says so.

@@ -48,7 +48,8 @@ def create_site(actor: Actor | None, command: CreateSite) -> Site:
         raise Conflict(f"Site {clash.code} already uses this {'code' if field == 'code' else 'facility number'}.",
                        fields={field: "Already used by another site."})
     site = Site(code=command.code, name=command.name, facility_id=command.facility_id, timezone=command.timezone,
-                address=command.address or "", created_by_id=actor.id if actor else None)
+                address=command.address or "", language=command.language,
+                created_by_id=actor.id if actor else None)
     db.session.add(site)
     db.session.flush()
     return site
@@ -62,4 +63,5 @@ def update_site(actor: Actor, site: Site, command: UpdateSite) -> Site:
     audit.act_as(db.session, actor, reason=command.reason)
     site.name, site.timezone, site.address, site.active = (command.name, command.timezone, command.address or "",
                                                            command.active)
+    site.language = command.language
     return site

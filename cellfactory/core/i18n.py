@@ -195,3 +195,9 @@ def format_number(value: Any, digits: int | None = None, language: str | None = 
 
 def decimal_mark(language: str | None = None) -> str:
     return "," if (language or current_language()) == "it" else "."
+
+
+def print_language(site: Any) -> str:
+    """The language of a printed record (PDF): the one asked for with `?lang=it|en`, else the site's."""
+    asked = request.args.get("lang") if has_request_context() else None
+    return asked if asked in LANGUAGES else site_language(site)

@@ -63,11 +63,11 @@ class LiveServer:
         return self.url + path
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def demo_server(instance: Path) -> Iterator[LiveServer]:
     """The app on 127.0.0.1 (free port) with the demo network committed in a database of its own."""
     with fresh_database() as url:
-        app = create_app(make_config(url, tmp_path_factory.mktemp("browser-instance")))
+        app = create_app(make_config(url, instance))
         with app.app_context():
             load_demo(DEMO_PASSWORD)
         server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -83,6 +83,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             from cellfactory.extensions import db
 
             db.state(app).engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The demo network served for the session's browser tests."""
+    with demo_server(tmp_path_factory.mktemp("browser-instance")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

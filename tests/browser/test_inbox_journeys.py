@@ -1,0 +1,270 @@
+"""A working day for each role, started from the task inbox and ended there, without typing an address: every
+page is reached by a click on the inbox or on the page before. The demo network is served afresh for this
+module, so that the work done here changes nothing the other browser tests read.
+
+Screenshots go to test-artifacts/day-*.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.core.clock import utcnow
+from cellfactory.demo import DEMO_PASSWORD
+from cellfactory.extensions import db
+from cellfactory.reagents.models import LotStatus, ReagentLot
+from cellfactory.sites.models import Site
+from tests.browser.conftest import ARTIFACTS, demo_server
+from tests.browser.test_journeys import assert_no_csp_violations, sign_in, sign_out
+from tests.conftest import pdf_text
+
+pytestmark = pytest.mark.browser
+
+SITE_TZ = ZoneInfo("Europe/Rome")
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    with demo_server(tmp_path_factory.mktemp("day-instance")) as server:
+        yield server
+
+
+@pytest.fixture
+def tab(browser, day, request) -> Iterator[object]:
+    """A browser tab on this module's server, at a cleanroom tablet's size."""
+    context = browser.new_context(base_url=day.url, viewport={"width": 1024, "height": 768}, locale="en-GB",
+                                  timezone_id="Europe/Rome")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.console_errors = errors
+    try:
+        yield page
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+        context.close()
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"day-{name}.png"), full_page=True)
+
+
+def start_the_day(page, day, username: str) -> None:
+    """Sign in: the first page is the inbox."""
+    sign_in(page, username, DEMO_PASSWORD)
+    page.wait_for_url(day("/"))
+    expect(page.locator("section.inbox").first).to_be_visible()
+
+
+def inbox_item(page, kind: str, record: str | None = None):
+    selector = f'li.inbox-item[data-kind="{kind}"]' + (f'[data-record="{record}"]' if record else "")
+    return page.locator(selector)
+
+
+def back_to_the_inbox(page, day) -> None:
+    page.locator("header a.brand").click()
+    page.wait_for_url(day("/"))
+
+
+def local(moment: dt.datetime) -> str:
+    """A datetime-local input's text for a UTC moment, at the site."""
+    return moment.astimezone(SITE_TZ).strftime("%Y-%m-%dT%H:%M")
+
+
+def test_technicians_record_the_step_due_and_a_second_one_verifies_it(tab, day):
+    page = tab
+    start_the_day(page, day, "technician.bg")
+    item = inbox_item(page, "step_due").first
+    number = item.get_attribute("data-record")
+    shoot(page, "technician-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(re.compile(rf"/batches/{number}/steps/P\d$"))
+    code = page.url.rsplit("/", 1)[1]
+
+    with day.app.app_context():
+        batch = db.session.scalar(sa.select(Batch).where(Batch.number == number))
+        last_end = db.session.scalar(sa.select(sa.func.max(BatchStep.ended_at)).where(
+            BatchStep.batch_id == batch.id, BatchStep.status == StepStatus.DONE))
+        lots = {lot.item.code: str(lot.id) for lot in db.session.scalars(sa.select(ReagentLot).join(Site).where(
+            Site.code == "BG", ReagentLot.status == LotStatus.RELEASED))}
+    now = utcnow()
+    seeded = max(last_end, now - dt.timedelta(hours=20)) + dt.timedelta(minutes=5)
+    harvested = seeded + (now - seeded) / 2
+    page.get_by_label("Culture vessel type").select_option("T175")
+    page.get_by_label("Number of vessels").fill("4")
+    page.get_by_label("Cells seeded (total)").fill("2.8e6")
+    page.get_by_label("Seeded at (site time)").fill(local(seeded))
+    page.get_by_label("Cells harvested (total)").fill("2.1e7")
+    page.get_by_label("Harvested at (site time)").fill(local(harvested))
+    page.get_by_label("Viability at harvest (%)").fill("93.5")
+    page.get_by_label("Confluence at harvest (%)").fill("85")
+    page.get_by_label("BSC-01 ·").check()
+    page.get_by_label("INC-01 ·").check()
+    page.locator("#reagents-0-lot_id").select_option(lots["AMEM"])
+    page.locator("#reagents-0-quantity").fill("250")
+    page.locator("#reagents-0-unit").fill("mL")
+    page.locator("#reagents-1-lot_id").select_option(lots["HPL"])
+    page.locator("#reagents-1-quantity").fill("12.5")
+    shoot(page, "technician-02-step-form")
+    page.get_by_role("button", name=f"Save {code}").click()
+    page.wait_for_url(day(f"/batches/{number}#step-{code}"))
+    expect(page.locator(f"#step-{code} .badge").first).to_have_text("done")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "step_due", number).filter(has_text=f"Record {code}")).to_have_count(0)
+    # Nobody verifies their own step: the technician's inbox does not ask them to.
+    expect(inbox_item(page, "step_to_verify", number)).to_have_count(0)
+    sign_out(page)
+
+    start_the_day(page, day, "technician2.bg")
+    verify_item = inbox_item(page, "step_to_verify", number).filter(has_text=f"Verify {code}")
+    expect(verify_item).to_have_count(1)
+    shoot(page, "technician-03-second-person-inbox")
+    verify_item.locator("a").click()
+    page.wait_for_url(day(f"/batches/{number}#verify-{code}"))
+    verify = page.locator(f"#verify-{code}")
+    verify.locator("summary").click()
+    verify.get_by_label("User name").fill("technician2.bg")
+    verify.get_by_label("Password").fill(DEMO_PASSWORD)
+    verify.get_by_role("button", name=f"Verify {code} and sign").click()
+    expect(page.locator(".flash-success")).to_contain_text(f"Step {code} of {number} verified and signed.")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "step_to_verify", number).filter(has_text=f"Verify {code}")).to_have_count(0)
+    assert_no_csp_violations(page)
+    shoot(page, "technician-04-day-done")
+
+
+def test_analysts_enter_a_result_from_the_inbox_and_a_second_one_verifies_it(tab, day):
+    page = tab
+    start_the_day(page, day, "qc_analyst.bg")
+    item = inbox_item(page, "results_to_enter").first
+    number = item.get_attribute("data-record")
+    shoot(page, "qc-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(re.compile(rf"/qc/batches/{number}/results/new\?test=VIAB$"))
+    page.get_by_label("Sample ID").fill(f"{number}-VIAB-D1")
+    page.get_by_label("Sampled at (site time)").fill(local(utcnow()))
+    page.get_by_label("Instrument", exact=True).select_option("NC-01")
+    page.get_by_label("Result (%)").fill("92.5")
+    page.get_by_label("Raw data reference").fill("NC-200 run 2212-01")
+    page.get_by_role("button", name="Save result").click()
+    page.wait_for_url(day(f"/qc/batches/{number}#test-VIAB"))
+    expect(page.locator("#test-VIAB .qc-result .verdict")).to_contain_text("pass")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "results_to_enter", number)).not_to_contain_text("Viability,")
+    sign_out(page)
+
+    start_the_day(page, day, "qc_analyst2.bg")
+    verify_item = inbox_item(page, "result_to_verify", number).filter(has_text="Verify Viability: 92.5")
+    expect(verify_item).to_have_count(1)
+    shoot(page, "qc-02-second-analyst-inbox")
+    link = verify_item.locator("a")
+    result_id = link.get_attribute("href").rsplit("#result-", 1)[1]
+    link.click()
+    page.wait_for_url(day(f"/qc/batches/{number}#result-{result_id}"))
+    verify = page.locator(f"#verify-{result_id}")
+    verify.locator("summary").click()
+    verify.get_by_label("User name").fill("qc_analyst2.bg")
+    verify.get_by_label("Password").fill(DEMO_PASSWORD)
+    verify.get_by_role("button", name=f"Verify #{result_id} and sign").click()
+    expect(page.locator(".flash-success")).to_contain_text("verified and signed")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "result_to_verify", number).filter(has_text="Verify Viability: 92.5")).to_have_count(0)
+    assert_no_csp_violations(page)
+
+
+def test_qa_reviews_the_batch_waiting_in_the_inbox(tab, day):
+    page = tab
+    start_the_day(page, day, "qa.bg")
+    item = inbox_item(page, "batch_to_review").first
+    number = item.get_attribute("data-record")
+    shoot(page, "qa-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(day(f"/releases/{number}/review"))
+    page.get_by_label("Review comment").fill("Batch record complete and consistent.")
+    page.get_by_label("User name").fill("qa.bg")
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign: Reviewed").click()
+    expect(page.locator(".flash-success")).to_contain_text("reviewed and signed")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "batch_to_review", number)).to_have_count(0)
+    assert_no_csp_violations(page)
+
+
+def test_the_qp_certifies_the_batch_waiting_in_the_inbox(tab, day):
+    page = tab
+    start_the_day(page, day, "qp.bg")
+    item = inbox_item(page, "batch_to_certify").first
+    number = item.get_attribute("data-record")
+    shoot(page, "qp-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(day(f"/releases/{number}/certification"))
+    release = page.locator("#decide-release")
+    release.locator("summary").click()
+    release.get_by_label("Comment").fill("All release tests conform; record reviewed by QA.")
+    release.get_by_label("User name").fill("qp.bg")
+    release.get_by_label("Password").fill(DEMO_PASSWORD)
+    release.get_by_role("button", name="Sign: Certified: released").click()
+    expect(page.locator(".flash-success")).to_contain_text(f"certificate CERT-{number}-1 issued")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "batch_to_certify", number)).to_have_count(0)
+    with day.app.app_context():
+        assert db.session.scalar(sa.select(Batch.status).where(Batch.number == number)) == BatchStatus.RELEASED
+
+
+def test_an_administrator_unlocks_the_account_the_inbox_shows_locked(tab, day):
+    page = tab
+    with day.app.app_context():
+        threshold = day.app.config["CELLFACTORY"].lockout_threshold
+    for _ in range(threshold):
+        sign_in(page, "qp.mz", "not-the-password")
+        expect(page.locator(".form-errors")).to_be_visible()
+
+    start_the_day(page, day, "admin.mz")
+    item = inbox_item(page, "locked_account", "qp.mz")
+    expect(item).to_have_count(1)
+    shoot(page, "admin-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(re.compile(r"/admin/users/\d+$"))
+    unlock = page.locator("form", has=page.get_by_role("button", name="Unlock account"))
+    unlock.get_by_label("Reason for the change").fill("Called the QP: the failed sign-ins were theirs.")
+    unlock.get_by_role("button", name="Unlock account").click()
+    expect(page.locator(".flash-success")).to_be_visible()
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "locked_account", "qp.mz")).to_have_count(0)
+    with day.app.app_context():
+        locked_until = db.session.scalar(sa.select(User.locked_until).where(User.username == "qp.mz"))
+    assert locked_until is None or locked_until <= utcnow()
+    sign_out(page)
+    start_the_day(page, day, "qp.mz")  # and the QP can sign in again
+
+
+def test_the_auditor_opens_a_recent_certification_and_downloads_its_batch_record(tab, day):
+    page = tab
+    start_the_day(page, day, "auditor")
+    item = inbox_item(page, "certification").first
+    number = item.get_attribute("data-record")
+    shoot(page, "auditor-01-inbox")
+    item.locator("a").click()
+    page.wait_for_url(day(f"/batches/{number}#signatures"))
+    link = page.get_by_role("link", name="Batch record (PDF)")
+    response = page.context.request.get(link.get_attribute("href"))
+    assert response.status == 200 and response.headers["content-type"] == "application/pdf"
+    text = pdf_text(response.body())
+    assert number in text
+    back_to_the_inbox(page, day)

@@ -403,9 +403,8 @@ def translations_fill(sources: tuple[Path, ...]) -> None:
 @translations_group.command("check")
 def translations_check() -> None:
     """Exit 1 if a message is untranslated or fuzzy, or a template shows text outside a translation call."""
-    from config import PROJECT_ROOT
-
     from cellfactory.core import catalogue, template_text
+    from config import PROJECT_ROOT
 
     failed = False
     for problem in catalogue.all_problems()["it"]:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
-
 # Abbreviations, symbols and units said the same way in Italian and English (GLOSSARY-it.md keeps QP, QA, QC,
 # OOS, CAPA, DIN, SEC untranslated), and the name of the product.
 UNTRANSLATED = frozenset({

@@ -608,3 +608,79 @@ def alert_overdue_reads() -> list[QcResult]:
             site_ids=[result.site_id], link=("qc.batch", {"number": number}), subject_key=key)
         alerted.append(result)
     return alerted
+
+
+# --- the worksheet: many results at once --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """How a value typed for a test would be judged, before anything is saved: its verdict and why, or the
+    reason it is not a result of the test at all (an impossible value, a word the test does not take)."""
+
+    verdict: Verdict | None
+    explanation: str = ""
+    problem: str | None = None
+
+
+def preview(test: SpecTest, text: str | None) -> Preview:
+    """The judgement `enter_result` would give the typed text for `test` (the same reading, checks and judge)."""
+    errors: dict[str, str] = {}
+    numeric, qualitative = _value(test, reading(text), errors)
+    if errors:
+        return Preview(None, problem=errors["value"])
+    judgement = judge(test, numeric=numeric, qualitative=qualitative)
+    return Preview(judgement.verdict, judgement.explanation)
+
+
+@dataclass(frozen=True)
+class WorksheetRow:
+    """One line of a worksheet: a test of a batch still waiting for its first result."""
+
+    batch: Batch
+    test: SpecTest
+
+    @property
+    def key(self) -> str:
+        return f"{self.batch.number}/{self.test.code}"
+
+
+def _first_results_missing(batches: Sequence[Batch], code: str | None = None) -> list[WorksheetRow]:
+    """The tests of each batch (all, or the one coded `code`) that have no result yet; a test that has one is
+    retested on its own page, with its reason."""
+    loaded = BatchResults.of(list(batches))
+    rows = []
+    for batch in batches:
+        tested = {result.spec_test_id for result in loaded.by_batch[batch.id]}
+        rows += [WorksheetRow(batch, test) for test in batch.specification.tests
+                 if test.id not in tested and (code is None or test.code == code)]
+    return rows
+
+
+def batch_worksheet(actor: User, batch: Batch) -> list[WorksheetRow]:
+    """Every test of the batch still without a result: one grid instead of a page per test."""
+    _require_analyst(actor, batch.site_id)
+    if batch.status not in RESULT_STATES:
+        raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
+    return _first_results_missing([batch])
+
+
+def one_test_worksheet(actor: User, site: Site, code: str) -> list[WorksheetRow]:
+    """One test across the site's batches waiting for QC that have no result of it yet."""
+    _require_analyst(actor, site.id)
+    batches = list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.site_id == site.id, Batch.status == BatchStatus.AWAITING_QC)
+        .order_by(Batch.number), Batch, actor)).unique())
+    return _first_results_missing(batches, code.strip().upper())
+
+
+def worksheet_tests(actor: User, site: Site) -> list[tuple[str, str]]:
+    """(code, name) of the tests the site's batches waiting for QC still need, for choosing a worksheet."""
+    _require_analyst(actor, site.id)
+    batches = list(db.session.scalars(visible_to(
+        sa.select(Batch).where(Batch.site_id == site.id, Batch.status == BatchStatus.AWAITING_QC), Batch,
+        actor)).unique())
+    names: dict[str, str] = {}
+    for row in _first_results_missing(batches):
+        names.setdefault(row.test.code, row.test.name)
+    return sorted(names.items())

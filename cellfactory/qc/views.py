@@ -513,3 +513,6 @@ def trends() -> tuple[str, int]:
     status = 404 if product is None and wanted else 200
     return render_template("qc/trends.html", products=products, product=product, spec=spec, tests=tests, test=test,
                            rows=rows, chart=chart, limits=limits, problem=problem, args=args), status
+
+# The worksheet pages are views of this blueprint.
+from cellfactory.qc import worksheet  # noqa: E402,F401

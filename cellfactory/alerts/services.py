@@ -157,13 +157,14 @@ def _compose(alert: Alert, site: str | None, base: str) -> tuple[str, str]:
                                   id=alert.id))
     subject = "".join(c for c in unicodedata.normalize("NFKD", subject) if not unicodedata.combining(c))
     subject = subject.encode("ascii", "replace").decode()[:120]
+    record, alerts_page = f"{base}{alert.link}", f"{base}/alerts/"
     body = "\n".join([
         _("%(title)s %(where)s.", title=title, where=where),
         "",
         alert.message,
         "",
-        _("Open the record: %(url)s", url=f"{base}{alert.link}") if alert.link else "",
-        _("Your alerts: %(url)s", url=f"{base}/alerts/"),
+        _("Open the record: %(url)s", url=record) if alert.link else "",
+        _("Your alerts: %(url)s", url=alerts_page),
         "",
         _("You receive this e-mail as %(role)s %(where)s (alert %(id)s). Acknowledge the alert in cellfactory; do "
           "not reply to this e-mail.", role=alert.audience.label, where=where, id=alert.id),

@@ -139,12 +139,18 @@ def words(name: str) -> str:
     return str(name).replace("_", " ").strip()
 
 
+def _named(text: str) -> str:
+    """A name computed from a stored one ('Kind' from `kind`): in the catalogue's words when it holds that
+    message, as computed otherwise."""
+    return _(text) if text else text
+
+
 def record_type(entity_type: str) -> str:
-    return _(RECORD_TYPES[entity_type]) if entity_type in RECORD_TYPES else words(entity_type).capitalize()
+    return _(RECORD_TYPES[entity_type]) if entity_type in RECORD_TYPES else _named(words(entity_type).capitalize())
 
 
 def action_text(action: str) -> str:
-    return _(ACTIONS[action]) if action in ACTIONS else words(action).capitalize()
+    return _(ACTIONS[action]) if action in ACTIONS else _named(words(action).capitalize())
 
 
 def _yes_no(value: bool) -> str:
@@ -176,7 +182,7 @@ def field_label(table: str, field: str) -> str:
         if name.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
             break
-    return words(name).capitalize()
+    return _named(words(name).capitalize())
 
 
 class Names:

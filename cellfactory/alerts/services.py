@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from cellfactory.audit import services as audit
 from cellfactory.core.clock import utcnow
 from cellfactory.core.db import Base
 from cellfactory.core.errors import Conflict, PermissionDenied
+from cellfactory.core.i18n import N_, _, in_language, language_of
 from cellfactory.core.roles import Actor as User  # a user as the rules see it (auth.models.User)
 from cellfactory.core.roles import Role
 from cellfactory.core.transaction import transactional
@@ -42,12 +44,17 @@ ROUTES: Mapping[str, frozenset[Role]] = {
 }
 
 TITLES: Mapping[str, str] = {
-    "oos": "Result out of specification",
-    "post_release_failure": "Failure after release",
-    "temperature_excursion": "Temperature excursion in transit",
-    "overdue_read": "Final read overdue",
-    "security": "Security event",
+    "oos": N_("Result out of specification"),
+    "post_release_failure": N_("Failure after release"),
+    "temperature_excursion": N_("Temperature excursion in transit"),
+    "overdue_read": N_("Final read overdue"),
+    "security": N_("Security event"),
 }
+
+
+def title_of(kind: str) -> str:
+    """The title of a kind of alert, in the language of the moment."""
+    return _(TITLES[kind]) if kind in TITLES else kind.replace("_", " ").capitalize()
 
 
 def raise_alert(kind: str, message: str, *, audiences: set[Role] | frozenset[Role] | None = None,
@@ -99,6 +106,7 @@ class Recipient:
     user_id: int
     address: str
     full_name: str
+    language: str | None = None  # their own choice; None: their site's, else the installation's
 
 
 def recipients(alert: Alert) -> list[Recipient]:
@@ -107,14 +115,14 @@ def recipients(alert: Alert) -> list[Recipient]:
     those people see them on the alerts page. The tables are read by name: users sit above alerts in the layers."""
     tables = Base.metadata.tables
     user, assignment = tables["app_user"], tables["role_assignment"]
-    query = (sa.select(user.c.id, user.c.email, user.c.full_name)
+    query = (sa.select(user.c.id, user.c.email, user.c.full_name, user.c.language)
              .join(assignment, assignment.c.user_id == user.c.id)
              .where(assignment.c.role == alert.audience.value, assignment.c.revoked_at.is_(None),
                     user.c.active.is_(True), user.c.email != "")
              .distinct().order_by(user.c.id))
     if alert.site_id is not None:
         query = query.where(assignment.c.site_id == alert.site_id)
-    return [Recipient(row.id, row.email, row.full_name) for row in db.session.execute(query)]
+    return [Recipient(row.id, row.email, row.full_name, row.language) for row in db.session.execute(query)]
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
@@ -129,32 +137,51 @@ def _mails(alerts: list[Alert]) -> list[AlertMail]:
         for person in recipients(alert):
             if person.user_id in mails:
                 continue
-            title = TITLES.get(alert.kind, alert.kind.replace("_", " ").capitalize())
-            site = _site_code(alert.site_id) if alert.site_id is not None else None
-            where = f"at site {site}" if site else "network-wide"
-            # Short and ASCII: a long or encoded subject is folded, and some mail readers show the folds as spaces.
-            subject = _CONTROL.sub(" ", f"[cellfactory] {title} {where} (alert {alert.id})")
-            subject = subject.encode("ascii", "replace").decode()[:120]
-            body = "\n".join([
-                f"{title} {where}.",
-                "",
-                alert.message,
-                "",
-                f"Open the record: {base}{alert.link}" if alert.link else "",
-                f"Your alerts: {base}/alerts/",
-                "",
-                f"You receive this e-mail as {alert.audience.label} {where} (alert {alert.id}). Acknowledge the "
-                "alert in cellfactory; do not reply to this e-mail.",
-            ])
+            site = _site(alert.site_id) if alert.site_id is not None else None
+            # Written in the recipient's language (their own, else the alert's site's, else the installation's).
+            with in_language(language_of(person, site)):
+                subject, body = _compose(alert, site.code if site else None, base)
             mails[person.user_id] = AlertMail(alert_id=alert.id, recipient_id=person.user_id,
                                               address=person.address, subject=subject, body=body,
                                               status=MailStatus.PENDING)
     return list(mails.values())
 
 
-def _site_code(site_id: int) -> str:
+def _compose(alert: Alert, site: str | None, base: str) -> tuple[str, str]:
+    """The subject and body of an alert's e-mail, in the language of the moment."""
+    title = title_of(alert.kind)
+    where = _("at site %(site)s", site=site) if site else _("network-wide")
+    # Short and ASCII: a long or encoded subject is folded, and some mail readers show the folds as spaces. Accented
+    # letters lose their accent rather than become '?'.
+    subject = _CONTROL.sub(" ", _("[cellfactory] %(title)s %(where)s (alert %(id)s)", title=title, where=where,
+                                  id=alert.id))
+    subject = "".join(c for c in unicodedata.normalize("NFKD", subject) if not unicodedata.combining(c))
+    subject = subject.encode("ascii", "replace").decode()[:120]
+    record, alerts_page = f"{base}{alert.link}", f"{base}/alerts/"
+    body = "\n".join([
+        _("%(title)s %(where)s.", title=title, where=where),
+        "",
+        alert.message,
+        "",
+        _("Open the record: %(url)s", url=record) if alert.link else "",
+        _("Your alerts: %(url)s", url=alerts_page),
+        "",
+        _("You receive this e-mail as %(role)s %(where)s (alert %(id)s). Acknowledge the alert in cellfactory; do "
+          "not reply to this e-mail.", role=alert.audience.label, where=where, id=alert.id),
+    ])
+    return subject, body
+
+
+@dataclass(frozen=True)
+class _SiteOfAlert:
+    code: str
+    language: str | None
+
+
+def _site(site_id: int) -> _SiteOfAlert:
     site = Base.metadata.tables["site"]
-    return db.session.scalar(sa.select(site.c.code).where(site.c.id == site_id)) or str(site_id)
+    row = db.session.execute(sa.select(site.c.code, site.c.language).where(site.c.id == site_id)).first()
+    return _SiteOfAlert(row.code, row.language) if row else _SiteOfAlert(str(site_id), None)
 
 
 def mails_of(alert: Alert) -> list[AlertMail]:
@@ -185,9 +212,9 @@ def alerts_for(user: User, *, include_acknowledged: bool = False) -> list[Alert]
 @transactional
 def acknowledge(actor: User, alert: Alert) -> Alert:
     if alert not in alerts_for(actor, include_acknowledged=True):
-        raise PermissionDenied("This alert is not addressed to you.")
+        raise PermissionDenied(_("This alert is not addressed to you."))
     if alert.acknowledged_at is not None:
-        raise Conflict("This alert was already acknowledged.")
+        raise Conflict(_("This alert was already acknowledged."))
     audit.act_as(db.session, actor, reason="alert acknowledged")
     alert.acknowledged_at = utcnow()
     alert.acknowledged_by_id = actor.id

@@ -19,6 +19,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.queries import COUNT_LIMIT, AuditFilter, audit_page
 from cellfactory.auth.services import user_ids_named
 from cellfactory.core.commands import Instant
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
 from cellfactory.sites.services import site_ids_coded
@@ -30,7 +31,7 @@ TIMES = ("since", "until")
 
 def _site_code(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9]{2,8}", value):
-        raise PydanticCustomError("text", "Use 2-8 letters or digits, e.g. BG.")
+        raise PydanticCustomError("text", _("Use 2-8 letters or digits, e.g. BG."))
     return value
 
 

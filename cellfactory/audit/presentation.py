@@ -24,6 +24,7 @@ from sqlalchemy.orm.util import identity_key
 
 from cellfactory.core.clock import format_local
 from cellfactory.core.db import Base
+from cellfactory.core.i18n import N_, _, current_language, format_day, format_number
 from cellfactory.core.numbers import cell_count
 from cellfactory.core.values import decimal_text
 
@@ -39,17 +40,18 @@ TECHNICAL = frozenset({
 
 # Links worth reading: the linked record is shown by its name (a person by full name).
 LINKS = {
-    "operator_id": "Operator", "analyst_id": "Analyst", "owner_id": "Owner", "equipment_id": "Equipment",
-    "lot_id": "Reagent lot", "item_id": "Item", "vessel_type_id": "Vessel type", "position_id": "Storage position",
-    "recipient_id": "Recipient", "spec_test_id": "Test", "retest_of_id": "Retest of result",
-    "donor_id": "Donor", "material_id": "Source material", "product_id": "Product",
-    "specification_id": "Specification", "rule_id": "Acceptance limits", "user_id": "User",
-    "decided_by_id": "Decided by", "approved_by_id": "Approved by", "received_by_id": "Received by",
-    "released_by_id": "Released by", "opened_by_id": "Opened by", "closed_by_id": "Closed by",
-    "verified_by_id": "Verified by", "revoked_by_id": "Revoked by", "retired_by_id": "Retired by",
-    "acknowledged_by_id": "Acknowledged by", "ended_by_id": "Ended by", "signer_id": "Signed by",
-    "from_site_id": "From site", "to_site_id": "To site", "origin_site_id": "Made at site",
-    "deviation_id": "Deviation", "superseded_by_id": "Superseded by", "unit_id": "Unit", "batch_id": "Batch",
+    "operator_id": N_("Operator"), "analyst_id": N_("Analyst"), "owner_id": N_("Owner"),
+    "equipment_id": N_("Equipment"), "lot_id": N_("Reagent lot"), "item_id": N_("Item"),
+    "vessel_type_id": N_("Vessel type"), "position_id": N_("Storage position"), "recipient_id": N_("Recipient"),
+    "spec_test_id": N_("Test"), "retest_of_id": N_("Retest of result"), "donor_id": N_("Donor"),
+    "material_id": N_("Source material"), "product_id": N_("Product"), "specification_id": N_("Specification"),
+    "rule_id": N_("Acceptance limits"), "user_id": N_("User"), "decided_by_id": N_("Decided by"),
+    "approved_by_id": N_("Approved by"), "received_by_id": N_("Received by"), "released_by_id": N_("Released by"),
+    "opened_by_id": N_("Opened by"), "closed_by_id": N_("Closed by"), "verified_by_id": N_("Verified by"),
+    "revoked_by_id": N_("Revoked by"), "retired_by_id": N_("Retired by"), "acknowledged_by_id": N_("Acknowledged by"),
+    "ended_by_id": N_("Ended by"), "signer_id": N_("Signed by"), "from_site_id": N_("From site"),
+    "to_site_id": N_("To site"), "origin_site_id": N_("Made at site"), "deviation_id": N_("Deviation"),
+    "superseded_by_id": N_("Superseded by"), "unit_id": N_("Unit"), "batch_id": N_("Batch"),
 }
 # A link to the record's own parent says nothing on the parent's page: left out.
 PARENT_LINKS = {"passage": {"step_id"}, "batch_step": {"batch_id"}, "batch_material": {"batch_id"},
@@ -60,56 +62,61 @@ PARENT_LINKS = {"passage": {"step_id"}, "batch_step": {"batch_id"}, "batch_mater
 
 # Labels where the field's name in words would not do.
 LABELS = {
-    "status": "Status", "held_from": "Held from status", "status_changed_at": "Status changed",
-    "started_at": "Started", "ended_at": "Ended", "seeded_at": "Seeded", "harvested_at": "Harvested",
-    "cells_seeded": "Cells seeded", "cells_harvested": "Cells harvested", "cells": "Cells",
-    "viability_pct": "Viability", "confluence_pct": "Confluence", "growth_area_cm2": "Growth area",
-    "seeding_density": "Seeding density", "population_doublings": "Population doublings (PD)",
-    "cumulative_pd": "Cumulative PD", "doubling_time_h": "Doubling time", "formula_version": "Formulas",
-    "pd_counted": "Counted in cumulative PD", "transport_temp_min_c": "Transport temperature, lowest",
-    "transport_temp_max_c": "Transport temperature, highest", "temp_min_c": "Temperature, lowest allowed",
-    "temp_max_c": "Temperature, highest allowed", "quantity_unit": "Quantity unit", "din": "DIN",
-    "numeric_value": "Value", "qualitative_value": "Result", "raw_data_reference": "Raw data reference",
-    "volume_ml": "Volume", "expires_at": "Expires", "calibration_due": "Calibration due",
-    "coa_reference": "Certificate of analysis", "htlv_risk": "HTLV risk", "htlv_required": "HTLV-I test required",
-    "consent_form_version": "Consent form version", "decision_reasons": "Reasons", "pdf": "PDF",
-    "impact_assessment": "Impact on the batch", "classification_justification": "Why this classification",
-    "status_reason": "Reason for the status", "capacity": "Acknowledged as", "meaning": "Meaning",
-    "signed_at": "Signed", "printed_name": "Printed name", "signer_username": "User name", "vessel_count": "Vessels",
-    "incubation_days": "Incubation", "max_cumulative_pd": "Highest cumulative PD", "criterion": "Criterion kind",
-    "lower_inclusive": "Lower limit included", "upper_inclusive": "Upper limit included",
-    "informative_only": "For information only", "may_be_pending": "May be pending at release",
-    "physical_min": "Lowest possible value", "physical_max": "Highest possible value", "trial_code": "Clinical trial",
-    "facility_id": "Facility identifier (FIN)", "sample_id": "Sample", "kit_lot": "Kit lot",
+    "status": N_("Status"), "held_from": N_("Held from status"), "status_changed_at": N_("Status changed"),
+    "started_at": N_("Started"), "ended_at": N_("Ended"), "seeded_at": N_("Seeded"), "harvested_at": N_("Harvested"),
+    "cells_seeded": N_("Cells seeded"), "cells_harvested": N_("Cells harvested"), "cells": N_("Cells"),
+    "viability_pct": N_("Viability"), "confluence_pct": N_("Confluence"), "growth_area_cm2": N_("Growth area"),
+    "seeding_density": N_("Seeding density"), "population_doublings": N_("Population doublings (PD)"),
+    "cumulative_pd": N_("Cumulative PD"), "doubling_time_h": N_("Doubling time"), "formula_version": N_("Formulas"),
+    "pd_counted": N_("Counted in cumulative PD"), "transport_temp_min_c": N_("Transport temperature, lowest"),
+    "transport_temp_max_c": N_("Transport temperature, highest"), "temp_min_c": N_("Temperature, lowest allowed"),
+    "temp_max_c": N_("Temperature, highest allowed"), "quantity_unit": N_("Quantity unit"), "din": N_("DIN"),
+    "numeric_value": N_("Value"), "qualitative_value": N_("Result"), "raw_data_reference": N_("Raw data reference"),
+    "volume_ml": N_("Volume"), "expires_at": N_("Expires"), "calibration_due": N_("Calibration due"),
+    "coa_reference": N_("Certificate of analysis"), "htlv_risk": N_("HTLV risk"),
+    "htlv_required": N_("HTLV-I test required"), "consent_form_version": N_("Consent form version"),
+    "decision_reasons": N_("Reasons"), "pdf": N_("PDF"), "impact_assessment": N_("Impact on the batch"),
+    "classification_justification": N_("Why this classification"), "status_reason": N_("Reason for the status"),
+    "capacity": N_("Acknowledged as"), "meaning": N_("Meaning"), "signed_at": N_("Signed"),
+    "printed_name": N_("Printed name"), "signer_username": N_("User name"), "vessel_count": N_("Vessels"),
+    "incubation_days": N_("Incubation"), "max_cumulative_pd": N_("Highest cumulative PD"),
+    "criterion": N_("Criterion kind"), "lower_inclusive": N_("Lower limit included"),
+    "upper_inclusive": N_("Upper limit included"), "informative_only": N_("For information only"),
+    "may_be_pending": N_("May be pending at release"), "physical_min": N_("Lowest possible value"),
+    "physical_max": N_("Highest possible value"), "trial_code": N_("Clinical trial"),
+    "facility_id": N_("Facility identifier (FIN)"), "sample_id": N_("Sample"), "kit_lot": N_("Kit lot"),
 }
 # Labels of one record type's field.
 TABLE_LABELS = {
-    "batch_step": {"code": "Step", "name": "Step name", "kind": "Step kind"},
-    "step_reagent": {"quantity": "Quantity used"},
-    "source_material": {"quantity": "Quantity", "status": "Receipt decision"},
-    "unit": {"status": "Unit status"},
-    "passage": {"passage_number": "Passage"},
+    "batch_step": {"code": N_("Step"), "name": N_("Step name"), "kind": N_("Step kind")},
+    "step_reagent": {"quantity": N_("Quantity used")},
+    "source_material": {"quantity": N_("Quantity"), "status": N_("Receipt decision")},
+    "unit": {"status": N_("Unit status")},
+    "passage": {"passage_number": N_("Passage")},
 }
 # Units written after a number, by the end of the field's name (numeric columns only).
 UNIT_SUFFIXES = (("_pct", "%"), ("_cm2", "cm²"), ("_temp_min_c", "°C"), ("_temp_max_c", "°C"), ("_min_c", "°C"),
-                 ("_max_c", "°C"), ("_hours", "h"), ("_time_h", "h"), ("_days", "days"), ("_years", "years"),
+                 ("_max_c", "°C"), ("_hours", "h"), ("_time_h", "h"), ("_days", N_("days")), ("_years", N_("years")),
                  ("_ml", "mL"))
+# The units above said in words (translated where written).
+WORD_UNITS = frozenset({"days", "years"})
 # Where a sibling column holds the unit of a number.
 UNIT_COLUMNS = {"quantity": ("quantity_unit", "unit"), "numeric_value": ("unit",)}
 CELL_FIELDS = frozenset({"cells", "cells_seeded", "cells_harvested", "seeding_density"})
-CELL_UNITS = {"seeding_density": "cells/cm²"}
+CELL_UNITS = {"seeding_density": N_("cells/cm²")}
 DIGITS = {"population_doublings": 2, "cumulative_pd": 2, "doubling_time_h": 1}
 
 RECORD_TYPES = {
-    "batch_step": "Step", "batch_material": "Source material of the batch", "step_equipment": "Equipment used",
-    "step_reagent": "Reagent used", "qc_result": "QC result", "capa_action": "CAPA action",
-    "batch_decision": "Decision", "release_certificate": "Release certificate", "app_user": "User",
-    "spec_test": "Specification test", "specification_version": "Specification", "source_material": "Source material",
-    "screening_result": "Screening result", "screening_decision": "Screening decision",
-    "notification_task": "Notice", "task_acknowledgement": "Acknowledgement", "reagent_lot": "Reagent lot",
+    "batch_step": N_("Step"), "batch_material": N_("Source material of the batch"),
+    "step_equipment": N_("Equipment used"), "step_reagent": N_("Reagent used"), "qc_result": N_("QC result"),
+    "capa_action": N_("CAPA action"), "batch_decision": N_("Decision"),
+    "release_certificate": N_("Release certificate"), "app_user": N_("User"), "spec_test": N_("Specification test"),
+    "specification_version": N_("Specification"), "source_material": N_("Source material"),
+    "screening_result": N_("Screening result"), "screening_decision": N_("Screening decision"),
+    "notification_task": N_("Notice"), "task_acknowledgement": N_("Acknowledgement"), "reagent_lot": N_("Reagent lot"),
 }
-ACTIONS = {"create": "Created", "update": "Changed", "print": "Printed", "login": "Signed in",
-           "logout": "Signed out", "login_failed": "Sign-in failed", "allocate_din": "DIN allocated"}
+ACTIONS = {"create": N_("Created"), "update": N_("Changed"), "print": N_("Printed"), "login": N_("Signed in"),
+           "logout": N_("Signed out"), "login_failed": N_("Sign-in failed"), "allocate_din": N_("DIN allocated")}
 
 
 @dataclass(frozen=True)
@@ -132,12 +139,22 @@ def words(name: str) -> str:
     return str(name).replace("_", " ").strip()
 
 
+def _named(text: str) -> str:
+    """A name computed from a stored one ('Kind' from `kind`): in the catalogue's words when it holds that
+    message, as computed otherwise."""
+    return _(text) if text else text
+
+
 def record_type(entity_type: str) -> str:
-    return RECORD_TYPES.get(entity_type) or words(entity_type).capitalize()
+    return _(RECORD_TYPES[entity_type]) if entity_type in RECORD_TYPES else _named(words(entity_type).capitalize())
 
 
 def action_text(action: str) -> str:
-    return ACTIONS.get(action) or words(action).capitalize()
+    return _(ACTIONS[action]) if action in ACTIONS else _named(words(action).capitalize())
+
+
+def _yes_no(value: bool) -> str:
+    return _("yes") if value else _("no")
 
 
 def _column(table: str, field: str) -> sa.Column | None:
@@ -159,13 +176,13 @@ def is_technical(table: str, field: str) -> bool:
 def field_label(table: str, field: str) -> str:
     label = TABLE_LABELS.get(table, {}).get(field) or LABELS.get(field) or LINKS.get(field)
     if label:
-        return label
+        return _(label)
     name = field
-    for suffix in ("_at", "_id", *(s for s, _ in UNIT_SUFFIXES)):
+    for suffix in ("_at", "_id", *(suffix for suffix, _unit in UNIT_SUFFIXES)):
         if name.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
             break
-    return words(name).capitalize()
+    return _named(words(name).capitalize())
 
 
 class Names:
@@ -243,7 +260,7 @@ class ChangeFormatter:
 
     def lines(self, table: str, changes: Mapping[str, Any] | None, tz: str) -> list[ChangeLine]:
         if not isinstance(changes, Mapping):
-            return [] if changes is None else [ChangeLine("", "Details", None, self._plain(changes, tz))]
+            return [] if changes is None else [ChangeLine("", _("Details"), None, self._plain(changes, tz))]
         out = []
         # A record's first entry has no old values: its lines say what was entered. In a change, a field that was
         # empty before reads '— → new'.
@@ -274,14 +291,14 @@ class ChangeFormatter:
         if isinstance(kind, sa.Enum) and kind.enum_class is not None:
             return _enum_text(kind.enum_class, value)
         if isinstance(kind, sa.Boolean) or isinstance(value, bool):
-            return "yes" if value in (True, "true", 1) else "no"
+            return _yes_no(value in (True, "true", 1))
         if isinstance(kind, sa.DateTime) or (kind is None and _looks_like_instant(value)):
             return _time_text(value, tz)
         if isinstance(kind, sa.Date):
-            return str(value)
+            return _day_text(value)
         if field in CELL_FIELDS:
             text = cell_count(value)
-            return f"{text} {CELL_UNITS[field]}" if field in CELL_UNITS else text
+            return f"{text} {_(CELL_UNITS[field])}" if field in CELL_UNITS else text
         if isinstance(kind, sa.Numeric | sa.Float | sa.Integer) and not isinstance(value, dict | list):
             return _with_unit(self._number(field, value, kind), self._unit(table, field, changes, side))
         if isinstance(value, str) and column is None and "_" in value and value.islower() and " " not in value:
@@ -294,10 +311,12 @@ class ChangeFormatter:
         except decimal.InvalidOperation:
             return str(value)
         if field in DIGITS:
-            return f"{float(number):.{DIGITS[field]}f}"
-        if isinstance(kind, sa.Float):
-            return f"{float(number):.2f}"
-        return decimal_text(number) or EMPTY
+            text = f"{float(number):.{DIGITS[field]}f}"
+        elif isinstance(kind, sa.Float):
+            text = f"{float(number):.2f}"
+        else:
+            text = decimal_text(number) or EMPTY
+        return _number_in_language(text)
 
     def _unit(self, table: str, field: str, changes: Mapping[str, Any] | None, side: int) -> str:
         for sibling in UNIT_COLUMNS.get(field, ()):
@@ -307,11 +326,12 @@ class ChangeFormatter:
             if isinstance(found, list) and len(found) == 2:
                 found = found[side] if found[side] is not None else found[1 - side]
             return str(found) if found not in (None, "") else ""
-        return next((unit for suffix, unit in UNIT_SUFFIXES if field.endswith(suffix)), "")
+        unit = next((unit for suffix, unit in UNIT_SUFFIXES if field.endswith(suffix)), "")
+        return _(unit) if unit in WORD_UNITS else unit
 
     def _plain(self, value: Any, tz: str) -> str:
         if isinstance(value, bool):
-            return "yes" if value else "no"
+            return _yes_no(value)
         if isinstance(value, str):
             return _time_text(value, tz) if _looks_like_instant(value) else value
         if isinstance(value, list):
@@ -322,6 +342,29 @@ class ChangeFormatter:
         if value is None:
             return EMPTY
         return json.dumps(value, ensure_ascii=False) if not isinstance(value, int | float) else str(value)
+
+
+def _number_in_language(text: str) -> str:
+    """A number as written in English (its decimals kept), the Italian way in Italian (1.234,5)."""
+    if current_language() == "en":
+        return text
+    try:
+        number = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        return text
+    if not number.is_finite():
+        return text
+    return format_number(number, max(0, -number.as_tuple().exponent))
+
+
+def _day_text(value: Any) -> str:
+    """A stored calendar day (ISO 8601): as stored in English, 06/12/2026 in Italian."""
+    if current_language() == "en":
+        return str(value)
+    try:
+        return format_day(dt.date.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
 
 
 def _is_pair(change: Any) -> bool:

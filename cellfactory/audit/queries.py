@@ -18,6 +18,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import Page, paginate
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.roles import Actor
@@ -41,8 +42,8 @@ class AuditFilter:
 
 
 def audit_query(viewer: Actor, flt: AuditFilter) -> sa.Select:
-    permissions.require(permissions.can_read_audit(viewer), "Only QA, Qualified Persons and auditors read the "
-                                                            "audit trail.")
+    permissions.require(permissions.can_read_audit(viewer), _("Only QA, Qualified Persons and auditors read the "
+                                                              "audit trail."))
     query = sa.select(AuditEntry)
     visible = viewer.site_ids()
     if visible is not None:
@@ -78,7 +79,8 @@ def parse_day(value: str | None, field: str, tz_name: str, *, end: bool = False)
     try:
         day = dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise ValidationFailed(f"{value!r} is not a date: use YYYY-MM-DD.", fields={field: "Use YYYY-MM-DD."}) from exc
+        raise ValidationFailed(_("%(value)s is not a date: use YYYY-MM-DD.", value=repr(value)),
+                               fields={field: _("Use YYYY-MM-DD.")}) from exc
     if year_problem(day):
         raise ValidationFailed(year_problem(day), fields={field: year_problem(day)})
     if end:

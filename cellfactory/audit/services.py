@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from cellfactory.audit.models import AuditChainSeal, AuditEntry
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import PermissionDenied, ValidationFailed
+from cellfactory.core.i18n import _
 
 GENESIS_HASH = "0" * 64
 REDACTED = "[redacted]"
@@ -155,8 +156,8 @@ def _refuse_deletes(session: Session, flush_context: Any, instances: Any) -> Non
     for obj in session.deleted:
         if getattr(obj, "__audited__", False):
             raise PermissionDenied(
-                f"{_entity_type(obj)} {obj.audit_label()} is a GMP record and is never deleted: void or "
-                "supersede it with a reason."
+                _("%(record)s %(label)s is a GMP record and is never deleted: void or supersede it with a reason.",
+                  record=_entity_type(obj), label=obj.audit_label())
             )
 
 
@@ -175,8 +176,9 @@ def _audit_flush(session: Session, flush_context: Any) -> None:
             continue
         if not reason:
             raise ValidationFailed(
-                f"A reason is required to change {_entity_type(obj)} {obj.audit_label()} after its first entry.",
-                fields={"reason": "Say why this record is being changed."},
+                _("A reason is required to change %(record)s %(label)s after its first entry.",
+                  record=_entity_type(obj), label=obj.audit_label()),
+                fields={"reason": _("Say why this record is being changed.")},
             )
         rows.append(_row(session, obj, "update", changes, reason))
     if rows:

@@ -12,6 +12,7 @@ from cellfactory.audit.queries import AuditFilter, audit_page, audit_query, csv_
 from cellfactory.auth.services import user_ids_named
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args
 from cellfactory.core.permissions import AUDIT_READERS, roles_required
 from cellfactory.core.transaction import commit_request
@@ -118,7 +119,8 @@ def trail() -> tuple[str, int]:
 def export_csv() -> Response:
     flt, errors = _filter_from_request()
     if errors:
-        raise ValidationFailed("The filter is wrong: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The filter is wrong: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     statement = audit_query(current_user, flt).execution_options(yield_per=2000)
     filename = f"audit-trail-{utcnow():%Y%m%dT%H%M%SZ}.csv"
     # The stream takes the request's session over: a real server (the development server, gunicorn) sends the

@@ -9,22 +9,23 @@ from wtforms import DateField, StringField, TextAreaField
 from wtforms.validators import Optional
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.core.i18n import _l
 
 
 class EquipmentForm(BaseForm):
-    code = StringField("Code (as on the equipment's label)", validators=[Optional()],
+    code = StringField(_l("Code (as on the equipment's label)"), validators=[Optional()],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 40})
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    kind = StringField("Kind (incubator, biosafety cabinet, centrifuge, cell counter, freezer …)",
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    kind = StringField(_l("Kind (incubator, biosafety cabinet, centrifuge, cell counter, freezer …)"),
                        validators=[Optional()], render_kw={"maxlength": 60})
-    calibration_due = DateField("Calibration / qualification due", validators=[Optional()])
+    calibration_due = DateField(_l("Calibration / qualification due"), validators=[Optional()])
 
 
 class CalibrationForm(BaseForm):
-    reference = StringField("Certificate or report reference", validators=[Optional()],
+    reference = StringField(_l("Certificate or report reference"), validators=[Optional()],
                             render_kw={"maxlength": 200})
-    next_due = DateField("Next calibration due", validators=[Optional()])
+    next_due = DateField(_l("Next calibration due"), validators=[Optional()])
 
 
 class ServiceStatusForm(BaseForm):
-    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})
+    reason = TextAreaField(_l("Reason"), validators=[Optional()], render_kw={"maxlength": 2000})

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import N_, _, format_day
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.sites.models import Site
 
@@ -14,6 +15,13 @@ from cellfactory.sites.models import Site
 class EquipmentStatus(enum.StrEnum):
     IN_SERVICE = "in_service"
     OUT_OF_SERVICE = "out_of_service"
+
+    @property
+    def label(self) -> str:
+        return _(STATUS_LABELS[self])
+
+
+STATUS_LABELS = {EquipmentStatus.IN_SERVICE: N_("in service"), EquipmentStatus.OUT_OF_SERVICE: N_("out of service")}
 
 
 class Equipment(Audited, CreatedMixin, VersionedMixin, Base):
@@ -37,7 +45,8 @@ class Equipment(Audited, CreatedMixin, VersionedMixin, Base):
 
     def refusal(self, on: dt.date) -> str | None:
         if self.status != EquipmentStatus.IN_SERVICE:
-            return f"{self.code} {self.name} is out of service."
+            return _("%(code)s %(name)s is out of service.", code=self.code, name=self.name)
         if self.calibration_due < on:
-            return f"{self.code} {self.name} is overdue for calibration/qualification (due {self.calibration_due})."
+            return _("%(code)s %(name)s is overdue for calibration/qualification (due %(due)s).", code=self.code,
+                     name=self.name, due=format_day(self.calibration_due))
         return None

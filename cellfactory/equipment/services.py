@@ -12,6 +12,7 @@ from cellfactory.auth.models import User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.i18n import _, current_language
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
@@ -33,11 +34,12 @@ def site_today(site: Site) -> dt.date:
 @transactional
 def register(actor: User, site: Site, command: RegisterEquipment) -> Equipment:
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, site.id),
-                        "Only technicians and QA of this site register equipment.")
+                        _("Only technicians and QA of this site register equipment."))
     audit.act_as(db.session, actor)
     code = command.code.upper()
     if db.session.scalar(sa.select(Equipment.id).where(Equipment.site_id == site.id, Equipment.code == code)):
-        raise Conflict(f"Equipment code {code} is already used at {site.code}.", fields={"code": "Already used."})
+        raise Conflict(_("Equipment code %(code)s is already used at %(site)s.", code=code, site=site.code),
+                       fields={"code": _("Already used.")})
     equipment = Equipment(site_id=site.id, code=code, name=command.name, kind=command.kind,
                           calibration_due=command.calibration_due, status=EquipmentStatus.IN_SERVICE,
                           created_by_id=actor.id)
@@ -49,9 +51,9 @@ def register(actor: User, site: Site, command: RegisterEquipment) -> Equipment:
 @transactional
 def record_calibration(actor: User, equipment: Equipment, command: RecordCalibration) -> Equipment:
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
-                        "Only technicians and QA of the site record calibrations.")
+                        _("Only technicians and QA of the site record calibrations."))
     if command.next_due <= site_today(equipment.site):
-        raise ValidationFailed("The next due date must be in the future.", fields={"next_due": "A future date."})
+        raise ValidationFailed(_("The next due date must be in the future."), fields={"next_due": _("A future date.")})
     audit.act_as(db.session, actor, reason=f"calibration recorded: {command.reference}")
     equipment.calibration_due = command.next_due
     return equipment
@@ -60,9 +62,11 @@ def record_calibration(actor: User, equipment: Equipment, command: RecordCalibra
 @transactional
 def set_status(actor: User, equipment: Equipment, command: ChangeEquipmentStatus) -> Equipment:
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
-                        "Only technicians and QA of the site change equipment status.")
+                        _("Only technicians and QA of the site change equipment status."))
     if equipment.status == command.status:
-        raise Conflict(f"{equipment.code} is already {command.status.value}.")
+        # English says the stored value (as it always has); Italian says it in words.
+        status = command.status.value if current_language() == "en" else command.status.label
+        raise Conflict(_("%(code)s is already %(status)s.", code=equipment.code, status=status))
     audit.act_as(db.session, actor, reason=command.reason)
     equipment.status = command.status
     return equipment

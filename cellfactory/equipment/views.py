@@ -10,6 +10,7 @@ from flask_login import current_user
 from cellfactory.audit.models import AuditEntry
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _, format_day
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -67,7 +68,8 @@ def register():
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{equipment.code} {equipment.name} registered at {equipment.site.code}.", "success")
+            flash(_("%(code)s %(name)s registered at %(site)s.", code=equipment.code, name=equipment.name,
+                    site=equipment.site.code), "success")
             return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
     return render_template("equipment/register.html", form=form), _status(form)
 
@@ -105,7 +107,8 @@ def calibration(site: str, code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Calibration of {equipment.code} recorded: next due {equipment.calibration_due}.", "success")
+            flash(_("Calibration of %(code)s recorded: next due %(due)s.", code=equipment.code,
+                    due=format_day(equipment.calibration_due)), "success")
             return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
     return _render_detail(equipment, 422, calibration_form=form)
 
@@ -124,7 +127,8 @@ def service_status(site: str, code: str):
             apply_domain_errors(form, error)
         else:
             back = target == EquipmentStatus.IN_SERVICE
-            flash(f"{equipment.code} is {'back in service' if back else 'out of service'}.",
+            flash(_("%(code)s is back in service.", code=equipment.code) if back
+                  else _("%(code)s is out of service.", code=equipment.code),
                   "success" if back else "warning")
             return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
     return _render_detail(equipment, 422, status_form=form)

@@ -26,6 +26,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
 from cellfactory.core.clock import utcnow
+from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext, time_pattern
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
@@ -84,37 +85,59 @@ class Kind(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return KIND_LABELS[self]
+        return _(KIND_LABELS[self])
 
 
 KIND_LABELS = {
-    Kind.STEP_DUE: "Step to record",
-    Kind.STEP_TO_VERIFY: "Step to verify",
-    Kind.UNIT_TO_PUT_AWAY: "Unit to put away",
-    Kind.SHIPMENT_TO_RECEIVE: "Shipment to receive",
-    Kind.RESULTS_TO_ENTER: "Results to enter",
-    Kind.RESULT_TO_VERIFY: "Result to verify",
-    Kind.FINAL_READ_DUE: "Final read due",
-    Kind.OOS_TO_INVESTIGATE: "Out of specification",
-    Kind.BATCH_TO_REVIEW: "Batch to review",
-    Kind.DEVIATION_TO_ASSESS: "Deviation to assess",
-    Kind.DEVIATION_TO_INVESTIGATE: "Deviation to investigate",
-    Kind.DEVIATION_TO_CLOSE: "Deviation to close",
-    Kind.CAPA_ACTION_DUE: "CAPA action",
-    Kind.MATERIAL_IN_QUARANTINE: "Material in quarantine",
-    Kind.TEMPERATURE_EXCURSION: "Temperature excursion",
-    Kind.BATCH_TO_CERTIFY: "Batch to certify",
-    Kind.AWAITING_FINAL_READ: "Waiting for its final read",
-    Kind.FINAL_READ_BACK: "Final read back",
-    Kind.IDENTITY_CHECK: "Identity check",
-    Kind.LOCKED_ACCOUNT: "Locked account",
-    Kind.ROLE_GRANT_TO_APPROVE: "Role grant to approve",
-    Kind.ALERT: "Alert",
-    Kind.NOTICE_TO_ACKNOWLEDGE: "Notice to acknowledge",
-    Kind.CERTIFICATION: "Certification",
-    Kind.RECALL: "Recall",
-    Kind.CRITICAL_DEVIATION: "Critical deviation",
+    Kind.STEP_DUE: N_("Step to record"),
+    Kind.STEP_TO_VERIFY: N_("Step to verify"),
+    Kind.UNIT_TO_PUT_AWAY: N_("Unit to put away"),
+    Kind.SHIPMENT_TO_RECEIVE: N_("Shipment to receive"),
+    Kind.RESULTS_TO_ENTER: N_("Results to enter"),
+    Kind.RESULT_TO_VERIFY: N_("Result to verify"),
+    Kind.FINAL_READ_DUE: N_("Final read due"),
+    Kind.OOS_TO_INVESTIGATE: N_("Out of specification"),
+    Kind.BATCH_TO_REVIEW: N_("Batch to review"),
+    Kind.DEVIATION_TO_ASSESS: N_("Deviation to assess"),
+    Kind.DEVIATION_TO_INVESTIGATE: N_("Deviation to investigate"),
+    Kind.DEVIATION_TO_CLOSE: N_("Deviation to close"),
+    Kind.CAPA_ACTION_DUE: N_("CAPA action"),
+    Kind.MATERIAL_IN_QUARANTINE: N_("Material in quarantine"),
+    Kind.TEMPERATURE_EXCURSION: N_("Temperature excursion"),
+    Kind.BATCH_TO_CERTIFY: N_("Batch to certify"),
+    Kind.AWAITING_FINAL_READ: N_("Waiting for its final read"),
+    Kind.FINAL_READ_BACK: N_("Final read back"),
+    Kind.IDENTITY_CHECK: N_("Identity check"),
+    Kind.LOCKED_ACCOUNT: N_("Locked account"),
+    Kind.ROLE_GRANT_TO_APPROVE: N_("Role grant to approve"),
+    Kind.ALERT: N_("Alert"),
+    Kind.NOTICE_TO_ACKNOWLEDGE: N_("Notice to acknowledge"),
+    Kind.CERTIFICATION: N_("Certification"),
+    Kind.RECALL: N_("Recall"),
+    Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
 }
+# Stored values an item names: English says them as stored (as it always has), Italian in words.
+VALUE_WORDS = {
+    "unit": {UnitStatus.QUARANTINE: lazy_pgettext("unit status", "quarantine"),
+             UnitStatus.AVAILABLE: lazy_pgettext("unit status", "available"),
+             UnitStatus.RESERVED: lazy_pgettext("unit status", "reserved"),
+             UnitStatus.RECEIVED: lazy_pgettext("unit status", "received"),
+             UnitStatus.BLOCKED: lazy_pgettext("unit status", "blocked")},
+    "classification": {Classification.MINOR: lazy_pgettext("deviation classification", "minor"),
+                       Classification.MAJOR: lazy_pgettext("deviation classification", "major"),
+                       Classification.CRITICAL: lazy_pgettext("deviation classification", "critical")},
+    "capa": {"corrective": lazy_pgettext("CAPA action", "corrective"),
+             "preventive": lazy_pgettext("CAPA action", "preventive")},
+}
+
+
+def _said(kind: str, value: Any) -> str:
+    """A stored value as an item says it: as stored in English, in words in Italian."""
+    stored = getattr(value, "value", value)
+    if current_language() == "en":
+        return str(stored)
+    words = VALUE_WORDS[kind].get(value)
+    return str(words) if words is not None else str(stored).replace("_", " ")
 KIND_ORDER = {kind: position for position, kind in enumerate(Kind)}
 # An item is a line: text typed by people or raised by the system (an alert lists every unit issued) is cut there;
 # the page the item opens shows all of it.
@@ -262,7 +285,9 @@ def _steps_due(ctx: _Context, scope: Scope) -> Iterator[Item]:
             continue
         seen.add(row.batch_id)
         running = row.status == StepStatus.IN_PROGRESS
-        yield ctx.item(Kind.STEP_DUE, f"{'Complete' if running else 'Record'} {row.code} · {row.name}", row.number,
+        label = (_("Complete %(code)s · %(name)s", code=row.code, name=row.name) if running
+                 else _("Record %(code)s · %(name)s", code=row.code, name=row.name))
+        yield ctx.item(Kind.STEP_DUE, label, row.number,
                        row.site_id, "batches.step", since=row.started_at if running else row.status_changed_at,
                        number=row.number, code=row.code)
 
@@ -287,7 +312,8 @@ def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
             continue
         found += 1
         batch = batches[step.batch_id]
-        yield ctx.item(Kind.STEP_TO_VERIFY, f"Verify {step.code} · {step.name} (second person)", batch.number,
+        yield ctx.item(Kind.STEP_TO_VERIFY, _("Verify %(code)s · %(name)s (second person)", code=step.code,
+                                                 name=step.name), batch.number,
                        batch.site_id, "batches.detail", since=step.ended_at, number=batch.number,
                        _anchor=f"verify-{step.code}")
 
@@ -304,7 +330,8 @@ def _units_to_put_away(ctx: _Context, scope: Scope) -> Iterator[Item]:
                               scope.of(Unit.site_id))
         .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
     for unit in units:
-        yield ctx.item(Kind.UNIT_TO_PUT_AWAY, f"Put away unit {unit.identifier} ({unit.status.value})",
+        yield ctx.item(Kind.UNIT_TO_PUT_AWAY, _("Put away unit %(identifier)s (%(status)s)", identifier=unit.identifier,
+                                                   status=_said("unit", unit.status)),
                        unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
                        identifier=unit.identifier, _anchor="store")
 
@@ -316,8 +343,9 @@ def _shipments_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .order_by(Shipment.departed_at, Shipment.id).limit(KIND_LIMIT))
     for shipment in shipments:
         yield ctx.item(Kind.SHIPMENT_TO_RECEIVE,
-                       f"Receive shipment {shipment.number} from {shipment.from_site.code} "
-                       f"({len(shipment.items)} {'unit' if len(shipment.items) == 1 else 'units'})",
+                       ngettext("Receive shipment %(number)s from %(site)s (%(num)d unit)",
+                                "Receive shipment %(number)s from %(site)s (%(num)d units)", len(shipment.items),
+                                number=shipment.number, site=shipment.from_site.code),
                        shipment.number, shipment.to_site_id, "shipments.detail", since=shipment.departed_at,
                        number=shipment.number, _anchor="receive")
 
@@ -344,7 +372,8 @@ def _qc_work(ctx: _Context, scope: Scope) -> Iterator[Item]:
     for batch in awaiting:
         missing = [status.test for status in statuses[batch.id] if status.reportable is None]
         if missing:
-            yield ctx.item(Kind.RESULTS_TO_ENTER, "Enter results: " + ", ".join(test.name for test in missing),
+            yield ctx.item(Kind.RESULTS_TO_ENTER,
+                           _("Enter results: %(tests)s", tests=", ".join(test.name for test in missing)),
                            batch.number, batch.site_id, "qc.enter", since=batch.status_changed_at,
                            number=batch.number, test=missing[0].code)
     to_verify = 0
@@ -352,7 +381,8 @@ def _qc_work(ctx: _Context, scope: Scope) -> Iterator[Item]:
         if to_verify < KIND_LIMIT and not qc.entered_by(ctx.user, result) \
                 and qc.result_verification(result, index) is None:
             to_verify += 1
-            yield ctx.item(Kind.RESULT_TO_VERIFY, f"Verify {result.spec_test.name}: {result.value_text}",
+            yield ctx.item(Kind.RESULT_TO_VERIFY,
+                           _("Verify %(test)s: %(value)s", test=result.spec_test.name, value=result.value_text),
                            batch.number, batch.site_id, "qc.batch", since=result.created_at, number=batch.number,
                            _anchor=f"result-{result.id}")
     reads = 0
@@ -361,7 +391,8 @@ def _qc_work(ctx: _Context, scope: Scope) -> Iterator[Item]:
         if result.verdict == Verdict.PENDING and due is not None and due <= ctx.today(batch.site_id) \
                 and reads < KIND_LIMIT:
             reads += 1
-            yield ctx.item(Kind.FINAL_READ_DUE, f"Final read of {result.spec_test.name} (sample {result.sample_id})",
+            yield ctx.item(Kind.FINAL_READ_DUE, _("Final read of %(test)s (sample %(sample)s)",
+                                                 test=result.spec_test.name, sample=result.sample_id),
                            batch.number, batch.site_id, "qc.batch", due=due, since=result.created_at,
                            number=batch.number, _anchor=f"result-{result.id}")
 
@@ -377,8 +408,9 @@ def _oos_to_investigate(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .limit(KIND_LIMIT))
     for result, number, deviation in rows:
         yield ctx.item(Kind.OOS_TO_INVESTIGATE,
-                       f"{result.spec_test.name} out of specification ({result.value_text}): deviation {deviation} "
-                       "awaits its investigation", number, result.site_id, "qc.batch", since=result.created_at,
+                       _("%(test)s out of specification (%(value)s): deviation %(deviation)s awaits its "
+                         "investigation", test=result.spec_test.name, value=result.value_text, deviation=deviation),
+                       number, result.site_id, "qc.batch", since=result.created_at,
                        number=number, _anchor=f"result-{result.id}")
 
 
@@ -394,7 +426,8 @@ def _batches_in(ctx: _Context, scope: Scope, status: BatchStatus) -> list[Batch]
 
 def _batches_to_review(ctx: _Context, scope: Scope) -> Iterator[Item]:
     for batch in _batches_in(ctx, scope, S.AWAITING_QA_REVIEW):
-        yield ctx.item(Kind.BATCH_TO_REVIEW, f"Review the batch record of {batch.number} ({batch.product.code})",
+        yield ctx.item(Kind.BATCH_TO_REVIEW, _("Review the batch record of %(number)s (%(product)s)",
+                                                  number=batch.number, product=batch.product.code),
                        batch.number, batch.site_id, "releases.review", since=batch.status_changed_at,
                        number=batch.number)
 
@@ -411,13 +444,15 @@ def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .limit(KIND_LIMIT)).unique()
     for deviation in deviations:
         gaps = deviation_services.closing_gaps(deviation)
-        title = f"{deviation.number} ({deviation.classification.value}): {_short(deviation.title)}"
+        title = f"{deviation.number} ({_said('classification', deviation.classification)}): " \
+                f"{_short(deviation.title)}"
         if not gaps:
-            kind, label = Kind.DEVIATION_TO_CLOSE, f"Close {title}"
+            kind, label = Kind.DEVIATION_TO_CLOSE, _("Close %(deviation)s", deviation=title)
         elif not deviation.impact_assessment:
-            kind, label = Kind.DEVIATION_TO_ASSESS, f"Assess {title}"
+            kind, label = Kind.DEVIATION_TO_ASSESS, _("Assess %(deviation)s", deviation=title)
         else:
-            kind, label = Kind.DEVIATION_TO_INVESTIGATE, f"Investigate {title}; still needs {_short('; '.join(gaps))}"
+            kind, label = Kind.DEVIATION_TO_INVESTIGATE, _("Investigate %(deviation)s; still needs %(gaps)s",
+                                                           deviation=title, gaps=_short("; ".join(gaps)))
         yield ctx.item(kind, label, deviation.number, deviation.site_id, "deviations.detail",
                        since=deviation.opened_at, number=deviation.number)
 
@@ -433,10 +468,12 @@ def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .order_by(CapaAction.due_date, CapaAction.id), CapaAction, ctx.user).limit(KIND_LIMIT))
     for action in actions:
         check = action.effectiveness_check_due
-        what = "Effectiveness check of" if check else "Complete"
-        yield ctx.item(Kind.CAPA_ACTION_DUE,
-                       f"{what} {action.kind} action of {action.deviation.number} (owner {action.owner.full_name}): "
-                       f"{_short(action.description)}", action.deviation.number, action.site_id, "deviations.detail",
+        values = {"kind": _said("capa", action.kind), "number": action.deviation.number,
+                  "owner": action.owner.full_name, "description": _short(action.description)}
+        label = (_("Effectiveness check of %(kind)s action of %(number)s (owner %(owner)s): %(description)s",
+                   **values) if check
+                 else _("Complete %(kind)s action of %(number)s (owner %(owner)s): %(description)s", **values))
+        yield ctx.item(Kind.CAPA_ACTION_DUE, label, action.deviation.number, action.site_id, "deviations.detail",
                        due=check or action.due_date, since=action.created_at, number=action.deviation.number,
                        _anchor=f"action-{action.id}")
 
@@ -450,8 +487,10 @@ def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
         din = isbt128.format_din(material.din)
         reasons = "; ".join(str(reason) for reason in material.decision_reasons or [])
         yield ctx.item(Kind.MATERIAL_IN_QUARANTINE,
-                       f"Release or reject {material.material_type.label.lower()} {din}" + (f": {_short(reasons)}"
-                                                                                             if reasons else ""),
+                       _("Release or reject %(material)s %(din)s: %(reasons)s",
+                         material=material.material_type.label.lower(), din=din, reasons=_short(reasons))
+                       if reasons else _("Release or reject %(material)s %(din)s",
+                                         material=material.material_type.label.lower(), din=din),
                        din, material.site_id, "materials.detail", since=material.received_at, din=material.din)
 
 
@@ -462,7 +501,8 @@ def _temperature_excursions(ctx: _Context, scope: Scope) -> Iterator[Item]:
         sa.select(Unit).where(Unit.status == UnitStatus.QUARANTINE, Unit.status_reason.is_not(None),
                               scope.of(Unit.site_id)).order_by(Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
     for unit in units:
-        yield ctx.item(Kind.TEMPERATURE_EXCURSION, f"Assess unit {unit.identifier}: {_short(unit.status_reason)}",
+        yield ctx.item(Kind.TEMPERATURE_EXCURSION, _("Assess unit %(identifier)s: %(reason)s",
+                                                        identifier=unit.identifier, reason=_short(unit.status_reason)),
                        unit.identifier, unit.site_id, "units.detail", identifier=unit.identifier, _anchor="lift")
 
 
@@ -471,7 +511,8 @@ def _temperature_excursions(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 def _batches_to_certify(ctx: _Context, scope: Scope) -> Iterator[Item]:
     for batch in _batches_in(ctx, scope, S.AWAITING_CERTIFICATION):
-        yield ctx.item(Kind.BATCH_TO_CERTIFY, f"Certify or reject {batch.number} ({batch.product.code})",
+        yield ctx.item(Kind.BATCH_TO_CERTIFY, _("Certify or reject %(number)s (%(product)s)", number=batch.number,
+                                                   product=batch.product.code),
                        batch.number, batch.site_id, "releases.certification", since=batch.status_changed_at,
                        number=batch.number)
 
@@ -495,11 +536,13 @@ def _conditional_releases(ctx: _Context, scope: Scope) -> Iterator[Item]:
             due = expected.get(batch.id) or max((r.final_read_due for r in pending if r.final_read_due),
                                                 default=None)
             yield ctx.item(Kind.AWAITING_FINAL_READ,
-                           f"{batch.number} waits for " + ", ".join(r.spec_test.name for r in pending),
+                           _("%(number)s waits for %(tests)s", number=batch.number,
+                             tests=", ".join(r.spec_test.name for r in pending)),
                            batch.number, batch.site_id, "releases.certification", due=due,
                            since=batch.status_changed_at, number=batch.number)
         else:
-            yield ctx.item(Kind.FINAL_READ_BACK, f"Final reads of {batch.number} are back: final certification",
+            yield ctx.item(Kind.FINAL_READ_BACK, _("Final reads of %(number)s are back: final certification",
+                                                  number=batch.number),
                            batch.number, batch.site_id, "releases.certification", since=batch.status_changed_at,
                            number=batch.number)
 
@@ -527,15 +570,17 @@ def _identity_checks(ctx: _Context, scope: Scope) -> Iterator[Item]:
                                                       IdentityVerification.voided_at.is_(None))
     for user in _managed_users(ctx, ~sa.exists(current)):
         if user.role_set() - {Role.AUDITOR}:
-            yield ctx.item(Kind.IDENTITY_CHECK, f"Record the identity check of {user.full_name} ({user.username})",
+            yield ctx.item(Kind.IDENTITY_CHECK, _("Record the identity check of %(name)s (%(user)s)",
+                                                 name=user.full_name, user=user.username),
                            user.username, _site_of(user), "admin.user_detail", since=user.created_at,
                            user_id=user.id)
 
 
 def _locked_accounts(ctx: _Context, scope: Scope) -> Iterator[Item]:
     for user in _managed_users(ctx, User.locked_until > ctx.now):
-        until = user.locked_until.strftime("%Y-%m-%d %H:%M UTC")
-        yield ctx.item(Kind.LOCKED_ACCOUNT, f"Account {user.username} ({user.full_name}) is locked until {until}",
+        until = user.locked_until.strftime(time_pattern() + " UTC")
+        yield ctx.item(Kind.LOCKED_ACCOUNT, _("Account %(user)s (%(name)s) is locked until %(until)s",
+                                              user=user.username, name=user.full_name, until=until),
                        user.username, _site_of(user), "admin.user_detail", since=user.locked_until,
                        user_id=user.id)
 
@@ -552,8 +597,9 @@ def _recent_certifications(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .order_by(BatchDecision.decided_at.desc(), BatchDecision.id.desc()), BatchDecision, ctx.user)
         .limit(KIND_LIMIT))
     for decision, number in rows:
-        yield ctx.item(Kind.CERTIFICATION, f"{number}: {decision.kind.label}, signed by "
-                                           f"{decision.signature.printed_name}", number, decision.site_id,
+        yield ctx.item(Kind.CERTIFICATION, _("%(number)s: %(decision)s, signed by %(name)s", number=number,
+                                             decision=decision.kind.label, name=decision.signature.printed_name),
+                       number, decision.site_id,
                        "batches.detail", since=decision.decided_at, number=number, _anchor="signatures")
 
 
@@ -567,7 +613,8 @@ def _recalls(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .options(lazyload(Batch.materials), lazyload(Batch.steps))
         .order_by(Batch.status_changed_at.desc(), Batch.id.desc()), Batch, ctx.user).limit(KIND_LIMIT))
     for batch, units in rows:
-        what = f"{units} {'unit' if units == 1 else 'units'} recalled" if units else "no unit left to recall"
+        what = ngettext("%(num)d unit recalled", "%(num)d units recalled", units) if units \
+            else _("no unit left to recall")
         yield ctx.item(Kind.RECALL, f"{batch.number} ({batch.status.label}): {what}", batch.number, batch.site_id,
                        "units.batch", since=batch.status_changed_at, number=batch.number)
 
@@ -620,8 +667,9 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                     continue
                 role = _first_role(scopes, notification_services.CAPACITY_ROLES[capacity], task.site_id)
                 if role is not None:
-                    yield role, ctx.item(Kind.NOTICE_TO_ACKNOWLEDGE, f"Acknowledge as {capacity.label}: "
-                                                                     f"{_short(task.message)}", f"notice {task.id}",
+                    yield role, ctx.item(Kind.NOTICE_TO_ACKNOWLEDGE,
+                                         _("Acknowledge as %(capacity)s: %(message)s", capacity=capacity.label,
+                                           message=_short(task.message)), f"notice {task.id}",
                                          task.site_id, "notifications.tasks", since=task.created_at,
                                          _anchor=f"task-{task.id}")
     if scopes.keys() & {Role.ADMIN, Role.QA, Role.QP}:
@@ -634,6 +682,8 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                 continue
             person = people[grant.user_id]
             yield role, ctx.item(Kind.ROLE_GRANT_TO_APPROVE,
-                                 f"Approve or reject {grant.role.label} at {grant.scope_label} for {person.full_name} "
-                                 f"({person.username}): {_short(grant.reason)}", person.username, grant.site_id,
+                                 _("Approve or reject %(role)s at %(scope)s for %(name)s (%(user)s): %(reason)s",
+                                   role=grant.role.label, scope=grant.scope_label, name=person.full_name,
+                                   user=person.username, reason=_short(grant.reason)),
+                                 person.username, grant.site_id,
                                  "admin.role_requests", since=grant.created_at)

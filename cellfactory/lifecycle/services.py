@@ -24,6 +24,7 @@ from cellfactory.batches.services import (
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.i18n import _, current_language, lazy_pgettext
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
@@ -46,6 +47,16 @@ from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
 from cellfactory.units import holds
 
+# A deviation's classification as its refusals say it: as stored in English, in words in Italian.
+CLASSIFICATION_WORDS = {"minor": lazy_pgettext("deviation classification", "minor"),
+                        "major": lazy_pgettext("deviation classification", "major"),
+                        "critical": lazy_pgettext("deviation classification", "critical")}
+
+
+def _classification(deviation: Deviation) -> str:
+    value = deviation.classification.value
+    return value if current_language() == "en" else str(CLASSIFICATION_WORDS.get(value, value))
+
 
 @dataclass(frozen=True)
 class FollowUp:
@@ -63,19 +74,21 @@ def signature_follow_up(batch: Batch, signature: Any, status: str) -> FollowUp |
     correction?). None when the signature holds."""
     if status == signatures.SignatureStatus.VALID.value:
         return None
-    deviation = "Open a deviation to investigate how the record changed and assess the impact on the batch."
+    deviation = _("Open a deviation to investigate how the record changed and assess the impact on the batch.")
     if status == signatures.SignatureStatus.INVALID.value:
-        return FollowUp("The signature itself does not verify: it or its record was altered outside the application. "
-                        + deviation)
+        return FollowUp(_("The signature itself does not verify: it or its record was altered outside the "
+                          "application.") + " " + deviation)
     if signature.entity_type == "batch" and signature.meaning == Meaning.REVIEWED.value:
         if batch.status == S.AWAITING_CERTIFICATION:
-            return FollowUp("The Qualified Person returns the batch to QA review, where QA reviews the record as it is "
-                            "now and signs anew. " + deviation, return_to_review=True)
+            return FollowUp(_("The Qualified Person returns the batch to QA review, where QA reviews the record as it "
+                              "is now and signs anew.") + " " + deviation, return_to_review=True)
         if batch.status == S.AWAITING_QA_REVIEW:
-            return FollowUp("QA reviews the record as it is now and signs anew. " + deviation, review_again=True)
+            return FollowUp(_("QA reviews the record as it is now and signs anew.") + " " + deviation,
+                            review_again=True)
     if (signature.entity_type == "batch_step" and batch.status == S.IN_PROCESS
             or signature.entity_type == "qc_result" and batch.status in RESULT_STATES):
-        return FollowUp("A second person verifies the entries as they are now. " + deviation, verify_again=True)
+        return FollowUp(_("A second person verifies the entries as they are now.") + " " + deviation,
+                        verify_again=True)
     return FollowUp(deviation)
 
 
@@ -91,25 +104,27 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
     if transition.source == S.IN_PROCESS and transition.target == S.AWAITING_QC:
         blockers = manufacturing_blockers(batch)
         if blockers:
-            raise Conflict("The manufacturing record is not complete: " + " ".join(blockers))
+            raise Conflict(_("The manufacturing record is not complete: %(blockers)s", blockers=" ".join(blockers)))
     if transition.source == S.AWAITING_QC and transition.target == S.AWAITING_QA_REVIEW:
         blockers = qc_blockers(batch)
         if blockers:
-            raise Conflict("Quality control is not complete: " + " ".join(blockers))
+            raise Conflict(_("Quality control is not complete: %(blockers)s", blockers=" ".join(blockers)))
     if transition.meaning is not None:
         facts = RecordFacts(batch)
         blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
-            raise Conflict(f"{batch.number}: '{transition.label}' is not possible now: " + " ".join(blockers))
+            raise Conflict(_("%(number)s: '%(transition)s' is not possible now: %(blockers)s", number=batch.number,
+                             transition=transition.label, blockers=" ".join(blockers)))
         if transition.roles & permissions.SIGNING_ROLES:
             involved = conflicts(involved_people(batch, results=facts.results, index=facts.index),
                                  transition.meaning)
             if actor.id in involved:
                 # Named in full, so that whoever reads the refusal later (a screenshot, a log) sees who was in
                 # conflict and why.
-                raise Conflict(f"Segregation of duties: you {involved[actor.id]} of {batch.number}, so you may not "
-                               f"review or certify it. In conflict: {actor.full_name} ({actor.username}), who "
-                               f"{involved[actor.id]}.")
+                raise Conflict(_("Segregation of duties: you %(involvement)s of %(number)s, so you may not review or "
+                                 "certify it. In conflict: %(name)s (%(user)s), who %(involvement)s.",
+                                 involvement=involved[actor.id], number=batch.number, name=actor.full_name,
+                                 user=actor.username))
     if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
         _lift_after_release_guard(batch)
 
@@ -117,17 +132,18 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
 def lift_after_release_problems(batch: Batch) -> list[str]:
     """Why QA cannot lift a hold after release yet: the failure must be shown not to stand, every failing result
     invalidated after investigation, and every deviation raised after release closed."""
-    problems = [f"{r.spec_test.name} is out of specification ({r.value_text}): invalidate it after the "
-                "investigation, or recall the batch." for r in failing_results(batch)]
-    problems += [f"Deviation {d.number} raised after release is not closed." for d in open_deviations(batch)
-                 if d.source == DeviationSource.POST_RELEASE]
+    problems = [_("%(test)s is out of specification (%(value)s): invalidate it after the investigation, or recall "
+                  "the batch.", test=r.spec_test.name, value=r.value_text) for r in failing_results(batch)]
+    problems += [_("Deviation %(number)s raised after release is not closed.", number=d.number)
+                 for d in open_deviations(batch) if d.source == DeviationSource.POST_RELEASE]
     return problems
 
 
 def _lift_after_release_guard(batch: Batch) -> None:
     problems = lift_after_release_problems(batch)
     if problems:
-        raise Conflict(f"{batch.number}: the hold after release cannot be lifted: " + " ".join(problems))
+        raise Conflict(_("%(number)s: the hold after release cannot be lifted: %(problems)s", number=batch.number,
+                         problems=" ".join(problems)))
 
 
 def open_deviations(batch: Batch) -> list[Deviation]:
@@ -140,7 +156,8 @@ def open_deviations(batch: Batch) -> list[Deviation]:
 def hold_warnings(batch: Batch) -> list[str]:
     """What QA is told before lifting a hold: the batch's out-of-specification deviations still open. Lifting
     is QA's call (the investigation may have shown the batch fit to go on), but never an unseen one."""
-    return [f"Deviation {d.number} ({d.classification.value}, out of specification) is still open: {d.title}."
+    return [_("Deviation %(number)s (%(classification)s, out of specification) is still open: %(title)s.",
+              number=d.number, classification=_classification(d), title=d.title)
             for d in open_deviations(batch) if d.source == DeviationSource.OOS]
 
 
@@ -158,9 +175,11 @@ def what_blocks(batch: Batch, index: signatures.SignatureIndex | None = None) ->
     if status in (S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED):
         return signing_blockers(batch, Meaning.QP_CERTIFIED)
     if status == S.ON_HOLD:
-        return [f"Deviation {d.number} ({d.classification.value}"
-                + (", out of specification" if d.source == DeviationSource.OOS else "")
-                + f") is open: {d.title}." for d in open_deviations(batch)]
+        return [_("Deviation %(number)s (%(classification)s, out of specification) is open: %(title)s.",
+                  number=d.number, classification=_classification(d), title=d.title)
+                if d.source == DeviationSource.OOS else
+                _("Deviation %(number)s (%(classification)s) is open: %(title)s.", number=d.number,
+                  classification=_classification(d), title=d.title) for d in open_deviations(batch)]
     if status == S.ON_HOLD_AFTER_RELEASE:
         return lift_after_release_problems(batch)
     return []
@@ -179,31 +198,32 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     while out-of-specification deviations of the batch are open, saving nothing."""
     target = BatchStatus(target)
     if expected_version is not None and expected_version != batch.version:
-        raise Conflict(f"Batch {batch.number} changed since you opened it. Reload and check.")
+        raise Conflict(_("Batch %(number)s changed since you opened it. Reload and check.", number=batch.number))
     chosen = next((t for t in allowed_transitions(batch)
                    if t.target == target and (meaning is None or t.meaning == meaning)), None)
     if chosen is None:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: it cannot go to {target.label}. Allowed: "
-                       + (", ".join(t.target.label for t in allowed_transitions(batch)) or "nothing (closed)") + ".")
+        allowed = ", ".join(t.target.label for t in allowed_transitions(batch)) or _("nothing (closed)")
+        raise Conflict(_("Batch %(number)s is %(status)s: it cannot go to %(target)s. Allowed: %(allowed)s.",
+                         number=batch.number, status=batch.status.label, target=target.label, allowed=allowed))
     permissions.require(actor.has_any_role(chosen.roles, batch.site_id),
-                        f"'{chosen.label}' is done by " + " or ".join(sorted(r.label for r in chosen.roles))
-                        + " of the batch's site.")
+                        _("'%(transition)s' is done by %(roles)s of the batch's site.", transition=chosen.label,
+                          roles=(" " + _("or") + " ").join(sorted(r.label for r in chosen.roles))))
     if not (reason or "").strip():
-        raise ValidationFailed("Give the reason or comment for this step.", fields={"reason": "Required."})
+        raise ValidationFailed(_("Give the reason or comment for this step."), fields={"reason": _("Required.")})
     _guard(actor, batch, chosen)
     if chosen.source == S.ON_HOLD and chosen.target == batch.held_from and confirm_open_deviations is False:
         warnings = hold_warnings(batch)
         if warnings:
-            raise ValidationFailed(" ".join(warnings) + " To lift the hold all the same, confirm it.",
-                                   fields={"confirm_open_deviations": "Confirm that you lift the hold while these "
-                                                                      "deviations are open."})
+            raise ValidationFailed(" ".join(warnings) + " " + _("To lift the hold all the same, confirm it."),
+                                   fields={"confirm_open_deviations": _("Confirm that you lift the hold while these "
+                                                                        "deviations are open.")})
     audit.act_as(db.session, actor, reason=reason)
     signature = None
     if chosen.meaning is not None:
         clean = validate_details(chosen.meaning, details, batch)
         if signer is None:
-            raise ValidationFailed(f"'{chosen.label}' needs your electronic signature.",
-                                   fields={"password": "Sign with your password."})
+            raise ValidationFailed(_("'%(transition)s' needs your electronic signature.", transition=chosen.label),
+                                   fields={"password": _("Sign with your password.")})
         signature = signatures.apply_signature(actor, batch, meaning=chosen.meaning, allowed_meanings={chosen.meaning},
                                                site_id=batch.site_id, comment=reason, signer=signer)
     previous = batch.status
@@ -229,12 +249,12 @@ def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tu
     step = None
     if batch is not None:
         if batch.site_id != site.id:
-            errors["batch"] = "This batch belongs to another site."
+            errors["batch"] = _("This batch belongs to another site.")
         code = (step_code or "").strip()
         if code:
             step = next((s for s in batch.steps if s.code == code.upper()), None)
             if step is None:
-                errors["step"] = f"Batch {batch.number} has no step {code}."
+                errors["step"] = _("Batch %(number)s has no step %(code)s.", number=batch.number, code=code)
     return errors, step
 
 
@@ -242,14 +262,15 @@ def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tu
 def open_deviation(actor: User, site: Site, command: OpenDeviation) -> Deviation:
     """Open a deviation by hand at `site`, of a batch (and one of its steps) of that site if the command names one."""
     permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
-                        "Only staff of this site open its deviations.")
+                        _("Only staff of this site open its deviations."))
     audit.act_as(db.session, actor)
     batch = None
     if command.batch:
         batch = get_batch(actor, command.batch)
     errors, step = batch_problems(site, batch, command.step)
     if errors:
-        raise ValidationFailed("The deviation cannot be opened: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The deviation cannot be opened: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     return create_deviation(actor, site, title=command.title, description=command.description,
                             classification=command.classification, source=DeviationSource.MANUAL,
                             batch_id=batch.id if batch is not None else None, step_id=step.id if step else None)

@@ -13,6 +13,7 @@ from cellfactory.auth.models import User
 from cellfactory.batches.models import BatchStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
+from cellfactory.core.i18n import _
 from cellfactory.core.permissions import any_authenticated_user, public
 from cellfactory.extensions import db
 from cellfactory.inbox.services import inbox_for
@@ -143,10 +144,10 @@ def switch_site() -> Response:
     except ValueError:
         site_id = -1
     if not any(site.id == site_id for site in g.user_sites):
-        flash("You have no role at that site.", "error")
+        flash(_("You have no role at that site."), "error")
     else:
         session["site_id"] = site_id
-        flash("Site switched.", "success")
+        flash(_("Site switched."), "success")
     return redirect(url_for("main.dashboard"))
 
 

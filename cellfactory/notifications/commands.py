@@ -11,26 +11,27 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, OptionalLine, Paragraph
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.notifications.models import CAPACITY_MEANINGS, Capacity
 from cellfactory.signatures.commands import PASSWORD_MESSAGE, MaySign, Signed, SignedIds
 from cellfactory.signatures.models import Meaning
 
-CAPACITY_MESSAGE = "Choose QA or the treating physician's contact."
+CAPACITY_MESSAGE = N_("Choose QA or the treating physician's contact.")
 
 
 def _capacity(value: Any) -> Any:
     """A capacity, whatever its case; anything else is refused in the page's words."""
     chosen = value.strip().lower() if isinstance(value, str) else value
     if chosen not in {capacity.value for capacity in Capacity} and not isinstance(chosen, Capacity):
-        raise PydanticCustomError("text", CAPACITY_MESSAGE)
+        raise PydanticCustomError("text", _(CAPACITY_MESSAGE))
     return chosen
 
 
 class AcknowledgeTask(MaySign):
-    refusal: ClassVar[str] = "The acknowledgement cannot be signed"
+    refusal: ClassVar[str] = _l("The acknowledgement cannot be signed")
     missing: ClassVar[dict[str, str]] = {
-        "capacity": CAPACITY_MESSAGE,
-        "comment": "Say what you did (e.g. units located and quarantined, physician called)."}
+        "capacity": _l(CAPACITY_MESSAGE),
+        "comment": _l("Say what you did (e.g. units located and quarantined, physician called).")}
 
     capacity: Annotated[Capacity, BeforeValidator(_capacity)] = Field(
         description="qa: QA of the site; physician_contact: the treating physician's contact")
@@ -45,8 +46,8 @@ class AcknowledgeTask(MaySign):
 class TaskSelection(Command):
     """The notices QA chose to acknowledge together (each is checked as its own acknowledgement would be)."""
 
-    refusal: ClassVar[str] = "The acknowledgements cannot be signed"
-    missing: ClassVar[dict[str, str]] = {"tasks": "Choose the notices to acknowledge."}
+    refusal: ClassVar[str] = _l("The acknowledgements cannot be signed")
+    missing: ClassVar[dict[str, str]] = {"tasks": _l("Choose the notices to acknowledge.")}
 
     tasks: SignedIds("no notice of your sites has this id") = Field(
         description="Ids of the notices to acknowledge as QA of the site, each once; each gets its own signature")

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.mixins import Audited, CreatedMixin
 from cellfactory.signatures.models import Meaning, Signature
 
@@ -20,12 +21,12 @@ class Capacity(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return CAPACITY_LABELS[self]
+        return _(CAPACITY_LABELS[self])
 
 
 CAPACITY_LABELS = {
-    Capacity.QA: "QA of the site",
-    Capacity.PHYSICIAN_CONTACT: "Contact of the treating physician",
+    Capacity.QA: N_("QA of the site"),
+    Capacity.PHYSICIAN_CONTACT: N_("Contact of the treating physician"),
 }
 # The meaning of the signature each capacity acknowledges with.
 CAPACITY_MEANINGS = {

@@ -13,9 +13,11 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.extensions import db
 from cellfactory.notifications.models import (  # noqa: F401 - CAPACITY_MEANINGS is read from here too
+    CAPACITY_LABELS,
     CAPACITY_MEANINGS,
     Capacity,
     NotificationTask,
@@ -58,7 +60,7 @@ def tasks_for(user: User, *, include_completed: bool = False) -> list[Notificati
 def get_task(user: User, task_id: int) -> NotificationTask:
     task = db.session.get(NotificationTask, task_id)
     if task is None or task not in tasks_for(user, include_completed=True):
-        raise NotFound("There is no such notification task for your sites.")
+        raise NotFound(_("There is no such notification task for your sites."))
     return task
 
 
@@ -68,11 +70,12 @@ def may_acknowledge(user: User, task: NotificationTask, capacity: Capacity) -> b
 
 def check_acknowledgeable(actor: User, task: NotificationTask, capacity: Capacity) -> None:
     """Whether the person may acknowledge the task in this capacity: the refusal raised if not."""
+    roles = (" " + _("or") + " ").join(sorted(r.label for r in CAPACITY_ROLES[capacity]))
     permissions.require(may_acknowledge(actor, task, capacity),
-                        f"Only {' or '.join(sorted(r.label for r in CAPACITY_ROLES[capacity]))} of the notified site "
-                        f"acknowledge as {capacity.label}.")
+                        _("Only %(roles)s of the notified site acknowledge as %(capacity)s.", roles=roles,
+                          capacity=capacity.label))
     if task.acknowledgement(capacity) is not None:
-        raise Conflict(f"This task was already acknowledged as {capacity.label}.")
+        raise Conflict(_("This task was already acknowledged as %(capacity)s.", capacity=capacity.label))
 
 
 @transactional
@@ -86,12 +89,13 @@ def sign_acknowledgement(actor: User, task: NotificationTask, command: Acknowled
     check_acknowledgeable(actor, task, capacity)
     comment, physician = command.comment, command.physician_name or ""
     if capacity == Capacity.PHYSICIAN_CONTACT and not physician:
-        raise ValidationFailed(f"{command.refusal}: Name the treating physician you informed.",
-                               fields={"physician_name": "Name the treating physician you informed."})
+        raise ValidationFailed(_("%(refusal)s: Name the treating physician you informed.", refusal=command.refusal),
+                               fields={"physician_name": _("Name the treating physician you informed.")})
     meaning = CAPACITY_MEANINGS[capacity]
     signature = signatures.apply_signature(actor, task, meaning=meaning, allowed_meanings={meaning},
                                            site_id=task.site_id, comment=comment, signer=signer)
-    audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
+    # The audit trail's words stay as stored (English), whatever the language of the page.
+    audit.act_as(db.session, actor, reason=f"notification acknowledged as {CAPACITY_LABELS[capacity]}")
     return _acknowledged(actor, task, capacity, signature, comment=comment, physician=physician or None)
 
 
@@ -113,7 +117,7 @@ def _acknowledged(actor: User, task: NotificationTask, capacity: Capacity, signa
 def task_label(task: NotificationTask) -> str:
     """A task as a list of tasks to sign names it: its number, and the site notified."""
     site = db.session.get(Site, task.site_id)
-    return f"Notice #{task.id} to {site.code if site else task.site_id}"
+    return _("Notice #%(id)s to %(site)s", id=task.id, site=site.code if site else task.site_id)
 
 
 def tasks_to_acknowledge(user: User, ids: Sequence[int]) -> list[NotificationTask]:
@@ -121,7 +125,7 @@ def tasks_to_acknowledge(user: User, ids: Sequence[int]) -> list[NotificationTas
     mine = {task.id: task for task in tasks_for(user, include_completed=True)}
     unknown = [str(i) for i in ids if i not in mine]
     if unknown:
-        message = f"There is no notice of your sites with the id {', '.join(unknown)}."
+        message = _("There is no notice of your sites with the id %(ids)s.", ids=", ".join(unknown))
         raise ValidationFailed(message, fields={"tasks": message})
     return [mine[i] for i in ids]
 
@@ -136,10 +140,10 @@ def acknowledge_many(actor: User, tasks: Sequence[NotificationTask], command: Ac
     physician.)"""
     capacity = Capacity.QA
     signatures.refuse_unless_each_signable(tasks, lambda t: check_acknowledgeable(actor, t, capacity), task_label,
-                                           field="tasks", one="notice", what="notices", action="acknowledge")
+                                           field="tasks", one=_("notice"), what=_("notices"), action=_("acknowledge"))
     meaning = CAPACITY_MEANINGS[capacity]
     signed = signatures.apply_signatures(actor, [(t, t.site_id) for t in tasks], meaning=meaning,
                                          allowed_meanings={meaning}, comment=command.comment, signer=signer)
-    audit.act_as(db.session, actor, reason=f"notification acknowledged as {capacity.label}")
+    audit.act_as(db.session, actor, reason=f"notification acknowledged as {CAPACITY_LABELS[capacity]}")
     return [_acknowledged(actor, task, capacity, signature, comment=command.comment, physician=None)
             for task, signature in zip(tasks, signed, strict=True)]

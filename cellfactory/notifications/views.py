@@ -10,6 +10,7 @@ from cellfactory.alerts.models import Alert
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import BaseForm, apply_domain_errors
+from cellfactory.core.i18n import _, ngettext
 from cellfactory.core.permissions import ALERT_READERS, READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.notifications import services
@@ -47,7 +48,7 @@ def acknowledge(alert_id: int) -> Response:
         except DomainError as error:
             flash(error.message, "error")
         else:
-            flash("Alert acknowledged.", "success")
+            flash(_("Alert acknowledged."), "success")
     return redirect(url_for("notifications.alerts"))
 
 
@@ -102,7 +103,7 @@ def acknowledge_task(task_id: int, capacity: str):
             status = error.http_status if error.http_status in (401, 409, 422) else 422
         else:
             mark_signed()
-            flash(f"Notification acknowledged as {chosen.label} and signed.", "success")
+            flash(_("Notification acknowledged as %(capacity)s and signed.", capacity=chosen.label), "success")
             return redirect(url_for("notifications.tasks"))
     return _render_tasks({(task.id, chosen.value): form}, status)
 
@@ -132,23 +133,26 @@ def acknowledge_selected():
                             check=lambda t: services.check_acknowledgeable(user, t, Capacity.QA),
                             label=services.task_label)
     if ceremony.signed:
-        flash(f"{len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} acknowledged as QA of the site, "
-              "each with its own signature: " + ", ".join(f"#{t.id}" for t in tasks) + ".", "success")
+        flash(ngettext("%(num)d notice acknowledged as QA of the site, each with its own signature: %(ids)s.",
+                       "%(num)d notices acknowledged as QA of the site, each with its own signature: %(ids)s.",
+                       len(tasks), ids=", ".join(f"#{t.id}" for t in tasks)), "success")
         return redirect(url_for("notifications.tasks"))
     refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     sites = {site.id: site for site in db.session.scalars(sa.select(Site).where(Site.id.in_({t.site_id
                                                                                              for t in tasks})))}
-    rows = [ListedRecord(key=str(t.id), identifier=f"Notice #{t.id} · {sites[t.site_id].code}",
-                         what=f"Failure after release, raised {format_local(t.created_at, sites[t.site_id].timezone)}",
+    rows = [ListedRecord(key=str(t.id), identifier=_("Notice #%(id)s · %(site)s", id=t.id, site=sites[t.site_id].code),
+                         what=_("Failure after release, raised %(time)s",
+                                time=format_local(t.created_at, sites[t.site_id].timezone)),
                          value=t.message, link=url_for("notifications.tasks", _anchor=f"task-{t.id}"),
                          refused=refused.get(position)) for position, t in enumerate(tasks)]
     kept = [t.id for position, t in enumerate(tasks) if position not in refused]
     return render_template(
-        "signatures/sign_many.html", title="Acknowledge notices as QA of the site", rows=rows, field="task",
+        "signatures/sign_many.html", title=_("Acknowledge notices as QA of the site"), rows=rows, field="task",
         form=form, page_errors=page_errors, hidden=[], action=url_for("notifications.acknowledge_selected"),
-        back_url=url_for("notifications.tasks"), back_label="Notices", noun="notice", nouns="notices",
+        back_url=url_for("notifications.tasks"), back_label=_("Notices"), noun=_("notice"), nouns=_("notices"),
         meaning=meaning.value,
-        statement="As QA of the notified site I acknowledge each notice listed above and have acted on it as I state.",
-        submit=f"Acknowledge {len(tasks)} {'notice' if len(tasks) == 1 else 'notices'} and sign",
+        statement=_("As QA of the notified site I acknowledge each notice listed above and have acted on it as I "
+                    "state."),
+        submit=ngettext("Acknowledge %(num)d notice and sign", "Acknowledge %(num)d notices and sign", len(tasks)),
         remaining_url=url_for("notifications.acknowledge_selected", task=kept) if refused and kept else None,
     ), status

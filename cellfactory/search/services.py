@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from cellfactory import isbt128
 from cellfactory.batches.models import Batch
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.roles import Actor as User
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.text import length_problem, text_problem
@@ -48,12 +49,13 @@ class Kind(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return KIND_LABELS[self]
+        return _(KIND_LABELS[self])
 
 
 KIND_LABELS = {
-    Kind.BATCH: "Batch", Kind.MATERIAL: "Source material (DIN)", Kind.UNIT: "Unit", Kind.DONOR: "Donor",
-    Kind.RECIPIENT: "Recipient", Kind.DEVIATION: "Deviation", Kind.CERTIFICATE: "Release certificate",
+    Kind.BATCH: N_("Batch"), Kind.MATERIAL: N_("Source material (DIN)"), Kind.UNIT: N_("Unit"),
+    Kind.DONOR: N_("Donor"), Kind.RECIPIENT: N_("Recipient"), Kind.DEVIATION: N_("Deviation"),
+    Kind.CERTIFICATE: N_("Release certificate"),
 }
 
 
@@ -85,10 +87,10 @@ class Found:
 def read_text(text: Any) -> str:
     """The search text, trimmed; hostile or overlong text is refused with the reason (field `q`)."""
     if not isinstance(text, str):
-        raise ValidationFailed("Type or scan an identifier.", fields={"q": "Type or scan an identifier."})
+        raise ValidationFailed(_("Type or scan an identifier."), fields={"q": _("Type or scan an identifier.")})
     problem = text_problem(text) or length_problem(text.strip(), TEXT_MAX)
     if problem:
-        raise ValidationFailed(f"This search cannot be used: {problem}", fields={"q": problem})
+        raise ValidationFailed(_("This search cannot be used: %(problem)s", problem=problem), fields={"q": problem})
     return text.strip()
 
 
@@ -212,7 +214,7 @@ def _unique(hits: list[Hit]) -> list[Hit]:
 def _batches(user: User, condition: Any, limit: int, *, for_recipient: bool = False) -> list[Hit]:
     query = _scoped(Batch, user, Batch.number, Batch.status, Batch.recipient_code).where(condition)
     return [Hit(Kind.BATCH, row.number, row.site, _state(row.status), {"number": row.number},
-                note=f"made for recipient {row.recipient_code}" if for_recipient else "")
+                note=_("made for recipient %(code)s", code=row.recipient_code) if for_recipient else "")
             for row in db.session.execute(query.order_by(Batch.number).limit(limit))]
 
 
@@ -237,14 +239,14 @@ def _units(user: User, condition: Any, limit: int) -> list[Hit]:
 def _donors(user: User, condition: Any, limit: int) -> list[Hit]:
     query = _scoped(Donor, user, Donor.code, Donor.donor_type, Donor.consent_withdrawn_on).where(condition)
     return [Hit(Kind.DONOR, row.code, row.site,
-                "consent withdrawn" if row.consent_withdrawn_on else _state(row.donor_type),
+                _("consent withdrawn") if row.consent_withdrawn_on else _state(row.donor_type),
                 {"site": row.site, "code": row.code})
             for row in db.session.execute(query.order_by(Donor.code, Site.code).limit(limit))]
 
 
 def _recipients(user: User, condition: Any, limit: int) -> list[Hit]:
     query = _scoped(Recipient, user, Recipient.code, Recipient.trial_code).where(condition)
-    return [Hit(Kind.RECIPIENT, row.code, row.site, f"trial {row.trial_code}" if row.trial_code else "",
+    return [Hit(Kind.RECIPIENT, row.code, row.site, _("trial %(code)s", code=row.trial_code) if row.trial_code else "",
                 {"code": row.code})
             for row in db.session.execute(query.order_by(Recipient.code, Site.code).limit(limit))]
 
@@ -260,5 +262,5 @@ def _deviations(user: User, condition: Any, limit: int) -> list[Hit]:
 def _certificates(user: User, condition: Any, limit: int) -> list[Hit]:
     query = _certificate_query(user).where(condition)
     return [Hit(Kind.CERTIFICATE, row.number, row.site, _state(row.kind),
-                {"number": row.batch, "cert_number": row.number}, note=f"batch {row.batch}")
+                {"number": row.batch, "cert_number": row.number}, note=_("batch %(number)s", number=row.batch))
             for row in db.session.execute(query.order_by(Certificate.number).limit(limit))]

@@ -8,7 +8,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from cellfactory.batches.models import (
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
-from cellfactory.core.i18n import N_, _
+from cellfactory.core.i18n import N_, _, lazy_pgettext
 from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
@@ -715,45 +715,57 @@ class Transition:
     source: BatchStatus
     target: BatchStatus
     roles: frozenset[Role]
-    name: str  # the move in words, in English (marked for the catalogue); `label` says it in the page's language
+    # The move in words, said in the language of the moment by `label` (a move is not compared by its words).
+    name: Any = field(compare=False)
     meaning: Meaning | None = None
 
     @property
     def label(self) -> str:
-        return _(self.name)
+        return str(self.name)
+
 
 
 OPEN_WORKING_STATES = (S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION,
                        S.CONDITIONALLY_RELEASED)
+# A move's words are said of the batch ("Respinto"): the catalogue keeps them under the context "batch move".
 TRANSITIONS: list[Transition] = [
-    Transition(S.IN_PROCESS, S.AWAITING_QC, frozenset({Role.TECHNICIAN}), N_("Manufacturing complete")),
-    Transition(S.AWAITING_QC, S.AWAITING_QA_REVIEW, frozenset({Role.QC_ANALYST}), N_("Quality control complete")),
-    Transition(S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION, frozenset({Role.QA}), N_("Batch record reviewed"),
-               Meaning.REVIEWED),
-    Transition(S.AWAITING_QA_REVIEW, S.IN_PROCESS, frozenset({Role.QA}), N_("Returned to manufacturing")),
-    Transition(S.AWAITING_CERTIFICATION, S.AWAITING_QA_REVIEW, frozenset({Role.QP}), N_("Returned to QA review")),
-    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}), N_("Certified: released"),
-               Meaning.QP_CERTIFIED),
-    Transition(S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED, frozenset({Role.QP}),
-               N_("Conditionally released, sterility pending"), Meaning.QP_CONDITIONAL),
-    Transition(S.AWAITING_CERTIFICATION, S.REJECTED, frozenset({Role.QP}), N_("Rejected"), Meaning.QP_REJECTED),
-    Transition(S.CONDITIONALLY_RELEASED, S.RELEASED, frozenset({Role.QP}), N_("Final certification: released"),
-               Meaning.QP_CERTIFIED),
-    Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}), N_("Rejected after conditional release"),
-               Meaning.QP_REJECTED),
+    Transition(S.IN_PROCESS, S.AWAITING_QC, frozenset({Role.TECHNICIAN}),
+               lazy_pgettext("batch move", "Manufacturing complete")),
+    Transition(S.AWAITING_QC, S.AWAITING_QA_REVIEW, frozenset({Role.QC_ANALYST}),
+               lazy_pgettext("batch move", "Quality control complete")),
+    Transition(S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Batch record reviewed"), Meaning.REVIEWED),
+    Transition(S.AWAITING_QA_REVIEW, S.IN_PROCESS, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Returned to manufacturing")),
+    Transition(S.AWAITING_CERTIFICATION, S.AWAITING_QA_REVIEW, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Returned to QA review")),
     Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}),
-               N_("Exceptional release of an out-of-specification batch at a physician's request"),
+               lazy_pgettext("batch move", "Certified: released"), Meaning.QP_CERTIFIED),
+    Transition(S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Conditionally released, sterility pending"), Meaning.QP_CONDITIONAL),
+    Transition(S.AWAITING_CERTIFICATION, S.REJECTED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Rejected"), Meaning.QP_REJECTED),
+    Transition(S.CONDITIONALLY_RELEASED, S.RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Final certification: released"), Meaning.QP_CERTIFIED),
+    Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Rejected after conditional release"), Meaning.QP_REJECTED),
+    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Exceptional release of an out-of-specification batch at a physician's "
+                                           "request"),
                Meaning.QP_OOS_SUPPLY),
-    *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), N_("Put on hold")) for source in OPEN_WORKING_STATES],
-    Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), N_("Rejected"), Meaning.QP_REJECTED),
+    *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), lazy_pgettext("batch move", "Put on hold"))
+      for source in OPEN_WORKING_STATES],
+    Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), lazy_pgettext("batch move", "Rejected"),
+               Meaning.QP_REJECTED),
     # A failure after release puts the batch on hold after release (qc.services.post_release_failure): QA recalls it,
     # or lifts the hold after an assessment (below).
-    Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}), N_("Recalled after a failure after release")),
+    Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Recalled after a failure after release")),
 ]
 # Leaving a hold returns the batch to the state it was held from.
-RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), N_("Hold lifted"))
+RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), lazy_pgettext("batch move", "Hold lifted"))
 RESUME_AFTER_RELEASE = Transition(S.ON_HOLD_AFTER_RELEASE, S.RELEASED, frozenset({Role.QA}),
-                                  N_("Hold after release lifted after assessment"))
+                                  lazy_pgettext("batch move", "Hold after release lifted after assessment"))
 
 
 def allowed_transitions(batch: Batch) -> list[Transition]:

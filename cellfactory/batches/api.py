@@ -32,6 +32,7 @@ from cellfactory.batches import models, services
 from cellfactory.batches.commands import MoveBatch, SignStep, StartBatch, StepEntry, VerifySteps
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import Page, page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.lifecycle import services as lifecycle
@@ -315,7 +316,7 @@ def _batch(number: str) -> Batch:
 def _step(batch: Batch, code: str) -> BatchStep:
     step = next((s for s in batch.steps if s.code == code.strip().upper()), None)
     if step is None:
-        raise NotFound(f"Batch {batch.number} has no step {code!r}.")
+        raise NotFound(_("Batch %(number)s has no step %(code)s.", number=batch.number, code=repr(code)))
     return step
 
 
@@ -354,7 +355,7 @@ def batches():
         try:
             found = product_services.get_product(wanted.product)
         except NotFound as error:
-            raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
+            raise ValidationFailed(error.message, fields={"product": _("No product has this code.")}) from error
         query = query.where(Batch.product_id == found.id)
     # The list shows no record: the specification's number comes with each batch, the people in one statement.
     query = query.order_by(Batch.started_at.desc(), Batch.id.desc()) \
@@ -375,7 +376,7 @@ def start_batch():
     try:
         product_services.get_product(command.product)
     except NotFound as error:
-        raise ValidationFailed(error.message, fields={"product": "No product has this code."}) from error
+        raise ValidationFailed(error.message, fields={"product": _("No product has this code.")}) from error
     try:
         batch = services.start_batch(api_user(), site, command)
     except NotFound as error:  # a DIN of the body that names no material the user can see

@@ -15,6 +15,7 @@ from reportlab.graphics.widgets.markers import makeMarker
 from reportlab.lib import colors
 
 from cellfactory.batches.models import Batch
+from cellfactory.core.i18n import _
 from cellfactory.records.styles import FONT, register_fonts
 
 PALETTE = [colors.HexColor(c) for c in ("#0b6e6e", "#b3261e", "#1f5fa8", "#a35c00", "#6a3d9a", "#2e7d32",
@@ -46,13 +47,14 @@ def batch_series(batch: Batch) -> Series:
 
 
 def growth_drawing(series: list[Series], *, width: float = 520, height: float = 300,
-                   title: str = "Growth curve") -> Drawing:
+                   title: str | None = None) -> Drawing:
     register_fonts()
     drawing = Drawing(width, height)
-    drawing.add(String(10, height - 16, title, fontName=FONT, fontSize=11))
+    drawing.add(String(10, height - 16, title if title is not None else _("Growth curve"), fontName=FONT,
+                       fontSize=11))
     plotted = [s for s in series if len(s.points) > 1]
     if not plotted:
-        drawing.add(String(width / 2, height / 2, "No harvested passage yet: the curve starts at the first harvest.",
+        drawing.add(String(width / 2, height / 2, _("No harvested passage yet: the curve starts at the first harvest."),
                            fontName=FONT, fontSize=9, textAnchor="middle", fillColor=colors.grey))
         return drawing
     plot = LinePlot()
@@ -68,16 +70,16 @@ def growth_drawing(series: list[Series], *, width: float = 520, height: float = 
         axis.labels.fontName, axis.labels.fontSize = FONT, 8
     plot.xValueAxis.labelTextFormat = "%.0f"
     plot.yValueAxis.labelTextFormat = "%.0f"
-    for index, _ in enumerate(plotted):
+    for index in range(len(plotted)):
         line = plot.lines[index]
         line.strokeColor = PALETTE[index % len(PALETTE)]
         line.strokeWidth = 1.8
         line.symbol = makeMarker("FilledCircle", size=4, fillColor=PALETTE[index % len(PALETTE)])
     drawing.add(plot)
-    drawing.add(String(plot.x + plot.width / 2, 8, "days in culture since seeding (P0)", fontName=FONT, fontSize=8,
+    drawing.add(String(plot.x + plot.width / 2, 8, _("days in culture since seeding (P0)"), fontName=FONT, fontSize=8,
                        textAnchor="middle"))
     # The y-axis title, turned a quarter: rotation matrix then the point it is centred on.
-    drawing.add(Group(String(0, 0, "cumulative PD", fontName=FONT, fontSize=8, textAnchor="middle"),
+    drawing.add(Group(String(0, 0, _("cumulative PD"), fontName=FONT, fontSize=8, textAnchor="middle"),
                       transform=(0, 1, -1, 0, 14, plot.y + plot.height / 2)))
     if legend_width:
         legend = LineLegend()

@@ -35,22 +35,33 @@ from cellfactory.core.commands import (
     plausible_time,
 )
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.core.text import length_problem, record_number, text_problem
 from cellfactory.signatures.commands import MaySign, Signed, SignedCodes
 
-NOT_WHOLE = "Must be a whole number."
+NOT_WHOLE = N_("Must be a whole number.")
 # The whole numbers the databases keep (64-bit).
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
-ENTER_VESSELS = "Enter how many vessels (1 or more)."
-REAGENT_SHAPE = "Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}."
+ENTER_VESSELS = N_("Enter how many vessels (1 or more).")
+REAGENT_SHAPE = N_("Each use is {\"lot_id\": integer, \"quantity\": number, \"unit\": text (optional)}.")
+
+
+class _Said(dict):
+    """What to say of each required field left out (`Command.missing`), written out in the language of the moment
+    when it is read: the refusal joins these words as text."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return str(self[key]) if key in self else default
 
 
 def _number(minimum: int | None = None, maximum: int | None = None):
     """A JSON number (never text, never true/false), finite, within the page's bounds and in the page's words;
     text that is no number is refused in the same words whether typed on the page or sent."""
-    bounds = (f"Enter a number from {minimum}" + (f" to {maximum}." if maximum is not None else " up.")
-              if minimum is not None else None)
+    def bounds() -> str:
+        if maximum is not None:
+            return _("Enter a number from %(minimum)s to %(maximum)s.", minimum=minimum, maximum=maximum)
+        return _("Enter a number from %(minimum)s up.", minimum=minimum)
 
     def check(value: Any) -> decimal.Decimal | None:
         if value is None:
@@ -60,8 +71,8 @@ def _number(minimum: int | None = None, maximum: int | None = None):
         number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
         if not number.is_finite():
             raise PydanticCustomError("text", NOT_A_NUMBER)
-        if bounds and (number < minimum or (maximum is not None and number > maximum)):
-            raise PydanticCustomError("text", bounds)
+        if minimum is not None and (number < minimum or (maximum is not None and number > maximum)):
+            raise PydanticCustomError("text", bounds())
         return number
 
     return check
@@ -75,11 +86,11 @@ def _whole(message: str | None = None, minimum: int = INT_MIN):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PydanticCustomError("text", NOT_WHOLE)
+            raise PydanticCustomError("text", _(NOT_WHOLE))
         if not INT_MIN <= value <= INT_MAX:
-            raise PydanticCustomError("text", "Too large: whole numbers go up to 9223372036854775807.")
+            raise PydanticCustomError("text", _("Too large: whole numbers go up to 9223372036854775807."))
         if value < minimum:
-            raise PydanticCustomError("text", message or NOT_WHOLE)
+            raise PydanticCustomError("text", _(message or NOT_WHOLE))
         return value
 
     return check
@@ -118,18 +129,18 @@ def _reagent_uses(value: Any) -> Any:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(use, Mapping | ReagentUse) for use in value):
-        raise PydanticCustomError("text", REAGENT_SHAPE)
+        raise PydanticCustomError("text", _(REAGENT_SHAPE))
     try:
         return [use if isinstance(use, ReagentUse) else ReagentUse.model_validate(use) for use in value]
     except ValueError:
-        raise PydanticCustomError("text", REAGENT_SHAPE) from None
+        raise PydanticCustomError("text", _(REAGENT_SHAPE)) from None
 
 
 def _codes(value: Any) -> Any:
     if value is None:
         return []
     if not isinstance(value, list | tuple) or not all(isinstance(code, str) for code in value):
-        raise PydanticCustomError("text", "A list of strings.")
+        raise PydanticCustomError("text", _("A list of strings."))
     return [code for code in value if code.strip()]
 
 
@@ -203,9 +214,10 @@ class _FromEntries:
 
 
 class StartBatch(_FromEntries, Command):
-    refusal: ClassVar[str] = "The batch cannot start"
-    missing: ClassVar[dict[str, str]] = {"product": "Choose the product.",
-                                         "materials": "Scan or type the DIN of at least one accepted source material."}
+    refusal: ClassVar[str] = _l("The batch cannot start")
+    missing: ClassVar[dict[str, str]] = _Said({
+        "product": _l("Choose the product."),
+        "materials": _l("Scan or type the DIN of at least one accepted source material.")})
     TIMES: ClassVar[tuple[str, ...]] = ("started_at",)
 
     product: Line(40) = Field(description="Product code")
@@ -238,7 +250,7 @@ class RecordStep(_FromEntries, Command):
     (its seeding and harvest are the step's times). A value already entered that changes is a correction and
     says why (`reason`)."""
 
-    refusal: ClassVar[str] = "The step cannot be saved"
+    refusal: ClassVar[str] = _l("The step cannot be saved")
     TIMES: ClassVar[tuple[str, ...]] = ("started_at", "ended_at", "seeded_at", "harvested_at")
     NUMBERS: ClassVar[tuple[str, ...]] = ("cells_seeded", "cells_harvested", "viability_pct", "confluence_pct")
     WHOLE: ClassVar[tuple[str, ...]] = ("vessel_count", "passage_number")
@@ -288,7 +300,7 @@ class StepEntry(RecordStep):
     """A step's entries as an API client sends them: always with the version of the step it read, so that a save
     based on an older reading is refused (409) instead of overwriting someone else's entries."""
 
-    missing: ClassVar[dict[str, str]] = {"version": "Required."}
+    missing: ClassVar[dict[str, str]] = _Said({"version": _l("Required.")})
 
     version: Annotated[int, BeforeValidator(_whole()), WithJsonSchema({"type": "integer"})] = Field(
         description="The step version you saw (GET .../steps); a stale one is 409")
@@ -297,9 +309,9 @@ class StepEntry(RecordStep):
 class MoveBatch(MaySign):
     """One move of the batch state machine, with the reason; a review or QP decision is signed."""
 
-    refusal: ClassVar[str] = "The batch cannot move"
-    missing: ClassVar[dict[str, str]] = {"target": "Choose one of the moves offered on this page.",
-                                         "reason": "Give the reason or comment."}
+    refusal: ClassVar[str] = _l("The batch cannot move")
+    missing: ClassVar[dict[str, str]] = _Said({"target": _l("Choose one of the moves offered on this page."),
+                                               "reason": _l("Give the reason or comment.")})
 
     target: BatchStatus
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
@@ -309,15 +321,15 @@ class MoveBatch(MaySign):
 class SignStep(Signed):
     """A second person's signature 'Verified' on a step's entries."""
 
-    refusal: ClassVar[str] = "The step cannot be verified"
+    refusal: ClassVar[str] = _l("The step cannot be verified")
 
 
 class StepSelection(Command):
     """The steps of a batch a second person chose to verify together (each is checked as its own verification
     would be)."""
 
-    refusal: ClassVar[str] = "The steps cannot be verified"
-    missing: ClassVar[dict[str, str]] = {"steps": "Choose the steps to verify."}
+    refusal: ClassVar[str] = _l("The steps cannot be verified")
+    missing: ClassVar[dict[str, str]] = _Said({"steps": _l("Choose the steps to verify.")})
 
     steps: SignedCodes(20, "the batch has no step with this code") = Field(
         description="Codes of the batch's steps to verify, each once; each gets its own signature 'Verified'")
@@ -327,4 +339,4 @@ class VerifySteps(StepSelection, SignStep):
     """Several steps verified with one signing ceremony: the person's password once, a signature each."""
 
     refusal: ClassVar[str] = StepSelection.refusal
-    missing: ClassVar[dict[str, str]] = {**StepSelection.missing, **SignStep.missing}
+    missing: ClassVar[dict[str, str]] = _Said({**StepSelection.missing, **SignStep.missing})

@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.core.i18n import _l
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -50,19 +51,19 @@ class SiteTimeField(DateTimeLocalField):
 
 
 class StartBatchForm(BaseForm):
-    product = SelectField("Product", validators=[DataRequired("Choose the product.")])
-    din = StringField("DIN of the accepted source material: scan the barcode or type the DIN",
+    product = SelectField(_l("Product"), validators=[DataRequired(_l("Choose the product."))])
+    din = StringField(_l("DIN of the accepted source material: scan the barcode or type the DIN"),
                       validators=[Optional(), Length(max=40)], render_kw={**DIN_INPUT, "autofocus": True})
-    din_2 = StringField("Second source material (only when the batch pools several)",
+    din_2 = StringField(_l("Second source material (only when the batch pools several)"),
                         validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
-    din_3 = StringField("Third source material", validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
-    started_at = SiteTimeField("Started (site time), only if not now", format=LOCAL, validators=[Optional()])
+    din_3 = StringField(_l("Third source material"), validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
+    started_at = SiteTimeField(_l("Started (site time), only if not now"), format=LOCAL, validators=[Optional()])
     # Autologous and directed products only: whom the batch is made for (the service decides which applies).
-    recipient_code = StringField("Recipient code (pseudonymised; autologous or directed batches only)",
+    recipient_code = StringField(_l("Recipient code (pseudonymised; autologous or directed batches only)"),
                                  validators=[Optional(), Length(max=40)],
                                  render_kw={"autocomplete": "off", "autocapitalize": "characters",
                                             "spellcheck": "false"})
-    recipient_trial_code = StringField("Recipient's clinical trial code (autologous or directed batches only)",
+    recipient_trial_code = StringField(_l("Recipient's clinical trial code (autologous or directed batches only)"),
                                        validators=[Optional(), Length(max=40)], render_kw={"autocomplete": "off"})
 
     DIN_FIELDS = ("din", "din_2", "din_3")
@@ -71,24 +72,24 @@ class StartBatchForm(BaseForm):
 class ReagentRowForm(Form):
     """One reagent lot used in the step: the lot, how much, in which unit (empty unit: the item's unit)."""
 
-    lot_id = SelectField("Reagent lot", choices=[], validate_choice=False)
-    quantity = StringField("Quantity", validators=[Optional(), Length(max=20)], render_kw=NUMBER)
-    unit = StringField("Unit", validators=[Optional(), Length(max=20)], render_kw={"autocomplete": "off"})
+    lot_id = SelectField(_l("Reagent lot"), choices=[], validate_choice=False)
+    quantity = StringField(_l("Quantity"), validators=[Optional(), Length(max=20)], render_kw=NUMBER)
+    unit = StringField(_l("Unit"), validators=[Optional(), Length(max=20)], render_kw={"autocomplete": "off"})
 
 
 class EntryForm(BaseForm):
     """What every step records; passages add their counts (PassageForm), plain steps their times (StepForm)."""
 
     version = HiddenField()
-    equipment = SelectMultipleField("Equipment used", choices=[], validate_choice=False,
+    equipment = SelectMultipleField(_l("Equipment used"), choices=[], validate_choice=False,
                                     widget=ListWidget(prefix_label=False), option_widget=CheckboxInput())
-    reagents = FieldList(FormField(ReagentRowForm), "Reagent lots used", min_entries=REAGENT_ROWS,
+    reagents = FieldList(FormField(ReagentRowForm), _l("Reagent lots used"), min_entries=REAGENT_ROWS,
                          max_entries=MAX_REAGENT_ROWS)
-    observations = TextAreaField("Observations", validators=[Optional(), Length(max=4000)])
-    deviation_reference = StringField("Deviation number (only when a deviation covers this step)",
+    observations = TextAreaField(_l("Observations"), validators=[Optional(), Length(max=4000)])
+    deviation_reference = StringField(_l("Deviation number (only when a deviation covers this step)"),
                                       validators=[Optional(), Length(max=40)],
                                       render_kw={"autocomplete": "off", "autocapitalize": "characters"})
-    reason = TextAreaField("Reason for the correction", validators=[Optional(), Length(max=2000)])
+    reason = TextAreaField(_l("Reason for the correction"), validators=[Optional(), Length(max=2000)])
 
     TIME_FIELDS: tuple[str, ...] = ()
 
@@ -110,8 +111,8 @@ class EntryForm(BaseForm):
 
 
 class StepForm(EntryForm):
-    started_at = SiteTimeField("Started (site time)", format=LOCAL, validators=[Optional()])
-    ended_at = SiteTimeField("Ended (site time): leave empty while the step is still running", format=LOCAL,
+    started_at = SiteTimeField(_l("Started (site time)"), format=LOCAL, validators=[Optional()])
+    ended_at = SiteTimeField(_l("Ended (site time): leave empty while the step is still running"), format=LOCAL,
                              validators=[Optional()])
 
     TIME_FIELDS = ("started_at", "ended_at")
@@ -119,16 +120,16 @@ class StepForm(EntryForm):
 
 class PassageForm(EntryForm):
     # No passage number: the service derives it (the next passage of the batch); it is never typed.
-    vessel_type = SelectField("Culture vessel type", choices=[], validate_choice=False)
-    vessel_count = StringField("Number of vessels", validators=[Optional(), Length(max=4)], render_kw=COUNT)
-    cells_seeded = StringField("Cells seeded (total)", validators=[Optional(), Length(max=30)], render_kw=NUMBER)
-    seeded_at = SiteTimeField("Seeded at (site time)", format=LOCAL, validators=[Optional()])
-    cells_harvested = StringField("Cells harvested (total)", validators=[Optional(), Length(max=30)],
+    vessel_type = SelectField(_l("Culture vessel type"), choices=[], validate_choice=False)
+    vessel_count = StringField(_l("Number of vessels"), validators=[Optional(), Length(max=4)], render_kw=COUNT)
+    cells_seeded = StringField(_l("Cells seeded (total)"), validators=[Optional(), Length(max=30)], render_kw=NUMBER)
+    seeded_at = SiteTimeField(_l("Seeded at (site time)"), format=LOCAL, validators=[Optional()])
+    cells_harvested = StringField(_l("Cells harvested (total)"), validators=[Optional(), Length(max=30)],
                                   render_kw=NUMBER)
-    harvested_at = SiteTimeField("Harvested at (site time)", format=LOCAL, validators=[Optional()])
-    viability_pct = StringField("Viability at harvest (%)", validators=[Optional(), Length(max=10)],
+    harvested_at = SiteTimeField(_l("Harvested at (site time)"), format=LOCAL, validators=[Optional()])
+    viability_pct = StringField(_l("Viability at harvest (%)"), validators=[Optional(), Length(max=10)],
                                 render_kw=NUMBER)
-    confluence_pct = StringField("Confluence at harvest (%)", validators=[Optional(), Length(max=10)],
+    confluence_pct = StringField(_l("Confluence at harvest (%)"), validators=[Optional(), Length(max=10)],
                                  render_kw=NUMBER)
 
     TIME_FIELDS = ("seeded_at", "harvested_at")
@@ -154,7 +155,7 @@ class TransitionForm(SigningForm):
     """One move of the state machine: a reason, and the signature where the move is a review or a decision."""
 
     version = HiddenField()
-    reason = TextAreaField("Reason or comment", validators=[DataRequired("Give the reason or comment."),
+    reason = TextAreaField(_l("Reason or comment"), validators=[DataRequired(_l("Give the reason or comment.")),
                                                             Length(max=2000)])
     # Shown when a hold is lifted while out-of-specification deviations of the batch are open.
-    confirm_open_deviations = BooleanField("I have assessed the open deviations and lift the hold all the same")
+    confirm_open_deviations = BooleanField(_l("I have assessed the open deviations and lift the hold all the same"))

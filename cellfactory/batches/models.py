@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 from cellfactory.equipment.models import Equipment
@@ -54,12 +55,27 @@ class BatchStatus(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ")
+        return str(BATCH_STATUS_LABELS[self])
 
     @property
     def is_open(self) -> bool:
         return self not in (BatchStatus.RELEASED, BatchStatus.REJECTED, BatchStatus.ON_HOLD_AFTER_RELEASE,
                             BatchStatus.RECALLED)
+
+
+# A batch's status in words, as pages and messages say it ("il lotto è rilasciato": said of a batch, masculine).
+BATCH_STATUS_LABELS = {
+    BatchStatus.IN_PROCESS: lazy_pgettext("batch status", "in process"),
+    BatchStatus.AWAITING_QC: lazy_pgettext("batch status", "awaiting qc"),
+    BatchStatus.AWAITING_QA_REVIEW: lazy_pgettext("batch status", "awaiting qa review"),
+    BatchStatus.AWAITING_CERTIFICATION: lazy_pgettext("batch status", "awaiting certification"),
+    BatchStatus.CONDITIONALLY_RELEASED: lazy_pgettext("batch status", "conditionally released"),
+    BatchStatus.RELEASED: lazy_pgettext("batch status", "released"),
+    BatchStatus.REJECTED: lazy_pgettext("batch status", "rejected"),
+    BatchStatus.ON_HOLD: lazy_pgettext("batch status", "on hold"),
+    BatchStatus.ON_HOLD_AFTER_RELEASE: lazy_pgettext("batch status", "on hold after release"),
+    BatchStatus.RECALLED: lazy_pgettext("batch status", "recalled"),
+}
 
 
 class BatchSequence(Base):
@@ -158,6 +174,18 @@ class StepStatus(enum.StrEnum):
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     DONE = "done"
+
+    @property
+    def label(self) -> str:
+        """The status in words: "pending", "in progress", "done" (said of a step: "la fase")."""
+        return str(STEP_STATUS_LABELS[self])
+
+
+STEP_STATUS_LABELS = {
+    StepStatus.PENDING: lazy_pgettext("step status", "pending"),
+    StepStatus.IN_PROGRESS: lazy_pgettext("step status", "in progress"),
+    StepStatus.DONE: lazy_pgettext("step status", "done"),
+}
 
 
 class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):

@@ -8,7 +8,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from cellfactory.batches.models import (
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _, lazy_pgettext
 from cellfactory.core.numbering import next_number
 from cellfactory.core.plausibility import check_instant
 from cellfactory.core.scoping import visible_to
@@ -56,6 +57,12 @@ from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 
 S = BatchStatus
+
+SAVED_MEANWHILE = N_("Someone else saved step %(code)s of %(number)s while you were entering it. Reload the page, "
+                     "check their entries and enter yours again.")
+# What keeps the manufacturing record from being complete, step by step (the batch page gathers them by state).
+NOT_FINISHED = N_("Step %(code)s (%(name)s) is not finished.")
+NOT_VERIFIED = N_("Step %(code)s (%(name)s) is not verified by a second person.")
 
 
 # How a batch is read with its manufacturing record, in a fixed number of statements whatever its size: the
@@ -88,7 +95,7 @@ def get_batch(user: User, number: str, *, options: Sequence[Any] = RECORD) -> Ba
     # unique(): a batch of several materials comes on as many rows.
     batch = db.session.scalars(visible_to(query, Batch, user)).unique().one_or_none()
     if batch is None:
-        raise NotFound(f"There is no batch {number!r} you can see.")
+        raise NotFound(_("There is no batch %(number)s you can see.", number=repr(number)))
     return batch
 
 
@@ -139,7 +146,7 @@ def _next_number(site: Site, product_code: str, product_id: int) -> str:
 
 # A pseudonymised code, as the trial issues it (e.g. PT-SR-0001): letters, digits and . _ / -, never a name.
 RECIPIENT_CODE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,39}")
-RECIPIENT_CODE_FORMAT = "Letters, digits and . _ / - only (up to 40): the pseudonymised code, never a name."
+RECIPIENT_CODE_FORMAT = N_("Letters, digits and . _ / - only (up to 40): the pseudonymised code, never a name.")
 
 
 def clean_recipient_code(value: Any) -> str:
@@ -160,13 +167,15 @@ def _check_collection(product: Product, materials: Sequence[SourceMaterial]) -> 
     if collection == CollectionType.AUTOLOGOUS:
         donors = {m.donor.code for m in materials}
         if len(donors) > 1:
-            raise Conflict(f"An autologous batch is made from one patient's cells: these materials come from "
-                           f"donors {', '.join(sorted(donors))}.", fields={"materials": "Several donors."})
+            raise Conflict(_("An autologous batch is made from one patient's cells: these materials come from "
+                             "donors %(donors)s.", donors=", ".join(sorted(donors))),
+                           fields={"materials": _("Several donors.")})
         foreign = [m for m in materials if m.donor.donor_type != DonorType.AUTOLOGOUS]
         if foreign:
-            raise Conflict(f"Product {product.code} is autologous: material {foreign[0].din} comes from "
-                           f"allogeneic donor {foreign[0].donor.code}, not from the patient.",
-                           fields={"materials": "Not autologous."})
+            raise Conflict(_("Product %(product)s is autologous: material %(din)s comes from allogeneic donor "
+                             "%(donor)s, not from the patient.", product=product.code, din=foreign[0].din,
+                             donor=foreign[0].donor.code),
+                           fields={"materials": _("Not autologous.")})
     return collection
 
 
@@ -177,23 +186,25 @@ def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any)
     errors: dict[str, str] = {}
     if not collection.names_recipient:
         if code:
-            errors["recipient_code"] = ("An allogeneic off-the-shelf batch names no recipient: the recipient is "
-                                        "recorded at administration.")
+            errors["recipient_code"] = _("An allogeneic off-the-shelf batch names no recipient: the recipient is "
+                                         "recorded at administration.")
         if trial:
-            errors["recipient_trial_code"] = "An allogeneic off-the-shelf batch names no recipient's trial."
+            errors["recipient_trial_code"] = _("An allogeneic off-the-shelf batch names no recipient's trial.")
     else:
         if not code:
-            errors["recipient_code"] = (f"Required: this batch is {collection.value}, made for one recipient; give "
-                                        "the recipient's pseudonymised code.")
+            errors["recipient_code"] = _("Required: this batch is %(collection)s, made for one recipient; give the "
+                                         "recipient's pseudonymised code.", collection=collection.value)
         elif not RECIPIENT_CODE.fullmatch(code):
-            errors["recipient_code"] = RECIPIENT_CODE_FORMAT
+            errors["recipient_code"] = _(RECIPIENT_CODE_FORMAT)
         if not trial:
-            errors["recipient_trial_code"] = (f"Required: this batch is {collection.value}; give the recipient's "
-                                              "clinical trial code (EU CT or EudraCT number).")
+            errors["recipient_trial_code"] = _("Required: this batch is %(collection)s; give the recipient's "
+                                               "clinical trial code (EU CT or EudraCT number).",
+                                               collection=collection.value)
         elif len(trial) > 40:
-            errors["recipient_trial_code"] = "At most 40 characters."
+            errors["recipient_trial_code"] = _("At most 40 characters.")
     if errors:
-        raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The batch cannot start: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     return (code, trial) if collection.names_recipient else (None, None)
 
 
@@ -206,27 +217,28 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     One source material feeds one batch: checked here, and held by the unique constraint on
     batch_material.material_id when two starts take the same material at once.
     """
-    permissions.require(actor.has_role(Role.TECHNICIAN, site.id), "Only a technician of this site starts batches.")
+    permissions.require(actor.has_role(Role.TECHNICIAN, site.id), _("Only a technician of this site starts batches."))
     audit.act_as(db.session, actor)
     product = product_services.get_product(command.product)
     if not product.active:
-        raise Conflict(f"Product {product.code} is not active.")
+        raise Conflict(_("Product %(product)s is not active.", product=product.code))
     spec = product_services.current_specification(product)
     if not command.materials:
-        raise ValidationFailed("Scan or type the DIN of at least one accepted source material.",
-                               fields={"materials": "Required."})
+        raise ValidationFailed(_("Scan or type the DIN of at least one accepted source material."),
+                               fields={"materials": _("Required.")})
     materials: list[SourceMaterial] = []
     for raw in command.materials:
         material = material_services.get_material(actor, raw)
         if material.site_id != site.id:
-            raise Conflict(f"Material {material.din} belongs to {material.site.code}, not {site.code}.")
+            raise Conflict(_("Material %(din)s belongs to %(owner)s, not %(site)s.", din=material.din,
+                             owner=material.site.code, site=site.code))
         material_services.check_usable_for_batch(material)
         donor_services.check_age_for_product(product, material)
         # Starting a batch consumes the material: even a rejected batch used it up.
         used = db.session.scalar(sa.select(Batch.number).join(BatchMaterial).where(
             BatchMaterial.material_id == material.id))
         if used:
-            raise Conflict(f"Material {material.din} already started batch {used}.")
+            raise Conflict(_("Material %(din)s already started batch %(batch)s.", din=material.din, batch=used))
         if material not in materials:
             materials.append(material)
     collection = _check_collection(product, materials)
@@ -239,14 +251,15 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     bounds = []
     for material in materials:
         label = isbt128.format_din(material.din)
-        bounds.append((material.arrived_at, f"the arrival of material {label} "
-                                            f"({format_local(material.arrived_at, site.timezone)})"))
+        bounds.append((material.arrived_at, _("the arrival of material %(din)s (%(time)s)", din=label,
+                                              time=format_local(material.arrived_at, site.timezone))))
         if material.released_at is not None:
-            bounds.append((material.released_at, f"the release of material {label} from quarantine "
-                                                 f"({format_local(material.released_at, site.timezone)})"))
+            bounds.append((material.released_at, _("the release of material %(din)s from quarantine (%(time)s)",
+                                                   din=label, time=format_local(material.released_at, site.timezone))))
     check_instant(errors, "started_at", started, now=now, not_before=bounds)
     if errors:
-        raise ValidationFailed("The batch cannot start: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The batch cannot start: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
                   specification_id=spec.id, status=S.IN_PROCESS, started_at=started, started_by_id=actor.id,
                   status_changed_at=now, collection_type=collection, recipient_code=recipient,
@@ -259,8 +272,8 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
         try:
             db.session.flush()
         except sa.exc.IntegrityError as exc:  # another batch start took the material and committed first
-            message = (f"Material {label} was just used to start another batch: one source material feeds one "
-                       "batch.")
+            message = _("Material %(din)s was just used to start another batch: one source material feeds one "
+                        "batch.", din=label)
             raise Conflict(message, fields={"materials": message}) from exc
     for position, step in enumerate(spec.steps, start=1):
         db.session.add(BatchStep(batch=batch, site_id=site.id, position=position, code=step["code"],
@@ -281,9 +294,10 @@ def _scaled(value: decimal.Decimal | None, places: str) -> decimal.Decimal | Non
 
 def _require_open_record(actor: User, step: BatchStep) -> None:
     permissions.require(actor.has_role(Role.TECHNICIAN, step.site_id),
-                        "Only a technician of this site records the manufacturing steps.")
+                        _("Only a technician of this site records the manufacturing steps."))
     if step.batch.status != S.IN_PROCESS:
-        raise Conflict(f"Batch {step.batch.number} is {step.batch.status.label}: its manufacturing record is closed.")
+        raise Conflict(_("Batch %(number)s is %(status)s: its manufacturing record is closed.",
+                         number=step.batch.number, status=step.batch.status.label))
 
 
 @transactional
@@ -300,12 +314,12 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
     tz = step.batch.site.timezone
     reason, expected_version = command.reason, command.version
     if expected_version is not None and expected_version != step.version:
-        raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering it. "
-                       "Reload the page, check their entries and enter yours again.")
+        raise Conflict(_(SAVED_MEANWHILE, code=step.code, number=step.batch.number))
     earlier = [s for s in step.batch.steps if s.position < step.position]
     if any(s.status != StepStatus.DONE for s in earlier):
         pending = next(s for s in earlier if s.status != StepStatus.DONE)
-        raise Conflict(f"Finish step {pending.code} ({pending.name}) first: steps follow the process template.")
+        raise Conflict(_("Finish step %(code)s (%(name)s) first: steps follow the process template.",
+                         code=pending.code, name=pending.name))
     session = db.session
     errors: dict[str, str] = {}
     passage_fields = None
@@ -318,11 +332,12 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
     else:
         extra = command.passage_entries()
         if extra:
-            raise ValidationFailed(f"Step {step.code} is not a passage: leave out " + ", ".join(extra) + ".",
-                                   fields=dict.fromkeys(extra, "Only for a passage step."))
+            raise ValidationFailed(_("Step %(code)s is not a passage: leave out %(fields)s.", code=step.code,
+                                     fields=", ".join(extra)),
+                                   fields=dict.fromkeys(extra, _("Only for a passage step.")))
         started, ended = command.started_at, command.ended_at
         if started is None:
-            errors["started_at"] = "Enter the date and time."
+            errors["started_at"] = _("Enter the date and time.")
         start_field, end_field = "started_at", "ended_at"
     _check_times(step, started, ended, start_field, end_field, errors)
     now = utcnow()
@@ -335,8 +350,8 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
 
         found = find_at_site(step.site_id, deviation)
         if found is None or found.batch_id not in (None, step.batch_id):
-            errors["deviation_reference"] = (f"There is no deviation {deviation} for this batch at this site: open "
-                                             "it first, then refer to it.")
+            errors["deviation_reference"] = _("There is no deviation %(deviation)s for this batch at this site: "
+                                              "open it first, then refer to it.", deviation=deviation)
     observations = command.observations or ""
     # Filling what was left empty (the end of a running step, a passage's harvest) completes the first entry; only
     # a change to a value already entered is a correction, and a correction says why.
@@ -344,13 +359,13 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
                                                  passage_fields)
     correction = bool(changed)
     if correction and not (reason or "").strip():
-        errors["reason"] = "Say why the entry is corrected."
+        errors["reason"] = _("Say why the entry is corrected.")
     if errors:
         if set(errors) == {"reason"}:
-            raise ValidationFailed("These entries were already recorded: give the reason for the correction ("
-                                   + ", ".join(changed) + " changed).", fields=errors)
-        raise ValidationFailed("The step cannot be saved: " + " ".join(f"{v}" for v in errors.values()),
-                               fields=errors)
+            raise ValidationFailed(_("These entries were already recorded: give the reason for the correction "
+                                     "(%(fields)s changed).", fields=", ".join(changed)), fields=errors)
+        raise ValidationFailed(_("The step cannot be saved: %(problems)s",
+                                 problems=" ".join(f"{v}" for v in errors.values())), fields=errors)
     # The step row exists from the batch's start, empty: filling it is its first entry, completing it (the end,
     # the harvest) the second half of that entry.
     first = {StepStatus.PENDING: "first entry", StepStatus.IN_PROGRESS: "entry completed"}.get(
@@ -373,8 +388,7 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
         bumped = session.execute(sa.update(BatchStep).where(BatchStep.id == step.id, BatchStep.version == seen)
                                  .values(version=seen + 1).execution_options(synchronize_session=False))
         if bumped.rowcount != 1:
-            raise Conflict(f"Someone else saved step {step.code} of {step.batch.number} while you were entering "
-                           "it. Reload the page, check their entries and enter yours again.")
+            raise Conflict(_(SAVED_MEANWHILE, code=step.code, number=step.batch.number))
         set_committed_value(step, "version", seen + 1)
     return step
 
@@ -385,8 +399,9 @@ def _check_times(step: BatchStep, started: dt.datetime | None, ended: dt.datetim
     before it started, nothing in the future beyond the clock skew, no implausible year."""
     batch = step.batch
     started_local = format_local(batch.started_at, batch.site.timezone)
-    check_instant(errors, start_field, started, not_before=[(batch.started_at, f"the batch's start, {started_local}")])
-    check_instant(errors, end_field, ended, not_before=[(started, "the start of the step")])
+    check_instant(errors, start_field, started,
+                  not_before=[(batch.started_at, _("the batch's start, %(time)s", time=started_local))])
+    check_instant(errors, end_field, ended, not_before=[(started, _("the start of the step"))])
 
 
 def _changed_entries(step: BatchStep, started: dt.datetime | None, ended: dt.datetime | None, observations: str,
@@ -436,11 +451,11 @@ def _equipment(step: BatchStep, codes: Sequence[str], day: dt.date, errors: dict
     for code in dict.fromkeys(codes):
         item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == step.site_id, Equipment.code == code))
         if item is None:
-            errors["equipment"] = f"There is no equipment {code} at this site."
+            errors["equipment"] = _("There is no equipment %(code)s at this site.", code=code)
             continue
         refusal = item.refusal(day)
         if refusal:
-            errors["equipment"] = f"Refused: {refusal}"
+            errors["equipment"] = _("Refused: %(refusal)s", refusal=refusal)
             continue
         found.append(item)
     return found
@@ -453,14 +468,14 @@ def _reagents(step: BatchStep, uses: Sequence[ReagentUse], day: dt.date, errors:
         lot_id, quantity, unit = use.lot_id, use.quantity, use.unit
         lot = db.session.get(ReagentLot, lot_id) if lot_id is not None and lot_id >= 0 else None
         if lot is None or lot.site_id != step.site_id:
-            errors["reagents"] = "Choose a reagent lot of this site."
+            errors["reagents"] = _("Choose a reagent lot of this site.")
             continue
         refusal = lot.refusal(day)
         if refusal:
-            errors["reagents"] = f"Refused: {refusal}"
+            errors["reagents"] = _("Refused: %(refusal)s", refusal=refusal)
             continue
         if quantity is None or quantity <= 0:
-            errors["reagents"] = f"Enter the quantity of {lot.label} used."
+            errors["reagents"] = _("Enter the quantity of %(lot)s used.", lot=lot.label)
             continue
         found.append((lot, _scaled(quantity, "0.001"), (unit or lot.item.unit).strip()))
     return found
@@ -497,29 +512,29 @@ def _passage_fields(step: BatchStep, command: RecordStep, errors: dict[str, str]
     """A passage's entries, with what the batch says of them: its derived number and the vessel type named."""
     fields: dict[str, Any] = {"passage_number": derived_passage_number(step)}
     if command.passage_number is not None and command.passage_number != fields["passage_number"]:
-        errors["passage_number"] = (f"The passage number is derived, not typed: this is passage "
-                                    f"P{fields['passage_number']} of the batch. Leave the passage number out.")
+        errors["passage_number"] = _("The passage number is derived, not typed: this is passage P%(number)s of the "
+                                     "batch. Leave the passage number out.", number=fields["passage_number"])
     vessel = db.session.scalar(sa.select(VesselType).where(VesselType.code == (command.vessel_type or "")))
     if vessel is None:
-        errors["vessel_type"] = "Choose the culture vessel type."
+        errors["vessel_type"] = _("Choose the culture vessel type.")
     fields["vessel_type"] = vessel
     fields["vessel_count"] = command.vessel_count
     if command.vessel_count is None:
-        errors["vessel_count"] = ENTER_VESSELS
+        errors["vessel_count"] = _(ENTER_VESSELS)
     fields["cells_seeded"] = command.cells_seeded
     if command.cells_seeded is None:
-        errors["cells_seeded"] = "Required."
+        errors["cells_seeded"] = _("Required.")
     fields["cells_harvested"] = command.cells_harvested
     fields["viability_pct"] = command.viability_pct
     fields["confluence_pct"] = command.confluence_pct
     fields["seeded_at"] = command.seeded_at
     if command.seeded_at is None:
-        errors["seeded_at"] = "Enter the date and time."
+        errors["seeded_at"] = _("Enter the date and time.")
     fields["harvested_at"] = command.harvested_at
     if (fields["cells_harvested"] is None) != (fields["harvested_at"] is None) and not errors:
-        errors["harvested_at"] = "Enter the harvest count and the harvest time together."
+        errors["harvested_at"] = _("Enter the harvest count and the harvest time together.")
     if fields["seeded_at"] and fields["harvested_at"] and fields["harvested_at"] <= fields["seeded_at"]:
-        errors["harvested_at"] = "The harvest is before the seeding."
+        errors["harvested_at"] = _("The harvest is before the seeding.")
     return fields
 
 
@@ -536,7 +551,8 @@ def _previous_cumulative_pd(step: BatchStep) -> float:
         if earlier.position >= step.position or earlier.passage is None:
             continue
         if earlier.passage.population_doublings is None:
-            raise Conflict(f"Passage {earlier.code} has no harvest count yet: its doublings are unknown.")
+            raise Conflict(_("Passage %(code)s has no harvest count yet: its doublings are unknown.",
+                             code=earlier.code))
         if earlier.pd_counted:
             total += earlier.passage.population_doublings
     return total
@@ -559,13 +575,15 @@ def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
     density = growth.seeding_density(seeded, float(area))
     limits = []
     if spec.max_passage is not None and fields["passage_number"] > spec.max_passage:
-        limits.append(f"passage P{fields['passage_number']} is beyond the specification's maximum P{spec.max_passage}")
+        limits.append(_("passage P%(number)s is beyond the specification's maximum P%(maximum)s",
+                        number=fields["passage_number"], maximum=spec.max_passage))
     if spec.max_cumulative_pd is not None and cpd is not None and cpd > float(spec.max_cumulative_pd):
-        limits.append(f"cumulative population doublings {cpd:.2f} exceed the specification's maximum "
-                      f"{spec.max_cumulative_pd}")
+        limits.append(_("cumulative population doublings %(cpd)s exceed the specification's maximum %(maximum)s",
+                        cpd=format(cpd, ".2f"), maximum=spec.max_cumulative_pd))
     if limits and not step.deviation_reference:
-        raise Conflict("Refused: " + "; ".join(limits) + ". Continue only under a deviation: enter its number.",
-                       fields={"deviation_reference": "A deviation is needed to go past the limit."})
+        raise Conflict(_("Refused: %(limits)s. Continue only under a deviation: enter its number.",
+                         limits="; ".join(limits)),
+                       fields={"deviation_reference": _("A deviation is needed to go past the limit.")})
     passage = step.passage
     values = {
         "passage_number": fields["passage_number"], "vessel_type_id": vessel.id, "vessel_count": fields["vessel_count"],
@@ -640,13 +658,13 @@ def check_verifiable(actor: User, step: BatchStep, entered: set[int] | None = No
     """Whether the person may verify the step as its second person: the refusal raised if not. `entered` is who
     entered or changed the step when the caller has read it (`entered_by_steps`)."""
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, step.site_id),
-                        "Only technicians and QA of this site verify manufacturing entries.")
+                        _("Only technicians and QA of this site verify manufacturing entries."))
     if step.status != StepStatus.DONE:
-        raise Conflict(f"Step {step.code} is not finished: verify it once its entries are complete.")
+        raise Conflict(_("Step %(code)s is not finished: verify it once its entries are complete.", code=step.code))
     if actor.id in (entered if entered is not None else entered_by(step)):
-        raise Conflict("You entered or changed this step: a second person must verify it.")
+        raise Conflict(_("You entered or changed this step: a second person must verify it."))
     if step_verification(step) is not None:
-        raise Conflict(f"Step {step.code} is already verified and unchanged since.")
+        raise Conflict(_("Step %(code)s is already verified and unchanged since.", code=step.code))
 
 
 @transactional
@@ -661,7 +679,7 @@ def verify_step(actor: User, step: BatchStep, *, signer: Signer) -> None:
 
 def step_label(step: BatchStep) -> str:
     """A step as a list of steps to sign names it: its code and name, and its batch."""
-    return f"Step {step.code} ({step.name}) of batch {step.batch.number}"
+    return _("Step %(code)s (%(name)s) of batch %(number)s", code=step.code, name=step.name, number=step.batch.number)
 
 
 def steps_to_verify(batch: Batch, codes: Sequence[str]) -> list[BatchStep]:
@@ -671,7 +689,7 @@ def steps_to_verify(batch: Batch, codes: Sequence[str]) -> list[BatchStep]:
     wanted = [(code or "").strip().upper() for code in codes]
     unknown = [code for code in wanted if code not in by_code]
     if unknown:
-        message = f"Batch {batch.number} has no step {', '.join(unknown)}."
+        message = _("Batch %(number)s has no step %(codes)s.", number=batch.number, codes=", ".join(unknown))
         raise ValidationFailed(message, fields={"steps": message})
     return [by_code[code] for code in wanted]
 
@@ -697,49 +715,66 @@ class Transition:
     source: BatchStatus
     target: BatchStatus
     roles: frozenset[Role]
-    label: str
+    # The move in words, said in the language of the moment by `label` (a move is not compared by its words).
+    name: Any = field(compare=False)
     meaning: Meaning | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.name)
+
 
 
 OPEN_WORKING_STATES = (S.IN_PROCESS, S.AWAITING_QC, S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION,
                        S.CONDITIONALLY_RELEASED)
+# A move's words are said of the batch ("Respinto"): the catalogue keeps them under the context "batch move".
 TRANSITIONS: list[Transition] = [
-    Transition(S.IN_PROCESS, S.AWAITING_QC, frozenset({Role.TECHNICIAN}), "Manufacturing complete"),
-    Transition(S.AWAITING_QC, S.AWAITING_QA_REVIEW, frozenset({Role.QC_ANALYST}), "Quality control complete"),
-    Transition(S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION, frozenset({Role.QA}), "Batch record reviewed",
-               Meaning.REVIEWED),
-    Transition(S.AWAITING_QA_REVIEW, S.IN_PROCESS, frozenset({Role.QA}), "Returned to manufacturing"),
-    Transition(S.AWAITING_CERTIFICATION, S.AWAITING_QA_REVIEW, frozenset({Role.QP}), "Returned to QA review"),
-    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}), "Certified: released",
-               Meaning.QP_CERTIFIED),
-    Transition(S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED, frozenset({Role.QP}),
-               "Conditionally released, sterility pending", Meaning.QP_CONDITIONAL),
-    Transition(S.AWAITING_CERTIFICATION, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
-    Transition(S.CONDITIONALLY_RELEASED, S.RELEASED, frozenset({Role.QP}), "Final certification: released",
-               Meaning.QP_CERTIFIED),
-    Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}), "Rejected after conditional release",
-               Meaning.QP_REJECTED),
+    Transition(S.IN_PROCESS, S.AWAITING_QC, frozenset({Role.TECHNICIAN}),
+               lazy_pgettext("batch move", "Manufacturing complete")),
+    Transition(S.AWAITING_QC, S.AWAITING_QA_REVIEW, frozenset({Role.QC_ANALYST}),
+               lazy_pgettext("batch move", "Quality control complete")),
+    Transition(S.AWAITING_QA_REVIEW, S.AWAITING_CERTIFICATION, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Batch record reviewed"), Meaning.REVIEWED),
+    Transition(S.AWAITING_QA_REVIEW, S.IN_PROCESS, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Returned to manufacturing")),
+    Transition(S.AWAITING_CERTIFICATION, S.AWAITING_QA_REVIEW, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Returned to QA review")),
     Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}),
-               "Exceptional release of an out-of-specification batch at a physician's request", Meaning.QP_OOS_SUPPLY),
-    *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), "Put on hold") for source in OPEN_WORKING_STATES],
-    Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), "Rejected", Meaning.QP_REJECTED),
+               lazy_pgettext("batch move", "Certified: released"), Meaning.QP_CERTIFIED),
+    Transition(S.AWAITING_CERTIFICATION, S.CONDITIONALLY_RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Conditionally released, sterility pending"), Meaning.QP_CONDITIONAL),
+    Transition(S.AWAITING_CERTIFICATION, S.REJECTED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Rejected"), Meaning.QP_REJECTED),
+    Transition(S.CONDITIONALLY_RELEASED, S.RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Final certification: released"), Meaning.QP_CERTIFIED),
+    Transition(S.CONDITIONALLY_RELEASED, S.REJECTED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Rejected after conditional release"), Meaning.QP_REJECTED),
+    Transition(S.AWAITING_CERTIFICATION, S.RELEASED, frozenset({Role.QP}),
+               lazy_pgettext("batch move", "Exceptional release of an out-of-specification batch at a physician's "
+                                           "request"),
+               Meaning.QP_OOS_SUPPLY),
+    *[Transition(source, S.ON_HOLD, frozenset({Role.QA}), lazy_pgettext("batch move", "Put on hold"))
+      for source in OPEN_WORKING_STATES],
+    Transition(S.ON_HOLD, S.REJECTED, frozenset({Role.QP}), lazy_pgettext("batch move", "Rejected"),
+               Meaning.QP_REJECTED),
     # A failure after release puts the batch on hold after release (qc.services.post_release_failure): QA recalls it,
     # or lifts the hold after an assessment (below).
-    Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}), "Recalled after a failure after release"),
+    Transition(S.ON_HOLD_AFTER_RELEASE, S.RECALLED, frozenset({Role.QA}),
+               lazy_pgettext("batch move", "Recalled after a failure after release")),
 ]
 # Leaving a hold returns the batch to the state it was held from.
-RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), "Hold lifted")
+RESUME = Transition(S.ON_HOLD, S.IN_PROCESS, frozenset({Role.QA}), lazy_pgettext("batch move", "Hold lifted"))
 RESUME_AFTER_RELEASE = Transition(S.ON_HOLD_AFTER_RELEASE, S.RELEASED, frozenset({Role.QA}),
-                                  "Hold after release lifted after assessment")
+                                  lazy_pgettext("batch move", "Hold after release lifted after assessment"))
 
 
 def allowed_transitions(batch: Batch) -> list[Transition]:
     options = [t for t in TRANSITIONS if t.source == batch.status]
     if batch.status == S.ON_HOLD and batch.held_from is not None:
-        options.append(Transition(S.ON_HOLD, batch.held_from, RESUME.roles, RESUME.label))
+        options.append(Transition(S.ON_HOLD, batch.held_from, RESUME.roles, RESUME.name))
     if batch.status == S.ON_HOLD_AFTER_RELEASE and batch.held_from is not None:
         options.append(Transition(S.ON_HOLD_AFTER_RELEASE, batch.held_from, RESUME_AFTER_RELEASE.roles,
-                                  RESUME_AFTER_RELEASE.label))
+                                  RESUME_AFTER_RELEASE.name))
     return options
 
 
@@ -748,7 +783,7 @@ def manufacturing_blockers(batch: Batch, index: signatures.SignatureIndex | None
     blockers = []
     for step in batch.steps:
         if step.status != StepStatus.DONE:
-            blockers.append(f"Step {step.code} ({step.name}) is not finished.")
+            blockers.append(_(NOT_FINISHED, code=step.code, name=step.name))
         elif step_verification(step, index) is None:
-            blockers.append(f"Step {step.code} ({step.name}) is not verified by a second person.")
+            blockers.append(_(NOT_VERIFIED, code=step.code, name=step.name))
     return blockers

@@ -32,7 +32,7 @@ from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchS
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
-from cellfactory.core.i18n import format_number
+from cellfactory.core.i18n import N_, _, current_language, format_day, format_number, ngettext
 from cellfactory.core.numbers import cell_count
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SITE_STAFF, roles_required
@@ -60,8 +60,8 @@ STATUS_KIND = {S.IN_PROCESS: "info", S.AWAITING_QC: "warn", S.AWAITING_QA_REVIEW
 STEP_KIND = {StepStatus.PENDING: "neutral", StepStatus.IN_PROGRESS: "info", StepStatus.DONE: "ok"}
 SORTS = {"started": (Batch.started_at.desc(), Batch.id.desc()), "started_asc": (Batch.started_at, Batch.id),
          "number": (Batch.number,), "status": (Batch.status, Batch.number), "product": (Product.code, Batch.number)}
-SORT_LABELS = [("started", "Started, newest"), ("started_asc", "Started, oldest"), ("number", "Number"),
-               ("status", "Status"), ("product", "Product")]
+SORT_LABELS = [("started", N_("Started, newest")), ("started_asc", N_("Started, oldest")), ("number", N_("Number")),
+               ("status", N_("Status")), ("product", N_("Product"))]
 MAX_COMPARED = 8
 ENTITY_TYPES = ("batch", "batch_material", "batch_step", "passage", "step_equipment", "step_reagent", "signature")
 
@@ -243,7 +243,7 @@ def _available_materials(site: Site | None) -> list[tuple[SourceMaterial, str | 
 def start() -> Any:
     form = StartBatchForm()
     products = _startable_products()
-    form.product.choices = [("", "Choose the product…")] + [(p.code, f"{p.code} · {p.name}") for p in products]
+    form.product.choices = [("", _("Choose the product…"))] + [(p.code, f"{p.code} · {p.name}") for p in products]
     if request.method == "GET":
         if request.args.get("din"):
             form.din.data = request.args["din"]
@@ -263,7 +263,7 @@ def start() -> Any:
                     continue
             dins.append(raw)
         if not dins and not any(form[name].errors for name in form.DIN_FIELDS):
-            form.din.errors = ["Scan or type the DIN of at least one accepted source material."]
+            form.din.errors = [_("Scan or type the DIN of at least one accepted source material.")]
         if not any(form[name].errors for name in form.DIN_FIELDS):
             try:
                 # The form's start is the site's time; the command reads it in the site's zone.
@@ -277,8 +277,8 @@ def start() -> Any:
             except DomainError as error:
                 apply_domain_errors(form, error)
             else:
-                flash(f"Batch {batch.number} started: record {batch.steps[0].code} ({batch.steps[0].name}) next.",
-                      "success")
+                flash(_("Batch %(number)s started: record %(code)s (%(name)s) next.", number=batch.number,
+                        code=batch.steps[0].code, name=batch.steps[0].name), "success")
                 return redirect(url_for("batches.detail", number=batch.number))
     failed = bool(form.errors or form.form_errors or any(form[n].errors for n in form.DIN_FIELDS))
     return render_template("batches/start.html", form=form, available=_available_materials(g.site),
@@ -313,41 +313,49 @@ def _next_action(batch: Batch, verifications: dict[int, Signature | None]) -> di
         if pending is not None:
             running = pending.status == StepStatus.IN_PROGRESS
             return {"title": f"{pending.code} · {pending.name}", "step": pending,
-                    "text": "Started, not finished yet: enter its end (for a passage, the harvest)." if running
-                    else "Not started yet.", "since": pending.started_at if running else None,
-                    "button": ("Complete " if running else "Record ") + pending.code}
+                    "text": _("Started, not finished yet: enter its end (for a passage, the harvest).") if running
+                    else _("Not started yet."), "since": pending.started_at if running else None,
+                    "button": (_("Complete %(code)s", code=pending.code) if running
+                               else _("Record %(code)s", code=pending.code))}
         waiting = [s for s in batch.steps if verifications.get(s.id) is None]
         if waiting:
-            return {"title": "Second-person verification",
-                    "text": "Every step is recorded. Waiting for a second technician or QA to verify: "
-                            + ", ".join(s.code for s in waiting) + "."}
-        return {"title": "Manufacturing complete",
-                "text": "Every step is recorded and verified: a technician sends the batch to quality control "
-                        "('Manufacturing complete')."}
+            return {"title": _("Second-person verification"),
+                    "text": _("Every step is recorded. Waiting for a second technician or QA to verify: %(codes)s.",
+                              codes=", ".join(s.code for s in waiting))}
+        return {"title": _("Manufacturing complete"),
+                "text": _("Every step is recorded and verified: a technician sends the batch to quality control "
+                          "('Manufacturing complete').")}
     options = services.allowed_transitions(batch)
     status = re.sub(r"\bq([ac])\b", lambda m: f"Q{m.group(1).upper()}", batch.status.label)
     status = status[:1].upper() + status[1:]
     if not options:
-        return {"title": f"{status}: closed",
-                "text": "The batch record is closed; it is corrected only through a deviation."}
-    return {"title": status,
-            "text": "Next: " + "; ".join(f"{t.label} (by {' or '.join(sorted(r.label for r in t.roles))})"
-                                         for t in options) + "."}
+        return {"title": _("%(status)s: closed", status=status),
+                "text": _("The batch record is closed; it is corrected only through a deviation.")}
+    moves = "; ".join(_("%(move)s (by %(roles)s)", move=t.label,
+                        roles=_(" or ").join(sorted(r.label for r in t.roles))) for t in options)
+    return {"title": status, "text": _("Next: %(moves)s.", moves=moves)}
 
 
 def _grouped_blockers(batch: Batch, blockers: list[str]) -> list[str]:
     """The service's blockers, the per-step ones gathered into one line each, so the list reads at a glance."""
-    groups: dict[str, list[str]] = {"not finished": [], "not verified by a second person": []}
+    groups: dict[str, list[str]] = {services.NOT_FINISHED: [], services.NOT_VERIFIED: []}
     rest = list(blockers)
     for step in batch.steps:
         for state, codes in groups.items():
-            text = f"Step {step.code} ({step.name}) is {state}."
+            text = _(state, code=step.code, name=step.name)
             if text in rest:
                 rest.remove(text)
                 codes.append(step.code)
-    lines = [f"{'Steps' if len(codes) > 1 else 'Step'} {', '.join(codes)}: {state}." for state, codes
-             in reversed(groups.items()) if codes]
+    lines = [_grouped_line(state, codes) for state, codes in reversed(groups.items()) if codes]
     return lines + rest
+
+
+def _grouped_line(state: str, codes: list[str]) -> str:
+    if state == services.NOT_FINISHED:
+        return ngettext("Step %(codes)s: not finished.", "Steps %(codes)s: not finished.", len(codes),
+                        codes=", ".join(codes))
+    return ngettext("Step %(codes)s: not verified by a second person.",
+                    "Steps %(codes)s: not verified by a second person.", len(codes), codes=", ".join(codes))
 
 
 def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, VerifyForm] | None = None,
@@ -366,7 +374,7 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     entered = services.entered_by_steps(unverified) if can_verify_here else {}
     for step in unverified if can_verify_here else []:
         if user.id in entered[step.id]:
-            verify_notes[step.id] = "You entered or changed this step: a second person verifies it."
+            verify_notes[step.id] = _("You entered or changed this step: a second person verifies it.")
         else:
             verify_forms.setdefault(step.id, _verify_form(step))
     blockers = lifecycle.what_blocks(batch, index)
@@ -374,20 +382,22 @@ def _render_batch(batch: Batch, status: int = 200, *, verify_forms: dict[int, Ve
     for transition in services.allowed_transitions(batch):
         form, note = None, None
         if batch.status == S.IN_PROCESS and transition.target == S.AWAITING_QC and blockers:
-            note = "possible once nothing blocks it (see 'What blocks it')"
+            note = _("possible once nothing blocks it (see 'What blocks it')")
         elif user.has_any_role(transition.roles, batch.site_id):
             form = transition_forms.get(transition.target.value) or _transition_form(batch, transition)
         transitions.append((transition, form, note))
     series = charts.batch_series(batch)
-    growth_svg = Markup(charts.svg(charts.growth_drawing([series], title=f"Growth curve {batch.number}")))
+    growth_svg = Markup(charts.svg(charts.growth_drawing([series], title=_("Growth curve %(number)s",
+                                                                           number=batch.number))))
     materials = [m.material for m in batch.materials]
     warnings = []
     for material in materials:
         if material.donor.consent_withdrawn:
-            warnings.append(f"CONSENT WITHDRAWN by donor {material.donor.code} on "
-                            f"{material.donor.consent_withdrawn_on}: material {material.din} may not be used.")
+            warnings.append(_("CONSENT WITHDRAWN by donor %(donor)s on %(day)s: material %(din)s may not be used.",
+                              donor=material.donor.code, day=format_day(material.donor.consent_withdrawn_on),
+                              din=material.din))
         if material.autologous_only:
-            warnings.append(f"Material {material.din} is FOR AUTOLOGOUS USE ONLY.")
+            warnings.append(_("Material %(din)s is FOR AUTOLOGOUS USE ONLY.", din=material.din))
     return render_template(
         "batches/detail.html", batch=batch, spec=batch.specification, materials=materials, warnings=warnings,
         blockers=_grouped_blockers(batch, blockers), next_action=_next_action(batch, verifications),
@@ -425,7 +435,8 @@ def verify(number: str, code: str) -> Any:
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash(f"Step {step.code} of {batch.number} verified and signed.", "success")
+            flash(_("Step %(code)s of %(number)s verified and signed.", code=step.code, number=batch.number),
+                  "success")
             return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
     batch = services.get_batch(_user(), number, options=services.SHOWN)
     return _render_batch(batch, 422, verify_forms={step.id: form})
@@ -436,15 +447,29 @@ def _step_value(step: BatchStep, tz: str) -> str:
     parts = []
     passage = step.passage
     if passage is not None:
-        harvested = f"{passage.cells_harvested:,.0f}" if passage.cells_harvested is not None else "not harvested"
-        parts.append(f"P{passage.passage_number}: {passage.cells_seeded:,.0f} cells seeded, {harvested} harvested"
-                     + (f", viability {passage.viability_pct.normalize():f} %" if passage.viability_pct is not None
-                        else ""))
+        harvested = (_count(passage.cells_harvested) if passage.cells_harvested is not None
+                     else _("not harvested"))
+        values = {"number": passage.passage_number, "seeded": _count(passage.cells_seeded), "harvested": harvested}
+        if passage.viability_pct is not None:
+            parts.append(_("P%(number)s: %(seeded)s cells seeded, %(harvested)s harvested, viability %(viability)s %%",
+                           viability=_measured(passage.viability_pct), **values))
+        else:
+            parts.append(_("P%(number)s: %(seeded)s cells seeded, %(harvested)s harvested", **values))
     else:
         parts.append(f"{format_local(step.started_at, tz)} – {format_local(step.ended_at, tz)}")
-    parts.append("equipment " + (", ".join(u.equipment.code for u in step.current_equipment) or "none"))
-    parts.append("lots " + (", ".join(u.lot.lot_number for u in step.current_reagents) or "none"))
+    parts.append(_("equipment %(codes)s", codes=", ".join(u.equipment.code for u in step.current_equipment)
+                   or _("none")))
+    parts.append(_("lots %(codes)s", codes=", ".join(u.lot.lot_number for u in step.current_reagents) or _("none")))
     return "; ".join(parts)
+
+
+def _count(value: decimal.Decimal) -> str:
+    """A whole count with its thousands marked: 2,500,000 in English, 2.500.000 in Italian."""
+    return format_number(value, 0) if current_language() == "it" else f"{value:,.0f}"
+
+
+def _measured(value: decimal.Decimal) -> str:
+    return format_number(value) if current_language() == "it" else f"{value.normalize():f}"
 
 
 @bp.route("/<number>/verify-steps", methods=["GET", "POST"])
@@ -469,25 +494,28 @@ def verify_selected(number: str) -> Any:
                             check=lambda s: services.check_verifiable(user, s, entered[s.id]),
                             label=services.step_label)
     if ceremony.signed:
-        flash(f"{len(steps)} {'step' if len(steps) == 1 else 'steps'} of {batch.number} verified, each with "
-              "its own signature: " + ", ".join(s.code for s in steps) + ".", "success")
+        flash(ngettext("%(num)d step of %(number)s verified, each with its own signature: %(codes)s.",
+                       "%(num)d steps of %(number)s verified, each with its own signature: %(codes)s.", len(steps),
+                       number=batch.number, codes=", ".join(s.code for s in steps)), "success")
         return redirect(back_url + "#steps")
     refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     tz = batch.site.timezone
     rows = [ListedRecord(key=s.code, identifier=f"{s.code} · {batch.number}",
-                         what=s.name + (f", entered by {s.operator.full_name}" if s.operator else ""),
+                         what=(_("%(name)s, entered by %(operator)s", name=s.name, operator=s.operator.full_name)
+                               if s.operator else s.name),
                          value=_step_value(s, tz), link=url_for("batches.detail", number=batch.number,
                                                                 _anchor=f"step-{s.code}"),
                          refused=refused.get(position)) for position, s in enumerate(steps)]
     kept = [s.code for position, s in enumerate(steps) if position not in refused]
     return render_template(
-        "signatures/sign_many.html", title=f"Verify selected steps of {batch.number}", rows=rows, field="step",
+        "signatures/sign_many.html", title=_("Verify selected steps of %(number)s", number=batch.number), rows=rows,
+        field="step",
         form=form, page_errors=page_errors, hidden=[], action=url_for("batches.verify_selected", number=batch.number),
-        back_url=back_url, back_label=f"Batch {batch.number}", noun="step", nouns="steps",
+        back_url=back_url, back_label=_("Batch %(number)s", number=batch.number), noun=_("step"), nouns=_("steps"),
         meaning=Meaning.VERIFIED.value,
-        statement="I checked the entries of each step listed above (counts, times, lots, equipment) against the "
-                  "bench record.",
-        submit=f"Verify {len(steps)} {'step' if len(steps) == 1 else 'steps'} and sign",
+        statement=_("I checked the entries of each step listed above (counts, times, lots, equipment) against the "
+                    "bench record."),
+        submit=ngettext("Verify %(num)d step and sign", "Verify %(num)d steps and sign", len(steps)),
         remaining_url=url_for("batches.verify_selected", number=batch.number, step=kept) if refused and kept
         else None,
     ), status
@@ -500,7 +528,7 @@ def transition(number: str) -> Any:
     try:
         target = BatchStatus(request.form.get("target", ""))
     except ValueError:
-        return _render_batch(batch, 422, page_errors=["Choose one of the moves offered on this page."])
+        return _render_batch(batch, 422, page_errors=[_("Choose one of the moves offered on this page.")])
     chosen = next((t for t in services.allowed_transitions(batch) if t.target == target), None)
     if chosen is None:
         # Someone moved the batch meanwhile, or the page was old: the service says what is allowed now.
@@ -527,7 +555,8 @@ def transition(number: str) -> Any:
         else:
             if signer is not None:
                 mark_signed()
-            flash(f"{batch.number}: {chosen.label}. The batch is now {target.label}.", "success")
+            flash(_("%(number)s: %(move)s. The batch is now %(status)s.", number=batch.number, move=chosen.label,
+                    status=target.label), "success")
             return redirect(url_for("batches.detail", number=batch.number))
     batch = services.get_batch(_user(), number, options=services.SHOWN)
     return _render_batch(batch, 422, transition_forms={target.value: form})
@@ -594,7 +623,8 @@ def _set_choices(form: EntryForm, step: BatchStep) -> None:
     for item in equipment:
         refusal = item.refusal(day)
         if refusal is None or item.id in used_equipment or item.code in chosen:
-            note = f" · NOT USABLE on {day.isoformat()}: {refusal}" if refusal else ""
+            note = " · " + _("NOT USABLE on %(day)s: %(refusal)s", day=format_day(day), refusal=refusal) \
+                if refusal else ""
             form.equipment.choices.append((item.code, f"{item.code} · {item.name}{note}"))
     used_lots = {u.lot_id for u in step.current_reagents}
     used_lots |= {record_number(row.lot_id.data) for row in form.reagents} - {None}
@@ -603,15 +633,17 @@ def _set_choices(form: EntryForm, step: BatchStep) -> None:
         sa.or_(sa.and_(ReagentLot.status == LotStatus.RELEASED, ReagentLot.expiry_date >= day),
                ReagentLot.id.in_(used_lots or [-1])))
         .order_by(ReagentLot.item_id, ReagentLot.expiry_date.desc()))
-    lot_choices = [("", "No lot (empty row)")]
+    lot_choices = [("", _("No lot (empty row)"))]
     for lot in lots:
         refusal = lot.refusal(day)
-        lot_choices.append((str(lot.id), f"{lot.lot_number} · {lot.item.name} · exp. {lot.expiry_date}"
-                            + (f" · NOT USABLE on {day.isoformat()}: {refusal}" if refusal else "")))
+        lot_choices.append((str(lot.id), f"{lot.lot_number} · {lot.item.name} · "
+                            + _("exp. %(day)s", day=format_day(lot.expiry_date))
+                            + (" · " + _("NOT USABLE on %(day)s: %(refusal)s", day=format_day(day), refusal=refusal)
+                               if refusal else "")))
     for row in form.reagents:
         row.lot_id.choices = lot_choices
     if isinstance(form, PassageForm):
-        form.vessel_type.choices = [("", "Choose the vessel…")] + [
+        form.vessel_type.choices = [("", _("Choose the vessel…"))] + [
             (v.code, f"{v.name} ({_quantity(v.growth_area_cm2)} cm²)")
             for v in db.session.scalars(sa.select(VesselType).order_by(VesselType.growth_area_cm2))]
 
@@ -664,13 +696,16 @@ def step(number: str, code: str) -> Any:
             # Someone saved meanwhile: their entries are shown beside the form; saving again now replaces
             # them knowingly (with a reason), never silently.
             form.version.data = str(step.version)
-            form.form_errors.append("The entries saved meanwhile are shown under 'Saved entries'. Your values are "
-                                    "still in the form: compare them, then save again with the reason, or reload "
-                                    "the page to start from the saved entries.")
+            form.form_errors.append(_("The entries saved meanwhile are shown under 'Saved entries'. Your values "
+                                      "are still in the form: compare them, then save again with the reason, or "
+                                      "reload the page to start from the saved entries."))
         return _render_step(step, form, 422)
-    flash(f"{step.code} ({step.name}) saved." + (" A second person verifies it next." if step.status ==
-                                                  StepStatus.DONE else " Complete it when the step ends."),
-          "success")
+    if step.status == StepStatus.DONE:
+        flash(_("%(code)s (%(name)s) saved. A second person verifies it next.", code=step.code, name=step.name),
+              "success")
+    else:
+        flash(_("%(code)s (%(name)s) saved. Complete it when the step ends.", code=step.code, name=step.name),
+              "success")
     return redirect(url_for("batches.detail", number=batch.number, _anchor=f"step-{step.code}"))
 
 
@@ -694,10 +729,10 @@ def compare() -> tuple[str, int]:
     for number in numbers:
         batch = found.get(number)
         if batch is None:
-            errors.append(f"There is no batch {number} you can see.")
+            errors.append(_("There is no batch %(number)s you can see.", number=number))
         elif product_code and batch.product.code != product_code:
-            errors.append(f"{number} is {batch.product.code}, not {product_code}: only batches of one product are "
-                          "compared.")
+            errors.append(_("%(number)s is %(product)s, not %(wanted)s: only batches of one product are compared.",
+                            number=number, product=batch.product.code, wanted=product_code))
         else:
             product_code = product_code or batch.product.code
             chosen.append(batch)
@@ -710,11 +745,13 @@ def compare() -> tuple[str, int]:
     if not numbers:
         chosen = [b for b in candidates if any(s.passage is not None for s in b.steps)][:MAX_COMPARED]
     if len(chosen) > MAX_COMPARED:
-        errors.append(f"At most {MAX_COMPARED} batches are drawn on one chart: the first {MAX_COMPARED} are shown.")
+        errors.append(_("At most %(most)s batches are drawn on one chart: the first %(most)s are shown.",
+                        most=MAX_COMPARED))
         chosen = chosen[:MAX_COMPARED]
     series = [charts.batch_series(b) for b in chosen]
     drawing = charts.growth_drawing(series, width=640, height=340,
-                                    title=f"Growth curves, {product_code}: cumulative PD by days in culture")
+                                    title=_("Growth curves, %(product)s: cumulative PD by days in culture",
+                                            product=product_code))
     return render_template("batches/compare.html", product_code=product_code, products=products,
                            candidates=candidates, chosen_numbers={b.number for b in chosen},
                            drawn=[b for b, line in zip(chosen, series, strict=True) if len(line.points) > 1],

@@ -265,8 +265,8 @@ class SpecTest(Audited, CreatedMixin, Base):
         low = "" if self.physical_min is None else format(self.physical_min.normalize(), "f")
         high = "" if self.physical_max is None else format(self.physical_max.normalize(), "f")
         if low and high:
-            return f"{low} to {high} {self.unit}".strip()
-        return (f"≥ {low} {self.unit}" if low else f"≤ {high} {self.unit}" if high else "any value").strip()
+            return _("%(low)s to %(high)s %(unit)s", low=low, high=high, unit=self.unit).strip()
+        return (f"≥ {low} {self.unit}" if low else f"≤ {high} {self.unit}" if high else _("any value")).strip()
 
     @property
     def criterion_text(self) -> str:

@@ -23,20 +23,23 @@ from cellfactory.core.commands import (
     Paragraph,
     _blank_is_missing,
 )
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
 from cellfactory.signatures.commands import Signed
 
-PRODUCT_CODE_MESSAGE = "Use 2-16 letters or digits, e.g. UCMSC."
-UNIT_CODE_MESSAGE = "A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101."
-COLLECTION_MESSAGE = "Choose allogeneic (off the shelf), autologous or directed."
-AGE_MESSAGE = "Enter the age in whole years, or leave it empty for no limit."
-AGE_BOUNDS_MESSAGE = "A donor age limit is between 0 and 120 years."
+PRODUCT_CODE_MESSAGE = N_("Use 2-16 letters or digits, e.g. UCMSC.")
+UNIT_CODE_MESSAGE = N_("A local ISBT 128 product code is a letter A-D and four digits, e.g. A0101.")
+COLLECTION_MESSAGE = N_("Choose allogeneic (off the shelf), autologous or directed.")
+AGE_MESSAGE = N_("Enter the age in whole years, or leave it empty for no limit.")
+AGE_BOUNDS_MESSAGE = N_("A donor age limit is between 0 and 120 years.")
 NUMBER_MESSAGE = NOT_A_NUMBER
 # Incubation longer than this is not a QC read but a typing error (sterility is 7-14 days, Ph. Eur. 2.6.1/2.6.27).
 MAX_INCUBATION_DAYS = 60
 # Plausible bounds of a declared shelf life (a typing error, e.g. hours typed as days, is refused).
 SHELF_LIFE_BOUNDS = {"shelf_life_fresh_hours": (1, 240, "hours"), "shelf_life_cryo_days": (1, 3650, "days"),
                      "shelf_life_thawed_hours": (1, 72, "hours")}
+SHELF_LIFE_MESSAGES = {"hours": N_("A whole number of hours, %(low)s to %(high)s."),
+                       "days": N_("A whole number of days, %(low)s to %(high)s.")}
 
 # The fields the API reads as JSON numbers only (text such as "5" is refused there, as it always was).
 WHOLE_NUMBERS = ("donor_min_age_years", "donor_max_age_years", *SHELF_LIFE_BOUNDS, "max_passage",
@@ -44,8 +47,17 @@ WHOLE_NUMBERS = ("donor_min_age_years", "donor_max_age_years", *SHELF_LIFE_BOUND
 NUMBERS = ("max_cumulative_pd", "lower", "upper", "physical_min", "physical_max")
 
 
-def _refuse(message: str) -> PydanticCustomError:
-    return PydanticCustomError("text", message)
+class Said(dict):
+    """Messages by field, marked for translation and written out when read, in the language of that moment (the
+    `missing` of a command)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return str(self[key]) if key in self else default
+
+
+def _refuse(message: Any) -> PydanticCustomError:
+    """The refusal in the language of the moment: `message` is a marked message (N_) or a lazy one (_l)."""
+    return PydanticCustomError("text", _(message) if isinstance(message, str) else str(message))
 
 
 def Whole(low: int, high: int, message: str, bounds: str | None = None) -> Any:  # noqa: N802 - a type
@@ -96,8 +108,9 @@ def OptionalNumber(low: int | None = None, high: int | None = None) -> Any:  # n
         schema["minimum"] = low
     if high is not None:
         schema["maximum"] = high
-    number = Annotated[decimal.Decimal, BeforeValidator(_decimal(low_, high_, f"Number must be between {low} and "
-                                                                          f"{high}.")), WithJsonSchema(schema)]
+    number = Annotated[decimal.Decimal, BeforeValidator(_decimal(low_, high_, _l("Number must be between %(low)s and "
+                                                                           "%(high)s.", low=low, high=high))),
+                      WithJsonSchema(schema)]
     return Annotated[number | None, BeforeValidator(_blank_is_missing)]
 
 
@@ -152,15 +165,15 @@ def Flag(default: bool) -> Any:  # noqa: N802 - a type
 
 def ShelfLife(name: str) -> Any:  # noqa: N802
     low, high, unit = SHELF_LIFE_BOUNDS[name]
-    return OptionalWhole(low, high, f"A whole number of {unit}, {low} to {high}.")
+    return OptionalWhole(low, high, _l(SHELF_LIFE_MESSAGES[unit], low=low, high=high))
 
 
 DonorAge = OptionalWhole(0, 120, AGE_MESSAGE, AGE_BOUNDS_MESSAGE)
 
 
 class CreateProduct(Command):
-    refusal: ClassVar[str] = "The product cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"code": "Enter the product code.", "name": "Enter the product name."}
+    refusal: ClassVar[str] = _l("The product cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(code=_l("Enter the product code."), name=_l("Enter the product name."))
 
     code: Annotated[Line(16), BeforeValidator(_product_code)] = Field(
         description="2-16 letters or digits, e.g. UCMSC; stored in capitals",
@@ -184,7 +197,7 @@ class CreateProduct(Command):
     shelf_life_thawed_hours: ShelfLife("shelf_life_thawed_hours") = Field(None, description="2 when left out")
 
 
-SETTINGS_REASON = "Say why the settings change (e.g. the stability study report)."
+SETTINGS_REASON = N_("Say why the settings change (e.g. the stability study report).")
 
 
 def _reason_given(value: Any) -> Any:
@@ -195,11 +208,11 @@ def _reason_given(value: Any) -> Any:
 
 
 class ChangeProductSettings(Command):
-    refusal: ClassVar[str] = "The product settings cannot be saved"
-    missing: ClassVar[dict[str, str]] = {
-        "shelf_life_fresh_hours": "Enter the fresh shelf life.",
-        "shelf_life_cryo_days": "Enter the cryopreserved shelf life.",
-        "shelf_life_thawed_hours": "Enter the shelf life after thawing."}
+    refusal: ClassVar[str] = _l("The product settings cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(
+        shelf_life_fresh_hours=_l("Enter the fresh shelf life."),
+        shelf_life_cryo_days=_l("Enter the cryopreserved shelf life."),
+        shelf_life_thawed_hours=_l("Enter the shelf life after thawing."))
 
     collection_type: Collection = Field(None, description="Left out: unchanged")
     shelf_life_fresh_hours: ShelfLife("shelf_life_fresh_hours") = Field(None, description="Left out: unchanged")
@@ -222,11 +235,14 @@ class TemplateStep(BaseModel):
                                                      "seeded at P0)")
 
 
+INCUBATION_MESSAGE = _l("Enter whole days between 1 and %(maximum)s.", maximum=MAX_INCUBATION_DAYS)
+
+
 class AddSpecTest(Command):
-    refusal: ClassVar[str] = "The test cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"code": "Enter the test code.", "name": "Enter the test name.",
-                                         "method": "Enter the method.", "stage": "Choose in_process or release.",
-                                         "criterion": "Choose range or qualitative."}
+    refusal: ClassVar[str] = _l("The test cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(code=_l("Enter the test code."), name=_l("Enter the test name."),
+                                             method=_l("Enter the method."), stage=_l("Choose in_process or release."),
+                                             criterion=_l("Choose range or qualitative."))
 
     code: Line(40) = Field(description="Stored in capitals; a test's identity within the version")
     name: Line(200)
@@ -244,9 +260,8 @@ class AddSpecTest(Command):
     physical_min: OptionalNumber() = Field(None, description="A numeric test's smallest possible value (default 0)")
     physical_max: OptionalNumber() = Field(None, description="A numeric test's largest possible value (default 100 "
                                                              "for %)")
-    incubation_days: OptionalWhole(1, MAX_INCUBATION_DAYS, f"Enter whole days between 1 and {MAX_INCUBATION_DAYS}."
-                                   ) = Field(None, description="A test that may be pending: days of incubation "
-                                                               "before the final read")
+    incubation_days: OptionalWhole(1, MAX_INCUBATION_DAYS, INCUBATION_MESSAGE) = Field(
+        None, description="A test that may be pending: days of incubation before the final read")
     informative_only: Flag(False) = False
     may_be_pending: Flag(False) = Field(False, description="May still be pending at a conditional release")
 
@@ -255,13 +270,14 @@ class ChangeSpecTest(AddSpecTest):
     reason: OptionalLine(2000) = Field(None, description="Why the draft's test changes (optional)")
 
 
-_DRAFT_MISSING = {"change_summary": "Say what changes in this version.", "steps": "Enter the steps, one per line."}
-MaxPassage = OptionalWhole(0, 99, "Enter a whole number.", "Number must be between 0 and 99.")
+_DRAFT_MISSING = Said(change_summary=_l("Say what changes in this version."),
+                      steps=_l("Enter the steps, one per line."))
+MaxPassage = OptionalWhole(0, 99, N_("Enter a whole number."), N_("Number must be between 0 and 99."))
 MaxPd = OptionalNumber(0, 9999)
 
 
 class CreateDraft(Command):
-    refusal: ClassVar[str] = "The draft cannot be saved"
+    refusal: ClassVar[str] = _l("The draft cannot be saved")
     missing: ClassVar[dict[str, str]] = _DRAFT_MISSING
 
     change_summary: Paragraph(4000) = Field(description="What changes in this version")
@@ -279,7 +295,7 @@ class CreateDraft(Command):
 
 
 class EditDraft(Command):
-    refusal: ClassVar[str] = "The draft cannot be saved"
+    refusal: ClassVar[str] = _l("The draft cannot be saved")
     missing: ClassVar[dict[str, str]] = _DRAFT_MISSING
 
     change_summary: Paragraph(4000) = Field(description="What changes in this version")
@@ -293,6 +309,6 @@ class EditDraft(Command):
 
 
 class ApproveSpecification(Signed):
-    refusal: ClassVar[str] = "The version cannot be approved"
-    missing: ClassVar[dict[str, str]] = {"password": "Required: your own password."}
-    password_missing: ClassVar[str] = "Required: your own password."
+    refusal: ClassVar[str] = _l("The version cannot be approved")
+    missing: ClassVar[dict[str, str]] = Said(password=_l("Required: your own password."))
+    password_missing: ClassVar[str] = _l("Required: your own password.")

@@ -12,37 +12,46 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
-from cellfactory.products.models import PD_COUNTED, CollectionType, CriterionKind, StepKind, TestStage, pd_counted
+from cellfactory.core.i18n import _, _l
+from cellfactory.products.models import (
+    COLLECTION_LABELS,
+    PD_COUNTED,
+    CollectionType,
+    CriterionKind,
+    StepKind,
+    TestStage,
+    pd_counted,
+)
 from cellfactory.signatures.forms import SigningForm
 
-STEP_HELP = ("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
+STEP_HELP = _l("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
              "Without a kind the line is a plain step. A passage whose doublings do not count towards the cumulative "
              "population doublings (mononuclear cells seeded at P0: cPD counts from the first adherent culture) "
              "ends with \"| not counted\", e.g. \"P0 | Mononuclear cell seeding P0 | passage | not counted\".")
 NOT_COUNTED = "not counted"
 
 
-COLLECTION_CHOICES = [(c.value, c.label) for c in CollectionType]
+COLLECTION_CHOICES = [(c.value, _l(COLLECTION_LABELS[c])) for c in CollectionType]
 
 
 class ProductForm(BaseForm):
-    code = StringField("Code (2-16 letters or digits, e.g. UCMSC)", validators=[Optional()],
+    code = StringField(_l("Code (2-16 letters or digits, e.g. UCMSC)"), validators=[Optional()],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 16})
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    description = TextAreaField("Description", validators=[Optional()], render_kw={"maxlength": 4000})
-    cellular = BooleanField("Cellular product (cell counts and passages); clear for an acellular product such as "
-                            "a secretome", default=True)
-    dose_unit = StringField("Dose unit", default="cells/kg", validators=[Optional()], render_kw={"maxlength": 40})
-    donor_min_age_years = IntegerField("Youngest donor accepted (years; the mother's age for a neonatal "
-                                       "donation; empty: no limit)", validators=[Optional()])
-    donor_max_age_years = IntegerField("Oldest donor accepted (years; empty: no limit)", validators=[Optional()])
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    description = TextAreaField(_l("Description"), validators=[Optional()], render_kw={"maxlength": 4000})
+    cellular = BooleanField(_l("Cellular product (cell counts and passages); clear for an acellular product such as "
+                            "a secretome"), default=True)
+    dose_unit = StringField(_l("Dose unit"), default="cells/kg", validators=[Optional()], render_kw={"maxlength": 40})
+    donor_min_age_years = IntegerField(_l("Youngest donor accepted (years; the mother's age for a neonatal "
+                                       "donation; empty: no limit)"), validators=[Optional()])
+    donor_max_age_years = IntegerField(_l("Oldest donor accepted (years; empty: no limit)"), validators=[Optional()])
     # Left empty: the defaults (allogeneic; 24 h fresh, 365 days cryopreserved, 2 h after thawing).
-    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES, default="allogeneic")
-    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)", default=24,
+    collection_type = SelectField(_l("Whom the units are for"), choices=COLLECTION_CHOICES, default="allogeneic")
+    shelf_life_fresh_hours = IntegerField(_l("Shelf life fresh (hours from the fill)"), default=24,
                                           validators=[Optional()])
-    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)", default=365,
+    shelf_life_cryo_days = IntegerField(_l("Shelf life cryopreserved (days from the cryopreservation)"), default=365,
                                         validators=[Optional()])
-    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)", default=2,
+    shelf_life_thawed_hours = IntegerField(_l("Shelf life after thawing (hours from the thaw)"), default=2,
                                            validators=[Optional()])
 
 
@@ -50,14 +59,14 @@ class ProductSettingsForm(BaseForm):
     """QA changes whom a product is for and its validated shelf lives, with a reason. The page always shows the
     three shelf lives; the command (`ChangeProductSettings`) says what each must hold."""
 
-    collection_type = SelectField("Whom the units are for", choices=COLLECTION_CHOICES)
-    shelf_life_fresh_hours = IntegerField("Shelf life fresh (hours from the fill)",
-                                          validators=[InputRequired("Enter the fresh shelf life.")])
-    shelf_life_cryo_days = IntegerField("Shelf life cryopreserved (days from the cryopreservation)",
-                                        validators=[InputRequired("Enter the cryopreserved shelf life.")])
-    shelf_life_thawed_hours = IntegerField("Shelf life after thawing (hours from the thaw)",
-                                           validators=[InputRequired("Enter the shelf life after thawing.")])
-    reason = TextAreaField("Reason for the change (e.g. the stability study report)", validators=[Optional()],
+    collection_type = SelectField(_l("Whom the units are for"), choices=COLLECTION_CHOICES)
+    shelf_life_fresh_hours = IntegerField(_l("Shelf life fresh (hours from the fill)"),
+                                          validators=[InputRequired(_l("Enter the fresh shelf life."))])
+    shelf_life_cryo_days = IntegerField(_l("Shelf life cryopreserved (days from the cryopreservation)"),
+                                        validators=[InputRequired(_l("Enter the cryopreserved shelf life."))])
+    shelf_life_thawed_hours = IntegerField(_l("Shelf life after thawing (hours from the thaw)"),
+                                           validators=[InputRequired(_l("Enter the shelf life after thawing."))])
+    reason = TextAreaField(_l("Reason for the change (e.g. the stability study report)"), validators=[Optional()],
                            render_kw={"maxlength": 2000})
 
 
@@ -65,15 +74,15 @@ class DraftForm(BaseForm):
     """A specification version's summary, limits and process template (a new draft, or a draft edited). The page
     always shows the template, so an empty one is refused here in the command's words."""
 
-    change_summary = TextAreaField("What changes in this version", validators=[Optional()],
+    change_summary = TextAreaField(_l("What changes in this version"), validators=[Optional()],
                                    render_kw={"maxlength": 4000})
-    max_passage = IntegerField("Maximum passage number", validators=[Optional()])
-    max_cumulative_pd = DecimalField("Maximum cumulative population doublings", places=None,
+    max_passage = IntegerField(_l("Maximum passage number"), validators=[Optional()])
+    max_cumulative_pd = DecimalField(_l("Maximum cumulative population doublings"), places=None,
                                      validators=[Optional()])
-    steps = TextAreaField("Process template", description=STEP_HELP,
-                          validators=[DataRequired("Enter the steps, one per line."), Length(max=8000)],
+    steps = TextAreaField(_l("Process template"), description=STEP_HELP,
+                          validators=[DataRequired(_l("Enter the steps, one per line.")), Length(max=8000)],
                           render_kw={"rows": 10, "spellcheck": "false"})
-    reason = StringField("Reason for the change (optional)", validators=[Optional()], render_kw={"maxlength": 2000})
+    reason = StringField(_l("Reason for the change (optional)"), validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 def steps_text(steps: list[dict[str, Any]] | None) -> str:
@@ -95,8 +104,9 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
         if len(parts) == 4 and parts[3].lower() == NOT_COUNTED:
             parts, counted = parts[:3], False
         if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds:
-            raise ValidationFailed(f"Line {number} is not 'CODE | name | step or passage'.",
-                                   fields={"steps": f"Line {number}: write CODE | name | step or passage."})
+            raise ValidationFailed(_("Line %(number)s is not 'CODE | name | step or passage'.", number=number),
+                                   fields={"steps": _("Line %(number)s: write CODE | name | step or passage.",
+                                                      number=number)})
         step: dict[str, Any] = {"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()}
         if not counted:
             step[PD_COUNTED] = False
@@ -107,30 +117,31 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
 class TestForm(BaseForm):
     __test__ = False  # not a pytest class
 
-    code = StringField("Code", validators=[Optional()],
+    code = StringField(_l("Code"), validators=[Optional()],
                        render_kw={"autocapitalize": "characters", "autocomplete": "off", "maxlength": 40})
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    method = StringField("Method", validators=[Optional()], render_kw={"maxlength": 200})
-    unit = StringField("Unit", validators=[Optional()], render_kw={"maxlength": 40})
-    stage = SelectField("Stage", choices=[(TestStage.IN_PROCESS.value, "In-process"),
-                                          (TestStage.RELEASE.value, "Release")], default=TestStage.RELEASE.value)
-    criterion = SelectField("Acceptance criterion", choices=[(CriterionKind.RANGE.value, "Numeric range"),
-                                                             (CriterionKind.QUALITATIVE.value, "Expected result")])
-    lower = DecimalField("Lower limit", places=None, validators=[Optional()])
-    lower_inclusive = BooleanField("Lower limit included (≥)", default=True)
-    upper = DecimalField("Upper limit", places=None, validators=[Optional()])
-    upper_inclusive = BooleanField("Upper limit included (≤)", default=True)
-    physical_min = DecimalField("Physically possible from (numeric; empty: 0)", places=None, validators=[Optional()])
-    physical_max = DecimalField("Physically possible up to (numeric; empty: 100 for %, else no maximum)", places=None,
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    method = StringField(_l("Method"), validators=[Optional()], render_kw={"maxlength": 200})
+    unit = StringField(_l("Unit"), validators=[Optional()], render_kw={"maxlength": 40})
+    stage = SelectField(_l("Stage"), choices=[(TestStage.IN_PROCESS.value, _l("In-process")),
+                                          (TestStage.RELEASE.value, _l("Release"))], default=TestStage.RELEASE.value)
+    criterion = SelectField(_l("Acceptance criterion"), choices=[(CriterionKind.RANGE.value, _l("Numeric range")),
+                                                             (CriterionKind.QUALITATIVE.value, _l("Expected result"))])
+    lower = DecimalField(_l("Lower limit"), places=None, validators=[Optional()])
+    lower_inclusive = BooleanField(_l("Lower limit included (≥)"), default=True)
+    upper = DecimalField(_l("Upper limit"), places=None, validators=[Optional()])
+    upper_inclusive = BooleanField(_l("Upper limit included (≤)"), default=True)
+    physical_min = DecimalField(_l("Physically possible from (numeric; empty: 0)"), places=None,
                                 validators=[Optional()])
-    expected = StringField("Expected result (qualitative), e.g. no growth", validators=[Optional()],
+    physical_max = DecimalField(_l("Physically possible up to (numeric; empty: 100 for %, else no maximum)"),
+                                places=None, validators=[Optional()])
+    expected = StringField(_l("Expected result (qualitative), e.g. no growth"), validators=[Optional()],
                            render_kw={"maxlength": 100})
-    vocabulary = StringField("The test's values (qualitative), separated by /, e.g. no growth / growth",
+    vocabulary = StringField(_l("The test's values (qualitative), separated by /, e.g. no growth / growth"),
                              validators=[Optional()], render_kw={"maxlength": 400})
-    incubation_days = IntegerField("Incubation before the final read, days (tests that may be pending)",
+    incubation_days = IntegerField(_l("Incubation before the final read, days (tests that may be pending)"),
                                    validators=[Optional()])
-    informative_only = BooleanField("For information only (not an acceptance criterion)")
-    may_be_pending = BooleanField("May still be pending at a conditional release (e.g. sterility)")
+    informative_only = BooleanField(_l("For information only (not an acceptance criterion)"))
+    may_be_pending = BooleanField(_l("May still be pending at a conditional release (e.g. sterility)"))
 
     def process(self, formdata=None, obj=None, data=None, **kwargs) -> None:
         super().process(formdata, obj, data, **kwargs)
@@ -139,7 +150,7 @@ class TestForm(BaseForm):
 
 
 class TestEditForm(TestForm):
-    reason = StringField("Reason for the change (optional)", validators=[Optional()], render_kw={"maxlength": 2000})
+    reason = StringField(_l("Reason for the change (optional)"), validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class ApprovalForm(SigningForm):

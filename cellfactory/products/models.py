@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import N_, _, lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 
@@ -26,8 +27,12 @@ class CollectionType(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"allogeneic": "allogeneic, off the shelf", "autologous": "autologous",
-                "directed": "directed (one named recipient)"}[self.value]
+        return _(COLLECTION_LABELS[self])
+
+
+COLLECTION_LABELS = {CollectionType.ALLOGENEIC: N_("allogeneic, off the shelf"),
+                     CollectionType.AUTOLOGOUS: N_("autologous"),
+                     CollectionType.DIRECTED: N_("directed (one named recipient)")}
 
 
 # Shelf lives given to the products that existed before shelf lives were declared (migration 0017).
@@ -76,12 +81,29 @@ class SpecStatus(enum.StrEnum):
     APPROVED = "approved"
     SUPERSEDED = "superseded"
 
+    @property
+    def label(self) -> str:
+        """The status as a page shows it (a specification version: feminine in Italian)."""
+        return str(SPEC_STATUS_LABELS[self])
+
+
+SPEC_STATUS_LABELS = {SpecStatus.DRAFT: lazy_pgettext("specification status", "draft"),
+                      SpecStatus.APPROVED: lazy_pgettext("specification status", "approved"),
+                      SpecStatus.SUPERSEDED: lazy_pgettext("specification status", "superseded")}
+
 
 class StepKind(enum.StrEnum):
     """What a process step records: a plain step, or an expansion passage with growth arithmetic."""
 
     STEP = "step"
     PASSAGE = "passage"
+
+    @property
+    def label(self) -> str:
+        return _(STEP_KIND_LABELS[self])
+
+
+STEP_KIND_LABELS = {StepKind.STEP: N_("step"), StepKind.PASSAGE: N_("passage")}
 
 
 # A passage step of the process template whose doublings do not count towards the cumulative population doublings
@@ -125,10 +147,10 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
 
     @property
     def label(self) -> str:
-        return f"{self.product.code} specification v{self.number}"
+        return _("%(code)s specification v%(number)s", code=self.product.code, number=self.number)
 
     def audit_label(self) -> str:
-        return self.label
+        return f"{self.product.code} specification v{self.number}"  # stored in the audit trail: never translated
 
     def signature_content(self) -> dict[str, Any]:
         return {
@@ -148,6 +170,13 @@ def _as_signed(step: dict[str, Any]) -> dict[str, Any]:
 class TestStage(enum.StrEnum):
     IN_PROCESS = "in_process"
     RELEASE = "release"
+
+    @property
+    def label(self) -> str:
+        return _(TEST_STAGE_LABELS[self])
+
+
+TEST_STAGE_LABELS = {TestStage.IN_PROCESS: N_("in-process"), TestStage.RELEASE: N_("release")}
 
 
 class CriterionKind(enum.StrEnum):
@@ -236,8 +265,8 @@ class SpecTest(Audited, CreatedMixin, Base):
         low = "" if self.physical_min is None else format(self.physical_min.normalize(), "f")
         high = "" if self.physical_max is None else format(self.physical_max.normalize(), "f")
         if low and high:
-            return f"{low} to {high} {self.unit}".strip()
-        return (f"≥ {low} {self.unit}" if low else f"≤ {high} {self.unit}" if high else "any value").strip()
+            return _("%(low)s to %(high)s %(unit)s", low=low, high=high, unit=self.unit).strip()
+        return (f"≥ {low} {self.unit}" if low else f"≤ {high} {self.unit}" if high else _("any value")).strip()
 
     @property
     def criterion_text(self) -> str:

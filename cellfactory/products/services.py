@@ -14,6 +14,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.transaction import transactional
 from cellfactory.core.values import decimal_text
 from cellfactory.extensions import db
@@ -42,14 +43,19 @@ from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 
 
+def _never_changes(spec: SpecificationVersion) -> str:
+    return _("%(specification)s is %(status)s: approved versions never change; draft a new one.",
+             specification=spec.label, status=spec.status.label)
+
+
 def _require_qa(actor: User) -> None:
-    permissions.require(actor.has_role(Role.QA), "Products and specifications are QA's master data.")
+    permissions.require(actor.has_role(Role.QA), _("Products and specifications are QA's master data."))
 
 
 def get_product(code: str) -> Product:
     product = db.session.scalar(sa.select(Product).where(Product.code == (code or "").upper()))
     if product is None:
-        raise NotFound(f"There is no product {code!r}.")
+        raise NotFound(_("There is no product %(code)s.", code=repr(code)))
     return product
 
 
@@ -57,7 +63,8 @@ def current_specification(product: Product) -> SpecificationVersion:
     spec = db.session.scalar(sa.select(SpecificationVersion).where(
         SpecificationVersion.product_id == product.id, SpecificationVersion.status == SpecStatus.APPROVED))
     if spec is None:
-        raise Conflict(f"{product.code} has no approved specification: QA must approve one before a batch starts.")
+        raise Conflict(_("%(code)s has no approved specification: QA must approve one before a batch starts.",
+                         code=product.code))
     return spec
 
 
@@ -77,10 +84,10 @@ def create_product(actor: User, command: CreateProduct) -> Product:
     code = command.code.upper()
     low, high = command.donor_min_age_years, command.donor_max_age_years
     if low is not None and high is not None and low > high:
-        raise ValidationFailed("The product cannot be saved: The highest donor age is below the lowest.",
-                               fields={"donor_max_age_years": "The highest donor age is below the lowest."})
+        raise ValidationFailed(_("The product cannot be saved: The highest donor age is below the lowest."),
+                               fields={"donor_max_age_years": _("The highest donor age is below the lowest.")})
     if db.session.scalar(sa.select(Product.id).where(Product.code == code)):
-        raise Conflict(f"Product code {code} is already used.", fields={"code": "Already used."})
+        raise Conflict(_("Product code %(code)s is already used.", code=code), fields={"code": _("Already used.")})
     product = Product(code=code, name=command.name, description=command.description or "",
                       cellular=command.cellular, dose_unit=command.dose_unit or "cells/kg",
                       unit_code=command.unit_code or "", trial_code=command.trial_code or "",
@@ -105,21 +112,25 @@ def update_product_settings(actor: User, product: Product, command: ChangeProduc
 
 def _validate_steps(steps: list[TemplateStep], cellular: bool) -> list[dict[str, Any]]:
     if not steps:
-        raise ValidationFailed("The process template needs at least one step.", fields={"steps": "Add the steps."})
+        raise ValidationFailed(_("The process template needs at least one step."),
+                               fields={"steps": _("Add the steps.")})
     clean, codes = [], set()
     for step in steps:
         code, kind = step.code.upper(), step.kind
         if code in codes:
-            raise ValidationFailed(f"Step code {code} appears twice.", fields={"steps": "Codes must be unique."})
+            raise ValidationFailed(_("Step code %(code)s appears twice.", code=code),
+                                   fields={"steps": _("Codes must be unique.")})
         if kind == StepKind.PASSAGE and not cellular:
-            raise ValidationFailed("An acellular product has no passages.", fields={"steps": f"Step {code}."})
+            raise ValidationFailed(_("An acellular product has no passages."),
+                                   fields={"steps": _("Step %(code)s.", code=code)})
         codes.add(code)
         entry: dict[str, Any] = {"code": code, "name": step.name, "kind": kind.value}
         if not step.pd_counted:
             if kind != StepKind.PASSAGE:
-                raise ValidationFailed(f"Step {code} is not a passage: only a passage's doublings can be left out of "
-                                       "the cumulative population doublings.",
-                                       fields={"steps": f"Step {code}: 'not counted' is only for a passage."})
+                raise ValidationFailed(_("Step %(code)s is not a passage: only a passage's doublings can be left out "
+                                         "of the cumulative population doublings.", code=code),
+                                       fields={"steps": _("Step %(code)s: 'not counted' is only for a passage.",
+                                                          code=code)})
             # Stored only when it departs from the rule (every passage counts), so that templates without such a
             # step keep the content their approval signed.
             entry[PD_COUNTED] = False
@@ -132,7 +143,7 @@ def _physical_bounds(fields: dict[str, Any], errors: dict[str, str]) -> None:
     concentration never negative. Without explicit bounds a percentage is 0-100 and anything else at least 0."""
     unit, low, high = fields["unit"], fields["physical_min"], fields["physical_max"]
     if not unit:
-        errors["unit"] = "A numeric test declares its unit, e.g. %, EU/mL or 10^6 cells."
+        errors["unit"] = _("A numeric test declares its unit, e.g. %, EU/mL or 10^6 cells.")
         return
     if low is None:
         fields["physical_min"] = low = decimal.Decimal(0)
@@ -140,15 +151,17 @@ def _physical_bounds(fields: dict[str, Any], errors: dict[str, str]) -> None:
         if high is None:
             fields["physical_max"] = high = decimal.Decimal(100)
         if low < 0 or high > 100:
-            errors["physical_max" if high > 100 else "physical_min"] = "A percentage lies between 0 and 100."
+            errors["physical_max" if high > 100 else "physical_min"] = _("A percentage lies between 0 and 100.")
             return
     if high is not None and low > high:
-        errors["physical_max"] = "The physical maximum is below the minimum."
+        errors["physical_max"] = _("The physical maximum is below the minimum.")
         return
     for name, limit in (("lower", fields["lower"]), ("upper", fields["upper"])):
         if limit is not None and (limit < low or (high is not None and limit > high)):
-            errors[name] = "The limit lies outside what is physically possible (" + \
-                " to ".join(decimal_text(b) for b in (low, high) if b is not None) + f" {unit})."
+            bounds = [decimal_text(b) for b in (low, high) if b is not None]
+            errors[name] = _("The limit lies outside what is physically possible (%(low)s to %(high)s %(unit)s).",
+                             low=bounds[0], high=bounds[1], unit=unit) if len(bounds) == 2 else \
+                _("The limit lies outside what is physically possible (%(low)s %(unit)s).", low=bounds[0], unit=unit)
 
 
 def _vocabulary(given: list[str] | None, expected: str | None, errors: dict[str, str]) -> list[str]:
@@ -157,11 +170,11 @@ def _vocabulary(given: list[str] | None, expected: str | None, errors: dict[str,
     if not given:
         values = known_vocabulary(expected)
         if values is None and expected:
-            errors["vocabulary"] = "Declare the test's values, e.g. no growth / growth."
+            errors["vocabulary"] = _("Declare the test's values, e.g. no growth / growth.")
         return values or []
     values = [v.strip().lower() for v in given]
     if len(values) < 2 or len(set(values)) != len(values) or any(len(v) > 60 for v in values):
-        errors["vocabulary"] = "Declare at least two different values of at most 60 characters."
+        errors["vocabulary"] = _("Declare at least two different values of at most 60 characters.")
         return []
     return values
 
@@ -179,25 +192,25 @@ def _test_fields(command: AddSpecTest) -> dict[str, Any]:
     }
     if command.criterion == CriterionKind.RANGE:
         if fields["lower"] is None and fields["upper"] is None:
-            errors["lower"] = "A range needs a lower or an upper limit."
+            errors["lower"] = _("A range needs a lower or an upper limit.")
         if fields["lower"] is not None and fields["upper"] is not None and fields["lower"] > fields["upper"]:
-            errors["upper"] = "The upper limit is below the lower one."
+            errors["upper"] = _("The upper limit is below the lower one.")
         fields["expected"] = None
         _physical_bounds(fields, errors)
     else:
         fields["vocabulary"] = _vocabulary(command.vocabulary, fields["expected"], errors)
         if not fields["expected"]:
-            errors["expected"] = "Enter the expected result, e.g. 'not detected'."
+            errors["expected"] = _("Enter the expected result, e.g. 'not detected'.")
         elif fields["vocabulary"] and fields["expected"] not in fields["vocabulary"]:
-            errors["expected"] = "The expected result must be one of the test's values: " + \
-                ", ".join(fields["vocabulary"]) + "."
+            errors["expected"] = _("The expected result must be one of the test's values: %(values)s.",
+                                   values=", ".join(fields["vocabulary"]))
         fields["lower"] = fields["upper"] = fields["physical_min"] = fields["physical_max"] = None
     if fields["incubation_days"] is None and fields["may_be_pending"]:
-        errors["incubation_days"] = "A test that may be pending declares its incubation in days (e.g. 7 or 14 " \
-                                    "for sterility)."
+        errors["incubation_days"] = _("A test that may be pending declares its incubation in days (e.g. 7 or 14 "
+                                      "for sterility).")
     if errors:
-        raise ValidationFailed("The test cannot be saved: " + " ".join(f"{k}: {v}" for k, v in errors.items()),
-                               fields=errors)
+        raise ValidationFailed(_("The test cannot be saved: %(problems)s",
+                                 problems=" ".join(f"{k}: {v}" for k, v in errors.items())), fields=errors)
     return fields
 
 
@@ -219,7 +232,8 @@ def create_draft(actor: User, product: Product, command: CreateDraft) -> Specifi
     audit.act_as(db.session, actor)
     if db.session.scalar(sa.select(SpecificationVersion.id).where(SpecificationVersion.product_id == product.id,
                                                                   SpecificationVersion.status == SpecStatus.DRAFT)):
-        raise Conflict(f"{product.code} already has a draft specification: finish or approve it first.")
+        raise Conflict(_("%(code)s already has a draft specification: finish or approve it first.",
+                         code=product.code))
     latest = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id)
                                .order_by(SpecificationVersion.number.desc()).limit(1))
     steps: list[dict[str, Any]] | None = None
@@ -256,7 +270,7 @@ def update_draft(actor: User, spec: SpecificationVersion, command: EditDraft) ->
     """Change a draft's summary, limits and process template before approval (a limit left out: no limit)."""
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
-        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
+        raise Conflict(_never_changes(spec))
     clean_steps = _validate_steps(command.steps, spec.product.cellular)
     audit.act_as(db.session, actor, reason=command.reason or "draft edited before approval")
     spec.change_summary = command.change_summary
@@ -268,10 +282,11 @@ def update_draft(actor: User, spec: SpecificationVersion, command: EditDraft) ->
 def add_test(actor: User, spec: SpecificationVersion, command: AddSpecTest) -> SpecTest:
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
-        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new one.")
+        raise Conflict(_never_changes(spec))
     fields = _test_fields(command)
     if any(t.code == fields["code"] for t in spec.tests):
-        raise Conflict(f"Test {fields['code']} is already in {spec.label}.", fields={"code": "Already used."})
+        raise Conflict(_("Test %(code)s is already in %(specification)s.", code=fields["code"],
+                          specification=spec.label), fields={"code": _("Already used.")})
     audit.act_as(db.session, actor)
     test = SpecTest(specification=spec, position=len(spec.tests) + 1, created_by_id=actor.id, **fields)
     db.session.add(test)
@@ -284,7 +299,8 @@ def update_test(actor: User, test: SpecTest, command: ChangeSpecTest) -> SpecTes
     """Change a draft's test; its code is its identity within the version and stays as it is."""
     _require_qa(actor)
     if test.specification.status != SpecStatus.DRAFT:
-        raise Conflict(f"{test.specification.label} is approved: it never changes; draft a new version.")
+        raise Conflict(_("%(specification)s is approved: it never changes; draft a new version.",
+                         specification=test.specification.label))
     fields = _test_fields(command)
     fields["code"] = test.code
     audit.act_as(db.session, actor, reason=command.reason or "draft edited before approval")
@@ -293,7 +309,7 @@ def update_test(actor: User, test: SpecTest, command: ChangeSpecTest) -> SpecTes
     return test
 
 
-AUTHOR_CANNOT_APPROVE = "You wrote this version: another QA person must approve it."
+AUTHOR_CANNOT_APPROVE = N_("You wrote this version: another QA person must approve it.")
 
 
 def authors(spec: SpecificationVersion) -> set[int]:
@@ -306,11 +322,13 @@ def approve(actor: User, spec: SpecificationVersion, *, signer: Signer) -> Speci
     """QA approves a draft with an electronic signature; the previous approved version is superseded."""
     _require_qa(actor)
     if spec.status != SpecStatus.DRAFT:
-        raise Conflict(f"{spec.label} is {spec.status.value}, not a draft.")
+        raise Conflict(_("%(specification)s is %(status)s, not a draft.", specification=spec.label,
+                         status=spec.status.label))
     if not spec.tests:
-        raise Conflict(f"{spec.label} has no tests: a specification needs its acceptance criteria.")
+        raise Conflict(_("%(specification)s has no tests: a specification needs its acceptance criteria.",
+                         specification=spec.label))
     if actor.id in authors(spec):
-        raise Conflict(AUTHOR_CANNOT_APPROVE, fields={"meaning": AUTHOR_CANNOT_APPROVE})
+        raise Conflict(_(AUTHOR_CANNOT_APPROVE), fields={"meaning": _(AUTHOR_CANNOT_APPROVE)})
     audit.act_as(db.session, actor, reason="specification approved")
     signatures.apply_signature(actor, spec, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
                                signer=signer)
@@ -328,14 +346,17 @@ def approve(actor: User, spec: SpecificationVersion, *, signer: Signer) -> Speci
 def _approved_specifications_never_change(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
         if isinstance(obj, SpecTest) and session.is_modified(obj) and obj.specification.status != SpecStatus.DRAFT:
-            raise Conflict(f"{obj.specification.label} is approved: its tests never change.")
+            raise Conflict(_("%(specification)s is approved: its tests never change.",
+                             specification=obj.specification.label))
         if isinstance(obj, SpecificationVersion) and session.is_modified(obj):
             state = sa.inspect(obj)
             old_status = state.attrs.status.history.deleted
             was = old_status[0] if old_status else obj.status
             changed = {a.key for a in state.mapper.column_attrs if state.attrs[a.key].history.has_changes()}
             if was != SpecStatus.DRAFT and not changed <= {"status", "version"}:
-                raise Conflict(f"{obj.label} is {was.value}: approved versions never change.")
+                raise Conflict(_("%(specification)s is %(status)s: approved versions never change.",
+                             specification=obj.label, status=was.label))
             if was == SpecStatus.SUPERSEDED or (was == SpecStatus.APPROVED and obj.status != SpecStatus.SUPERSEDED
                                                  and "status" in changed):
-                raise Conflict(f"{obj.label} cannot go from {was.value} to {obj.status.value}.")
+                raise Conflict(_("%(specification)s cannot go from %(status)s to %(new_status)s.",
+                             specification=obj.label, status=was.label, new_status=obj.status.label))

@@ -15,6 +15,7 @@ from cellfactory.auth.models import Role
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import Conflict, DomainError, NotFound
 from cellfactory.core.forms import BaseForm, apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.extensions import db
 from cellfactory.products import services
@@ -63,7 +64,7 @@ def _specification(code: str, number: int) -> SpecificationVersion:
     spec = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.product_id == product.id,
                                                                    SpecificationVersion.number == number))
     if spec is None:
-        raise NotFound(f"{product.code} has no specification version {number}.")
+        raise NotFound(_("%(code)s has no specification version %(number)s.", code=product.code, number=number))
     return spec
 
 
@@ -111,7 +112,7 @@ def new():
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Product {product.code} created. Draft its first specification next.", "success")
+            flash(_("Product %(code)s created. Draft its first specification next.", code=product.code), "success")
             return redirect(url_for("products.detail", code=product.code))
     return render_template("products/new.html", form=form), _status(form)
 
@@ -155,8 +156,8 @@ def settings(code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Settings of {product.code} saved: units made from now on take their expiry from them.",
-                  "success")
+            flash(_("Settings of %(code)s saved: units made from now on take their expiry from them.",
+                    code=product.code), "success")
             return redirect(url_for("products.detail", code=product.code))
     return _render_product(product, status=422, settings_form=form)
 
@@ -173,8 +174,8 @@ def new_draft(code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Draft {spec.label} created with the tests of the previous version: edit it, then approve it.",
-                  "success")
+            flash(_("Draft %(specification)s created with the tests of the previous version: edit it, then approve "
+                    "it.", specification=spec.label), "success")
             return redirect(url_for("products.specification", code=product.code, number=spec.number))
     return _render_product(product, form, 422)
 
@@ -227,7 +228,7 @@ def edit_draft(code: str, number: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{spec.label} saved.", "success")
+            flash(_("%(specification)s saved.", specification=spec.label), "success")
             return redirect(url_for("products.specification", code=code, number=number))
     return _render_spec(spec, 422, draft_form=form)
 
@@ -244,7 +245,7 @@ def add_test(code: str, number: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Test {test.code} added to {spec.label}.", "success")
+            flash(_("Test %(code)s added to %(specification)s.", code=test.code, specification=spec.label), "success")
             return redirect(url_for("products.specification", code=code, number=number) + "#tests")
     return _render_spec(spec, 422, test_form=form)
 
@@ -256,9 +257,10 @@ def edit_test(code: str, number: int, test_code: str):
     test = db.session.scalar(sa.select(SpecTest).where(SpecTest.specification_id == spec.id,
                                                        SpecTest.code == test_code.upper()))
     if test is None:
-        raise NotFound(f"{spec.label} has no test {test_code!r}.")
+        raise NotFound(_("%(specification)s has no test %(code)s.", specification=spec.label, code=repr(test_code)))
     if spec.status != SpecStatus.DRAFT:
-        raise Conflict(f"{spec.label} is {spec.status.value}: approved versions never change; draft a new version.")
+        raise Conflict(_("%(specification)s is %(status)s: approved versions never change; draft a new version.",
+                         specification=spec.label, status=spec.status.label))
     form = TestEditForm(obj=test)
     form.code.render_kw = {"readonly": True}
     if not form.is_submitted():
@@ -271,7 +273,7 @@ def edit_test(code: str, number: int, test_code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Test {test.code} of {spec.label} saved.", "success")
+            flash(_("Test %(code)s of %(specification)s saved.", code=test.code, specification=spec.label), "success")
             return redirect(url_for("products.specification", code=code, number=number) + "#tests")
     return render_template("products/test_form.html", form=form, spec=spec, test=test), _status(form)
 
@@ -288,7 +290,7 @@ def approve(code: str, number: int):
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash(f"{spec.label} approved and signed. New batches of {spec.product.code} use it from now on.",
-                  "success")
+            flash(_("%(specification)s approved and signed. New batches of %(code)s use it from now on.",
+                    specification=spec.label, code=spec.product.code), "success")
             return redirect(url_for("products.specification", code=code, number=number))
     return _render_spec(spec, 422, approval_form=form)

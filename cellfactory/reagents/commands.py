@@ -12,12 +12,19 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, Day, Line, OptionalDay, OptionalLine, Paragraph
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.reagents.models import LotStatus
 
-STATUS_CHOICE = "Use released or rejected."
-REASON_NEEDED = "Give the reason for the decision."
+STATUS_CHOICE = N_("Use released or rejected.")
+REASON_NEEDED = N_("Give the reason for the decision.")
 
 
+class Said(dict):
+    """Messages by field, marked for translation and written out when read, in the language of that moment (the
+    `missing` of a command)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return str(self[key]) if key in self else default
 
 
 def _lot_status(value: Any) -> Any:
@@ -28,14 +35,14 @@ def _lot_status(value: Any) -> Any:
     if text is None or text == "":
         raise PydanticCustomError("missing", "Field required")
     if text not in {status.value for status in LotStatus}:
-        raise PydanticCustomError("text", STATUS_CHOICE)
+        raise PydanticCustomError("text", _(STATUS_CHOICE))
     return LotStatus(text)
 
 
 class CreateCatalogueItem(Command):
-    refusal: ClassVar[str] = "The item cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"code": "Enter the code.", "name": "Enter the name.",
-                                         "supplier": "Enter the supplier.", "category": "Enter the category."}
+    refusal: ClassVar[str] = _l("The item cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(code=_l("Enter the code."), name=_l("Enter the name."),
+                                             supplier=_l("Enter the supplier."), category=_l("Enter the category."))
 
     code: Line(40) = Field(description="Catalogue code; stored in capitals",
                            json_schema_extra={"x-refused-when": "another catalogue item has it"})
@@ -46,9 +53,10 @@ class CreateCatalogueItem(Command):
 
 
 class ReceiveLot(Command):
-    refusal: ClassVar[str] = "The lot cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"item": "Choose the catalogue item.", "lot_number": "Enter the lot number.",
-                                         "expiry_date": "Enter the expiry date."}
+    refusal: ClassVar[str] = _l("The lot cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(item=_l("Choose the catalogue item."),
+                                             lot_number=_l("Enter the lot number."),
+                                             expiry_date=_l("Enter the expiry date."))
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     item: Line(40) = Field(description="Catalogue item code",
@@ -61,8 +69,8 @@ class ReceiveLot(Command):
 
 
 class ChangeLotStatus(Command):
-    refusal: ClassVar[str] = "The decision cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"status": STATUS_CHOICE, "reason": REASON_NEEDED}
+    refusal: ClassVar[str] = _l("The decision cannot be recorded")
+    missing: ClassVar[dict[str, str]] = Said(status=_l(STATUS_CHOICE), reason=_l(REASON_NEEDED))
 
     status: Annotated[LotStatus, BeforeValidator(_lot_status)] = Field(
         description="released or rejected", json_schema_extra={
@@ -78,6 +86,6 @@ class ChangeLotStatus(Command):
         except ValidationFailed as error:
             sent = data.get("status") if isinstance(data, Mapping) else None
             if set(error.fields) == {"status"} and isinstance(sent, str) and sent.strip():
-                raise ValidationFailed(f"The decision must be released or rejected, not {sent[:40]!r}.",
-                                       fields=error.fields) from None
+                raise ValidationFailed(_("The decision must be released or rejected, not %(sent)s.",
+                                         sent=repr(sent[:40])), fields=error.fields) from None
             raise

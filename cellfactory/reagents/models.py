@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import _, format_day, lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.sites.models import Site
 
@@ -32,6 +33,16 @@ class LotStatus(enum.StrEnum):
     RELEASED = "released"
     REJECTED = "rejected"
 
+    @property
+    def label(self) -> str:
+        """The status as a page shows it (a lot: masculine in Italian)."""
+        return str(LOT_STATUS_LABELS[self])
+
+
+LOT_STATUS_LABELS = {LotStatus.QUARANTINE: lazy_pgettext("reagent lot status", "quarantine"),
+                     LotStatus.RELEASED: lazy_pgettext("reagent lot status", "released"),
+                     LotStatus.REJECTED: lazy_pgettext("reagent lot status", "rejected")}
+
 
 class ReagentLot(Audited, CreatedMixin, VersionedMixin, Base):
     """A supplier's lot received at a site, with its certificate of analysis and QA status."""
@@ -53,7 +64,7 @@ class ReagentLot(Audited, CreatedMixin, VersionedMixin, Base):
 
     @property
     def label(self) -> str:
-        return f"{self.item.name} lot {self.lot_number}"
+        return _("%(item)s lot %(lot)s", item=self.item.name, lot=self.lot_number)
 
     def audit_label(self) -> str:
         return f"{self.item.code} {self.lot_number}"
@@ -61,9 +72,9 @@ class ReagentLot(Audited, CreatedMixin, VersionedMixin, Base):
     def refusal(self, on: dt.date) -> str | None:
         """Why this lot may not be used on a day, or None when it may."""
         if self.status == LotStatus.REJECTED:
-            return f"{self.label} is rejected."
+            return _("%(lot)s is rejected.", lot=self.label)
         if self.status != LotStatus.RELEASED:
-            return f"{self.label} is not released by QA (status {self.status.value})."
+            return _("%(lot)s is not released by QA (status %(status)s).", lot=self.label, status=self.status.label)
         if self.expiry_date < on:
-            return f"{self.label} expired on {self.expiry_date.isoformat()}."
+            return _("%(lot)s expired on %(day)s.", lot=self.label, day=format_day(self.expiry_date))
         return None

@@ -11,6 +11,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import local_today
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -21,11 +22,11 @@ from cellfactory.sites.models import Site
 
 @transactional
 def create_item(actor: User, command: CreateCatalogueItem) -> CatalogueItem:
-    permissions.require(actor.has_role(Role.QA), "The reagent catalogue is QA's master data.")
+    permissions.require(actor.has_role(Role.QA), _("The reagent catalogue is QA's master data."))
     audit.act_as(db.session, actor)
     code = command.code.upper()
     if db.session.scalar(sa.select(CatalogueItem.id).where(CatalogueItem.code == code)):
-        raise Conflict(f"Catalogue code {code} is already used.", fields={"code": "Already used."})
+        raise Conflict(_("Catalogue code %(code)s is already used.", code=code), fields={"code": _("Already used.")})
     item = CatalogueItem(code=code, name=command.name, supplier=command.supplier, category=command.category,
                          unit=command.unit or "mL", created_by_id=actor.id)
     db.session.add(item)
@@ -41,7 +42,7 @@ def site_today(site: Site) -> dt.date:
 def get_item(code: str) -> CatalogueItem:
     item = db.session.scalar(sa.select(CatalogueItem).where(CatalogueItem.code == (code or "").upper()))
     if item is None:
-        raise NotFound(f"There is no catalogue item {code!r}.")
+        raise NotFound(_("There is no catalogue item %(code)s.", code=repr(code)))
     return item
 
 
@@ -54,16 +55,16 @@ def receive_lot(actor: User, site: Site, command: ReceiveLot) -> ReagentLot:
     """A lot arrives at the site in quarantine until QA releases it against its certificate of analysis; received
     today at the site unless the command says otherwise."""
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, site.id),
-                        "Only technicians and QA of this site receive reagent lots.")
+                        _("Only technicians and QA of this site receive reagent lots."))
     audit.act_as(db.session, actor)
     item = db.session.scalar(sa.select(CatalogueItem).where(CatalogueItem.code == command.item.upper()))
     if item is None:
-        raise ValidationFailed("The lot cannot be saved: Choose a catalogue item.",
-                               fields={"item": "Choose a catalogue item."})
+        raise ValidationFailed(_("The lot cannot be saved: Choose a catalogue item."),
+                               fields={"item": _("Choose a catalogue item.")})
     if db.session.scalar(sa.select(ReagentLot.id).where(ReagentLot.site_id == site.id, ReagentLot.item_id == item.id,
                                                         ReagentLot.lot_number == command.lot_number)):
-        raise Conflict(f"Lot {command.lot_number} of {item.name} is already registered at {site.code}.",
-                       fields={"lot_number": "Already registered."})
+        raise Conflict(_("Lot %(lot)s of %(item)s is already registered at %(site)s.", lot=command.lot_number,
+                         item=item.name, site=site.code), fields={"lot_number": _("Already registered.")})
     lot = ReagentLot(site=site, item=item, lot_number=command.lot_number, expiry_date=command.expiry_date,
                      coa_reference=command.coa_reference or "", status=LotStatus.QUARANTINE,
                      received_on=command.received_on or site_today(site), created_by_id=actor.id)
@@ -80,7 +81,7 @@ LOT_DECISIONS: dict[LotStatus, tuple[LotStatus, ...]] = {
     LotStatus.RELEASED: (LotStatus.REJECTED,),
     LotStatus.REJECTED: (),
 }
-NEVER_BACK_TO_QUARANTINE = "QA releases or rejects a lot; it never goes back to quarantine."
+NEVER_BACK_TO_QUARANTINE = N_("QA releases or rejects a lot; it never goes back to quarantine.")
 
 
 def lot_decisions(lot: ReagentLot) -> tuple[LotStatus, ...]:
@@ -93,18 +94,20 @@ def set_lot_status(actor: User, lot: ReagentLot, command: ChangeLotStatus) -> Re
     """QA releases or rejects a lot, with the reason: only along `LOT_DECISIONS` (never back to quarantine, a
     rejected lot stays rejected), and a release only with the certificate of analysis recorded. This is the one
     place that decides; the page offers `lot_decisions` and the API sends what it is given."""
-    permissions.require(actor.has_role(Role.QA, lot.site_id), "Only QA of the site releases or rejects lots.")
+    permissions.require(actor.has_role(Role.QA, lot.site_id), _("Only QA of the site releases or rejects lots."))
     status = command.status
     if status == LotStatus.QUARANTINE:
-        raise ValidationFailed(NEVER_BACK_TO_QUARANTINE, fields={"status": STATUS_CHOICE})
+        raise ValidationFailed(_(NEVER_BACK_TO_QUARANTINE), fields={"status": _(STATUS_CHOICE)})
     if lot.status == status:
-        raise Conflict(f"{lot.label} is already {status.value}.")
+        raise Conflict(_("%(lot)s is already %(status)s.", lot=lot.label, status=status.label))
     if lot.status == LotStatus.REJECTED:
-        raise Conflict(f"{lot.label} was rejected: a rejected lot is never released.")
+        raise Conflict(_("%(lot)s was rejected: a rejected lot is never released.", lot=lot.label))
     if status not in LOT_DECISIONS[lot.status]:
-        raise Conflict(f"{lot.label} is {lot.status.value}: it cannot be {status.value}.")
+        raise Conflict(_("%(lot)s is %(status)s: it cannot be %(new_status)s.", lot=lot.label,
+                         status=lot.status.label, new_status=status.label))
     if status == LotStatus.RELEASED and not lot.coa_reference:
-        raise Conflict(f"{lot.label} has no certificate of analysis reference: record it before release.")
+        raise Conflict(_("%(lot)s has no certificate of analysis reference: record it before release.",
+                         lot=lot.label))
     audit.act_as(db.session, actor, reason=command.reason)
     lot.status = status
     return lot

@@ -12,6 +12,7 @@ from cellfactory.auth.models import Role
 from cellfactory.batches.models import Batch, BatchStep, StepReagent
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -70,7 +71,7 @@ def add_item():
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Catalogue item {item.code} added.", "success")
+            flash(_("Catalogue item %(code)s added.", code=item.code), "success")
             return redirect(url_for("reagents.catalogue"))
     return _render_catalogue(form, 422)
 
@@ -104,7 +105,7 @@ def lots():
 
 def _lot_form() -> LotForm:
     form = LotForm()
-    form.item.choices = [("", "Choose…")] + [(i.code, f"{i.code} · {i.name} ({i.supplier})") for i in
+    form.item.choices = [("", _("Choose…"))] + [(i.code, f"{i.code} · {i.name} ({i.supplier})") for i in
                                              db.session.scalars(sa.select(CatalogueItem).order_by(CatalogueItem.code))]
     return form
 
@@ -119,7 +120,8 @@ def receive():
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{lot.label} received at {lot.site.code}: in quarantine until QA releases it.", "success")
+            flash(_("%(lot)s received at %(site)s: in quarantine until QA releases it.", lot=lot.label,
+                    site=lot.site.code), "success")
             return redirect(url_for("reagents.lot", lot_id=lot.id))
     return render_template("reagents/receive.html", form=form), _status(form)
 
@@ -152,8 +154,9 @@ def set_status(lot_id: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{found.label} {found.status.value}.", "success" if found.status == LotStatus.RELEASED
-                  else "warning")
+            flash(_("%(lot)s released.", lot=found.label) if found.status == LotStatus.RELEASED
+                  else _("%(lot)s rejected.", lot=found.label),
+                  "success" if found.status == LotStatus.RELEASED else "warning")
             return redirect(url_for("reagents.lot", lot_id=found.id))
     return _render_lot(found, form, 422)
 

@@ -31,6 +31,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.deviations import services
@@ -165,7 +166,7 @@ def _deviation(number: str) -> Deviation:
 def _action(deviation: Deviation, action_id: int) -> CapaAction:
     action = db.session.get(CapaAction, action_id)
     if action is None or action.deviation_id != deviation.id:
-        raise NotFound(f"Deviation {deviation.number} has no action {action_id}.")
+        raise NotFound(_("Deviation %(number)s has no action %(id)s.", number=deviation.number, id=action_id))
     return action
 
 
@@ -193,26 +194,26 @@ def deviations():
 def open_deviation():
     command = read_body(OpenDeviation)
     if command.step and not command.batch:
-        raise ValidationFailed("A step is named with its batch.", fields={"batch": "Required with step."})
+        raise ValidationFailed(_("A step is named with its batch."), fields={"batch": _("Required with step.")})
     batch = None
     if command.batch:
         try:
             batch = batch_services.get_batch(api_user(), command.batch)
         except NotFound as error:
-            raise ValidationFailed(error.message, fields={"batch": "No batch you can see has this number."}
+            raise ValidationFailed(error.message, fields={"batch": _("No batch you can see has this number.")}
                                    ) from error
     if command.site:
         try:
             site = get_site(command.site)
         except NotFound as error:
-            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
+            raise ValidationFailed(error.message, fields={"site": _("No site has this code.")}) from error
     elif batch is not None:
         site = batch.site
     else:
         ids = api_user().site_ids()
         if ids is None or len(ids) != 1:
-            raise ValidationFailed("Say which site this is for: you work at several sites.",
-                                   fields={"site": "Required: the code of the site (you work at several)."})
+            raise ValidationFailed(_("Say which site this is for: you work at several sites."),
+                                   fields={"site": _("Required: the code of the site (you work at several).")})
         site = db.session.get(Site, next(iter(ids)))
     command = command.model_copy(update={"batch": batch.number if batch is not None else None})
     deviation = lifecycle.open_deviation(api_user(), site, command)

@@ -14,13 +14,32 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.deviations.models import Classification
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
-CLASSIFY = "Classify it: minor, major or critical."
+CLASSIFY = N_("Classify it: minor, major or critical.")
+CHOOSE = N_("Choose.")
 ACTION_KINDS = ("corrective", "preventive")
+
+
+class Missing(dict[str, Any]):
+    """A command's `missing` (what to say of each required field left out), marked with `_l`: each message is
+    written out when it is read, in the language of the request, so that a refusal joins plain text."""
+
+    def __getitem__(self, name: str) -> str:
+        return str(super().__getitem__(name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return str(super().get(name)) if name in self else default
+
+    def values(self) -> list[str]:  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return [(name, self[name]) for name in self]
 
 
 def with_problems(refused: ValidationFailed, problems: Mapping[str, str], refusal: str) -> ValidationFailed:
@@ -35,18 +54,18 @@ def with_problems(refused: ValidationFailed, problems: Mapping[str, str], refusa
 
 def choice_of(enum_cls: type[enum.Enum], message: str, *, required: bool = True) -> Any:
     """A value of `enum_cls`, refused with `message` (the page's words) when it is none of them (or, if
-    `required`, when it is left blank)."""
+    `required`, when it is left blank); `message` is marked with N_ and translated when it is said."""
     def check(value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip() or None
         if value is None and required:
-            raise PydanticCustomError("text", message)
+            raise PydanticCustomError("text", _(message))
         if value is None or isinstance(value, enum_cls):
             return value
         try:
             return enum_cls(value)
         except ValueError:
-            raise PydanticCustomError("text", message) from None
+            raise PydanticCustomError("text", _(message)) from None
     return BeforeValidator(check)
 
 
@@ -75,9 +94,9 @@ def _whole(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("text", "Must be a whole number.")
+        raise PydanticCustomError("text", _("Must be a whole number."))
     if not INT_MIN <= value <= INT_MAX:
-        raise PydanticCustomError("text", f"Too large: whole numbers go up to {INT_MAX}.")
+        raise PydanticCustomError("text", _("Too large: whole numbers go up to %(maximum)s.", maximum=INT_MAX))
     return value
 
 
@@ -86,10 +105,10 @@ OptionalWhole = Annotated[int | None, BeforeValidator(_whole)]
 
 
 class OpenDeviation(Command):
-    refusal: ClassVar[str] = "The deviation cannot be opened"
-    missing: ClassVar[dict[str, str]] = {"title": "Give the deviation a short title.",
-                                         "description": "Describe what happened, when and where.",
-                                         "classification": CLASSIFY}
+    refusal: ClassVar[str] = _l("The deviation cannot be opened")
+    missing: ClassVar[dict[str, str]] = Missing({"title": _l("Give the deviation a short title."),
+                                                 "description": _l("Describe what happened, when and where."),
+                                                 "classification": _l(CLASSIFY)})
 
     site: OptionalLine(40) = Field(None, description="Site code; default the batch's site, or yours at one site")
     title: Line(200) = Field(description="A short title")
@@ -102,10 +121,10 @@ class OpenDeviation(Command):
 class RecordInvestigation(Command):
     """Fields left out (None) are unchanged; a text sent blank is cleared."""
 
-    refusal: ClassVar[str] = "The investigation cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"reason": "Give the reason for the update."}
+    refusal: ClassVar[str] = _l("The investigation cannot be recorded")
+    missing: ClassVar[dict[str, str]] = Missing({"reason": _l("Give the reason for the update.")})
 
-    classification: Annotated[Classification | None, choice_of(Classification, "Choose.", required=False)] = None
+    classification: Annotated[Classification | None, choice_of(Classification, CHOOSE, required=False)] = None
     root_cause: ClearableParagraph(8000) = None
     impact_assessment: ClearableParagraph(8000) = Field(None, description="Impact on the batch")
     reason: Paragraph(2000) = Field(description="Why the record changes (audit trail)")
@@ -115,11 +134,11 @@ class RecordInvestigation(Command):
 
 
 class AddAction(Command):
-    refusal: ClassVar[str] = "The action cannot be added"
-    missing: ClassVar[dict[str, str]] = {"kind": "Choose corrective or preventive.",
-                                         "description": "Describe the action.",
-                                         "owner": "Name an active user as owner.",
-                                         "due_date": "Enter the due date (YYYY-MM-DD)."}
+    refusal: ClassVar[str] = _l("The action cannot be added")
+    missing: ClassVar[dict[str, str]] = Missing({"kind": _l("Choose corrective or preventive."),
+                                                 "description": _l("Describe the action."),
+                                                 "owner": _l("Name an active user as owner."),
+                                                 "due_date": _l("Enter the due date (YYYY-MM-DD).")})
 
     # Checked by the service with the owner and the due date, so that one answer names every field to correct.
     kind: Line(12) = Field(json_schema_extra={"enum": list(ACTION_KINDS)})
@@ -129,23 +148,23 @@ class AddAction(Command):
 
 
 class CompleteAction(Command):
-    refusal: ClassVar[str] = "The action cannot be completed"
-    missing: ClassVar[dict[str, str]] = {"note": "Say what was done."}
+    refusal: ClassVar[str] = _l("The action cannot be completed")
+    missing: ClassVar[dict[str, str]] = Missing({"note": _l("Say what was done.")})
 
     note: Paragraph(4000) = Field(description="What was done")
 
 
 class CarryAction(Command):
-    refusal: ClassVar[str] = "The action cannot be carried"
-    missing: ClassVar[dict[str, str]] = {
-        "due_date": "Enter the due date of the effectiveness check (YYYY-MM-DD).",
-        "note": "Say what the effectiveness check verifies."}
+    refusal: ClassVar[str] = _l("The action cannot be carried")
+    missing: ClassVar[dict[str, str]] = Missing({
+        "due_date": _l("Enter the due date of the effectiveness check (YYYY-MM-DD)."),
+        "note": _l("Say what the effectiveness check verifies.")})
 
     due_date: Day = Field(description="Due date of the effectiveness check: today or later")
     note: Paragraph(4000) = Field(description="What the effectiveness check verifies")
 
 
 class CloseDeviation(Command):
-    refusal: ClassVar[str] = "The deviation cannot be closed"
+    refusal: ClassVar[str] = _l("The deviation cannot be closed")
 
     comment: OptionalParagraph(2000) = None

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.sites.models import Site
 
@@ -18,16 +19,66 @@ class Classification(enum.StrEnum):
     MAJOR = "major"
     CRITICAL = "critical"
 
+    @property
+    def label(self) -> str:
+        """The class as people read it (in Italian it agrees with "la deviazione")."""
+        return str(CLASSIFICATION_LABELS[self])
+
+
+CLASSIFICATION_LABELS = {
+    Classification.MINOR: lazy_pgettext("deviation class", "minor"),
+    Classification.MAJOR: lazy_pgettext("deviation class", "major"),
+    Classification.CRITICAL: lazy_pgettext("deviation class", "critical"),
+}
+
 
 class DeviationStatus(enum.StrEnum):
     OPEN = "open"
     CLOSED = "closed"
+
+    @property
+    def label(self) -> str:
+        return str(STATUS_LABELS[self])
+
+
+STATUS_LABELS = {
+    DeviationStatus.OPEN: lazy_pgettext("deviation status", "open"),
+    DeviationStatus.CLOSED: lazy_pgettext("deviation status", "closed"),
+}
 
 
 class DeviationSource(enum.StrEnum):
     MANUAL = "manual"
     OOS = "out_of_specification"
     POST_RELEASE = "post_release"
+
+    @property
+    def label(self) -> str:
+        """The source in words, as the history of a record names it ("out of specification")."""
+        return str(SOURCE_WORDS[self])
+
+    @property
+    def description(self) -> str:
+        """How the deviation came to be opened, as the list and the deviation's page say it."""
+        return str(SOURCE_LABELS[self])
+
+
+SOURCE_WORDS = {
+    DeviationSource.MANUAL: lazy_pgettext("deviation source", "manual"),
+    DeviationSource.OOS: lazy_pgettext("deviation source", "out of specification"),
+    DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "post release"),
+}
+SOURCE_LABELS = {
+    DeviationSource.MANUAL: lazy_pgettext("deviation source", "opened by hand"),
+    DeviationSource.OOS: lazy_pgettext("deviation source", "out-of-specification result"),
+    DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "failure after release"),
+}
+
+# A CAPA action's kind (stored as its English word) as people read it.
+ACTION_KIND_LABELS = {
+    "corrective": lazy_pgettext("CAPA action kind", "corrective"),
+    "preventive": lazy_pgettext("CAPA action kind", "preventive"),
+}
 
 
 class DeviationSequence(Base):
@@ -123,3 +174,9 @@ class CapaAction(Audited, CreatedMixin, VersionedMixin, Base):
 
     def audit_label(self) -> str:
         return f"{self.kind} action {self.id}"
+
+    @property
+    def kind_label(self) -> str:
+        """corrective or preventive, in the page's language."""
+        label = ACTION_KIND_LABELS.get(self.kind)
+        return str(label) if label is not None else self.kind

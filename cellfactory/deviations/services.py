@@ -10,6 +10,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.numbering import next_number
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
@@ -67,17 +68,17 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
 
 
 def _require_qa(actor: User, deviation: Deviation) -> None:
-    permissions.require(actor.has_role(Role.QA, deviation.site_id), "Only QA of the site investigates and closes "
-                                                                    "deviations.")
+    permissions.require(actor.has_role(Role.QA, deviation.site_id),
+                        _("Only QA of the site investigates and closes deviations."))
 
 
 def _require_open(deviation: Deviation) -> None:
     if deviation.status != DeviationStatus.OPEN:
-        raise Conflict(f"Deviation {deviation.number} is closed: open a new one if needed.")
+        raise Conflict(_("Deviation %(number)s is closed: open a new one if needed.", number=deviation.number))
 
 
-DOWNGRADE_NEEDS_JUSTIFICATION = ("A deviation opened by an out-of-specification result is major or critical: to "
-                                  "classify it minor, give QA's justification and sign it.")
+DOWNGRADE_NEEDS_JUSTIFICATION = N_("A deviation opened by an out-of-specification result is major or critical: to "
+                                    "classify it minor, give QA's justification and sign it.")
 
 
 @transactional
@@ -88,14 +89,14 @@ def record_investigation(actor: User, deviation: Deviation, command: RecordInves
     _require_qa(actor, deviation)
     _require_open(deviation)
     if command.version is not None and command.version != deviation.version:
-        raise Conflict(f"{deviation.number} changed since you opened it. Reload and check.")
+        raise Conflict(_("%(number)s changed since you opened it. Reload and check.", number=deviation.number))
     classification = command.classification or deviation.classification
     downgraded = deviation.from_oos and classification == Classification.MINOR \
         and deviation.classification != Classification.MINOR
     justification = command.justification or ""
     if downgraded and (not justification or signer is None or not signer.password):
-        raise ValidationFailed(DOWNGRADE_NEEDS_JUSTIFICATION, fields={
-            "justification": "Required to classify an out-of-specification deviation minor, with your signature."})
+        raise ValidationFailed(_(DOWNGRADE_NEEDS_JUSTIFICATION), fields={
+            "justification": _("Required to classify an out-of-specification deviation minor, with your signature.")})
     audit.act_as(db.session, actor, reason=command.reason)
     deviation.classification = classification
     if command.root_cause is not None:
@@ -118,14 +119,15 @@ def add_action(actor: User, deviation: Deviation, command: AddAction) -> CapaAct
     _require_open(deviation)
     errors: dict[str, str] = {}
     if command.kind not in ACTION_KINDS:
-        errors["kind"] = "Choose corrective or preventive."
+        errors["kind"] = _("Choose corrective or preventive.")
     person = db.session.scalar(sa.select(User).where(User.username == command.owner))
     if person is None or not person.active:
-        errors["owner"] = "Name an active user as owner."
+        errors["owner"] = _("Name an active user as owner.")
     if command.due_date < local_today(deviation.site.timezone):
-        errors["due_date"] = "The due date is in the past."
+        errors["due_date"] = _("The due date is in the past.")
     if errors:
-        raise ValidationFailed("The action cannot be added: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The action cannot be added: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     audit.act_as(db.session, actor)
     action = CapaAction(deviation=deviation, site_id=deviation.site_id, kind=command.kind,
                         description=command.description, owner=person, due_date=command.due_date,
@@ -141,7 +143,7 @@ def complete_action(actor: User, action: CapaAction, command: CompleteAction) ->
     if actor.id != action.owner_id:
         _require_qa(actor, action.deviation)
     if action.completed_at is not None:
-        raise Conflict("This action is already completed.")
+        raise Conflict(_("This action is already completed."))
     audit.act_as(db.session, actor, reason="action completed")
     action.completed_at = utcnow()
     action.completion_note = command.note
@@ -155,10 +157,10 @@ def carry_to_effectiveness_check(actor: User, action: CapaAction, command: Carry
     _require_qa(actor, action.deviation)
     _require_open(action.deviation)
     if action.completed_at is not None:
-        raise Conflict("This action is already completed.")
+        raise Conflict(_("This action is already completed."))
     if command.due_date < local_today(action.deviation.site.timezone):
-        raise ValidationFailed("The action cannot be carried: The due date is in the past.",
-                               fields={"due_date": "The due date is in the past."})
+        raise ValidationFailed(_("The action cannot be carried: The due date is in the past."),
+                               fields={"due_date": _("The due date is in the past.")})
     audit.act_as(db.session, actor, reason="carried to an effectiveness check")
     action.effectiveness_check_due = command.due_date
     action.effectiveness_check_note = command.note
@@ -172,16 +174,25 @@ def closing_gaps(deviation: Deviation) -> list[str]:
         return []
     missing = []
     if not deviation.root_cause:
-        missing.append("the root cause")
+        missing.append(_("the root cause"))
     if not deviation.impact_assessment:
-        missing.append("the impact assessment on the batch")
+        missing.append(_("the impact assessment on the batch"))
     if deviation.classification != Classification.MINOR and not deviation.actions:
-        missing.append("at least one CAPA action (major and critical deviations)")
+        missing.append(_("at least one CAPA action (major and critical deviations)"))
     open_actions = [a for a in deviation.actions if a.completed_at is None and a.effectiveness_check_due is None]
     if open_actions:
-        missing.append("the completion of each CAPA action, or its carry to an effectiveness check with a due date "
-                       "(" + ", ".join(a.audit_label() for a in open_actions) + ")")
+        missing.append(_("the completion of each CAPA action, or its carry to an effectiveness check with a due date "
+                         "(%(actions)s)", actions=", ".join(_action_name(a) for a in open_actions)))
     return missing
+
+
+def _action_name(action: CapaAction) -> str:
+    """An action as the closing gaps name it: "corrective action 12"."""
+    if action.kind == "corrective":
+        return _("corrective action %(id)s", id=action.id)
+    if action.kind == "preventive":
+        return _("preventive action %(id)s", id=action.id)
+    return action.audit_label()
 
 
 @transactional
@@ -193,7 +204,8 @@ def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation, 
     _require_open(deviation)
     missing = closing_gaps(deviation)
     if missing:
-        raise Conflict(f"{deviation.number} cannot be closed yet: record " + ", ".join(missing) + ".")
+        raise Conflict(_("%(number)s cannot be closed yet: record %(gaps)s.", number=deviation.number,
+                         gaps=", ".join(missing)))
     audit.act_as(db.session, actor, reason=command.comment or "deviation closed")
     signatures.apply_signature(actor, deviation, meaning=Meaning.CLOSED, allowed_meanings={Meaning.CLOSED},
                                site_id=deviation.site_id, comment=command.comment, signer=signer)
@@ -219,5 +231,6 @@ def blocking(batch_id: int) -> list[Deviation]:
 def require_reference(site_id: int, number: str | None) -> Deviation:
     deviation = find_at_site(site_id, number or "")
     if deviation is None:
-        raise NotFound(f"There is no deviation {number!r} at this site: open the deviation first, then refer to it.")
+        raise NotFound(_("There is no deviation %(number)s at this site: open the deviation first, then refer to it.",
+                         number=repr(number)))
     return deviation

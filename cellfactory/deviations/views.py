@@ -18,6 +18,7 @@ from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
@@ -52,8 +53,6 @@ from cellfactory.sites.models import Site
 bp = Blueprint("deviations", __name__, url_prefix="/deviations")
 
 CLASS_KIND = {Classification.MINOR: "info", Classification.MAJOR: "warn", Classification.CRITICAL: "bad"}
-SOURCE_LABEL = {DeviationSource.MANUAL: "opened by hand", DeviationSource.OOS: "out-of-specification result",
-                DeviationSource.POST_RELEASE: "failure after release"}
 
 
 def _user() -> User:
@@ -77,7 +76,7 @@ def class_kind(classification: Classification) -> str:
 
 @bp.app_template_global("deviation_source_label")
 def source_label(source: DeviationSource) -> str:
-    return SOURCE_LABEL.get(source, str(source))
+    return source.description if isinstance(source, DeviationSource) else str(source)
 
 
 @bp.app_template_global("deviation_age_days")
@@ -147,17 +146,17 @@ def new() -> Any:
         try:
             batch = batch_services.get_batch(user, form.batch.data)
         except NotFound:
-            form.batch.errors = [f"There is no batch {form.batch.data} you can see."]
+            form.batch.errors = [_("There is no batch %(number)s you can see.", number=form.batch.data)]
     if request.method == "GET" and batch is not None:
         _start_from_lapsed_signature(form, batch, request.args.get("signature", type=int))
     if batch is not None:
         form.site.data = batch.site.code  # a deviation of a batch belongs to the batch's site
     if valid and batch is None and form.batch.data:
-        form.form_errors.append("The deviation cannot be opened: check the batch number.")
+        form.form_errors.append(_("The deviation cannot be opened: check the batch number."))
     elif valid:
         site = next((s for s in sites if s.code == form.site.data), sites[0] if len(sites) == 1 else None)
         if site is None:
-            form.site.errors = ["Choose one of your sites."]
+            form.site.errors = [_("Choose one of your sites.")]
         else:
             try:
                 try:
@@ -171,7 +170,8 @@ def new() -> Any:
             except DomainError as error:
                 apply_domain_errors(form, error)
             else:
-                flash(f"Deviation {deviation.number} opened ({deviation.classification.value}).", "success")
+                flash(_("Deviation %(number)s opened (%(classification)s).", number=deviation.number,
+                        classification=deviation.classification.label), "success")
                 return redirect(url_for("deviations.detail", number=deviation.number))
     status = 422 if request.method == "POST" and (form.errors or form.form_errors) else 200
     return render_template("deviations/new.html", form=form, batch=batch, one_site=len(sites) <= 1), status
@@ -189,7 +189,7 @@ def _start_from_lapsed_signature(form: OpenDeviationForm, batch: Batch, signatur
 
 def _owner_choices(deviation: Deviation) -> list[tuple[str, str]]:
     people = db.session.scalars(sa.select(User).where(User.active.is_(True)).order_by(User.full_name))
-    return [("", "Choose the owner…")] + [
+    return [("", _("Choose the owner…"))] + [
         (u.username, f"{u.full_name} ({u.username})") for u in people
         if u.has_any_role(SITE_STAFF, deviation.site_id)]
 
@@ -279,7 +279,8 @@ def investigate(number: str) -> Any:
         else:
             if form.password.data:
                 mark_signed()
-            return _saved(deviation, f"{deviation.number}: investigation recorded.", "investigation")
+            return _saved(deviation, _("%(number)s: investigation recorded.", number=deviation.number),
+                          "investigation")
     return _render(services.get_deviation(_user(), number), 422, forms={"inv": form})
 
 
@@ -296,7 +297,11 @@ def add_action(number: str) -> Any:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            return _saved(deviation, f"{deviation.number}: {form.kind.data} action added.", "actions")
+            message = _("%(number)s: corrective action added.", number=deviation.number) \
+                if form.kind.data == "corrective" else \
+                _("%(number)s: preventive action added.", number=deviation.number) \
+                if form.kind.data == "preventive" else f"{deviation.number}: {form.kind.data} action added."
+            return _saved(deviation, message, "actions")
     return _render(services.get_deviation(_user(), number), 422, forms={"action": form})
 
 
@@ -306,7 +311,7 @@ def complete_action(number: str, action_id: int) -> Any:
     deviation = services.get_deviation(_user(), number)
     action = next((a for a in deviation.actions if a.id == action_id), None)
     if action is None:
-        raise NotFound("There is no such action on this deviation.")
+        raise NotFound(_("There is no such action on this deviation."))
     form = CompleteActionForm(prefix=f"done-{action_id}")
     if form.validate_on_submit():
         try:
@@ -316,7 +321,7 @@ def complete_action(number: str, action_id: int) -> Any:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            return _saved(deviation, f"{deviation.number}: action completed.", f"action-{action_id}")
+            return _saved(deviation, _("%(number)s: action completed.", number=deviation.number), f"action-{action_id}")
     return _render(services.get_deviation(_user(), number), 422, forms={f"done-{action_id}": form})
 
 
@@ -326,7 +331,7 @@ def carry_action(number: str, action_id: int) -> Any:
     deviation = services.get_deviation(_user(), number)
     action = next((a for a in deviation.actions if a.id == action_id), None)
     if action is None:
-        raise NotFound("There is no such action on this deviation.")
+        raise NotFound(_("There is no such action on this deviation."))
     form = CarryActionForm(prefix=f"carry-{action_id}")
     if form.validate_on_submit():
         try:
@@ -336,8 +341,8 @@ def carry_action(number: str, action_id: int) -> Any:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            return _saved(deviation, f"{deviation.number}: action carried to an effectiveness check.",
-                          f"action-{action_id}")
+            return _saved(deviation, _("%(number)s: action carried to an effectiveness check.",
+                                       number=deviation.number), f"action-{action_id}")
     return _render(services.get_deviation(_user(), number), 422, forms={f"carry-{action_id}": form})
 
 
@@ -355,6 +360,6 @@ def close(number: str) -> Any:
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            return _saved(deviation, f"Deviation {deviation.number} closed and signed.", "closure")
+            return _saved(deviation, _("Deviation %(number)s closed and signed.", number=deviation.number), "closure")
     return _render(services.get_deviation(_user(), number), 422, forms={"close": form})
 

@@ -19,9 +19,11 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _, _l
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE, page_args
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.deviations.api import DeviationOut
+from cellfactory.deviations.commands import Missing
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.products.models import CriterionKind, SpecTest
@@ -155,7 +157,7 @@ class ResultsPage(Query):
 
 
 class SigningBody(Signed):
-    refusal: ClassVar[str] = "The result cannot be verified"
+    refusal: ClassVar[str] = _l("The result cannot be verified")
 
 
 class VerifiedResults(Output):
@@ -165,7 +167,7 @@ class VerifiedResults(Output):
 
 class InvalidationBody(InvalidateResult, Signed):
     refusal: ClassVar[str] = InvalidateResult.refusal
-    missing: ClassVar[dict[str, str]] = {**InvalidateResult.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = Missing({**InvalidateResult.missing, **Signed.missing})
 
 
 def _result(result_id: int) -> QcResult:
@@ -178,9 +180,9 @@ def _json_value(value: Any, test: SpecTest | None, errors: dict[str, str]) -> No
     if value is None or test is None:
         return
     if test.criterion == CriterionKind.RANGE and isinstance(value, str):
-        errors["value"] = "Must be a number (JSON number, not text) in the test's unit."
+        errors["value"] = _("Must be a number (JSON number, not text) in the test's unit.")
     elif test.criterion == CriterionKind.QUALITATIVE and not isinstance(value, str):
-        errors["value"] = "Choose one of: " + ", ".join(test.values) + "."
+        errors["value"] = _("Choose one of: %(values)s.", values=", ".join(test.values))
 
 
 @bp.get("/batches/<number>/results")
@@ -211,17 +213,19 @@ def enter_result(number: str):
     command = read_body(EnterResult)
     errors: dict[str, str] = {}
     if command.sampled_at.tzinfo is None or command.sampled_at.utcoffset() is None:
-        errors["sampled_at"] = "Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not " \
-                               "guess zones."
+        errors["sampled_at"] = _("Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not "
+                                 "guess zones.")
     test = next((t for t in batch.specification.tests if t.code == command.test.upper()), None)
     if command.pending and command.value is not None:
-        errors["value"] = "Leave out the value of a pending result: record it later as its final read."
+        errors["value"] = _("Leave out the value of a pending result: record it later as its final read.")
     else:
         _json_value(command.value, test, errors)
     if test is not None and command.unit is not None and command.unit != (test.unit or ""):
-        errors["unit"] = f"{test.name} is reported in {test.unit!r}: convert the value or leave out unit."
+        errors["unit"] = _("%(test)s is reported in %(unit)s: convert the value or leave out unit.", test=test.name,
+                           unit=repr(test.unit))
     if errors:
-        raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The result cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     result = services.enter_result(api_user(), batch, command)
     return QcResultJudgedOut.of(result).json(), 201
 
@@ -237,7 +241,8 @@ def final_read(id: int):
     errors: dict[str, str] = {}
     _json_value(command.value, result.spec_test, errors)
     if errors:
-        raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The final read cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     read = services.record_final_read(api_user(), result, command)
     return QcResultJudgedOut.of(read).json()
 

@@ -15,6 +15,7 @@ from reportlab.graphics.widgets.markers import makeMarker
 from reportlab.lib import colors
 
 from cellfactory.batches.charts import svg
+from cellfactory.core.i18n import _, format_number
 from cellfactory.core.values import decimal_text
 from cellfactory.qc.judging import Verdict
 from cellfactory.records.styles import FONT, register_fonts
@@ -48,6 +49,17 @@ class Limit:
         signs = {("lower", True): "≥", ("lower", False): ">", ("upper", True): "≤", ("upper", False): "<"}
         sign = signs[self.kind, self.inclusive]
         return f"{self.kind} limit {sign} {decimal_text(self.value)} {self.unit}".strip()
+
+    @property
+    def name(self) -> str:
+        """"lower limit" or "upper limit", in the chart's language."""
+        return _("lower limit") if self.kind == "lower" else _("upper limit")
+
+    @property
+    def criterion(self) -> str:
+        """The bound with its sign, a number written in the chart's language: "≥ 70 %"."""
+        signs = {("lower", True): "≥", ("lower", False): ">", ("upper", True): "≤", ("upper", False): "<"}
+        return f"{signs[self.kind, self.inclusive]} {format_number(self.value)} {self.unit}".strip()
 
 
 def limits_of(test) -> list[Limit]:
@@ -83,7 +95,7 @@ def trend_drawing(points: list[TrendPoint], limits: list[Limit], *, title: str, 
     drawing = Drawing(width, height)
     drawing.add(String(10, height - 16, title, fontName=FONT, fontSize=11))
     if not points:
-        drawing.add(String(width / 2, height / 2, "No reportable numeric result of this test yet.",
+        drawing.add(String(width / 2, height / 2, _("No reportable numeric result of this test yet."),
                            fontName=FONT, fontSize=9, textAnchor="middle", fillColor=colors.grey))
         return drawing
     values = [float(p.value) for p in points]
@@ -102,7 +114,7 @@ def trend_drawing(points: list[TrendPoint], limits: list[Limit], *, title: str, 
     plot.xValueAxis.labels.boxAnchor = "ne"
     plot.xValueAxis.labels.dy = -2
     plot.yValueAxis.valueMin, plot.yValueAxis.valueMax, plot.yValueAxis.valueStep = y_min, y_max, y_step
-    plot.yValueAxis.labelTextFormat = lambda v: decimal_text(decimal.Decimal(repr(round(v, 6))))
+    plot.yValueAxis.labelTextFormat = lambda v: format_number(decimal.Decimal(repr(round(v, 6))))
     plot.yValueAxis.visibleGrid = True
     plot.yValueAxis.gridStrokeColor = GRID
     plot.xValueAxis.labels.fontName, plot.xValueAxis.labels.fontSize = FONT, 8
@@ -124,19 +136,18 @@ def trend_drawing(points: list[TrendPoint], limits: list[Limit], *, title: str, 
         limit_lines.add(PolyLine([plot.x, y, plot.x + plot.width, y], strokeColor=LIMIT, strokeWidth=1.4,
                              strokeDashArray=[6, 4]))
         # The label sits right of the plot, on two lines centred on its limit: "lower limit" / "≥ 70 %".
-        name, _, criterion = limit.label.partition(" limit ")
-        limit_lines.add(String(plot.x + plot.width + 6, y + 1, f"{name} limit", fontName=FONT, fontSize=9,
+        limit_lines.add(String(plot.x + plot.width + 6, y + 1, limit.name, fontName=FONT, fontSize=9,
                                fillColor=LIMIT))
-        limit_lines.add(String(plot.x + plot.width + 6, y - 9, criterion, fontName=FONT, fontSize=9,
+        limit_lines.add(String(plot.x + plot.width + 6, y - 9, limit.criterion, fontName=FONT, fontSize=9,
                                fillColor=LIMIT))
     drawing.add(limit_lines)
     for index, point in enumerate(points):
         if point.verdict == Verdict.FAIL:
             drawing.add(Circle(x_at(index), y_at(float(point.value)), 4.5, fillColor=LIMIT, strokeColor=colors.white,
                                strokeWidth=1))
-    drawing.add(String(plot.x + plot.width / 2, 6, "batches in order of start", fontName=FONT, fontSize=8,
+    drawing.add(String(plot.x + plot.width / 2, 6, _("batches in order of start"), fontName=FONT, fontSize=8,
                        textAnchor="middle", fillColor=MUTED))
-    drawing.add(Group(String(0, 0, unit or "value", fontName=FONT, fontSize=9, textAnchor="middle"),
+    drawing.add(Group(String(0, 0, unit or _("value"), fontName=FONT, fontSize=9, textAnchor="middle"),
                       transform=(0, 1, -1, 0, 14, plot.y + plot.height / 2)))
     return drawing
 

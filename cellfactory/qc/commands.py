@@ -23,10 +23,11 @@ from cellfactory.core.commands import (
     parse_time,
     plausible_time,
 )
-from cellfactory.deviations.commands import OptionalWhole
+from cellfactory.core.i18n import N_, _, _l
+from cellfactory.deviations.commands import Missing, OptionalWhole
 from cellfactory.signatures.commands import Signed, SignedIds
 
-TIME_FORMAT = "Not a date and time: use YYYY-MM-DDTHH:MM."
+TIME_FORMAT = N_("Not a date and time: use YYYY-MM-DDTHH:MM.")
 QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "does not conform", "normal",
                "abnormal", "positive", "negative"]
 
@@ -34,7 +35,7 @@ QUALITATIVE = ["no growth", "growth", "not detected", "detected", "conforms", "d
 def _site_time(value: Any) -> Any:
     """core's `parse_time` in the page's words: without an offset it is the site's time (a browser's
     datetime-local; the service applies the zone)."""
-    return parse_time(value, TIME_FORMAT)
+    return parse_time(value, _(TIME_FORMAT))
 
 
 # Not core's Instant on purpose: a time without an offset is the site's (the page's datetime-local), and a bad one
@@ -47,13 +48,13 @@ def _flag(value: Any) -> Any:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise PydanticCustomError("text", "Must be true or false.")
+        raise PydanticCustomError("text", _("Must be true or false."))
     return value
 
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
-VALUE_TYPE = "Must be a number or a text value of the test."
+VALUE_TYPE = N_("Must be a number or a text value of the test.")
 # A number as people type it: digits with a decimal point or comma, an optional sign and exponent (4e5).
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 
@@ -66,7 +67,7 @@ def _value(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
-        raise PydanticCustomError("text", VALUE_TYPE)
+        raise PydanticCustomError("text", _(VALUE_TYPE))
     return value
 
 
@@ -92,10 +93,10 @@ ResultValue = Annotated[decimal.Decimal | int | float | str | None, BeforeValida
 
 
 class EnterResult(Command):
-    refusal: ClassVar[str] = "The result cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"test": "Choose a test of the batch's specification.",
-                                         "sample_id": "Enter the sample identifier.",
-                                         "sampled_at": "Enter the date and time."}
+    refusal: ClassVar[str] = _l("The result cannot be saved")
+    missing: ClassVar[dict[str, str]] = Missing({"test": _l("Choose a test of the batch's specification."),
+                                                 "sample_id": _l("Enter the sample identifier."),
+                                                 "sampled_at": _l("Enter the date and time.")})
 
     test: Line(40) = Field(description="Test code of the batch's frozen specification")
     sample_id: Line(60)
@@ -116,8 +117,8 @@ class EnterResult(Command):
 
 
 class RecordFinalRead(Command):
-    refusal: ClassVar[str] = "The final read cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"value": "Enter the result."}
+    refusal: ClassVar[str] = _l("The final read cannot be saved")
+    missing: ClassVar[dict[str, str]] = Missing({"value": _l("Enter the result.")})
 
     value: ResultValue
     raw_data_reference: OptionalLine(300) = None
@@ -128,8 +129,8 @@ class RecordFinalRead(Command):
 
 
 class InvalidateResult(Command):
-    refusal: ClassVar[str] = "The result cannot be invalidated"
-    missing: ClassVar[dict[str, str]] = {"reason": "Give the investigation's conclusion."}
+    refusal: ClassVar[str] = _l("The result cannot be invalidated")
+    missing: ClassVar[dict[str, str]] = Missing({"reason": _l("Give the investigation's conclusion.")})
 
     reason: Paragraph(2000) = Field(description="The investigation's conclusion")
 
@@ -137,8 +138,8 @@ class InvalidateResult(Command):
 class ResultSelection(Command):
     """The results a second analyst chose to verify together (each is checked as its own verification would be)."""
 
-    refusal: ClassVar[str] = "The results cannot be verified"
-    missing: ClassVar[dict[str, str]] = {"results": "Choose the results to verify."}
+    refusal: ClassVar[str] = _l("The results cannot be verified")
+    missing: ClassVar[dict[str, str]] = Missing({"results": _l("Choose the results to verify.")})
 
     results: SignedIds("no result you can see has this id") = Field(
         description="Ids of the results to verify, each once; each gets its own signature 'Verified'")
@@ -148,4 +149,4 @@ class VerifyResults(ResultSelection, Signed):
     """Several results verified with one signing ceremony: the analyst's password once, a signature each."""
 
     refusal: ClassVar[str] = ResultSelection.refusal
-    missing: ClassVar[dict[str, str]] = {**ResultSelection.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = Missing({**ResultSelection.missing, **Signed.missing})

@@ -10,6 +10,8 @@ from wtforms import BooleanField, DateField, DateTimeLocalField, RadioField, Sel
 from wtforms.validators import Length, Optional
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.core.i18n import _, _l
+from cellfactory.qc.judging import qualitative_label
 from cellfactory.signatures.forms import SigningForm
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -32,55 +34,56 @@ class ResultForm(BaseForm):
     """One result of a specification test, with a number as value; `for_test` gives the form that fits a test
     (a list of fixed values for a qualitative test)."""
 
-    test = SelectField("Test (from the batch's frozen specification)", choices=[], validate_choice=False)
-    sample_id = StringField("Sample ID", validators=[Optional(), Length(max=60)], render_kw=CODE)
-    sampled_at = SiteTimeField("Sampled at (site time)", format=LOCAL, validators=[Optional()])
-    instrument = SelectField("Instrument", choices=[], validate_choice=False)
-    value = StringField("Result", validators=[Optional(), Length(max=40)], render_kw=NUMBER)
-    raw_data_reference = StringField("Raw data reference (LIMS, instrument file, notebook page)",
+    test = SelectField(_l("Test (from the batch's frozen specification)"), choices=[], validate_choice=False)
+    sample_id = StringField(_l("Sample ID"), validators=[Optional(), Length(max=60)], render_kw=CODE)
+    sampled_at = SiteTimeField(_l("Sampled at (site time)"), format=LOCAL, validators=[Optional()])
+    instrument = SelectField(_l("Instrument"), choices=[], validate_choice=False)
+    value = StringField(_l("Result"), validators=[Optional(), Length(max=40)], render_kw=NUMBER)
+    raw_data_reference = StringField(_l("Raw data reference (LIMS, instrument file, notebook page)"),
                                      validators=[Optional(), Length(max=300)], render_kw={"autocomplete": "off"})
-    pending = BooleanField("Still incubating: the final read is entered later")
-    final_read_due = DateField("Final read due", validators=[Optional()])
-    retest_of = SelectField("Retest of (leave empty for a first result)", choices=[], validate_choice=False)
-    retest_reason = TextAreaField("Why the test is repeated", validators=[Optional(), Length(max=2000)])
-    confirm_oos = BooleanField("I confirm this result is out of specification: open a deviation and put the batch "
-                               "on hold")
+    pending = BooleanField(_l("Still incubating: the final read is entered later"))
+    final_read_due = DateField(_l("Final read due"), validators=[Optional()])
+    retest_of = SelectField(_l("Retest of (leave empty for a first result)"), choices=[], validate_choice=False)
+    retest_reason = TextAreaField(_l("Why the test is repeated"), validators=[Optional(), Length(max=2000)])
+    confirm_oos = BooleanField(_l("I confirm this result is out of specification: open a deviation and put the "
+                                  "batch on hold"))
 
     @staticmethod
     def for_test(test, **kwargs) -> ResultForm:
         if test is not None and test.criterion.value == "qualitative":
             form = QualitativeResultForm(**kwargs)
-            form.value.choices = [(v, v) for v in test.values]  # the test's own values, none chosen in advance
+            # The test's own values, none chosen in advance.
+            form.value.choices = [(v, qualitative_label(v)) for v in test.values]
             return form
         form = ResultForm(**kwargs)
         if test is not None and test.unit:
-            form.value.label.text = f"Result ({test.unit})"
+            form.value.label.text = _("Result (%(unit)s)", unit=test.unit)
         return form
 
 
 class QualitativeResultForm(ResultForm):
-    value = RadioField("Result", choices=[], validate_choice=False)
+    value = RadioField(_l("Result"), choices=[], validate_choice=False)
 
 
 class FinalReadForm(BaseForm):
-    value = StringField("Final read", validators=[Optional(), Length(max=40)], render_kw=NUMBER)
-    raw_data_reference = StringField("Raw data reference of the read", validators=[Optional(), Length(max=300)],
+    value = StringField(_l("Final read"), validators=[Optional(), Length(max=40)], render_kw=NUMBER)
+    raw_data_reference = StringField(_l("Raw data reference of the read"), validators=[Optional(), Length(max=300)],
                                      render_kw={"autocomplete": "off"})
 
     @staticmethod
     def for_test(test, **kwargs) -> FinalReadForm:
         if test.criterion.value == "qualitative":
             form = QualitativeFinalReadForm(**kwargs)
-            form.value.choices = [(v, v) for v in test.values]
+            form.value.choices = [(v, qualitative_label(v)) for v in test.values]
             return form
         form = FinalReadForm(**kwargs)
         if test.unit:
-            form.value.label.text = f"Final read ({test.unit})"
+            form.value.label.text = _("Final read (%(unit)s)", unit=test.unit)
         return form
 
 
 class QualitativeFinalReadForm(FinalReadForm):
-    value = RadioField("Final read", choices=[], validate_choice=False)
+    value = RadioField(_l("Final read"), choices=[], validate_choice=False)
 
 
 class VerifyForm(SigningForm):
@@ -88,5 +91,5 @@ class VerifyForm(SigningForm):
 
 
 class InvalidateForm(SigningForm):
-    reason = TextAreaField("Conclusion of the investigation (why the result is invalid)",
+    reason = TextAreaField(_l("Conclusion of the investigation (why the result is invalid)"),
                            validators=[Optional(), Length(max=2000)])

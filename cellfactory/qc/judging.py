@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.values import decimal_text
 
 QUALITATIVE_VALUES = ("no growth", "growth", "not detected", "detected", "conforms", "does not conform",
@@ -22,6 +23,39 @@ class Verdict(enum.StrEnum):
     FAIL = "fail"
     PENDING = "pending"
     INFORMATIVE = "informative"
+
+    @property
+    def label(self) -> str:
+        """The verdict in words, in the page's language ("pass", "conforme")."""
+        return str(VERDICT_LABELS[self])
+
+
+VERDICT_LABELS = {
+    Verdict.PASS: lazy_pgettext("QC verdict", "pass"),
+    Verdict.FAIL: lazy_pgettext("QC verdict", "fail"),
+    Verdict.PENDING: lazy_pgettext("QC verdict", "pending"),
+    Verdict.INFORMATIVE: lazy_pgettext("QC verdict", "informative"),
+}
+
+# The fixed values of a qualitative result (stored in English) as people read them.
+QUALITATIVE_LABELS = {
+    "no growth": lazy_pgettext("qualitative result", "no growth"),
+    "growth": lazy_pgettext("qualitative result", "growth"),
+    "not detected": lazy_pgettext("qualitative result", "not detected"),
+    "detected": lazy_pgettext("qualitative result", "detected"),
+    "conforms": lazy_pgettext("qualitative result", "conforms"),
+    "does not conform": lazy_pgettext("qualitative result", "does not conform"),
+    "normal": lazy_pgettext("qualitative result", "normal"),
+    "abnormal": lazy_pgettext("qualitative result", "abnormal"),
+    "positive": lazy_pgettext("qualitative result", "positive"),
+    "negative": lazy_pgettext("qualitative result", "negative"),
+}
+
+
+def qualitative_label(value: str) -> str:
+    """A qualitative value as people read it in the page's language; a value outside the list as it is."""
+    label = QUALITATIVE_LABELS.get(value)
+    return str(label) if label is not None else value
 
 
 class Criterion(Protocol):

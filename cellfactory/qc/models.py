@@ -9,11 +9,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.i18n import _, format_day, format_number, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 from cellfactory.equipment.models import Equipment
 from cellfactory.products.models import SpecTest
-from cellfactory.qc.judging import Verdict
+from cellfactory.qc.judging import Verdict, qualitative_label
 
 
 class QcResult(Audited, CreatedMixin, VersionedMixin, Base):
@@ -61,6 +62,18 @@ class QcResult(Audited, CreatedMixin, VersionedMixin, Base):
         if self.qualitative_value is not None:
             return self.qualitative_value
         return f"pending (final read due {self.final_read_due})" if self.final_read_due else "pending"
+
+    @property
+    def value_shown(self) -> str:
+        """`value_text` as a person reads it in the page's language (a decimal comma, the qualitative value and
+        "pending" in words); `value_text` stays the recorded text that records, signatures and the API keep."""
+        if self.numeric_value is not None:
+            return f"{format_number(self.numeric_value)} {self.unit}".strip()
+        if self.qualitative_value is not None:
+            return qualitative_label(self.qualitative_value)
+        if self.final_read_due:
+            return _("pending (final read due %(day)s)", day=format_day(self.final_read_due))
+        return pgettext("QC result", "pending")
 
     def signature_content(self) -> dict[str, Any]:
         return {

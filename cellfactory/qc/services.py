@@ -22,6 +22,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.db import ID_MAX
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import lock_records, serialize_with, transactional
@@ -54,34 +55,35 @@ def get_result(user: User, result_id: int) -> QcResult:
 
 
 def _require_analyst(actor: User, site_id: int) -> None:
-    permissions.require(actor.has_role(Role.QC_ANALYST, site_id), "Only a QC analyst of the batch's site enters and "
-                                                                  "verifies results.")
+    permissions.require(actor.has_role(Role.QC_ANALYST, site_id),
+                        _("Only a QC analyst of the batch's site enters and verifies results."))
 
 
 def _value(test: SpecTest, value: decimal.Decimal | str | None,
            errors: dict[str, str]) -> tuple[decimal.Decimal | None, str | None]:
     """The command's reading as the test takes it: a number in its unit (range tests), or one of its values."""
     if value is None:
-        errors["value"] = "Enter the result."
+        errors["value"] = _("Enter the result.")
         return None, None
     if test.criterion == CriterionKind.QUALITATIVE:
         if not isinstance(value, str) or value not in test.values:
-            errors["value"] = "Choose one of: " + ", ".join(test.values) + "."
+            errors["value"] = _("Choose one of: %(values)s.", values=", ".join(test.values))
             return None, None
         return None, value
     if not isinstance(value, decimal.Decimal):
-        errors["value"] = f"Enter a number in {test.unit or 'the test unit'}."
+        errors["value"] = _("Enter a number in %(unit)s.", unit=test.unit) if test.unit else \
+            _("Enter a number in the test unit.")
         return None, None
     number = value
     # The column keeps 12 integer digits and 6 decimals: refuse what it would round or overflow, so that the
     # stored value is the one judged.
     if abs(number) >= 10**12 or number.normalize().as_tuple().exponent < -6:
-        errors["value"] = "Enter at most 6 decimal places and less than 10^12 (use a larger unit)."
+        errors["value"] = _("Enter at most 6 decimal places and less than 10^12 (use a larger unit).")
         return None, None
     # Before anything is judged: a value that cannot exist (viability -5 % or 150 %) is a typing error, not an OOS.
     if (test.physical_min is not None and number < test.physical_min) or \
             (test.physical_max is not None and number > test.physical_max):
-        errors["value"] = f"Impossible value: {test.name} lies in {test.physical_text}."
+        errors["value"] = _("Impossible value: %(test)s lies in %(range)s.", test=test.name, range=test.physical_text)
         return None, None
     return number, None
 
@@ -92,11 +94,11 @@ def _instrument(site_id: int, code: str | None, day: dt.date, errors: dict[str, 
     item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == site_id,
                                                         Equipment.code == code.upper()))
     if item is None:
-        errors["instrument"] = f"There is no instrument {code} at this site."
+        errors["instrument"] = _("There is no instrument %(code)s at this site.", code=code)
         return None
     refusal = item.refusal(day)
     if refusal:
-        errors["instrument"] = f"Refused: {refusal}"
+        errors["instrument"] = _("Refused: %(refusal)s", refusal=refusal)
     return item
 
 
@@ -106,7 +108,7 @@ def entry_problems(batch: Batch, data: Mapping[str, Any]) -> dict[str, str]:
     code = str(data.get("test") or "").strip().upper()
     test = next((t for t in batch.specification.tests if t.code == code), None)
     if test is None:
-        return {"test": "Choose a test of the batch's specification."}
+        return {"test": _("Choose a test of the batch's specification.")}
     errors: dict[str, str] = {}
     raw = data.get("value")
     if not data.get("pending") and (raw is None or isinstance(raw, str)):
@@ -117,7 +119,7 @@ def entry_problems(batch: Batch, data: Mapping[str, Any]) -> dict[str, str]:
     return errors
 
 
-RETEST_REASON_REQUIRED = "Say why the test is repeated."
+RETEST_REASON_REQUIRED = N_("Say why the test is repeated.")
 
 
 @transactional
@@ -130,14 +132,15 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
     A sampling time without an offset (typed on the page) is the site's time."""
     _require_analyst(actor, batch.site_id)
     if batch.status not in RESULT_STATES:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
+        raise Conflict(_("Batch %(number)s is %(status)s: results can no longer be entered.", number=batch.number,
+                         status=batch.status.label))
     audit.act_as(db.session, actor)
     code = command.test.strip().upper()
     test = next((t for t in batch.specification.tests if t.code == code), None)
     if test is None:
-        raise ValidationFailed(f"Test {code} is not in {batch.specification.label}, "
-                               "the specification frozen for this batch.",
-                               fields={"test": "Choose a test of the batch's specification."})
+        raise ValidationFailed(_("Test %(code)s is not in %(specification)s, the specification frozen for this batch.",
+                                 code=code, specification=batch.specification.label),
+                               fields={"test": _("Choose a test of the batch's specification.")})
     errors: dict[str, str] = {}
     tz = batch.site.timezone
     sampled_at = command.sampled_at
@@ -146,20 +149,20 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
     sampled_at = sampled_at.astimezone(dt.UTC)
     # People type the sampling time to the minute: a sample in the minute the batch started is not before it.
     started = batch.started_at.replace(second=0, microsecond=0)
-    check_instant(errors, "sampled_at", sampled_at, not_before=[(started, "the start of the batch")])
+    check_instant(errors, "sampled_at", sampled_at, not_before=[(started, _("the start of the batch"))])
     numeric = qualitative = due = None
     if command.pending:
         if not test.may_be_pending:
-            errors["pending"] = f"{test.name} cannot be left pending: enter its result."
+            errors["pending"] = _("%(test)s cannot be left pending: enter its result.", test=test.name)
         due = command.final_read_due
         if due is None:
-            errors["final_read_due"] = "Enter the date the final read is due."
+            errors["final_read_due"] = _("Enter the date the final read is due.")
         elif "sampled_at" not in errors:
             # The read cannot be final before the method's incubation is over (Ph. Eur. 2.6.1 / 2.6.27).
             earliest = sampled_at.astimezone(ZoneInfo(tz)).date() + dt.timedelta(days=test.incubation_days or 0)
             check_date(errors, "final_read_due", due, timezone=tz, allow_future=True, not_before=[
-                (earliest, f"the sampling date plus the {test.incubation_days or 0} days of incubation "
-                           f"({earliest.isoformat()})")])
+                (earliest, _("the sampling date plus the %(days)s days of incubation (%(day)s)",
+                             days=test.incubation_days or 0, day=earliest.isoformat()))])
     else:
         numeric, qualitative = _value(test, command.reading, errors)
     day = sampled_at.astimezone(ZoneInfo(tz)).date()
@@ -168,24 +171,27 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
     if command.retest_of is not None:
         retest_of = db.session.get(QcResult, command.retest_of)
         if retest_of is None or retest_of.batch_id != batch.id or retest_of.spec_test_id != test.id:
-            errors["retest_of"] = "A retest refers to an earlier result of the same test on this batch."
+            errors["retest_of"] = _("A retest refers to an earlier result of the same test on this batch.")
             retest_of = None
         if not command.retest_reason:
-            errors["retest_reason"] = RETEST_REASON_REQUIRED
+            errors["retest_reason"] = _(RETEST_REASON_REQUIRED)
     elif db.session.scalar(sa.select(QcResult.id).where(QcResult.batch_id == batch.id,
                                                         QcResult.spec_test_id == test.id).limit(1)):
         # A second result never silently replaces the first: it is a retest of it, with its reason.
-        errors["retest_of"] = f"{test.name} already has a result on this batch: enter this one as a retest of it."
+        errors["retest_of"] = _("%(test)s already has a result on this batch: enter this one as a retest of it.",
+                                test=test.name)
         if not command.retest_reason:
-            errors["retest_reason"] = RETEST_REASON_REQUIRED
+            errors["retest_reason"] = _(RETEST_REASON_REQUIRED)
     if errors:
-        raise ValidationFailed("The result cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The result cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     judgement = judge(test, numeric=numeric, qualitative=qualitative)
     if judgement.verdict == Verdict.FAIL and confirm_oos is False:
         raise ValidationFailed(
-            f"{test.name} {judgement.explanation}: this result is out of specification. Check the value; to save it, "
-            "confirm that it is out of specification (a deviation is opened and the batch put on hold).",
-            fields={"confirm_oos": "Confirm that the result is out of specification."})
+            _("%(test)s %(explanation)s: this result is out of specification. Check the value; to save it, confirm "
+              "that it is out of specification (a deviation is opened and the batch put on hold).",
+              test=test.name, explanation=judgement.explanation),
+            fields={"confirm_oos": _("Confirm that the result is out of specification.")})
     result = QcResult(
         batch_id=batch.id, site_id=batch.site_id, spec_test=test, sample_id=command.sample_id,
         sampled_at=sampled_at, method=command.method or test.method, equipment=instrument, analyst_id=actor.id,
@@ -206,13 +212,14 @@ def record_final_read(actor: User, result: QcResult, command: RecordFinalRead) -
     """The final read of a pending result (e.g. sterility after incubation): judged like any result."""
     _require_analyst(actor, result.site_id)
     if result.verdict != Verdict.PENDING:
-        raise Conflict("This result is not pending: enter a retest instead.")
+        raise Conflict(_("This result is not pending: enter a retest instead."))
     if result.invalidated_at is not None:
-        raise Conflict("This result was invalidated: enter a retest instead.")
+        raise Conflict(_("This result was invalidated: enter a retest instead."))
     errors: dict[str, str] = {}
     numeric, qualitative = _value(result.spec_test, command.reading, errors)
     if errors:
-        raise ValidationFailed("The final read cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The final read cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     audit.act_as(db.session, actor, reason="final read after incubation")
     judgement = judge(result.spec_test, numeric=numeric, qualitative=qualitative)
     result.numeric_value, result.qualitative_value = numeric, qualitative
@@ -280,11 +287,11 @@ def check_verifiable(actor: User, result: QcResult) -> None:
     """Whether the person may verify the result as its second analyst: the refusal raised if not."""
     _require_analyst(actor, result.site_id)
     if entered_by(actor, result):
-        raise Conflict("You entered this result: a second analyst must verify it.")
+        raise Conflict(_("You entered this result: a second analyst must verify it."))
     if result.invalidated_at is not None:
-        raise Conflict("This result was invalidated.")
+        raise Conflict(_("This result was invalidated."))
     if result_verification(result) is not None:
-        raise Conflict("This result is already verified.")
+        raise Conflict(_("This result is already verified."))
 
 
 @transactional
@@ -300,7 +307,8 @@ def verify_result(actor: User, result: QcResult, *, signer: Signer) -> None:
 def result_label(result: QcResult) -> str:
     """A result as a list of results to sign names it: its number, test and batch."""
     batch = db.session.get(Batch, result.batch_id)
-    return f"Result #{result.id} ({result.spec_test.code}, batch {batch.number if batch else result.batch_id})"
+    return _("Result #%(id)s (%(test)s, batch %(batch)s)", id=result.id, test=result.spec_test.code,
+             batch=batch.number if batch else result.batch_id)
 
 
 def results_to_verify(user: User, ids: Sequence[int]) -> list[QcResult]:
@@ -311,7 +319,7 @@ def results_to_verify(user: User, ids: Sequence[int]) -> list[QcResult]:
                                                             QcResult, user))}
     unknown = [str(i) for i in ids if i not in found]
     if unknown:
-        message = f"There is no result you can see with the id {', '.join(unknown)}."
+        message = _("There is no result you can see with the id %(ids)s.", ids=", ".join(unknown))
         raise ValidationFailed(message, fields={"results": message})
     return [found[i] for i in ids]
 
@@ -332,9 +340,9 @@ def verify_results(actor: User, results: Sequence[QcResult], *, signer: Signer) 
 def invalidate_result(actor: User, result: QcResult, command: InvalidateResult, *,
                       signer: Signer) -> QcResult:
     """QA invalidates a result after an investigation (e.g. confirmed laboratory error); it stays visible."""
-    permissions.require(actor.has_role(Role.QA, result.site_id), "Only QA invalidates a QC result.")
+    permissions.require(actor.has_role(Role.QA, result.site_id), _("Only QA invalidates a QC result."))
     if result.invalidated_at is not None:
-        raise Conflict("This result is already invalidated.")
+        raise Conflict(_("This result is already invalidated."))
     reason = command.reason
     if result.verdict == Verdict.FAIL:
         # No testing into compliance: an OOS result falls only to an assignable laboratory cause, found by the
@@ -342,10 +350,12 @@ def invalidate_result(actor: User, result: QcResult, command: InvalidateResult, 
         deviation = db.session.get(Deviation, result.deviation_id) if result.deviation_id else None
         if deviation is None or not deviation.root_cause.strip():
             raise Conflict(
-                "An out-of-specification result is invalidated only for an assignable laboratory cause: record it "
-                "as the root cause in the investigation of " + (f"deviation {deviation.number}" if deviation else
-                                                                "its deviation") + " first.",
-                fields={"reason": "Record the laboratory cause in the deviation's investigation first."})
+                _("An out-of-specification result is invalidated only for an assignable laboratory cause: record it "
+                  "as the root cause in the investigation of deviation %(number)s first.", number=deviation.number)
+                if deviation else
+                _("An out-of-specification result is invalidated only for an assignable laboratory cause: record it "
+                  "as the root cause in the investigation of its deviation first."),
+                fields={"reason": _("Record the laboratory cause in the deviation's investigation first.")})
     audit.act_as(db.session, actor, reason=reason)
     signatures.apply_signature(actor, result, meaning=Meaning.RESULT_INVALIDATED,
                                allowed_meanings={Meaning.RESULT_INVALIDATED}, site_id=result.site_id, comment=reason,
@@ -374,15 +384,16 @@ class TestStatus:
     @property
     def open_items(self) -> list[str]:
         name = self.test.name
+        # Each item starts with the test's name and a colon (the QC pages group the items by what follows).
         if self.reportable is None:
-            return [f"{name}: no result."]
+            return [_("%(test)s: no result.", test=name)]
         items = []
         if not self.verified:
-            items.append(f"{name}: result not verified by a second analyst.")
+            items.append(_("%(test)s: result not verified by a second analyst.", test=name))
         if self.verdict == Verdict.PENDING and not self.test.may_be_pending:
-            items.append(f"{name}: pending.")
+            items.append(_("%(test)s: pending.", test=name))
         if self.verdict == Verdict.FAIL and not self.deviation_closed:
-            items.append(f"{name}: out of specification, deviation not closed.")
+            items.append(_("%(test)s: out of specification, deviation not closed.", test=name))
         return items
 
 
@@ -465,17 +476,17 @@ def _statuses(tests: Sequence[SpecTest], results: list[QcResult], verified: Call
         valid = [r for r in mine if r.invalidated_at is None]
         reportable = reportable_result(mine)
         if reportable is None:
-            why = "no valid result" if mine else "no result"
+            why = _("no valid result") if mine else _("no result")
         elif reportable.verdict == Verdict.FAIL and reportable is not valid[-1]:
-            why = ("out of specification; it stands until QA invalidates it for an assignable laboratory cause, "
-                   "whatever later retests show")
+            why = _("out of specification; it stands until QA invalidates it for an assignable laboratory cause, "
+                    "whatever later retests show")
         elif reportable.retest_of_id:
             original = next((r for r in mine if r.id == reportable.retest_of_id), None)
-            why = (f"retest; the original result was invalidated: {original.invalidation_reason}"
+            why = (_("retest; the original result was invalidated: %(reason)s", reason=original.invalidation_reason)
                    if original is not None and original.invalidated_at else
-                   f"latest valid result (retest: {reportable.retest_reason})")
+                   _("latest valid result (retest: %(reason)s)", reason=reportable.retest_reason))
         else:
-            why = "original result" if len(valid) == 1 else "latest valid result"
+            why = _("original result") if len(valid) == 1 else _("latest valid result")
         statuses.append(TestStatus(test, mine, reportable, why, bool(reportable and verified(reportable)),
                                    bool(reportable and deviation_closed[reportable.id])))
     return statuses
@@ -494,7 +505,7 @@ def pending_tests(batch: Batch) -> list[TestStatus]:
 def require_result(batch: Batch, result_id: int) -> QcResult:
     result = db.session.get(QcResult, result_id)
     if result is None or result.batch_id != batch.id:
-        raise NotFound("There is no such result on this batch.")
+        raise NotFound(_("There is no such result on this batch."))
     return result
 
 

@@ -21,6 +21,7 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _, format_day, ngettext
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.text import record_number
@@ -36,7 +37,7 @@ from cellfactory.qc import charts
 from cellfactory.qc import services as qc
 from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead, ResultSelection
 from cellfactory.qc.forms import FinalReadForm, InvalidateForm, ResultForm, VerifyForm
-from cellfactory.qc.judging import Verdict
+from cellfactory.qc.judging import Verdict, qualitative_label
 from cellfactory.qc.models import QcResult
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import ListedRecord, mark_signed, run_ceremony, selected
@@ -63,6 +64,12 @@ def _user() -> User:
 @bp.app_template_global("qc_verdict_kind")
 def verdict_kind(verdict: Verdict | str | None) -> str:
     return VERDICT_KIND.get(Verdict(verdict), "neutral") if verdict else "neutral"
+
+
+@bp.app_template_global("qualitative_label")
+def qualitative_value_label(value: str) -> str:
+    """A qualitative value of a test ("no growth") in the page's language."""
+    return qualitative_label(value)
 
 
 @bp.app_template_global("qc_batch_kind")
@@ -214,7 +221,7 @@ def _render_batch(batch: Batch, status: int = 200, *, forms: dict[str, Any] | No
                 row["forms"]["verify"] = forms[f"verify-{result.id}"]
             elif analyst and valid and verification is None:
                 if qc.entered_by(user, result):
-                    row["note"] = "You entered this result: a second analyst verifies it."
+                    row["note"] = _("You entered this result: a second analyst verifies it.")
                 else:
                     row["forms"]["verify"] = forms.get(f"verify-{result.id}") or _verify_form(result)
                     verifiable.append((test_status.test, result))
@@ -253,18 +260,20 @@ def _test(batch: Batch, code: str | None) -> SpecTest | None:
 
 def _result_form(batch: Batch, test: SpecTest | None, **kwargs) -> ResultForm:
     form = ResultForm.for_test(test, **kwargs)
-    form.test.choices = [("", "Choose the test…")] + [
+    form.test.choices = [("", _("Choose the test…"))] + [
         (t.code, f"{t.code} · {t.name} ({t.criterion_text})") for t in batch.specification.tests]
     today = _site_today(batch.site)
     equipment = db.session.scalars(sa.select(Equipment).where(
         Equipment.site_id == batch.site_id, Equipment.status == EquipmentStatus.IN_SERVICE).order_by(Equipment.code))
-    form.instrument.choices = [("", "None / not applicable")] + [
-        (e.code, f"{e.code} · {e.name}" + (" (calibration overdue)" if e.calibration_due < today else ""))
+    form.instrument.choices = [("", _("None / not applicable"))] + [
+        (e.code, _("%(code)s · %(name)s (calibration overdue)", code=e.code, name=e.name)
+         if e.calibration_due < today else f"{e.code} · {e.name}")
         for e in equipment]
     earlier = [r for r in qc.batch_results(batch) if test is None or r.spec_test_id == test.id]
-    form.retest_of.choices = [("", "No: a first result")] + [
-        (str(r.id), f"#{r.id} · {r.spec_test.code} {r.value_text} · {r.verdict.value}"
-                    + (" · invalidated" if r.invalidated_at else "")) for r in earlier]
+    form.retest_of.choices = [("", _("No: a first result"))] + [
+        (str(r.id), _("#%(id)s · %(test)s %(value)s · %(verdict)s · invalidated", id=r.id, test=r.spec_test.code,
+                      value=r.value_shown, verdict=r.verdict.label) if r.invalidated_at else
+         f"#{r.id} · {r.spec_test.code} {r.value_shown} · {r.verdict.label}") for r in earlier]
     return form
 
 
@@ -311,13 +320,16 @@ def enter(number: str) -> Any:
             code = result.spec_test.code
             if result.verdict == Verdict.FAIL:
                 deviation = db.session.get(Deviation, result.deviation_id)
-                flash(f"{code} {result.value_text}: OUT OF SPECIFICATION ({result.explanation}). Deviation "
-                      f"{deviation.number} was opened and batch {batch.number} is on hold.", "error")
+                flash(_("%(test)s %(value)s: OUT OF SPECIFICATION (%(explanation)s). Deviation %(deviation)s was "
+                        "opened and batch %(batch)s is on hold.", test=code, value=result.value_shown,
+                        explanation=result.explanation, deviation=deviation.number, batch=batch.number), "error")
             elif result.verdict == Verdict.PENDING:
-                flash(f"{code} saved as pending: final read due {result.final_read_due}.", "warning")
+                flash(_("%(test)s saved as pending: final read due %(day)s.", test=code,
+                        day=format_day(result.final_read_due)), "warning")
             else:
-                flash(f"{code} {result.value_text}: {result.verdict.value} ({result.explanation}). A second "
-                      "analyst verifies it.", "success")
+                flash(_("%(test)s %(value)s: %(verdict)s (%(explanation)s). A second analyst verifies it.",
+                        test=code, value=result.value_shown, verdict=result.verdict.label,
+                        explanation=result.explanation), "success")
             return redirect(url_for("qc.batch", number=batch.number, _anchor=f"test-{code}"))
     status = 422 if form.errors or form.form_errors else 200
     return _render_entry(batch, form, _test(batch, form.test.data), status)
@@ -348,10 +360,12 @@ def final_read(number: str, result_id: int) -> Any:
             result = db.session.get(QcResult, result_id)
             if result.verdict == Verdict.FAIL:
                 deviation = db.session.get(Deviation, result.deviation_id)
-                return _done(batch, result, f"Final read {result.spec_test.code} {result.value_text}: OUT OF "
-                             f"SPECIFICATION. Deviation {deviation.number} was opened.", "error")
-            return _done(batch, result, f"Final read {result.spec_test.code} {result.value_text}: "
-                                        f"{result.verdict.value}. A second analyst verifies it.")
+                return _done(batch, result, _("Final read %(test)s %(value)s: OUT OF SPECIFICATION. Deviation "
+                                              "%(deviation)s was opened.", test=result.spec_test.code,
+                                              value=result.value_shown, deviation=deviation.number), "error")
+            return _done(batch, result, _("Final read %(test)s %(value)s: %(verdict)s. A second analyst verifies it.",
+                                          test=result.spec_test.code, value=result.value_shown,
+                                          verdict=result.verdict.label))
     return _render_batch(_qc_batch(number), 422, forms={f"read-{result_id}": form})
 
 
@@ -370,8 +384,8 @@ def verify(number: str, result_id: int) -> Any:
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) verified and signed: it is "
-                                        "now official.")
+            return _done(batch, result, _("Result #%(id)s (%(test)s) verified and signed: it is now official.",
+                                          id=result.id, test=result.spec_test.code))
     return _render_batch(_qc_batch(number), 422, forms={f"verify-{result_id}": form})
 
 
@@ -390,8 +404,9 @@ def invalidate(number: str, result_id: int) -> Any:
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            return _done(batch, result, f"Result #{result.id} ({result.spec_test.code}) invalidated and signed. It "
-                                        "stays in the record; enter a retest if the test is repeated.", "warning")
+            return _done(batch, result, _("Result #%(id)s (%(test)s) invalidated and signed. It stays in the record; "
+                                          "enter a retest if the test is repeated.", id=result.id,
+                                          test=result.spec_test.code), "warning")
     return _render_batch(_qc_batch(number), 422, forms={f"invalidate-{result_id}": form})
 
 
@@ -406,9 +421,9 @@ def _listed(results: list[QcResult], refused: dict[int, str]) -> list[ListedReco
         batch = batches[result.batch_id]
         rows.append(ListedRecord(
             key=str(result.id), identifier=f"#{result.id} · {batch.number}",
-            what=f"{result.spec_test.name} ({result.spec_test.code}), sample {result.sample_id}, entered by "
-                 f"{result.analyst.full_name}",
-            value=f"{result.value_text} · {result.verdict.value}",
+            what=_("%(name)s (%(test)s), sample %(sample)s, entered by %(analyst)s", name=result.spec_test.name,
+                   test=result.spec_test.code, sample=result.sample_id, analyst=result.analyst.full_name),
+            value=f"{result.value_shown} · {result.verdict.label}",
             link=url_for("qc.batch", number=batch.number, _anchor=f"result-{result.id}"),
             refused=refused.get(position)))
     return rows
@@ -437,19 +452,20 @@ def verify_selected() -> Any:
                             sign=lambda: qc.verify_results(user, results, signer=form.signer),
                             check=lambda r: qc.check_verifiable(user, r), label=qc.result_label)
     if ceremony.signed:
-        flash(f"{len(results)} {'result' if len(results) == 1 else 'results'} verified, each with its own "
-              "signature: " + ", ".join(f"#{r.id} ({r.spec_test.code})" for r in results) + ".", "success")
+        flash(ngettext("%(num)d result verified, each with its own signature: %(results)s.",
+                       "%(num)d results verified, each with its own signature: %(results)s.", len(results),
+                       results=", ".join(f"#{r.id} ({r.spec_test.code})" for r in results)), "success")
         return redirect(back_url)
     refused, page_errors, status = ceremony.refused, ceremony.page_errors, ceremony.status
     kept = [r for position, r in enumerate(results) if position not in refused]
     return render_template(
-        "signatures/sign_many.html", title="Verify selected results", rows=_listed(results, refused),
+        "signatures/sign_many.html", title=_("Verify selected results"), rows=_listed(results, refused),
         field="result", form=form, page_errors=page_errors, hidden=[("back", back)] if back else [],
         action=url_for("qc.verify_selected"), back_url=back_url,
-        back_label="QC of batch " + back if back_url != url_for("qc.worklist") else "QC worklist",
-        noun="result", nouns="results", meaning=Meaning.VERIFIED.value,
-        statement="I checked each result listed above against its raw data (sample, method, instrument, value).",
-        submit=f"Verify {len(results)} {'result' if len(results) == 1 else 'results'} and sign",
+        back_label=_("QC of batch %(number)s", number=back) if back_url != url_for("qc.worklist") else _("QC worklist"),
+        noun=_("result"), nouns=_("results"), meaning=Meaning.VERIFIED.value,
+        statement=_("I checked each result listed above against its raw data (sample, method, instrument, value)."),
+        submit=ngettext("Verify %(num)d result and sign", "Verify %(num)d results and sign", len(results)),
         remaining_url=url_for("qc.verify_selected", result=[r.id for r in kept], **({"back": back} if back else {}))
         if refused and kept else None,
     ), status
@@ -486,7 +502,7 @@ def trends() -> tuple[str, int]:
     product = next((p for p in products if p.code == wanted), products[0] if products and not wanted else None)
     spec, tests, test, rows, chart, limits, problem = None, [], None, [], None, [], None
     if product is None:
-        problem = f"There is no product {wanted}." if wanted else "No product is defined yet."
+        problem = _("There is no product %(code)s.", code=wanted) if wanted else _("No product is defined yet.")
     else:
         try:
             spec = product_services.current_specification(product)
@@ -499,8 +515,10 @@ def trends() -> tuple[str, int]:
             if test is None:
                 test = next((t for t in tests if t.criterion != CriterionKind.QUALITATIVE), tests[0] if tests else None)
                 if code:
-                    problem = f"{product.code} specification v{spec.number} has no test {code}" + \
-                        (f": showing {test.code}." if test else ".")
+                    problem = _("%(product)s specification v%(version)s has no test %(code)s: showing %(shown)s.",
+                                product=product.code, version=spec.number, code=code, shown=test.code) if test else \
+                        _("%(product)s specification v%(version)s has no test %(code)s.", product=product.code,
+                          version=spec.number, code=code)
     if test is not None:
         rows = _trend_rows(user, product, test.code, args.get("site"))
         if test.criterion != CriterionKind.QUALITATIVE:

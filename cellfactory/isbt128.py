@@ -1,6 +1,7 @@
 """ISBT 128 Donation Identification Number (DIN): check character, parsing and formatting.
 
-Pure Python, no Flask or database imports. Sources: ISBT 128 ST-001 §2.4.1 (Data Structure 001),
+Pure Python, no database imports; the messages for people go through the translation layer (said in the
+language of the request that reads the DIN). Sources: ISBT 128 ST-001 §2.4.1 (Data Structure 001),
 Table 3 (flags), §7.4-7.5 (eye-readable text) and App. A (ISO/IEC 7064 MOD 37-2), as digested in
 ``REGULATORY.md`` §6.
 
@@ -20,6 +21,8 @@ import string
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import NamedTuple
+
+from cellfactory.core.i18n import N_, _
 
 __all__ = [
     "DIN_LENGTH",
@@ -68,14 +71,15 @@ _RESERVED_FLAGS = frozenset({"97", "98", "99"})
 
 # Other ISBT 128 data identifiers that start with "=" and that a technician may scan by mistake.
 _OTHER_DATA_STRUCTURES = {
-    "<": "Product Code",
-    ">": "Expiration Date",
-    "+": "Compound Message",
+    "<": N_("Product Code"),
+    ">": N_("Expiration Date"),
+    "+": N_("Compound Message"),
 }
 
-_RETRY_SCAN = "re-scan the DIN barcode or type the DIN from the label"
-_RETRY_TYPE = "compare each character with the label and re-type the DIN"
-_RETRY_PARTS = "check the facility number (FIN), year and sequence number"
+# What to do next, said with `_()` where a message is made.
+_RETRY_SCAN = N_("re-scan the DIN barcode or type the DIN from the label")
+_RETRY_TYPE = N_("compare each character with the label and re-type the DIN")
+_RETRY_PARTS = N_("check the facility number (FIN), year and sequence number")
 
 
 class DinError(ValueError):
@@ -112,30 +116,33 @@ def mod37_2(text: str) -> str:
 
 
 def _describe(char: str) -> str:
-    return repr(char) if char.isprintable() and not char.isspace() else f"an invisible character ({char!r})"
+    return repr(char) if char.isprintable() and not char.isspace() else _("an invisible character (%(char)s)",
+                                                                           char=repr(char))
 
 
 def _position_hint(index: int, char: str) -> str:
     """Why ``char`` is not allowed at DIN position ``index + 1``."""
     allowed = _POSITION_CHARS[index]
+    position = index + 1
     if index == 0:
-        what = "the first character of the facility number (FIN) must be a letter A-N, P-Z or a digit 1-9"
+        what = _("the first character of the facility number (FIN) must be a letter A-N, P-Z or a digit 1-9")
     elif index in (1, 2):
-        what = f"character {index + 1} (in the facility number, FIN) must be a letter A-N, P-Z or a digit 0-9"
+        what = _("character %(position)s (in the facility number, FIN) must be a letter A-N, P-Z or a digit 0-9",
+                 position=position)
     elif index in (3, 4):
-        what = f"character {index + 1} (in the facility number, FIN) must be a digit 0-9"
+        what = _("character %(position)s (in the facility number, FIN) must be a digit 0-9", position=position)
     elif index in (5, 6):
-        what = f"character {index + 1} (in the year) must be a digit 0-9"
+        what = _("character %(position)s (in the year) must be a digit 0-9", position=position)
     else:
-        what = f"character {index + 1} (in the sequence number) must be a digit 0-9"
+        what = _("character %(position)s (in the sequence number) must be a digit 0-9", position=position)
     hint = ""
     if char == "O" and "0" in allowed:
-        hint = " (the letter O is never used in a DIN: did you mean zero?)"
+        hint = " " + _("(the letter O is never used in a DIN: did you mean zero?)")
     elif char == "I" and "1" in allowed:
-        hint = " (the letter I is not used here: did you mean one?)"
+        hint = " " + _("(the letter I is not used here: did you mean one?)")
     elif char.islower():
-        hint = " (lowercase letters are not used: is Caps Lock on?)"
-    return f"{what}, not {_describe(char)}{hint}"
+        hint = " " + _("(lowercase letters are not used: is Caps Lock on?)")
+    return _("%(what)s, not %(char)s", what=what, char=_describe(char)) + hint
 
 
 def _validate_din13(din13: str, *, retry: str = _RETRY_TYPE) -> None:
@@ -144,31 +151,35 @@ def _validate_din13(din13: str, *, retry: str = _RETRY_TYPE) -> None:
         raise DinError(f"A DIN must be text, not {type(din13).__name__}", "type")
     if len(din13) != DIN_LENGTH:
         raise DinError(
-            f"A DIN has {DIN_LENGTH} characters (facility number, year, sequence, e.g. G1234 17 654321); "
-            f"{din13!r} has {len(din13)} — {retry}",
+            _("A DIN has %(length)s characters (facility number, year, sequence, e.g. G1234 17 654321); %(din)s has "
+              "%(count)s — %(retry)s", length=DIN_LENGTH, din=repr(din13), count=len(din13), retry=_(retry)),
             "length",
         )
     for index, char in enumerate(din13):
         if char not in _POSITION_CHARS[index]:
-            raise DinError(f"Not a valid DIN: {_position_hint(index, char)} — {retry}", "character")
+            raise DinError(_("Not a valid DIN: %(problem)s — %(retry)s", problem=_position_hint(index, char),
+                             retry=_(retry)), "character")
 
 
 def _validate_flags(flags: str, din13: str, *, retry: str = _RETRY_SCAN) -> None:
     """Raise :class:`DinError` unless ``flags`` are allowed flag characters for ``din13``."""
     if len(flags) != FLAGS_LENGTH:
-        raise DinError(f"DIN flags are {FLAGS_LENGTH} characters, got {flags!r} — {retry}", "flags")
+        raise DinError(_("DIN flags are %(length)s characters, got %(flags)s — %(retry)s", length=FLAGS_LENGTH,
+                         flags=repr(flags), retry=_(retry)), "flags")
     for char in flags:
         if char not in FLAG_CHARS:
             raise DinError(
-                f"DIN flag character {_describe(char)} is not allowed (use 0-9, A-H, J-N, P, R-Y) — {retry}",
+                _("DIN flag character %(char)s is not allowed (use 0-9, A-H, J-N, P, R-Y) — %(retry)s",
+                  char=_describe(char), retry=_(retry)),
                 "flags",
             )
     if flags in _RESERVED_FLAGS:
-        raise DinError(f"DIN flags {flags} are reserved by ISBT 128 and must not be used — {retry}", "reserved_flags")
+        raise DinError(_("DIN flags %(flags)s are reserved by ISBT 128 and must not be used — %(retry)s", flags=flags,
+                         retry=_(retry)), "reserved_flags")
     if flags.isdigit() and _TYPE3_FIRST <= int(flags) <= _TYPE3_LAST and flags != type3_flag(din13):
         raise DinError(
-            f"Wrong Type 3 flag {flags} for DIN {_group(din13)}: the barcode was misread or the label is damaged — "
-            "re-scan; if it fails again, do not use this label and report it",
+            _("Wrong Type 3 flag %(flags)s for DIN %(din)s: the barcode was misread or the label is damaged — "
+              "re-scan; if it fails again, do not use this label and report it", flags=flags, din=_group(din13)),
             "type3_flag",
         )
 
@@ -269,7 +280,7 @@ def build_din(fin: str, year: int, sequence: int, flags: str | None = None) -> D
             "sequence",
         )
     if not isinstance(fin, str) or len(fin) != 5:
-        raise DinError(f"Facility number (FIN) must be 5 characters (e.g. A9999), got {fin!r}", "fin")
+        raise DinError(_("Facility number (FIN) must be 5 characters (e.g. A9999), got %(fin)s", fin=repr(fin)), "fin")
     return Din(fin=fin, year=f"{yy:02d}", sequence=f"{sequence:06d}", flags=flags)
 
 
@@ -289,7 +300,8 @@ def parse_din(scanned: str, *, known_facilities: Collection[str] | None = None) 
         raise DinError(f"A DIN must be text, not {type(scanned).__name__}", "type")
     raw = scanned.strip()
     if not raw:
-        raise DinError("No DIN was entered — scan the DIN barcode or type the 13-character DIN from the label", "empty")
+        raise DinError(_("No DIN was entered — scan the DIN barcode or type the 13-character DIN from the label"),
+                       "empty")
 
     check: str | None = None
     if raw.startswith("="):
@@ -306,14 +318,15 @@ def parse_din(scanned: str, *, known_facilities: Collection[str] | None = None) 
 
     if check is not None and check != din.check_character:
         raise DinError(
-            f"DIN check character is wrong: {_group(din13)} does not match check character {_describe(check)}. "
-            f"A character was mistyped — {_RETRY_TYPE}, including the boxed check character",
+            _("DIN check character is wrong: %(din)s does not match check character %(check)s. A character was "
+              "mistyped — %(retry)s, including the boxed check character", din=_group(din13), check=_describe(check),
+              retry=_(_RETRY_TYPE)),
             "check_character",
         )
     if known_facilities is not None and din.fin not in known_facilities:
         raise DinError(
-            f"Facility {din.fin} (FIN in DIN {_group(din13)}) is not a known facility in this system — "
-            "check that this is the right label; if the facility is new, ask QA to register it",
+            _("Facility %(fin)s (FIN in DIN %(din)s) is not a known facility in this system — check that this is the "
+              "right label; if the facility is new, ask QA to register it", fin=din.fin, din=_group(din13)),
             "unknown_facility",
         )
     return din
@@ -322,35 +335,36 @@ def parse_din(scanned: str, *, known_facilities: Collection[str] | None = None) 
 def _split_scanned(raw: str) -> tuple[str, str]:
     """Split ``=`` + 13 + 2 barcode data into DIN and flags (case kept exactly as scanned)."""
     if len(raw) == 1:
-        raise DinError(f"Only '=' was read, the DIN is missing — {_RETRY_SCAN}", "length")
+        raise DinError(_("Only '=' was read, the DIN is missing — %(retry)s", retry=_(_RETRY_SCAN)), "length")
     second = raw[1]
     if second not in FIRST_CHARS:
         if second in _OTHER_DATA_STRUCTURES:
-            what = f"the {_OTHER_DATA_STRUCTURES[second]} barcode"
             raise DinError(
-                f"This is {what} (data identifier '={second}'), not the DIN — scan the DIN barcode", "data_identifier"
+                _("This is the %(structure)s barcode (data identifier '=%(second)s'), not the DIN — scan the DIN "
+                  "barcode", structure=_(_OTHER_DATA_STRUCTURES[second]), second=second), "data_identifier"
             )
         hint = ""
         if second.upper() in FIRST_CHARS:
-            hint = " (lowercase letter: check that Caps Lock is off)"
+            hint = " " + _("(lowercase letter: check that Caps Lock is off)")
         shown = f"'={second}'" if second.isprintable() and not second.isspace() else f"'=' + {_describe(second)}"
         raise DinError(
-            f"Unknown data identifier {shown}{hint}: this is not a DIN barcode "
-            "(a DIN starts with '=' and a letter A-N, P-Z or a digit 1-9) — scan the DIN barcode",
+            _("Unknown data identifier %(shown)s: this is not a DIN barcode (a DIN starts with '=' and a letter A-N, "
+              "P-Z or a digit 1-9) — scan the DIN barcode", shown=shown + hint),
             "data_identifier",
         )
     body = raw[1:]
     expected = DIN_LENGTH + FLAGS_LENGTH
     if len(body) < expected:
         raise DinError(
-            f"DIN barcode is truncated: {len(body)} characters after '=', a DIN barcode has {expected} "
-            f"(13-character DIN + 2 flag characters) — {_RETRY_SCAN}",
+            _("DIN barcode is truncated: %(count)s characters after '=', a DIN barcode has %(expected)s (13-character "
+              "DIN + 2 flag characters) — %(retry)s", count=len(body), expected=expected, retry=_(_RETRY_SCAN)),
             "length",
         )
     if len(body) > expected:
         raise DinError(
-            f"DIN barcode is too long: {len(body)} characters after '=', a DIN barcode has {expected}; "
-            f"two barcodes may have been read together — {_RETRY_SCAN}",
+            _("DIN barcode is too long: %(count)s characters after '=', a DIN barcode has %(expected)s; two "
+              "barcodes may have been read together — %(retry)s", count=len(body), expected=expected,
+              retry=_(_RETRY_SCAN)),
             "length",
         )
     return body[:DIN_LENGTH], body[DIN_LENGTH:]
@@ -368,8 +382,8 @@ def _split_typed(raw: str) -> tuple[str, str | None, str | None]:
     if len(text) == DIN_LENGTH + FLAGS_LENGTH + 1:
         return text[:DIN_LENGTH], text[DIN_LENGTH:-1], text[-1]
     raise DinError(
-        f"A DIN has {DIN_LENGTH} characters (e.g. G1234 17 654321, optionally followed by the boxed check "
-        f"character); {len(text)} characters were entered — {_RETRY_TYPE}",
+        _("A DIN has %(length)s characters (e.g. G1234 17 654321, optionally followed by the boxed check character); "
+          "%(count)s characters were entered — %(retry)s", length=DIN_LENGTH, count=len(text), retry=_(_RETRY_TYPE)),
         "length",
     )
 

@@ -28,6 +28,7 @@ from cellfactory.api.contract import (
 )
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.donors import services
@@ -213,7 +214,7 @@ def _donor(code: str) -> Donor:
 def _result(found: Donor, id: int) -> ScreeningResultRecord:
     result = db.session.get(ScreeningResultRecord, id)
     if result is None or result.donor_id != found.id:
-        raise NotFound(f"Donor {found.code} has no screening result {id}.")
+        raise NotFound(_("Donor %(code)s has no screening result %(id)s.", code=found.code, id=id))
     return result
 
 
@@ -314,7 +315,8 @@ def add_screening_panel(code: str):
             unread = {key: "" if key in ScreeningPanelRow.model_fields else value for key, value in row.items()}
             hostile = text_problems(unread, f"results[{index}]")
             if hostile:
-                raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
+                raise ValidationFailed(_("Some text cannot be stored: %(fields)s.", fields=", ".join(hostile)),
+                                       fields=hostile)
     command = read_body(AddScreeningPanel)
     records = services.add_screening_panel(api_user(), found, command)
     return ScreeningPanelOut(donor=found.code, results=[ScreeningResultOut.of(r) for r in records],

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from cellfactory.core.clock import utcnow
 from cellfactory.core.commands import Command, Day, Line, OptionalDay, OptionalLine, Paragraph, Version, field_errors
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.donors.models import (
     DonationKind,
     DonorType,
@@ -30,12 +31,25 @@ from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
-CODE_MESSAGE = "Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name."
-REASON_MESSAGE = "Say why this change is made: it goes into the audit trail."
-SAMPLE_TYPE_MESSAGE = "Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2)."
-BIRTH_YEAR_MESSAGE = "Enter the birth year (1900-{latest}), or the birth date instead."
+CODE_MESSAGE = N_("Use the pseudonymised donor code: 3-32 letters, digits or '-', never a name.")
+REASON_MESSAGE = _l("Say why this change is made: it goes into the audit trail.")
+SAMPLE_TYPE_MESSAGE = N_("Only serum or plasma samples are accepted (Dir. 2006/17/EC Annex II 2.2).")
+# Said with `_()` where used: `.format(latest=…)` fills in the year.
+BIRTH_YEAR_MESSAGE = N_("Enter the birth year (1900-{latest}), or the birth date instead.")
 # Plain data from a script or the demo may write a number as text ("35.5"); a JSON body or a form may not.
 TEXT_NUMBERS = "text_numbers"
+
+
+class Said(dict):
+    """What to say of each field left out: messages marked with `_l`, each written out in the request's language when
+    it is read, so that a refusal joins them as text."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = super().get(key, default)
+        return str(value) if value is not None else None
+
+    def __getitem__(self, key: Any) -> Any:
+        return str(super().__getitem__(key))
 
 
 def _blank(value: Any) -> Any:
@@ -58,7 +72,7 @@ class IntakeCommand(Command):
         if isinstance(given, cls):
             return given
         if not isinstance(given, Mapping):
-            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+            raise ValidationFailed(_("Send a JSON object with Content-Type: application/json."))
         try:
             return cls.model_validate({**given, **context}, context={TEXT_NUMBERS: True})
         except ValidationError as error:
@@ -70,7 +84,7 @@ class IntakeCommand(Command):
 def _donor_code(value: str) -> str:
     code = value.upper()
     if not CODE_PATTERN.match(code):
-        raise PydanticCustomError("text", CODE_MESSAGE)
+        raise PydanticCustomError("text", _(CODE_MESSAGE))
     return code
 
 
@@ -83,11 +97,11 @@ def _whole_year(value: Any, info: ValidationInfo) -> Any:
         try:
             return int(value)
         except ValueError:
-            raise PydanticCustomError("text", "Enter the birth year as a whole number, e.g. 1990.") from None
+            raise PydanticCustomError("text", _("Enter the birth year as a whole number, e.g. 1990.")) from None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("text", "Must be a whole number.")
+        raise PydanticCustomError("text", _("Must be a whole number."))
     return value
 
 
@@ -99,14 +113,14 @@ def _sample_type(value: Any) -> Any:
         return SampleType(value.lower())
     if isinstance(value, SampleType):
         return value
-    raise PydanticCustomError("text", SAMPLE_TYPE_MESSAGE)
+    raise PydanticCustomError("text", _(SAMPLE_TYPE_MESSAGE))
 
 
 def _plausible_year(value: int | None) -> int | None:
     """1900 to this year somewhere on Earth (UTC+14); the service checks it again on the site's calendar."""
     latest = (utcnow() + dt.timedelta(hours=14)).year
     if value is not None and not 1900 <= value <= latest:
-        raise PydanticCustomError("text", BIRTH_YEAR_MESSAGE.format(latest=latest))
+        raise PydanticCustomError("text", _(BIRTH_YEAR_MESSAGE).format(latest=latest))
     return value
 
 
@@ -123,12 +137,12 @@ Sample = Annotated[SampleType, BeforeValidator(_sample_type)]
 class DonorFields(IntakeCommand):
     """What registering a donor and correcting one both say of the donor."""
 
-    missing: ClassVar[dict[str, str]] = {
-        "donation_date": "Enter the donation date.", "consent_date": "Enter the consent date.",
-        "consent_form_version": "Enter the version.", "consent_scope": "Say what the donor consented to.",
-        "sex": "Choose the sex: F, M, U.", "donor_type": "Choose the donor type: allogeneic, autologous.",
-        "donation_kind": "Choose the kind of donation: living, living_stored, bone_marrow_pbsc, neonatal.",
-        "reason": REASON_MESSAGE}
+    missing: ClassVar[dict[str, str]] = Said({
+        "donation_date": _l("Enter the donation date."), "consent_date": _l("Enter the consent date."),
+        "consent_form_version": _l("Enter the version."), "consent_scope": _l("Say what the donor consented to."),
+        "sex": _l("Choose the sex: F, M, U."), "donor_type": _l("Choose the donor type: allogeneic, autologous."),
+        "donation_kind": _l("Choose the kind of donation: living, living_stored, bone_marrow_pbsc, neonatal."),
+        "reason": REASON_MESSAGE})
 
     birth_date: OptionalDay = Field(None, description="The donor's birth date (or the birth year when unknown)",
                                     json_schema_extra={"x-refused-when": "left out with birth_year (one of them is "
@@ -152,23 +166,23 @@ class DonorFields(IntakeCommand):
 
 
 class RegisterDonor(DonorFields):
-    refusal: ClassVar[str] = "The donor cannot be registered"
-    missing: ClassVar[dict[str, str]] = {**DonorFields.missing, "code": "Enter the donor code."}
+    refusal: ClassVar[str] = _l("The donor cannot be registered")
+    missing: ClassVar[dict[str, str]] = Said({**DonorFields.missing, "code": _l("Enter the donor code.")})
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     code: DonorCode
 
 
 class CorrectDonor(DonorFields):
-    refusal: ClassVar[str] = "The correction cannot be saved"
+    refusal: ClassVar[str] = _l("The correction cannot be saved")
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
     version: Version = Field(None, description="The version you read: refused if someone changed it since")
 
 
 class WithdrawConsent(IntakeCommand):
-    refusal: ClassVar[str] = "The withdrawal cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"withdrawn_on": "Enter the date.", "reason": REASON_MESSAGE}
+    refusal: ClassVar[str] = _l("The withdrawal cannot be recorded")
+    missing: ClassVar[dict[str, str]] = Said({"withdrawn_on": _l("Enter the date."), "reason": REASON_MESSAGE})
 
     withdrawn_on: Day = Field(description="The day consent was withdrawn: not in the future at the site")
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
@@ -180,15 +194,15 @@ Tested = Annotated[TestedPerson, BeforeValidator(lambda v: _blank(v) or TestedPe
 Result = Annotated[SerologyResult, BeforeValidator(_blank)]
 LabReference = Line(100)
 KitLot = OptionalLine(100)
-RESULT_MISSING: dict[str, str] = {
-    "sample_date": "Enter the sample date.", "lab_reference": "Enter the lab's reference.",
-    "sample_type": SAMPLE_TYPE_MESSAGE, "reason": REASON_MESSAGE,
-    "test": "Choose the test: " + ", ".join(t.value for t in ScreeningTest) + ".",
-    "result": "Choose the result: " + ", ".join(r.value for r in SerologyResult) + "."}
+RESULT_MISSING: dict[str, str] = Said({
+    "sample_date": _l("Enter the sample date."), "lab_reference": _l("Enter the lab's reference."),
+    "sample_type": _l(SAMPLE_TYPE_MESSAGE), "reason": REASON_MESSAGE,
+    "test": _l("Choose the test: %(tests)s.", tests=", ".join(t.value for t in ScreeningTest)),
+    "result": _l("Choose the result: %(results)s.", results=", ".join(r.value for r in SerologyResult))})
 
 
 class AddScreeningResult(IntakeCommand):
-    refusal: ClassVar[str] = "The result cannot be saved"
+    refusal: ClassVar[str] = _l("The result cannot be saved")
     missing: ClassVar[dict[str, str]] = RESULT_MISSING
 
     test: ScreeningTest
@@ -203,7 +217,7 @@ class AddScreeningResult(IntakeCommand):
 class ScreeningPanelRow(IntakeCommand):
     """One test of a panel: its result and, as kits differ per test, the kit and lot."""
 
-    refusal: ClassVar[str] = "The row cannot be saved"
+    refusal: ClassVar[str] = _l("The row cannot be saved")
     missing: ClassVar[dict[str, str]] = RESULT_MISSING
 
     test: ScreeningTest
@@ -211,7 +225,7 @@ class ScreeningPanelRow(IntakeCommand):
     kit_lot: KitLot = Field(None, description="Kit and lot of this test")
 
 
-PANEL_MISSING = "Choose the result of at least one test."
+PANEL_MISSING = _l("Choose the result of at least one test.")
 
 
 class AddScreeningPanel(IntakeCommand):
@@ -219,8 +233,8 @@ class AddScreeningPanel(IntakeCommand):
 
     A refused row is named `results[<index>].<field>`; the rows are saved together or not at all."""
 
-    refusal: ClassVar[str] = "The panel cannot be saved"
-    missing: ClassVar[dict[str, str]] = {**RESULT_MISSING, "results": PANEL_MISSING}
+    refusal: ClassVar[str] = _l("The panel cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said({**RESULT_MISSING, "results": PANEL_MISSING})
 
     tested_person: Tested = Field(TestedPerson.DONOR, description="The mother for a neonatal donation")
     sample_date: Day = Field(description="Not in the future, nor before the tested person's birth")
@@ -243,22 +257,22 @@ class AddScreeningPanel(IntakeCommand):
     def _read(cls, data: Any, context: Mapping[str, Any], reading: dict[str, Any]) -> Self:
         """The sample's fields and each row read apart, so that a refusal names the row and its field."""
         if not isinstance(data, Mapping):
-            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+            raise ValidationFailed(_("Send a JSON object with Content-Type: application/json."))
         data = {**data, **context}
         fields: dict[str, str] = {}
         rows = data.get("results")
         read_rows: list[ScreeningPanelRow] = []
         if rows is None or rows == []:
-            fields["results"] = PANEL_MISSING
+            fields["results"] = str(PANEL_MISSING)
         elif not isinstance(rows, list):
-            fields["results"] = "Send the rows as a list: one object per test."
+            fields["results"] = _("Send the rows as a list: one object per test.")
         elif len(rows) > len(ScreeningTest):
-            fields["results"] = f"At most {len(ScreeningTest)} rows: each test once."
+            fields["results"] = _("At most %(count)s rows: each test once.", count=len(ScreeningTest))
         else:
             seen: dict[ScreeningTest, int] = {}
             for index, row in enumerate(rows):
                 if not isinstance(row, Mapping):
-                    fields[f"results[{index}]"] = "Send the row as an object: test, result, kit_lot."
+                    fields[f"results[{index}]"] = _("Send the row as an object: test, result, kit_lot.")
                     continue
                 try:
                     read = ScreeningPanelRow.model_validate(row, context=reading)
@@ -267,8 +281,8 @@ class AddScreeningPanel(IntakeCommand):
                         fields[f"results[{index}].{name}"] = message
                     continue
                 if read.test in seen:
-                    fields[f"results[{index}].test"] = (f"{read.test.label} is already in row {seen[read.test] + 1}: "
-                                                        "each test once.")
+                    fields[f"results[{index}].test"] = _("%(test)s is already in row %(row)s: each test once.",
+                                                         test=read.test.label, row=seen[read.test] + 1)
                 seen.setdefault(read.test, index)
                 read_rows.append(read)
         try:
@@ -291,7 +305,7 @@ class AddScreeningPanel(IntakeCommand):
 
 
 class CorrectScreeningResult(AddScreeningResult):
-    refusal: ClassVar[str] = "The correction (the new result and its reason) cannot be saved"
+    refusal: ClassVar[str] = _l("The correction (the new result and its reason) cannot be saved")
 
     reason: Paragraph(2000) = Field(description="Why the result is corrected; goes into the audit trail")
 
@@ -299,10 +313,10 @@ class CorrectScreeningResult(AddScreeningResult):
 class RecordConfirmatoryTesting(IntakeCommand):
     """QA clears a reactive screening result with the confirmatory results (signed apart)."""
 
-    refusal: ClassVar[str] = "The confirmatory record cannot be signed"
-    missing: ClassVar[dict[str, str]] = {
-        "reason": "Give the reason for the decision.",
-        "confirmatory_results": "Enter the confirmatory tests and their results (method, lab, result)."}
+    refusal: ClassVar[str] = _l("The confirmatory record cannot be signed")
+    missing: ClassVar[dict[str, str]] = Said({
+        "reason": _l("Give the reason for the decision."),
+        "confirmatory_results": _l("Enter the confirmatory tests and their results (method, lab, result).")})
 
     reason: Paragraph(2000) = Field(description="Why the screening result is cleared")
     confirmatory_results: Paragraph(4000) = Field(description="Confirmatory tests and results (method, lab, result)")
@@ -311,9 +325,9 @@ class RecordConfirmatoryTesting(IntakeCommand):
 class DecideRiskAssessment(IntakeCommand):
     """QA's risk assessment: the donation allowed or not (signed apart)."""
 
-    refusal: ClassVar[str] = "The risk assessment cannot be signed"
-    missing: ClassVar[dict[str, str]] = {"reason": "Give the reason for the decision.",
-                                         "allowed": "Say whether the donation is allowed or not allowed."}
+    refusal: ClassVar[str] = _l("The risk assessment cannot be signed")
+    missing: ClassVar[dict[str, str]] = Said({"reason": _l("Give the reason for the decision."),
+                                              "allowed": _l("Say whether the donation is allowed or not allowed.")})
 
     allowed: bool = Field(strict=True, description="Whether the donation is allowed")
     reason: Paragraph(4000) = Field(description="The risk assessment and its reason")
@@ -322,7 +336,7 @@ class DecideRiskAssessment(IntakeCommand):
 class SignedConfirmatoryTesting(RecordConfirmatoryTesting, Signed):
     """The confirmatory record as an API request sends it, signed with the signer's password."""
 
-    missing: ClassVar[dict[str, str]] = {**RecordConfirmatoryTesting.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = Said({**RecordConfirmatoryTesting.missing, **Signed.missing})
 
     def signature_meaning(self) -> Meaning:
         return Meaning.SCREENING_CLEARED
@@ -331,7 +345,7 @@ class SignedConfirmatoryTesting(RecordConfirmatoryTesting, Signed):
 class SignedRiskAssessment(DecideRiskAssessment, Signed):
     """The risk assessment as an API request sends it, signed with the signer's password."""
 
-    missing: ClassVar[dict[str, str]] = {**DecideRiskAssessment.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = Said({**DecideRiskAssessment.missing, **Signed.missing})
 
     def signature_meaning(self) -> Meaning:
         return Meaning.DONATION_ALLOWED if self.allowed else Meaning.DONATION_NOT_ALLOWED

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cellfactory.core.i18n import N_, _, format_day, pgettext
 from cellfactory.donors.models import DonationKind, DonorType, ScreeningTest, SerologyResult, TestedPerson
 
 
@@ -37,10 +38,10 @@ class SamplingRule:
 
 
 SAMPLING_RULES: dict[DonationKind, SamplingRule] = {
-    DonationKind.LIVING: SamplingRule("living donor", 0, 7),
-    DonationKind.LIVING_STORED: SamplingRule("living donor, stored long-term", 30, 7, repeat_after_days=180),
-    DonationKind.BONE_MARROW_PBSC: SamplingRule("bone marrow or PBSC donor", 30, 0),
-    DonationKind.NEONATAL: SamplingRule("neonatal donation, tests on the mother", 30, 7, repeat_after_days=180,
+    DonationKind.LIVING: SamplingRule(N_("living donor"), 0, 7),
+    DonationKind.LIVING_STORED: SamplingRule(N_("living donor, stored long-term"), 30, 7, repeat_after_days=180),
+    DonationKind.BONE_MARROW_PBSC: SamplingRule(N_("bone marrow or PBSC donor"), 30, 0),
+    DonationKind.NEONATAL: SamplingRule(N_("neonatal donation, tests on the mother"), 30, 7, repeat_after_days=180,
                                         tested_person=TestedPerson.MOTHER),
 }
 
@@ -57,7 +58,11 @@ class Status(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ").replace("qa", "QA")
+        # Said of the donor ("il donatore è idoneo").
+        return {Status.ELIGIBLE: pgettext("donor eligibility", "eligible"),
+                Status.INELIGIBLE: pgettext("donor eligibility", "ineligible"),
+                Status.NEEDS_QA_ASSESSMENT: pgettext("donor eligibility", "needs QA assessment"),
+                Status.INCOMPLETE: pgettext("donor eligibility", "incomplete")}[self]
 
 
 class ResultLike(Protocol):
@@ -77,10 +82,11 @@ class Clearance:
 
 
 # What needs a QA risk assessment (Annex II 1.3, 1.4), by the test whose reactive result shows the pattern.
-ASSESSED = {ScreeningTest.ANTI_HBC: "Anti-HBc reactive with HBsAg negative: further investigation and a risk "
-                                    "assessment by QA are required (Dir. 2006/17/EC Annex II 1.3).",
-            ScreeningTest.SYPHILIS_TREPONEMAL: "Syphilis specific (treponemal) test reactive: a thorough risk "
-                                               "assessment by QA is required (Dir. 2006/17/EC Annex II 1.4)."}
+# Marked with N_, said with `_()` where used; the pattern's name is what precedes the colon.
+ASSESSED = {ScreeningTest.ANTI_HBC: N_("Anti-HBc reactive with HBsAg negative: further investigation and a risk "
+                                       "assessment by QA are required (Dir. 2006/17/EC Annex II 1.3)."),
+            ScreeningTest.SYPHILIS_TREPONEMAL: N_("Syphilis specific (treponemal) test reactive: a thorough risk "
+                                                  "assessment by QA is required (Dir. 2006/17/EC Annex II 1.4).")}
 
 
 @dataclass
@@ -106,7 +112,7 @@ class Eligibility:
     @property
     def summary(self) -> str:
         if self.autologous_only:
-            return f"{self.status.label}: for autologous use only"
+            return _("%(status)s: for autologous use only", status=self.status.label)
         return self.status.label
 
 
@@ -153,7 +159,7 @@ def evaluate(
     incomplete: list[str] = []
     decisions: list[str] = []
     if consent_withdrawn:
-        ineligible.append("Consent withdrawn: the donor's material may not be used.")
+        ineligible.append(_("Consent withdrawn: the donor's material may not be used."))
 
     mine = [r for r in results if r.tested_person == rule.tested_person]
     in_window: dict[ScreeningTest, list[ResultLike]] = {}
@@ -176,8 +182,9 @@ def evaluate(
     # A sample of another donation's window is no problem when this window has its own.
     for result in outside:
         if not in_window.get(result.test):
-            incomplete.append(f"{result.test.label}: sample of {result.sample_date.isoformat()} is outside the "
-                              f"window {window[0].isoformat()} to {window[1].isoformat()} ({rule.label}).")
+            incomplete.append(_("%(test)s: sample of %(day)s is outside the window %(first)s to %(last)s (%(rule)s).",
+                                test=result.test.label, day=format_day(result.sample_date),
+                                first=format_day(window[0]), last=format_day(window[1]), rule=_(rule.label)))
 
     def effective(result: ResultLike) -> SerologyResult:
         """A result QA cleared by signed confirmatory testing counts as negative."""
@@ -203,20 +210,23 @@ def evaluate(
     assessable: list[ResultLike] = []
     for test in tests:
         if not in_window.get(test):
-            incomplete.append(f"{test.label}: no result on a {rule.tested_person.value} sample taken in the "
-                              f"window {window[0].isoformat()} to {window[1].isoformat()}.")
+            values = {"test": test.label, "first": format_day(window[0]), "last": format_day(window[1])}
+            incomplete.append(
+                _("%(test)s: no result on a mother sample taken in the window %(first)s to %(last)s.", **values)
+                if rule.tested_person == TestedPerson.MOTHER else
+                _("%(test)s: no result on a donor sample taken in the window %(first)s to %(last)s.", **values))
     for test in (*tests, *[t for t in (ScreeningTest.HTLV, *NAT_PANEL) if t not in tests]):
         value = outcome(test)
         if value == SerologyResult.REACTIVE:
             if test == ScreeningTest.ANTI_HBC and outcome(ScreeningTest.HBSAG) == SerologyResult.NEGATIVE:
                 _assessed(worst(counted[test]), clearances, ineligible, assess, assessable)
             elif test == ScreeningTest.ANTI_HBC and outcome(ScreeningTest.HBSAG) is None:
-                incomplete.append("Anti-HBc: reactive; the HBsAg result decides whether a risk assessment can "
-                                  "allow the donation.")
+                incomplete.append(_("Anti-HBc: reactive; the HBsAg result decides whether a risk assessment can "
+                                    "allow the donation."))
             else:
-                ineligible.append(f"{test.label}: reactive.")
+                ineligible.append(_("%(test)s: reactive.", test=test.label))
         elif value == SerologyResult.INDETERMINATE and (test in tests or repeat_due is None):
-            incomplete.append(f"{test.label}: indeterminate; repeat or confirm the test.")
+            incomplete.append(_("%(test)s: indeterminate; repeat or confirm the test.", test=test.label))
 
     specific = worst(counted.get(ScreeningTest.SYPHILIS_TREPONEMAL))
     problem, blocking = _syphilis(outcome(ScreeningTest.SYPHILIS_TREPONEMAL),
@@ -233,8 +243,8 @@ def evaluate(
         elif any(outcome(t, repeats) != SerologyResult.NEGATIVE for t in BASE_PANEL) and not any(
                 outcome(t, repeats) == SerologyResult.REACTIVE for t in BASE_PANEL):
             # (A reactive repeat result is already counted above, whatever follows it.)
-            incomplete.append(f"Stored donation: a repeat sample on or after {repeat_due.isoformat()} is "
-                              "needed (or NAT for HIV, HBV and HCV on the donation sample).")
+            incomplete.append(_("Stored donation: a repeat sample on or after %(day)s is needed (or NAT for HIV, HBV "
+                                "and HCV on the donation sample).", day=format_day(repeat_due)))
 
     reasons = ineligible + assess + incomplete
     status = (Status.INELIGIBLE if ineligible else Status.NEEDS_QA_ASSESSMENT if assess
@@ -250,10 +260,10 @@ def _assessed(result: ResultLike | None, clearances: Mapping[int, Clearance], in
     decision = clearances.get(getattr(result, "id", None))
     if decision is not None and decision.kind == "risk_assessment":
         if not decision.allowed:
-            ineligible.append(f"{ASSESSED[result.test].split(':')[0]}: QA risk assessment did not allow the "
-                              f"donation ({decision.text}).")
+            ineligible.append(_("%(pattern)s: QA risk assessment did not allow the donation (%(decision)s).",
+                                pattern=_(ASSESSED[result.test]).split(":")[0], decision=decision.text))
         return
-    assess.append(ASSESSED[result.test])
+    assess.append(_(ASSESSED[result.test]))
     assessable.append(result)
 
 
@@ -268,14 +278,15 @@ def _shift(day: dt.date, days: int) -> dt.date:
 def _syphilis(specific: SerologyResult | None, nonspecific: SerologyResult | None) -> tuple[str | None, bool]:
     """Dir. 2006/17/EC Annex II 1.4 as a decision table: (problem, needs a QA risk assessment)."""
     if specific == SerologyResult.REACTIVE:
-        return (ASSESSED[ScreeningTest.SYPHILIS_TREPONEMAL], True)
+        return (_(ASSESSED[ScreeningTest.SYPHILIS_TREPONEMAL]), True)
     if specific == SerologyResult.NEGATIVE:
         return (None, False)
     if specific == SerologyResult.INDETERMINATE:
-        return ("Syphilis specific test indeterminate: repeat it.", False)
+        return (_("Syphilis specific test indeterminate: repeat it."), False)
     # No specific test on file.
     if nonspecific == SerologyResult.NEGATIVE:
         return (None, False)
     if nonspecific in (SerologyResult.REACTIVE, SerologyResult.INDETERMINATE):
-        return ("Syphilis non-specific test reactive: a specific (treponemal) confirmatory test is required.", False)
-    return ("Syphilis: no result in the window (specific or non-specific test).", False)
+        return (_("Syphilis non-specific test reactive: a specific (treponemal) confirmatory test is required."),
+                False)
+    return (_("Syphilis: no result in the window (specific or non-specific test)."), False)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.i18n import N_, _, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.sites.models import Site
 
@@ -15,6 +16,13 @@ from cellfactory.sites.models import Site
 class DonorType(enum.StrEnum):
     ALLOGENEIC = "allogeneic"
     AUTOLOGOUS = "autologous"
+
+    @property
+    def label(self) -> str:
+        return _(DONOR_TYPE_LABELS[self])
+
+
+DONOR_TYPE_LABELS = {DonorType.ALLOGENEIC: N_("allogeneic"), DonorType.AUTOLOGOUS: N_("autologous")}
 
 
 class Sex(enum.StrEnum):
@@ -31,6 +39,18 @@ class DonationKind(enum.StrEnum):
     BONE_MARROW_PBSC = "bone_marrow_pbsc"
     NEONATAL = "neonatal"
 
+    @property
+    def label(self) -> str:
+        return _(DONATION_KIND_LABELS[self])
+
+
+DONATION_KIND_LABELS = {
+    DonationKind.LIVING: N_("living"),
+    DonationKind.LIVING_STORED: N_("living stored"),
+    DonationKind.BONE_MARROW_PBSC: N_("bone marrow pbsc"),
+    DonationKind.NEONATAL: N_("neonatal"),
+}
+
 
 class ScreeningTest(enum.StrEnum):
     HIV = "anti_hiv_1_2"
@@ -46,16 +66,17 @@ class ScreeningTest(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return TEST_LABELS[self]
+        return _(TEST_LABELS[self])
 
 
+# The names of the markers are the same in Italian; the syphilis tests are said in words.
 TEST_LABELS = {
     ScreeningTest.HIV: "Anti-HIV-1,2",
     ScreeningTest.HBSAG: "HBsAg",
     ScreeningTest.ANTI_HBC: "Anti-HBc",
     ScreeningTest.HCV: "Anti-HCV-Ab",
-    ScreeningTest.SYPHILIS_TREPONEMAL: "Syphilis, specific (treponemal)",
-    ScreeningTest.SYPHILIS_NONTREPONEMAL: "Syphilis, non-specific (non-treponemal)",
+    ScreeningTest.SYPHILIS_TREPONEMAL: N_("Syphilis, specific (treponemal)"),
+    ScreeningTest.SYPHILIS_NONTREPONEMAL: N_("Syphilis, non-specific (non-treponemal)"),
     ScreeningTest.HTLV: "Anti-HTLV-I",
     ScreeningTest.NAT_HIV: "NAT HIV",
     ScreeningTest.NAT_HBV: "NAT HBV",
@@ -68,16 +89,37 @@ class SerologyResult(enum.StrEnum):
     REACTIVE = "reactive"
     INDETERMINATE = "indeterminate"
 
+    @property
+    def label(self) -> str:
+        # A test's result ("il risultato"); other areas say "negative" of other things.
+        return {SerologyResult.NEGATIVE: pgettext("serology result", "negative"),
+                SerologyResult.REACTIVE: pgettext("serology result", "reactive"),
+                SerologyResult.INDETERMINATE: pgettext("serology result", "indeterminate")}[self]
+
 
 class SampleType(enum.StrEnum):
     SERUM = "serum"
     PLASMA = "plasma"
+
+    @property
+    def label(self) -> str:
+        return _(SAMPLE_TYPE_LABELS[self])
+
+
+SAMPLE_TYPE_LABELS = {SampleType.SERUM: N_("serum"), SampleType.PLASMA: N_("plasma")}
 
 
 class TestedPerson(enum.StrEnum):
     __test__ = False  # a domain name that pytest would otherwise try to collect
     DONOR = "donor"
     MOTHER = "mother"
+
+    @property
+    def label(self) -> str:
+        return _(TESTED_PERSON_LABELS[self])
+
+
+TESTED_PERSON_LABELS = {TestedPerson.DONOR: N_("donor"), TestedPerson.MOTHER: N_("mother")}
 
 
 class Donor(Audited, CreatedMixin, VersionedMixin, Base):
@@ -155,6 +197,14 @@ class DecisionKind(enum.StrEnum):
 
     CONFIRMATORY = "confirmatory"  # confirmatory testing shows the screening result was a false reaction
     RISK_ASSESSMENT = "risk_assessment"  # anti-HBc (HBsAg negative) or specific syphilis reactive (Annex II 1.3, 1.4)
+
+    @property
+    def label(self) -> str:
+        return _(DECISION_KIND_LABELS[self])
+
+
+DECISION_KIND_LABELS = {DecisionKind.CONFIRMATORY: N_("confirmatory"),
+                        DecisionKind.RISK_ASSESSMENT: N_("risk assessment")}
 
 
 class ScreeningDecision(Audited, CreatedMixin, Base):

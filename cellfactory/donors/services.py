@@ -12,6 +12,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import format_local, local_today
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.i18n import _, format_day
 from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import transactional
 from cellfactory.donors import eligibility as rules
@@ -54,14 +55,15 @@ def get_donor(user: User, site: Site | None, code: str) -> Donor:
         codes = sorted(db.session.scalars(visible_to(
             sa.select(Site.code).join(Donor, Donor.site_id == Site.id).where(*conditions), Donor, user)))
         if len(codes) > 1:
-            raise Conflict(f"Donor code {wanted} is registered at {', '.join(codes)}: say which site.",
-                           fields={"site": "Required: the code is used at " + ", ".join(codes) + "."})
+            raise Conflict(_("Donor code %(code)s is registered at %(sites)s: say which site.", code=wanted,
+                             sites=", ".join(codes)),
+                           fields={"site": _("Required: the code is used at %(sites)s.", sites=", ".join(codes))})
     return get_visible(Donor, user, *conditions, what=f"donor {code!r}")
 
 
 def _require_intake(actor: User, site_id: int) -> None:
     permissions.require(permissions.can_record_intake(actor, site_id),
-                        "Only a technician of this site registers donors and enters serology.")
+                        _("Only a technician of this site registers donors and enters serology."))
 
 
 def _donor_fields(command: DonorFields, errors: dict[str, str], tz: str) -> dict[str, Any]:
@@ -78,21 +80,21 @@ def _donor_fields(command: DonorFields, errors: dict[str, str], tz: str) -> dict
         if command.birth_date is not None:
             fields["birth_year"] = command.birth_date.year
         else:
-            errors["birth_date"] = "Enter the donor's birth date (YYYY-MM-DD)."
+            errors["birth_date"] = _("Enter the donor's birth date (YYYY-MM-DD).")
     elif not 1900 <= command.birth_year <= today.year:
-        errors["birth_year"] = BIRTH_YEAR_MESSAGE.format(latest=today.year)
+        errors["birth_year"] = _(BIRTH_YEAR_MESSAGE).format(latest=today.year)
     else:
         fields["birth_year"] = command.birth_year
         if command.birth_date is not None and command.birth_date.year != command.birth_year:
-            errors["birth_year"] = "The birth year differs from the birth date's year."
+            errors["birth_year"] = _("The birth year differs from the birth date's year.")
     if fields["consent_date"] > today:
-        errors["consent_date"] = "The consent date cannot be in the future."
+        errors["consent_date"] = _("The consent date cannot be in the future.")
     if fields["consent_date"] > fields["donation_date"]:
-        errors["consent_date"] = "Consent must be given before or on the day of donation."
+        errors["consent_date"] = _("Consent must be given before or on the day of donation.")
     if fields["donation_kind"] == DonationKind.NEONATAL and fields["mother_birth_date"] is None:
-        errors["mother_birth_date"] = "Enter the mother's birth date: a neonatal donation is tested on the mother."
+        errors["mother_birth_date"] = _("Enter the mother's birth date: a neonatal donation is tested on the mother.")
     if fields["donation_kind"] != DonationKind.NEONATAL and fields["mother_birth_date"] is not None:
-        errors["mother_birth_date"] = "Only a neonatal donation records the mother's birth date."
+        errors["mother_birth_date"] = _("Only a neonatal donation records the mother's birth date.")
     birth, mother = fields["birth_date"], fields["mother_birth_date"]
     birth_bound = [(birth, "the donor's birth")]
     plausibility.check_date(errors, "birth_date", birth, timezone=tz)
@@ -103,7 +105,7 @@ def _donor_fields(command: DonorFields, errors: dict[str, str], tz: str) -> dict
                             not_before=[(mother, "the mother's birth")]
                             if fields["donation_kind"] == DonationKind.NEONATAL else birth_bound)
     if "birth_year" in fields and fields["donation_date"].year < fields["birth_year"]:
-        errors.setdefault("donation_date", "This cannot be before the donor's birth year.")
+        errors.setdefault("donation_date", _("This cannot be before the donor's birth year."))
     return fields
 
 
@@ -115,10 +117,12 @@ def register_donor(actor: User, site: Site, command: RegisterDonor) -> Donor:
     errors: dict[str, str] = {}
     fields = _donor_fields(command, errors, site.timezone)
     if errors:
-        raise ValidationFailed("The donor cannot be registered: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The donor cannot be registered: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     code = command.code
     if db.session.scalar(sa.select(Donor.id).where(Donor.site_id == site.id, Donor.code == code)):
-        raise Conflict(f"Donor code {code} is already registered at {site.code}.", fields={"code": "Already used."})
+        raise Conflict(_("Donor code %(code)s is already registered at %(site)s.", code=code, site=site.code),
+                       fields={"code": _("Already used.")})
     donor = Donor(site_id=site.id, code=code, created_by_id=actor.id, **fields)
     db.session.add(donor)
     db.session.flush()
@@ -130,14 +134,15 @@ def correct_donor(actor: User, donor: Donor, command: CorrectDonor) -> Donor:
     """Correct a donor's registration, with the reason; refused when someone changed it since `command.version`."""
     _require_intake(actor, donor.site_id)
     if command.version is not None and command.version != donor.version:
-        raise Conflict("Someone else changed this donor since you opened it. Reload and check.")
+        raise Conflict(_("Someone else changed this donor since you opened it. Reload and check."))
     audit.act_as(db.session, actor, reason=command.reason)
     errors: dict[str, str] = {}
     fields = _donor_fields(command, errors, donor.site.timezone)
     if errors:
-        raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The correction cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     if donor.consent_withdrawn:
-        raise Conflict("Consent was withdrawn: this donor's record is closed.")
+        raise Conflict(_("Consent was withdrawn: this donor's record is closed."))
     for key, value in fields.items():
         setattr(donor, key, value)
     return donor
@@ -148,10 +153,11 @@ def withdraw_consent(actor: User, donor: Donor, command: WithdrawConsent) -> Don
     """Record the withdrawal of the donor's consent: the donor's material is blocked from then on."""
     _require_intake(actor, donor.site_id)
     if command.withdrawn_on > local_today(donor.site.timezone):
-        raise ValidationFailed("The withdrawal cannot be recorded: The withdrawal date cannot be in the future.",
-                               fields={"withdrawn_on": "The withdrawal date cannot be in the future."})
+        raise ValidationFailed(_("The withdrawal cannot be recorded: The withdrawal date cannot be in the future."),
+                               fields={"withdrawn_on": _("The withdrawal date cannot be in the future.")})
     if donor.consent_withdrawn:
-        raise Conflict(f"Consent of donor {donor.code} was already withdrawn on {donor.consent_withdrawn_on}.")
+        raise Conflict(_("Consent of donor %(code)s was already withdrawn on %(day)s.", code=donor.code,
+                         day=format_day(donor.consent_withdrawn_on)))
     audit.act_as(db.session, actor, reason=command.reason)
     donor.consent_withdrawn_on = command.withdrawn_on
     return donor
@@ -164,7 +170,7 @@ def _result_fields(donor: Donor, command: AddScreeningResult, errors: dict[str, 
         "sample_date": command.sample_date, "sample_type": command.sample_type,
         "lab_reference": command.lab_reference, "kit_lot": command.kit_lot or ""}
     if command.sample_date > local_today(tz):
-        errors["sample_date"] = "The sample date cannot be in the future."
+        errors["sample_date"] = _("The sample date cannot be in the future.")
     born = donor.mother_birth_date if command.tested_person == TestedPerson.MOTHER else donor.birth_date
     plausibility.check_date(errors, "sample_date", command.sample_date, timezone=tz,
                             not_before=[(born, f"the {command.tested_person.value}'s birth")])
@@ -177,13 +183,15 @@ def _checked_results(actor: User, donor: Donor, entries: list[AddScreeningResult
     (a panel's rows by their field, `results[<index>].<field>`, the sample's by theirs)."""
     _require_intake(actor, donor.site_id)
     if donor.consent_withdrawn:
-        raise Conflict(f"Consent of donor {donor.code} was withdrawn: no further use of the donor's data.")
+        raise Conflict(_("Consent of donor %(code)s was withdrawn: no further use of the donor's data.",
+                         code=donor.code))
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     fields = [_result_fields(donor, entry, errors) for entry in entries]
     if errors:
-        headline = "The result cannot be saved: " if len(entries) == 1 else "The panel cannot be saved: "
-        raise ValidationFailed(headline + " ".join(dict.fromkeys(errors.values())), fields=errors)
+        problems = " ".join(dict.fromkeys(errors.values()))
+        raise ValidationFailed(_("The result cannot be saved: %(problems)s", problems=problems) if len(entries) == 1
+                               else _("The panel cannot be saved: %(problems)s", problems=problems), fields=errors)
     return fields
 
 
@@ -230,12 +238,13 @@ def correct_screening_result(actor: User, original: ScreeningResultRecord, comma
     """A correction is a new result; the original stays, marked as superseded with the reason."""
     _require_intake(actor, original.site_id)
     if original.superseded_by_id is not None:
-        raise Conflict("This result was already corrected: correct the current one.")
+        raise Conflict(_("This result was already corrected: correct the current one."))
     audit.act_as(db.session, actor, reason=command.reason)
     errors: dict[str, str] = {}
     fields = _result_fields(original.donor, command, errors)
     if errors:
-        raise ValidationFailed("The correction cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The correction cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     replacement = ScreeningResultRecord(donor=original.donor, site_id=original.site_id, created_by_id=actor.id,
                                         **fields)
     db.session.add(replacement)
@@ -254,13 +263,18 @@ def clearances(donor: Donor) -> dict[int, rules.Clearance]:
         signer = db.session.get(User, decision.created_by_id)
         when = format_local(decision.created_at, donor.site.timezone)
         result = decision.result
-        what = f"{result.test.label} {result.result.value} on the sample of {result.sample_date.isoformat()}"
+        values = {"test": result.test.label, "result": result.result.label, "day": format_day(result.sample_date),
+                  "reason": decision.reason, "signer": signer.full_name, "when": when}
         if decision.kind == DecisionKind.CONFIRMATORY:
-            text = (f"{what}: cleared by confirmatory testing ({decision.confirmatory_results}); "
-                    f"{decision.reason} (QA, signed by {signer.full_name}, {when})")
+            text = _("%(test)s %(result)s on the sample of %(day)s: cleared by confirmatory testing (%(results)s); "
+                     "%(reason)s (QA, signed by %(signer)s, %(when)s)", results=decision.confirmatory_results,
+                     **values)
+        elif decision.allowed:
+            text = _("%(test)s %(result)s on the sample of %(day)s: risk assessment, donation allowed: %(reason)s "
+                     "(QA, signed by %(signer)s, %(when)s)", **values)
         else:
-            verdict = "donation allowed" if decision.allowed else "donation not allowed"
-            text = f"{what}: risk assessment, {verdict}: {decision.reason} (QA, signed by {signer.full_name}, {when})"
+            text = _("%(test)s %(result)s on the sample of %(day)s: risk assessment, donation not allowed: "
+                     "%(reason)s (QA, signed by %(signer)s, %(when)s)", **values)
         found[decision.result_id] = rules.Clearance(decision.kind.value, decision.allowed, text)
     return found
 
@@ -303,18 +317,24 @@ def age_refusal(product: Any, material: Any) -> str | None:
         return None
     donor = material.donor
     neonatal = donor.donation_kind == DonationKind.NEONATAL
-    who = "the donor's mother" if neonatal else "the donor"
     born = donor.mother_birth_date if neonatal else donor.birth_date
-    limits = (f"{low} to {high}" if low is not None and high is not None
-              else f"at least {low}" if low is not None else f"at most {high}")
+    limits = (_("%(low)s to %(high)s", low=low, high=high) if low is not None and high is not None
+              else _("at least %(low)s", low=low) if low is not None else _("at most %(high)s", high=high))
     if born is None:
-        return (f"Donor {donor.code}: record the birth date of {who}; {product.code} accepts donors aged "
-                f"{limits} years.")
+        if neonatal:
+            return _("Donor %(code)s: record the birth date of the donor's mother; %(product)s accepts donors aged "
+                     "%(limits)s years.", code=donor.code, product=product.code, limits=limits)
+        return _("Donor %(code)s: record the birth date of the donor; %(product)s accepts donors aged %(limits)s "
+                 "years.", code=donor.code, product=product.code, limits=limits)
     day = collection_day(material)
     age = age_in_years(born, day)
     if (low is not None and age < low) or (high is not None and age > high):
-        return (f"Donor {donor.code}: {who} was {age} on the collection day {day.isoformat()}; {product.code} "
-                f"accepts donors aged {limits} years.")
+        values = {"code": donor.code, "age": age, "day": format_day(day), "product": product.code, "limits": limits}
+        if neonatal:
+            return _("Donor %(code)s: the donor's mother was %(age)s on the collection day %(day)s; %(product)s "
+                     "accepts donors aged %(limits)s years.", **values)
+        return _("Donor %(code)s: the donor was %(age)s on the collection day %(day)s; %(product)s accepts donors "
+                 "aged %(limits)s years.", **values)
     return None
 
 
@@ -334,17 +354,18 @@ ASSESSED_TESTS = {ScreeningTest.ANTI_HBC, ScreeningTest.SYPHILIS_TREPONEMAL}
 
 def _decision_checks(actor: User, result: ScreeningResultRecord, kind: DecisionKind) -> None:
     permissions.require(actor.has_role(Role.QA, result.site_id),
-                        "Only QA of the donor's site decides on a reactive screening result.")
+                        _("Only QA of the donor's site decides on a reactive screening result."))
     if result.donor.consent_withdrawn:
-        raise Conflict(f"Consent of donor {result.donor.code} was withdrawn: no further use of the donor's data.")
+        raise Conflict(_("Consent of donor %(code)s was withdrawn: no further use of the donor's data.",
+                         code=result.donor.code))
     if result.superseded_by_id is not None:
-        raise Conflict("This result was corrected: decide on the current one.")
+        raise Conflict(_("This result was corrected: decide on the current one."))
     if result.result == SerologyResult.NEGATIVE:
-        raise Conflict(f"{result.test.label} of {result.sample_date.isoformat()} is negative: there is nothing "
-                       "to decide.")
+        raise Conflict(_("%(test)s of %(day)s is negative: there is nothing to decide.", test=result.test.label,
+                         day=format_day(result.sample_date)))
     if db.session.scalar(sa.select(ScreeningDecision.id).where(ScreeningDecision.result_id == result.id,
                                                                ScreeningDecision.kind == kind)):
-        raise Conflict("QA already decided on this result; the signed decision stands.")
+        raise Conflict(_("QA already decided on this result; the signed decision stands."))
 
 
 def _sign_decision(actor: User, result: ScreeningResultRecord, *, kind: DecisionKind, allowed: bool, reason: str,
@@ -380,8 +401,8 @@ def decide_risk_assessment(actor: User, result: ScreeningResultRecord, command: 
     syphilis test (1.4): the donation is allowed or not allowed, with the reason."""
     _decision_checks(actor, result, DecisionKind.RISK_ASSESSMENT)
     if result.test not in ASSESSED_TESTS or result.result != SerologyResult.REACTIVE:
-        raise Conflict(f"A risk assessment decides a reactive anti-HBc (HBsAg negative) or a reactive specific "
-                       f"syphilis test, not {result.test.label} {result.result.value}.")
+        raise Conflict(_("A risk assessment decides a reactive anti-HBc (HBsAg negative) or a reactive specific "
+                         "syphilis test, not %(test)s %(result)s.", test=result.test.label, result=result.result.label))
     meaning = Meaning.DONATION_ALLOWED if command.allowed else Meaning.DONATION_NOT_ALLOWED
     return _sign_decision(actor, result, kind=DecisionKind.RISK_ASSESSMENT, allowed=command.allowed,
                           reason=command.reason, confirmatory_results=None, meaning=meaning, signer=signer)

@@ -11,6 +11,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _, format_day, ngettext
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -87,7 +88,7 @@ def new() -> tuple[str, int] | Response:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Donor {donor.code} registered. Enter the serology next.", "success")
+            flash(_("Donor %(code)s registered. Enter the serology next.", code=donor.code), "success")
             return redirect(url_for("donors.detail", site=donor.site.code, code=donor.code))
     return render_template("donors/form.html", form=form, donor=None, site=g.site), _status(200, form)
 
@@ -129,7 +130,7 @@ def _render_detail(donor: Donor, status: int = 200, **forms) -> tuple[str, int]:
                            can_edit=can_edit, can_decide=_user().has_role(Role.QA, donor.site_id),
                            decisions=decisions, decided={(d.result_id, d.kind.value) for d in donor.decisions},
                            assessed_tests={t.value for t in services.ASSESSED_TESTS},
-                           test_labels={t.value: label for t, label in TEST_LABELS.items()}, **forms), status
+                           test_labels={t.value: _(label) for t, label in TEST_LABELS.items()}, **forms), status
 
 
 @bp.route("/<site>/<code>")
@@ -149,7 +150,7 @@ def add_result(site: str, code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{record.test.label} result saved.", "success")
+            flash(_("%(test)s result saved.", test=record.test.label), "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
     return _render_detail(donor, 422, screening_form=form)
 
@@ -184,8 +185,10 @@ def add_panel(site: str, code: str):
         except DomainError as error:
             _place_panel_errors(form, error)
         else:
-            flash(f"Panel saved: {len(records)} result{'s' if len(records) != 1 else ''} of the sample of "
-                  f"{records[0].sample_date} (" + ", ".join(r.test.label for r in records) + ").", "success")
+            flash(ngettext("Panel saved: %(num)d result of the sample of %(day)s (%(tests)s).",
+                           "Panel saved: %(num)d results of the sample of %(day)s (%(tests)s).", len(records),
+                           day=format_day(records[0].sample_date), tests=", ".join(r.test.label for r in records)),
+                  "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
     return _render_detail(donor, 422, panel_form=form)
 
@@ -201,7 +204,8 @@ def withdraw(site: str, code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Consent withdrawal of donor {donor.code} recorded: the donor's material is blocked.", "warning")
+            flash(_("Consent withdrawal of donor %(code)s recorded: the donor's material is blocked.", code=donor.code),
+                  "warning")
             return redirect(url_for("donors.detail", site=site, code=code))
     return _render_detail(donor, 422, withdrawal_form=form)
 
@@ -220,7 +224,7 @@ def edit(site: str, code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash("Correction saved; the previous values stay in the history.", "success")
+            flash(_("Correction saved; the previous values stay in the history."), "success")
             return redirect(url_for("donors.detail", site=site, code=code))
     return render_template("donors/form.html", form=form, donor=donor, site=donor.site), _status(200, form)
 
@@ -242,7 +246,7 @@ def correct_result(site: str, code: str, result_id: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash("Result corrected; the original stays visible as superseded.", "success")
+            flash(_("Result corrected; the original stays visible as superseded."), "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#serology")
     return render_template("donors/correct_result.html", form=form, donor=donor, original=original), \
         _status(200, form)
@@ -279,7 +283,8 @@ def confirmatory(site: str, code: str, result_id: int):
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash(f"{result.test.label} of {result.sample_date} cleared by confirmatory testing and signed.", "success")
+            flash(_("%(test)s of %(day)s cleared by confirmatory testing and signed.", test=result.test.label,
+                    day=format_day(result.sample_date)), "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#decisions")
     return _render_decision(donor, result, form, "confirmatory", _status(200, form))
 
@@ -299,7 +304,8 @@ def assessment(site: str, code: str, result_id: int):
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash(f"Risk assessment of {result.test.label} signed: donation "
-                  f"{'allowed' if allowed else 'not allowed'}.", "success")
+            flash(_("Risk assessment of %(test)s signed: donation allowed.", test=result.test.label) if allowed
+                  else _("Risk assessment of %(test)s signed: donation not allowed.", test=result.test.label),
+                  "success")
             return redirect(url_for("donors.detail", site=site, code=code) + "#decisions")
     return _render_decision(donor, result, form, "assessment", _status(200, form))

@@ -29,6 +29,7 @@ from cellfactory.api.contract import (
     write_site,
 )
 from cellfactory.auth.models import Role
+from cellfactory.core.i18n import _, in_language, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.donors import services as donor_services
@@ -42,7 +43,7 @@ from cellfactory.signatures.api import SignatureOut
 
 def _reprint(value: Any) -> Any:
     if value not in (None, "0", "1"):
-        raise PydanticCustomError("text", "Use 1 for a reprint, 0 or nothing.")
+        raise PydanticCustomError("text", _("Use 1 for a reprint, 0 or nothing."))
     return value
 
 
@@ -199,7 +200,9 @@ def quarantine_decision(din: str):
 def material_label(din: str) -> Response:
     found = services.get_material(api_user(), din)
     wanted = LabelQuery.read()
-    data = services.print_labels(api_user(), [found], reprint=wanted.reprint == "1")
+    # A printed label is in the language of its site (or the one asked for with ?lang=it|en).
+    with in_language(print_language(found.site)):
+        data = services.print_labels(api_user(), [found], reprint=wanted.reprint == "1")
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="label-{found.din}.pdf"'})
 

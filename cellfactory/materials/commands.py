@@ -23,7 +23,8 @@ from cellfactory.core.commands import (
     plausible_time,
     require_offset,
 )
-from cellfactory.donors.commands import IntakeCommand, text_numbers
+from cellfactory.core.i18n import _, _l
+from cellfactory.donors.commands import IntakeCommand, Said, text_numbers
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
@@ -44,12 +45,12 @@ def _number(value: Any, info: ValidationInfo) -> Any:
         try:
             value = decimal.Decimal(value.replace(",", "."))
         except decimal.InvalidOperation:
-            raise PydanticCustomError("text", "Enter a number, e.g. 35.5.") from None
+            raise PydanticCustomError("text", _("Enter a number, e.g. 35.5.")) from None
     elif isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
         raise PydanticCustomError("text", number_problem(value))
     number = decimal.Decimal(str(value)) if isinstance(value, float) else decimal.Decimal(value)
     if not number.is_finite():
-        raise PydanticCustomError("text", "Enter a finite number.")
+        raise PydanticCustomError("text", _("Enter a finite number."))
     return number
 
 
@@ -64,7 +65,7 @@ def _instant(value: Any, info: ValidationInfo) -> Any:
 
 def _more_than_zero(value: decimal.Decimal) -> decimal.Decimal:
     if value <= 0:
-        raise PydanticCustomError("text", "The quantity must be more than zero.")
+        raise PydanticCustomError("text", _("The quantity must be more than zero."))
     return value
 
 
@@ -81,14 +82,15 @@ Stated = Annotated[bool, Field(strict=True)]
 class ReceiveMaterial(IntakeCommand):
     """Source material received at the site: accepted, quarantined or rejected by the receipt check."""
 
-    refusal: ClassVar[str] = "The receipt cannot be saved"
-    missing: ClassVar[dict[str, str]] = {
-        "material_type": "Choose the material type: " + ", ".join(t.value for t in MaterialType) + ".",
-        "donor": "Enter the donor code.", "collected_at": "Enter the collection date and time.",
-        "collection_centre": "Enter the collecting centre.", "quantity": "Enter the volume or weight.",
-        "transport_started_at": "Enter when transport started.", "arrived_at": "Enter the arrival time.",
-        "transport_temp_min_c": "Enter the lowest temperature.",
-        "transport_temp_max_c": "Enter the highest temperature.", "quantity_unit": "Enter the unit, e.g. g or mL."}
+    refusal: ClassVar[str] = _l("The receipt cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said({
+        "material_type": _l("Choose the material type: %(types)s.", types=", ".join(t.value for t in MaterialType)),
+        "donor": _l("Enter the donor code."), "collected_at": _l("Enter the collection date and time."),
+        "collection_centre": _l("Enter the collecting centre."), "quantity": _l("Enter the volume or weight."),
+        "transport_started_at": _l("Enter when transport started."), "arrived_at": _l("Enter the arrival time."),
+        "transport_temp_min_c": _l("Enter the lowest temperature."),
+        "transport_temp_max_c": _l("Enter the highest temperature."),
+        "quantity_unit": _l("Enter the unit, e.g. g or mL.")})
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     din: OptionalLine(40) = Field(None, description="As scanned (=αppppyynnnnnnff) or typed (with its check "
@@ -132,9 +134,9 @@ DECISION_MEANINGS = {QuarantineDecision.RELEASE: Meaning.RELEASED_FROM_QUARANTIN
 class DecideQuarantine(IntakeCommand):
     """QA releases quarantined material or rejects it, with the reason (signed apart)."""
 
-    refusal: ClassVar[str] = "The decision cannot be signed"
-    missing: ClassVar[dict[str, str]] = {"decision": "Use release or reject.",
-                                         "reason": "Give the reason for the decision."}
+    refusal: ClassVar[str] = _l("The decision cannot be signed")
+    missing: ClassVar[dict[str, str]] = Said({"decision": _l("Use release or reject."),
+                                              "reason": _l("Give the reason for the decision.")})
 
     decision: QuarantineDecision
     reason: Paragraph(2000) = Field(description="Goes into the audit trail and the signature")
@@ -149,7 +151,7 @@ class DecideQuarantine(IntakeCommand):
             return value
         meaning = DECISION_MEANINGS[decision]
         if value.lower() != meaning.value.lower():
-            raise PydanticCustomError("text", f"Use {meaning.value!r} or leave it out.")
+            raise PydanticCustomError("text", _("Use %(meaning)s or leave it out.", meaning=repr(meaning.value)))
         return value
 
     @property
@@ -160,13 +162,13 @@ class DecideQuarantine(IntakeCommand):
 class SignedQuarantineDecision(DecideQuarantine, Signed):
     """The decision as an API request sends it, signed with the signer's password."""
 
-    missing: ClassVar[dict[str, str]] = {**DecideQuarantine.missing, **Signed.missing}
+    missing: ClassVar[dict[str, str]] = Said({**DecideQuarantine.missing, **Signed.missing})
 
     def signature_meaning(self) -> Meaning:
         return DECISION_MEANINGS[self.decision]
 
 
 class AllocateDin(IntakeCommand):
-    refusal: ClassVar[str] = "The DIN cannot be allocated"
+    refusal: ClassVar[str] = _l("The DIN cannot be allocated")
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")

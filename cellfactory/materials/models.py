@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.i18n import N_, _, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.values import decimal_text
 from cellfactory.donors.models import Donor
@@ -24,13 +25,29 @@ class MaterialType(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ").capitalize()
+        return _(MATERIAL_TYPE_LABELS[self])
+
+
+MATERIAL_TYPE_LABELS = {
+    MaterialType.UMBILICAL_CORD: N_("Umbilical cord"),
+    MaterialType.CORD_BLOOD: N_("Cord blood"),
+    MaterialType.BONE_MARROW: N_("Bone marrow"),
+    MaterialType.ADIPOSE_TISSUE: N_("Adipose tissue"),
+    MaterialType.APHERESIS: N_("Apheresis"),
+}
 
 
 class MaterialStatus(enum.StrEnum):
     ACCEPTED = "accepted"
     QUARANTINED = "quarantined"
     REJECTED = "rejected"
+
+    @property
+    def label(self) -> str:
+        # Said of the material ("il materiale"): other records with the same English words differ in gender.
+        return {MaterialStatus.ACCEPTED: pgettext("source material status", "accepted"),
+                MaterialStatus.QUARANTINED: pgettext("source material status", "quarantined"),
+                MaterialStatus.REJECTED: pgettext("source material status", "rejected")}[self]
 
 
 class MaterialTypeRule(Audited, CreatedMixin, Base):

@@ -15,6 +15,7 @@ from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
+from cellfactory.core.i18n import _, format_day, in_language
 from cellfactory.core.numbering import next_number
 from cellfactory.core.scoping import get_visible
 from cellfactory.core.transaction import transactional
@@ -67,17 +68,24 @@ def check_receivable_din(site: Site, din: isbt128.Din, field: str = "din") -> No
     if din.fin in allowed:
         return
     owner = db.session.scalar(sa.select(Site).where(Site.facility_id == din.fin))
-    whose = f"the FIN of site {owner.code}" if owner is not None else "not registered for this site"
-    message = (f"DIN {isbt128.format_din(din)} carries facility number {din.fin} ({whose}): {site.code} receives "
-               f"DINs of {' or '.join(allowed)} only. Check the label; an administrator registers a new "
-               "collection facility for the site.")
+    alternatively = _("or")
+    values = {"din": isbt128.format_din(din), "fin": din.fin, "site": site.code,
+              "allowed": f" {alternatively} ".join(allowed)}
+    if owner is not None:
+        message = _("DIN %(din)s carries facility number %(fin)s (the FIN of site %(owner)s): %(site)s receives DINs "
+                    "of %(allowed)s only. Check the label; an administrator registers a new collection facility for "
+                    "the site.", owner=owner.code, **values)
+    else:
+        message = _("DIN %(din)s carries facility number %(fin)s (not registered for this site): %(site)s receives "
+                    "DINs of %(allowed)s only. Check the label; an administrator registers a new collection facility "
+                    "for the site.", **values)
     raise ValidationFailed(message, fields={field: message})
 
 
 def _require_site_admin(actor: User | None, site: Site) -> None:
     if actor is not None:
         permissions.require(actor.has_role(Role.ADMIN, site.id),
-                            "Only an administrator of this site registers its collection facilities.")
+                            _("Only an administrator of this site registers its collection facilities."))
 
 
 @transactional
@@ -93,22 +101,23 @@ def register_collection_facility(actor: User | None, site: Site, *, facility_id:
     try:
         isbt128.build_din(fin, 2000, 1)
     except isbt128.DinError as error:
-        errors["facility_id"] = f"Not a valid ISBT 128 facility identification number: {error}"
+        errors["facility_id"] = _("Not a valid ISBT 128 facility identification number: %(problem)s", problem=error)
     if not name:
-        errors["name"] = "Enter the collection facility's name."
+        errors["name"] = _("Enter the collection facility's name.")
     if errors:
-        raise ValidationFailed("The collection facility cannot be registered: " + " ".join(errors.values()),
-                               fields=errors)
+        raise ValidationFailed(_("The collection facility cannot be registered: %(problems)s",
+                                 problems=" ".join(errors.values())), fields=errors)
     owner = db.session.scalar(sa.select(Site).where(Site.facility_id == fin))
     if owner is not None:
-        message = (f"{fin} is the facility number of site {owner.code}: DINs of a site's FIN are allocated by that "
-                   "site only.")
+        message = _("%(fin)s is the facility number of site %(site)s: DINs of a site's FIN are allocated by that site "
+                    "only.", fin=fin, site=owner.code)
         raise Conflict(message, fields={"facility_id": message})
     existing = db.session.scalar(sa.select(CollectionFacility).where(CollectionFacility.site_id == site.id,
                                                                      CollectionFacility.facility_id == fin))
     if existing is not None:
-        message = (f"{fin} is already registered for {site.code}"
-                   + ("." if existing.active else f" and was retired on {existing.retired_at:%Y-%m-%d}."))
+        message = (_("%(fin)s is already registered for %(site)s.", fin=fin, site=site.code) if existing.active
+                   else _("%(fin)s is already registered for %(site)s and was retired on %(day)s.", fin=fin,
+                          site=site.code, day=format_day(existing.retired_at.date())))
         raise Conflict(message, fields={"facility_id": message})
     facility = CollectionFacility(site_id=site.id, facility_id=fin, name=name, active=True,
                                   created_by_id=actor.id if actor else None)
@@ -122,9 +131,10 @@ def retire_collection_facility(actor: User | None, facility: CollectionFacility,
     """The site no longer receives DINs of this FIN; the entry stays, with the reason."""
     _require_site_admin(actor, facility.site)
     if not facility.active:
-        raise Conflict(f"{facility.facility_id} is already retired for {facility.site.code}.")
+        raise Conflict(_("%(fin)s is already retired for %(site)s.", fin=facility.facility_id,
+                         site=facility.site.code))
     if not (reason or "").strip():
-        raise ValidationFailed("Say why the collection facility is retired.", fields={"reason": "Required."})
+        raise ValidationFailed(_("Say why the collection facility is retired."), fields={"reason": _("Required.")})
     audit.act_as(db.session, actor, reason=reason.strip(), label="command line")
     facility.active = False
     facility.retired_at = utcnow()
@@ -144,8 +154,8 @@ def read_din(raw: str, field: str = "din", *, keyboard: bool = False) -> isbt128
     typed = "".join((raw or "").split())
     if keyboard and typed and not typed.startswith("=") and len(typed) in (isbt128.DIN_LENGTH,
                                                                           isbt128.DIN_LENGTH + 2):
-        message = ("A typed DIN needs its boxed check character at the end (e.g. G1234 17 654321 A): type it, or "
-                   "scan the barcode.")
+        message = _("A typed DIN needs its boxed check character at the end (e.g. G1234 17 654321 A): type it, or "
+                    "scan the barcode.")
         raise ValidationFailed(message, fields={field: message})
     try:
         return isbt128.parse_din(raw or "", known_facilities=known_facilities())
@@ -161,8 +171,8 @@ def get_material(user: User, din: str) -> SourceMaterial:
 @transactional
 def allocate_din(actor: User, site: Site) -> isbt128.Din:
     """The next DIN of the site for this year: FIN + year + 6-digit sequence, unique under concurrency."""
-    permissions.require(permissions.can_record_intake(actor, site.id), "Only a technician of this site allocates "
-                                                                      "DINs.")
+    permissions.require(permissions.can_record_intake(actor, site.id),
+                        _("Only a technician of this site allocates DINs."))
     audit.act_as(db.session, actor)
     year = local_today(site.timezone).year
     din = isbt128.build_din(site.facility_id, year, next_number(DinSequence, site_id=site.id, year=year))
@@ -185,7 +195,8 @@ def current_rule(material_type: MaterialType) -> MaterialTypeRule:
     rule = db.session.scalar(sa.select(MaterialTypeRule).where(MaterialTypeRule.material_type == material_type,
                                                                MaterialTypeRule.current.is_(True)))
     if rule is None:
-        raise Conflict(f"No receipt limits are defined for {material_type.label}: ask QA to set them up.")
+        raise Conflict(_("No receipt limits are defined for %(type)s: ask QA to set them up.",
+                         type=material_type.label))
     return rule
 
 
@@ -260,11 +271,11 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
 
     :param keyboard: the DIN was typed or scanned at a keyboard, so a typed one must carry its check character."""
     permissions.require(permissions.can_record_intake(actor, site.id),
-                        "Only a technician of this site receives source material.")
+                        _("Only a technician of this site receives source material."))
     if command.allocate_din and command.din:
-        raise ValidationFailed("Send either a scanned or typed din or allocate_din: true, not both.",
-                               fields={"din": "Leave out when allocate_din is true.",
-                                       "allocate_din": "Leave out when a din is sent."})
+        raise ValidationFailed(_("Send either a scanned or typed din or allocate_din: true, not both."),
+                               fields={"din": _("Leave out when allocate_din is true."),
+                                       "allocate_din": _("Leave out when a din is sent.")})
     audit.act_as(db.session, actor)
     errors: dict[str, str] = {}
     din: isbt128.Din | None = None
@@ -279,10 +290,11 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
     rule = current_rule(material_type)
     stated_unit = getattr(command, "quantity_unit", None)
     if stated_unit is not None and stated_unit != rule.quantity_unit:
-        errors["quantity_unit"] = f"Use {rule.quantity_unit} for {material_type.value}."
+        errors["quantity_unit"] = _("Use %(unit)s for %(type)s.", unit=rule.quantity_unit, type=material_type.value)
     donor = db.session.scalar(sa.select(Donor).where(Donor.site_id == site.id, Donor.code == command.donor.upper()))
     if donor is None:
-        errors["donor"] = f"No donor with this code is registered at {site.code}: register the donor first."
+        errors["donor"] = _("No donor with this code is registered at %(site)s: register the donor first.",
+                            site=site.code)
     tz = site.timezone
     collected_at = _site_instant(command.collected_at, tz)
     started = _site_instant(command.transport_started_at, tz)
@@ -290,7 +302,7 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
     temp_min, temp_max = command.transport_temp_min_c, command.transport_temp_max_c
     now = utcnow()
     if temp_min > temp_max:
-        errors["transport_temp_max_c"] = "The highest temperature is below the lowest."
+        errors["transport_temp_max_c"] = _("The highest temperature is below the lowest.")
     # collection <= transport start <= arrival <= now (clock skew allowed), plausible years, not before birth.
     plausibility.check_instant(errors, "collected_at", collected_at, now=now)
     if donor is not None:
@@ -301,21 +313,25 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
     plausibility.check_instant(errors, "arrived_at", arrived, now=now,
                                not_before=[(started, "the start of transport"), (collected_at, "the collection")])
     if errors:
-        raise ValidationFailed("The receipt cannot be saved: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The receipt cannot be saved: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     if din is not None and db.session.scalar(sa.select(SourceMaterial.id).where(SourceMaterial.din == din.din13)):
-        raise Conflict(f"DIN {isbt128.format_din(din)} was already received: a DIN is never used twice.",
-                       fields={"din": "Already received."})
+        raise Conflict(_("DIN %(din)s was already received: a DIN is never used twice.", din=isbt128.format_din(din)),
+                       fields={"din": _("Already received.")})
     if donor.consent_withdrawn:
-        raise Conflict(f"Consent of donor {donor.code} was withdrawn on {donor.consent_withdrawn_on}: the material "
-                       "may not be received for use.")
+        raise Conflict(_("Consent of donor %(code)s was withdrawn on %(day)s: the material may not be received for "
+                         "use.", code=donor.code, day=format_day(donor.consent_withdrawn_on)))
     if din is None:
         din = allocate_din(actor, site)
-    eligibility = donor_services.eligibility(donor, collected_at.astimezone(ZoneInfo(tz)).date())
-    decision = judge_receipt(
-        rule=rule, temp_min=temp_min, temp_max=temp_max, transport_hours=(arrived - started).total_seconds() / 3600,
-        container_intact=command.container_intact, documents_complete=command.documents_complete,
-        anticoagulant=command.anticoagulant, donor_type=donor.donor_type, eligibility=eligibility,
-        consent_withdrawn=donor.consent_withdrawn, collection_hours=(arrived - collected_at).total_seconds() / 3600)
+    # The reasons of the decision are kept with the record, as the receipt check wrote them: in English.
+    with in_language("en"):
+        eligibility = donor_services.eligibility(donor, collected_at.astimezone(ZoneInfo(tz)).date())
+        decision = judge_receipt(
+            rule=rule, temp_min=temp_min, temp_max=temp_max,
+            transport_hours=(arrived - started).total_seconds() / 3600, container_intact=command.container_intact,
+            documents_complete=command.documents_complete, anticoagulant=command.anticoagulant,
+            donor_type=donor.donor_type, eligibility=eligibility, consent_withdrawn=donor.consent_withdrawn,
+            collection_hours=(arrived - collected_at).total_seconds() / 3600)
     material = SourceMaterial(
         din=din.din13, site_id=site.id, donor_id=donor.id, material_type=material_type, rule_id=rule.id,
         collected_at=collected_at, collection_centre=command.collection_centre, quantity=command.quantity,
@@ -335,18 +351,19 @@ def decide_quarantine(actor: User, material: SourceMaterial, command: DecideQuar
                       signer: Signer) -> SourceMaterial:
     """QA releases a quarantined material (or rejects it) with a reason and an electronic signature."""
     permissions.require(permissions.can_release_quarantine(actor, material.site_id),
-                        "Only QA of this site releases or rejects quarantined material.")
+                        _("Only QA of this site releases or rejects quarantined material."))
     if material.status != MaterialStatus.QUARANTINED:
-        raise Conflict(f"Material {isbt128.format_din(material.din)} is {material.status.value}, not quarantined.")
+        raise Conflict(_("Material %(din)s is %(status)s, not quarantined.", din=isbt128.format_din(material.din),
+                         status=material.status.label))
     accept, reason = command.accept, command.reason
     if material.donor.consent_withdrawn:
-        raise Conflict("The donor's consent is withdrawn: the material cannot be released.")
+        raise Conflict(_("The donor's consent is withdrawn: the material cannot be released."))
     if accept:
         untested = untested_autologous(material)
         if untested:
-            raise Conflict(f"Material {isbt128.format_din(material.din)} is autologous and not fully tested: it is "
-                           "cultured or stored only once tested (Dir. 2006/17/EC Annex I 2.1.1). "
-                           + " ".join(untested))
+            raise Conflict(_("Material %(din)s is autologous and not fully tested: it is cultured or stored only once "
+                             "tested (Dir. 2006/17/EC Annex I 2.1.1). %(untested)s",
+                             din=isbt128.format_din(material.din), untested=" ".join(untested)))
     audit.act_as(db.session, actor, reason=reason)
     meaning = Meaning.RELEASED_FROM_QUARANTINE if accept else Meaning.REJECTED_AT_RECEIPT
     signatures.apply_signature(actor, material, meaning=meaning, allowed_meanings={meaning},
@@ -382,31 +399,34 @@ def check_usable_for_batch(material: SourceMaterial) -> None:
     a batch."""
     label = isbt128.format_din(material.din)
     if material.status != MaterialStatus.ACCEPTED:
-        raise Conflict(f"Material {label} is {material.status.value}: only accepted material starts a batch.")
+        raise Conflict(_("Material %(din)s is %(status)s: only accepted material starts a batch.", din=label,
+                         status=material.status.label))
     if material.donor.consent_withdrawn:
-        raise Conflict(f"Material {label}: the donor's consent was withdrawn on {material.donor.consent_withdrawn_on}.")
+        raise Conflict(_("Material %(din)s: the donor's consent was withdrawn on %(day)s.", din=label,
+                         day=format_day(material.donor.consent_withdrawn_on)))
     untested = untested_autologous(material)
     if untested:
-        raise Conflict(f"Material {label} is autologous and not fully tested: it is cultured only once tested "
-                       "(Dir. 2006/17/EC Annex I 2.1.1). " + " ".join(untested))
+        raise Conflict(_("Material %(din)s is autologous and not fully tested: it is cultured only once tested "
+                         "(Dir. 2006/17/EC Annex I 2.1.1). %(untested)s", din=label, untested=" ".join(untested)))
     eligibility = donor_services.material_eligibility(material)
     if not eligibility.eligible and material.donor.donor_type != DonorType.AUTOLOGOUS:
-        raise Conflict(f"Material {label}: donor {material.donor.code} is {eligibility.status.label}: "
-                       + " ".join(eligibility.reasons))
+        raise Conflict(_("Material %(din)s: donor %(code)s is %(status)s: %(reasons)s", din=label,
+                         code=material.donor.code, status=eligibility.status.label,
+                         reasons=" ".join(eligibility.reasons)))
 
 
 def label_statements(material: SourceMaterial) -> list[str]:
     statements = []
     if material.status == MaterialStatus.QUARANTINED:
-        statements.append("QUARANTINE - NOT RELEASED FOR USE")
+        statements.append(_("QUARANTINE - NOT RELEASED FOR USE"))
     if material.status == MaterialStatus.REJECTED:
-        statements.append("REJECTED - DO NOT USE")
+        statements.append(_("REJECTED - DO NOT USE"))
     if material.autologous_only:
-        statements.append("FOR AUTOLOGOUS USE ONLY")
+        statements.append(_("FOR AUTOLOGOUS USE ONLY"))
     if is_biohazard(material):
-        statements.append("BIOLOGICAL HAZARD")
+        statements.append(_("BIOLOGICAL HAZARD"))
     if material.donor.consent_withdrawn:
-        statements.append("CONSENT WITHDRAWN - DO NOT USE")
+        statements.append(_("CONSENT WITHDRAWN - DO NOT USE"))
     return statements
 
 
@@ -419,7 +439,7 @@ def print_labels(actor: User, materials: list[SourceMaterial], *, reprint: bool 
     for material in materials:
         permissions.require(permissions.can_record_intake(actor, material.site_id)
                             or permissions.can_release_quarantine(actor, material.site_id),
-                            "Only technicians and QA of the site print its labels.")
+                            _("Only technicians and QA of the site print its labels."))
     audit.act_as(db.session, actor)
     flags = "05" if reprint else "00"
     rendered = []
@@ -435,4 +455,4 @@ def print_labels(actor: User, materials: list[SourceMaterial], *, reprint: bool 
         audit.record_event(db.session, "print", entity_type="source_material", entity_id=material.id,
                            entity_label=material.din, site_id=material.site_id,
                            details={"document": "material label", "reprint": reprint})
-    return labels.render(rendered, title="Source material labels")
+    return labels.render(rendered, title=_("Source material labels"))

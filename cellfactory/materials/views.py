@@ -11,6 +11,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _, in_language, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.plausibility import year_problem
@@ -83,8 +84,9 @@ def receive():
             apply_domain_errors(form, error)
         else:
             category = {"accepted": "success", "quarantined": "warning", "rejected": "error"}[material.status.value]
-            flash(f"Material {isbt128.format_din(material.din, with_check_character=True)} received: "
-                  f"{material.status.value.upper()}.", category)
+            flash(_("Material %(din)s received: %(status)s.",
+                    din=isbt128.format_din(material.din, with_check_character=True),
+                    status=material.status.label.upper()), category)
             return redirect(url_for("materials.detail", din=material.din))
     return render_template("materials/receive.html", form=form), (422 if form.errors or form.form_errors else 200)
 
@@ -132,7 +134,8 @@ def collection_facilities():
             except DomainError as error:
                 apply_domain_errors(form, error)
             else:
-                flash(f"{facility.facility_id} registered: {g.site.code} receives its DINs.", "success")
+                flash(_("%(fin)s registered: %(site)s receives its DINs.", fin=facility.facility_id, site=g.site.code),
+                      "success")
                 return redirect(url_for("materials.collection_facilities"))
         return _render_facilities(form=form, status=422)
     return _render_facilities(form=form)
@@ -151,7 +154,8 @@ def retire_collection_facility(facility_id: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{facility.facility_id} retired: {g.site.code} no longer receives its DINs.", "success")
+            flash(_("%(fin)s retired: %(site)s no longer receives its DINs.", fin=facility.facility_id,
+                    site=g.site.code), "success")
             return redirect(url_for("materials.collection_facilities"))
     return _render_facilities(retire_form=form, status=422)
 
@@ -178,7 +182,8 @@ def decide(din: str):
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash(f"Material {material.din} {'released' if accept else 'rejected'} and signed.", "success")
+            flash(_("Material %(din)s released and signed.", din=material.din) if accept
+                  else _("Material %(din)s rejected and signed.", din=material.din), "success")
             return redirect(url_for("materials.detail", din=material.din))
     return _render_detail(material, 422, form)
 
@@ -187,6 +192,8 @@ def decide(din: str):
 @roles_required(MANUFACTURING_STAFF)
 def label(din: str) -> Response:
     material = services.get_material(_user(), din)
-    data = services.print_labels(_user(), [material], reprint=request.args.get("reprint") == "1")
+    # A printed label is in the language of its site (or the one asked for with ?lang=it|en).
+    with in_language(print_language(material.site)):
+        data = services.print_labels(_user(), [material], reprint=request.args.get("reprint") == "1")
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="label-{material.din}.pdf"'})

@@ -16,15 +16,16 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, in_utc, number_problem
 from cellfactory.core.commands import Instant as CoreInstant
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.units.models import LocationKind, Preservation
 
 DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 GRID_MAX = 26
-REASON = "Give the reason: it goes into the audit trail."
-POSITIVE = "Enter the volume (mL) and the cells per unit as positive numbers."
-PRESERVATION = "Say whether the units are fresh or cryopreserved."
-EXPIRY_NOT_TYPED = ("The expiry is not typed: it is derived from the product's shelf life and the time of "
-                    "fill (fresh) or cryopreservation.")
+REASON = N_("Give the reason: it goes into the audit trail.")
+POSITIVE = N_("Enter the volume (mL) and the cells per unit as positive numbers.")
+PRESERVATION = N_("Say whether the units are fresh or cryopreserved.")
+EXPIRY_NOT_TYPED = N_("The expiry is not typed: it is derived from the product's shelf life and the time of "
+                      "fill (fresh) or cryopreservation.")
 
 
 # --- types -------------------------------------------------------------------------------------------------------
@@ -44,25 +45,25 @@ def _json_number(value: Any) -> Any:
         raise PydanticCustomError("text", number_problem(value))
     number = decimal.Decimal(str(value))
     if not number.is_finite() or number <= 0:
-        raise PydanticCustomError("text", POSITIVE)
+        raise PydanticCustomError("text", _(POSITIVE))
     return number
 
 
 def _below(limit: decimal.Decimal, message: str):
     def check(value: decimal.Decimal) -> decimal.Decimal:
         if value >= limit:
-            raise PydanticCustomError("text", message)
+            raise PydanticCustomError("text", _(message))
         return value
     return check
 
 
 # What a unit holds, as its columns keep it (Numeric(8, 2) mL, Numeric(20, 0) cells).
 Volume = Annotated[decimal.Decimal, BeforeValidator(_json_number),
-                   AfterValidator(_below(decimal.Decimal("999999.995"), "At most 999999.99 mL.")),
+                   AfterValidator(_below(decimal.Decimal("999999.995"), N_("At most 999999.99 mL."))),
                    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 999999.99,
                                    "description": "Volume per unit (mL)"})]
 Cells = Annotated[decimal.Decimal, BeforeValidator(_json_number),
-                  AfterValidator(_below(decimal.Decimal("1e20"), "Fewer than 1e20 cells.")),
+                  AfterValidator(_below(decimal.Decimal("1e20"), N_("Fewer than 1e20 cells."))),
                   WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e20,
                                   "description": "Cells per unit"})]
 
@@ -75,9 +76,10 @@ def _whole(minimum: int, maximum: int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PydanticCustomError("text", "Must be a whole number.")
+            raise PydanticCustomError("text", _("Must be a whole number."))
         if not minimum <= value <= maximum:
-            raise PydanticCustomError("text", "From {minimum} to {maximum}.", {"minimum": minimum, "maximum": maximum})
+            raise PydanticCustomError("text", _("From {minimum} to {maximum}."),
+                                     {"minimum": minimum, "maximum": maximum})
         return value
     return check
 
@@ -92,7 +94,7 @@ GridSize = Annotated[int | None, BeforeValidator(_whole(1, GRID_MAX)),
 def _flag(value: Any) -> Any:
     """true or false, as JSON says it (not "yes", not 1)."""
     if value is not None and not isinstance(value, bool):
-        raise PydanticCustomError("text", "Must be true or false.")
+        raise PydanticCustomError("text", _("Must be true or false."))
     return value
 
 
@@ -109,9 +111,9 @@ def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
         try:
             chosen = enum_cls(value.strip().lower() if isinstance(value, str) else value)
         except ValueError:
-            raise PydanticCustomError("text", message) from None
+            raise PydanticCustomError("text", _(message)) from None
         if allowed is not None and chosen not in allowed:
-            raise PydanticCustomError("text", message)
+            raise PydanticCustomError("text", _(message))
         return chosen
     return check
 
@@ -128,13 +130,13 @@ def _path(value: str) -> str:
 
 def _no_slash(value: str) -> str:
     if "/" in value:
-        raise PydanticCustomError("text", "Give the location a code without '/'.")
+        raise PydanticCustomError("text", _("Give the location a code without '/'."))
     return value.upper()
 
 
 def _not_typed(value: Any) -> Any:
     if value not in (None, ""):
-        raise PydanticCustomError("text", EXPIRY_NOT_TYPED)
+        raise PydanticCustomError("text", _(EXPIRY_NOT_TYPED))
     return None
 
 
@@ -149,7 +151,7 @@ Kept = Annotated[Preservation, BeforeValidator(_choice(Preservation, PRESERVATIO
 Flag = Annotated[bool, BeforeValidator(_flag)]
 OptionalFlag = Annotated[bool, BeforeValidator(_flag_or_no)]
 PLACES = (LocationKind.CONTAINER, LocationKind.RACK, LocationKind.BOX)
-Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, "Choose container, rack or box.", PLACES)),
+Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, N_("Choose container, rack or box."), PLACES)),
                   WithJsonSchema({"type": "string", "enum": [k.value for k in PLACES]})]
 
 
@@ -157,11 +159,11 @@ Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, "Choose co
 
 
 class CreateUnits(Command):
-    refusal: ClassVar[str] = "The units cannot be created"
+    refusal: ClassVar[str] = _l("The units cannot be created")
     missing: ClassVar[dict[str, str]] = {
-        "batch": "Enter the batch number.", "count": "Enter how many units.",
-        "volume_ml": "Enter the volume per unit.", "cells_per_unit": "Enter the cells per unit.",
-        "preservation": PRESERVATION, "prepared_at": "Enter the time of fill or cryopreservation."}
+        "batch": _l("Enter the batch number."), "count": _l("Enter how many units."),
+        "volume_ml": _l("Enter the volume per unit."), "cells_per_unit": _l("Enter the cells per unit."),
+        "preservation": _l(PRESERVATION), "prepared_at": _l("Enter the time of fill or cryopreservation.")}
 
     batch: Line(40) = Field(description="Batch number")
     count: Count = Field(description=f"How many units (bags or vials), 1 to {len(DIVISIONS)}")
@@ -175,47 +177,47 @@ class CreateUnits(Command):
 
 
 class PutAway(Command):
-    refusal: ClassVar[str] = "The unit cannot be stored"
-    missing: ClassVar[dict[str, str]] = {"position": "Scan or type a position."}
+    refusal: ClassVar[str] = _l("The unit cannot be stored")
+    missing: ClassVar[dict[str, str]] = {"position": _l("Scan or type a position.")}
 
     position: StoragePath = Field(description="Path of a free position of the unit's site, e.g. LN2-01/R1/B01/A1")
     reason: OptionalParagraph(2000) = Field(None, description="Required for a move")
 
 
 class TakeOut(Command):
-    refusal: ClassVar[str] = "The unit cannot be taken out"
-    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+    refusal: ClassVar[str] = _l("The unit cannot be taken out")
+    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
 
 
 class DestroyUnit(Command):
-    refusal: ClassVar[str] = "The destruction cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+    refusal: ClassVar[str] = _l("The destruction cannot be recorded")
+    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
 
 
 class LiftQuarantine(Command):
-    refusal: ClassVar[str] = "The quarantine cannot be lifted"
-    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+    refusal: ClassVar[str] = _l("The quarantine cannot be lifted")
+    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="QA's assessment, e.g. excursion within validated stability data")
 
 
 class RecallBatches(Command):
-    refusal: ClassVar[str] = "The recall cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"reason": REASON}
+    refusal: ClassVar[str] = _l("The recall cannot be recorded")
+    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
 
 
 class AdministerUnit(Command):
-    refusal: ClassVar[str] = "The administration cannot be recorded"
+    refusal: ClassVar[str] = _l("The administration cannot be recorded")
     missing: ClassVar[dict[str, str]] = {
-        "unit_identifier": "Scan or type the identifier on the unit's label.",
-        "recipient_code": "Enter the recipient's pseudonymised code.",
-        "administered_at": "Enter the date and time of administration."}
+        "unit_identifier": _l("Scan or type the identifier on the unit's label."),
+        "recipient_code": _l("Enter the recipient's pseudonymised code."),
+        "administered_at": _l("Enter the date and time of administration.")}
 
     unit_identifier: UnitIdentifier = Field(description="As scanned or typed from the unit's label at the bedside: "
                                                         "must be this unit (409 otherwise, audited)")
@@ -226,8 +228,8 @@ class AdministerUnit(Command):
 
 
 class RecordThaw(Command):
-    refusal: ClassVar[str] = "The thaw cannot be recorded"
-    missing: ClassVar[dict[str, str]] = {"thawed_at": "Enter the date and time of the thaw."}
+    refusal: ClassVar[str] = _l("The thaw cannot be recorded")
+    missing: ClassVar[dict[str, str]] = {"thawed_at": _l("Enter the date and time of the thaw.")}
 
     thawed_at: Instant
 
@@ -236,9 +238,9 @@ class RecordThaw(Command):
 
 
 class CreateLocation(Command):
-    refusal: ClassVar[str] = "The location cannot be created"
-    missing: ClassVar[dict[str, str]] = {"kind": "Choose container, rack or box.",
-                                         "code": "Give the location a code."}
+    refusal: ClassVar[str] = _l("The location cannot be created")
+    missing: ClassVar[dict[str, str]] = {"kind": _l("Choose container, rack or box."),
+                                         "code": _l("Give the location a code.")}
 
     site: OptionalLine(8) = Field(None, description="Site code; may be left out by whoever works at one site")
     kind: Place
@@ -259,16 +261,17 @@ def _identifiers(value: Any) -> Any:
     if value is None or value == []:
         return None
     if not isinstance(value, list | tuple) or not all(isinstance(i, str) for i in value):
-        raise PydanticCustomError("text", "A non-empty list of identifiers (DIN-product code-division).")
+        raise PydanticCustomError("text", _("A non-empty list of identifiers (DIN-product code-division)."))
     return list(value)
 
 
 class Ship(Command):
-    refusal: ClassVar[str] = "The shipment cannot be recorded"
+    refusal: ClassVar[str] = _l("The shipment cannot be recorded")
     missing: ClassVar[dict[str, str]] = {
-        "units": "Choose the units to ship.", "to_site": "Choose the destination.",
-        "shipper": "Name the courier or shipper.", "logger_reference": "Give the temperature logger's reference.",
-        "departed_at": "Enter the departure date and time."}
+        "units": _l("Choose the units to ship."), "to_site": _l("Choose the destination."),
+        "shipper": _l("Name the courier or shipper."),
+        "logger_reference": _l("Give the temperature logger's reference."),
+        "departed_at": _l("Enter the departure date and time.")}
 
     units: Annotated[list[UnitIdentifier], BeforeValidator(_identifiers)] = Field(
         min_length=1, max_length=1000, description="Unit identifiers")
@@ -280,11 +283,11 @@ class Ship(Command):
 
 
 class ReceiveShipment(Command):
-    refusal: ClassVar[str] = "The receipt cannot be recorded"
+    refusal: ClassVar[str] = _l("The receipt cannot be recorded")
     missing: ClassVar[dict[str, str]] = {
-        "arrived_at": "Enter the arrival date and time.",
-        "temperature_excursion": "Say whether the logger shows an excursion.",
-        "condition": "Describe the condition of the package on arrival."}
+        "arrived_at": _l("Enter the arrival date and time."),
+        "temperature_excursion": _l("Say whether the logger shows an excursion."),
+        "condition": _l("Describe the condition of the package on arrival.")}
 
     arrived_at: Instant
     temperature_excursion: Flag = Field(description="The logger shows an excursion: the units go into quarantine")

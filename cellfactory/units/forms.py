@@ -21,6 +21,7 @@ from wtforms import (
 from wtforms.validators import InputRequired, Optional
 
 from cellfactory.core.forms import BaseForm
+from cellfactory.core.i18n import _, _l
 from cellfactory.units.commands import DIVISIONS, GRID_MAX, POSITIVE, PRESERVATION
 
 LOCAL = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -42,7 +43,7 @@ class NumberField(StringField):
             try:
                 self.data = decimal.Decimal(text)
             except decimal.InvalidOperation as error:
-                raise ValueError(POSITIVE) from error
+                raise ValueError(_(POSITIVE)) from error
 
     def _value(self) -> str:
         if self.raw_data:
@@ -51,48 +52,50 @@ class NumberField(StringField):
 
 
 class CreateUnitsForm(BaseForm):
-    batch = StringField("Batch number", validators=[Optional()],
+    batch = StringField(_l("Batch number"), validators=[Optional()],
                         render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 40})
-    count = IntegerField(f"Number of units (bags or vials, 1-{len(DIVISIONS)})", validators=[Optional()],
+    count = IntegerField(_l("Number of units (bags or vials, 1-%(most)d)", most=len(DIVISIONS)),
+                         validators=[Optional()],
                          render_kw={"inputmode": "numeric"})
-    volume_ml = NumberField("Volume per unit (mL)", validators=[Optional()],
+    volume_ml = NumberField(_l("Volume per unit (mL)"), validators=[Optional()],
                             render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": 40})
-    cells_per_unit = NumberField("Cells per unit (e.g. 1e8 or 100000000)", validators=[Optional()],
+    cells_per_unit = NumberField(_l("Cells per unit (e.g. 1e8 or 100000000)"), validators=[Optional()],
                                  render_kw={"autocomplete": "off", "maxlength": 40})
     # No expiry field: the expiry is derived from the product's shelf life and this time (units.services).
     # A radio button always has a value once the page is open: left out of the post, it is missing.
-    preservation = RadioField("The units are", choices=[("cryopreserved", "Cryopreserved"), ("fresh", "Fresh")],
+    preservation = RadioField(_l("The units are"),
+                              choices=[("cryopreserved", _l("Cryopreserved")), ("fresh", _l("Fresh"))],
                               default="cryopreserved", validate_choice=False,
-                              validators=[InputRequired(PRESERVATION)])
-    prepared_at = DateTimeLocalField("Fill (fresh) or cryopreservation time (site time)", format=LOCAL,
+                              validators=[InputRequired(_l(PRESERVATION))])
+    prepared_at = DateTimeLocalField(_l("Fill (fresh) or cryopreservation time (site time)"), format=LOCAL,
                                      validators=[Optional()])
 
 
 class PutAwayForm(BaseForm):
-    position = StringField("Position: scan its label or type it (e.g. LN2-01/R1/B01/A1)", validators=[Optional()],
+    position = StringField(_l("Position: scan its label or type it (e.g. LN2-01/R1/B01/A1)"), validators=[Optional()],
                            render_kw={**SCANNER, "data-scanner-next": "store-reason", "maxlength": 120})
-    reason = TextAreaField("Reason for the move (required when the unit is already stored)",
+    reason = TextAreaField(_l("Reason for the move (required when the unit is already stored)"),
                            validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class ReasonForm(BaseForm):
-    reason = TextAreaField("Reason", validators=[Optional()], render_kw={"maxlength": 2000})
+    reason = TextAreaField(_l("Reason"), validators=[Optional()], render_kw={"maxlength": 2000})
 
 
 class AdministerForm(BaseForm):
-    unit_identifier = StringField("Unit identifier: scan or type it from the unit's label", validators=[Optional()],
+    unit_identifier = StringField(_l("Unit identifier: scan or type it from the unit's label"), validators=[Optional()],
                                   render_kw={**SCANNER, "data-scanner-next": "administer-recipient_code",
                                              "maxlength": 40})
-    recipient_code = StringField("Recipient code (pseudonymised)", validators=[Optional()],
+    recipient_code = StringField(_l("Recipient code (pseudonymised)"), validators=[Optional()],
                                  render_kw={**SCANNER, "data-scanner-next": "administer-trial_code",
                                             "maxlength": 40})
-    trial_code = StringField("Clinical trial code", validators=[Optional()],
+    trial_code = StringField(_l("Clinical trial code"), validators=[Optional()],
                              render_kw={"autocomplete": "off", "maxlength": 40})
-    administered_at = DateTimeLocalField("Administered at (site time)", format=LOCAL, validators=[Optional()])
+    administered_at = DateTimeLocalField(_l("Administered at (site time)"), format=LOCAL, validators=[Optional()])
 
 
 class ThawForm(BaseForm):
-    thawed_at = DateTimeLocalField("Thawed at (site time)", format=LOCAL, validators=[Optional()])
+    thawed_at = DateTimeLocalField(_l("Thawed at (site time)"), format=LOCAL, validators=[Optional()])
 
 
 class ConfirmForm(BaseForm):
@@ -100,33 +103,35 @@ class ConfirmForm(BaseForm):
 
 
 class LocationForm(BaseForm):
-    kind = SelectField("Kind", choices=[("container", "Freezer or LN2 tank"), ("rack", "Rack (inside a container)"),
-                                        ("box", "Box (inside a rack)")])
-    parent = SelectField("Inside", choices=[("", "— the site (for a freezer or tank) —")], validate_choice=False)
-    code = StringField("Code (no '/'), e.g. LN2-01, R1, B01", validators=[Optional()],
+    kind = SelectField(_l("Kind"), choices=[("container", _l("Freezer or LN2 tank")),
+                                           ("rack", _l("Rack (inside a container)")),
+                                           ("box", _l("Box (inside a rack)"))])
+    parent = SelectField(_l("Inside"), choices=[("", _l("— the site (for a freezer or tank) —"))],
+                         validate_choice=False)
+    code = StringField(_l("Code (no '/'), e.g. LN2-01, R1, B01"), validators=[Optional()],
                        render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 20})
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    temperature = StringField("Temperature (for a freezer or tank)", validators=[Optional()],
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    temperature = StringField(_l("Temperature (for a freezer or tank)"), validators=[Optional()],
                               render_kw={"maxlength": 40})
-    rows = IntegerField(f"Rows (box, 1-{GRID_MAX})", validators=[Optional()])
-    columns = IntegerField(f"Columns (box, 1-{GRID_MAX})", validators=[Optional()])
-    segregated = BooleanField("Segregated storage (e.g. quarantine or infectious-marker positive)")
+    rows = IntegerField(_l("Rows (box, 1-%(most)d)", most=GRID_MAX), validators=[Optional()])
+    columns = IntegerField(_l("Columns (box, 1-%(most)d)", most=GRID_MAX), validators=[Optional()])
+    segregated = BooleanField(_l("Segregated storage (e.g. quarantine or infectious-marker positive)"))
 
 
 class ShipmentForm(BaseForm):
-    units = SelectMultipleField("Units to ship", choices=[], validators=[Optional()])
-    to_site = SelectField("Destination site", choices=[], validators=[Optional()])
-    shipper = StringField("Shipper or courier", validators=[Optional()], render_kw={"maxlength": 200})
-    logger_reference = StringField("Temperature logger reference", validators=[Optional()],
+    units = SelectMultipleField(_l("Units to ship"), choices=[], validators=[Optional()])
+    to_site = SelectField(_l("Destination site"), choices=[], validators=[Optional()])
+    shipper = StringField(_l("Shipper or courier"), validators=[Optional()], render_kw={"maxlength": 200})
+    logger_reference = StringField(_l("Temperature logger reference"), validators=[Optional()],
                                    render_kw={**SCANNER, "data-scanner-next": "departed_at", "maxlength": 100})
-    departed_at = DateTimeLocalField("Departure (site time)", format=LOCAL, validators=[Optional()])
+    departed_at = DateTimeLocalField(_l("Departure (site time)"), format=LOCAL, validators=[Optional()])
 
 
 class ReceiptForm(BaseForm):
-    arrived_at = DateTimeLocalField("Arrival (site time)", format=LOCAL, validators=[Optional()])
-    excursion = RadioField("Temperature excursion in transit (read the logger)",
-                           choices=[("no", "No: the logger stayed within limits"),
-                                    ("yes", "Yes: the units go into quarantine")],
+    arrived_at = DateTimeLocalField(_l("Arrival (site time)"), format=LOCAL, validators=[Optional()])
+    excursion = RadioField(_l("Temperature excursion in transit (read the logger)"),
+                           choices=[("no", _l("No: the logger stayed within limits")),
+                                    ("yes", _l("Yes: the units go into quarantine"))],
                            validate_choice=False, validators=[Optional()])
-    condition = TextAreaField("Condition of the package on arrival", validators=[Optional()],
+    condition = TextAreaField(_l("Condition of the package on arrival"), validators=[Optional()],
                               render_kw={"maxlength": 2000})

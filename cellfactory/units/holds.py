@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import Conflict
+from cellfactory.core.i18n import _
 from cellfactory.extensions import db
 from cellfactory.units.models import Unit, UnitStatus
 
@@ -21,9 +22,9 @@ STOPPED = (BatchStatus.ON_HOLD_AFTER_RELEASE, BatchStatus.RECALLED)
 def require_available(unit: Unit) -> None:
     """Refuse to ship or administer a unit blocked by a hold after release (or of a recalled batch)."""
     if unit.status == UnitStatus.BLOCKED or unit.batch.status in STOPPED:
-        raise Conflict(f"Unit {unit.identifier} is blocked: batch {unit.batch.number} is "
-                       f"{unit.batch.status.label} because a result failed after release. It may be neither shipped "
-                       "nor administered.")
+        raise Conflict(_("Unit %(unit)s is blocked: batch %(batch)s is %(status)s because a result failed after "
+                         "release. It may be neither shipped nor administered.", unit=unit.identifier,
+                         batch=unit.batch.number, status=unit.batch.status.label))
 
 
 def _units(batch: Batch) -> list[Unit]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.batches.models import Batch
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.sites.models import Site
 
@@ -30,6 +31,21 @@ class UnitStatus(enum.StrEnum):
     def final(self) -> bool:
         return self in (UnitStatus.ADMINISTERED, UnitStatus.DESTROYED)
 
+    @property
+    def label(self) -> str:
+        """The status as the pages show it (the English text is the value; a unit is feminine in Italian)."""
+        return {
+            UnitStatus.QUARANTINE: pgettext("unit status", "quarantine"),
+            UnitStatus.AVAILABLE: pgettext("unit status", "available"),
+            UnitStatus.RESERVED: pgettext("unit status", "reserved"),
+            UnitStatus.SHIPPED: pgettext("unit status", "shipped"),
+            UnitStatus.RECEIVED: pgettext("unit status", "received"),
+            UnitStatus.ADMINISTERED: pgettext("unit status", "administered"),
+            UnitStatus.DESTROYED: pgettext("unit status", "destroyed"),
+            UnitStatus.RECALLED: pgettext("unit status", "recalled"),
+            UnitStatus.BLOCKED: pgettext("unit status", "blocked"),
+        }[self]
+
 
 class Preservation(enum.StrEnum):
     """How a unit is kept, which decides its shelf life (the product's fresh or cryopreserved shelf life)."""
@@ -37,12 +53,25 @@ class Preservation(enum.StrEnum):
     FRESH = "fresh"
     CRYOPRESERVED = "cryopreserved"
 
+    @property
+    def label(self) -> str:
+        return {Preservation.FRESH: pgettext("unit preservation", "fresh"),
+                Preservation.CRYOPRESERVED: pgettext("unit preservation", "cryopreserved")}[self]
+
 
 class LocationKind(enum.StrEnum):
     CONTAINER = "container"  # freezer or liquid-nitrogen tank
     RACK = "rack"
     BOX = "box"
     POSITION = "position"
+
+    @property
+    def label(self) -> str:
+        """The kind as a page shows it: "rack", "box"."""
+        return {LocationKind.CONTAINER: pgettext("storage location", "container"),
+                LocationKind.RACK: pgettext("storage location", "rack"),
+                LocationKind.BOX: pgettext("storage location", "box"),
+                LocationKind.POSITION: pgettext("storage location", "position")}[self]
 
 
 class StorageLocation(Audited, CreatedMixin, Base):
@@ -142,6 +171,12 @@ class Recipient(Audited, CreatedMixin, Base):
 class ShipmentStatus(enum.StrEnum):
     IN_TRANSIT = "in_transit"
     RECEIVED = "received"
+
+    @property
+    def label(self) -> str:
+        """As the pages show it: "in transit" (a shipment: feminine in Italian)."""
+        return {ShipmentStatus.IN_TRANSIT: pgettext("shipment status", "in transit"),
+                ShipmentStatus.RECEIVED: pgettext("shipment status", "received")}[self]
 
 
 class ShipmentSequence(Base):

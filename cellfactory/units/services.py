@@ -16,6 +16,7 @@ from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus
 from cellfactory.core import permissions, plausibility
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import _, in_language
 from cellfactory.core.numbering import next_number
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -57,8 +58,10 @@ RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
 
 
 def _require(actor: User, site_id: int, roles: frozenset[Role] = permissions.MANUFACTURING_STAFF,
-             what: str = "handle units") -> None:
-    permissions.require(actor.has_any_role(roles, site_id), f"Only staff of the site that holds them {what}.")
+             refusal: str | None = None) -> None:
+    """`refusal`: the whole sentence saying who may do it ("Only staff of the site that holds them ...")."""
+    permissions.require(actor.has_any_role(roles, site_id),
+                        refusal or _("Only staff of the site that holds them handle units."))
 
 
 # --- visibility ----------------------------------------------------------------------------------
@@ -78,12 +81,12 @@ def visible_units(user: User) -> sa.Select:
 
 
 def get_unit(user: User, identifier: str) -> Unit:
-    din, _, rest = (identifier or "").strip().upper().partition("-")
-    code, _, division = rest.partition("-")
+    din, _dash, rest = (identifier or "").strip().upper().partition("-")
+    code, _dash, division = rest.partition("-")
     unit = db.session.scalar(visible_units(user).where(Unit.din == din, Unit.product_code == code,
                                                        Unit.division == division))
     if unit is None:
-        raise NotFound(f"There is no unit {identifier!r} you can see.")
+        raise NotFound(_("There is no unit %(identifier)s you can see.", identifier=repr(identifier)))
     return unit
 
 
@@ -99,7 +102,7 @@ def visible_shipments(user: User) -> sa.Select:
 def get_shipment(user: User, number: str) -> Shipment:
     shipment = db.session.scalar(visible_shipments(user).where(Shipment.number == (number or "").strip().upper()))
     if shipment is None:
-        raise NotFound(f"There is no shipment {number!r} you can see.")
+        raise NotFound(_("There is no shipment %(number)s you can see.", number=repr(number)))
     return shipment
 
 
@@ -120,8 +123,9 @@ def _expiry_text(unit: Unit) -> str:
 def _require_not_expired(unit: Unit, at: dt.datetime, *, field: str = "units") -> None:
     """An expired unit is neither shipped nor administered (nor thawed for use)."""
     if at >= unit.expires_at:
-        raise Conflict(f"Unit {unit.identifier} expired at {_expiry_text(unit)}: it cannot be shipped or "
-                       "administered.", fields={field: f"Expired at {_expiry_text(unit)}."})
+        raise Conflict(_("Unit %(unit)s expired at %(expiry)s: it cannot be shipped or administered.",
+                         unit=unit.identifier, expiry=_expiry_text(unit)),
+                       fields={field: _("Expired at %(expiry)s.", expiry=_expiry_text(unit))})
 
 
 # --- units ---------------------------------------------------------------------------------------
@@ -131,32 +135,39 @@ def _require_not_expired(unit: Unit, at: dt.datetime, *, field: str = "units") -
 def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
     """The final bags or vials of a batch, in quarantine until the batch is certified. Their expiry is derived
     from the product's shelf life and the fill (fresh) or cryopreservation time; it is never typed."""
-    _require(actor, batch.site_id, frozenset({Role.TECHNICIAN}), "create units")
+    _require(actor, batch.site_id, frozenset({Role.TECHNICIAN}),
+             _("Only staff of the site that holds them create units."))
     if not batch.status.is_open and batch.status not in RELEASED:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: no units can be made from it.")
+        raise Conflict(_("Batch %(batch)s is %(status)s: no units can be made from it.", batch=batch.number,
+                         status=batch.status.label))
     if len(batch.materials) != 1:
-        raise Conflict("Units carry the DIN of their source material: this batch pools several materials; "
-                       "give it its own DIN first.")
+        raise Conflict(_("Units carry the DIN of their source material: this batch pools several materials; "
+                         "give it its own DIN first."))
     if not batch.product.unit_code:
-        raise Conflict(f"Product {batch.product.code} has no ISBT 128 product code for units: QA must set it.")
+        raise Conflict(_("Product %(product)s has no ISBT 128 product code for units: QA must set it.",
+                         product=batch.product.code))
     errors: dict[str, str] = {}
     count, volume, cells = command.count, command.volume_ml, command.cells_per_unit
     kept, prepared = command.preservation, command.prepared_at
     plausibility.check_instant(errors, "prepared_at", prepared, not_before=[
-        (batch.materials[0].material.collected_at, "the collection of the source material")])
+        (batch.materials[0].material.collected_at, _("the collection of the source material"))])
     expiry = unit_expiry(batch.product, kept, prepared)
     if "prepared_at" not in errors and expiry <= utcnow():
-        errors["prepared_at"] = (f"Units {kept.value} then expired at {format_local(expiry, batch.site.timezone)}"
-                                 f" (shelf life of {batch.product.code}).")
+        then = {"expiry": format_local(expiry, batch.site.timezone), "product": batch.product.code}
+        errors["prepared_at"] = (
+            _("Units fresh then expired at %(expiry)s (shelf life of %(product)s).", **then)
+            if kept == Preservation.FRESH else
+            _("Units cryopreserved then expired at %(expiry)s (shelf life of %(product)s).", **then))
     if errors:
-        raise ValidationFailed("The units cannot be created: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The units cannot be created: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     audit.act_as(db.session, actor)
     din = batch.materials[0].material.din
     taken = set(db.session.scalars(sa.select(Unit.division).where(Unit.din == din,
                                                                   Unit.product_code == batch.product.unit_code)))
     free = [d for d in DIVISIONS if d not in taken]
     if len(free) < count:
-        raise Conflict(f"Only {len(free)} more divisions are free for DIN {din}.")
+        raise Conflict(_("Only %(count)d more divisions are free for DIN %(din)s.", count=len(free), din=din))
     status = UnitStatus.AVAILABLE if batch.status in RELEASED else UnitStatus.QUARANTINE
     units = []
     for division in free[:count]:
@@ -173,11 +184,14 @@ def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
 @transactional
 def release_units(actor: User, batch: Batch) -> list[Unit]:
     """Units leave quarantine only when their batch is released or conditionally released."""
-    _require(actor, batch.site_id, permissions.SIGNING_ROLES, "release units")
+    _require(actor, batch.site_id, permissions.SIGNING_ROLES,
+             _("Only staff of the site that holds them release units."))
     if batch.status not in RELEASED:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: its units stay in quarantine until the QP "
-                       "certifies it.")
-    audit.act_as(db.session, actor, reason=f"batch {batch.number} {batch.status.label}")
+        raise Conflict(_("Batch %(batch)s is %(status)s: its units stay in quarantine until the QP certifies it.",
+                         batch=batch.number, status=batch.status.label))
+    with in_language("en"):  # the audit trail keeps its words as written, in English
+        state = str(batch.status.label)
+    audit.act_as(db.session, actor, reason=f"batch {batch.number} {state}")
     units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id == batch.id,
                                                           Unit.status == UnitStatus.QUARANTINE,
                                                           Unit.status_reason.is_(None))))
@@ -194,12 +208,14 @@ def _set_status(unit: Unit, status: UnitStatus, reason: str | None = None) -> No
 @transactional
 def lift_quarantine(actor: User, unit: Unit, command: LiftQuarantine) -> Unit:
     """QA of the site holding a unit quarantined after shipment (an excursion) releases it after assessing it."""
-    _require(actor, unit.site_id, frozenset({Role.QA}), "lift a unit's quarantine (QA)")
+    _require(actor, unit.site_id, frozenset({Role.QA}),
+             _("Only staff of the site that holds them lift a unit's quarantine (QA)."))
     if unit.status != UnitStatus.QUARANTINE or not unit.status_reason:
-        raise Conflict(f"Unit {unit.identifier} is not held in quarantine after a shipment: its batch's "
-                       "certification decides its release.")
+        raise Conflict(_("Unit %(unit)s is not held in quarantine after a shipment: its batch's certification "
+                         "decides its release.", unit=unit.identifier))
     if unit.batch.status not in RELEASED:
-        raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: its units stay in quarantine.")
+        raise Conflict(_("Batch %(batch)s is %(status)s: its units stay in quarantine.", batch=unit.batch.number,
+                         status=unit.batch.status.label))
     audit.act_as(db.session, actor, reason=command.reason)
     _set_status(unit, UnitStatus.RECEIVED if unit.site_id != unit.origin_site_id else UnitStatus.AVAILABLE)
     return unit
@@ -212,8 +228,8 @@ def _location(site: Site, path: str) -> StorageLocation:
     found = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site.id,
                                                                StorageLocation.path == path))
     if found is None:
-        raise ValidationFailed(f"There is no storage location {path!r} at {site.code}.",
-                               fields={"parent": "Give the full path of a container or rack, e.g. LN2-01/R1."})
+        raise ValidationFailed(_("There is no storage location %(path)s at %(site)s.", path=repr(path), site=site.code),
+                               fields={"parent": _("Give the full path of a container or rack, e.g. LN2-01/R1.")})
     return found
 
 
@@ -221,27 +237,31 @@ def _location(site: Site, path: str) -> StorageLocation:
 def create_location(actor: User, site: Site, command: CreateLocation) -> StorageLocation:
     """A freezer or tank, a rack in it, or a box in a rack (a box creates its positions); the parent is named by
     its path at the site."""
-    _require(actor, site.id, what="set up storage")
+    _require(actor, site.id, refusal=_("Only staff of the site that holds them set up storage."))
     audit.act_as(db.session, actor)
     kind, code = command.kind, command.code
     if kind == LocationKind.POSITION:
         # A box's positions are its grid, made with it: one typed by hand could lie outside the grid or twice.
-        raise ValidationFailed("Positions are created with their box, from its rows and columns.",
-                               fields={"kind": "Choose container, rack or box."})
+        raise ValidationFailed(_("Positions are created with their box, from its rows and columns."),
+                               fields={"kind": _("Choose container, rack or box.")})
     parent = _location(site, command.parent) if command.parent else None
     expected_parent = {LocationKind.CONTAINER: None, LocationKind.RACK: LocationKind.CONTAINER,
                        LocationKind.BOX: LocationKind.RACK, LocationKind.POSITION: LocationKind.BOX}[kind]
     if (parent.kind if parent else None) != expected_parent:
-        raise ValidationFailed(f"A {kind.value} goes inside a {expected_parent.value if expected_parent else 'site'}.",
-                               fields={"parent": "Wrong place in the hierarchy."})
+        placed = {LocationKind.CONTAINER: _("A container goes inside a site."),
+                  LocationKind.RACK: _("A rack goes inside a container."),
+                  LocationKind.BOX: _("A box goes inside a rack.")}[kind]
+        raise ValidationFailed(placed,
+                               fields={"parent": _("Wrong place in the hierarchy.")})
     path = f"{parent.path}/{code}" if parent else code
     if db.session.scalar(sa.select(StorageLocation.id).where(StorageLocation.site_id == site.id,
                                                              StorageLocation.path == path)):
-        raise Conflict(f"{path} already exists at {site.code}.", fields={"code": "Already used."})
+        raise Conflict(_("%(path)s already exists at %(site)s.", path=path, site=site.code),
+                       fields={"code": _("Already used.")})
     grid = None
     if kind == LocationKind.BOX:
         if command.rows is None or command.columns is None:
-            raise ValidationFailed("A box needs rows and columns (1-26 each), e.g. 9 × 9.",
+            raise ValidationFailed(_("A box needs rows and columns (1-26 each), e.g. 9 × 9."),
                                    fields={"rows": "1-26", "columns": "1-26"})
         grid = (command.rows, command.columns)
     location = StorageLocation(site_id=site.id, parent_id=parent.id if parent else None, kind=kind, code=code,
@@ -279,8 +299,9 @@ def _position(site_id: int, path: str) -> StorageLocation:
     position = db.session.scalar(sa.select(StorageLocation).where(StorageLocation.site_id == site_id,
                                                                   StorageLocation.path == path))
     if position is None or position.kind != LocationKind.POSITION:
-        raise ValidationFailed(f"{path!r} is not a storage position of this site (e.g. LN2-01/R1/B01/A1).",
-                               fields={"position": "Scan or type a position."})
+        raise ValidationFailed(_("%(path)s is not a storage position of this site (e.g. LN2-01/R1/B01/A1).",
+                                 path=repr(path)),
+                               fields={"position": _("Scan or type a position.")})
     return position
 
 
@@ -298,40 +319,44 @@ def put_away(actor: User, unit: Unit, command: PutAway) -> Unit:
     A unit made from reactive autologous material goes only to a position marked segregated (Dir. 2006/17/EC
     Annex I 2.1.1: a positive autologous donation is used only if segregation is ensured).
     """
-    _require(actor, unit.site_id, what="store units")
+    _require(actor, unit.site_id, refusal=_("Only staff of the site that holds them store units."))
     if unit.status.final or unit.status == UnitStatus.SHIPPED or blocked_in_transit(unit):
-        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be stored.")
+        raise Conflict(_("Unit %(unit)s is %(status)s: it cannot be stored.", unit=unit.identifier,
+                         status=unit.status.label))
     position = _position(unit.site_id, command.position)
     hazards = biohazard_materials(unit)
     if hazards and not position.segregated:
         dins = ", ".join(isbt128.format_din(m.din) for m in hazards)
-        message = (f"Unit {unit.identifier} is a BIOLOGICAL HAZARD (reactive autologous material {dins}): store it "
-                   f"only in a segregated position; {position.path} is not segregated.")
+        message = _("Unit %(unit)s is a BIOLOGICAL HAZARD (reactive autologous material %(dins)s): store it only "
+                    "in a segregated position; %(position)s is not segregated.", unit=unit.identifier, dins=dins,
+                    position=position.path)
         raise ValidationFailed(message, fields={"position": message})
     if position.id == unit.position_id:
-        raise Conflict(f"Unit {unit.identifier} is already at {position.path}.")
+        raise Conflict(_("Unit %(unit)s is already at %(position)s.", unit=unit.identifier, position=position.path))
     holder = db.session.scalar(sa.select(Unit).where(Unit.position_id == position.id))
     if holder is not None:
-        raise Conflict(f"Position {position.path} already holds unit {holder.identifier}: a position holds one unit.",
-                       fields={"position": "Occupied."})
+        raise Conflict(_("Position %(position)s already holds unit %(unit)s: a position holds one unit.",
+                         position=position.path, unit=holder.identifier),
+                       fields={"position": _("Occupied.")})
     moving = unit.position_id is not None
     if moving and not command.reason:
-        raise ValidationFailed("Say why the unit is moved.", fields={"reason": "Required."})
+        raise ValidationFailed(_("Say why the unit is moved."), fields={"reason": _("Required.")})
     audit.act_as(db.session, actor, reason=command.reason if moving else "put away")
     path = position.path  # read now: after a failed flush the session can load nothing until rolled back
     unit.position_id = position.id
     try:
         db.session.flush()
     except sa.exc.IntegrityError as exc:  # another put-away into the same position committed first
-        raise Conflict(f"Position {path} was just filled by someone else: choose another.") from exc
+        raise Conflict(_("Position %(position)s was just filled by someone else: choose another.",
+                         position=path)) from exc
     return unit
 
 
 @transactional
 def take_out(actor: User, unit: Unit, command: TakeOut) -> Unit:
-    _require(actor, unit.site_id, what="take units out of storage")
+    _require(actor, unit.site_id, refusal=_("Only staff of the site that holds them take units out of storage."))
     if unit.position_id is None:
-        raise Conflict(f"Unit {unit.identifier} is not in storage.")
+        raise Conflict(_("Unit %(unit)s is not in storage.", unit=unit.identifier))
     audit.act_as(db.session, actor, reason=command.reason)
     unit.position_id = None
     return unit
@@ -341,19 +366,23 @@ def take_out(actor: User, unit: Unit, command: TakeOut) -> Unit:
 def record_thaw(actor: User, unit: Unit, command: RecordThaw) -> Unit:
     """A cryopreserved unit is thawed (it leaves storage): its expiry becomes the product's shelf life after
     thawing from the thaw, never later than it was."""
-    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record thaws")
+    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}),
+             _("Only staff of the site that holds them record thaws."))
     if unit.preservation != Preservation.CRYOPRESERVED:
-        raise Conflict(f"Unit {unit.identifier} is {unit.preservation.value}: only a cryopreserved unit is thawed.")
+        raise Conflict(_("Unit %(unit)s is %(kept)s: only a cryopreserved unit is thawed.", unit=unit.identifier,
+                         kept=unit.preservation.label))
     if unit.thawed_at is not None:
-        raise Conflict(f"Unit {unit.identifier} was already thawed at "
-                       f"{format_local(unit.thawed_at, unit.site.timezone)}.")
+        raise Conflict(_("Unit %(unit)s was already thawed at %(when)s.", unit=unit.identifier,
+                         when=format_local(unit.thawed_at, unit.site.timezone)))
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
-        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it is not thawed for use.")
+        raise Conflict(_("Unit %(unit)s is %(status)s: it is not thawed for use.", unit=unit.identifier,
+                         status=unit.status.label))
     errors: dict[str, str] = {}
     when = command.thawed_at
-    plausibility.check_instant(errors, "thawed_at", when, not_before=[(unit.prepared_at, "its cryopreservation")])
+    plausibility.check_instant(errors, "thawed_at", when, not_before=[(unit.prepared_at, _("its cryopreservation"))])
     if errors:
-        raise ValidationFailed("The thaw cannot be recorded: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The thaw cannot be recorded: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     _require_not_expired(unit, when, field="thawed_at")
     audit.act_as(db.session, actor, reason="thawed")
     unit.thawed_at = when
@@ -378,7 +407,8 @@ def _shipped_units(actor: User, identifiers: list[str]) -> list[Unit]:
         try:
             units.append(get_unit(actor, identifier))
         except NotFound as error:
-            raise ValidationFailed(error.message, fields={"units": f"Unknown unit {identifier!r}."}) from error
+            raise ValidationFailed(error.message, fields={"units": _("Unknown unit %(identifier)s.",
+                                                                    identifier=repr(identifier))}) from error
     return units
 
 
@@ -386,7 +416,7 @@ def _destination(code: str) -> Site:
     try:
         return get_site(code)
     except NotFound as error:
-        raise ValidationFailed(error.message, fields={"to_site": "No site has this code."}) from error
+        raise ValidationFailed(error.message, fields={"to_site": _("No site has this code.")}) from error
 
 
 @transactional
@@ -395,23 +425,27 @@ def ship(actor: User, command: Ship) -> Shipment:
     units = _shipped_units(actor, command.units)
     to_site = _destination(command.to_site)
     origin = units[0].site
-    _require(actor, origin.id, frozenset({Role.TECHNICIAN}), "ship units")
+    _require(actor, origin.id, frozenset({Role.TECHNICIAN}), _("Only staff of the site that holds them ship units."))
     errors: dict[str, str] = {}
     if to_site.id == origin.id:
-        errors["to_site"] = "Ship to another site."
+        errors["to_site"] = _("Ship to another site.")
     departed = command.departed_at
     if departed > utcnow() + dt.timedelta(minutes=5):
-        errors["departed_at"] = "The departure is in the future."
+        errors["departed_at"] = _("The departure is in the future.")
     if errors:
-        raise ValidationFailed("The shipment cannot be recorded: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The shipment cannot be recorded: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     for unit in units:
         _require_available(unit)
         if unit.site_id != origin.id:
-            raise Conflict(f"Unit {unit.identifier} is held by {unit.site.code}, not {origin.code}.")
+            raise Conflict(_("Unit %(unit)s is held by %(holder)s, not %(origin)s.", unit=unit.identifier,
+                             holder=unit.site.code, origin=origin.code))
         if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED):
-            raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: only available units leave the site.")
+            raise Conflict(_("Unit %(unit)s is %(status)s: only available units leave the site.",
+                             unit=unit.identifier, status=unit.status.label))
         if unit.batch.status not in RELEASED:
-            raise Conflict(f"Unit {unit.identifier}: batch {unit.batch.number} is {unit.batch.status.label}.")
+            raise Conflict(_("Unit %(unit)s: batch %(batch)s is %(status)s.", unit=unit.identifier,
+                             batch=unit.batch.number, status=unit.batch.status.label))
         _require_not_expired(unit, departed)
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
@@ -430,17 +464,19 @@ def ship(actor: User, command: Ship) -> Shipment:
 @transactional
 def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipment:
     """Receipt by a user of the destination site; a temperature excursion quarantines the units."""
-    _require(actor, shipment.to_site_id, frozenset({Role.TECHNICIAN}), "receive shipments")
+    _require(actor, shipment.to_site_id, frozenset({Role.TECHNICIAN}),
+             _("Only staff of the site that holds them receive shipments."))
     if shipment.status != ShipmentStatus.IN_TRANSIT:
-        raise Conflict(f"Shipment {shipment.number} was already received.")
+        raise Conflict(_("Shipment %(number)s was already received.", number=shipment.number))
     errors: dict[str, str] = {}
     arrived, excursion = command.arrived_at, command.temperature_excursion
     if arrived < shipment.departed_at:
-        errors["arrived_at"] = "Arrival before departure."
+        errors["arrived_at"] = _("Arrival before departure.")
     if arrived > utcnow() + dt.timedelta(minutes=5):
-        errors["arrived_at"] = "The arrival is in the future."
+        errors["arrived_at"] = _("The arrival is in the future.")
     if errors:
-        raise ValidationFailed("The receipt cannot be recorded: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The receipt cannot be recorded: %(problems)s", problems=" ".join(errors.values())),
+                               fields=errors)
     audit.act_as(db.session, actor, reason="temperature excursion in transit" if excursion else "received")
     shipment.status = ShipmentStatus.RECEIVED
     shipment.received_at = arrived
@@ -484,9 +520,10 @@ def _refusal(actor: User, unit: Unit, details: dict[str, Any]) -> Any:
 def _require_unit_match(actor: User, unit: Unit, scanned: str) -> None:
     """The unit in hand at the bedside (its label scanned or typed) is the unit recorded."""
     if scanned != unit.identifier:
-        raise Conflict(f"Wrong unit: {scanned} was scanned at the bedside, this record is for unit "
-                       f"{unit.identifier}. The administration is refused; the attempt is in the audit trail.",
-                       fields={"unit_identifier": "Not this unit."}
+        raise Conflict(_("Wrong unit: %(scanned)s was scanned at the bedside, this record is for unit %(unit)s. "
+                         "The administration is refused; the attempt is in the audit trail.", scanned=scanned,
+                         unit=unit.identifier),
+                       fields={"unit_identifier": _("Not this unit.")}
                        ).keep_after_rollback(_refusal(actor, unit, {
                            "reason": "unit identifier mismatch", "scanned_unit": scanned}))
 
@@ -495,9 +532,11 @@ def _require_recipient_match(actor: User, unit: Unit, recipient_code: str) -> No
     """A unit made for a named recipient (autologous or directed) goes to that recipient only."""
     intended = unit.intended_recipient_code
     if intended and recipient_code != intended:
-        raise Conflict(f"Wrong recipient: unit {unit.identifier} is for recipient {intended} only, not "
-                       f"{recipient_code}. The administration is refused; the attempt is in the audit trail.",
-                       fields={"recipient_code": f"Not the recipient of this unit ({intended})."}
+        raise Conflict(_("Wrong recipient: unit %(unit)s is for recipient %(intended)s only, not %(scanned)s. "
+                         "The administration is refused; the attempt is in the audit trail.", unit=unit.identifier,
+                         intended=intended, scanned=recipient_code),
+                       fields={"recipient_code": _("Not the recipient of this unit (%(intended)s).",
+                                                   intended=intended)}
                        ).keep_after_rollback(_refusal(actor, unit, {
                            "reason": "recipient mismatch", "scanned_recipient": recipient_code,
                            "intended_recipient": intended}))
@@ -508,20 +547,24 @@ def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
     """The bedside check: the unit's identifier and the recipient's code, both scanned or typed. A unit made for a
     named recipient is refused (and the refusal audited) for anyone else; an allogeneic unit records the
     prescription's recipient."""
-    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}), "record administrations")
+    _require(actor, unit.site_id, frozenset({Role.TECHNICIAN}),
+             _("Only staff of the site that holds them record administrations."))
     _require_available(unit)
     if unit.status not in (UnitStatus.AVAILABLE, UnitStatus.RECEIVED, UnitStatus.RESERVED):
-        raise Conflict(f"Unit {unit.identifier} is {unit.status.value}: it cannot be administered.")
+        raise Conflict(_("Unit %(unit)s is %(status)s: it cannot be administered.", unit=unit.identifier,
+                         status=unit.status.label))
     if unit.batch.status not in RELEASED:
-        raise Conflict(f"Batch {unit.batch.number} is {unit.batch.status.label}: not released for administration.")
+        raise Conflict(_("Batch %(batch)s is %(status)s: not released for administration.",
+                         batch=unit.batch.number, status=unit.batch.status.label))
     errors: dict[str, str] = {}
     scanned = command.unit_identifier
     code = command.recipient_code
     when = command.administered_at
     if when > utcnow() + dt.timedelta(minutes=5):
-        errors["administered_at"] = "The administration time is in the future."
+        errors["administered_at"] = _("The administration time is in the future.")
     if errors:
-        raise ValidationFailed("The administration cannot be recorded: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The administration cannot be recorded: %(problems)s",
+                                 problems=" ".join(errors.values())), fields=errors)
     _require_unit_match(actor, unit, scanned)
     _require_recipient_match(actor, unit, code)
     _require_not_expired(unit, when, field="administered_at")
@@ -542,9 +585,9 @@ def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
 
 @transactional
 def destroy(actor: User, unit: Unit, command: DestroyUnit) -> Unit:
-    _require(actor, unit.site_id, what="destroy units")
+    _require(actor, unit.site_id, refusal=_("Only staff of the site that holds them destroy units."))
     if unit.status.final:
-        raise Conflict(f"Unit {unit.identifier} is already {unit.status.value}.")
+        raise Conflict(_("Unit %(unit)s is already %(status)s.", unit=unit.identifier, status=unit.status.label))
     audit.act_as(db.session, actor, reason=command.reason)
     unit.position_id = None
     _set_status(unit, UnitStatus.DESTROYED, command.reason)
@@ -555,7 +598,7 @@ def destroy(actor: User, unit: Unit, command: DestroyUnit) -> Unit:
 def recall(actor: User, batches: list[Batch], command: RecallBatches) -> list[Unit]:
     """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
     permissions.require(all(actor.has_any_role(permissions.SIGNING_ROLES, b.site_id) for b in batches),
-                        "Only QA or the QP of the batches' site recall units.")
+                        _("Only QA or the QP of the batches' site recall units."))
     reason = command.reason
     audit.act_as(db.session, actor, reason=f"recall: {reason}")
     affected = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches] or [-1]))

@@ -3,7 +3,9 @@ batches → units. One graph walk, so that forward and backward answers are alwa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
@@ -13,6 +15,7 @@ from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, StepReag
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import NotFound
+from cellfactory.core.i18n import _
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
@@ -64,6 +67,31 @@ class Trace:
     # When each unit given was administered, on the clock of the site where it was given and naming its zone, by
     # unit identifier (the unit lines keep the instant in ISO 8601, as the API gives it).
     administered: dict[str, str] = field(default_factory=dict)
+    # What was traced ("donor", "unit", "recipient", "lot") and its name after the kind's word in the title; the
+    # site the trace starts from (its printed report is in that site's language).
+    kind: str = ""
+    subject: str = ""
+    site: Any = None
+    # When each unit given was administered, as the instant and the zone of the site where it was given.
+    administered_at: dict[str, tuple[dt.datetime, str]] = field(default_factory=dict)
+
+    @property
+    def heading(self) -> str:
+        """The title in the reader's language (`title` stays as written: the audit trail and the API keep it)."""
+        if self.kind == "donor":
+            return _("Donor %(code)s", code=self.subject)
+        if self.kind == "unit":
+            return _("Unit %(identifier)s", identifier=self.subject)
+        if self.kind == "recipient":
+            return _("Recipient %(code)s", code=self.subject)
+        if self.kind == "lot":
+            return _("Reagent lot %(lot)s", lot=self.subject)
+        return self.title
+
+    def with_times_written_now(self) -> Trace:
+        """The same trace, its administration times written in the language of this moment (a printed report)."""
+        return replace(self, title=self.heading, administered={
+            identifier: format_local(instant, zone) for identifier, (instant, zone) in self.administered_at.items()})
 
     @property
     def unit_identifiers(self) -> set[str]:
@@ -81,14 +109,14 @@ def _unit_line(unit: Unit) -> UnitLine:
                     unit.administered_at.isoformat() if unit.administered_at else "")
 
 
-def _administered(unit: Unit) -> str:
-    """A unit is given where its recipient is treated: the time as the clock on that site's wall reads it."""
+def _administered(unit: Unit) -> tuple[dt.datetime, str]:
+    """A unit is given where its recipient is treated: the instant and the zone of that site's wall clock."""
     site = unit.recipient.site if unit.recipient is not None else unit.site
-    return format_local(unit.administered_at, site.timezone)
+    return unit.administered_at, site.timezone
 
 
 def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
-             administered: dict[str, str] | None = None) -> list[DonorLine]:
+             administered: dict[str, tuple[dt.datetime, str]] | None = None) -> list[DonorLine]:
     """Donors → their materials → the batches made from them → the units of those batches: one statement per
     level, whatever the number of donors, materials, batches and units (and no batch's manufacturing record)."""
     materials: dict[int, list[SourceMaterial]] = {d.id: [] for d in donors}
@@ -130,13 +158,14 @@ def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
 
 
 def _require_trace_reader(user: User) -> None:
-    permissions.require(user.has_any_role(permissions.READ_ROLES), "Your roles do not include traceability.")
+    permissions.require(user.has_any_role(permissions.READ_ROLES), _("Your roles do not include traceability."))
 
 
 def _check_sites(user: User, site_ids: set[int]) -> None:
     visible = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
     if None not in visible and not site_ids <= visible:
-        raise NotFound("Part of this trace belongs to sites where you have no role: ask network QA or an auditor.")
+        raise NotFound(_("Part of this trace belongs to sites where you have no role: ask network QA or an "
+                         "auditor."))
 
 
 def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
@@ -148,19 +177,28 @@ def trace_donor(user: User, code: str, site_code: str | None = None) -> Trace:
         query = query.join(Site).where(Site.code == site_code.upper())
     donors = list(db.session.scalars(query))
     if not donors:
-        raise NotFound(f"There is no donor {code!r}.")
+        raise NotFound(_("There is no donor %(code)s.", code=repr(code)))
     _check_sites(user, {d.site_id for d in donors})
-    administered: dict[str, str] = {}
-    return Trace(f"Donor {code.upper()}", _forward(donors, administered=administered), administered=administered)
+    administered: dict[str, tuple[dt.datetime, str]] = {}
+    lines = _forward(donors, administered=administered)
+    return _trace(f"Donor {code.upper()}", lines, [], administered, "donor", code.upper(), donors[0].site)
 
 
-def _backward_from_batches(title: str, batch_ids: set[int], lots: list[str] | None = None) -> Trace:
+def _trace(title: str, lines: list[DonorLine], lots: list[str], administered: dict[str, tuple[dt.datetime, str]],
+           kind: str, subject: str, site: Any) -> Trace:
+    return Trace(title, lines, lots, {identifier: format_local(instant, zone)
+                                      for identifier, (instant, zone) in administered.items()},
+                 kind=kind, subject=subject, site=site, administered_at=administered)
+
+
+def _backward_from_batches(title: str, batch_ids: set[int], lots: list[str] | None = None, *, kind: str = "",
+                           subject: str = "", site: Any = None) -> Trace:
     donors = list(db.session.scalars(sa.select(Donor).join(SourceMaterial).join(
         BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(batch_ids))
         .distinct().order_by(Donor.id).options(lazyload(Donor.results))))
-    administered: dict[str, str] = {}
+    administered: dict[str, tuple[dt.datetime, str]] = {}
     lines = _forward(donors, batch_filter=batch_ids, administered=administered)
-    return Trace(title, lines, list(lots or []), administered)
+    return _trace(title, lines, list(lots or []), administered, kind, subject, site)
 
 
 def trace_unit(user: User, identifier: str) -> Trace:
@@ -172,27 +210,30 @@ def trace_unit(user: User, identifier: str) -> Trace:
                               .join(BatchStep, BatchStep.id == StepReagent.step_id)
                               .where(BatchStep.batch_id == unit.batch_id, StepReagent.voided_at.is_(None)))
     lots = sorted({f"{lot.item.name} {lot.lot_number}" for lot in used})
-    return _backward_from_batches(f"Unit {unit.identifier}", {unit.batch_id}, lots)
+    return _backward_from_batches(f"Unit {unit.identifier}", {unit.batch_id}, lots, kind="unit",
+                                  subject=unit.identifier, site=unit.site)
 
 
 def trace_recipient(user: User, code: str) -> Trace:
     _require_trace_reader(user)
     recipients = list(db.session.scalars(sa.select(Recipient).where(Recipient.code == (code or "").strip().upper())))
     if not recipients:
-        raise NotFound(f"There is no recipient {code!r}.")
+        raise NotFound(_("There is no recipient %(code)s.", code=repr(code)))
     _check_sites(user, {r.site_id for r in recipients})
     batch_ids = set(db.session.scalars(sa.select(Unit.batch_id).where(
         Unit.recipient_id.in_([r.id for r in recipients]))))
-    return _backward_from_batches(f"Recipient {code.upper()}", batch_ids)
+    return _backward_from_batches(f"Recipient {code.upper()}", batch_ids, kind="recipient", subject=code.upper(),
+                                  site=recipients[0].site)
 
 
 def trace_lot(user: User, lot_id: int) -> Trace:
     _require_trace_reader(user)
     lot = db.session.get(ReagentLot, lot_id)
     if lot is None:
-        raise NotFound("There is no such reagent lot.")
+        raise NotFound(_("There is no such reagent lot."))
     _check_sites(user, {lot.site_id})
     batch_ids = set(db.session.scalars(sa.select(BatchStep.batch_id).join(StepReagent).where(
         StepReagent.lot_id == lot.id, StepReagent.voided_at.is_(None))))
-    return _backward_from_batches(f"Reagent lot {lot.item.name} {lot.lot_number} ({lot.site.code})", batch_ids,
-                                  [f"{lot.item.name} {lot.lot_number}"])
+    subject = f"{lot.item.name} {lot.lot_number} ({lot.site.code})"
+    return _backward_from_batches(f"Reagent lot {subject}", batch_ids, [f"{lot.item.name} {lot.lot_number}"],
+                                  kind="lot", subject=subject, site=lot.site)

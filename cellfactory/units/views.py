@@ -17,6 +17,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import N_, _, in_language, ngettext, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -97,13 +98,20 @@ def _at_site(value: dt.datetime | str | None, tz: str) -> dt.datetime | str | No
     return value.replace(tzinfo=ZoneInfo(tz)) if isinstance(value, dt.datetime) else value
 
 
-def _units(count: int) -> str:
-    return f"{count} unit" if count == 1 else f"{count} units"
 
 
 def _safe(name: str) -> str:
     """A file name made of letters, digits and dashes only."""
     return "".join(c if c.isalnum() or c == "-" else "_" for c in name)[:80]
+
+
+@bp.app_template_global("unit_status_label")
+def unit_status_label(status: Any) -> str:
+    """A unit's status as the pages show it, in the reader's language (an unknown value as it is)."""
+    try:
+        return UnitStatus(str(status)).label
+    except ValueError:
+        return str(status)
 
 
 @bp.app_template_global("unit_status_kind")
@@ -163,8 +171,8 @@ def create():
         try:
             batch = batch_services.get_batch(_user(), form.batch.data) if (form.batch.data or "").strip() else None
         except NotFound as error:
-            apply_domain_errors(form, NotFound(error.message, fields={"batch": "No batch with this number that "
-                                                                              "you can see."}))
+            apply_domain_errors(form, NotFound(error.message, fields={
+                "batch": _("No batch with this number that you can see.")}))
         else:
             # The time typed is the batch's site's (or, with no batch named yet, the site worked at).
             site = batch.site if batch is not None else g.site
@@ -176,8 +184,15 @@ def create():
                 apply_domain_errors(form, error)
             else:
                 state = made[0].status.value
-                flash(f"{_units(len(made))} of batch {batch.number} created ({state}): print their labels.",
-                      "success" if state == UnitStatus.AVAILABLE else "warning")
+                if state == UnitStatus.AVAILABLE:
+                    said = ngettext("%(num)d unit of batch %(batch)s created (available): print their labels.",
+                                    "%(num)d units of batch %(batch)s created (available): print their labels.",
+                                    len(made), batch=batch.number)
+                else:
+                    said = ngettext("%(num)d unit of batch %(batch)s created (quarantine): print their labels.",
+                                    "%(num)d units of batch %(batch)s created (quarantine): print their labels.",
+                                    len(made), batch=batch.number)
+                flash(said, "success" if state == UnitStatus.AVAILABLE else "warning")
                 return redirect(url_for("units.batch", number=batch.number))
     return render_template("units/create.html", form=form), _status(form)
 
@@ -207,7 +222,9 @@ def release(number: str):
     found = batch_services.get_batch(_user(), number)
     if ConfirmForm().validate_on_submit():
         released = services.release_units(_user(), found)
-        flash(f"{_units(len(released))} of batch {found.number} released from quarantine.", "success")
+        flash(ngettext("%(num)d unit of batch %(batch)s released from quarantine.",
+                       "%(num)d units of batch %(batch)s released from quarantine.", len(released),
+                       batch=found.number), "success")
     return redirect(url_for("units.batch", number=found.number))
 
 
@@ -216,7 +233,8 @@ def release(number: str):
 def batch_labels(number: str) -> Response:
     found = batch_services.get_batch(_user(), number)
     units = [u for u in _batch_units(found) if not u.status.final and u.site_id == found.site_id]
-    data = labels.print_unit_labels(_user(), units)
+    with in_language(print_language(found.site)):
+        data = labels.print_unit_labels(_user(), units)
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="unit-labels-{found.number}.pdf"'})
 
@@ -234,22 +252,24 @@ def _whereabouts(units: list[Unit]) -> dict[int, str]:
     for unit in units:
         if unit.id in transit:
             shipment = transit[unit.id]
-            where[unit.id] = f"in transit {shipment.from_site.code} → {shipment.to_site.code} ({shipment.number})"
+            where[unit.id] = _("in transit %(origin)s → %(destination)s (%(number)s)", origin=shipment.from_site.code,
+                               destination=shipment.to_site.code, number=shipment.number)
         elif unit.recipient is not None:
-            where[unit.id] = f"administered at {unit.site.code} to {unit.recipient.code}"
+            where[unit.id] = _("administered at %(site)s to %(recipient)s", site=unit.site.code,
+                               recipient=unit.recipient.code)
         elif unit.position is not None:
             where[unit.id] = f"{unit.site.code} {unit.position.path}"
         elif unit.status == UnitStatus.DESTROYED:
-            where[unit.id] = f"destroyed at {unit.site.code}"
+            where[unit.id] = _("destroyed at %(site)s", site=unit.site.code)
         else:
-            where[unit.id] = f"{unit.site.code}, not in storage"
+            where[unit.id] = _("%(site)s, not in storage", site=unit.site.code)
     return where
 
 
 def _recall_batches() -> list[Batch]:
     numbers = [n for n in request.args.getlist("batch") if n.strip()]
     if not numbers:
-        raise NotFound("Name the batch to recall (?batch=).")
+        raise NotFound(_("Name the batch to recall (?batch=)."))
     return [batch_services.get_batch(_user(), n) for n in dict.fromkeys(numbers)]
 
 
@@ -265,8 +285,9 @@ def recall():
             apply_domain_errors(form, error)
         else:
             marked = sum(1 for u in affected if u.status == UnitStatus.RECALLED)
-            flash(f"Recall recorded: {_units(marked)} marked recalled; the list below says where each one is.",
-                  "warning")
+            flash(ngettext("Recall recorded: %(num)d unit marked recalled; the list below says where each one is.",
+                           "Recall recorded: %(num)d units marked recalled; the list below says where each one is.",
+                           marked), "warning")
             return redirect(url_for("units.recall", batch=[b.number for b in batches]))
     units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches]))
                                     .order_by(Unit.batch_id, Unit.din, Unit.division)))
@@ -312,6 +333,8 @@ def _custody(unit: Unit) -> list[dict[str, Any]]:
     def show(key: str, value: Any) -> str:
         if value is None:
             return "—"
+        if key == "status":
+            return unit_status_label(value)
         return str(names[key].get(value, value)) if key in names else str(value)
 
     rows = []
@@ -321,24 +344,27 @@ def _custody(unit: Unit) -> list[dict[str, Any]]:
         site_id = entry.site_id
         if entry.entity_type == "unit" and entry.action == "create":
             status = changes.get("status", [None, None])[1]
-            what.append(f"Created at {show('site_id', changes.get('site_id', [None, None])[1])} ({status})")
+            what.append(_("Created at %(site)s (%(status)s)",
+                          site=show("site_id", changes.get("site_id", [None, None])[1]),
+                          status=unit_status_label(status)))
         elif entry.entity_type == "unit" and entry.action == "update":
-            labels_ = {"status": "Status", "position_id": "Position", "site_id": "Custody",
-                       "recipient_id": "Recipient", "administered_at": "Administered at"}
+            labels_ = {"status": _("Status"), "position_id": _("Position"), "site_id": _("Custody"),
+                       "recipient_id": _("Recipient"), "administered_at": _("Administered at")}
             for key, label in labels_.items():
                 if key in changes:
                     old, new = changes[key]
                     what.append(f"{label}: {show(key, old)} → {show(key, new)}")
         elif entry.entity_type == "unit":
-            what.append({"print": "Label printed"}.get(entry.action, entry.action))
+            what.append(_("Label printed") if entry.action == "print" else entry.action)
         elif entry.entity_type == "shipment_unit":
             shipment = next((s for i, s in items if str(i) == entry.entity_id), None)
-            what.append(f"Packed into shipment {numbers.get(shipment, '?')}")
+            what.append(_("Packed into shipment %(number)s", number=numbers.get(shipment, "?")))
         elif entry.entity_type == "shipment":
             if changes.get("status", [None, None])[1] == ShipmentStatus.RECEIVED:
                 excursion = changes.get("temperature_excursion", [None, None])[1]
-                what.append(f"Shipment {entry.entity_label} received"
-                            + (": TEMPERATURE EXCURSION" if excursion else ", no excursion"))
+                what.append(_("Shipment %(number)s received: TEMPERATURE EXCURSION", number=entry.entity_label)
+                            if excursion else
+                            _("Shipment %(number)s received, no excursion", number=entry.entity_label))
                 site_id = destinations.get(int(entry.entity_id))  # received at the destination
             else:
                 continue
@@ -393,7 +419,8 @@ def detail(identifier: str):
 @roles_required(MANUFACTURING_STAFF)
 def label(identifier: str) -> Response:
     unit = services.get_unit(_user(), identifier)
-    data = labels.print_unit_labels(_user(), [unit])
+    with in_language(print_language(unit.site)):
+        data = labels.print_unit_labels(_user(), [unit])
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="unit-label-{unit.identifier}.pdf"'})
 
@@ -411,7 +438,8 @@ def store(identifier: str):
             apply_domain_errors(form, error)
         else:
             path = db.session.get(StorageLocation, unit.position_id).path
-            flash(f"Unit {unit.identifier} {'moved' if moving else 'put away'} at {path}.", "success")
+            flash(_("Unit %(unit)s moved at %(position)s.", unit=unit.identifier, position=path) if moving else
+                  _("Unit %(unit)s put away at %(position)s.", unit=unit.identifier, position=path), "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, 422, store=form)
 
@@ -427,7 +455,7 @@ def take_out(identifier: str):
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Unit {unit.identifier} taken out of storage.", "success")
+            flash(_("Unit %(unit)s taken out of storage.", unit=unit.identifier), "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, 422, takeout=form)
 
@@ -443,7 +471,7 @@ def destroy(identifier: str):
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Unit {unit.identifier} recorded as destroyed.", "warning")
+            flash(_("Unit %(unit)s recorded as destroyed.", unit=unit.identifier), "warning")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, 422, destroy=form)
 
@@ -459,7 +487,7 @@ def lift_quarantine(identifier: str):
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Unit {unit.identifier} released from quarantine by QA.", "success")
+            flash(_("Unit %(unit)s released from quarantine by QA.", unit=unit.identifier), "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, 422, lift=form)
 
@@ -478,8 +506,8 @@ def administer(identifier: str):
             apply_domain_errors(form, error)
             status = error.http_status  # a wrong unit or recipient, an expired unit: 409, as the API says
         else:
-            flash(f"Unit {unit.identifier} administered to recipient {form.recipient_code.data.strip().upper()}.",
-                  "success")
+            flash(_("Unit %(unit)s administered to recipient %(recipient)s.", unit=unit.identifier,
+                    recipient=form.recipient_code.data.strip().upper()), "success")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, status, administer=form)
 
@@ -498,8 +526,8 @@ def thaw(identifier: str):
             apply_domain_errors(form, error)
             status = error.http_status
         else:
-            flash(f"Unit {unit.identifier} thawed: it now expires at "
-                  f"{format_local(unit.expires_at, unit.site.timezone)}.", "warning")
+            flash(_("Unit %(unit)s thawed: it now expires at %(expiry)s.", unit=unit.identifier,
+                    expiry=format_local(unit.expires_at, unit.site.timezone)), "warning")
             return redirect(url_for("units.detail", identifier=unit.identifier))
     return _render_unit(unit, status, thaw=form)
 
@@ -523,8 +551,8 @@ def _location_form(site: Site | None) -> LocationForm:
         parents = db.session.scalars(sa.select(StorageLocation).where(
             StorageLocation.site_id == site.id, StorageLocation.kind.in_([LocationKind.CONTAINER, LocationKind.RACK]))
             .order_by(StorageLocation.path))
-        form.parent.choices = [("", "— the site (for a freezer or tank) —")] + [
-            (str(p.id), f"{p.path} ({p.kind.value})") for p in parents]
+        form.parent.choices = [("", _("— the site (for a freezer or tank) —"))] + [
+            (str(p.id), f"{p.path} ({p.kind.label})") for p in parents]
     return form
 
 
@@ -570,14 +598,18 @@ def create_location():
                 StorageLocation.site_id == site.id))
         try:
             if form.parent.data and parent is None:
-                raise ValidationFailed("Choose where the location goes.",
-                                       fields={"parent": "Not a location of this site."})
+                raise ValidationFailed(_("Choose where the location goes."),
+                                       fields={"parent": _("Not a location of this site.")})
             location = services.create_location(_user(), site, CreateLocation.from_form(
                 form, site=site.code, parent=parent.path if parent else None))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{location.kind.value.capitalize()} {location.path} created at {site.code}.", "success")
+            created = {LocationKind.CONTAINER: N_("Container %(path)s created at %(site)s."),
+                       LocationKind.RACK: N_("Rack %(path)s created at %(site)s."),
+                       LocationKind.BOX: N_("Box %(path)s created at %(site)s.")}.get(
+                location.kind, N_("Position %(path)s created at %(site)s."))
+            flash(_(created, path=location.path, site=site.code), "success")
             return redirect(url_for("storage.location", site=site.code, path=location.path))
     return _render_storage(form, 422)
 
@@ -589,7 +621,7 @@ def location(site: str, path: str):
         Site, Site.id == StorageLocation.site_id).where(Site.code == site.upper(),
                                                         StorageLocation.path == path.strip("/").upper()))
     if found is None:
-        raise NotFound(f"There is no storage location {site.upper()} {path} you can see.")
+        raise NotFound(_("There is no storage location %(site)s %(path)s you can see.", site=site.upper(), path=path))
     parts = found.path.split("/")
     crumbs = ["/".join(parts[: i + 1]) for i in range(len(parts) - 1)]
     if found.kind == LocationKind.POSITION:
@@ -644,7 +676,7 @@ def _shipment_form(site: Site | None) -> tuple[ShipmentForm, dict[str, Unit]]:
     blocked = _blocked_units(site)
     form.units.choices = [(identifier, identifier) for identifier in (*available, *blocked)]
     destinations = db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code))
-    form.to_site.choices = [("", "— choose —")] + [(s.code, f"{s.code} · {s.name}") for s in destinations
+    form.to_site.choices = [("", _("— choose —"))] + [(s.code, f"{s.code} · {s.name}") for s in destinations
                                                    if site is None or s.id != site.id]
     return form, available
 
@@ -675,9 +707,9 @@ def create_shipment():
             apply_domain_errors(form, error)
             status = error.http_status  # e.g. an expired unit: 409, as the API says
         else:
-            flash(f"Shipment {shipment.number} to {shipment.to_site.code} recorded: {_units(len(shipment.items))} "
-                  "in transit.",
-                  "success")
+            flash(ngettext("Shipment %(number)s to %(site)s recorded: %(num)d unit in transit.",
+                           "Shipment %(number)s to %(site)s recorded: %(num)d units in transit.",
+                           len(shipment.items), number=shipment.number, site=shipment.to_site.code), "success")
             return redirect(url_for("shipments.detail", number=shipment.number))
     return render_template("units/shipment_new.html", form=form, available=available, site=site,
                            now=utcnow()), status or _status(form)
@@ -721,18 +753,21 @@ def receive(number: str):
             apply_domain_errors(form, _renamed(error, temperature_excursion="excursion"))
         else:
             if shipment.temperature_excursion:
-                flash(f"Shipment {shipment.number} received with a temperature excursion: its units are in "
-                      "QUARANTINE.", "warning")
+                flash(_("Shipment %(number)s received with a temperature excursion: its units are in QUARANTINE.",
+                        number=shipment.number), "warning")
             else:
-                flash(f"Shipment {shipment.number} received: {_units(len(shipment.items))} at "
-                      f"{shipment.to_site.code}.", "success")
+                flash(ngettext("Shipment %(number)s received: %(num)d unit at %(site)s.",
+                               "Shipment %(number)s received: %(num)d units at %(site)s.", len(shipment.items),
+                               number=shipment.number, site=shipment.to_site.code), "success")
             return redirect(url_for("shipments.detail", number=shipment.number))
     return _render_shipment(shipment, form, 422)
 
 
 # --- traceability --------------------------------------------------------------------------------
 
-KINDS = {"donor": "Donor code", "unit": "Unit identifier", "recipient": "Recipient code", "lot": "Reagent lot number"}
+# Translated where they are shown (templates/trace/search.html).
+KINDS = {"donor": N_("Donor code"), "unit": N_("Unit identifier"), "recipient": N_("Recipient code"),
+         "lot": N_("Reagent lot number")}
 
 
 def _trace(kind: str, key: str, site: str | None = None) -> trace.Trace:
@@ -746,7 +781,7 @@ def _trace(kind: str, key: str, site: str | None = None) -> trace.Trace:
     try:
         lot_id = int(key)
     except ValueError as error:
-        raise NotFound("There is no such reagent lot.") from error
+        raise NotFound(_("There is no such reagent lot.")) from error
     return trace.trace_lot(user, lot_id)
 
 
@@ -768,7 +803,7 @@ def search():
             if len(lots) == 1:
                 return redirect(url_for("trace.lot", lot_id=lots[0].id))
             if not lots:
-                error = f"There is no reagent lot {query!r} you can see."
+                error = _("There is no reagent lot %(lot)s you can see.", lot=repr(query))
         else:
             site = (request.args.get("site") or "").strip().upper() or None
             try:
@@ -802,7 +837,8 @@ def _render_trace(kind: str, key: str, found: trace.Trace, pdf_url: str):
 
 
 def _pdf(found: trace.Trace, name: str) -> Response:
-    data = labels.print_trace_report(_user(), found)
+    with in_language(print_language(found.site)):
+        data = labels.print_trace_report(_user(), found)
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="trace-{_safe(name)}.pdf"'})
 

@@ -30,6 +30,7 @@ from cellfactory.auth.models import SessionEnd, User, UserSession
 from cellfactory.core.clock import format_local
 from cellfactory.core.error_summary import error_summary, summary_takes_focus
 from cellfactory.core.errors import DomainError, PermissionDenied
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.core.transaction import commit_request, defer_commits, transactional
 from cellfactory.extensions import db, login_manager
@@ -85,7 +86,8 @@ def register(app: Flask) -> None:
         app.register_blueprint(blueprint)
 
     login_manager.login_view = "auth.login"
-    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message = N_("Please sign in to continue.")
+    login_manager.localize_callback = _  # the message is flashed in the language of the request
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
     login_manager.user_loader(_load_user)
@@ -150,8 +152,8 @@ def _begin_request() -> Any:
             errors.setdefault(name if not text_problem(name) else "query", problem)
     if errors:
         names = ", ".join(errors)
-        return _render_error(422, f"The search or filter {names} cannot be used: {next(iter(errors.values()))}",
-                             fields=errors)
+        return _render_error(422, _("The search or filter %(names)s cannot be used: %(problem)s", names=names,
+                                    problem=next(iter(errors.values()))), fields=errors)
     return None
 
 
@@ -201,19 +203,19 @@ def _guard() -> Any:
         logout_user()
         session.clear()
         if ended is SessionEnd.IDLE_TIMEOUT:
-            flash("Your session ended because it was idle too long. Sign in again.", "warning")
+            flash(_("Your session ended because it was idle too long. Sign in again."), "warning")
         else:
-            flash(f"Your session has ended ({ended.label}). Sign in again.", "warning")
+            flash(_("Your session has ended (%(why)s). Sign in again.", why=ended.label), "warning")
         return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
     audit.act_as(db.session, current_user)
     g.site = _current_site(current_user)
     if current_user.must_change_password and request.endpoint not in ("auth.change_password", "auth.logout"):
-        flash("Choose your own password before you go on.", "info")
+        flash(_("Choose your own password before you go on."), "info")
         return redirect(url_for("auth.change_password"))
     allowed = getattr(view, "allowed_roles", None)
     if not allowed or not current_user.has_any_role(allowed):
         record_access_denied(current_user, request.endpoint)
-        return _render_error(403, "You do not have the role this page needs.")
+        return _render_error(403, _("You do not have the role this page needs."))
     return None
 
 
@@ -284,19 +286,19 @@ def _domain_error(error: DomainError) -> Any:
 
 
 def _csrf_error(error: CSRFError) -> Any:
-    return _render_error(400, "The form expired or was sent from another page (CSRF check failed). Reload the "
-                              "page and submit it again.")
+    return _render_error(400, _("The form expired or was sent from another page (CSRF check failed). Reload the "
+                                "page and submit it again."))
 
 
 def _http_error(error: HTTPException) -> Any:
     messages = {
-        404: "There is nothing at this address. Check the number you typed or scanned, or start again from the "
-             "dashboard.",
-        405: "This address does not accept that kind of request.",
-        413: "The upload is too large.",
+        404: _("There is nothing at this address. Check the number you typed or scanned, or start again from the "
+               "dashboard."),
+        405: _("This address does not accept that kind of request."),
+        413: _("The upload is too large."),
     }
     response = make_response(_render_error(error.code or 500, messages.get(error.code, error.description or
-                                                                           "Request refused.")))
+                                                                           _("Request refused."))))
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         # RFC 9110: a 405 says which methods the address does accept.
         response.headers["Allow"] = ", ".join(error.valid_methods)
@@ -312,11 +314,11 @@ def _unexpected_error(error: Exception) -> Any:
         raise error
     if db.session.info.get(_COMMITTED):
         # Service work commits after the response; only an explicit commit (a print's audit entry) comes before.
-        return _render_error(500, f"Something went wrong after part of this request was saved. Check the record "
-                                  f"before you enter anything again. Reference {reference}: give it to your "
-                                  "administrator.", reference=reference)
-    return _render_error(500, f"Something went wrong and nothing was saved. Reference {reference}: give it to "
-                              "your administrator.", reference=reference)
+        return _render_error(500, _("Something went wrong after part of this request was saved. Check the record "
+                                    "before you enter anything again. Reference %(reference)s: give it to your "
+                                    "administrator.", reference=reference), reference=reference)
+    return _render_error(500, _("Something went wrong and nothing was saved. Reference %(reference)s: give it to "
+                                "your administrator.", reference=reference), reference=reference)
 
 
 def display_timezone() -> str:
@@ -331,29 +333,29 @@ def _localtime_filter(value: Any, tz: str | None = None, *, seconds: bool = Fals
     return format_local(value, tz or display_timezone(), seconds=seconds)
 
 
-# The main navigation: each link shows only to users holding a role its view accepts.
+# The main navigation: each link shows only to users holding a role its view accepts (labels translated when shown).
 NAV = [
-    ("main.dashboard", "Dashboard"),
-    ("donors.index", "Donors"),
-    ("materials.index", "Material"),
-    ("batches.index", "Batches"),
-    ("qc.worklist", "QC"),
-    ("deviations.index", "Deviations"),
-    ("products.index", "Products"),
-    ("reagents.lots", "Lots"),
-    ("equipment.index", "Equipment"),
-    ("releases.review_worklist", "Review"),
-    ("releases.certification_worklist", "Certification"),
-    ("releases.register", "QP register"),
-    ("units.index", "Units"),
-    ("shipments.index", "Shipments"),
-    ("trace.search", "Trace"),
-    ("audit.trail", "Audit trail"),
-    ("admin.users", "Users"),
-    ("admin.sites", "Sites"),
-    ("admin.role_requests", "Role grants"),
-    ("notifications.alerts", "Alerts"),
-    ("notifications.tasks", "Notices"),
+    ("main.dashboard", N_("Dashboard")),
+    ("donors.index", N_("Donors")),
+    ("materials.index", N_("Material")),
+    ("batches.index", N_("Batches")),
+    ("qc.worklist", N_("QC")),
+    ("deviations.index", N_("Deviations")),
+    ("products.index", N_("Products")),
+    ("reagents.lots", N_("Lots")),
+    ("equipment.index", N_("Equipment")),
+    ("releases.review_worklist", N_("Review")),
+    ("releases.certification_worklist", N_("Certification")),
+    ("releases.register", N_("QP register")),
+    ("units.index", N_("Units")),
+    ("shipments.index", N_("Shipments")),
+    ("trace.search", N_("Trace")),
+    ("audit.trail", N_("Audit trail")),
+    ("admin.users", N_("Users")),
+    ("admin.sites", N_("Sites")),
+    ("admin.role_requests", N_("Role grants")),
+    ("notifications.alerts", N_("Alerts")),
+    ("notifications.tasks", N_("Notices")),
 ]
 
 
@@ -366,7 +368,7 @@ def nav_links() -> list[tuple[str, str, bool]]:
             blueprint = endpoint.split(".")[0]
             same_section = blueprint not in ("main", "admin", "releases") and request.blueprint == blueprint
             active = request.endpoint == endpoint or same_section
-            links.append((endpoint, label, active))
+            links.append((endpoint, _(label), active))
     return links
 
 
@@ -380,8 +382,8 @@ def _din_filter(din13: str) -> Any:
         parts = isbt128.format_din_parts(din13)
     except isbt128.DinError:
         return din13
-    return Markup('<span class="din">{} <span class="check-char" title="check character">{}</span></span>').format(
-        escape(parts.text), escape(parts.check_character))
+    return Markup('<span class="din">{} <span class="check-char" title="{}">{}</span></span>').format(
+        escape(parts.text), _("check character"), escape(parts.check_character))
 
 
 def _template_globals() -> dict[str, Any]:

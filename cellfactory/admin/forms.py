@@ -4,7 +4,7 @@ from wtforms import BooleanField, EmailField, HiddenField, PasswordField, Select
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from cellfactory.core.forms import BaseForm, ReasonMixin
-from cellfactory.core.i18n import LANGUAGE_NAMES, _l
+from cellfactory.core.i18n import LANGUAGE_NAMES, _, _l, lazy_pgettext
 from cellfactory.core.roles import ROLE_LABELS
 from cellfactory.signatures.forms import SigningForm
 
@@ -12,32 +12,32 @@ NETWORK = ""
 
 
 def role_choices() -> list[tuple[str, str]]:
-    return [(role.value, label) for role, label in ROLE_LABELS.items()]
+    return [(role.value, _(label)) for role, label in ROLE_LABELS.items()]
 
 
 def site_choices(sites) -> list[tuple[str, str]]:
     # Sites first: most roles are held at a site, so the form opens on a valid combination.
     return [(s.code, f"{s.code} · {s.name}") for s in sites] + [
-        (NETWORK, "Whole network (auditor, network QA, network administrator)")]
+        (NETWORK, _("Whole network (auditor, network QA, network administrator)"))]
 
 
 class UserCreateForm(BaseForm):
     """The fields of a new user; what each must hold is the command's (`auth/commands.py`)."""
 
-    username = StringField("User name", validators=[Optional()],
+    username = StringField(_l("User name"), validators=[Optional()],
                            render_kw={"autocapitalize": "none", "maxlength": 64})
-    full_name = StringField("Printed full name (used in signatures)", validators=[Optional()],
+    full_name = StringField(_l("Printed full name (used in signatures)"), validators=[Optional()],
                             render_kw={"maxlength": 200})
-    email = EmailField("E-mail", validators=[Optional()], render_kw={"maxlength": 254})
-    role = SelectField("Role")
-    site = SelectField("Site")
-    temporary_password = PasswordField("Temporary password (the user must change it at first sign-in)",
+    email = EmailField(_l("E-mail"), validators=[Optional()], render_kw={"maxlength": 254})
+    role = SelectField(_l("Role"))
+    site = SelectField(_l("Site"))
+    temporary_password = PasswordField(_l("Temporary password (the user must change it at first sign-in)"),
                                        validators=[Optional()], render_kw={"autocomplete": "new-password"})
 
 
 class GrantRoleForm(ReasonMixin, BaseForm):
-    role = SelectField("Role")
-    site = SelectField("Site")
+    role = SelectField(_l("Role"))
+    site = SelectField(_l("Site"))
 
 
 class ReasonForm(ReasonMixin, BaseForm):
@@ -45,28 +45,31 @@ class ReasonForm(ReasonMixin, BaseForm):
 
 
 class UnlockForm(ReasonMixin, BaseForm):
-    require_new_password = BooleanField("Also require a new password at the next sign-in")
+    require_new_password = BooleanField(_l("Also require a new password at the next sign-in"))
 
 
 class GrantDecisionForm(ReasonMixin, BaseForm):
-    decision = SelectField("Decision", choices=[("approve", "Approve the grant"), ("reject", "Reject the grant")],
-                           validators=[DataRequired("Choose approve or reject.")])
+    decision = SelectField(_l("Decision"), choices=[("approve", _l("Approve the grant")),
+                                                    ("reject", _l("Reject the grant"))],
+                           validators=[DataRequired(_l("Choose approve or reject."))])
 
 
 class UserDetailsForm(ReasonMixin, BaseForm):
-    full_name = StringField("Printed full name", validators=[DataRequired("Enter the full name."), Length(max=200)])
-    email = EmailField("E-mail", validators=[DataRequired("Enter the e-mail."), Email("Enter a valid e-mail.")])
+    full_name = StringField(_l("Printed full name"),
+                            validators=[DataRequired(_l("Enter the full name.")), Length(max=200)])
+    email = EmailField(_l("E-mail"), validators=[DataRequired(_l("Enter the e-mail.")),
+                                                 Email(_l("Enter a valid e-mail."))])
     version = HiddenField()
 
 
 class ResetPasswordForm(ReasonMixin, BaseForm):
-    temporary_password = PasswordField("New temporary password", validators=[DataRequired("Set a password.")],
+    temporary_password = PasswordField(_l("New temporary password"), validators=[DataRequired(_l("Set a password."))],
                                        render_kw={"autocomplete": "new-password"})
 
 
 class IdentityCheckForm(SigningForm):
-    method = TextAreaField("How the identity was checked",
-                           validators=[DataRequired("Describe the check: document type and number, in person."),
+    method = TextAreaField(_l("How the identity was checked"),
+                           validators=[DataRequired(_l("Describe the check: document type and number, in person.")),
                                        Length(max=1000)])
 
 
@@ -76,21 +79,22 @@ SITE_LANGUAGE_CHOICES = [("", _l("The installation's language")), *LANGUAGE_NAME
 class SiteForm(BaseForm):
     """The fields of a new site; what each must hold is the command's (`sites/commands.py`)."""
 
-    code = StringField("Code", validators=[Optional()], render_kw={"maxlength": 8})
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    facility_id = StringField("ISBT 128 facility identification number (FIN)", validators=[Optional()],
+    code = StringField(_l("Code"), validators=[Optional()], render_kw={"maxlength": 8})
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    facility_id = StringField(_l("ISBT 128 facility identification number (FIN)"), validators=[Optional()],
                               render_kw={"maxlength": 5})
-    timezone = StringField("Time zone", default="Europe/Rome", validators=[Optional()], render_kw={"maxlength": 64})
-    address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
+    timezone = StringField(_l("Time zone"), default="Europe/Rome", validators=[Optional()],
+                           render_kw={"maxlength": 64})
+    address = TextAreaField(_l("Address"), validators=[Optional()], render_kw={"maxlength": 1000})
     language = SelectField(_l("Language of pages and printed records"), choices=SITE_LANGUAGE_CHOICES,
                            validators=[Optional()])
 
 
 class SiteEditForm(ReasonMixin, BaseForm):
-    name = StringField("Name", validators=[Optional()], render_kw={"maxlength": 200})
-    timezone = StringField("Time zone", validators=[Optional()], render_kw={"maxlength": 64})
-    address = TextAreaField("Address", validators=[Optional()], render_kw={"maxlength": 1000})
+    name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
+    timezone = StringField(_l("Time zone"), validators=[Optional()], render_kw={"maxlength": 64})
+    address = TextAreaField(_l("Address"), validators=[Optional()], render_kw={"maxlength": 1000})
     language = SelectField(_l("Language of pages and printed records"), choices=SITE_LANGUAGE_CHOICES,
                            validators=[Optional()])
-    active = BooleanField("Active")
+    active = BooleanField(lazy_pgettext("site", "Active"))
     version = HiddenField()

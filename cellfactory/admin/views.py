@@ -28,6 +28,7 @@ from cellfactory.auth.models import GrantStatus, Role, RoleAssignment, RoleGrant
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import GRANT_APPROVERS, roles_required
 from cellfactory.extensions import db
@@ -111,8 +112,8 @@ def user_new() -> str | Response:
             error.fields = {NEW_USER_FIELDS.get(name, name): message for name, message in error.fields.items()}
             apply_domain_errors(form, error)
         else:
-            flash(f"User {user.username} created. Give them the temporary password in person; they must change "
-                  "it at first sign-in.", "success")
+            flash(_("User %(username)s created. Give them the temporary password in person; they must change it "
+                    "at first sign-in.", username=user.username), "success")
             return redirect(url_for("admin.user_detail", user_id=user.id))
     return render_template("admin/user_new.html", form=form), (422 if form.errors or form.form_errors else 200)
 
@@ -176,10 +177,11 @@ def user_grant_role(user_id: int):
         granted = auth_services.grant_role(_actor(), user, Role(form.role.data), form.site.data or None,
                                            form.reason.data)
         if isinstance(granted, RoleGrantRequest):
-            return (f"Request recorded: {granted.role.label} at {granted.scope_label} for {user.username} takes "
-                    f"effect when a QA or Qualified Person of {granted.scope_label}, or a network administrator, "
-                    "approves it.")
-        return f"{user.username} now holds {granted.role.label} at {granted.scope_label}."
+            return _("Request recorded: %(role)s at %(scope)s for %(username)s takes effect when a QA or Qualified "
+                     "Person of %(scope)s, or a network administrator, approves it.", role=granted.role.label,
+                     scope=granted.scope_text, username=user.username)
+        return _("%(username)s now holds %(role)s at %(scope)s.", username=user.username, role=granted.role.label,
+                 scope=granted.scope_text)
 
     return _act(user, "grant_form", _with_choices(GrantRoleForm(prefix="grant")), grant)
 
@@ -192,7 +194,7 @@ def user_revoke_role(user_id: int, assignment_id: int):
 
     def revoke(form) -> str:
         auth_services.revoke_role(_actor(), assignment, form.reason.data)
-        return f"{assignment.role.label} at {assignment.scope_label} revoked."
+        return _("%(role)s at %(scope)s revoked.", role=assignment.role.label, scope=assignment.scope_text)
 
     return _act(user, "revoke_form", ReasonForm(prefix="revoke"), revoke)
 
@@ -205,7 +207,7 @@ def user_details(user_id: int):
     def update(form) -> str:
         auth_services.update_user_details(_actor(), user, full_name=form.full_name.data, email=form.email.data,
                                           reason=form.reason.data, expected_version=_int_or_none(form.version.data))
-        return "Details saved."
+        return _("Details saved.")
 
     return _act(user, "details_form", UserDetailsForm(prefix="details"), update)
 
@@ -225,7 +227,9 @@ def user_set_active(user_id: int):
 
     def toggle(form) -> str:
         auth_services.set_active(_actor(), user, activate, form.reason.data)
-        return f"{user.username} {'reactivated' if activate else 'deactivated; their sessions and tokens ended'}."
+        if activate:
+            return _("%(username)s reactivated.", username=user.username)
+        return _("%(username)s deactivated; their sessions and tokens ended.", username=user.username)
 
     return _act(user, "active_form", ReasonForm(prefix="active"), toggle)
 
@@ -237,7 +241,7 @@ def user_reset_password(user_id: int):
 
     def reset(form) -> str:
         auth_services.reset_password(_actor(), user, form.temporary_password.data, form.reason.data)
-        return f"Password of {user.username} reset; they must choose their own at next sign-in."
+        return _("Password of %(username)s reset; they must choose their own at next sign-in.", username=user.username)
 
     return _act(user, "reset_form", ResetPasswordForm(prefix="reset"), reset)
 
@@ -250,7 +254,7 @@ def user_identity(user_id: int):
     def verify(form) -> str:
         signature_services.record_identity_check(_actor(), user, method=form.method.data, signer=form.signer)
         mark_signed()
-        return f"Identity check of {user.username} recorded and signed."
+        return _("Identity check of %(username)s recorded and signed.", username=user.username)
 
     return _act(user, "identity_form", IdentityCheckForm.for_meanings([Meaning.IDENTITY_VERIFIED],
                                                                       prefix="identity"), verify)
@@ -264,8 +268,10 @@ def user_unlock(user_id: int):
     def unlock(form) -> str:
         auth_services.unlock_account(_actor(), user, form.reason.data,
                                      require_new_password=bool(form.require_new_password.data))
-        return f"{user.username} is unlocked." + (" They must choose a new password at their next sign-in."
-                                                   if form.require_new_password.data else "")
+        if form.require_new_password.data:
+            return _("%(username)s is unlocked. They must choose a new password at their next sign-in.",
+                     username=user.username)
+        return _("%(username)s is unlocked.", username=user.username)
 
     return _act(user, "unlock_form", UnlockForm(prefix="unlock"), unlock)
 
@@ -302,8 +308,11 @@ def role_request_decide(request_id: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"{grant_request.role.label} at {grant_request.scope_label} for {grant_request.user.username} "
-                  f"{grant_request.status.value}.", "success")
+            done = dict(role=grant_request.role.label, scope=grant_request.scope_text,
+                        username=grant_request.user.username)
+            flash(_("%(role)s at %(scope)s for %(username)s approved.", **done)
+                  if grant_request.status == GrantStatus.APPROVED else
+                  _("%(role)s at %(scope)s for %(username)s rejected.", **done), "success")
             return redirect(url_for("admin.role_requests"))
     return _render_role_requests(422, {request_id: form})
 
@@ -318,7 +327,8 @@ def user_end_session(user_id: int, session_id: int):
 
     def end(form) -> str:
         auth_services.end_session_by_admin(_actor(), record, form.reason.data)
-        return f"The session of {user.username} started {format_local(record.started_at, display_timezone())} ended."
+        return _("The session of %(username)s started %(started)s ended.", username=user.username,
+                 started=format_local(record.started_at, display_timezone()))
 
     return _act(user, "end_session_form", ReasonForm(prefix="endsession"), end)
 
@@ -342,7 +352,7 @@ def site_new():
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Site {site.code} created.", "success")
+            flash(_("Site %(code)s created.", code=site.code), "success")
             return redirect(url_for("admin.sites"))
     return render_template("admin/site_form.html", form=form, site=None), (422 if form.errors or form.form_errors
                                                                            else 200)
@@ -359,7 +369,7 @@ def site_edit(code: str):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(f"Site {site.code} saved.", "success")
+            flash(_("Site %(code)s saved.", code=site.code), "success")
             return redirect(url_for("admin.sites"))
     return render_template("admin/site_form.html", form=form, site=site), (422 if form.errors or form.form_errors
                                                                            else 200)

@@ -18,6 +18,7 @@ from cellfactory.audit import services as audit_services
 from cellfactory.auth.models import TokenScope
 from cellfactory.auth.services import effective_scope, token_for
 from cellfactory.core.errors import DomainError, ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import Page
 from cellfactory.core.text import length_problem, text_problem
 from cellfactory.extensions import csrf, db
@@ -39,18 +40,18 @@ def authenticate() -> Any:
     if getattr(view, "public", False):
         return None
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _space, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return error_response(401, "unauthenticated", "Send 'Authorization: Bearer <token>'. Create a token on "
-                                                      "your account page.")
+        return error_response(401, "unauthenticated", _("Send 'Authorization: Bearer <token>'. Create a token on "
+                                                        "your account page."))
     found = token_for(token.strip())
     if found is None:
-        return error_response(401, "unauthenticated", "The token is unknown, expired or revoked, or its user is "
-                                                      "deactivated or locked.")
+        return error_response(401, "unauthenticated", _("The token is unknown, expired or revoked, or its user is "
+                                                        "deactivated or locked."))
     api_token, user = found
     if user.must_change_password:
-        return error_response(403, "password_change_required", "Sign in to the web pages and choose your own "
-                                                               "password before using the API.")
+        return error_response(403, "password_change_required", _("Sign in to the web pages and choose your own "
+                                                                 "password before using the API."))
     g.api_user = user
     audit_services.act_as(db.session, user)
     allowed = getattr(view, "allowed_roles", None)
@@ -58,12 +59,13 @@ def authenticate() -> Any:
         from cellfactory.web import record_access_denied
 
         record_access_denied(user, request.endpoint)
-        return error_response(403, "forbidden", "Your roles do not allow this request.")
+        return error_response(403, "forbidden", _("Your roles do not allow this request."))
     needed = _scope_needed()
     scope = effective_scope(api_token, user)
     if needed.rank > scope.rank:
-        return error_response(403, "insufficient_scope", f"This token has the {scope.value} scope; this request "
-                                                         f"needs {needed.value}. Create a token with that scope.")
+        return error_response(403, "insufficient_scope", _(
+            "This token has the %(scope)s scope; this request needs %(needed)s. Create a token with that scope.",
+            scope=scope.label, needed=needed.label))
     return None
 
 
@@ -91,7 +93,7 @@ def domain_error(error: DomainError):
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException):
     codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    response = error_response(error.code or 500, codes.get(error.code, "error"), error.description or "Refused.")
+    response = error_response(error.code or 500, codes.get(error.code, "error"), error.description or _("Refused."))
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
     return response
@@ -104,18 +106,19 @@ def json_body(*required: str, text: tuple[str, ...] = ()) -> dict[str, Any]:
     """
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+        raise ValidationFailed(_("Send a JSON object with Content-Type: application/json."))
     hostile = text_problems(data)
     if hostile:
-        raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
+        raise ValidationFailed(_("Some text cannot be stored: %(fields)s.", fields=", ".join(hostile)), fields=hostile)
     missing = [name for name in required if data.get(name) in (None, "")]
     wrong = [name for name in text if name not in missing and data.get(name) is not None
              and not isinstance(data[name], str)]
     if missing or wrong:
-        message = " ".join(([f"Required fields are missing: {', '.join(missing)}."] if missing else [])
-                           + ([f"These fields must be text: {', '.join(wrong)}."] if wrong else []))
-        raise ValidationFailed(message, fields={**{name: "Required." for name in missing},
-                                                **{name: "Must be a string." for name in wrong}})
+        message = " ".join(
+            ([_("Required fields are missing: %(fields)s.", fields=", ".join(missing))] if missing else [])
+            + ([_("These fields must be text: %(fields)s.", fields=", ".join(wrong))] if wrong else []))
+        raise ValidationFailed(message, fields={**{name: _("Required.") for name in missing},
+                                                **{name: _("Must be a string.") for name in wrong}})
     return data
 
 
@@ -145,7 +148,7 @@ def text_problems(value: Any, path: str = "") -> dict[str, str]:
             name = f"{path}.{key}" if path else str(key)
             key_problem = text_problem(str(key)) or length_problem(str(key), SINGLE_LINE_MAX)
             if key_problem:
-                problems[path or "body"] = f"A field name is not valid: {key_problem}"
+                problems[path or "body"] = _("A field name is not valid: %(problem)s", problem=key_problem)
                 continue
             problems.update(text_problems(item, name))
     elif isinstance(value, list):

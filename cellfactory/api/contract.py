@@ -20,6 +20,7 @@ from sqlalchemy.orm import lazyload
 from cellfactory.auth.models import User
 from cellfactory.core.commands import NOT_A_NUMBER, NUMBER_AS_TEXT, Command, number_problem
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import _, _l
 from cellfactory.core.pagination import MAX_PAGE, MAX_PER_PAGE
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
@@ -64,14 +65,14 @@ def read_body(command: type[CommandT]) -> CommandT:
         if isinstance(data, dict) else {}
     hostile = text_problems(unread)
     if hostile:
-        raise ValidationFailed("Some text cannot be stored: " + ", ".join(hostile) + ".", fields=hostile)
+        raise ValidationFailed(_("Some text cannot be stored: %(fields)s.", fields=", ".join(hostile)), fields=hostile)
     return command.parse(data)
 
 
 class Query(Command):
     """The query string of a list: each field one parameter, read before the list is."""
 
-    refusal: ClassVar[str] = "The query cannot be read"
+    refusal: ClassVar[str] = _l("The query cannot be read")
 
     @classmethod
     def read(cls) -> Self:
@@ -228,7 +229,7 @@ def filter_site(name: str = "site") -> Site | None:
     try:
         return get_site(code)
     except NotFound as error:
-        raise ValidationFailed(error.message, fields={name: "No site has this code."}) from error
+        raise ValidationFailed(error.message, fields={name: _("No site has this code.")}) from error
 
 
 def site_records(model: type[Any]) -> sa.Select:
@@ -245,12 +246,12 @@ def write_site(data: dict[str, Any]) -> Site:
         try:
             return get_site(code)
         except NotFound as error:
-            raise ValidationFailed(error.message, fields={"site": "No site has this code."}) from error
+            raise ValidationFailed(error.message, fields={"site": _("No site has this code.")}) from error
     ids = api_user().site_ids()
     if ids is not None and len(ids) == 1:
         return db.session.get(Site, next(iter(ids)))
-    raise ValidationFailed("Say which site this is for: you work at several sites.",
-                           fields={"site": "Required: the code of the site (you work at several)."})
+    raise ValidationFailed(_("Say which site this is for: you work at several sites."),
+                           fields={"site": _("Required: the code of the site (you work at several).")})
 
 
 def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: tuple[str, ...] = (),
@@ -261,7 +262,7 @@ def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: t
     errors: dict[str, str] = {}
     for name in numbers:
         value = data.get(name)
-        if isinstance(value, str) and number_problem(value) == NOT_A_NUMBER:
+        if isinstance(value, str) and number_problem(value) == _(NOT_A_NUMBER):
             continue  # the command's words, as the page's
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             errors[name] = number_problem(value)
@@ -271,24 +272,25 @@ def check_types(data: dict[str, Any], *, numbers: tuple[str, ...] = (), flags: t
             # JSON has one kind of number: 7.0 is the whole number 7 (JSON Schema's "integer" says the same).
             value = data[name] = int(value)
         if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            errors[name] = NUMBER_AS_TEXT
+            errors[name] = _(NUMBER_AS_TEXT)
             continue
         if isinstance(value, str | float) and not isinstance(value, bool):
             continue  # text or a fraction, no whole number: the command's words, as for the page's same text
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            errors[name] = "Must be a whole number."
+            errors[name] = _("Must be a whole number.")
         elif value is not None and not INT_MIN <= value <= INT_MAX:
-            errors[name] = "Too large: whole numbers go up to 9223372036854775807."
+            errors[name] = _("Too large: whole numbers go up to %(maximum)s.", maximum=INT_MAX)
     for name in flags:
         value = data.get(name)
         if value is not None and not isinstance(value, bool):
-            errors[name] = "Must be true or false."
+            errors[name] = _("Must be true or false.")
     for name in texts:
         value = data.get(name)
         if value is not None and not isinstance(value, str):
-            errors[name] = "Must be a string."
+            errors[name] = _("Must be a string.")
     if errors:
-        raise ValidationFailed("Some fields have the wrong type: " + ", ".join(errors) + ".", fields=errors)
+        raise ValidationFailed(_("Some fields have the wrong type: %(fields)s.", fields=", ".join(errors)),
+                               fields=errors)
 
 
 def signer_of(command: Signed, meaning: Meaning | None) -> Signer:

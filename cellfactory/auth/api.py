@@ -14,6 +14,7 @@ from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import Role, User
 from cellfactory.core import permissions
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import USER_READERS, any_authenticated_user, roles_required
 from cellfactory.signatures.services import signing_enabled
@@ -103,5 +104,5 @@ def user(username: str):
     # Permission first, so that whoever may not read users cannot probe which user names exist.
     if username != g.api_user.username:
         permissions.require(permissions.can_read_users(g.api_user),
-                            "Only administrators, QA and auditors read other users.")
+                            _("Only administrators, QA and auditors read other users."))
     return UserOut.of(services.get_user(username)).json()

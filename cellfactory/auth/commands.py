@@ -14,10 +14,12 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.auth.models import Role
 from cellfactory.core.commands import Command, Line, OptionalLanguage, OptionalLine, RequiredPassword
+from cellfactory.core.i18n import N_, _, _l
 
-USERNAME_MESSAGE = "Use 1-64 letters, digits, '.', '_' or '-' (letters a-z only, without accents)."
-EMAIL_MESSAGE = "Enter a valid e-mail."
-ROLES_MESSAGE = 'Give the user at least one role: a list of {"role": ..., "site": ...}.'
+# Translated where they are used (`_()`, `_l()`), in the language of the request.
+USERNAME_MESSAGE = N_("Use 1-64 letters, digits, '.', '_' or '-' (letters a-z only, without accents).")
+EMAIL_MESSAGE = N_("Enter a valid e-mail.")
+ROLES_MESSAGE = N_('Give the user at least one role: a list of {"role": ..., "site": ...}.')
 
 
 # User names as typed at sign-in: plain ASCII, so that no two look alike.
@@ -26,7 +28,7 @@ USERNAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 
 def _username(value: str) -> str:
     if not USERNAME_PATTERN.fullmatch(value):
-        raise PydanticCustomError("text", USERNAME_MESSAGE)
+        raise PydanticCustomError("text", _(USERNAME_MESSAGE))
     return value
 
 
@@ -34,7 +36,7 @@ def _email(value: str) -> str:
     try:
         email_validator.validate_email(value, check_deliverability=False)
     except email_validator.EmailNotValidError:
-        raise PydanticCustomError("text", EMAIL_MESSAGE) from None
+        raise PydanticCustomError("text", _(EMAIL_MESSAGE)) from None
     return value
 
 
@@ -46,11 +48,11 @@ def _roles(value: Any) -> Any:
         isinstance(r, dict) and isinstance(r.get("role"), str) and isinstance(r.get("site"), str | None)
         for r in value
     ):
-        raise PydanticCustomError("text", "A list of objects with role (text) and site (site code or null).")
+        raise PydanticCustomError("text", _("A list of objects with role (text) and site (site code or null)."))
     known = [r.value for r in Role]
     unknown = sorted({r["role"] for r in value if r["role"] not in known})
     if unknown:
-        raise PydanticCustomError("text", "Unknown role: {unknown}. Roles: {roles}",
+        raise PydanticCustomError("text", _("Unknown role: {unknown}. Roles: {roles}"),
                                   {"unknown": ", ".join(unknown), "roles": ", ".join(known)})
     return value
 
@@ -73,10 +75,10 @@ Email = Annotated[Line(254), AfterValidator(_email), Field(json_schema_extra={
 
 
 class CreateUser(Command):
-    refusal: ClassVar[str] = "The user cannot be created"
+    refusal: ClassVar[str] = _l("The user cannot be created")
     missing: ClassVar[dict[str, str]] = {
-        "username": "Enter a user name.", "full_name": "Enter the full name.", "email": "Enter the e-mail.",
-        "password": "Set a temporary password.", "roles": ROLES_MESSAGE}
+        "username": _l("Enter a user name."), "full_name": _l("Enter the full name."), "email": _l("Enter the e-mail."),
+        "password": _l("Set a temporary password."), "roles": _l(ROLES_MESSAGE)}
 
     username: Username
     full_name: Line(200) = Field(description="Printed full name: it appears in signatures")
@@ -93,6 +95,6 @@ class CreateUser(Command):
 class ChooseLanguage(Command):
     """A person's language for pages and e-mails; none follows the site's."""
 
-    refusal: ClassVar[str] = "The language cannot be chosen"
+    refusal: ClassVar[str] = _l("The language cannot be chosen")
 
     language: OptionalLanguage = None

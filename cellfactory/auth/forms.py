@@ -8,19 +8,20 @@ from cellfactory.core.i18n import LANGUAGE_NAMES, _l
 
 
 class LoginForm(BaseForm):
-    username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
+    username = StringField(_l("User name"), validators=[DataRequired(_l("Enter your user name.")), Length(max=64)],
                            render_kw={"autocomplete": "username", "autofocus": True, "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired("Enter your password.")],
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password."))],
                              render_kw={"autocomplete": "current-password"})
 
 
 class ChangePasswordForm(BaseForm):
-    current_password = PasswordField("Current password", validators=[DataRequired("Enter your current password.")],
+    current_password = PasswordField(_l("Current password"),
+                                     validators=[DataRequired(_l("Enter your current password."))],
                                      render_kw={"autocomplete": "current-password"})
-    new_password = PasswordField("New password", validators=[DataRequired("Choose a new password.")],
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(_l("Choose a new password."))],
                                  render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("New password again", validators=[
-        DataRequired("Type the new password again."), EqualTo("new_password", "The two new passwords differ.")],
+    confirm = PasswordField(_l("New password again"), validators=[
+        DataRequired(_l("Type the new password again.")), EqualTo("new_password", _l("The two new passwords differ."))],
         render_kw={"autocomplete": "new-password"})
 
 

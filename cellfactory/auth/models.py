@@ -8,6 +8,7 @@ from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
+from cellfactory.core.i18n import lazy_pgettext, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
 from cellfactory.core.roles import Role  # defined in core, where the rules are; importable from here as before
 from cellfactory.sites.models import Site
@@ -101,6 +102,11 @@ class RoleAssignment(Audited, CreatedMixin, Base):
     def scope_label(self) -> str:
         return self.site.code if self.site else "network"
 
+    @property
+    def scope_text(self) -> str:
+        """The scope as a person reads it: the site's code, or the network in their language."""
+        return self.site.code if self.site else pgettext("scope", "network")
+
     def audit_label(self) -> str:
         return f"{self.role.value}@{self.scope_label}"
 
@@ -126,6 +132,12 @@ class TokenScope(enum.StrEnum):
     @property
     def rank(self) -> int:
         return list(TokenScope).index(self)
+
+    @property
+    def label(self) -> str:
+        """The scope in the reader's language."""
+        return {TokenScope.READ: pgettext("token scope", "read"), TokenScope.WRITE: pgettext("token scope", "write"),
+                TokenScope.SIGN: pgettext("token scope", "sign")}[self]
 
 
 class ApiToken(Audited, CreatedMixin, Base):
@@ -165,7 +177,20 @@ class SessionEnd(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ")
+        """Why the session ended, in the reader's language."""
+        return str(SESSION_END_LABELS[self])
+
+
+SESSION_END_LABELS = {
+    SessionEnd.SIGNED_OUT: lazy_pgettext("session end", "signed out"),
+    SessionEnd.IDLE_TIMEOUT: lazy_pgettext("session end", "idle timeout"),
+    SessionEnd.PASSWORD_CHANGED: lazy_pgettext("session end", "password changed"),
+    SessionEnd.PASSWORD_RESET: lazy_pgettext("session end", "password reset"),
+    SessionEnd.ROLES_CHANGED: lazy_pgettext("session end", "roles changed"),
+    SessionEnd.DEACTIVATED: lazy_pgettext("session end", "deactivated"),
+    SessionEnd.LOCKED_OUT: lazy_pgettext("session end", "locked out"),
+    SessionEnd.ENDED_BY_ADMINISTRATOR: lazy_pgettext("session end", "ended by administrator"),
+}
 
 
 class UserSession(Base):
@@ -198,6 +223,13 @@ class GrantStatus(enum.StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
 
+    @property
+    def label(self) -> str:
+        """The status of a request (for a role grant), in the reader's language."""
+        return {GrantStatus.PENDING: pgettext("role grant request", "pending"),
+                GrantStatus.APPROVED: pgettext("role grant request", "approved"),
+                GrantStatus.REJECTED: pgettext("role grant request", "rejected")}[self]
+
 
 class RoleGrantRequest(Audited, CreatedMixin, Base):
     """A request to grant a role that signs GMP decisions (QA, QP). An administrator asks; a second person (QA or
@@ -223,6 +255,11 @@ class RoleGrantRequest(Audited, CreatedMixin, Base):
     @property
     def scope_label(self) -> str:
         return self.site.code if self.site else "network"
+
+    @property
+    def scope_text(self) -> str:
+        """The scope as a person reads it: the site's code, or the network in their language."""
+        return self.site.code if self.site else pgettext("scope", "network")
 
     def audit_label(self) -> str:
         return f"{self.role.value}@{self.scope_label} for user {self.user_id}"

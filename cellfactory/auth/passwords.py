@@ -11,6 +11,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
+from cellfactory.core.i18n import _
+
 MAX_PASSWORD_LENGTH = 128
 # 19,640 passwords most often found in breaches (the list Django ships, BSD licence beside it).
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt.gz"
@@ -63,20 +65,20 @@ def policy_problems(password: str, *, username: str, min_length: int, previous_h
     """What is wrong with a proposed password, in words a user can act on (empty when fine)."""
     problems = []
     if len(password) < min_length:
-        problems.append(f"Use at least {min_length} characters.")
+        problems.append(_("Use at least %(minimum)s characters.", minimum=min_length))
     if len(password) > MAX_PASSWORD_LENGTH:
-        problems.append(f"Use at most {MAX_PASSWORD_LENGTH} characters.")
+        problems.append(_("Use at most %(maximum)s characters.", maximum=MAX_PASSWORD_LENGTH))
     lowered = password.lower()
     if username and username.lower() in lowered:
-        problems.append("Do not include your user name.")
+        problems.append(_("Do not include your user name."))
     if any(part in lowered for part in _name_parts(full_name)):
-        problems.append("Do not include your name.")
+        problems.append(_("Do not include your name."))
     if lowered in common_passwords():
-        problems.append("This password is one of the most common ones: choose another.")
+        problems.append(_("This password is one of the most common ones: choose another."))
     if password.strip() != password or not password.strip():
-        problems.append("Do not start or end with spaces.")
+        problems.append(_("Do not start or end with spaces."))
     if len(set(password)) < 5:
-        problems.append("Use more different characters.")
+        problems.append(_("Use more different characters."))
     if any(password_matches(old, password) for old in previous_hashes):
-        problems.append(f"Do not reuse one of your last {history_size} passwords.")
+        problems.append(_("Do not reuse one of your last %(count)s passwords.", count=history_size))
     return problems

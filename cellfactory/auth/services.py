@@ -30,6 +30,7 @@ from cellfactory.auth.passwords import burn_password_check, hash_password, passw
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from cellfactory.core.i18n import N_, _, pgettext
 from cellfactory.core.permissions import NETWORK_ROLES, SIGNING_ROLES, SITE_STAFF
 from cellfactory.core.transaction import commit_soon, transactional
 from cellfactory.extensions import db
@@ -40,10 +41,11 @@ if TYPE_CHECKING:
 
 # One answer for every failed sign-in (unknown user, wrong password, locked, deactivated), so that nobody learns
 # from it whether an account exists or what state it is in.
-BAD_CREDENTIALS = "User name or password is incorrect."
+# (Translated where they are raised, `_()`.)
+BAD_CREDENTIALS = N_("User name or password is incorrect.")
 # ASCII only: a Cyrillic "р" must not make "qр.bg" a second account that prints like "qp.bg".
-SIGN_IN_FAILED = (BAD_CREDENTIALS + " An account that is locked after too many wrong passwords, or deactivated, is "
-                  "refused the same way: ask an administrator if you cannot sign in.")
+SIGN_IN_FAILED = N_("User name or password is incorrect. An account that is locked after too many wrong passwords, "
+                    "or deactivated, is refused the same way: ask an administrator if you cannot sign in.")
 
 
 def _config():
@@ -53,7 +55,7 @@ def _config():
 def get_user(username: str) -> User:
     user = db.session.scalar(sa.select(User).where(User.username == username))
     if user is None:
-        raise NotFound(f"There is no user {username!r}.")
+        raise NotFound(_("There is no user %(username)s.", username=repr(username)))
     return user
 
 
@@ -109,8 +111,8 @@ def verify_password_or_count(user: User, password: str, *, what: str) -> None:
     if not password_matches(user.password_hash, password or ""):
         user_id = user.id
         raise AuthenticationFailed(
-            "Password is incorrect." if what == "signature" else BAD_CREDENTIALS,
-            fields={"password": "Password is incorrect."},
+            _("Password is incorrect.") if what == "signature" else _(BAD_CREDENTIALS),
+            fields={"password": _("Password is incorrect.")},
         ).keep_after_rollback(lambda: _register_failure(user_id, what))
     # The right password ends a run of failures, at log-in and at signing alike.
     user.failed_login_count = 0
@@ -118,7 +120,8 @@ def verify_password_or_count(user: User, password: str, *, what: str) -> None:
 
 def _locked_message(user: User) -> str:
     until = format_local(user.locked_until, _config().timezone)
-    return f"This account is locked after too many failed attempts until {until}. Ask an administrator if urgent."
+    return _("This account is locked after too many failed attempts until %(until)s. Ask an administrator if urgent.",
+             until=until)
 
 
 @transactional
@@ -128,7 +131,7 @@ def log_in(username: str, password: str) -> User:
     user = session.scalar(sa.select(User).where(User.username == username))
     if user is None:
         burn_password_check(password)
-        raise AuthenticationFailed(SIGN_IN_FAILED).keep_after_rollback(lambda: _record_unknown_user(username))
+        raise AuthenticationFailed(_(SIGN_IN_FAILED)).keep_after_rollback(lambda: _record_unknown_user(username))
     if not user.active or is_locked(user):
         burn_password_check(password)
         user_id, why = user.id, "account deactivated" if not user.active else "account locked"
@@ -138,12 +141,12 @@ def log_in(username: str, password: str) -> User:
             audit.record_event(db.session, "login_failed", entity_type="app_user", entity_id=user_id,
                                entity_label=username, details={"reason": why})
 
-        raise AuthenticationFailed(SIGN_IN_FAILED).keep_after_rollback(record_refused)
+        raise AuthenticationFailed(_(SIGN_IN_FAILED)).keep_after_rollback(record_refused)
     try:
         verify_password_or_count(user, password, what="login")
     except AuthenticationFailed as error:
-        error.message = SIGN_IN_FAILED
-        error.args = (SIGN_IN_FAILED,)
+        error.message = _(SIGN_IN_FAILED)
+        error.args = (error.message,)
         raise
     audit.act_as(session, user)
     user.failed_login_count = 0
@@ -256,7 +259,7 @@ def open_sessions(user: User) -> list[UserSession]:
 def end_session_by_admin(actor: User, record: UserSession, reason: str) -> None:
     _require_admin_of(actor, db.session.get(User, record.user_id))
     if record.ended_at is not None:
-        raise Conflict("This session has already ended.")
+        raise Conflict(_("This session has already ended."))
     user = db.session.get(User, record.user_id)
     reason = _require_reason(reason)
     audit.act_as(db.session, actor, reason=reason)
@@ -289,7 +292,7 @@ def _check_policy(user_or_username: User | str, password: str, previous: list[st
                                min_length=cfg.password_min_length, previous_hashes=previous,
                                history_size=cfg.password_history)
     if problems:
-        raise ValidationFailed("The password does not meet the policy: " + " ".join(problems),
+        raise ValidationFailed(_("The password does not meet the policy: %(problems)s", problems=" ".join(problems)),
                                fields={field: " ".join(problems)})
 
 
@@ -305,8 +308,8 @@ def change_own_password(user: User, current_password: str, new_password: str) ->
     audit.act_as(session, user, reason="password changed by its owner")
     verify_password_or_count(user, current_password, what="password_change")
     if password_matches(user.password_hash, new_password):
-        raise ValidationFailed("Choose a new password, not the current one.",
-                               fields={"new_password": "Choose a password you have not used before."})
+        raise ValidationFailed(_("Choose a new password, not the current one."),
+                               fields={"new_password": _("Choose a password you have not used before.")})
     _check_policy(user, new_password, _previous_hashes(user), "new_password")
     _set_password(user, new_password)
     user.must_change_password = False
@@ -326,7 +329,7 @@ def choose_language(user: User, command: ChooseLanguage) -> User:
 
 
 def _require_admin(actor: User) -> None:
-    permissions.require(permissions.can_administer(actor), "Only an administrator manages users and sites.")
+    permissions.require(permissions.can_administer(actor), _("Only an administrator manages users and sites."))
 
 
 def administered_site_ids(actor: User) -> set[int] | None:
@@ -342,7 +345,7 @@ def administered_site_ids(actor: User) -> set[int] | None:
 
 def _site_codes(ids: Iterable[int]) -> str:
     codes = db.session.scalars(sa.select(Site.code).where(Site.id.in_(list(ids))).order_by(Site.code)).all()
-    return ", ".join(codes) or "no site"
+    return ", ".join(codes) or _("no site")
 
 
 def _require_admin_of_site(actor: User, site: Site | None) -> None:
@@ -352,10 +355,10 @@ def _require_admin_of_site(actor: User, site: Site | None) -> None:
     if scope is None:
         return
     if site is None:
-        raise PermissionDenied("Only a network administrator grants a network-wide role.")
+        raise PermissionDenied(_("Only a network administrator grants a network-wide role."))
     if site.id not in scope:
-        raise PermissionDenied(f"You administer {_site_codes(scope)} only: roles at {site.code} are granted by "
-                               f"an administrator of {site.code} or of the network.")
+        raise PermissionDenied(_("You administer %(sites)s only: roles at %(site)s are granted by an administrator "
+                                 "of %(site)s or of the network.", sites=_site_codes(scope), site=site.code))
 
 
 def can_manage_user(actor: User, user: User) -> bool:
@@ -372,9 +375,9 @@ def _require_admin_of(actor: User, user: User) -> None:
     """A site administrator manages only the people who work at their sites; network administrators, everyone."""
     _require_admin(actor)
     if not can_manage_user(actor, user):
-        raise PermissionDenied(f"You administer the users of {_site_codes(administered_site_ids(actor) or [])} "
-                               f"only: {user.username} also works elsewhere or network-wide. Ask a network "
-                               "administrator.")
+        raise PermissionDenied(_("You administer the users of %(sites)s only: %(username)s also works elsewhere or "
+                                 "network-wide. Ask a network administrator.",
+                                 sites=_site_codes(administered_site_ids(actor) or []), username=user.username))
 
 
 def users_visible_to(actor: User) -> sa.Select:
@@ -390,25 +393,25 @@ def users_visible_to(actor: User) -> sa.Select:
 def _require_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise ValidationFailed("A reason is required for this change.", fields={"reason": "Say why."})
+        raise ValidationFailed(_("A reason is required for this change."), fields={"reason": _("Say why.")})
     return reason
 
 
 def _validate_role_scope(role: Role, site: Site | None) -> None:
     if site is None and role not in NETWORK_ROLES:
-        raise ValidationFailed(f"The role {role.label} is held at a site: choose the site.",
-                               fields={"site": "Choose a site for this role."})
+        raise ValidationFailed(_("The role %(role)s is held at a site: choose the site.", role=role.label),
+                               fields={"site": _("Choose a site for this role.")})
 
 
 def _check_segregation(user: User, new_role: Role) -> None:
     held = user.role_set()
     if new_role == Role.ADMIN and held & SITE_STAFF:
-        raise ValidationFailed("An administrator cannot also enter or sign GMP data: this user already holds "
-                               + ", ".join(sorted(r.label for r in held & SITE_STAFF)) + ".",
-                               fields={"role": "Administrators hold no GMP role; use a separate account."})
+        raise ValidationFailed(_("An administrator cannot also enter or sign GMP data: this user already holds "
+                                 "%(roles)s.", roles=", ".join(sorted(r.label for r in held & SITE_STAFF))),
+                               fields={"role": _("Administrators hold no GMP role; use a separate account.")})
     if new_role in SITE_STAFF and Role.ADMIN in held:
-        raise ValidationFailed("An administrator cannot also enter or sign GMP data: use a separate account.",
-                               fields={"role": "This user is an administrator."})
+        raise ValidationFailed(_("An administrator cannot also enter or sign GMP data: use a separate account."),
+                               fields={"role": _("This user is an administrator.")})
 
 
 def _site_or_none(site_code: str | None) -> Site | None:
@@ -416,7 +419,8 @@ def _site_or_none(site_code: str | None) -> Site | None:
         return None
     site = db.session.scalar(sa.select(Site).where(Site.code == site_code.upper()))
     if site is None:
-        raise ValidationFailed(f"There is no site {site_code!r}.", fields={"site": "Unknown site code."})
+        raise ValidationFailed(_("There is no site %(code)s.", code=repr(site_code)),
+                               fields={"site": _("Unknown site code.")})
     return site
 
 
@@ -437,8 +441,8 @@ def register_user(actor: User | None, command: CreateUser, *, must_change_passwo
     audit.act_as(session, actor, label="command line")
     username, full_name = command.username, command.full_name
     if session.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower())):
-        raise Conflict(f"The user name {username!r} is taken or was used before; user names are never reused.",
-                       fields={"username": "Already used: choose another."})
+        raise Conflict(_("The user name %(username)s is taken or was used before; user names are never reused.",
+                         username=repr(username)), fields={"username": _("Already used: choose another.")})
     _check_policy(username, command.password, [], "password", full_name=full_name)
     user = User(username=username, full_name=full_name, email=command.email,
                 must_change_password=must_change_password, password_hash=hash_password(command.password),
@@ -450,9 +454,9 @@ def register_user(actor: User | None, command: CreateUser, *, must_change_passwo
         if actor is not None and role in SIGNING_ROLES:
             _check_segregation(user, role)
             raise ValidationFailed(
-                f"{role.label} signs GMP decisions: create the user with another role, then request the "
-                f"{role.label} role; a second person approves it.",
-                fields={"role": "Request this role after creating the user: it needs a second approval."})
+                _("%(role)s signs GMP decisions: create the user with another role, then request the %(role)s role; "
+                  "a second person approves it.", role=role.label),
+                fields={"role": _("Request this role after creating the user: it needs a second approval.")})
         _grant(actor, user, role, _site_or_none(site_code))
     session.flush()
     return user
@@ -463,7 +467,8 @@ def _validate_grant(user: User, role: Role, site: Site | None) -> None:
     _check_segregation(user, role)
     for existing in user.active_roles:
         if existing.role == role and existing.site_id == (site.id if site else None):
-            raise Conflict(f"{user.username} already holds {role.label} at {existing.scope_label}.")
+            raise Conflict(_("%(username)s already holds %(role)s at %(scope)s.", username=user.username,
+                             role=role.label, scope=existing.scope_text))
 
 
 def _grant(actor: User | None, user: User, role: Role, site: Site | None) -> RoleAssignment:
@@ -486,7 +491,7 @@ def grant_role(actor: User, user: User, role: Role, site_code: str | None,
     _require_admin_of_site(actor, site)
     _require_admin_of(actor, user)
     if actor.id == user.id:
-        raise PermissionDenied("You cannot change your own roles: another administrator must.")
+        raise PermissionDenied(_("You cannot change your own roles: another administrator must."))
     reason = _require_reason(reason)
     audit.act_as(db.session, actor, reason=reason)
     if role in SIGNING_ROLES:
@@ -496,8 +501,9 @@ def grant_role(actor: User, user: User, role: Role, site_code: str | None,
             RoleGrantRequest.site_id == (site.id if site else None),
             RoleGrantRequest.status == GrantStatus.PENDING))
         if pending:
-            raise Conflict(f"A request for {role.label} at {site.code if site else 'network'} for {user.username} "
-                           "is already waiting for approval.")
+            raise Conflict(_("A request for %(role)s at %(scope)s for %(username)s is already waiting for approval.",
+                             role=role.label, scope=site.code if site else pgettext("scope", "network"),
+                             username=user.username))
         request = RoleGrantRequest(user_id=user.id, role=role, site_id=site.id if site else None, reason=reason,
                                    created_by_id=actor.id)
         db.session.add(request)
@@ -531,13 +537,13 @@ def decide_role_grant(approver: User, request: RoleGrantRequest, *, approve: boo
     db.session.execute(sa.select(RoleGrantRequest.id).where(RoleGrantRequest.id == request.id).with_for_update())
     db.session.refresh(request)
     if request.status != GrantStatus.PENDING:
-        raise Conflict(f"This request was already {request.status.value}.")
+        raise Conflict(_("This request was already %(status)s.", status=request.status.label))
     if approver.id == request.created_by_id:
-        raise PermissionDenied("A second person approves a role grant: not the administrator who requested it.")
+        raise PermissionDenied(_("A second person approves a role grant: not the administrator who requested it."))
     if approver.id == request.user_id:
-        raise PermissionDenied("No one approves a role for themselves.")
+        raise PermissionDenied(_("No one approves a role for themselves."))
     permissions.require(can_approve_grant(approver, request),
-                        "A QA or Qualified Person of that site, or a network administrator, approves this grant.")
+                        _("A QA or Qualified Person of that site, or a network administrator, approves this grant."))
     reason = _require_reason(reason)
     audit.act_as(db.session, approver, reason=reason)
     user = db.session.get(User, request.user_id)
@@ -556,9 +562,9 @@ def decide_role_grant(approver: User, request: RoleGrantRequest, *, approve: boo
 def revoke_role(actor: User, assignment: RoleAssignment, reason: str) -> None:
     _require_admin_of(actor, db.session.get(User, assignment.user_id))
     if actor.id == assignment.user_id:
-        raise PermissionDenied("You cannot change your own roles: another administrator must.")
+        raise PermissionDenied(_("You cannot change your own roles: another administrator must."))
     if assignment.revoked_at is not None:
-        raise Conflict("This role was already revoked.")
+        raise Conflict(_("This role was already revoked."))
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     assignment.revoked_at = utcnow()
     assignment.revoked_by_id = actor.id
@@ -571,7 +577,7 @@ def update_user_details(actor: User, user: User, *, full_name: str, email: str, 
     _require_admin_of(actor, user)
     _check_version(user, expected_version)
     if not full_name.strip():
-        raise ValidationFailed("The printed full name is required.", fields={"full_name": "Required."})
+        raise ValidationFailed(_("The printed full name is required."), fields={"full_name": _("Required.")})
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     user.full_name = full_name.strip()
     user.email = email.strip()
@@ -580,16 +586,17 @@ def update_user_details(actor: User, user: User, *, full_name: str, email: str, 
 
 def _check_version(obj, expected_version: int | None) -> None:
     if expected_version is not None and obj.version != expected_version:
-        raise Conflict("Someone else changed this record since you opened it. Reload and try again.")
+        raise Conflict(_("Someone else changed this record since you opened it. Reload and try again."))
 
 
 @transactional
 def set_active(actor: User, user: User, active: bool, reason: str) -> User:
     _require_admin_of(actor, user)
     if actor.id == user.id:
-        raise PermissionDenied("You cannot deactivate or reactivate your own account.")
+        raise PermissionDenied(_("You cannot deactivate or reactivate your own account."))
     if user.active == active:
-        raise Conflict(f"{user.username} is already {'active' if active else 'deactivated'}.")
+        raise Conflict(_("%(username)s is already active.", username=user.username) if active else
+                       _("%(username)s is already deactivated.", username=user.username))
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     user.active = active
     if not active:
@@ -602,9 +609,9 @@ def unlock_account(actor: User, user: User, reason: str, *, require_new_password
     """End a lock-out early. The password stays as it is unless the administrator asks for a new one."""
     _require_admin_of(actor, user)
     if actor.id == user.id:
-        raise PermissionDenied("Another administrator must unlock your account.")
+        raise PermissionDenied(_("Another administrator must unlock your account."))
     if not is_locked(user):
-        raise Conflict(f"{user.username} is not locked.")
+        raise Conflict(_("%(username)s is not locked.", username=user.username))
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     user.locked_until = None
     user.failed_login_count = 0
@@ -620,7 +627,7 @@ def reset_password(actor: User, user: User, temporary_password: str, reason: str
     """An administrator sets a one-time password; the user must choose their own at next log-in."""
     _require_admin_of(actor, user)
     if actor.id == user.id:
-        raise PermissionDenied("Change your own password from your account page.")
+        raise PermissionDenied(_("Change your own password from your account page."))
     audit.act_as(db.session, actor, reason=_require_reason(reason))
     _check_policy(user, temporary_password, [], "password")
     _set_password(user, temporary_password)
@@ -665,18 +672,18 @@ def create_token(actor: User | None, user: User, name: str, scope: TokenScope | 
     user's roles allow; the token expires after the configured number of days.
     """
     if actor is not None and actor.id != user.id:
-        raise PermissionDenied("A user creates their own API tokens.")
+        raise PermissionDenied(_("A user creates their own API tokens."))
     if not user.active:
-        raise Conflict(f"{user.username} is deactivated.")
+        raise Conflict(_("%(username)s is deactivated.", username=user.username))
     broadest = broadest_scope(user)
     try:
         scope = TokenScope(scope) if scope else broadest
     except ValueError as error:
-        raise ValidationFailed("Choose the scope: read, write or sign.",
-                               fields={"scope": "Choose read, write or sign."}) from error
+        raise ValidationFailed(_("Choose the scope: read, write or sign."),
+                               fields={"scope": _("Choose read, write or sign.")}) from error
     if scope.rank > broadest.rank:
-        raise ValidationFailed(f"Your roles allow tokens up to the {broadest.value} scope.",
-                               fields={"scope": f"Choose {broadest.value} or less."})
+        raise ValidationFailed(_("Your roles allow tokens up to the %(scope)s scope.", scope=broadest.label),
+                               fields={"scope": _("Choose %(scope)s or less.", scope=broadest.label)})
     audit.act_as(db.session, actor, label="command line")
     raw = "cf_" + secrets.token_urlsafe(32)
     db.session.add(ApiToken(user_id=user.id, name=(name or "API token")[:100], prefix=raw[:10],
@@ -691,7 +698,7 @@ def revoke_token(actor: User, token: ApiToken, reason: str) -> None:
     if actor.id != token.user_id:
         _require_admin_of(actor, db.session.get(User, token.user_id))
     if token.revoked_at is not None:
-        raise Conflict("This token was already revoked.")
+        raise Conflict(_("This token was already revoked."))
     reason = _require_reason(reason)
     audit.act_as(db.session, actor, reason=reason)
     token.revoked_at = utcnow()

@@ -49,7 +49,7 @@ def login() -> str | Response:
         else:
             start_session(user)
             if user.must_change_password:
-                flash("Welcome. Choose your own password before you go on.", "info")
+                flash(_("Welcome. Choose your own password before you go on."), "info")
                 return redirect(url_for("auth.change_password"))
             return redirect(_safe_next(request.args.get("next")))
     status = 401 if form.form_errors else 422 if form.errors else 200
@@ -63,7 +63,7 @@ def logout() -> Response:
     from cellfactory.web import end_session
 
     end_session(current_user._get_current_object(), "user logged out")
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
 
@@ -79,7 +79,7 @@ def change_password() -> str | Response:
             apply_domain_errors(form, error)
         else:
             start_session(user)
-            flash("Your password is changed. Your other sessions were signed out.", "success")
+            flash(_("Your password is changed. Your other sessions were signed out."), "success")
             return redirect(url_for("main.dashboard"))
     cfg = current_app.config["CELLFACTORY"]
     return render_template("auth/change_password.html", form=form, min_length=cfg.password_min_length,

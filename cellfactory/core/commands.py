@@ -20,15 +20,16 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.text import length_problem, text_problem
 
-REQUIRED = "Required."
-DATE_FORMAT = "Enter the date as YYYY-MM-DD."
+REQUIRED = N_("Required.")
+DATE_FORMAT = N_("Enter the date as YYYY-MM-DD.")
 # Text that is no number ("abc", "1e3x", "2,5"), typed on a page or sent to the API: the same words at both doors.
-NOT_A_NUMBER = "Enter a number."
+NOT_A_NUMBER = N_("Enter a number.")
 # A number written as JSON text ("20"): only a program sends that (a page reads the numbers typed in it).
-NUMBER_AS_TEXT = "Must be a number (JSON number, not text)."
+NUMBER_AS_TEXT = N_("Must be a number (JSON number, not text).")
 
 
 def number_problem(value: Any) -> str:
@@ -37,10 +38,10 @@ def number_problem(value: Any) -> str:
     if isinstance(value, str):
         try:
             if decimal.Decimal(value.strip()).is_finite():
-                return NUMBER_AS_TEXT
+                return _(NUMBER_AS_TEXT)
         except decimal.InvalidOperation:
             pass
-    return NOT_A_NUMBER
+    return _(NOT_A_NUMBER)
 
 
 def _blank_is_missing(value: Any) -> Any:
@@ -123,7 +124,7 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
 
     # The headline of a refusal, e.g. "The equipment cannot be saved".
-    refusal: ClassVar[str] = "The request cannot be carried out"
+    refusal: ClassVar[str] = _l("The request cannot be carried out")
     # What to say of a required field left out, by field ("Give the reason."); "Required." otherwise.
     missing: ClassVar[dict[str, str]] = {}
 
@@ -131,7 +132,7 @@ class Command(BaseModel):
     def parse(cls, data: Mapping[str, Any] | None, **context: Any) -> Self:
         """The command from plain data (a JSON body, a form's data), or `ValidationFailed` naming each field."""
         if not isinstance(data, Mapping):
-            raise ValidationFailed("Send a JSON object with Content-Type: application/json.")
+            raise ValidationFailed(_("Send a JSON object with Content-Type: application/json."))
         try:
             return cls.model_validate({**data, **context})
         except ValidationError as error:
@@ -156,7 +157,8 @@ def field_errors(error: ValidationError, missing: Mapping[str, str] | None = Non
     for item in error.errors(include_url=False):
         # The field's name (a command is flat); the rest of the location names the branch of an optional field.
         location = str(item["loc"][0]) if item["loc"] else "body"
-        fields.setdefault(location, _message(item, (missing or {}).get(location, REQUIRED)))
+        # A message marked for translation (`_l`) is written out now, in the language of the request.
+        fields.setdefault(location, str(_message(item, (missing or {}).get(location) or _(REQUIRED))))
     return fields
 
 
@@ -170,15 +172,15 @@ def _message(item: Mapping[str, Any], required: str) -> str:
         # A text whose length bound sits beside a validator (a password) is reported as "too_long".
         return length_problem(str(item.get("input", "")), int(context.get("max_length", 0))) or str(item["msg"])
     if kind in ("string_type",):
-        return "Must be a string."
+        return _("Must be a string.")
     if kind in ("date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact", "date_type"):
-        return DATE_FORMAT
+        return _(DATE_FORMAT)
     if kind == "enum":
-        return f"Use one of: {context.get('expected', '').replace(chr(39), '')}."
+        return _("Use one of: %(values)s.", values=context.get("expected", "").replace(chr(39), ""))
     if kind in ("int_type", "int_parsing", "float_type", "float_parsing", "decimal_type", "decimal_parsing"):
         return number_problem(item.get("input"))
     if kind in ("bool_type", "bool_parsing"):
-        return "Must be true or false."
+        return _("Must be true or false.")
     return str(item["msg"])
 
 
@@ -189,8 +191,9 @@ def enum_values(enum_cls: type[enum.Enum]) -> list[str]:
 OFFSET_EXAMPLE = "e.g. 2026-11-22T08:00:00+01:00 or ...Z"
 
 
-NOT_A_TIME = f"Not an ISO 8601 date and time: use {OFFSET_EXAMPLE}."
-NO_OFFSET = f"Add the UTC offset, {OFFSET_EXAMPLE}: the API does not guess zones."
+# Translated where they are raised (`_()`), in the language of the request.
+NOT_A_TIME = N_("Not an ISO 8601 date and time: use e.g. 2026-11-22T08:00:00+01:00 or ...Z.")
+NO_OFFSET = N_("Add the UTC offset, e.g. 2026-11-22T08:00:00+01:00 or ...Z: the API does not guess zones.")
 
 
 def parse_time(value: Any, not_a_time: str = NOT_A_TIME) -> dt.datetime | None:
@@ -202,17 +205,17 @@ def parse_time(value: Any, not_a_time: str = NOT_A_TIME) -> dt.datetime | None:
     if not isinstance(value, str) or text_problem(value, multiline=False):
         # Python reads "2026-01-01T10:00" followed by a NUL as a time: a control or direction character is no part
         # of one.
-        raise PydanticCustomError("instant", not_a_time)
+        raise PydanticCustomError("instant", _(not_a_time))
     try:
         return dt.datetime.fromisoformat(value)
     except ValueError:
-        raise PydanticCustomError("instant", not_a_time) from None
+        raise PydanticCustomError("instant", _(not_a_time)) from None
 
 
 def require_offset(value: dt.datetime | None) -> dt.datetime | None:
     """A time without its UTC offset is refused, never read in a guessed zone."""
     if value is not None and value.utcoffset() is None:
-        raise PydanticCustomError("instant", NO_OFFSET)
+        raise PydanticCustomError("instant", _(NO_OFFSET))
     return value
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from flask_babel import LazyString
 from flask_wtf import FlaskForm
 from jinja2 import pass_context
 from jinja2.runtime import Context
@@ -46,7 +47,8 @@ def problems(values: dict[str, Any]) -> list[Problem]:
             seen.add(id(form))
             found += [Problem(str(error)) for error in getattr(form, "form_errors", ())]
             for field in fields_of(form):
-                found += [Problem(str(error), field.id) for error in field.errors if isinstance(error, str)]
+                found += [Problem(str(error), field.id) for error in field.errors
+                          if isinstance(error, str | LazyString)]  # a message of a form's field may be lazy (`_l`)
     unique: list[Problem] = []
     for problem in found:
         if problem not in unique:

@@ -22,6 +22,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length
 
 from cellfactory.core.errors import DomainError
+from cellfactory.core.i18n import _l
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.text import length_problem, text_problem
 
@@ -122,8 +123,8 @@ class BaseForm(FlaskForm):
 
 class ReasonMixin:
     reason = TextAreaField(
-        "Reason for the change",
-        validators=[DataRequired("Say why this change is made: it goes into the audit trail."), Length(max=2000)],
+        _l("Reason for the change"),
+        validators=[DataRequired(_l("Say why this change is made: it goes into the audit trail.")), Length(max=2000)],
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _
 from cellfactory.extensions import db
 
 MAX_PER_PAGE = 200
@@ -51,17 +52,17 @@ def page_args(args: Any, default_per_page: int = 50) -> tuple[int, int]:
         if not 1 <= page <= MAX_PAGE:
             raise ValueError
     except (TypeError, ValueError):
-        fields["page"] = f"Use a whole number from 1 to {MAX_PAGE}."
+        fields["page"] = _("Use a whole number from 1 to %(maximum)s.", maximum=MAX_PAGE)
         page = 1
     try:
         per_page = int(args.get("per_page", default_per_page))
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise ValueError
     except (TypeError, ValueError):
-        fields["per_page"] = f"Use a whole number from 1 to {MAX_PER_PAGE}."
+        fields["per_page"] = _("Use a whole number from 1 to %(maximum)s.", maximum=MAX_PER_PAGE)
         per_page = default_per_page
     if fields:
-        raise ValidationFailed("The page parameters are wrong.", fields=fields)
+        raise ValidationFailed(_("The page parameters are wrong."), fields=fields)
     return page, per_page
 
 

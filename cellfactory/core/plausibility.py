@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from cellfactory.core.clock import local_today, utcnow
+from cellfactory.core.i18n import _
 
 YEAR_MIN = 1900
 YEAR_MAX = 2100
@@ -22,7 +23,7 @@ Bound = tuple[dt.date | dt.datetime | None, str]
 
 def year_problem(value: dt.date | dt.datetime) -> str | None:
     if not YEAR_MIN <= value.year <= YEAR_MAX:
-        return f"The year must be between {YEAR_MIN} and {YEAR_MAX}."
+        return _("The year must be between %(first)s and %(last)s.", first=YEAR_MIN, last=YEAR_MAX)
     return None
 
 
@@ -62,7 +63,7 @@ def check_date(errors: dict[str, str], field: str, value: dt.date | None, *, tim
         _add(errors, field, problem)
         return
     if not allow_future and value > local_today(timezone):
-        _add(errors, field, "This date is in the future.")
+        _add(errors, field, _("This date is in the future."))
     _check_bounds(errors, field, value, not_before, not_after)
 
 
@@ -77,7 +78,7 @@ def check_instant(errors: dict[str, str], field: str, value: dt.datetime | None,
         _add(errors, field, problem)
         return
     if not allow_future and value > (now or utcnow()) + CLOCK_SKEW:
-        _add(errors, field, "This time is in the future.")
+        _add(errors, field, _("This time is in the future."))
     _check_bounds(errors, field, value, not_before, not_after)
 
 
@@ -88,10 +89,10 @@ def _check_bounds(errors: dict[str, str], field: str, value: dt.date | dt.dateti
             continue
         mine, theirs = _comparable(value, bound)
         if mine < theirs:
-            _add(errors, field, f"This cannot be before {label}.")
+            _add(errors, field, _("This cannot be before %(bound)s.", bound=label))
     for bound, label in not_after:
         if bound is None:
             continue
         mine, theirs = _comparable(value, bound)
         if mine > theirs:
-            _add(errors, field, f"This cannot be after {label}.")
+            _add(errors, field, _("This cannot be after %(bound)s.", bound=label))

@@ -10,6 +10,8 @@ import enum
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from cellfactory.core.i18n import N_, _
+
 
 class Role(enum.StrEnum):
     TECHNICIAN = "technician"
@@ -21,16 +23,17 @@ class Role(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return ROLE_LABELS[self]
+        return _(ROLE_LABELS[self])
 
 
+# Marked for the catalogue; `Role.label` translates them where they are shown.
 ROLE_LABELS = {
-    Role.TECHNICIAN: "Technician",
-    Role.QC_ANALYST: "QC analyst",
-    Role.QA: "QA",
-    Role.QP: "Qualified Person",
-    Role.AUDITOR: "Auditor",
-    Role.ADMIN: "Administrator",
+    Role.TECHNICIAN: N_("Technician"),
+    Role.QC_ANALYST: N_("QC analyst"),
+    Role.QA: N_("QA"),
+    Role.QP: N_("Qualified Person"),
+    Role.AUDITOR: N_("Auditor"),
+    Role.ADMIN: N_("Administrator"),
 }
 # Which roles may do what is written once, in cellfactory.core.permissions (role sets and predicates).
 

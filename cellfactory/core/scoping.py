@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from cellfactory.core import permissions
 from cellfactory.core.errors import NotFound
+from cellfactory.core.i18n import _
 from cellfactory.core.roles import Actor as User  # a user as the rules see it (auth.models.User)
 from cellfactory.extensions import db
 
@@ -27,5 +28,5 @@ def visible_to(query: sa.Select, model: Any, user: User) -> sa.Select:
 def get_visible(model: type[M], user: User, *conditions: Any, what: str) -> M:
     obj = db.session.scalar(visible_to(sa.select(model).where(*conditions), model, user))
     if obj is None:
-        raise NotFound(f"There is no {what} you can see.")
+        raise NotFound(_("There is no %(what)s you can see.", what=what))
     return obj

@@ -18,20 +18,22 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _
 
 # Invisible bidirectional controls: marks, embeddings, overrides and isolates.
 BIDI_CONTROLS = frozenset("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Line ends and tabs are what a multi-line field (a textarea) legitimately sends; browsers send CR LF.
 MULTILINE_ALLOWED = frozenset("\t\n\r")
 
-CONTROL_MESSAGE = "Remove the control characters (such as NUL or BEL): they cannot be stored."
-LINE_BREAK_MESSAGE = "This field takes one line: remove the line breaks and tabs."
-SURROGATE_MESSAGE = ("This text contains a character that could not be read (an unpaired surrogate, or U+FFFD, which a "
-                     "browser sends in its place): type the text again.")
+# The messages are translated where they are returned (`text_problem`), in the language of the request.
+CONTROL_MESSAGE = N_("Remove the control characters (such as NUL or BEL): they cannot be stored.")
+LINE_BREAK_MESSAGE = N_("This field takes one line: remove the line breaks and tabs.")
+SURROGATE_MESSAGE = N_("This text contains a character that could not be read (an unpaired surrogate, or U+FFFD, "
+                       "which a browser sends in its place): type the text again.")
 # What a browser sends for an unpaired surrogate (WHATWG: "convert to a scalar value string").
 REPLACEMENT = "\ufffd"
-BIDI_MESSAGE = ("Remove the invisible direction-control characters (U+200E, U+200F, U+061C, U+202A-U+202E, "
-                "U+2066-U+2069): they change how the text reads.")
+BIDI_MESSAGE = N_("Remove the invisible direction-control characters (U+200E, U+200F, U+061C, U+202A-U+202E, "
+                  "U+2066-U+2069): they change how the text reads.")
 
 
 # An id or version as a page sends it: ASCII digits, few enough for a 64-bit column (int() of thousands of
@@ -51,27 +53,27 @@ def text_problem(value: str, multiline: bool = False) -> str | None:
     :param multiline: a multi-line field, which may hold tabs, line feeds and carriage returns.
     """
     if REPLACEMENT in value:
-        return SURROGATE_MESSAGE
+        return _(SURROGATE_MESSAGE)
     if value.isprintable():  # fast path: isprintable() is False for every Cc, Cs and Cf character
         return None
     for char in value:
         category = unicodedata.category(char)
         if category == "Cs":
-            return SURROGATE_MESSAGE
+            return _(SURROGATE_MESSAGE)
         if category == "Cc":
             if multiline and char in MULTILINE_ALLOWED:
                 continue
             if char in MULTILINE_ALLOWED:
-                return LINE_BREAK_MESSAGE
-            return CONTROL_MESSAGE
+                return _(LINE_BREAK_MESSAGE)
+            return _(CONTROL_MESSAGE)
         if char in BIDI_CONTROLS:
-            return BIDI_MESSAGE
+            return _(BIDI_MESSAGE)
     return None
 
 
 def length_problem(value: str, maximum: int) -> str | None:
     if len(value) > maximum:
-        return f"Use at most {maximum} characters (this has {len(value)})."
+        return _("Use at most %(maximum)s characters (this has %(length)s).", maximum=maximum, length=len(value))
     return None
 
 
@@ -111,5 +113,5 @@ def _refuse_hostile_text(session: Session, flush_context: Any, instances: Any) -
         problems = column_problems(obj)
         if problems:
             what = getattr(obj, "__tablename__", type(obj).__name__)
-            raise ValidationFailed(f"The {what} cannot be saved: " + " ".join(
-                f"{name}: {problem}" for name, problem in problems.items()), fields=problems)
+            raise ValidationFailed(_("The %(what)s cannot be saved: %(problems)s", what=what, problems=" ".join(
+                f"{name}: {problem}" for name, problem in problems.items())), fields=problems)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
 from cellfactory.core.errors import Conflict, DomainError
+from cellfactory.core.i18n import _
 from cellfactory.extensions import db
 
 P = ParamSpec("P")
@@ -74,10 +75,10 @@ def transactional(fn: Callable[P, R]) -> Callable[P, R]:
         except StaleDataError as exc:
             if depth == 0:
                 _undo(session, savepoint)
-            raise Conflict(
+            raise Conflict(_(
                 "Someone else saved this record while you were editing it. Reload the page, check their "
                 "change and enter yours again."
-            ) from exc
+            )) from exc
         except BaseException as exc:
             if depth == 0:
                 _undo(session, savepoint)

@@ -19,9 +19,10 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import Command, Line, OptionalLine, Password, RequiredPassword
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.signatures.models import Meaning
 
-PASSWORD_MESSAGE = "Enter your password to sign."
+PASSWORD_MESSAGE = N_("Enter your password to sign.")
 
 
 class Signed(Command):
@@ -29,7 +30,7 @@ class Signed(Command):
     sign. A command that always signs says with which meaning (`signature_meaning`, or the door names it with
     `check_signing` when the meaning depends on the record); a meaning sent is refused when it is another."""
 
-    missing: ClassVar[dict[str, str]] = {"password": PASSWORD_MESSAGE}
+    missing: ClassVar[dict[str, str]] = {"password": _l(PASSWORD_MESSAGE)}
 
     password: RequiredPassword = Field(description="The signer's own password (the token names the signer); a wrong "
                                                    "one is 401 and counts towards lock-out")
@@ -37,7 +38,7 @@ class Signed(Command):
                                                          "is not the one this signature carries")
 
     # What a missing password is called, by door-independent words.
-    password_missing: ClassVar[str] = PASSWORD_MESSAGE
+    password_missing: ClassVar[str] = _l(PASSWORD_MESSAGE)
 
     def signature_meaning(self) -> Meaning | None:
         """The meaning this change is signed with, as the command alone tells; None when it does not."""
@@ -58,11 +59,13 @@ class Signed(Command):
     def check_signing(self, meaning: Meaning | None) -> None:
         """Refuse a meaning other than `meaning`, then a missing password."""
         if meaning is not None and self.meaning and self.meaning.lower() != meaning.value.lower():
-            raise ValidationFailed(f"This signature means {meaning.value!r}.",
-                                   fields={"meaning": f"Use {meaning.value!r} or leave it out."})
+            said = repr(meaning.value)
+            raise ValidationFailed(_("This signature means %(meaning)s.", meaning=said),
+                                   fields={"meaning": _("Use %(meaning)s or leave it out.", meaning=said)})
         if not self.password:
-            what = f": the signature means {meaning.value!r}" if meaning is not None else ""
-            raise ValidationFailed(f"Sign with your password{what}.", fields={"password": self.password_missing})
+            message = _("Sign with your password: the signature means %(meaning)s.", meaning=repr(meaning.value)) \
+                if meaning is not None else _("Sign with your password.")
+            raise ValidationFailed(message, fields={"password": self.password_missing})
 
 
 class MaySign(Signed):
@@ -96,8 +99,9 @@ class Signer:
 # The most records one signing ceremony signs: the signer reads each on the page before signing.
 MAX_SIGNED_TOGETHER = 200
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-CHOOSE = "Choose at least one."
-TOO_MANY = f"Sign at most {MAX_SIGNED_TOGETHER} records at once."
+# (Translated where they are raised, `_()`.)
+CHOOSE = N_("Choose at least one.")
+TOO_MANY = N_("Sign at most %(maximum)s records at once.")
 
 
 def _listed(value: Any) -> Any:
@@ -105,11 +109,11 @@ def _listed(value: Any) -> Any:
     if value is None:
         return value
     if not isinstance(value, list | tuple):
-        raise PydanticCustomError("text", "Send a list.")
+        raise PydanticCustomError("text", _("Send a list."))
     if not value:
-        raise PydanticCustomError("text", CHOOSE)
+        raise PydanticCustomError("text", _(CHOOSE))
     if len(value) > MAX_SIGNED_TOGETHER:
-        raise PydanticCustomError("text", TOO_MANY)
+        raise PydanticCustomError("text", _(TOO_MANY, maximum=MAX_SIGNED_TOGETHER))
     return list(value)
 
 
@@ -124,9 +128,9 @@ def _ids(value: Any) -> Any:
         if isinstance(item, float) and item.is_integer():
             item = int(item)
         if isinstance(item, bool) or not isinstance(item, int):
-            raise PydanticCustomError("text", "Each id is a whole number.")
+            raise PydanticCustomError("text", _("Each id is a whole number."))
         if not _INT_MIN <= item <= _INT_MAX:
-            raise PydanticCustomError("text", f"Too large: whole numbers go up to {_INT_MAX}.")
+            raise PydanticCustomError("text", _("Too large: whole numbers go up to %(maximum)s.", maximum=_INT_MAX))
         ids.append(item)
     return ids
 
@@ -142,7 +146,8 @@ def _once(value: list[Any]) -> list[Any]:
             twice.append(str(item))
         seen.add(key)
     if twice:
-        raise PydanticCustomError("text", f"Listed more than once: {', '.join(twice)}. List each record once.")
+        raise PydanticCustomError("text", _("Listed more than once: %(records)s. List each record once.",
+                                            records=", ".join(twice)))
     return [item.upper() if isinstance(item, str) else item for item in value]
 
 

@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, Length, Optional
 
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import BaseForm, apply_domain_errors
+from cellfactory.core.i18n import N_, _, _l
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.signatures.services import refusals
@@ -30,15 +31,15 @@ def mark_signed() -> None:
 
 
 class SigningForm(BaseForm):
-    meaning = SelectField("Meaning of the signature", validators=[DataRequired("Choose the meaning.")])
-    username = StringField("User name", validators=[DataRequired("Enter your user name."), Length(max=64)],
+    meaning = SelectField(_l("Meaning of the signature"), validators=[DataRequired(_l("Choose the meaning."))])
+    username = StringField(_l("User name"), validators=[DataRequired(_l("Enter your user name.")), Length(max=64)],
                            render_kw={"autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired("Enter your password to sign.")])
+    password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password to sign."))])
 
     @classmethod
     def for_meanings(cls, meanings: Collection[Meaning], **kwargs) -> SigningForm:
         form = cls(**kwargs)
-        form.meaning.choices = [(m.name, m.value) for m in meanings]
+        form.meaning.choices = [(m.name, m.label) for m in meanings]
         if len(form.meaning.choices) == 1 and not form.meaning.data:
             form.meaning.data = form.meaning.choices[0][0]
         if continuous_session():
@@ -58,22 +59,24 @@ class SigningForm(BaseForm):
 
 
 class TokenForm(BaseForm):
-    name = StringField("What the token is for", validators=[DataRequired("Name the token, e.g. the instrument."),
-                                                             Length(max=100)])
-    scope = SelectField("Scope", choices=[("read", "Read only"), ("write", "Read and write"),
-                                          ("sign", "Read, write and sign (signing still asks for the password)")],
-                        description="Give a script no more than it needs.")
+    name = StringField(_l("What the token is for"),
+                       validators=[DataRequired(_l("Name the token, e.g. the instrument.")), Length(max=100)])
+    scope = SelectField(_l("Scope"), choices=[
+        ("read", _l("Read only")), ("write", _l("Read and write")),
+        ("sign", _l("Read, write and sign (signing still asks for the password)"))],
+                        description=_l("Give a script no more than it needs."))
 
 
 class RevokeForm(BaseForm):
-    reason = TextAreaField("Reason", validators=[Optional(), Length(max=2000)])
+    reason = TextAreaField(_l("Reason"), validators=[Optional(), Length(max=2000)])
 
 
 # --- one signing ceremony for many records -----------------------------------------------------------------------
 
-REFUSED_HEADLINE = "Nothing was signed. Remove the records that cannot be signed, or have them corrected first:"
-CANNOT_SIGN_HEADLINE = ("Some records cannot be signed as listed: signing would be refused. Remove them, or have them "
-                        "corrected first:")
+# (Translated where they are shown, `_()`.)
+REFUSED_HEADLINE = N_("Nothing was signed. Remove the records that cannot be signed, or have them corrected first:")
+CANNOT_SIGN_HEADLINE = N_("Some records cannot be signed as listed: signing would be refused. Remove them, or have "
+                          "them corrected first:")
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def place_refusal(form: BaseForm, error: DomainError, field: str) -> dict[int, s
     list (shown at the top and next to the record), anything else (the password) on the signing form."""
     refused = by_position(error.fields, field)
     if refused:
-        form.form_errors.extend([REFUSED_HEADLINE, *refused.values()])
+        form.form_errors.extend([_(REFUSED_HEADLINE), *refused.values()])
     else:
         apply_domain_errors(form, error)
     return refused
@@ -119,7 +122,7 @@ def foreseen(refusals: dict[str, str], field: str) -> tuple[dict[int, str], list
     """What the confirmation shows before anyone signs: the records that cannot be signed as listed, by position,
     and the page's problems naming them."""
     refused = by_position(refusals, field)
-    return refused, ([CANNOT_SIGN_HEADLINE, *refused.values()] if refused else [])
+    return refused, ([_(CANNOT_SIGN_HEADLINE), *refused.values()] if refused else [])
 
 
 @dataclass(frozen=True)

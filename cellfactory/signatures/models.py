@@ -9,11 +9,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200
+from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin
 
 
 class Meaning(enum.StrEnum):
-    """The controlled list of signature meanings (21 CFR 11.50(a)(3)). Each signing action allows a subset."""
+    """The controlled list of signature meanings (21 CFR 11.50(a)(3)). Each signing action allows a subset. The values
+    are stored and sealed as they are (English): `label` says them in the reader's language."""
 
     ACCOUNTABILITY = "Accountability for electronic signatures accepted"
     IDENTITY_VERIFIED = "Identity of the signer verified"
@@ -35,6 +37,40 @@ class Meaning(enum.StrEnum):
     DONATION_NOT_ALLOWED = "Donation not allowed after risk assessment"
     FAILURE_NOTICE_ACKNOWLEDGED = "Notice of a failure after release acknowledged (QA of the site)"
     PHYSICIAN_INFORMED = "Treating physician informed of the failure after release"
+
+    @property
+    def label(self) -> str:
+        """The meaning in the reader's language (a signature stores and seals the value, in English)."""
+        return str(MEANING_LABELS[self])
+
+
+# The meanings as people read them; the context keeps a meaning apart from the same word said of a record's status.
+MEANING_LABELS = {
+    Meaning.ACCOUNTABILITY: lazy_pgettext("signature meaning", "Accountability for electronic signatures accepted"),
+    Meaning.IDENTITY_VERIFIED: lazy_pgettext("signature meaning", "Identity of the signer verified"),
+    Meaning.PERFORMED: lazy_pgettext("signature meaning", "Performed"),
+    Meaning.VERIFIED: lazy_pgettext("signature meaning", "Verified"),
+    Meaning.REVIEWED: lazy_pgettext("signature meaning", "Reviewed"),
+    Meaning.APPROVED: lazy_pgettext("signature meaning", "Approved"),
+    Meaning.RELEASED_FROM_QUARANTINE: lazy_pgettext("signature meaning", "Released from quarantine"),
+    Meaning.REJECTED_AT_RECEIPT: lazy_pgettext("signature meaning", "Rejected after quarantine"),
+    Meaning.RESULT_INVALIDATED: lazy_pgettext("signature meaning", "Result invalidated after investigation"),
+    Meaning.CLOSED: lazy_pgettext("signature meaning", "Closed"),
+    Meaning.CLASSIFICATION_JUSTIFIED: lazy_pgettext("signature meaning", "Classified below major with justification"),
+    Meaning.QP_CERTIFIED: lazy_pgettext("signature meaning", "Released for clinical use (QP certification)"),
+    Meaning.QP_CONDITIONAL: lazy_pgettext("signature meaning",
+                                          "Conditionally released, sterility pending (QP certification)"),
+    Meaning.QP_REJECTED: lazy_pgettext("signature meaning", "Rejected (QP decision)"),
+    Meaning.QP_OOS_SUPPLY: lazy_pgettext("signature meaning", "OOS supply at physician request (QP certification)"),
+    Meaning.SCREENING_CLEARED: lazy_pgettext(
+        "signature meaning", "Reactive screening result cleared by confirmatory testing"),
+    Meaning.DONATION_ALLOWED: lazy_pgettext("signature meaning", "Donation allowed after risk assessment"),
+    Meaning.DONATION_NOT_ALLOWED: lazy_pgettext("signature meaning", "Donation not allowed after risk assessment"),
+    Meaning.FAILURE_NOTICE_ACKNOWLEDGED: lazy_pgettext(
+        "signature meaning", "Notice of a failure after release acknowledged (QA of the site)"),
+    Meaning.PHYSICIAN_INFORMED: lazy_pgettext(
+        "signature meaning", "Treating physician informed of the failure after release"),
+}
 
 
 class Signature(Audited, Base):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
@@ -24,6 +24,7 @@ from cellfactory.auth.services import verify_password_or_count
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import AuthenticationFailed, Conflict, DomainError, PermissionDenied, ValidationFailed
+from cellfactory.core.i18n import N_, _, in_language, language_of, pgettext
 from cellfactory.core.transaction import lock_records, serialize_with, transactional
 from cellfactory.extensions import db
 from cellfactory.signatures.commands import Signer
@@ -33,11 +34,19 @@ T = TypeVar("T")
 # The advisory lock that makes identity checks of the installation one at a time (PostgreSQL).
 IDENTITY_CHECK_LOCK = 7_274_202
 ACCOUNTABILITY_STATEMENT_VERSION = "1.0"
-ACCOUNTABILITY_STATEMENT = (
+# Shown and signed in the signer's language (`accountability_statement`); stored as signed.
+ACCOUNTABILITY_STATEMENT = N_(
     "I understand that my electronic signature in cellfactory is the legally binding equivalent of my "
     "handwritten signature. I will not share my password or let anyone sign in my name, and I am "
     "accountable for every record I sign with it."
 )
+
+
+def accountability_statement(user: User) -> str:
+    """The accountability statement in the language the user reads: as shown to them and as stored with their
+    signature (the stored text stays as it was signed)."""
+    with in_language(language_of(user, g.get("site"))):
+        return _(ACCOUNTABILITY_STATEMENT)
 
 
 class Signable(Protocol):
@@ -48,9 +57,18 @@ class Signable(Protocol):
 
 
 class SignatureStatus(enum.StrEnum):
+    # The values are the API's (and the pages compare them); `label` is the status in the reader's language.
     VALID = "valid"
     RECORD_CHANGED = "record changed since signing: re-sign required"
     INVALID = "invalid: the signature does not belong to this record or was altered"
+
+    @property
+    def label(self) -> str:
+        return {SignatureStatus.VALID: pgettext("signature status", "valid"),
+                SignatureStatus.RECORD_CHANGED: pgettext("signature status",
+                                                         "record changed since signing: re-sign required"),
+                SignatureStatus.INVALID: pgettext("signature status", "invalid: the signature does not belong to "
+                                                                      "this record or was altered")}[self]
 
 
 @dataclass(frozen=True)
@@ -71,11 +89,21 @@ class SignatureCheck:
 
     @property
     def text(self) -> str:
-        """The status as shown next to the signature, on the page and in the PDF, with what changed."""
+        """The status as shown next to the signature, on the page and in the PDF, with what changed (the pages
+        compare it with the status's value: it stays in English; `label` is the same in the reader's language)."""
         if self.status == SignatureStatus.RECORD_CHANGED and self.changes:
             return (f"{self.status.value}; changed: {'; '.join(self.changes)} (a new signature of the record as it "
                     "is now; a deviation if the change was not made through a documented correction)")
         return self.status.value
+
+    @property
+    def label(self) -> str:
+        """`text` in the reader's language."""
+        if self.status == SignatureStatus.RECORD_CHANGED and self.changes:
+            return _("%(status)s; changed: %(changes)s (a new signature of the record as it is now; a deviation if the "
+                     "change was not made through a documented correction)", status=self.status.label,
+                     changes="; ".join(self.changes))
+        return self.status.label
 
 
 # How signed content may progress without touching what the signer attested (signatures with a snapshot):
@@ -185,13 +213,21 @@ def _seal(signature: Signature) -> str:
     return hmac.new(key, audit.canonical_json(manifestation).encode(), hashlib.sha256).hexdigest()
 
 
+def joined(items: Sequence[str]) -> str:
+    """Things to do, said as one: "a and b" in English, "a e b" in Italian."""
+    text = items[0] if items else ""
+    for item in items[1:]:
+        text = _("%(first)s and %(second)s", first=text, second=item)
+    return text
+
+
 def signing_enabled(user: User) -> tuple[bool, list[str]]:
     """Whether the user may sign, and if not, what is missing."""
     missing = []
     if db.session.scalar(sa.select(EsigAcknowledgement.id).where(EsigAcknowledgement.user_id == user.id)) is None:
-        missing.append("accept the electronic-signature accountability statement (My account)")
+        missing.append(_("accept the electronic-signature accountability statement (My account)"))
     if current_identity_verification(user) is None:
-        missing.append("have an administrator record the check of your identity")
+        missing.append(_("have an administrator record the check of your identity"))
     return (not missing, missing)
 
 
@@ -239,7 +275,7 @@ def apply_signatures(
     within the caller's transaction: authenticated once (a wrong password counts once towards lock-out), then each
     record gets its own signature with the meaning, its own content hash and its own audit entry."""
     if not records:
-        raise ValidationFailed("Choose at least one record to sign.", fields={"records": "Choose at least one."})
+        raise ValidationFailed(_("Choose at least one record to sign."), fields={"records": _("Choose at least one.")})
     _authenticate(user, signer, meaning=meaning, allowed_meanings=allowed_meanings, require_signing_enabled=True)
     return [_sign(user, record, meaning=meaning, comment=comment, site_id=site_id) for record, site_id in records]
 
@@ -273,10 +309,11 @@ def refuse_unless_each_signable(records: Sequence[Any], check: Callable[[Any], N
     list the page showed, or nothing). It is a permission refusal if any record is one the person may not sign, a
     conflict otherwise."""
     if not records:
-        raise ValidationFailed(f"Choose at least one {one} to {action}.", fields={field: "Choose at least one."})
+        raise ValidationFailed(_("Choose at least one %(one)s to %(action)s.", one=one, action=action),
+                               fields={field: _("Choose at least one.")})
     if len({id(record) for record in records}) != len(records):
-        raise ValidationFailed(f"A {one} is listed twice: list each {one} once.",
-                               fields={field: f"List each {one} once."})
+        raise ValidationFailed(_("A %(one)s is listed twice: list each %(one)s once.", one=one),
+                               fields={field: _("List each %(one)s once.", one=one)})
     lock_records(records)  # checked and signed by one ceremony at a time
     refused = _refused(records, check)
     if not refused:
@@ -284,9 +321,12 @@ def refuse_unless_each_signable(records: Sequence[Any], check: Callable[[Any], N
     kind: type[DomainError] = PermissionDenied if any(isinstance(e, PermissionDenied) for _, _, e in refused) \
         else Conflict if any(isinstance(e, Conflict) for _, _, e in refused) else ValidationFailed
     reasons = _reasons(refused, label, field)
-    counted = f"{len(refused)} of the {len(records)}" if len(records) > 1 else "the"
-    raise kind(f"Nothing was signed: {counted} {what} cannot be signed. " + " ".join(reasons.values()),
-               fields=reasons)
+    if len(records) > 1:
+        headline = _("Nothing was signed: %(refused)s of the %(total)s %(what)s cannot be signed.",
+                     refused=len(refused), total=len(records), what=what)
+    else:
+        headline = _("Nothing was signed: the %(what)s cannot be signed.", what=what)
+    raise kind(headline + " " + " ".join(reasons.values()), fields=reasons)
 
 
 def _authenticate(user: User, signer: Signer, *, meaning: Meaning, allowed_meanings: Collection[Meaning],
@@ -294,20 +334,21 @@ def _authenticate(user: User, signer: Signer, *, meaning: Meaning, allowed_meani
     """The signer's identity checked for one signing ceremony (§11.200): the meaning, the user name on the first
     signature of a session, the password, and whether they may sign at all."""
     if meaning not in allowed_meanings:
-        raise ValidationFailed(f"{meaning.value!r} is not a meaning this signature can carry.",
-                               fields={"meaning": "Choose one of: " + "; ".join(m.value for m in allowed_meanings)})
+        raise ValidationFailed(_("%(meaning)s is not a meaning this signature can carry.", meaning=repr(meaning.value)),
+                               fields={"meaning": _("Choose one of: %(meanings)s", meanings="; ".join(
+                                   m.label for m in allowed_meanings))})
     if needs_username(signer.continuous_session) and (signer.username or "").strip() != user.username:
         raise AuthenticationFailed(
-            "Enter your own user name and password to sign.",
-            fields={"username": "This is the first signature of your session: enter your user name."},
+            _("Enter your own user name and password to sign."),
+            fields={"username": _("This is the first signature of your session: enter your user name.")},
         )
     verify_password_or_count(user, signer.password, what="signature")
     if not user.active:
-        raise PermissionDenied("A deactivated account cannot sign.")
+        raise PermissionDenied(_("A deactivated account cannot sign."))
     if require_signing_enabled:
         enabled, missing = signing_enabled(user)
         if not enabled:
-            raise PermissionDenied("You cannot sign yet: you must " + " and ".join(missing) + ".")
+            raise PermissionDenied(_("You cannot sign yet: you must %(what)s.", what=joined(missing)))
 
 
 def _sign(user: User, record: Signable, *, meaning: Meaning, comment: str | None, site_id: int | None
@@ -412,11 +453,15 @@ def lapse_of(signature_id: int) -> Lapse | None:
     signed_at = signature.signed_at.strftime("%Y-%m-%d %H:%M UTC")
     return Lapse(
         batch_id=batch_id,
-        title=f"Signed record changed after signing: {signature.meaning}"[:200],
-        description=(f"The signature \"{signature.meaning}\" by {signature.printed_name} "
-                     f"({signature.signer_username}), {signed_at}, on {signature.entity_type} {signature.entity_id} "
-                     f"version {signature.record_version}, no longer holds: {found.text}. Investigate how the record "
-                     "changed without a documented correction, and assess the impact on the batch.")[:8000],
+        title=_("Signed record changed after signing: %(meaning)s",
+                meaning=pgettext("signature meaning", signature.meaning))[:200],
+        description=_("The signature \"%(meaning)s\" by %(name)s (%(username)s), %(signed_at)s, on %(entity)s "
+                      "%(id)s version %(version)s, no longer holds: %(status)s. Investigate how the record changed "
+                      "without a documented correction, and assess the impact on the batch.",
+                      meaning=pgettext("signature meaning", signature.meaning), name=signature.printed_name,
+                      username=signature.signer_username,
+                      signed_at=signed_at, entity=signature.entity_type, id=signature.entity_id,
+                      version=signature.record_version, status=found.label)[:8000],
     )
 
 
@@ -458,9 +503,9 @@ def accept_accountability(user: User, *, signer: Signer) -> EsigAcknowledgement:
     audit.act_as(session, user)
     existing = session.scalar(sa.select(EsigAcknowledgement).where(EsigAcknowledgement.user_id == user.id))
     if existing is not None:
-        raise Conflict("You have already accepted the accountability statement.")
+        raise Conflict(_("You have already accepted the accountability statement."))
     acknowledgement = EsigAcknowledgement(user_id=user.id, statement_version=ACCOUNTABILITY_STATEMENT_VERSION,
-                                          statement_text=ACCOUNTABILITY_STATEMENT, created_by_id=user.id)
+                                          statement_text=accountability_statement(user), created_by_id=user.id)
     session.add(acknowledgement)
     session.flush()
     apply_signature(user, acknowledgement, meaning=Meaning.ACCOUNTABILITY, allowed_meanings={Meaning.ACCOUNTABILITY},
@@ -496,36 +541,36 @@ def record_identity_check(verifier: User, user: User, *, method: str, signer: Si
     records it, and the person so verified then checks the founder's identity."""
     from cellfactory.auth.services import administered_site_ids, can_manage_user
 
-    permissions.require(verifier.has_role(Role.ADMIN), "Only an administrator records identity checks.")
+    permissions.require(verifier.has_role(Role.ADMIN), _("Only an administrator records identity checks."))
     if verifier.id == user.id:
-        raise PermissionDenied("Another administrator must verify your identity: you cannot verify your own.")
+        raise PermissionDenied(_("Another administrator must verify your identity: you cannot verify your own."))
     if not can_manage_user(verifier, user):
-        raise PermissionDenied(f"You do not administer the sites of {user.username}: an administrator of their "
-                               "site or of the network checks their identity.")
+        raise PermissionDenied(_("You do not administer the sites of %(username)s: an administrator of their site or "
+                                 "of the network checks their identity.", username=user.username))
     if verifier.id in _who_made_the_signer(user):
-        raise PermissionDenied(f"You created {user.username} or granted their roles: another person checks their "
-                               "identity, so that no one person makes a signer.")
+        raise PermissionDenied(_("You created %(username)s or granted their roles: another person checks their "
+                                 "identity, so that no one person makes a signer.", username=user.username))
     # Two checks at once must not both find that nobody can sign and both count as the founding one.
     serialize_with(IDENTITY_CHECK_LOCK)
     founding = not anyone_can_sign()
     if founding:
         if administered_site_ids(verifier) is not None:
-            raise PermissionDenied("Nobody can sign yet: the first identity check of the installation is recorded "
-                                   "by a network administrator.")
+            raise PermissionDenied(_("Nobody can sign yet: the first identity check of the installation is recorded "
+                                     "by a network administrator."))
         if db.session.scalar(sa.select(EsigAcknowledgement.id)
                              .where(EsigAcknowledgement.user_id == verifier.id)) is None:
-            raise PermissionDenied("Accept the electronic-signature accountability statement (My account) before "
-                                   "you record the first identity check.")
+            raise PermissionDenied(_("Accept the electronic-signature accountability statement (My account) before "
+                                     "you record the first identity check."))
     else:
         enabled, missing = signing_enabled(verifier)
         if not enabled:
-            raise PermissionDenied("Only someone who can sign records an identity check: you must first "
-                                   + " and ".join(missing) + ".")
+            raise PermissionDenied(_("Only someone who can sign records an identity check: you must first %(what)s.",
+                                     what=joined(missing)))
     if not (method or "").strip():
-        raise ValidationFailed("Say how the identity was checked (document type and number, in person).",
-                               fields={"method": "Required."})
+        raise ValidationFailed(_("Say how the identity was checked (document type and number, in person)."),
+                               fields={"method": _("Required.")})
     if current_identity_verification(user) is not None:
-        raise Conflict(f"The identity of {user.username} is already verified.")
+        raise Conflict(_("The identity of %(username)s is already verified.", username=user.username))
     session = db.session
     audit.act_as(session, verifier)
     verification = IdentityVerification(user_id=user.id, verified_by_id=verifier.id, method=method.strip(),
@@ -545,8 +590,8 @@ def print_accountability(user: User, tz_name: str) -> bytes:
 
     acknowledgement = db.session.scalar(sa.select(EsigAcknowledgement).where(EsigAcknowledgement.user_id == user.id))
     if acknowledgement is None:
-        raise Conflict("You have not accepted the accountability statement yet.")
-    views = [SignatureView.of(s, tz_name, verify(s, acknowledgement).value) for s in signatures_for(acknowledgement)]
+        raise Conflict(_("You have not accepted the accountability statement yet."))
+    views = [SignatureView.of(s, tz_name, verify(s, acknowledgement).label) for s in signatures_for(acknowledgement)]
     config = current_app.config
     document = pdf.AcknowledgementDocument(
         full_name=user.full_name, username=user.username, statement_version=acknowledgement.statement_version,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, url_for
 from flask_login import current_user
 
 from cellfactory.auth import services as auth_services
@@ -10,6 +10,7 @@ from cellfactory.auth.models import ApiToken
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _, in_language, language_of
 from cellfactory.core.permissions import any_authenticated_user
 from cellfactory.extensions import db
 from cellfactory.signatures import services
@@ -28,7 +29,7 @@ def _render_account(sign_form: SigningForm, token_form: TokenForm, new_token: st
     return render_template(
         "signatures/account.html", acknowledgement=acknowledgement, verification=verification,
         acknowledgement_signatures=services.signatures_for(acknowledgement) if acknowledgement else [],
-        statement=services.ACCOUNTABILITY_STATEMENT, sign_form=sign_form, token_form=token_form, tokens=tokens,
+        statement=services.accountability_statement(user), sign_form=sign_form, token_form=token_form, tokens=tokens,
         new_token=new_token, can_sign=can_sign, missing=missing, revoke_form=RevokeForm(), now=utcnow(),
         language_form=LanguageForm(language=user.language or ""),
     )
@@ -51,7 +52,7 @@ def accept_accountability() -> str | Response:
             apply_domain_errors(form, error)
         else:
             mark_signed()
-            flash("You accepted the accountability statement; your signature is recorded.", "success")
+            flash(_("You accepted the accountability statement; your signature is recorded."), "success")
             return redirect(url_for("signatures.account"))
     return _render_account(form, TokenForm()), 422
 
@@ -61,7 +62,9 @@ def accept_accountability() -> str | Response:
 def accountability_pdf() -> Response:
     from cellfactory.web import display_timezone
 
-    data = services.print_accountability(current_user._get_current_object(), display_timezone())
+    user = current_user._get_current_object()
+    with in_language(language_of(user, g.site)):  # printed in the language the person reads
+        data = services.print_accountability(user, display_timezone())
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="accountability-{current_user.username}.pdf"'})
 
@@ -77,7 +80,7 @@ def create_token() -> str | Response:
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash("Copy the token now: it is shown only once.", "warning")
+            flash(_("Copy the token now: it is shown only once."), "warning")
             return _render_account(SigningForm.for_meanings([Meaning.ACCOUNTABILITY]), TokenForm(formdata=None),
                                    new_token=raw)
     return _render_account(SigningForm.for_meanings([Meaning.ACCOUNTABILITY]), form), 422
@@ -97,5 +100,5 @@ def revoke_token(token_id: int) -> Response:
         except DomainError as error:
             flash(error.message, "error")
         else:
-            flash("Token revoked.", "success")
+            flash(_("Token revoked."), "success")
     return redirect(url_for("signatures.account"))

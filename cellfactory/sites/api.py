@@ -8,6 +8,7 @@ from pydantic import Field
 from cellfactory.api import bp, page_json
 from cellfactory.api.contract import Output, operation, read_body
 from cellfactory.core import permissions
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import any_authenticated_user, roles_required
 from cellfactory.core.roles import Role
@@ -55,5 +56,5 @@ def create_site():
 @operation("One site", response=SiteOut, errors=(404,))
 def site(code: str):
     found = services.get_site(code)
-    permissions.require(permissions.can_see_site(g.api_user, found.id), "You have no role at this site.")
+    permissions.require(permissions.can_see_site(g.api_user, found.id), _("You have no role at this site."))
     return SiteOut.of(found).json()

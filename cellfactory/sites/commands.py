@@ -11,9 +11,12 @@ from pydantic_core import PydanticCustomError
 
 from cellfactory import isbt128
 from cellfactory.core.commands import Command, Line, OptionalLanguage, OptionalParagraph, Paragraph, Version
+from cellfactory.core.i18n import N_, _, _l
 
-SITE_CODE_MESSAGE = "Use 2-8 letters or digits, e.g. BG."
-TIME_ZONE_MESSAGE = "Use an IANA time zone name, e.g. Europe/Rome."
+# Translated where they are used (`_()`, `_l()`), in the language of the request.
+SITE_CODE_MESSAGE = N_("Use 2-8 letters or digits, e.g. BG.")
+TIME_ZONE_MESSAGE = N_("Use an IANA time zone name, e.g. Europe/Rome.")
+REASON_MESSAGE = N_("Say why this change is made: it goes into the audit trail.")
 
 
 @functools.cache
@@ -26,7 +29,7 @@ def time_zones() -> frozenset[str]:
 def _site_code(value: str) -> str:
     code = value.upper()
     if not (code.isascii() and code.isalnum() and 2 <= len(code) <= 8):
-        raise PydanticCustomError("text", SITE_CODE_MESSAGE)
+        raise PydanticCustomError("text", _(SITE_CODE_MESSAGE))
     return code
 
 
@@ -35,14 +38,14 @@ def _facility(value: str) -> str:
     try:
         isbt128.build_din(fin, 2000, 1)
     except (isbt128.DinError, TypeError) as exc:
-        raise PydanticCustomError("text", "Not a valid ISBT 128 facility identification number: {problem}",
+        raise PydanticCustomError("text", _("Not a valid ISBT 128 facility identification number: {problem}"),
                                   {"problem": str(exc)}) from None
     return fin
 
 
 def _time_zone(value: str) -> str:
     if value not in time_zones():
-        raise PydanticCustomError("text", TIME_ZONE_MESSAGE)
+        raise PydanticCustomError("text", _(TIME_ZONE_MESSAGE))
     return value
 
 
@@ -58,10 +61,10 @@ TimeZone = Annotated[Line(64), AfterValidator(_time_zone), Field(
 
 
 class CreateSite(Command):
-    refusal: ClassVar[str] = "The site cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"code": SITE_CODE_MESSAGE, "name": "Enter the site's name.",
-                                         "facility_id": "Enter the FIN, e.g. A9991.",
-                                         "timezone": TIME_ZONE_MESSAGE}
+    refusal: ClassVar[str] = _l("The site cannot be saved")
+    missing: ClassVar[dict[str, str]] = {"code": _l(SITE_CODE_MESSAGE), "name": _l("Enter the site's name."),
+                                         "facility_id": _l("Enter the FIN, e.g. A9991."),
+                                         "timezone": _l(TIME_ZONE_MESSAGE)}
 
     code: SiteCode
     name: Line(200)
@@ -72,9 +75,9 @@ class CreateSite(Command):
 
 
 class UpdateSite(Command):
-    refusal: ClassVar[str] = "The site cannot be saved"
-    missing: ClassVar[dict[str, str]] = {"name": "Enter the site's name.", "timezone": TIME_ZONE_MESSAGE,
-                                         "reason": "Say why this change is made: it goes into the audit trail."}
+    refusal: ClassVar[str] = _l("The site cannot be saved")
+    missing: ClassVar[dict[str, str]] = {"name": _l("Enter the site's name."), "timezone": _l(TIME_ZONE_MESSAGE),
+                                         "reason": _l(REASON_MESSAGE)}
 
     name: Line(200)
     timezone: TimeZone

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from cellfactory.audit import services as audit
 from cellfactory.core import permissions
 from cellfactory.core.errors import Conflict, NotFound
+from cellfactory.core.i18n import _
 from cellfactory.core.roles import Actor
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
@@ -19,7 +20,7 @@ from cellfactory.sites.models import Site
 def get_site(code: str) -> Site:
     site = db.session.scalar(sa.select(Site).where(Site.code == (code or "").upper()))
     if site is None:
-        raise NotFound(f"There is no site {code!r}.")
+        raise NotFound(_("There is no site %(code)s.", code=repr(code)))
     return site
 
 
@@ -39,14 +40,15 @@ def visible_sites(user: Actor) -> sa.Select:
 @transactional
 def create_site(actor: Actor | None, command: CreateSite) -> Site:
     if actor is not None:
-        permissions.require(permissions.can_administer(actor), "Only an administrator manages sites.")
+        permissions.require(permissions.can_administer(actor), _("Only an administrator manages sites."))
     audit.act_as(db.session, actor, label="command line")
     clash = db.session.scalar(sa.select(Site).where(sa.or_(Site.code == command.code,
                                                            Site.facility_id == command.facility_id)))
     if clash is not None:
         field = "code" if clash.code == command.code else "facility_id"
-        raise Conflict(f"Site {clash.code} already uses this {'code' if field == 'code' else 'facility number'}.",
-                       fields={field: "Already used by another site."})
+        raise Conflict(_("Site %(code)s already uses this code.", code=clash.code) if field == "code" else
+                       _("Site %(code)s already uses this facility number.", code=clash.code),
+                       fields={field: _("Already used by another site.")})
     site = Site(code=command.code, name=command.name, facility_id=command.facility_id, timezone=command.timezone,
                 address=command.address or "", language=command.language,
                 created_by_id=actor.id if actor else None)
@@ -57,9 +59,9 @@ def create_site(actor: Actor | None, command: CreateSite) -> Site:
 
 @transactional
 def update_site(actor: Actor, site: Site, command: UpdateSite) -> Site:
-    permissions.require(permissions.can_administer(actor), "Only an administrator manages sites.")
+    permissions.require(permissions.can_administer(actor), _("Only an administrator manages sites."))
     if command.version is not None and command.version != site.version:
-        raise Conflict("Someone else changed this site since you opened it. Reload and try again.")
+        raise Conflict(_("Someone else changed this site since you opened it. Reload and try again."))
     audit.act_as(db.session, actor, reason=command.reason)
     site.name, site.timezone, site.address, site.active = (command.name, command.timezone, command.address or "",
                                                            command.active)

@@ -6,6 +6,7 @@ Used by `cellfactory translations update|check` and by the test suite; the runni
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ def extract() -> Catalog:
     """Every message the code and the templates mark, with where each is used."""
     catalog = Catalog(project="cellfactory", msgid_bugs_address="", charset="utf-8")
     options = {"templates/**.html": JINJA_OPTIONS}
+    # Babel skips folders whose name starts with "_" by default: templates/_macros holds messages too.
     for filename, lineno, message, comments, context in extract_from_dir(
             str(PROJECT_ROOT), METHOD_MAP, options_map=options, keywords=KEYWORDS,
-            comment_tags=("Translators:",), strip_comment_tags=True):
+            comment_tags=("Translators:",), strip_comment_tags=True,
+            directory_filter=lambda path: not os.path.basename(path).startswith(".")):
         if filename.startswith("cellfactory/translations"):
             continue
         catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
@@ -126,8 +129,12 @@ def fill(language: str, sources) -> int:
             if not message.id or not message.string or message.fuzzy:
                 continue
             mine = catalog.get(message.id, context=message.context)
-            if mine is not None and (not mine.string or mine.fuzzy):
+            if mine is not None and (not _translated(mine.string) or mine.fuzzy) and _translated(message.string):
                 mine.string, mine.flags = message.string, mine.flags - {"fuzzy"}
                 taken += 1
     write_catalogue(catalog, language)
     return taken
+
+
+def _translated(text: str | tuple[str, ...]) -> bool:
+    return all(text) if isinstance(text, tuple) else bool(text)

@@ -441,3 +441,44 @@ def test_two_second_analysts_verifying_one_result_at_once_sign_it_once(plant_app
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Signature).where(
             Signature.entity_type == "qc_result", Signature.entity_id == str(result_id),
             Signature.meaning == "Verified")) == 1
+
+
+def test_two_analysts_entering_the_first_result_of_a_test_at_once_make_one_first_result(plant_app):
+    """Two worksheets open on one batch: both type viability and save at once. One result is the first; the other
+    analyst is told the test has a result already (hers must be entered as a retest, with its reason)."""
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import Batch, BatchStatus
+    from cellfactory.core.errors import DomainError
+    from cellfactory.qc import services as qc_services
+    from cellfactory.qc.commands import EnterResult
+    from cellfactory.qc.models import QcResult
+    from tests.batch_helpers import batch_start, iso, run_batch_to_awaiting_qc, started_long_ago
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        analysts = [make_user(f"qc.sheet{i}", [(Role.QC_ANALYST, "BG")]).id for i in (1, 2)]
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site,
+                                           start_command(site, "UCMSC", [dins[0]], started_at=batch_start()))
+        run_batch_to_awaiting_qc(plant, batch)
+        started_long_ago(batch)
+        lifecycle.transition(db.session.get(User, plant.tech.id), db.session.get(Batch, batch.id),
+                             BatchStatus.AWAITING_QC, reason="done")
+        batch_id = batch.id
+        db.session.remove()
+
+    def enter(user, site):
+        analyst = db.session.get(User, analysts.pop())
+        try:
+            qc_services.enter_result(analyst, db.session.get(Batch, batch_id), EnterResult.parse(
+                {"test": "VIAB", "value": "90", "sample_id": f"S-{analyst.username}", "sampled_at": iso(1)}))
+            return "entered"
+        except DomainError as refused:
+            return refused.fields.get("retest_of", refused.message)
+
+    outcomes = run_in_parallel(app, 2, enter)
+    assert sorted(outcomes) == ["Viability already has a result on this batch: enter this one as a retest of it.",
+                                "entered"], outcomes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(QcResult).where(
+            QcResult.batch_id == batch_id)) == 1

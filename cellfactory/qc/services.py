@@ -131,6 +131,9 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
 
     A sampling time without an offset (typed on the page) is the site's time."""
     _require_analyst(actor, batch.site_id)
+    # Two analysts entering the first result of a test at once (two worksheets open): the second waits here and
+    # then finds the first's result, so hers becomes a retest instead of a second "first" result.
+    lock_records([batch])
     if batch.status not in RESULT_STATES:
         raise Conflict(_("Batch %(number)s is %(status)s: results can no longer be entered.", number=batch.number,
                          status=batch.status.label))

@@ -268,3 +268,37 @@ def test_the_auditor_opens_a_recent_certification_and_downloads_its_batch_record
     text = pdf_text(response.body())
     assert number in text
     back_to_the_inbox(page, day)
+
+
+def test_an_analyst_fills_the_batch_worksheet_judged_as_typed(tab, day):
+    """From the inbox to the batch's QC page and its worksheet: the endotoxin value is flagged out of specification
+    while it is typed, corrected, and saved with mycoplasma in one submission; the other rows stay empty."""
+    page = tab
+    start_the_day(page, day, "qc_analyst.bg")
+    item = inbox_item(page, "results_to_enter").first
+    number = item.get_attribute("data-record")
+    item.locator("a").click()
+    page.locator(".crumbs").get_by_role("link", name=f"QC {number}").click()
+    page.wait_for_url(day(f"/qc/batches/{number}"))
+    page.get_by_role("link", name="Worksheet: every test").click()
+    page.wait_for_url(day(f"/qc/batches/{number}/worksheet"))
+
+    def row(code: str):
+        return page.locator("li.worksheet-row", has=page.locator(f"input[name$='-test'][value='{code}']"))
+
+    endotoxin = row("ENDO")
+    endotoxin.get_by_label("Result (EU/mL)").fill("0.8")
+    expect(endotoxin.locator(".worksheet-verdict")).to_have_text(
+        "OUT OF SPECIFICATION: above the upper limit < 0.5")
+    expect(endotoxin.locator(".worksheet-verdict")).to_have_class(re.compile("verdict-bad"))
+    endotoxin.get_by_label("Result (EU/mL)").fill("0,12")
+    expect(endotoxin.locator(".worksheet-verdict")).to_have_text("within specification: within the limits")
+    mycoplasma = row("MYCO")
+    mycoplasma.get_by_label("Result").select_option("not detected")
+    expect(mycoplasma.locator(".worksheet-verdict")).to_contain_text("within specification")
+    page.get_by_label("Sampled at (site time)").fill(local(utcnow() - dt.timedelta(hours=1)))
+    shoot(page, "qc-03-worksheet")
+    page.get_by_role("button", name="Save the results").click()
+    page.wait_for_url(day(f"/qc/batches/{number}"))
+    expect(page.locator(".flash-success")).to_contain_text("2 results saved: MYCO, ENDO.")
+    assert_no_csp_violations(page)

@@ -12,6 +12,7 @@ from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from cellfactory.core.i18n import N_, _
@@ -106,10 +107,16 @@ def render(doc_data: CertificateDocument) -> bytes:
         (_("Authorisation"), doc_data.authorisation or _("not recorded")),
         (_("Batch started"), doc_data.started), (_("Decision signed"), doc_data.certified),
     ]
-    # Two facts a row keeps the certificate on one page.
+    # Two facts a row keeps the certificate on one page. A caption's longest word decides the width of the caption
+    # columns (28 mm unless a translation needs more), so that no word is broken.
+    label_style = styles()["label"]
+    longest = max(stringWidth(word, label_style.fontName, label_style.fontSize)
+                  for caption, _value in facts for word in caption.split())
+    label_width = max(28 * mm, longest + 13)
     identity = [[para(facts[i][0], "label"), para(facts[i][1], small),
                  para(facts[i + 1][0], "label"), para(facts[i + 1][1], small)] for i in range(0, len(facts), 2)]
-    story += [_grid(identity, [28 * mm, 57 * mm, 28 * mm, None], header=False), Spacer(0, 3)]
+    story += [_grid(identity, [label_width, 57 * mm - (label_width - 28 * mm), label_width, None], header=False),
+              Spacer(0, 3)]
     rows = [[para(h, "label") for h in (_("Test"), _("Method"), _("Result"), _("Criterion"), _("Verdict"))]]
     rows += [[para(t.test, small), para(t.method, small), para(t.result, small), para(t.criterion, small),
               para(t.verdict.upper(), small)] for t in doc_data.results]

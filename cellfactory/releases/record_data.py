@@ -45,6 +45,13 @@ def _fixed(value: Any, digits: int) -> str:
     return text if current_language() == "en" else format_number(text, digits)
 
 
+def _verdict(value: str) -> str:
+    """A result's verdict in the language's words (pass, fail, pending); another as stored."""
+    words = {"pass": pgettext("verdict", "pass"), "fail": pgettext("verdict", "fail"),
+             "pending": pgettext("verdict", "pending"), "informative": pgettext("verdict", "informative")}
+    return words.get(value, value)
+
+
 def _stored_day(value: str | None) -> str:
     """A day stored as ISO text in a decision's JSON (its pending tests), in the language's way."""
     if value is None:
@@ -190,7 +197,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             (_("Consent withdrawn"), format_day(donor.consent_withdrawn_on) if donor.consent_withdrawn_on
              else _("no")),
             (_("Eligibility"), outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
-        ]), ("table", [_("Test"), _("Sample"), _("Type"), _("From"), _("Result"), _("Lab reference"), _("Entered")],
+        ]), ("table", [_("Test"), _("Sample"), _("Type"), pgettext("record column", "From"), _("Result"),
+                       _("Lab reference"), _("Entered")],
              [[r.test.label, format_day(r.sample_date), r.sample_type.value, r.tested_person.value,
                r.result.value + (" " + _("(superseded: %(reason)s)", reason=r.correction_reason)
                                  if r.superseded_by_id else ""),
@@ -249,7 +257,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             (_("Deviation"), step.deviation_reference or "—"),
         ])]
         if step.equipment_uses:
-            manufacturing.blocks.append(("table", [_("Equipment"), _("Name"), _("Calibration due"), _("Status"),
+            manufacturing.blocks.append(("table", [pgettext("record column", "Equipment"), _("Name"),
+                                                   _("Calibration due"), _("Status"),
                                                    _("Voided")],
                                          [[u.equipment.code, u.equipment.name, format_day(u.equipment.calibration_due),
                                            u.equipment.status.value, u.void_reason or ""] for u in step.equipment_uses],
@@ -284,7 +293,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                          _("not counted") if not step.pd_counted else
                          _fixed(p.cumulative_pd, 2) if p.cumulative_pd is not None else "—",
                          _fixed(p.doubling_time_h, 1) if p.doubling_time_h else "—"])
-        growth.blocks += [("table", ["P", _("Vessels"), _("Area cm²"), _("Seeded"), _("Harvested"), _("Viab. %"),
+        growth.blocks += [("table", ["P", pgettext("record column", "Vessels"), _("Area cm²"), _("Seeded"),
+                                     _("Harvested"), _("Viab. %"),
                                      _("Confl. %"), _("cells/cm²"), "PD", "cPD", _("DT h")], rows,
                            # Counts as on the batch page (4.00 × 10⁵) need room to stay on one line.
                            [9 * mm, 18 * mm, 13 * mm, 22 * mm, 22 * mm, 13 * mm, 13 * mm, 22 * mm, 12 * mm,
@@ -315,7 +325,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                      f"{result.sample_id}\n{t(result.sampled_at)}",
                      label(result.value_text, "qc_result", result.id, "numeric_value")
                      + f"\n{result.spec_test.criterion_text}",
-                     result.verdict.value.upper(),
+                     _verdict(result.verdict.value).upper(),
                      _("%(analyst)s; verified: %(verification)s", analyst=result.analyst.full_name,
                        verification=verified(result, verification))
                      + ("\n" + "; ".join(notes) if notes else "")])
@@ -333,14 +343,15 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         deviation_section.blocks += [("subtitle", f"{deviation.number} {deviation.title}"), ("kv", [
             (_("Classification, status"), f"{deviation.classification.value}, {deviation.status.value}"),
             (_("Source"), deviation.source.value),
-            (_("Opened"), _("%(when)s by %(person)s", when=t(deviation.opened_at),
+            (pgettext("deviation", "Opened"), _("%(when)s by %(person)s", when=t(deviation.opened_at),
                             person=deviation.opened_by.full_name)),
             (_("Description"), deviation.description), (_("Root cause"), deviation.root_cause or "—"),
             (_("Impact on the batch"), deviation.impact_assessment or "—"),
-            (_("Closed"), t(deviation.closed_at)),
+            (pgettext("deviation", "Closed"), t(deviation.closed_at)),
         ])]
         if deviation.actions:
-            deviation_section.blocks.append(("table", [_("Action"), _("Owner"), _("Due"), _("Completed")],
+            deviation_section.blocks.append(("table", [_("Action"), _("Owner"), _("Due"),
+                                                       pgettext("CAPA action", "Completed")],
                                              [[f"{a.kind}: {a.description}", a.owner.full_name,
                                                format_day(a.due_date),
                                                f"{t(a.completed_at)} {a.completion_note or ''}".strip()]
@@ -380,7 +391,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             site = sites.get(notice.site_id, notice.site_id)
             after.blocks += [("subtitle", _("Notice #%(id)s to %(site)s", id=notice.id, site=site)), ("kv", [
                 (_("Raised"), t(notice.created_at)), (_("Notice"), notice.message),
-                (_("Completed"), t(notice.completed_at)),
+                (pgettext("notice", "Completed"), t(notice.completed_at)),
             ])]
             for acknowledgement in notice.acknowledgements:
                 after.blocks += [("kv", [(_("Acknowledged as"), acknowledgement.capacity.label),
@@ -442,7 +453,7 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         reportable = status.reportable
         results.append(TestLine(status.test.name, reportable.method if reportable else status.test.method,
                                 reportable.value_text if reportable else _("no result"), status.test.criterion_text,
-                                reportable.verdict.value if reportable else _("missing")))
+                                _verdict(reportable.verdict.value) if reportable else _("missing")))
     kind = decision.kind.value
     exceptional = []
     if kind == "exceptional_oos_release":

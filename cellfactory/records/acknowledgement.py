@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from reportlab.platypus import SimpleDocTemplate, Spacer
 
+from cellfactory.core.i18n import _
 from cellfactory.records.styles import MARGIN, PAGE, SignatureView, numbered_canvas, para, signature_block
 
 
@@ -24,18 +25,20 @@ class AcknowledgementDocument:
 
 def render(document: AcknowledgementDocument) -> bytes:
     buffer = io.BytesIO()
-    title = f"Electronic signature accountability statement: {document.username}"
+    title = _("Electronic signature accountability statement: %(username)s", username=document.username)
     doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
                             bottomMargin=MARGIN + 6, title=title, author="cellfactory")
     story = [
-        para("Electronic signature accountability statement", "title"),
-        para(f"{document.full_name} ({document.username}) · statement version {document.statement_version}"),
+        para(_("Electronic signature accountability statement"), "title"),
+        para(_("%(name)s (%(username)s) · statement version %(version)s", name=document.full_name,
+               username=document.username, version=document.statement_version)),
         Spacer(0, 8),
         para(document.statement),
         Spacer(0, 12),
     ]
     for signature in document.signatures:
         story += [signature_block(signature), Spacer(0, 6)]
-    doc.build(story, canvasmaker=numbered_canvas(title, f"Printed {document.printed}",
-                                                 f"cellfactory {document.version} (build {document.build})"))
+    doc.build(story, canvasmaker=numbered_canvas(
+        title, _("Printed %(printed)s", printed=document.printed),
+        _("cellfactory %(version)s (build %(build)s)", version=document.version, build=document.build)))
     return buffer.getvalue()

@@ -26,6 +26,7 @@ from reportlab.platypus import CondPageBreak, Flowable, PageBreak, Paragraph, Sp
 from reportlab.platypus.doctemplate import BaseDocTemplate, PageTemplate
 from reportlab.platypus.frames import Frame
 
+from cellfactory.core.i18n import _
 from cellfactory.records.styles import (
     FONT,
     FONT_BOLD,
@@ -335,7 +336,7 @@ class _Grid(Flowable):
         room = available_height - self._header_height
         rows = self._rows
         used, count = 0.0, 0
-        for height, _ in rows:
+        for height, _lines in rows:
             if used + height > room:
                 break
             used += height
@@ -527,8 +528,9 @@ def render(document: BatchRecordDocument) -> bytes:
     h1 = ParagraphStyle("h1", parent=base["h2"], fontSize=13, leading=16, spaceBefore=6, spaceAfter=4)
     contents_font = _Font(FONT, 9.5, 13)
     buffer = io.BytesIO()
-    doc = _RecordTemplate(buffer, title=f"Batch record {document.batch_number}", author="cellfactory",
-                          subject=f"Printed {document.printed} by {document.printed_by}")
+    heading = _("Batch record %(number)s", number=document.batch_number)
+    printed = _("Printed %(printed)s by %(person)s", printed=document.printed, person=document.printed_by)
+    doc = _RecordTemplate(buffer, title=heading, author="cellfactory", subject=printed)
     max_height = doc.body_height - 1  # a table row this tall fits on an empty page
 
     def table(header: list[str] | None, rows: list[list[Any]], widths, style: _GridStyle) -> Flowable:
@@ -540,7 +542,8 @@ def render(document: BatchRecordDocument) -> bytes:
     place: dict[str, Any] = {}
     story: list[Any] = [para(document.title, "title"), Spacer(0, 4),
                         table(None, [list(row) for row in document.cover], [52 * mm, None], grid.kv), Spacer(0, 8),
-                        Paragraph("Contents", base["h2"]), _Contents(len(document.sections), contents_font, place),
+                        Paragraph(_escape(_("Contents")), base["h2"]),
+                        _Contents(len(document.sections), contents_font, place),
                         PageBreak()]
     for number, section in enumerate(document.sections, start=1):
         story += [CondPageBreak(40 * mm), _Heading(section.title, h1, f"section-{number}", section.title, found)]
@@ -560,8 +563,8 @@ def render(document: BatchRecordDocument) -> bytes:
                 story.append(block[1])
             story.append(Spacer(0, 3))
     doc.build(story, canvasmaker=numbered_canvas(
-        f"Batch record {document.batch_number}", f"Printed {document.printed} by {document.printed_by}",
-        f"cellfactory {document.version} (build {document.build})",
+        heading, printed, _("cellfactory %(version)s (build %(build)s)", version=document.version,
+                            build=document.build),
         on_page=_page_decorations(found, place, contents_font)))
     return buffer.getvalue()
 

@@ -11,6 +11,7 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
+from cellfactory.core.i18n import _
 from cellfactory.records.styles import FONT, FONT_BOLD, register_fonts
 
 LABEL_SIZE = (102 * mm, 76 * mm)
@@ -66,8 +67,9 @@ def _draw(canvas: Canvas, label: MaterialLabel) -> None:
     canvas.rect(flags_x, baseline - 1.5 * mm, 6 * mm, 6.5 * mm, stroke=1, fill=0)
     canvas.drawCentredString(flags_x + 3 * mm, baseline, label.check_character)
     canvas.setFont(FONT, 8.5)
-    lines = [f"Material: {label.material}", f"Collected: {label.collected}", f"Donor: {label.donor_code}",
-             f"Quantity: {label.quantity}"]
+    lines = [_("Material: %(material)s", material=label.material),
+             _("Collected: %(collected)s", collected=label.collected),
+             _("Donor: %(donor)s", donor=label.donor_code), _("Quantity: %(quantity)s", quantity=label.quantity)]
     y = baseline - 7 * mm
     for line in lines:
         canvas.drawString(left, y, line)

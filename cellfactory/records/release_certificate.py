@@ -12,8 +12,10 @@ from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from cellfactory.core.i18n import N_, _
 from cellfactory.records.styles import MARGIN, PAGE, SignatureView, numbered_canvas, para, signature_block, styles
 
 
@@ -80,10 +82,10 @@ def _grid(rows: list[list], widths: list[float | None], *, header: bool = True) 
 
 def render(doc_data: CertificateDocument) -> bytes:
     buffer = io.BytesIO()
-    title = f"Release certificate {doc_data.number}"
+    title = _("Release certificate %(number)s", number=doc_data.number)
     doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=10 * mm,
                             bottomMargin=MARGIN, title=title, author="cellfactory",
-                            subject=f"Batch {doc_data.batch_number}")
+                            subject=_("Batch %(number)s", number=doc_data.batch_number))
     small = "small"
     story = []
     if doc_data.banner:
@@ -91,59 +93,71 @@ def render(doc_data: CertificateDocument) -> bytes:
         banner.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#b3261e")),
                                     ("TEXTCOLOR", (0, 0), (-1, -1), colors.white)]))
         story += [banner, Spacer(0, 4)]
-    header = Table([[[para("Batch certificate", "title"), para(doc_data.decision_label, "label"),
-                      para(f"Certificate {doc_data.number}", small)],
-                     [_qr(doc_data.verification_url), para("Verify: scan or open", small)]]],
+    header = Table([[[para(_("Batch certificate"), "title"), para(doc_data.decision_label, "label"),
+                      para(_("Certificate %(number)s", number=doc_data.number), small)],
+                     [_qr(doc_data.verification_url), para(_("Verify: scan or open"), small)]]],
                    colWidths=[None, 30 * mm])
     header.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story += [header, Spacer(0, 3)]
     facts = [
-        ("Product", f"{doc_data.product} ({doc_data.product_code})"), ("Batch", doc_data.batch_number),
-        ("Clinical trial", doc_data.trial_code or "not recorded"), ("DIN(s)", ", ".join(doc_data.dins)),
-        ("Donor / patient code", ", ".join(doc_data.donors)), ("Specification", doc_data.specification),
-        ("Site", f"{doc_data.site_name}, {doc_data.site_address}".strip(", ")),
-        ("Authorisation", doc_data.authorisation or "not recorded"),
-        ("Batch started", doc_data.started), ("Decision signed", doc_data.certified),
+        (_("Product"), f"{doc_data.product} ({doc_data.product_code})"), (_("Batch"), doc_data.batch_number),
+        (_("Clinical trial"), doc_data.trial_code or _("not recorded")), (_("DIN(s)"), ", ".join(doc_data.dins)),
+        (_("Donor / patient code"), ", ".join(doc_data.donors)), (_("Specification"), doc_data.specification),
+        (_("Site"), f"{doc_data.site_name}, {doc_data.site_address}".strip(", ")),
+        (_("Authorisation"), doc_data.authorisation or _("not recorded")),
+        (_("Batch started"), doc_data.started), (_("Decision signed"), doc_data.certified),
     ]
-    # Two facts a row keeps the certificate on one page.
+    # Two facts a row keeps the certificate on one page. A caption's longest word decides the width of the caption
+    # columns (28 mm unless a translation needs more), so that no word is broken.
+    label_style = styles()["label"]
+    longest = max(stringWidth(word, label_style.fontName, label_style.fontSize)
+                  for caption, _value in facts for word in caption.split())
+    label_width = max(28 * mm, longest + 13)
     identity = [[para(facts[i][0], "label"), para(facts[i][1], small),
                  para(facts[i + 1][0], "label"), para(facts[i + 1][1], small)] for i in range(0, len(facts), 2)]
-    story += [_grid(identity, [28 * mm, 57 * mm, 28 * mm, None], header=False), Spacer(0, 3)]
-    rows = [[para(h, "label") for h in ("Test", "Method", "Result", "Criterion", "Verdict")]]
+    story += [_grid(identity, [label_width, 57 * mm - (label_width - 28 * mm), label_width, None], header=False),
+              Spacer(0, 3)]
+    rows = [[para(h, "label") for h in (_("Test"), _("Method"), _("Result"), _("Criterion"), _("Verdict"))]]
     rows += [[para(t.test, small), para(t.method, small), para(t.result, small), para(t.criterion, small),
               para(t.verdict.upper(), small)] for t in doc_data.results]
-    story += [para("Release tests", "h2"), _grid(rows, [36 * mm, 42 * mm, 34 * mm, 32 * mm, None])]
+    story += [para(_("Release tests"), "h2"), _grid(rows, [36 * mm, 42 * mm, 34 * mm, 32 * mm, None])]
     if doc_data.failing:
-        story += [Spacer(0, 3), para("OUT OF SPECIFICATION: " + "; ".join(doc_data.failing), "label")]
+        story += [Spacer(0, 3), para(_("OUT OF SPECIFICATION: %(tests)s", tests="; ".join(doc_data.failing)),
+                                     "label")]
     if doc_data.pending:
-        story += [Spacer(0, 3), para("Pending at this decision: " + "; ".join(doc_data.pending), "label")]
-    story += [para("Deviations", "h2"),
-              para("; ".join(doc_data.deviations) if doc_data.deviations else "None recorded for this batch.", small)]
+        story += [Spacer(0, 3), para(_("Pending at this decision: %(tests)s", tests="; ".join(doc_data.pending)),
+                                     "label")]
+    story += [para(_("Deviations"), "h2"),
+              para("; ".join(doc_data.deviations) if doc_data.deviations else _("None recorded for this batch."),
+                   small)]
     if doc_data.exceptional:
-        story += [para("Exceptional release (EU GMP Part IV 11.5)", "h2"),
+        story += [para(_("Exceptional release (EU GMP Part IV 11.5)"), "h2"),
                   _grid([[para(k, "label"), para(v, small)] for k, v in doc_data.exceptional], [55 * mm, None],
                         header=False)]
-    story += [para("Decision", "h2"), para(doc_data.statement), Spacer(0, 2)]
+    story += [para(_("Decision"), "h2"), para(doc_data.statement), Spacer(0, 2)]
     if doc_data.comment:
-        story += [para(f"Comment: {doc_data.comment}", small), Spacer(0, 2)]
+        story += [para(_("Comment: %(comment)s", comment=doc_data.comment), small), Spacer(0, 2)]
     story += [signature_block(doc_data.signature), Spacer(0, 2),
-              para(f"Verification: {doc_data.verification_url}", small)]
+              para(_("Verification: %(url)s", url=doc_data.verification_url), small)]
     doc.build(story, canvasmaker=numbered_canvas(
-        title, f"Printed {doc_data.printed}", f"cellfactory {doc_data.version} (build {doc_data.build})"))
+        title, _("Printed %(printed)s", printed=doc_data.printed),
+        _("cellfactory %(version)s (build %(build)s)", version=doc_data.version, build=doc_data.build)))
     return buffer.getvalue()
 
 
+# The statement of each decision, translated where the certificate is built (record_data).
 STATEMENTS = {
-    "certification": "I certify that this batch has been manufactured and checked in compliance with GMP, the "
-                     "specification and the clinical trial authorisation, and release it for clinical use.",
-    "final_certification": "All results are now available and conform. I give the final certification of this "
-                           "batch, initially released before the sterility result was available.",
-    "conditional_certification": "I certify this batch for administration before every quality control result is "
-                                 "available (EU GMP Part IV, release before test results). The tests listed as "
-                                 "pending will be completed; a failing result will be reported to the treating "
-                                 "physicians at once.",
-    "rejection": "This batch is REJECTED and must not be used for clinical purposes.",
-    "exceptional_oos_release": "This batch does NOT meet its specification. At the written request of the treating "
-                               "physician, with the manufacturer's risk evaluation provided and the sponsor notified, "
-                               "I release it exceptionally for the named patient (EU GMP Part IV 11.5).",
+    "certification": N_("I certify that this batch has been manufactured and checked in compliance with GMP, the "
+                        "specification and the clinical trial authorisation, and release it for clinical use."),
+    "final_certification": N_("All results are now available and conform. I give the final certification of this "
+                              "batch, initially released before the sterility result was available."),
+    "conditional_certification": N_("I certify this batch for administration before every quality control result is "
+                                    "available (EU GMP Part IV, release before test results). The tests listed as "
+                                    "pending will be completed; a failing result will be reported to the treating "
+                                    "physicians at once."),
+    "rejection": N_("This batch is REJECTED and must not be used for clinical purposes."),
+    "exceptional_oos_release": N_("This batch does NOT meet its specification. At the written request of the "
+                                  "treating physician, with the manufacturer's risk evaluation provided and the "
+                                  "sponsor notified, I release it exceptionally for the named patient (EU GMP Part "
+                                  "IV 11.5)."),
 }

@@ -19,6 +19,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, Table, TableStyle
 
 from cellfactory.core.clock import format_local
+from cellfactory.core.i18n import _, time_pattern
 
 FONT = "DejaVuSans"
 FONT_BOLD = "DejaVuSans-Bold"
@@ -109,9 +110,10 @@ class SignatureView:
         return cls(
             meaning=signature.meaning, printed_name=signature.printed_name, username=signature.signer_username,
             signed_at_local=format_local(signature.signed_at, tz_name, seconds=True),
-            signed_at_utc=signature.signed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            signed_at_utc=signature.signed_at.strftime(time_pattern(seconds=True) + " UTC"),
             content_hash=signature.content_hash,
-            record=record or f"{signature.entity_type} {signature.entity_id}, version {signature.record_version}",
+            record=record or _("%(type)s %(id)s, version %(version)s", type=signature.entity_type,
+                               id=signature.entity_id, version=signature.record_version),
             status=status,
         )
 
@@ -119,12 +121,12 @@ class SignatureView:
 def signature_block(view: SignatureView) -> KeepTogether:
     """The manifestation of an electronic signature (21 CFR 11.50): name, date and time, meaning."""
     rows = [
-        [para("Electronic signature", "label"), para(view.meaning, "label")],
-        [para("Signed by", "label"), para(f"{view.printed_name} ({view.username})")],
-        [para("Date and time", "label"), para(f"{view.signed_at_local}; {view.signed_at_utc}")],
-        [para("Record", "label"), para(view.record)],
-        [para("Signed content SHA-256", "label"), para(view.content_hash, "small")],
-        [para("Verification", "label"), para(view.status)],
+        [para(_("Electronic signature"), "label"), para(view.meaning, "label")],
+        [para(_("Signed by"), "label"), para(f"{view.printed_name} ({view.username})")],
+        [para(_("Date and time"), "label"), para(f"{view.signed_at_local}; {view.signed_at_utc}")],
+        [para(_("Record"), "label"), para(view.record)],
+        [para(_("Signed content SHA-256"), "label"), para(view.content_hash, "small")],
+        [para(_("Verification"), "label"), para(view.status)],
     ]
     table = Table(rows, colWidths=[42 * mm, None])
     table.setStyle(TableStyle([
@@ -145,10 +147,11 @@ def page_footer(title: str, version: str, build: str, printed: str):
         register_fonts()
         canvas.saveState()
         canvas.setFont(FONT, 7)
-        width, _ = PAGE
+        width = PAGE[0]
         canvas.drawString(MARGIN, 12 * mm, title)
-        canvas.drawRightString(width - MARGIN, 12 * mm, f"Page {doc.page}")
-        canvas.drawString(MARGIN, 8.5 * mm, f"cellfactory {version} (build {build}) · printed {printed}")
+        canvas.drawRightString(width - MARGIN, 12 * mm, _("Page %(page)s", page=doc.page))
+        canvas.drawString(MARGIN, 8.5 * mm, _("cellfactory %(version)s (build %(build)s) · printed %(printed)s",
+                                              version=version, build=build, printed=printed))
         canvas.restoreState()
 
     return draw
@@ -183,7 +186,8 @@ class _NumberedCanvas(Canvas):
         self.saveState()
         self.setFont(FONT, 7.5)
         self.drawString(MARGIN, height - 7 * mm, header)
-        self.drawRightString(width - MARGIN, height - 7 * mm, f"Page {self._pageNumber} of {total}")
+        self.drawRightString(width - MARGIN, height - 7 * mm,
+                             _("Page %(page)s of %(total)s", page=self._pageNumber, total=total))
         self.drawString(MARGIN, 9 * mm, footer_left)
         self.drawRightString(width - MARGIN, 9 * mm, footer_right)
         self.restoreState()

@@ -13,14 +13,16 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.platypus import CondPageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from cellfactory.core.i18n import N_, _
 from cellfactory.records.styles import MARGIN, PAGE, page_footer, para, register_fonts
 
-UNIT_COLUMNS = ["Unit", "Status", "Held by", "Position or shipment", "Recipient", "Administered"]
+UNIT_COLUMNS = [N_("Unit"), N_("Status"), N_("Held by"), N_("Position or shipment"), N_("Recipient"),
+                N_("Administered")]
 UNIT_WIDTHS = [44 * mm, 21 * mm, 12 * mm, 37 * mm, 28 * mm, None]
 
 
 def _table(header: list[str], rows: list[list[Any]], widths: list[Any]) -> Table:
-    body = [[para(h, "label") for h in header]] + [[para(cell, "small") for cell in row] for row in rows]
+    body = [[para(_(h), "label") for h in header]] + [[para(cell, "small") for cell in row] for row in rows]
     table = Table(body, colWidths=widths, repeatRows=1)
     table.setStyle(TableStyle([
         ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#999999")),
@@ -48,42 +50,48 @@ def render(trace: Any, *, printed: str, printed_by: str, version: str, build: st
     register_fonts()
     units = [u for d in trace.donors for m in d.materials for b in m.batches for u in b.units]
     batches = {b.number for d in trace.donors for m in d.materials for b in m.batches}
+    none = _("none")
     summary = [
-        ("Donors", ", ".join(f"{d.code} ({d.site})" for d in trace.donors) or "none"),
-        ("Batches", str(len(batches))),
-        ("Units", f"{len(units)}: " + ", ".join(f"{n} {s}" for s, n in sorted(_count(u.status for u in units).items()))
-         if units else "none"),
-        ("Recipients", ", ".join(sorted(trace.recipients)) or "none"),
+        (_("Donors"), ", ".join(f"{d.code} ({d.site})" for d in trace.donors) or none),
+        (_("Batches"), str(len(batches))),
+        (_("Units"), f"{len(units)}: " + ", ".join(f"{n} {s}" for s, n in sorted(_count(u.status for u in units)
+                                                                                   .items())) if units else none),
+        (_("Recipients"), ", ".join(sorted(trace.recipients)) or none),
     ]
     if trace.lots:
-        summary.append(("Reagent lots", ", ".join(trace.lots)))
-    summary.append(("Printed", f"{printed} by {printed_by}"))
-    story: list[Any] = [para(f"Traceability report: {trace.title}", "title"), _kv(summary), Spacer(0, 6)]
+        summary.append((_("Reagent lots"), ", ".join(trace.lots)))
+    summary.append((_("Printed"), _("%(printed)s by %(person)s", printed=printed, person=printed_by)))
+    title = _("Traceability report: %(title)s", title=trace.title)
+    story: list[Any] = [para(title, "title"), _kv(summary), Spacer(0, 6)]
     for donor in trace.donors:
-        story += [CondPageBreak(40 * mm), para(f"Donor {donor.code} · {donor.site} · {donor.donor_type}", "h2")]
+        story += [CondPageBreak(40 * mm), para(_("Donor %(code)s · %(site)s · %(type)s", code=donor.code,
+                                                 site=donor.site, type=donor.donor_type), "h2")]
         if not donor.materials:
-            story.append(para("No source material received from this donor."))
+            story.append(para(_("No source material received from this donor.")))
         for material in donor.materials:
-            story += [Spacer(0, 2), para(f"Source material {material.din} · {material.material_type} · "
-                                         f"{material.status} · received at {material.site}", "label")]
+            story += [Spacer(0, 2), para(_("Source material %(din)s · %(type)s · %(status)s · received at %(site)s",
+                                           din=material.din, type=material.material_type, status=material.status,
+                                           site=material.site), "label")]
             if not material.batches:
-                story.append(para("Not used in any batch.", "small"))
+                story.append(para(_("Not used in any batch."), "small"))
             for batch in material.batches:
-                story += [Spacer(0, 2), para(f"Batch {batch.number} · {batch.product} · {batch.site} · {batch.status}")]
+                story += [Spacer(0, 2), para(_("Batch %(number)s · %(product)s · %(site)s · %(status)s",
+                                               number=batch.number, product=batch.product, site=batch.site,
+                                               status=batch.status))]
                 if batch.units:
                     rows = [[u.identifier, u.status, u.held_by, transit.get(u.identifier) or u.position or "—",
                              u.recipient or "—", trace.administered.get(u.identifier) or "—"] for u in batch.units]
                     story.append(_table(UNIT_COLUMNS, rows, UNIT_WIDTHS))
                 else:
-                    story.append(para("No units made from this batch.", "small"))
+                    story.append(para(_("No units made from this batch."), "small"))
         story.append(Spacer(0, 4))
     if not trace.donors:
-        story.append(para("Nothing was found."))
+        story.append(para(_("Nothing was found.")))
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(buffer, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=16 * mm,
-                            bottomMargin=20 * mm, title=f"Traceability report: {trace.title}", author="cellfactory",
-                            subject=f"Printed {printed} by {printed_by}")
-    footer = page_footer(f"Traceability report: {trace.title}", version, build, printed)
+                            bottomMargin=20 * mm, title=title, author="cellfactory",
+                            subject=_("Printed %(printed)s by %(person)s", printed=printed, person=printed_by))
+    footer = page_footer(title, version, build, printed)
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
     return buffer.getvalue()
 

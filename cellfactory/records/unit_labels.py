@@ -16,6 +16,7 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
+from cellfactory.core.i18n import _
 from cellfactory.records.labels import LABEL_SIZE
 from cellfactory.records.styles import FONT, FONT_BOLD, register_fonts
 
@@ -46,11 +47,11 @@ def _fit(canvas: Canvas, text: str, font: str, size: float, width: float) -> str
     return text + "…"
 
 
-def render(labels: list[UnitLabel], *, title: str = "Unit labels") -> bytes:
+def render(labels: list[UnitLabel], *, title: str | None = None) -> bytes:
     register_fonts()
     buffer = io.BytesIO()
     canvas = Canvas(buffer, pagesize=LABEL_SIZE, pageCompression=1)
-    canvas.setTitle(title)
+    canvas.setTitle(title or _("Unit labels"))
     canvas.setAuthor("cellfactory")
     for label in labels:
         _draw(canvas, label)
@@ -79,17 +80,22 @@ def _draw(canvas: Canvas, label: UnitLabel) -> None:
     canvas.drawCentredString(box_x + 3 * mm, baseline, label.check_character)
     # Product code and division: what makes this bag or vial one of its own.
     baseline -= 7 * mm
+    # Each value after its caption (further right when a translated caption is longer than the English one).
+    code_caption, division_caption = _("Product code"), _("Division")
     canvas.setFont(FONT, 8)
-    canvas.drawString(left, baseline, "Product code")
+    canvas.drawString(left, baseline, code_caption)
     canvas.setFont(FONT_BOLD, 13)
-    canvas.drawString(left + 20 * mm, baseline, label.product_code)
+    canvas.drawString(left + max(20 * mm, canvas.stringWidth(code_caption, FONT, 8) + 1 * mm), baseline,
+                      label.product_code)
     canvas.setFont(FONT, 8)
-    canvas.drawString(left + 42 * mm, baseline, "Division")
+    canvas.drawString(left + 42 * mm, baseline, division_caption)
     canvas.setFont(FONT_BOLD, 13)
-    canvas.drawString(left + 55 * mm, baseline, label.division)
+    canvas.drawString(left + 42 * mm + max(13 * mm, canvas.stringWidth(division_caption, FONT, 8) + 1 * mm), baseline,
+                      label.division)
     canvas.setFont(FONT, 8)
     y = baseline - 5 * mm
-    lines = [label.product, f"Content: {label.content}", f"Expires: {label.expiry}", f"Batch: {label.batch}"]
+    lines = [label.product, _("Content: %(content)s", content=label.content),
+             _("Expires: %(expiry)s", expiry=label.expiry), _("Batch: %(batch)s", batch=label.batch)]
     if label.recipient:
         lines.append(label.recipient)
     for line in lines:
@@ -110,4 +116,4 @@ def _draw(canvas: Canvas, label: UnitLabel) -> None:
         canvas.setFillColor(colors.black)
         y -= step
     canvas.setFont(FONT, 7)
-    canvas.drawString(left, 3.5 * mm, f"Unit {label.identifier}")
+    canvas.drawString(left, 3.5 * mm, _("Unit %(identifier)s", identifier=label.identifier))

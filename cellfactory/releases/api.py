@@ -21,6 +21,7 @@ from cellfactory.auth.models import Role
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.api import BatchSummary
 from cellfactory.batches.models import Batch, BatchStatus
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, roles_required
 from cellfactory.deviations.models import DeviationStatus
@@ -125,7 +126,7 @@ def _common(batch: Batch, facts: services.RecordFacts, meaning: Meaning | None =
               for user, what in facts.involved()]
     mine = {api_user().id: p.what for p in people if p.username == api_user().username}
     return {"batch": BatchSummary.of(batch),
-            "checklist": [ChecklistItemOut(key=i.key, label=i.label, ok=i.ok, problems=i.problems)
+            "checklist": [ChecklistItemOut(key=i.key, label=_(i.label), ok=i.ok, problems=i.problems)
                           for i in services.checklist(batch, facts)],
             "involved": people, "you_are_involved": bool(services.conflicts(mine, meaning)),
             "decisions": [DecisionOut.of(d, status) for d, status in facts.decisions]}
@@ -193,7 +194,7 @@ class CertificationOut(_Release):
             blockers = services.signing_blockers(batch, option.meaning, facts)
             options.append(OptionOut(decision=QpDecisionKey(option.key), label=transition.label,
                                      target=option.target, signature_meaning=option.meaning.value,
-                                     explanation=option.explanation, detail_fields=list(option.details),
+                                     explanation=_(option.explanation), detail_fields=list(option.details),
                                      blockers=blockers, possible=not blockers and not common["you_are_involved"]))
         return {**common, "options": options,
                 "pending": [PendingOut(test=r.spec_test.code, name=r.spec_test.name, method=r.spec_test.method,
@@ -306,7 +307,7 @@ def _pdf(data: bytes, filename: str) -> Response:
 @bp.get("/batches/<number>/record.pdf")
 @roles_required(READ_ROLES)
 @operation("The complete batch record, generated now (printing is audited)", media="application/pdf",
-           errors=(404,))
+           errors=(404,), description="In the site's language, or the one asked for with ?lang=it or ?lang=en.")
 def release_record_pdf(number: str) -> Response:
     batch = _batch(number)
     return _pdf(services.batch_record_pdf(api_user(), batch), f"batch-record-{batch.number}.pdf")
@@ -316,12 +317,15 @@ def release_record_pdf(number: str) -> Response:
 @roles_required(READ_ROLES)
 @operation("The stored release certificate: the latest one, or ?number= for an earlier one (the same bytes as "
            "generated at signing; downloads are audited)", query=CertificateQuery, media="application/pdf",
-           errors=(404,))
+           errors=(404,), description="The stored PDF is in the site's language; ?lang=it or ?lang=en gives a copy "
+                                      "in that language, rendered again from the record while the certificate "
+                                      "still matches it.")
 def release_certificate_pdf(number: str) -> Response:
     batch = _batch(number)
     wanted = CertificateQuery.read().number
     certificate = services.find_certificate(batch, wanted.strip() if wanted else None)
-    return _pdf(services.certificate_pdf(api_user(), certificate), f"{certificate.number}.pdf")
+    return _pdf(services.certificate_pdf(api_user(), certificate, request.args.get("lang")),
+                f"{certificate.number}.pdf")
 
 
 # --- the QP certification register ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field
 
 from cellfactory.core.commands import Command, Day, Instant, OptionalLine, Paragraph
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import _, _l
 from cellfactory.releases.decisions import DETAILS, QP_DECISIONS
 from cellfactory.signatures.commands import MaySign
 from cellfactory.signatures.models import Meaning
@@ -28,8 +29,16 @@ class ReviewOutcome(enum.StrEnum):
 
 QpDecisionKey = enum.StrEnum("QpDecisionKey", {key.upper(): key for key in QP_DECISIONS})
 
-OUTCOME_MESSAGE = "Use reviewed (signed) or returned (with comments)."
-DECISION_MESSAGE = f"Use one of: {', '.join(QP_DECISIONS)}."
+OUTCOME_MESSAGE = _l("Use reviewed (signed) or returned (with comments).")
+DECISION_MESSAGE = _l("Use one of: %(choices)s.", choices=", ".join(QP_DECISIONS))
+
+
+class _Said(dict):
+    """What to say of each field left out, in the language of the moment it is read (the messages are lazy)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = super().get(key, default)
+        return str(value) if value is not None else None
 
 
 def _lowered(value: Any) -> Any:
@@ -66,10 +75,10 @@ class ReviewDecision(_Dispatched):
     """QA's review: `reviewed` (signed 'Reviewed', the batch awaits certification) or `returned` to
     manufacturing with comments (nothing is approved, so nothing is signed)."""
 
-    refusal: ClassVar[str] = "The review cannot be recorded"
+    refusal: ClassVar[str] = _l("The review cannot be recorded")
     key: ClassVar[str] = "outcome"
     choice_message: ClassVar[str] = OUTCOME_MESSAGE
-    missing: ClassVar[dict[str, str]] = {"outcome": OUTCOME_MESSAGE}
+    missing: ClassVar[dict[str, str]] = _Said({"outcome": OUTCOME_MESSAGE})
 
     outcome: Outcome
     comment: Paragraph(2000) = Field(description="The review comment, or what must be corrected")
@@ -81,17 +90,17 @@ class ReviewDecision(_Dispatched):
 class ReviewBatch(ReviewDecision):
     """QA signs 'Reviewed': the comment goes into the signature and the audit trail."""
 
-    refusal: ClassVar[str] = "The review cannot be signed"
-    missing: ClassVar[dict[str, str]] = {
-        "outcome": OUTCOME_MESSAGE, "comment": "Write the review comment (it is part of the signed record)."}
+    refusal: ClassVar[str] = _l("The review cannot be signed")
+    missing: ClassVar[dict[str, str]] = _Said({
+        "outcome": OUTCOME_MESSAGE, "comment": _l("Write the review comment (it is part of the signed record).")})
 
 
 class ReturnBatch(ReviewDecision):
     """QA returns the batch to manufacturing with comments."""
 
-    refusal: ClassVar[str] = "The batch cannot be returned"
-    missing: ClassVar[dict[str, str]] = {
-        "outcome": OUTCOME_MESSAGE, "comment": "Say what must be corrected before the review."}
+    refusal: ClassVar[str] = _l("The batch cannot be returned")
+    missing: ClassVar[dict[str, str]] = _Said({
+        "outcome": OUTCOME_MESSAGE, "comment": _l("Say what must be corrected before the review.")})
 
 
 ReviewDecision.kinds = {ReviewOutcome.REVIEWED.value: ReviewBatch, ReviewOutcome.RETURNED.value: ReturnBatch}
@@ -104,7 +113,7 @@ class DecisionDetails(Command):
     """The facts a conditional or an exceptional release records besides the reason, typed (the service says which
     one a decision must record, `releases.services.validate_details`)."""
 
-    refusal: ClassVar[str] = "The decision cannot be signed"
+    refusal: ClassVar[str] = _l("The decision cannot be signed")
 
     expected_final_date: Day | None = Field(None, description="conditional only; default the latest due date of "
                                                               "the pending reads")
@@ -122,10 +131,10 @@ class QpDecide(_Dispatched, DecisionDetails):
     risk evaluation and the notification of the sponsor (the service says which are missing); a detail of
     another decision is refused."""
 
-    refusal: ClassVar[str] = "The decision cannot be signed"
+    refusal: ClassVar[str] = _l("The decision cannot be signed")
     key: ClassVar[str] = "decision"
     choice_message: ClassVar[str] = DECISION_MESSAGE
-    missing: ClassVar[dict[str, str]] = {"decision": DECISION_MESSAGE}
+    missing: ClassVar[dict[str, str]] = _Said({"decision": DECISION_MESSAGE})
 
     decision: Decision
     reason: Paragraph(2000) = Field(description="Comment, justification or reason of the rejection")
@@ -144,27 +153,31 @@ class QpDecide(_Dispatched, DecisionDetails):
     def check_shape(self) -> None:
         foreign = [name for name in DETAILS if name not in self.option.details and getattr(self, name) is not None]
         if foreign:
-            raise ValidationFailed(f"These fields do not belong to a {self.option.key} decision: "
-                                   f"{', '.join(foreign)}.",
-                                   fields={name: f"Leave out for decision {self.option.key}." for name in foreign})
+            raise ValidationFailed(_("These fields do not belong to a %(decision)s decision: %(fields)s.",
+                                     decision=self.option.key, fields=", ".join(foreign)),
+                                   fields={name: _("Leave out for decision %(decision)s.", decision=self.option.key)
+                                           for name in foreign})
 
 
 class CertifyRelease(QpDecide):
-    missing: ClassVar[dict[str, str]] = {
-        "decision": DECISION_MESSAGE, "reason": "Write the certification comment (it is part of the signed record)."}
+    missing: ClassVar[dict[str, str]] = _Said({
+        "decision": DECISION_MESSAGE,
+        "reason": _l("Write the certification comment (it is part of the signed record).")})
 
 
 class ReleaseConditionally(QpDecide):
-    missing: ClassVar[dict[str, str]] = {
-        "decision": DECISION_MESSAGE, "reason": "Justify the release before the sterility result is final."}
+    missing: ClassVar[dict[str, str]] = _Said({
+        "decision": DECISION_MESSAGE, "reason": _l("Justify the release before the sterility result is final.")})
 
 
 class RejectBatch(QpDecide):
-    missing: ClassVar[dict[str, str]] = {"decision": DECISION_MESSAGE, "reason": "Give the reason for the rejection."}
+    missing: ClassVar[dict[str, str]] = _Said({"decision": DECISION_MESSAGE,
+                                               "reason": _l("Give the reason for the rejection.")})
 
 
 class ReleaseExceptionally(QpDecide):
-    missing: ClassVar[dict[str, str]] = {"decision": DECISION_MESSAGE, "reason": "Justify the exceptional release."}
+    missing: ClassVar[dict[str, str]] = _Said({"decision": DECISION_MESSAGE,
+                                               "reason": _l("Justify the exceptional release.")})
 
 
 # Each decision's command: the page's words for a reason left out.

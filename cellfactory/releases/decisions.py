@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.errors import ValidationFailed
+from cellfactory.core.i18n import N_, _
 from cellfactory.signatures.models import Meaning
 
 S = BatchStatus
@@ -25,10 +26,10 @@ class QpDecision:
     """One QP decision.
 
     :param key: its name in the page's URL and in the API's `decision`.
-    :param title: what the decision is called.
+    :param title: what the decision is called (marked for translation: shown with `_`).
     :param target: the state the batch goes to.
     :param meaning: the meaning of the QP's signature, which picks the transition where two lead to one state.
-    :param explanation: what signing it does, shown before the QP signs.
+    :param explanation: what signing it does, shown before the QP signs (marked for translation: shown with `_`).
     :param details: the facts it records besides the comment (releases.services.validate_details checks them).
     :param danger: a decision against the batch or against its specification.
     """
@@ -43,20 +44,21 @@ class QpDecision:
 
 
 QP_DECISIONS: dict[str, QpDecision] = {decision.key: decision for decision in (
-    QpDecision("release", "Certify: release for clinical use", S.RELEASED, Meaning.QP_CERTIFIED,
-               "The batch is released for clinical use; the certificate records the checklist computed from the "
-               "record."),
-    QpDecision("conditional", "Conditional release: sterility pending", S.CONDITIONALLY_RELEASED,
+    QpDecision("release", N_("Certify: release for clinical use"), S.RELEASED, Meaning.QP_CERTIFIED,
+               N_("The batch is released for clinical use; the certificate records the checklist computed from the "
+                  "record.")),
+    QpDecision("conditional", N_("Conditional release: sterility pending"), S.CONDITIONALLY_RELEASED,
                Meaning.QP_CONDITIONAL,
-               "The batch is released before the final sterility read: the certificate lists the pending tests and "
-               "when the final read is expected; the final certification or the rejection follows the result.",
+               N_("The batch is released before the final sterility read: the certificate lists the pending tests "
+                  "and when the final read is expected; the final certification or the rejection follows the "
+                  "result."),
                details=CONDITIONAL_DETAILS),
-    QpDecision("reject", "Reject the batch", S.REJECTED, Meaning.QP_REJECTED,
-               "The batch is rejected: it is never released.", danger=True),
-    QpDecision("exceptional", "Exceptional release of an out-of-specification batch (EU GMP Part IV 11.5)",
+    QpDecision("reject", N_("Reject the batch"), S.REJECTED, Meaning.QP_REJECTED,
+               N_("The batch is rejected: it is never released."), danger=True),
+    QpDecision("exceptional", N_("Exceptional release of an out-of-specification batch (EU GMP Part IV 11.5)"),
                S.RELEASED, Meaning.QP_OOS_SUPPLY,
-               "The certificate will say OUT OF SPECIFICATION and list the failing tests. Record the treating "
-               "physician's request, the factory's risk evaluation and the notification of the sponsor.",
+               N_("The certificate will say OUT OF SPECIFICATION and list the failing tests. Record the treating "
+                  "physician's request, the factory's risk evaluation and the notification of the sponsor."),
                details=EXCEPTIONAL_DETAILS, danger=True),
 )}
 
@@ -66,7 +68,8 @@ def qp_decision(key: str | None) -> QpDecision:
     decision = QP_DECISIONS.get((key or "").strip().lower())
     if decision is None:
         choices = ", ".join(QP_DECISIONS)
-        raise ValidationFailed(f"decision must be one of: {choices}.", fields={"decision": f"Use one of: {choices}."})
+        raise ValidationFailed(_("decision must be one of: %(choices)s.", choices=choices),
+                               fields={"decision": _("Use one of: %(choices)s.", choices=choices)})
     return decision
 
 

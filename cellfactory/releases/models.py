@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, enum_column
+from cellfactory.core.i18n import N_, _
 from cellfactory.core.mixins import Audited, CreatedMixin
 from cellfactory.signatures.models import Signature
 
@@ -23,7 +24,12 @@ class DecisionKind(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return DECISION_LABELS[self]
+        return _(DECISION_LABELS[self])
+
+    @property
+    def short_label(self) -> str:
+        """The kind in a few words, as the QP certification register shows it."""
+        return _(DECISION_SHORT_LABELS[self])
 
     @property
     def certifies(self) -> bool:
@@ -31,12 +37,22 @@ class DecisionKind(enum.StrEnum):
 
 
 DECISION_LABELS = {
-    DecisionKind.REVIEW: "QA review of the batch record",
-    DecisionKind.CERTIFICATION: "Certified: released for clinical use",
-    DecisionKind.CONDITIONAL: "Conditionally released (initial certification): sterility pending",
-    DecisionKind.FINAL: "Final certification after conditional release",
-    DecisionKind.REJECTION: "Rejected",
-    DecisionKind.EXCEPTIONAL: "Exceptional release of an OUT OF SPECIFICATION batch (EU GMP Part IV 11.5)",
+    DecisionKind.REVIEW: N_("QA review of the batch record"),
+    DecisionKind.CERTIFICATION: N_("Certified: released for clinical use"),
+    DecisionKind.CONDITIONAL: N_("Conditionally released (initial certification): sterility pending"),
+    DecisionKind.FINAL: N_("Final certification after conditional release"),
+    DecisionKind.REJECTION: N_("Rejected"),
+    DecisionKind.EXCEPTIONAL: N_("Exceptional release of an OUT OF SPECIFICATION batch (EU GMP Part IV 11.5)"),
+}
+
+
+DECISION_SHORT_LABELS = {
+    DecisionKind.REVIEW: N_("review"),
+    DecisionKind.CERTIFICATION: N_("certification"),
+    DecisionKind.CONDITIONAL: N_("conditional certification"),
+    DecisionKind.FINAL: N_("final certification"),
+    DecisionKind.REJECTION: N_("rejection"),
+    DecisionKind.EXCEPTIONAL: N_("exceptional oos release"),
 }
 
 

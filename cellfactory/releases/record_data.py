@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from cellfactory.batches import charts
 from cellfactory.batches.models import Batch
 from cellfactory.batches.services import signature_statuses, step_verification
 from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.i18n import _, current_language, format_day, format_number, pgettext
 from cellfactory.core.numbers import cell_count
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
@@ -29,6 +31,35 @@ from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
 from cellfactory.signatures import services as signatures
 from cellfactory.sites.models import Site
+
+
+def _decimal(value: Any) -> str | None:
+    """A stored decimal as entered (1234.5), with the language's decimal comma and thousands point in Italian."""
+    text = decimal_text(value)
+    return text if text is None or current_language() == "en" else format_number(text)
+
+
+def _fixed(value: Any, digits: int) -> str:
+    """A derived value with a fixed number of decimals (2.50), in the language's way."""
+    text = f"{value:.{digits}f}"
+    return text if current_language() == "en" else format_number(text, digits)
+
+
+def _verdict(value: str) -> str:
+    """A result's verdict in the language's words (pass, fail, pending); another as stored."""
+    words = {"pass": pgettext("verdict", "pass"), "fail": pgettext("verdict", "fail"),
+             "pending": pgettext("verdict", "pending"), "informative": pgettext("verdict", "informative")}
+    return words.get(value, value)
+
+
+def _stored_day(value: str | None) -> str:
+    """A day stored as ISO text in a decision's JSON (its pending tests), in the language's way."""
+    if value is None:
+        return "None" if current_language() == "en" else "—"
+    try:
+        return format_day(dt.date.fromisoformat(value))
+    except ValueError:
+        return value
 
 
 def _entities(batch: Batch, results: list | None = None, deviations: list | None = None,
@@ -147,112 +178,128 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     sections: list[Section] = []
 
     # 1. Donors and eligibility
-    donors = Section("Donors and eligibility")
+    donors = Section(_("Donors and eligibility"))
     for link in batch.materials:
         donor = link.material.donor
         outcome = material_eligibility(link.material)
-        born = donor.birth_date.isoformat() if donor.birth_date else f"{donor.birth_year} (year only)"
-        mother = [("Mother's birth date", donor.mother_birth_date.isoformat())] if donor.mother_birth_date else []
-        donors.blocks += [("subtitle", f"Donor {donor.code}"), ("kv", [
-            ("Type, kind of donation", f"{donor.donor_type.value}, {donor.donation_kind.value}"),
-            ("Birth, sex", f"{born}, {donor.sex.value}"), *mother,
-            ("Donation date", donor.donation_date.isoformat()),
-            ("Material collected", f"{t(link.material.collected_at)} (the eligibility below is judged on this "
-                                   "collection's sample window)"),
-            ("Consent", f"{donor.consent_date}, form {donor.consent_form_version}: {donor.consent_scope}"),
-            ("Consent withdrawn", donor.consent_withdrawn_on.isoformat() if donor.consent_withdrawn_on else "no"),
-            ("Eligibility", outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
-        ]), ("table", ["Test", "Sample", "Type", "From", "Result", "Lab reference", "Entered"],
-             [[r.test.label, r.sample_date.isoformat(), r.sample_type.value, r.tested_person.value,
-               r.result.value + (f" (superseded: {r.correction_reason})" if r.superseded_by_id else ""),
+        born = (format_day(donor.birth_date) if donor.birth_date
+                else _("%(year)s (year only)", year=donor.birth_year))
+        mother = ([(_("Mother's birth date"), format_day(donor.mother_birth_date))] if donor.mother_birth_date
+                  else [])
+        donors.blocks += [("subtitle", _("Donor %(code)s", code=donor.code)), ("kv", [
+            (_("Type, kind of donation"), f"{donor.donor_type.value}, {donor.donation_kind.value}"),
+            (_("Birth, sex"), f"{born}, {donor.sex.value}"), *mother,
+            (_("Donation date"), format_day(donor.donation_date)),
+            (_("Material collected"), _("%(when)s (the eligibility below is judged on this collection's sample "
+                                        "window)", when=t(link.material.collected_at))),
+            (_("Consent"), _("%(date)s, form %(form)s: %(scope)s", date=format_day(donor.consent_date),
+                             form=donor.consent_form_version, scope=donor.consent_scope)),
+            (_("Consent withdrawn"), format_day(donor.consent_withdrawn_on) if donor.consent_withdrawn_on
+             else _("no")),
+            (_("Eligibility"), outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
+        ]), ("table", [_("Test"), _("Sample"), _("Type"), pgettext("record column", "From"), _("Result"),
+                       _("Lab reference"), _("Entered")],
+             [[r.test.label, format_day(r.sample_date), r.sample_type.value, r.tested_person.value,
+               r.result.value + (" " + _("(superseded: %(reason)s)", reason=r.correction_reason)
+                                 if r.superseded_by_id else ""),
                r.lab_reference, t(r.created_at)] for r in donor.results],
              [34 * mm, 20 * mm, 15 * mm, 15 * mm, 35 * mm, 28 * mm, None])]
         # QA's signed decisions on reactive results (confirmatory records, risk assessments) and their signatures.
         for decision in donor.decisions:
             result = decision.result
-            verdict = ("result cleared by confirmatory testing" if decision.kind.value == "confirmatory"
-                       else "donation allowed" if decision.allowed else "donation NOT allowed")
-            title = "Confirmatory testing" if decision.kind.value == "confirmatory" else "QA risk assessment"
+            verdict = (_("result cleared by confirmatory testing") if decision.kind.value == "confirmatory"
+                       else _("donation allowed") if decision.allowed else _("donation NOT allowed"))
+            title = _("Confirmatory testing") if decision.kind.value == "confirmatory" else _("QA risk assessment")
             donors.blocks += [("kv", [
-                (title, f"{result.test.label} {result.result.value}, sample of {result.sample_date.isoformat()}: "
-                        f"{verdict}"),
-                *([("Confirmatory results", decision.confirmatory_results)] if decision.confirmatory_results
+                (title, _("%(test)s %(result)s, sample of %(date)s: %(verdict)s", test=result.test.label,
+                          result=result.result.value, date=format_day(result.sample_date), verdict=verdict)),
+                *([(_("Confirmatory results"), decision.confirmatory_results)] if decision.confirmatory_results
                   else []),
-                ("Reason", decision.reason),
+                (_("Reason"), decision.reason),
             ])] + signed(decision, signatures.signatures_for(decision))
     sections.append(donors)
 
     # 2. Source material and receipt
-    material_section = Section("Source material and receipt")
+    material_section = Section(_("Source material and receipt"))
     for link in batch.materials:
         m = link.material
         din = isbt128.format_din(m.din, with_check_character=True)
         material_section.blocks += [("subtitle", f"{m.material_type.label} {din}"), ("kv", [
-            ("Site", m.site.name), ("Collected", f"{t(m.collected_at)} at {m.collection_centre}"),
-            (label("Quantity", "source_material", m.id, "quantity"), f"{decimal_text(m.quantity)} {m.quantity_unit}"),
-            ("Anticoagulant", m.anticoagulant or "—"),
-            ("Transport", f"{t(m.transport_started_at)} → {t(m.arrived_at)} ({m.transport_hours:.1f} h)"),
-            ("Temperature", f"{decimal_text(m.transport_temp_min_c)} to {decimal_text(m.transport_temp_max_c)} °C "
-                            f"(allowed {decimal_text(m.rule.temp_min_c)} to {decimal_text(m.rule.temp_max_c)} °C, "
-                            f"limits v{m.rule.version})"),
-            ("Container intact / documents", f"{'yes' if m.container_intact else 'NO'} / "
-                                             f"{'complete' if m.documents_complete else 'INCOMPLETE'}"),
-            ("Receipt decision", m.status.value + (": " + " ".join(m.decision_reasons) if m.decision_reasons else "")),
-            ("Received", t(m.received_at)),
-            ("QA decision on quarantine", f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
+            (_("Site"), m.site.name),
+            (_("Collected"), _("%(when)s at %(centre)s", when=t(m.collected_at), centre=m.collection_centre)),
+            (label(_("Quantity"), "source_material", m.id, "quantity"), f"{_decimal(m.quantity)} {m.quantity_unit}"),
+            (_("Anticoagulant"), m.anticoagulant or "—"),
+            (_("Transport"), f"{t(m.transport_started_at)} → {t(m.arrived_at)} ({_fixed(m.transport_hours, 1)} h)"),
+            (_("Temperature"), _("%(low)s to %(high)s °C (allowed %(min)s to %(max)s °C, limits v%(version)s)",
+                                 low=_decimal(m.transport_temp_min_c), high=_decimal(m.transport_temp_max_c),
+                                 min=_decimal(m.rule.temp_min_c), max=_decimal(m.rule.temp_max_c),
+                                 version=m.rule.version)),
+            (_("Container intact / documents"), "{} / {}".format(
+                pgettext("container", "yes") if m.container_intact else pgettext("container", "NO"),
+                pgettext("documents", "complete") if m.documents_complete
+                else pgettext("documents", "INCOMPLETE"))),
+            (_("Receipt decision"), m.status.value + (": " + " ".join(m.decision_reasons) if m.decision_reasons
+                                                      else "")),
+            (_("Received"), t(m.received_at)),
+            (_("QA decision on quarantine"), f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
         ])]
         material_section.blocks += signed(m, index.of(m))
     sections.append(material_section)
 
     # 3. Manufacturing record
-    manufacturing = Section("Manufacturing record")
+    manufacturing = Section(_("Manufacturing record"))
     for step in batch.steps:
         manufacturing.blocks += [("subtitle", f"{step.code} {step.name} ({step.status.value})"), ("kv", [
-            (label("Started", "batch_step", step.id, "started_at"), t(step.started_at)),
-            (label("Ended", "batch_step", step.id, "ended_at"), t(step.ended_at)),
-            ("Operator", step.operator.full_name if step.operator else "—"),
-            (label("Observations", "batch_step", step.id, "observations"), step.observations or "—"),
-            ("Deviation", step.deviation_reference or "—"),
+            (label(_("Started"), "batch_step", step.id, "started_at"), t(step.started_at)),
+            (label(_("Ended"), "batch_step", step.id, "ended_at"), t(step.ended_at)),
+            (_("Operator"), step.operator.full_name if step.operator else "—"),
+            (label(_("Observations"), "batch_step", step.id, "observations"), step.observations or "—"),
+            (_("Deviation"), step.deviation_reference or "—"),
         ])]
         if step.equipment_uses:
-            manufacturing.blocks.append(("table", ["Equipment", "Name", "Calibration due", "Status", "Voided"],
-                                         [[u.equipment.code, u.equipment.name, u.equipment.calibration_due.isoformat(),
+            manufacturing.blocks.append(("table", [pgettext("record column", "Equipment"), _("Name"),
+                                                   _("Calibration due"), _("Status"),
+                                                   _("Voided")],
+                                         [[u.equipment.code, u.equipment.name, format_day(u.equipment.calibration_due),
                                            u.equipment.status.value, u.void_reason or ""] for u in step.equipment_uses],
                                          [25 * mm, 55 * mm, 25 * mm, 25 * mm, None]))
         if step.reagent_uses:
-            manufacturing.blocks.append(("table", ["Reagent", "Lot", "Expiry", "Status", "Quantity", "Voided"],
-                                         [[u.lot.item.name, u.lot.lot_number, u.lot.expiry_date.isoformat(),
-                                           u.lot.status.value, f"{decimal_text(u.quantity)} {u.unit}",
+            manufacturing.blocks.append(("table", [_("Reagent"), _("Lot"), _("Expiry"), _("Status"), _("Quantity"),
+                                                   _("Voided")],
+                                         [[u.lot.item.name, u.lot.lot_number, format_day(u.lot.expiry_date),
+                                           u.lot.status.value, f"{_decimal(u.quantity)} {u.unit}",
                                            u.void_reason or ""] for u in step.reagent_uses],
                                          [45 * mm, 25 * mm, 20 * mm, 20 * mm, 22 * mm, None]))
         verification = step_verification(step, index)
         if verification is None:
-            manufacturing.blocks.append(("text", "Not verified by a second person (or changed since verification)."))
+            manufacturing.blocks.append(("text", _("Not verified by a second person (or changed since "
+                                                   "verification).")))
         manufacturing.blocks += signed(step, index.of(step))
     sections.append(manufacturing)
 
     # 4. Passages and growth
     passages = [s for s in batch.steps if s.passage is not None]
     if passages:
-        growth = Section("Passages and growth curve")
+        growth = Section(_("Passages and growth curve"))
         rows = []
         for step in passages:
             p = step.passage
             rows.append([f"P{p.passage_number}", f"{p.vessel_count} × {p.vessel_type.code}",
-                         decimal_text(p.growth_area_cm2), cell_count(p.cells_seeded),
+                         _decimal(p.growth_area_cm2), cell_count(p.cells_seeded),
                          cell_count(p.cells_harvested),
-                         decimal_text(p.viability_pct) or "—", decimal_text(p.confluence_pct) or "—",
+                         _decimal(p.viability_pct) or "—", _decimal(p.confluence_pct) or "—",
                          cell_count(p.seeding_density),
-                         f"{p.population_doublings:.2f}" if p.population_doublings else "—",
-                         "not counted" if not step.pd_counted else
-                         f"{p.cumulative_pd:.2f}" if p.cumulative_pd is not None else "—",
-                         f"{p.doubling_time_h:.1f}" if p.doubling_time_h else "—"])
-        growth.blocks += [("table", ["P", "Vessels", "Area cm²", "Seeded", "Harvested", "Viab. %", "Confl. %",
-                                     "cells/cm²", "PD", "cPD", "DT h"], rows,
+                         _fixed(p.population_doublings, 2) if p.population_doublings else "—",
+                         _("not counted") if not step.pd_counted else
+                         _fixed(p.cumulative_pd, 2) if p.cumulative_pd is not None else "—",
+                         _fixed(p.doubling_time_h, 1) if p.doubling_time_h else "—"])
+        growth.blocks += [("table", ["P", pgettext("record column", "Vessels"), _("Area cm²"), _("Seeded"),
+                                     _("Harvested"), _("Viab. %"),
+                                     _("Confl. %"), _("cells/cm²"), "PD", "cPD", _("DT h")], rows,
                            # Counts as on the batch page (4.00 × 10⁵) need room to stay on one line.
                            [9 * mm, 18 * mm, 13 * mm, 22 * mm, 22 * mm, 13 * mm, 13 * mm, 22 * mm, 12 * mm,
                             15 * mm, None]),
-                          ("text", f"Derived values: {passages[0].passage.formula_version}."),
+                          ("text", _("Derived values: %(formula)s.", formula=passages[0].passage.formula_version)),
                           ("drawing", charts.growth_drawing([charts.batch_series(batch)], width=480, height=260))]
         sections.append(growth)
 
@@ -260,120 +307,130 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     def verified(result: Any, verification: Any) -> str:
         if verification is not None:
             return f"{verification.printed_name}, {t(verification.signed_at)}"
-        lapsed = [f"{s.printed_name} no longer holds: {status}"
+        lapsed = [_("%(name)s no longer holds: %(status)s", name=s.printed_name, status=status)
                   for s, status in signature_statuses(result, index.of(result))]
-        return "; ".join(lapsed) or "not yet"
+        return "; ".join(lapsed) or _("not yet")
 
-    quality = Section("Quality control")
+    quality = Section(_("Quality control"))
     rows = []
     for result in results:
         verification = result_verification(result, index)
         notes = []
         if result.retest_of_id:
-            notes.append(f"retest of #{result.retest_of_id}: {result.retest_reason}")
+            notes.append(_("retest of #%(id)s: %(reason)s", id=result.retest_of_id, reason=result.retest_reason))
         if result.invalidated_at:
-            notes.append(f"INVALIDATED: {result.invalidation_reason}")
+            notes.append(_("INVALIDATED: %(reason)s", reason=result.invalidation_reason))
         rows.append([f"#{result.id} {result.spec_test.name}\n{result.method}"
                      + (f" / {result.equipment.code}" if result.equipment else ""),
                      f"{result.sample_id}\n{t(result.sampled_at)}",
                      label(result.value_text, "qc_result", result.id, "numeric_value")
                      + f"\n{result.spec_test.criterion_text}",
-                     result.verdict.value.upper(),
-                     f"{result.analyst.full_name}; verified: {verified(result, verification)}"
+                     _verdict(result.verdict.value).upper(),
+                     _("%(analyst)s; verified: %(verification)s", analyst=result.analyst.full_name,
+                       verification=verified(result, verification))
                      + ("\n" + "; ".join(notes) if notes else "")])
-    quality.blocks.append(("table", ["Test and method", "Sample", "Value and criterion", "Verdict",
-                                     "Analyst, verification, notes"], rows,
+    quality.blocks.append(("table", [_("Test and method"), _("Sample"), _("Value and criterion"), _("Verdict"),
+                                     _("Analyst, verification, notes")], rows,
                            [40 * mm, 32 * mm, 32 * mm, 16 * mm, None]))
-    quality.blocks.append(("table", ["Test", "Result the decision uses", "Why"],
-                           [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable else "none",
-                             s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
+    quality.blocks.append(("table", [_("Test"), _("Result the decision uses"), _("Why")],
+                           [[s.test.name, f"#{s.reportable.id} {s.reportable.value_text}" if s.reportable
+                             else _("none"), s.why] for s in qc_status(batch)], [45 * mm, 45 * mm, None]))
     sections.append(quality)
 
     # 6. Deviations
-    deviation_section = Section("Deviations")
+    deviation_section = Section(_("Deviations"))
     for deviation in deviations:
         deviation_section.blocks += [("subtitle", f"{deviation.number} {deviation.title}"), ("kv", [
-            ("Classification, status", f"{deviation.classification.value}, {deviation.status.value}"),
-            ("Source", deviation.source.value), ("Opened", f"{t(deviation.opened_at)} by "
-                                                           f"{deviation.opened_by.full_name}"),
-            ("Description", deviation.description), ("Root cause", deviation.root_cause or "—"),
-            ("Impact on the batch", deviation.impact_assessment or "—"),
-            ("Closed", t(deviation.closed_at)),
+            (_("Classification, status"), f"{deviation.classification.value}, {deviation.status.value}"),
+            (_("Source"), deviation.source.value),
+            (pgettext("deviation", "Opened"), _("%(when)s by %(person)s", when=t(deviation.opened_at),
+                            person=deviation.opened_by.full_name)),
+            (_("Description"), deviation.description), (_("Root cause"), deviation.root_cause or "—"),
+            (_("Impact on the batch"), deviation.impact_assessment or "—"),
+            (pgettext("deviation", "Closed"), t(deviation.closed_at)),
         ])]
         if deviation.actions:
-            deviation_section.blocks.append(("table", ["Action", "Owner", "Due", "Completed"],
-                                             [[f"{a.kind}: {a.description}", a.owner.full_name, a.due_date.isoformat(),
+            deviation_section.blocks.append(("table", [_("Action"), _("Owner"), _("Due"),
+                                                       pgettext("CAPA action", "Completed")],
+                                             [[f"{a.kind}: {a.description}", a.owner.full_name,
+                                               format_day(a.due_date),
                                                f"{t(a.completed_at)} {a.completion_note or ''}".strip()]
                                               for a in deviation.actions], [70 * mm, 35 * mm, 22 * mm, None]))
         deviation_section.blocks += signed(deviation, index.of(deviation))
     if not deviation_section.blocks:
-        deviation_section.blocks.append(("text", "No deviation recorded for this batch."))
+        deviation_section.blocks.append(("text", _("No deviation recorded for this batch.")))
     sections.append(deviation_section)
 
     # 7. Review and certification
-    decisions = Section("QA review and QP certification")
+    decisions = Section(_("QA review and QP certification"))
     for decision in decisions_made:
         decisions.blocks += [("subtitle", decision.kind.label), ("kv", [
-            ("Comment", decision.comment),
-            ("Checklist at signing", "; ".join(f"{'OK' if i['ok'] else 'NOT OK'}: {i['label']}"
-                                               for i in decision.checklist)),
-            ("Pending", "; ".join(f"{p['test']} due {p['due']}" for p in decision.pending_tests) or "—"),
-            ("Out of specification", "; ".join(f"{f['test']} {f['result']}" for f in decision.failing_tests) or "—"),
+            (_("Comment"), decision.comment),
+            (_("Checklist at signing"), "; ".join(f"{_('OK') if i['ok'] else _('NOT OK')}: {_(i['label'])}"
+                                                  for i in decision.checklist)),
+            (_("Pending"), "; ".join(_("%(test)s due %(due)s", test=p["test"], due=_stored_day(p["due"]))
+                                     for p in decision.pending_tests) or "—"),
+            (_("Out of specification"), "; ".join(f"{f['test']} {f['result']}" for f in decision.failing_tests)
+             or "—"),
         ]), batch_signed[decision.signature.id]]
         if decision.certificate is not None:
-            decisions.blocks.append(("text", f"Certificate {decision.certificate.number}, PDF SHA-256 "
-                                             f"{decision.certificate.pdf_sha256}"))
+            decisions.blocks.append(("text", _("Certificate %(number)s, PDF SHA-256 %(sha)s",
+                                               number=decision.certificate.number,
+                                               sha=decision.certificate.pdf_sha256)))
     if not decisions.blocks:
-        decisions.blocks.append(("text", "Not reviewed or certified yet."))
+        decisions.blocks.append(("text", _("Not reviewed or certified yet.")))
     decisions.blocks += [batch_signed[s.id] for s in index.of(batch) if s.id not in
                          {d.signature_id for d in decisions_made}]
     sections.append(decisions)
 
     # 7b. After release: the notices a failure after release gave each site, with their signed acknowledgements
     if notices:
-        after = Section("After release: notices to the sites")
+        after = Section(_("After release: notices to the sites"))
         sites = {site.id: site.code for site in db.session.scalars(sa.select(Site))}
         for notice in notices:
             site = sites.get(notice.site_id, notice.site_id)
-            after.blocks += [("subtitle", f"Notice #{notice.id} to {site}"), ("kv", [
-                ("Raised", t(notice.created_at)), ("Notice", notice.message),
-                ("Completed", t(notice.completed_at)),
+            after.blocks += [("subtitle", _("Notice #%(id)s to %(site)s", id=notice.id, site=site)), ("kv", [
+                (_("Raised"), t(notice.created_at)), (_("Notice"), notice.message),
+                (pgettext("notice", "Completed"), t(notice.completed_at)),
             ])]
             for acknowledgement in notice.acknowledgements:
-                after.blocks += [("kv", [("Acknowledged as", acknowledgement.capacity.label),
-                                         ("What was done", acknowledgement.comment),
-                                         ("Physician informed", acknowledgement.physician_name or "—")]),
+                after.blocks += [("kv", [(_("Acknowledged as"), acknowledgement.capacity.label),
+                                         (_("What was done"), acknowledgement.comment),
+                                         (_("Physician informed"), acknowledgement.physician_name or "—")]),
                                  ("signature", SignatureView.of(acknowledgement.signature, tz,
                                                                 signatures.verify(acknowledgement.signature,
                                                                                   notice).value))]
         sections.append(after)
 
     # 8. Changes after first entry
-    sections.append(Section(f"Changes after first entry ({CHANGED})", [
-        ("text", "Every value changed after it was first entered: old and new value, who, when and why."),
-        ("table", ["When", "Who", "Record", "Change", "Reason"],
-         corrections or [["—", "", "", "No change after first entry", ""]],
+    sections.append(Section(_("Changes after first entry (%(mark)s)", mark=CHANGED), [
+        ("text", _("Every value changed after it was first entered: old and new value, who, when and why.")),
+        ("table", [_("When"), _("Who"), _("Record"), _("Change"), _("Reason")],
+         corrections or [["—", "", "", _("No change after first entry"), ""]],
          [22.5 * mm, 27 * mm, 32 * mm, None, 27 * mm])]))
 
     # 9. Audit trail
-    sections.append(Section("Audit trail of the batch", [
-        ("table", ["#", "When", "Who", "Action", "Record", "Changes", "Reason"], trail,
+    sections.append(Section(_("Audit trail of the batch"), [
+        ("table", ["#", _("When"), _("Who"), _("Action"), _("Record"), _("Changes"), _("Reason")], trail,
          [14 * mm, 22.5 * mm, 27 * mm, 13.5 * mm, 32 * mm, None, 22 * mm])]))
 
     config = current_app.config
     cover = [
-        ("Batch", batch.number), ("Status", batch.status.label),
-        ("Product", f"{batch.product.name} ({batch.product.code})"),
-        ("Clinical trial", batch.product.trial_code or "not recorded"),
-        ("Specification", f"{batch.specification.label} (frozen at start)"),
-        ("Manufacturing site", f"{batch.site.name} ({batch.site.code}), FIN {batch.site.facility_id}"),
-        ("Started", f"{t(batch.started_at)}"),
-        ("Source material", ", ".join(f"{isbt128.format_din(m.material.din, with_check_character=True)} "
-                                      f"(donor {m.material.donor.code})" for m in batch.materials)),
-        ("Marked values", f"{CHANGED} marks a value changed after its first entry (see the changes appendix)."),
+        (_("Batch"), batch.number), (_("Status"), batch.status.label),
+        (_("Product"), f"{batch.product.name} ({batch.product.code})"),
+        (_("Clinical trial"), batch.product.trial_code or _("not recorded")),
+        (_("Specification"), _("%(specification)s (frozen at start)", specification=batch.specification.label)),
+        (_("Manufacturing site"), f"{batch.site.name} ({batch.site.code}), FIN {batch.site.facility_id}"),
+        (_("Started"), f"{t(batch.started_at)}"),
+        (_("Source material"), ", ".join(_("%(din)s (donor %(donor)s)",
+                                           din=isbt128.format_din(m.material.din, with_check_character=True),
+                                           donor=m.material.donor.code) for m in batch.materials)),
+        (_("Marked values"), _("%(mark)s marks a value changed after its first entry (see the changes appendix).",
+                               mark=CHANGED)),
     ]
     return BatchRecordDocument(
-        batch_number=batch.number, title=f"Batch record {batch.number}", status=batch.status.label, cover=cover,
+        batch_number=batch.number, title=_("Batch record %(number)s", number=batch.number),
+        status=batch.status.label, cover=cover,
         sections=sections, printed=format_local(utcnow(), tz, seconds=True), printed_by=printed_by,
         version=config["VERSION"], build=config["BUILD"])
 
@@ -395,36 +452,42 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
             continue
         reportable = status.reportable
         results.append(TestLine(status.test.name, reportable.method if reportable else status.test.method,
-                                reportable.value_text if reportable else "no result", status.test.criterion_text,
-                                reportable.verdict.value if reportable else "missing"))
+                                reportable.value_text if reportable else _("no result"), status.test.criterion_text,
+                                _verdict(reportable.verdict.value) if reportable else _("missing")))
     kind = decision.kind.value
     exceptional = []
     if kind == "exceptional_oos_release":
-        exceptional = [("Physician's request", f"{decision.physician_name}, {decision.physician_request_date}"),
-                       ("Risk evaluation", decision.risk_evaluation_reference or ""),
-                       ("Sponsor notified", f"{format_local(decision.sponsor_notified_at, tz)}, "
-                                            f"{decision.sponsor_reference}")]
-    banner = {"exceptional_oos_release": "OUT OF SPECIFICATION", "rejection": "REJECTED"}.get(kind, "")
+        exceptional = [(_("Physician's request"), f"{decision.physician_name}, "
+                                                  f"{format_day(decision.physician_request_date)}"),
+                       (_("Risk evaluation"), decision.risk_evaluation_reference or ""),
+                       (_("Sponsor notified"), f"{format_local(decision.sponsor_notified_at, tz)}, "
+                                               f"{decision.sponsor_reference}")]
+    banner = {"exceptional_oos_release": _("OUT OF SPECIFICATION"), "rejection": _("REJECTED")}.get(kind, "")
     config = current_app.config
     return CertificateDocument(
-        number=certificate.number, decision_label=decision.kind.label, kind=kind, statement=STATEMENTS[kind],
+        number=certificate.number, decision_label=decision.kind.label, kind=kind, statement=_(STATEMENTS[kind]),
         site_name=batch.site.name, site_address=batch.site.address, authorisation=batch.site.authorisation_number,
         product=batch.product.name, product_code=batch.product.code, trial_code=batch.product.trial_code,
         batch_number=batch.number,
         dins=[isbt128.format_din(m.material.din, with_check_character=True) for m in batch.materials],
         donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials]
         # Annex 13 Att. 3: the patient of an autologous or directed product.
-        + ([f"for recipient {batch.recipient_code} only ({batch.collection_type.value}, trial "
-            f"{batch.recipient_trial_code})"] if batch.recipient_code else []),
-        specification=f"{batch.specification.label}, approved {format_local(batch.specification.approved_at, tz)}",
+        + ([_("for recipient %(recipient)s only (%(collection)s, trial %(trial)s)", recipient=batch.recipient_code,
+              collection=batch.collection_type.value, trial=batch.recipient_trial_code)]
+           if batch.recipient_code else []),
+        specification=_("%(specification)s, approved %(approved)s", specification=batch.specification.label,
+                        approved=format_local(batch.specification.approved_at, tz)),
         started=format_local(batch.started_at, tz), certified=format_local(decision.decided_at, tz, seconds=True),
         results=results,
-        pending=[f"{p['test']} ({p['method']}): PENDING, final read due {p['due']}" for p in decision.pending_tests],
-        failing=[f"{f['test']}: {f['result']} (criterion {f['criterion']})" for f in decision.failing_tests],
+        pending=[_("%(test)s (%(method)s): PENDING, final read due %(due)s", test=p["test"], method=p["method"],
+                   due=_stored_day(p["due"])) for p in decision.pending_tests],
+        failing=[_("%(test)s: %(result)s (criterion %(criterion)s)", test=f["test"], result=f["result"],
+                   criterion=f["criterion"]) for f in decision.failing_tests],
         deviations=[f"{d.number} {d.classification.value} ({d.status.value}): {d.title}" for d in for_batch(batch.id)],
         comment=decision.comment, exceptional=exceptional,
-        signature=SignatureView.of(decision.signature, tz, "valid at signing",
-                                   record=f"batch record {batch.number}, version {decision.signature.record_version}"),
+        signature=SignatureView.of(decision.signature, tz, _("valid at signing"),
+                                   record=_("batch record %(number)s, version %(version)s", number=batch.number,
+                                            version=decision.signature.record_version)),
         content_hash=decision.signature.content_hash, verification_url=verification_url,
         version=config["VERSION"], build=config["BUILD"], printed=format_local(utcnow(), tz, seconds=True),
         banner=banner)

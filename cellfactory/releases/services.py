@@ -22,6 +22,16 @@ from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.batches.services import entered_by_steps
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import (
+    LANGUAGES,
+    N_,
+    SOURCE_LANGUAGE,
+    _,
+    format_day,
+    in_language,
+    pgettext,
+    print_language,
+)
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
@@ -141,6 +151,19 @@ class RecordFacts:
             AuditEntry.entity_id.in_(ids)).distinct()))
 
 
+# What each item of the checklist requires: the English text is stored with a signed decision, each page
+# shows it in its reader's language.
+CHECKLIST_LABELS = {
+    "steps": N_("Every step of the process template done and verified by a second person"),
+    "results": N_("Every required result verified, within specification or covered by a closed deviation"),
+    "deviations": N_("No open major or critical deviation, nor any open deviation of an out-of-specification result"),
+    "lots": N_("Every reagent lot released and in date when used"),
+    "equipment": N_("No equipment out of service or overdue for calibration when used"),
+    "donors": N_("Every donor eligible (or the material flagged for autologous use only) and consent not withdrawn"),
+    "labels": N_("Labels of the source material printed"),
+}
+
+
 def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistItem]:
     """What QA review and QP certification require, computed from the record (never ticked by hand).
 
@@ -154,38 +177,37 @@ def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistI
 
     facts = facts if facts is not None else RecordFacts(batch)
     tz = ZoneInfo(batch.site.timezone)
-    steps = ChecklistItem("steps", "Every step of the process template done and verified by a second person",
-                          manufacturing_blockers(batch, facts.index))
-    results = ChecklistItem("results", "Every required result verified, within specification or covered by a "
-                                       "closed deviation", qc_blockers(batch, facts.qc))
-    deviations = ChecklistItem("deviations", "No open major or critical deviation, nor any open deviation of an "
-                                             "out-of-specification result",
-                               [f"Deviation {d.number} ({d.classification.value}) is open: {d.title}"
+    steps = ChecklistItem("steps", CHECKLIST_LABELS["steps"], manufacturing_blockers(batch, facts.index))
+    results = ChecklistItem("results", CHECKLIST_LABELS["results"], qc_blockers(batch, facts.qc))
+    deviations = ChecklistItem("deviations", CHECKLIST_LABELS["deviations"],
+                               [_("Deviation %(number)s (%(classification)s) is open: %(title)s", number=d.number,
+                                  classification=d.classification.value, title=d.title)
                                 for d in facts.deviations if d.blocks_release])
-    lots = ChecklistItem("lots", "Every reagent lot released and in date when used")
-    equipment = ChecklistItem("equipment", "No equipment out of service or overdue for calibration when used")
+    lots = ChecklistItem("lots", CHECKLIST_LABELS["lots"])
+    equipment = ChecklistItem("equipment", CHECKLIST_LABELS["equipment"])
     for step in batch.steps:
         day = (step.started_at or batch.started_at).astimezone(tz).date()
         for use in step.current_reagents:
             refusal = use.lot.refusal(day)
             if refusal:
-                lots.problems.append(f"Step {step.code}: {refusal}")
+                lots.problems.append(_("Step %(step)s: %(refusal)s", step=step.code, refusal=refusal))
         for use in step.current_equipment:
             refusal = use.equipment.refusal(day)
             if refusal:
-                equipment.problems.append(f"Step {step.code}: {refusal}")
-    donors = ChecklistItem("donors", "Every donor eligible (or the material flagged for autologous use only) and "
-                                     "consent not withdrawn")
-    labels = ChecklistItem("labels", "Labels of the source material printed")
+                equipment.problems.append(_("Step %(step)s: %(refusal)s", step=step.code, refusal=refusal))
+    donors = ChecklistItem("donors", CHECKLIST_LABELS["donors"])
+    labels = ChecklistItem("labels", CHECKLIST_LABELS["labels"])
     for link in batch.materials:
         material, donor = link.material, link.material.donor
         if donor.consent_withdrawn:
-            donors.problems.append(f"Donor {donor.code}: consent withdrawn on {donor.consent_withdrawn_on}.")
+            donors.problems.append(_("Donor %(donor)s: consent withdrawn on %(day)s.", donor=donor.code,
+                                     day=format_day(donor.consent_withdrawn_on)))
         outcome = material_eligibility(material)
         if not outcome.eligible and not (material.autologous_only or outcome.autologous_only):
-            donors.problems.append(f"Donor {donor.code} is {outcome.status.value}: " + " ".join(outcome.reasons))
+            donors.problems.append(_("Donor %(donor)s is %(status)s: %(reasons)s", donor=donor.code,
+                                     status=outcome.status.value, reasons=" ".join(outcome.reasons)))
         if str(material.id) not in facts.labelled:
-            labels.problems.append(f"No label was printed for material {material.din}.")
+            labels.problems.append(_("No label was printed for material %(din)s.", din=material.din))
     return [steps, results, deviations, lots, equipment, donors, labels]
 
 
@@ -212,8 +234,9 @@ def review_no_longer_holding(facts: RecordFacts) -> str | None:
     if not reviews or reviews[-1][1] == signatures.SignatureStatus.VALID.value:
         return None
     decision, status = reviews[-1]
-    return (f"The QA review signed by {decision.signature.printed_name} no longer holds ({status}): return the batch "
-            "to QA review, so that QA reviews the record as it is now and signs anew.")
+    return _("The QA review signed by %(name)s no longer holds (%(status)s): return the batch to QA review, so "
+             "that QA reviews the record as it is now and signs anew.", name=decision.signature.printed_name,
+             status=status)
 
 
 def decision_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None = None) -> list[str]:
@@ -233,7 +256,7 @@ def _checklist_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts) -> l
     failing = failing_results(batch, facts)
     if meaning == Meaning.QP_OOS_SUPPLY:
         if not failing:
-            return ["No result is out of specification: use the normal certification."]
+            return [_("No result is out of specification: use the normal certification.")]
         oos_deviations = {r.deviation_id for r in failing}
         problems = []
         for item in items:
@@ -248,8 +271,8 @@ def _checklist_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts) -> l
         return problems
     problems = [p for item in items for p in item.problems]
     if failing and meaning in (Meaning.QP_CERTIFIED, Meaning.QP_CONDITIONAL):
-        problems.append("Results are out of specification (" + ", ".join(r.spec_test.name for r in failing)
-                        + "): only an exceptional release at a physician's request is possible.")
+        problems.append(_("Results are out of specification (%(tests)s): only an exceptional release at a "
+                          "physician's request is possible.", tests=", ".join(r.spec_test.name for r in failing)))
     return problems
 
 
@@ -264,9 +287,11 @@ def signing_blockers(batch: Batch, meaning: Meaning, facts: RecordFacts | None =
     blockers = list(decision_blockers(batch, meaning, facts))
     pending = pending_results(batch, facts)
     if meaning in (Meaning.QP_CERTIFIED, Meaning.QP_OOS_SUPPLY):
-        blockers += [f"{r.spec_test.name} is still pending (final read due {r.final_read_due})." for r in pending]
+        blockers += [_("%(test)s is still pending (final read due %(due)s).", test=r.spec_test.name,
+                       due=format_day(r.final_read_due) if r.final_read_due else r.final_read_due)
+                     for r in pending]
     if meaning == Meaning.QP_CONDITIONAL and not pending:
-        blockers.append("Nothing is pending: certify the release instead of a conditional release.")
+        blockers.append(_("Nothing is pending: certify the release instead of a conditional release."))
     return blockers
 
 
@@ -285,11 +310,11 @@ def expected_final_read(batch: Batch, facts: RecordFacts | None = None) -> dt.da
 
 # What an exceptional release (an out-of-specification supply) records, each required, with what to say if left out.
 EXCEPTIONAL_FACTS = (
-    ("physician_name", "Record the treating physician who requested the product."),
-    ("physician_request_date", "Record the date of the physician's request."),
-    ("risk_evaluation_reference", "Attach the factory's risk evaluation (its reference)."),
-    ("sponsor_reference", "Record the notification of the sponsor (its reference)."),
-    ("sponsor_notified_at", "Record when the sponsor was notified."),
+    ("physician_name", N_("Record the treating physician who requested the product.")),
+    ("physician_request_date", N_("Record the date of the physician's request.")),
+    ("risk_evaluation_reference", N_("Attach the factory's risk evaluation (its reference).")),
+    ("sponsor_reference", N_("Record the notification of the sponsor (its reference).")),
+    ("sponsor_notified_at", N_("Record when the sponsor was notified.")),
 )
 
 
@@ -308,14 +333,15 @@ def validate_details(meaning: Meaning, details: DecisionDetails | None, batch: B
     if meaning == Meaning.QP_CONDITIONAL:
         expected = given("expected_final_date") or expected_final_read(batch)
         clean["expected_final_date"] = _required(expected, "expected_final_date", errors,
-                                                 "When is the final sterility read expected?")
+                                                 _("When is the final sterility read expected?"))
         if expected is not None and expected < utcnow().date():
-            errors["expected_final_date"] = "The expected date is in the past."
+            errors["expected_final_date"] = _("The expected date is in the past.")
     if meaning == Meaning.QP_OOS_SUPPLY:
         for name, message in EXCEPTIONAL_FACTS:
-            clean[name] = _required(given(name), name, errors, message)
+            clean[name] = _required(given(name), name, errors, _(message))
     if errors:
-        raise ValidationFailed("The decision needs more information: " + " ".join(errors.values()), fields=errors)
+        raise ValidationFailed(_("The decision needs more information: %(missing)s",
+                                 missing=" ".join(errors.values())), fields=errors)
     return clean
 
 
@@ -326,7 +352,8 @@ def record_decision(actor: User, batch: Batch, previous_status: BatchStatus, sig
     if kind == DecisionKind.CERTIFICATION and previous_status == S.CONDITIONALLY_RELEASED:
         kind = DecisionKind.FINAL
     facts = RecordFacts(batch)
-    items = checklist(batch, facts)
+    with in_language(SOURCE_LANGUAGE):  # what the decision stores is in English, whoever signs it
+        items = checklist(batch, facts)
     decision = BatchDecision(
         batch_id=batch.id, site_id=batch.site_id, kind=kind, decided_by_id=actor.id, decided_at=signature.signed_at,
         comment=reason.strip(), signature_id=signature.id,
@@ -356,8 +383,9 @@ def _issue_certificate(actor: User, batch: Batch, decision: BatchDecision, signa
                               content_hash=signature.content_hash, pdf=b"", pdf_sha256="", created_by_id=actor.id)
     db.session.add(certificate)
     db.session.flush()
-    pdf = release_certificate.render(record_data.build_document(batch, decision, certificate,
-                                                                verification_url(certificate)))
+    with in_language(print_language(batch.site)):  # the site's language, unless the request asks for another
+        pdf = release_certificate.render(record_data.build_document(batch, decision, certificate,
+                                                                    verification_url(certificate)))
     audit.set_reason(db.session, "certificate generated at signing")
     certificate.pdf = pdf
     certificate.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
@@ -387,14 +415,14 @@ class Standing:
 
 
 NOT_RELEASED = {
-    S.RECALLED: "The batch was recalled after a result failed after release. It is no longer released: do not use "
-                "it and contact the Qualified Person of the site.",
-    S.ON_HOLD_AFTER_RELEASE: "A result of the batch failed after release: supply is stopped while the manufacturer "
-                             "investigates. It is no longer released: do not use it and contact the Qualified Person "
-                             "of the site.",
-    S.REJECTED: "The batch was rejected after this certificate. It is no longer released: do not use it.",
-    S.ON_HOLD: "The batch is on hold. It is no longer released: do not use it and contact the Qualified Person of "
-               "the site.",
+    S.RECALLED: N_("The batch was recalled after a result failed after release. It is no longer released: do not "
+                   "use it and contact the Qualified Person of the site."),
+    S.ON_HOLD_AFTER_RELEASE: N_("A result of the batch failed after release: supply is stopped while the "
+                                "manufacturer investigates. It is no longer released: do not use it and contact the "
+                                "Qualified Person of the site."),
+    S.REJECTED: N_("The batch was rejected after this certificate. It is no longer released: do not use it."),
+    S.ON_HOLD: N_("The batch is on hold. It is no longer released: do not use it and contact the Qualified Person "
+                  "of the site."),
 }
 
 
@@ -402,19 +430,22 @@ def certificate_standing(certificate: Certificate, batch: Batch) -> Standing:
     """The batch's current standing for this certificate: recalled, on hold after release (or rejected, on hold),
     superseded by a later certificate, released, or conditionally released."""
     if batch.status in NOT_RELEASED:
-        return Standing(batch.status.label, NOT_RELEASED[batch.status], False)
+        return Standing(batch.status.label, _(NOT_RELEASED[batch.status]), False)
     latest = db.session.scalar(sa.select(Certificate).where(Certificate.batch_id == batch.id)
                                .order_by(Certificate.id.desc()).limit(1))
     if latest is not None and latest.id != certificate.id:
-        return Standing("superseded", f"This certificate was superseded by certificate {latest.number} "
-                                      f"({latest.decision.kind.label}): rely on that one.", batch.status in (
-                                          S.RELEASED, S.CONDITIONALLY_RELEASED))
+        return Standing(pgettext("certificate", "superseded"),
+                        _("This certificate was superseded by certificate %(number)s (%(decision)s): rely on that "
+                          "one.", number=latest.number, decision=latest.decision.kind.label),
+                        batch.status in (S.RELEASED, S.CONDITIONALLY_RELEASED))
     if batch.status == S.RELEASED:
-        return Standing("released", "The batch is released for clinical use.", True)
+        return Standing(pgettext("batch", "released"), _("The batch is released for clinical use."), True)
     if batch.status == S.CONDITIONALLY_RELEASED:
-        return Standing("conditionally released", "The batch is conditionally released: a result is still pending "
-                                                  "and the final certification will follow.", True)
-    return Standing(batch.status.label, f"The batch is {batch.status.label}: it is not released.", False)
+        return Standing(pgettext("batch", "conditionally released"),
+                        _("The batch is conditionally released: a result is still pending and the final "
+                          "certification will follow."), True)
+    return Standing(batch.status.label, _("The batch is %(status)s: it is not released.", status=batch.status.label),
+                    False)
 
 
 @dataclass(frozen=True)
@@ -430,21 +461,22 @@ class CertificateCheck:
 def check_certificate(token: str) -> CertificateCheck:
     certificate = db.session.scalar(sa.select(Certificate).where(Certificate.verification_token == token))
     if certificate is None:
-        raise NotFound("No certificate has this verification code: the certificate is not genuine or the code was "
-                       "mistyped.")
+        raise NotFound(_("No certificate has this verification code: the certificate is not genuine or the code "
+                         "was mistyped."))
     batch = db.session.get(Batch, certificate.batch_id)
     decision = certificate.decision
     status = signatures.verify(decision.signature, batch)
     standing = certificate_standing(certificate, batch)
     if status == signatures.SignatureStatus.VALID:
         return CertificateCheck(certificate, batch, decision, True,
-                                "The certificate matches the batch record as it is now.", standing)
+                                _("The certificate matches the batch record as it is now."), standing)
     if status == signatures.SignatureStatus.RECORD_CHANGED:
         return CertificateCheck(certificate, batch, decision, False,
-                                "CHANGED: the batch record has changed since this certificate was signed. Do not rely "
-                                "on it; ask the Qualified Person of the site for the current certificate.", standing)
+                                _("CHANGED: the batch record has changed since this certificate was signed. Do not "
+                                  "rely on it; ask the Qualified Person of the site for the current certificate."),
+                                standing)
     return CertificateCheck(certificate, batch, decision, False,
-                            "INVALID: the signature on this certificate does not verify.", standing)
+                            _("INVALID: the signature on this certificate does not verify."), standing)
 
 
 def certificates_for(batch: Batch) -> list[Certificate]:
@@ -462,13 +494,28 @@ def decisions_for(batch: Batch) -> list[BatchDecision]:
 
 
 @transactional
-def certificate_pdf(actor: User, certificate: Certificate) -> bytes:
-    """The stored bytes, as generated at signing; the download is audited."""
+def certificate_pdf(actor: User, certificate: Certificate, language: str | None = None) -> bytes:
+    """The stored bytes, as generated at signing (in the site's language); the download is audited.
+
+    :param language: a copy in this language ("it", "en"), rendered again from the record: only while the
+        certificate still matches the batch record, so that the copy says what was signed (otherwise, and when
+        no language is asked for, the stored bytes)."""
+    pdf, details = certificate.pdf, {"document": "release certificate", "sha256": certificate.pdf_sha256}
+    if language in LANGUAGES:
+        from cellfactory.records import release_certificate
+        from cellfactory.releases import record_data
+
+        batch = db.session.get(Batch, certificate.batch_id)
+        decision = certificate.decision
+        if signatures.verify(decision.signature, batch) == signatures.SignatureStatus.VALID:
+            with in_language(language):
+                pdf = release_certificate.render(record_data.build_document(batch, decision, certificate,
+                                                                            verification_url(certificate)))
+            details = {**details, "language": language, "copy_sha256": hashlib.sha256(pdf).hexdigest()}
     audit.act_as(db.session, actor)
     audit.record_event(db.session, "print", entity_type="release_certificate", entity_id=certificate.id,
-                       entity_label=certificate.number, site_id=certificate.site_id,
-                       details={"document": "release certificate", "sha256": certificate.pdf_sha256})
-    return certificate.pdf
+                       entity_label=certificate.number, site_id=certificate.site_id, details=details)
+    return pdf
 
 
 def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
@@ -477,8 +524,9 @@ def find_certificate(batch: Batch, number: str | None = None) -> Certificate:
     if number:
         certificates = [c for c in certificates if c.number == number.strip().upper()]
     if not certificates:
-        raise NotFound(f"Batch {batch.number} has no certificate {number}." if number else
-                       f"Batch {batch.number} has no certificate: no QP decision was signed yet.")
+        raise NotFound(_("Batch %(number)s has no certificate %(certificate)s.", number=batch.number,
+                         certificate=number) if number else
+                       _("Batch %(number)s has no certificate: no QP decision was signed yet.", number=batch.number))
     return certificates[-1]
 
 
@@ -507,9 +555,11 @@ def batch_record_pdf(actor: User, batch: Batch) -> bytes:
     from cellfactory.records import batch_record
     from cellfactory.releases import record_data
 
-    permissions.require(permissions.can_read_site_data(actor, batch.site_id), "You have no role at this batch's site.")
-    document = record_data.build(batch, f"{actor.full_name} ({actor.username})")
-    pdf = batch_record.render(document)
+    permissions.require(permissions.can_read_site_data(actor, batch.site_id),
+                        _("You have no role at this batch's site."))
+    with in_language(print_language(batch.site)):  # the language asked for (?lang=), else the site's
+        document = record_data.build(batch, f"{actor.full_name} ({actor.username})")
+        pdf = batch_record.render(document)
     audit.act_as(db.session, actor)
     audit.record_event(db.session, "print", entity_type="batch", entity_id=batch.id, entity_label=batch.number,
                        site_id=batch.site_id, details={"document": "batch record",
@@ -527,35 +577,35 @@ def involved_people(batch: Batch, *, results: Sequence[Any] | None = None,
     """
     from cellfactory.qc.services import batch_results
 
-    people: dict[int, str] = {batch.started_by_id: "started the batch"}
+    people: dict[int, str] = {batch.started_by_id: _("started the batch")}
     results = results if results is not None else batch_results(batch)
     index = index if index is not None else signatures.SignatureIndex([batch, *batch.steps, *results])
     entered = entered_by_steps(batch.steps)
     for step in batch.steps:
         for person in entered[step.id]:
-            people.setdefault(person, f"entered step {step.code}")
+            people.setdefault(person, _("entered step %(step)s", step=step.code))
         for signature in index.of(step):
-            people.setdefault(signature.signer_id, f"verified step {step.code}")
+            people.setdefault(signature.signer_id, _("verified step %(step)s", step=step.code))
     for result in results:
-        people.setdefault(result.analyst_id, f"tested {result.spec_test.code}")
-        people.setdefault(result.created_by_id, f"tested {result.spec_test.code}")
+        people.setdefault(result.analyst_id, _("tested %(test)s", test=result.spec_test.code))
+        people.setdefault(result.created_by_id, _("tested %(test)s", test=result.spec_test.code))
         for signature in index.of(result):
             if signature.meaning == Meaning.VERIFIED.value:
-                people.setdefault(signature.signer_id, f"verified the {result.spec_test.code} result")
+                people.setdefault(signature.signer_id, _("verified the %(test)s result", test=result.spec_test.code))
     for signature in index.of(batch):
         if signature.meaning == Meaning.REVIEWED.value:
-            people.setdefault(signature.signer_id, REVIEWED_IT)
+            people.setdefault(signature.signer_id, _(REVIEWED_IT))
     return people
 
 
 # What `involved_people` says of the QA reviewer: the reviewer may not certify the batch, but may review it again
 # when the QP returns it to QA review.
-REVIEWED_IT = "reviewed the batch record (QA)"
+REVIEWED_IT = N_("reviewed the batch record (QA)")
 
 
 def conflicts(involved: dict[int, str], meaning: Meaning | None) -> dict[int, str]:
     """The people involved who may not sign a decision with this meaning: all of them, except that the QA
     reviewer may review again."""
     if meaning == Meaning.REVIEWED:
-        return {person: what for person, what in involved.items() if what != REVIEWED_IT}
+        return {person: what for person, what in involved.items() if what != _(REVIEWED_IT)}
     return involved

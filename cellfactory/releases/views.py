@@ -20,6 +20,7 @@ from cellfactory.core.clock import utcnow
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import AUDIT_READERS, READ_ROLES, public, roles_required
 from cellfactory.core.scoping import visible_to
@@ -117,7 +118,7 @@ def review_worklist() -> str:
     for batch in _worklist(user, Role.QA, [S.AWAITING_QA_REVIEW]):
         items = services.checklist(batch)
         rows.append({"batch": batch, "problems": _problem_count(items),
-                     "failed": [item.label for item in items if not item.ok],
+                     "failed": [_(item.label) for item in items if not item.ok],
                      "involved": services.conflicts(services.involved_people(batch),
                                                           Meaning.REVIEWED).get(user.id)})
     return render_template("releases/review_worklist.html", rows=rows)
@@ -193,7 +194,8 @@ def review(number: str) -> Any:
             status = _error_status(error)
         else:
             mark_signed()
-            flash(f"Batch {batch.number} reviewed and signed: it now awaits QP certification.", "success")
+            flash(_("Batch %(number)s reviewed and signed: it now awaits QP certification.", number=batch.number),
+                  "success")
             return redirect(url_for("releases.review", number=batch.number))
     return _render_review(batch_services.get_batch(user, number), status, review_form=form)
 
@@ -215,7 +217,8 @@ def return_batch(number: str) -> Any:
             apply_domain_errors(form, error)
             status = _error_status(error)
         else:
-            flash(f"Batch {batch.number} returned to manufacturing with your comments.", "success")
+            flash(_("Batch %(number)s returned to manufacturing with your comments.", number=batch.number),
+                  "success")
             return redirect(url_for("releases.review_worklist"))
     return _render_review(batch_services.get_batch(user, number), status, return_form=form)
 
@@ -302,7 +305,8 @@ def decide(number: str, decision: str) -> Any:
     batch = batch_services.get_batch(user, number)
     option = decisions.QP_DECISIONS.get(decision)
     if option is None:
-        raise NotFound(f"There is no QP decision {decision!r}: use " + ", ".join(decisions.QP_DECISIONS) + ".")
+        raise NotFound(_("There is no QP decision %(decision)s: use %(choices)s.", decision=repr(decision),
+                         choices=", ".join(decisions.QP_DECISIONS)))
     form = _decision_form(option)
     status = 422
     command = _read(form, QpDecide, decision=option.key, **_details(option, form, batch))
@@ -317,8 +321,9 @@ def decide(number: str, decision: str) -> Any:
         else:
             mark_signed()
             certificate = services.certificates_for(batch_services.get_batch(user, number))[-1]
-            flash(f"Batch {batch.number}: {certificate.decision.kind.label}. Signed; certificate "
-                  f"{certificate.number} issued.", "success")
+            flash(_("Batch %(number)s: %(decision)s. Signed; certificate %(certificate)s issued.",
+                    number=batch.number, decision=certificate.decision.kind.label, certificate=certificate.number),
+                  "success")
             return redirect(url_for("releases.certification", number=batch.number, _anchor="certificate"))
     return _render_certification(batch_services.get_batch(user, number), status, forms={option.key: form})
 
@@ -336,7 +341,7 @@ def _pdf(data: bytes, filename: str) -> Response:
 def certificate_pdf(number: str, cert_number: str) -> Response:
     batch = batch_services.get_batch(_user(), number)
     certificate = services.find_certificate(batch, cert_number)
-    return _pdf(services.certificate_pdf(_user(), certificate), f"{certificate.number}.pdf")
+    return _pdf(services.certificate_pdf(_user(), certificate, request.args.get("lang")), f"{certificate.number}.pdf")
 
 
 @bp.route(f"{PREFIX}/<number>/record.pdf")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html as html_lib
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -435,6 +436,18 @@ def test_administrator_sees_identity_checks_locked_accounts_and_grants(client, u
     assert {link for kind, record, _, _, link in shown if record == "qa.bg"} == {
         f"/admin/users/{refetch(users['qa']).id}"}
     assert {link for kind, record, _, _, link in shown if kind == "alert"} == {"/alerts/"}
+
+
+def test_a_locked_account_says_until_when_in_the_site_s_time_and_since_when(client, users, sites):
+    for _ in range(5):  # the lock-out threshold
+        login(client, "technician.bg", "wrong password")
+    until = refetch(users["technician"]).locked_until
+    [item] = [i for i in inbox.inbox_for(refetch(users["admin"]))[0].items if i.kind == Kind.LOCKED_ACCOUNT]
+    rome = until.astimezone(ZoneInfo("Europe/Rome"))
+    assert item.label.endswith(f"is locked until {rome:%Y-%m-%d %H:%M} {rome.tzname()} (Europe/Rome)")
+    assert "UTC" not in item.label
+    # Locked at the last failed sign-in: the lock-out's 15 minutes (the default) before it ends.
+    assert item.since == until - dt.timedelta(minutes=15)
 
 
 # --- the page ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import contains_eager, joinedload, lazyload
 
 from cellfactory import isbt128
@@ -25,8 +26,8 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
-from cellfactory.core.clock import utcnow
-from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext, time_pattern
+from cellfactory.core.clock import format_local, utcnow
+from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
@@ -577,12 +578,16 @@ def _identity_checks(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 
 def _locked_accounts(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    config = current_app.config["CELLFACTORY"]
     for user in _managed_users(ctx, User.locked_until > ctx.now):
-        until = user.locked_until.strftime(time_pattern() + " UTC")
+        site_id = _site_of(user)
+        zone = ctx.sites[site_id].timezone if site_id in ctx.sites else config.timezone
+        until = format_local(user.locked_until, zone)
+        # Locked at the last failed sign-in: the lock-out lasts its configured minutes from then.
+        locked_at = user.locked_until - dt.timedelta(minutes=config.lockout_minutes)
         yield ctx.item(Kind.LOCKED_ACCOUNT, _("Account %(user)s (%(name)s) is locked until %(until)s",
                                               user=user.username, name=user.full_name, until=until),
-                       user.username, _site_of(user), "admin.user_detail", since=user.locked_until,
-                       user_id=user.id)
+                       user.username, site_id, "admin.user_detail", since=locked_at, user_id=user.id)
 
 
 # --- auditor -------------------------------------------------------------------------------------

@@ -220,9 +220,12 @@ class Scope:
 class _Context:
     """What every kind reads once: the person, the time, the sites (for codes and calendars)."""
 
-    def __init__(self, user: User) -> None:
+    def __init__(self, user: User, sites: Iterable[Site] = ()) -> None:
         self.user = user
         self.now = utcnow()
+        # The sites the request already read (the person's active sites): every item of their scope is at one of
+        # them; a site missing from them (made inactive since) has all the sites read, once.
+        self._known: dict[int, Site] = {site.id: site for site in sites}
         self._sites: dict[int, Site] | None = None
 
     @property
@@ -231,12 +234,17 @@ class _Context:
             self._sites = {site.id: site for site in db.session.scalars(sa.select(Site))}
         return self._sites
 
+    def site(self, site_id: int) -> Site | None:
+        found = self._known.get(site_id)
+        return found if found is not None else self.sites.get(site_id)
+
     def code(self, site_id: int | None) -> str | None:
-        return self.sites[site_id].code if site_id is not None and site_id in self.sites else None
+        site = self.site(site_id) if site_id is not None else None
+        return site.code if site is not None else None
 
     def today(self, site_id: int) -> dt.date:
         """Today in the site's calendar: a due date is past when it is before that day."""
-        return self.now.astimezone(ZoneInfo(self.sites[site_id].timezone)).date()
+        return self.now.astimezone(ZoneInfo(self.site(site_id).timezone)).date()
 
     def item(self, kind: Kind, label: str, record: str, site_id: int | None, endpoint: str, *,
              due: dt.date | None = None, since: dt.datetime | None = None, **args: Any) -> Item:
@@ -252,10 +260,10 @@ def scope_of(user: User, role: Role) -> Scope | None:
     return Scope(None in held, frozenset(site_id for site_id in held if site_id is not None))
 
 
-def inbox_for(user: User) -> list[Section]:
+def inbox_for(user: User, sites: Iterable[Site] = ()) -> list[Section]:
     """A section per role the user holds, in the order the roles are declared (core.roles.Role), each with its
-    items sorted (`Item.sort_key`)."""
-    context = _Context(user)
+    items sorted (`Item.sort_key`). `sites`: the user's sites the request has read already, if any."""
+    context = _Context(user, sites)
     scopes = {role: scope for role in Role if (scope := scope_of(user, role)) is not None}
     sections = {role: Section(role, scope.network) for role, scope in scopes.items()}
     for role, scope in scopes.items():
@@ -301,9 +309,12 @@ def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
         .options(lazyload(Batch.materials), lazyload(Batch.steps)), Batch, ctx.user).limit(OPEN_BATCH_LIMIT))}
     if not batches:
         return
+    # Who entered each step's uses and passage (`entered_by_steps`) comes in the same statement as the steps.
     steps = list(db.session.scalars(
         sa.select(BatchStep).where(BatchStep.batch_id.in_(list(batches)), BatchStep.status == StepStatus.DONE)
-        .options(lazyload(BatchStep.operator)).order_by(BatchStep.ended_at, BatchStep.id)))
+        .options(lazyload(BatchStep.operator), joinedload(BatchStep.equipment_uses),
+                 joinedload(BatchStep.reagent_uses), joinedload(BatchStep.passage))
+        .order_by(BatchStep.ended_at, BatchStep.id)).unique())
     index = signature_services.SignatureIndex(steps)
     unverified = [step for step in steps if batch_services.step_verification(step, index) is None]
     entered = batch_services.entered_by_steps(unverified)
@@ -483,6 +494,8 @@ def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
     materials = db.session.scalars(visible_to(
         sa.select(SourceMaterial).where(SourceMaterial.status == MaterialStatus.QUARANTINED,
                                         scope.of(SourceMaterial.site_id))
+        # The item says what the receipt decided: neither the site nor the donor and its results are read.
+        .options(lazyload(SourceMaterial.site), lazyload(SourceMaterial.donor))
         .order_by(SourceMaterial.received_at, SourceMaterial.id), SourceMaterial, ctx.user).limit(KIND_LIMIT))
     for material in materials:
         din = isbt128.format_din(material.din)
@@ -581,7 +594,8 @@ def _locked_accounts(ctx: _Context, scope: Scope) -> Iterator[Item]:
     config = current_app.config["CELLFACTORY"]
     for user in _managed_users(ctx, User.locked_until > ctx.now):
         site_id = _site_of(user)
-        zone = ctx.sites[site_id].timezone if site_id in ctx.sites else config.timezone
+        site = ctx.site(site_id) if site_id is not None else None
+        zone = site.timezone if site is not None else config.timezone
         until = format_local(user.locked_until, zone)
         # Locked at the last failed sign-in: the lock-out lasts its configured minutes from then.
         locked_at = user.locked_until - dt.timedelta(minutes=config.lockout_minutes)

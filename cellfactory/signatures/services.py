@@ -223,10 +223,13 @@ def joined(items: Sequence[str]) -> str:
 
 def signing_enabled(user: User) -> tuple[bool, list[str]]:
     """Whether the user may sign, and if not, what is missing."""
+    accepted, checked = db.session.execute(sa.select(
+        sa.exists().where(EsigAcknowledgement.user_id == user.id),
+        sa.exists().where(IdentityVerification.user_id == user.id, IdentityVerification.voided_at.is_(None)))).one()
     missing = []
-    if db.session.scalar(sa.select(EsigAcknowledgement.id).where(EsigAcknowledgement.user_id == user.id)) is None:
+    if not accepted:
         missing.append(_("accept the electronic-signature accountability statement (My account)"))
-    if current_identity_verification(user) is None:
+    if not checked:
         missing.append(_("have an administrator record the check of your identity"))
     return (not missing, missing)
 

@@ -567,8 +567,8 @@ def test_expired_unreleased_lots_are_refused_with_the_reason(client, world):
     for lot, words in (("PL-OLD", "expired"), ("M-Q", "not released")):
         response = put_step(client, world, number, "ISO", iso_step(
             version=1, reagents=[{"lot_id": world.lots[lot], "quantity": 5}]))
-        error = assert_error(response, 422, "invalid", "reagents")
-        assert words in error["fields"]["reagents"]
+        error = assert_error(response, 422, "invalid", "reagents", "reagents[0].lot_id")
+        assert words in error["fields"]["reagents"] and words in error["fields"]["reagents[0].lot_id"]
     # the incubator was due three days ago: used today it is refused (a week ago it was still in calibration)
     response = put_step(client, world, number, "ISO", iso_step(version=1, equipment=["INC-OLD"], started_at=iso(2),
                                                                ended_at=iso(1)))

@@ -99,6 +99,17 @@ def _fieldset_error(page: str) -> str | None:
     return html.unescape(found.group(1)) if found else None
 
 
+def _row_errors(page: str) -> dict[int, list[str]]:
+    """The errors of each reagent row of the step page, by row (0 the first), for the rows marked refused."""
+    found = {}
+    for block in page.split('<div class="reagent-row')[1:]:
+        index = int(re.search(r'id="reagents-(\d+)-lot_id"', block).group(1))
+        errors = [html.unescape(m) for m in re.findall(r'<p class="error reagent-row-error">(.*?)</p>', block)]
+        if block.startswith(" has-error") or errors:
+            found[index] = errors
+    return found
+
+
 def _refused_alike(client, *, api: tuple[str, str, dict], page: str, api_body: dict, page_data: dict, field: str,
                    message: str, page_field: str | None = None) -> None:
     """The API refuses the body naming `field` with `message`; the page shows the same message next to the field."""
@@ -111,7 +122,12 @@ def _refused_alike(client, *, api: tuple[str, str, dict], page: str, api_body: d
     shown = client.post(page, data=page_data)
     assert shown.status_code == 422
     text = shown.get_data(as_text=True)
-    shown_error = _fieldset_error(text) if page_field == "fieldset" else field_error(text, page_field or field)
+    if page_field == "fieldset":
+        shown_error = _fieldset_error(text)
+    elif page_field is not None and page_field.startswith("row "):
+        shown_error = " ".join(_row_errors(text).get(int(page_field.split()[1]), [])) or None
+    else:
+        shown_error = field_error(text, page_field or field)
     assert shown_error == message
     assert _saved() == before
 
@@ -266,7 +282,51 @@ def test_a_reagent_use_without_its_quantity_is_refused_alike(client, plant, batc
                    page=f"/batches/{batch.number}/steps/ISO",
                    api_body=_api(values) | {"reagents": [{"lot_id": lot.id, "quantity": 0}]},
                    page_data=_page(values) | {"reagents-0-lot_id": str(lot.id), "reagents-0-quantity": "0"},
-                   field="reagents", message=message, page_field="fieldset")
+                   field="reagents[0].quantity", message=message, page_field="row 0")
+
+
+def test_a_quantity_that_is_no_number_is_refused_on_its_own_row_and_only_there(client, plant, batch, users):
+    lots = plant.lots
+    step = _step(batch, "ISO")
+    values = {"version": step.version, **_plain()}
+    login(client, "technician.bg")
+    before = _saved()
+    # The first row is right; the third (after an empty second one, sent as a browser sends it) says "abc".
+    response = client.post(f"/batches/{batch.number}/steps/ISO", data=_page(values) | {
+        "reagents-0-lot_id": str(lots["M-001"].id), "reagents-0-quantity": "50",
+        "reagents-1-lot_id": "", "reagents-1-quantity": "", "reagents-1-unit": "",
+        "reagents-2-lot_id": str(lots["M-001"].id), "reagents-2-quantity": "abc"})
+    assert response.status_code == 422
+    text = response.get_data(as_text=True)
+    assert _row_errors(text) == {2: ["Enter the quantity as a number, e.g. 12.5."]}
+    assert 'value="abc"' in text  # kept as typed, to be corrected
+    assert _fieldset_error(text) is None
+    assert 'href="#reagents-2-quantity"' in text  # the error summary leads to the row's field
+    assert _saved() == before
+
+
+def test_one_refused_lot_marks_its_row_and_the_api_names_the_row(client, plant, batch, users):
+    lots = plant.lots
+    step = _step(batch, "ISO")
+    values = {"version": step.version, **_plain()}
+    login(client, "technician.bg")
+    token = bearer(new_token(refetch(users["technician"])))
+    before = _saved()
+    response = client.post(f"/batches/{batch.number}/steps/ISO", data=_page(values) | {
+        "reagents-0-lot_id": str(lots["M-001"].id), "reagents-0-quantity": "50",
+        "reagents-1-lot_id": str(lots["M-001"].id), "reagents-1-quantity": "0"})
+    assert response.status_code == 422
+    assert _row_errors(response.get_data(as_text=True)) == {
+        1: [f"Enter the quantity of {refetch(lots['M-001']).label} used."]}
+    answer = client.put(f"{API}/batches/{batch.number}/steps/ISO", headers=token,
+                        json=_api(values) | {"reagents": [{"lot_id": lots["M-001"].id, "quantity": 50},
+                                                          {"lot_id": 999_999, "quantity": 5}]})
+    fields = answer.get_json()["error"]["fields"]
+    assert answer.status_code == 422
+    assert fields["reagents[1].lot_id"] == "Choose a reagent lot of this site."
+    assert fields["reagents"] == "Choose a reagent lot of this site."  # the list as a whole, for older clients
+    assert "reagents[0].lot_id" not in fields and "reagents[0].quantity" not in fields
+    assert _saved() == before
 
 
 def test_a_passage_entry_on_a_plain_step_is_refused_by_the_service(plant, batch):

@@ -284,8 +284,15 @@ class RecordStep(_FromEntries, Command):
         values = super()._read_text(data, timezone)
         uses = values.get("reagents")
         if isinstance(uses, list):
-            # A row of the page: the lot chosen (its id as text) and the quantity as typed. A lot that is no id and
-            # a quantity that is no number are left out, for the service to say what the row lacks.
+            # A row of the page: the lot chosen (its id as text) and the quantity as typed. A lot that is no id is
+            # left out, for the service to say what the row lacks; a quantity that is no number is refused on its
+            # row, with the text the page shows it as.
+            unread = {f"reagents[{index}].quantity": _("Enter the quantity as a number, e.g. 12.5.")
+                      for index, use in enumerate(uses)
+                      if isinstance(use, Mapping) and isinstance(_typed_number(use.get("quantity")), str)}
+            if unread:
+                raise ValidationFailed(f"{cls.refusal}: " + next(iter(unread.values())),
+                                       fields={**unread, "reagents": next(iter(unread.values()))})
             values["reagents"] = [{**use, "lot_id": _typed_id(use.get("lot_id")),
                                    "quantity": _typed_quantity(use.get("quantity"))}
                                   if isinstance(use, Mapping) else use for use in uses]

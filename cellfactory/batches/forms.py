@@ -23,7 +23,8 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from cellfactory.core.forms import BaseForm
+from cellfactory.core.errors import DomainError
+from cellfactory.core.forms import ROW_FIELD, BaseForm
 from cellfactory.core.i18n import _l
 from cellfactory.signatures.forms import SigningForm
 
@@ -92,6 +93,25 @@ class EntryForm(BaseForm):
     reason = TextAreaField(_l("Reason for the correction"), validators=[Optional(), Length(max=2000)])
 
     TIME_FIELDS: tuple[str, ...] = ()
+
+    def _filled_rows(self) -> list[int]:
+        """The page's reagent rows that hold something, in order: the uses `entries` hands to the command."""
+        return [index for index, row in enumerate(self.reagents)
+                if row.lot_id.data or (row.quantity.data or "").strip()]
+
+    def on_rows(self, error: DomainError) -> DomainError:
+        """The refusal with each use's error named by the page's row (`reagents[3].quantity`, the fourth row,
+        when the empty rows before it were not sent)."""
+        rows = self._filled_rows()
+
+        def renamed(name: str) -> str:
+            match = ROW_FIELD.fullmatch(name)
+            if match is None or match["list"] != "reagents" or int(match["index"]) >= len(rows):
+                return name
+            return f"reagents[{rows[int(match['index'])]}].{match['field']}"
+
+        error.fields = {renamed(name): message for name, message in error.fields.items()}
+        return error
 
     def entries(self) -> dict:
         """The entries as typed, for `RecordStep.from_entries`: times as the site's (naive) local times."""

@@ -365,7 +365,7 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
             raise ValidationFailed(_("These entries were already recorded: give the reason for the correction "
                                      "(%(fields)s changed).", fields=", ".join(changed)), fields=errors)
         raise ValidationFailed(_("The step cannot be saved: %(problems)s",
-                                 problems=" ".join(f"{v}" for v in errors.values())), fields=errors)
+                                 problems=" ".join(dict.fromkeys(str(v) for v in errors.values()))), fields=errors)
     # The step row exists from the batch's start, empty: filling it is its first entry, completing it (the end,
     # the harvest) the second half of that entry.
     first = {StepStatus.PENDING: "first entry", StepStatus.IN_PROGRESS: "entry completed"}.get(
@@ -464,18 +464,24 @@ def _equipment(step: BatchStep, codes: Sequence[str], day: dt.date, errors: dict
 def _reagents(step: BatchStep, uses: Sequence[ReagentUse], day: dt.date, errors: dict[str, str]
               ) -> list[tuple[ReagentLot, Any, str]]:
     found = []
-    for use in uses:
+
+    def refuse(index: int, field: str, message: str) -> None:
+        """The row's own field; the list as a whole says the first row's problem (API clients read it there)."""
+        errors[f"reagents[{index}].{field}"] = message
+        errors.setdefault("reagents", message)
+
+    for index, use in enumerate(uses):
         lot_id, quantity, unit = use.lot_id, use.quantity, use.unit
         lot = db.session.get(ReagentLot, lot_id) if lot_id is not None and lot_id >= 0 else None
         if lot is None or lot.site_id != step.site_id:
-            errors["reagents"] = _("Choose a reagent lot of this site.")
+            refuse(index, "lot_id", _("Choose a reagent lot of this site."))
             continue
         refusal = lot.refusal(day)
         if refusal:
-            errors["reagents"] = _("Refused: %(refusal)s", refusal=refusal)
+            refuse(index, "lot_id", _("Refused: %(refusal)s", refusal=refusal))
             continue
         if quantity is None or quantity <= 0:
-            errors["reagents"] = _("Enter the quantity of %(lot)s used.", lot=lot.label)
+            refuse(index, "quantity", _("Enter the quantity of %(lot)s used.", lot=lot.label))
             continue
         found.append((lot, _scaled(quantity, "0.001"), (unit or lot.item.unit).strip()))
     return found

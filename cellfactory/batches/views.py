@@ -691,7 +691,7 @@ def step(number: str, code: str) -> Any:
     except PermissionDenied:
         raise
     except DomainError as error:
-        apply_domain_errors(form, error)
+        apply_domain_errors(form, form.on_rows(error))
         if expected is not None and expected != step.version:
             # Someone saved meanwhile: their entries are shown beside the form; saving again now replaces
             # them knowingly (with a reason), never silently.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,12 +129,35 @@ class ReasonMixin:
     )
 
 
-def apply_domain_errors(form: FlaskForm, error: DomainError) -> None:
-    """Show a service's field errors next to the fields; the rest as a form-level error."""
-    placed = False
-    for name, message in error.fields.items():
+ROW_FIELD = re.compile(r"(?P<list>\w+)\[(?P<index>\d{1,4})\]\.(?P<field>\w+)")
+
+
+def _named_field(form: Any, name: str) -> Field | None:
+    """The field a service names: `name`, or `list[i].field` for a field of row i of a list of sub-forms."""
+    row = ROW_FIELD.fullmatch(name)
+    if row is None:
         field = getattr(form, name, None)
-        if field is not None and hasattr(field, "errors"):
+        return field if field is not None and hasattr(field, "errors") else None
+    rows = getattr(form, row["list"], None)
+    index = int(row["index"])
+    if not isinstance(rows, FieldList) or index >= len(rows.entries):
+        return None
+    entry = rows.entries[index]
+    field = getattr(entry.form, row["field"], None) if isinstance(entry, FormField) else None
+    return field if field is not None and hasattr(field, "errors") else None
+
+
+def apply_domain_errors(form: FlaskForm, error: DomainError) -> None:
+    """Show a service's field errors next to the fields (a row's next to the row's field, and then not again
+    on the whole list); the rest as a form-level error."""
+    placed = False
+    rows_marked = {match["list"] for name in error.fields if (match := ROW_FIELD.fullmatch(name))
+                   and _named_field(form, name) is not None}
+    for name, message in error.fields.items():
+        if name in rows_marked:
+            continue
+        field = _named_field(form, name)
+        if field is not None:
             field.errors = [*list(field.errors or []), message]
             placed = True
     if not placed or error.message not in form.form_errors:

@@ -25,7 +25,7 @@ from cellfactory.extensions import db
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.sites.models import Site
 from tests.browser.conftest import ARTIFACTS, demo_server
-from tests.browser.test_journeys import assert_no_csp_violations, sign_in, sign_out
+from tests.browser.test_journeys import assert_no_csp_violations, open_menu, sign_in, sign_out
 from tests.conftest import pdf_text
 
 pytestmark = pytest.mark.browser
@@ -302,3 +302,38 @@ def test_an_analyst_fills_the_batch_worksheet_judged_as_typed(tab, day):
     page.wait_for_url(day(f"/qc/batches/{number}"))
     expect(page.locator(".flash-success")).to_contain_text("2 results saved: MYCO, ENDO.")
     assert_no_csp_violations(page)
+
+
+ROLES_IN_ITALIAN = [("technician.bg", "Tecnico"), ("qc_analyst.bg", "Analista QC"), ("qa.bg", "QA"),
+                    ("qp.bg", "Persona Qualificata"), ("admin.bg", "Amministratore"), ("auditor", "Auditor")]
+
+
+@pytest.mark.parametrize(("username", "role"), ROLES_IN_ITALIAN, ids=[u for u, _ in ROLES_IN_ITALIAN])
+def test_each_role_chooses_italian_and_reads_its_inbox_in_italian(tab, day, username, role):
+    """The person picks Italiano on their account page (reached from their name in the header); from then on the
+    inbox speaks Italian. The screenshots are kept: test-artifacts/day-inbox-it-<user>.png."""
+    page = tab
+    start_the_day(page, day, username)
+    open_menu(page)
+    page.locator("header .who").click()
+    page.wait_for_url(day("/account/"))
+    language = page.locator("#language-choice")
+    language.get_by_label("Language").select_option("it")
+    language.get_by_role("button", name="Save language").click()
+    page.wait_for_url(day("/account/"))
+    expect(page.locator(".flash-success")).to_have_text("Lingua salvata.")
+    assert page.locator("html").get_attribute("lang") == "it"
+    back_to_the_inbox(page, day)
+    with day.app.app_context():
+        full_name = db.session.scalar(sa.select(User.full_name).where(User.username == username))
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Buongiorno, {full_name}")
+    expect(page.locator("section.inbox h2").first).to_contain_text(f"Attività da svolgere come {role}")
+    assert page.locator("html").get_attribute("lang") == "it"
+    assert_no_csp_violations(page)
+    shoot(page, f"inbox-it-{username}")
+    # Back to the site's language, for whoever comes next.
+    open_menu(page)
+    page.locator("header .who").click()
+    page.locator("#language-choice").get_by_label("Lingua").select_option("")
+    page.locator("#language-choice").get_by_role("button", name="Salva la lingua").click()
+    expect(page.locator(".flash-success")).to_have_text("Language saved.")

@@ -54,7 +54,7 @@ def write_catalogue(catalog: Catalog, language: str) -> Path:
     path = catalogue_path(language)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as target:
-        write_po(target, catalog, width=116, sort_output=False, include_previous=True)
+        write_po(target, catalog, width=116, sort_output=False, include_previous=False)
     return path
 
 

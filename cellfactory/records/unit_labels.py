@@ -16,7 +16,7 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from cellfactory.core.i18n import _
+from cellfactory.core.i18n import _, pgettext
 from cellfactory.records.labels import LABEL_SIZE
 from cellfactory.records.styles import FONT, FONT_BOLD, register_fonts
 
@@ -81,7 +81,7 @@ def _draw(canvas: Canvas, label: UnitLabel) -> None:
     # Product code and division: what makes this bag or vial one of its own.
     baseline -= 7 * mm
     # Each value after its caption (further right when a translated caption is longer than the English one).
-    code_caption, division_caption = _("Product code"), _("Division")
+    code_caption, division_caption = pgettext("label caption", "Product code"), _("Division")
     canvas.setFont(FONT, 8)
     canvas.drawString(left, baseline, code_caption)
     canvas.setFont(FONT_BOLD, 13)

@@ -7,10 +7,13 @@ import datetime as dt
 import re
 
 import pytest
+import sqlalchemy as sa
 
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.commands import ChooseLanguage
+from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
+from cellfactory.extensions import db
 from cellfactory.units import services as units
 from cellfactory.units.commands import ReceiveShipment, Ship
 from tests.conftest import refetch
@@ -97,3 +100,9 @@ def test_the_trace_page_is_in_italian(client, login_as, bank):
     assert "<th>Posizione o spedizione</th>" in page and "Rapporto (PDF)" in page
     page = _page(client, "/trace/?kind=recipient&q=NOBODY", 404)
     assert "Non esiste alcun ricevente &#39;NOBODY&#39;." in page
+    # From the donor: the donor's type and the material's status in words, not as stored.
+    batch = db.session.scalar(sa.select(Batch).where(Batch.number == bank["batch"]))
+    donor = batch.materials[0].material.donor
+    page = _page(client, f"/trace/donors/{donor.code}")
+    assert "· allogenico</span>" in page and "· accettato ·" in page
+    assert "allogeneic" not in page and "· accepted ·" not in page

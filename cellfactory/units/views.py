@@ -114,6 +114,19 @@ def unit_status_label(status: Any) -> str:
         return str(status)
 
 
+@bp.app_template_global("trace_word")
+def trace_word(kind: str, value: Any) -> str:
+    """A donor's type or a material's status on the trace, which carries them as stored: in the reader's words."""
+    from cellfactory.donors.models import DonorType
+    from cellfactory.materials.models import MaterialStatus
+
+    words = {"donor_type": DonorType, "material_status": MaterialStatus}
+    try:
+        return words[kind](str(value)).label
+    except (KeyError, ValueError):
+        return str(value)
+
+
 @bp.app_template_global("unit_status_kind")
 def unit_status_kind(status: Any) -> str:
     try:

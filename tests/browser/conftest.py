@@ -113,15 +113,15 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser, live_server: LiveServer, request: pytest.FixtureRequest) -> Iterator[object]:
-    """A fresh browser context (no cookies) per test, at a desktop size, pointed at the live server.
+@contextlib.contextmanager
+def open_tab(browser, server: LiveServer, request: pytest.FixtureRequest, **options) -> Iterator[object]:
+    """A fresh browser context (no cookies) pointed at `server`, at a desktop size unless `viewport` says.
 
     `page.console_errors` collects console errors (CSP violations show up there). On a failure a
     screenshot of the page is left in test-artifacts/ as `FAILED-<test>.png`.
     """
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800},
-                                  locale="en-GB", timezone_id="Europe/Rome")
+    context = browser.new_context(base_url=server.url, **{"viewport": {"width": 1280, "height": 800},
+                                                          "locale": "en-GB", "timezone_id": "Europe/Rome", **options})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
@@ -138,6 +138,13 @@ def page(browser, live_server: LiveServer, request: pytest.FixtureRequest) -> It
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
         context.close()
+
+
+@pytest.fixture
+def page(browser, live_server: LiveServer, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh tab on the session's live server (`open_tab`)."""
+    with open_tab(browser, live_server, request) as tab:
+        yield tab
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -7,7 +7,6 @@ Screenshots go to test-artifacts/day-*.png.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from cellfactory.demo import DEMO_PASSWORD
 from cellfactory.extensions import db
 from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.sites.models import Site
-from tests.browser.conftest import ARTIFACTS, demo_server
+from tests.browser.conftest import ARTIFACTS, demo_server, open_tab
 from tests.browser.test_journeys import assert_no_csp_violations, open_menu, sign_in, sign_out
 from tests.conftest import pdf_text
 
@@ -42,22 +41,8 @@ def day(tmp_path_factory):
 @pytest.fixture
 def tab(browser, day, request) -> Iterator[object]:
     """A browser tab on this module's server, at a cleanroom tablet's size."""
-    context = browser.new_context(base_url=day.url, viewport={"width": 1024, "height": 768}, locale="en-GB",
-                                  timezone_id="Europe/Rome")
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.console_errors = errors
-    try:
+    with open_tab(browser, day, request, viewport={"width": 1024, "height": 768}) as page:
         yield page
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            ARTIFACTS.mkdir(exist_ok=True)
-            with contextlib.suppress(Exception):
-                page.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
-        context.close()
 
 
 def shoot(page, name: str) -> None:
@@ -82,6 +67,22 @@ def back_to_the_inbox(page, day) -> None:
     page.wait_for_url(day("/"))
 
 
+def open_first(page, kind: str, shot: str) -> str:
+    """Follow the first inbox item of the kind (after a screenshot of the inbox); its record's identifier."""
+    item = inbox_item(page, kind).first
+    record = item.get_attribute("data-record")
+    shoot(page, shot)
+    item.locator("a").click()
+    return record
+
+
+def sign(scope, username: str, button: str) -> None:
+    """The signing dialog of `scope`: the signer's name and password, then the button that signs."""
+    scope.get_by_label("User name").fill(username)
+    scope.get_by_label("Password").fill(DEMO_PASSWORD)
+    scope.get_by_role("button", name=button).click()
+
+
 def local(moment: dt.datetime) -> str:
     """A datetime-local input's text for a UTC moment, at the site."""
     return moment.astimezone(SITE_TZ).strftime("%Y-%m-%dT%H:%M")
@@ -90,10 +91,7 @@ def local(moment: dt.datetime) -> str:
 def test_technicians_record_the_step_due_and_a_second_one_verifies_it(tab, day):
     page = tab
     start_the_day(page, day, "technician.bg")
-    item = inbox_item(page, "step_due").first
-    number = item.get_attribute("data-record")
-    shoot(page, "technician-01-inbox")
-    item.locator("a").click()
+    number = open_first(page, "step_due", "technician-01-inbox")
     page.wait_for_url(re.compile(rf"/batches/{number}/steps/P\d$"))
     code = page.url.rsplit("/", 1)[1]
 
@@ -139,9 +137,7 @@ def test_technicians_record_the_step_due_and_a_second_one_verifies_it(tab, day):
     page.wait_for_url(day(f"/batches/{number}#verify-{code}"))
     verify = page.locator(f"#verify-{code}")
     verify.locator("summary").click()
-    verify.get_by_label("User name").fill("technician2.bg")
-    verify.get_by_label("Password").fill(DEMO_PASSWORD)
-    verify.get_by_role("button", name=f"Verify {code} and sign").click()
+    sign(verify, "technician2.bg", f"Verify {code} and sign")
     expect(page.locator(".flash-success")).to_contain_text(f"Step {code} of {number} verified and signed.")
     back_to_the_inbox(page, day)
     expect(inbox_item(page, "step_to_verify", number).filter(has_text=f"Verify {code}")).to_have_count(0)
@@ -152,10 +148,7 @@ def test_technicians_record_the_step_due_and_a_second_one_verifies_it(tab, day):
 def test_analysts_enter_a_result_from_the_inbox_and_a_second_one_verifies_it(tab, day):
     page = tab
     start_the_day(page, day, "qc_analyst.bg")
-    item = inbox_item(page, "results_to_enter").first
-    number = item.get_attribute("data-record")
-    shoot(page, "qc-01-inbox")
-    item.locator("a").click()
+    number = open_first(page, "results_to_enter", "qc-01-inbox")
     page.wait_for_url(re.compile(rf"/qc/batches/{number}/results/new\?test=VIAB$"))
     page.get_by_label("Sample ID").fill(f"{number}-VIAB-D1")
     page.get_by_label("Sampled at (site time)").fill(local(utcnow()))
@@ -179,9 +172,7 @@ def test_analysts_enter_a_result_from_the_inbox_and_a_second_one_verifies_it(tab
     page.wait_for_url(day(f"/qc/batches/{number}#result-{result_id}"))
     verify = page.locator(f"#verify-{result_id}")
     verify.locator("summary").click()
-    verify.get_by_label("User name").fill("qc_analyst2.bg")
-    verify.get_by_label("Password").fill(DEMO_PASSWORD)
-    verify.get_by_role("button", name=f"Verify #{result_id} and sign").click()
+    sign(verify, "qc_analyst2.bg", f"Verify #{result_id} and sign")
     expect(page.locator(".flash-success")).to_contain_text("verified and signed")
     back_to_the_inbox(page, day)
     expect(inbox_item(page, "result_to_verify", number).filter(has_text="Verify Viability: 92.5")).to_have_count(0)
@@ -191,15 +182,10 @@ def test_analysts_enter_a_result_from_the_inbox_and_a_second_one_verifies_it(tab
 def test_qa_reviews_the_batch_waiting_in_the_inbox(tab, day):
     page = tab
     start_the_day(page, day, "qa.bg")
-    item = inbox_item(page, "batch_to_review").first
-    number = item.get_attribute("data-record")
-    shoot(page, "qa-01-inbox")
-    item.locator("a").click()
+    number = open_first(page, "batch_to_review", "qa-01-inbox")
     page.wait_for_url(day(f"/releases/{number}/review"))
     page.get_by_label("Review comment").fill("Batch record complete and consistent.")
-    page.get_by_label("User name").fill("qa.bg")
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Sign: Reviewed").click()
+    sign(page, "qa.bg", "Sign: Reviewed")
     expect(page.locator(".flash-success")).to_contain_text("reviewed and signed")
     back_to_the_inbox(page, day)
     expect(inbox_item(page, "batch_to_review", number)).to_have_count(0)
@@ -209,17 +195,12 @@ def test_qa_reviews_the_batch_waiting_in_the_inbox(tab, day):
 def test_the_qp_certifies_the_batch_waiting_in_the_inbox(tab, day):
     page = tab
     start_the_day(page, day, "qp.bg")
-    item = inbox_item(page, "batch_to_certify").first
-    number = item.get_attribute("data-record")
-    shoot(page, "qp-01-inbox")
-    item.locator("a").click()
+    number = open_first(page, "batch_to_certify", "qp-01-inbox")
     page.wait_for_url(day(f"/releases/{number}/certification"))
     release = page.locator("#decide-release")
     release.locator("summary").click()
     release.get_by_label("Comment").fill("All release tests conform; record reviewed by QA.")
-    release.get_by_label("User name").fill("qp.bg")
-    release.get_by_label("Password").fill(DEMO_PASSWORD)
-    release.get_by_role("button", name="Sign: Certified: released").click()
+    sign(release, "qp.bg", "Sign: Certified: released")
     expect(page.locator(".flash-success")).to_contain_text(f"certificate CERT-{number}-1 issued")
     back_to_the_inbox(page, day)
     expect(inbox_item(page, "batch_to_certify", number)).to_have_count(0)
@@ -257,10 +238,7 @@ def test_an_administrator_unlocks_the_account_the_inbox_shows_locked(tab, day):
 def test_the_auditor_opens_a_recent_certification_and_downloads_its_batch_record(tab, day):
     page = tab
     start_the_day(page, day, "auditor")
-    item = inbox_item(page, "certification").first
-    number = item.get_attribute("data-record")
-    shoot(page, "auditor-01-inbox")
-    item.locator("a").click()
+    number = open_first(page, "certification", "auditor-01-inbox")
     page.wait_for_url(day(f"/batches/{number}#signatures"))
     link = page.get_by_role("link", name="Batch record (PDF)")
     response = page.context.request.get(link.get_attribute("href"))

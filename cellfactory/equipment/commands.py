@@ -90,7 +90,8 @@ def _certificate(value: Any) -> bytes | None:
 Certificate = Annotated[bytes | None, PlainValidator(_certificate), WithJsonSchema({
     "anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9+/]*={0,2}$", "maxLength": CERTIFICATE_MAX_BASE64,
                "contentEncoding": "base64", "contentMediaType": "application/pdf"}, {"type": "null"}],
-    "description": "Optional: the certificate, a PDF of at most 10 MB, its bytes in base64"})]
+    "description": "Optional: the certificate, a PDF of at most 10 MB, its bytes in base64",
+    "x-refused-when": "it is not base64, the bytes do not begin as a PDF does (%PDF-), or they exceed 10 MB"})]
 
 
 def _choice(enum_cls: type[enum.Enum]) -> Any:
@@ -106,9 +107,14 @@ class RecordEvent(Command):
 
     kind: _choice(EventKind) = Field(description="calibration, maintenance, iq, oq, pq or repair")
     performed_on: Day = Field(description="The day it was performed at the site (YYYY-MM-DD), not in the future")
-    result: _choice(EventResult) = Field(description="pass or fail; a calibration may also be out_of_tolerance")
+    result: Annotated[EventResult, BeforeValidator(_blank_is_none), WithJsonSchema({
+        "type": "string", "enum": [r.value for r in EventResult],
+        "description": "pass or fail; a calibration may also be out_of_tolerance",
+        "x-refused-when": "out_of_tolerance for a kind other than calibration"})]
     next_due: OptionalDay = Field(None, description="Required for a passing calibration, allowed for passing "
-                                                    "maintenance, OQ and PQ: after the day performed")
+                                                    "maintenance, OQ and PQ: after the day performed",
+                                  json_schema_extra={"x-refused-when": "missing for a passing calibration, given for "
+                                                     "another kind or result, or not after performed_on"})
     reference: Line(200) = Field(description="Certificate or report reference")
     notes: OptionalParagraph(2000) = None
     certificate: Certificate = None

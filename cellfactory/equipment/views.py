@@ -3,9 +3,12 @@ calibration records, and taking equipment out of service and back, with the reas
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.core.errors import DomainError
@@ -13,16 +16,74 @@ from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.i18n import _, format_day
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
+from cellfactory.core.roles import Role
 from cellfactory.core.scoping import visible_to
 from cellfactory.equipment import services
-from cellfactory.equipment.commands import ChangeEquipmentStatus, RecordCalibration, RegisterEquipment
-from cellfactory.equipment.forms import CalibrationForm, EquipmentForm, ServiceStatusForm
-from cellfactory.equipment.models import Equipment, EquipmentStatus
+from cellfactory.equipment.commands import (
+    ChangeEquipmentStatus,
+    OpenImpactDeviation,
+    RecordCalibration,
+    RecordEvent,
+    RegisterEquipment,
+    VoidEvent,
+)
+from cellfactory.equipment.forms import (
+    CalibrationForm,
+    EquipmentForm,
+    EventForm,
+    ImpactDeviationForm,
+    ServiceStatusForm,
+    VoidEventForm,
+)
+from cellfactory.equipment.models import Equipment, EquipmentEvent, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
 bp = Blueprint("equipment", __name__, url_prefix="/equipment")
+
+
+# --- what the layers above the equipment know, passed to its services ------------------------------------------
+
+
+def batch_uses(equipment: Equipment, since: dt.datetime | None, until: dt.datetime | None) -> list[services.BatchUse]:
+    """The uses of the equipment by batches in [since, until): steps that recorded it (not voided) and ran in the
+    window, and QC results (not invalidated) measured in it (between sampling and entry)."""
+    from cellfactory.batches.models import Batch, BatchStep, StepEquipment
+    from cellfactory.qc.models import QcResult
+
+    found: list[services.BatchUse] = []
+    began = sa.func.coalesce(BatchStep.started_at, StepEquipment.created_at)
+    steps = (sa.select(Batch.id, Batch.number, BatchStep.code, BatchStep.name, began, BatchStep.ended_at)
+             .join(BatchStep, BatchStep.batch_id == Batch.id).join(StepEquipment, StepEquipment.step_id == BatchStep.id)
+             .where(StepEquipment.equipment_id == equipment.id, StepEquipment.voided_at.is_(None)))
+    if until is not None:
+        steps = steps.where(began < until)
+    if since is not None:
+        steps = steps.where(sa.or_(BatchStep.ended_at.is_(None), BatchStep.ended_at >= since))
+    for batch_id, number, code, name, at, _ended in db.session.execute(steps):
+        found.append(services.BatchUse(batch_id, number, _("step %(code)s %(name)s", code=code, name=name), at))
+    results = (sa.select(Batch.id, Batch.number, QcResult.sample_id, QcResult.method, QcResult.sampled_at)
+               .join(QcResult, QcResult.batch_id == Batch.id)
+               .where(QcResult.equipment_id == equipment.id, QcResult.invalidated_at.is_(None)))
+    if until is not None:
+        results = results.where(QcResult.sampled_at < until)
+    if since is not None:
+        results = results.where(QcResult.created_at >= since)
+    for batch_id, number, sample, method, at in db.session.execute(results):
+        found.append(services.BatchUse(batch_id, number, _("QC result of sample %(sample)s (%(method)s)",
+                                                           sample=sample, method=method), at))
+    return found
+
+
+def open_batch_deviation(actor, site, batch_id: int, title: str, description: str, classification: str) -> str:
+    """Open a deviation of the batch in the caller's transaction (the deviations' own service); its number."""
+    from cellfactory.deviations.models import Classification, DeviationSource
+    from cellfactory.deviations.services import create_deviation
+
+    return create_deviation(actor, site, title=title, description=description,
+                            classification=Classification(classification), source=DeviationSource.MANUAL,
+                            batch_id=batch_id).number
 
 
 
@@ -81,13 +142,22 @@ def _equipment(site: str, code: str) -> Equipment:
 def _render_detail(equipment: Equipment, status: int = 200, **forms):
     forms.setdefault("calibration_form", CalibrationForm(prefix="cal"))
     forms.setdefault("status_form", ServiceStatusForm(prefix="status"))
-    history = list(db.session.scalars(sa.select(AuditEntry).where(
-        AuditEntry.entity_type == "equipment", AuditEntry.entity_id == str(equipment.id))
+    forms.setdefault("event_form", EventForm(prefix="event"))
+    forms.setdefault("void_form", VoidEventForm(prefix="void"))
+    forms.setdefault("impact_form", ImpactDeviationForm(prefix="impact"))
+    events = services.events_of(equipment)
+    history = list(db.session.scalars(sa.select(AuditEntry).where(sa.or_(
+        sa.and_(AuditEntry.entity_type == "equipment", AuditEntry.entity_id == str(equipment.id)),
+        sa.and_(AuditEntry.entity_type == "equipment_event", AuditEntry.entity_id.in_([str(e.id) for e in events]))))
         .order_by(AuditEntry.seq.desc()).limit(200)))
     today = services.site_today(equipment.site)
-    return render_template("equipment/detail.html", equipment=equipment, history=history,
+    impacts = [(event, services.impacted_batches(event, batch_uses), services.impact_window(event))
+               for event in events if event.calls_into_question]
+    return render_template("equipment/detail.html", equipment=equipment, history=history, events=events,
+                           impacts=impacts, hold=services.calibration_hold(equipment),
                            overdue=equipment.calibration_due < today, refusal=equipment.refusal(today),
-                           can_edit=_user().has_any_role(MANUFACTURING_STAFF, equipment.site_id), **forms), status
+                           can_edit=_user().has_any_role(MANUFACTURING_STAFF, equipment.site_id),
+                           is_qa=_user().has_role(Role.QA, equipment.site_id), **forms), status
 
 
 @bp.route("/<site>/<code>")
@@ -132,3 +202,72 @@ def service_status(site: str, code: str):
                   "success" if back else "warning")
             return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code))
     return _render_detail(equipment, 422, status_form=form)
+
+
+def _back(equipment: Equipment, anchor: str = "events"):
+    return redirect(url_for("equipment.detail", site=equipment.site.code, code=equipment.code, _anchor=anchor))
+
+
+@bp.route("/<site>/<code>/events", methods=["POST"])
+@roles_required(MANUFACTURING_STAFF)
+def record_event(site: str, code: str):
+    equipment = _equipment(site, code)
+    form = EventForm(prefix="event")
+    if form.validate_on_submit():
+        upload = form.certificate.data
+        name = secure_filename(upload.filename)[:200] if upload is not None and upload.filename else None
+        try:
+            event = services.record_event(_user(), equipment, RecordEvent.from_form(form, certificate_name=name))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("%(kind)s of %(code)s recorded (%(result)s).", kind=event.kind.label, code=equipment.code,
+                    result=event.result.label), "success" if event.result.value == "pass" else "warning")
+            return _back(equipment)
+    return _render_detail(equipment, 422, event_form=form)
+
+
+@bp.route("/<site>/<code>/events/<int:event_id>/void", methods=["POST"])
+@roles_required(Role.QA)
+def void_event(site: str, code: str, event_id: int):
+    equipment = _equipment(site, code)
+    event = services.get_event(equipment, event_id)
+    form = VoidEventForm(prefix="void")
+    if form.validate_on_submit():
+        try:
+            services.void_event(_user(), event, VoidEvent.from_form(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("The event is void: it stays in the history and no longer counts."), "success")
+            return _back(equipment)
+    return _render_detail(equipment, 422, void_form=form)
+
+
+@bp.route("/<site>/<code>/events/<int:event_id>/certificate.pdf")
+@roles_required(READ_ROLES)
+def certificate(site: str, code: str, event_id: int):
+    event = services.get_event(_equipment(site, code), event_id)
+    data = services.certificate_of(event)
+    return Response(data, mimetype="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{secure_filename(event.certificate_name or "") or "certificate.pdf"}"',
+        "X-Content-Type-Options": "nosniff"})
+
+
+@bp.route("/<site>/<code>/events/<int:event_id>/deviation", methods=["POST"])
+@roles_required(Role.QA)
+def impact_deviation(site: str, code: str, event_id: int):
+    equipment = _equipment(site, code)
+    event = services.get_event(equipment, event_id)
+    form = ImpactDeviationForm(prefix="impact")
+    if form.validate_on_submit():
+        try:
+            numbers = services.open_impact_deviation(_user(), event, OpenImpactDeviation.from_form(form),
+                                                     uses=batch_uses, open_deviation=open_batch_deviation)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("Deviations opened for the batches in question: %(numbers)s.", numbers=", ".join(numbers)),
+                  "success")
+            return _back(equipment, "impact")
+    return _render_detail(equipment, 422, impact_form=form)

@@ -41,10 +41,10 @@ def _today() -> dt.date:
     return services.site_today(_equipment("BSC-01").site)
 
 
-def _event(world, code: str, **fields) -> EquipmentEvent:
+def _event(plant_world, code: str, **fields) -> EquipmentEvent:
     data = {"kind": "calibration", "performed_on": _today().isoformat(), "result": "pass",
             "next_due": (_today() + dt.timedelta(days=180)).isoformat(), "reference": "CAL-1"} | fields
-    return services.record_event(refetch(world.plant.tech), _equipment(code), RecordEvent.parse(data))
+    return services.record_event(refetch(plant_world.plant.tech), _equipment(code), RecordEvent.parse(data))
 
 
 def _count() -> int:

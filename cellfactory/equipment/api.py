@@ -34,7 +34,7 @@ from cellfactory.equipment.commands import (
     VoidEvent,
 )
 from cellfactory.equipment.models import Equipment, EquipmentEvent, EquipmentStatus, EventKind, EventResult
-from cellfactory.equipment.views import batch_uses, open_batch_deviation
+from cellfactory.lifecycle.equipment import batch_uses, open_batch_deviation
 from cellfactory.sites.services import get_site
 
 

@@ -16,10 +16,10 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.i18n import _, current_language
-from cellfactory.core.scoping import get_visible
-from cellfactory.core.transaction import transactional
 from cellfactory.core.plausibility import check_date
 from cellfactory.core.roles import Role
+from cellfactory.core.scoping import get_visible
+from cellfactory.core.transaction import transactional
 from cellfactory.equipment.commands import (
     ChangeEquipmentStatus,
     OpenImpactDeviation,
@@ -286,7 +286,8 @@ def open_impact_deviation(actor: User, event: EquipmentEvent, command: OpenImpac
     if not batches:
         raise Conflict(_("No batch used %(code)s since its last passing calibration.", code=event.equipment.code))
     equipment = event.equipment
-    listed = "\n".join(f"- {number}: " + "; ".join(use.what for use in batch_uses) for _id, number, batch_uses in batches)
+    listed = "\n".join(f"- {number}: " + "; ".join(use.what for use in batch_uses)
+                       for _id, number, batch_uses in batches)
     description = _("Calibration of %(code)s %(name)s on %(day)s (reference %(reference)s) found %(result)s. "
                     "Batches that used it since its last passing calibration:",
                     code=equipment.code, name=equipment.name, day=event.performed_on.isoformat(),

@@ -3,8 +3,6 @@ calibration records, and taking equipment out of service and back, with the reas
 
 from __future__ import annotations
 
-import datetime as dt
-
 import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -35,56 +33,13 @@ from cellfactory.equipment.forms import (
     ServiceStatusForm,
     VoidEventForm,
 )
-from cellfactory.equipment.models import Equipment, EquipmentEvent, EquipmentStatus
+from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
+from cellfactory.lifecycle.equipment import batch_uses, open_batch_deviation
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 
 bp = Blueprint("equipment", __name__, url_prefix="/equipment")
-
-
-# --- what the layers above the equipment know, passed to its services ------------------------------------------
-
-
-def batch_uses(equipment: Equipment, since: dt.datetime | None, until: dt.datetime | None) -> list[services.BatchUse]:
-    """The uses of the equipment by batches in [since, until): steps that recorded it (not voided) and ran in the
-    window, and QC results (not invalidated) measured in it (between sampling and entry)."""
-    from cellfactory.batches.models import Batch, BatchStep, StepEquipment
-    from cellfactory.qc.models import QcResult
-
-    found: list[services.BatchUse] = []
-    began = sa.func.coalesce(BatchStep.started_at, StepEquipment.created_at)
-    steps = (sa.select(Batch.id, Batch.number, BatchStep.code, BatchStep.name, began, BatchStep.ended_at)
-             .join(BatchStep, BatchStep.batch_id == Batch.id).join(StepEquipment, StepEquipment.step_id == BatchStep.id)
-             .where(StepEquipment.equipment_id == equipment.id, StepEquipment.voided_at.is_(None)))
-    if until is not None:
-        steps = steps.where(began < until)
-    if since is not None:
-        steps = steps.where(sa.or_(BatchStep.ended_at.is_(None), BatchStep.ended_at >= since))
-    for batch_id, number, code, name, at, _ended in db.session.execute(steps):
-        found.append(services.BatchUse(batch_id, number, _("step %(code)s %(name)s", code=code, name=name), at))
-    results = (sa.select(Batch.id, Batch.number, QcResult.sample_id, QcResult.method, QcResult.sampled_at)
-               .join(QcResult, QcResult.batch_id == Batch.id)
-               .where(QcResult.equipment_id == equipment.id, QcResult.invalidated_at.is_(None)))
-    if until is not None:
-        results = results.where(QcResult.sampled_at < until)
-    if since is not None:
-        results = results.where(QcResult.created_at >= since)
-    for batch_id, number, sample, method, at in db.session.execute(results):
-        found.append(services.BatchUse(batch_id, number, _("QC result of sample %(sample)s (%(method)s)",
-                                                           sample=sample, method=method), at))
-    return found
-
-
-def open_batch_deviation(actor, site, batch_id: int, title: str, description: str, classification: str) -> str:
-    """Open a deviation of the batch in the caller's transaction (the deviations' own service); its number."""
-    from cellfactory.deviations.models import Classification, DeviationSource
-    from cellfactory.deviations.services import create_deviation
-
-    return create_deviation(actor, site, title=title, description=description,
-                            classification=Classification(classification), source=DeviationSource.MANUAL,
-                            batch_id=batch_id).number
-
 
 
 def _user():
@@ -249,9 +204,9 @@ def void_event(site: str, code: str, event_id: int):
 def certificate(site: str, code: str, event_id: int):
     event = services.get_event(_equipment(site, code), event_id)
     data = services.certificate_of(event)
+    name = secure_filename(event.certificate_name or "") or "certificate.pdf"
     return Response(data, mimetype="application/pdf", headers={
-        "Content-Disposition": f'attachment; filename="{secure_filename(event.certificate_name or "") or "certificate.pdf"}"',
-        "X-Content-Type-Options": "nosniff"})
+        "Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff"})
 
 
 @bp.route("/<site>/<code>/events/<int:event_id>/deviation", methods=["POST"])

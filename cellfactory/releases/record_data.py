@@ -187,7 +187,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
         mother = ([(_("Mother's birth date"), format_day(donor.mother_birth_date))] if donor.mother_birth_date
                   else [])
         donors.blocks += [("subtitle", _("Donor %(code)s", code=donor.code)), ("kv", [
-            (_("Type, kind of donation"), f"{donor.donor_type.value}, {donor.donation_kind.value}"),
+            (_("Type, kind of donation"), f"{donor.donor_type.label}, {donor.donation_kind.label}"),
             (_("Birth, sex"), f"{born}, {donor.sex.value}"), *mother,
             (_("Donation date"), format_day(donor.donation_date)),
             (_("Material collected"), _("%(when)s (the eligibility below is judged on this collection's sample "
@@ -199,8 +199,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             (_("Eligibility"), outcome.summary + (": " + " ".join(outcome.reasons) if outcome.reasons else "")),
         ]), ("table", [_("Test"), _("Sample"), _("Type"), pgettext("record column", "From"), _("Result"),
                        _("Lab reference"), _("Entered")],
-             [[r.test.label, format_day(r.sample_date), r.sample_type.value, r.tested_person.value,
-               r.result.value + (" " + _("(superseded: %(reason)s)", reason=r.correction_reason)
+             [[r.test.label, format_day(r.sample_date), r.sample_type.label, r.tested_person.label,
+               r.result.label + (" " + _("(superseded: %(reason)s)", reason=r.correction_reason)
                                  if r.superseded_by_id else ""),
                r.lab_reference, t(r.created_at)] for r in donor.results],
              [34 * mm, 20 * mm, 15 * mm, 15 * mm, 35 * mm, 28 * mm, None])]
@@ -212,7 +212,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
             title = _("Confirmatory testing") if decision.kind.value == "confirmatory" else _("QA risk assessment")
             donors.blocks += [("kv", [
                 (title, _("%(test)s %(result)s, sample of %(date)s: %(verdict)s", test=result.test.label,
-                          result=result.result.value, date=format_day(result.sample_date), verdict=verdict)),
+                          result=result.result.label, date=format_day(result.sample_date), verdict=verdict)),
                 *([(_("Confirmatory results"), decision.confirmatory_results)] if decision.confirmatory_results
                   else []),
                 (_("Reason"), decision.reason),
@@ -238,7 +238,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                 pgettext("container", "yes") if m.container_intact else pgettext("container", "NO"),
                 pgettext("documents", "complete") if m.documents_complete
                 else pgettext("documents", "INCOMPLETE"))),
-            (_("Receipt decision"), m.status.value + (": " + " ".join(m.decision_reasons) if m.decision_reasons
+            (_("Receipt decision"), m.status.label + (": " + " ".join(m.decision_reasons) if m.decision_reasons
                                                       else "")),
             (_("Received"), t(m.received_at)),
             (_("QA decision on quarantine"), f"{m.release_reason} ({t(m.released_at)})" if m.release_reason else "—"),
@@ -249,7 +249,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     # 3. Manufacturing record
     manufacturing = Section(_("Manufacturing record"))
     for step in batch.steps:
-        manufacturing.blocks += [("subtitle", f"{step.code} {step.name} ({step.status.value})"), ("kv", [
+        manufacturing.blocks += [("subtitle", f"{step.code} {step.name} ({step.status.label})"), ("kv", [
             (label(_("Started"), "batch_step", step.id, "started_at"), t(step.started_at)),
             (label(_("Ended"), "batch_step", step.id, "ended_at"), t(step.ended_at)),
             (_("Operator"), step.operator.full_name if step.operator else "—"),
@@ -261,13 +261,13 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                                    _("Calibration due"), _("Status"),
                                                    _("Voided")],
                                          [[u.equipment.code, u.equipment.name, format_day(u.equipment.calibration_due),
-                                           u.equipment.status.value, u.void_reason or ""] for u in step.equipment_uses],
+                                           u.equipment.status.label, u.void_reason or ""] for u in step.equipment_uses],
                                          [25 * mm, 55 * mm, 25 * mm, 25 * mm, None]))
         if step.reagent_uses:
             manufacturing.blocks.append(("table", [_("Reagent"), _("Lot"), _("Expiry"), _("Status"), _("Quantity"),
                                                    _("Voided")],
                                          [[u.lot.item.name, u.lot.lot_number, format_day(u.lot.expiry_date),
-                                           u.lot.status.value, f"{_decimal(u.quantity)} {u.unit}",
+                                           u.lot.status.label, f"{_decimal(u.quantity)} {u.unit}",
                                            u.void_reason or ""] for u in step.reagent_uses],
                                          [45 * mm, 25 * mm, 20 * mm, 20 * mm, 22 * mm, None]))
         verification = step_verification(step, index)
@@ -341,8 +341,8 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     deviation_section = Section(_("Deviations"))
     for deviation in deviations:
         deviation_section.blocks += [("subtitle", f"{deviation.number} {deviation.title}"), ("kv", [
-            (_("Classification, status"), f"{deviation.classification.value}, {deviation.status.value}"),
-            (_("Source"), deviation.source.value),
+            (_("Classification, status"), f"{deviation.classification.label}, {deviation.status.label}"),
+            (_("Source"), deviation.source.label),
             (pgettext("deviation", "Opened"), _("%(when)s by %(person)s", when=t(deviation.opened_at),
                             person=deviation.opened_by.full_name)),
             (_("Description"), deviation.description), (_("Root cause"), deviation.root_cause or "—"),
@@ -470,10 +470,10 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         product=batch.product.name, product_code=batch.product.code, trial_code=batch.product.trial_code,
         batch_number=batch.number,
         dins=[isbt128.format_din(m.material.din, with_check_character=True) for m in batch.materials],
-        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.value})" for m in batch.materials]
+        donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.label})" for m in batch.materials]
         # Annex 13 Att. 3: the patient of an autologous or directed product.
         + ([_("for recipient %(recipient)s only (%(collection)s, trial %(trial)s)", recipient=batch.recipient_code,
-              collection=batch.collection_type.value, trial=batch.recipient_trial_code)]
+              collection=batch.collection_type.label, trial=batch.recipient_trial_code)]
            if batch.recipient_code else []),
         specification=_("%(specification)s, approved %(approved)s", specification=batch.specification.label,
                         approved=format_local(batch.specification.approved_at, tz)),
@@ -483,7 +483,7 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
                    due=_stored_day(p["due"])) for p in decision.pending_tests],
         failing=[_("%(test)s: %(result)s (criterion %(criterion)s)", test=f["test"], result=f["result"],
                    criterion=f["criterion"]) for f in decision.failing_tests],
-        deviations=[f"{d.number} {d.classification.value} ({d.status.value}): {d.title}" for d in for_batch(batch.id)],
+        deviations=[f"{d.number} {d.classification.label} ({d.status.label}): {d.title}" for d in for_batch(batch.id)],
         comment=decision.comment, exceptional=exceptional,
         signature=SignatureView.of(decision.signature, tz, _("valid at signing"),
                                    record=_("batch record %(number)s, version %(version)s", number=batch.number,

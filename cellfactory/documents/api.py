@@ -32,7 +32,7 @@ from cellfactory.core.commands import Line
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.i18n import _, _l
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
+from cellfactory.core.permissions import READ_ROLES, SIGNING_ROLES, SITE_STAFF, roles_required
 from cellfactory.documents import services
 from cellfactory.documents.commands import (
     AddChangeAction,
@@ -369,7 +369,7 @@ def submit_change_request(number: str):
 
 
 @bp.post("/change-requests/<number>/approvals")
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 @operation("Approve a submitted change with an electronic signature meaning 'Approved', as QA of the site or, "
            "when it affects released products, as its QP; approved once every approval it needs is signed; a wrong "
            "password is 401", body=ChangeApprovalBody, response=ChangeRequestDetailOut, errors=(404, 409))
@@ -384,7 +384,7 @@ def approve_change_request(number: str):
 
 
 @bp.post("/change-requests/<number>/rejection")
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 @operation("Reject a submitted change with a reason (QA of the site, or its QP for a change to released products)",
            body=RejectChangeRequest, response=ChangeRequestDetailOut, errors=(404, 409))
 def reject_change_request(number: str):

@@ -16,7 +16,7 @@ from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
-from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
+from cellfactory.core.permissions import READ_ROLES, SIGNING_ROLES, SITE_STAFF, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.documents import services
 from cellfactory.documents.commands import (
@@ -413,7 +413,7 @@ def approve_change_qp(number: str) -> Any:
 
 
 @bp.route("/changes/<number>/rejection", methods=["POST"])
-@roles_required(Role.QA, Role.QP)
+@roles_required(SIGNING_ROLES)
 def reject_change(number: str) -> Any:
     form = RejectForm(prefix="reject")
     return _act(number, form, "reject", lambda c: services.reject_change_request(

@@ -116,7 +116,8 @@ class OpenChangeRequest(Command):
     reason: Paragraph(4000) = Field(description="Why")
     impact_assessment: OptionalParagraph(8000) = Field(
         None, description="Impact on products, batches in progress and validations")
-    products: list[Line(16)] | None = Field(None, max_length=50, description="Codes of the products it touches")
+    products: list[Line(16)] | None = Field(None, max_length=50, description="Codes of the products it touches",
+                                            json_schema_extra={"x-refused-when": "a code names no product"})
 
 
 class SubmitChangeRequest(Command):

@@ -289,9 +289,9 @@ def approve_change_request(actor: User, change: ChangeRequest, role: Role, *, si
     if actor.id in {change.qa_approved_by_id, change.qp_approved_by_id}:
         raise Conflict(_("You approved this change already: the other approval is another person's."))
     audit.act_as(db.session, actor, reason=f"change request approved ({role.value})")
+    capacity = "as QA" if role == Role.QA else "as QP"  # stored as signed: never translated
     signatures.apply_signature(actor, change, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
-                               site_id=change.site_id, comment="as QA" if role == Role.QA else "as QP",  # stored as signed: never translated
-                               signer=signer)
+                               site_id=change.site_id, comment=capacity, signer=signer)
     now = utcnow()
     if role == Role.QA:
         change.qa_approved_at, change.qa_approved_by_id = now, actor.id

@@ -15,6 +15,14 @@ from cellfactory.batches.models import (
 )
 from cellfactory.core.db import Base
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequence
+from cellfactory.documents.models import (
+    ChangeAction,
+    ChangeRequest,
+    ChangeRequestSequence,
+    Sop,
+    SopVersion,
+    change_request_product,
+)
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import CollectionFacility, DinSequence, MaterialTypeRule, SourceMaterial
@@ -40,6 +48,7 @@ __all__ = [
     "Recipient", "Shipment", "ShipmentSequence", "ShipmentUnit", "StorageLocation", "Unit",
     "BatchDecision", "Certificate",
     "CapaAction", "Deviation", "DeviationSequence", "QcResult",
+    "ChangeAction", "ChangeRequest", "ChangeRequestSequence", "Sop", "SopVersion", "change_request_product",
     "Batch", "BatchMaterial", "BatchSequence", "BatchStep", "CatalogueItem", "Equipment", "Passage", "Product",
     "ReagentLot", "SpecTest", "SpecificationVersion", "StepEquipment", "StepReagent", "VesselType",
     "NotificationTask", "TaskAcknowledgement",

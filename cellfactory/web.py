@@ -62,6 +62,7 @@ def register(app: Flask) -> None:
     from cellfactory.auth.views import bp as auth_bp
     from cellfactory.batches.views import bp as batches_bp
     from cellfactory.deviations.views import bp as deviations_bp
+    from cellfactory.documents.views import bp as documents_bp
     from cellfactory.donors.views import bp as donors_bp
     from cellfactory.equipment.views import bp as equipment_bp
     from cellfactory.main.views import bp as main_bp
@@ -78,7 +79,7 @@ def register(app: Flask) -> None:
 
     for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
                       batches_bp, products_bp, reagents_bp, equipment_bp,
-                      qc_bp, deviations_bp,
+                      qc_bp, deviations_bp, documents_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp,
                       search_bp,
@@ -344,6 +345,7 @@ NAV = [
     ("products.index", N_("Products")),
     ("reagents.lots", N_("Lots")),
     ("equipment.index", N_("Equipment")),
+    ("documents.sops", N_("Documents")),
     ("releases.review_worklist", N_("Review")),
     ("releases.certification_worklist", N_("Certification")),
     ("releases.register", N_("QP register")),

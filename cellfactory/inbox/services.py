@@ -31,6 +31,7 @@ from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngette
 from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
+from cellfactory.documents.models import ChangeAction, ChangeRequest, ChangeStatus
 from cellfactory.extensions import db
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.notifications import services as notification_services
@@ -83,6 +84,7 @@ class Kind(enum.StrEnum):
     CERTIFICATION = "certification"
     RECALL = "recall"
     CRITICAL_DEVIATION = "critical_deviation"
+    CHANGE_ACTIONS_OPEN = "change_actions_open"
 
     @property
     def label(self) -> str:
@@ -116,6 +118,7 @@ KIND_LABELS = {
     Kind.CERTIFICATION: N_("Certification"),
     Kind.RECALL: N_("Recall"),
     Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
+    Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
 }
 # Stored values an item names: English says them as stored (as it always has), Italian in words.
 VALUE_WORDS = {
@@ -490,6 +493,25 @@ def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
                        _anchor=f"action-{action.id}")
 
 
+def _changes_with_open_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Approved changes whose actions are not all completed, due on their earliest open action's due date; read with
+    the count and that date in one statement."""
+    open_action = sa.and_(ChangeAction.change_request_id == ChangeRequest.id, ChangeAction.completed_at.is_(None))
+    count = sa.select(sa.func.count(ChangeAction.id)).where(open_action).scalar_subquery()
+    due = sa.select(sa.func.min(ChangeAction.due_date)).where(open_action).scalar_subquery()
+    rows = db.session.execute(visible_to(
+        sa.select(ChangeRequest, count, due).where(ChangeRequest.status == ChangeStatus.APPROVED,
+                                                   scope.of(ChangeRequest.site_id), count > 0)
+        .options(lazyload(ChangeRequest.site), lazyload(ChangeRequest.requested_by), lazyload(ChangeRequest.products),
+                 lazyload(ChangeRequest.actions))
+        .order_by(due, ChangeRequest.id), ChangeRequest, ctx.user).limit(KIND_LIMIT))
+    for change, open_count, first_due in rows:
+        label = ngettext("%(number)s: %(num)d open action (%(title)s)", "%(number)s: %(num)d open actions (%(title)s)",
+                         open_count, number=change.number, title=_short(change.title))
+        yield ctx.item(Kind.CHANGE_ACTIONS_OPEN, label, change.number, change.site_id, "documents.change",
+                       due=first_due, since=change.decided_at, number=change.number, _anchor="actions")
+
+
 def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
     materials = db.session.scalars(visible_to(
         sa.select(SourceMaterial).where(SourceMaterial.status == MaterialStatus.QUARANTINED,
@@ -653,7 +675,8 @@ Builder = Callable[[_Context, Scope], Iterable[Item]]
 BUILDERS: dict[Role, tuple[Builder, ...]] = {
     Role.TECHNICIAN: (_steps_due, _steps_to_verify, _units_to_put_away, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
-    Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions),
+    Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
+              _changes_with_open_actions),
     Role.QP: (_batches_to_certify, _conditional_releases),
     Role.ADMIN: (_identity_checks, _locked_accounts),
     Role.AUDITOR: (_recent_certifications, _recalls, _critical_deviations),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import Role, User
@@ -54,7 +55,9 @@ def tasks_for(user: User, *, include_completed: bool = False) -> list[Notificati
         query = query.where(NotificationTask.site_id.in_(sites))
     if not include_completed:
         query = query.where(NotificationTask.completed_at.is_(None))
-    return list(db.session.scalars(query.order_by(NotificationTask.id.desc()).limit(200)))
+    # Each task's acknowledgements in the same statement: who still has to acknowledge is read from them.
+    return list(db.session.scalars(query.options(joinedload(NotificationTask.acknowledgements))
+                                   .order_by(NotificationTask.id.desc()).limit(200)).unique())
 
 
 def get_task(user: User, task_id: int) -> NotificationTask:

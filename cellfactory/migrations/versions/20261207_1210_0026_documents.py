@@ -2,7 +2,7 @@
 requests with their products, approvals and actions, numbered per site and year
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 Create Date: 2026-12-07 12:10:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0026'
-down_revision = '0024'
+down_revision = '0025'
 branch_labels = None
 depends_on = None
 

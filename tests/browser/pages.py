@@ -48,6 +48,9 @@ def main_pages(live_server) -> list[tuple[str, str, str]]:
         ("trace", READER, "/trace/"),
         ("certification", READER, "/releases/certification"),
         ("audit", READER, "/audit/"),
+        ("equipment", READER, "/equipment/"),
+        ("sops", READER, "/documents/sops"),
+        ("change-requests", READER, "/documents/changes"),
         ("search", READER, "/search?q=BG"),
         ("admin-users", ADMIN, "/admin/users"),
     ]

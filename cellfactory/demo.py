@@ -193,6 +193,10 @@ def _build(password: str, say: Progress = _quiet) -> None:
 
     say("Units: storage, issue, shipment, receipt, administration")
     build_units(users, password)
+    from cellfactory.demo_quality import build_quality
+
+    say("Quality system at BG: equipment calibrations, an SOP and its change request")
+    build_quality(users, password)
     say("Committing")
 
 

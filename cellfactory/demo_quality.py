@@ -14,8 +14,13 @@ from reportlab.pdfgen.canvas import Canvas
 from cellfactory.auth.models import Role, User
 from cellfactory.core.clock import local_today
 from cellfactory.documents import services as documents
-from cellfactory.documents.commands import AddChangeAction, CreateSop, NewSopVersion, OpenChangeRequest, \
-    SubmitChangeRequest
+from cellfactory.documents.commands import (
+    AddChangeAction,
+    CreateSop,
+    NewSopVersion,
+    OpenChangeRequest,
+    SubmitChangeRequest,
+)
 from cellfactory.equipment import services as equipment
 from cellfactory.equipment.commands import RecordEvent
 from cellfactory.equipment.models import Equipment

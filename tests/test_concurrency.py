@@ -482,3 +482,41 @@ def test_two_analysts_entering_the_first_result_of_a_test_at_once_make_one_first
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(QcResult).where(
             QcResult.batch_id == batch_id)) == 1
+
+
+def test_two_new_versions_of_one_sop_at_once_make_one_draft(plant_app):
+    """An SOP has one draft at a time: two technicians uploading a new version at once make one draft; the other
+    is told which draft exists (no second version 2, no server error)."""
+    from cellfactory.core.errors import Conflict
+    from cellfactory.documents import services as documents
+    from cellfactory.documents.commands import CreateSop, NewSopVersion
+    from cellfactory.documents.models import Sop, SopVersion
+    from tests.batch_helpers import signing
+
+    pdf = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+    app, plant, _dins = plant_app
+    with app.app_context():
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        authors = [make_user(f"tech.sop{i}", [(Role.TECHNICIAN, "BG")]).id for i in (1, 2)]
+        sop = documents.create_sop(db.session.get(User, authors[0]), site, CreateSop.parse(
+            {"code": "SOP-QC-009", "title": "Sterility sampling", "effective_on": "2099-01-01", "pdf": pdf}))
+        documents.approve_version(db.session.get(User, plant.qa.id), sop.versions[0],
+                                  signer=signing(db.session.get(User, plant.qa.id)))
+        sop_id = sop.id
+        db.session.remove()
+
+    def add(user, site):
+        author = db.session.get(User, authors.pop())
+        try:
+            documents.add_version(author, db.session.get(Sop, sop_id), NewSopVersion.parse(
+                {"effective_on": "2099-02-01", "pdf": pdf, "change_summary": author.username}))
+            return "added"
+        except Conflict as refused:
+            return refused.message
+
+    outcomes = run_in_parallel(app, 2, add)
+    assert sorted(outcomes) == ["SOP-QC-009 already has a draft (version 2): approve or withdraw it first.",
+                                "added"], outcomes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(SopVersion).where(
+            SopVersion.sop_id == sop_id)) == 2

@@ -18,7 +18,7 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.i18n import N_, _
 from cellfactory.core.numbering import next_number
 from cellfactory.core.scoping import get_visible, visible_to
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.documents.commands import (
     AddChangeAction,
     CloseChangeRequest,
@@ -146,6 +146,9 @@ def create_sop(actor: User, site: Site, command: CreateSop) -> Sop:
 def add_version(actor: User, sop: Sop, command: NewSopVersion) -> SopVersion:
     """A new draft version of the SOP (staff of the site); one draft at a time."""
     _require_staff(actor, sop.site_id)
+    # Two new versions at once: the second waits here, then finds the first's draft.
+    lock_records([sop])
+    db.session.refresh(sop, ["versions"])
     if sop.draft is not None:
         raise Conflict(_("%(code)s already has a draft (version %(number)s): approve or withdraw it first.",
                          code=sop.code, number=sop.draft.number))
@@ -165,6 +168,9 @@ def approve_version(actor: User, version: SopVersion, *, signer: Signer) -> SopV
     """QA of the site approves a draft with an electronic signature: it becomes effective and the version effective
     until now is superseded (kept, readable, marked). Its author may not approve it."""
     _require_qa(actor, version.site_id)
+    # Two approvals at once: the second waits here, then reads the status the first left.
+    lock_records([version.sop])
+    db.session.refresh(version)
     if version.status != SopVersionStatus.DRAFT:
         raise Conflict(_("%(code)s v%(number)s is %(status)s, not a draft.", code=version.sop.code,
                          number=version.number, status=version.status.label))

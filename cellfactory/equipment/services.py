@@ -19,7 +19,7 @@ from cellfactory.core.i18n import _, current_language
 from cellfactory.core.plausibility import check_date
 from cellfactory.core.roles import Role
 from cellfactory.core.scoping import get_visible
-from cellfactory.core.transaction import transactional
+from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.equipment.commands import (
     ChangeEquipmentStatus,
     OpenImpactDeviation,
@@ -170,6 +170,8 @@ def record_event(actor: User, equipment: Equipment, command: RecordEvent) -> Equ
     """Record a calibration, maintenance, qualification or repair; the due date and status follow from the events."""
     permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, equipment.site_id),
                         _("Only technicians and QA of the site record equipment events."))
+    # Events of one instrument are recorded one at a time: its due date and status derive from all of them.
+    lock_records([equipment])
     errors = event_problems(equipment, command)
     if errors:
         raise ValidationFailed(_("The event cannot be recorded: %(problems)s",

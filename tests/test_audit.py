@@ -86,6 +86,24 @@ def test_every_audited_model_records_creation_with_values(users):
     donor_services.decide_risk_assessment(refetch(plant.qa), reactive,
                                           DecideRiskAssessment(allowed=True, reason="anti-HBs 150 IU/L"),
                                           signer=Signer("qa.bg", PASSWORD))
+    from cellfactory.documents import services as documents
+    from cellfactory.documents.commands import AddChangeAction, CreateSop, OpenChangeRequest, SubmitChangeRequest
+    from cellfactory.equipment import services as equipment_services
+    from cellfactory.equipment.commands import RecordEvent
+    from cellfactory.equipment.models import Equipment
+
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    documents.create_sop(refetch(plant.tech), site_services.get_site("BG"), CreateSop.parse(
+        {"code": "SOP-1", "title": "t", "effective_on": "2099-01-01", "pdf": pdf}))
+    change = documents.open_change_request(refetch(plant.tech), site_services.get_site("BG"), OpenChangeRequest.parse(
+        {"title": "t", "description": "d", "reason": "r", "impact_assessment": "none", "products": ["UCMSC"]}))
+    documents.submit_change_request(refetch(plant.tech), change, SubmitChangeRequest.parse(
+        {"affects_released_products": False}))
+    documents.add_action(refetch(plant.qa), change, AddChangeAction.parse(
+        {"description": "train", "owner": "technician.bg", "due_date": "2099-01-01"}))
+    cabinet = db.session.scalar(sa.select(Equipment).where(Equipment.code == "BSC-01"))
+    equipment_services.record_event(refetch(plant.tech), cabinet, RecordEvent.parse(
+        {"kind": "maintenance", "performed_on": "2026-01-05", "result": "pass", "reference": "MNT-1"}))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

@@ -96,7 +96,7 @@ def set_status(actor: User, equipment: Equipment, command: ChangeEquipmentStatus
                          "found %(result)s.", code=equipment.code, result=calibration_hold(equipment).result.label))
     audit.act_as(db.session, actor, reason=command.reason)
     equipment.out_of_service_by_hand = command.status == EquipmentStatus.OUT_OF_SERVICE
-    _derive(equipment)
+    _derive(equipment, events_changed=False)
     return equipment
 
 
@@ -131,14 +131,18 @@ def calibration_hold(equipment: Equipment) -> EquipmentEvent | None:
     return None
 
 
-def _derive(equipment: Equipment) -> None:
+def _derive(equipment: Equipment, *, events_changed: bool = True) -> None:
     """Store the due date and status the events give (in the caller's transaction): the latest valid passing
     calibration's next due date (the date given at registration while there is none); out of service when taken
-    out by hand or while the latest valid calibration is not a pass."""
-    db.session.flush()
-    passes = [e for e in _calibrations(equipment) if e.result == EventResult.PASS]
+    out by hand or while the latest valid calibration is not a pass. The equipment's own changes are written with
+    the derived ones, in one audit entry."""
+    if events_changed:
+        db.session.flush()
+    with db.session.no_autoflush:
+        passes = [e for e in _calibrations(equipment) if e.result == EventResult.PASS]
+        hold = calibration_hold(equipment)
     due = passes[-1].next_due if passes else (equipment.registered_due or equipment.calibration_due)
-    status = EquipmentStatus.OUT_OF_SERVICE if (equipment.out_of_service_by_hand or calibration_hold(equipment))\
+    status = EquipmentStatus.OUT_OF_SERVICE if (equipment.out_of_service_by_hand or hold) \
         else EquipmentStatus.IN_SERVICE
     if due is not None and equipment.calibration_due != due:
         equipment.calibration_due = due

@@ -473,7 +473,7 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         donors=[f"{m.material.donor.code} ({m.material.donor.donor_type.label})" for m in batch.materials]
         # Annex 13 Att. 3: the patient of an autologous or directed product.
         + ([_("for recipient %(recipient)s only (%(collection)s, trial %(trial)s)", recipient=batch.recipient_code,
-              collection=batch.collection_type.label, trial=batch.recipient_trial_code)]
+              collection=_collection_word(batch.collection_type), trial=batch.recipient_trial_code)]
            if batch.recipient_code else []),
         specification=_("%(specification)s, approved %(approved)s", specification=batch.specification.label,
                         approved=format_local(batch.specification.approved_at, tz)),
@@ -491,3 +491,11 @@ def build_document(batch, decision, certificate, verification_url: str) -> Certi
         content_hash=decision.signature.content_hash, verification_url=verification_url,
         version=config["VERSION"], build=config["BUILD"], printed=format_local(utcnow(), tz, seconds=True),
         banner=banner)
+
+
+def _collection_word(collection: Any) -> str:
+    """Whom the batch is for, in one word, as the certificate says it beside the recipient."""
+    words = {"allogeneic": pgettext("collection type of a batch", "allogeneic"),
+             "autologous": pgettext("collection type of a batch", "autologous"),
+             "directed": pgettext("collection type of a batch", "directed")}
+    return words.get(getattr(collection, "value", collection), str(collection))

@@ -189,3 +189,33 @@ def test_the_site_api_takes_a_language_and_refuses_another(client, users, sites)
     assert client.get("/api/v1/sites/PV", headers=headers).status_code == 404
     response = client.post("/api/v1/sites", json={**site, "language": "it"}, headers=headers)
     assert response.status_code == 201 and response.get_json()["language"] == "it"
+
+
+def test_an_alert_raised_where_italian_is_spoken_is_stored_in_english(app, users, sites) -> None:
+    """Stored text stays in the language it was raised in (English): an Italian reader's request, or the Italian
+    installation's command line, does not put Italian words into an English sentence."""
+    from cellfactory.alerts.models import Alert
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import Batch, BatchStatus
+    from cellfactory.lifecycle import services as lifecycle
+    from cellfactory.qc import services as qc
+    from cellfactory.qc.commands import EnterResult
+    from tests.batch_helpers import (
+        batch_start,
+        build_plant,
+        run_batch_to_awaiting_qc,
+        start_command,
+        started_long_ago,
+    )
+
+    plant = build_plant(users, sites)
+    batch = batch_services.start_batch(refetch(plant.tech), sites["BG"], start_command(
+        sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
+    run_batch_to_awaiting_qc(plant, batch)
+    started_long_ago(batch)
+    lifecycle.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+    with app.test_request_context("/"), i18n.in_language("it"):
+        qc.enter_result(refetch(plant.qc), db.session.get(Batch, batch.id), EnterResult.parse(
+            {"test": "VIAB", "value": "50", "sample_id": "S-1", "sampled_at": "2026-12-01T10:00:00+01:00"}))
+    alerts = list(db.session.scalars(sa.select(Alert).where(Alert.kind == "oos")))  # one per audience
+    assert alerts and all(alert.message.endswith("the batch is on hold.") for alert in alerts)

@@ -22,7 +22,7 @@ from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, local_today, utcnow
 from cellfactory.core.db import ID_MAX
 from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
-from cellfactory.core.i18n import N_, _
+from cellfactory.core.i18n import N_, _, in_language
 from cellfactory.core.plausibility import check_date, check_instant
 from cellfactory.core.scoping import visible_to
 from cellfactory.core.transaction import lock_records, serialize_with, transactional
@@ -262,11 +262,13 @@ def _out_of_specification(actor: User, batch: Batch, result: QcResult) -> None:
         batch.held_from = batch.status
         batch.status = BatchStatus.ON_HOLD
         batch.status_changed_at = utcnow()
+    with in_language("en"):  # the alert's text is stored, in English as it was raised
+        status = batch.status.label
     raise_alert(
         "oos",
         f"{test.name} of batch {batch.number} is out of specification: {result.value_text}, {result.explanation} "
         f"(criterion {test.criterion_text}; sample {result.sample_id}). Deviation {deviation.number} is open; the "
-        f"batch is {batch.status.label}.",
+        f"batch is {status}.",
         site_ids=[batch.site_id], link=("batches.detail", {"number": batch.number}))
     db.session.flush()
 
@@ -551,9 +553,11 @@ def post_release_failure(actor: User, batch: Batch, result: QcResult, deviation:
         return text
 
     where = "; ".join(whereabouts(u) for u in issued) or "no unit has been issued"
+    with in_language("en"):  # the alert's text is stored, in English as it was raised
+        standing_words = standing.label
     raise_alert(
         "post_release_failure",
-        f"{result.spec_test.name} of batch {batch.number} ({standing.label}) is out of specification after "
+        f"{result.spec_test.name} of batch {batch.number} ({standing_words}) is out of specification after "
         f"release: {result.value_text}. Deviation {deviation.number} (critical) is open. Units issued: {where}. "
         "Inform the treating physicians.",
         site_ids=sorted({batch.site_id, *(u.site_id for u in issued), *in_transit.values()}),
@@ -675,7 +679,8 @@ def batch_worksheet(actor: User, batch: Batch) -> list[WorksheetRow]:
     """Every test of the batch still without a result: one grid instead of a page per test."""
     _require_analyst(actor, batch.site_id)
     if batch.status not in RESULT_STATES:
-        raise Conflict(f"Batch {batch.number} is {batch.status.label}: results can no longer be entered.")
+        raise Conflict(_("Batch %(number)s is %(status)s: results can no longer be entered.", number=batch.number,
+                         status=batch.status.label))
     return _first_results_missing([batch])
 
 

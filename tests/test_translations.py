@@ -119,7 +119,7 @@ def test_a_language_choice_is_audited_and_an_unknown_one_is_refused(client, user
     login(client, user.username)
     client.post("/auth/language", data={"language": "it", "next": "/account/"})
     entry = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "app_user",
-                                                           AuditEntry.entity_id == user.id)
+                                                           AuditEntry.entity_id == str(user.id))
                                .order_by(AuditEntry.id.desc())).first()
     assert entry.changes["language"] == [None, "it"]
     assert entry.reason == "language chosen by the user"

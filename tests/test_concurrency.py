@@ -520,3 +520,39 @@ def test_two_new_versions_of_one_sop_at_once_make_one_draft(plant_app):
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(SopVersion).where(
             SopVersion.sop_id == sop_id)) == 2
+
+
+def test_two_calibrations_voided_at_once_leave_the_due_date_of_neither(plant_app):
+    """Two QA void the instrument's two calibrations at once: afterwards no calibration counts, so the due date is
+    the one given at registration (each void alone would leave the other calibration's)."""
+    import datetime as dt
+
+    from cellfactory.equipment import services as equipment_services
+    from cellfactory.equipment.commands import RecordEvent, VoidEvent
+    from cellfactory.equipment.models import Equipment, EquipmentEvent
+
+    app, plant, _dins = plant_app
+    with app.app_context():
+        qa_ids = [plant.qa.id, make_user("qa.second", [(Role.QA, "BG")]).id]
+        cabinet = db.session.scalar(sa.select(Equipment).where(Equipment.code == "BSC-01"))
+        registered = cabinet.calibration_due
+        today = equipment_services.site_today(cabinet.site)
+        events = []
+        for days_ago, due_in in ((60, 100), (30, 200)):
+            events.append(equipment_services.record_event(db.session.get(User, plant.tech.id), cabinet,
+                                                          RecordEvent.parse({
+                "kind": "calibration", "performed_on": (today - dt.timedelta(days=days_ago)).isoformat(),
+                "result": "pass", "next_due": (today + dt.timedelta(days=due_in)).isoformat(),
+                "reference": f"CAL-{days_ago}"})).id)
+        cabinet_id = cabinet.id
+        db.session.remove()
+
+    def void(user, site):
+        qa, event_id = db.session.get(User, qa_ids.pop()), events.pop()
+        equipment_services.void_event(qa, db.session.get(EquipmentEvent, event_id),
+                                      VoidEvent.parse({"reason": "recorded on the wrong instrument"}))
+        return "voided"
+
+    assert run_in_parallel(app, 2, void) == ["voided", "voided"]
+    with app.app_context():
+        assert db.session.get(Equipment, cabinet_id).calibration_due == registered

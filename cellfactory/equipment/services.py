@@ -205,6 +205,9 @@ def record_event(actor: User, equipment: Equipment, command: RecordEvent) -> Equ
 def void_event(actor: User, event: EquipmentEvent, command: VoidEvent) -> EquipmentEvent:
     """QA voids a wrong event with the reason; it stays in the history and no longer counts."""
     permissions.require(actor.has_role(Role.QA, event.site_id), _("Only QA of the site voids equipment events."))
+    # As when an event is recorded: the instrument's due date and status derive from all its events.
+    lock_records([event.equipment])
+    db.session.refresh(event)
     if event.voided_at is not None:
         raise Conflict(_("This event is already void."))
     audit.act_as(db.session, actor, reason=command.reason)
@@ -283,6 +286,8 @@ def open_impact_deviation(actor: User, event: EquipmentEvent, command: OpenImpac
     deviation holds one batch: one is opened for each, each describing the event and listing every batch."""
     permissions.require(actor.has_role(Role.QA, event.site_id),
                         _("Only QA of the site opens the deviation of an out-of-tolerance calibration."))
+    lock_records([event.equipment])  # two QA at once: the second then finds the first's deviations
+    db.session.refresh(event)
     if not event.calls_into_question:
         raise Conflict(_("Only a valid calibration found out of tolerance or failed puts batches in question."))
     if event.impact_deviations:

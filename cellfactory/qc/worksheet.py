@@ -71,16 +71,19 @@ def _form(rows: list[qc.WorksheetRow]) -> WorksheetForm:
             {"number": row.batch.number, "test": row.test.code, "sample_id": f"{row.batch.number}-{row.test.code}"}
             for row in rows]})
         form.sampled_at.data = None
-    choices: dict[int, list[tuple[str, str]]] = {}
+    choices = _instrument_choices(rows[0].batch.site_id if rows else g.site.id)  # a sheet is of one site
     for entry in form.rows:
-        site_id = rows[0].batch.site_id if rows else g.site.id
-        entry.form.instrument.choices = choices.setdefault(site_id, _instrument_choices(site_id))
+        entry.form.instrument.choices = choices
     return form
 
 
+def _key(entry: Any) -> str:
+    """The row a submitted line names (`WorksheetRow.key`)."""
+    return f"{(entry.form.number.data or '').strip().upper()}/{(entry.form.test.data or '').strip().upper()}"
+
+
 def _row_for(rows: list[qc.WorksheetRow], entry: Any) -> qc.WorksheetRow | None:
-    key = f"{(entry.form.number.data or '').strip().upper()}/{(entry.form.test.data or '').strip().upper()}"
-    return next((row for row in rows if row.key == key), None)
+    return next((row for row in rows if row.key == _key(entry)), None)
 
 
 def _place(entry: Any, form: WorksheetForm, error: DomainError) -> None:
@@ -152,8 +155,7 @@ def _submit(form: WorksheetForm, rows: list[qc.WorksheetRow], done_url: str) -> 
 
 def _render(form: WorksheetForm, rows: list[qc.WorksheetRow], **context: Any) -> tuple[str, int]:
     by_key = {row.key: row for row in rows}
-    lines = [(entry, by_key.get(f"{entry.form.number.data}/{entry.form.test.data}"), getattr(entry, "saved", None))
-             for entry in form.rows]
+    lines = [(entry, by_key.get(_key(entry)), getattr(entry, "saved", None)) for entry in form.rows]
     problem = bool(form.errors or form.form_errors or any(e.form.errors for e in form.rows))
     # Rows saved on this submission are kept whatever the others' refusals: the answer is not an error then.
     status = 422 if problem and not any(saved for _, _, saved in lines) else 200

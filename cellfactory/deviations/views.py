@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy.orm import selectinload
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -110,7 +111,7 @@ def index() -> str:
     query = query.order_by(*SORTS.get(args.get("sort"), (
         sa.case((is_open, 0), else_=1), sa.case((is_open, Deviation.opened_at)), Deviation.opened_at.desc(),
         Deviation.id.desc())))
-    result = paginate(query, page, per_page)
+    result = paginate(query.options(selectinload(Deviation.batch_links)), page, per_page)
     batch_ids = {batch_id for d in result.items for batch_id in d.batch_ids}
     batches = dict(db.session.execute(sa.select(Batch.id, Batch.number).where(Batch.id.in_(batch_ids))).all()) \
         if batch_ids else {}

@@ -33,7 +33,7 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
 from cellfactory.documents.models import ChangeAction, ChangeRequest, ChangeStatus
 from cellfactory.extensions import db
-from cellfactory.materials.models import MaterialStatus, SourceMaterial
+from cellfactory.materials.models import ExpectationStatus, ExpectedMaterial, MaterialStatus, SourceMaterial
 from cellfactory.notifications import services as notification_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
@@ -43,7 +43,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import IdentityVerification
 from cellfactory.sites.models import Site
 from cellfactory.units import services as unit_services
-from cellfactory.units.models import Shipment, ShipmentStatus, Unit, UnitStatus
+from cellfactory.units.models import RequestStatus, Shipment, ShipmentStatus, Unit, UnitRequest, UnitStatus
 
 S = BatchStatus
 
@@ -60,7 +60,9 @@ class Kind(enum.StrEnum):
 
     STEP_DUE = "step_due"
     STEP_TO_VERIFY = "step_to_verify"
+    MATERIAL_TO_RECEIVE = "material_to_receive"
     UNIT_TO_PUT_AWAY = "unit_to_put_away"
+    SHIPMENT_TO_PACK = "shipment_to_pack"
     SHIPMENT_TO_RECEIVE = "shipment_to_receive"
     RESULTS_TO_ENTER = "results_to_enter"
     RESULT_TO_VERIFY = "result_to_verify"
@@ -94,7 +96,9 @@ class Kind(enum.StrEnum):
 KIND_LABELS = {
     Kind.STEP_DUE: N_("Step to record"),
     Kind.STEP_TO_VERIFY: N_("Step to verify"),
+    Kind.MATERIAL_TO_RECEIVE: N_("Material to receive"),
     Kind.UNIT_TO_PUT_AWAY: N_("Unit to put away"),
+    Kind.SHIPMENT_TO_PACK: N_("Shipment to pack"),
     Kind.SHIPMENT_TO_RECEIVE: N_("Shipment to receive"),
     Kind.RESULTS_TO_ENTER: N_("Results to enter"),
     Kind.RESULT_TO_VERIFY: N_("Result to verify"),
@@ -331,6 +335,50 @@ def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
                                                  name=step.name), batch.number,
                        batch.site_id, "batches.detail", since=step.ended_at, number=batch.number,
                        _anchor=f"verify-{step.code}")
+
+
+def _materials_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Material announced to the site and not yet received, due on its expected arrival: the receipt page opens
+    with its DIN, donor and material filled in (the receipt of that DIN fulfils the expectation)."""
+    expected = db.session.scalars(visible_to(
+        sa.select(ExpectedMaterial).where(ExpectedMaterial.status == ExpectationStatus.EXPECTED,
+                                          scope.of(ExpectedMaterial.site_id))
+        .options(lazyload(ExpectedMaterial.site), lazyload(ExpectedMaterial.collection_facility))
+        .order_by(ExpectedMaterial.expected_at, ExpectedMaterial.id), ExpectedMaterial, ctx.user).limit(KIND_LIMIT))
+    for material in expected:
+        site = ctx.site(material.site_id)
+        arrival = material.expected_at.astimezone(ZoneInfo(site.timezone))
+        yield ctx.item(Kind.MATERIAL_TO_RECEIVE,
+                       _("Receive %(material)s of donor %(donor)s, expected %(when)s",
+                         material=material.material_type.label.lower(), donor=material.donor_code,
+                         when=format_local(material.expected_at, site.timezone)),
+                       isbt128.format_din(material.din), material.site_id, "materials.receive", due=arrival.date(),
+                       since=material.expected_at, din=material.din, donor=material.donor_code,
+                       material_type=material.material_type.value)
+
+
+def _shipments_to_pack(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Units reserved for a request and not shipped yet (still reserved: a hold or a recall takes them off), due on
+    the date needed: the new shipment opens with the unit and its destination chosen."""
+    rows = db.session.execute(
+        unit_services.visible_requests(ctx.user)
+        .join(Unit, Unit.id == UnitRequest.unit_id)
+        .where(UnitRequest.status == RequestStatus.RESERVED, Unit.status == UnitStatus.RESERVED,
+               scope.of(UnitRequest.site_id))
+        .with_only_columns(UnitRequest.site_id, UnitRequest.needed_on, UnitRequest.requested_by,
+                           UnitRequest.recipient_code, UnitRequest.created_at, Unit.din, Unit.product_code,
+                           Unit.division, Site.code.label("destination"))
+        .join(Site, Site.id == UnitRequest.destination_site_id)
+        .order_by(UnitRequest.needed_on, UnitRequest.id).limit(KIND_LIMIT))
+    for row in rows:
+        identifier = f"{row.din}-{row.product_code}-{row.division}"
+        label = (_("Pack unit %(unit)s for %(site)s, recipient %(recipient)s (asked by %(who)s)", unit=identifier,
+                   site=row.destination, recipient=row.recipient_code, who=_short(row.requested_by))
+                 if row.recipient_code else
+                 _("Pack unit %(unit)s for %(site)s (asked by %(who)s)", unit=identifier, site=row.destination,
+                   who=_short(row.requested_by)))
+        yield ctx.item(Kind.SHIPMENT_TO_PACK, label, identifier, row.site_id, "shipments.create", due=row.needed_on,
+                       since=row.created_at, unit=identifier, to_site=row.destination)
 
 
 # Units a site holds that are not stored and could be (`units.services.put_away` refuses final and shipped units,
@@ -673,7 +721,8 @@ def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 Builder = Callable[[_Context, Scope], Iterable[Item]]
 BUILDERS: dict[Role, tuple[Builder, ...]] = {
-    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _units_to_put_away, _shipments_to_receive),
+    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_to_put_away, _shipments_to_pack,
+                      _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
     Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
               _changes_with_open_actions),

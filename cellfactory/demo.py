@@ -314,7 +314,7 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     from cellfactory.donors.eligibility import BASE_PANEL
     from cellfactory.donors.models import ScreeningTest
     from cellfactory.materials import services as materials
-    from cellfactory.materials.commands import ReceiveMaterial
+    from cellfactory.materials.commands import AnnounceMaterial, ReceiveMaterial
 
     tech = users["technician.bg"]
     materials.register_collection_facility(users["admin.bg"], site, facility_id="A9998",
@@ -342,6 +342,10 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
             "transport_started_at": collected + dt.timedelta(hours=1), "arrived_at": collected + dt.timedelta(hours=3),
             "transport_temp_min_c": "4.0", "transport_temp_max_c": "8.0", "container_intact": True,
             "documents_complete": True}))
+    # The maternity ward announces a cord being collected: the DIN of its label, expected in six hours.
+    materials.announce_material(tech, site, AnnounceMaterial.of({
+        "din": isbt128.build_din("A9998", now.year, 42).din13, "donor": "UC-BG-012", "material_type": "umbilical_cord",
+        "collection_facility": "A9998", "expected_at": now + dt.timedelta(hours=6)}))
 
 
 def _summary(password: str) -> str:

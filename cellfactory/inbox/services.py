@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import contains_eager, joinedload, lazyload
+from sqlalchemy.orm import aliased, contains_eager, joinedload, lazyload
 
 from cellfactory import isbt128
 from cellfactory.alerts.services import alerts_for
@@ -357,46 +357,41 @@ def _materials_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
                        material_type=material.material_type.value)
 
 
-def _shipments_to_pack(ctx: _Context, scope: Scope) -> Iterator[Item]:
-    """Units reserved for a request and not shipped yet (still reserved: a hold or a recall takes them off), due on
-    the date needed: the new shipment opens with the unit and its destination chosen."""
-    rows = db.session.execute(
-        unit_services.visible_requests(ctx.user)
-        .join(Unit, Unit.id == UnitRequest.unit_id)
-        .where(UnitRequest.status == RequestStatus.RESERVED, Unit.status == UnitStatus.RESERVED,
-               scope.of(UnitRequest.site_id))
-        .with_only_columns(UnitRequest.site_id, UnitRequest.needed_on, UnitRequest.requested_by,
-                           UnitRequest.recipient_code, UnitRequest.created_at, Unit.din, Unit.product_code,
-                           Unit.division, Site.code.label("destination"))
-        .join(Site, Site.id == UnitRequest.destination_site_id)
-        .order_by(UnitRequest.needed_on, UnitRequest.id).limit(KIND_LIMIT))
-    for row in rows:
-        identifier = f"{row.din}-{row.product_code}-{row.division}"
-        label = (_("Pack unit %(unit)s for %(site)s, recipient %(recipient)s (asked by %(who)s)", unit=identifier,
-                   site=row.destination, recipient=row.recipient_code, who=_short(row.requested_by))
-                 if row.recipient_code else
-                 _("Pack unit %(unit)s for %(site)s (asked by %(who)s)", unit=identifier, site=row.destination,
-                   who=_short(row.requested_by)))
-        yield ctx.item(Kind.SHIPMENT_TO_PACK, label, identifier, row.site_id, "shipments.create", due=row.needed_on,
-                       since=row.created_at, unit=identifier, to_site=row.destination)
-
-
 # Units a site holds that are not stored and could be (`units.services.put_away` refuses final and shipped units,
 # and units blocked while in transit; a recalled unit waits for its destruction).
 TO_PUT_AWAY = (UnitStatus.QUARANTINE, UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED)
 
 
-def _units_to_put_away(ctx: _Context, scope: Scope) -> Iterator[Item]:
+def _units_here(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """In one statement, the units a site holds that wait for a technician: those to put away, and those reserved
+    for a request and not shipped yet (still reserved: a hold or a recall takes them off), to pack by the date
+    needed, the new shipment opening with the unit and its destination chosen."""
     blocked_here = sa.and_(Unit.status == UnitStatus.BLOCKED, Unit.held_from != UnitStatus.SHIPPED)
-    units = db.session.scalars(visible_to(
-        sa.select(Unit).where(Unit.position_id.is_(None), sa.or_(Unit.status.in_(TO_PUT_AWAY), blocked_here),
-                              scope.of(Unit.site_id))
-        .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
-    for unit in units:
-        yield ctx.item(Kind.UNIT_TO_PUT_AWAY, _("Put away unit %(identifier)s (%(status)s)", identifier=unit.identifier,
-                                                   status=_said("unit", unit.status)),
-                       unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
-                       identifier=unit.identifier, _anchor="store")
+    to_put_away = sa.and_(Unit.position_id.is_(None), sa.or_(Unit.status.in_(TO_PUT_AWAY), blocked_here))
+    destination = aliased(Site)
+    rows = db.session.execute(visible_to(
+        sa.select(Unit, to_put_away.label("to_put_away"), UnitRequest.needed_on, UnitRequest.requested_by,
+                  UnitRequest.recipient_code, UnitRequest.created_at.label("requested_at"),
+                  destination.code.label("destination"))
+        .outerjoin(UnitRequest, sa.and_(UnitRequest.unit_id == Unit.id, UnitRequest.status == RequestStatus.RESERVED,
+                                        Unit.status == UnitStatus.RESERVED))
+        .outerjoin(destination, destination.id == UnitRequest.destination_site_id)
+        .where(sa.or_(to_put_away, UnitRequest.id.is_not(None)), scope.of(Unit.site_id))
+        .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT * 2))
+    for row in rows:
+        unit = row.Unit
+        if row.to_put_away:
+            yield ctx.item(Kind.UNIT_TO_PUT_AWAY, _("Put away unit %(identifier)s (%(status)s)",
+                                                       identifier=unit.identifier, status=_said("unit", unit.status)),
+                           unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
+                           identifier=unit.identifier, _anchor="store")
+        if row.destination is not None:
+            values = {"unit": unit.identifier, "site": row.destination, "who": _short(row.requested_by)}
+            label = (_("Pack unit %(unit)s for %(site)s, recipient %(recipient)s (asked by %(who)s)",
+                       recipient=row.recipient_code, **values) if row.recipient_code
+                     else _("Pack unit %(unit)s for %(site)s (asked by %(who)s)", **values))
+            yield ctx.item(Kind.SHIPMENT_TO_PACK, label, unit.identifier, unit.site_id, "shipments.create",
+                           due=row.needed_on, since=row.requested_at, unit=unit.identifier, to_site=row.destination)
 
 
 def _shipments_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
@@ -721,8 +716,7 @@ def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 Builder = Callable[[_Context, Scope], Iterable[Item]]
 BUILDERS: dict[Role, tuple[Builder, ...]] = {
-    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_to_put_away, _shipments_to_pack,
-                      _shipments_to_receive),
+    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_here, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
     Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
               _changes_with_open_actions),

@@ -599,7 +599,7 @@ def unit_requests():
 
 
 @bp.post("/unit-requests")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 @operation("Technician or QA of the holding site: record a request for an available unit of a released batch and "
            "reserve it (409 when it is not available, e.g. reserved already)", body=ReserveUnit,
            response=UnitRequestOut, status=201, errors=(409,))
@@ -608,7 +608,7 @@ def reserve_unit():
 
 
 @bp.post("/unit-requests/<int:request_id>/release")
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 @operation("Release a reservation with the reason: the unit is available again; the request is kept",
            body=ReleaseReservation, response=UnitRequestOut, errors=(404, 409))
 def release_reservation(request_id: int):

@@ -547,7 +547,7 @@ def reserve_unit(actor: User, command: ReserveUnit) -> UnitRequest:
     except NotFound as error:
         raise ValidationFailed(error.message, fields={"unit": _("Unknown unit %(identifier)s.",
                                                                 identifier=repr(command.unit))}) from error
-    _require(actor, found.site_id, frozenset({Role.TECHNICIAN, Role.QA}),
+    _require(actor, found.site_id, permissions.MANUFACTURING_STAFF,
              _("Only a technician or QA of the site that holds a unit reserves it."))
     unit = db.session.scalar(sa.select(Unit).where(Unit.id == found.id).with_for_update()
                              .execution_options(populate_existing=True))
@@ -597,7 +597,7 @@ def reserve_unit(actor: User, command: ReserveUnit) -> UnitRequest:
 def release_reservation(actor: User, request: UnitRequest, command: ReleaseReservation) -> UnitRequest:
     """The unit is no longer wanted: the request stays, released with the reason, and the unit is available again
     (blocked by a hold, it returns to available when the hold is lifted)."""
-    _require(actor, request.site_id, frozenset({Role.TECHNICIAN, Role.QA}),
+    _require(actor, request.site_id, permissions.MANUFACTURING_STAFF,
              _("Only a technician or QA of the site that holds a unit releases its reservation."))
     unit = db.session.scalar(sa.select(Unit).where(Unit.id == request.unit_id).with_for_update()
                              .execution_options(populate_existing=True))

@@ -450,7 +450,7 @@ def _render_requests(form: ReserveForm | None = None, release_form: ReasonForm |
     if form is None:
         form = _reserve_form()
         form.unit.data = (args.get("unit") or "")[:40] or None
-    can_reserve = g.site is not None and _user().has_any_role({Role.TECHNICIAN, Role.QA}, g.site.id)
+    can_reserve = g.site is not None and _user().has_any_role(MANUFACTURING_STAFF, g.site.id)
     return render_template("units/requests.html", result=paginate(query.order_by(order, UnitRequest.id), page,
                                                                   per_page),
                            form=form, release_form=release_form or ReasonForm(prefix="release"),
@@ -465,7 +465,7 @@ def requests():
 
 
 @bp.route("/requests", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def reserve():
     form = _reserve_form()
     if form.validate_on_submit():
@@ -481,7 +481,7 @@ def reserve():
 
 
 @bp.route("/requests/<int:request_id>/release", methods=["POST"])
-@roles_required(Role.TECHNICIAN, Role.QA)
+@roles_required(MANUFACTURING_STAFF)
 def release_reservation(request_id: int):
     found = services.get_request(_user(), request_id)
     form = ReasonForm(prefix="release")

@@ -482,7 +482,7 @@ def _expectation_to_fulfil(site: Site, din: isbt128.Din, donor: Donor,
     """The expectation the receipt of `din` fulfils, held until the receipt commits (a second receipt of the same
     DIN at once waits, then finds it received); a receipt that is not the announced material is refused."""
     expected = db.session.scalar(sa.select(ExpectedMaterial).where(ExpectedMaterial.din == din.din13)
-                                 .with_for_update().execution_options(populate_existing=True))
+                                 .with_for_update(of=ExpectedMaterial).execution_options(populate_existing=True))
     if expected is None or expected.status == ExpectationStatus.CANCELLED:
         return None
     label = isbt128.format_din(din)
@@ -584,7 +584,7 @@ def cancel_expected_material(actor: User, expected: ExpectedMaterial,
     permissions.require(permissions.can_record_intake(actor, expected.site_id),
                         _("Only a technician of this site cancels expected material."))
     locked = db.session.scalar(sa.select(ExpectedMaterial).where(ExpectedMaterial.id == expected.id)
-                               .with_for_update().execution_options(populate_existing=True))
+                               .with_for_update(of=ExpectedMaterial).execution_options(populate_existing=True))
     if locked.status != ExpectationStatus.EXPECTED:
         raise Conflict(_("Material %(din)s is %(status)s: only expected material is cancelled.",
                          din=isbt128.format_din(locked.din), status=locked.status.label))

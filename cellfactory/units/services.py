@@ -549,7 +549,7 @@ def reserve_unit(actor: User, command: ReserveUnit) -> UnitRequest:
                                                                 identifier=repr(command.unit))}) from error
     _require(actor, found.site_id, permissions.MANUFACTURING_STAFF,
              _("Only a technician or QA of the site that holds a unit reserves it."))
-    unit = db.session.scalar(sa.select(Unit).where(Unit.id == found.id).with_for_update()
+    unit = db.session.scalar(sa.select(Unit).where(Unit.id == found.id).with_for_update(of=Unit)
                              .execution_options(populate_existing=True))
     errors: dict[str, str] = {}
     try:
@@ -599,7 +599,7 @@ def release_reservation(actor: User, request: UnitRequest, command: ReleaseReser
     (blocked by a hold, it returns to available when the hold is lifted)."""
     _require(actor, request.site_id, permissions.MANUFACTURING_STAFF,
              _("Only a technician or QA of the site that holds a unit releases its reservation."))
-    unit = db.session.scalar(sa.select(Unit).where(Unit.id == request.unit_id).with_for_update()
+    unit = db.session.scalar(sa.select(Unit).where(Unit.id == request.unit_id).with_for_update(of=Unit)
                              .execution_options(populate_existing=True))
     db.session.refresh(request)
     if request.status != RequestStatus.RESERVED:

@@ -14,6 +14,7 @@ from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
+from cellfactory.core.i18n import in_language
 from cellfactory.extensions import db
 from cellfactory.inbox.services import Kind, inbox_for
 from cellfactory.units import holds
@@ -84,6 +85,11 @@ def test_a_reservation_holds_the_unit_and_the_shipment_there_fulfils_it(stock, u
     assert item.label == (f"Pack unit {unit.identifier} for MZ, recipient PT-MZ-0001 (asked by Dr. Bianchi, "
                           "haematology MZ)")
     assert packing(users["qa"]) == [] and packing(users["technician_mz"]) == []
+    with in_language("it"):
+        [item] = packing(users["technician"])
+        assert item.kind.label == "Spedizione da preparare"
+        assert item.label == (f"Preparare l'unità {unit.identifier} per MZ, ricevente PT-MZ-0001 (richiesta da "
+                              "Dr. Bianchi, haematology MZ)")
     shipment = ship(users["technician"], [unit.identifier, made[1].identifier])
     request = refetch(request)
     assert request.status == RequestStatus.SHIPPED and request.shipment_id == shipment.id

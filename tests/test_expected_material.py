@@ -185,7 +185,9 @@ def test_the_inbox_shows_material_to_receive_due_at_its_arrival_overdue_first(us
     assert found[0].due == (utcnow() - dt.timedelta(days=2)).astimezone(
         dt.timezone(dt.timedelta(hours=1))).date()
     assert found[0].endpoint == "materials.receive"
-    assert found[0].url_args == {"din": late.din, "donor": "UC-0009", "material_type": "umbilical_cord"}
+    # The DIN as typed from its label, with its check character (which the receipt page asks for).
+    assert found[0].url_args == {"din": late.din + isbt128.din_check_character(late.din), "donor": "UC-0009",
+                                 "material_type": "umbilical_cord"}
     assert found[0].label.startswith("Receive umbilical cord of donor UC-0009, expected ")
     # Other roles and other sites do not see it as theirs.
     assert items(users["qa"], Kind.MATERIAL_TO_RECEIVE) == []
@@ -207,10 +209,11 @@ def test_the_page_announces_lists_and_opens_the_prefilled_receipt(client, login_
     expected = db.session.scalar(sa.select(ExpectedMaterial))
     assert expected.donor_code == "BM-0001" and expected.material_type.value == "bone_marrow"
     listed = client.get("/materials/expected").get_data(as_text=True)
-    assert "BM-0001" in listed and f"/materials/receive?din={expected.din}" in listed
-    receipt = client.get(f"/materials/receive?din={expected.din}&donor=BM-0001&material_type=bone_marrow")
+    typed = expected.din + isbt128.din_check_character(expected.din)
+    assert "BM-0001" in listed and f"/materials/receive?din={typed}" in listed
+    receipt = client.get(f"/materials/receive?din={typed}&donor=BM-0001&material_type=bone_marrow")
     text = receipt.get_data(as_text=True)
-    assert f'value="{expected.din}"' in text and 'value="BM-0001"' in text
+    assert f'value="{typed}"' in text and 'value="BM-0001"' in text
     assert '<option selected value="bone_marrow">' in text or 'value="bone_marrow" selected' in text
     cancel = client.post(f"/materials/expected/{expected.din}/cancel", data={"cancel-reason": "collection failed"})
     assert cancel.status_code == 302

@@ -339,7 +339,8 @@ def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 def _materials_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
     """Material announced to the site and not yet received, due on its expected arrival: the receipt page opens
-    with its DIN, donor and material filled in (the receipt of that DIN fulfils the expectation)."""
+    with its DIN (with its check character, as typed from the label), donor and material filled in (the receipt of
+    that DIN fulfils the expectation)."""
     expected = db.session.scalars(visible_to(
         sa.select(ExpectedMaterial).where(ExpectedMaterial.status == ExpectationStatus.EXPECTED,
                                           scope.of(ExpectedMaterial.site_id))
@@ -353,7 +354,7 @@ def _materials_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
                          material=material.material_type.label.lower(), donor=material.donor_code,
                          when=format_local(material.expected_at, site.timezone)),
                        isbt128.format_din(material.din), material.site_id, "materials.receive", due=arrival.date(),
-                       since=material.expected_at, din=material.din, donor=material.donor_code,
+                       since=material.created_at, din=material.typed_din, donor=material.donor_code,
                        material_type=material.material_type.value)
 
 

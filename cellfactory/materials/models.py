@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from cellfactory import isbt128
 from cellfactory.core.db import Base, IntPK, enum_column
 from cellfactory.core.i18n import N_, _, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
@@ -212,3 +213,8 @@ class ExpectedMaterial(Audited, CreatedMixin, VersionedMixin, Base):
 
     def audit_label(self) -> str:
         return self.din
+
+    @property
+    def typed_din(self) -> str:
+        """The DIN as typed from its label: with its check character, which the receipt page asks for."""
+        return self.din + isbt128.din_check_character(self.din)

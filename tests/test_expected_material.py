@@ -223,7 +223,8 @@ def test_the_page_announces_lists_and_opens_the_prefilled_receipt(client, login_
 @pytest.mark.parametrize(("data", "field"), [
     ({"announce-donor": "UC-0001", "announce-expected_at": "2026-13-45T10:00"}, "announce-expected_at"),
     ({"announce-donor": "UC-0001", "announce-expected_at": "0001-01-01T10:00"}, "announce-expected_at"),
-    ({"announce-donor": "\ufffd", "announce-expected_at": "2026-12-08T10:00"}, "announce-donor"),  # what a browser sends for a lone surrogate
+    # What a browser sends for a lone surrogate.
+    ({"announce-donor": "\ufffd", "announce-expected_at": "2026-12-08T10:00"}, "announce-donor"),
     ({"announce-donor": "UC\x00001", "announce-expected_at": "2026-12-08T10:00"}, "announce-donor"),
     ({"announce-donor": "X" * 10_000, "announce-expected_at": "2026-12-08T10:00"}, "announce-donor"),
 ])

@@ -148,10 +148,10 @@ def _render_expected(form: AnnounceForm | None = None, cancel_form: CancelExpect
     order = ExpectedMaterial.expected_at if wanted == "expected" else ExpectedMaterial.expected_at.desc()
     page, per_page = page_args(args, 50)
     can_announce = g.site is not None and _user().has_role(Role.TECHNICIAN, g.site.id)
-    return render_template("materials/expected.html", result=paginate(query.order_by(order, ExpectedMaterial.id),
-                                                                       page, per_page),
-                           form=form or _announce_form(), cancel_form=cancel_form or CancelExpectedForm(prefix="cancel"),
-                           can_announce=can_announce, wanted=wanted, statuses=list(ExpectationStatus)), status
+    result = paginate(query.order_by(order, ExpectedMaterial.id), page, per_page)
+    return render_template("materials/expected.html", result=result, form=form or _announce_form(),
+                           cancel_form=cancel_form or CancelExpectedForm(prefix="cancel"), can_announce=can_announce,
+                           wanted=wanted, statuses=list(ExpectationStatus)), status
 
 
 @bp.route("/expected")

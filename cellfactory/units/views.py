@@ -59,10 +59,10 @@ from cellfactory.units.models import (
     LocationKind,
     Preservation,
     Recipient,
+    RequestStatus,
     Shipment,
     ShipmentStatus,
     ShipmentUnit,
-    RequestStatus,
     StorageLocation,
     Unit,
     UnitRequest,
@@ -451,10 +451,10 @@ def _render_requests(form: ReserveForm | None = None, release_form: ReasonForm |
         form = _reserve_form()
         form.unit.data = (args.get("unit") or "")[:40] or None
     can_reserve = g.site is not None and _user().has_any_role(MANUFACTURING_STAFF, g.site.id)
-    return render_template("units/requests.html", result=paginate(query.order_by(order, UnitRequest.id), page,
-                                                                  per_page),
-                           form=form, release_form=release_form or ReasonForm(prefix="release"),
-                           can_reserve=can_reserve, wanted=wanted, statuses=list(RequestStatus)), status
+    result = paginate(query.order_by(order, UnitRequest.id), page, per_page)
+    return render_template("units/requests.html", result=result, form=form,
+                           release_form=release_form or ReasonForm(prefix="release"), can_reserve=can_reserve,
+                           wanted=wanted, statuses=list(RequestStatus)), status
 
 
 @bp.route("/requests")

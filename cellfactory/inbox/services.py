@@ -497,7 +497,8 @@ def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
     # Their CAPA actions (what closing needs) in the same statement, whether there are any or not.
     deviations = db.session.scalars(visible_to(
         sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN, scope.of(Deviation.site_id))
-        .options(lazyload(Deviation.opened_by),
+        # The item names the deviation, not the batches it holds (read on its page).
+        .options(lazyload(Deviation.opened_by), lazyload(Deviation.batch_links),
                  joinedload(Deviation.actions).joinedload(CapaAction.owner).lazyload(User.roles))
         .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
         .limit(KIND_LIMIT)).unique()

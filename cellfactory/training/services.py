@@ -1,0 +1,618 @@
+"""Training and qualification: records signed by the trainer, qualifications with their expiry, what each
+activity of a site requires, and the one gate every door passes through (`missing_for`, `require_current`).
+
+A person's training on an SOP is current on a day when they were trained on the version in force that day (the
+approved version with the latest effective date not after it). When a new version becomes effective, training on
+the version before still counts for the SOP's grace period (`Sop.training_grace_days`), then lapses. A
+qualification holds until its expiry date included (expired: `expires_on` before the day, at the site)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from cellfactory.audit import services as audit
+from cellfactory.auth.models import RoleAssignment, User
+from cellfactory.core import permissions
+from cellfactory.core.clock import local_today, utcnow
+from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
+from cellfactory.core.i18n import N_, _, format_day, lazy_pgettext
+from cellfactory.core.roles import Role
+from cellfactory.core.transaction import lock_records, transactional
+from cellfactory.documents.models import Sop, SopVersion, SopVersionStatus
+from cellfactory.equipment.models import Equipment
+from cellfactory.extensions import db
+from cellfactory.signatures import services as signatures
+from cellfactory.signatures.commands import Signer
+from cellfactory.signatures.models import Meaning
+from cellfactory.sites.models import Site
+from cellfactory.training.commands import (
+    RecordQualification,
+    RecordTraining,
+    SetGracePeriod,
+    SetRequirement,
+    VoidRecord,
+)
+from cellfactory.training.models import (
+    Activity,
+    Qualification,
+    QualificationType,
+    TrainingRecord,
+    TrainingRequirement,
+)
+
+# What an aseptic step always requires (EU GMP Annex 1 (2022) 7.4-7.6, 9.32): a current aseptic process
+# simulation and gowning qualification.
+ASEPTIC_QUALIFICATIONS = (QualificationType.MEDIA_FILL.value, QualificationType.GOWNING.value)
+# Items expiring or lapsing within this many days are shown in the person's inbox and their manager's.
+EXPIRING_WITHIN_DAYS = 30
+# The longest a qualification may be recorded for (a media fill is repeated every six months, Annex 1 9.38).
+LONGEST_VALIDITY = dt.timedelta(days=3 * 366)
+APPROVED = (SopVersionStatus.EFFECTIVE, SopVersionStatus.SUPERSEDED)
+
+
+class Status(enum.StrEnum):
+    CURRENT = "current"
+    GRACE = "grace"
+    LAPSED = "lapsed"
+    EXPIRED = "expired"
+    MISSING = "missing"
+
+    @property
+    def label(self) -> str:
+        return str(STATUS_LABELS[self])
+
+
+STATUS_LABELS = {
+    Status.CURRENT: lazy_pgettext("training status", "current"),
+    Status.GRACE: lazy_pgettext("training status", "in grace"),
+    Status.LAPSED: lazy_pgettext("training status", "lapsed"),
+    Status.EXPIRED: lazy_pgettext("training status", "expired"),
+    Status.MISSING: lazy_pgettext("training status", "missing"),
+}
+NOT_ALLOWED = N_("%(what)s: training or qualification missing. %(reasons)s")
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A person's standing on one SOP or one qualification on a day, with the reason in words."""
+
+    status: Status
+    subject: str
+    reason: str
+    version: SopVersion | None = None
+    record: TrainingRecord | Qualification | None = None
+    # The last day it counts: a grace period's or a qualification's.
+    until: dt.date | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.CURRENT, Status.GRACE)
+
+    def expiring(self, on: dt.date) -> bool:
+        return self.ok and self.until is not None and self.until <= on + dt.timedelta(days=EXPIRING_WITHIN_DAYS)
+
+
+# --- what is known of people: read at once -------------------------------------------------------------------
+
+
+@dataclass
+class Known:
+    """The SOPs, training records and qualifications of a site (of some people, or all of them), read in a few
+    statements, to judge many standings without reading again."""
+
+    site: Site
+    sops: dict[str, Sop]
+    trainings: list[TrainingRecord]
+    qualifications: list[Qualification]
+
+    @classmethod
+    def read(cls, site: Site, users: Iterable[User] | None = None) -> Known:
+        ids = None if users is None else sorted({u.id for u in users})
+        sops = {s.code: s for s in db.session.scalars(sa.select(Sop).where(Sop.site_id == site.id)
+                                                      .options(selectinload(Sop.versions)))}
+        trainings = sa.select(TrainingRecord).where(TrainingRecord.site_id == site.id,
+                                                    TrainingRecord.voided_at.is_(None))
+        quals = sa.select(Qualification).where(Qualification.site_id == site.id, Qualification.voided_at.is_(None))
+        if ids is not None:
+            trainings = trainings.where(TrainingRecord.user_id.in_(ids or [-1]))
+            quals = quals.where(Qualification.user_id.in_(ids or [-1]))
+        return cls(site, sops, list(db.session.scalars(trainings)), list(db.session.scalars(quals)))
+
+
+def versions_in_force(sop: Sop) -> list[SopVersion]:
+    """The approved versions of an SOP (effective, or superseded since), in the order they came into force."""
+    return sorted((v for v in sop.versions if v.status in APPROVED), key=lambda v: (v.effective_on, v.number))
+
+
+def version_in_force(sop: Sop, on: dt.date) -> SopVersion | None:
+    """The version of the SOP in force on a day: the approved one with the latest effective date not after it."""
+    found = [v for v in versions_in_force(sop) if v.effective_on <= on]
+    return found[-1] if found else None
+
+
+def sop_standing(user: User, code: str, on: dt.date, known: Known) -> Standing:
+    """The person's training on the SOP in force on `on` (see the module's rules)."""
+    sop = known.sops.get(code)
+    if sop is None:
+        return Standing(Status.MISSING, code, _("%(code)s is not in the SOP register of %(site)s.", code=code,
+                                                 site=known.site.code))
+    versions = versions_in_force(sop)
+    in_force = [v for v in versions if v.effective_on <= on]
+    if not in_force:
+        return Standing(Status.MISSING, code, _("%(code)s has no version in force on %(day)s.", code=code,
+                                                 day=format_day(on)))
+    current = in_force[-1]
+    mine = {t.sop_version_id: t for t in sorted(known.trainings, key=lambda t: t.trained_on)
+            if t.user_id == user.id and t.valid and t.trained_on <= on}
+    record = mine.get(current.id)
+    if record is not None:
+        return Standing(Status.CURRENT, code, _("Trained on %(code)s v%(number)s on %(day)s by %(trainer)s.",
+                                                code=code, number=current.number, day=format_day(record.trained_on),
+                                                trainer=record.trainer.full_name),
+                        current, record)
+    earlier = [v for v in in_force[:-1] if v.id in mine]
+    if earlier:
+        previous = in_force[-2]
+        ends = current.effective_on + dt.timedelta(days=sop.training_grace_days)
+        if previous.id in mine and on < ends:
+            last = ends - dt.timedelta(days=1)
+            return Standing(Status.GRACE, code,
+                            _("Training on %(code)s v%(old)s counts until %(day)s: v%(new)s is in force since "
+                              "%(since)s.", code=code, old=previous.number, new=current.number,
+                              day=format_day(last), since=format_day(current.effective_on)),
+                            current, mine[previous.id], last)
+        trained = earlier[-1]
+        lapsed = in_force[in_force.index(trained) + 1]
+        lapsed_on = lapsed.effective_on + dt.timedelta(days=sop.training_grace_days)
+        return Standing(Status.LAPSED, code,
+                        _("Training on %(code)s v%(old)s lapsed on %(day)s: v%(new)s is in force and there is no "
+                          "training on it.", code=code, old=trained.number, new=current.number,
+                          day=format_day(lapsed_on)),
+                        current, mine[trained.id])
+    return Standing(Status.MISSING, code, _("No training on %(code)s v%(number)s.", code=code,
+                                            number=current.number), current)
+
+
+def qualification_name(kind: str, equipment: Equipment | None = None) -> str:
+    if equipment is not None:
+        return _("Use of %(code)s %(name)s", code=equipment.code, name=equipment.name)
+    try:
+        return QualificationType(kind).label
+    except ValueError:
+        return kind
+
+
+def qualification_standing(user: User, kind: str, on: dt.date, known: Known,
+                           equipment: Equipment | None = None) -> Standing:
+    """The person's qualification of a kind (or for an equipment item) on `on`: the one expiring last among the
+    valid ones obtained by then."""
+    name = qualification_name(kind, equipment)
+    held = [q for q in known.qualifications
+            if q.user_id == user.id and q.valid and q.kind.value == kind and q.qualified_on <= on
+            and (equipment is None or q.equipment_id == equipment.id)]
+    if not held:
+        return Standing(Status.MISSING, name, _("No %(what)s qualification.", what=name))
+    best = max(held, key=lambda q: (q.expires_on, q.id))
+    if best.expires_on < on:
+        return Standing(Status.EXPIRED, name, _("%(what)s qualification expired on %(day)s.", what=name,
+                                                day=format_day(best.expires_on)), record=best, until=best.expires_on)
+    return Standing(Status.CURRENT, name, _("%(what)s qualification valid until %(day)s.", what=name,
+                                            day=format_day(best.expires_on)), record=best, until=best.expires_on)
+
+
+def today_at(site: Site) -> dt.date:
+    """The calendar day now at the site: a qualification expires on the site's own calendar."""
+    return local_today(site.timezone)
+
+
+# --- the gate ------------------------------------------------------------------------------------------------
+
+
+def equipment_requirements(site: Site, equipment: Sequence[Equipment]) -> dict[int, TrainingRequirement]:
+    """The use requirements QA declared for these equipment items, by equipment id (one statement)."""
+    if not equipment:
+        return {}
+    by_code = {e.code: e for e in equipment}
+    found = db.session.scalars(sa.select(TrainingRequirement).where(
+        TrainingRequirement.site_id == site.id, TrainingRequirement.activity == Activity.EQUIPMENT_USE,
+        TrainingRequirement.subject.in_(sorted(by_code))))
+    return {by_code[r.subject].id: r for r in found}
+
+
+def requirement(site: Site, activity: Activity, subject: str = "") -> TrainingRequirement | None:
+    return db.session.scalar(sa.select(TrainingRequirement).where(
+        TrainingRequirement.site_id == site.id, TrainingRequirement.activity == activity,
+        TrainingRequirement.subject == subject))
+
+
+def required_sops(site: Site, activity: Activity, subject: str = "") -> list[str]:
+    """The SOP codes QA declared for an activity of the site (empty: no gate)."""
+    found = requirement(site, activity, subject)
+    return list(found.sop_codes) if found is not None else []
+
+
+def standings(user: User, site: Site, sops: Sequence[str] = (), qualifications: Sequence[str] = (),
+              equipment: Sequence[Equipment] = (), *, on: dt.date | None = None,
+              known: Known | None = None) -> list[Standing]:
+    """The person's standing on each SOP and qualification asked, and on each equipment item used that the site
+    declared as needing a use qualification (or SOPs), on `on` (today at the site by default)."""
+    on = on or local_today(site.timezone)
+    sops, qualifications = list(dict.fromkeys(sops)), list(dict.fromkeys(qualifications))
+    items: list[tuple[str, Equipment | None]] = [(q, None) for q in qualifications]
+    for item_id, found in equipment_requirements(site, equipment).items():
+        item = next(e for e in equipment if e.id == item_id)
+        sops += [c for c in found.sop_codes if c not in sops]
+        if found.requires_qualification:
+            items.append((QualificationType.EQUIPMENT.value, item))
+    if not sops and not items:
+        return []
+    known = known or Known.read(site, [user])
+    return [sop_standing(user, code, on, known) for code in sops] + \
+        [qualification_standing(user, kind, on, known, item) for kind, item in items]
+
+
+def missing_for(user: User, site: Site, sops: Sequence[str] = (), qualifications: Sequence[str] = (),
+                equipment: Sequence[Equipment] = (), *, on: dt.date | None = None) -> list[str]:
+    """What the person lacks, in words, to do work that requires these SOPs, qualifications and equipment on
+    `on` (today at the site by default): empty when every one is current (or an SOP's training in grace)."""
+    return [s.reason for s in standings(user, site, sops, qualifications, equipment, on=on) if not s.ok]
+
+
+def require_current(user: User, site: Site, sops: Sequence[str] = (), qualifications: Sequence[str] = (),
+                    equipment: Sequence[Equipment] = (), *, on: dt.date | None = None, what: str,
+                    field: str = "training") -> None:
+    """Refuse (409) the work `what` names, saying exactly what is missing, unless the person's training and
+    qualifications are current on `on`."""
+    missing = missing_for(user, site, sops, qualifications, equipment, on=on)
+    if missing:
+        reasons = " ".join(missing)
+        raise Conflict(_(NOT_ALLOWED, what=what, reasons=reasons), fields={field: reasons})
+
+
+def step_qualifications(aseptic: bool, required: Sequence[str]) -> list[str]:
+    """The qualifications a step requires: those its template names, and for an aseptic step media fill and
+    gowning always."""
+    return list(dict.fromkeys([*(ASEPTIC_QUALIFICATIONS if aseptic else ()), *required]))
+
+
+# --- reading records -------------------------------------------------------------------------------------------
+
+
+def site_people(site: Site) -> list[User]:
+    """The active people holding a role of the site's staff there (or network-wide), by name."""
+    query = (sa.select(User).join(RoleAssignment, RoleAssignment.user_id == User.id)
+             .where(User.active.is_(True), RoleAssignment.role.in_(sorted(permissions.SITE_STAFF)),
+                    sa.or_(RoleAssignment.site_id == site.id, RoleAssignment.site_id.is_(None)))
+             .distinct().order_by(User.full_name, User.id))
+    return [u for u in db.session.scalars(query) if u.has_any_role(permissions.SITE_STAFF, site.id)]
+
+
+def trainings_of(user: User, site: Site) -> list[TrainingRecord]:
+    """Every training record of the person at the site, voided ones included, newest first."""
+    return list(db.session.scalars(sa.select(TrainingRecord).where(
+        TrainingRecord.user_id == user.id, TrainingRecord.site_id == site.id)
+        .order_by(TrainingRecord.trained_on.desc(), TrainingRecord.id.desc())))
+
+
+def qualifications_of(user: User, site: Site) -> list[Qualification]:
+    return list(db.session.scalars(sa.select(Qualification).where(
+        Qualification.user_id == user.id, Qualification.site_id == site.id)
+        .order_by(Qualification.expires_on.desc(), Qualification.id.desc())))
+
+
+def get_training(site: Site, record_id: int) -> TrainingRecord:
+    found = db.session.scalar(sa.select(TrainingRecord).where(TrainingRecord.id == record_id,
+                                                              TrainingRecord.site_id == site.id))
+    if found is None:
+        raise NotFound(_("There is no training record %(id)s at %(site)s.", id=record_id, site=site.code))
+    return found
+
+
+def get_qualification(site: Site, record_id: int) -> Qualification:
+    found = db.session.scalar(sa.select(Qualification).where(Qualification.id == record_id,
+                                                             Qualification.site_id == site.id))
+    if found is None:
+        raise NotFound(_("There is no qualification %(id)s at %(site)s.", id=record_id, site=site.code))
+    return found
+
+
+def requirements_query(site: Site) -> sa.Select:
+    return (sa.select(TrainingRequirement).where(TrainingRequirement.site_id == site.id)
+            .order_by(TrainingRequirement.activity, TrainingRequirement.subject))
+
+
+def requirements_of(site: Site) -> list[TrainingRequirement]:
+    return list(db.session.scalars(requirements_query(site)))
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the training matrix: an SOP (by code) or a qualification (a kind, or an equipment item)."""
+
+    key: str
+    title: str
+    sop: str | None = None
+    kind: str | None = None
+    equipment: Equipment | None = None
+
+
+@dataclass(frozen=True)
+class Matrix:
+    on: dt.date
+    columns: list[Column]
+    rows: list[tuple[User, list[Standing]]]
+
+
+def matrix(site: Site, on: dt.date | None = None) -> Matrix:
+    """The site's people by its SOPs (those with a version in force) and qualifications (media fill, gowning, and
+    each equipment item that needs a use qualification), each cell the person's standing on `on`."""
+    on = on or local_today(site.timezone)
+    people = site_people(site)
+    known = Known.read(site, people)
+    columns = [Column(f"sop:{code}", code, sop=code) for code, sop in sorted(known.sops.items())
+               if versions_in_force(sop)]
+    columns += [Column(f"q:{kind.value}", kind.label, kind=kind.value)
+                for kind in (QualificationType.MEDIA_FILL, QualificationType.GOWNING)]
+    declared = [r.subject for r in requirements_of(site)
+                if r.activity == Activity.EQUIPMENT_USE and r.requires_qualification]
+    if declared:
+        for item in db.session.scalars(sa.select(Equipment).where(Equipment.site_id == site.id,
+                                                                   Equipment.code.in_(declared))
+                                       .order_by(Equipment.code)):
+            columns.append(Column(f"e:{item.code}", item.code, kind=QualificationType.EQUIPMENT.value,
+                                  equipment=item))
+    rows = []
+    for person in people:
+        cells = [sop_standing(person, c.sop, on, known) if c.sop is not None
+                 else qualification_standing(person, c.kind, on, known, c.equipment) for c in columns]
+        rows.append((person, cells))
+    return Matrix(on, columns, rows)
+
+
+def attention(site: Site, people: Sequence[User], on: dt.date | None = None) -> list[tuple[User, Standing]]:
+    """What needs acting on for these people at the site: training lapsed or in grace, qualifications expired or
+    expiring within 30 days (on the SOPs they were trained on and the qualifications they hold)."""
+    on = on or local_today(site.timezone)
+    known = Known.read(site, people)
+    found: list[tuple[User, Standing]] = []
+    for person in people:
+        codes = sorted({t.sop_version.sop.code for t in known.trainings if t.user_id == person.id})
+        held = sorted({(q.kind.value, q.equipment_id) for q in known.qualifications if q.user_id == person.id},
+                      key=lambda k: (k[0], k[1] or 0))
+        for code in codes:
+            standing = sop_standing(person, code, on, known)
+            if standing.status in (Status.LAPSED, Status.GRACE):
+                found.append((person, standing))
+        for kind, equipment_id in held:
+            item = next((q.equipment for q in known.qualifications if q.equipment_id == equipment_id), None) \
+                if equipment_id else None
+            standing = qualification_standing(person, kind, on, known, item)
+            if standing.status == Status.EXPIRED or standing.expiring(on):
+                found.append((person, standing))
+    return found
+
+
+# --- writing -----------------------------------------------------------------------------------------------------
+
+
+def _refuse(refusal: str, errors: dict[str, str]) -> None:
+    if errors:
+        raise ValidationFailed(f"{refusal}: " + " ".join(dict.fromkeys(errors.values())), fields=errors)
+
+
+def _site_person(site: Site, username: str, field: str, errors: dict[str, str]) -> User | None:
+    person = db.session.scalar(sa.select(User).where(User.username == username.strip()))
+    if person is None or not person.active or not person.has_any_role(permissions.SITE_STAFF, site.id):
+        errors[field] = _("Name an active user of the staff of %(site)s.", site=site.code)
+        return None
+    return person
+
+
+def _not_future(site: Site, day: dt.date, field: str, errors: dict[str, str]) -> None:
+    if day > local_today(site.timezone):
+        errors[field] = _("The day is in the future: today or earlier.")
+
+
+@transactional
+def record_training(actor: User, site: Site, command: RecordTraining, *, signer: Signer) -> TrainingRecord:
+    """The trainer records, and signs ('Performed'), that a person was trained on an approved SOP version. The
+    trainer is trained on that version by the day of the training, or is QA of the site; nobody trains
+    themself."""
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        _("Only the staff of the site record its training."))
+    errors: dict[str, str] = {}
+    trainee = _site_person(site, command.trainee, "trainee", errors)
+    if trainee is not None and trainee.id == actor.id:
+        errors["trainee"] = _("Nobody records their own training: the trainer records it.")
+    sop = db.session.scalar(sa.select(Sop).where(Sop.site_id == site.id, Sop.code == command.sop.strip().upper()))
+    version = None
+    if sop is None:
+        errors["sop"] = _("There is no SOP with this code at %(site)s.", site=site.code)
+    else:
+        version = next((v for v in sop.versions if v.number == command.version), None)
+        if version is None:
+            errors["version"] = _("%(code)s has no version %(number)s.", code=sop.code, number=command.version)
+        elif version.status not in APPROVED:
+            errors["version"] = _("%(code)s v%(number)s is %(status)s: training is on an approved version.",
+                                  code=sop.code, number=version.number, status=version.status.label)
+    _not_future(site, command.trained_on, "trained_on", errors)
+    _refuse(str(RecordTraining.refusal), errors)
+    # Two trainers recording the same training at once: the second waits here, then finds the first's.
+    lock_records([version])
+    duplicate = db.session.scalar(sa.select(TrainingRecord.id).where(
+        TrainingRecord.user_id == trainee.id, TrainingRecord.sop_version_id == version.id,
+        TrainingRecord.voided_at.is_(None)))
+    if duplicate is not None:
+        raise Conflict(_("%(person)s already has a training record on %(code)s v%(number)s: void it first to "
+                         "record it again.", person=trainee.full_name, code=sop.code, number=version.number))
+    if not actor.has_role(Role.QA, site.id):
+        trained = db.session.scalar(sa.select(TrainingRecord.id).where(
+            TrainingRecord.user_id == actor.id, TrainingRecord.sop_version_id == version.id,
+            TrainingRecord.voided_at.is_(None), TrainingRecord.trained_on <= command.trained_on))
+        if trained is None:
+            message = _("You are not trained on %(code)s v%(number)s: a trainer is trained on the version, or is "
+                        "QA of the site.", code=sop.code, number=version.number)
+            raise Conflict(message, fields={"trainee": message})
+    audit.act_as(db.session, actor, reason="training recorded")
+    record = TrainingRecord(site_id=site.id, user=trainee, sop_version=version, trained_on=command.trained_on,
+                            trainer=actor, created_by_id=actor.id)
+    db.session.add(record)
+    db.session.flush()
+    signatures.apply_signature(actor, record, meaning=Meaning.PERFORMED, allowed_meanings={Meaning.PERFORMED},
+                               site_id=site.id, signer=signer)
+    return record
+
+
+def _void(actor: User, record: TrainingRecord | Qualification, command: VoidRecord, who_else: int | None) -> None:
+    if actor.id != who_else:
+        permissions.require(actor.has_role(Role.QA, record.site_id),
+                            _("Only QA of the site, or who recorded it, voids a training or qualification record."))
+    if record.voided_at is not None:
+        raise Conflict(_("This record is already void."))
+    audit.act_as(db.session, actor, reason=command.reason)
+    record.voided_at = utcnow()
+    record.voided_by_id = actor.id
+    record.void_reason = command.reason
+
+
+@transactional
+def void_training(actor: User, record: TrainingRecord, command: VoidRecord) -> TrainingRecord:
+    """A training record recorded in error is voided with the reason (QA of the site or its trainer); kept."""
+    lock_records([record])
+    db.session.refresh(record)
+    _void(actor, record, command, record.trainer_id)
+    return record
+
+
+@transactional
+def record_qualification(actor: User, site: Site, command: RecordQualification, *,
+                         signer: Signer) -> Qualification:
+    """QA of the site, or a trainer who holds the same qualification current on that day, records (and signs,
+    'Approved') a person's qualification with its expiry date."""
+    permissions.require(actor.has_any_role(permissions.SITE_STAFF, site.id),
+                        _("Only the staff of the site record its qualifications."))
+    errors: dict[str, str] = {}
+    person = _site_person(site, command.person, "person", errors)
+    if person is not None and person.id == actor.id:
+        errors["person"] = _("Nobody records their own qualification.")
+    item = None
+    if command.kind == QualificationType.EQUIPMENT:
+        if not command.equipment:
+            errors["equipment"] = _("Enter the code of the equipment the qualification is for.")
+        else:
+            item = db.session.scalar(sa.select(Equipment).where(Equipment.site_id == site.id,
+                                                                Equipment.code == command.equipment.upper()))
+            if item is None:
+                errors["equipment"] = _("There is no equipment %(code)s at %(site)s.", code=command.equipment.upper(),
+                                        site=site.code)
+    elif command.equipment:
+        errors["equipment"] = _("Only an equipment qualification names an equipment item.")
+    _not_future(site, command.qualified_on, "qualified_on", errors)
+    if command.expires_on <= command.qualified_on:
+        errors["expires_on"] = _("The expiry date must be after the day qualified.")
+    elif command.expires_on - command.qualified_on > LONGEST_VALIDITY:
+        errors["expires_on"] = _("A qualification is recorded for at most three years: requalify before then.")
+    _refuse(str(RecordQualification.refusal), errors)
+    if not actor.has_role(Role.QA, site.id):
+        known = Known.read(site, [actor])
+        mine = qualification_standing(actor, command.kind.value, command.qualified_on, known, item)
+        if not mine.ok:
+            message = _("Only QA of the site, or a trainer holding a current %(what)s qualification, records it.",
+                        what=mine.subject)
+            raise Conflict(message, fields={"person": message})
+    audit.act_as(db.session, actor, reason="qualification recorded")
+    record = Qualification(site_id=site.id, user=person, kind=command.kind, equipment=item,
+                           qualified_on=command.qualified_on, expires_on=command.expires_on,
+                           reference=command.reference, created_by_id=actor.id)
+    db.session.add(record)
+    db.session.flush()
+    signatures.apply_signature(actor, record, meaning=Meaning.APPROVED, allowed_meanings={Meaning.APPROVED},
+                               site_id=site.id, signer=signer)
+    return record
+
+
+@transactional
+def void_qualification(actor: User, record: Qualification, command: VoidRecord) -> Qualification:
+    """A qualification recorded in error is voided with the reason (QA of the site or who recorded it); kept."""
+    lock_records([record])
+    db.session.refresh(record)
+    _void(actor, record, command, record.created_by_id)
+    return record
+
+
+@transactional
+def set_requirement(actor: User, site: Site, command: SetRequirement) -> TrainingRequirement:
+    """QA of the site sets what an activity requires, with the reason: the SOPs (of the site's register) of a QC
+    test's method, of QA review, of QP certification; for an equipment item, its SOPs and whether using it needs a
+    use qualification. Changed in place; the audit trail keeps each earlier value."""
+    permissions.require(actor.has_role(Role.QA, site.id), _("Only QA of the site sets training requirements."))
+    errors: dict[str, str] = {}
+    subject = (command.subject or "").strip().upper()
+    if command.activity in (Activity.QA_REVIEW, Activity.QP_CERTIFICATION):
+        if subject:
+            errors["subject"] = _("QA review and QP certification have no subject: leave it empty.")
+    elif not subject:
+        errors["subject"] = _("Enter the QC test code.") if command.activity == Activity.QC_TEST \
+            else _("Enter the equipment code.")
+    elif command.activity == Activity.EQUIPMENT_USE and db.session.scalar(sa.select(Equipment.id).where(
+            Equipment.site_id == site.id, Equipment.code == subject)) is None:
+        errors["subject"] = _("There is no equipment %(code)s at %(site)s.", code=subject, site=site.code)
+    if command.requires_qualification and command.activity != Activity.EQUIPMENT_USE:
+        errors["requires_qualification"] = _("Only the use of an equipment item requires a qualification here.")
+    registered = set(db.session.scalars(sa.select(Sop.code).where(Sop.site_id == site.id,
+                                                                  Sop.code.in_(command.sop_codes or ["-"]))))
+    unknown = [c for c in command.sop_codes if c not in registered]
+    if unknown:
+        errors["sop_codes"] = _("Not in the SOP register of %(site)s: %(codes)s.", site=site.code,
+                                codes=", ".join(unknown))
+    _refuse(str(SetRequirement.refusal), errors)
+    audit.act_as(db.session, actor, reason=command.reason)
+    found = requirement(site, command.activity, subject)
+    if found is None:
+        found = TrainingRequirement(site_id=site.id, activity=command.activity, subject=subject,
+                                    created_by_id=actor.id)
+        db.session.add(found)
+    else:
+        lock_records([found])
+    found.sop_codes = list(command.sop_codes)
+    found.requires_qualification = command.requires_qualification
+    db.session.flush()
+    return found
+
+
+@transactional
+def set_grace_period(actor: User, sop: Sop, command: SetGracePeriod) -> Sop:
+    """QA of the SOP's site sets how many days training on the version before counts once a new version is
+    effective, with the reason."""
+    permissions.require(actor.has_role(Role.QA, sop.site_id), _("Only QA of the site sets an SOP's grace period."))
+    audit.act_as(db.session, actor, reason=command.reason)
+    sop.training_grace_days = command.grace_days
+    return sop
+
+
+def sop_of(site: Site, code: str) -> Sop:
+    sop = db.session.scalar(sa.select(Sop).where(Sop.site_id == site.id, Sop.code == (code or "").strip().upper()))
+    if sop is None:
+        raise NotFound(_("There is no SOP %(code)s at %(site)s.", code=repr(code), site=site.code))
+    return sop
+
+
+def person_at(site: Site, username: str) -> User:
+    person = db.session.scalar(sa.select(User).where(User.username == username))
+    if person is None or not person.has_any_role(permissions.SITE_STAFF, site.id):
+        raise NotFound(_("There is no person %(user)s on the staff of %(site)s.", user=repr(username),
+                         site=site.code))
+    return person
+
+
+def in_force_on(site: Site, codes: Sequence[str], on: dt.date, known: Known | None = None) -> list[Any]:
+    """The version of each SOP code in force on a day (None where the site has none)."""
+    known = known or Known.read(site, [])
+    return [version_in_force(known.sops[c], on) if c in known.sops else None for c in codes]

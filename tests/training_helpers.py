@@ -24,7 +24,7 @@ PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 
 def today(site: Site) -> dt.date:
-    return local_today(site.timezone)
+    return local_today(refetch(site).timezone)
 
 
 def days(site: Site, offset: int) -> dt.date:
@@ -68,14 +68,16 @@ def sop_with_versions(site: Site, code: str, effective: list[int], *, grace_days
 
 
 def train(trainer: User, person: User, site: Site, code: str, number: int, on: dt.date) -> TrainingRecord:
-    return services.record_training(refetch(trainer), site, RecordTraining.parse({
+    trainer, person, site = refetch(trainer), refetch(person), refetch(site)
+    return services.record_training(trainer, site, RecordTraining.parse({
         "trainee": person.username, "sop": code, "version": number, "trained_on": on.isoformat(),
         "password": PASSWORD}), signer=Signer(trainer.username, PASSWORD))
 
 
 def qualify(qa: User, person: User, site: Site, kind: str, qualified_on: dt.date, expires_on: dt.date, *,
             equipment: str | None = None) -> Qualification:
-    return services.record_qualification(refetch(qa), site, RecordQualification.parse({
+    qa, person, site = refetch(qa), refetch(person), refetch(site)
+    return services.record_qualification(qa, site, RecordQualification.parse({
         "person": person.username, "kind": kind, "equipment": equipment, "qualified_on": qualified_on.isoformat(),
         "expires_on": expires_on.isoformat(), "reference": f"{kind} run {qualified_on.isoformat()}",
         "password": PASSWORD}), signer=Signer(qa.username, PASSWORD))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +175,7 @@ def sop_standing(user: User, code: str, on: dt.date, known: Known) -> Standing:
                         _("Training on %(code)s v%(old)s lapsed on %(day)s: v%(new)s is in force and there is no "
                           "training on it.", code=code, old=trained.number, new=current.number,
                           day=format_day(lapsed_on)),
-                        current, mine[trained.id])
+                        current, mine[trained.id], lapsed_on - dt.timedelta(days=1))
     return Standing(Status.MISSING, code, _("No training on %(code)s v%(number)s.", code=code,
                                             number=current.number), current)
 
@@ -379,8 +379,10 @@ def matrix(site: Site, on: dt.date | None = None) -> Matrix:
 def attention(site: Site, people: Sequence[User], on: dt.date | None = None) -> list[tuple[User, Standing]]:
     """What needs acting on for these people at the site: training lapsed or in grace, qualifications expired or
     expiring within 30 days (on the SOPs they were trained on and the qualifications they hold)."""
-    on = on or local_today(site.timezone)
-    known = Known.read(site, people)
+    return _attention(Known.read(site, people), people, on or local_today(site.timezone))
+
+
+def _attention(known: Known, people: Sequence[User], on: dt.date) -> list[tuple[User, Standing]]:
     found: list[tuple[User, Standing]] = []
     for person in people:
         codes = sorted({t.sop_version.sop.code for t in known.trainings if t.user_id == person.id})
@@ -396,6 +398,38 @@ def attention(site: Site, people: Sequence[User], on: dt.date | None = None) -> 
             standing = qualification_standing(person, kind, on, known, item)
             if standing.status == Status.EXPIRED or standing.expiring(on):
                 found.append((person, standing))
+    return found
+
+
+def attention_across(user: User, managed: set[int] | None, own: set[int] | None, site_of: Callable[[int], Site],
+                     on: dt.date | None = None) -> list[tuple[Site, User, Standing]]:
+    """What needs acting on, for an inbox: everyone's at the sites the user manages (`managed`: site ids where they
+    are QA, None for every site) and their own at the sites where they work (`own`, None for every site), read in
+    four statements whatever the number of sites or people."""
+    mine = TrainingRecord.user_id == user.id
+    where_t = sa.or_(TrainingRecord.site_id.in_(sorted(managed)) if managed is not None else sa.true(),
+                     sa.and_(mine, TrainingRecord.site_id.in_(sorted(own)) if own is not None else sa.true()))
+    mine_q = Qualification.user_id == user.id
+    where_q = sa.or_(Qualification.site_id.in_(sorted(managed)) if managed is not None else sa.true(),
+                     sa.and_(mine_q, Qualification.site_id.in_(sorted(own)) if own is not None else sa.true()))
+    trainings = list(db.session.scalars(sa.select(TrainingRecord).where(TrainingRecord.voided_at.is_(None), where_t)))
+    quals = list(db.session.scalars(sa.select(Qualification).where(Qualification.voided_at.is_(None), where_q)))
+    site_ids = {t.site_id for t in trainings} | {q.site_id for q in quals}
+    if not site_ids:
+        return []
+    sops: dict[int, dict[str, Sop]] = {}
+    for sop in db.session.scalars(sa.select(Sop).where(Sop.site_id.in_(sorted(site_ids)))
+                                  .options(selectinload(Sop.versions))):
+        sops.setdefault(sop.site_id, {})[sop.code] = sop
+    found: list[tuple[Site, User, Standing]] = []
+    for site_id in sorted(site_ids):
+        site = site_of(site_id)
+        known = Known(site, sops.get(site_id, {}), [t for t in trainings if t.site_id == site_id],
+                      [q for q in quals if q.site_id == site_id])
+        people = {t.user_id: t.user for t in known.trainings} | {q.user_id: q.user for q in known.qualifications}
+        day = on or local_today(site.timezone)
+        found += [(site, person, standing) for person, standing in
+                  _attention(known, sorted(people.values(), key=lambda u: (u.full_name, u.id)), day)]
     return found
 
 

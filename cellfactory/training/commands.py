@@ -67,10 +67,15 @@ class RecordTraining(Signed):
                                          "password": _l("Enter your password to sign.")}
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
-    trainee: Line(64) = Field(description="User name of the person trained")
-    sop: Line(40) = Field(description="SOP code at the site")
-    version: Version = Field(description="The SOP version trained on (effective or superseded)")
-    trained_on: Day = Field(description="The day of the training at the site (YYYY-MM-DD), not in the future")
+    trainee: Line(64) = Field(description="User name of the person trained", json_schema_extra={
+        "x-refused-when": "no active user of the site's staff has this name, or it is the trainer"})
+    sop: Line(40) = Field(description="SOP code at the site",
+                          json_schema_extra={"x-refused-when": "the site has no SOP with this code"})
+    version: Version = Field(description="The SOP version trained on (effective or superseded)",
+                             json_schema_extra={"x-refused-when": "the SOP has no such version, or it is a draft "
+                                                                  "or withdrawn"})
+    trained_on: Day = Field(description="The day of the training at the site (YYYY-MM-DD), not in the future; "
+                                        "the trainer's own training on the version is not later")
 
     def signature_meaning(self) -> Meaning | None:
         return Meaning.PERFORMED
@@ -88,13 +93,17 @@ class RecordQualification(Signed):
                                          "password": _l("Enter your password to sign.")}
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
-    person: Line(64) = Field(description="User name of the person qualified")
+    person: Line(64) = Field(description="User name of the person qualified", json_schema_extra={
+        "x-refused-when": "no active user of the site's staff has this name, or it is who records it"})
     kind: Annotated[QualificationType, BeforeValidator(_blank_is_none)] = Field(
         description="media_fill, gowning or equipment")
     equipment: OptionalLine(40) = Field(None, description="The equipment code: required for kind equipment, "
-                                                          "refused for the others")
+                                                          "refused for the others", json_schema_extra={
+        "x-refused-when": "missing for kind equipment, given for another kind, or no equipment of the site has it"})
     qualified_on: Day = Field(description="The day qualified (YYYY-MM-DD), not in the future")
-    expires_on: Day = Field(description="The last day the qualification holds: after qualified_on")
+    expires_on: Day = Field(description="The last day the qualification holds: after qualified_on",
+                            json_schema_extra={"x-refused-when": "not after qualified_on, or more than three "
+                                                                 "years after it"})
     reference: Line(200) = Field(description="The media fill run, gowning assessment or training report")
 
     def signature_meaning(self) -> Meaning | None:
@@ -118,10 +127,16 @@ class SetRequirement(Command):
     activity: Annotated[Activity, BeforeValidator(_blank_is_none)] = Field(
         description="qc_test, qa_review, qp_certification or equipment_use")
     subject: OptionalLine(40) = Field(None, description="The QC test code (qc_test) or the equipment code "
-                                                        "(equipment_use); none for QA review and QP certification")
-    sop_codes: SopCodes = Field(default_factory=list)
+                                                        "(equipment_use); none for QA review and QP certification",
+                                      json_schema_extra={"x-refused-when": "missing for qc_test or equipment_use, "
+                                                         "given for qa_review or qp_certification, or no equipment "
+                                                         "of the site has this code"})
+    sop_codes: SopCodes = Field(default_factory=list, json_schema_extra={
+        "x-refused-when": "a code is not in the site's SOP register"})
     requires_qualification: bool = Field(False, description="equipment_use only: using the equipment needs a "
-                                                            "current use qualification")
+                                                            "current use qualification",
+                                         json_schema_extra={"x-refused-when": "true for an activity other than "
+                                                                              "equipment_use"})
     reason: Paragraph(2000) = Field(description="Why it changes: goes into the audit trail")
 
 

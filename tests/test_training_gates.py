@@ -299,3 +299,30 @@ def test_review_and_certification_are_refused_through_the_api_and_the_pages(clie
                            data=signed("conditional", "QP_CONDITIONAL", refetch(plant.qp), reason="Patient scheduled"))
     assert response.status_code == 409 and "No training on SOP-QP-001 v1." in response.get_data(as_text=True)
     assert refetch(batch).status == S.AWAITING_CERTIFICATION
+
+
+# --- the batch record: SOP versions and training in force at each step ---------------------------------------------
+
+
+def test_the_batch_record_shows_each_step_sop_version_in_force_and_the_operator_training_that_day(plant):
+    from cellfactory.releases import services as releases
+    from tests.conftest import pdf_text
+
+    site = plant.site
+    sop_with_versions(site, "SOP-MFG-001", [-100, -3])
+    train(plant.qa, plant.tech, site, "SOP-MFG-001", 1, days(site, -50))
+    fully_qualified(plant, plant.tech)
+    batch = started(plant)
+    step = require_on_step(batch, "ISO", aseptic=True, sops=["SOP-MFG-001"])
+    batch_services.record_step(refetch(plant.tech), step, step_command(step, step_data()))
+    day = refetch(step).started_at.astimezone(ZoneInfo(site.timezone)).date()
+    text = " ".join(pdf_text(releases.batch_record_pdf(refetch(plant.qa), refetch(batch))).split())
+    assert f"SOP versions in force and the operator's training and qualification on {format_day(day)}:" in text
+    # The step ran 200 hours ago: v1 was in force (v2 became effective three days ago).
+    assert f"SOP-MFG-001 v1, effective {format_day(days(site, -100))}" in text
+    assert f"current: Trained on SOP-MFG-001 v1 on {format_day(days(site, -50))} by" in text
+    assert f"Media fill — current: Media fill qualification valid until {format_day(days(site, 160))}." in text \
+        or f"current: Media fill qualification valid until {format_day(days(site, 160))}." in text
+    assert f"current: Gowning qualification valid until {format_day(days(site, 160))}." in text
+    # A step citing nothing shows no such table.
+    assert text.count("SOP versions in force and the operator's training") == 1

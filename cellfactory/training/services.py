@@ -240,13 +240,17 @@ def required_sops(site: Site, activity: Activity, subject: str = "") -> list[str
 
 def standings(user: User, site: Site, sops: Sequence[str] = (), qualifications: Sequence[str] = (),
               equipment: Sequence[Equipment] = (), *, on: dt.date | None = None,
-              known: Known | None = None) -> list[Standing]:
+              known: Known | None = None,
+              declared: dict[int, TrainingRequirement] | None = None) -> list[Standing]:
     """The person's standing on each SOP and qualification asked, and on each equipment item used that the site
-    declared as needing a use qualification (or SOPs), on `on` (today at the site by default)."""
+    declared as needing a use qualification (or SOPs), on `on` (today at the site by default). `known` and
+    `declared` (`equipment_requirements`) when the caller read them for many standings."""
     on = on or local_today(site.timezone)
     sops, qualifications = list(dict.fromkeys(sops)), list(dict.fromkeys(qualifications))
     items: list[tuple[str, Equipment | None]] = [(q, None) for q in qualifications]
-    for item_id, found in equipment_requirements(site, equipment).items():
+    declared = equipment_requirements(site, equipment) if declared is None else \
+        {i: r for i, r in declared.items() if any(e.id == i for e in equipment)}
+    for item_id, found in declared.items():
         item = next(e for e in equipment if e.id == item_id)
         sops += [c for c in found.sop_codes if c not in sops]
         if found.requires_qualification:

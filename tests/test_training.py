@@ -4,8 +4,6 @@ gate every door passes through, with its refusal saying exactly what is missing.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 import sqlalchemy as sa
 
@@ -14,16 +12,20 @@ from cellfactory.auth.models import Role
 from cellfactory.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationFailed
 from cellfactory.core.i18n import format_day
 from cellfactory.extensions import db
+from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Signature
 from cellfactory.training import services
-from cellfactory.training.commands import RecordQualification, RecordTraining, SetGracePeriod, SetRequirement, \
-    VoidRecord
+from cellfactory.training.commands import (
+    RecordQualification,
+    RecordTraining,
+    SetGracePeriod,
+    SetRequirement,
+    VoidRecord,
+)
 from cellfactory.training.models import Activity, Qualification, TrainingRecord
 from cellfactory.training.services import Status
 from tests.conftest import PASSWORD, enable_signing, make_user, refetch
 from tests.training_helpers import days, qa_pair, qualify, sop_with_versions, today, train
-
-from cellfactory.signatures.commands import Signer
 
 
 @pytest.fixture

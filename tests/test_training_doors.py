@@ -219,3 +219,35 @@ def test_the_api_records_qualifications_and_qa_sets_requirements_and_grace(clien
     grace = client.post(f"{API}/training/sites/BG/sops/SOP-MFG-001/grace", json={"grace_days": 7, "reason": "r"},
                         headers=bearer(qa_token))
     assert grace.get_json() == {"site": "BG", "sop": "SOP-MFG-001", "grace_days": 7}
+
+
+def test_expiring_and_lapsed_items_are_in_the_person_inbox_and_qa_inbox(client, world):
+    from cellfactory.auth.models import User
+    from cellfactory.inbox.services import Kind, inbox_for
+
+    site = world["site"]
+    sop_with_versions(site, "SOP-QC-001", [-40, -5])  # no grace: training on v1 lapsed five days ago
+    train(world["qa"], world["tech"], site, "SOP-QC-001", 1, days(site, -30))
+    train(world["qa"], world["tech"], site, "SOP-MFG-001", 2, days(site, -2))  # current: not an item
+    qualify(world["qa"], world["tech"], site, "media_fill", days(site, -160), days(site, 22))
+    qualify(world["qa"], world["tech2"], site, "gowning", days(site, -400), days(site, -35))
+
+    def items(username):
+        user = db.session.scalar(sa.select(User).where(User.username == username))
+        return sorted((s.role.value, i.label, i.due.isoformat() if i.due else None, i.overdue)
+                      for s in inbox_for(user) for i in s.items if i.kind == Kind.TRAINING)
+
+    assert items("technician.bg") == [
+        ("technician", f"Media fill qualification valid until {format_day(days(site, 22))}.",
+         days(site, 22).isoformat(), False),
+        ("technician", f"Training on SOP-QC-001 v1 lapsed on {format_day(days(site, -5))}: v2 is in force and "
+                       "there is no training on it.", days(site, -6).isoformat(), True)]
+    qa_items = items(world["qa"].username)
+    assert [(role, label.split(":", 1)[0]) for role, label, _due, _late in qa_items] == [
+        ("qa", "Technician.Bg Tester (technician.bg)"), ("qa", "Technician.Bg Tester (technician.bg)"),
+        ("qa", "Technician2.Bg Tester (technician2.bg)")]
+    assert f"Gowning qualification expired on {format_day(days(site, -35))}." in qa_items[2][1]
+    assert items("technician.mz") == []
+    login(client, "technician.bg")
+    page = text(client.get("/"))
+    assert "Training on SOP-QC-001 v1 lapsed on" in page and "/training/BG/people/technician.bg" in page

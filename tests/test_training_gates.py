@@ -34,7 +34,7 @@ from tests.batch_helpers import (
 )
 from tests.conftest import PASSWORD, login, refetch
 from tests.test_api import bearer, new_token
-from tests.test_release_pages import awaiting_certification, awaiting_review, release_plant, signed
+from tests.test_release_pages import awaiting_review, release_plant, signed
 from tests.training_helpers import days, qualify, sop_with_versions, today, train
 
 API = "/api/v1"

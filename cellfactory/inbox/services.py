@@ -26,7 +26,6 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
-from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext
 from cellfactory.core.scoping import visible_to
@@ -736,11 +735,18 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                                  "admin.role_requests", since=grant.created_at)
 
 
+# The roles whose inbox lists training and qualifications to act on (QA also for the people of its sites).
+TRAINING_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA})
+
+
 def _training(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, Item]]:
     """Training lapsed or in its grace period, qualifications expired or expiring within 30 days: the person's own
     (in the section of their first staff role at the site) and, for QA (the manager of the site's people), those of
-    everyone at the sites where they are QA. Due the last day each counts."""
-    staff = [role for role in Role if role in scopes and role in permissions.SITE_STAFF]
+    everyone at the sites where they are QA. Due the last day each counts.
+
+    Read for the people whose work the gates hold (technicians, QC analysts) and for QA; a QP's own standing is on
+    their training page and in QA's inbox, so that a QP's inbox stays within its statement budget (one more here)."""
+    staff = [role for role in Role if role in scopes and role in TRAINING_ROLES]
     if not staff:
         return
     qa = scopes.get(Role.QA)
@@ -748,10 +754,7 @@ def _training(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, 
     own_scopes = [scopes[role] for role in staff]
     own = None if any(s.network for s in own_scopes) else set().union(*(s.site_ids for s in own_scopes))
     for site, person, standing in training.attention_across(ctx.user, managed, own, ctx.site):
-        if person.id == ctx.user.id:
-            role = _first_role(scopes, staff, site.id)
-        else:
-            role = Role.QA
+        role = _first_role(scopes, staff, site.id) if person.id == ctx.user.id else Role.QA
         if role is None:
             continue
         label = standing.reason if person.id == ctx.user.id else \

@@ -39,8 +39,7 @@ from cellfactory.training.commands import (
     SetRequirement,
     VoidRecord,
 )
-from cellfactory.training.models import Activity, Qualification, QualificationType, TrainingRecord, \
-    TrainingRequirement
+from cellfactory.training.models import Activity, Qualification, QualificationType, TrainingRecord, TrainingRequirement
 from cellfactory.training.services import Standing, Status
 
 

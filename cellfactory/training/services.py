@@ -12,10 +12,12 @@ import datetime as dt
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace as Record
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import RoleAssignment, User
@@ -115,15 +117,51 @@ class Known:
     @classmethod
     def read(cls, site: Site, users: Iterable[User] | None = None) -> Known:
         ids = None if users is None else sorted({u.id for u in users})
-        sops = {s.code: s for s in db.session.scalars(sa.select(Sop).where(Sop.site_id == site.id)
-                                                      .options(selectinload(Sop.versions)))}
-        trainings = sa.select(TrainingRecord).where(TrainingRecord.site_id == site.id,
-                                                    TrainingRecord.voided_at.is_(None))
-        quals = sa.select(Qualification).where(Qualification.site_id == site.id, Qualification.voided_at.is_(None))
+        trainings = TrainingRecord.site_id == site.id
+        quals = Qualification.site_id == site.id
         if ids is not None:
-            trainings = trainings.where(TrainingRecord.user_id.in_(ids or [-1]))
-            quals = quals.where(Qualification.user_id.in_(ids or [-1]))
-        return cls(site, sops, list(db.session.scalars(trainings)), list(db.session.scalars(quals)))
+            trainings = sa.and_(trainings, TrainingRecord.user_id.in_(ids or [-1]))
+            quals = sa.and_(quals, Qualification.user_id.in_(ids or [-1]))
+        sops, found_trainings, found_quals = _read([site.id], trainings, quals)
+        return cls(site, sops.get(site.id, {}), found_trainings, found_quals)
+
+
+def _read(site_ids: Sequence[int] | None, trainings: Any, quals: Any
+          ) -> tuple[dict[int, dict[str, Sop]], list[TrainingRecord], list[Qualification]]:
+    """The valid training records and qualifications matching the conditions, the SOPs (with their versions) of the
+    sites (`site_ids`; None: the sites of the records found) and the people they name, in at most five statements
+    whatever their number: the records' relationships are then found in the session, never read one by one."""
+    found_trainings = list(db.session.scalars(sa.select(TrainingRecord).where(
+        TrainingRecord.voided_at.is_(None), trainings).options(lazyload("*"))))
+    found_quals = list(db.session.scalars(sa.select(Qualification).where(Qualification.voided_at.is_(None), quals)
+                                          .options(lazyload("*"), joinedload(Qualification.equipment)
+                                                   .lazyload("*"))))
+    if site_ids is None:
+        site_ids = sorted({t.site_id for t in found_trainings} | {q.site_id for q in found_quals})
+    sops: dict[int, dict[str, Sop]] = {}
+    if site_ids:
+        found = list(db.session.scalars(sa.select(Sop).where(Sop.site_id.in_(site_ids)).options(lazyload("*"))))
+        versions: dict[int, list[SopVersion]] = {sop.id: [] for sop in found}
+        if found:
+            for version in db.session.scalars(sa.select(SopVersion).where(SopVersion.sop_id.in_(list(versions)))
+                                              .options(lazyload("*")).order_by(SopVersion.number)):
+                versions[version.sop_id].append(version)
+        for sop in found:
+            set_committed_value(sop, "versions", versions[sop.id])
+            sops.setdefault(sop.site_id, {})[sop.code] = sop
+    people = {t.user_id for t in found_trainings} | {t.trainer_id for t in found_trainings} | \
+        {q.user_id for q in found_quals}
+    missing = [i for i in people if db.session.identity_map.get(sa.inspect(User).identity_key_from_primary_key((i,)))
+               is None]
+    if missing:
+        # Held by the records (the session keeps only weak references): their people are then found in it.
+        loaded = {u.id: u for u in db.session.scalars(sa.select(User).where(User.id.in_(sorted(missing)))
+                                                       .options(lazyload("*")))}
+        for record in [*found_trainings, *found_quals]:
+            for name, key in (("user", record.user_id), ("trainer", getattr(record, "trainer_id", None))):
+                if key in loaded:
+                    set_committed_value(record, name, loaded[key])
+    return sops, found_trainings, found_quals
 
 
 def versions_in_force(sop: Sop) -> list[SopVersion]:
@@ -406,34 +444,85 @@ def _attention(known: Known, people: Sequence[User], on: dt.date) -> list[tuple[
 
 
 def attention_across(user: User, managed: set[int] | None, own: set[int] | None, site_of: Callable[[int], Site],
-                     on: dt.date | None = None) -> list[tuple[Site, User, Standing]]:
+                     on: dt.date | None = None) -> list[tuple[Site, Any, Standing]]:
     """What needs acting on, for an inbox: everyone's at the sites the user manages (`managed`: site ids where they
-    are QA, None for every site) and their own at the sites where they work (`own`, None for every site), read in
-    four statements whatever the number of sites or people."""
-    mine = TrainingRecord.user_id == user.id
-    where_t = sa.or_(TrainingRecord.site_id.in_(sorted(managed)) if managed is not None else sa.true(),
-                     sa.and_(mine, TrainingRecord.site_id.in_(sorted(own)) if own is not None else sa.true()))
-    mine_q = Qualification.user_id == user.id
-    where_q = sa.or_(Qualification.site_id.in_(sorted(managed)) if managed is not None else sa.true(),
-                     sa.and_(mine_q, Qualification.site_id.in_(sorted(own)) if own is not None else sa.true()))
-    trainings = list(db.session.scalars(sa.select(TrainingRecord).where(TrainingRecord.voided_at.is_(None), where_t)))
-    quals = list(db.session.scalars(sa.select(Qualification).where(Qualification.voided_at.is_(None), where_q)))
-    site_ids = {t.site_id for t in trainings} | {q.site_id for q in quals}
-    if not site_ids:
+    are QA, None for every site) and their own at the sites where they work (`own`, None for every site). Read in
+    one statement whatever the number of sites or people (an inbox is read on every page): each valid training
+    record with every approved version of its SOP, and each valid qualification, with the names they need. The
+    people are returned as (id, username, full_name) rows."""
+    def scope(site_column: Any, user_column: Any) -> Any:
+        return sa.or_(site_column.in_(sorted(managed)) if managed is not None else sa.true(),
+                      sa.and_(user_column == user.id, site_column.in_(sorted(own)) if own is not None else sa.true()))
+
+    trained_on, approved = sa.orm.aliased(SopVersion), sa.orm.aliased(SopVersion)
+    person, trainer = sa.orm.aliased(User), sa.orm.aliased(User)
+    null = sa.null()
+    trainings = (sa.select(
+        sa.literal("t").label("what"), TrainingRecord.site_id, TrainingRecord.user_id, person.username,
+        person.full_name, TrainingRecord.id.label("record_id"), TrainingRecord.trained_on.label("day"),
+        trained_on.id.label("trained_version"), Sop.id.label("sop_id"), Sop.code.label("code"),
+        Sop.training_grace_days.label("grace"), approved.id.label("version_id"), approved.number.label("number"),
+        approved.status.label("status"), approved.effective_on.label("effective_on"),
+        trainer.full_name.label("trainer"), sa.cast(null, sa.Integer).label("equipment_id"),
+        sa.cast(null, sa.String).label("equipment_name"), sa.cast(null, sa.Date).label("expires_on"))
+        .join(person, person.id == TrainingRecord.user_id).join(trainer, trainer.id == TrainingRecord.trainer_id)
+        .join(trained_on, trained_on.id == TrainingRecord.sop_version_id).join(Sop, Sop.id == trained_on.sop_id)
+        .join(approved, sa.and_(approved.sop_id == Sop.id, approved.status.in_(APPROVED)))
+        .where(TrainingRecord.voided_at.is_(None), scope(TrainingRecord.site_id, TrainingRecord.user_id)))
+    quals = (sa.select(
+        sa.literal("q"), Qualification.site_id, Qualification.user_id, person.username, person.full_name,
+        Qualification.id, Qualification.qualified_on, null, null, Qualification.kind, null, null, null, null, null,
+        Equipment.code, Qualification.equipment_id, Equipment.name, Qualification.expires_on)
+        .join(person, person.id == Qualification.user_id).outerjoin(Equipment,
+                                                                   Equipment.id == Qualification.equipment_id)
+        .where(Qualification.voided_at.is_(None), scope(Qualification.site_id, Qualification.user_id)))
+    rows = db.session.execute(sa.union_all(trainings, quals)).all()
+    if not rows:
         return []
-    sops: dict[int, dict[str, Sop]] = {}
-    for sop in db.session.scalars(sa.select(Sop).where(Sop.site_id.in_(sorted(site_ids)))
-                                  .options(selectinload(Sop.versions))):
-        sops.setdefault(sop.site_id, {})[sop.code] = sop
-    found: list[tuple[Site, User, Standing]] = []
-    for site_id in sorted(site_ids):
-        site = site_of(site_id)
-        known = Known(site, sops.get(site_id, {}), [t for t in trainings if t.site_id == site_id],
-                      [q for q in quals if q.site_id == site_id])
-        people = {t.user_id: t.user for t in known.trainings} | {q.user_id: q.user for q in known.qualifications}
-        day = on or local_today(site.timezone)
-        found += [(site, person, standing) for person, standing in
-                  _attention(known, sorted(people.values(), key=lambda u: (u.full_name, u.id)), day)]
+    return _attention_of_rows(rows, site_of, on)
+
+
+def _attention_of_rows(rows: Sequence[Any], site_of: Callable[[int], Site], on: dt.date | None
+                       ) -> list[tuple[Site, Any, Standing]]:
+    """The rows of `attention_across` as the records the standings are judged on (plain stand-ins, read-only)."""
+    by_site: dict[int, Known] = {}
+    people: dict[int, Any] = {}
+    seen: set[tuple[str, int]] = set()
+    for row in rows:
+        site_id = row.site_id
+        if site_id not in by_site:
+            by_site[site_id] = Known(site_of(site_id), {}, [], [])
+        known = by_site[site_id]
+        people[row.user_id] = Record(id=row.user_id, username=row.username, full_name=row.full_name)
+        if row.what == "t":
+            sop = known.sops.get(row.code)
+            if sop is None:
+                sop = known.sops[row.code] = Record(id=row.sop_id, code=row.code, training_grace_days=row.grace,
+                                                    versions=[])
+            if all(v.id != row.version_id for v in sop.versions):
+                sop.versions.append(Record(id=row.version_id, number=row.number, effective_on=row.effective_on,
+                                           status=SopVersionStatus(row.status), sop=sop))
+            if ("t", row.record_id) not in seen:
+                seen.add(("t", row.record_id))
+                known.trainings.append(Record(id=row.record_id, user_id=row.user_id, sop_version_id=row.trained_version,
+                                              trained_on=row.day, valid=True, trainer=Record(full_name=row.trainer),
+                                              sop_version=Record(sop=sop)))
+        else:
+            # The union's columns are named by its first part: a qualification's kind is in `code`, its
+            # equipment's code in `trainer`.
+            equipment = None if row.equipment_id is None else \
+                Record(id=row.equipment_id, code=row.trainer, name=row.equipment_name)
+            known.qualifications.append(Record(id=row.record_id, user_id=row.user_id, valid=True,
+                                               kind=QualificationType(row.code),
+                                               equipment_id=row.equipment_id, equipment=equipment,
+                                               qualified_on=row.day, expires_on=row.expires_on))
+    found: list[tuple[Site, Any, Standing]] = []
+    for site_id in sorted(by_site):
+        known = by_site[site_id]
+        ids = {t.user_id for t in known.trainings} | {q.user_id for q in known.qualifications}
+        day = on or local_today(known.site.timezone)
+        found += [(known.site, person, standing) for person, standing in
+                  _attention(known, sorted((people[i] for i in ids), key=lambda u: (u.full_name, u.id)), day)]
     return found
 
 

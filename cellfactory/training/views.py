@@ -100,8 +100,8 @@ def _render_person(site: Site, username: str, status: int = 200, *, void_forms: 
     qualifications = services.qualifications_of(someone, site)
     forms: dict[str, Any] = {}
     if _user().has_any_role(SITE_STAFF, site.id):
-        forms = {key: VoidForm(prefix=f"void-{key}", formdata=None)
-                 for key in [f"t{t.id}" for t in trainings if t.valid] + [f"q{q.id}" for q in qualifications if q.valid]}
+        keys = [f"t{t.id}" for t in trainings if t.valid] + [f"q{q.id}" for q in qualifications if q.valid]
+        forms = {key: VoidForm(prefix=f"void-{key}", formdata=None) for key in keys}
     forms.update(void_forms or {})
     signatures = {f"t{t.id}": signature_services.signatures_for(t) for t in trainings}
     signatures.update({f"q{q.id}": signature_services.signatures_for(q) for q in qualifications})

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from cellfactory.auth import services as auth_services
 from cellfactory.auth.commands import CreateUser
-from cellfactory.auth.models import Role, User
+from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
 from cellfactory.core import clock
 from cellfactory.core.clock import local_today

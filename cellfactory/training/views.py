@@ -111,6 +111,24 @@ def _render_person(site: Site, username: str, status: int = 200, *, void_forms: 
                            void_forms=forms, can_void=_user().has_any_role(SITE_STAFF, site.id)), status
 
 
+def _signed_record(site: Site, form: Any, record: Any, template: str, said: Any) -> Any:
+    """A page that records and signs a training or qualification: the form read, the service `record(form)`
+    called, its refusal shown on the form; once signed, `said(record)` flashed and the person's page shown."""
+    if form.validate_on_submit():
+        try:
+            saved = record(form)
+        except PermissionDenied:
+            raise
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            mark_signed()
+            flash(said(saved), "success")
+            return redirect(url_for("training.person", site=site.code, username=saved.user.username))
+    status = 422 if request.method == "POST" else 200
+    return render_template(template, site=site, form=form), status
+
+
 @bp.route("/<site>/records/new", methods=["GET", "POST"])
 @roles_required(SITE_STAFF)
 def record_training(site: str) -> Any:
@@ -120,22 +138,12 @@ def record_training(site: str) -> Any:
     if request.method == "GET":
         form.sop.data = request.args.get("sop", "")
         form.trainee.data = request.args.get("person", "")
-    if form.validate_on_submit():
-        try:
-            record = services.record_training(_user(), found, RecordTraining.from_form(form, site=found.code),
-                                              signer=form.signer)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            flash(_("Training of %(person)s on %(code)s v%(number)s recorded and signed.",
-                    person=record.user.full_name, code=record.sop_version.sop.code,
-                    number=record.sop_version.number), "success")
-            return redirect(url_for("training.person", site=found.code, username=record.user.username))
-    status = 422 if request.method == "POST" else 200
-    return render_template("training/record_training.html", site=found, form=form), status
+    return _signed_record(
+        found, form, lambda f: services.record_training(_user(), found, RecordTraining.from_form(f, site=found.code),
+                                                        signer=f.signer),
+        "training/record_training.html",
+        lambda r: _("Training of %(person)s on %(code)s v%(number)s recorded and signed.", person=r.user.full_name,
+                    code=r.sop_version.sop.code, number=r.sop_version.number))
 
 
 @bp.route("/<site>/qualifications/new", methods=["GET", "POST"])
@@ -147,21 +155,12 @@ def record_qualification(site: str) -> Any:
     _people_choices(form.person, found)
     if request.method == "GET":
         form.person.data = request.args.get("person", "")
-    if form.validate_on_submit():
-        try:
-            record = services.record_qualification(_user(), found, RecordQualification.from_form(form, site=found.code),
-                                                   signer=form.signer)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            flash(_("%(what)s qualification of %(person)s recorded and signed.", what=record.subject,
-                    person=record.user.full_name), "success")
-            return redirect(url_for("training.person", site=found.code, username=record.user.username))
-    status = 422 if request.method == "POST" else 200
-    return render_template("training/record_qualification.html", site=found, form=form), status
+    return _signed_record(
+        found, form, lambda f: services.record_qualification(
+            _user(), found, RecordQualification.from_form(f, site=found.code), signer=f.signer),
+        "training/record_qualification.html",
+        lambda r: _("%(what)s qualification of %(person)s recorded and signed.", what=r.subject,
+                    person=r.user.full_name))
 
 
 def _void(site: str, kind: str, record_id: int) -> Any:

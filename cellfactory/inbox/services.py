@@ -26,6 +26,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext
 from cellfactory.core.scoping import visible_to
@@ -735,10 +736,6 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                                  "admin.role_requests", since=grant.created_at)
 
 
-# The roles whose inbox lists training and qualifications to act on (QA also for the people of its sites).
-TRAINING_ROLES = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA})
-
-
 def _training(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, Item]]:
     """Training lapsed or in its grace period, qualifications expired or expiring within 30 days: the person's own
     (in the section of their first staff role at the site) and, for QA (the manager of the site's people), those of
@@ -746,7 +743,7 @@ def _training(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, 
 
     Read for the people whose work the gates hold (technicians, QC analysts) and for QA; a QP's own standing is on
     their training page and in QA's inbox, so that a QP's inbox stays within its statement budget (one more here)."""
-    staff = [role for role in Role if role in scopes and role in TRAINING_ROLES]
+    staff = [role for role in Role if role in scopes and role in permissions.TRAINING_INBOX]
     if not staff:
         return
     qa = scopes.get(Role.QA)

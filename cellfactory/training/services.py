@@ -169,12 +169,6 @@ def versions_in_force(sop: Sop) -> list[SopVersion]:
     return sorted((v for v in sop.versions if v.status in APPROVED), key=lambda v: (v.effective_on, v.number))
 
 
-def version_in_force(sop: Sop, on: dt.date) -> SopVersion | None:
-    """The version of the SOP in force on a day: the approved one with the latest effective date not after it."""
-    found = [v for v in versions_in_force(sop) if v.effective_on <= on]
-    return found[-1] if found else None
-
-
 def sop_standing(user: User, code: str, on: dt.date, known: Known) -> Standing:
     """The person's training on the SOP in force on `on` (see the module's rules)."""
     sop = known.sops.get(code)
@@ -737,9 +731,3 @@ def person_at(site: Site, username: str) -> User:
         raise NotFound(_("There is no person %(user)s on the staff of %(site)s.", user=repr(username),
                          site=site.code))
     return person
-
-
-def in_force_on(site: Site, codes: Sequence[str], on: dt.date, known: Known | None = None) -> list[Any]:
-    """The version of each SOP code in force on a day (None where the site has none)."""
-    known = known or Known.read(site, [])
-    return [version_in_force(known.sops[c], on) if c in known.sops else None for c in codes]

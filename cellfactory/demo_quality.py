@@ -27,6 +27,8 @@ from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
 from cellfactory.signatures.commands import Signer
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
+from cellfactory.training.commands import RecordQualification, RecordTraining
 
 
 def _sop_pdf(code: str, version: int, title: str, lines: list[str]) -> bytes:
@@ -86,3 +88,43 @@ def build_quality(users: dict[str, User], password: str) -> None:
         "pdf": _sop_pdf(code, 2, title, ["1. Wash the cord in PBS with antibiotics.",
                                          "2. Remove the vessels; cut the Wharton's jelly into 2-3 mm explants.",
                                          "3. Plate in T175 flasks with alpha-MEM + 8 % platelet lysate."])}))
+    _training(users, password, site, sop)
+
+
+def _training(users: dict[str, User], password: str, site: Site, sop) -> None:
+    """Training at BG: the technicians and the QC analysts trained on SOP-MFG-001 v1 by QA, media fill and gowning
+    qualifications (one media fill expiring within the month), and a QC SOP whose second version is in force with
+    no grace period, so the training of one analyst on the first version has lapsed."""
+    qa = users["qa.bg"]
+    today = local_today(site.timezone)
+    signer = Signer(qa.username, password)
+    for name in ("technician.bg", "technician2.bg"):
+        training.record_training(qa, site, RecordTraining.parse({
+            "trainee": name, "sop": sop.code, "version": 1, "trained_on": today.isoformat(), "password": password}),
+            signer=signer)
+    for name, media_fill_on in (("technician.bg", today - dt.timedelta(days=160)),
+                                ("technician2.bg", today - dt.timedelta(days=30))):
+        for kind, qualified_on in (("media_fill", media_fill_on), ("gowning", today - dt.timedelta(days=300))):
+            training.record_qualification(qa, site, RecordQualification.parse({
+                "person": name, "kind": kind, "qualified_on": qualified_on.isoformat(),
+                "expires_on": (qualified_on + dt.timedelta(days=182 if kind == "media_fill" else 365)).isoformat(),
+                "reference": f"{'MF' if kind == 'media_fill' else 'GW'}-BG-{qualified_on:%Y-%m}",
+                "password": password}), signer=signer)
+    code, title = "SOP-QC-001", "Sterility testing by direct inoculation (Ph. Eur. 2.6.1)"
+    qc_sop = documents.create_sop(users["qc_analyst.bg"], site, CreateSop.parse({
+        "code": code, "title": title, "effective_on": today.isoformat(), "filename": f"{code}-v1.pdf",
+        "pdf": _sop_pdf(code, 1, title, ["1. Inoculate TSB and FTM with the sample.", "2. Incubate 14 days."])}))
+    documents.approve_version(qa, qc_sop.versions[0], signer=signer)
+    for name in ("qc_analyst.bg", "qc_analyst2.bg"):
+        training.record_training(qa, site, RecordTraining.parse({
+            "trainee": name, "sop": code, "version": 1, "trained_on": today.isoformat(), "password": password}),
+            signer=signer)
+    second = documents.add_version(users["qc_analyst.bg"], qc_sop, NewSopVersion.parse({
+        "effective_on": today.isoformat(), "change_summary": "Incubation temperatures stated.",
+        "filename": f"{code}-v2.pdf",
+        "pdf": _sop_pdf(code, 2, title, ["1. Inoculate TSB (20-25 C) and FTM (30-35 C) with the sample.",
+                                         "2. Incubate 14 days."])}))
+    documents.approve_version(qa, second, signer=signer)
+    training.record_training(qa, site, RecordTraining.parse({
+        "trainee": "qc_analyst2.bg", "sop": code, "version": 2, "trained_on": today.isoformat(),
+        "password": password}), signer=signer)

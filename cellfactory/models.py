@@ -33,6 +33,7 @@ from cellfactory.reagents.models import CatalogueItem, ReagentLot
 from cellfactory.releases.models import BatchDecision, Certificate
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
+from cellfactory.training.models import Qualification, TrainingRecord, TrainingRequirement
 from cellfactory.units.models import (
     Recipient,
     Shipment,
@@ -56,4 +57,5 @@ __all__ = [
     "IdentityVerification",
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "CollectionFacility", "SourceMaterial", "User", "metadata",
+    "Qualification", "TrainingRecord", "TrainingRequirement",
 ]

@@ -74,12 +74,13 @@ def register(app: Flask) -> None:
     from cellfactory.releases.views import bp as releases_bp
     from cellfactory.search.views import bp as search_bp
     from cellfactory.signatures.views import bp as signatures_bp
+    from cellfactory.training.views import bp as training_bp
     from cellfactory.units.views import bp as units_bp
     from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
 
     for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
                       batches_bp, products_bp, reagents_bp, equipment_bp,
-                      qc_bp, deviations_bp, documents_bp,
+                      qc_bp, deviations_bp, documents_bp, training_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp,
                       search_bp,
@@ -346,6 +347,7 @@ NAV = [
     ("reagents.lots", N_("Lots")),
     ("equipment.index", N_("Equipment")),
     ("documents.sops", N_("Documents")),
+    ("training.index", N_("Training")),
     ("releases.review_worklist", N_("Review")),
     ("releases.certification_worklist", N_("Certification")),
     ("releases.register", N_("QP register")),

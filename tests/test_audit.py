@@ -109,6 +109,23 @@ def test_every_audited_model_records_creation_with_values(users):
     cabinet = db.session.scalar(sa.select(Equipment).where(Equipment.code == "BSC-01"))
     equipment_services.record_event(refetch(plant.tech), cabinet, RecordEvent.parse(
         {"kind": "maintenance", "performed_on": "2026-01-05", "result": "pass", "reference": "MNT-1"}))
+    from cellfactory.core.clock import local_today
+    from cellfactory.training import services as training_services
+    from cellfactory.training.commands import RecordQualification, RecordTraining, SetRequirement
+
+    bg, today = site_services.get_site("BG"), local_today("Europe/Rome").isoformat()
+    sop = documents.create_sop(refetch(plant.qa), bg, CreateSop.parse(
+        {"code": "SOP-TR", "title": "t", "effective_on": today, "pdf": pdf}))
+    documents.approve_version(refetch(plant.approver), refetch(sop).versions[0],
+                              signer=Signer(refetch(plant.approver).username, PASSWORD))
+    training_services.record_training(refetch(plant.qa), bg, RecordTraining.parse({
+        "trainee": "technician.bg", "sop": "SOP-TR", "version": 1, "trained_on": today, "password": PASSWORD}),
+        signer=Signer("qa.bg", PASSWORD))
+    training_services.record_qualification(refetch(plant.qa), bg, RecordQualification.parse({
+        "person": "technician.bg", "kind": "media_fill", "qualified_on": today, "expires_on": "2027-06-01",
+        "reference": "MF-1", "password": PASSWORD}), signer=Signer("qa.bg", PASSWORD))
+    training_services.set_requirement(refetch(plant.qa), bg, SetRequirement.parse(
+        {"activity": "qa_review", "sop_codes": ["SOP-TR"], "reason": "r"}))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

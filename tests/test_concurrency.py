@@ -668,3 +668,45 @@ def test_two_reservations_of_one_unit_at_once_one_wins(plant_app):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UnitRequest)) == 1
         assert db.session.get(Unit, unit_id).status == UnitStatus.RESERVED
         db.session.remove()
+
+
+def test_two_trainers_recording_one_training_at_once_record_it_once(plant_app):
+    """A person has one valid training record per SOP version: two QA people recording the same training at once
+    make one record (and one signature); the other is told it exists."""
+    from cellfactory.core.clock import local_today
+    from cellfactory.core.errors import Conflict
+    from cellfactory.documents import services as documents
+    from cellfactory.documents.commands import CreateSop
+    from cellfactory.training import services as training
+    from cellfactory.training.commands import RecordTraining
+    from cellfactory.training.models import TrainingRecord
+    from tests.batch_helpers import signing
+    from tests.conftest import PASSWORD
+
+    pdf = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+    app, plant, _dins = plant_app
+    with app.app_context():
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        today = local_today(site.timezone).isoformat()
+        sop = documents.create_sop(db.session.get(User, plant.tech.id), site, CreateSop.parse(
+            {"code": "SOP-MFG-009", "title": "Explant culture", "effective_on": today, "pdf": pdf}))
+        documents.approve_version(db.session.get(User, plant.qa.id), sop.versions[0],
+                                  signer=signing(db.session.get(User, plant.qa.id)))
+        trainers = [plant.qa.id, plant.approver.id]
+        db.session.remove()
+
+    def record(user, site):
+        trainer = db.session.get(User, trainers.pop())
+        try:
+            training.record_training(trainer, site, RecordTraining.parse({
+                "trainee": "technician.bg", "sop": "SOP-MFG-009", "version": 1, "trained_on": today,
+                "password": PASSWORD}), signer=signing(trainer))
+            return "recorded"
+        except Conflict as refused:
+            return refused.message
+
+    outcomes = run_in_parallel(app, 2, record)
+    assert sorted(outcomes) == ["Technician.Bg Tester already has a training record on SOP-MFG-009 v1: void it "
+                                "first to record it again.", "recorded"], outcomes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(TrainingRecord)) == 1

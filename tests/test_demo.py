@@ -19,6 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.products.models import Product, SpecStatus
 from cellfactory.signatures.services import SignatureStatus, verify_all
+from cellfactory.sites.models import Site
 from tests.conftest import fresh_database, make_config
 
 
@@ -79,6 +80,17 @@ def test_demo_network(tmp_path):
                     assert p0.passage.cumulative_pd is None
                     if len(passages) > 1 and passages[1].passage.cumulative_pd is not None:
                         assert passages[1].passage.cumulative_pd == passages[1].passage.population_doublings
+            # Issue 17: the training matrix of BG shows one lapsed training (SOP-QC-001 v1, v2 in force without a
+            # grace period) and one media fill expiring within the month.
+            from cellfactory.training import services as training
+
+            bg = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+            lapsed = [(p.username, c.subject) for p, cells in training.matrix(bg).rows for c in cells
+                      if c.status == training.Status.LAPSED]
+            assert lapsed == [("qc_analyst.bg", "SOP-QC-001")]
+            expiring = [(p.username, s.subject) for p, s in training.attention(bg, training.site_people(bg))
+                        if s.status == training.Status.CURRENT]
+            assert expiring == [("technician.bg", "Media fill")]
             # Issue 14: the demo's records went through their normal life (conditional releases, final reads, holds,
             # rejections): every electronic signature still holds.
             statuses = verify_all()

@@ -64,6 +64,7 @@ from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
 
 S = BatchStatus
 
@@ -354,6 +355,11 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
     now = utcnow()
     usage_day = (started or now).astimezone(ZoneInfo(tz)).date()
     equipment = _equipment(step, command.equipment, usage_day, errors)
+    # Who enters a step is trained on the SOPs it cites and holds its qualifications (and the use qualification
+    # of each piece of equipment the site declared as needing one) on the day the step ran.
+    training.require_current(actor, step.batch.site, step.required_sops, step_qualifications(step), equipment,
+                             on=usage_day, what=_("You may not enter step %(code)s (%(name)s)", code=step.code,
+                                                  name=step.name))
     reagents = _reagents(step, command.reagents, usage_day, errors)
     deviation = (command.deviation_reference or "").upper() or None
     if deviation is not None:
@@ -402,6 +408,12 @@ def record_step(actor: User, step: BatchStep, command: RecordStep) -> BatchStep:
             raise Conflict(_(SAVED_MEANWHILE, code=step.code, number=step.batch.number))
         set_committed_value(step, "version", seen + 1)
     return step
+
+
+def step_qualifications(step: BatchStep) -> list[str]:
+    """The qualifications a step requires: those its template names and, for an aseptic step, media fill and
+    gowning."""
+    return training.step_qualifications(step.aseptic, step.required_qualifications or [])
 
 
 def _check_times(step: BatchStep, started: dt.datetime | None, ended: dt.datetime | None, start_field: str,
@@ -682,6 +694,9 @@ def check_verifiable(actor: User, step: BatchStep, entered: set[int] | None = No
         raise Conflict(_("You entered or changed this step: a second person must verify it."))
     if step_verification(step) is not None:
         raise Conflict(_("Step %(code)s is already verified and unchanged since.", code=step.code))
+    # The second person is trained and qualified for the step as its operator must be, on the day they verify.
+    training.require_current(actor, step.batch.site, step.required_sops, step_qualifications(step),
+                             what=_("You may not verify step %(code)s (%(name)s)", code=step.code, name=step.name))
 
 
 @transactional

@@ -49,6 +49,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import ListedRecord, mark_signed, run_ceremony
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
 from cellfactory.web import display_timezone
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -648,9 +649,23 @@ def _set_choices(form: EntryForm, step: BatchStep) -> None:
             for v in db.session.scalars(sa.select(VesselType).order_by(VesselType.growth_area_cm2))]
 
 
+def _step_requirements(step: BatchStep) -> tuple[list[str], list[str]]:
+    """What the step requires, in words (its SOPs, its qualifications, aseptic work), and what the person at the page
+    lacks of it today."""
+    qualifications = services.step_qualifications(step)
+    words = list(step.required_sops) + [training.qualification_name(q) for q in qualifications]
+    if step.aseptic:
+        words.append(_("aseptic work"))
+    missing = []
+    if step.status != StepStatus.DONE and (step.required_sops or qualifications):
+        missing = training.missing_for(_user(), step.batch.site, step.required_sops, qualifications)
+    return words, missing
+
+
 def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[str, int]:
     blocking = _blocking_step(step)
     index = signature_services.SignatureIndex([step])
+    requirements, training_missing = _step_requirements(step)
     return render_template(
         "batches/step.html", batch=step.batch, step=step, form=form, blocking=blocking,
         is_passage=step.kind == StepKind.PASSAGE, correction=step.status != StepStatus.PENDING,
@@ -661,6 +676,7 @@ def _render_step(step: BatchStep, form: EntryForm, status: int = 200) -> tuple[s
         signatures=lifecycle.statuses_with_follow_up(step.batch, step, index.of(step)),
         can_open_deviation=_user().has_any_role(SITE_STAFF, step.batch.site_id),
         history=_history(_step_records(step, index)),
+        requirements=requirements, training_missing=training_missing,
     ), status
 
 

@@ -24,6 +24,9 @@ SITE_STAFF = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP})
 # Hands-on manufacturing at a site: technicians and QA handle units, equipment, reagent lots and labels, and verify
 # manufacturing steps.
 MANUFACTURING_STAFF = frozenset({Role.TECHNICIAN, Role.QA})
+# Whose inbox lists the training and qualifications to act on: the people whose work the training gates hold, and
+# QA, their manager (who also sees those of the people of its sites).
+TRAINING_INBOX = frozenset({Role.TECHNICIAN, Role.QC_ANALYST, Role.QA})
 # Roles that sign GMP decisions (release and recall units, review and certify batches): granting one needs a second
 # person's approval.
 SIGNING_ROLES = frozenset({Role.QA, Role.QP})

@@ -72,6 +72,9 @@ class Sop(Audited, CreatedMixin, VersionedMixin, Base):
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
     code: Mapped[str] = mapped_column(sa.String(40))
     title: Mapped[Str200]
+    # Days after a new version becomes effective during which training on the version before still counts
+    # (migration 0029; set by QA with a reason, see cellfactory.training).
+    training_grace_days: Mapped[int] = mapped_column(default=0, server_default="0")
 
     site: Mapped[Site] = relationship(lazy="joined")
     versions: Mapped[list[SopVersion]] = relationship(back_populates="sop", order_by="SopVersion.number",

@@ -26,6 +26,7 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext
 from cellfactory.core.scoping import visible_to
@@ -42,6 +43,7 @@ from cellfactory.releases.models import BatchDecision, DecisionKind
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import IdentityVerification
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
 from cellfactory.units import services as unit_services
 from cellfactory.units.models import RequestStatus, Shipment, ShipmentStatus, Unit, UnitRequest, UnitStatus
 
@@ -87,6 +89,7 @@ class Kind(enum.StrEnum):
     RECALL = "recall"
     CRITICAL_DEVIATION = "critical_deviation"
     CHANGE_ACTIONS_OPEN = "change_actions_open"
+    TRAINING = "training"
 
     @property
     def label(self) -> str:
@@ -123,6 +126,7 @@ KIND_LABELS = {
     Kind.RECALL: N_("Recall"),
     Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
     Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
+    Kind.TRAINING: N_("Training or qualification"),
 }
 # Stored values an item names: English says them as stored (as it always has), Italian in words.
 VALUE_WORDS = {
@@ -759,6 +763,7 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                                            message=_short(task.message)), f"notice {task.id}",
                                          task.site_id, "notifications.tasks", since=task.created_at,
                                          _anchor=f"task-{task.id}")
+    yield from _training(ctx, scopes)
     if scopes.keys() & {Role.ADMIN, Role.QA, Role.QP}:
         grants = auth_services.pending_grants_for(user)
         people = {person.id: person for person in db.session.scalars(
@@ -774,3 +779,27 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
                                    user=person.username, reason=_short(grant.reason)),
                                  person.username, grant.site_id,
                                  "admin.role_requests", since=grant.created_at)
+
+
+def _training(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Role, Item]]:
+    """Training lapsed or in its grace period, qualifications expired or expiring within 30 days: the person's own
+    (in the section of their first staff role at the site) and, for QA (the manager of the site's people), those of
+    everyone at the sites where they are QA. Due the last day each counts.
+
+    Read for the people whose work the gates hold (technicians, QC analysts) and for QA; a QP's own standing is on
+    their training page and in QA's inbox, so that a QP's inbox stays within its statement budget (one more here)."""
+    staff = [role for role in Role if role in scopes and role in permissions.TRAINING_INBOX]
+    if not staff:
+        return
+    qa = scopes.get(Role.QA)
+    managed = None if qa is not None and qa.network else (set(qa.site_ids) if qa is not None else set())
+    own_scopes = [scopes[role] for role in staff]
+    own = None if any(s.network for s in own_scopes) else set().union(*(s.site_ids for s in own_scopes))
+    for site, person, standing in training.attention_across(ctx.user, managed, own, ctx.site):
+        role = _first_role(scopes, staff, site.id) if person.id == ctx.user.id else Role.QA
+        if role is None:
+            continue
+        label = standing.reason if person.id == ctx.user.id else \
+            _("%(name)s (%(user)s): %(reason)s", name=person.full_name, user=person.username, reason=standing.reason)
+        yield role, ctx.item(Kind.TRAINING, label, person.username, site.id, "training.person",
+                             due=standing.until, site=site.code, username=person.username)

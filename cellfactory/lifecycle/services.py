@@ -45,6 +45,8 @@ from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
+from cellfactory.training.models import Activity
 from cellfactory.units import holds
 
 # A deviation's classification as its refusals say it: as stored in English, in words in Italian.
@@ -110,6 +112,7 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
         if blockers:
             raise Conflict(_("Quality control is not complete: %(blockers)s", blockers=" ".join(blockers)))
     if transition.meaning is not None:
+        _require_decision_training(actor, batch, transition)
         facts = RecordFacts(batch)
         blockers = signing_blockers(batch, transition.meaning, facts)
         if blockers:
@@ -127,6 +130,17 @@ def _guard(actor: User, batch: Batch, transition: Transition) -> None:
                                  user=actor.username))
     if transition.source == S.ON_HOLD_AFTER_RELEASE and transition.target != S.RECALLED:
         _lift_after_release_guard(batch)
+
+
+def _require_decision_training(actor: User, batch: Batch, transition: Transition) -> None:
+    """QA review and each QP decision need training on the SOPs QA of the site declared for them (none: no
+    gate)."""
+    activity = Activity.QA_REVIEW if transition.meaning == Meaning.REVIEWED else Activity.QP_CERTIFICATION
+    sops = training.required_sops(batch.site, activity)
+    if sops:
+        what = _("You may not review %(number)s", number=batch.number) if activity == Activity.QA_REVIEW \
+            else _("You may not decide on %(number)s as QP", number=batch.number)
+        training.require_current(actor, batch.site, sops, what=what)
 
 
 def lift_after_release_problems(batch: Batch) -> list[str]:

@@ -38,6 +38,8 @@ from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
+from cellfactory.training.models import Activity
 
 # States in which results may be entered: in-process tests during manufacturing, release tests after it,
 # and late reads (sterility) after a conditional release.
@@ -144,6 +146,8 @@ def enter_result(actor: User, batch: Batch, command: EnterResult, *,
         raise ValidationFailed(_("Test %(code)s is not in %(specification)s, the specification frozen for this batch.",
                                  code=code, specification=batch.specification.label),
                                fields={"test": _("Choose a test of the batch's specification.")})
+    require_method_training(actor, batch.site, test.code, _("You may not enter a result of %(test)s",
+                                                            test=test.name))
     errors: dict[str, str] = {}
     tz = batch.site.timezone
     sampled_at = command.sampled_at
@@ -297,6 +301,16 @@ def check_verifiable(actor: User, result: QcResult) -> None:
         raise Conflict(_("This result was invalidated."))
     if result_verification(result) is not None:
         raise Conflict(_("This result is already verified."))
+    require_method_training(actor, db.session.get(Site, result.site_id), result.spec_test.code,
+                            _("You may not verify a result of %(test)s", test=result.spec_test.name))
+
+
+def require_method_training(actor: User, site: Site, test_code: str, what: str) -> None:
+    """An analyst enters or verifies a result only when trained on the SOPs QA declared for the test's method at
+    the site (none declared: no gate)."""
+    sops = training.required_sops(site, Activity.QC_TEST, test_code)
+    if sops:
+        training.require_current(actor, site, sops, what=what)
 
 
 @transactional

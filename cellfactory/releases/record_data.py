@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app
@@ -15,7 +16,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.presentation import ChangeFormatter, Names, action_text, record_type
 from cellfactory.batches import charts
 from cellfactory.batches.models import Batch
-from cellfactory.batches.services import signature_statuses, step_verification
+from cellfactory.batches.services import signature_statuses, step_qualifications, step_verification
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.i18n import _, current_language, format_day, format_number, pgettext
 from cellfactory.core.numbers import cell_count
@@ -31,6 +32,7 @@ from cellfactory.records.styles import SignatureView
 from cellfactory.releases.services import certificates_for, decisions_for
 from cellfactory.signatures import services as signatures
 from cellfactory.sites.models import Site
+from cellfactory.training import services as training
 
 
 def _decimal(value: Any) -> str | None:
@@ -142,6 +144,36 @@ def _audit_listing(entries: sa.Result, tz: str):
     return trail, corrections, changed
 
 
+def training_in_force(batch: Batch) -> dict[int, tuple[dt.date, list[list[str]]]]:
+    """For each step that cites SOPs or requires qualifications (or used equipment the site declared as needing a
+    use qualification), on the step's day at the site: each SOP's version in force (number and effective date) and
+    the operator's training and qualification in force that day, by step id. Read once for the whole record."""
+    site = batch.site
+    steps = [s for s in batch.steps if s.started_at is not None]
+    used = {u.equipment.id: u.equipment for s in steps for u in s.current_equipment}
+    declared = training.equipment_requirements(site, list(used.values()))
+    gated = [s for s in steps if s.required_sops or step_qualifications(s)
+             or any(u.equipment_id in declared for u in s.current_equipment)]
+    if not gated:
+        return {}
+    known = training.Known.read(site, [s.operator for s in gated if s.operator is not None])
+    found = {}
+    for step in gated:
+        day = step.started_at.astimezone(ZoneInfo(site.timezone)).date()
+        rows = []
+        standings = training.standings(step.operator, site, step.required_sops, step_qualifications(step),
+                                       [u.equipment for u in step.current_equipment], on=day, known=known,
+                                       declared=declared) if step.operator is not None else []
+        for standing in standings:
+            version = standing.version
+            rows.append([standing.subject,
+                         _("v%(number)s, effective %(day)s", number=version.number,
+                           day=format_day(version.effective_on)) if version is not None else "—",
+                         f"{standing.status.label}: {standing.reason}"])
+        found[step.id] = (day, rows)
+    return found
+
+
 def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     tz = batch.site.timezone
 
@@ -248,6 +280,7 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
 
     # 3. Manufacturing record
     manufacturing = Section(_("Manufacturing record"))
+    people = training_in_force(batch)
     for step in batch.steps:
         manufacturing.blocks += [("subtitle", f"{step.code} {step.name} ({step.status.label})"), ("kv", [
             (label(_("Started"), "batch_step", step.id, "started_at"), t(step.started_at)),
@@ -270,6 +303,12 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
                                            u.lot.status.label, f"{_decimal(u.quantity)} {u.unit}",
                                            u.void_reason or ""] for u in step.reagent_uses],
                                          [45 * mm, 25 * mm, 20 * mm, 20 * mm, 22 * mm, None]))
+        if step.id in people:
+            day, rows = people[step.id]
+            manufacturing.blocks.append(("text", _("SOP versions in force and the operator's training and "
+                                                   "qualification on %(day)s:", day=format_day(day))))
+            manufacturing.blocks.append(("table", [_("SOP or qualification"), _("Version in force"),
+                                                   _("Operator on that day")], rows, [45 * mm, 35 * mm, None]))
         verification = step_verification(step, index)
         if verification is None:
             manufacturing.blocks.append(("text", _("Not verified by a second person (or changed since "

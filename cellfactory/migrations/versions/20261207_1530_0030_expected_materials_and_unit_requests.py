@@ -2,7 +2,7 @@
 and unit requests (a released unit reserved for a patient or a trial site until it is shipped there)
 
 Revision ID: 0030
-Revises: 0027
+Revises: 0029
 Create Date: 2026-12-07 15:30:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0030'
-down_revision = '0027'
+down_revision = '0029'
 branch_labels = None
 depends_on = None
 

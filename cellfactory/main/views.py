@@ -91,7 +91,16 @@ def network_overview(user: User, active_sites: list | None = None) -> list[SiteO
         chosen = list(db.session.scalars(scoped(sa.select(Site).where(Site.active.is_(True)), Site.id)
                                          .order_by(Site.code)))
     sites = {site.id: SiteOverview(site.code, site.name) for site in chosen}
-    # Batches by state, units in stock by product, open deviations and shipments in transit: one statement.
+    # Release turnaround over a window, not the whole history: the batches first certified in the last
+    # TURNAROUND_WINDOW_DAYS, i.e. whose earliest certifying decision is in the window. Such a batch changed status
+    # in the window too (a transition stamps status_changed_at after signing its decision, and later transitions
+    # only move it on), so only the batches that changed status since then are looked at, with their decisions
+    # found by batch: the rows read are the window's, whatever the years of history behind them.
+    certifying = [k for k in DecisionKind if k.certifies and k is not DecisionKind.REJECTION]
+    since = utcnow() - dt.timedelta(days=TURNAROUND_WINDOW_DAYS)
+    first = sa.func.min(BatchDecision.decided_at)
+    # Batches by state, units in stock by product, open deviations, shipments in transit and the start and first
+    # certification of each batch certified in the window (as text, the one shape of the statement): one statement.
     transit = sa.and_(Shipment.status == ShipmentStatus.IN_TRANSIT)
     if not network:
         transit = sa.and_(transit, sa.or_(Shipment.from_site_id.in_(readable), Shipment.to_site_id.in_(readable)))
@@ -109,7 +118,16 @@ def network_overview(user: User, active_sites: list | None = None) -> list[SiteO
         sa.select(sa.literal("out"), Shipment.from_site_id, nothing, nothing, sa.func.count()).where(transit)
         .group_by(Shipment.from_site_id),
         sa.select(sa.literal("in"), Shipment.to_site_id, nothing, nothing, sa.func.count()).where(transit)
-        .group_by(Shipment.to_site_id))
+        .group_by(Shipment.to_site_id),
+        scoped(sa.select(sa.literal("certified"), Batch.site_id, sa.cast(Batch.started_at, sa.String),
+                         sa.cast(first, sa.String), sa.literal(1))
+               .join(BatchDecision, BatchDecision.batch_id == Batch.id)
+               # As a subquery, so that SQLite's planner, which cannot tell how few rows a date range holds,
+               # still starts from ix_batch_status_changed_at rather than scanning every batch.
+               .where(Batch.id.in_(sa.select(Batch.id).where(Batch.status_changed_at >= since)),
+                      BatchDecision.kind.in_(certifying))
+               .group_by(Batch.id, Batch.site_id, Batch.started_at).having(first >= since), Batch.site_id))
+    durations: dict[int, list[float]] = {}
     for what, site_id, status, product, count in db.session.execute(counts):
         overview = sites.get(site_id)
         if overview is None:
@@ -123,30 +141,22 @@ def network_overview(user: User, active_sites: list | None = None) -> list[SiteO
             overview.open_deviations = count
         elif what == "out":
             overview.shipments_out = count
-        else:
+        elif what == "in":
             overview.shipments_in = count
-    # Release turnaround over a window, not the whole history: the batches first certified in the last
-    # TURNAROUND_WINDOW_DAYS, i.e. whose earliest certifying decision is in the window. Such a batch changed status
-    # in the window too (a transition stamps status_changed_at after signing its decision, and later transitions
-    # only move it on), so only the batches that changed status since then are looked at, with their decisions
-    # found by batch: the rows read are the window's, whatever the years of history behind them.
-    certifying = [k for k in DecisionKind if k.certifies and k is not DecisionKind.REJECTION]
-    since = utcnow() - dt.timedelta(days=TURNAROUND_WINDOW_DAYS)
-    first = sa.func.min(BatchDecision.decided_at)
-    durations: dict[int, list[float]] = {}
-    for site_id, started, first_at in db.session.execute(scoped(
-            sa.select(Batch.site_id, Batch.started_at, first).join(BatchDecision, BatchDecision.batch_id == Batch.id)
-            # As a subquery, so that SQLite's planner, which cannot tell how few rows a date range holds, still
-            # starts from ix_batch_status_changed_at rather than scanning every batch.
-            .where(Batch.id.in_(sa.select(Batch.id).where(Batch.status_changed_at >= since)),
-                   BatchDecision.kind.in_(certifying))
-            .group_by(Batch.id, Batch.site_id, Batch.started_at).having(first >= since), Batch.site_id)):
-        durations.setdefault(site_id, []).append(max(0.0, (first_at - started).total_seconds() / 86400))
+        else:
+            started, first_at = _instant_text(status), _instant_text(product)
+            durations.setdefault(site_id, []).append(max(0.0, (first_at - started).total_seconds() / 86400))
     for site_id, days in durations.items():
         if site_id in sites:
             sites[site_id].turnaround_days = statistics.median(days)
             sites[site_id].certified = len(days)
     return list(sites.values())
+
+
+def _instant_text(text: str) -> dt.datetime:
+    """An instant the database gave as text: SQLite's stored UTC without an offset, PostgreSQL's with one."""
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 @bp.route("/site", methods=["POST"])

@@ -8,7 +8,7 @@ from pydantic import BeforeValidator, Field
 
 from cellfactory.core.commands import Command, Instant, Line, OptionalLine, OptionalParagraph, Paragraph
 from cellfactory.core.i18n import _l
-from cellfactory.environment.limits import Grade, Occupancy, SampleType
+from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType
 from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 
@@ -37,7 +37,7 @@ class DeclareRoom(Command):
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     code: Line(40) = Field(description="The room's code, stored in capitals")
     name: Line(200)
-    grade: _choice(Grade) = Field(description="A, B, C or D")
+    grade: _choice(CleanroomGrade) = Field(description="A, B, C or D")
 
 
 class DeclareDevice(Command):
@@ -48,7 +48,7 @@ class DeclareDevice(Command):
     room: Line(40) = Field(description="Code of the room it sits in")
     code: Line(40) = Field(description="The device's code, stored in capitals")
     name: Line(200)
-    grade: _choice(Grade) = Field(description="A, B, C or D (a biosafety cabinet: A)")
+    grade: _choice(CleanroomGrade) = Field(description="A, B, C or D (a biosafety cabinet: A)")
     equipment: OptionalLine(40) = Field(None, description="Code of its equipment record at the site, if any")
 
 
@@ -69,8 +69,8 @@ class AddPlan(Command):
                                          "occupancy": _l("Choose at rest or in operation."),
                                          "frequency_days": _l("Enter how often, in days.")}
 
-    sample_type: _choice(SampleType)
-    occupancy: _choice(Occupancy)
+    sample_type: _choice(EmSampleType)
+    occupancy: _choice(RoomState)
     frequency_days: int = Field(ge=1, le=366, description="Every how many days (1 to 366)")
 
 
@@ -81,9 +81,9 @@ class SetAlertLevel(Signed):
                                          "occupancy": _l("Choose at rest or in operation."),
                                          "level": _l("Enter the alert level."), "reason": _l("Give the reason.")}
 
-    grade: _choice(Grade)
-    sample_type: _choice(SampleType)
-    occupancy: _choice(Occupancy)
+    grade: _choice(CleanroomGrade)
+    sample_type: _choice(EmSampleType)
+    occupancy: _choice(RoomState)
     level: int = Field(ge=0, le=MAX_COUNT, description="Below the action level, in the sample type's unit",
                        json_schema_extra={"x-refused-when": "at or above the action level; grade A viable (no "
                                                             "growth); where Annex 1 sets no action level"})
@@ -103,7 +103,7 @@ class OpenSession(Command):
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
     room: Line(40) = Field(description="Code of the room sampled")
     device: OptionalLine(40) = Field(None, description="Code of the device sampled in that room, if any")
-    occupancy: _choice(Occupancy)
+    occupancy: _choice(RoomState)
     started_at: Instant = Field(description="ISO 8601 with the UTC offset")
     ended_at: Instant = Field(description="ISO 8601 with the UTC offset; after started_at, not in the future")
     plate_lot: OptionalLine(60) = Field(None, description="Lot of the plates used (required for viable samples "
@@ -120,7 +120,7 @@ class ResultLine(Command):
                                          "count": _l("Enter the count.")}
 
     point: Line(40) = Field(description="Code of the sampling point")
-    sample_type: _choice(SampleType)
+    sample_type: _choice(EmSampleType)
     count: int = Field(ge=0, le=MAX_COUNT, description="CFU, or particles per m³")
     organism: OptionalLine(200) = Field(None, description="The organism identified: required when a viable count "
                                                           "is above 0; refused for particles")

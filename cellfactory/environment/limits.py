@@ -14,7 +14,7 @@ from decimal import Decimal
 from cellfactory.core.i18n import N_, _, lazy_pgettext
 
 
-class Grade(enum.StrEnum):
+class CleanroomGrade(enum.StrEnum):
     A = "A"
     B = "B"
     C = "C"
@@ -25,7 +25,7 @@ class Grade(enum.StrEnum):
         return _("grade %(grade)s", grade=self.value)
 
 
-class Occupancy(enum.StrEnum):
+class RoomState(enum.StrEnum):
     AT_REST = "at_rest"
     IN_OPERATION = "in_operation"
 
@@ -34,11 +34,11 @@ class Occupancy(enum.StrEnum):
         return str(OCCUPANCY_WORDS[self])
 
 
-OCCUPANCY_WORDS = {Occupancy.AT_REST: lazy_pgettext("cleanroom state", "at rest"),
-                   Occupancy.IN_OPERATION: lazy_pgettext("cleanroom state", "in operation")}
+OCCUPANCY_WORDS = {RoomState.AT_REST: lazy_pgettext("cleanroom state", "at rest"),
+                   RoomState.IN_OPERATION: lazy_pgettext("cleanroom state", "in operation")}
 
 
-class SampleType(enum.StrEnum):
+class EmSampleType(enum.StrEnum):
     ACTIVE_AIR = "active_air"
     SETTLE_PLATE = "settle_plate"
     CONTACT_PLATE = "contact_plate"
@@ -56,24 +56,24 @@ class SampleType(enum.StrEnum):
 
     @property
     def viable(self) -> bool:
-        return self not in (SampleType.PARTICLES_0_5, SampleType.PARTICLES_5)
+        return self not in (EmSampleType.PARTICLES_0_5, EmSampleType.PARTICLES_5)
 
 
 SAMPLE_WORDS = {
-    SampleType.ACTIVE_AIR: lazy_pgettext("EM sample type", "active air"),
-    SampleType.SETTLE_PLATE: lazy_pgettext("EM sample type", "settle plate"),
-    SampleType.CONTACT_PLATE: lazy_pgettext("EM sample type", "contact plate"),
-    SampleType.GLOVE_PRINT: lazy_pgettext("EM sample type", "glove print"),
-    SampleType.PARTICLES_0_5: lazy_pgettext("EM sample type", "particles ≥0.5 µm"),
-    SampleType.PARTICLES_5: lazy_pgettext("EM sample type", "particles ≥5 µm"),
+    EmSampleType.ACTIVE_AIR: lazy_pgettext("EM sample type", "active air"),
+    EmSampleType.SETTLE_PLATE: lazy_pgettext("EM sample type", "settle plate"),
+    EmSampleType.CONTACT_PLATE: lazy_pgettext("EM sample type", "contact plate"),
+    EmSampleType.GLOVE_PRINT: lazy_pgettext("EM sample type", "glove print"),
+    EmSampleType.PARTICLES_0_5: lazy_pgettext("EM sample type", "particles ≥0.5 µm"),
+    EmSampleType.PARTICLES_5: lazy_pgettext("EM sample type", "particles ≥5 µm"),
 }
 SAMPLE_UNITS = {
-    SampleType.ACTIVE_AIR: lazy_pgettext("EM unit", "CFU/m³"),
-    SampleType.SETTLE_PLATE: lazy_pgettext("EM unit", "CFU/4 h"),
-    SampleType.CONTACT_PLATE: lazy_pgettext("EM unit", "CFU/plate"),
-    SampleType.GLOVE_PRINT: lazy_pgettext("EM unit", "CFU/glove"),
-    SampleType.PARTICLES_0_5: lazy_pgettext("EM unit", "particles/m³"),
-    SampleType.PARTICLES_5: lazy_pgettext("EM unit", "particles/m³"),
+    EmSampleType.ACTIVE_AIR: lazy_pgettext("EM unit", "CFU/m³"),
+    EmSampleType.SETTLE_PLATE: lazy_pgettext("EM unit", "CFU/4 h"),
+    EmSampleType.CONTACT_PLATE: lazy_pgettext("EM unit", "CFU/plate"),
+    EmSampleType.GLOVE_PRINT: lazy_pgettext("EM unit", "CFU/glove"),
+    EmSampleType.PARTICLES_0_5: lazy_pgettext("EM unit", "particles/m³"),
+    EmSampleType.PARTICLES_5: lazy_pgettext("EM unit", "particles/m³"),
 }
 
 
@@ -106,28 +106,28 @@ PARTICLE_SOURCE = "EU GMP Annex 1 (2022), Table 5"
 
 _NO, _NS, _NP = LimitKind.NO_GROWTH, LimitKind.NOT_SPECIFIED, LimitKind.NOT_PREDETERMINED
 # Viable action limits, Table 6: the same at rest and in operation.
-_VIABLE: dict[Grade, dict[SampleType, int | LimitKind]] = {
-    Grade.A: {SampleType.ACTIVE_AIR: _NO, SampleType.SETTLE_PLATE: _NO, SampleType.CONTACT_PLATE: _NO,
-              SampleType.GLOVE_PRINT: _NO},
-    Grade.B: {SampleType.ACTIVE_AIR: 10, SampleType.SETTLE_PLATE: 5, SampleType.CONTACT_PLATE: 5,
-              SampleType.GLOVE_PRINT: 5},
-    Grade.C: {SampleType.ACTIVE_AIR: 100, SampleType.SETTLE_PLATE: 50, SampleType.CONTACT_PLATE: 25,
-              SampleType.GLOVE_PRINT: _NS},
-    Grade.D: {SampleType.ACTIVE_AIR: 200, SampleType.SETTLE_PLATE: 100, SampleType.CONTACT_PLATE: 50,
-              SampleType.GLOVE_PRINT: _NS},
+_VIABLE: dict[CleanroomGrade, dict[EmSampleType, int | LimitKind]] = {
+    CleanroomGrade.A: {EmSampleType.ACTIVE_AIR: _NO, EmSampleType.SETTLE_PLATE: _NO, EmSampleType.CONTACT_PLATE: _NO,
+              EmSampleType.GLOVE_PRINT: _NO},
+    CleanroomGrade.B: {EmSampleType.ACTIVE_AIR: 10, EmSampleType.SETTLE_PLATE: 5, EmSampleType.CONTACT_PLATE: 5,
+              EmSampleType.GLOVE_PRINT: 5},
+    CleanroomGrade.C: {EmSampleType.ACTIVE_AIR: 100, EmSampleType.SETTLE_PLATE: 50, EmSampleType.CONTACT_PLATE: 25,
+              EmSampleType.GLOVE_PRINT: _NS},
+    CleanroomGrade.D: {EmSampleType.ACTIVE_AIR: 200, EmSampleType.SETTLE_PLATE: 100, EmSampleType.CONTACT_PLATE: 50,
+              EmSampleType.GLOVE_PRINT: _NS},
 }
 # Total particles per m³, Table 5.
-_PARTICLES: dict[tuple[Occupancy, SampleType], dict[Grade, int | LimitKind]] = {
-    (Occupancy.AT_REST, SampleType.PARTICLES_0_5): {Grade.A: 3_520, Grade.B: 3_520, Grade.C: 352_000,
-                                                    Grade.D: 3_520_000},
-    (Occupancy.IN_OPERATION, SampleType.PARTICLES_0_5): {Grade.A: 3_520, Grade.B: 352_000, Grade.C: 3_520_000,
-                                                         Grade.D: _NP},
-    (Occupancy.AT_REST, SampleType.PARTICLES_5): {Grade.A: _NS, Grade.B: _NS, Grade.C: 2_930, Grade.D: 29_300},
-    (Occupancy.IN_OPERATION, SampleType.PARTICLES_5): {Grade.A: 29, Grade.B: 2_930, Grade.C: 29_300, Grade.D: _NP},
+_PARTICLES: dict[tuple[RoomState, EmSampleType], dict[CleanroomGrade, int | LimitKind]] = {
+    (RoomState.AT_REST, EmSampleType.PARTICLES_0_5): {CleanroomGrade.A: 3_520, CleanroomGrade.B: 3_520, CleanroomGrade.C: 352_000,
+                                                    CleanroomGrade.D: 3_520_000},
+    (RoomState.IN_OPERATION, EmSampleType.PARTICLES_0_5): {CleanroomGrade.A: 3_520, CleanroomGrade.B: 352_000, CleanroomGrade.C: 3_520_000,
+                                                         CleanroomGrade.D: _NP},
+    (RoomState.AT_REST, EmSampleType.PARTICLES_5): {CleanroomGrade.A: _NS, CleanroomGrade.B: _NS, CleanroomGrade.C: 2_930, CleanroomGrade.D: 29_300},
+    (RoomState.IN_OPERATION, EmSampleType.PARTICLES_5): {CleanroomGrade.A: 29, CleanroomGrade.B: 2_930, CleanroomGrade.C: 29_300, CleanroomGrade.D: _NP},
 }
 
 
-def action_limit(grade: Grade, sample_type: SampleType, occupancy: Occupancy) -> ActionLimit:
+def action_limit(grade: CleanroomGrade, sample_type: EmSampleType, occupancy: RoomState) -> ActionLimit:
     """The default action limit of Annex 1 (2022) for a sample of this type in a zone of this grade and state."""
     if sample_type.viable:
         entry, source = _VIABLE[grade][sample_type], VIABLE_SOURCE
@@ -138,7 +138,7 @@ def action_limit(grade: Grade, sample_type: SampleType, occupancy: Occupancy) ->
     return ActionLimit(LimitKind.VALUE, entry, source)
 
 
-class Verdict(enum.StrEnum):
+class EmVerdict(enum.StrEnum):
     WITHIN = "within"
     ALERT = "alert"
     ACTION = "action"
@@ -148,21 +148,21 @@ class Verdict(enum.StrEnum):
         return str(VERDICT_WORDS[self])
 
 
-VERDICT_WORDS = {Verdict.WITHIN: lazy_pgettext("EM verdict", "within limits"),
-                 Verdict.ALERT: lazy_pgettext("EM verdict", "alert level exceeded"),
-                 Verdict.ACTION: lazy_pgettext("EM verdict", "action level exceeded")}
+VERDICT_WORDS = {EmVerdict.WITHIN: lazy_pgettext("EM verdict", "within limits"),
+                 EmVerdict.ALERT: lazy_pgettext("EM verdict", "alert level exceeded"),
+                 EmVerdict.ACTION: lazy_pgettext("EM verdict", "action level exceeded")}
 
 
-def judge(count: int, limit: ActionLimit, alert: Decimal | int | None) -> Verdict:
+def judge(count: int, limit: ActionLimit, alert: Decimal | int | None) -> EmVerdict:
     """The verdict of one count: above the action limit (any growth where it is "no growth") is action; above the
     site's alert level is alert; else within. A limit Annex 1 does not set judges against the alert level only."""
     if limit.kind == LimitKind.NO_GROWTH:
-        return Verdict.ACTION if count > 0 else Verdict.WITHIN
+        return EmVerdict.ACTION if count > 0 else EmVerdict.WITHIN
     if limit.kind == LimitKind.VALUE and count > limit.value:
-        return Verdict.ACTION
+        return EmVerdict.ACTION
     if alert is not None and count > alert:
-        return Verdict.ALERT
-    return Verdict.WITHIN
+        return EmVerdict.ALERT
+    return EmVerdict.WITHIN
 
 
 ALERT_AT_OR_ABOVE_ACTION = N_("The alert level must be below the action level (%(limit)s).")

@@ -16,7 +16,7 @@ from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
-from cellfactory.environment.limits import Grade, Occupancy, SampleType, Verdict
+from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType, EmVerdict
 from cellfactory.equipment.models import Equipment
 from cellfactory.sites.models import Site
 
@@ -29,7 +29,7 @@ class Room(Audited, CreatedMixin, VersionedMixin, Base):
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
     code: Mapped[str] = mapped_column(sa.String(40))
     name: Mapped[Str200]
-    grade: Mapped[Grade] = enum_column(Grade, type_name="em_grade")
+    grade: Mapped[CleanroomGrade] = enum_column(CleanroomGrade, type_name="em_grade")
 
     site: Mapped[Site] = relationship(lazy="joined")
 
@@ -49,7 +49,7 @@ class Device(Audited, CreatedMixin, VersionedMixin, Base):
     room_id: Mapped[int] = mapped_column(sa.ForeignKey("em_room.id"), index=True)
     code: Mapped[str] = mapped_column(sa.String(40))
     name: Mapped[Str200]
-    grade: Mapped[Grade] = enum_column(Grade, type_name="em_grade")
+    grade: Mapped[CleanroomGrade] = enum_column(CleanroomGrade, type_name="em_grade")
     equipment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("equipment.id"), index=True)
 
     room: Mapped[Room] = relationship(lazy="joined")
@@ -78,7 +78,7 @@ class SamplingPoint(Audited, CreatedMixin, VersionedMixin, Base):
                                                      order_by="SamplingPlan.id")
 
     @property
-    def grade(self) -> Grade:
+    def grade(self) -> CleanroomGrade:
         return self.device.grade if self.device is not None else self.room.grade
 
     @property
@@ -98,8 +98,8 @@ class SamplingPlan(Audited, CreatedMixin, Base):
     id: Mapped[IntPK]
     point_id: Mapped[int] = mapped_column(sa.ForeignKey("em_sampling_point.id"), index=True)
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
-    sample_type: Mapped[SampleType] = enum_column(SampleType, type_name="em_sample_type")
-    occupancy: Mapped[Occupancy] = enum_column(Occupancy, type_name="em_occupancy")
+    sample_type: Mapped[EmSampleType] = enum_column(EmSampleType, type_name="em_sample_type")
+    occupancy: Mapped[RoomState] = enum_column(RoomState, type_name="em_occupancy")
     frequency_days: Mapped[int]
     ended_at: Mapped[dt.datetime | None]
 
@@ -117,9 +117,9 @@ class AlertLevel(Audited, CreatedMixin, Base):
 
     id: Mapped[IntPK]
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
-    grade: Mapped[Grade] = enum_column(Grade, type_name="em_grade")
-    sample_type: Mapped[SampleType] = enum_column(SampleType, type_name="em_sample_type")
-    occupancy: Mapped[Occupancy] = enum_column(Occupancy, type_name="em_occupancy")
+    grade: Mapped[CleanroomGrade] = enum_column(CleanroomGrade, type_name="em_grade")
+    sample_type: Mapped[EmSampleType] = enum_column(EmSampleType, type_name="em_sample_type")
+    occupancy: Mapped[RoomState] = enum_column(RoomState, type_name="em_occupancy")
     level: Mapped[int]
     reason: Mapped[str] = mapped_column(sa.Text)
     superseded_at: Mapped[dt.datetime | None]
@@ -157,7 +157,7 @@ class MonitoringSession(Audited, CreatedMixin, VersionedMixin, Base):
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
     room_id: Mapped[int] = mapped_column(sa.ForeignKey("em_room.id"), index=True)
     device_id: Mapped[int | None] = mapped_column(sa.ForeignKey("em_device.id"), index=True)
-    occupancy: Mapped[Occupancy] = enum_column(Occupancy, type_name="em_occupancy")
+    occupancy: Mapped[RoomState] = enum_column(RoomState, type_name="em_occupancy")
     started_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime]
     sampled_by_id: Mapped[int] = mapped_column(sa.ForeignKey("app_user.id"))
@@ -192,13 +192,13 @@ class MonitoringResult(Audited, CreatedMixin, Base):
     session_id: Mapped[int] = mapped_column(sa.ForeignKey("em_session.id"), index=True)
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
     point_id: Mapped[int] = mapped_column(sa.ForeignKey("em_sampling_point.id"), index=True)
-    sample_type: Mapped[SampleType] = enum_column(SampleType, type_name="em_sample_type")
+    sample_type: Mapped[EmSampleType] = enum_column(EmSampleType, type_name="em_sample_type")
     count: Mapped[int]
     organism: Mapped[str | None] = mapped_column(sa.String(200))
-    grade: Mapped[Grade] = enum_column(Grade, type_name="em_grade")
+    grade: Mapped[CleanroomGrade] = enum_column(CleanroomGrade, type_name="em_grade")
     action_limit: Mapped[str] = mapped_column(sa.String(40))
     alert_level: Mapped[int | None]
-    verdict: Mapped[Verdict] = enum_column(Verdict, type_name="em_verdict")
+    verdict: Mapped[EmVerdict] = enum_column(EmVerdict, type_name="em_verdict")
 
     session: Mapped[MonitoringSession] = relationship(back_populates="results")
     point: Mapped[SamplingPoint] = relationship(lazy="joined")
@@ -231,7 +231,7 @@ class Excursion(Audited, CreatedMixin, VersionedMixin, Base):
     id: Mapped[IntPK]
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
     result_id: Mapped[int] = mapped_column(sa.ForeignKey("em_result.id"), unique=True)
-    level: Mapped[Verdict] = enum_column(Verdict, type_name="em_verdict")
+    level: Mapped[EmVerdict] = enum_column(EmVerdict, type_name="em_verdict")
     status: Mapped[ExcursionStatus] = enum_column(ExcursionStatus, type_name="em_excursion_status")
     deviation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("deviation.id"))
     batch_numbers: Mapped[str] = mapped_column(sa.Text, default="")

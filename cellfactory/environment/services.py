@@ -41,10 +41,10 @@ from cellfactory.environment.commands import (
 )
 from cellfactory.environment.limits import (
     ActionLimit,
-    Grade,
-    Occupancy,
-    SampleType,
-    Verdict,
+    CleanroomGrade,
+    RoomState,
+    EmSampleType,
+    EmVerdict,
     action_limit,
     alert_problem,
     judge,
@@ -231,18 +231,18 @@ def add_plan(actor: User, point: SamplingPoint, command: AddPlan) -> SamplingPla
 # --- limits and alert levels -----------------------------------------------------------------------------------
 
 
-def current_alert_levels(site_id: int) -> dict[tuple[Grade, SampleType, Occupancy], AlertLevel]:
+def current_alert_levels(site_id: int) -> dict[tuple[CleanroomGrade, EmSampleType, RoomState], AlertLevel]:
     levels = db.session.scalars(sa.select(AlertLevel).where(AlertLevel.site_id == site_id,
                                                             AlertLevel.superseded_at.is_(None)))
     return {(level.grade, level.sample_type, level.occupancy): level for level in levels}
 
 
-def limits_table(site_id: int) -> list[tuple[Grade, SampleType, Occupancy, ActionLimit, AlertLevel | None]]:
+def limits_table(site_id: int) -> list[tuple[CleanroomGrade, EmSampleType, RoomState, ActionLimit, AlertLevel | None]]:
     """Every grade × sample type × state: Annex 1's action limit with its source, and the site's alert level."""
     alerts = current_alert_levels(site_id)
     return [(grade, sample_type, occupancy, action_limit(grade, sample_type, occupancy),
              alerts.get((grade, sample_type, occupancy)))
-            for grade in Grade for sample_type in SampleType for occupancy in Occupancy]
+            for grade in CleanroomGrade for sample_type in EmSampleType for occupancy in RoomState]
 
 
 @transactional
@@ -314,20 +314,20 @@ def session_points(session: MonitoringSession) -> list[SamplingPoint]:
     return points_of(session.site_id, room_id=session.room_id)
 
 
-def worksheet(session: MonitoringSession) -> list[tuple[SamplingPoint, SampleType, MonitoringResult | None]]:
+def worksheet(session: MonitoringSession) -> list[tuple[SamplingPoint, EmSampleType, MonitoringResult | None]]:
     """One row per sampling point × sample type planned for the session's state (a point without a plan: every
     sample type), each with its result once entered."""
     entered = {(r.point_id, r.sample_type): r for r in session.results}
     rows = []
     for point in session_points(session):
         planned = [p.sample_type for p in point.plans if p.ended_at is None and p.occupancy == session.occupancy]
-        for sample_type in (planned or list(SampleType)):
+        for sample_type in (planned or list(EmSampleType)):
             rows.append((point, sample_type, entered.get((point.id, sample_type))))
     return rows
 
 
-def verdict_of(site_id: int, grade: Grade, sample_type: SampleType, occupancy: Occupancy,
-               count: int) -> tuple[Verdict, ActionLimit, int | None]:
+def verdict_of(site_id: int, grade: CleanroomGrade, sample_type: EmSampleType, occupancy: RoomState,
+               count: int) -> tuple[EmVerdict, ActionLimit, int | None]:
     """The one judgement of a count: Annex 1's action limit and the site's alert level in force."""
     limit = action_limit(grade, sample_type, occupancy)
     alert = current_alert_levels(site_id).get((grade, sample_type, occupancy))
@@ -347,7 +347,7 @@ def enter_results(actor: User, session: MonitoringSession, command: EnterResults
     points = {p.code: p for p in session_points(session)}
     entered = {(r.point_id, r.sample_type) for r in session.results}
     errors: dict[str, str] = {}
-    seen: set[tuple[int, SampleType]] = set()
+    seen: set[tuple[int, EmSampleType]] = set()
     for index, line in enumerate(command.results):
         key = f"results.{index}"
         point = points.get(line.point.upper())
@@ -380,7 +380,7 @@ def enter_results(actor: User, session: MonitoringSession, command: EnterResults
         results.append(result)
     db.session.flush()
     for result in results:
-        if result.verdict != Verdict.WITHIN:
+        if result.verdict != EmVerdict.WITHIN:
             _raise_excursion(actor, session, result)
     return results
 
@@ -393,7 +393,7 @@ def _raise_excursion(actor: User, session: MonitoringSession, result: Monitoring
                 + (f", {result.organism}" if result.organism else "") + f", {result.verdict.label}")
     excursion = Excursion(site_id=session.site_id, result_id=result.id, result=result, level=result.verdict,
                           status=ExcursionStatus.OPEN, created_by_id=actor.id)
-    if result.verdict == Verdict.ACTION:
+    if result.verdict == EmVerdict.ACTION:
         links = batch_links.find(session)
         batch_ids = list(dict.fromkeys(link.batch_id for link in links))
         numbers = list(dict.fromkeys(link.batch_number for link in links))
@@ -520,7 +520,7 @@ def open_action_excursions(sessions: Iterable[MonitoringSession]) -> list[tuple[
     rows = db.session.execute(
         sa.select(Excursion, Deviation).join(MonitoringResult, MonitoringResult.id == Excursion.result_id)
         .outerjoin(Deviation, Deviation.id == Excursion.deviation_id)
-        .where(MonitoringResult.session_id.in_(ids), Excursion.level == Verdict.ACTION,
+        .where(MonitoringResult.session_id.in_(ids), Excursion.level == EmVerdict.ACTION,
                Excursion.status != ExcursionStatus.CLOSED,
                sa.or_(Deviation.id.is_(None), Deviation.status != DeviationStatus.CLOSED))
         .order_by(Excursion.id))
@@ -576,8 +576,8 @@ def record_missing_sample(actor: User, site_id: int, step_id: int, reason: str) 
     return missing
 
 
-def trend(point: SamplingPoint, sample_type: SampleType, *, since: dt.datetime | None = None,
-          until: dt.datetime | None = None) -> list[tuple[dt.datetime, int, Occupancy]]:
+def trend(point: SamplingPoint, sample_type: EmSampleType, *, since: dt.datetime | None = None,
+          until: dt.datetime | None = None) -> list[tuple[dt.datetime, int, RoomState]]:
     """The counts at a point for a sample type, oldest first: (sampled at, count, state)."""
     query = (sa.select(MonitoringSession.started_at, MonitoringResult.count, MonitoringSession.occupancy)
              .join(MonitoringSession, MonitoringSession.id == MonitoringResult.session_id)

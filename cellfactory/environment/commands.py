@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Instant, Line, OptionalLine, OptionalParagraph, Paragraph
-from cellfactory.core.i18n import _l
+from cellfactory.core.commands import (
+    Command,
+    Instant,
+    Line,
+    OptionalLine,
+    OptionalParagraph,
+    Paragraph,
+    number_problem,
+)
+from cellfactory.core.i18n import _, _l
 from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType
 from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
@@ -26,7 +35,20 @@ def _choice(enum_cls: Any) -> Any:
     return Annotated[enum_cls, BeforeValidator(_blank_is_none)]
 
 
-Code = Annotated[str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)]
+def _whole(value: Any) -> Any:
+    """A whole number sent as a number (7.0 is 7); text, true and fractions are refused; blank is missing."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("text", number_problem(value) if isinstance(value, str)
+                                  else _("Must be a whole number."))
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_whole), WithJsonSchema({"type": "integer"})]
+OptionalWhole = Annotated[int | None, BeforeValidator(_whole), WithJsonSchema({"type": ["integer", "null"]})]
 
 
 class DeclareRoom(Command):
@@ -71,7 +93,7 @@ class AddPlan(Command):
 
     sample_type: _choice(EmSampleType)
     occupancy: _choice(RoomState)
-    frequency_days: int = Field(ge=1, le=366, description="Every how many days (1 to 366)")
+    frequency_days: Whole = Field(ge=1, le=366, description="Every how many days (1 to 366)")
 
 
 class SetAlertLevel(Signed):
@@ -84,7 +106,7 @@ class SetAlertLevel(Signed):
     grade: _choice(CleanroomGrade)
     sample_type: _choice(EmSampleType)
     occupancy: _choice(RoomState)
-    level: int = Field(ge=0, le=MAX_COUNT, description="Below the action level, in the sample type's unit",
+    level: Whole = Field(ge=0, le=MAX_COUNT, description="Below the action level, in the sample type's unit",
                        json_schema_extra={"x-refused-when": "at or above the action level; grade A viable (no "
                                                             "growth); where Annex 1 sets no action level"})
     reason: Paragraph(2000) = Field(description="Why this level: goes into the audit trail")
@@ -109,7 +131,7 @@ class OpenSession(Command):
     plate_lot: OptionalLine(60) = Field(None, description="Lot of the plates used (required for viable samples "
                                                           "when results are entered)")
     incubation_celsius: OptionalLine(20) = Field(None, description="Incubation temperature, e.g. 20-25 then 30-35")
-    incubation_days: int | None = Field(None, ge=1, le=30, description="Incubation days (1 to 30)")
+    incubation_days: OptionalWhole = Field(None, ge=1, le=30, description="Incubation days (1 to 30)")
     notes: OptionalParagraph(2000) = None
 
 
@@ -121,7 +143,7 @@ class ResultLine(Command):
 
     point: Line(40) = Field(description="Code of the sampling point")
     sample_type: _choice(EmSampleType)
-    count: int = Field(ge=0, le=MAX_COUNT, description="CFU, or particles per m³")
+    count: Whole = Field(ge=0, le=MAX_COUNT, description="CFU, or particles per m³")
     organism: OptionalLine(200) = Field(None, description="The organism identified: required when a viable count "
                                                           "is above 0; refused for particles")
 

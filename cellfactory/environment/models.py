@@ -130,6 +130,11 @@ class AlertLevel(Audited, CreatedMixin, Base):
     def audit_label(self) -> str:
         return f"{self.grade.value} {self.sample_type.value} {self.occupancy.value}"
 
+    @property
+    def signature_version(self) -> int:
+        """A level is never changed once signed (a new one supersedes it): its signed content has one version."""
+        return 1
+
     def signature_content(self) -> dict[str, Any]:
         return {"site": self.site.code if self.site else self.site_id, "grade": self.grade.value,
                 "sample_type": self.sample_type.value, "occupancy": self.occupancy.value, "level": self.level,

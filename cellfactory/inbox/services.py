@@ -32,6 +32,13 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
 from cellfactory.documents.models import ChangeAction, ChangeRequest, ChangeStatus
+from cellfactory.environment.models import (
+    Excursion,
+    ExcursionStatus,
+    MonitoringResult,
+    MonitoringSession,
+    SamplingPoint,
+)
 from cellfactory.extensions import db
 from cellfactory.materials.models import MaterialStatus, SourceMaterial
 from cellfactory.notifications import services as notification_services
@@ -85,6 +92,7 @@ class Kind(enum.StrEnum):
     RECALL = "recall"
     CRITICAL_DEVIATION = "critical_deviation"
     CHANGE_ACTIONS_OPEN = "change_actions_open"
+    EM_EXCURSION = "em_excursion"
 
     @property
     def label(self) -> str:
@@ -119,6 +127,7 @@ KIND_LABELS = {
     Kind.RECALL: N_("Recall"),
     Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
     Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
+    Kind.EM_EXCURSION: N_("Monitoring excursion to review"),
 }
 # Stored values an item names: English says them as stored (as it always has), Italian in words.
 VALUE_WORDS = {
@@ -512,6 +521,25 @@ def _changes_with_open_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
                        due=first_due, since=change.decided_at, number=change.number, _anchor="actions")
 
 
+def _em_excursions(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Environmental monitoring excursions QA has not closed: above the alert level to acknowledge, above the
+    action level to follow through its deviation (read with their result, point and session in one statement)."""
+    rows = db.session.execute(visible_to(
+        sa.select(Excursion, MonitoringResult.count, MonitoringResult.sample_type, SamplingPoint.code,
+                  MonitoringSession.number)
+        .join(MonitoringResult, MonitoringResult.id == Excursion.result_id)
+        .join(SamplingPoint, SamplingPoint.id == MonitoringResult.point_id)
+        .join(MonitoringSession, MonitoringSession.id == MonitoringResult.session_id)
+        .where(Excursion.status != ExcursionStatus.CLOSED, scope.of(Excursion.site_id))
+        .options(lazyload(Excursion.result)).order_by(Excursion.id), Excursion, ctx.user).limit(KIND_LIMIT))
+    for excursion, count, sample_type, point, session in rows:
+        label = _("%(level)s at %(point)s: %(type)s %(count)s %(unit)s (session %(session)s)",
+                  level=excursion.level.label, point=point, type=sample_type.label, count=count,
+                  unit=sample_type.unit, session=session)
+        yield ctx.item(Kind.EM_EXCURSION, label, session, excursion.site_id, "environment.excursions",
+                       since=excursion.created_at, _anchor=f"excursion-{excursion.id}")
+
+
 def _materials_in_quarantine(ctx: _Context, scope: Scope) -> Iterator[Item]:
     materials = db.session.scalars(visible_to(
         sa.select(SourceMaterial).where(SourceMaterial.status == MaterialStatus.QUARANTINED,
@@ -676,7 +704,7 @@ BUILDERS: dict[Role, tuple[Builder, ...]] = {
     Role.TECHNICIAN: (_steps_due, _steps_to_verify, _units_to_put_away, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
     Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
-              _changes_with_open_actions),
+              _changes_with_open_actions, _em_excursions),
     Role.QP: (_batches_to_certify, _conditional_releases),
     Role.ADMIN: (_identity_checks, _locked_accounts),
     Role.AUDITOR: (_recent_certifications, _recalls, _critical_deviations),

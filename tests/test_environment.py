@@ -1,0 +1,395 @@
+"""Environmental monitoring (issue 17; EU GMP Annex 1 (2022) Tables 5 and 6): rooms, devices and points; Annex 1's
+action limits with their source; alert levels QA sets below them with a signature; sessions and their worksheet,
+each result judged by one rule; excursions that alert QA and, above the action level, open a deviation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory.alerts.models import Alert
+from cellfactory.core.clock import utcnow
+from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
+from cellfactory.deviations.models import Deviation
+from cellfactory.environment import services
+from cellfactory.environment.commands import (
+    AddPlan,
+    DeclareDevice,
+    DeclarePoint,
+    DeclareRoom,
+    EnterResults,
+    OpenSession,
+    ReviewExcursion,
+    SetAlertLevel,
+)
+from cellfactory.environment.limits import (
+    CleanroomGrade,
+    EmSampleType,
+    EmVerdict,
+    LimitKind,
+    RoomState,
+    action_limit,
+    judge,
+)
+from cellfactory.environment.models import AlertLevel, Excursion, MonitoringResult, MonitoringSession
+from cellfactory.extensions import db
+from cellfactory.inbox.services import Kind, inbox_for
+from cellfactory.signatures.models import Signature
+from tests.batch_helpers import signing
+from tests.conftest import PASSWORD, login, refetch
+from tests.test_api import assert_error
+from tests.test_api_manufacturing import API, world  # noqa: F401 - the fixture
+
+G, T, S = CleanroomGrade, EmSampleType, RoomState
+
+
+# --- Annex 1's limits and the one judgement ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("grade", "sample_type", "state", "kind", "value"), [
+    # Table 6, viable action limits (grade A: no growth)
+    (G.A, T.SETTLE_PLATE, S.IN_OPERATION, LimitKind.NO_GROWTH, None),
+    (G.B, T.ACTIVE_AIR, S.IN_OPERATION, LimitKind.VALUE, 10),
+    (G.B, T.SETTLE_PLATE, S.AT_REST, LimitKind.VALUE, 5),
+    (G.B, T.GLOVE_PRINT, S.IN_OPERATION, LimitKind.VALUE, 5),
+    (G.C, T.ACTIVE_AIR, S.IN_OPERATION, LimitKind.VALUE, 100),
+    (G.C, T.CONTACT_PLATE, S.IN_OPERATION, LimitKind.VALUE, 25),
+    (G.C, T.GLOVE_PRINT, S.IN_OPERATION, LimitKind.NOT_SPECIFIED, None),
+    (G.D, T.ACTIVE_AIR, S.IN_OPERATION, LimitKind.VALUE, 200),
+    (G.D, T.SETTLE_PLATE, S.IN_OPERATION, LimitKind.VALUE, 100),
+    (G.D, T.CONTACT_PLATE, S.AT_REST, LimitKind.VALUE, 50),
+    # Table 5, total particles per m³
+    (G.A, T.PARTICLES_0_5, S.AT_REST, LimitKind.VALUE, 3_520),
+    (G.B, T.PARTICLES_0_5, S.IN_OPERATION, LimitKind.VALUE, 352_000),
+    (G.C, T.PARTICLES_0_5, S.AT_REST, LimitKind.VALUE, 352_000),
+    (G.D, T.PARTICLES_0_5, S.AT_REST, LimitKind.VALUE, 3_520_000),
+    (G.D, T.PARTICLES_0_5, S.IN_OPERATION, LimitKind.NOT_PREDETERMINED, None),
+    (G.A, T.PARTICLES_5, S.AT_REST, LimitKind.NOT_SPECIFIED, None),
+    (G.A, T.PARTICLES_5, S.IN_OPERATION, LimitKind.VALUE, 29),
+    (G.B, T.PARTICLES_5, S.IN_OPERATION, LimitKind.VALUE, 2_930),
+    (G.C, T.PARTICLES_5, S.AT_REST, LimitKind.VALUE, 2_930),
+    (G.D, T.PARTICLES_5, S.AT_REST, LimitKind.VALUE, 29_300),
+])
+def test_action_limits_are_annex_1_s_with_their_source(grade, sample_type, state, kind, value):
+    limit = action_limit(grade, sample_type, state)
+    assert (limit.kind, limit.value) == (kind, value)
+    table = "Table 6" if sample_type.viable else "Table 5"
+    assert limit.source == f"EU GMP Annex 1 (2022), {table}"
+
+
+def test_one_rule_judges_within_alert_and_action():
+    b_settle = action_limit(G.B, T.SETTLE_PLATE, S.IN_OPERATION)  # action 5
+    assert judge(0, b_settle, 2) == EmVerdict.WITHIN
+    assert judge(2, b_settle, 2) == EmVerdict.WITHIN  # at the alert level: not above it
+    assert judge(3, b_settle, 2) == EmVerdict.ALERT
+    assert judge(5, b_settle, 2) == EmVerdict.ALERT  # at the action level: not above it
+    assert judge(6, b_settle, 2) == EmVerdict.ACTION
+    assert judge(6, b_settle, None) == EmVerdict.ACTION
+    a_settle = action_limit(G.A, T.SETTLE_PLATE, S.IN_OPERATION)
+    assert judge(0, a_settle, None) == EmVerdict.WITHIN
+    assert judge(1, a_settle, None) == EmVerdict.ACTION  # grade A: any growth is action
+    d_particles = action_limit(G.D, T.PARTICLES_0_5, S.IN_OPERATION)  # not predetermined
+    assert judge(10_000_000, d_particles, None) == EmVerdict.WITHIN
+
+
+# --- the site's cleanrooms ----------------------------------------------------------------------------------
+
+
+def _declare(world) -> None:  # noqa: F811
+    qa = refetch(world.plant.qa)
+    site = qa.roles[0].site
+    services.declare_room(qa, site, DeclareRoom(code="cr-b1", name="Cleanroom B1", grade="B"))
+    services.declare_device(refetch(world.plant.qa), site, DeclareDevice(
+        room="CR-B1", code="BSC-A1", name="Biosafety cabinet 1", grade="A", equipment="BSC-01"))
+    services.declare_point(refetch(world.plant.qa), site, DeclarePoint(
+        room="CR-B1", device="BSC-A1", code="A1-WORK", description="Work surface, centre of the cabinet"))
+    services.declare_point(refetch(world.plant.qa), site, DeclarePoint(
+        room="CR-B1", code="B1-DOOR", description="Floor by the door"))
+    point = services.get_point(refetch(world.plant.qa), site, "A1-WORK")
+    for sample_type in ("settle_plate", "active_air", "particles_0_5"):
+        services.add_plan(refetch(world.plant.qa), refetch(point),
+                          AddPlan(sample_type=sample_type, occupancy="in_operation", frequency_days=1))
+
+
+@pytest.fixture
+def em(world):  # noqa: F811
+    _declare(world)
+    return world
+
+
+def _site(world):  # noqa: F811
+    return refetch(world.plant.qa).roles[0].site
+
+
+def _session(world, *, device: str | None = "BSC-A1", hours: tuple[float, float] = (3, 2), **fields):  # noqa: F811
+    now = utcnow()
+    data = {"room": "CR-B1", "device": device, "occupancy": "in_operation",
+            "started_at": (now - dt.timedelta(hours=hours[0])).isoformat(),
+            "ended_at": (now - dt.timedelta(hours=hours[1])).isoformat(), "plate_lot": "TSA-2611",
+            "incubation_celsius": "20-25/30-35", "incubation_days": 7} | fields
+    return services.open_session(refetch(world.plant.tech), _site(world), OpenSession.parse(data))
+
+
+def _enter(world, session, *lines, user=None):  # noqa: F811
+    return services.enter_results(refetch(user or world.plant.tech), refetch(session), EnterResults.parse(
+        {"results": [dict(zip(("point", "sample_type", "count", "organism"), line, strict=False)) for line in lines]}))
+
+
+def test_a_cabinet_is_grade_a_in_a_grade_b_room_and_its_points_take_its_grade(em):
+    site = _site(em)
+    points = {p.code: p for p in services.points_of(site.id)}
+    assert points["A1-WORK"].grade == G.A and points["B1-DOOR"].grade == G.B
+    assert points["A1-WORK"].device.equipment.code == "BSC-01"
+    assert [(p.sample_type, p.frequency_days) for p in points["A1-WORK"].plans] == [
+        (T.SETTLE_PLATE, 1), (T.ACTIVE_AIR, 1), (T.PARTICLES_0_5, 1)]
+
+
+def test_declaring_refuses_duplicates_lower_grades_unknown_places_and_non_qa(em):
+    site = _site(em)
+    qa = refetch(em.plant.qa)
+    with pytest.raises(Conflict):
+        services.declare_room(qa, site, DeclareRoom(code="CR-B1", name="again", grade="C"))
+    with pytest.raises(ValidationFailed) as refused:
+        services.declare_device(refetch(em.plant.qa), site, DeclareDevice(room="CR-B1", code="X", name="x",
+                                                                          grade="C"))
+    assert set(refused.value.fields) == {"grade"}
+    with pytest.raises(Conflict):  # one equipment record is one device
+        services.declare_device(refetch(em.plant.qa), site, DeclareDevice(room="CR-B1", code="BSC-A2", name="x",
+                                                                          grade="A", equipment="BSC-01"))
+    with pytest.raises(ValidationFailed) as refused:
+        services.declare_point(refetch(em.plant.qa), site, DeclarePoint(room="CR-Z", code="Z", description="z"))
+    assert set(refused.value.fields) == {"room"}
+    with pytest.raises(PermissionDenied):
+        services.declare_room(refetch(em.plant.tech), site, DeclareRoom(code="CR-C", name="C", grade="C"))
+    with pytest.raises(Conflict):
+        point = services.get_point(refetch(em.plant.qa), site, "A1-WORK")
+        services.add_plan(refetch(em.plant.qa), point, AddPlan(sample_type="settle_plate",
+                                                               occupancy="in_operation", frequency_days=7))
+
+
+# --- alert levels, signed by QA ------------------------------------------------------------------------------
+
+
+def _alert(world, level, *, grade="B", sample_type="settle_plate", password=PASSWORD):  # noqa: F811
+    command = SetAlertLevel.parse({"grade": grade, "sample_type": sample_type, "occupancy": "in_operation",
+                                   "level": level, "reason": "trend of 2025", "password": password})
+    return services.set_alert_level(refetch(world.plant.qa), _site(world), command, signer=signing(world.plant.qa))
+
+
+def test_an_alert_level_below_the_action_level_is_signed_and_supersedes_the_one_before(em):
+    first = _alert(em, 3)
+    second = _alert(em, 2)
+    assert refetch(first).superseded_at is not None and refetch(second).superseded_at is None
+    assert services.current_alert_levels(_site(em).id)[(G.B, T.SETTLE_PLATE, S.IN_OPERATION)].level == 2
+    signature = db.session.scalar(sa.select(Signature).where(Signature.entity_type == "em_alert_level",
+                                                             Signature.entity_id == str(second.id)))
+    assert signature is not None and signature.meaning == "Approved"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AlertLevel)) == 2  # nothing deleted
+
+
+@pytest.mark.parametrize(("grade", "sample_type", "level", "words"), [
+    ("B", "settle_plate", 5, "below the action level (5)"),  # at the action level
+    ("B", "settle_plate", 6, "below the action level (5)"),
+    ("A", "settle_plate", 0, "no growth"),  # grade A viable: no alert level
+    ("A", "particles_5", 1, "sets no action level"),  # at rest... in operation A ≥5 µm is 29: see below
+    ("D", "particles_0_5", 100, "sets no action level"),  # grade D in operation: not predetermined
+])
+def test_an_alert_level_at_or_above_action_or_where_there_is_none_is_refused(em, grade, sample_type, level, words):
+    if sample_type == "particles_5":
+        command = SetAlertLevel.parse({"grade": grade, "sample_type": sample_type, "occupancy": "at_rest",
+                                       "level": level, "reason": "r", "password": PASSWORD})
+        call = lambda: services.set_alert_level(refetch(em.plant.qa), _site(em), command,  # noqa: E731
+                                                signer=signing(em.plant.qa))
+    else:
+        call = lambda: _alert(em, level, grade=grade, sample_type=sample_type)  # noqa: E731
+    with pytest.raises(ValidationFailed) as refused:
+        call()
+    assert set(refused.value.fields) == {"level"} and words in refused.value.fields["level"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AlertLevel)) == 0
+
+
+def test_only_qa_sets_alert_levels_and_a_wrong_password_saves_nothing(em):
+    command = SetAlertLevel.parse({"grade": "B", "sample_type": "settle_plate", "occupancy": "in_operation",
+                                   "level": 2, "reason": "r", "password": "wrong"})
+    with pytest.raises(PermissionDenied):
+        services.set_alert_level(refetch(em.plant.tech), _site(em), command, signer=signing(em.plant.tech))
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the signature's own refusal
+        services.set_alert_level(refetch(em.plant.qa), _site(em), command,
+                                 signer=signing(em.plant.qa, "wrong"))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AlertLevel)) == 0
+
+
+# --- sessions, results and excursions ------------------------------------------------------------------------
+
+
+def test_a_session_records_who_when_where_and_refuses_impossible_times(em):
+    session = _session(em)
+    assert session.number.startswith(f"EM-BG-{utcnow().year}-") and session.place == "CR-B1 / BSC-A1"
+    assert session.sampled_by.id == em.plant.tech.id and session.plate_lot == "TSA-2611"
+    now = utcnow()
+    for fields, field in [({"ended_at": (now - dt.timedelta(hours=4)).isoformat()}, "ended_at"),
+                          ({"ended_at": (now + dt.timedelta(hours=4)).isoformat()}, "ended_at"),
+                          ({"started_at": "0001-01-01T00:00:00+00:00"}, "started_at"),
+                          ({"started_at": "9999-12-31T10:00:00+00:00"}, "started_at"),
+                          ({"device": "INC-01"}, "device"), ({"room": "\u202eCR"}, "room"),
+                          ({"incubation_days": -1}, "incubation_days"), ({"occupancy": "busy"}, "occupancy")]:
+        with pytest.raises(ValidationFailed) as refused:
+            _session(em, **fields)
+        assert field in refused.value.fields, (fields, refused.value.fields)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(MonitoringSession)) == 1
+
+
+def test_the_worksheet_has_a_row_per_point_and_planned_type_and_each_result_is_judged(em):
+    _alert(em, 2)  # B settle alert 2
+    session = _session(em, device=None)  # the room: the cabinet's points and the room's own
+    rows = [(p.code, t.value) for p, t, _r in services.worksheet(session)]
+    assert ("A1-WORK", "settle_plate") in rows and ("A1-WORK", "contact_plate") not in rows
+    assert ("B1-DOOR", "glove_print") in rows  # a point without a plan: every type
+    results = _enter(em, session, ("A1-WORK", "settle_plate", 0), ("B1-DOOR", "settle_plate", 1, "Micrococcus"),
+                     ("B1-DOOR", "contact_plate", 3, "Staphylococcus epidermidis"),
+                     ("A1-WORK", "particles_0_5", 1200))
+    assert [r.verdict for r in results] == [EmVerdict.WITHIN, EmVerdict.WITHIN, EmVerdict.WITHIN, EmVerdict.WITHIN]
+    results = _enter(em, session, ("B1-DOOR", "active_air", 4, "Bacillus"))
+    assert results[0].verdict == EmVerdict.WITHIN and results[0].action_limit == "10"
+    alert = _enter(em, session, ("B1-DOOR", "glove_print", 3, "Staphylococcus hominis"))[0]
+    assert alert.verdict == EmVerdict.WITHIN  # no alert level set for glove prints: judged against action 5
+
+
+def test_growth_needs_the_organism_and_a_line_twice_is_refused_nothing_saved(em):
+    session = _session(em)
+    cases = [[("A1-WORK", "settle_plate", 1)], [("A1-WORK", "particles_0_5", 10, "E. coli")],
+             [("A1-WORK", "settle_plate", 0), ("A1-WORK", "settle_plate", 0)], [("B1-DOOR", "settle_plate", 0)],
+             [("A1-WORK", "settle_plate", -1)], [("A1-WORK", "settle_plate", 10**12)],
+             [("A1-WORK", "settle_plate", "many")], [("A1-WORK", "settle_plate", 1, "x\x00y")],
+             [("A1-WORK", "settle_plate", 1, "\ud800")], [("A1-WORK", "settle_plate", 1, "a" * 10_000)]]
+    for lines in cases:
+        with pytest.raises(ValidationFailed):
+            _enter(em, session, *lines)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(MonitoringResult)) == 0
+    _enter(em, session, ("A1-WORK", "settle_plate", 0))
+    with pytest.raises(ValidationFailed) as refused:
+        _enter(em, session, ("A1-WORK", "settle_plate", 0))
+    assert "Already entered" in refused.value.fields["results.0.sample_type"]
+    no_lot = _session(em, plate_lot=None)
+    with pytest.raises(ValidationFailed):
+        _enter(em, no_lot, ("A1-WORK", "settle_plate", 0))
+
+
+def test_above_the_alert_level_qa_is_alerted_and_the_excursion_is_in_its_inbox(em):
+    _alert(em, 2)
+    session = _session(em, device=None)
+    result = _enter(em, session, ("B1-DOOR", "settle_plate", 4, "Micrococcus luteus"))[0]
+    assert result.verdict == EmVerdict.ALERT and result.alert_level == 2
+    excursion = db.session.scalar(sa.select(Excursion))
+    assert excursion.level == EmVerdict.ALERT and excursion.deviation_id is None
+    alert = db.session.scalar(sa.select(Alert).where(Alert.kind == "em_excursion"))
+    assert alert.audience.value == "qa" and "4 CFU/4 h" in alert.message and session.number in alert.message
+    items = [i for s in inbox_for(refetch(em.plant.qa)) for i in s.items if i.kind == Kind.EM_EXCURSION]
+    assert len(items) == 1 and "B1-DOOR" in items[0].label
+    assert not db.session.scalar(sa.select(Deviation))
+    # QA acknowledges, then closes (no deviation to wait for)
+    services.acknowledge_excursion(refetch(em.plant.qa), refetch(excursion),
+                                   ReviewExcursion(comment="door seal checked"))
+    with pytest.raises(Conflict):
+        services.acknowledge_excursion(refetch(em.plant.qa), refetch(excursion), ReviewExcursion(comment="again"))
+    with pytest.raises(PermissionDenied):
+        services.close_excursion(refetch(em.plant.tech), refetch(excursion), ReviewExcursion(comment="x"))
+    services.close_excursion(refetch(em.plant.qa), refetch(excursion), ReviewExcursion(comment="trend normal"))
+    assert not [i for s in inbox_for(refetch(em.plant.qa)) for i in s.items if i.kind == Kind.EM_EXCURSION]
+
+
+def test_growth_in_grade_a_opens_a_deviation_and_the_excursion_closes_only_after_it(em):
+    session = _session(em)
+    _enter(em, session, ("A1-WORK", "settle_plate", 1, "Staphylococcus epidermidis"))
+    excursion = db.session.scalar(sa.select(Excursion))
+    assert excursion.level == EmVerdict.ACTION
+    deviation = db.session.get(Deviation, excursion.deviation_id)
+    assert deviation.status.value == "open" and deviation.classification.value == "major"
+    assert "A1-WORK" in deviation.title and "Staphylococcus epidermidis" in deviation.description
+    assert "No batch's aseptic step" in deviation.description  # nothing ran in the cabinet then
+    with pytest.raises(Conflict) as refused:
+        services.close_excursion(refetch(em.plant.qa), refetch(excursion), ReviewExcursion(comment="x"))
+    assert deviation.number in str(refused.value)
+
+
+# --- the API -------------------------------------------------------------------------------------------------
+
+
+def test_api_declares_sessions_results_and_excursions(client, em):
+    qa, tech = em.auth("qa"), em.auth("technician")
+    response = client.post(f"{API}/environment/rooms", json={"code": "CR-C1", "name": "Cleanroom C1", "grade": "C"},
+                           headers=qa)
+    assert response.status_code == 201 and response.get_json()["grade"] == "C"
+    assert_error(client.post(f"{API}/environment/rooms", json={"code": "CR-C2", "name": "x", "grade": "E"},
+                             headers=qa), 422, "invalid", "grade")
+    assert client.post(f"{API}/environment/rooms", json={"code": "CR-C2", "name": "x", "grade": "C"},
+                       headers=tech).status_code == 403
+    limits = client.get(f"{API}/environment/BG/limits", headers=tech).get_json()["items"]
+    a_settle = next(i for i in limits if (i["grade"], i["sample_type"], i["occupancy"]) ==
+                    ("A", "settle_plate", "in_operation"))
+    assert a_settle["action_kind"] == "no_growth" and a_settle["source"] == "EU GMP Annex 1 (2022), Table 6"
+    assert_error(client.post(f"{API}/environment/BG/alert-levels", json={
+        "grade": "B", "sample_type": "settle_plate", "occupancy": "in_operation", "level": 5, "reason": "r",
+        "password": PASSWORD}, headers=qa), 422, "invalid", "level")
+    response = client.post(f"{API}/environment/BG/alert-levels", json={
+        "grade": "B", "sample_type": "settle_plate", "occupancy": "in_operation", "level": 2, "reason": "r",
+        "password": PASSWORD}, headers=qa)
+    assert response.status_code == 201 and response.get_json()["alert_level"] == 2
+    now = utcnow()
+    body = {"room": "CR-B1", "occupancy": "in_operation", "started_at": (now - dt.timedelta(hours=2)).isoformat(),
+            "ended_at": (now - dt.timedelta(hours=1)).isoformat(), "plate_lot": "TSA-1"}
+    assert_error(client.post(f"{API}/environment/sessions", json=body | {"started_at": "2026-01-01T10:00"},
+                             headers=tech), 422, "invalid", "started_at")
+    session = client.post(f"{API}/environment/sessions", json=body, headers=tech).get_json()
+    number = session["number"]
+    url = f"{API}/environment/sessions/{number}/results"
+    assert_error(client.post(url, json={"results": [{"point": "B1-DOOR", "sample_type": "settle_plate",
+                                                      "count": 3}]}, headers=tech),
+                 422, "invalid", "results.0.organism")
+    assert_error(client.post(url, json={"results": [{"point": "B1-DOOR", "sample_type": "settle_plate",
+                                                      "count": "3", "organism": "M"}]}, headers=tech),
+                 422, "invalid", "results")  # the shape of a line: named by its list
+    response = client.post(url, json={"results": [{"point": "B1-DOOR", "sample_type": "settle_plate", "count": 3,
+                                                    "organism": "Micrococcus"}]}, headers=tech)
+    assert response.status_code == 201 and response.get_json()["results"][0]["verdict"] == "alert"
+    excursions = client.get(f"{API}/environment/excursions", headers=qa).get_json()["items"]
+    assert len(excursions) == 1 and excursions[0]["level"] == "alert" and excursions[0]["deviation"] is None
+    ident = excursions[0]["id"]
+    assert client.post(f"{API}/environment/excursions/{ident}/close", json={"comment": "ok"},
+                       headers=tech).status_code == 403
+    closed = client.post(f"{API}/environment/excursions/{ident}/close", json={"comment": "ok"}, headers=qa)
+    assert closed.status_code == 200 and closed.get_json()["status"] == "closed"
+    assert client.get(f"{API}/environment/sessions/EM-MZ-2026-99999", headers=tech).status_code == 404
+
+
+# --- the pages -----------------------------------------------------------------------------------------------
+
+
+def test_pages_show_limits_with_their_source_and_take_a_worksheet(client, em):
+    login(client, em.plant.qa.username)
+    page = client.get("/environment/limits").get_data(as_text=True)
+    assert "EU GMP Annex 1 (2022), Table 6" in page and "EU GMP Annex 1 (2022), Table 5" in page
+    refused = client.post("/environment/limits", data={
+        "alert-grade": "A", "alert-sample_type": "settle_plate", "alert-occupancy": "in_operation",
+        "alert-level": "0", "alert-reason": "r", "alert-meaning": "APPROVED", "alert-username": em.plant.qa.username,
+        "alert-password": PASSWORD})
+    assert refused.status_code == 422 and "no growth" in refused.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AlertLevel)) == 0
+    page = client.get("/environment/").get_data(as_text=True)
+    assert "BSC-A1" in page and "A1-WORK" in page
+    session = _session(em)
+    login(client, em.plant.tech.username)
+    page = client.get(f"/environment/sessions/{session.number}").get_data(as_text=True)
+    assert "A1-WORK" in page and 'name="count-0"' in page
+    rows = services.worksheet(refetch(session))
+    index = next(i for i, (p, t, _r) in enumerate(rows) if t == T.SETTLE_PLATE)
+    refused = client.post(f"/environment/sessions/{session.number}", data={f"count-{index}": "2"})
+    assert refused.status_code == 422 and "Identify the organism" in refused.get_data(as_text=True)
+    saved = client.post(f"/environment/sessions/{session.number}", data={f"count-{index}": "2",
+                                                                         f"organism-{index}": "Bacillus"})
+    assert saved.status_code == 302
+    assert db.session.scalar(sa.select(Excursion)).level == EmVerdict.ACTION
+    page = client.get("/environment/excursions").get_data(as_text=True)
+    assert "A1-WORK" in page and "DEV-BG-" in page

@@ -240,6 +240,8 @@ EXPECTED_ROLES = {
     "environment.excursions": "TCQPA",
     "environment.review_excursion": "Q",
     "environment.batch": "TCQPA",
+    "environment.point": "TCQPA",
+    "environment.report": "TCQPA",
     "environment.record_missing": "TQ",
     "environment.open_session": "TQ",
     "environment.enter_results": "TQ",

@@ -393,3 +393,37 @@ def test_pages_show_limits_with_their_source_and_take_a_worksheet(client, em):
     assert db.session.scalar(sa.select(Excursion)).level == EmVerdict.ACTION
     page = client.get("/environment/excursions").get_data(as_text=True)
     assert "A1-WORK" in page and "DEV-BG-" in page
+
+
+# --- trends and the monthly report ---------------------------------------------------------------------------
+
+
+def test_the_trend_draws_the_counts_with_the_alert_and_action_lines_for_the_page_and_the_pdf(client, em):
+    from cellfactory.records.monitoring import render_monthly_report, trend_drawing
+    from tests.conftest import pdf_text
+
+    _alert(em, 2)
+    for hours, count in [(50, 0), (30, 3), (3, 7)]:
+        session = _session(em, device=None, hours=(hours, hours - 1))
+        _enter(em, session, ("B1-DOOR", "settle_plate", count, "Micrococcus" if count else None))
+    point = services.get_point(refetch(em.plant.qa), _site(em), "B1-DOOR")
+    trend = services.point_trend(point, T.SETTLE_PLATE, S.IN_OPERATION)
+    assert [c for _a, c in trend.points] == [0, 3, 7] and (trend.alert, trend.action) == (2, 5)
+    drawing = trend_drawing(trend)
+    texts = [getattr(s, "text", "") for s in drawing.getContents()]
+    assert "action 5" in texts and "alert 2" in texts
+    login(client, em.plant.tech.username)
+    page = client.get("/environment/points/B1-DOOR").get_data(as_text=True)
+    assert "<svg" in page and "action 5" in page and "alert 2" in page and " style=" not in page.split("<svg")[1].split("</svg>")[0]
+    now = utcnow()
+    response = client.get(f"/environment/report?month={now.year:04d}-{now.month:02d}")
+    if (now - dt.timedelta(hours=50)).month != now.month:  # the first sessions fell in the month before
+        pytest.skip("run on the first days of a month")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    text = pdf_text(response.data)
+    assert "Environmental monitoring BG" in text and "CR-B1" in text and "B1-DOOR" in text
+    assert "action level exceeded" in text and "DEV-BG-" in text and "action 5" in text
+    assert client.get("/environment/report?month=2026-13").status_code == 404
+    assert client.get("/environment/report?month=0001-01").status_code == 404
+    empty = render_monthly_report(services.monthly_report(_site(em), 2020, 1))
+    assert "No excursion this month." in pdf_text(empty)

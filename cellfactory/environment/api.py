@@ -36,7 +36,7 @@ from cellfactory.environment.commands import (
     ReviewExcursion,
     SetAlertLevel,
 )
-from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType, EmVerdict
+from cellfactory.environment.limits import CleanroomGrade, EmSampleType, EmVerdict, RoomState
 from cellfactory.environment.models import (
     Device,
     Excursion,

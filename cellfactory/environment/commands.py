@@ -17,7 +17,7 @@ from cellfactory.core.commands import (
     number_problem,
 )
 from cellfactory.core.i18n import _, _l
-from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType
+from cellfactory.environment.limits import CleanroomGrade, EmSampleType, RoomState
 from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
 

@@ -9,7 +9,7 @@ from wtforms.validators import Optional
 from cellfactory.batches.forms import LOCAL, SiteTimeField
 from cellfactory.core.forms import BaseForm
 from cellfactory.core.i18n import _, _l
-from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType
+from cellfactory.environment.limits import CleanroomGrade, EmSampleType, RoomState
 from cellfactory.signatures.forms import SigningForm
 
 

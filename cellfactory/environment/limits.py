@@ -105,25 +105,20 @@ VIABLE_SOURCE = "EU GMP Annex 1 (2022), Table 6"
 PARTICLE_SOURCE = "EU GMP Annex 1 (2022), Table 5"
 
 _NO, _NS, _NP = LimitKind.NO_GROWTH, LimitKind.NOT_SPECIFIED, LimitKind.NOT_PREDETERMINED
+_G, _T, _S = CleanroomGrade, EmSampleType, RoomState
 # Viable action limits, Table 6: the same at rest and in operation.
 _VIABLE: dict[CleanroomGrade, dict[EmSampleType, int | LimitKind]] = {
-    CleanroomGrade.A: {EmSampleType.ACTIVE_AIR: _NO, EmSampleType.SETTLE_PLATE: _NO, EmSampleType.CONTACT_PLATE: _NO,
-              EmSampleType.GLOVE_PRINT: _NO},
-    CleanroomGrade.B: {EmSampleType.ACTIVE_AIR: 10, EmSampleType.SETTLE_PLATE: 5, EmSampleType.CONTACT_PLATE: 5,
-              EmSampleType.GLOVE_PRINT: 5},
-    CleanroomGrade.C: {EmSampleType.ACTIVE_AIR: 100, EmSampleType.SETTLE_PLATE: 50, EmSampleType.CONTACT_PLATE: 25,
-              EmSampleType.GLOVE_PRINT: _NS},
-    CleanroomGrade.D: {EmSampleType.ACTIVE_AIR: 200, EmSampleType.SETTLE_PLATE: 100, EmSampleType.CONTACT_PLATE: 50,
-              EmSampleType.GLOVE_PRINT: _NS},
+    _G.A: {_T.ACTIVE_AIR: _NO, _T.SETTLE_PLATE: _NO, _T.CONTACT_PLATE: _NO, _T.GLOVE_PRINT: _NO},
+    _G.B: {_T.ACTIVE_AIR: 10, _T.SETTLE_PLATE: 5, _T.CONTACT_PLATE: 5, _T.GLOVE_PRINT: 5},
+    _G.C: {_T.ACTIVE_AIR: 100, _T.SETTLE_PLATE: 50, _T.CONTACT_PLATE: 25, _T.GLOVE_PRINT: _NS},
+    _G.D: {_T.ACTIVE_AIR: 200, _T.SETTLE_PLATE: 100, _T.CONTACT_PLATE: 50, _T.GLOVE_PRINT: _NS},
 }
 # Total particles per m³, Table 5.
 _PARTICLES: dict[tuple[RoomState, EmSampleType], dict[CleanroomGrade, int | LimitKind]] = {
-    (RoomState.AT_REST, EmSampleType.PARTICLES_0_5): {CleanroomGrade.A: 3_520, CleanroomGrade.B: 3_520, CleanroomGrade.C: 352_000,
-                                                    CleanroomGrade.D: 3_520_000},
-    (RoomState.IN_OPERATION, EmSampleType.PARTICLES_0_5): {CleanroomGrade.A: 3_520, CleanroomGrade.B: 352_000, CleanroomGrade.C: 3_520_000,
-                                                         CleanroomGrade.D: _NP},
-    (RoomState.AT_REST, EmSampleType.PARTICLES_5): {CleanroomGrade.A: _NS, CleanroomGrade.B: _NS, CleanroomGrade.C: 2_930, CleanroomGrade.D: 29_300},
-    (RoomState.IN_OPERATION, EmSampleType.PARTICLES_5): {CleanroomGrade.A: 29, CleanroomGrade.B: 2_930, CleanroomGrade.C: 29_300, CleanroomGrade.D: _NP},
+    (_S.AT_REST, _T.PARTICLES_0_5): {_G.A: 3_520, _G.B: 3_520, _G.C: 352_000, _G.D: 3_520_000},
+    (_S.IN_OPERATION, _T.PARTICLES_0_5): {_G.A: 3_520, _G.B: 352_000, _G.C: 3_520_000, _G.D: _NP},
+    (_S.AT_REST, _T.PARTICLES_5): {_G.A: _NS, _G.B: _NS, _G.C: 2_930, _G.D: 29_300},
+    (_S.IN_OPERATION, _T.PARTICLES_5): {_G.A: 29, _G.B: 2_930, _G.C: 29_300, _G.D: _NP},
 }
 
 

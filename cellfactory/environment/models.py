@@ -16,7 +16,7 @@ from cellfactory.auth.models import User
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.i18n import lazy_pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
-from cellfactory.environment.limits import CleanroomGrade, RoomState, EmSampleType, EmVerdict
+from cellfactory.environment.limits import CleanroomGrade, EmSampleType, EmVerdict, RoomState
 from cellfactory.equipment.models import Equipment
 from cellfactory.sites.models import Site
 

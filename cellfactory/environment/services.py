@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -42,9 +43,10 @@ from cellfactory.environment.commands import (
 from cellfactory.environment.limits import (
     ActionLimit,
     CleanroomGrade,
-    RoomState,
     EmSampleType,
     EmVerdict,
+    LimitKind,
+    RoomState,
     action_limit,
     alert_problem,
     judge,
@@ -64,6 +66,7 @@ from cellfactory.environment.models import (
 )
 from cellfactory.equipment.models import Equipment
 from cellfactory.extensions import db
+from cellfactory.records.monitoring import MonthlyReport, Trend
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
@@ -587,3 +590,66 @@ def trend(point: SamplingPoint, sample_type: EmSampleType, *, since: dt.datetime
     if until is not None:
         query = query.where(MonitoringSession.started_at < until)
     return [(at, count, occ) for at, count, occ in db.session.execute(query.order_by(MonitoringSession.started_at))]
+
+
+# --- trends and the monthly report -----------------------------------------------------------------------------
+
+
+def point_trend(point: SamplingPoint, sample_type: EmSampleType, occupancy: RoomState, *,
+                since: dt.datetime | None = None, until: dt.datetime | None = None) -> Trend:
+    """The counts at a point for a sample type and state, with the site's alert level and Annex 1's action level
+    in force, as the chart draws them."""
+    limit = action_limit(point.grade, sample_type, occupancy)
+    alert = current_alert_levels(point.site_id).get((point.grade, sample_type, occupancy))
+    points = [(at, count) for at, count, state in trend(point, sample_type, since=since, until=until)
+              if state == occupancy]
+    return Trend(title=f"{point.code} ({point.place}, {point.grade.label}) · {sample_type.label}, "
+                       f"{occupancy.label}", unit=sample_type.unit, points=points,
+                 alert=alert.level if alert else None, action=limit.value,
+                 no_growth=limit.kind == LimitKind.NO_GROWTH)
+
+
+def point_trends(point: SamplingPoint, **window: dt.datetime | None) -> list[Trend]:
+    """A trend per sample type and state planned at the point or with results there."""
+    kinds = [(p.sample_type, p.occupancy) for p in point.plans if p.ended_at is None]
+    kinds += [(t, s) for t, s in db.session.execute(
+        sa.select(MonitoringResult.sample_type, MonitoringSession.occupancy)
+        .join(MonitoringSession, MonitoringSession.id == MonitoringResult.session_id)
+        .where(MonitoringResult.point_id == point.id).distinct())]
+    return [point_trend(point, t, s, **window) for t, s in dict.fromkeys(kinds)]
+
+
+def monthly_report(site: Site, year: int, month: int) -> MonthlyReport:
+    """The month's monitoring of the site (its own calendar): sessions and verdicts per place, the excursions,
+    and the trend of every point sampled in the month."""
+    zone = ZoneInfo(site.timezone)
+    since = dt.datetime(year, month, 1, tzinfo=zone).astimezone(dt.UTC)
+    until = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone).astimezone(dt.UTC)
+    sessions = list(db.session.scalars(sa.select(MonitoringSession).where(
+        MonitoringSession.site_id == site.id, MonitoringSession.started_at >= since,
+        MonitoringSession.started_at < until).order_by(MonitoringSession.started_at)))
+    by_place: dict[str, list[int]] = {}
+    sampled: dict[int, SamplingPoint] = {}
+    for session in sessions:
+        counts = by_place.setdefault(session.place, [0, 0, 0, 0, 0])
+        counts[0] += 1
+        for result in session.results:
+            counts[1] += 1
+            counts[2 + [EmVerdict.WITHIN, EmVerdict.ALERT, EmVerdict.ACTION].index(result.verdict)] += 1
+            sampled[result.point_id] = result.point
+    rows = db.session.execute(
+        sa.select(Excursion, MonitoringSession.number, Deviation)
+        .join(MonitoringResult, MonitoringResult.id == Excursion.result_id)
+        .join(MonitoringSession, MonitoringSession.id == MonitoringResult.session_id)
+        .outerjoin(Deviation, Deviation.id == Excursion.deviation_id)
+        .where(MonitoringSession.id.in_([s.id for s in sessions] or [-1])).order_by(Excursion.id))
+    excursions = [[number, e.result.point.code, e.result.sample_type.label, str(e.result.count),
+                   e.result.organism or "—", e.level.label,
+                   f"{d.number} ({d.status.value})" if d else "—", e.batch_numbers or "—", e.status.label]
+                  for e, number, d in rows]
+    trends = [t for point in sorted(sampled.values(), key=lambda p: p.code)
+              for t in point_trends(point, since=since, until=until) if t.points]
+    return MonthlyReport(site=site.code, month=f"{year:04d}-{month:02d}",
+                         printed=format_local(utcnow(), site.timezone),
+                         summary=[[place, *map(str, counts)] for place, counts in sorted(by_place.items())],
+                         excursions=excursions, trends=trends)

@@ -7,10 +7,12 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 
 from cellfactory.batches import services as batch_services
+from cellfactory.core.clock import local_today
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
 from cellfactory.core.i18n import _
@@ -43,6 +45,7 @@ from cellfactory.environment.forms import (
 from cellfactory.environment.models import Excursion, ExcursionStatus, MonitoringSession
 from cellfactory.extensions import db
 from cellfactory.lifecycle.environment import record_missing_sample
+from cellfactory.records.monitoring import render_monthly_report, trend_svg
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
 
@@ -132,6 +135,35 @@ def add_plan(code: str):
             return redirect(url_for("environment.index"))
     flash(" ".join(f"{_(getattr(form, k).label.text)}: {' '.join(v)}" for k, v in form.errors.items()), "error")
     return redirect(url_for("environment.index"))
+
+
+@bp.route("/points/<code>")
+@roles_required(READ_ROLES)
+def point(code: str):
+    found = services.get_point(_user(), g.site, code)
+    charts = [Markup(trend_svg(trend)) for trend in services.point_trends(found)]
+    return render_template("environment/point.html", point=found, charts=charts)
+
+
+@bp.route("/report")
+@roles_required(READ_ROLES)
+def report():
+    """The monthly site report (PDF) of `?month=YYYY-MM` (default: last month at the site)."""
+    month = (request.args.get("month") or "").strip()
+    if not month:
+        today = local_today(g.site.timezone)
+        last = today.replace(day=1) - dt.timedelta(days=1)
+        month = f"{last.year:04d}-{last.month:02d}"
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        dt.date(year, number, 1)
+        if not 2000 <= year <= 2100:
+            raise ValueError(month)
+    except ValueError:
+        abort(404)
+    data = render_monthly_report(services.monthly_report(g.site, year, number))
+    return Response(data, mimetype="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="EM-{g.site.code}-{month}.pdf"'})
 
 
 # --- limits and alert levels -----------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ imports no service (see `batches.models.RecordReaders`); `create_app` imports it
 from __future__ import annotations
 
 from cellfactory.batches.models import record_readers
-from cellfactory.lifecycle import environment as _environment  # noqa: F401 - passes the batches of a session down
 from cellfactory.deviations.services import for_batch
+from cellfactory.lifecycle import environment as _environment  # noqa: F401 - passes the batches of a session down
 from cellfactory.qc.services import batch_results
 
 record_readers.results = batch_results

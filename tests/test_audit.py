@@ -66,7 +66,7 @@ def test_every_audited_model_records_creation_with_values(users):
                              EnterResult.parse({"test": "VIAB", "value": "91", "sample_id": "S1",
                                                                  "sampled_at": utcnow().isoformat()}))
     deviation = lifecycle.open_deviation(refetch(plant.tech), site_services.get_site("BG"), OpenDeviation.parse({
-        "title": "t", "description": "d", "classification": "minor"}))
+        "title": "t", "description": "d", "classification": "minor", "batch": refetch(batch).number}))
     deviation_services.add_action(refetch(plant.qa), refetch(deviation),
                                   AddAction.parse({"kind": "corrective", "description": "fix", "owner": "technician.bg",
                                                    "due_date": "2099-01-01"}))

@@ -204,6 +204,11 @@ class BatchStep(Audited, CreatedMixin, VersionedMixin, Base):
     # Copied from the frozen process template at the batch's start: false for a passage whose doublings are shown
     # but not counted in the cumulative population doublings (mononuclear cells seeded at P0; migration 0014).
     pd_counted: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # Also copied at the start (migration 0027): an aseptic step (its room's monitoring is part of its record), the
+    # codes of the SOPs it is done by, and the qualifications its operator must hold on the day.
+    aseptic: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    required_sops: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    required_qualifications: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     status: Mapped[StepStatus] = enum_column(StepStatus)
     started_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]

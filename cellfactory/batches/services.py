@@ -49,7 +49,16 @@ from cellfactory.extensions import db
 from cellfactory.materials import services as material_services
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.products import services as product_services
-from cellfactory.products.models import CollectionType, Product, SpecificationVersion, StepKind, pd_counted
+from cellfactory.products.models import (
+    CollectionType,
+    Product,
+    SpecificationVersion,
+    StepKind,
+    is_aseptic,
+    pd_counted,
+    required_qualifications,
+    required_sops,
+)
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
@@ -278,6 +287,8 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     for position, step in enumerate(spec.steps, start=1):
         db.session.add(BatchStep(batch=batch, site_id=site.id, position=position, code=step["code"],
                                  name=step["name"], kind=StepKind(step["kind"]), pd_counted=pd_counted(step),
+                                 aseptic=is_aseptic(step), required_sops=required_sops(step),
+                                 required_qualifications=required_qualifications(step),
                                  status=StepStatus.PENDING, created_by_id=actor.id))
     db.session.flush()
     return batch

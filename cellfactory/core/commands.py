@@ -116,6 +116,24 @@ Day = Annotated[dt.date, BeforeValidator(_day_only), AfterValidator(_plausible_d
 # A day or None when left out or blank.
 OptionalDay = Annotated[Day | None, BeforeValidator(_blank_is_missing)]
 
+SOP_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
+
+
+def sop_code_problem(value: str) -> str | None:
+    """Why a text is not an SOP code (letters, digits, dot, dash, underscore; at most 40), or None."""
+    if not re.fullmatch(SOP_CODE_PATTERN, value):
+        return _("Use letters, digits, dot, dash or underscore (at most 40).")
+    return None
+
+
+def _sop_code(value: str) -> str:
+    if problem := sop_code_problem(value):
+        raise PydanticCustomError("text", problem)
+    return value.upper()
+
+
+SopCode = Annotated[Line(40), AfterValidator(_sop_code)]
+
 
 class Command(BaseModel):
     """The base of every command: immutable once built; fields the command does not know are ignored (API v1

@@ -44,6 +44,7 @@ from cellfactory.deviations.commands import (
     RecordInvestigation,
 )
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationSource, DeviationStatus
+from cellfactory.deviations.services import holding
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.signatures.api import SignatureOut
@@ -95,7 +96,8 @@ class DeviationOut(Output):
     classification: Classification
     status: DeviationStatus
     source: DeviationSource
-    batch: str | None
+    batch: str | None = Field(description="The first batch it concerns")
+    batches: list[str] = Field(description="Every batch it holds (one event may put several in question)")
     step: str | None
     result: int | None
     root_cause: str
@@ -113,7 +115,9 @@ class DeviationOut(Output):
     def fields_of(cls, deviation: Deviation) -> dict[str, Any]:
         batch = db.session.get(Batch, deviation.batch_id) if deviation.batch_id else None
         step = db.session.get(BatchStep, deviation.step_id) if deviation.step_id else None
-        return dict(
+        numbers = dict(db.session.execute(sa.select(Batch.id, Batch.number).where(Batch.id.in_(deviation.batch_ids))
+                                          ).all()) if deviation.batch_ids else {}
+        return dict(batches=[numbers[batch_id] for batch_id in deviation.batch_ids],
             number=deviation.number, site=deviation.site.code, title=deviation.title,
             description=deviation.description, classification=deviation.classification, status=deviation.status,
             source=deviation.source, batch=batch.number if batch else None, step=step.code if step else None,
@@ -182,7 +186,7 @@ def deviations():
     if wanted.classification is not None:
         query = query.where(Deviation.classification == wanted.classification)
     if wanted.batch:
-        query = query.where(Deviation.batch_id.in_(sa.select(Batch.id).where(Batch.number == wanted.batch.upper())))
+        query = query.where(holding(sa.select(Batch.id).where(Batch.number == wanted.batch.upper())))
     query = query.order_by(Deviation.opened_at.desc(), Deviation.id.desc())
     return page_json(paginate(query, page, per_page), lambda d: DeviationOut.of(d).json())
 

@@ -51,6 +51,8 @@ class DeviationSource(enum.StrEnum):
     MANUAL = "manual"
     OOS = "out_of_specification"
     POST_RELEASE = "post_release"
+    EQUIPMENT = "equipment"  # an instrument found out of tolerance: every batch that used it since its last good check
+    ENVIRONMENT = "environment"  # an action-level excursion of environmental monitoring
 
     @property
     def label(self) -> str:
@@ -67,11 +69,15 @@ SOURCE_WORDS = {
     DeviationSource.MANUAL: lazy_pgettext("deviation source", "manual"),
     DeviationSource.OOS: lazy_pgettext("deviation source", "out of specification"),
     DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "post release"),
+    DeviationSource.EQUIPMENT: lazy_pgettext("deviation source", "equipment"),
+    DeviationSource.ENVIRONMENT: lazy_pgettext("deviation source", "environmental monitoring"),
 }
 SOURCE_LABELS = {
     DeviationSource.MANUAL: lazy_pgettext("deviation source", "opened by hand"),
     DeviationSource.OOS: lazy_pgettext("deviation source", "out-of-specification result"),
     DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "failure after release"),
+    DeviationSource.EQUIPMENT: lazy_pgettext("deviation source", "instrument out of tolerance"),
+    DeviationSource.ENVIRONMENT: lazy_pgettext("deviation source", "environmental monitoring excursion"),
 }
 
 # A CAPA action's kind (stored as its English word) as people read it.
@@ -91,6 +97,21 @@ class DeviationSequence(Base):
     last_value: Mapped[int]
 
 
+class DeviationBatch(Audited, CreatedMixin, Base):
+    """A batch a deviation holds: one event (an instrument out of tolerance, an excursion in a cleanroom) may put
+    several batches in question, and each of them is held by the one deviation until QA closes it."""
+
+    __tablename__ = "deviation_batch"
+    __table_args__ = (sa.UniqueConstraint("deviation_id", "batch_id"),)
+
+    id: Mapped[IntPK]
+    deviation_id: Mapped[int] = mapped_column(sa.ForeignKey("deviation.id"), index=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), index=True)
+
+    def audit_label(self) -> str:
+        return f"deviation {self.deviation_id} batch {self.batch_id}"
+
+
 class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
     """A departure from the approved process or specification: classified, investigated, closed by QA."""
 
@@ -99,6 +120,7 @@ class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
     id: Mapped[IntPK]
     number: Mapped[str] = mapped_column(sa.String(40), unique=True)
     site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    # The first batch it concerns; every batch it holds (this one included) is in `deviation_batch`.
     batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batch.id"), index=True)
     step_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batch_step.id"))
     result_id: Mapped[int | None] = mapped_column(sa.ForeignKey("qc_result.id"))
@@ -120,9 +142,15 @@ class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
     opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
     actions: Mapped[list[CapaAction]] = relationship(back_populates="deviation", lazy="selectin",
                                                      order_by="CapaAction.id")
+    batch_links: Mapped[list[DeviationBatch]] = relationship(lazy="selectin", order_by="DeviationBatch.id")
 
     def audit_label(self) -> str:
         return self.number
+
+    @property
+    def batch_ids(self) -> list[int]:
+        """Every batch the deviation holds, the first one first."""
+        return [link.batch_id for link in self.batch_links]
 
     @property
     def from_oos(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
 
@@ -26,6 +28,7 @@ from cellfactory.deviations.models import (
     CapaAction,
     Classification,
     Deviation,
+    DeviationBatch,
     DeviationSequence,
     DeviationSource,
     DeviationStatus,
@@ -55,8 +58,9 @@ def _next_number(site: Site) -> str:
 
 def create_deviation(actor: User, site: Site, *, title: str, description: str, classification: Classification,
                      source: DeviationSource, batch_id: int | None = None, step_id: int | None = None,
-                     result_id: int | None = None) -> Deviation:
-    """Open a deviation within the caller's transaction (used by the OOS flow as well as by hand)."""
+                     result_id: int | None = None, linked_batch_ids: Sequence[int] = ()) -> Deviation:
+    """Open a deviation within the caller's transaction (used by the OOS flow as well as by hand): of the batch
+    `batch_id` and of every batch in `linked_batch_ids` (one event putting several batches in question)."""
     now = utcnow()
     deviation = Deviation(number=_next_number(site), site_id=site.id, batch_id=batch_id, step_id=step_id,
                           result_id=result_id, source=source, title=title.strip()[:200],
@@ -64,6 +68,13 @@ def create_deviation(actor: User, site: Site, *, title: str, description: str, c
                           status=DeviationStatus.OPEN, opened_at=now, opened_by_id=actor.id, created_by_id=actor.id)
     db.session.add(deviation)
     db.session.flush()
+    held = ([batch_id] if batch_id is not None else []) + list(linked_batch_ids)
+    if deviation.batch_id is None and held:
+        deviation.batch_id = held[0]
+    for held_id in dict.fromkeys(held):
+        db.session.add(DeviationBatch(deviation_id=deviation.id, batch_id=held_id, created_by_id=actor.id))
+    db.session.flush()
+    db.session.expire(deviation, ["batch_links"])
     return deviation
 
 
@@ -215,10 +226,17 @@ def close_deviation(actor: User, deviation: Deviation, command: CloseDeviation, 
     return deviation
 
 
+def holding(batch_id: int | sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """The condition 'the deviation holds this batch' (or one of these, given a select of batch ids)."""
+    batches = DeviationBatch.batch_id.in_(batch_id) if isinstance(batch_id, sa.Select) else \
+        DeviationBatch.batch_id == batch_id
+    return Deviation.id.in_(sa.select(DeviationBatch.deviation_id).where(batches))
+
+
 def for_batch(batch_id: int, *, details: bool = True) -> list[Deviation]:
     """The batch's deviations in the order raised; `details=False` leaves their CAPA actions and who opened them
     unread (for a batch's signed content, which names only number, classification and status)."""
-    query = sa.select(Deviation).where(Deviation.batch_id == batch_id).order_by(Deviation.id)
+    query = sa.select(Deviation).where(holding(batch_id)).order_by(Deviation.id)
     if not details:
         query = query.options(lazyload(Deviation.actions), lazyload(Deviation.opened_by))
     return list(db.session.scalars(query))

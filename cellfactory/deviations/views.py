@@ -111,7 +111,7 @@ def index() -> str:
         sa.case((is_open, 0), else_=1), sa.case((is_open, Deviation.opened_at)), Deviation.opened_at.desc(),
         Deviation.id.desc())))
     result = paginate(query, page, per_page)
-    batch_ids = {d.batch_id for d in result.items if d.batch_id}
+    batch_ids = {batch_id for d in result.items for batch_id in d.batch_ids}
     batches = dict(db.session.execute(sa.select(Batch.id, Batch.number).where(Batch.id.in_(batch_ids))).all()) \
         if batch_ids else {}
     overdue = {d.id: sum(1 for a in d.actions if a.completed_at is None and a.due_date < _site_today(d.site))
@@ -227,6 +227,8 @@ def _render(deviation: Deviation, status: int = 200, *, forms: dict[str, Any] | 
     is_open = deviation.status == DeviationStatus.OPEN
     qa = user.has_role(Role.QA, deviation.site_id)
     batch = db.session.get(Batch, deviation.batch_id) if deviation.batch_id else None
+    others = list(db.session.scalars(sa.select(Batch).where(Batch.id.in_(deviation.batch_ids), Batch.id != batch.id)
+                                     .order_by(Batch.number))) if batch is not None else []
     step = db.session.get(BatchStep, deviation.step_id) if deviation.step_id else None
     result = db.session.get(QcResult, deviation.result_id) if deviation.result_id else None
     signatures = signature_services.signatures_for(deviation)
@@ -238,7 +240,8 @@ def _render(deviation: Deviation, status: int = 200, *, forms: dict[str, Any] | 
         if action.completed_at is None and action.effectiveness_check_due is None and qa and is_open:
             carry_forms[action.id] = forms.get(f"carry-{action.id}") or CarryActionForm(prefix=f"carry-{action.id}")
     return render_template(
-        "deviations/detail.html", deviation=deviation, batch=batch, step=step, result=result, today=today,
+        "deviations/detail.html", deviation=deviation, batch=batch, others=others, step=step, result=result,
+        today=today,
         signatures=[(s, signature_services.check(s, deviation).text) for s in signatures],
         history=_history(deviation, signatures), complete_forms=complete_forms, carry_forms=carry_forms,
         gaps=services.closing_gaps(deviation),

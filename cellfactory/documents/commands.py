@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph
+from cellfactory.core.commands import Command, Day, Line, OptionalLine, OptionalParagraph, Paragraph, SopCode
 from cellfactory.core.i18n import N_, _, _l
 
 # The largest PDF kept (EU GMP ch. 6: the document itself is the record; 10 MB holds any SOP of a few pages).
@@ -23,7 +22,6 @@ NOT_A_PDF = N_("The file is not a PDF: upload the SOP as a PDF file.")
 PDF_TOO_LARGE = N_("The file is larger than 10 MB: upload a smaller PDF.")
 PDF_EMPTY = N_("Upload the PDF of the version.")
 NOT_BASE64 = N_("Send the PDF encoded in base64.")
-SOP_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
 
 
 def pdf_problem(data: bytes) -> str | None:
@@ -62,15 +60,6 @@ PdfFile = Annotated[bytes, BeforeValidator(_pdf_bytes), AfterValidator(_checked_
     "type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "application/pdf",
     "description": "The PDF of the version, in base64 (at most 10 MB, starting %PDF)",
     "x-refused-when": "not base64, or the file is empty, larger than 10 MB or not a PDF (it does not start %PDF)"})]
-
-
-def _code(value: str) -> str:
-    if not re.fullmatch(SOP_CODE_PATTERN, value):
-        raise PydanticCustomError("text", _("Use letters, digits, dot, dash or underscore (at most 40)."))
-    return value.upper()
-
-
-SopCode = Annotated[Line(40), AfterValidator(_code)]
 
 
 class NewSopVersion(Command):

@@ -239,8 +239,8 @@ def equipment_event_impact(site: str, code: str, event_id: int):
 
 @bp.post("/equipment/<site>/<code>/events/<int:event_id>/deviation")
 @roles_required(Role.QA)
-@operation("QA opens the deviation for every batch in question, in one action: one deviation per batch (a "
-           "deviation holds one batch), each listing every batch", body=OpenImpactDeviation,
+@operation("QA opens the deviation of every batch in question, in one action: one deviation holding them all, "
+           "listing what of each used the instrument", body=OpenImpactDeviation,
            response=DeviationsOpened, status=201, errors=(404, 409))
 def equipment_event_deviation(site: str, code: str, event_id: int):
     event = _event(site, code, event_id)

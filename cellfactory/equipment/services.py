@@ -245,7 +245,7 @@ class BatchUse:
 # batch record and QC results, which sit above the equipment.
 UsesReader = Callable[[Equipment, dt.datetime | None, dt.datetime | None], list[BatchUse]]
 # (actor, site, batch id, title, description, classification) -> the number of the deviation opened
-DeviationOpener = Callable[[User, Site, int, str, str, str], str]
+DeviationOpener = Callable[[User, Site, list[int], str, str, str], str]
 
 
 def impact_window(event: EquipmentEvent) -> tuple[dt.date | None, dt.date | None]:
@@ -282,8 +282,8 @@ def impacted_batches(event: EquipmentEvent, uses: UsesReader) -> list[tuple[int,
 @transactional
 def open_impact_deviation(actor: User, event: EquipmentEvent, command: OpenImpactDeviation, *, uses: UsesReader,
                           open_deviation: DeviationOpener) -> list[str]:
-    """QA opens the deviation for every batch a calibration not passed puts in question, in one action. A
-    deviation holds one batch: one is opened for each, each describing the event and listing every batch."""
+    """QA opens one deviation holding every batch a calibration not passed puts in question, in one action; it
+    describes the event and lists each batch with what of it used the instrument. The list holds its number."""
     permissions.require(actor.has_role(Role.QA, event.site_id),
                         _("Only QA of the site opens the deviation of an out-of-tolerance calibration."))
     lock_records([event.equipment])  # two QA at once: the second then finds the first's deviations
@@ -306,8 +306,8 @@ def open_impact_deviation(actor: User, event: EquipmentEvent, command: OpenImpac
     if command.description:
         description += "\n\n" + command.description
     audit.act_as(db.session, actor)
-    numbers = [open_deviation(actor, equipment.site, batch_id, command.title, description,
-                              command.classification.value) for batch_id, _number, _uses in batches]
+    numbers = [open_deviation(actor, equipment.site, [batch_id for batch_id, _number, _uses in batches],
+                              command.title, description, command.classification.value)]
     audit.act_as(db.session, actor, reason="deviation opened for the batches in question")
     event.impact_deviations = ", ".join(numbers)
     db.session.flush()

@@ -222,7 +222,6 @@ def impact_deviation(site: str, code: str, event_id: int):
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
-            flash(_("Deviations opened for the batches in question: %(numbers)s.", numbers=", ".join(numbers)),
-                  "success")
+            flash(_("Deviation %(number)s opened for the batches in question.", number=numbers[0]), "success")
             return _back(equipment, "impact")
     return _render_detail(equipment, 422, impact_form=form)

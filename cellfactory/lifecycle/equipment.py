@@ -1,6 +1,6 @@
 """What an instrument's failure touches, read across the domains above the equipment: the batches whose steps or
-QC results used it in a window (passed to `equipment.services.impacted_batches`) and the deviation QA opens for
-each of them (passed to `equipment.services.open_impact_deviation`). The equipment package, below batches, QC
+QC results used it in a window (passed to `equipment.services.impacted_batches`) and the one deviation QA opens
+holding all of them (passed to `equipment.services.open_impact_deviation`). The equipment package, below batches, QC
 and deviations, cannot read them itself."""
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ def batch_uses(equipment: Equipment, since: dt.datetime | None, until: dt.dateti
     return found
 
 
-def open_batch_deviation(actor, site, batch_id: int, title: str, description: str, classification: str) -> str:
-    """Open a deviation of the batch in the caller's transaction (the deviations' own service); its number."""
+def open_batch_deviation(actor, site, batch_ids: list[int], title: str, description: str, classification: str) -> str:
+    """Open one deviation holding the batches in the caller's transaction (the deviations' own service); its
+    number."""
     from cellfactory.deviations.models import Classification, DeviationSource
     from cellfactory.deviations.services import create_deviation
 
     return create_deviation(actor, site, title=title, description=description,
-                            classification=Classification(classification), source=DeviationSource.MANUAL,
-                            batch_id=batch_id).number
+                            classification=Classification(classification), source=DeviationSource.EQUIPMENT,
+                            batch_id=batch_ids[0], linked_batch_ids=batch_ids[1:]).number

@@ -28,7 +28,7 @@ from cellfactory.core.i18n import _, current_language, lazy_pgettext
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.deviations.models import Deviation, DeviationSource, DeviationStatus
-from cellfactory.deviations.services import create_deviation
+from cellfactory.deviations.services import create_deviation, holding
 from cellfactory.extensions import db
 from cellfactory.qc.services import RESULT_STATES, qc_blockers
 from cellfactory.releases.commands import DecisionDetails, QpDecide, ReturnBatch, ReviewBatch
@@ -149,7 +149,7 @@ def _lift_after_release_guard(batch: Batch) -> None:
 def open_deviations(batch: Batch) -> list[Deviation]:
     """The batch's deviations that are not closed, oldest first (their own columns only)."""
     return list(db.session.scalars(sa.select(Deviation).where(
-        Deviation.batch_id == batch.id, Deviation.status != DeviationStatus.CLOSED)
+        holding(batch.id), Deviation.status != DeviationStatus.CLOSED)
         .options(lazyload("*")).order_by(Deviation.id)))
 
 

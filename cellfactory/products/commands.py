@@ -21,10 +21,11 @@ from cellfactory.core.commands import (
     OptionalLine,
     OptionalParagraph,
     Paragraph,
+    SopCode,
     _blank_is_missing,
 )
 from cellfactory.core.i18n import N_, _, _l
-from cellfactory.products.models import CollectionType, CriterionKind, StepKind, TestStage
+from cellfactory.products.models import CollectionType, CriterionKind, QualificationKind, StepKind, TestStage
 from cellfactory.signatures.commands import Signed
 
 PRODUCT_CODE_MESSAGE = N_("Use 2-16 letters or digits, e.g. UCMSC.")
@@ -233,6 +234,13 @@ class TemplateStep(BaseModel):
     pd_counted: Flag(True) = Field(True, description="false: a passage whose doublings are shown but not counted "
                                                      "in the cumulative population doublings (e.g. mononuclear cells "
                                                      "seeded at P0)")
+    aseptic: Flag(False) = Field(False, description="true: an aseptic step (open manipulation in grade A): it is "
+                                                    "linked to the environmental monitoring of its room or cabinet")
+    sops: list[SopCode] = Field(default_factory=list, max_length=10,
+                                description="Codes of the SOPs the step is done by, in each site's SOP register")
+    qualifications: list[QualificationKind] = Field(
+        default_factory=list, max_length=len(QualificationKind),
+        description="Qualifications the operator must hold, current on the day: " + ", ".join(QualificationKind))
 
 
 INCUBATION_MESSAGE = _l("Enter whole days between 1 and %(maximum)s.", maximum=MAX_INCUBATION_DAYS)

@@ -14,21 +14,33 @@ from cellfactory.core.errors import ValidationFailed
 from cellfactory.core.forms import BaseForm
 from cellfactory.core.i18n import _, _l
 from cellfactory.products.models import (
+    ASEPTIC,
     COLLECTION_LABELS,
     PD_COUNTED,
+    QUALIFICATIONS,
+    SOPS,
     CollectionType,
     CriterionKind,
     StepKind,
     TestStage,
+    is_aseptic,
     pd_counted,
+    required_qualifications,
+    required_sops,
 )
 from cellfactory.signatures.forms import SigningForm
 
 STEP_HELP = _l("One step per line, in order: CODE | name | step or passage, e.g. \"P1 | Passage 1 | passage\". "
              "Without a kind the line is a plain step. A passage whose doublings do not count towards the cumulative "
              "population doublings (mononuclear cells seeded at P0: cPD counts from the first adherent culture) "
-             "ends with \"| not counted\", e.g. \"P0 | Mononuclear cell seeding P0 | passage | not counted\".")
+             "ends with \"| not counted\", e.g. \"P0 | Mononuclear cell seeding P0 | passage | not counted\". "
+             "What a step asks of its operator follows, one item after each bar: \"aseptic\", \"sop:CODE\" for each "
+             "SOP it is done by, \"qualification:media_fill\" or \"qualification:gowning\", e.g. "
+             "\"SEED | Seeding | step | aseptic | sop:SOP-MFG-001 | qualification:media_fill\".")
 NOT_COUNTED = "not counted"
+ASEPTIC_FLAG = "aseptic"
+SOP_FLAG = "sop:"
+QUALIFICATION_FLAG = "qualification:"
 
 
 COLLECTION_CHOICES = [(c.value, _l(COLLECTION_LABELS[c])) for c in CollectionType]
@@ -85,9 +97,36 @@ class DraftForm(BaseForm):
     reason = StringField(_l("Reason for the change (optional)"), validators=[Optional()], render_kw={"maxlength": 2000})
 
 
+def _step_line(step: dict[str, Any]) -> str:
+    parts = [step["code"], step["name"], step["kind"]]
+    if not pd_counted(step):
+        parts.append(NOT_COUNTED)
+    if is_aseptic(step):
+        parts.append(ASEPTIC_FLAG)
+    parts += [SOP_FLAG + code for code in required_sops(step)]
+    parts += [QUALIFICATION_FLAG + kind for kind in required_qualifications(step)]
+    return " | ".join(parts)
+
+
 def steps_text(steps: list[dict[str, Any]] | None) -> str:
-    return "\n".join(f"{s['code']} | {s['name']} | {s['kind']}" + ("" if pd_counted(s) else f" | {NOT_COUNTED}")
-                     for s in steps or [])
+    return "\n".join(_step_line(s) for s in steps or [])
+
+
+def _flags(step: dict[str, Any], flags: list[str]) -> bool:
+    """Put a line's flags on its step dict (in the command's shape, checked there); False on a word not known."""
+    for flag in flags:
+        word = flag.lower()
+        if word == NOT_COUNTED:
+            step[PD_COUNTED] = False
+        elif word == ASEPTIC_FLAG:
+            step[ASEPTIC] = True
+        elif word.startswith(SOP_FLAG) and flag[len(SOP_FLAG):].strip():
+            step.setdefault(SOPS, []).append(flag[len(SOP_FLAG):].strip())
+        elif word.startswith(QUALIFICATION_FLAG):
+            step.setdefault(QUALIFICATIONS, []).append(word[len(QUALIFICATION_FLAG):].strip())
+        else:
+            return False
+    return True
 
 
 def parse_steps(text: str) -> list[dict[str, Any]]:
@@ -100,17 +139,13 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 2:
             parts.append(StepKind.STEP.value)
-        counted = True
-        if len(parts) == 4 and parts[3].lower() == NOT_COUNTED:
-            parts, counted = parts[:3], False
-        if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds:
+        flags, parts = parts[3:], parts[:3]
+        step: dict[str, Any] = {}
+        if len(parts) != 3 or not parts[0] or not parts[1] or parts[2].lower() not in kinds or not _flags(step, flags):
             raise ValidationFailed(_("Line %(number)s is not 'CODE | name | step or passage'.", number=number),
                                    fields={"steps": _("Line %(number)s: write CODE | name | step or passage.",
                                                       number=number)})
-        step: dict[str, Any] = {"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()}
-        if not counted:
-            step[PD_COUNTED] = False
-        steps.append(step)
+        steps.append({"code": parts[0].upper(), "name": parts[1], "kind": parts[2].lower()} | step)
     return steps
 
 

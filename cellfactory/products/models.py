@@ -118,6 +118,41 @@ def pd_counted(template_step: dict[str, Any]) -> bool:
     return template_step.get(PD_COUNTED, True) is not False
 
 
+# What a process step may declare of whoever does it (Part IV ch. 3, Annex 1 §7): an aseptic step, the SOPs it is
+# done by (codes of each site's register) and the qualifications its operator must hold. Each is stored only when
+# declared, so that templates approved before these keys existed keep the content their approval signed.
+ASEPTIC = "aseptic"
+SOPS = "sops"
+QUALIFICATIONS = "qualifications"
+
+
+class QualificationKind(enum.StrEnum):
+    """A qualification a step may require of its operator, held with an expiry date (Annex 1 §7.6, §9.33)."""
+
+    MEDIA_FILL = "media_fill"  # aseptic process simulation
+    GOWNING = "gowning"
+
+    @property
+    def label(self) -> str:
+        return _(QUALIFICATION_LABELS[self])
+
+
+QUALIFICATION_LABELS = {QualificationKind.MEDIA_FILL: N_("aseptic process simulation (media fill)"),
+                        QualificationKind.GOWNING: N_("gowning")}
+
+
+def is_aseptic(template_step: dict[str, Any]) -> bool:
+    return template_step.get(ASEPTIC) is True
+
+
+def required_sops(template_step: dict[str, Any]) -> list[str]:
+    return list(template_step.get(SOPS) or [])
+
+
+def required_qualifications(template_step: dict[str, Any]) -> list[str]:
+    return list(template_step.get(QUALIFICATIONS) or [])
+
+
 class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
     """One version of a product's specification and process template. Drafted, approved with an
     electronic signature, then never changed; a batch freezes the version current when it starts."""

@@ -29,7 +29,10 @@ from cellfactory.products.commands import (
     TemplateStep,
 )
 from cellfactory.products.models import (
+    ASEPTIC,
     PD_COUNTED,
+    QUALIFICATIONS,
+    SOPS,
     CriterionKind,
     Product,
     SpecificationVersion,
@@ -110,6 +113,23 @@ def update_product_settings(actor: User, product: Product, command: ChangeProduc
     return product
 
 
+def _declarations(step: TemplateStep, code: str) -> dict[str, Any]:
+    """What the step declares of its operator, stored only when declared (see products.models.ASEPTIC)."""
+    for values in (step.sops, step.qualifications):
+        if len(set(values)) != len(values):
+            raise ValidationFailed(_("Step %(code)s names the same SOP or qualification twice.", code=code),
+                                   fields={"steps": _("Step %(code)s: name each SOP and qualification once.",
+                                                      code=code)})
+    declared: dict[str, Any] = {}
+    if step.aseptic:
+        declared[ASEPTIC] = True
+    if step.sops:
+        declared[SOPS] = list(step.sops)
+    if step.qualifications:
+        declared[QUALIFICATIONS] = [q.value for q in step.qualifications]
+    return declared
+
+
 def _validate_steps(steps: list[TemplateStep], cellular: bool) -> list[dict[str, Any]]:
     if not steps:
         raise ValidationFailed(_("The process template needs at least one step."),
@@ -134,6 +154,7 @@ def _validate_steps(steps: list[TemplateStep], cellular: bool) -> list[dict[str,
             # Stored only when it departs from the rule (every passage counts), so that templates without such a
             # step keep the content their approval signed.
             entry[PD_COUNTED] = False
+        entry.update(_declarations(step, code))
         clean.append(entry)
     return clean
 

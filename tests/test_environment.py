@@ -10,8 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.alerts.models import Alert
+from cellfactory.batches import services as batch_services
+from cellfactory.batches.models import BatchStatus
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
+from cellfactory.deviations import services as deviation_services
+from cellfactory.deviations.commands import AddAction, CarryAction, CloseDeviation, RecordInvestigation
 from cellfactory.deviations.models import Deviation
 from cellfactory.environment import services
 from cellfactory.environment.commands import (
@@ -21,6 +25,7 @@ from cellfactory.environment.commands import (
     DeclareRoom,
     EnterResults,
     OpenSession,
+    RecordMissingSample,
     ReviewExcursion,
     SetAlertLevel,
 )
@@ -36,8 +41,26 @@ from cellfactory.environment.limits import (
 from cellfactory.environment.models import AlertLevel, Excursion, MonitoringResult, MonitoringSession
 from cellfactory.extensions import db
 from cellfactory.inbox.services import Kind, inbox_for
+from cellfactory.lifecycle import services as lifecycle
+from cellfactory.materials import services as material_services
+from cellfactory.materials.commands import ReceiveMaterial
+from cellfactory.lifecycle.environment import record_missing_sample
+from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
-from tests.batch_helpers import signing
+from tests.batch_helpers import (
+    UCMSC_STEPS,
+    approve_new_version,
+    batch_start,
+    complete_qc,
+    iso,
+    passage_data,
+    past_receipt_data,
+    run_batch_to_awaiting_qc,
+    signing,
+    start_command,
+    step_command,
+    step_data,
+)
 from tests.conftest import PASSWORD, login, refetch
 from tests.test_api import assert_error
 from tests.test_api_manufacturing import API, world  # noqa: F401 - the fixture
@@ -414,16 +437,138 @@ def test_the_trend_draws_the_counts_with_the_alert_and_action_lines_for_the_page
     assert "action 5" in texts and "alert 2" in texts
     login(client, em.plant.tech.username)
     page = client.get("/environment/points/B1-DOOR").get_data(as_text=True)
-    assert "<svg" in page and "action 5" in page and "alert 2" in page and " style=" not in page.split("<svg")[1].split("</svg>")[0]
+    chart = page.split("<svg")[1].split("</svg>")[0]
+    assert "action 5" in chart and "alert 2" in chart and " style=" not in chart  # the page's CSP
     now = utcnow()
     response = client.get(f"/environment/report?month={now.year:04d}-{now.month:02d}")
     if (now - dt.timedelta(hours=50)).month != now.month:  # the first sessions fell in the month before
         pytest.skip("run on the first days of a month")
     assert response.status_code == 200 and response.mimetype == "application/pdf"
-    text = pdf_text(response.data)
+    text = " ".join(pdf_text(response.data).split())
     assert "Environmental monitoring BG" in text and "CR-B1" in text and "B1-DOOR" in text
     assert "action level exceeded" in text and "DEV-BG-" in text and "action 5" in text
     assert client.get("/environment/report?month=2026-13").status_code == 404
     assert client.get("/environment/report?month=0001-01").status_code == 404
     empty = render_monthly_report(services.monthly_report(_site(em), 2020, 1))
     assert "No excursion this month." in pdf_text(empty)
+
+
+# --- the batch: aseptic steps, the deviation of an action-level excursion, the release gates --------------------
+
+
+ASEPTIC_STEPS = [{**step, "aseptic": True} if step["code"] == "P0" else step for step in UCMSC_STEPS]
+
+
+def _aseptic_batch(world, sites):  # noqa: F811
+    """A batch whose seeding (P0, aseptic, 190 h to 120 h ago in BSC-01) is done and whose QC is complete."""
+    approve_new_version(world.plant, steps=ASEPTIC_STEPS)
+    batch = batch_services.start_batch(refetch(world.plant.tech), sites["BG"], start_command(
+        sites["BG"], "UCMSC", [world.plant.material_din], started_at=batch_start()))
+    run_batch_to_awaiting_qc(world.plant, batch)
+    lifecycle.transition(refetch(world.plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+    complete_qc(world.plant, batch)
+    lifecycle.transition(refetch(world.plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc done")
+    return refetch(batch)
+
+
+def _environment_item(batch):
+    return next(i for i in releases.checklist(refetch(batch)) if i.key == "environment")
+
+
+def _close_deviation(world, deviation):  # noqa: F811
+    qa = world.plant.qa
+    deviation_services.record_investigation(refetch(qa), refetch(deviation), RecordInvestigation.parse({
+        "root_cause": "glove touched the plate", "impact_assessment": "product sterility passed", "reason": "done"}))
+    action = deviation_services.add_action(refetch(qa), refetch(deviation), AddAction.parse({
+        "kind": "corrective", "description": "retrain on aseptic technique", "owner": "qa.bg",
+        "due_date": "2099-01-01"}))
+    deviation_services.carry_to_effectiveness_check(refetch(qa), refetch(action), CarryAction.parse({
+        "due_date": "2099-06-01", "note": "no growth in the next 30 sessions"}))
+    deviation_services.close_deviation(refetch(qa), refetch(deviation), CloseDeviation.parse({"comment": ""}),
+                                       signer=signing(qa))
+
+
+def test_an_aseptic_step_without_monitoring_blocks_review_until_results_or_a_reason(em, sites):
+    batch = _aseptic_batch(em, sites)
+    item = _environment_item(batch)
+    assert item.problems == ["Aseptic step P0 has no environmental monitoring results in its room or cabinet "
+                             "while it ran, nor a recorded reason why a sample is missing."]
+    blockers = lifecycle.what_blocks(refetch(batch))
+    assert any("Aseptic step P0" in b for b in blockers)
+    with pytest.raises(Conflict):
+        lifecycle.transition(refetch(em.plant.qa), refetch(batch), BatchStatus.AWAITING_CERTIFICATION,
+                             reason="review", signer=signing(em.plant.qa))
+    # a session in the room (not the cabinet) while P0 ran covers it, once it has results
+    session = _session(em, device=None, hours=(150, 149))
+    assert _environment_item(batch).problems  # no result yet
+    _enter(em, session, ("B1-DOOR", "settle_plate", 0))
+    assert _environment_item(batch).ok
+    # a reason recorded instead: the other way to meet the gate; only for an aseptic step of the batch
+    with pytest.raises(ValidationFailed):
+        record_missing_sample(refetch(em.plant.tech), refetch(batch), RecordMissingSample(step="ISO", reason="x"))
+    with pytest.raises(PermissionDenied):
+        record_missing_sample(refetch(em.plant.qc), refetch(batch), RecordMissingSample(step="P0", reason="x"))
+
+
+def test_a_recorded_reason_meets_the_gate_and_is_audited(em, sites):
+    from cellfactory.audit.models import AuditEntry
+
+    batch = _aseptic_batch(em, sites)
+    missing = record_missing_sample(refetch(em.plant.tech), refetch(batch), RecordMissingSample(
+        step="p0", reason="Settle plate dropped during transfer; active air covered the session"))
+    assert _environment_item(batch).ok
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.entity_type == "em_missing_sample",
+                                                          AuditEntry.entity_id == str(missing.id)))
+    assert entry is not None and entry.action == "create" and "Settle plate dropped" in str(entry.changes)
+    assert entry.actor_id == em.plant.tech.id
+
+
+def test_growth_in_the_cabinet_during_seeding_opens_a_deviation_of_the_batch_that_blocks_until_closed(em, sites):
+    batch = _aseptic_batch(em, sites)
+    other = _session(em, device="BSC-A1", hours=(100, 99))  # after P0 ended: linked to no aseptic step
+    _enter(em, other, ("A1-WORK", "particles_0_5", 100))
+    session = _session(em, device="BSC-A1", hours=(150, 149))
+    _enter(em, session, ("A1-WORK", "settle_plate", 1, "Staphylococcus epidermidis"))
+    excursion = db.session.scalar(sa.select(Excursion))
+    deviation = db.session.get(Deviation, excursion.deviation_id)
+    assert excursion.batch_numbers == batch.number
+    assert deviation.batch_id == batch.id and deviation.batch_ids == [batch.id]
+    assert f"{batch.number}: step P0 Seeding P0" in deviation.description
+    assert [d.number for d in deviation_services.blocking(batch.id)] == [deviation.number]
+    problems = _environment_item(batch).problems
+    assert problems == [f"Action-level excursion at A1-WORK (settle plate: 1) during aseptic step P0: deviation "
+                        f"{deviation.number} is open."]
+    assert any(deviation.number in b for b in lifecycle.what_blocks(refetch(batch)))
+    with pytest.raises(Conflict):
+        lifecycle.transition(refetch(em.plant.qa), refetch(batch), BatchStatus.AWAITING_CERTIFICATION,
+                             reason="review", signer=signing(em.plant.qa))
+    _close_deviation(em, deviation)
+    assert _environment_item(batch).ok
+    lifecycle.transition(refetch(em.plant.qa), refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="review",
+                         signer=signing(em.plant.qa))
+    lifecycle.transition(refetch(em.plant.qp), refetch(batch), BatchStatus.RELEASED, reason="QP decision",
+                         signer=signing(em.plant.qp))
+    assert refetch(batch).status == BatchStatus.RELEASED
+    # the excursion closes with its deviation closed
+    services.close_excursion(refetch(em.plant.qa), refetch(excursion), ReviewExcursion(comment="CAPA done"))
+
+
+def test_a_deviation_holds_every_batch_whose_aseptic_step_used_the_room(em, sites):
+    batch = _aseptic_batch(em, sites)
+    material = material_services.receive_material(refetch(em.plant.tech), sites["BG"],
+                                                  ReceiveMaterial.of(past_receipt_data(din="=A99912600045600")))
+    second = batch_services.start_batch(refetch(em.plant.tech), sites["BG"], start_command(
+        sites["BG"], "UCMSC", [material.din], started_at=batch_start()))
+    iso_step, step = refetch(second).steps[:2]
+    batch_services.record_step(refetch(em.plant.tech), iso_step, step_command(iso_step, step_data(
+        started_at=iso(170), ended_at=iso(169))))
+    batch_services.record_step(refetch(em.plant.tech), refetch(step), step_command(refetch(step), passage_data(
+        0, 1e6, 8e6, 160, 140)))
+    session = _session(em, device=None, hours=(150, 149))  # the room: both cabinets' steps in it
+    _enter(em, session, ("B1-DOOR", "settle_plate", 9, "Bacillus cereus"))  # grade B settle: action above 5
+    excursion = db.session.scalar(sa.select(Excursion))
+    deviation = db.session.get(Deviation, excursion.deviation_id)
+    numbers = sorted([batch.number, second.number])
+    assert excursion.batch_numbers == ", ".join(numbers)
+    assert sorted(deviation.batch_ids) == sorted([batch.id, second.id])
+    assert [d.number for d in deviation_services.blocking(second.id)] == [deviation.number]

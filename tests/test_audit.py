@@ -104,6 +104,9 @@ def test_every_audited_model_records_creation_with_values(users):
     cabinet = db.session.scalar(sa.select(Equipment).where(Equipment.code == "BSC-01"))
     equipment_services.record_event(refetch(plant.tech), cabinet, RecordEvent.parse(
         {"kind": "maintenance", "performed_on": "2026-01-05", "result": "pass", "reference": "MNT-1"}))
+    from tests.test_environment import cleanroom_records
+
+    cleanroom_records(plant, refetch(batch))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

@@ -136,6 +136,19 @@ def _declare(world) -> None:  # noqa: F811
                           AddPlan(sample_type=sample_type, occupancy="in_operation", frequency_days=1))
 
 
+def cleanroom_records(plant, batch) -> None:
+    """One record of each environmental monitoring kind (for the audit trail's coverage test): rooms, devices,
+    points and plans, a signed alert level, a session with results, an excursion, a reason a sample is missing."""
+    from types import SimpleNamespace
+
+    world = SimpleNamespace(plant=plant)
+    _declare(world)
+    _alert(world, 2)
+    _enter(world, _session(world, device=None), ("B1-DOOR", "settle_plate", 4, "Micrococcus"))
+    step = batch.steps[1]
+    services.record_missing_sample(refetch(plant.tech), batch.site_id, step.id, "plate dropped")
+
+
 @pytest.fixture
 def em(world):  # noqa: F811
     _declare(world)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from cellfactory.alerts.models import Alert
 from cellfactory.alerts.services import raise_alert
 from cellfactory.audit import services as audit
 from cellfactory.auth.models import User
@@ -424,6 +425,14 @@ def _raise_excursion(actor: User, session: MonitoringSession, result: Monitoring
 # --- excursions ------------------------------------------------------------------------------------------------
 
 
+def _alerts_reviewed(actor: User, excursion: Excursion) -> None:
+    """The excursion's alerts are acknowledged once QA reviews it: it leaves QA's inbox."""
+    for alert in db.session.scalars(sa.select(Alert).where(Alert.subject_key == f"em_excursion:{excursion.id}",
+                                                           Alert.acknowledged_at.is_(None))):
+        alert.acknowledged_at = utcnow()
+        alert.acknowledged_by_id = actor.id
+
+
 def deviation_of(excursion: Excursion) -> Deviation | None:
     return db.session.get(Deviation, excursion.deviation_id) if excursion.deviation_id else None
 
@@ -440,6 +449,7 @@ def acknowledge_excursion(actor: User, excursion: Excursion, command: ReviewExcu
     excursion.acknowledged_at = utcnow()
     excursion.acknowledged_by_id = actor.id
     excursion.comment = command.comment
+    _alerts_reviewed(actor, excursion)
     db.session.flush()
     return excursion
 
@@ -464,6 +474,7 @@ def close_excursion(actor: User, excursion: Excursion, command: ReviewExcursion)
     excursion.closed_at = now
     excursion.closed_by_id = actor.id
     excursion.comment = command.comment
+    _alerts_reviewed(actor, excursion)
     db.session.flush()
     return excursion
 

@@ -42,9 +42,9 @@ from cellfactory.environment.models import AlertLevel, Excursion, MonitoringResu
 from cellfactory.extensions import db
 from cellfactory.inbox.services import Kind, inbox_for
 from cellfactory.lifecycle import services as lifecycle
+from cellfactory.lifecycle.environment import record_missing_sample
 from cellfactory.materials import services as material_services
 from cellfactory.materials.commands import ReceiveMaterial
-from cellfactory.lifecycle.environment import record_missing_sample
 from cellfactory.releases import services as releases
 from cellfactory.signatures.models import Signature
 from tests.batch_helpers import (

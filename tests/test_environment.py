@@ -141,10 +141,10 @@ def cleanroom_records(plant, batch) -> None:
     points and plans, a signed alert level, a session with results, an excursion, a reason a sample is missing."""
     from types import SimpleNamespace
 
-    world = SimpleNamespace(plant=plant)
-    _declare(world)
-    _alert(world, 2)
-    _enter(world, _session(world, device=None), ("B1-DOOR", "settle_plate", 4, "Micrococcus"))
+    holder = SimpleNamespace(plant=plant)
+    _declare(holder)
+    _alert(holder, 2)
+    _enter(holder, _session(holder, device=None), ("B1-DOOR", "settle_plate", 4, "Micrococcus"))
     step = batch.steps[1]
     services.record_missing_sample(refetch(plant.tech), batch.site_id, step.id, "plate dropped")
 

@@ -349,7 +349,9 @@ def enter_results(actor: User, session: MonitoringSession, command: EnterResults
     lock_records([session])  # two worksheets of one session at once: the second finds the first's lines
     db.session.refresh(session)
     points = {p.code: p for p in session_points(session)}
-    entered = {(r.point_id, r.sample_type) for r in session.results}
+    entered = {(point_id, sample_type) for point_id, sample_type in db.session.execute(
+        sa.select(MonitoringResult.point_id, MonitoringResult.sample_type).where(
+            MonitoringResult.session_id == session.id))}
     errors: dict[str, str] = {}
     seen: set[tuple[int, EmSampleType]] = set()
     for index, line in enumerate(command.results):

@@ -564,6 +564,12 @@ def test_growth_in_the_cabinet_during_seeding_opens_a_deviation_of_the_batch_tha
     assert refetch(batch).status == BatchStatus.RELEASED
     # the excursion closes with its deviation closed
     services.close_excursion(refetch(em.plant.qa), refetch(excursion), ReviewExcursion(comment="CAPA done"))
+    # the batch record shows the monitoring of its aseptic step
+    from tests.conftest import pdf_text
+
+    text = " ".join(pdf_text(releases.batch_record_pdf(refetch(em.plant.qa), refetch(batch))).split())
+    assert "Environmental monitoring" in text and "Aseptic step P0 Seeding P0" in text
+    assert session.number in text and "A1-WORK settle plate 1 CFU/4 h (Staphylococcus epidermidis)" in text
 
 
 def test_a_deviation_holds_every_batch_whose_aseptic_step_used_the_room(em, sites):

@@ -330,11 +330,14 @@ def worksheet(session: MonitoringSession) -> list[tuple[SamplingPoint, EmSampleT
     return rows
 
 
-def verdict_of(site_id: int, grade: CleanroomGrade, sample_type: EmSampleType, occupancy: RoomState,
-               count: int) -> tuple[EmVerdict, ActionLimit, int | None]:
-    """The one judgement of a count: Annex 1's action limit and the site's alert level in force."""
+def verdict_of(site_id: int, grade: CleanroomGrade, sample_type: EmSampleType, occupancy: RoomState, count: int, *,
+               alerts: dict | None = None) -> tuple[EmVerdict, ActionLimit, int | None]:
+    """The one judgement of a count: Annex 1's action limit and the site's alert level in force.
+
+    :param alerts: the site's alert levels in force (`current_alert_levels`) when the caller judges several."""
     limit = action_limit(grade, sample_type, occupancy)
-    alert = current_alert_levels(site_id).get((grade, sample_type, occupancy))
+    alerts = alerts if alerts is not None else current_alert_levels(site_id)
+    alert = alerts.get((grade, sample_type, occupancy))
     level = alert.level if alert is not None else None
     return judge(count, limit, level), limit, level
 
@@ -374,10 +377,11 @@ def enter_results(actor: User, session: MonitoringSession, command: EnterResults
                                  problems=" ".join(dict.fromkeys(errors.values()))), fields=errors)
     audit.act_as(db.session, actor)
     results = []
+    alerts = current_alert_levels(session.site_id)
     for line in command.results:
         point = points[line.point.upper()]
         verdict, limit, alert = verdict_of(session.site_id, point.grade, line.sample_type, session.occupancy,
-                                           line.count)
+                                           line.count, alerts=alerts)
         result = MonitoringResult(session=session, site_id=session.site_id, point_id=point.id, point=point,
                                   sample_type=line.sample_type, count=line.count, organism=line.organism,
                                   grade=point.grade, action_limit=limit.said() if limit.value is not None

@@ -418,7 +418,7 @@ def test_pages_show_limits_with_their_source_and_take_a_worksheet(client, em):
     session = _session(em)
     login(client, em.plant.tech.username)
     page = client.get(f"/environment/sessions/{session.number}").get_data(as_text=True)
-    assert "A1-WORK" in page and 'name="count-0"' in page
+    assert "A1-WORK" in page and 'name="count-0"' in page and 'for="count-0"' in page
     rows = services.worksheet(refetch(session))
     index = next(i for i, (p, t, _r) in enumerate(rows) if t == T.SETTLE_PLATE)
     refused = client.post(f"/environment/sessions/{session.number}", data={f"count-{index}": "2"})

@@ -401,6 +401,7 @@ def _raise_excursion(actor: User, session: MonitoringSession, result: Monitoring
         what = (f"{result.sample_type.label} at {point.code} ({point.place}, grade {result.grade.value}) in session "
                 f"{session.number}: {result.count} {result.sample_type.unit}"
                 + (f", {result.organism}" if result.organism else "") + f", {result.verdict.label}")
+        title = f"Environmental monitoring, action level: {point.code} {result.sample_type.label} {session.number}"
     excursion = Excursion(site_id=session.site_id, result_id=result.id, result=result, level=result.verdict,
                           status=ExcursionStatus.OPEN, created_by_id=actor.id)
     if result.verdict == EmVerdict.ACTION:
@@ -413,8 +414,7 @@ def _raise_excursion(actor: User, session: MonitoringSession, result: Monitoring
                        f"{format_local(session.ended_at, session.site.timezone)} by {session.sampled_by.username}.")
         description += ("\nAseptic steps in this room or cabinet during the session:\n" + steps) if steps \
             else "\nNo batch's aseptic step used this room or cabinet during the session."
-        deviation = create_deviation(actor, session.site, title=f"EM action level: {point.code} "
-                                     f"{result.sample_type.value} {session.number}"[:200],
+        deviation = create_deviation(actor, session.site, title=title[:200],
                                      description=description, classification=Classification.MAJOR,
                                      source=DeviationSource.MANUAL, batch_id=batch_ids[0] if batch_ids else None,
                                      linked_batch_ids=batch_ids[1:])

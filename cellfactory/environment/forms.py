@@ -20,7 +20,7 @@ def _choices(enum_cls) -> list[tuple[str, str]]:
 class RoomForm(BaseForm):
     code = StringField(_l("Code"), validators=[Optional()], render_kw={"maxlength": 40, "autocapitalize": "characters"})
     name = StringField(_l("Name"), validators=[Optional()], render_kw={"maxlength": 200})
-    grade = SelectField(_l("CleanroomGrade"), validators=[Optional()], validate_choice=False)
+    grade = SelectField(_l("Grade"), validators=[Optional()], validate_choice=False)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -54,7 +54,7 @@ class PlanForm(BaseForm):
 
 
 class AlertLevelForm(SigningForm):
-    grade = SelectField(_l("CleanroomGrade"), validators=[Optional()], validate_choice=False)
+    grade = SelectField(_l("Grade"), validators=[Optional()], validate_choice=False)
     sample_type = SelectField(_l("Sample type"), validators=[Optional()], validate_choice=False)
     occupancy = SelectField(_l("At rest or in operation"), validators=[Optional()], validate_choice=False)
     level = IntegerField(_l("Alert level (below the action level)"), validators=[Optional()],

@@ -107,6 +107,10 @@ class LimitOut(Output):
     alert_level: int | None = Field(description="The site's alert level in force, signed by QA")
 
 
+class LimitsOut(Output):
+    items: list[LimitOut] = Field(description="Every grade × sample type × state")
+
+
 class ResultOut(Output):
     point: str
     sample_type: EmSampleType
@@ -237,13 +241,13 @@ def em_add_plan(site: str, code: str):
 @bp.get("/environment/<site>/limits")
 @roles_required(READ_ROLES)
 @operation("Annex 1 (2022) action limits with their source, and the site's alert levels in force",
-           response=LimitOut, errors=(404,))
+           response=LimitsOut, errors=(404,))
 def em_limits(site: str):
     found = get_site(site)
-    return {"items": [LimitOut(grade=g, sample_type=t, occupancy=o, action_limit=limit.value,
-                               action_kind=limit.kind.value, source=limit.source,
-                               alert_level=alert.level if alert else None).json()
-                      for g, t, o, limit, alert in services.limits_table(found.id)]}
+    return LimitsOut(items=[LimitOut(grade=g, sample_type=t, occupancy=o, action_limit=limit.value,
+                                     action_kind=limit.kind.value, source=limit.source,
+                                     alert_level=alert.level if alert else None)
+                            for g, t, o, limit, alert in services.limits_table(found.id)]).json()
 
 
 @bp.post("/environment/<site>/alert-levels")

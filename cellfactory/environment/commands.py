@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from cellfactory.core.commands import (
@@ -47,8 +47,9 @@ def _whole(value: Any) -> Any:
     return value
 
 
-Whole = Annotated[int, BeforeValidator(_whole), WithJsonSchema({"type": "integer"})]
-OptionalWhole = Annotated[int | None, BeforeValidator(_whole), WithJsonSchema({"type": ["integer", "null"]})]
+# The JSON schema is the number's own, with the bounds each field declares.
+Whole = Annotated[int, BeforeValidator(_whole)]
+OptionalWhole = Annotated[int | None, BeforeValidator(_whole)]
 
 
 class DeclareRoom(Command):
@@ -67,11 +68,14 @@ class DeclareDevice(Command):
     missing: ClassVar[dict[str, str]] = {"room": _l("Choose the room."), "code": _l("Enter the code."),
                                          "name": _l("Enter the name."), "grade": _l("Choose the grade.")}
 
-    room: Line(40) = Field(description="Code of the room it sits in")
+    room: Line(40) = Field(description="Code of the room it sits in",
+                           json_schema_extra={"x-refused-when": "no room of the site has this code"})
     code: Line(40) = Field(description="The device's code, stored in capitals")
     name: Line(200)
-    grade: _choice(CleanroomGrade) = Field(description="A, B, C or D (a biosafety cabinet: A)")
-    equipment: OptionalLine(40) = Field(None, description="Code of its equipment record at the site, if any")
+    grade: _choice(CleanroomGrade) = Field(description="A, B, C or D (a biosafety cabinet: A)",
+                                           json_schema_extra={"x-refused-when": "a lower grade than the room's"})
+    equipment: OptionalLine(40) = Field(None, description="Code of its equipment record at the site, if any",
+                                        json_schema_extra={"x-refused-when": "no equipment of the site has this code"})
 
 
 class DeclarePoint(Command):
@@ -79,8 +83,10 @@ class DeclarePoint(Command):
     missing: ClassVar[dict[str, str]] = {"room": _l("Choose the room."), "code": _l("Enter the code."),
                                          "description": _l("Describe where samples are taken.")}
 
-    room: Line(40) = Field(description="Code of the room")
-    device: OptionalLine(40) = Field(None, description="Code of the device in that room, when the point is in it")
+    room: Line(40) = Field(description="Code of the room",
+                           json_schema_extra={"x-refused-when": "no room of the site has this code"})
+    device: OptionalLine(40) = Field(None, description="Code of the device in that room, when the point is in it",
+                                     json_schema_extra={"x-refused-when": "no device of that room has this code"})
     code: Line(40) = Field(description="The point's code, stored in capitals")
     description: Line(200)
 
@@ -123,11 +129,16 @@ class OpenSession(Command):
                                          "ended_at": _l("Enter when sampling ended.")}
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
-    room: Line(40) = Field(description="Code of the room sampled")
-    device: OptionalLine(40) = Field(None, description="Code of the device sampled in that room, if any")
+    room: Line(40) = Field(description="Code of the room sampled",
+                           json_schema_extra={"x-refused-when": "no room of the site has this code"})
+    device: OptionalLine(40) = Field(None, description="Code of the device sampled in that room, if any",
+                                     json_schema_extra={"x-refused-when": "no device of that room has this code"})
     occupancy: _choice(RoomState)
-    started_at: Instant = Field(description="ISO 8601 with the UTC offset")
-    ended_at: Instant = Field(description="ISO 8601 with the UTC offset; after started_at, not in the future")
+    started_at: Instant = Field(description="ISO 8601 with the UTC offset",
+                                json_schema_extra={"x-refused-when": "in the future or before the site's records"})
+    ended_at: Instant = Field(description="ISO 8601 with the UTC offset; after started_at, not in the future",
+                              json_schema_extra={"x-refused-when": "not after started_at, more than 24 hours after "
+                                                                   "it, or in the future"})
     plate_lot: OptionalLine(60) = Field(None, description="Lot of the plates used (required for viable samples "
                                                           "when results are entered)")
     incubation_celsius: OptionalLine(20) = Field(None, description="Incubation temperature, e.g. 20-25 then 30-35")
@@ -152,7 +163,10 @@ class EnterResults(Command):
     refusal: ClassVar[str] = _l("The results cannot be saved")
     missing: ClassVar[dict[str, str]] = {"results": _l("Enter at least one result.")}
 
-    results: list[ResultLine] = Field(min_length=1, max_length=200)
+    results: list[ResultLine] = Field(min_length=1, max_length=200, json_schema_extra={
+        "x-refused-when": "a point not of the session's place, a point and sample type entered twice, growth "
+                          "without the organism, an organism for particles, plate counts without the session's "
+                          "plate lot"})
 
 
 class ReviewExcursion(Command):
@@ -166,5 +180,6 @@ class RecordMissingSample(Command):
     refusal: ClassVar[str] = _l("The reason cannot be recorded")
     missing: ClassVar[dict[str, str]] = {"step": _l("Choose the step."), "reason": _l("Give the reason.")}
 
-    step: Line(20) = Field(description="Code of the aseptic step")
+    step: Line(20) = Field(description="Code of the aseptic step",
+                           json_schema_extra={"x-refused-when": "not an aseptic step of the batch"})
     reason: Paragraph(2000) = Field(description="Why no monitoring result covers the step")

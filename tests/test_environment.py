@@ -591,3 +591,40 @@ def test_a_deviation_holds_every_batch_whose_aseptic_step_used_the_room(em, site
     assert excursion.batch_numbers == ", ".join(numbers)
     assert sorted(deviation.batch_ids) == sorted([batch.id, second.id])
     assert [d.number for d in deviation_services.blocking(second.id)] == [deviation.number]
+
+
+def test_api_the_review_shows_the_monitoring_gate_and_a_reason_meets_it(client, em, sites):
+    batch = _aseptic_batch(em, sites)
+    review = client.get(f"{API}/batches/{batch.number}/review", headers=em.auth("qa")).get_json()
+    item = next(i for i in review["checklist"] if i["key"] == "environment")
+    assert item["ok"] is False and "Aseptic step P0" in item["problems"][0] and review["complete"] is False
+    url = f"{API}/environment/batches/{batch.number}/missing-samples"
+    assert_error(client.post(url, json={"step": "ISO", "reason": "x"}, headers=em.auth("technician")),
+                 422, "invalid", "step")
+    assert client.post(url, json={"step": "P0", "reason": "x"}, headers=em.auth("qc_analyst")).status_code == 403
+    response = client.post(url, json={"step": "P0", "reason": "Plate dropped in transfer"},
+                           headers=em.auth("technician"))
+    assert response.status_code == 201 and response.get_json()["step"] == "P0"
+    review = client.get(f"{API}/batches/{batch.number}/review", headers=em.auth("qa")).get_json()
+    assert next(i for i in review["checklist"] if i["key"] == "environment")["ok"] is True
+
+
+def test_page_the_batch_s_monitoring_says_what_blocks_and_records_a_reason(client, em, sites):
+    import html
+
+    batch = _aseptic_batch(em, sites)
+    login(client, em.plant.tech.username)
+    page = html.unescape(client.get(f"/environment/batches/{batch.number}").get_data(as_text=True))
+    assert "Aseptic step P0 has no environmental monitoring results" in page
+    refused = client.post(f"/environment/batches/{batch.number}", data={"step": "P0", "reason": "\x00"})
+    assert refused.status_code == 422
+    saved = client.post(f"/environment/batches/{batch.number}", data={"step": "P0", "reason": "Plate dropped"})
+    assert saved.status_code == 302
+    page = html.unescape(client.get(f"/environment/batches/{batch.number}").get_data(as_text=True))
+    assert "Plate dropped" in page and "has no environmental monitoring" not in page
+    client.post("/auth/logout")
+    login(client, em.plant.qa.username)
+    response = client.get(f"/releases/{batch.number}/review")
+    review = html.unescape(response.get_data(as_text=True))
+    assert "Environmental monitoring results for every aseptic step" in review, (response.status_code,
+                                                                                  review[review.find("<main"):][:800])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -161,16 +162,21 @@ def _device(room: Room, code: str | None, field: str = "device") -> Device | Non
 # --- rooms, devices, points and plans (QA of the site) ---------------------------------------------------------
 
 
+def _added(actor: User, record: Any) -> Any:
+    """A new master record, written by `actor` (its creation in the audit trail), in the caller's transaction."""
+    audit.act_as(db.session, actor)
+    record.created_by_id = actor.id
+    db.session.add(record)
+    db.session.flush()
+    return record
+
+
 @transactional
 def declare_room(actor: User, site: Site, command: DeclareRoom) -> Room:
     _require_qa(actor, site.id, _("Only QA of the site declares rooms and their grades."))
     code = command.code.upper()
     _duplicate(Room, site.id, code)
-    audit.act_as(db.session, actor)
-    room = Room(site_id=site.id, code=code, name=command.name, grade=command.grade, created_by_id=actor.id)
-    db.session.add(room)
-    db.session.flush()
-    return room
+    return _added(actor, Room(site_id=site.id, code=code, name=command.name, grade=command.grade))
 
 
 @transactional
@@ -192,12 +198,8 @@ def declare_device(actor: User, site: Site, command: DeclareDevice) -> Device:
     if command.grade.value > room.grade.value:  # A is the cleanest grade
         raise ValidationFailed(_("A device is not of a lower grade than the room it sits in (%(grade)s).",
                                  grade=room.grade.value), fields={"grade": _("Lower than the room's.")})
-    audit.act_as(db.session, actor)
-    device = Device(site_id=site.id, room_id=room.id, code=code, name=command.name, grade=command.grade,
-                    equipment_id=equipment.id if equipment else None, created_by_id=actor.id)
-    db.session.add(device)
-    db.session.flush()
-    return device
+    return _added(actor, Device(site_id=site.id, room_id=room.id, code=code, name=command.name, grade=command.grade,
+                                equipment_id=equipment.id if equipment else None))
 
 
 @transactional
@@ -207,12 +209,8 @@ def declare_point(actor: User, site: Site, command: DeclarePoint) -> SamplingPoi
     device = _device(room, command.device)
     code = command.code.upper()
     _duplicate(SamplingPoint, site.id, code)
-    audit.act_as(db.session, actor)
-    point = SamplingPoint(site_id=site.id, room_id=room.id, device_id=device.id if device else None, code=code,
-                          description=command.description, created_by_id=actor.id)
-    db.session.add(point)
-    db.session.flush()
-    return point
+    return _added(actor, SamplingPoint(site_id=site.id, room_id=room.id, device_id=device.id if device else None,
+                                       code=code, description=command.description))
 
 
 @transactional

@@ -343,7 +343,7 @@ def _render_batch(found, form: MissingSampleForm | None = None, status: int = 20
     form = form or MissingSampleForm()
     form.step.choices = [("", _("Choose…"))] + [(s.code, f"{s.code} · {s.name}") for s, _m in coverage]
     return render_template("environment/batch.html", batch=found, coverage=coverage, form=form,
-                           problems=services.coverage_problems(coverage), tz=found.site.timezone,
+                           blockers=services.coverage_problems(coverage), tz=found.site.timezone,
                            can_record=_user().has_any_role(MANUFACTURING_STAFF, found.site_id)), status
 
 

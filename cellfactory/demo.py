@@ -308,7 +308,8 @@ def _intake(users: dict[str, User], password: str, say: Progress = _quiet) -> No
 def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     """Bergamo receives cords labelled by the hospital's maternity ward, a collection facility with its own FIN
     (a validation FIN, A9998) registered for the site by its administrator; and a reactive autologous bone marrow,
-    accepted for autologous use only as a BIOLOGICAL HAZARD."""
+    accepted for autologous use only as a BIOLOGICAL HAZARD. A further cord of the ward is announced, waiting to be
+    received."""
     import datetime as dt
     from zoneinfo import ZoneInfo
 
@@ -318,7 +319,7 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     from cellfactory.donors.eligibility import BASE_PANEL
     from cellfactory.donors.models import ScreeningTest
     from cellfactory.materials import services as materials
-    from cellfactory.materials.commands import ReceiveMaterial
+    from cellfactory.materials.commands import AnnounceMaterial, ReceiveMaterial
 
     tech = users["technician.bg"]
     materials.register_collection_facility(users["admin.bg"], site, facility_id="A9998",
@@ -326,9 +327,13 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
     collected = now - dt.timedelta(hours=20)
     # The donation day is the collection's, on the site's calendar (screened that day).
     donation = collected.astimezone(ZoneInfo(site.timezone)).date()
+    announced = isbt128.build_din("A9998", now.year, 42)
     for code, donor_type, result, material_type, din in (
             ("UC-BG-010", "allogeneic", "negative", "umbilical_cord", isbt128.build_din("A9998", now.year, 41)),
-            ("AU-BG-011", "autologous", "reactive", "bone_marrow", None)):
+            ("AU-BG-011", "autologous", "reactive", "bone_marrow", None),
+            ("UC-BG-012", "allogeneic", "negative", "umbilical_cord", announced)):
+        if din == announced:  # collected today
+            donation = now.astimezone(ZoneInfo(site.timezone)).date()
         donor = donors.register_donor(tech, site, RegisterDonor.of({
             "code": code, "birth_year": 1990, "sex": "F", "donor_type": donor_type, "donation_kind": "living",
             "donation_date": donation.isoformat(), "consent_date": (donation - dt.timedelta(days=10)).isoformat(),
@@ -338,6 +343,12 @@ def _collection_facility_receipt(users: dict[str, User], site, now) -> None:
                 "test": test.value, "sample_date": donation.isoformat(), "sample_type": "serum",
                 "result": "reactive" if result == "reactive" and test == ScreeningTest.HBSAG else "negative",
                 "tested_person": "donor", "lab_reference": f"BG-LAB-{code}-{test.value}"}))
+        if din == announced:
+            # Announced by the maternity ward, not received yet: the DIN of its label, expected in six hours.
+            materials.announce_material(tech, site, AnnounceMaterial.of({
+                "din": din.din13, "donor": code, "material_type": material_type, "collection_facility": "A9998",
+                "expected_at": now + dt.timedelta(hours=6)}))
+            continue
         materials.receive_material(tech, site, ReceiveMaterial.of({
             "din": din.din13 if din else None, "allocate_din": din is None, "material_type": material_type,
             "donor": code, "collected_at": collected, "collection_centre": "Papa Giovanni XXIII maternity ward"

@@ -10,12 +10,20 @@ import sqlalchemy as sa
 
 from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchStatus
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.extensions import db
 from cellfactory.sites import services as site_services
 from cellfactory.units import labels
 from cellfactory.units import services as units
-from cellfactory.units.commands import AdministerUnit, CreateLocation, CreateUnits, PutAway, ReceiveShipment, Ship
+from cellfactory.units.commands import (
+    AdministerUnit,
+    CreateLocation,
+    CreateUnits,
+    PutAway,
+    ReceiveShipment,
+    ReserveUnit,
+    Ship,
+)
 from cellfactory.units.models import Unit
 
 TRIAL = "EU-CT 2026-500123-12-00"
@@ -83,3 +91,8 @@ def build_units(users: dict[str, User], password: str) -> None:
     quarantine_box = _box(tech_mz, mz, "LN2-Q", "Quarantine tank", rows=5, columns=5, segregated=True)
     for index, unit in enumerate(bank[3:5], start=1):
         units.put_away(tech_mz, db.session.get(Unit, unit.id), PutAway(position=f"{quarantine_box.path}/A{index}"))
+
+    # A unit of the bank asked for by the clinical site SR for its next patient: reserved, waiting to be packed.
+    units.reserve_unit(tech, ReserveUnit.parse(dict(
+        unit=bank[5].identifier, requested_by="Dr. Laura Ferri, haematology, Ospedale San Raffaele",
+        recipient_code="PT-SR-0003", to_site=sr.code, needed_on=local_today(bg.timezone) + dt.timedelta(days=2))))

@@ -75,6 +75,11 @@ def test_every_audited_model_records_creation_with_values(users):
 
     material_services.register_collection_facility(refetch(users["admin"]), site_services.get_site("BG"),
                                                    facility_id="A9998", name="Sala parto")
+    from cellfactory.materials.commands import AnnounceMaterial
+
+    material_services.announce_material(refetch(plant.tech), site_services.get_site("BG"), AnnounceMaterial.of({
+        "allocate_din": True, "donor": "UC-0099", "material_type": "umbilical_cord",
+        "expected_at": "2026-12-08T10:00:00+01:00"}))
     from cellfactory.donors import services as donor_services
     from cellfactory.donors.commands import AddScreeningResult, DecideRiskAssessment
     from cellfactory.donors.models import Donor
@@ -110,9 +115,10 @@ def test_every_audited_model_records_creation_with_values(users):
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")
-    # Units, storage, shipments and recipients need a released batch: tests/test_units.py checks them.
+    # Units, storage, shipments, recipients and unit requests need a released batch: tests/test_units.py and
+    # tests/test_unit_requests.py check them.
     audited -= {"unit", "storage_location", "recipient", "shipment", "shipment_unit", "batch_decision",
-                "release_certificate"}
+                "release_certificate", "unit_request"}
     # Notices need a failure after release: tests/test_post_release.py checks them.
     audited -= {"notification_task", "task_acknowledgement"}
     created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))

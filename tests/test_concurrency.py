@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 
@@ -628,3 +629,112 @@ def test_two_alert_levels_set_at_once_leave_one_in_force(plant_app):
     with app.app_context():
         rows = list(db.session.scalars(sa.select(AlertLevel)))
         assert len(rows) == 2 and sum(1 for r in rows if r.superseded_at is None) == 1
+
+def _two_technicians(plant):
+    """Each parallel worker acts as its own technician of the plant (two people at two benches)."""
+    technicians = [plant.tech.id, plant.tech2.id]
+    lock = threading.Lock()
+
+    def next_technician() -> User:
+        with lock:
+            return db.session.get(User, technicians.pop())
+    return next_technician
+
+
+def test_two_announcements_allocating_at_once_get_two_different_dins_and_receiving_twice_fulfils_once(plant_app):
+    """Two technicians announce expected material at the same instant, each with the site's next DIN: two DINs.
+    Then both receive the first announced material at once: one receipt stands and fulfils it, the other waits for
+    it and is told the DIN was received."""
+    from cellfactory.core.errors import Conflict
+    from cellfactory.materials import services as material_services
+    from cellfactory.materials.commands import AnnounceMaterial
+    from cellfactory.materials.models import ExpectationStatus, ExpectedMaterial
+    from tests.batch_helpers import past_receipt_data
+
+    app, plant, dins = plant_app
+    technician = _two_technicians(plant)
+
+    def announce(user, site):
+        return material_services.announce_material(technician(), site, AnnounceMaterial.of({
+            "allocate_din": True, "donor": "UC-0001", "material_type": "umbilical_cord",
+            "expected_at": "2026-12-08T10:00:00+01:00"})).din
+
+    announced = run_in_parallel(app, 2, announce)
+    assert len(set(announced)) == 2 and all(din.startswith("A9991") for din in announced), announced
+    first = sorted(announced)[0]
+    technician = _two_technicians(plant)
+
+    def receive(user, site):
+        try:
+            material_services.receive_material(technician(), site, ReceiveMaterial.of(past_receipt_data(din=first)))
+            return "received"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, receive)
+    assert outcomes.count("received") == 1, outcomes
+    refused = next(o for o in outcomes if o != "received")
+    assert refused == f"DIN {isbt128.format_din(first)} was already received: a DIN is never used twice.", refused
+    with app.app_context():
+        expected = db.session.scalar(sa.select(ExpectedMaterial).where(ExpectedMaterial.din == first))
+        material = db.session.scalar(sa.select(SourceMaterial).where(SourceMaterial.din == first))
+        assert expected.status == ExpectationStatus.RECEIVED and expected.material_id == material.id
+        db.session.remove()
+
+
+def test_two_reservations_of_one_unit_at_once_one_wins(plant_app):
+    from cellfactory.audit import services as audit
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import BatchStatus
+    from cellfactory.core.clock import local_today
+    from cellfactory.core.errors import Conflict
+    from cellfactory.products.models import Product
+    from cellfactory.units import services as unit_services
+    from cellfactory.units.commands import ReserveUnit
+    from cellfactory.units.models import Unit, UnitRequest, UnitStatus
+    from tests.batch_helpers import batch_start, complete_qc, run_batch_to_awaiting_qc, signing
+    from tests.conftest import refetch
+    from tests.units_helpers import certify, make_units
+
+    app, plant, dins = plant_app
+    with app.app_context():
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        site_services.create_site(None, CreateSite(code="MZ", name="Cell Factory Monza", facility_id="A9992",
+                                                   timezone="Europe/Rome"))
+        audit.act_as(db.session, db.session.get(User, plant.qa.id), reason="local product code")
+        db.session.scalar(sa.select(Product).where(Product.code == "UCMSC")).unit_code = "A0101"
+        db.session.commit()
+        batch = batch_services.start_batch(db.session.get(User, plant.tech.id), site,
+                                           start_command(site, "UCMSC", [dins[0]], started_at=batch_start()))
+        run_batch_to_awaiting_qc(plant, batch)
+        lifecycle.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+        complete_qc(plant, batch)
+        lifecycle.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW, reason="qc done")
+        reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
+        lifecycle.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="reviewed",
+                             signer=signing(reviewer))
+        certify(plant, batch)
+        [unit] = make_units(plant, refetch(batch), 1)
+        identifier, unit_id = unit.identifier, unit.id
+        assert refetch(unit).status == UnitStatus.AVAILABLE
+        needed = (local_today("Europe/Rome") + dt.timedelta(days=1)).isoformat()
+        db.session.remove()
+    technician = _two_technicians(plant)
+
+    def reserve(user, site):
+        actor = technician()
+        try:
+            unit_services.reserve_unit(actor, ReserveUnit.parse({
+                "unit": identifier, "requested_by": f"ward of {actor.username}", "to_site": "MZ",
+                "needed_on": needed}))
+            return "reserved"
+        except Conflict as conflict:
+            return conflict.message
+
+    outcomes = run_in_parallel(app, 2, reserve)
+    assert outcomes.count("reserved") == 1, outcomes
+    assert "is already reserved for MZ (requested by ward of " in next(o for o in outcomes if o != "reserved")
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UnitRequest)) == 1
+        assert db.session.get(Unit, unit_id).status == UnitStatus.RESERVED
+        db.session.remove()

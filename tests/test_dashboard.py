@@ -186,7 +186,7 @@ def test_demo_dashboard_numbers_match_the_records(demo):
                 if decided and min(decided) >= utcnow() - dt.timedelta(days=365):  # first certified in the window
                     days.append(max(0.0, (min(decided) - batch.started_at).total_seconds() / 86400))
             assert by_site[code].turnaround_days == (pytest.approx(statistics.median(days)) if days else None), code
-        assert by_site["BG"].units_available == {"UCMSC": 3}
+        assert by_site["BG"].units_available == {"UCMSC": 2}  # of three in stock, one is reserved for SR
         assert by_site["SR"].units_available == {"UCMSC": 1}  # received, not yet administered
         assert by_site["MZ"].units_available == {}  # the excursion put its units in quarantine
         assert by_site["BG"].batches["released"] == 1 and by_site["BG"].turnaround_days >= 0
@@ -197,15 +197,15 @@ def test_demo_dashboard_numbers_match_the_records(demo):
     html = client.get("/").get_data(as_text=True)
     for code in ("BG", "MI", "MZ", "PV", "SR"):
         assert f'id="site-{code}"' in html
-    assert "3 UCMSC" in row(html, "BG")
+    assert "2 UCMSC" in row(html, "BG")
     # The raw audit data left the dashboard (issue 16): it stays on the audit trail's own pages.
     assert "Latest entries in the audit trail" not in html and 'class="table audit"' not in html
     assert client.get("/audit/").status_code == 200
     # Each figure is a link to its filtered list, which shows that many records.
-    assert '<a href="/units/?status=available&amp;product=UCMSC&amp;site=BG"><span class="num">3</span> UCMSC</a>' \
+    assert '<a href="/units/?status=available&amp;product=UCMSC&amp;site=BG"><span class="num">2</span> UCMSC</a>' \
         in html
     units_page = client.get("/units/?status=available&product=UCMSC&site=BG").get_data(as_text=True)
-    assert units_page.count('href="/units/batches/') == 3  # one row per unit
+    assert units_page.count('href="/units/batches/') == 2  # one row per unit
     client.post("/auth/logout")
     login(client, "technician.bg", DEMO_PASSWORD)
     html = client.get("/").get_data(as_text=True)
@@ -219,7 +219,7 @@ def test_demo_units_are_stored_shipped_received_and_administered(demo):
         by_site: dict[str, list[Unit]] = {}
         for unit in all_units:
             by_site.setdefault(unit.site.code, []).append(unit)
-        assert {u.status for u in by_site["BG"]} == {UnitStatus.AVAILABLE, UnitStatus.QUARANTINE}
+        assert {u.status for u in by_site["BG"]} == {UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.QUARANTINE}
         assert all(u.position is not None and u.position.path.startswith("LN2-01/R1/B01/") for u in by_site["BG"])
         assert sorted(u.status.value for u in by_site["SR"]) == ["administered", "administered", "received"]
         assert {u.status for u in by_site["MZ"]} == {UnitStatus.QUARANTINE}

@@ -60,6 +60,12 @@ def test_demo_network(tmp_path):
             assert all(any(s.status == SpecStatus.APPROVED for s in p.specifications) for p in products)
             _obeys_the_chain_of_identity_and_expiry()
             _has_a_year_of_monitoring()
+            # The technician at BG has a cord to receive (announced by the maternity ward) and a unit to pack for SR.
+            from cellfactory.inbox.services import Kind, inbox_for
+
+            technician = db.session.scalar(sa.select(User).where(User.username == "technician.bg"))
+            kinds = {item.kind for section in inbox_for(technician) for item in section.items}
+            assert {Kind.MATERIAL_TO_RECEIVE, Kind.SHIPMENT_TO_PACK} <= kinds
             # Issue 13: no step before its batch started, none in the future; passages numbered by the batch; the
             # bone-marrow mononuclear seeding (P0) shown but not counted in the cumulative PD.
             now = utcnow()

@@ -55,6 +55,12 @@ def test_a_technician_s_inbox_in_italian(client, plant, sites):
         sites["BG"], "UCMSC", [plant.material_din], started_at=batch_start()))
     isolation = refetch(batch).steps[0]
     batch_services.record_step(refetch(plant.tech), isolation, step_command(isolation, step_data()))
+    from cellfactory.materials import services as material_services
+    from cellfactory.materials.commands import AnnounceMaterial
+
+    material_services.announce_material(refetch(plant.tech), sites["BG"], AnnounceMaterial.of({
+        "allocate_din": True, "donor": "UC-0042", "material_type": "umbilical_cord",
+        "expected_at": "2026-12-08T10:00:00+01:00"}))
     speaks_italian(plant.tech2)
 
     dashboard = page(client, plant.tech2.username, "/")
@@ -65,6 +71,8 @@ def test_a_technician_s_inbox_in_italian(client, plant, sites):
     assert "Verificare ISO · " in dashboard and "(seconda persona)" in dashboard
     assert ">Fase da verificare</span>" in dashboard and ">Fase da registrare</span>" in dashboard
     assert "Registrare P0 · " in dashboard
+    assert ">Materiale da ricevere</span>" in dashboard
+    assert "Ricevere cordone ombelicale del donatore UC-0042, arrivo previsto 08/12/2026 10:00" in dashboard
     # Since when an item waits, the Italian way.
     since = re.findall(r'<span class="muted">· dal (\S+) ', dashboard)
     assert since and all(DAY.fullmatch(day) for day in since)

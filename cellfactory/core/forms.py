@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -22,7 +22,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Length
 
-from cellfactory.core.errors import DomainError
+from cellfactory.core.errors import DomainError, PermissionDenied
 from cellfactory.core.i18n import _l
 from cellfactory.core.plausibility import year_problem
 from cellfactory.core.text import length_problem, text_problem
@@ -162,3 +162,31 @@ def apply_domain_errors(form: FlaskForm, error: DomainError) -> None:
             placed = True
     if not placed or error.message not in form.form_errors:
         form.form_errors.append(error.message)
+
+
+class _Refused:
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "REFUSED"
+
+
+# What `submit` gives back when the form or the service refused: the reasons are on the form.
+REFUSED: Final = _Refused()
+Answer = TypeVar("Answer")
+
+
+def submit(form: FlaskForm, call: Callable[[], Answer]) -> Answer | _Refused:
+    """A page's form handed to its service: what `call` returns once the form validates and the service accepts;
+    `REFUSED` when either refuses, the reasons shown on the form. A refusal of permission is not the form's to
+    show: it goes on to the 403 page."""
+    if not form.validate_on_submit():
+        return REFUSED
+    try:
+        return call()
+    except PermissionDenied:
+        raise
+    except DomainError as error:
+        apply_domain_errors(form, error)
+        return REFUSED

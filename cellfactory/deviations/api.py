@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import request
 from pydantic import Field
+from sqlalchemy.orm import selectinload
 
 from cellfactory.api import bp, page_json
 from cellfactory.api.contract import (
@@ -188,7 +189,8 @@ def deviations():
     if wanted.batch:
         query = query.where(holding(sa.select(Batch.id).where(Batch.number == wanted.batch.upper())))
     query = query.order_by(Deviation.opened_at.desc(), Deviation.id.desc())
-    return page_json(paginate(query, page, per_page), lambda d: DeviationOut.of(d).json())
+    return page_json(paginate(query.options(selectinload(Deviation.batch_links)), page, per_page),
+                     lambda d: DeviationOut.of(d).json())
 
 
 @bp.post("/deviations")

@@ -142,7 +142,8 @@ class Deviation(Audited, CreatedMixin, VersionedMixin, Base):
     opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
     actions: Mapped[list[CapaAction]] = relationship(back_populates="deviation", lazy="selectin",
                                                      order_by="CapaAction.id")
-    batch_links: Mapped[list[DeviationBatch]] = relationship(lazy="selectin", order_by="DeviationBatch.id")
+    # Read when asked for (a list of deviations asks with selectinload): most readers need only the first batch.
+    batch_links: Mapped[list[DeviationBatch]] = relationship(order_by="DeviationBatch.id")
 
     def audit_label(self) -> str:
         return self.number

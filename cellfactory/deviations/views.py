@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy.orm import selectinload
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -17,7 +18,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStep
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied, ValidationFailed
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import REFUSED, apply_domain_errors, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, roles_required
@@ -110,7 +111,7 @@ def index() -> str:
     query = query.order_by(*SORTS.get(args.get("sort"), (
         sa.case((is_open, 0), else_=1), sa.case((is_open, Deviation.opened_at)), Deviation.opened_at.desc(),
         Deviation.id.desc())))
-    result = paginate(query, page, per_page)
+    result = paginate(query.options(selectinload(Deviation.batch_links)), page, per_page)
     batch_ids = {batch_id for d in result.items for batch_id in d.batch_ids}
     batches = dict(db.session.execute(sa.select(Batch.id, Batch.number).where(Batch.id.in_(batch_ids))).all()) \
         if batch_ids else {}
@@ -268,22 +269,15 @@ def _saved(deviation: Deviation, message: str, anchor: str) -> Any:
 def investigate(number: str) -> Any:
     deviation = services.get_deviation(_user(), number)
     form = InvestigationForm(prefix="inv")
-    if form.validate_on_submit():
-        try:
-            # The page always sends its text areas: one emptied clears the record's text.
-            services.record_investigation(_user(), deviation, RecordInvestigation.from_form(
-                form, root_cause=form.root_cause.data or "", impact_assessment=form.impact_assessment.data or "",
-                version=record_number(form.version.data)),
-                signer=form.signer())
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            if form.password.data:
-                mark_signed()
-            return _saved(deviation, _("%(number)s: investigation recorded.", number=deviation.number),
-                          "investigation")
+    # The page always sends its text areas: one emptied clears the record's text.
+    if submit(form, lambda: services.record_investigation(_user(), deviation, RecordInvestigation.from_form(
+            form, root_cause=form.root_cause.data or "", impact_assessment=form.impact_assessment.data or "",
+            version=record_number(form.version.data)),
+            signer=form.signer())) is not REFUSED:
+        if form.password.data:
+            mark_signed()
+        return _saved(deviation, _("%(number)s: investigation recorded.", number=deviation.number),
+                      "investigation")
     return _render(services.get_deviation(_user(), number), 422, forms={"inv": form})
 
 
@@ -292,19 +286,12 @@ def investigate(number: str) -> Any:
 def add_action(number: str) -> Any:
     deviation = services.get_deviation(_user(), number)
     form = _action_form(deviation)
-    if form.validate_on_submit():
-        try:
-            services.add_action(_user(), deviation, AddAction.from_form(form))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            message = _("%(number)s: corrective action added.", number=deviation.number) \
-                if form.kind.data == "corrective" else \
-                _("%(number)s: preventive action added.", number=deviation.number) \
-                if form.kind.data == "preventive" else f"{deviation.number}: {form.kind.data} action added."
-            return _saved(deviation, message, "actions")
+    if submit(form, lambda: services.add_action(_user(), deviation, AddAction.from_form(form))) is not REFUSED:
+        message = _("%(number)s: corrective action added.", number=deviation.number) \
+            if form.kind.data == "corrective" else \
+            _("%(number)s: preventive action added.", number=deviation.number) \
+            if form.kind.data == "preventive" else f"{deviation.number}: {form.kind.data} action added."
+        return _saved(deviation, message, "actions")
     return _render(services.get_deviation(_user(), number), 422, forms={"action": form})
 
 
@@ -316,15 +303,8 @@ def complete_action(number: str, action_id: int) -> Any:
     if action is None:
         raise NotFound(_("There is no such action on this deviation."))
     form = CompleteActionForm(prefix=f"done-{action_id}")
-    if form.validate_on_submit():
-        try:
-            services.complete_action(_user(), action, CompleteAction.from_form(form))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            return _saved(deviation, _("%(number)s: action completed.", number=deviation.number), f"action-{action_id}")
+    if submit(form, lambda: services.complete_action(_user(), action, CompleteAction.from_form(form))) is not REFUSED:
+        return _saved(deviation, _("%(number)s: action completed.", number=deviation.number), f"action-{action_id}")
     return _render(services.get_deviation(_user(), number), 422, forms={f"done-{action_id}": form})
 
 
@@ -336,16 +316,10 @@ def carry_action(number: str, action_id: int) -> Any:
     if action is None:
         raise NotFound(_("There is no such action on this deviation."))
     form = CarryActionForm(prefix=f"carry-{action_id}")
-    if form.validate_on_submit():
-        try:
-            services.carry_to_effectiveness_check(_user(), action, CarryAction.from_form(form))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            return _saved(deviation, _("%(number)s: action carried to an effectiveness check.",
-                                       number=deviation.number), f"action-{action_id}")
+    carried = submit(form, lambda: services.carry_to_effectiveness_check(_user(), action, CarryAction.from_form(form)))
+    if carried is not REFUSED:
+        return _saved(deviation, _("%(number)s: action carried to an effectiveness check.",
+                                   number=deviation.number), f"action-{action_id}")
     return _render(services.get_deviation(_user(), number), 422, forms={f"carry-{action_id}": form})
 
 
@@ -354,15 +328,10 @@ def carry_action(number: str, action_id: int) -> Any:
 def close(number: str) -> Any:
     deviation = services.get_deviation(_user(), number)
     form = _close_form()
-    if form.validate_on_submit():
-        try:
-            services.close_deviation(_user(), deviation, CloseDeviation.from_form(form), signer=form.signer)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            return _saved(deviation, _("Deviation %(number)s closed and signed.", number=deviation.number), "closure")
+    closed = submit(form, lambda: services.close_deviation(_user(), deviation, CloseDeviation.from_form(form),
+                                                           signer=form.signer))
+    if closed is not REFUSED:
+        mark_signed()
+        return _saved(deviation, _("Deviation %(number)s closed and signed.", number=deviation.number), "closure")
     return _render(services.get_deviation(_user(), number), 422, forms={"close": form})
 

@@ -13,7 +13,7 @@ from flask_login import current_user
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import REFUSED, apply_domain_errors, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, SIGNING_ROLES, SITE_STAFF, roles_required
@@ -204,16 +204,10 @@ def _saved_sop(sop: Sop, message: str) -> Any:
 def new_version(site: str, code: str) -> Any:
     sop = _sop(site, code)
     form = SopVersionForm(prefix="version")
-    if form.validate_on_submit():
-        try:
-            version = services.add_version(_user(), sop, NewSopVersion.from_form(form, pdf=_pdf_of(form)))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            return _saved_sop(sop, _("%(code)s: version %(number)s saved as a draft.", code=sop.code,
-                                     number=version.number))
+    version = submit(form, lambda: services.add_version(_user(), sop, NewSopVersion.from_form(form, pdf=_pdf_of(form))))
+    if version is not REFUSED:
+        return _saved_sop(sop, _("%(code)s: version %(number)s saved as a draft.", code=sop.code,
+                                 number=version.number))
     return _render_sop(_sop(site, code), 422, forms={"version": form})
 
 
@@ -223,17 +217,10 @@ def approve_version(site: str, code: str, number: int) -> Any:
     sop = _sop(site, code)
     version = services.version_of(sop, number)
     form = ApproveForm.for_meanings([Meaning.APPROVED], prefix="approve")
-    if form.validate_on_submit():
-        try:
-            services.approve_version(_user(), version, signer=form.signer)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            return _saved_sop(sop, _("%(code)s: version %(number)s approved and signed; it is effective.",
-                                     code=sop.code, number=number))
+    if submit(form, lambda: services.approve_version(_user(), version, signer=form.signer)) is not REFUSED:
+        mark_signed()
+        return _saved_sop(sop, _("%(code)s: version %(number)s approved and signed; it is effective.",
+                                 code=sop.code, number=number))
     return _render_sop(_sop(site, code), 422, forms={"approve": form})
 
 
@@ -243,15 +230,9 @@ def withdraw_version(site: str, code: str, number: int) -> Any:
     sop = _sop(site, code)
     version = services.version_of(sop, number)
     form = WithdrawForm(prefix="withdraw")
-    if form.validate_on_submit():
-        try:
-            services.withdraw_version(_user(), version, WithdrawVersion.from_form(form))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            return _saved_sop(sop, _("%(code)s: draft version %(number)s withdrawn.", code=sop.code, number=number))
+    withdrawn = submit(form, lambda: services.withdraw_version(_user(), version, WithdrawVersion.from_form(form)))
+    if withdrawn is not REFUSED:
+        return _saved_sop(sop, _("%(code)s: draft version %(number)s withdrawn.", code=sop.code, number=number))
     return _render_sop(_sop(site, code), 422, forms={"withdraw": form})
 
 
@@ -366,15 +347,8 @@ def _saved_change(change: ChangeRequest, message: str, anchor: str = "") -> Any:
 def _act(number: str, form: Any, key: str, act: Any, message: Any, anchor: str = "") -> Any:
     """Validate `form`, call the service (`act`), and answer: back to the change, or the page again with errors."""
     change = services.get_change_request(_user(), number)
-    if form.validate_on_submit():
-        try:
-            act(change)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            return _saved_change(change, message(change), anchor)
+    if submit(form, lambda: act(change)) is not REFUSED:
+        return _saved_change(change, message(change), anchor)
     return _render_change(services.get_change_request(_user(), number), 422, forms={key: form})
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import contains_eager, joinedload, lazyload
+from sqlalchemy.orm import aliased, contains_eager, joinedload, lazyload
 
 from cellfactory import isbt128
 from cellfactory.alerts.services import alerts_for
@@ -33,7 +33,7 @@ from cellfactory.deviations import services as deviation_services
 from cellfactory.deviations.models import CapaAction, Classification, Deviation, DeviationStatus
 from cellfactory.documents.models import ChangeAction, ChangeRequest, ChangeStatus
 from cellfactory.extensions import db
-from cellfactory.materials.models import MaterialStatus, SourceMaterial
+from cellfactory.materials.models import ExpectationStatus, ExpectedMaterial, MaterialStatus, SourceMaterial
 from cellfactory.notifications import services as notification_services
 from cellfactory.qc import services as qc
 from cellfactory.qc.judging import Verdict
@@ -43,7 +43,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.models import IdentityVerification
 from cellfactory.sites.models import Site
 from cellfactory.units import services as unit_services
-from cellfactory.units.models import Shipment, ShipmentStatus, Unit, UnitStatus
+from cellfactory.units.models import RequestStatus, Shipment, ShipmentStatus, Unit, UnitRequest, UnitStatus
 
 S = BatchStatus
 
@@ -60,7 +60,9 @@ class Kind(enum.StrEnum):
 
     STEP_DUE = "step_due"
     STEP_TO_VERIFY = "step_to_verify"
+    MATERIAL_TO_RECEIVE = "material_to_receive"
     UNIT_TO_PUT_AWAY = "unit_to_put_away"
+    SHIPMENT_TO_PACK = "shipment_to_pack"
     SHIPMENT_TO_RECEIVE = "shipment_to_receive"
     RESULTS_TO_ENTER = "results_to_enter"
     RESULT_TO_VERIFY = "result_to_verify"
@@ -95,7 +97,9 @@ class Kind(enum.StrEnum):
 KIND_LABELS = {
     Kind.STEP_DUE: N_("Step to record"),
     Kind.STEP_TO_VERIFY: N_("Step to verify"),
+    Kind.MATERIAL_TO_RECEIVE: N_("Material to receive"),
     Kind.UNIT_TO_PUT_AWAY: N_("Unit to put away"),
+    Kind.SHIPMENT_TO_PACK: N_("Shipment to pack"),
     Kind.SHIPMENT_TO_RECEIVE: N_("Shipment to receive"),
     Kind.RESULTS_TO_ENTER: N_("Results to enter"),
     Kind.RESULT_TO_VERIFY: N_("Result to verify"),
@@ -335,22 +339,62 @@ def _steps_to_verify(ctx: _Context, scope: Scope) -> Iterator[Item]:
                        _anchor=f"verify-{step.code}")
 
 
+def _materials_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """Material announced to the site and not yet received, due on its expected arrival: the receipt page opens
+    with its DIN (with its check character, as typed from the label), donor and material filled in (the receipt of
+    that DIN fulfils the expectation)."""
+    expected = db.session.scalars(visible_to(
+        sa.select(ExpectedMaterial).where(ExpectedMaterial.status == ExpectationStatus.EXPECTED,
+                                          scope.of(ExpectedMaterial.site_id))
+        .options(lazyload(ExpectedMaterial.site), lazyload(ExpectedMaterial.collection_facility))
+        .order_by(ExpectedMaterial.expected_at, ExpectedMaterial.id), ExpectedMaterial, ctx.user).limit(KIND_LIMIT))
+    for material in expected:
+        site = ctx.site(material.site_id)
+        arrival = material.expected_at.astimezone(ZoneInfo(site.timezone))
+        yield ctx.item(Kind.MATERIAL_TO_RECEIVE,
+                       _("Receive %(material)s of donor %(donor)s, expected %(when)s",
+                         material=material.material_type.label.lower(), donor=material.donor_code,
+                         when=format_local(material.expected_at, site.timezone)),
+                       isbt128.format_din(material.din), material.site_id, "materials.receive", due=arrival.date(),
+                       since=material.created_at, din=material.typed_din, donor=material.donor_code,
+                       material_type=material.material_type.value)
+
+
 # Units a site holds that are not stored and could be (`units.services.put_away` refuses final and shipped units,
 # and units blocked while in transit; a recalled unit waits for its destruction).
 TO_PUT_AWAY = (UnitStatus.QUARANTINE, UnitStatus.AVAILABLE, UnitStatus.RESERVED, UnitStatus.RECEIVED)
 
 
-def _units_to_put_away(ctx: _Context, scope: Scope) -> Iterator[Item]:
+def _units_here(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """In one statement, the units a site holds that wait for a technician: those to put away, and those reserved
+    for a request and not shipped yet (still reserved: a hold or a recall takes them off), to pack by the date
+    needed, the new shipment opening with the unit and its destination chosen."""
     blocked_here = sa.and_(Unit.status == UnitStatus.BLOCKED, Unit.held_from != UnitStatus.SHIPPED)
-    units = db.session.scalars(visible_to(
-        sa.select(Unit).where(Unit.position_id.is_(None), sa.or_(Unit.status.in_(TO_PUT_AWAY), blocked_here),
-                              scope.of(Unit.site_id))
-        .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT))
-    for unit in units:
-        yield ctx.item(Kind.UNIT_TO_PUT_AWAY, _("Put away unit %(identifier)s (%(status)s)", identifier=unit.identifier,
-                                                   status=_said("unit", unit.status)),
-                       unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
-                       identifier=unit.identifier, _anchor="store")
+    to_put_away = sa.and_(Unit.position_id.is_(None), sa.or_(Unit.status.in_(TO_PUT_AWAY), blocked_here))
+    destination = aliased(Site)
+    rows = db.session.execute(visible_to(
+        sa.select(Unit, to_put_away.label("to_put_away"), UnitRequest.needed_on, UnitRequest.requested_by,
+                  UnitRequest.recipient_code, UnitRequest.created_at.label("requested_at"),
+                  destination.code.label("destination"))
+        .outerjoin(UnitRequest, sa.and_(UnitRequest.unit_id == Unit.id, UnitRequest.status == RequestStatus.RESERVED,
+                                        Unit.status == UnitStatus.RESERVED))
+        .outerjoin(destination, destination.id == UnitRequest.destination_site_id)
+        .where(sa.or_(to_put_away, UnitRequest.id.is_not(None)), scope.of(Unit.site_id))
+        .order_by(Unit.created_at, Unit.id), Unit, ctx.user).limit(KIND_LIMIT * 2))
+    for row in rows:
+        unit = row.Unit
+        if row.to_put_away:
+            yield ctx.item(Kind.UNIT_TO_PUT_AWAY, _("Put away unit %(identifier)s (%(status)s)",
+                                                       identifier=unit.identifier, status=_said("unit", unit.status)),
+                           unit.identifier, unit.site_id, "units.detail", since=unit.created_at,
+                           identifier=unit.identifier, _anchor="store")
+        if row.destination is not None:
+            values = {"unit": unit.identifier, "site": row.destination, "who": _short(row.requested_by)}
+            label = (_("Pack unit %(unit)s for %(site)s, recipient %(recipient)s (asked by %(who)s)",
+                       recipient=row.recipient_code, **values) if row.recipient_code
+                     else _("Pack unit %(unit)s for %(site)s (asked by %(who)s)", **values))
+            yield ctx.item(Kind.SHIPMENT_TO_PACK, label, unit.identifier, unit.site_id, "shipments.create",
+                           due=row.needed_on, since=row.requested_at, unit=unit.identifier, to_site=row.destination)
 
 
 def _shipments_to_receive(ctx: _Context, scope: Scope) -> Iterator[Item]:
@@ -455,6 +499,7 @@ def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
     # Their CAPA actions (what closing needs) in the same statement, whether there are any or not.
     deviations = db.session.scalars(visible_to(
         sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN, scope.of(Deviation.site_id))
+        # The item names the deviation, not the batches it holds (read on its page).
         .options(lazyload(Deviation.opened_by), lazyload(Deviation.batch_links),
                  joinedload(Deviation.actions).joinedload(CapaAction.owner).lazyload(User.roles))
         .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
@@ -675,7 +720,7 @@ def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 Builder = Callable[[_Context, Scope], Iterable[Item]]
 BUILDERS: dict[Role, tuple[Builder, ...]] = {
-    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _units_to_put_away, _shipments_to_receive),
+    Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_here, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
     Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
               _changes_with_open_actions),

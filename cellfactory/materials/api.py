@@ -36,8 +36,20 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.api import EligibilityOut, eligibility_json
 from cellfactory.donors.models import Donor
 from cellfactory.materials import services
-from cellfactory.materials.commands import AllocateDin, ReceiveMaterialStatingUnit, SignedQuarantineDecision
-from cellfactory.materials.models import MaterialStatus, MaterialType, SourceMaterial
+from cellfactory.materials.commands import (
+    AllocateDin,
+    AnnounceMaterial,
+    CancelExpectedMaterial,
+    ReceiveMaterialStatingUnit,
+    SignedQuarantineDecision,
+)
+from cellfactory.materials.models import (
+    ExpectationStatus,
+    ExpectedMaterial,
+    MaterialStatus,
+    MaterialType,
+    SourceMaterial,
+)
 from cellfactory.signatures.api import SignatureOut
 
 
@@ -170,6 +182,73 @@ def receive_material():
     command = read_body(ReceiveMaterialStatingUnit)
     site = write_site({"site": command.site})
     return MaterialDetailOut.of(services.receive_material(api_user(), site, command)).json(), 201
+
+
+class ExpectedMaterialOut(Output):
+    din: str = Field(description="13-character DIN allocated or typed for the collection")
+    eye_readable: str
+    check_character: str
+    site: str = Field(description="Site code")
+    donor: str = Field(description="Donor code")
+    material_type: MaterialType
+    collection_facility: str | None = Field(description="FIN of the collection facility; null: the site itself")
+    expected_at: Moment
+    status: ExpectationStatus
+    received_at: Moment | None
+    cancelled_at: Moment | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    version: int
+
+    @classmethod
+    def of(cls, expected: ExpectedMaterial) -> ExpectedMaterialOut:
+        return cls(din=expected.din, eye_readable=isbt128.format_din(expected.din),
+                   check_character=isbt128.din_check_character(expected.din), site=expected.site.code,
+                   donor=expected.donor_code, material_type=expected.material_type,
+                   collection_facility=expected.collection_facility.facility_id
+                   if expected.collection_facility else None, expected_at=expected.expected_at,
+                   status=expected.status, received_at=expected.received_at, cancelled_at=expected.cancelled_at,
+                   cancelled_by=username(expected.cancelled_by_id), cancel_reason=expected.cancel_reason,
+                   version=expected.version)
+
+
+class ExpectedFilter(Query):
+    site: str | None = Field(None, description="Only this site's expected material (site code)")
+    status: ExpectationStatus | None = Field(None, description="Left out: every status")
+
+
+@bp.get("/materials/expected")
+@roles_required(READ_ROLES)
+@operation("Material announced to your sites, the earliest expected first", response=ExpectedMaterialOut,
+           query=ExpectedFilter, paged=True)
+def expected_materials():
+    page, per_page = page_args(request.args)
+    wanted = ExpectedFilter.read()
+    query = site_records(ExpectedMaterial)
+    if wanted.status is not None:
+        query = query.where(ExpectedMaterial.status == wanted.status)
+    query = query.order_by(ExpectedMaterial.expected_at, ExpectedMaterial.id)
+    return page_json(paginate(query, page, per_page), lambda e: ExpectedMaterialOut.of(e).json())
+
+
+@bp.post("/materials/expected")
+@roles_required(Role.TECHNICIAN)
+@operation("Announce expected material (technician) with the site's next DIN or the DIN of its label",
+           body=AnnounceMaterial, response=ExpectedMaterialOut, status=201, errors=(409,))
+def announce_material():
+    command = read_body(AnnounceMaterial)
+    site = write_site({"site": command.site})
+    return ExpectedMaterialOut.of(services.announce_material(api_user(), site, command)).json(), 201
+
+
+@bp.post("/materials/expected/<din>/cancel")
+@roles_required(Role.TECHNICIAN)
+@operation("Cancel expected material with the reason (technician of the site); it is kept",
+           body=CancelExpectedMaterial, response=ExpectedMaterialOut, errors=(404, 409, 422))
+def cancel_expected_material(din: str):
+    found = services.get_expected(api_user(), din)
+    command = read_body(CancelExpectedMaterial)
+    return ExpectedMaterialOut.of(services.cancel_expected_material(api_user(), found, command)).json()
 
 
 @bp.get("/materials/<din>")

@@ -24,7 +24,7 @@ from cellfactory.core.commands import (
     require_offset,
 )
 from cellfactory.core.i18n import _, _l
-from cellfactory.donors.commands import IntakeCommand, Said, text_numbers
+from cellfactory.donors.commands import DonorCode, IntakeCommand, Said, text_numbers
 from cellfactory.materials.models import MaterialType
 from cellfactory.signatures.commands import Signed
 from cellfactory.signatures.models import Meaning
@@ -172,3 +172,31 @@ class AllocateDin(IntakeCommand):
     refusal: ClassVar[str] = _l("The DIN cannot be allocated")
 
     site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
+
+
+class AnnounceMaterial(IntakeCommand):
+    """A collection announced before it arrives: the DIN allocated for it (the site's next, or one typed from its
+    label) and when it is expected."""
+
+    refusal: ClassVar[str] = _l("The expected material cannot be announced")
+    missing: ClassVar[dict[str, str]] = Said({
+        "material_type": _l("Choose the material type: %(types)s.", types=", ".join(t.value for t in MaterialType)),
+        "donor": _l("Enter the donor code."), "expected_at": _l("Enter the expected arrival date and time.")})
+
+    site: OptionalLine(12) = Field(None, description="Site code; required when you work at several sites")
+    din: OptionalLine(40) = Field(None, description="As scanned or typed (with its check character); leave out "
+                                                    "with allocate_din")
+    allocate_din: Flag = Field(False, description="true: allocate the site's next DIN instead of din",
+                               json_schema_extra={"x-refused-when": "true together with a din, or neither"})
+    donor: DonorCode = Field(description="Pseudonymised donor code")
+    material_type: MaterialType
+    collection_facility: OptionalLine(5) = Field(
+        None, description="FIN of a collection facility registered for the site; left out: the site itself")
+    expected_at: Instant = Field(description="Expected arrival")
+
+
+class CancelExpectedMaterial(IntakeCommand):
+    refusal: ClassVar[str] = _l("The expected material cannot be cancelled")
+    missing: ClassVar[dict[str, str]] = Said({"reason": _l("Say why the expected material is cancelled.")})
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")

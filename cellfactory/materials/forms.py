@@ -63,3 +63,23 @@ class CollectionFacilityForm(BaseForm):
 class RetireFacilityForm(BaseForm):
     reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Say why the collection facility is retired.")),
                                                  Length(max=2000)])
+
+
+class AnnounceForm(BaseForm):
+    """A collection announced before it arrives (`commands.AnnounceMaterial` holds the rules)."""
+
+    din = StringField(_l("DIN of the label, if it has one: scan it or type it with its check character"),
+                      validators=[Optional()],
+                      render_kw={"maxlength": 40, "autocomplete": "off", "autocapitalize": "characters",
+                                 "spellcheck": "false", "data-scanner": True, "data-scanner-next": "material_type"})
+    allocate_din = BooleanField(_l("No label yet: allocate a new DIN of this site"))
+    material_type = SelectField(_l("Material"),
+                                choices=[(t.value, _l(label)) for t, label in MATERIAL_TYPE_LABELS.items()])
+    donor = StringField(_l("Donor code"), validators=[Optional()],
+                        render_kw={"autocomplete": "off", "autocapitalize": "characters", "maxlength": 32})
+    collection_facility = SelectField(_l("Collected at"), choices=[], validate_choice=False)
+    expected_at = DateTimeLocalField(_l("Expected arrival (site time)"), format=LOCAL, validators=[Optional()])
+
+
+class CancelExpectedForm(BaseForm):
+    reason = TextAreaField(_l("Reason"), validators=[Optional()], render_kw={"maxlength": 2000})

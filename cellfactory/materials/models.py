@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from cellfactory import isbt128
 from cellfactory.core.db import Base, IntPK, enum_column
 from cellfactory.core.i18n import N_, _, pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
@@ -171,3 +172,49 @@ class SourceMaterial(Audited, CreatedMixin, VersionedMixin, Base):
             "transport": [self.transport_started_at, self.arrived_at], "container_intact": self.container_intact,
             "documents_complete": self.documents_complete, "decision_reasons": self.decision_reasons,
         }
+
+
+class ExpectationStatus(enum.StrEnum):
+    EXPECTED = "expected"
+    RECEIVED = "received"
+    CANCELLED = "cancelled"
+
+    @property
+    def label(self) -> str:
+        return {ExpectationStatus.EXPECTED: pgettext("expected material status", "expected"),
+                ExpectationStatus.RECEIVED: pgettext("expected material status", "received"),
+                ExpectationStatus.CANCELLED: pgettext("expected material status", "cancelled")}[self]
+
+
+class ExpectedMaterial(Audited, CreatedMixin, VersionedMixin, Base):
+    """A collection announced to the site before it arrives, with the DIN allocated for it: its technicians see it
+    as material to receive; the receipt of that DIN fulfils it. Cancelled with a reason, never deleted; its DIN is
+    never used for anything else."""
+
+    __tablename__ = "expected_material"
+
+    id: Mapped[IntPK]
+    din: Mapped[str] = mapped_column(sa.String(13), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    donor_code: Mapped[str] = mapped_column(sa.String(32))
+    material_type: Mapped[MaterialType] = enum_column(MaterialType)
+    # Where it is collected: a collection facility registered for the site, or None for the site itself.
+    collection_facility_id: Mapped[int | None] = mapped_column(sa.ForeignKey("collection_facility.id"))
+    expected_at: Mapped[dt.datetime]
+    status: Mapped[ExpectationStatus] = enum_column(ExpectationStatus, index=True)
+    material_id: Mapped[int | None] = mapped_column(sa.ForeignKey("source_material.id"), unique=True)
+    received_at: Mapped[dt.datetime | None]
+    cancelled_at: Mapped[dt.datetime | None]
+    cancelled_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    cancel_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    collection_facility: Mapped[CollectionFacility | None] = relationship(lazy="joined")
+
+    def audit_label(self) -> str:
+        return self.din
+
+    @property
+    def typed_din(self) -> str:
+        """The DIN as typed from its label: with its check character, which the receipt page asks for."""
+        return self.din + isbt128.din_check_character(self.din)

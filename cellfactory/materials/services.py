@@ -23,10 +23,17 @@ from cellfactory.donors import services as donor_services
 from cellfactory.donors.eligibility import Eligibility, Status
 from cellfactory.donors.models import Donor, DonorType
 from cellfactory.extensions import db
-from cellfactory.materials.commands import DecideQuarantine, ReceiveMaterial
+from cellfactory.materials.commands import (
+    AnnounceMaterial,
+    CancelExpectedMaterial,
+    DecideQuarantine,
+    ReceiveMaterial,
+)
 from cellfactory.materials.models import (
     CollectionFacility,
     DinSequence,
+    ExpectationStatus,
+    ExpectedMaterial,
     MaterialStatus,
     MaterialType,
     MaterialTypeRule,
@@ -188,7 +195,8 @@ def allocate_din(actor: User, site: Site) -> isbt128.Din:
 def _din_in_use(din13: str) -> bool:
     unit = sa.table("unit", sa.column("din"))  # units (a later layer) carry the DIN of their batch
     return bool(db.session.scalar(sa.select(sa.literal(1)).where(sa.or_(
-        sa.exists().where(SourceMaterial.din == din13), sa.exists().where(unit.c.din == din13)))))
+        sa.exists().where(SourceMaterial.din == din13), sa.exists().where(unit.c.din == din13),
+        sa.exists().where(ExpectedMaterial.din == din13)))))
 
 
 def current_rule(material_type: MaterialType) -> MaterialTypeRule:
@@ -323,6 +331,7 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
                          "use.", code=donor.code, day=format_day(donor.consent_withdrawn_on)))
     if din is None:
         din = allocate_din(actor, site)
+    expected = _expectation_to_fulfil(site, din, donor, material_type)
     # The reasons of the decision are kept with the record, as the receipt check wrote them: in English.
     with in_language("en"):
         eligibility = donor_services.eligibility(donor, collected_at.astimezone(ZoneInfo(tz)).date())
@@ -343,6 +352,13 @@ def receive_material(actor: User, site: Site, command: ReceiveMaterial, *, keybo
     )
     db.session.add(material)
     db.session.flush()
+    if expected is not None:
+        audit.act_as(db.session, actor, reason=f"received as material {material.din}")
+        expected.status = ExpectationStatus.RECEIVED
+        expected.material_id = material.id
+        expected.received_at = now
+        db.session.flush()
+        audit.act_as(db.session, actor)
     return material
 
 
@@ -456,3 +472,134 @@ def print_labels(actor: User, materials: list[SourceMaterial], *, reprint: bool 
                            entity_label=material.din, site_id=material.site_id,
                            details={"document": "material label", "reprint": reprint})
     return labels.render(rendered, title=_("Source material labels"))
+
+
+# --- expected material ---------------------------------------------------------------------------
+
+
+def _expectation_to_fulfil(site: Site, din: isbt128.Din, donor: Donor,
+                           material_type: MaterialType) -> ExpectedMaterial | None:
+    """The expectation the receipt of `din` fulfils, held until the receipt commits (a second receipt of the same
+    DIN at once waits, then finds it received); a receipt that is not the announced material is refused."""
+    expected = db.session.scalar(sa.select(ExpectedMaterial).where(ExpectedMaterial.din == din.din13)
+                                 .with_for_update(of=ExpectedMaterial).execution_options(populate_existing=True))
+    if expected is None or expected.status == ExpectationStatus.CANCELLED:
+        return None
+    label = isbt128.format_din(din)
+    if expected.status == ExpectationStatus.RECEIVED:
+        raise Conflict(_("DIN %(din)s was already received: a DIN is never used twice.", din=label),
+                       fields={"din": _("Already received.")})
+    errors: dict[str, str] = {}
+    if expected.site_id != site.id:
+        errors["din"] = _("DIN %(din)s is expected at %(site)s.", din=label, site=expected.site.code)
+    if expected.donor_code != donor.code:
+        errors["donor"] = _("DIN %(din)s was announced for donor %(code)s.", din=label, code=expected.donor_code)
+    if expected.material_type != material_type:
+        errors["material_type"] = _("DIN %(din)s was announced as %(type)s.", din=label,
+                                    type=expected.material_type.label)
+    if errors:
+        raise Conflict(_("The receipt is not the material announced: %(problems)s",
+                         problems=" ".join(errors.values())), fields=errors)
+    return expected
+
+
+def _facility(site: Site, fin: str | None, errors: dict[str, str]) -> CollectionFacility | None:
+    if not fin:
+        return None
+    facility = db.session.scalar(sa.select(CollectionFacility).where(
+        CollectionFacility.site_id == site.id, CollectionFacility.facility_id == fin.strip().upper(),
+        CollectionFacility.active.is_(True)))
+    if facility is None:
+        errors["collection_facility"] = _("%(fin)s is not a collection facility registered for %(site)s.",
+                                          fin=fin.strip().upper(), site=site.code)
+    return facility
+
+
+@transactional
+def announce_material(actor: User, site: Site, command: AnnounceMaterial, *,
+                      keyboard: bool = False) -> ExpectedMaterial:
+    """A collection announced to the site, with its DIN: the site's next one (`allocate_din`), or one typed or
+    scanned from its label, of the site or of the collection facility named. A DIN is announced once, and never one
+    already received.
+
+    :param keyboard: the DIN was typed or scanned at a keyboard, so a typed one must carry its check character."""
+    permissions.require(permissions.can_record_intake(actor, site.id),
+                        _("Only a technician of this site announces expected material."))
+    errors: dict[str, str] = {}
+    if command.allocate_din == bool(command.din):
+        errors["din"] = _("Scan or type the DIN of the label, or allocate a new DIN of this site (not both).")
+    facility = _facility(site, command.collection_facility, errors)
+    din: isbt128.Din | None = None
+    if command.din and "din" not in errors:
+        try:
+            din = read_din(command.din, keyboard=keyboard)
+            check_receivable_din(site, din)
+        except ValidationFailed as error:
+            din = None
+            errors.update(error.fields)
+        else:
+            allowed = {site.facility_id, facility.facility_id} if facility else {site.facility_id}
+            if facility is None and din.fin != site.facility_id:
+                errors["collection_facility"] = _("DIN %(din)s is of collection facility %(fin)s: choose it.",
+                                                  din=isbt128.format_din(din), fin=din.fin)
+            elif din.fin not in allowed:
+                errors["din"] = _("DIN %(din)s is not of %(fin)s.", din=isbt128.format_din(din),
+                                  fin=facility.facility_id)
+    expected_at = _site_instant(command.expected_at, site.timezone)
+    now = utcnow()
+    plausibility.check_instant(errors, "expected_at", expected_at, allow_future=True, now=now)
+    if "expected_at" not in errors and expected_at > now + dt.timedelta(days=MAX_DAYS_AHEAD):
+        errors["expected_at"] = _("Announce material expected within %(days)d days.", days=MAX_DAYS_AHEAD)
+    if errors:
+        raise ValidationFailed(_("The expected material cannot be announced: %(problems)s",
+                                 problems=" ".join(dict.fromkeys(errors.values()))), fields=errors)
+    if din is not None and _din_in_use(din.din13):
+        raise Conflict(_("DIN %(din)s is already announced or received: a DIN is never used twice.",
+                         din=isbt128.format_din(din)), fields={"din": _("Already used.")})
+    audit.act_as(db.session, actor)
+    if din is None:
+        din = allocate_din(actor, site)
+    expected = ExpectedMaterial(din=din.din13, site_id=site.id, donor_code=command.donor,
+                                material_type=command.material_type,
+                                collection_facility_id=facility.id if facility else None, expected_at=expected_at,
+                                status=ExpectationStatus.EXPECTED, created_by_id=actor.id)
+    db.session.add(expected)
+    try:
+        db.session.flush()
+    except sa.exc.IntegrityError as exc:  # the same DIN announced by someone else a moment ago
+        raise Conflict(_("DIN %(din)s was just announced by someone else.", din=isbt128.format_din(din)),
+                       fields={"din": _("Already used.")}) from exc
+    return expected
+
+
+# How far ahead a collection is announced: a planned collection, not a booking for next year.
+MAX_DAYS_AHEAD = 60
+
+
+@transactional
+def cancel_expected_material(actor: User, expected: ExpectedMaterial,
+                             command: CancelExpectedMaterial) -> ExpectedMaterial:
+    """The announced material will not come: the expectation stays, cancelled with the reason; its DIN is not
+    used again."""
+    permissions.require(permissions.can_record_intake(actor, expected.site_id),
+                        _("Only a technician of this site cancels expected material."))
+    locked = db.session.scalar(sa.select(ExpectedMaterial).where(ExpectedMaterial.id == expected.id)
+                               .with_for_update(of=ExpectedMaterial).execution_options(populate_existing=True))
+    if locked.status != ExpectationStatus.EXPECTED:
+        raise Conflict(_("Material %(din)s is %(status)s: only expected material is cancelled.",
+                         din=isbt128.format_din(locked.din), status=locked.status.label))
+    audit.act_as(db.session, actor, reason=command.reason)
+    locked.status = ExpectationStatus.CANCELLED
+    locked.cancelled_at = utcnow()
+    locked.cancelled_by_id = actor.id
+    locked.cancel_reason = command.reason
+    db.session.flush()
+    return locked
+
+
+def get_expected(user: User, din: str) -> ExpectedMaterial:
+    din13 = "".join((din or "").split()).upper()
+    if len(din13) != isbt128.DIN_LENGTH:
+        din13 = read_din(din).din13
+    return get_visible(ExpectedMaterial, user, ExpectedMaterial.din == din13,
+                       what=f"expected material with DIN {din}")

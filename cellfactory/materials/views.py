@@ -19,14 +19,29 @@ from cellfactory.core.scoping import visible_to
 from cellfactory.donors import services as donor_services
 from cellfactory.extensions import db
 from cellfactory.materials import services
-from cellfactory.materials.commands import DecideQuarantine, QuarantineDecision, ReceiveMaterial
+from cellfactory.materials.commands import (
+    AnnounceMaterial,
+    CancelExpectedMaterial,
+    DecideQuarantine,
+    QuarantineDecision,
+    ReceiveMaterial,
+)
 from cellfactory.materials.forms import (
+    AnnounceForm,
+    CancelExpectedForm,
     CollectionFacilityForm,
     QuarantineDecisionForm,
     ReceiptForm,
     RetireFacilityForm,
 )
-from cellfactory.materials.models import CollectionFacility, MaterialStatus, MaterialType, SourceMaterial
+from cellfactory.materials.models import (
+    CollectionFacility,
+    ExpectationStatus,
+    ExpectedMaterial,
+    MaterialStatus,
+    MaterialType,
+    SourceMaterial,
+)
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
@@ -74,8 +89,11 @@ def index() -> str:
 @roles_required(Role.TECHNICIAN)
 def receive():
     form = ReceiptForm()
-    if request.method == "GET" and request.args.get("donor"):
-        form.donor.data = request.args["donor"]
+    if request.method == "GET":
+        # Opened from the inbox for an expected material: its DIN, donor and material filled in.
+        for name in ("din", "donor", "material_type"):
+            if request.args.get(name):
+                form[name].data = request.args[name][:40]
     if form.validate_on_submit():
         try:
             # Typed or scanned at the page: a typed DIN must carry its check character.
@@ -105,6 +123,76 @@ def _render_detail(material: SourceMaterial, status: int = 200, decision_form=No
         can_decide=_user().has_role(Role.QA, material.site_id) and material.status == MaterialStatus.QUARANTINED,
         can_print=_user().has_any_role(MANUFACTURING_STAFF, material.site_id),
     ), status
+
+
+# --- expected material: announced before it arrives ---------------------------------------------
+
+
+def _announce_form() -> AnnounceForm:
+    form = AnnounceForm(prefix="announce")
+    site = g.site
+    form.collection_facility.choices = [("", _("%(site)s itself (%(fin)s)", site=site.code, fin=site.facility_id))
+                                        if site is not None else ("", "—")] + [
+        (f.facility_id, f"{f.facility_id} · {f.name}") for f in (services.collection_facilities(site) if site else [])]
+    return form
+
+
+def _render_expected(form: AnnounceForm | None = None, cancel_form: CancelExpectedForm | None = None,
+                     status: int = 200):
+    args = request.args
+    wanted = args.get("status") if args.get("status") in {s.value for s in ExpectationStatus} else "expected"
+    query = visible_to(sa.select(ExpectedMaterial), ExpectedMaterial, _user()).where(
+        ExpectedMaterial.status == ExpectationStatus(wanted))
+    if g.site is not None:
+        query = query.where(ExpectedMaterial.site_id == g.site.id)
+    order = ExpectedMaterial.expected_at if wanted == "expected" else ExpectedMaterial.expected_at.desc()
+    page, per_page = page_args(args, 50)
+    can_announce = g.site is not None and _user().has_role(Role.TECHNICIAN, g.site.id)
+    result = paginate(query.order_by(order, ExpectedMaterial.id), page, per_page)
+    return render_template("materials/expected.html", result=result, form=form or _announce_form(),
+                           cancel_form=cancel_form or CancelExpectedForm(prefix="cancel"), can_announce=can_announce,
+                           wanted=wanted, statuses=list(ExpectationStatus)), status
+
+
+@bp.route("/expected")
+@roles_required(READ_ROLES)
+def expected():
+    """Material announced to the site: what to receive, when, under which DIN."""
+    return _render_expected()
+
+
+@bp.route("/expected", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def announce():
+    if g.site is None:
+        abort(404)
+    form = _announce_form()
+    if form.validate_on_submit():
+        try:
+            announced = services.announce_material(_user(), g.site, AnnounceMaterial.from_form(form), keyboard=True)
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("Material of donor %(donor)s expected under DIN %(din)s.", donor=announced.donor_code,
+                    din=isbt128.format_din(announced.din, with_check_character=True)), "success")
+            return redirect(url_for("materials.expected"))
+    return _render_expected(form=form, status=422)
+
+
+@bp.route("/expected/<din>/cancel", methods=["POST"])
+@roles_required(Role.TECHNICIAN)
+def cancel_expected(din: str):
+    found = services.get_expected(_user(), din)
+    form = CancelExpectedForm(prefix="cancel")
+    if form.validate_on_submit():
+        try:
+            services.cancel_expected_material(_user(), found, CancelExpectedMaterial.from_form(form))
+        except DomainError as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("Expected material %(din)s cancelled.", din=isbt128.format_din(found.din)), "success")
+            return redirect(url_for("materials.expected"))
+    return _render_expected(cancel_form=form, status=422)
 
 
 # --- collection facilities of the site (administrators) ------------------------------------------

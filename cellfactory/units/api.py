@@ -49,17 +49,21 @@ from cellfactory.units.commands import (
     RecallBatches,
     ReceiveShipment,
     RecordThaw,
+    ReleaseReservation,
+    ReserveUnit,
     Ship,
     TakeOut,
 )
 from cellfactory.units.models import (
     LocationKind,
     Preservation,
+    RequestStatus,
     Shipment,
     ShipmentStatus,
     ShipmentUnit,
     StorageLocation,
     Unit,
+    UnitRequest,
     UnitStatus,
 )
 from cellfactory.web import QUERY_VALUE_MAX
@@ -545,6 +549,72 @@ def storage_location(path: str):
 
 
 # --- shipments ---------------------------------------------------------------------------------------------------
+
+
+class UnitRequestOut(Output):
+    id: int
+    unit: str = Field(description="Unit identifier")
+    site: str = Field(description="Code of the site that holds the unit and ships it")
+    requested_by: str
+    recipient_code: str | None
+    to_site: str = Field(description="Code of the destination site")
+    needed_on: str = Field(description="ISO date")
+    status: RequestStatus
+    unit_status: UnitStatus
+    shipment: str | None = Field(description="Number of the shipment that fulfilled it")
+    created_at: Moment
+    created_by: str | None
+    released_at: Moment | None
+    released_by: str | None
+    release_reason: str | None
+    version: int
+
+    @classmethod
+    def of(cls, found: UnitRequest) -> UnitRequestOut:
+        return cls(id=found.id, unit=found.unit.identifier, site=found.site.code,
+                   requested_by=found.requested_by, recipient_code=found.recipient_code,
+                   to_site=found.destination.code, needed_on=found.needed_on.isoformat(), status=found.status,
+                   unit_status=found.unit.status, shipment=found.shipment.number if found.shipment else None,
+                   created_at=found.created_at, created_by=username(found.created_by_id),
+                   released_at=found.released_at, released_by=username(found.released_by_id),
+                   release_reason=found.release_reason, version=found.version)
+
+
+class UnitRequestFilter(Query):
+    status: RequestStatus | None = Field(None, description="Left out: every status")
+
+
+@bp.get("/unit-requests")
+@roles_required(READ_ROLES)
+@operation("Requests for units of your sites or to them, the earliest needed first", response=UnitRequestOut,
+           query=UnitRequestFilter, paged=True)
+def unit_requests():
+    page, per_page = page_args(request.args)
+    wanted = UnitRequestFilter.read()
+    query = services.visible_requests(api_user())
+    if wanted.status is not None:
+        query = query.where(UnitRequest.status == wanted.status)
+    query = query.order_by(UnitRequest.needed_on, UnitRequest.id)
+    return page_json(paginate(query, page, per_page), lambda r: UnitRequestOut.of(r).json())
+
+
+@bp.post("/unit-requests")
+@roles_required(MANUFACTURING_STAFF)
+@operation("Technician or QA of the holding site: record a request for an available unit of a released batch and "
+           "reserve it (409 when it is not available, e.g. reserved already)", body=ReserveUnit,
+           response=UnitRequestOut, status=201, errors=(409,))
+def reserve_unit():
+    return UnitRequestOut.of(services.reserve_unit(api_user(), read_body(ReserveUnit))).json(), 201
+
+
+@bp.post("/unit-requests/<int:request_id>/release")
+@roles_required(MANUFACTURING_STAFF)
+@operation("Release a reservation with the reason: the unit is available again; the request is kept",
+           body=ReleaseReservation, response=UnitRequestOut, errors=(404, 409))
+def release_reservation(request_id: int):
+    found = services.get_request(api_user(), request_id)
+    return UnitRequestOut.of(services.release_reservation(api_user(), found,
+                                                         read_body(ReleaseReservation))).json()
 
 
 @bp.get("/shipments")

@@ -14,7 +14,16 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.core.commands import Command, Line, OptionalLine, OptionalParagraph, Paragraph, in_utc, number_problem
+from cellfactory.core.commands import (
+    Command,
+    Day,
+    Line,
+    OptionalLine,
+    OptionalParagraph,
+    Paragraph,
+    in_utc,
+    number_problem,
+)
 from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.core.i18n import N_, _, _l
 from cellfactory.units.models import LocationKind, Preservation
@@ -292,3 +301,33 @@ class ReceiveShipment(Command):
     arrived_at: Instant
     temperature_excursion: Flag = Field(description="The logger shows an excursion: the units go into quarantine")
     condition: Paragraph(2000) = Field(description="Condition of the package on arrival")
+
+
+# --- requests for a unit -----------------------------------------------------------------------------------------
+
+
+class ReserveUnit(Command):
+    """A released unit asked for a patient or a trial site: reserved until it is shipped there."""
+
+    refusal: ClassVar[str] = _l("The unit cannot be reserved")
+    missing: ClassVar[dict[str, str]] = {
+        "unit": _l("Scan or type the unit's identifier."), "requested_by": _l("Say who asked for the unit."),
+        "to_site": _l("Choose the destination."), "needed_on": _l("Enter the date the unit is needed.")}
+
+    unit: UnitIdentifier = Field(description="Identifier of an available unit of a released batch")
+    requested_by: Line(200) = Field(description="Who asked for the unit (name, role, clinical centre)")
+    recipient_code: Annotated[RecipientCode | None, BeforeValidator(lambda v: v.strip() or None if isinstance(v, str)
+                                                                    else v)] = Field(
+        None, description="For whom: the patient's pseudonymised code; required, and must be the unit's, for a "
+                          "unit made for a named recipient",
+        json_schema_extra={"x-refused-when": "not the recipient a unit is made for"})
+    to_site: Line(8) = Field(description="Code of the destination site",
+                             json_schema_extra={"x-refused-when": "no site has this code, or the unit's own"})
+    needed_on: Day = Field(description="Date the unit is needed at the destination (not past, not after expiry)")
+
+
+class ReleaseReservation(Command):
+    refusal: ClassVar[str] = _l("The reservation cannot be released")
+    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
+
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")

@@ -10,6 +10,7 @@ import decimal
 
 from wtforms import (
     BooleanField,
+    DateField,
     DateTimeLocalField,
     IntegerField,
     RadioField,
@@ -135,3 +136,16 @@ class ReceiptForm(BaseForm):
                            validate_choice=False, validators=[Optional()])
     condition = TextAreaField(_l("Condition of the package on arrival"), validators=[Optional()],
                               render_kw={"maxlength": 2000})
+
+
+class ReserveForm(BaseForm):
+    """A request for a unit (`commands.ReserveUnit` holds the rules)."""
+
+    unit = StringField(_l("Unit identifier: scan or type it from the unit's label"), validators=[Optional()],
+                       render_kw={**SCANNER, "data-scanner-next": "requested_by", "maxlength": 40})
+    requested_by = StringField(_l("Requested by (name, role, clinical centre)"), validators=[Optional()],
+                               render_kw={"maxlength": 200})
+    recipient_code = StringField(_l("Recipient code (required for a unit made for a named recipient)"),
+                                 validators=[Optional()], render_kw={**SCANNER, "maxlength": 40})
+    to_site = SelectField(_l("Destination site"), choices=[], validators=[Optional()])
+    needed_on = DateField(_l("Needed on"), validators=[Optional()])

@@ -231,3 +231,44 @@ class ShipmentUnit(Audited, CreatedMixin, Base):
 
     def audit_label(self) -> str:
         return self.unit.identifier if self.unit else str(self.unit_id)
+
+
+class RequestStatus(enum.StrEnum):
+    RESERVED = "reserved"
+    SHIPPED = "shipped"
+    RELEASED = "released"
+
+    @property
+    def label(self) -> str:
+        return {RequestStatus.RESERVED: pgettext("unit request status", "reserved"),
+                RequestStatus.SHIPPED: pgettext("unit request status", "shipped"),
+                RequestStatus.RELEASED: pgettext("unit request status", "released")}[self]
+
+
+class UnitRequest(Audited, CreatedMixin, VersionedMixin, Base):
+    """A released unit asked for a patient or a trial site: reserved for it until the shipment to its destination
+    is made (which fulfils it) or the reservation is released with a reason (the unit is available again)."""
+
+    __tablename__ = "unit_request"
+
+    id: Mapped[IntPK]
+    unit_id: Mapped[int] = mapped_column(sa.ForeignKey("unit.id"), index=True)
+    # The site that held the unit when it was reserved, which packs and ships it.
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(sa.String(200))
+    recipient_code: Mapped[str | None] = mapped_column(sa.String(40))
+    destination_site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+    needed_on: Mapped[dt.date]
+    status: Mapped[RequestStatus] = enum_column(RequestStatus, index=True)
+    shipment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("shipment.id"))
+    released_at: Mapped[dt.datetime | None]
+    released_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    release_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    unit: Mapped[Unit] = relationship(lazy="joined")
+    site: Mapped[Site] = relationship(foreign_keys=[site_id], lazy="joined")
+    destination: Mapped[Site] = relationship(foreign_keys=[destination_site_id], lazy="joined")
+    shipment: Mapped[Shipment | None] = relationship()
+
+    def audit_label(self) -> str:
+        return self.unit.identifier if self.unit else str(self.unit_id)

@@ -36,6 +36,8 @@ from cellfactory.units.commands import (
     RecallBatches,
     ReceiveShipment,
     RecordThaw,
+    ReleaseReservation,
+    ReserveUnit,
     Ship,
     TakeOut,
 )
@@ -45,12 +47,14 @@ from cellfactory.units.models import (
     LocationKind,
     Preservation,
     Recipient,
+    RequestStatus,
     Shipment,
     ShipmentSequence,
     ShipmentStatus,
     ShipmentUnit,
     StorageLocation,
     Unit,
+    UnitRequest,
     UnitStatus,
 )
 
@@ -447,6 +451,7 @@ def ship(actor: User, command: Ship) -> Shipment:
             raise Conflict(_("Unit %(unit)s: batch %(batch)s is %(status)s.", unit=unit.identifier,
                              batch=unit.batch.number, status=unit.batch.status.label))
         _require_not_expired(unit, departed)
+    requests = _requests_shipped(units, to_site)
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
                         shipper=command.shipper, logger_reference=command.logger_reference, departed_at=departed,
@@ -457,6 +462,9 @@ def ship(actor: User, command: Ship) -> Shipment:
         db.session.add(ShipmentUnit(shipment=shipment, unit=unit, site_id=origin.id, created_by_id=actor.id))
         unit.position_id = None
         _set_status(unit, UnitStatus.SHIPPED)
+    for request in requests:
+        request.status = RequestStatus.SHIPPED
+        request.shipment_id = shipment.id
     db.session.flush()
     return shipment
 
@@ -501,6 +509,131 @@ def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipme
             "QA assesses the units in quarantine before any is used.",
             site_ids=[shipment.to_site_id], link=("shipments.detail", {"number": shipment.number}))
     return shipment
+
+
+# --- requests for a unit: reservation ----------------------------------------------------------
+
+
+def open_request(unit: Unit) -> UnitRequest | None:
+    """The reservation a unit is held for, if any."""
+    return db.session.scalar(sa.select(UnitRequest).where(UnitRequest.unit_id == unit.id,
+                                                          UnitRequest.status == RequestStatus.RESERVED))
+
+
+def _requests_shipped(units: list[Unit], to_site: Site) -> list[UnitRequest]:
+    """The reservations a shipment fulfils: a reserved unit goes where it was asked for, or its reservation is
+    released first."""
+    requests = []
+    for unit in units:
+        request = open_request(unit) if unit.status == UnitStatus.RESERVED else None
+        if request is None:
+            continue
+        if request.destination_site_id != to_site.id:
+            raise Conflict(_("Unit %(unit)s is reserved for %(site)s (requested by %(who)s): ship it there, or "
+                             "release the reservation first.", unit=unit.identifier, site=request.destination.code,
+                             who=request.requested_by), fields={"to_site": _("Reserved for %(site)s.",
+                                                                             site=request.destination.code)})
+        requests.append(request)
+    return requests
+
+
+@transactional
+def reserve_unit(actor: User, command: ReserveUnit) -> UnitRequest:
+    """Record a request for a unit and reserve it: only an available unit of a released batch, not blocked, not
+    expired when it is needed; a unit made for a named recipient only for that recipient. The unit is held while it
+    is checked, so of two reservations at once one wins."""
+    try:
+        found = get_unit(actor, command.unit)
+    except NotFound as error:
+        raise ValidationFailed(error.message, fields={"unit": _("Unknown unit %(identifier)s.",
+                                                                identifier=repr(command.unit))}) from error
+    _require(actor, found.site_id, permissions.MANUFACTURING_STAFF,
+             _("Only a technician or QA of the site that holds a unit reserves it."))
+    unit = db.session.scalar(sa.select(Unit).where(Unit.id == found.id).with_for_update(of=Unit)
+                             .execution_options(populate_existing=True))
+    errors: dict[str, str] = {}
+    try:
+        to_site = _destination(command.to_site)
+    except ValidationFailed as error:
+        to_site = None
+        errors.update(error.fields)
+    if to_site is not None and to_site.id == unit.site_id:
+        errors["to_site"] = _("Reserve for another site: the unit is here.")
+    intended = unit.intended_recipient_code
+    if intended and command.recipient_code != intended:
+        errors["recipient_code"] = _("Unit %(unit)s is for recipient %(intended)s only.", unit=unit.identifier,
+                                     intended=intended)
+    today = local_today(unit.site.timezone)
+    plausibility.check_date(errors, "needed_on", command.needed_on, timezone=unit.site.timezone, allow_future=True,
+                            not_before=[(today, _("today"))])
+    if "needed_on" not in errors and command.needed_on > unit.expires_at.date():
+        errors["needed_on"] = _("The unit expires at %(expiry)s, before it is needed.", expiry=_expiry_text(unit))
+    if errors:
+        raise ValidationFailed(_("The unit cannot be reserved: %(problems)s",
+                                 problems=" ".join(dict.fromkeys(errors.values()))), fields=errors)
+    _require_available(unit)
+    if unit.status != UnitStatus.AVAILABLE:
+        request = open_request(unit) if unit.status == UnitStatus.RESERVED else None
+        raise Conflict(_("Unit %(unit)s is already reserved for %(site)s (requested by %(who)s).",
+                         unit=unit.identifier, site=request.destination.code, who=request.requested_by)
+                       if request is not None else
+                       _("Unit %(unit)s is %(status)s: only an available unit is reserved.", unit=unit.identifier,
+                         status=unit.status.label), fields={"unit": _("Not available.")})
+    if unit.batch.status not in RELEASED:
+        raise Conflict(_("Unit %(unit)s: batch %(batch)s is %(status)s.", unit=unit.identifier,
+                         batch=unit.batch.number, status=unit.batch.status.label), fields={"unit": _("Not released.")})
+    _require_not_expired(unit, utcnow(), field="unit")
+    audit.act_as(db.session, actor, reason=f"reserved for {to_site.code}: requested by {command.requested_by}")
+    request = UnitRequest(unit_id=unit.id, site_id=unit.site_id, requested_by=command.requested_by,
+                          recipient_code=command.recipient_code, destination_site_id=to_site.id,
+                          needed_on=command.needed_on, status=RequestStatus.RESERVED, created_by_id=actor.id)
+    db.session.add(request)
+    _set_status(unit, UnitStatus.RESERVED)
+    db.session.flush()
+    return request
+
+
+@transactional
+def release_reservation(actor: User, request: UnitRequest, command: ReleaseReservation) -> UnitRequest:
+    """The unit is no longer wanted: the request stays, released with the reason, and the unit is available again
+    (blocked by a hold, it returns to available when the hold is lifted)."""
+    _require(actor, request.site_id, permissions.MANUFACTURING_STAFF,
+             _("Only a technician or QA of the site that holds a unit releases its reservation."))
+    unit = db.session.scalar(sa.select(Unit).where(Unit.id == request.unit_id).with_for_update(of=Unit)
+                             .execution_options(populate_existing=True))
+    db.session.refresh(request)
+    if request.status != RequestStatus.RESERVED:
+        raise Conflict(_("The request for unit %(unit)s is %(status)s: only a reservation is released.",
+                         unit=unit.identifier, status=request.status.label))
+    audit.act_as(db.session, actor, reason=command.reason)
+    request.status = RequestStatus.RELEASED
+    request.released_at = utcnow()
+    request.released_by_id = actor.id
+    request.release_reason = command.reason
+    if unit.status == UnitStatus.RESERVED:
+        _set_status(unit, UnitStatus.AVAILABLE)
+    elif unit.status == UnitStatus.BLOCKED and unit.held_from == UnitStatus.RESERVED:
+        unit.held_from = UnitStatus.AVAILABLE
+    db.session.flush()
+    return request
+
+
+def visible_requests(user: User) -> sa.Select:
+    """Requests of the sites the user reads (network roles: all)."""
+    sites = {r.site_id for r in user.active_roles if r.role in permissions.READ_ROLES}
+    if not sites:
+        return sa.select(UnitRequest).where(sa.false())
+    if None in sites:
+        return sa.select(UnitRequest)
+    return sa.select(UnitRequest).where(sa.or_(UnitRequest.site_id.in_(sites),
+                                               UnitRequest.destination_site_id.in_(sites)))
+
+
+def get_request(user: User, request_id: int) -> UnitRequest:
+    request = db.session.scalar(visible_requests(user).where(UnitRequest.id == request_id))
+    if request is None:
+        raise NotFound(_("There is no request %(id)s you can see.", id=request_id))
+    return request
 
 
 # --- administration, destruction, recall ---------------------------------------------------------

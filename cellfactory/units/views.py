@@ -17,7 +17,7 @@ from cellfactory.batches.models import Batch
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from cellfactory.core.forms import apply_domain_errors
-from cellfactory.core.i18n import N_, _, in_language, ngettext, print_language
+from cellfactory.core.i18n import N_, _, format_day, in_language, ngettext, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -37,6 +37,8 @@ from cellfactory.units.commands import (
     RecallBatches,
     ReceiveShipment,
     RecordThaw,
+    ReleaseReservation,
+    ReserveUnit,
     Ship,
     TakeOut,
 )
@@ -48,6 +50,7 @@ from cellfactory.units.forms import (
     PutAwayForm,
     ReasonForm,
     ReceiptForm,
+    ReserveForm,
     ShipmentForm,
     ThawForm,
 )
@@ -56,11 +59,13 @@ from cellfactory.units.models import (
     LocationKind,
     Preservation,
     Recipient,
+    RequestStatus,
     Shipment,
     ShipmentStatus,
     ShipmentUnit,
     StorageLocation,
     Unit,
+    UnitRequest,
     UnitStatus,
 )
 
@@ -422,6 +427,76 @@ def _render_unit(unit: Unit, status: int = 200, **forms: Any):
         **forms), status
 
 
+# --- requests for a unit: reservations -----------------------------------------------------------
+
+
+def _reserve_form() -> ReserveForm:
+    form = ReserveForm(prefix="reserve")
+    site = g.site
+    destinations = db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code))
+    form.to_site.choices = [("", _("— choose —"))] + [(s.code, f"{s.code} · {s.name}") for s in destinations
+                                                   if site is None or s.id != site.id]
+    return form
+
+
+def _render_requests(form: ReserveForm | None = None, release_form: ReasonForm | None = None, status: int = 200):
+    args = request.args
+    wanted = args.get("status") if args.get("status") in {s.value for s in RequestStatus} else "reserved"
+    query = services.visible_requests(_user()).where(UnitRequest.status == RequestStatus(wanted))
+    if g.site is not None:
+        query = query.where(sa.or_(UnitRequest.site_id == g.site.id, UnitRequest.destination_site_id == g.site.id))
+    order = UnitRequest.needed_on if wanted == "reserved" else UnitRequest.needed_on.desc()
+    page, per_page = page_args(args, 50)
+    if form is None:
+        form = _reserve_form()
+        form.unit.data = (args.get("unit") or "")[:40] or None
+    can_reserve = g.site is not None and _user().has_any_role(MANUFACTURING_STAFF, g.site.id)
+    result = paginate(query.order_by(order, UnitRequest.id), page, per_page)
+    return render_template("units/requests.html", result=result, form=form,
+                           release_form=release_form or ReasonForm(prefix="release"), can_reserve=can_reserve,
+                           wanted=wanted, statuses=list(RequestStatus)), status
+
+
+@bp.route("/requests")
+@roles_required(READ_ROLES)
+def requests():
+    """Units asked for and reserved, the earliest needed first: each is packed and shipped, or released."""
+    return _render_requests()
+
+
+@bp.route("/requests", methods=["POST"])
+@roles_required(MANUFACTURING_STAFF)
+def reserve():
+    form = _reserve_form()
+    if form.validate_on_submit():
+        try:
+            reserved = services.reserve_unit(_user(), ReserveUnit.from_form(form))
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("Unit %(unit)s reserved for %(site)s, needed on %(day)s.", unit=reserved.unit.identifier,
+                    site=reserved.destination.code, day=format_day(reserved.needed_on)), "success")
+            return redirect(url_for("units.requests"))
+    return _render_requests(form=form, status=422)
+
+
+@bp.route("/requests/<int:request_id>/release", methods=["POST"])
+@roles_required(MANUFACTURING_STAFF)
+def release_reservation(request_id: int):
+    found = services.get_request(_user(), request_id)
+    form = ReasonForm(prefix="release")
+    if form.validate_on_submit():
+        try:
+            services.release_reservation(_user(), found, ReleaseReservation.from_form(form))
+        except FORM_ERRORS as error:
+            apply_domain_errors(form, error)
+        else:
+            flash(_("Reservation of unit %(unit)s released: the unit is available again.",
+                    unit=found.unit.identifier), "success")
+            return redirect(url_for("units.requests"))
+    return _render_requests(release_form=form, status=422)
+
+
 @bp.route("/<identifier>")
 @roles_required(READ_ROLES)
 def detail(identifier: str):
@@ -709,6 +784,9 @@ def create_shipment():
     status = None
     if request.method == "GET":
         form.units.data = [u for u in request.args.getlist("unit") if u in available]
+        # Opened from the inbox for a reserved unit: its destination chosen too.
+        if request.args.get("to_site") in {code for code, _label in form.to_site.choices if code}:
+            form.to_site.data = request.args["to_site"]
         if site is not None:
             form.departed_at.data = _now_local(site.timezone)
     status = None

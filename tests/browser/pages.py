@@ -15,6 +15,7 @@ from tests.browser.test_journeys import sign_in
 
 READER = "qp.bg"
 ADMIN = "admin.bg"
+TECHNICIAN = "technician.bg"
 
 
 def batch_with_most_passages(live_server) -> str:
@@ -52,6 +53,8 @@ def main_pages(live_server) -> list[tuple[str, str, str]]:
         ("sops", READER, "/documents/sops"),
         ("change-requests", READER, "/documents/changes"),
         ("search", READER, "/search?q=BG"),
+        ("expected-material", TECHNICIAN, "/materials/expected"),
+        ("unit-requests", TECHNICIAN, "/units/requests"),
         ("admin-users", ADMIN, "/admin/users"),
     ]
 

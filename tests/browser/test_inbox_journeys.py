@@ -145,6 +145,43 @@ def test_technicians_record_the_step_due_and_a_second_one_verifies_it(tab, day):
     shoot(page, "technician-04-day-done")
 
 
+def test_a_technician_receives_the_announced_material_and_packs_the_reserved_unit(tab, day):
+    page = tab
+    start_the_day(page, day, "technician.bg")
+    din = open_first(page, "material_to_receive", "technician-04-material-to-receive")
+    page.wait_for_url(re.compile(r"/materials/receive\?din="))
+    # The receipt opens with the announced DIN, donor and material; the rest is read from the paperwork.
+    expect(page.get_by_label("Donor code")).to_have_value("UC-BG-012")
+    now = utcnow()
+    page.get_by_label("Collected at (site time)").fill(local(now - dt.timedelta(hours=4)))
+    page.get_by_label("Collecting centre").fill("Papa Giovanni XXIII maternity ward")
+    page.get_by_label("Volume (mL) or weight (g), as the material type defines").fill("31.5")
+    page.get_by_label("Transport started at").fill(local(now - dt.timedelta(hours=3)))
+    page.get_by_label("Arrived at").fill(local(now - dt.timedelta(minutes=20)))
+    page.get_by_label("Lowest transport temperature (°C)").fill("4.0")
+    page.get_by_label("Highest transport temperature (°C)").fill("7.5")
+    page.get_by_label("Container intact").check()
+    page.get_by_label("Accompanying documents complete").check()
+    page.get_by_role("button", name="Record receipt").click()
+    page.wait_for_url(re.compile(r"/materials/A9998\d+$"))
+    expect(page.locator(".flash-success")).to_contain_text("received: ACCEPTED")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "material_to_receive", din)).to_have_count(0)
+
+    unit = open_first(page, "shipment_to_pack", "technician-05-shipment-to-pack")
+    page.wait_for_url(re.compile(r"/shipments/new\?unit="))
+    expect(page.locator(f'input[name="units"][value="{unit}"]')).to_be_checked()
+    expect(page.get_by_label("Destination site")).to_have_value("SR")
+    page.get_by_label("Shipper or courier").fill("BioCourier srl (dry shipper DS-09)")
+    page.get_by_label("Temperature logger reference").fill("LOG-SR-4480")
+    page.get_by_role("button", name="Record the shipment").click()
+    page.wait_for_url(re.compile(r"/shipments/SHP-BG-"))
+    expect(page.locator(".flash-success")).to_contain_text("1 unit in transit")
+    back_to_the_inbox(page, day)
+    expect(inbox_item(page, "shipment_to_pack", unit)).to_have_count(0)
+    assert_no_csp_violations(page)
+
+
 def test_analysts_enter_a_result_from_the_inbox_and_a_second_one_verifies_it(tab, day):
     page = tab
     start_the_day(page, day, "qc_analyst.bg")

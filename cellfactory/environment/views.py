@@ -64,6 +64,13 @@ def _site_id() -> int | None:
     return g.site.id if g.site else None
 
 
+def _site():
+    """The site the person works at now (the site switcher's); a page of one site's records has none without it."""
+    if g.site is None:
+        abort(404)
+    return g.site
+
+
 # --- rooms, devices, points and plans -------------------------------------------------------------------------
 
 
@@ -90,7 +97,7 @@ def index():
 def _declare(form, command_cls, service, name: str):
     if form.validate_on_submit():
         try:
-            record = service(_user(), g.site, command_cls.from_form(form))
+            record = service(_user(), _site(), command_cls.from_form(form))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:
@@ -123,7 +130,7 @@ def declare_point():
 @bp.route("/points/<code>/plans", methods=["POST"])
 @roles_required(Role.QA)
 def add_plan(code: str):
-    point = services.get_point(_user(), g.site, code)
+    point = services.get_point(_user(), _site(), code)
     form = PlanForm(prefix="plan")
     if form.validate_on_submit():
         try:
@@ -140,7 +147,7 @@ def add_plan(code: str):
 @bp.route("/points/<code>")
 @roles_required(READ_ROLES)
 def point(code: str):
-    found = services.get_point(_user(), g.site, code)
+    found = services.get_point(_user(), _site(), code)
     charts = [Markup(trend_svg(trend)) for trend in services.point_trends(found)]
     return render_template("environment/point.html", point=found, charts=charts)
 
@@ -151,7 +158,7 @@ def report():
     """The monthly site report (PDF) of `?month=YYYY-MM` (default: last month at the site)."""
     month = (request.args.get("month") or "").strip()
     if not month:
-        today = local_today(g.site.timezone)
+        today = local_today(_site().timezone)
         last = today.replace(day=1) - dt.timedelta(days=1)
         month = f"{last.year:04d}-{last.month:02d}"
     try:
@@ -161,7 +168,7 @@ def report():
             raise ValueError(month)
     except ValueError:
         abort(404)
-    data = render_monthly_report(services.monthly_report(g.site, year, number))
+    data = render_monthly_report(services.monthly_report(_site(), year, number))
     return Response(data, mimetype="application/pdf", headers={
         "Content-Disposition": f'inline; filename="EM-{g.site.code}-{month}.pdf"'})
 
@@ -190,7 +197,7 @@ def set_alert_level():
         try:
             command = SetAlertLevel.parse({name: form[name].data for name in
                                            ("grade", "sample_type", "occupancy", "level", "reason", "password")})
-            services.set_alert_level(_user(), g.site, command, signer=form.signer)
+            services.set_alert_level(_user(), _site(), command, signer=form.signer)
         except PermissionDenied:
             raise
         except DomainError as error:
@@ -246,7 +253,7 @@ def open_session():
                                                     "incubation_celsius", "incubation_days", "notes")}
         data |= {"started_at": _aware(form.started_at.data), "ended_at": _aware(form.ended_at.data)}
         try:
-            session = services.open_session(_user(), g.site, OpenSession.parse(data))
+            session = services.open_session(_user(), _site(), OpenSession.parse(data))
         except DomainError as error:
             apply_domain_errors(form, error)
         else:

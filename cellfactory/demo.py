@@ -197,6 +197,10 @@ def _build(password: str, say: Progress = _quiet) -> None:
 
     say("Quality system at BG: equipment calibrations, an SOP and its change request")
     build_quality(users, password)
+    from cellfactory.demo_environment import build_environment
+
+    say("Environmental monitoring: cleanrooms, points and a year of sessions at every site")
+    build_environment(users, password)
     say("Committing")
 
 

@@ -24,6 +24,18 @@ from cellfactory.documents.models import (
     change_request_product,
 )
 from cellfactory.donors.models import Donor, ScreeningResultRecord
+from cellfactory.environment.models import (
+    AlertLevel,
+    Device,
+    Excursion,
+    MissingSample,
+    MonitoringResult,
+    MonitoringSession,
+    Room,
+    SamplingPlan,
+    SamplingPoint,
+    SessionSequence,
+)
 from cellfactory.equipment.models import Equipment
 from cellfactory.materials.models import CollectionFacility, DinSequence, MaterialTypeRule, SourceMaterial
 from cellfactory.notifications.models import NotificationTask, TaskAcknowledgement
@@ -46,6 +58,8 @@ from cellfactory.units.models import (
 metadata = Base.metadata
 
 __all__ = [
+    "AlertLevel", "Device", "Excursion", "MissingSample", "MonitoringResult", "MonitoringSession", "Room",
+    "SamplingPlan", "SamplingPoint", "SessionSequence",
     "Recipient", "Shipment", "ShipmentSequence", "ShipmentUnit", "StorageLocation", "Unit",
     "BatchDecision", "Certificate",
     "CapaAction", "Deviation", "DeviationSequence", "QcResult",

@@ -64,6 +64,7 @@ def register(app: Flask) -> None:
     from cellfactory.deviations.views import bp as deviations_bp
     from cellfactory.documents.views import bp as documents_bp
     from cellfactory.donors.views import bp as donors_bp
+    from cellfactory.environment.views import bp as environment_bp
     from cellfactory.equipment.views import bp as equipment_bp
     from cellfactory.main.views import bp as main_bp
     from cellfactory.materials.views import bp as materials_bp
@@ -79,7 +80,7 @@ def register(app: Flask) -> None:
     from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
 
     for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
-                      batches_bp, products_bp, reagents_bp, equipment_bp,
+                      batches_bp, products_bp, reagents_bp, equipment_bp, environment_bp,
                       qc_bp, deviations_bp, documents_bp, training_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp,
@@ -346,6 +347,7 @@ NAV = [
     ("products.index", N_("Products")),
     ("reagents.lots", N_("Lots")),
     ("equipment.index", N_("Equipment")),
+    ("environment.index", N_("Cleanrooms")),
     ("documents.sops", N_("Documents")),
     ("training.index", N_("Training")),
     ("releases.review_worklist", N_("Review")),

@@ -73,7 +73,7 @@ def test_review_shows_checklist_people_and_decisions(client, plant, sites, auth)
     body = ok(client.get(f"{API}/batches/{number}/review", headers=auth(plant.reviewer)))
     assert body["batch"]["number"] == number and body["batch"]["status"] == "awaiting_qa_review"
     assert [item["key"] for item in body["checklist"]] == ["steps", "results", "deviations", "lots", "equipment",
-                                                          "donors", "labels"]
+                                                          "donors", "labels", "environment"]
     assert body["complete"] is True and body["review_blockers"] == [] and body["awaiting_review"] is True
     people = {p["username"]: p["what"] for p in body["involved"]}
     assert people["technician.bg"] == "started the batch" and people["qc.one.bg"].startswith("tested")

@@ -126,6 +126,9 @@ def test_every_audited_model_records_creation_with_values(users):
         "reference": "MF-1", "password": PASSWORD}), signer=Signer("qa.bg", PASSWORD))
     training_services.set_requirement(refetch(plant.qa), bg, SetRequirement.parse(
         {"activity": "qa_review", "sop_codes": ["SOP-TR"], "reason": "r"}))
+    from tests.test_environment import cleanroom_records
+
+    cleanroom_records(plant, refetch(batch))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

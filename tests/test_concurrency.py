@@ -559,6 +559,76 @@ def test_two_calibrations_voided_at_once_leave_the_due_date_of_neither(plant_app
         assert db.session.get(Equipment, cabinet_id).calibration_due == registered
 
 
+def test_two_technicians_entering_one_line_of_a_session_at_once_save_it_once(plant_app):
+    """One session's worksheet holds one result per point and sample type: two tablets saving the same line at
+    once save it once; the other is told it is already entered (no second result, no second excursion)."""
+    import datetime as dt
+
+    from cellfactory.core.clock import utcnow
+    from cellfactory.core.errors import ValidationFailed
+    from cellfactory.environment import services as environment
+    from cellfactory.environment.commands import EnterResults, OpenSession
+    from cellfactory.environment.models import Excursion, MonitoringResult
+    from tests.test_environment import _declare
+
+    app, plant, _dins = plant_app
+    with app.app_context():
+        from types import SimpleNamespace
+
+        _declare(SimpleNamespace(plant=plant))
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        now = utcnow()
+        session = environment.open_session(db.session.get(User, plant.tech.id), site, OpenSession.parse({
+            "room": "CR-B1", "device": "BSC-A1", "occupancy": "in_operation", "plate_lot": "TSA-1",
+            "started_at": (now - dt.timedelta(hours=2)).isoformat(),
+            "ended_at": (now - dt.timedelta(hours=1)).isoformat()}))
+        number = session.number
+        db.session.remove()
+
+    people = [plant.tech.id, plant.tech2.id]
+
+    def enter(_user, site):
+        user = db.session.get(User, people.pop())
+        try:
+            environment.enter_results(user, environment.get_session(user, number), EnterResults.parse(
+                {"results": [{"point": "A1-WORK", "sample_type": "settle_plate", "count": 2, "organism": "Bacillus"}]}))
+            return "saved"
+        except ValidationFailed as refused:
+            return next(iter(refused.fields.values()))
+
+    outcomes = run_in_parallel(app, 2, enter)
+    assert sorted(outcomes) == ["Already entered for this point in this session.", "saved"], outcomes
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(MonitoringResult)) == 1
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Excursion)) == 1
+
+
+def test_two_alert_levels_set_at_once_leave_one_in_force(plant_app):
+    """Two QA setting the alert level of one grade, sample type and state at once: both are kept (signed), the
+    later one supersedes the earlier, and one is in force."""
+    from cellfactory.environment import services as environment
+    from cellfactory.environment.commands import SetAlertLevel
+    from cellfactory.environment.models import AlertLevel
+    from tests.batch_helpers import signing
+    from tests.conftest import PASSWORD
+
+    app, plant, _dins = plant_app
+    with app.app_context():
+        people = [make_user(f"qa.level{i}", [(Role.QA, "BG")], signing=True).id for i in (1, 2)]
+        db.session.remove()
+    levels = {people[0]: 2, people[1]: 3}
+
+    def set_level(_user, _site):
+        qa = db.session.get(User, people.pop())
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        command = SetAlertLevel.parse({"grade": "B", "sample_type": "settle_plate", "occupancy": "in_operation",
+                                       "level": levels[qa.id], "reason": qa.username, "password": PASSWORD})
+        return environment.set_alert_level(qa, site, command, signer=signing(qa)).level
+
+    run_in_parallel(app, 2, set_level)
+    with app.app_context():
+        rows = list(db.session.scalars(sa.select(AlertLevel)))
+        assert len(rows) == 2 and sum(1 for r in rows if r.superseded_at is None) == 1
 
 def _two_technicians(plant):
     """Each parallel worker acts as its own technician of the plant (two people at two benches)."""

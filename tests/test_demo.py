@@ -59,6 +59,7 @@ def test_demo_network(tmp_path):
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
             assert all(any(s.status == SpecStatus.APPROVED for s in p.specifications) for p in products)
             _obeys_the_chain_of_identity_and_expiry()
+            _has_a_year_of_monitoring()
             # The technician at BG has a cord to receive (announced by the maternity ward) and a unit to pack for SR.
             from cellfactory.inbox.services import Kind, inbox_for
 
@@ -152,3 +153,21 @@ def _obeys_the_chain_of_identity_and_expiry() -> None:
     shipped = db.session.execute(sa.select(Unit, Shipment).join(ShipmentUnit, ShipmentUnit.unit_id == Unit.id)
                                  .join(Shipment, Shipment.id == ShipmentUnit.shipment_id)).all()
     assert shipped and all(shipment.departed_at < unit.expires_at for unit, shipment in shipped)
+
+
+def _has_a_year_of_monitoring() -> None:
+    """Issue 17: rooms and points at every site with a year of monitoring, and one action-level excursion whose
+    deviation is open."""
+    import datetime as dt
+
+    from cellfactory.core.clock import utcnow
+    from cellfactory.environment.models import Excursion, MonitoringSession, SamplingPoint
+
+    for site in db.session.scalars(sa.select(Site)):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(SamplingPoint).where(
+            SamplingPoint.site_id == site.id)) == 3, site.code
+        first = db.session.scalar(sa.select(sa.func.min(MonitoringSession.started_at)).where(
+            MonitoringSession.site_id == site.id))
+        assert first < utcnow() - dt.timedelta(days=330), site.code
+    [action] = db.session.scalars(sa.select(Excursion).where(Excursion.level == "action")).all()
+    assert action.deviation_id is not None and action.status.value == "open"

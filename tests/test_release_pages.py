@@ -205,7 +205,7 @@ def test_review_page_shows_checklist_people_and_summary(client, plant, sites):
     page = text_of(client.get(f"/releases/{number}/review"))
     for item in releases.checklist(again(batch)):
         assert item.label in page
-    assert page.count('class="check-item check-ok"') == 7
+    assert page.count('class="check-item check-ok"') == 8
     for person in (plant.tech, plant.tech2, plant.qc, plant.qc2):
         assert again(person).full_name in page
     assert "Umbilical cord MSC" in page and plant.material_din[:5] in page

@@ -70,7 +70,7 @@ def decide(plant, batch, target, meaning=None, **details):
 
 def test_review_records_the_checklist_and_a_signature(plant, reviewed):
     [review] = db.session.scalars(sa.select(BatchDecision).where(BatchDecision.kind == DecisionKind.REVIEW)).all()
-    assert all(item["ok"] for item in review.checklist) and len(review.checklist) == 7
+    assert all(item["ok"] for item in review.checklist) and len(review.checklist) == 8
     assert review.signature.meaning == Meaning.REVIEWED.value and review.certificate is None
 
 

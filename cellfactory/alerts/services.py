@@ -41,6 +41,7 @@ ROUTES: Mapping[str, frozenset[Role]] = {
     "temperature_excursion": frozenset({Role.QA}),
     "overdue_read": frozenset({Role.QC_ANALYST, Role.QA}),
     "security": frozenset({Role.ADMIN, Role.QA}),
+    "em_excursion": frozenset({Role.QA}),
 }
 
 TITLES: Mapping[str, str] = {
@@ -49,6 +50,7 @@ TITLES: Mapping[str, str] = {
     "temperature_excursion": N_("Temperature excursion in transit"),
     "overdue_read": N_("Final read overdue"),
     "security": N_("Security event"),
+    "em_excursion": N_("Environmental monitoring excursion"),
 }
 
 

@@ -4,10 +4,8 @@ graphics and rendered as SVG for the page and as vector drawing in the PDF batch
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
-from reportlab.graphics import renderSVG
 from reportlab.graphics.charts.legends import LineLegend
 from reportlab.graphics.charts.lineplots import LinePlot
 from reportlab.graphics.shapes import Drawing, Group, String
@@ -17,6 +15,7 @@ from reportlab.lib import colors
 from cellfactory.batches.models import Batch
 from cellfactory.core.i18n import _
 from cellfactory.records.styles import FONT, register_fonts
+from cellfactory.records.svg import svg  # noqa: F401 - the growth curve's page form, as the pages import it
 
 PALETTE = [colors.HexColor(c) for c in ("#0b6e6e", "#b3261e", "#1f5fa8", "#a35c00", "#6a3d9a", "#2e7d32",
                                         "#c2185b", "#455a64")]
@@ -90,24 +89,3 @@ def growth_drawing(series: list[Series], *, width: float = 520, height: float = 
         legend.columnMaximum = len(plotted)  # one column: a second one would fall outside the drawing
         drawing.add(legend)
     return drawing
-
-
-def _presentation_attributes(match: re.Match) -> str:
-    """style="stroke: red; fill: None" -> stroke="red" fill="none": the page's CSP (style-src 'self') refuses
-    inline style attributes, SVG presentation attributes are not styles and are allowed."""
-    attributes = []
-    for declaration in match.group(1).split(";"):
-        name, _, value = declaration.partition(":")
-        if name.strip() and value.strip():
-            value = "none" if value.strip().lower() == "none" else value.strip()
-            attributes.append(f' {name.strip()}="{value.replace(chr(34), "&quot;")}"')
-    return "".join(attributes)
-
-
-def svg(drawing: Drawing) -> str:
-    """Inline SVG for a page (no script, no external reference, no style attribute: allowed by the page's CSP)."""
-    text = renderSVG.drawToString(drawing)
-    # Browsers do not know the PDF's embedded font by its registered name: name the family and a fallback.
-    text = re.sub(r"font-family:\s*DejaVuSans(-Bold)?\b", "font-family: 'DejaVu Sans', sans-serif",
-                  text[text.index("<svg"):])
-    return re.sub(r'\sstyle="([^"]*)"', _presentation_attributes, text)

@@ -90,6 +90,7 @@ class Kind(enum.StrEnum):
     CRITICAL_DEVIATION = "critical_deviation"
     CHANGE_ACTIONS_OPEN = "change_actions_open"
     TRAINING = "training"
+    EM_EXCURSION = "em_excursion"
 
     @property
     def label(self) -> str:
@@ -127,6 +128,7 @@ KIND_LABELS = {
     Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
     Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
     Kind.TRAINING: N_("Training or qualification"),
+    Kind.EM_EXCURSION: N_("Monitoring excursion to review"),
 }
 # Stored values an item names: English says them as stored (as it always has), Italian in words.
 VALUE_WORDS = {
@@ -748,7 +750,12 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
     pending_grants_for`), each in the section of the first role of the person that may act on it."""
     user = ctx.user
     for alert in alerts_for(user):
-        if alert.audience in scopes:
+        if alert.audience in scopes and alert.kind == "em_excursion":
+            # A monitoring excursion QA has not reviewed: its alert stands until QA acknowledges or closes it
+            # (`environment.services`), so it is read with the alerts, in the same statement.
+            yield alert.audience, ctx.item(Kind.EM_EXCURSION, _short(alert.message), f"alert {alert.id}",
+                                           alert.site_id, "environment.excursions", since=alert.created_at)
+        elif alert.audience in scopes:
             yield alert.audience, ctx.item(Kind.ALERT, _short(alert.message), f"alert {alert.id}", alert.site_id,
                                            "notifications.alerts", since=alert.created_at)
     if scopes.keys() & notification_services.ACKNOWLEDGING_ROLES:

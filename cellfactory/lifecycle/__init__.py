@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from cellfactory.batches.models import record_readers
 from cellfactory.deviations.services import for_batch
+from cellfactory.lifecycle import environment as _environment  # noqa: F401 - passes the batches of a session down
 from cellfactory.qc.services import batch_results
 
 record_readers.results = batch_results

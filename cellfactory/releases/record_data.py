@@ -23,6 +23,7 @@ from cellfactory.core.numbers import cell_count
 from cellfactory.core.values import decimal_text
 from cellfactory.deviations.services import for_batch
 from cellfactory.donors.services import material_eligibility
+from cellfactory.environment.services import aseptic_coverage, coverage_problems
 from cellfactory.extensions import db
 from cellfactory.notifications.models import NotificationTask
 from cellfactory.qc.services import batch_results, qc_status, result_verification
@@ -399,6 +400,34 @@ def build(batch: Batch, printed_by: str) -> BatchRecordDocument:
     if not deviation_section.blocks:
         deviation_section.blocks.append(("text", _("No deviation recorded for this batch.")))
     sections.append(deviation_section)
+
+    # 6b. Environmental monitoring of the aseptic steps (a batch without any has no such section)
+    coverage = aseptic_coverage(batch.site_id, batch.steps)
+    if coverage:
+        monitoring = Section(_("Environmental monitoring"))
+        for step, covered in coverage:
+            monitoring.blocks.append(("subtitle", _("Aseptic step %(step)s %(name)s: %(start)s to %(end)s",
+                                                    step=step.code, name=step.name, start=t(step.started_at),
+                                                    end=t(step.ended_at))))
+            rows = [[session.number, session.place, session.occupancy.label,
+                     f"{t(session.started_at)} – {t(session.ended_at)}", session.sampled_by.full_name,
+                     "; ".join(f"{r.point.code} {r.sample_type.label} {r.count} {r.sample_type.unit}"
+                               + (f" ({r.organism})" if r.organism else "") + f": {r.verdict.label}"
+                               for r in session.results)] for session in covered.sessions]
+            if rows:
+                monitoring.blocks.append(("table", [_("Session"), _("Place"), _("State"), _("Sampled"),
+                                                    _("Sampled by"), _("Results")], rows,
+                                          [27 * mm, 25 * mm, 18 * mm, 32 * mm, 25 * mm, None]))
+            for missing in covered.missing:
+                monitoring.blocks.append(("text", _("No sample: %(reason)s (recorded by %(person)s, %(when)s)",
+                                                    reason=missing.reason, when=t(missing.created_at),
+                                                    person=missing.recorded_by.full_name
+                                                    if missing.recorded_by else "—")))
+            if not rows and not covered.missing:
+                monitoring.blocks.append(("text", _("No monitoring result and no reason recorded.")))
+        for problem in coverage_problems(coverage):
+            monitoring.blocks.append(("text", problem))
+        sections.append(monitoring)
 
     # 7. Review and certification
     decisions = Section(_("QA review and QP certification"))

@@ -34,6 +34,7 @@ from cellfactory.core.i18n import (
 )
 from cellfactory.core.transaction import transactional
 from cellfactory.deviations.models import Deviation
+from cellfactory.environment.services import aseptic_coverage, coverage_problems
 from cellfactory.extensions import db
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
@@ -161,6 +162,8 @@ CHECKLIST_LABELS = {
     "equipment": N_("No equipment out of service or overdue for calibration when used"),
     "donors": N_("Every donor eligible (or the material flagged for autologous use only) and consent not withdrawn"),
     "labels": N_("Labels of the source material printed"),
+    "environment": N_("Environmental monitoring results for every aseptic step (or the reason a sample is missing), "
+                      "and no open action-level excursion"),
 }
 
 
@@ -208,7 +211,9 @@ def checklist(batch: Batch, facts: RecordFacts | None = None) -> list[ChecklistI
                                      status=outcome.status.value, reasons=" ".join(outcome.reasons)))
         if str(material.id) not in facts.labelled:
             labels.problems.append(_("No label was printed for material %(din)s.", din=material.din))
-    return [steps, results, deviations, lots, equipment, donors, labels]
+    environment = ChecklistItem("environment", CHECKLIST_LABELS["environment"],
+                                coverage_problems(aseptic_coverage(batch.site_id, batch.steps)))
+    return [steps, results, deviations, lots, equipment, donors, labels, environment]
 
 
 def _qc(batch: Batch, facts: RecordFacts | None) -> list[TestStatus]:

@@ -58,7 +58,7 @@ def test_qa_reviews_a_qp_certifies_with_password_an_auditor_downloads_both_pdfs(
     screenshot("release-01-review-worklist")
     row.get_by_role("link", name="Review").click()
     page.wait_for_url(live_server(f"/releases/{number}/review"))
-    expect(page.locator(".check-item.check-ok")).to_have_count(7)
+    expect(page.locator(".check-item.check-ok")).to_have_count(8)
     expect(page.locator("#involved")).to_contain_text("Giulia Bergamo (Technician)")
     screenshot("release-02-review-page")
     page.get_by_label("Review comment").fill("Batch record complete and consistent; every checklist item met.")

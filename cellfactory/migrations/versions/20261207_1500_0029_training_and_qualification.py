@@ -2,7 +2,7 @@
 gowning, equipment use), what each activity of a site requires, and each SOP's training grace period
 
 Revision ID: 0029
-Revises: 0027
+Revises: 0028
 Create Date: 2026-12-07 15:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0029'
-down_revision = '0027'
+down_revision = '0028'
 branch_labels = None
 depends_on = None
 

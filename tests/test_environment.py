@@ -64,6 +64,7 @@ from tests.batch_helpers import (
 from tests.conftest import PASSWORD, login, refetch
 from tests.test_api import assert_error
 from tests.test_api_manufacturing import API, world  # noqa: F401 - the fixture
+from tests.training_helpers import qualified_for_aseptic_work
 
 G, T, S = CleanroomGrade, EmSampleType, RoomState
 
@@ -475,6 +476,7 @@ ASEPTIC_STEPS = [{**step, "aseptic": True} if step["code"] == "P0" else step for
 def _aseptic_batch(world, sites):  # noqa: F811
     """A batch whose seeding (P0, aseptic, 190 h to 120 h ago in BSC-01) is done and whose QC is complete."""
     approve_new_version(world.plant, steps=ASEPTIC_STEPS)
+    qualified_for_aseptic_work(world.plant.qa, [world.plant.tech, world.plant.tech2], sites["BG"])
     batch = batch_services.start_batch(refetch(world.plant.tech), sites["BG"], start_command(
         sites["BG"], "UCMSC", [world.plant.material_din], started_at=batch_start()))
     run_batch_to_awaiting_qc(world.plant, batch)

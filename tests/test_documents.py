@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import html
 import io
 
 import pytest
@@ -32,6 +33,7 @@ from cellfactory.extensions import db
 from cellfactory.inbox.services import Kind, inbox_for
 from cellfactory.products import services as product_services
 from cellfactory.products.commands import CreateProduct
+from cellfactory.products.models import SpecificationVersion
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Signature
 from tests.conftest import PASSWORD, enable_signing, make_user, refetch
@@ -528,3 +530,112 @@ def test_the_pages_speak_italian(client, people):
     assert '<html lang="it">' in listing and "Registro delle SOP" in listing
     response = upload(client, page_sop(), b"no pdf")
     assert response.status_code == 422 and "Il file non è un PDF" in response.get_data(as_text=True)
+
+
+# --- a specification version cites its change request ------------------------------------------------------------
+
+
+def _draft_v2(people):
+    """UCMSC v1 approved, v2 drafted by QA (the author of neither is its approver)."""
+    from cellfactory.products.commands import CreateDraft
+
+    found = product_services.get_product("UCMSC")
+    steps = [{"code": "ISO", "name": "Isolation"}]
+    from tests.batch_helpers import UCMSC_TESTS
+
+    v1 = product_services.create_draft(people["qa"], found, CreateDraft.parse(
+        {"change_summary": "v1", "steps": steps, "tests": UCMSC_TESTS}))
+    product_services.approve(people["qa2"], v1, signer=signer(people["qa2"]))
+    return product_services.create_draft(refetch(people["qa"]), product_services.get_product("UCMSC"),
+                                         CreateDraft.parse({"change_summary": "new centrifuge C2"}))
+
+
+def test_a_specification_version_cites_its_change_request_and_signs_it(people):
+    from cellfactory.documents.commands import CiteChangeRequest
+
+    change = submitted(people, released=False)
+    change = {"id": change.id, "number": change.number}
+    draft = _draft_v2(people)
+    cite = CiteChangeRequest.parse({"change_request": change["number"].lower()})
+    with pytest.raises(PermissionDenied):
+        services.cite_in_specification(refetch(people["tech"]), refetch(draft), cite)
+    services.cite_in_specification(refetch(people["qa"]), refetch(draft), cite)
+    draft = refetch(draft)
+    assert (draft.change_request_id, draft.change_request_number) == (change["id"], change["number"])
+    assert draft.signature_content()["change_request"] == change["number"]
+    assert [s.id for s in services.citing_specifications(db.session.get(ChangeRequest, change["id"]))] == [draft.id]
+    entry = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "specification_version",
+                                                           AuditEntry.entity_id == str(draft.id))
+                               .order_by(AuditEntry.seq.desc())).first()
+    assert entry.changes["change_request_number"] == [None, change["number"]]
+    # approved, the citation is part of what was signed and never changes
+    product_services.approve(refetch(people["qa2"]), draft, signer=signer(people["qa2"]))
+    with pytest.raises(Conflict, match="approved"):
+        services.cite_in_specification(refetch(people["qa"]), refetch(draft), cite)
+    # the first version, approved before it could cite, keeps the content its approval signed
+    v1 = db.session.scalar(sa.select(SpecificationVersion).where(SpecificationVersion.number == 1))
+    assert "change_request" not in v1.signature_content()
+
+
+def test_only_a_submitted_approved_or_closed_change_naming_the_product_is_cited(people):
+    from cellfactory.documents.commands import CiteChangeRequest
+
+    product(people)
+    draft = _draft_v2(people)
+    other = product_services.create_product(people["qa"], CreateProduct.parse(
+        {"code": "BMMSC", "name": "Bone marrow MSC", "dose_unit": "cells/kg"}))
+    opened = services.open_change_request(people["tech"], people["site"], OpenChangeRequest.parse({
+        "title": "Other product", "description": "d", "reason": "r", "products": [other.code]}))
+    before = audit_count()
+    for number, words in ((opened.number, "is draft"), ("CR-XX-2026-0999", "No change request you can see"),
+                          ("", "Enter the number")):
+        with pytest.raises(ValidationFailed, match=words) as refused:
+            services.cite_in_specification(refetch(people["qa"]), refetch(draft),
+                                           CiteChangeRequest.parse({"change_request": number}))
+        assert "change_request" in refused.value.fields
+    services.submit_change_request(people["tech"], refetch(opened), SubmitChangeRequest.parse(
+        {"impact_assessment": "none on UCMSC", "affects_released_products": False}))
+    assert audit_count() > before
+    before = audit_count()
+    with pytest.raises(ValidationFailed, match="does not name UCMSC"):
+        services.cite_in_specification(refetch(people["qa"]), refetch(draft),
+                                       CiteChangeRequest.parse({"change_request": opened.number}))
+    assert audit_count() == before and refetch(draft).change_request_id is None
+
+
+@pytest.mark.parametrize("number", HOSTILE + [7, None])
+def test_api_cites_and_refuses_a_bad_change_request_number(client, tokens, people, number):
+    change = submitted(people, released=False)
+    change = {"id": change.id, "number": change.number}
+    draft = _draft_v2(people)
+    url = f"{API}/products/UCMSC/specifications/{draft.number}/change-request"
+    before = audit_count()
+    assert_error(client.put(url, json={"change_request": number}, headers=bearer(tokens["qa"])), 422, "invalid",
+                 "change_request")
+    assert audit_count() == before and refetch(draft).change_request_id is None
+    refused = client.put(url, json={"change_request": change["number"]}, headers=bearer(tokens["tech"]))
+    assert refused.status_code == 403 and refetch(draft).change_request_id is None
+    response = client.put(url, json={"change_request": change["number"]}, headers=bearer(tokens["qa"]))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["change_request"] == change["number"]
+
+
+def test_the_draft_page_cites_it_and_both_pages_link_each_other(client, people):
+    from tests.conftest import login
+
+    change = submitted(people, released=False)
+    change = {"id": change.id, "number": change.number}
+    draft = _draft_v2(people)
+    login(client, "qa.bg")
+    url = f"/products/UCMSC/specifications/{draft.number}"
+    refused = client.post(f"{url}/change-request", data={"cite-change_request": "CR-NOPE"})
+    assert refused.status_code == 422 and "No change request you can see has this number." in \
+        html.unescape(refused.get_data(as_text=True))
+    assert refetch(draft).change_request_id is None
+    response = client.post(f"{url}/change-request", data={"cite-change_request": change["number"]})
+    assert response.status_code == 302
+    page = html.unescape(client.get(url).get_data(as_text=True))
+    link = f"/documents/changes/{change['number']}"
+    assert f'href="{link}"' in page
+    change_page = html.unescape(client.get(link).get_data(as_text=True))
+    assert "Specification versions citing it" in change_page and f"{url}\"" in change_page

@@ -93,6 +93,17 @@ class WithdrawVersion(Command):
     reason: Paragraph(2000) = Field(description="Why the draft is withdrawn (audit trail)")
 
 
+class CiteChangeRequest(Command):
+    refusal: ClassVar[str] = _l("The change request cannot be cited")
+    missing: ClassVar[dict[str, str]] = {"change_request": _l("Enter the number of the change request.")}
+
+    change_request: Line(40) = Field(description="Number of the change request that introduces the specification "
+                                                 "version, e.g. CR-BG-2026-0001",
+                                     json_schema_extra={"x-refused-when": "no change request you can see has the "
+                                                        "number, it is a draft or rejected, or it does not name the "
+                                                        "product; the version is no longer a draft"})
+
+
 class OpenChangeRequest(Command):
     refusal: ClassVar[str] = _l("The change request cannot be opened")
     missing: ClassVar[dict[str, str]] = {"title": _l("Give the change a short title."),

@@ -21,6 +21,7 @@ from cellfactory.core.scoping import get_visible, visible_to
 from cellfactory.core.transaction import lock_records, transactional
 from cellfactory.documents.commands import (
     AddChangeAction,
+    CiteChangeRequest,
     CloseChangeRequest,
     CompleteChangeAction,
     CreateSop,
@@ -41,7 +42,7 @@ from cellfactory.documents.models import (
     SopVersionStatus,
 )
 from cellfactory.extensions import db
-from cellfactory.products.models import Product
+from cellfactory.products.models import Product, SpecificationVersion, SpecStatus
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.commands import Signer
 from cellfactory.signatures.models import Meaning
@@ -116,6 +117,47 @@ def _version_fields(actor: User, site: Site, command: NewSopVersion, errors: dic
             "pdf": command.pdf, "pdf_sha256": hashlib.sha256(command.pdf).hexdigest(), "pdf_size": len(command.pdf),
             "filename": command.filename or "", "change_request": change, "author_id": actor.id,
             "created_by_id": actor.id, "site_id": site.id, "status": SopVersionStatus.DRAFT}
+
+
+# The states in which a change request may be cited by the version it introduces: submitted (the version is drafted
+# while QA and the QP assess the change), approved, or closed once its actions are done.
+CITABLE = (ChangeStatus.SUBMITTED, ChangeStatus.APPROVED, ChangeStatus.CLOSED)
+
+
+@transactional
+def cite_in_specification(actor: User, spec: SpecificationVersion, command: CiteChangeRequest) -> SpecificationVersion:
+    """QA cites, on a draft specification version, the change request that introduces it (EU GMP ch. 1.4(xii)): one
+    QA may see, submitted, approved or closed, naming the version's product. The citation is signed with the
+    version when it is approved; an approved version's citation never changes."""
+    permissions.require(actor.has_role(Role.QA), _("Only QA cites the change request of a specification version."))
+    lock_records([spec])
+    if spec.status != SpecStatus.DRAFT:
+        raise Conflict(_("%(specification)s is approved: its change request can no longer change.",
+                         specification=spec.label))
+    number = command.change_request.strip().upper()
+    change = db.session.scalar(visible_to(sa.select(ChangeRequest).where(ChangeRequest.number == number),
+                                          ChangeRequest, actor))
+    if change is None:
+        problem = _("No change request you can see has this number.")
+    elif change.status not in CITABLE:
+        problem = _("The change request is %(status)s: cite a submitted or approved one.", status=change.status.label)
+    elif spec.product_id not in {product.id for product in change.products}:
+        problem = _("%(number)s does not name %(product)s among the products it changes: add the product to its "
+                    "impact assessment first.", number=change.number, product=spec.product.code)
+    else:
+        problem = None
+    if problem:
+        raise ValidationFailed(f"{_(CiteChangeRequest.refusal)}: {problem}", fields={"change_request": problem})
+    audit.act_as(db.session, actor, reason=f"cites change request {change.number}")
+    spec.change_request_id, spec.change_request_number = change.id, change.number
+    db.session.flush()
+    return spec
+
+
+def citing_specifications(change: ChangeRequest) -> list[SpecificationVersion]:
+    """The specification versions that cite the change request, in the order drafted."""
+    return list(db.session.scalars(sa.select(SpecificationVersion).where(
+        SpecificationVersion.change_request_id == change.id).order_by(SpecificationVersion.id)))
 
 
 def _refuse(refusal: str, errors: dict[str, str]) -> None:

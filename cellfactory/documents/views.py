@@ -330,7 +330,7 @@ def _render_change(change: ChangeRequest, status: int = 200, *, forms: dict[str,
         if change.status == ChangeStatus.APPROVED and qa else None,
         versions=list(db.session.scalars(sa.select(SopVersion).where(SopVersion.change_request_id == change.id)
                                          .order_by(SopVersion.id))),
-        history=history), status
+        specifications=services.citing_specifications(change), history=history), status
 
 
 @bp.route("/changes/<number>")

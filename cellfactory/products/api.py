@@ -16,6 +16,8 @@ from cellfactory.core.commands import Command
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.documents import services as document_services
+from cellfactory.documents.commands import CiteChangeRequest
 from cellfactory.extensions import db
 from cellfactory.products import services
 from cellfactory.products.commands import (
@@ -135,6 +137,7 @@ class SpecificationOut(Output):
     created_by: str | None
     approved_at: Moment | None
     approved_by: str | None
+    change_request: str | None = Field(description="The change request that introduces the version")
     version: int
 
     @classmethod
@@ -144,7 +147,8 @@ class SpecificationOut(Output):
                 "max_cumulative_pd": spec.max_cumulative_pd, "steps": list(spec.steps or []),
                 "tests": [SpecTestOut.of(t) for t in spec.tests], "created_at": spec.created_at,
                 "created_by": username(spec.created_by_id), "approved_at": spec.approved_at,
-                "approved_by": username(spec.approved_by_id), "version": spec.version}
+                "approved_by": username(spec.approved_by_id), "change_request": spec.change_request_number,
+                "version": spec.version}
 
     @classmethod
     def of(cls, spec: SpecificationVersion) -> SpecificationOut:
@@ -296,6 +300,17 @@ def update_specification_test(code: str, number: int, test_code: str):
         raise NotFound(f"{spec.label} has no test {test_code!r}.")
     updated = services.update_test(api_user(), test, _read(ChangeSpecTest))
     return SpecTestOut.of(updated).json()
+
+
+@bp.put("/products/<code>/specifications/<int:number>/change-request")
+@roles_required(Role.QA)
+@operation("Cite the change request that introduces a draft version (QA): one you can see, submitted, approved or "
+           "closed, naming the product; an approved version is 409", body=CiteChangeRequest,
+           response=SpecificationDetailOut, errors=(404, 409))
+def cite_change_request(code: str, number: int):
+    spec = _specification(code, number)
+    cited = document_services.cite_in_specification(api_user(), spec, _read(CiteChangeRequest))
+    return SpecificationDetailOut.of(cited).json()
 
 
 @bp.post("/products/<code>/specifications/<int:number>/approval")

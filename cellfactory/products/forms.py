@@ -149,6 +149,11 @@ def parse_steps(text: str) -> list[dict[str, Any]]:
     return steps
 
 
+class ChangeRequestForm(BaseForm):
+    change_request = StringField(_l("Change request number"), validators=[Optional(), Length(max=40)],
+                                 render_kw={"autocapitalize": "characters", "spellcheck": "false"})
+
+
 class TestForm(BaseForm):
     __test__ = False  # not a pytest class
 

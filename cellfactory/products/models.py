@@ -175,6 +175,10 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
     # for versions approved before tests declared them (migration 0013 backfilled their declarations): their
     # signed content stays what was signed, so their signatures still verify.
     declarations_signed: Mapped[bool] = mapped_column(default=True, server_default=sa.false())
+    # The change request that introduces this version (EU GMP ch. 1.4(xii)), cited by QA while it is a draft
+    # (documents.services.cite_in_specification); its number is kept with it and signed with the version.
+    change_request_id: Mapped[int | None] = mapped_column(sa.ForeignKey("change_request.id"))
+    change_request_number: Mapped[str | None] = mapped_column(sa.String(40))
 
     product: Mapped[Product] = relationship(back_populates="specifications", lazy="joined")
     tests: Mapped[list[SpecTest]] = relationship(back_populates="specification", order_by="SpecTest.position",
@@ -193,7 +197,7 @@ class SpecificationVersion(Audited, CreatedMixin, VersionedMixin, Base):
             "max_cumulative_pd": decimal_text(self.max_cumulative_pd),
             "steps": [_as_signed(s) for s in self.steps or []], "change_summary": self.change_summary,
             "tests": [t.as_dict(declared=self.declarations_signed) for t in self.tests],
-        }
+        } | ({"change_request": self.change_request_number} if self.change_request_number else {})
 
 
 def _as_signed(step: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,11 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role
 from cellfactory.core.commands import Command
 from cellfactory.core.errors import Conflict, DomainError, NotFound
-from cellfactory.core.forms import BaseForm, apply_domain_errors
+from cellfactory.core.forms import REFUSED, BaseForm, apply_domain_errors, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.permissions import READ_ROLES, roles_required
+from cellfactory.documents import services as document_services
+from cellfactory.documents.commands import CiteChangeRequest
 from cellfactory.extensions import db
 from cellfactory.products import services
 from cellfactory.products.commands import (
@@ -29,6 +31,7 @@ from cellfactory.products.commands import (
 )
 from cellfactory.products.forms import (
     ApprovalForm,
+    ChangeRequestForm,
     DraftForm,
     ProductForm,
     ProductSettingsForm,
@@ -194,6 +197,8 @@ def _render_spec(spec: SpecificationVersion, status: int = 200, **forms):
             form.steps.data = steps_text(spec.steps)
             forms["draft_form"] = form
         forms.setdefault("test_form", TestForm(prefix="test"))
+        forms.setdefault("cite_form", ChangeRequestForm(prefix="cite",
+                                                        data={"change_request": spec.change_request_number}))
         forms.setdefault("approval_form", ApprovalForm.for_meanings([Meaning.APPROVED], prefix="approve"))
     else:
         # A form sent to a version that is no longer an editable draft is not shown again: say why it failed.
@@ -214,6 +219,20 @@ def _render_spec(spec: SpecificationVersion, status: int = 200, **forms):
 @roles_required(READ_ROLES)
 def specification(code: str, number: int):
     return _render_spec(_specification(code, number))
+
+
+@bp.route("/<code>/specifications/<int:number>/change-request", methods=["POST"])
+@roles_required(Role.QA)
+def cite_change_request(code: str, number: int):
+    spec = _specification(code, number)
+    form = ChangeRequestForm(prefix="cite")
+    cited = submit(form, lambda: document_services.cite_in_specification(_user(), spec,
+                                                                         CiteChangeRequest.from_form(form)))
+    if cited is not REFUSED:
+        flash(_("%(specification)s cites %(number)s.", specification=spec.label, number=spec.change_request_number),
+              "success")
+        return redirect(url_for("products.specification", code=code, number=number))
+    return _render_spec(spec, 422, cite_form=form)
 
 
 @bp.route("/<code>/specifications/<int:number>/edit", methods=["POST"])

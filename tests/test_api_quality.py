@@ -552,7 +552,8 @@ def test_deviation_lifecycle_to_closure(client, world):
                                                     "owner": "qa.bg", "due_date": TOMORROW}, headers=qa),
                  409, "conflict")
     actions = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "deviation",
-                                                            AuditEntry.entity_label == number)).all()
+                                                            AuditEntry.entity_label == number)
+                                 .order_by(AuditEntry.seq)).all()
     assert [e.action for e in actions][0] == "create" and actions[-1].reason == "CAPA effective"
 
 

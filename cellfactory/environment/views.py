@@ -14,7 +14,7 @@ from markupsafe import Markup
 from cellfactory.batches import services as batch_services
 from cellfactory.core.clock import local_today
 from cellfactory.core.errors import DomainError, PermissionDenied, ValidationFailed
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import REFUSED, apply_domain_errors, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.core.roles import Role
@@ -193,19 +193,12 @@ def limits():
 @roles_required(Role.QA)
 def set_alert_level():
     form = AlertLevelForm.for_meanings([Meaning.APPROVED], prefix="alert")
-    if form.validate_on_submit():
-        try:
-            command = SetAlertLevel.parse({name: form[name].data for name in
-                                           ("grade", "sample_type", "occupancy", "level", "reason", "password")})
-            services.set_alert_level(_user(), _site(), command, signer=form.signer)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            flash(_("Alert level set and signed."), "success")
-            return redirect(url_for("environment.limits"))
+    fields = ("grade", "sample_type", "occupancy", "level", "reason", "password")
+    if submit(form, lambda: services.set_alert_level(_user(), _site(), SetAlertLevel.parse(
+            {name: form[name].data for name in fields}), signer=form.signer)) is not REFUSED:
+        mark_signed()
+        flash(_("Alert level set and signed."), "success")
+        return redirect(url_for("environment.limits"))
     return _render_limits(form, 422)
 
 

@@ -10,8 +10,8 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from flask_login import current_user
 
 from cellfactory.auth.models import Role, User
-from cellfactory.core.errors import DomainError, NotFound, PermissionDenied
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.errors import NotFound
+from cellfactory.core.forms import REFUSED, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.permissions import READ_ROLES, SITE_STAFF, can_read_site_data, roles_required
 from cellfactory.signatures import services as signature_services
@@ -114,17 +114,11 @@ def _render_person(site: Site, username: str, status: int = 200, *, void_forms: 
 def _signed_record(site: Site, form: Any, record: Any, template: str, said: Any) -> Any:
     """A page that records and signs a training or qualification: the form read, the service `record(form)`
     called, its refusal shown on the form; once signed, `said(record)` flashed and the person's page shown."""
-    if form.validate_on_submit():
-        try:
-            saved = record(form)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            mark_signed()
-            flash(said(saved), "success")
-            return redirect(url_for("training.person", site=site.code, username=saved.user.username))
+    saved = submit(form, lambda: record(form))
+    if saved is not REFUSED:
+        mark_signed()
+        flash(said(saved), "success")
+        return redirect(url_for("training.person", site=site.code, username=saved.user.username))
     status = 422 if request.method == "POST" else 200
     return render_template(template, site=site, form=form), status
 
@@ -167,20 +161,10 @@ def _void(site: str, kind: str, record_id: int) -> Any:
     found = _site(site)
     record = services.get_training(found, record_id) if kind == "t" else services.get_qualification(found, record_id)
     form = VoidForm(prefix=f"void-{kind}{record_id}")
-    if form.validate_on_submit():
-        try:
-            command = VoidRecord.from_form(form)
-            if kind == "t":
-                services.void_training(_user(), record, command)
-            else:
-                services.void_qualification(_user(), record, command)
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            flash(_("The record is void; it stays in the person's history."), "success")
-            return redirect(url_for("training.person", site=found.code, username=record.user.username))
+    void = services.void_training if kind == "t" else services.void_qualification
+    if submit(form, lambda: void(_user(), record, VoidRecord.from_form(form))) is not REFUSED:
+        flash(_("The record is void; it stays in the person's history."), "success")
+        return redirect(url_for("training.person", site=found.code, username=record.user.username))
     return _render_person(found, record.user.username, 422, void_forms={f"{kind}{record_id}": form})
 
 
@@ -228,16 +212,10 @@ def set_requirement(site: str) -> Any:
     found = _site(site)
     form = RequirementForm()
     form.set_activities()
-    if form.validate_on_submit():
-        try:
-            services.set_requirement(_user(), found, SetRequirement.from_form(form, site=found.code))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            flash(_("Requirement saved."), "success")
-            return redirect(url_for("training.requirements", site=found.code))
+    if submit(form, lambda: services.set_requirement(_user(), found, SetRequirement.from_form(form, site=found.code))
+              ) is not REFUSED:
+        flash(_("Requirement saved."), "success")
+        return redirect(url_for("training.requirements", site=found.code))
     return _render_requirements(found, 422, form=form)
 
 
@@ -247,15 +225,7 @@ def set_grace(site: str, code: str) -> Any:
     found = _site(site)
     sop = services.sop_of(found, code)
     form = GraceForm(prefix=f"grace-{sop.code}")
-    if form.validate_on_submit():
-        try:
-            services.set_grace_period(_user(), sop, SetGracePeriod.from_form(form))
-        except PermissionDenied:
-            raise
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            flash(_("Grace period of %(code)s: %(days)s days.", code=sop.code, days=sop.training_grace_days),
-                  "success")
-            return redirect(url_for("training.requirements", site=found.code))
+    if submit(form, lambda: services.set_grace_period(_user(), sop, SetGracePeriod.from_form(form))) is not REFUSED:
+        flash(_("Grace period of %(code)s: %(days)s days.", code=sop.code, days=sop.training_grace_days), "success")
+        return redirect(url_for("training.requirements", site=found.code))
     return _render_requirements(found, 422, grace_form=form, grace_sop=sop.code)

@@ -630,3 +630,35 @@ def test_page_the_batch_s_monitoring_says_what_blocks_and_records_a_reason(clien
     review = html.unescape(response.get_data(as_text=True))
     assert "Environmental monitoring results for every aseptic step" in review, (response.status_code,
                                                                                   review[review.find("<main"):][:800])
+
+
+@pytest.mark.parametrize("typed", ["-1", "yesterday", "9999-99-99T99:99", "\x00"])
+def test_page_a_sampling_time_that_is_not_a_time_is_a_field_error_and_nothing_is_saved(client, em, typed):
+    """A datetime-local field hands unread text on to the command: the page says it is not a time (never a 500)."""
+    login(client, em.plant.tech.username)
+    assert client.get("/environment/sessions").status_code == 200
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(MonitoringSession))
+    fields = {"room": "CR-B1", "device": "BSC-A1", "occupancy": "in_operation", "started_at": typed,
+              "ended_at": typed, "plate_lot": "TSA-2611", "incubation_celsius": "30", "incubation_days": "7"}
+    response = client.post("/environment/sessions", data={f"session-{k}": v for k, v in fields.items()})
+    assert response.status_code == 422, response.status_code
+    page = response.get_data(as_text=True)
+    assert 'class="error-summary' in page and 'href="#session-started_at"' in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(MonitoringSession)) == before
+
+
+@pytest.mark.parametrize("fields", [
+    {"sample_type": "settle_plate", "occupancy": "in_operation", "frequency_days": "x" * 10_000},
+    {"sample_type": "settle_plate", "occupancy": "in_operation", "frequency_days": "-1"},
+    {"sample_type": "\x00", "occupancy": "in_operation", "frequency_days": "7"},
+    {"sample_type": "", "occupancy": "", "frequency_days": ""},
+])
+def test_page_a_refused_plan_is_said_at_the_top_and_nothing_is_saved(client, em, fields):
+    from cellfactory.environment.models import SamplingPlan
+
+    login(client, em.plant.qa.username)
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(SamplingPlan))
+    response = client.post("/environment/points/A1-WORK/plans", data={f"plan-{k}": v for k, v in fields.items()})
+    assert response.status_code == 422
+    assert "A1-WORK: " in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SamplingPlan)) == before

@@ -132,16 +132,13 @@ def declare_point():
 def add_plan(code: str):
     point = services.get_point(_user(), _site(), code)
     form = PlanForm(prefix="plan")
-    if form.validate_on_submit():
-        try:
-            services.add_plan(_user(), point, AddPlan.from_form(form))
-        except DomainError as error:
-            apply_domain_errors(form, error)
-        else:
-            flash(_("Plan added to %(code)s.", code=point.code), "success")
-            return redirect(url_for("environment.index"))
-    flash(" ".join(f"{_(getattr(form, k).label.text)}: {' '.join(v)}" for k, v in form.errors.items()), "error")
-    return redirect(url_for("environment.index"))
+    if submit(form, lambda: services.add_plan(_user(), point, AddPlan.from_form(form))) is not REFUSED:
+        flash(_("Plan added to %(code)s.", code=point.code), "success")
+        return redirect(url_for("environment.index"))
+    # Each point has its own plan form on the page: the refusal is said once, at the top, naming the point.
+    problems = [*form.form_errors, *(f"{field.label.text}: {error}" for field in form for error in field.errors)]
+    flash(_("%(code)s: %(problems)s", code=point.code, problems=" ".join(dict.fromkeys(problems))), "error")
+    return _render_index(422)
 
 
 @bp.route("/points/<code>")
@@ -215,8 +212,9 @@ def _session_form(form: SessionForm | None = None) -> SessionForm:
     return form
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or g.site is None:
+def _aware(value: dt.datetime | str | None) -> dt.datetime | str | None:
+    """A time typed in the site's zone; text that is not a time is handed on as typed, for the command to refuse."""
+    if not isinstance(value, dt.datetime) or g.site is None:
         return value
     return value.replace(tzinfo=ZoneInfo(g.site.timezone)) if value.tzinfo is None else value
 

@@ -92,6 +92,12 @@ class Config:
     smtp_password: str = field(default="", repr=False)
     smtp_timeout_seconds: int = 10
     mail_sender: str = ""
+    # Biovigilance: the competent authority that receives the reports of serious adverse reactions and events (in
+    # Italy the Centro Nazionale Trapianti) and the deadlines counted from their discovery (biovigilance.services).
+    vigilance_authority: str = "Centro Nazionale Trapianti (CNT)"
+    vigilance_initial_hours: int = 24
+    vigilance_sponsor_hours: int = 24
+    vigilance_final_days: int = 90
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -153,6 +159,10 @@ class Config:
             smtp_password=os.environ.get("CELLFACTORY_SMTP_PASSWORD") or _instance_file(instance, "smtp_password"),
             smtp_timeout_seconds=_env_int("CELLFACTORY_SMTP_TIMEOUT_SECONDS", 10),
             mail_sender=os.environ.get("CELLFACTORY_MAIL_SENDER", ""),
+            vigilance_authority=os.environ.get("CELLFACTORY_VIGILANCE_AUTHORITY") or "Centro Nazionale Trapianti (CNT)",
+            vigilance_initial_hours=_env_int("CELLFACTORY_VIGILANCE_INITIAL_HOURS", 24),
+            vigilance_sponsor_hours=_env_int("CELLFACTORY_VIGILANCE_SPONSOR_HOURS", 24),
+            vigilance_final_days=_env_int("CELLFACTORY_VIGILANCE_FINAL_DAYS", 90),
         )
 
     @property

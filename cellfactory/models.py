@@ -13,6 +13,7 @@ from cellfactory.batches.models import (
     StepReagent,
     VesselType,
 )
+from cellfactory.biovigilance.models import AdverseReport, AdverseReportFollowUp, AdverseReportSequence
 from cellfactory.core.db import Base
 from cellfactory.deviations.models import CapaAction, Deviation, DeviationSequence
 from cellfactory.documents.models import (
@@ -58,6 +59,7 @@ from cellfactory.units.models import (
 metadata = Base.metadata
 
 __all__ = [
+    "AdverseReport", "AdverseReportFollowUp", "AdverseReportSequence",
     "AlertLevel", "Device", "Excursion", "MissingSample", "MonitoringResult", "MonitoringSession", "Room",
     "SamplingPlan", "SamplingPoint", "SessionSequence",
     "Recipient", "Shipment", "ShipmentSequence", "ShipmentUnit", "StorageLocation", "Unit",

@@ -61,6 +61,7 @@ def register(app: Flask) -> None:
     from cellfactory.audit.views import bp as audit_bp
     from cellfactory.auth.views import bp as auth_bp
     from cellfactory.batches.views import bp as batches_bp
+    from cellfactory.biovigilance.views import bp as biovigilance_bp
     from cellfactory.deviations.views import bp as deviations_bp
     from cellfactory.documents.views import bp as documents_bp
     from cellfactory.donors.views import bp as donors_bp
@@ -83,7 +84,7 @@ def register(app: Flask) -> None:
                       batches_bp, products_bp, reagents_bp, equipment_bp, environment_bp,
                       qc_bp, deviations_bp, documents_bp, training_bp,
                       releases_bp,
-                      units_bp, storage_bp, shipments_bp, trace_bp,
+                      units_bp, storage_bp, shipments_bp, trace_bp, biovigilance_bp,
                       search_bp,
                       api_bp):
         app.register_blueprint(blueprint)
@@ -356,6 +357,7 @@ NAV = [
     ("units.index", N_("Units")),
     ("shipments.index", N_("Shipments")),
     ("trace.search", N_("Trace")),
+    ("biovigilance.index", N_("Biovigilance")),
     ("audit.trail", N_("Audit trail")),
     ("admin.users", N_("Users")),
     ("admin.sites", N_("Sites")),

@@ -166,6 +166,7 @@ from cellfactory.api import openapi as _openapi  # noqa: E402,F401
 from cellfactory.audit import api as _audit  # noqa: E402,F401
 from cellfactory.auth import api as _auth  # noqa: E402,F401
 from cellfactory.batches import api as _batches  # noqa: E402,F401
+from cellfactory.biovigilance import api as _biovigilance  # noqa: E402,F401
 from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.documents import api as _documents  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401

@@ -9,6 +9,7 @@ the archive."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,8 @@ from cellfactory.auth import services as auth_services
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.biovigilance import services as vigilance
+from cellfactory.biovigilance.models import AdverseReport, ReportStatus
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.i18n import N_, _, current_language, lazy_pgettext, ngettext
@@ -91,6 +94,7 @@ class Kind(enum.StrEnum):
     CHANGE_ACTIONS_OPEN = "change_actions_open"
     TRAINING = "training"
     EM_EXCURSION = "em_excursion"
+    VIGILANCE_REPORT_DUE = "vigilance_report_due"
 
     @property
     def label(self) -> str:
@@ -129,6 +133,7 @@ KIND_LABELS = {
     Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
     Kind.TRAINING: N_("Training or qualification"),
     Kind.EM_EXCURSION: N_("Monitoring excursion to review"),
+    Kind.VIGILANCE_REPORT_DUE: N_("Biovigilance report due"),
 }
 # Stored values an item names: English says them as stored (as it always has), Italian in words.
 VALUE_WORDS = {
@@ -711,6 +716,25 @@ def _recalls(ctx: _Context, scope: Scope) -> Iterator[Item]:
                        "units.batch", since=batch.status_changed_at, number=batch.number)
 
 
+def _vigilance_reports(ctx: _Context, scope: Scope) -> Iterator[Item]:
+    """The reports of serious adverse reactions and events still owed to the authority and the sponsor, each due
+    at its deadline (`biovigilance.services.pending_deadlines`) and overdue from that moment, not the next day."""
+    reports = db.session.scalars(visible_to(
+        sa.select(AdverseReport).where(AdverseReport.status != ReportStatus.CONCLUDED, scope.of(AdverseReport.site_id))
+        .options(lazyload(AdverseReport.follow_ups))
+        .order_by(AdverseReport.discovered_at, AdverseReport.id), AdverseReport, ctx.user).limit(KIND_LIMIT))
+    for report in reports:
+        tz = ZoneInfo(ctx.site(report.site_id).timezone)
+        for deadline in vigilance.pending_deadlines(report, ctx.now):
+            item = ctx.item(Kind.VIGILANCE_REPORT_DUE,
+                            _("%(what)s, due %(when)s: %(title)s", what=deadline.what,
+                              when=format_local(deadline.due_at, tz.key), title=_short(report.title)),
+                            report.number, report.site_id, "biovigilance.detail",
+                            due=deadline.due_at.astimezone(tz).date(), since=report.discovered_at,
+                            number=report.number)
+            yield dataclasses.replace(item, overdue=deadline.overdue)
+
+
 def _critical_deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
     deviations = db.session.scalars(visible_to(
         sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN,
@@ -727,7 +751,7 @@ BUILDERS: dict[Role, tuple[Builder, ...]] = {
     Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_here, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
     Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
-              _changes_with_open_actions),
+              _changes_with_open_actions, _vigilance_reports),
     Role.QP: (_batches_to_certify, _conditional_releases),
     Role.ADMIN: (_identity_checks, _locked_accounts),
     Role.AUDITOR: (_recent_certifications, _recalls, _critical_deviations),

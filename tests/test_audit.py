@@ -129,6 +129,14 @@ def test_every_audited_model_records_creation_with_values(users):
     from tests.test_environment import cleanroom_records
 
     cleanroom_records(plant, refetch(batch))
+    from cellfactory.biovigilance import services as vigilance
+    from cellfactory.biovigilance.commands import AddFollowUp, RecordReport
+
+    event = vigilance.record_report(refetch(plant.tech), RecordReport.parse({
+        "kind": "sae", "batch": refetch(batch).number, "title": "t", "description": "d",
+        "event_type": "human_error", "event_stage": "processing", "occurred_at": "2026-01-05T08:00:00+01:00",
+        "discovered_at": "2026-01-05T09:00:00+01:00", "reporter": "r"}))
+    vigilance.add_follow_up(refetch(plant.tech), refetch(event), AddFollowUp.parse({"note": "n"}))
     audited = {m.class_.__tablename__ for m in Base.registry.mappers if getattr(m.class_, "__audited__", False)}
     # Version 1 of the receipt limits is installed by migration 0002, before any user exists.
     audited.discard("material_type_rule")

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import aliased, contains_eager, joinedload, lazyload
+from sqlalchemy.orm import aliased, joinedload, lazyload
 
 from cellfactory import isbt128
 from cellfactory.alerts.services import alerts_for
@@ -504,49 +504,51 @@ def _batches_to_review(ctx: _Context, scope: Scope) -> Iterator[Item]:
 
 def _deviations(ctx: _Context, scope: Scope) -> Iterator[Item]:
     """Each open deviation at the stage it is in: the impact to assess, the investigation and CAPA to complete,
-    or, when nothing is missing (`deviations.services.closing_gaps`), the closure."""
-    # Their CAPA actions (what closing needs) in the same statement, whether there are any or not.
+    or, when nothing is missing (`deviations.services.closing_gaps`), the closure; and the CAPA actions not completed,
+    of open deviations and of closed ones (carried to an effectiveness check): due on their due date, or, once
+    carried, on the check's date. One statement reads both, with the actions and their owners."""
+    open_action = sa.exists().where(CapaAction.deviation_id == Deviation.id, CapaAction.completed_at.is_(None))
     deviations = db.session.scalars(visible_to(
-        sa.select(Deviation).where(Deviation.status == DeviationStatus.OPEN, scope.of(Deviation.site_id))
+        sa.select(Deviation).where(sa.or_(Deviation.status == DeviationStatus.OPEN, open_action),
+                                   scope.of(Deviation.site_id))
         # The item names the deviation, not the batches it holds (read on its page).
         .options(lazyload(Deviation.opened_by), lazyload(Deviation.batch_links),
                  joinedload(Deviation.actions).joinedload(CapaAction.owner).lazyload(User.roles))
         .order_by(Deviation.opened_at, Deviation.id), Deviation, ctx.user)
         .limit(KIND_LIMIT)).unique()
     for deviation in deviations:
-        gaps = deviation_services.closing_gaps(deviation)
-        title = f"{deviation.number} ({_said('classification', deviation.classification)}): " \
-                f"{_short(deviation.title)}"
-        if not gaps:
-            kind, label = Kind.DEVIATION_TO_CLOSE, _("Close %(deviation)s", deviation=title)
-        elif not deviation.impact_assessment:
-            kind, label = Kind.DEVIATION_TO_ASSESS, _("Assess %(deviation)s", deviation=title)
-        else:
-            kind, label = Kind.DEVIATION_TO_INVESTIGATE, _("Investigate %(deviation)s; still needs %(gaps)s",
-                                                           deviation=title, gaps=_short("; ".join(gaps)))
-        yield ctx.item(kind, label, deviation.number, deviation.site_id, "deviations.detail",
-                       since=deviation.opened_at, number=deviation.number)
+        if deviation.status == DeviationStatus.OPEN:
+            yield _deviation_item(ctx, deviation)
+        for action in deviation.actions:
+            if action.completed_at is None:
+                yield _capa_item(ctx, deviation, action)
 
 
-def _capa_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
-    """CAPA actions not completed: due on their due date, or, once carried to an effectiveness check, on its date."""
-    actions = db.session.scalars(visible_to(
-        sa.select(CapaAction).join(CapaAction.deviation)
-        .where(CapaAction.completed_at.is_(None), scope.of(CapaAction.site_id))
-        .options(contains_eager(CapaAction.deviation).lazyload(Deviation.opened_by),
-                 contains_eager(CapaAction.deviation).lazyload(Deviation.actions),
-                 joinedload(CapaAction.owner).lazyload(User.roles))
-        .order_by(CapaAction.due_date, CapaAction.id), CapaAction, ctx.user).limit(KIND_LIMIT))
-    for action in actions:
-        check = action.effectiveness_check_due
-        values = {"kind": _said("capa", action.kind), "number": action.deviation.number,
-                  "owner": action.owner.full_name, "description": _short(action.description)}
-        label = (_("Effectiveness check of %(kind)s action of %(number)s (owner %(owner)s): %(description)s",
-                   **values) if check
-                 else _("Complete %(kind)s action of %(number)s (owner %(owner)s): %(description)s", **values))
-        yield ctx.item(Kind.CAPA_ACTION_DUE, label, action.deviation.number, action.site_id, "deviations.detail",
-                       due=check or action.due_date, since=action.created_at, number=action.deviation.number,
-                       _anchor=f"action-{action.id}")
+def _deviation_item(ctx: _Context, deviation: Deviation) -> Item:
+    gaps = deviation_services.closing_gaps(deviation)
+    title = f"{deviation.number} ({_said('classification', deviation.classification)}): " \
+            f"{_short(deviation.title)}"
+    if not gaps:
+        kind, label = Kind.DEVIATION_TO_CLOSE, _("Close %(deviation)s", deviation=title)
+    elif not deviation.impact_assessment:
+        kind, label = Kind.DEVIATION_TO_ASSESS, _("Assess %(deviation)s", deviation=title)
+    else:
+        kind, label = Kind.DEVIATION_TO_INVESTIGATE, _("Investigate %(deviation)s; still needs %(gaps)s",
+                                                       deviation=title, gaps=_short("; ".join(gaps)))
+    return ctx.item(kind, label, deviation.number, deviation.site_id, "deviations.detail",
+                    since=deviation.opened_at, number=deviation.number)
+
+
+def _capa_item(ctx: _Context, deviation: Deviation, action: CapaAction) -> Item:
+    check = action.effectiveness_check_due
+    values = {"kind": _said("capa", action.kind), "number": deviation.number,
+              "owner": action.owner.full_name, "description": _short(action.description)}
+    label = (_("Effectiveness check of %(kind)s action of %(number)s (owner %(owner)s): %(description)s",
+               **values) if check
+             else _("Complete %(kind)s action of %(number)s (owner %(owner)s): %(description)s", **values))
+    return ctx.item(Kind.CAPA_ACTION_DUE, label, deviation.number, action.site_id, "deviations.detail",
+                    due=check or action.due_date, since=action.created_at, number=deviation.number,
+                    _anchor=f"action-{action.id}")
 
 
 def _changes_with_open_actions(ctx: _Context, scope: Scope) -> Iterator[Item]:
@@ -750,7 +752,7 @@ Builder = Callable[[_Context, Scope], Iterable[Item]]
 BUILDERS: dict[Role, tuple[Builder, ...]] = {
     Role.TECHNICIAN: (_steps_due, _steps_to_verify, _materials_to_receive, _units_here, _shipments_to_receive),
     Role.QC_ANALYST: (_qc_work, _oos_to_investigate),
-    Role.QA: (_batches_to_review, _deviations, _capa_actions, _materials_in_quarantine, _temperature_excursions,
+    Role.QA: (_batches_to_review, _deviations, _materials_in_quarantine, _temperature_excursions,
               _changes_with_open_actions, _vigilance_reports),
     Role.QP: (_batches_to_certify, _conditional_releases),
     Role.ADMIN: (_identity_checks, _locked_accounts),

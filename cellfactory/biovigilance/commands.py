@@ -29,6 +29,10 @@ from cellfactory.deviations.models import Classification
 CHOOSE_KIND = N_("Choose reaction (SAR) or event (SAE).")
 CHOOSE = N_("Choose one of the listed values.")
 CLASSIFY = N_("Classify it: minor, major or critical.")
+TARGETS = ("no record you can see has this name, the unit is not of the batch, or none of recipient, unit, batch "
+           "and donor is given")
+FOR_REACTION = "left out for a reaction (SAR)"
+FOR_EVENT = "left out for an event (SAE)"
 # A time stored as UTC is compared and shown in the site's zone; an instant without an offset is refused.
 OFFSET = "ISO 8601 with the UTC offset, e.g. 2026-11-22T08:00:00+01:00"
 
@@ -50,18 +54,28 @@ class RecordReport(Command):
         "occurred_at": _l("Enter when it occurred."), "discovered_at": _l("Enter when it was discovered."),
         "reporter": _l("Name who reported it, and their role.")})
 
-    site: OptionalLine(40) = Field(None, description="Site code; default the site of the unit, batch or donor")
+    site: OptionalLine(40) = Field(None, description="Site code; default the site of the unit, batch or donor",
+                                   json_schema_extra={"x-refused-when": "no site has this code, or you do not work "
+                                                                        "there, or it is needed and left out"})
     kind: Annotated[ReportKind, choice_of(ReportKind, CHOOSE_KIND)]
-    recipient: OptionalLine(40) = Field(None, description="Recipient code at the site")
-    unit: OptionalLine(60) = Field(None, description="Unit identifier DIN-PRODUCT-DIVISION")
-    batch: OptionalLine(40) = Field(None, description="Batch number (default: the unit's batch)")
-    donor: OptionalLine(32) = Field(None, description="Donor code at the site")
+    recipient: OptionalLine(40) = Field(None, description="Recipient code at the site",
+        json_schema_extra={"x-refused-when": TARGETS})
+    unit: OptionalLine(60) = Field(None, description="Unit identifier DIN-PRODUCT-DIVISION",
+        json_schema_extra={"x-refused-when": TARGETS})
+    batch: OptionalLine(40) = Field(None, description="Batch number (default: the unit's batch)",
+        json_schema_extra={"x-refused-when": TARGETS})
+    donor: OptionalLine(32) = Field(None, description="Donor code at the site",
+        json_schema_extra={"x-refused-when": TARGETS})
     title: Line(200)
     description: Paragraph(8000) = Field(description="What happened, to whom, and what was done at once")
-    severity: _optional_choice(Severity) = Field(None, description="Required for a reaction (SAR)")
-    imputability: _optional_choice(Imputability) = Field(None, description="Required for a reaction (SAR)")
-    event_type: _optional_choice(EventType) = Field(None, description="Required for an event (SAE)")
-    event_stage: _optional_choice(EventStage) = Field(None, description="Required for an event (SAE)")
+    severity: _optional_choice(Severity) = Field(None, description="Required for a reaction (SAR)",
+                                                 json_schema_extra={"x-refused-when": FOR_REACTION})
+    imputability: _optional_choice(Imputability) = Field(None, description="Required for a reaction (SAR)",
+                                                         json_schema_extra={"x-refused-when": FOR_REACTION})
+    event_type: _optional_choice(EventType) = Field(None, description="Required for an event (SAE)",
+                                                    json_schema_extra={"x-refused-when": FOR_EVENT})
+    event_stage: _optional_choice(EventStage) = Field(None, description="Required for an event (SAE)",
+                                                      json_schema_extra={"x-refused-when": FOR_EVENT})
     occurred_at: Instant = Field(description=OFFSET + "; not in the future")
     discovered_at: Instant = Field(description=OFFSET + "; not before occurred_at, not in the future")
     reporter: Line(200) = Field(description="Who reported it to the establishment, and their role")
@@ -95,7 +109,9 @@ class Conclude(Command):
     confirmed: Annotated[bool, Field(description="Confirmed as a serious adverse reaction or event")]
     final_imputability: _optional_choice(Imputability) = Field(None, description="A reaction: the imputability "
                                                                                  "once investigated")
-    clinical_outcome: _optional_choice(ClinicalOutcome) = Field(None, description="A reaction: required")
+    clinical_outcome: _optional_choice(ClinicalOutcome) = Field(
+        None, description="A reaction: required when confirmed",
+        json_schema_extra={"x-refused-when": "left out for a confirmed reaction"})
     conclusion: Paragraph(8000) = Field(description="Outcome of the investigation and root cause")
     corrective_measures: OptionalParagraph(8000) = Field(None, description="Corrective and preventive measures")
     final_reported_at: Instant = Field(description=OFFSET + "; not before the initial report, not in the future")

@@ -341,6 +341,23 @@ def test_qa_reports_and_opens_a_deviation_from_the_page(administered, client, lo
     response = client.post(f"/biovigilance/{number}/deviation", data={"classification": "major"})
     assert response.status_code == 302
     assert "/deviations/DEV-BG-" in response.headers["Location"]
+    refused = client.post(f"/biovigilance/{number}/conclusion", data={
+        "version": "2", "confirmed": "", "conclusion": "", "final_reported_at": ""})
+    assert refused.status_code == 422
+    assert services.get_report(refetch(plant.qa), number).status == ReportStatus.REPORTED
+    concluded = client.post(f"/biovigilance/{number}/conclusion", data={
+        "version": str(services.get_report(refetch(plant.qa), number).version), "confirmed": "true",
+        "final_imputability": "1", "clinical_outcome": "complete_recovery", "conclusion": "Transient fever.",
+        "final_reported_at": now_local.strftime("%Y-%m-%dT%H:%M")})
+    assert concluded.status_code == 302, concluded.get_data(as_text=True)
+    page = client.get(f"/biovigilance/{number}").get_data(as_text=True)
+    assert "Transient fever." in page and "complete recovery" in page
+    with client.session_transaction() as session:
+        session["language"] = "it"
+    italian = client.get(f"/biovigilance/{number}?lang=it")
+    assert italian.status_code == 200
+    final = client.get(f"/biovigilance/{number}/final-report.pdf?lang=it")
+    assert "Conferma della reazione avversa grave" in flat(pdf_text(final.data))
 
 
 # --- the API -------------------------------------------------------------------------------------

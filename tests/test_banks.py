@@ -112,6 +112,16 @@ def test_a_cord_feeds_a_master_bank_its_working_bank_and_a_product_batch(plant, 
     assert banks.started_batch(used).number == wcb.number
     assert banks.source_vial(refetch(product)).identifier == found["wcb_vials"][0]
     assert wcb.started_from_unit == found["mcb_vials"][0] and product.materials == []
+    # Both the link and the vial's consumption are in the audit trail, with the batch it started as the reason.
+    from cellfactory.audit.models import AuditEntry
+
+    [link] = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "bank_vial_use",
+                                                            AuditEntry.entity_label == found["mcb_vials"][0]))
+    assert link.action == "create"
+    [consumed] = [e for e in db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "unit", AuditEntry.entity_id == str(used.id))) if "status" in e.changes
+        and e.changes["status"][1] == "consumed"]
+    assert consumed.reason == f"started batch {wcb.number}"
     assert unit(found["mcb_vials"][1]).status == UnitStatus.AVAILABLE
 
 

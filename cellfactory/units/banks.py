@@ -89,7 +89,7 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
         passages_before=passages_before, pd_before=pd_before, ready_at=unit.prepared_at or unit.created_at)
     batch = batch_services.start_batch(actor, site, command, origin=origin)
     number = batch.number
-    db.session.add(BankVialUse(unit_id=unit.id, batch_id=batch.id, site_id=site.id, created_by_id=actor.id))
+    db.session.add(BankVialUse(unit=unit, batch_id=batch.id, site_id=site.id, created_by_id=actor.id))
     try:
         db.session.flush()
     except sa.exc.IntegrityError as exc:  # another batch start took the vial and committed first

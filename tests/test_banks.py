@@ -396,3 +396,58 @@ def test_the_api_starts_from_a_bank_vial_and_traces_the_lineage(client, plant, s
     lines = traced["donors"][0]["materials"][0]["batches"]
     assert [(b["number"], b["bank"], b["started_from_unit"]) for b in lines] == [
         (mcb.number, "master", ""), (started["number"], "working", mcb_vials[0])]
+
+
+# --- concurrency (PostgreSQL) ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bank_app(tmp_path):
+    """A committed database with a released master bank and its vials at BG, and two technicians."""
+    from cellfactory import create_app
+    from cellfactory.auth.models import Role
+    from cellfactory.sites import services as site_services
+    from cellfactory.sites.commands import CreateSite
+    from tests.conftest import fresh_database, make_config, make_user
+
+    with fresh_database() as url:
+        application = create_app(make_config(url, tmp_path))
+        with application.app_context():
+            site = site_services.create_site(None, CreateSite(code="BG", name="Cell Factory Bergamo",
+                                                              facility_id="A9991", timezone="Europe/Rome"))
+            people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
+            make_user("tech.a", [(Role.TECHNICIAN, "BG")])
+            make_user("tech.b", [(Role.TECHNICIAN, "BG")])
+            plant = build_plant(people, {"BG": site}, max_passage=10, max_cpd="40")
+            _mcb, mcb_vials = master_bank(plant, site)
+            db.session.commit()
+            db.session.remove()
+        yield application, mcb_vials
+        db.state(application).engine.dispose()
+
+
+@pytest.mark.postgres
+def test_two_batches_starting_from_the_same_vial_at_once_one_wins(bank_app):
+    from tests.test_concurrency import run_in_parallel
+
+    app, mcb_vials = bank_app
+
+    def start(user, site):
+        try:
+            return banks.start_batch(user, site, start_command(site, "UCMSC", [], bank="working",
+                                                               bank_unit=mcb_vials[0],
+                                                               started_at=iso(WCB_START_H))).number
+        except Conflict as refused:
+            return refused
+
+    outcomes = run_in_parallel(app, 2, start)
+    started = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, Conflict)]
+    assert len(started) == 1 and len(refused) == 1, outcomes
+    assert "bank_unit" in refused[0].fields
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(BankVialUse)) == 1
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Batch).where(
+            Batch.started_from_unit == mcb_vials[0])) == 1
+        assert unit(mcb_vials[0]).status == UnitStatus.CONSUMED
+        assert unit(mcb_vials[1]).status == UnitStatus.AVAILABLE

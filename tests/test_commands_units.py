@@ -385,7 +385,7 @@ def test_the_document_describes_the_units_operations_from_their_commands(client)
         "$ref": "#/components/schemas/CreateUnits"}
     assert set(schemas["CreateUnits"]["required"]) >= {"batch", "count", "volume_ml", "cells_per_unit",
                                                        "preservation", "prepared_at"}
-    assert schemas["CreateUnits"]["properties"]["count"]["maximum"] == 936  # the ISBT 128 cellular therapy divisions (isbt128.DIVISIONS)
+    assert schemas["CreateUnits"]["properties"]["count"]["maximum"] == 936  # isbt128.DIVISIONS
     assert schemas["CreateUnits"]["properties"]["prepared_at"]["format"] == "date-time"
     assert set(create["responses"]) == {"201", "401", "403", "404", "409", "422"}
     listing = document["paths"]["/units"]["get"]

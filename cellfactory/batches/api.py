@@ -30,7 +30,7 @@ from cellfactory.api.contract import (
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import models, services
 from cellfactory.batches.commands import MoveBatch, SignStep, StartBatch, StepEntry, VerifySteps
-from cellfactory.batches.models import Batch, BatchStatus, BatchStep, StepStatus
+from cellfactory.batches.models import Batch, BatchStatus, BatchStep, CellBank, StepStatus
 from cellfactory.core.errors import NotFound, ValidationFailed
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import Page, page_args, paginate
@@ -41,6 +41,7 @@ from cellfactory.products.models import CollectionType, SpecificationVersion, St
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.api import SignatureOut
 from cellfactory.signatures.models import Meaning
+from cellfactory.units import banks
 
 
 def _number(value: Any) -> float | None:
@@ -148,6 +149,14 @@ class BatchDetail(Output):
     materials: list[BatchMaterialOut]
     collection_type: CollectionType
     recipient: RecipientOut | None = Field(description="Autologous or directed batches: whom it is for")
+    bank: CellBank | None = Field(description="What the batch produces: \"master\" or \"working\" cell bank vials "
+                                              "that seed later batches; null: units for patients")
+    pool_din: str | None = Field(description="A batch pooling several materials: the DIN it was given, which its "
+                                             "units carry")
+    started_from_unit: str | None = Field(description="The bank vial the batch started from (consumed), if any")
+    passages_before: int = Field(description="Passages the cells carried in from the bank vial: the batch's first "
+                                             "passage has this number")
+    pd_before: float = Field(description="Cumulative population doublings carried in from the bank vial")
     steps: list[StepSummaryOut]
     next_step: str | None
     blockers: list[str] = Field(description="What keeps the batch from its next move in the state it is in (an "
@@ -170,6 +179,8 @@ class BatchDetail(Output):
             collection_type=batch.collection_type,
             recipient=RecipientOut(code=batch.recipient_code, trial_code=batch.recipient_trial_code)
             if batch.recipient_code else None,
+            bank=batch.bank, pool_din=batch.pool_din, started_from_unit=batch.started_from_unit,
+            passages_before=batch.passages_before, pd_before=batch.pd_before,
             steps=[StepSummaryOut(code=s.code, name=s.name, kind=s.kind, status=s.status, verified=verified[s.id],
                                   version=s.version) for s in batch.steps],
             next_step=next((s.code for s in batch.steps if s.status != StepStatus.DONE), None),
@@ -367,8 +378,9 @@ def batches():
 
 @bp.post("/batches")
 @roles_required(Role.TECHNICIAN)
-@operation("Start a batch from accepted source material (technician of the site); the current approved "
-           "specification is frozen; the number is allocated per site, product and year", body=StartBatch,
+@operation("Start a batch from accepted source material, or from a released bank vial of the product "
+           "(technician of the site); the current approved specification is frozen; the number is allocated per "
+           "site, product and year; a batch of several materials is given its own DIN", body=StartBatch,
            response=BatchDetail, status=201, errors=(409,))
 def start_batch():
     command = read_body(StartBatch)
@@ -378,7 +390,7 @@ def start_batch():
     except NotFound as error:
         raise ValidationFailed(error.message, fields={"product": _("No product has this code.")}) from error
     try:
-        batch = services.start_batch(api_user(), site, command)
+        batch = banks.start_batch(api_user(), site, command)
     except NotFound as error:  # a DIN of the body that names no material the user can see
         raise ValidationFailed(error.message, fields={"materials": error.message}) from error
     except ValidationFailed as error:

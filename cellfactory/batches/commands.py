@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cellfactory.batches.models import BatchStatus
+from cellfactory.batches.models import BatchStatus, CellBank
 from cellfactory.core.commands import (
     NOT_A_NUMBER,
     Command,
@@ -213,6 +213,23 @@ class _FromEntries:
         return cls.parse(cls._read_text(data, timezone), **context)  # type: ignore[attr-defined]
 
 
+BANK_CHOICE = N_("Choose what the batch produces: units for patients, a master cell bank or a working cell bank.")
+
+
+def _bank(value: Any) -> CellBank | None:
+    """What the batch produces: left out, blank or "product" is units for patients."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "product")):
+        return None
+    try:
+        return CellBank(value.strip().lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise PydanticCustomError("text", _(BANK_CHOICE)) from None
+
+
+Bank = Annotated[CellBank | None, BeforeValidator(_bank),
+                 WithJsonSchema({"type": ["string", "null"], "enum": ["master", "working", "product", None]})]
+
+
 class StartBatch(_FromEntries, Command):
     refusal: ClassVar[str] = _l("The batch cannot start")
     missing: ClassVar[dict[str, str]] = _Said({
@@ -222,7 +239,16 @@ class StartBatch(_FromEntries, Command):
 
     product: Line(40) = Field(description="Product code")
     materials: Annotated[list[Line(40)], BeforeValidator(_codes)] = Field(
-        description="DINs of accepted source material (13 characters, or as scanned or typed)")
+        default_factory=list, description="DINs of accepted source material (13 characters, or as scanned or typed); "
+                                          "several make a pooled batch, which gets its own DIN. Left out when the "
+                                          "batch starts from a bank vial")
+    bank: Bank = Field(None, description="What the batch produces: \"master\" (a master cell bank, from source "
+                                         "material), \"working\" (a working cell bank, from a master bank vial); "
+                                         "left out or \"product\": units for patients")
+    bank_unit: OptionalLine(40) = Field(None, description=(
+        "Instead of materials: the bank vial the batch starts from (DIN-product code-division), a released vial of "
+        "the same product at the site: a master bank vial for a working bank, a working bank vial for a product "
+        "batch. The vial is consumed; its passages and cumulative population doublings carry over"))
     site: OptionalLine(8) = Field(None, description="Site code; required when you work at several sites")
     started_at: Instant = Field(None, description="Optional, entered afterwards: when the batch started; left out: "
                                                   "now. Not in the future, not before any material arrived; no step "

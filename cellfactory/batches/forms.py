@@ -58,6 +58,12 @@ class StartBatchForm(BaseForm):
     din_2 = StringField(_l("Second source material (only when the batch pools several)"),
                         validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
     din_3 = StringField(_l("Third source material"), validators=[Optional(), Length(max=40)], render_kw=DIN_INPUT)
+    bank = SelectField(_l("The batch produces"), choices=[
+        ("product", _l("Units for patients")), ("master", _l("A master cell bank (MCB), from source material")),
+        ("working", _l("A working cell bank (WCB), from a master bank vial"))], default="product")
+    bank_unit = StringField(_l("Or the bank vial it starts from: scan or type DIN-product code-division"),
+                            validators=[Optional(), Length(max=40)],
+                            render_kw={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"})
     started_at = SiteTimeField(_l("Started (site time), only if not now"), format=LOCAL, validators=[Optional()])
     # Autologous and directed products only: whom the batch is made for (the service decides which applies).
     recipient_code = StringField(_l("Recipient code (pseudonymised; autologous or directed batches only)"),

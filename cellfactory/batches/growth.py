@@ -41,10 +41,11 @@ class PassageGrowth:
     seeding_density: float
 
 
-def cumulative(doublings: list[tuple[float | None, bool]]) -> list[float | None]:
+def cumulative(doublings: list[tuple[float | None, bool]], *, start: float = 0.0) -> list[float | None]:
     """The cumulative PD after each passage, given (PD, counted) in order: None for a passage not counted or not
-    harvested yet; a counted passage adds its PD to the counted ones before it."""
-    total = 0.0
+    harvested yet; a counted passage adds its PD to the counted ones before it, and to `start`, the doublings the
+    cells carried in (a batch started from a bank vial)."""
+    total = start
     found: list[float | None] = []
     for pd, counted in doublings:
         if pd is None or not counted:

@@ -78,6 +78,27 @@ BATCH_STATUS_LABELS = {
 }
 
 
+class CellBank(enum.StrEnum):
+    """What a bank batch produces: vials that seed later batches instead of source material. A master cell bank
+    (MCB) is made from source material; its vials seed working cell banks (WCB), whose vials seed product batches.
+    A batch that declares none makes units for patients."""
+
+    MASTER = "master"
+    WORKING = "working"
+
+    @property
+    def label(self) -> str:
+        return str(CELL_BANK_LABELS[self])
+
+    @property
+    def abbreviation(self) -> str:
+        return "MCB" if self == CellBank.MASTER else "WCB"
+
+
+CELL_BANK_LABELS = {CellBank.MASTER: lazy_pgettext("cell bank", "master cell bank (MCB)"),
+                    CellBank.WORKING: lazy_pgettext("cell bank", "working cell bank (WCB)")}
+
+
 class BatchSequence(Base):
     """The last batch number issued by a site for a product in a year (never reused)."""
 
@@ -117,6 +138,19 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
     collection_type: Mapped[CollectionType] = enum_column(CollectionType, default=CollectionType.ALLOGENEIC)
     recipient_code: Mapped[str | None] = mapped_column(sa.String(40))
     recipient_trial_code: Mapped[str | None] = mapped_column(sa.String(40))
+    # A bank batch's vials seed later batches (None: units for patients), declared when the batch starts.
+    bank: Mapped[CellBank | None] = enum_column(CellBank, nullable=True)
+    # A batch pooling several source materials gets its own DIN from the site's allocation, which its units carry
+    # (the pooled DINs stay recorded as its materials).
+    pool_din: Mapped[str | None] = mapped_column(sa.String(13), unique=True)
+    # A batch started from a bank vial goes on from the vial's passage and cumulative population doublings: its
+    # first passage is number `passages_before`, and its cumulative PD adds to `pd_before`, so that the
+    # specification's limits apply to the total since the first adherent culture.
+    # The bank vial's identifier (DIN-product code-division), as the record and its signatures show it; the link
+    # that holds one vial to one batch is units.models.BankVialUse.
+    started_from_unit: Mapped[str | None] = mapped_column(sa.String(40))
+    passages_before: Mapped[int] = mapped_column(default=0, server_default="0")
+    pd_before: Mapped[float] = mapped_column(default=0.0, server_default="0")
 
     site: Mapped[Site] = relationship(lazy="joined")
     product: Mapped[Product] = relationship(lazy="joined")
@@ -141,10 +175,21 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
         """
         results = record_readers.results(self) if results is None else results
         deviations = record_readers.deviations(self) if deviations is None else deviations
+        header = {"started_at": self.started_at, "started_by_id": self.started_by_id,
+                  "collection_type": self.collection_type.value, "recipient_code": self.recipient_code,
+                  "recipient_trial_code": self.recipient_trial_code}
+        # Only when set: batches signed before banks and pools existed keep the content their signatures bind.
+        if self.bank is not None:
+            header["bank"] = self.bank.value
+        if self.pool_din is not None:
+            header["pool_din"] = self.pool_din
+        if self.started_from_unit is not None:
+            header["started_from_unit"] = self.started_from_unit
+        if self.passages_before or self.pd_before:
+            header["passages_before"] = self.passages_before
+            header["pd_before"] = format(self.pd_before, ".4f")
         return {"number": self.number, "product": self.product.code, "specification": self.specification.number,
-                "header": {"started_at": self.started_at, "started_by_id": self.started_by_id,
-                           "collection_type": self.collection_type.value, "recipient_code": self.recipient_code,
-                           "recipient_trial_code": self.recipient_trial_code},
+                "header": header,
                 "materials": [m.material.din for m in self.materials],
                 "steps": [s.signature_content() for s in self.steps],
                 "results": [r.signature_content() | {"invalidated": r.invalidation_reason} for r in results],

@@ -28,6 +28,7 @@ from cellfactory.batches.models import (
     BatchSequence,
     BatchStatus,
     BatchStep,
+    CellBank,
     Passage,
     StepEquipment,
     StepReagent,
@@ -218,11 +219,69 @@ def _recipient(collection: CollectionType, recipient_code: Any, trial_code: Any)
     return (code, trial) if collection.names_recipient else (None, None)
 
 
+@dataclass(frozen=True)
+class BankOrigin:
+    """The bank vial a batch starts from, as units.banks read and checked it: what the vial is, and the passages and
+    cumulative population doublings its cells carry."""
+
+    identifier: str
+    bank: CellBank
+    product_id: int
+    collection_type: CollectionType
+    recipient_code: str | None
+    passages_before: int
+    pd_before: float
+    ready_at: dt.datetime
+
+
+# Which bank a batch may start from, by what it produces (two-tier banking: MCB → WCB → product).
+SEEDED_BY = {None: CellBank.WORKING, CellBank.WORKING: CellBank.MASTER}
+FROM_BANK = N_("Start either from source material or from a bank vial, not both.")
+
+
+def carried_growth(batch: Batch) -> tuple[int, float]:
+    """The passages and cumulative population doublings of a bank batch's vials: the next passage is one after its
+    last, and the doublings are its last cumulative PD (what it carried itself when it started from a bank)."""
+    passages = [s.passage for s in batch.steps if s.passage is not None]
+    if not passages:
+        return batch.passages_before, batch.pd_before
+    last = max(passages, key=lambda p: p.passage_number)
+    totals = [p.cumulative_pd for p in passages if p.cumulative_pd is not None]
+    return last.passage_number + 1, (totals[-1] if totals else batch.pd_before)
+
+
+def _check_bank(bank: CellBank | None, origin: BankOrigin | None, product: Product) -> None:
+    """A master bank starts from source material; a working bank from a master bank vial; a product batch from
+    source material or a working bank vial, of the same product."""
+    if origin is None:
+        if bank == CellBank.WORKING:
+            raise ValidationFailed(_("A working cell bank starts from a vial of a master cell bank: scan the vial."),
+                                   fields={"bank_unit": _("Required for a working cell bank.")})
+        return
+    if origin.product_id != product.id:
+        message = _("Vial %(unit)s is of another product: a batch of %(product)s starts only from a bank of "
+                    "%(product)s.", unit=origin.identifier, product=product.code)
+        raise Conflict(message, fields={"bank_unit": message})
+    expected = SEEDED_BY.get(bank)
+    if expected is None or origin.bank != expected:
+        if bank == CellBank.MASTER:
+            message = _("A master cell bank starts from source material, not from a bank vial.")
+        elif bank == CellBank.WORKING:
+            message = _("Vial %(unit)s is of a %(bank)s: a working cell bank starts from a master cell bank vial.",
+                        unit=origin.identifier, bank=origin.bank.label)
+        else:
+            message = _("Vial %(unit)s is of a %(bank)s: a product batch starts from a working cell bank vial.",
+                        unit=origin.identifier, bank=origin.bank.label)
+        raise Conflict(message, fields={"bank_unit": message})
+
+
 @transactional
-def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
-    """Start a batch from accepted source material; `started_at` (default now) is when the work began. An
+def start_batch(actor: User, site: Site, command: StartBatch, *, origin: BankOrigin | None = None) -> Batch:
+    """Start a batch from accepted source material, or (`origin`, read and checked by units.banks.start_batch,
+    which consumes the vial) from a bank vial; `started_at` (default now) is when the work began. An
     autologous or directed batch names its recipient (pseudonymised code and clinical trial), which its units
-    inherit; an allogeneic off-the-shelf batch names none.
+    inherit; an allogeneic off-the-shelf batch names none. A batch pooling several materials gets its own DIN from
+    the site's allocation.
 
     One source material feeds one batch: checked here, and held by the unique constraint on
     batch_material.material_id when two starts take the same material at once.
@@ -233,9 +292,14 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     if not product.active:
         raise Conflict(_("Product %(product)s is not active.", product=product.code))
     spec = product_services.current_specification(product)
-    if not command.materials:
-        raise ValidationFailed(_("Scan or type the DIN of at least one accepted source material."),
-                               fields={"materials": _("Required.")})
+    if command.bank_unit and origin is None:  # the doors call units.banks.start_batch, which reads the vial
+        raise ValidationFailed(_("A bank vial is read by the cell bank service."), fields={"bank_unit": _("Refused.")})
+    if origin is not None and command.materials:
+        raise ValidationFailed(_(FROM_BANK), fields={"materials": _(FROM_BANK), "bank_unit": _(FROM_BANK)})
+    _check_bank(command.bank, origin, product)
+    if not command.materials and origin is None:
+        raise ValidationFailed(_("Scan or type the DIN of at least one accepted source material, or the bank vial "
+                                 "the batch starts from."), fields={"materials": _("Required.")})
     materials: list[SourceMaterial] = []
     for raw in command.materials:
         material = material_services.get_material(actor, raw)
@@ -251,7 +315,15 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
             raise Conflict(_("Material %(din)s already started batch %(batch)s.", din=material.din, batch=used))
         if material not in materials:
             materials.append(material)
-    collection = _check_collection(product, materials)
+    if origin is not None and origin.collection_type.names_recipient:
+        # A bank of one person's cells stays theirs: the batch is made for the recipient the bank names.
+        collection = origin.collection_type
+        if clean_recipient_code(command.recipient_code) != (origin.recipient_code or ""):
+            message = _("Vial %(unit)s is made for recipient %(code)s: the batch is made for the same recipient.",
+                        unit=origin.identifier, code=origin.recipient_code)
+            raise Conflict(message, fields={"recipient_code": message})
+    else:
+        collection = _check_collection(product, materials)
     recipient, trial = _recipient(collection, command.recipient_code, command.recipient_trial_code)
     now = utcnow()
     errors: dict[str, str] = {}
@@ -266,6 +338,9 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
         if material.released_at is not None:
             bounds.append((material.released_at, _("the release of material %(din)s from quarantine (%(time)s)",
                                                    din=label, time=format_local(material.released_at, site.timezone))))
+    if origin is not None:
+        bounds.append((origin.ready_at, _("the preparation of bank vial %(unit)s (%(time)s)", unit=origin.identifier,
+                                          time=format_local(origin.ready_at, site.timezone))))
     check_instant(errors, "started_at", started, now=now, not_before=bounds)
     if errors:
         raise ValidationFailed(_("The batch cannot start: %(problems)s", problems=" ".join(errors.values())),
@@ -273,7 +348,12 @@ def start_batch(actor: User, site: Site, command: StartBatch) -> Batch:
     batch = Batch(number=_next_number(site, product.code, product.id), site_id=site.id, product_id=product.id,
                   specification_id=spec.id, status=S.IN_PROCESS, started_at=started, started_by_id=actor.id,
                   status_changed_at=now, collection_type=collection, recipient_code=recipient,
-                  recipient_trial_code=trial, created_by_id=actor.id)
+                  recipient_trial_code=trial, bank=command.bank, created_by_id=actor.id)
+    if origin is not None:
+        batch.started_from_unit = origin.identifier
+        batch.passages_before, batch.pd_before = origin.passages_before, origin.pd_before
+    if len(materials) > 1:
+        batch.pool_din = material_services.allocate_din(actor, site).din13
     db.session.add(batch)
     db.session.flush()
     for material in materials:
@@ -569,13 +649,15 @@ def _passage_fields(step: BatchStep, command: RecordStep, errors: dict[str, str]
 
 def derived_passage_number(step: BatchStep) -> int:
     """A passage's number: the next one of the batch (P0 for its first passage step, then 1, 2...), never typed."""
-    return sum(1 for s in step.batch.steps if s.position < step.position and s.kind == StepKind.PASSAGE)
+    earlier = sum(1 for s in step.batch.steps if s.position < step.position and s.kind == StepKind.PASSAGE)
+    return step.batch.passages_before + earlier
 
 
 def _previous_cumulative_pd(step: BatchStep) -> float:
     """The doublings of the counted passages before this one (a passage not counted, e.g. mononuclear cells seeded
-    at P0, adds nothing: cumulative PD counts from the first adherent culture)."""
-    total = 0.0
+    at P0, adds nothing: cumulative PD counts from the first adherent culture). A batch started from a bank vial
+    counts on from the vial's doublings."""
+    total = step.batch.pd_before
     for earlier in step.batch.steps:
         if earlier.position >= step.position or earlier.passage is None:
             continue
@@ -636,7 +718,8 @@ def _save_passage(actor: User, step: BatchStep, fields: dict[str, Any]) -> None:
 def _cascade_cumulative_pd(step: BatchStep) -> None:
     """A corrected passage changes the cumulative doublings of every later one."""
     passages = [s for s in step.batch.steps if s.passage is not None]
-    totals = growth.cumulative([(s.passage.population_doublings, s.pd_counted) for s in passages])
+    totals = growth.cumulative([(s.passage.population_doublings, s.pd_counted) for s in passages],
+                               start=step.batch.pd_before)
     for later, total in zip(passages, totals, strict=True):
         if later.position > step.position and later.passage.cumulative_pd != total:
             later.passage.cumulative_pd = total

@@ -50,6 +50,7 @@ from cellfactory.signatures.forms import ListedRecord, mark_signed, run_ceremony
 from cellfactory.signatures.models import Meaning, Signature
 from cellfactory.sites.models import Site
 from cellfactory.training import services as training
+from cellfactory.units import banks
 from cellfactory.web import display_timezone
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -263,16 +264,18 @@ def start() -> Any:
                     form[name].errors = [*form[name].errors, error.fields[name]]
                     continue
             dins.append(raw)
-        if not dins and not any(form[name].errors for name in form.DIN_FIELDS):
-            form.din.errors = [_("Scan or type the DIN of at least one accepted source material.")]
+        if not dins and not (form.bank_unit.data or "").strip() and not any(form[n].errors for n in form.DIN_FIELDS):
+            form.din.errors = [_("Scan or type the DIN of at least one accepted source material, or the bank vial "
+                                 "the batch starts from.")]
         if not any(form[name].errors for name in form.DIN_FIELDS):
             try:
                 # The form's start is the site's time; the command reads it in the site's zone.
                 command = StartBatch.from_entries({
                     "product": form.product.data, "materials": dins, "started_at": form.started_at.data,
-                    "recipient_code": form.recipient_code.data,
+                    "recipient_code": form.recipient_code.data, "bank": form.bank.data,
+                    "bank_unit": form.bank_unit.data,
                     "recipient_trial_code": form.recipient_trial_code.data}, timezone=g.site.timezone)
-                batch = services.start_batch(_user(), g.site, command)
+                batch = banks.start_batch(_user(), g.site, command)
             except PermissionDenied:
                 raise
             except DomainError as error:

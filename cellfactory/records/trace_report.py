@@ -49,7 +49,7 @@ def render(trace: Any, *, printed: str, printed_by: str, version: str, build: st
     transit = transit or {}
     register_fonts()
     units = [u for d in trace.donors for m in d.materials for b in m.batches for u in b.units]
-    batches = {b.number for d in trace.donors for m in d.materials for b in m.batches}
+    batches = {b.number for d in trace.donors for m in d.materials for b in m.batches if not b.lineage_only}
     none = _("none")
     summary = [
         (_("Donors"), ", ".join(f"{d.code} ({d.site})" for d in trace.donors) or none),
@@ -78,6 +78,9 @@ def render(trace: Any, *, printed: str, printed_by: str, version: str, build: st
                 story += [Spacer(0, 2), para(_("Batch %(number)s · %(product)s · %(site)s · %(status)s",
                                                number=batch.number, product=batch.product, site=batch.site,
                                                status=batch.status))]
+                story += [para(note, "small") for note in batch.lineage]
+                if batch.lineage_only:
+                    continue
                 if batch.units:
                     rows = [[u.identifier, u.status, u.held_by, transit.get(u.identifier) or u.position or "—",
                              u.recipient or "—", trace.administered.get(u.identifier) or "—"] for u in batch.units]

@@ -129,7 +129,9 @@ def _unit_parts(compact: str) -> tuple[str, str, str] | None:
     din, _ = _read_din(parts[0])
     if din is None:
         return None
-    return din, parts[1], parts[2] if len(parts) == 3 else ""
+    # Searched upper case: a second-level division is stored with its second character in lower case (Ab).
+    division = parts[2][:1] + parts[2][1:].lower() if len(parts) == 3 else ""
+    return din, parts[1], division
 
 
 def find(user: User, text: Any, *, limit: int = LIMIT) -> Found:

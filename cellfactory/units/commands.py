@@ -8,12 +8,12 @@ hold every other rule: permissions, state, positions, shelf life, times against 
 from __future__ import annotations
 
 import decimal
-import string
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from cellfactory import isbt128
 from cellfactory.core.commands import (
     Command,
     Day,
@@ -28,7 +28,7 @@ from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.core.i18n import N_, _, _l
 from cellfactory.units.models import LocationKind, Preservation
 
-DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
+DIVISIONS = isbt128.DIVISIONS
 GRID_MAX = 26
 REASON = N_("Give the reason: it goes into the audit trail.")
 POSITIVE = N_("Enter the volume (mL) and the cells per unit as positive numbers.")

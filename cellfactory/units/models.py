@@ -23,13 +23,15 @@ class UnitStatus(enum.StrEnum):
     ADMINISTERED = "administered"
     DESTROYED = "destroyed"
     RECALLED = "recalled"
+    # A bank vial thawed to start a later batch (units.models.BankVialUse names the batch).
+    CONSUMED = "consumed"
     # Not administered when its batch went on hold after release: neither shipped nor administered until QA lifts
     # the hold (back to `held_from`) or recalls the batch.
     BLOCKED = "blocked"
 
     @property
     def final(self) -> bool:
-        return self in (UnitStatus.ADMINISTERED, UnitStatus.DESTROYED)
+        return self in (UnitStatus.ADMINISTERED, UnitStatus.DESTROYED, UnitStatus.CONSUMED)
 
     @property
     def label(self) -> str:
@@ -44,6 +46,7 @@ class UnitStatus(enum.StrEnum):
             UnitStatus.DESTROYED: pgettext("unit status", "destroyed"),
             UnitStatus.RECALLED: pgettext("unit status", "recalled"),
             UnitStatus.BLOCKED: pgettext("unit status", "blocked"),
+            UnitStatus.CONSUMED: pgettext("unit status", "consumed"),
         }[self]
 
 
@@ -149,6 +152,25 @@ class Unit(Audited, CreatedMixin, VersionedMixin, Base):
 
     def audit_label(self) -> str:
         return self.identifier
+
+
+class BankVialUse(Audited, CreatedMixin, Base):
+    """A bank vial (a unit of a master or working cell bank batch) consumed to start a later batch: the lineage
+    link, traced both ways. Unique on each side: a vial starts one batch, and a batch starts from one vial, which
+    the database holds when two batch starts take the same vial at once."""
+
+    __tablename__ = "bank_vial_use"
+
+    id: Mapped[IntPK]
+    unit_id: Mapped[int] = mapped_column(sa.ForeignKey("unit.id"), unique=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batch.id"), unique=True)
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"))
+
+    unit: Mapped[Unit] = relationship(lazy="joined")
+    batch: Mapped[Batch] = relationship()
+
+    def audit_label(self) -> str:
+        return self.unit.identifier if self.unit else str(self.unit_id)
 
 
 class Recipient(Audited, CreatedMixin, Base):

@@ -26,7 +26,6 @@ from cellfactory.products.models import Product
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
 from cellfactory.units.commands import (
-    DIVISIONS,
     AdministerUnit,
     CreateLocation,
     CreateUnits,
@@ -44,6 +43,7 @@ from cellfactory.units.commands import (
 from cellfactory.units.holds import blocked_in_transit, received_while_blocked
 from cellfactory.units.holds import require_available as _require_available
 from cellfactory.units.models import (
+    BankVialUse,
     LocationKind,
     Preservation,
     Recipient,
@@ -87,6 +87,7 @@ def visible_units(user: User) -> sa.Select:
 def get_unit(user: User, identifier: str) -> Unit:
     din, _dash, rest = (identifier or "").strip().upper().partition("-")
     code, _dash, division = rest.partition("-")
+    division = division[:1] + division[1:].lower()  # upper-cased with the rest: a division is stored as A0 or Ab
     unit = db.session.scalar(visible_units(user).where(Unit.din == din, Unit.product_code == code,
                                                        Unit.division == division))
     if unit is None:
@@ -144,9 +145,10 @@ def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
     if not batch.status.is_open and batch.status not in RELEASED:
         raise Conflict(_("Batch %(batch)s is %(status)s: no units can be made from it.", batch=batch.number,
                          status=batch.status.label))
-    if len(batch.materials) != 1:
-        raise Conflict(_("Units carry the DIN of their source material: this batch pools several materials; "
-                         "give it its own DIN first."))
+    din = batch_din(batch)
+    if din is None:
+        raise Conflict(_("Batch %(batch)s has no DIN for its units: it pools several materials and was started "
+                         "before pooled batches got their own DIN.", batch=batch.number))
     if not batch.product.unit_code:
         raise Conflict(_("Product %(product)s has no ISBT 128 product code for units: QA must set it.",
                          product=batch.product.code))
@@ -154,7 +156,8 @@ def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
     count, volume, cells = command.count, command.volume_ml, command.cells_per_unit
     kept, prepared = command.preservation, command.prepared_at
     plausibility.check_instant(errors, "prepared_at", prepared, not_before=[
-        (batch.materials[0].material.collected_at, _("the collection of the source material"))])
+        (batch.materials[0].material.collected_at, _("the collection of the source material"))]
+        if len(batch.materials) == 1 else [(batch.started_at, _("the start of the batch"))])
     expiry = unit_expiry(batch.product, kept, prepared)
     if "prepared_at" not in errors and expiry <= utcnow():
         then = {"expiry": format_local(expiry, batch.site.timezone), "product": batch.product.code}
@@ -166,15 +169,16 @@ def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
         raise ValidationFailed(_("The units cannot be created: %(problems)s", problems=" ".join(errors.values())),
                                fields=errors)
     audit.act_as(db.session, actor)
-    din = batch.materials[0].material.din
+    # A DIN's divisions are shared by every batch that carries it: a cord's master bank, its working banks and
+    # their product batches number their units on from one another.
     taken = set(db.session.scalars(sa.select(Unit.division).where(Unit.din == din,
                                                                   Unit.product_code == batch.product.unit_code)))
-    free = [d for d in DIVISIONS if d not in taken]
+    free = isbt128.free_divisions(taken, count)
     if len(free) < count:
         raise Conflict(_("Only %(count)d more divisions are free for DIN %(din)s.", count=len(free), din=din))
     status = UnitStatus.AVAILABLE if batch.status in RELEASED else UnitStatus.QUARANTINE
     units = []
-    for division in free[:count]:
+    for division in free:
         unit = Unit(batch=batch, origin_site_id=batch.site_id, site_id=batch.site_id, din=din,
                     product_code=batch.product.unit_code, division=division, volume_ml=volume, cells=cells,
                     expires_at=expiry, preservation=kept, prepared_at=prepared,
@@ -183,6 +187,19 @@ def create_units(actor: User, batch: Batch, command: CreateUnits) -> list[Unit]:
         units.append(unit)
     db.session.flush()
     return units
+
+
+def batch_din(batch: Batch) -> str | None:
+    """The DIN a batch's units carry: its pool DIN, the DIN of the bank vial it started from, or the DIN of its one
+    source material (None for a pooled batch started before pools got their own DIN)."""
+    if batch.pool_din:
+        return batch.pool_din
+    if batch.started_from_unit:
+        return db.session.scalar(sa.select(Unit.din).join(BankVialUse, BankVialUse.unit_id == Unit.id)
+                                 .where(BankVialUse.batch_id == batch.id))
+    if len(batch.materials) == 1:
+        return batch.materials[0].material.din
+    return None
 
 
 @transactional
@@ -698,6 +715,10 @@ def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
     if errors:
         raise ValidationFailed(_("The administration cannot be recorded: %(problems)s",
                                  problems=" ".join(errors.values())), fields=errors)
+    if unit.batch.bank is not None:
+        raise Conflict(_("Unit %(unit)s is a vial of a %(bank)s: it seeds later batches and is not given to a "
+                         "patient.", unit=unit.identifier, bank=unit.batch.bank.label),
+                       fields={"unit": _("A bank vial.")})
     _require_unit_match(actor, unit, scanned)
     _require_recipient_match(actor, unit, code)
     _require_not_expired(unit, when, field="administered_at")

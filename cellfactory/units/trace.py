@@ -1,5 +1,11 @@
 """Traceability across the network: donor → material → batch → unit → recipient, and back; reagent lot →
-batches → units. One graph walk, so that forward and backward answers are always the same data."""
+batches → units. One graph walk, so that forward and backward answers are always the same data.
+
+Cell banks continue the walk: a bank batch's vials start later batches (units.models.BankVialUse), so a material's
+batches are its master bank, then each batch started from a vial of it, at any depth (working banks, product
+batches), each followed by those it seeded. Forward (from a donor or a reagent lot) the walk goes down into every
+derived batch; backward (from a unit or a recipient) it goes up through the banks to the donors, and those banks are
+shown as the path ("lineage only": without their other units, which the subject does not touch)."""
 
 from __future__ import annotations
 
@@ -11,16 +17,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import lazyload
 
 from cellfactory.auth.models import User
-from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, StepReagent
+from cellfactory.batches.models import Batch, BatchMaterial, BatchStep, CellBank, StepReagent
 from cellfactory.core import permissions
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import NotFound
 from cellfactory.core.i18n import _
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
+from cellfactory.isbt128 import format_din
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.reagents.models import ReagentLot
-from cellfactory.units.models import Recipient, Unit
+from cellfactory.units.models import BankVialUse, Recipient, Unit
 
 
 @dataclass
@@ -40,6 +47,30 @@ class BatchLine:
     status: str
     product: str
     units: list[UnitLine] = field(default_factory=list)
+    # "master" or "working" for a cell bank batch, "" for a product batch.
+    bank: str = ""
+    # The bank vial the batch started from, and the batch that vial came from ("" when started from material).
+    started_from_unit: str = ""
+    started_from_batch: str = ""
+    # The DIN a pooled batch was given, its units' DIN.
+    pool_din: str = ""
+    # Shown as the path from the donors to what was traced, not reached by it: its units are left out.
+    lineage_only: bool = False
+
+    @property
+    def lineage(self) -> list[str]:
+        """What the page and the printed report say of the batch's place in a bank lineage or a pool."""
+        notes = []
+        if self.bank:
+            notes.append(_("Produces a %(bank)s.", bank=CellBank(self.bank).label))
+        if self.started_from_unit:
+            notes.append(_("Started from vial %(unit)s of batch %(batch)s.", unit=self.started_from_unit,
+                           batch=self.started_from_batch))
+        if self.pool_din:
+            notes.append(_("Pooled batch: its units carry its own DIN %(din)s.", din=format_din(self.pool_din)))
+        if self.lineage_only:
+            notes.append(_("On the lineage of what was traced: its other units are not part of this trace."))
+        return notes
 
 
 @dataclass
@@ -115,10 +146,51 @@ def _administered(unit: Unit) -> tuple[dt.datetime, str]:
     return unit.administered_at, site.timezone
 
 
-def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
+def seeded_batches(batch_ids: set[int]) -> dict[int, list[tuple[str, Batch]]]:
+    """The batches started from vials of the given batches, and from vials of those, at any depth: by the id of the
+    bank batch, each with the vial's identifier (one statement per generation of banks)."""
+    children: dict[int, list[tuple[str, Batch]]] = {}
+    seen = set(batch_ids)
+    frontier = set(batch_ids)
+    while frontier:
+        rows = db.session.execute(
+            sa.select(Unit.batch_id, Unit.din, Unit.product_code, Unit.division, Batch)
+            .select_from(BankVialUse).join(Unit, Unit.id == BankVialUse.unit_id)
+            .join(Batch, Batch.id == BankVialUse.batch_id).where(Unit.batch_id.in_(sorted(frontier)))
+            .order_by(Batch.id))
+        frontier = set()
+        for parent_id, din, code, division, child in rows:
+            if child.id in seen:
+                continue
+            seen.add(child.id)
+            frontier.add(child.id)
+            children.setdefault(parent_id, []).append((f"{din}-{code}-{division}", child))
+    return children
+
+
+def derived_batch_ids(batch_ids: set[int]) -> set[int]:
+    """The batches and every batch derived from them through bank vials."""
+    return set(batch_ids) | {child.id for found in seeded_batches(batch_ids).values() for _vial, child in found}
+
+
+def bank_ancestor_ids(batch_ids: set[int]) -> set[int]:
+    """The bank batches the given batches came from, up to the one made from source material."""
+    found: set[int] = set()
+    frontier = set(batch_ids)
+    while frontier:
+        parents = set(db.session.scalars(sa.select(Unit.batch_id).join(BankVialUse, BankVialUse.unit_id == Unit.id)
+                                         .where(BankVialUse.batch_id.in_(sorted(frontier)))))
+        frontier = parents - found - set(batch_ids)
+        found |= frontier
+    return found
+
+
+def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None, lineage_only: set[int] | None = None,
              administered: dict[str, tuple[dt.datetime, str]] | None = None) -> list[DonorLine]:
-    """Donors → their materials → the batches made from them → the units of those batches: one statement per
-    level, whatever the number of donors, materials, batches and units (and no batch's manufacturing record)."""
+    """Donors → their materials → the batches made from them, each followed by the batches derived from its bank
+    vials → the units of those batches: one statement per level, whatever the number of donors, materials,
+    batches and units (and no batch's manufacturing record). Batches in `lineage_only` show without their units."""
+    lineage_only = lineage_only or set()
     materials: dict[int, list[SourceMaterial]] = {d.id: [] for d in donors}
     for material in db.session.scalars(
             sa.select(SourceMaterial).where(SourceMaterial.donor_id.in_(list(materials) or [-1]))
@@ -132,7 +204,18 @@ def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
                 .where(BatchMaterial.material_id.in_(material_ids)).order_by(Batch.id)):
             if batch_filter is None or batch.id in batch_filter:
                 batches[material_id].append(batch)
-    batch_ids = {b.id for found in batches.values() for b in found}
+    children = seeded_batches({b.id for found in batches.values() for b in found})
+
+    def with_derived(batch: Batch, vial: str = "", parent: str = "") -> list[tuple[Batch, str, str]]:
+        line = [(batch, vial, parent)]
+        for child_vial, child in children.get(batch.id, []):
+            if batch_filter is None or child.id in batch_filter:
+                line += with_derived(child, child_vial, batch.number)
+        return line
+
+    lineage = {material_id: [found for batch in direct for found in with_derived(batch)]
+               for material_id, direct in batches.items()}
+    batch_ids = {b.id for found in lineage.values() for b, _vial, _parent in found}
     units: dict[int, list[Unit]] = {i: [] for i in batch_ids}
     if batch_ids:
         for unit in db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_(sorted(batch_ids)))
@@ -144,8 +227,14 @@ def _forward(donors: list[Donor], *, batch_filter: set[int] | None = None,
         for material in materials[donor.id]:
             material_line = MaterialLine(material.din, material.material_type.label, material.status.value,
                                          material.site.code)
-            for batch in batches[material.id]:
-                batch_line = BatchLine(batch.number, batch.site.code, batch.status.label, batch.product.code)
+            for batch, vial, parent in lineage[material.id]:
+                batch_line = BatchLine(batch.number, batch.site.code, batch.status.label, batch.product.code,
+                                       bank=batch.bank.value if batch.bank else "", started_from_unit=vial,
+                                       started_from_batch=parent, pool_din=batch.pool_din or "",
+                                       lineage_only=batch.id in lineage_only)
+                if batch_line.lineage_only:
+                    material_line.batches.append(batch_line)
+                    continue
                 batch_line.units = [_unit_line(u) for u in units[batch.id]]
                 if administered is not None:
                     administered.update((u.identifier, _administered(u)) for u in units[batch.id]
@@ -193,11 +282,15 @@ def _trace(title: str, lines: list[DonorLine], lots: list[str], administered: di
 
 def _backward_from_batches(title: str, batch_ids: set[int], lots: list[str] | None = None, *, kind: str = "",
                            subject: str = "", site: Any = None) -> Trace:
+    """The donors of the batches (through the banks they came from) and, from them, those batches: the banks on
+    the way are shown as their lineage, without their other units."""
+    ancestors = bank_ancestor_ids(batch_ids) - set(batch_ids)
+    shown = set(batch_ids) | ancestors
     donors = list(db.session.scalars(sa.select(Donor).join(SourceMaterial).join(
-        BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(batch_ids))
+        BatchMaterial, BatchMaterial.material_id == SourceMaterial.id).where(BatchMaterial.batch_id.in_(shown))
         .distinct().order_by(Donor.id).options(lazyload(Donor.results))))
     administered: dict[str, tuple[dt.datetime, str]] = {}
-    lines = _forward(donors, batch_filter=batch_ids, administered=administered)
+    lines = _forward(donors, batch_filter=shown, lineage_only=ancestors, administered=administered)
     return _trace(title, lines, list(lots or []), administered, kind, subject, site)
 
 
@@ -210,7 +303,10 @@ def trace_unit(user: User, identifier: str) -> Trace:
                               .join(BatchStep, BatchStep.id == StepReagent.step_id)
                               .where(BatchStep.batch_id == unit.batch_id, StepReagent.voided_at.is_(None)))
     lots = sorted({f"{lot.item.name} {lot.lot_number}" for lot in used})
-    return _backward_from_batches(f"Unit {unit.identifier}", {unit.batch_id}, lots, kind="unit",
+    # A bank vial reaches the batch it started and every batch derived from that one.
+    started = db.session.scalar(sa.select(BankVialUse.batch_id).where(BankVialUse.unit_id == unit.id))
+    reached = {unit.batch_id} | (derived_batch_ids({started}) if started is not None else set())
+    return _backward_from_batches(f"Unit {unit.identifier}", reached, lots, kind="unit",
                                   subject=unit.identifier, site=unit.site)
 
 
@@ -232,8 +328,9 @@ def trace_lot(user: User, lot_id: int) -> Trace:
     if lot is None:
         raise NotFound(_("There is no such reagent lot."))
     _check_sites(user, {lot.site_id})
-    batch_ids = set(db.session.scalars(sa.select(BatchStep.batch_id).join(StepReagent).where(
-        StepReagent.lot_id == lot.id, StepReagent.voided_at.is_(None))))
+    # A lot used for a bank reaches every batch started from its vials, and theirs.
+    batch_ids = derived_batch_ids(set(db.session.scalars(sa.select(BatchStep.batch_id).join(StepReagent).where(
+        StepReagent.lot_id == lot.id, StepReagent.voided_at.is_(None)))))
     subject = f"{lot.item.name} {lot.lot_number} ({lot.site.code})"
     return _backward_from_batches(f"Reagent lot {subject}", batch_ids, [f"{lot.item.name} {lot.lot_number}"],
                                   kind="lot", subject=subject, site=lot.site)

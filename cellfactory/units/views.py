@@ -81,6 +81,7 @@ STATUS_KINDS = {
     UnitStatus.QUARANTINE: "warn", UnitStatus.AVAILABLE: "ok", UnitStatus.RESERVED: "info",
     UnitStatus.SHIPPED: "info", UnitStatus.RECEIVED: "ok", UnitStatus.ADMINISTERED: "neutral",
     UnitStatus.DESTROYED: "bad", UnitStatus.RECALLED: "bad", UnitStatus.BLOCKED: "bad",
+    UnitStatus.CONSUMED: "neutral",
 }
 
 

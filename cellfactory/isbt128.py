@@ -429,23 +429,20 @@ def din_data_structure(din: Din | str) -> str:
 # The two division characters ``ds`` closing a Product Code (Data Structure 003, ``=<αooootds``), which tell apart the
 # bags or vials made under one DIN and product code (ST-001 §2.4.3; ST-012 §8.2 prints them in the SEC's split as
 # ``0`` + ``ds``, e.g. ``0Ab``). Cellular therapy products use the full range: the first character is an upper-case
-# letter A-Z (first-level division), the second ``0`` (not divided further), a lower-case letter a-z (second-level
-# division) or a digit 1-9. Allocation order, so that units made before this range keep their meaning and the common
-# forms come first: the 26 first-level divisions A0..Z0, then the second-level ones Aa..Az, Ba..Bz, ... Za..Zz, then
-# the digit forms A1..A9, ... Z1..Z9 (REGULATORY.md §6.1 names only a-z for the second character; the digits are
-# handed out last, after 702 divisions, and only then).
+# letter A-Z (first-level division), the second ``0`` (not divided further) or a lower-case letter a-z (second-level
+# division): 26 × 27 = 702 divisions (REGULATORY.md §6.1: "d uppercase, s lowercase"). Allocation order, so that units
+# made before this range keep their meaning and the common forms come first: the 26 first-level divisions A0..Z0,
+# then the second-level ones Aa..Az, Ba..Bz, ... Za..Zz.
 DIVISION_LENGTH = 2
 _DIVISION_FIRST = string.ascii_uppercase
-_DIVISION_SECOND = "0" + string.ascii_lowercase + "123456789"
 DIVISIONS: tuple[str, ...] = (
     tuple(f"{first}0" for first in _DIVISION_FIRST)
-    + tuple(f"{first}{second}" for first in _DIVISION_FIRST for second in string.ascii_lowercase)
-    + tuple(f"{first}{second}" for first in _DIVISION_FIRST for second in "123456789"))
+    + tuple(f"{first}{second}" for first in _DIVISION_FIRST for second in string.ascii_lowercase))
 _DIVISION_ORDER = {division: index for index, division in enumerate(DIVISIONS)}
 
 
 def is_division(text: str) -> bool:
-    """Whether `text` is a division code exactly as stored and printed (``A0``, ``Ab``, ``Z9``)."""
+    """Whether `text` is a division code exactly as stored and printed (``A0``, ``Ab``, ``Zz``)."""
     return text in _DIVISION_ORDER
 
 
@@ -458,13 +455,13 @@ def normalise_division(text: str) -> str:
         raise ValueError(_("A division is two characters, e.g. A0 or Ab."))
     division = cleaned[0].upper() + cleaned[1].lower()
     if division not in _DIVISION_ORDER:
-        raise ValueError(_("%(division)s is no ISBT 128 division: a letter A-Z, then 0, a letter a-z or a digit "
-                           "1-9.", division=cleaned))
+        raise ValueError(_("%(division)s is no ISBT 128 division: a letter A-Z, then 0 or a letter "
+                           "a-z.", division=cleaned))
     return division
 
 
 def division_position(division: str) -> int:
-    """Where the division comes in the allocation order (A0 is 0, Z0 is 25, Aa is 26, Z9 is the last)."""
+    """Where the division comes in the allocation order (A0 is 0, Z0 is 25, Aa is 26, Zz is the last)."""
     return _DIVISION_ORDER[division]
 
 

@@ -108,9 +108,9 @@ CREATE_CASES = [
     ("batch", {"batch": ""}, {"batch": ""}, "Enter the batch number."),
     ("batch", {"batch": "   "}, {"batch": "   "}, "Enter the batch number."),
     ("count", {"count": None}, {"count": ""}, "Enter how many units."),
-    ("count", {"count": 0}, {"count": "0"}, "From 1 to 936."),
-    ("count", {"count": -3}, {"count": "-3"}, "From 1 to 936."),
-    ("count", {"count": 937}, {"count": "937"}, "From 1 to 936."),
+    ("count", {"count": 0}, {"count": "0"}, "From 1 to 702."),
+    ("count", {"count": -3}, {"count": "-3"}, "From 1 to 702."),
+    ("count", {"count": 703}, {"count": "703"}, "From 1 to 702."),
     ("volume_ml", {"volume_ml": None}, {"volume_ml": ""}, "Enter the volume per unit."),
     ("volume_ml", {"volume_ml": -20}, {"volume_ml": "-20"},
      "Enter the volume (mL) and the cells per unit as positive numbers."),
@@ -385,7 +385,7 @@ def test_the_document_describes_the_units_operations_from_their_commands(client)
         "$ref": "#/components/schemas/CreateUnits"}
     assert set(schemas["CreateUnits"]["required"]) >= {"batch", "count", "volume_ml", "cells_per_unit",
                                                        "preservation", "prepared_at"}
-    assert schemas["CreateUnits"]["properties"]["count"]["maximum"] == 936  # isbt128.DIVISIONS
+    assert schemas["CreateUnits"]["properties"]["count"]["maximum"] == 702  # isbt128.DIVISIONS
     assert schemas["CreateUnits"]["properties"]["prepared_at"]["format"] == "date-time"
     assert set(create["responses"]) == {"201", "401", "403", "404", "409", "422"}
     listing = document["paths"]["/units"]["get"]

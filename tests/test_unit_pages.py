@@ -75,7 +75,7 @@ def test_create_units_from_the_batch_link(client, login_as, bank):
     data = {"batch": bank["batch"], "count": "0", "volume_ml": "20", "cells_per_unit": "1e8",
             "preservation": "cryopreserved", "prepared_at": local(-1)}
     refused = client.post("/units/new", data=data)
-    assert refused.status_code == 422 and "From 1 to 936." in text(refused)
+    assert refused.status_code == 422 and "From 1 to 702." in text(refused)
     future = client.post("/units/new", data={**data, "count": "2", "prepared_at": local(2)})
     assert future.status_code == 422 and "This time is in the future." in text(future)
     assert re.search(r'class="field has-error">\s*<label for="prepared_at"', text(future))

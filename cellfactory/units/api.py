@@ -11,7 +11,7 @@ import enum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import request
+from flask import Response, request
 from pydantic import Field
 
 from cellfactory import isbt128
@@ -39,8 +39,11 @@ from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNIN
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType, Product
-from cellfactory.units import services, trace
+from cellfactory.core.i18n import in_language, print_language
+from cellfactory.units import labels, services, trace
+from cellfactory.units.labels import LabelFormat
 from cellfactory.units.commands import (
+    CheckLabel,
     AdministerUnit,
     CreateLocation,
     CreateUnits,
@@ -702,3 +705,46 @@ def trace_from_recipient(code: str):
            errors=(404,))
 def trace_from_lot(lot_id: int):
     return TraceOut.of(trace.trace_lot(api_user(), lot_id)).json()
+
+
+class LabelFormatQuery(Query):
+    format: LabelFormat = Field(LabelFormat.PDF, description="pdf (office printer), zpl-4x2 or zpl-2x2 (Zebra "
+                                                             "label printers, 203 dpi)")
+
+
+class LabelCheckOut(Output):
+    unit: str
+    matched: list[str] = Field(description="The barcodes scanned that carry this unit's data: din, product_code, "
+                                           "expiry")
+    barcodes: dict[str, str] = Field(description="The data of each barcode the unit's label carries")
+
+
+def _label_response(data: bytes, printer: LabelFormat, name: str) -> Response:
+    extension = "pdf" if printer == LabelFormat.PDF else "zpl"
+    return Response(data, mimetype=printer.mimetype,
+                    headers={"Content-Disposition": f'inline; filename="{name}.{extension}"'})
+
+
+@bp.get("/units/<identifier>/label")
+@roles_required(MANUFACTURING_STAFF)
+@operation("The unit's label (technician or QA of the holding site) as PDF or ZPL; every print is audited. "
+           "Refused (409, naming the field) for an autologous or directed unit without its recipient, or a unit "
+           "of an SEC product whose site has no EU tissue establishment code", query=LabelFormatQuery,
+           media="application/pdf", errors=(404, 409))
+def unit_label(identifier: str) -> Response:
+    found = _unit(identifier)
+    printer = LabelFormatQuery.read().format
+    with in_language(print_language(found.site)):
+        data = labels.print_unit_labels(api_user(), [found], printer)
+    return _label_response(data, printer, f"unit-label-{found.identifier}")
+
+
+@bp.post("/units/<identifier>/label-check")
+@roles_required(MANUFACTURING_STAFF)
+@operation("Scan-back check of a printed label: the barcodes as scanned must carry this unit's data (409 naming "
+           "each barcode that does not; the refusal is audited)", body=CheckLabel, response=LabelCheckOut,
+           errors=(404, 409))
+def check_unit_label(identifier: str):
+    found = _unit(identifier)
+    checked = labels.check_printed_label(api_user(), found, read_body(CheckLabel))
+    return LabelCheckOut(unit=found.identifier, matched=checked.matched, barcodes=labels.barcodes(found)).json()

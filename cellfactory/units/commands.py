@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from cellfactory import isbt128
 from cellfactory.core.commands import (
     Command,
     Day,
@@ -128,8 +129,9 @@ def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
 
 
 def _identifier(value: str) -> str:
-    """A unit identifier as scanned or typed: spaces dropped, capitals."""
-    return "".join(value.split()).upper()
+    """A unit identifier as scanned or typed: spaces dropped, capitals. The label's DIN and product code barcodes
+    scanned one after the other (``=A99912600012300=<A01011A0``) name the unit too."""
+    return isbt128.unit_identifier_from_scan(value) or "".join(value.split()).upper()
 
 
 def _path(value: str) -> str:
@@ -331,3 +333,17 @@ class ReleaseReservation(Command):
     missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+Scanned = Annotated[OptionalLine(40), Field(description="The barcode's data as the scanner gives it")]
+
+
+class CheckLabel(Command):
+    """The scan-back check of a printed unit label: its barcodes as scanned, each compared with the unit."""
+
+    refusal: ClassVar[str] = _l("The label check cannot be recorded")
+    missing: ClassVar[dict[str, str]] = {"din": _l("Scan the DIN barcode of the printed label.")}
+
+    din: Line(40) = Field(description="The DIN barcode (=DIN + flags) or the DIN typed with its check character")
+    product_code: Scanned = Field(None, description="The product code barcode (=< + code + type + division)")
+    expiry: Scanned = Field(None, description="The expiry date and time barcode (&> + cyyjjjhhmm)")

@@ -149,3 +149,14 @@ class ReserveForm(BaseForm):
                                  validators=[Optional()], render_kw={**SCANNER, "maxlength": 40})
     to_site = SelectField(_l("Destination site"), choices=[], validators=[Optional()])
     needed_on = DateField(_l("Needed on"), validators=[Optional()])
+
+
+class LabelCheckForm(BaseForm):
+    """Scan-back after printing: each barcode of the printed label, scanned."""
+
+    din = StringField(_l("DIN barcode"), validators=[Optional()],
+                      render_kw={**SCANNER, "data-scanner-next": "check-product_code", "maxlength": 40})
+    product_code = StringField(_l("Product code barcode"), validators=[Optional()],
+                               render_kw={**SCANNER, "data-scanner-next": "check-expiry", "maxlength": 40})
+    expiry = StringField(_l("Expiry date and time barcode"), validators=[Optional()],
+                         render_kw={**SCANNER, "maxlength": 40})

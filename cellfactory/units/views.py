@@ -515,12 +515,14 @@ def label(identifier: str) -> Response:
                     headers={"Content-Disposition": f'inline; filename="unit-label-{unit.identifier}.pdf"'})
 
 
-@bp.route("/<identifier>/label-<any('4x2', '2x2'):stock>.zpl")
+@bp.route("/<identifier>/label-<stock>.zpl")
 @roles_required(MANUFACTURING_STAFF)
 def label_zpl(identifier: str, stock: str) -> Response:
-    """The label for a Zebra printer: the file is sent to the printer as it is."""
+    """The label for a Zebra printer (4x2 or 2x2 in): the file is sent to the printer as it is."""
     unit = services.get_unit(_user(), identifier)
-    printer = labels.LabelFormat.ZPL_4X2 if stock == "4x2" else labels.LabelFormat.ZPL_2X2
+    printer = {"4x2": labels.LabelFormat.ZPL_4X2, "2x2": labels.LabelFormat.ZPL_2X2}.get(stock)
+    if printer is None:
+        raise NotFound(_("Zebra labels are 4x2 or 2x2 inches."))
     with in_language(print_language(unit.site)):
         data = labels.print_unit_labels(_user(), [unit], printer)
     return Response(data, mimetype="text/plain",

@@ -22,8 +22,8 @@ from cellfactory.documents.commands import CiteChangeRequest
 from cellfactory.extensions import db
 from cellfactory.products import services
 from cellfactory.products.commands import (
-    ChangeLabelling,
     AddSpecTest,
+    ChangeLabelling,
     ChangeProductSettings,
     ChangeSpecTest,
     CreateDraft,
@@ -31,10 +31,10 @@ from cellfactory.products.commands import (
     EditDraft,
 )
 from cellfactory.products.forms import (
-    LabellingForm,
     ApprovalForm,
     ChangeRequestForm,
     DraftForm,
+    LabellingForm,
     ProductForm,
     ProductSettingsForm,
     TestEditForm,

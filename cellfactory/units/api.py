@@ -34,17 +34,16 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.commands import OptionalLine
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import in_language, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType, Product
-from cellfactory.core.i18n import in_language, print_language
 from cellfactory.units import labels, services, trace
-from cellfactory.units.labels import LabelFormat
 from cellfactory.units.commands import (
-    CheckLabel,
     AdministerUnit,
+    CheckLabel,
     CreateLocation,
     CreateUnits,
     DestroyUnit,
@@ -57,6 +56,7 @@ from cellfactory.units.commands import (
     Ship,
     TakeOut,
 )
+from cellfactory.units.labels import LabelFormat
 from cellfactory.units.models import (
     LocationKind,
     Preservation,

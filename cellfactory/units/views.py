@@ -28,8 +28,8 @@ from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.models import Site
 from cellfactory.units import labels, services, trace
 from cellfactory.units.commands import (
-    CheckLabel,
     AdministerUnit,
+    CheckLabel,
     CreateLocation,
     CreateUnits,
     DestroyUnit,
@@ -44,10 +44,10 @@ from cellfactory.units.commands import (
     TakeOut,
 )
 from cellfactory.units.forms import (
-    LabelCheckForm,
     AdministerForm,
     ConfirmForm,
     CreateUnitsForm,
+    LabelCheckForm,
     LocationForm,
     PutAwayForm,
     ReasonForm,

@@ -415,3 +415,60 @@ def test_api_refuses_the_label_of_an_sec_unit_without_te_code(client, users, sit
     set_labelling(plant.qa)
     tech = bearer(new_token(users["technician"]))
     assert_error(client.get(f"{API}/units/{unit.identifier}/label", headers=tech), 409, "conflict", "te_code")
+
+
+# --- shipping documents -----------------------------------------------------------------------------------------
+
+
+def _ship(plant, identifier: str, purpose: str | None):
+    from cellfactory.units import services as unit_services
+    from cellfactory.units.commands import Ship
+
+    data = {"units": [identifier], "to_site": "MZ", "shipper": "Courier srl", "logger_reference": "LOG-1",
+            "departed_at": (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)).isoformat()}
+    if purpose is not None:
+        data["purpose"] = purpose
+    return unit_services.ship(refetch(plant.tech), Ship.parse(data))
+
+
+def test_the_shipping_document_carries_the_sec_or_only_the_dis(users, bank):
+    first, second = (unit_by(i) for i in bank["ids"])
+    local = first.expires_at.astimezone(ZoneInfo("Europe/Rome")).strftime("%Y%m%d")
+    human = _ship(bank["plant"], first.identifier, None)
+    assert human.purpose.value == "human_application"
+    # Art. 10a: the two sequences separated by a space or on two lines (the table cell wraps them).
+    text = " ".join(pages_text(labels.print_shipping_document(refetch(bank["plant"].tech), human))).replace("\n", " ")
+    assert f"SEC: IT001499{first.din} A00A01010A0{local}" in text and "human application" in text
+    material = _ship(bank["plant"], second.identifier, "starting_material")
+    text = " ".join(pages_text(labels.print_shipping_document(refetch(bank["plant"].tech), material))).replace(
+        "\n", " ")
+    assert f"DIS: IT001499{second.din}" in text and "SEC:" not in text and "A00A01010B0" not in text
+    assert "starting material for another manufacturer" in text
+    event = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "shipment",
+                                                           AuditEntry.action == "print")).all()[-1]
+    assert event.changes["purpose"] == "starting_material"
+
+
+def test_a_wrong_shipment_purpose_is_refused():
+    from cellfactory.units.commands import Ship
+
+    with pytest.raises(ValidationFailed) as refused:
+        Ship.parse({"units": ["A999126000123-A0101-A0"], "to_site": "MZ", "shipper": "x", "logger_reference": "y",
+                    "departed_at": dt.datetime.now(dt.UTC).isoformat(), "purpose": "export\x00"})
+    assert set(refused.value.fields) == {"purpose"}
+
+
+def test_shipping_document_page_and_api(client, login_as, users, bank):
+    shipment = _ship(bank["plant"], bank["ids"][0], "starting_material")
+    number = shipment.number
+    tech = bearer(new_token(users["technician"]))
+    answer = client.get(f"{API}/shipments/{number}", headers=tech)
+    assert answer.get_json()["purpose"] == "starting_material"
+    pdf = client.get(f"{API}/shipments/{number}/document.pdf", headers=tech)
+    assert pdf.status_code == 200 and "DIS: IT001499" in " ".join(pages_text(pdf.data))
+    login_as("technician")
+    page = client.get(f"/shipments/{number}")
+    assert f"/shipments/{number}/document.pdf" in page.get_data(as_text=True)
+    assert client.get(f"/shipments/{number}/document.pdf").status_code == 200
+    form = client.get("/shipments/new")
+    assert 'name="purpose"' in form.get_data(as_text=True)

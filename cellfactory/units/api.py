@@ -58,6 +58,7 @@ from cellfactory.units.commands import (
 )
 from cellfactory.units.labels import LabelFormat
 from cellfactory.units.models import (
+    ShipmentPurpose,
     LocationKind,
     Preservation,
     RequestStatus,
@@ -246,6 +247,8 @@ class ShipmentOut(_Out):
     received_by: str | None
     temperature_excursion: bool | None
     condition: str | None
+    purpose: ShipmentPurpose = Field(description="human_application: the shipping document carries the full SEC; "
+                                                 "starting_material: only the donation identification sequence")
     units: list[str] = Field(description="Unit identifiers")
     created_by: str | None
     version: int
@@ -257,7 +260,7 @@ class ShipmentOut(_Out):
                    departed_at=shipment.departed_at, status=shipment.status, received_at=shipment.received_at,
                    received_by=username(shipment.received_by_id),
                    temperature_excursion=shipment.temperature_excursion, condition=shipment.condition,
-                   units=[item.unit.identifier for item in shipment.items],
+                   purpose=shipment.purpose, units=[item.unit.identifier for item in shipment.items],
                    created_by=username(shipment.created_by_id), version=shipment.version, **more)
 
 
@@ -748,3 +751,16 @@ def check_unit_label(identifier: str):
     found = _unit(identifier)
     checked = labels.check_printed_label(api_user(), found, read_body(CheckLabel))
     return LabelCheckOut(unit=found.identifier, matched=checked.matched, barcodes=labels.barcodes(found)).json()
+
+
+@bp.get("/shipments/<number>/document.pdf")
+@roles_required(MANUFACTURING_STAFF)
+@operation("The shipping document (packing list) of a shipment, for staff of the sending or receiving site: each "
+           "unit with the full SEC for human application, or only the DIS for starting material; audited",
+           media="application/pdf", errors=(404,))
+def shipment_document(number: str) -> Response:
+    found = services.get_shipment(api_user(), number)
+    with in_language(print_language(found.from_site)):
+        data = labels.print_shipping_document(api_user(), found)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="shipment-{found.number}.pdf"'})

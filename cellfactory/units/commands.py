@@ -27,7 +27,7 @@ from cellfactory.core.commands import (
 )
 from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.core.i18n import N_, _, _l
-from cellfactory.units.models import LocationKind, Preservation
+from cellfactory.units.models import LocationKind, Preservation, ShipmentPurpose
 
 DIVISIONS = [f"{letter}0" for letter in string.ascii_uppercase]
 GRID_MAX = 26
@@ -126,6 +126,16 @@ def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
             raise PydanticCustomError("text", _(message))
         return chosen
     return check
+
+
+def _purpose(value: Any) -> Any:
+    """Left out or blank: human application, as every shipment before purposes were recorded."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ShipmentPurpose.HUMAN_APPLICATION
+    try:
+        return ShipmentPurpose(value.strip().lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise PydanticCustomError("text", _("Choose human application or starting material.")) from None
 
 
 def _identifier(value: str) -> str:
@@ -291,6 +301,10 @@ class Ship(Command):
     shipper: Line(200) = Field(description="Shipper or courier")
     logger_reference: Line(100) = Field(description="Temperature logger reference")
     departed_at: Instant
+    purpose: Annotated[ShipmentPurpose, BeforeValidator(_purpose)] = Field(
+        ShipmentPurpose.HUMAN_APPLICATION,
+        description="human_application (the shipping document carries the full SEC) or starting_material for "
+                    "another manufacturer (only the donation identification sequence)")
 
 
 class ReceiveShipment(Command):

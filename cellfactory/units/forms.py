@@ -126,6 +126,10 @@ class ShipmentForm(BaseForm):
     logger_reference = StringField(_l("Temperature logger reference"), validators=[Optional()],
                                    render_kw={**SCANNER, "data-scanner-next": "departed_at", "maxlength": 100})
     departed_at = DateTimeLocalField(_l("Departure (site time)"), format=LOCAL, validators=[Optional()])
+    purpose = SelectField(_l("Purpose"), choices=[
+        ("human_application", _l("Human application: the shipping document carries the full SEC")),
+        ("starting_material", _l("Starting material for another manufacturer: the document carries the DIS"))],
+        default="human_application", validators=[Optional()])
 
 
 class ReceiptForm(BaseForm):

@@ -22,7 +22,7 @@ from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType
 from cellfactory.records import unit_labels
 from cellfactory.units.commands import CheckLabel
-from cellfactory.units.models import Unit, UnitStatus
+from cellfactory.units.models import Shipment, ShipmentPurpose, Unit, UnitStatus
 from cellfactory.units.trace import Trace
 
 
@@ -289,5 +289,43 @@ def print_trace_report(actor: User, trace: Trace) -> bytes:
     audit.act_as(db.session, actor)
     audit.record_event(db.session, "print", entity_type="trace", entity_id=trace.title[:64], entity_label=trace.title,
                        details={"document": "traceability report", "units": len(trace.unit_identifiers),
+                                "sha256": hashlib.sha256(pdf).hexdigest()})
+    return pdf
+
+
+def shipping_code(unit: Unit, purpose: ShipmentPurpose) -> str:
+    """What the shipping document says of the unit's SEC (Art. 10(1)(2)): the full SEC for human application, only
+    the donation identification sequence for starting material; nothing for a product not under the SEC."""
+    code = unit_sec(unit)
+    if code is None:
+        return ""
+    return code.eye_readable if purpose == ShipmentPurpose.HUMAN_APPLICATION else f"DIS: {code.dis}"
+
+
+@transactional
+def print_shipping_document(actor: User, shipment: Shipment) -> bytes:
+    """The packing list of a shipment, printed by staff of either site; the print is audited with its SHA-256."""
+    from cellfactory.records import shipping_document
+
+    permissions.require(actor.has_any_role(permissions.MANUFACTURING_STAFF, shipment.from_site_id)
+                        or actor.has_any_role(permissions.MANUFACTURING_STAFF, shipment.to_site_id),
+                        _("Only technicians and QA of the sending or receiving site print its shipping document."))
+    origin = shipment.from_site
+    lines = [shipping_document.ShippedUnit(
+        identifier=item.unit.identifier, din=isbt128.format_din(item.unit.din, with_check_character=True),
+        product=f"{item.unit.product_code} {item.unit.division} · {item.unit.batch.product.name}",
+        expiry=format_local(item.unit.expires_at, origin.timezone), code=shipping_code(item.unit, shipment.purpose))
+        for item in shipment.items]
+    config = current_app.config
+    pdf = shipping_document.render(shipping_document.ShippingDocument(
+        number=shipment.number, purpose=shipment.purpose.label, from_site=f"{origin.name} ({origin.code})",
+        to_site=f"{shipment.to_site.name} ({shipment.to_site.code})", shipper=shipment.shipper,
+        logger=shipment.logger_reference, departed=format_local(shipment.departed_at, origin.timezone),
+        units=lines), printed=format_local(utcnow(), origin.timezone, seconds=True),
+        printed_by=f"{actor.full_name} ({actor.username})", version=config["VERSION"], build=config["BUILD"])
+    audit.act_as(db.session, actor)
+    audit.record_event(db.session, "print", entity_type="shipment", entity_id=shipment.id,
+                       entity_label=shipment.number, site_id=shipment.from_site_id,
+                       details={"document": "shipping document", "purpose": shipment.purpose.value,
                                 "sha256": hashlib.sha256(pdf).hexdigest()})
     return pdf

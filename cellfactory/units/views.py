@@ -873,6 +873,17 @@ def shipment_detail(number: str):
     return _render_shipment(services.get_shipment(_user(), number))
 
 
+@shipments_bp.route("/<number>/document.pdf", endpoint="document")
+@roles_required(MANUFACTURING_STAFF)
+def shipment_document(number: str) -> Response:
+    """The packing list: the full SEC for human application, the DIS for starting material."""
+    shipment = services.get_shipment(_user(), number)
+    with in_language(print_language(shipment.from_site)):
+        data = labels.print_shipping_document(_user(), shipment)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="shipment-{shipment.number}.pdf"'})
+
+
 @shipments_bp.route("/<number>/receive", methods=["POST"])
 @roles_required(Role.TECHNICIAN)
 def receive(number: str):

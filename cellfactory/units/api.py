@@ -58,11 +58,11 @@ from cellfactory.units.commands import (
 )
 from cellfactory.units.labels import LabelFormat
 from cellfactory.units.models import (
-    ShipmentPurpose,
     LocationKind,
     Preservation,
     RequestStatus,
     Shipment,
+    ShipmentPurpose,
     ShipmentStatus,
     ShipmentUnit,
     StorageLocation,

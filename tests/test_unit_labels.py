@@ -472,3 +472,17 @@ def test_shipping_document_page_and_api(client, login_as, users, bank):
     assert client.get(f"/shipments/{number}/document.pdf").status_code == 200
     form = client.get("/shipments/new")
     assert 'name="purpose"' in form.get_data(as_text=True)
+
+
+def test_search_finds_the_unit_from_its_label_barcodes(users, bank):
+    from cellfactory.search import services as search
+
+    unit = unit_by(bank["ids"][1])
+    codes = expected_barcodes(unit)
+    found = search.find(refetch(users["technician"]), codes["din"] + codes["product_code"])
+    assert [(hit.kind.value, hit.identifier) for hit in found.hits] == [("unit", unit.identifier)]
+    # The DIN barcode alone finds the units of the donation; the product code barcode alone says what it is.
+    assert {hit.identifier for hit in search.find(refetch(users["technician"]), codes["din"]).hits} >= set(
+        bank["ids"])
+    lone = search.find(refetch(users["technician"]), codes["product_code"])
+    assert lone.hits == [] and "Product Code barcode" in lone.din_problem

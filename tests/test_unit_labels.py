@@ -178,9 +178,9 @@ def test_the_dis_is_fixed_by_the_first_sec_label_and_never_altered(users, sites,
     relabelled = pages_text(labels.print_unit_labels(refetch(bank["plant"].tech), [refetch(first)]))[0]
     assert f"SEC: IT001499{first.din} " in relabelled
     assert labels.unit_sec(refetch(second)).dis == f"IT002000{second.din}"
-    event = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "unit",
-                                                           AuditEntry.entity_id == str(first.id),
-                                                           AuditEntry.action == "print")).all()[-1]
+    event = db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "unit", AuditEntry.entity_id == str(first.id),
+        AuditEntry.action == "print").order_by(AuditEntry.seq)).all()[-1]
     assert event.changes["sec"].startswith(f"SEC: IT001499{first.din} A00A01010A0")
 
 
@@ -444,8 +444,8 @@ def test_the_shipping_document_carries_the_sec_or_only_the_dis(users, bank):
         "\n", " ")
     assert f"DIS: IT001499{second.din}" in text and "SEC:" not in text and "A00A01010B0" not in text
     assert "starting material for another manufacturer" in text
-    event = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "shipment",
-                                                           AuditEntry.action == "print")).all()[-1]
+    event = db.session.scalars(sa.select(AuditEntry).where(
+        AuditEntry.entity_type == "shipment", AuditEntry.action == "print").order_by(AuditEntry.seq)).all()[-1]
     assert event.changes["purpose"] == "starting_material"
 
 

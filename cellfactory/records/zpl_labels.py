@@ -85,12 +85,15 @@ def _label_4x2(label: UnitLabel, stock: Stock) -> tuple[list[str], list[str]]:
         out.append(_text(20, y, line, 20))
         y += 22
     out.append(_barcode(20, y, label.expiry_barcode, 50))
-    out.append(_text(20, y + 54, label.expiry, 18))
+    # The expiry written out wraps within the left column: the content is beside it.
+    out.append(_text(20, y + 54, label.expiry, 18, width=half - 30, lines=2))
     content_y = y
-    for line in _fit(label.content, half - 30, 18, overflow)[:4]:
+    content = _fit(label.content, half - 30, 18, overflow)
+    for line in content[:4]:
         out.append(_text(half + 10, content_y, line, 18))
         content_y += 20
-    y = max(y + 78, content_y) + 2
+    overflow.extend(content[4:])
+    y = max(y + 100, content_y) + 2
     for line in _fit(label.details, stock.width - 40, 18, overflow):
         if y > stock.length - 110:
             overflow.append(line)

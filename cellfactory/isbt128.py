@@ -17,6 +17,7 @@ All error messages are written for the person at the scanner: they say what is w
 
 from __future__ import annotations
 
+import datetime as dt
 import string
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -474,3 +475,94 @@ def free_divisions(taken: Collection[str], count: int) -> list[str]:
         if division not in taken:
             free.append(division)
     return free
+
+
+# --------------------------------------------------------------------------- unit label data structures
+# Product Code (Data Structure 003) and Expiration Date and Time (Data Structure 005), as printed in Code 128 on a
+# unit's label next to the DIN (ST-001 §2.4.3, §2.4.5; ST-012 label layout). Kept in one block: the label
+# renderers, the ZPL output and the scan-back check all read the barcodes through these functions.
+
+PRODUCT_CODE_IDENTIFIER = "=<"
+EXPIRY_IDENTIFIER = "&>"
+#: collection type (ST-001 Table 7) of the product code: V volunteer allogeneic, 1 autologous only, 2 directed only
+COLLECTION_TYPE_CODES = {"allogeneic": "V", "autologous": "1", "directed": "2"}
+
+
+class ProductCodeParts(NamedTuple):
+    """Data Structure 003 read back: product description code (5), collection type (1), division (2)."""
+
+    product_code: str
+    collection_type: str
+    division: str
+
+
+def product_code_data_structure(product_code: str, collection_type: str, division: str) -> str:
+    """``=<`` + product description code (αoooo) + collection type t + division ds, e.g. ``=<A01011A0``."""
+    if not (isinstance(product_code, str) and len(product_code) == 5 and product_code.isascii()
+            and product_code.isalnum() and product_code == product_code.upper()):
+        raise DinError(_("A product description code has 5 letters or digits, e.g. A0101, not %(code)s",
+                         code=repr(product_code)), "product_code")
+    if collection_type not in set(COLLECTION_TYPE_CODES.values()) | {"0", "A"}:
+        raise DinError(_("Unknown collection type %(type)s in a product code", type=repr(collection_type)),
+                       "collection_type")
+    if not (isinstance(division, str) and len(division) == 2 and division.isascii() and division.isalnum()):
+        raise DinError(_("A division has 2 characters, e.g. A0, not %(division)s", division=repr(division)),
+                       "division")
+    return PRODUCT_CODE_IDENTIFIER + product_code + collection_type + division
+
+
+def parse_product_code(scanned: str) -> ProductCodeParts:
+    """Read a scanned Data Structure 003 (``=<A01011A0``); raise :class:`DinError` naming what is wrong."""
+    raw = scanned.strip() if isinstance(scanned, str) else ""
+    if not raw.startswith(PRODUCT_CODE_IDENTIFIER):
+        raise DinError(_("This is not a product code barcode (it starts with '=<') — scan the product code "
+                         "barcode"), "data_identifier")
+    body = raw[2:]
+    if len(body) != 8:
+        raise DinError(_("A product code barcode has 8 characters after '=<', this one %(count)s — re-scan the "
+                         "product code barcode", count=len(body)), "length")
+    product_code_data_structure(body[:5], body[5], body[6:])
+    return ProductCodeParts(product_code=body[:5], collection_type=body[5], division=body[6:])
+
+
+def expiry_data_structure(expires: dt.datetime) -> str:
+    """``&>`` + cyyjjjhhmm (c: century after 2000, yy year, jjj day of the year, hh:mm local time at the
+    facility): Data Structure 005. ``expires`` is the local (naive or aware) expiry time."""
+    century = expires.year // 100 - 20
+    if not 0 <= century <= 9:
+        raise DinError(_("Year %(year)s cannot be written in an ISBT 128 date", year=expires.year), "year")
+    return (EXPIRY_IDENTIFIER + f"{century}{expires.year % 100:02d}{expires.timetuple().tm_yday:03d}"
+            f"{expires.hour:02d}{expires.minute:02d}")
+
+
+def parse_expiry(scanned: str) -> dt.datetime:
+    """Read a scanned Data Structure 005 (``&>0180292359`` → 2018-01-29 23:59, local time, naive)."""
+    raw = scanned.strip() if isinstance(scanned, str) else ""
+    if not raw.startswith(EXPIRY_IDENTIFIER):
+        raise DinError(_("This is not an expiry date and time barcode (it starts with '&>')"), "data_identifier")
+    body = raw[2:]
+    if len(body) != 10 or not body.isascii() or not body.isdigit():
+        raise DinError(_("An expiry date and time barcode has 10 digits after '&>' (cyyjjjhhmm), this one has "
+                         "%(text)s — re-scan it", text=repr(body[:20])), "length")
+    year = 2000 + int(body[0]) * 100 + int(body[1:3])
+    day, hour, minute = int(body[3:6]), int(body[6:8]), int(body[8:10])
+    days_in_year = 366 if dt.date(year, 12, 31).timetuple().tm_yday == 366 else 365
+    if not 1 <= day <= days_in_year or hour > 23 or minute > 59:
+        raise DinError(_("%(text)s is not a date and time (cyyjjjhhmm)", text=body), "date")
+    return dt.datetime(year, 1, 1, hour, minute) + dt.timedelta(days=day - 1)
+
+
+def unit_identifier_from_scan(scanned: str) -> str | None:
+    """The unit identifier (``DIN-product code-division``) read from a unit label's DIN barcode followed by its product
+    code barcode, scanned one after the other into one field (``=A99912600012300=<A01011A0``, with or without a
+    line break between them); None when the text is not such a pair."""
+    raw = "".join(scanned.split()) if isinstance(scanned, str) else ""
+    first, separator, second = raw.partition(PRODUCT_CODE_IDENTIFIER)
+    if not separator or not first.startswith("="):
+        return None
+    try:
+        din = parse_din(first)
+        parts = parse_product_code(PRODUCT_CODE_IDENTIFIER + second)
+    except DinError:
+        return None
+    return f"{din.din13}-{parts.product_code}-{parts.division}"

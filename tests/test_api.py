@@ -405,7 +405,7 @@ def test_site_json(client, users, auth):
     assert response.status_code == 200
     assert response.get_json() == {"code": "BG", "name": "Cell Factory Bergamo", "facility_id": "A9991",
                                    "timezone": "Europe/Rome", "address": "", "active": True, "language": None,
-                                   "version": 1}
+                                   "eu_country": "", "te_code": "", "version": 1}
     assert client.get(f"{API}/sites/bg", headers=auth("technician")).get_json()["code"] == "BG"
 
 
@@ -426,7 +426,8 @@ def test_admin_creates_site_and_it_is_audited(client, users, auth, ids):
     assert response.status_code == 201, response.get_data(as_text=True)
     body = response.get_json()
     assert body == {"code": "PV", "name": "Cell Factory Pavia", "facility_id": "A9993", "timezone": "Europe/Rome",
-                    "address": "Viale Golgi 19, Pavia", "active": True, "language": None, "version": 1}
+                    "address": "Viale Golgi 19, Pavia", "active": True, "language": None, "eu_country": "",
+                    "te_code": "", "version": 1}
     site = db.session.scalar(sa.select(Site).where(Site.code == "PV"))
     assert site is not None and site.created_by_id == ids["admin"]
     entries = audit_rows(entity_type="site", entity_id=str(site.id))

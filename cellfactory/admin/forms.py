@@ -98,3 +98,9 @@ class SiteEditForm(ReasonMixin, BaseForm):
                            validators=[Optional()])
     active = BooleanField(lazy_pgettext("site", "Active"))
     version = HiddenField()
+
+
+class EuCodingForm(ReasonMixin, BaseForm):
+    eu_country = StringField(_l("EU country (ISO code, e.g. IT)"), validators=[Optional()], render_kw={"maxlength": 2})
+    te_code = StringField(_l("EU tissue establishment code"), validators=[Optional()], render_kw={"maxlength": 6})
+    version = HiddenField()

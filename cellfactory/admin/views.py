@@ -8,6 +8,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from cellfactory.admin.forms import (
+    EuCodingForm,
     GrantDecisionForm,
     GrantRoleForm,
     IdentityCheckForm,
@@ -27,7 +28,7 @@ from cellfactory.auth.commands import CreateUser
 from cellfactory.auth.models import GrantStatus, Role, RoleAssignment, RoleGrantRequest, User, UserSession
 from cellfactory.core.clock import format_local
 from cellfactory.core.errors import DomainError
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import apply_domain_errors, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import GRANT_APPROVERS, roles_required
@@ -36,7 +37,7 @@ from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.forms import mark_signed
 from cellfactory.signatures.models import Meaning
 from cellfactory.sites import services as site_services
-from cellfactory.sites.commands import CreateSite, UpdateSite
+from cellfactory.sites.commands import CreateSite, SetEuCoding, UpdateSite
 from cellfactory.sites.models import Site
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -373,3 +374,18 @@ def site_edit(code: str):
             return redirect(url_for("admin.sites"))
     return render_template("admin/site_form.html", form=form, site=site), (422 if form.errors or form.form_errors
                                                                            else 200)
+
+
+@bp.route("/sites/<code>/eu-coding", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def site_eu_coding(code: str):
+    """The site's EU country and tissue establishment code: the first elements of the Single European Code."""
+    site = site_services.get_site(code)
+    form = EuCodingForm(obj=site, version=site.version)
+    if request.method == "POST":
+        saved = submit(form, lambda: site_services.set_eu_coding(_actor(), site, SetEuCoding.from_form(form)))
+        if saved:
+            flash(_("EU coding of site %(code)s saved.", code=site.code), "success")
+            return redirect(url_for("admin.site_edit", code=site.code))
+    return render_template("admin/site_eu_coding.html", form=form, site=site), (
+        422 if form.errors or form.form_errors else 200)

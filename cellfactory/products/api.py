@@ -25,6 +25,7 @@ from cellfactory.products.commands import (
     WHOLE_NUMBERS,
     AddSpecTest,
     ApproveSpecification,
+    ChangeLabelling,
     ChangeProductSettings,
     ChangeSpecTest,
     CreateDraft,
@@ -323,3 +324,36 @@ def approve_specification(code: str, number: int):
     command = read_body(ApproveSpecification)
     signer = signer_of(command, Meaning.APPROVED)
     return SpecificationDetailOut.of(services.approve(api_user(), spec, signer=signer)).json()
+
+
+class LabellingOut(Output):
+    code: str
+    sec_distribution: bool = Field(description="true: distributed under the Single European Code (tissues and cells "
+                                               "for human application); false: a medicinal product")
+    cryoprotectant: str
+    storage_temperature: str
+    version: int
+
+    @classmethod
+    def of(cls, product: Product) -> LabellingOut:
+        return cls(code=product.code, sec_distribution=product.sec_distribution,
+                   cryoprotectant=product.cryoprotectant, storage_temperature=product.storage_temperature,
+                   version=product.version)
+
+
+@bp.get("/products/<code>/labelling")
+@roles_required(READ_ROLES)
+@operation("What the product's unit labels carry besides its identity, and whether it uses the SEC",
+           response=LabellingOut, errors=(404,))
+def product_labelling(code: str):
+    return LabellingOut.of(services.get_product(code)).json()
+
+
+@bp.put("/products/<code>/labelling")
+@roles_required(Role.QA)
+@operation("QA: whether the product is distributed under the Single European Code, its cryoprotectant and "
+           "storage temperature as the unit label prints them; with a reason", body=ChangeLabelling,
+           response=LabellingOut, errors=(404,))
+def change_product_labelling(code: str):
+    found = services.get_product(code)
+    return LabellingOut.of(services.change_labelling(api_user(), found, _read(ChangeLabelling))).json()

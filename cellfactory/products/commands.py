@@ -320,3 +320,18 @@ class ApproveSpecification(Signed):
     refusal: ClassVar[str] = _l("The version cannot be approved")
     missing: ClassVar[dict[str, str]] = Said(password=_l("Required: your own password."))
     password_missing: ClassVar[str] = _l("Required: your own password.")
+
+
+class ChangeLabelling(Command):
+    """QA: what a unit label says of the product beyond its identity, and whether it is distributed under the
+    Single European Code (tissues and cells for human application) or not (medicinal products)."""
+
+    refusal: ClassVar[str] = _l("The labelling cannot be saved")
+    missing: ClassVar[dict[str, str]] = Said(reason=_l(SETTINGS_REASON))
+
+    sec_distribution: Flag(False) = Field(False, description="true: tissues and cells for human application, "
+                                                             "distributed under the Single European Code")
+    cryoprotectant: OptionalLine(100) = Field(None, description="e.g. 10% DMSO; none: not printed")
+    storage_temperature: OptionalLine(60) = Field(None, description="e.g. ≤ -150 °C; none: not printed")
+    reason: Annotated[Paragraph(2000), BeforeValidator(_reason_given)] = Field(
+        description="Goes into the audit trail")

@@ -195,3 +195,13 @@ class TestEditForm(TestForm):
 
 class ApprovalForm(SigningForm):
     """Approving a draft: the signature's meaning is 'Approved'."""
+
+
+class LabellingForm(BaseForm):
+    sec_distribution = BooleanField(_l("Distributed under the Single European Code (tissues and cells for human "
+                                       "application, e.g. HSC grafts; not for medicinal products)"))
+    cryoprotectant = StringField(_l("Cryoprotectant (e.g. 10% DMSO)"), validators=[Optional()],
+                                 render_kw={"maxlength": 100})
+    storage_temperature = StringField(_l("Storage temperature (e.g. ≤ -150 °C)"), validators=[Optional()],
+                                      render_kw={"maxlength": 60})
+    reason = TextAreaField(_l("Reason for the change"), validators=[Optional()], render_kw={"maxlength": 2000})

@@ -68,6 +68,12 @@ class Product(Audited, CreatedMixin, VersionedMixin, Base):
     shelf_life_fresh_hours: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_FRESH_HOURS)
     shelf_life_cryo_days: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_CRYO_DAYS)
     shelf_life_thawed_hours: Mapped[int] = mapped_column(default=DEFAULT_SHELF_LIFE_THAWED_HOURS)
+    # Distributed as tissues and cells for human application (e.g. an HSC graft) under the Single European Code;
+    # false for medicinal products (ATMPs), which are not.
+    sec_distribution: Mapped[bool] = mapped_column(default=False)
+    # What the unit label says of the content (Dir. 2006/86/EC Annex II Part E; ST-012 example label).
+    cryoprotectant: Mapped[str] = mapped_column(sa.String(100), default="")
+    storage_temperature: Mapped[str] = mapped_column(sa.String(60), default="")
 
     specifications: Mapped[list[SpecificationVersion]] = relationship(
         back_populates="product", order_by="SpecificationVersion.number")

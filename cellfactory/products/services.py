@@ -21,6 +21,7 @@ from cellfactory.extensions import db
 from cellfactory.products.commands import (
     SHELF_LIFE_BOUNDS,
     AddSpecTest,
+    ChangeLabelling,
     ChangeProductSettings,
     ChangeSpecTest,
     CreateDraft,
@@ -381,3 +382,15 @@ def _approved_specifications_never_change(session: Session, flush_context: Any, 
                                                  and "status" in changed):
                 raise Conflict(_("%(specification)s cannot go from %(status)s to %(new_status)s.",
                              specification=obj.label, status=was.label, new_status=obj.status.label))
+
+
+@transactional
+def change_labelling(actor: User, product: Product, command: ChangeLabelling) -> Product:
+    """QA sets the product's labelling with a reason: units labelled from now on carry it."""
+    _require_qa(actor)
+    audit.act_as(db.session, actor, reason=command.reason)
+    product.sec_distribution = command.sec_distribution
+    product.cryoprotectant = command.cryoprotectant or ""
+    product.storage_temperature = command.storage_temperature or ""
+    db.session.flush()
+    return product

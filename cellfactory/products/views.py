@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from cellfactory.audit.models import AuditEntry
@@ -23,6 +23,7 @@ from cellfactory.extensions import db
 from cellfactory.products import services
 from cellfactory.products.commands import (
     AddSpecTest,
+    ChangeLabelling,
     ChangeProductSettings,
     ChangeSpecTest,
     CreateDraft,
@@ -33,6 +34,7 @@ from cellfactory.products.forms import (
     ApprovalForm,
     ChangeRequestForm,
     DraftForm,
+    LabellingForm,
     ProductForm,
     ProductSettingsForm,
     TestEditForm,
@@ -313,3 +315,19 @@ def approve(code: str, number: int):
                     specification=spec.label, code=spec.product.code), "success")
             return redirect(url_for("products.specification", code=code, number=number))
     return _render_spec(spec, 422, approval_form=form)
+
+
+@bp.route("/<code>/labelling", methods=["GET", "POST"])
+@roles_required(READ_ROLES)
+def labelling(code: str):
+    """What the product's unit labels carry besides its identity; QA changes it with a reason."""
+    product = services.get_product(code)
+    form = LabellingForm(obj=product)
+    if request.method == "POST":
+        saved = submit(form, lambda: services.change_labelling(_user(), product, ChangeLabelling.from_form(form)))
+        if saved:
+            flash(_("Labelling of %(code)s saved: labels printed from now on carry it.", code=product.code),
+                  "success")
+            return redirect(url_for("products.detail", code=product.code))
+    return render_template("products/labelling.html", product=product, form=form, can_edit=_is_qa()), (
+        422 if form.errors or form.form_errors else 200)

@@ -148,7 +148,9 @@ def find(user: User, text: Any, *, limit: int = LIMIT) -> Found:
     compact = "".join(text.split()).upper()
     din, din_problem = _read_din(text)
 
-    exact = _exact(user, {key, compact}, din, _unit_parts(compact), limit + 1)
+    # A unit label's DIN and product code barcodes scanned one after the other name the unit.
+    scanned_unit = isbt128.unit_identifier_from_scan(text)
+    exact = _exact(user, {key, compact}, din, _unit_parts(scanned_unit or compact), limit + 1)
     if exact:
         return Found(text=text, hits=exact[:limit], truncated=len(exact) > limit)
     if len(compact) < PREFIX_MIN:

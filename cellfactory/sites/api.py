@@ -13,7 +13,7 @@ from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import any_authenticated_user, roles_required
 from cellfactory.core.roles import Role
 from cellfactory.sites import services
-from cellfactory.sites.commands import CreateSite
+from cellfactory.sites.commands import CreateSite, SetEuCoding
 from cellfactory.sites.models import Site
 
 
@@ -24,6 +24,9 @@ class SiteOut(Output):
     timezone: str = Field(description="IANA time zone: the site's local times")
     address: str
     active: bool
+    eu_country: str = Field(description="EU country of the tissue establishment code; empty: none")
+    te_code: str = Field(description="EU tissue establishment code (6 characters); empty: the site distributes "
+                                     "nothing under the Single European Code")
     language: str | None = Field(description="it or en: the language of its pages and printed records; null: the "
                                              "installation's")
     version: int
@@ -32,6 +35,7 @@ class SiteOut(Output):
     def of(cls, site: Site) -> SiteOut:
         return cls(code=site.code, name=site.name, facility_id=site.facility_id, timezone=site.timezone,
                    address=site.address or "", active=site.active, language=site.language,
+                   eu_country=site.eu_country, te_code=site.te_code,
                    version=site.version)
 
 
@@ -58,3 +62,12 @@ def site(code: str):
     found = services.get_site(code)
     permissions.require(permissions.can_see_site(g.api_user, found.id), _("You have no role at this site."))
     return SiteOut.of(found).json()
+
+
+@bp.put("/sites/<code>/eu-coding")
+@roles_required(Role.ADMIN)
+@operation("Set the site's EU country and tissue establishment code (administrator), with a reason",
+           body=SetEuCoding, response=SiteOut, errors=(404, 409))
+def site_eu_coding(code: str):
+    found = services.get_site(code)
+    return SiteOut.of(services.set_eu_coding(g.api_user, found, read_body(SetEuCoding))).json()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from cellfactory import isbt128
+from cellfactory import isbt128, sec
 from cellfactory.core.commands import Command, Line, OptionalLanguage, OptionalParagraph, Paragraph, Version
 from cellfactory.core.i18n import N_, _, _l
 
@@ -84,5 +84,37 @@ class UpdateSite(Command):
     address: OptionalParagraph(1000) = None
     language: OptionalLanguage = None
     active: bool = True
+    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+    version: Version = Field(None, description="The version you read: refused if someone changed it since")
+
+
+def _sec_element(check: Any) -> Any:
+    def validate(value: str) -> str:
+        try:
+            return check(value.upper())
+        except sec.SecError as error:
+            raise PydanticCustomError("text", "{problem}", {"problem": error.message}) from None
+    return validate
+
+
+EuCountry = Annotated[Line(2), AfterValidator(_sec_element(sec.country)), Field(
+    description="EU or EEA country of the competent authority (ISO 3166 alpha-2), e.g. IT",
+    json_schema_extra={"x-refused-when": "not two capital letters of an EU or EEA country"})]
+TeCode = Annotated[Line(6), AfterValidator(_sec_element(sec.te_code)), Field(
+    description="EU tissue establishment code: up to 6 letters or digits, padded with leading zeros to 6",
+    json_schema_extra={"x-refused-when": "not letters A-Z and digits, or longer than 6"})]
+
+
+class SetEuCoding(Command):
+    """The site's EU coding (Dir. 2006/86/EC Annex VII): the first two elements of every SEC it issues. A unit keeps
+    the donation identification sequence of its first SEC label: a later correction does not change it."""
+
+    refusal: ClassVar[str] = _l("The EU coding cannot be saved")
+    missing: ClassVar[dict[str, str]] = {"eu_country": _l("Enter the country, e.g. IT."),
+                                         "te_code": _l("Enter the tissue establishment code."),
+                                         "reason": _l(REASON_MESSAGE)}
+
+    eu_country: EuCountry
+    te_code: TeCode
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
     version: Version = Field(None, description="The version you read: refused if someone changed it since")

@@ -26,6 +26,11 @@ class Site(Audited, CreatedMixin, VersionedMixin, Base):
     htlv_required: Mapped[bool] = mapped_column(default=False)
     # The manufacturing authorisation (e.g. AIFA authorisation number), printed on release certificates.
     authorisation_number: Mapped[str] = mapped_column(sa.String(100), default="")
+    # EU coding (Dir. 2006/86/EC Annex VII): the country (ISO 3166 alpha-2) and the tissue establishment code the
+    # competent authority gave the site; the first two elements of every Single European Code it issues. Empty:
+    # the site distributes no tissues and cells under the SEC.
+    eu_country: Mapped[str] = mapped_column(sa.String(2), default="")
+    te_code: Mapped[str] = mapped_column(sa.String(6), default="")
 
     def audit_label(self) -> str:
         return self.code

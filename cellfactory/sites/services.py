@@ -13,7 +13,7 @@ from cellfactory.core.i18n import _
 from cellfactory.core.roles import Actor
 from cellfactory.core.transaction import transactional
 from cellfactory.extensions import db
-from cellfactory.sites.commands import CreateSite, UpdateSite
+from cellfactory.sites.commands import CreateSite, SetEuCoding, UpdateSite
 from cellfactory.sites.models import Site
 
 
@@ -66,4 +66,15 @@ def update_site(actor: Actor, site: Site, command: UpdateSite) -> Site:
     site.name, site.timezone, site.address, site.active = (command.name, command.timezone, command.address or "",
                                                            command.active)
     site.language = command.language
+    return site
+
+
+@transactional
+def set_eu_coding(actor: Actor, site: Site, command: SetEuCoding) -> Site:
+    """An administrator records the EU country and tissue establishment code of the site, with a reason."""
+    permissions.require(permissions.can_administer(actor), _("Only an administrator manages sites."))
+    if command.version is not None and command.version != site.version:
+        raise Conflict(_("Someone else changed this site since you opened it. Reload and try again."))
+    audit.act_as(db.session, actor, reason=command.reason)
+    site.eu_country, site.te_code = command.eu_country, command.te_code
     return site

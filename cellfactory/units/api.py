@@ -11,7 +11,7 @@ import enum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import request
+from flask import Response, request
 from pydantic import Field
 
 from cellfactory import isbt128
@@ -34,14 +34,16 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.commands import OptionalLine
 from cellfactory.core.errors import NotFound, ValidationFailed
+from cellfactory.core.i18n import in_language, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType, Product
-from cellfactory.units import services, trace
+from cellfactory.units import labels, services, trace
 from cellfactory.units.commands import (
     AdministerUnit,
+    CheckLabel,
     CreateLocation,
     CreateUnits,
     DestroyUnit,
@@ -54,11 +56,13 @@ from cellfactory.units.commands import (
     Ship,
     TakeOut,
 )
+from cellfactory.units.labels import LabelFormat
 from cellfactory.units.models import (
     LocationKind,
     Preservation,
     RequestStatus,
     Shipment,
+    ShipmentPurpose,
     ShipmentStatus,
     ShipmentUnit,
     StorageLocation,
@@ -243,6 +247,8 @@ class ShipmentOut(_Out):
     received_by: str | None
     temperature_excursion: bool | None
     condition: str | None
+    purpose: ShipmentPurpose = Field(description="human_application: the shipping document carries the full SEC; "
+                                                 "starting_material: only the donation identification sequence")
     units: list[str] = Field(description="Unit identifiers")
     created_by: str | None
     version: int
@@ -254,7 +260,7 @@ class ShipmentOut(_Out):
                    departed_at=shipment.departed_at, status=shipment.status, received_at=shipment.received_at,
                    received_by=username(shipment.received_by_id),
                    temperature_excursion=shipment.temperature_excursion, condition=shipment.condition,
-                   units=[item.unit.identifier for item in shipment.items],
+                   purpose=shipment.purpose, units=[item.unit.identifier for item in shipment.items],
                    created_by=username(shipment.created_by_id), version=shipment.version, **more)
 
 
@@ -702,3 +708,59 @@ def trace_from_recipient(code: str):
            errors=(404,))
 def trace_from_lot(lot_id: int):
     return TraceOut.of(trace.trace_lot(api_user(), lot_id)).json()
+
+
+class LabelFormatQuery(Query):
+    format: LabelFormat = Field(LabelFormat.PDF, description="pdf (office printer), zpl-4x2 or zpl-2x2 (Zebra "
+                                                             "label printers, 203 dpi)")
+
+
+class LabelCheckOut(Output):
+    unit: str
+    matched: list[str] = Field(description="The barcodes scanned that carry this unit's data: din, product_code, "
+                                           "expiry")
+    barcodes: dict[str, str] = Field(description="The data of each barcode the unit's label carries")
+
+
+def _label_response(data: bytes, printer: LabelFormat, name: str) -> Response:
+    extension = "pdf" if printer == LabelFormat.PDF else "zpl"
+    return Response(data, mimetype=printer.mimetype,
+                    headers={"Content-Disposition": f'inline; filename="{name}.{extension}"'})
+
+
+@bp.get("/units/<identifier>/label")
+@roles_required(MANUFACTURING_STAFF)
+@operation("The unit's label (technician or QA of the holding site) as PDF or ZPL; every print is audited. "
+           "Refused (409, naming the field) for an autologous or directed unit without its recipient, or a unit "
+           "of an SEC product whose site has no EU tissue establishment code", query=LabelFormatQuery,
+           media="application/pdf", errors=(404, 409))
+def unit_label(identifier: str) -> Response:
+    found = _unit(identifier)
+    printer = LabelFormatQuery.read().format
+    with in_language(print_language(found.site)):
+        data = labels.print_unit_labels(api_user(), [found], printer)
+    return _label_response(data, printer, f"unit-label-{found.identifier}")
+
+
+@bp.post("/units/<identifier>/label-check")
+@roles_required(MANUFACTURING_STAFF)
+@operation("Scan-back check of a printed label: the barcodes as scanned must carry this unit's data (409 naming "
+           "each barcode that does not; the refusal is audited)", body=CheckLabel, response=LabelCheckOut,
+           errors=(404, 409))
+def check_unit_label(identifier: str):
+    found = _unit(identifier)
+    checked = labels.check_printed_label(api_user(), found, read_body(CheckLabel))
+    return LabelCheckOut(unit=found.identifier, matched=checked.matched, barcodes=labels.barcodes(found)).json()
+
+
+@bp.get("/shipments/<number>/document.pdf")
+@roles_required(MANUFACTURING_STAFF)
+@operation("The shipping document (packing list) of a shipment, for staff of the sending or receiving site: each "
+           "unit with the full SEC for human application, or only the DIS for starting material; audited",
+           media="application/pdf", errors=(404,))
+def shipment_document(number: str) -> Response:
+    found = services.get_shipment(api_user(), number)
+    with in_language(print_language(found.from_site)):
+        data = labels.print_shipping_document(api_user(), found)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="shipment-{found.number}.pdf"'})

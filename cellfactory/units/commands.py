@@ -26,7 +26,7 @@ from cellfactory.core.commands import (
 )
 from cellfactory.core.commands import Instant as CoreInstant
 from cellfactory.core.i18n import N_, _, _l
-from cellfactory.units.models import LocationKind, Preservation
+from cellfactory.units.models import LocationKind, Preservation, ShipmentPurpose
 
 DIVISIONS = isbt128.DIVISIONS
 GRID_MAX = 26
@@ -127,9 +127,20 @@ def _choice(enum_cls: type, message: str, allowed: tuple | None = None):
     return check
 
 
+def _purpose(value: Any) -> Any:
+    """Left out or blank: human application, as every shipment before purposes were recorded."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ShipmentPurpose.HUMAN_APPLICATION
+    try:
+        return ShipmentPurpose(value.strip().lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise PydanticCustomError("text", _("Choose human application or starting material.")) from None
+
+
 def _identifier(value: str) -> str:
-    """A unit identifier as scanned or typed: spaces dropped, capitals."""
-    return "".join(value.split()).upper()
+    """A unit identifier as scanned or typed: spaces dropped, capitals. The label's DIN and product code barcodes
+    scanned one after the other (``=A99912600012300=<A01011A0``) name the unit too."""
+    return isbt128.unit_identifier_from_scan(value) or "".join(value.split()).upper()
 
 
 def _path(value: str) -> str:
@@ -289,6 +300,10 @@ class Ship(Command):
     shipper: Line(200) = Field(description="Shipper or courier")
     logger_reference: Line(100) = Field(description="Temperature logger reference")
     departed_at: Instant
+    purpose: Annotated[ShipmentPurpose, BeforeValidator(_purpose)] = Field(
+        ShipmentPurpose.HUMAN_APPLICATION,
+        description="human_application (the shipping document carries the full SEC) or starting_material for "
+                    "another manufacturer (only the donation identification sequence)")
 
 
 class ReceiveShipment(Command):
@@ -331,3 +346,17 @@ class ReleaseReservation(Command):
     missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
 
     reason: Paragraph(2000) = Field(description="Goes into the audit trail")
+
+
+Scanned = Annotated[OptionalLine(40), Field(description="The barcode's data as the scanner gives it")]
+
+
+class CheckLabel(Command):
+    """The scan-back check of a printed unit label: its barcodes as scanned, each compared with the unit."""
+
+    refusal: ClassVar[str] = _l("The label check cannot be recorded")
+    missing: ClassVar[dict[str, str]] = {"din": _l("Scan the DIN barcode of the printed label.")}
+
+    din: Line(40) = Field(description="The DIN barcode (=DIN + flags) or the DIN typed with its check character")
+    product_code: Scanned = Field(None, description="The product code barcode (=< + code + type + division)")
+    expiry: Scanned = Field(None, description="The expiry date and time barcode (&> + cyyjjjhhmm)")

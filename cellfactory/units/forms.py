@@ -126,6 +126,10 @@ class ShipmentForm(BaseForm):
     logger_reference = StringField(_l("Temperature logger reference"), validators=[Optional()],
                                    render_kw={**SCANNER, "data-scanner-next": "departed_at", "maxlength": 100})
     departed_at = DateTimeLocalField(_l("Departure (site time)"), format=LOCAL, validators=[Optional()])
+    purpose = SelectField(_l("Purpose"), choices=[
+        ("human_application", _l("Human application: the shipping document carries the full SEC")),
+        ("starting_material", _l("Starting material for another manufacturer: the document carries the DIS"))],
+        default="human_application", validators=[Optional()])
 
 
 class ReceiptForm(BaseForm):
@@ -149,3 +153,14 @@ class ReserveForm(BaseForm):
                                  validators=[Optional()], render_kw={**SCANNER, "maxlength": 40})
     to_site = SelectField(_l("Destination site"), choices=[], validators=[Optional()])
     needed_on = DateField(_l("Needed on"), validators=[Optional()])
+
+
+class LabelCheckForm(BaseForm):
+    """Scan-back after printing: each barcode of the printed label, scanned."""
+
+    din = StringField(_l("DIN barcode"), validators=[Optional()],
+                      render_kw={**SCANNER, "data-scanner-next": "check-product_code", "maxlength": 40})
+    product_code = StringField(_l("Product code barcode"), validators=[Optional()],
+                               render_kw={**SCANNER, "data-scanner-next": "check-expiry", "maxlength": 40})
+    expiry = StringField(_l("Expiry date and time barcode"), validators=[Optional()],
+                         render_kw={**SCANNER, "maxlength": 40})

@@ -139,6 +139,9 @@ class Unit(Audited, CreatedMixin, VersionedMixin, Base):
     recipient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recipient.id"), index=True)
     administered_at: Mapped[dt.datetime | None]
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # The SEC donation identification sequence, fixed when the unit's first SEC label is printed: it is never
+    # altered afterwards (Dir. 2006/86/EC Art. 10b(1)(c)), even if the site's TE code is later corrected.
+    sec_dis: Mapped[str | None] = mapped_column(sa.String(21))
 
     batch: Mapped[Batch] = relationship(lazy="joined")
     site: Mapped[Site] = relationship(foreign_keys=[site_id], lazy="joined")
@@ -201,6 +204,21 @@ class ShipmentStatus(enum.StrEnum):
                 ShipmentStatus.RECEIVED: pgettext("shipment status", "received")}[self]
 
 
+class ShipmentPurpose(enum.StrEnum):
+    """Why units travel, which decides what the shipping documents carry (Dir. 2006/86/EC Art. 10(1)(2)): the full SEC
+    for human application, at least the donation identification sequence for starting material sent to another
+    manufacturer."""
+
+    HUMAN_APPLICATION = "human_application"
+    STARTING_MATERIAL = "starting_material"
+
+    @property
+    def label(self) -> str:
+        return {ShipmentPurpose.HUMAN_APPLICATION: pgettext("shipment purpose", "human application"),
+                ShipmentPurpose.STARTING_MATERIAL: pgettext("shipment purpose",
+                                                            "starting material for another manufacturer")}[self]
+
+
 class ShipmentSequence(Base):
     __tablename__ = "shipment_sequence"
     __table_args__ = (sa.UniqueConstraint("site_id", "year"),)
@@ -229,6 +247,7 @@ class Shipment(Audited, CreatedMixin, VersionedMixin, Base):
     received_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
     temperature_excursion: Mapped[bool | None]
     condition: Mapped[str | None] = mapped_column(sa.Text)
+    purpose: Mapped[ShipmentPurpose] = enum_column(ShipmentPurpose, default=ShipmentPurpose.HUMAN_APPLICATION)
 
     from_site: Mapped[Site] = relationship(foreign_keys=[from_site_id], lazy="joined")
     to_site: Mapped[Site] = relationship(foreign_keys=[to_site_id], lazy="joined")

@@ -472,7 +472,7 @@ def ship(actor: User, command: Ship) -> Shipment:
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
                         shipper=command.shipper, logger_reference=command.logger_reference, departed_at=departed,
-                        status=ShipmentStatus.IN_TRANSIT, created_by_id=actor.id)
+                        status=ShipmentStatus.IN_TRANSIT, purpose=command.purpose, created_by_id=actor.id)
     db.session.add(shipment)
     db.session.flush()
     for unit in units:

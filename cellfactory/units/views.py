@@ -16,7 +16,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.clock import format_local, utcnow
 from cellfactory.core.errors import Conflict, DomainError, NotFound, ValidationFailed
-from cellfactory.core.forms import apply_domain_errors
+from cellfactory.core.forms import apply_domain_errors, submit
 from cellfactory.core.i18n import N_, _, format_day, in_language, ngettext, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
@@ -29,6 +29,7 @@ from cellfactory.sites.models import Site
 from cellfactory.units import labels, services, trace
 from cellfactory.units.commands import (
     AdministerUnit,
+    CheckLabel,
     CreateLocation,
     CreateUnits,
     DestroyUnit,
@@ -46,6 +47,7 @@ from cellfactory.units.forms import (
     AdministerForm,
     ConfirmForm,
     CreateUnitsForm,
+    LabelCheckForm,
     LocationForm,
     PutAwayForm,
     ReasonForm,
@@ -514,6 +516,48 @@ def label(identifier: str) -> Response:
                     headers={"Content-Disposition": f'inline; filename="unit-label-{unit.identifier}.pdf"'})
 
 
+@bp.route("/<identifier>/label-<stock>.zpl")
+@roles_required(MANUFACTURING_STAFF)
+def label_zpl(identifier: str, stock: str) -> Response:
+    """The label for a Zebra printer (4x2 or 2x2 in): the file is sent to the printer as it is."""
+    unit = services.get_unit(_user(), identifier)
+    printer = {"4x2": labels.LabelFormat.ZPL_4X2, "2x2": labels.LabelFormat.ZPL_2X2}.get(stock)
+    if printer is None:
+        raise NotFound(_("Zebra labels are 4x2 or 2x2 inches."))
+    with in_language(print_language(unit.site)):
+        data = labels.print_unit_labels(_user(), [unit], printer)
+    return Response(data, mimetype="text/plain",
+                    headers={"Content-Disposition": f'attachment; filename="unit-label-{unit.identifier}-{stock}.zpl"'})
+
+
+def _render_label_page(unit: Unit, form: LabelCheckForm | None = None, checked: list[str] | None = None,
+                       status: int = 200):
+    refusals = labels.label_refusals(unit)
+    code = labels.unit_sec(unit) if not refusals else None
+    return render_template("units/label.html", unit=unit, refusals=refusals, barcodes=labels.barcodes(unit),
+                           sec=code, form=form or LabelCheckForm(prefix="check"), checked=checked,
+                           formats=list(labels.LabelFormat)), status
+
+
+@bp.route("/<identifier>/labels")
+@roles_required(MANUFACTURING_STAFF)
+def label_page(identifier: str):
+    """Print the unit's label, then scan it back: the app confirms each barcode carries this unit's data."""
+    return _render_label_page(services.get_unit(_user(), identifier))
+
+
+@bp.route("/<identifier>/label-check", methods=["POST"])
+@roles_required(MANUFACTURING_STAFF)
+def label_check(identifier: str):
+    unit = services.get_unit(_user(), identifier)
+    form = LabelCheckForm(prefix="check")
+    checked = submit(form, lambda: labels.check_printed_label(_user(), unit, CheckLabel.from_form(form)))
+    if checked:
+        flash(_("The printed label of unit %(unit)s matches it.", unit=unit.identifier), "success")
+        return _render_label_page(services.get_unit(_user(), identifier), checked=checked.matched)
+    return _render_label_page(services.get_unit(_user(), identifier), form=form, status=422)
+
+
 @bp.route("/<identifier>/storage", methods=["POST"])
 @roles_required(MANUFACTURING_STAFF)
 def store(identifier: str):
@@ -828,6 +872,17 @@ def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status
 @roles_required(READ_ROLES)
 def shipment_detail(number: str):
     return _render_shipment(services.get_shipment(_user(), number))
+
+
+@shipments_bp.route("/<number>/document.pdf", endpoint="document")
+@roles_required(MANUFACTURING_STAFF)
+def shipment_document(number: str) -> Response:
+    """The packing list: the full SEC for human application, the DIS for starting material."""
+    shipment = services.get_shipment(_user(), number)
+    with in_language(print_language(shipment.from_site)):
+        data = labels.print_shipping_document(_user(), shipment)
+    return Response(data, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="shipment-{shipment.number}.pdf"'})
 
 
 @shipments_bp.route("/<number>/receive", methods=["POST"])

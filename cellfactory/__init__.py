@@ -79,6 +79,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Imported for its effect: the batch life cycle passes the readers of a batch's QC results and deviations
     # down to the batch model (cellfactory.lifecycle's docstring).
     import cellfactory.lifecycle  # noqa: F401
+    # Imported for its effect too: the bedside check of doses (cellfactory.dosing.bedside).
+    import cellfactory.dosing.bedside  # noqa: F401
     from cellfactory import web
     from cellfactory.alerts import mail
 

@@ -23,6 +23,7 @@ from cellfactory.documents.models import (
     SopVersion,
     change_request_product,
 )
+from cellfactory.dosing.models import DoseAllocation, DosingProfile, Prescription
 from cellfactory.donors.models import Donor, ScreeningResultRecord
 from cellfactory.environment.models import (
     AlertLevel,

@@ -178,5 +178,6 @@ from cellfactory.qc import api as _qc  # noqa: E402,F401
 from cellfactory.reagents import api as _reagents  # noqa: E402,F401
 from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
+from cellfactory.dosing import api as _dosing  # noqa: E402,F401
 from cellfactory.training import api as _training  # noqa: E402,F401
 from cellfactory.units import api as _units  # noqa: E402,F401

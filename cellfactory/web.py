@@ -76,6 +76,7 @@ def register(app: Flask) -> None:
     from cellfactory.search.views import bp as search_bp
     from cellfactory.signatures.views import bp as signatures_bp
     from cellfactory.training.views import bp as training_bp
+    from cellfactory.dosing.views import bp as dosing_bp
     from cellfactory.units.views import bp as units_bp
     from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
 
@@ -83,7 +84,7 @@ def register(app: Flask) -> None:
                       batches_bp, products_bp, reagents_bp, equipment_bp, environment_bp,
                       qc_bp, deviations_bp, documents_bp, training_bp,
                       releases_bp,
-                      units_bp, storage_bp, shipments_bp, trace_bp,
+                      units_bp, storage_bp, shipments_bp, trace_bp, dosing_bp,
                       search_bp,
                       api_bp):
         app.register_blueprint(blueprint)
@@ -355,6 +356,7 @@ NAV = [
     ("releases.register", N_("QP register")),
     ("units.index", N_("Units")),
     ("shipments.index", N_("Shipments")),
+    ("dosing.index", N_("Prescriptions")),
     ("trace.search", N_("Trace")),
     ("audit.trail", N_("Audit trail")),
     ("admin.users", N_("Users")),

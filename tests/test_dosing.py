@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
+from cellfactory.audit.models import AuditEntry
 from cellfactory.core.clock import utcnow
 from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.dosing import services
@@ -120,16 +121,21 @@ def test_viable_cells_for_70_kg_reach_the_target_and_the_administration_records_
     assert summary.allocated_per_kg == D("2000000")
     assert summary.within_tolerance
     assert summary.remaining_per_kg == 0
-    # A second unit would bring the dose to 2.8 × 10�8 / 70 = 4.0 × 10⁶ per kg, above 2.2 × 10⁶ (target + 10 %).
+    # A second unit would bring the dose to 2.8 × 10⁸ / 70 = 4.0 × 10⁶ per kg, above 2.2 × 10⁶ (target + 10 %).
     with pytest.raises(Conflict, match="above the tolerance"):
         _allocate(plant, prescription, ids[1])
     assert db.session.scalar(sa.select(sa.func.count()).select_from(DoseAllocation)) == 1
 
+    created = set(db.session.scalars(sa.select(AuditEntry.entity_type).where(AuditEntry.action == "create")))
+    assert {"dosing_profile", "prescription", "dose_allocation"} <= created
     unit = _administer(plant, ids[0])
     assert unit.status == UnitStatus.ADMINISTERED
     given = refetch(allocation)
     assert given.delivered_dose_per_kg == D("2000000.00")
     assert given.administered_at is not None
+    updates = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "dose_allocation",
+                                                             AuditEntry.action == "update")).all()
+    assert updates and updates[-1].changes["delivered_dose_per_kg"][1] in ("2000000.00", 2000000.0, "2000000")
     assert services.dose_summary(refetch(prescription)).delivered_per_kg == D("2000000")
 
 
@@ -260,3 +266,31 @@ def test_api_prescription_allocation_and_refusals(client, users, ready, sites):
     assert len(shown["allocations"]) == 1
     dosing = client.get(f"{API}/products/UCMSC/dosing", headers=headers).get_json()
     assert D(str(dosing["threshold_eu_per_kg"])) == D("5")
+
+
+def test_pages_record_a_prescription_allocate_and_refuse(client, users, ready, sites):
+    from tests.conftest import login
+
+    plant, _batch, ids = ready
+    assert login(client, refetch(plant.tech).username).status_code == 302
+    today = utcnow().date()
+    form = {"recipient_code": "PT-BG-0007", "product": "UCMSC", "weight_kg": "1000", "target_dose_per_kg": "2000000",
+            "tolerance_pct": "10", "prescriber": "Dr. Rossi", "prescribed_on": today.isoformat(),
+            "planned_on": today.isoformat()}
+    refused = client.post("/prescriptions/new", data=form)
+    assert refused.status_code == 422
+    assert "0.3 to 400" in refused.get_data(as_text=True) or "0,3" in refused.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Prescription)) == 0
+    made = client.post("/prescriptions/new", data={**form, "weight_kg": "70"})
+    assert made.status_code == 302, made.get_data(as_text=True)
+    prescription = db.session.scalar(sa.select(Prescription))
+    allocated = client.post(f"/prescriptions/{prescription.id}/allocate", data={"allocate-unit": ids[0]})
+    assert allocated.status_code == 302, allocated.get_data(as_text=True)
+    over = client.post(f"/prescriptions/{prescription.id}/allocate", data={"allocate-unit": ids[1]})
+    assert over.status_code == 422
+    assert "above the tolerance" in over.get_data(as_text=True)
+    page = client.get(f"/prescriptions/{prescription.id}")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert ids[0] in text and "2 × 10⁶" in text
+    assert client.get("/prescriptions/").status_code == 200

@@ -257,6 +257,8 @@ EXPECTED_ROLES = {
     "dosing.detail": "TCQPA",
     "dosing.index": "TCQPA",
     "dosing.new": "TQ",
+    "dosing.product": "Q",
+    "dosing.products": "TCQPA",
     "dosing.release": "TQ",
     "environment.add_plan": "Q",
     "environment.batch": "TCQPA",

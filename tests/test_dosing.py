@@ -294,3 +294,101 @@ def test_pages_record_a_prescription_allocate_and_refuse(client, users, ready, s
     text = page.get_data(as_text=True)
     assert ids[0] in text and "2 × 10⁶" in text
     assert client.get("/prescriptions/").status_code == 200
+
+
+@pytest.mark.postgres
+def test_one_unit_allocated_to_two_prescriptions_at_once_goes_to_one(tmp_path):
+    from cellfactory import create_app
+    from cellfactory.auth.models import Role, User
+    from cellfactory.batches import services as batch_services
+    from cellfactory.batches.models import BatchStatus
+    from cellfactory.lifecycle import services as lifecycle
+    from cellfactory.sites import services as site_services
+    from cellfactory.sites.commands import CreateSite
+    from cellfactory.sites.models import Site
+    from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
+    from tests.batch_helpers import start_command
+    from tests.conftest import fresh_database, make_config, make_user
+    from tests.test_concurrency import _two_technicians, run_in_parallel
+
+    with fresh_database() as url:
+        app = create_app(make_config(url, tmp_path))
+        try:
+            with app.app_context():
+                sites = {"BG": site_services.create_site(None, CreateSite(
+                    code="BG", name="Cell Factory Bergamo", facility_id="A9991", timezone="Europe/Rome"))}
+                people = {role: make_user(f"{role}.bg", [(Role(role), "BG")]) for role in ("technician", "qa", "qp")}
+                plant = build_plant(people, sites)
+                approve_new_version(plant, tests=DOSING_TESTS)
+                audit.act_as(db.session, refetch(plant.qa), reason="local product code")
+                _product().unit_code = "A0101"
+                db.session.commit()
+                site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+                batch = batch_services.start_batch(refetch(plant.tech), site, start_command(
+                    site, "UCMSC", [plant.material_din], started_at=batch_start()))
+                run_batch_to_awaiting_qc(plant, batch)
+                lifecycle.transition(refetch(plant.tech), refetch(batch), BatchStatus.AWAITING_QC, reason="done")
+                complete_qc(plant, batch, values=RESULTS)
+                lifecycle.transition(refetch(plant.qc), refetch(batch), BatchStatus.AWAITING_QA_REVIEW,
+                                     reason="qc done")
+                reviewer = make_user("qa.reviewer", [(Role.QA, "BG")], signing=True)
+                lifecycle.transition(reviewer, refetch(batch), BatchStatus.AWAITING_CERTIFICATION, reason="reviewed",
+                                     signer=signing(reviewer))
+                certify(plant, batch)
+                [unit] = unit_services.create_units(refetch(plant.tech), refetch(batch), CreateUnits.parse(dict(
+                    batch=refetch(batch).number, count=1, volume_ml=100, cells_per_unit=1.75e8,
+                    preservation="cryopreserved", prepared_at=(utcnow() - dt.timedelta(hours=1)).isoformat())))
+                identifier = unit.identifier
+                _set_dosing(plant)
+                wanted = [_prescribe(plant, {"BG": site}, recipient_code=f"PT-BG-00{n}").id for n in (21, 22)]
+                db.session.remove()
+            technician = _two_technicians(plant)
+            turn = iter(wanted)
+
+            def allocate(user, site):
+                actor = technician()
+                prescription = db.session.get(Prescription, next(turn))
+                try:
+                    services.allocate(actor, prescription, AllocateUnit.parse({"unit": identifier}))
+                    return "allocated"
+                except Conflict as conflict:
+                    return conflict.message
+
+            outcomes = run_in_parallel(app, 2, allocate)
+            assert outcomes.count("allocated") == 1, outcomes
+            refusal = next(o for o in outcomes if o != "allocated")
+            assert "already allocated to prescription RX-" in refusal or "just allocated" in refusal
+            with app.app_context():
+                held = db.session.scalars(sa.select(DoseAllocation)).all()
+                assert len(held) == 1 and held[0].held_unit_id is not None
+                assert db.session.get(User, plant.tech.id) is not None
+                db.session.remove()
+        finally:
+            db.state(app).engine.dispose()
+
+
+def test_qa_sets_the_dosing_on_its_page_and_the_unit_and_recipient_pages_show_the_dose(client, users, ready, sites):
+    from tests.conftest import login
+
+    plant, _batch, ids = ready
+    assert login(client, refetch(plant.qa).username).status_code == 302
+    assert client.get("/prescriptions/products").status_code == 200
+    form = {"route": "intrathecal", "basis": "viable_cells", "viability_test": "viab", "cd34_test": "",
+            "endotoxin_test": "ENDO", "max_volume_per_kg_ml": "2"}
+    refused = client.post("/prescriptions/products/UCMSC", data={**form, "basis": "cd34_cells"})
+    assert refused.status_code == 422
+    assert services.profile_of(_product()).route == Route.INTRAVENOUS  # unchanged
+    saved = client.post("/prescriptions/products/UCMSC", data=form)
+    assert saved.status_code == 302, saved.get_data(as_text=True)
+    profile = services.profile_of(_product())
+    assert profile.route == Route.INTRATHECAL and profile.viability_test == "VIAB"
+    assert "0.2" in client.get("/prescriptions/products").get_data(as_text=True).replace(",", ".")
+    _set_dosing(plant)
+    prescription = _prescribe(plant, sites)
+    _allocate(plant, prescription, ids[0])
+    _administer(plant, ids[0])
+    unit_page = client.get(f"/units/{ids[0]}").get_data(as_text=True)
+    assert "1.4 × 10⁸" in unit_page.replace(",", ".") and prescription.number in unit_page
+    assert "2 × 10⁶" in unit_page  # delivered per kg
+    recipient_page = client.get("/trace/recipients/PT-BG-0007").get_data(as_text=True)
+    assert prescription.number in recipient_page

@@ -3,11 +3,12 @@ The services check every rule; their field errors are shown next to these fields
 
 from __future__ import annotations
 
-from wtforms import DateField, DecimalField, StringField, TextAreaField
+from wtforms import DateField, DecimalField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from cellfactory.core.forms import BaseForm
 from cellfactory.core.i18n import _l
+from cellfactory.dosing.models import DoseBasis, Route
 
 CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
 
@@ -32,3 +33,19 @@ class AllocateForm(BaseForm):
 
 class ReasonForm(BaseForm):
     reason = TextAreaField(_l("Reason"), validators=[Optional(), Length(max=2000)])
+
+
+class DosingForm(BaseForm):
+    route = SelectField(_l("Route of administration"), choices=[], validate_choice=False)
+    basis = SelectField(_l("A dose counts"), choices=[], validate_choice=False)
+    viability_test = StringField(_l("Release test of viability (%)"), validators=[Optional(), Length(max=40)],
+                                 render_kw=CODE)
+    cd34_test = StringField(_l("Release test of CD34+ (%)"), validators=[Optional(), Length(max=40)], render_kw=CODE)
+    endotoxin_test = StringField(_l("Release test of endotoxin (EU/mL)"), validators=[Optional(), Length(max=40)],
+                                 render_kw=CODE)
+    max_volume_per_kg_ml = DecimalField(_l("Largest volume per kg, M (mL/kg)"), validators=[Optional()],
+                                        render_kw={"inputmode": "decimal"})
+
+    def set_choices(self) -> None:
+        self.route.choices = [(r.value, r.label) for r in Route]
+        self.basis.choices = [(b.value, b.label) for b in DoseBasis]

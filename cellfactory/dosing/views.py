@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
@@ -13,12 +15,21 @@ from cellfactory.auth.models import User
 from cellfactory.core.errors import NotFound
 from cellfactory.core.forms import REFUSED, submit
 from cellfactory.core.i18n import _
+from cellfactory.auth.models import Role
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.dosing import services
-from cellfactory.dosing.commands import AllocateUnit, CancelPrescription, CreatePrescription, ReleaseAllocation
-from cellfactory.dosing.forms import AllocateForm, PrescriptionForm, ReasonForm
+from cellfactory.dosing.commands import (
+    AllocateUnit,
+    CancelPrescription,
+    CreatePrescription,
+    ReleaseAllocation,
+    SetDosing,
+)
+from cellfactory.dosing.forms import AllocateForm, DosingForm, PrescriptionForm, ReasonForm
 from cellfactory.dosing.models import Prescription
 from cellfactory.extensions import db
+from cellfactory.products.models import Product
+from cellfactory.products.services import get_product
 
 bp = Blueprint("dosing", __name__, url_prefix="/prescriptions")
 
@@ -112,3 +123,49 @@ def release(prescription_id: int, allocation_id: int) -> Any:
               "success")
         return redirect(url_for("dosing.detail", prescription_id=found.id))
     return _render(_prescription(prescription_id), 422, release_forms={allocation_id: form})
+
+
+@bp.route("/products")
+@roles_required(READ_ROLES)
+def products() -> str:
+    found = db.session.scalars(sa.select(Product).where(Product.cellular.is_(True)).order_by(Product.code)).all()
+    return render_template("dosing/products.html", products=[(p, services.profile_of(p)) for p in found],
+                           can_edit=_user().has_any_role(frozenset({Role.QA})))
+
+
+@bp.route("/products/<code>", methods=["GET", "POST"])
+@roles_required(frozenset({Role.QA}))
+def product(code: str) -> Any:
+    try:
+        found = get_product(code)
+    except NotFound:
+        abort(404)
+    profile = services.profile_of(found)
+    form = DosingForm(obj=profile if request.method == "GET" and profile else None)
+    form.set_choices()
+    if request.method == "GET" and profile:
+        form.route.data, form.basis.data = profile.route.value, profile.basis.value
+    saved = submit(form, lambda: services.set_dosing(_user(), found, SetDosing.from_form(form)))
+    if saved is not REFUSED:
+        flash(_("Dosing of %(product)s saved.", product=found.code), "success")
+        return redirect(url_for("dosing.products"))
+    return render_template("dosing/product.html", product=found, profile=profile, form=form), \
+        422 if request.method == "POST" else 200
+
+
+@bp.app_template_global("unit_dosing")
+def unit_dosing(unit: Any) -> dict[str, Any]:
+    """What the unit page shows of doses: the cells derived from the release results and the prescription the unit
+    is allocated to (`templates/dosing/_unit.html`)."""
+    return {"dose": services.unit_dose_or_none(unit), "allocation": services.allocation_of(unit),
+            "scientific": services.scientific}
+
+
+@bp.app_template_global("recipient_prescriptions")
+def recipient_prescriptions(code: str) -> list[tuple[Prescription, services.DoseSummary]]:
+    """The prescriptions of a recipient (by code) the user can see, with their dose (`dosing/_recipient.html`)."""
+    from cellfactory.units.models import Recipient
+
+    found = db.session.scalars(services.visible_prescriptions(_user()).join(Recipient).where(
+        Recipient.code == (code or "").strip().upper()).order_by(Prescription.id)).all()
+    return [(p, services.dose_summary(p)) for p in found]

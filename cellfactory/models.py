@@ -23,8 +23,8 @@ from cellfactory.documents.models import (
     SopVersion,
     change_request_product,
 )
-from cellfactory.dosing.models import DoseAllocation, DosingProfile, Prescription
 from cellfactory.donors.models import Donor, ScreeningResultRecord
+from cellfactory.dosing.models import DoseAllocation, DosingProfile, Prescription
 from cellfactory.environment.models import (
     AlertLevel,
     Device,
@@ -73,4 +73,5 @@ __all__ = [
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "CollectionFacility", "SourceMaterial", "User", "metadata",
     "Qualification", "TrainingRecord", "TrainingRequirement",
+    "DoseAllocation", "DosingProfile", "Prescription",
 ]

@@ -64,6 +64,7 @@ def register(app: Flask) -> None:
     from cellfactory.deviations.views import bp as deviations_bp
     from cellfactory.documents.views import bp as documents_bp
     from cellfactory.donors.views import bp as donors_bp
+    from cellfactory.dosing.views import bp as dosing_bp
     from cellfactory.environment.views import bp as environment_bp
     from cellfactory.equipment.views import bp as equipment_bp
     from cellfactory.main.views import bp as main_bp
@@ -76,7 +77,6 @@ def register(app: Flask) -> None:
     from cellfactory.search.views import bp as search_bp
     from cellfactory.signatures.views import bp as signatures_bp
     from cellfactory.training.views import bp as training_bp
-    from cellfactory.dosing.views import bp as dosing_bp
     from cellfactory.units.views import bp as units_bp
     from cellfactory.units.views import shipments_bp, storage_bp, trace_bp
 

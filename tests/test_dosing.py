@@ -170,6 +170,18 @@ def test_cd34_dose_of_an_hsc_graft(ready, sites):
     assert allocation.cd34_pct == D("4")
     assert allocation.dose_cells == D("7000000")
     assert services.dose_summary(refetch(child)).allocated_per_kg == D("500000")
+    assert allocation.viability_pct == D("80")  # shown beside the CD34+ cells where the graft has a viability test
+
+
+def test_a_cd34_graft_without_a_viability_test_still_carries_its_cd34_cells(ready, sites):
+    plant, _batch, ids = ready
+    # A gene-modified graft's specification may have no viability test: its dose in CD34+ cells needs none.
+    _set_dosing(plant, basis="cd34_cells", viability_test="NOVIAB")
+    allocation = _allocate(plant, _prescribe(plant, sites, weight_kg=14, target_dose_per_kg=5e5), ids[0])
+    assert allocation.viability_pct is None and allocation.dose_cells == D("7000000")
+    _set_dosing(plant, basis="viable_cells", viability_test="NOVIAB")
+    with pytest.raises(Conflict, match="no passing release result of viability"):
+        _allocate(plant, _prescribe(plant, sites, recipient_code="PT-BG-0030"), ids[1])
 
 
 def test_endotoxin_limit_per_patient_from_the_route(ready, sites):
@@ -306,8 +318,14 @@ def test_one_unit_allocated_to_two_prescriptions_at_once_goes_to_one(tmp_path):
     from cellfactory.sites import services as site_services
     from cellfactory.sites.commands import CreateSite
     from cellfactory.sites.models import Site
-    from tests.batch_helpers import batch_start, build_plant, complete_qc, run_batch_to_awaiting_qc, signing
-    from tests.batch_helpers import start_command
+    from tests.batch_helpers import (
+        batch_start,
+        build_plant,
+        complete_qc,
+        run_batch_to_awaiting_qc,
+        signing,
+        start_command,
+    )
     from tests.conftest import fresh_database, make_config, make_user
     from tests.test_concurrency import _two_technicians, run_in_parallel
 

@@ -169,6 +169,7 @@ from cellfactory.batches import api as _batches  # noqa: E402,F401
 from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.documents import api as _documents  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401
+from cellfactory.dosing import api as _dosing  # noqa: E402,F401
 from cellfactory.environment import api as _environment  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.materials import api as _materials  # noqa: E402,F401
@@ -178,6 +179,5 @@ from cellfactory.qc import api as _qc  # noqa: E402,F401
 from cellfactory.reagents import api as _reagents  # noqa: E402,F401
 from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
-from cellfactory.dosing import api as _dosing  # noqa: E402,F401
 from cellfactory.training import api as _training  # noqa: E402,F401
 from cellfactory.units import api as _units  # noqa: E402,F401

@@ -18,7 +18,13 @@ from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.dosing import services
-from cellfactory.dosing.commands import AllocateUnit, CancelPrescription, CreatePrescription, ReleaseAllocation, SetDosing
+from cellfactory.dosing.commands import (
+    AllocateUnit,
+    CancelPrescription,
+    CreatePrescription,
+    ReleaseAllocation,
+    SetDosing,
+)
 from cellfactory.dosing.models import DoseAllocation, DoseBasis, DosingProfile, Prescription, PrescriptionStatus, Route
 from cellfactory.products.services import get_product
 

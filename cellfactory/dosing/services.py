@@ -9,6 +9,7 @@ bedside check (`units.services.administer`, through `check_administration`) from
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 from dataclasses import dataclass
 
@@ -36,12 +37,11 @@ from cellfactory.dosing.models import (
     PrescriptionStatus,
 )
 from cellfactory.extensions import db
-from cellfactory.products.models import Product, TestStage
+from cellfactory.products.models import Product, SpecTest, TestStage
 from cellfactory.products.services import get_product
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
 from cellfactory.qc.services import reportable_result
-from cellfactory.products.models import SpecTest
 from cellfactory.sites.models import Site
 from cellfactory.units import services as units
 from cellfactory.units.holds import require_available
@@ -140,13 +140,16 @@ class UnitDose:
         return self.endotoxin.numeric_value * self.volume_ml
 
 
-def _release_result(unit: Unit, code: str, name: str) -> QcResult:
-    """The reportable release result of the test `code` on the unit's batch: a number that passed."""
+def _release_result(unit: Unit, code: str, name: str, *, required: bool = True) -> QcResult | None:
+    """The reportable release result of the test `code` on the unit's batch: a number that passed (None when it
+    is not `required` and there is none)."""
     results = list(db.session.scalars(
         sa.select(QcResult).join(SpecTest, SpecTest.id == QcResult.spec_test_id)
         .where(QcResult.batch_id == unit.batch_id, SpecTest.code == code, SpecTest.stage == TestStage.RELEASE)
         .order_by(QcResult.id)))
     result = reportable_result(results)
+    if result is None and not required:
+        return None
     if result is None or result.numeric_value is None or result.verdict not in (Verdict.PASS, Verdict.INFORMATIVE):
         raise Conflict(_("Unit %(unit)s has no passing release result of %(what)s (test %(code)s) on batch "
                          "%(batch)s: its dose cannot be derived, so it cannot be allocated.", unit=unit.identifier,
@@ -159,8 +162,10 @@ def unit_dose(unit: Unit, profile: DosingProfile | None = None) -> UnitDose:
     """The unit's viable cells (total cells × viability), CD34+ cells (total × CD34+ %) for a CD34+ product, and
     endotoxin, from its batch's reportable release results; `Conflict` naming the result that is missing."""
     profile = profile or _require_profile(unit.batch.product)
-    viability = (_release_result(unit, profile.viability_test, _("viability"))
-                 if profile.basis == DoseBasis.VIABLE_CELLS or profile.viability_test else None)
+    # A CD34+ graft shows its viable cells when its specification has a viability test (a gene-modified graft's
+    # may not); a dose of viable cells cannot be derived without one.
+    viability = _release_result(unit, profile.viability_test, _("viability"),
+                                required=profile.basis == DoseBasis.VIABLE_CELLS)
     cd34 = (_release_result(unit, profile.cd34_test, _("CD34+ cells"))
             if profile.basis == DoseBasis.CD34_CELLS else None)
     endotoxin = _release_result(unit, profile.endotoxin_test, _("endotoxin"))
@@ -457,7 +462,7 @@ def get_allocation(user: User, allocation_id: int) -> DoseAllocation:
 # --- at the bedside -------------------------------------------------------------------------------------------
 
 
-def check_administration(actor: User, unit: Unit, recipient_code: str, when) -> None:
+def check_administration(actor: User, unit: Unit, recipient_code: str, when: dt.datetime) -> None:
     """Called by `units.services.administer` within its transaction, before the unit is marked administered.
 
     A unit allocated to a prescription goes to that prescription's recipient only, its endotoxin (from the results

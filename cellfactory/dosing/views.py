@@ -7,15 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from cellfactory.auth.models import User
+from cellfactory.auth.models import Role, User
 from cellfactory.core.errors import NotFound
 from cellfactory.core.forms import REFUSED, submit
 from cellfactory.core.i18n import _
-from cellfactory.auth.models import Role
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, roles_required
 from cellfactory.dosing import services
 from cellfactory.dosing.commands import (

@@ -12,7 +12,6 @@ from alembic import op
 
 import cellfactory.core.db
 
-
 revision = '0034'
 down_revision = '0031'
 branch_labels = None

@@ -52,7 +52,7 @@ Tolerance = Annotated[decimal.Decimal, BeforeValidator(_number(decimal.Decimal("
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 50, "description": "± % around the target dose"})]
 MaxVolume = Annotated[decimal.Decimal | None, BeforeValidator(_number(decimal.Decimal("0.001"), decimal.Decimal(
     "1000"), N_("Enter the largest volume per kg in mL/kg, from 0.001 to 1000."))),
-    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1000}, {"type": "null"}],
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0.001, "maximum": 1000}, {"type": "null"}],
                     "description": "M of Ph. Eur. 5.1.10 (mL/kg); the limit is K/M EU/mL"})]
 
 
@@ -85,7 +85,8 @@ class SetDosing(Command):
     basis: BasisChoice = Field(description="viable_cells or cd34_cells")
     viability_test: TestCode = Field(description="Code of the release test giving viability (%)")
     cd34_test: OptionalTestCode = Field(None, description="Code of the release test giving CD34+ (%): "
-                                                          "required for cd34_cells")
+                                                          "required for cd34_cells", json_schema_extra={
+                                            "x-refused-when": "left out while basis is cd34_cells"})
     endotoxin_test: TestCode = Field(description="Code of the release test giving endotoxin (EU/mL)")
     max_volume_per_kg_ml: MaxVolume = None
 
@@ -101,13 +102,14 @@ class CreatePrescription(Command):
 
     recipient_code: RecipientCode
     trial_code: OptionalLine(40) = Field(None, description="Clinical trial code of a new recipient")
-    product: Annotated[Line(16), AfterValidator(str.upper)] = Field(description="Product code")
+    product: Annotated[Line(16), AfterValidator(str.upper)] = Field(description="Product code", json_schema_extra={
+        "x-refused-when": "no product has the code, or QA has not set its dosing profile"})
     weight_kg: Weight
     target_dose_per_kg: DosePerKg
     tolerance_pct: Tolerance
     prescriber: Line(200) = Field(description="Physician who ordered the dose")
-    prescribed_on: Day
-    planned_on: Day
+    prescribed_on: Day = Field(json_schema_extra={"x-refused-when": "after today at the site"})
+    planned_on: Day = Field(json_schema_extra={"x-refused-when": "before the day of the prescription"})
 
 
 class CancelPrescription(Command):
@@ -121,7 +123,7 @@ class AllocateUnit(Command):
     refusal: ClassVar[str] = _l("The unit cannot be allocated")
     missing: ClassVar[dict[str, str]] = {"unit": _l("Scan or type the identifier on the unit's label.")}
 
-    unit: UnitIdentifier
+    unit: UnitIdentifier = Field(json_schema_extra={"x-refused-when": "no unit you can see has the identifier"})
 
 
 class ReleaseAllocation(Command):

@@ -410,3 +410,25 @@ def test_qa_sets_the_dosing_on_its_page_and_the_unit_and_recipient_pages_show_th
     assert "2 × 10⁶" in unit_page  # delivered per kg
     recipient_page = client.get("/trace/recipients/PT-BG-0007").get_data(as_text=True)
     assert prescription.number in recipient_page
+
+
+def test_api_release_and_cancel_keep_the_records(client, ready, sites):
+    plant, _batch, ids = ready
+    headers = bearer(new_token(refetch(plant.tech)))
+    number = client.post(f"{API}/prescriptions", json=_prescription_data(), headers=headers).get_json()["id"]
+    body = client.post(f"{API}/prescriptions/{number}/allocations", json={"unit": ids[0]}, headers=headers).get_json()
+    allocation = body["allocations"][0]["id"]
+    no_reason = client.post(f"{API}/prescriptions/{number}/allocations/{allocation}/release", json={},
+                            headers=headers)
+    assert_error(no_reason, 422, "invalid", "reason")
+    released = client.post(f"{API}/prescriptions/{number}/allocations/{allocation}/release",
+                           json={"reason": "bag damaged at thaw"}, headers=headers).get_json()
+    assert released["allocations"][0]["release_reason"] == "bag damaged at thaw"
+    assert D(released["allocated_dose_per_kg"]) == 0 and D(released["remaining_dose_per_kg"]) == D("2000000")
+    cancelled = client.post(f"{API}/prescriptions/{number}/cancel", json={"reason": "patient withdrew"},
+                            headers=headers).get_json()
+    assert cancelled["status"] == "cancelled" and len(cancelled["allocations"]) == 1
+    again = client.post(f"{API}/prescriptions/{number}/allocations", json={"unit": ids[1]}, headers=headers)
+    assert_error(again, 409, "conflict")
+    listed = client.get(f"{API}/prescriptions", headers=headers).get_json()
+    assert listed["total"] == 1

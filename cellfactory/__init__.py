@@ -76,8 +76,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     i18n.init_app(app)
 
-    # Imported for its effect: the batch life cycle passes the readers of a batch's QC results and deviations
-    # down to the batch model (cellfactory.lifecycle's docstring).
+    # Imported for their effect: the batch life cycle passes the readers of a batch's QC results and deviations
+    # down to the batch model (cellfactory.lifecycle's docstring), and dosing its bedside check down to the
+    # units' administration (cellfactory.dosing.bedside).
+    import cellfactory.dosing.bedside  # noqa: F401
     import cellfactory.lifecycle  # noqa: F401
     from cellfactory import web
     from cellfactory.alerts import mail

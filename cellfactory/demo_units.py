@@ -5,6 +5,7 @@ Built through the services, like real data: every step is validated and in the a
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 
 import sqlalchemy as sa
 
@@ -75,6 +76,7 @@ def build_units(users: dict[str, User], password: str) -> None:
     units.receive(tech_sr, to_sr, ReceiveShipment.parse(dict(
         arrived_at=_ago(days=5, hours=20), temperature_excursion=False,
         condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")))
+    _prescribe_first_dose(users, sr, db.session.get(Unit, bank[0].id))
     for index, unit in enumerate(bank[:2], start=1):
         # The bedside check: the unit's label and the prescription's recipient, both scanned.
         units.administer(tech_sr, db.session.get(Unit, unit.id), AdministerUnit.parse(dict(
@@ -96,3 +98,28 @@ def build_units(users: dict[str, User], password: str) -> None:
     units.reserve_unit(tech, ReserveUnit.parse(dict(
         unit=bank[5].identifier, requested_by="Dr. Laura Ferri, haematology, Ospedale San Raffaele",
         recipient_code="PT-SR-0003", to_site=sr.code, needed_on=local_today(bg.timezone) + dt.timedelta(days=2))))
+
+
+def _prescribe_first_dose(users: dict[str, User], site, unit: Unit) -> None:
+    """QA declares how UC-MSC doses are counted (viable cells from the release results, intravenous), and SR records
+    the first patient's prescription for 70 kg and allocates the unit to it: its administration then records the
+    dose delivered per kg."""
+    from cellfactory.dosing import services as dosing
+    from cellfactory.dosing.commands import AllocateUnit, CreatePrescription, SetDosing
+    from cellfactory.products.services import get_product
+
+    for code in ("UCMSC", "BMMSC"):
+        dosing.set_dosing(users["qa.network"], get_product(code), SetDosing.parse(dict(
+            route="intravenous", basis="viable_cells", viability_test="VIAB", endotoxin_test="ENDO",
+            max_volume_per_kg_ml=2)))
+    # The physician ordered what the unit carries, to two significant digits, within ± 10 %.
+    per_kg = dosing.unit_dose(unit).dose_cells / 70
+    target = decimal.Decimal(f"{per_kg:.1e}")
+    today = local_today(site.timezone)
+    tech_sr = users["technician.sr"]
+    prescription = dosing.create_prescription(tech_sr, site, CreatePrescription.parse(dict(
+        recipient_code="PT-SR-0001", trial_code=TRIAL, product="UCMSC", weight_kg=70, target_dose_per_kg=target,
+        tolerance_pct=10, prescriber="Dr. Laura Ferri", prescribed_on=(today - dt.timedelta(days=6)).isoformat(),
+        planned_on=(today - dt.timedelta(days=4)).isoformat())))
+    dosing.allocate(tech_sr, prescription, AllocateUnit.parse({"unit": unit.identifier}))
+

@@ -25,6 +25,7 @@ from cellfactory.documents.models import (
     change_request_product,
 )
 from cellfactory.donors.models import Donor, ScreeningResultRecord
+from cellfactory.dosing.models import DoseAllocation, DosingProfile, Prescription
 from cellfactory.environment.models import (
     AlertLevel,
     Device,
@@ -74,4 +75,5 @@ __all__ = [
     "MaterialTypeRule", "PasswordHistory", "RoleAssignment", "ScreeningResultRecord", "Signature", "Site",
     "CollectionFacility", "SourceMaterial", "User", "metadata",
     "Qualification", "TrainingRecord", "TrainingRequirement",
+    "DoseAllocation", "DosingProfile", "Prescription",
 ]

@@ -65,6 +65,7 @@ def register(app: Flask) -> None:
     from cellfactory.deviations.views import bp as deviations_bp
     from cellfactory.documents.views import bp as documents_bp
     from cellfactory.donors.views import bp as donors_bp
+    from cellfactory.dosing.views import bp as dosing_bp
     from cellfactory.environment.views import bp as environment_bp
     from cellfactory.equipment.views import bp as equipment_bp
     from cellfactory.main.views import bp as main_bp
@@ -85,6 +86,7 @@ def register(app: Flask) -> None:
                       qc_bp, deviations_bp, documents_bp, training_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp, biovigilance_bp,
+                      dosing_bp,
                       search_bp,
                       api_bp):
         app.register_blueprint(blueprint)
@@ -356,6 +358,7 @@ NAV = [
     ("releases.register", N_("QP register")),
     ("units.index", N_("Units")),
     ("shipments.index", N_("Shipments")),
+    ("dosing.index", N_("Prescriptions")),
     ("trace.search", N_("Trace")),
     ("biovigilance.index", N_("Biovigilance")),
     ("audit.trail", N_("Audit trail")),

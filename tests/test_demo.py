@@ -54,6 +54,7 @@ def test_demo_network(tmp_path):
             materials = set(db.session.scalars(sa.select(SourceMaterial.status)))
             assert materials == set(MaterialStatus)
             _assert_source_material_rules()
+            _assert_first_dose()
             assert set(db.session.scalars(sa.select(Batch.status))) == set(BatchStatus)
             products = db.session.scalars(sa.select(Product)).all()
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
@@ -171,3 +172,18 @@ def _has_a_year_of_monitoring() -> None:
         assert first < utcnow() - dt.timedelta(days=330), site.code
     [action] = db.session.scalars(sa.select(Excursion).where(Excursion.level == "action")).all()
     assert action.deviation_id is not None and action.status.value == "open"
+
+
+def _assert_first_dose() -> None:
+    """The first SR patient's prescription (70 kg): its unit's viable cells come from the release results and the
+    administration recorded the dose delivered per kg, within the tolerance."""
+    from cellfactory.dosing import services as dosing
+    from cellfactory.dosing.models import Prescription
+
+    [prescription] = db.session.scalars(sa.select(Prescription)).all()
+    assert prescription.recipient.code == "PT-SR-0001" and prescription.weight_kg == 70
+    [allocation] = prescription.allocations
+    assert allocation.dose_cells == (allocation.total_cells * allocation.viability_pct / 100).quantize(1)
+    assert allocation.delivered_dose_per_kg == (allocation.dose_cells / 70).quantize(allocation.delivered_dose_per_kg)
+    assert dosing.dose_summary(prescription).within_tolerance
+

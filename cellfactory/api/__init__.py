@@ -170,6 +170,7 @@ from cellfactory.biovigilance import api as _biovigilance  # noqa: E402,F401
 from cellfactory.deviations import api as _deviations  # noqa: E402,F401
 from cellfactory.documents import api as _documents  # noqa: E402,F401
 from cellfactory.donors import api as _donors  # noqa: E402,F401
+from cellfactory.dosing import api as _dosing  # noqa: E402,F401
 from cellfactory.environment import api as _environment  # noqa: E402,F401
 from cellfactory.equipment import api as _equipment  # noqa: E402,F401
 from cellfactory.materials import api as _materials  # noqa: E402,F401

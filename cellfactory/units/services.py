@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +60,11 @@ from cellfactory.units.models import (
 )
 
 RELEASED = (BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED)
+
+# Checks and records of a layer above at the bedside (cellfactory.dosing: the unit's prescription, the endotoxin
+# limit per patient, the delivered dose), passed down when it is imported (create_app): units never names them.
+# Each is called as (actor, unit, recipient_code, administered_at) before the unit is marked administered.
+ADMINISTRATION_CHECKS: list[Callable[[User, Unit, str, dt.datetime], None]] = []
 
 
 def _require(actor: User, site_id: int, roles: frozenset[Role] = permissions.MANUFACTURING_STAFF,
@@ -723,6 +729,8 @@ def administer(actor: User, unit: Unit, command: AdministerUnit) -> Unit:
     _require_recipient_match(actor, unit, code)
     _require_not_expired(unit, when, field="administered_at")
     audit.act_as(db.session, actor, reason="administered")
+    for check in ADMINISTRATION_CHECKS:
+        check(actor, unit, code, when)
     recipient = db.session.scalar(sa.select(Recipient).where(Recipient.site_id == unit.site_id,
                                                              Recipient.code == code))
     if recipient is None:

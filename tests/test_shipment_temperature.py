@@ -351,10 +351,12 @@ def test_the_receipt_page_takes_the_file_and_shows_what_it_says(client, bank, us
         ShipmentStatus.IN_TRANSIT
     data = logger_csv(5.5, 0.5, "-120", step_minutes=30)
     received = client.post(f"/shipments/{number}/receive", content_type="multipart/form-data", data={
-        "arrived_at": _local(1), "condition": "ok", "temperature_log": (io.BytesIO(data), "LOG-4471.csv")})
+        "arrived_at": _local(1), "condition": "ok",
+        "temperature_log": (io.BytesIO(data), "../\u202eLOG-4471\x00.csv")})
     assert received.status_code == 302
     shipment = db.session.scalar(sa.select(Shipment).where(Shipment.number == number))
     assert shipment.temperature_excursion is True
+    assert shipment.temperature_log.filename == "LOG-4471.csv"  # the name as the disk had it, plain characters
     page = client.get(f"/shipments/{number}").get_data(as_text=True)
     assert hashlib.sha256(data).hexdigest() in page and "LOG-4471.csv" in page and "<polyline" in page
     assert "-120 °C" in page and shipment.receipt_deviation.number in page

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -855,10 +856,11 @@ def shipment_temperature_log(number: str) -> Response:
 
 
 def _uploaded(field: Any) -> tuple[bytes | None, str | None]:
+    """The uploaded file and its name, reduced to plain characters (a browser sends whatever the disk called it)."""
     upload = field.data
     if upload is None or not hasattr(upload, "read"):
         return None, None
-    return upload.read(), (upload.filename or None)
+    return upload.read(), secure_filename(upload.filename or "")[:200] or None
 
 
 @shipments_bp.route("/<number>/receive", methods=["POST"])
@@ -871,7 +873,7 @@ def receive(number: str):
         try:
             services.receive(_user(), shipment, ReceiveShipment.from_form(
                 form, arrived_at=_at_site(form.arrived_at.data, shipment.to_site.timezone),
-                temperature_log=content, temperature_log_filename=filename[:200] if filename else None,
+                temperature_log=content, temperature_log_filename=filename,
                 temperature_excursion={"yes": True, "no": False}.get(form.excursion.data)))
         except FORM_ERRORS as error:
             # The page asks for the logger's reading as `excursion`; the command names it temperature_excursion.

@@ -221,8 +221,10 @@ class Shipment(Audited, CreatedMixin, VersionedMixin, Base):
     to_site: Mapped[Site] = relationship(foreign_keys=[to_site_id], lazy="joined")
     items: Mapped[list[ShipmentUnit]] = relationship(back_populates="shipment", lazy="selectin",
                                                     order_by="ShipmentUnit.id")
-    temperature_log: Mapped[ShipmentTemperatureLog | None] = relationship(back_populates="shipment", uselist=False)
-    receipt_deviation: Mapped[Deviation | None] = relationship()
+    # Loaded with the shipment lists (the file's bytes stay deferred until downloaded).
+    temperature_log: Mapped[ShipmentTemperatureLog | None] = relationship(back_populates="shipment", uselist=False,
+                                                                          lazy="selectin")
+    receipt_deviation: Mapped[Deviation | None] = relationship(lazy="selectin")
 
     def audit_label(self) -> str:
         return self.number

@@ -34,6 +34,23 @@ def _ago(**delta: float) -> dt.datetime:
     return utcnow() - dt.timedelta(**delta)
 
 
+def _logger_file(departed: dt.datetime, arrived: dt.datetime, *, warm_from: dt.datetime | None = None,
+                 warm_minutes: int = 0) -> bytes:
+    """A dry shipper's logger readout every 10 minutes, from 30 minutes before departure to 10 after arrival, in the
+    CSV format the receipt reads (`units.temperature`); optionally a warm spell at -118 °C."""
+    rome = dt.timezone(dt.timedelta(hours=1))
+    lines = ["# LOG export, dry shipper", "time,temperature_c"]
+    at = (departed - dt.timedelta(minutes=30)).replace(second=0, microsecond=0)
+    step = 0
+    while at <= arrived + dt.timedelta(minutes=10):
+        warm = warm_from is not None and warm_from <= at < warm_from + dt.timedelta(minutes=warm_minutes)
+        celsius = "-118.0" if warm else f"{-178 - (step % 5) * 0.3:.1f}"
+        lines.append(f"{at.astimezone(rome).isoformat()},{celsius}")
+        at += dt.timedelta(minutes=10)
+        step += 1
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _box(tech: User, site, container: str, name: str, *, rows: int = 9, columns: int = 9, segregated: bool = False):
     tank = units.create_location(tech, site, CreateLocation.parse(dict(
         kind="container", code=container, name=name, temperature="vapour phase, below -150 °C",
@@ -74,8 +91,8 @@ def build_units(users: dict[str, User], password: str) -> None:
         units=[u.identifier for u in bank[:3]], to_site=sr.code, shipper="BioCourier srl (dry shipper DS-07)",
         logger_reference="LOG-SR-4471", departed_at=_ago(days=6))))
     units.receive(tech_sr, to_sr, ReceiveShipment.parse(dict(
-        arrived_at=_ago(days=5, hours=20), temperature_excursion=False,
-        condition="Dry shipper intact, seals unbroken, logger within limits (min -178 °C).")))
+        arrived_at=_ago(days=5, hours=20), temperature_log=_logger_file(to_sr.departed_at, _ago(days=5, hours=20)),
+        temperature_log_filename="LOG-SR-4471.csv", condition="Dry shipper intact, seals unbroken.")))
     _prescribe_first_dose(users, sr, db.session.get(Unit, bank[0].id))
     for index, unit in enumerate(bank[:2], start=1):
         # The bedside check: the unit's label and the prescription's recipient, both scanned.
@@ -87,9 +104,12 @@ def build_units(users: dict[str, User], password: str) -> None:
     to_mz = units.ship(tech, Ship.parse(dict(
         units=[u.identifier for u in bank[3:5]], to_site=mz.code, shipper="MedTrans Lombardia",
         logger_reference="LOG-MZ-0912", departed_at=_ago(days=3))))
+    arrived_mz = _ago(days=2, hours=21)
     units.receive(tech_mz, to_mz, ReceiveShipment.parse(dict(
-        arrived_at=_ago(days=2, hours=21), temperature_excursion=True,
-        condition="Logger LOG-MZ-0912 shows -118 °C for 35 min during transit; dry shipper intact.")))
+        arrived_at=arrived_mz, temperature_log=_logger_file(to_mz.departed_at, arrived_mz,
+                                                            warm_from=_ago(days=2, hours=22), warm_minutes=40),
+        temperature_log_filename="LOG-MZ-0912.csv", condition="Dry shipper intact; the logger's display shows an "
+                                                               "alarm.")))
     quarantine_box = _box(tech_mz, mz, "LN2-Q", "Quarantine tank", rows=5, columns=5, segregated=True)
     for index, unit in enumerate(bank[3:5], start=1):
         units.put_away(tech_mz, db.session.get(Unit, unit.id), PutAway(position=f"{quarantine_box.path}/A{index}"))

@@ -29,6 +29,7 @@ from tests.batch_helpers import (
     start_command,
 )
 from tests.conftest import make_user, refetch
+from tests.logger_files import logger_csv
 from tests.units_helpers import make_units
 
 S = BatchStatus
@@ -57,7 +58,7 @@ def conditional_with_units(users, sites) -> dict:
         units=[u.identifier for u in [refetch(made[0])]], to_site=(sites["MZ"]).code, shipper="BioCourier",
         logger_reference="LOG-1", departed_at=iso(5))))
     units.receive(tech_mz, refetch(first), ReceiveShipment.parse(dict(
-        arrived_at=iso(4), temperature_excursion=False, condition="intact")))
+        arrived_at=iso(4), temperature_log=logger_csv(5.5, 3.5), condition="intact")))
     units.ship(refetch(plant.tech), Ship.parse(dict(
         units=[u.identifier for u in [refetch(made[1])]], to_site=(sites["MZ"]).code, shipper="BioCourier",
         logger_reference="LOG-2", departed_at=iso(3))))

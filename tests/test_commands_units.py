@@ -337,8 +337,8 @@ RECEIPT_CASES = [
     ("arrived_at", "arrived_at", {"arrived_at": at(-5)}, {"arrived_at": local(-5)}, "Arrival before departure."),
     ("arrived_at", "arrived_at", {"arrived_at": "0001-01-01T00:00:00+00:00"}, {"arrived_at": "0001-01-01T00:00"},
      None),
-    ("temperature_excursion", "excursion", {"temperature_excursion": None}, {"excursion": ""},
-     "Say whether the logger shows an excursion."),
+    ("temperature_log", "temperature_log", {"temperature_excursion": None}, {"excursion": ""},
+     "Upload the logger file; only if it cannot be read out, say whether the logger shows an excursion."),
     ("condition", "condition", {"condition": ""}, {"condition": ""},
      "Describe the condition of the package on arrival."),
     ("condition", "condition", {"condition": "intact\x00"}, {"condition": "intact\x00"}, CONTROL_MESSAGE),
@@ -395,7 +395,10 @@ def test_the_document_describes_the_units_operations_from_their_commands(client)
     assert direction["schema"]["enum"] == ["outgoing", "incoming"]
     receipt = document["paths"]["/shipments/{number}/receipt"]["post"]
     assert set(receipt["responses"]) == {"200", "401", "403", "404", "409", "422"}
-    assert schemas["ReceiveShipment"]["properties"]["temperature_excursion"]["type"] == "boolean"
+    receive = schemas["ReceiveShipment"]
+    assert "boolean" in str(receive["properties"]["temperature_excursion"])
+    assert receive["properties"]["temperature_log"]["anyOf"][0]["contentEncoding"] == "base64"
+    assert set(receive["required"]) == {"arrived_at", "condition"}
 
 
 def test_the_service_makes_no_position_by_hand_even_from_a_command_built_unchecked(bank, sites):  # noqa: F811

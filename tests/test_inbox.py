@@ -53,6 +53,7 @@ from tests.batch_helpers import (
 )
 from tests.conftest import login, make_user, refetch
 from tests.intake_helpers import TODAY, add_full_panel
+from tests.logger_files import logger_csv
 from tests.post_release_helpers import conditional_with_units, fail_sterility
 from tests.units_helpers import storage
 
@@ -188,14 +189,18 @@ def test_units_shipments_and_the_qp_final_reads_after_a_conditional_release(clie
     qa_mz = make_user("qa.mz", [(Role.QA, "MZ")])
     assert items(qa_mz) == {Role.QA: []}
     unit_services.receive(refetch(users["technician_mz"]), refetch(shipment), ReceiveShipment.parse(dict(
-        arrived_at=iso(1), temperature_excursion=True, condition="logger above -150 °C for 40 min")))
+        arrived_at=iso(1), temperature_log=logger_csv(3, 1, -120), condition="logger above -150 °C")))
     # QA of MZ is also alerted (and e-mailed, with SMTP configured: tests/test_alert_mail.py).
     excursion = db.session.scalar(sa.select(Alert).where(Alert.kind == "temperature_excursion"))
     assert (excursion.audience, excursion.site_id) == (Role.QA, sites["MZ"].id)
-    assert items(qa_mz) == {Role.QA: [(Kind.ALERT, f"alert {excursion.id}", "MZ", False),
+    # The logger file shows the excursion: the receipt opened a deviation at MZ.
+    deviation = refetch(shipment).receipt_deviation.number
+    assert items(qa_mz) == {Role.QA: [(Kind.DEVIATION_TO_ASSESS, deviation, "MZ", False),
+                                      (Kind.ALERT, f"alert {excursion.id}", "MZ", False),
                                       (Kind.TEMPERATURE_EXCURSION, in_transit.identifier, "MZ", False)]}
     assert items(users["qa"]) == {Role.QA: []}  # BG's QA: not theirs
-    assert [link for *_, link in page_items(client, "qa.mz")] == ["/alerts/", f"/units/{in_transit.identifier}#lift"]
+    assert [link for *_, link in page_items(client, "qa.mz")] == [
+        f"/deviations/{deviation}", "/alerts/", f"/units/{in_transit.identifier}#lift"]
 
     # The sterility read comes back within specification: the QP's final certification is what waits now.
     [pending] = qc_services.pending_tests(refetch(batch))

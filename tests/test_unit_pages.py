@@ -242,13 +242,16 @@ def test_shipment_is_seen_at_both_ends_and_received_by_the_destination(client, l
     incomplete = client.post(f"/shipments/{number}/receive", data={"arrived_at": local(-1), "condition": ""})
     assert incomplete.status_code == 422
     body = text(incomplete)
-    assert "Say whether the logger shows an excursion." in body
     assert "Describe the condition of the package on arrival." in body
+    no_log = text(client.post(f"/shipments/{number}/receive", data={"arrived_at": local(-1), "condition": "ok"}))
+    assert "Upload the logger file; only if it cannot be read out, say whether the logger shows an excursion." in no_log
+    # A logger that cannot be read out: the excursion is typed, and the receipt opens a deviation.
     received = client.post(f"/shipments/{number}/receive", data={
         "arrived_at": local(-1), "excursion": "yes", "condition": "Logger shows -120 °C for 40 min"})
     assert received.status_code == 302
     shipment = db.session.scalar(sa.select(Shipment).where(Shipment.number == number))
     assert shipment.temperature_excursion is True and shipment.received_by_id == users["technician_mz"].id
+    assert shipment.receipt_deviation.title == f"Shipment {number} received without its temperature logger file"
     unit = unit_by(first)
     assert unit.site.code == "MZ" and unit.status == UnitStatus.QUARANTINE
     page = text(client.get(f"/units/{first}"))

@@ -53,6 +53,7 @@ class DeviationSource(enum.StrEnum):
     POST_RELEASE = "post_release"
     EQUIPMENT = "equipment"  # an instrument found out of tolerance: every batch that used it since its last good check
     ENVIRONMENT = "environment"  # an action-level excursion of environmental monitoring
+    SHIPMENT = "shipment_receipt"  # a shipment received with a temperature excursion or without its logger file
 
     @property
     def label(self) -> str:
@@ -71,6 +72,7 @@ SOURCE_WORDS = {
     DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "post release"),
     DeviationSource.EQUIPMENT: lazy_pgettext("deviation source", "equipment"),
     DeviationSource.ENVIRONMENT: lazy_pgettext("deviation source", "environmental monitoring"),
+    DeviationSource.SHIPMENT: lazy_pgettext("deviation source", "shipment receipt"),
 }
 SOURCE_LABELS = {
     DeviationSource.MANUAL: lazy_pgettext("deviation source", "opened by hand"),
@@ -78,6 +80,8 @@ SOURCE_LABELS = {
     DeviationSource.POST_RELEASE: lazy_pgettext("deviation source", "failure after release"),
     DeviationSource.EQUIPMENT: lazy_pgettext("deviation source", "instrument out of tolerance"),
     DeviationSource.ENVIRONMENT: lazy_pgettext("deviation source", "environmental monitoring excursion"),
+    DeviationSource.SHIPMENT: lazy_pgettext("deviation source",
+                                            "shipment received with an excursion or without its logger file"),
 }
 
 # A CAPA action's kind (stored as its English word) as people read it.

@@ -34,7 +34,7 @@ from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import Batch
 from cellfactory.core.commands import OptionalLine
 from cellfactory.core.errors import NotFound, ValidationFailed
-from cellfactory.core.i18n import in_language, print_language
+from cellfactory.core.i18n import _, in_language, print_language
 from cellfactory.core.pagination import page_args, paginate
 from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNING_ROLES, roles_required
 from cellfactory.core.scoping import visible_to
@@ -64,6 +64,7 @@ from cellfactory.units.models import (
     Shipment,
     ShipmentPurpose,
     ShipmentStatus,
+    ShipmentTemperatureLog,
     ShipmentUnit,
     StorageLocation,
     Unit,
@@ -235,6 +236,29 @@ class LocationDetailOut(LocationOut):
     unit: str | None = Field(None, description="Positions: the unit held")
 
 
+class TemperatureLogOut(_Out):
+    filename: str
+    sha256: str = Field(description="SHA-256 of the file as imported (hex); checked again on every download")
+    size_bytes: int
+    readings: int = Field(description="Readings in the file")
+    counted_readings: int = Field(description="Readings from departure to arrival, which are judged")
+    first_reading_at: Moment
+    last_reading_at: Moment
+    minimum_c: float = Field(description="Lowest reading from departure to arrival (°C)")
+    maximum_c: float = Field(description="Highest reading from departure to arrival (°C)")
+    seconds_outside: int = Field(description="Time outside the shipment's limits (linear between readings; a gap "
+                                             "over 60 minutes counts in full)")
+    is_excursion: bool
+
+    @classmethod
+    def of(cls, log: ShipmentTemperatureLog) -> TemperatureLogOut:
+        return cls(filename=log.filename, sha256=log.sha256, size_bytes=log.size_bytes, readings=log.readings,
+                   counted_readings=log.counted_readings, first_reading_at=log.first_reading_at,
+                   last_reading_at=log.last_reading_at, minimum_c=float(log.minimum_c),
+                   maximum_c=float(log.maximum_c), seconds_outside=log.seconds_outside,
+                   is_excursion=log.is_excursion)
+
+
 class ShipmentOut(_Out):
     number: str
     from_site: str
@@ -245,7 +269,12 @@ class ShipmentOut(_Out):
     status: ShipmentStatus
     received_at: Moment | None
     received_by: str | None
-    temperature_excursion: bool | None
+    temperature_excursion: bool | None = Field(description="Decided from the logger file when there is one; typed "
+                                                           "at receipt otherwise")
+    temperature_min_c: float | None = Field(description="Lowest temperature allowed in transit (°C)")
+    temperature_max_c: float | None = Field(description="Highest temperature allowed in transit (°C)")
+    temperature_log: TemperatureLogOut | None = Field(description="The logger file imported at receipt")
+    receipt_deviation: str | None = Field(description="Number of the deviation opened at receipt")
     condition: str | None
     purpose: ShipmentPurpose = Field(description="human_application: the shipping document carries the full SEC; "
                                                  "starting_material: only the donation identification sequence")
@@ -259,9 +288,18 @@ class ShipmentOut(_Out):
                    shipper=shipment.shipper, logger_reference=shipment.logger_reference,
                    departed_at=shipment.departed_at, status=shipment.status, received_at=shipment.received_at,
                    received_by=username(shipment.received_by_id),
-                   temperature_excursion=shipment.temperature_excursion, condition=shipment.condition,
-                   purpose=shipment.purpose, units=[item.unit.identifier for item in shipment.items],
+                   temperature_excursion=shipment.temperature_excursion,
+                   temperature_min_c=_float(shipment.temperature_min_c),
+                   temperature_max_c=_float(shipment.temperature_max_c),
+                   temperature_log=TemperatureLogOut.of(shipment.temperature_log) if shipment.temperature_log else None,
+                   receipt_deviation=shipment.receipt_deviation.number if shipment.receipt_deviation else None,
+                   condition=shipment.condition, purpose=shipment.purpose,
+                   units=[item.unit.identifier for item in shipment.items],
                    created_by=username(shipment.created_by_id), version=shipment.version, **more)
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 class ShipmentDetailOut(ShipmentOut):
@@ -665,13 +703,28 @@ def shipment_detail(number: str):
 
 @bp.post("/shipments/<number>/receipt")
 @roles_required(Role.TECHNICIAN)
-@operation("Technician of the destination site: receipt with arrival time, temperature excursion and condition; "
-           "an excursion puts the units in quarantine", body=ReceiveShipment, response=ShipmentDetailOut,
+@operation("Technician of the destination site: receipt with arrival time, the temperature logger's file (base64; "
+           "the excursion is decided from it) and condition; an excursion puts the units in quarantine and opens a "
+           "deviation, as does a receipt without the file", body=ReceiveShipment, response=ShipmentDetailOut,
            errors=(404, 409))
 def receive_shipment(number: str):
     found = services.get_shipment(api_user(), number)
     received = services.receive(api_user(), found, read_body(ReceiveShipment))
     return _shipment_detail(_fresh(received))
+
+
+@bp.get("/shipments/<number>/temperature-log")
+@roles_required(READ_ROLES)
+@operation("The shipment's logger file as imported (its SHA-256 in X-Content-SHA256, checked before it is sent: "
+           "409 if the stored file no longer matches)", media="text/csv", errors=(404, 409))
+def shipment_temperature_log(number: str) -> Response:
+    shipment = services.get_shipment(api_user(), number)
+    log = shipment.temperature_log
+    if log is None:
+        raise NotFound(_("Shipment %(number)s has no logger file.", number=shipment.number))
+    return Response(services.temperature_log_content(log), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{shipment.number}-logger.csv"',
+                             "X-Content-SHA256": log.sha256})
 
 
 # --- traceability ------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ hold every other rule: permissions, state, positions, shelf life, times against 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import decimal
 from typing import Annotated, Any, ClassVar
 
@@ -169,6 +171,50 @@ UnitIdentifier = Annotated[Line(40), AfterValidator(_identifier), Field(
     description="DIN-product code-division as on the label, e.g. A999126000123-A0101-A0")]
 Kept = Annotated[Preservation, BeforeValidator(_choice(Preservation, PRESERVATION))]
 Flag = Annotated[bool, BeforeValidator(_flag)]
+MaybeFlag = Annotated[bool | None, BeforeValidator(_flag)]
+
+
+def _celsius(value: Any) -> Any:
+    """A temperature limit in °C: a number from -273.15 to +100 with at most two decimals, or None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise PydanticCustomError("text", number_problem(value))
+    number = decimal.Decimal(str(value))
+    if not number.is_finite() or not decimal.Decimal("-273.15") <= number <= 100:
+        raise PydanticCustomError("text", _("Give a temperature from -273.15 to +100 °C."))
+    if number != number.quantize(decimal.Decimal("0.01")):
+        raise PydanticCustomError("text", _("At most two decimals."))
+    return number
+
+
+Celsius = Annotated[decimal.Decimal | None, BeforeValidator(_celsius),
+                    WithJsonSchema({"anyOf": [{"type": "number", "minimum": -273.15, "maximum": 100},
+                                              {"type": "null"}]})]
+
+
+def _file_bytes(value: Any) -> Any:
+    """A file: a page uploads the bytes, the API sends them in base64; left out or empty is no file."""
+    if value is None or value in ("", b""):
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise PydanticCustomError("text", _("Send the logger file encoded in base64.")) from None
+    raise PydanticCustomError("text", _("Send the logger file encoded in base64."))
+
+
+LoggerFile = Annotated[bytes | None, BeforeValidator(_file_bytes), WithJsonSchema({
+    "anyOf": [{"type": "string", "format": "byte", "contentEncoding": "base64", "contentMediaType": "text/csv"},
+              {"type": "null"}],
+    "description": "The temperature logger's CSV in base64: UTF-8, header time,temperature_c, one reading a line "
+                   "(ISO 8601 time with offset, °C), at most 10 MB",
+    "x-refused-when": "not base64, empty, not UTF-8, NUL bytes, a line that is no time or temperature, times "
+                      "repeated or out of order, a temperature outside -273.15..+100, larger than 10 MB, or a "
+                      "reading more than 12 hours from the shipment's departure and arrival"})]
 OptionalFlag = Annotated[bool, BeforeValidator(_flag_or_no)]
 PLACES = (LocationKind.CONTAINER, LocationKind.RACK, LocationKind.BOX)
 Place = Annotated[LocationKind, BeforeValidator(_choice(LocationKind, N_("Choose container, rack or box."), PLACES)),
@@ -304,6 +350,12 @@ class Ship(Command):
         ShipmentPurpose.HUMAN_APPLICATION,
         description="human_application (the shipping document carries the full SEC) or starting_material for "
                     "another manufacturer (only the donation identification sequence)")
+    temperature_min_c: Celsius = Field(
+        None, description="Lowest temperature allowed in transit (°C); none: no lower limit. Both limits left out: "
+                          "at most -150 °C for cryopreserved units (a cryo shipper); fresh units need a limit "
+                          "(e.g. 2 to 8 or 15 to 25 °C)")
+    temperature_max_c: Celsius = Field(None, description="Highest temperature allowed in transit (°C); none: no "
+                                                         "upper limit")
 
 
 class ReceiveShipment(Command):
@@ -314,7 +366,12 @@ class ReceiveShipment(Command):
         "condition": _l("Describe the condition of the package on arrival.")}
 
     arrived_at: Instant
-    temperature_excursion: Flag = Field(description="The logger shows an excursion: the units go into quarantine")
+    temperature_log: LoggerFile = Field(None, description="The logger's file: the excursion is decided from it")
+    temperature_log_filename: OptionalLine(200) = Field(None, description="The logger file's name")
+    temperature_excursion: MaybeFlag = Field(
+        None, description="Only without a logger file (it could not be read out): whether the logger shows an "
+                          "excursion; the receipt then opens a deviation. With a file it is decided from the data",
+        json_schema_extra={"x-refused-when": "given with a logger file, or missing without one"})
     condition: Paragraph(2000) = Field(description="Condition of the package on arrival")
 
 

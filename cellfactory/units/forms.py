@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 
+from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
     DateField,
@@ -130,11 +131,18 @@ class ShipmentForm(BaseForm):
         ("human_application", _l("Human application: the shipping document carries the full SEC")),
         ("starting_material", _l("Starting material for another manufacturer: the document carries the DIS"))],
         default="human_application", validators=[Optional()])
+    temperature_min_c = NumberField(_l("Lowest temperature allowed in transit (°C, optional)"),
+                                    validators=[Optional()],
+                                    render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": 12})
+    temperature_max_c = NumberField(_l("Highest temperature allowed in transit (°C)"), validators=[Optional()],
+                                    render_kw={"inputmode": "decimal", "autocomplete": "off", "maxlength": 12})
 
 
 class ReceiptForm(BaseForm):
     arrived_at = DateTimeLocalField(_l("Arrival (site time)"), format=LOCAL, validators=[Optional()])
-    excursion = RadioField(_l("Temperature excursion in transit (read the logger)"),
+    temperature_log = FileField(_l("Temperature logger file (CSV, at most 10 MB)"),
+                                render_kw={"accept": "text/csv,.csv,.txt"})
+    excursion = RadioField(_l("Only if the logger cannot be read out: excursion in transit?"),
                            choices=[("no", _l("No: the logger stayed within limits")),
                                     ("yes", _l("Yes: the units go into quarantine"))],
                            validate_choice=False, validators=[Optional()])

@@ -5,12 +5,13 @@ import decimal
 import enum
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from cellfactory.batches.models import Batch
 from cellfactory.core.db import Base, IntPK, Str200, enum_column
 from cellfactory.core.i18n import pgettext
 from cellfactory.core.mixins import Audited, CreatedMixin, VersionedMixin
+from cellfactory.deviations.models import Deviation
 from cellfactory.sites.models import Site
 
 
@@ -245,17 +246,60 @@ class Shipment(Audited, CreatedMixin, VersionedMixin, Base):
     status: Mapped[ShipmentStatus] = enum_column(ShipmentStatus, index=True)
     received_at: Mapped[dt.datetime | None]
     received_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
+    # Typed at receipt for shipments received before logger files were imported (migration 0037); derived from the
+    # logger file (`temperature_log`) for new receipts.
     temperature_excursion: Mapped[bool | None]
     condition: Mapped[str | None] = mapped_column(sa.Text)
     purpose: Mapped[ShipmentPurpose] = enum_column(ShipmentPurpose, default=ShipmentPurpose.HUMAN_APPLICATION)
+    # The limits the shipment is judged against (°C; None: no limit on that side); None on both for shipments made
+    # before limits were recorded (migration 0037).
+    temperature_min_c: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(6, 2))
+    temperature_max_c: Mapped[decimal.Decimal | None] = mapped_column(sa.Numeric(6, 2))
+    # The deviation opened at receipt: an excursion, or no logger file.
+    receipt_deviation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("deviation.id"))
 
     from_site: Mapped[Site] = relationship(foreign_keys=[from_site_id], lazy="joined")
     to_site: Mapped[Site] = relationship(foreign_keys=[to_site_id], lazy="joined")
     items: Mapped[list[ShipmentUnit]] = relationship(back_populates="shipment", lazy="selectin",
                                                     order_by="ShipmentUnit.id")
+    # Loaded with the shipment lists (the file's bytes stay deferred until downloaded).
+    temperature_log: Mapped[ShipmentTemperatureLog | None] = relationship(back_populates="shipment", uselist=False,
+                                                                          lazy="selectin")
+    receipt_deviation: Mapped[Deviation | None] = relationship(lazy="selectin")
 
     def audit_label(self) -> str:
         return self.number
+
+
+class ShipmentTemperatureLog(Audited, CreatedMixin, Base):
+    """The temperature logger's file of a shipment, kept as uploaded with its SHA-256, and what it shows from
+    departure to arrival against the shipment's limits (`units.temperature`)."""
+
+    __tablename__ = "shipment_temperature_log"
+    # The file's bytes are kept in the row; the audit entry records its SHA-256 and size instead.
+    __audit_ignore__ = frozenset({"content"})
+
+    id: Mapped[IntPK]
+    shipment_id: Mapped[int] = mapped_column(sa.ForeignKey("shipment.id"), unique=True)
+    # The receiving site, which imported the file.
+    site_id: Mapped[int] = mapped_column(sa.ForeignKey("site.id"), index=True)
+    filename: Mapped[str] = mapped_column(sa.String(200))
+    content: Mapped[bytes] = deferred(mapped_column(sa.LargeBinary, nullable=False))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int]
+    readings: Mapped[int]
+    counted_readings: Mapped[int]
+    first_reading_at: Mapped[dt.datetime]
+    last_reading_at: Mapped[dt.datetime]
+    minimum_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(7, 3))
+    maximum_c: Mapped[decimal.Decimal] = mapped_column(sa.Numeric(7, 3))
+    seconds_outside: Mapped[int]
+    is_excursion: Mapped[bool]
+
+    shipment: Mapped[Shipment] = relationship(back_populates="temperature_log")
+
+    def audit_label(self) -> str:
+        return self.filename
 
 
 class ShipmentUnit(Audited, CreatedMixin, Base):

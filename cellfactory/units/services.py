@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import hashlib
 import string
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +22,15 @@ from cellfactory.core.errors import Conflict, NotFound, ValidationFailed
 from cellfactory.core.i18n import _, in_language
 from cellfactory.core.numbering import next_number
 from cellfactory.core.transaction import transactional
+from cellfactory.deviations.models import Classification, DeviationSource
+from cellfactory.deviations.services import create_deviation
 from cellfactory.extensions import db
 from cellfactory.materials.models import SourceMaterial
 from cellfactory.materials.services import is_biohazard
 from cellfactory.products.models import Product
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
+from cellfactory.units import temperature
 from cellfactory.units.commands import (
     AdministerUnit,
     CreateLocation,
@@ -52,6 +57,7 @@ from cellfactory.units.models import (
     Shipment,
     ShipmentSequence,
     ShipmentStatus,
+    ShipmentTemperatureLog,
     ShipmentUnit,
     StorageLocation,
     Unit,
@@ -446,6 +452,33 @@ def _destination(code: str) -> Site:
         raise ValidationFailed(error.message, fields={"to_site": _("No site has this code.")}) from error
 
 
+# A cryo shipper (dry vapour of liquid nitrogen) keeps cryopreserved cells at or below -150 °C: the limit a
+# shipment of cryopreserved units gets when none is typed. Fresh cells have no single default (2-8 °C or 15-25 °C
+# depends on the product): their limits are typed at shipping.
+CRYO_SHIPPER_MAX_C = decimal.Decimal("-150")
+
+
+def _default_limits(units: list[Unit]) -> tuple[decimal.Decimal | None, decimal.Decimal | None] | None:
+    """The limits a shipment of these units gets when none is typed, or None when they must be typed."""
+    if units and all(u.preservation == Preservation.CRYOPRESERVED and u.thawed_at is None for u in units):
+        return None, CRYO_SHIPPER_MAX_C
+    return None
+
+
+def _limits(command: Ship, units: list[Unit], errors: dict[str, str]) -> tuple[decimal.Decimal | None, ...]:
+    low, high = command.temperature_min_c, command.temperature_max_c
+    if low is None and high is None:
+        default = _default_limits(units)
+        if default is None:
+            errors["temperature_max_c"] = _("Give the temperature limits of fresh or thawed units, e.g. 2 to 8 °C "
+                                            "or 15 to 25 °C.")
+            return None, None
+        return default
+    if low is not None and high is not None and low >= high:
+        errors["temperature_max_c"] = _("The highest temperature must be above the lowest.")
+    return low, high
+
+
 @transactional
 def ship(actor: User, command: Ship) -> Shipment:
     """The units named by their identifiers leave their site for another, on one shipment with its logger."""
@@ -459,6 +492,7 @@ def ship(actor: User, command: Ship) -> Shipment:
     departed = command.departed_at
     if departed > utcnow() + dt.timedelta(minutes=5):
         errors["departed_at"] = _("The departure is in the future.")
+    low, high = _limits(command, units, errors)
     if errors:
         raise ValidationFailed(_("The shipment cannot be recorded: %(problems)s", problems=" ".join(errors.values())),
                                fields=errors)
@@ -478,7 +512,8 @@ def ship(actor: User, command: Ship) -> Shipment:
     audit.act_as(db.session, actor, reason="shipped")
     shipment = Shipment(number=_shipment_number(origin), from_site_id=origin.id, to_site_id=to_site.id,
                         shipper=command.shipper, logger_reference=command.logger_reference, departed_at=departed,
-                        status=ShipmentStatus.IN_TRANSIT, purpose=command.purpose, created_by_id=actor.id)
+                        temperature_min_c=low, temperature_max_c=high, status=ShipmentStatus.IN_TRANSIT,
+                        purpose=command.purpose, created_by_id=actor.id)
     db.session.add(shipment)
     db.session.flush()
     for unit in units:
@@ -492,28 +527,88 @@ def ship(actor: User, command: Ship) -> Shipment:
     return shipment
 
 
+def _journey(shipment: Shipment, command: ReceiveShipment, errors: dict[str, str]) -> temperature.Journey | None:
+    """What the logger file shows (None without one), or the problem put in `errors`."""
+    if command.temperature_log is not None and command.temperature_excursion is not None:
+        errors["temperature_excursion"] = _("The excursion is decided from the logger file: leave it out.")
+    if command.temperature_log is None:
+        if command.temperature_excursion is None:
+            errors["temperature_log"] = _("Upload the logger file; only if it cannot be read out, say whether the "
+                                          "logger shows an excursion.")
+        return None
+    low, high = shipment.temperature_min_c, shipment.temperature_max_c
+    if low is None and high is None:  # shipped before limits were recorded
+        default = _default_limits([item.unit for item in shipment.items])
+        if default is None:
+            errors["temperature_log"] = _("This shipment has no temperature limits: say whether the logger shows an "
+                                          "excursion.")
+            return None
+        low, high = default
+    try:
+        readings = temperature.read_log(command.temperature_log)
+        return temperature.judge(readings, departed_at=shipment.departed_at, arrived_at=command.arrived_at,
+                                 low=low, high=high)
+    except temperature.LogProblem as problem:
+        errors["temperature_log"] = problem.message
+        return None
+
+
+def limits_text(low: decimal.Decimal | None, high: decimal.Decimal | None) -> str:
+    """The limits as written in records: "2 to 8 °C", "at most -150 °C", "at least 15 °C", "none"."""
+    if low is not None and high is not None:
+        return f"{low:f} to {high:f} °C"
+    if high is not None:
+        return f"at most {high:f} °C"
+    if low is not None:
+        return f"at least {low:f} °C"
+    return "none"
+
+
+def duration_text(seconds: int) -> str:
+    """"1 h 05 min 20 s", "3 min 20 s", "0 s"."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 @transactional
 def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipment:
-    """Receipt by a user of the destination site; a temperature excursion quarantines the units."""
+    """Receipt by a user of the destination site. With the logger's file, the excursion is decided from its data
+    (`units.temperature`) and the file kept with its SHA-256; without one (a logger that cannot be read out) it is
+    typed. An excursion quarantines the units; an excursion or a receipt without the file opens a receipt
+    deviation at the receiving site (FACT-JACIE distribution: receipt outside range or without a temperature log)."""
     _require(actor, shipment.to_site_id, frozenset({Role.TECHNICIAN}),
              _("Only staff of the site that holds them receive shipments."))
     if shipment.status != ShipmentStatus.IN_TRANSIT:
         raise Conflict(_("Shipment %(number)s was already received.", number=shipment.number))
     errors: dict[str, str] = {}
-    arrived, excursion = command.arrived_at, command.temperature_excursion
+    arrived = command.arrived_at
     if arrived < shipment.departed_at:
         errors["arrived_at"] = _("Arrival before departure.")
     if arrived > utcnow() + dt.timedelta(minutes=5):
         errors["arrived_at"] = _("The arrival is in the future.")
+    journey = None if "arrived_at" in errors else _journey(shipment, command, errors)
     if errors:
         raise ValidationFailed(_("The receipt cannot be recorded: %(problems)s", problems=" ".join(errors.values())),
                                fields=errors)
+    excursion = journey.is_excursion if journey is not None else bool(command.temperature_excursion)
     audit.act_as(db.session, actor, reason="temperature excursion in transit" if excursion else "received")
     shipment.status = ShipmentStatus.RECEIVED
     shipment.received_at = arrived
     shipment.received_by_id = actor.id
     shipment.temperature_excursion = excursion
     shipment.condition = command.condition
+    if journey is not None:
+        content = command.temperature_log or b""
+        db.session.add(ShipmentTemperatureLog(
+            shipment_id=shipment.id, site_id=shipment.to_site_id,
+            filename=command.temperature_log_filename or f"{shipment.number}-logger.csv", content=content,
+            sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content), readings=journey.readings,
+            counted_readings=journey.counted, first_reading_at=journey.first_at, last_reading_at=journey.last_at,
+            minimum_c=journey.minimum_c, maximum_c=journey.maximum_c, seconds_outside=journey.seconds_outside,
+            is_excursion=journey.is_excursion, created_by_id=actor.id))
     for item in shipment.items:
         item.unit.site_id = shipment.to_site_id
         if item.unit.status == UnitStatus.RECALLED:
@@ -524,14 +619,52 @@ def receive(actor: User, shipment: Shipment, command: ReceiveShipment) -> Shipme
             _set_status(item.unit, UnitStatus.QUARANTINE, f"temperature excursion during shipment {shipment.number}")
         else:
             _set_status(item.unit, UnitStatus.RECEIVED)
+    units = ", ".join(f"{item.unit.identifier} ({item.unit.status.value})" for item in shipment.items)
+    if excursion or journey is None:
+        shipment.receipt_deviation = _open_receipt_deviation(actor, shipment, journey, units)
+    db.session.flush()
     if excursion:
-        units = ", ".join(f"{item.unit.identifier} ({item.unit.status.value})" for item in shipment.items)
         raise_alert(
             "temperature_excursion",
             f"Shipment {shipment.number} was received with a temperature excursion in transit. Units: {units}. "
+            f"Deviation {shipment.receipt_deviation.number} is open. "
             "QA assesses the units in quarantine before any is used.",
             site_ids=[shipment.to_site_id], link=("shipments.detail", {"number": shipment.number}))
     return shipment
+
+
+def _open_receipt_deviation(actor: User, shipment: Shipment, journey: temperature.Journey | None, units: str):
+    """The receipt deviation, in the receiving site's records (English, as every record's text)."""
+    site = shipment.to_site
+    limits = limits_text(shipment.temperature_min_c, shipment.temperature_max_c)
+    departed = format_local(shipment.departed_at, shipment.from_site.timezone)
+    arrived = format_local(shipment.received_at, site.timezone)
+    if journey is None:
+        title = f"Shipment {shipment.number} received without its temperature logger file"
+        description = (f"Shipment {shipment.number} from {shipment.from_site.code} (logger "
+                       f"{shipment.logger_reference}, limits {limits}), departed {departed}, arrived {arrived}, was "
+                       f"received without the logger's file. The receiver recorded "
+                       f"{'an excursion' if shipment.temperature_excursion else 'no excursion'}. Units: {units}.")
+        classification = Classification.MAJOR if shipment.temperature_excursion else Classification.MINOR
+    else:
+        title = f"Shipment {shipment.number}: temperature excursion in transit"
+        description = (f"Shipment {shipment.number} from {shipment.from_site.code} (logger "
+                       f"{shipment.logger_reference}), departed {departed}, arrived {arrived}. Limits {limits}. "
+                       f"Logger file: {journey.counted} readings in transit, minimum {journey.minimum_c:f} °C, maximum "
+                       f"{journey.maximum_c:f} °C, {duration_text(journey.seconds_outside)} outside the limits. "
+                       f"Units quarantined: {units}.")
+        classification = Classification.MAJOR
+    return create_deviation(actor, site, title=title, description=description, classification=classification,
+                            source=DeviationSource.SHIPMENT)
+
+
+def temperature_log_content(log: ShipmentTemperatureLog) -> bytes:
+    """The logger file as kept, after checking it still has the SHA-256 recorded when it was imported."""
+    content = log.content
+    if hashlib.sha256(content).hexdigest() != log.sha256:
+        raise Conflict(_("The logger file of shipment %(number)s no longer matches the SHA-256 recorded at import: "
+                         "it was altered in the database. Tell QA.", number=log.shipment.number))
+    return content
 
 
 # --- requests for a unit: reservation ----------------------------------------------------------

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -26,7 +27,7 @@ from cellfactory.extensions import db
 from cellfactory.products.models import Product
 from cellfactory.reagents.models import ReagentLot
 from cellfactory.sites.models import Site
-from cellfactory.units import labels, services, trace
+from cellfactory.units import labels, services, temperature, trace
 from cellfactory.units.commands import (
     AdministerUnit,
     CheckLabel,
@@ -856,6 +857,17 @@ def _renamed(error: DomainError, **names: str) -> DomainError:
     return error
 
 
+def _shipment_temperature(shipment: Shipment) -> dict | None:
+    """What the page shows of the logger file: its summary, limits and a small chart of its readings."""
+    log = shipment.temperature_log
+    if log is None:
+        return None
+    readings = temperature.read_log(services.temperature_log_content(log))
+    low, high = shipment.temperature_min_c, shipment.temperature_max_c
+    return {"log": log, "chart": temperature.chart_points(readings, low=low, high=high),
+            "outside": services.duration_text(log.seconds_outside)}
+
+
 def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status: int = 200):
     user = _user()
     can_receive = shipment.status == ShipmentStatus.IN_TRANSIT and user.has_role(Role.TECHNICIAN, shipment.to_site_id)
@@ -865,7 +877,9 @@ def _render_shipment(shipment: Shipment, form: ReceiptForm | None = None, status
         form = ReceiptForm()
         form.arrived_at.data = _now_local(shipment.to_site.timezone)
     return render_template("units/shipment.html", shipment=shipment, units=units, where=_whereabouts(units),
-                           form=form, can_receive=can_receive, received_by=received_by), status
+                           form=form, can_receive=can_receive, received_by=received_by,
+                           logged=_shipment_temperature(shipment), max_log_mb=temperature.MAX_LOG_BYTES // 2**20,
+                           max_gap_minutes=int(temperature.MAX_GAP.total_seconds() // 60)), status
 
 
 @shipments_bp.route("/<number>", endpoint="detail")
@@ -885,15 +899,37 @@ def shipment_document(number: str) -> Response:
                     headers={"Content-Disposition": f'inline; filename="shipment-{shipment.number}.pdf"'})
 
 
+@shipments_bp.route("/<number>/temperature-log.csv", endpoint="temperature_log")
+@roles_required(READ_ROLES)
+def shipment_temperature_log(number: str) -> Response:
+    shipment = services.get_shipment(_user(), number)
+    if shipment.temperature_log is None:
+        raise NotFound(_("Shipment %(number)s has no logger file.", number=shipment.number))
+    log = shipment.temperature_log
+    return Response(services.temperature_log_content(log), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{shipment.number}-logger.csv"',
+                             "X-Content-SHA256": log.sha256})
+
+
+def _uploaded(field: Any) -> tuple[bytes | None, str | None]:
+    """The uploaded file and its name, reduced to plain characters (a browser sends whatever the disk called it)."""
+    upload = field.data
+    if upload is None or not hasattr(upload, "read"):
+        return None, None
+    return upload.read(), secure_filename(upload.filename or "")[:200] or None
+
+
 @shipments_bp.route("/<number>/receive", methods=["POST"])
 @roles_required(Role.TECHNICIAN)
 def receive(number: str):
     shipment = services.get_shipment(_user(), number)
     form = ReceiptForm()
     if form.validate_on_submit():
+        content, filename = _uploaded(form.temperature_log)
         try:
             services.receive(_user(), shipment, ReceiveShipment.from_form(
                 form, arrived_at=_at_site(form.arrived_at.data, shipment.to_site.timezone),
+                temperature_log=content, temperature_log_filename=filename,
                 temperature_excursion={"yes": True, "no": False}.get(form.excursion.data)))
         except FORM_ERRORS as error:
             # The page asks for the logger's reading as `excursion`; the command names it temperature_excursion.
@@ -906,6 +942,9 @@ def receive(number: str):
                 flash(ngettext("Shipment %(number)s received: %(num)d unit at %(site)s.",
                                "Shipment %(number)s received: %(num)d units at %(site)s.", len(shipment.items),
                                number=shipment.number, site=shipment.to_site.code), "success")
+            if shipment.receipt_deviation is not None:
+                flash(_("Deviation %(number)s opened: %(title)s", number=shipment.receipt_deviation.number,
+                        title=shipment.receipt_deviation.title), "warning")
             return redirect(url_for("shipments.detail", number=shipment.number))
     return _render_shipment(shipment, form, 422)
 

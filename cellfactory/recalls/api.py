@@ -186,7 +186,7 @@ def account_for_recall_unit(number: str, line_id: int):
 @roles_required(SIGNING_ROLES)
 @operation("QA of the notified site acknowledges its notice, signed with the password (a wrong one is 401); a "
            "notice acknowledged already is 409", body=AcknowledgeNotice, response=RecallRecordDetailOut,
-           errors=(404, 409))
+           status=201, errors=(404, 409))
 def acknowledge_recall_notice(number: str, site: str):
     recall = _recall(number)
     notice = services.get_notice(recall, site)

@@ -431,3 +431,16 @@ def test_two_recalls_of_the_same_batch_at_once_make_one_record(tmp_path):
 def test_disposition_labels_cover_every_choice():
     assert {d.label for d in Disposition} == {"located and held as recalled", "returned to the manufacturer",
                                               "destroyed", "recipient followed up"}
+
+
+def test_the_recall_page_speaks_italian_to_an_italian_reader(client, spread):
+    from cellfactory.auth import services as auth_services
+    from cellfactory.auth.commands import ChooseLanguage
+
+    auth_services.choose_language(refetch(spread["plant"].qa), ChooseLanguage(language="it"))
+    recall = open_batch_recall(spread)
+    login(client, "qa.bg")
+    page = text(client.get(f"/recalls/{recall.number}"))
+    assert '<html lang="it">' in page
+    assert "Unità coinvolte" in page and "classe I" in page and "Prendi visione e firma" in page
+    assert "Prima della chiusura del richiamo, registrare:" in page

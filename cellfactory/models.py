@@ -44,6 +44,7 @@ from cellfactory.notifications.models import NotificationTask, TaskAcknowledgeme
 from cellfactory.products.models import Product, SpecificationVersion, SpecTest
 from cellfactory.qc.models import QcResult
 from cellfactory.reagents.models import CatalogueItem, ReagentLot
+from cellfactory.recalls.models import Recall, RecallNotice, RecallSequence, RecallUnit
 from cellfactory.releases.models import BatchDecision, Certificate
 from cellfactory.signatures.models import EsigAcknowledgement, IdentityVerification, Signature
 from cellfactory.sites.models import Site
@@ -76,4 +77,5 @@ __all__ = [
     "CollectionFacility", "SourceMaterial", "User", "metadata",
     "Qualification", "TrainingRecord", "TrainingRequirement",
     "DoseAllocation", "DosingProfile", "Prescription",
+    "Recall", "RecallNotice", "RecallSequence", "RecallUnit",
 ]

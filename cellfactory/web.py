@@ -74,6 +74,7 @@ def register(app: Flask) -> None:
     from cellfactory.products.views import bp as products_bp
     from cellfactory.qc.views import bp as qc_bp
     from cellfactory.reagents.views import bp as reagents_bp
+    from cellfactory.recalls.views import bp as recalls_bp
     from cellfactory.releases.views import bp as releases_bp
     from cellfactory.search.views import bp as search_bp
     from cellfactory.signatures.views import bp as signatures_bp
@@ -83,7 +84,7 @@ def register(app: Flask) -> None:
 
     for blueprint in (main_bp, auth_bp, admin_bp, audit_bp, signatures_bp, notifications_bp, donors_bp, materials_bp,
                       batches_bp, products_bp, reagents_bp, equipment_bp, environment_bp,
-                      qc_bp, deviations_bp, documents_bp, training_bp,
+                      qc_bp, deviations_bp, recalls_bp, documents_bp, training_bp,
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp, biovigilance_bp,
                       dosing_bp,
@@ -347,6 +348,7 @@ NAV = [
     ("batches.index", N_("Batches")),
     ("qc.worklist", N_("QC")),
     ("deviations.index", N_("Deviations")),
+    ("recalls.index", N_("Recalls")),
     ("products.index", N_("Products")),
     ("reagents.lots", N_("Lots")),
     ("equipment.index", N_("Equipment")),

@@ -13,7 +13,7 @@ from cellfactory.audit.models import AuditEntry
 from cellfactory.batches.models import Batch
 from cellfactory.core.clock import utcnow
 from cellfactory.extensions import db
-from cellfactory.units.commands import RecallBatches
+from cellfactory.recalls.commands import RecallBatches
 from cellfactory.units.models import Unit, UnitStatus
 from tests.conftest import refetch
 from tests.test_api import assert_error, bearer, new_token
@@ -290,7 +290,7 @@ def test_release_does_not_lift_an_excursion_quarantine_and_qa_of_another_site_ca
         client, users, sites, auth):
     from cellfactory.auth.models import Role
     from cellfactory.core.errors import PermissionDenied
-    from cellfactory.units import services as units
+    from cellfactory.recalls import services as recalls
     from tests.conftest import make_user
 
     plant, batch = released_batch(users, sites)
@@ -309,5 +309,6 @@ def test_release_does_not_lift_an_excursion_quarantine_and_qa_of_another_site_ca
     assert status_of(first) == UnitStatus.QUARANTINE  # the excursion needs its own assessment
     qa_mz = make_user("qa.mz", [(Role.QA, "MZ")])
     with pytest.raises(PermissionDenied):
-        units.recall(qa_mz, [db.session.get(type(batch), batch.id)], RecallBatches.parse(dict(reason="not theirs")))
+        recalls.recall_batches(qa_mz, [db.session.get(type(batch), batch.id)],
+                               RecallBatches.parse(dict(reason="not theirs")))
     assert status_of(second) == UnitStatus.AVAILABLE

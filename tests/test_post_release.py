@@ -178,6 +178,12 @@ def test_qa_recalls_the_batch_and_its_units_not_administered(failed):
     assert refetch(failed["batch"]).status == S.RECALLED
     statuses = [refetch(u).status for u in failed["units"]]
     assert statuses == [U.RECALLED, U.RECALLED, U.RECALLED, U.ADMINISTERED]
+    # The recall is a record of its own: every unit listed, to be accounted for before it closes.
+    from cellfactory.recalls import services as recalls
+
+    [record] = recalls.covering_batch(failed["batch"].id)
+    assert record.classification.value == "class_i" and record.reason == "confirmed sterility failure"
+    assert sorted(line.administered for line in record.units) == [False, False, False, True]
 
 
 def test_the_hold_is_lifted_only_after_the_failure_is_shown_not_to_stand(failed, users):

@@ -19,7 +19,6 @@ from cellfactory.units.commands import (
     DestroyUnit,
     LiftQuarantine,
     PutAway,
-    RecallBatches,
     ReceiveShipment,
     Ship,
 )
@@ -151,9 +150,12 @@ def test_lot_trace_and_recall(bank, users, sites):
     units.release_units(refetch(plant.qa), refetch(batch))
     units.administer(refetch(plant.tech), refetch(made[0]), AdministerUnit.parse(dict(
         unit_identifier=refetch(made[0]).identifier, recipient_code="PT-9", trial_code="", administered_at=iso(1))))
-    recalled = units.recall(refetch(plant.qa), [refetch(batch)], RecallBatches.parse(dict(
+    from cellfactory.recalls import services as recalls
+    from cellfactory.recalls.commands import RecallBatches
+
+    [opened] = recalls.recall_batches(refetch(plant.qa), [refetch(batch)], RecallBatches.parse(dict(
         reason="supplier recall of platelet lysate")))
-    statuses = {u.identifier: u.status for u in recalled}
+    statuses = {line.unit.identifier: line.unit.status for line in refetch(opened).units}
     assert statuses[made[0].identifier] == UnitStatus.ADMINISTERED
     assert statuses[made[1].identifier] == UnitStatus.RECALLED
     assert batch_services.get_batch(refetch(plant.qa), batch.number).status.value == "released"

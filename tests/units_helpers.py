@@ -20,7 +20,8 @@ from tests.conftest import make_user, refetch
 S = BatchStatus
 
 
-def released_batch(users, sites):
+def released_batch(users, sites, lot: str | None = None):
+    """`lot`: the reagent lot (e.g. "PL-17") the batch's steps use, for a trace from the lot."""
     plant = build_plant(users, sites)
     import sqlalchemy as sa
 
@@ -35,7 +36,7 @@ def released_batch(users, sites):
     batch = batch_services.start_batch(plant.tech, sites["BG"],
                                        start_command(sites["BG"], "UCMSC", [plant.material_din],
                                                      started_at=batch_start()))
-    run_batch_to_awaiting_qc(plant, batch)
+    run_batch_to_awaiting_qc(plant, batch, lot=plant.lots[lot] if lot else None)
     lifecycle.transition(refetch(plant.tech), refetch(batch), S.AWAITING_QC, reason="done")
     complete_qc(plant, batch)
     lifecycle.transition(refetch(plant.qc), refetch(batch), S.AWAITING_QA_REVIEW, reason="qc done")

@@ -42,6 +42,8 @@ ROUTES: Mapping[str, frozenset[Role]] = {
     "overdue_read": frozenset({Role.QC_ANALYST, Role.QA}),
     "security": frozenset({Role.ADMIN, Role.QA}),
     "em_excursion": frozenset({Role.QA}),
+    "recall_open": frozenset({Role.QA}),
+    "recall_notice": frozenset({Role.QA}),
 }
 
 TITLES: Mapping[str, str] = {
@@ -51,6 +53,8 @@ TITLES: Mapping[str, str] = {
     "overdue_read": N_("Final read overdue"),
     "security": N_("Security event"),
     "em_excursion": N_("Environmental monitoring excursion"),
+    "recall_open": N_("Recall open"),
+    "recall_notice": N_("Recall notice to acknowledge"),
 }
 
 

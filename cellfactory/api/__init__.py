@@ -178,6 +178,7 @@ from cellfactory.notifications import api as _notifications  # noqa: E402,F401
 from cellfactory.products import api as _products  # noqa: E402,F401
 from cellfactory.qc import api as _qc  # noqa: E402,F401
 from cellfactory.reagents import api as _reagents  # noqa: E402,F401
+from cellfactory.recalls import api as _recalls  # noqa: E402,F401
 from cellfactory.releases import api as _releases  # noqa: E402,F401
 from cellfactory.sites import api as _sites  # noqa: E402,F401
 from cellfactory.training import api as _training  # noqa: E402,F401

@@ -90,6 +90,8 @@ class Kind(enum.StrEnum):
     NOTICE_TO_ACKNOWLEDGE = "notice_to_acknowledge"
     CERTIFICATION = "certification"
     RECALL = "recall"
+    RECALL_OPEN = "recall_open"
+    RECALL_NOTICE = "recall_notice"
     CRITICAL_DEVIATION = "critical_deviation"
     CHANGE_ACTIONS_OPEN = "change_actions_open"
     TRAINING = "training"
@@ -129,6 +131,8 @@ KIND_LABELS = {
     Kind.NOTICE_TO_ACKNOWLEDGE: N_("Notice to acknowledge"),
     Kind.CERTIFICATION: N_("Certification"),
     Kind.RECALL: N_("Recall"),
+    Kind.RECALL_OPEN: N_("Open recall"),
+    Kind.RECALL_NOTICE: N_("Recall notice to acknowledge"),
     Kind.CRITICAL_DEVIATION: N_("Critical deviation"),
     Kind.CHANGE_ACTIONS_OPEN: N_("Change with open actions"),
     Kind.TRAINING: N_("Training or qualification"),
@@ -157,6 +161,8 @@ def _said(kind: str, value: Any) -> str:
         return str(stored)
     words = VALUE_WORDS[kind].get(value)
     return str(words) if words is not None else str(stored).replace("_", " ")
+# The alerts of a recall, each the item of its kind.
+RECALL_ALERTS = {"recall_open": Kind.RECALL_OPEN, "recall_notice": Kind.RECALL_NOTICE}
 KIND_ORDER = {kind: position for position, kind in enumerate(Kind)}
 # An item is a line: text typed by people or raised by the system (an alert lists every unit issued) is cut there;
 # the page the item opens shows all of it.
@@ -781,6 +787,13 @@ def _shared_items(ctx: _Context, scopes: dict[Role, Scope]) -> Iterator[tuple[Ro
             # (`environment.services`), so it is read with the alerts, in the same statement.
             yield alert.audience, ctx.item(Kind.EM_EXCURSION, _short(alert.message), f"alert {alert.id}",
                                            alert.site_id, "environment.excursions", since=alert.created_at)
+        elif alert.audience in scopes and alert.kind in RECALL_ALERTS and alert.subject_key:
+            # A recall open, or its notice to a site not acknowledged yet: the alert stands until the recall closes
+            # or QA of the site acknowledges the notice (`recalls.services`), so it is read with the alerts.
+            number = alert.subject_key.split(":")[1]
+            anchor = f"notice-{alert.subject_key.split(':')[2]}" if alert.kind == "recall_notice" else "closure"
+            yield alert.audience, ctx.item(RECALL_ALERTS[alert.kind], _short(alert.message), number, alert.site_id,
+                                           "recalls.detail", since=alert.created_at, number=number, _anchor=anchor)
         elif alert.audience in scopes:
             yield alert.audience, ctx.item(Kind.ALERT, _short(alert.message), f"alert {alert.id}", alert.site_id,
                                            "notifications.alerts", since=alert.created_at)

@@ -31,6 +31,9 @@ from cellfactory.deviations.models import Deviation, DeviationSource, DeviationS
 from cellfactory.deviations.services import create_deviation, holding
 from cellfactory.extensions import db
 from cellfactory.qc.services import RESULT_STATES, qc_blockers
+from cellfactory.recalls import services as recalls
+from cellfactory.recalls.commands import OpenRecall
+from cellfactory.recalls.models import RecallClass, RecallScope, RecallStatus
 from cellfactory.releases.commands import DecisionDetails, QpDecide, ReturnBatch, ReviewBatch
 from cellfactory.releases.services import (
     RecordFacts,
@@ -246,6 +249,7 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
     batch.status_changed_at = utcnow()
     if previous == S.ON_HOLD_AFTER_RELEASE:
         if target == S.RECALLED:
+            _open_batch_recall(actor, batch, reason)
             holds.recall_units(batch, f"batch {batch.number} recalled: {reason.strip()}")
         else:
             holds.unblock_units(batch)
@@ -253,6 +257,17 @@ def transition(actor: User, batch: Batch, target: BatchStatus, *, reason: str,
         db.session.flush()
         record_decision(actor, batch, previous, signature, reason, clean)
     return batch
+
+
+def _open_batch_recall(actor: User, batch: Batch, reason: str) -> None:
+    """A batch recalled after a failure after release gets its recall record (class I: the failure stood), unless
+    one is open already: every unit found, each site notified, the closure only once every unit is accounted for."""
+    if any(r.status == RecallStatus.OPEN for r in recalls.covering_batch(batch.id)):
+        return
+    db.session.flush()
+    recalls.open_recall(actor, OpenRecall(scope=RecallScope.BATCH, reference=batch.number, reason=reason.strip(),
+                                          classification=RecallClass.CLASS_I))
+    audit.act_as(db.session, actor, reason=reason)  # the rest of the transition keeps its own reason
 
 
 def batch_problems(site: Site, batch: Batch | None, step_code: str | None) -> tuple[dict[str, str], BatchStep | None]:

@@ -38,6 +38,7 @@ from cellfactory.environment.services import aseptic_coverage, coverage_problems
 from cellfactory.extensions import db
 from cellfactory.qc.judging import Verdict
 from cellfactory.qc.models import QcResult
+from cellfactory.recalls import services as recall_services
 from cellfactory.releases.models import BatchDecision, Certificate, DecisionKind
 from cellfactory.signatures import services as signatures
 from cellfactory.signatures.models import Meaning, Signature
@@ -417,6 +418,9 @@ class Standing:
     label: str
     message: str
     released: bool
+    # The batch is recalled (a recall record reached it, or the QP recalled it after a failure after release): the
+    # verification says so beside the hash check, never "matches" alone.
+    recalled: bool = False
 
 
 NOT_RELEASED = {
@@ -434,8 +438,17 @@ NOT_RELEASED = {
 def certificate_standing(certificate: Certificate, batch: Batch) -> Standing:
     """The batch's current standing for this certificate: recalled, on hold after release (or rejected, on hold),
     superseded by a later certificate, released, or conditionally released."""
+    recalls = recall_services.covering_batch(batch.id)
     if batch.status in NOT_RELEASED:
-        return Standing(batch.status.label, _(NOT_RELEASED[batch.status]), False)
+        message = _(NOT_RELEASED[batch.status])
+        if recalls:
+            message += " " + _("Recall: %(recalls)s.", recalls=", ".join(r.number for r in recalls))
+        return Standing(batch.status.label, message, False, recalled=batch.status == S.RECALLED or bool(recalls))
+    if recalls:
+        return Standing(pgettext("batch", "recalled"), _(
+            "The batch is recalled (%(recalls)s, %(status)s): it is no longer released. Do not use its units and "
+            "contact the Qualified Person of the site.", recalls=", ".join(r.number for r in recalls),
+            status=recalls[0].status.label), False, recalled=True)
     latest = db.session.scalar(sa.select(Certificate).where(Certificate.batch_id == batch.id)
                                .order_by(Certificate.id.desc()).limit(1))
     if latest is not None and latest.id != certificate.id:

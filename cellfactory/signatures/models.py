@@ -37,6 +37,7 @@ class Meaning(enum.StrEnum):
     DONATION_NOT_ALLOWED = "Donation not allowed after risk assessment"
     FAILURE_NOTICE_ACKNOWLEDGED = "Notice of a failure after release acknowledged (QA of the site)"
     PHYSICIAN_INFORMED = "Treating physician informed of the failure after release"
+    RECALL_NOTICE_ACKNOWLEDGED = "Recall notice acknowledged (QA of the site)"
 
     @property
     def label(self) -> str:
@@ -70,6 +71,8 @@ MEANING_LABELS = {
         "signature meaning", "Notice of a failure after release acknowledged (QA of the site)"),
     Meaning.PHYSICIAN_INFORMED: lazy_pgettext(
         "signature meaning", "Treating physician informed of the failure after release"),
+    Meaning.RECALL_NOTICE_ACKNOWLEDGED: lazy_pgettext(
+        "signature meaning", "Recall notice acknowledged (QA of the site)"),
 }
 
 

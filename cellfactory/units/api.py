@@ -40,6 +40,8 @@ from cellfactory.core.permissions import MANUFACTURING_STAFF, READ_ROLES, SIGNIN
 from cellfactory.core.scoping import visible_to
 from cellfactory.extensions import db
 from cellfactory.products.models import CollectionType, Product
+from cellfactory.recalls import services as recall_services
+from cellfactory.recalls.commands import RecallBatches
 from cellfactory.units import labels, services, trace
 from cellfactory.units.commands import (
     AdministerUnit,
@@ -48,7 +50,6 @@ from cellfactory.units.commands import (
     CreateUnits,
     DestroyUnit,
     PutAway,
-    RecallBatches,
     ReceiveShipment,
     RecordThaw,
     ReleaseReservation,
@@ -178,6 +179,7 @@ class UnitsReleased(_Out):
 
 class RecallOut(_Out):
     batches: list[str]
+    recalls: list[str] = Field(description="The recall records opened (e.g. RCL-BG-2026-0001)")
     reason: str
     recalled: int = Field(description="How many units this recall marked recalled")
     units: list[UnitOut] = Field(description="Every unit of the batches, with where it is")
@@ -515,15 +517,22 @@ def release_batch_units(number: str):
 
 @bp.post("/batches/<number>/recall")
 @roles_required(SIGNING_ROLES)
-@operation("Recall: every unit of the batch not yet administered or destroyed is marked recalled; the answer lists "
-           "every unit of the batch with where it is", body=RecallBatches, response=RecallOut, errors=(404,))
+@operation("Recall the batch: opens a recall record (`/recalls/{number}`, class I unless `classification` says "
+           "otherwise) whose trace reaches every unit of the batch; every unit not yet administered or destroyed is "
+           "marked recalled, each site that holds or received one is notified; the answer lists every unit of the "
+           "batch with where it is. A batch with a recall still open is 409", body=RecallBatches,
+           response=RecallOut, errors=(404, 409))
 def recall_batch(number: str):
     found = _batch(number)
     command = read_body(RecallBatches)
-    affected = services.recall(api_user(), [found], command)
-    return RecallOut(batches=[found.number], reason=command.reason,
-                     recalled=sum(1 for u in affected if u.status == UnitStatus.RECALLED),
-                     units=units_out(_fresh(affected))).json()
+    [opened] = recall_services.recall_batches(api_user(), [found], command)
+    db.session.expire_all()
+    lines = [line for line in recall_services.get_recall(api_user(), opened.number).units]
+    affected = [line.unit for line in lines]
+    return RecallOut(batches=[found.number], recalls=[opened.number], reason=command.reason,
+                     recalled=sum(1 for line in lines if line.unit.status == UnitStatus.RECALLED
+                                  and line.status_before != UnitStatus.RECALLED.value),
+                     units=units_out(affected)).json()
 
 
 # --- storage -----------------------------------------------------------------------------------------------------

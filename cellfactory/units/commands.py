@@ -271,13 +271,6 @@ class LiftQuarantine(Command):
     reason: Paragraph(2000) = Field(description="QA's assessment, e.g. excursion within validated stability data")
 
 
-class RecallBatches(Command):
-    refusal: ClassVar[str] = _l("The recall cannot be recorded")
-    missing: ClassVar[dict[str, str]] = {"reason": _l(REASON)}
-
-    reason: Paragraph(2000) = Field(description="Goes into the audit trail")
-
-
 class AdministerUnit(Command):
     refusal: ClassVar[str] = _l("The administration cannot be recorded")
     missing: ClassVar[dict[str, str]] = {

@@ -1,4 +1,5 @@
-"""Units, storage, shipments, administration, recall: the chain of identity and custody."""
+"""Units, storage, shipments, administration: the chain of identity and custody (a recall is a record of its own:
+`cellfactory.recalls`)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ from cellfactory.units.commands import (
     DestroyUnit,
     LiftQuarantine,
     PutAway,
-    RecallBatches,
     ReceiveShipment,
     RecordThaw,
     ReleaseReservation,
@@ -792,7 +792,7 @@ def get_request(user: User, request_id: int) -> UnitRequest:
     return request
 
 
-# --- administration, destruction, recall ---------------------------------------------------------
+# --- administration, destruction --------------------------------------------------------------
 
 
 def _refusal(actor: User, unit: Unit, details: dict[str, Any]) -> Any:
@@ -887,21 +887,6 @@ def destroy(actor: User, unit: Unit, command: DestroyUnit) -> Unit:
     unit.position_id = None
     _set_status(unit, UnitStatus.DESTROYED, command.reason)
     return unit
-
-
-@transactional
-def recall(actor: User, batches: list[Batch], command: RecallBatches) -> list[Unit]:
-    """Every unit of the batches not yet used is marked recalled; the list says where each one is."""
-    permissions.require(all(actor.has_any_role(permissions.SIGNING_ROLES, b.site_id) for b in batches),
-                        _("Only QA or the QP of the batches' site recall units."))
-    reason = command.reason
-    audit.act_as(db.session, actor, reason=f"recall: {reason}")
-    affected = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches] or [-1]))
-                                       .order_by(Unit.id)))
-    for unit in affected:
-        if not unit.status.final and unit.status != UnitStatus.RECALLED:
-            _set_status(unit, UnitStatus.RECALLED, reason)
-    return affected
 
 
 def identifier_parts(unit: Unit) -> tuple[str, str]:

@@ -334,3 +334,11 @@ def trace_lot(user: User, lot_id: int) -> Trace:
     subject = f"{lot.item.name} {lot.lot_number} ({lot.site.code})"
     return _backward_from_batches(f"Reagent lot {subject}", batch_ids, [f"{lot.item.name} {lot.lot_number}"],
                                   kind="lot", subject=subject, site=lot.site)
+
+
+def trace_batch(user: User, batch: Batch) -> Trace:
+    """Forward from one batch: its units, and (through the donors it came from) where each went."""
+    _require_trace_reader(user)
+    _check_sites(user, {batch.site_id})
+    return _backward_from_batches(f"Batch {batch.number}", {batch.id}, kind="batch", subject=batch.number,
+                                  site=batch.site)

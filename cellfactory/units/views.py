@@ -26,6 +26,9 @@ from cellfactory.core.text import record_number
 from cellfactory.extensions import db
 from cellfactory.products.models import Product
 from cellfactory.reagents.models import ReagentLot
+from cellfactory.recalls import services as recall_services
+from cellfactory.recalls.commands import RecallBatches
+from cellfactory.recalls.forms import RecallBatchesForm
 from cellfactory.sites.models import Site
 from cellfactory.units import labels, services, temperature, trace
 from cellfactory.units.commands import (
@@ -36,7 +39,6 @@ from cellfactory.units.commands import (
     DestroyUnit,
     LiftQuarantine,
     PutAway,
-    RecallBatches,
     ReceiveShipment,
     RecordThaw,
     ReleaseReservation,
@@ -298,24 +300,25 @@ def _recall_batches() -> list[Batch]:
 @bp.route("/recall", methods=["GET", "POST"])
 @roles_required(SIGNING_ROLES)
 def recall():
+    """The recall of the batches named (?batch=): each gets its recall record (`cellfactory.recalls`)."""
     batches = _recall_batches()
-    form = ReasonForm(prefix="recall")
+    form = RecallBatchesForm(prefix="recall")
     if form.validate_on_submit():
         try:
-            affected = services.recall(_user(), batches, RecallBatches.from_form(form))
+            opened = recall_services.recall_batches(_user(), batches, RecallBatches.from_form(form))
         except FORM_ERRORS as error:
             apply_domain_errors(form, error)
         else:
-            marked = sum(1 for u in affected if u.status == UnitStatus.RECALLED)
-            flash(ngettext("Recall recorded: %(num)d unit marked recalled; the list below says where each one is.",
-                           "Recall recorded: %(num)d units marked recalled; the list below says where each one is.",
-                           marked), "warning")
+            flash(_("Recall recorded (%(recalls)s): every unit not administered is marked recalled and each site "
+                    "that holds or received one is notified; the list below says where each one is.",
+                    recalls=", ".join(r.number for r in opened)), "warning")
             return redirect(url_for("units.recall", batch=[b.number for b in batches]))
     units = list(db.session.scalars(sa.select(Unit).where(Unit.batch_id.in_([b.id for b in batches]))
                                     .order_by(Unit.batch_id, Unit.din, Unit.division)))
     open_count = sum(1 for u in units if not u.status.final and u.status != UnitStatus.RECALLED)
+    recalls = {r.id: r for b in batches for r in recall_services.covering_batch(b.id)}
     return render_template("units/recall.html", batches=batches, units=units, where=_whereabouts(units), form=form,
-                           open_count=open_count,
+                           open_count=open_count, recalls=list(recalls.values()),
                            can_recall=all(_can_recall(_user(), b.site_id) for b in batches)), _status(form)
 
 

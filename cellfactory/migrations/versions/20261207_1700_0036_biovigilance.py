@@ -2,7 +2,7 @@
 their reports to the competent authority and the deviation they open
 
 Revision ID: 0036
-Revises: 0034
+Revises: 0035
 Create Date: 2026-12-07 17:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import cellfactory.core.db
 
 revision = '0036'
-down_revision = '0034'
+down_revision = '0035'
 branch_labels = None
 depends_on = None
 

@@ -16,6 +16,7 @@ from cellfactory.biovigilance.commands import (
     AddFollowUp,
     Conclude,
     OpenReportDeviation,
+    OpenReportRecall,
     RecordInitialReport,
     RecordReport,
 )
@@ -25,8 +26,10 @@ from cellfactory.core.errors import Conflict, PermissionDenied, ValidationFailed
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.inbox import services as inbox
+from cellfactory.recalls.models import Recall, RecallScope
 from cellfactory.units import services as units
 from cellfactory.units.commands import AdministerUnit
+from cellfactory.units.models import Unit, UnitStatus
 from tests.conftest import pdf_text, refetch
 from tests.units_helpers import certify, make_units, released_batch
 
@@ -406,3 +409,72 @@ def test_the_api_records_reports_and_refuses(administered, client, users):
     pdf = client.get(f"/api/v1/biovigilance/{number}/final-report.pdf", headers=qa)
     assert pdf.mimetype == "application/pdf"
     assert "Confirmation of the serious adverse reaction" in flat(pdf_text(pdf.data))
+
+
+# --- a recall opened from a report ---------------------------------------------------------------
+
+
+def recalls_count() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(Recall))
+
+
+def test_a_reaction_opens_a_recall_of_its_batch_once(administered):
+    plant, batch, unit = administered
+    report = services.record_report(refetch(plant.tech), RecordReport.parse(sar(unit.identifier)))
+    command = OpenReportRecall.parse({"classification": "class_ii", "reason": "Febrile reactions: batch suspected"})
+    with pytest.raises(PermissionDenied):
+        services.open_recall(refetch(plant.tech), refetch(report), command)
+    assert recalls_count() == 0
+    recall = services.open_recall(refetch(plant.qa), refetch(report), command)
+    recall = db.session.get(Recall, recall.id)
+    assert (recall.scope, recall.scope_id) == (RecallScope.BATCH, batch.id)
+    assert recall.reason == f"{report.number}: Febrile reactions: batch suspected"
+    # The batch made two units: the one given is listed with its recipient, the other is recalled.
+    lines = {db.session.get(Unit, line.unit_id).identifier: line.administered for line in recall.units}
+    other = next(identifier for identifier in lines if identifier != unit.identifier)
+    assert lines == {unit.identifier: True, other: False}
+    assert units.get_unit(refetch(plant.qa), other).status == UnitStatus.RECALLED
+    assert refetch(report).recall_id == recall.id
+    assert services.targets_of(refetch(report)).recall == recall.number
+    with pytest.raises(Conflict):
+        services.open_recall(refetch(plant.qa), refetch(report), command)
+    assert recalls_count() == 1
+
+
+def test_a_report_on_a_recipient_alone_has_nothing_to_recall(administered):
+    plant, _batch, _unit = administered
+    report = services.record_report(refetch(plant.tech), RecordReport.parse(sar(None, recipient=RECIPIENT)))
+    with pytest.raises(ValidationFailed) as refused:
+        services.open_recall(refetch(plant.qa), refetch(report), OpenReportRecall.parse(
+            {"classification": "class_i", "reason": "unknown cause"}))
+    assert "names no batch, unit or donor" in refused.value.fields["classification"]
+    assert recalls_count() == 0 and refetch(report).recall_id is None
+
+
+def test_qa_opens_the_recall_from_the_page_and_the_api(administered, client, login_as):
+    plant, batch, unit = administered
+    first = services.record_report(refetch(plant.tech), RecordReport.parse(sar(unit.identifier))).number
+    login_as("qa")
+    page = client.get(f"/biovigilance/{first}")
+    assert 'id="recall-form"' in page.get_data(as_text=True)
+    refused = client.post(f"/biovigilance/{first}/recall", data={"classification": "", "reason": "x\x00y"})
+    assert refused.status_code == 422 and recalls_count() == 0
+    opened = client.post(f"/biovigilance/{first}/recall", data={"classification": "class_i",
+                                                                 "reason": "Contamination suspected"})
+    assert opened.status_code == 302 and "/recalls/RCL-BG-" in opened.headers["Location"]
+    assert recalls_count() == 1
+
+    # The batch is recalled now: a second report on it cannot open a second recall of the same batch.
+    second = services.record_report(refetch(plant.tech), RecordReport.parse(sar(None, batch=batch.number))).number
+    qa = bearer(token_of(plant.qa))
+    for body in ({"classification": "class_9", "reason": "x"}, {"classification": "class_i", "reason": "\ud800"},
+                 {"classification": "class_i", "reason": "a" * 10_000}, {"classification": "class_i"}):
+        response = client.post(f"/api/v1/biovigilance/{second}/recall", json=body, headers=qa)
+        assert response.status_code == 422, body
+    assert client.post(f"/api/v1/biovigilance/{second}/recall", json={"classification": "class_i", "reason": "again"},
+                       headers=qa).status_code == 409
+    assert client.post(f"/api/v1/biovigilance/{first}/recall", json={"classification": "class_i", "reason": "again"},
+                       headers=qa).status_code == 409
+    assert recalls_count() == 1
+    detail = client.get(f"/api/v1/biovigilance/{first}", headers=qa).get_json()
+    assert detail["recall"].startswith("RCL-BG-")

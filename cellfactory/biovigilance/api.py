@@ -15,6 +15,7 @@ from cellfactory.biovigilance.commands import (
     AddFollowUp,
     Conclude,
     OpenReportDeviation,
+    OpenReportRecall,
     RecordInitialReport,
     RecordReport,
 )
@@ -76,6 +77,7 @@ class ReportOut(Output):
     corrective_measures: str | None
     final_reported_at: Moment | None
     deviation: str | None
+    recall: str | None = Field(description="The recall opened from the report, if any")
     deadlines: list[DeadlineOut] = Field(description="The reports still owed, the first due first")
     follow_ups: list[FollowUpOut]
     created_at: Moment
@@ -96,7 +98,7 @@ class ReportOut(Output):
             confirmed=report.confirmed, final_imputability=report.final_imputability,
             clinical_outcome=report.clinical_outcome, conclusion=report.conclusion,
             corrective_measures=report.corrective_measures, final_reported_at=report.final_reported_at,
-            deviation=found.deviation,
+            deviation=found.deviation, recall=found.recall,
             deadlines=[DeadlineOut(key=d.key, what=d.what, due_at=d.due_at, overdue=d.overdue)
                        for d in services.pending_deadlines(report)],
             follow_ups=[FollowUpOut(recorded_at=f.recorded_at, recorded_by=username(f.created_by_id), note=f.note)
@@ -107,6 +109,11 @@ class ReportOut(Output):
 class DeviationOpenedOut(Output):
     report: str
     deviation: str
+
+
+class RecallOpenedOut(Output):
+    report: str
+    recall: str
 
 
 class ReportFilter(Query):
@@ -187,6 +194,17 @@ def open_vigilance_deviation(number: str):
     report = _report(number)
     deviation = services.open_deviation(api_user(), report, read_body(OpenReportDeviation))
     return DeviationOpenedOut(report=report.number, deviation=deviation.number).json(), 201
+
+
+@bp.post("/biovigilance/<number>/recall")
+@roles_required(Role.QA)
+@operation("QA opens a recall from the report: of its batch (a unit's batch) or, with none, of its donor; every unit "
+           "the trace reaches is recalled or listed", body=OpenReportRecall, response=RecallOpenedOut, status=201,
+           errors=(404, 409))
+def open_vigilance_recall(number: str):
+    report = _report(number)
+    recall = services.open_recall(api_user(), report, read_body(OpenReportRecall))
+    return RecallOpenedOut(report=report.number, recall=recall.number).json(), 201
 
 
 def _pdf(number: str, final: bool) -> Response:

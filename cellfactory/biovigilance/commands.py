@@ -25,6 +25,8 @@ from cellfactory.core.commands import (
 from cellfactory.core.i18n import N_, _l
 from cellfactory.deviations.commands import Missing, choice_of
 from cellfactory.deviations.models import Classification
+from cellfactory.recalls.commands import CLASSIFY as RECALL_CLASSIFY
+from cellfactory.recalls.models import RecallClass
 
 CHOOSE_KIND = N_("Choose reaction (SAR) or event (SAE).")
 CHOOSE = N_("Choose one of the listed values.")
@@ -116,6 +118,19 @@ class Conclude(Command):
     corrective_measures: OptionalParagraph(8000) = Field(None, description="Corrective and preventive measures")
     final_reported_at: Instant = Field(description=OFFSET + "; not before the initial report, not in the future")
     version: Version = None
+
+
+class OpenReportRecall(Command):
+    """The recall QA opens from a report: of the report's batch (a unit's batch) or, with no batch, its donor."""
+
+    refusal: ClassVar[str] = _l("The recall cannot be opened")
+    missing: ClassVar[dict[str, str]] = Missing({"classification": _l(RECALL_CLASSIFY),
+                                                 "reason": _l("Give the reason for the recall.")})
+
+    classification: Annotated[RecallClass, choice_of(RecallClass, RECALL_CLASSIFY)] = Field(
+        json_schema_extra={"x-refused-when": "the report names no batch, unit or donor to recall, or it already "
+                                             "opened a recall, or that record is already recalled"})
+    reason: Paragraph(4000) = Field(description="Why the units are recalled; the recall names the report too")
 
 
 class OpenReportDeviation(Command):

@@ -17,6 +17,7 @@ from cellfactory.biovigilance.models import (
 from cellfactory.core.forms import BaseForm
 from cellfactory.core.i18n import _l
 from cellfactory.deviations.forms import CLASSIFICATIONS
+from cellfactory.recalls.forms import CLASSES as RECALL_CLASSES
 
 CODE = {"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false", "data-scanner": True}
 
@@ -76,3 +77,8 @@ class ConcludeForm(BaseForm):
 
 class DeviationForm(BaseForm):
     classification = SelectField(_l("Classification"), choices=CLASSIFICATIONS, validate_choice=False)
+
+
+class RecallForm(BaseForm):
+    classification = SelectField(_l("Class"), choices=RECALL_CLASSES, validate_choice=False)
+    reason = TextAreaField(_l("Reason for the recall"), validators=[Optional(), Length(max=4000)])

@@ -218,6 +218,7 @@ class AdverseReport(Audited, CreatedMixin, VersionedMixin, Base):
     final_reported_at: Mapped[dt.datetime | None]
     concluded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("app_user.id"))
     deviation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("deviation.id"))
+    recall_id: Mapped[int | None] = mapped_column(sa.ForeignKey("recall.id"))
 
     site: Mapped[Site] = relationship(lazy="joined")
     follow_ups: Mapped[list[AdverseReportFollowUp]] = relationship(back_populates="report", lazy="selectin",

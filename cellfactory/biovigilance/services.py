@@ -28,6 +28,7 @@ from cellfactory.biovigilance.commands import (
     AddFollowUp,
     Conclude,
     OpenReportDeviation,
+    OpenReportRecall,
     RecordInitialReport,
     RecordReport,
 )
@@ -53,6 +54,9 @@ from cellfactory.deviations.services import create_deviation
 from cellfactory.donors import services as donor_services
 from cellfactory.donors.models import Donor
 from cellfactory.extensions import db
+from cellfactory.recalls import services as recall_services
+from cellfactory.recalls.commands import OpenRecall
+from cellfactory.recalls.models import Recall, RecallScope
 from cellfactory.records.biovigilance import ReportDocument, Section, render
 from cellfactory.sites.models import Site
 from cellfactory.sites.services import get_site
@@ -344,6 +348,31 @@ def open_deviation(actor: User, report: AdverseReport, command: OpenReportDeviat
     return deviation
 
 
+@transactional
+def open_recall(actor: User, report: AdverseReport, command: OpenReportRecall) -> Recall:
+    """QA opens a recall from the report: of its batch (a unit's batch is the report's batch) or, when it names no
+    batch, of its donor; the recall finds every unit through the trace (recalls.services.open_recall)."""
+    _require_qa(actor, report)
+    if report.recall_id is not None:
+        recall = db.session.get(Recall, report.recall_id)
+        raise Conflict(_("%(number)s already opened recall %(recall)s.", number=report.number, recall=recall.number))
+    if report.batch_id is not None:
+        scope, reference = RecallScope.BATCH, db.session.get(Batch, report.batch_id).number
+    elif report.donor_id is not None:
+        scope, reference = RecallScope.DONOR, db.session.get(Donor, report.donor_id).code
+    else:
+        raise ValidationFailed(_("The recall cannot be opened"), fields={
+            "classification": _("%(number)s names no batch, unit or donor to recall: record the recall on its own "
+                                "page.", number=report.number)})
+    audit.act_as(db.session, actor, reason=_("recall opened from %(number)s", number=report.number))
+    recall = recall_services.open_recall(actor, OpenRecall(
+        scope=scope, reference=reference, classification=command.classification,
+        reason=f"{report.number}: {command.reason}"[:4000]))
+    report.recall_id = recall.id
+    db.session.flush()
+    return recall
+
+
 # --- what the pages and reports show -------------------------------------------------------------
 
 
@@ -357,6 +386,7 @@ class Targets:
     donor: str | None
     deviation: str | None
     product: str | None
+    recall: str | None = None
 
 
 def targets_of(report: AdverseReport) -> Targets:
@@ -366,9 +396,10 @@ def targets_of(report: AdverseReport) -> Targets:
     donor = db.session.get(Donor, report.donor_id) if report.donor_id else None
     deviation = db.session.get(Deviation, report.deviation_id) if report.deviation_id else None
     product = batch.product.name if batch is not None else None
+    recall = db.session.get(Recall, report.recall_id) if report.recall_id else None
     return Targets(recipient.code if recipient else None, unit.identifier if unit else None,
                    batch.number if batch else None, donor.code if donor else None,
-                   deviation.number if deviation else None, product)
+                   deviation.number if deviation else None, product, recall.number if recall else None)
 
 
 def report_document(report: AdverseReport, final: bool, *, printed_by: str) -> ReportDocument:

@@ -18,10 +18,18 @@ from cellfactory.biovigilance.commands import (
     AddFollowUp,
     Conclude,
     OpenReportDeviation,
+    OpenReportRecall,
     RecordInitialReport,
     RecordReport,
 )
-from cellfactory.biovigilance.forms import ConcludeForm, DeviationForm, FollowUpForm, InitialReportForm, ReportForm
+from cellfactory.biovigilance.forms import (
+    ConcludeForm,
+    DeviationForm,
+    FollowUpForm,
+    InitialReportForm,
+    RecallForm,
+    ReportForm,
+)
 from cellfactory.biovigilance.models import AdverseReport, ReportKind, ReportStatus
 from cellfactory.core.forms import REFUSED, submit
 from cellfactory.core.i18n import _, in_language, print_language
@@ -118,6 +126,8 @@ def _render_detail(report: AdverseReport, status: int = 200, **forms: Any) -> An
         forms.setdefault("conclude_form", ConcludeForm(formdata=None, version=report.version))
     if qa and report.deviation_id is None:
         forms.setdefault("deviation_form", DeviationForm(formdata=None))
+    if qa and report.recall_id is None and (report.batch_id or report.donor_id):
+        forms.setdefault("recall_form", RecallForm(formdata=None))
     return render_template("biovigilance/detail.html", report=report, targets=services.targets_of(report),
                            deadlines=services.pending_deadlines(report), due=services.due_times(report),
                            authority=services.authority(), **forms), status
@@ -212,3 +222,15 @@ def initial_pdf(number: str) -> Response:
 @roles_required(READ_ROLES)
 def final_pdf(number: str) -> Response:
     return _pdf(number, final=True)
+
+
+@bp.route("/<number>/recall", methods=["POST"])
+@roles_required(Role.QA)
+def open_recall(number: str) -> Any:
+    report = services.get_report(_user(), number)
+    form = RecallForm()
+    opened = submit(form, lambda: services.open_recall(_user(), report, OpenReportRecall.from_form(form)))
+    if opened is not REFUSED:
+        flash(_("Recall %(number)s opened from %(report)s.", number=opened.number, report=report.number), "success")
+        return redirect(url_for("recalls.detail", number=opened.number))
+    return _render_detail(report, 422, recall_form=form)

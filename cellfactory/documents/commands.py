@@ -127,7 +127,9 @@ class SubmitChangeRequest(Command):
 
     affects_released_products: StrictBool = Field(description="True when the change affects released products: the "
                                                               "QP approves it as well as QA")
-    impact_assessment: OptionalParagraph(8000) = Field(None, description="Replaces the impact assessment if given")
+    impact_assessment: OptionalParagraph(8000) = Field(
+        None, description="Replaces the impact assessment if given",
+        json_schema_extra={"x-refused-when": "left out or empty while the draft has no impact assessment"})
 
 
 class RejectChangeRequest(Command):

@@ -19,7 +19,7 @@ from cellfactory.extensions import db
 from cellfactory.signatures import services as signature_services
 from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
-from cellfactory.sites.commands import CreateSite
+from cellfactory.sites.commands import CreateSite, SetEuCoding
 from cellfactory.sites.models import Site
 
 DEMO_PASSWORD = "Demo-Cellfactory-2026"
@@ -31,14 +31,15 @@ class DemoSite:
     name: str
     facility_id: str  # ISBT 128 FINs A9990-A9999 are set aside for validation use
     address: str
+    te_code: str  # EU tissue establishment code (6 characters); the demo's are made up, like its FINs
 
 
 SITES = [
-    DemoSite("BG", "Cell Factory Bergamo", "A9991", "Piazza OMS 1, 24127 Bergamo"),
-    DemoSite("MZ", "Cell Factory Monza", "A9992", "Via Pergolesi 33, 20900 Monza"),
-    DemoSite("MI", "Cell Factory Milano Policlinico", "A9993", "Via Francesco Sforza 35, 20122 Milano"),
-    DemoSite("PV", "Cell Factory Pavia San Matteo", "A9994", "Viale Camillo Golgi 19, 27100 Pavia"),
-    DemoSite("SR", "Ospedale San Raffaele Milano", "A9995", "Via Olgettina 60, 20132 Milano"),
+    DemoSite("BG", "Cell Factory Bergamo", "A9991", "Piazza OMS 1, 24127 Bergamo", "099901"),
+    DemoSite("MZ", "Cell Factory Monza", "A9992", "Via Pergolesi 33, 20900 Monza", "099902"),
+    DemoSite("MI", "Cell Factory Milano Policlinico", "A9993", "Via Francesco Sforza 35, 20122 Milano", "099903"),
+    DemoSite("PV", "Cell Factory Pavia San Matteo", "A9994", "Viale Camillo Golgi 19, 27100 Pavia", "099904"),
+    DemoSite("SR", "Ospedale San Raffaele Milano", "A9995", "Via Olgettina 60, 20132 Milano", "099905"),
 ]
 SITE_ROLES = [Role.TECHNICIAN, Role.QC_ANALYST, Role.QA, Role.QP, Role.AUDITOR, Role.ADMIN]
 FIRST_NAMES = {
@@ -160,6 +161,11 @@ def _build(password: str, say: Progress = _quiet) -> None:
 
     for username, full_name in NETWORK_ADMINS.items():
         users[username] = _register(username, full_name, Role.ADMIN, None, password)
+    for demo_site in SITES:
+        # The first two elements of every Single European Code the site issues (Dir. 2006/86/EC Annex VII).
+        site_services.set_eu_coding(users["admin.network"], site_services.get_site(demo_site.code), SetEuCoding(
+            eu_country="IT", te_code=demo_site.te_code, reason="Tissue establishment code from the competent "
+                                                              "authority (Centro Nazionale Trapianti)"))
 
     say("Network users; accountability statements and identity checks of everyone who signs")
     # Everyone who signs accepts the accountability statement and has their identity checked by someone who can

@@ -29,11 +29,11 @@ from cellfactory.lifecycle import services as lifecycle
 from cellfactory.materials import services as materials
 from cellfactory.materials.commands import ReceiveMaterial
 from cellfactory.products import services as products
-from cellfactory.products.commands import CreateDraft, CreateProduct
+from cellfactory.products.commands import ChangeLabelling, CreateDraft, CreateProduct
 from cellfactory.products.models import Product
 from cellfactory.reagents import services as reagents
 from cellfactory.reagents.commands import ChangeLotStatus, CreateCatalogueItem, ReceiveLot
-from cellfactory.reagents.models import LotStatus
+from cellfactory.reagents.models import LotStatus, ReagentLot
 from cellfactory.signatures.commands import Signer
 from cellfactory.sites import services as site_services
 
@@ -98,8 +98,11 @@ PRODUCTS = [
      "steps": [("PBMC", "PBMC isolation (density gradient)", "step"),
                ("ACT", "Activation: IFN-gamma, anti-CD3, IL-2", "step"), ("EXP", "Expansion 21 days", "step"),
                ("HARV", "Harvest and formulation", "step")]},
+    # Minimally manipulated: tissues and cells for human application, distributed under the Single European Code
+    # (the MSC, CIK and gene-modified grafts are medicinal products, labelled without it).
     {"code": "HSC34", "name": "Autologous CD34+ selected HSC graft", "cellular": True,
-     "dose_unit": "CD34+ cells/kg", "max_passage": None, "max_cpd": None,
+     "dose_unit": "CD34+ cells/kg", "unit_code": "A0103", "max_passage": None, "max_cpd": None,
+     "sec_distribution": True,
      "tests": [{"code": "CD34DOSE", "name": "CD34+ dose", "method": "ISHAGE flow cytometry",
                 "unit": "10^6 CD34+ cells/kg", "stage": "release", "criterion": "range", "lower": "2"},
                {"code": "VIAB", "name": "Viability", "method": "7-AAD flow cytometry", "unit": "%",
@@ -169,6 +172,10 @@ def build_manufacturing(users: dict[str, User], password: str, say: Callable[[st
             steps=[_template_step(*step) for step in spec["steps"]], max_passage=spec["max_passage"],
             max_cumulative_pd=spec["max_cpd"], tests=spec["tests"]))
         products.approve(approver, draft, signer=_signer(approver, password))
+        if spec.get("sec_distribution"):
+            products.change_labelling(qa_network, product, ChangeLabelling(
+                sec_distribution=True, cryoprotectant="10% DMSO", storage_temperature="≤ -150 °C (vapour phase LN2)",
+                reason="Labelling per ISBT 128 ST-012: a graft for human application carries the SEC"))
     for code, name, supplier, category, unit in ITEMS:
         reagents.create_item(qa_network, CreateCatalogueItem(code=code, name=name, supplier=supplier,
                                                              category=category, unit=unit))
@@ -176,6 +183,8 @@ def build_manufacturing(users: dict[str, User], password: str, say: Callable[[st
     for site_code, (product_code, material_type, states) in SITE_PLANS.items():
         say(f"Batches at {site_code}: {len(states)} {product_code} batches, from the record to QC and release")
         _site_batches(users, password, site_code, product_code, material_type, states, rng)
+    say("A CD34+ graft at PV, released: its units are labelled with the SEC")
+    _sec_graft(users, password, rng)
 
 
 def _site_batches(users: dict[str, User], password: str, site_code: str, product_code: str, material_type: str,
@@ -210,6 +219,21 @@ def _site_batches(users: dict[str, User], password: str, site_code: str, product
         if target == S.IN_PROCESS:
             continue
         _advance(batch, target, tech, (qc, qc2), qa, qp, password, rng)
+
+
+def _sec_graft(users: dict[str, User], password: str, rng: random.Random) -> None:
+    """One released HSC34 batch at PV from a bone marrow harvest: selection in buffer, formulation in albumin."""
+    site = site_services.get_site("PV")
+    tech, tech2, qa = users["technician.pv"], users["technician2.pv"], users["qa.pv"]
+    analysts, qp = (users["qc_analyst.pv"], users["qc_analyst2.pv"]), users["qp.pv"]
+    lots = {use: db.session.scalar(sa.select(ReagentLot).where(ReagentLot.site_id == site.id,
+                                                               ReagentLot.lot_number == f"{code}-PV-{2600 + index}"))
+            for use, code, index in (("AMEM", "DPBS", 3), ("HPL", "HSA", 5))}
+    din = _accepted_material(tech, site, "bone_marrow", 9, 12)
+    batch = batches.start_batch(tech, site, StartBatch(product="HSC34", materials=[din],
+                                                       started_at=utcnow() - dt.timedelta(days=10, hours=1)))
+    _record(batch, tech, tech2, lots, rng, days_ago=10, partial=False, password=password)
+    _advance(batch, S.RELEASED, tech, analysts, qa, qp, password, rng)
 
 
 def _accepted_material(tech: User, site, material_type: str, index: int, days_ago: int) -> str:
@@ -277,7 +301,7 @@ def _record(batch, tech: User, tech2: User, lots, rng: random.Random, *, days_ag
 
 PASSING_VALUES = {"VIAB": "92", "COUNT": "120", "CD73": "98.7", "CD90": "99.1", "CD105": "97.4", "CD45": "0.4",
                   "CD34": "0.3", "CD14": "0.6", "CD19": "0.2", "HLADR": "0.8", "IPVIAB": "94", "STER": "no growth",
-                  "MYCO": "not detected", "ENDO": "0.12", "PROT": "1.8"}
+                  "MYCO": "not detected", "ENDO": "0.12", "PROT": "1.8", "CD34DOSE": "4.6"}
 
 
 def _test_results(batch, analysts: tuple[User, User], password: str, rng: random.Random, *,

@@ -13,6 +13,7 @@ from cellfactory.auth.models import User
 from cellfactory.batches.models import Batch, BatchStatus
 from cellfactory.core.clock import local_today, utcnow
 from cellfactory.extensions import db
+from cellfactory.products.models import Product
 from cellfactory.sites import services as site_services
 from cellfactory.units import labels
 from cellfactory.units import services as units
@@ -80,6 +81,14 @@ def build_units(users: dict[str, User], password: str) -> None:
         batch=awaiting.number, count=2, volume_ml=20, cells_per_unit=1.2e8, preservation="cryopreserved",
         prepared_at=_ago(days=2)))) if awaiting is not None else []
     labels.print_unit_labels(tech, [*bank, *quarantined])
+    # The CD34+ graft of PV is distributed under the Single European Code: its labels print it.
+    graft = db.session.scalar(sa.select(Batch).join(Product).where(Product.code == "HSC34",
+                                                                   Batch.status == BatchStatus.RELEASED))
+    if graft is not None:
+        tech_pv = users["technician.pv"]
+        labels.print_unit_labels(tech_pv, units.create_units(tech_pv, graft, CreateUnits.parse(dict(
+            batch=graft.number, count=2, volume_ml=50, cells_per_unit=3.5e8, preservation="cryopreserved",
+            prepared_at=_ago(days=9)))))
 
     box = _box(tech, bg, "LN2-01", "LN2 tank 1")
     for index, unit in enumerate([*bank, *quarantined]):

@@ -230,7 +230,8 @@ def test_demo_units_are_stored_shipped_received_and_administered(demo):
         assert all(s.status == ShipmentStatus.RECEIVED for s in shipments)
         assert {r.code for r in db.session.scalars(sa.select(Recipient))} == {"PT-SR-0001", "PT-SR-0002"}
         products = {u.product_code for u in all_units}
-        assert products == {"A0101"}
+        assert products == {"A0101", "A0103"}  # the UC-MSC units, and PV's two CD34+ graft units labelled with the SEC
+        assert [(u.product_code, u.status) for u in by_site["PV"]] == [("A0103", UnitStatus.AVAILABLE)] * 2
 
 
 def test_trace_forward_and_backward_agree_on_the_demo_network(demo):

@@ -58,6 +58,13 @@ def test_demo_network(tmp_path):
             assert set(db.session.scalars(sa.select(Batch.status))) == set(BatchStatus)
             products = db.session.scalars(sa.select(Product)).all()
             assert {"UCMSC", "BMMSC", "MSCSEC"} <= {p.code for p in products}
+            # Every site issues SECs as IT + its 6-character TE code; the HSC graft is distributed under the SEC,
+            # the medicinal products are not.
+            assert {(s.code, s.eu_country, s.te_code) for s in db.session.scalars(sa.select(Site))} == {
+                ("BG", "IT", "099901"), ("MZ", "IT", "099902"), ("MI", "IT", "099903"), ("PV", "IT", "099904"),
+                ("SR", "IT", "099905")}
+            assert {p.code for p in products if p.sec_distribution} == {"HSC34"}
+            _assert_sec_labels()
             assert all(any(s.status == SpecStatus.APPROVED for s in p.specifications) for p in products)
             _obeys_the_chain_of_identity_and_expiry()
             _has_a_year_of_monitoring()
@@ -187,3 +194,21 @@ def _assert_first_dose() -> None:
     assert allocation.delivered_dose_per_kg == (allocation.dose_cells / 70).quantize(allocation.delivered_dose_per_kg)
     assert dosing.dose_summary(prescription).within_tolerance
 
+
+
+def _assert_sec_labels() -> None:
+    """The CD34+ graft released at PV: each of its two units' labels prints SEC: IT + PV's TE code 099904 + the
+    DIN, then A (ISBT 128) + the product code A0103 padded to 7 + 0 + the division + the expiry YYYYMMDD."""
+    from zoneinfo import ZoneInfo
+
+    from cellfactory.units import labels
+    from cellfactory.units.models import Unit
+    from tests.conftest import pdf_text
+
+    grafts = db.session.scalars(sa.select(Unit).where(Unit.product_code == "A0103").order_by(Unit.id)).all()
+    assert [u.division for u in grafts] == ["A0", "B0"]
+    technician = db.session.scalar(sa.select(User).where(User.username == "technician.pv"))
+    text = " ".join(pdf_text(labels.print_unit_labels(technician, grafts)).split())
+    for unit in grafts:
+        expiry = unit.expires_at.astimezone(ZoneInfo("Europe/Rome"))
+        assert f"SEC: IT099904{unit.din} A00A01030{unit.division}{expiry:%Y%m%d}" in text, text

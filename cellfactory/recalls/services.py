@@ -241,7 +241,8 @@ def open_recall(actor: User, command: OpenRecall) -> Recall:
     if already is not None:
         raise Conflict(_("%(record)s is already recalled by %(number)s, still open: add to that recall.",
                          record=_scope_label(record), number=already.number))
-    numbers = {b.number for d in found.donors for m in d.materials for b in m.batches}
+    # The bank batches a recalled record came from are on its lineage, not affected by it: their vials stay.
+    numbers = {b.number for d in found.donors for m in d.materials for b in m.batches if not b.lineage_only}
     if isinstance(record, Batch):
         numbers.add(record.number)
     batches = list(db.session.scalars(sa.select(Batch).where(Batch.number.in_(sorted(numbers)))

@@ -337,8 +337,9 @@ def trace_lot(user: User, lot_id: int) -> Trace:
 
 
 def trace_batch(user: User, batch: Batch) -> Trace:
-    """Forward from one batch: its units, and (through the donors it came from) where each went."""
+    """Forward from one batch: its units, those of every batch started from its bank vials, and (through the
+    donors it came from) where each went."""
     _require_trace_reader(user)
     _check_sites(user, {batch.site_id})
-    return _backward_from_batches(f"Batch {batch.number}", {batch.id}, kind="batch", subject=batch.number,
-                                  site=batch.site)
+    return _backward_from_batches(f"Batch {batch.number}", derived_batch_ids({batch.id}), kind="batch",
+                                  subject=batch.number, site=batch.site)

@@ -18,7 +18,6 @@ from cellfactory.auth.commands import ChooseLanguage
 from cellfactory.core.i18n import in_language
 from cellfactory.records import batch_record, unit_labels
 from cellfactory.records.batch_record import Section
-from cellfactory.records.labels import LABEL_SIZE
 from cellfactory.sites import services as site_services
 from cellfactory.sites.commands import UpdateSite
 from tests.conftest import pdf_text
@@ -176,15 +175,16 @@ def test_the_italian_batch_record_passes_qpdf_check(client, users, plant, sites)
 
 def test_an_italian_unit_label_keeps_its_captions_on_the_label(app):
     label = unit_labels.UnitLabel(
-        data_structure="=A99912600012300", din_text="A9991 26 000123", check_character="K", product_code="A0101",
-        division="A0", identifier="A999126000123-A0101-A0", product="UC-MSC, cryopreserved",
-        content="10 mL, 1.00 × 10⁸ cells", expiry="31/12/2027", batch="BG-UCMSC-2026-0001",
-        site="Cell Factory Bergamo", statements=["QUARANTENA", "SOLO PER SPERIMENTAZIONE CLINICA"])
+        din_barcode="=A99912600012300", din_text="A9991 26 000123", flags_text="00", check_character="K",
+        product_barcode="=<A0101VA0", product_code="A0101", division="A0", product="UC-MSC, cryopreserved",
+        expiry_barcode="&>0273652359", expiry="31/12/2027 23:59", identifier="A999126000123-A0101-A0",
+        facility="Cell Factory Bergamo", content=["10 mL, 1.00 × 10⁸ cells"], details=["BG-UCMSC-2026-0001"],
+        statements=["QUARANTENA", "SOLO PER SPERIMENTAZIONE CLINICA"])
     with in_language("it"):
         pdf = unit_labels.render([label])
-    text = pdf_text(pdf)
-    assert "Cod. prodotto" in text and "Divisione" in text and "Scadenza: 31/12/2027" in text
+    text = " ".join(pdf_text(pdf).split())
+    assert "Cod. prodotto A0101 A0" in text and "Data e ora di scadenza 31/12/2027 23:59" in text
     assert "Unità A999126000123-A0101-A0" in text
-    assert float(PdfReader(io.BytesIO(pdf)).pages[0].mediabox.width) == pytest.approx(LABEL_SIZE[0])
+    assert float(PdfReader(io.BytesIO(pdf)).pages[0].mediabox.width) == pytest.approx(unit_labels.UNIT_LABEL_SIZE[0])
     runs = _lines_with_right_edges(pdf)
     assert runs and all(right <= width for _, right, width in runs)

@@ -219,7 +219,7 @@ def test_a_unit_label_prints_its_cells_as_the_unit_page_shows_them(client, users
     page = html.unescape(client.get(f"/units/{unit.identifier}").get_data(as_text=True))
     label = client.get(f"/units/{unit.identifier}/label.pdf").data
     text = " ".join(pdf_text(label).split())
-    assert "1.00 × 10⁸" in page and "20 mL · 1.00 × 10⁸ cells" in text and "10^8" not in text
+    assert "1.00 × 10⁸" in page and "Volume: 20 mL Cells: 1.00 × 10⁸" in text and "10^8" not in text
 
 
 def test_a_page_of_the_trail_names_its_linked_records_in_one_statement_per_kind(client, users):

@@ -11,6 +11,7 @@ from flask_login import current_user
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import User
+from cellfactory.batches.models import Batch
 from cellfactory.core.forms import REFUSED, submit
 from cellfactory.core.i18n import _
 from cellfactory.core.pagination import page_args, paginate
@@ -40,9 +41,9 @@ def class_kind(classification: RecallClass) -> str:
 
 
 @bp.app_template_global("batch_recalls")
-def batch_recalls(batch_id: int) -> list[Recall]:
-    """The recalls of a batch, for the banner of its pages."""
-    return services.covering_batch(batch_id)
+def batch_recalls(batch: Batch) -> list[Recall]:
+    """The recalls of a batch, for the banner of its pages (read only once a recall has reached it)."""
+    return services.covering_batch(batch.id) if batch.recalled_at is not None else []
 
 
 @bp.app_template_global("unit_recalls")

@@ -108,7 +108,7 @@ def test_technician_runs_the_first_steps_and_a_second_technician_verifies(page, 
     page.wait_for_url(live_server("/batches/start"))
     din_field = page.get_by_label("DIN of the accepted source material")
     expect(din_field).to_be_focused()
-    page.get_by_label("Product").select_option("UCMSC")
+    page.get_by_label("Product", exact=True).select_option("UCMSC")
     din_field.focus()
     page.keyboard.type(cord["scanned"], delay=5)
     page.keyboard.press("Enter")  # the scanner's Enter moves on, it does not submit

@@ -112,6 +112,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_recall_unit_recall_id'), ['recall_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_recall_unit_site_id'), ['site_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_recall_unit_unit_id'), ['unit_id'], unique=False)
+    with op.batch_alter_table('batch', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('recalled_at', cellfactory.core.db.UTCDateTime(timezone=True), nullable=True))
 
 
 
@@ -119,6 +121,8 @@ def downgrade() -> None:
     recalls = op.get_bind().execute(sa.text("SELECT COUNT(*) FROM recall")).scalar()
     if recalls:
         raise RuntimeError("Recalls are recorded: GMP records are never deleted, so the schema cannot go below 0035.")
+    with op.batch_alter_table('batch', schema=None) as batch_op:
+        batch_op.drop_column('recalled_at')
     with op.batch_alter_table('recall_unit', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recall_unit_unit_id'))
         batch_op.drop_index(batch_op.f('ix_recall_unit_site_id'))

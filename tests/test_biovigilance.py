@@ -5,6 +5,7 @@ with refusals that save nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 
 import pytest
 import sqlalchemy as sa
@@ -478,3 +479,13 @@ def test_qa_opens_the_recall_from_the_page_and_the_api(administered, client, log
     assert recalls_count() == 1
     detail = client.get(f"/api/v1/biovigilance/{first}", headers=qa).get_json()
     assert detail["recall"].startswith("RCL-BG-")
+
+
+def test_the_unit_page_leads_to_a_report_on_the_unit(administered, client, login_as):
+    _plant, _batch, unit = administered
+    login_as("technician")
+    page = html.unescape(client.get(f"/units/{unit.identifier}").get_data(as_text=True))
+    link = f"/biovigilance/new?unit={unit.identifier}"
+    assert f'href="{link}"' in page and "Report an adverse reaction or event…" in page
+    form = html.unescape(client.get(link).get_data(as_text=True))
+    assert f'value="{unit.identifier}"' in form

@@ -27,8 +27,51 @@ BENCH_PASSWORD = "Bench-Cellfactory-2026"
 BENCH_SIGNATURE_KEY = "bench-signature-key-not-for-production"
 BENCH_AUDIT_KEY = "bench-audit-key-not-for-production"
 BENCH_SECRET_KEY = "bench-secret-key-not-for-production"
+# Generated data ends at this moment unless `--as-of` says otherwise: the same network on any day the benchmark
+# runs (an end at "now" made the data, and whether the subjects existed, depend on the date).
+DEFAULT_AS_OF = "2026-11-30T12:00:00+00:00"
+# The donor of the benchmark's subject batch: a released Bergamo UC-MSC batch with six units, the donor's only
+# batch, made by construction at every scale and every as-of date (bench.generate) and found by this code.
+SUBJECT_DONOR = "UC-BG-BENCH-0001"
 # The PostgreSQL server where bench.run --backend postgresql and bench.load create throw-away databases.
 DEFAULT_POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def parse_as_of(text: str):
+    """`--as-of`: a date (noon UTC that day) or an ISO time with its offset, not in the future.
+
+    The app's clock is still "now" when it serves the data, so data ending after now would hold records from the
+    future; and the history must fit after 1900 (scale 10 is 30 years)."""
+    import argparse
+    import datetime as dt
+
+    try:
+        if len(text.strip()) == 10:
+            value = dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time(12), tzinfo=dt.UTC)
+        else:
+            value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a date (2026-11-30, meaning noon UTC) or a time with its offset "
+            "(2026-11-30T12:00:00+00:00)") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the time's UTC offset, e.g. {text}+00:00")
+    value = value.astimezone(dt.UTC).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC)
+    if value > now:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is in the future (now is {now.isoformat(timespec='seconds')}): the app serves the data "
+            "with today's clock, so the history must end now or earlier")
+    if value.year < 1950:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date from 1950 on (scale 10 goes 30 years back)")
+    return value
+
+
+def default_as_of():
+    """DEFAULT_AS_OF as a time (UTC)."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(DEFAULT_AS_OF).astimezone(dt.UTC)
 
 
 def write_results(prefix: str, result: dict) -> str:

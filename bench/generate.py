@@ -4,7 +4,8 @@ Scale 1 is 3 years of a network of 5 sites making 1,000 batches a year: ~2,000 d
 materials, 3,000 batches, ~20,000 passages, ~40,000 QC results, ~15,000 units, ~2,000 shipments and the audit
 trail of all of it (about half a million entries). Scale N is N times as many years at the same throughput, so
 that the open work (worklists, in-process batches, units in stock) stays the size of a real network while the
-history grows: scale 10 is 30 years.
+history grows: scale 10 is 30 years. The history ends at `--as-of` (default bench.DEFAULT_AS_OF), never at
+"now": the same seed and end make the same network on any day, with bench.run's subjects made by construction.
 
 Rows are written in bulk (executemany on SQLite, COPY on PostgreSQL), never through the ORM session, but they
 are the rows the services would have written:
@@ -45,12 +46,22 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from bench import BENCH_PASSWORD, bench_app, default_sqlite_url, normalise_url, write_sidecar
+from bench import (
+    BENCH_PASSWORD,
+    DEFAULT_AS_OF,
+    SUBJECT_DONOR,
+    bench_app,
+    default_as_of,
+    default_sqlite_url,
+    normalise_url,
+    parse_as_of,
+    write_sidecar,
+)
 
 YEARS_PER_SCALE = 3
 BATCHES_PER_YEAR = 1000
 DONORS_PER_BATCH = 2 / 3  # 2,000 donors and 3,000 batches at scale 1
-GENERATOR_VERSION = "3"  # 3: the audit chain is keyed (HMAC-SHA256 under BENCH_AUDIT_KEY)
+GENERATOR_VERSION = "4"  # 4: ends at --as-of, not now; the benchmark's subject batch made by construction
 
 D = decimal.Decimal
 HOUR = dt.timedelta(hours=1)
@@ -305,11 +316,13 @@ class SiteInfo:
 # --- the generator ------------------------------------------------------------------------------
 
 class Generator:
-    def __init__(self, url: str, scale: float, *, seed: int = 20261122, log=print, qp_queue_days: float = 0) -> None:
+    def __init__(self, url: str, scale: float, *, as_of: dt.datetime | None = None, seed: int = 20261122, log=print,
+                 qp_queue_days: float = 0) -> None:
         from cellfactory.core.db import Base
 
         self.url = normalise_url(url)
         self.scale = scale
+        self.seed = seed
         self.rng = random.Random(seed)
         self.log = log
         self.app = bench_app(self.url)
@@ -324,7 +337,8 @@ class Generator:
         self.sequences: dict[tuple, int] = {}
         self.late_updates: list[tuple[int, int]] = []  # (result id, deviation id)
         self.summary: dict[str, Any] = {}
-        self.end = dt.datetime.now(dt.UTC).replace(microsecond=0) - 10 * dt.timedelta(minutes=1)
+        # The history ends at a given moment, never at "now": the same data whatever the day (bench/README.md).
+        self.end = (as_of or default_as_of()).astimezone(dt.UTC).replace(microsecond=0)
         self.years = YEARS_PER_SCALE * scale
         self.start = self.end - dt.timedelta(days=365.25 * self.years)
         # The large batch of the PDF benchmark starts 200 days before the end, released well before it.
@@ -332,6 +346,10 @@ class Generator:
         self.origin = min(self.start, self.large_at)
         self.batch_content: dict[int, tuple[list, list]] = {}  # batch id -> (results, deviations), transient
         self.large_batch: str | None = None
+        # The subject of bench.run's batch and donor pages starts 100 days before the end: released, its units
+        # shipped or given, whatever the scale (scale 0.02 is only 22 days of history, so it may start earlier).
+        self.subject_at = self.end - 100 * DAY
+        self.subject: dict[str, Any] | None = None
         # bench.load: batches reviewed in the last days wait for their QP (sterility still pending).
         self.qp_queue_from = self.end - dt.timedelta(days=qp_queue_days) if qp_queue_days else None
 
@@ -490,7 +508,7 @@ class Generator:
         elapsed = time.perf_counter() - t0
         counts = dict(self.writer.counts)
         self.summary.update(scale=self.scale, years=self.years, seconds=round(elapsed, 1), rows=counts,
-                            total_rows=sum(counts.values()), large_batch=self.large_batch,
+                            total_rows=sum(counts.values()), large_batch=self.large_batch, subject=self.subject,
                             generator_version=GENERATOR_VERSION, end=self.end.isoformat())
         return self.summary
 
@@ -713,13 +731,15 @@ class Generator:
         codes = list(self.products)
         span = (self.end - 3 * DAY - self.start).total_seconds()
         started = 0
-        large_at = self.large_at
+        large_at, subject_at = self.large_at, self.subject_at
         report_every = max(1, donors_total // 10)
         for index in range(donors_total):
             when = self.start + dt.timedelta(seconds=span * (index + self.rng.random()) / donors_total)
             if self.large_batch is None and when >= large_at:
                 self.flush_audit(large_at)
                 self._donation(self.site_by_code["BG"], "XLMSC", large_at, batches=1, large=True)
+            if self.subject is None and when >= subject_at:
+                self._subject_donation()
             self.flush_audit(when)
             self.writer.maybe_flush()
             site = manufacturing[index % len(manufacturing)]
@@ -734,11 +754,26 @@ class Generator:
                 self.log(f"  {index}/{donors_total} donors, {started} batches, {self.seq} audit entries")
         if self.large_batch is None:
             self._donation(self.site_by_code["BG"], "XLMSC", large_at, batches=1, large=True)
+        if self.subject is None:
+            self._subject_donation()
+
+    def _subject_donation(self) -> None:
+        """bench.run's subject: a Bergamo UC-MSC donation feeding one batch that passes every test, is released
+        with six units and lives on. Its own random stream, so that its story is the same at every scale."""
+        self.flush_audit(self.subject_at)
+        network_rng, self.rng = self.rng, random.Random(f"subject-{self.seed}")
+        try:
+            self._donation(self.site_by_code["BG"], "UCMSC", self.subject_at, batches=1, subject=True)
+        finally:
+            self.rng = network_rng
+        if self.subject is None or self.subject["status"] != "released":
+            raise RuntimeError(f"the benchmark's subject batch was not released by {self.end.isoformat()}: "
+                               f"{self.subject}")
 
     # a donation: donor, screening, two source materials, one or two batches ---------------------------------
 
     def _donation(self, site: SiteInfo, product_code: str, when: dt.datetime, *, batches: int,
-                  large: bool = False) -> int:
+                  large: bool = False, subject: bool = False) -> int:
         from cellfactory import isbt128
         from cellfactory.donors.eligibility import BASE_PANEL, NAT_PANEL
         from cellfactory.donors.models import ScreeningTest
@@ -751,7 +786,7 @@ class Generator:
         autologous = material_type == "apheresis"
         tech = site.pick("technician", rng)
         donor_id = self.next_id("donor")
-        code = f"{prefix}-{site.code}-{self.number(('donor', site.id)):06d}"
+        code = SUBJECT_DONOR if subject else f"{prefix}-{site.code}-{self.number(('donor', site.id)):06d}"
         donation = when.astimezone(ZoneInfo(site.tz)).date()
         donor = {"id": donor_id, "site_id": site.id, "code": code, "birth_year": donation.year - rng.randint(18, 60)
                  if prefix != "UC" else donation.year - rng.randint(20, 42), "sex": rng.choice("FM") if prefix != "UC"
@@ -801,13 +836,13 @@ class Generator:
         for number in range(batches):
             start = materials[number].received_at + dt.timedelta(hours=rng.uniform(10, 40))
             if start < self.end:
-                self._batch(site, product, materials[number], code, start, large=large)
+                self._batch(site, product, materials[number], code, start, large=large, subject=subject)
         return batches
 
     # a batch from start to its last unit ---------------------------------------------------------------
 
     def _batch(self, site: SiteInfo, product: dict, material: Any, donor_code: str, start: dt.datetime, *,
-               large: bool = False) -> None:
+               large: bool = False, subject: bool = False) -> None:
         from cellfactory.batches.models import Batch, BatchMaterial, BatchStatus, BatchStep, StepStatus
         from cellfactory.products.models import CollectionType
 
@@ -846,7 +881,7 @@ class Generator:
         self.pending_rows: list[tuple[str, dict]] = []
         if last_verified is not None:
             self._after_manufacturing(site, product, batch, steps, material, last_verified + 2 * HOUR, units,
-                                      large=large)
+                                      large=large, subject=subject)
         self.writer.add("batch", self._row(batch))
         self.writer.add("batch_material", self._row(link))
         for step in steps:
@@ -860,6 +895,9 @@ class Generator:
         self._finish_batch(batch, units)
         if large:
             self.summary["large_batch_audit_entries"] = self.tick - ticks
+        if subject:
+            self.subject = {"batch": batch.number, "batch_id": batch.id, "donor": donor_code,
+                            "status": batch.status.value, "units": len(units)}
 
     def _manufacture(self, site: SiteInfo, batch: Any, steps: list, start: dt.datetime, *, large: bool
                      ) -> dt.datetime | None:
@@ -1003,7 +1041,7 @@ class Generator:
     # QC, review, certification, units ---------------------------------------------------------------
 
     def _after_manufacturing(self, site: SiteInfo, product: dict, batch: Any, steps: list, material: Any,
-                             when: dt.datetime, units: list[dict], *, large: bool) -> None:
+                             when: dt.datetime, units: list[dict], *, large: bool, subject: bool = False) -> None:
         from cellfactory.batches.models import BatchStatus
         from cellfactory.qc.judging import Verdict
         from cellfactory.signatures.models import Meaning
@@ -1013,13 +1051,14 @@ class Generator:
             return
         self._transition(when, site.pick("technician", rng), batch, S.AWAITING_QC,
                          "Manufacturing record complete and verified")
-        units.extend(self._make_units(site, product, batch, material, when + HOUR))
+        units.extend(self._make_units(site, product, batch, material, when + HOUR, count=6 if subject else None))
         # QC: every test of the frozen specification, entered by one analyst, verified by another.
         sampled = max(s.ended_at for s in steps).replace(microsecond=0)
         analyst = site.pick("qc_analyst", rng)
         checker = site.pick("qc_analyst", rng, not_in={analyst.id})
         entered = when + dt.timedelta(hours=rng.uniform(20, 44))
-        failing = not large and rng.random() < 0.03
+        forced = large or subject  # the benchmark's batches pass: made by construction, not found by chance
+        failing = not forced and rng.random() < 0.03
         tests = list(product["spec"].tests)
         plan: list[tuple[Any, bool]] = [(t, False) for t in tests]
         if large:  # 80 results: an in-process viability at every passage and confirmatory repeats
@@ -1058,9 +1097,9 @@ class Generator:
                        "Batch record reviewed: complete and consistent")
         qp = site.pick("qp", rng)
         decided = reviewed + dt.timedelta(hours=rng.uniform(10, 50))
-        if decided >= end or (self.qp_queue_from is not None and not large and decided >= self.qp_queue_from):
+        if decided >= end or (self.qp_queue_from is not None and not forced and decided >= self.qp_queue_from):
             return
-        if not large and rng.random() < 0.02:
+        if not forced and rng.random() < 0.02:
             self._decision(site, batch, qp, decided, Meaning.QP_REJECTED, S.REJECTED,
                            "Rejected: cell count below the validated dose for the trial")
             self._destroy(units, decided + 2 * DAY, site, "batch rejected by the QP")
@@ -1301,12 +1340,13 @@ class Generator:
 
     # units, storage, shipments, administration ---------------------------------------------------------
 
-    def _make_units(self, site: SiteInfo, product: dict, batch: Any, material: Any, when: dt.datetime) -> list[dict]:
-        from cellfactory.units.services import DIVISIONS
+    def _make_units(self, site: SiteInfo, product: dict, batch: Any, material: Any, when: dt.datetime, *,
+                    count: int | None = None) -> list[dict]:
+        from cellfactory.isbt128 import DIVISIONS
 
         rng = self.rng
         low, high = product["def"]["units"]
-        count = rng.randint(low, high)
+        count = count or rng.randint(low, high)
         tech = site.pick("technician", rng)
         units = []
         for division in DIVISIONS[:count]:
@@ -1455,16 +1495,17 @@ class Generator:
             driver.autocommit = False
 
 
-def generate(url: str, scale: float, *, seed: int = 20261122, verify: bool = False, log=print,
-             qp_queue_days: float = 0) -> dict[str, Any]:
-    """Generate into `url` (a new SQLite file is replaced; a PostgreSQL database must be empty)."""
+def generate(url: str, scale: float, *, as_of: dt.datetime | None = None, seed: int = 20261122,
+             verify: bool = False, log=print, qp_queue_days: float = 0) -> dict[str, Any]:
+    """Generate into `url` (a new SQLite file is replaced; a PostgreSQL database must be empty) the history that
+    ends at `as_of` (default bench.DEFAULT_AS_OF)."""
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-    generator = Generator(url, scale, seed=seed, log=log, qp_queue_days=qp_queue_days)
+    generator = Generator(url, scale, as_of=as_of, seed=seed, log=log, qp_queue_days=qp_queue_days)
     summary = generator.run()
     if verify:
         from bench import BENCH_AUDIT_KEY
@@ -1487,13 +1528,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None,
                         help="target database (default: a SQLite file under bench/data/); a PostgreSQL database "
                              "must exist and be empty")
+    parser.add_argument("--as-of", type=parse_as_of, default=default_as_of(), metavar="DATE_OR_TIME",
+                        help=f"the history ends then: a date (noon UTC) or an ISO time with offset, not in the future "
+                             f"(default {DEFAULT_AS_OF}, so that the data is the same on any day)")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--verify", action="store_true", help="check the audit chain afterwards (verify_chain)")
     args = parser.parse_args(argv)
     url = args.database_url or default_sqlite_url(args.scale)
-    print(f"Generating scale {args.scale:g} ({YEARS_PER_SCALE * args.scale:g} years) into "
-          f"{sa.make_url(normalise_url(url)).render_as_string(hide_password=True)}")
-    summary = generate(url, args.scale, seed=args.seed, verify=args.verify)
+    print(f"Generating scale {args.scale:g} ({YEARS_PER_SCALE * args.scale:g} years to "
+          f"{args.as_of.isoformat()}) into {sa.make_url(normalise_url(url)).render_as_string(hide_password=True)}")
+    summary = generate(url, args.scale, as_of=args.as_of, seed=args.seed, verify=args.verify)
     if args.database_url is None:  # the file bench.run uses: noted, so that bench.run reuses it
         write_sidecar("sqlite", args.scale, summary)
     rows = summary["rows"]
@@ -1504,6 +1548,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:20} {rows.get(name, 0):>10,}")
     print(f"  large batch (PDF benchmark): {summary['large_batch']} with "
           f"{summary.get('large_batch_audit_entries', 0):,} audit entries")
+    subject = summary["subject"]
+    print(f"  subject (bench.run): batch {subject['batch']}, {subject['status']}, {subject['units']} units, "
+          f"donor {subject['donor']}")
     if "verify" in summary:
         check = summary["verify"]
         print(f"  audit chain: {'intact' if check['intact'] else 'BROKEN: ' + str(check['problem'])}, "

@@ -48,6 +48,7 @@ from bench import (
     BENCH_SIGNATURE_KEY,
     DEFAULT_POSTGRES,
     bench_app,
+    parse_as_of,
     postgres_reachable,
     throwaway_postgres,
     write_results,
@@ -432,12 +433,15 @@ def _summary(ledger: Ledger, seconds: float) -> dict[str, Any]:
 
 
 def run(users: int, seconds: float, postgres: str, scale: float,
-        think: tuple[float, float] = DEFAULT_THINK) -> dict[str, Any]:
+        think: tuple[float, float] = DEFAULT_THINK, as_of: dt.datetime | None = None) -> dict[str, Any]:
     from bench.generate import generate
 
+    # The simulated people work today (lots in date, batches waiting for their QP, sterility reads due): the
+    # history they continue ends just before now unless told otherwise.
+    as_of = as_of or dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=10)
     with throwaway_postgres(postgres, prefix="cellfactory_load") as url:
         print(f"database: {sa.make_url(url).render_as_string(hide_password=True)}")
-        summary = generate(url, scale, log=lambda message: None, qp_queue_days=120)
+        summary = generate(url, scale, as_of=as_of, log=lambda message: None, qp_queue_days=120)
         print(f"generated scale {scale:g} in {summary['seconds']} s "
               f"({summary['rows'].get('audit_entry', 0):,} audit entries)")
         subjects = _tokens_and_subjects(url)
@@ -545,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between one user's requests, drawn evenly from MIN to MAX (default "
                              f"{DEFAULT_THINK[0]:g},{DEFAULT_THINK[1]:g}: people at a screen; 0.05,0.4 finds the "
                              "machine's capacity)")
+    parser.add_argument("--as-of", type=parse_as_of, default=None, metavar="DATE_OR_TIME",
+                        help="the generated history ends then (default: 10 minutes ago, since the simulated users "
+                             "carry on from it today)")
     args = parser.parse_args(argv)
     if not postgres_reachable(args.postgres):
         print(f"PostgreSQL is not reachable at {args.postgres}", file=sys.stderr)
@@ -553,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gunicorn is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     args.seconds = min(args.seconds, 600)
-    result = run(args.users, args.seconds, args.postgres, args.scale, args.think)
+    result = run(args.users, args.seconds, args.postgres, args.scale, args.think, args.as_of)
     print_report(result)
     name = write_results("load", result)
     print(f"\nWritten bench/results/{name}")

@@ -10,6 +10,7 @@ datasets, so that a busy machine slows both alike. Also: the batch record PDF of
     --quick                 SQLite, scales 0.1 and 1 (10x apart), fewer samples: under 4 minutes
     (default)               SQLite, scales 1 and 10
     --backend postgresql    the same on PostgreSQL (throw-away databases on BENCH_POSTGRES)
+    --as-of DATE_OR_TIME    where the generated history ends (default bench.DEFAULT_AS_OF, whatever today is)
 
 Not a test: pytest never collects it.
 """
@@ -33,11 +34,15 @@ import sqlalchemy as sa
 
 from bench import (
     BENCH_PASSWORD,
+    DEFAULT_AS_OF,
     DEFAULT_POSTGRES,
+    SUBJECT_DONOR,
     QueryCounter,
     bench_app,
+    default_as_of,
     default_sqlite_url,
     normalise_url,
+    parse_as_of,
     postgres_reachable,
     scale_label,
     sidecar_path,
@@ -68,13 +73,17 @@ class Dataset:
         return f"{self.backend} scale {self.scale:g}"
 
 
-def ensure_dataset(backend: str, scale: float, *, fresh: bool, postgres: str, log: Callable[[str], None]
-                   ) -> Dataset:
-    """The generated network at this scale: reused when an earlier run generated it with this generator."""
+def ensure_dataset(backend: str, scale: float, *, fresh: bool, postgres: str, log: Callable[[str], None],
+                   as_of: dt.datetime | None = None) -> Dataset:
+    """The generated network at this scale ending at `as_of`: reused when an earlier run generated it with this
+    generator and this end."""
     from bench.generate import GENERATOR_VERSION, generate
 
+    as_of = as_of or default_as_of()
     sidecar = sidecar_path(backend, scale)
     known = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    if known.get("summary", {}).get("end") != as_of.isoformat():
+        fresh = True  # another history: generated again
     if backend == "sqlite":
         url = default_sqlite_url(scale)
         exists = os.path.exists(url.removeprefix("sqlite:///"))
@@ -98,7 +107,7 @@ def ensure_dataset(backend: str, scale: float, *, fresh: bool, postgres: str, lo
         log(f"{backend} scale {scale:g}: reusing the data generated {known.get('generated_at', '?')}")
         return Dataset(backend, scale, url, known.get("summary", {}))
     log(f"{backend} scale {scale:g}: generating ...")
-    summary = generate(url, scale, log=lambda message: None)
+    summary = generate(url, scale, as_of=as_of, log=lambda message: None)
     log(f"{backend} scale {scale:g}: generated in {summary['seconds']} s "
         f"({summary['rows'].get('audit_entry', 0):,} audit entries)")
     write_sidecar(backend, scale, summary)
@@ -109,13 +118,44 @@ def ensure_dataset(backend: str, scale: float, *, fresh: bool, postgres: str, lo
 
 @dataclass
 class Subjects:
-    """Records of the same shape in every dataset: a recent released UCMSC batch of BG, its donor, the large
-    batch of the PDF benchmark."""
+    """Records of the same shape in every dataset, made by bench.generate: a released UCMSC batch of BG with six
+    units, the only batch of its donor (bench.SUBJECT_DONOR); the large batch of the PDF benchmark."""
 
     batch: str
     batch_id: int
     donor: str
     large: str
+
+
+class MissingSubject(RuntimeError):
+    """The data lacks a record bench.run times: made by an older generator, or not by bench.generate."""
+
+
+def find_subjects(connection: sa.Connection, label: str = "the data") -> Subjects:
+    """The records bench.generate made for the benchmark, checked to have the shape the targets assume."""
+    fix = "generate it again (bench.run --fresh, or python -m bench.generate)"
+    rows = connection.execute(sa.text(
+        "SELECT b.id, b.number, b.status, p.code AS product, s.code AS site, "
+        "(SELECT count(*) FROM unit u WHERE u.batch_id = b.id) AS units, "
+        "(SELECT count(*) FROM batch_material x JOIN source_material y ON y.id = x.material_id "
+        " WHERE y.donor_id = d.id) AS donor_batches "
+        "FROM donor d JOIN source_material m ON m.donor_id = d.id JOIN batch_material bm ON bm.material_id = m.id "
+        "JOIN batch b ON b.id = bm.batch_id JOIN product p ON p.id = b.product_id JOIN site s ON s.id = b.site_id "
+        "WHERE d.code = :donor"), {"donor": SUBJECT_DONOR}).all()
+    if not rows:
+        raise MissingSubject(f"{label}: no batch of the benchmark's subject donor {SUBJECT_DONOR}; {fix}")
+    row = rows[0]
+    shape = (len(rows), row.product, row.site, row.status, row.units, row.donor_batches)
+    if shape != (1, "UCMSC", "BG", "released", 6, 1):
+        raise MissingSubject(
+            f"{label}: the subject batch {row.number} of donor {SUBJECT_DONOR} is not a released BG UCMSC batch "
+            f"with six units, the donor's only batch (batches {len(rows)}, product {row.product}, site {row.site}, "
+            f"status {row.status}, units {row.units}); {fix}")
+    large = connection.execute(sa.text(
+        "SELECT b.number FROM batch b JOIN product p ON p.id = b.product_id WHERE p.code = 'XLMSC'")).scalars().all()
+    if len(large) != 1:
+        raise MissingSubject(f"{label}: {len(large)} large batches (product XLMSC) instead of one; {fix}")
+    return Subjects(batch=row.number, batch_id=row.id, donor=SUBJECT_DONOR, large=large[0])
 
 
 @dataclass
@@ -165,19 +205,7 @@ class Session:
         self.clients: dict[str, Any] = {}
         self.tokens: dict[str, str] = {}
         with self.engine.connect() as connection:
-            # The same shape at every scale: the donor's one batch, with 6 units.
-            row = connection.execute(sa.text(
-                "SELECT b.id, b.number, d.code FROM batch b JOIN product p ON p.id = b.product_id "
-                "JOIN site s ON s.id = b.site_id JOIN batch_material bm ON bm.batch_id = b.id "
-                "JOIN source_material m ON m.id = bm.material_id JOIN donor d ON d.id = m.donor_id "
-                "WHERE p.code = 'UCMSC' AND s.code = 'BG' AND b.status = 'released' "
-                "AND (SELECT count(*) FROM unit u WHERE u.batch_id = b.id) = 6 "
-                "AND (SELECT count(*) FROM batch_material x JOIN source_material y ON y.id = x.material_id "
-                "     WHERE y.donor_id = d.id) = 1 "
-                "ORDER BY b.id DESC LIMIT 1")).one()
-            large = connection.execute(sa.text(
-                "SELECT b.number FROM batch b JOIN product p ON p.id = b.product_id WHERE p.code = 'XLMSC'")).scalar()
-        self.subjects = Subjects(batch=row.number, batch_id=row.id, donor=row.code, large=large)
+            self.subjects = find_subjects(connection, dataset.label)
 
     def _on_exception(self, sender: Any, exception: BaseException, **extra: Any) -> None:
         self.errors.append(f"{type(exception).__name__}: {exception}")
@@ -466,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="timed requests per page and dataset")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server for --backend postgresql")
     parser.add_argument("--fresh", action="store_true", help="generate the data again even if it is there")
+    parser.add_argument("--as-of", type=parse_as_of, default=default_as_of(), metavar="DATE_OR_TIME",
+                        help=f"the generated history ends then: a date (noon UTC) or an ISO time with offset, not in "
+                             f"the future (default {DEFAULT_AS_OF}); other data is generated again")
     parser.add_argument("--no-verify", action="store_true", help="skip the audit chain check")
     parser.add_argument("--only", default=None,
                         help="measure only these, comma-separated parts of names: pages (e.g. 'batch page'), "
@@ -487,9 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", flush=True)
 
-    datasets = [ensure_dataset(args.backend, scale, fresh=args.fresh, postgres=args.postgres, log=log)
-                for scale in scales]
-    sessions = [Session(d) for d in datasets]
+    datasets = [ensure_dataset(args.backend, scale, fresh=args.fresh, postgres=args.postgres, log=log,
+                               as_of=args.as_of) for scale in scales]
+    try:
+        sessions = [Session(d) for d in datasets]
+    except MissingSubject as error:
+        print(f"bench.run: {error}", file=sys.stderr)
+        return 2
     for session in sessions:
         session.dataset.summary["counts"] = table_counts(session)
     probes = [p for p in PROBES if chosen(p.name)]
@@ -507,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         verify = measure_verify(reference)
     small, big = sessions[0].dataset.label, sessions[-1].dataset.label
     result = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "quick": args.quick,
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "as_of": args.as_of.isoformat(),
+        "quick": args.quick,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_average": os.getloadavg()},
         "datasets": [{"label": d.label, "backend": d.backend, "scale": d.scale,

@@ -88,7 +88,7 @@ def test_fast_hash_equals_entry_hash_on_stored_entries(users):
     audit.record_event(db.session, "test.values", entity_type="test", entity_id=None, details={
         "amount": decimal.Decimal("12.50"), "at": dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC), "float": 0.1,
         "colour": Colour.RED, "none": None, "list": [decimal.Decimal("1.0"), {"x": "ü"}]})
-    db.session.flush()
+    audit.write_pending(db.session)  # the entries are appended at commit; the test reads them before it
     connection = db.session.connection()
     expected = {row.seq: audit.entry_hash(row._asdict()) for row in connection.execute(sa.select(table))}
     hasher = audit._RowHasher(connection.dialect, audit.audit_key())

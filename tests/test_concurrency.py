@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from cellfactory import create_app, isbt128
+from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -780,3 +782,46 @@ def test_two_trainers_recording_one_training_at_once_record_it_once(plant_app):
                                 "first to record it again.", "recorded"], outcomes
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(TrainingRecord)) == 1
+
+
+def test_the_audit_chain_lock_is_free_until_the_commit(committed_app):
+    """The chain's advisory lock serialises appends across instances; it is taken for the append at commit, not
+    from a request's first audited change, so another instance's writes do not wait for this request's work."""
+    from cellfactory.audit import services as audit
+    from cellfactory.core.transaction import commit_request, defer_commits
+    from cellfactory.sites.commands import UpdateSite
+
+    def lock_free() -> bool:
+        with db.engine.connect() as other:
+            return bool(other.execute(sa.select(sa.func.pg_try_advisory_xact_lock(audit._CHAIN_LOCK_KEY))).scalar())
+
+    with committed_app.app_context():
+        admin = make_user("admin.net", [(Role.ADMIN, None)])
+        site = db.session.scalar(sa.select(Site).where(Site.code == "BG"))
+        defer_commits(db.session())
+        site_services.update_site(admin, site, UpdateSite(name="Cell Factory Bergamo (ASST)", timezone="Europe/Rome",
+                                                          address="", active=True, reason="official name changed"))
+        assert lock_free()  # the change is flushed, its entry waits: another instance may append meanwhile
+        holding, release, engine = threading.Event(), threading.Event(), db.engine
+
+        def hold_the_lock() -> None:  # another instance appending: its transaction holds the lock a while
+            with engine.connect() as other:
+                other.execute(sa.select(sa.func.pg_advisory_xact_lock(audit._CHAIN_LOCK_KEY)))
+                holding.set()
+                release.wait(timeout=30)
+                time.sleep(0.5)
+                other.rollback()
+
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        assert holding.wait(timeout=30)
+        release.set()
+        started = time.monotonic()
+        commit_request(db.session())  # appends at commit: waits for the other transaction to let the lock go
+        assert time.monotonic() - started >= 0.4
+        holder.join(timeout=30)
+        reasons = list(db.session.scalars(sa.select(AuditEntry.reason).where(AuditEntry.entity_type == "site")
+                                          .order_by(AuditEntry.seq)))
+        assert reasons[-1] == "official name changed"
+        assert audit.verify_chain(db.session.connection()).intact
+        db.session.remove()

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from cellfactory.audit.models import AuditChainSeal, AuditEntry
 from cellfactory.core.clock import utcnow
@@ -44,6 +44,8 @@ _ACTOR = "audit_actor"
 _REASON = "audit_reason"
 _SITE = "audit_site_id"
 _HEAD = "audit_head"  # (seq, hash) of the last entry this session's transaction appended
+_PENDING = "audit_pending"  # [(transaction, row)]: entries waiting for the commit to be appended
+_APPENDED = "audit_appended"  # the commit has appended the pending entries: later ones are appended at once
 _ANCHOR_NOW = "audit_anchor_now"  # anchor at commit whatever the interval (an electronic signature)
 
 audit_table = AuditEntry.__table__
@@ -181,8 +183,7 @@ def _audit_flush(session: Session, flush_context: Any) -> None:
                 fields={"reason": _("Say why this record is being changed.")},
             )
         rows.append(_row(session, obj, "update", changes, reason))
-    if rows:
-        session.info[_HEAD] = append_entries(session.connection(), rows)
+    _queue(session, rows)
 
 
 def _row(session: Session, obj: Any, action: str, changes: dict, reason: str | None) -> dict[str, Any]:
@@ -224,7 +225,62 @@ def record_event(
         "changes": {k: audit_value(v) for k, v in (details or {}).items()},
         "reason": reason,
     }
-    session.info[_HEAD] = append_entries(session.connection(), [row])
+    _queue(session, [row])
+
+
+def _queue(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Keep the entries until the commit appends them (`_append_at_commit`): the chain's lock is then held only for
+    the append, not from a transaction's first change to its end. Each entry remembers the transaction (or
+    savepoint) it was made in, so that a savepoint rolled back takes its entries with it."""
+    if not rows:
+        return
+    session = _plain(session)
+    if session.info.get(_APPENDED):
+        session.info[_HEAD] = append_entries(session.connection(), rows)
+        return
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).extend((transaction, row) for row in rows)
+
+
+def _plain(session: Session | scoped_session) -> Session:
+    return session() if isinstance(session, scoped_session) else session
+
+
+def write_pending(session: Session | scoped_session) -> None:
+    """Append the entries this transaction has made so far, before reading the trail in the same transaction
+    (who entered a step, which labels were printed): a rule must see its own transaction's changes."""
+    session = _plain(session)
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        session.info[_HEAD] = append_entries(session.connection(), [row for _, row in pending])
+
+
+@event.listens_for(Session, "before_commit")
+def _append_at_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: its entries wait for the commit
+        return
+    for _attempt in range(100):  # the commit's own flush comes after this event: flush first, as it would
+        if not (session.new or session.dirty or session.deleted):
+            break
+        session.flush()
+    write_pending(session)
+    session.info[_APPENDED] = True
+
+
+def _drop_pending(session: Session, ended: Any) -> None:
+    """Forget the entries made in the transaction or savepoint `ended` (rolled back) or in savepoints inside it."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+
+    def inside(transaction: Any) -> bool:
+        while transaction is not None:
+            if transaction is ended:
+                return True
+            transaction = transaction.parent
+        return False
+
+    session.info[_PENDING] = [(transaction, row) for transaction, row in pending if not inside(transaction)]
 
 
 def anchor_at_commit(session: Session) -> None:
@@ -234,6 +290,10 @@ def anchor_at_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _anchor_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    session.info.pop(_APPENDED, None)
+    session.info.pop(_PENDING, None)
     head = session.info.pop(_HEAD, None)
     force = session.info.pop(_ANCHOR_NOW, False)
     if head is not None:
@@ -247,8 +307,11 @@ def _forget_head(session: Session, previous_transaction: Any) -> None:
     """An anchor names only a committed entry. After a savepoint rolls back, the head it may have written is
     forgotten (the next append names the real one; without one, this commit anchors nothing)."""
     session.info.pop(_HEAD, None)
+    _drop_pending(session, previous_transaction)
     if not previous_transaction.nested:
         session.info.pop(_ANCHOR_NOW, None)
+        session.info.pop(_PENDING, None)
+        session.info.pop(_APPENDED, None)
 
 
 # --- the chain -----------------------------------------------------------------------------------

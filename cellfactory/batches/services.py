@@ -757,6 +757,7 @@ def entered_by_steps(steps: Sequence[BatchStep]) -> dict[int, set[int]]:
     for kind, entity_id in step_of:
         ids_by_kind.setdefault(kind, []).append(entity_id)
     if ids_by_kind:
+        audit.write_pending(db.session)
         records = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(ids))
                    for kind, ids in ids_by_kind.items()]
         for kind, entity_id, actor_id in db.session.execute(

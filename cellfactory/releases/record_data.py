@@ -12,6 +12,7 @@ from flask import current_app
 from reportlab.lib.units import mm
 
 from cellfactory import isbt128
+from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
 from cellfactory.audit.presentation import ChangeFormatter, Names, action_text, record_type
 from cellfactory.batches import charts
@@ -97,6 +98,7 @@ def _entities(batch: Batch, results: list | None = None, deviations: list | None
 def _audit_rows(ids: dict[str, list[str]]) -> sa.Result:
     """The entries of every record of the batch, oldest first: the printed columns only, as plain rows read in
     chunks (a large batch has thousands of entries: `_audit_listing` turns each into text as it is read)."""
+    audit.write_pending(db.session)
     conditions = [sa.and_(AuditEntry.entity_type == kind, AuditEntry.entity_id.in_(values))
                   for kind, values in ids.items() if values]
     return db.session.execute(

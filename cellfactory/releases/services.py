@@ -148,6 +148,7 @@ class RecordFacts:
         ids = sorted({str(link.material_id) for link in self.batch.materials})
         if not ids:
             return set()
+        audit.write_pending(db.session)
         return set(db.session.scalars(sa.select(AuditEntry.entity_id).where(
             AuditEntry.action == "print", AuditEntry.entity_type == "source_material",
             AuditEntry.entity_id.in_(ids)).distinct()))

@@ -1,0 +1,68 @@
+"""The chain is appended to when a transaction commits: the lock that serialises appends is held only then, and
+the entries of a refused service call go with its savepoint."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from cellfactory.audit import services as audit
+from cellfactory.audit.models import AuditEntry
+from cellfactory.core.errors import Conflict
+from cellfactory.core.transaction import commit_request, defer_commits, transactional
+from cellfactory.extensions import db
+from cellfactory.sites import services as site_services
+from cellfactory.sites.commands import UpdateSite
+from tests.conftest import refetch
+
+
+def _site_entries(site_id: int) -> list[AuditEntry]:
+    return list(db.session.scalars(sa.select(AuditEntry).where(AuditEntry.entity_type == "site",
+                                                               AuditEntry.entity_id == str(site_id))
+                                   .order_by(AuditEntry.seq)))
+
+
+def _rename(admin, site, name: str, reason: str) -> None:
+    site_services.update_site(admin, site, UpdateSite(name=name, timezone=site.timezone, address=site.address,
+                                                      active=True, reason=reason))
+
+
+@transactional
+def _change_then_refuse(admin, site) -> None:
+    audit.act_as(db.session, admin, reason="a change that is refused")
+    site.address = "Via del Rifiuto 1"
+    db.session.flush()  # the change reached the database, then the call is refused
+    raise Conflict("refused after its change was flushed")
+
+
+def test_entries_wait_for_the_commit_and_a_refused_call_takes_its_own_away(users):
+    admin, site = refetch(users["admin"]), site_services.get_site("BG")
+    before = len(_site_entries(site.id))
+    defer_commits(db.session())  # as in a web request: each service call is a savepoint, the commit comes last
+
+    _rename(admin, site, "Cell Factory Bergamo (ASST)", "official name changed")
+    assert len(_site_entries(site.id)) == before  # released savepoint: nothing appended yet
+    with pytest.raises(Conflict):
+        _change_then_refuse(admin, site)
+    commit_request(db.session())
+
+    entries = _site_entries(site.id)[before:]
+    assert [(e.action, e.reason, e.changes) for e in entries] == [
+        ("update", "official name changed", {"name": ["Cell Factory Bergamo", "Cell Factory Bergamo (ASST)"]})]
+    assert refetch(site).address == ""
+    seqs = list(db.session.scalars(sa.select(AuditEntry.seq).order_by(AuditEntry.seq)))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert audit.verify_chain(db.session.connection()).intact
+
+
+def test_write_pending_shows_the_transactions_own_entries_once(users):
+    admin, site = refetch(users["admin"]), site_services.get_site("BG")
+    before = len(_site_entries(site.id))
+    defer_commits(db.session())
+    _rename(admin, site, "Cell Factory Bergamo (ASST)", "official name changed")
+
+    audit.write_pending(db.session)  # a rule reading the trail in the same transaction sees the change
+    assert [e.reason for e in _site_entries(site.id)[before:]] == ["official name changed"]
+    commit_request(db.session())
+    assert [e.reason for e in _site_entries(site.id)[before:]] == ["official name changed"]
+    assert audit.verify_chain(db.session.connection()).intact

@@ -720,14 +720,17 @@ TOKEN_USE_RESOLUTION = dt.timedelta(minutes=5)
 def token_for(raw: str) -> tuple[ApiToken, User] | None:
     """The live token behind a bearer value, with its user: not revoked, not expired, the user active and not
     locked."""
-    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_digest(raw or "")))
-    if token is None or token.revoked_at is not None:
+    row = db.session.execute(sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                             .where(ApiToken.token_hash == _token_digest(raw or ""))).first()
+    if row is None:
+        return None
+    token, user = row
+    if token.revoked_at is not None:
         return None
     now = utcnow()
     if token.expires_at <= now:
         return None
-    user = db.session.get(User, token.user_id)
-    if user is None or not user.active or is_locked(user):
+    if not user.active or is_locked(user):
         return None
     if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
         # Bookkeeping, not GMP data (not audited); recorded at most every few minutes per token.

@@ -278,12 +278,15 @@ class Ledger:
     samples: list[tuple[str, float, int]] = field(default_factory=list)
     created: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     failures: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # the first 409s, to tell the expected race from others
 
     def record(self, kind: str, elapsed: float, status: int, detail: str = "") -> None:
         with self.lock:
             self.samples.append((kind, elapsed, status))
             if status >= 400 and status != 409 and len(self.failures) < 30:
                 self.failures.append(f"{kind} HTTP {status}: {detail[:300]}")
+            elif status == 409 and len(self.conflicts) < 10:
+                self.conflicts.append(f"{kind}: {detail[:300]}")
 
     def add(self, what: str, key: str) -> None:
         with self.lock:
@@ -425,13 +428,21 @@ def analyst(client: Client, site: str) -> None:
                 client.pause()
                 continue
         number = random.choice(batches)
-        status, body = client.call("enter result", "POST", f"/api/v1/batches/{number}/results", {
-            "test": "IPVIAB", "sample_id": f"{number}-IPV-{random.randrange(10**6)}", "sampled_at": _now(-30),
-            "value": round(random.uniform(85, 97), 1), "raw_data_reference": "load test"})
+        # The analyst opens the batch's results first: a second viability count is a retest of the latest one.
+        status, body = client.call("batch results", "GET", f"/api/v1/batches/{number}/results?per_page=100")
+        if status != 200:
+            batches.remove(number)
+            client.pause()
+            continue
+        earlier = [r["id"] for r in body["items"] if r["test"] == "IPVIAB"]
+        entry = {"test": "IPVIAB", "sample_id": f"{number}-IPV-{random.randrange(10**6)}", "sampled_at": _now(-30),
+                 "value": round(random.uniform(85, 97), 1), "raw_data_reference": "load test"}
+        if earlier:
+            entry.update(retest_of=max(earlier), retest_reason="Count repeated on a second aliquot.")
+        client.pause()
+        status, body = client.call("enter result", "POST", f"/api/v1/batches/{number}/results", entry)
         if status == 201:
             client.ledger.add("qc_result", str(body["id"]))
-        if random.random() < 0.3:
-            client.call("batch results", "GET", f"/api/v1/batches/{number}/results")
         client.pause()
 
 
@@ -668,7 +679,7 @@ def run(users: int, seconds: float, postgres: str, scale: float,
             load = _drive(clients, ledger, stop, seconds, CpuMeter(server_pids, database))
         result = {"users": users, "plan": dict(collections.Counter(plan)), "instances": 2, "workers_per_instance": 2,
                   "scale": scale, "think_seconds": list(think), "floor": floor, "load": load,
-                  "failures": ledger.failures,
+                  "failures": ledger.failures, "conflicts": ledger.conflicts,
                   "created": {k: len(v) for k, v in ledger.created.items()}}
         if floor:
             result["versus_floor"] = versus_floor(load, floor)
@@ -750,6 +761,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"\nCreated: {result['created']}")
     for failure in (result["failures"] + (floor["failures"] if floor else []))[:10]:
         print(f"  failure: {failure}")
+    for conflict in result.get("conflicts", [])[:5]:
+        print(f"  409: {conflict}")
     print("\nChecks afterwards:")
     for name, check in result["checks"].items():
         print(f"  {'PASS' if check['ok'] else 'FAIL'}  {name}: " + ", ".join(f"{k}={v}" for k, v in check.items()

@@ -9,9 +9,15 @@
    donors with their screening, receive material, start batches and enter passages; QC analysts enter results;
    QPs certify (two QPs may race for one batch: exactly one wins, the other gets the expected 409); auditors
    download certificates and batch records and read the audit trail.
-4. Reports throughput, p50/p95/p99 and errors, then checks the database: every record the users were told was
-   created is there exactly once, numbers are unique, and `audit verify` passes.
-5. Stops the servers and drops the database, whatever happened.
+   Before that, a short floor phase (`--floor-seconds`, 10 s): the same users at the same pace only ask for
+   `/healthz` (the app stack and one `SELECT 1`), the least any request costs on this machine.
+4. Reports throughput, p50/p95/p99 per kind of request and errors, and the CPU per request of the servers (user +
+   system time of every gunicorn master and worker, from /proc, over the measured window, divided by the
+   requests served) and of the database's PostgreSQL backends; both phases, and the main run as a multiple of
+   the floor. Then checks the database: every record the users were told was created is there exactly once,
+   numbers are unique, and `audit verify` passes.
+5. Prints the targets (issue 19) as PASS/FAIL lines, stops the servers and drops the database, whatever happened;
+   exit status 1 when a target fails.
 
 Only 127.0.0.1 traffic; bounded in time and in requests. Needs gunicorn (`pip install -e '.[bench]'`).
 """
@@ -56,7 +62,15 @@ from bench import (
 
 PROJECT = Path(__file__).resolve().parent.parent
 MAX_REQUESTS = 200_000  # a hard bound besides the duration
+# Targets (issue 19). At people's pace every kind of request answers within P95_TARGET_MS at the 95th percentile,
+# except the QP's certification, which checks the password with Argon2 at full cost. At full speed (think time
+# at most CAPACITY_THINK_MAX) the run measures capacity instead.
 P95_TARGET_MS = 300
+CERTIFY_KIND = "certify"
+CERTIFY_P95_TARGET_MS = 800
+CAPACITY_THINK_MAX = 0.5
+CAPACITY_TARGET_PER_S = 100
+DEFAULT_FLOOR_SECONDS = 10
 # People at a screen read the answer and type the next entry: 1 to 5 s between one user's requests (50 users then
 # offer about 15 requests a second). Far shorter pauses measure the machine's capacity instead: every request
 # queues behind the others, and p95 is set by the queue (Little's law), not by the application.
@@ -67,6 +81,134 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    """The value below which `share` of the sorted values lie (nearest rank, the higher one on a tie)."""
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+# --- CPU time from /proc -------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """What /proc/<pid>/stat says of a process's CPU, in clock ticks: its own (user + system) and that of its
+    children it has waited for (a worker gunicorn replaced during the run)."""
+
+    pid: int
+    ppid: int
+    own_ticks: int
+    reaped_children_ticks: int
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    """/proc/<pid>/stat: `pid (comm) state ppid ... utime stime cutime cstime ...` (fields 14-17); the command
+    name may hold spaces and parentheses, so the fields are counted from its last `)`."""
+    pid = int(text[:text.index("(")])
+    fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return ProcStat(pid, int(fields[1]), utime + stime, cutime + cstime)
+
+
+def tree_ticks(processes: dict[int, ProcStat], roots: list[int]) -> int:
+    """CPU ticks of the roots and all their descendants, including children they have reaped."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for stat in processes.values():
+        children[stat.ppid].append(stat.pid)
+    total, todo, seen = 0, [pid for pid in roots if pid in processes], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += processes[pid].own_ticks + processes[pid].reaped_children_ticks
+        todo.extend(children[pid])
+    return total
+
+
+def machine_ticks(text: str) -> tuple[int, int]:
+    """(busy, total) ticks of all CPUs from the first line of /proc/stat (`cpu user nice system idle iowait irq
+    softirq steal ...`); idle and iowait are not busy, guest time is already counted in user."""
+    values = [int(value) for value in text.split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def _read_processes(proc: Path = Path("/proc")) -> dict[int, ProcStat]:
+    processes = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                processes[int(entry.name)] = parse_proc_stat((entry / "stat").read_text())
+            except (OSError, ValueError, IndexError):  # ended meanwhile
+                continue
+    return processes
+
+
+def _database_backends(database: str, proc: Path = Path("/proc")) -> dict[int, int]:
+    """CPU ticks of the PostgreSQL backends serving `database` on this machine: their process title is
+    `postgres: [cluster:] user database host(port) state`."""
+    backends = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if title.startswith("postgres:") and f" {database} " in title:
+                backends[int(entry.name)] = parse_proc_stat((entry / "stat").read_text()).own_ticks
+        except (OSError, ValueError, IndexError):
+            continue
+    return backends
+
+
+class CpuMeter:
+    """CPU time spent over a window by the app servers (a process tree), the database's PostgreSQL backends and
+    this process (the load generator), and how busy the whole machine was. `sample()` during the window catches
+    backends that end before it closes (their time until the last sample counts)."""
+
+    def __init__(self, server_pids: list[int], database: str | None) -> None:
+        self.server_pids, self.database = server_pids, database
+
+    def _machine(self) -> tuple[int, int]:
+        try:
+            return machine_ticks(Path("/proc/stat").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.process_started = time.process_time()
+        self.machine_started = self._machine()
+        self.server_started = tree_ticks(_read_processes(), self.server_pids)
+        self.backends_started = _database_backends(self.database) if self.database else {}
+        self.backends_seen = dict(self.backends_started)
+
+    def sample(self) -> None:
+        if self.database:
+            self.backends_seen.update(_database_backends(self.database))
+
+    def stop(self) -> dict[str, Any]:
+        self.sample()
+        server = (tree_ticks(_read_processes(), self.server_pids) - self.server_started) / CLOCK_TICKS
+        postgres = sum(ticks - self.backends_started.get(pid, 0) for pid, ticks in self.backends_seen.items())
+        busy, total = (now - then for now, then in zip(self._machine(), self.machine_started, strict=True))
+        return {"seconds": round(time.perf_counter() - self.started, 1), "server_cpu_s": round(server, 2),
+                "postgres_cpu_s": round(postgres / CLOCK_TICKS, 2) if self.database else None,
+                "generator_cpu_s": round(time.process_time() - self.process_started, 2),
+                "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+                "cpus": os.cpu_count()}
+
+
+def cpu_per_request(cpu: dict[str, Any], requests: int) -> dict[str, Any]:
+    """CPU milliseconds per request served in the window: app servers, PostgreSQL backends, load generator."""
+    def per(seconds: float | None) -> float | None:
+        return None if seconds is None or not requests else round(seconds * 1000 / requests, 2)
+
+    return {**cpu, "requests": requests, "server_ms_per_request": per(cpu["server_cpu_s"]),
+            "postgres_ms_per_request": per(cpu["postgres_cpu_s"]),
+            "generator_ms_per_request": per(cpu["generator_cpu_s"])}
 
 
 def _gunicorn() -> str | None:
@@ -112,7 +254,7 @@ def app_servers(url: str, instances: int = 2, workers: int = 2):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn on port {port} did not answer within 60 s")
                 time.sleep(0.3)
-        yield ports, folder
+        yield ports, folder, [process.pid for process in processes]
     finally:
         for process in processes:
             if process.poll() is None:
@@ -136,12 +278,15 @@ class Ledger:
     samples: list[tuple[str, float, int]] = field(default_factory=list)
     created: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     failures: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # the first 409s, to tell the expected race from others
 
     def record(self, kind: str, elapsed: float, status: int, detail: str = "") -> None:
         with self.lock:
             self.samples.append((kind, elapsed, status))
             if status >= 400 and status != 409 and len(self.failures) < 30:
                 self.failures.append(f"{kind} HTTP {status}: {detail[:300]}")
+            elif status == 409 and len(self.conflicts) < 10:
+                self.conflicts.append(f"{kind}: {detail[:300]}")
 
     def add(self, what: str, key: str) -> None:
         with self.lock:
@@ -160,7 +305,7 @@ class Client:
     def call(self, kind: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         port = self.ports[self.turn % len(self.ports)]
         self.turn += 1
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         payload = None
         if body is not None:
             payload = json.dumps(body)
@@ -189,6 +334,13 @@ class Client:
     def pause(self) -> None:
         """The user reads the answer and types the next entry (the think time)."""
         self.stop.wait(random.uniform(*self.think))
+
+
+def floor_user(client: Client) -> None:
+    """The floor: only `/healthz`, at the same pace as the users of the main run."""
+    while not client.stop.is_set():
+        client.call("healthz", "GET", "/healthz")
+        client.pause()
 
 
 def _now(offset_minutes: float = 0) -> str:
@@ -276,13 +428,21 @@ def analyst(client: Client, site: str) -> None:
                 client.pause()
                 continue
         number = random.choice(batches)
-        status, body = client.call("enter result", "POST", f"/api/v1/batches/{number}/results", {
-            "test": "IPVIAB", "sample_id": f"{number}-IPV-{random.randrange(10**6)}", "sampled_at": _now(-30),
-            "value": round(random.uniform(85, 97), 1), "raw_data_reference": "load test"})
+        # The analyst opens the batch's results first: a second viability count is a retest of the latest one.
+        status, body = client.call("batch results", "GET", f"/api/v1/batches/{number}/results?per_page=100")
+        if status != 200:
+            batches.remove(number)
+            client.pause()
+            continue
+        earlier = [r["id"] for r in body["items"] if r["test"] == "IPVIAB"]
+        entry = {"test": "IPVIAB", "sample_id": f"{number}-IPV-{random.randrange(10**6)}", "sampled_at": _now(-30),
+                 "value": round(random.uniform(85, 97), 1), "raw_data_reference": "load test"}
+        if earlier:
+            entry.update(retest_of=max(earlier), retest_reason="Count repeated on a second aliquot.")
+        client.pause()
+        status, body = client.call("enter result", "POST", f"/api/v1/batches/{number}/results", entry)
         if status == 201:
             client.ledger.add("qc_result", str(body["id"]))
-        if random.random() < 0.3:
-            client.call("batch results", "GET", f"/api/v1/batches/{number}/results")
         client.pause()
 
 
@@ -408,11 +568,11 @@ def _check(url: str, ledger: Ledger) -> dict[str, Any]:
 def _summary(ledger: Ledger, seconds: float) -> dict[str, Any]:
     def stats(values: list[float]) -> dict[str, float]:
         ordered = sorted(values)
-
-        def pick(share: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
-
-        return {"p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
+        if not ordered:
+            return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
+        return {"p50_ms": round(percentile(ordered, 0.50) * 1000, 1),
+                "p95_ms": round(percentile(ordered, 0.95) * 1000, 1),
+                "p99_ms": round(percentile(ordered, 0.99) * 1000, 1),
                 "mean_ms": round(statistics.mean(ordered) * 1000, 1)}
 
     by_kind: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
@@ -432,8 +592,39 @@ def _summary(ledger: Ledger, seconds: float) -> dict[str, Any]:
             "conflicts_409": statuses.get(409, 0), "by_kind": kinds}
 
 
+def _drive(clients: list[tuple[str, Any, Client, tuple]], ledger: Ledger, stop: threading.Event, seconds: float,
+           meter: CpuMeter) -> dict[str, Any]:
+    """Runs one thread per user for `seconds` (or MAX_REQUESTS), all requests finished inside the CPU window."""
+    threads = []
+    for name, target, client, args in clients:
+        def work(target=target, client=client, args=args) -> None:
+            try:
+                target(client, *args)
+            except Exception as error:  # a user's crash is a failure of the run, not of the others
+                with ledger.lock:
+                    ledger.failures.append(f"{target.__name__} crashed: {type(error).__name__}: {error}")
+
+        threads.append(threading.Thread(target=work, name=name, daemon=True))
+    meter.start()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    while time.perf_counter() - started < seconds and len(ledger.samples) < MAX_REQUESTS:
+        time.sleep(0.5)
+        meter.sample()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=90)
+    elapsed = time.perf_counter() - started
+    cpu = meter.stop()
+    summary = _summary(ledger, elapsed)
+    summary["cpu"] = cpu_per_request(cpu, summary["requests"])
+    return summary
+
+
 def run(users: int, seconds: float, postgres: str, scale: float,
-        think: tuple[float, float] = DEFAULT_THINK, as_of: dt.datetime | None = None) -> dict[str, Any]:
+        think: tuple[float, float] = DEFAULT_THINK, as_of: dt.datetime | None = None,
+        floor_seconds: float = DEFAULT_FLOOR_SECONDS) -> dict[str, Any]:
     from bench.generate import generate
 
     # The simulated people work today (lots in date, batches waiting for their QP, sterility reads due): the
@@ -447,11 +638,20 @@ def run(users: int, seconds: float, postgres: str, scale: float,
         subjects = _tokens_and_subjects(url)
         print(f"{subjects['waiting']} batches await their QP; {len(subjects['released']['network'])} released "
               "batches for the auditors")
-        with app_servers(url) as (ports, _folder):
+        database = sa.make_url(url).database
+        with app_servers(url) as (ports, _folder, server_pids):
             print(f"two gunicorn instances (2 workers each) on 127.0.0.1:{ports[0]} and 127.0.0.1:{ports[1]}")
+            floor = None
+            if floor_seconds > 0:
+                print(f"floor: {users} users asking only for /healthz for {floor_seconds:g} s ...")
+                floor_ledger, floor_stop = Ledger(), threading.Event()
+                floor = _drive([(f"floor-{index}", floor_user, Client(ports, "", floor_ledger, floor_stop, think), ())
+                                for index in range(users)], floor_ledger, floor_stop, floor_seconds,
+                               CpuMeter(server_pids, database))
+                floor["failures"] = floor_ledger.failures
             ledger = Ledger()
             stop = threading.Event()
-            threads = []
+            clients = []
             sites = ["BG", "MZ", "MI", "PV"]
             # 50 users: 20 technicians, 12 QC analysts, 8 QPs, 10 auditors (in that proportion for other counts).
             plan = (["technician"] * 20 + ["analyst"] * 12 + ["qp"] * 8 + ["auditor"] * 10)
@@ -474,59 +674,106 @@ def run(users: int, seconds: float, postgres: str, scale: float,
                     network = nth % 2 == 1  # half the auditors are the network's, half a site's
                     token = subjects["tokens"]["auditor" if network else f"auditor1.{site.lower()}"]
                     target, args = auditor, (subjects["released"]["network" if network else site],)
-                client = Client(ports, token, ledger, stop, think)
-
-                def work(target=target, client=client, args=args) -> None:
-                    try:
-                        target(client, *args)
-                    except Exception as error:  # a user's crash is a failure of the run, not of the others
-                        with ledger.lock:
-                            ledger.failures.append(f"{target.__name__} crashed: {type(error).__name__}: {error}")
-
-                threads.append(threading.Thread(target=work, name=f"{role}-{index}", daemon=True))
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            while time.perf_counter() - started < seconds and len(ledger.samples) < MAX_REQUESTS:
-                time.sleep(0.5)
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=90)
-            elapsed = time.perf_counter() - started
+                clients.append((f"{role}-{index}", target, Client(ports, token, ledger, stop, think), args))
+            print(f"main run: {users} users for {seconds:g} s ...")
+            load = _drive(clients, ledger, stop, seconds, CpuMeter(server_pids, database))
         result = {"users": users, "plan": dict(collections.Counter(plan)), "instances": 2, "workers_per_instance": 2,
-                  "scale": scale, "think_seconds": list(think), "load": _summary(ledger, elapsed),
-                  "failures": ledger.failures,
+                  "scale": scale, "think_seconds": list(think), "floor": floor, "load": load,
+                  "failures": ledger.failures, "conflicts": ledger.conflicts,
                   "created": {k: len(v) for k, v in ledger.created.items()}}
+        if floor:
+            result["versus_floor"] = versus_floor(load, floor)
         print("checking the database ...")
         result["checks"] = _check(url, ledger)
     return result
 
 
+def versus_floor(load: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
+    """The main run's p50 and server CPU per request as multiples of the floor's."""
+    def times(value: float | None, base: float | None) -> float | None:
+        return round(value / base, 1) if value is not None and base else None
+
+    return {"p50_x_floor": times(load["p50_ms"], floor["p50_ms"]),
+            "server_cpu_x_floor": times(load["cpu"]["server_ms_per_request"], floor["cpu"]["server_ms_per_request"]),
+            "postgres_cpu_x_floor": times(load["cpu"]["postgres_ms_per_request"],
+                                          floor["cpu"]["postgres_ms_per_request"])}
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The targets of issue 19 as (line, passed). At people's pace a p95 per kind of request; at full speed
+    (think time at most CAPACITY_THINK_MAX) the capacity, where p95 is set by the queue, not by the app."""
+    load, checks = result["load"], result["checks"]
+    lines: list[tuple[str, bool]] = []
+    capacity_run = result["think_seconds"][1] <= CAPACITY_THINK_MAX
+    if capacity_run:
+        lines.append((f"capacity >= {CAPACITY_TARGET_PER_S} requests/s",
+                      load["throughput_per_s"] >= CAPACITY_TARGET_PER_S))
+    else:
+        for kind, data in load["by_kind"].items():
+            if kind == CERTIFY_KIND:
+                lines.append((f"QP certification p95 < {CERTIFY_P95_TARGET_MS} ms",
+                              data["p95_ms"] < CERTIFY_P95_TARGET_MS))
+            else:
+                lines.append((f"p95 < {P95_TARGET_MS} ms for {kind}", data["p95_ms"] < P95_TARGET_MS))
+        if CERTIFY_KIND not in load["by_kind"]:  # the QPs found nothing to certify: the target was not measured
+            lines.append((f"QP certification p95 < {CERTIFY_P95_TARGET_MS} ms (no certification made)", False))
+    records = {name: check for name, check in checks.items() if name != "audit_verify"}
+    lines.append(("nothing lost or duplicated", bool(records) and all(c["ok"] for c in records.values())))
+    lines.append(("audit verify intact", checks.get("audit_verify", {}).get("ok", False)))
+    floor = result.get("floor") or {"errors": 0, "failures": []}
+    lines.append(("no unexpected errors", load["errors"] == 0 and not result["failures"]
+                  and floor["errors"] == 0 and not floor["failures"]))
+    return lines
+
+
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    postgres = ("" if cpu["postgres_ms_per_request"] is None else
+                f", PostgreSQL backends {cpu['postgres_cpu_s']} s = {cpu['postgres_ms_per_request']} ms/request")
+    return (f"CPU: app servers {cpu['server_cpu_s']} s = {cpu['server_ms_per_request']} ms/request{postgres}; "
+            f"load generator {cpu['generator_ms_per_request']} ms/request; machine {cpu['machine_busy_pct']}% busy "
+            f"({cpu['cpus']} CPUs)")
+
+
 def print_report(result: dict[str, Any]) -> None:
     load = result["load"]
     low, high = result["think_seconds"]
+    floor = result.get("floor")
+    if floor:
+        print(f"\nFloor: {result['users']} users asking only for /healthz, {floor['seconds']} s: "
+              f"{floor['requests']:,} requests, {floor['throughput_per_s']} requests/s; p50 {floor['p50_ms']} ms, "
+              f"p95 {floor['p95_ms']} ms; statuses {floor['statuses']}")
+        print("  " + _cpu_line(floor["cpu"]))
     print(f"\n{result['users']} users {result['plan']} for {load['seconds']} s against 2 gunicorn instances x 2 "
           f"workers, one PostgreSQL; {low:g}-{high:g} s between one user's requests")
     print(f"{load['requests']:,} requests, {load['throughput_per_s']} requests/s; p50 {load['p50_ms']} ms, "
           f"p95 {load['p95_ms']} ms, p99 {load['p99_ms']} ms; statuses {load['statuses']}")
+    print("  " + _cpu_line(load["cpu"]))
+    if result.get("versus_floor"):
+        versus = result["versus_floor"]
+        print(f"  versus the floor: p50 x{versus['p50_x_floor']}, app server CPU per request "
+              f"x{versus['server_cpu_x_floor']}"
+              + (f", PostgreSQL CPU per request x{versus['postgres_cpu_x_floor']}"
+                 if versus["postgres_cpu_x_floor"] is not None else ""))
     print(f"\n{'request':28}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  statuses")
     for kind, data in load["by_kind"].items():
         print(f"{kind:28}{data['requests']:>7}{data['p50_ms']:>9}{data['p95_ms']:>9}{data['p99_ms']:>9}  "
               f"{data['statuses']}")
     print(f"\nCreated: {result['created']}")
-    for failure in result["failures"][:10]:
+    for failure in (result["failures"] + (floor["failures"] if floor else []))[:10]:
         print(f"  failure: {failure}")
+    for conflict in result.get("conflicts", [])[:5]:
+        print(f"  409: {conflict}")
     print("\nChecks afterwards:")
     for name, check in result["checks"].items():
         print(f"  {'PASS' if check['ok'] else 'FAIL'}  {name}: " + ", ".join(f"{k}={v}" for k, v in check.items()
                                                                               if k != "ok"))
-    targets = [("no errors other than 409 conflicts", load["errors"] == 0 and not result["failures"]),
-               ("no lost or duplicated records, audit verify intact", all(c["ok"] for c in result["checks"].values())),
-               (f"p95 < {P95_TARGET_MS} ms", load["p95_ms"] < P95_TARGET_MS)]
+    lines = targets(result)
     print("\nTargets:")
-    for name, ok in targets:
+    if high <= CAPACITY_THINK_MAX:
+        print(f"  (at most {high:g} s between requests: a capacity run; the p95 targets hold at people's pace)")
+    for name, ok in lines:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
-    result["targets"] = {name: ok for name, ok in targets}
+    result["targets"] = dict(lines)
 
 
 def _think(text: str) -> tuple[float, float]:
@@ -549,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between one user's requests, drawn evenly from MIN to MAX (default "
                              f"{DEFAULT_THINK[0]:g},{DEFAULT_THINK[1]:g}: people at a screen; 0.05,0.4 finds the "
                              "machine's capacity)")
+    parser.add_argument("--floor-seconds", type=float, default=DEFAULT_FLOOR_SECONDS, metavar="SECONDS",
+                        help="length of the floor phase before the main run, the same users only asking for "
+                             f"/healthz (default {DEFAULT_FLOOR_SECONDS}; 0 skips it)")
     parser.add_argument("--as-of", type=parse_as_of, default=None, metavar="DATE_OR_TIME",
                         help="the generated history ends then (default: 10 minutes ago, since the simulated users "
                              "carry on from it today)")
@@ -560,11 +810,12 @@ def main(argv: list[str] | None = None) -> int:
         print("gunicorn is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     args.seconds = min(args.seconds, 600)
-    result = run(args.users, args.seconds, args.postgres, args.scale, args.think, args.as_of)
+    result = run(args.users, args.seconds, args.postgres, args.scale, args.think, args.as_of,
+                 min(args.floor_seconds, 600))
     print_report(result)
     name = write_results("load", result)
     print(f"\nWritten bench/results/{name}")
-    return 0
+    return 0 if all(result["targets"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Page, API, PDF and audit-chain speed at two sizes of the network: `python -m bench.run [--quick]`.
 
 Loads (or first generates, see bench.generate) the network at two scales, 10x apart, then measures with the
-Flask test client, per key page and API call, the median and 95th percentile time and the number of SQL
-statements (a `before_cursor_execute` listener on the app's engine). Requests alternate between the two
+Flask test client, per key page and API call, the median and 95th percentile time, the CPU time per request
+(process time: the run is one process) and the number of SQL statements (a `before_cursor_execute` listener on
+the app's engine), each page also as a multiple of the floor: `/healthz` (one `SELECT 1`) timed the same way on
+the same app. Requests alternate between the two
 datasets, so that a busy machine slows both alike. Also: the batch record PDF of the large batch (30 passages,
 80 results, ~2,000 audit entries) and its pages, the release certificate (built and rendered as at signing), and
 `audit verify` throughput. Prints a table with PASS/FAIL per target (issue #8) and writes JSON to bench/results/.
@@ -28,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -163,7 +165,7 @@ class Probe:
     name: str
     endpoint: str
     path: Callable[[Subjects], str]
-    user: str
+    user: str | None  # None: not signed in
     api: bool = False
 
 
@@ -184,6 +186,20 @@ PROBES = [
     Probe("API donor trace", "api.trace_from_donor", lambda s: f"/api/v1/trace/donors/{s.donor}", "qa1.bg",
           api=True),
 ]
+
+# The floor: the same app stack (WSGI, request hooks, a session from the pool, one `SELECT 1`) answering
+# `/healthz`. A page's time and CPU as multiples of it show what the page itself costs, on any machine.
+FLOOR = Probe("floor: /healthz", "main.healthz", lambda s: "/healthz", None)
+
+
+class Sample(NamedTuple):
+    """One timed request: wall and CPU seconds, SQL statements, HTTP status, body."""
+
+    elapsed: float
+    cpu: float
+    queries: int
+    status: int
+    data: bytes
 
 
 class Session:
@@ -228,22 +244,30 @@ class Session:
                 self.tokens[username] = create_token(None, get_user(username), "bench.run")
         return self.tokens[username]
 
-    def request(self, probe: Probe) -> tuple[float, int, int, bytes]:
+    def request(self, probe: Probe) -> Sample:
+        """The page as its user asks for it; CPU is this process's time, which serves the request alone."""
         path = probe.path(self.subjects)
-        headers = {"Authorization": f"Bearer {self.token(probe.user)}"} if probe.api else {}
-        client = self.app.test_client() if probe.api else self.client(probe.user)
+        headers = {"Authorization": f"Bearer {self.token(probe.user)}"} if probe.api and probe.user else {}
+        client = self.app.test_client() if probe.api or probe.user is None else self.client(probe.user)
         with self.app.app_context(), QueryCounter(self.engine) as counter:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             response = client.get(path, headers=headers)
             data = response.get_data()
+            cpu = time.process_time() - cpu_started
             elapsed = time.perf_counter() - started
-        return elapsed, counter.count, response.status_code, data
+        return Sample(elapsed, cpu, counter.count, response.status_code, data)
 
 
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
     return ordered[index]
+
+
+def floor_ratios(page: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
+    """A page's wall median and CPU per request as multiples of the floor's, measured on the same dataset."""
+    return {"wall_x_floor": round(page["median_ms"] / max(floor["median_ms"], 0.001), 1),
+            "cpu_x_floor": round(page["cpu_ms"] / max(floor["cpu_ms"], 0.001), 1)}
 
 
 def measure_pages(sessions: list[Session], probes: list[Probe], samples: int, log: Callable[[str], None]
@@ -260,14 +284,15 @@ def measure_pages(sessions: list[Session], probes: list[Probe], samples: int, lo
             session.errors.clear()
             for _ in range(2):  # warm-up: templates compiled, caches filled, the session's user loaded
                 session.request(probe)
-            results[session.dataset.label] = {"times": [], "queries": set(), "statuses": set()}
+            results[session.dataset.label] = {"times": [], "cpu": [], "queries": set(), "statuses": set()}
         for _ in range(samples):
             for session in available:
-                elapsed, queries, status, _data = session.request(probe)
+                sample = session.request(probe)
                 result = results[session.dataset.label]
-                result["times"].append(elapsed * 1000)
-                result["queries"].add(queries)
-                result["statuses"].add(status)
+                result["times"].append(sample.elapsed * 1000)
+                result["cpu"].append(sample.cpu * 1000)
+                result["queries"].add(sample.queries)
+                result["statuses"].add(sample.status)
         row: dict[str, Any] = {"name": probe.name, "endpoint": probe.endpoint, "available": True,
                                "path": probe.path(available[0].subjects), "user": probe.user, "datasets": {}}
         for label, result in results.items():
@@ -275,6 +300,7 @@ def measure_pages(sessions: list[Session], probes: list[Probe], samples: int, lo
                 "median_ms": round(statistics.median(result["times"]), 2),
                 "p95_ms": round(_percentile(result["times"], 0.95), 2),
                 "min_ms": round(min(result["times"]), 2),
+                "cpu_ms": round(statistics.mean(result["cpu"]), 2),  # CPU per request: total / requests
                 "queries": max(result["queries"]), "queries_seen": sorted(result["queries"]),
                 "statuses": sorted(result["statuses"])}
             session = next(s for s in available if s.dataset.label == label)
@@ -282,7 +308,8 @@ def measure_pages(sessions: list[Session], probes: list[Probe], samples: int, lo
                 row["datasets"][label]["error"] = session.errors[0][:300]
         rows.append(row)
         log("  " + probe.name + ": " + "; ".join(
-            f"{label} {d['median_ms']:.1f} ms median, {d['queries']} queries, HTTP {d['statuses']}"
+            f"{label} {d['median_ms']:.1f} ms median, {d['cpu_ms']:.1f} ms CPU, {d['queries']} queries, "
+            f"HTTP {d['statuses']}"
             + (f" ({d['error']})" if d.get("error") else "") for label, d in row["datasets"].items()))
     return rows
 
@@ -460,6 +487,22 @@ def print_report(result: dict[str, Any]) -> None:
             d = page["datasets"].get(label)
             cells.append(f"{d['median_ms']:9.1f} / {d['p95_ms']:7.1f} ms {d['queries']:4d} q" if d else "")
         print(f"{page['name'][:40]:40}" + "".join(f"{c:>34}" for c in cells))
+    floor = result.get("floor")
+    if floor and floor.get("available"):
+        print("\nCPU per request and multiples of the floor (/healthz on the same app: "
+              + "; ".join(f"{label} {d['median_ms']:.2f} ms median, {d['cpu_ms']:.2f} ms CPU"
+                          for label, d in floor["datasets"].items()) + "):")
+        print(f"{'':40}" + "".join(f"{label:>34}" for label in labels))
+        print(f"{'':40}" + "".join(f"{'CPU ms  wall/floor   CPU/floor':>34}" for _ in labels))
+        for page in result["pages"]:
+            if not page["available"]:
+                continue
+            cells = []
+            for label in labels:
+                d = page["datasets"].get(label)
+                cells.append(f"{d['cpu_ms']:6.1f} {d['wall_x_floor']:10.1f}x {d['cpu_x_floor']:10.1f}x"
+                             if d and "wall_x_floor" in d else "")
+            print(f"{page['name'][:40]:40}" + "".join(f"{c:>34}" for c in cells))
     docs = result["documents"]
     if "batch_record_pdf" in docs:
         pdf, large = docs["batch_record_pdf"], docs["large_batch"]
@@ -528,8 +571,15 @@ def main(argv: list[str] | None = None) -> int:
     for session in sessions:
         session.dataset.summary["counts"] = table_counts(session)
     probes = [p for p in PROBES if chosen(p.name)]
-    log(f"measuring {len(probes)} pages and API calls, {samples} samples each per dataset")
+    log(f"measuring the floor ({FLOOR.path(sessions[0].subjects)}) and {len(probes)} pages and API calls, "
+        f"{samples} samples each per dataset")
+    floor = measure_pages(sessions, [FLOOR], samples, log)[0]
     pages = measure_pages(sessions, probes, samples, log)
+    if floor["available"]:
+        for page in pages:
+            for label, data in page.get("datasets", {}).items():
+                if label in floor["datasets"]:
+                    data.update(floor_ratios(data, floor["datasets"][label]))
     # The documents and the chain: on the scale-1 dataset (the size the per-page target names).
     reference = next((s for s in sessions if s.dataset.scale == 1), sessions[-1])
     documents: dict[str, Any] = {}
@@ -550,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
                       "url": sa.make_url(d.url).render_as_string(hide_password=True),
                       "generated_now": d.generated_now, "generation_seconds": d.summary.get("seconds"),
                       "counts": d.summary.get("counts")} for d in datasets],
-        "samples": samples, "pages": pages, "documents": documents, "verify": verify,
+        "samples": samples, "floor": floor, "pages": pages, "documents": documents, "verify": verify,
     }
     result["checks"] = verdicts(pages, documents, verify, small, big)
     result["seconds"] = round(time.perf_counter() - started, 1)

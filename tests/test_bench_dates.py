@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from bench import SUBJECT_DONOR, default_as_of, parse_as_of, throwaway_postgres
 from bench.generate import generate
-from bench.run import PROBES, Dataset, MissingSubject, Session, _certificates, _record_pdf, find_subjects
+from bench.run import FLOOR, PROBES, Dataset, MissingSubject, Session, _certificates, _record_pdf, find_subjects
 from tests.conftest import POSTGRES_SERVER, fresh_database, on_postgres
 
 SCALE = 0.02
@@ -67,13 +67,14 @@ def test_every_subject_of_the_benchmark_answers_whatever_the_end_date(as_of_text
                 latest = dt.datetime.fromisoformat(latest)
             assert latest.replace(tzinfo=dt.UTC) <= as_of  # nothing after the end, so nothing in the future
             requested = []
-            for probe in PROBES:
+            for probe in (FLOOR, *PROBES):
                 if probe.endpoint not in session.app.view_functions:
                     continue
-                _elapsed, _queries, status, _data = session.request(probe)
-                assert (probe.name, status, session.errors) == (probe.name, 200, [])
+                sample = session.request(probe)
+                assert (probe.name, sample.status, session.errors) == (probe.name, 200, [])
+                assert sample.cpu > 0  # the request's own process time, measured around it
                 requested.append(probe.name)
-            assert {"batch page", "donor trace", "API batch", "API donor trace"} <= set(requested)
+            assert {FLOOR.name, "batch page", "donor trace", "API batch", "API donor trace"} <= set(requested)
             record = _record_pdf(session, 1)  # raises unless 200
             assert record["pages"] >= 1
             certificates = _certificates(session, 1)

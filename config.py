@@ -1,7 +1,7 @@
 """Configuration from the environment, with a safe embedded default.
 
-Without any environment the app runs on a SQLite file in the instance folder, with a secret key,
-a signature key and an audit key generated there on first run (never committed). Numbers that regulation does
+Without any environment the app runs on a SQLite file in the instance folder, with a secret key, a signature key,
+an audit key and a metrics token generated there on first run (never committed). Numbers that regulation does
 not set (lock-out, idle timeout, password rules) are parameters here, not constants in code.
 """
 
@@ -43,14 +43,14 @@ def _env_language(name: str, default: str) -> str:
     return raw
 
 
-def _instance_secret(instance_path: Path, filename: str) -> str:
-    """Read a key from the instance folder, generating it on first run (mode 0600)."""
+def _instance_secret(instance_path: Path, filename: str, make=lambda: secrets.token_hex(32)) -> str:
+    """Read a key from the instance folder, generating it with `make` on first run (mode 0600)."""
     instance_path.mkdir(parents=True, exist_ok=True)
     key_file = instance_path / filename
     if not key_file.exists():
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+            handle.write(make())
     return key_file.read_text().strip()
 
 
@@ -98,6 +98,9 @@ class Config:
     vigilance_initial_hours: int = 24
     vigilance_sponsor_hours: int = 24
     vigilance_final_days: int = 90
+    # The bearer token a Prometheus server scrapes /metrics with (no session needed); empty: only a signed-in
+    # administrator may read the metrics.
+    metrics_token: str = field(default="", repr=False)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,6 +166,8 @@ class Config:
             vigilance_initial_hours=_env_int("CELLFACTORY_VIGILANCE_INITIAL_HOURS", 24),
             vigilance_sponsor_hours=_env_int("CELLFACTORY_VIGILANCE_SPONSOR_HOURS", 24),
             vigilance_final_days=_env_int("CELLFACTORY_VIGILANCE_FINAL_DAYS", 90),
+            metrics_token=os.environ.get("CELLFACTORY_METRICS_TOKEN")
+            or _instance_secret(instance, "metrics_token", lambda: secrets.token_urlsafe(32)),
         )
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +54,9 @@ class RecordIdConverter(IntegerConverter):
 
 
 def register(app: Flask) -> None:
+    from cellfactory.operations import requests as operations
+
+    operations.register(app)  # first: every other hook has the request id, and the request log line comes last
     app.url_map.converters["int"] = RecordIdConverter
     from cellfactory.admin.views import bp as admin_bp
     from cellfactory.api import bp as api_bp
@@ -71,6 +73,7 @@ def register(app: Flask) -> None:
     from cellfactory.main.views import bp as main_bp
     from cellfactory.materials.views import bp as materials_bp
     from cellfactory.notifications.views import bp as notifications_bp
+    from cellfactory.operations.views import bp as operations_bp
     from cellfactory.products.views import bp as products_bp
     from cellfactory.qc.views import bp as qc_bp
     from cellfactory.reagents.views import bp as reagents_bp
@@ -88,7 +91,7 @@ def register(app: Flask) -> None:
                       releases_bp,
                       units_bp, storage_bp, shipments_bp, trace_bp, biovigilance_bp,
                       dosing_bp,
-                      search_bp,
+                      search_bp, operations_bp,
                       api_bp):
         app.register_blueprint(blueprint)
 
@@ -202,6 +205,12 @@ def _guard() -> Any:
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "public", False):
         return None
+    bearer_check = getattr(view, "bearer_check", None)
+    scheme, _space, token = request.headers.get("Authorization", "").partition(" ")
+    if bearer_check is not None and scheme.lower() == "bearer":
+        if bearer_check(token.strip()):
+            return None
+        return _render_error(403, _("This token does not open this page."))
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
     ended = auth_services.touch_session(current_user._get_current_object(), session.get(SESSION_TOKEN_KEY),
@@ -313,8 +322,10 @@ def _http_error(error: HTTPException) -> Any:
 
 
 def _unexpected_error(error: Exception) -> Any:
+    from cellfactory.operations.requests import request_id
+
     db.session.rollback()
-    reference = uuid.uuid4().hex[:10]
+    reference = request_id()  # the same id as the response's X-Request-Id and the request's log lines
 
     current_app.logger.exception("unexpected error, reference %s", reference)
     if current_app.config.get("TESTING") and current_app.config.get("PROPAGATE_EXCEPTIONS", True):

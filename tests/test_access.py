@@ -345,6 +345,8 @@ EXPECTED_ROLES = {
     "notifications.acknowledge_task": "TQP",
     "notifications.alerts": "QPD",
     "notifications.tasks": "TCQPA",
+    # Prometheus metrics (issue 19): an administrator, or a scraper with the metrics token (no session).
+    "operations.metrics": "D",
     "products.add_test": "Q",
     "products.approve": "Q",
     "products.cite_change_request": "Q",

@@ -63,6 +63,17 @@ def any_authenticated_user(view: F) -> F:
     return view
 
 
+def or_bearer_token(check: Callable[[str], bool]) -> Callable[[F], F]:
+    """Also open the view to a request without a session that sends `Authorization: Bearer <token>` for which
+    `check(token)` holds (a monitoring server's scrape); a wrong token is refused (403), no token means sign in."""
+
+    def decorate(view: F) -> F:
+        view.bearer_check = check  # type: ignore[attr-defined]
+        return view
+
+    return decorate
+
+
 def public(view: F) -> F:
     """Reachable without signing in (log-in page, health check)."""
     view.public = True  # type: ignore[attr-defined]

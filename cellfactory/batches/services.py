@@ -90,6 +90,10 @@ RECORD = (
         selectinload(BatchStep.reagent_uses),
     ),
 )
+# The batch without its manufacturing record (steps and materials read only if used), and the same with its frozen
+# specification, whose tests `qc_statuses` reads with the results: the QC page and the QC API.
+LIGHT = (lazyload(Batch.materials), lazyload(Batch.steps))
+WITH_SPECIFICATION = (*LIGHT, joinedload(Batch.specification).lazyload(SpecificationVersion.tests))
 # The record as the batch page and the API show it: without the donors' screening results.
 SHOWN = (*RECORD, defaultload(Batch.materials).defaultload(BatchMaterial.material).defaultload(SourceMaterial.donor)
          .lazyload(Donor.results))

@@ -191,7 +191,7 @@ def _json_value(value: Any, test: SpecTest | None, errors: dict[str, str]) -> No
            "verification; per test of the frozen specification the result the decision uses and why; what is "
            "still open", response=BatchResultsOut, query=ResultsPage, errors=(404,))
 def batch_results(number: str):
-    batch = batch_services.get_batch(api_user(), number)
+    batch = batch_services.get_batch(api_user(), number, options=batch_services.WITH_SPECIFICATION)
     page, per_page = page_args(request.args)
     statuses = services.qc_status(batch)
     results = services.batch_results(batch)
@@ -209,7 +209,7 @@ def batch_results(number: str):
            "opens a major deviation and puts the batch on hold", body=EnterResult, response=QcResultJudgedOut,
            status=201, errors=(404, 409))
 def enter_result(number: str):
-    batch = batch_services.get_batch(api_user(), number)
+    batch = batch_services.get_batch(api_user(), number, options=batch_services.WITH_SPECIFICATION)
     command = read_body(EnterResult)
     errors: dict[str, str] = {}
     if command.sampled_at.tzinfo is None or command.sampled_at.utcoffset() is None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
-from sqlalchemy.orm import joinedload, lazyload
+from sqlalchemy.orm import lazyload
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.auth.models import Role, User
@@ -32,7 +32,7 @@ from cellfactory.equipment.models import Equipment, EquipmentStatus
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
 from cellfactory.products import services as product_services
-from cellfactory.products.models import CriterionKind, Product, SpecificationVersion, SpecTest
+from cellfactory.products.models import CriterionKind, Product, SpecTest
 from cellfactory.qc import charts
 from cellfactory.qc import services as qc
 from cellfactory.qc.commands import EnterResult, InvalidateResult, RecordFinalRead, ResultSelection
@@ -110,10 +110,8 @@ def _read_state(result: QcResult, batch: Batch) -> str | None:
 PENDING_READ_STATES = qc.RESULT_STATES
 # Loader options for lists of batches: the worklist shows the number, product, site and status, not the materials
 # and steps a batch loads with itself.
-LIGHT_BATCH = (lazyload(Batch.materials), lazyload(Batch.steps))
-# The batch as its QC page shows it: with its frozen specification (whose tests qc_statuses reads with the results),
-# without the manufacturing record.
-QC_BATCH = (*LIGHT_BATCH, joinedload(Batch.specification).lazyload(SpecificationVersion.tests))
+LIGHT_BATCH = batch_services.LIGHT
+QC_BATCH = batch_services.WITH_SPECIFICATION  # the batch as its QC page shows it
 
 
 @bp.route("/")

@@ -61,7 +61,7 @@ from bench import (
 YEARS_PER_SCALE = 3
 BATCHES_PER_YEAR = 1000
 DONORS_PER_BATCH = 2 / 3  # 2,000 donors and 3,000 batches at scale 1
-GENERATOR_VERSION = "4"  # 4: ends at --as-of, not now; the benchmark's subject batch made by construction
+GENERATOR_VERSION = "5"  # 5: signatures keep their signed content, as the app's do (4: ends at --as-of)
 
 D = decimal.Decimal
 HOUR = dt.timedelta(hours=1)
@@ -459,14 +459,19 @@ class Generator:
 
     def sign(self, when: dt.datetime, signer: Person, record: Any, meaning: Any, *, site_id: int | None,
              comment: str | None = None, record_version: int | None = None) -> Any:
+        from cellfactory.audit.services import canonical_json
         from cellfactory.signatures import services as signatures
 
+        # As the app signs: the content attested is kept with its hash, so that the signature is checked against
+        # it (a record that progressed as expected still holds; one changed since signing does not).
+        signed_content = canonical_json(record.signature_content())
         signature = SimpleNamespace(
             id=self.next_id("signature"), signer_id=signer.id, signer_username=signer.username,
             printed_name=signer.full_name, meaning=meaning.value, signed_at=when.replace(microsecond=0),
             entity_type=record.__tablename__, entity_id=str(record.id),
             record_version=record_version if record_version is not None else signatures.record_version(record),
-            content_hash=signatures.content_hash(record), comment=comment, site_id=site_id)
+            content_hash=signatures._hash(signed_content), signed_content=signed_content, comment=comment,
+            site_id=site_id)
         signature.seal = signatures._seal(signature)
         row = vars(signature)
         self.insert("signature", row, when, signer, f"{signature.meaning} by {signer.username}")

@@ -321,7 +321,8 @@ def release_record_pdf(number: str) -> Response:
                                       "in that language, rendered again from the record while the certificate "
                                       "still matches it.")
 def release_certificate_pdf(number: str) -> Response:
-    batch = _batch(number)
+    # The stored bytes need the batch only to find its certificate, not its manufacturing record.
+    batch = batch_services.get_batch(api_user(), number, options=batch_services.LIGHT)
     wanted = CertificateQuery.read().number
     certificate = services.find_certificate(batch, wanted.strip() if wanted else None)
     return _pdf(services.certificate_pdf(api_user(), certificate, request.args.get("lang")),

@@ -339,7 +339,7 @@ def _pdf(data: bytes, filename: str) -> Response:
 @bp.route(f"{PREFIX}/<number>/certificates/<cert_number>.pdf")
 @roles_required(READ_ROLES)
 def certificate_pdf(number: str, cert_number: str) -> Response:
-    batch = batch_services.get_batch(_user(), number)
+    batch = batch_services.get_batch(_user(), number, options=batch_services.LIGHT)  # to find its certificate
     certificate = services.find_certificate(batch, cert_number)
     return _pdf(services.certificate_pdf(_user(), certificate, request.args.get("lang")), f"{certificate.number}.pdf")
 

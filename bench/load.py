@@ -236,7 +236,7 @@ def app_servers(url: str, instances: int = 2, workers: int = 2):
             log = open(folder / f"gunicorn-{number}.log", "w")  # noqa: SIM115 - closed with the process
             processes.append(subprocess.Popen(
                 [gunicorn, "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--timeout", "60",
-                 "--graceful-timeout", "5", "--access-logfile", "-", "wsgi:app"],
+                 "--graceful-timeout", "5", "wsgi:app"],  # the app logs every request (JSON, with its CPU time)
                 cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             ports.append(port)
         deadline = time.monotonic() + 60
@@ -685,6 +685,7 @@ def run(users: int, seconds: float, postgres: str, scale: float,
                 clients.append((f"{role}-{index}", target, Client(ports, token, ledger, stop, think), args))
             print(f"main run: {users} users for {seconds:g} s ...")
             load = _drive(clients, ledger, stop, seconds, CpuMeter(server_pids, database))
+            load["server_cpu_by_route"] = cpu_by_route(sorted(_folder.glob("gunicorn-*.log")))
         result = {"users": users, "plan": dict(collections.Counter(plan)), "instances": 2, "workers_per_instance": 2,
                   "scale": scale, "think_seconds": list(think), "floor": floor, "load": load,
                   "failures": ledger.failures, "conflicts": ledger.conflicts,
@@ -694,6 +695,26 @@ def run(users: int, seconds: float, postgres: str, scale: float,
         print("checking the database ...")
         result["checks"] = _check(url, ledger)
     return result
+
+
+def cpu_by_route(logs: list[Path]) -> dict[str, dict[str, float]]:
+    """Where the app servers' CPU went, from the app's own request log lines (`cpu_ms`, the worker thread's CPU
+    time): per method and route of the main run (the floor's /healthz left out), the most costly in total first."""
+    per_route: dict[str, list[float]] = collections.defaultdict(list)
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("logger") != "cellfactory.request" or entry.get("route") in (None, "/healthz"):
+                continue
+            per_route[f"{entry['method']} {entry['route']}"].append(float(entry.get("cpu_ms") or 0))
+    table = {route: {"requests": len(values), "cpu_ms_mean": round(statistics.fmean(values), 2),
+                     "cpu_s_total": round(sum(values) / 1000, 2)} for route, values in per_route.items()}
+    return dict(sorted(table.items(), key=lambda item: -item[1]["cpu_s_total"]))
 
 
 def versus_floor(load: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
@@ -766,6 +787,11 @@ def print_report(result: dict[str, Any]) -> None:
     for kind, data in load["by_kind"].items():
         print(f"{kind:28}{data['requests']:>7}{data['p50_ms']:>9}{data['p95_ms']:>9}{data['p99_ms']:>9}  "
               f"{data['statuses']}")
+    by_route = load.get("server_cpu_by_route") or {}
+    if by_route:
+        print(f"\n{'app server CPU by route (request log)':60}{'n':>7}{'ms each':>9}{'s total':>9}")
+        for route, data in list(by_route.items())[:12]:
+            print(f"{route[:60]:60}{data['requests']:>7}{data['cpu_ms_mean']:>9}{data['cpu_s_total']:>9}")
     print(f"\nCreated: {result['created']}")
     for failure in (result["failures"] + (floor["failures"] if floor else []))[:10]:
         print(f"  failure: {failure}")

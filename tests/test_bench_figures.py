@@ -100,3 +100,24 @@ def test_at_full_speed_the_target_is_capacity() -> None:
                      "audit verify intact": True, "no unexpected errors": True}
     assert dict(targets(_result((0.05, 0.5), {}, throughput=99.9)))["capacity >= 100 requests/s"] is False
     assert "capacity >= 100 requests/s" not in dict(targets(_result((0.05, 0.6), {"certify": 1.0})))
+
+
+def test_cpu_by_route_adds_up_the_request_log_lines(tmp_path):
+    from bench.load import cpu_by_route
+
+    log = tmp_path / "gunicorn-0.log"
+    log.write_text("\n".join([
+        '{"logger": "cellfactory.request", "method": "GET", "route": "/api/v1/audit", "cpu_ms": 4.0}',
+        '{"logger": "cellfactory.request", "method": "POST", "route": "/api/v1/donors", "cpu_ms": 10.0}',
+        "[2026-12-07 21:00:00 +0000] [12] [INFO] Booting worker with pid: 12",
+        '{"logger": "cellfactory.request", "method": "GET", "route": "/api/v1/audit", "cpu_ms": 8.0}',
+        '{"logger": "cellfactory.request", "method": "GET", "route": "/healthz", "cpu_ms": 1.0}',
+        '{"logger": "cellfactory.request", "method": "GET", "route": null, "cpu_ms": 2.0}',
+        '{"logger": "cellfactory.anchor", "message": "anchor"}',
+        '{"logger": "cellfactory.request", "method": "POST", "route": "/api/v1/donors", "cpu_ms": 7.0',
+    ]))
+    # audit: (4 + 8) / 2 = 6 ms each, 0.012 s; donors: one whole line (the last is cut), 0.01 s
+    assert cpu_by_route([log]) == {
+        "GET /api/v1/audit": {"requests": 2, "cpu_ms_mean": 6.0, "cpu_s_total": 0.01},
+        "POST /api/v1/donors": {"requests": 1, "cpu_ms_mean": 10.0, "cpu_s_total": 0.01},
+    }

@@ -91,6 +91,10 @@ class Config:
     password_history: int = 5
     api_token_days: int = 90
     secure_cookies: bool = True
+    # Reverse proxies in front of the app server, each adding the client's address to X-Forwarded-For and the
+    # scheme in X-Forwarded-Proto: their last `proxies` entries are trusted (0: the app is reached directly and
+    # ignores those headers, which anyone could send).
+    proxies: int = 0
     # The address people reach this installation at: printed in QR codes on certificates.
     public_url: str = "http://127.0.0.1:5000"
     testing: bool = False
@@ -131,6 +135,8 @@ class Config:
                                    f"{exc}") from exc
         if not self.smtp_host.isprintable() or " " in self.smtp_host:
             raise RuntimeError(f"CELLFACTORY_SMTP_HOST must be a host name, got {self.smtp_host!r}")
+        if self.proxies < 0:
+            raise RuntimeError(f"CELLFACTORY_PROXIES must be 0 or more, got {self.proxies}")
         if not 0 < self.smtp_port < 65536:
             raise RuntimeError(f"CELLFACTORY_SMTP_PORT must be a port number, got {self.smtp_port}")
 
@@ -167,6 +173,7 @@ class Config:
             api_token_days=_env_int("CELLFACTORY_API_TOKEN_DAYS", 90),
             # Plain-HTTP development server on loopback cannot carry Secure cookies.
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
+            proxies=_env_int("CELLFACTORY_PROXIES", 0),
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
             development=os.environ.get("CELLFACTORY_DEVELOPMENT", "") == "1",
             smtp_host=os.environ.get("CELLFACTORY_SMTP_HOST", ""),

@@ -90,4 +90,9 @@ def create_app(config: Config | None = None) -> Flask:
     from cellfactory.cli import register_commands
 
     register_commands(app)
+    if config.proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address (kept with each session) and the scheme, as the trusted proxies saw them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxies, x_proto=config.proxies)  # type: ignore[method-assign]
     return app

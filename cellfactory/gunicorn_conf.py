@@ -20,3 +20,10 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # The app keeps no log of requests: one line per request on standard output, for journald or the container's log.
 accesslog = "-"
 errorlog = "-"
+
+
+def post_worker_init(worker):
+    """Read the migrations' head before the worker's first request, so /healthz answers at once from the start."""
+    from cellfactory.main.health import migration_head
+
+    migration_head()

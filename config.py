@@ -91,9 +91,9 @@ class Config:
     password_history: int = 5
     api_token_days: int = 90
     secure_cookies: bool = True
-    # Reverse proxies in front of the app server, each adding the client's address to X-Forwarded-For and the
-    # scheme in X-Forwarded-Proto: their last `proxies` entries are trusted (0: the app is reached directly and
-    # ignores those headers, which anyone could send).
+    # Reverse proxies in front of the app server, each adding the client's address to X-Forwarded-For, the scheme to
+    # X-Forwarded-Proto and the host name to X-Forwarded-Host: their last `proxies` entries are trusted (0: the app
+    # is reached directly and ignores those headers, which anyone could send).
     proxies: int = 0
     # The address people reach this installation at: printed in QR codes on certificates.
     public_url: str = "http://127.0.0.1:5000"

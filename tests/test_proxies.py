@@ -1,8 +1,10 @@
-"""Behind reverse proxies (issue 19): with CELLFACTORY_PROXIES=n the app takes the client's address and the scheme
-from the last n entries the proxies added; with 0 it ignores X-Forwarded-* headers, which any client can send."""
+"""Behind reverse proxies (issue 19): with CELLFACTORY_PROXIES=n the app takes the client's address, the scheme and
+the host from the last n entries the proxies added; with 0 it ignores X-Forwarded-* headers, which any client can
+send."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +71,30 @@ def test_proxies_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CELLFACTORY_PROXIES", "-1")
     with pytest.raises(RuntimeError, match="CELLFACTORY_PROXIES must be 0 or more"):
         Config.from_env(tmp_path)
+
+
+def test_sign_in_over_https_through_a_proxy_passes_the_csrf_check(tmp_path):
+    """Over HTTPS Flask-WTF wants the Referer on the request's host: the host the browser asked for, which the proxy
+    passes in X-Forwarded-Host while it calls the app server at its own address."""
+    with fresh_database() as url:
+        # Without CELLFACTORY_PROXIES the app still hears of HTTPS from gunicorn (forwarded_allow_ips), but not of
+        # the host: the Referer names another host, and the sign-in is refused.
+        for proxies, base, expected in ((1, "http://127.0.0.1:8000", 302), (0, "https://127.0.0.1:8000", 400)):
+            application = create_app(make_config(url, tmp_path, proxies=proxies))
+            with application.app_context():
+                if db.session.scalar(sa.select(User).where(User.username == "qa.tls")) is None:
+                    make_user("qa.tls", [(Role.QA, None)])
+                    db.session.commit()
+            client = application.test_client()
+            proxy = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+                     "X-Forwarded-Host": "cellfactory.example.org"}
+            page = client.get("/auth/login", base_url=base, headers=proxy).get_data(as_text=True)
+            token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+            response = client.post("/auth/login", base_url=base, data={
+                "csrf_token": token, "username": "qa.tls", "password": PASSWORD},
+                headers={**proxy, "Referer": "https://cellfactory.example.org/auth/login"})
+            assert response.status_code == expected, (proxies, response.get_data(as_text=True))
+            assert expected == 302 or "CSRF check failed" in response.get_data(as_text=True)
+            with application.app_context():
+                db.session.remove()
+                db.engine.dispose()

@@ -7,8 +7,10 @@ not set (lock-out, idle timeout, password rules) are parameters here, not consta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +34,9 @@ def _instance_file(instance_path: Path, filename: str) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+# The keys generated in the instance folder on first run (file name = Config field) and the variables that set them.
+INSTANCE_KEYS = {"secret_key": "SECRET_KEY", "signature_key": "CELLFACTORY_SIGNATURE_KEY",
+                 "audit_key": "CELLFACTORY_AUDIT_KEY"}
 SMTP_SECURITY = ("none", "starttls", "tls")
 LANGUAGES = ("it", "en")
 
@@ -48,9 +53,16 @@ def _instance_secret(instance_path: Path, filename: str, make=lambda: secrets.to
     instance_path.mkdir(parents=True, exist_ok=True)
     key_file = instance_path / filename
     if not key_file.exists():
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(make())
+        # Written whole under another name, then linked into place: the workers of a server starting together all
+        # read the one key that was linked first, never a half-written file.
+        fd, temporary = tempfile.mkstemp(dir=instance_path, prefix=f".{filename}-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(make())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, key_file)
+        finally:
+            os.unlink(temporary)
     return key_file.read_text().strip()
 
 
@@ -62,6 +74,9 @@ class Config:
     instance_path: Path
     # Keys the audit trail's hash chain and its anchors (HMAC-SHA256); never stored in the database.
     audit_key: str = ""
+    # The keys above that were read from files of the instance folder (the others came from the environment):
+    # /healthz checks they are still there, since the next start reads them again.
+    instance_key_files: tuple[str, ...] = ()
     # Append-only file of anchors of the chain's head (None: `anchors.jsonl` in the instance folder).
     anchor_file: Path | None = None
     # A commit that wrote audit entries also writes an anchor when the last one is older than this.
@@ -76,6 +91,10 @@ class Config:
     password_history: int = 5
     api_token_days: int = 90
     secure_cookies: bool = True
+    # Reverse proxies in front of the app server, each adding the client's address to X-Forwarded-For, the scheme to
+    # X-Forwarded-Proto and the host name to X-Forwarded-Host: their last `proxies` entries are trusted (0: the app
+    # is reached directly and ignores those headers, which anyone could send).
+    proxies: int = 0
     # The address people reach this installation at: printed in QR codes on certificates.
     public_url: str = "http://127.0.0.1:5000"
     testing: bool = False
@@ -119,6 +138,8 @@ class Config:
                                    f"{exc}") from exc
         if not self.smtp_host.isprintable() or " " in self.smtp_host:
             raise RuntimeError(f"CELLFACTORY_SMTP_HOST must be a host name, got {self.smtp_host!r}")
+        if self.proxies < 0:
+            raise RuntimeError(f"CELLFACTORY_PROXIES must be 0 or more, got {self.proxies}")
         if not 0 < self.smtp_port < 65536:
             raise RuntimeError(f"CELLFACTORY_SMTP_PORT must be a port number, got {self.smtp_port}")
 
@@ -134,12 +155,14 @@ class Config:
             database_url = "postgresql+psycopg://" + database_url.removeprefix("postgres://")
         elif database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+        keys = {name: os.environ.get(variable) for name, variable in INSTANCE_KEYS.items()}
         return cls(
             database_url=database_url,
-            secret_key=os.environ.get("SECRET_KEY") or _instance_secret(instance, "secret_key"),
-            signature_key=os.environ.get("CELLFACTORY_SIGNATURE_KEY") or _instance_secret(instance, "signature_key"),
+            secret_key=keys["secret_key"] or _instance_secret(instance, "secret_key"),
+            signature_key=keys["signature_key"] or _instance_secret(instance, "signature_key"),
             instance_path=instance,
-            audit_key=os.environ.get("CELLFACTORY_AUDIT_KEY") or _instance_secret(instance, "audit_key"),
+            audit_key=keys["audit_key"] or _instance_secret(instance, "audit_key"),
+            instance_key_files=tuple(name for name, value in keys.items() if not value),
             anchor_file=Path(os.environ["CELLFACTORY_ANCHOR_FILE"]) if os.environ.get("CELLFACTORY_ANCHOR_FILE")
             else None,
             anchor_interval_minutes=_env_int("CELLFACTORY_ANCHOR_MINUTES", 5),
@@ -153,6 +176,7 @@ class Config:
             api_token_days=_env_int("CELLFACTORY_API_TOKEN_DAYS", 90),
             # Plain-HTTP development server on loopback cannot carry Secure cookies.
             secure_cookies=os.environ.get("CELLFACTORY_INSECURE_COOKIES", "") != "1",
+            proxies=_env_int("CELLFACTORY_PROXIES", 0),
             public_url=os.environ.get("CELLFACTORY_PUBLIC_URL", "http://127.0.0.1:5000"),
             development=os.environ.get("CELLFACTORY_DEVELOPMENT", "") == "1",
             smtp_host=os.environ.get("CELLFACTORY_SMTP_HOST", ""),

@@ -90,4 +90,11 @@ def create_app(config: Config | None = None) -> Flask:
     from cellfactory.cli import register_commands
 
     register_commands(app)
+    if config.proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address (kept with each session), the scheme and the host name, as the trusted proxies saw
+        # them: over HTTPS the CSRF check wants the Referer on the host the browser asked for.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxies, x_proto=config.proxies,  # type: ignore[method-assign]
+                                x_host=config.proxies)
     return app

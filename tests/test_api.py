@@ -865,7 +865,9 @@ def test_openapi_references_resolve(client):
 def test_healthz_without_auth(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok"}
+    assert response.get_json() == {"status": "ok", "checks": {
+        "database": "ok", "schema": "ok", "audit_key": "ok", "anchor_file": "ok", "instance_keys": "ok"}}
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_unknown_api_path_and_wrong_method_are_json(client, users, auth):

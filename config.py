@@ -36,7 +36,7 @@ def _instance_file(instance_path: Path, filename: str) -> str:
 
 # The keys generated in the instance folder on first run (file name = Config field) and the variables that set them.
 INSTANCE_KEYS = {"secret_key": "SECRET_KEY", "signature_key": "CELLFACTORY_SIGNATURE_KEY",
-                 "audit_key": "CELLFACTORY_AUDIT_KEY"}
+                 "audit_key": "CELLFACTORY_AUDIT_KEY", "metrics_token": "CELLFACTORY_METRICS_TOKEN"}
 SMTP_SECURITY = ("none", "starttls", "tls")
 LANGUAGES = ("it", "en")
 
@@ -190,7 +190,7 @@ class Config:
             vigilance_initial_hours=_env_int("CELLFACTORY_VIGILANCE_INITIAL_HOURS", 24),
             vigilance_sponsor_hours=_env_int("CELLFACTORY_VIGILANCE_SPONSOR_HOURS", 24),
             vigilance_final_days=_env_int("CELLFACTORY_VIGILANCE_FINAL_DAYS", 90),
-            metrics_token=os.environ.get("CELLFACTORY_METRICS_TOKEN")
+            metrics_token=keys["metrics_token"]
             or _instance_secret(instance, "metrics_token", lambda: secrets.token_urlsafe(32)),
         )
 

@@ -143,14 +143,18 @@ def test_from_env_names_the_keys_it_read_from_the_instance_folder(tmp_path, monk
     monkeypatch.setenv("SECRET_KEY", "from-the-environment")
     monkeypatch.delenv("CELLFACTORY_SIGNATURE_KEY", raising=False)
     monkeypatch.delenv("CELLFACTORY_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("CELLFACTORY_METRICS_TOKEN", raising=False)
     config = Config.from_env(tmp_path)
-    assert config.instance_key_files == ("signature_key", "audit_key")
+    assert config.instance_key_files == ("signature_key", "audit_key", "metrics_token")
     assert not (tmp_path / "secret_key").exists()
     for name in config.instance_key_files:
         path = tmp_path / name
-        assert path.read_text() == getattr(config, name) and len(getattr(config, name)) == 64
+        # hex keys of 32 bytes; the metrics token is 32 bytes in URL-safe base64 (43 characters)
+        assert path.read_text() == getattr(config, name) and len(getattr(config, name)) == (
+            43 if name == "metrics_token" else 64)
         assert path.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit_key", "signature_key"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit_key", "metrics_token", "signature_key"]  # no
+    # temporary left
     assert Config.from_env(tmp_path).signature_key == config.signature_key  # read again, not generated anew
 
 

@@ -127,10 +127,11 @@ def _load_user(user_id: str) -> User | None:
         return None
     token = session.get(SESSION_TOKEN_KEY)
     digest = auth_services.session_token_digest(token) if isinstance(token, str) and token else None
+    # The user's roles come in the same statement: every page checks them.
     row = db.session.execute(
         sa.select(User, UserSession).outerjoin(
             UserSession, sa.and_(UserSession.user_id == User.id, UserSession.token_hash == digest))
-        .where(User.id == user_pk)).first()
+        .where(User.id == user_pk).options(sa.orm.joinedload(User.roles))).unique().first()
     if row is None:
         return None
     user, g.user_session = row
@@ -256,11 +257,11 @@ def record_access_denied(user: User, what: str) -> None:
 
 
 def _current_site(user: User) -> Site | None:
-    visible = user.site_ids()
-    query = sa.select(Site).where(Site.active.is_(True)).order_by(Site.code)
-    if visible is not None:
-        query = query.where(Site.id.in_(visible or [-1]))
-    sites = list(db.session.scalars(query))
+    if user.site_ids() is None:  # network-wide: every active site
+        sites = list(db.session.scalars(sa.select(Site).where(Site.active.is_(True)).order_by(Site.code)))
+    else:  # the sites of the user's roles, read with them (`_load_user`)
+        sites = sorted({assignment.site for assignment in user.active_roles if assignment.site.active},
+                       key=lambda site: site.code)
     g.user_sites = sites
     chosen = session.get("site_id")
     for site in sites:

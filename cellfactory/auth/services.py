@@ -721,7 +721,8 @@ def token_for(raw: str) -> tuple[ApiToken, User] | None:
     """The live token behind a bearer value, with its user: not revoked, not expired, the user active and not
     locked."""
     row = db.session.execute(sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                             .where(ApiToken.token_hash == _token_digest(raw or ""))).first()
+                             .where(ApiToken.token_hash == _token_digest(raw or ""))
+                             .options(sa.orm.joinedload(User.roles))).unique().first()
     if row is None:
         return None
     token, user = row

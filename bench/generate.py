@@ -61,7 +61,7 @@ from bench import (
 YEARS_PER_SCALE = 3
 BATCHES_PER_YEAR = 1000
 DONORS_PER_BATCH = 2 / 3  # 2,000 donors and 3,000 batches at scale 1
-GENERATOR_VERSION = "5"  # 5: signatures keep their signed content, as the app's do (4: ends at --as-of)
+GENERATOR_VERSION = "6"  # 6: signatures keep their signed content and hold, as the app's do (4: ends at --as-of)
 
 D = decimal.Decimal
 HOUR = dt.timedelta(hours=1)
@@ -876,7 +876,8 @@ class Generator:
         for position, (code, name, kind) in enumerate(product["steps"], start=1):
             step = transient(BatchStep, id=self.next_id("batch_step"), batch_id=batch.id, batch=batch,
                              equipment_uses=[], reagent_uses=[], passage=None, site_id=site.id,
-                             position=position, code=code, name=name, kind=kind, status=StepStatus.PENDING,
+                             position=position, code=code, name=name, kind=kind, pd_counted=True,
+                             status=StepStatus.PENDING,
                              started_at=None, ended_at=None, operator_id=None, observations="",
                              deviation_reference=None, created_at=start, created_by_id=tech.id, version=1)
             self._audit_obj(step, start, tech)

@@ -80,8 +80,27 @@ def test_every_subject_of_the_benchmark_answers_whatever_the_end_date(as_of_text
             certificates = _certificates(session, 1)
             assert set(certificates) == {"typical batch", "large batch"}
             assert session.errors == []
+            assert _signature_statuses(session) == {"valid"}  # as the app signs: a QP can certify what QA reviewed
         finally:
             session.engine.dispose()
+
+
+def _signature_statuses(session: Session) -> set[str]:
+    """How every generated signature of a batch or a step checks against its record, read through the app."""
+    from cellfactory.batches.models import Batch, BatchStep
+    from cellfactory.extensions import db
+    from cellfactory.signatures import services as signatures
+    from cellfactory.signatures.models import Signature
+
+    statuses = set()
+    with session.app.app_context():
+        for model in (Batch, BatchStep):
+            found = db.session.scalars(sa.select(Signature).where(Signature.entity_type == model.__tablename__))
+            for signature in found:
+                statuses.add(signatures.check(signature, db.session.get(model, int(signature.entity_id))).status.value)
+        db.session.remove()
+    assert statuses, "no signature generated"
+    return statuses
 
 
 def test_bench_run_names_a_missing_subject_instead_of_failing_on_a_query() -> None:

@@ -439,7 +439,10 @@ def batch_steps(number: str):
            "nothing is overwritten); changing entries already recorded needs a `reason`", body=StepEntry,
            response=Step, errors=(404, 409))
 def record_step(number: str, code: str):
-    step = _step(_batch(number), code)
+    # The batch is held here while the step is saved: the session keeps it only weakly, and the rules read it
+    # through `step.batch` (otherwise read again, with its whole record).
+    batch = _batch(number)
+    step = _step(batch, code)
     command = read_body(StepEntry)
     return Step.of(services.record_step(api_user(), step, command)).json()
 
@@ -449,7 +452,8 @@ def record_step(number: str, code: str):
 @operation("Second-person verification of a finished step, signed 'Verified' (technician or QA of the site who "
            "did not enter it; a wrong password is 401)", body=SignStep, response=Step, errors=(404, 409))
 def verify_step(number: str, code: str):
-    step = _step(_batch(number), code)
+    batch = _batch(number)  # held while the step is verified (see record_step)
+    step = _step(batch, code)
     command = read_body(SignStep)
     services.verify_step(api_user(), step, signer=signer_of(command, Meaning.VERIFIED))
     return Step.of(step).json()

@@ -61,7 +61,7 @@ from bench import (
 YEARS_PER_SCALE = 3
 BATCHES_PER_YEAR = 1000
 DONORS_PER_BATCH = 2 / 3  # 2,000 donors and 3,000 batches at scale 1
-GENERATOR_VERSION = "6"  # 6: signatures keep their signed content and hold, as the app's do (4: ends at --as-of)
+GENERATOR_VERSION = "7"  # 7: samples on the collection day; 6: signatures keep their content (4: ends at --as-of)
 
 D = decimal.Decimal
 HOUR = dt.timedelta(hours=1)
@@ -792,7 +792,11 @@ class Generator:
         tech = site.pick("technician", rng)
         donor_id = self.next_id("donor")
         code = SUBJECT_DONOR if subject else f"{prefix}-{site.code}-{self.number(('donor', site.id)):06d}"
-        donation = when.astimezone(ZoneInfo(site.tz)).date()
+        entered = when + dt.timedelta(hours=rng.randint(2, 30))
+        # The containers are collected a few hours before the first is received; that is the donation day, when
+        # the samples are taken (a living donor's window opens on the day of collection).
+        collected = entered + dt.timedelta(minutes=10) - dt.timedelta(hours=rng.uniform(2, 6))
+        donation = collected.astimezone(ZoneInfo(site.tz)).date()
         donor = {"id": donor_id, "site_id": site.id, "code": code, "birth_year": donation.year - rng.randint(18, 60)
                  if prefix != "UC" else donation.year - rng.randint(20, 42), "sex": rng.choice("FM") if prefix != "UC"
                  else "F", "donor_type": "autologous" if autologous else "allogeneic", "donation_kind": "living",
@@ -800,7 +804,6 @@ class Generator:
                  "consent_form_version": "CF v3.1", "consent_scope": "clinical use in trials, banking of surplus "
                  "material", "created_at": when, "created_by_id": tech.id, "version": 1}
         self.insert("donor", donor, when, tech, code)
-        entered = when + dt.timedelta(hours=rng.randint(2, 30))
         for test in (*BASE_PANEL, ScreeningTest.SYPHILIS_TREPONEMAL, *NAT_PANEL):
             row = {"id": self.next_id("screening_result"), "donor_id": donor_id, "site_id": site.id,
                    "test": test.value, "tested_person": "donor", "sample_date": donation, "sample_type": "serum",
@@ -818,7 +821,6 @@ class Generator:
             din = isbt128.build_din(site.fin, year, self.number(("din", site.id, year))).din13
             self.audit(received, tech, "allocate_din", "site", site.id, site.code, {"din": din}, site_id=site.id)
             rejected = number == 1 and batches == 1 and rng.random() < 0.2
-            collected = received - dt.timedelta(hours=rng.uniform(2, 6))
             material = transient(
                 SourceMaterial,
                 id=self.next_id("source_material"), din=din, site_id=site.id, donor_id=donor_id,

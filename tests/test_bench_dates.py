@@ -81,8 +81,22 @@ def test_every_subject_of_the_benchmark_answers_whatever_the_end_date(as_of_text
             assert set(certificates) == {"typical batch", "large batch"}
             assert session.errors == []
             assert _signature_statuses(session) == {"valid"}  # as the app signs: a QP can certify what QA reviewed
+            assert _eligibility_statuses(session) == {"eligible"}  # samples in each donation's window
         finally:
             session.engine.dispose()
+
+
+def _eligibility_statuses(session: Session) -> set[str]:
+    """The app's eligibility of every generated source material's donation (REGULATORY: the sampling window)."""
+    from cellfactory.donors.services import material_eligibility
+    from cellfactory.extensions import db
+    from cellfactory.materials.models import SourceMaterial
+
+    with session.app.app_context():
+        statuses = {str(material_eligibility(material).status)
+                    for material in db.session.scalars(sa.select(SourceMaterial))}
+        db.session.remove()
+    return statuses
 
 
 def _signature_statuses(session: Session) -> set[str]:

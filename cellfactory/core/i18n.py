@@ -75,7 +75,15 @@ class CatalogueDomain(Domain):
 
     def get_translations(self) -> NullTranslations:
         locale = get_locale()
-        return translations_for(locale.language if locale is not None else SOURCE_LANGUAGE)
+        language = locale.language if locale is not None else SOURCE_LANGUAGE
+        if not has_app_context():
+            return translations_for(language)
+        # Looked up once per language in an app context (a page translates a thousand words; each lookup
+        # otherwise asks the file system whether the catalogue changed).
+        found = g.setdefault("translations_by_language", {})
+        if language not in found:
+            found[language] = translations_for(language)
+        return found[language]
 
 
 class CellfactoryBabel(Babel):

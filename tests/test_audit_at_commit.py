@@ -66,3 +66,30 @@ def test_write_pending_shows_the_transactions_own_entries_once(users):
     commit_request(db.session())
     assert [e.reason for e in _site_entries(site.id)[before:]] == ["official name changed"]
     assert audit.verify_chain(db.session.connection()).intact
+
+
+@transactional
+def _read_the_trail_then_refuse(admin, site) -> None:
+    """A rule that reads the trail (as a step's verification does) in a call that is then refused."""
+    audit.act_as(db.session, admin, reason="a change that is refused")
+    site.address = "Via del Rifiuto 1"
+    db.session.flush()
+    audit.write_pending(db.session)  # appends the earlier call's entry too, inside this call's savepoint
+    raise Conflict("refused after reading the trail")
+
+
+def test_a_refused_call_that_read_the_trail_keeps_the_entries_of_the_work_before_it(users):
+    admin, site = refetch(users["admin"]), site_services.get_site("BG")
+    before = len(_site_entries(site.id))
+    defer_commits(db.session())
+    _rename(admin, site, "Cell Factory Bergamo (ASST)", "official name changed")
+    with pytest.raises(Conflict):
+        _read_the_trail_then_refuse(admin, site)
+    commit_request(db.session())
+
+    # The rename stands, so its entry must too (it was appended inside the refused call's savepoint, and undone
+    # with it); the refused change left neither data nor entry.
+    assert refetch(site).name == "Cell Factory Bergamo (ASST)" and refetch(site).address == ""
+    assert [(e.reason, e.changes) for e in _site_entries(site.id)[before:]] == [
+        ("official name changed", {"name": ["Cell Factory Bergamo", "Cell Factory Bergamo (ASST)"]})]
+    assert audit.verify_chain(db.session.connection()).intact

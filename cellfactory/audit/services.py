@@ -45,6 +45,7 @@ _REASON = "audit_reason"
 _SITE = "audit_site_id"
 _HEAD = "audit_head"  # (seq, hash) of the last entry this session's transaction appended
 _PENDING = "audit_pending"  # [(transaction, row)]: entries waiting for the commit to be appended
+_WRITTEN = "audit_written"  # [(transaction, row, written in)]: entries appended before the commit (write_pending)
 _APPENDED = "audit_appended"  # the commit has appended the pending entries: later ones are appended at once
 _ANCHOR_NOW = "audit_anchor_now"  # anchor at commit whatever the interval (an electronic signature)
 
@@ -253,6 +254,8 @@ def write_pending(session: Session | scoped_session) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending:
         session.info[_HEAD] = append_entries(session.connection(), [row for _, row in pending])
+        written_in = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(_WRITTEN, []).extend((made_in, row, written_in) for made_in, row in pending)
 
 
 @event.listens_for(Session, "before_commit")
@@ -268,10 +271,10 @@ def _append_at_commit(session: Session) -> None:
 
 
 def _drop_pending(session: Session, ended: Any) -> None:
-    """Forget the entries made in the transaction or savepoint `ended` (rolled back) or in savepoints inside it."""
-    pending = session.info.get(_PENDING)
-    if not pending:
-        return
+    """Forget the entries made in the transaction or savepoint `ended` (rolled back) or in savepoints inside it.
+
+    Entries of earlier work that `write_pending` appended inside `ended` were rolled back with it, while that work
+    stands: they wait for the commit again, ahead of the others."""
 
     def inside(transaction: Any) -> bool:
         while transaction is not None:
@@ -280,7 +283,11 @@ def _drop_pending(session: Session, ended: Any) -> None:
             transaction = transaction.parent
         return False
 
-    session.info[_PENDING] = [(transaction, row) for transaction, row in pending if not inside(transaction)]
+    written = session.info.get(_WRITTEN, [])
+    undone = [(made_in, row) for made_in, row, written_in in written if inside(written_in) and not inside(made_in)]
+    session.info[_WRITTEN] = [entry for entry in written if not inside(entry[2])]
+    pending = undone + session.info.get(_PENDING, [])
+    session.info[_PENDING] = [(made_in, row) for made_in, row in pending if not inside(made_in)]
 
 
 def anchor_at_commit(session: Session) -> None:
@@ -294,6 +301,7 @@ def _anchor_after_commit(session: Session) -> None:
         return
     session.info.pop(_APPENDED, None)
     session.info.pop(_PENDING, None)
+    session.info.pop(_WRITTEN, None)
     head = session.info.pop(_HEAD, None)
     force = session.info.pop(_ANCHOR_NOW, False)
     if head is not None:
@@ -311,6 +319,7 @@ def _forget_head(session: Session, previous_transaction: Any) -> None:
     if not previous_transaction.nested:
         session.info.pop(_ANCHOR_NOW, None)
         session.info.pop(_PENDING, None)
+        session.info.pop(_WRITTEN, None)
         session.info.pop(_APPENDED, None)
 
 

@@ -59,11 +59,28 @@ def _instance_secret(instance_path: Path, filename: str, make=lambda: secrets.to
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(make())
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.link(temporary, key_file)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: created exclusively, then written
+                with contextlib.suppress(FileExistsError):
+                    exclusive = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(exclusive, "w") as handle:
+                        handle.write(Path(temporary).read_text())
         finally:
             os.unlink(temporary)
     return key_file.read_text().strip()
+
+
+def _optional_instance_secret(instance_path: Path, filename: str, make) -> str:
+    """An instance key the app can do without (the metrics token: without it, only an administrator's session opens
+    /metrics): an instance folder that cannot be written, where the other keys come from the environment, is no
+    reason to refuse to start."""
+    try:
+        return _instance_secret(instance_path, filename, make)
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -156,13 +173,16 @@ class Config:
         elif database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
         keys = {name: os.environ.get(variable) for name, variable in INSTANCE_KEYS.items()}
+        metrics_token = keys["metrics_token"] or _optional_instance_secret(instance, "metrics_token",
+                                                                           lambda: secrets.token_urlsafe(32))
         return cls(
             database_url=database_url,
             secret_key=keys["secret_key"] or _instance_secret(instance, "secret_key"),
             signature_key=keys["signature_key"] or _instance_secret(instance, "signature_key"),
             instance_path=instance,
             audit_key=keys["audit_key"] or _instance_secret(instance, "audit_key"),
-            instance_key_files=tuple(name for name, value in keys.items() if not value),
+            instance_key_files=tuple(name for name, value in keys.items()
+                                     if not value and (name != "metrics_token" or (instance / name).is_file())),
             anchor_file=Path(os.environ["CELLFACTORY_ANCHOR_FILE"]) if os.environ.get("CELLFACTORY_ANCHOR_FILE")
             else None,
             anchor_interval_minutes=_env_int("CELLFACTORY_ANCHOR_MINUTES", 5),
@@ -190,8 +210,7 @@ class Config:
             vigilance_initial_hours=_env_int("CELLFACTORY_VIGILANCE_INITIAL_HOURS", 24),
             vigilance_sponsor_hours=_env_int("CELLFACTORY_VIGILANCE_SPONSOR_HOURS", 24),
             vigilance_final_days=_env_int("CELLFACTORY_VIGILANCE_FINAL_DAYS", 90),
-            metrics_token=keys["metrics_token"]
-            or _instance_secret(instance, "metrics_token", lambda: secrets.token_urlsafe(32)),
+            metrics_token=metrics_token,
         )
 
     @property

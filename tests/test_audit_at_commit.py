@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from cellfactory.audit import services as audit
 from cellfactory.audit.models import AuditEntry
-from cellfactory.core.errors import Conflict
+from cellfactory.core.errors import Conflict, ValidationFailed
 from cellfactory.core.transaction import commit_request, defer_commits, transactional
 from cellfactory.extensions import db
 from cellfactory.sites import services as site_services
@@ -93,3 +93,34 @@ def test_a_refused_call_that_read_the_trail_keeps_the_entries_of_the_work_before
     assert [(e.reason, e.changes) for e in _site_entries(site.id)[before:]] == [
         ("official name changed", {"name": ["Cell Factory Bergamo", "Cell Factory Bergamo (ASST)"]})]
     assert audit.verify_chain(db.session.connection()).intact
+
+
+@transactional
+def _change_without_reason(admin, site) -> None:
+    audit.act_as(db.session, admin)
+    site.address = "Via senza motivo 1"
+    db.session.flush()  # refused in the flush itself: a change after first entry needs a reason
+
+
+def test_a_call_refused_in_its_flush_keeps_the_entries_of_the_work_before_it(users):
+    admin, site = refetch(users["admin"]), site_services.get_site("BG")
+    before = len(_site_entries(site.id))
+    defer_commits(db.session())
+    _rename(admin, site, "Cell Factory Bergamo (ASST)", "official name changed")
+    with pytest.raises(ValidationFailed):
+        _change_without_reason(admin, site)
+    commit_request(db.session())
+
+    assert refetch(site).name == "Cell Factory Bergamo (ASST)" and refetch(site).address == ""
+    assert [e.reason for e in _site_entries(site.id)[before:]] == ["official name changed"]
+    assert audit.verify_chain(db.session.connection()).intact
+
+
+def test_a_session_closed_mid_transaction_leaves_nothing_queued(app, users):
+    admin, site = refetch(users["admin"]), site_services.get_site("BG")
+    session = db.session()
+    defer_commits(session)
+    _rename(admin, site, "Cell Factory Bergamo (ASST)", "official name changed")
+    assert session.info.get("audit_pending")
+    session.close()  # rolls back without the soft-rollback event
+    assert not session.info.get("audit_pending")

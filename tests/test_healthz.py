@@ -190,3 +190,40 @@ def test_healthz_reads_one_statement_and_writes_nothing(database, tmp_path):
         assert counts() == before
         db.session.remove()
         db.engine.dispose()
+
+
+def test_keys_are_made_without_hard_links_where_the_file_system_has_none(tmp_path, monkeypatch):
+    import os
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    for variable in ("SECRET_KEY", "CELLFACTORY_SIGNATURE_KEY", "CELLFACTORY_AUDIT_KEY", "CELLFACTORY_METRICS_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    config = Config.from_env(tmp_path)
+    assert config.instance_key_files == ("secret_key", "signature_key", "audit_key", "metrics_token")
+    for name in config.instance_key_files:
+        path = tmp_path / name
+        assert path.read_text() == getattr(config, name) != ""
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit_key", "metrics_token", "secret_key",
+                                                          "signature_key"]
+    assert Config.from_env(tmp_path).audit_key == config.audit_key
+
+
+def test_an_instance_folder_that_cannot_be_written_leaves_metrics_to_administrators(tmp_path, monkeypatch):
+    import tempfile
+
+    for variable, value in (("SECRET_KEY", "s" * 64), ("CELLFACTORY_SIGNATURE_KEY", "k" * 64),
+                            ("CELLFACTORY_AUDIT_KEY", "a" * 64)):
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("CELLFACTORY_METRICS_TOKEN", raising=False)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    config = Config.from_env(tmp_path)  # starts: every key it needs came from the environment
+    assert config.metrics_token == "" and config.instance_key_files == ()
+    assert list(tmp_path.iterdir()) == []

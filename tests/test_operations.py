@@ -294,3 +294,14 @@ def test_in_multiprocess_mode_a_scrape_adds_up_every_worker(tmp_path):
     assert samples[("cellfactory_http_request_duration_seconds_count",
                     (("method", "GET"), ("route", "/auth/login")))] == 5
     assert ("cellfactory_audit_chain_entries", ()) in samples
+
+
+def test_invented_methods_are_counted_under_one_label(app, client, token):
+    other_key = ("cellfactory_http_requests_total", (("method", "OTHER"), ("route", "(unmatched)"), ("status", "405")))
+    before = _scrape(client)
+    anonymous = app.test_client()
+    for method in ("AAAA", "AAAB", "ZZZZZZ"):
+        assert anonymous.open("/auth/login", method=method).status_code == 405
+    after = _scrape(client)
+    assert after[other_key] - before.get(other_key, 0) == 3
+    assert not any(dict(labels).get("method") in {"AAAA", "AAAB", "ZZZZZZ"} for _, labels in after)

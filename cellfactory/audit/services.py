@@ -251,9 +251,10 @@ def write_pending(session: Session | scoped_session) -> None:
     """Append the entries this transaction has made so far, before reading the trail in the same transaction
     (who entered a step, which labels were printed): a rule must see its own transaction's changes."""
     session = _plain(session)
-    pending = session.info.pop(_PENDING, None)
+    pending = session.info.get(_PENDING)
     if pending:
         session.info[_HEAD] = append_entries(session.connection(), [row for _, row in pending])
+        del session.info[_PENDING]  # only once appended: a failed append leaves them queued
         written_in = session.get_nested_transaction() or session.get_transaction()
         session.info.setdefault(_WRITTEN, []).extend((made_in, row, written_in) for made_in, row in pending)
 
@@ -314,13 +315,27 @@ def _anchor_after_commit(session: Session) -> None:
 def _forget_head(session: Session, previous_transaction: Any) -> None:
     """An anchor names only a committed entry. After a savepoint rolls back, the head it may have written is
     forgotten (the next append names the real one; without one, this commit anchors nothing)."""
+    if not previous_transaction.nested and previous_transaction.parent is not None:
+        # A failed flush's own inner transaction: the savepoint or transaction around it is rolled back next, and
+        # that rollback decides what is forgotten (entries of work already done stay queued).
+        return
     session.info.pop(_HEAD, None)
     _drop_pending(session, previous_transaction)
-    if not previous_transaction.nested:
-        session.info.pop(_ANCHOR_NOW, None)
-        session.info.pop(_PENDING, None)
-        session.info.pop(_WRITTEN, None)
-        session.info.pop(_APPENDED, None)
+    if previous_transaction.parent is None:
+        _forget_transaction(session)
+
+
+def _forget_transaction(session: Session) -> None:
+    for key in (_ANCHOR_NOW, _PENDING, _WRITTEN, _APPENDED, _HEAD):
+        session.info.pop(key, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: Any) -> None:
+    """A session closed in the middle of a transaction rolls it back without the soft-rollback event: nothing it
+    queued may reach the next transaction (its commit has already anchored, `_anchor_after_commit`)."""
+    if transaction.parent is None:
+        _forget_transaction(session)
 
 
 # --- the chain -----------------------------------------------------------------------------------

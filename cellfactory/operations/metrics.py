@@ -68,9 +68,14 @@ def init_app(app: Flask) -> Metrics:
     return metrics
 
 
+# Any other method a client invents is one label value, so that no one can grow the metrics without limit.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe(app: Flask, method: str, route: str | None, status: int, seconds: float) -> None:
     metrics: Metrics = app.extensions[EXTENSION]
     route = route or UNMATCHED
+    method = method if method in KNOWN_METHODS else "OTHER"
     metrics.requests.labels(method, route, str(status)).inc()
     metrics.duration.labels(method, route).observe(seconds)
 

@@ -143,9 +143,6 @@ class Batch(Audited, CreatedMixin, VersionedMixin, Base):
     # A batch pooling several source materials gets its own DIN from the site's allocation, which its units carry
     # (the pooled DINs stay recorded as its materials).
     pool_din: Mapped[str | None] = mapped_column(sa.String(13), unique=True)
-    # When a recall first reached the batch (its own, or one whose trace reached its units): the batch pages look up
-    # the recalls only then, so a page that has none costs no statement for them (migration 0035).
-    recalled_at: Mapped[dt.datetime | None]
     # A batch started from a bank vial goes on from the vial's passage and cumulative population doublings: its
     # first passage is number `passages_before`, and its cumulative PD adds to `pd_before`, so that the
     # specification's limits apply to the total since the first adherent culture.

@@ -255,9 +255,6 @@ def open_recall(actor: User, command: OpenRecall) -> Recall:
     db.session.add(recall)
     db.session.flush()
     _record_units(actor, recall, batches)
-    for batch in batches:
-        batch.recalled_at = batch.recalled_at or recall.opened_at
-    db.session.flush()
     return recall
 
 

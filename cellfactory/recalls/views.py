@@ -42,8 +42,8 @@ def class_kind(classification: RecallClass) -> str:
 
 @bp.app_template_global("batch_recalls")
 def batch_recalls(batch: Batch) -> list[Recall]:
-    """The recalls of a batch, for the banner of its pages (read only once a recall has reached it)."""
-    return services.covering_batch(batch.id) if batch.recalled_at is not None else []
+    """The recalls of a batch, for the banner of its pages."""
+    return services.covering_batch(batch.id)
 
 
 @bp.app_template_global("unit_recalls")

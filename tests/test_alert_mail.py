@@ -20,7 +20,7 @@ from cellfactory.alerts.models import Alert, AlertMail, MailStatus
 from cellfactory.auth.models import Role, User
 from cellfactory.batches import services as batch_services
 from cellfactory.batches.models import BatchStatus
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.deviations.models import Deviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -221,7 +221,7 @@ def _overdue_sterility(plant, batch, *, days_late: int) -> QcResult:
          "final_read_due": due.isoformat()}))
     # Test set-up only: the incubation is over and the read was due `days_late` days ago.
     db.session.execute(sa.update(QcResult).where(QcResult.id == result.id)
-                       .values(final_read_due=utcnow().date() - dt.timedelta(days=days_late)))
+                       .values(final_read_due=local_today("Europe/Rome") - dt.timedelta(days=days_late)))
     db.session.expire_all()
     return refetch(result)
 

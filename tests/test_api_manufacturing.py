@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from cellfactory.audit.models import AuditEntry
 from cellfactory.batches.models import Batch, BatchStep, Passage
-from cellfactory.core.clock import utcnow
+from cellfactory.core.clock import local_today, utcnow
 from cellfactory.deviations.commands import OpenDeviation
 from cellfactory.extensions import db
 from cellfactory.lifecycle import services as lifecycle
@@ -346,7 +346,9 @@ def test_receive_release_and_reject_lots(client, world):
         "coa_reference": "CoA M-002"})
     assert response.status_code == 201, response.get_data(as_text=True)
     lot = response.get_json()
-    assert lot["status"] == "quarantine" and lot["site"] == "BG" and lot["received_on"] == dt.date.today().isoformat()
+    # Received today on the site's calendar (Rome), which near midnight is not the UTC date.
+    assert lot["status"] == "quarantine" and lot["site"] == "BG"
+    assert lot["received_on"] == local_today("Europe/Rome").isoformat()
     assert_error(client.post(f"{API}/lots/{lot['id']}/status", headers=world.auth("technician"),
                              json={"status": "released", "reason": "CoA ok"}), 403, "forbidden")
     assert_error(client.post(f"{API}/lots/{lot['id']}/status", headers=world.auth("qa"),
